@@ -1,0 +1,65 @@
+"""Where data lives decides where work runs.
+
+numpy / scipy.sparse -> CPU; cupy / cupyx.scipy.sparse -> GPU. Detection looks at the
+type's module name, so nothing here imports cupy on a machine without it.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+
+def is_gpu(x: Any) -> bool:
+    """True for cupy arrays and cupyx sparse matrices."""
+    return type(x).__module__.split(".", 1)[0] in ("cupy", "cupyx")
+
+
+def is_sparse(x: Any) -> bool:
+    """True for scipy or cupyx sparse matrices/arrays."""
+    if is_gpu(x):
+        return type(x).__module__.startswith("cupyx.scipy.sparse")
+    return sp.issparse(x)
+
+
+def sparse_format(x: Any) -> str | None:
+    """'csr', 'csc', 'coo', ... for sparse input, None for dense."""
+    return x.format if is_sparse(x) else None
+
+
+@functools.cache
+def gpu_available() -> bool:
+    """True when cupy imports and sees at least one CUDA device."""
+    try:
+        cp = importlib.import_module("cupy")
+        return cp.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # no cupy, no driver, no device: all mean "CPU only"
+        return False
+
+
+def xp_of(x: Any):
+    """The array namespace (numpy or cupy) that owns `x`."""
+    return importlib.import_module("cupy") if is_gpu(x) else np
+
+
+def sparse_module(x: Any):
+    """scipy.sparse or cupyx.scipy.sparse, matching where `x` lives."""
+    return importlib.import_module("cupyx.scipy.sparse") if is_gpu(x) else sp
+
+
+def to_host(a: Any) -> np.ndarray:
+    """A host numpy array from a numpy or cupy array (no copy for numpy)."""
+    return a.get() if is_gpu(a) else np.asarray(a)
+
+
+def describe(x: Any) -> str:
+    """A short human description for error messages: 'a CSC matrix on the GPU'."""
+    where = "GPU" if is_gpu(x) else "CPU"
+    fmt = sparse_format(x)
+    kind = f"{fmt.upper()} matrix" if fmt else type(x).__name__
+    dtype = getattr(x, "dtype", None)
+    return f"a {kind} of dtype {dtype} on the {where}"

@@ -1,0 +1,52 @@
+"""The storage layouts the primitives accept, and how to take a matrix apart into them."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from .._backend import describe, is_gpu, is_sparse, sparse_format, xp_of
+
+
+class Parts(NamedTuple):
+    """A CSR matrix, or a C-contiguous dense one (then `indices` and `indptr` are None and
+    `data` is the raveled matrix)."""
+
+    data: Any
+    indices: Any
+    indptr: Any
+    shape: tuple[int, int]
+
+    @property
+    def dense(self) -> bool:
+        return self.indptr is None
+
+
+def parts(x) -> Parts:
+    """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying."""
+    if is_sparse(x):
+        if sparse_format(x) != "csr":
+            msg = f"expected a CSR matrix, got {describe(x)}; convert with .tocsr()"
+            raise TypeError(msg)
+        indices, indptr = x.indices, x.indptr
+        if indices.dtype != indptr.dtype:  # rare mixed index types: one dtype for the kernels
+            indices = indices.astype(indptr.dtype)
+        return Parts(x.data, indices, indptr, tuple(x.shape))
+    if not x.flags.c_contiguous:
+        msg = f"expected a C-contiguous dense matrix, got {describe(x)}"
+        raise TypeError(msg)
+    return Parts(x.reshape(-1), None, None, tuple(x.shape))
+
+
+def row_pointers(p: Parts):
+    """indptr of `p`, synthesised for dense rows (n_rows + 1 entries) so CPU row loops serve both."""
+    if not p.dense:
+        return p.indptr
+    xp = xp_of(p.data)
+    n_rows, n_cols = p.shape
+    return xp.arange(n_rows + 1, dtype=np.int64) * n_cols
+
+
+def on_gpu(p: Parts) -> bool:
+    return is_gpu(p.data)

@@ -1,0 +1,27 @@
+"""In-place row scaling by division; rows with a zero divisor stay as they are."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._layout import Parts, on_gpu, row_pointers
+
+
+@numba.njit(parallel=True, cache=True)
+def _divide_rows(data, indptr, divisors):
+    for r in numba.prange(indptr.size - 1):
+        d = divisors[r]
+        if d != 0:
+            for j in range(indptr[r], indptr[r + 1]):
+                data[j] = data[j] / d
+
+
+def divide_rows(p: Parts, divisors) -> None:
+    """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first)."""
+    if on_gpu(p):
+        from .. import _kernels
+
+        _kernels.divide_rows(p.data, p.indptr, p.shape, divisors)
+        return
+    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=p.data.dtype))

@@ -1,0 +1,30 @@
+"""Which columns hold, in some row, a value above that row's limit (highly expressed genes)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._layout import Parts, on_gpu
+
+
+@numba.njit(cache=True)
+def _csr_flag_cols_above(data, indices, indptr, limits, flags):
+    for r in range(indptr.size - 1):
+        for j in range(indptr[r], indptr[r + 1]):
+            if data[j] > limits[r]:
+                flags[indices[j]] = True
+
+
+def flag_cols_above(p: Parts, limits):
+    """Bool per column: some row r has a value > `limits[r]` (float64) in it."""
+    if on_gpu(p):
+        from .. import _kernels
+
+        return _kernels.flag_cols_above(*p, limits=limits)
+    limits = np.asarray(limits, dtype=np.float64)
+    if p.dense:
+        return (p.data.reshape(p.shape) > limits[:, None]).any(axis=0)
+    flags = np.zeros(p.shape[1], np.bool_)
+    _csr_flag_cols_above(p.data, p.indices, p.indptr, limits, flags)
+    return flags

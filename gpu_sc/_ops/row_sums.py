@@ -1,0 +1,40 @@
+"""Per-row sums (float64 accumulation) and nonzero counts, optionally over a column subset."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ._layout import Parts, on_gpu
+
+
+@numba.njit(parallel=True, cache=True)
+def _csr_row_sums(data, indices, indptr, col_mask, sums, nnz):
+    for r in numba.prange(indptr.size - 1):
+        s = 0.0
+        c = 0
+        for j in range(indptr[r], indptr[r + 1]):
+            if col_mask[indices[j]]:
+                s += data[j]
+                c += data[j] != 0
+        sums[r] = s
+        nnz[r] = c
+
+
+def row_sums(p: Parts, col_mask=None):
+    """(sums float64, nonzero counts int64) per row; `col_mask` (bool per column) restricts both."""
+    if on_gpu(p):
+        from .. import _kernels
+
+        return _kernels.row_sums(*p, col_mask=col_mask)
+    n_rows, n_cols = p.shape
+    if p.dense:
+        x = p.data.reshape(p.shape)
+        if col_mask is not None:
+            x = x[:, np.asarray(col_mask, dtype=bool)]
+        return x.sum(axis=1, dtype=np.float64), np.count_nonzero(x, axis=1).astype(np.int64)
+    mask = np.ones(n_cols, np.bool_) if col_mask is None else np.asarray(col_mask, dtype=np.bool_)
+    sums = np.empty(n_rows, np.float64)
+    nnz = np.empty(n_rows, np.int64)
+    _csr_row_sums(p.data, p.indices, p.indptr, mask, sums, nnz)
+    return sums, nnz

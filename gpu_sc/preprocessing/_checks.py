@@ -1,0 +1,131 @@
+"""Input validation shared by the public steps: fetch the matrix, bring it into a layout the
+primitives take, check that counts look like counts. Nothing here modifies the AnnData."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from .._backend import describe, is_gpu, is_sparse, sparse_format, xp_of
+
+
+def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = None,
+               use_raw: bool = False, step: str):  # fmt: skip
+    """The matrix a step works on: X, a layer, an obsm entry or raw.X (never a copy)."""
+    if not isinstance(adata, AnnData):
+        msg = f"{step}: expected an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    chosen = [n for n, v in (("layer", layer), ("obsm", obsm), ("use_raw", use_raw)) if v]
+    if len(chosen) > 1:
+        msg = f"{step}: pass at most one of layer, obsm and use_raw; got {', '.join(chosen)}."
+        raise ValueError(msg)
+    if layer is not None:
+        if layer not in adata.layers:
+            msg = f"{step}: layer {layer!r} not found; adata has layers {list(adata.layers)}."
+            raise KeyError(msg)
+        return adata.layers[layer]
+    if obsm is not None:
+        if obsm not in adata.obsm:
+            msg = f"{step}: obsm {obsm!r} not found; adata has obsm {list(adata.obsm)}."
+            raise KeyError(msg)
+        return adata.obsm[obsm]
+    if use_raw:
+        if adata.raw is None:
+            msg = f"{step}: use_raw=True but adata.raw is None."
+            raise ValueError(msg)
+        return adata.raw.X
+    if adata.X is None:
+        msg = f"{step}: adata.X is None; pass `layer=` to choose a matrix."
+        raise ValueError(msg)
+    return adata.X
+
+
+def canonical(x, *, step: str):
+    """`x` as CSR or C-contiguous dense on its own device; a copy only where the layout differs.
+
+    CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray.
+    """
+    if is_sparse(x):
+        if sparse_format(x) != "csr":
+            return x.tocsr()
+        return x
+    if isinstance(x, np.matrix):
+        x = np.asarray(x)
+    if not hasattr(x, "flags") or getattr(x, "ndim", 0) != 2:
+        msg = (
+            f"{step}: expected a 2-D numpy/cupy array or a scipy/cupyx sparse matrix, got "
+            f"{type(x).__module__}.{type(x).__name__}. Load the data into memory first "
+            "(e.g. adata.to_memory())."
+        )
+        raise TypeError(msg)
+    return x if x.flags.c_contiguous else xp_of(x).ascontiguousarray(x)
+
+
+def check_not_empty(x, *, step: str) -> None:
+    n_rows, n_cols = x.shape
+    if n_rows == 0 or n_cols == 0:
+        msg = f"{step}: got an empty matrix ({n_rows} cells x {n_cols} genes); nothing to do."
+        raise ValueError(msg)
+
+
+def check_counts(x, *, step: str) -> None:
+    """Counts must be finite and non-negative; the error says what was found and what to do."""
+    values = x.data if is_sparse(x) else x
+    if values.dtype.kind == "b":
+        msg = f"{step}: expects counts, got {describe(x)}; convert to a numeric dtype first."
+        raise TypeError(msg)
+    if values.dtype.kind not in "iuf":
+        msg = f"{step}: expects numeric counts, got {describe(x)}."
+        raise TypeError(msg)
+    if values.size == 0:
+        return
+    xp = xp_of(values)
+    if values.dtype.kind == "f":
+        n_bad = int(xp.count_nonzero(~xp.isfinite(values)))
+        if n_bad:
+            msg = (
+                f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
+                f"{describe(x)}; fix or drop those entries first."
+            )
+            raise ValueError(msg)
+    if values.dtype.kind != "u":
+        n_neg = int(xp.count_nonzero(values < 0))
+        if n_neg:
+            low = float(values.min())
+            msg = (
+                f"{step}: expects non-negative counts but found {n_neg} negative values "
+                f"(minimum {low:g}) in {describe(x)}; pass raw counts (e.g. a 'counts' layer) "
+                "rather than scaled or centred data."
+            )
+            raise ValueError(msg)
+
+
+def float_values(x):
+    """`x` with float32/float64 values the kernels take; integers and bools go to float64
+    (exact for counts below 2**53). Returns `x` itself when it already qualifies."""
+    if x.dtype in (np.float32, np.float64):
+        return x
+    return x.astype(np.float64)
+
+
+def sum_dtype(dtype) -> np.dtype:
+    """The dtype scanpy's sums have for values of `dtype`: floats keep theirs, integers give int64."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.int64)
+
+
+def make_actual(adata: AnnData) -> None:
+    """A view becomes an actual AnnData before in-place work, so the parent is never touched."""
+    if adata.is_view:
+        adata._init_as_actual(adata.copy())
+
+
+def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
+    """A host boolean array of length n (cupy/pandas/list input accepted)."""
+    if is_gpu(mask):
+        mask = mask.get()
+    m = np.asarray(mask)
+    if m.dtype != bool or m.shape != (n,):
+        msg = f"{step}: {what} must be a boolean array of length {n}, got dtype {m.dtype} shape {m.shape}."
+        raise ValueError(msg)
+    return m

@@ -1,0 +1,95 @@
+"""filter_cells / filter_genes: keep cells (genes) by their counts or number of expressed genes
+(cells), like scanpy."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _keys as K
+from .. import _ops
+from .._backend import to_host
+from ._checks import canonical, check_counts, float_values, sum_dtype
+
+
+def filter_cells(
+    data,
+    *,
+    min_counts: int | None = None,
+    min_genes: int | None = None,
+    max_counts: int | None = None,
+    max_genes: int | None = None,
+    inplace: bool = True,
+    copy: bool = False,
+):
+    """Filter cells on total counts or number of expressed genes (one criterion per call).
+
+    Like :func:`scanpy.pp.filter_cells`. `data` is an AnnData or a matrix (numpy, scipy sparse,
+    cupy, cupyx sparse).
+
+    Returns
+    -------
+    For an AnnData with ``inplace=True``: ``None`` (or the filtered copy with ``copy=True``); the
+    cells are subset and ``obs['n_counts']`` (value dtype) or ``obs['n_genes']`` (int64) holds
+    the number each cell was judged on. Otherwise ``(cell_subset, number_per_cell)``: host numpy
+    arrays (bool, number).
+    """
+    return _filter(data, axis=0, counts=(min_counts, max_counts), nums=(min_genes, max_genes),
+                   inplace=inplace, copy=copy)  # fmt: skip
+
+
+def filter_genes(
+    data,
+    *,
+    min_counts: int | None = None,
+    min_cells: int | None = None,
+    max_counts: int | None = None,
+    max_cells: int | None = None,
+    inplace: bool = True,
+    copy: bool = False,
+):
+    """Filter genes on total counts or number of cells expressing them (one criterion per call).
+
+    Like :func:`scanpy.pp.filter_genes`; see :func:`filter_cells` for `data` and the returns,
+    with ``var['n_counts']`` / ``var['n_cells']``.
+    """
+    return _filter(data, axis=1, counts=(min_counts, max_counts), nums=(min_cells, max_cells),
+                   inplace=inplace, copy=copy)  # fmt: skip
+
+
+# axis 0 filters cells (obs), axis 1 genes (var)
+_WHAT = {0: ("filter_cells", "genes", K.OBS_N_COUNTS, K.OBS_N_GENES),
+         1: ("filter_genes", "cells", K.VAR_N_COUNTS, K.VAR_N_CELLS)}  # fmt: skip
+
+
+def _filter(data, *, axis, counts, nums, inplace, copy):
+    step, unit, key_counts, key_num = _WHAT[axis]
+    given = [v for v in (*counts, *nums) if v is not None]
+    if len(given) != 1:
+        msg = (
+            f"{step}: give exactly one of min_counts, min_{unit}, max_counts, max_{unit} per "
+            f"call; got {len(given)}."
+        )
+        raise ValueError(msg)
+    by_counts = any(v is not None for v in counts)
+    low, high = counts if by_counts else nums
+
+    adata = data if isinstance(data, AnnData) else None
+    x = canonical(adata.X if adata is not None else data, step=step)
+    check_counts(x, step=step)
+    p = _ops.parts(float_values(x))
+    sums, nnz = (to_host(a) for a in (_ops.row_sums(p) if axis == 0 else _ops.col_sums(p)))
+    number = sums.astype(sum_dtype(x.dtype)) if by_counts else nnz.astype(np.int64)
+    keep = number >= low if low is not None else number <= high
+
+    if adata is None or not inplace:
+        return keep, number
+    if copy:
+        adata = adata.copy()
+    if axis == 0:
+        adata.obs[key_counts if by_counts else key_num] = number
+        adata._inplace_subset_obs(keep)
+    else:
+        adata.var[key_counts if by_counts else key_num] = number
+        adata._inplace_subset_var(keep)
+    return adata if copy else None

@@ -1,0 +1,79 @@
+"""log1p: natural (or base-`base`) logarithm of 1 + x, like scanpy."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _keys as K
+from .. import _ops
+from .._backend import is_sparse
+from ._checks import get_matrix, make_actual
+
+_STEP = "log1p"
+
+
+def log1p(
+    data,
+    *,
+    base: float | None = None,
+    copy: bool = False,
+    chunked: bool | None = None,
+    chunk_size: int | None = None,
+    layer: str | None = None,
+    obsm: str | None = None,
+):
+    """Logarithmise the data matrix, like :func:`scanpy.pp.log1p`: X = log(1 + X) / log(base).
+
+    `data` is an AnnData or a matrix (numpy, scipy sparse, cupy, cupyx sparse). Integer input
+    becomes float64, as in scanpy. `chunked` and `chunk_size` are accepted for scanpy
+    compatibility; in-memory matrices are transformed in one pass, which gives the same values.
+
+    Returns
+    -------
+    For an AnnData: the copy when ``copy``, else ``None``; the matrix is transformed and
+    ``uns['log1p'] = {'base': base}``. For a matrix: the transformed matrix (the same object
+    unless ``copy`` or integer input).
+    """
+    if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
+        msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."
+        raise ValueError(msg)
+    if not isinstance(data, AnnData):
+        if layer is not None or obsm is not None:
+            msg = f"{_STEP}: layer and obsm apply to AnnData input only."
+            raise ValueError(msg)
+        return _log1p_matrix(data, base=base, copy=copy)
+
+    adata = data
+    get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)  # validates layer/obsm before any change
+    if K.UNS_LOG1P in adata.uns:
+        warnings.warn("adata.X seems to be already log-transformed.", UserWarning, stacklevel=2)
+    if copy:
+        adata = adata.copy()
+    make_actual(adata)
+    x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=False)
+    if layer is not None:
+        adata.layers[layer] = x
+    elif obsm is not None:
+        adata.obsm[obsm] = x
+    else:
+        adata.X = x
+    adata.uns[K.UNS_LOG1P] = {"base": base}
+    return adata if copy else None
+
+
+def _log1p_matrix(x, *, base, copy: bool):
+    if isinstance(x, np.matrix):
+        x = np.asarray(x)
+    if not hasattr(x, "dtype"):
+        msg = f"{_STEP}: expected an array or sparse matrix, got {type(x).__name__}."
+        raise TypeError(msg)
+    if x.dtype.kind not in "fc":
+        x = x.astype(np.float64)  # scanpy's choice for integer input
+    elif copy:
+        x = x.copy()
+    _ops.log1p_(x.data if is_sparse(x) else x, base=base)
+    return x

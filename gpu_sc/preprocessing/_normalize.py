@@ -1,0 +1,122 @@
+"""normalize_total: scale each cell to the same total count, like scanpy."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _ops
+from .._backend import to_host, xp_of
+from .._settings import settings
+from ._checks import canonical, check_counts, check_not_empty, get_matrix, make_actual
+
+_STEP = "normalize_total"
+
+
+def normalize_total(
+    adata: AnnData,
+    *,
+    target_sum: float | None = None,
+    exclude_highly_expressed: bool = False,
+    max_fraction: float = 0.05,
+    key_added: str | None = None,
+    layer: str | None = None,
+    obsm: str | None = None,
+    inplace: bool = True,
+    copy: bool = False,
+) -> AnnData | dict | None:
+    """Normalize counts per cell, like :func:`scanpy.pp.normalize_total`.
+
+    Each cell is divided by its total count over all genes (or over the genes that are not
+    highly expressed) divided by `target_sum`, so that afterwards every cell sums to
+    `target_sum`. Cells without counts are left as they are (with a warning).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with counts (non-negative, finite).
+    target_sum
+        Total per cell after normalisation; ``None`` takes the median of the nonzero totals.
+    exclude_highly_expressed
+        Leave out of the totals every gene that has more than `max_fraction` of a cell's total
+        in at least one cell.
+    max_fraction
+        See `exclude_highly_expressed`; between 0 and 1.
+    key_added
+        ``adata.obs`` column for the normalisation factor (total / target_sum) of each cell.
+    layer, obsm
+        Normalise ``adata.layers[layer]`` or ``adata.obsm[obsm]`` instead of ``X``.
+    inplace
+        Update `adata`; otherwise return ``{'X': normalised matrix, 'norm_factor': factors}``.
+    copy
+        Work on and return a copy (not with ``inplace=False``).
+
+    Returns
+    -------
+    ``adata`` (the copy) when ``copy``, the dict when not ``inplace``, else ``None``. The matrix
+    stays on its device and in CSR/dense layout (CSC input becomes CSR); integer input becomes
+    float32, as in scanpy.
+    """
+    if copy:
+        if not inplace:
+            msg = f"{_STEP}: `copy=True` cannot be used with `inplace=False`."
+            raise ValueError(msg)
+        adata = adata.copy()
+    if not 0 <= max_fraction <= 1:
+        msg = f"{_STEP}: max_fraction must lie between 0 and 1, got {max_fraction}."
+        raise ValueError(msg)
+    if target_sum is not None and not (math.isfinite(target_sum) and target_sum > 0):
+        msg = f"{_STEP}: target_sum must be a positive number or None, got {target_sum}."
+        raise ValueError(msg)
+
+    x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+    x = canonical(x0, step=_STEP)
+    check_not_empty(x, step=_STEP)
+    check_counts(x, step=_STEP)
+    if inplace and adata.is_view:  # in-place work must never reach the parent of a view
+        make_actual(adata)
+        x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+        x = canonical(x0, step=_STEP)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)  # scanpy's choice for integer counts
+    elif not inplace and x is x0:
+        x = x.copy()
+    p = _ops.parts(x)
+    xp = xp_of(p.data)
+
+    totals = _ops.row_sums(p)[0].astype(x.dtype)  # scanpy keeps totals in the value dtype
+    if exclude_highly_expressed:
+        high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
+        totals = _ops.row_sums(p, col_mask=~high)[0].astype(x.dtype)
+        names = adata.var_names[to_host(high)].tolist()
+        settings.info(f"{_STEP}: {len(names)} highly expressed genes left out of the totals: {names[:20]}")
+    if target_sum is None:
+        nonzero = totals[totals > 0]
+        if nonzero.size == 0:
+            msg = f"{_STEP}: every cell has zero counts, so the median total is undefined; pass target_sum."
+            raise ValueError(msg)
+        target_sum = xp.median(nonzero)
+    norm_factor = totals / target_sum
+
+    _ops.divide_rows(p, norm_factor)
+    if bool((totals == 0).any()):
+        warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
+
+    if not inplace:
+        return {"X": x, "norm_factor": norm_factor}
+    if key_added is not None:
+        adata.obs[key_added] = to_host(norm_factor)
+    _set_matrix(adata, x, layer=layer, obsm=obsm)
+    return adata if copy else None
+
+
+def _set_matrix(adata: AnnData, x, *, layer, obsm) -> None:
+    if layer is not None:
+        adata.layers[layer] = x
+    elif obsm is not None:
+        adata.obsm[obsm] = x
+    else:
+        adata.X = x

@@ -1,0 +1,133 @@
+"""calculate_qc_metrics: per-cell and per-gene quality-control metrics, as scanpy names them."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from .. import _ops
+from .._backend import is_sparse, to_host
+from ._checks import canonical, check_counts, check_not_empty, float_values, get_matrix, sum_dtype
+
+_STEP = "calculate_qc_metrics"
+
+
+def calculate_qc_metrics(
+    adata: AnnData,
+    *,
+    expr_type: str = "counts",
+    var_type: str = "genes",
+    qc_vars: Collection[str] | str = (),
+    percent_top: Collection[int] | None = (50, 100, 200, 500),
+    layer: str | None = None,
+    use_raw: bool = False,
+    inplace: bool = False,
+    log1p: bool = True,
+    parallel: bool | None = None,  # accepted for scanpy compatibility; has no effect there either
+) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """Calculate quality-control metrics, like :func:`scanpy.pp.calculate_qc_metrics`.
+
+    Runs on the GPU when the matrix is a cupy / cupyx array, on the CPU otherwise. The input
+    matrix is never modified (scanpy drops explicit zeros from it; gpu_sc does not need to).
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix with counts (non-negative, finite).
+    expr_type, var_type
+        Names used in the metric keys (``total_{expr_type}``, ``n_{var_type}_by_{expr_type}``).
+    qc_vars
+        Boolean columns of ``adata.var`` (e.g. ``"mt"``) to compute the share of counts for.
+    percent_top
+        Ranks n for ``pct_{expr_type}_in_top_{n}_{var_type}``; ``None`` or empty skips them.
+    layer, use_raw
+        Take the counts from ``adata.layers[layer]`` or ``adata.raw.X`` instead of ``X``.
+    inplace
+        Write the metrics into ``adata.obs`` and ``adata.var`` instead of returning them.
+    log1p
+        Also write ``log1p_*`` versions of the count metrics.
+
+    Returns
+    -------
+    ``(obs_metrics, var_metrics)`` DataFrames when ``inplace=False``, else ``None`` and:
+
+    ``adata.obs``: ``n_{var_type}_by_{expr_type}`` (int; indptr dtype for CSR), ``total_{expr_type}``
+    (value dtype; int64 for integer input), ``pct_{expr_type}_in_top_{n}_{var_type}`` (float64),
+    ``total_{expr_type}_{qc_var}`` and ``pct_{expr_type}_{qc_var}`` for each qc var, and the
+    ``log1p_`` forms when ``log1p``.
+
+    ``adata.var``: ``n_cells_by_{expr_type}`` (int64), ``mean_{expr_type}`` (float64),
+    ``pct_dropout_by_{expr_type}`` (float64), ``total_{expr_type}`` and the ``log1p_`` forms.
+    """
+    x = canonical(get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP), step=_STEP)
+    check_not_empty(x, step=_STEP)
+    check_counts(x, step=_STEP)
+    n_cells, n_genes = x.shape
+    qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
+    qc_masks = {q: _qc_mask(adata, q, n_genes) for q in qc_vars}
+    ns = _check_percent_top(percent_top, n_genes)
+
+    p = _ops.parts(float_values(x))
+    out_sum = sum_dtype(x.dtype)
+    nnz_dtype = x.indptr.dtype if is_sparse(x) else np.dtype(np.int64)
+
+    totals, nnz = (to_host(a) for a in _ops.row_sums(p))
+    obs = pd.DataFrame(index=adata.obs_names.copy())
+    _put(obs, K.qc_obs_n_vars(expr_type, var_type), nnz.astype(nnz_dtype), log1p)
+    _put(obs, K.qc_total(expr_type), totals.astype(out_sum), log1p)
+    if ns.size:
+        top = to_host(_ops.top_sums(p, ns))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            for i, n in enumerate(ns):
+                obs[K.qc_obs_pct_top(expr_type, var_type, n)] = top[:, i] / totals * 100
+    total_col = obs[K.qc_total(expr_type)]
+    for q, mask in qc_masks.items():
+        qc_total = to_host(_ops.row_sums(p, col_mask=mask)[0]).astype(out_sum)
+        _put(obs, K.qc_obs_total_qc(expr_type, q), qc_total, log1p)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            obs[K.qc_obs_pct_qc(expr_type, q)] = obs[K.qc_obs_total_qc(expr_type, q)] / total_col * 100
+
+    gene_sums, gene_nnz = (to_host(a) for a in _ops.col_sums(p))
+    var = pd.DataFrame(index=adata.var_names.copy() if not use_raw else adata.raw.var_names.copy())
+    var[K.qc_var_n_cells(expr_type)] = gene_nnz.astype(np.int64)
+    _put(var, K.qc_var_mean(expr_type), gene_sums / n_cells, log1p)
+    var[K.qc_var_pct_dropout(expr_type)] = (1 - gene_nnz / n_cells) * 100
+    _put(var, K.qc_total(expr_type), gene_sums.astype(out_sum), log1p)
+
+    if not inplace:
+        return obs, var
+    adata.obs[obs.columns] = obs
+    if not use_raw:
+        adata.var[var.columns] = var
+    return None
+
+
+def _put(df: pd.DataFrame, key: str, values: np.ndarray, log1p: bool) -> None:
+    df[key] = values
+    if log1p:
+        df[K.log1p_of(key)] = np.log1p(values)
+
+
+def _qc_mask(adata: AnnData, name: str, n_genes: int) -> np.ndarray:
+    if name not in adata.var.columns:
+        msg = f"{_STEP}: qc_vars entry {name!r} is not a column of adata.var; add it first, e.g. adata.var[{name!r}] = adata.var_names.str.startswith('MT-')."
+        raise KeyError(msg)
+    mask = adata.var[name].to_numpy()
+    if mask.dtype != bool or mask.shape != (n_genes,):
+        msg = f"{_STEP}: adata.var[{name!r}] must be boolean, got dtype {mask.dtype}."
+        raise ValueError(msg)
+    return mask
+
+
+def _check_percent_top(percent_top, n_genes: int) -> np.ndarray:
+    if not percent_top:
+        return np.empty(0, np.int64)
+    ns = np.sort(np.asarray(list(percent_top), dtype=np.int64))
+    if ns[0] < 1 or ns[-1] > n_genes:
+        msg = f"{_STEP}: percent_top ranks must lie in 1..{n_genes} (the number of genes), got {list(percent_top)}."
+        raise IndexError(msg)
+    return ns

@@ -1,0 +1,115 @@
+"""Shared fixtures: bundled real data, array types, and the `gpu` marker's automatic skip."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_sc._backend import gpu_available
+
+DATA = Path(__file__).resolve().parents[1] / "gpu_sc" / "_data"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"  # beside the checkout, if present
+
+CPU_TYPES = ("numpy", "csr", "csc")
+GPU_TYPES = ("cupy", "cupyx_csr")
+
+
+def pytest_collection_modifyitems(config, items):
+    if gpu_available():
+        return
+    skip = pytest.mark.skip(reason="needs CuPy and an NVIDIA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def as_type(x, kind: str):
+    """`x` (scipy CSR) in the storage `kind`."""
+    if kind == "numpy":
+        return x.toarray()
+    if kind == "csr":
+        return sp.csr_matrix(x)
+    if kind == "csc":
+        return sp.csc_matrix(x)
+    if kind == "cupy":
+        import cupy as cp
+
+        return cp.asarray(x.toarray())
+    if kind == "cupyx_csr":
+        import cupyx.scipy.sparse as cpsp
+
+        return cpsp.csr_matrix(sp.csr_matrix(x))
+    raise ValueError(kind)
+
+
+@pytest.fixture(params=CPU_TYPES + tuple(pytest.param(t, marks=pytest.mark.gpu) for t in GPU_TYPES))
+def array_type(request):
+    return request.param
+
+
+@pytest.fixture(params=CPU_TYPES)
+def cpu_type(request):
+    return request.param
+
+
+def _read(name: str) -> ad.AnnData:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return ad.read_h5ad(DATA / name)
+
+
+_CACHE: dict[str, ad.AnnData] = {}
+
+
+def _load(name: str) -> ad.AnnData:
+    if name not in _CACHE:
+        a = _read(name)
+        a.var["mt"] = a.var_names.str.upper().str.startswith(("MT-", "RPL", "RPS"))
+        _CACHE[name] = a
+    return _CACHE[name].copy()
+
+
+@pytest.fixture
+def pbmc() -> ad.AnnData:
+    """700 PBMCs x 765 genes, raw counts (float32 CSR)."""
+    return _load("pbmc68k_reduced_counts.h5ad")
+
+
+@pytest.fixture
+def brain() -> ad.AnnData:
+    """10,000 mouse brain cells x 1,000 genes; one all-zero cell and duplicate rows."""
+    return _load("mouse_brain_10k_subset.h5ad")
+
+
+@pytest.fixture(params=["pbmc", "brain"])
+def counts(request) -> ad.AnnData:
+    return request.getfixturevalue(request.param)
+
+
+def to_host(x):
+    """numpy / scipy view of any result (for comparisons)."""
+    if hasattr(x, "get"):
+        x = x.get()
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def assert_adata_equal(a: ad.AnnData, b: ad.AnnData) -> None:
+    """Exact equality of shapes, names, obs/var, X (type, layout, dtype, values), layers, uns keys."""
+    assert a.shape == b.shape
+    assert a.obs_names.equals(b.obs_names) and a.var_names.equals(b.var_names)
+    assert a.obs.equals(b.obs) and a.var.equals(b.var)
+    for x, y in [(a.X, b.X), *((a.layers[k], b.layers[k]) for k in a.layers)]:
+        assert type(x) is type(y)
+        assert x.dtype == y.dtype
+        if sp.issparse(x):
+            assert x.format == y.format
+            assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
+            assert np.array_equal(x.data, y.data, equal_nan=True)
+        else:
+            assert np.array_equal(x, y, equal_nan=True)
+    assert set(a.layers) == set(b.layers) and set(a.uns) == set(b.uns) and set(a.obsm) == set(b.obsm)

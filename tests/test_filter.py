@@ -1,0 +1,61 @@
+"""filter_cells / filter_genes equal scanpy's on real counts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+from conftest import as_type, to_host
+
+import gpu_sc as gsc
+
+CELL_CRITERIA = [{"min_counts": 500}, {"min_genes": 150}, {"max_counts": 3000}, {"max_genes": 400}]
+GENE_CRITERIA = [{"min_counts": 20}, {"min_cells": 10}, {"max_counts": 5000}, {"max_cells": 300}]
+
+
+@pytest.mark.parametrize("kw", CELL_CRITERIA)
+def test_filter_cells_matches_scanpy(counts, cpu_type, kw):
+    counts.X = as_type(counts.X, cpu_type)
+    ref = counts.copy()
+    sc.pp.filter_cells(ref, **kw)
+    assert gsc.pp.filter_cells(counts, **kw) is None
+    assert counts.obs_names.equals(ref.obs_names)
+    key = "n_counts" if "counts" in next(iter(kw)) else "n_genes"
+    assert counts.obs[key].dtype == ref.obs[key].dtype
+    np.testing.assert_array_equal(counts.obs[key], ref.obs[key])
+    np.testing.assert_array_equal(to_host(counts.X), to_host(ref.X))
+
+
+@pytest.mark.parametrize("kw", GENE_CRITERIA)
+def test_filter_genes_matches_scanpy(counts, cpu_type, kw):
+    counts.X = as_type(counts.X, cpu_type)
+    ref = counts.copy()
+    sc.pp.filter_genes(ref, **kw)
+    gsc.pp.filter_genes(counts, **kw)
+    assert counts.var_names.equals(ref.var_names)
+    key = "n_counts" if "counts" in next(iter(kw)) else "n_cells"
+    assert counts.var[key].dtype == ref.var[key].dtype
+    np.testing.assert_array_equal(counts.var[key], ref.var[key])
+
+
+@pytest.mark.parametrize("fn", ["filter_cells", "filter_genes"])
+def test_matrix_input_and_not_inplace(pbmc, fn):
+    kw = {"min_counts": 100}
+    ref_mask, ref_num = getattr(sc.pp, fn)(pbmc.X, **kw)
+    mask, num = getattr(gsc.pp, fn)(pbmc.X, **kw)
+    np.testing.assert_array_equal(mask, ref_mask)
+    np.testing.assert_array_equal(num, ref_num)
+    mask2, num2 = getattr(gsc.pp, fn)(pbmc, inplace=False, **kw)
+    np.testing.assert_array_equal(mask2, ref_mask)
+    assert pbmc.shape == (700, 765)
+
+
+def test_copy_returns_filtered_copy(pbmc):
+    out = gsc.pp.filter_cells(pbmc, min_genes=200, copy=True)
+    assert out is not pbmc and out.n_obs < pbmc.n_obs == 700
+
+
+@pytest.mark.parametrize("kw", [{}, {"min_counts": 1, "min_genes": 1}])
+def test_exactly_one_criterion(pbmc, kw):
+    with pytest.raises(ValueError, match="exactly one"):
+        gsc.pp.filter_cells(pbmc, **kw)

@@ -1,0 +1,156 @@
+"""GPU equals CPU: every primitive and every step, float32/float64 values, int32/int64 indices,
+CSR and dense. Skipped without CuPy and a GPU."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import to_host
+
+import gpu_sc as gsc
+from gpu_sc import _ops
+
+pytestmark = pytest.mark.gpu
+
+
+def _csr(adata, value_dtype, index_dtype):
+    x = sp.csr_matrix(adata.X, dtype=value_dtype, copy=True)
+    x.indices, x.indptr = x.indices.astype(index_dtype), x.indptr.astype(index_dtype)
+    return x
+
+
+def _gpu(x):
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    if sp.issparse(x):
+        g = cpsp.csr_matrix(
+            (cp.asarray(x.data), cp.asarray(x.indices), cp.asarray(x.indptr)), shape=x.shape
+        )
+        assert g.indptr.dtype == x.indptr.dtype, "cupyx changed the index dtype"
+        return g
+    return cp.asarray(x)
+
+
+LAYOUTS = [
+    (v, i, dense)
+    for v in (np.float32, np.float64)
+    for i in (np.int32, np.int64)
+    for dense in (False, True)
+    if not (dense and i is np.int64)  # dense has no index arrays
+]
+
+
+@pytest.fixture(params=LAYOUTS, ids=lambda p: f"{np.dtype(p[0])}-{np.dtype(p[1])}-{'dense' if p[2] else 'csr'}")
+def pair(request, brain):
+    value, index, dense = request.param
+    x = _csr(brain, value, index)
+    if dense:
+        x = x.toarray()
+    return x, _gpu(x)
+
+
+def test_row_sums(pair, brain):
+    cpu, gpu = pair
+    mask = brain.var["mt"].to_numpy() | (np.arange(brain.n_vars) % 3 == 0)
+    for m in (None, mask):
+        s_c, n_c = _ops.row_sums(_ops.parts(cpu), col_mask=m)
+        s_g, n_g = _ops.row_sums(_ops.parts(gpu), col_mask=None if m is None else _gpu(m))
+        np.testing.assert_allclose(to_host(s_g), s_c, rtol=1e-12)
+        np.testing.assert_array_equal(to_host(n_g), n_c)
+
+
+def test_col_sums(pair):
+    cpu, gpu = pair
+    s_c, n_c = _ops.col_sums(_ops.parts(cpu))
+    s_g, n_g = _ops.col_sums(_ops.parts(gpu))
+    np.testing.assert_allclose(to_host(s_g), s_c, rtol=1e-12)
+    np.testing.assert_array_equal(to_host(n_g), n_c)
+
+
+def test_top_sums(pair):
+    cpu, gpu = pair
+    ns = [1, 7, 50, 100, 500]
+    np.testing.assert_allclose(
+        to_host(_ops.top_sums(_ops.parts(gpu), ns)), _ops.top_sums(_ops.parts(cpu), ns), rtol=1e-12
+    )
+
+
+def test_flag_cols_above(pair):
+    cpu, gpu = pair
+    totals = _ops.row_sums(_ops.parts(cpu))[0]
+    for frac in (0.01, 0.05, 0.2):
+        np.testing.assert_array_equal(
+            to_host(_ops.flag_cols_above(_ops.parts(gpu), _gpu(frac * totals))),
+            _ops.flag_cols_above(_ops.parts(cpu), frac * totals),
+        )
+
+
+def test_divide_rows(pair):
+    cpu, gpu = pair
+    cpu = cpu.copy()
+    divisors = np.linspace(0, 3, cpu.shape[0]).astype(cpu.dtype)  # first row: zero divisor
+    _ops.divide_rows(_ops.parts(cpu), divisors)
+    _ops.divide_rows(_ops.parts(gpu), _gpu(divisors))
+    np.testing.assert_array_equal(to_host(gpu), to_host(cpu))  # IEEE division: bit-identical
+
+
+def test_log1p(pair):
+    cpu, gpu = pair
+    cpu = cpu.copy()
+    for x in (cpu, gpu):
+        _ops.log1p_(x.data if hasattr(x, "format") else x, base=2)
+    np.testing.assert_allclose(to_host(gpu), to_host(cpu), rtol=1e-6)
+
+
+STEPS = [
+    lambda a: gsc.pp.calculate_qc_metrics(a, qc_vars=["mt"], percent_top=(10, 100), inplace=True),
+    lambda a: gsc.pp.filter_cells(a, min_genes=50),
+    lambda a: gsc.pp.filter_genes(a, min_counts=20),
+    lambda a: gsc.pp.normalize_total(a, key_added="nf"),
+    lambda a: gsc.pp.normalize_total(a, exclude_highly_expressed=True, target_sum=1e4),
+    lambda a: (gsc.pp.normalize_total(a), gsc.pp.log1p(a)),
+]
+
+
+@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("step", range(len(STEPS)))
+def test_steps_gpu_equals_cpu(brain, step, dense):
+    if dense:
+        brain.X = brain.X.toarray()
+    gpu = gsc.get.to_gpu(brain, copy=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        STEPS[step](brain)
+        STEPS[step](gpu)
+    assert type(gpu.X).__module__.startswith(("cupy", "cupyx"))  # results stay on the device
+    back = gsc.get.to_cpu(gpu, copy=True)
+    assert back.obs_names.equals(brain.obs_names) and back.var_names.equals(brain.var_names)
+    for frame, ref in ((back.obs, brain.obs), (back.var, brain.var)):
+        assert list(frame.columns) == list(ref.columns)
+        for col in ref.columns:
+            assert frame[col].dtype == ref[col].dtype, col
+            np.testing.assert_allclose(frame[col], ref[col], rtol=1e-6)
+    np.testing.assert_allclose(to_host(back.X), to_host(brain.X), rtol=1e-6, atol=0)
+
+
+def test_round_trip(pbmc):
+    pbmc.layers["counts"] = pbmc.X.copy()
+    pbmc.obsm["dense"] = pbmc.X[:, :5].toarray()
+    gpu = gsc.get.to_gpu(pbmc, copy=True)
+    assert gsc.get.is_on_gpu(gpu) and not gsc.get.is_on_gpu(pbmc)
+    back = gsc.get.to_cpu(gpu, copy=True)
+    assert (back.X != pbmc.X).nnz == 0 and (back.layers["counts"] != pbmc.X).nnz == 0
+    np.testing.assert_array_equal(back.obsm["dense"], pbmc.obsm["dense"])
+
+
+def test_bad_counts_on_gpu_name_the_device(pbmc):
+    x = pbmc.X.copy()
+    x.data[3] = -1
+    pbmc.X = x
+    gsc.get.to_gpu(pbmc)
+    with pytest.raises(ValueError, match="negative.*GPU"):
+        gsc.pp.normalize_total(pbmc)

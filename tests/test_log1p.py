@@ -1,0 +1,59 @@
+"""log1p equals scanpy's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scanpy as sc
+from conftest import as_type, to_host
+
+import gpu_sc as gsc
+
+
+@pytest.mark.parametrize("base", [None, 2, 10.0])
+def test_matches_scanpy(pbmc, cpu_type, base):
+    sc.pp.normalize_total(pbmc, target_sum=1e4)
+    pbmc.X = as_type(pbmc.X, cpu_type)
+    ref = pbmc.copy()
+    sc.pp.log1p(ref, base=base)
+    gsc.pp.log1p(pbmc, base=base)
+    assert pbmc.uns["log1p"] == {"base": base}
+    assert pbmc.X.dtype == ref.X.dtype
+    np.testing.assert_allclose(to_host(pbmc.X), to_host(ref.X), rtol=1e-6, atol=0)
+
+
+def test_matrix_input(pbmc):
+    x = pbmc.X.copy()
+    out = gsc.pp.log1p(x, copy=True)
+    assert out is not x and (x != pbmc.X).nnz == 0
+    np.testing.assert_allclose(out.toarray(), np.log1p(pbmc.X.toarray()), rtol=1e-6)
+    dense = pbmc.X.toarray()
+    assert gsc.pp.log1p(dense) is dense
+
+
+def test_integer_input_becomes_float64(pbmc):
+    pbmc.X = pbmc.X.astype(np.int32)
+    gsc.pp.log1p(pbmc)
+    assert pbmc.X.dtype == np.float64
+
+
+def test_layer_obsm_copy(pbmc):
+    pbmc.layers["a"] = pbmc.X.copy()
+    pbmc.obsm["b"] = pbmc.X[:, :10].toarray()
+    out = gsc.pp.log1p(pbmc, layer="a", copy=True)
+    assert (pbmc.layers["a"] != pbmc.X).nnz == 0 and "log1p" not in pbmc.uns
+    np.testing.assert_allclose(out.layers["a"].toarray(), np.log1p(pbmc.X.toarray()), rtol=1e-6)
+    gsc.pp.log1p(pbmc, obsm="b")
+    np.testing.assert_allclose(pbmc.obsm["b"], np.log1p(pbmc.X[:, :10].toarray()), rtol=1e-6)
+
+
+def test_warns_when_already_logged(pbmc):
+    gsc.pp.log1p(pbmc)
+    with pytest.warns(UserWarning, match="already log-transformed"):
+        gsc.pp.log1p(pbmc)
+
+
+@pytest.mark.parametrize("base", [1, 0, -2])
+def test_bad_base(pbmc, base):
+    with pytest.raises(ValueError, match="base"):
+        gsc.pp.log1p(pbmc, base=base)

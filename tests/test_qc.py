@@ -1,0 +1,95 @@
+"""calculate_qc_metrics equals scanpy's on real counts, across parameters and storage types."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import as_type
+
+import gpu_sc as gsc
+
+
+def _reference(adata, **kw):
+    a = adata.copy()
+    a.X = a.X.get() if hasattr(a.X, "get") else a.X
+    if sp.issparse(a.X):
+        a.X = sp.csr_matrix(a.X)
+    return sc.pp.calculate_qc_metrics(a, **kw)
+
+
+def _assert_frames(ours, ref):
+    assert list(ours.columns) == list(ref.columns)
+    for col in ref.columns:
+        assert ours[col].dtype == ref[col].dtype, col
+    pd.testing.assert_frame_equal(ours, ref, check_exact=False, rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"qc_vars": ["mt"], "percent_top": (1, 5, 50, 100)},
+        {"qc_vars": "mt", "percent_top": None, "log1p": False},
+        {"expr_type": "umis", "var_type": "features", "percent_top": [200, 20]},
+    ],
+)
+def test_matches_scanpy(counts, cpu_type, kw):
+    if max(kw.get("percent_top") or (0,)) > counts.n_vars or (
+        "percent_top" not in kw and counts.n_vars < 500
+    ):
+        kw = {**kw, "percent_top": (10, 100)}
+    counts.X = as_type(counts.X, cpu_type)
+    ref_obs, ref_var = _reference(counts, **kw)
+    obs, var = gsc.pp.calculate_qc_metrics(counts, **kw)
+    _assert_frames(obs, ref_obs)
+    _assert_frames(var, ref_var)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.int64])
+def test_dtypes_follow_scanpy(pbmc, dtype):
+    pbmc.X = pbmc.X.astype(dtype)
+    ref_obs, ref_var = _reference(pbmc, qc_vars=["mt"], percent_top=(5, 50))
+    obs, var = gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["mt"], percent_top=(5, 50))
+    _assert_frames(obs, ref_obs)
+    _assert_frames(var, ref_var)
+
+
+def test_inplace_writes_obs_and_var_and_leaves_x(pbmc):
+    x_before = pbmc.X.copy()
+    pbmc.X[0, 0] = 0  # an explicit zero: scanpy would drop it from X, we must not touch X
+    x_before = pbmc.X.copy()
+    assert gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["mt"], inplace=True, percent_top=(50,)) is None
+    for key in ["n_genes_by_counts", "total_counts", "pct_counts_mt", "pct_counts_in_top_50_genes"]:
+        assert key in pbmc.obs
+    for key in ["n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"]:
+        assert key in pbmc.var
+    assert pbmc.X.nnz == x_before.nnz and (pbmc.X != x_before).nnz == 0
+
+
+def test_layer(pbmc):
+    pbmc.layers["counts"] = pbmc.X.copy()
+    pbmc.X = pbmc.X * 0
+    obs, _ = gsc.pp.calculate_qc_metrics(pbmc, layer="counts", percent_top=None)
+    assert obs["total_counts"].sum() > 0
+
+
+def test_all_zero_cell_gives_nan_percentages_like_scanpy(brain):
+    ref_obs, _ = _reference(brain, qc_vars=["mt"], percent_top=(10,))
+    obs, _ = gsc.pp.calculate_qc_metrics(brain, qc_vars=["mt"], percent_top=(10,))
+    zero = (obs["total_counts"] == 0).to_numpy()
+    assert zero.sum() == 1
+    assert np.isnan(obs.loc[zero, "pct_counts_in_top_10_genes"]).all()
+    pd.testing.assert_frame_equal(obs, ref_obs, check_exact=False, rtol=1e-6)
+
+
+def test_percent_top_out_of_range(pbmc):
+    with pytest.raises(IndexError, match="percent_top"):
+        gsc.pp.calculate_qc_metrics(pbmc, percent_top=(10, pbmc.n_vars + 1))
+
+
+def test_unknown_qc_var(pbmc):
+    with pytest.raises(KeyError, match="not a column of adata.var"):
+        gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["ribo"])
