@@ -71,6 +71,12 @@ def test_col_sums(pair):
     np.testing.assert_array_equal(to_host(n_g), n_c)
 
 
+def test_col_mean_var(pair):
+    cpu, gpu = pair
+    for got, ref in zip(_ops.col_mean_var(_ops.parts(gpu)), _ops.col_mean_var(_ops.parts(cpu))):
+        np.testing.assert_allclose(to_host(got), ref, rtol=1e-10, atol=1e-12)
+
+
 def test_top_sums(pair):
     cpu, gpu = pair
     ns = [1, 7, 50, 100, 500]

@@ -20,8 +20,8 @@ def _divide_rows(data, indptr, divisors):
 def divide_rows(p: Parts, divisors) -> None:
     """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first)."""
     if on_gpu(p):
-        from .. import _kernels
+        from .._kernels.scale import divide_rows as gpu_divide_rows
 
-        _kernels.divide_rows(p.data, p.indptr, p.shape, divisors)
+        gpu_divide_rows(p.data, p.indptr, p.shape, divisors)
         return
     _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=p.data.dtype))

@@ -19,9 +19,9 @@ def _csr_flag_cols_above(data, indices, indptr, limits, flags):
 def flag_cols_above(p: Parts, limits):
     """Bool per column: some row r has a value > `limits[r]` (float64) in it."""
     if on_gpu(p):
-        from .. import _kernels
+        from .._kernels.row_reduce import flag_cols_above as gpu_flag_cols_above
 
-        return _kernels.flag_cols_above(*p, limits=limits)
+        return gpu_flag_cols_above(*p, limits=limits)
     limits = np.asarray(limits, dtype=np.float64)
     if p.dense:
         return (p.data.reshape(p.shape) > limits[:, None]).any(axis=0)

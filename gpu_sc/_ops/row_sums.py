@@ -24,9 +24,9 @@ def _csr_row_sums(data, indices, indptr, col_mask, sums, nnz):
 def row_sums(p: Parts, col_mask=None):
     """(sums float64, nonzero counts int64) per row; `col_mask` (bool per column) restricts both."""
     if on_gpu(p):
-        from .. import _kernels
+        from .._kernels.row_reduce import row_sums as gpu_row_sums
 
-        return _kernels.row_sums(*p, col_mask=col_mask)
+        return gpu_row_sums(*p, col_mask=col_mask)
     n_rows, n_cols = p.shape
     if p.dense:
         x = p.data.reshape(p.shape)

@@ -26,9 +26,9 @@ def top_sums(p: Parts, ns):
     """(n_rows, len(ns)) float64; `ns` ascending positive ints; values must be non-negative."""
     ns = np.asarray(ns, dtype=np.int64)
     if on_gpu(p):
-        from .. import _kernels
+        from .._kernels.top_sums import row_top_sums
 
-        return _kernels.row_top_sums(p.data, p.indptr, p.shape, ns)
+        return row_top_sums(p.data, p.indptr, p.shape, ns)
     out = np.empty((p.shape[0], ns.size), np.float64)
     if ns.size:
         _row_top_sums(p.data, np.asarray(row_pointers(p)), ns, out)
