@@ -49,6 +49,39 @@ def test_nvcc_compiles(tmp_path, file, arch):
     assert cubin.returncode == 0, cubin.stderr
 
 
+def _nvrtc():
+    """cupy's NVRTC binding when the library loads (no GPU needed), else None."""
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+        return nvrtc
+    except Exception:  # no cupy, or no libnvrtc
+        return None
+
+
+NVRTC = _nvrtc()
+
+
+@pytest.mark.skipif(NVRTC is None, reason="NVRTC (cupy + libnvrtc) not available")
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("file", _kernels.kernel_files())
+def test_nvrtc_compiles(file, arch):
+    """What cupy.RawModule does on a GPU machine, minus the device: NVRTC with our name list."""
+    prog = NVRTC.createProgram(_kernels.source(file), file, [], [])
+    try:
+        for expr in _kernels.name_expressions(file):
+            NVRTC.addNameExpression(prog, expr)
+        try:
+            NVRTC.compileProgram(prog, [f"-arch=compute_{arch}", "--std=c++14"])
+        except Exception as e:
+            pytest.fail(f"{e}\n{NVRTC.getProgramLog(prog)}")
+        for expr in _kernels.name_expressions(file):
+            assert NVRTC.getLoweredName(prog, expr)
+    finally:
+        NVRTC.destroyProgram(prog)
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("file", _kernels.kernel_files())
 def test_nvrtc_compiles_on_device(file):
