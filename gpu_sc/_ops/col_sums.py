@@ -2,9 +2,41 @@
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from ._layout import Parts, on_gpu
+
+
+@numba.njit(parallel=True, cache=True)
+def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, sums, sumsq, nnz):
+    """Row chunks accumulate into their own partial rows, summed at the end: no atomics, no
+    nnz-sized temporaries, memory n_chunks x n_cols."""
+    n_rows = indptr.size - 1
+    part_s = np.zeros((n_chunks, n_cols))
+    part_q = np.zeros((n_chunks, n_cols))
+    part_n = np.zeros((n_chunks, n_cols), np.int64)
+    step = (n_rows + n_chunks - 1) // n_chunks
+    for c in numba.prange(n_chunks):
+        for r in range(c * step, min(n_rows, (c + 1) * step)):
+            for j in range(indptr[r], indptr[r + 1]):
+                v = np.float64(data[j])
+                if v != 0:
+                    k = indices[j]
+                    part_s[c, k] += v
+                    part_q[c, k] += v * v
+                    part_n[c, k] += 1
+    for k in numba.prange(n_cols):
+        s = 0.0
+        q = 0.0
+        m = 0
+        for c in range(n_chunks):
+            s += part_s[c, k]
+            q += part_q[c, k]
+            m += part_n[c, k]
+        sums[k] = s
+        sumsq[k] = q
+        nnz[k] = m
 
 
 def _col_stats(p: Parts, *, squares: bool, counts: bool):
@@ -20,11 +52,9 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
         sumsq = np.einsum("ij,ij->j", x, x, dtype=np.float64) if squares else None
         nnz = np.count_nonzero(x, axis=0).astype(np.int64) if counts else None
         return sums, sumsq, nnz
-    values = p.data.astype(np.float64, copy=False)
-    sums = np.bincount(p.indices, weights=values, minlength=n_cols)
-    sumsq = np.bincount(p.indices, weights=values * values, minlength=n_cols) if squares else None
-    nnz = np.bincount(p.indices[p.data != 0], minlength=n_cols).astype(np.int64) if counts else None
-    return sums, sumsq, nnz
+    sums, sumsq, nnz = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols, np.int64)
+    _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), sums, sumsq, nnz)
+    return sums, sumsq if squares else None, nnz if counts else None
 
 
 def col_sums(p: Parts):

@@ -8,9 +8,10 @@ import numpy as np
 from ._layout import Parts, on_gpu
 
 
-@numba.njit(cache=True)
+@numba.njit(parallel=True, cache=True)
 def _csr_flag_cols_above(data, indices, indptr, limits, flags):
-    for r in range(indptr.size - 1):
+    # racing writes all store True, so parallel rows are safe
+    for r in numba.prange(indptr.size - 1):
         for j in range(indptr[r], indptr[r + 1]):
             if data[j] > limits[r]:
                 flags[indices[j]] = True

@@ -7,6 +7,7 @@ import numpy as np
 from anndata import AnnData
 
 from .._backend import describe, is_gpu, is_sparse, sparse_format, xp_of
+from .._ops.value_issues import value_issues
 
 
 def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = None,
@@ -77,27 +78,25 @@ def check_counts(x, *, step: str) -> None:
     if values.dtype.kind not in "iuf":
         msg = f"{step}: expects numeric counts, got {describe(x)}."
         raise TypeError(msg)
-    if values.size == 0:
+    if values.size == 0 or values.dtype.kind == "u":
         return
-    xp = xp_of(values)
-    if values.dtype.kind == "f":
-        n_bad = int(xp.count_nonzero(~xp.isfinite(values)))
-        if n_bad:
-            msg = (
-                f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
-                f"{describe(x)}; fix or drop those entries first."
-            )
-            raise ValueError(msg)
-    if values.dtype.kind != "u":
-        n_neg = int(xp.count_nonzero(values < 0))
-        if n_neg:
-            low = float(values.min())
-            msg = (
-                f"{step}: expects non-negative counts but found {n_neg} negative values "
-                f"(minimum {low:g}) in {describe(x)}; pass raw counts (e.g. a 'counts' layer) "
-                "rather than scaled or centred data."
-            )
-            raise ValueError(msg)
+    if values.dtype.kind == "i":
+        n_bad, n_neg = 0, int(xp_of(values).count_nonzero(values < 0))
+    else:
+        n_bad, n_neg = value_issues(values.reshape(-1))
+    if n_bad:
+        msg = (
+            f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
+            f"{describe(x)}; fix or drop those entries first."
+        )
+        raise ValueError(msg)
+    if n_neg:
+        msg = (
+            f"{step}: expects non-negative counts but found {n_neg} negative values "
+            f"(minimum {float(values.min()):g}) in {describe(x)}; pass raw counts (e.g. a "
+            "'counts' layer) rather than scaled or centred data."
+        )
+        raise ValueError(msg)
 
 
 def float_values(x):
