@@ -110,3 +110,14 @@ def test_view_does_not_touch_parent(pbmc):
     gsc.pp.normalize_total(view, target_sum=1e4)
     assert not view.is_view
     assert (pbmc.X != parent_x).nnz == 0
+
+
+@pytest.mark.parametrize("kw", [{}, {"exclude_highly_expressed": True, "target_sum": 1e4}])
+def test_float64_counts(brain, kw):
+    brain.X = brain.X.astype(np.float64)
+    ref = _reference(brain, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gsc.pp.normalize_total(brain, **kw)
+    assert brain.X.dtype == np.float64
+    np.testing.assert_allclose(to_host(brain.X), to_host(ref.X), rtol=1e-12)

@@ -93,3 +93,22 @@ def test_percent_top_out_of_range(pbmc):
 def test_unknown_qc_var(pbmc):
     with pytest.raises(KeyError, match="not a column of adata.var"):
         gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["ribo"])
+
+
+def test_use_raw(pbmc):
+    pbmc.raw = pbmc.copy()
+    pbmc.X = pbmc.X * 0
+    ref_obs, ref_var = sc.pp.calculate_qc_metrics(pbmc.copy(), use_raw=True, percent_top=(5,))
+    obs, var = gsc.pp.calculate_qc_metrics(pbmc, use_raw=True, percent_top=(5,))
+    _assert_frames(obs, ref_obs)
+    _assert_frames(var, ref_var)
+
+
+def test_view_and_existing_columns(pbmc):
+    view = pbmc[::2]
+    ref_obs, _ = sc.pp.calculate_qc_metrics(view.copy(), percent_top=(5,))
+    pbmc.obs["total_counts"] = -1.0  # stale column: overwritten like scanpy
+    gsc.pp.calculate_qc_metrics(pbmc, percent_top=(5,), inplace=True)
+    obs, _ = gsc.pp.calculate_qc_metrics(view, percent_top=(5,))
+    _assert_frames(obs, ref_obs)
+    assert (pbmc.obs["total_counts"] > 0).all()
