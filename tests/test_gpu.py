@@ -16,25 +16,6 @@ from gpu_sc import _ops
 pytestmark = pytest.mark.gpu
 
 
-def _csr(adata, value_dtype, index_dtype):
-    x = sp.csr_matrix(adata.X, dtype=value_dtype, copy=True)
-    x.indices, x.indptr = x.indices.astype(index_dtype), x.indptr.astype(index_dtype)
-    return x
-
-
-def _gpu(x):
-    import cupy as cp
-    import cupyx.scipy.sparse as cpsp
-
-    if sp.issparse(x):
-        g = cpsp.csr_matrix(
-            (cp.asarray(x.data), cp.asarray(x.indices), cp.asarray(x.indptr)), shape=x.shape
-        )
-        assert g.indptr.dtype == x.indptr.dtype, "cupyx changed the index dtype"
-        return g
-    return cp.asarray(x)
-
-
 LAYOUTS = [
     (v, i, dense)
     for v in (np.float32, np.float64)
@@ -44,72 +25,96 @@ LAYOUTS = [
 ]
 
 
+def _parts_pair(x, value, index, dense):
+    """The same matrix as CPU and GPU `Parts`, built from raw arrays so that the index dtype is
+    exactly `index` (scipy and cupyx would shrink int64 indices that fit into int32)."""
+    import cupy as cp
+
+    x = sp.csr_matrix(x, dtype=value)
+    if dense:
+        d = x.toarray()
+        return _ops.parts(d), _ops.parts(cp.asarray(d))
+    arrays = (x.data, x.indices.astype(index), x.indptr.astype(index))
+    cpu = _ops.Parts(*arrays, x.shape)
+    gpu = _ops.Parts(*(cp.asarray(a) for a in arrays), x.shape)
+    return cpu, gpu
+
+
 @pytest.fixture(params=LAYOUTS, ids=lambda p: f"{np.dtype(p[0])}-{np.dtype(p[1])}-{'dense' if p[2] else 'csr'}")
 def pair(request, brain):
-    value, index, dense = request.param
-    x = _csr(brain, value, index)
-    if dense:
-        x = x.toarray()
-    return x, _gpu(x)
+    return _parts_pair(brain.X, *request.param)
+
+
+def _gpu(a):
+    import cupy as cp
+
+    return cp.asarray(a)
 
 
 def test_row_sums(pair, brain):
     cpu, gpu = pair
     mask = brain.var["mt"].to_numpy() | (np.arange(brain.n_vars) % 3 == 0)
     for m in (None, mask):
-        s_c, n_c = _ops.row_sums(_ops.parts(cpu), col_mask=m)
-        s_g, n_g = _ops.row_sums(_ops.parts(gpu), col_mask=None if m is None else _gpu(m))
+        s_c, n_c = _ops.row_sums(cpu, col_mask=m)
+        s_g, n_g = _ops.row_sums(gpu, col_mask=None if m is None else _gpu(m))
         np.testing.assert_allclose(to_host(s_g), s_c, rtol=1e-12)
         np.testing.assert_array_equal(to_host(n_g), n_c)
 
 
 def test_col_sums(pair):
     cpu, gpu = pair
-    s_c, n_c = _ops.col_sums(_ops.parts(cpu))
-    s_g, n_g = _ops.col_sums(_ops.parts(gpu))
+    s_c, n_c = _ops.col_sums(cpu)
+    s_g, n_g = _ops.col_sums(gpu)
     np.testing.assert_allclose(to_host(s_g), s_c, rtol=1e-12)
     np.testing.assert_array_equal(to_host(n_g), n_c)
 
 
 def test_col_mean_var(pair):
     cpu, gpu = pair
-    for got, ref in zip(_ops.col_mean_var(_ops.parts(gpu)), _ops.col_mean_var(_ops.parts(cpu))):
+    for got, ref in zip(_ops.col_mean_var(gpu), _ops.col_mean_var(cpu), strict=True):
         np.testing.assert_allclose(to_host(got), ref, rtol=1e-10, atol=1e-12)
 
 
 def test_top_sums(pair):
     cpu, gpu = pair
     ns = [1, 7, 50, 100, 500]
-    np.testing.assert_allclose(
-        to_host(_ops.top_sums(_ops.parts(gpu), ns)), _ops.top_sums(_ops.parts(cpu), ns), rtol=1e-12
-    )
+    np.testing.assert_allclose(to_host(_ops.top_sums(gpu, ns)), _ops.top_sums(cpu, ns), rtol=1e-12)
 
 
 def test_flag_cols_above(pair):
     cpu, gpu = pair
-    totals = _ops.row_sums(_ops.parts(cpu))[0]
+    totals = _ops.row_sums(cpu)[0]
     for frac in (0.01, 0.05, 0.2):
         np.testing.assert_array_equal(
-            to_host(_ops.flag_cols_above(_ops.parts(gpu), _gpu(frac * totals))),
-            _ops.flag_cols_above(_ops.parts(cpu), frac * totals),
+            to_host(_ops.flag_cols_above(gpu, _gpu(frac * totals))),
+            _ops.flag_cols_above(cpu, frac * totals),
         )
 
 
 def test_divide_rows(pair):
     cpu, gpu = pair
-    cpu = cpu.copy()
-    divisors = np.linspace(0, 3, cpu.shape[0]).astype(cpu.dtype)  # first row: zero divisor
-    _ops.divide_rows(_ops.parts(cpu), divisors)
-    _ops.divide_rows(_ops.parts(gpu), _gpu(divisors))
-    np.testing.assert_array_equal(to_host(gpu), to_host(cpu))  # IEEE division: bit-identical
+    cpu = cpu._replace(data=cpu.data.copy())
+    divisors = np.linspace(0, 3, cpu.shape[0]).astype(cpu.data.dtype)  # first row: zero divisor
+    _ops.divide_rows(cpu, divisors)
+    _ops.divide_rows(gpu, _gpu(divisors))
+    np.testing.assert_array_equal(to_host(gpu.data), cpu.data)  # IEEE division: bit-identical
 
 
 def test_log1p(pair):
     cpu, gpu = pair
-    cpu = cpu.copy()
-    for x in (cpu, gpu):
-        _ops.log1p_(x.data if hasattr(x, "format") else x, base=2)
-    np.testing.assert_allclose(to_host(gpu), to_host(cpu), rtol=1e-6)
+    cpu = cpu._replace(data=cpu.data.copy())
+    for p in (cpu, gpu):
+        _ops.log1p_(p.data, base=2)
+    np.testing.assert_allclose(to_host(gpu.data), cpu.data, rtol=1e-6)
+
+
+def test_value_issues():
+    import cupy as cp
+
+    from gpu_sc._ops.value_issues import value_issues
+
+    v = np.array([1, -2, np.nan, 0, np.inf, -np.inf, -0.5], dtype=np.float32)
+    assert value_issues(cp.asarray(v)) == value_issues(v) == (3, 2)
 
 
 STEPS = [
