@@ -47,3 +47,34 @@ def qc_var_pct_dropout(expr: str) -> str:
 
 def log1p_of(key: str) -> str:
     return f"log1p_{key}"
+
+# gpu_sc.pic downstream (_expected, _interaction, _qc): obs columns read from deconvolve
+OBS_PIC_A = "pic_a"
+OBS_PIC_B = "pic_b"
+OBS_PIC_ALPHA = "pic_alpha"
+OBS_PIC_STATUS = "pic_status"
+PIC_STATUS_OK = "ok"
+UNS_PIC = "pic"
+OBS_TRUE_ALPHA = "true_alpha"
+# ... and written by them
+PIC_EXPECTED = "pic_expected"  # layers pic_expected, pic_expected_a, pic_expected_b; uns
+UNS_PIC_INTERACTION = "pic_interaction"
+OBS_PIC_DOUBLET_LLR = "pic_doublet_llr"
+OBS_PIC_IS_DOUBLET = "pic_is_doublet"
+OBS_PIC_TRIPLET_LLR = "pic_triplet_llr"
+OBS_PIC_TRIPLET_SIDE = "pic_triplet_side"
+OBS_PIC_TRIPLET_GROUPS = "pic_triplet_groups"
+OBS_PIC_IS_TRIPLET = "pic_is_triplet"
+UNS_PIC_QC = "pic_qc"
+
+# highly_variable_genes (gpu_sc/preprocessing/_hvg.py)
+UNS_HVG = "hvg"
+VAR_HIGHLY_VARIABLE = "highly_variable"
+VAR_MEANS = "means"
+VAR_DISPERSIONS = "dispersions"
+VAR_DISPERSIONS_NORM = "dispersions_norm"
+VAR_VARIANCES = "variances"
+VAR_VARIANCES_NORM = "variances_norm"
+VAR_HVG_RANK = "highly_variable_rank"
+VAR_HVG_NBATCHES = "highly_variable_nbatches"
+VAR_HVG_INTERSECTION = "highly_variable_intersection"

@@ -1,0 +1,319 @@
+"""Expected expression of every PIC from its assigned pair (PICSEQ.md §7), and the helpers the
+downstream PIC steps share: reading the deconvolution's obs columns, mapping group labels to
+reference groups, per-group sums over singlets (CPU or GPU, float64 accumulation)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _ops
+from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._keys import (
+    OBS_PIC_A,
+    OBS_PIC_ALPHA,
+    OBS_PIC_B,
+    OBS_PIC_STATUS,
+    PIC_EXPECTED,
+    PIC_STATUS_OK,
+)
+from ..preprocessing._checks import (
+    canonical,
+    check_counts,
+    check_not_empty,
+    float_values,
+    get_matrix,
+    make_actual,
+)
+
+_STEP = "expected_expression"
+_CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 temporaries)
+
+
+# --------------------------------------------------------------------------- shared helpers
+def obs_column(adata: AnnData, key: str, *, step: str, what: str) -> pd.Series:
+    """`adata.obs[key]`, or a KeyError that says what the column should hold."""
+    if not isinstance(adata, AnnData):
+        msg = f"{step}: expected an AnnData, got {type(adata).__name__}."
+        raise TypeError(msg)
+    if key not in adata.obs:
+        msg = (
+            f"{step}: adata.obs has no column {key!r} ({what}); run gpu_sc.pic.deconvolve first "
+            f"or pass the column's name. obs columns: {list(adata.obs.columns)}."
+        )
+        raise KeyError(msg)
+    return adata.obs[key]
+
+
+def ok_mask(pics: AnnData, *, status_key: str | None = OBS_PIC_STATUS) -> np.ndarray:
+    """True for PICs whose status is 'ok'; every PIC when the status column is absent."""
+    if status_key is None or status_key not in pics.obs:
+        return np.ones(pics.n_obs, dtype=bool)
+    return (pics.obs[status_key].astype(object) == PIC_STATUS_OK).to_numpy(dtype=bool)
+
+
+def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[list[str], np.ndarray]:
+    """(group names, int64 code per singlet with -1 for a missing label)."""
+    labels = obs_column(singlets, groupby, step=step, what="the reference group of each singlet")
+    cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
+    names = [str(c) for c in cat.cat.categories]
+    if len(set(names)) != len(names):
+        msg = f"{step}: group names of singlets.obs[{groupby!r}] collide once turned into strings."
+        raise ValueError(msg)
+    codes = cat.cat.codes.to_numpy().astype(np.int64)
+    if not (codes >= 0).any():
+        msg = f"{step}: singlets.obs[{groupby!r}] has no labelled cell."
+        raise ValueError(msg)
+    return names, codes
+
+
+def label_codes(pics: AnnData, key: str, names: Sequence[str], use: np.ndarray, *, step: str,
+                what: str) -> np.ndarray:  # fmt: skip
+    """Index into `names` of pics.obs[key] for the PICs in `use` (-1 elsewhere). A used PIC
+    with a missing label or one that is not a reference group is an error."""
+    col = obs_column(pics, key, step=step, what=what).astype(object)
+    codes = pd.Index(list(names)).get_indexer(col.astype(str).to_numpy()).astype(np.int64)
+    codes[col.isna().to_numpy()] = -1
+    bad = use & (codes < 0)
+    codes[~use] = -1
+    if bad.any():
+        examples = sorted({str(v) for v in col.to_numpy()[bad]})[:5]
+        msg = (
+            f"{step}: {int(bad.sum())} PICs with status 'ok' have pics.obs[{key!r}] values that are "
+            f"not reference groups (e.g. {examples}); reference groups: {list(names)[:20]}."
+        )
+        raise ValueError(msg)
+    return codes
+
+
+def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.ndarray:
+    """pics.obs[key] as float64; values of used PICs must lie in [0, 1]."""
+    col = obs_column(pics, key, step=step, what="the share of each PIC's UMIs from its A cell")
+    try:
+        alpha = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    except (TypeError, ValueError) as e:
+        msg = f"{step}: pics.obs[{key!r}] must be numeric, got dtype {col.dtype}."
+        raise TypeError(msg) from e
+    a = alpha[use]
+    if not np.all(np.isfinite(a) & (a >= 0) & (a <= 1)):
+        msg = f"{step}: pics.obs[{key!r}] must lie in [0, 1] for every PIC with status 'ok'."
+        raise ValueError(msg)
+    return alpha
+
+
+def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
+    if not isinstance(singlets, AnnData):
+        msg = f"{step}: singlets must be an AnnData, got {type(singlets).__name__}."
+        raise TypeError(msg)
+    if not pics.var_names.equals(singlets.var_names):
+        msg = (
+            f"{step}: PICs ({pics.n_vars} genes) and singlets ({singlets.n_vars} genes) must have the "
+            "same var_names in the same order; subset both with pics[:, genes], singlets[:, genes]."
+        )
+        raise ValueError(msg)
+
+
+def counts_matrix(adata: AnnData, *, layer: str | None, step: str, what: str):
+    """Raw counts of `adata` as CSR or C-contiguous dense (checked non-negative and finite)."""
+    x = canonical(get_matrix(adata, layer=layer, step=f"{step} ({what})"), step=step)
+    check_not_empty(x, step=f"{step} ({what})")
+    check_counts(x, step=f"{step} ({what})")
+    return float_values(x)  # integer counts -> float64 (the kernels take float32/float64)
+
+
+def nonzeros(x):
+    """(rows int64, cols int64, values) of the nonzeros of CSR or dense `x`, on its device."""
+    xp = xp_of(x)
+    if is_sparse(x):
+        indptr = x.indptr.astype(xp.int64)
+        if is_gpu(x):  # cupy.repeat takes no array of repeats
+            rows = xp.searchsorted(indptr, xp.arange(x.data.size, dtype=xp.int64), side="right") - 1
+        else:
+            rows = np.repeat(np.arange(x.shape[0], dtype=np.int64), np.diff(indptr))
+        return rows, x.indices.astype(xp.int64), x.data
+    rows, cols = xp.nonzero(x)
+    return rows.astype(xp.int64), cols.astype(xp.int64), x[rows, cols]
+
+
+def group_sums(x, codes, n_groups: int, *, transform=None):
+    """(n_groups x n_genes) float64 sums of `x` (or of transform(x) for a zero-preserving
+    transform) over the rows of each group (codes -1 are left out), and the group sizes."""
+    xp = xp_of(x)
+    sizes = np.bincount(np.asarray(codes)[np.asarray(codes) >= 0], minlength=n_groups)
+    if not is_sparse(x):  # dense: one masked column sum per group
+        out = xp.zeros((n_groups, x.shape[1]), dtype=xp.float64)
+        for k in np.flatnonzero(sizes):
+            block = x[xp.asarray(np.flatnonzero(np.asarray(codes) == k))].astype(xp.float64)
+            out[k] = (block if transform is None else transform(xp, block)).sum(axis=0)
+        return out, sizes
+    codes_x = xp.asarray(codes)
+    rows, cols, vals = nonzeros(x)
+    vals = vals.astype(xp.float64)
+    if transform is not None:
+        vals = transform(xp, vals)
+    g = codes_x[rows]
+    keep = g >= 0
+    n_genes = x.shape[1]
+    flat = g[keep] * n_genes + cols[keep]
+    sums = xp.bincount(flat, weights=vals[keep], minlength=n_groups * n_genes)
+    return sums.reshape(n_groups, n_genes), sizes
+
+
+def genes_mask(adata: AnnData, genes, *, step: str) -> np.ndarray:
+    """A boolean mask over adata.var_names from gene names or a boolean mask."""
+    g = np.asarray(to_host(genes) if is_gpu(genes) else genes)
+    if g.dtype == bool:
+        if g.shape != (adata.n_vars,):
+            msg = f"{step}: a boolean `genes` mask must have length {adata.n_vars}, got {g.shape}."
+            raise ValueError(msg)
+        return g
+    names = pd.Index(np.atleast_1d(g).astype(str))
+    missing = names.difference(adata.var_names)
+    if len(missing):
+        msg = f"{step}: {len(missing)} genes not in var_names, e.g. {list(missing[:5])}."
+        raise KeyError(msg)
+    return adata.var_names.isin(names)
+
+
+# --------------------------------------------------------------------------- the public step
+def expected_expression(
+    pics: AnnData,
+    singlets: AnnData,
+    *,
+    groupby: str,
+    a_key: str = OBS_PIC_A,
+    b_key: str = OBS_PIC_B,
+    alpha_key: str = OBS_PIC_ALPHA,
+    status_key: str | None = OBS_PIC_STATUS,
+    layer_prefix: str = PIC_EXPECTED,
+    genes=None,
+    layer: str | None = None,
+    singlets_layer: str | None = None,
+    inplace: bool = True,
+):
+    """Expected UMIs of every PIC if it were exactly its two assigned partners (PICSEQ.md §7).
+
+    For PIC n with assigned groups a_n (population A) and b_n (population B), A share
+    alpha_n and total UMIs N_n (over all genes of ``pics``)::
+
+        E[n, g] = N_n * (alpha_n * Q[a_n, g] + (1 - alpha_n) * Q[b_n, g])
+
+    where Q[m, g] = (counts of gene g summed over the singlets of group m) / (all counts of
+    group m), over all genes. The A part (first term) and B part (second) are kept too.
+
+    Parameters
+    ----------
+    pics
+        PICs (raw counts in X or `layer`) with the deconvolution's obs columns.
+    singlets
+        Reference singlets over the same genes (raw counts), grouped by `groupby`.
+    groupby
+        singlets.obs column with the reference groups that pics.obs[a_key] / [b_key] name.
+    a_key, b_key, alpha_key
+        pics.obs columns with the assigned A group, B group and A share in [0, 1].
+    status_key
+        pics.obs column with 'ok' or a drop reason; PICs that are not 'ok' get NaN rows (their
+        labels and alpha are not read). ``None`` or an absent column: every PIC is used.
+    layer_prefix
+        Names of the layers written: ``layer_prefix``, ``layer_prefix + '_a'``, ``+ '_b'``.
+    genes
+        Gene names or a boolean mask: compute only these genes. The layers then are CSR
+        matrices whose stored columns are exactly these genes (all others read as 0 but are
+        *not computed*); ``pics.uns[layer_prefix]['genes']`` lists them and
+        :func:`interaction_genes` tests only them. ``None``: all genes, dense layers.
+    layer, singlets_layer
+        Count layers of ``pics`` and ``singlets`` instead of X.
+    inplace
+        Write layers and uns; otherwise return ``(total, a_part, b_part)``.
+
+    Memory
+    ------
+    The result is dense per PIC: three float32 matrices of n_pics x n_genes (x 4 bytes each,
+    e.g. 16k PICs x 20k genes = 1.3 GB per layer), computed in blocks of 4096 PICs (the float64
+    temporaries stay below 4096 x n_genes x 8 bytes x 3). Pass `genes` to bound it.
+
+    Returns
+    -------
+    With ``inplace`` (default) ``None`` and writes
+    ``pics.layers[layer_prefix]`` (total expected UMIs, float32),
+    ``pics.layers[layer_prefix + '_a']`` (A part), ``pics.layers[layer_prefix + '_b']`` (B part)
+    — on the device of the PIC counts, NaN rows for PICs that are not 'ok' — and
+    ``pics.uns[layer_prefix]`` (dict: groupby, keys used, 'genes' or None, 'groups').
+    Otherwise the three matrices. Nothing changes when an error is raised.
+    """
+    step = _STEP
+    check_same_genes(pics, singlets, step=step)
+    use = ok_mask(pics, status_key=status_key)
+    names, s_codes = reference_groups(singlets, groupby, step=step)
+    ia = label_codes(pics, a_key, names, use, step=step, what="the assigned A group")
+    ib = label_codes(pics, b_key, names, use, step=step, what="the assigned B group")
+    alpha = alpha_values(pics, alpha_key, use, step=step)
+    sel = None if genes is None else genes_mask(pics, genes, step=step)
+    if sel is not None and not sel.any():
+        msg = f"{step}: `genes` selects no gene."
+        raise ValueError(msg)
+
+    u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
+    s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
+    xp = xp_of(u)
+    if is_gpu(u) != is_gpu(s):
+        msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
+        raise ValueError(msg)
+
+    sums, _ = group_sums(s, s_codes, len(names))
+    totals = sums.sum(axis=1)
+    used_groups = np.unique(np.concatenate([ia[use], ib[use]]))
+    empty = [names[j] for j in used_groups if float(totals[j]) == 0]
+    if empty:
+        msg = f"{step}: reference groups without any counts: {empty[:10]}."
+        raise ValueError(msg)
+    q = sums / xp.where(totals > 0, totals, 1)[:, None]  # K x G float64
+    if sel is not None:
+        q = q[:, xp.asarray(np.flatnonzero(sel))]
+    n_total = _ops.row_sums(_ops.parts(u))[0]  # float64 per PIC, on the device
+
+    n, m = pics.n_obs, q.shape[1]
+    e_a = xp.full((n, m), xp.nan, dtype=xp.float32)
+    e_b = xp.full((n, m), xp.nan, dtype=xp.float32)
+    rows = np.flatnonzero(use)
+    for start in range(0, rows.size, _CHUNK):
+        r = rows[start : start + _CHUNK]
+        r_x = xp.asarray(r)
+        share = xp.asarray(alpha[r])[:, None] * n_total[r_x][:, None]
+        rest = xp.asarray(1.0 - alpha[r])[:, None] * n_total[r_x][:, None]
+        e_a[r_x] = (share * q[xp.asarray(ia[r])]).astype(xp.float32)
+        e_b[r_x] = (rest * q[xp.asarray(ib[r])]).astype(xp.float32)
+    e = e_a + e_b  # float32 sum of the float32 parts: exactly the parts' sum as stored
+
+    if sel is not None:
+        e, e_a, e_b = (_as_column_csr(v, sel, pics.n_vars) for v in (e, e_a, e_b))
+    if not inplace:
+        return e, e_a, e_b
+    make_actual(pics)  # a view becomes an actual AnnData; its parent is never touched
+    pics.layers[layer_prefix] = e
+    pics.layers[f"{layer_prefix}_a"] = e_a
+    pics.layers[f"{layer_prefix}_b"] = e_b
+    pics.uns[layer_prefix] = {
+        "groupby": groupby,
+        "a_key": a_key,
+        "b_key": b_key,
+        "alpha_key": alpha_key,
+        "genes": None if sel is None else pics.var_names[sel].to_numpy(dtype=str),
+        "groups": np.asarray(names, dtype=str),
+    }
+    return None
+
+
+def _as_column_csr(dense, sel: np.ndarray, n_cols: int):
+    """CSR (n_rows x n_cols) storing every value of `dense` (n_rows x sel.sum()) in the columns
+    of `sel`, NaN and zero included, so the selected columns stay recognisable."""
+    xp = xp_of(dense)
+    n_rows, m = dense.shape
+    index = np.int32 if n_rows * m < 2**31 else np.int64  # cupyx sparse wants int32 where it fits
+    cols = xp.asarray(np.flatnonzero(sel).astype(index))
+    indices = xp.tile(cols, n_rows)
+    indptr = xp.arange(n_rows + 1, dtype=index) * index(m)
+    return sparse_module(dense).csr_matrix((dense.reshape(-1), indices, indptr), shape=(n_rows, n_cols))

@@ -1,0 +1,164 @@
+"""Plots of PIC-seq results. matplotlib (imported only when a plot is drawn) builds each
+`matplotlib.figure.Figure` without pyplot, so no backend is switched and no figure is left open;
+PNGs are written through Agg. Each function returns the Figure and writes a PNG when `save` is
+given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._keys import (
+    OBS_PIC_A,
+    OBS_PIC_ALPHA,
+    OBS_PIC_B,
+    OBS_PIC_STATUS,
+    OBS_TRUE_ALPHA,
+    UNS_PIC,
+    UNS_PIC_INTERACTION,
+)
+from ._expected import obs_column, ok_mask
+
+
+def _figure(rows: int, cols: int, figsize):
+    """A Figure outside pyplot (no global state, nothing to close; PNG through Agg) and its
+    axes grid."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as e:  # pragma: no cover - matplotlib ships with the test/bench extras
+        msg = "gpu_sc.pic plots need matplotlib: pip install matplotlib."
+        raise ImportError(msg) from e
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(rows, cols, squeeze=False)
+
+
+def _finish(fig, save):
+    fig.tight_layout()
+    if save is not None:
+        fig.savefig(Path(save), dpi=100, format="png")
+    return fig
+
+
+def _order(pics: AnnData, key: str, present: pd.Index) -> list[str]:
+    """Group order: pics.uns['pic'][key] (those present) then the rest, sorted."""
+    info = pics.uns.get(UNS_PIC)
+    first = [str(g) for g in info.get(key, [])] if isinstance(info, dict) and info.get(key) is not None else []
+    present = [str(p) for p in present]
+    return [g for g in first if g in present] + sorted(g for g in present if g not in first)
+
+
+def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_B,
+                 status_key: str | None = OBS_PIC_STATUS, normalize: bool = False,
+                 annotate: bool = True, save: str | Path | None = None):  # fmt: skip
+    """Heatmap of how many PICs (status 'ok') were assigned to each A group x B group.
+
+    `normalize`: show each row (A group) as fractions of its PICs. Returns the Figure.
+    """
+    use = ok_mask(pics, status_key=status_key)
+    a = obs_column(pics, a_key, step="pair_heatmap", what="the assigned A group").astype(object)[use]
+    b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
+    if len(a) == 0:
+        msg = "pair_heatmap: no PIC with status 'ok'."
+        raise ValueError(msg)
+    tab = pd.crosstab(a.astype(str), b.astype(str))
+    tab = tab.loc[_order(pics, "groups_a", tab.index), _order(pics, "groups_b", tab.columns)]
+    values = tab.to_numpy(dtype=float)
+    if normalize:
+        values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
+    fig, axes = _figure(1, 1, (3.2 + 0.5 * values.shape[1], 2.2 + 0.4 * values.shape[0]))
+    ax = axes[0, 0]
+    im = ax.imshow(values, cmap="viridis", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), tab.columns, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(values.shape[0]), tab.index, fontsize=7)
+    ax.set_xlabel(b_key)
+    ax.set_ylabel(a_key)
+    if annotate and values.size <= 400:
+        top = values.max() if values.size else 0
+        for i, j in np.ndindex(values.shape):
+            txt = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6,
+                    color="black" if values[i, j] > 0.6 * top else "white")  # fmt: skip
+    fig.colorbar(im, ax=ax, label="fraction of row" if normalize else "PICs")
+    ax.set_title(f"PIC pairs (n = {int(tab.to_numpy().sum())})")
+    return _finish(fig, save)
+
+
+def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str = OBS_TRUE_ALPHA,
+               status_key: str | None = OBS_PIC_STATUS, bins: int = 30,
+               save: str | Path | None = None):  # fmt: skip
+    """Histogram of the A share alpha of PICs with status 'ok'; when pics.obs[`true_key`]
+    exists (synthetic PICs), a second panel plots estimated vs true alpha with R² and MAE."""
+    use = ok_mask(pics, status_key=status_key)
+    alpha = obs_column(pics, alpha_key, step="alpha_hist", what="the A share").to_numpy(dtype=float, na_value=np.nan)
+    alpha_u = alpha[use & np.isfinite(alpha)]
+    has_true = true_key in pics.obs
+    fig, axes = _figure(1, 2 if has_true else 1, (9 if has_true else 4.5, 3.8))
+    ax = axes[0, 0]
+    ax.hist(alpha_u, bins=bins, range=(0, 1), color="tab:blue", edgecolor="white")
+    ax.set_xlabel(alpha_key)
+    ax.set_ylabel("PICs")
+    ax.set_title(f"alpha (n = {alpha_u.size}, median {np.median(alpha_u) if alpha_u.size else np.nan:.2f})")
+    if has_true:
+        t = pics.obs[true_key].to_numpy(dtype=float, na_value=np.nan)
+        ok = use & np.isfinite(alpha) & np.isfinite(t)
+        ax = axes[0, 1]
+        ax.scatter(t[ok], alpha[ok], s=6, alpha=0.6)
+        ax.plot([0, 1], [0, 1], color="grey", lw=1, ls="--")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(true_key)
+        ax.set_ylabel(alpha_key)
+        if ok.sum() >= 2:
+            resid = alpha[ok] - t[ok]
+            ss = ((t[ok] - t[ok].mean()) ** 2).sum()
+            r2 = 1 - (resid**2).sum() / ss if ss > 0 else np.nan
+            ax.set_title(f"R² = {r2:.3f}, MAE = {np.abs(resid).mean():.3f}")
+    return _finish(fig, save)
+
+
+def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_PIC_INTERACTION,
+                     save: str | Path | None = None):  # fmt: skip
+    """Observed vs expected UMIs per PIC group for the top interaction genes (smallest FDR,
+    then largest chi2) or the given `genes`: one panel per gene, one point per group of
+    :func:`interaction_genes`, the diagonal O = E for reference."""
+    res = pics.uns.get(key)
+    if not isinstance(res, dict) or "table" not in res:
+        msg = f"interaction_plot: pics.uns[{key!r}] not found; run gpu_sc.pic.interaction_genes first."
+        raise KeyError(msg)
+    table: pd.DataFrame = res["table"]
+    names = pd.Index(np.asarray(res["genes"], dtype=str))
+    if genes is None:
+        tested = table[table["tested"].astype(bool)]
+        genes = tested.sort_values(["fdr", "chi2"], ascending=[True, False]).index[: max(int(n), 1)].tolist()
+    else:
+        genes = [str(g) for g in np.atleast_1d(genes)]
+        missing = [g for g in genes if g not in names]
+        if missing:
+            msg = f"interaction_plot: genes not in the interaction result: {missing[:5]}."
+            raise KeyError(msg)
+    if not genes:
+        msg = "interaction_plot: no tested gene to plot."
+        raise ValueError(msg)
+    cols = min(4, len(genes))
+    rows = int(np.ceil(len(genes) / cols))
+    fig, axes = _figure(rows, cols, (3 * cols, 2.8 * rows))
+    obs, exp = np.asarray(res["observed"]), np.asarray(res["expected"])
+    for ax, g in zip(axes.ravel(), genes, strict=False):
+        j = names.get_loc(g)
+        o, e = obs[:, j], exp[:, j]
+        ax.scatter(e, o, s=14)
+        top = max(float(np.max(o)), float(np.max(e)), 1.0) * 1.05
+        ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, top)
+        row = table.loc[g]
+        ax.set_title(f"{g}  log2 O/E {row['log2_effect']:.2f}\nFDR {row['fdr']:.2g}", fontsize=8)
+        ax.set_xlabel("expected", fontsize=7)
+        ax.set_ylabel("observed", fontsize=7)
+        ax.tick_params(labelsize=6)
+    for ax in axes.ravel()[len(genes):]:
+        ax.set_visible(False)
+    return _finish(fig, save)

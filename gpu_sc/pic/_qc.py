@@ -1,0 +1,408 @@
+"""PIC quality control (PICSEQ.md §9): is a PIC really a doublet of its assigned pair (Cohen
+2022's doublet-vs-singlet test), and is one of its sides better explained by two groups
+(triplet scan)?
+
+Both work on the multinomial mixture log-likelihood over marker genes
+
+    LL_n = sum_g u[n, g] * log(alpha_n * P[g, a] + (1 - alpha_n) * P[g, b] + eps)
+
+with reference profiles P from group geometric means (see :func:`group_profiles`). The sums
+run over the nonzeros of the PIC counts only (a zero count adds nothing), as flat nnz-length
+arrays with ``bincount`` per PIC, so the same code serves numpy and cupy input.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._backend import is_gpu, to_host, xp_of
+from .._keys import (
+    OBS_PIC_A,
+    OBS_PIC_ALPHA,
+    OBS_PIC_B,
+    OBS_PIC_DOUBLET_LLR,
+    OBS_PIC_IS_DOUBLET,
+    OBS_PIC_IS_TRIPLET,
+    OBS_PIC_STATUS,
+    OBS_PIC_TRIPLET_GROUPS,
+    OBS_PIC_TRIPLET_LLR,
+    OBS_PIC_TRIPLET_SIDE,
+    UNS_PIC,
+    UNS_PIC_QC,
+)
+from ..preprocessing._checks import make_actual
+from ._expected import (
+    alpha_values,
+    check_same_genes,
+    counts_matrix,
+    genes_mask,
+    group_sums,
+    label_codes,
+    nonzeros,
+    ok_mask,
+    reference_groups,
+)
+
+EPS = 1e-4  # added to every mixed profile value, as in the published assignment
+MIN_UMIS = 10  # default marker genes: more than this many UMIs over all singlets
+_BISECT = 50  # bisection steps of the alpha fit (interval 2**-50)
+
+
+# --------------------------------------------------------------------------- profiles and LL
+def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np.ndarray:
+    """Boolean mask of the genes the LL uses: `markers` (names or mask) if given, else
+    pics.uns['pic']['markers'] if present, else every gene with more than 10 UMIs over all
+    singlets."""
+    if markers is None:
+        info = pics.uns.get(UNS_PIC)
+        if isinstance(info, dict) and info.get("markers") is not None:
+            markers = info["markers"]
+    if markers is not None:
+        mask = genes_mask(pics, markers, step=step)
+    else:
+        from .. import _ops
+
+        totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
+        mask = totals > MIN_UMIS
+    if not mask.any():
+        msg = f"{step}: no marker gene to compute the likelihood on."
+        raise ValueError(msg)
+    return mask
+
+
+def group_profiles(s_counts, codes: np.ndarray, n_groups: int, gene_mask: np.ndarray):
+    """P (genes x groups, float64, columns sum to 1) over `gene_mask`: geometric means
+    GM[g, m] = exp(mean over the cells of m of log(1 + count)) - 1, normalised per group."""
+    xp = xp_of(s_counts)
+    logs, sizes = group_sums(s_counts, codes, n_groups, transform=lambda xp_, v: xp_.log1p(v))
+    gm = xp.expm1(logs[:, xp.asarray(np.flatnonzero(gene_mask))] / xp.asarray(np.maximum(sizes, 1))[:, None])
+    tot = gm.sum(axis=1)
+    return (gm / xp.where(tot > 0, tot, 1)[:, None]).T.copy()
+
+
+def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
+    """LL of every PIC (row of counts `u`, genes x groups `profiles` over the same genes) for
+    groups `ia`, `ib` (int per PIC) and A share `alpha`: sum_g u_g log(alpha P[g,a] +
+    (1 - alpha) P[g,b] + eps). float64, on the device of `u`."""
+    xp = xp_of(u)
+    rows, cols, vals = nonzeros(u)
+    ia, ib, al = (xp.asarray(v) for v in (ia, ib, alpha))
+    pa = profiles[cols, ia[rows]]
+    pb = profiles[cols, ib[rows]]
+    return _ll(xp, rows, vals.astype(xp.float64), u.shape[0], pa, pb, al.astype(xp.float64), eps)
+
+
+def _ll(xp, rows, vals, n, pa, pb, alpha, eps):
+    al = alpha[rows]
+    return xp.bincount(rows, weights=vals * xp.log(al * pa + (1.0 - al) * pb + eps), minlength=n)
+
+
+def _fit_alpha(xp, rows, vals, n, pa, pb, eps):
+    """Per-PIC alpha in [0, 1] maximising the (concave) LL: bisection on its derivative."""
+
+    def slope(al):
+        a = al[rows]
+        return xp.bincount(rows, weights=vals * (pa - pb) / (a * pa + (1.0 - a) * pb + eps), minlength=n)
+
+    lo = xp.zeros(n)
+    hi = xp.ones(n)
+    at0 = slope(lo) <= 0
+    at1 = slope(hi) >= 0
+    for _ in range(_BISECT):
+        mid = 0.5 * (lo + hi)
+        up = slope(mid) > 0
+        lo = xp.where(up, mid, lo)
+        hi = xp.where(up, hi, mid)
+    alpha = 0.5 * (lo + hi)
+    alpha = xp.where(at0, 0.0, alpha)
+    return xp.where(at1 & ~at0, 1.0, alpha)
+
+
+class _Setup:
+    """Validated inputs shared by the QC steps (nothing written)."""
+
+    def __init__(self, pics, singlets, *, groupby, a_key, b_key, alpha_key, status_key, alpha,
+                 markers, layer, singlets_layer, eps, step):  # fmt: skip
+        if alpha not in ("obs", "fit"):
+            msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
+            raise ValueError(msg)
+        if not eps > 0:
+            msg = f"{step}: eps must be positive, got {eps}."
+            raise ValueError(msg)
+        check_same_genes(pics, singlets, step=step)
+        self.use = ok_mask(pics, status_key=status_key)
+        self.names, s_codes = reference_groups(singlets, groupby, step=step)
+        self.ia = label_codes(pics, a_key, self.names, self.use, step=step, what="the assigned A group")
+        self.ib = label_codes(pics, b_key, self.names, self.use, step=step, what="the assigned B group")
+        self.alpha_obs = alpha_values(pics, alpha_key, self.use, step=step) if alpha == "obs" else None
+        u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
+        s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
+        if is_gpu(u) != is_gpu(s):
+            msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
+            raise ValueError(msg)
+        self.markers = marker_genes(pics, singlets, s, markers, step=step)
+        self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
+        rows_ok = np.flatnonzero(self.use)
+        xp = self.xp = xp_of(u)
+        # the nonzeros of the used PICs on the marker genes, renumbered (elementwise work only,
+        # no sparse slicing): rows index rows_ok, cols index the markers
+        row_pos = np.full(pics.n_obs, -1, np.int64)
+        row_pos[rows_ok] = np.arange(rows_ok.size)
+        col_pos = np.full(pics.n_vars, -1, np.int64)
+        col_pos[self.markers] = np.arange(int(self.markers.sum()))
+        rows, cols, vals = nonzeros(u)
+        rows, cols = xp.asarray(row_pos)[rows], xp.asarray(col_pos)[cols]
+        keep = (rows >= 0) & (cols >= 0)
+        self.rows_ok = rows_ok
+        self.n = rows_ok.size
+        self.rows, self.cols = rows[keep], cols[keep]
+        self.vals = vals[keep].astype(xp.float64)
+        self.eps = eps
+        self.fit = alpha == "fit"
+
+    def profile_at(self, groups):
+        """P at every nonzero for per-PIC groups (int per used PIC)."""
+        return self.profiles[self.cols, self.xp.asarray(groups)[self.rows]]
+
+    def loglik(self, pa, pb, alpha=None):
+        """(LL, alpha) per used PIC; alpha fitted when asked for, else the given/observed one."""
+        xp = self.xp
+        if alpha is None:
+            alpha = (_fit_alpha(xp, self.rows, self.vals, self.n, pa, pb, self.eps) if self.fit
+                     else xp.asarray(self.alpha_obs[self.rows_ok]))  # fmt: skip
+        return _ll(xp, self.rows, self.vals, self.n, pa, pb, alpha, self.eps), alpha
+
+
+def _full(values, rows_ok, n, fill=np.nan, dtype=np.float64):
+    out = np.full(n, fill, dtype=dtype)
+    out[rows_ok] = to_host(values)
+    return out
+
+
+# --------------------------------------------------------------------------- doublet test
+def doublet_test(
+    pics: AnnData,
+    singlets: AnnData,
+    *,
+    groupby: str,
+    a_key: str = OBS_PIC_A,
+    b_key: str = OBS_PIC_B,
+    alpha_key: str = OBS_PIC_ALPHA,
+    status_key: str | None = OBS_PIC_STATUS,
+    alpha: str = "obs",
+    markers=None,
+    min_llr: float = 0.0,
+    eps: float = EPS,
+    layer: str | None = None,
+    singlets_layer: str | None = None,
+    inplace: bool = True,
+):
+    """Doublet-vs-singlet test of Cohen et al. 2022 for the assigned pair.
+
+    LLR_n = LL_n(a_n, b_n, alpha_n) - LL_n(a_n, b_n, alpha_single), where alpha_single is 1 when
+    alpha_n >= 0.5 and 0 otherwise (the nearer end: the PIC explained by one partner alone).
+    A PIC is called a doublet when LLR_n > `min_llr`.
+
+    Profiles: group geometric means (:func:`group_profiles`) of the singlets over the marker
+    genes — `markers` if given, else ``pics.uns['pic']['markers']`` if present, else every gene
+    with more than 10 UMIs over all singlets.
+
+    Parameters
+    ----------
+    pics, singlets
+        PICs (raw counts, deconvolution obs columns) and reference singlets, same genes.
+    groupby
+        singlets.obs column of the reference groups.
+    a_key, b_key, alpha_key, status_key
+        pics.obs columns of the assignment. PICs that are not 'ok' get NaN / False.
+    alpha
+        'obs': alpha_n from pics.obs[alpha_key] (the published test; with a regression alpha
+        the LLR can be negative). 'fit': alpha_n maximising the LL of the pair here; the
+        singlet model is then nested in the doublet model, LLR >= 0, and `min_llr` should be
+        positive (2 * LLR is asymptotically a 50:50 mixture of chi2_0 and chi2_1 for
+        Poisson-like counts; e.g. min_llr = 3.3 for p ~ 0.005; real counts are overdispersed,
+        so calibrate on known singlets).
+    markers
+        Gene names or a boolean mask of the genes in the LL.
+    min_llr
+        Smallest LLR (natural log) of a doublet.
+    eps
+        Added to each mixed profile value.
+    layer, singlets_layer
+        Count layers instead of X.
+    inplace
+        Write obs/uns; otherwise return the DataFrame of the would-be obs columns.
+
+    Returns
+    -------
+    ``None`` and writes ``pics.obs['pic_doublet_llr']`` (float64, NaN for PICs not 'ok'),
+    ``pics.obs['pic_is_doublet']`` (bool) and ``pics.uns['pic_qc']['doublet']`` (params and
+    the number of marker genes); or the DataFrame when not ``inplace``. Nothing changes when an
+    error is raised.
+    """
+    step = "doublet_test"
+    st = _Setup(pics, singlets, groupby=groupby, a_key=a_key, b_key=b_key, alpha_key=alpha_key,
+                status_key=status_key, alpha=alpha, markers=markers, layer=layer,
+                singlets_layer=singlets_layer, eps=eps, step=step)  # fmt: skip
+    xp = st.xp
+    pa = st.profile_at(st.ia[st.rows_ok])
+    pb = st.profile_at(st.ib[st.rows_ok])
+    ll2, al = st.loglik(pa, pb)
+    al_single = xp.where(al >= 0.5, 1.0, 0.0)
+    ll1, _ = st.loglik(pa, pb, al_single)
+    llr = _full(ll2 - ll1, st.rows_ok, pics.n_obs)
+    res = pd.DataFrame(
+        {OBS_PIC_DOUBLET_LLR: llr, OBS_PIC_IS_DOUBLET: np.nan_to_num(llr, nan=-np.inf) > min_llr},
+        index=pics.obs_names,
+    )
+    if not inplace:
+        return res
+    make_actual(pics)
+    for k in res:
+        pics.obs[k] = res[k].to_numpy()
+    qc = dict(pics.uns.get(UNS_PIC_QC, {}))
+    qc["doublet"] = {"alpha": alpha, "min_llr": float(min_llr), "eps": float(eps),
+                     "n_markers": int(st.markers.sum()), "groupby": groupby}  # fmt: skip
+    pics.uns[UNS_PIC_QC] = qc
+    return None
+
+
+# --------------------------------------------------------------------------- triplet scan
+def _side_groups(pics, given, key, codes, use, names, *, step):
+    """Group indices of one population: `given`, else uns['pic'][key], else the assigned ones."""
+    if given is None:
+        info = pics.uns.get(UNS_PIC)
+        if isinstance(info, dict) and info.get(key) is not None:
+            given = info[key]
+    if given is None:
+        return np.unique(codes[use & (codes >= 0)])
+    lookup = {n: i for i, n in enumerate(names)}
+    given = [str(g) for g in np.atleast_1d(np.asarray(given))]
+    missing = [g for g in given if g not in lookup]
+    if missing:
+        msg = f"{step}: {key} names groups that are not reference groups: {missing[:5]}."
+        raise ValueError(msg)
+    return np.array(sorted({lookup[g] for g in given}), dtype=np.int64)
+
+
+def triplet_scan(
+    pics: AnnData,
+    singlets: AnnData,
+    *,
+    groupby: str,
+    groups_a: Sequence[str] | None = None,
+    groups_b: Sequence[str] | None = None,
+    weights: Sequence[float] = (0.5,),
+    a_key: str = OBS_PIC_A,
+    b_key: str = OBS_PIC_B,
+    alpha_key: str = OBS_PIC_ALPHA,
+    status_key: str | None = OBS_PIC_STATUS,
+    alpha: str = "fit",
+    markers=None,
+    min_llr: float = 0.0,
+    eps: float = EPS,
+    layer: str | None = None,
+    singlets_layer: str | None = None,
+    inplace: bool = True,
+):
+    """Triplet scan: could one side of a PIC be two cells of its population?
+
+    For side A, every unordered pair {g1, g2} of distinct A groups and every weight w (of
+    `weights`, with 1 - w added) replaces P[., a_n] by w P[., g1] + (1 - w) P[., g2]; side B
+    likewise. LLR_n = (best such triplet LL) - (doublet LL of the assigned pair), both with the
+    same alpha rule (`alpha`). A PIC is flagged when LLR_n > `min_llr`.
+
+    The populations: `groups_a` / `groups_b` if given, else pics.uns['pic']['groups_a'] /
+    ['groups_b'] if present, else the groups assigned to some PIC on that side. Cost: (K_A
+    choose 2 + K_B choose 2) x len(weights) likelihood passes over the PICs' marker nonzeros
+    (x 50 with ``alpha='fit'``).
+
+    Parameters
+    ----------
+    pics, singlets, groupby, a_key, b_key, alpha_key, status_key, markers, eps, layer, singlets_layer
+        As in :func:`doublet_test` (same profiles and marker genes).
+    groups_a, groups_b
+        Group names of the two populations.
+    weights
+        Within-side mixing weights in (0, 1); default a 50/50 mixture. A grid such as
+        ``np.linspace(0.2, 0.8, 4)`` approximates an optimised weight.
+    alpha
+        'fit' (default): alpha optimised separately for the doublet and every triplet model;
+        'obs': pics.obs[alpha_key] kept for all models.
+    min_llr
+        Smallest LLR (natural log) of a flagged triplet.
+    inplace
+        Write obs/uns; otherwise return the DataFrame of the would-be obs columns.
+
+    Returns
+    -------
+    ``None`` and writes ``pics.obs['pic_triplet_llr']`` (float64, NaN for PICs not 'ok'),
+    ``pics.obs['pic_triplet_side']`` (categorical 'a' / 'b': the side of the best triplet),
+    ``pics.obs['pic_triplet_groups']`` ('g1|g2': the two groups of the best triplet), ``pics.obs['pic_is_triplet']``
+    (bool) and ``pics.uns['pic_qc']['triplet']``; or the DataFrame when not ``inplace``.
+    Nothing changes when an error is raised.
+    """
+    step = "triplet_scan"
+    w = np.unique(np.concatenate([np.asarray(weights, dtype=np.float64), 1 - np.asarray(weights, dtype=np.float64)]))
+    if w.size == 0 or not np.all((w > 0) & (w < 1)):
+        msg = f"{step}: weights must lie strictly between 0 and 1, got {list(weights)}."
+        raise ValueError(msg)
+    st = _Setup(pics, singlets, groupby=groupby, a_key=a_key, b_key=b_key, alpha_key=alpha_key,
+                status_key=status_key, alpha=alpha, markers=markers, layer=layer,
+                singlets_layer=singlets_layer, eps=eps, step=step)  # fmt: skip
+    sides = {
+        "a": _side_groups(pics, groups_a, "groups_a", st.ia, st.use, st.names, step=step),
+        "b": _side_groups(pics, groups_b, "groups_b", st.ib, st.use, st.names, step=step),
+    }
+    if all(v.size < 2 for v in sides.values()):
+        msg = f"{step}: both populations have fewer than 2 groups; there is no triplet to test."
+        raise ValueError(msg)
+    xp = st.xp
+    pa = st.profile_at(st.ia[st.rows_ok])
+    pb = st.profile_at(st.ib[st.rows_ok])
+    ll_doublet, _ = st.loglik(pa, pb)
+    best = xp.full(st.n, -xp.inf)
+    best_side = np.zeros(st.n, dtype=np.int8)
+    best_pair = np.zeros((st.n, 2), dtype=np.int64)
+    for s_i, (side, groups) in enumerate(sides.items()):
+        for g1, g2 in itertools.combinations(groups.tolist(), 2):
+            for wt in w:
+                mix = wt * st.profiles[:, g1] + (1.0 - wt) * st.profiles[:, g2]
+                pm = mix[st.cols]
+                ll, _ = st.loglik(pm, pb) if side == "a" else st.loglik(pa, pm)
+                better = ll > best
+                best = xp.where(better, ll, best)
+                bh = to_host(better)
+                best_side[bh] = s_i
+                best_pair[bh] = (g1, g2)
+    llr = _full(best - ll_doublet, st.rows_ok, pics.n_obs)
+    side_full = np.full(pics.n_obs, None, dtype=object)
+    side_full[st.rows_ok] = np.where(best_side == 0, "a", "b")
+    pair_full = np.full(pics.n_obs, None, dtype=object)
+    pair_full[st.rows_ok] = [f"{st.names[i]}|{st.names[j]}" for i, j in best_pair]
+    res = pd.DataFrame(
+        {
+            OBS_PIC_TRIPLET_LLR: llr,
+            OBS_PIC_TRIPLET_SIDE: pd.Categorical(side_full, categories=["a", "b"]),
+            OBS_PIC_TRIPLET_GROUPS: pd.Categorical(pair_full),
+            OBS_PIC_IS_TRIPLET: np.nan_to_num(llr, nan=-np.inf) > min_llr,
+        },
+        index=pics.obs_names,
+    )
+    if not inplace:
+        return res
+    make_actual(pics)
+    for k in res:
+        pics.obs[k] = res[k].to_numpy() if k in (OBS_PIC_TRIPLET_LLR, OBS_PIC_IS_TRIPLET) else res[k].values
+    qc = dict(pics.uns.get(UNS_PIC_QC, {}))
+    qc["triplet"] = {"alpha": alpha, "min_llr": float(min_llr), "eps": float(eps), "weights": w,
+                     "n_markers": int(st.markers.sum()), "groupby": groupby,
+                     "groups_a": np.asarray([st.names[i] for i in sides["a"]], dtype=str),
+                     "groups_b": np.asarray([st.names[i] for i in sides["b"]], dtype=str)}  # fmt: skip
+    pics.uns[UNS_PIC_QC] = qc
+    return None

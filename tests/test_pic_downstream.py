@@ -1,0 +1,416 @@
+"""PIC-seq downstream: expected expression, interaction genes, doublet/triplet QC and plots, on
+synthetic PICs made here from real PBMC T cells, dendritic cells and monocytes with known
+pair and alpha (independent of the deconvolution code)."""
+
+from __future__ import annotations
+
+import copy
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import as_type
+from scipy import stats
+
+from gpu_sc.pic._expected import expected_expression
+from gpu_sc.pic._interaction import bh_fdr, interaction_genes
+from gpu_sc.pic._plot import alpha_hist, interaction_plot, pair_heatmap
+from gpu_sc.pic._qc import doublet_test, group_profiles, pic_loglik, triplet_scan
+
+T_GROUPS = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
+DC, MONO = "Dendritic", "CD14+ Monocyte"
+GROUPBY = "bulk_labels"
+
+
+def make_pics(singlets, n, *, kinds=("TB",), b_groups=(DC,), seed=0):
+    """Synthetic PICs: sums of real singlets' counts. 'TB' = T + B cell (pair and alpha known),
+    'T' / 'B' = one cell alone (alpha 1 / 0), 'TBB' = T + DC + monocyte (assigned B: b_groups)."""
+    rng = np.random.default_rng(seed)
+    x = singlets.X.tocsr()
+    lab = singlets.obs[GROUPBY].astype(str).to_numpy()
+    totals = np.asarray(x.sum(axis=1), dtype=np.float64).ravel()
+    t_idx = np.flatnonzero(np.isin(lab, T_GROUPS))
+    rows, obs = [], []
+    for k in range(n):
+        kind = kinds[k % len(kinds)]
+        bg = b_groups[k % len(b_groups)]
+        i = rng.choice(t_idx)
+        j = rng.choice(np.flatnonzero(lab == bg))
+        cells = {"TB": [i, j], "T": [i], "B": [j]}.get(kind)
+        if kind == "TBB":
+            other = MONO if bg == DC else DC
+            cells = [i, j, rng.choice(np.flatnonzero(lab == other))]
+        rows.append(np.asarray(x[cells].sum(axis=0)).ravel())
+        alpha = {"T": 1.0, "B": 0.0}.get(kind, totals[i] / totals[cells].sum())
+        obs.append({"pic_a": lab[i], "pic_b": bg, "pic_alpha": alpha, "true_alpha": alpha,
+                    "pic_status": "ok", "kind": kind})  # fmt: skip
+    pics = ad.AnnData(
+        sp.csr_matrix(np.array(rows, dtype=np.float32)),
+        obs=pd.DataFrame(obs, index=[f"pic{k}" for k in range(n)]),
+        var=pd.DataFrame(index=singlets.var_names.copy()),
+    )
+    pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO])}
+    return pics
+
+
+def snapshot(a):
+    return (a.obs.copy(), {k: a.layers[k].copy() for k in a.layers}, copy.deepcopy(dict(a.uns)), a.X.copy())
+
+
+def assert_unchanged(a, snap):
+    obs, layers, uns, x = snap
+    pd.testing.assert_frame_equal(a.obs, obs)
+    assert set(a.layers) == set(layers)
+    assert set(a.uns) == set(uns)
+    assert (abs(a.X - x)).sum() == 0
+
+
+# --------------------------------------------------------------------------- expected expression
+def naive_expected(pics, singlets):
+    x = singlets.X.toarray().astype(np.float64)
+    lab = singlets.obs[GROUPBY].astype(str).to_numpy()
+    q = {g: x[lab == g].sum(0) / x[lab == g].sum() for g in np.unique(lab)}
+    u = pics.X.toarray().astype(np.float64)
+    n, g = u.shape
+    e_a, e_b = np.full((n, g), np.nan), np.full((n, g), np.nan)
+    for i, (a, b, al, st) in enumerate(pics.obs[["pic_a", "pic_b", "pic_alpha", "pic_status"]].itertuples(index=False)):
+        if st == "ok":
+            e_a[i] = u[i].sum() * al * q[a]
+            e_b[i] = u[i].sum() * (1 - al) * q[b]
+    return e_a + e_b, e_a, e_b
+
+
+@pytest.mark.parametrize("kind", ["numpy", "csr", "csc"])
+def test_expected_matches_naive(pbmc, kind):
+    pics = make_pics(pbmc, 60, b_groups=(DC, MONO))
+    pics.obs.loc[pics.obs_names[[3, 7]], "pic_status"] = "alpha_out_of_range"
+    pics.obs.loc[pics.obs_names[3], "pic_a"] = None  # not read for a PIC that is not 'ok'
+    want = naive_expected(pics, pbmc)
+    pics.X = as_type(pics.X, kind)
+    pbmc.X = as_type(pbmc.X, kind)
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    for key, w in zip(("pic_expected", "pic_expected_a", "pic_expected_b"), want, strict=True):
+        got = pics.layers[key]
+        assert isinstance(got, np.ndarray) and got.dtype == np.float32
+        np.testing.assert_allclose(got, w, rtol=2e-6, atol=1e-6)
+    assert np.isnan(pics.layers["pic_expected"][[3, 7]]).all()
+    ok = pics.obs["pic_status"].eq("ok").to_numpy()
+    totals = np.asarray(pics.X.sum(axis=1)).ravel()
+    np.testing.assert_allclose(pics.layers["pic_expected"][ok].sum(1), totals[ok], rtol=1e-5)
+    assert list(pics.uns["pic_expected"]["groups"]) == list(pbmc.obs[GROUPBY].cat.categories)
+
+
+def test_integer_counts(pbmc):
+    pics = make_pics(pbmc, 30, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    ints, ref = pics.copy(), pbmc.copy()
+    ints.X = ints.X.astype(np.int32)
+    ref.X = ref.X.astype(np.int64)
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    expected_expression(ints, ref, groupby=GROUPBY)
+    np.testing.assert_allclose(ints.layers["pic_expected"], pics.layers["pic_expected"], rtol=1e-6)
+    doublet_test(pics, pbmc, groupby=GROUPBY)
+    doublet_test(ints, ref, groupby=GROUPBY)
+    np.testing.assert_allclose(ints.obs["pic_doublet_llr"], pics.obs["pic_doublet_llr"], rtol=1e-9)
+
+
+def test_expected_gene_subset(pbmc):
+    pics = make_pics(pbmc, 30)
+    full = expected_expression(pics, pbmc, groupby=GROUPBY, inplace=False)
+    genes = list(pbmc.var_names[[5, 40, 41, 300]])
+    expected_expression(pics, pbmc, groupby=GROUPBY, genes=genes)
+    sub = pics.layers["pic_expected"]
+    assert sp.issparse(sub) and sub.format == "csr" and sub.shape == pics.shape
+    cols = pbmc.var_names.get_indexer(genes)
+    np.testing.assert_array_equal(sub.toarray()[:, cols], full[0][:, cols])
+    assert list(pics.uns["pic_expected"]["genes"]) == genes
+    # interaction genes then tests only these genes
+    pics.obs["pic_a"] = "CD8+ Cytotoxic T"
+    tab = interaction_genes(pics, min_pics=5, min_counts=0)
+    assert list(tab.index) == genes
+
+
+# --------------------------------------------------------------------------- chi2 and BH
+def test_bh_against_scipy_and_statsmodels():
+    rng = np.random.default_rng(1)
+    p = np.concatenate([rng.uniform(size=300), rng.uniform(0, 1e-3, 40), [0.5, 0.5, 0.5, 0.0, 1.0]])
+    q = bh_fdr(p)
+    np.testing.assert_allclose(q, stats.false_discovery_control(p, method="bh"), rtol=1e-12)
+    sm = pytest.importorskip("statsmodels.stats.multitest")
+    np.testing.assert_allclose(q, sm.multipletests(p, method="fdr_bh")[1], rtol=1e-12)
+    with_nan = np.insert(p, [0, 10], np.nan)
+    q2 = bh_fdr(with_nan)
+    assert np.isnan(q2[[0, 11]]).all()
+    np.testing.assert_allclose(np.delete(q2, [0, 11]), q, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        bh_fdr([0.1, 1.5])
+
+
+def test_chi2_on_constructed_example():
+    """Three groups (one too small), hand-computed O, E, chi2, df, p and effects."""
+    groups = [("A1", "B1")] * 3 + [("A2", "B1")] * 3 + [("A1", "B2")] * 2
+    obs = pd.DataFrame(groups, columns=["pic_a", "pic_b"], index=[f"p{i}" for i in range(8)])
+    obs["pic_status"] = "ok"
+    o = np.array([[4, 0, 1], [6, 1, 1], [5, 0, 1], [1, 3, 9], [2, 2, 9], [0, 4, 9], [7, 7, 7], [7, 7, 7]], np.float32)
+    e = np.array([[3, 1, 1], [3, 1, 1], [3, 1, 1], [1, 3, 9], [1, 3, 9], [1, 3, 9], [1, 1, 1], [1, 1, 1]], np.float32)
+    pics = ad.AnnData(sp.csr_matrix(o), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
+    pics.layers["pic_expected"] = e
+    tab = interaction_genes(pics, min_pics=3, min_counts=5)
+    # kept groups: A1|B1 (O = 15, 1, 3; E = 9, 3, 3) and A2|B1 (O = 3, 9, 27; E = 3, 9, 27)
+    chi2 = np.array([(15 - 9) ** 2 / 9 + 0, (1 - 3) ** 2 / 3 + 0, 0.0])
+    np.testing.assert_allclose(tab["observed"], [18, 10, 30])
+    np.testing.assert_allclose(tab["expected"], [12, 12, 30])
+    np.testing.assert_allclose(tab["chi2"], chi2)
+    np.testing.assert_array_equal(tab["df"], [1, 1, 1])
+    np.testing.assert_allclose(tab["pvalue"], stats.chi2.sf(chi2, 1))
+    np.testing.assert_allclose(tab["fdr"], stats.false_discovery_control(stats.chi2.sf(chi2, 1)))
+    np.testing.assert_allclose(tab["log2_effect"], np.log2((np.array([18, 10, 30]) + 5) / (np.array([12, 12, 30]) + 5)))
+    np.testing.assert_allclose(tab["log2_effect:A1|B1"], np.log2(np.array([20, 6, 8]) / np.array([14, 8, 8])))
+    groups = pics.uns["pic_interaction"]["groups"]
+    assert groups["label"].tolist() == ["A1|B1", "A2|B1"] and groups["n_pics"].tolist() == [3, 3]
+    # min_counts: g1 has max(O, E) = 12 -> untested at 13
+    tab2 = interaction_genes(pics, min_pics=3, min_counts=13, inplace=False)
+    assert tab2["tested"].tolist() == [True, False, True] and np.isnan(tab2.loc["g1", "pvalue"])
+    # a condition splits groups: each (A1, B1) PIC gets its own condition -> too small
+    pics.obs["cond"] = ["x", "x", "y", "x", "x", "x", "x", "x"]
+    tab3 = interaction_genes(pics, min_pics=2, min_counts=0, condition_key="cond", inplace=False)
+    assert [c for c in tab3 if c.startswith("log2_effect:")] == [
+        "log2_effect:A1|B1|x", "log2_effect:A1|B2|x", "log2_effect:A2|B1|x"]  # fmt: skip
+    np.testing.assert_array_equal(tab3["df"], [2, 2, 2])
+
+
+def test_planted_interaction_gene_found(pbmc):
+    pics = make_pics(pbmc, 320, b_groups=(DC, DC, MONO))
+    totals = np.asarray(pbmc.X.sum(0)).ravel()
+    gene = pbmc.var_names[np.flatnonzero((totals > 50) & (totals < 300))[0]]
+    j = pbmc.var_names.get_loc(gene)
+    target = (pics.obs["pic_a"] == "CD8+ Cytotoxic T") & (pics.obs["pic_b"] == DC)
+    rows = np.flatnonzero(target.to_numpy())
+    extra = sp.csr_matrix((np.full(rows.size, 4, np.float32), (rows, np.full(rows.size, j))), shape=pics.shape)
+    pics.X = (pics.X + extra).tocsr()
+    before = snapshot(pics)
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    tab = interaction_genes(pics, min_pics=10)
+    ranked = tab[tab["tested"]].sort_values("pvalue")
+    assert ranked.index[0] == gene
+    assert ranked["fdr"].iloc[0] < 0.05
+    other = ranked.drop(gene)
+    assert (other["fdr"] < 0.1).mean() < 0.25  # overdispersion: a few real genes pass
+    effects = tab.loc[gene, [c for c in tab if c.startswith("log2_effect:")]]
+    assert effects.idxmax() == f"log2_effect:CD8+ Cytotoxic T|{DC}" and effects.max() > 0.5
+    assert pics.X.shape == before[3].shape  # inputs other than the new slots untouched
+    pd.testing.assert_frame_equal(pics.obs, before[0])
+
+
+# --------------------------------------------------------------------------- QC
+def test_loglik_matches_dense(pbmc):
+    pics = make_pics(pbmc, 25, b_groups=(DC, MONO))
+    lab = pbmc.obs[GROUPBY].astype(str)
+    names = list(lab.astype("category").cat.categories)
+    codes = lab.astype("category").cat.codes.to_numpy().astype(np.int64)
+    mask = np.asarray(pbmc.X.sum(0)).ravel() > 10
+    prof = group_profiles(pbmc.X.tocsr(), codes, len(names), mask)
+    x = pbmc.X.toarray().astype(np.float64)[:, mask]
+    for k in (0, names.index(DC)):
+        gm = np.expm1(np.log1p(x[codes == k]).mean(0))
+        np.testing.assert_allclose(prof[:, k], gm / gm.sum(), rtol=1e-10)
+    ia = np.array([names.index(a) for a in pics.obs["pic_a"]])
+    ib = np.array([names.index(b) for b in pics.obs["pic_b"]])
+    al = pics.obs["pic_alpha"].to_numpy(dtype=np.float64)
+    u = pics.X.toarray().astype(np.float64)[:, mask]
+    want = (u * np.log(al[:, None] * prof[:, ia].T + (1 - al[:, None]) * prof[:, ib].T + 1e-4)).sum(1)
+    got = pic_loglik(sp.csr_matrix(u), prof, ia, ib, al)
+    np.testing.assert_allclose(got, want, rtol=1e-10)
+    np.testing.assert_allclose(pic_loglik(np.ascontiguousarray(u), prof, ia, ib, al), want, rtol=1e-10)
+
+
+def test_doublet_test_separates_doublets_from_singlets(pbmc):
+    pics = make_pics(pbmc, 180, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
+    pics.obs.loc[pics.obs_names[0], "pic_status"] = "too_few_umis"
+    kind = pics.obs["kind"]
+    doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit")
+    llr = pics.obs["pic_doublet_llr"]
+    assert np.isnan(llr.iloc[0]) and not pics.obs["pic_is_doublet"].iloc[0]
+    d, s = llr[(kind == "TB")].dropna(), llr[kind != "TB"]
+    assert (s >= -1e-9).all()  # with fitted alpha the singlet model is nested
+    assert np.quantile(s, 0.9) < np.quantile(d, 0.1)
+    assert stats.mannwhitneyu(d, s, alternative="greater").pvalue < 1e-12
+    # published rule (observed alpha, threshold 0): true singlets have alpha 0/1 -> LLR 0, no call
+    doublet_test(pics, pbmc, groupby=GROUPBY)
+    called = pics.obs["pic_is_doublet"]
+    assert not called[kind != "TB"].any()
+    assert called[kind == "TB"].mean() > 0.9
+    assert pics.uns["pic_qc"]["doublet"]["alpha"] == "obs"
+
+
+def test_triplet_scan_flags_triplets_more_than_doublets(pbmc):
+    pics = make_pics(pbmc, 160, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    # bulk_labels' 'Dendritic' cells are partly monocyte-like, so a DC/monocyte mixture also
+    # fits some true T + DC doublets: at min_llr=20, 84 % of the triplets and 34 % of the doublets
+    triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=20)
+    kind = pics.obs["kind"]
+    llr = pics.obs["pic_triplet_llr"]
+    flagged = pics.obs["pic_is_triplet"]
+    np.testing.assert_array_equal(flagged, llr > 20)
+    assert flagged[kind == "TBB"].mean() > flagged[kind == "TB"].mean() + 0.3
+    assert llr[kind == "TBB"].median() > llr[kind == "TB"].median() + 50
+    trip = pics.obs[(kind == "TBB") & flagged]
+    assert (trip["pic_triplet_side"] == "b").mean() > 0.6
+    assert set(trip["pic_triplet_groups"][trip["pic_triplet_side"] == "b"]) == {f"{MONO}|{DC}"}
+    assert list(pics.uns["pic_qc"]["triplet"]["groups_b"]) == [MONO, DC]  # reference-group order
+
+
+def test_triplet_scan_weights_and_obs_alpha(pbmc):
+    pics = make_pics(pbmc, 40, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    res = triplet_scan(pics, pbmc, groupby=GROUPBY, alpha="obs", weights=(0.3, 0.5), inplace=False)
+    assert "pic_triplet_llr" not in pics.obs
+    res5 = triplet_scan(pics, pbmc, groupby=GROUPBY, alpha="obs", inplace=False)
+    # a finer weight grid can only raise the best triplet LL
+    assert (res["pic_triplet_llr"] >= res5["pic_triplet_llr"] - 1e-9).all()
+    with pytest.raises(ValueError, match="weights"):
+        triplet_scan(pics, pbmc, groupby=GROUPBY, weights=(1.0,))
+
+
+# --------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("drop", ["pic_a", "pic_b", "pic_alpha"])
+def test_missing_obs_keys_are_clear_and_change_nothing(pbmc, drop):
+    pics = make_pics(pbmc, 20)
+    del pics.obs[drop]
+    snap = snapshot(pics)
+    for fn in (
+        lambda: expected_expression(pics, pbmc, groupby=GROUPBY),
+        lambda: doublet_test(pics, pbmc, groupby=GROUPBY),
+    ):
+        with pytest.raises(KeyError, match=drop):
+            fn()
+        assert_unchanged(pics, snap)
+    with pytest.raises(KeyError, match="not_a_column"):
+        expected_expression(pics, pbmc, groupby="not_a_column")
+    if drop != "pic_alpha":
+        with pytest.raises(KeyError, match=drop):
+            interaction_genes(pics)
+        with pytest.raises(KeyError, match=drop):
+            pair_heatmap(pics)
+    assert_unchanged(pics, snap)
+
+
+def test_bad_inputs_change_nothing(pbmc):
+    pics = make_pics(pbmc, 20)
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    pics.obs.loc[pics.obs_names[2], "pic_b"] = "Astrocyte"
+    snap = snapshot(pics)
+    with pytest.raises(ValueError, match="Astrocyte"):
+        expected_expression(pics, pbmc, groupby=GROUPBY)
+    with pytest.raises(ValueError, match="Astrocyte"):
+        triplet_scan(pics, pbmc, groupby=GROUPBY)
+    pics.obs.loc[pics.obs_names[2], "pic_b"] = DC
+    pics.obs.loc[pics.obs_names[4], "pic_alpha"] = 1.5
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        expected_expression(pics, pbmc, groupby=GROUPBY)
+    pics.obs.loc[pics.obs_names[4], "pic_alpha"] = 0.5
+    with pytest.raises(ValueError, match="same var_names"):
+        doublet_test(pics, pbmc[:, ::-1], groupby=GROUPBY)
+    with pytest.raises(ValueError, match="alpha must be"):
+        doublet_test(pics, pbmc, groupby=GROUPBY, alpha="mean")
+    with pytest.raises(ValueError, match="min_pics"):
+        interaction_genes(pics, min_pics=1000)
+    pics.X = pics.X.copy()
+    pics.X.data[0] = -1
+    with pytest.raises(ValueError, match="negative"):
+        interaction_genes(pics, min_pics=2)
+    pics.X.data[0] = 1
+    pics.obs.loc[pics.obs_names[2], "pic_b"] = "Astrocyte"
+    pics.obs.loc[pics.obs_names[4], "pic_alpha"] = snap[0]["pic_alpha"].iloc[4]
+    pics.X = snap[3].copy()
+    assert_unchanged(pics, snap)
+
+
+# --------------------------------------------------------------------------- plots
+def _is_png(path):
+    data = path.read_bytes()
+    return len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plots_write_png(pbmc, tmp_path):
+    pytest.importorskip("matplotlib")
+    pics = make_pics(pbmc, 120, b_groups=(DC, MONO))
+    pics.obs["pic_alpha"] = np.clip(pics.obs["true_alpha"] + np.random.default_rng(0).normal(0, 0.05, 120), 0, 1)
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    interaction_genes(pics, min_pics=5)
+    for name, fn in (
+        ("pairs.png", lambda p: pair_heatmap(pics, save=p)),
+        ("pairs_norm.png", lambda p: pair_heatmap(pics, normalize=True, save=p)),
+        ("alpha.png", lambda p: alpha_hist(pics, save=p)),
+        ("inter.png", lambda p: interaction_plot(pics, n=6, save=p)),
+        ("inter_genes.png", lambda p: interaction_plot(pics, genes=list(pbmc.var_names[:2]), save=p)),
+    ):
+        fig = fn(tmp_path / name)
+        assert fig.axes and _is_png(tmp_path / name)
+    del pics.obs["true_alpha"]
+    assert len(alpha_hist(pics).axes) == 1
+    with pytest.raises(KeyError, match="interaction_genes"):
+        interaction_plot(make_pics(pbmc, 5))
+
+
+# --------------------------------------------------------------------------- GPU
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cupy", "cupyx_csr"])
+def test_gpu_matches_cpu(pbmc, kind):
+    from conftest import to_host
+
+    pics = make_pics(pbmc, 80, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    cpu = pics.copy()
+    expected_expression(cpu, pbmc, groupby=GROUPBY)
+    t_cpu = interaction_genes(cpu, min_pics=5)
+    doublet_test(cpu, pbmc, groupby=GROUPBY, alpha="fit")
+    triplet_scan(cpu, pbmc, groupby=GROUPBY)
+    gpu, ref = pics.copy(), pbmc.copy()
+    gpu.X = as_type(sp.csr_matrix(gpu.X), kind)
+    ref.X = as_type(sp.csr_matrix(ref.X), kind)
+    expected_expression(gpu, ref, groupby=GROUPBY)
+    assert type(gpu.layers["pic_expected"]).__module__.startswith("cupy")
+    np.testing.assert_allclose(to_host(gpu.layers["pic_expected"]), cpu.layers["pic_expected"], rtol=1e-6)
+    t_gpu = interaction_genes(gpu, min_pics=5)
+    np.testing.assert_allclose(t_gpu["chi2"], t_cpu["chi2"], rtol=1e-9)
+    doublet_test(gpu, ref, groupby=GROUPBY, alpha="fit")
+    triplet_scan(gpu, ref, groupby=GROUPBY)
+    for k in ("pic_doublet_llr", "pic_triplet_llr"):
+        np.testing.assert_allclose(gpu.obs[k], cpu.obs[k], rtol=1e-9, atol=1e-8)
+    assert gpu.obs["pic_triplet_side"].equals(cpu.obs["pic_triplet_side"])
+
+
+def test_views_leave_parent_alone(pbmc):
+    import warnings
+
+    parent = make_pics(pbmc, 60, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    before = snapshot(parent)
+    view = parent[parent.obs["kind"] == "TB"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no ImplicitModificationWarning
+        expected_expression(view, pbmc, groupby=GROUPBY)
+        interaction_genes(view, min_pics=3)
+        doublet_test(view, pbmc, groupby=GROUPBY)
+        triplet_scan(view, pbmc, groupby=GROUPBY)
+    assert not view.is_view and view.n_obs == 30 and "pic_doublet_llr" in view.obs
+    assert_unchanged(parent, before)
+
+
+def test_markers_from_uns_and_status(pbmc):
+    pics = make_pics(pbmc, 40, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    markers = list(pbmc.var_names[:50])
+    pics.uns["pic"]["markers"] = np.array(markers)
+    pics.obs.loc[pics.obs_names[:5], "pic_status"] = "dropped"
+    doublet_test(pics, pbmc, groupby=GROUPBY)
+    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == 50
+    assert pics.obs["pic_doublet_llr"].isna().sum() == 5
+    by_arg = doublet_test(pics, pbmc, groupby=GROUPBY, markers=pbmc.var_names.isin(markers), inplace=False)
+    pd.testing.assert_series_equal(by_arg["pic_doublet_llr"], pics.obs["pic_doublet_llr"])
+    del pics.uns["pic"]["markers"]
+    doublet_test(pics, pbmc, groupby=GROUPBY)
+    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == int((np.asarray(pbmc.X.sum(0)).ravel() > 10).sum())
+    # interaction groups count only PICs with status 'ok'
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    interaction_genes(pics, groupby_keys=("pic_b",), min_pics=1)
+    groups = pics.uns["pic_interaction"]["groups"]
+    assert groups["n_pics"].sum() == 35
