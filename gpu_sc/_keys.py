@@ -78,3 +78,20 @@ VAR_VARIANCES_NORM = "variances_norm"
 VAR_HVG_RANK = "highly_variable_rank"
 VAR_HVG_NBATCHES = "highly_variable_nbatches"
 VAR_HVG_INTERSECTION = "highly_variable_intersection"
+
+# scale (gpu_sc/preprocessing/_scale.py): var columns, named after the mask as scanpy does
+VAR_SCALE_MEAN = "mean"
+VAR_SCALE_STD = "std"
+
+
+def scale_mask_keys(mask_name: str | None) -> tuple[str, str]:
+    """(mean, std) var columns for scale with mask_obs: an obs column name or None (an array)."""
+    if mask_name is None:
+        return "mean with mask", "std with mask"
+    return f"mean of {mask_name}", f"std of {mask_name}"
+
+
+# pca (gpu_sc/preprocessing/_pca.py): defaults; key_added replaces all three
+OBSM_PCA = "X_pca"
+VARM_PCS = "PCs"
+UNS_PCA = "pca"

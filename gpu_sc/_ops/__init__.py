@@ -5,6 +5,7 @@ kernel wrapper (`gpu_sc._kernels`) or the CPU implementation from where the data
 """
 
 from ._layout import Parts, parts
+from .clipped_sums import clipped_sums
 from .col_sums import col_mean_var, col_sums
 from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
@@ -14,5 +15,5 @@ from .top_sums import top_sums
 
 __all__ = [
     "Parts", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums", "flag_cols_above",
-    "divide_rows", "log1p_",
+    "divide_rows", "log1p_", "clipped_sums",
 ]  # fmt: skip

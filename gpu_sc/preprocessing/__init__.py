@@ -1,8 +1,12 @@
 """Preprocessing steps with scanpy's signatures; each runs where its data lives (CPU or GPU)."""
 
 from ._filter import filter_cells, filter_genes
+from ._hvg import highly_variable_genes
 from ._log1p import log1p
 from ._normalize import normalize_total
 from ._qc import calculate_qc_metrics
 
-__all__ = ["calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p"]
+__all__ = [
+    "calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
+    "highly_variable_genes",
+]  # fmt: skip

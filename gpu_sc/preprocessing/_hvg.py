@@ -1,0 +1,451 @@
+"""highly_variable_genes: Seurat, Cell Ranger and Seurat v3 (vst) gene selection, like scanpy.
+
+The per-gene statistics (means, variances, clipped sums, expressed flags) run through the
+`_ops` primitives where the data lives; what follows them is per gene (a few thousand values)
+and runs on the host: binning, normalisation, the loess fit (scikit-misc, as in scanpy) and
+the ranking.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from .. import _ops
+from .._backend import is_sparse, to_host, xp_of
+from .._ops.clipped_sums import clipped_sums
+from .._settings import settings
+from ._checks import canonical, check_not_empty, float_values, get_matrix, make_actual
+
+_STEP = "highly_variable_genes"
+_FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
+_V3_DEFAULT_N_TOP = 2000
+_CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3}
+_MAD_SCALE = 0.6744897501960817  # standard normal 75th percentile: MAD of a normal is sigma
+_CHECK_CHUNK = 1 << 24  # values per chunk when checking for integers (bounded temporaries)
+
+
+def highly_variable_genes(
+    adata: AnnData,
+    *,
+    layer: str | None = None,
+    n_top_genes: int | None = None,
+    min_disp: float = 0.5,
+    max_disp: float = np.inf,
+    min_mean: float = 0.0125,
+    max_mean: float = 3,
+    span: float = 0.3,
+    n_bins: int = 20,
+    flavor: str = "seurat",
+    subset: bool = False,
+    inplace: bool = True,
+    batch_key: str | None = None,
+    check_values: bool = True,
+) -> pd.DataFrame | None:
+    """Annotate highly variable genes, like :func:`scanpy.pp.highly_variable_genes`.
+
+    ``'seurat'`` and ``'cell_ranger'`` expect log-normalised data (``'seurat'`` works on
+    ``expm1`` of it, undoing ``log1p`` with ``uns['log1p']['base']``) and rank genes by their
+    dispersion (variance / mean) normalised within bins of mean expression: equal-width bins
+    of log1p(mean) and mean / standard deviation for ``'seurat'``, percentile bins of the mean
+    and median / MAD for ``'cell_ranger'``. ``'seurat_v3'`` and ``'seurat_v3_paper'`` expect
+    counts: a loess fit of log10 variance on log10 mean gives each gene a regularised standard
+    deviation, values are clipped at mean + sqrt(n_cells) * that deviation, and genes are
+    ranked by the variance of the standardised values.
+
+    Parameters
+    ----------
+    adata
+        Annotated data matrix (cells x genes), on the CPU or the GPU.
+    layer
+        Use ``adata.layers[layer]`` instead of ``X``.
+    n_top_genes
+        Number of genes to select; then the cutoffs are ignored. Default 2000 for the v3
+        flavors (which have no cutoffs).
+    min_disp, max_disp, min_mean, max_mean
+        Cutoffs on the normalised dispersion and the mean (dispersion flavors, when
+        `n_top_genes` is None); a gene is selected when strictly inside all of them.
+    span
+        Fraction of genes used for each local loess fit (v3 flavors).
+    n_bins
+        Number of mean-expression bins (``'seurat'``).
+    flavor
+        ``'seurat'``, ``'cell_ranger'``, ``'seurat_v3'`` or ``'seurat_v3_paper'``.
+    subset
+        Keep only the highly variable genes (in `adata`, or in the returned frame).
+    inplace
+        Write the results into ``adata.var``; otherwise return them as a DataFrame.
+    batch_key
+        ``adata.obs`` column: select within each batch and combine. Dispersion flavors and
+        ``'seurat_v3_paper'`` rank genes first by the number of batches they are selected in;
+        ``'seurat_v3'`` first by their median rank across batches.
+    check_values
+        Warn when the v3 flavors get values that are not non-negative integers.
+
+    Returns
+    -------
+    With ``inplace=False`` a :class:`pandas.DataFrame` indexed by gene, with the columns
+    scanpy returns (dispersion flavors: ``means``, ``dispersions``, ``mean_bin`` (without
+    batches), ``dispersions_norm``, ``highly_variable``; v3 flavors: ``means``,
+    ``variances``, ``gene_name``, ``highly_variable_rank``, ``variances_norm``,
+    ``highly_variable``; with batches also ``highly_variable_nbatches`` and, for dispersion
+    flavors, ``highly_variable_intersection``). Otherwise ``None``, having set
+
+    ``adata.var['highly_variable']`` (bool)
+        The selected genes.
+    ``adata.var['means']`` (float64)
+        Mean per gene (``'seurat'``: log1p of the mean of expm1 of the data).
+    ``adata.var['dispersions']`` (float64), ``adata.var['dispersions_norm']`` (float32)
+        Dispersion flavors: (log) dispersion and normalised dispersion per gene.
+    ``adata.var['variances']``, ``adata.var['variances_norm']`` (float64)
+        v3 flavors: variance and standardised variance (averaged over batches) per gene.
+    ``adata.var['highly_variable_rank']`` (float32)
+        v3 flavors: rank among the top `n_top_genes` (median over batches; NaN outside).
+    ``adata.var['highly_variable_nbatches']`` (int64)
+        With `batch_key`: number of batches in which the gene is selected.
+    ``adata.var['highly_variable_intersection']`` (bool)
+        With `batch_key`, dispersion flavors: selected in every batch.
+    ``adata.uns['hvg']``
+        ``{'flavor': flavor}``.
+
+    With ``subset=True`` (and ``inplace``) `adata` keeps only the selected genes.
+    """
+    if flavor not in _FLAVORS:
+        msg = f"{_STEP}: flavor must be one of {', '.join(map(repr, _FLAVORS))}; got {flavor!r}."
+        raise ValueError(msg)
+    if n_top_genes is not None and (
+        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
+    ):
+        msg = f"{_STEP}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+        raise ValueError(msg)
+    v3 = flavor in ("seurat_v3", "seurat_v3_paper")
+    if not v3 and (not isinstance(n_bins, int | np.integer) or n_bins < 1):
+        msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
+        raise ValueError(msg)
+    x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
+    check_not_empty(x, step=_STEP)
+    values = x.data if is_sparse(x) else x
+    if values.dtype.kind not in "iuf":
+        msg = f"{_STEP}: expects numeric values, got dtype {values.dtype}."
+        raise TypeError(msg)
+    x = float_values(x)
+
+    if v3:
+        n_top = _V3_DEFAULT_N_TOP if n_top_genes is None else int(n_top_genes)
+        batches = _batches(adata, batch_key, v3=True)
+        df = _seurat_v3(adata, x, flavor=flavor, n_top_genes=n_top, batches=batches,
+                        check_values=check_values, span=span)  # fmt: skip
+    else:
+        cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
+        if n_top_genes is not None:
+            if cutoffs != _CUTOFF_DEFAULTS:
+                msg = "If you pass `n_top_genes`, all cutoffs are ignored."
+                warnings.warn(msg, UserWarning, stacklevel=2)
+            cutoff = int(n_top_genes)
+        else:
+            cutoff = cutoffs
+        base = adata.uns.get(K.UNS_LOG1P, {}).get("base") if flavor == "seurat" else None
+        batches = _batches(adata, batch_key, v3=False)
+        if batches is None:
+            df = _dispersion_batch(x, None, flavor=flavor, n_bins=n_bins, cutoff=cutoff,
+                                   base=base, owned=False)  # fmt: skip
+            df.index = adata.var_names
+        else:
+            df = _dispersion_batched(adata, x, batches, flavor=flavor, n_bins=n_bins,
+                                     cutoff=cutoff, base=base)  # fmt: skip
+
+    var = df if df.index.equals(adata.var_names) else df.reindex(adata.var_names)
+    hv = var[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)
+    if not inplace:
+        return df.loc[df[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)] if subset else df
+
+    make_actual(adata)
+    adata.uns[K.UNS_HVG] = {"flavor": flavor}
+    if v3:
+        cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_HVG_RANK, K.VAR_MEANS, K.VAR_VARIANCES, K.VAR_VARIANCES_NORM]
+    else:
+        cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM]
+    if batch_key is not None and (v3 or batch_key):
+        cols.append(K.VAR_HVG_NBATCHES)
+        if not v3:
+            cols.append(K.VAR_HVG_INTERSECTION)
+    for col in cols:
+        values = var[col].to_numpy()
+        if col == K.VAR_DISPERSIONS_NORM:
+            values = values.astype(np.float32)
+        adata.var[col] = values
+    if subset:
+        adata._inplace_subset_var(hv)
+    return None
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def _batches(adata: AnnData, batch_key, *, v3: bool):
+    """None (one batch of all cells), or a list of (label, host row indices) per batch.
+
+    Dispersion flavors take the batches in category order (a string column as sorted
+    categories), v3 flavors in sorted order of the values, as scanpy does; cells whose batch is
+    missing (NaN) belong to no batch.
+    """
+    if (batch_key is None) if v3 else (not batch_key):
+        return None
+    if batch_key not in adata.obs.columns:
+        msg = f"{_STEP}: batch_key {batch_key!r} is not a column of adata.obs; columns: {list(adata.obs.columns)}."
+        raise KeyError(msg)
+    col = adata.obs[batch_key]
+    if v3:
+        values = col.to_numpy()
+        labels = np.unique(values)
+    else:
+        cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
+        values = np.asarray(cat)
+        labels = cat.categories
+    out = []
+    for label in labels:
+        rows = np.flatnonzero(values == label)
+        if rows.size == 0:
+            msg = f"{_STEP}: batch {label!r} of batch_key {batch_key!r} has no cells; remove unused categories first."
+            raise ValueError(msg)
+        out.append((label, rows))
+    return out
+
+
+def _take_rows(x, rows):
+    """The rows `rows` (host int array, or None for all) of CSR / dense `x`, on its device;
+    `x` itself when that is every row in order, else a fresh matrix (never densified)."""
+    if rows is None or (rows.size == x.shape[0] and np.array_equal(rows, np.arange(x.shape[0]))):
+        return x, False
+    return x[xp_of(x.data if is_sparse(x) else x).asarray(rows)], True
+
+
+# --------------------------------------------------------------------------- seurat / cell_ranger
+
+
+def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_unexpressed=False):
+    """Dispersion statistics of one batch: a DataFrame in gene order (positional index).
+
+    With `filter_unexpressed`, genes without a positive value in the batch are left out of the
+    binning and selection and get zeros, as scanpy's batched path does.
+    """
+    xb, fresh = _take_rows(x, rows)
+    p = _ops.parts(xb)
+    xp = xp_of(p.data)
+    n_genes = p.shape[1]
+    keep = None
+    if filter_unexpressed:
+        keep = to_host(_ops.flag_cols_above(p, xp.zeros(p.shape[0], dtype=np.float64)))
+    if flavor == "seurat":  # the statistics of expm1(x), on a copy of the stored values
+        data = p.data if (fresh or owned) else p.data.copy()
+        if base is not None:
+            data[...] = data * np.float64(math.log(base))
+        xp.expm1(data, out=data)
+        p = p._replace(data=data)
+    mean, var = (to_host(a) for a in _ops.col_mean_var(p))
+    mean = mean.copy()
+    mean[mean == 0] = 1e-12
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = var / mean
+        if flavor == "seurat":
+            disp[disp == 0] = np.nan
+            disp = np.log(disp)
+            mean = np.log1p(mean)
+    if keep is not None and not keep.all():
+        kept = _dispersion_stats(mean[keep], disp[keep], flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+        full = {}
+        for col in (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM, K.VAR_HIGHLY_VARIABLE):
+            full[col] = np.zeros(n_genes, dtype=kept[col].dtype)
+            full[col][keep] = kept[col].to_numpy()
+        return pd.DataFrame(full)
+    return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+
+
+def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
+    """Bin genes by mean, normalise dispersions within bins, select (host, per gene)."""
+    df = pd.DataFrame({K.VAR_MEANS: mean, K.VAR_DISPERSIONS: disp})
+    if flavor == "seurat":
+        edges = n_bins
+    else:
+        edges = np.r_[-np.inf, np.percentile(mean, np.arange(10, 105, 5)), np.inf]
+        if np.unique(edges).size != edges.size:
+            msg = (
+                f"{_STEP}: flavor='cell_ranger' bins genes by the 10th, 15th, ... percentiles of "
+                "their means, but at least 5% of the genes share one mean (often genes without "
+                "counts), so two bin edges coincide; remove such genes first, e.g. with "
+                "filter_genes(adata, min_cells=1)."
+            )
+            raise ValueError(msg)
+    df["mean_bin"] = pd.cut(df[K.VAR_MEANS], bins=edges)
+    codes = df["mean_bin"].cat.codes.to_numpy()
+    avg = np.full(mean.size, np.nan)
+    dev = np.full(mean.size, np.nan)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for code in np.unique(codes[codes >= 0]):
+            members = codes == code
+            d = disp[members]
+            if flavor == "seurat":  # mean and sample std of the defined dispersions
+                d = d[~np.isnan(d)]
+                a = d.mean() if d.size else np.nan
+                s = d.std(ddof=1) if d.size > 1 else np.nan
+                if np.isnan(s):  # a lone gene: its normalised dispersion becomes 1
+                    a, s = 0.0, a
+            else:  # median and normal-consistent median absolute deviation
+                a = np.median(d)
+                s = np.median(np.abs(d - a) / _MAD_SCALE)
+            avg[members] = a
+            dev[members] = s
+        norm = (disp - avg) / dev
+    df[K.VAR_DISPERSIONS_NORM] = norm
+    df[K.VAR_HIGHLY_VARIABLE] = _select(mean, norm, cutoff)
+    return df
+
+
+def _in_bounds(mean, norm, c) -> np.ndarray:
+    return (
+        (mean > c["min_mean"]) & (mean < c["max_mean"]) & (norm > c["min_disp"]) & (norm < c["max_disp"])
+    )
+
+
+def _select(mean, norm, cutoff) -> np.ndarray:
+    """Genes within the cutoffs, or the `cutoff` genes of highest normalised dispersion (all
+    genes tied with the last one included; undefined dispersions never)."""
+    if isinstance(cutoff, dict):
+        return np.asarray(_in_bounds(mean, np.nan_to_num(norm), cutoff))
+    n = cutoff
+    if n > norm.size:
+        settings.info(f"{_STEP}: n_top_genes ({n}) > number of genes ({norm.size}); selecting all genes.")
+        n = norm.size
+    defined = norm[~np.isnan(norm)]
+    if n > defined.size:
+        warnings.warn(
+            "`n_top_genes` > number of normalized dispersions, returning all genes with normalized dispersions.",
+            UserWarning,
+            stacklevel=5,
+        )
+        n = defined.size
+    if n == 0:
+        return np.zeros(norm.size, dtype=bool)
+    threshold = -np.sort(-defined)[n - 1]
+    return np.nan_to_num(norm, nan=-np.inf) >= threshold
+
+
+def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> pd.DataFrame:
+    """Per-batch selection, combined: means averaged, dispersions averaged over the batches
+    where defined, genes ranked by how many batches select them."""
+    frames = [
+        _dispersion_batch(x, rows, flavor=flavor, n_bins=n_bins, cutoff=cutoff, base=base,
+                          owned=False, filter_unexpressed=True)
+        for _, rows in batches
+    ]  # fmt: skip
+    stack = {c: np.stack([f[c].to_numpy(dtype=np.float64) for f in frames]) for c in
+             (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM)}  # fmt: skip
+    nbatches = np.stack([f[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool) for f in frames]).sum(axis=0, dtype=np.int64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes stay NaN
+        df = pd.DataFrame(
+            {
+                K.VAR_MEANS: stack[K.VAR_MEANS].mean(axis=0),
+                K.VAR_DISPERSIONS: np.nanmean(stack[K.VAR_DISPERSIONS], axis=0),
+                K.VAR_DISPERSIONS_NORM: np.nanmean(stack[K.VAR_DISPERSIONS_NORM], axis=0),
+                K.VAR_HIGHLY_VARIABLE: nbatches,
+                K.VAR_HVG_NBATCHES: nbatches,
+                K.VAR_HVG_INTERSECTION: nbatches == len(batches),
+            },
+            index=adata.var_names,
+        )
+    df = df.sort_index()  # scanpy combines batches by a group-by on gene names: sorted order
+    if isinstance(cutoff, int):
+        order = df.sort_values([K.VAR_HVG_NBATCHES, K.VAR_DISPERSIONS_NORM], ascending=False, na_position="last").index
+        top = pd.Series(np.arange(df.shape[0]) < cutoff, index=order)
+        df[K.VAR_HIGHLY_VARIABLE] = top.reindex(df.index).to_numpy()
+        return df.loc[adata.var_names]
+    df[K.VAR_DISPERSIONS_NORM] = df[K.VAR_DISPERSIONS_NORM].fillna(0)
+    df[K.VAR_HIGHLY_VARIABLE] = _in_bounds(
+        df[K.VAR_MEANS].to_numpy(), df[K.VAR_DISPERSIONS_NORM].to_numpy(), cutoff
+    )
+    return df
+
+
+# --------------------------------------------------------------------------- seurat_v3
+
+
+def _check_integers(x, flavor) -> None:
+    values = (x.data if is_sparse(x) else x).reshape(-1)
+    xp = xp_of(values)
+    ok = True
+    for start in range(0, values.size, _CHECK_CHUNK):
+        v = values[start : start + _CHECK_CHUNK]
+        if bool(xp.signbit(v).any()) or (v.dtype.kind == "f" and bool(xp.any(v % 1 != 0))):
+            ok = False
+            break
+    if not ok:
+        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning, stacklevel=4)
+
+
+def _loess():
+    try:
+        from skmisc.loess import loess
+    except ImportError as e:
+        msg = f"{_STEP}: the seurat_v3 flavors need scikit-misc: pip install scikit-misc"
+        raise ImportError(msg) from e
+    return loess
+
+
+def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
+    """Variance per gene of the values standardised by the loess-regularised deviation and
+    clipped at sqrt(n_cells) deviations above the mean (host float64)."""
+    xb, _ = _take_rows(x, rows)
+    p = _ops.parts(xb)
+    n = p.shape[0]
+    mean, var = (to_host(a) for a in _ops.col_mean_var(p))
+    varies = var > 0
+    fitted = np.zeros(mean.size)
+    model = loess(np.log10(mean[varies]), np.log10(var[varies]), span=span, degree=2)
+    model.fit()
+    fitted[varies] = model.outputs.fitted_values
+    reg_std = np.sqrt(10**fitted)
+    clip = reg_std * np.sqrt(n) + mean
+    sums, sumsq = (to_host(a) for a in clipped_sums(p, xp_of(p.data).asarray(clip)))
+    # sum over cells of (min(x, clip) - mean)^2, zeros included, over (n - 1) reg_std^2
+    return (n * mean**2 + sumsq - 2 * sums * mean) / ((n - 1) * reg_std**2)
+
+
+def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) -> pd.DataFrame:
+    loess = _loess()
+    if check_values:
+        _check_integers(x, flavor)
+    mean, var = (to_host(a) for a in _ops.col_mean_var(_ops.parts(x)))
+    row_sets = [None] if batches is None else [rows for _, rows in batches]
+    norm_vars = np.stack([_standardized_variance(x, rows, span=span, loess=loess) for rows in row_sets])
+    ranks = np.argsort(np.argsort(-norm_vars, axis=1), axis=1).astype(np.float32)  # 0: most variable
+    nbatches = (ranks < n_top_genes).sum(axis=0, dtype=np.int64)
+    ranks[ranks >= n_top_genes] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # genes never in the top: NaN
+        median_rank = np.nanmedian(ranks, axis=0).astype(np.float32)
+
+    df = pd.DataFrame(index=adata.var_names)
+    df[K.VAR_MEANS] = mean
+    df[K.VAR_VARIANCES] = var
+    df["gene_name"] = df.index
+    df[K.VAR_HVG_NBATCHES] = nbatches
+    df[K.VAR_HVG_RANK] = median_rank
+    df[K.VAR_VARIANCES_NORM] = norm_vars.mean(axis=0)
+    if flavor == "seurat_v3":
+        by, ascending = [K.VAR_HVG_RANK, K.VAR_HVG_NBATCHES], [True, False]
+    else:
+        by, ascending = [K.VAR_HVG_NBATCHES, K.VAR_HVG_RANK], [False, True]
+    order = df[by].reset_index(drop=True).sort_values(by, ascending=ascending, na_position="last").index
+    hv = np.zeros(df.shape[0], dtype=bool)
+    hv[order.to_numpy()[:n_top_genes]] = True
+    df[K.VAR_HIGHLY_VARIABLE] = hv
+    if batches is None:
+        df = df.drop(columns=K.VAR_HVG_NBATCHES)
+    return df

@@ -1,0 +1,284 @@
+"""highly_variable_genes equals scanpy's on real data: every flavor, with and without batches,
+with n_top_genes and with cutoffs; the clipped-sums primitive; GPU equals CPU."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import as_type, to_host
+
+from gpu_sc import _ops
+from gpu_sc._ops.clipped_sums import clipped_sums
+from gpu_sc.preprocessing._hvg import highly_variable_genes
+
+RTOL = 2e-5
+_LOG_CACHE: dict[str, object] = {}
+
+
+def _log(adata, name):
+    """normalize_total + log1p by scanpy (cached per data set)."""
+    if name not in _LOG_CACHE:
+        a = adata.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.normalize_total(a)
+            sc.pp.log1p(a)
+        _LOG_CACHE[name] = a
+    return _LOG_CACHE[name].copy()
+
+
+def _with_batches(adata):
+    adata.obs["parity"] = np.where(np.arange(adata.n_obs) % 2 == 0, "even", "odd")
+    return adata
+
+
+def _quiet(fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kw)
+
+
+def _assert_frames_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    assert list(got.columns) == list(ref.columns)
+    assert got.index.equals(ref.index)
+    for col in ref.columns:
+        assert got[col].dtype == ref[col].dtype, col
+        if col == "highly_variable":
+            np.testing.assert_array_equal(got[col].to_numpy(), ref[col].to_numpy())
+        elif col == "mean_bin" or ref[col].dtype.kind in "biuO":
+            assert got[col].equals(ref[col]), col
+        else:
+            # z-scores near zero lose relative precision to cancellation: an absolute floor
+            # (scanpy's float32-accumulated variances differ from ours by up to ~5e-8 relative,
+            # which the log in the Seurat dispersion turns into absolute differences near zero)
+            atol = 1e-6 if col.endswith("_norm") or col == "dispersions" else 1e-12
+            np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=RTOL, atol=atol, err_msg=col)
+
+
+DISPERSION_CASES = [
+    ("seurat", {}),
+    ("seurat", {"n_top_genes": 200}),
+    ("seurat", {"min_mean": 0.05, "max_mean": 2, "min_disp": 0.2, "n_bins": 10}),
+    ("cell_ranger", {"n_top_genes": 150}),
+    ("cell_ranger", {}),
+]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batched"])
+@pytest.mark.parametrize(("flavor", "kw"), DISPERSION_CASES, ids=lambda c: str(c))
+def test_dispersion_flavors_match_scanpy(counts, request, flavor, kw, batch):
+    name = request.node.callspec.params["counts"]
+    adata = _log(counts, name)
+    if batch:
+        adata = _with_batches(adata) if name == "brain" else adata
+        kw = {**kw, "batch_key": "parity" if name == "brain" else "bulk_labels"}
+    if flavor == "cell_ranger" and name == "brain" and not batch:
+        # over 5% of the brain genes have no counts: coinciding percentile bin edges
+        with pytest.raises(ValueError, match="unique"):
+            _quiet(sc.pp.highly_variable_genes, adata.copy(), flavor=flavor, **kw)
+        with pytest.raises(ValueError, match="min_cells=1"):
+            highly_variable_genes(adata.copy(), flavor=flavor, **kw)
+        adata = adata[:, np.asarray((adata.X > 0).sum(axis=0)).ravel() > 0].copy()
+    ref = adata.copy()
+    _quiet(sc.pp.highly_variable_genes, ref, flavor=flavor, **kw)
+    ref_df = _quiet(sc.pp.highly_variable_genes, adata.copy(), flavor=flavor, inplace=False, **kw)
+    got_df = _quiet(highly_variable_genes, adata.copy(), flavor=flavor, inplace=False, **kw)
+    _assert_frames_equal(got_df, ref_df)
+    _quiet(highly_variable_genes, adata, flavor=flavor, **kw)
+    _assert_frames_equal(adata.var, ref.var)
+    assert adata.uns["hvg"] == {"flavor": flavor}
+    if "n_top_genes" in kw:
+        assert adata.var["highly_variable"].sum() >= kw["n_top_genes"]
+
+
+V3_CASES = [
+    ("seurat_v3", {"n_top_genes": 300}),
+    ("seurat_v3", {"n_top_genes": 300, "span": 0.5}),
+    ("seurat_v3_paper", {"n_top_genes": 300}),
+]
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batched"])
+@pytest.mark.parametrize(("flavor", "kw"), V3_CASES, ids=lambda c: str(c))
+def test_v3_flavors_match_scanpy(counts, flavor, kw, batch):
+    adata = _with_batches(counts)
+    if batch:
+        kw = {**kw, "batch_key": "parity"}
+    ref = adata.copy()
+    _quiet(sc.pp.highly_variable_genes, ref, flavor=flavor, **kw)
+    ref_df = _quiet(sc.pp.highly_variable_genes, adata.copy(), flavor=flavor, inplace=False, **kw)
+    got_df = _quiet(highly_variable_genes, adata.copy(), flavor=flavor, inplace=False, **kw)
+    _assert_frames_equal(got_df, ref_df)
+    highly_variable_genes(adata, flavor=flavor, **kw)
+    _assert_frames_equal(adata.var, ref.var)
+    assert adata.uns["hvg"] == {"flavor": flavor}
+    assert adata.var["highly_variable"].sum() == kw["n_top_genes"]
+
+
+@pytest.mark.parametrize("kind", ["numpy", "csc"])
+def test_layouts_and_layer(pbmc, kind):
+    log = _log(pbmc, "pbmc")
+    ref = _quiet(sc.pp.highly_variable_genes, log.copy(), n_top_genes=100, inplace=False)
+    log.layers["lg"] = as_type(log.X, kind)
+    log.X = sp.csr_matrix(log.shape, dtype=np.float32)  # X is not used
+    got = highly_variable_genes(log, layer="lg", n_top_genes=100, inplace=False)
+    _assert_frames_equal(got, ref)
+    pbmc.layers["counts"] = as_type(pbmc.X, kind)
+    ref = sc.pp.highly_variable_genes(pbmc.copy(), flavor="seurat_v3", n_top_genes=200, inplace=False)
+    got = highly_variable_genes(pbmc, layer="counts", flavor="seurat_v3", n_top_genes=200, inplace=False)
+    _assert_frames_equal(got, ref)
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_input_is_left_unchanged(pbmc, kind):
+    log = _log(pbmc, "pbmc")
+    log.X = as_type(log.X, kind)
+    log.obs["parity"] = np.arange(log.n_obs) % 2
+    before = to_host(log.X).copy()
+    for kw in ({}, {"batch_key": "parity"}, {"n_top_genes": 100}):
+        highly_variable_genes(log, inplace=False, **kw)
+        highly_variable_genes(log, **kw)
+        np.testing.assert_array_equal(to_host(log.X), before)
+
+
+def test_log_base_is_undone(pbmc):
+    a = pbmc.copy()
+    _quiet(sc.pp.normalize_total, a)
+    sc.pp.log1p(a, base=2)
+    ref = _quiet(sc.pp.highly_variable_genes, a.copy(), n_top_genes=100, inplace=False)
+    _assert_frames_equal(highly_variable_genes(a, n_top_genes=100, inplace=False), ref)
+
+
+def test_subset(brain):
+    log = _log(brain, "brain")
+    for kw in ({"n_top_genes": 100}, {"flavor": "seurat_v3", "n_top_genes": 100}):
+        data = brain.copy() if kw.get("flavor") == "seurat_v3" else log.copy()
+        full = data.copy()
+        highly_variable_genes(full, **kw)
+        highly_variable_genes(data, subset=True, **kw)
+        assert data.var_names.equals(full.var_names[full.var["highly_variable"].to_numpy()])
+        df = highly_variable_genes(full.copy(), subset=True, inplace=False, **kw)
+        assert df.index.equals(data.var_names) and df["highly_variable"].all()
+    # batched with cutoffs: the selected genes are kept (scanpy 1.11 subsets by a sorted mask)
+    data = _with_batches(log.copy())
+    full = data.copy()
+    highly_variable_genes(full, batch_key="parity")
+    highly_variable_genes(data, batch_key="parity", subset=True)
+    assert data.var_names.equals(full.var_names[full.var["highly_variable"].to_numpy()])
+
+
+def test_n_top_genes_above_n_genes(pbmc):
+    log = _log(pbmc, "pbmc")
+    for flavor, data in (("seurat", log), ("cell_ranger", log), ("seurat_v3", pbmc)):
+        ref = _quiet(sc.pp.highly_variable_genes, data.copy(), flavor=flavor, n_top_genes=5000, inplace=False)
+        got = _quiet(highly_variable_genes, data.copy(), flavor=flavor, n_top_genes=5000, inplace=False)
+        _assert_frames_equal(got, ref)
+
+
+def test_warnings_and_errors(pbmc):
+    log = _log(pbmc, "pbmc")
+    with pytest.warns(UserWarning, match="non-integers"):
+        highly_variable_genes(log.copy(), flavor="seurat_v3", n_top_genes=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        highly_variable_genes(log.copy(), flavor="seurat_v3", n_top_genes=100, check_values=False)
+    with pytest.warns(UserWarning, match="cutoffs are ignored"):
+        highly_variable_genes(log.copy(), n_top_genes=100, min_mean=0.1)
+    before = log.copy()
+    with pytest.raises(KeyError, match="layer 'nope'"):
+        highly_variable_genes(log, layer="nope")
+    with pytest.raises(KeyError, match="batch_key 'nope'"):
+        highly_variable_genes(log, batch_key="nope")
+    with pytest.raises(ValueError, match="flavor"):
+        highly_variable_genes(log, flavor="pearson")
+    with pytest.raises(ValueError, match="n_top_genes"):
+        highly_variable_genes(log, n_top_genes=0)
+    log.obs["b"] = pd.Categorical(["a"] * log.n_obs, categories=["a", "unused"])
+    with pytest.raises(ValueError, match="no cells"):
+        highly_variable_genes(log, batch_key="b")
+    # nothing changed by the failed calls
+    assert "highly_variable" not in log.var and "hvg" not in log.uns
+    assert (log.X != before.X).nnz == 0
+
+
+def test_view_input_leaves_parent(pbmc):
+    log = _log(pbmc, "pbmc")
+    view = log[:400]
+    highly_variable_genes(view, n_top_genes=50)
+    assert "highly_variable" not in log.var and view.var["highly_variable"].sum() >= 50
+    ref = _quiet(sc.pp.highly_variable_genes, log[:400].copy(), n_top_genes=50, inplace=False)
+    np.testing.assert_array_equal(view.var["highly_variable"].to_numpy(), ref["highly_variable"].to_numpy())
+
+
+# --------------------------------------------------------------------------- the primitive
+
+
+def _clipped_reference(x, clip):
+    d = np.minimum(x.toarray().astype(np.float64), clip[None, :])
+    return d.sum(axis=0), (d * d).sum(axis=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_clipped_sums(brain, dtype):
+    x = sp.csr_matrix(brain.X, dtype=dtype)
+    clip = np.linspace(0.5, 20, x.shape[1])
+    ref_s, ref_q = _clipped_reference(x, clip)
+    for p in (_ops.parts(x), _ops.parts(x.toarray()),
+              _ops.Parts(x.data, x.indices.astype(np.int64), x.indptr.astype(np.int64), x.shape)):  # fmt: skip
+        s, q = clipped_sums(p, clip)
+        np.testing.assert_allclose(s, ref_s, rtol=1e-12)
+        np.testing.assert_allclose(q, ref_q, rtol=1e-12)
+    with pytest.raises(ValueError, match="one value per column"):
+        clipped_sums(_ops.parts(x), clip[:-1])
+
+
+# --------------------------------------------------------------------------- GPU equals CPU
+
+GPU_CASES = [
+    ("seurat", {"n_top_genes": 200}),
+    ("seurat", {"batch_key": "parity"}),
+    ("cell_ranger", {"n_top_genes": 200, "batch_key": "parity"}),
+    ("seurat_v3", {"n_top_genes": 300}),
+    ("seurat_v3_paper", {"n_top_genes": 300, "batch_key": "parity"}),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+@pytest.mark.parametrize(("flavor", "kw"), GPU_CASES, ids=lambda c: str(c))
+def test_gpu_equals_cpu(brain, flavor, kw, dense):
+    import gpu_sc as gsc
+
+    data = _with_batches(brain if flavor.startswith("seurat_v3") else _log(brain, "brain"))
+    if dense:
+        data.X = data.X.toarray()
+    gpu = gsc.get.to_gpu(data, copy=True)
+    _quiet(highly_variable_genes, data, flavor=flavor, **kw)
+    _quiet(highly_variable_genes, gpu, flavor=flavor, **kw)
+    assert type(gpu.X).__module__.startswith(("cupy", "cupyx"))
+    _assert_frames_equal(gpu.var, data.var)
+    assert gpu.uns["hvg"] == data.uns["hvg"]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_clipped_sums_gpu(brain, dtype, index):
+    import cupy as cp
+
+    x = sp.csr_matrix(brain.X, dtype=dtype)
+    clip = np.linspace(0.5, 20, x.shape[1])
+    arrays = (x.data, x.indices.astype(index), x.indptr.astype(index))
+    cpu = clipped_sums(_ops.Parts(*arrays, x.shape), clip)
+    gpu = clipped_sums(_ops.Parts(*(cp.asarray(a) for a in arrays), x.shape), cp.asarray(clip))
+    for g, c in zip(gpu, cpu, strict=True):
+        np.testing.assert_allclose(to_host(g), c, rtol=1e-12)
+    d = x.toarray()
+    dense = clipped_sums(_ops.parts(cp.asarray(d)), clip)
+    for g, c in zip(dense, clipped_sums(_ops.parts(d), clip), strict=True):
+        np.testing.assert_allclose(to_host(g), c, rtol=1e-12)
