@@ -1,0 +1,188 @@
+"""scale: unit variance (and zero mean) per gene, like scanpy."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _keys, _ops
+from .._backend import is_sparse, sparse_module, xp_of
+from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual
+
+_STEP = "scale"
+
+
+def scale(
+    data,
+    *,
+    zero_center: bool = True,
+    max_value: float | None = None,
+    copy: bool = False,
+    layer: str | None = None,
+    obsm: str | None = None,
+    mask_obs=None,
+):
+    """Scale every gene to unit variance and (by default) zero mean, like :func:`scanpy.pp.scale`.
+
+    Statistics are per gene (column) in float64: the mean and the standard deviation with
+    ``ddof=1``; genes with zero standard deviation are divided by 1 (so, zero-centred, they
+    become 0). Runs where the matrix lives (numpy/scipy on the CPU, cupy/cupyx on the GPU).
+
+    Parameters
+    ----------
+    data
+        An AnnData, or a matrix (numpy / scipy sparse / cupy / cupyx sparse) of cells x genes.
+    zero_center
+        Subtract the mean. Sparse input then becomes dense (float64, with a warning, as in
+        scanpy). ``False`` divides by the standard deviation only and keeps sparse input sparse
+        (CSR) and in its float dtype, on both backends (scanpy returns float64 CSC for CSC
+        input there; we return CSR, as every gpu_sc step does).
+    max_value
+        Clip the scaled values to at most `max_value` (and, when zero-centring, at least
+        ``-max_value``). ``None``: no clipping.
+    copy
+        Work on a copy: of the AnnData (returned), or of the matrix.
+    layer, obsm
+        Scale ``adata.layers[layer]`` or ``adata.obsm[obsm]`` instead of ``X``.
+    mask_obs
+        Boolean array over cells, or the name of a boolean ``adata.obs`` column: compute the
+        statistics on those cells only and scale only those cells (the others stay as they are).
+
+    Returns
+    -------
+    For a matrix: the scaled matrix. For an AnnData: the copy when ``copy``, else ``None``;
+    sets
+
+    ``adata.X`` | ``adata.layers[layer]`` | ``adata.obsm[obsm]``
+        The scaled matrix (integers become float64; CSC becomes CSR).
+    ``adata.var['mean']``, ``adata.var['std']``
+        Mean and standard deviation (float64) per gene before scaling. With `mask_obs` the
+        columns are ``'mean of {name}'`` / ``'std of {name}'`` for an obs column name, else
+        ``'mean with mask'`` / ``'std with mask'``.
+    """
+    if not isinstance(data, AnnData):
+        if layer is not None or obsm is not None:
+            msg = f"{_STEP}: `layer` and `obsm` need an AnnData, got {type(data).__name__}."
+            raise ValueError(msg)
+        if isinstance(mask_obs, str):
+            msg = f"{_STEP}: mask_obs given by name ({mask_obs!r}) needs an AnnData."
+            raise ValueError(msg)
+        x = _prepare(data, copy=copy)
+        mask = None if mask_obs is None else host_bool_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
+        return _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
+
+    adata = data.copy() if copy else data
+    keys = (_keys.VAR_SCALE_MEAN, _keys.VAR_SCALE_STD)
+    mask = None
+    if mask_obs is not None:
+        if isinstance(mask_obs, str):
+            if mask_obs not in adata.obs.columns:
+                msg = f"{_STEP}: mask_obs {mask_obs!r} is not a column of adata.obs."
+                raise KeyError(msg)
+            keys = _keys.scale_mask_keys(mask_obs)
+            mask = host_bool_mask(adata.obs[mask_obs].to_numpy(), adata.n_obs, what="mask_obs", step=_STEP)
+        else:
+            keys = _keys.scale_mask_keys(None)
+            mask = host_bool_mask(mask_obs, adata.n_obs, what="mask_obs", step=_STEP)
+    x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+    if x0.shape[1] != adata.n_vars:
+        msg = (
+            f"{_STEP}: obsm {obsm!r} has {x0.shape[1]} columns but adata has {adata.n_vars} genes, "
+            "so its statistics cannot be stored in adata.var; scale the array directly instead."
+        )
+        raise ValueError(msg)
+    make_actual(adata)
+    x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+    x = _prepare(x0, copy=False)
+    x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
+    if layer is not None:
+        adata.layers[layer] = x
+    elif obsm is not None:
+        adata.obsm[obsm] = x
+    else:
+        adata.X = x
+    adata.var[keys[0]] = _host(mean)
+    adata.var[keys[1]] = _host(std)
+    return adata if copy else None
+
+
+def _host(a) -> np.ndarray:
+    return a.get() if hasattr(a, "get") else np.asarray(a)
+
+
+def _prepare(x, *, copy: bool):
+    """CSR or C-contiguous dense with float values; a copy when asked or when the layout changes."""
+    x1 = canonical(x, step=_STEP)
+    check_not_empty(x1, step=_STEP)
+    if x1.dtype.kind not in "f" or x1.dtype not in (np.float32, np.float64):
+        if x1.dtype.kind not in "iubf":
+            msg = f"{_STEP}: expects a numeric matrix, got dtype {x1.dtype}."
+            raise TypeError(msg)
+        return x1.astype(np.float64)  # scanpy casts integers to float64
+    return x1.copy() if copy and x1 is x else x1
+
+
+def _scale_matrix(x, *, zero_center: bool, max_value, mask):
+    """Scale `x` (CSR or dense, float) in place where possible; return (result, mean, std)."""
+    xp = xp_of(x)
+    rows = None if mask is None else xp.asarray(np.flatnonzero(mask))
+    sub = x if rows is None else x[rows]
+    if is_sparse(sub) and sub.format != "csr":
+        sub = sub.tocsr()
+    if not is_sparse(sub):
+        sub = xp.ascontiguousarray(sub)
+    mean, var = _ops.col_mean_var(_ops.parts(sub), ddof=1)
+    mean, var = xp.asarray(mean), xp.asarray(var)
+    std = xp.sqrt(var)
+    std[std == 0] = 1
+
+    if is_sparse(x) and not zero_center:  # divide stored values only: stays sparse
+        cols = x.indices
+        scaled = (x.data.astype(np.float64) / std[cols]).astype(x.dtype)
+        if max_value is not None:
+            xp.minimum(scaled, x.dtype.type(max_value), out=scaled)
+        if rows is None:
+            x.data[...] = scaled
+        else:
+            # the row of every stored value, then whether that row is masked in
+            row = xp.searchsorted(x.indptr, xp.arange(x.data.size), side="right") - 1
+            in_mask = xp.asarray(mask)[row]
+            x.data[in_mask] = scaled[in_mask]
+        return x, mean, std
+
+    if is_sparse(sub):
+        warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=3)
+        dense = sub.toarray().astype(np.float64)  # scanpy: sparse - mean gives float64
+    else:
+        dense = sub if rows is None else xp.ascontiguousarray(sub)
+    _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
+
+    if rows is None:
+        return dense, mean, std
+    if not is_sparse(x):
+        x[rows] = dense
+        return x, mean, std
+    # sparse input with masked zero-centring: the masked rows are filled in, the matrix stays
+    # sparse in its dtype (scanpy assigns the dense block into the sparse matrix)
+    spm = sparse_module(x)
+    others = xp.asarray(np.flatnonzero(~mask))
+    stacked = spm.vstack([spm.csr_matrix(dense.astype(x.dtype)), x[others]]).tocsr()
+    order = xp.empty(x.shape[0], dtype=np.int64)
+    order[rows] = xp.arange(rows.size)
+    order[others] = rows.size + xp.arange(others.size)
+    return stacked[order], mean, std
+
+
+def _center_divide_clip(x, mean, std, *, zero_center: bool, max_value) -> None:
+    """In place on a dense array, each step rounded to x's dtype as scanpy's in-place ufuncs do."""
+    xp = xp_of(x)
+    if zero_center:
+        xp.subtract(x, mean, out=x)
+    xp.divide(x, std, out=x)
+    if max_value is not None:
+        if zero_center:
+            xp.clip(x, -max_value, max_value, out=x)
+        else:
+            xp.minimum(x, max_value, out=x)

@@ -1,0 +1,231 @@
+"""pca agrees with scanpy's sc.pp.pca on real data: variance ratios, components (with signs),
+embedding; mask_var / HVG, zero_center=False, edge cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import to_host
+
+import gpu_sc.preprocessing._pca as pca_mod
+from gpu_sc import _ops
+from gpu_sc._ops import gram as gram_mod
+from gpu_sc.preprocessing._pca import pca
+
+N_CHECK = 20
+
+
+def _lognorm(adata, hvg=False):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.normalize_total(adata)
+        sc.pp.log1p(adata)
+        if hvg:
+            sc.pp.highly_variable_genes(adata, flavor="seurat", n_top_genes=300)
+    return adata
+
+
+def _separated(variance):
+    """Components whose eigenvalue is not within 1e-3 (relative) of a neighbour's."""
+    v = np.asarray(variance, dtype=np.float64)
+    ok = np.ones(v.size, bool)
+    rel = np.abs(np.diff(v)) / np.maximum(v[:-1], 1e-300)
+    ok[:-1] &= rel > 1e-3
+    ok[1:] &= rel > 1e-3
+    return ok
+
+
+def assert_pca_like(ref, got, ref_key="pca", got_key="pca", obsm=("X_pca", "X_pca"), varm=("PCs", "PCs")):
+    r, g = ref.uns[ref_key], got.uns[got_key]
+    n = min(N_CHECK, r["variance"].size)
+    np.testing.assert_allclose(g["variance_ratio"][:n], r["variance_ratio"][:n], rtol=1e-4)
+    np.testing.assert_allclose(g["variance"][:n], r["variance"][:n], rtol=1e-4)
+    assert g["variance"].dtype == r["variance"].dtype and g["variance_ratio"].dtype == r["variance_ratio"].dtype
+    pr, pg = to_host(ref.varm[varm[0]]), to_host(got.varm[varm[1]])
+    assert pg.shape == pr.shape and pg.dtype == pr.dtype
+    xr, xg = to_host(ref.obsm[obsm[0]]), to_host(got.obsm[obsm[1]])
+    assert xg.shape == xr.shape and xg.dtype == xr.dtype
+    ok = _separated(r["variance"])[:n]
+    assert ok.sum() >= min(5, n)
+    for i in np.flatnonzero(ok):
+        cos = pr[:, i] @ pg[:, i] / (np.linalg.norm(pr[:, i]) * np.linalg.norm(pg[:, i]))
+        assert cos >= 0.9999, (i, cos)  # same direction, same sign
+        corr = np.corrcoef(xr[:, i], xg[:, i])[0, 1]
+        assert corr >= 0.9999, (i, corr)
+    assert g["params"].keys() == r["params"].keys()
+    for k, v in r["params"].items():
+        if k == "use_highly_variable":  # scanpy stores an all-False array for an array mask_var
+            assert g["params"][k] is bool(np.any(v))
+            continue
+        assert np.array_equal(g["params"][k], v) if isinstance(v, np.ndarray) else g["params"][k] == v
+
+
+@pytest.mark.parametrize("hvg", [False, True], ids=["all-genes", "hvg"])
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+def test_pca_matches_scanpy(counts, dense, hvg):
+    adata = _lognorm(counts, hvg=hvg)
+    if dense:
+        adata.X = adata.X.toarray()
+    ref, got = adata.copy(), adata.copy()
+    sc.pp.pca(ref)
+    pca(got)
+    assert_pca_like(ref, got)
+    if hvg:
+        masked = ~adata.var["highly_variable"].to_numpy()
+        assert np.all(got.varm["PCs"][masked] == 0)
+
+
+def test_randomized_and_wide_paths(pbmc, monkeypatch):
+    adata = _lognorm(pbmc)
+    ref = adata.copy()
+    sc.pp.pca(ref, n_comps=30)
+    pca(adata, n_comps=30, svd_solver="randomized", key_added="rand")
+    assert_pca_like(ref, adata, got_key="rand", obsm=("X_pca", "rand"), varm=("PCs", "rand"))
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 100)  # the default path for wide matrices
+    pca(adata, n_comps=30, key_added="wide")
+    assert_pca_like(ref, adata, got_key="wide", obsm=("X_pca", "wide"), varm=("PCs", "wide"))
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 720)  # more genes than that, but fewer cells
+    pca(adata, n_comps=30, key_added="cells")
+    assert_pca_like(ref, adata, got_key="cells", obsm=("X_pca", "cells"), varm=("PCs", "cells"))
+    ref0 = adata.copy()
+    sc.pp.pca(ref0, n_comps=30, zero_center=False, svd_solver="arpack", key_added="z")
+    pca(adata, n_comps=30, zero_center=False, key_added="z")
+    assert_pca_like(ref0, adata, "z", "z", ("z", "z"), ("z", "z"))
+
+
+def test_no_centring_matches_truncated_svd(pbmc):
+    adata = _lognorm(pbmc)
+    ref = adata.copy()
+    # scanpy's default TruncatedSVD solver is a 5-iteration randomized approximation; its
+    # 'arpack' solver is exact, and that is what we match
+    sc.pp.pca(ref, zero_center=False, svd_solver="arpack", n_comps=20)
+    pca(adata, zero_center=False, n_comps=20)
+    assert_pca_like(ref, adata)
+    assert isinstance(adata.X, sp.csr_matrix)  # sparse input stays sparse
+
+
+def test_constant_and_zero_genes(pbmc):
+    adata = _lognorm(pbmc)
+    x = adata.X.tolil()
+    x[:, 3] = 0
+    x[:, 7] = 1.5
+    adata.X = x.tocsr()
+    ref = adata.copy()
+    sc.pp.pca(ref, n_comps=15)
+    pca(adata, n_comps=15)
+    assert np.all(np.isfinite(adata.obsm["X_pca"]))
+    assert_pca_like(ref, adata)
+    np.testing.assert_allclose(adata.varm["PCs"][[3, 7]], 0, atol=1e-6)
+
+
+def test_too_many_components(pbmc):
+    small = _lognorm(pbmc)[:20].copy()
+    with pytest.raises(ValueError):
+        sc.pp.pca(small.copy(), n_comps=25)
+    before = small.copy()
+    with pytest.raises(ValueError, match="n_comps=25"):
+        pca(small, n_comps=25)
+    assert set(small.obsm) == set(before.obsm) and "pca" not in small.uns
+    pca(small)  # the default: min(n_cells, n_genes) - 1
+    assert small.obsm["X_pca"].shape == (20, 19)
+
+
+def test_options(pbmc):
+    adata = _lognorm(pbmc)
+    adata.layers["lg"] = adata.X.copy()
+    mask = np.arange(adata.n_vars) % 2 == 0
+    ref = adata.copy()
+    sc.pp.pca(ref, n_comps=10, mask_var=mask, layer="lg", dtype="float64")
+    got = pca(adata, n_comps=10, mask_var=mask, layer="lg", dtype="float64", copy=True)
+    assert "pca" not in adata.uns
+    assert_pca_like(ref, got)
+    # chunk_size only changes the blocking; int64 index pointers give the same result
+    x = adata.X
+    emb, comps, ratio, var = pca(x, 10, return_info=True)
+    x64 = sp.csr_matrix((x.data, x.indices.astype(np.int64), x.indptr.astype(np.int64)), shape=x.shape)
+    emb2, comps2, ratio2, var2 = pca(x64, 10, chunked=True, chunk_size=97, return_info=True)
+    np.testing.assert_allclose(emb2, emb, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(comps2, comps, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ratio2, ratio, rtol=1e-6)
+    assert comps.shape == (10, adata.n_vars) and emb.dtype == np.float32
+
+
+def test_gram_blocks_equal_dense(brain):
+    x = brain.X[:3000]
+    dense = x.toarray().astype(np.float64)
+    g = gram_mod.gram(_ops.parts(x), chunk_size=333)
+    np.testing.assert_allclose(g, dense.T @ dense, rtol=1e-12)
+    np.testing.assert_allclose(gram_mod.gram(_ops.parts(dense)), g, rtol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("zero_center", [True, False])
+@pytest.mark.parametrize("dense", [False, True])
+def test_pca_gpu_equals_cpu(brain, dense, zero_center):
+    import cupy as cp
+
+    import gpu_sc as gsc
+
+    adata = _lognorm(brain, hvg=True)
+    if dense:
+        adata.X = adata.X.toarray()
+    gpu = gsc.get.to_gpu(adata, copy=True)
+    pca(adata, zero_center=zero_center)
+    pca(gpu, zero_center=zero_center)
+    assert isinstance(gpu.obsm["X_pca"], cp.ndarray) and isinstance(gpu.varm["PCs"], cp.ndarray)
+    assert_pca_like(adata, gpu)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+@pytest.mark.parametrize("value", [np.float32, np.float64])
+def test_gram_gpu_index_types(brain, index, value):
+    import cupy as cp
+
+    x = sp.csr_matrix(brain.X, dtype=value)
+    p = _ops.Parts(*(cp.asarray(a) for a in (x.data, x.indices.astype(index), x.indptr.astype(index))), x.shape)
+    ref = gram_mod.gram(_ops.parts(x))
+    np.testing.assert_allclose(to_host(gram_mod.gram(p, chunk_size=1001)), ref, rtol=1e-10, atol=1e-8)
+    v = np.linspace(-1, 1, x.shape[1] * 3).reshape(-1, 3)
+    mean = np.asarray(x.mean(0)).ravel()
+    np.testing.assert_allclose(
+        to_host(gram_mod.centred_normal_apply(p, cp.asarray(v), cp.asarray(mean), chunk_size=777)),
+        gram_mod.centred_normal_apply(_ops.parts(x), v, mean),
+        rtol=1e-9, atol=1e-6,
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        to_host(gram_mod.transpose_apply(p, cp.ones((x.shape[0], 2)), chunk_size=333)),
+        gram_mod.transpose_apply(_ops.parts(x), np.ones((x.shape[0], 2))), rtol=1e-10, atol=1e-8,
+    )  # fmt: skip
+    small = _ops.Parts(*(cp.asarray(a) for a in (x[:900].data, x[:900].indices.astype(index), x[:900].indptr.astype(index))), (900, x.shape[1]))
+    np.testing.assert_allclose(
+        to_host(gram_mod.cell_gram(small, chunk_size=250)), gram_mod.cell_gram(_ops.parts(x[:900])), rtol=1e-10, atol=1e-8
+    )  # fmt: skip
+    np.testing.assert_allclose(
+        to_host(gram_mod.project(p, cp.asarray(v), None, chunk_size=500)),
+        gram_mod.project(_ops.parts(x), v), rtol=1e-10, atol=1e-8,
+    )  # fmt: skip
+
+
+@pytest.mark.gpu
+def test_pca_gpu_wide_path(pbmc, monkeypatch):
+    import gpu_sc as gsc
+
+    adata = _lognorm(pbmc)
+    gpu = gsc.get.to_gpu(adata, copy=True)
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 100)
+    pca(adata, n_comps=20)
+    pca(gpu, n_comps=20)
+    assert_pca_like(adata, gpu)
+
+
+def test_cell_gram_and_transpose_apply(pbmc):
+    x = pbmc.X[:300]
+    dense = x.toarray().astype(np.float64)
+    np.testing.assert_allclose(gram_mod.cell_gram(_ops.parts(x), chunk_size=77), dense @ dense.T, rtol=1e-12)
+    u = np.linspace(-1, 1, 600).reshape(300, 2)
+    np.testing.assert_allclose(gram_mod.transpose_apply(_ops.parts(x), u, chunk_size=50), dense.T @ u, rtol=1e-10, atol=1e-10)
