@@ -1,0 +1,37 @@
+"""Bar chart of speed-up ratios from a benchmarks/run.py JSON-lines file.
+
+    python benchmarks/plot.py benchmarks/results/cpu-100k.jsonl -o benchmarks/results/cpu-100k.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("jsonl", type=Path)
+    p.add_argument("-o", "--out", type=Path)
+    args = p.parse_args(argv)
+    rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    labels = [f"{r['step']}\n{r['backend']} vs {r['reference']}\n{r['n_cells']:,} cells" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5), layout="constrained")
+    colours = ["tab:green" if r["ratio"] >= 1 else "tab:red" for r in rows]
+    ax.bar(range(len(rows)), [r["ratio"] for r in rows], color=colours)
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("speed-up (reference time / gpu_sc time)")
+    ax.set_title(f"gpu_sc on {rows[0]['device']}" if rows else "no rows")
+    fig.savefig(args.out or args.jsonl.with_suffix(".png"), dpi=120)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
