@@ -54,13 +54,29 @@ def _log1p(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.log1p(adata)
 
 
+def _hvg(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.pp.highly_variable_genes(adata, n_top_genes=min(args.n_top_genes, adata.n_vars))
+
+
+def _scale(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.pp.scale(adata, max_value=10)
+
+
+def _pca(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.shape) - 1))
+
+
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "qc": _qc,
     "filter": _filter,
     "normalize": _normalize,
     "log1p": _log1p,
+    "hvg": _hvg,
+    "scale": _scale,
+    "pca": _pca,
 }
-DEFAULT_STEPS = ",".join(STEPS)
+DEFAULT_STEPS = "qc,filter,normalize,log1p"
+DEMO_STEPS = ["qc", "filter", "normalize", "log1p", "hvg", "pca"]
 
 
 def parse_steps(text: str) -> list[str]:
@@ -164,7 +180,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"dataset: pbmc68k_reduced (bundled, raw counts): {before}")
     backend = backend_description(device)
     print(f"backend: {backend}")
-    times = run_pipeline(adata, list(STEPS), args, device)
+    times = run_pipeline(adata, DEMO_STEPS, args, device)
 
     x = adata.X
     mean = np.asarray(x.mean(axis=0)).ravel() if sp.issparse(x) else np.asarray(x).mean(axis=0)
@@ -175,6 +191,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "median total counts": f"{np.median(adata.obs['total_counts']):,.1f}",
         "median genes per cell": f"{np.median(adata.obs['n_genes_by_counts']):,.1f}",
         "top 5 genes (mean log1p)": ", ".join(f"{adata.var_names[j]} {mean[j]:.3f}" for j in top),
+        "highly variable genes": f"{int(adata.var['highly_variable'].sum()):,}",
+        "PCA variance ratio, PC1-5": ", ".join(
+            f"{v:.3f}" for v in np.asarray(adata.uns["pca"]["variance_ratio"])[:5]
+        ),
         "wall time per step": ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
         + f" (total {sum(times.values()):.2f} s)",
         "backend": backend,
@@ -206,6 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--min-cells", type=int, default=3, help="filter: min cells per gene (3)")
     opts.add_argument("--target-sum", type=float, default=None,
                       help="normalize: counts per cell after normalization (default: median)")  # fmt: skip
+    opts.add_argument("--n-top-genes", type=int, default=2000,
+                      help="hvg: number of highly variable genes (2000)")  # fmt: skip
+    opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
     opts.add_argument("--qc-vars", default=None,
                       help="qc: comma-separated boolean var columns (default: 'mt' = MT-/mt- genes)")  # fmt: skip
 
@@ -219,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[device], help="run the pipeline on bundled PBMC data")
     demo.add_argument("-o", "--output", metavar="OUT.h5ad", default=None)
     # the bundled data has only 765 genes, so the cell filter is far looser than scanpy's default
-    demo.set_defaults(func=cmd_demo, min_genes=10, min_cells=3, target_sum=None, qc_vars=None)
+    demo.set_defaults(func=cmd_demo, min_genes=10, min_cells=3, target_sum=None, qc_vars=None,
+                      n_top_genes=300, n_comps=30)  # fmt: skip
     return parser
 
 

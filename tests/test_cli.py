@@ -33,7 +33,8 @@ def counts_file(tmp_path) -> Path:
 def test_demo_prints_summary(capsys):
     assert main(["demo", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for text in ("[1/4] qc", "[4/4] log1p", "cells x genes before", "median total counts",
+    for text in ("[1/6] qc", "[4/6] log1p", "[6/6] pca", "highly variable genes: ", "PC1-5",
+                 "cells x genes before", "median total counts",
                  "median genes per cell", "top 5 genes", "wall time per step", "backend"):  # fmt: skip
         assert text in out, text
 
@@ -112,3 +113,27 @@ def test_module_entry_point_runs_demo():
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "top 5 genes" in proc.stdout
+
+
+def test_run_hvg_scale_pca_matches_scanpy(tmp_path, capsys):
+    import anndata as ad
+    import numpy as np
+    import scanpy as sc
+
+    from gpu_sc.datasets import pbmc68k_reduced
+
+    src = tmp_path / "in.h5ad"
+    pbmc68k_reduced().write_h5ad(src)
+    out = tmp_path / "out.h5ad"
+    args = ["run", str(src), "-o", str(out), "--device", "cpu", "--steps",
+            "normalize,log1p,hvg,scale,pca", "--n-top-genes", "200", "--n-comps", "10"]  # fmt: skip
+    assert main(args) == 0
+    ours = ad.read_h5ad(out)
+    ref = pbmc68k_reduced()
+    sc.pp.normalize_total(ref)
+    sc.pp.log1p(ref)
+    sc.pp.highly_variable_genes(ref, n_top_genes=200)
+    sc.pp.scale(ref, max_value=10)
+    sc.pp.pca(ref, n_comps=10)
+    assert (ours.var["highly_variable"] == ref.var["highly_variable"]).all()
+    np.testing.assert_allclose(ours.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"], rtol=1e-4)
