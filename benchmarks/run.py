@@ -55,7 +55,8 @@ STEPS: dict[str, Step] = {
     "normalize": Step("counts", lambda pp, a: pp.normalize_total(a, target_sum=1e4),
                       lambda a: _csr_bytes(a, 2, 1)),
     "log1p": Step("counts", lambda pp, a: pp.log1p(a), lambda a: _csr_bytes(a, 0, 2)),
-    "hvg": Step("lognorm", lambda pp, a: pp.highly_variable_genes(a, n_top_genes=2000), _csr_bytes),
+    "hvg": Step("lognorm", lambda pp, a: pp.highly_variable_genes(a, n_top_genes=min(2000, a.n_vars // 2)),
+                _csr_bytes),
     "scale": Step("hvg", lambda pp, a: pp.scale(a, max_value=10), lambda a: _csr_bytes(a, 1, 2)),
     "pca": Step("hvg", lambda pp, a: pp.pca(a, n_comps=50), lambda a: _csr_bytes(a, 2, 0)),
 }  # fmt: skip

@@ -11,9 +11,10 @@ from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
 from .log1p import log1p_
 from .row_sums import row_sums
+from .scaled_dense import scaled_dense
 from .top_sums import top_sums
 
 __all__ = [
     "Parts", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums", "flag_cols_above",
-    "divide_rows", "log1p_", "clipped_sums",
+    "divide_rows", "log1p_", "clipped_sums", "scaled_dense",
 ]  # fmt: skip

@@ -9,7 +9,19 @@ from ._layout import Parts, on_gpu
 
 
 @numba.njit(parallel=True, cache=True)
-def _csr_row_sums(data, indices, indptr, col_mask, sums, nnz):
+def _csr_row_sums(data, indptr, sums, nnz):
+    for r in numba.prange(indptr.size - 1):
+        s = 0.0
+        c = 0
+        for j in range(indptr[r], indptr[r + 1]):
+            s += data[j]
+            c += data[j] != 0
+        sums[r] = s
+        nnz[r] = c
+
+
+@numba.njit(parallel=True, cache=True)
+def _csr_masked_row_sums(data, indices, indptr, col_mask, sums, nnz):
     for r in numba.prange(indptr.size - 1):
         s = 0.0
         c = 0
@@ -33,8 +45,11 @@ def row_sums(p: Parts, col_mask=None):
         if col_mask is not None:
             x = x[:, np.asarray(col_mask, dtype=bool)]
         return x.sum(axis=1, dtype=np.float64), np.count_nonzero(x, axis=1).astype(np.int64)
-    mask = np.ones(n_cols, np.bool_) if col_mask is None else np.asarray(col_mask, dtype=np.bool_)
     sums = np.empty(n_rows, np.float64)
     nnz = np.empty(n_rows, np.int64)
-    _csr_row_sums(p.data, p.indices, p.indptr, mask, sums, nnz)
+    if col_mask is None:
+        _csr_row_sums(p.data, p.indptr, sums, nnz)
+    else:
+        mask = np.asarray(col_mask, dtype=np.bool_)
+        _csr_masked_row_sums(p.data, p.indices, p.indptr, mask, sums, nnz)
     return sums, nnz
