@@ -1,0 +1,15 @@
+"""PIC-seq: deconvolution of physically interacting cells (doublets) into their partners
+(see PICSEQ.md in the project's shared notes), and what follows from it: expected expression,
+interaction-induced genes, doublet/triplet QC and plots."""
+
+from ._deconvolve import deconvolve
+from ._expected import expected_expression
+from ._interaction import bh_fdr, interaction_genes
+from ._plot import alpha_hist, interaction_plot, pair_heatmap
+from ._qc import doublet_test, pic_loglik, triplet_scan
+from ._simulate import simulate_pics
+
+__all__ = [
+    "simulate_pics", "deconvolve", "expected_expression", "interaction_genes", "bh_fdr",
+    "doublet_test", "triplet_scan", "pic_loglik", "pair_heatmap", "alpha_hist", "interaction_plot",
+]  # fmt: skip
