@@ -17,7 +17,7 @@ except PackageNotFoundError:  # a source checkout that is not installed
     __version__ = "0.1.0"
 
 _SUBMODULES = {
-    "pp": ".preprocessing", "get": ".get", "datasets": ".datasets", "pic": ".pic",
+    "pp": ".preprocessing", "tl": ".tools", "get": ".get", "datasets": ".datasets", "pic": ".pic",
 }  # fmt: skip
 
 __all__ = ["settings", "__version__", *_SUBMODULES]

@@ -95,3 +95,9 @@ def scale_mask_keys(mask_name: str | None) -> tuple[str, str]:
 OBSM_PCA = "X_pca"
 VARM_PCS = "PCs"
 UNS_PCA = "pca"
+
+# neighbors (gpu_sc/preprocessing/_neighbors.py): defaults; key_added gives
+# '{key}_distances', '{key}_connectivities' and uns[key]
+OBSP_DISTANCES = "distances"
+OBSP_CONNECTIVITIES = "connectivities"
+UNS_NEIGHBORS = "neighbors"

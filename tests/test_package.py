@@ -47,7 +47,7 @@ def test_no_module_level_cupy_import():
 
 def test_public_namespace():
     for name in ["calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-                 "highly_variable_genes", "scale", "pca"]:
+                 "highly_variable_genes", "scale", "pca", "neighbors"]:
         assert callable(getattr(gpu_sc.pp, name))
     assert callable(gpu_sc.get.to_gpu) and callable(gpu_sc.get.to_cpu)
     with pytest.raises(AttributeError):

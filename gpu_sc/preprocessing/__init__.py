@@ -3,6 +3,7 @@
 from ._filter import filter_cells, filter_genes
 from ._hvg import highly_variable_genes
 from ._log1p import log1p
+from ._neighbors import neighbors
 from ._normalize import normalize_total
 from ._pca import pca
 from ._qc import calculate_qc_metrics
@@ -10,5 +11,5 @@ from ._scale import scale
 
 __all__ = [
     "calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-    "highly_variable_genes", "scale", "pca",
+    "highly_variable_genes", "scale", "pca", "neighbors",
 ]  # fmt: skip

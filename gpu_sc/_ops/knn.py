@@ -1,0 +1,107 @@
+"""Exact k-nearest neighbours by brute force, memory bounded (row blocks / tiles), CPU or GPU.
+
+Candidates come from ||x||^2 + ||y||^2 - 2 x.y tiles (BLAS on the CPU in float64, cuBLAS in
+float32 plus our selection kernel on the GPU), then are re-ranked with distances recomputed
+directly in float64. Each row's list starts with the row itself, then ascending distance, ties
+broken by the smaller index.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._backend import is_gpu, xp_of
+
+BLOCK_BYTES = 64 * 2**20  # one distance tile
+MARGIN = 16  # extra candidates kept for the exact float64 re-ranking
+MAX_GPU_K = 256
+
+
+def _prepare(x, metric: str):
+    """float64 rows (cosine: unit rows; zero rows stay zero)."""
+    xp = xp_of(x)
+    x64 = x.astype(np.float64)
+    if metric == "cosine":
+        norms = xp.sqrt((x64 * x64).sum(axis=1))
+        norms[norms == 0] = 1.0
+        x64 = x64 / norms[:, None]
+    return xp.ascontiguousarray(x64)
+
+
+def _rerank(x64, start, cand, k, metric):
+    """Exact float64 distances to the candidates of rows start.., self first, then by
+    (distance, index); returns the first k (indices int64, distances float64)."""
+    xp = xp_of(x64)
+    q = x64[start : start + cand.shape[0]]
+    cand = cand.astype(np.int64)
+    rows = xp.arange(start, start + cand.shape[0], dtype=np.int64)[:, None]
+    if metric == "cosine":
+        dist = 1.0 - xp.einsum("bd,bmd->bm", q, x64[cand])
+        dist = xp.maximum(dist, 0.0)
+    else:
+        diff = x64[cand] - q[:, None, :]
+        dist = xp.sqrt((diff * diff).sum(axis=2))
+    is_self = cand == rows
+    dist = xp.where(is_self, 0.0, dist)  # exactly zero, not round-off
+    key = xp.where(is_self, -1.0, dist)  # self first, even among duplicates
+    order = xp.argsort(cand, axis=1)  # then stable sorts by distance keep smaller index first
+    cand, dist, key = (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
+    order = xp.argsort(key, axis=1, kind="stable")
+    cand, dist = (xp.take_along_axis(a, order, axis=1)[:, :k] for a in (cand, dist))
+    return cand, dist
+
+
+def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
+    """(indices int64 (n, k), distances float64 (n, k)) of the k nearest rows of dense `x`
+    (numpy or cupy), row itself included as the first neighbour."""
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        msg = f"k must lie in 1..{n}, got {k}."
+        raise ValueError(msg)
+    if is_gpu(x):
+        return _knn_gpu(x, k, metric, block_bytes)
+    x64 = _prepare(x, metric)
+    m = min(n, k + MARGIN)
+    sq = (x64 * x64).sum(axis=1)
+    step = max(1, block_bytes // (8 * max(n, m * x.shape[1])))
+    ind = np.empty((n, k), np.int64)
+    dist = np.empty((n, k), np.float64)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x64[start:stop] @ x64.T)
+        cand = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (stop - start, 1))
+        ind[start:stop], dist[start:stop] = _rerank(x64, start, cand, k, metric)
+    return ind, dist
+
+
+def _knn_gpu(x, k, metric, block_bytes):
+    import cupy as cp
+
+    from .._kernels.knn_select import knn_select
+
+    n = x.shape[0]
+    m = min(n, k + MARGIN, MAX_GPU_K)
+    if k > MAX_GPU_K:
+        msg = f"the GPU kNN supports n_neighbors <= {MAX_GPU_K}, got {k}."
+        raise ValueError(msg)
+    x64 = _prepare(x, metric)
+    x32 = cp.ascontiguousarray(x64.astype(cp.float32))
+    sq = (x32 * x32).sum(axis=1)
+    cols = min(n, max(1024, block_bytes // (4 * 4096)))
+    rows = max(1, block_bytes // (4 * cols))
+    rows = min(rows, max(1, block_bytes // (8 * max(1, m * x.shape[1]))))
+    ind = cp.empty((n, k), cp.int64)
+    dist = cp.empty((n, k), cp.float64)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        q = x32[start:stop]
+        best_d = cp.full((stop - start, m), cp.inf, cp.float32)
+        best_i = cp.full((stop - start, m), -1, cp.int64)
+        for c0 in range(0, n, cols):
+            c1 = min(n, c0 + cols)
+            tile = sq[start:stop, None] + sq[None, c0:c1] - 2.0 * (q @ x32[c0:c1].T)
+            knn_select(cp.ascontiguousarray(tile, dtype=cp.float32), c0, best_d, best_i)
+        # NaN-free input always fills every slot (m <= n); guard anyway
+        best_i = cp.where(best_i < 0, cp.arange(start, stop)[:, None], best_i)
+        ind[start:stop], dist[start:stop] = _rerank(x64, start, best_i, k, metric)
+    return ind, dist
