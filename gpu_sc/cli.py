@@ -66,6 +66,19 @@ def _pca(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.shape) - 1))
 
 
+def _neighbors(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.pp.neighbors(adata, n_neighbors=args.n_neighbors)
+
+
+def _umap(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.tl.umap(adata, random_state=0)
+
+
+def _leiden(adata: AnnData, args: argparse.Namespace) -> None:
+    gsc.tl.leiden(adata, resolution=args.resolution, flavor="igraph", n_iterations=2,
+                  directed=False, random_state=0)  # fmt: skip
+
+
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "qc": _qc,
     "filter": _filter,
@@ -74,9 +87,22 @@ STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "hvg": _hvg,
     "scale": _scale,
     "pca": _pca,
+    "neighbors": _neighbors,
+    "umap": _umap,
+    "leiden": _leiden,
 }
 DEFAULT_STEPS = "qc,filter,normalize,log1p"
-DEMO_STEPS = ["qc", "filter", "normalize", "log1p", "hvg", "pca"]
+DEMO_STEPS = ["qc", "filter", "normalize", "log1p", "hvg", "pca", "neighbors"]
+DEMO_GRAPH_TOOLS = ["leiden", "umap"]  # need scanpy + igraph (the `tools` extra)
+
+
+def _graph_tools_available() -> bool:
+    try:
+        import igraph  # noqa: F401
+        import scanpy  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def parse_steps(text: str) -> list[str]:
@@ -180,7 +206,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"dataset: pbmc68k_reduced (bundled, raw counts): {before}")
     backend = backend_description(device)
     print(f"backend: {backend}")
-    times = run_pipeline(adata, DEMO_STEPS, args, device)
+    steps = DEMO_STEPS + (DEMO_GRAPH_TOOLS if _graph_tools_available() else [])
+    if len(steps) == len(DEMO_STEPS):
+        print("leiden and umap skipped: they need scanpy and igraph (pip install 'gpu_sc[tools]')")
+    times = run_pipeline(adata, steps, args, device)
 
     x = adata.X
     mean = np.asarray(x.mean(axis=0)).ravel() if sp.issparse(x) else np.asarray(x).mean(axis=0)
@@ -199,12 +228,32 @@ def cmd_demo(args: argparse.Namespace) -> None:
         + f" (total {sum(times.values()):.2f} s)",
         "backend": backend,
     }
+    if "leiden" in adata.obs:
+        sizes = adata.obs["leiden"].value_counts()
+        summary["leiden clusters"] = f"{len(sizes)} (largest {sizes.iloc[0]}, smallest {sizes.iloc[-1]} cells)"
+    if "X_umap" in adata.obsm and args.plot:
+        _plot_umap(adata, args.plot)
+        summary["UMAP image"] = str(args.plot)
     print("summary")
     for label, value in summary.items():
         print(f"  {label + ':':<26}{value}")
     if args.output:
         write_h5ad(adata, args.output)
         print(f"wrote {args.output}")
+
+
+def _plot_umap(adata: AnnData, path: str) -> None:
+    """The demo's UMAP, coloured by Leiden cluster, as a PNG (matplotlib, no display needed)."""
+    from matplotlib.figure import Figure
+
+    xy = np.asarray(adata.obsm["X_umap"])
+    codes = adata.obs["leiden"].cat.codes.to_numpy() if "leiden" in adata.obs else 0
+    fig = Figure(figsize=(5.5, 5), layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(xy[:, 0], xy[:, 1], c=codes, cmap="tab20", s=6, linewidths=0)
+    ax.set(xlabel="UMAP 1", ylabel="UMAP 2", xticks=[], yticks=[],
+           title=f"gpu_sc demo: {adata.n_obs} PBMCs, Leiden clusters")  # fmt: skip
+    fig.savefig(path, dpi=120)
 
 
 # --- argument parsing ----------------------------------------------------------------------------
@@ -229,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--n-top-genes", type=int, default=2000,
                       help="hvg: number of highly variable genes (2000)")  # fmt: skip
     opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
+    opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
+    opts.add_argument("--resolution", type=float, default=1.0, help="leiden: resolution (1.0)")
     opts.add_argument("--qc-vars", default=None,
                       help="qc: comma-separated boolean var columns (default: 'mt' = MT-/mt- genes)")  # fmt: skip
 
@@ -241,9 +292,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", parents=[device], help="run the pipeline on bundled PBMC data")
     demo.add_argument("-o", "--output", metavar="OUT.h5ad", default=None)
+    demo.add_argument("--plot", metavar="UMAP.png", default="gpu-sc-demo-umap.png",
+                      help="where to write the UMAP image ('' for none)")  # fmt: skip
     # the bundled data has only 765 genes, so the cell filter is far looser than scanpy's default
     demo.set_defaults(func=cmd_demo, min_genes=10, min_cells=3, target_sum=None, qc_vars=None,
-                      n_top_genes=300, n_comps=30)  # fmt: skip
+                      n_top_genes=300, n_comps=30, n_neighbors=15, resolution=1.0)  # fmt: skip
     return parser
 
 

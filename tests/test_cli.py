@@ -30,10 +30,13 @@ def counts_file(tmp_path) -> Path:
     return path
 
 
-def test_demo_prints_summary(capsys):
-    assert main(["demo", "--device", "cpu"]) == 0
+def test_demo_prints_summary(tmp_path, capsys):
+    png = tmp_path / "umap.png"
+    assert main(["demo", "--device", "cpu", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
-    for text in ("[1/6] qc", "[4/6] log1p", "[6/6] pca", "highly variable genes: ", "PC1-5",
+    assert png.stat().st_size > 5000
+    for text in ("[1/9] qc", "[4/9] log1p", "[6/9] pca", "[7/9] neighbors", "[8/9] leiden",
+                 "[9/9] umap", "leiden clusters", "UMAP image", "highly variable genes: ", "PC1-5",
                  "cells x genes before", "median total counts",
                  "median genes per cell", "top 5 genes", "wall time per step", "backend"):  # fmt: skip
         assert text in out, text
@@ -41,7 +44,7 @@ def test_demo_prints_summary(capsys):
 
 def test_demo_writes_output(tmp_path, capsys):
     out = tmp_path / "demo.h5ad"
-    assert main(["demo", "--device", "cpu", "-o", str(out)]) == 0
+    assert main(["demo", "--device", "cpu", "-o", str(out), "--plot", ""]) == 0
     adata = ad.read_h5ad(out)
     assert "total_counts" in adata.obs and "log1p" in adata.uns
 
@@ -108,7 +111,7 @@ def test_version(capsys):
 
 def test_module_entry_point_runs_demo():
     proc = subprocess.run(
-        [sys.executable, "-m", "gpu_sc.cli", "demo"],
+        [sys.executable, "-m", "gpu_sc.cli", "demo", "--plot", ""],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
