@@ -41,6 +41,16 @@ def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = N
     return adata.X
 
 
+def set_matrix(adata: AnnData, x, *, layer: str | None = None, obsm: str | None = None) -> None:
+    """Write a step's result where `get_matrix` read it from (X, a layer or an obsm entry)."""
+    if layer is not None:
+        adata.layers[layer] = x
+    elif obsm is not None:
+        adata.obsm[obsm] = x
+    else:
+        adata.X = x
+
+
 def canonical(x, *, step: str):
     """`x` as CSR or C-contiguous dense on its own device; a copy only where the layout differs.
 

@@ -11,7 +11,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .. import _ops
 from .._backend import is_sparse
-from ._checks import get_matrix, make_actual
+from ._checks import get_matrix, make_actual, set_matrix
 
 _STEP = "log1p"
 
@@ -55,12 +55,7 @@ def log1p(
         adata = adata.copy()
     make_actual(adata)
     x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=False)
-    if layer is not None:
-        adata.layers[layer] = x
-    elif obsm is not None:
-        adata.obsm[obsm] = x
-    else:
-        adata.X = x
+    set_matrix(adata, x, layer=layer, obsm=obsm)
     adata.uns[K.UNS_LOG1P] = {"base": base}
     return adata if copy else None
 

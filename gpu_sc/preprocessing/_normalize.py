@@ -11,7 +11,7 @@ from anndata import AnnData
 from .. import _ops
 from .._backend import to_host, xp_of
 from .._settings import settings
-from ._checks import canonical, check_counts, check_not_empty, get_matrix, make_actual
+from ._checks import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
 
 _STEP = "normalize_total"
 
@@ -109,14 +109,5 @@ def normalize_total(
         return {"X": x, "norm_factor": norm_factor}
     if key_added is not None:
         adata.obs[key_added] = to_host(norm_factor)
-    _set_matrix(adata, x, layer=layer, obsm=obsm)
+    set_matrix(adata, x, layer=layer, obsm=obsm)
     return adata if copy else None
-
-
-def _set_matrix(adata: AnnData, x, *, layer, obsm) -> None:
-    if layer is not None:
-        adata.layers[layer] = x
-    elif obsm is not None:
-        adata.obsm[obsm] = x
-    else:
-        adata.X = x

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _keys, _ops
 from .._backend import is_gpu, is_sparse, sparse_module, xp_of
-from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual
+from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
 
 _STEP = "scale"
 
@@ -97,12 +97,7 @@ def scale(
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = _prepare(x0, copy=False)
     x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
-    if layer is not None:
-        adata.layers[layer] = x
-    elif obsm is not None:
-        adata.obsm[obsm] = x
-    else:
-        adata.X = x
+    set_matrix(adata, x, layer=layer, obsm=obsm)
     adata.var[keys[0]] = _host(mean)
     adata.var[keys[1]] = _host(std)
     return adata if copy else None
