@@ -21,6 +21,7 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out", type=Path)
     args = p.parse_args(argv)
     rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("ratio") is not None]  # the reference failed on these
     labels = [f"{r['step']}\n{r['backend']} vs {r['reference']}\n{r['n_cells']:,} cells" for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5), layout="constrained")
     colours = ["tab:green" if r["ratio"] >= 1 else "tab:red" for r in rows]
