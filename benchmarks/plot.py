@@ -21,15 +21,20 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out", type=Path)
     args = p.parse_args(argv)
     rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("ratio") is not None]  # the reference failed on these
+    rows = [r for r in rows if r.get("ratio") is not None]  # gpu_sc or the reference failed on these
     labels = [f"{r['step']}\n{r['backend']} vs {r['reference']}\n{r['n_cells']:,} cells" for r in rows]
+    ratios = [r["ratio"] for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rows)), 4.5), layout="constrained")
-    colours = ["tab:green" if r["ratio"] >= 1 else "tab:red" for r in rows]
-    ax.bar(range(len(rows)), [r["ratio"] for r in rows], color=colours)
+    colours = ["tab:green" if x >= 1 else "tab:red" for x in ratios]
+    bars = ax.bar(range(len(rows)), ratios, color=colours)
+    ax.bar_label(bars, [f"{x:.2g}" for x in ratios], fontsize=7)
+    if ratios and max(ratios) / min(ratios) > 30:  # speed-ups and bandwidth fractions together
+        ax.set_yscale("log")
     ax.axhline(1, color="black", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("speed-up (reference time / gpu_sc time)")
-    ax.set_title(f"gpu_sc on {rows[0]['device']}" if rows else "no rows")
+    devices = ", ".join(dict.fromkeys(r["device"] for r in rows))
+    ax.set_title(f"gpu_sc on {devices}" if rows else "no rows", fontsize=9)
     fig.savefig(args.out or args.jsonl.with_suffix(".png"), dpi=120)
     return 0
 

@@ -2,24 +2,27 @@
 (GPU), on real cells resampled to the size asked for, all in one run.
 
     python benchmarks/run.py --dataset mouse_brain_10k --n-cells 100000 --backend cpu \
-        --steps qc,filter_cells,filter_genes,normalize,log1p --out benchmarks/results/cpu.jsonl
+        --steps qc,filter,normalize,log1p --out benchmarks/results/cpu.jsonl
 
 Each step gets a fresh copy of its input (not timed) after one untimed warm-up (JIT and kernel
 compilation), then the median of `--repeats` runs is kept. GPU timings synchronise the device.
 Rows are JSON lines: step, backend, device, n_cells, n_genes, nnz, seconds, reference,
 reference_seconds, ratio (reference_seconds / seconds: > 1 means gpu_sc is faster), versions.
+Each row is appended to `--out` as soon as it is measured. See benchmarks/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
+import os
 import platform
 import statistics
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -34,11 +37,18 @@ from gpu_sc._backend import gpu_available  # noqa: E402
 
 @dataclass(frozen=True)
 class Step:
-    """One benchmarked step: how to prepare its input, and the same call in each library."""
+    """One benchmarked step: how to prepare its input, and the same call in each library.
+
+    ``call(pp, adata, p)`` runs the step, with ``pp`` one of ``gsc.pp``, ``scanpy.pp`` and
+    rapids-singlecell's ``pp``, and ``p`` the run's parameters (:func:`_params`). ``rapids``
+    replaces ``call`` for rapids-singlecell where that library spells the step differently.
+    """
 
     prepare: str  # "counts" | "lognorm" | "hvg" | "pca" (the state the input must be in)
-    call: Callable  # call(pp_module, adata); pp_module is gsc.pp, scanpy.pp or rapids' pp
+    call: Callable  # call(pp_module, adata, params)
     bytes_moved: Callable  # bytes the step must read + write at least (adata -> int)
+    rapids: Callable | None = None  # call(rsc.pp, adata, params) where rapids' API differs
+    rapids_note: str | None = None  # where rapids-singlecell does different work
 
 
 def _csr_bytes(a, passes_read=1, passes_write=0) -> int:
@@ -48,20 +58,72 @@ def _csr_bytes(a, passes_read=1, passes_write=0) -> int:
     return passes_read * stored + passes_write * values
 
 
+def _rapids_filter(pp, a, axis: str, threshold: int) -> None:
+    """rapids-singlecell's filter_cells / filter_genes: scanpy's keywords where it takes them,
+    else its older ``qc_var=..., min_count=...`` spelling."""
+    fn = pp.filter_cells if axis == "cells" else pp.filter_genes
+    key = "min_genes" if axis == "cells" else "min_cells"
+    if key in inspect.signature(fn).parameters:
+        fn(a, **{key: threshold})
+    else:
+        qc_var = "n_genes_by_counts" if axis == "cells" else "n_cells_by_counts"
+        fn(a, qc_var=qc_var, min_count=threshold, verbose=False)
+
+
+def _filter(pp, a, p, rapids=False) -> None:
+    if rapids:
+        _rapids_filter(pp, a, "cells", p["min_genes"])
+        _rapids_filter(pp, a, "genes", p["min_cells"])
+    else:
+        pp.filter_cells(a, min_genes=p["min_genes"])
+        pp.filter_genes(a, min_cells=p["min_cells"])
+
+
+_RAPIDS_FILTER_NOTE = "rapids-singlecell releases whose filter_* take qc_var run calculate_qc_metrics first"
+
+# A new step is one more entry: the state of its input, the call, the bytes it must move.
 STEPS: dict[str, Step] = {
-    "qc": Step("counts", lambda pp, a: pp.calculate_qc_metrics(a, inplace=True), _csr_bytes),
-    "filter_cells": Step("counts", lambda pp, a: pp.filter_cells(a, min_genes=200), _csr_bytes),
-    "filter_genes": Step("counts", lambda pp, a: pp.filter_genes(a, min_cells=3), _csr_bytes),
-    "normalize": Step("counts", lambda pp, a: pp.normalize_total(a, target_sum=1e4),
+    "qc": Step("counts", lambda pp, a, p: pp.calculate_qc_metrics(a, percent_top=p["percent_top"], inplace=True),
+               _csr_bytes, rapids=lambda pp, a, p: pp.calculate_qc_metrics(a),
+               rapids_note="rapids-singlecell computes no percent_top columns"),
+    "filter_cells": Step("counts", lambda pp, a, p: pp.filter_cells(a, min_genes=p["min_genes"]),
+                         lambda a: _csr_bytes(a, 2, 0),
+                         rapids=lambda pp, a, p: _rapids_filter(pp, a, "cells", p["min_genes"]),
+                         rapids_note=_RAPIDS_FILTER_NOTE),
+    "filter_genes": Step("counts", lambda pp, a, p: pp.filter_genes(a, min_cells=p["min_cells"]),
+                         lambda a: _csr_bytes(a, 2, 0),
+                         rapids=lambda pp, a, p: _rapids_filter(pp, a, "genes", p["min_cells"]),
+                         rapids_note=_RAPIDS_FILTER_NOTE),
+    "filter": Step("counts", _filter, lambda a: _csr_bytes(a, 4, 0),
+                   rapids=lambda pp, a, p: _filter(pp, a, p, rapids=True), rapids_note=_RAPIDS_FILTER_NOTE),
+    "normalize": Step("counts", lambda pp, a, p: pp.normalize_total(a, target_sum=p["target_sum"]),
                       lambda a: _csr_bytes(a, 2, 1)),
-    "log1p": Step("counts", lambda pp, a: pp.log1p(a), lambda a: _csr_bytes(a, 0, 2)),
-    "hvg": Step("lognorm", lambda pp, a: pp.highly_variable_genes(a, n_top_genes=min(2000, a.n_vars // 2)),
+    "log1p": Step("counts", lambda pp, a, p: pp.log1p(a), lambda a: _csr_bytes(a, 0, 2)),
+    "hvg": Step("lognorm", lambda pp, a, p: pp.highly_variable_genes(a, n_top_genes=p["n_top_genes"]),
                 _csr_bytes),
-    "scale": Step("hvg", lambda pp, a: pp.scale(a, max_value=10), lambda a: _csr_bytes(a, 1, 2)),
-    "pca": Step("hvg", lambda pp, a: pp.pca(a, n_comps=50), lambda a: _csr_bytes(a, 2, 0)),
-    "neighbors": Step("pca", lambda pp, a: pp.neighbors(a, n_neighbors=15),
+    "scale": Step("hvg", lambda pp, a, p: pp.scale(a, max_value=10), lambda a: _csr_bytes(a, 1, 2)),
+    "pca": Step("hvg", lambda pp, a, p: pp.pca(a, n_comps=p["n_comps"]), lambda a: _csr_bytes(a, 2, 0)),
+    "neighbors": Step("pca", lambda pp, a, p: pp.neighbors(a, n_neighbors=15),
                       lambda a: a.obsm["X_pca"].nbytes),
 }  # fmt: skip
+
+
+def _params(base) -> dict:
+    """Thresholds and sizes passed to the steps, fixed once per run from the resampled counts.
+
+    ``min_genes`` is the 10th percentile of genes per cell, so that filter_cells removes about a
+    tenth of the cells on any data set (a fixed 200 would remove nearly all of mouse_brain_10k's
+    cells, which have about 60 of its 1,000 genes).
+    """
+    genes_per_cell = np.diff(base.X.indptr)
+    return {
+        "percent_top": [t for t in (50, 100, 200, 500) if t <= base.n_vars],
+        "min_genes": max(1, int(np.percentile(genes_per_cell, 10))),
+        "min_cells": 3,
+        "target_sum": 1e4,
+        "n_top_genes": min(2000, base.n_vars // 2),
+        "n_comps": 50,
+    }
 
 
 def _versions() -> dict:
@@ -85,39 +147,65 @@ def _cpu_name() -> str:
     return platform.processor() or "cpu"
 
 
-def _prepare(base, state: str):
-    """The step's input on the CPU: counts, normalised+log1p, or that restricted to HVGs."""
+def _prepare(base, state: str, p: dict):
+    """The step's input on the CPU: counts, normalised+log1p, that restricted to HVGs, or with PCA."""
     a = base.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if state in ("lognorm", "hvg", "pca"):
-            gsc.pp.normalize_total(a, target_sum=1e4)
+            gsc.pp.normalize_total(a, target_sum=p["target_sum"])
             gsc.pp.log1p(a)
         if state in ("hvg", "pca"):
-            gsc.pp.highly_variable_genes(a, n_top_genes=min(2000, a.n_vars // 2), subset=True)
+            gsc.pp.highly_variable_genes(a, n_top_genes=p["n_top_genes"], subset=True)
         if state == "pca":
-            gsc.pp.pca(a, n_comps=50)
+            gsc.pp.pca(a, n_comps=p["n_comps"])
     return a
 
 
-def _time(fns, make_input, repeats: int, sync=lambda: None) -> list[float]:
+def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True) -> list[float]:
     """Median seconds of each function in `fns` on fresh inputs. The functions take turns
-    within every repeat, so neither gets a warmer allocator or cache than the other."""
+    within every repeat, so neither gets a warmer allocator or cache than the other.
+    `make_input` is one input maker for all, or one per function."""
+    makers = list(make_input) if isinstance(make_input, Sequence) else [make_input] * len(fns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for fn in fns:
-            fn(make_input())  # warm-up: JIT / kernel compilation
-        sync()
+        if warm_up:
+            for fn, make in zip(fns, makers, strict=True):
+                fn(make())  # warm-up: JIT / kernel compilation
+            sync()
         times: list[list[float]] = [[] for _ in fns]
         for _ in range(repeats):
-            for fn, out in zip(fns, times, strict=True):
-                a = make_input()
+            for fn, make, out in zip(fns, makers, times, strict=True):
+                a = make()
                 sync()
                 t0 = time.perf_counter()
                 fn(a)
                 sync()
                 out.append(time.perf_counter() - t0)
+                del a
     return [statistics.median(t) for t in times]
+
+
+def _measure(fns, make_input, repeats: int, sync=lambda: None) -> list[tuple[float | None, str | None]]:
+    """(median seconds, None) for each function in `fns`, or (None, its error) where it raises.
+
+    The warm-up run of each function finds those that fail; the others are timed in turns.
+    """
+    makers = list(make_input) if isinstance(make_input, Sequence) else [make_input] * len(fns)
+    errors: list[str | None] = []
+    for fn, make in zip(fns, makers, strict=True):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(make())  # warm-up: JIT / kernel compilation
+            sync()
+            errors.append(None)
+        except Exception as e:  # e.g. a library that cannot run this step on this data: keep going
+            errors.append(f"{type(e).__name__}: {e}"[:300])
+    ok = [i for i, err in enumerate(errors) if err is None]
+    times = _time([fns[i] for i in ok], [makers[i] for i in ok], repeats, sync, warm_up=False) if ok else []
+    seconds = dict(zip(ok, times, strict=True))
+    return [(seconds.get(i), errors[i]) for i in range(len(fns))]
 
 
 def _gpu_tools():
@@ -129,7 +217,8 @@ def _gpu_tools():
     def sync():
         cp.cuda.Device().synchronize()
 
-    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"].decode()
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
     buf = cp.empty(512 * 2**20, dtype=cp.uint8)
     dst = cp.empty_like(buf)
     cp.copyto(dst, buf)
@@ -139,51 +228,66 @@ def _gpu_tools():
         cp.copyto(dst, buf)
     sync()
     bandwidth = 2 * buf.nbytes * 10 / (time.perf_counter() - t0)  # read + write
+    del buf, dst
+    cp.get_default_memory_pool().free_all_blocks()
     return cp, sync, name, bandwidth
 
 
-def run(args) -> list[dict]:
+def _row(name, backend, device, ours, error, reference, ref, ref_error, common, note=None) -> dict:
+    row = {"step": name, "backend": backend, "device": device, "seconds": ours, "reference": reference,
+           "reference_seconds": ref, "ratio": ref / ours if ours and ref else None, **common}  # fmt: skip
+    if error:
+        row["error"] = error
+    if ref_error:
+        row["reference_error"] = ref_error
+    if note:
+        row["note"] = note
+    return row
+
+
+def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
+    """Run the asked steps on the asked backends; `emit` gets each row as soon as it is measured."""
     base = gsc.datasets.resample(getattr(gsc.datasets, args.dataset)(), args.n_cells,
                                  seed=args.seed, progress=args.n_cells > 200_000)  # fmt: skip
     import scanpy as sc
 
-    gpu = _gpu_tools() if "gpu" in args.backend else None
-    if "gpu" in args.backend and gpu is None:
+    backends = args.backend.split(",")
+    gpu = _gpu_tools() if "gpu" in backends else None
+    if "gpu" in backends and gpu is None:
         print("gpu backend skipped: no CuPy or no GPU on this machine", file=sys.stderr)
-    try:
-        import rapids_singlecell as rsc
-    except Exception:
-        rsc = None
+    rsc = None
+    if gpu is not None:
+        try:
+            import rapids_singlecell as rsc
+        except Exception:  # not installed, or without the CUDA libraries it needs
+            print("rapids-singlecell cannot be imported: GPU rows compare with the bandwidth bound only",
+                  file=sys.stderr)  # fmt: skip
+    p = _params(base)
     common = {"n_cells": base.n_obs, "n_genes": base.n_vars, "nnz": int(base.X.nnz),
-              "dataset": args.dataset, "versions": _versions(),
+              "dataset": args.dataset, "seed": args.seed, "repeats": args.repeats, "params": p,
+              "cpu_count": os.cpu_count(), "versions": _versions(),
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     rows = []
+
+    def add(row):
+        rows.append(row)
+        emit(row)
+
     steps = [s for s in args.steps.split(",") if s]
     for i, name in enumerate(steps, 1):
         step = STEPS[name]
-        prepared = _prepare(base, step.prepare)
-        if "cpu" in args.backend:
-            print(f"[{i}/{len(steps)}] {name:13s} cpu ...", file=sys.stderr, flush=True)
-            row = {"step": name, "backend": "cpu", "device": _cpu_name(), "reference": "scanpy",
-                   **common}  # fmt: skip
-            try:
-                ours, ref = _time([lambda a: step.call(gsc.pp, a), lambda a: step.call(sc.pp, a)],
-                                  prepared.copy, args.repeats)  # fmt: skip
-                row |= {"seconds": ours, "reference_seconds": ref, "ratio": ref / ours}
-            except Exception as e:  # e.g. scanpy's neighbors on data it cannot handle
-                (ours,) = _time([lambda a: step.call(gsc.pp, a)], prepared.copy, args.repeats)
-                row |= {"seconds": ours, "reference_seconds": None, "ratio": None,
-                        "reference_error": repr(e)[:200]}  # fmt: skip
-            rows.append(row)
+        prepared = _prepare(base, step.prepare, p)
+        if "cpu" in backends:
+            print(f"[{i}/{len(steps)}] {name} cpu ...", file=sys.stderr, flush=True)
+            (ours, err), (ref, ref_err) = _measure(
+                [lambda a: step.call(gsc.pp, a, p), lambda a: step.call(sc.pp, a, p)], prepared.copy, args.repeats
+            )
+            add(_row(name, "cpu", _cpu_name(), ours, err, "scanpy", ref, ref_err, common))
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
-            print(f"[{i}/{len(steps)}] {name:13s} gpu ...", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(steps)}] {name} gpu ...", file=sys.stderr, flush=True)
             on_gpu = gsc.get.to_gpu(prepared, copy=True)
-            (ours,) = _time([lambda a: step.call(gsc.pp, a)], on_gpu.copy, args.repeats, sync)
-            bound = step.bytes_moved(on_gpu) / bandwidth
-            rows.append({"step": name, "backend": "gpu", "device": device, "seconds": ours,
-                         "reference": "bandwidth-bound", "reference_seconds": bound,
-                         "ratio": bound / ours, **common})  # fmt: skip
+            fns, makers = [lambda a: step.call(gsc.pp, a, p)], [on_gpu.copy]
             if rsc is not None:
 
                 def rsc_input(prepared=prepared):
@@ -191,18 +295,41 @@ def run(args) -> list[dict]:
                     rsc.get.anndata_to_GPU(a)
                     return a
 
-                (ref,) = _time([lambda a: step.call(rsc.pp, a)], rsc_input, args.repeats, sync)
-                rows.append({"step": name, "backend": "gpu", "device": device, "seconds": ours,
-                             "reference": "rapids-singlecell", "reference_seconds": ref,
-                             "ratio": ref / ours, **common})  # fmt: skip
+                call = step.rapids or step.call
+                fns.append(lambda a: call(rsc.pp, a, p))
+                makers.append(rsc_input)
+            results = _measure(fns, makers, args.repeats, sync)
+            (ours, err) = results[0]
+            bound = step.bytes_moved(on_gpu) / bandwidth
+            add(_row(name, "gpu", device, ours, err, "bandwidth-bound", bound, None, common))
+            if rsc is not None:
+                ref, ref_err = results[1]
+                add(_row(name, "gpu", device, ours, err, "rapids-singlecell", ref, ref_err, common,
+                         note=step.rapids_note))  # fmt: skip
+            del on_gpu
+            cp.get_default_memory_pool().free_all_blocks()
     return rows
+
+
+def _fmt(x, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _print_row(r: dict) -> None:
+    line = (f"{r['step']:13s} {r['backend']:7s} {_fmt(r['seconds'], '9.4f'):>9s} {r['reference']:18s} "
+            f"{_fmt(r['reference_seconds'], '9.4f'):>9s} {_fmt(r['ratio'], '7.2f'):>7s}")  # fmt: skip
+    for key in ("error", "reference_error"):
+        if key in r:
+            line += f"  {key}: {r[key]}"
+    print(line)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", default="mouse_brain_10k", choices=["mouse_brain_10k", "pbmc68k_reduced"])
     p.add_argument("--n-cells", type=int, default=100_000)
-    p.add_argument("--steps", default="qc,filter_cells,filter_genes,normalize,log1p")
+    p.add_argument("--steps", default="qc,filter_cells,filter_genes,normalize,log1p",
+                   help=f"comma-separated, run in this order; from: {', '.join(STEPS)}")  # fmt: skip
     p.add_argument("--backend", default="cpu", help="cpu, gpu or cpu,gpu")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
@@ -211,20 +338,34 @@ def main(argv=None) -> int:
     unknown = set(args.steps.split(",")) - set(STEPS) - {""}
     if unknown:
         p.error(f"unknown steps {sorted(unknown)}; choose from {', '.join(STEPS)}")
-    rows = run(args)
-    print(f"{'step':13s} {'backend':7s} {'seconds':>9s} {'reference':18s} {'ref s':>9s} {'ratio':>7s}")
-    for r in rows:
-        if r["ratio"] is None:
-            print(f"{r['step']:13s} {r['backend']:7s} {r['seconds']:9.4f} {r['reference']:18s} "
-                  f"failed: {r['reference_error']}")  # fmt: skip
-            continue
-        print(f"{r['step']:13s} {r['backend']:7s} {r['seconds']:9.4f} {r['reference']:18s} "
-              f"{r['reference_seconds']:9.4f} {r['ratio']:7.2f}")  # fmt: skip
+    bad_backends = set(args.backend.split(",")) - {"cpu", "gpu"}
+    if bad_backends:
+        p.error(f"unknown backend {sorted(bad_backends)}; use cpu, gpu or cpu,gpu")
+    if args.repeats < 1 or args.n_cells < 1:
+        p.error("--repeats and --n-cells must be at least 1")
+
+    out = None
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("a") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+        out = args.out.open("a")
+
+    def emit(row):
+        if out is not None:
+            out.write(json.dumps(row) + "\n")
+            out.flush()
+
+    try:
+        rows = run(args, emit)
+    finally:
+        if out is not None:
+            out.close()
+    print(f"{'step':13s} {'backend':7s} {'seconds':>9s} {'reference':18s} {'ref s':>9s} {'ratio':>7s}")
+    for r in rows:
+        _print_row(r)
+    failed = sorted({r["step"] for r in rows if "error" in r})
+    if failed:
+        print(f"gpu_sc failed on: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -2,32 +2,146 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
+RUN = ROOT / "benchmarks" / "run.py"
+PLOT = ROOT / "benchmarks" / "plot.py"
+
+try:  # the benchmarks time gsc.pp; without it there is nothing to run
+    import gpu_sc.preprocessing  # noqa: F401
+except ImportError:
+    pytest.skip("gpu_sc.pp is not importable", allow_module_level=True)
+
+KEYS = {"step", "backend", "device", "n_cells", "n_genes", "nnz", "seconds", "reference",
+        "reference_seconds", "ratio", "versions", "timestamp"}  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_run_cpu_writes_json_lines(tmp_path):
+    out = tmp_path / "b.jsonl"
+    cmd = [sys.executable, str(RUN), "--n-cells", "2000", "--steps", "filter,normalize,log1p",
+           "--backend", "cpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "[3/3] log1p cpu" in r.stderr and "ratio" in r.stdout
+    rows = _rows(out)
+    assert [row["step"] for row in rows] == ["filter", "normalize", "log1p"]
+    for row in rows:
+        assert KEYS <= set(row)
+        assert row["backend"] == "cpu" and row["reference"] == "scanpy"
+        assert row["n_cells"] == 2000 and row["n_genes"] == 1000 and row["nnz"] > 0
+        assert row["seconds"] > 0 and row["reference_seconds"] > 0
+        assert row["ratio"] == pytest.approx(row["reference_seconds"] / row["seconds"])
+        assert {"gpu_sc", "scanpy", "numpy", "python"} <= set(row["versions"])
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    assert len(_rows(out)) == 6  # appended, not overwritten
 
 
 def test_run_and_plot(tmp_path):
     out = tmp_path / "b.jsonl"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--dataset", "pbmc68k_reduced",
-           "--n-cells", "400", "--steps", "normalize,log1p,pca", "--backend", "cpu,gpu",
-           "--repeats", "1", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True)
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [r["step"] for r in rows if r["backend"] == "cpu"] == ["normalize", "log1p", "pca"]
+    cmd = [sys.executable, str(RUN), "--dataset", "pbmc68k_reduced", "--n-cells", "400",
+           "--steps", "qc,pca", "--backend", "cpu,gpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    rows = _rows(out)
+    assert [r["step"] for r in rows if r["backend"] == "cpu"] == ["qc", "pca"]
     for r in rows:
         assert r["n_cells"] == 400 and r["seconds"] > 0 and r["reference_seconds"] > 0
-        assert {"device", "nnz", "ratio", "reference", "versions"} <= set(r)
+        assert KEYS <= set(r)
     png = tmp_path / "b.png"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plot.py"), str(out), "-o", str(png)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([sys.executable, str(PLOT), str(out), "-o", str(png)], check=True, capture_output=True, timeout=60)
     assert png.stat().st_size > 1000
 
 
-def test_unknown_step_is_refused():
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--steps", "nonsense"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    assert r.returncode == 2 and "unknown steps" in r.stderr
+@pytest.mark.parametrize(("args", "message"), [(["--steps", "nonsense"], "unknown steps"),
+                                                (["--backend", "tpu"], "unknown backend")])  # fmt: skip
+def test_bad_arguments_are_refused(args, message):
+    r = subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr
+
+
+@pytest.fixture
+def bench():
+    spec = importlib.util.spec_from_file_location("gpu_sc_bench_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_failures_are_recorded_not_fatal(bench):
+    def boom(a):
+        raise ValueError("cannot")
+
+    (ours, err), (ref, ref_err) = bench._measure([lambda a: None, boom], lambda: object(), repeats=2)
+    assert ours > 0 and err is None and ref is None and ref_err == "ValueError: cannot"
+
+
+def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
+    row = bench._row("pca", "cpu", "x", 0.5, None, "scanpy", None, "ValueError: no", {"n_cells": 9})
+    assert row["ratio"] is None and row["reference_error"] == "ValueError: no"
+    bench._print_row(row)
+    assert "reference_error: ValueError: no" in capsys.readouterr().out
+    good = bench._row("log1p", "cpu", "x", 0.5, None, "scanpy", 1.0, None, {"n_cells": 9})
+    assert good["ratio"] == 2.0 and "reference_error" not in good
+    jsonl = tmp_path / "r.jsonl"
+    jsonl.write_text(json.dumps(row) + "\n" + json.dumps(good) + "\n")
+    subprocess.run([sys.executable, str(PLOT), str(jsonl)], check=True, capture_output=True, timeout=60)
+    assert jsonl.with_suffix(".png").stat().st_size > 1000
+
+
+def test_gpu_rows_with_stand_ins(bench, monkeypatch):
+    """The GPU branch's bookkeeping, run on the CPU: stand-ins for CuPy, the transfer and an
+    older rapids-singlecell (its qc_var / min_count filter spelling)."""
+    import argparse
+    import types
+
+    import scanpy as sc
+
+    pool = types.SimpleNamespace(free_all_blocks=lambda: None)
+    fake_cp = types.SimpleNamespace(get_default_memory_pool=lambda: pool)
+    monkeypatch.setattr(bench, "_gpu_tools", lambda: (fake_cp, lambda: None, "Stand-in GPU", 1e12))
+    monkeypatch.setattr(bench.gsc.get, "to_gpu", lambda a, copy=False: a.copy())
+    calls = []
+
+    def qc(adata, *, expr_type="counts", var_type="genes", qc_vars=None, log1p=True, layer=None):
+        sc.pp.calculate_qc_metrics(adata, percent_top=None, log1p=log1p, inplace=True)
+
+    def filter_cells(adata, *, qc_var, min_count=None, max_count=None, verbose=True):
+        calls.append((qc_var, min_count))
+        sc.pp.filter_cells(adata, min_genes=min_count)
+
+    def filter_genes(adata, *, qc_var="n_cells_by_counts", min_count=None, max_count=None, verbose=True):
+        calls.append((qc_var, min_count))
+        sc.pp.filter_genes(adata, min_cells=min_count)
+
+    pp = types.SimpleNamespace(calculate_qc_metrics=qc, filter_cells=filter_cells, filter_genes=filter_genes,
+                               log1p=sc.pp.log1p)  # fmt: skip
+    rsc = types.SimpleNamespace(pp=pp, get=types.SimpleNamespace(anndata_to_GPU=lambda a: None))
+    monkeypatch.setitem(sys.modules, "rapids_singlecell", rsc)
+    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu",
+                              repeats=1, seed=0)  # fmt: skip
+    emitted = []
+    rows = bench.run(args, emitted.append)
+    assert rows == emitted
+    assert [(r["step"], r["reference"]) for r in rows] == [
+        (s, ref) for s in ("qc", "filter", "log1p") for ref in ("bandwidth-bound", "rapids-singlecell")
+    ]
+    for r in rows:
+        assert r["backend"] == "gpu" and r["device"] == "Stand-in GPU" and "error" not in r
+        assert r["seconds"] > 0 and r["reference_seconds"] > 0 and r["ratio"] > 0
+    assert {r["step"] for r in rows if "note" in r} == {"qc", "filter"}
+    min_genes = rows[0]["params"]["min_genes"]
+    assert ("n_genes_by_counts", min_genes) in calls and ("n_cells_by_counts", 3) in calls
