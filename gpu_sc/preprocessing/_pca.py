@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys, _ops
-from .._backend import is_gpu, is_sparse, xp_of
+from .._backend import is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
 from ._checks import canonical, check_not_empty, float_values, get_matrix, host_bool_mask, make_actual
 
@@ -187,8 +187,8 @@ def pca(
         variance = x_pca.var(axis=0)
         total = float(xp.sum(xp.asarray(gene_var))) * (n_obs - 1) / n_obs
     ratio = variance / total if total > 0 else variance * np.nan
-    variance_h = _host(variance).astype(out_dtype)
-    ratio_h = _host(ratio).astype(out_dtype)
+    variance_h = to_host(variance).astype(out_dtype)
+    ratio_h = to_host(ratio).astype(out_dtype)
     x_pca = x_pca.astype(dtype)
     components = v.T.astype(out_dtype)  # (n_comps, n_genes used)
 
@@ -218,10 +218,6 @@ def pca(
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = {"params": params, "variance": variance_h, "variance_ratio": ratio_h}
     return adata if copy else None
-
-
-def _host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def _on_device(mask: np.ndarray, like):

@@ -8,7 +8,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys, _ops
-from .._backend import is_gpu, is_sparse, sparse_module, xp_of
+from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
 from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
 
 _STEP = "scale"
@@ -98,13 +98,9 @@ def scale(
     x = _prepare(x0, copy=False)
     x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
     set_matrix(adata, x, layer=layer, obsm=obsm)
-    adata.var[keys[0]] = _host(mean)
-    adata.var[keys[1]] = _host(std)
+    adata.var[keys[0]] = to_host(mean)
+    adata.var[keys[1]] = to_host(std)
     return adata if copy else None
-
-
-def _host(a) -> np.ndarray:
-    return a.get() if hasattr(a, "get") else np.asarray(a)
 
 
 def _prepare(x, *, copy: bool):

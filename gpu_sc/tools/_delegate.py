@@ -8,16 +8,9 @@ import importlib
 import numpy as np
 from anndata import AnnData
 
-from .._backend import is_gpu, to_host
+from .._backend import is_gpu
 from .._settings import settings
-
-
-def _host(x):
-    if not is_gpu(x):
-        return x
-    if hasattr(x, "get") and type(x).__module__.startswith("cupyx"):
-        return x.get()  # cupyx sparse -> scipy sparse
-    return to_host(x)
+from ..get import _to_cpu_array as _host  # host copy, same container type
 
 
 def _gpu_graph(adata: AnnData, neighbors_key: str | None) -> bool:
