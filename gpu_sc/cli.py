@@ -1,7 +1,9 @@
 """The ``gpu-sc`` command line.
 
 ``gpu-sc run IN.h5ad -o OUT.h5ad --steps qc,filter,normalize,log1p`` runs preprocessing steps
-on a file; ``gpu-sc demo`` runs them on a bundled real dataset and prints a summary.
+on a file; ``gpu-sc demo`` runs them on a bundled real dataset, then deconvolves synthetic
+PIC-seq doublets built from it, and prints a summary. ``gpu-sc pic --singlets S.h5ad --pics
+P.h5ad --groupby KEY --a A1,A2 --b B1,B2 -o OUT.h5ad`` deconvolves PICs (``gsc.pic.deconvolve``).
 
 Every step is an entry of :data:`STEPS` (name -> function(adata, args)) that calls the public
 ``gsc.pp`` API; adding a step means adding one function and one entry.
@@ -234,9 +236,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if "X_umap" in adata.obsm and args.plot:
         _plot_umap(adata, args.plot)
         summary["UMAP image"] = str(args.plot)
-    print("summary")
-    for label, value in summary.items():
-        print(f"  {label + ':':<26}{value}")
+    summary.update(demo_pic(Path(args.plot).with_name(PIC_DEMO_PNG) if args.plot else None))
+    _print_summary(summary)
     if args.output:
         write_h5ad(adata, args.output)
         print(f"wrote {args.output}")
@@ -256,6 +257,251 @@ def _plot_umap(adata: AnnData, path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
+# --- PIC-seq -------------------------------------------------------------------------------------
+
+PIC_DEMO_T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic",
+              "CD4+/CD45RO+ Memory"]  # fmt: skip
+PIC_DEMO_PNG = "gpu-sc-demo-pic-pairs.png"
+PIC_PLOTS = {"pairs": "pic-pairs.png", "alpha": "pic-alpha.png"}  # --plots DIR/<file>
+
+
+def parse_groups(text: str, flag: str) -> list[str]:
+    """A comma-separated list of group names (surrounding spaces dropped)."""
+    names = [g.strip() for g in text.split(",") if g.strip()]
+    if not names:
+        raise CliError(f"{flag} {text!r}: no group names given; pass comma-separated groups "
+                       f"of the --groupby column, e.g. {flag} 'T cell,NK'")  # fmt: skip
+    return names
+
+
+def _read_flag(path: str, flag: str) -> AnnData:
+    """read_h5ad with the option's name in the message."""
+    if not Path(path).is_file():
+        raise CliError(f"{flag} {path}: file not found; pass an existing .h5ad file")
+    try:
+        return read_h5ad(path)
+    except CliError as e:
+        raise CliError(f"{flag}: {e}") from e
+
+
+def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace,
+                      groups_a: list[str], groups_b: list[str]) -> None:  # fmt: skip
+    """One-line CliErrors for what the user can fix, before any computation."""
+    obs = singlets.obs
+    if args.groupby not in obs:
+        raise CliError(f"--groupby {args.groupby!r} is not a column of the singlets' obs "
+                       f"({args.singlets}); pick one of: {', '.join(map(str, obs.columns)) or '(none)'}")  # fmt: skip
+    present = set(obs[args.groupby].astype(str))
+    for flag, groups in (("--a", groups_a), ("--b", groups_b)):
+        missing = [g for g in groups if g not in present]
+        if missing:
+            shown = sorted(present)
+            more = f", ... ({len(shown)} in all)" if len(shown) > 30 else ""
+            raise CliError(f"{flag}: groups {missing} are not in singlets.obs[{args.groupby!r}] "
+                           f"({args.singlets}); available groups: {', '.join(shown[:30])}{more}")  # fmt: skip
+    both = [g for g in groups_a if g in groups_b]
+    if both:
+        raise CliError(f"groups {both} are given in both --a and --b; each group belongs to one side")
+    if not pics.var_names.equals(singlets.var_names):
+        raise CliError(f"--pics {args.pics} has {pics.n_vars:,} genes and --singlets {args.singlets} "
+                       f"{singlets.n_vars:,}; they need the same var_names in the same order "
+                       "(subset both to the shared genes)")  # fmt: skip
+    if args.n_umis is not None and args.n_umis <= 0:
+        raise CliError(f"--n-umis {args.n_umis}: must be a positive number of UMIs")
+
+
+def _need_matplotlib(what: str) -> None:
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as e:
+        raise CliError(f"{what} needs matplotlib: pip install 'gpu_sc[pic]' (or leave it out)") from e
+
+
+def pic_truth(pics: AnnData) -> dict[str, float] | None:
+    """Accuracy of the PICs with status 'ok' against their known partners (synthetic PICs with
+    obs true_a, true_b, true_alpha); None for real PICs."""
+    obs = pics.obs
+    if not {"true_a", "true_b", "pic_a", "pic_b"} <= set(obs.columns):
+        return None
+    ok = (obs["pic_status"].astype(str) == "ok").to_numpy() if "pic_status" in obs else np.ones(len(obs), bool)
+    if not ok.any():
+        return None
+    hit_a = (obs["pic_a"].astype(str) == obs["true_a"].astype(str)).to_numpy()[ok]
+    hit_b = (obs["pic_b"].astype(str) == obs["true_b"].astype(str)).to_numpy()[ok]
+    res = {"pair": float((hit_a & hit_b).mean()), "a": float(hit_a.mean()), "b": float(hit_b.mean())}
+    if {"true_alpha", "pic_alpha"} <= set(obs.columns):
+        err = np.abs(obs["pic_alpha"].to_numpy(float) - obs["true_alpha"].to_numpy(float))[ok]
+        res["alpha_mae"] = float(np.nanmean(err))
+    return res
+
+
+def pic_summary(pics: AnnData, n_top: int = 3) -> dict[str, str]:
+    """Summary lines of a deconvolution: PICs deconvolved, status counts, top pairs, alpha."""
+    obs = pics.obs
+    status = obs["pic_status"].astype(str) if "pic_status" in obs else None
+    ok = (status == "ok").to_numpy() if status is not None else np.ones(pics.n_obs, bool)
+    out = {"PICs deconvolved": f"{int(ok.sum()):,} of {pics.n_obs:,} (status 'ok')"}
+    if status is not None:
+        counts = status.value_counts()
+        out["status counts"] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
+    if {"pic_a", "pic_b"} <= set(obs.columns) and ok.any():
+        pairs = (obs["pic_a"].astype(str) + " + " + obs["pic_b"].astype(str))[ok].value_counts()
+        out["top pairs (A + B)"] = "; ".join(f"{k} {v:,}" for k, v in pairs.head(n_top).items())
+    if "pic_alpha" in obs and ok.any():
+        out["median alpha (A share)"] = f"{np.nanmedian(obs['pic_alpha'].to_numpy(float)[ok]):.3f}"
+    truth = pic_truth(pics)
+    if truth is not None:
+        text = f"pair {truth['pair']:.3f}, A {truth['a']:.3f}, B {truth['b']:.3f}"
+        if "alpha_mae" in truth:
+            text += f", alpha MAE {truth['alpha_mae']:.3f}"
+        out["accuracy vs truth"] = text
+    return out
+
+
+def _print_summary(summary: dict[str, str]) -> None:
+    print("summary")
+    for label, value in summary.items():
+        print(f"  {label + ':':<26}{value}")
+
+
+def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
+    """gsc.pic.deconvolve, its ValueError/KeyError/ImportError as one-line CliErrors."""
+    try:
+        gsc.pic.deconvolve(pics, singlets, **kw)
+    except (ValueError, KeyError) as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        raise CliError(f"deconvolve (--method {kw.get('method')!r}): {msg}") from e
+    except ImportError as e:
+        raise CliError(f"deconvolve (--method {kw.get('method')!r}): {e}; "
+                       "pip install 'gpu_sc[pic]'") from e  # fmt: skip
+
+
+def cmd_pic(args: argparse.Namespace) -> None:
+    groups_a = parse_groups(args.a, "--a")
+    groups_b = parse_groups(args.b, "--b")
+    out = Path(args.output)
+    for flag, path in (("--singlets", args.singlets), ("--pics", args.pics)):
+        if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
+            raise CliError(f"-o {args.output} is the {flag} input; choose another output path")
+    if args.plots:
+        _need_matplotlib("--plots")
+    n_steps = 4 + bool(args.plots)
+    t_all = time.perf_counter()
+
+    def step(i: int, name: str, t0: float, what: str) -> None:
+        print(f"[{i}/{n_steps}] {name:<14}{time.perf_counter() - t0:6.2f} s  {what}")
+
+    t0 = time.perf_counter()
+    singlets = _read_flag(args.singlets, "--singlets")
+    step(1, "read singlets", t0, f"{args.singlets}: {shape_text(singlets)}")
+    t0 = time.perf_counter()
+    pics = _read_flag(args.pics, "--pics")
+    step(2, "read pics", t0, f"{args.pics}: {pics.n_obs:,} PICs x {pics.n_vars:,} genes")
+    _check_pic_inputs(singlets, pics, args, groups_a, groups_b)
+
+    t0 = time.perf_counter()
+    _deconvolve(pics, singlets, groupby=args.groupby, a=groups_a, b=groups_b,
+                method=args.method, n_umis=args.n_umis, seed=args.seed)  # fmt: skip
+    n_pairs = len(groups_a) * len(groups_b)
+    step(3, "deconvolve", t0, f"method {args.method}, {len(groups_a)} A x {len(groups_b)} B groups "
+                              f"({n_pairs} pairs)")  # fmt: skip
+    t0 = time.perf_counter()
+    write_h5ad(pics, args.output)
+    step(4, "write", t0, str(args.output))
+    summary = pic_summary(pics)
+    if args.plots:
+        t0 = time.perf_counter()
+        written = write_pic_plots(pics, args.plots)
+        step(5, "plots", t0, ", ".join(map(str, written)) or "none (no PIC with status 'ok')")
+        summary["plots"] = ", ".join(map(str, written)) or "none (no PIC with status 'ok')"
+    summary["output"] = str(args.output)
+    summary["wall time"] = f"{time.perf_counter() - t_all:.2f} s"
+    _print_summary(summary)
+
+
+def write_pic_plots(pics: AnnData, directory: str | Path) -> list[Path]:
+    """The pair heatmap and the alpha histogram as PNGs in `directory`; nothing when no PIC has
+    status 'ok' (there is nothing to draw)."""
+    if "pic_status" in pics.obs and not (pics.obs["pic_status"].astype(str) == "ok").any():
+        return []
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    pairs, alpha = d / PIC_PLOTS["pairs"], d / PIC_PLOTS["alpha"]
+    gsc.pic.pair_heatmap(pics, save=pairs)
+    gsc.pic.alpha_hist(pics, save=alpha)
+    return [pairs, alpha]
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 5, n_iter: int = 100) -> np.ndarray:
+    """Cluster labels of the rows of `x` by Lloyd's k-means (k-means++ starts, best of `n_init`),
+    numbered by decreasing cluster size; NumPy only, deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    best_inertia, best = np.inf, None
+    for _ in range(n_init):
+        centres = x[[rng.integers(len(x))]]
+        for _ in range(k - 1):
+            d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+            centres = np.vstack([centres, x[rng.choice(len(x), p=d2 / d2.sum())]])
+        for _ in range(n_iter):
+            labels = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+            new = np.array([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        inertia = ((x - centres[labels]) ** 2).sum()
+        if inertia < best_inertia:
+            best_inertia, best = inertia, labels
+    order = np.argsort(-np.bincount(best, minlength=k), kind="stable")
+    return np.argsort(order)[best]
+
+
+def demo_pic(png: str | Path | None, n_pics: int = 200, seed: int = 0) -> dict[str, str]:
+    """The demo's PIC-seq part: synthetic T cell + dendritic cell PICs from the bundled PBMCs,
+    deconvolved with the default method and scored against the truth. The DCs are split into
+    3 sub-clusters (PCA + k-means), so each PIC has 4 x 3 candidate pairs; 30% of the cells are
+    held out as the PICs' sources and the rest are the reference. Runs on the CPU (fresh raw
+    counts); writes the pair heatmap to `png` when given. Returns summary lines."""
+    from gpu_sc.datasets import pbmc68k_reduced
+
+    t0 = time.perf_counter()
+    raw = pbmc68k_reduced()
+    cells = raw[raw.obs["bulk_labels"].isin(PIC_DEMO_T + ["Dendritic"])].copy()
+    groups = cells.obs["bulk_labels"].astype(str).to_numpy().copy()
+    dc = groups == "Dendritic"
+    lg = cells[dc].copy()
+    gsc.pp.normalize_total(lg, target_sum=1e4)
+    gsc.pp.log1p(lg)
+    gsc.pp.pca(lg, n_comps=10)
+    groups[dc] = [f"DC{k}" for k in _kmeans(np.asarray(lg.obsm["X_pca"], dtype=np.float64), 3, seed)]
+    cells.obs["pic_group"] = groups
+    dcs = ["DC0", "DC1", "DC2"]
+    source = np.random.default_rng(seed).random(cells.n_obs) < 0.3
+    pics = gsc.pic.simulate_pics(cells[source], groupby="pic_group", a=PIC_DEMO_T, b=dcs,
+                                 n_pics=n_pics, seed=seed + 1)  # fmt: skip
+    ref = cells[~source].copy()
+    gsc.pic.deconvolve(pics, ref, groupby="pic_group", a=PIC_DEMO_T, b=dcs)
+    truth = pic_truth(pics)
+    ok = int((pics.obs["pic_status"].astype(str) == "ok").sum())
+    out = {
+        "PIC-seq (synthetic)": f"{ok} of {pics.n_obs} T + DC PICs deconvolved "
+                               f"({len(PIC_DEMO_T)} x {len(dcs)} pairs, method "
+                               f"{pics.uns['pic']['method']}, {ref.n_obs} reference cells)",
+        "PIC pair accuracy": f"{truth['pair']:.3f}" if truth else "n/a",
+        "PIC A / B accuracy": f"{truth['a']:.3f} / {truth['b']:.3f}" if truth else "n/a",
+        "PIC alpha MAE": f"{truth['alpha_mae']:.3f}" if truth and "alpha_mae" in truth else "n/a",
+    }
+    if png and ok:
+        try:
+            gsc.pic.pair_heatmap(pics, save=png)
+            out["PIC pair heatmap"] = str(png)
+        except ImportError:
+            out["PIC pair heatmap"] = "skipped: needs matplotlib (pip install 'gpu_sc[pic]')"
+    secs = time.perf_counter() - t0
+    out["PIC wall time"] = f"{secs:.2f} s (CPU)"
+    print(f"[pic] deconvolve{secs:6.2f} s  {ok} of {pics.n_obs} synthetic T + DC PICs")
+    return out
+
+
 # --- argument parsing ----------------------------------------------------------------------------
 
 
@@ -265,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpu-sc {gsc.__version__}")
     parser.add_argument("--traceback", action="store_true", help="show full tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,demo}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{run,demo,pic}")
 
     device = argparse.ArgumentParser(add_help=False)
     device.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
@@ -293,10 +539,39 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", parents=[device], help="run the pipeline on bundled PBMC data")
     demo.add_argument("-o", "--output", metavar="OUT.h5ad", default=None)
     demo.add_argument("--plot", metavar="UMAP.png", default="gpu-sc-demo-umap.png",
-                      help="where to write the UMAP image ('' for none)")  # fmt: skip
+                      help=f"where to write the UMAP image; the PIC pair heatmap goes next to it "
+                           f"as {PIC_DEMO_PNG} ('' for none)")  # fmt: skip
     # the bundled data has only 765 genes, so the cell filter is far looser than scanpy's default
     demo.set_defaults(func=cmd_demo, min_genes=10, min_cells=3, target_sum=None, qc_vars=None,
                       n_top_genes=300, n_comps=30, n_neighbors=15, resolution=1.0)  # fmt: skip
+
+    pic = sub.add_parser("pic", help="deconvolve PIC-seq doublets (PICs) into A and B groups",
+                         description="Deconvolve physically interacting cells: for each PIC, the "
+                         "A group and B group of its two cells and the share alpha of its UMIs "
+                         "from the A cell (gpu_sc.pic.deconvolve). Both files hold raw integer "
+                         "counts over the same genes.")  # fmt: skip
+    pic.add_argument("--singlets", metavar="S.h5ad", required=True,
+                     help="reference singlets (raw counts) with the group labels in obs")  # fmt: skip
+    pic.add_argument("--pics", metavar="P.h5ad", required=True, help="the PICs (raw counts)")
+    pic.add_argument("--groupby", metavar="KEY", required=True,
+                     help="singlets.obs column with the reference groups")  # fmt: skip
+    pic.add_argument("--a", metavar="A1,A2,...", required=True,
+                     help="comma-separated groups of population A")  # fmt: skip
+    pic.add_argument("--b", metavar="B1,B2,...", required=True,
+                     help="comma-separated groups of population B")  # fmt: skip
+    pic.add_argument("-o", "--output", metavar="OUT.h5ad", required=True,
+                     help="the PICs with obs pic_a, pic_b, pic_alpha, pic_status, ... and uns['pic']")  # fmt: skip
+    pic.add_argument("--method", default="ml",
+                     help="ml (joint maximum likelihood, default), picseq (the published "
+                          "algorithm), or another method of gpu_sc.pic.deconvolve")  # fmt: skip
+    pic.add_argument("--n-umis", type=int, default=None,
+                     help="down-sample PICs to this many UMIs, dropping smaller ones "
+                          "(default: none for ml, 1000 for picseq)")  # fmt: skip
+    pic.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    pic.add_argument("--plots", metavar="DIR", default=None,
+                     help=f"write {PIC_PLOTS['pairs']} (pair heatmap) and {PIC_PLOTS['alpha']} "
+                          "(alpha histogram) to DIR")  # fmt: skip
+    pic.set_defaults(func=cmd_pic)
     return parser
 
 

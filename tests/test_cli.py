@@ -38,8 +38,11 @@ def test_demo_prints_summary(tmp_path, capsys):
     for text in ("[1/9] qc", "[4/9] log1p", "[6/9] pca", "[7/9] neighbors", "[8/9] leiden",
                  "[9/9] umap", "leiden clusters", "UMAP image", "highly variable genes: ", "PC1-5",
                  "cells x genes before", "median total counts",
-                 "median genes per cell", "top 5 genes", "wall time per step", "backend"):  # fmt: skip
+                 "median genes per cell", "top 5 genes", "wall time per step", "backend",
+                 "[pic] deconvolve", "PIC pair accuracy", "PIC A / B accuracy", "PIC alpha MAE"):  # fmt: skip
         assert text in out, text
+    pic_png = tmp_path / "gpu-sc-demo-pic-pairs.png"  # next to the UMAP image
+    assert pic_png.stat().st_size > 5000 and f"PIC pair heatmap:         {pic_png}" in out
 
 
 def test_demo_writes_output(tmp_path, capsys):
@@ -140,3 +143,110 @@ def test_run_hvg_scale_pca_matches_scanpy(tmp_path, capsys):
     sc.pp.pca(ref, n_comps=10)
     assert (ours.var["highly_variable"] == ref.var["highly_variable"]).all()
     np.testing.assert_allclose(ours.uns["pca"]["variance_ratio"], ref.uns["pca"]["variance_ratio"], rtol=1e-4)
+
+
+# --- gpu-sc pic ----------------------------------------------------------------------------------
+
+PIC_T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
+PIC_B = ["Dendritic", "CD14+ Monocyte"]
+
+
+@pytest.fixture(scope="module")
+def pic_files(tmp_path_factory) -> dict[str, Path]:
+    """Reference singlets (70% of the bundled PBMCs) and 60 synthetic T + DC/monocyte PICs built
+    from the other 30%, plus a PIC file with non-integer counts."""
+    d = tmp_path_factory.mktemp("pic")
+    cells = pbmc68k_reduced()
+    source = np.random.default_rng(0).random(cells.n_obs) < 0.3
+    pics = gpu_sc.pic.simulate_pics(cells[source], groupby="bulk_labels", a=PIC_T, b=PIC_B,
+                                    n_pics=60, seed=1)  # fmt: skip
+    files = {"singlets": d / "singlets.h5ad", "pics": d / "pics.h5ad", "halves": d / "halves.h5ad"}
+    cells[~source].copy().write_h5ad(files["singlets"])
+    pics.write_h5ad(files["pics"])
+    halves = pics.copy()
+    halves.X = halves.X * 0.5
+    halves.write_h5ad(files["halves"])
+    return files
+
+
+def _pic_argv(files: dict[str, Path], out: Path, **override: str) -> list[str]:
+    opts = {"--singlets": str(files["singlets"]), "--pics": str(files["pics"]),
+            "--groupby": "bulk_labels", "--a": ",".join(PIC_T), "--b": ",".join(PIC_B),
+            "-o": str(out)}  # fmt: skip
+    opts.update({k.replace("_", "-") if k.startswith("--") else k: v for k, v in override.items()})
+    return ["pic"] + [x for kv in opts.items() for x in kv]
+
+
+def _digests(files: dict[str, Path]) -> dict[str, str]:
+    import hashlib
+
+    return {k: hashlib.sha256(p.read_bytes()).hexdigest() for k, p in files.items()}
+
+
+def test_pic_end_to_end(pic_files, tmp_path, capsys):
+    out = tmp_path / "sub" / "out.h5ad"
+    # spaces around the commas are dropped
+    assert main(_pic_argv(pic_files, out, **{"--b": "Dendritic , CD14+ Monocyte"})) == 0
+    text = capsys.readouterr().out
+    for s in ("[1/4] read singlets", "[2/4] read pics", "[3/4] deconvolve", "[4/4] write",
+              "PICs deconvolved:", "status counts:", "top pairs (A + B):", "accuracy vs truth:"):  # fmt: skip
+        assert s in text, s
+    got = ad.read_h5ad(out)
+    src = ad.read_h5ad(pic_files["pics"])
+    assert got.obs_names.equals(src.obs_names)
+    np.testing.assert_array_equal(_dense(got.X), _dense(src.X))
+    assert {"pic_a", "pic_b", "pic_alpha", "pic_status"} <= set(got.obs.columns)
+    assert got.uns["pic"]["method"] == "ml" and list(got.uns["pic"]["groups_b"]) == PIC_B
+    ok = got.obs["pic_status"].astype(str) == "ok"
+    assert ok.mean() > 0.9
+    assert set(got.obs.loc[ok, "pic_a"].astype(str)) <= set(PIC_T)
+    assert set(got.obs.loc[ok, "pic_b"].astype(str)) <= set(PIC_B)
+    alpha = got.obs.loc[ok, "pic_alpha"].to_numpy(float)
+    assert np.all((alpha >= 0) & (alpha <= 1))
+    # B (DC vs monocyte) is easy on real PBMCs; the summary reports the same number
+    hit_b = (got.obs["pic_b"].astype(str) == got.obs["true_b"].astype(str))[ok].mean()
+    assert hit_b > 0.7
+    assert f"B {hit_b:.3f}" in text
+    assert f"{int(ok.sum())} of {got.n_obs} (status 'ok')" in text
+
+
+def test_pic_plots(pic_files, tmp_path, capsys):
+    plots = tmp_path / "plots"
+    argv = _pic_argv(pic_files, tmp_path / "out.h5ad", **{"--plots": str(plots), "--seed": "3"})
+    assert main(argv) == 0
+    assert "[5/5] plots" in capsys.readouterr().out
+    for name in ("pic-pairs.png", "pic-alpha.png"):
+        png = plots / name
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000, name
+
+
+@pytest.mark.parametrize(
+    ("override", "expect"),
+    [
+        ({"--singlets": "{tmp}/missing.h5ad"}, ["--singlets", "missing.h5ad", "not found"]),
+        ({"--pics": "{tmp}/nope.h5ad"}, ["--pics", "nope.h5ad", "not found"]),
+        ({"--groupby": "grp"}, ["--groupby 'grp'", "not a column", "bulk_labels"]),
+        ({"--a": "nope,CD8+ Cytotoxic T"}, ["--a", "['nope']", "available groups", "CD19+ B"]),
+        ({"--b": "Dendritic,CD8+ Cytotoxic T"}, ["['CD8+ Cytotoxic T']", "both --a and --b"]),
+        ({"--a": " , "}, ["--a", "no group names"]),
+        ({"--method": "bogus"}, ["--method 'bogus'", "'ml'"]),
+        ({"--n-umis": "0"}, ["--n-umis 0", "positive"]),
+        ({"--pics": "{halves}"}, ["deconvolve", "integer counts"]),
+        ({"-o": "{pics}"}, ["is the --pics input", "another output path"]),
+    ],
+)  # fmt: skip
+def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
+    before = _digests(pic_files)
+    out = tmp_path / "out.h5ad"
+    fill = {"tmp": str(tmp_path), "halves": str(pic_files["halves"]), "pics": str(pic_files["pics"])}
+    argv = _pic_argv(pic_files, out, **{k: v.format(**fill) for k, v in override.items()})
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gpu-sc: error: ") and len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    for s in expect:
+        assert s in err, (s, err)
+    assert not out.exists()
+    assert _digests(pic_files) == before
