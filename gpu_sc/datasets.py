@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from .preprocessing._checks import check_integer_counts
+
 __all__ = ["mouse_brain_10k", "pbmc68k_reduced", "resample"]
 
 _DATA = Path(__file__).parent / "_data"
@@ -83,17 +85,7 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
         )
         raise TypeError(msg)
     x = sp.csr_matrix(x)
-    if x.dtype.kind not in "biuf":
-        msg = f"resample: expects raw integer counts, got values of dtype {x.dtype}."
-        raise ValueError(msg)
-    values = x.data
-    if values.size:
-        bad = values.min() < 0
-        if not bad and values.dtype.kind == "f":
-            bad = not (np.isfinite(values).all() and np.array_equal(values, np.round(values)))
-        if bad:
-            msg = "resample: expects raw non-negative integer counts; got non-integer, negative or non-finite values."
-            raise ValueError(msg)
+    check_integer_counts(x, step="resample")
     return x
 
 

@@ -29,7 +29,8 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
         raise KeyError(f"groups {missing} are not in singlets.obs[{groupby!r}].")
     if set(ga) & set(gb):
         raise ValueError(f"groups {sorted(set(ga) & set(gb))} are in both a and b.")
-    return labels, ga, gb, _counts_csr(pics), _counts_csr(singlets)
+    return (labels, ga, gb, _counts_csr(pics, step="deconvolve", what="pics"),
+            _counts_csr(singlets, step="deconvolve", what="singlets"))
 
 
 def _downsample(x: sp.csr_matrix, n_umis: int, rng) -> tuple[sp.csr_matrix, np.ndarray]:

@@ -7,15 +7,19 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..preprocessing._checks import check_integer_counts
 
-def _counts_csr(adata: AnnData) -> sp.csr_matrix:
+
+def _counts_csr(adata: AnnData, *, step: str, what: str) -> sp.csr_matrix:
+    """Raw integer counts of `adata` as a float64 host CSR matrix (checked)."""
     x = adata.X
-    x = sp.csr_matrix(x) if not sp.issparse(x) else x.tocsr()
-    x = x.astype(np.float64)
+    if not (sp.issparse(x) or isinstance(x, np.ndarray)):
+        msg = (f"{step}: needs {what} counts on the CPU (numpy or scipy.sparse), got "
+               f"{type(x).__name__}; call gpu_sc.get.to_cpu first.")
+        raise TypeError(msg)
+    x = sp.csr_matrix(x, dtype=np.float64)
     x.sum_duplicates()
-    if x.nnz and (np.any(x.data < 0) or np.any(x.data != np.round(x.data))):
-        msg = "PIC-seq needs raw integer counts in .X (found negative or non-integer values)."
-        raise ValueError(msg)
+    check_integer_counts(x, step=f"{step} ({what})")
     return x
 
 
@@ -65,7 +69,7 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         raise ValueError(f"composition must be 'AB', 'AAB' or 'ABB', got {composition!r}.")
     if groupby not in singlets.obs:
         raise KeyError(f"{groupby!r} is not a column of singlets.obs.")
-    x = _counts_csr(singlets)
+    x = _counts_csr(singlets, step="simulate_pics", what="singlets")
     labels = singlets.obs[groupby].astype(str).to_numpy()
     ga, gb = _as_list(a), _as_list(b)
     missing = [g for g in ga + gb if g not in set(labels)]

@@ -109,6 +109,22 @@ def check_counts(x, *, step: str) -> None:
         raise ValueError(msg)
 
 
+def check_integer_counts(x, *, step: str) -> None:
+    """Raw UMI counts: :func:`check_counts` plus whole-number values (methods that draw UMIs,
+    such as down-sampling and resampling, need integers)."""
+    check_counts(x, step=step)
+    values = x.data if is_sparse(x) else x
+    if values.dtype.kind == "f" and values.size:
+        xp = xp_of(values)
+        n_frac = int(xp.count_nonzero(values != xp.round(values)))
+        if n_frac:
+            msg = (
+                f"{step}: expects raw integer counts but found {n_frac} non-integer values in "
+                f"{describe(x)}; pass the raw counts (e.g. a 'counts' layer), not normalised data."
+            )
+            raise ValueError(msg)
+
+
 def float_values(x):
     """`x` with float32/float64 values the kernels take; integers and bools go to float64
     (exact for counts below 2**53). Returns `x` itself when it already qualifies."""
