@@ -132,3 +132,49 @@ def test_gpu_kernel_matches_cpu():
     gll = gll.get().reshape(40, 3, 5).transpose(0, 2, 1)  # j = ia + ka * ib
     np.testing.assert_allclose(gll, ll, rtol=1e-9)
     assert np.array_equal(np.stack(best_pair(gll)), np.stack(best_pair(ll)))
+
+
+def test_dask_blocks_equal_in_memory(setup):
+    da = pytest.importorskip("dask.array")
+    ref, pics = setup
+    mem, lazy = pics[:90].copy(), pics[:90].copy()
+    lazy.X = da.from_array(mem.X.tocsr(), chunks=(40, -1), asarray=False)
+    deconvolve(mem, ref, groupby="grp", a=T, b=DC)
+    deconvolve(lazy, ref, groupby="grp", a=T, b=DC)
+    for k in ("pic_a", "pic_b", "pic_status"):
+        assert (mem.obs[k].astype(str) == lazy.obs[k].astype(str)).all()
+    for k in ("pic_alpha", "pic_ll", "pic_p_pair", "pic_alpha_lo"):
+        np.testing.assert_allclose(mem.obs[k], lazy.obs[k], rtol=1e-12)
+    for k in ("pair_temper", "alpha_temper", "markers"):
+        assert mem.uns["pic"][k] == lazy.uns["pic"][k]
+
+
+def test_mixture_method(setup):
+    ref, pics = setup
+    p = pics.copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture")
+    w = p.obsm["pic_weights"]
+    ok = (p.obs["pic_status"] == "ok").to_numpy()
+    assert w.shape == (p.n_obs, len(T) + len(DC))
+    np.testing.assert_allclose(w[ok].sum(1), 1.0, atol=1e-9)
+    np.testing.assert_allclose(p.obs["pic_alpha"][ok], w[ok, : len(T)].sum(1), atol=1e-12)
+    assert p.uns["pic"]["weight_groups"] == T + DC
+    # B (DC sub-cluster) calls are the easy side: most are right
+    assert (p.obs["pic_b"].astype(str) == p.obs["true_b"])[ok].mean() > 0.8
+
+
+def test_alpha_interval_and_calibration(setup):
+    ref, pics = setup
+    p = pics.copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC)
+    o = p.obs[p.obs["pic_status"] == "ok"]
+    assert np.all((o["pic_alpha_lo"] <= o["pic_alpha"]) & (o["pic_alpha"] <= o["pic_alpha_hi"]))
+    inside = ((o["pic_alpha_lo"] <= o["true_alpha"]) & (o["true_alpha"] <= o["pic_alpha_hi"])).mean()
+    assert inside > 0.6  # a 90 % interval from a calibrated posterior covers most true alphas
+    info = p.uns["pic"]
+    assert 0 < info["pair_temper"] and 0 < info["alpha_temper"] <= 1
+    r2 = 1 - ((o["true_alpha"] - o["pic_alpha"]) ** 2).sum() / (
+        (o["true_alpha"] - o["true_alpha"].mean()) ** 2).sum()
+    r2_ml = 1 - ((o["true_alpha"] - o["pic_alpha_ml"]) ** 2).sum() / (
+        (o["true_alpha"] - o["true_alpha"].mean()) ** 2).sum()
+    assert r2 > r2_ml  # the size prior improves on the plain maximum-likelihood alpha

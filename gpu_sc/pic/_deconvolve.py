@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._backend import is_gpu, to_host
 from . import _alpha, _loglik, _posterior, _profiles
 from ._simulate import _as_list, _counts_csr, downsample_row, simulate_pics
 
-_METHODS = ("ml", "picseq")
+_METHODS = ("ml", "picseq", "mixture")
 _N_CALIBRATE = 400  # PICs simulated from the reference to fit the temperatures
 
 
@@ -29,8 +32,32 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
         raise KeyError(f"groups {missing} are not in singlets.obs[{groupby!r}].")
     if set(ga) & set(gb):
         raise ValueError(f"groups {sorted(set(ga) & set(gb))} are in both a and b.")
-    return (labels, ga, gb, _counts_csr(pics, step="deconvolve", what="pics"),
-            _counts_csr(singlets, step="deconvolve", what="singlets"))
+    return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets, step="deconvolve",
+                                                            what="singlets")
+
+
+def _is_dask(x) -> bool:
+    return type(x).__module__.split(".", 1)[0] == "dask"
+
+
+def _pic_blocks(pics: AnnData):
+    """The PIC counts: a checked host CSR matrix, or for a Dask array the list of its row
+    blocks (delayed; each is checked when its task runs)."""
+    x = pics.X
+    if _is_dask(x):
+        if x.ndim != 2 or x.numblocks[1] != 1:
+            x = x.rechunk({1: -1})  # whole rows per block: a PIC is scored on all its genes
+        return list(x.to_delayed().ravel())
+    if is_gpu(x):
+        x = x.get()
+    return _counts_csr(pics if x is pics.X else AnnData(x), step="deconvolve", what="pics")
+
+
+def _counts_block(block) -> sp.csr_matrix:
+    """One computed Dask block (numpy, scipy or cupy) as a checked host CSR matrix."""
+    if is_gpu(block):
+        block = block.get()
+    return _counts_csr(AnnData(sp.csr_matrix(block)), step="deconvolve", what="pics block")
 
 
 def _downsample(x: sp.csr_matrix, n_umis: int, rng) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -135,16 +162,131 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     return tau_pair, tau_alpha, r2
 
 
-def _pair_summary(ll: np.ndarray, al: np.ndarray, tau: float) -> dict:
-    """Best pair (tie rule), its LL and alpha, and the posterior softmax(tau * LL) over pairs."""
-    ia, ib = _loglik.best_pair(ll)
-    rows = np.arange(ll.shape[0])
-    z = tau * ll
-    post = np.exp(z - z.max(axis=(1, 2), keepdims=True))
-    post /= post.sum(axis=(1, 2), keepdims=True)
-    return {"ia": ia, "ib": ib, "ll": ll[rows, ia, ib], "alpha": al[rows, ia, ib],
-            "p_pair": post[rows, ia, ib], "p_a": post.sum(2)[rows, ia],
-            "p_b": post.sum(1)[rows, ib]}
+def _search(x, pa, pb, *, eps, alpha, tau, device) -> dict:
+    """Best pair per PIC (tie rule), its LL and alpha, and the posterior softmax(tau * LL)
+    over pairs, PICs streamed in chunks on the CPU or the GPU."""
+    if device == "gpu":
+        import cupyx.scipy.sparse as cusp
+
+        x = cusp.csr_matrix(x)
+    if True:  # TEMP until the engine lands
+        ll, al = _loglik.pair_loglik(x, pa, pb, eps=eps, alpha=alpha)
+        ia, ib = _loglik.best_pair(ll)
+        rows = np.arange(ll.shape[0])
+        z = tau * ll
+        post = np.exp(z - z.max(axis=(1, 2), keepdims=True))
+        post /= post.sum(axis=(1, 2), keepdims=True)
+        return {"ia": ia, "ib": ib, "ll": ll[rows, ia, ib], "alpha": al[rows, ia, ib],
+                "p_pair": post[rows, ia, ib], "p_a": post.sum(2)[rows, ia],
+                "p_b": post.sum(1)[rows, ib]}
+    r = _loglik.pair_scores(x, pa, pb, eps=eps, alpha=alpha, temper=tau)
+    return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
+            "p_pair": np.exp(tau * r.ll - r.log_norm), "p_a": r.p_a[np.arange(r.ia.size), r.ia],
+            "p_b": r.p_b[np.arange(r.ib.size), r.ib]}
+
+
+def _mixture_block(x, ok, m, out) -> None:
+    """Soft weights over all groups (batched EM, MAP) and their summary, into `out`."""
+    from ._mixture import mixture_weights, summarise
+
+    xo = m.design.counts(x)[ok]
+    if m.device == "gpu":
+        import cupyx.scipy.sparse as cusp
+
+        xo = cusp.csr_matrix(xo)
+    w, ll, _ = mixture_weights(xo, m.search_profiles, eps=m.eps, concentration=m.concentration,
+                               n_iter=m.n_iter)
+    w, ll = to_host(w), to_host(ll)
+    sm = summarise(w, len(m.ga))
+    n = out["pic_status"].size
+    for side, names in (("a", m.ga), ("b", m.gb)):
+        good = sm[side] >= 0  # -1: no weight on this side (concentration < 1)
+        out[f"pic_{side}"][ok[good]] = np.asarray(names, object)[sm[side][good]]
+        out[f"pic_p_{side}"][ok] = sm[f"p_{side}"]
+    out["pic_alpha"][ok] = sm["alpha"]
+    out["pic_ll"][ok] = ll
+    out["pic_n_major"] = np.zeros(n, np.int64)
+    out["pic_n_major"][ok] = sm["n_major"]
+    out["pic_weights"] = np.full((n, len(m.ga) + len(m.gb)), np.nan)
+    out["pic_weights"][ok] = w
+
+
+@dataclass
+class _Model:
+    """Everything a block of PICs needs, computed once from the singlets."""
+
+    method: str
+    ga: list
+    gb: list
+    eps: float
+    n_umis: int | None
+    markers: np.ndarray
+    search_profiles: np.ndarray  # (search genes, K_A + K_B)
+    device: str
+    design: _MLDesign | None = None
+    full_profiles: np.ndarray | None = None  # ml: alpha model over all genes
+    prior: _posterior.SizePrior | None = None
+    tau_pair: float = 1.0
+    tau_alpha: float = 1.0
+    concentration: float = 1.0  # mixture: Dirichlet prior on the weights
+    n_iter: int = 500
+    lasso: object = None  # picseq: the alpha regression, its genes and feature scale
+    alpha_genes: np.ndarray | None = None
+    feature_scale: float = 1.0
+
+
+_FLOAT_KEYS = ("pic_alpha", "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
+
+
+def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
+    """Deconvolve one block of PICs (host CSR of raw counts): per-PIC output arrays."""
+    n = x.shape[0]
+    out = {"pic_a": np.full(n, None, object), "pic_b": np.full(n, None, object),
+           "pic_status": np.array(["ok"] * n, dtype=object)}
+    out.update({k: np.full(n, np.nan) for k in _FLOAT_KEYS})
+    status = out["pic_status"]
+    if m.n_umis is not None:
+        x, keep = _downsample(x, int(m.n_umis), rng)
+        status[~keep] = "too_few_umis"
+    empty = np.asarray(x[:, m.markers].sum(1)).ravel() == 0
+    status[(status == "ok") & empty] = "no_counts"
+    ka = len(m.ga)
+    pa, pb = m.search_profiles[:, :ka], m.search_profiles[:, ka:]
+    if m.method == "ml":
+        ok = np.flatnonzero(status == "ok")
+        best = _search(m.design.counts(x)[ok], pa, pb, eps=m.eps, alpha=None, tau=m.tau_pair,
+                       device=m.device)
+        xo = x[ok]
+        if m.device == "gpu":
+            import cupyx.scipy.sparse as cusp
+
+            xo = cusp.csr_matrix(xo)
+        grid_ll = _posterior.grid_loglik(xo, m.full_profiles[:, :ka], m.full_profiles[:, ka:],
+                                         best["ia"], best["ib"], eps=m.eps)
+        mean, lo, hi = _posterior.posterior(
+            grid_ll, m.prior.log_density(best["ia"], best["ib"], ka), m.tau_alpha)
+        for key, v in (("pic_alpha_ml", best["alpha"]), ("pic_alpha_lo", lo),
+                       ("pic_alpha_hi", hi)):
+            out[key] = np.full(n, np.nan)
+            out[key][ok] = v
+        best["alpha"] = mean
+    elif m.method == "mixture":
+        ok = np.flatnonzero(status == "ok")
+        _mixture_block(x, ok, m, out)
+        return out
+    else:
+        f = np.asarray(x[:, m.alpha_genes].todense()) * m.feature_scale
+        fixed = m.lasso.predict(f) if n else np.zeros(0)
+        status[(status == "ok") & ((fixed < 0) | (fixed > 1))] = "alpha_out_of_range"
+        out["pic_alpha_hat"] = fixed
+        ok = np.flatnonzero(status == "ok")
+        best = _search(x[:, m.markers].tocsr()[ok], pa, pb, eps=m.eps, alpha=fixed[ok], tau=1.0,
+                       device=m.device)
+    out["pic_a"][ok] = np.asarray(m.ga, object)[best["ia"]]
+    out["pic_b"][ok] = np.asarray(m.gb, object)[best["ib"]]
+    for key in ("alpha", "ll", "p_pair", "p_a", "p_b"):
+        out[f"pic_{key}"][ok] = best[key]
+    return out
 
 
 def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: str = "ml",
@@ -152,7 +294,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                blacklist=_profiles.DEFAULT_BLACKLIST, eps: float = 1e-4, seed: int = 0,
                calibrate: bool = True, n_train: int = 20000, cv: int = 10,
                rescale_to_1000: bool = True, search_genes: str = "all",
-               n_between: int = 50) -> None:
+               n_between: int = 50, concentration: float = 1.0, mixture_iter: int = 500,
+               device: str | None = None) -> None:
     """Deconvolve PICs into an A group, a B group and the A share alpha.
 
     Parameters
@@ -165,8 +308,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         Group name(s) of population A and population B.
     method
         ``"ml"`` (joint maximum likelihood over pair and alpha, alpha refined by its posterior
-        under a cell-size prior) or ``"picseq"`` (the published algorithm: LASSO alpha, then
-        exhaustive pair search with fixed alpha).
+        under a cell-size prior), ``"picseq"`` (the published algorithm: LASSO alpha, then
+        exhaustive pair search with fixed alpha) or ``"mixture"`` (soft weights over all
+        groups by batched EM, MAP under a Dirichlet prior; flags triplets and contamination).
     n_umis
         Down-sample PICs to this many UMIs (dropping smaller ones); picseq default 1000,
         ml default no down-sampling.
@@ -186,12 +330,20 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     rescale_to_1000
         picseq: scale real PIC features to 1000 UMIs (False reproduces the Cohen 2022 quirk).
     search_genes
-        ml: the genes of the pair search, ``"all"`` (the whole transcriptome; most accurate)
+        ml and mixture: the genes of the pair search, ``"all"`` (the whole transcriptome; most accurate)
         or ``"markers"`` (markers, genes between the populations and one bucket for the rest;
         several times fewer terms per PIC).
     n_between
         ml with ``search_genes="markers"``: the top genes (each direction) between population
         A and B added to the markers.
+    concentration, mixture_iter
+        mixture: Dirichlet concentration of the prior on the weights (1: maximum likelihood;
+        < 1: sparser weights) and the most EM iterations.
+    device
+        Where the pair search runs: ``"cpu"`` (Numba), ``"gpu"`` (our CUDA kernel) or None
+        (where ``pics.X`` lives). ``pics.X`` may be a Dask array of PICs (rows in blocks):
+        every row block is then one task of the active Dask scheduler (e.g. a dask-cuda
+        cluster), each with its own down-sampling generator (seed, block index).
 
     Returns
     -------
@@ -203,20 +355,21 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     ``pic_alpha_hi`` (90 % credible interval); picseq also ``pic_alpha_hat`` (the regression's
     prediction, including dropped PICs). ``pics.uns['pic']``: method, parameters, markers,
     groups_a, groups_b; picseq ``alpha_cv_r2``; ml ``pair_temper``, ``alpha_temper`` and
-    ``alpha_calibration_r2`` (R^2 of alpha on the calibration PICs).
+    ``alpha_calibration_r2`` (R^2 of alpha on the calibration PICs). mixture: ``pic_a`` and
+    ``pic_b`` are the heaviest group of each side, ``pic_alpha`` the total A weight,
+    ``pic_p_a`` / ``pic_p_b`` the chosen group's share of its side's weight, ``pic_p_pair``
+    NaN, ``pic_n_major`` the number of groups with weight >= 0.1 (> 2: a triplet or
+    contamination), ``pics.obsm['pic_weights']`` (PICs x groups, columns in
+    ``uns['pic']['weight_groups']``; NaN rows for PICs not deconvolved).
     """
     if method not in _METHODS:
         raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
-    labels, ga, gb, x, s = _validate(pics, singlets, groupby, a, b)
-    rng = np.random.default_rng(seed)
+    if device not in (None, "cpu", "gpu"):
+        raise ValueError(f"device must be None, 'cpu' or 'gpu', got {device!r}.")
+    labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
+    device = device or ("gpu" if is_gpu(pics.X) else "cpu")
     if method == "picseq" and n_umis is None:
         n_umis = 1000
-    n = x.shape[0]
-    status = np.array(["ok"] * n, dtype=object)
-    if n_umis is not None:
-        x, keep = _downsample(x, int(n_umis), rng)
-        status[~keep] = "too_few_umis"
-
     in_ref = np.isin(labels, ga + gb)
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
                                   blacklist=blacklist, extra=markers)
@@ -224,72 +377,89 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         raise ValueError("no marker genes found; pass markers= or use more distinct groups.")
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
-            "n_umis": n_umis, "seed": seed}
-    empty = np.asarray(x[:, mk].sum(1)).ravel() == 0
-    status[(status == "ok") & empty] = "no_counts"
-    out = {"pic_a": np.full(n, None, object), "pic_b": np.full(n, None, object)}
-    out.update({k: np.full(n, np.nan) for k in
-                ("pic_alpha", "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")})
-
-    if method == "ml":
+            "n_umis": n_umis, "seed": seed, "device": device}
+    model = _Model(method, ga, gb, eps, n_umis, mk, np.zeros((0, 0)), device)
+    if method == "mixture":
+        model.design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
+        model.search_profiles = model.design.profiles(s, labels, ga + gb)
+        model.concentration, model.n_iter = concentration, mixture_iter
+        info.update(weight_groups=ga + gb, concentration=concentration,
+                    mixture_iter=mixture_iter, search_genes=search_genes)
+    elif method == "ml":
         design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
-        tau_pair = tau_alpha = 1.0
+        model.design = design
+        model.search_profiles = design.profiles(s, labels, ga + gb)
+        model.full_profiles = _full_profiles(s, labels, ga + gb)
+        model.prior = _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels,
+                                                       ga + gb)
         if calibrate:
-            depth = n_umis or int(np.median(np.asarray(x.sum(1)).ravel()[status == "ok"])
-                                  if np.any(status == "ok") else 1000)
-            tau_pair, tau_alpha, r2 = _calibrate(singlets, s, labels, ga, gb, groupby, design,
-                                                 n_umis=depth, eps=eps, seed=seed)
+            depth = n_umis or _median_total(blocks)
+            model.tau_pair, model.tau_alpha, r2 = _calibrate(
+                singlets, s, labels, ga, gb, groupby, design, n_umis=depth, eps=eps, seed=seed)
             info["alpha_calibration_r2"] = r2
-        info.update(pair_temper=tau_pair, alpha_temper=tau_alpha, calibrated=calibrate,
-                    search_genes=search_genes,
+        info.update(pair_temper=model.tau_pair, alpha_temper=model.tau_alpha,
+                    calibrated=calibrate, search_genes=search_genes,
                     n_search_genes=design.n_genes(s.shape[1]))
-        ok = np.flatnonzero(status == "ok")
-        p = design.profiles(s, labels, ga + gb)
-        ll, al = _loglik.pair_loglik(design.counts(x)[ok], p[:, :len(ga)], p[:, len(ga):],
-                                     eps=eps)
-        best = _pair_summary(ll, al, tau_pair)
-        full = _full_profiles(s, labels, ga + gb)
-        grid_ll = _posterior.grid_loglik(x[ok], full[:, :len(ga)], full[:, len(ga):],
-                                         best["ia"], best["ib"], eps=eps)
-        prior = _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels, ga + gb)
-        mean, lo, hi = _posterior.posterior(
-            grid_ll, prior.log_density(best["ia"], best["ib"], len(ga)), tau_alpha)
-        for key, v in (("pic_alpha_ml", best["alpha"]), ("pic_alpha_lo", lo),
-                       ("pic_alpha_hi", hi)):
-            out[key] = np.full(n, np.nan)
-            out[key][ok] = v
-        best["alpha"] = mean
     else:
-        xm = x[:, mk].tocsr()
         gm_a = _profiles.geomean(s[:, mk], labels, ga)
         gm_b = _profiles.geomean(s[:, mk], labels, gb)
-        p = _profiles.profiles(np.hstack([gm_a, gm_b]))
+        model.search_profiles = _profiles.profiles(np.hstack([gm_a, gm_b]))
         sim = simulate_pics(singlets, groupby=groupby, a=ga, b=gb, n_pics=n_train,
                             n_umis=int(n_umis), seed=seed + 1)
         feats = np.union1d(_alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, ga))),
                            _alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, gb))))
         scale = 1000.0 / n_umis
-        model, r2 = _alpha.fit_alpha_model(sim.X.tocsr().astype(np.float64),
-                                           sim.obs["true_alpha"].to_numpy(), feats,
-                                           scale=scale, cv=cv, seed=seed)
-        f = np.asarray(x[:, feats].todense()) * (scale if rescale_to_1000 else 1.0)
-        fixed = model.predict(f) if n else np.zeros(0)
-        status[(status == "ok") & ((fixed < 0) | (fixed > 1))] = "alpha_out_of_range"
+        model.lasso, r2 = _alpha.fit_alpha_model(sim.X.tocsr().astype(np.float64),
+                                                 sim.obs["true_alpha"].to_numpy(), feats,
+                                                 scale=scale, cv=cv, seed=seed)
+        model.alpha_genes = feats
+        model.feature_scale = scale if rescale_to_1000 else 1.0
         info.update(alpha_cv_r2=r2, alpha_genes=np.asarray(singlets.var_names[feats])
-                    .astype(str).tolist(), lasso_lambda=float(model.alpha_), n_train=n_train)
-        out["pic_alpha_hat"] = fixed
-        ok = np.flatnonzero(status == "ok")
-        ll, al = _loglik.pair_loglik(xm[ok], p[:, :len(ga)], p[:, len(ga):], eps=eps,
-                                     alpha=fixed[ok])
-        best = _pair_summary(ll, al, 1.0)
+                    .astype(str).tolist(), lasso_lambda=float(model.lasso.alpha_),
+                    n_train=n_train)
 
-    out["pic_a"][ok] = np.asarray(ga, object)[best["ia"]]
-    out["pic_b"][ok] = np.asarray(gb, object)[best["ib"]]
-    for key in ("alpha", "ll", "p_pair", "p_a", "p_b"):
-        out[f"pic_{key}"][ok] = best[key]
+    parts = _run_blocks(blocks, model, seed)
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     # write back only now: nothing above touched the inputs
+    weights = out.pop("pic_weights", None)
+    if weights is not None:
+        pics.obsm["pic_weights"] = weights
     for k, v in out.items():
-        pics.obs[k] = pd.Categorical(v, categories=ga if k == "pic_a" else gb) \
-            if k in ("pic_a", "pic_b") else v
-    pics.obs["pic_status"] = pd.Categorical(status.astype(str))
+        if k in ("pic_a", "pic_b"):
+            v = pd.Categorical(v, categories=ga if k == "pic_a" else gb)
+        elif k == "pic_status":
+            v = pd.Categorical(v.astype(str))
+        pics.obs[k] = v
     pics.uns["pic"] = info
+
+
+def _row_totals(block) -> np.ndarray:
+    return to_host(np.asarray(block.sum(axis=1)).ravel() if not is_gpu(block)
+                   else block.sum(axis=1).ravel())
+
+
+def _median_total(blocks) -> int:
+    """Median UMI total of the PICs with any counts (the depth of the calibration PICs)."""
+    if isinstance(blocks, list):
+        import dask
+
+        tot = np.concatenate(dask.compute(*[dask.delayed(_row_totals)(b) for b in blocks]))
+    else:
+        tot = _row_totals(blocks)
+    return int(np.median(tot[tot > 0])) if np.any(tot > 0) else 1000
+
+
+def _run_blocks(blocks, model: _Model, seed: int) -> list[dict]:
+    """In memory: one block with the seed's generator. Dask: one task per row block, each with
+    its own generator (seed, block index), computed by the active Dask scheduler."""
+    if not isinstance(blocks, list):
+        return [_run_block(blocks, model, np.random.default_rng(seed))]
+    import dask
+
+    tasks = [dask.delayed(_run_dask_block)(b, model, (seed, i)) for i, b in enumerate(blocks)]
+    return list(dask.compute(*tasks))
+
+
+def _run_dask_block(block, model: _Model, seed) -> dict:
+    x = _counts_block(block)
+    return _run_block(x, model, np.random.default_rng(list(seed)))

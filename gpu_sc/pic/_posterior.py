@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
+
+from .._backend import sparse_module, to_host, xp_of
 
 GRID = np.linspace(0.0025, 0.9975, 200)
 TAUS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -51,29 +52,34 @@ class SizePrior:
                 - np.log(grid * (1 - grid))[None])
 
 
-def grid_loglik(x: sp.csr_matrix, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray,
-                ib: np.ndarray, *, eps: float, grid: np.ndarray = GRID) -> np.ndarray:
+def grid_loglik(x, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray, ib: np.ndarray, *,
+                eps: float, grid: np.ndarray = GRID) -> np.ndarray:
     """LL_n(alpha) = sum_g u_ng log(alpha P[g,a_n] + (1 - alpha) P[g,b_n] + eps) on `grid`.
 
-    x: CSR PICs (n, genes); pa (genes, K_A), pb (genes, K_B); ia, ib the pair of each PIC.
-    Returns (n, len(grid)); rows are streamed so that nonzeros x grid stays bounded.
+    x: CSR PICs (n, genes), scipy or cupyx (then the work runs on the GPU); pa (genes, K_A),
+    pb (genes, K_B); ia, ib the pair of each PIC. Returns a host (n, len(grid)) array; rows are
+    streamed so that nonzeros x grid stays bounded.
     """
+    xp = xp_of(x.data)
     n = x.shape[0]
     out = np.zeros((n, grid.size))
+    pa, pb, ia, ib, g_ = (xp.asarray(v) for v in (pa, pb, ia, ib, grid))
+    indptr = x.indptr.astype(np.int64)
     rows_per = max(1, int(_CHUNK_CELLS // grid.size // max(1, x.nnz / max(n, 1))))
     for r0 in range(0, n, rows_per):
         r1 = min(n, r0 + rows_per)
-        s, e = x.indptr[r0], x.indptr[r1]
-        ptr = x.indptr[r0:r1 + 1] - s
-        row = np.repeat(np.arange(r0, r1), np.diff(ptr))
+        s, e = int(indptr[r0]), int(indptr[r1])
+        ptr = indptr[r0:r1 + 1] - s
+        row = xp.searchsorted(ptr, xp.arange(e - s), side="right") - 1 + r0
         g = x.indices[s:e]
         a = pa[g, ia[row]]
         b = pb[g, ib[row]]
-        logs = np.log(grid[None] * (a - b)[:, None] + (b + eps)[:, None])
+        logs = xp.log(g_[None] * (a - b)[:, None] + (b + eps)[:, None])
         # segment sums per PIC: a CSR (rows x nonzeros) holding the counts, times the logs
-        seg = sp.csr_matrix((x.data[s:e].astype(np.float64), np.arange(e - s), ptr),
-                            shape=(r1 - r0, e - s))
-        out[r0:r1] = seg @ logs
+        seg = sparse_module(x.data).csr_matrix(
+            (x.data[s:e].astype(np.float64), xp.arange(e - s, dtype=np.int64), ptr),
+            shape=(r1 - r0, e - s))
+        out[r0:r1] = to_host(seg @ logs)
     return out
 
 

@@ -1,0 +1,234 @@
+"""Soft K-way mixture (MAP by batched EM) on synthetic PICs from real PBMC singlets (T + DC)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from sklearn.cluster import KMeans
+
+from gpu_sc.pic._loglik import pair_loglik
+from gpu_sc.pic._mixture import _em_block, log_posterior, mixture_weights, summarise
+from gpu_sc.pic._profiles import mean_profiles
+from gpu_sc.pic._simulate import simulate_pics
+
+DC = ["DC0", "DC1", "DC2"]
+T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
+GROUPS = T + DC
+
+
+def _csr(adata):
+    return sp.csr_matrix(adata.X, dtype=np.float64)
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Reference profiles (expressed genes + one 'rest' bucket) and synthetic doublets/triplets."""
+    import anndata as ad
+
+    # the `pbmc` fixture's file, read once for the module (that fixture is per test)
+    pbmc = ad.read_h5ad(Path(__file__).resolve().parents[1] / "gpu_sc" / "_data"
+                        / "pbmc68k_reduced_counts.h5ad")
+    a = pbmc[pbmc.obs["bulk_labels"].isin(T + ["Dendritic"])].copy()
+    g = a.obs["bulk_labels"].astype(str).to_numpy().copy()
+    d = g == "Dendritic"
+    lg = a[d].copy()
+    sc.pp.normalize_total(lg, target_sum=1e4)
+    sc.pp.log1p(lg)
+    sc.pp.pca(lg, n_comps=10)
+    g[d] = [f"DC{k}" for k in KMeans(3, n_init=10, random_state=0).fit_predict(lg.obsm["X_pca"])]
+    a.obs["grp"] = g
+    src = np.random.default_rng(0).random(a.n_obs) < 0.3
+    ref = a[~src]
+    s = _csr(ref)
+    labels = ref.obs["grp"].astype(str).to_numpy()
+    expressed = np.asarray(s.sum(0)).ravel() > 10
+    genes, rest = np.flatnonzero(expressed), np.flatnonzero(~expressed)
+    prof = mean_profiles(s, labels, GROUPS, genes, rest)
+
+    def counts(p):
+        x = _csr(p)
+        return sp.hstack([x[:, genes], sp.csr_matrix(np.asarray(x[:, rest].sum(1)))]).tocsr()
+
+    pics = simulate_pics(a[src], groupby="grp", a=T, b=DC, n_pics=300, seed=1)
+    tri = simulate_pics(a[src], groupby="grp", a=T, b=DC, n_pics=120, seed=2, composition="AAB")
+    return {"prof": prof, "x": counts(pics), "obs": pics.obs, "x3": counts(tri)}
+
+
+def test_recovers_groups_and_alpha(data):
+    w, ll, it = mixture_weights(data["x"], data["prof"], n_iter=300)
+    assert w.shape == (data["x"].shape[0], len(GROUPS)) and it == 300
+    np.testing.assert_allclose(w.sum(1), 1.0, rtol=1e-12)
+    assert np.all(w >= 0) and np.all(np.isfinite(ll))
+    sm = summarise(w, len(T))
+    obs = data["obs"]
+    ta = np.array([T.index(v) for v in obs["true_a"]])
+    tb = np.array([DC.index(v) for v in obs["true_b"]])
+    # measured (n_iter=300): A 0.60 (4 similar T subsets), B 0.95, alpha r 0.58, MAE 0.071
+    assert np.mean(sm["a"] == ta) > 0.5
+    assert np.mean(sm["b"] == tb) > 0.88
+    assert np.corrcoef(sm["alpha"], obs["true_alpha"])[0, 1] > 0.5
+    assert np.abs(sm["alpha"] - obs["true_alpha"]).mean() < 0.09
+    assert np.all((sm["p_a"] > 0) & (sm["p_a"] <= 1) & (sm["p_b"] > 0) & (sm["p_b"] <= 1))
+
+
+def test_triplets_have_more_major_groups(data):
+    kw = {"n_iter": 300, "concentration": 0.5}
+    d2 = summarise(mixture_weights(data["x"], data["prof"], **kw)[0], len(T))["n_major"]
+    d3 = summarise(mixture_weights(data["x3"], data["prof"], **kw)[0], len(T))["n_major"]
+    assert d3.mean() > d2.mean() + 0.3  # measured 3.2 vs 2.7
+
+
+@pytest.mark.parametrize("accelerate", [False, True])
+@pytest.mark.parametrize("conc", [1.0, 2.0])
+def test_objective_non_decreasing(data, conc, accelerate):
+    x = data["x"][:40]
+    prev = None
+    for n_iter in range(0, 12):
+        w, ll, it = mixture_weights(x, data["prof"], n_iter=n_iter, concentration=conc, tol=0,
+                                    accelerate=accelerate)
+        assert it == n_iter
+        obj = log_posterior(x, data["prof"], w, concentration=conc)
+        if conc == 1.0:
+            np.testing.assert_allclose(obj, ll, rtol=1e-13)
+        if prev is not None:
+            assert np.all(obj >= prev - 1e-9 * np.abs(prev))
+        prev = obj
+
+
+@pytest.mark.parametrize("accelerate", [False, True])
+def test_sparse_prior_objective_non_decreasing_on_fixed_support(data, accelerate):
+    x = data["x"][:40]
+    prev_w = prev = None
+    checked = 0
+    for n_iter in range(0, 15):
+        w, _, _ = mixture_weights(x, data["prof"], n_iter=n_iter, concentration=0.3, tol=0,
+                                  accelerate=accelerate)
+        obj = log_posterior(x, data["prof"], w, concentration=0.3)
+        if prev is not None:
+            same = np.all((w > 0) == (prev_w > 0), axis=1)  # groups switched off: new face
+            checked += same.sum()
+            assert np.all(obj[same] >= prev[same] - 1e-9 * np.abs(prev[same]))
+        prev_w, prev = w, obj
+    assert checked > 14 * 40 / 2  # measured 560 (plain), 412 (accelerated)
+    w, _, _ = mixture_weights(x, data["prof"], concentration=0.3)
+    assert (w == 0).any()  # c < 1 switches groups off exactly
+
+
+def test_one_em_step_matches_naive():
+    rng = np.random.default_rng(3)
+    p = rng.dirichlet(np.ones(25), 4).T
+    x = sp.csr_matrix(rng.poisson(2.0, (6, 25)).astype(np.float64))
+    for conc in (1.0, 0.7, 3.0):
+        w, _, _ = mixture_weights(x, p, n_iter=1, concentration=conc, eps=1e-3,
+                                  accelerate=False)
+        for n in range(6):
+            u = x[n].toarray().ravel()
+            mix = (p + 1e-3) * 0.25
+            r = mix / mix.sum(1, keepdims=True)
+            a = np.maximum((u[:, None] * r).sum(0) + conc - 1, 0)
+            np.testing.assert_allclose(w[n], a / a.sum(), rtol=1e-12)
+
+
+def test_single_profile_pic(data):
+    p = data["prof"]
+    x = sp.csr_matrix(np.round(p.T * 20000))  # each row is exactly (a rounding of) one profile
+    w, _, _ = mixture_weights(x, p, n_iter=2000)
+    assert np.all(w[np.arange(p.shape[1]), np.arange(p.shape[1])] > 0.97)
+
+
+def test_mixture_nests_pairs(data):
+    """With c = 1 the mixture's maximised LL is at least the best (A, B, alpha) pair's."""
+    x = data["x"][:25]
+    _, ll, _ = mixture_weights(x, data["prof"], n_iter=3000)
+    pll, _ = pair_loglik(x, data["prof"][:, : len(T)], data["prof"][:, len(T):], eps=1e-4)
+    best = pll.reshape(x.shape[0], -1).max(1)
+    assert np.all(ll >= best - 0.01)
+    assert np.median(ll - best) > 0.1
+
+
+def test_zero_count_pics_are_nan(data):
+    x = sp.vstack([data["x"][:3], sp.csr_matrix((2, data["x"].shape[1])), data["x"][3:5]]).tocsr()
+    at = x.indptr[3]  # a stored zero in row 3
+    x = sp.csr_matrix((np.insert(x.data, at, 0.0), np.insert(x.indices, at, 0),
+                       np.r_[x.indptr[:4], x.indptr[4:] + 1]), shape=x.shape)
+    assert x[3].nnz == 1 and x[3].sum() == 0
+    w, ll, _ = mixture_weights(x, data["prof"], n_iter=50)
+    assert np.all(np.isnan(w[3:5])) and np.all(np.isnan(ll[3:5]))
+    assert np.all(np.isfinite(w[[0, 1, 2, 5, 6]]))
+    ref, rll, _ = mixture_weights(data["x"][:5], data["prof"], n_iter=50)
+    np.testing.assert_allclose(w[[0, 1, 2, 5, 6]], ref, rtol=1e-12, atol=1e-15)
+    sm = summarise(w, len(T))
+    assert list(sm["a"][3:5]) == [-1, -1] and list(sm["n_major"][3:5]) == [0, 0]
+    assert np.all(np.isnan(sm["alpha"][3:5])) and np.all(np.isnan(sm["p_b"][3:5]))
+    empty = mixture_weights(sp.csr_matrix((0, x.shape[1])), data["prof"])
+    assert empty[0].shape == (0, len(GROUPS)) and empty[2] == 0
+
+
+def test_chunked_equals_unchunked(data):
+    x = data["x"][:60]
+    calls = []
+    w1, ll1, it1 = mixture_weights(x, data["prof"], n_iter=400, tol=1e-6)
+    w2, ll2, it2 = mixture_weights(x, data["prof"], n_iter=400, tol=1e-6, chunk=7,
+                                   progress=lambda d, n: calls.append((d, n)))
+    np.testing.assert_allclose(w2, w1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(ll2, ll1, rtol=1e-12)
+    assert it1 == it2 and calls[-1] == (60, 60) and len(calls) == 9
+
+
+def test_xp_block_and_dense_input(data):
+    """The array-namespace core runs with numpy + scipy.sparse; dense input equals CSR input."""
+    x = data["x"][:20]
+    q = data["prof"] + 1e-4
+    w, ll, it = _em_block(np, sp, x.data, x.indices, x.indptr, q, 1e-4, 1.0, 30, 0.0)
+    w2, ll2, it2 = mixture_weights(x, data["prof"], n_iter=30, tol=0, accelerate=False)
+    np.testing.assert_allclose(w, w2, rtol=1e-12)
+    np.testing.assert_allclose(ll, ll2, rtol=1e-12)
+    w3, _, _ = mixture_weights(x.toarray(), data["prof"], n_iter=30, tol=0, accelerate=False)
+    np.testing.assert_allclose(w3, w2, rtol=1e-12)
+
+
+def test_summarise_rules():
+    w = np.array([[0.2, 0.2, 0.1, 0.5],    # A tie -> first index; n_major counts >= 0.1
+                  [0.0, 0.0, 0.3, 0.7],    # no A weight -> a = -1
+                  [np.nan] * 4])
+    sm = summarise(w, 2)
+    np.testing.assert_allclose(sm["alpha"][:2], [0.4, 0.0])
+    assert list(sm["a"]) == [0, -1, -1] and list(sm["b"]) == [1, 1, -1]
+    np.testing.assert_allclose(sm["p_a"][0], 0.5)
+    np.testing.assert_allclose(sm["p_b"][:2], [0.5 / 0.6, 0.7])
+    assert np.isnan(sm["p_a"][1]) and list(sm["n_major"]) == [4, 2, 0]
+    with pytest.raises(ValueError):
+        summarise(w, 4)
+
+
+def test_bad_inputs(data):
+    x, p = data["x"][:3], data["prof"]
+    with pytest.raises(ValueError, match="profiles"):
+        mixture_weights(x, p[:-1])
+    with pytest.raises(ValueError, match="concentration"):
+        mixture_weights(x, p, concentration=0)
+    neg = x.copy()
+    neg.data[0] = -1
+    with pytest.raises(ValueError, match="non-negative"):
+        mixture_weights(neg, p)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("accelerate", [False, True])
+def test_gpu_matches_cpu(data, accelerate):
+    import cupyx.scipy.sparse as cpsp
+
+    x = data["x"][:50]
+    kw = {"n_iter": 200, "concentration": 0.5, "accelerate": accelerate}
+    w, ll, it = mixture_weights(x, data["prof"], **kw)
+    gw, gll, git = mixture_weights(cpsp.csr_matrix(x), data["prof"], chunk=13, **kw)
+    # plain EM follows the same path; SQUAREM's accept/reject may flip on rounding near ties
+    tol = {"rtol": 1e-9, "atol": 1e-12} if not accelerate else {"rtol": 0, "atol": 1e-5}
+    np.testing.assert_allclose(gw.get(), w, **tol)
+    np.testing.assert_allclose(gll.get(), ll, rtol=1e-9 if not accelerate else 1e-6)
+    sm, gsm = summarise(w, len(T)), summarise(gw, len(T))
+    assert np.mean(sm["a"] == gsm["a"]) > 0.95 and np.mean(sm["b"] == gsm["b"]) > 0.95
