@@ -150,9 +150,8 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     ta = pd.Index(ga).get_indexer(sim.obs["true_a"])
     tb = pd.Index(gb).get_indexer(sim.obs["true_b"])
     p = design.profiles(s[prof], labels[prof], ga + gb)
-    ll, _ = _loglik.pair_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
-    flat = ll.transpose(0, 2, 1).reshape(ll.shape[0], -1)  # column j = i_a + K_A * i_b
-    tau_pair = _posterior.pair_tau(flat, ta + len(ga) * tb)
+    ll = _loglik.all_pairs_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
+    tau_pair = _posterior.pair_tau(ll, ta + len(ga) * tb)
     full = _full_profiles(s[prof], labels[prof], ga + gb)
     grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb, eps=eps)
     prior = _posterior.SizePrior.from_counts(np.asarray(s[prof].sum(1)).ravel(), labels[prof],
@@ -169,19 +168,9 @@ def _search(x, pa, pb, *, eps, alpha, tau, device) -> dict:
         import cupyx.scipy.sparse as cusp
 
         x = cusp.csr_matrix(x)
-    if True:  # TEMP until the engine lands
-        ll, al = _loglik.pair_loglik(x, pa, pb, eps=eps, alpha=alpha)
-        ia, ib = _loglik.best_pair(ll)
-        rows = np.arange(ll.shape[0])
-        z = tau * ll
-        post = np.exp(z - z.max(axis=(1, 2), keepdims=True))
-        post /= post.sum(axis=(1, 2), keepdims=True)
-        return {"ia": ia, "ib": ib, "ll": ll[rows, ia, ib], "alpha": al[rows, ia, ib],
-                "p_pair": post[rows, ia, ib], "p_a": post.sum(2)[rows, ia],
-                "p_b": post.sum(1)[rows, ib]}
     r = _loglik.pair_scores(x, pa, pb, eps=eps, alpha=alpha, temper=tau)
     return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
-            "p_pair": np.exp(tau * r.ll - r.log_norm), "p_a": r.p_a[np.arange(r.ia.size), r.ia],
+            "p_pair": r.p_pair, "p_a": r.p_a[np.arange(r.ia.size), r.ia],
             "p_b": r.p_b[np.arange(r.ib.size), r.ib]}
 
 

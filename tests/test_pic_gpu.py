@@ -1,0 +1,131 @@
+"""PIC x pair log-likelihood on the GPU (kernels/pic_loglik.cu through `pair_scores`) equals the
+CPU numba engine: every argmax, LL to 1e-9 relative, alpha to 1e-9 absolute, for int32/int64
+indices, float32/float64 counts and profiles, fixed and maximised alpha, chunked or not.
+Skipped without CuPy and a GPU."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fixture)
+
+from gpu_sc._ops._layout import Parts
+from gpu_sc.pic._loglik import _cpu_chunk, _gpu_chunk, pair_scores
+
+pytestmark = pytest.mark.gpu
+
+VALUES = (np.float32, np.float64)
+INDICES = (np.int32, np.int64)
+
+
+def _pair(x, value, index):
+    """The same CSR as CPU and GPU `Parts`, built from raw arrays so that the index dtype is
+    exactly `index` (scipy and cupyx would shrink int64 indices that fit into int32)."""
+    import cupy as cp
+
+    arrays = (np.asarray(x.data, dtype=value), x.indices.astype(index), x.indptr.astype(index))
+    return Parts(*arrays, x.shape), Parts(*(cp.asarray(a) for a in arrays), x.shape)
+
+
+def _assert_parity(g, c):
+    np.testing.assert_array_equal(g.ia, c.ia)
+    np.testing.assert_array_equal(g.ib, c.ib)
+    np.testing.assert_allclose(g.ll, c.ll, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(g.alpha, c.alpha, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(g.log_norm, c.log_norm, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(g.p_a, c.p_a, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(g.p_b, c.p_b, rtol=0, atol=1e-9)
+    for f in FIELDS:
+        assert isinstance(getattr(g, f), np.ndarray), f  # host results
+
+
+@pytest.mark.parametrize("prof", VALUES, ids=["p32", "p64"])
+@pytest.mark.parametrize("index", INDICES, ids=["i32", "i64"])
+@pytest.mark.parametrize("value", VALUES, ids=["v32", "v64"])
+@pytest.mark.parametrize("fixed", [False, True], ids=["ml", "fixed"])
+def test_parity_real(real, value, index, prof, fixed):  # noqa: F811
+    x, pa, pb, pics = real
+    pa, pb = pa.astype(prof), pb.astype(prof)
+    alpha = pics.obs["true_alpha"].to_numpy() if fixed else None
+    cpu, gpu = _pair(x, value, index)
+    c = pair_scores(cpu, pa, pb, eps=EPS, alpha=alpha)
+    g = pair_scores(gpu, pa, pb, eps=EPS, alpha=alpha)
+    _assert_parity(g, c)
+
+
+@pytest.mark.parametrize("index", INDICES, ids=["i32", "i64"])
+def test_full_tensor_parity(real, index):  # noqa: F811
+    """Every pair, not only the best: LL and alpha of the kernel vs the numba engine."""
+    import cupy as cp
+
+    x, pa, pb, pics = real
+    cpu, gpu = _pair(x, np.float64, index)
+    n = x.shape[0]
+    for alpha in (None, pics.obs["true_alpha"].to_numpy()):
+        ll_c, al_c = _cpu_chunk(cpu, 0, n, pa, pb, EPS, alpha, 60)
+        ga = None if alpha is None else cp.asarray(alpha)
+        pa_g, pb_g = (cp.asarray(np.ascontiguousarray(q)) for q in (pa, pb))
+        ll_g, al_g = _gpu_chunk(gpu, 0, n, pa_g, pb_g, EPS, ga, 60)
+        np.testing.assert_allclose(ll_g.get(), ll_c, rtol=1e-12, atol=0)
+        if alpha is None:
+            np.testing.assert_allclose(al_g.get(), al_c, rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(ll_g.get().argmax(1), ll_c.argmax(1))
+
+
+def test_parity_50x50_groups():
+    """The production shape: 50 x 50 groups, 300 genes, 1000-UMI PICs; chunked on the GPU."""
+    rng = np.random.default_rng(7)
+    genes, k = 300, 50
+    pa = rng.dirichlet(np.full(genes, 0.3), k).T
+    pb = rng.dirichlet(np.full(genes, 0.3), k).T
+    n = 300
+    ta, tb, al = rng.integers(0, k, n), rng.integers(0, k, n), rng.uniform(0.1, 0.9, n)
+    mix = [al[i] * pa[:, ta[i]] + (1 - al[i]) * pb[:, tb[i]] for i in range(n)]
+    x = sp.csr_matrix(np.stack([rng.multinomial(1000, m) for m in mix]).astype(np.float32))
+    for alpha in (None, al):
+        cpu, gpu = _pair(x, np.float32, np.int32)
+        c = pair_scores(cpu, pa, pb, eps=EPS, alpha=alpha)
+        g = pair_scores(gpu, pa, pb, eps=EPS, alpha=alpha, chunk=64)
+        _assert_parity(g, c)
+        assert np.mean((g.ia == ta) & (g.ib == tb)) > 0.9
+
+
+def test_cupyx_input_and_chunks(real):  # noqa: F811
+    import cupyx.scipy.sparse as cpsp
+
+    x, pa, pb, _ = real
+    c = pair_scores(x, pa, pb, eps=EPS)
+    xg = cpsp.csr_matrix(x)
+    calls = []
+    g = pair_scores(xg, pa, pb, eps=EPS, chunk=7, progress=lambda d, t: calls.append((d, t)))
+    _assert_parity(g, c)
+    assert calls[-1] == (x.shape[0], x.shape[0]) and len(calls) == -(-x.shape[0] // 7)
+    whole = pair_scores(xg, pa, pb, eps=EPS)
+    for f in ("ia", "ib", "ll", "alpha"):  # per-PIC kernel results: chunking changes nothing
+        np.testing.assert_array_equal(getattr(whole, f), getattr(g, f))
+    for f in ("log_norm", "p_a", "p_b"):  # device reductions may sum in another order
+        np.testing.assert_allclose(getattr(whole, f), getattr(g, f), rtol=1e-12, atol=1e-15)
+
+
+def test_random_boundaries_and_ties():
+    """Random profiles with exact zeros (boundary alphas) and duplicated groups (exact ties)."""
+    x, pa, pb = _random(5, n=50)
+    pa = np.concatenate([pa, pa[:, :1]], 1)  # A group 4 duplicates A group 0
+    cpu, gpu = _pair(x, np.float64, np.int64)
+    c = pair_scores(cpu, pa, pb, eps=EPS)
+    g = pair_scores(gpu, pa, pb, eps=EPS)
+    _assert_parity(g, c)
+    assert not np.any(g.ia == 4)  # ties go to the first (smaller j) of the duplicates
+
+
+def test_empty_gpu():
+    x, pa, pb = _random(n=0)
+    _, gpu = _pair(x, np.float64, np.int32)
+    s = pair_scores(gpu, pa, pb, eps=EPS)
+    assert len(s) == 0 and s.p_a.shape == (0, pa.shape[1])
+    z = sp.csr_matrix((3, pa.shape[0]))
+    _, gz = _pair(z, np.float32, np.int64)
+    s = pair_scores(gz, pa, pb, eps=EPS)
+    np.testing.assert_array_equal(s.ll, 0)
+    np.testing.assert_array_equal(s.ia, 0)
