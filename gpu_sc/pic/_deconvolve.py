@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -161,14 +162,19 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     return tau_pair, tau_alpha, r2
 
 
-def _search(x, pa, pb, *, eps, alpha, tau, device) -> dict:
+def _report(done: int, total: int) -> None:
+    print(f"deconvolve: pair search {done}/{total} PICs", file=sys.stderr, flush=True)
+
+
+def _search(x, pa, pb, *, eps, alpha, tau, device, progress=False) -> dict:
     """Best pair per PIC (tie rule), its LL and alpha, and the posterior softmax(tau * LL)
     over pairs, PICs streamed in chunks on the CPU or the GPU."""
     if device == "gpu":
         import cupyx.scipy.sparse as cusp
 
         x = cusp.csr_matrix(x)
-    r = _loglik.pair_scores(x, pa, pb, eps=eps, alpha=alpha, temper=tau)
+    r = _loglik.pair_scores(x, pa, pb, eps=eps, alpha=alpha, temper=tau,
+                            progress=_report if progress else None)
     return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
             "p_pair": r.p_pair, "p_a": r.p_a[np.arange(r.ia.size), r.ia],
             "p_b": r.p_b[np.arange(r.ib.size), r.ib]}
@@ -217,6 +223,7 @@ class _Model:
     prior: _posterior.SizePrior | None = None
     tau_pair: float = 1.0
     tau_alpha: float = 1.0
+    progress: bool = False
     concentration: float = 1.0  # mixture: Dirichlet prior on the weights
     n_iter: int = 500
     lasso: object = None  # picseq: the alpha regression, its genes and feature scale
@@ -244,7 +251,7 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
     if m.method == "ml":
         ok = np.flatnonzero(status == "ok")
         best = _search(m.design.counts(x)[ok], pa, pb, eps=m.eps, alpha=None, tau=m.tau_pair,
-                       device=m.device)
+                       device=m.device, progress=m.progress)
         xo = x[ok]
         if m.device == "gpu":
             import cupyx.scipy.sparse as cusp
@@ -270,7 +277,7 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
         out["pic_alpha_hat"] = fixed
         ok = np.flatnonzero(status == "ok")
         best = _search(x[:, m.markers].tocsr()[ok], pa, pb, eps=m.eps, alpha=fixed[ok], tau=1.0,
-                       device=m.device)
+                       device=m.device, progress=m.progress)
     out["pic_a"][ok] = np.asarray(m.ga, object)[best["ia"]]
     out["pic_b"][ok] = np.asarray(m.gb, object)[best["ib"]]
     for key in ("alpha", "ll", "p_pair", "p_a", "p_b"):
@@ -284,7 +291,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                calibrate: bool = True, n_train: int = 20000, cv: int = 10,
                rescale_to_1000: bool = True, search_genes: str = "all",
                n_between: int = 50, concentration: float = 1.0, mixture_iter: int = 500,
-               device: str | None = None) -> None:
+               device: str | None = None, progress: bool = False) -> None:
     """Deconvolve PICs into an A group, a B group and the A share alpha.
 
     Parameters
@@ -333,6 +340,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         (where ``pics.X`` lives). ``pics.X`` may be a Dask array of PICs (rows in blocks):
         every row block is then one task of the active Dask scheduler (e.g. a dask-cuda
         cluster), each with its own down-sampling generator (seed, block index).
+    progress
+        Print a line to stderr after each chunk of the pair search.
 
     Returns
     -------
@@ -367,7 +376,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
             "n_umis": n_umis, "seed": seed, "device": device}
-    model = _Model(method, ga, gb, eps, n_umis, mk, np.zeros((0, 0)), device)
+    model = _Model(method, ga, gb, eps, n_umis, mk, np.zeros((0, 0)), device, progress=progress)
     if method == "mixture":
         model.design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
         model.search_profiles = model.design.profiles(s, labels, ga + gb)
