@@ -178,3 +178,17 @@ def test_alpha_interval_and_calibration(setup):
     r2_ml = 1 - ((o["true_alpha"] - o["pic_alpha_ml"]) ** 2).sum() / (
         (o["true_alpha"] - o["true_alpha"].mean()) ** 2).sum()
     assert r2 > r2_ml  # the size prior improves on the plain maximum-likelihood alpha
+
+
+def test_two_groups_per_population(setup):
+    """One or two groups per population have no footprint markers: ml works on them, picseq
+    says why it cannot."""
+    ref, pics = setup
+    r = ref.copy()
+    r.obs["pop"] = np.where(r.obs["grp"].isin(T), "T", "DC")
+    p = pics[:60].copy()
+    deconvolve(p, r, groupby="pop", a="T", b="DC")
+    assert (p.obs["pic_a"] == "T").all() and (p.obs["pic_b"] == "DC").all()
+    assert np.corrcoef(p.obs["pic_alpha"], p.obs["true_alpha"])[0, 1] > 0.5
+    with pytest.raises(ValueError, match="no marker genes"):
+        deconvolve(p.copy(), r, groupby="pop", a="T", b="DC", method="picseq", n_train=200)

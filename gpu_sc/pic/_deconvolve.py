@@ -244,7 +244,9 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
     if m.n_umis is not None:
         x, keep = _downsample(x, int(m.n_umis), rng)
         status[~keep] = "too_few_umis"
-    empty = np.asarray(x[:, m.markers].sum(1)).ravel() == 0
+    # picseq scores marker genes only; ml and mixture score every gene of their design
+    scored = x[:, m.markers] if m.method == "picseq" else m.design.counts(x)
+    empty = np.asarray(scored.sum(1)).ravel() == 0
     status[(status == "ok") & empty] = "no_counts"
     ka = len(m.ga)
     pa, pb = m.search_profiles[:, :ka], m.search_profiles[:, ka:]
@@ -371,8 +373,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     in_ref = np.isin(labels, ga + gb)
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
                                   blacklist=blacklist, extra=markers)
-    if mk.size == 0:
-        raise ValueError("no marker genes found; pass markers= or use more distinct groups.")
+    if mk.size == 0 and method == "picseq":
+        msg = ("deconvolve: no marker genes found (footprints compare each group with the median "
+               "of its population, so a population of one or two groups has none); pass "
+               "markers=, split the populations into more groups, or use method='ml'.")
+        raise ValueError(msg)
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
             "n_umis": n_umis, "seed": seed, "device": device}

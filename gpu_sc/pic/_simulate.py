@@ -82,7 +82,9 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     pool_b = np.flatnonzero(np.isin(labels, gb))
     rng = np.random.default_rng(seed)
     roles = list(composition)
-    rows, meta = [], []
+    # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
+    # PICs x genes
+    pieces_r, pieces_c, pieces_v, meta = [], [], [], []
     for _ in range(int(n_pics)):
         first = pool_a[rng.integers(pool_a.size)]
         s = samples[first]
@@ -100,10 +102,11 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         n_i = np.minimum(np.round(c * big_n / tot), c).astype(np.int64)
         if n_i.sum() != n_umis:
             continue
-        vec = np.zeros(x.shape[1], dtype=np.int64)
         for m, n in zip(members, n_i, strict=True):
-            r = x.getrow(m)
-            vec[r.indices] += downsample_row(r.data, n, rng)
+            lo, hi = x.indptr[m], x.indptr[m + 1]
+            pieces_c.append(x.indices[lo:hi])
+            pieces_v.append(downsample_row(x.data[lo:hi], n, rng))
+            pieces_r.append(np.full(hi - lo, len(meta), dtype=np.int64))
         n_a = sum(n for role, n in zip(roles, n_i, strict=True) if role == "A")
         rec = {"true_alpha": n_a / n_i.sum()}
         ia = [m for role, m in zip(roles, members, strict=True) if role == "A"]
@@ -114,9 +117,11 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
             rec["true_a2"], rec["source_a2"] = labels[ia[1]], singlets.obs_names[ia[1]]
         if composition == "ABB":
             rec["true_b2"], rec["source_b2"] = labels[ib[1]], singlets.obs_names[ib[1]]
-        rows.append(vec)
         meta.append(rec)
-    mat = sp.csr_matrix(np.vstack(rows).astype(np.float32) if rows
-                        else np.zeros((0, x.shape[1]), np.float32))
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    mat = sp.coo_matrix((cat(pieces_v, np.float32), (cat(pieces_r, np.int64),
+                                                      cat(pieces_c, np.int64))),
+                        shape=(len(meta), x.shape[1])).tocsr()  # sums the members' counts
+    mat.eliminate_zeros()
     obs = pd.DataFrame(meta, index=[f"pic{i}" for i in range(len(meta))])
     return AnnData(X=mat, obs=obs, var=pd.DataFrame(index=singlets.var_names.copy()))

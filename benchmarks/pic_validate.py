@@ -1,0 +1,902 @@
+"""Validate and time PIC-seq deconvolution (``gpu_sc.pic``) on synthetic PICs built from real
+singlets with a known A group, B group and A share alpha.
+
+    python benchmarks/pic_validate.py --datasets pbmc68k,pbmc4k,tnbc --methods ml,picseq \
+        --seeds 0,1,2 --n-pics 1000 --out benchmarks/results/pic-cpu-$(date +%F).jsonl \
+        --plot benchmarks/results/pic-cpu-$(date +%F).png
+    python benchmarks/pic_validate.py --scale --scale-pics 2000 --methods ml,picseq \
+        --out benchmarks/results/pic-scale-cpu-$(date +%F).jsonl
+
+Validation mode, for every data set and seed: the singlets of population A and B are split
+(70 % reference, 30 % PIC sources, never in the reference); each population's reference cells
+are clustered (normalize_total + log1p + HVG + PCA + KMeans, about `--group-size` cells a group)
+and the sources are assigned to the nearest cluster centre in the same PCA space (the truth);
+PICs are simulated from the sources with ``gsc.pic.simulate_pics`` and deconvolved against the
+reference with ``gsc.pic.deconvolve`` for each method and backend. One JSON row per
+(dataset, method, backend, seed) is appended to `--out` as soon as it is measured.
+
+Scale mode (`--scale`): 50 x 50 reference groups, PICs bootstrapped from a pool of simulated PICs
+to `--scale-pics`, the whole ``deconvolve`` call timed, and the same exhaustive search done the
+way the published R code does it (a per-PIC loop, one thread) on a subsample, extrapolated
+linearly. Only the public ``gsc.pic`` API is called. See benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+import gpu_sc as gsc  # noqa: E402
+from gpu_sc._backend import describe, gpu_available  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data"
+N_BINS = 10
+MIN_GROUPS = 3
+
+
+# ---------------------------------------------------------------------------------------------
+# data sets: how to read each one and which cells form population A and B
+# ---------------------------------------------------------------------------------------------
+
+def _read(data_dir: Path, name: str, bundled: Callable | None = None):
+    import anndata as ad
+
+    path = data_dir / name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if path.exists():
+            return ad.read_h5ad(path), str(path)
+        if bundled is not None:
+            return bundled(), f"gpu_sc.datasets ({name}, bundled)"
+    return None, f"{path} not found"
+
+
+def _pbmc68k(data_dir):
+    a, src = _read(data_dir, "pbmc68k_reduced_counts.h5ad", gsc.datasets.pbmc68k_reduced)
+    if a is None:
+        return None, src
+    lab = a.obs["bulk_labels"].astype(str)
+    # the T-cell labels of this data set: CD4+ ... / CD8+ ... (192 cells; two lack a capital T)
+    pop = np.where(lab.str.startswith(("CD4+", "CD8+")), "A", np.where(lab == "Dendritic", "B", ""))
+    return (a, pop, lab.to_numpy(), src), None
+
+
+def _pbmc4k(data_dir):
+    a, src = _read(data_dir, "soupx_pbmc4k_half.h5ad")
+    if a is None:
+        return None, src
+    lab = a.obs["Annotation"].astype(str)
+    pop = np.where(lab.isin(["T_CD4", "T_CD8"]), "A", np.where(lab == "MNP", "B", ""))
+    return (a, pop, lab.to_numpy(), src), None
+
+
+def _tnbc(data_dir):
+    a, src = _read(data_dir, "copykat_tnbc_302.h5ad")
+    if a is None:
+        return None, src
+    x = a.X.tocsc() if sp.issparse(a.X) else sp.csc_matrix(a.X)
+    ptprc = x[:, a.var_names.get_loc("PTPRC")].toarray().ravel() > 0
+    epcam = x[:, a.var_names.get_loc("EPCAM")].toarray().ravel() > 0
+    pop = np.where(ptprc & ~epcam, "A", np.where(epcam & ~ptprc, "B", ""))
+    lab = np.where(pop == "A", "immune", np.where(pop == "B", "tumour", "other"))
+    return (a, pop, lab, src), None
+
+
+# name -> (loader, PIC UMIs, population A, population B, subtype label column or None)
+DATASETS = {
+    "pbmc68k": (_pbmc68k, 1000, "T", "DC", "bulk_labels"),
+    "pbmc4k": (_pbmc4k, 800, "T", "MNP", "Annotation"),
+    "tnbc": (_tnbc, 1000, "immune", "tumour", None),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# reference groups and synthetic PICs
+# ---------------------------------------------------------------------------------------------
+
+def _lognorm(x: sp.csr_matrix) -> sp.csr_matrix:
+    tot = np.asarray(x.sum(1)).ravel()
+    y = sp.diags(1e4 / np.maximum(tot, 1)) @ x
+    y = sp.csr_matrix(y)
+    y.data = np.log1p(y.data)
+    return y
+
+
+def _cluster(x_ref: sp.csr_matrix, x_src: sp.csr_matrix, k: int, seed: int, min_size: int = 10):
+    """KMeans labels (0..k'-1) of the reference cells and the nearest centre of each source cell,
+    in a PCA (20 components) of the reference's highly variable genes after normalize_total 1e4
+    + log1p (not z-scored: scaling lets a few outlier cells take clusters of their own). Clusters
+    under `min_size` cells are dissolved into the nearest remaining centre while more than
+    MIN_GROUPS remain; at MIN_GROUPS, KMeans is fitted once more without their cells (outliers),
+    which then join the nearest centre."""
+    import scanpy as sc
+    from anndata import AnnData
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    ref = AnnData(_lognorm(x_ref))
+    n_top = int(min(2000, max(50, ref.n_vars // 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(ref, n_top_genes=n_top, flavor="seurat")
+    hv = np.flatnonzero(ref.var["highly_variable"].to_numpy())
+    a = np.asarray(ref.X[:, hv].todense())
+    b = np.asarray(_lognorm(x_src)[:, hv].todense())
+    pca = PCA(n_components=int(min(20, a.shape[0] - 1, hv.size)), random_state=seed)
+    pa = pca.fit_transform(a)
+    pb = pca.transform(b) if b.shape[0] else np.zeros((0, pa.shape[1]))
+    centres = KMeans(k, n_init=10, random_state=seed).fit(pa).cluster_centers_
+
+    def nearest(p, c):
+        return ((p[:, None, :] - c[None]) ** 2).sum(-1).argmin(1) if p.shape[0] else np.zeros(0, int)
+
+    lab = nearest(pa, centres)
+    outlier = np.zeros(pa.shape[0], bool)
+    for _ in range(pa.shape[0]):
+        size = np.bincount(lab, minlength=centres.shape[0])
+        small = min(min_size, a.shape[0] // centres.shape[0])
+        if size.min() >= small:
+            break
+        if centres.shape[0] <= MIN_GROUPS:  # small population: fit again without the outliers
+            outlier |= np.isin(lab, np.flatnonzero(size < small))
+            if (~outlier).sum() < 2 * centres.shape[0] or outlier.sum() > pa.shape[0] // 5:
+                break
+            km = KMeans(centres.shape[0], n_init=10, random_state=seed).fit(pa[~outlier])
+            centres = km.cluster_centers_
+            lab = nearest(pa, centres)
+            continue
+        keep = np.arange(centres.shape[0]) != size.argmin()
+        centres = np.vstack([pa[lab == j].mean(0) for j in np.flatnonzero(keep)
+                             if np.any(lab == j)])  # fmt: skip
+        lab = nearest(pa, centres)
+    used, lab = np.unique(lab, return_inverse=True)  # no empty group
+    return lab, nearest(pb, centres[used])
+
+
+def _simulate(src, a, b, n_pics: int, n_umis: int, seed: int):
+    """`n_pics` PICs from the public simulate_pics; it drops attempts that miss `n_umis`, so more
+    attempts are made (up to 5 rounds) until there are enough."""
+    import anndata as ad
+
+    parts, made, attempts, rnd = [], 0, 0, 0
+    rate = 1.0
+    while made < n_pics and rnd < 5:
+        want = int(np.ceil((n_pics - made) / max(rate, 0.02) * 1.1)) + 5
+        p = gsc.pic.simulate_pics(src, groupby="grp", a=a, b=b, n_pics=want, n_umis=n_umis,
+                                  seed=seed * 1000 + rnd)
+        attempts += want
+        rate = max((made + p.n_obs) / attempts, 1e-3)
+        parts.append(p)
+        made += p.n_obs
+        rnd += 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pics = ad.concat(parts, join="outer", merge="same") if len(parts) > 1 else parts[0]
+    pics = pics[:n_pics].copy()
+    pics.obs_names = [f"pic{i}" for i in range(pics.n_obs)]
+    return pics, attempts
+
+
+def _expressed(a, cells):
+    """`a` restricted to `cells` and the genes with at least one UMI in them: no cell total
+    changes, and the deconvolution cannot use an all-zero gene."""
+    sub = a[cells]
+    x = sp.csr_matrix(sub.X)
+    keep = np.asarray(x.sum(0)).ravel() > 0
+    return sub[:, keep].copy()
+
+
+def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
+          holdout: float = 0.3):
+    """Reference singlets (obs['grp']), PICs with truth, and what was built; or None, reason."""
+    loader, n_umis, pop_a, pop_b, sub_key = DATASETS[name]
+    got, why = loader(data_dir)
+    if got is None:
+        return None, why
+    adata, pop, subtype, src = got
+    cells = np.flatnonzero(pop != "")
+    a = _expressed(adata, cells)
+    pop, subtype = pop[cells], np.asarray(subtype)[cells]
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    is_src = rng.random(a.n_obs) < holdout
+    grp = np.empty(a.n_obs, dtype=object)
+    groups = {}
+    for side, label in (("A", pop_a), ("B", pop_b)):
+        ref_rows = np.flatnonzero((pop == side) & ~is_src)
+        src_rows = np.flatnonzero((pop == side) & is_src)
+        # at least 3 groups: with 2, the median over groups is their mean and no footprint
+        # can reach log2 fp >= 1, so deconvolve finds no marker genes
+        k = max(MIN_GROUPS, int(round(ref_rows.size / group_size)))
+        lr, ls = _cluster(a.X[ref_rows], a.X[src_rows], k, seed)
+        grp[ref_rows] = [f"{label}{i}" for i in lr]
+        grp[src_rows] = [f"{label}{i}" for i in ls]
+        groups[side] = [f"{label}{i}" for i in range(int(lr.max()) + 1)]
+    a.obs["grp"] = pd.Categorical(grp.astype(str))
+    a.obs["subtype"] = subtype
+    ref = a[~is_src].copy()
+    sources = a[is_src].copy()
+    present = set(sources.obs["grp"].astype(str))
+    pics, attempts = _simulate(sources, [g for g in groups["A"] if g in present],
+                               [g for g in groups["B"] if g in present], n_pics, n_umis, seed)
+    sizes = ref.obs["grp"].value_counts()
+    # subtype of each group = the commonest original label among its reference cells
+    major = ref.obs.groupby("grp", observed=True)["subtype"].agg(lambda s: s.value_counts().index[0])
+    info = {"source": src, "n_umis": n_umis, "population_a": pop_a, "population_b": pop_b,
+            "n_genes": int(a.n_vars), "n_ref_a": int(((pop == "A") & ~is_src).sum()),
+            "n_ref_b": int(((pop == "B") & ~is_src).sum()),
+            "n_sources_a": int(((pop == "A") & is_src).sum()),
+            "n_sources_b": int(((pop == "B") & is_src).sum()),
+            "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
+            "group_size_min": int(sizes.min()), "group_size_median": float(sizes.median()),
+            "group_size_max": int(sizes.max()), "n_pics_requested": n_pics,
+            "n_pics": int(pics.n_obs), "simulate_attempts": attempts,
+            "clustering": "normalize_total 1e4 + log1p + seurat HVG + PCA(20) + KMeans on the "
+                          "reference cells, clusters under 10 cells dissolved into the nearest; "
+                          "sources assigned to the nearest centre",
+            "subtype_key": sub_key,
+            "subtypes_a": sorted({major[g] for g in groups["A"] if g in major}),
+            "subtypes_b": sorted({major[g] for g in groups["B"] if g in major})}  # fmt: skip
+    return {"ref": ref, "pics": pics, "groups": groups, "major": major.astype(str).to_dict(),
+            "sub_of_source": sources.obs["subtype"].astype(str).to_dict() if sub_key else None,
+            "info": info}, None
+
+
+# ---------------------------------------------------------------------------------------------
+# metrics
+# ---------------------------------------------------------------------------------------------
+
+def _r2(t, e) -> float | None:
+    if t.size < 2:
+        return None
+    ss = ((t - t.mean()) ** 2).sum()
+    return float(1 - ((t - e) ** 2).sum() / ss) if ss > 0 else None
+
+
+def calibration(p: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS):
+    """Reliability table over `n_bins` equal-width bins of [0, 1] and the expected calibration
+    error sum_b n_b / n * |accuracy_b - mean confidence_b|."""
+    p = np.clip(np.asarray(p, float), 0, 1)
+    correct = np.asarray(correct, bool)
+    idx = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    table, ece = [], 0.0
+    for k in range(n_bins):
+        m = idx == k
+        n = int(m.sum())
+        conf = float(p[m].mean()) if n else None
+        acc = float(correct[m].mean()) if n else None
+        if n:
+            ece += n / p.size * abs(acc - conf)
+        table.append({"lo": k / n_bins, "hi": (k + 1) / n_bins, "n": n, "confidence": conf,
+                      "accuracy": acc})
+    return table, (float(ece) if p.size else None)
+
+
+def metrics(obs: pd.DataFrame, major: dict, sub_of_source: dict) -> dict:
+    st = obs["pic_status"].astype(str).to_numpy()
+    ok = st == "ok"
+    pa, pb = obs["pic_a"].astype(str).to_numpy(), obs["pic_b"].astype(str).to_numpy()
+    ta, tb = obs["true_a"].astype(str).to_numpy(), obs["true_b"].astype(str).to_numpy()
+    hit_a, hit_b = (pa == ta) & ok, (pb == tb) & ok
+    pair = hit_a & hit_b
+    n_ok = int(ok.sum())
+    out = {"n_ok": n_ok, "ok_share": float(ok.mean()) if ok.size else None,
+           "status_counts": {k: int(v) for k, v in zip(*np.unique(st, return_counts=True), strict=True)}}
+    for key, hit in (("pair_accuracy", pair), ("a_accuracy", hit_a), ("b_accuracy", hit_b)):
+        out[key] = float(hit[ok].mean()) if n_ok else None
+        out[key + "_all"] = float(hit.mean()) if hit.size else None  # not-ok PICs count as wrong
+    # subtype level: the chosen group's commonest original label vs the source cell's own label
+    # (only where the data set has labels; with one subtype a side it is trivially right)
+    for side, pred, source in (("a", pa, "source_a"), ("b", pb, "source_b")):
+        if sub_of_source is None:
+            out[f"{side}_subtype_accuracy"] = None
+            continue
+        truth = obs[source].astype(str).map(sub_of_source).to_numpy()
+        guess = np.array([major.get(g, "") for g in pred], dtype=object)
+        out[f"{side}_subtype_accuracy"] = float((guess[ok] == truth[ok]).mean()) if n_ok else None
+    t = obs["true_alpha"].to_numpy(float)[ok]
+    e = obs["pic_alpha"].to_numpy(float)[ok]
+    out["alpha_r2"] = _r2(t, e)
+    out["alpha_mae"] = float(np.abs(t - e).mean()) if n_ok else None
+    out["alpha_bias"] = float((e - t).mean()) if n_ok else None
+    out["alpha_true_sd"] = float(t.std()) if n_ok else None  # R^2 is unstable when this is small
+    if {"pic_alpha_lo", "pic_alpha_hi"} <= set(obs.columns):  # ml's credible interval
+        lo, hi = obs["pic_alpha_lo"].to_numpy(float)[ok], obs["pic_alpha_hi"].to_numpy(float)[ok]
+        out["alpha_interval_coverage"] = float(((t >= lo) & (t <= hi)).mean()) if n_ok else None
+        out["alpha_interval_width"] = float((hi - lo).mean()) if n_ok else None
+    if "pic_n_major" in obs:  # mixture: PICs it calls triplets / contaminated (all are doublets)
+        major_n = obs["pic_n_major"].to_numpy(float)[ok]
+        out["n_major_gt2_share"] = float((major_n > 2).mean()) if n_ok else None
+    p = obs["pic_p_pair"].to_numpy(float)[ok] if "pic_p_pair" in obs else np.full(n_ok, np.nan)
+    fin = np.isfinite(p)
+    if fin.any():  # mixture has no pair posterior (NaN)
+        out["calibration"], out["ece"] = calibration(p[fin], pair[ok][fin])
+        out["mean_p_pair"] = float(p[fin].mean())
+    else:
+        out["calibration"], out["ece"], out["mean_p_pair"] = None, None, None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# environment
+# ---------------------------------------------------------------------------------------------
+
+def _versions() -> dict:
+    out = {"python": platform.python_version(), "gpu_sc": gsc.__version__}
+    for name in ("scanpy", "anndata", "numpy", "scipy", "scikit-learn", "numba", "cupy-cuda13x",
+                 "cupy-cuda12x"):  # fmt: skip
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
+
+
+def _gpu():
+    """(cupy, cupyx.scipy.sparse, synchronise, device name) or None."""
+    if not gpu_available():
+        return None
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+    name = name.decode() if isinstance(name, bytes) else str(name)
+    return cp, cpsp, (lambda: cp.cuda.Device().synchronize()), name
+
+
+def _deconvolve_kwargs(method: str, args) -> dict:
+    kw = {"method": method, "seed": 0}
+    params = inspect.signature(gsc.pic.deconvolve).parameters
+    if method == "picseq" and "n_train" in params:
+        kw["n_train"] = args.n_train
+    return kw
+
+
+def _on_backend(pics, backend: str, gpu):
+    """A copy of `pics` whose X lives where `backend` says (cupyx CSR for the GPU)."""
+    p = pics.copy()
+    if backend == "gpu":
+        _, cpsp, _, _ = gpu
+        p.X = cpsp.csr_matrix(sp.csr_matrix(p.X))
+    return p
+
+
+def _run_one(pics, ref, groups, backend, gpu, kw, n_umis):
+    """(obs, uns['pic'], seconds, where X was) of one deconvolve call, timed around the call only."""
+    p = _on_backend(pics, backend, gpu)
+    sync = gpu[2] if backend == "gpu" else (lambda: None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sync()
+        t0 = time.perf_counter()
+        gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], n_umis=n_umis, **kw)
+        sync()
+        dt = time.perf_counter() - t0
+    return p.obs, p.uns.get("pic", {}), dt, describe(p.X)
+
+
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"[:300]
+
+
+# ---------------------------------------------------------------------------------------------
+# validation mode
+# ---------------------------------------------------------------------------------------------
+
+def validate(args, emit: Callable[[dict], None]) -> list[dict]:
+    rows: list[dict] = []
+
+    def add(row):
+        rows.append(row)
+        emit(row)
+
+    gpu = _gpu() if "gpu" in args.backends else None
+    if "gpu" in args.backends and gpu is None:
+        print("gpu backend skipped: no CuPy or no GPU on this machine", file=sys.stderr)
+    backends = [b for b in args.backends if b == "cpu" or gpu is not None]
+    common = {"mode": "validate", "cpu_count": os.cpu_count(), "versions": _versions(),
+              "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
+    rejected: dict[str, str] = {}  # method -> why deconvolve refused it (asked once)
+    for ds in args.datasets:
+        for seed in args.seeds:
+            t0 = time.perf_counter()
+            try:
+                built, why = build(ds, args.data_dir, seed, args.n_pics, args.group_size)
+            except Exception as e:  # a broken data set must not stop the others
+                built, why = None, f"build failed: {_short(e)}"
+            if built is None:
+                print(f"{ds}: skipped ({why})", file=sys.stderr)
+                add({**common, "dataset": ds, "seed": seed, "method": None, "backend": None,
+                     "skipped": why})
+                break  # the same for every seed
+            info = {**built["info"], "build_seconds": time.perf_counter() - t0}
+            n_umis = info["n_umis"]
+            print(f"{ds} seed {seed}: {info['n_pics']} PICs, {info['n_groups_a']} x "
+                  f"{info['n_groups_b']} groups", file=sys.stderr, flush=True)
+            cpu_obs = {}
+            for method in args.methods:
+                for backend in backends:
+                    device = gpu[3] if backend == "gpu" else _cpu_name()
+                    base = {**common, "dataset": ds, "seed": seed, "method": method,
+                            "backend": backend, "device": device, **info}
+                    kw = _deconvolve_kwargs(method, args)
+                    base["params"] = {"deconvolve": {**kw, "n_umis": n_umis},
+                                      "group_size": args.group_size, "holdout": 0.3}
+                    if method in rejected:
+                        add({**base, "skipped": rejected[method]})
+                        continue
+                    print(f"  {method} {backend} ...", file=sys.stderr, flush=True)
+                    try:
+                        if args.warm_up:  # untimed: JIT / kernel compilation, caches
+                            _run_one(built["pics"][: min(20, built["pics"].n_obs)], built["ref"],
+                                     built["groups"], backend, gpu, kw, n_umis)
+                        obs, uns, dt, where = _run_one(built["pics"], built["ref"],
+                                                       built["groups"], backend, gpu, kw, n_umis)
+                    except Exception as e:  # recorded, and the run goes on
+                        if (isinstance(e, ValueError) and "method" in str(e)
+                                and method not in ("ml", "picseq")):
+                            rejected[method] = f"deconvolve rejects method={method!r}: {e}"[:300]
+                            add({**base, "skipped": rejected[method]})
+                        else:
+                            why = _short(e)
+                            add({**base, "error": f"not supported: {why}" if backend == "gpu" else why})
+                        continue
+                    row = {**base, "seconds": dt, "pics_x": where, "warm_up": bool(args.warm_up),
+                           "n_markers": len(uns.get("markers", [])),
+                           **metrics(obs, built["major"], built["sub_of_source"])}
+                    for k in ("alpha_cv_r2", "pair_temper", "alpha_temper", "alpha_calibration_r2"):
+                        if k in uns:
+                            row[k] = uns[k]
+                    if backend == "cpu":
+                        cpu_obs[method] = obs
+                    elif method in cpu_obs:  # GPU must agree with CPU on every argmax and LL
+                        c = cpu_obs[method]
+                        both = (c["pic_status"].astype(str) == "ok") & (obs["pic_status"].astype(str) == "ok")
+                        same = ((c["pic_a"].astype(str) == obs["pic_a"].astype(str))
+                                & (c["pic_b"].astype(str) == obs["pic_b"].astype(str)))[both]
+                        lc, lg = c["pic_ll"][both].to_numpy(float), obs["pic_ll"][both].to_numpy(float)
+                        row["cpu_pair_agreement"] = float(same.mean()) if both.any() else None
+                        rel = np.abs(lg - lc) / np.maximum(np.abs(lc), 1e-300)
+                        row["cpu_ll_max_rel_diff"] = float(rel.max()) if both.any() else None
+                    add(row)
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# scale mode
+# ---------------------------------------------------------------------------------------------
+
+def _faithful_loop(x: sp.csr_matrix, p_ab: tuple[np.ndarray, np.ndarray], alpha: np.ndarray,
+                   eps: float) -> np.ndarray:
+    """The published exhaustive search the way the R code runs it: one PIC at a time, its dense
+    marker-gene UMI vector against every pair at the PIC's fixed alpha; first maximum wins.
+    Returns the winning pair index j = i_a + K_A * i_b per PIC."""
+    pa, pb = p_ab
+    ka, kb = pa.shape[1], pb.shape[1]
+    # columns j = i_a + K_A * i_b
+    pa_j = np.tile(pa, (1, kb))
+    pb_j = np.repeat(pb, ka, axis=1)
+    out = np.empty(x.shape[0], dtype=np.int64)
+    for i in range(x.shape[0]):
+        u = x[i].toarray().ravel()
+        mix = alpha[i] * (pa_j + eps) + (1 - alpha[i]) * (pb_j + eps)
+        ll = u @ np.log(mix)
+        out[i] = int(np.argmax(ll))
+    return out
+
+
+def _geomean_profiles(x: sp.csr_matrix, labels: np.ndarray, groups: list[str], genes) -> np.ndarray:
+    """P = GM / column sums over `genes`, GM = exp(mean log(1 + counts)) - 1 (PICSEQ.md step 3)."""
+    sub = sp.csr_matrix(x[:, genes], dtype=np.float64)
+    sub.data = np.log1p(sub.data)
+    gm = np.column_stack([np.expm1(np.asarray(sub[labels == g].mean(0)).ravel()) for g in groups])
+    s = gm.sum(0)
+    return gm / np.where(s > 0, s, 1)
+
+
+def _bootstrap(pool, n: int, seed: int):
+    """`n` rows drawn with replacement from the PIC pool, renamed pic0, pic1, ..."""
+    from anndata import AnnData
+
+    take = np.random.default_rng(seed).integers(0, pool.n_obs, n)
+    obs = pool.obs.iloc[take].reset_index(drop=True)
+    obs.index = [f"pic{i}" for i in range(n)]
+    return AnnData(X=sp.csr_matrix(pool.X)[take], obs=obs, var=pool.var.copy())
+
+
+def scale(args, emit: Callable[[dict], None]) -> list[dict]:
+    from threadpoolctl import threadpool_limits
+
+    rows: list[dict] = []
+
+    def add(row):
+        rows.append(row)
+        emit(row)
+
+    ds = args.scale_dataset
+    loader, n_umis, pop_a, pop_b, _ = DATASETS[ds]
+    got, why = loader(args.data_dir)
+    common = {"mode": "scale", "dataset": ds, "cpu_count": os.cpu_count(), "versions": _versions(),
+              "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
+    if got is None:
+        print(f"{ds}: skipped ({why})", file=sys.stderr)
+        add({**common, "skipped": why})
+        return rows
+    adata, pop, _, src = got
+    cells = np.flatnonzero(pop != "")
+    a = _expressed(adata, cells)
+    pop = pop[cells]
+    a.X = sp.csr_matrix(a.X, dtype=np.float32)
+    if args.scale_genes and a.n_vars > args.scale_genes:  # top genes by UMIs, before simulating
+        top = np.sort(np.argsort(-np.asarray(a.X.sum(0)).ravel(), kind="stable")[: args.scale_genes])
+        a = a[:, top].copy()
+    k = args.scale_groups
+    grp = np.empty(a.n_obs, dtype=object)
+    groups = {}
+    for side, label in (("A", pop_a), ("B", pop_b)):
+        rows_ = np.flatnonzero(pop == side)
+        kk = min(k, rows_.size)
+        lab, _ = _cluster(a.X[rows_], a.X[rows_[:0]], kk, 0, min_size=1)
+        grp[rows_] = [f"{label}{i}" for i in lab]
+        groups[side] = [f"{label}{i}" for i in range(int(lab.max()) + 1)]
+    a.obs["grp"] = pd.Categorical(grp.astype(str))
+    pool_n = min(args.scale_pool, max(args.scale_pics, args.scale_cpu_pics))
+    pool, _ = _simulate(a, groups["A"], groups["B"], pool_n, n_umis, 0)
+    sizes = a.obs["grp"].value_counts()
+    info = {"source": src, "n_umis": n_umis, "n_genes": int(a.n_vars), "n_singlets": int(a.n_obs),
+            "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
+            "n_pairs": len(groups["A"]) * len(groups["B"]), "group_size_min": int(sizes.min()),
+            "group_size_median": float(sizes.median()), "pool_pics": int(pool.n_obs),
+            "pics": "bootstrap rows of a pool of simulated PICs (all singlets are the reference)",
+            "n_pics_target": args.scale_pics, "repeats": args.scale_repeats}  # fmt: skip
+    print(f"scale: {ds}, {info['n_groups_a']} x {info['n_groups_b']} groups, {a.n_vars} genes, "
+          f"pool of {pool.n_obs} PICs", file=sys.stderr, flush=True)
+    gpu = _gpu() if "gpu" in args.backends else None
+    if "gpu" in args.backends and gpu is None:
+        print("gpu backend skipped: no CuPy or no GPU on this machine", file=sys.stderr)
+    backends = [b for b in args.backends if b == "cpu" or gpu is not None]
+    small = _bootstrap(pool, args.scale_fixed_pics, 1)
+    picseq_run = None  # (PICs, obs, uns) of the CPU picseq call: the loop redoes its search
+    for method in args.methods:
+        kw = _deconvolve_kwargs(method, args)
+        for backend in backends:
+            n = args.scale_pics if backend == "gpu" else min(args.scale_pics, args.scale_cpu_pics)
+            device = gpu[3] if backend == "gpu" else _cpu_name()
+            base = {**common, **info, "method": method, "backend": backend, "device": device,
+                    "n_pics": n, "params": {"deconvolve": {**kw, "n_umis": n_umis}},
+                    "timed": "whole gsc.pic.deconvolve call (markers, profiles, alpha model, "
+                             "search, posterior); fixed = the same call on few PICs"}  # fmt: skip
+            print(f"  {method} {backend}: {n} PICs ...", file=sys.stderr, flush=True)
+            big = _bootstrap(pool, n, 2)
+            try:
+                _run_one(small, a, groups, backend, gpu, kw, n_umis)  # warm-up, untimed
+                fixed_times, times = [], []
+                for _ in range(args.scale_repeats):  # in turns: load drift hits both alike
+                    fixed_times.append(_run_one(small, a, groups, backend, gpu, kw, n_umis)[2])
+                    obs, uns, dt, where = _run_one(big, a, groups, backend, gpu, kw, n_umis)
+                    times.append(dt)
+                fixed = statistics.median(fixed_times)
+            except Exception as e:
+                why = _short(e)
+                add({**base, "error": f"not supported: {why}" if backend == "gpu" else why})
+                continue
+            total = statistics.median(times)
+            search = total - fixed
+            # the per-PIC part is resolved only where it stands clear of the fixed part's noise
+            resolved = search > 0.1 * fixed and n > args.scale_fixed_pics
+            per_pic = search / (n - args.scale_fixed_pics) if resolved else None
+            row = {**base, "seconds": total, "seconds_fixed": fixed,
+                   "fixed_pics": args.scale_fixed_pics, "seconds_search_est": search,
+                   "seconds_per_pic_search": per_pic, "pics_x": where,
+                   "n_markers": len(uns.get("markers", [])), "search_resolved": resolved,
+                   "seconds_at_target": (fixed + per_pic * args.scale_pics if resolved
+                                         else (total if n >= args.scale_pics else None)),
+                   "extrapolated": n < args.scale_pics}  # fmt: skip
+            if not resolved:
+                row["note"] = ("seconds - seconds_fixed is within 10 % of the fixed cost: the "
+                               "per-PIC time is not resolved; run more PICs")
+            add(row)
+            if method == "picseq" and backend == "cpu":
+                picseq_run = (big, obs, uns)
+    # the faithful exhaustive search as the published R code runs it, one thread, per-PIC loop
+    if picseq_run is None:  # no CPU picseq run above: a small one gives markers and alpha
+        try:
+            p = _bootstrap(pool, min(args.scale_loop_pics, pool.n_obs), 3)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                gsc.pic.deconvolve(p, a, groupby="grp", a=groups["A"], b=groups["B"],
+                                   n_umis=n_umis, **_deconvolve_kwargs("picseq", args))
+            picseq_run = (p, p.obs, p.uns["pic"])
+        except Exception as e:
+            add({**common, **info, "method": "faithful_loop", "backend": "cpu-1thread",
+                 "error": _short(e)})
+            return rows
+    pics, obs, uns = picseq_run
+    mk = a.var_names.get_indexer(uns["markers"])
+    labels = a.obs["grp"].astype(str).to_numpy()
+    x = sp.csr_matrix(a.X, dtype=np.float64)
+    prof = (_geomean_profiles(x, labels, groups["A"], mk), _geomean_profiles(x, labels, groups["B"], mk))
+    # the PICs picseq kept, at its regression's alpha; they already hold exactly n_umis UMIs, so
+    # its down-sampling left them as they are and the loop must find the same pairs
+    ok = np.flatnonzero(obs["pic_status"].astype(str).to_numpy() == "ok")[: args.scale_loop_pics]
+    m = int(ok.size)
+    xs = sp.csr_matrix(pics.X, dtype=np.float64)[ok][:, mk].tocsr()
+    al = obs["pic_alpha_hat"].to_numpy(float)[ok]
+    eps = float(uns.get("eps", 1e-4))
+    with threadpool_limits(1):
+        _faithful_loop(xs[: min(5, m)], prof, al, eps)  # warm-up
+        t0 = time.perf_counter()
+        j = _faithful_loop(xs, prof, al, eps)
+        dt = time.perf_counter() - t0
+    ka = len(groups["A"])
+    ga, gb = np.asarray(groups["A"]), np.asarray(groups["B"])
+    same = ((ga[j % ka] == obs["pic_a"].astype(str).to_numpy()[ok])
+            & (gb[j // ka] == obs["pic_b"].astype(str).to_numpy()[ok]))
+    faithful = dict({**common, **info, "method": "faithful_loop", "backend": "cpu-1thread",
+         "device": _cpu_name(), "n_pics": m, "seconds": dt, "seconds_per_pic_search": dt / max(m, 1),
+         "seconds_at_target": dt / max(m, 1) * args.scale_pics, "extrapolated": m < args.scale_pics,
+         "n_markers": int(mk.size), "same_pair_as_picseq": float(same.mean()) if m else None,
+         "timed": "exhaustive search only (per-PIC loop over dense marker vectors, all pairs at "
+                  "the PIC's fixed alpha from picseq's regression, numpy, threadpoolctl limit 1), "
+                  "measured on n_pics PICs and extrapolated linearly to n_pics_target"})  # fmt: skip
+    # speed-ups at the target size: in the faithful row (the others were written already) and,
+    # for the printed table, in the rows kept in memory
+    loop = dt / max(m, 1) * args.scale_pics
+    speedups = {}
+    for r in rows:
+        if r.get("seconds_at_target"):
+            r["speedup_vs_faithful_loop"] = loop / r["seconds_at_target"]
+            speedups[f"{r['method']}/{r['backend']}"] = r["speedup_vs_faithful_loop"]
+    add({**faithful, "speedup_vs_faithful_loop": speedups})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# output
+# ---------------------------------------------------------------------------------------------
+
+def _f(x, spec=".3f") -> str:
+    return "-" if x is None or (isinstance(x, float) and np.isnan(x)) else format(x, spec)
+
+
+def _speedup(r: dict) -> float | None:
+    s = r.get("speedup_vs_faithful_loop")
+    return 1.0 if isinstance(s, dict) else s  # the faithful row holds everyone's speed-ups
+
+
+def summary(rows: list[dict]) -> str:
+    """Mean over seeds of each (dataset, method, backend)."""
+    keys = ("pair_accuracy", "a_accuracy", "b_accuracy", "alpha_r2", "alpha_mae", "ok_share",
+            "ece", "seconds")
+    head = (f"{'dataset':8s} {'method':7s} {'backend':7s} {'seeds':>5s} {'pics':>5s} {'groups':>7s} "
+            + " ".join(f"{k:>13s}" for k in keys))  # fmt: skip
+    lines = [head] if any(r.get("mode") == "validate" for r in rows) else []
+    val = [r for r in rows if r.get("mode") == "validate" and r.get("method")]
+    seen = []
+    for r in val:
+        key = (r["dataset"], r["method"], r["backend"])
+        if key not in seen:
+            seen.append(key)
+    for key in seen:
+        rs = [r for r in val if (r["dataset"], r["method"], r["backend"]) == key]
+        good = [r for r in rs if "seconds" in r]
+        if not good:
+            why = rs[0].get("skipped") or rs[0].get("error")
+            lines.append(f"{key[0]:8s} {key[1]:7s} {str(key[2]):7s}  {why}")
+            continue
+        vals = []
+        for k in keys:
+            xs = [r[k] for r in good if r.get(k) is not None]
+            vals.append(_f(float(np.mean(xs)) if xs else None))
+        g = f"{good[0]['n_groups_a']}x{good[0]['n_groups_b']}"
+        lines.append(f"{key[0]:8s} {key[1]:7s} {key[2]:7s} {len(good):5d} {good[0]['n_pics']:5d} "
+                     f"{g:>7s} " + " ".join(f"{v:>13s}" for v in vals))
+    for r in rows:
+        if r.get("mode") == "validate" and r.get("method") is None:
+            lines.append(f"{r['dataset']:8s} skipped: {r['skipped']}")
+    sc_rows = [r for r in rows if r.get("mode") == "scale"]
+    if sc_rows:
+        lines.append("")
+        lines.append(f"{'scale':8s} {'method':14s} {'backend':11s} {'pics':>7s} {'pairs':>6s} "
+                     f"{'seconds':>9s} {'fixed s':>8s} {'s/PIC':>10s} {'s@target':>10s} {'extrap':>6s} "
+                     f"{'speedup':>8s}")  # fmt: skip
+        for r in sc_rows:
+            if "seconds" not in r:
+                lines.append(f"{r['dataset']:8s} {str(r.get('method')):14s} {str(r.get('backend')):11s} "
+                             f"{r.get('error') or r.get('skipped')}")  # fmt: skip
+                continue
+            lines.append(f"{r['dataset']:8s} {r['method']:14s} {r['backend']:11s} {r['n_pics']:7d} "
+                         f"{r['n_pairs']:6d} {_f(r['seconds'], '9.2f'):>9s} "
+                         f"{_f(r.get('seconds_fixed'), '8.2f'):>8s} "
+                         f"{_f(r.get('seconds_per_pic_search'), '10.2e'):>10s} "
+                         f"{_f(r.get('seconds_at_target'), '10.1f'):>10s} {str(r['extrapolated']):>6s} "
+                         f"{_f(_speedup(r), '8.2f'):>8s}")  # fmt: skip
+    return "\n".join(lines)
+
+
+def _calibration_panel(ax, keys, val) -> None:
+    ax.plot([0, 1], [0, 1], color="0.6", lw=1, ls="--")
+    for k in keys:
+        if k[2] != "cpu" and (k[0], k[1], "cpu") in keys:
+            continue
+        rs = [r for r in val if (r["dataset"], r["method"], r["backend"]) == k]
+        n = np.zeros(N_BINS)
+        conf = np.zeros(N_BINS)
+        acc = np.zeros(N_BINS)
+        for r in rs:  # pool the seeds' bins
+            for i, b in enumerate(r.get("calibration") or []):
+                if b["n"]:
+                    n[i] += b["n"]
+                    conf[i] += b["n"] * b["confidence"]
+                    acc[i] += b["n"] * b["accuracy"]
+        m = n >= 5  # a bin of a few PICs says little
+        if not m.any():  # e.g. mixture: no pair posterior
+            continue
+        ece = np.mean([r["ece"] for r in rs if r.get("ece") is not None] or [np.nan])
+        ax.plot(conf[m] / n[m], acc[m] / n[m], marker="o", ms=3,
+                ls="-" if k[1] == "ml" else "--", label=f"{k[0]} {k[1]} (ECE {ece:.2f})")
+    ax.set_xlabel("pic_p_pair (bin mean; bins of >= 5 PICs)")
+    ax.set_ylabel("pair accuracy")
+    ax.set_title("calibration of pic_p_pair", fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=6)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    val = [r for r in rows if r.get("mode") == "validate" and "seconds" in r]
+    sc_rows = [r for r in rows if r.get("mode") == "scale" and r.get("seconds_at_target")]
+    n_panels = 3 * bool(val) + bool(sc_rows)
+    if not n_panels:
+        return
+    fig, axes = plt.subplots(1, n_panels, figsize=(5.2 * n_panels, 4.4), squeeze=False)
+    axes = list(axes[0])
+    if not val:
+        axes = [None, None, None, *axes]
+    keys = []
+    for r in val:
+        k = (r["dataset"], r["method"], r["backend"])
+        if k not in keys:
+            keys.append(k)
+    labels = [f"{d}\n{m} {b}" for d, m, b in keys]
+    for ax, metric, title in ((axes[0], "pair_accuracy", "exact pair accuracy (ok PICs)"),
+                              (axes[1], "alpha_r2", "alpha R^2 (ok PICs)")) if val else ():
+        means, errs = [], []
+        for k in keys:
+            xs = [r[metric] for r in val if (r["dataset"], r["method"], r["backend"]) == k
+                  and r.get(metric) is not None]
+            means.append(np.mean(xs) if xs else np.nan)
+            errs.append(np.std(xs) if len(xs) > 1 else 0)
+        colors = ["tab:blue" if k[1] == "ml" else "tab:orange" if k[1] == "picseq" else "tab:gray"
+                  for k in keys]
+        ax.bar(range(len(keys)), means, yerr=errs, color=colors, capsize=3)
+        ax.set_xticks(range(len(keys)), labels, fontsize=7, rotation=45, ha="right")
+        ax.set_ylim(min(0, np.nanmin(means) if keys and np.isfinite(np.nanmin(means)) else 0), 1)
+        ax.set_title(title, fontsize=10)
+    if val:
+        _calibration_panel(axes[2], keys, val)
+    if sc_rows:
+        ax = axes[3]
+        names = [f"{r['method']}\n{r['backend']}" for r in sc_rows]
+        vals = [r["seconds_at_target"] for r in sc_rows]
+        ax.bar(range(len(vals)), vals, color=["tab:red" if r["method"] == "faithful_loop" else "tab:blue"
+                                             for r in sc_rows])  # fmt: skip
+        for i, r in enumerate(sc_rows):
+            if r["extrapolated"]:
+                ax.text(i, vals[i], "extrap.", ha="center", va="bottom", fontsize=6)
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(vals)), names, fontsize=7)
+        r0 = sc_rows[0]
+        ax.set_title(f"time for {r0['n_pics_target']} PICs x {r0['n_pairs']} pairs (s)", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _csv(kind):
+    def parse(s: str):
+        items = [t.strip() for t in s.split(",") if t.strip()]
+        return [kind(t) for t in items]
+
+    return parse
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA,
+                   help="folder with the shared .h5ad files (default ../shared/data beside the repo)")
+    p.add_argument("--datasets", type=_csv(str), default=list(DATASETS),
+                   help=f"comma-separated, from {', '.join(DATASETS)}")
+    p.add_argument("--methods", type=_csv(str), default=["ml", "picseq"],
+                   help="comma-separated deconvolve methods (ml, picseq, mixture, ...)")
+    p.add_argument("--backends", type=_csv(str), default=["cpu", "gpu"],
+                   help="cpu, gpu or cpu,gpu (gpu rows only where CuPy sees a GPU)")
+    p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
+    p.add_argument("--n-pics", type=int, default=1000, help="synthetic PICs per data set and seed")
+    p.add_argument("--group-size", type=int, default=75, help="target reference cells per group")
+    p.add_argument("--n-train", type=int, default=20000,
+                   help="picseq: simulated PICs for the alpha LASSO (published: 20000)")
+    p.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                   help="skip the untimed deconvolve on 20 PICs before each timed one")
+    p.add_argument("--scale", action="store_true", help="run the scale mode instead of validation")
+    p.add_argument("--scale-dataset", default="pbmc4k", choices=list(DATASETS))
+    p.add_argument("--scale-pics", type=int, default=100_000, help="PICs to time (GPU) / to extrapolate to")
+    p.add_argument("--scale-cpu-pics", type=int, default=1000,
+                   help="PICs actually run on the CPU backend (at most --scale-pics)")
+    p.add_argument("--scale-groups", type=int, default=50, help="groups per population")
+    p.add_argument("--scale-genes", type=int, default=0,
+                   help="keep only this many top genes (by UMIs) before simulating; 0 = all expressed")
+    p.add_argument("--scale-pool", type=int, default=2000, help="simulated PICs to bootstrap from")
+    p.add_argument("--scale-fixed-pics", type=int, default=20, help="PICs of the fixed-cost call")
+    p.add_argument("--scale-loop-pics", type=int, default=200, help="PICs timed in the faithful loop")
+    p.add_argument("--scale-repeats", type=int, default=1)
+    p.add_argument("--out", type=Path, help="append JSON lines here")
+    p.add_argument("--plot", type=Path, help="write a PNG here")
+    args = p.parse_args(argv)
+    bad = set(args.datasets) - set(DATASETS)
+    if bad:
+        p.error(f"unknown datasets {sorted(bad)}; choose from {', '.join(DATASETS)}")
+    bad = set(args.backends) - {"cpu", "gpu"}
+    if bad:
+        p.error(f"unknown backend {sorted(bad)}; use cpu, gpu or cpu,gpu")
+    if not args.methods or not args.seeds:
+        p.error("--methods and --seeds must not be empty")
+    if min(args.n_pics, args.scale_pics, args.scale_cpu_pics, args.group_size, args.scale_repeats,
+           args.scale_loop_pics, args.scale_fixed_pics) < 1:  # fmt: skip
+        p.error("sizes must be at least 1")
+
+    out = None
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        out = args.out.open("a")
+
+    def emit(row):
+        if out is not None:
+            out.write(json.dumps(row, default=str) + "\n")
+            out.flush()
+
+    try:
+        rows = scale(args, emit) if args.scale else validate(args, emit)
+    finally:
+        if out is not None:
+            out.close()
+    print(summary(rows))
+    if args.plot:
+        plot(rows, args.plot)
+    return 1 if any("error" in r for r in rows if r.get("backend") != "gpu") else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""benchmarks/pic_validate.py runs and writes well-formed rows (no timing or accuracy asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "pic_validate.py"
+
+try:
+    import gpu_sc.pic  # noqa: F401
+except ImportError:
+    pytest.skip("gpu_sc.pic is not importable", allow_module_level=True)
+
+KEYS = {"mode", "dataset", "seed", "method", "backend", "device", "versions", "timestamp",
+        "params", "n_pics", "n_groups_a", "n_groups_b", "n_ref_a", "n_ref_b", "seconds",
+        "pair_accuracy", "a_accuracy", "b_accuracy", "alpha_r2", "alpha_mae", "ok_share",
+        "calibration", "ece", "n_markers"}  # fmt: skip
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("gpu_sc_pic_validate", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+
+
+def test_validate_pbmc68k_and_missing_data(tmp_path):
+    """An empty --data-dir: pbmc68k falls back to the bundled copy, tnbc is recorded as skipped,
+    and a method deconvolve does not know is recorded as skipped with its reason."""
+    empty = tmp_path / "data"
+    empty.mkdir()
+    out, png = tmp_path / "v.jsonl", tmp_path / "v.png"
+    cmd = [sys.executable, str(SCRIPT), "--data-dir", str(empty), "--datasets", "pbmc68k,tnbc",
+           "--methods", "ml,no_such_method", "--backends", "cpu", "--seeds", "0", "--n-pics", "30",
+           "--out", str(out), "--plot", str(png)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    ml = [x for x in rows if x.get("method") == "ml"]
+    assert len(ml) == 1
+    row = ml[0]
+    assert KEYS <= set(row), KEYS - set(row)
+    assert row["mode"] == "validate" and row["backend"] == "cpu" and row["dataset"] == "pbmc68k"
+    assert "bundled" in row["source"] and row["n_umis"] == 1000
+    assert row["n_pics"] == 30 and row["n_groups_a"] >= 3 and row["n_groups_b"] >= 3
+    assert row["seconds"] > 0 and 0 <= row["ok_share"] <= 1
+    for k in ("pair_accuracy", "a_accuracy", "b_accuracy", "ece"):
+        assert 0 <= row[k] <= 1
+    assert row["pair_accuracy"] <= min(row["a_accuracy"], row["b_accuracy"])
+    assert len(row["calibration"]) == 10
+    assert sum(b["n"] for b in row["calibration"]) == row["n_ok"]
+    assert {"gpu_sc", "numpy", "scanpy", "python"} <= set(row["versions"])
+    skipped = [x for x in rows if x.get("method") == "no_such_method"]
+    assert len(skipped) == 1 and "no_such_method" in skipped[0]["skipped"]
+    tnbc = [x for x in rows if x["dataset"] == "tnbc"]
+    assert len(tnbc) == 1 and "not found" in tnbc[0]["skipped"] and "seconds" not in tnbc[0]
+    assert "pbmc68k" in r.stdout and "tnbc" in r.stdout and "skipped" in r.stdout
+    assert png.stat().st_size > 1000
+
+
+def test_calibration_table(bench):
+    p = np.array([0.05, 0.15, 0.95, 0.95, 1.0, 0.5])
+    hit = np.array([False, True, True, False, True, True])
+    table, ece = bench.calibration(p, hit)
+    assert [b["n"] for b in table] == [1, 1, 0, 0, 0, 1, 0, 0, 0, 3]
+    assert table[9]["accuracy"] == pytest.approx(2 / 3)
+    assert table[9]["confidence"] == pytest.approx(2.9 / 3)
+    want = (abs(0 - 0.05) + abs(1 - 0.15) + abs(1 - 0.5) + 3 * abs(2 / 3 - 2.9 / 3)) / 6
+    assert ece == pytest.approx(want)
+    assert bench.calibration(np.ones(4), np.ones(4, bool))[1] == 0
+
+
+def test_metrics_count_only_ok_pics(bench):
+    obs = pd.DataFrame({
+        "pic_status": ["ok", "ok", "ok", "too_few_umis"],
+        "pic_a": ["A0", "A1", "A0", None], "pic_b": ["B0", "B0", "B1", None],
+        "true_a": ["A0", "A0", "A0", "A1"], "true_b": ["B0", "B0", "B0", "B1"],
+        "true_alpha": [0.2, 0.5, 0.8, 0.5], "pic_alpha": [0.2, 0.5, 0.8, np.nan],
+        "pic_p_pair": [0.9, 0.6, 0.4, np.nan], "source_a": list("abcd"), "source_b": list("efgh"),
+    })  # fmt: skip
+    m = bench.metrics(obs, {}, None)
+    assert m["n_ok"] == 3 and m["ok_share"] == 0.75
+    assert m["pair_accuracy"] == pytest.approx(1 / 3) and m["pair_accuracy_all"] == 0.25
+    assert m["a_accuracy"] == pytest.approx(2 / 3) and m["b_accuracy"] == pytest.approx(2 / 3)
+    assert m["alpha_r2"] == 1 and m["alpha_mae"] == 0
+    assert m["a_subtype_accuracy"] is None
+
+
+def test_gpu_rows_with_stand_ins(bench, monkeypatch):
+    """The GPU branch's bookkeeping, run on the CPU: a stand-in 'GPU' whose cupyx CSR is a scipy
+    CSR, so its rows must agree exactly with the CPU rows."""
+    import argparse
+    import types
+
+    import scipy.sparse as sp
+
+    fake_cpsp = types.SimpleNamespace(csr_matrix=lambda x: sp.csr_matrix(x))
+    monkeypatch.setattr(bench, "_gpu", lambda: (None, fake_cpsp, lambda: None, "Stand-in GPU"))
+    args = argparse.Namespace(datasets=["pbmc68k"], methods=["ml"], backends=["cpu", "gpu"],
+                              seeds=[0], n_pics=20, group_size=75, n_train=500, warm_up=False,
+                              data_dir=ROOT / "no_such_folder")  # fmt: skip
+    emitted = []
+    rows = bench.validate(args, emitted.append)
+    assert rows == emitted
+    assert [(r["backend"], r["device"]) for r in rows][1] == ("gpu", "Stand-in GPU")
+    cpu, gpu = rows
+    assert "error" not in gpu and gpu["cpu_pair_agreement"] == 1.0
+    assert gpu["cpu_ll_max_rel_diff"] == 0.0
+    assert gpu["pair_accuracy"] == cpu["pair_accuracy"]
+    assert "gpu" in bench.summary(rows)
+
+
+def test_scale_mode_smoke(tmp_path):
+    """Scale mode on the bundled pbmc68k: rows for ml, picseq and the faithful loop, which must
+    find the very pairs picseq found (same markers, profiles and alpha)."""
+    out = tmp_path / "s.jsonl"
+    cmd = [sys.executable, str(SCRIPT), "--scale", "--scale-dataset", "pbmc68k", "--data-dir",
+           str(tmp_path), "--scale-groups", "3", "--scale-pics", "30", "--scale-cpu-pics", "30",
+           "--scale-pool", "30", "--scale-loop-pics", "20", "--scale-fixed-pics", "10",
+           "--n-train", "300", "--backends", "cpu", "--out", str(out),
+           "--plot", str(tmp_path / "s.png")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    assert [(x["method"], x["backend"]) for x in rows] == [
+        ("ml", "cpu"), ("picseq", "cpu"), ("faithful_loop", "cpu-1thread")]
+    for x in rows:
+        assert x["mode"] == "scale" and x["n_pairs"] == 9 and x["seconds"] > 0
+        assert {"versions", "device", "timed", "extrapolated", "n_pics"} <= set(x)
+    assert rows[0]["n_pics"] == 30 and rows[0]["extrapolated"] is False
+    loop = rows[2]
+    assert loop["same_pair_as_picseq"] == 1.0 and 0 < loop["n_pics"] <= 20
+    assert set(loop["speedup_vs_faithful_loop"]) <= {"ml/cpu", "picseq/cpu"}
+    assert "faithful_loop" in r.stdout and (tmp_path / "s.png").stat().st_size > 1000
