@@ -372,8 +372,12 @@ def _gpu():
 
 
 def _deconvolve_kwargs(method: str, args) -> dict:
+    """deconvolve's arguments for a method name; "<method>-markers" searches pairs over the
+    marker design (search_genes="markers") instead of all genes."""
     kw = {"method": method, "seed": 0}
     params = inspect.signature(gsc.pic.deconvolve).parameters
+    if method.endswith("-markers") and "search_genes" in params:
+        kw.update(method=method.removesuffix("-markers"), search_genes="markers")
     if method == "picseq" and "n_train" in params:
         kw["n_train"] = args.n_train
     return kw

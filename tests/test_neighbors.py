@@ -230,3 +230,240 @@ def test_gpu_knn_tiles_and_select_kernel(brain):
         ind_g, dist_g = to_host(ind_g), to_host(dist_g)
         np.testing.assert_allclose(dist_g, dist_c, rtol=1e-12, atol=1e-12)
         assert np.mean(ind_g == ind_c) > 0.999  # exact ties aside
+
+
+# --- algorithm= (brute / pynndescent / cuml / cuvs) and knn=False ------------------------------
+
+from gpu_sc._ops import knn_approx  # noqa: E402
+from gpu_sc._ops.knn import pairwise  # noqa: E402
+from gpu_sc.preprocessing import _neighbors as nb  # noqa: E402
+
+_BRAIN = {}
+
+
+@pytest.fixture
+def brain_pca(brain):
+    """The 10k mouse brain cells (1 all-zero cell, 3 identical cells) after scanpy's
+    normalize_total, log1p and a 30-component pca (cached)."""
+    if "a" not in _BRAIN:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.normalize_total(brain)
+            sc.pp.log1p(brain)
+            sc.pp.pca(brain, n_comps=30)
+        _BRAIN["a"] = brain
+    return _BRAIN["a"].copy()
+
+
+def _rows(csr, n, drop=None):
+    """Each row's stored columns in stored order (without `drop`'s own index if given)."""
+    return [[j for j in csr.indices[csr.indptr[i] : csr.indptr[i + 1]] if j != i][:drop] for i in range(n)]
+
+
+def test_pynndescent_matches_scanpy_on_brain(brain_pca, monkeypatch):
+    """scanpy's default search for 10k cells is pynndescent; it fails here only on scipy >= 1.14
+    (csr_array.getnnz is gone), so emulate the older scipy it was written for. Same random_state:
+    the same neighbours (measured: 99.9993% shared, 1 row of 10,000 differs, by a tie among the
+    3 identical cells), connectivities equal up to float32 distance round-off, same uns. And
+    algorithm=None picks pynndescent here (>= 8192 cells), exactly as scanpy does."""
+    monkeypatch.setattr(sp.csr_array, "getnnz", lambda s, axis=None: np.diff(s.indptr) if axis == 1 else s.nnz,
+                        raising=False)  # fmt: skip
+    ref = brain_pca.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref)
+    ours = brain_pca.copy()
+    neighbors(ours, algorithm="pynndescent")
+    n = ours.n_obs
+    d, c = ours.obsp["distances"], ours.obsp["connectivities"]
+    # our layout for every algorithm: 14 neighbours other than the cell itself, by distance
+    assert (d.getnnz(axis=1) == 14).all() and isinstance(d, sp.csr_matrix)
+    ind = d.indices.reshape(n, 14)
+    assert (ind != np.arange(n)[:, None]).all() and (np.diff(d.data.reshape(n, 14), axis=1) >= 0).all()
+    # scanpy's pynndescent distances hold 16 entries per row (the cell itself included)
+    ref_rows = _rows(ref.obsp["distances"], n, drop=14)
+    shared = np.mean([len(set(a) & set(b)) / 14 for a, b in zip(ind, ref_rows, strict=True)])
+    same_rows = np.mean([set(a) == set(b) for a, b in zip(ind, ref_rows, strict=True)])
+    assert shared >= 0.9999 and same_rows >= 0.999, (shared, same_rows)
+    cr = ref.obsp["connectivities"]
+    assert ((c != 0).astype(np.int8) != (cr != 0).astype(np.int8)).nnz <= 1e-4 * cr.nnz
+    diff = abs(c - cr).tocsr()
+    assert (diff.data > 1e-4).sum() <= 1e-3 * cr.nnz  # measured: 28 of 170,724 above 1e-5
+    assert np.isfinite(c.data).all() and abs(c - c.T).max() <= 1e-6 and c.diagonal().max() == 0
+    assert ours.uns["neighbors"] == ref.uns["neighbors"]
+    # the default for 10k CPU cells is this same search
+    default = brain_pca.copy()
+    neighbors(default)
+    assert abs(default.obsp["connectivities"] - c).max() == 0
+    np.testing.assert_array_equal(default.obsp["distances"].indices, d.indices)
+    # the 3 identical cells find each other at distance 0; gauss works on the same lists
+    neighbors(default, algorithm="pynndescent", method="gauss")
+    g = default.obsp["connectivities"]
+    assert np.isfinite(g.data).all() and abs(g - g.T).max() <= 1e-6 and g.diagonal().max() == 0
+    for i, others in ((991, {6410, 8293}), (6410, {991, 8293}), (8293, {991, 6410})):
+        assert set(ind[i, :2]) == others and (d[i, ind[i, :2]].toarray() == 0).all()
+
+
+def test_pynndescent_small_data_close_to_exact(pbmc_pca):
+    """Asked for explicitly below scanpy's threshold: near-exact lists on 700 cells."""
+    a, b = pbmc_pca.copy(), pbmc_pca.copy()
+    neighbors(a, algorithm="pynndescent", random_state=3)
+    neighbors(b, algorithm="brute")
+    ia, ib = (x.obsp["distances"].indices.reshape(-1, 14) for x in (a, b))
+    assert np.mean([len(set(x) & set(y)) / 14 for x, y in zip(ia, ib, strict=True)]) >= 0.99
+    assert a.uns["neighbors"]["params"]["random_state"] == 3
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_refine_makes_candidates_exact(pbmc_pca, metric):
+    """Candidate lists as approximate searches return them (shuffled, the cell itself missing
+    or repeated, -1 padding, rows with too few candidates) become the exact brute-force lists."""
+    x = pbmc_pca.obsm["X_pca"]
+    k = 10
+    ind, dist = knn(x, k, metric=metric)
+    rng = np.random.default_rng(0)
+    cand = rng.permuted(ind, axis=1)  # the right cells, in any order
+    cand[::3] = np.where(cand[::3] == np.arange(0, len(x), 3)[:, None], -1, cand[::3])  # self dropped
+    extra = np.full((len(x), 3), -1)  # padding
+    extra[1::5, 0] = cand[1::5, 1]  # a repeated candidate
+    extra[2::5, 1] = np.arange(2, len(x), 5)  # the cell itself twice
+    cand = np.hstack([cand, extra])
+    cand[::50, 4:] = -1  # too few: searched exactly
+    out_i, out_d = knn_approx.refine(x, cand, k, metric=metric, block_bytes=2**16)
+    np.testing.assert_array_equal(out_i, ind)
+    np.testing.assert_allclose(out_d, dist, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_false_matches_scanpy(pbmc_pca, metric):
+    """knn=False, method='gauss': scanpy's dense all-pairs graph, same values (scanpy's distances
+    carry float32 round-off, 1.4e-6 here; ours are exact). Ours are float64 for both metrics;
+    scanpy's are float64 for euclidean, float32 for cosine (sklearn's two distance paths)."""
+    ref = pbmc_pca.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, knn=False, method="gauss", metric=metric)
+    neighbors(pbmc_pca, knn=False, method="gauss", metric=metric)
+    for key, tol in (("distances", 2e-6), ("connectivities", 5e-6)):
+        ours, theirs = pbmc_pca.obsp[key], ref.obsp[key]
+        assert type(ours) is type(theirs) is np.ndarray and ours.dtype == np.float64
+        assert np.abs(ours - theirs).max() <= tol
+    x = pbmc_pca.obsm["X_pca"].astype(np.float64)
+    np.testing.assert_allclose(pbmc_pca.obsp["distances"], cdist(x, x, metric=metric), rtol=0, atol=1e-10)
+    assert pbmc_pca.uns["neighbors"] == ref.uns["neighbors"]
+
+
+def test_knn_false_identical_cells_and_pairwise_blocks(brain_pca):
+    """Exact zeros for identical cells whatever the block size; a finite symmetric graph where
+    n_neighbors identical cells give scanpy a zero kernel width (NaN there)."""
+    rows = np.r_[0:400, 991, 6410, 8293, 1520]
+    x = brain_pca.obsm["X_pca"][rows]
+    d = pairwise(x, block_bytes=2**14)
+    np.testing.assert_allclose(d, cdist(x.astype(np.float64), x.astype(np.float64)), rtol=0, atol=1e-10)
+    assert (d[400:403, 400:403] == 0).all()
+    a = brain_pca[rows].copy()
+    neighbors(a, n_neighbors=3, knn=False, method="gauss", use_rep="X_pca")
+    c = a.obsp["connectivities"]
+    assert np.isfinite(c).all() and (c == c.T).all() and (np.diag(c) == 1).all()
+    assert (c[400:403, 400:403] == 1).all()
+
+
+def test_knn_false_errors(pbmc_pca, monkeypatch):
+    before = pbmc_pca.copy()
+    with pytest.raises(ValueError, match="only with knn=True"):
+        neighbors(pbmc_pca, knn=False)  # method='umap', as scanpy
+    with pytest.raises(ValueError, match="algorithm must be None or 'brute'"):
+        neighbors(pbmc_pca, knn=False, method="gauss", algorithm="pynndescent")
+    monkeypatch.setattr(nb, "MAX_DENSE_OBS", 500)
+    with pytest.raises(ValueError, match="limited to 500 cells"):
+        neighbors(pbmc_pca, knn=False, method="gauss")
+    assert_adata_equal(pbmc_pca, before)
+
+
+def test_default_algorithm_follows_scanpy():
+    """scanpy: exact below 4096 cells (8192 for euclidean), pynndescent above; GPU: brute."""
+    choose = nb._choose_algorithm
+    kw = {"on_gpu": False, "knn": True}
+    assert choose(None, n_obs=4095, metric="cosine", **kw) == "brute"
+    assert choose(None, n_obs=4096, metric="cosine", **kw) == "pynndescent"
+    assert choose(None, n_obs=8191, metric="euclidean", **kw) == "brute"
+    assert choose(None, n_obs=8192, metric="euclidean", **kw) == "pynndescent"
+    assert choose(None, n_obs=10**6, metric="euclidean", on_gpu=True, knn=True) == "brute"
+    assert choose(None, n_obs=10**4, metric="euclidean", on_gpu=False, knn=False) == "brute"
+    assert choose("pynndescent", n_obs=100, metric="euclidean", **kw) == "pynndescent"
+
+
+def test_default_brute_below_threshold(pbmc_pca, monkeypatch):
+    """700 cells: the default never calls pynndescent and equals algorithm='brute'; without
+    pynndescent installed, large data falls back to brute too."""
+
+    def boom(*args, **kwargs):
+        raise AssertionError("pynndescent called")
+
+    monkeypatch.setattr(knn_approx, "pynndescent_knn", boom)
+    a, b = pbmc_pca.copy(), pbmc_pca.copy()
+    neighbors(a)
+    neighbors(b, algorithm="brute")
+    assert_adata_equal(a, b)
+    assert a.uns["neighbors"]["params"] == {"n_neighbors": 15, "method": "umap", "random_state": 0,
+                                            "metric": "euclidean"}  # fmt: skip
+    monkeypatch.setattr(knn_approx, "available", lambda name: False)
+    assert nb._choose_algorithm(None, on_gpu=False, n_obs=10**5, metric="euclidean", knn=True) == "brute"
+
+
+@pytest.mark.parametrize(
+    "algorithm,error,match",
+    [("kd_tree", ValueError, "algorithm must be one of .* got 'kd_tree'"),
+     ("cuml", ValueError, "algorithm='cuml' runs on the GPU .* on the CPU"),
+     ("cuvs", ValueError, "algorithm='cuvs' runs on the GPU .* on the CPU")],
+)  # fmt: skip
+def test_bad_algorithm(pbmc_pca, algorithm, error, match):
+    before = pbmc_pca.copy()
+    with pytest.raises(error, match=match):
+        neighbors(pbmc_pca, algorithm=algorithm)
+    assert_adata_equal(pbmc_pca, before)
+
+
+@pytest.mark.parametrize("name", ["cuml", "cuvs"])
+def test_missing_backend_says_what_to_install(name):
+    if knn_approx.available(name):
+        pytest.skip(f"{name} is installed")
+    with pytest.raises(ImportError, match=f"algorithm='{name}' needs .*pip install {name}-cu12"):
+        knn_approx.backend(name)
+    with pytest.raises(ImportError, match="algorithm='brute'"):
+        nb._choose_algorithm(name, on_gpu=True, n_obs=100, metric="euclidean", knn=True)
+
+
+@pytest.mark.gpu
+def test_gpu_pynndescent_and_dense(pbmc_pca):
+    """GPU data: pynndescent searched on the host gives the CPU graph, back on the GPU; the
+    dense knn=False graph equals the CPU one."""
+    import cupy as cp
+
+    for kwargs in ({"algorithm": "pynndescent"}, {"knn": False, "method": "gauss"}):
+        cpu, gpu = pbmc_pca.copy(), pbmc_pca.copy()
+        gpu.obsm["X_pca"] = cp.asarray(gpu.obsm["X_pca"])
+        neighbors(cpu, **kwargs)
+        neighbors(gpu, **kwargs)
+        for key in ("distances", "connectivities"):
+            g, c = gpu.obsp[key], cpu.obsp[key]
+            assert type(g).__module__.startswith("cupy")
+            g = g.get()
+            assert abs(g - c).max() <= 1e-5
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["cuml", "cuvs"])
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_gpu_rapids_equals_brute(pbmc_pca, name, metric):
+    import cupy as cp
+
+    if not knn_approx.available(name):
+        pytest.skip(f"{name} is not installed")
+    a, b = pbmc_pca.copy(), pbmc_pca.copy()
+    for x in (a, b):
+        x.obsm["X_pca"] = cp.asarray(x.obsm["X_pca"])
+    neighbors(a, algorithm=name, metric=metric)
+    neighbors(b, algorithm="brute", metric=metric)
+    for key in ("distances", "connectivities"):
+        assert abs(a.obsp[key].get() - b.obsp[key].get()).max() <= 1e-6

@@ -1,4 +1,5 @@
-"""neighbors: exact kNN graph with UMAP or Gaussian connectivities, like scanpy.pp.neighbors."""
+"""neighbors: kNN graph (exact brute force, pynndescent, cuML or cuVS) with UMAP or Gaussian
+connectivities, or scanpy's dense Gaussian graph (knn=False), like scanpy.pp.neighbors."""
 
 from __future__ import annotations
 
@@ -7,15 +8,98 @@ import importlib
 import numpy as np
 from anndata import AnnData
 
-from .._backend import is_sparse, xp_of
+from .._backend import describe, is_gpu, is_sparse, xp_of
+from .._ops import knn_approx
 from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
 from .._settings import settings
+from .._ops.knn import BLOCK_BYTES, pairwise
 from .._ops.knn import knn as exact_knn
 
 _STEP = "neighbors"
 _N_PCS = 50  # scanpy: more genes than this and no X_pca -> PCA first
 _METRICS = ("euclidean", "cosine")
+ALGORITHMS = (None, "brute", "pynndescent", "cuml", "cuvs")
+# scanpy's own rule for its default search (scanpy.neighbors, Neighbors._handle_transformer):
+# exact below 4096 cells, and below 8192 for euclidean; pynndescent above
+BRUTE_MAX_OBS = 4096
+BRUTE_MAX_OBS_EUCLIDEAN = 8192
+MAX_DENSE_OBS = 20_000  # knn=False: two dense float64 n_obs x n_obs matrices (6.4 GB at 20,000)
+_GAUSS_ZERO = 1e-14  # knn=False: weights at or below this are set to 0, as scanpy does
+
+
+def _choose_algorithm(algorithm, *, on_gpu: bool, n_obs: int, metric: str, knn: bool, what: str = "") -> str:
+    """The kNN search to run (see `algorithm` in :func:`neighbors`); raises for names that
+    cannot run here. Nothing is computed. `what` describes the data for error messages."""
+    if algorithm not in ALGORITHMS:
+        msg = f"{_STEP}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
+        raise ValueError(msg)
+    if not knn:
+        if algorithm not in (None, "brute"):
+            msg = (f"{_STEP}: knn=False computes the distances between all pairs of cells exactly; "
+                   f"algorithm must be None or 'brute', got {algorithm!r}.")  # fmt: skip
+            raise ValueError(msg)
+        return "brute"
+    if algorithm is None:
+        if on_gpu:
+            return "brute"
+        small = n_obs < BRUTE_MAX_OBS or (metric == "euclidean" and n_obs < BRUTE_MAX_OBS_EUCLIDEAN)
+        if small:
+            return "brute"
+        if not knn_approx.available("pynndescent"):
+            settings.info(f"{_STEP}: pynndescent is not installed (scanpy's search for {n_obs} cells); "
+                          "using the exact brute-force search instead.")  # fmt: skip
+            return "brute"
+        return "pynndescent"
+    if algorithm in ("cuml", "cuvs"):
+        if not on_gpu:
+            msg = (f"{_STEP}: algorithm={algorithm!r} runs on the GPU and needs the representation on "
+                   f"the GPU (a cupy array); got {what or 'data on the CPU'}. Move the data to the "
+                   "GPU first, or use algorithm='brute' (exact) or 'pynndescent' (scanpy's search) "
+                   "on the CPU.")  # fmt: skip
+            raise ValueError(msg)
+        knn_approx.backend(algorithm)  # ImportError naming what to install
+    if algorithm == "pynndescent":
+        knn_approx.backend("pynndescent")
+    return algorithm
+
+
+def _search(rep, n_neighbors: int, metric: str, algorithm: str, random_state):
+    if algorithm == "pynndescent":
+        return knn_approx.pynndescent_knn(rep, n_neighbors, metric=metric, random_state=random_state)
+    if algorithm == "cuml":
+        return knn_approx.cuml_knn(rep, n_neighbors, metric=metric)
+    if algorithm == "cuvs":
+        return knn_approx.cuvs_knn(rep, n_neighbors, metric=metric)
+    return exact_knn(rep, n_neighbors, metric=metric)
+
+
+def _dense_gauss(dist, n_neighbors: int, block_bytes: int = BLOCK_BYTES):
+    """scanpy's knn=False graph from dense all-pairs distances: sigma_i^2 a quarter of the
+    n_neighbors-th smallest squared distance of row i (the row itself, at 0, counts as the
+    first), w_ij = sqrt(2 s_i s_j / (s_i^2 + s_j^2)) exp(-d_ij^2 / (s_i^2 + s_j^2)), weights
+    <= 1e-14 set to 0; a dense float64 matrix with ones on the diagonal. Where s_i = s_j = 0
+    (n_neighbors identical cells; scanpy gives NaN) w_ij is 1 for identical cells, else 0."""
+    xp = xp_of(dist)
+    n = dist.shape[0]
+    step = max(1, block_bytes // (8 * max(n, 1)))
+    s2 = xp.empty(n, np.float64)
+    for start in range(0, n, step):
+        d2 = dist[start : start + step] ** 2
+        s2[start : start + step] = xp.partition(d2, n_neighbors - 1, axis=1)[:, n_neighbors - 1] / 4
+    s = xp.sqrt(s2)
+    out = xp.empty((n, n), np.float64)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        d2 = dist[start:stop] ** 2
+        den = s2[start:stop, None] + s2[None, :]
+        zero = den == 0
+        den = xp.where(zero, 1.0, den)
+        w = xp.sqrt(2.0 * s[start:stop, None] * s[None, :] / den) * xp.exp(-d2 / den)
+        w = xp.where(zero, (d2 == 0).astype(np.float64), w)
+        w[w <= _GAUSS_ZERO] = 0.0
+        out[start:stop] = w
+    return out
 
 
 def _representation(adata: AnnData, use_rep, n_pcs):
@@ -64,7 +148,7 @@ def neighbors(
     copy: bool = False,
     algorithm: str | None = None,
 ) -> AnnData | None:
-    """Exact k-nearest-neighbour graph, like :func:`scanpy.pp.neighbors`.
+    """k-nearest-neighbour graph, like :func:`scanpy.pp.neighbors`.
 
     Parameters
     ----------
@@ -77,41 +161,83 @@ def neighbors(
     use_rep
         ``'X'`` or an ``adata.obsm`` key; default X_pca (X for <= 50 genes).
     knn
-        Only ``True`` (a kNN graph) is supported.
+        ``True``: a kNN graph. ``False`` (``method='gauss'`` only, as in scanpy): scanpy's dense
+        graph over all pairs of cells, a Gaussian kernel whose width is set by the
+        ``n_neighbors``-th nearest neighbour; distances (exact in float64) and connectivities
+        are then dense float64 ``n_obs x n_obs`` arrays (scanpy writes float64 for euclidean,
+        float32 for cosine), so at most ``MAX_DENSE_OBS`` = 20,000 cells are accepted (6.4 GB
+        for the two matrices there).
     method
         ``'umap'`` (fuzzy simplicial set) or ``'gauss'``.
     metric
         ``'euclidean'`` or ``'cosine'``.
     random_state
-        Recorded in ``uns``; the exact search is deterministic.
+        Seed of the pynndescent search (as in scanpy); recorded in ``uns``. The exact searches
+        are deterministic.
     key_added
         Prefix: writes ``obsp['{key}_distances']``, ``obsp['{key}_connectivities']``, ``uns[key]``.
     copy
         Work on and return a copy.
     algorithm
-        ``None`` or ``'brute'`` (exact brute force in memory-bounded tiles).
+        The kNN search. Every search's candidates are re-ranked with float64 distances (the
+        cell itself first, then by distance and index), so the graph code is the same for all.
+
+        ``None`` (default)
+            GPU data: ``'brute'``. CPU data: what scanpy does, ``'brute'`` below 4,096 cells
+            (below 8,192 for ``metric='euclidean'``), ``'pynndescent'`` above (``'brute'`` with
+            an info line when pynndescent is not installed).
+        ``'brute'``
+            Exact brute force in memory-bounded tiles (CPU or GPU).
+        ``'pynndescent'``
+            Approximate nearest-neighbour descent with scanpy's settings (``n_neighbors + 1``
+            neighbours, ``n_trees = min(64, 5 + round(sqrt(n_obs) / 20))``,
+            ``n_iters = max(5, round(log2(n_obs)))``, ``random_state``, one thread), so the
+            same ``random_state`` finds the neighbours scanpy finds. GPU data are searched on
+            the host. Needs ``pynndescent``.
+        ``'cuml'`` / ``'cuvs'``
+            Exact brute force of RAPIDS cuML (``cuml.neighbors.NearestNeighbors``) or cuVS
+            (``cuvs.neighbors.brute_force``); GPU data only, and only where installed.
+
+        The algorithm used is not written to ``uns`` (whose keys stay scanpy's); with
+        ``gsc.settings.verbosity = 2`` it is printed.
 
     Returns
     -------
     ``adata`` when ``copy`` else ``None``. Sets ``obsp['distances']`` (CSR, n_neighbors - 1
-    neighbours per row, self excluded), ``obsp['connectivities']`` (CSR) and
-    ``uns['neighbors']`` = {'connectivities_key', 'distances_key', 'params'}, on the device of
-    the representation.
+    neighbours per row in ascending distance, self excluded, for every algorithm; dense with
+    ``knn=False``), ``obsp['connectivities']`` (CSR, zero diagonal; dense with ones on the
+    diagonal with ``knn=False``) and ``uns['neighbors']`` = {'connectivities_key',
+    'distances_key', 'params'}, on the device of the representation. (scanpy's own
+    pynndescent path stores n_neighbors + 1 distances per row, the cell itself included, as a
+    ``csr_array``; here every algorithm gives scanpy's exact-search layout, so the algorithm
+    never changes the shape of the result. The connectivities use the same n_neighbors lists
+    in both.)
+
+    Raises
+    ------
+    ValueError
+        Unknown ``method``, ``metric`` or ``algorithm``; ``knn=False`` with ``method='umap'``,
+        with an approximate ``algorithm`` or above ``MAX_DENSE_OBS`` cells; ``'cuml'`` /
+        ``'cuvs'`` with data on the CPU; bad ``n_neighbors``, ``n_pcs`` or representation.
+    ImportError
+        ``algorithm`` names a package that is not installed.
     """
     if not isinstance(adata, AnnData):
         msg = f"{_STEP}: expected an AnnData, got {type(adata).__name__}."
         raise TypeError(msg)
-    if not knn:
-        msg = f"{_STEP}: knn=False (a dense all-pairs graph) is not supported; use knn=True."
-        raise NotImplementedError(msg)
+    knn = bool(knn)
     if method not in ("umap", "gauss"):
         msg = f"{_STEP}: method must be 'umap' or 'gauss', got {method!r}."
+        raise ValueError(msg)
+    if not knn and method != "gauss":
+        msg = (f"{_STEP}: method={method!r} only with knn=True (as in scanpy); knn=False builds "
+               "the dense Gaussian-kernel graph of method='gauss'.")  # fmt: skip
         raise ValueError(msg)
     if metric not in _METRICS:
         msg = f"{_STEP}: metric {metric!r} is not supported; choose one of {_METRICS}."
         raise ValueError(msg)
-    if algorithm not in (None, "brute"):
-        msg = f"{_STEP}: algorithm must be None or 'brute', got {algorithm!r}."
+    if algorithm not in ALGORITHMS:
+        msg = f"{_STEP}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
         raise ValueError(msg)
     n_neighbors = int(n_neighbors)
     if n_neighbors < 2:
@@ -120,9 +246,19 @@ def neighbors(
     if n_neighbors >= adata.n_obs:
         msg = f"{_STEP}: n_neighbors={n_neighbors} must be smaller than the number of cells ({adata.n_obs})."
         raise ValueError(msg)
+    if not knn and adata.n_obs > MAX_DENSE_OBS:
+        gb = 2 * 8 * adata.n_obs**2 / 1e9
+        msg = (f"{_STEP}: knn=False writes two dense {adata.n_obs} x {adata.n_obs} float64 matrices "
+               f"({gb:.1f} GB); it is limited to {MAX_DENSE_OBS} cells. Use knn=True.")  # fmt: skip
+        raise ValueError(msg)
+    rep = _representation(adata, use_rep, n_pcs)
+    where = rep if rep is not None else adata.X
+    algorithm = _choose_algorithm(algorithm, on_gpu=is_gpu(where), n_obs=adata.n_obs, metric=metric, knn=knn,
+                                  what=describe(where))  # fmt: skip
+    settings.progress(f"{_STEP}: {'all pairs' if not knn else algorithm} search on {describe(where)}.")
     if copy:
         adata = adata.copy()
-    rep = _representation(adata, use_rep, n_pcs)
+        rep = _representation(adata, use_rep, n_pcs)
     if rep is None:
         from ._pca import pca
 
@@ -142,13 +278,17 @@ def neighbors(
         raise ValueError(msg)
     out_dtype = np.float32 if rep.dtype == np.float32 or rep.dtype.kind != "f" else np.float64
 
-    ind, dist = exact_knn(xp.ascontiguousarray(rep), n_neighbors, metric=metric)
     n = adata.n_obs
-    distances = knn_csr(ind, dist.astype(out_dtype), n, drop_first=True)
-    if method == "umap":
-        conn = umap_connectivities(ind, dist, n, n_neighbors)
+    if not knn:
+        distances = pairwise(xp.ascontiguousarray(rep), metric=metric)
+        conn = _dense_gauss(distances, n_neighbors)
     else:
-        conn = gauss_connectivities(distances)
+        ind, dist = _search(xp.ascontiguousarray(rep), n_neighbors, metric, algorithm, random_state)
+        distances = knn_csr(ind, dist.astype(out_dtype), n, drop_first=True)
+        if method == "umap":
+            conn = umap_connectivities(ind, dist, n, n_neighbors)
+        else:
+            conn = gauss_connectivities(distances)
 
     dkey, ckey, ukey = (OBSP_DISTANCES, OBSP_CONNECTIVITIES, UNS_NEIGHBORS) if key_added is None else (
         f"{key_added}_distances", f"{key_added}_connectivities", key_added)  # fmt: skip

@@ -1,0 +1,197 @@
+"""kNN lists from other search backends: pynndescent (CPU, what scanpy uses for large data),
+cuML or cuVS brute force (GPU), made into the same lists the exact brute path gives.
+
+Each backend proposes k + 1 candidate neighbours per row (k counts the row itself, as
+``n_neighbors`` does; scanpy asks pynndescent for one more). :func:`refine` then recomputes the
+distances to the candidates directly in float64, puts the row itself first (whether or not the
+backend found it, and ahead of exact duplicates), orders the rest by (distance, index) and keeps
+k. A row left with fewer than k distinct candidates (a failed approximate search) is searched
+exactly. The result is (indices int64, distances float64), shaped like
+:func:`gpu_sc._ops.knn.knn`, so one graph code serves every backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import warnings
+
+import numpy as np
+
+from .._backend import is_gpu, to_host, xp_of
+from .knn import BLOCK_BYTES, MARGIN, _prepare
+
+QUERY_ROWS = 2**16  # GPU backends: queries per call
+_RAPIDS = "e.g. pip install {0}-cu12, or {0}-cu13 for CUDA 13; see docs.rapids.ai/install"
+_INSTALL = {  # backend: (module, entry point, how to install)
+    "pynndescent": ("pynndescent", "NNDescent", "pip install pynndescent"),
+    "cuml": ("cuml.neighbors", "NearestNeighbors", _RAPIDS.format("cuml")),
+    "cuvs": ("cuvs.neighbors.brute_force", "search", _RAPIDS.format("cuvs")),
+}
+
+
+def backend(name: str):
+    """The search entry point of backend `name` ('pynndescent', 'cuml', 'cuvs'), or an
+    ImportError that says what to install."""
+    module, attr, how = _INSTALL[name]
+    try:
+        return getattr(importlib.import_module(module), attr)
+    except Exception as err:  # ImportError, or a broken CUDA install failing at import
+        msg = (f"algorithm={name!r} needs {module}.{attr}, which could not be imported ({err}). "
+               f"Install it ({how}) or use algorithm='brute' (exact, CPU or GPU).")  # fmt: skip
+        raise ImportError(msg) from None
+
+
+def available(name: str) -> bool:
+    try:
+        backend(name)
+    except ImportError:
+        return False
+    return True
+
+
+def nndescent_params(n_obs: int) -> dict:
+    """scanpy's choice for its default pynndescent search (UMAP's nearest_neighbors defaults):
+    more trees and iterations for more cells."""
+    return {"n_trees": min(64, 5 + round(n_obs**0.5 / 20.0)), "n_iters": max(5, round(math.log2(n_obs)))}
+
+
+def pynndescent_knn(x, k: int, *, metric: str = "euclidean", random_state=0, block_bytes: int = BLOCK_BYTES):
+    """kNN lists of dense `x` from pynndescent's NN-descent with scanpy's settings (k + 1
+    neighbours asked for, scanpy's n_trees / n_iters, `random_state`, one thread as scanpy's
+    default ``settings.n_jobs = 1``: the graph depends on the thread count), then refined.
+    GPU input is searched on the host; the lists come back to the GPU."""
+    nndescent = backend("pynndescent")
+    host = np.ascontiguousarray(to_host(x))
+    n = host.shape[0]
+    with warnings.catch_warnings():
+        # rows it could not fill are padded with -1; refine() searches those rows exactly
+        warnings.filterwarnings("ignore", message="Failed to correctly find n_neighbors")
+        index = nndescent(host, n_neighbors=min(n, k + 1), metric=metric, random_state=random_state,
+                          n_jobs=1, low_memory=True, compressed=False, verbose=False,
+                          **nndescent_params(n))  # fmt: skip
+    cand = index.neighbor_graph[0]
+    if is_gpu(x):
+        cand = xp_of(x).asarray(cand)
+    return refine(x, cand, k, metric=metric, block_bytes=block_bytes)
+
+
+def _gpu_input(x, name: str):
+    if not is_gpu(x):
+        msg = (f"algorithm={name!r} runs on the GPU and needs the representation as a cupy array; "
+               f"got a {type(x).__module__.split('.')[0]} {type(x).__name__} on the CPU. Move the data "
+               f"to the GPU first, or use algorithm='brute' or 'pynndescent' on the CPU.")  # fmt: skip
+        raise ValueError(msg)
+
+
+def cuml_knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
+    """kNN lists of cupy `x` from cuML's exact brute-force NearestNeighbors, then refined."""
+    _gpu_input(x, "cuml")
+    import cupy as cp
+
+    nearest = backend("cuml")
+    x32 = cp.ascontiguousarray(_prepare(x, metric), dtype=cp.float32)  # unit rows for cosine
+    model = nearest(n_neighbors=k + 1, algorithm="brute", metric="euclidean", output_type="cupy")
+    model.fit(x32)
+    cand = cp.empty((x.shape[0], min(x.shape[0], k + 1)), cp.int64)
+    for start in range(0, x.shape[0], QUERY_ROWS):
+        stop = min(x.shape[0], start + QUERY_ROWS)
+        _, ind = model.kneighbors(x32[start:stop], n_neighbors=cand.shape[1], return_distance=True)
+        cand[start:stop] = cp.asarray(ind)
+    return refine(x, cand, k, metric=metric, block_bytes=block_bytes)
+
+
+def cuvs_knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
+    """kNN lists of cupy `x` from cuVS's exact brute-force search, then refined."""
+    _gpu_input(x, "cuvs")
+    import cupy as cp
+
+    backend("cuvs")
+    brute_force = importlib.import_module("cuvs.neighbors.brute_force")
+    # squared euclidean on unit rows ranks as cosine does, so one metric serves both
+    x32 = cp.ascontiguousarray(_prepare(x, metric), dtype=cp.float32)
+    index = brute_force.build(x32, metric="sqeuclidean")
+    cand = cp.empty((x.shape[0], min(x.shape[0], k + 1)), cp.int64)
+    for start in range(0, x.shape[0], QUERY_ROWS):
+        stop = min(x.shape[0], start + QUERY_ROWS)
+        _, ind = brute_force.search(index, x32[start:stop], cand.shape[1])
+        cand[start:stop] = cp.asarray(ind)
+    return refine(x, cand, k, metric=metric, block_bytes=block_bytes)
+
+
+def _rank(x64, rows, cand, k: int, metric: str):
+    """For each row of `rows`: its distinct valid (>= 0) candidates ranked self first, then by
+    (float64 distance, index); the first k as (indices, distances, complete) where `complete`
+    says the row had at least k of them."""
+    xp = xp_of(x64)
+    rows = rows[:, None]
+    valid = cand >= 0
+    cand = xp.where(valid, cand, rows).astype(np.int64)
+    q = x64[rows[:, 0]]
+    if metric == "cosine":
+        dist = xp.maximum(1.0 - xp.einsum("bd,bmd->bm", q, x64[cand]), 0.0)
+    else:
+        diff = x64[cand] - q[:, None, :]
+        dist = xp.sqrt((diff * diff).sum(axis=2))
+    is_self = cand == rows
+    dist = xp.where(is_self, 0.0, dist)
+    key = xp.where(valid, xp.where(is_self, -1.0, dist), xp.inf)
+
+    def by_key(cand, dist, key):
+        order = xp.argsort(cand, axis=1)  # stable sorts by key then keep the smaller index first
+        cand, dist, key = (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
+        order = xp.argsort(key, axis=1, kind="stable")
+        return (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
+
+    cand, dist, key = by_key(cand, dist, key)
+    dup = xp.zeros(cand.shape, dtype=bool)  # a repeated index sits next to its first copy now
+    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+    if bool(dup.any()):
+        cand, dist, key = by_key(cand, dist, xp.where(dup, xp.inf, key))
+    complete = xp.isfinite(key[:, k - 1]) if cand.shape[1] >= k else xp.zeros(rows.shape[0], bool)
+    return cand[:, :k], dist[:, :k], complete
+
+
+def _exact_rows(x64, rows, k: int, metric: str):
+    """Exact kNN lists of the few `rows` against all rows."""
+    xp = xp_of(x64)
+    n = x64.shape[0]
+    m = min(n, k + MARGIN)
+    q = x64[rows]
+    d2 = (q * q).sum(axis=1)[:, None] + (x64 * x64).sum(axis=1)[None, :] - 2.0 * (q @ x64.T)
+    cand = xp.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else xp.tile(xp.arange(n), (rows.size, 1))
+    ind, dist, _ = _rank(x64, rows, cand, k, metric)
+    return ind, dist
+
+
+def refine(x, cand, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
+    """(indices int64 (n, k), distances float64 (n, k)) from candidate lists `cand` (n, m) of
+    dense `x` (numpy or cupy, on the device of `x`; -1 marks no candidate), row itself first."""
+    xp = xp_of(x)
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        msg = f"k must lie in 1..{n}, got {k}."
+        raise ValueError(msg)
+    x64 = _prepare(x, metric)
+    cand = xp.asarray(cand)
+    width = cand.shape[1] + 1
+    step = max(1, block_bytes // (8 * width * max(1, x.shape[1])))
+    ind = xp.empty((n, k), np.int64)
+    dist = xp.empty((n, k), np.float64)
+    missing = []
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        rows = xp.arange(start, stop, dtype=np.int64)
+        block = cand[start:stop].astype(np.int64)
+        block = xp.where(block == rows[:, None], -1, block)  # the row itself goes first, once
+        block = xp.concatenate([rows[:, None], block], axis=1)
+        ind[start:stop], dist[start:stop], complete = _rank(x64, rows, block, k, metric)
+        if not bool(complete.all()):
+            missing.append(rows[~complete])
+    if missing:
+        missing = xp.concatenate(missing)
+        step = max(1, block_bytes // (8 * n))
+        for s in range(0, missing.size, step):
+            rows = missing[s : s + step]
+            ind[rows], dist[rows] = _exact_rows(x64, rows, k, metric)
+    return ind, dist
