@@ -20,19 +20,23 @@ _N_CALIBRATE = 400  # PICs simulated from the reference to fit the temperatures
 
 def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
     if not pics.var_names.equals(singlets.var_names):
-        msg = ("pics and singlets must have the same genes in the same order "
-               f"({pics.n_vars} vs {singlets.n_vars} genes; subset both to a shared var_names).")
+        msg = ("deconvolve: pics and singlets must have the same genes in the same order "
+               f"({pics.n_vars} vs {singlets.n_vars} genes); subset both to the shared "
+               "var_names, e.g. pics[:, genes] and singlets[:, genes].")
         raise ValueError(msg)
     if groupby not in singlets.obs:
-        raise KeyError(f"{groupby!r} is not a column of singlets.obs.")
+        raise KeyError(f"deconvolve: {groupby!r} is not a column of singlets.obs "
+                       f"(columns: {list(singlets.obs.columns)[:20]}).")
     labels = singlets.obs[groupby].astype(str).to_numpy()
     ga, gb = _as_list(a), _as_list(b)
     present = set(labels)
     missing = [g for g in ga + gb if g not in present]
     if missing:
-        raise KeyError(f"groups {missing} are not in singlets.obs[{groupby!r}].")
+        raise KeyError(f"deconvolve: groups {missing} are not in singlets.obs[{groupby!r}] "
+                       f"(its groups: {sorted(present)[:30]}).")
     if set(ga) & set(gb):
-        raise ValueError(f"groups {sorted(set(ga) & set(gb))} are in both a and b.")
+        raise ValueError(f"deconvolve: groups {sorted(set(ga) & set(gb))} are in both a and b; "
+                         "each group belongs to one population.")
     return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets, step="deconvolve",
                                                             what="singlets")
 
@@ -166,14 +170,19 @@ def _report(done: int, total: int) -> None:
     print(f"deconvolve: pair search {done}/{total} PICs", file=sys.stderr, flush=True)
 
 
+def _on_device(x: sp.csr_matrix, device: str):
+    """The host CSR `x` where the work runs: as is for the CPU, a cupyx CSR for the GPU."""
+    if device != "gpu":
+        return x
+    import cupyx.scipy.sparse as cusp
+
+    return cusp.csr_matrix(x)
+
+
 def _search(x, pa, pb, *, eps, alpha, tau, device, progress=False) -> dict:
     """Best pair per PIC (tie rule), its LL and alpha, and the posterior softmax(tau * LL)
     over pairs, PICs streamed in chunks on the CPU or the GPU."""
-    if device == "gpu":
-        import cupyx.scipy.sparse as cusp
-
-        x = cusp.csr_matrix(x)
-    r = _loglik.pair_scores(x, pa, pb, eps=eps, alpha=alpha, temper=tau,
+    r = _loglik.pair_scores(_on_device(x, device), pa, pb, eps=eps, alpha=alpha, temper=tau,
                             progress=_report if progress else None)
     return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
             "p_pair": r.p_pair, "p_a": r.p_a[np.arange(r.ia.size), r.ia],
@@ -181,14 +190,11 @@ def _search(x, pa, pb, *, eps, alpha, tau, device, progress=False) -> dict:
 
 
 def _mixture_block(x, ok, m, out) -> None:
-    """Soft weights over all groups (batched EM, MAP) and their summary, into `out`."""
+    """Soft weights over all groups (batched EM, MAP) and their summary, into `out`
+    (`x`: the PICs' counts over the search genes)."""
     from ._mixture import mixture_weights, summarise
 
-    xo = m.design.counts(x)[ok]
-    if m.device == "gpu":
-        import cupyx.scipy.sparse as cusp
-
-        xo = cusp.csr_matrix(xo)
+    xo = _on_device(x[ok], m.device)
     w, ll, _ = mixture_weights(xo, m.search_profiles, eps=m.eps, concentration=m.concentration,
                                n_iter=m.n_iter)
     w, ll = to_host(w), to_host(ll)
@@ -245,21 +251,16 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
         x, keep = _downsample(x, int(m.n_umis), rng)
         status[~keep] = "too_few_umis"
     # picseq scores marker genes only; ml and mixture score every gene of their design
-    scored = x[:, m.markers] if m.method == "picseq" else m.design.counts(x)
+    scored = x[:, m.markers].tocsr() if m.method == "picseq" else m.design.counts(x)
     empty = np.asarray(scored.sum(1)).ravel() == 0
     status[(status == "ok") & empty] = "no_counts"
     ka = len(m.ga)
     pa, pb = m.search_profiles[:, :ka], m.search_profiles[:, ka:]
     if m.method == "ml":
         ok = np.flatnonzero(status == "ok")
-        best = _search(m.design.counts(x)[ok], pa, pb, eps=m.eps, alpha=None, tau=m.tau_pair,
+        best = _search(scored[ok], pa, pb, eps=m.eps, alpha=None, tau=m.tau_pair,
                        device=m.device, progress=m.progress)
-        xo = x[ok]
-        if m.device == "gpu":
-            import cupyx.scipy.sparse as cusp
-
-            xo = cusp.csr_matrix(xo)
-        grid_ll = _posterior.grid_loglik(xo, m.full_profiles[:, :ka], m.full_profiles[:, ka:],
+        grid_ll = _posterior.grid_loglik(_on_device(x[ok], m.device), m.full_profiles[:, :ka], m.full_profiles[:, ka:],
                                          best["ia"], best["ib"], eps=m.eps)
         mean, lo, hi = _posterior.posterior(
             grid_ll, m.prior.log_density(best["ia"], best["ib"], ka), m.tau_alpha)
@@ -269,8 +270,7 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
             out[key][ok] = v
         best["alpha"] = mean
     elif m.method == "mixture":
-        ok = np.flatnonzero(status == "ok")
-        _mixture_block(x, ok, m, out)
+        _mixture_block(scored, np.flatnonzero(status == "ok"), m, out)
         return out
     else:
         f = np.asarray(x[:, m.alpha_genes].todense()) * m.feature_scale
@@ -278,7 +278,7 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
         status[(status == "ok") & ((fixed < 0) | (fixed > 1))] = "alpha_out_of_range"
         out["pic_alpha_hat"] = fixed
         ok = np.flatnonzero(status == "ok")
-        best = _search(x[:, m.markers].tocsr()[ok], pa, pb, eps=m.eps, alpha=fixed[ok], tau=1.0,
+        best = _search(scored[ok], pa, pb, eps=m.eps, alpha=fixed[ok], tau=1.0,
                        device=m.device, progress=m.progress)
     out["pic_a"][ok] = np.asarray(m.ga, object)[best["ia"]]
     out["pic_b"][ok] = np.asarray(m.gb, object)[best["ib"]]
@@ -328,8 +328,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     rescale_to_1000
         picseq: scale real PIC features to 1000 UMIs (False reproduces the Cohen 2022 quirk).
     search_genes
-        ml and mixture: the genes of the pair search, ``"all"`` (the whole transcriptome; most accurate)
-        or ``"markers"`` (markers, genes between the populations and one bucket for the rest;
+        ml and mixture: the genes of the pair search, ``"all"`` (the whole transcriptome; most
+        accurate) or ``"markers"`` (markers, genes between the populations and one bucket for the rest;
         several times fewer terms per PIC).
     n_between
         ml with ``search_genes="markers"``: the top genes (each direction) between population
@@ -363,9 +363,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     ``uns['pic']['weight_groups']``; NaN rows for PICs not deconvolved).
     """
     if method not in _METHODS:
-        raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+        raise ValueError(f"deconvolve: method must be one of {_METHODS}, got {method!r}.")
     if device not in (None, "cpu", "gpu"):
-        raise ValueError(f"device must be None, 'cpu' or 'gpu', got {device!r}.")
+        raise ValueError(f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}.")
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
     device = device or ("gpu" if is_gpu(pics.X) else "cpu")
     if method == "picseq" and n_umis is None:
@@ -382,17 +382,17 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
             "n_umis": n_umis, "seed": seed, "device": device}
     model = _Model(method, ga, gb, eps, n_umis, mk, np.zeros((0, 0)), device, progress=progress)
+    if method in ("ml", "mixture"):
+        design = model.design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
+        model.search_profiles = design.profiles(s, labels, ga + gb)
+        info.update(search_genes=search_genes, n_search_genes=design.n_genes(s.shape[1]))
     if method == "mixture":
-        model.design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
-        model.search_profiles = model.design.profiles(s, labels, ga + gb)
         model.concentration, model.n_iter = concentration, mixture_iter
         info.update(weight_groups=ga + gb, concentration=concentration,
-                    mixture_iter=mixture_iter, search_genes=search_genes)
+                    mixture_iter=mixture_iter)
     elif method == "ml":
-        design = _MLDesign(s, labels, ga, gb, mk, n_between, search_genes)
-        model.design = design
-        model.search_profiles = design.profiles(s, labels, ga + gb)
-        model.full_profiles = _full_profiles(s, labels, ga + gb)
+        model.full_profiles = (model.search_profiles if design.all
+                               else _full_profiles(s, labels, ga + gb))
         model.prior = _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels,
                                                        ga + gb)
         if calibrate:
@@ -401,8 +401,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                 singlets, s, labels, ga, gb, groupby, design, n_umis=depth, eps=eps, seed=seed)
             info["alpha_calibration_r2"] = r2
         info.update(pair_temper=model.tau_pair, alpha_temper=model.tau_alpha,
-                    calibrated=calibrate, search_genes=search_genes,
-                    n_search_genes=design.n_genes(s.shape[1]))
+                    calibrated=calibrate)
     else:
         gm_a = _profiles.geomean(s[:, mk], labels, ga)
         gm_b = _profiles.geomean(s[:, mk], labels, gb)
