@@ -48,8 +48,8 @@ class SizePrior:
         v = self.var[ia] + self.var[n_a + ib]
         z = np.log(grid / (1 - grid))
         # density of logit(alpha) ~ N(m, v), carried to alpha by the Jacobian 1 / (a (1 - a))
-        return (-0.5 * (z[None] - m[:, None]) ** 2 / v[:, None] - 0.5 * np.log(v)[:, None]
-                - np.log(grid * (1 - grid))[None])
+        return (-0.5 * (z[None] - m[:, None]) ** 2 / v[:, None]
+                - 0.5 * np.log(2 * np.pi * v)[:, None] - np.log(grid * (1 - grid))[None])
 
 
 def grid_loglik(x, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray, ib: np.ndarray, *,

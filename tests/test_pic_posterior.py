@@ -1,0 +1,82 @@
+"""The alpha posterior of `method="ml"`: size prior, grid likelihood, posterior summaries and the
+temperatures fitted on PICs of known alpha."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gpu_sc.pic._posterior import GRID, SizePrior, best_tau, grid_loglik, pair_tau, posterior
+
+
+def test_size_prior_is_logit_normal():
+    rng = np.random.default_rng(0)
+    tot = np.r_[np.exp(rng.normal(7, 0.3, 400)), np.exp(rng.normal(8, 0.5, 400))]
+    labels = np.array(["a"] * 400 + ["b"] * 400)
+    prior = SizePrior.from_counts(tot, labels, ["a", "b"])
+    dens = np.exp(prior.log_density(np.array([0]), np.array([0]), 1))[0]
+    # a density in alpha: integrates to 1, centred at logit^-1(mu_a - mu_b)
+    assert np.trapezoid(dens, GRID) == pytest.approx(1.0, abs=0.02)
+    m = np.log(tot[:400]).mean() - np.log(tot[400:]).mean()
+    assert GRID[np.argmax(dens * GRID * (1 - GRID))] == pytest.approx(1 / (1 + np.exp(-m)), abs=0.01)
+
+
+def test_single_cell_group_gets_a_proper_prior():
+    prior = SizePrior.from_counts(np.array([100.0, 200, 400, 50]), np.array(["a", "b", "b", "c"]),
+                                  ["a", "b", "c"])
+    assert np.all(prior.var > 0)
+
+
+def test_grid_loglik_matches_naive_and_chunks():
+    rng = np.random.default_rng(1)
+    pa, pb = rng.dirichlet(np.ones(40), 3).T, rng.dirichlet(np.ones(40), 2).T
+    x = sp.csr_matrix(rng.poisson(0.8, (25, 40)).astype(np.float64))
+    ia, ib = rng.integers(0, 3, 25), rng.integers(0, 2, 25)
+    ll = grid_loglik(x, pa, pb, ia, ib, eps=1e-4)
+    u = x.toarray()
+    naive = np.array([[np.sum(u[n] * np.log(g * pa[:, ia[n]] + (1 - g) * pb[:, ib[n]] + 1e-4))
+                       for g in GRID] for n in range(25)])
+    np.testing.assert_allclose(ll, naive, rtol=1e-12)
+    import gpu_sc.pic._posterior as post
+
+    old = post._CHUNK_CELLS
+    try:
+        post._CHUNK_CELLS = 1  # one PIC per chunk
+        np.testing.assert_array_equal(grid_loglik(x, pa, pb, ia, ib, eps=1e-4), ll)
+    finally:
+        post._CHUNK_CELLS = old
+
+
+def test_posterior_summaries():
+    # a flat prior and a sharp likelihood at 0.3: mean ~0.3, interval narrow around it
+    ll = -0.5 * ((GRID - 0.3) / 0.02) ** 2
+    mean, lo, hi = posterior(ll[None], np.zeros((1, GRID.size)), 1.0)
+    assert mean[0] == pytest.approx(0.3, abs=1e-3)
+    assert lo[0] < 0.3 < hi[0] and hi[0] - lo[0] == pytest.approx(2 * 1.645 * 0.02, abs=0.01)
+    # tau = 0 returns the prior mean
+    prior = np.log(np.where(GRID < 0.5, 1.0, 3.0))[None]
+    assert posterior(ll[None], prior, 0.0)[0][0] == pytest.approx(0.625, abs=0.01)
+
+
+def test_best_tau_recovers_the_noise_level():
+    """Likelihood peaks scattered around the truth: the fitted tau weighs them against the prior
+    so that the posterior mean beats both the prior mean and the raw peak."""
+    rng = np.random.default_rng(2)
+    truth = rng.beta(4, 4, 300)
+    peak = np.clip(truth + rng.normal(0, 0.1, 300), 0.01, 0.99)
+    ll = -0.5 * ((GRID[None] - peak[:, None]) / 0.02) ** 2  # overconfident by 5x
+    prior = np.broadcast_to(np.log(GRID**3 * (1 - GRID) ** 3), ll.shape)
+    tau, r2 = best_tau(ll, prior, truth)
+    assert tau < 1
+    raw = 1 - ((peak - truth) ** 2).sum() / ((truth - truth.mean()) ** 2).sum()
+    assert r2 > raw
+
+
+def test_pair_tau_prefers_calibrated_softmax():
+    rng = np.random.default_rng(3)
+    n, k = 400, 6
+    true_j = rng.integers(0, k, n)
+    ll = rng.normal(0, 1, (n, k)) * 20  # overconfident, mostly wrong
+    ll[np.arange(n), true_j] += 10
+    assert pair_tau(ll, true_j) < 1
