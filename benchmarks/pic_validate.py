@@ -27,14 +27,12 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +40,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc  # noqa: E402
+from _common import cpu_name, versions  # noqa: E402
 from gpu_sc._backend import describe, gpu_available  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -338,27 +338,6 @@ def metrics(obs: pd.DataFrame, major: dict, sub_of_source: dict) -> dict:
 # environment
 # ---------------------------------------------------------------------------------------------
 
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "gpu_sc": gsc.__version__}
-    for name in ("scanpy", "anndata", "numpy", "scipy", "scikit-learn", "numba", "cupy-cuda13x",
-                 "cupy-cuda12x"):  # fmt: skip
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
-
-
 def _gpu():
     """(cupy, cupyx.scipy.sparse, synchronise, device name) or None."""
     if not gpu_available():
@@ -425,7 +404,7 @@ def validate(args, emit: Callable[[dict], None]) -> list[dict]:
     if "gpu" in args.backends and gpu is None:
         print("gpu backend skipped: no CuPy or no GPU on this machine", file=sys.stderr)
     backends = [b for b in args.backends if b == "cpu" or gpu is not None]
-    common = {"mode": "validate", "cpu_count": os.cpu_count(), "versions": _versions(),
+    common = {"mode": "validate", "cpu_count": os.cpu_count(), "versions": versions(),
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
     rejected: dict[str, str] = {}  # method -> why deconvolve refused it (asked once)
     for ds in args.datasets:
@@ -447,7 +426,7 @@ def validate(args, emit: Callable[[dict], None]) -> list[dict]:
             cpu_obs = {}
             for method in args.methods:
                 for backend in backends:
-                    device = gpu[3] if backend == "gpu" else _cpu_name()
+                    device = gpu[3] if backend == "gpu" else cpu_name()
                     base = {**common, "dataset": ds, "seed": seed, "method": method,
                             "backend": backend, "device": device, **info}
                     kw = _deconvolve_kwargs(method, args)
@@ -547,7 +526,7 @@ def scale(args, emit: Callable[[dict], None]) -> list[dict]:
     ds = args.scale_dataset
     loader, n_umis, pop_a, pop_b, _ = DATASETS[ds]
     got, why = loader(args.data_dir)
-    common = {"mode": "scale", "dataset": ds, "cpu_count": os.cpu_count(), "versions": _versions(),
+    common = {"mode": "scale", "dataset": ds, "cpu_count": os.cpu_count(), "versions": versions(),
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}
     if got is None:
         print(f"{ds}: skipped ({why})", file=sys.stderr)
@@ -592,7 +571,7 @@ def scale(args, emit: Callable[[dict], None]) -> list[dict]:
         kw = _deconvolve_kwargs(method, args)
         for backend in backends:
             n = args.scale_pics if backend == "gpu" else min(args.scale_pics, args.scale_cpu_pics)
-            device = gpu[3] if backend == "gpu" else _cpu_name()
+            device = gpu[3] if backend == "gpu" else cpu_name()
             base = {**common, **info, "method": method, "backend": backend, "device": device,
                     "n_pics": n, "params": {"deconvolve": {**kw, "n_umis": n_umis}},
                     "timed": "whole gsc.pic.deconvolve call (markers, profiles, alpha model, "
@@ -664,7 +643,7 @@ def scale(args, emit: Callable[[dict], None]) -> list[dict]:
     same = ((ga[j % ka] == obs["pic_a"].astype(str).to_numpy()[ok])
             & (gb[j // ka] == obs["pic_b"].astype(str).to_numpy()[ok]))
     faithful = dict({**common, **info, "method": "faithful_loop", "backend": "cpu-1thread",
-         "device": _cpu_name(), "n_pics": m, "seconds": dt, "seconds_per_pic_search": dt / max(m, 1),
+         "device": cpu_name(), "n_pics": m, "seconds": dt, "seconds_per_pic_search": dt / max(m, 1),
          "seconds_at_target": dt / max(m, 1) * args.scale_pics, "extrapolated": m < args.scale_pics,
          "n_markers": int(mk.size), "same_pair_as_picseq": float(same.mean()) if m else None,
          "timed": "exhaustive search only (per-PIC loop over dense marker vectors, all pairs at "

@@ -17,7 +17,6 @@ import argparse
 import inspect
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -25,13 +24,14 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc  # noqa: E402
+from _common import cpu_name, versions  # noqa: E402
 from gpu_sc._backend import gpu_available  # noqa: E402
 
 
@@ -124,27 +124,6 @@ def _params(base) -> dict:
         "n_top_genes": min(2000, base.n_vars // 2),
         "n_comps": 50,
     }
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version(), "gpu_sc": gsc.__version__}
-    for name in ("scanpy", "anndata", "numpy", "scipy", "numba", "cupy-cuda13x", "cupy-cuda12x",
-                 "rapids-singlecell-cu13", "rapids-singlecell-cu12"):  # fmt: skip
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:  # not installed here
-            continue
-    return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "cpu"
 
 
 def _prepare(base, state: str, p: dict):
@@ -265,7 +244,7 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
     p = _params(base)
     common = {"n_cells": base.n_obs, "n_genes": base.n_vars, "nnz": int(base.X.nnz),
               "dataset": args.dataset, "seed": args.seed, "repeats": args.repeats, "params": p,
-              "cpu_count": os.cpu_count(), "versions": _versions(),
+              "cpu_count": os.cpu_count(), "versions": versions(),
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     rows = []
 
@@ -282,7 +261,7 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
             (ours, err), (ref, ref_err) = _measure(
                 [lambda a: step.call(gsc.pp, a, p), lambda a: step.call(sc.pp, a, p)], prepared.copy, args.repeats
             )
-            add(_row(name, "cpu", _cpu_name(), ours, err, "scanpy", ref, ref_err, common))
+            add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, common))
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
             print(f"[{i}/{len(steps)}] {name} gpu ...", file=sys.stderr, flush=True)
