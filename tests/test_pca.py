@@ -229,3 +229,139 @@ def test_cell_gram_and_transpose_apply(pbmc):
     np.testing.assert_allclose(gram_mod.cell_gram(_ops.parts(x), chunk_size=77), dense @ dense.T, rtol=1e-12)
     u = np.linspace(-1, 1, 600).reshape(300, 2)
     np.testing.assert_allclose(gram_mod.transpose_apply(_ops.parts(x), u, chunk_size=50), dense.T @ u, rtol=1e-10, atol=1e-10)
+
+
+# --- block Krylov solver for > WIDE_GENES cells and genes ---------------------------------------
+
+
+def _count_passes(monkeypatch):
+    """Count the solver's passes over X (applications of the centred normal operator)."""
+    calls = [0]
+    apply = gram_mod.centred_normal_apply
+
+    def counted(*args, **kwargs):
+        calls[0] += 1
+        return apply(*args, **kwargs)
+
+    monkeypatch.setattr(gram_mod, "centred_normal_apply", counted)
+    return calls
+
+
+def test_krylov_wide_real_matrix(monkeypatch):
+    """SoupX PBMC, 2170 cells x 33694 genes (15326 of them all zero) through the block Krylov
+    solver (thresholds lowered): scanpy's arpack parity, and the exact cell-side eigh path."""
+    from conftest import SHARED
+
+    path = SHARED / "soupx_pbmc4k_half.h5ad"
+    if not path.exists():
+        pytest.skip(f"{path} not present")
+    import anndata as ad
+
+    from threadpoolctl import threadpool_limits
+
+    adata = ad.read_h5ad(path)
+    adata = _lognorm(ad.AnnData(sp.csr_matrix(adata.X, dtype=np.float32)))
+    ref = adata.copy()
+    # one BLAS thread: on a busy shared machine, threaded BLAS on these many mid-sized products
+    # can wait on descheduled threads for ten times the work (7 s here, 80 s threaded)
+    with threadpool_limits(limits=1, user_api="blas"):
+        sc.pp.pca(ref, svd_solver="arpack")  # 50 components
+        pca(adata, key_added="exact")  # 2170 <= 8000 cells: the exact cell-side eigendecomposition
+        passes = _count_passes(monkeypatch)
+        monkeypatch.setattr(pca_mod, "WIDE_GENES", 2000)
+        pca(adata)
+    assert 0 < passes[0] <= 40  # the subspace iteration this replaces needed 60
+    assert_pca_like(ref, adata)
+    # against the exact path: all 50 values, every separated direction (but the last)
+    exact, got = adata.uns["exact"]["variance"], adata.uns["pca"]["variance"]
+    np.testing.assert_allclose(got, exact, rtol=1e-5)
+    pe, pg = adata.varm["exact"], adata.varm["PCs"]
+    cos = np.sum(pe * pg, axis=0) / (np.linalg.norm(pe, axis=0) * np.linalg.norm(pg, axis=0))
+    ok = _separated(exact)[:-1]
+    assert ok.sum() >= 40
+    assert np.all(cos[:-1][ok] >= 0.99999), cos[:-1][ok].min()
+
+
+def test_krylov_no_centring_and_chunks(pbmc, monkeypatch):
+    adata = _lognorm(pbmc)
+    ref = adata.copy()
+    sc.pp.pca(ref, n_comps=20, zero_center=False, svd_solver="arpack")
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 100)
+    got = adata.copy()
+    pca(got, n_comps=20, zero_center=False)
+    assert_pca_like(ref, got)
+    # row blocks of any size give the same components; int64 indices too
+    x = adata.X
+    emb, comps, ratio, _ = pca(x, 20, return_info=True)
+    x64 = sp.csr_matrix((x.data, x.indices.astype(np.int64), x.indptr.astype(np.int64)), shape=x.shape)
+    emb2, comps2, ratio2, _ = pca(x64, 20, chunked=True, chunk_size=61, return_info=True)
+    np.testing.assert_allclose(ratio2, ratio, rtol=1e-7)
+    np.testing.assert_allclose(np.abs(np.sum(comps * comps2, axis=1)), 1, atol=1e-6)
+
+
+def test_krylov_small_edge_cases(pbmc, monkeypatch):
+    adata = _lognorm(pbmc)
+    x = adata.X[:, :25].tocsr()  # too few genes for a basis: the tiny covariance is decomposed
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 10)
+    assert pca_mod._krylov_sizes(5, 25, None, None)[0] is None
+    ref = sc.AnnData(x.copy())
+    sc.pp.pca(ref, n_comps=5, svd_solver="arpack")
+    emb, comps, ratio, _ = pca(x, 5, return_info=True)
+    np.testing.assert_allclose(ratio, ref.uns["pca"]["variance_ratio"], rtol=1e-4)
+    p = _ops.parts(adata.X)
+    mean, _ = _ops.col_mean_var(p, ddof=1)
+    with pytest.warns(RuntimeWarning, match="did not converge"):
+        pca_mod._krylov_eigh(p, 20, np.asarray(mean), 0, None, max_passes=3)
+    # a rank-deficient operator (40 cells): the Krylov space becomes invariant
+    few = adata.X[:40]
+    pf = _ops.parts(few)
+    mf, _ = _ops.col_mean_var(pf, ddof=1)
+    w, v, passes = pca_mod._krylov_eigh(pf, 10, np.asarray(mf), 0, None)
+    dense = few.toarray().astype(np.float64)
+    dense -= dense.mean(0)
+    exact = np.linalg.svd(dense, compute_uv=False)[:10] ** 2 / 39
+    np.testing.assert_allclose(w, exact, rtol=1e-8)
+    np.testing.assert_allclose(v.T @ v, np.eye(10), atol=1e-10)
+
+
+def test_orthonormalize_and_product_ranges(brain, monkeypatch):
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((3000, 12)) * np.logspace(0, -9, 12)
+    for a in (w, np.c_[w[:, :5], w[:, :1], w[:, 6:]]):  # graded columns; a repeated column
+        q, r = pca_mod._orthonormalize(a)
+        np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-12)
+        np.testing.assert_allclose(q @ r, a, atol=1e-12)
+        assert np.allclose(np.triu(r), r)
+    x = brain.X[:2000]
+    p = _ops.parts(x)
+    monkeypatch.setattr(gram_mod, "BLOCK_BYTES", 40_000)  # many uneven blocks
+    ranges = gram_mod.product_ranges(p, 7)
+    assert len(ranges) > 5 and ranges[0][0] == 0 and ranges[-1][1] == x.shape[0]
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    q = rng.standard_normal((x.shape[1], 7))
+    mean = np.asarray(x.mean(0)).ravel().astype(np.float64)
+    dense = x.toarray().astype(np.float64) - mean
+    np.testing.assert_allclose(gram_mod.centred_normal_apply(p, q, mean), dense.T @ (dense @ q), rtol=1e-9, atol=1e-8)
+    np.testing.assert_allclose(gram_mod.centred_normal_apply(p, q, mean, 97), dense.T @ (dense @ q), rtol=1e-9, atol=1e-8)
+
+
+@pytest.mark.gpu
+def test_krylov_gpu_equals_cpu(pbmc):
+    import cupy as cp
+    import cupyx.scipy.sparse as csp
+
+    x = _lognorm(pbmc).X
+    for rows, k in ((slice(None), 20), (slice(0, 40), 10)):  # full rank; rank-deficient (invariant)
+        xs = x[rows]
+        p, pg = _ops.parts(xs), _ops.parts(csp.csr_matrix(xs))
+        mean = np.asarray(_ops.col_mean_var(p, ddof=1)[0])
+        w, v, _ = pca_mod._krylov_eigh(p, k, mean, 0, None)
+        wg, vg, _ = pca_mod._krylov_eigh(pg, k, cp.asarray(mean), 0, None)
+        assert isinstance(vg, cp.ndarray)
+        np.testing.assert_allclose(to_host(wg), w, rtol=1e-6)
+        ok = _separated(w)
+        np.testing.assert_allclose(np.abs(np.sum(to_host(vg) * v, axis=0))[ok], 1, atol=1e-6)
+    a = cp.asarray(np.random.default_rng(0).standard_normal((3000, 12)) * np.logspace(0, -9, 12))
+    q, r = pca_mod._orthonormalize(a)
+    np.testing.assert_allclose(to_host(q.T @ q), np.eye(12), atol=1e-12)
+    np.testing.assert_allclose(to_host(q @ r), to_host(a), atol=1e-12)

@@ -4,15 +4,17 @@ X is walked in row blocks of at most `BLOCK_BYTES` as dense float64. For the Gra
 block is expanded to dense (sparse input is never densified in full) and multiplied with BLAS
 (numpy) or cuBLAS (cupy): X_b^T X_b. Products with a thin dense matrix (projection, the
 implicitly centred normal operator) use the sparse block directly (scipy / cuSPARSE), so their
-cost follows the number of stored values. One array-namespace version serves both backends; int32 and int64 index
-pointers both work (block-local pointers are rebased and fit in int32).
-"""
+cost follows the number of stored values; the normal operator A^T A q is one fused numba sweep
+over CSR on the CPU, and on the GPU takes CSR blocks cut by stored values (`product_ranges`).
+One array-namespace version serves both backends; int32 and int64 index pointers both work
+(block-local pointers are rebased and fit in int32)."""
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
-from .._backend import sparse_module, xp_of
+from .._backend import sparse_module, to_host, xp_of
 from ._layout import Parts
 
 BLOCK_BYTES = 64 * 2**20  # one dense float64 row block
@@ -28,22 +30,46 @@ def block_rows(p: Parts, chunk_size: int | None = None) -> int:
 def row_blocks(p: Parts, chunk_size: int | None = None, *, densify: bool = True):
     """Yield (start, stop, float64 block of rows start:stop): dense, or for CSR input with
     ``densify=False`` a CSR block (scipy / cupyx) for sparse products."""
-    xp = xp_of(p.data)
-    n_rows, n_cols = p.shape
+    n_rows = p.shape[0]
     step = block_rows(p, chunk_size)
     for start in range(0, n_rows, step):
         stop = min(n_rows, start + step)
-        if p.dense:
-            block = p.data[start * n_cols : stop * n_cols].reshape(stop - start, n_cols)
-            yield start, stop, block.astype(np.float64)
-            continue
-        lo, hi = int(p.indptr[start]), int(p.indptr[stop])
-        indptr = (p.indptr[start : stop + 1] - p.indptr[start]).astype(np.int32)
-        block = sparse_module(p.data).csr_matrix(
-            (p.data[lo:hi].astype(np.float64), p.indices[lo:hi].astype(np.int32), indptr),
-            shape=(stop - start, n_cols),
-        )
-        yield start, stop, (xp.asarray(block.toarray()) if densify else block)
+        yield start, stop, _block(p, start, stop, densify)
+
+
+def product_ranges(p: Parts, width: int, chunk_size: int | None = None) -> list[tuple[int, int]]:
+    """Row ranges for products of X with a thin dense matrix of `width` columns: `chunk_size`
+    rows each when given; else, for CSR input, cut by stored values so that each block's
+    float64 values and int32 indices plus its (rows, width) product stay within BLOCK_BYTES
+    (a sparse block of a wide matrix holds far more rows than a dense one would)."""
+    n_rows = p.shape[0]
+    if chunk_size is not None or p.dense:
+        step = block_rows(p, chunk_size)
+        return [(s, min(n_rows, s + step)) for s in range(0, n_rows, step)]
+    indptr = to_host(p.indptr).astype(np.int64)
+    cost = 12 * indptr + 8 * max(1, int(width)) * np.arange(n_rows + 1, dtype=np.int64)
+    ranges, start = [], 0
+    while start < n_rows:
+        stop = int(np.searchsorted(cost, cost[start] + BLOCK_BYTES, side="right")) - 1
+        stop = min(n_rows, max(stop, start + 1))
+        ranges.append((start, stop))
+        start = stop
+    return ranges
+
+
+def _block(p: Parts, start: int, stop: int, densify: bool):
+    """Rows start:stop of X as float64: dense, or a CSR block (densify False, CSR input)."""
+    xp = xp_of(p.data)
+    n_cols = p.shape[1]
+    if p.dense:
+        return p.data[start * n_cols : stop * n_cols].reshape(stop - start, n_cols).astype(np.float64)
+    lo, hi = int(p.indptr[start]), int(p.indptr[stop])
+    indptr = (p.indptr[start : stop + 1] - p.indptr[start]).astype(np.int32)
+    block = sparse_module(p.data).csr_matrix(
+        (p.data[lo:hi].astype(np.float64), p.indices[lo:hi].astype(np.int32), indptr),
+        shape=(stop - start, n_cols),
+    )
+    return xp.asarray(block.toarray()) if densify else block
 
 
 def gram(p: Parts, chunk_size: int | None = None):
@@ -68,17 +94,52 @@ def project(p: Parts, v, offset=None, chunk_size: int | None = None):
 
 
 def centred_normal_apply(p: Parts, q, mean=None, chunk_size: int | None = None):
-    """A^T A q for A = X - 1 mean^T (implicit centring; mean None: A = X), one pass over X."""
+    """A^T A q for A = X - 1 mean^T (implicit centring; mean None: A = X), one pass over X.
+
+    CSR on the CPU: one fused numba sweep (each row's X_i q, then X_i^T times it while the row is
+    in cache; float64 accumulation, the values read as stored, no block copies). Otherwise
+    X (q) then X^T (.) block by block (scipy / cuSPARSE), blocks cut by :func:`product_ranges`."""
     xp = xp_of(p.data)
+    q = xp.ascontiguousarray(q, dtype=np.float64)
+    shift = xp.zeros(q.shape[1]) if mean is None else mean @ q
+    if not p.dense and xp is np and chunk_size is None:
+        y, zsum = _normal_csr(p.data, p.indices, p.indptr, q, np.asarray(shift, dtype=np.float64))
+        if mean is not None:
+            y -= np.outer(mean, zsum)
+        return y
     y = xp.zeros((p.shape[1], q.shape[1]), dtype=np.float64)
-    shift = None if mean is None else mean @ q
-    for _, _, block in row_blocks(p, chunk_size, densify=False):
+    for start, stop in product_ranges(p, q.shape[1], chunk_size):
+        block = _block(p, start, stop, densify=False)
         z = block @ q
-        if shift is not None:
+        if mean is not None:
             z -= shift
             y -= xp.outer(mean, z.sum(axis=0))
         y += block.T @ z
     return y
+
+
+@numba.njit(cache=True)
+def _normal_csr(data, indices, indptr, q, shift):  # pragma: no cover - compiled
+    n_cols, width = q.shape
+    y = np.zeros((n_cols, width))
+    zsum = np.zeros(width)
+    z = np.empty(width)
+    for i in range(indptr.size - 1):
+        z[:] = 0.0
+        for t in range(indptr[i], indptr[i + 1]):
+            a = np.float64(data[t])
+            j = indices[t]
+            for k in range(width):
+                z[k] += a * q[j, k]
+        for k in range(width):
+            z[k] -= shift[k]
+            zsum[k] += z[k]
+        for t in range(indptr[i], indptr[i + 1]):
+            a = np.float64(data[t])
+            j = indices[t]
+            for k in range(width):
+                y[j, k] += a * z[k]
+    return y, zsum
 
 
 def transpose_apply(p: Parts, u, chunk_size: int | None = None):

@@ -14,10 +14,16 @@ from ._checks import canonical, check_not_empty, float_values, get_matrix, host_
 
 _STEP = "pca"
 _N_PCS = 50  # scanpy's settings.N_PCS
-#: above this many genes the covariance matrix is not formed; a randomized subspace iteration
-#: on the implicitly centred operator is used instead
+#: above this many genes the covariance matrix is not formed: the cell-side matrix is
+#: decomposed when there are at most this many cells, else a randomized block Krylov solver
+#: works on the implicitly centred operator
 WIDE_GENES = 8000
 _EMPTY = object()
+#: relative eigengap below which two components count as degenerate (the parity figures
+#: promise directions only for components separated by more than this)
+_GAP = 1e-3
+#: memory for the Krylov basis (n_genes x columns, float64) beyond its minimum
+BASIS_BYTES = 256 * 2**20
 
 _SOLVERS = {None, "arpack", "randomized", "auto", "full", "covariance_eigh", "tsqr", "lobpcg"}
 
@@ -46,22 +52,36 @@ def pca(
     over row blocks (each expanded to a dense float64 block of at most 64 MB and multiplied by
     BLAS / cuBLAS; sparse X is never densified in full, nor centred), then `eigh` gives the
     leading components; the embedding is X V - mu^T V, computed block by block. With more than
-    ``WIDE_GENES`` (8000) genes, C is not formed: a randomized subspace iteration with
-    Rayleigh-Ritz on the implicitly centred operator (one pass over X per iteration, run to
-    convergence) finds the leading eigenpairs; when there are also at most 8000 cells, the
+    ``WIDE_GENES`` (8000) genes, C is not formed. When there are also at most 8000 cells, the
     small cell-side matrix A A^T (A the implicitly centred X) is formed block by block and
-    decomposed instead (exact). ``zero_center=False``: the same on X^T X, i.e. a
-    truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_mean_var``.
+    decomposed instead (exact). Otherwise a randomized block Krylov solver finds the leading
+    eigenpairs of C = A^T A / (n - 1) through products with the implicitly centred operator,
+    C v = (X^T (X v) - n mu (mu^T v)) / (n - 1), one pass over X (in blocks) per product with a
+    block of max(8, n_comps / 2) vectors: block Lanczos with full reorthogonalisation and
+    thick restarts (a random Gaussian start block seeded by `random_state`; a basis of up to
+    n_comps + 10 blocks of columns, 300 for 50 components, restarted on the top Ritz vectors),
+    stopped when every one of the n_comps Ritz pairs has residual
+    ||C v - theta v|| <= 3e-3 * max(gap, 1e-3 * theta), gap being its distance to the nearest
+    other Ritz value less that value's residual. Then every component whose eigengap is at
+    least 1e-3 (relative) is within an angle of sin <= 3e-3 of the exact one (|cos| >=
+    0.9999955), and every variance is within 1e-5 (relative) of an exact eigenvalue (within
+    res^2 / gap, Kato-Temple, where separated; within res where not). About 25
+    passes over X for 50 components on log-normalised PBMC data (the subspace iteration used
+    before needed 50-60 passes of 100 vectors). ``zero_center=False``: the same on X^T X,
+    i.e. a truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_mean_var``.
 
     Signs follow scikit-learn's ``svd_flip(u_based_decision=False)``, which every scanpy path
     uses (sklearn PCA with 'arpack'/'covariance_eigh'/'full'/'randomized', TruncatedSVD, and
     scanpy's own sparse arpack/lobpcg path with scikit-learn >= 1.5): in each component the
     loading of largest absolute value is positive.
 
-    `svd_solver` names map to ours: every name is accepted and gives the same (exact, up to
-    round-off) answer: 'arpack', 'lobpcg', 'covariance_eigh', 'full', 'tsqr', 'auto' and
-    ``None`` use the covariance eigendecomposition (or the subspace iteration for wide
-    matrices); 'randomized' forces the subspace iteration. `random_state` seeds it.
+    `svd_solver` names map to ours: every name is accepted and gives the same answer (exact, or
+    within the tolerance above for the Krylov solver): 'arpack', 'lobpcg', 'covariance_eigh',
+    'full', 'tsqr', 'auto' and ``None`` choose by shape as above (covariance eigendecomposition,
+    cell-side eigendecomposition, or block Krylov for wide matrices with many cells);
+    'randomized' forces the randomized block Krylov solver whatever the shape (with fewer genes
+    than its basis needs, max(2.5 n_comps, n_comps + 24), it decomposes the small covariance
+    matrix instead). `random_state` seeds its start block.
     `chunked`/`chunk_size`: the computation is always blocked; `chunk_size` sets the rows per
     block (scanpy's incremental PCA gives the same components up to round-off; unlike it,
     `zero_center` is honoured). ``zero_center=False`` is exact: scanpy's default there is a
@@ -167,7 +187,7 @@ def pca(
     if wide and n_obs <= WIDE_GENES and svd_solver != "randomized":
         evals, v = _cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
-        evals, v = _subspace_eigh(p, n_comps, centre, random_state, step_rows)
+        evals, v, _ = _krylov_eigh(p, n_comps, centre, random_state, step_rows)
     else:
         g = _gram.gram(p, step_rows)
         if zero_center:
@@ -278,34 +298,136 @@ def _cell_side_eigh(p, k: int, mean, chunk_size):
     return w / max(n_obs - 1, 1), v
 
 
-def _subspace_eigh(p, k: int, mean, random_state, chunk_size, *, tol: float = 1e-10, max_iter: int = 300):
-    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), by
-    randomized subspace iteration with Rayleigh-Ritz, without forming C or densifying X."""
+def _krylov_eigh(
+    p,
+    k: int,
+    mean,
+    random_state,
+    chunk_size,
+    *,
+    tol: float = 3e-3,
+    block: int | None = None,
+    max_basis: int | None = None,
+    max_passes: int = 400,
+):
+    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), by a
+    randomized block Krylov method: block Lanczos with full reorthogonalisation and thick
+    restarts (Krylov-Schur), without forming C or densifying X. Returns (values, vectors,
+    passes over X)."""
     xp = xp_of(p.data)
     n_obs, n_vars = p.shape
-    b = min(n_vars, k + max(10, k))
+    b, keep, m_max = _krylov_sizes(k, n_vars, block, max_basis)
+    if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny
+        g = _gram.gram(p, chunk_size)
+        if mean is not None:
+            g -= n_obs * xp.outer(mean, mean)
+        w, vecs = xp.linalg.eigh(g / max(n_obs - 1, 1))
+        return w[::-1][:k], vecs[:, ::-1][:, :k], 1
+    scale = 1.0 / max(n_obs - 1, 1)
     seed = random_state if isinstance(random_state, int | np.integer) or random_state is None else 0
     rng = np.random.default_rng(seed)
-    q, _ = xp.linalg.qr(xp.asarray(rng.standard_normal((n_vars, b))))
-    scale = 1.0 / max(n_obs - 1, 1)
-    prev = None
-    for _ in range(max_iter):
-        y = _gram.centred_normal_apply(p, q, mean, chunk_size) * scale
-        t = q.T @ y
-        w, s = xp.linalg.eigh((t + t.T) / 2)
-        top, s = w[::-1][:k], s[:, ::-1][:, :k]
-        ritz = q @ s
-        if prev is not None and float(xp.max(xp.abs(top - prev))) <= tol * float(abs(top[0])):
-            resid = y @ s - ritz * top
-            if float(xp.max(xp.linalg.norm(resid, axis=0))) <= 1e-6 * float(abs(top[0])):
-                break
-        prev = top
-        q, _ = xp.linalg.qr(y)
-    else:
+    basis = xp.empty((n_vars, m_max), dtype=np.float64)
+    basis[:, :b], _ = xp.linalg.qr(xp.asarray(rng.standard_normal((n_vars, b))))
+    t = xp.zeros((m_max, m_max), dtype=np.float64)  # Rayleigh quotient basis^T C basis
+    m, passes = b, 0
+    while True:
+        j0 = m - b
+        w = _gram.centred_normal_apply(p, basis[:, j0:m], mean, chunk_size)
+        w *= scale
+        passes += 1
+        v = basis[:, :m]
+        h = v.T @ w  # block column j0:m of the projected matrix
+        w -= v @ h
+        h2 = v.T @ w  # classical Gram-Schmidt, twice
+        w -= v @ h2
+        h += h2
+        t[:m, j0:m] = h
+        t[j0:m, :m] = h.T
+        t[j0:m, j0:m] = (h[j0:m] + h[j0:m].T) / 2
+        q, r = _orthonormalize(w)
+        theta, s = xp.linalg.eigh(t[:m, :m])
+        theta, s = theta[::-1], s[:, ::-1]
+        # C basis = basis T + w e_last^T: the residual of Ritz vector basis s_i is w s_i[last]
+        res = xp.linalg.norm(r @ s[j0:m, : k + 1], axis=0)
+        done = m > k and _ritz_converged(theta, res, k, tol)
+        if done or passes >= max_passes:
+            break
+        top = float(theta[0])
+        if float(xp.min(xp.abs(xp.diagonal(r)))) <= 1e-8 * max(top, 1e-300):
+            for _ in range(2):  # (near) invariant subspace: keep the new block orthogonal
+                q -= v @ (v.T @ q)
+            q, _ = xp.linalg.qr(q)
+        if m + b > m_max:  # thick restart: keep the leading Ritz vectors and the new block
+            basis[:, :keep] = v @ s[:, :keep]
+            t[:, :] = 0
+            t[:keep, :keep] = xp.diag(theta[:keep])
+            m = keep
+        basis[:, m : m + b] = q
+        m += b
+    if not done:
         warnings.warn(
-            f"{_STEP}: the subspace iteration did not converge in {max_iter} passes; the trailing "
-            "components may be inaccurate.",
+            f"{_STEP}: the block Krylov solver did not converge in {max_passes} passes over the data; "
+            "the trailing components may be inaccurate.",
             RuntimeWarning,
             stacklevel=3,
         )
-    return top, ritz
+    return theta[:k], basis[:, :m] @ s[:, :k], passes
+
+
+def _orthonormalize(w):
+    """w = q r with orthonormal q and upper triangular r: Cholesky QR, twice, on w with unit
+    columns (two small Cholesky factorisations and GEMMs, much faster than Householder QR on a
+    tall block), or Householder QR where w is too ill-conditioned for it."""
+    xp = xp_of(w)
+    norms = xp.linalg.norm(w, axis=0)
+    norms = xp.where(norms > 0, norms, 1)
+    q, r = w / norms, xp.diag(norms)  # unit columns: cond(w) without their scales
+    for _ in range(2):
+        g = q.T @ q
+        try:
+            c = xp.linalg.cholesky((g + g.T) / 2)  # lower: g = c c^T, so r = c^T
+        except np.linalg.LinAlgError:
+            return xp.linalg.qr(w)
+        d = xp.abs(xp.diagonal(c))
+        if not bool(xp.all(xp.isfinite(c))) or float(xp.min(d)) <= 1e-6 * float(xp.max(d)):
+            return xp.linalg.qr(w)  # cupy does not raise; cond(w) >~ 1e6 loses orthogonality
+        q = q @ xp.linalg.inv(c.T)
+        r = c.T @ r
+    return q, r
+
+
+def _krylov_sizes(k: int, n_vars: int, block: int | None, max_basis: int | None):
+    """(block size, Ritz vectors kept at a restart, most basis columns), or (None,) * 3 when
+    the basis would not fit beside a new block in n_vars dimensions.
+
+    Block k/2: fewer passes over X than single vectors, fewer products (and a smaller basis)
+    than a block of k. Basis up to keep + 9 blocks (300 columns for k = 50; at most
+    BASIS_BYTES), restarted keeping the top k + b Ritz vectors."""
+    b = int(block) if block else max(8, (k + 1) // 2)
+    keep = k + max(b, 8)
+    m_max = int(max_basis) if max_basis else keep + 9 * b
+    m_max = min(m_max, max(keep + 2 * b, BASIS_BYTES // (8 * n_vars)), n_vars - b)
+    if b < 1 or m_max < keep + b:
+        return None, None, None
+    return b, keep, m_max
+
+
+def _ritz_converged(theta, res, k: int, tol: float) -> bool:
+    """Whether each of the top-k Ritz pairs (values `theta`, descending; residual norms `res` of
+    the top k + 1) has residual <= tol * max(gap, GAP * theta_i).
+
+    An eigenvalue lies within res_j of each Ritz value theta_j, so gap = min over the neighbours
+    j of |theta_i - theta_j| - res_j estimates the distance from theta_i to the rest of the
+    spectrum. Then (Davis-Kahan) sin(angle to the eigenvector) <= res / gap <= tol for every
+    component whose relative eigengap is at least GAP, and each Ritz value is within
+    res^2 / gap <= tol^2 * gap of an eigenvalue where separated, within res <= tol * GAP *
+    theta_i where not."""
+    xp = xp_of(theta)
+    th = theta[: k + 1]
+    d = xp.abs(xp.diff(th))
+    below = d[:k] - res[1 : k + 1]  # distance to the next eigenvalue, from below
+    above = xp.concatenate([xp.full(1, xp.inf), d[: k - 1] - res[: k - 1]])
+    gap = xp.maximum(xp.minimum(above, below), 0)
+    floor = 64 * np.finfo(np.float64).eps * abs(float(th[0]))
+    bound = tol * xp.maximum(gap, _GAP * xp.abs(th[:k])) + floor
+    return bool(xp.all(res[:k] <= bound))
