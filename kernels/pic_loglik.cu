@@ -46,8 +46,9 @@ __device__ __forceinline__ double gsc_pic_log(double x) {
     return __dadd_rn(__dmul_rn(de, 0.6931467056274414), f - (hfsq - inner));
 }
 
-// Per-pair alpha maximised in [0, 1]: boundary tests on the slope at 0 and 1, then safeguarded
-// Newton (bisection fallback) from 0.5, at most n_iter steps, stop when a step < 1e-12.
+// Per-pair alpha maximised in [0, 1]: boundary tests on the slope at 0 and 1, then bracketed
+// Newton from 0.5 (a step leaving the bracket moves 1/32 of it toward the end it points to),
+// at most n_iter steps, stop when a step < 1e-12.
 template <typename T, typename P, typename I>
 __global__ void pic_loglik(const T* data, const I* indices, const I* indptr, long long n_rows,
                            const P* pa, const P* pb, long long ka, long long kb, double eps,
@@ -90,7 +91,12 @@ __global__ void pic_loglik(const T* data, const I* indices, const I* indptr, lon
                 }
                 if (gr > 0.0) lo = al; else hi = al;
                 double nw = (h < 0.0) ? al - gr / h : 0.5 * (lo + hi);
-                if (!(nw > lo && nw < hi)) nw = 0.5 * (lo + hi);
+                if (!(nw > lo && nw < hi)) {
+                    // Newton left the bracket: the root is near the end it points to (an
+                    // optimum close to 0 or 1); move 1/32 of the bracket toward that end
+                    const double w = __dmul_rn(0.03125, hi - lo);  // exact: a power of two
+                    nw = (nw <= lo) ? lo + w : hi - w;
+                }
                 const double step = fabs(nw - al);
                 al = nw;
                 if (step < 1e-12) break;

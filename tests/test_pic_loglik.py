@@ -125,7 +125,8 @@ def _kernel_transcript(x, pa, pb, eps, n_iter=N_ITER):
                         hi = al
                     nw = al - gr / h if h < 0.0 else 0.5 * (lo + hi)
                     if not (lo < nw < hi):
-                        nw = 0.5 * (lo + hi)
+                        w = 0.03125 * (hi - lo)
+                        nw = lo + w if nw <= lo else hi - w
                     step = abs(nw - al)
                     al = nw
                     if step < 1e-12:
