@@ -150,3 +150,16 @@ def test_scale_mode_smoke(tmp_path):
     assert loop["same_pair_as_picseq"] == 1.0 and 0 < loop["n_pics"] <= 20
     assert set(loop["speedup_vs_faithful_loop"]) <= {"ml/cpu", "picseq/cpu"}
     assert "faithful_loop" in r.stdout and (tmp_path / "s.png").stat().st_size > 1000
+
+
+def test_alpha_ceiling_smoke(tmp_path):
+    """benchmarks/pic_alpha_ceiling.py on the bundled pbmc68k (empty data dir): one row with the
+    four estimators; the own-profile oracle bounds the others from above on these PICs."""
+    out = tmp_path / "ceiling.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_alpha_ceiling.py"), "--datasets",
+           "pbmc68k", "--data-dir", str(tmp_path), "--n-pics", "60", "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    (row,) = _rows(out)
+    assert set(row["alpha_r2"]) == {"group", "size_prior", "oracle_knn", "oracle_own"}
+    assert row["alpha_r2"]["oracle_own"] > 0.9
+    assert row["alpha_r2"]["oracle_own"] >= max(row["alpha_r2"].values()) - 1e-12
