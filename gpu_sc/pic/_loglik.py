@@ -226,6 +226,18 @@ def _gather(data, indices, s, m, pa, pb, u, A, B):
 _LANES = 32  # Newton pipeline width (pairs iterated together)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _load_slot(q, j, A, B, eps, D, BE):  # pragma: no cover - numba
+    """Newton slot q takes pair j = ia + K_A * ib: its differences and shifted B column."""
+    ka = A.shape[1]
+    ia = j % ka
+    ib = j // ka
+    for k in range(A.shape[0]):
+        b = B[k, ib]
+        D[k, q] = A[k, ia] - b
+        BE[k, q] = b + eps
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _ml_rows(data, indices, indptr, pa, pb, eps, n_iter, ll, alpha):  # pragma: no cover - numba
     """ll, alpha (rows, K_A * K_B) for the CSR rows of indptr (float64 data, int64 indices).
@@ -289,15 +301,9 @@ def _ml_rows(data, indices, indptr, pa, pb, eps, n_iter, ll, alpha):  # pragma: 
             live = 0
             for q in range(W):  # fill the slots (idle slots keep harmless values)
                 if nxt < nq:
-                    j = queue[nxt]
+                    pid[q] = queue[nxt]
+                    _load_slot(q, queue[nxt], A, B, eps, D, BE)
                     nxt += 1
-                    pid[q] = j
-                    ia = j % ka
-                    ib = j // ka
-                    for k in range(m):
-                        b = B[k, ib]
-                        D[k, q] = A[k, ia] - b
-                        BE[k, q] = b + eps
                     live += 1
                 else:
                     for k in range(m):
@@ -337,15 +343,9 @@ def _ml_rows(data, indices, indptr, pa, pb, eps, n_iter, ll, alpha):  # pragma: 
                         hi[q] = 1.0
                         it[q] = 0
                         if nxt < nq:
-                            j = queue[nxt]
+                            pid[q] = queue[nxt]
+                            _load_slot(q, queue[nxt], A, B, eps, D, BE)
                             nxt += 1
-                            pid[q] = j
-                            ia = j % ka
-                            ib = j // ka
-                            for k in range(m):
-                                b = B[k, ib]
-                                D[k, q] = A[k, ia] - b
-                                BE[k, q] = b + eps
                         else:
                             pid[q] = -1
                             live -= 1
