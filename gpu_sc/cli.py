@@ -462,8 +462,9 @@ def demo_pic(png: str | Path | None, n_pics: int = 200, seed: int = 0,
     """The demo's PIC-seq part: synthetic T cell + dendritic cell PICs from the bundled PBMCs,
     deconvolved with the default method and scored against the truth. The DCs are split into
     3 sub-clusters (PCA + k-means), so each PIC has 4 x 3 candidate pairs; 30% of the cells are
-    held out as the PICs' sources and the rest are the reference. Runs on the CPU (fresh raw
-    counts); writes the pair heatmap to `png` when given. Returns summary lines."""
+    held out as the PICs' sources and the rest are the reference (fresh raw counts; the pair
+    search runs on `device`); writes the pair heatmap to `png` when given. Returns summary
+    lines."""
     from gpu_sc.datasets import pbmc68k_reduced
 
     t0 = time.perf_counter()

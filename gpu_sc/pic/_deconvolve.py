@@ -37,7 +37,7 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
     if set(ga) & set(gb):
         raise ValueError(f"deconvolve: groups {sorted(set(ga) & set(gb))} are in both a and b; "
                          "each group belongs to one population.")
-    return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets, step="deconvolve",
+    return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets.X, step="deconvolve",
                                                             what="singlets")
 
 
@@ -53,16 +53,13 @@ def _pic_blocks(pics: AnnData):
         if x.ndim != 2 or x.numblocks[1] != 1:
             x = x.rechunk({1: -1})  # whole rows per block: a PIC is scored on all its genes
         return list(x.to_delayed().ravel())
-    if is_gpu(x):
-        x = x.get()
-    return _counts_csr(pics if x is pics.X else AnnData(x), step="deconvolve", what="pics")
+    return _host_counts(x, "pics")
 
 
-def _counts_block(block) -> sp.csr_matrix:
-    """One computed Dask block (numpy, scipy or cupy) as a checked host CSR matrix."""
-    if is_gpu(block):
-        block = block.get()
-    return _counts_csr(AnnData(sp.csr_matrix(block)), step="deconvolve", what="pics block")
+def _host_counts(x, what: str) -> sp.csr_matrix:
+    """PIC counts (numpy, scipy or cupy; a whole matrix or one computed Dask block) as a
+    checked host CSR matrix: the pipeline's down-sampling and profiles run on the host."""
+    return _counts_csr(x.get() if is_gpu(x) else x, step="deconvolve", what=what)
 
 
 def _downsample(x: sp.csr_matrix, n_umis: int, rng) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -157,7 +154,7 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     p = design.profiles(s[prof], labels[prof], ga + gb)
     ll = _loglik.all_pairs_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
     tau_pair = _posterior.pair_tau(ll, ta + len(ga) * tb)
-    full = _full_profiles(s[prof], labels[prof], ga + gb)
+    full = p if design.all else _full_profiles(s[prof], labels[prof], ga + gb)
     grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb, eps=eps)
     prior = _posterior.SizePrior.from_counts(np.asarray(s[prof].sum(1)).ravel(), labels[prof],
                                              ga + gb)
@@ -463,5 +460,5 @@ def _run_blocks(blocks, model: _Model, seed: int) -> list[dict]:
 
 
 def _run_dask_block(block, model: _Model, seed) -> dict:
-    x = _counts_block(block)
+    x = _host_counts(block, "pics block")
     return _run_block(x, model, np.random.default_rng(list(seed)))

@@ -10,9 +10,8 @@ from anndata import AnnData
 from ..preprocessing._checks import check_integer_counts
 
 
-def _counts_csr(adata: AnnData, *, step: str, what: str) -> sp.csr_matrix:
-    """Raw integer counts of `adata` as a float64 host CSR matrix (checked)."""
-    x = adata.X
+def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
+    """Raw integer counts `x` (numpy or scipy.sparse) as a float64 host CSR matrix (checked)."""
     if not (sp.issparse(x) or isinstance(x, np.ndarray)):
         msg = (f"{step}: needs {what} counts on the CPU (numpy or scipy.sparse), got "
                f"{type(x).__name__}; call gpu_sc.get.to_cpu first.")
@@ -69,7 +68,7 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         raise ValueError(f"composition must be 'AB', 'AAB' or 'ABB', got {composition!r}.")
     if groupby not in singlets.obs:
         raise KeyError(f"{groupby!r} is not a column of singlets.obs.")
-    x = _counts_csr(singlets, step="simulate_pics", what="singlets")
+    x = _counts_csr(singlets.X, step="simulate_pics", what="singlets")
     labels = singlets.obs[groupby].astype(str).to_numpy()
     ga, gb = _as_list(a), _as_list(b)
     missing = [g for g in ga + gb if g not in set(labels)]
