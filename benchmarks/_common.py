@@ -3,7 +3,10 @@ pic_validate.py)."""
 
 from __future__ import annotations
 
+import json
 import platform
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -33,3 +36,21 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "cpu"
+
+
+@contextmanager
+def jsonl_rows(path: Path | None, default: Callable | None = None) -> Iterator[Callable[[dict], None]]:
+    """An emit(row) that appends each row to the JSON-lines file `path` as soon as it is
+    measured (flushed, so an interrupted run keeps its rows); with `path` None rows go nowhere.
+    `default` is json.dumps's fallback for values it cannot encode."""
+    if path is None:
+        yield lambda row: None
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+
+        def emit(row: dict) -> None:
+            f.write(json.dumps(row, default=default) + "\n")
+            f.flush()
+
+        yield emit

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import statistics
 import sys
@@ -42,7 +41,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, versions  # noqa: E402
+from _common import cpu_name, jsonl_rows, versions  # noqa: E402
 from gpu_sc._backend import describe, gpu_available  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -860,21 +859,8 @@ def main(argv=None) -> int:
            args.scale_loop_pics, args.scale_fixed_pics) < 1:  # fmt: skip
         p.error("sizes must be at least 1")
 
-    out = None
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        out = args.out.open("a")
-
-    def emit(row):
-        if out is not None:
-            out.write(json.dumps(row, default=str) + "\n")
-            out.flush()
-
-    try:
+    with jsonl_rows(args.out, default=str) as emit:
         rows = scale(args, emit) if args.scale else validate(args, emit)
-    finally:
-        if out is not None:
-            out.close()
     print(summary(rows))
     if args.plot:
         plot(rows, args.plot)

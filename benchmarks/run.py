@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import json
 import os
 import statistics
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, versions  # noqa: E402
+from _common import cpu_name, jsonl_rows, versions  # noqa: E402
 from gpu_sc._backend import gpu_available  # noqa: E402
 
 
@@ -323,21 +322,8 @@ def main(argv=None) -> int:
     if args.repeats < 1 or args.n_cells < 1:
         p.error("--repeats and --n-cells must be at least 1")
 
-    out = None
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        out = args.out.open("a")
-
-    def emit(row):
-        if out is not None:
-            out.write(json.dumps(row) + "\n")
-            out.flush()
-
-    try:
+    with jsonl_rows(args.out) as emit:
         rows = run(args, emit)
-    finally:
-        if out is not None:
-            out.close()
     print(f"{'step':13s} {'backend':7s} {'seconds':>9s} {'reference':18s} {'ref s':>9s} {'ratio':>7s}")
     for r in rows:
         _print_row(r)
