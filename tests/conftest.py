@@ -113,3 +113,27 @@ def assert_adata_equal(a: ad.AnnData, b: ad.AnnData) -> None:
         else:
             assert np.array_equal(x, y, equal_nan=True)
     assert set(a.layers) == set(b.layers) and set(a.uns) == set(b.uns) and set(a.obsm) == set(b.obsm)
+
+
+# --- PIC-seq test data ---------------------------------------------------------------------------
+PIC_T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
+PIC_DC = ["DC0", "DC1", "DC2"]
+
+
+def t_dc_cells(pbmc: ad.AnnData) -> ad.AnnData:
+    """The T cells and dendritic cells of the `pbmc` data with obs['grp']: the T-cell labels
+    (PIC_T) and the DCs split into PIC_DC by k-means on their PCA — the reference groups of the
+    PIC tests (population A: T cells, B: DC sub-clusters)."""
+    import scanpy as sc
+    from sklearn.cluster import KMeans
+
+    a = pbmc[pbmc.obs["bulk_labels"].isin(PIC_T + ["Dendritic"])].copy()
+    g = a.obs["bulk_labels"].astype(str).to_numpy().copy()
+    d = g == "Dendritic"
+    lg = a[d].copy()
+    sc.pp.normalize_total(lg, target_sum=1e4)
+    sc.pp.log1p(lg)
+    sc.pp.pca(lg, n_comps=10)
+    g[d] = [f"DC{k}" for k in KMeans(3, n_init=10, random_state=0).fit_predict(lg.obsm["X_pca"])]
+    a.obs["grp"] = g
+    return a

@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scanpy as sc
 import scipy.sparse as sp
-from sklearn.cluster import KMeans
+from conftest import PIC_DC as DC
+from conftest import PIC_T as T
+from conftest import t_dc_cells
 
 from gpu_sc.pic._deconvolve import deconvolve
 from gpu_sc.pic._loglik import best_pair, optimise_alpha, pair_loglik
 from gpu_sc.pic._simulate import simulate_pics
 
-DC = ["DC0", "DC1", "DC2"]
-T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
-
-
 @pytest.fixture
 def setup(pbmc):
-    a = pbmc[pbmc.obs["bulk_labels"].isin(T + ["Dendritic"])].copy()
-    g = a.obs["bulk_labels"].astype(str).to_numpy().copy()
-    d = g == "Dendritic"
-    lg = a[d].copy()
-    sc.pp.normalize_total(lg, target_sum=1e4)
-    sc.pp.log1p(lg)
-    sc.pp.pca(lg, n_comps=10)
-    g[d] = [f"DC{k}" for k in KMeans(3, n_init=10, random_state=0).fit_predict(lg.obsm["X_pca"])]
-    a.obs["grp"] = g
+    a = t_dc_cells(pbmc)
     src = np.random.default_rng(0).random(a.n_obs) < 0.3
     pics = simulate_pics(a[src], groupby="grp", a=T, b=DC, n_pics=300, seed=1)
     return a[~src].copy(), pics

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
-import scanpy as sc
 import scipy.sparse as sp
-from sklearn.cluster import KMeans
+from conftest import PIC_DC as DC
+from conftest import PIC_T as T
+from conftest import _load, t_dc_cells
 
 from gpu_sc.pic._loglik import pair_loglik
 from gpu_sc.pic._mixture import _em_block, log_posterior, mixture_weights, summarise
 from gpu_sc.pic._profiles import mean_profiles
 from gpu_sc.pic._simulate import simulate_pics
 
-DC = ["DC0", "DC1", "DC2"]
-T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
 GROUPS = T + DC
 
 
@@ -27,20 +24,8 @@ def _csr(adata):
 @pytest.fixture(scope="module")
 def data():
     """Reference profiles (expressed genes + one 'rest' bucket) and synthetic doublets/triplets."""
-    import anndata as ad
-
-    # the `pbmc` fixture's file, read once for the module (that fixture is per test)
-    pbmc = ad.read_h5ad(Path(__file__).resolve().parents[1] / "gpu_sc" / "_data"
-                        / "pbmc68k_reduced_counts.h5ad")
-    a = pbmc[pbmc.obs["bulk_labels"].isin(T + ["Dendritic"])].copy()
-    g = a.obs["bulk_labels"].astype(str).to_numpy().copy()
-    d = g == "Dendritic"
-    lg = a[d].copy()
-    sc.pp.normalize_total(lg, target_sum=1e4)
-    sc.pp.log1p(lg)
-    sc.pp.pca(lg, n_comps=10)
-    g[d] = [f"DC{k}" for k in KMeans(3, n_init=10, random_state=0).fit_predict(lg.obsm["X_pca"])]
-    a.obs["grp"] = g
+    # the `pbmc` fixture's data, read once for the module (that fixture is per test)
+    a = t_dc_cells(_load("pbmc68k_reduced_counts.h5ad"))
     src = np.random.default_rng(0).random(a.n_obs) < 0.3
     ref = a[~src]
     s = _csr(ref)
