@@ -19,6 +19,11 @@ def is_gpu(x: Any) -> bool:
     return type(x).__module__.split(".", 1)[0] in ("cupy", "cupyx")
 
 
+def is_dask(x: Any) -> bool:
+    """True for a Dask array (detected by module name: Dask need not be installed)."""
+    return type(x).__module__.split(".", 1)[0] == "dask"
+
+
 def is_sparse(x: Any) -> bool:
     """True for scipy or cupyx sparse matrices/arrays."""
     if is_gpu(x):
@@ -58,6 +63,9 @@ def to_host(a: Any) -> np.ndarray:
 
 def describe(x: Any) -> str:
     """A short human description for error messages: 'a CSC matrix on the GPU'."""
+    if is_dask(x):
+        inner = describe(x._meta).removeprefix("a ")
+        return f"a Dask array ({len(x.chunks[0])} row blocks) of {inner}"
     where = "GPU" if is_gpu(x) else "CPU"
     fmt = sparse_format(x)
     kind = f"{fmt.upper()} matrix" if fmt else type(x).__name__

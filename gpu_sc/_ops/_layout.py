@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import describe, is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, xp_of
 
 
 class Parts(NamedTuple):
@@ -24,7 +24,12 @@ class Parts(NamedTuple):
 
 
 def parts(x) -> Parts:
-    """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying."""
+    """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying; a
+    row-chunked Dask array gives its `Chunked` counterpart (see `_chunked`)."""
+    if is_dask(x):
+        from ._chunked import Chunked
+
+        return Chunked(x)
     if is_sparse(x):
         if sparse_format(x) != "csr":
             msg = f"expected a CSR matrix, got {describe(x)}; convert with .tocsr()"

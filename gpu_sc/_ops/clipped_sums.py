@@ -6,6 +6,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._chunked import Chunked
 from ._layout import Parts, on_gpu, row_pointers
 
 
@@ -41,6 +42,8 @@ def clipped_sums(p: Parts, clip):
     CSR sums the stored values only (implicit zeros add nothing); dense clips every entry,
     zeros included (they differ only where a clip value is negative).
     """
+    if isinstance(p, Chunked):
+        return p.reduce(clipped_sums, clip)
     if on_gpu(p):
         from .._kernels.clipped_sums import clipped_sums as gpu_clipped_sums
 

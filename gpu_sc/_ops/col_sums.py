@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._chunked import Chunked
 from ._layout import Parts, on_gpu
 
 
@@ -41,6 +42,8 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, sums, sumsq, nnz):
 
 def _col_stats(p: Parts, *, squares: bool, counts: bool):
     """(sums, sums of squares or None, nonzero counts or None) per column, float64 / int64."""
+    if isinstance(p, Chunked):
+        return p.reduce(_col_stats, squares=squares, counts=counts)
     if on_gpu(p):
         from .._kernels.col_reduce import col_stats
 

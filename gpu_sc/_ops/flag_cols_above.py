@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._chunked import Chunked
 from ._layout import Parts, on_gpu
 
 
@@ -19,6 +20,8 @@ def _csr_flag_cols_above(data, indices, indptr, limits, flags):
 
 def flag_cols_above(p: Parts, limits):
     """Bool per column: some row r has a value > `limits[r]` (float64) in it."""
+    if isinstance(p, Chunked):
+        return p.reduce(flag_cols_above, per_row=(limits,))
     if on_gpu(p):
         from .._kernels.row_reduce import flag_cols_above as gpu_flag_cols_above
 

@@ -15,6 +15,7 @@ import numba
 import numpy as np
 
 from .._backend import sparse_module, to_host, xp_of
+from ._chunked import Chunked
 from ._layout import Parts
 
 BLOCK_BYTES = 64 * 2**20  # one dense float64 row block
@@ -74,6 +75,8 @@ def _block(p: Parts, start: int, stop: int, densify: bool):
 
 def gram(p: Parts, chunk_size: int | None = None):
     """X^T X as a dense (n_cols, n_cols) float64 matrix, accumulated over row blocks."""
+    if isinstance(p, Chunked):
+        return p.reduce(gram, chunk_size)
     xp = xp_of(p.data)
     n_cols = p.shape[1]
     g = xp.zeros((n_cols, n_cols), dtype=np.float64)
@@ -84,6 +87,9 @@ def gram(p: Parts, chunk_size: int | None = None):
 
 def project(p: Parts, v, offset=None, chunk_size: int | None = None):
     """X v - offset (offset broadcast over rows; e.g. mu^T v) as (n_rows, k) float64."""
+    if isinstance(p, Chunked):
+        out = p.rows(project, v, None, chunk_size)
+        return out if offset is None else out - offset
     xp = xp_of(p.data)
     out = xp.empty((p.shape[0], v.shape[1]), dtype=np.float64)
     for start, stop, block in row_blocks(p, chunk_size, densify=False):
@@ -98,7 +104,10 @@ def centred_normal_apply(p: Parts, q, mean=None, chunk_size: int | None = None):
 
     CSR on the CPU: one fused numba sweep (each row's X_i q, then X_i^T times it while the row is
     in cache; float64 accumulation, the values read as stored, no block copies). Otherwise
-    X (q) then X^T (.) block by block (scipy / cuSPARSE), blocks cut by :func:`product_ranges`."""
+    X (q) then X^T (.) block by block (scipy / cuSPARSE), blocks cut by :func:`product_ranges`.
+    A^T A q is a sum over rows, so a `Chunked` X sums it over its Dask blocks."""
+    if isinstance(p, Chunked):
+        return p.reduce(centred_normal_apply, q, mean, chunk_size)
     xp = xp_of(p.data)
     q = xp.ascontiguousarray(q, dtype=np.float64)
     shift = xp.zeros(q.shape[1]) if mean is None else mean @ q
@@ -144,6 +153,8 @@ def _normal_csr(data, indices, indptr, q, shift):  # pragma: no cover - compiled
 
 def transpose_apply(p: Parts, u, chunk_size: int | None = None):
     """X^T u as (n_cols, k) float64, accumulated over row blocks (u: (n_rows, k))."""
+    if isinstance(p, Chunked):
+        return p.reduce(transpose_apply, chunk_size, per_row=(u,))
     xp = xp_of(p.data)
     y = xp.zeros((p.shape[1], u.shape[1]), dtype=np.float64)
     for start, stop, block in row_blocks(p, chunk_size, densify=False):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._chunked import Chunked
 from ._layout import Parts, on_gpu
 
 
@@ -35,6 +36,8 @@ def _csr_masked_row_sums(data, indices, indptr, col_mask, sums, nnz):
 
 def row_sums(p: Parts, col_mask=None):
     """(sums float64, nonzero counts int64) per row; `col_mask` (bool per column) restricts both."""
+    if isinstance(p, Chunked):
+        return p.rows(row_sums, col_mask=col_mask)
     if on_gpu(p):
         from .._kernels.row_reduce import row_sums as gpu_row_sums
 

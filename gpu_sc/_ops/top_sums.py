@@ -5,6 +5,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from ._chunked import Chunked
 from ._layout import Parts, on_gpu, row_pointers
 
 
@@ -25,6 +26,8 @@ def _row_top_sums(data, indptr, ns, out):
 def top_sums(p: Parts, ns):
     """(n_rows, len(ns)) float64; `ns` ascending positive ints; values must be non-negative."""
     ns = np.asarray(ns, dtype=np.int64)
+    if isinstance(p, Chunked):
+        return p.rows(top_sums, ns)
     if on_gpu(p):
         from .._kernels.top_sums import row_top_sums
 

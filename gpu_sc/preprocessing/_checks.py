@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from .._backend import describe, is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from .._ops._chunked import Chunked, check_chunked
 from .._ops.value_issues import value_issues
 
 
@@ -54,8 +55,13 @@ def set_matrix(adata: AnnData, x, *, layer: str | None = None, obsm: str | None 
 def canonical(x, *, step: str):
     """`x` as CSR or C-contiguous dense on its own device; a copy only where the layout differs.
 
-    CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray.
+    CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray. A Dask array is
+    checked (2-D, whole rows in each block) and returned as it is: each block is brought into
+    layout when it is computed.
     """
+    if is_dask(x):
+        check_chunked(x, step=step)
+        return x
     if is_sparse(x):
         if sparse_format(x) != "csr":
             return x.tocsr()
@@ -90,10 +96,10 @@ def check_counts(x, *, step: str) -> None:
         raise TypeError(msg)
     if values.size == 0 or values.dtype.kind == "u":
         return
-    if values.dtype.kind == "i":
-        n_bad, n_neg = 0, int(xp_of(values).count_nonzero(values < 0))
+    if is_dask(x):  # one pass over the blocks
+        n_bad, n_neg = Chunked(x).reduce(_block_value_issues)
     else:
-        n_bad, n_neg = value_issues(values.reshape(-1))
+        n_bad, n_neg = _value_issues(values)
     if n_bad:
         msg = (
             f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
@@ -101,10 +107,11 @@ def check_counts(x, *, step: str) -> None:
         )
         raise ValueError(msg)
     if n_neg:
+        minimum = "" if is_dask(x) else f" (minimum {float(values.min()):g})"
         msg = (
-            f"{step}: expects non-negative counts but found {n_neg} negative values "
-            f"(minimum {float(values.min()):g}) in {describe(x)}; pass raw counts (e.g. a "
-            "'counts' layer) rather than scaled or centred data."
+            f"{step}: expects non-negative counts but found {n_neg} negative values{minimum} "
+            f"in {describe(x)}; pass raw counts (e.g. a 'counts' layer) rather than scaled or "
+            "centred data."
         )
         raise ValueError(msg)
 
@@ -115,14 +122,34 @@ def check_integer_counts(x, *, step: str) -> None:
     check_counts(x, step=step)
     values = x.data if is_sparse(x) else x
     if values.dtype.kind == "f" and values.size:
-        xp = xp_of(values)
-        n_frac = int(xp.count_nonzero(values != xp.round(values)))
+        n_frac = Chunked(x).reduce(_block_fractions) if is_dask(x) else _fractions(values)
         if n_frac:
             msg = (
                 f"{step}: expects raw integer counts but found {n_frac} non-integer values in "
                 f"{describe(x)}; pass the raw counts (e.g. a 'counts' layer), not normalised data."
             )
             raise ValueError(msg)
+
+
+def _value_issues(values) -> tuple[int, int]:
+    """(non-finite, negative) value counts of an in-memory value array."""
+    if values.dtype.kind == "i":
+        return 0, int(xp_of(values).count_nonzero(values < 0))
+    return value_issues(values.reshape(-1))
+
+
+def _fractions(values) -> int:
+    """How many values are not whole numbers."""
+    xp = xp_of(values)
+    return int(xp.count_nonzero(values != xp.round(values)))
+
+
+def _block_value_issues(p) -> tuple[int, int]:
+    return _value_issues(p.data)
+
+
+def _block_fractions(p) -> int:
+    return _fractions(p.data)
 
 
 def float_values(x):

@@ -1,0 +1,155 @@
+"""Dask arrays chunked by rows: the primitives run on them block by block.
+
+A matrix too large for one GPU (or for host memory) arrives as a Dask array whose blocks are
+row ranges with every column: scipy / cupyx sparse matrices or numpy / cupy arrays. `Chunked`
+is its counterpart of `Parts`: a primitive given a `Chunked` runs itself on the `Parts` of each
+block (on whatever worker, CPU or GPU, holds it — dask-cuda puts one GPU behind each worker)
+and combines the per-block results:
+
+- `reduce`: results that add up over rows (column sums, Gram matrices) are summed pairwise in
+  the task graph, so only the final sum reaches the caller;
+- `rows`: per-row results (totals, top-n sums, projections) are concatenated in row order;
+- `update`: an in-place transformation becomes a lazy one on a copy of each block (Dask blocks
+  may be shared, so they are never modified).
+
+Arguments with one entry per row (`per_row`) are sliced to each block's rows. Nothing here
+imports Dask unless a Dask array is passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._backend import is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from ._layout import Parts, parts
+
+
+def check_chunked(x: Any, *, step: str) -> None:
+    """A 2-D Dask array of known row chunks with all columns in one chunk, or a clear error."""
+    if x.ndim != 2:
+        msg = f"{step}: expected a 2-D Dask array (cells x genes), got {x.ndim} dimensions."
+        raise ValueError(msg)
+    if len(x.chunks[1]) != 1:
+        msg = (
+            f"{step}: the Dask array is chunked along genes ({len(x.chunks[1])} column chunks); "
+            "gpu_sc needs whole rows in each block: x = x.rechunk({1: -1})."
+        )
+        raise ValueError(msg)
+    if any(np.isnan(c) for c in x.chunks[0]):
+        msg = f"{step}: the Dask array's row chunk sizes are unknown; call x.compute_chunk_sizes() first."
+        raise ValueError(msg)
+
+
+def block_parts(block) -> Parts:
+    """`Parts` of one block: CSC / COO become CSR, dense blocks C-contiguous."""
+    if is_sparse(block):
+        if sparse_format(block) != "csr":
+            block = block.tocsr()
+    else:
+        if isinstance(block, np.matrix):
+            block = np.asarray(block)
+        if not block.flags.c_contiguous:
+            block = xp_of(block).ascontiguousarray(block)
+    return parts(block)
+
+
+class Chunked:
+    """A row-chunked Dask matrix as the primitives see it (the Dask counterpart of `Parts`)."""
+
+    def __init__(self, array):
+        self.array = array
+        self.shape = tuple(int(s) for s in array.shape)
+        self.dense = not is_sparse(array._meta)
+        bounds = np.cumsum((0, *array.chunks[0]))
+        self.row_ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    @property
+    def on_gpu(self) -> bool:
+        return is_gpu(self.array._meta)
+
+    def _tasks(self, fn, args, kwargs, per_row):
+        import dask
+
+        call = dask.delayed(_on_block, pure=True)
+        blocks = self.array.to_delayed().ravel()
+        return [
+            call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs)
+            for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)
+        ]
+
+    def reduce(self, fn, *args, per_row=(), **kwargs):
+        """Sum over blocks of fn(block parts, *per_row slices, *args, **kwargs) (a tuple of
+        arrays / numbers, None entries allowed; booleans combine by `or`), computed."""
+        import dask
+
+        tasks = self._tasks(fn, args, kwargs, per_row)
+        add = dask.delayed(_add, pure=True)
+        while len(tasks) > 1:  # pairwise: the caller receives one sum, not every partial
+            tasks = [add(*tasks[i : i + 2]) if i + 1 < len(tasks) else tasks[i] for i in range(0, len(tasks), 2)]
+        return tasks[0].compute()
+
+    def rows(self, fn, *args, per_row=(), **kwargs):
+        """fn's per-row results (an array or a tuple of arrays) over all blocks, in row order."""
+        import dask
+
+        results = dask.compute(*self._tasks(fn, args, kwargs, per_row))
+        if not isinstance(results[0], tuple):
+            return _concat([r for r in results])
+        return tuple(_concat([r[i] for r in results]) for i in range(len(results[0])))
+
+    def update(self, fn, *args, per_row=(), dtype=None, **kwargs):
+        """A lazy Dask array: each block copied (cast to `dtype` if given) and transformed in
+        place by fn(block parts, *per_row slices, *args, **kwargs)."""
+        import dask.array as da
+
+        dtype = np.dtype(dtype or self.array.dtype)
+        # per-row arguments travel as (n, 1) Dask arrays chunked like the rows, so that each
+        # task carries its own slice only
+        columns = [
+            da.from_array(a.reshape(-1, 1), chunks=(self.array.chunks[0], 1), asarray=False)
+            for a in per_row
+        ]
+        meta = self.array._meta.astype(dtype)
+        return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
+                             kwargs=kwargs, dtype=dtype, meta=meta)  # fmt: skip
+
+
+def _on_block(fn, block, per_row, args, kwargs):
+    return fn(block_parts(block), *per_row, *args, **kwargs)
+
+
+def _updated(block, *columns, fn, dtype_, args, kwargs):
+    """A transformed copy of `block` (CSR or C-contiguous dense)."""
+    if is_sparse(block):
+        block = block.tocsr() if sparse_format(block) != "csr" else block
+    block = block.astype(dtype_, copy=True)
+    p = block_parts(block)
+    fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
+    return block if is_sparse(block) else p.data.reshape(p.shape)
+
+
+def _add(a, b):
+    if not isinstance(a, tuple):
+        return _add((a,), (b,))[0]
+    return tuple(
+        None if u is None else (u | v if getattr(u, "dtype", None) == np.bool_ else u + v)
+        for u, v in zip(a, b, strict=True)
+    )
+
+
+def _concat(arrays):
+    if is_gpu(arrays[0]):
+        import cupy as cp
+
+        return cp.concatenate(arrays)
+    return np.concatenate(arrays)
+
+
+def chunked(x, *, step: str) -> Chunked:
+    """`Chunked` for a Dask array, after :func:`check_chunked`."""
+    check_chunked(x, step=step)
+    return Chunked(x)
+
+
