@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import is_gpu, is_sparse, sparse_format, xp_of
 from ._layout import Parts, parts
 
 
