@@ -10,7 +10,8 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_sparse
+from .._backend import is_dask, is_sparse
+from .._ops._chunked import Chunked, check_chunked
 from ._checks import get_matrix, make_actual, set_matrix
 
 _STEP = "log1p"
@@ -36,7 +37,8 @@ def log1p(
     -------
     For an AnnData: the copy when ``copy``, else ``None``; the matrix is transformed and
     ``uns['log1p'] = {'base': base}``. For a matrix: the transformed matrix (the same object
-    unless ``copy`` or integer input).
+    unless ``copy`` or integer input). A Dask array chunked by rows gives a lazy Dask array
+    (each block transformed on a copy when computed).
     """
     if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
         msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."
@@ -61,6 +63,10 @@ def log1p(
 
 
 def _log1p_matrix(x, *, base, copy: bool):
+    if is_dask(x):  # lazy, on copies of the blocks
+        check_chunked(x, step=_STEP)
+        dtype = x.dtype if x.dtype.kind in "fc" else np.float64
+        return Chunked(x).update(_log1p_parts, base, dtype=dtype)
     if isinstance(x, np.matrix):
         x = np.asarray(x)
     if not hasattr(x, "dtype"):
@@ -72,3 +78,7 @@ def _log1p_matrix(x, *, base, copy: bool):
         x = x.copy()
     _ops.log1p_(x.data if is_sparse(x) else x, base=base)
     return x
+
+
+def _log1p_parts(p, base) -> None:
+    _ops.log1p_(p.data, base=base)

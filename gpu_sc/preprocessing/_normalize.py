@@ -10,6 +10,7 @@ from anndata import AnnData
 
 from .. import _ops
 from .._backend import to_host, xp_of
+from .._ops._chunked import Chunked
 from .._settings import settings
 from ._checks import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
 
@@ -59,6 +60,10 @@ def normalize_total(
     ``adata`` (the copy) when ``copy``, the dict when not ``inplace``, else ``None``. The matrix
     stays on its device and in CSR/dense layout (CSC input becomes CSR); integer input becomes
     float32, as in scanpy.
+
+    A Dask array chunked by rows (whole rows in each block) is accepted: the totals (and the
+    checks) take one pass over its blocks; the normalised matrix is a lazy Dask array with the
+    same chunks, divided block by block on copies when it is computed.
     """
     if copy:
         if not inplace:
@@ -85,9 +90,9 @@ def normalize_total(
     elif not inplace and x is x0:
         x = x.copy()
     p = _ops.parts(x)
-    xp = xp_of(p.data)
 
     totals = _ops.row_sums(p)[0].astype(x.dtype)  # scanpy keeps totals in the value dtype
+    xp = xp_of(totals)
     if exclude_highly_expressed:
         high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
         totals = _ops.row_sums(p, col_mask=~high)[0].astype(x.dtype)
@@ -101,7 +106,10 @@ def normalize_total(
         target_sum = xp.median(nonzero)
     norm_factor = totals / target_sum
 
-    _ops.divide_rows(p, norm_factor)
+    if isinstance(p, Chunked):  # lazy, block by block, on copies
+        x = p.update(_ops.divide_rows, per_row=(norm_factor,))
+    else:
+        _ops.divide_rows(p, norm_factor)
     if bool((totals == 0).any()):
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
 

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_sparse, to_host
+from .._backend import is_dask, is_sparse, to_host
 from ._checks import canonical, check_counts, check_not_empty, float_values, get_matrix, sum_dtype
 
 _STEP = "calculate_qc_metrics"
@@ -33,6 +33,7 @@ def calculate_qc_metrics(
 
     Runs on the GPU when the matrix is a cupy / cupyx array, on the CPU otherwise. The input
     matrix is never modified (scanpy drops explicit zeros from it; gpu_sc does not need to).
+    A Dask array chunked by rows is reduced block by block (the metrics are computed).
 
     Parameters
     ----------
@@ -73,7 +74,8 @@ def calculate_qc_metrics(
 
     p = _ops.parts(float_values(x))
     out_sum = sum_dtype(x.dtype)
-    nnz_dtype = x.indptr.dtype if is_sparse(x) else np.dtype(np.int64)
+    layout = x._meta if is_dask(x) else x  # a Dask array's blocks are like its meta
+    nnz_dtype = layout.indptr.dtype if is_sparse(layout) else np.dtype(np.int64)
 
     totals, nnz = (to_host(a) for a in _ops.row_sums(p))
     obs = pd.DataFrame(index=adata.obs_names.copy())

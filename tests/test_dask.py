@@ -1,0 +1,179 @@
+"""Row-chunked Dask arrays through QC, filtering, normalize_total and log1p: the same results as
+in memory (which match scanpy), lazy where the step transforms the matrix, clear errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from conftest import assert_adata_equal, to_host
+
+import gpu_sc as gsc
+from gpu_sc import _ops
+
+da = pytest.importorskip("dask.array")
+
+#: blocks of an uneven number of rows, so that the last block is short
+ROWS = (999, 4096)
+
+
+def as_dask(x, rows: int):
+    """`x` (in memory) as a Dask array of `rows`-row blocks of the same kind."""
+    return da.from_array(x, chunks=(rows, -1), asarray=False)
+
+
+def dask_twin(adata, rows: int, kind: str = "csr"):
+    """A copy of `adata` whose X is a Dask array of `kind` blocks ('csr' or 'numpy')."""
+    out = adata.copy()
+    x = sp.csr_matrix(adata.X) if kind == "csr" else adata.X.toarray()
+    out.X = as_dask(x, rows)
+    if kind == "numpy":
+        adata.X = x
+    return out
+
+
+def computed(adata):
+    """`adata` with a computed X (for exact comparison with the in-memory twin)."""
+    out = adata.copy()
+    out.X = out.X.compute()
+    return out
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_qc_metrics(brain, rows, kind):
+    lazy = dask_twin(brain, rows, kind)
+    obs, var = gsc.pp.calculate_qc_metrics(brain, qc_vars="mt", percent_top=(5, 50, 200))
+    obs_d, var_d = gsc.pp.calculate_qc_metrics(lazy, qc_vars="mt", percent_top=(5, 50, 200))
+    pd.testing.assert_frame_equal(obs, obs_d)
+    pd.testing.assert_frame_equal(var, var_d, rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_filters(pbmc, kind):
+    lazy = dask_twin(pbmc, 128, kind)
+    for fn, kw in [(gsc.pp.filter_cells, {"min_genes": 300}), (gsc.pp.filter_genes, {"min_cells": 20}),
+                   (gsc.pp.filter_cells, {"max_counts": 3000}), (gsc.pp.filter_genes, {"min_counts": 50})]:  # fmt: skip
+        fn(pbmc, **kw)
+        fn(lazy, **kw)
+        assert isinstance(lazy.X, da.Array)
+    assert_adata_equal(pbmc, computed(lazy))
+
+
+@pytest.mark.parametrize("rows", ROWS)
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+@pytest.mark.parametrize("kw", [{}, {"target_sum": 1e4}, {"exclude_highly_expressed": True, "max_fraction": 0.1}])
+def test_normalize_log1p(brain, rows, kind, kw):
+    lazy = dask_twin(brain, rows, kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bundled data has a cell without counts
+        gsc.pp.normalize_total(brain, key_added="nf", **kw)
+        gsc.pp.normalize_total(lazy, key_added="nf", **kw)
+    assert isinstance(lazy.X, da.Array) and lazy.X.chunks == ((rows,) * (10000 // rows) + (10000 % rows,), (1000,))
+    gsc.pp.log1p(brain, base=2)
+    gsc.pp.log1p(lazy, base=2)
+    assert isinstance(lazy.X, da.Array)
+    assert_adata_equal(brain, computed(lazy))
+
+
+def test_integer_dask_counts(pbmc):
+    """Integer blocks: float32 after normalize_total, float64 after log1p, as in memory."""
+    pbmc.X = sp.csr_matrix(pbmc.X.astype(np.int64))
+    lazy = dask_twin(pbmc, 200)
+    gsc.pp.normalize_total(pbmc)
+    gsc.pp.normalize_total(lazy)
+    assert lazy.X.dtype == np.float32
+    bare = as_dask(sp.csr_matrix(np.arange(12).reshape(4, 3)), 3)
+    out = gsc.pp.log1p(bare)
+    assert out.dtype == np.float64
+    np.testing.assert_array_equal(to_host(out.compute()), np.log1p(np.arange(12).reshape(4, 3)))
+    assert_adata_equal(pbmc, computed(lazy))
+
+
+def test_source_blocks_untouched(pbmc):
+    """Transforms work on copies of the blocks: the Dask array the user holds is unchanged."""
+    source = sp.csr_matrix(pbmc.X)
+    kept = source.copy()
+    lazy = dask_twin(pbmc, 100)
+    lazy.X = as_dask(source, 100)
+    gsc.pp.normalize_total(lazy)
+    gsc.pp.log1p(lazy)
+    lazy.X.compute()
+    assert (source != kept).nnz == 0
+
+
+def test_inplace_false_returns_lazy(pbmc):
+    lazy = dask_twin(pbmc, 256)
+    before = lazy.X
+    out = gsc.pp.normalize_total(lazy, inplace=False, target_sum=100)
+    assert lazy.X is before and isinstance(out["X"], da.Array)
+    np.testing.assert_allclose(to_host(out["X"].compute()).sum(axis=1)[to_host(out["norm_factor"]) > 0], 100, rtol=1e-4)
+
+
+def test_chunked_along_genes_is_an_error(pbmc):
+    lazy = pbmc.copy()
+    lazy.X = da.from_array(sp.csr_matrix(pbmc.X), chunks=(100, 100), asarray=False)
+    before = lazy.X
+    with pytest.raises(ValueError, match=r"rechunk\(\{1: -1\}\)"):
+        gsc.pp.normalize_total(lazy)
+    assert lazy.X is before
+
+
+def test_bad_counts_leave_adata_untouched(pbmc):
+    x = sp.csr_matrix(pbmc.X)
+    x.data[5] = -1
+    lazy = pbmc.copy()
+    lazy.X = as_dask(x, 100)
+    before = lazy.X
+    with pytest.raises(ValueError, match="1 negative values in a Dask array"):
+        gsc.pp.normalize_total(lazy)
+    assert lazy.X is before and "log1p" not in lazy.uns
+
+
+def test_primitives_match_in_memory(brain):
+    """Every primitive that takes a Chunked gives the in-memory answer (sums up to round-off)."""
+    from gpu_sc._ops import gram
+
+    x = sp.csr_matrix(brain.X)
+    mem, lazy = _ops.parts(x), _ops.parts(as_dask(x, 777))
+    for a, b in zip(_ops.row_sums(mem), _ops.row_sums(lazy), strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(_ops.top_sums(mem, [1, 10]), _ops.top_sums(lazy, [1, 10]))
+    limits = np.full(x.shape[0], 20.0)
+    np.testing.assert_array_equal(_ops.flag_cols_above(mem, limits), _ops.flag_cols_above(lazy, limits))
+    for a, b in zip(_ops.col_mean_var(mem), _ops.col_mean_var(lazy), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    clip = np.full(x.shape[1], 3.0)
+    for a, b in zip(_ops.clipped_sums(mem, clip), _ops.clipped_sums(lazy, clip), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    rng = np.random.default_rng(0)
+    q, mean, u = rng.random((x.shape[1], 3)), rng.random(x.shape[1]), rng.random((x.shape[0], 2))
+    np.testing.assert_allclose(gram.gram(mem), gram.gram(lazy), rtol=1e-12)
+    np.testing.assert_allclose(gram.centred_normal_apply(mem, q, mean), gram.centred_normal_apply(lazy, q, mean), rtol=1e-10)
+    np.testing.assert_allclose(gram.project(mem, q, 1.0), gram.project(lazy, q, 1.0), rtol=1e-12)
+    np.testing.assert_allclose(gram.transpose_apply(mem, u), gram.transpose_apply(lazy, u), rtol=1e-12)
+
+
+@pytest.mark.gpu
+def test_gpu_blocks_match_cpu(brain):
+    """Dask of cupyx CSR blocks: QC, normalize_total and log1p equal the CPU Dask path."""
+    import cupyx.scipy.sparse as cpsp
+
+    x = sp.csr_matrix(brain.X)
+    cpu = brain.copy()
+    cpu.X = as_dask(x, 2500)
+    gpu = brain.copy()
+    gpu.X = cpu.X.map_blocks(cpsp.csr_matrix, dtype=x.dtype, meta=cpsp.csr_matrix((0, x.shape[1]), dtype=x.dtype))
+    obs_c, var_c = gsc.pp.calculate_qc_metrics(cpu)
+    obs_g, var_g = gsc.pp.calculate_qc_metrics(gpu)
+    pd.testing.assert_frame_equal(obs_c, obs_g, rtol=1e-6)
+    pd.testing.assert_frame_equal(var_c, var_g, rtol=1e-6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for a in (cpu, gpu):
+            gsc.pp.normalize_total(a)
+            gsc.pp.log1p(a)
+    np.testing.assert_allclose(to_host(gpu.X.compute()), to_host(cpu.X.compute()), rtol=1e-6)
