@@ -140,6 +140,25 @@ def _prepare(base, state: str, p: dict):
     return a
 
 
+def _as_dask(a, rows: int):
+    """`a` with X a Dask array of `rows`-cell blocks (what a lazily read file gives)."""
+    import dask.array as da
+
+    a.X = da.from_array(a.X, chunks=(rows, -1), asarray=False)
+    return a
+
+
+def _computed(a) -> None:
+    """Compute what a step left lazy (X, obsm), so that timings include the work itself."""
+    import dask
+
+    if type(a.X).__module__.startswith("dask"):
+        (a.X,) = dask.persist(a.X)
+    for key in list(a.obsm):
+        if type(a.obsm[key]).__module__.startswith("dask"):
+            a.obsm[key] = a.obsm[key].compute()
+
+
 def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True) -> list[float]:
     """Median seconds of each function in `fns` on fresh inputs. The functions take turns
     within every repeat, so neither gets a warmer allocator or cache than the other.
@@ -243,7 +262,7 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
     p = _params(base)
     common = {"n_cells": base.n_obs, "n_genes": base.n_vars, "nnz": int(base.X.nnz),
               "dataset": args.dataset, "seed": args.seed, "repeats": args.repeats, "params": p,
-              "cpu_count": os.cpu_count(), "versions": versions(),
+              "cpu_count": os.cpu_count(), "versions": versions(), "dask_chunk_rows": args.chunk_rows,
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     rows = []
 
@@ -257,9 +276,14 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
         prepared = _prepare(base, step.prepare, p)
         if "cpu" in backends:
             print(f"[{i}/{len(steps)}] {name} cpu ...", file=sys.stderr, flush=True)
-            (ours, err), (ref, ref_err) = _measure(
-                [lambda a: step.call(gsc.pp, a, p), lambda a: step.call(sc.pp, a, p)], prepared.copy, args.repeats
-            )
+            make = prepared.copy
+            if args.chunk_rows:  # both libraries get the same Dask input and compute the result
+
+                def make(prepared=prepared):
+                    return _as_dask(prepared.copy(), args.chunk_rows)
+
+            fns = [lambda a, pp=pp: (step.call(pp, a, p), _computed(a)) for pp in (gsc.pp, sc.pp)]
+            (ours, err), (ref, ref_err) = _measure(fns, make, args.repeats)
             add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, common))
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
@@ -312,6 +336,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="append JSON lines here")
+    p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
+                   help="CPU rows: X as a Dask array of N-cell blocks for both libraries (lazy results computed)")
     args = p.parse_args(argv)
     unknown = set(args.steps.split(",")) - set(STEPS) - {""}
     if unknown:

@@ -79,6 +79,22 @@ def test_run_matches_scanpy(counts_file, tmp_path):
     np.testing.assert_allclose(got.obs["total_counts"], ref.obs["total_counts"], rtol=1e-6)
 
 
+def test_run_chunk_rows_equals_in_memory(counts_file, tmp_path, capsys):
+    """--chunk-rows reads X lazily as Dask blocks; the written result is the in-memory one."""
+    pytest.importorskip("dask")
+    steps = ["--steps", "qc,filter,normalize,log1p", "--min-genes", "230", "--min-cells", "20", "--device", "cpu"]
+    mem, lazy = tmp_path / "mem.h5ad", tmp_path / "lazy.h5ad"
+    assert main(["run", str(counts_file), "-o", str(mem), *steps]) == 0
+    assert main(["run", str(counts_file), "-o", str(lazy), "--chunk-rows", "99", *steps]) == 0
+    assert "as Dask blocks of 99 cells" in capsys.readouterr().out
+    a, b = ad.read_h5ad(mem), ad.read_h5ad(lazy)
+    assert a.obs.equals(b.obs) and a.var.equals(b.var) and a.uns.keys() == b.uns.keys()
+    assert type(a.X) is type(b.X) and (a.X != b.X).nnz == 0
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(counts_file), "-o", str(tmp_path / "o.h5ad"), "--chunk-rows", "0"])
+    assert e.value.code == 2 and "--chunk-rows must be a positive" in capsys.readouterr().err
+
+
 def test_run_steps_in_given_order(counts_file, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--steps", "log1p,qc"]) == 0
