@@ -276,11 +276,9 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
         prepared = _prepare(base, step.prepare, p)
         if "cpu" in backends:
             print(f"[{i}/{len(steps)}] {name} cpu ...", file=sys.stderr, flush=True)
-            make = prepared.copy
-            if args.chunk_rows:  # both libraries get the same Dask input and compute the result
-
-                def make(prepared=prepared):
-                    return _as_dask(prepared.copy(), args.chunk_rows)
+            def make(prepared=prepared):  # with --chunk-rows both libraries get the same Dask input
+                a = prepared.copy()
+                return _as_dask(a, args.chunk_rows) if args.chunk_rows else a
 
             fns = [lambda a, pp=pp: (step.call(pp, a, p), _computed(a)) for pp in (gsc.pp, sc.pp)]
             (ours, err), (ref, ref_err) = _measure(fns, make, args.repeats)

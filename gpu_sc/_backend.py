@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,10 @@ def is_gpu(x: Any) -> bool:
 
 
 def is_dask(x: Any) -> bool:
-    """True for a Dask array (detected by module name: Dask need not be installed)."""
-    return type(x).__module__.split(".", 1)[0] == "dask"
+    """True for a Dask array or a subclass (anndata's views); no Dask array can exist before
+    dask.array is imported, so Dask need not be installed."""
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
 
 
 def is_sparse(x: Any) -> bool:

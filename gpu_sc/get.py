@@ -1,7 +1,8 @@
 """Moving an AnnData's matrices between host and GPU: the only place data changes device.
 
 X, every layer and every array in obsm move; obs, var, uns and DataFrames in obsm stay on the
-host (they are metadata, and `write_h5ad` needs them there).
+host (they are metadata, and `write_h5ad` needs them there). A Dask array moves lazily: its
+blocks are converted when they are computed.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ._backend import is_gpu
+from ._backend import is_dask, is_gpu, is_sparse
 
 
 def _cupy():
@@ -27,6 +28,8 @@ def _cupy():
 
 
 def _to_gpu_array(x):
+    if is_dask(x):
+        return _to_gpu_dask(x)
     if x is None or is_gpu(x) or not (sp.issparse(x) or isinstance(x, np.ndarray)):
         return x
     cp, cpsp = _cupy()
@@ -38,9 +41,44 @@ def _to_gpu_array(x):
 
 
 def _to_cpu_array(x):
+    if is_dask(x):
+        return _to_cpu_dask(x)
     if not is_gpu(x):
         return x
     return x.get()  # cupy and cupyx sparse both give their numpy / scipy counterpart
+
+
+def _gpu_block(block):
+    """One Dask block on the GPU: scipy sparse as cupyx CSR (the layout the steps take on
+    Dask blocks), dense as cupy."""
+    if is_gpu(block):
+        return block
+    cp, cpsp = _cupy()
+    if sp.issparse(block):
+        return cpsp.csr_matrix(block if block.format == "csr" else block.tocsr())
+    return cp.asarray(np.asarray(block))
+
+
+def _to_gpu_dask(x):
+    """A lazy Dask array of `x`'s blocks on the GPU (unchanged if they are there already)."""
+    if is_gpu(x._meta):
+        return x
+    cp, cpsp = _cupy()  # here, so that a missing CuPy fails now and not at compute time
+    shape = (0, *x.shape[1:])  # no rows, every column (blocks hold whole rows)
+    meta = cpsp.csr_matrix(shape, dtype=x.dtype) if is_sparse(x._meta) else cp.empty(shape, dtype=x.dtype)
+    return x.map_blocks(_gpu_block, dtype=x.dtype, meta=meta)
+
+
+def _cpu_block(block):
+    return block.get() if is_gpu(block) else block
+
+
+def _to_cpu_dask(x):
+    """A lazy Dask array of `x`'s blocks on the host (unchanged if they are there already)."""
+    if not is_gpu(x._meta):
+        return x
+    meta = x._meta.get()  # an empty scipy / numpy counterpart of the cupyx / cupy meta
+    return x.map_blocks(_cpu_block, dtype=x.dtype, meta=meta)
 
 
 def _move(adata: AnnData, fn, copy: bool) -> AnnData | None:
@@ -59,7 +97,10 @@ def _move(adata: AnnData, fn, copy: bool) -> AnnData | None:
 def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     """Move X, layers and obsm arrays to the GPU (cupy arrays, cupyx CSR/CSC matrices).
 
-    COO matrices become CSR. Returns the moved copy when ``copy``, else works in place.
+    COO matrices become CSR. A Dask array is mapped lazily, block by block: scipy sparse
+    blocks become cupyx CSR (CSC and COO are converted), numpy blocks cupy arrays; nothing is
+    computed or copied until the array is. Returns the moved copy when ``copy``, else works in
+    place.
     """
     return _move(adata, _to_gpu_array, copy)
 
@@ -67,6 +108,7 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
 def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     """Move X, layers and obsm arrays back to the host (numpy arrays, scipy sparse matrices).
 
+    A Dask array is mapped lazily, each block brought back with ``.get()`` when computed.
     Returns the moved copy when ``copy``, else works in place.
     """
     return _move(adata, _to_cpu_array, copy)

@@ -131,7 +131,7 @@ def test_gpu_rows_with_stand_ins(bench, monkeypatch):
                                log1p=sc.pp.log1p)  # fmt: skip
     rsc = types.SimpleNamespace(pp=pp, get=types.SimpleNamespace(anndata_to_GPU=lambda a: None))
     monkeypatch.setitem(sys.modules, "rapids_singlecell", rsc)
-    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu",
+    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu", chunk_rows=None,
                               repeats=1, seed=0)  # fmt: skip
     emitted = []
     rows = bench.run(args, emitted.append)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import is_gpu, is_sparse, sparse_format, to_host, xp_of
 from ._layout import Parts, parts
 
 
@@ -72,7 +72,7 @@ class Chunked:
     def _tasks(self, fn, args, kwargs, per_row):
         import dask
 
-        call = dask.delayed(_on_block, pure=True)
+        call = dask.delayed(_on_block, pure=False)  # no hashing of (device) arguments: computed at once
         blocks = self.array.to_delayed().ravel()
         return [
             call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs)
@@ -85,7 +85,7 @@ class Chunked:
         import dask
 
         tasks = self._tasks(fn, args, kwargs, per_row)
-        add = dask.delayed(_add, pure=True)
+        add = dask.delayed(_add, pure=False)
         while len(tasks) > 1:  # pairwise: the caller receives one sum, not every partial
             tasks = [add(*tasks[i : i + 2]) if i + 1 < len(tasks) else tasks[i] for i in range(0, len(tasks), 2)]
         return tasks[0].compute()
@@ -105,15 +105,41 @@ class Chunked:
         import dask.array as da
 
         dtype = np.dtype(dtype or self.array.dtype)
-        # per-row arguments travel as (n, 1) Dask arrays chunked like the rows, so that each
-        # task carries its own slice only
-        columns = [
-            da.from_array(a.reshape(-1, 1), chunks=(self.array.chunks[0], 1), asarray=False)
-            for a in per_row
-        ]
-        meta = self.array._meta.astype(dtype)
+        columns = row_columns(self.array, per_row)
+        meta = self.array._meta
+        meta = (meta.tocsr() if is_sparse(meta) and sparse_format(meta) != "csr" else meta).astype(dtype)
         return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
                              kwargs=kwargs, dtype=dtype, meta=meta)  # fmt: skip
+
+
+    def take_rows(self, rows):
+        """Rows `rows` (sorted host ints) as a lazy Dask array: each block keeps its own
+        selected rows and blocks left empty are dropped, so no data moves between blocks
+        (Dask's x[rows] regroups rows into new blocks, concatenating pieces of several)."""
+        import dask.array as da
+
+        keep = np.zeros(self.shape[0], dtype=bool)
+        keep[rows] = True
+        counts = [int(np.count_nonzero(keep[lo:hi])) for lo, hi in self.row_ranges]
+        used = [i for i, c in enumerate(counts) if c] or [0]  # no rows: one empty block
+        (column,) = row_columns(self.array, (keep,))
+        return da.map_blocks(
+            _block_rows, self.array.blocks[used], column.blocks[used],
+            chunks=(tuple(counts[i] for i in used), self.array.chunks[1]),
+            dtype=self.array.dtype, meta=self.array._meta,
+        )  # fmt: skip
+
+
+def row_columns(array, per_row) -> list:
+    """Per-row host/device vectors as (n, 1) Dask arrays chunked like `array`'s rows, to pass
+    beside it to map_blocks: each task then carries its own slice only."""
+    import dask.array as da
+
+    return [da.from_array(a.reshape(-1, 1), chunks=(array.chunks[0], 1), asarray=False, name=False) for a in per_row]
+
+
+def _block_rows(block, column):
+    return block[xp_of(block).asarray(np.flatnonzero(to_host(column[:, 0])))]
 
 
 def _on_block(fn, block, per_row, args, kwargs):

@@ -17,7 +17,8 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_sparse, to_host, xp_of
+from .._backend import is_dask, is_sparse, to_host, xp_of
+from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings
 from ._checks import canonical, check_not_empty, float_values, get_matrix, make_actual
@@ -114,6 +115,11 @@ def highly_variable_genes(
         ``{'flavor': flavor}``.
 
     With ``subset=True`` (and ``inplace``) `adata` keeps only the selected genes.
+
+    A Dask array chunked by rows (blocks of scipy / cupyx CSR or numpy / cupy arrays, every
+    gene in one column chunk) is accepted as the matrix: the per-gene statistics are computed
+    block by block (batches select their rows within each block) and the result equals the
+    in-memory one; the matrix itself is never changed or loaded whole.
     """
     if flavor not in _FLAVORS:
         msg = f"{_STEP}: flavor must be one of {', '.join(map(repr, _FLAVORS))}; got {flavor!r}."
@@ -222,6 +228,8 @@ def _take_rows(x, rows):
     `x` itself when that is every row in order, else a fresh matrix (never densified)."""
     if rows is None or (rows.size == x.shape[0] and np.array_equal(rows, np.arange(x.shape[0]))):
         return x, False
+    if is_dask(x):
+        return Chunked(x).take_rows(rows), True
     return x[xp_of(x.data if is_sparse(x) else x).asarray(rows)], True
 
 
@@ -236,17 +244,17 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
     """
     xb, fresh = _take_rows(x, rows)
     p = _ops.parts(xb)
-    xp = xp_of(p.data)
     n_genes = p.shape[1]
     keep = None
     if filter_unexpressed:
-        keep = to_host(_ops.flag_cols_above(p, xp.zeros(p.shape[0], dtype=np.float64)))
+        keep = to_host(p.reduce(_expressed) if isinstance(p, Chunked) else _expressed(p))
+    log_base = None if base is None else math.log(base)
     if flavor == "seurat":  # the statistics of expm1(x), on a copy of the stored values
-        data = p.data if (fresh or owned) else p.data.copy()
-        if base is not None:
-            data[...] = data * np.float64(math.log(base))
-        xp.expm1(data, out=data)
-        p = p._replace(data=data)
+        if isinstance(p, Chunked):  # lazily, block by block
+            p = _ops.parts(p.update(_expm1_, log_base))
+        else:
+            p = p._replace(data=p.data if (fresh or owned) else p.data.copy())
+            _expm1_(p, log_base)
     mean, var = (to_host(a) for a in _ops.col_mean_var(p))
     mean = mean.copy()
     mean[mean == 0] = 1e-12
@@ -264,6 +272,20 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             full[col][keep] = kept[col].to_numpy()
         return pd.DataFrame(full)
     return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+
+
+def _expressed(p):
+    """Bool per gene: some cell has a positive value (module level: run on Dask blocks too)."""
+    return _ops.flag_cols_above(p, xp_of(p.data).zeros(p.shape[0], dtype=np.float64))
+
+
+def _expm1_(p, log_base) -> None:
+    """expm1 of the values in place, after multiplying by ln(base) to undo log1p's base
+    (the product rounded to the values' dtype, as the in-memory path always did)."""
+    data = p.data
+    if log_base is not None:
+        data[...] = data * np.float64(log_base)
+    xp_of(data).expm1(data, out=data)
 
 
 def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
@@ -377,16 +399,27 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 
 
 def _check_integers(x, flavor) -> None:
-    values = (x.data if is_sparse(x) else x).reshape(-1)
+    if is_dask(x):
+        bad = Chunked(x).reduce(_block_not_integers)
+    else:
+        bad = _not_integers(x.data if is_sparse(x) else x)
+    if bad:
+        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning, stacklevel=4)
+
+
+def _not_integers(values) -> bool:
+    """Some value is negative or (floats) not a whole number; checked in bounded chunks."""
+    values = values.reshape(-1)
     xp = xp_of(values)
-    ok = True
     for start in range(0, values.size, _CHECK_CHUNK):
         v = values[start : start + _CHECK_CHUNK]
         if bool(xp.signbit(v).any()) or (v.dtype.kind == "f" and bool(xp.any(v % 1 != 0))):
-            ok = False
-            break
-    if not ok:
-        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning, stacklevel=4)
+            return True
+    return False
+
+
+def _block_not_integers(p) -> np.bool_:
+    return np.bool_(_not_integers(p.data))
 
 
 def _loess():
@@ -404,7 +437,9 @@ def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     xb, _ = _take_rows(x, rows)
     p = _ops.parts(xb)
     n = p.shape[0]
-    mean, var = (to_host(a) for a in _ops.col_mean_var(p))
+    mean_, var_ = _ops.col_mean_var(p)
+    xp = xp_of(mean_)  # where the data lives (a Dask array's blocks included)
+    mean, var = to_host(mean_), to_host(var_)
     varies = var > 0
     fitted = np.zeros(mean.size)
     model = loess(np.log10(mean[varies]), np.log10(var[varies]), span=span, degree=2)
@@ -412,7 +447,7 @@ def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     fitted[varies] = model.outputs.fitted_values
     reg_std = np.sqrt(10**fitted)
     clip = reg_std * np.sqrt(n) + mean
-    sums, sumsq = (to_host(a) for a in clipped_sums(p, xp_of(p.data).asarray(clip)))
+    sums, sumsq = (to_host(a) for a in clipped_sums(p, xp.asarray(clip)))
     # sum over cells of (min(x, clip) - mean)^2, zeros included, over (n - 1) reg_std^2
     return (n * mean**2 + sumsq - 2 * sums * mean) / ((n - 1) * reg_std**2)
 

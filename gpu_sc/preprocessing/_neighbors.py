@@ -8,7 +8,7 @@ import importlib
 import numpy as np
 from anndata import AnnData
 
-from .._backend import describe, is_gpu, is_sparse, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops import knn_approx
 from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
@@ -134,6 +134,15 @@ def _representation(adata: AnnData, use_rep, n_pcs):
     return rep
 
 
+def _in_memory(rep):
+    """A Dask representation computed into memory (the kNN search needs every cell at once;
+    n_cells x n_pcs is small), with one info line."""
+    if rep is None or not is_dask(rep):
+        return rep
+    settings.info(f"{_STEP}: computing the Dask representation ({describe(rep)}) into memory.")
+    return rep.compute()
+
+
 def neighbors(
     adata: AnnData,
     n_neighbors: int = 15,
@@ -201,6 +210,10 @@ def neighbors(
         The algorithm used is not written to ``uns`` (whose keys stay scanpy's); with
         ``gsc.settings.verbosity = 2`` it is printed.
 
+    A representation held as a Dask array (``obsm[use_rep]``, ``X_pca`` or ``X``) is computed
+    into memory first (an info line says so): the search needs all cells at once, and the
+    result is the one for the in-memory array (numpy / scipy, or cupy / cupyx for GPU blocks).
+
     Returns
     -------
     ``adata`` when ``copy`` else ``None``. Sets ``obsp['distances']`` (CSR, n_neighbors - 1
@@ -253,12 +266,12 @@ def neighbors(
         raise ValueError(msg)
     rep = _representation(adata, use_rep, n_pcs)
     where = rep if rep is not None else adata.X
-    algorithm = _choose_algorithm(algorithm, on_gpu=is_gpu(where), n_obs=adata.n_obs, metric=metric, knn=knn,
+    on_gpu = is_gpu(where._meta if is_dask(where) else where)  # Dask X, no X_pca: pca gives it
+    algorithm = _choose_algorithm(algorithm, on_gpu=on_gpu, n_obs=adata.n_obs, metric=metric, knn=knn,
                                   what=describe(where))  # fmt: skip
     settings.progress(f"{_STEP}: {'all pairs' if not knn else algorithm} search on {describe(where)}.")
     if copy:
-        adata = adata.copy()
-        rep = _representation(adata, use_rep, n_pcs)
+        adata = adata.copy()  # rep (if any) holds the same values, and is only read
     if rep is None:
         from ._pca import pca
 
@@ -266,6 +279,7 @@ def neighbors(
         settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
         pca(adata, n_comps=n_pcs if n_pcs is not None else _N_PCS)
         rep = adata.obsm["X_pca"]
+    rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
     if is_sparse(rep):
         rep = rep.toarray()
     xp = xp_of(rep)

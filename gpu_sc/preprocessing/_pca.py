@@ -8,8 +8,9 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys, _ops
-from .._backend import is_gpu, is_sparse, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
+from .._ops._chunked import Chunked
 from ._checks import canonical, check_not_empty, float_values, get_matrix, host_bool_mask, make_actual
 
 _STEP = "pca"
@@ -88,10 +89,20 @@ def pca(
     5-iteration randomized TruncatedSVD, so it agrees with ours closely only for the leading
     components; with ``svd_solver='arpack'`` scanpy agrees on all of them.
 
+    Dask input (a Dask array chunked by rows, blocks scipy / cupyx sparse or numpy / cupy
+    dense): the same solvers run over the blocks (means, covariance and products are summed
+    block by block; `mask_var` selects columns lazily), and give the in-memory result up to
+    round-off, except that for more than ``WIDE_GENES`` genes the block Krylov solver is used
+    whatever the number of cells (the cell-side matrix needs the whole of X); `chunk_size`
+    sets the rows per product within each Dask block. The embedding ``X_pca`` (n_cells x
+    n_comps, small; neighbors needs it) is computed into memory: a numpy array, or a cupy array
+    for GPU blocks, as are the loadings and variances; X stays a lazy Dask array.
+
     Parameters
     ----------
     data
-        AnnData, or a matrix (numpy / scipy sparse / cupy / cupyx sparse), cells x genes.
+        AnnData, or a matrix (numpy / scipy sparse / cupy / cupyx sparse, or a Dask array of
+        those chunked by rows), cells x genes.
     n_comps
         Number of components; default 50, or min(n_cells, n_genes) - 1 if that is smaller.
     layer
@@ -162,7 +173,7 @@ def pca(
     out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     x = float_values(x)  # integers and bools: float64, as scikit-learn does
     if mask is not None:
-        x = x[:, _on_device(mask, x)]
+        x = _take_columns_dask(x, np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
         x = canonical(x, step=_STEP)
     n_obs, n_vars = x.shape
     if n_comps is None:
@@ -178,13 +189,14 @@ def pca(
         raise ValueError(msg)
 
     p = _ops.parts(x)
-    xp = xp_of(p.data)
+    xp = _xp(p)
     mean, gene_var = _ops.col_mean_var(p, ddof=1)
     mean = xp.asarray(mean)
     step_rows = chunk_size if chunked or chunk_size is not None else None
     wide = n_vars > WIDE_GENES or svd_solver == "randomized"
     centre = mean if zero_center else None
-    if wide and n_obs <= WIDE_GENES and svd_solver != "randomized":
+    # the cell-side matrix X X^T needs the whole matrix at each block: Dask takes Krylov
+    if wide and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
         evals, v = _cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
         evals, v, _ = _krylov_eigh(p, n_comps, centre, random_state, step_rows)
@@ -224,7 +236,7 @@ def pca(
     )
     if mask is not None:
         loadings = xp.zeros((adata.n_vars, n_comps), dtype=np.float64)
-        loadings[_on_device(mask, p.data)] = components.T
+        loadings[xp.asarray(np.flatnonzero(mask))] = components.T
     else:
         loadings = xp.ascontiguousarray(components.T)
     params = {
@@ -247,6 +259,28 @@ def _on_device(mask: np.ndarray, like):
 
         return cp.asarray(np.flatnonzero(mask)) if is_sparse(like) else cp.asarray(mask)
     return mask
+
+
+def _xp(p):
+    """numpy or cupy: where the blocks of `p` (Parts or Chunked) live."""
+    return xp_of(p.array._meta) if isinstance(p, Chunked) else xp_of(p.data)
+
+
+def _take_columns_dask(x, cols: np.ndarray):
+    """Columns `cols` (host integer indices) of a row-chunked Dask array, lazily; each block
+    indexes with the indices on its own device (cupyx sparse takes integer, not bool, indices)."""
+    import dask.array as da
+
+    return da.map_blocks(_take_columns, x, cols=cols, chunks=(x.chunks[0], (cols.size,)),
+                         dtype=x.dtype, meta=x._meta)  # fmt: skip
+
+
+def _take_columns(block, *, cols):
+    if is_gpu(block):
+        import cupy as cp
+
+        cols = cp.asarray(cols)
+    return block[:, cols]
 
 
 def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
@@ -314,7 +348,7 @@ def _krylov_eigh(
     randomized block Krylov method: block Lanczos with full reorthogonalisation and thick
     restarts (Krylov-Schur), without forming C or densifying X. Returns (values, vectors,
     passes over X)."""
-    xp = xp_of(p.data)
+    xp = _xp(p)
     n_obs, n_vars = p.shape
     b, keep, m_max = _krylov_sizes(k, n_vars, block, max_basis)
     if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny

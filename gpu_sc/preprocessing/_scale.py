@@ -8,7 +8,8 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys, _ops
-from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
+from .._ops._chunked import Chunked, row_columns
 from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
 
 _STEP = "scale"
@@ -61,6 +62,13 @@ def scale(
         Mean and standard deviation (float64) per gene before scaling. With `mask_obs` the
         columns are ``'mean of {name}'`` / ``'std of {name}'`` for an obs column name, else
         ``'mean with mask'`` / ``'std with mask'``.
+
+    A Dask array chunked by rows (blocks of scipy / cupyx CSR or numpy / cupy arrays, every
+    gene in one column chunk) is scaled lazily: the mean and standard deviation are computed
+    at once (block by block), the result is a Dask array with the same row chunks whose
+    blocks follow the in-memory rules (sparse blocks become dense float64 when zero-centred,
+    stay sparse otherwise or when only `mask_obs` rows are centred), and it computes to the
+    in-memory result.
     """
     if not isinstance(data, AnnData):
         if layer is not None or obsm is not None:
@@ -116,59 +124,113 @@ def _prepare(x, *, copy: bool):
 
 
 def _scale_matrix(x, *, zero_center: bool, max_value, mask):
-    """Scale `x` (CSR or dense, float) in place where possible; return (result, mean, std)."""
-    xp = xp_of(x)
-    rows = None if mask is None else xp.asarray(np.flatnonzero(mask))
-    sub = x if rows is None else x[rows]
-    if is_sparse(sub) and sub.format != "csr":
-        sub = sub.tocsr()
-    if not is_sparse(sub):
-        sub = xp.ascontiguousarray(sub)
+    """Scale `x` (CSR or dense, float; or a row-chunked Dask array of such blocks) in place
+    where possible; return (result, mean, std)."""
+    mean, std = _mean_std(x, mask)
+    sparse = is_sparse(x._meta if is_dask(x) else x)
+    if sparse and zero_center:
+        warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=3)
+    kw = dict(mean=mean, std=std, zero_center=zero_center, max_value=max_value)
+    if is_dask(x):
+        return _scale_dask(x, mask, sparse=sparse, **kw), mean, std
+    if sparse and zero_center:
+        return _centred_sparse(x, mask, **kw), mean, std
+    fn = _divide_stored if sparse else _centre_dense
+    fn(_ops.parts(x), *(() if mask is None else (mask,)), **kw)
+    return x, mean, std
+
+
+def _mean_std(x, mask):
+    """Mean and standard deviation (ddof=1; 0 replaced by 1) per gene of the rows in `mask`."""
+    rows = None if mask is None else np.flatnonzero(mask)
+    if rows is None:
+        sub = x
+    elif is_dask(x):
+        sub = Chunked(x).take_rows(rows)
+    else:
+        sub = x[xp_of(x).asarray(rows)]
+        sub = sub.tocsr() if is_sparse(sub) else xp_of(sub).ascontiguousarray(sub)
     mean, var = _ops.col_mean_var(_ops.parts(sub), ddof=1)
+    xp = xp_of(mean)
     mean, var = xp.asarray(mean), xp.asarray(var)
     std = xp.sqrt(var)
     std[std == 0] = 1
+    return mean, std
 
-    if is_sparse(x) and not zero_center:  # divide stored values only: stays sparse
-        cols = x.indices
-        scaled = (x.data.astype(np.float64) / std[cols]).astype(x.dtype)
-        if max_value is not None:
-            xp.minimum(scaled, x.dtype.type(max_value), out=scaled)
-        if rows is None:
-            x.data[...] = scaled
-        else:
-            # the row of every stored value, then whether that row is masked in
-            row = xp.searchsorted(x.indptr, xp.arange(x.data.size), side="right") - 1
-            in_mask = xp.asarray(mask)[row]
-            x.data[in_mask] = scaled[in_mask]
-        return x, mean, std
 
-    if is_sparse(sub):
-        warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=3)
-        if is_gpu(sub):
-            dense = sub.toarray().astype(np.float64)  # scanpy: sparse - mean gives float64
-            _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
-        else:  # one fused pass instead of densify, cast, centre, divide, clip
-            dense = _ops.scaled_dense(_ops.parts(sub), mean, std, zero_center=zero_center,
-                                      max_value=max_value)  # fmt: skip
-    else:
-        dense = sub if rows is None else xp.ascontiguousarray(sub)
+def _scale_dask(x, mask, *, sparse: bool, **kw):
+    """The lazy scaled Dask array: blocks that keep their kind go through `Chunked.update`
+    (on a copy of each block), sparse blocks that become dense through map_blocks."""
+    import dask.array as da
+
+    per_row = () if mask is None else (mask,)
+    if not (sparse and kw["zero_center"]):
+        return Chunked(x).update(_divide_stored if sparse else _centre_dense, per_row=per_row, **kw)
+    columns = row_columns(x, per_row)
+    # without a mask every block becomes dense float64; with one the block stays sparse (only
+    # its masked rows are filled in), as in memory
+    meta = xp_of(x._meta).empty((0, 0), dtype=np.float64) if mask is None else x._meta.tocsr()
+    dtype = np.dtype(np.float64) if mask is None else x.dtype
+    return da.map_blocks(_centred_sparse_block, x, *columns, dtype=dtype, meta=meta, **kw)
+
+
+def _divide_stored(p, *mask, mean, std, zero_center, max_value) -> None:
+    """Sparse without centring, in place: stored values / std[column], clipped at max_value
+    (of the rows in `mask` only, when given); the matrix stays sparse in its dtype."""
+    xp = xp_of(p.data)
+    scaled = (p.data.astype(np.float64) / std[p.indices]).astype(p.data.dtype)
+    if max_value is not None:
+        xp.minimum(scaled, p.data.dtype.type(max_value), out=scaled)
+    if not mask:
+        p.data[...] = scaled
+        return
+    # the row of every stored value, then whether that row is masked in
+    row = xp.searchsorted(p.indptr, xp.arange(p.data.size), side="right") - 1
+    in_mask = xp.asarray(mask[0])[row]
+    p.data[in_mask] = scaled[in_mask]
+
+
+def _centre_dense(p, *mask, mean, std, zero_center, max_value) -> None:
+    """Dense, in place: every row, or the rows in `mask` only."""
+    x = p.data.reshape(p.shape)
+    if not mask:
+        _center_divide_clip(x, mean, std, zero_center=zero_center, max_value=max_value)
+        return
+    xp = xp_of(x)
+    rows = xp.asarray(np.flatnonzero(mask[0]))
+    dense = xp.ascontiguousarray(x[rows])
+    _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
+    x[rows] = dense
+
+
+def _centred_sparse(x, mask, *, mean, std, zero_center, max_value):
+    """Sparse CSR with zero-centring: dense float64; with `mask` the masked rows are filled in
+    and the matrix stays sparse in its dtype (scanpy assigns the dense block into it)."""
+    xp = xp_of(x)
+    rows = None if mask is None else xp.asarray(np.flatnonzero(mask))
+    sub = x if rows is None else x[rows]
+    if is_gpu(sub):
+        dense = sub.toarray().astype(np.float64)  # scanpy: sparse - mean gives float64
         _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
-
+    else:  # one fused pass instead of densify, cast, centre, divide, clip
+        dense = _ops.scaled_dense(_ops.parts(sub), mean, std, zero_center=zero_center,
+                                  max_value=max_value)  # fmt: skip
     if rows is None:
-        return dense, mean, std
-    if not is_sparse(x):
-        x[rows] = dense
-        return x, mean, std
-    # sparse input with masked zero-centring: the masked rows are filled in, the matrix stays
-    # sparse in its dtype (scanpy assigns the dense block into the sparse matrix)
+        return dense
     spm = sparse_module(x)
     others = xp.asarray(np.flatnonzero(~mask))
     stacked = spm.vstack([spm.csr_matrix(dense.astype(x.dtype)), x[others]]).tocsr()
     order = xp.empty(x.shape[0], dtype=np.int64)
     order[rows] = xp.arange(rows.size)
     order[others] = rows.size + xp.arange(others.size)
-    return stacked[order], mean, std
+    return stacked[order]
+
+
+def _centred_sparse_block(block, *column, **kw):
+    """`_centred_sparse` of one Dask block (a new array: the block itself is not changed)."""
+    if sparse_format(block) != "csr":
+        block = block.tocsr()
+    return _centred_sparse(block, column[0][:, 0] if column else None, **kw)
 
 
 def _center_divide_clip(x, mean, std, *, zero_center: bool, max_value) -> None:

@@ -1,0 +1,338 @@
+"""highly_variable_genes and scale on row-chunked Dask arrays equal the in-memory results of the
+same functions: CSR and dense blocks, several chunk sizes (uneven last block), every flavor with
+and without batches, every scale variant; scale stays lazy."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from conftest import to_host
+
+from gpu_sc.preprocessing._hvg import highly_variable_genes
+from gpu_sc.preprocessing._scale import scale
+
+da = pytest.importorskip("dask.array")
+
+RTOL = 1e-10
+CHUNKS = [97, 256, 700]  # pbmc has 700 cells: 97 leaves an uneven last block, 700 is one block
+_LOG: dict[str, ad.AnnData] = {}
+
+
+def _log(pbmc):
+    """normalize_total + log1p (scanpy), cached."""
+    if "pbmc" not in _LOG:
+        a = pbmc.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.normalize_total(a)
+            sc.pp.log1p(a)
+        a.obs["parity"] = np.where(np.arange(a.n_obs) % 2 == 0, "even", "odd")
+        a.obs["sel"] = np.arange(a.n_obs) % 3 == 0
+        _LOG["pbmc"] = a
+    return _LOG["pbmc"].copy()
+
+
+def _dask(x, chunk: int, dense: bool):
+    """`x` (CSR) as a Dask array of `chunk`-row blocks, CSR or dense."""
+    x = x.toarray() if dense else sp.csr_matrix(x)
+    return da.from_array(x, chunks=(chunk, -1), asarray=False)
+
+
+def _pair(adata, chunk, dense):
+    """(in-memory AnnData, the same with a Dask X) with the same block kind."""
+    mem = adata.copy()
+    if dense:
+        mem.X = mem.X.toarray()
+    lazy = adata.copy()
+    lazy.X = _dask(adata.X, chunk, dense)
+    return mem, lazy
+
+
+def _quiet(fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kw)
+
+
+def _assert_frames_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
+    assert list(got.columns) == list(ref.columns)
+    assert got.index.equals(ref.index)
+    for col in ref.columns:
+        assert got[col].dtype == ref[col].dtype, col
+        if ref[col].dtype.kind == "f":
+            np.testing.assert_allclose(got[col].to_numpy(), ref[col].to_numpy(), rtol=RTOL, atol=0, err_msg=col)
+        else:
+            assert got[col].equals(ref[col]), col
+
+
+def _assert_matrix_equal(got, ref, *, rtol=1e-12):
+    """A computed Dask result against the in-memory one: kind, dtype, sparsity, values."""
+    assert sp.issparse(got) == sp.issparse(ref)
+    assert got.dtype == ref.dtype
+    if sp.issparse(ref):
+        got, ref = sp.csr_matrix(got), sp.csr_matrix(ref)
+        np.testing.assert_array_equal(got.indptr, ref.indptr)
+        np.testing.assert_array_equal(got.indices, ref.indices)
+        got, ref = got.data, ref.data
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=rtol, atol=0)
+
+
+# --------------------------------------------------------------------------- highly_variable_genes
+
+HVG_CASES = [
+    ("seurat", {}),
+    ("seurat", {"n_top_genes": 200}),
+    ("cell_ranger", {"n_top_genes": 150}),
+    ("cell_ranger", {}),
+    ("seurat_v3", {"n_top_genes": 300}),
+    ("seurat_v3_paper", {"n_top_genes": 300}),
+]
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+@pytest.mark.parametrize("batch", [False, True], ids=["single", "batched"])
+@pytest.mark.parametrize(("flavor", "kw"), HVG_CASES, ids=str)
+def test_hvg_dask_equals_memory(pbmc, flavor, kw, batch, dense, chunk):
+    v3 = flavor.startswith("seurat_v3")
+    data = pbmc if v3 else _log(pbmc)
+    data.obs["parity"] = np.arange(data.n_obs) % 2
+    if batch:  # loess needs large batches: the v3 flavors get two halves
+        kw = {**kw, "batch_key": "parity" if v3 else "bulk_labels"}
+    mem, lazy = _pair(data, chunk, dense)
+    ref_df = _quiet(highly_variable_genes, mem.copy(), flavor=flavor, inplace=False, **kw)
+    got_df = _quiet(highly_variable_genes, lazy.copy(), flavor=flavor, inplace=False, **kw)
+    _assert_frames_equal(got_df, ref_df)
+    _quiet(highly_variable_genes, mem, flavor=flavor, **kw)
+    _quiet(highly_variable_genes, lazy, flavor=flavor, **kw)
+    _assert_frames_equal(lazy.var, mem.var)
+    assert lazy.uns["hvg"] == mem.uns["hvg"]
+    assert isinstance(lazy.X, da.Array)  # the matrix stays a Dask array
+
+
+def test_hvg_brain_large_blocks(brain):
+    """10,000 cells in blocks of 3,000 (last 1,000), genes without counts, an all-zero cell."""
+    brain.obs["parity"] = np.arange(brain.n_obs) % 2
+    log = brain.copy()
+    _quiet(sc.pp.normalize_total, log)
+    sc.pp.log1p(log)
+    for flavor, data, kw in (
+        ("seurat", log, {"n_top_genes": 300, "batch_key": "parity"}),
+        ("cell_ranger", log, {"batch_key": "parity"}),
+        ("seurat_v3", brain, {"n_top_genes": 300, "batch_key": "parity"}),
+        ("seurat_v3_paper", brain, {"n_top_genes": 300}),
+    ):
+        mem, lazy = _pair(data, 3000, dense=False)
+        ref = _quiet(highly_variable_genes, mem, flavor=flavor, inplace=False, **kw)
+        _assert_frames_equal(_quiet(highly_variable_genes, lazy, flavor=flavor, inplace=False, **kw), ref)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+def test_hvg_subset(pbmc, dense):
+    log = _log(pbmc)
+    for flavor, data, kw in (
+        ("seurat", log, {"n_top_genes": 100}),
+        ("cell_ranger", log, {"batch_key": "bulk_labels"}),
+        ("seurat_v3", pbmc, {"n_top_genes": 100}),
+    ):
+        mem, lazy = _pair(data, 97, dense)
+        df_mem = _quiet(highly_variable_genes, mem.copy(), flavor=flavor, subset=True, inplace=False, **kw)
+        df_lazy = _quiet(highly_variable_genes, lazy.copy(), flavor=flavor, subset=True, inplace=False, **kw)
+        _assert_frames_equal(df_lazy, df_mem)
+        _quiet(highly_variable_genes, mem, flavor=flavor, subset=True, **kw)
+        _quiet(highly_variable_genes, lazy, flavor=flavor, subset=True, **kw)
+        assert lazy.var_names.equals(mem.var_names) and lazy.n_vars < data.n_vars
+        _assert_frames_equal(lazy.var, mem.var)
+        assert isinstance(lazy.X, da.Array) and lazy.X.shape == mem.X.shape
+        _assert_matrix_equal(lazy.X.compute(), mem.X, rtol=0)
+
+
+def test_hvg_log_base_layer_and_unchanged_input(pbmc):
+    a = pbmc.copy()
+    _quiet(sc.pp.normalize_total, a)
+    sc.pp.log1p(a, base=2)
+    a.obs["parity"] = np.arange(a.n_obs) % 2
+    ref = highly_variable_genes(a, n_top_genes=100, inplace=False)
+    ref_b = highly_variable_genes(a, n_top_genes=100, batch_key="parity", inplace=False)
+    before = a.X.copy()
+    lazy = a.copy()
+    lazy.layers["lg"] = _dask(a.X, 128, dense=False)
+    _assert_frames_equal(highly_variable_genes(lazy, layer="lg", n_top_genes=100, inplace=False), ref)
+    _assert_frames_equal(
+        highly_variable_genes(lazy, layer="lg", n_top_genes=100, batch_key="parity", inplace=False), ref_b
+    )
+    # expm1 ran on copies of the blocks: the Dask array still computes to the input
+    assert (lazy.layers["lg"].compute() != before).nnz == 0
+
+
+def test_hvg_integer_check_on_dask(pbmc):
+    log = _log(pbmc)
+    lazy = log.copy()
+    lazy.X = _dask(log.X, 97, dense=False)
+    with pytest.warns(UserWarning, match="non-integers"):
+        highly_variable_genes(lazy, flavor="seurat_v3", n_top_genes=100, inplace=False)
+    counts = pbmc.copy()
+    counts.X = _dask(pbmc.X, 97, dense=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        highly_variable_genes(counts, flavor="seurat_v3", n_top_genes=100, inplace=False)
+
+
+def test_hvg_column_chunks_error_leaves_adata(pbmc):
+    log = _log(pbmc)
+    log.X = da.from_array(log.X.toarray(), chunks=(100, 300))
+    with pytest.raises(ValueError, match="chunked along genes"):
+        highly_variable_genes(log)
+    assert "highly_variable" not in log.var and "hvg" not in log.uns
+
+
+# --------------------------------------------------------------------------- scale
+
+SCALE_CASES = [
+    {},
+    {"max_value": 2.5},
+    {"zero_center": False},
+    {"zero_center": False, "max_value": 1.0},
+    {"mask_obs": "sel"},
+    {"mask_obs": "sel", "zero_center": False, "max_value": 1.0},
+    {"mask_obs": "array", "max_value": 3.0},
+]
+
+
+def _scale(adata, kw):
+    kw = dict(kw)
+    if kw.get("mask_obs") == "array":
+        kw["mask_obs"] = adata.obs["sel"].to_numpy()
+    return _quiet(scale, adata, **kw)
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+@pytest.mark.parametrize("kw", SCALE_CASES, ids=lambda k: "-".join(f"{a}={b}" for a, b in k.items()) or "default")
+def test_scale_dask_equals_memory(pbmc, kw, dense, chunk):
+    mem, lazy = _pair(_log(pbmc), chunk, dense)
+    _scale(mem, kw)
+    _scale(lazy, kw)
+    assert isinstance(lazy.X, da.Array)
+    assert lazy.X.chunks == _dask(pbmc.X, chunk, dense).chunks  # same blocks
+    assert lazy.X.dtype == mem.X.dtype
+    assert sp.issparse(lazy.X._meta) == sp.issparse(mem.X)
+    assert list(lazy.var.columns) == list(mem.var.columns)
+    for col in mem.var.columns[-2:]:
+        np.testing.assert_allclose(lazy.var[col], mem.var[col], rtol=1e-12, atol=0)
+        assert lazy.var[col].dtype == np.float64
+    _assert_matrix_equal(lazy.X.compute(), mem.X)
+
+
+def test_scale_sparse_without_centring_stays_sparse_and_lazy(pbmc):
+    log = _log(pbmc)
+    d = _dask(log.X, 97, dense=False)
+    out = scale(d, zero_center=False, max_value=2.0)
+    assert isinstance(out, da.Array) and out.chunks == d.chunks
+    assert sp.issparse(out._meta) and out.dtype == np.float32
+    assert all(sp.isspmatrix_csr(b) for b in (out.blocks[i].compute() for i in range(out.numblocks[0])))
+    ref = scale(log.X.copy(), zero_center=False, max_value=2.0)
+    _assert_matrix_equal(out.compute(), ref)
+    # the input's blocks were not modified
+    assert (d.compute() != log.X).nnz == 0
+
+
+def test_scale_matrix_integer_copy_layer_obsm(pbmc):
+    log = _log(pbmc)
+    # a bare Dask matrix of integers: float64, as in memory
+    counts = sp.csr_matrix(pbmc.X.astype(np.int64))
+    out = _quiet(scale, da.from_array(counts, chunks=(150, -1), asarray=False), max_value=5)
+    assert isinstance(out, da.Array) and out.dtype == np.float64
+    _assert_matrix_equal(out.compute(), _quiet(scale, counts.copy(), max_value=5))
+    # copy=True on an AnnData: the original keeps its lazy matrix
+    lazy = log.copy()
+    lazy.X = _dask(log.X, 256, dense=True)
+    x_before = lazy.X
+    res = scale(lazy, copy=True, max_value=3)
+    assert lazy.X is x_before and "mean" not in lazy.var
+    dense = log.copy()
+    dense.X = dense.X.toarray()
+    ref = scale(dense, copy=True, max_value=3)
+    _assert_matrix_equal(res.X.compute(), ref.X)
+    # layer and obsm
+    lazy.layers["lg"] = _dask(log.X, 97, dense=False)
+    mem = log.copy()
+    mem.layers["lg"] = log.X.copy()
+    scale(lazy, layer="lg", zero_center=False)
+    scale(mem, layer="lg", zero_center=False)
+    _assert_matrix_equal(lazy.layers["lg"].compute(), mem.layers["lg"])
+    np.testing.assert_allclose(lazy.var["std"], mem.var["std"], rtol=1e-12)
+    lazy.obsm["dense"] = _dask(log.X, 97, dense=True)
+    mem.obsm["dense"] = log.X.toarray()
+    scale(lazy, obsm="dense", max_value=4)
+    scale(mem, obsm="dense", max_value=4)
+    _assert_matrix_equal(lazy.obsm["dense"].compute(), mem.obsm["dense"])
+
+
+def test_scale_errors_leave_adata(pbmc):
+    log = _log(pbmc)
+    log.X = da.from_array(log.X.toarray(), chunks=(100, 300))
+    x = log.X
+    with pytest.raises(ValueError, match="chunked along genes"):
+        scale(log)
+    assert log.X is x and "mean" not in log.var
+    with pytest.raises(ValueError, match="mask_obs"):
+        scale(log, mask_obs=np.ones(3, dtype=bool))
+    assert log.X is x and "mean" not in log.var
+
+
+# --------------------------------------------------------------------------- GPU blocks
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+def test_gpu_blocks_equal_cpu(pbmc, dense):
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    def on_gpu(d):
+        if dense:
+            return d.map_blocks(cp.asarray, meta=cp.empty((0, d.shape[1]), dtype=d.dtype))
+        return d.map_blocks(cpsp.csr_matrix, meta=cpsp.csr_matrix((0, d.shape[1]), dtype=d.dtype))
+
+    log = _log(pbmc)
+    log.obs["parity"] = np.arange(log.n_obs) % 2
+    counts = pbmc.copy()
+    counts.obs["parity"] = np.arange(counts.n_obs) % 2
+    for flavor, data, kw in (
+        ("seurat", log, {"batch_key": "bulk_labels"}),
+        ("cell_ranger", log, {"n_top_genes": 150}),
+        ("seurat_v3", counts, {"n_top_genes": 300, "batch_key": "parity"}),
+        ("seurat_v3_paper", counts, {"n_top_genes": 300}),
+    ):
+        cpu = data.copy()
+        cpu.X = _dask(data.X, 97, dense)
+        gpu = data.copy()
+        gpu.X = on_gpu(_dask(data.X, 97, dense))
+        ref = _quiet(highly_variable_genes, cpu, flavor=flavor, inplace=False, **kw)
+        got = _quiet(highly_variable_genes, gpu, flavor=flavor, inplace=False, **kw)
+        assert list(got.columns) == list(ref.columns)
+        for col in ref.columns:
+            if ref[col].dtype.kind == "f":
+                np.testing.assert_allclose(got[col], ref[col], rtol=1e-6, atol=1e-6, err_msg=col)
+            else:
+                assert got[col].equals(ref[col]), col
+    for kw in SCALE_CASES:
+        cpu, gpu = log.copy(), log.copy()
+        cpu.X = _dask(log.X, 97, dense)
+        gpu.X = on_gpu(_dask(log.X, 97, dense))
+        _scale(cpu, kw)
+        _scale(gpu, kw)
+        assert isinstance(gpu.X, da.Array)
+        assert type(gpu.X._meta).__module__.startswith(("cupy", "cupyx"))
+        for col in cpu.var.columns[-2:]:
+            np.testing.assert_allclose(gpu.var[col], cpu.var[col], rtol=1e-10)
+        got = gpu.X.compute()
+        assert type(got).__module__.startswith(("cupy", "cupyx"))
+        np.testing.assert_allclose(to_host(got), to_host(cpu.X.compute()), rtol=1e-6, atol=1e-7)

@@ -1,0 +1,269 @@
+"""pca and neighbors on row-chunked Dask arrays give the in-memory results; to_gpu / to_cpu map
+Dask arrays lazily."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import to_host
+
+import gpu_sc as gsc
+import gpu_sc.preprocessing._pca as pca_mod
+
+da = pytest.importorskip("dask.array")
+
+#: uneven row blocks (700 pbmc cells): a short block, a long one, a single row
+CHUNKS = ((101, 350, 1, 248), -1)
+
+_PREP: dict[str, object] = {}
+
+
+def _lognorm_hvg(pbmc):
+    """pbmc normalised, log1p and 300 HVGs with gpu_sc, in memory, no obsm (cached)."""
+    if "a" not in _PREP:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gsc.pp.normalize_total(pbmc)
+            gsc.pp.log1p(pbmc)
+            gsc.pp.highly_variable_genes(pbmc, n_top_genes=300)
+        del pbmc.obsm["X_pca"], pbmc.obsm["X_umap"]  # the bundled file's, from other data
+        _PREP["a"] = pbmc
+    return _PREP["a"].copy()
+
+
+def lazy_twin(adata, kind: str, chunks=CHUNKS):
+    """(in-memory adata with X as `kind`, a copy whose X is a Dask array of `kind` blocks)."""
+    x = {"csr": sp.csr_matrix, "csc": sp.csc_matrix, "numpy": lambda m: m.toarray()}[kind](adata.X)
+    adata.X = x
+    lazy = adata.copy()
+    lazy.X = da.from_array(x, chunks=chunks, asarray=False)
+    return adata, lazy
+
+
+def assert_same_pca(ref, got, key="pca", rtol=1e-10):
+    obsm, varm = ("X_pca", "PCs") if key == "pca" else (key, key)
+    r, g = ref.uns[key], got.uns[key]
+    for k in ("variance", "variance_ratio"):
+        assert g[k].dtype == r[k].dtype
+        np.testing.assert_allclose(g[k], r[k], rtol=rtol)
+    assert g["params"].keys() == r["params"].keys()
+    for k, v in r["params"].items():
+        assert np.array_equal(g["params"][k], v) if isinstance(v, np.ndarray) else g["params"][k] == v
+    for a, b in [(ref.obsm[obsm], got.obsm[obsm]), (ref.varm[varm], got.varm[varm])]:
+        assert type(b) is type(a) and b.dtype == a.dtype and b.shape == a.shape
+        scale = np.abs(to_host(a)).max()
+        np.testing.assert_allclose(to_host(b), to_host(a), rtol=rtol, atol=rtol * scale)
+
+
+def assert_close_components(ref, got, key="pca", cos_min=0.9999, rtol=1e-6):
+    """Krylov results: variances within rtol, separated components with |cos| >= cos_min."""
+    obsm, varm = ("X_pca", "PCs") if key == "pca" else (key, key)
+    var_r = ref.uns[key]["variance"].astype(np.float64)
+    np.testing.assert_allclose(got.uns[key]["variance"], var_r, rtol=rtol)
+    np.testing.assert_allclose(got.uns[key]["variance_ratio"], ref.uns[key]["variance_ratio"], rtol=rtol)
+    rel = np.abs(np.diff(var_r)) / var_r[:-1]
+    ok = np.ones(var_r.size, bool)
+    ok[:-1] &= rel > 1e-3
+    ok[1:] &= rel > 1e-3
+    assert ok.sum() >= 5
+    pr, pg = to_host(ref.varm[varm]), to_host(got.varm[varm])
+    xr, xg = to_host(ref.obsm[obsm]), to_host(got.obsm[obsm])
+    for i in np.flatnonzero(ok):
+        cos = pr[:, i] @ pg[:, i] / (np.linalg.norm(pr[:, i]) * np.linalg.norm(pg[:, i]))
+        assert abs(cos) >= cos_min, (i, cos)
+        assert np.corrcoef(xr[:, i], xg[:, i])[0, 1] >= cos_min, i
+
+
+@pytest.mark.parametrize("zero_center", [True, False], ids=["centred", "svd"])
+@pytest.mark.parametrize("mask", ["hvg", "none", "array"])
+@pytest.mark.parametrize("kind", ["csr", "numpy", "csc"])
+def test_pca_dask_equals_memory(pbmc, kind, mask, zero_center):
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    kw = {"zero_center": zero_center, "n_comps": 30}
+    if mask == "none":
+        kw["mask_var"] = None
+    elif mask == "array":
+        kw["mask_var"] = adata.var["means"].to_numpy() > 0.05
+    gsc.pp.pca(adata, **kw)
+    gsc.pp.pca(lazy, **kw)
+    assert isinstance(lazy.X, da.Array)  # X stays lazy; the embedding is in memory
+    assert isinstance(lazy.obsm["X_pca"], np.ndarray)
+    assert_same_pca(adata, lazy)
+    if mask != "none":
+        assert np.all(lazy.varm["PCs"][~np.asarray(kw.get("mask_var", adata.var["highly_variable"]))] == 0)
+
+
+def test_pca_dask_options(pbmc):
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr", chunks=(64, -1))
+    adata.layers["lg"], lazy.layers["lg"] = adata.X, lazy.X
+    for kw in [{"chunk_size": 50}, {"chunked": True, "chunk_size": 37, "key_added": "inc"},
+               {"layer": "lg", "key_added": "lay", "dtype": "float64"}]:  # fmt: skip
+        gsc.pp.pca(adata, **kw)
+        gsc.pp.pca(lazy, **kw)
+        assert_same_pca(adata, lazy, key=kw.get("key_added", "pca"))
+    copy = gsc.pp.pca(lazy, copy=True, n_comps=10)
+    assert copy.obsm["X_pca"].shape == (700, 10) and lazy.obsm["X_pca"].shape[1] == 50
+
+
+def test_pca_dask_matrix_input(pbmc):
+    adata = _lognorm_hvg(pbmc)
+    x = adata.X[:, adata.var["highly_variable"].to_numpy()]
+    ref = gsc.pp.pca(x, n_comps=20, return_info=True)
+    got = gsc.pp.pca(da.from_array(x, chunks=(300, -1), asarray=False), n_comps=20, return_info=True)
+    for a, b in zip(ref, got, strict=True):
+        assert type(b) is type(a) and b.dtype == a.dtype
+        np.testing.assert_allclose(b, a, rtol=1e-10, atol=1e-10 * np.abs(a).max())
+    counts = da.from_array(pbmc.X.astype(np.int32), chunks=(300, -1), asarray=False)  # integers: float64
+    np.testing.assert_allclose(gsc.pp.pca(counts, n_comps=5), gsc.pp.pca(pbmc.X.astype(np.int32), n_comps=5),
+                               rtol=1e-10, atol=1e-9)  # fmt: skip
+
+
+@pytest.mark.parametrize("zero_center", [True, False], ids=["centred", "svd"])
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_pca_dask_krylov(pbmc, kind, zero_center):
+    """The block Krylov solver ('randomized'; the wide path) over Dask blocks: the same start
+    block, so the same answer up to the order of summation."""
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    kw = {"svd_solver": "randomized", "n_comps": 30, "mask_var": None, "zero_center": zero_center}
+    gsc.pp.pca(adata, **kw)
+    gsc.pp.pca(lazy, **kw)
+    assert_close_components(adata, lazy)
+
+
+def test_pca_dask_wide_few_cells_uses_krylov(pbmc, monkeypatch):
+    """More than WIDE_GENES genes and few cells: in memory the exact cell-side solver, on Dask
+    the block Krylov solver (the cell-side matrix needs all of X per block); they agree."""
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr")
+    monkeypatch.setattr(pca_mod, "WIDE_GENES", 720)
+    used = []
+    krylov = pca_mod._krylov_eigh
+    monkeypatch.setattr(pca_mod, "_krylov_eigh", lambda *a, **k: used.append(1) or krylov(*a, **k))
+    gsc.pp.pca(adata, n_comps=30, mask_var=None)
+    assert not used
+    gsc.pp.pca(lazy, n_comps=30, mask_var=None)
+    assert used
+    assert_close_components(adata, lazy)
+
+
+def test_pca_dask_bad_input_leaves_adata_unchanged(pbmc):
+    _, lazy = lazy_twin(_lognorm_hvg(pbmc), "numpy")
+    lazy.X = lazy.X.rechunk((100, 200))
+    with pytest.raises(ValueError, match="chunked along genes"):
+        gsc.pp.pca(lazy)
+    _, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr")
+    with pytest.raises(ValueError, match="n_comps"):
+        gsc.pp.pca(lazy, n_comps=300)
+    assert "X_pca" not in lazy.obsm and "pca" not in lazy.uns and "PCs" not in lazy.varm
+
+
+def test_neighbors_dask_representation(pbmc, capsys):
+    adata = _lognorm_hvg(pbmc)
+    gsc.pp.pca(adata)
+    lazy = adata.copy()
+    lazy.obsm["X_pca"] = da.from_array(adata.obsm["X_pca"], chunks=(250, -1))
+    lazy.obsm["rep"] = lazy.obsm["X_pca"]
+    adata.obsm["rep"] = adata.obsm["X_pca"]
+    for kw in [{}, {"n_pcs": 20, "key_added": "k20"}, {"use_rep": "rep", "method": "gauss", "key_added": "g"}]:
+        gsc.pp.neighbors(adata, **kw)
+        gsc.pp.neighbors(lazy, **kw)
+    assert "into memory" in capsys.readouterr().err
+    assert isinstance(lazy.obsm["X_pca"], da.Array)  # the stored representation is not replaced
+    for key in adata.obsp:
+        a, b = adata.obsp[key], lazy.obsp[key]
+        assert type(b) is type(a) and b.dtype == a.dtype
+        assert (a != b).nnz == 0
+    assert adata.uns["neighbors"] == lazy.uns["neighbors"] and adata.uns["g"] == lazy.uns["g"]
+
+
+def test_neighbors_dask_x_without_pca(pbmc):
+    """No X_pca and a Dask X: pca runs on the Dask X, then the search on its embedding."""
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr")
+    gsc.pp.neighbors(adata)
+    out = gsc.pp.neighbors(lazy, copy=True)
+    assert "X_pca" not in lazy.obsm and isinstance(out.obsm["X_pca"], np.ndarray)
+    for key in adata.obsp:
+        assert (adata.obsp[key] != out.obsp[key]).nnz == 0
+
+
+def test_to_cpu_leaves_host_dask_alone_without_cupy():
+    code = (
+        "import sys; sys.modules.update(cupy=None, cupyx=None)\n"
+        "import anndata as ad, dask.array as da, numpy as np, gpu_sc as gsc\n"
+        "d = da.from_array(np.ones((10, 3), np.float32), chunks=(4, -1))\n"
+        "a = ad.AnnData(d); gsc.get.to_cpu(a); assert a.X is d\n"
+        "try:\n    gsc.get.to_gpu(a)\nexcept ImportError as e:\n    print('CuPy' in str(e))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
+
+
+@pytest.mark.parametrize("kind", ["csr", "csc", "numpy"])
+def test_to_gpu_dask_is_lazy_blockwise(pbmc, monkeypatch, kind):
+    """The mapping to_gpu builds, with numpy / scipy standing in for CuPy (no device here):
+    nothing is computed, blocks become CSR / dense, the meta says so."""
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    monkeypatch.setattr(gsc.get, "_cupy", lambda: (np, sp))
+    calls, convert = [], gsc.get._gpu_block
+    monkeypatch.setattr(gsc.get, "_gpu_block", lambda b: calls.append(1) or convert(b))
+    x = gsc.get.to_gpu(lazy, copy=True).X
+    assert not calls and x.chunks == lazy.X.chunks and x.dtype == lazy.X.dtype
+    assert x._meta.ndim == 2 and x._meta.shape[0] == 0  # (Dask trims the meta to (0, 0))
+    assert sp.issparse(x._meta) == (kind != "numpy") and (kind == "numpy" or x._meta.format == "csr")
+    block = x.blocks[1].compute()
+    assert len(calls) == 1 and (kind == "numpy" or block.format == "csr")
+    np.testing.assert_array_equal(to_host(block), to_host(adata.X[101:451]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["csr", "csc", "numpy"])
+def test_to_gpu_to_cpu_dask_round_trip(pbmc, kind):
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    lazy.layers["c"] = lazy.X
+    lazy.obsm["e"] = da.from_array(np.arange(1400.0).reshape(700, 2), chunks=(300, -1))
+    gpu = gsc.get.to_gpu(lazy, copy=True)
+    for x in (gpu.X, gpu.layers["c"], gpu.obsm["e"]):
+        assert isinstance(x, da.Array) and x.chunks[0] == (CHUNKS[0] if x.shape[1] > 2 else (300, 300, 100))
+    want = cpsp.csr_matrix if kind != "numpy" else cp.ndarray
+    assert isinstance(gpu.X._meta, want) and isinstance(gpu.X.blocks[1].compute(), want)
+    assert isinstance(gpu.obsm["e"]._meta, cp.ndarray)
+    back = gsc.get.to_cpu(gpu, copy=True)
+    assert not isinstance(back.X._meta, (cp.ndarray, cpsp.spmatrix))
+    np.testing.assert_array_equal(to_host(back.X.compute()), to_host(adata.X))
+    np.testing.assert_array_equal(back.obsm["e"].compute(), lazy.obsm["e"].compute())
+    assert gsc.get.to_gpu(gpu, copy=True).X.name == gpu.X.name  # already on the GPU: unchanged
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("zero_center", [True, False], ids=["centred", "svd"])
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_pca_dask_gpu_blocks_equal_cpu(pbmc, kind, zero_center):
+    import cupy as cp
+
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    gpu = gsc.get.to_gpu(lazy, copy=True)
+    gsc.pp.pca(adata, zero_center=zero_center)
+    gsc.pp.pca(gpu, zero_center=zero_center)
+    assert isinstance(gpu.obsm["X_pca"], cp.ndarray) and isinstance(gpu.varm["PCs"], cp.ndarray)
+    assert_close_components(adata, gpu, rtol=1e-5)
+    for kw in [{"svd_solver": "randomized", "n_comps": 20, "key_added": "r"}]:
+        gsc.pp.pca(adata, **kw)
+        gsc.pp.pca(gpu, **kw)
+        assert_close_components(adata, gpu, key="r", rtol=1e-5)
+    # neighbors on a Dask embedding of cupy blocks: the graph of the in-memory cupy embedding
+    lazy_rep = gpu.copy()
+    lazy_rep.obsm["X_pca"] = da.from_array(gpu.obsm["X_pca"], chunks=(300, -1), asarray=False)
+    gsc.pp.neighbors(gpu)
+    gsc.pp.neighbors(lazy_rep)
+    for key in gpu.obsp:
+        a, b = gpu.obsp[key], lazy_rep.obsp[key]
+        assert type(b) is type(a) and b.dtype == a.dtype
+        np.testing.assert_array_equal(to_host(b), to_host(a))
