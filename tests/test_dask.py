@@ -177,3 +177,32 @@ def test_gpu_blocks_match_cpu(brain):
             gsc.pp.normalize_total(a)
             gsc.pp.log1p(a)
     np.testing.assert_allclose(to_host(gpu.X.compute()), to_host(cpu.X.compute()), rtol=1e-6)
+
+
+def _pipeline(adata) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gsc.pp.calculate_qc_metrics(adata, qc_vars="mt", inplace=True)
+        gsc.pp.filter_cells(adata, min_genes=200)
+        gsc.pp.filter_genes(adata, min_cells=5)
+        gsc.pp.normalize_total(adata)
+        gsc.pp.log1p(adata)
+        gsc.pp.highly_variable_genes(adata, n_top_genes=300, subset=True)
+        gsc.pp.scale(adata, max_value=10)
+        gsc.pp.pca(adata, n_comps=30)
+        gsc.pp.neighbors(adata, n_neighbors=10)
+
+
+def test_pipeline_end_to_end(pbmc):
+    """The whole preprocessing path on Dask blocks gives the in-memory AnnData."""
+    lazy = dask_twin(pbmc, 150)
+    _pipeline(pbmc)
+    _pipeline(lazy)
+    assert isinstance(lazy.X, da.Array) and lazy.shape == pbmc.shape
+    pd.testing.assert_frame_equal(pbmc.obs, lazy.obs)
+    pd.testing.assert_frame_equal(pbmc.var, lazy.var, rtol=1e-10)
+    np.testing.assert_allclose(to_host(lazy.X.compute()), pbmc.X, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lazy.obsm["X_pca"], pbmc.obsm["X_pca"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(lazy.uns["pca"]["variance_ratio"], pbmc.uns["pca"]["variance_ratio"], rtol=1e-6)
+    for key in ("distances", "connectivities"):
+        assert abs(lazy.obsp[key] - pbmc.obsp[key]).max() < 1e-5
