@@ -61,13 +61,13 @@ class Chunked:
     def __init__(self, array):
         self.array = array
         self.shape = tuple(int(s) for s in array.shape)
-        self.dense = not is_sparse(array._meta)
         bounds = np.cumsum((0, *array.chunks[0]))
         self.row_ranges = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
 
     @property
-    def on_gpu(self) -> bool:
-        return is_gpu(self.array._meta)
+    def xp(self):
+        """numpy or cupy: where the blocks live."""
+        return xp_of(self.array._meta)
 
     def _tasks(self, fn, args, kwargs, per_row):
         import dask
@@ -96,7 +96,7 @@ class Chunked:
 
         results = dask.compute(*self._tasks(fn, args, kwargs, per_row))
         if not isinstance(results[0], tuple):
-            return _concat([r for r in results])
+            return _concat(list(results))
         return tuple(_concat([r[i] for r in results]) for i in range(len(results[0])))
 
     def update(self, fn, *args, per_row=(), dtype=None, **kwargs):
@@ -110,7 +110,6 @@ class Chunked:
         meta = (meta.tocsr() if is_sparse(meta) and sparse_format(meta) != "csr" else meta).astype(dtype)
         return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
                              kwargs=kwargs, dtype=dtype, meta=meta)  # fmt: skip
-
 
     def take_rows(self, rows):
         """Rows `rows` (sorted host ints) as a lazy Dask array: each block keeps its own
@@ -171,11 +170,3 @@ def _concat(arrays):
 
         return cp.concatenate(arrays)
     return np.concatenate(arrays)
-
-
-def chunked(x, *, step: str) -> Chunked:
-    """`Chunked` for a Dask array, after :func:`check_chunked`."""
-    check_chunked(x, step=step)
-    return Chunked(x)
-
-

@@ -263,7 +263,7 @@ def _on_device(mask: np.ndarray, like):
 
 def _xp(p):
     """numpy or cupy: where the blocks of `p` (Parts or Chunked) live."""
-    return xp_of(p.array._meta) if isinstance(p, Chunked) else xp_of(p.data)
+    return p.xp if isinstance(p, Chunked) else xp_of(p.data)
 
 
 def _take_columns_dask(x, cols: np.ndarray):
