@@ -13,6 +13,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from conftest import to_host
+from test_scale import KWARGS as SCALE_KWARGS
 
 from gpu_sc.preprocessing._hvg import highly_variable_genes
 from gpu_sc.preprocessing._scale import scale
@@ -194,15 +195,7 @@ def test_hvg_column_chunks_error_leaves_adata(pbmc):
 
 # --------------------------------------------------------------------------- scale
 
-SCALE_CASES = [
-    {},
-    {"max_value": 2.5},
-    {"zero_center": False},
-    {"zero_center": False, "max_value": 1.0},
-    {"mask_obs": "sel"},
-    {"mask_obs": "sel", "zero_center": False, "max_value": 1.0},
-    {"mask_obs": "array", "max_value": 3.0},
-]
+SCALE_CASES = SCALE_KWARGS  # every variant test_scale.py checks against scanpy
 
 
 def _scale(adata, kw):
