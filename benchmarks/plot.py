@@ -34,7 +34,9 @@ def main(argv=None) -> int:
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("speed-up (reference time / gpu_sc time)")
     devices = ", ".join(dict.fromkeys(r["device"] for r in rows))
-    ax.set_title(f"gpu_sc on {devices}" if rows else "no rows", fontsize=9)
+    chunks = sorted({r["dask_chunk_rows"] for r in rows if r.get("dask_chunk_rows")})
+    dask = f", X as Dask blocks of {', '.join(f'{c:,}' for c in chunks)} cells" if chunks else ""
+    ax.set_title(f"gpu_sc on {devices}{dask}" if rows else "no rows", fontsize=9)
     fig.savefig(args.out or args.jsonl.with_suffix(".png"), dpi=120)
     return 0
 
