@@ -129,6 +129,15 @@ class Chunked:
         )  # fmt: skip
 
 
+    def take_columns(self, cols):
+        """Columns `cols` (host ints) as a lazy Dask array; each block indexes with them on its
+        own device (cupyx sparse takes integer, not boolean, indices)."""
+        import dask.array as da
+
+        return da.map_blocks(_block_columns, self.array, cols=cols, chunks=(self.array.chunks[0], (cols.size,)),
+                             dtype=self.array.dtype, meta=self.array._meta)  # fmt: skip
+
+
 def row_columns(array, per_row) -> list:
     """Per-row host/device vectors as (n, 1) Dask arrays chunked like `array`'s rows, to pass
     beside it to map_blocks: each task then carries its own slice only."""
@@ -139,6 +148,10 @@ def row_columns(array, per_row) -> list:
 
 def _block_rows(block, column):
     return block[xp_of(block).asarray(np.flatnonzero(to_host(column[:, 0])))]
+
+
+def _block_columns(block, *, cols):
+    return block[:, xp_of(block).asarray(cols)]
 
 
 def _on_block(fn, block, per_row, args, kwargs):

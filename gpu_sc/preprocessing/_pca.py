@@ -173,7 +173,7 @@ def pca(
     out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     x = float_values(x)  # integers and bools: float64, as scikit-learn does
     if mask is not None:
-        x = _take_columns_dask(x, np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
+        x = Chunked(x).take_columns(np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
         x = canonical(x, step=_STEP)
     n_obs, n_vars = x.shape
     if n_comps is None:
@@ -264,23 +264,6 @@ def _on_device(mask: np.ndarray, like):
 def _xp(p):
     """numpy or cupy: where the blocks of `p` (Parts or Chunked) live."""
     return p.xp if isinstance(p, Chunked) else xp_of(p.data)
-
-
-def _take_columns_dask(x, cols: np.ndarray):
-    """Columns `cols` (host integer indices) of a row-chunked Dask array, lazily; each block
-    indexes with the indices on its own device (cupyx sparse takes integer, not bool, indices)."""
-    import dask.array as da
-
-    return da.map_blocks(_take_columns, x, cols=cols, chunks=(x.chunks[0], (cols.size,)),
-                         dtype=x.dtype, meta=x._meta)  # fmt: skip
-
-
-def _take_columns(block, *, cols):
-    if is_gpu(block):
-        import cupy as cp
-
-        cols = cp.asarray(cols)
-    return block[:, cols]
 
 
 def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
