@@ -82,22 +82,21 @@ class Chunked:
     def reduce(self, fn, *args, per_row=(), **kwargs):
         """Sum over blocks of fn(block parts, *per_row slices, *args, **kwargs) (a tuple of
         arrays / numbers, None entries allowed; booleans combine by `or`), computed."""
-        import dask
-
-        tasks = self._tasks(fn, args, kwargs, per_row)
-        add = dask.delayed(_add, pure=False)
-        while len(tasks) > 1:  # pairwise: the caller receives one sum, not every partial
-            tasks = [add(*tasks[i : i + 2]) if i + 1 < len(tasks) else tasks[i] for i in range(0, len(tasks), 2)]
-        return tasks[0].compute()
+        return _summed(self._tasks(fn, args, kwargs, per_row)).compute()
 
     def rows(self, fn, *args, per_row=(), **kwargs):
         """fn's per-row results (an array or a tuple of arrays) over all blocks, in row order."""
         import dask
 
-        results = dask.compute(*self._tasks(fn, args, kwargs, per_row))
-        if not isinstance(results[0], tuple):
-            return _concat(list(results))
-        return tuple(_concat([r[i] for r in results]) for i in range(len(results[0])))
+        return _stacked(dask.compute(*self._tasks(fn, args, kwargs, per_row)))
+
+    def rows_and_sums(self, row_fn, sum_fn, *args):
+        """(`rows` of row_fn(parts, *args), `reduce` of sum_fn(parts)) in one pass: each block
+        is read once for both (a lazily read file is read once, not twice)."""
+        import dask
+
+        per_row, summed = dask.compute(self._tasks(row_fn, args, {}, ()), _summed(self._tasks(sum_fn, (), {}, ())))
+        return _stacked(per_row), summed
 
     def update(self, fn, *args, per_row=(), dtype=None, **kwargs):
         """A lazy Dask array: each block copied (cast to `dtype` if given) and transformed in
@@ -166,6 +165,23 @@ def _updated(block, *columns, fn, dtype_, args, kwargs):
     p = block_parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     return block if is_sparse(block) else p.data.reshape(p.shape)
+
+
+def _summed(tasks):
+    """The pairwise sum of delayed partials: the caller receives one sum, not every partial."""
+    import dask
+
+    add = dask.delayed(_add, pure=False)
+    while len(tasks) > 1:
+        tasks = [add(*tasks[i : i + 2]) if i + 1 < len(tasks) else tasks[i] for i in range(0, len(tasks), 2)]
+    return tasks[0]
+
+
+def _stacked(results):
+    """Per-block results (arrays, or tuples of arrays) concatenated in row order."""
+    if not isinstance(results[0], tuple):
+        return _concat(list(results))
+    return tuple(_concat([r[i] for r in results]) for i in range(len(results[0])))
 
 
 def _add(a, b):

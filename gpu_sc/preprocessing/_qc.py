@@ -11,6 +11,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_sparse, to_host
+from .._ops._chunked import Chunked
 from ._checks import canonical, check_counts, check_not_empty, float_values, get_matrix, sum_dtype
 
 _STEP = "calculate_qc_metrics"
@@ -77,23 +78,27 @@ def calculate_qc_metrics(
     layout = x._meta if is_dask(x) else x  # a Dask array's blocks are like its meta
     nnz_dtype = layout.indptr.dtype if is_sparse(layout) else np.dtype(np.int64)
 
-    totals, nnz = (to_host(a) for a in _ops.row_sums(p))
+    masks = list(qc_masks.values())
+    if isinstance(p, Chunked):  # every statistic in one pass over the blocks
+        per_cell, (gene_sums, gene_nnz) = p.rows_and_sums(_cell_stats, _gene_stats, ns, masks)
+    else:
+        per_cell, (gene_sums, gene_nnz) = _cell_stats(p, ns, masks), _gene_stats(p)
+    totals, nnz, top, *qc_totals = (to_host(a) for a in per_cell)
+    gene_sums, gene_nnz = to_host(gene_sums), to_host(gene_nnz)
+
     obs = pd.DataFrame(index=adata.obs_names.copy())
     _put(obs, K.qc_obs_n_vars(expr_type, var_type), nnz.astype(nnz_dtype), log1p)
     _put(obs, K.qc_total(expr_type), totals.astype(out_sum), log1p)
     if ns.size:
-        top = to_host(_ops.top_sums(p, ns))
         with np.errstate(invalid="ignore", divide="ignore"):
             for i, n in enumerate(ns):
                 obs[K.qc_obs_pct_top(expr_type, var_type, n)] = top[:, i] / totals * 100
     total_col = obs[K.qc_total(expr_type)]
-    for q, mask in qc_masks.items():
-        qc_total = to_host(_ops.row_sums(p, col_mask=mask)[0]).astype(out_sum)
-        _put(obs, K.qc_obs_total_qc(expr_type, q), qc_total, log1p)
+    for q, qc_total in zip(qc_masks, qc_totals, strict=True):
+        _put(obs, K.qc_obs_total_qc(expr_type, q), qc_total.astype(out_sum), log1p)
         with np.errstate(invalid="ignore", divide="ignore"):
             obs[K.qc_obs_pct_qc(expr_type, q)] = obs[K.qc_obs_total_qc(expr_type, q)] / total_col * 100
 
-    gene_sums, gene_nnz = (to_host(a) for a in _ops.col_sums(p))
     var = pd.DataFrame(index=adata.var_names.copy() if not use_raw else adata.raw.var_names.copy())
     var[K.qc_var_n_cells(expr_type)] = gene_nnz.astype(np.int64)
     _put(var, K.qc_var_mean(expr_type), gene_sums / n_cells, log1p)
@@ -106,6 +111,18 @@ def calculate_qc_metrics(
     if not use_raw:
         adata.var[var.columns] = var
     return None
+
+
+def _cell_stats(p, ns, masks) -> tuple:
+    """(totals, nonzero counts, top-n sums, total over each qc mask) per cell."""
+    totals, nnz = _ops.row_sums(p)
+    top = _ops.top_sums(p, ns) if ns.size else totals[:, None][:, :0]
+    return (totals, nnz, top, *(_ops.row_sums(p, col_mask=m)[0] for m in masks))
+
+
+def _gene_stats(p) -> tuple:
+    """(sums, nonzero counts) per gene."""
+    return _ops.col_sums(p)
 
 
 def _put(df: pd.DataFrame, key: str, values: np.ndarray, log1p: bool) -> None:
