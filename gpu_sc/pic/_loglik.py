@@ -213,7 +213,14 @@ def _log_array(x):  # pragma: no cover - numba
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _gather(data, indices, s, m, pa, pb, u, A, B):
+def _gather(data, indices, indptr, r, pa, pb):
+    """Row r's counts u and the profiles of its genes in both populations, A (m, K_A) and
+    B (m, K_B), gathered once so that every pair reads them contiguously."""
+    s = indptr[r]
+    m = indptr[r + 1] - s
+    u = np.empty(m)
+    A = np.empty((m, pa.shape[1]))
+    B = np.empty((m, pb.shape[1]))
     for k in range(m):
         g = indices[s + k]
         u[k] = data[s + k]
@@ -221,6 +228,7 @@ def _gather(data, indices, s, m, pa, pb, u, A, B):
             A[k, ia] = pa[g, ia]
         for ib in range(pb.shape[1]):
             B[k, ib] = pb[g, ib]
+    return u, A, B
 
 
 _LANES = 32  # Newton pipeline width (pairs iterated together)
@@ -253,12 +261,8 @@ def _ml_rows(data, indices, indptr, pa, pb, eps, n_iter, ll, alpha):  # pragma: 
     kb = pb.shape[1]
     W = _LANES
     for r in numba.prange(n):
-        s = indptr[r]
-        m = indptr[r + 1] - s
-        u = np.empty(m)
-        A = np.empty((m, ka))
-        B = np.empty((m, kb))
-        _gather(data, indices, s, m, pa, pb, u, A, B)
+        u, A, B = _gather(data, indices, indptr, r, pa, pb)
+        m = u.size
         al_all = np.empty((kb, ka))
         queue = np.empty(ka * kb, dtype=np.int64)
         nq = 0
@@ -372,12 +376,8 @@ def _fixed_rows(data, indices, indptr, pa, pb, eps, alpha, ll):  # pragma: no co
     ka = pa.shape[1]
     kb = pb.shape[1]
     for r in numba.prange(n):
-        s = indptr[r]
-        m = indptr[r + 1] - s
-        u = np.empty(m)
-        A = np.empty((m, ka))
-        B = np.empty((m, kb))
-        _gather(data, indices, s, m, pa, pb, u, A, B)
+        u, A, B = _gather(data, indices, indptr, r, pa, pb)
+        m = u.size
         al = alpha[r]
         om = 1.0 - al
         acc = np.empty(ka)
