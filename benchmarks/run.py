@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc  # noqa: E402
 from _common import cpu_name, jsonl_rows, versions  # noqa: E402
-from gpu_sc._backend import gpu_available  # noqa: E402
+from gpu_sc._backend import gpu_available, is_dask  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,10 @@ def _computed(a) -> None:
     """Compute what a step left lazy (X, obsm), so that timings include the work itself."""
     import dask
 
-    if type(a.X).__module__.startswith("dask"):
+    if is_dask(a.X):
         (a.X,) = dask.persist(a.X)
     for key in list(a.obsm):
-        if type(a.obsm[key]).__module__.startswith("dask"):
+        if is_dask(a.obsm[key]):
             a.obsm[key] = a.obsm[key].compute()
 
 

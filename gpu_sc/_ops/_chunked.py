@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import is_gpu, is_sparse, sparse_format, to_host, xp_of
-from ._layout import Parts, parts
+from ._layout import Parts, in_layout, parts
 
 
 def check_chunked(x: Any, *, step: str) -> None:
@@ -44,15 +44,7 @@ def check_chunked(x: Any, *, step: str) -> None:
 
 def block_parts(block) -> Parts:
     """`Parts` of one block: CSC / COO become CSR, dense blocks C-contiguous."""
-    if is_sparse(block):
-        if sparse_format(block) != "csr":
-            block = block.tocsr()
-    else:
-        if isinstance(block, np.matrix):
-            block = np.asarray(block)
-        if not block.flags.c_contiguous:
-            block = xp_of(block).ascontiguousarray(block)
-    return parts(block)
+    return parts(in_layout(block))
 
 
 class Chunked:
@@ -159,9 +151,7 @@ def _on_block(fn, block, per_row, args, kwargs):
 
 def _updated(block, *columns, fn, dtype_, args, kwargs):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
-    if is_sparse(block):
-        block = block.tocsr() if sparse_format(block) != "csr" else block
-    block = block.astype(dtype_, copy=True)
+    block = in_layout(block).astype(dtype_, copy=True)
     p = block_parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     return block if is_sparse(block) else p.data.reshape(p.shape)

@@ -23,6 +23,16 @@ class Parts(NamedTuple):
         return self.indptr is None
 
 
+def in_layout(x):
+    """`x` as CSR or C-contiguous dense on its own device, copied only where the layout differs:
+    CSC / COO become CSR, np.matrix an ndarray. (Shape and type are the caller's to check.)"""
+    if is_sparse(x):
+        return x if sparse_format(x) == "csr" else x.tocsr()
+    if isinstance(x, np.matrix):
+        x = np.asarray(x)
+    return x if x.flags.c_contiguous else xp_of(x).ascontiguousarray(x)
+
+
 def parts(x) -> Parts:
     """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying; a
     row-chunked Dask array gives its `Chunked` counterpart (see `_chunked`)."""

@@ -6,8 +6,9 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops._chunked import Chunked, check_chunked
+from .._ops._layout import in_layout
 from .._ops.value_issues import value_issues
 
 
@@ -63,11 +64,7 @@ def canonical(x, *, step: str):
         check_chunked(x, step=step)
         return x
     if is_sparse(x):
-        if sparse_format(x) != "csr":
-            return x.tocsr()
-        return x
-    if isinstance(x, np.matrix):
-        x = np.asarray(x)
+        return in_layout(x)
     if not hasattr(x, "flags") or getattr(x, "ndim", 0) != 2:
         msg = (
             f"{step}: expected a 2-D numpy/cupy array or a scipy/cupyx sparse matrix, got "
@@ -75,7 +72,7 @@ def canonical(x, *, step: str):
             "(e.g. adata.to_memory())."
         )
         raise TypeError(msg)
-    return x if x.flags.c_contiguous else xp_of(x).ascontiguousarray(x)
+    return in_layout(x)
 
 
 def check_not_empty(x, *, step: str) -> None:

@@ -80,9 +80,9 @@ def calculate_qc_metrics(
 
     masks = list(qc_masks.values())
     if isinstance(p, Chunked):  # every statistic in one pass over the blocks
-        per_cell, (gene_sums, gene_nnz) = p.rows_and_sums(_cell_stats, _gene_stats, ns, masks)
+        per_cell, (gene_sums, gene_nnz) = p.rows_and_sums(_cell_stats, _ops.col_sums, ns, masks)
     else:
-        per_cell, (gene_sums, gene_nnz) = _cell_stats(p, ns, masks), _gene_stats(p)
+        per_cell, (gene_sums, gene_nnz) = _cell_stats(p, ns, masks), _ops.col_sums(p)
     totals, nnz, top, *qc_totals = (to_host(a) for a in per_cell)
     gene_sums, gene_nnz = to_host(gene_sums), to_host(gene_nnz)
 
@@ -118,11 +118,6 @@ def _cell_stats(p, ns, masks) -> tuple:
     totals, nnz = _ops.row_sums(p)
     top = _ops.top_sums(p, ns) if ns.size else totals[:, None][:, :0]
     return (totals, nnz, top, *(_ops.row_sums(p, col_mask=m)[0] for m in masks))
-
-
-def _gene_stats(p) -> tuple:
-    """(sums, nonzero counts) per gene."""
-    return _ops.col_sums(p)
 
 
 def _put(df: pd.DataFrame, key: str, values: np.ndarray, log1p: bool) -> None:
