@@ -1,0 +1,298 @@
+"""Run our CUDA kernels on the CPU: the real `.cu` sources compiled with g++ against `emu.h`.
+
+`emulated_cupy()` puts a stand-in `cupy` module in place for the duration of a `with` block:
+NumPy's namespace whose functions return `ndarray`, a NumPy subclass that gpu_sc takes for a
+device array (its type lives in a module named "cupy"), and a `RawModule` that compiles a
+kernel file for the CPU, its functions launching like CuPy's: `fn(grid, block, args)`. The GPU
+branches of `gpu_sc._ops`, the launch wrappers of `gpu_sc._kernels`, the kNN search and the
+PIC pair engine then run unchanged on `Parts` of such arrays, so CI checks what no type
+checker sees and a GPU would not report:
+
+- each argument against the kernel's parameter: arrays must be C-contiguous with the element
+  type of the pointer, scalars NumPy scalars of the parameter's size and kind, null pointers
+  only where the wrapper passes one (CuPy would pass the wrong bytes silently);
+- launch geometry within CUDA's limits;
+- memory: every array is copied into its own mapping between inaccessible guard pages, and
+  const inputs are read-only, so a read or write past an array's end (or a write to an input)
+  stops the launch with the argument named;
+- warp shuffles reached by only part of a warp, and barriers some threads never reach.
+
+What it cannot show: races (the threads of a launch run one after another, atomics included),
+the device compiler's arithmetic and speed. The GPU-marked tests keep those.
+
+The compiled library is cached per source text under the system temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import mmap
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+
+HEADER = Path(__file__).with_name("emu.h")
+CXX = shutil.which("g++")
+PAGE = mmap.PAGESIZE
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_PROT_NONE, _PROT_READ, _PROT_RW = 0, 1, 3
+_MAX_GRID = (2**31 - 1, 65_535, 65_535)
+_SYNC_CALLS = re.compile(r"__shfl_\w+|__syncthreads|gsc_warp_(sum|max)")
+
+
+class KernelError(RuntimeError):
+    """A launch the emulator refused or stopped (bad argument, geometry, memory, divergence)."""
+
+
+# --------------------------------------------------------------------------- guarded memory
+class Guarded:
+    """A copy of `a` ending exactly at an inaccessible page, with another before its first page."""
+
+    def __init__(self, a: np.ndarray, *, read_only: bool):
+        self.source = a
+        nbytes = a.nbytes
+        body = -(-max(nbytes, 1) // PAGE) * PAGE
+        self.map = mmap.mmap(-1, body + 2 * PAGE)
+        base = ctypes.addressof(ctypes.c_char.from_buffer(self.map))
+        self.start = base + PAGE + body - nbytes
+        self.end = self.start + nbytes
+        off = self.start - base
+        self.array = np.frombuffer(self.map, dtype=a.dtype, count=a.size, offset=off).reshape(a.shape)
+        self.array[...] = a
+        self.base, self.body = base, body
+        self._protect(base, PAGE, _PROT_NONE)
+        self._protect(base + PAGE + body, PAGE, _PROT_NONE)
+        if read_only:
+            self._protect(base + PAGE, body, _PROT_READ)
+
+    @staticmethod
+    def _protect(addr, size, prot):
+        if _LIBC.mprotect(ctypes.c_void_p(addr), ctypes.c_size_t(size), prot) != 0:
+            raise OSError(ctypes.get_errno(), "mprotect failed")
+
+    def near(self, addr: int) -> bool:
+        return self.base <= addr < self.base + self.body + 2 * PAGE
+
+    def release(self, *, write_back: bool):
+        self._protect(self.base, self.body + 2 * PAGE, _PROT_RW)
+        if write_back:
+            self.source[...] = self.array
+        del self.array
+        self.map.close()
+
+
+# --------------------------------------------------------------------------- compilation
+def _compile(code: str, names: list[str]) -> ctypes.CDLL:
+    if CXX is None:
+        raise RuntimeError("the kernel emulator needs g++")
+    exports = "\n".join(f"GSC_EMU_EXPORT({i}, {e})" for i, e in enumerate(names))
+    text = f'#include "{HEADER}"\n{code}\n{exports}\n'
+    key = hashlib.sha256((text + HEADER.read_text()).encode()).hexdigest()[:20]
+    cache = Path(tempfile.gettempdir()) / "gsc_cuda_emu"
+    cache.mkdir(exist_ok=True)
+    lib = cache / f"{key}.so"
+    if not lib.exists():
+        src = cache / f"{key}.cpp"
+        src.write_text(text)
+        tmp = cache / f"{key}.{id(text)}.so"
+        cmd = [CXX, "-std=c++17", "-O1", "-g", "-U_FORTIFY_SOURCE", "-ffp-contract=off", "-fno-fast-math", "-fPIC",
+               "-shared", "-w", "-o", str(tmp), str(src)]  # fmt: skip
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode:
+            raise RuntimeError(f"emulator build failed:\n{res.stderr[-4000:]}")
+        tmp.replace(lib)
+    return ctypes.CDLL(str(lib))
+
+
+def _sync_kernels(code: str) -> set[str]:
+    """Names of the `__global__` functions whose body (or a helper it names) shuffles or waits."""
+    needs = set()
+    for m in re.finditer(r"__global__\s+void\s+(\w+)\s*\(", code):
+        depth, i = 0, code.index("{", m.end())
+        start = i
+        while True:
+            depth += {"{": 1, "}": -1}.get(code[i], 0)
+            i += 1
+            if depth == 0:
+                break
+        if _SYNC_CALLS.search(code[start:i]):
+            needs.add(m.group(1))
+    return needs
+
+
+# --------------------------------------------------------------------------- launching
+_CODES = {"f4": np.float32, "f8": np.float64, "i4": np.int32, "i8": np.int64, "u4": np.uint32,
+          "u8": np.uint64, "u1": np.uint8, "i1": np.int8, "b1": np.bool_}  # fmt: skip
+
+
+class Function:
+    def __init__(self, lib, index: int, name: str, fibers: bool):
+        self.name = name
+        self.fibers = fibers
+        self._launch = getattr(lib, f"gsc_emu_launch_{index}")
+        sig = getattr(lib, f"gsc_emu_signature_{index}")
+        sig.restype = ctypes.c_char_p
+        self.params = sig().decode().split(",")
+
+    def __call__(self, grid, block, args, **_):
+        grid, block = _dim3(grid), _dim3(block)
+        if any(g < 1 or g > m for g, m in zip(grid, _MAX_GRID, strict=True)):
+            raise KernelError(f"{self.name}: grid {grid} outside CUDA's limits {_MAX_GRID}")
+        if min(block) < 1 or int(np.prod(block)) > 1024 or block[2] > 64:
+            raise KernelError(f"{self.name}: block {block} outside CUDA's limits")
+        if len(args) != len(self.params):
+            raise KernelError(f"{self.name}: {len(args)} arguments for {len(self.params)} parameters")
+        keep, guards = [], []
+        argv = (ctypes.c_void_p * len(args))()
+        try:
+            for i, (a, p) in enumerate(zip(args, self.params, strict=True)):
+                cell = self._argument(i, a, p, guards)
+                keep.append(cell)
+                argv[i] = ctypes.cast(ctypes.pointer(cell), ctypes.c_void_p)
+            err = ctypes.create_string_buffer(400)
+            fault = ctypes.c_ulonglong(0)
+            g3 = (ctypes.c_uint * 3)(*grid)
+            b3 = (ctypes.c_uint * 3)(*block)
+            rc = self._launch(g3, b3, argv, int(self.fibers), err, 400, ctypes.byref(fault))
+            if rc == 2:
+                raise KernelError(f"{self.name}: {self._where(fault.value, guards)}")
+            if rc:
+                raise KernelError(f"{self.name}: {err.value.decode()}")
+        finally:
+            for i, g, writable in guards:
+                g.release(write_back=writable)
+
+    def _argument(self, i, a, p, guards):
+        what = f"{self.name} argument {i} ({p})"
+        if p[0] == "P":
+            if isinstance(a, np.uint64) and a == 0:
+                return ctypes.c_void_p(0)
+            if not isinstance(a, np.ndarray):
+                raise KernelError(f"{what}: expected an array, got {type(a).__name__}")
+            want = np.dtype(_CODES[p[2:]])
+            if a.dtype != want:
+                raise KernelError(f"{what}: array of {a.dtype}, the kernel reads {want}")
+            if not a.flags.c_contiguous:
+                raise KernelError(f"{what}: array is not C-contiguous")
+            g = Guarded(a, read_only=p[1] == "c")
+            guards.append((i, g, p[1] == "m"))
+            return ctypes.c_void_p(g.start)
+        if not isinstance(a, np.generic):
+            raise KernelError(f"{what}: pass a NumPy scalar of the parameter's type, got {type(a).__name__}")
+        want = np.dtype(_CODES[p[1:]])
+        if a.dtype.kind != want.kind or a.dtype.itemsize != want.itemsize:
+            raise KernelError(f"{what}: scalar of {a.dtype}, the kernel takes {want}")
+        return np.ctypeslib.as_ctypes_type(want)(a.item())
+
+    @staticmethod
+    def _where(addr: int, guards) -> str:
+        for i, g, _ in guards:
+            if g.near(addr):
+                if addr >= g.end:
+                    return f"access {addr - g.end} bytes past the end of argument {i} ({g.end - g.start} bytes)"
+                if addr < g.start:
+                    return f"access {g.start - addr} bytes before argument {i}"
+                return f"write to argument {i}, a const input"
+        return f"invalid memory access at {addr:#x}, outside every array argument"
+
+
+def _dim3(d) -> tuple[int, int, int]:
+    d = tuple(int(v) for v in (d if isinstance(d, tuple | list) else (d,)))
+    return d + (1,) * (3 - len(d))
+
+
+class RawModule:
+    """CPU stand-in for `cupy.RawModule(code=..., options=..., name_expressions=...)`."""
+
+    def __init__(self, *, code: str, options=(), name_expressions=(), **_):
+        self.names = list(name_expressions)
+        self.lib = _compile(code, self.names)
+        self.sync = _sync_kernels(code)
+
+    def get_function(self, name: str) -> Function:
+        i = self.names.index(name)
+        return Function(self.lib, i, name, name.split("<", 1)[0] in self.sync)
+
+
+# --------------------------------------------------------------------------- stand-in cupy
+class ndarray(np.ndarray):  # noqa: N801  (cupy's name)
+    """A NumPy array that gpu_sc takes for a device array (its type lives in module 'cupy'),
+    so the GPU branches of `gpu_sc._ops` run; `.get()` gives the plain host array."""
+
+    def get(self):
+        return np.array(self)
+
+
+ndarray.__module__ = "cupy"
+
+
+def _device(value):
+    return value.view(ndarray) if isinstance(value, np.ndarray) and not isinstance(value, ndarray) else value
+
+
+def _on_device(fn):
+    def wrapped(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        return tuple(_device(o) for o in out) if isinstance(out, tuple) else _device(out)
+
+    wrapped.__name__ = getattr(fn, "__name__", "function")
+    return wrapped
+
+
+def _module() -> types.ModuleType:
+    """NumPy's namespace, its functions returning stand-in device arrays; ufuncs and types as
+    they are (ufuncs keep the subclass of their inputs)."""
+    mod = types.ModuleType("cupy")
+
+    def attribute(name):
+        value = getattr(np, name)
+        if callable(value) and not isinstance(value, type | np.ufunc):
+            return _on_device(value)
+        return value
+
+    mod.__getattr__ = attribute
+    mod.ndarray = ndarray
+
+    class Device:
+        id = 0
+
+        def __init__(self, *_):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *_):
+            return False
+
+    mod.cuda = types.SimpleNamespace(Device=Device)
+    mod.RawModule = RawModule
+    return mod
+
+
+@contextlib.contextmanager
+def emulated_cupy():
+    """`import cupy` gives the stand-in inside the block; gpu_sc's compiled-module cache is
+    cleared on entry and exit so no emulated module outlives it (nor a real one leaks in)."""
+    from gpu_sc import _kernels
+
+    saved = sys.modules.get("cupy")
+    sys.modules["cupy"] = _module()
+    _kernels._module.cache_clear()
+    try:
+        yield sys.modules["cupy"]
+    finally:
+        _kernels._module.cache_clear()
+        if saved is None:
+            sys.modules.pop("cupy", None)
+        else:
+            sys.modules["cupy"] = saved
