@@ -1,5 +1,7 @@
 """GPU equals CPU: every primitive and every step, float32/float64 values, int32/int64 indices,
-CSR and dense. Skipped without CuPy and a GPU."""
+CSR and dense. The primitives run twice: on a GPU (marked `gpu`, skipped without CuPy and a GPU)
+and through the kernel emulator (tests/cuda_emu: the same kernels and wrappers on the CPU, on a
+150-cell slice; skipped without g++). The steps need a GPU."""
 
 from __future__ import annotations
 
@@ -9,12 +11,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import to_host
+from cuda_emu import CXX, emulated_cupy
 
 import gpu_sc as gsc
 from gpu_sc import _ops
-
-pytestmark = pytest.mark.gpu
-
+from gpu_sc._kernels import clipped_sums as k_clipped
+from gpu_sc._kernels import col_reduce as k_col
 
 LAYOUTS = [
     (v, i, dense)
@@ -23,11 +25,25 @@ LAYOUTS = [
     for dense in (False, True)
     if not (dense and i is np.int64)  # dense has no index arrays
 ]
+DEVICES = [
+    pytest.param("cuda", marks=pytest.mark.gpu),
+    pytest.param("emulated", marks=pytest.mark.skipif(CXX is None, reason="the emulator needs g++")),
+]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """'cuda' (CuPy on a GPU) or 'emulated' (the stand-in cupy of tests/cuda_emu)."""
+    if request.param == "cuda":
+        yield "cuda"
+        return
+    with emulated_cupy():
+        yield "emulated"
 
 
 def _parts_pair(x, value, index, dense):
-    """The same matrix as CPU and GPU `Parts`, built from raw arrays so that the index dtype is
-    exactly `index` (scipy and cupyx would shrink int64 indices that fit into int32)."""
+    """The same matrix as CPU and device `Parts`, built from raw arrays so that the index dtype
+    is exactly `index` (scipy and cupyx would shrink int64 indices that fit into int32)."""
     import cupy as cp
 
     x = sp.csr_matrix(x, dtype=value)
@@ -40,15 +56,36 @@ def _parts_pair(x, value, index, dense):
     return cpu, gpu
 
 
+def _emulation_slice(x):
+    """150 cells: the all-zero cell, two duplicated rows and the first 147 (the emulator runs
+    a launch's threads one after another)."""
+    totals = np.asarray(x.sum(axis=1)).ravel()
+    return sp.csr_matrix(x[np.r_[np.flatnonzero(totals == 0)[:1], np.arange(147), 3, 3]])
+
+
 @pytest.fixture(params=LAYOUTS, ids=lambda p: f"{np.dtype(p[0])}-{np.dtype(p[1])}-{'dense' if p[2] else 'csr'}")
-def pair(request, brain):
-    return _parts_pair(brain.X, *request.param)
+def pair(request, device, brain):
+    x = brain.X if device == "cuda" else _emulation_slice(brain.X)
+    return _parts_pair(x, *request.param)
+
+
+@pytest.fixture
+def small_grids(monkeypatch):
+    """Few blocks and short dense chunks, so the grid-stride loops and the per-chunk atomics of
+    the column kernels run several rounds."""
+    for mod in (k_col, k_clipped):
+        monkeypatch.setattr(mod, "_MAX_BLOCKS", 3)
+        monkeypatch.setattr(mod, "_MIN_ROWS_PER_CHUNK", 16)
 
 
 def _gpu(a):
     import cupy as cp
 
     return cp.asarray(a)
+
+
+def test_device_parts_take_the_gpu_branch(pair):
+    assert not _ops._layout.on_gpu(pair[0]) and _ops._layout.on_gpu(pair[1])
 
 
 def test_row_sums(pair, brain):
@@ -61,7 +98,10 @@ def test_row_sums(pair, brain):
         np.testing.assert_array_equal(to_host(n_g), n_c)
 
 
-def test_col_sums(pair):
+@pytest.mark.parametrize("grids", ["default", "small"])
+def test_col_sums(pair, grids, request):
+    if grids == "small":
+        request.getfixturevalue("small_grids")
     cpu, gpu = pair
     s_c, n_c = _ops.col_sums(cpu)
     s_g, n_g = _ops.col_sums(gpu)
@@ -75,9 +115,19 @@ def test_col_mean_var(pair):
         np.testing.assert_allclose(to_host(got), ref, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("grids", ["default", "small"])
+def test_clipped_sums(pair, grids, request):
+    if grids == "small":
+        request.getfixturevalue("small_grids")
+    cpu, gpu = pair
+    clip = np.linspace(0.5, 6.0, cpu.shape[1])
+    for got, ref in zip(_ops.clipped_sums(gpu, _gpu(clip)), _ops.clipped_sums(cpu, clip), strict=True):
+        np.testing.assert_allclose(to_host(got), ref, rtol=1e-12)
+
+
 def test_top_sums(pair):
     cpu, gpu = pair
-    ns = [1, 7, 50, 100, 500]
+    ns = [1, 7, 50, 100, 500]  # 500: more than some rows store
     np.testing.assert_allclose(to_host(_ops.top_sums(gpu, ns)), _ops.top_sums(cpu, ns), rtol=1e-12)
 
 
@@ -108,6 +158,7 @@ def test_log1p(pair):
     np.testing.assert_allclose(to_host(gpu.data), cpu.data, rtol=1e-6)
 
 
+@pytest.mark.gpu
 def test_value_issues():
     import cupy as cp
 
@@ -127,6 +178,7 @@ STEPS = [
 ]
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("step", range(len(STEPS)))
 def test_steps_gpu_equals_cpu(brain, step, dense):
@@ -148,6 +200,7 @@ def test_steps_gpu_equals_cpu(brain, step, dense):
     np.testing.assert_allclose(to_host(back.X), to_host(brain.X), rtol=1e-6, atol=0)
 
 
+@pytest.mark.gpu
 def test_round_trip(pbmc):
     pbmc.layers["counts"] = pbmc.X.copy()
     pbmc.obsm["dense"] = pbmc.X[:, :5].toarray()
@@ -158,6 +211,7 @@ def test_round_trip(pbmc):
     np.testing.assert_array_equal(back.obsm["dense"], pbmc.obsm["dense"])
 
 
+@pytest.mark.gpu
 def test_bad_counts_on_gpu_name_the_device(pbmc):
     x = pbmc.X.copy()
     x.data[3] = -1

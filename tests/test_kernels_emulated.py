@@ -1,8 +1,8 @@
-"""Every CUDA kernel, run on the CPU by the emulator in tests/cuda_emu: the real `.cu` sources,
-launched by gpu_sc's own wrappers from the GPU branches of `_ops`, the kNN search and the PIC
-pair engine, compared with the CPU path on real data. The emulator also checks what a GPU
-would not report: argument types against the kernel's parameters, launch limits, reads and
-writes outside each array, writes to const inputs, divergent warp shuffles.
+"""CUDA kernels run on the CPU by the emulator in tests/cuda_emu (the real `.cu` sources, launched
+by gpu_sc's own wrappers): the kNN search and the PIC pair engine against the CPU path on real
+data (the `_ops` primitives run emulated in test_gpu.py), and the emulator's own checks of
+what a GPU would not report: argument types against the kernel's parameters, launch limits,
+reads and writes outside each array, writes to const inputs, divergent warp shuffles.
 
 What only a GPU can show (the device compiler's code, cuBLAS, speed) stays in the GPU-marked
 tests; these run wherever g++ is."""
@@ -11,23 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from cuda_emu import CXX, KernelError, RawModule, emulated_cupy
 from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fixture)
 
 from gpu_sc import _ops
-from gpu_sc._kernels import clipped_sums as k_clipped
-from gpu_sc._kernels import col_reduce as k_col
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="the kernel emulator needs g++")
-
-LAYOUTS = [
-    (v, i, dense)
-    for v in (np.float32, np.float64)
-    for i in (np.int32, np.int64)
-    for dense in (False, True)
-    if not (dense and i is np.int64)
-]
 
 
 @pytest.fixture
@@ -36,90 +25,8 @@ def cp():
         yield module
 
 
-@pytest.fixture
-def x(brain):
-    """150 brain cells (float32 counts CSR) with the all-zero cell and two duplicated rows."""
-    totals = np.asarray(brain.X.sum(axis=1)).ravel()
-    rows = np.r_[np.flatnonzero(totals == 0)[:1], np.arange(147), 3, 3]
-    return sp.csr_matrix(brain.X[rows])
-
-
-@pytest.fixture(params=LAYOUTS, ids=lambda p: f"{np.dtype(p[0])}-{np.dtype(p[1])}-{'dense' if p[2] else 'csr'}")
-def pair(request, x, cp):
-    """The same matrix as CPU `Parts` and as emulated-device `Parts` of exactly these dtypes."""
-    value, index, dense = request.param
-    m = sp.csr_matrix(x, dtype=value)
-    if dense:
-        d = m.toarray()
-        return _ops.parts(d), _ops.parts(cp.asarray(d))
-    arrays = (m.data, m.indices.astype(index), m.indptr.astype(index))
-    return _ops.Parts(*arrays, m.shape), _ops.Parts(*(cp.asarray(a) for a in arrays), m.shape)
-
-
 def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-def test_device_parts_take_the_gpu_branch(pair):
-    assert not _ops._layout.on_gpu(pair[0]) and _ops._layout.on_gpu(pair[1])
-
-
-def test_row_sums(pair, brain):
-    cpu, dev = pair
-    mask = brain.var["mt"].to_numpy() | (np.arange(brain.n_vars) % 3 == 0)
-    for m in (None, mask):
-        s_c, n_c = _ops.row_sums(cpu, col_mask=m)
-        s_d, n_d = _ops.row_sums(dev, col_mask=m)
-        np.testing.assert_allclose(_host(s_d), s_c, rtol=1e-12)
-        np.testing.assert_array_equal(_host(n_d), n_c)
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    """Few blocks and short dense chunks, so the grid-stride loops and the per-chunk atomics
-    of the column kernels run several rounds on test-sized data."""
-    for mod in (k_col, k_clipped):
-        monkeypatch.setattr(mod, "_MAX_BLOCKS", 3)
-        monkeypatch.setattr(mod, "_MIN_ROWS_PER_CHUNK", 16)
-
-
-def test_col_sums_and_mean_var(pair, small_grids):
-    cpu, dev = pair
-    for got, ref in zip(_ops.col_sums(dev), _ops.col_sums(cpu), strict=True):
-        np.testing.assert_allclose(_host(got), ref, rtol=1e-12)
-    for got, ref in zip(_ops.col_mean_var(dev), _ops.col_mean_var(cpu), strict=True):
-        np.testing.assert_allclose(_host(got), ref, rtol=1e-10, atol=1e-12)
-
-
-def test_clipped_sums(pair, small_grids):
-    cpu, dev = pair
-    clip = np.linspace(0.5, 6.0, cpu.shape[1])
-    for got, ref in zip(_ops.clipped_sums(dev, clip), _ops.clipped_sums(cpu, clip), strict=True):
-        np.testing.assert_allclose(_host(got), ref, rtol=1e-12)
-
-
-def test_top_sums(pair):
-    cpu, dev = pair
-    ns = [1, 7, 50, 100, 500]  # 500: more than any row stores
-    np.testing.assert_allclose(_host(_ops.top_sums(dev, ns)), _ops.top_sums(cpu, ns), rtol=1e-12)
-
-
-def test_flag_cols_above(pair):
-    cpu, dev = pair
-    totals = _ops.row_sums(cpu)[0]
-    for frac in (0.01, 0.05, 0.2):
-        np.testing.assert_array_equal(
-            _host(_ops.flag_cols_above(dev, frac * totals)), _ops.flag_cols_above(cpu, frac * totals)
-        )
-
-
-def test_divide_rows(pair):
-    cpu, dev = pair
-    cpu = cpu._replace(data=cpu.data.copy())
-    divisors = np.linspace(0, 3, cpu.shape[0]).astype(cpu.data.dtype)  # row 0: zero divisor
-    _ops.divide_rows(cpu, divisors)
-    _ops.divide_rows(dev, divisors)
-    np.testing.assert_array_equal(_host(dev.data), cpu.data)  # IEEE division: bit-identical
 
 
 # --------------------------------------------------------------------------- kNN
