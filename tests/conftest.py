@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from cuda_emu import CXX, emulated_cupy
+
 from gpu_sc._backend import gpu_available
 
 DATA = Path(__file__).resolve().parents[1] / "gpu_sc" / "_data"
@@ -50,6 +52,22 @@ def as_type(x, kind: str):
 @pytest.fixture(params=CPU_TYPES + tuple(pytest.param(t, marks=pytest.mark.gpu) for t in GPU_TYPES))
 def array_type(request):
     return request.param
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("cuda", marks=pytest.mark.gpu),
+        pytest.param("emulated", marks=pytest.mark.skipif(CXX is None, reason="the kernel emulator needs g++")),
+    ]
+)
+def device(request):
+    """Where the device-array tests run: 'cuda' (CuPy on a GPU) or 'emulated' (the stand-in cupy
+    of tests/cuda_emu: our kernels compiled for the CPU, device arrays that are NumPy arrays)."""
+    if request.param == "cuda":
+        yield "cuda"
+        return
+    with emulated_cupy():
+        yield "emulated"
 
 
 @pytest.fixture(params=CPU_TYPES)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 from conftest import to_host
-from cuda_emu import CXX, emulated_cupy
 
 import gpu_sc as gsc
 from gpu_sc import _ops
@@ -25,21 +24,6 @@ LAYOUTS = [
     for dense in (False, True)
     if not (dense and i is np.int64)  # dense has no index arrays
 ]
-DEVICES = [
-    pytest.param("cuda", marks=pytest.mark.gpu),
-    pytest.param("emulated", marks=pytest.mark.skipif(CXX is None, reason="the emulator needs g++")),
-]
-
-
-@pytest.fixture(params=DEVICES)
-def device(request):
-    """'cuda' (CuPy on a GPU) or 'emulated' (the stand-in cupy of tests/cuda_emu)."""
-    if request.param == "cuda":
-        yield "cuda"
-        return
-    with emulated_cupy():
-        yield "emulated"
-
 
 def _parts_pair(x, value, index, dense):
     """The same matrix as CPU and device `Parts`, built from raw arrays so that the index dtype

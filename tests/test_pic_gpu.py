@@ -1,7 +1,8 @@
 """PIC x pair log-likelihood on the GPU (kernels/pic_loglik.cu through `pair_scores`) equals the
 CPU numba engine: every argmax, LL to 1e-9 relative, alpha to 1e-9 absolute, for int32/int64
 indices, float32/float64 counts and profiles, fixed and maximised alpha, chunked or not.
-Skipped without CuPy and a GPU."""
+The tests on device arrays run on a GPU (skipped without CuPy and a GPU) and through the kernel
+emulator (tests/cuda_emu); those that need cupyx sparse or a whole deconvolution need a GPU."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fix
 from gpu_sc._ops._layout import Parts
 from gpu_sc.pic._loglik import _cpu_chunk, _gpu_chunk, pair_scores
 
-pytestmark = pytest.mark.gpu
+pytestmark = pytest.mark.usefixtures("device")
 
 VALUES = (np.float32, np.float64)
 INDICES = (np.int32, np.int64)
@@ -91,6 +92,7 @@ def test_parity_50x50_groups():
         assert np.mean((g.ia == ta) & (g.ib == tb)) > 0.9
 
 
+@pytest.mark.gpu
 def test_cupyx_input_and_chunks(real):  # noqa: F811
     import cupyx.scipy.sparse as cpsp
 
@@ -131,6 +133,7 @@ def test_empty_gpu():
     np.testing.assert_array_equal(s.ia, 0)
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["ml", "picseq", "mixture"])
 def test_deconvolve_gpu_equals_cpu(pbmc, method):
     """The whole deconvolution with the pair search (and the alpha posterior / EM) on the GPU
