@@ -1,18 +1,19 @@
 """CUDA kernels run on the CPU by the emulator in tests/cuda_emu (the real `.cu` sources, launched
-by gpu_sc's own wrappers): the kNN search and the PIC pair engine against the CPU path on real
-data (the `_ops` primitives run emulated in test_gpu.py), and the emulator's own checks of
-what a GPU would not report: argument types against the kernel's parameters, launch limits,
-reads and writes outside each array, writes to const inputs, divergent warp shuffles.
+by gpu_sc's own wrappers): the PIC kernels bit for bit against the CPU engine, and the
+emulator's own checks of what a GPU would not report: argument types against the kernel's
+parameters, launch limits, reads and writes outside each array, writes to const inputs,
+divergent warp shuffles.
 
-What only a GPU can show (the device compiler's code, cuBLAS, speed) stays in the GPU-marked
-tests; these run wherever g++ is."""
+The tests that take the `device` fixture (test_gpu.py, test_pic_gpu.py, test_neighbors.py,
+test_pic_deconvolve.py) run on a GPU and through the emulator. What only a GPU can show (the
+device compiler's code, cuBLAS, speed) stays in the GPU-marked tests; these run wherever g++ is."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from cuda_emu import CXX, KernelError, RawModule, emulated_cupy
-from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fixture)
+from test_pic_loglik import EPS, _random
 
 from gpu_sc import _ops
 
@@ -27,25 +28,6 @@ def cp():
 
 def _host(a):
     return a.get() if hasattr(a, "get") else np.asarray(a)
-
-
-# --------------------------------------------------------------------------- kNN
-@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_knn_tiles_and_selection(cp, pbmc, metric):
-    """The GPU search (float32 tiles, knn_select per tile, float64 re-rank) gives the CPU's
-    exact neighbours; a small tile budget makes it cross row blocks and column tiles."""
-    from gpu_sc._ops.knn import _knn_gpu, knn
-
-    rng = np.random.default_rng(0)
-    x = np.log1p(np.asarray(pbmc.X[:, :40].todense(), dtype=np.float64))
-    x = np.vstack([x, x[:5], np.zeros((2, x.shape[1]))])  # duplicates and zero rows
-    x = np.vstack([x, x[rng.integers(0, len(x), 1400)] + rng.normal(0, 0.01, (1400, x.shape[1]))])
-    ind_c, dist_c = knn(x, 15, metric=metric)
-    ind_d, dist_d = _knn_gpu(cp.asarray(x), 15, metric, 2**16)
-    np.testing.assert_allclose(_host(dist_d), dist_c, rtol=1e-12, atol=1e-12)
-    # a zero row is at cosine distance 1 from every other row: which tie wins is arbitrary
-    ties = (x == 0).all(axis=1) if metric == "cosine" else np.zeros(len(x), bool)
-    np.testing.assert_array_equal(_host(ind_d)[~ties], ind_c[~ties])
 
 
 # --------------------------------------------------------------------------- PIC pair engine
@@ -70,22 +52,6 @@ def test_pic_kernels_equal_the_engine_bit_for_bit(cp, value, index, prof):
             np.testing.assert_array_equal(_host(ll_d).view(np.int64), ll_c.view(np.int64))
             if al is None:
                 np.testing.assert_array_equal(_host(al_d).view(np.int64), al_c.view(np.int64))
-
-
-def test_pair_scores_gpu_branch(cp, real):  # noqa: F811
-    """pair_scores on device data: kernel, device reduction and host copy, equal to the CPU."""
-    from gpu_sc.pic._loglik import pair_scores
-
-    m, pa, pb, pics = real
-    cpu = _ops.Parts(m.data, m.indices, m.indptr, m.shape)
-    dev = _ops.Parts(*(cp.asarray(a) for a in (m.data, m.indices, m.indptr)), m.shape)
-    for alpha in (None, pics.obs["true_alpha"].to_numpy()):
-        c = pair_scores(cpu, pa, pb, eps=EPS, alpha=alpha)
-        d = pair_scores(dev, pa, pb, eps=EPS, alpha=alpha)
-        for f in FIELDS:
-            got = getattr(d, f)
-            assert type(got) is np.ndarray, f  # results come back to the host
-            np.testing.assert_allclose(got, getattr(c, f), rtol=1e-12, atol=1e-15, err_msg=f)
 
 
 # --------------------------------------------------------------------------- the emulator itself

@@ -213,11 +213,14 @@ def test_gpu_equals_cpu(pbmc_pca, method, metric):
     assert gpu.uns["neighbors"] == pbmc_pca.uns["neighbors"]
 
 
-@pytest.mark.gpu
-def test_gpu_knn_tiles_and_select_kernel(brain):
-    """Several row and column tiles, k up to the kernel's limit, duplicates: same lists as CPU."""
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_gpu_knn_tiles_and_select_kernel(brain, device, metric):
+    """Several row and column tiles, k up to the kernel's limit, duplicates: same lists as CPU
+    (on a GPU, or through the kernel emulator on 3,000 cells)."""
     import cupy as cp
 
+    if device == "emulated":
+        brain = brain[:3000].copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.normalize_total(brain)
@@ -225,8 +228,8 @@ def test_gpu_knn_tiles_and_select_kernel(brain):
         sc.pp.pca(brain)
     x = brain.obsm["X_pca"]
     for k in (2, 30, 256):
-        ind_c, dist_c = knn(x, k, block_bytes=2**22)
-        ind_g, dist_g = knn(cp.asarray(x), k, block_bytes=2**22)
+        ind_c, dist_c = knn(x, k, metric=metric, block_bytes=2**22)
+        ind_g, dist_g = knn(cp.asarray(x), k, metric=metric, block_bytes=2**22)
         ind_g, dist_g = to_host(ind_g), to_host(dist_g)
         np.testing.assert_allclose(dist_g, dist_c, rtol=1e-12, atol=1e-12)
         assert np.mean(ind_g == ind_c) > 0.999  # exact ties aside

@@ -106,8 +106,7 @@ def test_bad_inputs(setup):
     assert set(small.obs["pic_status"]) == {"too_few_umis"}
 
 
-@pytest.mark.gpu
-def test_gpu_kernel_matches_cpu():
+def test_gpu_kernel_matches_cpu(device):
     import cupy as cp
 
     from gpu_sc._kernels.pic_loglik import pic_loglik
