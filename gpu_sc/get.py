@@ -1,8 +1,12 @@
 """Moving an AnnData's matrices between host and GPU: the only place data changes device.
 
-X, every layer and every array in obsm move; obs, var, uns and DataFrames in obsm stay on the
-host (they are metadata, and `write_h5ad` needs them there). A Dask array moves lazily: its
-blocks are converted when they are computed.
+To the GPU: X, every layer and every array in obsm (what the steps read); obs, var, uns and
+DataFrames in obsm stay on the host (they are metadata, and `write_h5ad` needs them there).
+Back to the host: every array the GPU steps may have written as well (varm, obsp, varp). A Dask
+array moves lazily: its blocks are converted when they are computed.
+
+cupyx sparse matrices hold floating-point (or bool) data only, so integer counts become float32
+on the way (exact below 2**24; float64 for larger in-memory values, an error in a Dask block).
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse
+from ._settings import settings
+
+_EXACT_F32 = 2**24  # integers up to this magnitude are exact in float32
 
 
 def _cupy():
@@ -27,6 +34,25 @@ def _cupy():
         raise ImportError(msg) from e
 
 
+def sparse_float_dtype(x) -> np.dtype:
+    """The dtype a scipy sparse matrix gets on the GPU: its own unless integer, then float32
+    where every stored value is exact in it, else float64."""
+    if x.dtype.kind not in "iu":
+        return x.dtype
+    big = x.nnz and max(abs(int(x.data.min())), abs(int(x.data.max()))) >= _EXACT_F32
+    return np.dtype(np.float64 if big else np.float32)
+
+
+def _float_sparse(x):
+    """`x`, or its float copy when its data is integer (cupyx sparse holds no integers)."""
+    dt = sparse_float_dtype(x)
+    if dt == x.dtype:
+        return x
+    settings.info(f"to_gpu: integer sparse data ({x.dtype}) becomes {dt.name} on the GPU (cupyx "
+                  "sparse matrices hold no integers; every value is exact).")
+    return x.astype(dt)
+
+
 def _to_gpu_array(x):
     if is_dask(x):
         return _to_gpu_dask(x)
@@ -34,6 +60,7 @@ def _to_gpu_array(x):
         return x
     cp, cpsp = _cupy()
     if sp.issparse(x):
+        x = _float_sparse(x)
         if x.format == "csc":
             return cpsp.csc_matrix(x)
         return cpsp.csr_matrix(x if x.format == "csr" else x.tocsr())
@@ -50,11 +77,18 @@ def _to_cpu_array(x):
 
 def _gpu_block(block):
     """One Dask block on the GPU: scipy sparse as cupyx CSR (the layout the steps take on
-    Dask blocks), dense as cupy."""
+    Dask blocks; integer data as float32, checked exact), dense as cupy."""
     if is_gpu(block):
         return block
     cp, cpsp = _cupy()
     if sp.issparse(block):
+        if block.dtype.kind in "iu":
+            if sparse_float_dtype(block) != np.float32:
+                msg = (f"to_gpu: a Dask block holds integers of magnitude >= 2**24 ({block.dtype}), "
+                       "which float32 cannot hold exactly; cast the array to float64 "
+                       "(x.astype('float64')) before gsc.get.to_gpu.")
+                raise ValueError(msg)
+            block = block.astype(np.float32)
         return cpsp.csr_matrix(block if block.format == "csr" else block.tocsr())
     return cp.asarray(np.asarray(block))
 
@@ -65,8 +99,13 @@ def _to_gpu_dask(x):
         return x
     cp, cpsp = _cupy()  # here, so that a missing CuPy fails now and not at compute time
     shape = (0, *x.shape[1:])  # no rows, every column (blocks hold whole rows)
-    meta = cpsp.csr_matrix(shape, dtype=x.dtype) if is_sparse(x._meta) else cp.empty(shape, dtype=x.dtype)
-    return x.map_blocks(_gpu_block, dtype=x.dtype, meta=meta)
+    if is_sparse(x._meta):
+        dt = np.dtype(np.float32) if x.dtype.kind in "iu" else x.dtype  # see _gpu_block
+        meta = cpsp.csr_matrix(shape, dtype=dt)
+    else:
+        dt = x.dtype
+        meta = cp.empty(shape, dtype=dt)
+    return x.map_blocks(_gpu_block, dtype=dt, meta=meta)
 
 
 def _cpu_block(block):
@@ -81,23 +120,24 @@ def _to_cpu_dask(x):
     return x.map_blocks(_cpu_block, dtype=x.dtype, meta=meta)
 
 
-def _move(adata: AnnData, fn, copy: bool) -> AnnData | None:
+def _move(adata: AnnData, fn, copy: bool, mappings=("layers", "obsm")) -> AnnData | None:
     if copy:
         adata = adata.copy()
     elif adata.is_view:
         adata._init_as_actual(adata.copy())
     adata.X = fn(adata.X)
-    for key in list(adata.layers):
-        adata.layers[key] = fn(adata.layers[key])
-    for key in list(adata.obsm):
-        adata.obsm[key] = fn(adata.obsm[key])
+    for name in mappings:
+        mapping = getattr(adata, name)
+        for key in list(mapping):
+            mapping[key] = fn(mapping[key])
     return adata if copy else None
 
 
 def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     """Move X, layers and obsm arrays to the GPU (cupy arrays, cupyx CSR/CSC matrices).
 
-    COO matrices become CSR. A Dask array is mapped lazily, block by block: scipy sparse
+    COO matrices become CSR; integer sparse data becomes float32 (float64 where a value is too
+    large to be exact in float32; cupyx holds no integers). A Dask array is mapped lazily, block by block: scipy sparse
     blocks become cupyx CSR (CSC and COO are converted), numpy blocks cupy arrays; nothing is
     computed or copied until the array is. Returns the moved copy when ``copy``, else works in
     place.
@@ -106,12 +146,13 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
 
 
 def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
-    """Move X, layers and obsm arrays back to the host (numpy arrays, scipy sparse matrices).
+    """Move every array on the GPU back to the host (numpy arrays, scipy sparse matrices): X,
+    layers and obsm, and what GPU steps write besides (varm['PCs'], the obsp graphs, varp).
 
     A Dask array is mapped lazily, each block brought back with ``.get()`` when computed.
     Returns the moved copy when ``copy``, else works in place.
     """
-    return _move(adata, _to_cpu_array, copy)
+    return _move(adata, _to_cpu_array, copy, mappings=("layers", "obsm", "varm", "obsp", "varp"))
 
 
 def is_on_gpu(adata: AnnData) -> bool:

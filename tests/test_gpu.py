@@ -203,3 +203,49 @@ def test_bad_counts_on_gpu_name_the_device(pbmc):
     gsc.get.to_gpu(pbmc)
     with pytest.raises(ValueError, match="negative.*GPU"):
         gsc.pp.normalize_total(pbmc)
+
+
+def test_to_cpu_brings_back_every_array(device, pbmc):
+    """What GPU steps write (varm['PCs'], obsp graphs, varp) comes back with X, layers and obsm."""
+    import cupy as cp
+
+    from gpu_sc._backend import is_gpu
+
+    n, g = pbmc.shape
+    pbmc.obsm["X_pca"] = cp.asarray(np.ones((n, 3)))
+    pbmc.varm["PCs"] = cp.asarray(np.ones((g, 3)))
+    pbmc.obsp["distances"] = cp.asarray(np.eye(n))
+    pbmc.varp["v"] = cp.asarray(np.eye(g))
+    back = gsc.get.to_cpu(pbmc, copy=True)
+    for m in (back.obsm, back.varm, back.obsp, back.varp):
+        for k in m:
+            assert not is_gpu(m[k]), k
+    assert is_gpu(pbmc.varm["PCs"])  # copy=True leaves the original where it was
+
+
+def test_integer_sparse_counts_get_a_float_dtype_on_the_gpu():
+    """cupyx sparse holds no integers: float32 where every value is exact in it, else float64."""
+    from gpu_sc.get import sparse_float_dtype
+
+    small = sp.random(20, 10, density=0.3, format="csr", random_state=0, dtype=np.float64)
+    counts = sp.csr_matrix(np.round(small * 100).astype(np.int32))
+    assert sparse_float_dtype(counts) == np.float32
+    big = counts.astype(np.int64)
+    big.data[0] = 2**24
+    assert sparse_float_dtype(big) == np.float64
+    big.data[0] = -(2**24)
+    assert sparse_float_dtype(big) == np.float64
+    assert sparse_float_dtype(sp.csr_matrix((3, 4), dtype=np.int64)) == np.float32
+    assert sparse_float_dtype(small.astype(np.float32)) == np.float32
+
+
+@pytest.mark.gpu
+def test_to_gpu_takes_integer_counts(pbmc):
+    """Integer counts reach the GPU as float32 (exact) and give the CPU's normalisation."""
+    pbmc.X = pbmc.X.astype(np.int32)
+    gpu = gsc.get.to_gpu(pbmc, copy=True)
+    assert gpu.X.dtype == np.float32
+    np.testing.assert_array_equal(gpu.X.get().toarray(), pbmc.X.toarray())
+    gsc.pp.normalize_total(gpu, target_sum=1e4)
+    gsc.pp.normalize_total(pbmc, target_sum=1e4)
+    np.testing.assert_allclose(gpu.X.get().toarray(), pbmc.X.toarray(), rtol=1e-6)

@@ -151,7 +151,7 @@ def _on_block(fn, block, per_row, args, kwargs):
 
 def _updated(block, *columns, fn, dtype_, args, kwargs):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
-    block = in_layout(block).astype(dtype_, copy=True)
+    block = in_layout(block).astype(dtype_)  # astype copies (numpy, scipy and cupyx alike)
     p = block_parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     return block if is_sparse(block) else p.data.reshape(p.shape)

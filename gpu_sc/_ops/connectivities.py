@@ -21,7 +21,7 @@ def knn_csr(ind, dist, n: int, *, drop_first: bool):
         ind, dist = ind[:, 1:], dist[:, 1:]
     xp = xp_of(ind)
     kk = ind.shape[1]
-    it = _index_dtype(xp, n, n * kk)
+    it = _index_dtype(n, n * kk)
     indptr = xp.arange(0, n * kk + 1, kk, dtype=it)
     return sparse_module(ind).csr_matrix(
         (xp.ascontiguousarray(dist).ravel(), xp.ascontiguousarray(ind).ravel().astype(it), indptr),
@@ -29,14 +29,14 @@ def knn_csr(ind, dist, n: int, *, drop_first: bool):
     )
 
 
-def _index_dtype(xp, n: int, nnz: int):
-    """int32 where it fits (cupyx sparse takes int32 only), else int64."""
-    return np.int32 if xp is not np or max(n, nnz) < 2**31 - 1 else np.int64
+def _index_dtype(n: int, nnz: int):
+    """int32 where it fits (as scipy and cupyx choose themselves), else int64."""
+    return np.int32 if max(n, nnz) < 2**31 - 1 else np.int64
 
 
 def _csr(xp, spm, rows, cols, vals, n):
     """CSR from row-major sorted coordinates."""
-    it = _index_dtype(xp, n, rows.size)
+    it = _index_dtype(n, rows.size)
     indptr = xp.searchsorted(rows, xp.arange(n + 1, dtype=rows.dtype)).astype(it)
     return spm.csr_matrix((xp.ascontiguousarray(vals), cols.astype(it), indptr), shape=(n, n))
 

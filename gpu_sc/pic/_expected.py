@@ -312,7 +312,7 @@ def _as_column_csr(dense, sel: np.ndarray, n_cols: int):
     of `sel`, NaN and zero included, so the selected columns stay recognisable."""
     xp = xp_of(dense)
     n_rows, m = dense.shape
-    index = np.int32 if n_rows * m < 2**31 else np.int64  # cupyx sparse wants int32 where it fits
+    index = np.int32 if n_rows * m < 2**31 else np.int64  # int32 where it fits, as scipy / cupyx
     cols = xp.asarray(np.flatnonzero(sel).astype(index))
     indices = xp.tile(cols, n_rows)
     indptr = xp.arange(n_rows + 1, dtype=index) * index(m)

@@ -47,6 +47,8 @@ def _as_csr(x):
     if is_sparse(x):
         return x if x.format == "csr" else x.tocsr()
     if hasattr(x, "ndim") and x.ndim == 2:
+        if x.dtype.kind in "biu":  # cupyx sparse holds float data only; counts are exact in float64
+            x = x.astype(np.float64)
         return sparse_module(x).csr_matrix(x)
     raise TypeError(f"x must be a 2-D CSR matrix of PIC counts, got {type(x).__name__}.")
 
@@ -101,8 +103,8 @@ class _Block:
 
     def __init__(self, xp, spm, data, indices, indptr, q_prof, conc):
         self.xp, self.spm, self.q_prof, self.conc = xp, spm, q_prof, conc
-        # int32 index arrays where they fit (cupyx sparse matrices hold int32 only): no cast
-        # each time the ratio matrix is built
+        # int32 index arrays where they fit (the type scipy / cupyx choose themselves): no
+        # cast each time the ratio matrix is built
         idt = np.int32 if data.size < np.iinfo(np.int32).max else np.int64
         self.d, self.ix, self.ip = data, indices.astype(idt, copy=False), indptr.astype(idt)
         # the (genes, K) right-hand side of the sparse product; column-major for cuSPARSE

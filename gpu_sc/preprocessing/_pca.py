@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import warnings
 
 import numpy as np
@@ -391,6 +393,16 @@ def _krylov_eigh(
     return theta[:k], basis[:, :m] @ s[:, :k], passes
 
 
+def _linalg_raises(xp):
+    """numpy raises LinAlgError where a factorisation fails; cupy only when asked to (by default
+    it returns whatever cuSOLVER left behind)."""
+    if xp is np:
+        return contextlib.nullcontext()
+    import cupyx
+
+    return cupyx.errstate(linalg="raise")
+
+
 def _orthonormalize(w):
     """w = q r with orthonormal q and upper triangular r: Cholesky QR, twice, on w with unit
     columns (two small Cholesky factorisations and GEMMs, much faster than Householder QR on a
@@ -402,12 +414,13 @@ def _orthonormalize(w):
     for _ in range(2):
         g = q.T @ q
         try:
-            c = xp.linalg.cholesky((g + g.T) / 2)  # lower: g = c c^T, so r = c^T
+            with _linalg_raises(xp):
+                c = xp.linalg.cholesky((g + g.T) / 2)  # lower: g = c c^T, so r = c^T
         except np.linalg.LinAlgError:
             return xp.linalg.qr(w)
         d = xp.abs(xp.diagonal(c))
         if not bool(xp.all(xp.isfinite(c))) or float(xp.min(d)) <= 1e-6 * float(xp.max(d)):
-            return xp.linalg.qr(w)  # cupy does not raise; cond(w) >~ 1e6 loses orthogonality
+            return xp.linalg.qr(w)  # cond(w) >~ 1e6 loses orthogonality
         q = q @ xp.linalg.inv(c.T)
         r = c.T @ r
     return q, r
