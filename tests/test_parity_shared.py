@@ -151,3 +151,70 @@ def test_neighbors_and_leiden(real, metric):
                                       knn_dists=dd.astype(np.float32))  # fmt: skip
     assert abs(real.obsp["connectivities"] - conn.tocsr()).max() <= 1e-5
     assert adjusted_rand_score(real.obs["leiden"], ref.obs["leiden"]) >= 0.9
+
+
+def _lognorm_shared(real):
+    """scanpy's normalize_total + log1p on the genes seen in at least one cell (a 33k-gene
+    matrix has thousands of empty genes, on which cell_ranger's bins coincide in scanpy too)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.filter_genes(real, min_cells=1)
+        counts = real.copy()
+        sc.pp.normalize_total(real, target_sum=1e4)
+        sc.pp.log1p(real)
+    return real, counts
+
+
+HVG_CASES = [
+    ("seurat", {"n_top_genes": 2000}),
+    ("seurat", {}),
+    ("cell_ranger", {"n_top_genes": 2000}),
+    ("seurat_v3", {"n_top_genes": 2000}),
+    ("seurat_v3_paper", {"n_top_genes": 2000}),
+]
+
+
+@pytest.mark.parametrize(("flavor", "kw"), HVG_CASES, ids=lambda c: str(c))
+def test_hvg(real, flavor, kw):
+    """Issue 3's done-when on held-out data: the same genes selected, var columns to rtol 2e-5."""
+    from test_hvg import _assert_frames_equal, _quiet
+
+    from gpu_sc.preprocessing._hvg import highly_variable_genes
+
+    log, counts = _lognorm_shared(real)
+    data = counts if flavor.startswith("seurat_v3") else log
+    ref = _quiet(sc.pp.highly_variable_genes, data.copy(), flavor=flavor, inplace=False, **kw)
+    got = _quiet(highly_variable_genes, data.copy(), flavor=flavor, inplace=False, **kw)
+    _assert_frames_equal(got, ref)
+
+
+@pytest.mark.parametrize("kw", [{"max_value": 10}, {"zero_center": False}], ids=str)
+def test_scale(real, kw):
+    log, _ = _lognorm_shared(real)
+    sc.pp.highly_variable_genes(log, n_top_genes=2000, subset=True)
+    ref, got = log.copy(), log.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.scale(ref, **kw)
+        gsc.pp.scale(got, **kw)
+    assert sp.issparse(got.X) == sp.issparse(ref.X) and got.X.dtype == ref.X.dtype
+    np.testing.assert_allclose(to_host(got.X), to_host(ref.X), rtol=1e-5, atol=2e-6)
+    for col in ("mean", "std"):
+        np.testing.assert_allclose(got.var[col], ref.var[col], rtol=1e-6)
+
+
+@pytest.mark.parametrize("hvg", [True, False], ids=["hvg", "all-genes"])
+def test_pca(real, hvg):
+    """Variance ratio to 1e-4 relative and |cos| >= 0.9999 for the separated components among
+    the first 20, scanpy's keys and signs (test_pca.assert_pca_like)."""
+    from test_pca import assert_pca_like
+
+    log, _ = _lognorm_shared(real)
+    if hvg:
+        sc.pp.highly_variable_genes(log, n_top_genes=2000)
+    ref, got = log.copy(), log.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.pca(ref, n_comps=50)
+        gsc.pp.pca(got, n_comps=50)
+    assert_pca_like(ref, got)
