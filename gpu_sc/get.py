@@ -137,10 +137,10 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     """Move X, layers and obsm arrays to the GPU (cupy arrays, cupyx CSR/CSC matrices).
 
     COO matrices become CSR; integer sparse data becomes float32 (float64 where a value is too
-    large to be exact in float32; cupyx holds no integers). A Dask array is mapped lazily, block by block: scipy sparse
-    blocks become cupyx CSR (CSC and COO are converted), numpy blocks cupy arrays; nothing is
-    computed or copied until the array is. Returns the moved copy when ``copy``, else works in
-    place.
+    large to be exact in float32; cupyx holds no integers). A Dask array is mapped lazily, block
+    by block: scipy sparse blocks become cupyx CSR (CSC and COO are converted), numpy blocks
+    cupy arrays; nothing is computed or copied until the array is. Returns the moved copy when
+    ``copy``, else works in place.
     """
     return _move(adata, _to_gpu_array, copy)
 
