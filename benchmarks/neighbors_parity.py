@@ -5,12 +5,13 @@ from it) and from scanpy's own graph, and the Leiden ARI between gpu_sc's pipeli
 
     python3 benchmarks/neighbors_parity.py --data ../shared/data --out benchmarks/results/X.jsonl
 
-tests/test_parity_shared.py::test_neighbors_and_leiden asserts the same figures.
+tests/test_parity_shared.py::test_neighbors_and_leiden runs `measure` and asserts its figures.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,11 +19,14 @@ import anndata as ad
 import numpy as np
 import scanpy as sc
 import scipy.sparse as sp
-from _common import cpu_name, jsonl_rows, versions
 from sklearn.metrics import adjusted_rand_score
 from umap.umap_ import fuzzy_simplicial_set
 
-import gpu_sc as gsc
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+
+import gpu_sc as gsc  # noqa: E402
+from _common import cpu_name, jsonl_rows, versions  # noqa: E402
 
 FILES = {
     "soupx_pbmc4k_half": "soupx_pbmc4k_half.h5ad",
@@ -66,9 +70,13 @@ def measure(name: str, path: Path, metric: str) -> dict:
     sc.tl.leiden(ref, **LEIDEN)
     gsc.tl.leiden(ours, **LEIDEN)
     n = ours.n_obs
-    dist = ours.obsp["distances"].tocsr()
+    # a canonical copy: scipy's sparse operators below sort their operands' indices in place,
+    # which would reorder dist.data under the arrays taken from it
+    dist = ours.obsp["distances"].tocsr(copy=True)
+    dist.sort_indices()
     d, kth = _brute_kth(ours.obsm["X_pca"], metric)
     rows = np.repeat(np.arange(n), np.diff(dist.indptr))
+    exact = d[rows, dist.indices]
     order = np.argsort(dist.data.reshape(n, K - 1), axis=1, kind="stable")
     ind = np.c_[np.arange(n), np.take_along_axis(dist.indices.reshape(n, K - 1), order, 1)]
     dd = np.c_[np.zeros(n), np.take_along_axis(dist.data.reshape(n, K - 1), order, 1)]
@@ -78,7 +86,12 @@ def measure(name: str, path: Path, metric: str) -> dict:
     same = (dist != 0).astype(int) != (ref.obsp["distances"] != 0).astype(int)
     return {
         "dataset": name, "metric": metric, "n_cells": n, "n_neighbors": K,
-        "recall_vs_float64_brute": float(np.mean(d[rows, dist.indices] <= kth[rows] * (1 + 1e-9))),
+        "neighbours_per_row": sorted(set(np.diff(dist.indptr).tolist())),
+        # every listed neighbour within the true K - 1 nearest (ties at the last may go either way)
+        "recall_vs_float64_brute": float(np.mean(exact <= kth[rows] * (1 + 1e-9))),
+        # stored float32, as scanpy stores them
+        "max_abs_dist_err_vs_float64_brute": float(np.abs(dist.data - exact).max()),
+        "dist_within_1e-6_of_float64_brute": bool(np.all(np.abs(dist.data - exact) <= 1e-6 + 1e-6 * exact)),
         "same_neighbours_as_scanpy": bool(same.nnz == 0),
         "max_abs_conn_diff_vs_umap_same_knn": float(abs(conn - umap_conn.tocsr()).max()),
         "max_abs_conn_diff_vs_scanpy_graph": float(abs(conn - ref.obsp["connectivities"]).max()),

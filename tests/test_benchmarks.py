@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "run.py"
@@ -71,14 +71,8 @@ def test_bad_arguments_are_refused(args, message):
 
 @pytest.fixture
 def bench():
-    spec = importlib.util.spec_from_file_location("gpu_sc_bench_run", RUN)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    try:
-        spec.loader.exec_module(module)
+    with benchmark_script("run") as module:
         yield module
-    finally:
-        del sys.modules[spec.name]
 
 
 def test_failures_are_recorded_not_fatal(bench):

@@ -13,6 +13,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from conftest import to_host
+from test_hvg import _quiet
 from test_scale import KWARGS as SCALE_KWARGS
 
 from gpu_sc.preprocessing._hvg import highly_variable_genes
@@ -53,12 +54,6 @@ def _pair(adata, chunk, dense):
     lazy = adata.copy()
     lazy.X = _dask(adata.X, chunk, dense)
     return mem, lazy
-
-
-def _quiet(fn, *args, **kw):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kw)
 
 
 def _assert_frames_equal(got: pd.DataFrame, ref: pd.DataFrame) -> None:
