@@ -11,9 +11,14 @@ genes, alpha on [0, 1], the pair fixed to the truth):
   likelihood tempered; the temperature picked here on the PICs themselves, an optimistic bound);
 - oracle_knn: profiles of the 10 reference cells nearest (PCA of log-normalised counts) to each
   TRUE source cell: the best a nearest-singlet refinement could reach;
-- oracle_own: the two source cells' own profiles (they are not in the reference).
-The gap between group / size_prior and oracle_own is the coarseness of the reference; oracle_knn
-bounds what finer, local references can recover when the source cells are held out.
+- oracle_own: the two source cells' own profiles (they are not in the reference). These
+  profiles contain the very UMIs the PIC was drawn from, so this flatters: the next two do not;
+- oracle_split_same / oracle_split_rest: every source cell's UMIs split into two binomial
+  halves, PICs drawn (a second set) from one half; profiles from that same half (as oracle_own)
+  or from the other half, which under Poisson sampling is independent of the PIC given the
+  cell's state: what knowing each PIC's own two cells (at half their depth) can give.
+The gap between group / size_prior and oracle_split_rest is the coarseness of the reference;
+oracle_knn bounds what finer, local references can recover when the source cells are held out.
 """
 
 from __future__ import annotations
@@ -38,7 +43,8 @@ from gpu_sc.pic._posterior import GRID, TAUS, SizePrior, best_tau, grid_loglik  
 
 
 def _r2(truth, est):
-    return float(1 - ((truth - est) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
+    ss = ((truth - truth.mean()) ** 2).sum()
+    return float(1 - ((truth - est) ** 2).sum() / ss) if truth.size >= 10 and ss > 0 else None
 
 
 def _profile(x: sp.csr_matrix, rows) -> np.ndarray:
@@ -56,8 +62,35 @@ def _pca(x: sp.csr_matrix, n_comps: int = 30) -> np.ndarray:
     return u[:, :n_comps] * s[:n_comps]
 
 
+def _split_oracle(sources, xs: sp.csr_matrix, ga, gb, n_umis: int, args) -> tuple[dict, int]:
+    """Alpha R^2 of PICs drawn from one binomial half of each source cell's UMIs, with
+    profiles from that half (same) and from the other half (rest) (None under 10 PICs: half
+    cells reach the PIC's UMI total less often), and the number of those PICs."""
+    rng = np.random.default_rng(args.seed + 2)
+    half = xs.copy()
+    half.data = rng.binomial(xs.data.astype(np.int64), 0.5).astype(np.float64)
+    rest = xs - half
+    thin = sources.copy()
+    thin.X = half
+    pics = gsc.pic.simulate_pics(thin, groupby="grp", a=ga, b=gb, n_pics=args.n_pics,
+                                 n_umis=n_umis, seed=args.seed + 3)
+    row = {n: i for i, n in enumerate(thin.obs_names)}
+    u_all = sp.csr_matrix(pics.X, dtype=np.float64)
+    est = {"oracle_split_same": np.empty(pics.n_obs), "oracle_split_rest": np.empty(pics.n_obs)}
+    for n in range(pics.n_obs):
+        g_ = u_all.indices[u_all.indptr[n]:u_all.indptr[n + 1]]
+        u = u_all.data[u_all.indptr[n]:u_all.indptr[n + 1]]
+        sa, sb = row[pics.obs["source_a"].iloc[n]], row[pics.obs["source_b"].iloc[n]]
+        for key, m in (("oracle_split_same", half), ("oracle_split_rest", rest)):
+            pa, pb = _profile(m, [sa]), _profile(m, [sb])
+            est[key][n] = optimise_alpha(u, pa[g_, None], pb[g_, None], 1e-6)[0][0, 0]
+    truth = pics.obs["true_alpha"].to_numpy()
+    return {k: _r2(truth, v) for k, v in est.items()}, int(pics.n_obs)
+
+
 def run(args) -> dict:
     loader, n_umis = DATASETS[args.dataset][:2]
+    n_umis = args.n_umis or n_umis
     loaded, why = loader(args.data_dir)
     if loaded is None:
         raise SystemExit(f"pic_alpha_ceiling: {args.dataset}: {why}")
@@ -110,8 +143,11 @@ def run(args) -> dict:
     tau, r2_prior = best_tau(ll, prior.log_density(ia, ib, len(ga)), truth, taus=TAUS)
     r2 = {k: _r2(truth, v) for k, v in est.items()}
     r2["size_prior"] = r2_prior
+    split, n_split = _split_oracle(cells[src], x[src], ga, gb, n_umis, args)
+    r2.update(split)
     return {"mode": "alpha_ceiling", "dataset": args.dataset, "n_pics": int(pics.n_obs),
-            "n_umis": int(n_umis), "n_groups_a": len(ga), "n_groups_b": len(gb),
+            "n_pics_split": n_split, "n_umis": int(n_umis),
+            "n_groups_a": len(ga), "n_groups_b": len(gb),
             "group_size": args.group_size, "seed": args.seed, "alpha_r2": r2,
             "size_prior_tau": tau, "alpha_true_sd": float(truth.std()), "grid_points": GRID.size,
             "device": cpu_name(), "versions": versions(),
@@ -124,13 +160,16 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA)
     p.add_argument("--n-pics", type=int, default=400)
     p.add_argument("--group-size", type=int, default=100, help="reference cells per group")
+    p.add_argument("--n-umis", type=int, default=None,
+                   help="PIC UMIs (default: the data set's, as in pic_validate.py)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="append one JSON line per data set")
     args = p.parse_args(argv)
     for name in args.datasets.split(","):
         args.dataset = name
         row = run(args)
-        print(name, json.dumps({k: round(v, 3) for k, v in row["alpha_r2"].items()}))
+        print(name, json.dumps({k: v if v is None else round(v, 3)
+                                for k, v in row["alpha_r2"].items()}))
         if args.out:
             with args.out.open("a") as f:
                 f.write(json.dumps(row) + "\n")

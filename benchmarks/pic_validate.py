@@ -351,12 +351,15 @@ def _gpu():
 
 def _deconvolve_kwargs(method: str, args) -> dict:
     """deconvolve's arguments for a method name; "<method>-markers" searches pairs over the
-    marker design (search_genes="markers") instead of all genes."""
+    marker design (search_genes="markers") instead of all genes; "ml-posterior" takes ml's
+    posterior-mean alpha instead of its alpha regression."""
     kw = {"method": method, "seed": 0}
     params = inspect.signature(gsc.pic.deconvolve).parameters
     if method.endswith("-markers") and "search_genes" in params:
         kw.update(method=method.removesuffix("-markers"), search_genes="markers")
-    if method == "picseq" and "n_train" in params:
+    if method == "ml-posterior" and "alpha_model" in params:
+        kw.update(method="ml", alpha_model="posterior")
+    if kw["method"] in ("picseq", "ml") and "n_train" in params:
         kw["n_train"] = args.n_train
     return kw
 
@@ -453,7 +456,8 @@ def validate(args, emit: Callable[[dict], None]) -> list[dict]:
                     row = {**base, "seconds": dt, "pics_x": where, "warm_up": bool(args.warm_up),
                            "n_markers": len(uns.get("markers", [])),
                            **metrics(obs, built["major"], built["sub_of_source"])}
-                    for k in ("alpha_cv_r2", "pair_temper", "alpha_temper", "alpha_calibration_r2"):
+                    for k in ("alpha_cv_r2", "pair_temper", "alpha_temper", "alpha_calibration_r2",
+                              "alpha_model", "alpha_regression_r2", "alpha_interval_margin"):
                         if k in uns:
                             row[k] = uns[k]
                     if backend == "cpu":

@@ -442,7 +442,8 @@ def cmd_pic(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     device = resolve_device(args.device)
     _deconvolve(pics, singlets, groupby=args.groupby, a=groups_a, b=groups_b,
-                method=args.method, n_umis=args.n_umis, seed=args.seed, device=device,
+                method=args.method, alpha_model=args.alpha_model, n_umis=args.n_umis,
+                seed=args.seed, device=device,
                 progress=pics.n_obs > 20000)  # per-chunk lines for long runs
     step(3, "deconvolve", t0, f"method {args.method} on the {device.upper()}, {len(groups_a)} A x "
                               f"{len(groups_b)} B groups ({len(groups_a) * len(groups_b)} pairs)")
@@ -611,6 +612,9 @@ def build_parser() -> argparse.ArgumentParser:
     pic.add_argument("--method", default="ml",
                      help="ml (joint maximum likelihood, default), picseq (the published "
                           "algorithm) or mixture (soft weights over all groups)")  # fmt: skip
+    pic.add_argument("--alpha-model", default="regression",
+                     help="ml's alpha: regression (learned on simulated PICs, default) or "
+                          "posterior (posterior mean under the cell-size prior)")  # fmt: skip
     pic.add_argument("--n-umis", type=int, default=None,
                      help="down-sample PICs to this many UMIs, dropping smaller ones "
                           "(default: none for ml, 1000 for picseq)")  # fmt: skip

@@ -173,3 +173,14 @@ def t_dc_cells(pbmc: ad.AnnData) -> ad.AnnData:
     g[d] = [f"DC{k}" for k in KMeans(3, n_init=10, random_state=0).fit_predict(lg.obsm["X_pca"])]
     a.obs["grp"] = g
     return a
+
+
+def t_dc_reference_and_pics(pbmc: ad.AnnData, n_pics: int) -> tuple[ad.AnnData, ad.AnnData]:
+    """The T + DC cells of `t_dc_cells` split at random: 70 % the reference, and `n_pics`
+    synthetic PICs drawn from the other 30 % (no PIC's source cell is in the reference)."""
+    from gpu_sc.pic import simulate_pics
+
+    a = t_dc_cells(pbmc)
+    src = np.random.default_rng(0).random(a.n_obs) < 0.3
+    pics = simulate_pics(a[src], groupby="grp", a=PIC_T, b=PIC_DC, n_pics=n_pics, seed=1)
+    return a[~src].copy(), pics

@@ -247,6 +247,7 @@ def test_pic_plots(pic_files, tmp_path, capsys):
         ({"--a": " , "}, ["--a", "no group names"]),
         ({"--method": "bogus"}, ["--method 'bogus'", "'ml'"]),
         ({"--n-umis": "0"}, ["--n-umis 0", "positive"]),
+        ({"--alpha-model": "lasso"}, ["alpha_model must be one of", "'lasso'"]),
         ({"--pics": "{halves}"}, ["deconvolve", "integer counts"]),
         ({"-o": "{pics}"}, ["is the --pics input", "another output path"]),
     ],

@@ -11,10 +11,11 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._backend import is_gpu, to_host
-from . import _alpha, _loglik, _posterior, _profiles
+from . import _alpha, _alpha_regression, _loglik, _posterior, _profiles
 from ._simulate import _as_list, _counts_csr, downsample_row, simulate_pics
 
 _METHODS = ("ml", "picseq", "mixture")
+_ALPHA_MODELS = ("regression", "posterior")
 _N_CALIBRATE = 400  # PICs simulated from the reference to fit the temperatures
 
 
@@ -123,19 +124,31 @@ def _full_profiles(s, labels, groups) -> np.ndarray:
                                    np.zeros(0, dtype=np.int64))[:-1]
 
 
-def _split_reference(labels, groups, rng):
-    """Two halves of the reference cells, split within each group (a one-cell group is in
-    both halves, so that every group has a profile and source cells)."""
-    prof, src = np.zeros(labels.size, bool), np.zeros(labels.size, bool)
+def _split_reference(labels, groups, rng, share: float = 0.5):
+    """Two parts of the reference cells, `share` and the rest, split within each group (a
+    one-cell group is in both parts, so that every group has cells in each)."""
+    first, second = np.zeros(labels.size, bool), np.zeros(labels.size, bool)
     for g in groups:
         rows = rng.permutation(np.flatnonzero(labels == g))
         if rows.size == 1:
-            prof[rows] = src[rows] = True
+            first[rows] = second[rows] = True
             continue
-        half = rows.size // 2
-        prof[rows[:half]] = True
-        src[rows[half:]] = True
-    return prof, src
+        cut = min(max(int(rows.size * share), 1), rows.size - 1)
+        first[rows[:cut]] = True
+        second[rows[cut:]] = True
+    return first, second
+
+
+def _alpha_parts(s, labels, rows, groups, full=None):
+    """All-gene pooled profiles (unless given) and the size prior of the reference `rows`."""
+    if full is None:
+        full = _full_profiles(s[rows], labels[rows], groups)
+    totals = np.asarray(s[rows].sum(1)).ravel()
+    return full, _posterior.SizePrior.from_counts(totals, labels[rows], groups)
+
+
+def _indices(groups, names) -> np.ndarray:
+    return pd.Index(groups).get_indexer(names)
 
 
 def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, seed):
@@ -149,18 +162,47 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     if sim.n_obs < 10:
         return 1.0, 1.0, float("nan")
     x = sim.X.tocsr().astype(np.float64)
-    ta = pd.Index(ga).get_indexer(sim.obs["true_a"])
-    tb = pd.Index(gb).get_indexer(sim.obs["true_b"])
+    ta, tb = _indices(ga, sim.obs["true_a"]), _indices(gb, sim.obs["true_b"])
     p = design.profiles(s[prof], labels[prof], ga + gb)
     ll = _loglik.all_pairs_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
     tau_pair = _posterior.pair_tau(ll, ta + len(ga) * tb)
-    full = p if design.all else _full_profiles(s[prof], labels[prof], ga + gb)
+    full, prior = _alpha_parts(s, labels, prof, ga + gb, full=p if design.all else None)
     grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb, eps=eps)
-    prior = _posterior.SizePrior.from_counts(np.asarray(s[prof].sum(1)).ravel(), labels[prof],
-                                             ga + gb)
     tau_alpha, r2 = _posterior.best_tau(grid_ll, prior.log_density(ta, tb, len(ga)),
                                         sim.obs["true_alpha"].to_numpy())
     return tau_pair, tau_alpha, r2
+
+
+def _fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics, n_umis, eps,
+                          seed):
+    """The alpha regression, learned on PICs simulated from each half of the reference and
+    scored against the other half's profiles and size prior (both ways round). A fifth of each
+    half's source cells make check PICs only: the regression's R^2 and the conformal margin of
+    its interval come from cells it never saw. None when the reference yields too few PICs."""
+    rng = np.random.default_rng(seed + 5)
+    halves = _split_reference(labels, ga + gb, rng)
+    parts = {"fit": ([], []), "check": ([], [])}
+    for k, (model_rows, source_rows) in enumerate((halves, halves[::-1])):
+        full, prior = _alpha_parts(s, labels, model_rows, ga + gb)
+        fit_rows, check_rows = _split_reference(np.where(source_rows, labels, ""), ga + gb, rng,
+                                                share=0.8)
+        for j, (part, rows) in enumerate((("fit", fit_rows), ("check", check_rows))):
+            want = max(1, int(n_pics * (0.4 if part == "fit" else 0.1)))
+            sim = simulate_pics(singlets[rows], groupby=groupby, a=ga, b=gb, n_pics=want,
+                                n_umis=n_umis, seed=seed + 3 + 2 * k + j)
+            if sim.n_obs == 0:
+                continue
+            x = sim.X.tocsr().astype(np.float64)
+            ta, tb = _indices(ga, sim.obs["true_a"]), _indices(gb, sim.obs["true_b"])
+            grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb,
+                                             eps=eps, grid=_alpha_regression.FEATURE_GRID)
+            parts[part][0].append(_alpha_regression.features(x, bins, grid_ll, prior, ta, tb,
+                                                             len(ga)))
+            parts[part][1].append(sim.obs["true_alpha"].to_numpy(float))
+    if not (parts["fit"][0] and parts["check"][0]):
+        return None
+    (f, y), (fc, yc) = ((np.vstack(v[0]), np.concatenate(v[1])) for v in parts.values())
+    return _alpha_regression.AlphaRegression.fit(f, y, fc, yc, seed=seed)
 
 
 def _report(done: int, total: int) -> None:
@@ -226,6 +268,8 @@ class _Model:
     prior: _posterior.SizePrior | None = None
     tau_pair: float = 1.0
     tau_alpha: float = 1.0
+    alpha_bins: sp.csr_matrix | None = None  # ml: composition bins of the alpha regression
+    alpha_regression: _alpha_regression.AlphaRegression | None = None
     progress: bool = False
     concentration: float = 1.0  # mixture: Dirichlet prior on the weights
     n_iter: int = 500
@@ -261,8 +305,14 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
                                          best["ia"], best["ib"], eps=m.eps)
         mean, lo, hi = _posterior.posterior(
             grid_ll, m.prior.log_density(best["ia"], best["ib"], ka), m.tau_alpha)
-        for key, v in (("pic_alpha_ml", best["alpha"]), ("pic_alpha_lo", lo),
-                       ("pic_alpha_hi", hi)):
+        posterior_mean = mean
+        if m.alpha_regression is not None:
+            f = _alpha_regression.features(x[ok], m.alpha_bins,
+                                           grid_ll[:, ::_alpha_regression.STRIDE], m.prior,
+                                           best["ia"], best["ib"], ka)
+            mean, lo, hi = m.alpha_regression.predict(f)
+        for key, v in (("pic_alpha_ml", best["alpha"]), ("pic_alpha_posterior", posterior_mean),
+                       ("pic_alpha_lo", lo), ("pic_alpha_hi", hi)):
             out[key] = np.full(n, np.nan)
             out[key][ok] = v
         best["alpha"] = mean
@@ -287,7 +337,8 @@ def _run_block(x: sp.csr_matrix, m: _Model, rng) -> dict:
 def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: str = "ml",
                n_umis: int | None = None, markers=None,
                blacklist=_profiles.DEFAULT_BLACKLIST, eps: float = 1e-4, seed: int = 0,
-               calibrate: bool = True, n_train: int = 20000, cv: int = 10,
+               calibrate: bool = True, alpha_model: str = "regression", n_train: int = 20000,
+               cv: int = 10,
                rescale_to_1000: bool = True, search_genes: str = "all",
                n_between: int = 50, concentration: float = 1.0, mixture_iter: int = 500,
                device: str | None = None, progress: bool = False) -> None:
@@ -302,10 +353,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     a, b
         Group name(s) of population A and population B.
     method
-        ``"ml"`` (joint maximum likelihood over pair and alpha, alpha refined by its posterior
-        under a cell-size prior), ``"picseq"`` (the published algorithm: LASSO alpha, then
-        exhaustive pair search with fixed alpha) or ``"mixture"`` (soft weights over all
-        groups by batched EM, MAP under a Dirichlet prior; flags triplets and contamination).
+        ``"ml"`` (joint maximum likelihood over pair and alpha; alpha then learned from the
+        pair's likelihood and the PIC's composition, see ``alpha_model``), ``"picseq"`` (the
+        published algorithm: LASSO alpha, then exhaustive pair search with fixed alpha) or
+        ``"mixture"`` (soft weights over all groups by batched EM, MAP under a Dirichlet prior;
+        flags triplets and contamination).
     n_umis
         Down-sample PICs to this many UMIs (dropping smaller ones); picseq default 1000,
         ml default no down-sampling.
@@ -318,10 +370,21 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     seed
         Random seed (down-sampling, simulated PICs for training and calibration).
     calibrate
-        ml: fit the temperatures of the pair posterior and of the alpha likelihood on PICs
-        simulated from half of the reference against profiles of the other half (else 1).
+        ml: fit the temperatures of the pair posterior and of the alpha likelihood, and the
+        alpha regression, on PICs simulated from half of the reference against profiles of the
+        other half (else temperatures 1 and the posterior mean of alpha).
+    alpha_model
+        ml: ``"regression"`` (gradient-boosted trees learned on ``n_train`` simulated PICs map
+        the pair's alpha likelihood and the PIC's UMI shares in bins of genes, ordered from A-
+        to B-specific, to alpha, with a 90 % prediction interval from two quantile models
+        widened by split conformal prediction on PICs of held-out cells; it corrects what
+        group-mean profiles get wrong about one particular cell, and needs scikit-learn) or
+        ``"posterior"`` (the posterior mean of alpha under the cell-size prior, with a 90 %
+        credible interval). With too few simulated PICs the posterior is used;
+        ``uns['pic']['alpha_model']`` says which.
     n_train, cv
-        picseq: number of simulated training PICs and CV folds for the alpha LASSO.
+        Simulated training PICs: picseq's alpha LASSO (published: 20,000) and ml's alpha
+        regression; cv: CV folds of the LASSO.
     rescale_to_1000
         picseq: scale real PIC features to 1000 UMIs (False reproduces the Cohen 2022 quirk).
     search_genes
@@ -348,11 +411,15 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     (maximised log-likelihood of the chosen pair over the search genes), ``pic_p_pair``
     (posterior of the chosen pair), ``pic_p_a``, ``pic_p_b`` (marginal posteriors of the
     chosen A and B groups), ``pic_status`` ('ok', 'too_few_umis', 'alpha_out_of_range',
-    'no_counts'); ml also ``pic_alpha_ml`` (alpha maximising the pair's LL), ``pic_alpha_lo``,
-    ``pic_alpha_hi`` (90 % credible interval); picseq also ``pic_alpha_hat`` (the regression's
-    prediction, including dropped PICs). ``pics.uns['pic']``: method, parameters, markers,
-    groups_a, groups_b; picseq ``alpha_cv_r2``; ml ``pair_temper``, ``alpha_temper`` and
-    ``alpha_calibration_r2`` (R^2 of alpha on the calibration PICs). mixture: ``pic_a`` and
+    'no_counts'); ml also ``pic_alpha_ml`` (alpha maximising the pair's LL),
+    ``pic_alpha_posterior`` (posterior mean under the size prior), ``pic_alpha_lo``,
+    ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
+    regression's prediction, including dropped PICs). ``pics.uns['pic']``: method, parameters,
+    markers, groups_a, groups_b; picseq ``alpha_cv_r2``; ml ``pair_temper``, ``alpha_temper``,
+    ``alpha_calibration_r2`` (R^2 of the posterior mean on the calibration PICs),
+    ``alpha_model`` (the one used) and, for the regression, ``alpha_regression_r2`` (on PICs
+    from a fifth of the training cells held out of the fit) and ``alpha_interval_margin`` (the
+    conformal widening of its interval, from the same PICs). mixture: ``pic_a`` and
     ``pic_b`` are the heaviest group of each side, ``pic_alpha`` the total A weight,
     ``pic_p_a`` / ``pic_p_b`` the chosen group's share of its side's weight, ``pic_p_pair``
     NaN, ``pic_n_major`` the number of groups with weight >= 0.1 (> 2: a triplet or
@@ -361,6 +428,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     """
     if method not in _METHODS:
         raise ValueError(f"deconvolve: method must be one of {_METHODS}, got {method!r}.")
+    if alpha_model not in _ALPHA_MODELS:
+        raise ValueError(f"deconvolve: alpha_model must be one of {_ALPHA_MODELS}, got "
+                         f"{alpha_model!r}.")
     if device not in (None, "cpu", "gpu"):
         raise ValueError(f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}.")
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
@@ -392,13 +462,26 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                                else _full_profiles(s, labels, ga + gb))
         model.prior = _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels,
                                                        ga + gb)
+        used = "posterior"
         if calibrate:
             depth = n_umis or _median_total(blocks)
             model.tau_pair, model.tau_alpha, r2 = _calibrate(
                 singlets, s, labels, ga, gb, groupby, design, n_umis=depth, eps=eps, seed=seed)
             info["alpha_calibration_r2"] = r2
+            if alpha_model == "regression":
+                pop = np.where(np.isin(labels, ga), "A", np.where(np.isin(labels, gb), "B", ""))
+                model.alpha_bins = _alpha_regression.composition_bins(
+                    _full_profiles(s, pop, ["A", "B"]), singlets.var_names)
+                model.alpha_regression = _fit_alpha_regression(
+                    singlets, s, labels, ga, gb, groupby, model.alpha_bins, n_pics=n_train,
+                    n_umis=depth, eps=eps, seed=seed)
+            if model.alpha_regression is not None:
+                used = "regression"
+                info.update(alpha_regression_r2=model.alpha_regression.r2,
+                            alpha_interval_margin=model.alpha_regression.margin,
+                            n_train=n_train)
         info.update(pair_temper=model.tau_pair, alpha_temper=model.tau_alpha,
-                    calibrated=calibrate)
+                    calibrated=calibrate, alpha_model=used)
     else:
         gm_a = _profiles.geomean(s[:, mk], labels, ga)
         gm_b = _profiles.geomean(s[:, mk], labels, gb)

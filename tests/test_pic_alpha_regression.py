@@ -1,0 +1,108 @@
+"""ml's alpha regression: composition bins, features, the fitted model and its interval."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from conftest import PIC_DC as DC
+from conftest import PIC_T as T
+from conftest import t_dc_reference_and_pics
+
+from gpu_sc.pic import _alpha_regression as ar
+from gpu_sc.pic import _posterior
+from gpu_sc.pic._deconvolve import deconvolve
+
+pytest.importorskip("sklearn")
+
+
+def _profiles(rng, n_genes=300):
+    pa, pb = rng.gamma(0.3, size=n_genes), rng.gamma(0.3, size=n_genes)
+    pa[5] = pb[5] = 0.0  # expressed nowhere
+    pb[7] = 0.0  # A only
+    names = [f"G{i}" for i in range(n_genes)]
+    names[0], names[1], names[2] = "RPL3", "Rps27", "MT-CO1"
+    return np.column_stack([pa / pa.sum(), pb / pb.sum()]), names
+
+
+def test_composition_bins_order_and_shares():
+    p, names = _profiles(np.random.default_rng(0))
+    n = 8
+    m = ar.composition_bins(p, names, n_bins=n).toarray()
+    assert m.shape == (p.shape[0], n + 2)
+    assert m[5].sum() == 0  # unexpressed: counted nowhere
+    assert m[0, n] == m[1, n] == 1 and m[2, n + 1] == 1  # ribosomal, mitochondrial
+    plain = np.setdiff1d(np.arange(p.shape[0]), [0, 1, 2, 5])
+    assert np.all(m[plain, :n].sum(1) == 1) and m[plain, n:].sum() == 0
+    ratio = np.log((p[:, 0] + 1e-9) / (p[:, 1] + 1e-9))
+    b = m[plain, :n].argmax(1)
+    for k in range(n - 1):  # bins follow the A-to-B log ratio
+        assert ratio[plain][b == k].max() <= ratio[plain][b == k + 1].min()
+    w = p[plain].sum(1)
+    share = np.bincount(b, weights=w, minlength=n) / w.sum()
+    assert np.all(np.abs(share - 1 / n) <= w.max() / w.sum() + 1e-12)  # equal expression
+    assert b[np.flatnonzero(plain == 7)[0]] == n - 1  # seen in A only: the most A-like bin
+
+
+def test_features_shapes_and_ranges():
+    rng = np.random.default_rng(1)
+    p, names = _profiles(rng)
+    bins = ar.composition_bins(p, names)
+    x = sp.csr_matrix(rng.poisson(0.5 * (p[:, :1] + p[:, 1:]).T * 300, size=(40, p.shape[0]))
+                      .astype(float))
+    ia = ib = np.zeros(40, dtype=np.int64)
+    ll = _posterior.grid_loglik(x, p[:, :1], p[:, 1:], ia, ib, eps=1e-4, grid=ar.FEATURE_GRID)
+    full = _posterior.grid_loglik(x, p[:, :1], p[:, 1:], ia, ib, eps=1e-4)
+    np.testing.assert_array_equal(full[:, ::ar.STRIDE], ll)  # what deconvolve passes
+    prior = _posterior.SizePrior(np.array([8.0, 8.5]), np.array([0.2, 0.3]))
+    f = ar.features(x, bins, ll, prior, ia, ib, 1)
+    assert f.shape == (40, ar.N_BINS + 2 + 5)
+    tot = np.asarray(x.sum(1)).ravel()
+    expressed = np.asarray(x[:, np.flatnonzero(p.sum(1) > 0)].sum(1)).ravel()
+    np.testing.assert_allclose(f[:, :ar.N_BINS + 2].sum(1), expressed / tot)
+    assert np.all((f[:, -5:-1] > 0) & (f[:, -5:-1] < 1))  # posterior means and the MLE
+    np.testing.assert_allclose(f[:, -1], -0.5)  # the prior's mean logit: 8.0 - 8.5
+
+
+def _toy(rng, n):
+    f = rng.random((n, 4))
+    return f, np.clip(0.2 + 0.6 * f[:, 0] + rng.normal(0, 0.05, n), 0, 1)
+
+
+def test_regression_learns_and_its_interval_covers():
+    rng = np.random.default_rng(2)
+    (f, y), (fc, yc), (fn, yn) = _toy(rng, 3000), _toy(rng, 400), _toy(rng, 2000)
+    m = ar.AlphaRegression.fit(f, y, fc, yc, seed=0)
+    assert m.r2 > 0.9
+    mean, lo, hi = m.predict(fn)
+    assert np.all((0 <= lo) & (lo <= mean) & (mean <= hi) & (hi <= 1))
+    assert 1 - ((yn - mean) ** 2).sum() / ((yn - yn.mean()) ** 2).sum() > 0.9
+    assert ((lo <= yn) & (yn <= hi)).mean() > 0.85  # a 90 % interval on new data
+    assert [len(v) for v in m.predict(fn[:0])] == [0, 0, 0]
+
+
+def test_regression_declines_too_little_data():
+    rng = np.random.default_rng(3)
+    f, y = _toy(rng, 500)
+    assert ar.AlphaRegression.fit(f[:ar.MIN_TRAIN - 1], y[:ar.MIN_TRAIN - 1], f, y, seed=0) is None
+    assert ar.AlphaRegression.fit(f, np.full(500, 0.3), f, y, seed=0) is None
+    assert ar.AlphaRegression.fit(f, y, f[:5], y[:5], seed=0) is None
+
+
+def test_alpha_model_choices(pbmc):
+    ref, pics = t_dc_reference_and_pics(pbmc, 120)
+    before = pics.copy()
+    with pytest.raises(ValueError, match="alpha_model must be one of"):
+        deconvolve(pics, ref, groupby="grp", a=T, b=DC, alpha_model="lasso")
+    assert pics.obs.equals(before.obs) and (pics.X != before.X).nnz == 0
+    for kw in ({"alpha_model": "posterior"}, {"calibrate": False}):
+        p = pics.copy()
+        deconvolve(p, ref, groupby="grp", a=T, b=DC, **kw)
+        assert p.uns["pic"]["alpha_model"] == "posterior"
+        np.testing.assert_array_equal(p.obs["pic_alpha"], p.obs["pic_alpha_posterior"])
+    p = pics.copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, n_train=4000)
+    info = p.uns["pic"]
+    assert info["alpha_model"] == "regression" and info["n_train"] == 4000
+    assert 0 < info["alpha_regression_r2"] <= 1 and info["alpha_interval_margin"] >= 0
+    assert not np.array_equal(p.obs["pic_alpha"], p.obs["pic_alpha_posterior"])
