@@ -136,8 +136,9 @@ def test_empty_gpu():
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", ["ml", "picseq", "mixture"])
 def test_deconvolve_gpu_equals_cpu(pbmc, method):
-    """The whole deconvolution with the pair search (and the alpha posterior / EM) on the GPU
-    gives the CPU's calls: every pair equal, LL to 1e-9 relative."""
+    """The whole deconvolution with the pair search (and ml's alpha likelihood grid, or the EM)
+    on the GPU gives the CPU's calls: every pair equal, LL to 1e-9 relative, alpha (the
+    regression reads the grid) and its posterior mean to 1e-7."""
     from gpu_sc.pic import deconvolve, simulate_pics
 
     t = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD4+/CD45RO+ Memory"]
@@ -146,7 +147,7 @@ def test_deconvolve_gpu_equals_cpu(pbmc, method):
     b = ["Dendritic", "CD14+ Monocyte"]
     pics = simulate_pics(cells[src], groupby="bulk_labels", a=t, b=b, n_pics=80, seed=3)
     ref = cells[~src].copy()
-    kw = {"n_train": 500} if method == "picseq" else {}
+    kw = {"picseq": {"n_train": 500}, "ml": {"n_train": 2000}}.get(method, {})
     cpu, gpu = pics.copy(), pics.copy()
     deconvolve(cpu, ref, groupby="bulk_labels", a=t, b=b, method=method, device="cpu", **kw)
     deconvolve(gpu, ref, groupby="bulk_labels", a=t, b=b, method=method, device="gpu", **kw)
@@ -154,3 +155,6 @@ def test_deconvolve_gpu_equals_cpu(pbmc, method):
         assert (cpu.obs[k].astype(str) == gpu.obs[k].astype(str)).all(), k
     np.testing.assert_allclose(gpu.obs["pic_ll"], cpu.obs["pic_ll"], rtol=1e-9)
     np.testing.assert_allclose(gpu.obs["pic_alpha"], cpu.obs["pic_alpha"], atol=1e-7)
+    if method == "ml":
+        np.testing.assert_allclose(gpu.obs["pic_alpha_posterior"], cpu.obs["pic_alpha_posterior"],
+                                   atol=1e-7)
