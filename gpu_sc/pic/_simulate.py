@@ -27,11 +27,19 @@ def _as_list(v) -> list[str]:
 
 
 def downsample_row(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw exactly `n` UMIs without replacement from the count vector `counts` (ints)."""
+    """Draw exactly `n` UMIs without replacement from the count vector `counts` (ints).
+
+    Each UMI is a slot of the cumulative counts; distinct slots chosen uniformly give the
+    multivariate hypergeometric counts, at a cost that follows the slots drawn rather than
+    the entries (numpy's sampler walks every entry). The fewer of kept and dropped is drawn."""
     c = np.asarray(counts, dtype=np.int64)
-    if n >= c.sum():
+    total, n = int(c.sum()), int(n)
+    if n >= total:
         return c.copy()
-    return rng.multivariate_hypergeometric(c, int(n), method="marginals")
+    k = min(n, total - n)
+    slots = rng.choice(total, size=k, replace=False, shuffle=False)
+    drawn = np.bincount(np.searchsorted(np.cumsum(c), slots, side="right"), minlength=c.size)
+    return drawn if k == n else c - drawn
 
 
 def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis: int = 1000,
