@@ -33,6 +33,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def run_without_cupy(code: str) -> str:
+    """Run `code` in a fresh Python where `import cupy` / `import cupyx` fail, as on a machine
+    without CuPy (sys.modules[name] = None); asserts it exits 0, returns its stripped stdout."""
+    import subprocess
+
+    block = "import sys; sys.modules.update(cupy=None, cupyx=None)\n"
+    out = subprocess.run([sys.executable, "-c", block + code], capture_output=True, text=True,
+                         check=False)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
 @contextlib.contextmanager
 def benchmark_script(name: str):
     """benchmarks/<name>.py imported as a module (registered in sys.modules while in use, for the

@@ -3,14 +3,12 @@ Dask arrays lazily."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import warnings
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import to_host
+from conftest import run_without_cupy, to_host
 
 import gpu_sc as gsc
 import gpu_sc.preprocessing._pca as pca_mod
@@ -192,15 +190,12 @@ def test_neighbors_dask_x_without_pca(pbmc):
 
 def test_to_cpu_leaves_host_dask_alone_without_cupy():
     code = (
-        "import sys; sys.modules.update(cupy=None, cupyx=None)\n"
         "import anndata as ad, dask.array as da, numpy as np, gpu_sc as gsc\n"
         "d = da.from_array(np.ones((10, 3), np.float32), chunks=(4, -1))\n"
         "a = ad.AnnData(d); gsc.get.to_cpu(a); assert a.X is d\n"
         "try:\n    gsc.get.to_gpu(a)\nexcept ImportError as e:\n    print('CuPy' in str(e))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == "True"
+    assert run_without_cupy(code) == "True"
 
 
 @pytest.mark.parametrize("kind", ["csr", "csc", "numpy"])

@@ -202,12 +202,7 @@ def pca(
     elif wide:
         evals, v, _ = _krylov_eigh(p, n_comps, centre, random_state, step_rows)
     else:
-        g = _gram.gram(p, step_rows)
-        if zero_center:
-            g -= n_obs * xp.outer(mean, mean)
-        g /= max(n_obs - 1, 1)
-        w, vecs = xp.linalg.eigh(g)
-        evals, v = w[::-1][:n_comps], vecs[:, ::-1][:, :n_comps]
+        evals, v = _covariance_eigh(p, n_comps, centre, step_rows)
     evals = xp.maximum(evals, 0)  # round-off below zero, as scikit-learn clips
     v = _flip_signs(xp.ascontiguousarray(v))
     offset = None if centre is None else centre @ v
@@ -316,6 +311,19 @@ def _cell_side_eigh(p, k: int, mean, chunk_size):
     return w / max(n_obs - 1, 1), v
 
 
+def _covariance_eigh(p, k: int, mean, chunk_size):
+    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), from C
+    formed over row blocks (X^T X - n mean mean^T) and decomposed whole."""
+    xp = _xp(p)
+    n_obs = p.shape[0]
+    g = _gram.gram(p, chunk_size)
+    if mean is not None:
+        g -= n_obs * xp.outer(mean, mean)
+    g /= max(n_obs - 1, 1)
+    w, vecs = xp.linalg.eigh(g)
+    return w[::-1][:k], vecs[:, ::-1][:, :k]
+
+
 def _krylov_eigh(
     p,
     k: int,
@@ -336,11 +344,7 @@ def _krylov_eigh(
     n_obs, n_vars = p.shape
     b, keep, m_max = _krylov_sizes(k, n_vars, block, max_basis)
     if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny
-        g = _gram.gram(p, chunk_size)
-        if mean is not None:
-            g -= n_obs * xp.outer(mean, mean)
-        w, vecs = xp.linalg.eigh(g / max(n_obs - 1, 1))
-        return w[::-1][:k], vecs[:, ::-1][:, :k], 1
+        return (*_covariance_eigh(p, k, mean, chunk_size), 1)
     scale = 1.0 / max(n_obs - 1, 1)
     seed = random_state if isinstance(random_state, int | np.integer) or random_state is None else 0
     rng = np.random.default_rng(seed)
