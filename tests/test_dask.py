@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import assert_adata_equal, to_host
+from conftest import assert_adata_equal, cells_for, to_host
 
 import gpu_sc as gsc
 from gpu_sc import _ops
@@ -157,14 +157,14 @@ def test_primitives_match_in_memory(brain):
     np.testing.assert_allclose(gram.transpose_apply(mem, u), gram.transpose_apply(lazy, u), rtol=1e-12)
 
 
-@pytest.mark.gpu
-def test_gpu_blocks_match_cpu(brain):
+def test_gpu_blocks_match_cpu(device, brain):
     """Dask of cupyx CSR blocks: QC, normalize_total and log1p equal the CPU Dask path."""
     import cupyx.scipy.sparse as cpsp
 
+    brain = cells_for(device, brain, 1200)
     x = sp.csr_matrix(brain.X)
     cpu = brain.copy()
-    cpu.X = as_dask(x, 2500)
+    cpu.X = as_dask(x, 2500 if device == "cuda" else 400)
     gpu = brain.copy()
     gpu.X = cpu.X.map_blocks(cpsp.csr_matrix, dtype=x.dtype, meta=cpsp.csr_matrix((0, x.shape[1]), dtype=x.dtype))
     obs_c, var_c = gsc.pp.calculate_qc_metrics(cpu)

@@ -278,9 +278,8 @@ def test_scale_errors_leave_adata(pbmc):
 # --------------------------------------------------------------------------- GPU blocks
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
-def test_gpu_blocks_equal_cpu(pbmc, dense):
+def test_gpu_blocks_equal_cpu(device, pbmc, dense):
     import cupy as cp
     import cupyx.scipy.sparse as cpsp
 

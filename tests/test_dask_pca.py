@@ -215,9 +215,8 @@ def test_to_gpu_dask_is_lazy_blockwise(pbmc, monkeypatch, kind):
     np.testing.assert_array_equal(to_host(block), to_host(adata.X[101:451]))
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["csr", "csc", "numpy"])
-def test_to_gpu_to_cpu_dask_round_trip(pbmc, kind):
+def test_to_gpu_to_cpu_dask_round_trip(device, pbmc, kind):
     import cupy as cp
     import cupyx.scipy.sparse as cpsp
 
@@ -237,10 +236,9 @@ def test_to_gpu_to_cpu_dask_round_trip(pbmc, kind):
     assert gsc.get.to_gpu(gpu, copy=True).X.name == gpu.X.name  # already on the GPU: unchanged
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("zero_center", [True, False], ids=["centred", "svd"])
 @pytest.mark.parametrize("kind", ["csr", "numpy"])
-def test_pca_dask_gpu_blocks_equal_cpu(pbmc, kind, zero_center):
+def test_pca_dask_gpu_blocks_equal_cpu(device, pbmc, kind, zero_center):
     import cupy as cp
 
     adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import as_type, to_host
+from conftest import as_type, cells_for, to_host
 
 from gpu_sc import _ops
 from gpu_sc._ops.clipped_sums import clipped_sums
@@ -248,12 +248,12 @@ GPU_CASES = [
 ]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
 @pytest.mark.parametrize(("flavor", "kw"), GPU_CASES, ids=lambda c: str(c))
-def test_gpu_equals_cpu(brain, flavor, kw, dense):
+def test_gpu_equals_cpu(device, brain, flavor, kw, dense):
     import gpu_sc as gsc
 
+    brain = cells_for(device, brain, 1500)
     data = _with_batches(brain if flavor.startswith("seurat_v3") else _log(brain, "brain"))
     if dense:
         data.X = data.X.toarray()
@@ -265,13 +265,12 @@ def test_gpu_equals_cpu(brain, flavor, kw, dense):
     assert gpu.uns["hvg"] == data.uns["hvg"]
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("index", [np.int32, np.int64])
-def test_clipped_sums_gpu(brain, dtype, index):
+def test_clipped_sums_gpu(device, brain, dtype, index):
     import cupy as cp
 
-    x = sp.csr_matrix(brain.X, dtype=dtype)
+    x = sp.csr_matrix(cells_for(device, brain).X, dtype=dtype)
     clip = np.linspace(0.5, 20, x.shape[1])
     arrays = (x.data, x.indices.astype(index), x.indptr.astype(index))
     cpu = clipped_sums(_ops.Parts(*arrays, x.shape), clip)

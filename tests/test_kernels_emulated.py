@@ -4,9 +4,11 @@ emulator's own checks of what a GPU would not report: argument types against the
 parameters, launch limits, reads and writes outside each array, writes to const inputs,
 divergent warp shuffles.
 
-The tests that take the `device` fixture (test_gpu.py, test_pic_gpu.py, test_neighbors.py,
-test_pic_deconvolve.py) run on a GPU and through the emulator. What only a GPU can show (the
-device compiler's code, cuBLAS, speed) stays in the GPU-marked tests; these run wherever g++ is."""
+The tests that take the `device` fixture (every GPU-equals-CPU test: primitives, whole steps with
+AnnData in and out, Dask blocks, PCA, neighbours, the PIC engine and deconvolution) run on a GPU
+and through the emulator, whose `cupy` and `cupyx.scipy.sparse` stand-ins keep CuPy's rules
+(checked at the end of this file). What only a GPU can show (the device compiler's code, races,
+cuBLAS, speed) stays in the GPU-marked tests; these run wherever g++ is."""
 
 from __future__ import annotations
 
@@ -122,3 +124,37 @@ def test_emulator_stops_bad_launches(probes):
         probes.get_function("half_warp_shuffle")((1,), (32,), (np.zeros(32),))
     with pytest.raises(KernelError, match="__syncthreads"):
         probes.get_function("lone_barrier")((1,), (64,), (np.zeros(64),))
+
+
+# --------------------------------------------------------------------------- stand-in cupy / cupyx
+def test_stand_in_keeps_cupys_rules(cp):
+    """What CuPy and cupyx refuse, the stand-ins refuse too, so a step that runs through the
+    emulator does not run only because NumPy and scipy are more lenient."""
+    import scipy.sparse as sp
+
+    import cupyx.scipy.sparse as cpsp
+
+    host = sp.random(6, 5, density=0.5, format="csr", random_state=0)
+    x = cpsp.csr_matrix(host)
+    assert type(x).__module__.startswith("cupyx.scipy.sparse") and isinstance(x.data, cp.ndarray)
+    assert isinstance(x, cpsp.spmatrix) and cpsp.issparse(x) and not cpsp.issparse(host)
+    back = x.get()
+    assert type(back) is sp.csr_matrix and type(back.data) is np.ndarray and (back != host).nnz == 0
+    total = x.sum(axis=1)  # cupyx: a 2-D device array, never np.matrix
+    assert isinstance(total, cp.ndarray) and not isinstance(total, np.matrix) and total.shape == (6, 1)
+    assert isinstance(x.T.tocsr(), cpsp.csr_matrix) and isinstance(x[[1, 3]], cpsp.csr_matrix)
+    assert isinstance(x @ cp.ones(5), cp.ndarray) and isinstance(x.toarray(), cp.ndarray)
+    with pytest.raises(ValueError, match="float32, float64"):
+        cpsp.csr_matrix(host.astype(np.int32))  # cupyx sparse holds no integers
+    with pytest.raises(ValueError, match="cupy arrays"):
+        cpsp.csr_matrix((host.data, host.indices, host.indptr), shape=host.shape)
+    with pytest.raises(ValueError, match="initializer"):
+        cpsp.csr_matrix(host.toarray())
+    with pytest.raises(TypeError, match="host"):
+        x @ np.ones(5)
+    with pytest.raises(TypeError, match="host"):
+        cp.ones(5) + np.ones(5)
+    assert float((cp.ones(5) + 1.0).sum()) == 10.0  # scalars mix freely
+    with pytest.raises(AttributeError, match="CuPy lacks"):
+        cp.insert  # noqa: B018  (NumPy has it, CuPy does not)
+    assert isinstance(cp.linalg.norm(cp.ones(3)), cp.ndarray | float | np.floating)

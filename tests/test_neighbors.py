@@ -194,10 +194,9 @@ def test_brain_duplicates_and_empty_cell(brain):
         np.testing.assert_array_equal(sub.obsp["distances"][i, ind[i, :2]].toarray(), 0)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["umap", "gauss"])
 @pytest.mark.parametrize("metric", ["euclidean", "cosine"])
-def test_gpu_equals_cpu(pbmc_pca, method, metric):
+def test_gpu_equals_cpu(device, pbmc_pca, method, metric):
     import cupy as cp
 
     gpu = pbmc_pca.copy()
@@ -437,8 +436,7 @@ def test_missing_backend_says_what_to_install(name):
         nb._choose_algorithm(name, on_gpu=True, n_obs=100, metric="euclidean", knn=True)
 
 
-@pytest.mark.gpu
-def test_gpu_pynndescent_and_dense(pbmc_pca):
+def test_gpu_pynndescent_and_dense(device, pbmc_pca):
     """GPU data: pynndescent searched on the host gives the CPU graph, back on the GPU; the
     dense knn=False graph equals the CPU one."""
     import cupy as cp

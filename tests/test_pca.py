@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import to_host
+from conftest import cells_for, to_host
 
 import gpu_sc.preprocessing._pca as pca_mod
 from gpu_sc import _ops
@@ -162,15 +162,14 @@ def test_gram_blocks_equal_dense(brain):
     np.testing.assert_allclose(gram_mod.gram(_ops.parts(dense)), g, rtol=1e-12)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("zero_center", [True, False])
 @pytest.mark.parametrize("dense", [False, True])
-def test_pca_gpu_equals_cpu(brain, dense, zero_center):
+def test_pca_gpu_equals_cpu(device, brain, dense, zero_center):
     import cupy as cp
 
     import gpu_sc as gsc
 
-    adata = _lognorm(brain, hvg=True)
+    adata = _lognorm(cells_for(device, brain, 1500), hvg=True)
     if dense:
         adata.X = adata.X.toarray()
     gpu = gsc.get.to_gpu(adata, copy=True)
@@ -180,13 +179,12 @@ def test_pca_gpu_equals_cpu(brain, dense, zero_center):
     assert_pca_like(adata, gpu)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("index", [np.int32, np.int64])
 @pytest.mark.parametrize("value", [np.float32, np.float64])
-def test_gram_gpu_index_types(brain, index, value):
+def test_gram_gpu_index_types(device, brain, index, value):
     import cupy as cp
 
-    x = sp.csr_matrix(brain.X, dtype=value)
+    x = sp.csr_matrix(cells_for(device, brain, 1200).X, dtype=value)
     p = _ops.Parts(*(cp.asarray(a) for a in (x.data, x.indices.astype(index), x.indptr.astype(index))), x.shape)
     ref = gram_mod.gram(_ops.parts(x))
     np.testing.assert_allclose(to_host(gram_mod.gram(p, chunk_size=1001)), ref, rtol=1e-10, atol=1e-8)
@@ -211,8 +209,7 @@ def test_gram_gpu_index_types(brain, index, value):
     )  # fmt: skip
 
 
-@pytest.mark.gpu
-def test_pca_gpu_wide_path(pbmc, monkeypatch):
+def test_pca_gpu_wide_path(device, pbmc, monkeypatch):
     import gpu_sc as gsc
 
     adata = _lognorm(pbmc)
@@ -345,8 +342,7 @@ def test_orthonormalize_and_product_ranges(brain, monkeypatch):
     np.testing.assert_allclose(gram_mod.centred_normal_apply(p, q, mean, 97), dense.T @ (dense @ q), rtol=1e-9, atol=1e-8)
 
 
-@pytest.mark.gpu
-def test_krylov_gpu_equals_cpu(pbmc):
+def test_krylov_gpu_equals_cpu(device, pbmc):
     import cupy as cp
     import cupyx.scipy.sparse as csp
 

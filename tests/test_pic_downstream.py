@@ -354,9 +354,8 @@ def test_plots_write_png(pbmc, tmp_path):
 
 
 # --------------------------------------------------------------------------- GPU
-@pytest.mark.gpu
 @pytest.mark.parametrize("kind", ["cupy", "cupyx_csr"])
-def test_gpu_matches_cpu(pbmc, kind):
+def test_gpu_matches_cpu(device, pbmc, kind):
     from conftest import to_host
 
     pics = make_pics(pbmc, 80, kinds=("TB", "TBB"), b_groups=(DC, MONO))

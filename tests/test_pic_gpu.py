@@ -2,7 +2,7 @@
 CPU numba engine: every argmax, LL to 1e-9 relative, alpha to 1e-9 absolute, for int32/int64
 indices, float32/float64 counts and profiles, fixed and maximised alpha, chunked or not.
 The tests on device arrays run on a GPU (skipped without CuPy and a GPU) and through the kernel
-emulator (tests/cuda_emu); those that need cupyx sparse or a whole deconvolution need a GPU."""
+emulator (tests/cuda_emu, whose stand-in cupyx sparse serves the whole deconvolution too)."""
 
 from __future__ import annotations
 
@@ -92,8 +92,7 @@ def test_parity_50x50_groups():
         assert np.mean((g.ia == ta) & (g.ib == tb)) > 0.9
 
 
-@pytest.mark.gpu
-def test_cupyx_input_and_chunks(real):  # noqa: F811
+def test_cupyx_input_and_chunks(device, real):  # noqa: F811
     import cupyx.scipy.sparse as cpsp
 
     x, pa, pb, _ = real
@@ -133,9 +132,8 @@ def test_empty_gpu():
     np.testing.assert_array_equal(s.ia, 0)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("method", ["ml", "picseq", "mixture"])
-def test_deconvolve_gpu_equals_cpu(pbmc, method):
+def test_deconvolve_gpu_equals_cpu(device, pbmc, method):
     """The whole deconvolution with the pair search (and ml's alpha likelihood grid, or the EM)
     on the GPU gives the CPU's calls: every pair equal, LL to 1e-9 relative, alpha (the
     regression reads the grid) and its posterior mean to 1e-7."""

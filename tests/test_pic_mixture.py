@@ -202,9 +202,8 @@ def test_bad_inputs(data):
         mixture_weights(neg, p)
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("accelerate", [False, True])
-def test_gpu_matches_cpu(data, accelerate):
+def test_gpu_matches_cpu(device, data, accelerate):
     import cupyx.scipy.sparse as cpsp
 
     x = data["x"][:50]

@@ -110,10 +110,9 @@ def test_layer_obsm_and_arrays(pbmc):
         scale(pbmc, mask_obs="nope")
 
 
-@pytest.mark.gpu
 @pytest.mark.parametrize("kw", KWARGS[:6], ids=str)
 @pytest.mark.parametrize("dense", [False, True])
-def test_scale_gpu_equals_cpu(pbmc, kw, dense):
+def test_scale_gpu_equals_cpu(device, pbmc, kw, dense):
     import gpu_sc as gsc
 
     pbmc = _lognorm(pbmc)

@@ -49,8 +49,7 @@ def test_umap_same_keys_as_scanpy(graph):
     assert set(graph.uns["umap"]) == set(ref.uns["umap"])
 
 
-@pytest.mark.gpu
-def test_gpu_graph(graph):
+def test_gpu_graph(device, graph):
     """A GPU graph: rapids-singlecell if importable, else scanpy on the host; results back."""
     import cupy as cp
     import cupyx.scipy.sparse as cpsp

@@ -1,12 +1,12 @@
 """Run our CUDA kernels on the CPU: the real `.cu` sources compiled with g++ against `emu.h`.
 
-`emulated_cupy()` puts a stand-in `cupy` module in place for the duration of a `with` block:
-NumPy's namespace whose functions return `ndarray`, a NumPy subclass that gpu_sc takes for a
-device array (its type lives in a module named "cupy"), and a `RawModule` that compiles a
-kernel file for the CPU, its functions launching like CuPy's: `fn(grid, block, args)`. The GPU
-branches of `gpu_sc._ops`, the launch wrappers of `gpu_sc._kernels`, the kNN search and the
-PIC pair engine then run unchanged on `Parts` of such arrays, so CI checks what no type
-checker sees and a GPU would not report:
+`emulated_cupy()` puts stand-in `cupy` and `cupyx.scipy.sparse` (sparse.py) modules in place
+for the duration of a `with` block: NumPy's namespace whose functions return `ndarray`, a NumPy
+subclass that gpu_sc takes for a device array (its type lives in a module named "cupy"), scipy's
+sparse matrices holding such arrays, and a `RawModule` that compiles a kernel file for the CPU,
+its functions launching like CuPy's: `fn(grid, block, args)`. The GPU branches of gpu_sc (the
+primitives in `_ops`, the launch wrappers in `_kernels`, and whole steps on an AnnData moved by
+`to_gpu`) then run unchanged, so CI checks what no type checker sees and a GPU would not report:
 
 - each argument against the kernel's parameter: arrays must be C-contiguous with the element
   type of the pointer, scalars NumPy scalars of the parameter's size and kind, null pointers
@@ -16,6 +16,9 @@ checker sees and a GPU would not report:
   const inputs are read-only, so a read or write past an array's end (or a write to an input)
   stops the launch with the argument named;
 - warp shuffles reached by only part of a warp, and barriers some threads never reach.
+
+The stand-in namespace offers only names CuPy has (cupy_names.txt, from CuPy 14.2) and refuses
+arithmetic between host and device arrays, as CuPy does; sparse.py does the same for cupyx.
 
 What it cannot show: races (the threads of a launch run one after another, atomics included),
 the device compiler's arithmetic and speed. The GPU-marked tests keep those.
@@ -34,6 +37,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import types
 from pathlib import Path
 
@@ -46,6 +50,7 @@ _LIBC = ctypes.CDLL(None, use_errno=True)
 _LIBC.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _PROT_NONE, _PROT_READ, _PROT_RW = 0, 1, 3
 _MAX_GRID = (2**31 - 1, 65_535, 65_535)
+_LAUNCH_LOCK = threading.Lock()  # emu.h keeps the launch in globals: one launch at a time
 _SYNC_CALLS = re.compile(r"__shfl_\w+|__syncthreads|gsc_warp_(sum|max)")
 
 
@@ -144,6 +149,10 @@ class Function:
         self.params = sig().decode().split(",")
 
     def __call__(self, grid, block, args, **_):
+        with _LAUNCH_LOCK:  # Dask's threads may launch at once
+            self._call(grid, block, args)
+
+    def _call(self, grid, block, args):
         grid, block = _dim3(grid), _dim3(block)
         if any(g < 1 or g > m for g, m in zip(grid, _MAX_GRID, strict=True)):
             raise KernelError(f"{self.name}: grid {grid} outside CUDA's limits {_MAX_GRID}")
@@ -231,6 +240,25 @@ class ndarray(np.ndarray):  # noqa: N801  (cupy's name)
     def get(self):
         return np.array(self)
 
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        # CuPy refuses arithmetic between host and device arrays; NumPy's own functions
+        # (the stand-in's namespace) build host temporaries internally, so only callers
+        # outside NumPy are held to it
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if not caller.startswith("numpy") and any(
+                isinstance(a, np.ndarray) and not isinstance(a, ndarray) and a.ndim > 0
+                for a in inputs + tuple(kwargs.get("out", ()))):
+            raise TypeError(f"{ufunc.__name__}: a host numpy.ndarray meets a device array "
+                            "(CuPy does not mix them)")
+        out = kwargs.get("out")
+        if out is not None:
+            kwargs["out"] = tuple(o.view(np.ndarray) if isinstance(o, ndarray) else o for o in out)
+        result = getattr(ufunc, method)(
+            *(a.view(np.ndarray) if isinstance(a, ndarray) else a for a in inputs), **kwargs)
+        if out is not None:
+            return out[0] if len(out) == 1 else out
+        return tuple(map(_device, result)) if isinstance(result, tuple) else _device(result)
+
 
 ndarray.__module__ = "cupy"
 
@@ -248,19 +276,36 @@ def _on_device(fn):
     return wrapped
 
 
-def _module() -> types.ModuleType:
-    """NumPy's namespace, its functions returning stand-in device arrays; ufuncs and types as
-    they are (ufuncs keep the subclass of their inputs)."""
-    mod = types.ModuleType("cupy")
+_CUPY_NAMES = frozenset(
+    line for line in Path(__file__).with_name("cupy_names.txt").read_text().split("\n")
+    if line and not line.startswith("#"))
+
+
+def _namespace(source, prefix: str):
+    """Module __getattr__: `source`'s attribute, refused when CuPy lacks the name (so code that
+    works here only because NumPy has it fails here too), callables returning device arrays."""
 
     def attribute(name):
-        value = getattr(np, name)
+        if prefix + name not in _CUPY_NAMES:
+            raise AttributeError(f"module 'cupy{'.' + prefix.rstrip('.') if prefix else ''}' "
+                                 f"has no attribute '{name}' (CuPy lacks it)")
+        value = getattr(source, name)
         if callable(value) and not isinstance(value, type | np.ufunc):
             return _on_device(value)
         return value
 
-    mod.__getattr__ = attribute
+    return attribute
+
+
+def _module() -> types.ModuleType:
+    """NumPy's namespace, its functions returning stand-in device arrays; ufuncs and types as
+    they are (ufuncs keep the subclass of their inputs)."""
+    mod = types.ModuleType("cupy")
+    mod.__getattr__ = _namespace(np, "")
+    mod.linalg = types.ModuleType("cupy.linalg")
+    mod.linalg.__getattr__ = _namespace(np.linalg, "linalg.")
     mod.ndarray = ndarray
+    mod.asnumpy = lambda a, *_, **__: np.array(a)
 
     class Device:
         id = 0
@@ -285,14 +330,18 @@ def emulated_cupy():
     cleared on entry and exit so no emulated module outlives it (nor a real one leaks in)."""
     from gpu_sc import _kernels
 
-    saved = sys.modules.get("cupy")
-    sys.modules["cupy"] = _module()
+    from .sparse import modules
+
+    stand_ins = {"cupy": _module(), **modules()}
+    saved = {name: sys.modules.get(name) for name in stand_ins}
+    sys.modules.update(stand_ins)
     _kernels._module.cache_clear()
     try:
-        yield sys.modules["cupy"]
+        yield stand_ins["cupy"]
     finally:
         _kernels._module.cache_clear()
-        if saved is None:
-            sys.modules.pop("cupy", None)
-        else:
-            sys.modules["cupy"] = saved
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
