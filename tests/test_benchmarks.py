@@ -96,18 +96,17 @@ def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
     assert jsonl.with_suffix(".png").stat().st_size > 1000
 
 
-def test_gpu_rows_with_stand_ins(bench, monkeypatch):
-    """The GPU branch's bookkeeping, run on the CPU: stand-ins for CuPy, the transfer and an
-    older rapids-singlecell (its qc_var / min_count filter spelling)."""
+def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
+    """The GPU branch run on the CPU: our steps on the device fixture (a GPU, or the kernel
+    emulator's stand-in CuPy), against a stand-in older rapids-singlecell (its qc_var /
+    min_count filter spelling)."""
     import argparse
     import types
 
+    import cupy as cp
     import scanpy as sc
 
-    pool = types.SimpleNamespace(free_all_blocks=lambda: None)
-    fake_cp = types.SimpleNamespace(get_default_memory_pool=lambda: pool)
-    monkeypatch.setattr(bench, "_gpu_tools", lambda: (fake_cp, lambda: None, "Stand-in GPU", 1e12))
-    monkeypatch.setattr(bench.gsc.get, "to_gpu", lambda a, copy=False: a.copy())
+    monkeypatch.setattr(bench, "_gpu_tools", lambda: (cp, lambda: None, "Stand-in GPU", 1e12))
     calls = []
 
     def qc(adata, *, expr_type="counts", var_type="genes", qc_vars=None, log1p=True, layer=None):

@@ -98,16 +98,15 @@ def test_metrics_count_only_ok_pics(bench):
     assert m["a_subtype_accuracy"] is None
 
 
-def test_gpu_rows_with_stand_ins(bench, monkeypatch):
-    """The GPU branch's bookkeeping, run on the CPU: a stand-in 'GPU' whose cupyx CSR is a scipy
-    CSR, so its rows must agree exactly with the CPU rows."""
+def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
+    """The GPU rows on the device fixture (a GPU, or the kernel emulator, whose PIC kernels
+    give the CPU engine's results bit for bit): they must agree exactly with the CPU rows."""
     import argparse
-    import types
 
-    import scipy.sparse as sp
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
 
-    fake_cpsp = types.SimpleNamespace(csr_matrix=lambda x: sp.csr_matrix(x))
-    monkeypatch.setattr(bench, "_gpu", lambda: (None, fake_cpsp, lambda: None, "Stand-in GPU"))
+    monkeypatch.setattr(bench, "_gpu", lambda: (cp, cpsp, lambda: None, "Stand-in GPU"))
     args = argparse.Namespace(datasets=["pbmc68k"], methods=["ml"], backends=["cpu", "gpu"],
                               seeds=[0], n_pics=20, group_size=75, n_train=500, warm_up=False,
                               data_dir=ROOT / "no_such_folder")  # fmt: skip

@@ -306,6 +306,9 @@ def _module() -> types.ModuleType:
     mod.linalg.__getattr__ = _namespace(np.linalg, "linalg.")
     mod.ndarray = ndarray
     mod.asnumpy = lambda a, *_, **__: np.array(a)
+    pool = types.SimpleNamespace(free_all_blocks=lambda: None, used_bytes=lambda: 0,
+                                 total_bytes=lambda: 0)
+    mod.get_default_memory_pool = lambda: pool
 
     class Device:
         id = 0
