@@ -158,3 +158,7 @@ def test_stand_in_keeps_cupys_rules(cp):
     with pytest.raises(AttributeError, match="CuPy lacks"):
         cp.insert  # noqa: B018  (NumPy has it, CuPy does not)
     assert isinstance(cp.linalg.norm(cp.ones(3)), cp.ndarray | float | np.floating)
+    in_gpu_sc = {"__name__": "gpu_sc.any_module", "np": np, "x": cp.ones(3)}
+    with pytest.raises(TypeError, match="implicit conversion"):
+        exec("np.asarray(x)", in_gpu_sc)  # CuPy refuses; gpu_sc must call .get()
+    assert type(np.asarray(cp.ones(3))) is np.ndarray  # tests and libraries may

@@ -18,7 +18,8 @@ primitives in `_ops`, the launch wrappers in `_kernels`, and whole steps on an A
 - warp shuffles reached by only part of a warp, and barriers some threads never reach.
 
 The stand-in namespace offers only names CuPy has (cupy_names.txt, from CuPy 14.2) and refuses
-arithmetic between host and device arrays, as CuPy does; sparse.py does the same for cupyx.
+arithmetic between host and device arrays, and `np.asarray` & co. of a device array called from
+gpu_sc, as CuPy does; sparse.py does the same for cupyx.
 
 What it cannot show: races (the threads of a launch run one after another, atomics included),
 the device compiler's arithmetic and speed. The GPU-marked tests keep those.
@@ -327,6 +328,23 @@ def _module() -> types.ModuleType:
     return mod
 
 
+_CONVERTERS = ("array", "asarray", "asanyarray", "ascontiguousarray")
+
+
+def _refusing_implicit_copies(convert):
+    """NumPy's converter that, called from gpu_sc, refuses a device array as CuPy does
+    (`np.asarray(cupy_array)` raises: a host copy takes `.get()`)."""
+
+    def wrapped(a, *args, **kwargs):
+        if isinstance(a, ndarray) and sys._getframe(1).f_globals.get("__name__", "").startswith("gpu_sc"):
+            raise TypeError(f"np.{convert.__name__} of a device array: implicit conversion to a "
+                            "NumPy array is not allowed (CuPy); use .get()")
+        return convert(a, *args, **kwargs)
+
+    wrapped.__name__ = convert.__name__
+    return wrapped
+
+
 @contextlib.contextmanager
 def emulated_cupy():
     """`import cupy` gives the stand-in inside the block; gpu_sc's compiled-module cache is
@@ -338,10 +356,15 @@ def emulated_cupy():
     stand_ins = {"cupy": _module(), **modules()}
     saved = {name: sys.modules.get(name) for name in stand_ins}
     sys.modules.update(stand_ins)
+    converters = {name: getattr(np, name) for name in _CONVERTERS}
+    for name, convert in converters.items():
+        setattr(np, name, _refusing_implicit_copies(convert))
     _kernels._module.cache_clear()
     try:
         yield stand_ins["cupy"]
     finally:
+        for name, convert in converters.items():
+            setattr(np, name, convert)
         _kernels._module.cache_clear()
         for name, module in saved.items():
             if module is None:
