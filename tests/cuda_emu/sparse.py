@@ -117,32 +117,24 @@ class spmatrix:  # noqa: N801  (cupyx's name)
     def todense(self, order=None, out=None):
         return self.toarray(order=order)
 
-    def __matmul__(self, other):
-        _refuse_host("@", other)
-        return _device(super().__matmul__(other))
-
-    def __rmatmul__(self, other):
-        _refuse_host("@", other)
-        return _device(super().__rmatmul__(other))
-
-    def __mul__(self, other):
-        _refuse_host("*", other)
-        return _device(super().__mul__(other))
-
-    def __rmul__(self, other):
-        _refuse_host("*", other)
-        return _device(super().__rmul__(other))
-
-    def dot(self, other):
-        _refuse_host("dot", other)
-        return _device(super().dot(other))
-
-    def multiply(self, other):
-        _refuse_host("multiply", other)
-        return _device(super().multiply(other))
-
     def __getitem__(self, key):
         return _device(super().__getitem__(key))
+
+
+def _binary(name: str):
+    """A product or sum that refuses a host operand and gives device results."""
+
+    def op(self, other):
+        _refuse_host(name, other)
+        return _device(getattr(super(spmatrix, self), name)(other))
+
+    op.__name__ = name
+    return op
+
+
+for _name in ("__matmul__", "__rmatmul__", "__mul__", "__rmul__", "dot", "multiply",
+              "__add__", "__radd__", "__sub__", "__rsub__"):
+    setattr(spmatrix, _name, _binary(_name))
 
 
 def _stand_in(host: type, fmt: str) -> type:
