@@ -323,7 +323,13 @@ def _module() -> types.ModuleType:
         def __exit__(self, *_):
             return False
 
-    mod.cuda = types.SimpleNamespace(Device=Device)
+        def synchronize(self):  # launches finish before they return
+            pass
+
+    runtime = types.SimpleNamespace(getDeviceCount=lambda: 1,
+                                    getDeviceProperties=lambda _: {"name": b"CPU kernel emulator"})
+    mod.cuda = types.SimpleNamespace(Device=Device, runtime=runtime)
+    mod.__version__ = "emulated"
     mod.RawModule = RawModule
     return mod
 
