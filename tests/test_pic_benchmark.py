@@ -145,6 +145,26 @@ def test_scale_mode_smoke(tmp_path):
     assert "faithful_loop" in r.stdout and (tmp_path / "s.png").stat().st_size > 1000
 
 
+def test_scale_mode_gpu_rows(bench, device, monkeypatch, tmp_path):
+    """Scale mode's GPU rows on the device fixture (the kernel emulator in CI): both methods
+    timed on the GPU path without an error row."""
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    monkeypatch.setattr(bench, "_gpu", lambda: (cp, cpsp, lambda: None, "Stand-in GPU"))
+    out = tmp_path / "s.jsonl"
+    argv = ["--scale", "--scale-dataset", "pbmc68k", "--data-dir", str(tmp_path), "--scale-groups",
+            "3", "--scale-pics", "30", "--scale-cpu-pics", "30", "--scale-pool", "30",
+            "--scale-loop-pics", "10", "--scale-fixed-pics", "10", "--n-train", "300",
+            "--methods", "ml,picseq", "--backends", "cpu,gpu", "--out", str(out)]  # fmt: skip
+    assert bench.main(argv) == 0
+    gpu = [r for r in _rows(out) if r["backend"] == "gpu"]
+    assert [r["method"] for r in gpu] == ["ml", "picseq"]
+    for r in gpu:
+        assert "error" not in r and r["seconds"] > 0 and r["device"] == "Stand-in GPU", r
+        assert r["n_pics"] == 30
+
+
 def test_alpha_ceiling_smoke(tmp_path):
     """benchmarks/pic_alpha_ceiling.py on the bundled pbmc68k (empty data dir): one row with the
     six estimators; the own-profile oracle bounds the other three on its PICs, and on the split
