@@ -96,6 +96,25 @@ def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
     assert jsonl.with_suffix(".png").stat().st_size > 1000
 
 
+@pytest.mark.parametrize("chunk_rows", [None, 120], ids=["in-memory", "dask"])
+def test_gpu_rows_every_step(bench, device, monkeypatch, chunk_rows):
+    """Every step's GPU row, in memory and on Dask blocks, on the device fixture (the kernel
+    emulator in CI), with no rapids-singlecell: timed against the bandwidth bound, no error."""
+    import argparse
+
+    import cupy as cp
+
+    monkeypatch.setattr(bench, "_gpu_tools", lambda: (cp, lambda: None, "Stand-in GPU", 1e12))
+    monkeypatch.setitem(sys.modules, "rapids_singlecell", None)  # import fails
+    steps = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors"
+    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps=steps, backend="gpu",
+                              chunk_rows=chunk_rows, repeats=1, seed=0)  # fmt: skip
+    rows = bench.run(args, lambda r: None)
+    assert [r["step"] for r in rows] == steps.split(",")
+    for r in rows:
+        assert "error" not in r and r["reference"] == "bandwidth-bound" and r["seconds"] > 0, r
+
+
 def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
     """The GPU branch run on the CPU: our steps on the device fixture (a GPU, or the kernel
     emulator's stand-in CuPy), against a stand-in older rapids-singlecell (its qc_var /
