@@ -22,7 +22,7 @@ arithmetic between host and device arrays, and `np.asarray` & co. of a device ar
 gpu_sc, as CuPy does; sparse.py does the same for cupyx.
 
 What it cannot show: races (the threads of a launch run one after another, atomics included),
-the device compiler's arithmetic and speed. The GPU-marked tests keep those.
+the device compiler's arithmetic and speed. The tests' runs on a real GPU ('cuda') keep those.
 
 The compiled library is cached per source text under the system temporary folder.
 """
@@ -299,8 +299,9 @@ def _namespace(source, prefix: str):
 
 
 def _module() -> types.ModuleType:
-    """NumPy's namespace, its functions returning stand-in device arrays; ufuncs and types as
-    they are (ufuncs keep the subclass of their inputs)."""
+    """NumPy's namespace (CuPy's names only), its functions returning stand-in device arrays;
+    ufuncs and types as they are (ufuncs keep the subclass of their inputs); the few CUDA
+    runtime calls gpu_sc makes (device count and name, synchronise, memory pool)."""
     mod = types.ModuleType("cupy")
     mod.__getattr__ = _namespace(np, "")
     mod.linalg = types.ModuleType("cupy.linalg")
@@ -353,7 +354,8 @@ def _refusing_implicit_copies(convert):
 
 @contextlib.contextmanager
 def emulated_cupy():
-    """`import cupy` gives the stand-in inside the block; gpu_sc's compiled-module cache is
+    """`import cupy` / `import cupyx.scipy.sparse` give the stand-ins inside the block, and
+    NumPy's converters refuse device arrays from gpu_sc; gpu_sc's compiled-module cache is
     cleared on entry and exit so no emulated module outlives it (nor a real one leaks in)."""
     from gpu_sc import _kernels
 
