@@ -139,12 +139,14 @@ def _split_reference(labels, groups, rng, share: float = 0.5):
     return first, second
 
 
-def _alpha_parts(s, labels, rows, groups, full=None):
-    """All-gene pooled profiles (unless given) and the size prior of the reference `rows`."""
+def _alpha_parts(s, labels, groups, rows=None, full=None):
+    """All-gene pooled profiles (`full` where the caller has them: search profiles over all
+    genes) and the size prior of the reference cells `rows` (None: all)."""
+    if rows is not None:
+        s, labels = s[rows], labels[rows]
     if full is None:
-        full = _full_profiles(s[rows], labels[rows], groups)
-    totals = np.asarray(s[rows].sum(1)).ravel()
-    return full, _posterior.SizePrior.from_counts(totals, labels[rows], groups)
+        full = _full_profiles(s, labels, groups)
+    return full, _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels, groups)
 
 
 def _indices(groups, names) -> np.ndarray:
@@ -166,7 +168,7 @@ def _calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, see
     p = design.profiles(s[prof], labels[prof], ga + gb)
     ll = _loglik.all_pairs_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
     tau_pair = _posterior.pair_tau(ll, ta + len(ga) * tb)
-    full, prior = _alpha_parts(s, labels, prof, ga + gb, full=p if design.all else None)
+    full, prior = _alpha_parts(s, labels, ga + gb, prof, full=p if design.all else None)
     grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb, eps=eps)
     tau_alpha, r2 = _posterior.best_tau(grid_ll, prior.log_density(ta, tb, len(ga)),
                                         sim.obs["true_alpha"].to_numpy())
@@ -183,7 +185,7 @@ def _fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics,
     halves = _split_reference(labels, ga + gb, rng)
     parts = {"fit": ([], []), "check": ([], [])}
     for k, (model_rows, source_rows) in enumerate((halves, halves[::-1])):
-        full, prior = _alpha_parts(s, labels, model_rows, ga + gb)
+        full, prior = _alpha_parts(s, labels, ga + gb, model_rows)
         fit_rows, check_rows = _split_reference(np.where(source_rows, labels, ""), ga + gb, rng,
                                                 share=0.8)
         for j, (part, rows) in enumerate((("fit", fit_rows), ("check", check_rows))):
@@ -458,10 +460,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         info.update(weight_groups=ga + gb, concentration=concentration,
                     mixture_iter=mixture_iter)
     elif method == "ml":
-        model.full_profiles = (model.search_profiles if design.all
-                               else _full_profiles(s, labels, ga + gb))
-        model.prior = _posterior.SizePrior.from_counts(np.asarray(s.sum(1)).ravel(), labels,
-                                                       ga + gb)
+        model.full_profiles, model.prior = _alpha_parts(
+            s, labels, ga + gb, full=model.search_profiles if design.all else None)
         used = "posterior"
         if calibrate:
             depth = n_umis or _median_total(blocks)
