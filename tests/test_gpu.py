@@ -27,6 +27,7 @@ LAYOUTS = [
     if not (dense and i is np.int64)  # dense has no index arrays
 ]
 
+
 def _parts_pair(x, value, index, dense):
     """The same matrix as CPU and device `Parts`, built from raw arrays so that the index dtype
     is exactly `index` (scipy and cupyx would shrink int64 indices that fit into int32)."""

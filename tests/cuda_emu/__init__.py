@@ -247,8 +247,7 @@ class ndarray(np.ndarray):  # noqa: N801  (cupy's name)
         # outside NumPy are held to it
         caller = sys._getframe(1).f_globals.get("__name__", "")
         if not caller.startswith("numpy") and any(
-                isinstance(a, np.ndarray) and not isinstance(a, ndarray) and a.ndim > 0
-                for a in inputs + tuple(kwargs.get("out", ()))):
+                map(host_array, inputs + tuple(kwargs.get("out", ())))):
             raise TypeError(f"{ufunc.__name__}: a host numpy.ndarray meets a device array "
                             "(CuPy does not mix them)")
         out = kwargs.get("out")
@@ -262,6 +261,12 @@ class ndarray(np.ndarray):  # noqa: N801  (cupy's name)
 
 
 ndarray.__module__ = "cupy"
+
+
+def host_array(a) -> bool:
+    """A plain NumPy array with elements, which CuPy will not mix with device arrays (0-d
+    arrays and scalars mix freely)."""
+    return isinstance(a, np.ndarray) and not isinstance(a, ndarray) and a.ndim > 0
 
 
 def _device(value):

@@ -14,32 +14,28 @@ Everything else is scipy's arithmetic: the results are scipy's, which cupyx matc
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import types
 
 import numpy as np
 import scipy.sparse as sp
 
+from . import _device as to_device
+from . import host_array
+
 _ALLOWED_KINDS = "bfc"  # bool, float, complex: what cupyx sparse holds
 
 
-def _host_array(a) -> bool:
-    """A plain NumPy array with elements (0-d arrays and scalars mix freely, as in CuPy)."""
-    from . import ndarray
-
-    return isinstance(a, np.ndarray) and not isinstance(a, ndarray) and a.ndim > 0
-
-
 def _device(a):
-    from . import _device as to_device
-
+    """A dense result as a device array (scipy's np.matrix as a plain 2-D array, as cupyx)."""
     if isinstance(a, np.matrix):
         a = np.asarray(a)
     return to_device(a)
 
 
 def _refuse_host(what: str, other) -> None:
-    if _host_array(other):
+    if host_array(other):
         raise TypeError(f"{what}: a host numpy.ndarray meets a device sparse matrix "
                         "(CuPy does not mix host and device arrays)")
 
@@ -59,9 +55,9 @@ class spmatrix:  # noqa: N801  (cupyx's name)
         if _called_by_scipy():
             return
         if isinstance(arg1, tuple) and len(arg1) == 3 and not all(
-                isinstance(a, np.ndarray) and not _host_array(a) for a in arg1):
+                isinstance(a, np.ndarray) and not host_array(a) for a in arg1):
             raise ValueError("data, indices, and indptr must be 1-D cupy arrays")
-        if _host_array(arg1):
+        if host_array(arg1):
             raise ValueError("Unsupported initializer format (a host numpy.ndarray)")
 
     def _to_device(self) -> None:
@@ -155,15 +151,16 @@ spmatrix.__module__ = "cupyx.scipy.sparse._base"
 _CLASSES = {"csr": csr_matrix, "csc": csc_matrix, "coo": coo_matrix}
 
 
-def _in_stand_in(m):
-    """A scipy result as the stand-in class of its format (CSR for the formats we lack)."""
-    if isinstance(m, spmatrix):
-        return m
-    return _CLASSES.get(m.format, csr_matrix)(m.asformat(m.format if m.format in _CLASSES else "csr"))
+def _stacking(stack):
+    """cupyx's hstack / vstack (scale's masked rows, Dask's concatenation of sparse blocks):
+    scipy's on host copies, the result back on the device."""
 
+    def stacked(blocks, format=None, dtype=None):
+        out = stack([b.get() if isinstance(b, spmatrix) else b for b in blocks], format=format,
+                    dtype=dtype)
+        return _CLASSES[out.format](out)
 
-def _host_operands(blocks):
-    return [b.get() if isinstance(b, spmatrix) else b for b in blocks]
+    return stacked
 
 
 def issparse(x) -> bool:
@@ -171,35 +168,12 @@ def issparse(x) -> bool:
 
 
 def _module() -> types.ModuleType:
+    """The names gpu_sc, Dask and the tests use: three formats, spmatrix, issparse, stacking."""
     mod = types.ModuleType("cupyx.scipy.sparse")
-    mod.spmatrix = spmatrix
+    mod.spmatrix, mod.issparse = spmatrix, issparse
+    mod.hstack, mod.vstack = _stacking(sp.hstack), _stacking(sp.vstack)
     mod.csr_matrix, mod.csc_matrix, mod.coo_matrix = csr_matrix, csc_matrix, coo_matrix
-    mod.issparse = mod.isspmatrix = issparse
-    for fmt, cls in _CLASSES.items():
-        setattr(mod, f"isspmatrix_{fmt}", lambda x, c=cls: isinstance(x, c))
-    mod.hstack = lambda blocks, format=None, dtype=None: _in_stand_in(
-        sp.hstack(_host_operands(blocks), format=format or "csr", dtype=dtype))
-    mod.vstack = lambda blocks, format=None, dtype=None: _in_stand_in(
-        sp.vstack(_host_operands(blocks), format=format or "csr", dtype=dtype))
-    mod.diags = lambda diagonals, offsets=0, shape=None, format=None, dtype=None: _in_stand_in(
-        sp.diags(np.asarray(diagonals) if isinstance(diagonals, np.ndarray) else diagonals,
-                 offsets, shape=shape, format=format or "csr", dtype=dtype))
-    mod.identity = mod.eye = lambda n, *a, format=None, dtype="d", **k: _in_stand_in(
-        sp.identity(n, format=format or "csr", dtype=dtype))
     return mod
-
-
-class _errstate:  # noqa: N801  (cupyx's name)
-    """cupyx.errstate(linalg="raise"): NumPy's linalg raises on failure anyway."""
-
-    def __init__(self, **_):
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *_):
-        return False
 
 
 def modules() -> dict[str, types.ModuleType]:
@@ -209,5 +183,5 @@ def modules() -> dict[str, types.ModuleType]:
     scipy_mod.sparse = sparse
     root = types.ModuleType("cupyx")
     root.scipy = scipy_mod
-    root.errstate = _errstate
+    root.errstate = lambda **_: contextlib.nullcontext()  # linalg="raise": NumPy raises anyway
     return {"cupyx": root, "cupyx.scipy": scipy_mod, "cupyx.scipy.sparse": sparse}
