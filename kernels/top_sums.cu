@@ -1,6 +1,7 @@
 // Sum of the n largest values of each row, for several n at once (ns ascending).
-// Values must be non-negative (callers validate counts), so the IEEE bit pattern read as an
-// unsigned integer orders like the value. The n-th largest value t is found exactly by bisection
+// Values must be non-negative (callers validate counts), so the IEEE bit pattern with the sign
+// bit cleared (-0.0 passes the callers' v < 0 check and must key as 0) read as an unsigned
+// integer orders like the value. The n-th largest value t is found exactly by bisection
 // over that key space; the sum is then sum(v > t) + (n - count(v > t)) * t. Rows with at most n
 // stored values contribute their whole sum (implicit zeros add nothing).
 
@@ -9,13 +10,13 @@
 template <typename T> struct gsc_key;
 template <> struct gsc_key<float> {
     typedef unsigned int type;
-    static __device__ __forceinline__ type of(float v) { return __float_as_uint(v); }
+    static __device__ __forceinline__ type of(float v) { return __float_as_uint(v) & 0x7fffffffu; }
     static __device__ __forceinline__ float value(type k) { return __uint_as_float(k); }
 };
 template <> struct gsc_key<double> {
     typedef unsigned long long type;
     static __device__ __forceinline__ type of(double v) {
-        return (unsigned long long)__double_as_longlong(v);
+        return (unsigned long long)__double_as_longlong(v) & 0x7fffffffffffffffull;
     }
     static __device__ __forceinline__ double value(type k) {
         return __longlong_as_double((long long)k);
