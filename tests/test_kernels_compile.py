@@ -36,14 +36,15 @@ def test_nvcc_compiles(tmp_path, file, arch):
     src = tmp_path / file
     src.write_text(_translation_unit(file))
     ptx = subprocess.run(
-        [NVCC, "-std=c++14", f"-arch=sm_{arch}", "-ptx", "-o", "-", str(src)],
+        [NVCC, *_kernels.COMPILE_OPTIONS, f"-arch=sm_{arch}", "-ptx", "-o", "-", str(src)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert ptx.returncode == 0, ptx.stderr
     entries = re.findall(r"^\.visible \.entry (\S+)\(", ptx.stdout, flags=re.M)
     assert len(entries) == len(_kernels.name_expressions(file))
+    assert "fma." not in ptx.stdout  # rounded as on the CPU and in the emulator
     cubin = subprocess.run(
-        [NVCC, "-std=c++14", f"-arch=sm_{arch}", "-cubin", "-o", str(tmp_path / "k.cubin"), str(src)],
+        [NVCC, *_kernels.COMPILE_OPTIONS, f"-arch=sm_{arch}", "-cubin", "-o", str(tmp_path / "k.cubin"), str(src)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert cubin.returncode == 0, cubin.stderr
@@ -73,7 +74,7 @@ def test_nvrtc_compiles(file, arch):
         for expr in _kernels.name_expressions(file):
             NVRTC.addNameExpression(prog, expr)
         try:
-            NVRTC.compileProgram(prog, [f"-arch=compute_{arch}", "--std=c++14"])
+            NVRTC.compileProgram(prog, [f"-arch=compute_{arch}", *_kernels.COMPILE_OPTIONS])
         except Exception as e:
             pytest.fail(f"{e}\n{NVRTC.getProgramLog(prog)}")
         for expr in _kernels.name_expressions(file):

@@ -94,13 +94,18 @@ def name_expressions(file: str) -> list[str]:
     return [e for t in templates() if t.file == file for e in t.instantiations()]
 
 
+# --fmad=false: no product is fused into an FMA, so a kernel rounds every product and sum as the
+# CPU (and the CI emulator, built with -ffp-contract=off) does
+COMPILE_OPTIONS = ("--std=c++14", "--fmad=false")
+
+
 @functools.cache
 def _module(file: str, device_id: int):
     import cupy as cp
 
     with cp.cuda.Device(device_id):
         return cp.RawModule(
-            code=source(file), options=("--std=c++14",), name_expressions=name_expressions(file)
+            code=source(file), options=COMPILE_OPTIONS, name_expressions=name_expressions(file)
         )
 
 

@@ -4,8 +4,8 @@
 // concerned, so a shuffle reached by only part of a warp (divergence) or a barrier some threads
 // never reach is reported instead of hanging. Kernels with no such call run thread after thread
 // without fibers (the caller says which). Atomics are plain read-modify-writes (one OS thread).
-// Float products and sums are never contracted into FMAs (build with -ffp-contract=off), as the
-// kernels' __dmul_rn / __dadd_rn promise on the device.
+// Float products and sums are never contracted into FMAs (build with -ffp-contract=off), as on
+// the device, where the kernels are compiled with --fmad=false (gpu_sc._kernels.COMPILE_OPTIONS).
 #pragma once
 
 #include <csetjmp>
