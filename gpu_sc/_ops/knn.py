@@ -28,6 +28,16 @@ def _prepare(x, metric: str):
     return xp.ascontiguousarray(x64)
 
 
+def _mark_self(d2, rows, col_offset: int = 0) -> None:
+    """Set each row's own entry of the distance tile `d2` (rows: their global indices; columns
+    col_offset..) to -inf, in place: the row itself is then always one of its candidates, even
+    behind more than k + MARGIN identical rows at distance 0."""
+    xp = xp_of(d2)
+    local = rows - col_offset
+    inside = (local >= 0) & (local < d2.shape[1])
+    d2[xp.arange(rows.shape[0])[inside], local[inside]] = -xp.inf
+
+
 def _rerank(x64, start, cand, k, metric):
     """Exact float64 distances to the candidates of rows start.., self first, then by
     (distance, index); returns the first k (indices int64, distances float64)."""
@@ -69,6 +79,7 @@ def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES)
     for start in range(0, n, step):
         stop = min(n, start + step)
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x64[start:stop] @ x64.T)
+        _mark_self(d2, np.arange(start, stop))
         cand = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (stop - start, 1))
         ind[start:stop], dist[start:stop] = _rerank(x64, start, cand, k, metric)
     return ind, dist
@@ -100,6 +111,7 @@ def _knn_gpu(x, k, metric, block_bytes):
         for c0 in range(0, n, cols):
             c1 = min(n, c0 + cols)
             tile = sq[start:stop, None] + sq[None, c0:c1] - 2.0 * (q @ x32[c0:c1].T)
+            _mark_self(tile, cp.arange(start, stop), c0)
             knn_select(cp.ascontiguousarray(tile, dtype=cp.float32), c0, best_d, best_i)
         # NaN-free input always fills every slot (m <= n); guard anyway
         best_i = cp.where(best_i < 0, cp.arange(start, stop)[:, None], best_i)
