@@ -468,3 +468,125 @@ def test_gpu_rapids_equals_brute(pbmc_pca, name, metric):
     neighbors(b, algorithm="brute", metric=metric)
     for key in ("distances", "connectivities"):
         assert abs(a.obsp[key].get() - b.obsp[key].get()).max() <= 1e-6
+
+
+def _scanpy_neighbors(adata, monkeypatch, **kwargs):
+    """scanpy's neighbors, with csr_array.getnnz back (gone in scipy >= 1.14; scanpy's
+    transformer graphs need it)."""
+    monkeypatch.setattr(sp.csr_array, "getnnz", lambda s, axis=None: np.diff(s.indptr) if axis == 1 else s.nnz,
+                        raising=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(adata, **kwargs)
+
+
+@pytest.mark.parametrize("method", ["umap", "gauss"])
+def test_transformer_names_match_scanpy(pbmc_pca, monkeypatch, method):
+    """scanpy's transformer='sklearn' is the exact search; 'pynndescent' is pynndescent with its
+    own defaults (not scanpy's default search's settings): the same graph as scanpy's. (scanpy
+    fails on 'pynndescent' with method='gauss': its Gaussian kernel rejects the csr_array.)"""
+    for name in ("sklearn", "pynndescent") if method == "umap" else ("sklearn",):
+        ref, ours = pbmc_pca.copy(), pbmc_pca.copy()
+        _scanpy_neighbors(ref, monkeypatch, n_neighbors=10, transformer=name, method=method)
+        neighbors(ours, n_neighbors=10, transformer=name, method=method)
+        assert ours.uns["neighbors"] == ref.uns["neighbors"]
+        assert abs(ours.obsp["connectivities"] - ref.obsp["connectivities"]).max() <= 1e-5, name
+        if name == "sklearn":
+            brute = pbmc_pca.copy()
+            neighbors(brute, n_neighbors=10, algorithm="brute", method=method)
+            assert_adata_equal(ours, brute)
+
+
+def test_transformer_instance_matches_scanpy(pbmc_pca, monkeypatch):
+    """An instance brings its own metric (here manhattan and minkowski p=3, which gpu_sc's
+    searches lack) and n_neighbors; the UMAP graph equals scanpy's, the distances are the
+    exact lists of that metric, metric_kwds are recorded as scanpy records them."""
+    from sklearn.neighbors import KNeighborsTransformer
+
+    x = pbmc_pca.obsm["X_pca"].astype(np.float64)
+    for metric, kwds, cdist_kw in (("manhattan", {}, {"metric": "cityblock"}),
+                                   ("minkowski", {"p": 3}, {"metric": "minkowski", "p": 3})):  # fmt: skip
+        ref, ours = pbmc_pca.copy(), pbmc_pca.copy()
+        args = {"metric": metric, "metric_kwds": kwds}
+        for adata, run in ((ref, lambda a, **kw: _scanpy_neighbors(a, monkeypatch, **kw)), (ours, neighbors)):
+            tr = KNeighborsTransformer(n_neighbors=8, metric=metric, p=kwds.get("p", 2))
+            run(adata, n_neighbors=30, transformer=tr, **args)  # n_neighbors: the transformer's
+        assert ours.uns["neighbors"] == ref.uns["neighbors"]
+        assert ours.uns["neighbors"]["params"]["n_neighbors"] == 8
+        assert ("metric_kwds" in ours.uns["neighbors"]["params"]) == bool(kwds)
+        assert abs(ours.obsp["connectivities"] - ref.obsp["connectivities"]).max() <= 1e-5
+        d = ours.obsp["distances"]
+        n = ours.n_obs
+        assert (d.getnnz(axis=1) == 7).all()
+        full = cdist(x, x, **cdist_kw)
+        np.fill_diagonal(full, np.inf)
+        exact = np.sort(full, axis=1)[:, :7]
+        np.testing.assert_allclose(d.data.reshape(n, 7), exact, rtol=1e-5)
+
+
+def test_transformer_on_gpu_data(device, pbmc_pca):
+    """GPU data with a host transformer: searched on the host, the graph back on the GPU."""
+    import cupy as cp
+    from sklearn.neighbors import KNeighborsTransformer
+
+    cpu, gpu = pbmc_pca.copy(), pbmc_pca.copy()
+    gpu.obsm["X_pca"] = cp.asarray(gpu.obsm["X_pca"])
+    for adata in (cpu, gpu):
+        neighbors(adata, transformer=KNeighborsTransformer(n_neighbors=6, metric="manhattan"), metric="manhattan")
+    for key in ("distances", "connectivities"):
+        assert type(gpu.obsp[key]).__module__.startswith("cupy")
+        assert abs(gpu.obsp[key].get() - cpu.obsp[key]).max() <= 1e-6
+
+
+class _TooFew:
+    """A transformer whose graph lists only the cell itself and its first neighbour."""
+
+    def get_params(self):
+        return {"n_neighbors": 5}
+
+    def fit_transform(self, x):
+        n = x.shape[0]
+        nxt = (np.arange(n) + 1) % n
+        return sp.csr_matrix((np.ones(n), (np.arange(n), nxt)), shape=(n, n))
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [({"transformer": "annoy"}, ValueError, "unknown transformer 'annoy'"),
+     ({"transformer": "sklearn", "algorithm": "brute"}, ValueError, "not both"),
+     ({"transformer": "sklearn", "knn": False, "method": "gauss"}, ValueError, "transformer must be None"),
+     ({"transformer": object()}, TypeError, "kNN transformer with fit_transform"),
+     ({"metric_kwds": {"p": 3}}, ValueError, "takes no parameters"),
+     ({"transformer": _TooFew()}, ValueError, "gave 1 neighbours besides the cell itself for 700 of 700"),
+     ({"transformer": "rapids"}, ValueError, "algorithm='cuml' runs on the GPU")],
+)  # fmt: skip
+def test_bad_transformer_leaves_adata_unchanged(pbmc_pca, kwargs, error, match):
+    before = pbmc_pca.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # 'rapids' is deprecated, as in scanpy
+        with pytest.raises(error, match=match):
+            neighbors(pbmc_pca, **kwargs)
+    assert_adata_equal(pbmc_pca, before)
+
+
+def test_many_identical_rows_keep_self_first(device):
+    """More identical rows (60) than k + MARGIN candidates: each row still lists itself first
+    (the CPU's argpartition, the GPU kernel's smallest-index rule and the exact fallback of the
+    approximate searches could each leave it out), then the others at distance 0."""
+    import cupy as cp
+
+    rng = np.random.default_rng(0)
+    x = np.vstack([np.tile(rng.normal(size=(1, 20)), (60, 1)), rng.normal(size=(40, 20))]).astype(np.float32)
+    k, rows = 15, np.arange(100)
+    exact = np.sort(cdist(x.astype(np.float64), x.astype(np.float64)), axis=1)[:, :k]
+    no_candidates = np.full((100, k + 1), -1)  # refine() searches every row exactly
+    for ind, dist in (knn(x, k), knn(cp.asarray(x), k), knn_approx.refine(x, no_candidates, k)):
+        ind, dist = to_host(ind), to_host(dist)
+        np.testing.assert_array_equal(ind[:, 0], rows)
+        assert (ind[:, 1:] != rows[:, None]).all()
+        np.testing.assert_allclose(dist, exact, atol=1e-6)
+        assert (dist[:60] == 0).all() and (ind[:60] < 60).all()
+    a = sc.AnnData(np.zeros((100, 1), np.float32), obsm={"X_pca": x})
+    neighbors(a, n_neighbors=k)
+    d = a.obsp["distances"]
+    assert (d.getnnz(axis=1) == k - 1).all() and d.diagonal().max() == 0 and not d[rows, rows].any()

@@ -19,7 +19,7 @@ import warnings
 import numpy as np
 
 from .._backend import is_gpu, to_host, xp_of
-from .knn import BLOCK_BYTES, MARGIN, _prepare
+from .knn import BLOCK_BYTES, MARGIN, _mark_self, _prepare
 
 QUERY_ROWS = 2**16  # GPU backends: queries per call
 _RAPIDS = "e.g. pip install {0}-cu12, or {0}-cu13 for CUDA 13; see docs.rapids.ai/install"
@@ -56,24 +56,65 @@ def nndescent_params(n_obs: int) -> dict:
     return {"n_trees": min(64, 5 + round(n_obs**0.5 / 20.0)), "n_iters": max(5, round(math.log2(n_obs)))}
 
 
-def pynndescent_knn(x, k: int, *, metric: str = "euclidean", random_state=0, block_bytes: int = BLOCK_BYTES):
-    """kNN lists of dense `x` from pynndescent's NN-descent with scanpy's settings (k + 1
-    neighbours asked for, scanpy's n_trees / n_iters, `random_state`, one thread as scanpy's
-    default ``settings.n_jobs = 1``: the graph depends on the thread count), then refined.
-    GPU input is searched on the host; the lists come back to the GPU."""
+def pynndescent_knn(x, k: int, *, metric: str = "euclidean", random_state=0, scanpy_default: bool = True,
+                    block_bytes: int = BLOCK_BYTES):  # fmt: skip
+    """kNN lists of dense `x` from pynndescent's NN-descent, then refined; k + 1 neighbours
+    asked for, as scanpy does. `scanpy_default`: the settings of scanpy's default search
+    (its n_trees / n_iters, one thread as its ``settings.n_jobs = 1``: the graph depends on the
+    thread count); else those of scanpy's ``transformer='pynndescent'`` (pynndescent's own
+    defaults, numba's threads). GPU input is searched on the host; the lists come back to the
+    GPU."""
     nndescent = backend("pynndescent")
     host = np.ascontiguousarray(to_host(x))
     n = host.shape[0]
+    params = {"n_jobs": 1, **nndescent_params(n)} if scanpy_default else {"n_jobs": None}
     with warnings.catch_warnings():
         # rows it could not fill are padded with -1; refine() searches those rows exactly
         warnings.filterwarnings("ignore", message="Failed to correctly find n_neighbors")
         index = nndescent(host, n_neighbors=min(n, k + 1), metric=metric, random_state=random_state,
-                          n_jobs=1, low_memory=True, compressed=False, verbose=False,
-                          **nndescent_params(n))  # fmt: skip
+                          low_memory=True, compressed=False, verbose=False, **params)  # fmt: skip
     cand = index.neighbor_graph[0]
     if is_gpu(x):
         cand = xp_of(x).asarray(cand)
     return refine(x, cand, k, metric=metric, block_bytes=block_bytes)
+
+
+def transformer_knn(x, transformer, k: int):
+    """kNN lists from a scikit-learn-style kNN transformer (scanpy's ``transformer=`` instance):
+    the sparse distance graph of ``transformer.fit_transform(x)``, each row's entries ordered
+    by (distance, index) behind the row itself, the first k kept. The distances are the
+    transformer's (its own metric), not recomputed. GPU data go to the host unless the
+    transformer is cuML's; the lists come back to the device of `x`."""
+    on_host = is_gpu(x) and not type(transformer).__module__.startswith("cuml")
+    graph = transformer.fit_transform(to_host(x) if on_host else x)
+    if not hasattr(graph, "tocoo") or graph.shape != (x.shape[0], x.shape[0]):
+        msg = (f"the transformer's fit_transform must give a sparse {x.shape[0]} x {x.shape[0]} distance "
+               f"graph, got {type(graph).__name__} of shape {getattr(graph, 'shape', None)}.")  # fmt: skip
+        raise ValueError(msg)
+    coo = graph.tocoo()
+    rows, cols, dist = (to_host(a) for a in (coo.row, coo.col, coo.data))
+    rows, cols, dist = rows.astype(np.int64), cols.astype(np.int64), dist.astype(np.float64)
+    other = rows != cols  # the row itself goes first, whether the transformer listed it or not
+    rows, cols, dist = rows[other], cols[other], dist[other]
+    order = np.lexsort((cols, dist, rows))
+    rows, cols, dist = rows[order], cols[order], dist[order]
+    n = x.shape[0]
+    counts = np.bincount(rows, minlength=n)
+    if counts.min() < k - 1:
+        msg = (f"the transformer gave {int(counts.min())} neighbours besides the cell itself for "
+               f"{int((counts < k - 1).sum())} of {n} cells; n_neighbors={k} needs {k - 1}.")  # fmt: skip
+        raise ValueError(msg)
+    rank = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
+    keep = rank < k - 1
+    ind = np.empty((n, k), np.int64)
+    ind[:, 0] = np.arange(n)
+    ind[:, 1:] = cols[keep].reshape(n, k - 1)
+    out = np.zeros((n, k), np.float64)
+    out[:, 1:] = dist[keep].reshape(n, k - 1)
+    if is_gpu(x):
+        xp = xp_of(x)
+        return xp.asarray(ind), xp.asarray(out)
+    return ind, out
 
 
 def _gpu_input(x, name: str):
@@ -159,6 +200,7 @@ def _exact_rows(x64, rows, k: int, metric: str):
     m = min(n, k + MARGIN)
     q = x64[rows]
     d2 = (q * q).sum(axis=1)[:, None] + (x64 * x64).sum(axis=1)[None, :] - 2.0 * (q @ x64.T)
+    _mark_self(d2, rows)
     cand = xp.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else xp.tile(xp.arange(n), (rows.size, 1))
     ind, dist, _ = _rank(x64, rows, cand, k, metric)
     return ind, dist

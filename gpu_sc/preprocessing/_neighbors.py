@@ -4,6 +4,8 @@ connectivities, or scanpy's dense Gaussian graph (knn=False), like scanpy.pp.nei
 from __future__ import annotations
 
 import importlib
+import warnings
+from types import MappingProxyType
 
 import numpy as np
 from anndata import AnnData
@@ -20,6 +22,8 @@ _STEP = "neighbors"
 _N_PCS = 50  # scanpy: more genes than this and no X_pca -> PCA first
 _METRICS = ("euclidean", "cosine")
 ALGORITHMS = (None, "brute", "pynndescent", "cuml", "cuvs")
+# scanpy's transformer names and the search that gives their graph here
+TRANSFORMERS = {"sklearn": "brute", "pynndescent": "pynndescent", "rapids": "cuml"}
 # scanpy's own rule for its default search (scanpy.neighbors, Neighbors._handle_transformer):
 # exact below 4096 cells, and below 8192 for euclidean; pynndescent above
 BRUTE_MAX_OBS = 4096
@@ -64,9 +68,45 @@ def _choose_algorithm(algorithm, *, on_gpu: bool, n_obs: int, metric: str, knn: 
     return algorithm
 
 
-def _search(rep, n_neighbors: int, metric: str, algorithm: str, random_state):
+def _resolve_transformer(transformer, algorithm, *, knn: bool):
+    """(algorithm, the transformer instance or None) for scanpy's `transformer` argument: a
+    name maps to the search that gives its graph (TRANSFORMERS), an instance is used as it is.
+    Raises where `transformer` cannot be honoured; nothing is computed."""
+    if transformer is None:
+        return algorithm, None
+    if not knn:
+        msg = (f"{_STEP}: knn=False computes the distances between all pairs of cells exactly; "
+               f"transformer must be None, got {transformer!r} (as in scanpy).")  # fmt: skip
+        raise ValueError(msg)
+    if algorithm is not None:
+        msg = (f"{_STEP}: give transformer (scanpy's name) or algorithm, not both; got "
+               f"transformer={transformer!r} and algorithm={algorithm!r}.")  # fmt: skip
+        raise ValueError(msg)
+    if isinstance(transformer, str):
+        if transformer not in TRANSFORMERS:
+            msg = (f"{_STEP}: unknown transformer {transformer!r}; use one of {tuple(TRANSFORMERS)}, "
+                   "an instance with fit_transform (like sklearn's KNeighborsTransformer), or None.")  # fmt: skip
+            raise ValueError(msg)
+        if transformer == "rapids":
+            warnings.warn("neighbors: transformer='rapids' is deprecated in scanpy; it runs as "
+                          "algorithm='cuml' here.", FutureWarning, stacklevel=3)  # fmt: skip
+        return TRANSFORMERS[transformer], None
+    params = transformer.get_params() if hasattr(transformer, "get_params") else {}
+    if not hasattr(transformer, "fit_transform") or "n_neighbors" not in params:
+        msg = (f"{_STEP}: transformer must be one of {tuple(TRANSFORMERS)} or a kNN transformer with "
+               f"fit_transform and get_params()['n_neighbors'] (like sklearn's KNeighborsTransformer); "
+               f"got {type(transformer).__name__}.")  # fmt: skip
+        raise TypeError(msg)
+    return "transformer", transformer
+
+
+def _search(rep, n_neighbors: int, metric: str, algorithm: str, random_state, transformer=None, *,
+            scanpy_default: bool = True):  # fmt: skip
+    if transformer is not None:
+        return knn_approx.transformer_knn(rep, transformer, n_neighbors)
     if algorithm == "pynndescent":
-        return knn_approx.pynndescent_knn(rep, n_neighbors, metric=metric, random_state=random_state)
+        return knn_approx.pynndescent_knn(rep, n_neighbors, metric=metric, random_state=random_state,
+                                          scanpy_default=scanpy_default)  # fmt: skip
     if algorithm == "cuml":
         return knn_approx.cuml_knn(rep, n_neighbors, metric=metric)
     if algorithm == "cuvs":
@@ -151,7 +191,9 @@ def neighbors(
     use_rep: str | None = None,
     knn: bool = True,  # noqa: A002 - scanpy's name
     method: str = "umap",
+    transformer=None,
     metric: str = "euclidean",
+    metric_kwds=MappingProxyType({}),
     random_state=0,
     key_added: str | None = None,
     copy: bool = False,
@@ -178,8 +220,24 @@ def neighbors(
         for the two matrices there).
     method
         ``'umap'`` (fuzzy simplicial set) or ``'gauss'``.
+    transformer
+        scanpy's choice of search; give it or ``algorithm``, not both. ``None``: see
+        ``algorithm``. ``'sklearn'``: the exact search (``algorithm='brute'``).
+        ``'pynndescent'``: ``algorithm='pynndescent'`` with pynndescent's own defaults, as
+        scanpy's ``transformer='pynndescent'`` (its n_trees and n_iters, numba's threads).
+        ``'rapids'`` (deprecated in scanpy): ``algorithm='cuml'``. An instance with
+        ``fit_transform`` and ``get_params()['n_neighbors']`` (e.g. sklearn's
+        ``KNeighborsTransformer`` or pynndescent's ``PyNNDescentTransformer``): called on the
+        representation (GPU data on the host, except for cuML's transformers); its
+        ``n_neighbors`` replaces ``n_neighbors`` (as in scanpy), its distances (its own metric;
+        ``metric`` and ``metric_kwds`` are then only recorded) are kept as given, each row ordered
+        by (distance, index).
     metric
-        ``'euclidean'`` or ``'cosine'``.
+        ``'euclidean'`` or ``'cosine'`` (any name with a transformer instance).
+    metric_kwds
+        Parameters of the metric: euclidean and cosine take none, so it must be empty unless a
+        transformer instance is given (then it is only recorded, as in scanpy). Written to
+        ``uns[...]['params']['metric_kwds']`` when not empty.
     random_state
         Seed of the pynndescent search (as in scanpy); recorded in ``uns``. The exact searches
         are deterministic.
@@ -221,17 +279,24 @@ def neighbors(
     ``knn=False``), ``obsp['connectivities']`` (CSR, zero diagonal; dense with ones on the
     diagonal with ``knn=False``) and ``uns['neighbors']`` = {'connectivities_key',
     'distances_key', 'params'}, on the device of the representation. (scanpy's own
-    pynndescent path stores n_neighbors + 1 distances per row, the cell itself included, as a
-    ``csr_array``; here every algorithm gives scanpy's exact-search layout, so the algorithm
-    never changes the shape of the result. The connectivities use the same n_neighbors lists
-    in both.)
+    pynndescent path and a transformer instance store the transformer's graph, n_neighbors + 1
+    distances per row with the cell itself; here every search gives scanpy's exact-search
+    layout, so the search never changes the shape of the result. The UMAP connectivities use
+    the same n_neighbors lists in both. With an instance and ``method='gauss'``, scanpy also
+    weights the instance's extra neighbour and the diagonal; here the Gaussian graph is built
+    from the n_neighbors lists, as for every other search.)
 
     Raises
     ------
     ValueError
-        Unknown ``method``, ``metric`` or ``algorithm``; ``knn=False`` with ``method='umap'``,
-        with an approximate ``algorithm`` or above ``MAX_DENSE_OBS`` cells; ``'cuml'`` /
-        ``'cuvs'`` with data on the CPU; bad ``n_neighbors``, ``n_pcs`` or representation.
+        Unknown ``method``, ``metric``, ``transformer`` or ``algorithm``, or both of the last
+        two; ``metric_kwds`` without a transformer instance; ``knn=False`` with
+        ``method='umap'``, with an approximate ``algorithm``, with a ``transformer`` or above
+        ``MAX_DENSE_OBS`` cells; ``'cuml'`` / ``'cuvs'`` with data on the CPU; bad
+        ``n_neighbors``, ``n_pcs`` or representation; a transformer graph with too few
+        neighbours per cell.
+    TypeError
+        ``transformer`` is neither a known name nor a kNN transformer.
     ImportError
         ``algorithm`` names a package that is not installed.
     """
@@ -246,12 +311,20 @@ def neighbors(
         msg = (f"{_STEP}: method={method!r} only with knn=True (as in scanpy); knn=False builds "
                "the dense Gaussian-kernel graph of method='gauss'.")  # fmt: skip
         raise ValueError(msg)
-    if metric not in _METRICS:
-        msg = f"{_STEP}: metric {metric!r} is not supported; choose one of {_METRICS}."
-        raise ValueError(msg)
     if algorithm not in ALGORITHMS:
         msg = f"{_STEP}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
         raise ValueError(msg)
+    search, instance = _resolve_transformer(transformer, algorithm, knn=knn)
+    if instance is None and metric not in _METRICS:
+        msg = (f"{_STEP}: metric {metric!r} is not supported; choose one of {_METRICS}, or pass a "
+               "transformer instance that computes it.")  # fmt: skip
+        raise ValueError(msg)
+    if instance is None and metric_kwds:
+        msg = (f"{_STEP}: metric {metric!r} takes no parameters, got metric_kwds={dict(metric_kwds)!r}; "
+               "leave it empty, or pass a transformer instance for a parametrised metric.")  # fmt: skip
+        raise ValueError(msg)
+    if instance is not None:
+        n_neighbors = instance.get_params()["n_neighbors"]  # as scanpy: the transformer's count
     n_neighbors = int(n_neighbors)
     if n_neighbors < 2:
         msg = f"{_STEP}: n_neighbors must be at least 2 (it counts the cell itself), got {n_neighbors}."
@@ -267,9 +340,10 @@ def neighbors(
     rep = _representation(adata, use_rep, n_pcs)
     where = rep if rep is not None else adata.X
     on_gpu = is_gpu(where._meta if is_dask(where) else where)  # Dask X, no X_pca: pca gives it
-    algorithm = _choose_algorithm(algorithm, on_gpu=on_gpu, n_obs=adata.n_obs, metric=metric, knn=knn,
-                                  what=describe(where))  # fmt: skip
-    settings.progress(f"{_STEP}: {'all pairs' if not knn else algorithm} search on {describe(where)}.")
+    if instance is None:
+        search = _choose_algorithm(search, on_gpu=on_gpu, n_obs=adata.n_obs, metric=metric, knn=knn,
+                                   what=describe(where))  # fmt: skip
+    settings.progress(f"{_STEP}: {'all pairs' if not knn else search} search on {describe(where)}.")
     if copy:
         adata = adata.copy()  # rep (if any) holds the same values, and is only read
     if rep is None:
@@ -297,7 +371,8 @@ def neighbors(
         distances = pairwise(xp.ascontiguousarray(rep), metric=metric)
         conn = _dense_gauss(distances, n_neighbors)
     else:
-        ind, dist = _search(xp.ascontiguousarray(rep), n_neighbors, metric, algorithm, random_state)
+        ind, dist = _search(xp.ascontiguousarray(rep), n_neighbors, metric, search, random_state, instance,
+                            scanpy_default=transformer is None)  # fmt: skip
         distances = knn_csr(ind, dist.astype(out_dtype), n, drop_first=True)
         if method == "umap":
             conn = umap_connectivities(ind, dist, n, n_neighbors)
@@ -307,6 +382,8 @@ def neighbors(
     dkey, ckey, ukey = (OBSP_DISTANCES, OBSP_CONNECTIVITIES, UNS_NEIGHBORS) if key_added is None else (
         f"{key_added}_distances", f"{key_added}_connectivities", key_added)  # fmt: skip
     params = {"n_neighbors": n_neighbors, "method": method, "random_state": random_state, "metric": metric}
+    if metric_kwds:
+        params["metric_kwds"] = dict(metric_kwds)
     if use_rep is not None:
         params["use_rep"] = use_rep
     if n_pcs is not None:
