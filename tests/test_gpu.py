@@ -268,3 +268,23 @@ def test_to_gpu_takes_integer_counts(device, pbmc):
     gsc.pp.normalize_total(gpu, target_sum=1e4)
     gsc.pp.normalize_total(pbmc, target_sum=1e4)
     np.testing.assert_allclose(gpu.X.get().toarray(), pbmc.X.toarray(), rtol=1e-6)
+
+
+def test_launchers_refuse_what_a_kernel_would_read_past(device):
+    """Per-row / per-column vectors of the wrong length and non-contiguous index arrays raise
+    before a launch (on a GPU the kernel would read out of bounds silently)."""
+    import cupy as cp
+
+    from gpu_sc._kernels import row_reduce, scale
+
+    x = sp.csr_matrix(np.arange(12, dtype=np.float32).reshape(3, 4))
+    data, indices, indptr = (cp.asarray(a) for a in (x.data, x.indices, x.indptr))
+    with pytest.raises(ValueError, match=r"col_mask .* must hold 4 values"):
+        row_reduce.row_sums(data, indices, indptr, x.shape, col_mask=np.ones(3, bool))
+    with pytest.raises(ValueError, match=r"limits .* must hold 3 values"):
+        row_reduce.flag_cols_above(data, indices, indptr, x.shape, np.ones(2))
+    with pytest.raises(ValueError, match=r"divisors .* must hold 3 values"):
+        scale.divide_rows(data, indptr, x.shape, np.ones(4))
+    with pytest.raises(ValueError, match="C-contiguous CSR index arrays"):
+        row_reduce.row_sums(data, cp.asarray(np.repeat(x.indices, 2))[::2], indptr, x.shape)
+    np.testing.assert_array_equal(to_host(data), x.data)  # nothing was launched

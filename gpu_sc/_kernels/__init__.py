@@ -134,6 +134,9 @@ def check(data, indices, indptr) -> np.dtype:
         raise ValueError(msg)
     if indptr is None:
         return np.dtype(np.int32)  # unused by dense launches; any instantiated index type
+    if not all(a.flags.c_contiguous for a in (indices, indptr) if a is not None):
+        msg = "GPU kernels need C-contiguous CSR index arrays; call cupy.ascontiguousarray first."
+        raise ValueError(msg)
     if np.dtype(indptr.dtype) not in INDEX_TYPES or (
         indices is not None and indices.dtype != indptr.dtype
     ):
@@ -153,8 +156,13 @@ def ptr(a):
     return NULL if a is None else a
 
 
-def device(a, dtype):
-    """`a` (host or device) as a C-contiguous device array of `dtype`; no copy when it already is."""
+def device(a, dtype, length: int | None = None, what: str = "the vector"):
+    """`a` (host or device) as a C-contiguous device array of `dtype`; no copy when it already is.
+    With `length`: it must be 1-D of that length (a kernel would read past a shorter one)."""
     import cupy as cp
 
-    return cp.ascontiguousarray(cp.asarray(a, dtype=dtype))
+    out = cp.ascontiguousarray(cp.asarray(a, dtype=dtype))
+    if length is not None and out.shape != (length,):
+        msg = f"{what} must hold {length} values (1-D), got shape {out.shape}."
+        raise ValueError(msg)
+    return out

@@ -20,10 +20,7 @@ def clipped_sums(data, indices, indptr, shape, clip):
 
     itype = check(data, indices, indptr)
     n_rows, n_cols = shape
-    clip = device(clip, cp.float64)
-    if clip.shape != (n_cols,):
-        msg = f"clip must hold one value per column ({n_cols}), got shape {clip.shape}."
-        raise ValueError(msg)
+    clip = device(clip, cp.float64, n_cols, "clip (one value per column)")
     sums = cp.zeros(n_cols, dtype=cp.float64)
     sumsq = cp.zeros(n_cols, dtype=cp.float64)
     if indptr is not None:

@@ -19,7 +19,7 @@ def row_sums(data, indices, indptr, shape, col_mask=None):
     sums = cp.empty(n_rows, dtype=cp.float64)
     nnz = cp.empty(n_rows, dtype=cp.int64)
     if n_rows:
-        mask = None if col_mask is None else device(col_mask, cp.uint8)
+        mask = None if col_mask is None else device(col_mask, cp.uint8, n_cols, "col_mask (a flag per column)")
         function("row_sums", data.dtype, itype)(
             warp_rows_grid(n_rows), (THREADS,),
             (data, ptr(indices), ptr(indptr), np.int64(n_rows), np.int64(n_cols), ptr(mask),
@@ -39,6 +39,6 @@ def flag_cols_above(data, indices, indptr, shape, limits):
         function("flag_cols_above", data.dtype, itype)(
             warp_rows_grid(n_rows), (THREADS,),
             (data, ptr(indices), ptr(indptr), np.int64(n_rows), np.int64(n_cols),
-             device(limits, cp.float64), flags),
+             device(limits, cp.float64, n_rows, "limits (one value per row)"), flags),
         )  # fmt: skip
     return flags.astype(bool)

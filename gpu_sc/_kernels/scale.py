@@ -14,7 +14,8 @@ def divide_rows(data, indptr, shape, divisors) -> None:
     itype = check(data, None, indptr)
     n_rows, n_cols = shape
     if n_rows:
+        divisors = device(divisors, data.dtype, n_rows, "divisors (one value per row)")
         function("divide_rows", data.dtype, itype)(
             warp_rows_grid(n_rows), (THREADS,),
-            (data, ptr(indptr), np.int64(n_rows), np.int64(n_cols), device(divisors, data.dtype)),
+            (data, ptr(indptr), np.int64(n_rows), np.int64(n_cols), divisors),
         )  # fmt: skip
