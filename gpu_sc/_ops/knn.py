@@ -3,7 +3,9 @@
 Candidates come from ||x||^2 + ||y||^2 - 2 x.y tiles (BLAS on the CPU in float64, cuBLAS in
 float32 plus our selection kernel on the GPU), then are re-ranked with distances recomputed
 directly in float64. Each row's list starts with the row itself, then ascending distance, ties
-broken by the smaller index.
+broken by the smaller index. (Where more than k + MARGIN rows tie at one distance, e.g. many
+identical cells, which of them reach the candidates, and so the list, can differ between the
+CPU and the GPU; the distances do not.)
 """
 
 from __future__ import annotations
