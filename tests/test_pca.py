@@ -134,6 +134,38 @@ def test_too_many_components(pbmc):
     assert small.obsm["X_pca"].shape == (20, 19)
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+def test_scanpy_solver_dtypes(pbmc, dense):
+    """scanpy's incremental PCA (chunked) and sparse lobpcg solver store float64 variances and
+    (lobpcg; chunked past one chunk) loadings; the same dtypes here (the values are the exact
+    PCA, which scanpy's incremental PCA only approximates). chunked alone: 6,000-row chunks."""
+    adata = _lognorm(pbmc)
+    if dense:
+        adata.X = adata.X.toarray()
+    for kwargs in ({"svd_solver": "lobpcg"}, {"chunked": True, "chunk_size": 200}, {"chunked": True}):
+        ref, got = adata.copy(), adata.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.pca(ref, n_comps=10, **kwargs)
+        pca(got, n_comps=10, **kwargs)
+        dtypes = [(a.varm["PCs"].dtype, a.uns["pca"]["variance"].dtype, a.uns["pca"]["variance_ratio"].dtype,
+                   a.obsm["X_pca"].dtype) for a in (ref, got)]  # fmt: skip
+        assert dtypes[0] == dtypes[1], (kwargs, dtypes)
+    exact = adata.copy()
+    pca(exact, n_comps=10)
+    np.testing.assert_allclose(got.uns["pca"]["variance"], exact.uns["pca"]["variance"], rtol=1e-5)
+
+
+def test_missing_mask_column_is_a_value_error(pbmc):
+    """As scanpy: ValueError (not KeyError) for a mask_var or highly_variable column that is not there."""
+    adata = _lognorm(pbmc)
+    before = adata.copy()
+    for kwargs in ({"mask_var": "nope"}, {"use_highly_variable": True}):
+        with pytest.raises(ValueError, match="not a column of adata.var"):
+            pca(adata, **kwargs)
+    assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns
+
+
 def test_options(pbmc):
     adata = _lognorm(pbmc)
     adata.layers["lg"] = adata.X.copy()

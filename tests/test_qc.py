@@ -15,8 +15,8 @@ import gpu_sc as gsc
 def _reference(adata, **kw):
     a = adata.copy()
     a.X = a.X.get() if hasattr(a.X, "get") else a.X
-    if sp.issparse(a.X):
-        a.X = sp.csr_matrix(a.X)
+    if sp.issparse(a.X):  # scipy's matrix classes (scanpy fails on sparse arrays), format kept
+        a.X = sp.csc_matrix(a.X) if a.X.format == "csc" else sp.csr_matrix(a.X)
     return sc.pp.calculate_qc_metrics(a, **kw)
 
 
@@ -55,6 +55,16 @@ def test_dtypes_follow_scanpy(pbmc, dtype):
     obs, var = gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["mt"], percent_top=(5, 50))
     _assert_frames(obs, ref_obs)
     _assert_frames(var, ref_var)
+
+
+def test_csc_counts_dtypes_follow_scanpy(pbmc):
+    """CSC: the per-gene counts take the index dtype (int32 here), the per-cell ones int64."""
+    pbmc.X = pbmc.X.tocsc()
+    ref_obs, ref_var = _reference(pbmc, qc_vars=["mt"], percent_top=(5, 50))
+    obs, var = gsc.pp.calculate_qc_metrics(pbmc, qc_vars=["mt"], percent_top=(5, 50))
+    _assert_frames(obs, ref_obs)
+    _assert_frames(var, ref_var)
+    assert obs["n_genes_by_counts"].dtype == np.int64 and var["n_cells_by_counts"].dtype == np.int32
 
 
 def test_inplace_writes_obs_and_var_and_leaves_x(pbmc):

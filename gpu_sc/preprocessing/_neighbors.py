@@ -164,7 +164,7 @@ def _representation(adata: AnnData, use_rep, n_pcs):
         return adata.X
     if use_rep not in adata.obsm:
         msg = f"{_STEP}: use_rep={use_rep!r} not in adata.obsm ({list(adata.obsm)})."
-        raise KeyError(msg)
+        raise ValueError(msg)  # as scanpy
     rep = adata.obsm[use_rep]
     if n_pcs is not None:
         if n_pcs > rep.shape[1]:
@@ -364,7 +364,11 @@ def neighbors(
     if rep.dtype.kind == "f" and not bool(xp.isfinite(rep).all()):
         msg = f"{_STEP}: the representation holds NaN or inf values; fix or drop those cells first."
         raise ValueError(msg)
-    out_dtype = np.float32 if rep.dtype == np.float32 or rep.dtype.kind != "f" else np.float64
+    # scanpy's dtypes: its exact euclidean search (sklearn) gives float64 distances, its others
+    # (sklearn's cosine, pynndescent) keep a float32 representation's float32
+    exact_euclidean = knn and instance is None and search == "brute" and metric == "euclidean"
+    single = rep.dtype == np.float32 or rep.dtype.kind != "f"
+    out_dtype = np.float32 if single and not exact_euclidean else np.float64
 
     n = adata.n_obs
     if not knn:

@@ -40,7 +40,9 @@ def normalize_total(
     adata
         Annotated data matrix with counts (non-negative, finite).
     target_sum
-        Total per cell after normalisation; ``None`` takes the median of the nonzero totals.
+        Total per cell after normalisation; ``None`` takes the median of the nonzero totals,
+        for every layout (scanpy's rule for dense data; scanpy 1.11's CSR path took the median
+        over all cells, zero totals included, until scverse/scanpy#4256 made it this one).
     exclude_highly_expressed
         Leave out of the totals every gene that has more than `max_fraction` of a cell's total
         in at least one cell.

@@ -21,6 +21,7 @@ _N_PCS = 50  # scanpy's settings.N_PCS
 #: works on the implicitly centred operator
 WIDE_GENES = 8000
 _EMPTY = object()
+_CHUNK_ROWS = 6000  # chunked=True without chunk_size: anndata's chunked_X default, as scanpy
 #: relative eigengap below which two components count as degenerate (the parity figures
 #: promise directions only for components separated by more than this)
 _GAP = 1e-3
@@ -85,8 +86,12 @@ def pca(
     than its basis needs, max(2.5 n_comps, n_comps + 24), it decomposes the small covariance
     matrix instead). `random_state` seeds its start block.
     `chunked`/`chunk_size`: the computation is always blocked; `chunk_size` sets the rows per
-    block (scanpy's incremental PCA gives the same components up to round-off; unlike it,
-    `zero_center` is honoured). ``zero_center=False`` is exact: scanpy's default there is a
+    block (default with `chunked`: 6,000, as scanpy). The result is the exact PCA; scanpy's
+    incremental PCA only approximates it (measured on 2,500 bundled brain cells, 2,000 HVGs,
+    20 components, chunk_size=300: variances off by up to 14 %, |cosine| of components 11 to
+    20 with the exact ones 0.10 to 0.77; ours within 1.5e-6 of arpack), and ignores `zero_center`,
+    which is honoured here. Its dtypes are kept: float64 variances, and float64 loadings once
+    more than one chunk is fitted (also float64 from scanpy's sparse lobpcg solver). ``zero_center=False`` is exact: scanpy's default there is a
     5-iteration randomized TruncatedSVD, so it agrees with ours closely only for the leading
     components; with ``svd_solver='arpack'`` scanpy agrees on all of them.
 
@@ -152,8 +157,7 @@ def pca(
         msg = f"{_STEP}: cannot use `layer` and `chunked` at the same time."
         raise NotImplementedError(msg)
     if chunked and chunk_size is None:
-        msg = f"{_STEP}: chunked=True needs chunk_size."
-        raise ValueError(msg)
+        chunk_size = _CHUNK_ROWS
     is_adata = isinstance(data, AnnData)
     if is_adata:
         adata = data
@@ -215,10 +219,12 @@ def pca(
         variance = x_pca.var(axis=0)
         total = float(xp.sum(xp.asarray(gene_var))) * (n_obs - 1) / n_obs
     ratio = variance / total if total > 0 else variance * np.nan
-    variance_h = to_host(variance).astype(out_dtype)
-    ratio_h = to_host(ratio).astype(out_dtype)
+    var_dtype, pcs_dtype = _scanpy_dtypes(out_dtype, chunked=chunked, chunk_size=chunk_size, n_obs=n_obs,
+                                          lobpcg_sparse=svd_solver == "lobpcg" and is_sparse(x))  # fmt: skip
+    variance_h = to_host(variance).astype(var_dtype)
+    ratio_h = to_host(ratio).astype(var_dtype)
     x_pca = x_pca.astype(dtype)
-    components = v.T.astype(out_dtype)  # (n_comps, n_genes used)
+    components = v.T.astype(pcs_dtype)  # (n_comps, n_genes used)
 
     if not is_adata:
         if return_info:
@@ -262,6 +268,17 @@ def _xp(p):
     return p.xp if isinstance(p, Chunked) else xp_of(p.data)
 
 
+def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_sparse: bool):
+    """(dtype of the variances, dtype of the loadings) as scanpy stores them: the data's float
+    dtype, except float64 from its sparse lobpcg solver, and from its incremental PCA
+    (chunked) for the variances, and for the loadings once it fits more than one chunk."""
+    if lobpcg_sparse:
+        return np.dtype(np.float64), np.dtype(np.float64)
+    if chunked:
+        return np.dtype(np.float64), np.dtype(np.float64) if n_obs > chunk_size else out_dtype
+    return out_dtype, out_dtype
+
+
 def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
     """(mask parameter as scanpy stores it, host bool mask or None), scanpy's rules."""
     hvg = _keys.VAR_HIGHLY_VARIABLE
@@ -276,7 +293,7 @@ def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
     if isinstance(mask_var, str):
         if var is None or mask_var not in var.columns:
             msg = f"{_STEP}: mask_var {mask_var!r} is not a column of adata.var."
-            raise KeyError(msg)
+            raise ValueError(msg)  # as scanpy
         return mask_var, host_bool_mask(var[mask_var].to_numpy(), n_vars, what="mask_var", step=_STEP)
     return mask_var, host_bool_mask(mask_var, n_vars, what="mask_var", step=_STEP)
 

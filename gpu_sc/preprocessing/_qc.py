@@ -57,15 +57,16 @@ def calculate_qc_metrics(
     -------
     ``(obs_metrics, var_metrics)`` DataFrames when ``inplace=False``, else ``None`` and:
 
-    ``adata.obs``: ``n_{var_type}_by_{expr_type}`` (int; indptr dtype for CSR), ``total_{expr_type}``
+    ``adata.obs``: ``n_{var_type}_by_{expr_type}`` (int; indptr dtype for CSR, else int64), ``total_{expr_type}``
     (value dtype; int64 for integer input), ``pct_{expr_type}_in_top_{n}_{var_type}`` (float64),
     ``total_{expr_type}_{qc_var}`` and ``pct_{expr_type}_{qc_var}`` for each qc var, and the
     ``log1p_`` forms when ``log1p``.
 
-    ``adata.var``: ``n_cells_by_{expr_type}`` (int64), ``mean_{expr_type}`` (float64),
+    ``adata.var``: ``n_cells_by_{expr_type}`` (int64; indptr dtype for CSC), ``mean_{expr_type}`` (float64),
     ``pct_dropout_by_{expr_type}`` (float64), ``total_{expr_type}`` and the ``log1p_`` forms.
     """
-    x = canonical(get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP), step=_STEP)
+    given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
+    x = canonical(given, step=_STEP)
     check_not_empty(x, step=_STEP)
     check_counts(x, step=_STEP)
     n_cells, n_genes = x.shape
@@ -75,8 +76,12 @@ def calculate_qc_metrics(
 
     p = _ops.parts(float_values(x))
     out_sum = sum_dtype(x.dtype)
-    layout = x._meta if is_dask(x) else x  # a Dask array's blocks are like its meta
-    nnz_dtype = layout.indptr.dtype if is_sparse(layout) else np.dtype(np.int64)
+    # scanpy's count dtypes: the index dtype along the compressed axis of a sparse matrix (cells
+    # for CSR, genes for a given CSC), int64 along the other and for dense data
+    given, layout = (a._meta if is_dask(a) else a for a in (given, x))  # Dask: blocks are like meta
+    csc = is_sparse(given) and given.format == "csc"
+    cell_nnz_dtype = layout.indptr.dtype if is_sparse(layout) and not csc else np.dtype(np.int64)
+    gene_nnz_dtype = given.indptr.dtype if csc else np.dtype(np.int64)
 
     masks = list(qc_masks.values())
     if isinstance(p, Chunked):  # every statistic in one pass over the blocks
@@ -87,7 +92,7 @@ def calculate_qc_metrics(
     gene_sums, gene_nnz = to_host(gene_sums), to_host(gene_nnz)
 
     obs = pd.DataFrame(index=adata.obs_names.copy())
-    _put(obs, K.qc_obs_n_vars(expr_type, var_type), nnz.astype(nnz_dtype), log1p)
+    _put(obs, K.qc_obs_n_vars(expr_type, var_type), nnz.astype(cell_nnz_dtype), log1p)
     _put(obs, K.qc_total(expr_type), totals.astype(out_sum), log1p)
     if ns.size:
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -100,7 +105,7 @@ def calculate_qc_metrics(
             obs[K.qc_obs_pct_qc(expr_type, q)] = obs[K.qc_obs_total_qc(expr_type, q)] / total_col * 100
 
     var = pd.DataFrame(index=adata.var_names.copy() if not use_raw else adata.raw.var_names.copy())
-    var[K.qc_var_n_cells(expr_type)] = gene_nnz.astype(np.int64)
+    var[K.qc_var_n_cells(expr_type)] = gene_nnz.astype(gene_nnz_dtype)
     _put(var, K.qc_var_mean(expr_type), gene_sums / n_cells, log1p)
     var[K.qc_var_pct_dropout(expr_type)] = (1 - gene_nnz / n_cells) * 100
     _put(var, K.qc_total(expr_type), gene_sums.astype(out_sum), log1p)
