@@ -196,3 +196,29 @@ def test_two_groups_per_population(setup):
     assert np.corrcoef(p.obs["pic_alpha"], p.obs["true_alpha"])[0, 1] > 0.5
     with pytest.raises(ValueError, match="no marker genes"):
         deconvolve(p.copy(), r, groupby="pop", a="T", b="DC", method="picseq", n_train=200)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64])
+def test_unsorted_counts_are_left_as_given(setup, dtype):
+    """A CSR whose genes are not sorted within rows (the bundled lognorm layer is such): the
+    counts are read, never reordered in the user's matrix, whether the call succeeds or fails."""
+    ref, pics = setup
+
+    def unsorted(x):
+        x = sp.csr_matrix(x, dtype=dtype)
+        rev = np.concatenate([np.arange(x.indptr[i], x.indptr[i + 1])[::-1] for i in range(x.shape[0])])
+        return sp.csr_matrix((x.data[rev], x.indices[rev], x.indptr), shape=x.shape)
+
+    ref, pics = ref.copy(), pics[:40].copy()
+    ref.X, pics.X = unsorted(ref.X), unsorted(pics.X)
+    bad = pics.copy()
+    bad.X.data = bad.X.data + np.asarray(0.5, dtype=bad.X.dtype)  # int32: + 0 (still counts)
+    before = [(a.X.data.copy(), a.X.indices.copy()) for a in (ref, pics, bad)]
+    simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=5)
+    deconvolve(pics, ref, groupby="grp", a=T, b=DC, method="picseq", n_train=200)
+    if dtype != np.int32:
+        with pytest.raises(ValueError, match="integer"):
+            deconvolve(bad, ref, groupby="grp", a=T, b=DC)
+    for a, (data, indices) in zip((ref, pics, bad), before, strict=True):
+        np.testing.assert_array_equal(a.X.data, data)
+        np.testing.assert_array_equal(a.X.indices, indices)

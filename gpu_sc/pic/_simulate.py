@@ -16,7 +16,9 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
         msg = (f"{step}: needs {what} counts on the CPU (numpy or scipy.sparse), got "
                f"{type(x).__name__}; call gpu_sc.get.to_cpu first.")
         raise TypeError(msg)
-    x = sp.csr_matrix(x, dtype=np.float64)
+    # copy=True: a dtype change alone copies the values but shares the index arrays, which
+    # sum_duplicates then sorts in place (the user's matrix would lose its gene order)
+    x = sp.csr_matrix(x, dtype=np.float64, copy=True)
     x.sum_duplicates()
     check_integer_counts(x, step=f"{step} ({what})")
     return x
