@@ -166,6 +166,18 @@ def test_missing_mask_column_is_a_value_error(pbmc):
     assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns
 
 
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_values_raise(pbmc, bad):
+    """As scanpy (through scikit-learn): NaN or inf is an error, not a NaN embedding."""
+    adata = _lognorm(pbmc)
+    adata.X.data[7] = bad
+    before = adata.obsm["X_pca"].copy()  # the bundled embedding
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        pca(adata, n_comps=5)
+    np.testing.assert_array_equal(adata.obsm["X_pca"], before)
+    assert "pca" not in adata.uns
+
+
 def test_options(pbmc):
     adata = _lognorm(pbmc)
     adata.layers["lg"] = adata.X.copy()

@@ -89,6 +89,15 @@ def test_mask_obs_leaves_other_cells(pbmc):
     np.testing.assert_allclose(pbmc.var["mean of sel"], before[m].mean(0), rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("max_value", [0, -1.0, float("nan"), "3"])
+def test_bad_max_value_leaves_data_unchanged(pbmc, max_value):
+    """A clip of [-max_value, max_value] needs max_value > 0 (0 would zero X, -1 fill it)."""
+    before = pbmc.X.copy()
+    with pytest.raises(ValueError, match="max_value must be a positive number"):
+        scale(pbmc, max_value=max_value)
+    assert (pbmc.X != before).nnz == 0 and "mean" not in pbmc.var
+
+
 def test_layer_obsm_and_arrays(pbmc):
     pbmc = _lognorm(pbmc)
     pbmc.layers["lg"] = pbmc.X.copy()

@@ -93,10 +93,7 @@ def check_counts(x, *, step: str) -> None:
         raise TypeError(msg)
     if values.size == 0 or values.dtype.kind == "u":
         return
-    if is_dask(x):  # one pass over the blocks
-        n_bad, n_neg = Chunked(x).reduce(_block_value_issues)
-    else:
-        n_bad, n_neg = _value_issues(values)
+    n_bad, n_neg = _issue_counts(x, values)
     if n_bad:
         msg = (
             f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
@@ -111,6 +108,22 @@ def check_counts(x, *, step: str) -> None:
             "centred data."
         )
         raise ValueError(msg)
+
+
+def check_finite(x, *, step: str) -> None:
+    """No NaN or inf in a float matrix (scanpy's PCA raises on them through scikit-learn)."""
+    values = x.data if is_sparse(x) else x
+    if values.dtype.kind != "f" or values.size == 0:
+        return
+    n_bad, _ = _issue_counts(x, values)
+    if n_bad:
+        msg = f"{step}: found {n_bad} non-finite values (NaN or inf) in {describe(x)}; fix or drop those entries first."
+        raise ValueError(msg)
+
+
+def _issue_counts(x, values) -> tuple[int, int]:
+    """(non-finite, negative) value counts of `x` (its `values`); Dask: one pass over the blocks."""
+    return Chunked(x).reduce(_block_value_issues) if is_dask(x) else _value_issues(values)
 
 
 def check_integer_counts(x, *, step: str) -> None:

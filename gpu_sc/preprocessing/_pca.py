@@ -12,7 +12,8 @@ from .. import _keys, _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
 from .._ops._chunked import Chunked
-from ._checks import canonical, check_not_empty, float_values, get_matrix, host_bool_mask, make_actual
+from ._checks import (canonical, check_finite, check_not_empty, float_values, get_matrix, host_bool_mask,
+                      make_actual)  # fmt: skip
 
 _STEP = "pca"
 _N_PCS = 50  # scanpy's settings.N_PCS
@@ -175,6 +176,8 @@ def pca(
     if x.dtype.kind not in "iubf":
         msg = f"{_STEP}: expects a numeric matrix, got dtype {x.dtype}."
         raise TypeError(msg)
+    if not is_dask(x):  # a Dask matrix is not read an extra time for this
+        check_finite(x, step=_STEP)
     out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     x = float_values(x)  # integers and bools: float64, as scikit-learn does
     if mask is not None:

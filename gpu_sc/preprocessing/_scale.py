@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from numbers import Real
 
 import numpy as np
 from anndata import AnnData
@@ -42,7 +43,7 @@ def scale(
         input there; we return CSR, as every gpu_sc step does).
     max_value
         Clip the scaled values to at most `max_value` (and, when zero-centring, at least
-        ``-max_value``). ``None``: no clipping.
+        ``-max_value``); a positive number (else ValueError). ``None``: no clipping.
     copy
         Work on a copy: of the AnnData (returned), or of the matrix.
     layer, obsm
@@ -70,6 +71,10 @@ def scale(
     stay sparse otherwise or when only `mask_obs` rows are centred), and it computes to the
     in-memory result.
     """
+    if max_value is not None and not (isinstance(max_value, Real) and max_value > 0):
+        msg = (f"{_STEP}: max_value must be a positive number (the clip is [-max_value, max_value]) "
+               f"or None, got {max_value!r}.")  # fmt: skip
+        raise ValueError(msg)
     if not isinstance(data, AnnData):
         if layer is not None or obsm is not None:
             msg = f"{_STEP}: `layer` and `obsm` need an AnnData, got {type(data).__name__}."
