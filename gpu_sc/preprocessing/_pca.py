@@ -90,9 +90,10 @@ def pca(
     block (default with `chunked`: 6,000, as scanpy). The result is the exact PCA; scanpy's
     incremental PCA only approximates it (measured on 2,500 bundled brain cells, 2,000 HVGs,
     20 components, chunk_size=300: variances off by up to 14 %, |cosine| of components 11 to
-    20 with the exact ones 0.10 to 0.77; ours within 1.5e-6 of arpack), and ignores `zero_center`,
-    which is honoured here. Its dtypes are kept: float64 variances, and float64 loadings once
-    more than one chunk is fitted (also float64 from scanpy's sparse lobpcg solver). ``zero_center=False`` is exact: scanpy's default there is a
+    20 with the exact ones 0.10 to 0.77; ours within 1.5e-6 of arpack), and ignores
+    `zero_center`, which is honoured here. Its dtypes are kept: float64 variances, and float64
+    loadings once more than one chunk is fitted (also float64 from scanpy's sparse lobpcg
+    solver). ``zero_center=False`` is exact: scanpy's default there is a
     5-iteration randomized TruncatedSVD, so it agrees with ours closely only for the leading
     components; with ``svd_solver='arpack'`` scanpy agrees on all of them.
 
