@@ -121,16 +121,16 @@ def test_top_sums_negative_zero(device):
     import cupy as cp
 
     d = np.array([[-0.0, 5, 3, 1, 7], [-0.0, 0, 2, 0, -0.0]])
+    # -0.0 stored explicitly (scipy drops it when converting from dense, and toarray loses its sign)
+    stored = sp.csr_matrix((np.array([-0.0, 5, 3, 1, 7, -0.0, 2, -0.0]), [0, 1, 2, 3, 4, 0, 2, 4], [0, 5, 8]),
+                           shape=d.shape)  # fmt: skip
     ns = [1, 2, 4]
     expect = np.array([[7, 12, 16], [2, 2, 2]], np.float64)
     for value, index, dense in LAYOUTS:
         if dense:
             cpu, gpu = _ops.parts(d.astype(value)), _ops.parts(cp.asarray(d.astype(value)))
-        else:  # -0.0 stored explicitly (scipy drops it when converting from dense)
-            arrays = (np.array([-0.0, 5, 3, 1, 7, -0.0, 2, -0.0], value), np.array([0, 1, 2, 3, 4, 0, 2, 4], index),
-                      np.array([0, 5, 8], index))  # fmt: skip
-            cpu = _ops.Parts(*arrays, d.shape)
-            gpu = _ops.Parts(*(cp.asarray(a) for a in arrays), d.shape)
+        else:
+            cpu, gpu = _parts_pair(stored, value, index, dense)
         np.testing.assert_array_equal(_ops.top_sums(cpu, ns), expect)
         np.testing.assert_array_equal(to_host(_ops.top_sums(gpu, ns)), expect)
 

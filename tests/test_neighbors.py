@@ -260,6 +260,16 @@ def brain_pca(brain):
     return _BRAIN["a"].copy()
 
 
+def _scanpy_neighbors(adata, monkeypatch, **kwargs):
+    """scanpy's neighbors, with csr_array.getnnz back (gone in scipy >= 1.14; scanpy's
+    transformer graphs need it)."""
+    monkeypatch.setattr(sp.csr_array, "getnnz", lambda s, axis=None: np.diff(s.indptr) if axis == 1 else s.nnz,
+                        raising=False)  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(adata, **kwargs)
+
+
 def _rows(csr, n, drop=None):
     """Each row's stored columns in stored order (without `drop`'s own index if given)."""
     return [[j for j in csr.indices[csr.indptr[i] : csr.indptr[i + 1]] if j != i][:drop] for i in range(n)]
@@ -271,12 +281,8 @@ def test_pynndescent_matches_scanpy_on_brain(brain_pca, monkeypatch):
     the same neighbours (measured: 99.9993% shared, 1 row of 10,000 differs, by a tie among the
     3 identical cells), connectivities equal up to float32 distance round-off, same uns. And
     algorithm=None picks pynndescent here (>= 8192 cells), exactly as scanpy does."""
-    monkeypatch.setattr(sp.csr_array, "getnnz", lambda s, axis=None: np.diff(s.indptr) if axis == 1 else s.nnz,
-                        raising=False)  # fmt: skip
     ref = brain_pca.copy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(ref)
+    _scanpy_neighbors(ref, monkeypatch)
     ours = brain_pca.copy()
     neighbors(ours, algorithm="pynndescent")
     n = ours.n_obs
@@ -471,16 +477,6 @@ def test_gpu_rapids_equals_brute(pbmc_pca, name, metric):
     neighbors(b, algorithm="brute", metric=metric)
     for key in ("distances", "connectivities"):
         assert abs(a.obsp[key].get() - b.obsp[key].get()).max() <= 1e-6
-
-
-def _scanpy_neighbors(adata, monkeypatch, **kwargs):
-    """scanpy's neighbors, with csr_array.getnnz back (gone in scipy >= 1.14; scanpy's
-    transformer graphs need it)."""
-    monkeypatch.setattr(sp.csr_array, "getnnz", lambda s, axis=None: np.diff(s.indptr) if axis == 1 else s.nnz,
-                        raising=False)  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        sc.pp.neighbors(adata, **kwargs)
 
 
 @pytest.mark.parametrize("method", ["umap", "gauss"])
