@@ -24,4 +24,10 @@ def divide_rows(p: Parts, divisors) -> None:
 
         gpu_divide_rows(p.data, p.indptr, p.shape, divisors)
         return
-    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=p.data.dtype))
+    divisors = np.asarray(divisors, dtype=p.data.dtype)
+    if p.data.dtype == np.float16:  # numba has no float16; numpy divides as scanpy does
+        per_value = np.repeat(divisors, np.diff(np.asarray(row_pointers(p))))
+        nonzero = per_value != 0
+        p.data[nonzero] /= per_value[nonzero]
+        return
+    _divide_rows(p.data, np.asarray(row_pointers(p)), divisors)

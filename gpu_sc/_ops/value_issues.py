@@ -28,4 +28,6 @@ def value_issues(values) -> tuple[int, int]:
 
         finite = cp.isfinite(values)
         return int((~finite).sum()), int((finite & (values < 0)).sum())
+    if values.dtype == np.float16:  # numba has no float16; every float16 is exact in float32
+        values = values.astype(np.float32)
     return _scan(np.ascontiguousarray(values).reshape(-1))

@@ -120,7 +120,7 @@ def _prepare(x, *, copy: bool):
     """CSR or C-contiguous dense with float values; a copy when asked or when the layout changes."""
     x1 = canonical(x, step=_STEP)
     check_not_empty(x1, step=_STEP)
-    if x1.dtype.kind not in "f" or x1.dtype not in (np.float32, np.float64):
+    if x1.dtype.kind != "f":
         if x1.dtype.kind not in "iubf":
             msg = f"{_STEP}: expects a numeric matrix, got dtype {x1.dtype}."
             raise TypeError(msg)
