@@ -108,3 +108,82 @@ def test_coo_matrix_input(pbmc):
     ref = gsc.pp.filter_cells(pbmc.X, min_genes=100)
     out = gsc.pp.filter_cells(pbmc.X.tocoo(), min_genes=100)
     assert np.array_equal(ref[0], out[0]) and np.array_equal(ref[1], out[1])
+
+
+LOG_STEPS = {
+    "log1p": lambda a: gsc.pp.log1p(a),
+    "hvg seurat": lambda a: gsc.pp.highly_variable_genes(a, flavor="seurat", n_top_genes=50),
+    "hvg cell_ranger": lambda a: gsc.pp.highly_variable_genes(a, flavor="cell_ranger", n_top_genes=50),
+    "hvg seurat_v3": lambda a: gsc.pp.highly_variable_genes(a, flavor="seurat_v3", n_top_genes=50),
+}
+
+
+@pytest.mark.parametrize("step", LOG_STEPS)
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dense", [False, True])
+def test_non_finite_values_raise_and_leave_adata(pbmc, step, value, dense):
+    """scanpy writes NaN (dense log1p), selects genes from NaN statistics (seurat_v3, seurat
+    with -inf) or fails inside pandas; ours say what they found, before any change."""
+    if step == "hvg seurat_v3":
+        pytest.importorskip("skmisc")
+    _poison(pbmc, value)
+    if dense:
+        pbmc.X = pbmc.X.toarray()
+    before = pbmc.copy()
+    with pytest.raises(ValueError, match="NaN or inf|non-finite|below -1"):
+        LOG_STEPS[step](pbmc)
+    assert_adata_equal(pbmc, before)
+
+
+def test_log1p_below_minus_one(pbmc):
+    """log(1 + x) is NaN below -1: an error naming the minimum, not NaN in X."""
+    _poison(pbmc, -3.0)
+    before = pbmc.copy()
+    with pytest.raises(ValueError, match=r"below -1 \(minimum -3\)"):
+        gsc.pp.log1p(pbmc)
+    assert_adata_equal(pbmc, before)
+    pbmc.X.data[7] = -0.5  # scaled data above -1 stays allowed, as in scanpy
+    gsc.pp.log1p(pbmc)
+    assert np.isfinite(pbmc.X.data).all()
+
+
+def test_seurat_hvg_on_counts_names_expm1_overflow(pbmc):
+    """flavor='seurat' takes expm1 of log data: raw float32 counts above ~88 overflow to inf."""
+    pbmc.X.data[7] = 200.0
+    before = pbmc.copy()
+    with pytest.raises(ValueError, match="too large for expm1"):
+        gsc.pp.highly_variable_genes(pbmc, flavor="seurat", n_top_genes=50)
+    assert_adata_equal(pbmc, before)
+
+
+BAD_INTS = [(10.5, TypeError), ("10", TypeError), (True, TypeError)]
+
+
+@pytest.mark.parametrize(
+    ("call", "value", "error"),
+    [("pca n_comps", v, e) for v, e in BAD_INTS + [(0, ValueError)]]
+    + [("pca random_state", v, e) for v, e in [(-1, ValueError), ("x", TypeError), (1.5, TypeError)]]
+    + [("pca chunk_size", v, e) for v, e in [(0, ValueError), (2.5, TypeError)]]
+    + [("pca dtype", v, ValueError) for v in ["int8", "nope"]]
+    + [("neighbors n_neighbors", v, e) for v, e in BAD_INTS + [(None, TypeError), (1, ValueError)]]
+    + [("neighbors n_pcs", v, e) for v, e in [(-1, ValueError), (2.5, TypeError), ("5", TypeError)]],
+)
+def test_integer_parameters_are_checked(pbmc, call, value, error):
+    """10.5 and "10" were coerced with int(); random_state=-1 failed inside numpy; n_pcs=-1 cut
+    a column off the representation; dtype="int8" truncated the embedding. Each is refused,
+    naming the parameter, before any change."""
+    step, name = call.split()
+    before = pbmc.copy()
+    run = gsc.pp.pca if step == "pca" else gsc.pp.neighbors
+    kwargs = {"n_comps": 5} if step == "pca" else {}
+    with pytest.raises(error, match=name):
+        run(pbmc, **{**kwargs, name: value})
+    assert_adata_equal(pbmc, before)
+
+
+def test_integer_parameters_accept_numpy_integers_and_generators(pbmc):
+    a = gsc.pp.pca(pbmc, n_comps=np.int64(5), copy=True)
+    b = gsc.pp.pca(pbmc, n_comps=5, random_state=np.random.RandomState(0), copy=True)
+    np.testing.assert_allclose(np.abs(a.obsm["X_pca"]), np.abs(b.obsm["X_pca"]), rtol=1e-4, atol=1e-4)
+    gsc.pp.neighbors(a, n_neighbors=np.int32(10), n_pcs=np.int64(4))
+    assert a.uns["neighbors"]["params"]["n_neighbors"] == 10

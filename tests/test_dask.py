@@ -133,6 +133,20 @@ def test_bad_counts_leave_adata_untouched(pbmc):
     assert lazy.X is before and "log1p" not in lazy.uns
 
 
+def test_non_finite_values_raise_from_dask(pbmc):
+    """log1p checks each block when it is computed; hvg finds NaN in its per-gene means (the
+    Dask matrix is not read an extra time). The source array is never changed."""
+    x = sp.csr_matrix(pbmc.X, dtype=np.float32)
+    x.data[5] = np.nan
+    lazy = pbmc.copy()
+    lazy.X = as_dask(x, 100)
+    with pytest.raises(ValueError, match="NaN or inf values in a block of the Dask array"):
+        gsc.pp.log1p(lazy.X).compute()
+    with pytest.raises(ValueError, match="the mean of 1 genes is NaN or inf"):
+        gsc.pp.highly_variable_genes(lazy, flavor="cell_ranger", n_top_genes=50)
+    assert np.isnan(x.data[5]) and "highly_variable" not in lazy.var
+
+
 def test_primitives_match_in_memory(brain):
     """Every primitive that takes a Chunked gives the in-memory answer (sums up to round-off)."""
     from gpu_sc._ops import gram

@@ -206,6 +206,20 @@ def test_warnings_and_errors(pbmc):
     assert (log.X != before.X).nnz == 0
 
 
+@pytest.mark.parametrize(("cells", "genes", "match"), [
+    (1, None, "at least 2 cells"),  # skmisc's loess segfaulted on the no varying genes left
+    (100, 3, "4 genes that vary"),  # and on 3 points
+    (3, None, "could not fit its loess trend"),  # skmisc's bytes error, given context
+])  # fmt: skip
+def test_seurat_v3_too_little_data_is_a_clear_error(pbmc, cells, genes, match):
+    pytest.importorskip("skmisc")
+    a = pbmc[:cells, :genes].copy()
+    before = a.copy()
+    with pytest.raises(ValueError, match=match):
+        highly_variable_genes(a, flavor="seurat_v3", n_top_genes=2)
+    assert a.var.equals(before.var) and "hvg" not in a.uns
+
+
 def test_view_input_leaves_parent(pbmc):
     log = _log(pbmc, "pbmc")
     view = log[:400]

@@ -178,6 +178,20 @@ def test_non_finite_values_raise(pbmc, bad):
     assert "pca" not in adata.uns
 
 
+def test_non_finite_values_outside_mask_var_are_ignored(pbmc):
+    """As scanpy: only the genes the PCA uses are checked; the result is that of the mask alone."""
+    adata = _lognorm(pbmc)
+    bad_gene = int(adata.X.indices[7])
+    mask = np.ones(adata.n_vars, dtype=bool)
+    mask[bad_gene] = False
+    ref = pca(adata, n_comps=5, mask_var=mask, copy=True)
+    adata.X.data[adata.X.indices == bad_gene] = np.nan
+    pca(adata, n_comps=5, mask_var=mask)
+    np.testing.assert_array_equal(adata.obsm["X_pca"], ref.obsm["X_pca"])
+    with pytest.raises(ValueError, match="non-finite values"):
+        pca(adata, n_comps=5, mask_var=None)
+
+
 def test_options(pbmc):
     adata = _lognorm(pbmc)
     adata.layers["lg"] = adata.X.copy()

@@ -162,6 +162,23 @@ def _block_fractions(p) -> int:
     return _fractions(p.data)
 
 
+def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = False,
+              hint: str = "") -> int | None:  # fmt: skip
+    """`value` as an int >= `minimum` (None passes when `none_ok`). Python and numpy integers
+    only: a bool, a float such as 10.5 or a string such as "10" is a mistake, not a count."""
+    want = {0: "a non-negative integer", 1: "a positive integer"}.get(
+        minimum, f"an integer >= {minimum}") + (" or None" if none_ok else "")
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool | np.bool_) or not isinstance(value, int | np.integer):
+        msg = f"{step}: {name} must be {want}{hint}, got {value!r} ({type(value).__name__})."
+        raise TypeError(msg)
+    if value < minimum:
+        msg = f"{step}: {name} must be {want}{hint}, got {value}."
+        raise ValueError(msg)
+    return int(value)
+
+
 def float_values(x):
     """`x` with float32/float64 values the kernels take; integers and bools go to float64
     (exact for counts below 2**53). Returns `x` itself when it already qualifies."""

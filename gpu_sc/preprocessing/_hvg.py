@@ -21,7 +21,7 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings
-from ._checks import canonical, check_not_empty, float_values, get_matrix, make_actual
+from ._checks import canonical, check_finite, check_not_empty, float_values, get_matrix, make_actual
 
 _STEP = "highly_variable_genes"
 _FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
@@ -140,6 +140,8 @@ def highly_variable_genes(
         msg = f"{_STEP}: expects numeric values, got dtype {values.dtype}."
         raise TypeError(msg)
     x = float_values(x)
+    if not is_dask(x):  # a Dask matrix is not read an extra time: see _check_means
+        check_finite(x, step=_STEP)
 
     if v3:
         n_top = _V3_DEFAULT_N_TOP if n_top_genes is None else int(n_top_genes)
@@ -256,6 +258,7 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             p = p._replace(data=p.data if (fresh or owned) else p.data.copy())
             _expm1_(p, log_base)
     mean, var = (to_host(a) for a in _ops.col_mean_var(p))
+    _check_means(mean, flavor)
     mean = mean.copy()
     mean[mean == 0] = 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -272,6 +275,18 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             full[col][keep] = kept[col].to_numpy()
         return pd.DataFrame(full)
     return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+
+
+def _check_means(mean, flavor) -> None:
+    """A per-gene mean (float64 sums) is finite unless the data holds NaN or inf (a Dask matrix
+    is checked here only) or, for 'seurat', expm1 overflowed on data not log1p-transformed.
+    (The variance is NaN for a single cell, as ddof=1 divides by zero.)"""
+    bad = ~np.isfinite(mean)
+    if bad.any():
+        hint = " or values too large for expm1 (flavor='seurat' expects log1p data)" if flavor == "seurat" else ""
+        msg = (f"{_STEP}: the mean of {int(bad.sum())} genes is NaN or inf: the data holds NaN or inf "
+               f"values{hint}; fix or drop those entries first.")  # fmt: skip
+        raise ValueError(msg)
 
 
 def _expressed(p):
@@ -431,6 +446,9 @@ def _loess():
     return loess
 
 
+_LOESS_MIN_POINTS = 4  # a degree-2 local fit; skmisc segfaults on 3 points or fewer
+
+
 def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     """Variance per gene of the values standardised by the loess-regularised deviation and
     clipped at sqrt(n_cells) deviations above the mean (host float64)."""
@@ -441,9 +459,20 @@ def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     xp = xp_of(mean_)  # where the data lives (a Dask array's blocks included)
     mean, var = to_host(mean_), to_host(var_)
     varies = var > 0
+    if n < 2 or varies.sum() < _LOESS_MIN_POINTS:  # fewer points crash skmisc (a segfault)
+        msg = (f"{_STEP}: flavor='seurat_v3' fits a loess trend of variance on mean, which needs at "
+               f"least 2 cells and {_LOESS_MIN_POINTS} genes that vary; got {n} cells and "
+               f"{int(varies.sum())} varying genes{' in a batch' if rows is not None else ''}.")  # fmt: skip
+        raise ValueError(msg)
     fitted = np.zeros(mean.size)
     model = loess(np.log10(mean[varies]), np.log10(var[varies]), span=span, degree=2)
-    model.fit()
+    try:
+        model.fit()
+    except ValueError as e:  # skmisc's own words are bytes from its Fortran (e.g. b'svddc failed')
+        msg = (f"{_STEP}: flavor='seurat_v3' could not fit its loess trend of variance on mean over "
+               f"{int(varies.sum())} varying genes and {n} cells (skmisc: {e}); it needs more cells "
+               "(or a larger span).")  # fmt: skip
+        raise ValueError(msg) from e
     fitted[varies] = model.outputs.fitted_values
     reg_std = np.sqrt(10**fitted)
     clip = reg_std * np.sqrt(n) + mean
@@ -457,6 +486,7 @@ def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) ->
     if check_values:
         _check_integers(x, flavor)
     mean, var = (to_host(a) for a in _ops.col_mean_var(_ops.parts(x)))
+    _check_means(mean, flavor)
     row_sets = [None] if batches is None else [rows for _, rows in batches]
     norm_vars = np.stack([_standardized_variance(x, rows, span=span, loess=loess) for rows in row_sets])
     ranks = np.argsort(np.argsort(-norm_vars, axis=1), axis=1).astype(np.float32)  # 0: most variable

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_sparse
+from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops._chunked import Chunked, check_chunked
 from ._checks import get_matrix, make_actual, set_matrix
 
@@ -72,6 +72,7 @@ def _log1p_matrix(x, *, base, copy: bool):
     if not hasattr(x, "dtype"):
         msg = f"{_STEP}: expected an array or sparse matrix, got {type(x).__name__}."
         raise TypeError(msg)
+    _check_domain(x.data if is_sparse(x) else x, lambda: describe(x))
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)  # scanpy's choice for integer input
     elif copy:
@@ -80,5 +81,22 @@ def _log1p_matrix(x, *, base, copy: bool):
     return x
 
 
+def _check_domain(values, what) -> None:
+    """Refuse, before any change, values where log(1 + x) is NaN (NaN, below -1) and inf (scanpy
+    raises on both for sparse input and writes NaN or inf for dense)."""
+    if values.dtype.kind not in "iuf" or values.size == 0:
+        return
+    xp = xp_of(values)
+    low, high = float(xp.min(values)), float(xp.max(values))  # NaN propagates into both
+    if math.isnan(low) or math.isinf(high):
+        msg = f"{_STEP}: found NaN or inf values in {what()}; fix or drop those entries first."
+        raise ValueError(msg)
+    if low < -1:
+        msg = (f"{_STEP}: found values below -1 (minimum {low:g}) in {what()}, where log(1 + x) is "
+               "undefined; log1p expects non-negative (normalised) counts.")  # fmt: skip
+        raise ValueError(msg)
+
+
 def _log1p_parts(p, base) -> None:
+    _check_domain(p.data, lambda: "a block of the Dask array")
     _ops.log1p_(p.data, base=base)

@@ -15,6 +15,7 @@ from .._ops import knn_approx
 from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
 from .._settings import settings
+from ._checks import check_int
 from .._ops.knn import BLOCK_BYTES, pairwise
 from .._ops.knn import knn as exact_knn
 
@@ -325,10 +326,9 @@ def neighbors(
         raise ValueError(msg)
     if instance is not None:
         n_neighbors = instance.get_params()["n_neighbors"]  # as scanpy: the transformer's count
-    n_neighbors = int(n_neighbors)
-    if n_neighbors < 2:
-        msg = f"{_STEP}: n_neighbors must be at least 2 (it counts the cell itself), got {n_neighbors}."
-        raise ValueError(msg)
+    n_neighbors = check_int(n_neighbors, step=_STEP, name="n_neighbors", minimum=2,
+                            hint=" (it counts the cell itself)")  # fmt: skip
+    check_int(n_pcs, step=_STEP, name="n_pcs", minimum=0, none_ok=True)
     if n_neighbors >= adata.n_obs:
         msg = f"{_STEP}: n_neighbors={n_neighbors} must be smaller than the number of cells ({adata.n_obs})."
         raise ValueError(msg)

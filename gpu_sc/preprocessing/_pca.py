@@ -12,8 +12,8 @@ from .. import _keys, _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
 from .._ops._chunked import Chunked
-from ._checks import (canonical, check_finite, check_not_empty, float_values, get_matrix, host_bool_mask,
-                      make_actual)  # fmt: skip
+from ._checks import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
+                      host_bool_mask, make_actual)  # fmt: skip
 
 _STEP = "pca"
 _N_PCS = 50  # scanpy's settings.N_PCS
@@ -160,6 +160,12 @@ def pca(
         raise NotImplementedError(msg)
     if chunked and chunk_size is None:
         chunk_size = _CHUNK_ROWS
+    check_int(n_comps, step=_STEP, name="n_comps", none_ok=True)
+    check_int(chunk_size, step=_STEP, name="chunk_size", none_ok=True)
+    _random_generator(random_state)  # a bad seed is refused before any work
+    if not _is_float_dtype(dtype):
+        msg = f"{_STEP}: dtype is the embedding's and must be a float dtype, got {dtype!r}."
+        raise ValueError(msg)
     is_adata = isinstance(data, AnnData)
     if is_adata:
         adata = data
@@ -177,13 +183,13 @@ def pca(
     if x.dtype.kind not in "iubf":
         msg = f"{_STEP}: expects a numeric matrix, got dtype {x.dtype}."
         raise TypeError(msg)
-    if not is_dask(x):  # a Dask matrix is not read an extra time for this
-        check_finite(x, step=_STEP)
     out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     x = float_values(x)  # integers and bools: float64, as scikit-learn does
     if mask is not None:
         x = Chunked(x).take_columns(np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
         x = canonical(x, step=_STEP)
+    if not is_dask(x):  # the genes used only, as scanpy; a Dask matrix is not read an extra time
+        check_finite(x, step=_STEP)
     n_obs, n_vars = x.shape
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
@@ -345,6 +351,22 @@ def _covariance_eigh(p, k: int, mean, chunk_size):
     return w[::-1][:k], vecs[:, ::-1][:, :k]
 
 
+def _is_float_dtype(dtype) -> bool:
+    try:
+        return np.dtype(dtype).kind == "f"
+    except TypeError:
+        return False
+
+
+def _random_generator(random_state):
+    """scanpy's random_state: None, a non-negative int, or a numpy RandomState or Generator."""
+    if isinstance(random_state, np.random.RandomState | np.random.Generator):
+        return random_state  # both draw standard_normal
+    seed = check_int(random_state, step=_STEP, name="random_state", minimum=0, none_ok=True,
+                     hint=" (or a numpy RandomState / Generator)")  # fmt: skip
+    return np.random.default_rng(seed)
+
+
 def _krylov_eigh(
     p,
     k: int,
@@ -367,8 +389,7 @@ def _krylov_eigh(
     if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny
         return (*_covariance_eigh(p, k, mean, chunk_size), 1)
     scale = 1.0 / max(n_obs - 1, 1)
-    seed = random_state if isinstance(random_state, int | np.integer) or random_state is None else 0
-    rng = np.random.default_rng(seed)
+    rng = _random_generator(random_state)
     basis = xp.empty((n_vars, m_max), dtype=np.float64)
     basis[:, :b], _ = xp.linalg.qr(xp.asarray(rng.standard_normal((n_vars, b))))
     t = xp.zeros((m_max, m_max), dtype=np.float64)  # Rayleigh quotient basis^T C basis
