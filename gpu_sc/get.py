@@ -19,6 +19,7 @@ from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse
 from ._settings import settings
+from .preprocessing._checks import check_anndata
 
 _EXACT_F32 = 2**24  # integers up to this magnitude are exact in float32
 
@@ -142,6 +143,7 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     cupy arrays; nothing is computed or copied until the array is. Returns the moved copy when
     ``copy``, else works in place.
     """
+    check_anndata(adata, step="to_gpu")
     return _move(adata, _to_gpu_array, copy)
 
 
@@ -152,9 +154,11 @@ def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     A Dask array is mapped lazily, each block brought back with ``.get()`` when computed.
     Returns the moved copy when ``copy``, else works in place.
     """
+    check_anndata(adata, step="to_cpu")
     return _move(adata, _to_cpu_array, copy, mappings=("layers", "obsm", "varm", "obsp", "varp"))
 
 
 def is_on_gpu(adata: AnnData) -> bool:
     """True when X lives on the GPU."""
+    check_anndata(adata, step="is_on_gpu")
     return is_gpu(adata.X)

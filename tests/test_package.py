@@ -51,6 +51,16 @@ def test_public_namespace():
         gpu_sc.nothing_here  # noqa: B018
 
 
+@pytest.mark.parametrize("name", ["to_gpu", "to_cpu", "is_on_gpu"])
+def test_get_needs_an_anndata(name):
+    import numpy as np
+
+    x = np.ones((2, 2))
+    with pytest.raises(TypeError, match=f"{name}: expected an AnnData, got ndarray"):
+        getattr(gpu_sc.get, name)(x)
+    assert (x == 1).all()
+
+
 def test_kernel_sources_found():
     d = _kernels.kernel_dir()
     assert (d / "common.cuh").is_file()

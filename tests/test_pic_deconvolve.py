@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -114,6 +116,114 @@ def test_bad_inputs(setup):
     small = p.copy()
     deconvolve(small, ref, groupby="grp", a=T, b=DC, n_umis=5000)
     assert set(small.obs["pic_status"]) == {"too_few_umis"}
+
+
+def _unchanged(adatas):
+    """A check that each AnnData still has its obs, uns keys and counts as now."""
+    before = [(a.obs.copy(), set(a.uns), a.X.copy()) for a in adatas]
+
+    def check():
+        for a, (obs, uns, x) in zip(adatas, before, strict=True):
+            assert a.obs.equals(obs) and set(a.uns) == uns and (a.X != x).nnz == 0
+
+    return check
+
+
+_BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
+    ("n_umis", 0, ValueError, "n_umis must be a positive integer or None (None: no down-sampling"),
+    ("n_umis", -1, ValueError, "n_umis must be a positive integer"),
+    ("n_umis", 10.5, TypeError, "got 10.5 (float)"),
+    ("n_umis", "1000", TypeError, "got '1000' (str)"),
+    ("n_umis", True, TypeError, "got True (bool)"),
+    ("mixture_iter", 0, ValueError, "mixture_iter must be a positive integer, got 0"),
+    ("n_train", 0, ValueError, "n_train must be a positive integer, got 0"),
+    ("n_train", 10.0, TypeError, "n_train must be a positive integer"),
+    ("cv", 1, ValueError, "cv must be an integer >= 2 (cross-validation folds), got 1"),
+    ("n_between", -1, ValueError, "n_between must be a non-negative integer, got -1"),
+    ("seed", -1, ValueError, "seed must be a non-negative integer (numpy's random generators "
+                             "take no negative seeds), got -1"),
+    ("seed", "x", TypeError, "take no negative seeds), got 'x' (str)"),
+    ("seed", None, TypeError, "take no negative seeds), got None (NoneType)"),
+    ("a", [], ValueError, "a names no group"),
+    ("b", None, TypeError, "b must be a name or a list of names, got None"),
+]
+
+
+@pytest.mark.parametrize(("arg", "value", "error", "match"), _BAD_DECONVOLVE,
+                         ids=[f"{a}={v!r}" for a, v, *_ in _BAD_DECONVOLVE])
+def test_deconvolve_refuses_bad_arguments(setup, arg, value, error, match):
+    ref, pics = setup
+    pics = pics[:30].copy()
+    unchanged = _unchanged([pics, ref])
+    kw = {"groupby": "grp", "a": T, "b": DC, "alpha_model": "posterior",
+          "method": "mixture" if arg == "mixture_iter" else "ml", arg: value}
+    with pytest.raises(error, match=re.escape(match)):
+        deconvolve(pics, ref, **kw)
+    unchanged()
+
+
+def test_deconvolve_takes_numpy_integers(setup):
+    ref, pics = setup
+    p = pics[:30].copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior", n_umis=np.int64(400),
+               seed=np.int32(3), n_between=np.uint8(5), search_genes="markers")
+    info = p.uns["pic"]
+    assert type(info["seed"]) is int and type(info["n_umis"]) is int and info["seed"] == 3
+
+
+def test_deconvolve_without_genes_says_so(setup):
+    ref, pics = setup
+    pics, ref = pics[:5, :0].copy(), ref[:, :0].copy()
+    unchanged = _unchanged([pics, ref])
+    with pytest.raises(ValueError, match="pics and singlets have no genes"):
+        deconvolve(pics, ref, groupby="grp", a=T, b=DC, alpha_model="posterior")
+    unchanged()
+
+
+_BAD_SIMULATE = [
+    ("n_pics", -3, ValueError, "n_pics must be a non-negative integer, got -3"),
+    ("n_pics", 2.5, TypeError, "n_pics must be a non-negative integer, got 2.5"),
+    ("n_umis", 0, ValueError, "n_umis must be a positive integer, got 0"),
+    ("n_umis", 1.5, TypeError, "n_umis must be a positive integer, got 1.5"),
+    ("seed", -1, ValueError, "seed must be a non-negative integer (numpy's random generators "
+                             "take no negative seeds), got -1"),
+    ("seed", "x", TypeError, "take no negative seeds), got 'x' (str)"),
+    ("a", [], ValueError, "a names no group"),
+    ("a", 5, TypeError, "a must be a name or a list of names, got 5"),
+    # deconvolve's wording, from the one shared check
+    ("b", T[:1], ValueError, "simulate_pics: groups ['CD4+/CD25 T Reg'] are in both a and b"),
+    ("sample_key", "nope", KeyError, "sample_key 'nope' is not a column"),
+]
+
+
+@pytest.mark.parametrize(("arg", "value", "error", "match"), _BAD_SIMULATE,
+                         ids=[f"{a}={v!r}" for a, v, *_ in _BAD_SIMULATE])
+def test_simulate_refuses_bad_arguments(setup, arg, value, error, match):
+    ref, _ = setup
+    unchanged = _unchanged([ref])
+    with pytest.raises(error, match=re.escape(match)):
+        simulate_pics(ref, **{"groupby": "grp", "a": T, "b": DC, "n_pics": 5, arg: value})
+    unchanged()
+
+
+def test_simulate_zero_pics_and_samples(setup):
+    """n_pics=0 gives an empty AnnData with the usual columns; with sample_key, PICs come from
+    A cells whose sample has B cells, and no such sample is a clear error."""
+    ref, _ = setup
+    empty = simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=0, composition="AAB")
+    assert empty.shape == (0, ref.n_vars) and empty.var_names.equals(ref.var_names)
+    assert list(empty.obs.columns) == ["true_alpha", "true_a", "source_a", "true_b", "source_b",
+                                       "true_a2", "source_a2"]
+    assert empty.obs["true_alpha"].dtype == np.float64
+    r = ref.copy()
+    r.obs["sample"] = np.where(r.obs["grp"].isin(T[:2] + DC), "s1", "s2")  # s2: A cells only
+    pics = simulate_pics(r, groupby="grp", a=T, b=DC, n_pics=40, sample_key="sample")
+    assert pics.n_obs > 0 and set(pics.obs["true_a"]) <= set(T[:2])
+    r.obs["sample"] = np.where(r.obs["grp"].isin(T), "s1", "s2")
+    unchanged = _unchanged([r])
+    with pytest.raises(ValueError, match=re.escape("no sample of singlets.obs['sample'] holds cells")):
+        simulate_pics(r, groupby="grp", a=T, b=DC, n_pics=5, sample_key="sample")
+    unchanged()
 
 
 def test_gpu_kernel_matches_cpu(device):

@@ -5,6 +5,7 @@ pair and alpha (independent of the deconvolution code)."""
 from __future__ import annotations
 
 import copy
+import re
 
 import anndata as ad
 import numpy as np
@@ -14,10 +15,12 @@ import scipy.sparse as sp
 from conftest import as_type
 from scipy import stats
 
+from gpu_sc.pic._deconvolve import deconvolve
 from gpu_sc.pic._expected import expected_expression
 from gpu_sc.pic._interaction import bh_fdr, interaction_genes
 from gpu_sc.pic._plot import alpha_hist, interaction_plot, pair_heatmap
 from gpu_sc.pic._qc import doublet_test, group_profiles, pic_loglik, triplet_scan
+from gpu_sc.pic._simulate import simulate_pics
 
 T_GROUPS = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
 DC, MONO = "Dendritic", "CD14+ Monocyte"
@@ -324,6 +327,61 @@ def test_bad_inputs_change_nothing(pbmc):
     pics.obs.loc[pics.obs_names[4], "pic_alpha"] = snap[0]["pic_alpha"].iloc[4]
     pics.X = snap[3].copy()
     assert_unchanged(pics, snap)
+
+
+_PIC_STEPS = {  # each public step with a non-AnnData where an AnnData belongs
+    "simulate_pics": lambda bad, s: simulate_pics(bad, groupby=GROUPBY, a=T_GROUPS, b=DC, n_pics=5),
+    "deconvolve(pics)": lambda bad, s: deconvolve(bad, s, groupby=GROUPBY, a=T_GROUPS, b=DC),
+    "deconvolve(singlets)": lambda bad, s: deconvolve(s, bad, groupby=GROUPBY, a=T_GROUPS, b=DC),
+    "expected_expression": lambda bad, s: expected_expression(bad, s, groupby=GROUPBY),
+    "interaction_genes": lambda bad, s: interaction_genes(bad),
+    "doublet_test": lambda bad, s: doublet_test(bad, s, groupby=GROUPBY),
+    "triplet_scan": lambda bad, s: triplet_scan(bad, s, groupby=GROUPBY),
+    "pair_heatmap": lambda bad, s: pair_heatmap(bad),
+    "alpha_hist": lambda bad, s: alpha_hist(bad),
+    "interaction_plot": lambda bad, s: interaction_plot(bad),
+}
+_NOT_ANNDATA = {"ndarray": np.ones((3, 765)), "DataFrame": pd.DataFrame(np.ones((3, 2))), "list": [[1, 2]]}
+
+
+@pytest.mark.parametrize("kind", _NOT_ANNDATA)
+@pytest.mark.parametrize("step", _PIC_STEPS)
+def test_non_anndata_is_a_type_error(pbmc, step, kind):
+    snap = snapshot(pbmc)
+    with pytest.raises(TypeError, match=f"{step.split('(')[0]}: expected an AnnData, got {kind}"):
+        _PIC_STEPS[step](_NOT_ANNDATA[kind], pbmc)
+    assert_unchanged(pbmc, snap)
+
+
+_BAD_LOGLIK = [  # (u, profiles, ia, ib, alpha) changes from a valid call; error; message
+    ({"u": [[1.0, 2.0, 0.0, 1.0]] * 3}, TypeError, "u must be a 2-D matrix of counts"),
+    ({"profiles": np.full((3, 2), 0.3)}, ValueError, "profiles must be genes x groups over the 4 genes of u, got shape (3, 2)"),
+    ({"ia": [0]}, ValueError, "ia must hold one value per PIC (shape (3,)), got shape (1,)"),
+    ({"alpha": [0.5, 0.5]}, ValueError, "alpha must hold one value per PIC (shape (3,)), got shape (2,)"),
+    ({"ia": [5, 1, 0]}, ValueError, "ia must index the 2 columns (groups) of profiles, 0 to 1, got values from 0 to 5"),
+    ({"ib": [-1, 0, 1]}, ValueError, "ib must index the 2 columns (groups) of profiles"),
+    ({"ia": [0.0, 1.0, 0.0]}, TypeError, "ia must hold integer column indices of profiles, got dtype float64"),
+]
+
+
+@pytest.mark.parametrize(("change", "error", "match"), _BAD_LOGLIK,
+                         ids=["u-list", "profile-genes", "ia-length", "alpha-length", "ia-range", "ib-negative", "ia-float"])
+def test_pic_loglik_refuses_mismatched_arguments(change, error, match):
+    args = {"u": sp.csr_matrix(np.ones((3, 4))), "profiles": np.full((4, 2), 0.25), "ia": [0, 1, 0],
+            "ib": [1, 0, 1], "alpha": [0.5] * 3}  # fmt: skip
+    assert pic_loglik(**args).shape == (3,)
+    with pytest.raises(error, match=re.escape(match)):
+        pic_loglik(**{**args, **change})
+
+
+def test_interaction_groupby_keys_one_string(pbmc):
+    """One column name is that column (as in pandas' groupby), not a list of its letters."""
+    pics = make_pics(pbmc, 40, b_groups=(DC, MONO))
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    want = interaction_genes(pics, groupby_keys=("pic_b",), min_pics=1, inplace=False)
+    got = interaction_genes(pics, groupby_keys="pic_b", min_pics=1)
+    pd.testing.assert_frame_equal(got, want)
+    assert pics.uns["pic_interaction"]["params"]["groupby_keys"] == ["pic_b"]
 
 
 # --------------------------------------------------------------------------- plots

@@ -12,7 +12,9 @@ from anndata import AnnData
 
 from .._backend import is_gpu, to_host
 from . import _alpha, _alpha_regression, _loglik, _posterior, _profiles
-from ._simulate import _as_list, _counts_csr, downsample_row, simulate_pics
+from ..preprocessing._checks import check_anndata, check_int
+from ._args import check_seed, population_groups
+from ._simulate import _counts_csr, downsample_row, simulate_pics
 
 _METHODS = ("ml", "picseq", "mixture")
 _ALPHA_MODELS = ("regression", "posterior")
@@ -25,21 +27,25 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
                f"({pics.n_vars} vs {singlets.n_vars} genes); subset both to the shared "
                "var_names, e.g. pics[:, genes] and singlets[:, genes].")
         raise ValueError(msg)
-    if groupby not in singlets.obs:
-        raise KeyError(f"deconvolve: {groupby!r} is not a column of singlets.obs "
-                       f"(columns: {list(singlets.obs.columns)[:20]}).")
-    labels = singlets.obs[groupby].astype(str).to_numpy()
-    ga, gb = _as_list(a), _as_list(b)
-    present = set(labels)
-    missing = [g for g in ga + gb if g not in present]
-    if missing:
-        raise KeyError(f"deconvolve: groups {missing} are not in singlets.obs[{groupby!r}] "
-                       f"(its groups: {sorted(present)[:30]}).")
-    if set(ga) & set(gb):
-        raise ValueError(f"deconvolve: groups {sorted(set(ga) & set(gb))} are in both a and b; "
-                         "each group belongs to one population.")
+    if singlets.n_vars == 0:
+        raise ValueError("deconvolve: pics and singlets have no genes; pass them with their "
+                         "raw counts over all genes.")
+    labels, ga, gb = population_groups(singlets, groupby, a, b, step="deconvolve")
     return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets.X, step="deconvolve",
                                                             what="singlets")
+
+
+def _check_ints(n_umis, seed, n_train, cv, n_between, mixture_iter) -> tuple:
+    """The integer arguments of deconvolve, checked (each the same for every method, so that
+    a mistake shows whichever method runs)."""
+    step = "deconvolve"
+    return (check_int(n_umis, step=step, name="n_umis", none_ok=True,
+                      hint=" (None: no down-sampling in ml, 1000 UMIs in picseq)"),
+            check_seed(seed, step=step),
+            check_int(n_train, step=step, name="n_train"),
+            check_int(cv, step=step, name="cv", minimum=2, hint=" (cross-validation folds)"),
+            check_int(n_between, step=step, name="n_between", minimum=0),
+            check_int(mixture_iter, step=step, name="mixture_iter"))
 
 
 def _is_dask(x) -> bool:
@@ -370,7 +376,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     eps
         Pseudo-probability added inside the log.
     seed
-        Random seed (down-sampling, simulated PICs for training and calibration).
+        Random seed, a non-negative integer (down-sampling, simulated PICs for training and
+        calibration).
     calibrate
         ml: fit the temperatures of the pair posterior and of the alpha likelihood, and the
         alpha regression, on PICs simulated from half of the reference against profiles of the
@@ -428,6 +435,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     contamination), ``pics.obsm['pic_weights']`` (PICs x groups, columns in
     ``uns['pic']['weight_groups']``; NaN rows for PICs not deconvolved).
     """
+    check_anndata(pics, step="deconvolve", name="pics")
+    check_anndata(singlets, step="deconvolve", name="singlets")
     if method not in _METHODS:
         raise ValueError(f"deconvolve: method must be one of {_METHODS}, got {method!r}.")
     if alpha_model not in _ALPHA_MODELS:
@@ -435,6 +444,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                          f"{alpha_model!r}.")
     if device not in (None, "cpu", "gpu"):
         raise ValueError(f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}.")
+    n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
+        n_umis, seed, n_train, cv, n_between, mixture_iter)
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
     device = device or ("gpu" if is_gpu(pics.X) else "cpu")
     if method == "picseq" and n_umis is None:

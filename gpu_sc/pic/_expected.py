@@ -22,6 +22,7 @@ from .._keys import (
 )
 from ..preprocessing._checks import (
     canonical,
+    check_anndata,
     check_counts,
     check_not_empty,
     float_values,
@@ -36,9 +37,7 @@ _CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 tem
 # --------------------------------------------------------------------------- shared helpers
 def obs_column(adata: AnnData, key: str, *, step: str, what: str) -> pd.Series:
     """`adata.obs[key]`, or a KeyError that says what the column should hold."""
-    if not isinstance(adata, AnnData):
-        msg = f"{step}: expected an AnnData, got {type(adata).__name__}."
-        raise TypeError(msg)
+    check_anndata(adata, step=step, name="adata")
     if key not in adata.obs:
         msg = (
             f"{step}: adata.obs has no column {key!r} ({what}); run gpu_sc.pic.deconvolve first "
@@ -105,9 +104,8 @@ def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.n
 
 
 def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
-    if not isinstance(singlets, AnnData):
-        msg = f"{step}: singlets must be an AnnData, got {type(singlets).__name__}."
-        raise TypeError(msg)
+    check_anndata(pics, step=step, name="pics")
+    check_anndata(singlets, step=step, name="singlets")
     if not pics.var_names.equals(singlets.var_names):
         msg = (
             f"{step}: PICs ({pics.n_vars} genes) and singlets ({singlets.n_vars} genes) must have the "

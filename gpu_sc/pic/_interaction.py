@@ -12,7 +12,7 @@ from scipy import stats
 
 from .._backend import is_sparse, to_host, xp_of
 from .._keys import OBS_PIC_A, OBS_PIC_B, OBS_PIC_STATUS, PIC_EXPECTED, UNS_PIC_INTERACTION
-from ..preprocessing._checks import canonical, get_matrix, make_actual
+from ..preprocessing._checks import canonical, check_anndata, get_matrix, make_actual
 from ._expected import counts_matrix, group_sums, obs_column, ok_mask
 
 _STEP = "interaction_genes"
@@ -65,7 +65,7 @@ def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[
 def interaction_genes(
     pics: AnnData,
     *,
-    groupby_keys: Sequence[str] = (OBS_PIC_A, OBS_PIC_B),
+    groupby_keys: str | Sequence[str] = (OBS_PIC_A, OBS_PIC_B),
     condition_key: str | None = None,
     min_pics: int = 10,
     min_counts: float = 20,
@@ -100,7 +100,7 @@ def interaction_genes(
     pics
         PICs with raw counts, obs group columns and the expected layer.
     groupby_keys
-        obs columns whose combination defines a PIC group.
+        obs columns whose combination defines a PIC group (one name: that column alone).
     condition_key
         Optional obs column (sample, treatment, ...) that splits groups further; PICs without a
         condition are left out.
@@ -131,6 +131,9 @@ def interaction_genes(
     (tested-gene columns in var order, see 'genes'), 'genes', 'params'}.
     Nothing changes when an error is raised.
     """
+    check_anndata(pics, step=_STEP, name="pics")
+    if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
+        groupby_keys = [groupby_keys]
     if min_pics < 1:
         msg = f"{_STEP}: min_pics must be at least 1, got {min_pics}."
         raise ValueError(msg)

@@ -20,6 +20,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_INTERACTION,
 )
+from ..preprocessing._checks import check_anndata
 from ._expected import obs_column, ok_mask
 
 
@@ -57,6 +58,7 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
 
     `normalize`: show each row (A group) as fractions of its PICs. Returns the Figure.
     """
+    check_anndata(pics, step="pair_heatmap", name="pics")
     use = ok_mask(pics, status_key=status_key)
     a = obs_column(pics, a_key, step="pair_heatmap", what="the assigned A group").astype(object)[use]
     b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
@@ -91,6 +93,7 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
                save: str | Path | None = None):  # fmt: skip
     """Histogram of the A share alpha of PICs with status 'ok'; when pics.obs[`true_key`]
     exists (synthetic PICs), a second panel plots estimated vs true alpha with R² and MAE."""
+    check_anndata(pics, step="alpha_hist", name="pics")
     use = ok_mask(pics, status_key=status_key)
     alpha = obs_column(pics, alpha_key, step="alpha_hist", what="the A share").to_numpy(dtype=float, na_value=np.nan)
     alpha_u = alpha[use & np.isfinite(alpha)]
@@ -124,6 +127,7 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
     """Observed vs expected UMIs per PIC group for the top interaction genes (smallest FDR,
     then largest chi2) or the given `genes`: one panel per gene, one point per group of
     :func:`interaction_genes`, the diagonal O = E for reference."""
+    check_anndata(pics, step="interaction_plot", name="pics")
     res = pics.uns.get(key)
     if not isinstance(res, dict) or "table" not in res:
         msg = f"interaction_plot: pics.uns[{key!r}] not found; run gpu_sc.pic.interaction_genes first."

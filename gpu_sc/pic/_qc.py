@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import is_gpu, to_host, xp_of
+from .._backend import is_gpu, is_sparse, to_host, xp_of
 from .._keys import (
     OBS_PIC_A,
     OBS_PIC_ALPHA,
@@ -89,12 +89,48 @@ def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
     """LL of every PIC (row of counts `u`, genes x groups `profiles` over the same genes) for
     groups `ia`, `ib` (int per PIC) and A share `alpha`: sum_g u_g log(alpha P[g,a] +
     (1 - alpha) P[g,b] + eps). float64, on the device of `u`."""
+    _check_loglik_args(u, profiles, ia, ib, alpha)
     xp = xp_of(u)
     rows, cols, vals = nonzeros(u)
     ia, ib, al = (xp.asarray(v) for v in (ia, ib, alpha))
     pa = profiles[cols, ia[rows]]
     pb = profiles[cols, ib[rows]]
     return _ll(xp, rows, vals.astype(xp.float64), u.shape[0], pa, pb, al.astype(xp.float64), eps)
+
+
+def _shape(v) -> tuple:
+    return tuple(v.shape) if hasattr(v, "shape") else np.shape(v)  # np.shape would dispatch cupy
+
+
+def _check_loglik_args(u, profiles, ia, ib, alpha) -> None:
+    """Shapes and group indices of pic_loglik's arguments (a mismatch would otherwise surface
+    as an IndexError deep in the fancy indexing, or pass silently where it broadcasts)."""
+    step = "pic_loglik"
+    if not (is_sparse(u) or isinstance(u, np.ndarray) or is_gpu(u)) or len(u.shape) != 2:
+        shape = f" of shape {u.shape}" if hasattr(u, "shape") else ""
+        msg = (f"{step}: u must be a 2-D matrix of counts (PICs x genes; numpy, scipy.sparse or "
+               f"cupy), got {type(u).__name__}{shape}.")
+        raise TypeError(msg)
+    n, n_genes = u.shape
+    shape = _shape(profiles)
+    if len(shape) != 2 or shape[0] != n_genes:
+        msg = (f"{step}: profiles must be genes x groups over the {n_genes} genes of u, got shape "
+               f"{shape}; pass profiles over the same genes as u's columns.")
+        raise ValueError(msg)
+    for name, v in (("ia", ia), ("ib", ib), ("alpha", alpha)):
+        got = _shape(v)
+        if got != (n,):
+            msg = f"{step}: {name} must hold one value per PIC (shape ({n},)), got shape {got}."
+            raise ValueError(msg)
+    for name, v in (("ia", ia), ("ib", ib)):
+        v = np.asarray(to_host(v) if is_gpu(v) else v)
+        if v.dtype.kind not in "iu":
+            msg = f"{step}: {name} must hold integer column indices of profiles, got dtype {v.dtype}."
+            raise TypeError(msg)
+        if n and (v.min() < 0 or v.max() >= shape[1]):
+            msg = (f"{step}: {name} must index the {shape[1]} columns (groups) of profiles, 0 to "
+                   f"{shape[1] - 1}, got values from {v.min()} to {v.max()}.")
+            raise ValueError(msg)
 
 
 def _ll(xp, rows, vals, n, pa, pb, alpha, eps):

@@ -7,7 +7,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..preprocessing._checks import check_integer_counts
+from ..preprocessing._checks import check_anndata, check_int, check_integer_counts
+from ._args import check_seed, population_groups
 
 
 def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
@@ -22,10 +23,6 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
     x.sum_duplicates()
     check_integer_counts(x, step=f"{step} ({what})")
     return x
-
-
-def _as_list(v) -> list[str]:
-    return [v] if isinstance(v, str) else [str(x) for x in v]
 
 
 def downsample_row(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -58,15 +55,16 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     a, b
         Group name(s) forming population A and population B.
     n_pics
-        Number of attempts; only PICs totalling exactly ``n_umis`` are kept.
+        Number of attempts (0 or more); only PICs totalling exactly ``n_umis`` are kept, so the
+        result may have fewer (none: an AnnData with no rows and the obs columns below).
     n_umis
-        Target total of each PIC.
+        Target total of each PIC (a positive integer).
     composition
         ``"AB"`` (doublet), ``"AAB"`` or ``"ABB"`` (triplets).
     sample_key
         If given, all members of a PIC come from the same sample.
     seed
-        Random seed.
+        Random seed (a non-negative integer).
 
     Returns
     -------
@@ -74,27 +72,35 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     (share of UMIs from the A member(s)), ``source_a``, ``source_b`` and for triplets
     ``true_a2``/``source_a2`` or ``true_b2``/``source_b2``.
     """
+    step = "simulate_pics"
+    check_anndata(singlets, step=step, name="singlets")
     if composition not in ("AB", "AAB", "ABB"):
-        raise ValueError(f"composition must be 'AB', 'AAB' or 'ABB', got {composition!r}.")
-    if groupby not in singlets.obs:
-        raise KeyError(f"{groupby!r} is not a column of singlets.obs.")
-    x = _counts_csr(singlets.X, step="simulate_pics", what="singlets")
-    labels = singlets.obs[groupby].astype(str).to_numpy()
-    ga, gb = _as_list(a), _as_list(b)
-    missing = [g for g in ga + gb if g not in set(labels)]
-    if missing:
-        raise KeyError(f"groups {missing} not found in singlets.obs[{groupby!r}].")
+        raise ValueError(f"{step}: composition must be 'AB', 'AAB' or 'ABB', got {composition!r}.")
+    n_pics = check_int(n_pics, step=step, name="n_pics", minimum=0)
+    n_umis = check_int(n_umis, step=step, name="n_umis")
+    seed = check_seed(seed, step=step)
+    labels, ga, gb = population_groups(singlets, groupby, a, b, step=step)
+    if sample_key is not None and sample_key not in singlets.obs:
+        raise KeyError(f"{step}: sample_key {sample_key!r} is not a column of singlets.obs "
+                       f"(columns: {list(singlets.obs.columns)[:20]}).")
+    x = _counts_csr(singlets.X, step=step, what="singlets")
     totals = np.asarray(x.sum(1)).ravel()
-    samples = (singlets.obs[sample_key].astype(str).to_numpy() if sample_key
+    samples = (singlets.obs[sample_key].astype(str).to_numpy() if sample_key is not None
                else np.zeros(singlets.n_obs, dtype=object))
     pool_a = np.flatnonzero(np.isin(labels, ga))
     pool_b = np.flatnonzero(np.isin(labels, gb))
+    if sample_key is not None:  # a PIC starts from an A cell whose sample holds B cells
+        pool_a = pool_a[np.isin(samples[pool_a], samples[pool_b])]
+        if pool_a.size == 0:
+            raise ValueError(f"{step}: no sample of singlets.obs[{sample_key!r}] holds cells of "
+                             "both a and b; PICs pair cells of one sample, so pass sample_key="
+                             "None or groups that share a sample.")
     rng = np.random.default_rng(seed)
     roles = list(composition)
     # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
     # PICs x genes
     pieces_r, pieces_c, pieces_v, meta = [], [], [], []
-    for _ in range(int(n_pics)):
+    for _ in range(n_pics):
         first = pool_a[rng.integers(pool_a.size)]
         s = samples[first]
         members = []
@@ -132,5 +138,10 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
                                                       cat(pieces_c, np.int64))),
                         shape=(len(meta), x.shape[1])).tocsr()  # sums the members' counts
     mat.eliminate_zeros()
-    obs = pd.DataFrame(meta, index=[f"pic{i}" for i in range(len(meta))])
+    # the columns named, so that an empty result (n_pics=0, or no attempt reached n_umis)
+    # still has them
+    extra = {"AAB": ["true_a2", "source_a2"], "ABB": ["true_b2", "source_b2"]}.get(composition, [])
+    obs = pd.DataFrame(meta, index=[f"pic{i}" for i in range(len(meta))],
+                       columns=["true_alpha", "true_a", "source_a", "true_b", "source_b", *extra])
+    obs["true_alpha"] = obs["true_alpha"].astype(np.float64)
     return AnnData(X=mat, obs=obs, var=pd.DataFrame(index=singlets.var_names.copy()))

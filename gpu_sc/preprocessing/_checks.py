@@ -12,12 +12,17 @@ from .._ops._layout import in_layout
 from .._ops.value_issues import value_issues
 
 
+def check_anndata(adata, *, step: str, name: str = "adata") -> None:
+    if not isinstance(adata, AnnData):
+        msg = (f"{step}: expected an AnnData, got {type(adata).__name__} for {name}; wrap a "
+               "matrix or DataFrame with anndata.AnnData(...) first.")  # fmt: skip
+        raise TypeError(msg)
+
+
 def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = None,
                use_raw: bool = False, step: str):  # fmt: skip
     """The matrix a step works on: X, a layer, an obsm entry or raw.X (never a copy)."""
-    if not isinstance(adata, AnnData):
-        msg = f"{step}: expected an AnnData, got {type(adata).__name__}."
-        raise TypeError(msg)
+    check_anndata(adata, step=step)
     chosen = [n for n, v in (("layer", layer), ("obsm", obsm), ("use_raw", use_raw)) if v]
     if len(chosen) > 1:
         msg = f"{step}: pass at most one of layer, obsm and use_raw; got {', '.join(chosen)}."

@@ -15,7 +15,7 @@ from .._ops import knn_approx
 from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
 from .._settings import settings
-from ._checks import check_int
+from ._checks import check_anndata, check_int
 from .._ops.knn import BLOCK_BYTES, pairwise
 from .._ops.knn import knn as exact_knn
 
@@ -301,9 +301,7 @@ def neighbors(
     ImportError
         ``algorithm`` names a package that is not installed.
     """
-    if not isinstance(adata, AnnData):
-        msg = f"{_STEP}: expected an AnnData, got {type(adata).__name__}."
-        raise TypeError(msg)
+    check_anndata(adata, step=_STEP)
     knn = bool(knn)
     if method not in ("umap", "gauss"):
         msg = f"{_STEP}: method must be 'umap' or 'gauss', got {method!r}."

@@ -11,6 +11,7 @@ from anndata import AnnData
 from .._backend import is_gpu
 from .._settings import settings
 from ..get import _to_cpu_array as _host  # host copy, same container type
+from ..preprocessing._checks import check_anndata
 
 
 def _gpu_graph(adata: AnnData, neighbors_key: str | None) -> bool:
@@ -37,9 +38,7 @@ def run(name: str, adata: AnnData, kwargs: dict):
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
     imports, else scanpy on a host shallow copy whose new obs/obsm/uns entries are copied back
     (obsm results go back to the GPU when the graph lives there)."""
-    if not isinstance(adata, AnnData):
-        msg = f"{name}: expected an AnnData, got {type(adata).__name__}."
-        raise TypeError(msg)
+    check_anndata(adata, step=name)
     on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key"))
     if kwargs.get("copy"):
         adata = adata.copy()

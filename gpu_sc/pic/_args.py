@@ -1,0 +1,51 @@
+"""Argument checks shared by the PIC steps, so that every step words the same mistake alike and
+refuses it before anything is computed or written."""
+
+from __future__ import annotations
+
+import numpy as np
+from anndata import AnnData
+
+from ..preprocessing._checks import check_int
+
+
+def check_seed(seed, *, step: str) -> int:
+    # numpy's generators refuse negative seeds with a message that names neither step nor seed
+    return check_int(seed, step=step, name="seed", minimum=0,
+                     hint=" (numpy's random generators take no negative seeds)")
+
+
+def _names(value, *, step: str, name: str) -> list[str]:
+    """A name or a list of names as a list of str (a single string is one name, not its
+    characters)."""
+    if isinstance(value, str):
+        return [value]
+    if value is None or not np.iterable(value):
+        msg = (f"{step}: {name} must be a name or a list of names, got {value!r} "
+               f"({type(value).__name__}).")
+        raise TypeError(msg)
+    return [str(v) for v in value]
+
+
+def population_groups(singlets: AnnData, groupby: str, a, b, *,
+                      step: str) -> tuple[np.ndarray, list[str], list[str]]:  # fmt: skip
+    """(label per singlet as str, A groups, B groups): `a` and `b` checked to be non-empty,
+    present in singlets.obs[groupby] and disjoint."""
+    if groupby not in singlets.obs:
+        raise KeyError(f"{step}: {groupby!r} is not a column of singlets.obs "
+                       f"(columns: {list(singlets.obs.columns)[:20]}).")
+    labels = singlets.obs[groupby].astype(str).to_numpy()
+    ga, gb = _names(a, step=step, name="a"), _names(b, step=step, name="b")
+    for side, groups in (("a", ga), ("b", gb)):
+        if not groups:
+            raise ValueError(f"{step}: {side} names no group; pass one or more groups of "
+                             f"singlets.obs[{groupby!r}].")
+    present = set(labels)
+    missing = [g for g in ga + gb if g not in present]
+    if missing:
+        raise KeyError(f"{step}: groups {missing} are not in singlets.obs[{groupby!r}] "
+                       f"(its groups: {sorted(present)[:30]}).")
+    if set(ga) & set(gb):
+        raise ValueError(f"{step}: groups {sorted(set(ga) & set(gb))} are in both a and b; "
+                         "each group belongs to one population.")
+    return labels, ga, gb
