@@ -146,6 +146,12 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("seed", None, TypeError, "take no negative seeds), got None (NoneType)"),
     ("a", [], ValueError, "a names no group"),
     ("b", None, TypeError, "b must be a name or a list of names, got None"),
+    ("eps", -1.0, ValueError, "deconvolve: eps must be a finite number 0 or more, got -1.0"),
+    ("eps", float("nan"), ValueError, "eps must be a finite number 0 or more, got nan"),
+    ("concentration", 0, ValueError, "deconvolve: concentration must be a finite number above 0"),
+    ("search_genes", "some", ValueError, "deconvolve: search_genes must be 'all' or 'markers'"),
+    ("blacklist", ["^MT-", "("], ValueError, "deconvolve: blacklist pattern '(' is not a regular"),
+    ("markers", "NOPE", KeyError, "deconvolve: markers ['NOPE'] are not in singlets.var_names"),
 ]
 
 
@@ -156,10 +162,20 @@ def test_deconvolve_refuses_bad_arguments(setup, arg, value, error, match):
     pics = pics[:30].copy()
     unchanged = _unchanged([pics, ref])
     kw = {"groupby": "grp", "a": T, "b": DC, "alpha_model": "posterior",
-          "method": "mixture" if arg == "mixture_iter" else "ml", arg: value}
+          "method": "mixture" if arg in ("mixture_iter", "concentration") else "ml", arg: value}
     with pytest.raises(error, match=re.escape(match)):
         deconvolve(pics, ref, **kw)
     unchanged()
+
+
+def test_blacklist_string_is_one_pattern(setup):
+    """A single pattern string was iterated by letter, and '^' then matched every gene."""
+    ref, pics = setup
+    one, listed = pics[:20].copy(), pics[:20].copy()
+    kw = {"groupby": "grp", "a": T, "b": DC, "method": "picseq", "n_train": 200, "cv": 2}
+    deconvolve(one, ref, blacklist="^RP[LS]", **kw)
+    deconvolve(listed, ref, blacklist=["^RP[LS]"], **kw)
+    assert one.uns["pic"]["markers"] == listed.uns["pic"]["markers"] != []
 
 
 def test_deconvolve_takes_numpy_integers(setup):

@@ -361,11 +361,13 @@ _BAD_LOGLIK = [  # (u, profiles, ia, ib, alpha) changes from a valid call; error
     ({"ia": [5, 1, 0]}, ValueError, "ia must index the 2 columns (groups) of profiles, 0 to 1, got values from 0 to 5"),
     ({"ib": [-1, 0, 1]}, ValueError, "ib must index the 2 columns (groups) of profiles"),
     ({"ia": [0.0, 1.0, 0.0]}, TypeError, "ia must hold integer column indices of profiles, got dtype float64"),
+    ({"alpha": [0.5, 1.5, 0.2]}, ValueError, "alpha is the A share of each PIC and must lie in [0, 1]"),
 ]
 
 
 @pytest.mark.parametrize(("change", "error", "match"), _BAD_LOGLIK,
-                         ids=["u-list", "profile-genes", "ia-length", "alpha-length", "ia-range", "ib-negative", "ia-float"])
+                         ids=["u-list", "profile-genes", "ia-length", "alpha-length", "ia-range", "ib-negative", "ia-float",
+                              "alpha-range"])
 def test_pic_loglik_refuses_mismatched_arguments(change, error, match):
     args = {"u": sp.csr_matrix(np.ones((3, 4))), "profiles": np.full((4, 2), 0.25), "ia": [0, 1, 0],
             "ib": [1, 0, 1], "alpha": [0.5] * 3}  # fmt: skip

@@ -15,7 +15,7 @@ def check_seed(seed, *, step: str) -> int:
                      hint=" (numpy's random generators take no negative seeds)")
 
 
-def _names(value, *, step: str, name: str) -> list[str]:
+def names_list(value, *, step: str, name: str) -> list[str]:
     """A name or a list of names as a list of str (a single string is one name, not its
     characters)."""
     if isinstance(value, str):
@@ -35,7 +35,7 @@ def population_groups(singlets: AnnData, groupby: str, a, b, *,
         raise KeyError(f"{step}: {groupby!r} is not a column of singlets.obs "
                        f"(columns: {list(singlets.obs.columns)[:20]}).")
     labels = singlets.obs[groupby].astype(str).to_numpy()
-    ga, gb = _names(a, step=step, name="a"), _names(b, step=step, name="b")
+    ga, gb = names_list(a, step=step, name="a"), names_list(b, step=step, name="b")
     for side, groups in (("a", ga), ("b", gb)):
         if not groups:
             raise ValueError(f"{step}: {side} names no group; pass one or more groups of "

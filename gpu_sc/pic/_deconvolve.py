@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 import sys
 from dataclasses import dataclass
 
@@ -13,7 +15,7 @@ from anndata import AnnData
 from .._backend import is_gpu, to_host
 from . import _alpha, _alpha_regression, _loglik, _posterior, _profiles
 from ..preprocessing._checks import check_anndata, check_int
-from ._args import check_seed, population_groups
+from ._args import check_seed, names_list, population_groups
 from ._simulate import _counts_csr, downsample_row, simulate_pics
 
 _METHODS = ("ml", "picseq", "mixture")
@@ -46,6 +48,32 @@ def _check_ints(n_umis, seed, n_train, cv, n_between, mixture_iter) -> tuple:
             check_int(cv, step=step, name="cv", minimum=2, hint=" (cross-validation folds)"),
             check_int(n_between, step=step, name="n_between", minimum=0),
             check_int(mixture_iter, step=step, name="mixture_iter"))
+
+
+def _check_options(eps, concentration, search_genes, markers, blacklist, var_names) -> tuple:
+    """The other arguments that the engines would refuse (or misread) only deep inside a run:
+    (markers as a list of names, blacklist as compiled patterns)."""
+    step = "deconvolve"
+    for name, value, low in (("eps", eps, "0 or more"), ("concentration", concentration, "above 0")):
+        ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or value < 0 or (name == "concentration" and value == 0):
+            raise ValueError(f"{step}: {name} must be a finite number {low}, got {value!r}.")
+    if search_genes not in ("all", "markers"):
+        raise ValueError(f"{step}: search_genes must be 'all' or 'markers', got {search_genes!r}.")
+    if markers is not None:
+        markers = names_list(markers, step=step, name="markers")
+        known = set(var_names)
+        missing = [g for g in markers if g not in known]
+        if missing:
+            raise KeyError(f"{step}: markers {missing[:5]} are not in singlets.var_names; pass "
+                           "gene names shared by pics and singlets.")
+    patterns = [blacklist] if isinstance(blacklist, str | re.Pattern) else list(blacklist or ())
+    try:  # a pattern string (one, not its letters) or a compiled pattern each
+        blacklist = [re.compile(p) for p in patterns]
+    except re.error as e:
+        raise ValueError(f"{step}: blacklist pattern {e.pattern!r} is not a regular expression "
+                         f"({e}).") from e
+    return markers, blacklist
 
 
 def _is_dask(x) -> bool:
@@ -446,6 +474,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         raise ValueError(f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}.")
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)
+    markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
+                                        singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
     device = device or ("gpu" if is_gpu(pics.X) else "cpu")
     if method == "picseq" and n_umis is None:
