@@ -124,7 +124,8 @@ def _check_loglik_args(u, profiles, ia, ib, alpha) -> None:
             raise ValueError(msg)
     al = np.asarray(to_host(alpha) if is_gpu(alpha) else alpha, dtype=np.float64)
     if n and not ((al >= 0) & (al <= 1)).all():  # NaN fails too
-        msg = f"{step}: alpha is the A share of each PIC and must lie in [0, 1], got values from {al.min()} to {al.max()}."
+        msg = (f"{step}: alpha is the A share of each PIC and must lie in [0, 1], got values from "
+               f"{al.min()} to {al.max()}.")
         raise ValueError(msg)
     for name, v in (("ia", ia), ("ib", ib)):
         v = np.asarray(to_host(v) if is_gpu(v) else v)
