@@ -122,15 +122,25 @@ def _to_cpu_dask(x):
 
 
 def _move(adata: AnnData, fn, copy: bool, mappings=("layers", "obsm")) -> AnnData | None:
+    # every array is moved before any is assigned, so a failure (no CuPy, out of memory) leaves
+    # adata as it was; arrays already in place are not reassigned (a view's would share the
+    # parent's memory)
+    sources = [(("X", None), adata.X)]
+    sources += [((name, key), value) for name in mappings for key, value in getattr(adata, name).items()]
+    moved = {}
+    for where, value in sources:
+        out = fn(value)
+        if out is not value:
+            moved[where] = out
     if copy:
         adata = adata.copy()
     elif adata.is_view:
         adata._init_as_actual(adata.copy())
-    adata.X = fn(adata.X)
-    for name in mappings:
-        mapping = getattr(adata, name)
-        for key in list(mapping):
-            mapping[key] = fn(mapping[key])
+    for (name, key), value in moved.items():
+        if name == "X":
+            adata.X = value
+        else:
+            getattr(adata, name)[key] = value
     return adata if copy else None
 
 

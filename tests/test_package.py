@@ -61,6 +61,40 @@ def test_get_needs_an_anndata(name):
     assert (x == 1).all()
 
 
+def test_failed_move_leaves_adata(pbmc, monkeypatch):
+    """A move that fails part-way (no CuPy, device out of memory) changes nothing: before, X
+    was already on the device and a view had become an actual AnnData."""
+    import gpu_sc.get as get
+
+    calls = []
+
+    def fail_on_second(x):
+        calls.append(x)
+        if len(calls) == 2:
+            raise MemoryError("out of device memory")
+        return x.copy()
+
+    monkeypatch.setattr(get, "_to_gpu_array", fail_on_second)
+    assert len(pbmc.obsm) >= 1  # X and at least one obsm array to move
+    x, view = pbmc.X, pbmc[:10]
+    for adata in (pbmc, view):
+        calls.clear()
+        with pytest.raises(MemoryError):
+            get.to_gpu(adata)
+    assert pbmc.X is x and view.is_view
+
+
+def test_moved_copy_of_a_view_owns_its_data(pbmc):
+    """Host arrays of a view are not reassigned into the copy, which would share the parent's memory."""
+    pbmc.X = pbmc.X.toarray()
+    view = pbmc[:10]
+    out = gpu_sc.get.to_cpu(view, copy=True)
+    out.X[0, 0] = -5
+    gpu_sc.get.to_cpu(view)
+    view.X[0, 1] = -7
+    assert pbmc.X[0, 0] != -5 and pbmc.X[0, 1] != -7
+
+
 def test_kernel_sources_found():
     d = _kernels.kernel_dir()
     assert (d / "common.cuh").is_file()

@@ -148,6 +148,11 @@ def test_bh_against_scipy_and_statsmodels():
     np.testing.assert_allclose(np.delete(q2, [0, 11]), q, rtol=1e-12)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         bh_fdr([0.1, 1.5])
+    with pytest.raises(TypeError, match="pvalues must be numbers"):
+        bh_fdr(["x", 0.1])
+    for bad in (None, 0.5, [[0.1, 0.2]]):  # None and a scalar gave a 0-d NaN array
+        with pytest.raises(ValueError, match="must be a 1-D array"):
+            bh_fdr(bad)
 
 
 def test_chi2_on_constructed_example():

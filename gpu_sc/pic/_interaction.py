@@ -24,7 +24,12 @@ def bh_fdr(pvalues) -> np.ndarray:
 
     q_(i) = min_{j >= i} p_(j) * m / j over the m finite p-values sorted ascending, capped at 1.
     """
-    p = np.asarray(pvalues, dtype=np.float64)
+    try:
+        p = np.asarray(pvalues, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"bh_fdr: pvalues must be numbers, got {type(pvalues).__name__} ({e}).") from e
+    if p.ndim != 1:
+        raise ValueError(f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}.")
     q = np.full(p.shape, np.nan)
     finite = np.isfinite(p)
     pf = p[finite]
