@@ -282,6 +282,19 @@ def _on_device(fn):
     return wrapped
 
 
+def _copying_host_input(convert):
+    """cupy.asarray & co. of a host array copy it to the device, so the result never shares
+    the host array's memory (NumPy's would return the array itself)."""
+
+    def wrapped(a, *args, **kwargs):
+        out = convert(a, *args, **kwargs)
+        host = isinstance(a, np.ndarray) and not isinstance(a, ndarray)
+        return out.copy() if host and np.shares_memory(out, a) else out
+
+    wrapped.__name__ = convert.__name__
+    return wrapped
+
+
 _CUPY_NAMES = frozenset(
     line for line in Path(__file__).with_name("cupy_names.txt").read_text().split("\n")
     if line and not line.startswith("#"))
@@ -296,6 +309,8 @@ def _namespace(source, prefix: str):
             raise AttributeError(f"module 'cupy{'.' + prefix.rstrip('.') if prefix else ''}' "
                                  f"has no attribute '{name}' (CuPy lacks it)")
         value = getattr(source, name)
+        if name in _CONVERTERS and not prefix:
+            return _on_device(_copying_host_input(value))
         if callable(value) and not isinstance(value, type | np.ufunc):
             return _on_device(value)
         return value

@@ -136,6 +136,8 @@ for _name in ("__matmul__", "__rmatmul__", "__mul__", "__rmul__", "dot", "multip
 def _stand_in(host: type, fmt: str) -> type:
     def __init__(self, arg1, shape=None, dtype=None, copy=False, **kw):  # noqa: N807
         self._check_init(arg1)
+        if sp.issparse(arg1) and not isinstance(arg1, spmatrix):
+            copy = True  # a host matrix is copied to the device, as cupyx does
         host.__init__(self, arg1, shape=shape, dtype=dtype, copy=copy, **kw)
         self._to_device()
 
