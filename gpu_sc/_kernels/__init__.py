@@ -127,7 +127,8 @@ def function(name: str, *dtypes: np.dtype):
 def check(data, indices, indptr) -> np.dtype:
     """Validate dtypes and contiguity; return the index dtype to instantiate for."""
     if np.dtype(data.dtype) not in VALUE_TYPES:
-        msg = f"GPU kernels take float32 or float64 values, got {data.dtype}; convert with .astype(numpy.float32)."
+        msg = (f"GPU kernels take float32 or float64 values, got {data.dtype}; convert with "
+               ".astype(numpy.float32).")
         raise TypeError(msg)
     if not data.flags.c_contiguous:
         msg = "GPU kernels need C-contiguous values; call cupy.ascontiguousarray first."

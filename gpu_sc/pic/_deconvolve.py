@@ -55,7 +55,8 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
     (markers as a list of names, blacklist as compiled patterns)."""
     step = "deconvolve"
     for name, value, low in (("eps", eps, "0 or more"), ("concentration", concentration, "above 0")):
-        ok = isinstance(value, int | float | np.number) and not isinstance(value, bool) and math.isfinite(value)
+        ok = (isinstance(value, int | float | np.number) and not isinstance(value, bool)
+              and math.isfinite(value))  # fmt: skip
         if not ok or value < 0 or (name == "concentration" and value == 0):
             raise ValueError(f"{step}: {name} must be a finite number {low}, got {value!r}.")
     if search_genes not in ("all", "markers"):
@@ -120,8 +121,6 @@ class _MLDesign:
     """
 
     def __init__(self, s, labels, ga, gb, markers, n_between: int, genes: str):
-        if genes not in ("all", "markers"):
-            raise ValueError(f"search_genes must be 'all' or 'markers', got {genes!r}.")
         self.all = genes == "all"
         if self.all:
             return

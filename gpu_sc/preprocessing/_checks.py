@@ -122,7 +122,8 @@ def check_finite(x, *, step: str) -> None:
         return
     n_bad, _ = _issue_counts(x, values)
     if n_bad:
-        msg = f"{step}: found {n_bad} non-finite values (NaN or inf) in {describe(x)}; fix or drop those entries first."
+        msg = (f"{step}: found {n_bad} non-finite values (NaN or inf) in {describe(x)}; fix or drop "
+               "those entries first.")
         raise ValueError(msg)
 
 

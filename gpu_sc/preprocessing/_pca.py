@@ -160,9 +160,9 @@ def pca(
         raise NotImplementedError(msg)
     if chunked and chunk_size is None:
         chunk_size = _CHUNK_ROWS
-    check_int(n_comps, step=_STEP, name="n_comps", none_ok=True)
+    n_comps = check_int(n_comps, step=_STEP, name="n_comps", none_ok=True)
     check_int(chunk_size, step=_STEP, name="chunk_size", none_ok=True)
-    _random_generator(random_state)  # a bad seed is refused before any work
+    rng = _random_generator(random_state)  # a bad seed is refused before any work
     if not _is_float_dtype(dtype):
         msg = f"{_STEP}: dtype is the embedding's and must be a float dtype, got {dtype!r}."
         raise ValueError(msg)
@@ -194,7 +194,6 @@ def pca(
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
         n_comps = min_dim - 1 if min_dim <= _N_PCS else _N_PCS
-    n_comps = int(n_comps)
     limit = min(n_obs, n_vars)
     if not 1 <= n_comps < limit:
         msg = (
@@ -214,7 +213,7 @@ def pca(
     if wide and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
         evals, v = _cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
-        evals, v, _ = _krylov_eigh(p, n_comps, centre, random_state, step_rows)
+        evals, v, _ = _krylov_eigh(p, n_comps, centre, rng, step_rows)
     else:
         evals, v = _covariance_eigh(p, n_comps, centre, step_rows)
     evals = xp.maximum(evals, 0)  # round-off below zero, as scikit-learn clips
