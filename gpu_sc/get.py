@@ -154,6 +154,10 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     ``copy``, else works in place.
     """
     check_anndata(adata, step="to_gpu")
+    if adata.isbacked:  # X is an h5py dataset on disk; moving the rest would split the AnnData
+        msg = (f"to_gpu: adata is backed (X stays in {adata.filename}); load it into memory "
+               "first with adata = adata.to_memory(), or read it with dask for out-of-core work.")
+        raise ValueError(msg)
     return _move(adata, _to_gpu_array, copy)
 
 

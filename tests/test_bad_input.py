@@ -96,6 +96,41 @@ def test_not_an_array(pbmc):
         gsc.pp.normalize_total(pbmc.X)
 
 
+BACKED_STEPS = {
+    **STEPS,
+    "log1p": lambda a: gsc.pp.log1p(a),
+    "highly_variable_genes": lambda a: gsc.pp.highly_variable_genes(a, n_top_genes=50),
+    "scale": lambda a: gsc.pp.scale(a),
+    "pca": lambda a: gsc.pp.pca(a, n_comps=5),
+}
+
+
+@pytest.mark.parametrize("step", BACKED_STEPS)
+def test_backed_adata_asks_to_load_it(pbmc, tmp_path, step):
+    """A backed X (an h5py dataset on disk) is refused with what to do; log1p gave
+    AttributeError "'_CSRDataset' object has no attribute 'size'"."""
+    import anndata as ad
+
+    pbmc.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    with pytest.raises(TypeError, match=f"{step}: expected .*to_memory"):
+        BACKED_STEPS[step](backed)
+    assert_adata_equal(backed.to_memory(), pbmc)
+
+
+def test_to_gpu_refuses_backed_adata(pbmc, tmp_path):
+    """to_gpu moved layers and obsm but left X on disk, without a word; to_cpu has nothing to do."""
+    import anndata as ad
+
+    pbmc.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    obsm = dict(backed.obsm)
+    with pytest.raises(ValueError, match="to_gpu: adata is backed .*to_memory"):
+        gsc.get.to_gpu(backed)
+    assert all(backed.obsm[k] is v for k, v in obsm.items())
+    assert gsc.get.to_cpu(backed) is None and not gsc.get.is_on_gpu(backed)
+
+
 def test_csc_is_accepted_and_left_as_it_is(pbmc):
     ref, _ = gsc.pp.calculate_qc_metrics(pbmc, percent_top=(5,))
     pbmc.X = pbmc.X.tocsc()

@@ -416,6 +416,14 @@ def test_plots_write_png(pbmc, tmp_path):
     assert len(alpha_hist(pics).axes) == 1
     with pytest.raises(KeyError, match="interaction_genes"):
         interaction_plot(make_pics(pbmc, 5))
+    # a bin or gene count that is not a positive integer is named (n=0 drew one gene)
+    for call, error in ((lambda: alpha_hist(pics, bins=0), ValueError),
+                        (lambda: alpha_hist(pics, bins=2.5), TypeError),
+                        (lambda: interaction_plot(pics, n=0), ValueError),
+                        (lambda: interaction_plot(pics, n=2.5), TypeError)):
+        with pytest.raises(error, match="(alpha_hist: bins|interaction_plot: n) must be a positive"):
+            call()
+    assert alpha_hist(pics, bins="auto").axes and alpha_hist(pics, bins=[0, 0.5, 1]).axes
 
 
 # --------------------------------------------------------------------------- GPU

@@ -20,7 +20,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_INTERACTION,
 )
-from ..preprocessing._checks import check_anndata
+from ..preprocessing._checks import check_anndata, check_int
 from ._expected import obs_column, ok_mask
 
 
@@ -94,6 +94,8 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
     """Histogram of the A share alpha of PICs with status 'ok'; when pics.obs[`true_key`]
     exists (synthetic PICs), a second panel plots estimated vs true alpha with R² and MAE."""
     check_anndata(pics, step="alpha_hist", name="pics")
+    if not isinstance(bins, str) and np.ndim(bins) == 0:  # a count (edges and rules go to numpy)
+        check_int(bins, step="alpha_hist", name="bins")
     use = ok_mask(pics, status_key=status_key)
     alpha = obs_column(pics, alpha_key, step="alpha_hist", what="the A share").to_numpy(dtype=float, na_value=np.nan)
     alpha_u = alpha[use & np.isfinite(alpha)]
@@ -128,6 +130,7 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
     then largest chi2) or the given `genes`: one panel per gene, one point per group of
     :func:`interaction_genes`, the diagonal O = E for reference."""
     check_anndata(pics, step="interaction_plot", name="pics")
+    check_int(n, step="interaction_plot", name="n")
     res = pics.uns.get(key)
     if not isinstance(res, dict) or "table" not in res:
         msg = f"interaction_plot: pics.uns[{key!r}] not found; run gpu_sc.pic.interaction_genes first."
@@ -136,7 +139,7 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
     names = pd.Index(np.asarray(res["genes"], dtype=str))
     if genes is None:
         tested = table[table["tested"].astype(bool)]
-        genes = tested.sort_values(["fdr", "chi2"], ascending=[True, False]).index[: max(int(n), 1)].tolist()
+        genes = tested.sort_values(["fdr", "chi2"], ascending=[True, False]).index[:n].tolist()
     else:
         genes = [str(g) for g in np.atleast_1d(genes)]
         missing = [g for g in genes if g not in names]

@@ -71,13 +71,16 @@ def canonical(x, *, step: str):
     if is_sparse(x):
         return in_layout(x)
     if not hasattr(x, "flags") or getattr(x, "ndim", 0) != 2:
-        msg = (
-            f"{step}: expected a 2-D numpy/cupy array or a scipy/cupyx sparse matrix, got "
-            f"{type(x).__module__}.{type(x).__name__}. Load the data into memory first "
-            "(e.g. adata.to_memory())."
-        )
-        raise TypeError(msg)
+        raise unsupported_matrix(x, step=step, expected="a 2-D numpy/cupy array")
     return in_layout(x)
+
+
+def unsupported_matrix(x, *, step: str, expected: str) -> TypeError:
+    """The error for a matrix no step takes (a backed h5py dataset, a list, ...)."""
+    msg = (f"{step}: expected {expected} or a scipy/cupyx sparse matrix, got "
+           f"{type(x).__module__}.{type(x).__name__}. Load the data into memory first "
+           "(e.g. adata.to_memory()).")  # fmt: skip
+    return TypeError(msg)
 
 
 def check_not_empty(x, *, step: str) -> None:

@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops._chunked import Chunked, check_chunked
-from ._checks import get_matrix, make_actual, set_matrix
+from ._checks import get_matrix, make_actual, set_matrix, unsupported_matrix
 
 _STEP = "log1p"
 
@@ -69,9 +69,8 @@ def _log1p_matrix(x, *, base, copy: bool):
         return Chunked(x).update(_log1p_parts, base, dtype=dtype)
     if isinstance(x, np.matrix):
         x = np.asarray(x)
-    if not hasattr(x, "dtype"):
-        msg = f"{_STEP}: expected an array or sparse matrix, got {type(x).__name__}."
-        raise TypeError(msg)
+    if not (is_sparse(x) or hasattr(x, "flags")):  # e.g. backed X: an on-disk h5py dataset
+        raise unsupported_matrix(x, step=_STEP, expected="a numpy/cupy array")
     _check_domain(x.data if is_sparse(x) else x, lambda: describe(x))
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)  # scanpy's choice for integer input
