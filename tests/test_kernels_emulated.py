@@ -56,6 +56,51 @@ def test_pic_kernels_equal_the_engine_bit_for_bit(cp, value, index, prof):
                 np.testing.assert_array_equal(_host(al_d).view(np.int64), al_c.view(np.int64))
 
 
+# --------------------------------------------------------------------------- kNN selection
+def _merge_reference(dots, sq_rows, sq_cols, row_offset, col_offset, best_d, best_i):
+    """knn_select's rule in NumPy: each row's squared distances (own column -inf), visited in
+    column order, enter its sorted list when strictly below its k-th best; NaN never enters."""
+    d = (sq_rows[:, None] + sq_cols[None, :]) - dots.dtype.type(2) * dots
+    best_d, best_i = best_d.copy(), best_i.copy()
+    for r in range(d.shape[0]):
+        own = row_offset + r - col_offset
+        if 0 <= own < d.shape[1]:
+            d[r, own] = -np.inf
+        for c in range(d.shape[1]):
+            if d[r, c] < best_d[r, -1]:
+                pos = np.searchsorted(best_d[r], d[r, c], side="right")  # after equal ones
+                best_d[r, pos + 1:], best_i[r, pos + 1:] = best_d[r, pos:-1], best_i[r, pos:-1]
+                best_d[r, pos], best_i[r, pos] = d[r, c], col_offset + c
+    return best_d, best_i
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64], ids=["i32", "i64"])
+@pytest.mark.parametrize("value", [np.float32, np.float64], ids=["v32", "v64"])
+def test_knn_select_merges_like_the_reference(cp, value, index):
+    """Two column tiles (one crossing the query rows' own columns; widths not a multiple of
+    32) merged into lists of k = 1 and 7: ties by smaller index, NaN skipped, self first."""
+    from gpu_sc._kernels.knn_select import knn_select
+
+    rng = np.random.default_rng(0)
+    n_rows, k_max = 45, 7  # not a multiple of the 8 rows a block holds
+    y = rng.integers(0, 3, size=(150, 4)).astype(value)  # few distinct rows: many exact ties
+    sq = (y * y).sum(axis=1)
+    rows = slice(60, 60 + n_rows)
+    for k in (1, k_max):
+        best_d = np.full((n_rows, k), np.inf, value)
+        best_i = np.full((n_rows, k), -1, index)
+        dev_d, dev_i = cp.asarray(best_d), cp.asarray(best_i)
+        for c0, c1 in ((0, 50), (50, 150)):
+            dots = y[rows] @ y[c0:c1].T
+            dots[3, 10] = np.nan
+            best_d, best_i = _merge_reference(dots, sq[rows], sq[c0:c1], 60, c0, best_d, best_i)
+            knn_select(cp.asarray(dots), cp.asarray(sq[rows]), cp.asarray(sq[c0:c1]), 60, c0,
+                       dev_d, dev_i)
+            np.testing.assert_array_equal(_host(dev_i), best_i)
+            np.testing.assert_array_equal(_host(dev_d), best_d)
+        assert (best_i[:, 0] == np.arange(60, 60 + n_rows)).all()  # each row itself first
+
+
 # --------------------------------------------------------------------------- the emulator itself
 _PROBES = r"""
 __global__ void read_at(const float* x, long long i, float* out) { out[0] = x[i]; }

@@ -112,9 +112,9 @@ def _knn_gpu(x, k, metric, block_bytes):
         best_i = cp.full((stop - start, m), -1, cp.int64)
         for c0 in range(0, n, cols):
             c1 = min(n, c0 + cols)
-            tile = sq[start:stop, None] + sq[None, c0:c1] - 2.0 * (q @ x32[c0:c1].T)
-            _mark_self(tile, cp.arange(start, stop), c0)
-            knn_select(cp.ascontiguousarray(tile, dtype=cp.float32), c0, best_d, best_i)
+            # the kernel forms the distances from the dot products as it reads them: the tile
+            # is written once (cuBLAS) and read once
+            knn_select(q @ x32[c0:c1].T, sq[start:stop], sq[c0:c1], start, c0, best_d, best_i)
         # NaN-free input always fills every slot (m <= n); guard anyway
         best_i = cp.where(best_i < 0, cp.arange(start, stop)[:, None], best_i)
         ind[start:stop], dist[start:stop] = _rerank(x64, start, best_i, k, metric)

@@ -52,7 +52,7 @@ _LIBC.mprotect.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 _PROT_NONE, _PROT_READ, _PROT_RW = 0, 1, 3
 _MAX_GRID = (2**31 - 1, 65_535, 65_535)
 _LAUNCH_LOCK = threading.Lock()  # emu.h keeps the launch in globals: one launch at a time
-_SYNC_CALLS = re.compile(r"__shfl_\w+|__syncthreads|gsc_warp_(sum|max)")
+_SYNC_CALLS = re.compile(r"__shfl_\w+|__ballot_sync|__syncthreads|gsc_warp_(sum|max)")
 
 
 class KernelError(RuntimeError):

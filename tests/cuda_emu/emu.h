@@ -62,7 +62,7 @@ static inline T atomicAdd(T* p, T v) {
 namespace gsc_emu {
 
 enum State { RUNNABLE, AT_SHUFFLE, AT_BARRIER, DONE };
-enum Shuffle { XOR, DOWN, UP, IDX };
+enum Shuffle { XOR, DOWN, UP, IDX, BALLOT };
 
 struct Lane {
     ucontext_t ctx;   // only to start the fiber on its own stack
@@ -334,6 +334,16 @@ template <typename T>
 static inline T __shfl_sync(unsigned int mask, T v, int src, int = 32) {
     return gsc_emu::exchange(v, gsc_emu::IDX, src, mask);
 }
+static inline unsigned int __ballot_sync(unsigned int mask, int predicate) {
+    // a rendezvous like a shuffle; then every lane reads the whole warp's offers
+    gsc_emu::exchange<unsigned long long>(predicate ? 1ull : 0ull, gsc_emu::BALLOT, 0, mask);
+    const int base = gsc_emu::g->current - gsc_emu::g->current % gsc_emu::WARP;
+    unsigned int bits = 0;
+    for (int i = 0; i < gsc_emu::WARP; ++i)
+        if (gsc_emu::g->snapshot[base + i]) bits |= 1u << i;
+    return bits;
+}
+static inline int __ffs(unsigned int x) { return __builtin_ffs((int)x); }
 static inline void __syncthreads() {
     if (!gsc_emu::g->fibers) {
         gsc_emu::fail("__syncthreads in a kernel launched without fibers");
