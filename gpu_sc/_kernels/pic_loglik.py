@@ -18,6 +18,12 @@ register("pic_loglik.cu", "pic_loglik_fixed", ("value", "value", "index"))
 N_ITER = 60  # Newton/bisection steps at most (the CPU engine uses the same default)
 
 
+def _threads(n_pairs: int) -> tuple[int]:
+    """Threads of a PIC's block: one per pair, in whole warps, at most THREADS (a 3 x 3
+    reference would leave 247 of 256 threads idle)."""
+    return (min(THREADS, -(-n_pairs // 32) * 32),)
+
+
 def _profiles(pa, pb):
     """Profiles on the device, C-contiguous, both of one float dtype (float32 stays float32)."""
     import cupy as cp
@@ -46,7 +52,7 @@ def pic_loglik(data, indices, indptr, n_rows, pa, pb, eps, n_iter=N_ITER):
     alpha = cp.empty((n_rows, ka * kb), dtype=cp.float64)
     if n_rows and ka * kb:
         function("pic_loglik", data.dtype, pa.dtype, itype)(
-            (int(n_rows),), (THREADS,),
+            (int(n_rows),), _threads(ka * kb),
             (data, indices, indptr, np.int64(n_rows), pa, pb, np.int64(ka), np.int64(kb),
              np.float64(eps), np.int32(n_iter), ll, alpha),
         )  # fmt: skip
@@ -66,7 +72,7 @@ def pic_loglik_fixed(data, indices, indptr, n_rows, pa, pb, alpha, eps):
     ll = cp.empty((n_rows, ka * kb), dtype=cp.float64)
     if n_rows and ka * kb:
         function("pic_loglik_fixed", data.dtype, pa.dtype, itype)(
-            (int(n_rows),), (THREADS,),
+            (int(n_rows),), _threads(ka * kb),
             (data, indices, indptr, np.int64(n_rows), pa, pb, np.int64(ka), np.int64(kb),
              np.float64(eps), alpha, ll),
         )  # fmt: skip
