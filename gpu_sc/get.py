@@ -158,7 +158,27 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
         msg = (f"to_gpu: adata is backed (X stays in {adata.filename}); load it into memory "
                "first with adata = adata.to_memory(), or read it with dask for out-of-core work.")
         raise ValueError(msg)
-    return _move(adata, _to_gpu_array, copy)
+    try:
+        return _move(adata, _to_gpu_array, copy)
+    except MemoryError as err:  # cupy's OutOfMemoryError is one; adata is unchanged (_move)
+        msg = (f"to_gpu: the GPU ran out of memory moving the AnnData ({_nbytes(adata) / 2**30:.1f} "
+               "GiB in X, layers and obsm). Move only what the steps need (e.g. drop layers), or "
+               "read X as a Dask array chunked by rows and call to_gpu on that AnnData: its blocks "
+               "then reach the GPU one at a time (README, 'Data larger than memory: Dask').")
+        raise MemoryError(msg) from err
+
+
+def _nbytes(adata: AnnData) -> int:
+    """Bytes of the in-memory arrays to_gpu moves (sparse: values, indices and pointers)."""
+    arrays = [adata.X, *adata.layers.values(), *adata.obsm.values()]
+    total = 0
+    for a in arrays:
+        if sp.issparse(a):
+            total += sum(getattr(a, n).nbytes for n in ("data", "indices", "indptr", "row", "col")
+                         if hasattr(a, n))
+        elif isinstance(a, np.ndarray):
+            total += a.nbytes
+    return total
 
 
 def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
