@@ -22,3 +22,22 @@ class Settings:
 
 
 settings = Settings()
+
+
+class Progress:
+    """`what: done/total unit` on stderr at verbosity 2, about every tenth of the work and at
+    the end, for loops long enough to want it (exact kNN over many cells). `sync` (e.g. a
+    device synchronisation) runs before a line is written, so that queued GPU work is done."""
+
+    def __init__(self, what: str, total: int, unit: str = "cells", sync=None):
+        self.what, self.total, self.unit, self.sync = what, int(total), unit, sync
+        self._next = 0
+
+    def __call__(self, done: int) -> None:
+        if settings.verbosity < 2 or (done < self._next and done < self.total):
+            return
+        self._next = done + max(1, self.total // 10)
+        if self.sync is not None:
+            self.sync()
+        settings.progress(f"{self.what}: {done:,}/{self.total:,} {self.unit}")
+

@@ -237,6 +237,25 @@ def test_gpu_knn_tiles_and_select_kernel(brain, device, metric):
         assert np.mean(ind_g == ind_c) > 0.999  # exact ties aside
 
 
+def test_exact_knn_reports_progress(device, capsys, monkeypatch):
+    """At verbosity 2 the exact search says how far it is, about every tenth of the cells and
+    at the end (after the device finished); at the default verbosity it says nothing."""
+    import cupy as cp
+
+    from gpu_sc import settings
+
+    x = np.random.default_rng(0).normal(size=(500, 8))
+    for where, data in (("CPU", x), ("GPU", cp.asarray(x))):
+        knn(data, 5, block_bytes=2**14)  # row blocks of a few cells
+        assert capsys.readouterr().err == ""
+        monkeypatch.setattr(settings, "verbosity", 2)
+        knn(data, 5, block_bytes=2**14)
+        monkeypatch.setattr(settings, "verbosity", 1)
+        lines = capsys.readouterr().err.splitlines()
+        assert 5 <= len(lines) <= 12, lines
+        assert lines[-1] == f"neighbors: exact kNN ({where}): 500/500 cells"
+
+
 # --- algorithm= (brute / pynndescent / cuml / cuvs) and knn=False ------------------------------
 
 from gpu_sc._ops import knn_approx  # noqa: E402

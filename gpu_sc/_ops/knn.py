@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import is_gpu, xp_of
+from .._settings import Progress
 
 BLOCK_BYTES = 64 * 2**20  # one distance tile
 MARGIN = 16  # extra candidates kept for the exact float64 re-ranking
@@ -78,12 +79,14 @@ def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES)
     step = max(1, block_bytes // (8 * max(n, m * x.shape[1])))
     ind = np.empty((n, k), np.int64)
     dist = np.empty((n, k), np.float64)
+    report = Progress("neighbors: exact kNN (CPU)", n)
     for start in range(0, n, step):
         stop = min(n, start + step)
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x64[start:stop] @ x64.T)
         _mark_self(d2, np.arange(start, stop))
         cand = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (stop - start, 1))
         ind[start:stop], dist[start:stop] = _rerank(x64, start, cand, k, metric)
+        report(stop)
     return ind, dist
 
 
@@ -105,6 +108,7 @@ def _knn_gpu(x, k, metric, block_bytes):
     rows = min(rows, max(1, block_bytes // (8 * max(1, m * x.shape[1]))))
     ind = cp.empty((n, k), cp.int64)
     dist = cp.empty((n, k), cp.float64)
+    report = Progress("neighbors: exact kNN (GPU)", n, sync=cp.cuda.Device().synchronize)
     for start in range(0, n, rows):
         stop = min(n, start + rows)
         q = x32[start:stop]
@@ -118,6 +122,7 @@ def _knn_gpu(x, k, metric, block_bytes):
         # NaN-free input always fills every slot (m <= n); guard anyway
         best_i = cp.where(best_i < 0, cp.arange(start, stop)[:, None], best_i)
         ind[start:stop], dist[start:stop] = _rerank(x64, start, best_i, k, metric)
+        report(stop)
     return ind, dist
 
 
