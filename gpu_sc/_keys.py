@@ -96,8 +96,21 @@ OBSM_PCA = "X_pca"
 VARM_PCS = "PCs"
 UNS_PCA = "pca"
 
+
+def pca_keys(key_added: str | None) -> tuple[str, str, str]:
+    """(obsm, varm, uns) keys pca writes: scanpy's defaults, or key_added for all three."""
+    return (OBSM_PCA, VARM_PCS, UNS_PCA) if key_added is None else (key_added,) * 3
+
+
 # neighbors (gpu_sc/preprocessing/_neighbors.py): defaults; key_added gives
 # '{key}_distances', '{key}_connectivities' and uns[key]
 OBSP_DISTANCES = "distances"
 OBSP_CONNECTIVITIES = "connectivities"
 UNS_NEIGHBORS = "neighbors"
+
+
+def neighbors_keys(key_added: str | None) -> tuple[str, str, str]:
+    """(distances obsp, connectivities obsp, uns) keys neighbors writes, as scanpy names them."""
+    if key_added is None:
+        return OBSP_DISTANCES, OBSP_CONNECTIVITIES, UNS_NEIGHBORS
+    return f"{key_added}_{OBSP_DISTANCES}", f"{key_added}_{OBSP_CONNECTIVITIES}", key_added

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .preprocessing._checks import check_integer_counts
+from ._validation import check_integer_counts
 
 __all__ = ["mouse_brain_10k", "pbmc68k_reduced", "resample"]
 

@@ -19,7 +19,7 @@ from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse
 from ._settings import settings
-from .preprocessing._checks import check_anndata
+from ._validation import check_anndata, make_actual
 
 _EXACT_F32 = 2**24  # integers up to this magnitude are exact in float32
 
@@ -68,7 +68,9 @@ def _to_gpu_array(x):
     return cp.asarray(np.asarray(x))
 
 
-def _to_cpu_array(x):
+def array_to_cpu(x):
+    """`x` on the host: cupy / cupyx become numpy / scipy, a Dask array maps its blocks lazily;
+    anything else is returned as it is."""
     if is_dask(x):
         return _to_cpu_dask(x)
     if not is_gpu(x):
@@ -134,8 +136,8 @@ def _move(adata: AnnData, fn, copy: bool, mappings=("layers", "obsm")) -> AnnDat
             moved[where] = out
     if copy:
         adata = adata.copy()
-    elif adata.is_view:
-        adata._init_as_actual(adata.copy())
+    else:
+        make_actual(adata)
     for (name, key), value in moved.items():
         if name == "X":
             adata.X = value
@@ -189,7 +191,7 @@ def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
     Returns the moved copy when ``copy``, else works in place.
     """
     check_anndata(adata, step="to_cpu")
-    return _move(adata, _to_cpu_array, copy, mappings=("layers", "obsm", "varm", "obsp", "varp"))
+    return _move(adata, array_to_cpu, copy, mappings=("layers", "obsm", "varm", "obsp", "varp"))
 
 
 def is_on_gpu(adata: AnnData) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from anndata import AnnData
 
-from ..preprocessing._checks import check_int
+from .._validation import check_int
 
 
 def check_seed(seed, *, step: str) -> int:

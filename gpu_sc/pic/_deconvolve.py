@@ -14,7 +14,7 @@ from anndata import AnnData
 
 from .._backend import is_gpu, to_host
 from . import _alpha, _alpha_regression, _loglik, _posterior, _profiles
-from ..preprocessing._checks import check_anndata, check_int
+from .._validation import check_anndata, check_int
 from ._args import check_seed, names_list, population_groups
 from ._simulate import _counts_csr, downsample_row, simulate_pics
 

@@ -20,7 +20,7 @@ from .._keys import (
     PIC_EXPECTED,
     PIC_STATUS_OK,
 )
-from ..preprocessing._checks import (
+from .._validation import (
     canonical,
     check_anndata,
     check_counts,

@@ -12,7 +12,7 @@ from scipy import stats
 
 from .._backend import is_sparse, to_host, xp_of
 from .._keys import OBS_PIC_A, OBS_PIC_B, OBS_PIC_STATUS, PIC_EXPECTED, UNS_PIC_INTERACTION
-from ..preprocessing._checks import canonical, check_anndata, get_matrix, make_actual
+from .._validation import canonical, check_anndata, get_matrix, make_actual
 from ._expected import counts_matrix, group_sums, obs_column, ok_mask
 
 _STEP = "interaction_genes"

@@ -20,7 +20,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_INTERACTION,
 )
-from ..preprocessing._checks import check_anndata, check_int
+from .._validation import check_anndata, check_int
 from ._expected import obs_column, ok_mask
 
 

@@ -35,7 +35,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_QC,
 )
-from ..preprocessing._checks import make_actual
+from .._validation import make_actual
 from ._expected import (
     alpha_values,
     check_same_genes,

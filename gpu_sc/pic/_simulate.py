@@ -7,7 +7,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..preprocessing._checks import check_anndata, check_int, check_integer_counts
+from .._validation import check_anndata, check_int, check_integer_counts
 from ._args import check_seed, population_groups
 
 

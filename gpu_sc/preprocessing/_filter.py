@@ -9,7 +9,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .. import _ops
 from .._backend import to_host
-from ._checks import canonical, check_counts, float_values, sum_dtype
+from .._validation import canonical, check_counts, float_values, sum_dtype
 
 
 def filter_cells(

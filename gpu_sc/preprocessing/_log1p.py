@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops._chunked import Chunked, check_chunked
-from ._checks import get_matrix, make_actual, set_matrix, unsupported_matrix
+from .._validation import get_matrix, make_actual, set_matrix, unsupported_matrix
 
 _STEP = "log1p"
 

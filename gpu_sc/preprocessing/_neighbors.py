@@ -10,12 +10,12 @@ from types import MappingProxyType
 import numpy as np
 from anndata import AnnData
 
+from .. import _keys as K
 from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops import knn_approx
 from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
-from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
 from .._settings import settings
-from ._checks import check_anndata, check_int
+from .._validation import check_anndata, check_int
 from .._ops.knn import BLOCK_BYTES, pairwise
 from .._ops.knn import knn as exact_knn
 
@@ -148,14 +148,14 @@ def _representation(adata: AnnData, use_rep, n_pcs):
         return adata.X
     if use_rep is None:
         if adata.n_vars > _N_PCS:
-            if "X_pca" not in adata.obsm:
+            if K.OBSM_PCA not in adata.obsm:
                 try:
                     importlib.import_module("gpu_sc.preprocessing._pca")
                 except ImportError:
                     msg = f"{_STEP}: no adata.obsm['X_pca'] and {adata.n_vars} genes; run gsc.pp.pca first or pass use_rep='X'."
                     raise ValueError(msg) from None
                 return None  # computed by the caller after validation
-            rep = adata.obsm["X_pca"]
+            rep = adata.obsm[K.OBSM_PCA]
             if n_pcs is not None and n_pcs > rep.shape[1]:
                 msg = f"{_STEP}: n_pcs={n_pcs} exceeds the {rep.shape[1]} components in X_pca."
                 raise ValueError(msg)
@@ -350,7 +350,7 @@ def neighbors(
         # as scanpy: PCA with n_pcs (default 50) components, written to adata
         settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
         pca(adata, n_comps=n_pcs if n_pcs is not None else _N_PCS)
-        rep = adata.obsm["X_pca"]
+        rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
     if is_sparse(rep):
         rep = rep.toarray()
@@ -381,8 +381,7 @@ def neighbors(
         else:
             conn = gauss_connectivities(distances)
 
-    dkey, ckey, ukey = (OBSP_DISTANCES, OBSP_CONNECTIVITIES, UNS_NEIGHBORS) if key_added is None else (
-        f"{key_added}_distances", f"{key_added}_connectivities", key_added)  # fmt: skip
+    dkey, ckey, ukey = K.neighbors_keys(key_added)
     params = {"n_neighbors": n_neighbors, "method": method, "random_state": random_state, "metric": metric}
     if metric_kwds:
         params["metric_kwds"] = dict(metric_kwds)

@@ -12,7 +12,7 @@ from .. import _ops
 from .._backend import to_host, xp_of
 from .._ops._chunked import Chunked
 from .._settings import settings
-from ._checks import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
+from .._validation import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
 
 _STEP = "normalize_total"
 

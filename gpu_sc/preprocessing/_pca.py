@@ -8,11 +8,12 @@ import warnings
 import numpy as np
 from anndata import AnnData
 
-from .. import _keys, _ops
+from .. import _keys as K
+from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
 from .._ops._chunked import Chunked
-from ._checks import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
+from .._validation import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
                       host_bool_mask, make_actual)  # fmt: skip
 
 _STEP = "pca"
@@ -242,9 +243,7 @@ def pca(
 
     adata = adata.copy() if copy else adata
     make_actual(adata)  # writing into a view must not reach its parent
-    key_obsm, key_varm, key_uns = (
-        (_keys.OBSM_PCA, _keys.VARM_PCS, _keys.UNS_PCA) if key_added is None else (key_added,) * 3
-    )
+    key_obsm, key_varm, key_uns = K.pca_keys(key_added)
     if mask is not None:
         loadings = xp.zeros((adata.n_vars, n_comps), dtype=np.float64)
         loadings[xp.asarray(np.flatnonzero(mask))] = components.T
@@ -252,7 +251,7 @@ def pca(
         loadings = xp.ascontiguousarray(components.T)
     params = {
         "zero_center": zero_center,
-        "use_highly_variable": isinstance(mask_param, str) and mask_param == _keys.VAR_HIGHLY_VARIABLE,
+        "use_highly_variable": isinstance(mask_param, str) and mask_param == K.VAR_HIGHLY_VARIABLE,
         "mask_var": mask_param,
     }
     if layer is not None:
@@ -290,7 +289,7 @@ def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_s
 
 def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
     """(mask parameter as scanpy stores it, host bool mask or None), scanpy's rules."""
-    hvg = _keys.VAR_HIGHLY_VARIABLE
+    hvg = K.VAR_HIGHLY_VARIABLE
     if use_highly_variable is not None and mask_var is not _EMPTY:
         msg = f"{_STEP}: use_highly_variable and mask_var are incompatible; use mask_var only."
         raise ValueError(msg)

@@ -8,10 +8,11 @@ from numbers import Real
 import numpy as np
 from anndata import AnnData
 
-from .. import _keys, _ops
+from .. import _keys as K
+from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from ._checks import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
+from .._validation import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
 
 _STEP = "scale"
 
@@ -87,17 +88,17 @@ def scale(
         return _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
 
     adata = data.copy() if copy else data
-    keys = (_keys.VAR_SCALE_MEAN, _keys.VAR_SCALE_STD)
+    keys = (K.VAR_SCALE_MEAN, K.VAR_SCALE_STD)
     mask = None
     if mask_obs is not None:
         if isinstance(mask_obs, str):
             if mask_obs not in adata.obs.columns:
                 msg = f"{_STEP}: mask_obs {mask_obs!r} is not a column of adata.obs."
                 raise KeyError(msg)
-            keys = _keys.scale_mask_keys(mask_obs)
+            keys = K.scale_mask_keys(mask_obs)
             mask = host_bool_mask(adata.obs[mask_obs].to_numpy(), adata.n_obs, what="mask_obs", step=_STEP)
         else:
-            keys = _keys.scale_mask_keys(None)
+            keys = K.scale_mask_keys(None)
             mask = host_bool_mask(mask_obs, adata.n_obs, what="mask_obs", step=_STEP)
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     if x0.shape[1] != adata.n_vars:

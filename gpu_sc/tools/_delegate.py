@@ -8,10 +8,11 @@ import importlib
 import numpy as np
 from anndata import AnnData
 
+from .. import _keys as K
 from .._backend import is_gpu
 from .._settings import settings
-from ..get import _to_cpu_array as _host  # host copy, same container type
-from ..preprocessing._checks import check_anndata
+from ..get import array_to_cpu as _host  # host copy, same container type
+from .._validation import check_anndata
 
 
 def _gpu_graph(adata: AnnData, neighbors_key: str | None) -> bool:
@@ -31,7 +32,7 @@ def _needs_x(adata: AnnData, kwargs: dict) -> bool:
     meta = adata.uns.get(kwargs.get("neighbors_key") or "neighbors", {})
     params = meta.get("params", {}) if isinstance(meta, dict) else {}
     rep = kwargs.get("use_rep", params.get("use_rep"))
-    return rep == "X" or (rep is None and "X_pca" not in adata.obsm)
+    return rep == "X" or (rep is None and K.OBSM_PCA not in adata.obsm)
 
 
 def run(name: str, adata: AnnData, kwargs: dict):

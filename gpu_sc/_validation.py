@@ -1,15 +1,17 @@
-"""Input validation shared by the public steps: fetch the matrix, bring it into a layout the
-primitives take, check that counts look like counts. Nothing here modifies the AnnData."""
+"""Input checks and AnnData access shared by every feature package (preprocessing, pic, tools,
+get): fetch the matrix, bring it into a layout the primitives take, check that counts look like
+counts. Nothing here modifies the AnnData, except `make_actual`, which turns a view into an
+actual AnnData before in-place work."""
 
 from __future__ import annotations
 
 import numpy as np
 from anndata import AnnData
 
-from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
-from .._ops._chunked import Chunked, check_chunked
-from .._ops._layout import in_layout
-from .._ops.value_issues import value_issues
+from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
+from ._ops._chunked import Chunked, check_chunked
+from ._ops._layout import in_layout
+from ._ops.value_issues import value_issues
 
 
 def check_anndata(adata, *, step: str, name: str = "adata") -> None:
