@@ -15,10 +15,9 @@ import numba
 import numpy as np
 
 from .._backend import sparse_module, to_host, xp_of
+from .._settings import BLOCK_BYTES
 from ._chunked import Chunked
 from ._layout import Parts
-
-BLOCK_BYTES = 64 * 2**20  # one dense float64 row block
 
 
 def block_rows(p: Parts, chunk_size: int | None = None) -> int:

@@ -13,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import is_gpu, xp_of
-from .._settings import Progress
+from .._settings import BLOCK_BYTES, Progress
 
-BLOCK_BYTES = 64 * 2**20  # one distance tile
 MARGIN = 16  # extra candidates kept for the exact float64 re-ranking
 MAX_GPU_K = 256
 

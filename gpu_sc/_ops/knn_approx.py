@@ -19,7 +19,8 @@ import warnings
 import numpy as np
 
 from .._backend import is_gpu, to_host, xp_of
-from .knn import BLOCK_BYTES, MARGIN, _mark_self, _prepare
+from .._settings import BLOCK_BYTES
+from .knn import MARGIN, _mark_self, _prepare
 
 QUERY_ROWS = 2**16  # GPU backends: queries per call
 _RAPIDS = "e.g. pip install {0}-cu12, or {0}-cu13 for CUDA 13; see docs.rapids.ai/install"

@@ -12,11 +12,11 @@ from .. import _keys, _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import gram as _gram
 from .._ops._chunked import Chunked
+from .._settings import N_PCS
 from ._checks import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
                       host_bool_mask, make_actual)  # fmt: skip
 
 _STEP = "pca"
-_N_PCS = 50  # scanpy's settings.N_PCS
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
 #: decomposed when there are at most this many cells, else a randomized block Krylov solver
 #: works on the implicitly centred operator
@@ -193,7 +193,7 @@ def pca(
     n_obs, n_vars = x.shape
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
-        n_comps = min_dim - 1 if min_dim <= _N_PCS else _N_PCS
+        n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
     limit = min(n_obs, n_vars)
     if not 1 <= n_comps < limit:
         msg = (
