@@ -7,6 +7,8 @@ operand lives: the CPU one (numba / numpy), a GPU kernel wrapper from `gpu_sc._k
 itself on every Dask block, the results combined. A file holds one primitive, or a few sharing
 their kernels (`col_sums`, `gram`).
 
+The `neighbors` family takes other operands: dense embeddings and kNN lists.
+
 Public functions validate and reshape their input, then call these.
 """
 

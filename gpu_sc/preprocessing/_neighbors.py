@@ -11,13 +11,13 @@ import numpy as np
 from anndata import AnnData
 
 from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
-from .._ops import knn_approx
-from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
+from .._ops.neighbors import knn_approx
+from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._keys import OBSP_CONNECTIVITIES, OBSP_DISTANCES, UNS_NEIGHBORS
 from .._settings import BLOCK_BYTES, N_PCS, settings
 from ._checks import check_anndata, check_int
-from .._ops.knn import pairwise
-from .._ops.knn import knn as exact_knn
+from .._ops.neighbors.knn import knn as exact_knn
+from .._ops.neighbors.knn import pairwise
 
 _STEP = "neighbors"
 _METRICS = ("euclidean", "cosine")
