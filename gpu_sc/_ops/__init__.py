@@ -7,7 +7,8 @@ operand lives: the CPU one (numba / numpy), a GPU kernel wrapper from `gpu_sc._k
 itself on every Dask block, the results combined. A file holds one primitive, or a few sharing
 their kernels (`col_sums`, `gram`).
 
-The `neighbors` family takes other operands: dense embeddings and kNN lists.
+Two families build on other operands or on the primitives: `neighbors` (dense embeddings and
+kNN lists) and `eigh` (PCA's eigen-solvers over the products of `gram`).
 
 Public functions validate and reshape their input, then call these.
 """
