@@ -25,9 +25,8 @@ from __future__ import annotations
 import functools
 import inspect
 
-from .._backend import is_gpu
 from ._chunked import Chunked
-from ._layout import Parts
+from ._layout import Parts, on_gpu
 
 CPU, GPU, CHUNKED = "CPU", "GPU", "Dask"
 REDUCE, ROWS, UPDATE = "reduce", "rows", "update"  # the `Chunked` methods that combine blocks
@@ -38,7 +37,7 @@ def storage(p) -> str:
     if isinstance(p, Chunked):
         return CHUNKED
     if isinstance(p, Parts):
-        return GPU if is_gpu(p.data) else CPU
+        return GPU if on_gpu(p) else CPU
     msg = f"primitives take Parts or Chunked (gpu_sc._ops.parts(x)), got {type(p).__name__}"
     raise TypeError(msg)
 
