@@ -5,6 +5,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+#: scanpy's settings.N_PCS: components computed by default, and the gene count above which
+#: neighbors runs PCA first when there is no X_pca
+N_PCS = 50
+#: memory of one working block of the primitives (a dense float64 row block, a distance tile)
+BLOCK_BYTES = 64 * 2**20
+
 
 @dataclass
 class Settings:

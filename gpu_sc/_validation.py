@@ -11,7 +11,7 @@ from anndata import AnnData
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from ._ops._chunked import Chunked, check_chunked
 from ._ops._layout import in_layout
-from ._ops.value_issues import value_issues
+from ._values import value_issues
 
 
 def check_anndata(adata, *, step: str, name: str = "adata") -> None:

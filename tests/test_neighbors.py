@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from conftest import assert_adata_equal, to_host
 from scipy.spatial.distance import cdist
 
-from gpu_sc._ops.knn import knn
+from gpu_sc._ops.neighbors.knn import knn
 from gpu_sc.preprocessing._neighbors import neighbors
 
 # scanpy's own small example (tests/test_neighbors.py): n_neighbors=3 includes the point itself
@@ -258,8 +258,8 @@ def test_exact_knn_reports_progress(device, capsys, monkeypatch):
 
 # --- algorithm= (brute / pynndescent / cuml / cuvs) and knn=False ------------------------------
 
-from gpu_sc._ops import knn_approx  # noqa: E402
-from gpu_sc._ops.knn import pairwise  # noqa: E402
+from gpu_sc._ops.neighbors import knn_approx  # noqa: E402
+from gpu_sc._ops.neighbors.knn import pairwise  # noqa: E402
 from gpu_sc.preprocessing import _neighbors as nb  # noqa: E402
 
 _BRAIN = {}

@@ -13,6 +13,7 @@ from conftest import cells_for, to_host
 
 import gpu_sc.preprocessing._pca as pca_mod
 from gpu_sc import _ops
+from gpu_sc._ops import eigh as eigh_mod
 from gpu_sc._ops import gram as gram_mod
 from gpu_sc.preprocessing._pca import pca
 
@@ -358,7 +359,7 @@ def test_krylov_small_edge_cases(pbmc, monkeypatch):
     adata = _lognorm(pbmc)
     x = adata.X[:, :25].tocsr()  # too few genes for a basis: the tiny covariance is decomposed
     monkeypatch.setattr(pca_mod, "WIDE_GENES", 10)
-    assert pca_mod._krylov_sizes(5, 25, None, None)[0] is None
+    assert eigh_mod._krylov_sizes(5, 25, None, None)[0] is None
     ref = sc.AnnData(x.copy())
     sc.pp.pca(ref, n_comps=5, svd_solver="arpack")
     emb, comps, ratio, _ = pca(x, 5, return_info=True)
@@ -366,12 +367,12 @@ def test_krylov_small_edge_cases(pbmc, monkeypatch):
     p = _ops.parts(adata.X)
     mean, _ = _ops.col_mean_var(p, ddof=1)
     with pytest.warns(RuntimeWarning, match="did not converge"):
-        pca_mod._krylov_eigh(p, 20, np.asarray(mean), 0, None, max_passes=3)
+        eigh_mod.krylov_eigh(p, 20, np.asarray(mean), 0, None, max_passes=3)
     # a rank-deficient operator (40 cells): the Krylov space becomes invariant
     few = adata.X[:40]
     pf = _ops.parts(few)
     mf, _ = _ops.col_mean_var(pf, ddof=1)
-    w, v, passes = pca_mod._krylov_eigh(pf, 10, np.asarray(mf), 0, None)
+    w, v, passes = eigh_mod.krylov_eigh(pf, 10, np.asarray(mf), 0, None)
     dense = few.toarray().astype(np.float64)
     dense -= dense.mean(0)
     exact = np.linalg.svd(dense, compute_uv=False)[:10] ** 2 / 39
@@ -383,7 +384,7 @@ def test_orthonormalize_and_product_ranges(brain, monkeypatch):
     rng = np.random.default_rng(0)
     w = rng.standard_normal((3000, 12)) * np.logspace(0, -9, 12)
     for a in (w, np.c_[w[:, :5], w[:, :1], w[:, 6:]]):  # graded columns; a repeated column
-        q, r = pca_mod._orthonormalize(a)
+        q, r = eigh_mod._orthonormalize(a)
         np.testing.assert_allclose(q.T @ q, np.eye(12), atol=1e-12)
         np.testing.assert_allclose(q @ r, a, atol=1e-12)
         assert np.allclose(np.triu(r), r)
@@ -409,13 +410,13 @@ def test_krylov_gpu_equals_cpu(device, pbmc):
         xs = x[rows]
         p, pg = _ops.parts(xs), _ops.parts(csp.csr_matrix(xs))
         mean = np.asarray(_ops.col_mean_var(p, ddof=1)[0])
-        w, v, _ = pca_mod._krylov_eigh(p, k, mean, 0, None)
-        wg, vg, _ = pca_mod._krylov_eigh(pg, k, cp.asarray(mean), 0, None)
+        w, v, _ = eigh_mod.krylov_eigh(p, k, mean, 0, None)
+        wg, vg, _ = eigh_mod.krylov_eigh(pg, k, cp.asarray(mean), 0, None)
         assert isinstance(vg, cp.ndarray)
         np.testing.assert_allclose(to_host(wg), w, rtol=1e-6)
         ok = _separated(w)
         np.testing.assert_allclose(np.abs(np.sum(to_host(vg) * v, axis=0))[ok], 1, atol=1e-6)
     a = cp.asarray(np.random.default_rng(0).standard_normal((3000, 12)) * np.logspace(0, -9, 12))
-    q, r = pca_mod._orthonormalize(a)
+    q, r = eigh_mod._orthonormalize(a)
     np.testing.assert_allclose(to_host(q.T @ q), np.eye(12), atol=1e-12)
     np.testing.assert_allclose(to_host(q @ r), to_host(a), atol=1e-12)

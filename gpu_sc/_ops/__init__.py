@@ -1,20 +1,30 @@
-"""The backend boundary: one primitive per file, each taking `Parts` (CSR or dense, CPU or GPU).
+"""The backend boundary: primitives over a matrix, each taking one operand, `Parts | Chunked`.
 
-Public functions validate and reshape their input, then call these; a primitive picks the GPU
-kernel wrapper (`gpu_sc._kernels`) or the CPU implementation from where the data lives.
+`parts(x)` gives the operand: the `Parts` of an in-memory CSR or C-contiguous dense matrix (CPU
+or GPU), or the `Chunked` of a row-chunked Dask array. Each primitive is registered per storage
+kind through `_dispatch.primitive` (CPU, GPU, Dask) and runs the implementation for where its
+operand lives: the CPU one (numba / numpy), a GPU kernel wrapper from `gpu_sc._kernels`, or
+itself on every Dask block, the results combined. A file holds one primitive, or a few sharing
+their kernels (`col_sums`, `gram`).
+
+Two families build on other operands or on the primitives: `neighbors` (dense embeddings and
+kNN lists) and `eigh` (PCA's eigen-solvers over the products of `gram`).
+
+Public functions validate and reshape their input, then call these.
 """
 
-from ._layout import Parts, parts
+from ._chunked import Chunked
+from ._chunked import operand as parts
+from ._layout import Parts
 from .clipped_sums import clipped_sums
 from .col_sums import col_mean_var, col_sums
 from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
-from .log1p import log1p_
 from .row_sums import row_sums
 from .scaled_dense import scaled_dense
 from .top_sums import top_sums
 
 __all__ = [
-    "Parts", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums", "flag_cols_above",
-    "divide_rows", "log1p_", "clipped_sums", "scaled_dense",
+    "Parts", "Chunked", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums",
+    "flag_cols_above", "divide_rows", "clipped_sums", "scaled_dense",
 ]  # fmt: skip

@@ -22,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from .._backend import is_gpu, is_sparse, sparse_format, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, sparse_format, to_host, xp_of
 from ._layout import Parts, in_layout, parts
+
+
+def operand(x) -> Parts | Chunked:
+    """What the primitives take (exported as `gpu_sc._ops.parts`): the `Chunked` of a
+    row-chunked Dask array, the `Parts` of an in-memory CSR or C-contiguous dense matrix."""
+    return Chunked(x) if is_dask(x) else parts(x)
 
 
 def check_chunked(x: Any, *, step: str) -> None:

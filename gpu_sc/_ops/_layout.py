@@ -22,6 +22,11 @@ class Parts(NamedTuple):
     def dense(self) -> bool:
         return self.indptr is None
 
+    @property
+    def xp(self):
+        """numpy or cupy: where the parts live (as `Chunked.xp` for its blocks)."""
+        return xp_of(self.data)
+
 
 def in_layout(x):
     """`x` as CSR or C-contiguous dense on its own device, copied only where the layout differs:
@@ -34,12 +39,11 @@ def in_layout(x):
 
 
 def parts(x) -> Parts:
-    """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying; a
-    row-chunked Dask array gives its `Chunked` counterpart (see `_chunked`)."""
+    """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying. (A Dask
+    array has none: `gpu_sc._ops.parts`, the entry point in `_chunked`, gives its `Chunked`.)"""
     if is_dask(x):
-        from ._chunked import Chunked
-
-        return Chunked(x)
+        msg = f"{describe(x)} has no Parts; gpu_sc._ops.parts(x) gives its Chunked"
+        raise TypeError(msg)
     if is_sparse(x):
         if sparse_format(x) != "csr":
             msg = f"expected a CSR matrix, got {describe(x)}; convert with .tocsr()"

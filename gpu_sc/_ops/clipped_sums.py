@@ -6,8 +6,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chunked import Chunked
-from ._layout import Parts, on_gpu, row_pointers
+from ._dispatch import GPU, REDUCE, primitive
+from ._layout import Parts, row_pointers
 
 
 @numba.njit(parallel=True, cache=True)
@@ -36,18 +36,13 @@ def _clipped_sums(data, indices, indptr, dense, n_cols, clip, n_chunks, sums, su
         sumsq[k] = q
 
 
+@primitive(chunked=REDUCE)
 def clipped_sums(p: Parts, clip):
     """(sums, sums of squares) per column in float64 of min(x, clip[column]).
 
     CSR sums the stored values only (implicit zeros add nothing); dense clips every entry,
     zeros included (they differ only where a clip value is negative).
     """
-    if isinstance(p, Chunked):
-        return p.reduce(clipped_sums, clip)
-    if on_gpu(p):
-        from .._kernels.clipped_sums import clipped_sums as gpu_clipped_sums
-
-        return gpu_clipped_sums(*p, clip=clip)
     n_rows, n_cols = p.shape
     clip = np.ascontiguousarray(clip, dtype=np.float64)
     if clip.shape != (n_cols,):
@@ -59,3 +54,10 @@ def clipped_sums(p: Parts, clip):
     n_chunks = max(1, min(numba.get_num_threads(), n_rows))
     _clipped_sums(p.data, indices, indptr, p.dense, n_cols, clip, n_chunks, sums, sumsq)
     return sums, sumsq
+
+
+@clipped_sums.register(GPU)
+def _(p: Parts, clip):
+    from .._kernels.clipped_sums import clipped_sums as gpu_clipped_sums
+
+    return gpu_clipped_sums(*p, clip=clip)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chunked import Chunked
-from ._layout import Parts, on_gpu
+from ._dispatch import GPU, REDUCE, primitive
+from ._layout import Parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -40,14 +40,9 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, sums, sumsq, nnz):
         nnz[k] = m
 
 
+@primitive(chunked=REDUCE)
 def _col_stats(p: Parts, *, squares: bool, counts: bool):
     """(sums, sums of squares or None, nonzero counts or None) per column, float64 / int64."""
-    if isinstance(p, Chunked):
-        return p.reduce(_col_stats, squares=squares, counts=counts)
-    if on_gpu(p):
-        from .._kernels.col_reduce import col_stats
-
-        return col_stats(*p, squares=squares, counts=counts)
     n_cols = p.shape[1]
     if p.dense:
         x = p.data.reshape(p.shape)
@@ -58,6 +53,13 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
     sums, sumsq, nnz = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols, np.int64)
     _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), sums, sumsq, nnz)
     return sums, sumsq if squares else None, nnz if counts else None
+
+
+@_col_stats.register(GPU)
+def _(p: Parts, *, squares: bool, counts: bool):
+    from .._kernels.col_reduce import col_stats
+
+    return col_stats(*p, squares=squares, counts=counts)
 
 
 def col_sums(p: Parts):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._layout import Parts, on_gpu, row_pointers
+from ._dispatch import GPU, UPDATE, primitive
+from ._layout import Parts, row_pointers
 
 
 @numba.njit(parallel=True, cache=True)
@@ -17,13 +18,10 @@ def _divide_rows(data, indptr, divisors):
                 data[j] = data[j] / d
 
 
+@primitive(chunked=UPDATE, per_row=("divisors",))
 def divide_rows(p: Parts, divisors) -> None:
-    """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first)."""
-    if on_gpu(p):
-        from .._kernels.scale import divide_rows as gpu_divide_rows
-
-        gpu_divide_rows(p.data, p.indptr, p.shape, divisors)
-        return
+    """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first); a
+    Dask matrix is not modified: the divided copy is returned, lazily."""
     divisors = np.asarray(divisors, dtype=p.data.dtype)
     if p.data.dtype == np.float16:  # numba has no float16; numpy divides as scanpy does
         per_value = np.repeat(divisors, np.diff(np.asarray(row_pointers(p))))
@@ -31,3 +29,10 @@ def divide_rows(p: Parts, divisors) -> None:
         p.data[nonzero] /= per_value[nonzero]
         return
     _divide_rows(p.data, np.asarray(row_pointers(p)), divisors)
+
+
+@divide_rows.register(GPU)
+def _(p: Parts, divisors) -> None:
+    from .._kernels.scale import divide_rows as gpu_divide_rows
+
+    gpu_divide_rows(p.data, p.indptr, p.shape, divisors)

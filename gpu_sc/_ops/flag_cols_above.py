@@ -5,8 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chunked import Chunked
-from ._layout import Parts, on_gpu
+from ._dispatch import GPU, REDUCE, primitive
+from ._layout import Parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -18,17 +18,19 @@ def _csr_flag_cols_above(data, indices, indptr, limits, flags):
                 flags[indices[j]] = True
 
 
+@primitive(chunked=REDUCE, per_row=("limits",))
 def flag_cols_above(p: Parts, limits):
     """Bool per column: some row r has a value > `limits[r]` (float64) in it."""
-    if isinstance(p, Chunked):
-        return p.reduce(flag_cols_above, per_row=(limits,))
-    if on_gpu(p):
-        from .._kernels.row_reduce import flag_cols_above as gpu_flag_cols_above
-
-        return gpu_flag_cols_above(*p, limits=limits)
     limits = np.asarray(limits, dtype=np.float64)
     if p.dense:
         return (p.data.reshape(p.shape) > limits[:, None]).any(axis=0)
     flags = np.zeros(p.shape[1], np.bool_)
     _csr_flag_cols_above(p.data, p.indices, p.indptr, limits, flags)
     return flags
+
+
+@flag_cols_above.register(GPU)
+def _(p: Parts, limits):
+    from .._kernels.row_reduce import flag_cols_above as gpu_flag_cols_above
+
+    return gpu_flag_cols_above(*p, limits=limits)

@@ -15,10 +15,9 @@ import numba
 import numpy as np
 
 from .._backend import sparse_module, to_host, xp_of
-from ._chunked import Chunked
+from .._settings import BLOCK_BYTES
+from ._dispatch import REDUCE, ROWS, primitive
 from ._layout import Parts
-
-BLOCK_BYTES = 64 * 2**20  # one dense float64 row block
 
 
 def block_rows(p: Parts, chunk_size: int | None = None) -> int:
@@ -73,6 +72,7 @@ def _block(p: Parts, start: int, stop: int, densify: bool):
     return xp.asarray(block.toarray()) if densify else block
 
 
+@primitive(any_device=True, chunked=REDUCE)
 def gram(p: Parts, chunk_size: int | None = None):
     """X^T X as a dense (n_cols, n_cols) float64 matrix, accumulated over row blocks.
 
@@ -80,8 +80,6 @@ def gram(p: Parts, chunk_size: int | None = None):
     sparsity; a CSR on the CPU whose rows are so sparse that the products of their stored pairs,
     sum of nnz_row^2 / 2, are fewer than SPARSE_GRAM_SHARE of that takes one numba sweep
     over those pairs instead (fewer operations by far, at a slower rate per operation)."""
-    if isinstance(p, Chunked):
-        return p.reduce(gram, chunk_size)
     if not p.dense and xp_of(p.data) is np and _pairs_cheaper(p):
         return _sparse_gram(p)
     xp = xp_of(p.data)
@@ -140,11 +138,9 @@ def _csr_pair_sums(data, indices, indptr, n_cols, n_parts):  # pragma: no cover 
     return out
 
 
+@primitive(any_device=True, chunked=ROWS)
 def project(p: Parts, v, offset=None, chunk_size: int | None = None):
     """X v - offset (offset broadcast over rows; e.g. mu^T v) as (n_rows, k) float64."""
-    if isinstance(p, Chunked):
-        out = p.rows(project, v, None, chunk_size)
-        return out if offset is None else out - offset
     xp = xp_of(p.data)
     out = xp.empty((p.shape[0], v.shape[1]), dtype=np.float64)
     for start, stop, block in row_blocks(p, chunk_size, densify=False):
@@ -154,6 +150,7 @@ def project(p: Parts, v, offset=None, chunk_size: int | None = None):
     return out
 
 
+@primitive(any_device=True, chunked=REDUCE)
 def centred_normal_apply(p: Parts, q, mean=None, chunk_size: int | None = None):
     """A^T A q for A = X - 1 mean^T (implicit centring; mean None: A = X), one pass over X.
 
@@ -161,8 +158,6 @@ def centred_normal_apply(p: Parts, q, mean=None, chunk_size: int | None = None):
     in cache; float64 accumulation, the values read as stored, no block copies). Otherwise
     X (q) then X^T (.) block by block (scipy / cuSPARSE), blocks cut by :func:`product_ranges`.
     A^T A q is a sum over rows, so a `Chunked` X sums it over its Dask blocks."""
-    if isinstance(p, Chunked):
-        return p.reduce(centred_normal_apply, q, mean, chunk_size)
     xp = xp_of(p.data)
     q = xp.ascontiguousarray(q, dtype=np.float64)
     shift = xp.zeros(q.shape[1]) if mean is None else mean @ q
@@ -206,10 +201,9 @@ def _normal_csr(data, indices, indptr, q, shift):  # pragma: no cover - compiled
     return y, zsum
 
 
+@primitive(any_device=True, chunked=REDUCE, per_row=("u",))
 def transpose_apply(p: Parts, u, chunk_size: int | None = None):
     """X^T u as (n_cols, k) float64, accumulated over row blocks (u: (n_rows, k))."""
-    if isinstance(p, Chunked):
-        return p.reduce(transpose_apply, chunk_size, per_row=(u,))
     xp = xp_of(p.data)
     y = xp.zeros((p.shape[1], u.shape[1]), dtype=np.float64)
     for start, stop, block in row_blocks(p, chunk_size, densify=False):
@@ -217,9 +211,11 @@ def transpose_apply(p: Parts, u, chunk_size: int | None = None):
     return y
 
 
+@primitive(any_device=True)
 def cell_gram(p: Parts, chunk_size: int | None = None):
     """X X^T as a dense (n_rows, n_rows) float64 matrix (for few rows and many columns): each
-    dense row block b gives the columns X X_b^T through a sparse-times-dense product."""
+    dense row block b gives the columns X X_b^T through a sparse-times-dense product. (Not for
+    a Dask matrix: every block of columns needs all of X.)"""
     xp = xp_of(p.data)
     n_rows = p.shape[0]
     k = xp.empty((n_rows, n_rows), dtype=np.float64)

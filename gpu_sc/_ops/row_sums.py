@@ -5,8 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chunked import Chunked
-from ._layout import Parts, on_gpu
+from ._dispatch import GPU, ROWS, primitive
+from ._layout import Parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -34,14 +34,9 @@ def _csr_masked_row_sums(data, indices, indptr, col_mask, sums, nnz):
         nnz[r] = c
 
 
+@primitive(chunked=ROWS)
 def row_sums(p: Parts, col_mask=None):
     """(sums float64, nonzero counts int64) per row; `col_mask` (bool per column) restricts both."""
-    if isinstance(p, Chunked):
-        return p.rows(row_sums, col_mask=col_mask)
-    if on_gpu(p):
-        from .._kernels.row_reduce import row_sums as gpu_row_sums
-
-        return gpu_row_sums(*p, col_mask=col_mask)
     n_rows, n_cols = p.shape
     if p.dense:
         x = p.data.reshape(p.shape)
@@ -56,3 +51,10 @@ def row_sums(p: Parts, col_mask=None):
         mask = np.asarray(col_mask, dtype=np.bool_)
         _csr_masked_row_sums(p.data, p.indices, p.indptr, mask, sums, nnz)
     return sums, nnz
+
+
+@row_sums.register(GPU)
+def _(p: Parts, col_mask=None):
+    from .._kernels.row_reduce import row_sums as gpu_row_sums
+
+    return gpu_row_sums(*p, col_mask=col_mask)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._layout import Parts, on_gpu
+from ._dispatch import primitive
+from ._layout import Parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -26,11 +27,12 @@ def _csr_scaled_dense(data, indices, indptr, mean, std, lo, hi, zero_center, out
             out[r, c] = min(max(v, lo), hi)
 
 
+@primitive()
 def scaled_dense(p: Parts, mean, std, *, zero_center: bool = True, max_value=None):
     """float64 dense matrix of (x - mean) / std (or x / std), clipped to +-max_value (to
     max_value only without centring, as scanpy does). CPU CSR only; GPU callers densify with
     cupy, whose elementwise passes are bandwidth-bound anyway."""
-    if on_gpu(p) or p.dense:
+    if p.dense:
         msg = "scaled_dense takes a CPU CSR matrix"
         raise TypeError(msg)
     hi = np.inf if max_value is None else float(max_value)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._chunked import Chunked
-from ._layout import Parts, on_gpu, row_pointers
+from ._dispatch import GPU, ROWS, primitive
+from ._layout import Parts, row_pointers
 
 
 @numba.njit(parallel=True, cache=True)
@@ -23,16 +23,18 @@ def _row_top_sums(data, indptr, ns, out):
             out[r, i] = acc[min(n, acc.size) - 1] if acc.size else 0.0
 
 
+@primitive(chunked=ROWS)
 def top_sums(p: Parts, ns):
     """(n_rows, len(ns)) float64; `ns` ascending positive ints; values must be non-negative."""
     ns = np.asarray(ns, dtype=np.int64)
-    if isinstance(p, Chunked):
-        return p.rows(top_sums, ns)
-    if on_gpu(p):
-        from .._kernels.top_sums import row_top_sums
-
-        return row_top_sums(p.data, p.indptr, p.shape, ns)
     out = np.empty((p.shape[0], ns.size), np.float64)
     if ns.size:
         _row_top_sums(p.data, np.asarray(row_pointers(p)), ns, out)
     return out
+
+
+@top_sums.register(GPU)
+def _(p: Parts, ns):
+    from .._kernels.top_sums import row_top_sums
+
+    return row_top_sums(p.data, p.indptr, p.shape, np.asarray(ns, dtype=np.int64))

@@ -9,8 +9,8 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .. import _ops
 from .._backend import describe, is_dask, is_sparse, xp_of
+from .._values import log1p_
 from .._ops._chunked import Chunked, check_chunked
 from .._validation import get_matrix, make_actual, set_matrix, unsupported_matrix
 
@@ -76,7 +76,7 @@ def _log1p_matrix(x, *, base, copy: bool):
         x = x.astype(np.float64)  # scanpy's choice for integer input
     elif copy:
         x = x.copy()
-    _ops.log1p_(x.data if is_sparse(x) else x, base=base)
+    log1p_(x.data if is_sparse(x) else x, base=base)
     return x
 
 
@@ -98,4 +98,4 @@ def _check_domain(values, what) -> None:
 
 def _log1p_parts(p, base) -> None:
     _check_domain(p.data, lambda: "a block of the Dask array")
-    _ops.log1p_(p.data, base=base)
+    log1p_(p.data, base=base)

@@ -12,15 +12,14 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
-from .._ops import knn_approx
-from .._ops.connectivities import gauss_connectivities, knn_csr, umap_connectivities
-from .._settings import settings
+from .._ops.neighbors import knn_approx
+from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
+from .._ops.neighbors.knn import knn as exact_knn
+from .._ops.neighbors.knn import pairwise
+from .._settings import BLOCK_BYTES, N_PCS, settings
 from .._validation import check_anndata, check_int
-from .._ops.knn import BLOCK_BYTES, pairwise
-from .._ops.knn import knn as exact_knn
 
 _STEP = "neighbors"
-_N_PCS = 50  # scanpy: more genes than this and no X_pca -> PCA first
 _METRICS = ("euclidean", "cosine")
 ALGORITHMS = (None, "brute", "pynndescent", "cuml", "cuvs")
 # scanpy's transformer names and the search that gives their graph here
@@ -147,7 +146,7 @@ def _representation(adata: AnnData, use_rep, n_pcs):
     if use_rep is None and n_pcs == 0:
         return adata.X
     if use_rep is None:
-        if adata.n_vars > _N_PCS:
+        if adata.n_vars > N_PCS:
             if K.OBSM_PCA not in adata.obsm:
                 try:
                     importlib.import_module("gpu_sc.preprocessing._pca")
@@ -349,7 +348,7 @@ def neighbors(
 
         # as scanpy: PCA with n_pcs (default 50) components, written to adata
         settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
-        pca(adata, n_comps=n_pcs if n_pcs is not None else _N_PCS)
+        pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
     if is_sparse(rep):

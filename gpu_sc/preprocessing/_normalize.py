@@ -10,7 +10,6 @@ from anndata import AnnData
 
 from .. import _ops
 from .._backend import to_host, xp_of
-from .._ops._chunked import Chunked
 from .._settings import settings
 from .._validation import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
 
@@ -108,10 +107,8 @@ def normalize_total(
         target_sum = xp.median(nonzero)
     norm_factor = totals / target_sum
 
-    if isinstance(p, Chunked):  # lazy, block by block, on copies
-        x = p.update(_ops.divide_rows, per_row=(norm_factor,))
-    else:
-        _ops.divide_rows(p, norm_factor)
+    divided = _ops.divide_rows(p, norm_factor)  # in place; a Dask matrix: a lazy divided copy
+    x = x if divided is None else divided
     if bool((totals == 0).any()):
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
 

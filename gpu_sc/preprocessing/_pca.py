@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-import contextlib
-import warnings
-
 import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._ops import gram as _gram
-from .._ops._chunked import Chunked
+from .._ops import Chunked, eigh, gram
+from .._settings import N_PCS
 from .._validation import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
                       host_bool_mask, make_actual)  # fmt: skip
 
 _STEP = "pca"
-_N_PCS = 50  # scanpy's settings.N_PCS
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
 #: decomposed when there are at most this many cells, else a randomized block Krylov solver
 #: works on the implicitly centred operator
 WIDE_GENES = 8000
 _EMPTY = object()
 _CHUNK_ROWS = 6000  # chunked=True without chunk_size: anndata's chunked_X default, as scanpy
-#: relative eigengap below which two components count as degenerate (the parity figures
-#: promise directions only for components separated by more than this)
-_GAP = 1e-3
-#: memory for the Krylov basis (n_genes x columns, float64) beyond its minimum
-BASIS_BYTES = 256 * 2**20
 
 _SOLVERS = {None, "arpack", "randomized", "auto", "full", "covariance_eigh", "tsqr", "lobpcg"}
 
@@ -52,28 +43,16 @@ def pca(
 ):
     """Principal component analysis, like :func:`scanpy.pp.pca`.
 
-    Computed where the data lives (numpy/scipy: CPU; cupy/cupyx: GPU), in float64.
-    ``zero_center=True``: the covariance matrix C = (X^T X - n mu mu^T) / (n - 1) is accumulated
-    over row blocks (each expanded to a dense float64 block of at most 64 MB and multiplied by
-    BLAS / cuBLAS; sparse X is never densified in full, nor centred), then `eigh` gives the
-    leading components; the embedding is X V - mu^T V, computed block by block. With more than
-    ``WIDE_GENES`` (8000) genes, C is not formed. When there are also at most 8000 cells, the
-    small cell-side matrix A A^T (A the implicitly centred X) is formed block by block and
-    decomposed instead (exact). Otherwise a randomized block Krylov solver finds the leading
-    eigenpairs of C = A^T A / (n - 1) through products with the implicitly centred operator,
-    C v = (X^T (X v) - n mu (mu^T v)) / (n - 1), one pass over X (in blocks) per product with a
-    block of max(8, n_comps / 2) vectors: block Lanczos with full reorthogonalisation and
-    thick restarts (a random Gaussian start block seeded by `random_state`; a basis of up to
-    n_comps + 10 blocks of columns, 300 for 50 components, restarted on the top Ritz vectors),
-    stopped when every one of the n_comps Ritz pairs has residual
-    ||C v - theta v|| <= 3e-3 * max(gap, 1e-3 * theta), gap being its distance to the nearest
-    other Ritz value less that value's residual. Then every component whose eigengap is at
-    least 1e-3 (relative) is within an angle of sin <= 3e-3 of the exact one (|cos| >=
-    0.9999955), and every variance is within 1e-5 (relative) of an exact eigenvalue (within
-    res^2 / gap, Kato-Temple, where separated; within res where not). About 25
-    passes over X for 50 components on log-normalised PBMC data (the subspace iteration used
-    before needed 50-60 passes of 100 vectors). ``zero_center=False``: the same on X^T X,
-    i.e. a truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_mean_var``.
+    Computed where the data lives (numpy/scipy: CPU; cupy/cupyx: GPU), in float64, with
+    implicit centring: sparse X is never densified in full, nor centred. The solver is chosen by
+    shape (see :mod:`gpu_sc._ops.eigh`): up to ``WIDE_GENES`` (8000) genes, the covariance
+    matrix accumulated over row blocks and decomposed whole; more genes and at most
+    ``WIDE_GENES`` cells, the small cell-side matrix (exact); more of both, a randomized block
+    Krylov solver on the implicitly centred operator, stopped when every component with a
+    relative eigengap of at least 1e-3 is within an angle of sin <= 3e-3 of the exact one and
+    every variance within 1e-5 (relative) of an exact eigenvalue. The embedding is
+    X V - mu^T V, computed block by block. ``zero_center=False``: the same on X^T X, i.e. a
+    truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_mean_var``.
 
     Signs follow scikit-learn's ``svd_flip(u_based_decision=False)``, which every scanpy path
     uses (sklearn PCA with 'arpack'/'covariance_eigh'/'full'/'randomized', TruncatedSVD, and
@@ -194,7 +173,7 @@ def pca(
     n_obs, n_vars = x.shape
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
-        n_comps = min_dim - 1 if min_dim <= _N_PCS else _N_PCS
+        n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
     limit = min(n_obs, n_vars)
     if not 1 <= n_comps < limit:
         msg = (
@@ -204,7 +183,7 @@ def pca(
         raise ValueError(msg)
 
     p = _ops.parts(x)
-    xp = _xp(p)
+    xp = p.xp
     mean, gene_var = _ops.col_mean_var(p, ddof=1)
     mean = xp.asarray(mean)
     step_rows = chunk_size if chunked or chunk_size is not None else None
@@ -212,15 +191,15 @@ def pca(
     centre = mean if zero_center else None
     # the cell-side matrix X X^T needs the whole matrix at each block: Dask takes Krylov
     if wide and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
-        evals, v = _cell_side_eigh(p, n_comps, centre, step_rows)
+        evals, v = eigh.cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
-        evals, v, _ = _krylov_eigh(p, n_comps, centre, rng, step_rows)
+        evals, v, _ = eigh.krylov_eigh(p, n_comps, centre, rng, step_rows)
     else:
-        evals, v = _covariance_eigh(p, n_comps, centre, step_rows)
+        evals, v = eigh.covariance_eigh(p, n_comps, centre, step_rows)
     evals = xp.maximum(evals, 0)  # round-off below zero, as scikit-learn clips
     v = _flip_signs(xp.ascontiguousarray(v))
     offset = None if centre is None else centre @ v
-    x_pca = _gram.project(p, v, offset, step_rows)
+    x_pca = gram.project(p, v, offset, step_rows)
 
     if zero_center:
         variance = evals
@@ -271,11 +250,6 @@ def _on_device(mask: np.ndarray, like):
     return mask
 
 
-def _xp(p):
-    """numpy or cupy: where the blocks of `p` (Parts or Chunked) live."""
-    return p.xp if isinstance(p, Chunked) else xp_of(p.data)
-
-
 def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_sparse: bool):
     """(dtype of the variances, dtype of the loadings) as scanpy stores them: the data's float
     dtype, except float64 from its sparse lobpcg solver, and from its incremental PCA
@@ -315,40 +289,6 @@ def _flip_signs(v):
     return v * signs
 
 
-def _cell_side_eigh(p, k: int, mean, chunk_size):
-    """Top-k eigenpairs of C = A^T A / (n - 1) through the small cell-side matrix A A^T
-    (A = X - 1 mean^T implicitly; mean None: A = X), for few cells and many genes."""
-    xp = xp_of(p.data)
-    n_obs = p.shape[0]
-    kk = _gram.cell_gram(p, chunk_size)
-    if mean is not None:  # A A^T = X X^T - r 1^T - 1 r^T + (mu.mu) 1 1^T with r = X mu
-        r = _gram.project(p, mean[:, None], None, chunk_size)[:, 0]
-        kk -= r[:, None]
-        kk -= r[None, :]
-        kk += float(mean @ mean)
-    w, u = xp.linalg.eigh((kk + kk.T) / 2)
-    w, u = xp.maximum(w[::-1][:k], 0), xp.ascontiguousarray(u[:, ::-1][:, :k])
-    v = _gram.transpose_apply(p, u, chunk_size)  # A^T u = X^T u - mu (1^T u)
-    if mean is not None:
-        v -= xp.outer(mean, u.sum(axis=0))
-    s = xp.sqrt(w)
-    v /= xp.where(s > 0, s, 1)
-    return w / max(n_obs - 1, 1), v
-
-
-def _covariance_eigh(p, k: int, mean, chunk_size):
-    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), from C
-    formed over row blocks (X^T X - n mean mean^T) and decomposed whole."""
-    xp = _xp(p)
-    n_obs = p.shape[0]
-    g = _gram.gram(p, chunk_size)
-    if mean is not None:
-        g -= n_obs * xp.outer(mean, mean)
-    g /= max(n_obs - 1, 1)
-    w, vecs = xp.linalg.eigh(g)
-    return w[::-1][:k], vecs[:, ::-1][:, :k]
-
-
 def _is_float_dtype(dtype) -> bool:
     try:
         return np.dtype(dtype).kind == "f"
@@ -363,144 +303,3 @@ def _random_generator(random_state):
     seed = check_int(random_state, step=_STEP, name="random_state", minimum=0, none_ok=True,
                      hint=" (or a numpy RandomState / Generator)")  # fmt: skip
     return np.random.default_rng(seed)
-
-
-def _krylov_eigh(
-    p,
-    k: int,
-    mean,
-    random_state,
-    chunk_size,
-    *,
-    tol: float = 3e-3,
-    block: int | None = None,
-    max_basis: int | None = None,
-    max_passes: int = 400,
-):
-    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), by a
-    randomized block Krylov method: block Lanczos with full reorthogonalisation and thick
-    restarts (Krylov-Schur), without forming C or densifying X. Returns (values, vectors,
-    passes over X)."""
-    xp = _xp(p)
-    n_obs, n_vars = p.shape
-    b, keep, m_max = _krylov_sizes(k, n_vars, block, max_basis)
-    if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny
-        return (*_covariance_eigh(p, k, mean, chunk_size), 1)
-    scale = 1.0 / max(n_obs - 1, 1)
-    rng = _random_generator(random_state)
-    basis = xp.empty((n_vars, m_max), dtype=np.float64)
-    basis[:, :b], _ = xp.linalg.qr(xp.asarray(rng.standard_normal((n_vars, b))))
-    t = xp.zeros((m_max, m_max), dtype=np.float64)  # Rayleigh quotient basis^T C basis
-    m, passes = b, 0
-    while True:
-        j0 = m - b
-        w = _gram.centred_normal_apply(p, basis[:, j0:m], mean, chunk_size)
-        w *= scale
-        passes += 1
-        v = basis[:, :m]
-        h = v.T @ w  # block column j0:m of the projected matrix
-        w -= v @ h
-        h2 = v.T @ w  # classical Gram-Schmidt, twice
-        w -= v @ h2
-        h += h2
-        t[:m, j0:m] = h
-        t[j0:m, :m] = h.T
-        t[j0:m, j0:m] = (h[j0:m] + h[j0:m].T) / 2
-        q, r = _orthonormalize(w)
-        theta, s = xp.linalg.eigh(t[:m, :m])
-        theta, s = theta[::-1], s[:, ::-1]
-        # C basis = basis T + w e_last^T: the residual of Ritz vector basis s_i is w s_i[last]
-        res = xp.linalg.norm(r @ s[j0:m, : k + 1], axis=0)
-        done = m > k and _ritz_converged(theta, res, k, tol)
-        if done or passes >= max_passes:
-            break
-        top = float(theta[0])
-        if float(xp.min(xp.abs(xp.diagonal(r)))) <= 1e-8 * max(top, 1e-300):
-            for _ in range(2):  # (near) invariant subspace: keep the new block orthogonal
-                q -= v @ (v.T @ q)
-            q, _ = xp.linalg.qr(q)
-        if m + b > m_max:  # thick restart: keep the leading Ritz vectors and the new block
-            basis[:, :keep] = v @ s[:, :keep]
-            t[:, :] = 0
-            t[:keep, :keep] = xp.diag(theta[:keep])
-            m = keep
-        basis[:, m : m + b] = q
-        m += b
-    if not done:
-        warnings.warn(
-            f"{_STEP}: the block Krylov solver did not converge in {max_passes} passes over the data; "
-            "the trailing components may be inaccurate.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    return theta[:k], basis[:, :m] @ s[:, :k], passes
-
-
-def _linalg_raises(xp):
-    """numpy raises LinAlgError where a factorisation fails; cupy only when asked to (by default
-    it returns whatever cuSOLVER left behind)."""
-    if xp is np:
-        return contextlib.nullcontext()
-    import cupyx
-
-    return cupyx.errstate(linalg="raise")
-
-
-def _orthonormalize(w):
-    """w = q r with orthonormal q and upper triangular r: Cholesky QR, twice, on w with unit
-    columns (two small Cholesky factorisations and GEMMs, much faster than Householder QR on a
-    tall block), or Householder QR where w is too ill-conditioned for it."""
-    xp = xp_of(w)
-    norms = xp.linalg.norm(w, axis=0)
-    norms = xp.where(norms > 0, norms, 1)
-    q, r = w / norms, xp.diag(norms)  # unit columns: cond(w) without their scales
-    for _ in range(2):
-        g = q.T @ q
-        try:
-            with _linalg_raises(xp):
-                c = xp.linalg.cholesky((g + g.T) / 2)  # lower: g = c c^T, so r = c^T
-        except np.linalg.LinAlgError:
-            return xp.linalg.qr(w)
-        d = xp.abs(xp.diagonal(c))
-        if not bool(xp.all(xp.isfinite(c))) or float(xp.min(d)) <= 1e-6 * float(xp.max(d)):
-            return xp.linalg.qr(w)  # cond(w) >~ 1e6 loses orthogonality
-        q = q @ xp.linalg.inv(c.T)
-        r = c.T @ r
-    return q, r
-
-
-def _krylov_sizes(k: int, n_vars: int, block: int | None, max_basis: int | None):
-    """(block size, Ritz vectors kept at a restart, most basis columns), or (None,) * 3 when
-    the basis would not fit beside a new block in n_vars dimensions.
-
-    Block k/2: fewer passes over X than single vectors, fewer products (and a smaller basis)
-    than a block of k. Basis up to keep + 9 blocks (300 columns for k = 50; at most
-    BASIS_BYTES), restarted keeping the top k + b Ritz vectors."""
-    b = int(block) if block else max(8, (k + 1) // 2)
-    keep = k + max(b, 8)
-    m_max = int(max_basis) if max_basis else keep + 9 * b
-    m_max = min(m_max, max(keep + 2 * b, BASIS_BYTES // (8 * n_vars)), n_vars - b)
-    if b < 1 or m_max < keep + b:
-        return None, None, None
-    return b, keep, m_max
-
-
-def _ritz_converged(theta, res, k: int, tol: float) -> bool:
-    """Whether each of the top-k Ritz pairs (values `theta`, descending; residual norms `res` of
-    the top k + 1) has residual <= tol * max(gap, GAP * theta_i).
-
-    An eigenvalue lies within res_j of each Ritz value theta_j, so gap = min over the neighbours
-    j of |theta_i - theta_j| - res_j estimates the distance from theta_i to the rest of the
-    spectrum. Then (Davis-Kahan) sin(angle to the eigenvector) <= res / gap <= tol for every
-    component whose relative eigengap is at least GAP, and each Ritz value is within
-    res^2 / gap <= tol^2 * gap of an eigenvalue where separated, within res <= tol * GAP *
-    theta_i where not."""
-    xp = xp_of(theta)
-    th = theta[: k + 1]
-    d = xp.abs(xp.diff(th))
-    below = d[:k] - res[1 : k + 1]  # distance to the next eigenvalue, from below
-    above = xp.concatenate([xp.full(1, xp.inf), d[: k - 1] - res[: k - 1]])
-    gap = xp.maximum(xp.minimum(above, below), 0)
-    floor = 64 * np.finfo(np.float64).eps * abs(float(th[0]))
-    bound = tol * xp.maximum(gap, _GAP * xp.abs(th[:k])) + floor
-    return bool(xp.all(res[:k] <= bound))

@@ -12,56 +12,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._backend import is_gpu, xp_of
-from .._settings import Progress
+from ..._backend import is_gpu, xp_of
+from ..._settings import BLOCK_BYTES, Progress
+from .candidates import MARGIN, mark_self, prepare, rank
 
-BLOCK_BYTES = 64 * 2**20  # one distance tile
-MARGIN = 16  # extra candidates kept for the exact float64 re-ranking
 MAX_GPU_K = 256
-
-
-def _prepare(x, metric: str):
-    """float64 rows (cosine: unit rows; zero rows stay zero)."""
-    xp = xp_of(x)
-    x64 = x.astype(np.float64)
-    if metric == "cosine":
-        norms = xp.sqrt((x64 * x64).sum(axis=1))
-        norms[norms == 0] = 1.0
-        x64 = x64 / norms[:, None]
-    return xp.ascontiguousarray(x64)
-
-
-def _mark_self(d2, rows, col_offset: int = 0) -> None:
-    """Set each row's own entry of the distance tile `d2` (rows: their global indices; columns
-    col_offset..) to -inf, in place: the row itself is then always one of its candidates, even
-    behind more than k + MARGIN identical rows at distance 0."""
-    xp = xp_of(d2)
-    local = rows - col_offset
-    inside = (local >= 0) & (local < d2.shape[1])
-    d2[xp.arange(rows.shape[0])[inside], local[inside]] = -xp.inf
-
-
-def _rerank(x64, start, cand, k, metric):
-    """Exact float64 distances to the candidates of rows start.., self first, then by
-    (distance, index); returns the first k (indices int64, distances float64)."""
-    xp = xp_of(x64)
-    q = x64[start : start + cand.shape[0]]
-    cand = cand.astype(np.int64)
-    rows = xp.arange(start, start + cand.shape[0], dtype=np.int64)[:, None]
-    if metric == "cosine":
-        dist = 1.0 - xp.einsum("bd,bmd->bm", q, x64[cand])
-        dist = xp.maximum(dist, 0.0)
-    else:
-        diff = x64[cand] - q[:, None, :]
-        dist = xp.sqrt((diff * diff).sum(axis=2))
-    is_self = cand == rows
-    dist = xp.where(is_self, 0.0, dist)  # exactly zero, not round-off
-    key = xp.where(is_self, -1.0, dist)  # self first, even among duplicates
-    order = xp.argsort(cand, axis=1)  # then stable sorts by distance keep smaller index first
-    cand, dist, key = (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
-    order = xp.argsort(key, axis=1, kind="stable")
-    cand, dist = (xp.take_along_axis(a, order, axis=1)[:, :k] for a in (cand, dist))
-    return cand, dist
 
 
 def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
@@ -73,7 +28,7 @@ def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES)
         raise ValueError(msg)
     if is_gpu(x):
         return _knn_gpu(x, k, metric, block_bytes)
-    x64 = _prepare(x, metric)
+    x64 = prepare(x, metric)
     m = min(n, k + MARGIN)
     sq = (x64 * x64).sum(axis=1)
     step = max(1, block_bytes // (8 * max(n, m * x.shape[1])))
@@ -83,9 +38,10 @@ def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES)
     for start in range(0, n, step):
         stop = min(n, start + step)
         d2 = sq[start:stop, None] + sq[None, :] - 2.0 * (x64[start:stop] @ x64.T)
-        _mark_self(d2, np.arange(start, stop))
+        rows = np.arange(start, stop)
+        mark_self(d2, rows)
         cand = np.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else np.tile(np.arange(n), (stop - start, 1))
-        ind[start:stop], dist[start:stop] = _rerank(x64, start, cand, k, metric)
+        ind[start:stop], dist[start:stop], _ = rank(x64, rows, cand, k, metric)
         report(stop)
     return ind, dist
 
@@ -93,14 +49,14 @@ def knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES)
 def _knn_gpu(x, k, metric, block_bytes):
     import cupy as cp
 
-    from .._kernels.knn_select import knn_select
+    from ..._kernels.knn_select import knn_select
 
     n = x.shape[0]
     m = min(n, k + MARGIN, MAX_GPU_K)
     if k > MAX_GPU_K:
         msg = f"the GPU kNN supports n_neighbors <= {MAX_GPU_K}, got {k}."
         raise ValueError(msg)
-    x64 = _prepare(x, metric)
+    x64 = prepare(x, metric)
     x32 = cp.ascontiguousarray(x64.astype(cp.float32))
     sq = (x32 * x32).sum(axis=1)
     cols = min(n, max(1024, block_bytes // (4 * 4096)))
@@ -121,7 +77,7 @@ def _knn_gpu(x, k, metric, block_bytes):
             knn_select(q @ x32[c0:c1].T, sq[start:stop], sq[c0:c1], start, c0, best_d, best_i)
         # NaN-free input always fills every slot (m <= n); guard anyway
         best_i = cp.where(best_i < 0, cp.arange(start, stop)[:, None], best_i)
-        ind[start:stop], dist[start:stop] = _rerank(x64, start, best_i, k, metric)
+        ind[start:stop], dist[start:stop], _ = rank(x64, cp.arange(start, stop), best_i, k, metric)
         report(stop)
     return ind, dist
 
@@ -137,7 +93,7 @@ def pairwise(x, *, metric: str = "euclidean", block_bytes: int = BLOCK_BYTES):
     distance 1 from all others), clipped to [0, 2]."""
     xp = xp_of(x)
     n, dim = x.shape
-    x64 = _prepare(x, metric)
+    x64 = prepare(x, metric)
     if metric == "euclidean":
         x64 = x64 - x64.mean(axis=0)  # same distances, smaller norms: less cancellation
     sq = (x64 * x64).sum(axis=1)

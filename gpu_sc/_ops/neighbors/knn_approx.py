@@ -7,7 +7,7 @@ distances to the candidates directly in float64, puts the row itself first (whet
 backend found it, and ahead of exact duplicates), orders the rest by (distance, index) and keeps
 k. A row left with fewer than k distinct candidates (a failed approximate search) is searched
 exactly. The result is (indices int64, distances float64), shaped like
-:func:`gpu_sc._ops.knn.knn`, so one graph code serves every backend.
+:func:`gpu_sc._ops.neighbors.knn.knn`, so one graph code serves every backend.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import warnings
 
 import numpy as np
 
-from .._backend import is_gpu, to_host, xp_of
-from .knn import BLOCK_BYTES, MARGIN, _mark_self, _prepare
+from ..._backend import is_gpu, to_host, xp_of
+from ..._settings import BLOCK_BYTES
+from .candidates import MARGIN, mark_self, prepare, rank
 
 QUERY_ROWS = 2**16  # GPU backends: queries per call
 _RAPIDS = "e.g. pip install {0}-cu12, or {0}-cu13 for CUDA 13; see docs.rapids.ai/install"
@@ -104,8 +105,8 @@ def transformer_knn(x, transformer, k: int):
         msg = (f"the transformer gave {int(counts.min())} neighbours besides the cell itself for "
                f"{int((counts < k - 1).sum())} of {n} cells; n_neighbors={k} needs {k - 1}.")  # fmt: skip
         raise ValueError(msg)
-    rank = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]
-    keep = rank < k - 1
+    position = np.arange(rows.size) - (np.cumsum(counts) - counts)[rows]  # within its row
+    keep = position < k - 1
     ind = np.empty((n, k), np.int64)
     ind[:, 0] = np.arange(n)
     ind[:, 1:] = cols[keep].reshape(n, k - 1)
@@ -131,7 +132,7 @@ def cuml_knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_B
     import cupy as cp
 
     nearest = backend("cuml")
-    x32 = cp.ascontiguousarray(_prepare(x, metric), dtype=cp.float32)  # unit rows for cosine
+    x32 = cp.ascontiguousarray(prepare(x, metric), dtype=cp.float32)  # unit rows for cosine
     model = nearest(n_neighbors=k + 1, algorithm="brute", metric="euclidean", output_type="cupy")
     model.fit(x32)
     cand = cp.empty((x.shape[0], min(x.shape[0], k + 1)), cp.int64)
@@ -150,7 +151,7 @@ def cuvs_knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_B
     backend("cuvs")
     brute_force = importlib.import_module("cuvs.neighbors.brute_force")
     # squared euclidean on unit rows ranks as cosine does, so one metric serves both
-    x32 = cp.ascontiguousarray(_prepare(x, metric), dtype=cp.float32)
+    x32 = cp.ascontiguousarray(prepare(x, metric), dtype=cp.float32)
     index = brute_force.build(x32, metric="sqeuclidean")
     cand = cp.empty((x.shape[0], min(x.shape[0], k + 1)), cp.int64)
     for start in range(0, x.shape[0], QUERY_ROWS):
@@ -160,39 +161,6 @@ def cuvs_knn(x, k: int, *, metric: str = "euclidean", block_bytes: int = BLOCK_B
     return refine(x, cand, k, metric=metric, block_bytes=block_bytes)
 
 
-def _rank(x64, rows, cand, k: int, metric: str):
-    """For each row of `rows`: its distinct valid (>= 0) candidates ranked self first, then by
-    (float64 distance, index); the first k as (indices, distances, complete) where `complete`
-    says the row had at least k of them."""
-    xp = xp_of(x64)
-    rows = rows[:, None]
-    valid = cand >= 0
-    cand = xp.where(valid, cand, rows).astype(np.int64)
-    q = x64[rows[:, 0]]
-    if metric == "cosine":
-        dist = xp.maximum(1.0 - xp.einsum("bd,bmd->bm", q, x64[cand]), 0.0)
-    else:
-        diff = x64[cand] - q[:, None, :]
-        dist = xp.sqrt((diff * diff).sum(axis=2))
-    is_self = cand == rows
-    dist = xp.where(is_self, 0.0, dist)
-    key = xp.where(valid, xp.where(is_self, -1.0, dist), xp.inf)
-
-    def by_key(cand, dist, key):
-        order = xp.argsort(cand, axis=1)  # stable sorts by key then keep the smaller index first
-        cand, dist, key = (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
-        order = xp.argsort(key, axis=1, kind="stable")
-        return (xp.take_along_axis(a, order, axis=1) for a in (cand, dist, key))
-
-    cand, dist, key = by_key(cand, dist, key)
-    dup = xp.zeros(cand.shape, dtype=bool)  # a repeated index sits next to its first copy now
-    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
-    if bool(dup.any()):
-        cand, dist, key = by_key(cand, dist, xp.where(dup, xp.inf, key))
-    complete = xp.isfinite(key[:, k - 1]) if cand.shape[1] >= k else xp.zeros(rows.shape[0], bool)
-    return cand[:, :k], dist[:, :k], complete
-
-
 def _exact_rows(x64, rows, k: int, metric: str):
     """Exact kNN lists of the few `rows` against all rows."""
     xp = xp_of(x64)
@@ -200,9 +168,9 @@ def _exact_rows(x64, rows, k: int, metric: str):
     m = min(n, k + MARGIN)
     q = x64[rows]
     d2 = (q * q).sum(axis=1)[:, None] + (x64 * x64).sum(axis=1)[None, :] - 2.0 * (q @ x64.T)
-    _mark_self(d2, rows)
+    mark_self(d2, rows)
     cand = xp.argpartition(d2, m - 1, axis=1)[:, :m] if m < n else xp.tile(xp.arange(n), (rows.size, 1))
-    ind, dist, _ = _rank(x64, rows, cand, k, metric)
+    ind, dist, _ = rank(x64, rows, cand, k, metric)
     return ind, dist
 
 
@@ -214,7 +182,7 @@ def refine(x, cand, k: int, *, metric: str = "euclidean", block_bytes: int = BLO
     if not 1 <= k <= n:
         msg = f"k must lie in 1..{n}, got {k}."
         raise ValueError(msg)
-    x64 = _prepare(x, metric)
+    x64 = prepare(x, metric)
     cand = xp.asarray(cand)
     width = cand.shape[1] + 1
     step = max(1, block_bytes // (8 * width * max(1, x.shape[1])))
@@ -227,7 +195,7 @@ def refine(x, cand, k: int, *, metric: str = "euclidean", block_bytes: int = BLO
         block = cand[start:stop].astype(np.int64)
         block = xp.where(block == rows[:, None], -1, block)  # the row itself goes first, once
         block = xp.concatenate([rows[:, None], block], axis=1)
-        ind[start:stop], dist[start:stop], complete = _rank(x64, rows, block, k, metric)
+        ind[start:stop], dist[start:stop], complete = rank(x64, rows, block, k, metric)
         if not bool(complete.all()):
             missing.append(rows[~complete])
     if missing:

@@ -1,11 +1,23 @@
-"""Count the values that cannot be counts: non-finite and negative ones (input validation)."""
+"""Elementwise work on a value array (a sparse matrix's `.data` or a dense array, any layout),
+CPU or GPU: these need no matrix structure, so they take the values, not `Parts`."""
 
 from __future__ import annotations
+
+import math
 
 import numba
 import numpy as np
 
-from .._backend import is_gpu
+from ._backend import is_gpu, xp_of
+
+
+def log1p_(values, base=None) -> None:
+    """In place: values = log1p(values) [/ log(base)]. Implicit zeros stay zero (log1p(0) = 0).
+    One array-namespace version serves CPU and GPU."""
+    xp = xp_of(values)
+    xp.log1p(values, out=values)
+    if base is not None:
+        xp.divide(values, math.log(base), out=values)
 
 
 @numba.njit(parallel=True, cache=True)
@@ -22,7 +34,8 @@ def _scan(values):
 
 
 def value_issues(values) -> tuple[int, int]:
-    """(number of NaN/inf values, number of negative finite values) in a 1-D float array."""
+    """(number of NaN/inf values, number of negative finite values) in a 1-D float array: the
+    values that cannot be counts (input validation)."""
     if is_gpu(values):
         import cupy as cp
 

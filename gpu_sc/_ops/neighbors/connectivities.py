@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .._backend import sparse_module, xp_of
+from ..._backend import sparse_module, xp_of
 
 _TOL = 1e-5  # binary-search tolerance on the membership sum
 _MIN_SCALE = 1e-3  # sigma floor relative to the mean distance
