@@ -38,7 +38,7 @@ import gpu_sc as gsc  # noqa: E402
 from _common import cpu_name, versions  # noqa: E402
 from pic_validate import DATASETS, DEFAULT_DATA  # noqa: E402
 
-from gpu_sc.pic._loglik import optimise_alpha  # noqa: E402
+from gpu_sc.pic._alpha_ml import optimise_alpha  # noqa: E402
 from gpu_sc.pic._posterior import GRID, TAUS, SizePrior, best_tau, grid_loglik  # noqa: E402
 
 

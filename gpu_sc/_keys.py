@@ -56,6 +56,8 @@ OBS_PIC_STATUS = "pic_status"
 PIC_STATUS_OK = "ok"
 UNS_PIC = "pic"
 OBS_TRUE_ALPHA = "true_alpha"
+OBS_TRUE_A = "true_a"  # simulate_pics: the true groups of synthetic PICs
+OBS_TRUE_B = "true_b"
 # ... and written by them
 PIC_EXPECTED = "pic_expected"  # layers pic_expected, pic_expected_a, pic_expected_b; uns
 UNS_PIC_INTERACTION = "pic_interaction"

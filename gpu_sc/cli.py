@@ -299,10 +299,7 @@ def _plot_umap(adata: AnnData, path: str) -> None:
 
 # --- PIC-seq -------------------------------------------------------------------------------------
 
-PIC_DEMO_T = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic",
-              "CD4+/CD45RO+ Memory"]  # fmt: skip
 PIC_DEMO_PNG = "gpu-sc-demo-pic-pairs.png"
-PIC_PLOTS = {"pairs": "pic-pairs.png", "alpha": "pic-alpha.png"}  # --plots DIR/<file>
 
 
 def parse_groups(text: str, flag: str) -> list[str]:
@@ -357,47 +354,6 @@ def _need_matplotlib(what: str) -> None:
         raise CliError(f"{what} needs matplotlib: pip install 'gpu_sc[pic]' (or leave it out)") from e
 
 
-def pic_truth(pics: AnnData) -> dict[str, float] | None:
-    """Accuracy of the PICs with status 'ok' against their known partners (synthetic PICs with
-    obs true_a, true_b, true_alpha); None for real PICs."""
-    obs = pics.obs
-    if not {"true_a", "true_b", "pic_a", "pic_b"} <= set(obs.columns):
-        return None
-    ok = (obs["pic_status"].astype(str) == "ok").to_numpy() if "pic_status" in obs else np.ones(len(obs), bool)
-    if not ok.any():
-        return None
-    hit_a = (obs["pic_a"].astype(str) == obs["true_a"].astype(str)).to_numpy()[ok]
-    hit_b = (obs["pic_b"].astype(str) == obs["true_b"].astype(str)).to_numpy()[ok]
-    res = {"pair": float((hit_a & hit_b).mean()), "a": float(hit_a.mean()), "b": float(hit_b.mean())}
-    if {"true_alpha", "pic_alpha"} <= set(obs.columns):
-        err = np.abs(obs["pic_alpha"].to_numpy(float) - obs["true_alpha"].to_numpy(float))[ok]
-        res["alpha_mae"] = float(np.nanmean(err))
-    return res
-
-
-def pic_summary(pics: AnnData, n_top: int = 3) -> dict[str, str]:
-    """Summary lines of a deconvolution: PICs deconvolved, status counts, top pairs, alpha."""
-    obs = pics.obs
-    status = obs["pic_status"].astype(str) if "pic_status" in obs else None
-    ok = (status == "ok").to_numpy() if status is not None else np.ones(pics.n_obs, bool)
-    out = {"PICs deconvolved": f"{int(ok.sum()):,} of {pics.n_obs:,} (status 'ok')"}
-    if status is not None:
-        counts = status.value_counts()
-        out["status counts"] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
-    if {"pic_a", "pic_b"} <= set(obs.columns) and ok.any():
-        pairs = (obs["pic_a"].astype(str) + " + " + obs["pic_b"].astype(str))[ok].value_counts()
-        out["top pairs (A + B)"] = "; ".join(f"{k} {v:,}" for k, v in pairs.head(n_top).items())
-    if "pic_alpha" in obs and ok.any():
-        out["median alpha (A share)"] = f"{np.nanmedian(obs['pic_alpha'].to_numpy(float)[ok]):.3f}"
-    truth = pic_truth(pics)
-    if truth is not None:
-        text = f"pair {truth['pair']:.3f}, A {truth['a']:.3f}, B {truth['b']:.3f}"
-        if "alpha_mae" in truth:
-            text += f", alpha MAE {truth['alpha_mae']:.3f}"
-        out["accuracy vs truth"] = text
-    return out
-
-
 def _print_summary(summary: dict[str, str]) -> None:
     print("summary")
     for label, value in summary.items():
@@ -450,10 +406,10 @@ def cmd_pic(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     write_h5ad(pics, args.output)
     step(4, "write", t0, str(args.output))
-    summary = pic_summary(pics)
+    summary = gsc.pic.summary(pics)
     if args.plots:
         t0 = time.perf_counter()
-        written = write_pic_plots(pics, args.plots)
+        written = gsc.pic.write_plots(pics, args.plots)
         step(5, "plots", t0, ", ".join(map(str, written)) or "none (no PIC with status 'ok')")
         summary["plots"] = ", ".join(map(str, written)) or "none (no PIC with status 'ok')"
     summary["output"] = str(args.output)
@@ -461,74 +417,22 @@ def cmd_pic(args: argparse.Namespace) -> None:
     _print_summary(summary)
 
 
-def write_pic_plots(pics: AnnData, directory: str | Path) -> list[Path]:
-    """The pair heatmap and the alpha histogram as PNGs in `directory`; nothing when no PIC has
-    status 'ok' (there is nothing to draw)."""
-    if "pic_status" in pics.obs and not (pics.obs["pic_status"].astype(str) == "ok").any():
-        return []
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    pairs, alpha = d / PIC_PLOTS["pairs"], d / PIC_PLOTS["alpha"]
-    gsc.pic.pair_heatmap(pics, save=pairs)
-    gsc.pic.alpha_hist(pics, save=alpha)
-    return [pairs, alpha]
-
-
-def _kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 5, n_iter: int = 100) -> np.ndarray:
-    """Cluster labels of the rows of `x` by Lloyd's k-means (k-means++ starts, best of `n_init`),
-    numbered by decreasing cluster size; NumPy only, deterministic for a given seed."""
-    rng = np.random.default_rng(seed)
-    best_inertia, best = np.inf, None
-    for _ in range(n_init):
-        centres = x[[rng.integers(len(x))]]
-        for _ in range(k - 1):
-            d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
-            centres = np.vstack([centres, x[rng.choice(len(x), p=d2 / d2.sum())]])
-        for _ in range(n_iter):
-            labels = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
-            new = np.array([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
-            if np.allclose(new, centres):
-                break
-            centres = new
-        inertia = ((x - centres[labels]) ** 2).sum()
-        if inertia < best_inertia:
-            best_inertia, best = inertia, labels
-    order = np.argsort(-np.bincount(best, minlength=k), kind="stable")
-    return np.argsort(order)[best]
-
-
 def demo_pic(png: str | Path | None, n_pics: int = 200, seed: int = 0,
              device: str = "cpu") -> dict[str, str]:
-    """The demo's PIC-seq part: synthetic T cell + dendritic cell PICs from the bundled PBMCs,
-    deconvolved with the default method and scored against the truth. The DCs are split into
-    3 sub-clusters (PCA + k-means), so each PIC has 4 x 3 candidate pairs; 30% of the cells are
-    held out as the PICs' sources and the rest are the reference (fresh raw counts; the pair
-    search runs on `device`); writes the pair heatmap to `png` when given. Returns summary
-    lines."""
-    from gpu_sc.datasets import pbmc68k_reduced
+    """The demo's PIC-seq part: synthetic T cell + dendritic cell PICs from the bundled PBMCs
+    (`gsc.datasets.pbmc_t_dc_pics`), deconvolved with the default method and scored against the
+    truth (the pair search runs on `device`); writes the pair heatmap to `png` when given.
+    Returns summary lines."""
+    from gpu_sc.datasets import PBMC_DC_GROUPS, PBMC_T_GROUPS, pbmc_t_dc_pics
 
     t0 = time.perf_counter()
-    raw = pbmc68k_reduced()
-    cells = raw[raw.obs["bulk_labels"].isin(PIC_DEMO_T + ["Dendritic"])].copy()
-    groups = cells.obs["bulk_labels"].astype(str).to_numpy().copy()
-    dc = groups == "Dendritic"
-    lg = cells[dc].copy()
-    gsc.pp.normalize_total(lg, target_sum=1e4)
-    gsc.pp.log1p(lg)
-    gsc.pp.pca(lg, n_comps=10)
-    groups[dc] = [f"DC{k}" for k in _kmeans(np.asarray(lg.obsm["X_pca"], dtype=np.float64), 3, seed)]
-    cells.obs["pic_group"] = groups
-    dcs = ["DC0", "DC1", "DC2"]
-    source = np.random.default_rng(seed).random(cells.n_obs) < 0.3
-    pics = gsc.pic.simulate_pics(cells[source], groupby="pic_group", a=PIC_DEMO_T, b=dcs,
-                                 n_pics=n_pics, seed=seed + 1)  # fmt: skip
-    ref = cells[~source].copy()
-    gsc.pic.deconvolve(pics, ref, groupby="pic_group", a=PIC_DEMO_T, b=dcs, device=device)
-    truth = pic_truth(pics)
+    pics, ref = pbmc_t_dc_pics(n_pics, seed)
+    gsc.pic.deconvolve(pics, ref, groupby="pic_group", a=PBMC_T_GROUPS, b=PBMC_DC_GROUPS, device=device)
+    truth = gsc.pic.accuracy(pics)
     ok = int((pics.obs["pic_status"].astype(str) == "ok").sum())
     out = {
         "PIC-seq (synthetic)": f"{ok} of {pics.n_obs} T + DC PICs deconvolved "
-                               f"({len(PIC_DEMO_T)} x {len(dcs)} pairs, method "
+                               f"({len(PBMC_T_GROUPS)} x {len(PBMC_DC_GROUPS)} pairs, method "
                                f"{pics.uns['pic']['method']}, {ref.n_obs} reference cells)",
         "PIC pair accuracy": f"{truth['pair']:.3f}" if truth else "n/a",
         "PIC A / B accuracy": f"{truth['a']:.3f} / {truth['b']:.3f}" if truth else "n/a",
@@ -620,7 +524,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: none for ml, 1000 for picseq)")  # fmt: skip
     pic.add_argument("--seed", type=int, default=0, help="random seed (0)")
     pic.add_argument("--plots", metavar="DIR", default=None,
-                     help=f"write {PIC_PLOTS['pairs']} (pair heatmap) and {PIC_PLOTS['alpha']} "
+                     help=f"write {gsc.pic.PLOT_FILES['pairs']} (pair heatmap) and {gsc.pic.PLOT_FILES['alpha']} "
                           "(alpha histogram) to DIR")  # fmt: skip
     pic.set_defaults(func=cmd_pic)
     return parser

@@ -12,6 +12,9 @@ Bundled in ``gpu_sc/_data`` (details in ``gpu_sc/_data/README.md``):
 :func:`resample` turns either of them (or any raw-count AnnData) into as many cells as a
 benchmark needs: real cells drawn with replacement, each count binomially thinned so that no
 two drawn cells are exact copies.
+
+:func:`pbmc_t_dc_pics` builds synthetic PIC-seq doublets (T cell + dendritic cell) from the
+bundled PBMCs, with a reference of other cells: the data of the ``gpu-sc demo``'s PIC part.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import scipy.sparse as sp
 
 from ._validation import check_integer_counts
 
-__all__ = ["mouse_brain_10k", "pbmc68k_reduced", "resample"]
+__all__ = ["mouse_brain_10k", "pbmc68k_reduced", "pbmc_t_dc_pics", "resample"]
 
 _DATA = Path(__file__).parent / "_data"
 _INT32_MAX = np.iinfo(np.int32).max
@@ -225,3 +228,58 @@ def resample(
     obs["source_cell"] = adata.obs_names[chosen].to_numpy()
     obs.index = "cell_" + pd.RangeIndex(n_cells).astype(str)
     return ad.AnnData(out, obs=obs, var=adata.var.copy())
+
+
+# --- PIC-seq demo data ---------------------------------------------------------------------------
+PBMC_T_GROUPS = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic",
+                 "CD4+/CD45RO+ Memory"]  # fmt: skip
+PBMC_DC_GROUPS = ["DC0", "DC1", "DC2"]
+
+
+def pbmc_t_dc_pics(n_pics: int = 200, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData]:
+    """Synthetic T cell + dendritic cell PICs from the bundled PBMCs (:func:`pbmc68k_reduced`),
+    and the reference to deconvolve them with. obs['pic_group'] holds the groups: the four
+    T-cell labels (`PBMC_T_GROUPS`) and the DCs split into 3 sub-clusters (`PBMC_DC_GROUPS`, PCA
+    of log-normalised counts + k-means), so each PIC has 4 x 3 candidate pairs. 30 % of the cells
+    are held out as the PICs' sources, the rest (raw counts) are the reference.
+    Returns (pics, reference)."""
+    from . import pic, pp
+
+    raw = pbmc68k_reduced()
+    cells = raw[raw.obs["bulk_labels"].isin(PBMC_T_GROUPS + ["Dendritic"])].copy()
+    groups = cells.obs["bulk_labels"].astype(str).to_numpy().copy()
+    dc = groups == "Dendritic"
+    lg = cells[dc].copy()
+    pp.normalize_total(lg, target_sum=1e4)
+    pp.log1p(lg)
+    pp.pca(lg, n_comps=10)
+    groups[dc] = [f"DC{k}" for k in _kmeans(np.asarray(lg.obsm["X_pca"], dtype=np.float64), 3, seed)]
+    cells.obs["pic_group"] = groups
+    source = np.random.default_rng(seed).random(cells.n_obs) < 0.3
+    pics = pic.simulate_pics(cells[source], groupby="pic_group", a=PBMC_T_GROUPS, b=PBMC_DC_GROUPS,
+                             n_pics=n_pics, seed=seed + 1)  # fmt: skip
+    return pics, cells[~source].copy()
+
+
+def _kmeans(x: np.ndarray, k: int, seed: int = 0, n_init: int = 5, n_iter: int = 100) -> np.ndarray:
+    """Cluster labels of the rows of `x` by Lloyd's k-means (k-means++ starts, best of `n_init`),
+    numbered by decreasing cluster size; NumPy only (no scikit-learn needed), deterministic for a
+    given seed."""
+    rng = np.random.default_rng(seed)
+    best_inertia, best = np.inf, None
+    for _ in range(n_init):
+        centres = x[[rng.integers(len(x))]]
+        for _ in range(k - 1):
+            d2 = ((x[:, None, :] - centres[None]) ** 2).sum(-1).min(1)
+            centres = np.vstack([centres, x[rng.choice(len(x), p=d2 / d2.sum())]])
+        for _ in range(n_iter):
+            labels = ((x[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
+            new = np.array([x[labels == j].mean(0) if (labels == j).any() else centres[j] for j in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        inertia = ((x - centres[labels]) ** 2).sum()
+        if inertia < best_inertia:
+            best_inertia, best = inertia, labels
+    order = np.argsort(-np.bincount(best, minlength=k), kind="stable")
+    return np.argsort(order)[best]

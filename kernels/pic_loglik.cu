@@ -3,10 +3,11 @@
 // accumulated in float64 whatever the value types. pa: genes x ka, pb: genes x kb (row-major,
 // value type P); counts of value type T; ll/alpha: n_rows x (ka * kb), float64.
 //
-// The CPU engine (gpu_sc/pic/_loglik.py, numba) performs exactly the same IEEE operations in the
-// same order, log included (gsc_pic_log below is its `_log`), so the two agree bit for bit. Every
-// product that the compiler could contract with a neighbouring add into an FMA is therefore
-// written with __dmul_rn / __dadd_rn, which are never contracted (numba does not contract either).
+// The CPU engine (gpu_sc/_ops/pic_loglik.py, numba) performs exactly the same IEEE operations in the
+// same order, log included (gsc_pic_log below is `log` of gpu_sc/_ops/_numba_log.py), so the two
+// agree bit for bit. Every product that the compiler could contract with a neighbouring add into
+// an FMA is therefore written with __dmul_rn / __dadd_rn, which are never contracted (numba does not
+// contract either).
 
 #include "common.cuh"
 

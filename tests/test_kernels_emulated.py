@@ -39,7 +39,7 @@ def _host(a):
 def test_pic_kernels_equal_the_engine_bit_for_bit(cp, value, index, prof):
     """Both pic_loglik kernels (per-pair alpha, fixed alpha) give the numba engine's LL and alpha
     bit for bit, every pair, a chunk of rows launched as a slice of indptr."""
-    from gpu_sc.pic._loglik import _cpu_chunk, _gpu_chunk
+    from gpu_sc._ops.pic_loglik import _cpu_chunk, _gpu_chunk
 
     m, pa, pb = _random(seed=3, n=30, genes=80, ka=5, kb=4)
     pa, pb = pa.astype(prof), pb.astype(prof)

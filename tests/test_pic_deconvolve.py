@@ -10,9 +10,10 @@ import scipy.sparse as sp
 from conftest import PIC_DC as DC
 from conftest import PIC_T as T
 from conftest import t_dc_reference_and_pics
+from pic_reference import best_pair, pair_loglik
 
+from gpu_sc.pic._alpha_ml import optimise_alpha
 from gpu_sc.pic._deconvolve import deconvolve
-from gpu_sc.pic._loglik import best_pair, optimise_alpha, pair_loglik
 from gpu_sc.pic._simulate import downsample_row, simulate_pics
 
 @pytest.fixture

@@ -12,7 +12,8 @@ import scipy.sparse as sp
 from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fixture)
 
 from gpu_sc._ops._layout import Parts
-from gpu_sc.pic._loglik import _cpu_chunk, _gpu_chunk, pair_scores
+from gpu_sc._ops.pic_loglik import _cpu_chunk, _gpu_chunk
+from gpu_sc.pic._loglik import pair_scores
 
 pytestmark = pytest.mark.usefixtures("device")
 

@@ -11,12 +11,13 @@ import subprocess
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from pic_reference import best_pair, pair_loglik
 
+from gpu_sc._ops import _numba_log as L
 from gpu_sc._ops._layout import Parts
-from gpu_sc.pic import _loglik as L
-from gpu_sc.pic._loglik import (
-    N_ITER, PairScores, _cpu_chunk, _log_array, best_pair, default_chunk, pair_loglik, pair_scores,
-)  # fmt: skip
+from gpu_sc._ops._numba_log import log_array as _log_array
+from gpu_sc._ops.pic_loglik import N_ITER, _cpu_chunk
+from gpu_sc.pic._loglik import PairScores, default_chunk, pair_scores
 from gpu_sc.pic._simulate import simulate_pics
 
 EPS = 1e-4

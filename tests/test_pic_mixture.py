@@ -8,8 +8,8 @@ import scipy.sparse as sp
 from conftest import PIC_DC as DC
 from conftest import PIC_T as T
 from conftest import _load, t_dc_cells
+from pic_reference import pair_loglik
 
-from gpu_sc.pic._loglik import pair_loglik
 from gpu_sc.pic._mixture import _em_block, log_posterior, mixture_weights, summarise
 from gpu_sc.pic._profiles import mean_profiles
 from gpu_sc.pic._simulate import simulate_pics

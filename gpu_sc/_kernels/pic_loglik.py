@@ -15,7 +15,8 @@ from . import THREADS, VALUE_TYPES, check, device, function, register
 register("pic_loglik.cu", "pic_loglik", ("value", "value", "index"))
 register("pic_loglik.cu", "pic_loglik_fixed", ("value", "value", "index"))
 
-N_ITER = 60  # Newton/bisection steps at most (the CPU engine uses the same default)
+#: Bracketed Newton steps at most per pair (the CPU engine in gpu_sc/_ops/pic_loglik.py takes the same).
+N_ITER = 60
 
 
 def _threads(n_pairs: int) -> tuple[int]:

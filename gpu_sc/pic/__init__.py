@@ -5,11 +5,13 @@ interaction-induced genes, doublet/triplet QC and plots."""
 from ._deconvolve import deconvolve
 from ._expected import expected_expression
 from ._interaction import bh_fdr, interaction_genes
-from ._plot import alpha_hist, interaction_plot, pair_heatmap
+from ._plot import PLOT_FILES, alpha_hist, interaction_plot, pair_heatmap, write_plots
 from ._qc import doublet_test, pic_loglik, triplet_scan
 from ._simulate import simulate_pics
+from ._summary import accuracy, summary
 
 __all__ = [
     "simulate_pics", "deconvolve", "expected_expression", "interaction_genes", "bh_fdr",
     "doublet_test", "triplet_scan", "pic_loglik", "pair_heatmap", "alpha_hist", "interaction_plot",
+    "write_plots", "PLOT_FILES", "summary", "accuracy",
 ]  # fmt: skip

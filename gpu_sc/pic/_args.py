@@ -3,9 +3,12 @@ refuses it before anything is computed or written."""
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
 from anndata import AnnData
 
+from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS
 from .._validation import check_int
 
 
@@ -49,3 +52,27 @@ def population_groups(singlets: AnnData, groupby: str, a, b, *,
         raise ValueError(f"{step}: groups {sorted(set(ga) & set(gb))} are in both a and b; "
                          "each group belongs to one population.")
     return labels, ga, gb
+
+
+class PicColumns(TypedDict, total=False):
+    """The pics.obs columns of a deconvolution that the downstream steps read, passed as keyword
+    arguments (``**columns: Unpack[PicColumns]``): the assigned A group, B group, A share and
+    status ('ok' or a drop reason; None: every PIC is used)."""
+
+    a_key: str
+    b_key: str
+    alpha_key: str
+    status_key: str | None
+
+
+_DEFAULT_COLUMNS: PicColumns = {"a_key": OBS_PIC_A, "b_key": OBS_PIC_B, "alpha_key": OBS_PIC_ALPHA,
+                                "status_key": OBS_PIC_STATUS}  # fmt: skip
+
+
+def pic_columns(given: dict, *, step: str) -> PicColumns:
+    """The column keys a step was given, the defaults for the rest; any other keyword is the
+    TypeError Python raises for an unknown keyword argument."""
+    unknown = [k for k in given if k not in _DEFAULT_COLUMNS]
+    if unknown:
+        raise TypeError(f"{step}() got an unexpected keyword argument {unknown[0]!r}")
+    return {**_DEFAULT_COLUMNS, **given}

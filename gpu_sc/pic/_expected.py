@@ -5,6 +5,7 @@ reference groups, per-group sums over singlets (CPU or GPU, float64 accumulation
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -12,14 +13,7 @@ from anndata import AnnData
 
 from .. import _ops
 from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
-from .._keys import (
-    OBS_PIC_A,
-    OBS_PIC_ALPHA,
-    OBS_PIC_B,
-    OBS_PIC_STATUS,
-    PIC_EXPECTED,
-    PIC_STATUS_OK,
-)
+from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
     canonical,
     check_anndata,
@@ -29,6 +23,7 @@ from .._validation import (
     get_matrix,
     make_actual,
 )
+from ._args import PicColumns, pic_columns
 
 _STEP = "expected_expression"
 _CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 temporaries)
@@ -101,6 +96,29 @@ def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.n
         msg = f"{step}: pics.obs[{key!r}] must lie in [0, 1] for every PIC with status 'ok'."
         raise ValueError(msg)
     return alpha
+
+
+def read_assignment(pics: AnnData, singlets: AnnData, groupby: str, cols: PicColumns, *, step: str,
+                    with_alpha: bool = True):
+    """The deconvolution's calls in pics.obs (columns `cols`): (PICs used, reference group names,
+    group code per singlet, A and B group index per PIC (-1 where unused), alpha or None)."""
+    use = ok_mask(pics, status_key=cols["status_key"])
+    names, s_codes = reference_groups(singlets, groupby, step=step)
+    ia = label_codes(pics, cols["a_key"], names, use, step=step, what="the assigned A group")
+    ib = label_codes(pics, cols["b_key"], names, use, step=step, what="the assigned B group")
+    alpha = alpha_values(pics, cols["alpha_key"], use, step=step) if with_alpha else None
+    return use, names, s_codes, ia, ib, alpha
+
+
+def pic_and_singlet_counts(pics: AnnData, singlets: AnnData, *, layer: str | None,
+                           singlets_layer: str | None, step: str):
+    """Raw counts of the PICs and the singlets (see `counts_matrix`), on one device."""
+    u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
+    s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
+    if is_gpu(u) != is_gpu(s):
+        msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
+        raise ValueError(msg)
+    return u, s
 
 
 def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
@@ -182,15 +200,12 @@ def expected_expression(
     singlets: AnnData,
     *,
     groupby: str,
-    a_key: str = OBS_PIC_A,
-    b_key: str = OBS_PIC_B,
-    alpha_key: str = OBS_PIC_ALPHA,
-    status_key: str | None = OBS_PIC_STATUS,
     layer_prefix: str = PIC_EXPECTED,
     genes=None,
     layer: str | None = None,
     singlets_layer: str | None = None,
     inplace: bool = True,
+    **columns: Unpack[PicColumns],
 ):
     """Expected UMIs of every PIC if it were exactly its two assigned partners (PICSEQ.md §7).
 
@@ -243,23 +258,16 @@ def expected_expression(
     Otherwise the three matrices. Nothing changes when an error is raised.
     """
     step = _STEP
+    cols = pic_columns(columns, step=step)
     check_same_genes(pics, singlets, step=step)
-    use = ok_mask(pics, status_key=status_key)
-    names, s_codes = reference_groups(singlets, groupby, step=step)
-    ia = label_codes(pics, a_key, names, use, step=step, what="the assigned A group")
-    ib = label_codes(pics, b_key, names, use, step=step, what="the assigned B group")
-    alpha = alpha_values(pics, alpha_key, use, step=step)
+    use, names, s_codes, ia, ib, alpha = read_assignment(pics, singlets, groupby, cols, step=step)
     sel = None if genes is None else genes_mask(pics, genes, step=step)
     if sel is not None and not sel.any():
         msg = f"{step}: `genes` selects no gene."
         raise ValueError(msg)
 
-    u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
-    s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
+    u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
     xp = xp_of(u)
-    if is_gpu(u) != is_gpu(s):
-        msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
-        raise ValueError(msg)
 
     sums, _ = group_sums(s, s_codes, len(names))
     totals = sums.sum(axis=1)
@@ -296,9 +304,9 @@ def expected_expression(
     pics.layers[f"{layer_prefix}_b"] = e_b
     pics.uns[layer_prefix] = {
         "groupby": groupby,
-        "a_key": a_key,
-        "b_key": b_key,
-        "alpha_key": alpha_key,
+        "a_key": cols["a_key"],
+        "b_key": cols["b_key"],
+        "alpha_key": cols["alpha_key"],
         "genes": None if sel is None else pics.var_names[sel].to_numpy(dtype=str),
         "groups": np.asarray(names, dtype=str),
     }

@@ -169,3 +169,20 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
     for ax in axes.ravel()[len(genes):]:
         ax.set_visible(False)
     return _finish(fig, save)
+
+
+#: File names of `write_plots` in its directory.
+PLOT_FILES = {"pairs": "pic-pairs.png", "alpha": "pic-alpha.png"}
+
+
+def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
+    """The pair heatmap and the alpha histogram as PNGs (`PLOT_FILES`) in `directory`; nothing
+    when no PIC has status 'ok' (there is nothing to draw). Returns the paths written."""
+    if not ok_mask(pics).any():
+        return []
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    pairs, alpha = d / PLOT_FILES["pairs"], d / PLOT_FILES["alpha"]
+    pair_heatmap(pics, save=pairs)
+    alpha_hist(pics, save=alpha)
+    return [pairs, alpha]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from typing import Unpack
 
 import numpy as np
 import pandas as pd
@@ -22,13 +23,9 @@ from anndata import AnnData
 
 from .._backend import is_gpu, is_sparse, to_host, xp_of
 from .._keys import (
-    OBS_PIC_A,
-    OBS_PIC_ALPHA,
-    OBS_PIC_B,
     OBS_PIC_DOUBLET_LLR,
     OBS_PIC_IS_DOUBLET,
     OBS_PIC_IS_TRIPLET,
-    OBS_PIC_STATUS,
     OBS_PIC_TRIPLET_GROUPS,
     OBS_PIC_TRIPLET_LLR,
     OBS_PIC_TRIPLET_SIDE,
@@ -36,16 +33,14 @@ from .._keys import (
     UNS_PIC_QC,
 )
 from .._validation import make_actual
+from ._args import PicColumns, pic_columns
 from ._expected import (
-    alpha_values,
     check_same_genes,
-    counts_matrix,
     genes_mask,
     group_sums,
-    label_codes,
     nonzeros,
-    ok_mask,
-    reference_groups,
+    pic_and_singlet_counts,
+    read_assignment,
 )
 
 EPS = 1e-4  # added to every mixed profile value, as in the published assignment
@@ -167,8 +162,8 @@ def _fit_alpha(xp, rows, vals, n, pa, pb, eps):
 class _Setup:
     """Validated inputs shared by the QC steps (nothing written)."""
 
-    def __init__(self, pics, singlets, *, groupby, a_key, b_key, alpha_key, status_key, alpha,
-                 markers, layer, singlets_layer, eps, step):  # fmt: skip
+    def __init__(self, pics, singlets, *, groupby, cols: PicColumns, alpha, markers, layer,
+                 singlets_layer, eps, step):  # fmt: skip
         if alpha not in ("obs", "fit"):
             msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
             raise ValueError(msg)
@@ -176,16 +171,9 @@ class _Setup:
             msg = f"{step}: eps must be positive, got {eps}."
             raise ValueError(msg)
         check_same_genes(pics, singlets, step=step)
-        self.use = ok_mask(pics, status_key=status_key)
-        self.names, s_codes = reference_groups(singlets, groupby, step=step)
-        self.ia = label_codes(pics, a_key, self.names, self.use, step=step, what="the assigned A group")
-        self.ib = label_codes(pics, b_key, self.names, self.use, step=step, what="the assigned B group")
-        self.alpha_obs = alpha_values(pics, alpha_key, self.use, step=step) if alpha == "obs" else None
-        u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
-        s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
-        if is_gpu(u) != is_gpu(s):
-            msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
-            raise ValueError(msg)
+        self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
+            pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
+        u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
         rows_ok = np.flatnonzero(self.use)
@@ -231,10 +219,6 @@ def doublet_test(
     singlets: AnnData,
     *,
     groupby: str,
-    a_key: str = OBS_PIC_A,
-    b_key: str = OBS_PIC_B,
-    alpha_key: str = OBS_PIC_ALPHA,
-    status_key: str | None = OBS_PIC_STATUS,
     alpha: str = "obs",
     markers=None,
     min_llr: float = 0.0,
@@ -242,6 +226,7 @@ def doublet_test(
     layer: str | None = None,
     singlets_layer: str | None = None,
     inplace: bool = True,
+    **columns: Unpack[PicColumns],
 ):
     """Doublet-vs-singlet test of Cohen et al. 2022 for the assigned pair.
 
@@ -287,9 +272,9 @@ def doublet_test(
     error is raised.
     """
     step = "doublet_test"
-    st = _Setup(pics, singlets, groupby=groupby, a_key=a_key, b_key=b_key, alpha_key=alpha_key,
-                status_key=status_key, alpha=alpha, markers=markers, layer=layer,
-                singlets_layer=singlets_layer, eps=eps, step=step)  # fmt: skip
+    cols = pic_columns(columns, step=step)
+    st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
+                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, step=step)
     xp = st.xp
     pa = st.profile_at(st.ia[st.rows_ok])
     pb = st.profile_at(st.ib[st.rows_ok])
@@ -339,10 +324,6 @@ def triplet_scan(
     groups_a: Sequence[str] | None = None,
     groups_b: Sequence[str] | None = None,
     weights: Sequence[float] = (0.5,),
-    a_key: str = OBS_PIC_A,
-    b_key: str = OBS_PIC_B,
-    alpha_key: str = OBS_PIC_ALPHA,
-    status_key: str | None = OBS_PIC_STATUS,
     alpha: str = "fit",
     markers=None,
     min_llr: float = 0.0,
@@ -350,6 +331,7 @@ def triplet_scan(
     layer: str | None = None,
     singlets_layer: str | None = None,
     inplace: bool = True,
+    **columns: Unpack[PicColumns],
 ):
     """Triplet scan: could one side of a PIC be two cells of its population?
 
@@ -389,13 +371,13 @@ def triplet_scan(
     Nothing changes when an error is raised.
     """
     step = "triplet_scan"
+    cols = pic_columns(columns, step=step)
     w = np.unique(np.concatenate([np.asarray(weights, dtype=np.float64), 1 - np.asarray(weights, dtype=np.float64)]))
     if w.size == 0 or not np.all((w > 0) & (w < 1)):
         msg = f"{step}: weights must lie strictly between 0 and 1, got {list(weights)}."
         raise ValueError(msg)
-    st = _Setup(pics, singlets, groupby=groupby, a_key=a_key, b_key=b_key, alpha_key=alpha_key,
-                status_key=status_key, alpha=alpha, markers=markers, layer=layer,
-                singlets_layer=singlets_layer, eps=eps, step=step)  # fmt: skip
+    st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
+                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, step=step)
     sides = {
         "a": _side_groups(pics, groups_a, "groups_a", st.ia, st.use, st.names, step=step),
         "b": _side_groups(pics, groups_b, "groups_b", st.ib, st.use, st.names, step=step),
