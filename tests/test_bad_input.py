@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import assert_adata_equal
+from _helpers import assert_adata_equal
 
 import gpu_sc as gsc
 

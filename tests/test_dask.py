@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import assert_adata_equal, cells_for, to_host
+from _helpers import assert_adata_equal, cells_for, to_host
 
 import gpu_sc as gsc
 from gpu_sc import _ops

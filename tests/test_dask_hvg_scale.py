@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import to_host
+from _helpers import to_host
 from test_hvg import _quiet
 from test_scale import KWARGS as SCALE_KWARGS
 

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import run_without_cupy, to_host
+from _helpers import run_without_cupy, to_host
 
 import gpu_sc as gsc
 import gpu_sc.preprocessing._pca as pca_mod

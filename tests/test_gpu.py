@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import cells_for, emulation_rows, to_host
+from _helpers import cells_for, emulation_rows, to_host
 
 import gpu_sc as gsc
 from gpu_sc import _ops

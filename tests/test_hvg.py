@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import as_type, cells_for, to_host
+from _helpers import as_type, cells_for, to_host
 
 from gpu_sc import _ops
 from gpu_sc._ops.clipped_sums import clipped_sums

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import assert_adata_equal, to_host
+from _helpers import assert_adata_equal, to_host
 from scipy.spatial.distance import cdist
 
 from gpu_sc._ops.knn import knn

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import as_type, to_host
+from _helpers import as_type, to_host
 from packaging.version import Version
 
 import gpu_sc as gsc

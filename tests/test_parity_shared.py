@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import SHARED, benchmark_script, to_host
+from _helpers import SHARED, benchmark_script, to_host
 from test_normalize import _reference as normalize_reference
 
 import gpu_sc as gsc

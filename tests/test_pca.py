@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import cells_for, to_host
+from _helpers import cells_for, to_host
 
 import gpu_sc.preprocessing._pca as pca_mod
 from gpu_sc import _ops
@@ -305,7 +305,7 @@ def _count_passes(monkeypatch):
 def test_krylov_wide_real_matrix(monkeypatch):
     """SoupX PBMC, 2170 cells x 33694 genes (15326 of them all zero) through the block Krylov
     solver (thresholds lowered): scanpy's arpack parity, and the exact cell-side eigh path."""
-    from conftest import SHARED
+    from _helpers import SHARED
 
     path = SHARED / "soupx_pbmc4k_half.h5ad"
     if not path.exists():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from conftest import as_type
+from _helpers import as_type
 
 import gpu_sc as gsc
 
