@@ -40,6 +40,18 @@ GPU_TYPES = ("cupy", "cupyx_csr")
 ULPS = 4
 
 
+#: the block Krylov PCA solver's stopping rule (gpu_sc.preprocessing._pca): each variance within
+#: 1e-5 (relative) of an exact eigenvalue, each separated component within an angle of sin 3e-3
+KRYLOV_VAR = 1e-5
+KRYLOV_SIN = 3e-3
+
+#: UMAP connectivities: smooth_knn_dist stops its bisection within 1e-5 of the target membership
+#: sum (umap's SMOOTH_K_TOLERANCE, gpu_sc._ops.connectivities._TOL); memberships move together, so
+#: two such results differ by up to 2e-5 per directed edge, and the fuzzy union a + b - ab adds
+#: the two directions' differences: 4e-5
+UMAP_CONN = 4 * 1e-5
+
+
 def eps(dtype) -> float:
     """One rounding step (machine epsilon) of a floating dtype; integer and bool arithmetic is exact."""
     dtype = np.dtype(dtype)
@@ -66,15 +78,16 @@ def assert_close(got, ref, *, dtype=None, n_terms: int = 1, ulps: float = ULPS, 
 
     dtype: the precision the compared arithmetic runs in (default: the coarser floating dtype of
     got and ref). scale: the magnitude rounding errors are relative to where it is not each
-    element's own, as in sums whose terms cancel (a centred projection, a variance): a number, or
-    "max" for max|ref|. Accepts NumPy, CuPy, SciPy/CuPy sparse, pandas Series and DataFrames
-    (same index and columns; non-float columns equal)."""
+    element's own, as in sums whose terms cancel (a centred projection, a variance): a number,
+    "max" for max|ref|, or an array broadcasting against ref (dense comparison). Accepts NumPy, CuPy, SciPy/CuPy sparse, pandas Series and DataFrames
+    (same index and columns; non-float columns equal; each float column rounded once more to its
+    own dtype when `out` is not given)."""
     if isinstance(ref, pd.DataFrame):
         assert isinstance(got, pd.DataFrame) and got.columns.equals(ref.columns) and got.index.equals(ref.index)
         for col in ref.columns:
             g, r = got[col], ref[col]
             if np.issubdtype(r.dtype, np.floating) or np.issubdtype(g.dtype, np.floating):
-                assert_close(g, r, dtype=dtype, n_terms=n_terms, ulps=ulps, out=out, scale=scale,
+                assert_close(g, r, dtype=dtype, n_terms=n_terms, ulps=ulps, out=out or r.dtype, scale=scale,
                              err_msg=f"{err_msg} {col}")  # fmt: skip
             else:
                 pd.testing.assert_series_equal(g, r, obj=f"{err_msg} {col}")
@@ -83,10 +96,18 @@ def assert_close(got, ref, *, dtype=None, n_terms: int = 1, ulps: float = ULPS, 
     tol = reorder_tol(dtype if dtype is not None else _coarsest(got, ref), n_terms, ulps=ulps, out=out)
     if isinstance(scale, str):
         assert scale == "max", scale
-        scale = float(abs(ref).max()) if np.prod(ref.shape) else 0.0
-    atol = tol * (scale or 0.0)
+        finite = abs(ref.data if sp.issparse(ref) else ref)
+        finite = finite[np.isfinite(finite)]
+        scale = float(finite.max()) if finite.size else 0.0
     msg = f"{err_msg} (bound: {ulps} steps of {dtype or _coarsest(got, ref)} x sqrt({n_terms})" + (
-        f" + 1 step of {np.dtype(out)}" if out is not None else "") + f", scale {scale}: rtol {tol:.3g})"
+        f" + 1 step of {np.dtype(out)}" if out is not None else "") + f", scale {np.max(scale) if scale is not None else None}: rtol {tol:.3g})"
+    if np.ndim(scale):  # elementwise magnitudes
+        got, ref = (x.toarray() if sp.issparse(x) else x for x in (got, ref))
+        err, bound = np.abs(got.astype(np.float64) - ref), tol * (np.abs(ref.astype(np.float64)) + scale)
+        bad = ~(err <= bound) & ~(np.isnan(got) & np.isnan(ref))
+        assert not bad.any(), f"{bad.sum()} of {bad.size} differ, worst {np.max(err[bad] / bound[bad]):.3g} x the bound; {msg}"
+        return
+    atol = tol * (scale or 0.0)
     if sp.issparse(got) or sp.issparse(ref):
         got, ref = sp.csr_matrix(got), sp.csr_matrix(ref)
         assert got.shape == ref.shape, (got.shape, ref.shape)
