@@ -112,6 +112,9 @@ def assert_close(got, ref, *, dtype=None, n_terms: int = 1, ulps: float = ULPS, 
         got, ref = sp.csr_matrix(got), sp.csr_matrix(ref)
         assert got.shape == ref.shape, (got.shape, ref.shape)
         d = abs(got - ref).tocoo()
+        d.eliminate_zeros()
+        if not d.nnz:
+            return
         at = np.abs(np.asarray(ref[d.row, d.col]).ravel())
         bad = d.data > atol + tol * at
         assert not bad.any(), f"{bad.sum()} of {ref.nnz} differ by up to {d.data.max():.3g}; {msg}"
