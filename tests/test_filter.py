@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scanpy as sc
-from conftest import as_type, to_host
+from _helpers import as_type, to_host
 
 import gpu_sc as gsc
 

@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import run_without_cupy
+from _helpers import run_without_cupy
 
 import gpu_sc
 from gpu_sc import _kernels

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import PIC_DC as DC
-from conftest import PIC_T as T
-from conftest import t_dc_reference_and_pics
+from _helpers import PIC_DC as DC
+from _helpers import PIC_T as T
+from _helpers import t_dc_reference_and_pics
 
 from gpu_sc.pic import _alpha_regression as ar
 from gpu_sc.pic import _posterior

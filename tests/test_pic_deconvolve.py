@@ -7,9 +7,9 @@ import re
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import PIC_DC as DC
-from conftest import PIC_T as T
-from conftest import t_dc_reference_and_pics
+from _helpers import PIC_DC as DC
+from _helpers import PIC_T as T
+from _helpers import t_dc_reference_and_pics
 from pic_reference import best_pair, pair_loglik
 
 from gpu_sc.pic._alpha_ml import optimise_alpha

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from conftest import as_type
+from _helpers import as_type
 from scipy import stats
 
 from gpu_sc.pic._deconvolve import deconvolve
@@ -429,7 +429,7 @@ def test_plots_write_png(pbmc, tmp_path):
 # --------------------------------------------------------------------------- GPU
 @pytest.mark.parametrize("kind", ["cupy", "cupyx_csr"])
 def test_gpu_matches_cpu(device, pbmc, kind):
-    from conftest import to_host
+    from _helpers import to_host
 
     pics = make_pics(pbmc, 80, kinds=("TB", "TBB"), b_groups=(DC, MONO))
     cpu = pics.copy()

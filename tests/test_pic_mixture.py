@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from conftest import PIC_DC as DC
-from conftest import PIC_T as T
-from conftest import _load, t_dc_cells
+from _helpers import PIC_DC as DC
+from _helpers import PIC_T as T
+from _helpers import _load, t_dc_cells
 from pic_reference import pair_loglik
 
 from gpu_sc.pic._mixture import _em_block, log_posterior, mixture_weights, summarise
