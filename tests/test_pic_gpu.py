@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from test_pic_loglik import EPS, FIELDS, _random, real  # noqa: F401  (real: fixture)
 
 from gpu_sc._ops._layout import Parts
-from gpu_sc._ops.pic_loglik import _cpu_chunk, _gpu_chunk
+from gpu_sc._ops.pic_loglik import _gpu_chunk, pic_pair_loglik
 from gpu_sc.pic._loglik import pair_scores
 
 pytestmark = pytest.mark.usefixtures("device")
@@ -65,7 +65,7 @@ def test_full_tensor_parity(real, index):  # noqa: F811
     cpu, gpu = _pair(x, np.float64, index)
     n = x.shape[0]
     for alpha in (None, pics.obs["true_alpha"].to_numpy()):
-        ll_c, al_c = _cpu_chunk(cpu, 0, n, pa, pb, EPS, alpha, 60)
+        ll_c, al_c = pic_pair_loglik(cpu, 0, n, pa, pb, EPS, alpha, 60)
         ga = None if alpha is None else cp.asarray(alpha)
         pa_g, pb_g = (cp.asarray(np.ascontiguousarray(q)) for q in (pa, pb))
         ll_g, al_g = _gpu_chunk(gpu, 0, n, pa_g, pb_g, EPS, ga, 60)

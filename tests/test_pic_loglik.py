@@ -16,7 +16,7 @@ from pic_reference import best_pair, pair_loglik
 from gpu_sc._ops import _numba_log as L
 from gpu_sc._ops._layout import Parts
 from gpu_sc._ops._numba_log import log_array as _log_array
-from gpu_sc._ops.pic_loglik import N_ITER, _cpu_chunk
+from gpu_sc._ops.pic_loglik import N_ITER, pic_pair_loglik
 from gpu_sc.pic._loglik import PairScores, default_chunk, pair_scores
 from gpu_sc.pic._simulate import simulate_pics
 
@@ -65,7 +65,7 @@ def _flat(t):
 def _engine(x, pa, pb, alpha=None, n_iter=N_ITER):
     p = Parts(x.data, x.indices, x.indptr, x.shape)
     pa, pb = (np.ascontiguousarray(q, dtype=np.float64) for q in (pa, pb))
-    return _cpu_chunk(p, 0, x.shape[0], pa, pb, EPS, alpha, n_iter)
+    return pic_pair_loglik(p, 0, x.shape[0], pa, pb, EPS, alpha, n_iter)
 
 
 def _log_transcript(x: float) -> float:

@@ -5,7 +5,7 @@ or GPU), or the `Chunked` of a row-chunked Dask array. Each primitive is registe
 kind through `_dispatch.primitive` (CPU, GPU, Dask) and runs the implementation for where its
 operand lives: the CPU one (numba / numpy), a GPU kernel wrapper from `gpu_sc._kernels`, or
 itself on every Dask block, the results combined. A file holds one primitive, or a few sharing
-their kernels (`col_sums`, `gram`).
+their kernels (`col_sums`, `gram`, `pic_loglik`: PIC x pair log-likelihoods of CSR row ranges).
 
 Two families build on other operands or on the primitives: `neighbors` (dense embeddings and
 kNN lists) and `eigh` (PCA's eigen-solvers over the products of `gram`).

@@ -14,7 +14,8 @@ import numba
 import numpy as np
 
 from .._kernels.pic_loglik import N_ITER
-from ._layout import Parts, on_gpu
+from ._dispatch import GPU, primitive
+from ._layout import Parts
 from ._numba_log import log
 
 __all__ = ["N_ITER", "pic_pair_loglik", "stage"]
@@ -206,27 +207,21 @@ def _fixed_rows(data, indices, indptr, pa, pb, eps, alpha, ll):  # pragma: no co
                 ll[r, ia + ka * ib] = acc[ia]
 
 
+@primitive()
 def stage(p: Parts, pa, pb, alpha):
     """(p, pa, pb, alpha) where `p` lives, in the engine's types, converted once for the many
     row ranges of a stream. GPU: float counts, profiles on the device (float32 when both are,
     else float64), alpha on the device; CPU: float64 C-contiguous profiles."""
-    if on_gpu(p):
-        return _gpu_stage(p, pa, pb, alpha)
     return p, *(np.ascontiguousarray(q, dtype=np.float64) for q in (pa, pb)), alpha
 
 
+@primitive()
 def pic_pair_loglik(p: Parts, r0: int, r1: int, pa, pb, eps: float, alpha=None, n_iter: int = N_ITER):
     """(ll, alpha or None), float64 (r1 - r0, K_A * K_B) on the device of `p`, for CSR rows
     [r0, r1): alpha maximised per pair in [0, 1] (bracketed Newton, at most `n_iter` steps), or
     `alpha` fixed per row (one value for each row of `p`; then no alpha is returned).
-    pa (genes, K_A), pb (genes, K_B): profiles as `stage` gives them."""
-    if on_gpu(p):
-        return _gpu_chunk(p, r0, r1, pa, pb, eps, alpha, n_iter)
-    return _cpu_chunk(p, r0, r1, pa, pb, eps, alpha, n_iter)
-
-
-def _cpu_chunk(p: Parts, r0: int, r1: int, pa, pb, eps, alpha, n_iter):
-    """(ll, alpha or None) float64 (r1 - r0, K_A * K_B) for CSR rows [r0, r1) on the CPU."""
+    pa (genes, K_A), pb (genes, K_B): profiles as `stage` gives them. No Dask form: the caller
+    streams row ranges of in-memory blocks."""
     s, e = int(p.indptr[r0]), int(p.indptr[r1])
     ptr = np.asarray(p.indptr[r0 : r1 + 1], dtype=np.int64) - s
     idx = np.ascontiguousarray(p.indices[s:e], dtype=np.int64)
@@ -242,8 +237,9 @@ def _cpu_chunk(p: Parts, r0: int, r1: int, pa, pb, eps, alpha, n_iter):
     return ll, None
 
 
-def _gpu_chunk(p: Parts, r0: int, r1: int, pa, pb, eps, alpha, n_iter):
-    """As `_cpu_chunk`, on the device (a slice of indptr, the full data and indices)."""
+@pic_pair_loglik.register(GPU)
+def _gpu_chunk(p: Parts, r0: int, r1: int, pa, pb, eps, alpha=None, n_iter: int = N_ITER):
+    """As the CPU version, on the device (a slice of indptr, the full data and indices)."""
     from .._kernels.pic_loglik import pic_loglik, pic_loglik_fixed
 
     ptr = p.indptr[r0 : r1 + 1]
@@ -252,6 +248,7 @@ def _gpu_chunk(p: Parts, r0: int, r1: int, pa, pb, eps, alpha, n_iter):
     return pic_loglik_fixed(p.data, p.indices, ptr, r1 - r0, pa, pb, alpha[r0:r1], eps), None
 
 
+@stage.register(GPU)
 def _gpu_stage(p: Parts, pa, pb, alpha):
     import cupy as cp
 
