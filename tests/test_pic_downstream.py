@@ -130,7 +130,7 @@ def test_expected_gene_subset(pbmc):
     assert list(pics.uns["pic_expected"]["genes"]) == genes
     # interaction genes then tests only these genes
     pics.obs["pic_a"] = "CD8+ Cytotoxic T"
-    tab = interaction_genes(pics, min_pics=5, min_counts=0)
+    tab = interaction_genes(pics, method="chi2", min_pics=5, min_counts=0)
     assert list(tab.index) == genes
 
 
@@ -164,7 +164,7 @@ def test_chi2_on_constructed_example():
     e = np.array([[3, 1, 1], [3, 1, 1], [3, 1, 1], [1, 3, 9], [1, 3, 9], [1, 3, 9], [1, 1, 1], [1, 1, 1]], np.float32)
     pics = ad.AnnData(sp.csr_matrix(o), obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
     pics.layers["pic_expected"] = e
-    tab = interaction_genes(pics, min_pics=3, min_counts=5)
+    tab = interaction_genes(pics, method="chi2", min_pics=3, min_counts=5)
     # kept groups: A1|B1 (O = 15, 1, 3; E = 9, 3, 3) and A2|B1 (O = 3, 9, 27; E = 3, 9, 27)
     chi2 = np.array([(15 - 9) ** 2 / 9 + 0, (1 - 3) ** 2 / 3 + 0, 0.0])
     np.testing.assert_allclose(tab["observed"], [18, 10, 30])
@@ -178,11 +178,11 @@ def test_chi2_on_constructed_example():
     groups = pics.uns["pic_interaction"]["groups"]
     assert groups["label"].tolist() == ["A1|B1", "A2|B1"] and groups["n_pics"].tolist() == [3, 3]
     # min_counts: g1 has max(O, E) = 12 -> untested at 13
-    tab2 = interaction_genes(pics, min_pics=3, min_counts=13, inplace=False)
+    tab2 = interaction_genes(pics, method="chi2", min_pics=3, min_counts=13, inplace=False)
     assert tab2["tested"].tolist() == [True, False, True] and np.isnan(tab2.loc["g1", "pvalue"])
     # a condition splits groups: each (A1, B1) PIC gets its own condition -> too small
     pics.obs["cond"] = ["x", "x", "y", "x", "x", "x", "x", "x"]
-    tab3 = interaction_genes(pics, min_pics=2, min_counts=0, condition_key="cond", inplace=False)
+    tab3 = interaction_genes(pics, method="chi2", min_pics=2, min_counts=0, condition_key="cond", inplace=False)
     assert [c for c in tab3 if c.startswith("log2_effect:")] == [
         "log2_effect:A1|B1|x", "log2_effect:A1|B2|x", "log2_effect:A2|B1|x"]  # fmt: skip
     np.testing.assert_array_equal(tab3["df"], [2, 2, 2])
@@ -199,7 +199,7 @@ def test_planted_interaction_gene_found(pbmc):
     pics.X = (pics.X + extra).tocsr()
     before = snapshot(pics)
     expected_expression(pics, pbmc, groupby=GROUPBY)
-    tab = interaction_genes(pics, min_pics=10)
+    tab = interaction_genes(pics, method="chi2", min_pics=10)
     ranked = tab[tab["tested"]].sort_values("pvalue")
     assert ranked.index[0] == gene
     assert ranked["fdr"].iloc[0] < 0.05
@@ -297,7 +297,7 @@ def test_missing_obs_keys_are_clear_and_change_nothing(pbmc, drop):
         expected_expression(pics, pbmc, groupby="not_a_column")
     if drop != "pic_alpha":
         with pytest.raises(KeyError, match=drop):
-            interaction_genes(pics)
+            interaction_genes(pics, method="chi2")
         with pytest.raises(KeyError, match=drop):
             pair_heatmap(pics)
     assert_unchanged(pics, snap)
@@ -322,11 +322,11 @@ def test_bad_inputs_change_nothing(pbmc):
     with pytest.raises(ValueError, match="alpha must be"):
         doublet_test(pics, pbmc, groupby=GROUPBY, alpha="mean")
     with pytest.raises(ValueError, match="min_pics"):
-        interaction_genes(pics, min_pics=1000)
+        interaction_genes(pics, method="chi2", min_pics=1000)
     pics.X = pics.X.copy()
     pics.X.data[0] = -1
     with pytest.raises(ValueError, match="negative"):
-        interaction_genes(pics, min_pics=2)
+        interaction_genes(pics, method="chi2", min_pics=2)
     pics.X.data[0] = 1
     pics.obs.loc[pics.obs_names[2], "pic_b"] = "Astrocyte"
     pics.obs.loc[pics.obs_names[4], "pic_alpha"] = snap[0]["pic_alpha"].iloc[4]
@@ -385,8 +385,8 @@ def test_interaction_groupby_keys_one_string(pbmc):
     """One column name is that column (as in pandas' groupby), not a list of its letters."""
     pics = make_pics(pbmc, 40, b_groups=(DC, MONO))
     expected_expression(pics, pbmc, groupby=GROUPBY)
-    want = interaction_genes(pics, groupby_keys=("pic_b",), min_pics=1, inplace=False)
-    got = interaction_genes(pics, groupby_keys="pic_b", min_pics=1)
+    want = interaction_genes(pics, method="chi2", groupby_keys=("pic_b",), min_pics=1, inplace=False)
+    got = interaction_genes(pics, method="chi2", groupby_keys="pic_b", min_pics=1)
     pd.testing.assert_frame_equal(got, want)
     assert pics.uns["pic_interaction"]["params"]["groupby_keys"] == ["pic_b"]
 
@@ -402,7 +402,7 @@ def test_plots_write_png(pbmc, tmp_path):
     pics = make_pics(pbmc, 120, b_groups=(DC, MONO))
     pics.obs["pic_alpha"] = np.clip(pics.obs["true_alpha"] + np.random.default_rng(0).normal(0, 0.05, 120), 0, 1)
     expected_expression(pics, pbmc, groupby=GROUPBY)
-    interaction_genes(pics, min_pics=5)
+    interaction_genes(pics, method="chi2", min_pics=5)
     for name, fn in (
         ("pairs.png", lambda p: pair_heatmap(pics, save=p)),
         ("pairs_norm.png", lambda p: pair_heatmap(pics, normalize=True, save=p)),
@@ -434,7 +434,7 @@ def test_gpu_matches_cpu(device, pbmc, kind):
     pics = make_pics(pbmc, 80, kinds=("TB", "TBB"), b_groups=(DC, MONO))
     cpu = pics.copy()
     expected_expression(cpu, pbmc, groupby=GROUPBY)
-    t_cpu = interaction_genes(cpu, min_pics=5)
+    t_cpu = interaction_genes(cpu, method="chi2", min_pics=5)
     doublet_test(cpu, pbmc, groupby=GROUPBY, alpha="fit")
     triplet_scan(cpu, pbmc, groupby=GROUPBY)
     gpu, ref = pics.copy(), pbmc.copy()
@@ -443,7 +443,7 @@ def test_gpu_matches_cpu(device, pbmc, kind):
     expected_expression(gpu, ref, groupby=GROUPBY)
     assert type(gpu.layers["pic_expected"]).__module__.startswith("cupy")
     np.testing.assert_allclose(to_host(gpu.layers["pic_expected"]), cpu.layers["pic_expected"], rtol=1e-6)
-    t_gpu = interaction_genes(gpu, min_pics=5)
+    t_gpu = interaction_genes(gpu, method="chi2", min_pics=5)
     np.testing.assert_allclose(t_gpu["chi2"], t_cpu["chi2"], rtol=1e-9)
     doublet_test(gpu, ref, groupby=GROUPBY, alpha="fit")
     triplet_scan(gpu, ref, groupby=GROUPBY)
@@ -461,7 +461,7 @@ def test_views_leave_parent_alone(pbmc):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no ImplicitModificationWarning
         expected_expression(view, pbmc, groupby=GROUPBY)
-        interaction_genes(view, min_pics=3)
+        interaction_genes(view, method="chi2", min_pics=3)
         doublet_test(view, pbmc, groupby=GROUPBY)
         triplet_scan(view, pbmc, groupby=GROUPBY)
     assert not view.is_view and view.n_obs == 30 and "pic_doublet_llr" in view.obs
@@ -483,6 +483,6 @@ def test_markers_from_uns_and_status(pbmc):
     assert pics.uns["pic_qc"]["doublet"]["n_markers"] == int((np.asarray(pbmc.X.sum(0)).ravel() > 10).sum())
     # interaction groups count only PICs with status 'ok'
     expected_expression(pics, pbmc, groupby=GROUPBY)
-    interaction_genes(pics, groupby_keys=("pic_b",), min_pics=1)
+    interaction_genes(pics, method="chi2", groupby_keys=("pic_b",), min_pics=1)
     groups = pics.uns["pic_interaction"]["groups"]
     assert groups["n_pics"].sum() == 35

@@ -10,12 +10,18 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_sparse, to_host, xp_of
-from .._keys import OBS_PIC_A, OBS_PIC_B, OBS_PIC_STATUS, PIC_EXPECTED, UNS_PIC_INTERACTION
-from .._validation import canonical, check_anndata, get_matrix, make_actual
-from ._expected import counts_matrix, group_sums, obs_column, ok_mask
+from .._backend import is_dask, is_sparse, to_host, xp_of
+from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, PIC_EXPECTED, UNS_PIC_INTERACTION
+from .._validation import canonical, check_anndata, check_int, get_matrix, make_actual
+from ..get import array_to_cpu
+from ._args import check_seed
+from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, nonzeros,
+                        obs_column, ok_mask, reference_groups)  # fmt: skip
+from ._matched import exact_pvalues, matched_doublets, matched_test, stratified_sums
+from ._simulate import _counts_csr
 
 _STEP = "interaction_genes"
+_METHODS = ("matched", "chi2")
 PSEUDO = 5.0  # pseudocount of the log2 effect
 
 
@@ -48,6 +54,12 @@ def bh_fdr(pvalues) -> np.ndarray:
     return q
 
 
+def to_cpu_counts(x):
+    """Counts on the host, in memory (the matched test draws its doublets and sums there)."""
+    x = array_to_cpu(x)
+    return x.compute() if is_dask(x) else x
+
+
 def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
     """(int64 group code per PIC, -1 where unused; table of groups with one column per key)."""
     cols = {}
@@ -69,11 +81,16 @@ def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[
 
 def interaction_genes(
     pics: AnnData,
+    singlets: AnnData | None = None,
     *,
+    groupby: str | None = None,
+    method: str = "matched",
     groupby_keys: str | Sequence[str] = (OBS_PIC_A, OBS_PIC_B),
     condition_key: str | None = None,
     min_pics: int = 10,
     min_counts: float = 20,
+    n_matched: int = 10,
+    seed: int = 0,
     layer: str = PIC_EXPECTED,
     counts_layer: str | None = None,
     status_key: str | None = OBS_PIC_STATUS,
@@ -83,27 +100,41 @@ def interaction_genes(
 ) -> pd.DataFrame:
     """Genes expressed in PICs more (or less) than their assigned partners explain.
 
-    PICs with status 'ok' and a finite expected row are grouped by ``groupby_keys`` (default
-    A group x B group) and, if given, ``condition_key``; groups with fewer than `min_pics` PICs
-    are left out. Per gene and kept group k, O_k = observed UMIs (``pics.X`` or
-    ``counts_layer``) and E_k = expected UMIs (``pics.layers[layer]``, from
-    :func:`expected_expression`) summed over the group's PICs; then
+    PICs with status 'ok' are grouped by ``groupby_keys`` (default A group x B group) and, if
+    given, ``condition_key``; groups with fewer than `min_pics` PICs are left out. Per gene and
+    kept group k, O_k = observed UMIs (``pics.X`` or ``counts_layer``) summed over the group's
+    PICs. Two tests:
 
-    * chi2 = sum_k (O_k - E_k)^2 / E_k over the groups with E_k > 0 (a group where E_k = 0 adds
-      nothing, whatever O_k; such groups are rare: the gene is absent from both references),
-    * df = (number of those groups) - 1, or 1 when only one group is left (then the test is a
-      one-group goodness of fit),
-    * p-value = scipy.stats.chi2.sf(chi2, df); FDR = Benjamini–Hochberg over the tested genes,
-    * effect = log2((O + 5) / (E + 5)) over all kept groups, and the same per group.
+    * ``method="matched"`` (default; calibrated): each PIC is compared with `n_matched`
+      in-silico doublets built from reference singlets of its assigned groups (``singlets``,
+      ``groupby``: what :func:`deconvolve` used) at its alpha (``obs['pic_alpha']``) and depth.
+      Per gene and group k, O_k is tested against the stratified permutation null in which
+      each PIC's count is any one of its set (its own and its doublets') with equal
+      probability: exact p-values in the tail, genomic control per group, and the gene's
+      p-value Simes' combination of its groups' (so a programme induced in one pair is not
+      drowned by the others); chi2 = sum_k z_k^2 and df = the groups where the gene varies are
+      reported beside it. The null carries the cell-to-cell variation within groups and the
+      depth that real PICs have. E_k is the doublets' mean count summed over the group's PICs.
+    * ``method="chi2"`` (the published test, PICSEQ.md section 8): E_k = expected UMIs
+      (``pics.layers[layer]``, from :func:`expected_expression`; PICs with NaN expected rows are
+      left out), chi2 = sum_k (O_k - E_k)^2 / E_k over the groups with E_k > 0, df = (number of
+      those groups) - 1, or 1 when only one group is left. It treats summed UMIs as Poisson
+      around an exact expectation and calls many genes where nothing is induced.
 
-    A gene is tested when max(sum O, sum E) >= `min_counts`; others get NaN statistics. When
-    the expected layer was computed for a subset of genes (``genes=`` of
-    :func:`expected_expression`), only those genes are tested.
+    chi2's p-value = scipy.stats.chi2.sf(chi2, df). Either way FDR = Benjamini–Hochberg over the tested
+    genes; effect = log2((O + 5) / (E + 5)) over all kept groups, and the same per group. A gene is
+    tested when max(sum O, sum E) >= `min_counts` (and, for chi2, when computed in the expected
+    layer: ``genes=`` of :func:`expected_expression`); others get NaN statistics.
 
     Parameters
     ----------
     pics
-        PICs with raw counts, obs group columns and the expected layer.
+        PICs with raw counts, obs group columns (and, for chi2, the expected layer).
+    singlets, groupby
+        matched: the reference singlets (raw counts, the PICs' genes) and their obs column of
+        reference groups, as given to :func:`deconvolve`.
+    method
+        ``"matched"`` or ``"chi2"`` (see above).
     groupby_keys
         obs columns whose combination defines a PIC group (one name: that column alone).
     condition_key
@@ -113,8 +144,10 @@ def interaction_genes(
         Smallest number of PICs in a tested group.
     min_counts
         Smallest max(total observed, total expected) UMIs of a tested gene.
+    n_matched, seed
+        matched: doublets per PIC, and the seed (a non-negative integer) of their draws.
     layer
-        Layer with the expected UMIs.
+        chi2: layer with the expected UMIs.
     counts_layer
         Layer with the observed counts instead of X.
     status_key
@@ -129,14 +162,18 @@ def interaction_genes(
     Returns
     -------
     DataFrame indexed by gene with columns 'observed', 'expected', 'log2_effect', 'chi2', 'df',
-    'pvalue', 'fdr', 'tested', 'significant' (fdr < `fdr`) and 'log2_effect:<group>' per group
-    (group label: the group's key values joined by '|'), in var order. With ``inplace`` also
-    ``pics.uns[key_added]`` = {'table': that DataFrame, 'groups': DataFrame of the kept groups
-    (key columns, 'label', 'n_pics'), 'observed' / 'expected': float64 arrays groups x genes
-    (tested-gene columns in var order, see 'genes'), 'genes', 'params'}.
-    Nothing changes when an error is raised.
+    'pvalue', 'fdr', 'tested', 'significant' (fdr < `fdr`), 'direction' ('up' where the PICs hold
+    more than their partners explain, 'down' where less, '' where untested) and
+    'log2_effect:<group>' per group (group label: the group's key values joined by '|'), in var
+    order. With ``inplace`` also ``pics.uns[key_added]`` = {'table': that DataFrame, 'groups':
+    DataFrame of the kept groups (key columns, 'label', 'n_pics'), 'observed' / 'expected':
+    float64 arrays groups x genes (tested-gene columns in var order, see 'genes'), 'genes',
+    'params'}. Nothing changes when an error is raised.
     """
     check_anndata(pics, step=_STEP, name="pics")
+    if method not in _METHODS:
+        msg = f"{_STEP}: method must be one of {_METHODS}, got {method!r}."
+        raise ValueError(msg)
     if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
         groupby_keys = [groupby_keys]
     if min_pics < 1:
@@ -150,25 +187,18 @@ def interaction_genes(
         msg = f"{_STEP}: groupby_keys is empty."
         raise ValueError(msg)
     use = ok_mask(pics, status_key=status_key)
+    if method == "matched":
+        n_matched = check_int(n_matched, step=_STEP, name="n_matched")
+        seed = check_seed(seed, step=_STEP)
+        reference = _matched_reference(pics, singlets, groupby, use)
     codes, groups = _group_labels(pics, keys, use)
-
     obs_x = counts_matrix(pics, layer=counts_layer, step=_STEP, what="observed counts")
-    exp_x = canonical(get_matrix(pics, layer=layer, step=f"{_STEP} (expected layer; run expected_expression)"),
-                      step=_STEP)  # fmt: skip
-    xp = xp_of(exp_x)
-    genes_meta = pics.uns.get(layer, {}).get("genes") if isinstance(pics.uns.get(layer), dict) else None
-    gene_sel = np.ones(pics.n_vars, bool) if genes_meta is None else pics.var_names.isin(list(genes_meta))
-
-    # PICs with NaN expected values (not computed) are left out
-    if is_sparse(exp_x):
-        from ._expected import nonzeros
-
-        r, _, v = nonzeros(exp_x)
-        bad_rows = np.unique(to_host(r[~xp.isfinite(v)]))
+    if method == "chi2":
+        exp_x, gene_sel = _expected_layer(pics, layer)
+        codes = codes.copy()
+        codes[_rows_not_computed(exp_x)] = -1  # PICs with NaN expected values are left out
     else:
-        bad_rows = np.flatnonzero(~to_host(xp.isfinite(exp_x).all(axis=1)))
-    codes = codes.copy()
-    codes[bad_rows] = -1
+        gene_sel = np.ones(pics.n_vars, bool)
 
     sizes = np.bincount(codes[codes >= 0], minlength=len(groups))
     kept = np.flatnonzero(sizes >= min_pics)
@@ -182,67 +212,142 @@ def interaction_genes(
     remap[kept] = np.arange(kept.size)
     gcodes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
 
-    o_k, _ = group_sums(obs_x, gcodes, kept.size)
-    e_k, _ = group_sums(exp_x, gcodes, kept.size)
-    o_k = to_host(o_k)[:, gene_sel]
-    e_k = to_host(e_k)[:, gene_sel]
+    o_k = to_host(group_sums(obs_x, gcodes, kept.size)[0])[:, gene_sel]
+    if method == "chi2":
+        e_k = to_host(group_sums(exp_x, gcodes, kept.size)[0])[:, gene_sel]
+        test = _chi2_statistic(o_k, e_k)
+    else:
+        e_k, test = _matched_statistic(obs_x, gcodes, kept.size, reference, n_matched=n_matched, seed=seed,
+                                       min_counts=min_counts)  # fmt: skip
     gene_names = pics.var_names[gene_sel]
-
-    table, per_group = _chi2_table(o_k, e_k, min_counts=min_counts, fdr=fdr)
+    table, per_group = _table(o_k, e_k, test, min_counts=min_counts, fdr=fdr)
     kept_groups = groups.iloc[kept].reset_index(drop=True)
     labels = kept_groups.astype(str).agg("|".join, axis=1).tolist()
     kept_groups["label"] = labels
     kept_groups["n_pics"] = sizes[kept]
+    if method == "matched":
+        kept_groups["inflation"] = test["inflation"]
     table.index = gene_names
     effects = pd.DataFrame(per_group.T, index=gene_names, columns=[f"log2_effect:{lab}" for lab in labels])
     table = pd.concat([table, effects], axis=1)
     if inplace:
         make_actual(pics)
+        params = {
+            "method": method,
+            "groupby_keys": list(groupby_keys),
+            "condition_key": condition_key,
+            "min_pics": int(min_pics),
+            "min_counts": float(min_counts),
+            "fdr": float(fdr),
+        }
+        params.update({"layer": layer} if method == "chi2" else
+                      {"groupby": groupby, "n_matched": n_matched, "seed": seed})  # fmt: skip
         pics.uns[key_added] = {
             "table": table,
             "groups": kept_groups,
             "observed": o_k,
             "expected": e_k,
             "genes": gene_names.to_numpy(dtype=str),
-            "params": {
-                "groupby_keys": list(groupby_keys),
-                "condition_key": condition_key,
-                "min_pics": int(min_pics),
-                "min_counts": float(min_counts),
-                "layer": layer,
-                "fdr": float(fdr),
-            },
+            "params": params,
         }
+        if method == "matched":
+            pics.uns[key_added]["z"] = test["z"]
     return table
 
 
-def _chi2_table(o_k: np.ndarray, e_k: np.ndarray, *, min_counts: float, fdr: float):
-    """Per-gene statistics from groups x genes observed / expected sums."""
-    o_tot = o_k.sum(axis=0)
-    e_tot = e_k.sum(axis=0)
+def _expected_layer(pics: AnnData, layer: str):
+    """chi2: the expected layer (canonical) and the genes it was computed for."""
+    exp_x = canonical(get_matrix(pics, layer=layer, step=f"{_STEP} (expected layer; run expected_expression)"),
+                      step=_STEP)  # fmt: skip
+    meta = pics.uns.get(layer)
+    genes = meta.get("genes") if isinstance(meta, dict) else None
+    return exp_x, np.ones(pics.n_vars, bool) if genes is None else pics.var_names.isin(list(genes))
+
+
+def _rows_not_computed(exp_x) -> np.ndarray:
+    """Rows of the expected layer holding a NaN (PICs whose expectation was not computed)."""
+    xp = xp_of(exp_x)
+    if is_sparse(exp_x):
+        r, _, v = nonzeros(exp_x)
+        return np.unique(to_host(r[~xp.isfinite(v)]))
+    return np.flatnonzero(~to_host(xp.isfinite(exp_x).all(axis=1)))
+
+
+def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray) -> dict:
+    """matched: the singlets' host counts and groups, and each used PIC's A / B group and alpha
+    (checked before any work)."""
+    if singlets is None or groupby is None:
+        msg = (f"{_STEP}: method='matched' compares PICs with doublets built from the reference, so it "
+               "needs the singlets and their groupby column given to deconvolve "
+               "(interaction_genes(pics, singlets, groupby=...)); method='chi2' needs neither.")
+        raise TypeError(msg)
+    check_same_genes(pics, singlets, step=_STEP)
+    names, ref_codes = reference_groups(singlets, groupby, step=_STEP)
+    what = "the assigned {} group of each PIC, a reference group"
+    code_a = label_codes(pics, OBS_PIC_A, names, use, step=_STEP, what=what.format("A"))
+    code_b = label_codes(pics, OBS_PIC_B, names, use, step=_STEP, what=what.format("B"))
+    alpha = alpha_values(pics, OBS_PIC_ALPHA, use, step=_STEP)
+    ref = _counts_csr(to_cpu_counts(singlets.X), step=_STEP, what="singlets")
+    return {"ref": ref, "ref_codes": ref_codes, "code_a": code_a, "code_b": code_b, "alpha": alpha}
+
+
+def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict, *, n_matched: int,
+                       seed: int, min_counts: float):  # fmt: skip
+    """matched: (expected groups x genes, `matched_test`'s statistics) from the PICs' matched
+    doublets."""
+    obs = _counts_csr(to_cpu_counts(obs_x), step=_STEP, what="observed counts")
+    rows = np.flatnonzero(gcodes >= 0)
+    depth = np.asarray(obs.sum(axis=1)).ravel()[rows]
+    doublets = matched_doublets(reference["ref"], reference["ref_codes"], reference["code_a"][rows],
+                                reference["code_b"][rows], reference["alpha"][rows], depth, n_matched,
+                                np.random.default_rng(seed))  # fmt: skip
+    obs, groups = obs[rows], gcodes[rows]
+    num, var, mean = stratified_sums(obs, doublets, groups, n_groups, n_matched)
+    o_tot = np.asarray(obs.sum(axis=0)).ravel()
+    candidates = np.maximum(o_tot, mean.sum(axis=0)) >= min_counts  # the genes the table tests
+    has = var > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(has, num / np.sqrt(np.where(has, var, 1.0)), np.nan)
+    p = exact_pvalues(z, obs, doublets, groups, n_matched, candidates)
+    return mean, matched_test(z, p, candidates)
+
+
+def _chi2_statistic(o_k: np.ndarray, e_k: np.ndarray) -> dict:
+    """chi2: the statistic, df, p-value and direction per gene from groups x genes observed /
+    expected sums."""
     pos = e_k > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(pos, (o_k - e_k) ** 2 / np.where(pos, e_k, 1.0), 0.0)
-    chi2 = terms.sum(axis=0)
     n_groups = pos.sum(axis=0)
-    df = np.where(n_groups >= 2, n_groups - 1, 1).astype(np.float64)
-    tested = (np.maximum(o_tot, e_tot) >= min_counts) & (n_groups >= 1)
-    chi2 = np.where(tested, chi2, np.nan)
-    df = np.where(tested, df, np.nan)
+    has = n_groups >= 1
+    chi2 = np.where(has, terms.sum(axis=0), np.nan)
+    df = np.where(has, np.where(n_groups >= 2, n_groups - 1, 1), np.nan).astype(np.float64)
     p = np.full(chi2.shape, np.nan)
-    p[tested] = stats.chi2.sf(chi2[tested], df[tested])
+    p[has] = stats.chi2.sf(chi2[has], df[has])
+    return {"chi2": chi2, "df": df, "pvalue": p, "direction": np.sign(o_k.sum(axis=0) - e_k.sum(axis=0))}
+
+
+def _table(o_k: np.ndarray, e_k: np.ndarray, test: dict, *, min_counts: float, fdr: float):
+    """Per-gene table from groups x genes observed / expected sums and a test's per-gene 'chi2',
+    'df', 'pvalue' and 'direction' (NaN: not testable), and the per-group log2 effects."""
+    o_tot = o_k.sum(axis=0)
+    e_tot = e_k.sum(axis=0)
+    tested = (np.maximum(o_tot, e_tot) >= min_counts) & np.isfinite(test["pvalue"])
+    p = np.where(tested, test["pvalue"], np.nan)
     q = bh_fdr(p)
+    direction = test["direction"]
     table = pd.DataFrame(
         {
             "observed": o_tot,
             "expected": e_tot,
             "log2_effect": np.log2((o_tot + PSEUDO) / (e_tot + PSEUDO)),
-            "chi2": chi2,
-            "df": df,
+            "chi2": np.where(tested, test["chi2"], np.nan),
+            "df": np.where(tested, test["df"], np.nan),
             "pvalue": p,
             "fdr": q,
             "tested": tested,
             "significant": tested & (np.nan_to_num(q, nan=1.0) < fdr),
+            "direction": np.where(tested, np.where(direction > 0, "up", np.where(direction < 0, "down", "")), ""),
         }
     )
     per_group = np.log2((o_k + PSEUDO) / (e_k + PSEUDO))

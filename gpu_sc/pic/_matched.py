@@ -1,0 +1,205 @@
+"""Interaction genes against matched in-silico doublets: the calibrated test of
+`interaction_genes` (``method="matched"``).
+
+The published chi2 (PICSEQ.md section 8) sums a group's UMIs and treats them as Poisson around an
+exactly known expectation, so the cell-to-cell variation inside a reference group, which real
+PICs carry, reads as induction. Here every usable PIC n (assigned groups a_n, b_n, A share
+alpha_n, depth N_n) gets `n_matched` synthetic doublets built the way a PIC is built, from
+reference singlets of a_n and b_n: round(alpha_n N_n) UMIs of a random A cell and the rest from a
+random B cell, drawn without replacement (with replacement where a cell holds fewer UMIs than
+asked). If nothing is induced, the PIC and its doublets are exchangeable, so for each gene the
+PIC's count is, for each gene, equally likely to be any of the n_matched + 1 counts of its set
+(its own and its doublets'). The test is a stratified permutation test (each PIC a stratum): per
+gene and PIC group k, T_k = sum_n x_n, whose null distribution is the convolution of the PICs'
+uniform distributions over their sets. Its normal approximation (z_k = (T_k - E T_k) /
+sqrt(Var T_k)) is far too optimistic in the tails for sparse genes: a PIC holding one UMI where
+its ten doublets hold none scores z = 3.2 on its own, and a few such PICs in a small group gave
+hundreds of false calls per null run. So every (group, gene) with |z_k| > `_EXACT_FROM` gets the
+exact two-sided p-value of T_k (`exact_pvalue`), the rest keep the normal one (too large to
+matter). The gene's p-value is Simes' combination of
+its groups' p-values after genomic control of each group (see `matched_test`); BH across genes.
+
+The null compares counts at the PIC's own depth and alpha, so no expected layer and no
+normalisation enter; the matched doublets' mean is reported as the 'expected' count. Counts, not
+ranks, are summed: with ten doublets a rank caps each PIC's evidence, and a programme planted 3x
+in one pair was found half as often by ranks as by counts on pbmc4k (benchmarks/pic_interaction.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from scipy import signal, stats
+
+from ._simulate import downsample_row
+
+#: dense values (PICs x (n_matched + 1) x genes with a nonzero) ranked at once
+_CHUNK_VALUES = 1 << 25
+_CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
+#: |z| of the normal approximation from which a (group, gene) gets its exact p-value
+_EXACT_FROM = 2.0
+#: pmf lengths from which two are convolved by FFT instead of directly
+_FFT_FROM = 512
+#: widest support of T_k computed exactly; wider ones (deep counts) are near normal
+_EXACT_SPAN = 1 << 21
+
+
+def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
+                     alpha: np.ndarray, depth: np.ndarray, n_matched: int,
+                     rng: np.random.Generator) -> sp.csr_matrix:  # fmt: skip
+    """CSR (len(code_a) * n_matched, genes): PIC i's doublets in rows i * n_matched + m.
+
+    ref: host CSR counts of the singlets; ref_codes: each singlet's group (-1: none); code_a /
+    code_b: each PIC's A and B group; alpha, depth: its A share and total UMIs."""
+    members = [np.flatnonzero(ref_codes == k) for k in range(int(ref_codes.max()) + 1)]
+    totals = np.asarray(ref.sum(axis=1)).ravel()
+    rows, cols, vals = [], [], []
+    row = 0
+    for ca, cb, al, n in zip(code_a, code_b, alpha, depth, strict=True):
+        n_a = int(round(al * n))
+        for _ in range(n_matched):
+            for code, want in ((ca, n_a), (cb, int(n) - n_a)):
+                cell = members[code][rng.integers(members[code].size)]
+                lo, hi = ref.indptr[cell], ref.indptr[cell + 1]
+                c = ref.data[lo:hi]
+                if want <= totals[cell]:
+                    drawn = downsample_row(c, want, rng)
+                else:  # a cell smaller than its share: draw its UMIs with replacement
+                    drawn = rng.multinomial(want, c / totals[cell])
+                keep = drawn > 0
+                cols.append(ref.indices[lo:hi][keep])
+                vals.append(drawn[keep])
+                rows.append(np.full(int(keep.sum()), row, np.int64))
+            row += 1
+    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    out = sp.coo_matrix((cat(vals, np.float64), (cat(rows, np.int64), cat(cols, np.int64))),
+                        shape=(row, ref.shape[1]))
+    return out.tocsr()  # sums the A and B parts of each doublet
+
+
+def _stack(obs: sp.csr_matrix, doublets: sp.csr_matrix, genes: np.ndarray, n_matched: int) -> np.ndarray:
+    """(PICs, n_matched + 1, genes) counts: each PIC (column 0) and its doublets."""
+    n = obs.shape[0]
+    stack = np.empty((n, n_matched + 1, genes.size))
+    stack[:, 0] = obs[:, genes].toarray()
+    stack[:, 1:] = doublets[:, genes].toarray().reshape(n, n_matched, genes.size)
+    return stack
+
+
+def stratified_sums(obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndarray, n_groups: int,
+                    n_matched: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    """Per group and gene: (sum over PICs of x - E x, sum of Var x, sum of the doublets' mean
+    count), E and Var over each PIC's set of n_matched + 1 counts.
+
+    obs: (PICs, genes) CSR of the tested PICs; doublets: their matched doublets
+    (`matched_doublets` order); groups: each PIC's group in [0, n_groups)."""
+    n_pics, n_genes = obs.shape
+    num = np.zeros((n_groups, n_genes))
+    var = np.zeros((n_groups, n_genes))
+    mean = np.zeros((n_groups, n_genes))
+    step = max(1, _CHUNK_VALUES // max(1, n_genes * (n_matched + 1)))
+    for r0 in range(0, n_pics, step):
+        r1 = min(n_pics, r0 + step)
+        o = obs[r0:r1]
+        d = doublets[r0 * n_matched:r1 * n_matched]
+        # only genes with a count in this chunk add anything; all-zero sets add nothing
+        genes = np.union1d(o.indices, d.indices)
+        if genes.size == 0:
+            continue
+        stack = _stack(o, d, genes, n_matched)
+        member = sp.csr_matrix((np.ones(r1 - r0), (groups[r0:r1], np.arange(r1 - r0))),
+                               shape=(n_groups, r1 - r0))  # fmt: skip
+        num[:, genes] += member @ (stack[:, 0] - stack.mean(axis=1))
+        var[:, genes] += member @ stack.var(axis=1)
+        mean[:, genes] += member @ stack[:, 1:].mean(axis=1)
+    return num, var, mean
+
+
+def exact_pvalue(r2: np.ndarray) -> float | None:
+    """Two-sided p-value of the stratified sum from integer counts r2 (PICs, n_matched + 1),
+    column 0 the PIC: under the null each PIC's count is any of its n_matched + 1 with equal
+    probability, independently, so the sum's distribution is the convolution of those uniforms.
+    p = min(1, 2 min(P(T >= t), P(T <= t))); None where the support is wider than _EXACT_SPAN."""
+    lo = r2.min(axis=1)
+    span = r2.max(axis=1) - lo
+    vary = span > 0  # a PIC whose values all tie adds a constant
+    if span.sum() > _EXACT_SPAN:
+        return None
+    observed = int((r2[vary, 0] - lo[vary]).sum())
+    pmfs = [np.bincount(r - m, minlength=s + 1) / r.size for r, m, s in zip(r2[vary], lo[vary], span[vary],
+                                                                              strict=True)]  # fmt: skip
+    if not pmfs:
+        return 1.0
+    while len(pmfs) > 1:  # pairwise: the long convolutions happen few times
+        pmfs = [_convolve(pmfs[i], pmfs[i + 1]) if i + 1 < len(pmfs) else pmfs[i] for i in range(0, len(pmfs), 2)]
+    pmf = np.maximum(pmfs[0], 0.0)  # FFT round-off below zero
+    upper = pmf[observed:].sum()
+    lower = pmf[:observed + 1].sum()
+    return float(min(1.0, 2 * min(upper, lower)))
+
+
+def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    if min(a.size, b.size) >= _FFT_FROM:
+        return signal.fftconvolve(a, b)
+    return np.convolve(a, b)
+
+
+def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndarray,
+                  n_matched: int, tested: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Two-sided p-values per group and gene: exact (`exact_pvalue`) where the tested gene's
+    |z| > _EXACT_FROM and the support allows, else from the normal approximation; NaN where z is
+    NaN."""
+    p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(np.nan_to_num(z))), np.nan)
+    far = (np.abs(np.nan_to_num(z)) > _EXACT_FROM) & tested[None, :]
+    for k in np.flatnonzero(far.any(axis=1)):
+        rows = np.flatnonzero(groups == k)
+        genes = np.flatnonzero(far[k])
+        drows = (rows[:, None] * n_matched + np.arange(n_matched)).ravel()
+        counts = np.rint(_stack(obs[rows], doublets[drows], genes, n_matched)).astype(np.int64)
+        for j, g in enumerate(genes):
+            exact = exact_pvalue(counts[:, :, j])
+            if exact is not None:
+                p[k, g] = exact
+    return p
+
+
+def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray) -> dict:
+    """Per gene from the groups' z (groups x genes, NaN where the group does not vary) and their
+    two-sided p-values: 'pvalue' (Simes' combination of the groups' p-values), 'chi2' (sum of the
+    groups' z^2 equivalent to their p-values) and 'df' (groups that vary), 'direction' (sign of z
+    in the group that decides the p-value); 'z' (the groups' z equivalent to their p-values, after
+    genomic control) and 'inflation' per group. NaN where no group varies.
+
+    Genomic control: each group's z are divided by the square root of its inflation, the median
+    z^2 over the `tested` genes where the group varies over the median of chi2 with one degree of
+    freedom, when above 1. Most genes are not induced, so their z are the group's null; what
+    widens it beyond the exchangeable doublets' (PICs that share a cell or a donor, a misassigned
+    partner, an alpha off its true value) widens every gene's z, while an induced programme stays
+    in the tail. Simes' combination keeps a programme induced in one pair among many as visible
+    as one induced in all (a sum of z^2 over 50 groups would drown it)."""
+    has = np.isfinite(z)
+    sign = np.sign(np.nan_to_num(z))
+    with np.errstate(divide="ignore"):
+        ze = np.where(has, sign * stats.norm.isf(np.where(has, p, 1.0) / 2), np.nan)
+    inflation = np.ones(z.shape[0])
+    for k in range(z.shape[0]):
+        bulk = ze[k, has[k] & tested]
+        if bulk.size:
+            inflation[k] = max(1.0, float(np.median(bulk**2)) / _CHI2_1_MEDIAN)
+    ze /= np.sqrt(inflation)[:, None]
+    p_group = np.where(has, 2 * stats.norm.sf(np.abs(np.nan_to_num(ze))), np.inf)
+    df = has.sum(axis=0)
+    order = np.sort(p_group, axis=0)  # groups that do not vary (inf) last, never the minimum
+    rank = np.arange(1, z.shape[0] + 1)[:, None]
+    with np.errstate(invalid="ignore"):  # inf * 0 where no group varies
+        simes = np.where(rank <= df, order * df / rank, np.inf).min(axis=0)
+    decisive = np.argmin(p_group, axis=0)
+    some = df > 0
+    return {
+        "z": ze,
+        "pvalue": np.where(some, np.minimum(simes, 1.0), np.nan),
+        "chi2": np.where(some, np.nansum(np.where(np.isfinite(ze), ze, 0.0) ** 2, axis=0), np.nan),
+        "df": np.where(some, df, np.nan).astype(np.float64),
+        "direction": sign[decisive, np.arange(z.shape[1])],
+        "inflation": inflation,
+    }
