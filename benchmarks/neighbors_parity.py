@@ -25,8 +25,8 @@ from umap.umap_ import fuzzy_simplicial_set
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 
-import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, jsonl_rows, versions  # noqa: E402
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
 
 FILES = {
     "soupx_pbmc4k_half": "soupx_pbmc4k_half.h5ad",

@@ -34,12 +34,12 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, versions  # noqa: E402
-from pic_validate import DATASETS, DEFAULT_DATA  # noqa: E402
+import gpu_sc as gsc
+from _common import cpu_name, versions
+from pic_validate import DATASETS, DEFAULT_DATA
 
-from gpu_sc.pic._alpha_ml import optimise_alpha  # noqa: E402
-from gpu_sc.pic._posterior import GRID, TAUS, SizePrior, best_tau, grid_loglik  # noqa: E402
+from gpu_sc.pic._alpha_ml import optimise_alpha
+from gpu_sc.pic._posterior import GRID, TAUS, SizePrior, best_tau, grid_loglik
 
 
 def _r2(truth, est):

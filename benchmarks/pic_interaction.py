@@ -29,9 +29,9 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, jsonl_rows, versions  # noqa: E402
-from pic_validate import DEFAULT_DATA, build  # noqa: E402
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
+from pic_validate import DEFAULT_DATA, build
 
 N_PROGRAMME = 20
 FDR = 0.1

@@ -40,9 +40,9 @@ import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
-import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, jsonl_rows, versions  # noqa: E402
-from gpu_sc._backend import describe, gpu_available  # noqa: E402
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
+from gpu_sc._backend import describe, gpu_available
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"

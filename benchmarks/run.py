@@ -29,9 +29,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
-import gpu_sc as gsc  # noqa: E402
-from _common import cpu_name, jsonl_rows, versions  # noqa: E402
-from gpu_sc._backend import gpu_available, is_dask  # noqa: E402
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
+from gpu_sc._backend import gpu_available, is_dask
 
 
 @dataclass(frozen=True)

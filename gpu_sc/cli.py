@@ -112,7 +112,8 @@ def parse_steps(text: str) -> list[str]:
     unknown = [s for s in names if s not in STEPS]
     if unknown or not names:
         what = f"unknown step {unknown[0]!r}" if unknown else "no steps given"
-        raise CliError(f"{what}; valid steps: {', '.join(STEPS)}")
+        msg = f"{what}; valid steps: {', '.join(STEPS)}"
+        raise CliError(msg)
     return names
 
 
@@ -125,9 +126,12 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "gpu" if gpu_available() else "cpu"
     if device == "gpu" and not gpu_available():
-        raise CliError(
+        msg = (
             "--device gpu: no usable GPU (needs an NVIDIA GPU and CuPy: "
             "pip install \"gpu_sc[cuda13]\" or \"gpu_sc[cuda12]\"); use --device cpu"
+        )
+        raise CliError(
+            msg
         )
     return device
 
@@ -174,11 +178,13 @@ def read_h5ad(path: str) -> AnnData:
     import anndata as ad
 
     if not Path(path).is_file():
-        raise CliError(f"input file not found: {path}")
+        msg = f"input file not found: {path}"
+        raise CliError(msg)
     try:
         return ad.read_h5ad(path)
     except Exception as e:  # not HDF5, not an AnnData, ...
-        raise CliError(f"cannot read {path} as h5ad: {e}") from e
+        msg = f"cannot read {path} as h5ad: {e}"
+        raise CliError(msg) from e
 
 
 def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
@@ -188,13 +194,16 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
     import h5py
 
     if chunk_rows < 1:
-        raise CliError(f"--chunk-rows must be a positive number of cells, got {chunk_rows}")
+        msg = f"--chunk-rows must be a positive number of cells, got {chunk_rows}"
+        raise CliError(msg)
     if not Path(path).is_file():
-        raise CliError(f"input file not found: {path}")
+        msg = f"input file not found: {path}"
+        raise CliError(msg)
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise CliError(f"cannot read {path} as h5ad: {e}") from e
+        msg = f"cannot read {path} as h5ad: {e}"
+        raise CliError(msg) from e
     try:
         def lazy(elem):
             return ad.experimental.read_elem_lazy(elem, chunks=(chunk_rows, -1))
@@ -204,7 +213,8 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
         adata = AnnData(X=lazy(f["X"]), layers=layers, **eager)
     except Exception as e:
         f.close()
-        raise CliError(f"cannot read {path} lazily as h5ad: {e}") from e
+        msg = f"cannot read {path} lazily as h5ad: {e}"
+        raise CliError(msg) from e
     return adata, f
 
 
@@ -306,19 +316,24 @@ def parse_groups(text: str, flag: str) -> list[str]:
     """A comma-separated list of group names (surrounding spaces dropped)."""
     names = [g.strip() for g in text.split(",") if g.strip()]
     if not names:
-        raise CliError(f"{flag} {text!r}: no group names given; pass comma-separated groups "
-                       f"of the --groupby column, e.g. {flag} 'T cell,NK'")  # fmt: skip
+        msg = (
+            f"{flag} {text!r}: no group names given; pass comma-separated groups "
+                       f"of the --groupby column, e.g. {flag} 'T cell,NK'"
+        )
+        raise CliError(msg)  # fmt: skip
     return names
 
 
 def _read_flag(path: str, flag: str) -> AnnData:
     """read_h5ad with the option's name in the message."""
     if not Path(path).is_file():
-        raise CliError(f"{flag} {path}: file not found; pass an existing .h5ad file")
+        msg = f"{flag} {path}: file not found; pass an existing .h5ad file"
+        raise CliError(msg)
     try:
         return read_h5ad(path)
     except CliError as e:
-        raise CliError(f"{flag}: {e}") from e
+        msg = f"{flag}: {e}"
+        raise CliError(msg) from e
 
 
 def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace,
@@ -326,32 +341,44 @@ def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace
     """One-line CliErrors for what the user can fix, before any computation."""
     obs = singlets.obs
     if args.groupby not in obs:
-        raise CliError(f"--groupby {args.groupby!r} is not a column of the singlets' obs "
-                       f"({args.singlets}); pick one of: {', '.join(map(str, obs.columns)) or '(none)'}")  # fmt: skip
+        msg = (
+            f"--groupby {args.groupby!r} is not a column of the singlets' obs "
+                       f"({args.singlets}); pick one of: {', '.join(map(str, obs.columns)) or '(none)'}"
+        )
+        raise CliError(msg)  # fmt: skip
     present = set(obs[args.groupby].astype(str))
     for flag, groups in (("--a", groups_a), ("--b", groups_b)):
         missing = [g for g in groups if g not in present]
         if missing:
             shown = sorted(present)
             more = f", ... ({len(shown)} in all)" if len(shown) > 30 else ""
-            raise CliError(f"{flag}: groups {missing} are not in singlets.obs[{args.groupby!r}] "
-                           f"({args.singlets}); available groups: {', '.join(shown[:30])}{more}")  # fmt: skip
+            msg = (
+                f"{flag}: groups {missing} are not in singlets.obs[{args.groupby!r}] "
+                           f"({args.singlets}); available groups: {', '.join(shown[:30])}{more}"
+            )
+            raise CliError(msg)  # fmt: skip
     both = [g for g in groups_a if g in groups_b]
     if both:
-        raise CliError(f"groups {both} are given in both --a and --b; each group belongs to one side")
+        msg = f"groups {both} are given in both --a and --b; each group belongs to one side"
+        raise CliError(msg)
     if not pics.var_names.equals(singlets.var_names):
-        raise CliError(f"--pics {args.pics} has {pics.n_vars:,} genes and --singlets {args.singlets} "
+        msg = (
+            f"--pics {args.pics} has {pics.n_vars:,} genes and --singlets {args.singlets} "
                        f"{singlets.n_vars:,}; they need the same var_names in the same order "
-                       "(subset both to the shared genes)")  # fmt: skip
+                       "(subset both to the shared genes)"
+        )
+        raise CliError(msg)  # fmt: skip
     if args.n_umis is not None and args.n_umis <= 0:
-        raise CliError(f"--n-umis {args.n_umis}: must be a positive number of UMIs")
+        msg = f"--n-umis {args.n_umis}: must be a positive number of UMIs"
+        raise CliError(msg)
 
 
 def _need_matplotlib(what: str) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as e:
-        raise CliError(f"{what} needs matplotlib: pip install 'gpu_sc[pic]' (or leave it out)") from e
+        msg = f"{what} needs matplotlib: pip install 'gpu_sc[pic]' (or leave it out)"
+        raise CliError(msg) from e
 
 
 def _print_summary(summary: dict[str, str]) -> None:
@@ -366,10 +393,14 @@ def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
         gsc.pic.deconvolve(pics, singlets, **kw)
     except (ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        raise CliError(f"deconvolve (--method {kw.get('method')!r}): {msg}") from e
+        msg_0 = f"deconvolve (--method {kw.get('method')!r}): {msg}"
+        raise CliError(msg_0) from e
     except ImportError as e:
-        raise CliError(f"deconvolve (--method {kw.get('method')!r}): {e}; "
-                       "pip install 'gpu_sc[pic]'") from e  # fmt: skip
+        msg_0 = (
+            f"deconvolve (--method {kw.get('method')!r}): {e}; "
+                       "pip install 'gpu_sc[pic]'"
+        )
+        raise CliError(msg_0) from e  # fmt: skip
 
 
 def cmd_pic(args: argparse.Namespace) -> None:
@@ -378,7 +409,8 @@ def cmd_pic(args: argparse.Namespace) -> None:
     out = Path(args.output)
     for flag, path in (("--singlets", args.singlets), ("--pics", args.pics)):
         if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
-            raise CliError(f"-o {args.output} is the {flag} input; choose another output path")
+            msg = f"-o {args.output} is the {flag} input; choose another output path"
+            raise CliError(msg)
     if args.plots:
         _need_matplotlib("--plots")
     n_steps = 4 + bool(args.plots)
@@ -481,7 +513,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("input", metavar="IN.h5ad")
     run.add_argument("-o", "--output", metavar="OUT.h5ad", required=True)
     run.add_argument("--steps", default=DEFAULT_STEPS,
-                     help=f"comma-separated, run in order; one of: {', '.join(STEPS)} (default: {DEFAULT_STEPS})")  # fmt: skip
+                     help=f"comma-separated, run in order; one of: {', '.join(STEPS)} "
+                          f"(default: {DEFAULT_STEPS})")  # fmt: skip
     run.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                      help="read X (and layers) lazily as a Dask array of N-cell blocks: for data "
                           "larger than memory; the steps run block by block under the active Dask "

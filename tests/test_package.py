@@ -114,3 +114,16 @@ def test_wheel_ships_kernels(tmp_path):
     for f in [*_kernels.kernel_files(), "common.cuh"]:
         assert f"gpu_sc/kernels/{f}" in names
     assert "gpu_sc/_data/pbmc68k_reduced_counts.h5ad" in names
+
+
+def test_ruff_passes():
+    """The lint configuration of pyproject.toml holds for the package, tests and benchmarks."""
+    import importlib.util
+
+    if importlib.util.find_spec("ruff") is None:
+        pytest.skip("ruff is not installed (it comes with the test extra: pip install -e '.[test]')")
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "ruff", "check", "--no-cache", "gpu_sc", "tests", "benchmarks"],
+                          cwd=root, capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+

@@ -403,7 +403,7 @@ def test_orthonormalize_and_product_ranges(brain, monkeypatch):
     monkeypatch.setattr(gram_mod, "BLOCK_BYTES", 40_000)  # many uneven blocks
     ranges = gram_mod.product_ranges(p, 7)
     assert len(ranges) > 5 and ranges[0][0] == 0 and ranges[-1][1] == x.shape[0]
-    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:], strict=False))
     q = rng.standard_normal((x.shape[1], 7))
     mean = np.asarray(x.mean(0)).ravel().astype(np.float64)
     dense = x.toarray().astype(np.float64) - mean

@@ -75,7 +75,7 @@ def test_regression_learns_and_its_interval_covers():
     m = ar.AlphaRegression.fit(f, y, fc, yc, seed=0)
     assert m.r2 > 0.9
     mean, lo, hi = m.predict(fn)
-    assert np.all((0 <= lo) & (lo <= mean) & (mean <= hi) & (hi <= 1))
+    assert np.all((lo >= 0) & (lo <= mean) & (mean <= hi) & (hi <= 1))
     assert 1 - ((yn - mean) ** 2).sum() / ((yn - yn.mean()) ** 2).sum() > 0.9
     assert ((lo <= yn) & (yn <= hi)).mean() > 0.85  # a 90 % interval on new data
     assert [len(v) for v in m.predict(fn[:0])] == [0, 0, 0]

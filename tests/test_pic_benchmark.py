@@ -51,7 +51,7 @@ def test_validate_pbmc68k_and_missing_data(tmp_path):
     ml = [x for x in rows if x.get("method") == "ml"]
     assert len(ml) == 1
     row = ml[0]
-    assert KEYS <= set(row), KEYS - set(row)
+    assert set(row) >= KEYS, KEYS - set(row)
     assert row["mode"] == "validate" and row["backend"] == "cpu" and row["dataset"] == "pbmc68k"
     assert "bundled" in row["source"] and row["n_umis"] == 1000
     assert row["n_pics"] == 30 and row["n_groups_a"] >= 3 and row["n_groups_b"] >= 3

@@ -125,7 +125,7 @@ def _unchanged(adatas):
 
     def check():
         for a, (obs, uns, x) in zip(adatas, before, strict=True):
-            assert a.obs.equals(obs) and set(a.uns) == uns and (a.X != x).nnz == 0
+            assert a.obs.equals(obs) and set(a.uns) == uns and (x != a.X).nnz == 0
 
     return check
 
@@ -297,7 +297,7 @@ def test_alpha_interval_and_calibration(setup):
     inside = ((o["pic_alpha_lo"] <= o["true_alpha"]) & (o["true_alpha"] <= o["pic_alpha_hi"])).mean()
     assert inside > 0.8  # a conformal 90 % interval, calibrated on PICs of unseen cells
     info = p.uns["pic"]
-    assert 0 < info["pair_temper"] and 0 < info["alpha_temper"] <= 1
+    assert info["pair_temper"] > 0 and 0 < info["alpha_temper"] <= 1
     assert info["alpha_model"] == "regression"
 
     def r2(col):

@@ -99,7 +99,7 @@ def _kernel_transcript(x, pa, pb, eps, n_iter=N_ITER):
         cols, vals = x.indices[s:e], x.data[s:e]
         for j in range(ka * kb):
             ia, ib = j % ka, j // ka
-            terms = [(float(u), float(pa[g, ia]), float(pb[g, ib])) for g, u in zip(cols, vals)]
+            terms = [(float(u), float(pa[g, ia]), float(pb[g, ib])) for g, u in zip(cols, vals, strict=False)]
             g0 = g1 = 0.0
             for u, a, b in terms:
                 d, be = a - b, b + eps

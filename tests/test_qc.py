@@ -77,7 +77,7 @@ def test_inplace_writes_obs_and_var_and_leaves_x(pbmc):
         assert key in pbmc.obs
     for key in ["n_cells_by_counts", "mean_counts", "pct_dropout_by_counts", "total_counts"]:
         assert key in pbmc.var
-    assert pbmc.X.nnz == x_before.nnz and (pbmc.X != x_before).nnz == 0
+    assert pbmc.X.nnz == x_before.nnz and (x_before != pbmc.X).nnz == 0
 
 
 def test_layer(pbmc):

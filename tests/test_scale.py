@@ -107,7 +107,7 @@ def test_bad_max_value_leaves_data_unchanged(pbmc, max_value):
     before = pbmc.X.copy()
     with pytest.raises(ValueError, match="max_value must be a positive number"):
         scale(pbmc, max_value=max_value)
-    assert (pbmc.X != before).nnz == 0 and "mean" not in pbmc.var
+    assert (before != pbmc.X).nnz == 0 and "mean" not in pbmc.var
 
 
 def test_layer_obsm_and_arrays(pbmc):

@@ -69,7 +69,8 @@ def pic_loglik_fixed(data, indices, indptr, n_rows, pa, pb, alpha, eps):
     ka, kb = pa.shape[1], pb.shape[1]
     alpha = device(alpha, np.float64)
     if alpha.shape != (n_rows,):
-        raise ValueError(f"alpha must have one value per row ({n_rows}), got {alpha.shape}.")
+        msg = f"alpha must have one value per row ({n_rows}), got {alpha.shape}."
+        raise ValueError(msg)
     ll = cp.empty((n_rows, ka * kb), dtype=cp.float64)
     if n_rows and ka * kb:
         function("pic_loglik_fixed", data.dtype, pa.dtype, itype)(

@@ -35,22 +35,34 @@ def population_groups(singlets: AnnData, groupby: str, a, b, *,
     """(label per singlet as str, A groups, B groups): `a` and `b` checked to be non-empty,
     present in singlets.obs[groupby] and disjoint."""
     if groupby not in singlets.obs:
-        raise KeyError(f"{step}: {groupby!r} is not a column of singlets.obs "
-                       f"(columns: {list(singlets.obs.columns)[:20]}).")
+        msg = (
+            f"{step}: {groupby!r} is not a column of singlets.obs "
+                       f"(columns: {list(singlets.obs.columns)[:20]})."
+        )
+        raise KeyError(msg)
     labels = singlets.obs[groupby].astype(str).to_numpy()
     ga, gb = names_list(a, step=step, name="a"), names_list(b, step=step, name="b")
     for side, groups in (("a", ga), ("b", gb)):
         if not groups:
-            raise ValueError(f"{step}: {side} names no group; pass one or more groups of "
-                             f"singlets.obs[{groupby!r}].")
+            msg = (
+                f"{step}: {side} names no group; pass one or more groups of "
+                             f"singlets.obs[{groupby!r}]."
+            )
+            raise ValueError(msg)
     present = set(labels)
     missing = [g for g in ga + gb if g not in present]
     if missing:
-        raise KeyError(f"{step}: groups {missing} are not in singlets.obs[{groupby!r}] "
-                       f"(its groups: {sorted(present)[:30]}).")
+        msg = (
+            f"{step}: groups {missing} are not in singlets.obs[{groupby!r}] "
+                       f"(its groups: {sorted(present)[:30]})."
+        )
+        raise KeyError(msg)
     if set(ga) & set(gb):
-        raise ValueError(f"{step}: groups {sorted(set(ga) & set(gb))} are in both a and b; "
-                         "each group belongs to one population.")
+        msg = (
+            f"{step}: groups {sorted(set(ga) & set(gb))} are in both a and b; "
+                         "each group belongs to one population."
+        )
+        raise ValueError(msg)
     return labels, ga, gb
 
 
@@ -74,5 +86,6 @@ def pic_columns(given: dict, *, step: str) -> PicColumns:
     TypeError Python raises for an unknown keyword argument."""
     unknown = [k for k in given if k not in _DEFAULT_COLUMNS]
     if unknown:
-        raise TypeError(f"{step}() got an unexpected keyword argument {unknown[0]!r}")
+        msg = f"{step}() got an unexpected keyword argument {unknown[0]!r}"
+        raise TypeError(msg)
     return {**_DEFAULT_COLUMNS, **given}

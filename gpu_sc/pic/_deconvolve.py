@@ -124,12 +124,17 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     check_anndata(pics, step="deconvolve", name="pics")
     check_anndata(singlets, step="deconvolve", name="singlets")
     if method not in METHODS:
-        raise ValueError(f"deconvolve: method must be one of {tuple(METHODS)}, got {method!r}.")
+        msg = f"deconvolve: method must be one of {tuple(METHODS)}, got {method!r}."
+        raise ValueError(msg)
     if alpha_model not in _ALPHA_MODELS:
-        raise ValueError(f"deconvolve: alpha_model must be one of {_ALPHA_MODELS}, got "
-                         f"{alpha_model!r}.")
+        msg = (
+            f"deconvolve: alpha_model must be one of {_ALPHA_MODELS}, got "
+                         f"{alpha_model!r}."
+        )
+        raise ValueError(msg)
     if device not in (None, "cpu", "gpu"):
-        raise ValueError(f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}.")
+        msg = f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}."
+        raise ValueError(msg)
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)
     markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
@@ -160,8 +165,11 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
                "var_names, e.g. pics[:, genes] and singlets[:, genes].")
         raise ValueError(msg)
     if singlets.n_vars == 0:
-        raise ValueError("deconvolve: pics and singlets have no genes; pass them with their "
-                         "raw counts over all genes.")
+        msg_0 = (
+            "deconvolve: pics and singlets have no genes; pass them with their "
+                         "raw counts over all genes."
+        )
+        raise ValueError(msg_0)
     labels, ga, gb = population_groups(singlets, groupby, a, b, step="deconvolve")
     return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets.X, step="deconvolve",
                                                             what="singlets")
@@ -188,22 +196,30 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
         ok = (isinstance(value, int | float | np.number) and not isinstance(value, bool)
               and math.isfinite(value))  # fmt: skip
         if not ok or value < 0 or (name == "concentration" and value == 0):
-            raise ValueError(f"{step}: {name} must be a finite number {low}, got {value!r}.")
+            msg = f"{step}: {name} must be a finite number {low}, got {value!r}."
+            raise ValueError(msg)
     if search_genes not in ("all", "markers"):
-        raise ValueError(f"{step}: search_genes must be 'all' or 'markers', got {search_genes!r}.")
+        msg = f"{step}: search_genes must be 'all' or 'markers', got {search_genes!r}."
+        raise ValueError(msg)
     if markers is not None:
         markers = names_list(markers, step=step, name="markers")
         known = set(var_names)
         missing = [g for g in markers if g not in known]
         if missing:
-            raise KeyError(f"{step}: markers {missing[:5]} are not in singlets.var_names; pass "
-                           "gene names shared by pics and singlets.")
+            msg = (
+                f"{step}: markers {missing[:5]} are not in singlets.var_names; pass "
+                           "gene names shared by pics and singlets."
+            )
+            raise KeyError(msg)
     patterns = [blacklist] if isinstance(blacklist, str | re.Pattern) else list(blacklist or ())
     try:  # a pattern string (one, not its letters) or a compiled pattern each
         blacklist = [re.compile(p) for p in patterns]
     except re.error as e:
-        raise ValueError(f"{step}: blacklist pattern {e.pattern!r} is not a regular expression "
-                         f"({e}).") from e
+        msg = (
+            f"{step}: blacklist pattern {e.pattern!r} is not a regular expression "
+                         f"({e})."
+        )
+        raise ValueError(msg) from e
     return markers, blacklist
 
 def _pic_blocks(pics: AnnData):

@@ -33,9 +33,11 @@ def bh_fdr(pvalues) -> np.ndarray:
     try:
         p = np.asarray(pvalues, dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"bh_fdr: pvalues must be numbers, got {type(pvalues).__name__} ({e}).") from e
+        msg = f"bh_fdr: pvalues must be numbers, got {type(pvalues).__name__} ({e})."
+        raise TypeError(msg) from e
     if p.ndim != 1:
-        raise ValueError(f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}.")
+        msg = f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}."
+        raise ValueError(msg)
     q = np.full(p.shape, np.nan)
     finite = np.isfinite(p)
     pf = p[finite]

@@ -90,10 +90,12 @@ def _host_profiles(pa, pb, n_genes):
                f"got {pa.shape} and {pb.shape}.")  # fmt: skip
         raise ValueError(msg)
     if pa.shape[1] == 0 or pb.shape[1] == 0:
-        raise ValueError("need at least one A group and one B group.")
+        msg_0 = "need at least one A group and one B group."
+        raise ValueError(msg_0)
     for q in (pa, pb):
         if q.size and not (np.all(np.isfinite(q)) and q.min() >= 0):
-            raise ValueError("profiles must be finite and non-negative.")
+            msg_0 = "profiles must be finite and non-negative."
+            raise ValueError(msg_0)
     return pa, pb
 
 
@@ -133,22 +135,27 @@ def pair_scores(x, pa, pb, *, eps: float, alpha=None, chunk: int | None = None,
     """
     p = x if isinstance(x, Parts) else parts(x)
     if p.dense:
-        raise TypeError("pair_scores needs CSR counts (scipy or cupyx .tocsr()).")
+        msg = "pair_scores needs CSR counts (scipy or cupyx .tocsr())."
+        raise TypeError(msg)
     n, n_genes = p.shape
     pa_h, pb_h = _host_profiles(pa, pb, n_genes)
     ka, kb = pa_h.shape[1], pb_h.shape[1]
     eps = float(eps)
     if not (np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}.")
+        msg = f"eps must be finite and >= 0, got {eps}."
+        raise ValueError(msg)
     if alpha is not None:
         alpha = np.asarray(to_host(alpha), dtype=np.float64).reshape(-1)
         if alpha.shape != (n,):
-            raise ValueError(f"alpha needs one value per PIC ({n}), got {alpha.shape[0]}.")
+            msg = f"alpha needs one value per PIC ({n}), got {alpha.shape[0]}."
+            raise ValueError(msg)
         if alpha.size and not (np.all(np.isfinite(alpha)) and 0 <= alpha.min() <= alpha.max() <= 1):
-            raise ValueError("fixed alpha must lie in [0, 1] (drop PICs outside first).")
+            msg = "fixed alpha must lie in [0, 1] (drop PICs outside first)."
+            raise ValueError(msg)
     chunk = default_chunk(ka, kb) if chunk is None else int(chunk)
     if chunk < 1:
-        raise ValueError(f"chunk must be >= 1, got {chunk}.")
+        msg = f"chunk must be >= 1, got {chunk}."
+        raise ValueError(msg)
 
     p, pa_w, pb_w, alpha_w = stage(p, pa_h, pb_h, alpha)
     xp = xp_of(p.data)

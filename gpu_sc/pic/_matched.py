@@ -71,7 +71,8 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
                 vals.append(drawn[keep])
                 rows.append(np.full(int(keep.sum()), row, np.int64))
             row += 1
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    def cat(parts, dt):
+        return (np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
     out = sp.coo_matrix((cat(vals, np.float64), (cat(rows, np.int64), cat(cols, np.int64))),
                         shape=(row, ref.shape[1]))
     return out.tocsr()  # sums the A and B parts of each doublet

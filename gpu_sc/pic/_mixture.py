@@ -50,7 +50,8 @@ def _as_csr(x):
         if x.dtype.kind in "biu":  # cupyx sparse holds float data only; counts are exact in float64
             x = x.astype(np.float64)
         return sparse_module(x).csr_matrix(x)
-    raise TypeError(f"x must be a 2-D CSR matrix of PIC counts, got {type(x).__name__}.")
+    msg = f"x must be a 2-D CSR matrix of PIC counts, got {type(x).__name__}."
+    raise TypeError(msg)
 
 
 def _check(x, profiles, eps, concentration, n_iter, tol, chunk):
@@ -61,20 +62,26 @@ def _check(x, profiles, eps, concentration, n_iter, tol, chunk):
                f"got {p.shape}.")
         raise ValueError(msg)
     if not np.all(np.isfinite(p)) or np.any(p < 0):
-        raise ValueError("profiles must be finite and non-negative.")
+        msg_0 = "profiles must be finite and non-negative."
+        raise ValueError(msg_0)
     if not (np.isfinite(eps) and eps >= 0):
-        raise ValueError(f"eps must be >= 0, got {eps}.")
+        msg_0 = f"eps must be >= 0, got {eps}."
+        raise ValueError(msg_0)
     if not (np.isfinite(concentration) and concentration > 0):
-        raise ValueError(f"concentration must be > 0, got {concentration}.")
+        msg_0 = f"concentration must be > 0, got {concentration}."
+        raise ValueError(msg_0)
     if int(n_iter) < 0 or not (tol >= 0):
-        raise ValueError("n_iter and tol must be >= 0.")
+        msg_0 = "n_iter and tol must be >= 0."
+        raise ValueError(msg_0)
     if chunk is not None and int(chunk) < 1:
-        raise ValueError(f"chunk must be >= 1 PICs, got {chunk}.")
+        msg_0 = f"chunk must be >= 1 PICs, got {chunk}."
+        raise ValueError(msg_0)
     xp = xp_of(x)
     if x.nnz:
         bad = xp.logical_or(~xp.isfinite(x.data), x.data < 0).any()
         if bool(bad):
-            raise ValueError("x must hold finite non-negative counts.")
+            msg_0 = "x must hold finite non-negative counts."
+            raise ValueError(msg_0)
     return x, p
 
 
@@ -302,12 +309,12 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
             # drop the rows without counts (and their stored zeros) from the block
             keep_nz = xp.asarray(has)[rows]
             ip_k = np.concatenate([[0], np.cumsum(cnt[has])]).astype(np.int64)
-            w, l, it = _em_block(xp, spm, data[keep_nz], indices[keep_nz], xp.asarray(ip_k),
+            w, block_ll, it = _em_block(xp, spm, data[keep_nz], indices[keep_nz], xp.asarray(ip_k),
                                  q_prof, eps, float(concentration), n_iter, tol,
                                  accelerate=accelerate)
             idx = xp.asarray(s + keep_rows)
             weights[idx] = w
-            ll[idx] = l
+            ll[idx] = block_ll
             most = max(most, it)
         if progress is True:
             print(f"mixture_weights: {e:,}/{n:,} PICs", file=sys.stderr, flush=True)
@@ -359,10 +366,12 @@ def summarise(weights, n_a: int, *, major: float = 0.1) -> dict[str, np.ndarray]
     """
     w = np.asarray(to_host(weights), dtype=np.float64)
     if w.ndim != 2:
-        raise ValueError(f"weights must be (n, K), got shape {w.shape}.")
+        msg = f"weights must be (n, K), got shape {w.shape}."
+        raise ValueError(msg)
     n, k = w.shape
     if not 0 < int(n_a) < k:
-        raise ValueError(f"n_a must be in 1..K-1 = 1..{k - 1}, got {n_a}.")
+        msg = f"n_a must be in 1..K-1 = 1..{k - 1}, got {n_a}."
+        raise ValueError(msg)
     n_a = int(n_a)
     nan = np.isnan(w).any(1)
     wz = np.where(nan[:, None], 0.0, w)

@@ -64,7 +64,8 @@ def select_markers(x: sp.csr_matrix, labels: np.ndarray, groups_a: list[str],
         lookup = {n: i for i, n in enumerate(names)}
         miss = [g for g in extra if g not in lookup]
         if miss:
-            raise KeyError(f"marker genes not in var_names: {miss[:5]}")
+            msg = f"marker genes not in var_names: {miss[:5]}"
+            raise KeyError(msg)
         chosen.update(lookup[g] for g in extra)
     return np.array(sorted(chosen), dtype=np.int64)
 

@@ -75,14 +75,18 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     step = "simulate_pics"
     check_anndata(singlets, step=step, name="singlets")
     if composition not in ("AB", "AAB", "ABB"):
-        raise ValueError(f"{step}: composition must be 'AB', 'AAB' or 'ABB', got {composition!r}.")
+        msg = f"{step}: composition must be 'AB', 'AAB' or 'ABB', got {composition!r}."
+        raise ValueError(msg)
     n_pics = check_int(n_pics, step=step, name="n_pics", minimum=0)
     n_umis = check_int(n_umis, step=step, name="n_umis")
     seed = check_seed(seed, step=step)
     labels, ga, gb = population_groups(singlets, groupby, a, b, step=step)
     if sample_key is not None and sample_key not in singlets.obs:
-        raise KeyError(f"{step}: sample_key {sample_key!r} is not a column of singlets.obs "
-                       f"(columns: {list(singlets.obs.columns)[:20]}).")
+        msg = (
+            f"{step}: sample_key {sample_key!r} is not a column of singlets.obs "
+                       f"(columns: {list(singlets.obs.columns)[:20]})."
+        )
+        raise KeyError(msg)
     x = _counts_csr(singlets.X, step=step, what="singlets")
     totals = np.asarray(x.sum(1)).ravel()
     samples = (singlets.obs[sample_key].astype(str).to_numpy() if sample_key is not None
@@ -92,9 +96,12 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     if sample_key is not None:  # a PIC starts from an A cell whose sample holds B cells
         pool_a = pool_a[np.isin(samples[pool_a], samples[pool_b])]
         if pool_a.size == 0:
-            raise ValueError(f"{step}: no sample of singlets.obs[{sample_key!r}] holds cells of "
+            msg = (
+                f"{step}: no sample of singlets.obs[{sample_key!r}] holds cells of "
                              "both a and b; PICs pair cells of one sample, so pass sample_key="
-                             "None or groups that share a sample.")
+                             "None or groups that share a sample."
+            )
+            raise ValueError(msg)
     rng = np.random.default_rng(seed)
     roles = list(composition)
     # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
@@ -133,7 +140,8 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         if composition == "ABB":
             rec["true_b2"], rec["source_b2"] = labels[ib[1]], singlets.obs_names[ib[1]]
         meta.append(rec)
-    cat = (lambda parts, dt: np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
+    def cat(parts, dt):
+        return (np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
     mat = sp.coo_matrix((cat(pieces_v, np.float32), (cat(pieces_r, np.int64),
                                                       cat(pieces_c, np.int64))),
                         shape=(len(meta), x.shape[1])).tocsr()  # sums the members' counts

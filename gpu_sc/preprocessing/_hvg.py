@@ -414,10 +414,7 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 
 
 def _check_integers(x, flavor) -> None:
-    if is_dask(x):
-        bad = Chunked(x).reduce(_block_not_integers)
-    else:
-        bad = _not_integers(x.data if is_sparse(x) else x)
+    bad = Chunked(x).reduce(_block_not_integers) if is_dask(x) else _not_integers(x.data if is_sparse(x) else x)
     if bad:
         warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning, stacklevel=4)
 

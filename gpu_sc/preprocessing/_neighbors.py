@@ -151,7 +151,8 @@ def _representation(adata: AnnData, use_rep, n_pcs):
                 try:
                     importlib.import_module("gpu_sc.preprocessing._pca")
                 except ImportError:
-                    msg = f"{_STEP}: no adata.obsm['X_pca'] and {adata.n_vars} genes; run gsc.pp.pca first or pass use_rep='X'."
+                    msg = (f"{_STEP}: no adata.obsm['X_pca'] and {adata.n_vars} genes; run gsc.pp.pca first "
+                           "or pass use_rep='X'.")
                     raise ValueError(msg) from None
                 return None  # computed by the caller after validation
             rep = adata.obsm[K.OBSM_PCA]
@@ -375,10 +376,7 @@ def neighbors(
         ind, dist = _search(xp.ascontiguousarray(rep), n_neighbors, metric, search, random_state, instance,
                             scanpy_default=transformer is None)  # fmt: skip
         distances = knn_csr(ind, dist.astype(out_dtype), n, drop_first=True)
-        if method == "umap":
-            conn = umap_connectivities(ind, dist, n, n_neighbors)
-        else:
-            conn = gauss_connectivities(distances)
+        conn = umap_connectivities(ind, dist, n, n_neighbors) if method == "umap" else gauss_connectivities(distances)
 
     dkey, ckey, ukey = K.neighbors_keys(key_added)
     params = {"n_neighbors": n_neighbors, "method": method, "random_state": random_state, "metric": metric}

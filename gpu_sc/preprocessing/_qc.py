@@ -133,7 +133,8 @@ def _put(df: pd.DataFrame, key: str, values: np.ndarray, log1p: bool) -> None:
 
 def _qc_mask(adata: AnnData, name: str, n_genes: int) -> np.ndarray:
     if name not in adata.var.columns:
-        msg = f"{_STEP}: qc_vars entry {name!r} is not a column of adata.var; add it first, e.g. adata.var[{name!r}] = adata.var_names.str.startswith('MT-')."
+        msg = (f"{_STEP}: qc_vars entry {name!r} is not a column of adata.var; add it first, e.g. "
+               f"adata.var[{name!r}] = adata.var_names.str.startswith('MT-').")
         raise KeyError(msg)
     mask = adata.var[name].to_numpy()
     if mask.dtype != bool or mask.shape != (n_genes,):

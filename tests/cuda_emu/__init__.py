@@ -178,7 +178,7 @@ class Function:
             if rc:
                 raise KernelError(f"{self.name}: {err.value.decode()}")
         finally:
-            for i, g, writable in guards:
+            for _, g, writable in guards:
                 g.release(write_back=writable)
 
     def _argument(self, i, a, p, guards):
