@@ -124,7 +124,8 @@ def run(args, emit) -> list[dict]:
                         if test == "matched":
                             kw.update(singlets=ref, groupby="grp")
                         tab = gsc.pic.interaction_genes(p, **kw)
-                        row = {"dataset": name, "seed": seed, "scenario": scen, "distinct_cells": args.distinct,
+                        row = {"dataset": name, "seed": seed, "scenario": scen, "group_size": args.group_size,
+                               "distinct_cells": args.distinct,
                                "groupby_keys": args.groupby_keys, "deconvolution": method,
                                "test": test, "n_pics": int(p.n_obs), "n_ok": int(ok.sum()),
                                "pair_accuracy": pair_acc, "planted_pair": pair, "n_pics_planted_pair": n_target,
