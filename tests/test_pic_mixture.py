@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+
+import gpu_sc as gsc
 from _helpers import PIC_DC as DC
 from _helpers import PIC_T as T
 from _helpers import _load, t_dc_cells
@@ -162,6 +164,18 @@ def test_chunked_equals_unchunked(data):
     np.testing.assert_allclose(w2, w1, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(ll2, ll1, rtol=1e-12)
     assert it1 == it2 and calls[-1] == (60, 60) and len(calls) == 9
+
+
+def test_progress_true_reports_at_verbosity_2(data, capsys, monkeypatch):
+    """progress=True goes through gsc.settings like every other progress line: silent at the
+    default verbosity, PICs done at verbosity 2."""
+    x = data["x"][:60]
+    mixture_weights(x, data["prof"], n_iter=5, chunk=7, progress=True)
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(gsc.settings, "verbosity", 2)
+    mixture_weights(x, data["prof"], n_iter=5, chunk=7, progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[-1] == "mixture_weights: 60/60 PICs" and 1 < len(lines) <= 11
 
 
 def test_xp_block_and_dense_input(data):

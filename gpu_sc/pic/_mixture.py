@@ -30,11 +30,10 @@ unbounded at the faces), and EM finds the MAP on the face of the simplex it sett
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._settings import Progress
 
 # float64 elements of the (nnz x K) gathered profiles per chunk; peak memory is about three such
 # arrays (the profiles and the weights gathered on the stored entries, their product)
@@ -263,8 +262,9 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
         PICs per chunk; default: as many as keep each (nonzeros x K) working array near 128 MiB
         (CPU) or 512 MiB (GPU).
     progress
-        None, True (one line per chunk to stderr) or a callable ``progress(done, total)`` called
-        with the number of PICs finished after each chunk.
+        None, True (PICs done on stderr, about every tenth, at ``gsc.settings.verbosity`` 2) or
+        a callable ``progress(done, total)`` called with the number of PICs finished after each
+        chunk.
     accelerate
         Safeguarded SQUAREM: each iteration is one cycle of three EM maps with an extrapolation
         that is kept only where it does not lower the MAP objective, so the objective still
@@ -292,6 +292,9 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
     indptr_h = np.asarray(to_host(x.indptr), dtype=np.int64)
     data_all = x.data.astype(np.float64, copy=False)
     most = 0
+    if progress is True:
+        track = Progress("mixture_weights", n, unit="PICs")
+        progress = lambda done, _total: track(done)  # noqa: E731
     budget = _BUDGET_GPU if is_gpu(x) else _BUDGET_CPU
     for s, e in _chunks(indptr_h, k, chunk, budget):
         lo, hi = int(indptr_h[s]), int(indptr_h[e])
@@ -316,9 +319,7 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
             weights[idx] = w
             ll[idx] = block_ll
             most = max(most, it)
-        if progress is True:
-            print(f"mixture_weights: {e:,}/{n:,} PICs", file=sys.stderr, flush=True)
-        elif callable(progress):
+        if callable(progress):
             progress(e, n)
     return weights, ll, most
 
