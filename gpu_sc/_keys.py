@@ -55,6 +55,7 @@ OBS_PIC_ALPHA = "pic_alpha"
 OBS_PIC_STATUS = "pic_status"
 PIC_STATUS_OK = "ok"
 UNS_PIC = "pic"
+OBSM_PAIR_POSTERIOR = "pic_pair_posterior"  # CSR PICs x pairs, column ia + K_A * ib
 OBS_TRUE_ALPHA = "true_alpha"
 OBS_TRUE_A = "true_a"  # simulate_pics: the true groups of synthetic PICs
 OBS_TRUE_B = "true_b"
@@ -68,6 +69,7 @@ OBS_PIC_TRIPLET_SIDE = "pic_triplet_side"
 OBS_PIC_TRIPLET_GROUPS = "pic_triplet_groups"
 OBS_PIC_IS_TRIPLET = "pic_is_triplet"
 UNS_PIC_QC = "pic_qc"
+UNS_PIC_PAIR_TEST = "pic_pair_abundance"
 
 # highly_variable_genes (gpu_sc/preprocessing/_hvg.py)
 UNS_HVG = "hvg"

@@ -272,6 +272,9 @@ def test_dask_blocks_equal_in_memory(setup):
         np.testing.assert_allclose(mem.obs[k], lazy.obs[k], rtol=1e-12)
     for k in ("pair_temper", "alpha_temper", "markers"):
         assert mem.uns["pic"][k] == lazy.uns["pic"][k]
+    pm, pl = mem.obsm["pic_pair_posterior"], lazy.obsm["pic_pair_posterior"]
+    assert pm.shape == pl.shape == (90, len(T) * len(DC))
+    np.testing.assert_allclose(pl.toarray(), pm.toarray(), rtol=1e-12, atol=1e-300)
 
 
 def test_mixture_method(setup):
@@ -284,6 +287,7 @@ def test_mixture_method(setup):
     np.testing.assert_allclose(w[ok].sum(1), 1.0, atol=1e-9)
     np.testing.assert_allclose(p.obs["pic_alpha"][ok], w[ok, : len(T)].sum(1), atol=1e-12)
     assert p.uns["pic"]["weight_groups"] == T + DC
+    assert "pic_pair_posterior" not in p.obsm  # weights over groups, no pair posterior
     # B (DC sub-cluster) calls are the easy side: most are right
     assert (p.obs["pic_b"].astype(str) == p.obs["true_b"])[ok].mean() > 0.8
 

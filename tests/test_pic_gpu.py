@@ -38,6 +38,9 @@ def _assert_parity(g, c):
     np.testing.assert_allclose(g.log_norm, c.log_norm, rtol=1e-9, atol=0)
     np.testing.assert_allclose(g.p_a, c.p_a, rtol=0, atol=1e-9)
     np.testing.assert_allclose(g.p_b, c.p_b, rtol=0, atol=1e-9)
+    # the kept pair posterior (top POSTERIOR_TOP pairs on the device: partition and nonzero)
+    assert type(g.posterior) is sp.csr_matrix
+    np.testing.assert_allclose(g.posterior.toarray(), c.posterior.toarray(), rtol=0, atol=1e-9)
     for f in FIELDS:
         assert isinstance(getattr(g, f), np.ndarray), f  # host results
 

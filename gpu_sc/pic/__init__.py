@@ -4,6 +4,7 @@ interaction-induced genes, doublet/triplet QC and plots."""
 
 from ._deconvolve import deconvolve
 from ._expected import expected_expression
+from ._frequencies import pair_abundance_test, pair_frequencies
 from ._interaction import bh_fdr, interaction_genes
 from ._plot import PLOT_FILES, alpha_hist, interaction_plot, pair_heatmap, write_plots
 from ._qc import doublet_test, pic_loglik, triplet_scan
@@ -12,6 +13,7 @@ from ._summary import accuracy, summary
 
 __all__ = [
     "simulate_pics", "deconvolve", "expected_expression", "interaction_genes", "bh_fdr",
+    "pair_frequencies", "pair_abundance_test",
     "doublet_test", "triplet_scan", "pic_loglik", "pair_heatmap", "alpha_hist", "interaction_plot",
     "write_plots", "PLOT_FILES", "summary", "accuracy",
 ]  # fmt: skip

@@ -154,6 +154,14 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
             "n_umis": opt.n_umis, "seed": seed, "device": opt.device}  # fmt: skip
+    # the arguments as passed, so that a later step (pair_frequencies) can deconvolve simulated
+    # PICs exactly as these were (None left out: h5ad stores no None)
+    args = {"n_umis": n_umis, "markers": markers, "blacklist": [b.pattern for b in blacklist],
+            "eps": eps, "seed": seed, "calibrate": calibrate, "alpha_model": alpha_model,
+            "n_train": n_train, "cv": cv, "rescale_to_1000": rescale_to_1000,
+            "search_genes": search_genes, "n_between": n_between, "concentration": concentration,
+            "mixture_iter": mixture_iter}  # fmt: skip
+    info["arguments"] = {k: v for k, v in args.items() if v is not None}
     info.update(model.fit(ref, opt, blocks))
     _write(pics, _run_blocks(blocks, model, seed), info)
 
@@ -289,10 +297,14 @@ def _run_block(x: sp.csr_matrix, model, rng) -> dict:
 def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     """The blocks' outputs into pics.obs (and obsm, uns): only now, so that nothing before
     touched the inputs."""
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != K.OBSM_PAIR_POSTERIOR}
     weights = out.pop("pic_weights", None)
     if weights is not None:
         pics.obsm["pic_weights"] = weights
+    if K.OBSM_PAIR_POSTERIOR in parts[0]:
+        pics.obsm[K.OBSM_PAIR_POSTERIOR] = sp.vstack([p[K.OBSM_PAIR_POSTERIOR] for p in parts]).tocsr()
+    else:  # mixture: weights, no pair posterior; drop one a former run left
+        pics.obsm.pop(K.OBSM_PAIR_POSTERIOR, None)
     for k, v in out.items():
         if k in (K.OBS_PIC_A, K.OBS_PIC_B):
             v = pd.Categorical(v, categories=info["groups_a" if k == K.OBS_PIC_A else "groups_b"])

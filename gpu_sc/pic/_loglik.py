@@ -23,14 +23,19 @@ from .._ops.pic_loglik import N_ITER, pic_pair_loglik, stage
 
 #: Bytes of a chunk's LL + alpha arrays (float64 rows x K_A * K_B each) when `chunk` is None.
 CHUNK_BYTES = 256 << 20
+#: The pair posterior kept per PIC (for pair frequencies): pairs of posterior >= POSTERIOR_MIN,
+#: at most POSTERIOR_TOP of them, so memory is n_PICs x POSTERIOR_TOP whatever K_A * K_B is.
+POSTERIOR_MIN = 1e-4
+POSTERIOR_TOP = 32
 
 
 def _reduce(xp, ll, al, ka: int, kb: int, temper: float = 1.0):
     """Per-row outputs from a chunk's LL (rows, K_A * K_B) and alpha (same shape, or None);
     the posterior over pairs is softmax(temper * LL), log_norm its log normaliser.
 
-    Returns (ia, ib, best ll, best alpha or None, log_norm, p_a (rows, K_A), p_b (rows, K_B)),
-    arrays of namespace `xp` (numpy or cupy). argmax keeps the first maximum (smallest j).
+    Returns (ia, ib, best ll, best alpha or None, log_norm, p_a (rows, K_A), p_b (rows, K_B),
+    (row, j, posterior) of the kept pairs (`_kept_pairs`)), arrays of namespace `xp` (numpy or
+    cupy). argmax keeps the first maximum (smallest j).
     """
     rows, k = ll.shape
     top = ll.max(axis=1)
@@ -46,8 +51,20 @@ def _reduce(xp, ll, al, ka: int, kb: int, temper: float = 1.0):
     z = w.sum(axis=1)
     log_norm = shift + xp.log(z)
     w /= z[:, None]
+    kept = _kept_pairs(xp, w)
     w = w.reshape(rows, kb, ka)
-    return j % ka, j // ka, best, best_al, log_norm, w.sum(axis=1), w.sum(axis=2)
+    return j % ka, j // ka, best, best_al, log_norm, w.sum(axis=1), w.sum(axis=2), kept
+
+
+def _kept_pairs(xp, w):
+    """(row, j, posterior) of the pairs kept per row of the posterior `w` (rows, K): posterior
+    >= POSTERIOR_MIN and among the row's POSTERIOR_TOP largest (ties at the cut all kept)."""
+    bar = xp.full(w.shape[0], POSTERIOR_MIN)
+    if w.shape[1] > POSTERIOR_TOP:
+        kth = -xp.partition(-w, POSTERIOR_TOP - 1, axis=1)[:, POSTERIOR_TOP - 1]
+        bar = xp.maximum(bar, kth)
+    r, j = xp.nonzero(w >= bar[:, None])  # NaN rows (no LL) keep nothing
+    return r, j, w[r, j]
 
 
 @dataclass
@@ -57,7 +74,9 @@ class PairScores:
     ia, ib: best pair (int64; ties to the smallest j = ia + K_A * ib); ll: its LL; alpha: its
     alpha (the fixed alpha in fixed mode); log_norm: logsumexp of temper * LL over all pairs,
     so the pair posterior is exp(temper * ll - log_norm); p_a (n, K_A), p_b (n, K_B): marginal
-    posteriors of the A and B group (softmax over pairs, summed over the other side).
+    posteriors of the A and B group (softmax over pairs, summed over the other side);
+    posterior: CSR (n, K_A * K_B) of the pair posterior where it is >= POSTERIOR_MIN, at most
+    POSTERIOR_TOP pairs a PIC (column j = ia + K_A * ib).
     """
 
     ia: np.ndarray
@@ -67,6 +86,7 @@ class PairScores:
     log_norm: np.ndarray
     p_a: np.ndarray
     p_b: np.ndarray
+    posterior: sp.csr_matrix
     temper: float = 1.0
 
     @property
@@ -131,7 +151,8 @@ def pair_scores(x, pa, pb, *, eps: float, alpha=None, chunk: int | None = None,
 
     Returns
     -------
-    PairScores with host arrays ia, ib, ll, alpha, log_norm, p_a, p_b (see its docstring).
+    PairScores with host arrays ia, ib, ll, alpha, log_norm, p_a, p_b, posterior (see its
+    docstring).
     """
     p = x if isinstance(x, Parts) else parts(x)
     if p.dense:
@@ -161,13 +182,16 @@ def pair_scores(x, pa, pb, *, eps: float, alpha=None, chunk: int | None = None,
     xp = xp_of(p.data)
     out = PairScores(ia=np.empty(n, np.int64), ib=np.empty(n, np.int64), ll=np.empty(n),
                      alpha=np.empty(n), log_norm=np.empty(n), p_a=np.empty((n, ka)),
-                     p_b=np.empty((n, kb)), temper=float(temper))  # fmt: skip
+                     p_b=np.empty((n, kb)), posterior=None, temper=float(temper))  # fmt: skip
+    kept = []
     for r0 in range(0, n, chunk):
         r1 = min(n, r0 + chunk)
         ll, al = pic_pair_loglik(p, r0, r1, pa_w, pb_w, eps, alpha_w, n_iter)
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            ia, ib, best, best_al, log_norm, p_a, p_b = _reduce(xp, ll, al, ka, kb, temper)
+            ia, ib, best, best_al, log_norm, p_a, p_b, post = _reduce(xp, ll, al, ka, kb, temper)
         del ll, al
+        kept.append([to_host(v) for v in post])
+        kept[-1][0] = kept[-1][0] + r0
         out.ia[r0:r1] = to_host(ia)
         out.ib[r0:r1] = to_host(ib)
         out.ll[r0:r1] = to_host(best)
@@ -177,6 +201,9 @@ def pair_scores(x, pa, pb, *, eps: float, alpha=None, chunk: int | None = None,
         out.p_b[r0:r1] = to_host(p_b)
         if progress is not None:
             progress(r1, n)
+    r, j, v = (np.concatenate([k[i] for k in kept]) if kept else np.zeros(0) for i in range(3))
+    out.posterior = sp.csr_matrix((v.astype(np.float64), (r.astype(np.int64), j.astype(np.int64))),
+                                  shape=(n, ka * kb))  # fmt: skip
     return out
 
 

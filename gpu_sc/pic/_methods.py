@@ -85,13 +85,17 @@ class _Method:
                                 progress=None if track is None else lambda done, _: track(done))  # fmt: skip
         return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
                 "p_pair": r.p_pair, "p_a": r.p_a[np.arange(r.ia.size), r.ia],
-                "p_b": r.p_b[np.arange(r.ib.size), r.ib]}  # fmt: skip
+                "p_b": r.p_b[np.arange(r.ib.size), r.ib], "posterior": r.posterior}  # fmt: skip
 
     def _write_best(self, out: dict, ok: np.ndarray, best: dict) -> None:
         out[K.OBS_PIC_A][ok] = np.asarray(self.ga, object)[best["ia"]]
         out[K.OBS_PIC_B][ok] = np.asarray(self.gb, object)[best["ib"]]
         for key in ("alpha", "ll", "p_pair", "p_a", "p_b"):
             out[f"pic_{key}"][ok] = best[key]
+        # the kept pair posterior of every PIC of the block (empty rows where not 'ok')
+        n = out[K.OBS_PIC_STATUS].size
+        place = sp.csr_matrix((np.ones(ok.size), (ok, np.arange(ok.size))), shape=(n, ok.size))
+        out[K.OBSM_PAIR_POSTERIOR] = (place @ best["posterior"]).tocsr()
 
 
 class _DesignSearch(_Method):

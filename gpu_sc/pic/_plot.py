@@ -53,24 +53,33 @@ def _order(pics: AnnData, key: str, present: pd.Index) -> list[str]:
 
 def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_B,
                  status_key: str | None = OBS_PIC_STATUS, normalize: bool = False,
-                 annotate: bool = True, save: str | Path | None = None):  # fmt: skip
+                 annotate: bool = True, frequencies: pd.DataFrame | None = None,
+                 save: str | Path | None = None):  # fmt: skip
     """Heatmap of how many PICs (status 'ok') were assigned to each A group x B group.
 
-    `normalize`: show each row (A group) as fractions of its PICs. Returns the Figure.
+    `normalize`: show each row (A group) as fractions of its PICs. `frequencies`: a table of
+    :func:`gpu_sc.pic.pair_frequencies` for one condition instead: each cell shows the pair's
+    fraction of all PICs and its interval. Returns the Figure.
     """
     check_anndata(pics, step="pair_heatmap", name="pics")
-    use = ok_mask(pics, status_key=status_key)
-    a = obs_column(pics, a_key, step="pair_heatmap", what="the assigned A group").astype(object)[use]
-    b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
-    if len(a) == 0:
-        msg = "pair_heatmap: no PIC with status 'ok'."
-        raise ValueError(msg)
-    tab = pd.crosstab(a.astype(str), b.astype(str))
-    tab = tab.loc[_order(pics, "groups_a", tab.index), _order(pics, "groups_b", tab.columns)]
+    if frequencies is not None:
+        tab, lo, hi = _frequency_grid(pics, frequencies)
+        n_shown = int(frequencies["n_pics"].iloc[0])
+    else:
+        use = ok_mask(pics, status_key=status_key)
+        a = obs_column(pics, a_key, step="pair_heatmap", what="the assigned A group").astype(object)[use]
+        b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
+        if len(a) == 0:
+            msg = "pair_heatmap: no PIC with status 'ok'."
+            raise ValueError(msg)
+        tab = pd.crosstab(a.astype(str), b.astype(str))
+        tab = tab.loc[_order(pics, "groups_a", tab.index), _order(pics, "groups_b", tab.columns)]
+        n_shown = int(tab.to_numpy().sum())
     values = tab.to_numpy(dtype=float)
-    if normalize:
+    if normalize and frequencies is None:
         values = values / np.maximum(values.sum(axis=1, keepdims=True), 1)
-    fig, axes = _figure(1, 1, (3.2 + 0.5 * values.shape[1], 2.2 + 0.4 * values.shape[0]))
+    fig, axes = _figure(1, 1, (3.2 + (0.9 if frequencies is not None else 0.5) * values.shape[1],
+                               2.2 + 0.4 * values.shape[0]))  # fmt: skip
     ax = axes[0, 0]
     im = ax.imshow(values, cmap="viridis", aspect="auto")
     ax.set_xticks(range(values.shape[1]), tab.columns, rotation=60, ha="right", fontsize=7)
@@ -80,12 +89,34 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
     if annotate and values.size <= 400:
         top = values.max() if values.size else 0
         for i, j in np.ndindex(values.shape):
-            txt = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
-            ax.text(j, i, txt, ha="center", va="center", fontsize=6,
+            if frequencies is not None:
+                txt = f"{values[i, j]:.3f}\n[{lo[i, j]:.3f}, {hi[i, j]:.3f}]"
+            else:
+                txt = f"{values[i, j]:.2f}" if normalize else f"{int(values[i, j])}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=6 if frequencies is None else 5,
                     color="black" if values[i, j] > 0.6 * top else "white")  # fmt: skip
-    fig.colorbar(im, ax=ax, label="fraction of row" if normalize else "PICs")
-    ax.set_title(f"PIC pairs (n = {int(tab.to_numpy().sum())})")
+    label = "fraction of PICs" if frequencies is not None else "fraction of row" if normalize else "PICs"
+    fig.colorbar(im, ax=ax, label=label)
+    ax.set_title(f"PIC pairs (n = {n_shown})")
     return _finish(fig, save)
+
+
+def _frequency_grid(pics: AnnData, freq: pd.DataFrame):
+    """A x B grids of fraction, ci_low and ci_high from one condition's pair_frequencies table."""
+    need = {OBS_PIC_A, OBS_PIC_B, "fraction", "ci_low", "ci_high", "n_pics"}
+    if not isinstance(freq, pd.DataFrame) or not need <= set(freq.columns):
+        msg = ("pair_heatmap: frequencies must be the DataFrame of gsc.pic.pair_frequencies "
+               f"(columns {sorted(need)}), got {type(freq).__name__}.")  # fmt: skip
+        raise ValueError(msg)
+    if freq[[OBS_PIC_A, OBS_PIC_B]].duplicated().any():
+        msg = ("pair_heatmap: frequencies holds several rows per pair (several conditions); "
+               "pass one condition's rows, e.g. freq[freq['condition'] == 'tumour'].")
+        raise ValueError(msg)
+    a, b = freq[OBS_PIC_A].astype(str), freq[OBS_PIC_B].astype(str)
+    rows, cols = _order(pics, "groups_a", a.unique()), _order(pics, "groups_b", b.unique())
+    grids = [freq.assign(a=a, b=b).pivot(index="a", columns="b", values=v).loc[rows, cols]
+             for v in ("fraction", "ci_low", "ci_high")]  # fmt: skip
+    return grids[0], grids[1].to_numpy(), grids[2].to_numpy()
 
 
 def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str = OBS_TRUE_ALPHA,

@@ -1,0 +1,103 @@
+"""What the pair posterior looks like for PICs of a known pair, and the composition that explains
+an observed mean posterior through it.
+
+The mean pair posterior of real PICs is m = M^T pi, where pi is their true pair composition and
+M[p, q] the mean posterior on pair q of PICs whose true pair is p: similar groups share
+posterior mass, so m alone is pulled towards the pairs a group is confused with. M is estimated
+from PICs simulated from the reference singlets, `n_sim` per pair at the real PICs' depth and
+deconvolved exactly as the real ones were (``uns['pic']['arguments']``); pi is then the
+non-negative solution of M^T pi = m that sums to 1. Measured on 300 pbmc68k T + DC PICs
+(4 x 3 groups): total-variation distance to the true composition 0.166 -> 0.071 (ml) and
+0.153 -> 0.127 (picseq). (Simulating from one half of the reference and deconvolving with the
+other half over-corrects, 0.39-0.49: a half reference confuses more than the whole.)
+"""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import nnls
+
+from .. import _keys as K
+from .._validation import check_anndata
+from ._deconvolve import deconvolve
+from ._simulate import simulate_pics
+
+#: weight of the sum-to-one row in the constrained least squares
+_SUM_WEIGHT = 1e3
+
+
+def kept_posterior(pics: ad.AnnData, step: str):
+    """The 'ok' PICs' pair posterior rows (CSR, rows summing to 1), their mask, and the pair
+    names (a, b) per column."""
+    check_anndata(pics, step=step, name="pics")
+    info = pics.uns.get(K.UNS_PIC)
+    post = pics.obsm.get(K.OBSM_PAIR_POSTERIOR) if K.OBSM_PAIR_POSTERIOR in pics.obsm else None
+    if info is None or post is None:
+        method = None if info is None else info.get("method")
+        msg = (f"{step}: pics has no pair posterior (obsm[{K.OBSM_PAIR_POSTERIOR!r}]"
+               + (f"; it was deconvolved with method={method!r}, which gives group weights, not pairs"
+                  if method == "mixture" else "")
+               + "); run gsc.pic.deconvolve(pics, singlets, method='ml' or 'picseq') first.")  # fmt: skip
+        raise ValueError(msg)
+    ga, gb = list(info["groups_a"]), list(info["groups_b"])
+    post = sp.csr_matrix(post, dtype=np.float64)
+    if post.shape != (pics.n_obs, len(ga) * len(gb)):
+        msg = (f"{step}: obsm[{K.OBSM_PAIR_POSTERIOR!r}] is {post.shape}, expected "
+               f"({pics.n_obs}, {len(ga) * len(gb)}) for {len(ga)} x {len(gb)} groups in "
+               f"uns[{K.UNS_PIC!r}]; rerun deconvolve.")  # fmt: skip
+        raise ValueError(msg)
+    tot = np.asarray(post.sum(axis=1)).ravel()
+    ok = (pics.obs[K.OBS_PIC_STATUS].astype(str).to_numpy() == K.PIC_STATUS_OK) & (tot > 0)
+    post = sp.diags(1 / np.where(ok, tot, 1.0)) @ post  # the kept pairs, renormalised
+    names_a = np.tile(np.asarray(ga, dtype=object), len(gb))
+    names_b = np.repeat(np.asarray(gb, dtype=object), len(ga))
+    return post.tocsr(), ok, names_a, names_b
+
+
+def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, seed: int):
+    """Pair posteriors (CSR, rows summing to 1) of `n_sim` PICs simulated per pair from
+    `singlets` and deconvolved as `pics` were, and each one's true pair (column index)."""
+    info = pics.uns[K.UNS_PIC]
+    ga, gb, groupby = list(info["groups_a"]), list(info["groups_b"]), info["groupby"]
+    if "arguments" not in info:
+        msg = ("pair_frequencies: uns['pic'] has no 'arguments' (deconvolved by an older gpu_sc); "
+               "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
+        raise ValueError(msg)
+    ok = (pics.obs[K.OBS_PIC_STATUS].astype(str) == K.PIC_STATUS_OK).to_numpy()
+    depth = int(np.median(np.asarray(pics.X[np.flatnonzero(ok)].sum(axis=1)).ravel()))
+    parts, truth = [], []
+    for ib, b in enumerate(gb):
+        for ia, a in enumerate(ga):
+            j = ia + len(ga) * ib
+            sim = simulate_pics(singlets, groupby=groupby, a=[a], b=[b], n_pics=n_sim, n_umis=depth,
+                                seed=seed + j)  # fmt: skip
+            parts.append(sim)
+            truth.append(np.full(sim.n_obs, j))
+    sim = ad.concat(parts, index_unique="-")
+    deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"],
+               device=info.get("device"), **dict(info["arguments"]))  # fmt: skip
+    post, ok_sim, _, _ = kept_posterior(sim, "pair_frequencies")
+    return post[np.flatnonzero(ok_sim)], np.concatenate(truth)[ok_sim]
+
+
+def confusion(post: sp.csr_matrix, truth: np.ndarray, k: int) -> np.ndarray:
+    """M (k, k): row p is the mean posterior of the simulated PICs of true pair p (the identity
+    row where none survived deconvolution)."""
+    counts = np.bincount(truth, minlength=k).astype(np.float64)
+    member = sp.csr_matrix((np.ones(truth.size), (truth, np.arange(truth.size))), shape=(k, truth.size))
+    m = np.asarray((member @ post).todense()) / np.maximum(counts, 1)[:, None]
+    empty = counts == 0
+    m[empty] = np.eye(k)[empty]
+    return m
+
+
+def unmix(m_conf: np.ndarray, mean_post: np.ndarray) -> np.ndarray:
+    """pi >= 0 with sum 1 that best solves M^T pi = mean_post (least squares)."""
+    k = m_conf.shape[0]
+    a = np.vstack([m_conf.T, np.full((1, k), _SUM_WEIGHT)])
+    y = np.concatenate([mean_post, [_SUM_WEIGHT]])
+    pi, _ = nnls(a, y, maxiter=50 * k)
+    total = pi.sum()
+    return pi / total if total > 0 else np.full(k, 1.0 / k)
