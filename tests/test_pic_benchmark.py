@@ -182,3 +182,38 @@ def test_alpha_ceiling_smoke(tmp_path):
     assert r2["oracle_own"] > 0.9
     assert r2["oracle_own"] >= max(r2[k] for k in same) - 1e-12
     assert r2["oracle_split_same"] > r2["oracle_split_rest"]
+
+
+def test_interaction_benchmark_smoke(tmp_path):
+    """benchmarks/pic_interaction.py on the bundled pbmc68k: a null and a planted row per test,
+    with the fields benchmarks/README.md documents."""
+    out = tmp_path / "inter.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_interaction.py"), "--datasets", "pbmc68k",
+           "--data-dir", str(tmp_path), "--n-pics", "80", "--folds", "3", "--n-train", "400",
+           "--min-pics", "3", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    rows = _rows(out)
+    assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x")
+                                                          for t in ("matched", "chi2")}  # fmt: skip
+    for r in rows:
+        assert {"n_tested", "n_called", "n_up", "pair_accuracy", "group_size", "n_groups_a"} <= set(r)
+        assert 0 <= r["n_called"] <= r["n_tested"]
+        if r["scenario"] != "null":
+            assert 0 <= r["recall_up"] <= 1 and r["n_pics_planted_pair"] > 0
+
+
+def test_frequencies_benchmark_smoke(tmp_path):
+    """benchmarks/pic_frequencies.py on the bundled pbmc68k: one row per method with the
+    composition, null and power fields."""
+    out = tmp_path / "freq.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_frequencies.py"), "--datasets", "pbmc68k",
+           "--data-dir", str(tmp_path), "--methods", "picseq", "--n-pics", "80", "--n-sim", "5",
+           "--n-boot", "20", "--n-splits", "2", "--n-train", "400", "--out", str(out)]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    (row,) = _rows(out)
+    assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
+    for k in ("tv_hard", "tv_mean", "tv_corrected"):
+        assert 0 <= row[k] <= 1
+    for k in ("coverage_mean", "coverage_corrected", "null_p_below_0.05"):
+        assert 0 <= row[k] <= 1
+    assert 0 <= row["power_found"] <= 2 and row["null_calls"] >= 0

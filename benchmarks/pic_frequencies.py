@@ -1,0 +1,147 @@
+"""Pair composition and its test between conditions (``gsc.pic.pair_frequencies``,
+``gsc.pic.pair_abundance_test``) on synthetic PICs from real singlets.
+
+    python benchmarks/pic_frequencies.py --datasets pbmc68k,pbmc4k,tnbc --seeds 1,2 \
+        --group-size 150 --out benchmarks/results/pic-frequencies-cpu-$(date +%F).jsonl
+
+Reference and held-out sources as in `pic_validate.py`. Per data set, seed and method:
+
+* composition: total-variation distance (TV) of the estimate from the PICs' true pair
+  composition, for hard calls, the mean posterior and the confusion-corrected estimate
+  (``singlets=``), and the share of pairs whose true fraction the 95 % interval covers;
+* null: the PICs split at random into two conditions, ``--n-splits`` times: calls at FDR 0.1
+  (every one false) and the share of p values under 0.05;
+* power: condition y loses two thirds of the PICs of the commonest true pair (`--n-splits`
+  times): is that pair called (down in y, i.e. up in x); and how many calls fall on other pairs
+  (`power_calls_elsewhere`): shares are relative, so every other pair's share rises in y by
+  the same factor, and those calls are true too where the pair holds enough PICs.
+One JSON row per (dataset, seed, method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
+from pic_validate import DEFAULT_DATA, build
+
+
+def _truth(p, ok):
+    return (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str))[ok].value_counts(normalize=True)
+
+
+def composition(p, ref, n_sim: int, n_boot: int) -> dict:
+    ok = (p.obs["pic_status"] == "ok").to_numpy()
+    truth = _truth(p, ok)
+    row = {}
+    for name, singlets in (("mean", None), ("corrected", ref)):
+        t0 = time.perf_counter()
+        tab = gsc.pic.pair_frequencies(p, singlets, n_sim=n_sim, n_boot=n_boot)
+        row[f"seconds_{name}"] = time.perf_counter() - t0
+        tr = truth.reindex(tab["pic_a"].astype(str) + "|" + tab["pic_b"].astype(str), fill_value=0).to_numpy()
+        row[f"tv_{name}"] = float(0.5 * np.abs(tab["fraction"].to_numpy() - tr).sum())
+        inside = (tab["ci_low"].to_numpy() <= tr) & (tr <= tab["ci_high"].to_numpy())
+        row[f"coverage_{name}"] = float(inside.mean())
+        # the pairs that matter: those the truth or the estimate holds at >= 1 %
+        big = (tr >= 0.01) | (tab["fraction"].to_numpy() >= 0.01)
+        row[f"coverage_{name}_1pct"] = float(inside[big].mean())
+        row[f"ci_width_{name}"] = float((tab["ci_high"] - tab["ci_low"]).mean())
+        if name == "mean":
+            row["tv_hard"] = float(0.5 * np.abs(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy() - tr).sum())
+            row["n_pairs"] = len(tab)
+    return row
+
+
+def null_and_power(p, n_splits: int, seed: int) -> dict:
+    ok = (p.obs["pic_status"] == "ok").to_numpy()
+    pairs = (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str)).to_numpy()
+    top = _truth(p, ok).index[0]
+    null_calls, null_sets, pvals, found, other, calls = 0, 0, [], 0, 0, 0
+    for s in range(n_splits):
+        rng = np.random.default_rng(seed * 1000 + s)
+        cond = np.where(rng.random(p.n_obs) < 0.5, "x", "y")
+        q = p.copy()
+        q.obs["cond"] = cond
+        tab = gsc.pic.pair_abundance_test(q, "cond", groups=("x", "y"), inplace=False)
+        null_calls += int(tab["significant"].sum())
+        null_sets += bool(tab["significant"].any())
+        pvals += list(tab["pval"])
+        drop = (cond == "y") & (pairs == top) & (rng.random(p.n_obs) < 2 / 3)
+        q = p[~drop].copy()
+        q.obs["cond"] = cond[~drop]
+        tab = gsc.pic.pair_abundance_test(q, "cond", groups=("x", "y"), inplace=False)
+        sig = tab[tab["significant"]]
+        key = sig["pic_a"].astype(str) + "|" + sig["pic_b"].astype(str)
+        found += bool(((key == top) & (sig["direction"] == "up")).any())
+        other += int((key != top).sum())
+        calls += len(sig)
+    pvals = np.asarray(pvals)
+    return {"n_splits": n_splits, "null_calls": null_calls, "null_sets_with_calls": null_sets,
+            "null_p_below_0.05": float((pvals < 0.05).mean()), "power_found": found,
+            "power_calls_elsewhere": other, "power_calls": calls, "depleted_pair": top,
+            "depleted_pair_share": float(_truth(p, ok).iloc[0])}  # fmt: skip
+
+
+def run(args, emit) -> None:
+    for name in args.datasets:
+        for seed in args.seeds:
+            built, why = build(name, Path(args.data_dir), seed, args.n_pics, args.group_size)
+            if built is None:
+                print(f"{name}: skipped ({why})", file=sys.stderr)
+                continue
+            ref, pics, groups = built["ref"], built["pics"], built["groups"]
+            for method in args.methods:
+                p = pics.copy()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t0 = time.perf_counter()
+                    gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], method=method,
+                                       n_umis=built["info"]["n_umis"], seed=0, n_train=args.n_train)  # fmt: skip
+                    t_dec = time.perf_counter() - t0
+                    ok = p.obs["pic_status"] == "ok"
+                    acc = float(((p.obs["pic_a"].astype(str) == p.obs["true_a"].astype(str))
+                                 & (p.obs["pic_b"].astype(str) == p.obs["true_b"].astype(str)))[ok].mean())  # fmt: skip
+                    row = {"dataset": name, "seed": seed, "method": method, "group_size": args.group_size,
+                           "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
+                           "n_pics": int(p.n_obs), "n_ok": int(ok.sum()), "pair_accuracy": acc,
+                           "seconds_deconvolve": t_dec, "n_sim": args.n_sim,
+                           **composition(p, ref, args.n_sim, args.n_boot),
+                           **null_and_power(p, args.n_splits, seed),
+                           "time": datetime.now(UTC).isoformat(), "cpu": cpu_name(),
+                           "versions": versions()}  # fmt: skip
+                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                       if k not in ("versions", "time", "cpu")}, flush=True)  # fmt: skip
+                emit(row)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="pbmc68k,pbmc4k,tnbc", type=lambda s: s.split(","))
+    ap.add_argument("--seeds", default="1", type=lambda s: [int(v) for v in s.split(",")])
+    ap.add_argument("--methods", default="ml,picseq", type=lambda s: s.split(","))
+    ap.add_argument("--n-pics", type=int, default=1500)
+    ap.add_argument("--group-size", type=int, default=150)
+    ap.add_argument("--n-sim", type=int, default=100)
+    ap.add_argument("--n-boot", type=int, default=500)
+    ap.add_argument("--n-splits", type=int, default=20)
+    ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    with jsonl_rows(args.out) as emit:
+        run(args, emit)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
