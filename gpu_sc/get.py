@@ -1,4 +1,5 @@
-"""Moving an AnnData's matrices between host and GPU: the only place data changes device.
+"""Moving an AnnData's matrices between host and GPU (the only place data changes device), and
+`aggregate` (scanpy's `sc.get.aggregate`, in `gpu_sc._aggregate`).
 
 To the GPU: X, every layer and every array in obsm (what the steps read); obs, var, uns and
 DataFrames in obsm stay on the host (they are metadata, and `write_h5ad` needs them there).
@@ -17,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ._aggregate import aggregate as aggregate  # public: gsc.get.aggregate
 from ._backend import is_dask, is_gpu, is_sparse
 from ._settings import settings
 from ._validation import check_anndata, make_actual

@@ -20,11 +20,12 @@ from .clipped_sums import clipped_sums
 from .col_sums import col_mean_var, col_sums
 from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
+from .group_sums import group_sums
 from .row_sums import row_sums
 from .scaled_dense import scaled_dense
 from .top_sums import top_sums
 
 __all__ = [
     "Parts", "Chunked", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums",
-    "flag_cols_above", "divide_rows", "clipped_sums", "scaled_dense",
+    "flag_cols_above", "divide_rows", "clipped_sums", "scaled_dense", "group_sums",
 ]  # fmt: skip

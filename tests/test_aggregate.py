@@ -1,0 +1,164 @@
+"""gsc.get.aggregate against scanpy's sc.get.aggregate on real counts: the same AnnData, bit for
+bit on the CPU; Dask blocks and the GPU kernel within the reordering bound; bad input refused."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+import scanpy as sc
+from _helpers import as_type, assert_close, cells_for, to_host
+
+import gpu_sc as gsc
+from gpu_sc._ops import group_sums, parts
+
+FUNCS = ["sum", "mean", "count_nonzero", "var", "median"]
+
+
+@pytest.fixture
+def cells(pbmc):
+    a = pbmc.copy()
+    a.obs["grp"] = a.obs["bulk_labels"].astype(str)
+    a.obs["half"] = np.where(np.arange(a.n_obs) % 2, "x", "y")
+    a.obs["keep"] = np.arange(a.n_obs) % 3 != 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ln = a.copy()
+        sc.pp.normalize_total(ln)
+        sc.pp.log1p(ln)
+    a.layers["log"] = ln.X
+    a.obsm["emb"] = np.random.default_rng(0).normal(size=(a.n_obs, 5)).astype(np.float32)
+    a.var["kind"] = np.where(np.arange(a.n_vars) % 3 == 0, "a", "b")
+    return a
+
+
+def assert_same_adata(got: ad.AnnData, ref: ad.AnnData) -> None:
+    """The same groups, labels and layers, each of the same dtype and values."""
+    pd.testing.assert_frame_equal(got.obs, ref.obs)
+    assert got.var_names.equals(ref.var_names) and got.obs_names.equals(ref.obs_names)
+    assert set(got.layers) == set(ref.layers)
+    for k in ref.layers:
+        g, r = np.asarray(got.layers[k]), np.asarray(ref.layers[k])
+        assert g.dtype == r.dtype, (k, g.dtype, r.dtype)
+        np.testing.assert_array_equal(g, r, err_msg=k)
+
+
+CASES = [
+    {"by": "grp"},
+    {"by": ["grp", "half"]},
+    {"by": "grp", "layer": "log"},
+    {"by": "grp", "mask": "keep"},
+    {"by": "grp", "layer": "log", "mask": "keep", "dof": 0},
+    {"by": "grp", "obsm": "emb"},
+    {"by": "kind", "axis": "var"},
+    {"by": "kind", "axis": 1, "layer": "log"},
+]
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy", "csc"])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(f"{k}={v}" for k, v in c.items()))
+def test_equals_scanpy_exactly(cells, kind, case):
+    """Same arithmetic in the same order as scanpy's indicator product: bit-identical layers,
+    including scanpy's float32 sums under a mask and its variance cut-off."""
+    a = cells.copy()
+    a.X = as_type(sp.csr_matrix(a.X), kind)
+    a.layers["log"] = as_type(sp.csr_matrix(a.layers["log"]), kind)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scanpy's divide-by-zero for groups of one under dof=1
+        ref = sc.get.aggregate(a, func=FUNCS, **case)
+        got = gsc.get.aggregate(a, func=FUNCS, **case)
+    assert_same_adata(got, ref)
+
+
+def test_single_func_and_int64_indices(cells):
+    a = cells.copy()
+    x = sp.csr_matrix(a.X)
+    x.indices, x.indptr = x.indices.astype(np.int64), x.indptr.astype(np.int64)
+    a.X = x
+    for func in FUNCS:
+        assert_same_adata(gsc.get.aggregate(a, "grp", func), sc.get.aggregate(a, "grp", func))
+
+
+def test_dask_blocks_equal_in_memory(cells):
+    da = pytest.importorskip("dask.array")
+    a = cells.copy()
+    mem = gsc.get.aggregate(a, ["grp", "half"], ["sum", "mean", "var", "count_nonzero"], layer="log")
+    a.layers["log"] = da.from_array(sp.csr_matrix(a.layers["log"]), chunks=(150, -1), asarray=False)
+    lazy = gsc.get.aggregate(a, ["grp", "half"], ["sum", "mean", "var", "count_nonzero"], layer="log")
+    pd.testing.assert_frame_equal(lazy.obs, mem.obs)
+    # block partial sums are added in another order: float64 sums of up to 700 terms
+    for k in ("sum", "mean"):
+        assert_close(lazy.layers[k], mem.layers[k], dtype=np.float64, n_terms=a.n_obs)
+    # a variance is a difference of such sums: relative to E[x^2], not to itself
+    scale = gsc.get.aggregate(cells, ["grp", "half"], "mean", layer="log").layers["mean"] ** 2 + 1e-300
+    assert_close(lazy.layers["var"], mem.layers["var"], dtype=np.float64, n_terms=a.n_obs, scale=4 * scale)
+    np.testing.assert_array_equal(lazy.layers["count_nonzero"], mem.layers["count_nonzero"])
+    with pytest.raises(NotImplementedError, match="compute"):
+        gsc.get.aggregate(a, "grp", "median", layer="log")
+
+
+@pytest.mark.parametrize("kind", ["cupyx_csr", "cupy"])
+def test_gpu_kernel_equals_cpu(device, cells, kind):
+    """Our CUDA kernel (a real GPU or the emulator): atomics add in any order, so the float64
+    sums agree within the reordering bound; counts exactly; layers stay on the device."""
+    a = cells_for(device, cells, 200)
+    cpu = gsc.get.aggregate(a, ["grp", "half"], ["sum", "mean", "var", "count_nonzero"], layer="log")
+    g = a.copy()
+    g.layers["log"] = as_type(sp.csr_matrix(a.layers["log"]), kind)
+    gpu = gsc.get.aggregate(g, ["grp", "half"], ["sum", "mean", "var", "count_nonzero"], layer="log")
+    assert hasattr(gpu.layers["sum"], "get")
+    for k in ("sum", "mean"):
+        assert_close(to_host(gpu.layers[k]), cpu.layers[k], dtype=np.float64, n_terms=a.n_obs)
+    np.testing.assert_array_equal(to_host(gpu.layers["count_nonzero"]), cpu.layers["count_nonzero"])
+    scale = cpu.layers["mean"] ** 2
+    assert_close(to_host(gpu.layers["var"]), cpu.layers["var"], dtype=np.float64, n_terms=a.n_obs, scale=4 * scale)
+
+
+def test_group_sums_primitive():
+    """Rows outside every group (-1) add nothing; dense and CSR give the same sums; squares are
+    formed in the input dtype (float32 here) before they are summed."""
+    rng = np.random.default_rng(1)
+    x = sp.random(60, 9, density=0.4, format="csr", dtype=np.float32, random_state=2) * 7
+    codes = rng.integers(-1, 4, 60)
+    s, q, n = group_sums(parts(x), codes, 4, squares=True, counts=True)
+    d = x.toarray()
+    for g in range(4):
+        rows = d[codes == g]
+        np.testing.assert_array_equal(n[g], (rows != 0).sum(0))
+        assert_close(s[g], rows.sum(0, dtype=np.float64), n_terms=len(rows))
+        assert_close(q[g], (rows * rows).astype(np.float64).sum(0), n_terms=len(rows))
+    sd, _, _ = group_sums(parts(d), codes, 4)
+    np.testing.assert_array_equal(sd, s)  # the same values in the same row order
+    with pytest.raises(ValueError, match="one group per row"):
+        group_sums(parts(x), codes[:5], 4)
+
+
+def test_bad_input_is_refused_and_leaves_adata_unchanged(cells):
+    a = cells.copy()
+    before = a.copy()
+    with pytest.raises(KeyError, match="nope"):
+        gsc.get.aggregate(a, "nope", "sum")
+    with pytest.raises(ValueError, match="func must be"):
+        gsc.get.aggregate(a, "grp", "total")
+    with pytest.raises(ValueError, match="mask must be a boolean array of length 700"):
+        gsc.get.aggregate(a, "grp", "sum", mask=np.ones(5, bool))
+    with pytest.raises(KeyError, match="mask 'm'"):
+        gsc.get.aggregate(a, "grp", "sum", mask="m")
+    with pytest.raises(TypeError, match="at most one"):
+        gsc.get.aggregate(a, "grp", "sum", layer="log", obsm="emb")
+    with pytest.raises(ValueError, match="axis must be"):
+        gsc.get.aggregate(a, "grp", "sum", axis=2)
+    with pytest.raises(ValueError, match="dof"):
+        gsc.get.aggregate(a, "grp", "var", dof=-1)
+    with pytest.raises(ValueError, match="obsm='emb' aggregates cells"):
+        gsc.get.aggregate(a, "kind", "sum", obsm="emb", axis="var")
+    a.obs["gap"] = a.obs["grp"].where(np.arange(a.n_obs) > 3)
+    with pytest.raises(ValueError, match="4 missing values"):
+        gsc.get.aggregate(a, "gap", "sum")
+    del a.obs["gap"]
+    pd.testing.assert_frame_equal(a.obs, before.obs)
+    np.testing.assert_array_equal(a.X.toarray(), before.X.toarray())
