@@ -157,3 +157,16 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
     assert {r["step"] for r in rows if "note" in r} == {"qc", "filter"}
     min_genes = rows[0]["params"]["min_genes"]
     assert ("n_genes_by_counts", min_genes) in calls and ("n_cells_by_counts", 3) in calls
+
+
+def test_aggregate_benchmark_smoke(tmp_path):
+    """benchmarks/aggregate.py on the bundled pbmc68k (no shared data): a row per data kind and
+    func set, each identical to scanpy's."""
+    out = tmp_path / "agg.jsonl"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "aggregate.py"
+    subprocess.run([sys.executable, str(script), "--cells", "300", "--repeats", "1", "--data",
+                    str(tmp_path / "none.h5ad"), "--out", str(out)], check=True, capture_output=True,
+                   text=True, timeout=300)  # fmt: skip
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 6 and {r["data"] for r in rows} == {"counts", "log"}
+    assert all(r["identical_to_scanpy"] and r["seconds_gpu_sc"] > 0 and "bundled" in r["source"] for r in rows)

@@ -1,0 +1,117 @@
+"""gsc.get.aggregate against scanpy's sc.get.aggregate at full gene width, in the same run.
+
+    python benchmarks/aggregate.py --cells 100000 --groups 20 \
+        --out benchmarks/results/aggregate-cpu-$(date +%F).jsonl
+
+Cells resampled (`gsc.datasets.resample`) from the 33,694-gene pbmc4k matrix in ../shared/data
+(else the bundled 765-gene pbmc68k, recorded in `source`), raw counts and their log1p of
+normalize_total; `--groups` groups of cells drawn at random with unequal sizes. Per data kind
+(counts, log) and func set: the median of `--repeats` timings of each library, their ratio, and
+whether the layers are identical. GPU rows (`--backend gpu`) time our kernel on cupyx input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import gpu_sc as gsc
+from _common import cpu_name, jsonl_rows, versions
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "soupx_pbmc4k_half.h5ad"
+FUNC_SETS = (["sum"], ["mean", "var"], ["sum", "mean", "var", "count_nonzero"])
+
+
+def source(data: Path) -> tuple[ad.AnnData, str]:
+    if data.is_file():
+        a = ad.read_h5ad(data)
+        return ad.AnnData(a.X.tocsr() if hasattr(a.X, "tocsr") else a.X), str(data.name)
+    return gsc.datasets.pbmc68k_reduced(), "bundled pbmc68k_reduced (765 genes)"
+
+
+def timed(fn, repeats: int) -> tuple[float, object]:
+    times, out = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
+def identical(a: ad.AnnData, b: ad.AnnData) -> bool:
+    return all(np.asarray(a.layers[k]).dtype == np.asarray(b.layers[k]).dtype
+               and np.array_equal(np.asarray(a.layers[k]), np.asarray(b.layers[k]), equal_nan=True)
+               for k in b.layers)  # fmt: skip
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cells", type=int, default=100_000)
+    ap.add_argument("--groups", type=int, default=20)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--backend", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--data", type=Path, default=SHARED)
+    ap.add_argument("--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    import scanpy as sc
+
+    raw, name = source(args.data)
+    cells = gsc.datasets.resample(raw, args.cells, seed=0)
+    rng = np.random.default_rng(0)
+    weights = rng.dirichlet(np.full(args.groups, 2.0))
+    names = np.asarray([f"g{i}" for i in range(args.groups)])
+    cells.obs["grp"] = names[rng.choice(args.groups, cells.n_obs, p=weights)]
+    logged = cells.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gsc.pp.normalize_total(logged)
+        gsc.pp.log1p(logged)
+    with jsonl_rows(args.out) as emit:
+        for kind, a in (("counts", cells), ("log", logged)):
+            for funcs in FUNC_SETS:
+                row = {"step": "aggregate", "data": kind, "funcs": funcs, "backend": args.backend,
+                       "n_cells": a.n_obs, "n_genes": a.n_vars, "nnz": int(a.X.nnz), "n_groups": args.groups,
+                       "source": name, "repeats": args.repeats}  # fmt: skip
+                t_sc, ref = timed(lambda a=a, funcs=funcs: sc.get.aggregate(a, "grp", funcs), args.repeats)
+                g = a
+                if args.backend == "gpu":
+                    import cupy as cp
+
+                    g = a.copy()
+                    gsc.get.to_gpu(g)
+
+                    def run(g=g, funcs=funcs):
+                        out = gsc.get.aggregate(g, "grp", funcs)
+                        cp.cuda.Device().synchronize()
+                        return out
+
+                    gsc.get.aggregate(g, "grp", funcs)  # compile the kernels once
+                else:
+                    gsc.get.aggregate(g, "grp", funcs)  # numba's first call
+
+                    def run(g=g, funcs=funcs):
+                        return gsc.get.aggregate(g, "grp", funcs)
+
+                t_us, got = timed(run, args.repeats)
+                if args.backend == "gpu":
+                    gsc.get.to_cpu(got)
+                row.update(seconds_scanpy=t_sc, seconds_gpu_sc=t_us, speedup=t_sc / t_us,
+                           identical_to_scanpy=identical(got, ref), time=datetime.now(UTC).isoformat(),
+                           cpu=cpu_name(), versions=versions())  # fmt: skip
+                print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+                       if k not in ("versions", "time", "cpu")}, flush=True)  # fmt: skip
+                emit(row)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
