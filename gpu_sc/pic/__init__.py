@@ -5,7 +5,8 @@ interaction-induced genes, doublet/triplet QC and plots."""
 from ._deconvolve import deconvolve
 from ._expected import expected_expression
 from ._frequencies import pair_abundance_test, pair_frequencies
-from ._interaction import bh_fdr, interaction_genes
+from .._stats import bh_fdr
+from ._interaction import interaction_genes
 from ._plot import PLOT_FILES, alpha_hist, interaction_plot, pair_heatmap, write_plots
 from ._qc import doublet_test, pic_loglik, triplet_scan
 from ._simulate import simulate_pics

@@ -26,7 +26,7 @@ from .._settings import Progress
 from .._validation import check_anndata, check_int
 from ._args import check_seed
 from ._confusion import confusion, kept_posterior, simulated_posteriors, unmix
-from ._interaction import bh_fdr
+from .._stats import bh_fdr
 
 _CELLS = 2**23  # PICs x replicates held at once (64 MB of float64)
 

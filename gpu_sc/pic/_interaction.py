@@ -11,6 +11,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .._backend import is_dask, is_sparse, to_host, xp_of
+from .._stats import bh_fdr
 from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, PIC_EXPECTED, UNS_PIC_INTERACTION
 from .._validation import canonical, check_anndata, check_int, get_matrix, make_actual
 from ..get import array_to_cpu
@@ -23,37 +24,6 @@ from ._simulate import _counts_csr
 _STEP = "interaction_genes"
 _METHODS = ("matched", "chi2")
 PSEUDO = 5.0  # pseudocount of the log2 effect
-
-
-def bh_fdr(pvalues) -> np.ndarray:
-    """Benjamini–Hochberg adjusted p-values (q-values); NaN entries stay NaN and are not counted.
-
-    q_(i) = min_{j >= i} p_(j) * m / j over the m finite p-values sorted ascending, capped at 1.
-    """
-    try:
-        p = np.asarray(pvalues, dtype=np.float64)
-    except (TypeError, ValueError) as e:
-        msg = f"bh_fdr: pvalues must be numbers, got {type(pvalues).__name__} ({e})."
-        raise TypeError(msg) from e
-    if p.ndim != 1:
-        msg = f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}."
-        raise ValueError(msg)
-    q = np.full(p.shape, np.nan)
-    finite = np.isfinite(p)
-    pf = p[finite]
-    if pf.size == 0:
-        return q
-    if (pf < 0).any() or (pf > 1).any():
-        msg = "bh_fdr: p-values must lie in [0, 1]."
-        raise ValueError(msg)
-    order = np.argsort(pf, kind="stable")
-    m = pf.size
-    scaled = pf[order] * m / np.arange(1, m + 1)
-    scaled = np.minimum.accumulate(scaled[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(scaled, 1.0)
-    q[finite] = out
-    return q
 
 
 def to_cpu_counts(x):

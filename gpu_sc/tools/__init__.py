@@ -1,7 +1,8 @@
-"""Tools on the neighbour graph (scanpy's `tl`): rapids-singlecell on the GPU where available,
-scanpy on the CPU otherwise."""
+"""scanpy's `tl`: marker genes (`rank_genes_groups`, our statistics on every backend), and the
+tools on the neighbour graph (rapids-singlecell on the GPU where available, scanpy otherwise)."""
 
 from ._leiden import leiden
+from ._rank_genes_groups import rank_genes_groups
 from ._umap import umap
 
-__all__ = ["umap", "leiden"]
+__all__ = ["umap", "leiden", "rank_genes_groups"]

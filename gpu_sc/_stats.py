@@ -1,0 +1,36 @@
+"""Statistics shared by the feature packages (marker genes, PIC interaction genes and pairs)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def bh_fdr(pvalues) -> np.ndarray:
+    """Benjamini–Hochberg adjusted p-values (q-values); NaN entries stay NaN and are not counted.
+
+    q_(i) = min_{j >= i} p_(j) * m / j over the m finite p-values sorted ascending, capped at 1.
+    """
+    try:
+        p = np.asarray(pvalues, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        msg = f"bh_fdr: pvalues must be numbers, got {type(pvalues).__name__} ({e})."
+        raise TypeError(msg) from e
+    if p.ndim != 1:
+        msg = f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}."
+        raise ValueError(msg)
+    q = np.full(p.shape, np.nan)
+    finite = np.isfinite(p)
+    pf = p[finite]
+    if pf.size == 0:
+        return q
+    if (pf < 0).any() or (pf > 1).any():
+        msg = "bh_fdr: p-values must lie in [0, 1]."
+        raise ValueError(msg)
+    order = np.argsort(pf, kind="stable")
+    m = pf.size
+    scaled = pf[order] * m / np.arange(1, m + 1)
+    scaled = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(scaled, 1.0)
+    q[finite] = out
+    return q

@@ -1,0 +1,193 @@
+"""`gsc.tl.rank_genes_groups`: scanpy's marker-gene ranking (t-test, t-test_overestim_var), with
+the same arguments and the same `uns` layout, so that `sc.get.rank_genes_groups_df` and
+`sc.pl.rank_genes_groups*` read it.
+
+Every group's means, variances and nonzero counts come from one pass of the `group_sums`
+primitive (our kernel on the GPU, Dask blocks one by one); the rest of the cells' statistics are
+the totals minus the group's. Welch's t statistic and its p value are scipy's
+(`ttest_ind_from_stats`) on those, as in scanpy; only the (groups x genes) statistics reach the
+host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from scipy import stats
+
+from .._backend import to_host
+from .._ops import group_sums, parts
+from .._stats import bh_fdr
+from .._validation import canonical, check_anndata, check_int, host_bool_mask
+
+METHODS = ("t-test", "t-test_overestim_var")
+CORR_METHODS = ("benjamini-hochberg", "bonferroni")
+STEP = "rank_genes_groups"
+_DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pvals": "float64",
+           "pvals_adj": "float64"}  # fmt: skip
+
+
+def _matrix(adata: AnnData, use_raw, layer, mask_var):
+    """(X, var_names) the test reads: a layer, raw or X, restricted to mask_var."""
+    if use_raw is None:
+        use_raw = adata.raw is not None
+    elif use_raw and adata.raw is None:
+        msg = f"{STEP}: use_raw=True but adata.raw is empty; pass use_raw=False."
+        raise ValueError(msg)
+    if layer is not None:
+        if use_raw:
+            msg = f"{STEP}: pass layer={layer!r} with use_raw=False (not both)."
+            raise ValueError(msg)
+        if layer not in adata.layers:
+            msg = f"{STEP}: layer {layer!r} is not in adata.layers ({list(adata.layers)[:10]})."
+            raise KeyError(msg)
+        x, names, var = adata.layers[layer], adata.var_names, adata.var
+    elif use_raw:
+        x, names, var = adata.raw.X, adata.raw.var_names, adata.raw.var
+    else:
+        x, names, var = adata.X, adata.var_names, adata.var
+    if mask_var is not None:
+        if isinstance(mask_var, str):
+            if mask_var not in var.columns:
+                msg = f"{STEP}: mask_var {mask_var!r} is not a column of adata.var."
+                raise KeyError(msg)
+            mask_var = var[mask_var].to_numpy()
+        keep = host_bool_mask(mask_var, len(names), what="mask_var", step=STEP)
+        x, names = x[:, keep], names[keep]
+    return canonical(x, step=STEP), names, use_raw
+
+
+def _groups(adata: AnnData, groupby: str, groups, reference: str):
+    """The categories tested (in the categories' order), each one's cell mask."""
+    if groupby not in adata.obs:
+        msg = f"{STEP}: groupby {groupby!r} is not a column of adata.obs."
+        raise KeyError(msg)
+    col = adata.obs[groupby]
+    if not isinstance(col.dtype, pd.CategoricalDtype):  # scanpy makes string columns categorical
+        adata.obs[groupby] = col = col.astype("category")
+    cats = [str(c) for c in col.cat.categories]
+    if reference != "rest" and reference not in cats:
+        msg = f"{STEP}: reference {reference!r} must be 'rest' or one of adata.obs[{groupby!r}]'s {cats}."
+        raise ValueError(msg)
+    if isinstance(groups, str) and groups != "all" or isinstance(groups, int):
+        msg = f"{STEP}: groups must be 'all' or a list of groups, got {groups!r}."
+        raise ValueError(msg)
+    chosen = cats if groups == "all" else [str(g) for g in groups]
+    if reference != "rest" and reference not in chosen:
+        chosen = [*chosen, reference]
+    unknown = [g for g in chosen if g not in cats]
+    if unknown:
+        msg = f"{STEP}: groups {unknown} are not categories of adata.obs[{groupby!r}] ({cats[:10]})."
+        raise ValueError(msg)
+    order = [g for g in cats if g in chosen] if groups == "all" else list(dict.fromkeys(chosen))
+    labels = col.astype(str).to_numpy()
+    sizes = pd.Series(labels).value_counts()
+    single = [g for g in order if sizes.get(g, 0) < 2]
+    if single:
+        msg = (f"{STEP}: groups {single} hold fewer than 2 cells; no variance can be estimated. "
+               "Leave them out with groups=[...] or merge them.")  # fmt: skip
+        raise ValueError(msg)
+    return order, labels
+
+
+def _expm1(adata: AnnData):
+    base = adata.uns.get("log1p", {}).get("base")
+    return np.expm1 if base is None else (lambda v: np.expm1(v * np.log(base)))
+
+
+def _mean_var(s, q, n):
+    """Mean and unbiased variance per row of sums `s` and sums of squares `q` over `n` cells."""
+    n = np.asarray(n, dtype=np.float64)[:, None]
+    mean = s / n
+    var = (q / n - mean**2) * np.where(n != 1, n / (n - 1), 1.0)
+    return mean, var
+
+
+def _top(scores: np.ndarray, n: int) -> np.ndarray:
+    """Indices of the `n` largest scores, largest first (a partial sort, then the n sorted)."""
+    part = np.argpartition(scores, -n)[-n:]
+    return part[np.argsort(scores[part])[::-1]]
+
+
+def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: bool | None = None,
+                      groups: str | Iterable[str] = "all", reference: str = "rest",
+                      n_genes: int | None = None, rankby_abs: bool = False, pts: bool = False,
+                      key_added: str | None = None, copy: bool = False, method: str | None = None,
+                      corr_method: str = "benjamini-hochberg", layer: str | None = None,
+                      **kwds) -> AnnData | None:  # fmt: skip
+    """Rank genes that characterise groups: scanpy's ``sc.tl.rank_genes_groups``.
+
+    Methods ``'t-test'`` (default) and ``'t-test_overestim_var'`` (the rest's variance weighted
+    as if it had the group's size). Expects log-normalised data (``log1p``'s base in
+    ``uns['log1p']`` is honoured for the fold changes). X (or the layer / raw) may be numpy,
+    scipy sparse, cupy / cupyx (group statistics in our GPU kernel) or a row-chunked Dask array.
+
+    Writes ``adata.uns[key_added or 'rank_genes_groups']``: ``params`` and the record arrays
+    ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj`` (one field per tested
+    group, genes sorted by score), and with ``pts=True`` the DataFrames ``pts`` (and
+    ``pts_rest`` against 'rest'): each gene's share of cells with a nonzero value.
+    """
+    check_anndata(adata, step=STEP)
+    method = "t-test" if method is None else method
+    if method not in METHODS:
+        msg = (f"{STEP}: method {method!r} is not available in gpu_sc yet; use one of {METHODS} "
+               "(wilcoxon and logreg: scanpy's sc.tl.rank_genes_groups).")  # fmt: skip
+        raise ValueError(msg)
+    if corr_method not in CORR_METHODS:
+        msg = f"{STEP}: corr_method must be one of {CORR_METHODS}, got {corr_method!r}."
+        raise ValueError(msg)
+    if kwds:
+        msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
+        raise TypeError(msg)
+    x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
+    n_cells, n_all = x.shape
+    n_top = n_all if n_genes is None else min(check_int(n_genes, step=STEP, name="n_genes"), n_all)
+    adata = adata.copy() if copy else adata
+    order, labels = _groups(adata, groupby, groups, reference)
+    key = key_added or "rank_genes_groups"
+
+    codes = pd.Categorical(labels, categories=order).codes.astype(np.int64)  # -1: other cells
+    sums, sumsq, nnz = (to_host(a) if a is not None else None
+                        for a in group_sums(parts(x), codes, len(order), squares=True, counts=True))  # fmt: skip
+    size = np.bincount(codes[codes >= 0], minlength=len(order))
+    tot_s, tot_q, tot_n = (to_host(a)[0] for a in group_sums(parts(x), np.zeros(n_cells, np.int64), 1,
+                                                             squares=True, counts=True))  # fmt: skip
+    mean, var = _mean_var(sums, sumsq, size)
+    if reference == "rest":
+        rest_size = n_cells - size
+        mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size)
+    else:
+        ref = order.index(reference)
+        mean_rest, var_rest = np.broadcast_to(mean[ref], mean.shape), np.broadcast_to(var[ref], var.shape)
+        rest_size = np.full(len(order), size[ref])
+    expm1 = _expm1(adata)
+    tables = {k: {} for k in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")}
+    for g, name in enumerate(order):
+        if name == reference:
+            continue
+        n_rest = size[g] if method == "t-test_overestim_var" else rest_size[g]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scores, pvals = stats.ttest_ind_from_stats(mean[g], np.sqrt(var[g]), size[g], mean_rest[g],
+                                                       np.sqrt(var_rest[g]), n_rest, equal_var=False)  # fmt: skip
+        scores = np.where(np.isnan(scores), 0.0, scores)
+        pvals = np.where(np.isnan(pvals), 1.0, pvals)
+        adj = bh_fdr(pvals) if corr_method == "benjamini-hochberg" else np.minimum(pvals * n_all, 1.0)
+        idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
+        lfc = np.log2((expm1(mean[g]) + 1e-9) / (expm1(mean_rest[g]) + 1e-9))
+        for k, v in (("names", np.asarray(names)), ("scores", scores), ("logfoldchanges", lfc),
+                     ("pvals", pvals), ("pvals_adj", adj)):  # fmt: skip
+            tables[k][name] = v[idx]
+    adata.uns[key] = {"params": {"groupby": groupby, "reference": reference, "method": method,
+                                 "use_raw": use_raw, "layer": layer, "corr_method": corr_method}}  # fmt: skip
+    if pts:
+        adata.uns[key]["pts"] = pd.DataFrame((nnz / size[:, None]).T, index=names, columns=order)
+        if reference == "rest":
+            adata.uns[key]["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
+                                                      index=names, columns=order)  # fmt: skip
+    for k, cols in tables.items():
+        frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
+        adata.uns[key][k] = frame.to_records(index=False, column_dtypes=_DTYPES[k])
+    return adata if copy else None
