@@ -1,4 +1,5 @@
-"""gsc.get.aggregate against scanpy's sc.get.aggregate at full gene width, in the same run.
+"""gsc.get.aggregate and gsc.tl.rank_genes_groups (t-test) against scanpy at full gene width,
+in the same run.
 
     python benchmarks/aggregate.py --cells 100000 --groups 20 \
         --out benchmarks/results/aggregate-cpu-$(date +%F).jsonl
@@ -7,7 +8,9 @@ Cells resampled (`gsc.datasets.resample`) from the 33,694-gene pbmc4k matrix in 
 (else the bundled 765-gene pbmc68k, recorded in `source`), raw counts and their log1p of
 normalize_total; `--groups` groups of cells drawn at random with unequal sizes. Per data kind
 (counts, log) and func set: the median of `--repeats` timings of each library, their ratio, and
-whether the layers are identical. GPU rows (`--backend gpu`) time our kernel on cupyx input.
+whether the layers are identical; then rank_genes_groups (t-test, log data): timings and whether
+the top-100 genes of every group are identical in order. GPU rows (`--backend gpu`) time our
+kernel on cupyx input.
 """
 
 from __future__ import annotations
@@ -110,7 +113,29 @@ def main(argv=None) -> int:
                 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
                        if k not in ("versions", "time", "cpu")}, flush=True)  # fmt: skip
                 emit(row)
+        emit(_markers(logged, args))
     return 0
+
+
+def _markers(a, args) -> dict:
+    import scanpy as sc
+
+    ref, got = a.copy(), a.copy()
+    if args.backend == "gpu":
+        gsc.get.to_gpu(got)
+    t_sc, _ = timed(lambda: sc.tl.rank_genes_groups(ref, "grp"), args.repeats)
+    gsc.tl.rank_genes_groups(got, "grp")  # compile once
+    t_us, _ = timed(lambda: gsc.tl.rank_genes_groups(got, "grp"), args.repeats)
+    r, g = ref.uns["rank_genes_groups"]["names"], got.uns["rank_genes_groups"]["names"]
+    same = all(np.array_equal(r[f][:100], g[f][:100]) for f in r.dtype.names)
+    row = {"step": "rank_genes_groups", "method": "t-test", "data": "log", "backend": args.backend,
+           "n_cells": a.n_obs, "n_genes": a.n_vars, "n_groups": args.groups, "repeats": args.repeats,
+           "seconds_scanpy": t_sc, "seconds_gpu_sc": t_us, "speedup": t_sc / t_us,
+           "top100_identical_to_scanpy": bool(same), "time": datetime.now(UTC).isoformat(),
+           "cpu": cpu_name(), "versions": versions()}  # fmt: skip
+    print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
+           if k not in ("versions", "time", "cpu")}, flush=True)  # fmt: skip
+    return row
 
 
 if __name__ == "__main__":

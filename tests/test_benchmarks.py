@@ -164,9 +164,12 @@ def test_aggregate_benchmark_smoke(tmp_path):
     func set, each identical to scanpy's."""
     out = tmp_path / "agg.jsonl"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "aggregate.py"
-    subprocess.run([sys.executable, str(script), "--cells", "300", "--repeats", "1", "--data",
+    subprocess.run([sys.executable, str(script), "--cells", "300", "--groups", "4", "--repeats", "1", "--data",
                     str(tmp_path / "none.h5ad"), "--out", str(out)], check=True, capture_output=True,
                    text=True, timeout=300)  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 6 and {r["data"] for r in rows} == {"counts", "log"}
-    assert all(r["identical_to_scanpy"] and r["seconds_gpu_sc"] > 0 and "bundled" in r["source"] for r in rows)
+    agg = [r for r in rows if r["step"] == "aggregate"]
+    assert len(agg) == 6 and {r["data"] for r in agg} == {"counts", "log"}
+    assert all(r["identical_to_scanpy"] and r["seconds_gpu_sc"] > 0 and "bundled" in r["source"] for r in agg)
+    (markers,) = [r for r in rows if r["step"] == "rank_genes_groups"]
+    assert markers["top100_identical_to_scanpy"] and markers["seconds_scanpy"] > 0
