@@ -89,12 +89,14 @@ class spmatrix:  # noqa: N801  (cupyx's name)
                 setattr(out, name, np.array(self.__dict__[name]))
         return out
 
-    # reductions and dense results: device arrays, 2-D for a matrix's axis reductions
+    # reductions and dense results: device arrays, 2-D for a matrix's axis reductions (computed
+    # on a host copy: scipy's own reduction multiplies by a host vector of ones, which the
+    # device-operand check would refuse)
     def sum(self, axis=None, dtype=None, out=None):
-        return _device(np.asarray(super().sum(axis=axis, dtype=dtype)))
+        return _device(np.asarray(self.get().sum(axis=axis, dtype=dtype)))
 
     def mean(self, axis=None, dtype=None, out=None):
-        return _device(np.asarray(super().mean(axis=axis, dtype=dtype)))
+        return _device(np.asarray(self.get().mean(axis=axis, dtype=dtype)))
 
     def max(self, axis=None, out=None):
         r = super().max(axis=axis)

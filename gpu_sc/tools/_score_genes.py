@@ -1,0 +1,155 @@
+"""`gsc.tl.score_genes` and `score_genes_cell_cycle`: scanpy's gene-signature scores (Seurat's
+method), with scanpy's control-gene sampling so that the same `random_state` picks the same
+control genes and gives the same scores.
+
+A gene set's score per cell is its mean expression minus the mean of control genes drawn, per
+expression bin of the set's genes, from the pool. The control draw uses its own
+`numpy.random.RandomState(random_state)` (the generator scanpy seeds globally), so the draws are
+scanpy's without touching numpy's global state. Means are NaN-aware and run where the data live
+(numpy / scipy or cupy / cupyx).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._validation import check_anndata, check_int
+
+STEP = "score_genes"
+
+
+def _nan_means(x, axis: int, dtype=None) -> np.ndarray:
+    """Means over `axis` ignoring NaN, on the host: the sums of sparse matrices in float64 as
+    scanpy's; dense through (cu)numpy's nanmean with `dtype`."""
+    xp = xp_of(x.data if is_sparse(x) else x)
+    if is_sparse(x):
+        nan = x.copy()
+        nan.data = xp.isnan(nan.data)
+        nan.eliminate_zeros()
+        n = x.shape[axis] - nan.sum(axis)
+        y = x.copy()
+        y.data[xp.isnan(y.data)] = 0
+        y.eliminate_zeros()
+        out = y.sum(axis, dtype=np.float64) / n
+    else:
+        out = xp.nanmean(x, axis=axis, dtype=dtype)
+    return np.asarray(to_host(out)).ravel()
+
+
+def _matrix(adata: AnnData, use_raw, layer):
+    if use_raw is None:
+        use_raw = layer is None and adata.raw is not None
+    if use_raw and adata.raw is None:
+        msg = f"{STEP}: use_raw=True but adata.raw is empty; pass use_raw=False."
+        raise ValueError(msg)
+    if layer is not None:
+        if use_raw:
+            msg = f"{STEP}: pass layer={layer!r} with use_raw=False (not both)."
+            raise ValueError(msg)
+        if layer not in adata.layers:
+            msg = f"{STEP}: layer {layer!r} is not in adata.layers ({list(adata.layers)[:10]})."
+            raise KeyError(msg)
+        x, names = adata.layers[layer], adata.var_names
+    elif use_raw:
+        x, names = adata.raw.X, adata.raw.var_names
+    else:
+        x, names = adata.X, adata.var_names
+    if is_dask(x):
+        msg = f"{STEP}: takes an in-memory matrix (numpy, scipy, cupy); call .compute() on the Dask array first."
+        raise NotImplementedError(msg)
+    if is_sparse(x) and not is_gpu(x) and x.format != "csr":
+        x = x.tocsr()
+    return x, names
+
+
+def _rng(random_state):
+    if isinstance(random_state, np.random.RandomState):
+        return random_state
+    if random_state is None:
+        return np.random.mtrand._rand  # numpy's global generator, as scanpy leaves it unseeded
+    return np.random.RandomState(random_state)
+
+
+def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_bins, rng):
+    """Per expression bin of the gene list, `ctrl_size` genes drawn from the pool's same bin."""
+    cols = names.get_indexer(gene_pool)
+    avg = pd.Series(_nan_means(x if len(gene_pool) == len(names) else x[:, cols], axis=0), index=gene_pool)
+    avg = avg[np.isfinite(avg)]
+    per_bin = int(np.round(len(avg) / (n_bins - 1)))
+    cut = avg.rank(method="min") // per_bin
+    outside = gene_list.difference(cut.index)
+    if len(outside):
+        msg = (f"{STEP}: genes {list(outside[:5])} of gene_list are not in gene_pool (or have no finite "
+               "mean); every scored gene needs its expression bin in the pool: add them to gene_pool.")  # fmt: skip
+        raise KeyError(msg)
+    in_list = cut.index.isin(gene_list) if not ctrl_as_ref else np.zeros(len(cut), bool)
+    control = pd.Index([], dtype="string")
+    for c in np.unique(cut.loc[gene_list]):
+        genes = cut[(cut == c) & ~in_list].index
+        if ctrl_size < len(genes):
+            genes = genes.to_series().sample(ctrl_size, random_state=rng).index
+        if ctrl_as_ref:
+            genes = genes.difference(gene_list)
+        control = control.union(genes)
+    return control
+
+
+def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool = True, ctrl_size: int = 50,
+                gene_pool: Sequence[str] | None = None, n_bins: int = 25, score_name: str = "score",
+                random_state=0, copy: bool = False, use_raw: bool | None = None,
+                layer: str | None = None) -> AnnData | None:  # fmt: skip
+    """Score a gene set per cell: scanpy's ``sc.tl.score_genes`` (the same arguments; the same
+    control genes and scores for the same `random_state`). Writes ``obs[score_name]``
+    (float64). X (or the layer / raw) may be numpy, scipy sparse, cupy or cupyx."""
+    check_anndata(adata, step=STEP)
+    ctrl_size = check_int(ctrl_size, step=STEP, name="ctrl_size")
+    n_bins = check_int(n_bins, step=STEP, name="n_bins", minimum=2)
+    adata = adata.copy() if copy else adata
+    x, names = _matrix(adata, use_raw, layer)
+    names = pd.Index(names)
+    wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
+    genes = wanted.intersection(names)
+    if len(genes) == 0:
+        msg = (f"{STEP}: none of the {len(wanted)} genes of gene_list is in var_names "
+               f"(e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) or use_raw.")  # fmt: skip
+        raise ValueError(msg)
+    pool = names.astype("string") if gene_pool is None else pd.Index(gene_pool, dtype="string").intersection(names)
+    if len(pool) == 0:
+        msg = f"{STEP}: no gene of gene_pool is in var_names; pass genes of the data (or None for all)."
+        raise ValueError(msg)
+    control = _control_genes(x, names, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
+                             n_bins=n_bins, rng=_rng(random_state))  # fmt: skip
+    if len(control) == 0:
+        msg = f"{STEP}: no control genes found in any expression bin" + (
+            "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
+        raise RuntimeError(msg)
+    mean_list, mean_ctrl = (_nan_means(x if len(g) == len(names) else x[:, names.get_indexer(g)], axis=1,
+                                       dtype=np.float64) for g in (genes, control))  # fmt: skip
+    adata.obs[score_name] = pd.Series(mean_list - mean_ctrl, index=adata.obs_names, dtype="float64")
+    return adata if copy else None
+
+
+def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes: Sequence[str],
+                           copy: bool = False, **kwargs) -> AnnData | None:  # fmt: skip
+    """S and G2M scores and the phase per cell: scanpy's ``sc.tl.score_genes_cell_cycle``
+    (``obs['S_score']``, ``obs['G2M_score']``, ``obs['phase']``: S, G2M, or G1 where both
+    scores are negative). `kwargs` go to :func:`score_genes` (not `ctrl_size`, which is the
+    shorter list's length)."""
+    if "ctrl_size" in kwargs:
+        msg = "score_genes_cell_cycle: ctrl_size is set to the shorter gene list's length; leave it out."
+        raise TypeError(msg)
+    adata = adata.copy() if copy else adata
+    size = min(len(s_genes), len(g2m_genes))
+    for genes, name in ((s_genes, "S_score"), (g2m_genes, "G2M_score")):
+        score_genes(adata, genes, score_name=name, ctrl_size=size, **kwargs)
+    s, g2m = adata.obs["S_score"], adata.obs["G2M_score"]
+    phase = pd.Series("S", index=adata.obs_names)
+    phase[g2m > s] = "G2M"
+    phase[(s < 0) & (g2m < 0)] = "G1"
+    adata.obs["phase"] = phase
+    return adata if copy else None
