@@ -81,6 +81,13 @@ def _leiden(adata: AnnData, args: argparse.Namespace) -> None:
                   directed=False, random_state=0)  # fmt: skip
 
 
+def _markers(adata: AnnData, args: argparse.Namespace) -> None:
+    if "leiden" not in adata.obs:
+        msg = "step 'markers' ranks genes per Leiden cluster: run the 'leiden' step before it."
+        raise CliError(msg)
+    gsc.tl.rank_genes_groups(adata, "leiden", use_raw=False)
+
+
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "qc": _qc,
     "filter": _filter,
@@ -92,10 +99,11 @@ STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "neighbors": _neighbors,
     "umap": _umap,
     "leiden": _leiden,
+    "markers": _markers,
 }
 DEFAULT_STEPS = "qc,filter,normalize,log1p"
 DEMO_STEPS = ["qc", "filter", "normalize", "log1p", "hvg", "pca", "neighbors"]
-DEMO_GRAPH_TOOLS = ["leiden", "umap"]  # need scanpy + igraph (the `tools` extra)
+DEMO_GRAPH_TOOLS = ["leiden", "umap", "markers"]  # need scanpy + igraph (the `tools` extra)
 
 
 def _graph_tools_available() -> bool:
@@ -282,6 +290,10 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if "leiden" in adata.obs:
         sizes = adata.obs["leiden"].value_counts()
         summary["leiden clusters"] = f"{len(sizes)} (largest {sizes.iloc[0]}, smallest {sizes.iloc[-1]} cells)"
+    if "rank_genes_groups" in adata.uns:
+        names = adata.uns["rank_genes_groups"]["names"]
+        summary["top markers per cluster (t-test)"] = "; ".join(
+            f"{c}: {', '.join(names[c][:3])}" for c in names.dtype.names)
     if "X_umap" in adata.obsm and args.plot:
         _plot_umap(adata, args.plot)
         summary["UMAP image"] = str(args.plot)
