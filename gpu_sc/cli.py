@@ -292,7 +292,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         summary["leiden clusters"] = f"{len(sizes)} (largest {sizes.iloc[0]}, smallest {sizes.iloc[-1]} cells)"
     if "rank_genes_groups" in adata.uns:
         names = adata.uns["rank_genes_groups"]["names"]
-        summary["top markers per cluster (t-test)"] = "; ".join(
+        summary["top markers (t-test)"] = "; ".join(
             f"{c}: {', '.join(names[c][:3])}" for c in names.dtype.names)
     if "X_umap" in adata.obsm and args.plot:
         _plot_umap(adata, args.plot)

@@ -40,7 +40,8 @@ def test_demo_prints_summary(tmp_path, capsys):
     out = capsys.readouterr().out
     assert png.stat().st_size > 5000
     for text in ("[1/10] qc", "[4/10] log1p", "[6/10] pca", "[7/10] neighbors", "[8/10] leiden",
-                 "[9/10] umap", "[10/10] markers", "top markers per cluster (t-test)", "leiden clusters", "UMAP image", "highly variable genes: ", "PC1-5",
+                 "[9/10] umap", "[10/10] markers", "top markers (t-test):", "leiden clusters", "UMAP image",
+                 "highly variable genes: ", "PC1-5",
                  "cells x genes before", "median total counts",
                  "median genes per cell", "top 5 genes", "wall time per step", "backend",
                  "[pic] deconvolve", "PIC pair accuracy", "PIC A / B accuracy", "PIC alpha MAE"):  # fmt: skip
