@@ -52,6 +52,12 @@ KRYLOV_SIN = 3e-3
 UMAP_CONN = 4 * 1e-5
 
 
+#: seconds a test waits for a subprocess (a benchmark script, the CLI): a guard against a hang,
+#: not a speed test. A loaded 2-core machine (a fresh-clone run beside other work) took over 120 s
+#: for a pic_validate.py smoke run that takes 20 s alone.
+SUBPROCESS_TIMEOUT = 1800
+
+
 def eps(dtype) -> float:
     """One rounding step (machine epsilon) of a floating dtype; integer and bool arithmetic is exact."""
     dtype = np.dtype(dtype)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from _helpers import SUBPROCESS_TIMEOUT
 from _helpers import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ def test_run_cpu_writes_json_lines(tmp_path):
     out = tmp_path / "b.jsonl"
     cmd = [sys.executable, str(RUN), "--n-cells", "2000", "--steps", "filter,normalize,log1p",
            "--backend", "cpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stderr
     assert "[3/3] log1p cpu" in r.stderr and "ratio" in r.stdout
     rows = _rows(out)
@@ -43,7 +44,7 @@ def test_run_cpu_writes_json_lines(tmp_path):
         assert row["seconds"] > 0 and row["reference_seconds"] > 0
         assert row["ratio"] == pytest.approx(row["reference_seconds"] / row["seconds"])
         assert {"gpu_sc", "scanpy", "numpy", "python"} <= set(row["versions"])
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     assert len(_rows(out)) == 6  # appended, not overwritten
 
 
@@ -51,21 +52,21 @@ def test_run_and_plot(tmp_path):
     out = tmp_path / "b.jsonl"
     cmd = [sys.executable, str(RUN), "--dataset", "pbmc68k_reduced", "--n-cells", "400",
            "--steps", "qc,pca", "--backend", "cpu,gpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, timeout=120)
+    subprocess.run(cmd, check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
     assert [r["step"] for r in rows if r["backend"] == "cpu"] == ["qc", "pca"]
     for r in rows:
         assert r["n_cells"] == 400 and r["seconds"] > 0 and r["reference_seconds"] > 0
         assert set(r) >= KEYS
     png = tmp_path / "b.png"
-    subprocess.run([sys.executable, str(PLOT), str(out), "-o", str(png)], check=True, capture_output=True, timeout=60)
+    subprocess.run([sys.executable, str(PLOT), str(out), "-o", str(png)], check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     assert png.stat().st_size > 1000
 
 
 @pytest.mark.parametrize(("args", "message"), [(["--steps", "nonsense"], "unknown steps"),
                                                 (["--backend", "tpu"], "unknown backend")])  # fmt: skip
 def test_bad_arguments_are_refused(args, message):
-    r = subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, str(RUN), *args], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 2 and message in r.stderr
 
 
@@ -92,7 +93,7 @@ def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
     assert good["ratio"] == 2.0 and "reference_error" not in good
     jsonl = tmp_path / "r.jsonl"
     jsonl.write_text(json.dumps(row) + "\n" + json.dumps(good) + "\n")
-    subprocess.run([sys.executable, str(PLOT), str(jsonl)], check=True, capture_output=True, timeout=60)
+    subprocess.run([sys.executable, str(PLOT), str(jsonl)], check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     assert jsonl.with_suffix(".png").stat().st_size > 1000
 
 
@@ -166,7 +167,7 @@ def test_aggregate_benchmark_smoke(tmp_path):
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "aggregate.py"
     subprocess.run([sys.executable, str(script), "--cells", "300", "--groups", "4", "--repeats", "1", "--data",
                     str(tmp_path / "none.h5ad"), "--out", str(out)], check=True, capture_output=True,
-                   text=True, timeout=300)  # fmt: skip
+                   text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     agg = [r for r in rows if r["step"] == "aggregate"]
     assert len(agg) == 6 and {r["data"] for r in agg} == {"counts", "log"}

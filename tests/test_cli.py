@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from _helpers import assert_close
+from _helpers import SUBPROCESS_TIMEOUT, assert_close
 
 import gpu_sc
 from gpu_sc.cli import main
@@ -169,7 +169,7 @@ def test_version(capsys):
 def test_module_entry_point_runs_demo():
     proc = subprocess.run(
         [sys.executable, "-m", "gpu_sc.cli", "demo", "--plot", ""],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "top 5 genes" in proc.stdout

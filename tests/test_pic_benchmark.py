@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from _helpers import SUBPROCESS_TIMEOUT
 from _helpers import benchmark_script
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ def test_validate_pbmc68k_and_missing_data(tmp_path):
     cmd = [sys.executable, str(SCRIPT), "--data-dir", str(empty), "--datasets", "pbmc68k,tnbc",
            "--methods", "ml,no_such_method", "--backends", "cpu", "--seeds", "0", "--n-pics", "30",
            "--out", str(out), "--plot", str(png)]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
     ml = [x for x in rows if x.get("method") == "ml"]
@@ -130,7 +131,7 @@ def test_scale_mode_smoke(tmp_path):
            "--scale-pool", "30", "--scale-loop-pics", "20", "--scale-fixed-pics", "10",
            "--n-train", "300", "--backends", "cpu", "--out", str(out),
            "--plot", str(tmp_path / "s.png")]  # fmt: skip
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
     assert [(x["method"], x["backend"]) for x in rows] == [
@@ -191,7 +192,7 @@ def test_interaction_benchmark_smoke(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_interaction.py"), "--datasets", "pbmc68k",
            "--data-dir", str(tmp_path), "--n-pics", "80", "--folds", "3", "--n-train", "400",
            "--min-pics", "3", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
     assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x")
                                                           for t in ("matched", "chi2")}  # fmt: skip
@@ -209,7 +210,7 @@ def test_frequencies_benchmark_smoke(tmp_path):
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_frequencies.py"), "--datasets", "pbmc68k",
            "--data-dir", str(tmp_path), "--methods", "picseq", "--n-pics", "80", "--n-sim", "5",
            "--n-boot", "20", "--n-splits", "2", "--n-train", "400", "--out", str(out)]  # fmt: skip
-    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=300)
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     (row,) = _rows(out)
     assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
     for k in ("tv_hard", "tv_mean", "tv_corrected"):
