@@ -12,14 +12,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from _helpers import as_type
+from _helpers import ULPS, as_type, assert_close, assert_same
 from scipy import stats
 
 from gpu_sc.pic._deconvolve import deconvolve
 from gpu_sc.pic._expected import expected_expression
 from gpu_sc.pic._interaction import bh_fdr, interaction_genes
 from gpu_sc.pic._plot import alpha_hist, interaction_plot, pair_heatmap
-from gpu_sc.pic._qc import doublet_test, group_profiles, pic_loglik, triplet_scan
+from gpu_sc.pic._qc import EPS, doublet_test, group_profiles, pic_loglik, triplet_scan
 from gpu_sc.pic._simulate import simulate_pics
 
 T_GROUPS = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD8+/CD45RA+ Naive Cytotoxic", "CD4+/CD45RO+ Memory"]
@@ -97,11 +97,15 @@ def test_expected_matches_naive(pbmc, kind):
     for key, w in zip(("pic_expected", "pic_expected_a", "pic_expected_b"), want, strict=True):
         got = pics.layers[key]
         assert isinstance(got, np.ndarray) and got.dtype == np.float32
-        np.testing.assert_allclose(got, w, rtol=2e-6, atol=1e-6)
+        if key == "pic_expected":  # the float32 sum of the two parts, each rounded to float32
+            assert_close(got, w, dtype=np.float32, n_terms=2, err_msg=key)
+        else:  # float64 group sums over cells and genes in another order, rounded once to float32
+            assert_close(got, w, dtype=np.float64, n_terms=pbmc.n_obs * pbmc.n_vars, out=np.float32, err_msg=key)
     assert np.isnan(pics.layers["pic_expected"][[3, 7]]).all()
     ok = pics.obs["pic_status"].eq("ok").to_numpy()
-    totals = np.asarray(pics.X.sum(axis=1)).ravel()
-    np.testing.assert_allclose(pics.layers["pic_expected"][ok].sum(1), totals[ok], rtol=1e-5)
+    totals = np.asarray(pics.X.sum(axis=1)).ravel()  # integer counts: exact
+    # a float32 sum over the genes of float32 values (each within 1.5 steps of its share of N)
+    assert_close(pics.layers["pic_expected"][ok].sum(1), totals[ok], dtype=np.float32, n_terms=pics.n_vars)
     assert list(pics.uns["pic_expected"]["groups"]) == list(pbmc.obs[GROUPBY].cat.categories)
 
 
@@ -112,10 +116,11 @@ def test_integer_counts(pbmc):
     ref.X = ref.X.astype(np.int64)
     expected_expression(pics, pbmc, groupby=GROUPBY)
     expected_expression(ints, ref, groupby=GROUPBY)
-    np.testing.assert_allclose(ints.layers["pic_expected"], pics.layers["pic_expected"], rtol=1e-6)
+    # integer counts are read as float64 holding the same values: the same sums in the same order
+    assert_same(ints.layers["pic_expected"], pics.layers["pic_expected"])
     doublet_test(pics, pbmc, groupby=GROUPBY)
     doublet_test(ints, ref, groupby=GROUPBY)
-    np.testing.assert_allclose(ints.obs["pic_doublet_llr"], pics.obs["pic_doublet_llr"], rtol=1e-9)
+    assert_same(ints.obs["pic_doublet_llr"], pics.obs["pic_doublet_llr"])
 
 
 def test_expected_gene_subset(pbmc):
@@ -139,13 +144,14 @@ def test_bh_against_scipy_and_statsmodels():
     rng = np.random.default_rng(1)
     p = np.concatenate([rng.uniform(size=300), rng.uniform(0, 1e-3, 40), [0.5, 0.5, 0.5, 0.0, 1.0]])
     q = bh_fdr(p)
-    np.testing.assert_allclose(q, stats.false_discovery_control(p, method="bh"), rtol=1e-12)
+    # p m / j against p (m / j) or p / (j / m): two roundings each side, no sums
+    assert_close(q, stats.false_discovery_control(p, method="bh"), dtype=np.float64)
     sm = pytest.importorskip("statsmodels.stats.multitest")
-    np.testing.assert_allclose(q, sm.multipletests(p, method="fdr_bh")[1], rtol=1e-12)
+    assert_close(q, sm.multipletests(p, method="fdr_bh")[1], dtype=np.float64)
     with_nan = np.insert(p, [0, 10], np.nan)
     q2 = bh_fdr(with_nan)
     assert np.isnan(q2[[0, 11]]).all()
-    np.testing.assert_allclose(np.delete(q2, [0, 11]), q, rtol=1e-12)
+    assert_same(np.delete(q2, [0, 11]), q)  # NaNs left out: the same p-values, the same arithmetic
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         bh_fdr([0.1, 1.5])
     with pytest.raises(TypeError, match="pvalues must be numbers"):
@@ -220,17 +226,22 @@ def test_loglik_matches_dense(pbmc):
     mask = np.asarray(pbmc.X.sum(0)).ravel() > 10
     prof = group_profiles(pbmc.X.tocsr(), codes, len(names), mask)
     x = pbmc.X.toarray().astype(np.float64)[:, mask]
+    # float64 means of log1p over a group's cells (bincount against NumPy's pairwise order), then
+    # expm1, which scales a relative error by at most 1 + the mean (<= 1 + log1p(max count)), then
+    # the normalisation over the genes
+    grow = 1 + np.log1p(x.max())
     for k in (0, names.index(DC)):
         gm = np.expm1(np.log1p(x[codes == k]).mean(0))
-        np.testing.assert_allclose(prof[:, k], gm / gm.sum(), rtol=1e-10)
+        assert_close(prof[:, k], gm / gm.sum(), dtype=np.float64, n_terms=max(x.shape), ulps=ULPS * grow)
     ia = np.array([names.index(a) for a in pics.obs["pic_a"]])
     ib = np.array([names.index(b) for b in pics.obs["pic_b"]])
     al = pics.obs["pic_alpha"].to_numpy(dtype=np.float64)
     u = pics.X.toarray().astype(np.float64)[:, mask]
     want = (u * np.log(al[:, None] * prof[:, ia].T + (1 - al[:, None]) * prof[:, ib].T + 1e-4)).sum(1)
     got = pic_loglik(sp.csr_matrix(u), prof, ia, ib, al)
-    np.testing.assert_allclose(got, want, rtol=1e-10)
-    np.testing.assert_allclose(pic_loglik(np.ascontiguousarray(u), prof, ia, ib, al), want, rtol=1e-10)
+    # the same log arguments; float64 sums over the genes (terms of one sign) in another order
+    assert_close(got, want, dtype=np.float64, n_terms=u.shape[1])
+    assert_close(pic_loglik(np.ascontiguousarray(u), prof, ia, ib, al), want, dtype=np.float64, n_terms=u.shape[1])
 
 
 def test_doublet_test_separates_doublets_from_singlets(pbmc):
@@ -442,13 +453,24 @@ def test_gpu_matches_cpu(device, pbmc, kind):
     ref.X = as_type(sp.csr_matrix(ref.X), kind)
     expected_expression(gpu, ref, groupby=GROUPBY)
     assert type(gpu.layers["pic_expected"]).__module__.startswith("cupy")
-    np.testing.assert_allclose(to_host(gpu.layers["pic_expected"]), cpu.layers["pic_expected"], rtol=1e-6)
+    # float64 group sums in another order on the device: each float32 part may round one step
+    # apart, and so their float32 sum
+    assert_close(to_host(gpu.layers["pic_expected"]), cpu.layers["pic_expected"], dtype=np.float32, n_terms=2)
     t_gpu = interaction_genes(gpu, method="chi2", min_pics=5)
-    np.testing.assert_allclose(t_gpu["chi2"], t_cpu["chi2"], rtol=1e-9)
+    # chi2 = sum_k (O_k - E_k)^2 / E_k with each E_k within d (the bound above) moves by at most
+    # d (chi2 + 2 sum_k |O_k - E_k|) <= d (chi2 + 2 sqrt(chi2 E)) (Cauchy-Schwarz; E = sum_k E_k)
+    chi2, e_tot = t_cpu["chi2"].to_numpy(), t_cpu["expected"].to_numpy()
+    assert_close(t_gpu["chi2"], t_cpu["chi2"], dtype=np.float32, n_terms=2,
+                 scale=np.nan_to_num(2 * np.sqrt(chi2 * e_tot)))  # fmt: skip
     doublet_test(gpu, ref, groupby=GROUPBY, alpha="fit")
     triplet_scan(gpu, ref, groupby=GROUPBY)
+    # an LLR is a difference of two float64 sums over a PIC's marker genes, each |LL| <= N log(1 / eps)
+    # (N its UMIs; every mixed profile value >= eps), of profiles from sums over each group's cells
+    # (whose rounding expm1 scales by less than log(1 / eps)); on the device in another order, with
+    # its own log: relative to that magnitude (the fitted alphas sit where the LL is flat)
+    mag = 2 * np.log(1 / EPS) * np.asarray(pics.X.sum(axis=1)).ravel()
     for k in ("pic_doublet_llr", "pic_triplet_llr"):
-        np.testing.assert_allclose(gpu.obs[k], cpu.obs[k], rtol=1e-9, atol=1e-8)
+        assert_close(gpu.obs[k], cpu.obs[k], dtype=np.float64, n_terms=pbmc.n_vars, scale=mag, err_msg=k)
     assert gpu.obs["pic_triplet_side"].equals(cpu.obs["pic_triplet_side"])
 
 

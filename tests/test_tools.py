@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 import scanpy as sc
+from _helpers import assert_same
 from sklearn.metrics import adjusted_rand_score
 
 from gpu_sc.preprocessing._neighbors import neighbors
@@ -45,7 +45,7 @@ def test_umap_same_keys_as_scanpy(graph):
     umap(graph, maxiter=30, random_state=0)
     sc.tl.umap(ref, maxiter=30, random_state=0)
     assert graph.obsm["X_umap"].shape == (graph.n_obs, 2)
-    np.testing.assert_allclose(graph.obsm["X_umap"], ref.obsm["X_umap"], atol=1e-6)
+    assert_same(graph.obsm["X_umap"], ref.obsm["X_umap"])  # scanpy's umap on the host, same graph and seed
     assert set(graph.uns["umap"]) == set(ref.uns["umap"])
 
 
