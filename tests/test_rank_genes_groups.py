@@ -138,7 +138,7 @@ def test_bad_input_is_refused(logged):
         gsc.tl.rank_genes_groups(a, "grp", groups=["x"])
     with pytest.raises(ValueError, match="corr_method"):
         gsc.tl.rank_genes_groups(a, "grp", corr_method="holm")
-    with pytest.raises(ValueError, match="use_raw=True but adata.raw is empty"):
+    with pytest.raises(ValueError, match="use_raw=True but adata.raw is None"):
         gsc.tl.rank_genes_groups(a, "grp", use_raw=True)
     a.obs["one"] = pd.Categorical(["solo"] + ["many"] * (a.n_obs - 1))
     with pytest.raises(ValueError, match="fewer than 2 cells"):

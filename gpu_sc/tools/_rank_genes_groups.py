@@ -21,7 +21,7 @@ from scipy import stats
 from .._backend import to_host
 from .._ops import group_sums, parts
 from .._stats import bh_fdr
-from .._validation import canonical, check_anndata, check_int, host_bool_mask
+from .._validation import canonical, check_anndata, check_int, get_matrix, host_bool_mask
 
 METHODS = ("t-test", "t-test_overestim_var")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
@@ -31,24 +31,12 @@ _DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pval
 
 
 def _matrix(adata: AnnData, use_raw, layer, mask_var):
-    """(X, var_names) the test reads: a layer, raw or X, restricted to mask_var."""
-    if use_raw is None:
+    """(X, var_names, use_raw) the test reads: a layer, raw or X, restricted to mask_var."""
+    if use_raw is None:  # scanpy's default: raw where there is one (a layer then needs use_raw=False)
         use_raw = adata.raw is not None
-    elif use_raw and adata.raw is None:
-        msg = f"{STEP}: use_raw=True but adata.raw is empty; pass use_raw=False."
-        raise ValueError(msg)
-    if layer is not None:
-        if use_raw:
-            msg = f"{STEP}: pass layer={layer!r} with use_raw=False (not both)."
-            raise ValueError(msg)
-        if layer not in adata.layers:
-            msg = f"{STEP}: layer {layer!r} is not in adata.layers ({list(adata.layers)[:10]})."
-            raise KeyError(msg)
-        x, names, var = adata.layers[layer], adata.var_names, adata.var
-    elif use_raw:
-        x, names, var = adata.raw.X, adata.raw.var_names, adata.raw.var
-    else:
-        x, names, var = adata.X, adata.var_names, adata.var
+    x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
+    var = adata.raw.var if use_raw else adata.var
+    names = var.index
     if mask_var is not None:
         if isinstance(mask_var, str):
             if mask_var not in var.columns:

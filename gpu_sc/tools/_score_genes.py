@@ -18,7 +18,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._validation import check_anndata, check_int
+from .._validation import check_anndata, check_int, get_matrix
 
 STEP = "score_genes"
 
@@ -42,23 +42,10 @@ def _nan_means(x, axis: int, dtype=None) -> np.ndarray:
 
 
 def _matrix(adata: AnnData, use_raw, layer):
-    if use_raw is None:
+    if use_raw is None:  # scanpy's default: raw where there is one, unless a layer is named
         use_raw = layer is None and adata.raw is not None
-    if use_raw and adata.raw is None:
-        msg = f"{STEP}: use_raw=True but adata.raw is empty; pass use_raw=False."
-        raise ValueError(msg)
-    if layer is not None:
-        if use_raw:
-            msg = f"{STEP}: pass layer={layer!r} with use_raw=False (not both)."
-            raise ValueError(msg)
-        if layer not in adata.layers:
-            msg = f"{STEP}: layer {layer!r} is not in adata.layers ({list(adata.layers)[:10]})."
-            raise KeyError(msg)
-        x, names = adata.layers[layer], adata.var_names
-    elif use_raw:
-        x, names = adata.raw.X, adata.raw.var_names
-    else:
-        x, names = adata.X, adata.var_names
+    x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
+    names = adata.raw.var_names if use_raw else adata.var_names
     if is_dask(x):
         msg = f"{STEP}: takes an in-memory matrix (numpy, scipy, cupy); call .compute() on the Dask array first."
         raise NotImplementedError(msg)
