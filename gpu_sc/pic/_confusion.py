@@ -6,10 +6,13 @@ M[p, q] the mean posterior on pair q of PICs whose true pair is p: similar group
 posterior mass, so m alone is pulled towards the pairs a group is confused with. M is estimated
 from PICs simulated from the reference singlets, `n_sim` per pair at the real PICs' depth and
 deconvolved exactly as the real ones were (``uns['pic']['arguments']``); pi is then the
-non-negative solution of M^T pi = m that sums to 1. Measured on 300 pbmc68k T + DC PICs
-(4 x 3 groups): total-variation distance to the true composition 0.166 -> 0.071 (ml) and
-0.153 -> 0.127 (picseq). (Simulating from one half of the reference and deconvolving with the
-other half over-corrects, 0.39-0.49: a half reference confuses more than the whole.)
+non-negative solution of M^T pi = m that sums to 1. Measured (total-variation distance to the
+true composition, mean posterior -> corrected): 300 pbmc68k T + DC PICs, 4 x 3 groups, ml 0.166
+-> 0.074, picseq 0.153 -> 0.146; benchmarks/pic_frequencies.py (1,500 PICs, groups of 150): ml
+pbmc4k 0.196 -> 0.104 and TNBC 0.355 -> 0.267, but pbmc68k 0.038 -> 0.078 and picseq on pbmc4k
+0.240 -> 0.413: it helps where groups are confused and calls are calibrated, and can hurt where
+they are already good. (Simulating from one half of the reference and deconvolving with the other
+half over-corrects, TV 0.39-0.49: a half reference confuses more than the whole.)
 """
 
 from __future__ import annotations
