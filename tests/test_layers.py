@@ -2,7 +2,7 @@
 no feature package reaches into another one's private module, and no `_ops` primitive
 dispatches on where its operand lives by hand (that is `_ops._dispatch`'s job).
 
-Layers, bottom up: `_backend`, `_settings`, `_keys`, `_values` -> `_kernels`, `_ops` ->
+Layers, bottom up: `_backend`, `_settings`, `_keys`, `_values`, `_stats` -> `_kernels`, `_ops` ->
 `_validation`, `get` -> the feature packages (`preprocessing`, `tools`, `pic`) -> `datasets`,
 `cli`. A feature package may import the ground floor and another feature's public names
 (`gpu_sc.preprocessing.pca`), never another feature's `_private` module."""
