@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse, xp_of
 from ._ops import group_sums, parts
-from ._validation import canonical, check_anndata, host_bool_mask
+from ._validation import canonical, check_anndata, get_matrix, host_bool_mask
 
 FUNCS = ("count_nonzero", "mean", "sum", "var", "median")
 STEP = "aggregate"
@@ -67,27 +67,15 @@ def _data(adata: AnnData, axis: int, layer, obsm, varm):
         if axis != 1:
             msg = f"{STEP}: varm={varm!r} aggregates genes; pass axis='var' (or leave axis None)."
             raise ValueError(msg)
-        return _mapping(adata.varm, varm, "varm")
-    if obsm is not None:
-        if axis != 0:
-            msg = f"{STEP}: obsm={obsm!r} aggregates cells; pass axis='obs'."
-            raise ValueError(msg)
-        return _mapping(adata.obsm, obsm, "obsm")
-    if layer is not None:
-        x = _mapping(adata.layers, layer, "layers")
-    else:
-        x = adata.X
-        if x is None:
-            msg = f"{STEP}: adata.X is None; pass layer=, obsm= or varm=."
-            raise ValueError(msg)
+        if varm not in adata.varm:
+            msg = f"{STEP}: varm {varm!r} not found; adata has varm {list(adata.varm)}."
+            raise KeyError(msg)
+        return adata.varm[varm]
+    if obsm is not None and axis != 0:
+        msg = f"{STEP}: obsm={obsm!r} aggregates cells; pass axis='obs'."
+        raise ValueError(msg)
+    x = get_matrix(adata, layer=layer, obsm=obsm, step=STEP)
     return x.T if axis == 1 else x
-
-
-def _mapping(m, key, what: str):
-    if key not in m:
-        msg = f"{STEP}: {key!r} is not in adata.{what} (keys: {list(m.keys())[:10]})."
-        raise KeyError(msg)
-    return m[key]
 
 
 def _groups(frame: pd.DataFrame, by, dim: str) -> tuple[pd.Categorical, pd.DataFrame]:

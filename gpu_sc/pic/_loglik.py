@@ -190,8 +190,8 @@ def pair_scores(x, pa, pb, *, eps: float, alpha=None, chunk: int | None = None,
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             ia, ib, best, best_al, log_norm, p_a, p_b, post = _reduce(xp, ll, al, ka, kb, temper)
         del ll, al
-        kept.append([to_host(v) for v in post])
-        kept[-1][0] = kept[-1][0] + r0
+        r, j, v = (to_host(a) for a in post)
+        kept.append((r + r0, j, v))
         out.ia[r0:r1] = to_host(ia)
         out.ib[r0:r1] = to_host(ib)
         out.ll[r0:r1] = to_host(best)

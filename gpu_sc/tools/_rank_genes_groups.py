@@ -137,12 +137,14 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     order, labels = _groups(adata, groupby, groups, reference)
     key = key_added or "rank_genes_groups"
 
-    codes = pd.Categorical(labels, categories=order).codes.astype(np.int64)  # -1: other cells
-    sums, sumsq, nnz = (to_host(a) if a is not None else None
-                        for a in group_sums(parts(x), codes, len(order), squares=True, counts=True))  # fmt: skip
-    size = np.bincount(codes[codes >= 0], minlength=len(order))
-    tot_s, tot_q, tot_n = (to_host(a)[0] for a in group_sums(parts(x), np.zeros(n_cells, np.int64), 1,
-                                                             squares=True, counts=True))  # fmt: skip
+    # one pass: the tested groups, plus one more row for the cells in none of them, so that
+    # the totals (and the rest of each group) come from the same sums
+    codes = pd.Categorical(labels, categories=order).codes.astype(np.int64)
+    codes[codes < 0] = len(order)
+    stats_all = [to_host(a) for a in group_sums(parts(x), codes, len(order) + 1, squares=True, counts=True)]
+    tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
+    sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
+    size = np.bincount(codes, minlength=len(order) + 1)[: len(order)]
     mean, var = _mean_var(sums, sumsq, size)
     if reference == "rest":
         rest_size = n_cells - size
