@@ -1,7 +1,7 @@
 """Time gpu_sc's steps against scanpy (CPU) and rapids-singlecell / the memory-bandwidth bound
 (GPU), on real cells resampled to the size asked for, all in one run.
 
-    python benchmarks/run.py --dataset mouse_brain_10k --n-cells 100000 --backend cpu \
+    python benchmarks/run.py --dataset pbmc4k_half --n-cells 100000 --backend cpu \
         --steps qc,filter,normalize,log1p --out benchmarks/results/cpu.jsonl
 
 Each step gets a fresh copy of its input (not timed) after one untimed warm-up (JIT and kernel
@@ -43,11 +43,12 @@ class Step:
     replaces ``call`` for rapids-singlecell where that library spells the step differently.
     """
 
-    prepare: str  # "counts" | "lognorm" | "hvg" | "pca" (the state the input must be in)
+    prepare: str  # "counts" | "lognorm" | "hvg" | "pca" | "graph" (the state the input must be in)
     call: Callable  # call(pp_module, adata, params)
     bytes_moved: Callable  # bytes the step must read + write at least (adata -> int)
     rapids: Callable | None = None  # call(rsc.pp, adata, params) where rapids' API differs
     rapids_note: str | None = None  # where rapids-singlecell does different work
+    repeats: int | None = None  # at most this many timed runs (slow steps that gpu_sc delegates)
 
 
 def _csr_bytes(a, passes_read=1, passes_write=0) -> int:
@@ -104,7 +105,21 @@ STEPS: dict[str, Step] = {
     "pca": Step("hvg", lambda pp, a, p: pp.pca(a, n_comps=p["n_comps"]), lambda a: _csr_bytes(a, 2, 0)),
     "neighbors": Step("pca", lambda pp, a, p: pp.neighbors(a, n_neighbors=15),
                       lambda a: a.obsm["X_pca"].nbytes),
+    "neighbors_exact": Step("pca", lambda pp, a, p: pp.neighbors(a, n_neighbors=15, transformer="sklearn"),
+                            lambda a: a.obsm["X_pca"].nbytes,
+                            rapids=lambda pp, a, p: pp.neighbors(a, n_neighbors=15, algorithm="brute")),
+    "umap": Step("graph", lambda pp, a, p: _tl(pp).umap(a), lambda a: a.obsm["X_pca"].nbytes, repeats=1),
+    "leiden": Step("graph", lambda pp, a, p: _tl(pp).leiden(a, flavor="igraph", n_iterations=2, directed=False),
+                   lambda a: a.obsp["connectivities"].data.nbytes, repeats=1,
+                   rapids=lambda pp, a, p: _tl(pp).leiden(a)),
 }  # fmt: skip
+
+
+def _tl(pp):
+    """The tools module beside the preprocessing module `pp` (gsc.tl, scanpy.tl, rsc.tl)."""
+    import importlib
+
+    return importlib.import_module(pp.__name__.split(".")[0]).tl
 
 
 def _params(base) -> dict:
@@ -126,17 +141,20 @@ def _params(base) -> dict:
 
 
 def _prepare(base, state: str, p: dict):
-    """The step's input on the CPU: counts, normalised+log1p, that restricted to HVGs, or with PCA."""
+    """The step's input on the CPU: counts, normalised+log1p, that restricted to HVGs, with PCA,
+    or with the exact 15-neighbour graph too."""
     a = base.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if state in ("lognorm", "hvg", "pca"):
+        if state in ("lognorm", "hvg", "pca", "graph"):
             gsc.pp.normalize_total(a, target_sum=p["target_sum"])
             gsc.pp.log1p(a)
-        if state in ("hvg", "pca"):
+        if state in ("hvg", "pca", "graph"):
             gsc.pp.highly_variable_genes(a, n_top_genes=p["n_top_genes"], subset=True)
-        if state == "pca":
+        if state in ("pca", "graph"):
             gsc.pp.pca(a, n_comps=p["n_comps"])
+        if state == "graph":
+            gsc.pp.neighbors(a, n_neighbors=15, transformer="sklearn")
     return a
 
 
@@ -159,10 +177,51 @@ def _computed(a) -> None:
             a.obsm[key] = a.obsm[key].compute()
 
 
-def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True) -> list[float]:
+class PeakRSS:
+    """The peak resident memory above the start while the block runs, sampled every `every`
+    seconds from /proc/self/statm by a thread (sees what tracemalloc does not: Numba's, BLAS's
+    and the allocator's pages). None where /proc is missing."""
+
+    def __init__(self, every: float = 0.005):
+        self.every, self.peak = every, None
+
+    @staticmethod
+    def _rss() -> int | None:
+        try:
+            return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            return None
+
+    def __enter__(self):
+        import threading
+
+        self._start = self._rss()
+        self._top = self._start
+        self._stop = threading.Event()
+
+        def sample():
+            while not self._stop.wait(self.every):
+                rss = self._rss()
+                self._top = max(self._top, rss)
+
+        if self._start is not None:
+            self._thread = threading.Thread(target=sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self._start is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self._top, self._rss()) - self._start
+
+
+def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True, peaks=None) -> list[float]:
     """Median seconds of each function in `fns` on fresh inputs. The functions take turns
     within every repeat, so neither gets a warmer allocator or cache than the other.
-    `make_input` is one input maker for all, or one per function."""
+    `make_input` is one input maker for all, or one per function. With a list `peaks`, each
+    function's largest resident-memory rise over its runs (bytes, host) is appended to it."""
     makers = list(make_input) if isinstance(make_input, Sequence) else [make_input] * len(fns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -171,20 +230,27 @@ def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True
                 fn(make())  # warm-up: JIT / kernel compilation
             sync()
         times: list[list[float]] = [[] for _ in fns]
+        rises: list[list[int]] = [[] for _ in fns]
         for _ in range(repeats):
-            for fn, make, out in zip(fns, makers, times, strict=True):
+            for fn, make, out, rise in zip(fns, makers, times, rises, strict=True):
                 a = make()
                 sync()
-                t0 = time.perf_counter()
-                fn(a)
-                sync()
-                out.append(time.perf_counter() - t0)
+                with PeakRSS() as mem:
+                    t0 = time.perf_counter()
+                    fn(a)
+                    sync()
+                    out.append(time.perf_counter() - t0)
+                if mem.peak is not None:
+                    rise.append(mem.peak)
                 del a
+    if peaks is not None:
+        peaks.extend(max(r) if r else None for r in rises)
     return [statistics.median(t) for t in times]
 
 
-def _measure(fns, make_input, repeats: int, sync=lambda: None) -> list[tuple[float | None, str | None]]:
-    """(median seconds, None) for each function in `fns`, or (None, its error) where it raises.
+def _measure(fns, make_input, repeats: int, sync=lambda: None) -> list[tuple[float | None, str | None, int | None]]:
+    """(median seconds, None, peak resident-memory rise in bytes) for each function in `fns`,
+    or (None, its error, None) where it raises.
 
     The warm-up run of each function finds those that fail; the others are timed in turns.
     """
@@ -200,9 +266,21 @@ def _measure(fns, make_input, repeats: int, sync=lambda: None) -> list[tuple[flo
         except Exception as e:  # e.g. a library that cannot run this step on this data: keep going
             errors.append(f"{type(e).__name__}: {e}"[:300])
     ok = [i for i, err in enumerate(errors) if err is None]
-    times = _time([fns[i] for i in ok], [makers[i] for i in ok], repeats, sync, warm_up=False) if ok else []
+    peaks: list[int | None] = []
+    times = _time([fns[i] for i in ok], [makers[i] for i in ok], repeats, sync, warm_up=False, peaks=peaks) \
+        if ok else []  # fmt: skip
     seconds = dict(zip(ok, times, strict=True))
-    return [(seconds.get(i), errors[i]) for i in range(len(fns))]
+    rise = dict(zip(ok, peaks, strict=True))
+    return [(seconds.get(i), errors[i], rise.get(i)) for i in range(len(fns))]
+
+
+def _touch_memory(nbytes: int) -> None:
+    """Write `nbytes` once and free them. On a virtual machine the first write to memory the
+    guest has never used can cost ~3 ms per MiB (the host backs it then), ten times a later
+    write; without this the first library to allocate in a run pays that and the other does not."""
+    chunk = 256 * 2**20
+    bufs = [np.ones(chunk, dtype=np.uint8) for _ in range(max(1, nbytes // chunk))]
+    del bufs
 
 
 def _gpu_tools():
@@ -230,9 +308,14 @@ def _gpu_tools():
     return cp, sync, name, bandwidth
 
 
-def _row(name, backend, device, ours, error, reference, ref, ref_error, common, note=None) -> dict:
+def _mib(nbytes):
+    return None if nbytes is None else round(nbytes / 2**20, 1)
+
+
+def _row(name, backend, device, ours, error, reference, ref, ref_error, common, note=None, peaks=(None, None)) -> dict:
     row = {"step": name, "backend": backend, "device": device, "seconds": ours, "reference": reference,
-           "reference_seconds": ref, "ratio": ref / ours if ours and ref else None, **common}  # fmt: skip
+           "reference_seconds": ref, "ratio": ref / ours if ours and ref else None,
+           "peak_rss_mib": _mib(peaks[0]), "reference_peak_rss_mib": _mib(peaks[1]), **common}  # fmt: skip
     if error:
         row["error"] = error
     if ref_error:
@@ -248,6 +331,9 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
                                  seed=args.seed, progress=args.n_cells > 200_000)  # fmt: skip
     import scanpy as sc
 
+    x = base.X
+    data_bytes = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
+    _touch_memory(int(args.touch_memory * 2**30) if args.touch_memory is not None else min(8 * 2**30, 6 * data_bytes))
     backends = args.backend.split(",")
     gpu = _gpu_tools() if "gpu" in backends else None
     if "gpu" in backends and gpu is None:
@@ -273,6 +359,8 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
     steps = [s for s in args.steps.split(",") if s]
     for i, name in enumerate(steps, 1):
         step = STEPS[name]
+        repeats = min(args.repeats, step.repeats or args.repeats)
+        here = {**common, "repeats": repeats}
         prepared = _prepare(base, step.prepare, p)
         if "cpu" in backends:
             print(f"[{i}/{len(steps)}] {name} cpu ...", file=sys.stderr, flush=True)
@@ -281,8 +369,8 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
                 return _as_dask(a, args.chunk_rows) if args.chunk_rows else a
 
             fns = [lambda a, pp=pp: (step.call(pp, a, p), _computed(a)) for pp in (gsc.pp, sc.pp)]
-            (ours, err), (ref, ref_err) = _measure(fns, make, args.repeats)
-            add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, common))
+            (ours, err, mem), (ref, ref_err, ref_mem) = _measure(fns, make, repeats)
+            add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, here, peaks=(mem, ref_mem)))
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
             print(f"[{i}/{len(steps)}] {name} gpu ...", file=sys.stderr, flush=True)
@@ -298,13 +386,13 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
                 call = step.rapids or step.call
                 fns.append(lambda a: call(rsc.pp, a, p))
                 makers.append(rsc_input)
-            results = _measure(fns, makers, args.repeats, sync)
-            (ours, err) = results[0]
+            results = _measure(fns, makers, repeats, sync)
+            (ours, err, _) = results[0]
             bound = step.bytes_moved(on_gpu) / bandwidth
-            add(_row(name, "gpu", device, ours, err, "bandwidth-bound", bound, None, common))
+            add(_row(name, "gpu", device, ours, err, "bandwidth-bound", bound, None, here))
             if rsc is not None:
-                ref, ref_err = results[1]
-                add(_row(name, "gpu", device, ours, err, "rapids-singlecell", ref, ref_err, common,
+                ref, ref_err, _ = results[1]
+                add(_row(name, "gpu", device, ours, err, "rapids-singlecell", ref, ref_err, here,
                          note=step.rapids_note))  # fmt: skip
             del on_gpu
             cp.get_default_memory_pool().free_all_blocks()
@@ -316,8 +404,9 @@ def _fmt(x, spec: str) -> str:
 
 
 def _print_row(r: dict) -> None:
-    line = (f"{r['step']:13s} {r['backend']:7s} {_fmt(r['seconds'], '9.4f'):>9s} {r['reference']:18s} "
-            f"{_fmt(r['reference_seconds'], '9.4f'):>9s} {_fmt(r['ratio'], '7.2f'):>7s}")  # fmt: skip
+    line = (f"{r['step']:16s} {r['backend']:7s} {_fmt(r['seconds'], '9.4f'):>9s} {r['reference']:18s} "
+            f"{_fmt(r['reference_seconds'], '9.4f'):>9s} {_fmt(r['ratio'], '7.2f'):>7s} "
+            f"{_fmt(r.get('peak_rss_mib'), '9.0f'):>9s} {_fmt(r.get('reference_peak_rss_mib'), '9.0f'):>9s}")
     for key in ("error", "reference_error"):
         if key in r:
             line += f"  {key}: {r[key]}"
@@ -326,7 +415,8 @@ def _print_row(r: dict) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="mouse_brain_10k", choices=["mouse_brain_10k", "pbmc68k_reduced"])
+    p.add_argument("--dataset", default="pbmc4k_half", choices=["pbmc4k_half", "mouse_brain_10k", "pbmc68k_reduced"],
+                   help="the cells to resample: pbmc4k_half (33,694 genes, the default) is a real run's width")
     p.add_argument("--n-cells", type=int, default=100_000)
     p.add_argument("--steps", default="qc,filter_cells,filter_genes,normalize,log1p",
                    help=f"comma-separated, run in this order; from: {', '.join(STEPS)}")  # fmt: skip
@@ -336,6 +426,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, help="append JSON lines here")
     p.add_argument("--chunk-rows", type=int, default=None, metavar="N",
                    help="CPU rows: X as a Dask array of N-cell blocks for both libraries (lazy results computed)")
+    p.add_argument("--touch-memory", type=float, default=None, metavar="GIB",
+                   help="write and free this much memory first, so that no library pays the host's first "
+                        "touch (default: 6 times the counts' size, at most 8 GiB)")
     args = p.parse_args(argv)
     unknown = set(args.steps.split(",")) - set(STEPS) - {""}
     if unknown:
@@ -348,7 +441,8 @@ def main(argv=None) -> int:
 
     with jsonl_rows(args.out) as emit:
         rows = run(args, emit)
-    print(f"{'step':13s} {'backend':7s} {'seconds':>9s} {'reference':18s} {'ref s':>9s} {'ratio':>7s}")
+    print(f"{'step':16s} {'backend':7s} {'seconds':>9s} {'reference':18s} {'ref s':>9s} {'ratio':>7s} "
+          f"{'MiB':>9s} {'ref MiB':>9s}")
     for r in rows:
         _print_row(r)
     failed = sorted({r["step"] for r in rows if "error" in r})

@@ -4,20 +4,54 @@ CPU or GPU: these need no matrix structure, so they take the values, not `Parts`
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numba
 import numpy as np
 
 from ._backend import is_gpu, xp_of
 
+_THREAD_CHUNK = 1 << 20  # values per task: large enough that the pool's overhead is noise
+
+
+def map_chunks(fn, values) -> list:
+    """[fn(part) for each part of `values`]: on the host, contiguous slices of a large array on
+    numba's number of threads (numpy's ufuncs and reductions release the GIL); else one part,
+    `values` itself (GPU arrays, small or strided ones). For elementwise work and reductions
+    whose partial results combine exactly (min, max, counts)."""
+    n_threads = numba.get_num_threads()
+    contiguous = hasattr(values, "flags") and (values.flags.c_contiguous or values.flags.f_contiguous)
+    if is_gpu(values) or not contiguous or n_threads == 1 or values.size < 2 * _THREAD_CHUNK:
+        return [fn(values)]
+    flat = values.reshape(-1, order="A")
+    step = max(_THREAD_CHUNK, -(-flat.size // (4 * n_threads)))
+    with ThreadPoolExecutor(n_threads) as pool:
+        return list(pool.map(fn, (flat[i : i + step] for i in range(0, flat.size, step))))
+
 
 def log1p_(values, base=None) -> None:
     """In place: values = log1p(values) [/ log(base)]. Implicit zeros stay zero (log1p(0) = 0).
-    One array-namespace version serves CPU and GPU."""
+    One array-namespace version serves CPU and GPU; numpy's elementwise ufunc on host threads
+    gives numpy's values bit for bit, whatever the split."""
     xp = xp_of(values)
-    xp.log1p(values, out=values)
-    if base is not None:
-        xp.divide(values, math.log(base), out=values)
+    scale = None if base is None else math.log(base)
+
+    def part(v):
+        xp.log1p(v, out=v)
+        if scale is not None:
+            xp.divide(v, scale, out=v)
+
+    map_chunks(part, values)
+
+
+def value_range(values) -> tuple[float, float]:
+    """(min, max) of a non-empty numeric array as Python floats; NaN in both if any value is NaN."""
+    xp = xp_of(values)
+    parts = map_chunks(lambda v: (float(xp.min(v)), float(xp.max(v))), values)
+    lows, highs = zip(*parts, strict=True)
+    if any(math.isnan(x) for x in lows):
+        return math.nan, math.nan
+    return min(lows), max(highs)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -8,6 +8,9 @@ Bundled in ``gpu_sc/_data`` (details in ``gpu_sc/_data/README.md``):
 - ``mouse_brain_10k_subset.h5ad`` (:func:`mouse_brain_10k`): 10,000 cells x 1,000 genes, a
   subset of the 10x 1.3M mouse brain cells, from scanpy 1.11.5's test data
   ``tests/_data/10x-10k-subset.zarr``. BSD-3 (scanpy); data 10x Genomics.
+- ``soupx_pbmc4k_half.h5ad`` (:func:`pbmc4k_half`): 2,170 PBMCs x 33,694 genes, the full gene
+  width of a real 10x run (half the cells of 10x pbmc4k, as shipped with the SoupX R package).
+  Data CC BY 4.0 (10x Genomics).
 
 :func:`resample` turns either of them (or any raw-count AnnData) into as many cells as a
 benchmark needs: real cells drawn with replacement, each count binomially thinned so that no
@@ -31,7 +34,7 @@ import scipy.sparse as sp
 
 from ._validation import check_integer_counts
 
-__all__ = ["mouse_brain_10k", "pbmc68k_reduced", "pbmc_t_dc_pics", "resample"]
+__all__ = ["mouse_brain_10k", "pbmc4k_half", "pbmc68k_reduced", "pbmc_t_dc_pics", "resample"]
 
 _DATA = Path(__file__).parent / "_data"
 _INT32_MAX = np.iinfo(np.int32).max
@@ -73,6 +76,23 @@ def mouse_brain_10k() -> ad.AnnData:
         the 10x 1.3M mouse brain cells (BSD-3; data 10x Genomics).
     """
     return _read("mouse_brain_10k_subset.h5ad")
+
+
+def pbmc4k_half() -> ad.AnnData:
+    """2,170 peripheral blood mononuclear cells x 33,694 genes, raw UMI counts: the full gene
+    width (and the ~1,300 stored values per cell) of a real 10x Chromium run, which is what
+    decides how fast a step is; the benchmarks resample their cells from it.
+
+    A fresh copy is read from disk at each call, so it can be changed freely.
+
+    Returns
+    -------
+    AnnData
+        ``X`` holds raw integer counts as a float32 CSR matrix; ``obs['Annotation']`` the cell
+        types (T_CD4, MNP, T_CD8, B, NK, ``?``). Source: 10x Genomics pbmc4k (CellRanger 2.1.0),
+        a random half of the cells as shipped in the SoupX R package data (data CC BY 4.0).
+    """
+    return _read("soupx_pbmc4k_half.h5ad")
 
 
 def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:

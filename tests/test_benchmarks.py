@@ -30,7 +30,7 @@ def _rows(path: Path) -> list[dict]:
 
 def test_run_cpu_writes_json_lines(tmp_path):
     out = tmp_path / "b.jsonl"
-    cmd = [sys.executable, str(RUN), "--n-cells", "2000", "--steps", "filter,normalize,log1p",
+    cmd = [sys.executable, str(RUN), "--dataset", "mouse_brain_10k", "--n-cells", "2000", "--steps", "filter,normalize,log1p",
            "--backend", "cpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stderr
@@ -44,6 +44,7 @@ def test_run_cpu_writes_json_lines(tmp_path):
         assert row["seconds"] > 0 and row["reference_seconds"] > 0
         assert row["ratio"] == pytest.approx(row["reference_seconds"] / row["seconds"])
         assert {"gpu_sc", "scanpy", "numpy", "python"} <= set(row["versions"])
+        assert row["peak_rss_mib"] >= 0 and row["reference_peak_rss_mib"] >= 0
     subprocess.run(cmd, check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     assert len(_rows(out)) == 6  # appended, not overwritten
 
@@ -51,10 +52,10 @@ def test_run_cpu_writes_json_lines(tmp_path):
 def test_run_and_plot(tmp_path):
     out = tmp_path / "b.jsonl"
     cmd = [sys.executable, str(RUN), "--dataset", "pbmc68k_reduced", "--n-cells", "400",
-           "--steps", "qc,pca", "--backend", "cpu,gpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
+           "--steps", "qc,pca,neighbors_exact,leiden", "--backend", "cpu,gpu", "--repeats", "1", "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
-    assert [r["step"] for r in rows if r["backend"] == "cpu"] == ["qc", "pca"]
+    assert [r["step"] for r in rows if r["backend"] == "cpu"] == ["qc", "pca", "neighbors_exact", "leiden"]
     for r in rows:
         assert r["n_cells"] == 400 and r["seconds"] > 0 and r["reference_seconds"] > 0
         assert set(r) >= KEYS
@@ -80,8 +81,9 @@ def test_failures_are_recorded_not_fatal(bench):
     def boom(a):
         raise ValueError("cannot")
 
-    (ours, err), (ref, ref_err) = bench._measure([lambda a: None, boom], lambda: object(), repeats=2)
+    (ours, err, mem), (ref, ref_err, ref_mem) = bench._measure([lambda a: None, boom], lambda: object(), repeats=2)
     assert ours > 0 and err is None and ref is None and ref_err == "ValueError: cannot"
+    assert mem >= 0 and ref_mem is None
 
 
 def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
@@ -107,9 +109,9 @@ def test_gpu_rows_every_step(bench, device, monkeypatch, chunk_rows):
 
     monkeypatch.setattr(bench, "_gpu_tools", lambda: (cp, lambda: None, "Stand-in GPU", 1e12))
     monkeypatch.setitem(sys.modules, "rapids_singlecell", None)  # import fails
-    steps = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors"
+    steps = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors,neighbors_exact"
     args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps=steps, backend="gpu",
-                              chunk_rows=chunk_rows, repeats=1, seed=0)  # fmt: skip
+                              chunk_rows=chunk_rows, repeats=1, seed=0, touch_memory=0)  # fmt: skip
     rows = bench.run(args, lambda r: None)
     assert [r["step"] for r in rows] == steps.split(",")
     for r in rows:
@@ -144,7 +146,7 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
                                log1p=sc.pp.log1p)  # fmt: skip
     rsc = types.SimpleNamespace(pp=pp, get=types.SimpleNamespace(anndata_to_GPU=lambda a: None))
     monkeypatch.setitem(sys.modules, "rapids_singlecell", rsc)
-    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu", chunk_rows=None,
+    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu", chunk_rows=None, touch_memory=0,
                               repeats=1, seed=0)  # fmt: skip
     emitted = []
     rows = bench.run(args, emitted.append)
@@ -161,16 +163,16 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
 
 
 def test_aggregate_benchmark_smoke(tmp_path):
-    """benchmarks/aggregate.py on the bundled pbmc68k (no shared data): a row per data kind and
-    func set, each identical to scanpy's."""
+    """benchmarks/aggregate.py on the bundled pbmc4k: a row per data kind and func set, each
+    identical to scanpy's; a row per marker-gene method, with scanpy's top 100."""
     out = tmp_path / "agg.jsonl"
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "aggregate.py"
-    subprocess.run([sys.executable, str(script), "--cells", "300", "--groups", "4", "--repeats", "1", "--data",
-                    str(tmp_path / "none.h5ad"), "--out", str(out)], check=True, capture_output=True,
-                   text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    subprocess.run([sys.executable, str(script), "--cells", "300", "--groups", "4", "--repeats", "1",
+                    "--out", str(out)], check=True, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     agg = [r for r in rows if r["step"] == "aggregate"]
     assert len(agg) == 6 and {r["data"] for r in agg} == {"counts", "log"}
     assert all(r["identical_to_scanpy"] and r["seconds_gpu_sc"] > 0 and "bundled" in r["source"] for r in agg)
-    (markers,) = [r for r in rows if r["step"] == "rank_genes_groups"]
-    assert markers["top100_identical_to_scanpy"] and markers["seconds_scanpy"] > 0
+    markers = [r for r in rows if r["step"] == "rank_genes_groups"]
+    assert [r["method"] for r in markers] == ["t-test", "wilcoxon"]
+    assert all(r["top100_identical_to_scanpy"] and r["seconds_scanpy"] > 0 for r in markers)

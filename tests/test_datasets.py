@@ -11,7 +11,10 @@ import gpu_sc as gsc
 from gpu_sc import datasets
 
 
-@pytest.mark.parametrize(("loader", "shape"), [("pbmc68k_reduced", (700, 765)), ("mouse_brain_10k", (10_000, 1_000))])
+@pytest.mark.parametrize(
+    ("loader", "shape"),
+    [("pbmc68k_reduced", (700, 765)), ("mouse_brain_10k", (10_000, 1_000)), ("pbmc4k_half", (2_170, 33_694))],
+)
 def test_loaders(loader, shape):
     a = getattr(gsc.datasets, loader)()
     assert a.shape == shape
@@ -20,6 +23,8 @@ def test_loaders(loader, shape):
     assert a.X.sum() > 0
     if loader == "pbmc68k_reduced":
         assert a.obs["bulk_labels"].nunique() == 10
+    if loader == "pbmc4k_half":
+        assert {"T_CD4", "MNP", "B", "NK"} <= set(a.obs["Annotation"])
     a.X.data[:] = 0  # each call reads a fresh copy
     assert getattr(gsc.datasets, loader)().X.sum() > 0
 

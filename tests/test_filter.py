@@ -38,6 +38,37 @@ def test_filter_genes_matches_scanpy(counts, cpu_type, kw):
     np.testing.assert_array_equal(counts.var[key], ref.var[key])
 
 
+@pytest.mark.parametrize("view", [False, True], ids=["actual", "view"])
+@pytest.mark.parametrize(("fn", "kw"), [("filter_cells", {"min_genes": 150}), ("filter_genes", {"min_cells": 10})])
+def test_whole_anndata_matches_scanpy(pbmc, fn, kw, view):
+    """X is subset once by us, everything else by anndata: the result equals scanpy's in every
+    slot (layers, obsm, varm, obsp, uns; X's format and dtype), for an AnnData and a view."""
+    import scipy.sparse as sp
+
+    a = pbmc.copy()
+    a.layers["counts"] = a.X.copy()
+    a.layers["dense"] = a.X.toarray()
+    a.obsm["emb"] = np.arange(a.n_obs * 2, dtype=np.float64).reshape(-1, 2)
+    a.varm["load"] = np.arange(a.n_vars * 3, dtype=np.float64).reshape(-1, 3)
+    a.obsp["graph"] = sp.identity(a.n_obs, format="csr")
+    a.uns["note"] = "kept"
+    if view:
+        a = a[: a.n_obs - 50]
+    ref, ours = a.copy() if not view else a[:], a
+    with np.errstate(all="ignore"):
+        getattr(sc.pp, fn)(ref, **kw)
+        getattr(gsc.pp, fn)(ours, **kw)
+    assert not ours.is_view and ours.shape == ref.shape
+    assert ours.obs.equals(ref.obs) and ours.var.equals(ref.var)
+    assert type(ours.X) is type(ref.X) and ours.X.dtype == ref.X.dtype
+    assert (ours.X != ref.X).nnz == 0 and ours.X.has_sorted_indices
+    for key in ("counts", "dense"):
+        np.testing.assert_array_equal(to_host(ours.layers[key]), to_host(ref.layers[key]))
+    np.testing.assert_array_equal(ours.obsm["emb"], ref.obsm["emb"])
+    np.testing.assert_array_equal(ours.varm["load"], ref.varm["load"])
+    assert (ours.obsp["graph"] != ref.obsp["graph"]).nnz == 0 and ours.uns["note"] == "kept"
+
+
 @pytest.mark.parametrize("fn", ["filter_cells", "filter_genes"])
 def test_matrix_input_and_not_inplace(pbmc, fn):
     kw = {"min_counts": 100}

@@ -78,7 +78,12 @@ def covariance_eigh(p, k: int, mean, chunk_size):
     if mean is not None:
         g -= n_obs * xp.outer(mean, mean)
     g /= max(n_obs - 1, 1)
-    w, vecs = xp.linalg.eigh(g)
+    if xp is np and 0 < k < g.shape[0]:  # LAPACK's MRRR computes the k leading pairs only
+        import scipy.linalg
+
+        w, vecs = scipy.linalg.eigh(g, subset_by_index=[g.shape[0] - k, g.shape[0] - 1], driver="evr")
+    else:
+        w, vecs = xp.linalg.eigh(g)
     return w[::-1][:k], vecs[:, ::-1][:, :k]
 
 

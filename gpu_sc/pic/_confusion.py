@@ -23,6 +23,7 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from .. import _keys as K
+from .._backend import to_host
 from .._validation import check_anndata
 from ._deconvolve import deconvolve
 from ._simulate import simulate_pics
@@ -69,7 +70,7 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
                "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
         raise ValueError(msg)
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str) == K.PIC_STATUS_OK).to_numpy()
-    depth = int(np.median(np.asarray(pics.X[np.flatnonzero(ok)].sum(axis=1)).ravel()))
+    depth = int(np.median(np.asarray(to_host(pics.X[np.flatnonzero(ok)].sum(axis=1))).ravel()))  # X may be on the GPU
     parts, truth = [], []
     for ib, b in enumerate(gb):
         for ia, a in enumerate(ga):

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
@@ -86,10 +87,25 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
         return keep, number
     if copy:
         adata = adata.copy()
-    if axis == 0:
-        adata.obs[key_counts if by_counts else key_num] = number
-        adata._inplace_subset_obs(keep)
-    else:
-        adata.var[key_counts if by_counts else key_num] = number
-        adata._inplace_subset_var(keep)
+    (adata.obs if axis == 0 else adata.var)[key_counts if by_counts else key_num] = number
+    _subset_inplace(adata, keep, axis)
     return adata if copy else None
+
+
+def _subset_inplace(adata: AnnData, keep, axis: int) -> None:
+    """anndata's in-place subset, with X taken out first and subset once by scipy where it is an
+    in-memory scipy matrix: anndata subsets it into a view and then copies that, two allocations
+    and two passes over the largest array (the rest, layers included, is anndata's as usual)."""
+    subset = adata._inplace_subset_obs if axis == 0 else adata._inplace_subset_var
+    x = adata.X
+    if adata.is_view or adata.isbacked or not sp.issparse(x):
+        subset(keep)
+        return
+    x_kept = x[keep] if axis == 0 else x[:, keep]
+    adata.X = None
+    try:
+        subset(keep)
+    except BaseException:
+        adata.X = x
+        raise
+    adata.X = x_kept

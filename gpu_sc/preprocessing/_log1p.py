@@ -9,8 +9,8 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import describe, is_dask, is_sparse, xp_of
-from .._values import log1p_
+from .._backend import describe, is_dask, is_sparse
+from .._values import log1p_, value_range
 from .._ops._chunked import Chunked, check_chunked
 from .._validation import get_matrix, make_actual, set_matrix, unsupported_matrix
 
@@ -85,8 +85,7 @@ def _check_domain(values, what) -> None:
     raises on both for sparse input and writes NaN or inf for dense)."""
     if values.dtype.kind not in "iuf" or values.size == 0:
         return
-    xp = xp_of(values)
-    low, high = float(xp.min(values)), float(xp.max(values))  # NaN propagates into both
+    low, high = value_range(values)  # NaN propagates into both
     if math.isnan(low) or math.isinf(high):
         msg = f"{_STEP}: found NaN or inf values in {what()}; fix or drop those entries first."
         raise ValueError(msg)

@@ -1,12 +1,14 @@
-"""`gsc.tl.rank_genes_groups`: scanpy's marker-gene ranking (t-test, t-test_overestim_var), with
-the same arguments and the same `uns` layout, so that `sc.get.rank_genes_groups_df` and
-`sc.pl.rank_genes_groups*` read it.
+"""`gsc.tl.rank_genes_groups`: scanpy's marker-gene ranking (t-test, t-test_overestim_var,
+wilcoxon), with the same arguments and the same `uns` layout, so that
+`sc.get.rank_genes_groups_df` and `sc.pl.rank_genes_groups*` read it.
 
 Every group's means, variances and nonzero counts come from one pass of the `group_sums`
 primitive (our kernel on the GPU, Dask blocks one by one); the rest of the cells' statistics are
 the totals minus the group's. Welch's t statistic and its p value are scipy's
 (`ttest_ind_from_stats`) on those, as in scanpy; only the (groups x genes) statistics reach the
-host.
+host. Wilcoxon's rank sums come from the `rank_sums` primitive (every gene ranked once over all
+cells against 'rest', over the group and the reference otherwise; sparse, never densified), and
+its z scores and p values from scanpy's formulas in scanpy's order of operations.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import to_host
+from .._backend import is_dask, to_host
 from .._ops import group_sums, parts
+from .._ops.rank_sums import rank_sums
 from .._stats import bh_fdr
 from .._validation import canonical, check_anndata, check_int, get_matrix, host_bool_mask
 
-METHODS = ("t-test", "t-test_overestim_var")
+METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
 STEP = "rank_genes_groups"
 _DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pvals": "float64",
@@ -104,14 +107,16 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
                       groups: str | Iterable[str] = "all", reference: str = "rest",
                       n_genes: int | None = None, rankby_abs: bool = False, pts: bool = False,
                       key_added: str | None = None, copy: bool = False, method: str | None = None,
-                      corr_method: str = "benjamini-hochberg", layer: str | None = None,
-                      **kwds) -> AnnData | None:  # fmt: skip
+                      corr_method: str = "benjamini-hochberg", tie_correct: bool = False,
+                      layer: str | None = None, **kwds) -> AnnData | None:  # fmt: skip
     """Rank genes that characterise groups: scanpy's ``sc.tl.rank_genes_groups``.
 
-    Methods ``'t-test'`` (default) and ``'t-test_overestim_var'`` (the rest's variance weighted
-    as if it had the group's size). Expects log-normalised data (``log1p``'s base in
+    Methods ``'t-test'`` (default), ``'t-test_overestim_var'`` (the rest's variance weighted
+    as if it had the group's size) and ``'wilcoxon'`` (rank sums, normal approximation;
+    ``tie_correct`` as in scanpy). Expects log-normalised data (``log1p``'s base in
     ``uns['log1p']`` is honoured for the fold changes). X (or the layer / raw) may be numpy,
-    scipy sparse, cupy / cupyx (group statistics in our GPU kernel) or a row-chunked Dask array.
+    scipy sparse, cupy / cupyx (group statistics in our GPU kernel; Wilcoxon's ranks are taken
+    on the host for now) or, for the t-tests, a row-chunked Dask array.
 
     Writes ``adata.uns[key_added or 'rank_genes_groups']``: ``params`` and the record arrays
     ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj`` (one field per tested
@@ -122,7 +127,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     method = "t-test" if method is None else method
     if method not in METHODS:
         msg = (f"{STEP}: method {method!r} is not available in gpu_sc yet; use one of {METHODS} "
-               "(wilcoxon and logreg: scanpy's sc.tl.rank_genes_groups).")  # fmt: skip
+               "(logreg: scanpy's sc.tl.rank_genes_groups).")  # fmt: skip
         raise ValueError(msg)
     if corr_method not in CORR_METHODS:
         msg = f"{STEP}: corr_method must be one of {CORR_METHODS}, got {corr_method!r}."
@@ -131,6 +136,10 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
         raise TypeError(msg)
     x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
+    if method == "wilcoxon" and is_dask(x):
+        msg = (f"{STEP}: method='wilcoxon' ranks each gene over all cells at once, which a Dask "
+               "array chunked by cells does not allow; compute X into memory first (or use a t-test).")  # fmt: skip
+        raise ValueError(msg)
     n_cells, n_all = x.shape
     n_top = n_all if n_genes is None else min(check_int(n_genes, step=STEP, name="n_genes"), n_all)
     adata = adata.copy() if copy else adata
@@ -154,15 +163,20 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         mean_rest, var_rest = np.broadcast_to(mean[ref], mean.shape), np.broadcast_to(var[ref], var.shape)
         rest_size = np.full(len(order), size[ref])
     expm1 = _expm1(adata)
+    wilcoxon = _wilcoxon_z(x, codes, order, size, reference, tie_correct) if method == "wilcoxon" else None
     tables = {k: {} for k in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")}
     for g, name in enumerate(order):
         if name == reference:
             continue
-        n_rest = size[g] if method == "t-test_overestim_var" else rest_size[g]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            scores, pvals = stats.ttest_ind_from_stats(mean[g], np.sqrt(var[g]), size[g], mean_rest[g],
-                                                       np.sqrt(var_rest[g]), n_rest, equal_var=False)  # fmt: skip
-        scores = np.where(np.isnan(scores), 0.0, scores)
+        if wilcoxon is not None:
+            scores = wilcoxon[g]
+            pvals = 2 * stats.distributions.norm.sf(np.abs(scores))
+        else:
+            n_rest = size[g] if method == "t-test_overestim_var" else rest_size[g]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores, pvals = stats.ttest_ind_from_stats(mean[g], np.sqrt(var[g]), size[g], mean_rest[g],
+                                                           np.sqrt(var_rest[g]), n_rest, equal_var=False)  # fmt: skip
+            scores = np.where(np.isnan(scores), 0.0, scores)
         pvals = np.where(np.isnan(pvals), 1.0, pvals)
         adj = bh_fdr(pvals) if corr_method == "benjamini-hochberg" else np.minimum(pvals * n_all, 1.0)
         idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
@@ -181,3 +195,35 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
         adata.uns[key][k] = frame.to_records(index=False, column_dtypes=_DTYPES[k])
     return adata if copy else None
+
+
+def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.ndarray]:
+    """Each tested group's Wilcoxon z scores per gene (NaN set to 0), with scanpy's formulas in
+    its order of operations (sizes as Python integers, so the products are exact)."""
+    p = parts(x)
+    n_cells = x.shape[0]
+    out = {}
+    if reference == "rest":  # one ranking over all cells serves every group
+        sums, tie = rank_sums(p, codes, len(order))
+        coef = 1.0 - tie / (np.float64(n_cells) ** 3 - n_cells) if tie_correct and n_cells >= 2 else 1
+        for g in range(len(order)):
+            n_active = int(size[g])
+            with np.errstate(invalid="ignore", divide="ignore"):
+                std_dev = np.sqrt(coef * n_active * (n_cells - n_active) * (n_cells + 1) / 12.0)
+                out[g] = (sums[g] - (n_active * (n_cells + 1) / 2.0)) / std_dev
+    else:  # each group ranked together with the reference only
+        ref = order.index(reference)
+        m_active = int(size[ref])
+        for g in range(len(order)):
+            if g == ref:
+                continue
+            rows = np.flatnonzero((codes == g) | (codes == ref))
+            sums, tie = rank_sums(parts(x[rows]), (codes[rows] == ref).astype(np.int64), 1)
+            n_active, n = int(size[g]), rows.size
+            coef = 1.0 - tie / (np.float64(n) ** 3 - n) if tie_correct else 1
+            with np.errstate(invalid="ignore", divide="ignore"):
+                std_dev = np.sqrt(coef * n_active * m_active * (n_active + m_active + 1) / 12.0)
+                out[g] = (sums[0] - (n_active * ((n_active + m_active + 1) / 2.0))) / std_dev
+    for z in out.values():
+        z[np.isnan(z)] = 0
+    return out

@@ -1,0 +1,130 @@
+"""What a user waits on before any work is done: the import, the first call of each step in a
+new process (Numba compiles the CPU kernels, CuPy / NVRTC the CUDA ones), and `gpu-sc demo`,
+each in a cold process (empty compilation caches) and then in a warm one (the caches the cold
+one wrote), as separate Python processes.
+
+    python3 benchmarks/first_call.py --backend cpu --out benchmarks/results/first-call-cpu.jsonl
+
+Rows: case ("import", a step, "demo"), backend, cache ("cold" / "warm"), seconds, plus the
+versions. The step timings are each step's first call on 2,000 cells of the bundled PBMCs
+(`gsc.datasets.resample`), so they are almost all compilation; `steady_seconds` is the same call
+again in the same process (the work itself). The caches: NUMBA_CACHE_DIR and CuPy's
+CUPY_CACHE_DIR, pointed at a fresh folder for the cold process and kept for the warm one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
+from _common import cpu_name, jsonl_rows, versions
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Runs in the child: prints one JSON object (import seconds, then per step first and second call).
+CHILD = r"""
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+t0 = time.perf_counter()
+import gpu_sc as gsc
+out = {"import": time.perf_counter() - t0, "steps": {}}
+gpu = sys.argv[1] == "gpu"
+base = gsc.datasets.resample(gsc.datasets.pbmc4k_half(), int(sys.argv[2]), seed=0)
+steps = [
+    ("qc", lambda a: gsc.pp.calculate_qc_metrics(a, inplace=True)),
+    ("filter", lambda a: (gsc.pp.filter_cells(a, min_genes=10), gsc.pp.filter_genes(a, min_cells=3))),
+    ("normalize", lambda a: gsc.pp.normalize_total(a, target_sum=1e4)),
+    ("log1p", lambda a: gsc.pp.log1p(a)),
+    ("hvg", lambda a: gsc.pp.highly_variable_genes(a, n_top_genes=1000, subset=True)),
+    ("scale", lambda a: gsc.pp.scale(a.copy(), max_value=10)),
+    ("pca", lambda a: gsc.pp.pca(a, n_comps=30)),
+    ("neighbors", lambda a: gsc.pp.neighbors(a, n_neighbors=15)),
+]
+a = gsc.get.to_gpu(base) if gpu else base
+for name, fn in steps:
+    before = a.copy()
+    t = time.perf_counter(); fn(a)
+    if gpu:
+        import cupy; cupy.cuda.Device().synchronize()
+    first = time.perf_counter() - t
+    again = before.copy()
+    t = time.perf_counter(); fn(again)
+    if gpu:
+        cupy.cuda.Device().synchronize()
+    out["steps"][name] = [first, time.perf_counter() - t]
+print("FIRST_CALL " + json.dumps(out))
+"""
+
+
+def _child(backend: str, env: dict, timeout: float, n_cells: int = 2000) -> dict:
+    """Import seconds and [first, second] seconds per step, from a new Python process."""
+    r = subprocess.run([sys.executable, "-c", CHILD, backend, str(n_cells)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("FIRST_CALL ")), None)
+    if r.returncode or line is None:
+        raise RuntimeError(f"first-call child failed ({r.returncode}): {r.stderr[-2000:]}")
+    return json.loads(line.removeprefix("FIRST_CALL "))
+
+
+def _demo(backend: str, env: dict, timeout: float, where: Path) -> float:
+    cmd = [sys.executable, "-m", "gpu_sc.cli", "demo", "--device", backend, "--plot", str(where / "umap.png")]
+    t = time.perf_counter()
+    r = subprocess.run(cmd, env=env, cwd=where, capture_output=True, text=True, timeout=timeout, check=False)
+    if r.returncode:
+        raise RuntimeError(f"gpu-sc demo failed ({r.returncode}): {r.stderr[-2000:]}")
+    return time.perf_counter() - t
+
+
+def run(backend: str, demo: bool, timeout: float, emit) -> list[dict]:
+    common = {"backend": backend, "device": cpu_name() if backend == "cpu" else "gpu", "cpu_count": os.cpu_count(),
+              "versions": versions(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="gsc-first-call-") as tmp:
+        tmp = Path(tmp)
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp / "numba"), "CUPY_CACHE_DIR": str(tmp / "cupy"),
+               "PYTHONPATH": os.pathsep.join(s for s in (str(ROOT), os.environ.get("PYTHONPATH")) if s)}  # fmt: skip
+        for cache in ("cold", "warm"):
+            print(f"first calls, {cache} caches ...", file=sys.stderr, flush=True)
+            got = _child(backend, env, timeout)
+            found = [{"case": "import", "cache": cache, "seconds": got["import"]}]
+            found += [{"case": name, "cache": cache, "seconds": first, "steady_seconds": again}
+                      for name, (first, again) in got["steps"].items()]  # fmt: skip
+            if demo:
+                print(f"gpu-sc demo, {cache} caches ...", file=sys.stderr, flush=True)
+                found.append({"case": "demo", "cache": cache, "seconds": _demo(backend, env, timeout, tmp)})
+            for row in found:
+                row = {**row, **common}
+                rows.append(row)
+                emit(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--backend", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--no-demo", action="store_true", help="leave out gpu-sc demo")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per child process")
+    p.add_argument("--out", type=Path, help="append JSON lines here")
+    args = p.parse_args(argv)
+    with jsonl_rows(args.out) as emit:
+        rows = run(args.backend, not args.no_demo, args.timeout, emit)
+    print(f"{'case':10s} {'cold s':>8s} {'warm s':>8s} {'steady s':>9s}")
+    by = {(r["case"], r["cache"]): r for r in rows}
+    for case in dict.fromkeys(r["case"] for r in rows):
+        cold, warm = by[(case, "cold")], by[(case, "warm")]
+        steady = cold.get("steady_seconds")
+        print(f"{case:10s} {cold['seconds']:8.2f} {warm['seconds']:8.2f} "
+              f"{'-' if steady is None else format(steady, '9.3f'):>9s}")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,575 @@
+"""The whole GPU session in one command: record the machine, run the GPU tests, time the steps at
+1M cells against rapids-singlecell and the bandwidth bound, validate and scale PIC-seq on the GPU,
+each part under its own time budget, and write everything to one flat output folder.
+
+    bash benchmarks/gpu_run.sh "$OUT"          # on the GPU machine (installs the .whl/ wheels first)
+    python3 benchmarks/gpu_run.py --plan       # the budget table and the commands, nothing run
+    python3 benchmarks/gpu_run.py --small OUT  # the dry run the tests make: tiny sizes, any machine
+
+Every part runs as its own process group; one that outlives its time is interrupted (SIGINT, then
+SIGKILL two seconds later), marked `timed_out`, and the next part starts, so whatever the parts
+wrote (their JSON-lines writers flush every row) comes back. Time a part leaves unused goes to the
+parts after it, never past the session's deadline (`--total` minus the reserve, counted from the
+start of gpu_run.sh). The summary JSON is rewritten after every part. Stdlib only; also loaded as
+a pytest plugin (`-p gpu_run`) by the tests part, to write one JSON line per test as it ends.
+See benchmarks/README.md, "The GPU run".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOTAL_S = 540  # the device tool allows 600 s a command; 60 s stay for its own start and copying back
+INSTALL_S = 60  # gpu_run.sh's `timeout` of the wheel install (tests/test_gpu_run.py checks they agree)
+GRACE_S = 2  # between SIGINT and SIGKILL of an overrunning part
+MAX_FILES = 8  # the device tool returns at most 8 files from its output folder
+MAX_FILE_BYTES = 16 * 2**20  # ... each at most 16 MiB
+NAME_OK = re.compile(r"^[A-Za-z0-9._-]+$")  # ... with names of these characters only
+TESTS_ENV = "GPU_RUN_TESTS_JSONL"  # where the pytest plugin below writes its rows
+
+# (part, budget in seconds, what it does): install and setup come first whatever is selected,
+# reserve is kept free at the end (stopping parts, writing the summary)
+BUDGETS = {"install": INSTALL_S, "setup": 20, "tests": 120, "bench": 150, "pic-validate": 85, "pic-scale": 90,
+           "reserve": 15}  # fmt: skip
+# --small: the same total, spent generously on tiny sizes (a loaded 2-core machine is slow to start Python)
+SMALL_BUDGETS = {"install": INSTALL_S, "setup": 45, "tests": 60, "bench": 120, "pic-validate": 120,
+                 "pic-scale": 120, "reserve": 15}  # fmt: skip
+PARTS = ("tests", "bench", "pic-validate", "pic-scale")  # in order of value: run first
+FIXED = ("install", "setup", "reserve")
+BENCH_STEPS = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors"
+
+
+# ---------------------------------------------------------------------------------------------
+# the pytest plugin (tests part): one JSON line per collected set, test outcome and session end
+# ---------------------------------------------------------------------------------------------
+
+def _tail(text: str, n: int) -> str:
+    return text if len(text) <= n else "..." + text[-n:]
+
+
+def _test_row(row: dict) -> None:
+    path = os.environ.get(TESTS_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+def pytest_collection_finish(session) -> None:
+    _test_row({"event": "collected", "n": len(session.items)})
+
+
+def pytest_collectreport(report) -> None:
+    if report.failed:
+        _test_row({"event": "collect_error", "nodeid": report.nodeid, "longrepr": _tail(str(report.longrepr), 3000)})
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.passed and report.when != "call":  # setup / teardown that went well: nothing to say
+        return
+    row = {"event": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
+           "duration": round(report.duration, 4)}  # fmt: skip
+    if hasattr(report, "wasxfail"):
+        row["xfail"] = True
+    if report.failed:
+        row["longrepr"] = _tail(str(report.longrepr), 3000)
+    elif report.skipped and isinstance(report.longrepr, tuple):
+        row["reason"] = str(report.longrepr[-1])[:300]
+    _test_row(row)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    _test_row({"event": "finished", "exitstatus": int(exitstatus)})
+
+
+def count_tests(path: Path) -> dict:
+    """passed / failed / errors / skipped / xfailed / xpassed / collected / not_run from the plugin's
+    rows, complete or not (a part stopped at its budget leaves the tests it reached)."""
+    c = {"collected": None, "passed": 0, "failed": 0, "errors": 0, "skipped": 0, "xfailed": 0, "xpassed": 0,
+         "finished": False, "failures": []}  # fmt: skip
+    if not path.exists():
+        return c
+    done = set()
+    for line in path.read_text().splitlines():
+        try:
+            r = json.loads(line)
+        except ValueError:  # a line cut short by a kill
+            continue
+        ev = r.get("event")
+        if ev == "collected":
+            c["collected"] = r["n"]
+        elif ev == "finished":
+            c["finished"], c["exitstatus"] = True, r["exitstatus"]
+        elif ev == "collect_error":
+            c["errors"] += 1
+            c["failures"].append({"nodeid": r["nodeid"], "when": "collect", "longrepr": r.get("longrepr")})
+        elif ev == "test":
+            done.add(r["nodeid"])
+            if r.get("xfail"):
+                c["xfailed" if r["outcome"] == "skipped" else "xpassed"] += 1
+            elif r["outcome"] == "skipped":
+                c["skipped"] += 1
+            elif r["outcome"] == "passed":
+                c["passed"] += 1
+            elif r["when"] == "call":
+                c["failed"] += 1
+            else:
+                c["errors"] += 1
+            if r["outcome"] == "failed":
+                c["failures"].append({k: r.get(k) for k in ("nodeid", "when", "longrepr")})
+    c["not_run"] = None if c["collected"] is None else max(c["collected"] - len(done), 0)
+    for f in c["failures"][30:]:  # the first 30 with their traceback tail, the others by name
+        f.pop("longrepr", None)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# the machine: nvidia-smi here, the library versions in a child (--env-info: imports may hang)
+# ---------------------------------------------------------------------------------------------
+
+def nvidia_smi(timeout: float = 10) -> dict:
+    q = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+    try:
+        r = subprocess.run(q, capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return {"error": f"{type(e).__name__}: {e}"[:300]}
+    lines = [ln.strip() for ln in r.stdout.splitlines() if ln.strip()]
+    if r.returncode or not lines:
+        return {"error": f"nvidia-smi exit {r.returncode}: {(r.stderr or r.stdout).strip()[:300]}"}
+    name, memory, driver = ([*(s.strip() for s in lines[0].split(",")), "", ""])[:3]
+    return {"name": name, "memory_total": memory, "driver_version": driver, "n_gpus": len(lines),
+            "nvidia_smi": lines}  # fmt: skip
+
+
+def slug(name: str | None) -> str:
+    """A file-name-safe short device name: 'NVIDIA H200' -> 'h200'; no GPU -> 'nogpu'."""
+    s = re.sub(r"[^a-z0-9]+", "-", (name or "").lower().replace("nvidia", "")).strip("-")
+    return s[:40].strip("-") or "nogpu"
+
+
+MODULES = {"numpy": "numpy", "scipy": "scipy", "anndata": "anndata", "scanpy": "scanpy", "numba": "numba",
+           "dask": "dask", "gpu_sc": "gpu_sc", "cupy": "cupy"}  # fmt: skip
+
+
+def _import_version(info: dict, name: str, module: str) -> None:
+    try:
+        with warnings.catch_warnings():  # anndata and scanpy deprecate __version__; it still tells
+            warnings.simplefilter("ignore")
+            info["versions"][name] = str(getattr(importlib.import_module(module), "__version__", "?"))
+    except Exception as e:  # not installed, or its CUDA libraries missing
+        info["versions"][name] = None
+        info["import_errors"][name] = f"{type(e).__name__}: {e}"[:300]
+
+
+def env_info(save=lambda info: None) -> dict:
+    """CUDA runtime and driver versions as CuPy sees them, the device, and the library versions
+    (imported: what the parts will really use; rapids-singlecell last, where importable).
+    `save(info)` is called after each step, so that a setup stopped at its budget keeps the rest."""
+    info: dict = {"python": sys.version.split()[0], "executable": sys.executable, "versions": {}, "import_errors": {}}
+    for name, module in MODULES.items():
+        _import_version(info, name, module)
+        save(info)
+    try:
+        import cupy as cp
+
+        def dotted(v: int) -> str:
+            return f"{v // 1000}.{v % 1000 // 10}"
+
+        rt, drv = cp.cuda.runtime.runtimeGetVersion(), cp.cuda.runtime.driverGetVersion()
+        info["cuda_runtime"], info["cuda_driver_api"] = dotted(rt), dotted(drv)
+        props = cp.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        info["device"] = {"name": name.decode() if isinstance(name, bytes) else str(name),
+                          "memory_bytes": int(props["totalGlobalMem"]),
+                          "compute_capability": f"{props['major']}.{props['minor']}",
+                          "multiprocessors": int(props["multiProcessorCount"])}  # fmt: skip
+    except Exception as e:
+        info["cuda_error"] = f"{type(e).__name__}: {e}"[:300]
+    try:
+        from gpu_sc._backend import gpu_available
+
+        info["gpu_available"] = bool(gpu_available())
+    except Exception as e:
+        info["gpu_available"] = f"{type(e).__name__}: {e}"[:300]
+    try:  # the package metadata every benchmark row records
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from _common import versions
+
+        info["package_versions"] = versions()
+    except Exception as e:
+        info["package_versions"] = f"{type(e).__name__}: {e}"[:300]
+    save(info)
+    _import_version(info, "rapids-singlecell", "rapids_singlecell")
+    save(info)
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan: parts, their commands, budgets and output files
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Part:
+    name: str
+    budget: float
+    what: str
+    cmd: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # file names in the output folder
+    env: dict = field(default_factory=dict)
+
+
+def _cells(n: int) -> str:
+    return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1000}k" if n % 1000 == 0 else str(n)
+
+
+def pic_data_dir() -> Path | None:
+    """../shared/data beside the checkout where it is there, else the bundled gpu_sc/_data (the GPU
+    machine has no shared/: pbmc68k and pbmc4k are bundled, tnbc then gives a 'skipped' row)."""
+    for d in (ROOT.parent / "shared" / "data", ROOT / "gpu_sc" / "_data"):
+        if (d / "soupx_pbmc4k_half.h5ad").exists():
+            return d
+    return None
+
+
+def plan(args, dev: str, date: str, out: Path) -> list[Part]:
+    """Every part of the session; `dev` (device slug) and `date` name the files."""
+    tag = f"{dev}-{date}"
+    budgets = dict(SMALL_BUDGETS if args.small else BUDGETS)
+    budgets.update(args.budget)
+    py = sys.executable
+    data = pic_data_dir()
+    data_args = ["--data-dir", str(data)] if data else []
+    if args.small:  # the dry run: a couple of fast tests, tiny sizes
+        tests = ["tests/test_kernels_compile.py", "-k", "registered or on_device"]
+        n_cells, dataset, steps, repeats = 2000, "pbmc68k_reduced", "qc,normalize", 1
+        validate = ["--datasets", "pbmc68k", "--methods", "ml", "--n-pics", "30", "--n-train", "300"]
+        scale = ["--scale-dataset", "pbmc68k", "--scale-pics", "60", "--scale-cpu-pics", "60", "--scale-groups", "3",
+                 "--scale-pool", "60", "--scale-fixed-pics", "10", "--scale-loop-pics", "20", "--methods", "picseq",
+                 "--n-train", "300"]  # fmt: skip
+    else:
+        tests = ["-m", "gpu"]
+        n_cells, dataset, steps, repeats = args.n_cells, args.dataset, BENCH_STEPS, 3
+        validate = ["--datasets", "pbmc68k,pbmc4k,tnbc", "--methods", "ml,picseq,mixture", "--n-pics", "1000"]
+        scale = ["--scale-pics", "100000", "--scale-cpu-pics", "2000", "--methods", "ml,picseq,ml-markers"]
+    bench = f"gpu-{dev}-{_cells(n_cells)}-{date}.jsonl"
+    parts = [
+        Part("install", budgets["install"], "wheels from .whl/ into /tmp/site (gpu_run.sh, before Python starts)"),
+        Part("setup", budgets["setup"], "nvidia-smi; CUDA runtime, device and library versions",
+             [py, "benchmarks/gpu_run.py", "--env-info"]),
+        Part("tests", budgets["tests"], f"python3 -m pytest {' '.join(tests)}",
+             [py, "-m", "pytest", "-q", "--tb=short", "-p", "gpu_run", *tests], [f"gpu-tests-{tag}.jsonl"]),
+        Part("bench", budgets["bench"],
+             f"run.py --backend gpu, {n_cells:,} {dataset} cells, {steps.count(',') + 1} steps, {repeats} repeats",
+             [py, "benchmarks/run.py", "--backend", "gpu", "--dataset", dataset, "--n-cells", str(n_cells),
+              "--steps", steps, "--repeats", str(repeats), "--out", str(out / bench)], [bench]),
+        Part("pic-validate", budgets["pic-validate"],
+             "pic_validate.py --backends cpu,gpu --seeds 0 " + " ".join(validate),
+             [py, "benchmarks/pic_validate.py", "--backends", "cpu,gpu", "--seeds", "0", *validate, *data_args,
+              "--out", str(out / f"pic-gpu-{tag}.jsonl")], [f"pic-gpu-{tag}.jsonl"]),
+        Part("pic-scale", budgets["pic-scale"], "pic_validate.py --scale --backends cpu,gpu " + " ".join(scale),
+             [py, "benchmarks/pic_validate.py", "--scale", "--backends", "cpu,gpu", *scale, *data_args,
+              "--out", str(out / f"pic-scale-gpu-{tag}.jsonl")], [f"pic-scale-gpu-{tag}.jsonl"]),
+        Part("reserve", budgets["reserve"], f"stopping overrunning parts ({GRACE_S} s each), the summary"),
+    ]  # fmt: skip
+    for name, command in args.replace.items():  # tests of this script: a stand-in command
+        next(p for p in parts if p.name == name).cmd = shlex.split(command)
+    return [p for p in parts if p.name in FIXED or p.name in args.parts]
+
+
+def check_budgets(parts: list[Part], total: float) -> None:
+    """Raises ValueError where the budgets (install, setup, parts, reserve) add up to more than `total`."""
+    s = sum(p.budget for p in parts)
+    if s > total:
+        raise ValueError(f"the budgets add up to {s:g} s, more than the total of {total:g} s")
+    bad = [p.name for p in parts if p.budget < 0]
+    if bad:
+        raise ValueError(f"negative budgets: {bad}")
+
+
+def check_files(names: list[str]) -> None:
+    """Raises ValueError unless `names` fit what the device tool returns: at most MAX_FILES plain
+    names (no folders) of letters, digits, '.', '_' and '-'."""
+    if len(names) > MAX_FILES:
+        raise ValueError(f"{len(names)} output files; the device tool returns at most {MAX_FILES}")
+    bad = [n for n in names if not NAME_OK.match(n)]
+    if bad:
+        raise ValueError(f"output names the device tool would not return: {bad}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate output names: {names}")
+
+
+def budget_table(parts: list[Part], total: float) -> str:
+    lines = [f"{'part':13s} {'budget_s':>8s}  what"]
+    lines += [f"{p.name:13s} {p.budget:8g}  {p.what}" for p in parts]
+    lines.append(f"{'sum':13s} {sum(p.budget for p in parts):8g}  of at most {total:g} s")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# running a part
+# ---------------------------------------------------------------------------------------------
+
+def run_part(cmd: list[str], limit: float, log, env: dict) -> tuple[int | None, bool, float]:
+    """Run `cmd` in its own process group with output appended to `log`; past `limit` seconds the
+    group gets SIGINT (pytest and the benchmarks stop cleanly on it), GRACE_S later SIGKILL.
+    Returns (exit status, timed out, seconds)."""
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    except OSError as e:
+        log.write(f"cannot start: {e}\n".encode())
+        return None, False, time.monotonic() - t0
+    timed_out = False
+    try:
+        proc.wait(timeout=max(limit, 0.1))
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, None)):
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # what the part left in its group goes too
+        os.killpg(proc.pid, signal.SIGKILL)
+    return proc.returncode, timed_out, time.monotonic() - t0
+
+
+def _lines(path: Path) -> int | None:
+    return sum(1 for _ in path.open("rb")) if path.exists() else None
+
+
+def _log_tail(log_path: Path, start: int, n: int = 15) -> list[str]:
+    with log_path.open("rb") as f:
+        f.seek(max(start, log_path.stat().st_size - 64 * 1024))
+        text = f.read().decode(errors="replace")
+    return [ln[-300:] for ln in text.splitlines() if ln.strip()][-n:]
+
+
+def _cap_log(path: Path, limit: int = MAX_FILE_BYTES - 2**20) -> None:
+    """Keep the log under the device tool's file limit: its head and tail where it is longer."""
+    size = path.stat().st_size
+    if size <= limit:
+        return
+    with path.open("rb") as f:
+        head = f.read(limit // 4)
+        f.seek(size - limit // 2)
+        tail = f.read()
+    path.write_bytes(head + f"\n... [{size - len(head) - len(tail)} bytes cut] ...\n".encode() + tail)
+
+
+def _unique_date(out: Path, dev: str) -> str:
+    """Today (UTC), with -2, -3 ... added where `out` holds a file of this device and date already."""
+    date = day = datetime.now(UTC).date().isoformat()
+    k = 1
+    while out.is_dir() and any(dev in f.name and date in f.name for f in out.iterdir()):
+        k += 1
+        date = f"{day}-{k}"
+    return date
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# the session
+# ---------------------------------------------------------------------------------------------
+
+def _budget_arg(s: str) -> tuple[str, float]:
+    name, _, value = s.partition("=")
+    if name not in BUDGETS or not value:
+        raise argparse.ArgumentTypeError(f"expected PART=SECONDS with PART one of {', '.join(BUDGETS)}")
+    return name, float(value)
+
+
+def _replace_arg(s: str) -> tuple[str, str]:
+    name, _, command = s.partition("=")
+    if name not in ("setup", *PARTS) or not command:
+        raise argparse.ArgumentTypeError(f"expected PART=COMMAND with PART one of setup, {', '.join(PARTS)}")
+    return name, command
+
+
+def parse(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("out", nargs="?", type=Path, default=ROOT / "benchmarks" / "results",
+                   help="output folder (default benchmarks/results/); at most 8 files go there, flat")
+    p.add_argument("--small", action="store_true", help="dry run: tiny sizes, a couple of tests (any machine)")
+    p.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated, from {', '.join(PARTS)}")
+    p.add_argument("--budget", action="append", type=_budget_arg, default=[], metavar="PART=SECONDS",
+                   help="change one budget (repeatable)")
+    p.add_argument("--total", type=float, default=TOTAL_S, help="the budgets may add up to this (seconds)")
+    p.add_argument("--dataset", default="mouse_brain_10k", help="run.py --dataset of the bench part")
+    p.add_argument("--n-cells", type=int, default=1_000_000, help="run.py --n-cells of the bench part")
+    p.add_argument("--plan", action="store_true", help="print the budget table and the commands; run nothing")
+    p.add_argument("--replace", action="append", type=_replace_arg, default=[], metavar="PART=COMMAND",
+                   help=argparse.SUPPRESS)  # tests: run a stand-in command as that part
+    p.add_argument("--env-info", action="store_true", help=argparse.SUPPRESS)  # the setup part's child
+    args = p.parse_args(argv)
+    args.budget, args.replace = dict(args.budget), dict(args.replace)
+    args.parts = [s for s in args.parts.split(",") if s]
+    bad = set(args.parts) - set(PARTS)
+    if bad:
+        p.error(f"unknown parts {sorted(bad)}; choose from {', '.join(PARTS)}")
+    return args
+
+
+def main(argv=None) -> int:
+    t_start = float(os.environ.get("GPU_RUN_T0") or time.time())  # gpu_run.sh's start: install counts
+    args = parse(argv)
+    if args.env_info:
+        path = os.environ.get("GPU_RUN_ENV_JSON")
+        info = env_info(lambda info: path and _write_json(Path(path), info))
+        print(f"cuda runtime {info.get('cuda_runtime')}, device {info.get('device', {}).get('name')}, "
+              + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))  # fmt: skip
+        for name, err in info["import_errors"].items():
+            print(f"cannot import {name}: {err}")
+        return 0
+    out = args.out.resolve()
+    t_smi = time.time()
+    smi = nvidia_smi()
+    t_smi = time.time() - t_smi
+    dev = slug(smi.get("name"))
+    date = _unique_date(out, dev)
+    parts = plan(args, dev, date, out)
+    summary_name, log_name = f"gpu-run-{dev}-{date}.json", f"gpu-run-{dev}-{date}.log"
+    files = [summary_name, log_name, *(f for p in parts for f in p.outputs)]
+    print(budget_table(parts, args.total), flush=True)
+    try:
+        check_budgets(parts, args.total)
+        check_files(files)
+    except ValueError as e:
+        print(f"gpu_run: refused: {e}", file=sys.stderr)
+        return 2
+    if args.plan:
+        for p in parts:
+            if p.cmd:
+                print(f"\n[{p.name}] {shlex.join(p.cmd)}")
+        print(f"\nfiles in {out}: {', '.join(files)}")
+        return 0
+
+    out.mkdir(parents=True, exist_ok=True)
+    log_path, summary_path = out / log_name, out / summary_name
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-run-"))
+    (scratch / "gpu_run.py").symlink_to(Path(__file__).resolve())  # the pytest plugin, by itself on the path
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env["PYTHONPATH"] = os.pathsep.join(s for s in (str(scratch), str(ROOT), env.get("PYTHONPATH")) if s)
+    deadline = t_start + args.total - next(p.budget for p in parts if p.name == "reserve")
+    summary: dict = {
+        "script": "benchmarks/gpu_run.py", "argv": sys.argv[1:], "small": args.small,
+        "started": datetime.fromtimestamp(t_start, UTC).isoformat(timespec="seconds"), "total_budget_s": args.total,
+        "budget": {p.name: p.budget for p in parts}, "device": smi, "driver": smi.get("driver_version"),
+        "cuda_runtime": None, "versions": None, "cpu_count": os.cpu_count(), "parts": [],
+    }  # fmt: skip
+
+    def save() -> None:
+        summary["seconds"] = round(time.time() - t_start, 1)
+        summary["finished"] = datetime.now(UTC).isoformat(timespec="seconds")
+        _cap_log(log_path)
+        summary["files"] = {f: (out / f).stat().st_size for f in files if (out / f).exists()}
+        _write_json(summary_path, summary)
+
+    with log_path.open("ab") as log:
+        log.write(f"{budget_table(parts, args.total)}\n\n".encode())
+        # install: done by gpu_run.sh before this process started; it passes its exit status and times
+        rc = os.environ.get("GPU_RUN_INSTALL_RC")
+        t1 = os.environ.get("GPU_RUN_T1")
+        inst = {"name": "install", "budget_s": parts[0].budget, "run": rc is not None,
+                "exit_status": int(rc) if rc else None, "timed_out": rc in ("124", "137"),
+                "seconds": round(float(t1) - t_start, 1) if t1 and rc is not None else 0.0}  # fmt: skip
+        install_log = os.environ.get("GPU_RUN_INSTALL_LOG")
+        if install_log and Path(install_log).exists():
+            log.write(b"==== install ====\n" + Path(install_log).read_bytes()[-20000:] + b"\n")
+            if Path(install_log).name.startswith("gpu-run-install."):  # gpu_run.sh's mktemp
+                Path(install_log).unlink()
+        if rc is None:
+            inst["note"] = "no .whl/*.whl, or not started through gpu_run.sh: nothing installed"
+        summary["parts"].append(inst)
+        save()
+        slack = 0.0  # what earlier parts left of their budgets
+        for p in parts:
+            if p.name in ("install", "reserve"):
+                continue
+            now = time.time()
+            limit = min(p.budget + slack if p.name != "setup" else p.budget - t_smi, deadline - now)
+            rec = {"name": p.name, "budget_s": p.budget, "limit_s": round(limit, 1), "command": shlex.join(p.cmd),
+                   "outputs": p.outputs}  # fmt: skip
+            if limit < 1:
+                rec.update(run=False, note="no time left before the deadline")
+                summary["parts"].append(rec)
+                save()
+                continue
+            penv = dict(env)
+            if p.name == "tests":
+                penv[TESTS_ENV] = str(out / p.outputs[0])
+            if p.name == "setup":
+                penv["GPU_RUN_ENV_JSON"] = str(scratch / "env.json")
+            print(f"[{p.name}] limit {limit:.0f} s: {shlex.join(p.cmd)}", flush=True)
+            log.write(f"==== {p.name} (budget {p.budget:g} s, limit {limit:.0f} s): {shlex.join(p.cmd)}\n".encode())
+            log.flush()
+            start = log.tell()
+            code, timed_out, seconds = run_part(p.cmd, limit, log, penv)
+            log.flush()
+            tail = _log_tail(log_path, start)
+            log.write(f"==== {p.name}: exit {code}, {seconds:.1f} s{', TIMED OUT' if timed_out else ''}\n\n".encode())
+            log.flush()
+            if p.name != "setup":
+                slack = max(limit - seconds, 0.0)
+            if p.name == "setup":
+                seconds += t_smi  # nvidia-smi ran before the log was opened
+            rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail)
+            rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
+            rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
+            if p.name == "tests":
+                rec["tests"] = summary["tests"] = count_tests(out / p.outputs[0])
+            if p.name == "setup" and (scratch / "env.json").exists():
+                info = json.loads((scratch / "env.json").read_text())  # written whole (renamed into place)
+                summary["device"] = {**smi, **({"cupy": info.pop("device")} if "device" in info else {})}
+                summary["driver"] = smi.get("driver_version")
+                summary["cuda_runtime"] = info.pop("cuda_runtime", None)
+                summary["versions"] = info.pop("versions")
+                summary["env"] = info
+            summary["parts"].append(rec)
+            save()
+            print(f"[{p.name}] exit {code}, {seconds:.1f} s{' TIMED OUT' if timed_out else ''}; "
+                  + "; ".join(rec["tail"][-3:]), flush=True)  # fmt: skip
+    save()
+    shutil.rmtree(scratch, ignore_errors=True)
+    print(f"\n{'part':13s} {'budget':>6s} {'limit':>6s} {'seconds':>8s} {'exit':>5s} timed_out")
+    for r in summary["parts"]:
+        print(f"{r['name']:13s} {r['budget_s']:6g} {r.get('limit_s', '-')!s:>6s} {r.get('seconds', '-')!s:>8s} "
+              f"{r.get('exit_status')!s:>5s} {r.get('timed_out', False)}")  # fmt: skip
+    if "tests" in summary:
+        t = summary["tests"]
+        print("tests: " + ", ".join(f"{k} {t[k]}" for k in ("collected", "passed", "failed", "errors", "skipped",
+                                                           "not_run")))  # fmt: skip
+    print(f"files in {out}: " + ", ".join(f"{k} ({v} B)" for k, v in summary["files"].items()))
+    ok = all(r.get("exit_status") == 0 and not r.get("timed_out") for r in summary["parts"]
+             if r.get("run") or r["name"] != "install")  # a part left out for lack of time counts too
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

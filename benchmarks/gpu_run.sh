@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The one command of a GPU session (benchmarks/README.md, "The GPU run"), from the repository root:
+#   bash benchmarks/gpu_run.sh [OUT_DIR] [gpu_run.py options]      (OUT_DIR default benchmarks/results/)
+# Installs the wheels carried in .whl/ (the GPU machine reaches no package index; fill .whl/ with
+# ../shared/gpu/fetch-wheels.sh --with-rsc beforehand) into /tmp/site, puts them and the repository
+# on PYTHONPATH and hands over to benchmarks/gpu_run.py, which counts the install in its budget.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+GPU_RUN_T0=$(date +%s.%N)
+export GPU_RUN_T0
+install_s=60  # = INSTALL_S in gpu_run.py
+wheels=${GPU_RUN_WHEELS:-$root/.whl}  # the tests point this elsewhere
+if compgen -G "$wheels/*.whl" > /dev/null; then
+  GPU_RUN_INSTALL_LOG=$(mktemp /tmp/gpu-run-install.XXXXXX)
+  if [[ -f /tmp/site/.gpu-run-installed ]]; then
+    echo "wheels already installed in /tmp/site" > "$GPU_RUN_INSTALL_LOG"
+    GPU_RUN_INSTALL_RC=0
+  else
+    timeout -k 2 "$install_s" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+      --upgrade --target /tmp/site "$wheels"/*.whl > "$GPU_RUN_INSTALL_LOG" 2>&1
+    GPU_RUN_INSTALL_RC=$?
+    [[ $GPU_RUN_INSTALL_RC == 0 ]] && touch /tmp/site/.gpu-run-installed
+  fi
+  GPU_RUN_T1=$(date +%s.%N)
+  export GPU_RUN_INSTALL_LOG GPU_RUN_INSTALL_RC GPU_RUN_T1
+  echo "gpu_run.sh: wheel install exit $GPU_RUN_INSTALL_RC" >&2
+  export PYTHONPATH=/tmp/site:$root${PYTHONPATH:+:$PYTHONPATH}
+else
+  echo "gpu_run.sh: no wheels in $wheels, nothing installed" >&2
+  export PYTHONPATH=$root${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONUNBUFFERED=1
+exec python3 "$root/benchmarks/gpu_run.py" "$@"

@@ -1,0 +1,41 @@
+"""benchmarks/first_call.py: its child process runs every step and reports times (no timing is
+asserted; the cold/warm comparison itself is a benchmark, run by hand)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from _helpers import SUBPROCESS_TIMEOUT, benchmark_script
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_child_times_import_and_every_step():
+    with benchmark_script("first_call") as fc:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(s for s in (str(ROOT), os.environ.get("PYTHONPATH")) if s)}
+        got = fc._child("cpu", env, SUBPROCESS_TIMEOUT, n_cells=300)
+    assert got["import"] > 0
+    assert list(got["steps"]) == ["qc", "filter", "normalize", "log1p", "hvg", "scale", "pca", "neighbors"]
+    assert all(first > 0 and again > 0 for first, again in got["steps"].values())
+
+
+def test_rows_and_table(monkeypatch, capsys, tmp_path):
+    """Two processes (cold, then warm caches) give one row per case and cache; the table pairs them."""
+    with benchmark_script("first_call") as fc:
+        seen_envs = []
+
+        def child(backend, env, timeout, n_cells=2000):
+            seen_envs.append(env)
+            return {"import": 1.0, "steps": {"qc": [2.0, 0.5]}}
+
+        monkeypatch.setattr(fc, "_child", child)
+        out = tmp_path / "f.jsonl"
+        assert fc.main(["--no-demo", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["case"], r["cache"]) for r in rows] == [("import", "cold"), ("qc", "cold"), ("import", "warm"),
+                                                       ("qc", "warm")]  # fmt: skip
+    assert rows[1]["steady_seconds"] == 0.5 and {"versions", "backend", "timestamp"} <= set(rows[0])
+    assert seen_envs[0]["NUMBA_CACHE_DIR"] == seen_envs[1]["NUMBA_CACHE_DIR"]  # the warm one reuses it
+    assert "qc" in capsys.readouterr().out

@@ -1,0 +1,167 @@
+"""benchmarks/gpu_run.sh and gpu_run.py, the one command of a GPU session, run here as a dry run
+(`--small`: tiny sizes, two tests; without a GPU the GPU rows are skipped) so that it cannot break
+unseen before the next session on a GPU machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from _helpers import SUBPROCESS_TIMEOUT, benchmark_script
+
+ROOT = Path(__file__).resolve().parents[1]
+SH = ROOT / "benchmarks" / "gpu_run.sh"
+
+
+@pytest.fixture(scope="module")
+def gr():
+    with benchmark_script("gpu_run") as module:
+        yield module
+
+
+def _run(out: Path, *args: str, wheels: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RUN_")}
+    env["GPU_RUN_WHEELS"] = str(wheels)  # never the checkout's .whl/ here
+    return subprocess.run(["bash", str(SH), str(out), *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+
+
+def _summary(out: Path) -> dict:
+    (path,) = out.glob("gpu-run-*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def dry_run(tmp_path_factory):
+    """The whole session with --small, through gpu_run.sh, into an empty folder."""
+    out = tmp_path_factory.mktemp("gpu_out")
+    r = _run(out, "--small", wheels=tmp_path_factory.mktemp("no_wheels"))
+    return out, r
+
+
+def test_dry_run_writes_every_part(dry_run, gr):
+    out, r = dry_run
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    s = _summary(out)
+    assert [p["name"] for p in s["parts"]] == ["install", "setup", *gr.PARTS]
+    assert s["parts"][0]["run"] is False  # no wheels: nothing installed
+    for p in s["parts"][1:]:
+        assert p["run"] and p["exit_status"] == 0 and p["timed_out"] is False, p
+        assert 0 < p["seconds"] <= p["limit_s"] and p["budget_s"] == gr.SMALL_BUDGETS[p["name"]]
+    assert s["versions"]["gpu_sc"] and s["versions"]["numpy"] and "cuda_runtime" in s
+    assert s["budget"] == gr.SMALL_BUDGETS and s["total_budget_s"] == gr.TOTAL_S
+    # the tests part: its plugin wrote one row per test; counts from them
+    t = s["tests"]
+    assert t["collected"] == 9 and t["passed"] == 1 and t["skipped"] == 8 and t["failed"] == 0
+    assert t["finished"] and t["not_run"] == 0
+    by_name = {p["name"]: p for p in s["parts"]}
+    assert by_name["tests"]["outputs"] == [f for f in s["files"] if f.startswith("gpu-tests-")]
+    # PIC validation and scale rows on the CPU (GPU rows skipped without a GPU)
+    for name in ("pic-validate", "pic-scale"):
+        (f,) = by_name[name]["outputs"]
+        rows = [json.loads(line) for line in (out / f).read_text().splitlines()]
+        assert rows and by_name[name]["rows"][f] == len(rows)
+        assert {row["backend"] for row in rows} <= {"cpu", "cpu-1thread"}
+    log = (out / next(f for f in s["files"] if f.endswith(".log"))).read_text()
+    assert "gpu backend skipped" in log and "==== pic-scale: exit 0" in log
+
+
+def test_dry_run_files_fit_the_device_tool(dry_run, gr):
+    out, _ = dry_run
+    files = sorted(p.name for p in out.iterdir())
+    assert all(p.is_file() for p in out.iterdir())  # flat
+    gr.check_files(files)  # <= 8 names of the allowed characters
+    assert files == sorted(_summary(out)["files"])
+    assert all((out / f).stat().st_size <= gr.MAX_FILE_BYTES for f in files)
+    dev, date = re.match(r"gpu-run-(.+)-(\d{4}-\d\d-\d\d)\.json$", next(f for f in files if f.endswith(".json"))).groups()
+    assert dev == "nogpu" or dev in _summary(out)["device"]["name"].lower()
+    assert f"gpu-{dev}-2k-{date}.jsonl" in _summary(out)["parts"][3]["command"]
+
+
+def test_overrun_is_stopped_and_later_parts_still_run(tmp_path):
+    """A part past its budget is interrupted, then killed with what it started (even where both
+    ignore SIGINT), marked timed_out, and the parts after it run; a failed install is recorded."""
+    pids = tmp_path / "pids"
+    ignore = "import signal, time; signal.signal(signal.SIGINT, signal.SIG_IGN)"
+    sleeper = (f"{ignore}; import subprocess, sys; "
+               f"c = subprocess.Popen([sys.executable, '-c', '{ignore}; time.sleep(300)']); "
+               f"open('{pids}', 'w').write(str(c.pid)); time.sleep(300)")  # fmt: skip
+    py = sys.executable
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (wheels / "bogus-0.0-py3-none-any.whl").write_bytes(b"not a zip")
+    out = tmp_path / "out"
+    t0 = time.monotonic()
+    r = _run(out, "--budget", "tests=3", "--replace", f"setup={py} -c pass",
+             "--replace", f"tests={py} -c \"{sleeper}\"", "--replace", f"bench={py} -c \"print('bench ran')\"",
+             "--replace", f"pic-validate={py} -c \"import sys; sys.exit(3)\"",
+             "--replace", f"pic-scale={py} -c \"print('scale ran')\"", wheels=wheels)  # fmt: skip
+    assert time.monotonic() - t0 < 60, r.stdout
+    assert r.returncode == 1, r.stdout + r.stderr
+    s = {p["name"]: p for p in _summary(out)["parts"]}
+    assert s["install"]["run"] and s["install"]["exit_status"] not in (0, None)
+    assert s["tests"]["timed_out"] and s["tests"]["limit_s"] == 3 and s["tests"]["seconds"] < 3 + 2 + 3
+    assert s["tests"]["exit_status"] == -9  # SIGINT ignored: SIGKILL
+    child = int(pids.read_text())
+    time.sleep(0.5)
+    try:
+        state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X"), f"the part's child {child} survived ({state})"
+    assert s["bench"]["exit_status"] == 0 and not s["bench"]["timed_out"] and "bench ran" in s["bench"]["tail"]
+    assert s["pic-validate"]["exit_status"] == 3
+    assert s["pic-scale"]["exit_status"] == 0 and "scale ran" in s["pic-scale"]["tail"]
+    assert s["bench"]["limit_s"] == s["bench"]["budget_s"]  # nothing left over from the overrun
+
+
+def test_budget_table_adds_up(gr, tmp_path, capsys):
+    assert sum(gr.BUDGETS.values()) <= gr.TOTAL_S and sum(gr.SMALL_BUDGETS.values()) <= gr.TOTAL_S
+    assert set(gr.BUDGETS) == {"install", "setup", *gr.PARTS, "reserve"}
+    assert gr.main([str(tmp_path), "--plan"]) == 0
+    table = capsys.readouterr().out
+    assert re.search(rf"^sum +{sum(gr.BUDGETS.values()):g}  of at most {gr.TOTAL_S:g} s$", table, flags=re.M)
+    assert "--n-cells 1000000" in table and "--steps qc,filter,normalize,log1p,hvg,scale,pca,neighbors" in table
+    assert gr.main([str(tmp_path), "--plan", "--budget", "bench=400"]) == 2  # refused: over the total
+    assert gr.main([str(tmp_path), "--plan", "--budget", "bench=10", "--total", "400"]) == 0
+    parts = [gr.Part("a", 300, ""), gr.Part("b", 241, "")]
+    with pytest.raises(ValueError, match="541 s, more than the total of 540 s"):
+        gr.check_budgets(parts, 540)
+    gr.check_budgets(parts[:1], 540)
+    assert not list(tmp_path.iterdir())  # --plan writes nothing
+
+
+def test_install_budget_matches_the_wrapper(gr):
+    (install_s,) = re.findall(r"^install_s=(\d+)", SH.read_text(), flags=re.M)
+    assert int(install_s) == gr.INSTALL_S == gr.BUDGETS["install"]
+
+
+def test_file_limits(gr, tmp_path):
+    with pytest.raises(ValueError, match="at most 8"):
+        gr.check_files([f"f{i}.jsonl" for i in range(9)])
+    for bad in ("sub/f.json", "f g.json", "f\u00e9.json"):
+        with pytest.raises(ValueError, match="would not return"):
+            gr.check_files([bad])
+    gr.check_files([f"f{i}.jsonl" for i in range(8)])
+    assert gr.slug("NVIDIA H200") == "h200" and gr.slug("NVIDIA H100 80GB HBM3") == "h100-80gb-hbm3"
+    assert gr.slug(None) == "nogpu"
+
+
+def test_test_counts_from_partial_rows(gr, tmp_path):
+    """A tests part stopped at its budget: counts from the rows it left, the rest not_run."""
+    p = tmp_path / "t.jsonl"
+    rows = [{"event": "collected", "n": 6},
+            {"event": "test", "nodeid": "a", "when": "call", "outcome": "passed", "duration": 0.1},
+            {"event": "test", "nodeid": "b", "when": "call", "outcome": "failed", "duration": 0.1, "longrepr": "E x"},
+            {"event": "test", "nodeid": "c", "when": "setup", "outcome": "skipped", "duration": 0.0},
+            {"event": "test", "nodeid": "d", "when": "setup", "outcome": "failed", "duration": 0.0, "longrepr": "E y"}]  # fmt: skip
+    p.write_text("\n".join(json.dumps(r) for r in rows) + '\n{"event": "te')  # cut by the kill
+    c = gr.count_tests(p)
+    assert (c["collected"], c["passed"], c["failed"], c["errors"], c["skipped"], c["not_run"]) == (6, 1, 1, 1, 1, 2)
+    assert not c["finished"] and [f["nodeid"] for f in c["failures"]] == ["b", "d"]
