@@ -90,9 +90,10 @@ def gram(p: Parts, chunk_size: int | None = None):
     return g
 
 
-#: the sparse sweep is taken when sum(nnz_row^2) < this share of n_rows * n_cols^2 (measured
-#: on a 2-core x86 box: ~68 G multiply-adds/s through BLAS, ~2 G pair updates/s through numba,
-#: so the break-even is near 0.06; 0.03 leans to BLAS)
+#: the sparse sweep is taken when sum(nnz_row^2) < this share of n_rows * n_cols^2 (set on a
+#: 2-core x86 box with the earlier row-by-row sweep: ~68 G multiply-adds/s through BLAS, ~2 G
+#: pair updates/s through numba, break-even near 0.06; the column sweep is faster, so 0.03
+#: leans to BLAS more than it needs to)
 SPARSE_GRAM_SHARE = 0.03
 #: stored values per row block of the sparse sweep: its column index (two int64 per value) and
 #: the block's values stay in cache while every column's Gram row is updated
