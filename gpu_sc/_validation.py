@@ -5,6 +5,9 @@ actual AnnData before in-place work."""
 
 from __future__ import annotations
 
+import functools
+import warnings
+
 import numpy as np
 from anndata import AnnData
 
@@ -77,12 +80,40 @@ def canonical(x, *, step: str):
     return in_layout(x)
 
 
-def unsupported_matrix(x, *, step: str, expected: str) -> TypeError:
+def renamed_arg(old: str, new: str):
+    """Decorator: accept the keyword `old` for the first positional argument `new`, with scanpy's
+    FutureWarning (scanpy still takes e.g. ``log1p(X=...)``)."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if old in kwargs:
+                if args or new in kwargs:
+                    msg = f"{fn.__name__}() got both `{old}` and `{new}`; pass `{new}` only."
+                    raise TypeError(msg)
+                warnings.warn(f"In function `{fn.__name__}`, argument `{old}` was renamed to `{new}` at first "
+                              f"position. Call it as `{fn.__name__}(val, ...)` instead of "
+                              f"`{fn.__name__}({old}=val, ...)`.", FutureWarning, stacklevel=2)  # fmt: skip
+                args = (kwargs.pop(old),)
+            return fn(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+class UnsupportedMatrixError(TypeError, NotImplementedError):
+    """A matrix type no step takes. Both a TypeError and, as scanpy raises for backed data and
+    other types its steps do not implement, a NotImplementedError, so code written for either
+    catches it."""
+
+
+def unsupported_matrix(x, *, step: str, expected: str) -> UnsupportedMatrixError:
     """The error for a matrix no step takes (a backed h5py dataset, a list, ...)."""
     msg = (f"{step}: expected {expected} or a scipy/cupyx sparse matrix, got "
            f"{type(x).__module__}.{type(x).__name__}. Load the data into memory first "
            "(e.g. adata.to_memory()).")  # fmt: skip
-    return TypeError(msg)
+    return UnsupportedMatrixError(msg)
 
 
 def check_not_empty(x, *, step: str) -> None:

@@ -182,17 +182,69 @@ def run_pipeline(adata: AnnData, steps: list[str], args: argparse.Namespace, dev
     return times
 
 
+FORMATS = ("an .h5ad file, a 10x Cell Ranger .h5 (v2 or v3), a 10x matrix folder (matrix.mtx[.gz] with "
+           "features/genes and barcodes), a .zarr store or a .loom file")
+
+
 def read_h5ad(path: str) -> AnnData:
+    """Read what a reanalysis starts from, chosen by content: h5ad, 10x h5 (v2/v3), a 10x
+    matrix folder, zarr, loom (10x through scanpy's readers)."""
     import anndata as ad
 
-    if not Path(path).is_file():
+    p = Path(path)
+    if not p.exists():
         msg = f"input file not found: {path}"
         raise CliError(msg)
+    kind = _input_kind(p)
     try:
-        return ad.read_h5ad(path)
-    except Exception as e:  # not HDF5, not an AnnData, ...
-        msg = f"cannot read {path} as h5ad: {e}"
+        if kind == "h5ad":
+            return ad.read_h5ad(p)
+        if kind == "zarr":
+            return ad.read_zarr(p)
+        if kind == "loom":
+            return ad.read_loom(p)
+        sc = _scanpy(path, kind)
+        a = sc.read_10x_h5(p) if kind == "10x-h5" else sc.read_10x_mtx(p)
+        a.var_names_make_unique()
+        return a
+    except CliError:
+        raise
+    except Exception as e:  # not HDF5, not an AnnData, a broken 10x file ...
+        msg = f"cannot read {path} as {kind}: {e}; gpu-sc reads {FORMATS}"
         raise CliError(msg) from e
+
+
+def _input_kind(p: Path) -> str:
+    """'h5ad', '10x-h5', '10x-mtx', 'zarr' or 'loom', from what `p` holds; CliError otherwise."""
+    if p.is_dir():
+        names = {f.name for f in p.iterdir()}
+        if names & {"matrix.mtx", "matrix.mtx.gz"}:
+            return "10x-mtx"
+        if names & {".zgroup", "zarr.json", ".zattrs"}:
+            return "zarr"
+    else:
+        import h5py
+
+        if h5py.is_hdf5(p):
+            with h5py.File(p, "r") as f:
+                if "X" in f or "obs" in f:
+                    return "h5ad"
+                if "row_attrs" in f and "col_attrs" in f:
+                    return "loom"
+                groups = [f[k] for k in f if isinstance(f[k], h5py.Group)]  # v3: 'matrix'; v2: a genome
+                if any({"barcodes", "data", "indptr"} <= set(g) for g in groups):
+                    return "10x-h5"
+    msg = f"cannot read {p}: not a format gpu-sc knows; it reads {FORMATS}"
+    raise CliError(msg)
+
+
+def _scanpy(path: str, kind: str):
+    try:
+        import scanpy as sc
+    except ImportError as e:
+        msg = f"reading {path} ({kind}) needs scanpy's 10x reader: pip install 'gpu_sc[tools]'"
+        raise CliError(msg) from e
+    return sc
 
 
 def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
@@ -227,8 +279,12 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
 
 
 def write_h5ad(adata: AnnData, path: str) -> None:
+    """Write h5ad, or a zarr store where `path` ends in .zarr."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(path)
+    if Path(path).suffix == ".zarr":
+        adata.write_zarr(path)
+    else:
+        adata.write_h5ad(path)
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -338,8 +394,8 @@ def parse_groups(text: str, flag: str) -> list[str]:
 
 def _read_flag(path: str, flag: str) -> AnnData:
     """read_h5ad with the option's name in the message."""
-    if not Path(path).is_file():
-        msg = f"{flag} {path}: file not found; pass an existing .h5ad file"
+    if not Path(path).exists():
+        msg = f"{flag} {path}: file not found; pass an existing file ({FORMATS})"
         raise CliError(msg)
     try:
         return read_h5ad(path)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from _helpers import assert_adata_equal, assert_same
@@ -47,6 +50,23 @@ def test_empty_matrix(step, shape):
     a = ad.AnnData(sp.csr_matrix(shape, dtype=np.float32))
     with pytest.raises(ValueError, match="empty matrix"):
         STEPS[step](a)
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (5, 0)])
+@pytest.mark.parametrize("sparse", [False, True])
+def test_scale_of_an_empty_matrix_is_scanpys_no_op(shape, sparse):
+    """scanpy scales a matrix with no genes (or no cells) to itself, with empty (NaN) statistics."""
+    import anndata as ad
+    import scanpy as sc
+
+    x = sp.csr_matrix(shape, dtype=np.float32) if sparse else np.zeros(shape, np.float32)
+    ref, got = ad.AnnData(x.copy()), ad.AnnData(x.copy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.scale(ref)
+        gsc.pp.scale(got)
+    assert type(got.X) is type(ref.X) and got.X.dtype == ref.X.dtype and got.X.shape == shape
+    pd.testing.assert_frame_equal(got.var, ref.var)
 
 
 @pytest.mark.parametrize("step", STEPS)
@@ -108,13 +128,15 @@ BACKED_STEPS = {
 @pytest.mark.parametrize("step", BACKED_STEPS)
 def test_backed_adata_asks_to_load_it(pbmc, tmp_path, step):
     """A backed X (an h5py dataset on disk) is refused with what to do; log1p gave
-    AttributeError "'_CSRDataset' object has no attribute 'size'"."""
+    AttributeError "'_CSRDataset' object has no attribute 'size'". The error is a TypeError and,
+    as scanpy raises there, a NotImplementedError."""
     import anndata as ad
 
     pbmc.write_h5ad(tmp_path / "a.h5ad")
     backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
-    with pytest.raises(TypeError, match=f"{step}: expected .*to_memory"):
+    with pytest.raises(TypeError, match=f"{step}: expected .*to_memory") as e:
         BACKED_STEPS[step](backed)
+    assert isinstance(e.value, NotImplementedError)
     assert_adata_equal(backed.to_memory(), pbmc)
 
 

@@ -306,3 +306,88 @@ def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
         assert s in err, (s, err)
     assert not out.exists()
     assert _digests(pic_files) == before
+
+
+def _write_10x(folder: Path, a: ad.AnnData, *, h5: bool) -> Path:
+    """`a`'s counts as Cell Ranger writes them: a v3 .h5 (matrix/ with features/) or a matrix
+    folder (matrix.mtx.gz, features.tsv.gz, barcodes.tsv.gz), genes x cells."""
+    import gzip
+
+    import h5py
+    import scipy.io
+
+    x = sp.csc_matrix(a.X.T.astype(np.int32))  # genes x cells, CSC by cell = CSR of cells x genes
+    genes, cells = a.var_names.to_numpy(), a.obs_names.to_numpy()
+    if h5:
+        path = folder / "filtered_feature_bc_matrix.h5"
+        with h5py.File(path, "w") as f:
+            m = f.create_group("matrix")
+            for k, v in (("data", x.data), ("indices", x.indices), ("indptr", x.indptr), ("shape", x.shape),
+                         ("barcodes", cells.astype("S"))):  # fmt: skip
+                m.create_dataset(k, data=v)
+            feat = m.create_group("features")
+            feat.create_dataset("id", data=np.char.add("ENSG", genes.astype(str)).astype("S"))
+            feat.create_dataset("name", data=genes.astype("S"))
+            feat.create_dataset("feature_type", data=np.full(len(genes), b"Gene Expression"))
+            feat.create_dataset("genome", data=np.full(len(genes), b"GRCh38"))
+        return path
+    path = folder / "filtered_feature_bc_matrix"
+    path.mkdir()
+    with gzip.open(path / "matrix.mtx.gz", "wb") as f:
+        scipy.io.mmwrite(f, sp.coo_matrix(x))
+    with gzip.open(path / "features.tsv.gz", "wt") as f:
+        f.writelines(f"ENSG{g}\t{g}\tGene Expression\n" for g in genes)
+    with gzip.open(path / "barcodes.tsv.gz", "wt") as f:
+        f.writelines(f"{c}\n" for c in cells)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["10x-h5", "10x-mtx", "zarr"])
+def test_run_reads_what_a_reanalysis_starts_from(tmp_path, kind, capsys):
+    """`gpu-sc run` on a Cell Ranger .h5 (v3), a 10x matrix folder and a zarr store: the same
+    counts in, the same steps run; output as zarr where the name says so."""
+    a = pbmc68k_reduced()[:200].copy()
+    a.var_names_make_unique()
+    if kind == "zarr":
+        src = tmp_path / "in.zarr"
+        a.write_zarr(src)
+    else:
+        src = _write_10x(tmp_path, a, h5=kind == "10x-h5")
+    out = tmp_path / ("o.zarr" if kind == "zarr" else "o.h5ad")
+    assert main(["run", str(src), "-o", str(out), "--steps", "qc", "--device", "cpu"]) == 0
+    got = ad.read_zarr(out) if kind == "zarr" else ad.read_h5ad(out)
+    assert list(got.obs_names) == list(a.obs_names) and list(got.var_names) == list(a.var_names)
+    np.testing.assert_array_equal(_dense(got.X), _dense(a.X))
+    np.testing.assert_array_equal(got.obs["total_counts"].to_numpy(), _dense(a.X).sum(axis=1))
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_unreadable_input_names_the_formats(tmp_path, capsys):
+    bad = tmp_path / "counts.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(bad), "-o", str(tmp_path / "o.h5ad")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "counts.csv" in err and "10x Cell Ranger .h5" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_run_reads_the_real_barnyard_h5(tmp_path):
+    """The shared 10x hgmm_1k_v3 Cell Ranger 3 file (where present): read as scanpy reads it."""
+    from _helpers import SHARED
+
+    src = SHARED / "hgmm_1k_v3" / "filtered_feature_bc_matrix.h5"
+    if not src.is_file():
+        pytest.skip(f"{src} not present")
+    import scanpy as sc
+
+    out = tmp_path / "o.h5ad"
+    assert main(["run", str(src), "-o", str(out), "--steps", "qc", "--device", "cpu"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = sc.read_10x_h5(src)
+    ref.var_names_make_unique()
+    got = ad.read_h5ad(out)
+    assert got.shape == ref.shape == (1046, 112137) and got.var_names.equals(ref.var_names)
+    assert (sp.csr_matrix(got.X) != sp.csr_matrix(ref.X)).nnz == 0

@@ -58,3 +58,22 @@ def test_warns_when_already_logged(pbmc):
 def test_bad_base(pbmc, base):
     with pytest.raises(ValueError, match="base"):
         gsc.pp.log1p(pbmc, base=base)
+
+
+def test_deprecated_x_keyword_as_scanpy():
+    """scanpy still takes log1p(X=...) with a FutureWarning; so do we, with the same message."""
+    import warnings
+
+    import scanpy as sc
+
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    with warnings.catch_warnings(record=True) as ours:
+        warnings.simplefilter("always")
+        got = gsc.pp.log1p(X=x.copy())
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        ref = sc.pp.log1p(X=x.copy())
+    np.testing.assert_array_equal(got, ref)
+    assert [(w.category, str(w.message)) for w in ours] == [(w.category, str(w.message)) for w in theirs]
+    with pytest.raises(TypeError, match="both `X` and `data`"):
+        gsc.pp.log1p(x, X=x)

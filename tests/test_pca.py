@@ -140,6 +140,15 @@ def test_too_many_components(pbmc):
     assert set(small.obsm) == set(before.obsm) and "pca" not in small.uns
     pca(small)  # the default: min(n_cells, n_genes) - 1
     assert small.obsm["X_pca"].shape == (20, 19)
+    with pytest.raises(ValueError, match="strictly less than"):
+        pca(small.copy(), n_comps=20)  # arpack, scanpy's default: at most min - 1
+    small.X = small.X.toarray()  # scanpy takes 'full' for dense data only (arpack for sparse)
+    ref, got = small.copy(), small.copy()
+    sc.pp.pca(ref, n_comps=20, svd_solver="full")  # scikit-learn's exact solver takes them all
+    pca(got, n_comps=20, svd_solver="full")
+    assert got.obsm["X_pca"].shape == ref.obsm["X_pca"].shape == (20, 20)
+    # the 20th component of 20 centred cells has no variance: compare the 19 others
+    np.testing.assert_allclose(got.uns["pca"]["variance"][:19], ref.uns["pca"]["variance"][:19], rtol=1e-4)
 
 
 @pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])

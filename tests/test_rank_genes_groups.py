@@ -127,6 +127,26 @@ def test_rank_sums_equal_dense_ranks():
         rank_sums(parts(np.array([[1.0, np.nan]])), np.zeros(1), 1)
 
 
+def test_rank_sums_on_device_equal_cpu(device):
+    """The CuPy ranking (sorts and bincounts) gives the CPU's numbers exactly, sparse and dense."""
+    import cupy as cp
+
+    from gpu_sc._ops import parts
+    from gpu_sc._ops.rank_sums import rank_sums
+
+    rng = np.random.default_rng(1)
+    d = rng.poisson(0.9, (200, 30)) * rng.choice([1, 1, -1], (200, 30)) * 0.5
+    d[:, 3] = 0
+    codes = rng.integers(-1, 4, 200)
+    want = rank_sums(parts(sp.csr_matrix(d)), codes, 3)
+    for x in (as_type(sp.csr_matrix(d), "cupyx_csr"), cp.asarray(d)):
+        got = rank_sums(parts(x), cp.asarray(codes), 3)
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(cp.asnumpy(g), w)
+    with pytest.raises(ValueError, match="NaN"):
+        rank_sums(parts(cp.asarray(np.array([[1.0, np.nan]]))), cp.zeros(1), 1)
+
+
 def test_log_base_and_raw(logged):
     a = logged.copy()
     a.raw = a

@@ -5,7 +5,8 @@ Each column is ranked over all rows (average ranks for ties) without densifying 
 stored values are sorted, and the zeros (implicit or stored) are one tied block placed between
 the negative and the positive values. A group's rank sum is the sum of its nonzero rows' ranks
 plus its number of zeros times the zeros' average rank. Ranks are multiples of 1/2, so every sum
-is exact in float64 (below 2^52), whatever the order: the same numbers as scanpy's dense ranking.
+is exact in float64 (below 2^52), whatever the order: the same numbers as scanpy's dense ranking,
+on the CPU (Numba, a column per task) and the GPU (CuPy sorts and bincounts) alike.
 The tie term is sum(t^3 - t) over the column's tied blocks (t: block size), for the tie
 correction 1 - term / (n^3 - n).
 """
@@ -16,7 +17,6 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from .._backend import to_host
 from ._dispatch import GPU, primitive
 from ._layout import Parts
 
@@ -93,6 +93,47 @@ def rank_sums(p: Parts, codes, n_groups: int):
 
 @rank_sums.register(GPU)
 def _(p: Parts, codes, n_groups: int):
-    """GPU data are ranked on the host for now (a CUDA ranking kernel is still to come)."""
-    host = Parts(*(None if a is None else to_host(a) for a in (p.data, p.indices, p.indptr)), p.shape)
-    return rank_sums(host, to_host(codes), n_groups)
+    """The same ranking in CuPy array operations: the nonzero stored values sorted by (column,
+    value), tied blocks found where either changes, each value's average rank from its block's
+    place in the column; sums by bincount, exact in any order since ranks are half-integers."""
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    n_rows, n_cols = p.shape
+    codes = cp.asarray(codes, dtype=cp.int64)
+    if codes.shape != (n_rows,):
+        msg = f"codes must hold one group per row ({n_rows}), got shape {codes.shape}."
+        raise ValueError(msg)
+    if p.data.dtype.kind == "f" and bool(cp.isnan(p.data).any()):
+        msg = "rank_sums: the matrix holds NaN values, which have no rank; fix or drop them first."
+        raise ValueError(msg)
+    x = cpsp.csr_matrix(p.data.reshape(p.shape)) if p.dense else cpsp.csr_matrix(tuple(p[:3]), shape=p.shape)
+    csc = x.tocsc()
+    cols = cp.repeat(cp.arange(n_cols, dtype=cp.int64), cp.diff(csc.indptr).astype(cp.int64))
+    keep = csc.data != 0
+    vals, rows, cols = csc.data[keep].astype(cp.float64), csc.indices[keep].astype(cp.int64), cols[keep]
+    order = cp.lexsort(cp.stack([vals, cols.astype(cp.float64)]))  # by column, then value
+    vals, rows, cols = vals[order], rows[order], cols[order]
+    m = cp.bincount(cols, minlength=n_cols)
+    start = cp.cumsum(m) - m  # each column's first position among the sorted values
+    pos = cp.arange(vals.size, dtype=cp.int64) - start[cols]
+    new = cp.ones(vals.size, dtype=bool)
+    new[1:] = (cols[1:] != cols[:-1]) | (vals[1:] != vals[:-1])
+    block = cp.cumsum(new) - 1
+    size = cp.bincount(block).astype(cp.float64)
+    first = pos[new]  # each block's first position in its column
+    zeros = n_rows - m
+    rank = first[block] + cp.where(vals > 0, zeros[cols], 0) + (size[block] + 1) / 2.0
+    inside = (codes >= 0) & (codes < n_groups)
+    sizes = cp.bincount(codes[inside], minlength=n_groups)
+    g = codes[rows]
+    ok = (g >= 0) & (g < n_groups)
+    flat = g[ok] * n_cols + cols[ok]
+    sums = cp.bincount(flat, weights=rank[ok], minlength=n_groups * n_cols).reshape(n_groups, n_cols)
+    seen = cp.bincount(flat, minlength=n_groups * n_cols).reshape(n_groups, n_cols)
+    n_neg = cp.bincount(cols[vals < 0], minlength=n_cols)
+    zero_rank = n_neg + (zeros + 1) / 2.0
+    sums += (sizes[:, None] - seen) * zero_rank[None, :]
+    tie = cp.bincount(cols[new], weights=size**3 - size, minlength=n_cols)
+    tie += zeros.astype(cp.float64) ** 3 - zeros
+    return sums, tie

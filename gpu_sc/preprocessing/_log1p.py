@@ -12,11 +12,12 @@ from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse
 from .._values import log1p_, value_range
 from .._ops._chunked import Chunked, check_chunked
-from .._validation import get_matrix, make_actual, set_matrix, unsupported_matrix
+from .._validation import get_matrix, make_actual, renamed_arg, set_matrix, unsupported_matrix
 
 _STEP = "log1p"
 
 
+@renamed_arg("X", "data")
 def log1p(
     data,
     *,

@@ -175,10 +175,11 @@ def pca(
         min_dim = min(n_obs, n_vars)
         n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
     limit = min(n_obs, n_vars)
-    if not 1 <= n_comps < limit:
+    every = svd_solver in ("full", "covariance_eigh")  # scikit-learn's exact solvers take all components
+    if not 1 <= n_comps < limit + every:
         msg = (
-            f"{_STEP}: n_comps={n_comps} must be at least 1 and strictly less than "
-            f"min(n_cells, n_genes)={limit} (after mask_var)."
+            f"{_STEP}: n_comps={n_comps} must be at least 1 and "
+            f"{'at most' if every else 'strictly less than'} min(n_cells, n_genes)={limit} (after mask_var)."
         )
         raise ValueError(msg)
 

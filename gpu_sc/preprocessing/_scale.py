@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from .._validation import canonical, check_not_empty, get_matrix, host_bool_mask, make_actual, set_matrix
+from .._validation import canonical, get_matrix, host_bool_mask, make_actual, set_matrix
 
 _STEP = "scale"
 
@@ -119,8 +119,7 @@ def scale(
 
 def _prepare(x, *, copy: bool):
     """CSR or C-contiguous dense with float values; a copy when asked or when the layout changes."""
-    x1 = canonical(x, step=_STEP)
-    check_not_empty(x1, step=_STEP)
+    x1 = canonical(x, step=_STEP)  # 0 cells or 0 genes: scanpy's no-op (NaN statistics for 0 cells)
     if x1.dtype.kind != "f":
         if x1.dtype.kind not in "iubf":
             msg = f"{_STEP}: expects a numeric matrix, got dtype {x1.dtype}."

@@ -115,8 +115,8 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     as if it had the group's size) and ``'wilcoxon'`` (rank sums, normal approximation;
     ``tie_correct`` as in scanpy). Expects log-normalised data (``log1p``'s base in
     ``uns['log1p']`` is honoured for the fold changes). X (or the layer / raw) may be numpy,
-    scipy sparse, cupy / cupyx (group statistics in our GPU kernel; Wilcoxon's ranks are taken
-    on the host for now) or, for the t-tests, a row-chunked Dask array.
+    scipy sparse, cupy / cupyx (group statistics in our GPU kernel, Wilcoxon's ranks by CuPy
+    sorts) or, for the t-tests, a row-chunked Dask array.
 
     Writes ``adata.uns[key_added or 'rank_genes_groups']``: ``params`` and the record arrays
     ``names``, ``scores``, ``logfoldchanges``, ``pvals``, ``pvals_adj`` (one field per tested
