@@ -12,7 +12,7 @@ import numpy as np
 from anndata import AnnData
 
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
-from ._ops._chunked import Chunked, check_chunked
+from ._ops._chunked import Chunked, check_chunked, whole_rows
 from ._ops._layout import in_layout
 from ._values import value_issues
 
@@ -67,10 +67,12 @@ def canonical(x, *, step: str):
     """`x` as CSR or C-contiguous dense on its own device; a copy only where the layout differs.
 
     CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray. A Dask array is
-    checked (2-D, whole rows in each block) and returned as it is: each block is brought into
-    layout when it is computed.
+    checked (2-D, known row chunks) and returned lazily with whole rows in each block (rechunked
+    along genes where it was split, `whole_rows`): each block is brought into layout when it is
+    computed.
     """
     if is_dask(x):
+        x = whole_rows(x)
         check_chunked(x, step=step)
         return x
     if is_sparse(x):

@@ -32,6 +32,13 @@ def operand(x) -> Parts | Chunked:
     return Chunked(x) if is_dask(x) else parts(x)
 
 
+def whole_rows(x: Any) -> Any:
+    """A Dask matrix with every block holding whole rows: one chunked along genes too (as
+    anndata's and scanpy's helpers make them) is rechunked lazily, so its row bands are joined
+    when computed; the user's array itself is not changed. Other arrays come back as they are."""
+    return x.rechunk({1: -1}) if getattr(x, "ndim", 0) == 2 and len(x.chunks[1]) != 1 else x
+
+
 def check_chunked(x: Any, *, step: str) -> None:
     """A 2-D Dask array of known row chunks with all columns in one chunk, or a clear error."""
     if x.ndim != 2:
