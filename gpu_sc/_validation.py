@@ -125,8 +125,10 @@ def check_not_empty(x, *, step: str) -> None:
         raise ValueError(msg)
 
 
-def check_counts(x, *, step: str) -> None:
-    """Counts must be finite and non-negative; the error says what was found and what to do."""
+def check_counts(x, *, step: str, negative_ok: bool = False) -> int:
+    """Counts must be finite, and non-negative unless `negative_ok` (scanpy's QC, filters and
+    normalize_total take scaled data too); the error says what was found and what to do.
+    Returns the number of negative values."""
     values = x.data if is_sparse(x) else x
     if values.dtype.kind == "b":
         msg = f"{step}: expects counts, got {describe(x)}; convert to a numeric dtype first."
@@ -135,7 +137,7 @@ def check_counts(x, *, step: str) -> None:
         msg = f"{step}: expects numeric counts, got {describe(x)}."
         raise TypeError(msg)
     if values.size == 0 or values.dtype.kind == "u":
-        return
+        return 0
     n_bad, n_neg = _issue_counts(x, values)
     if n_bad:
         msg = (
@@ -143,7 +145,7 @@ def check_counts(x, *, step: str) -> None:
             f"{describe(x)}; fix or drop those entries first."
         )
         raise ValueError(msg)
-    if n_neg:
+    if n_neg and not negative_ok:
         minimum = "" if is_dask(x) else f" (minimum {float(values.min()):g})"
         msg = (
             f"{step}: expects non-negative counts but found {n_neg} negative values{minimum} "
@@ -151,6 +153,7 @@ def check_counts(x, *, step: str) -> None:
             "centred data."
         )
         raise ValueError(msg)
+    return int(n_neg)
 
 
 def check_finite(x, *, step: str) -> None:

@@ -90,3 +90,20 @@ def test_copy_returns_filtered_copy(pbmc):
 def test_exactly_one_criterion(pbmc, kw):
     with pytest.raises(ValueError, match="exactly one"):
         gsc.pp.filter_cells(pbmc, **kw)
+
+
+@pytest.mark.parametrize("fn", ["filter_cells", "filter_genes"])
+def test_scaled_data_on_device_equal_cpu(device, pbmc, fn):
+    """Negative values on the GPU: the values above zero counted as on the CPU."""
+    from _helpers import cells_for
+
+    a = cells_for(device, pbmc, 300)
+    x = a.X.copy()
+    x.data[::3] *= -1
+    a.X = x
+    cpu, gpu = a.copy(), gsc.get.to_gpu(a.copy(), copy=True)
+    kw = {"min_genes": 40} if fn == "filter_cells" else {"min_cells": 20}
+    getattr(gsc.pp, fn)(cpu, **kw)
+    getattr(gsc.pp, fn)(gpu, **kw)
+    assert gpu.obs_names.equals(cpu.obs_names) and gpu.var_names.equals(cpu.var_names)
+    assert gpu.obs.equals(cpu.obs) and gpu.var.equals(cpu.var)

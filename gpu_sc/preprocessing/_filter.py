@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import to_host
+from .._backend import is_dask, is_sparse, to_host
 from .._validation import canonical, check_counts, float_values, sum_dtype
 
 
@@ -26,7 +26,8 @@ def filter_cells(
     """Filter cells on total counts or number of expressed genes (one criterion per call).
 
     Like :func:`scanpy.pp.filter_cells`. `data` is an AnnData or a matrix (numpy, scipy sparse,
-    cupy, cupyx sparse).
+    cupy, cupyx sparse). As in scanpy, a gene counts as expressed where its value is above zero,
+    so scaled data (negative values) are taken too.
 
     Returns
     -------
@@ -77,9 +78,12 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
 
     adata = data if isinstance(data, AnnData) else None
     x = canonical(adata.X if adata is not None else data, step=step)
-    check_counts(x, step=step)
+    n_neg = check_counts(x, step=step, negative_ok=True)
     p = _ops.parts(float_values(x))
     sums, nnz = (to_host(a) for a in (_ops.row_sums(p) if axis == 0 else _ops.col_sums(p)))
+    if n_neg and not by_counts:  # scanpy counts the values above zero (scaled data): X > 0
+        q = _ops.parts(_positives(x))
+        nnz = to_host((_ops.row_sums(q) if axis == 0 else _ops.col_sums(q))[1])
     number = sums.astype(sum_dtype(x.dtype)) if by_counts else nnz.astype(np.int64)
     keep = number >= low if low is not None else number <= high
 
@@ -90,6 +94,17 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     (adata.obs if axis == 0 else adata.var)[key_counts if by_counts else key_num] = number
     _subset_inplace(adata, keep, axis)
     return adata if copy else None
+
+
+def _positives(x):
+    """1.0 where `x` is above zero, 0 elsewhere, in `x`'s storage (lazily for Dask)."""
+    if is_dask(x):
+        return x.map_blocks(_positives, dtype=np.float32)
+    if is_sparse(x):
+        y = x.copy()
+        y.data = (x.data > 0).astype(np.float32)
+        return y
+    return (x > 0).astype(np.float32)
 
 
 def _subset_inplace(adata: AnnData, keep, axis: int) -> None:

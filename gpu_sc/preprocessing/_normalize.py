@@ -37,7 +37,8 @@ def normalize_total(
     Parameters
     ----------
     adata
-        Annotated data matrix with counts (non-negative, finite).
+        Annotated data matrix with counts (finite; negative values are taken, as scanpy takes
+        scaled data).
     target_sum
         Total per cell after normalisation; ``None`` takes the median of the nonzero totals,
         for every layout (scanpy's rule for dense data; scanpy 1.11's CSR path took the median
@@ -81,7 +82,7 @@ def normalize_total(
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
     check_not_empty(x, step=_STEP)
-    check_counts(x, step=_STEP)
+    check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
         make_actual(adata)
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)

@@ -39,7 +39,8 @@ def calculate_qc_metrics(
     Parameters
     ----------
     adata
-        Annotated data matrix with counts (non-negative, finite).
+        Annotated data matrix with counts (finite; negative values are taken, as scanpy takes
+        scaled data).
     expr_type, var_type
         Names used in the metric keys (``total_{expr_type}``, ``n_{var_type}_by_{expr_type}``).
     qc_vars
@@ -68,7 +69,7 @@ def calculate_qc_metrics(
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
     x = canonical(given, step=_STEP)
     check_not_empty(x, step=_STEP)
-    check_counts(x, step=_STEP)
+    check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
     n_cells, n_genes = x.shape
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     qc_masks = {q: _qc_mask(adata, q, n_genes) for q in qc_vars}
