@@ -154,3 +154,9 @@ def test_scale_gpu_equals_cpu(device, pbmc, kw, dense):
         assert_close(gpu.var[col], pbmc.var[col], dtype=np.float64, n_terms=pbmc.n_obs, scale="max")
     x = to_host(pbmc.X)  # from those, one rounding to X's dtype
     assert_close(to_host(gpu.X), x, dtype=np.float64, n_terms=pbmc.n_obs, out=x.dtype, scale="max")
+
+
+def test_mask_by_name_without_anndata_in_scanpys_words():
+    """scanpy's own test matches this message (tests/test_scaling.py::test_mask_string)."""
+    with pytest.raises(ValueError, match=r"Cannot refer to mask.* without.*anndata"):
+        scale(np.ones((3, 3)), mask_obs="mask")

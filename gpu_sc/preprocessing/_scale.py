@@ -81,7 +81,8 @@ def scale(
             msg = f"{_STEP}: `layer` and `obsm` need an AnnData, got {type(data).__name__}."
             raise ValueError(msg)
         if isinstance(mask_obs, str):
-            msg = f"{_STEP}: mask_obs given by name ({mask_obs!r}) needs an AnnData."
+            msg = (f"{_STEP}: Cannot refer to mask with string without providing anndata object as "
+                   f"argument (mask_obs={mask_obs!r}); pass a boolean array, or the AnnData.")  # scanpy's words
             raise ValueError(msg)
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else host_bool_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
