@@ -111,8 +111,11 @@ def run_module(root: Path, module: str, *, swap: bool, work: Path, timeout: floa
 def judge(plain: dict, swapped: dict, reached: set) -> dict:
     """Per module: tests passing on plain scanpy that reached gpu_sc, how many of those pass."""
     judged = [n for n, (o, _) in plain.items() if o == "passed" and n in reached]
-    failed = {n: swapped.get(n, ("not run", ""))[1] or swapped.get(n, ("not run", ""))[0]
-              for n in judged if swapped.get(n, ("not run",))[0] != "passed"}  # fmt: skip
+    failed = {}
+    for n in judged:
+        outcome, message = swapped.get(n, ("not run", ""))
+        if outcome != "passed":
+            failed[n] = message or outcome
     return {"tests": len(plain), "plain_passed": sum(o == "passed" for o, _ in plain.values()),
             "reached": len(judged), "passed": len(judged) - len(failed), "failed": len(failed),
             "failures": failed}  # fmt: skip

@@ -186,7 +186,7 @@ FORMATS = ("an .h5ad file, a 10x Cell Ranger .h5 (v2 or v3), a 10x matrix folder
            "features/genes and barcodes), a .zarr store or a .loom file")
 
 
-def read_h5ad(path: str) -> AnnData:
+def read_input(path: str) -> AnnData:
     """Read what a reanalysis starts from, chosen by content: h5ad, 10x h5 (v2/v3), a 10x
     matrix folder, zarr, loom (10x through scanpy's readers)."""
     import anndata as ad
@@ -278,7 +278,7 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
     return adata, f
 
 
-def write_h5ad(adata: AnnData, path: str) -> None:
+def write_output(adata: AnnData, path: str) -> None:
     """Write h5ad, or a zarr store where `path` ends in .zarr."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     if Path(path).suffix == ".zarr":
@@ -295,7 +295,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     source = None
     if args.chunk_rows is None:
-        adata = read_h5ad(args.input)
+        adata = read_input(args.input)
         how = ""
     else:
         adata, source = read_h5ad_lazy(args.input, args.chunk_rows)
@@ -304,7 +304,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         print(f"read {args.input}{how}: {shape_text(adata)}; backend {backend_description(device)}")
         times = run_pipeline(adata, steps, args, device)
         t0 = time.perf_counter()
-        write_h5ad(adata, args.output)  # a lazy matrix is computed block by block here
+        write_output(adata, args.output)  # a lazy matrix is computed block by block here
     finally:
         if source is not None:
             source.close()
@@ -357,7 +357,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
                             device=device))
     _print_summary(summary)
     if args.output:
-        write_h5ad(adata, args.output)
+        write_output(adata, args.output)
         print(f"wrote {args.output}")
 
 
@@ -393,12 +393,12 @@ def parse_groups(text: str, flag: str) -> list[str]:
 
 
 def _read_flag(path: str, flag: str) -> AnnData:
-    """read_h5ad with the option's name in the message."""
+    """read_input with the option's name in the message."""
     if not Path(path).exists():
         msg = f"{flag} {path}: file not found; pass an existing file ({FORMATS})"
         raise CliError(msg)
     try:
-        return read_h5ad(path)
+        return read_input(path)
     except CliError as e:
         msg = f"{flag}: {e}"
         raise CliError(msg) from e
@@ -504,7 +504,7 @@ def cmd_pic(args: argparse.Namespace) -> None:
     step(3, "deconvolve", t0, f"method {args.method} on the {device.upper()}, {len(groups_a)} A x "
                               f"{len(groups_b)} B groups ({len(groups_a) * len(groups_b)} pairs)")
     t0 = time.perf_counter()
-    write_h5ad(pics, args.output)
+    write_output(pics, args.output)
     step(4, "write", t0, str(args.output))
     summary = gsc.pic.summary(pics)
     if args.plots:

@@ -66,19 +66,25 @@ def _csc_rank_sums(data, indices, indptr, codes, sizes, n_rows, sums, tie):  # p
         tie[j] = t
 
 
+def _checked_codes(p: Parts, codes, xp):
+    """`codes` as int64 on `p`'s device, after the checks both implementations share."""
+    codes = xp.asarray(codes, dtype=np.int64)
+    if codes.shape != (p.shape[0],):
+        msg = f"codes must hold one group per row ({p.shape[0]}), got shape {codes.shape}."
+        raise ValueError(msg)
+    if p.data.dtype.kind == "f" and bool(xp.isnan(p.data).any()):
+        msg = "rank_sums: the matrix holds NaN values, which have no rank; fix or drop them first."
+        raise ValueError(msg)
+    return codes
+
+
 @primitive()
 def rank_sums(p: Parts, codes, n_groups: int):
     """(rank sums (n_groups, n_cols) float64, tie terms (n_cols,) float64): every column ranked
     over all rows; `codes` holds one group per row (-1 or >= n_groups: ranked, in no group).
     NaN values are refused."""
     n_rows, n_cols = p.shape
-    codes = np.asarray(codes, dtype=np.int64)
-    if codes.shape != (n_rows,):
-        msg = f"codes must hold one group per row ({n_rows}), got shape {codes.shape}."
-        raise ValueError(msg)
-    if p.data.dtype.kind == "f" and np.isnan(p.data).any():
-        msg = "rank_sums: the matrix holds NaN values, which have no rank; fix or drop them first."
-        raise ValueError(msg)
+    codes = _checked_codes(p, codes, np)
     if p.dense:
         csc = sp.csc_matrix(p.data.reshape(p.shape))
     else:
@@ -100,13 +106,7 @@ def _(p: Parts, codes, n_groups: int):
     import cupyx.scipy.sparse as cpsp
 
     n_rows, n_cols = p.shape
-    codes = cp.asarray(codes, dtype=cp.int64)
-    if codes.shape != (n_rows,):
-        msg = f"codes must hold one group per row ({n_rows}), got shape {codes.shape}."
-        raise ValueError(msg)
-    if p.data.dtype.kind == "f" and bool(cp.isnan(p.data).any()):
-        msg = "rank_sums: the matrix holds NaN values, which have no rank; fix or drop them first."
-        raise ValueError(msg)
+    codes = _checked_codes(p, codes, cp)
     x = cpsp.csr_matrix(p.data.reshape(p.shape)) if p.dense else cpsp.csr_matrix(tuple(p[:3]), shape=p.shape)
     csc = x.tocsc()
     cols = cp.repeat(cp.arange(n_cols, dtype=cp.int64), cp.diff(csc.indptr).astype(cp.int64))

@@ -11,8 +11,8 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse
 from .._values import log1p_, value_range
-from .._ops._chunked import Chunked, check_chunked, whole_rows
-from .._validation import get_matrix, make_actual, renamed_arg, set_matrix, unsupported_matrix
+from .._ops._chunked import Chunked
+from .._validation import canonical, get_matrix, make_actual, renamed_arg, set_matrix, unsupported_matrix
 
 _STEP = "log1p"
 
@@ -65,8 +65,7 @@ def log1p(
 
 def _log1p_matrix(x, *, base, copy: bool):
     if is_dask(x):  # lazy, on copies of the blocks
-        x = whole_rows(x)
-        check_chunked(x, step=_STEP)
+        x = canonical(x, step=_STEP)
         dtype = x.dtype if x.dtype.kind in "fc" else np.float64
         return Chunked(x).update(_log1p_parts, base, dtype=dtype)
     if isinstance(x, np.matrix):
