@@ -106,6 +106,10 @@ def pca_keys(key_added: str | None) -> tuple[str, str, str]:
     return (OBSM_PCA, VARM_PCS, UNS_PCA) if key_added is None else (key_added,) * 3
 
 
+# harmony_integrate (gpu_sc/preprocessing/_harmony.py): scanpy's default output key
+OBSM_PCA_HARMONY = "X_pca_harmony"
+
+
 # neighbors (gpu_sc/preprocessing/_neighbors.py): defaults; key_added gives
 # '{key}_distances', '{key}_connectivities' and uns[key]
 OBSP_DISTANCES = "distances"

@@ -22,6 +22,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 import gpu_sc as gsc
+from gpu_sc import _keys as K
 
 PERCENT_TOP = (50, 100, 200, 500)
 
@@ -69,7 +70,15 @@ def _pca(adata: AnnData, args: argparse.Namespace) -> None:
 
 
 def _neighbors(adata: AnnData, args: argparse.Namespace) -> None:
-    gsc.pp.neighbors(adata, n_neighbors=args.n_neighbors)
+    rep = K.OBSM_PCA_HARMONY if K.OBSM_PCA_HARMONY in adata.obsm else None  # after the 'harmony' step
+    gsc.pp.neighbors(adata, n_neighbors=args.n_neighbors, use_rep=rep)
+
+
+def _harmony(adata: AnnData, args: argparse.Namespace) -> None:
+    if not args.batch_key:
+        msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
+        raise CliError(msg)
+    gsc.pp.harmony_integrate(adata, args.batch_key.split(","))
 
 
 def _umap(adata: AnnData, args: argparse.Namespace) -> None:
@@ -96,6 +105,7 @@ STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "hvg": _hvg,
     "scale": _scale,
     "pca": _pca,
+    "harmony": _harmony,
     "neighbors": _neighbors,
     "umap": _umap,
     "leiden": _leiden,
@@ -572,6 +582,8 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--n-top-genes", type=int, default=2000,
                       help="hvg: number of highly variable genes (2000)")  # fmt: skip
     opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
+    opts.add_argument("--batch-key", default=None, metavar="KEY[,KEY]",
+                      help="harmony (and scrublet): obs column(s) of batches; neighbors then use X_pca_harmony")  # fmt: skip
     opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
     opts.add_argument("--resolution", type=float, default=1.0, help="leiden: resolution (1.0)")
     opts.add_argument("--qc-vars", default=None,

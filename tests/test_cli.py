@@ -391,3 +391,18 @@ def test_run_reads_the_real_barnyard_h5(tmp_path):
     got = ad.read_h5ad(out)
     assert got.shape == ref.shape == (1046, 112137) and got.var_names.equals(ref.var_names)
     assert (sp.csr_matrix(got.X) != sp.csr_matrix(ref.X)).nnz == 0
+
+
+def test_run_harmony_step_feeds_neighbors(tmp_path, capsys):
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    cells = pbmc68k_reduced()
+    cells.obs["run"] = np.where(np.arange(cells.n_obs) < 350, "a", "b")
+    cells.write_h5ad(src)
+    steps = ["--device", "cpu", "--steps", "normalize,log1p,pca,harmony,neighbors", "--n-comps", "10"]
+    assert main(["run", str(src), "-o", str(out), *steps, "--batch-key", "run"]) == 0
+    got = ad.read_h5ad(out)
+    assert got.obsm["X_pca_harmony"].shape == (cells.n_obs, 10)
+    assert got.uns["neighbors"]["params"]["use_rep"] == "X_pca_harmony"
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(src), "-o", str(tmp_path / "o.h5ad"), *steps])
+    assert e.value.code == 2 and "--batch-key" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """Preprocessing steps with scanpy's signatures; each runs where its data lives (CPU or GPU)."""
 
 from ._filter import filter_cells, filter_genes
+from ._harmony import harmony_integrate
 from ._hvg import highly_variable_genes
 from ._log1p import log1p
 from ._neighbors import neighbors
@@ -11,5 +12,5 @@ from ._scale import scale
 
 __all__ = [
     "calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-    "highly_variable_genes", "scale", "pca", "neighbors",
+    "highly_variable_genes", "scale", "pca", "neighbors", "harmony_integrate",
 ]  # fmt: skip

@@ -1,0 +1,232 @@
+"""harmony_integrate: batch correction of an embedding with Harmony, scanpy's external API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .. import _keys as K
+from .._backend import describe, is_dask, xp_of
+from .._ops.harmony import Batches, harmonize
+from .._validation import check_anndata, check_finite, check_int, make_actual
+
+_STEP = "harmony_integrate"
+
+
+def harmony_integrate(
+    adata: AnnData,
+    key: str | Sequence[str],
+    *,
+    basis: str = K.OBSM_PCA,
+    adjusted_basis: str = K.OBSM_PCA_HARMONY,
+    theta=None,
+    lamb=None,
+    sigma=0.1,
+    nclust: int | None = None,
+    tau: float = 0,
+    block_size: float = 0.05,
+    max_iter_harmony: int = 10,
+    max_iter_kmeans: int = 20,
+    epsilon_cluster: float = 1e-5,
+    epsilon_harmony: float = 1e-4,
+    random_state: int | None = 0,
+    cluster_fn: str | Callable = "kmeans",
+    verbose: bool | None = None,
+) -> None:
+    """Correct ``adata.obsm[basis]`` for the batches in ``adata.obs[key]`` with Harmony, like
+    :func:`scanpy.external.pp.harmony_integrate` (which calls harmonypy).
+
+    Runs where the embedding lives: NumPy on the CPU, CuPy on the GPU (the k-means start is
+    computed on the host). The parameters are harmonypy's (its defaults of version 0.0.10, the
+    release scanpy 1.11's wrapper reads correctly), and the same `random_state` gives harmonypy's
+    embedding up to rounding.
+
+    Parameters
+    ----------
+    adata
+        An AnnData with the embedding in ``obsm[basis]`` (cells x components).
+    key
+        The ``adata.obs`` column, or columns, of batches to remove (categories or labels, no
+        missing values).
+    basis, adjusted_basis
+        Where the embedding is read and where the corrected one (float64) is written.
+    theta
+        Diversity penalty: one number, one per batch variable, or one per batch level;
+        default 1. Larger values push clusters towards the whole data's batch mix.
+    lamb
+        Ridge penalty of the correction, given like `theta`; default 1.
+    sigma
+        Width of the soft k-means: one number, or one per cluster.
+    nclust
+        Number of clusters; default ``min(round(n_cells / 30), 100)``.
+    tau
+        Expected cells per cluster; > 0 lowers theta for small batches.
+    block_size
+        Share of cells reassigned per block in the k-means updates.
+    max_iter_harmony, max_iter_kmeans
+        Iterations of Harmony, and of k-means within each.
+    epsilon_cluster, epsilon_harmony
+        Relative changes of the objective below which k-means, and Harmony, stop.
+    random_state
+        Seed of the k-means start and of the block orders; None draws them afresh.
+    cluster_fn
+        ``'kmeans'`` (scikit-learn's KMeans, k-means++, 10 starts of 25 iterations), or a
+        callable ``(data, n_clusters) -> centroids`` (cells x components in, clusters x
+        components out), as harmonypy takes.
+    verbose
+        Accepted for harmonypy's signature; progress follows ``gsc.settings.verbosity``.
+
+    Returns
+    -------
+    None; sets ``adata.obsm[adjusted_basis]``. An embedding held as a Dask array is computed
+    first (an embedding of 10M cells x 50 components is 4 GB).
+    """
+    del verbose
+    check_anndata(adata, step=_STEP)
+    z = _embedding(adata, basis)
+    n = z.shape[0]
+    batches = _batches(adata, key)
+    k = _n_clusters(nclust, n)
+    params = dict(  # checked before any work, so that a bad value leaves adata as it was
+        theta=_per_level(1.0 if theta is None else theta, batches, "theta"),
+        lamb=_per_level(1.0 if lamb is None else lamb, batches, "lamb"),
+        sigma=_per_cluster(sigma, k),
+        tau=_non_negative(tau, "tau"),
+        block_size=_share(block_size),
+        max_iter_harmony=check_int(max_iter_harmony, step=_STEP, name="max_iter_harmony"),
+        max_iter_kmeans=check_int(max_iter_kmeans, step=_STEP, name="max_iter_kmeans"),
+        epsilon_cluster=_non_negative(epsilon_cluster, "epsilon_cluster"),
+        epsilon_harmony=_non_negative(epsilon_harmony, "epsilon_harmony"),
+    )
+    out = harmonize(z, batches, n_clusters=k, random_state=random_state,
+                    init_centroids=_init_centroids(cluster_fn), **params)
+    make_actual(adata)
+    adata.obsm[adjusted_basis] = out.z_corr
+
+
+def _embedding(adata: AnnData, basis: str):
+    if basis not in adata.obsm:
+        msg = (f"{_STEP}: basis {basis!r} not in adata.obsm ({list(adata.obsm)}); run gsc.pp.pca first "
+               "or pass basis=.")  # fmt: skip
+        raise KeyError(msg)
+    z = adata.obsm[basis]
+    if is_dask(z):
+        z = z.compute()
+    if isinstance(z, pd.DataFrame):
+        z = z.to_numpy()
+    if not (hasattr(z, "ndim") and z.ndim == 2 and getattr(z, "dtype", np.dtype(object)).kind in "biuf"):
+        msg = f"{_STEP}: obsm[{basis!r}] must be a numeric cells x components array, got {describe(z)}."
+        raise TypeError(msg)
+    if z.shape[0] < 2 or z.shape[1] < 1:
+        msg = f"{_STEP}: obsm[{basis!r}] has shape {z.shape}; Harmony needs at least 2 cells and 1 component."
+        raise ValueError(msg)
+    xp = xp_of(z)
+    z = xp.ascontiguousarray(z, dtype=np.float64)  # a copy for float32 input: adata is not changed
+    check_finite(z, step=_STEP)
+    if bool((z.max(axis=1) == 0).any()):
+        msg = (f"{_STEP}: obsm[{basis!r}] has cells whose largest component is 0 (all-zero or non-positive "
+               "rows); Harmony scales each cell by it. Drop those cells or use another basis.")  # fmt: skip
+        raise ValueError(msg)
+    return z
+
+
+def _batches(adata: AnnData, key) -> Batches:
+    keys = [key] if isinstance(key, str) else list(key)
+    if not keys:
+        msg = f"{_STEP}: key must name at least one adata.obs column, got {key!r}."
+        raise ValueError(msg)
+    codes, n_levels = [], []
+    for name in keys:
+        if name not in adata.obs.columns:
+            msg = f"{_STEP}: key {name!r} not in adata.obs; columns are {list(adata.obs.columns)}."
+            raise KeyError(msg)
+        col = adata.obs[name]
+        if col.isna().any():
+            msg = (f"{_STEP}: adata.obs[{name!r}] has {int(col.isna().sum())} missing values; label those "
+                   "cells' batch or remove the cells.")  # fmt: skip
+            raise ValueError(msg)
+        # levels in pandas.get_dummies' order (categories, else sorted values); unused
+        # categories are dropped
+        cat = pd.Categorical(col).remove_unused_categories()
+        codes.append(np.asarray(cat.codes, dtype=np.int64))
+        n_levels.append(len(cat.categories))
+    return Batches(codes=codes, n_levels=n_levels)
+
+
+def _n_clusters(nclust, n: int) -> int:
+    if nclust is None:
+        k = int(min(round(n / 30.0), 100))
+        if k < 1:
+            msg = f"{_STEP}: {n} cells give the default nclust = round(n / 30) = 0; pass nclust (1 to {n})."
+            raise ValueError(msg)
+        return k
+    k = check_int(nclust, step=_STEP, name="nclust")
+    if k > n:
+        msg = f"{_STEP}: nclust={k} exceeds the {n} cells; pass at most {n}."
+        raise ValueError(msg)
+    return k
+
+
+def _per_level(value, batches: Batches, name: str) -> np.ndarray:
+    """One value per batch level, from one number, one per variable or one per level."""
+    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    if v.ndim == 1 and v.size == 1:
+        v = np.repeat(v, batches.n_total)
+    elif v.ndim == 1 and v.size == len(batches.n_levels) and v.size != batches.n_total:
+        v = np.repeat(v, batches.n_levels)
+    if v.shape != (batches.n_total,) or not np.isfinite(v).all() or (v < 0).any():
+        msg = (f"{_STEP}: {name} must be a non-negative number, one per batch variable "
+               f"({len(batches.n_levels)}) or one per batch level ({batches.n_total}); got {value!r}.")
+        raise ValueError(msg)
+    return v
+
+
+def _per_cluster(sigma, k: int) -> np.ndarray:
+    s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    if s.size == 1:
+        s = np.repeat(s, k)
+    if s.shape != (k,) or not (np.isfinite(s) & (s > 0)).all():
+        msg = f"{_STEP}: sigma must be a positive number or one per cluster ({k}); got {sigma!r}."
+        raise ValueError(msg)
+    return s
+
+
+def _non_negative(value, name: str) -> float:
+    if not (isinstance(value, Real) and np.isfinite(value) and value >= 0):
+        msg = f"{_STEP}: {name} must be a non-negative number, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def _share(value) -> float:
+    if not (isinstance(value, Real) and 0 < value <= 1):
+        msg = f"{_STEP}: block_size must be a share of the cells in (0, 1], got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
+def _init_centroids(cluster_fn):
+    if callable(cluster_fn):
+        return lambda data, k, seed: np.asarray(cluster_fn(data, k), dtype=np.float64)
+    if cluster_fn != "kmeans":
+        msg = f"{_STEP}: cluster_fn must be 'kmeans' or a callable (data, n_clusters) -> centroids, got {cluster_fn!r}."
+        raise ValueError(msg)
+    return _kmeans_centroids
+
+
+def _kmeans_centroids(data: np.ndarray, k: int, seed) -> np.ndarray:
+    """harmonypy's start: scikit-learn's k-means++ KMeans, 10 starts of at most 25 iterations."""
+    try:
+        from sklearn.cluster import KMeans
+    except ImportError as err:
+        msg = (f"{_STEP}: the k-means start needs scikit-learn (pip install scikit-learn), or pass "
+               "cluster_fn=a callable (data, n_clusters) -> centroids.")  # fmt: skip
+        raise ImportError(msg) from err
+    seed = int(seed) if isinstance(seed, Integral) else seed
+    model = KMeans(n_clusters=k, init="k-means++", n_init=10, max_iter=25, random_state=seed)
+    return model.fit(data).cluster_centers_
+

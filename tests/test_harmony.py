@@ -1,0 +1,129 @@
+"""gsc.pp.harmony_integrate: harmonypy's result for the same seed on two real batches, on the CPU and
+through the GPU path (emulated), and bad input refused with the AnnData unchanged."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+from _helpers import to_host
+
+import gpu_sc as gsc
+
+#: Harmony is an iteration of sums whose stopping rules compare objectives; two summation orders
+#: keep it on the same path and move the result by rounding only (measured: 9e-13 of the largest
+#: coordinate on these cells); a stop decided differently would show as ~1e-4.
+ITERATED_RTOL = 1e-8
+
+
+@pytest.fixture(scope="module")
+def two_runs() -> ad.AnnData:
+    """The bundled pbmc4k (10x v2) and pbmc68k (v1) cells on their shared genes, batch 'run',
+    with a 20-component PCA of log-normalised counts."""
+    a, b = gsc.datasets.pbmc4k_half(), gsc.datasets.pbmc68k_reduced()
+    genes = a.var_names.intersection(b.var_names)
+    x = ad.concat([a[:, genes], b[:, genes]], label="run", keys=["4k", "68k"], index_unique="-")
+    x.obs["type"] = np.r_[a.obs["Annotation"].astype(str), b.obs["bulk_labels"].astype(str)]
+    x.obs["lane"] = pd.Categorical(np.arange(x.n_obs) % 2 == 0).rename_categories(["odd", "even"])
+    gsc.pp.normalize_total(x)
+    gsc.pp.log1p(x)
+    gsc.pp.pca(x, n_comps=20)
+    return ad.AnnData(obs=x.obs, obsm={"X_pca": x.obsm["X_pca"]})
+
+
+def _max_rel(got, ref) -> float:
+    return float(np.abs(got - ref).max() / np.abs(ref).max())
+
+
+def _classic_harmonypy():
+    """harmonypy before 0.1: the algorithm and defaults scanpy 1.11's wrapper reads (0.1 and later
+    follow R's harmony 1.2 instead: other defaults, an estimated ridge penalty)."""
+    harmonypy = pytest.importorskip("harmonypy")
+    if tuple(int(v) for v in harmonypy.__version__.split(".")[:2]) >= (0, 1):
+        pytest.skip(f"harmonypy {harmonypy.__version__} is not the classic algorithm (pip install 'harmonypy<0.1')")
+    return harmonypy
+
+
+def test_equals_harmonypy_and_mixes_batches(two_runs):
+    harmonypy = _classic_harmonypy()
+    x = two_runs.copy()
+    z = x.obsm["X_pca"].astype(np.float64)
+    ref = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False)
+    ref_z = ref.Z_corr.T  # components x cells there
+    gsc.pp.harmony_integrate(x, "run")
+    got = x.obsm["X_pca_harmony"]
+    assert got.shape == z.shape and got.dtype == np.float64
+    assert _max_rel(got, ref_z) <= ITERATED_RTOL
+    assert np.array_equal(x.obsm["X_pca"], two_runs.obsm["X_pca"])  # the input is not changed
+    # batches mix: the share of each cell's 30 nearest neighbours from the other run rises
+    before, after = _other_run_share(z, x.obs["run"]), _other_run_share(got, x.obs["run"])
+    assert after > 2 * before
+
+
+def _other_run_share(z, runs, k: int = 30) -> float:
+    d = ((z[:, None, :] - z[None, ::7, :]) ** 2).sum(-1)  # against every 7th cell: quick and enough
+    nn = np.argsort(d, axis=1)[:, 1 : k + 1]
+    codes = pd.Categorical(runs).codes
+    return float((codes[::7][nn] != codes[:, None]).mean())
+
+
+def test_two_batch_variables_equal_harmonypy(two_runs):
+    harmonypy = _classic_harmonypy()
+    x = two_runs[::4].copy()
+    z = x.obsm["X_pca"].astype(np.float64)
+    kw = dict(theta=[2.0, 1.0], nclust=12, max_iter_harmony=4, random_state=3)
+    ref = harmonypy.run_harmony(z, x.obs, ["run", "lane"], verbose=False, **kw).Z_corr.T
+    gsc.pp.harmony_integrate(x, ["run", "lane"], adjusted_basis="h", **kw)
+    assert _max_rel(x.obsm["h"], ref) <= ITERATED_RTOL
+
+
+def test_gpu_equals_cpu(device, two_runs):
+    x = two_runs[::5].copy()
+    gpu = gsc.get.to_gpu(x, copy=True)
+    kw = dict(nclust=10, max_iter_harmony=3)
+    gsc.pp.harmony_integrate(x, "run", **kw)
+    gsc.pp.harmony_integrate(gpu, "run", **kw)
+    out = gpu.obsm["X_pca_harmony"]
+    assert type(out).__module__.startswith("cupy")
+    assert _max_rel(to_host(out), x.obsm["X_pca_harmony"]) <= ITERATED_RTOL
+
+
+def test_custom_start_and_one_cell_batch(two_runs):
+    """A callable start (harmonypy's cluster_fn) and a batch of a single cell both run."""
+    x = two_runs[::6].copy()
+    x.obs["run"] = x.obs["run"].astype(str)
+    x.obs.iloc[0, x.obs.columns.get_loc("run")] = "lonely"
+    first = lambda data, k: data[:k]  # noqa: E731
+    gsc.pp.harmony_integrate(x, "run", cluster_fn=first, nclust=8, max_iter_harmony=2)
+    assert np.isfinite(x.obsm["X_pca_harmony"]).all()
+
+
+@pytest.mark.parametrize(
+    ("kw", "err", "match"),
+    [
+        (dict(key="nope"), KeyError, "key 'nope' not in adata.obs"),
+        (dict(key="run", basis="X_umap"), KeyError, "basis 'X_umap' not in adata.obsm"),
+        (dict(key="with_nan"), ValueError, "missing values"),
+        (dict(key="run", theta=[1.0, 2.0, 3.0]), ValueError, "theta must be"),
+        (dict(key="run", sigma=-1.0), ValueError, "sigma must be"),
+        (dict(key="run", nclust=10_000), ValueError, "nclust=10000 exceeds"),
+        (dict(key="run", block_size=0), ValueError, "block_size"),
+        (dict(key="run", cluster_fn="louvain"), ValueError, "cluster_fn"),
+        (dict(key="run", basis="bad"), ValueError, "non-finite"),
+    ],
+    ids=lambda v: str(v)[:24],
+)
+def test_bad_input_changes_nothing(two_runs, kw, err, match):
+    x = two_runs[:300].copy()
+    x.obs["with_nan"] = np.where(np.arange(x.n_obs) % 50 == 0, np.nan, 1.0)
+    bad = x.obsm["X_pca"].copy()
+    bad[3, 2] = np.nan
+    x.obsm["bad"] = bad
+    kw = dict(kw)
+    before = x.copy()
+    with pytest.raises(err, match=match):
+        gsc.pp.harmony_integrate(x, kw.pop("key"), **kw)
+    assert x.obs.equals(before.obs) and set(x.obsm) == set(before.obsm)
+    for name in x.obsm:
+        assert np.array_equal(x.obsm[name], before.obsm[name], equal_nan=True)
