@@ -583,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hvg: number of highly variable genes (2000)")  # fmt: skip
     opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
     opts.add_argument("--batch-key", default=None, metavar="KEY[,KEY]",
-                      help="harmony (and scrublet): obs column(s) of batches; neighbors then use X_pca_harmony")  # fmt: skip
+                      help="harmony, scrublet: obs column(s) of batches (neighbors then use X_pca_harmony)")
     opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
     opts.add_argument("--resolution", type=float, default=1.0, help="leiden: resolution (1.0)")
     opts.add_argument("--qc-vars", default=None,
