@@ -107,13 +107,15 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
     # PICs x genes
     pieces_r, pieces_c, pieces_v, meta = [], [], [], []
+    # each sample's A and B cells, found once (the draws below are the same as filtering per PIC)
+    by_sample = {s: {"A": pool_a[samples[pool_a] == s], "B": pool_b[samples[pool_b] == s]}
+                 for s in pd.unique(samples[pool_a])}  # fmt: skip
     for _ in range(n_pics):
         first = pool_a[rng.integers(pool_a.size)]
         s = samples[first]
         members = []
         for role in roles:
-            pool = pool_a if role == "A" else pool_b
-            pool = pool[samples[pool] == s]
+            pool = by_sample[s][role]
             if role == "A" and not members:
                 members.append(first)
             else:
