@@ -61,6 +61,16 @@ def _hvg(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.highly_variable_genes(adata, n_top_genes=min(args.n_top_genes, adata.n_vars))
 
 
+def _regress_out(adata: AnnData, args: argparse.Namespace) -> None:
+    keys = [k for k in args.regress_keys.split(",") if k]
+    missing = [k for k in keys if k not in adata.obs]
+    if missing:
+        msg = (f"step 'regress_out': obs has no {', '.join(map(repr, missing))}; run the 'qc' step first "
+               "or pass --regress-keys with obs columns.")  # fmt: skip
+        raise CliError(msg)
+    gsc.pp.regress_out(adata, keys)
+
+
 def _scale(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.scale(adata, max_value=10)
 
@@ -103,6 +113,7 @@ STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "normalize": _normalize,
     "log1p": _log1p,
     "hvg": _hvg,
+    "regress_out": _regress_out,
     "scale": _scale,
     "pca": _pca,
     "harmony": _harmony,
@@ -581,6 +592,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="normalize: counts per cell after normalization (default: median)")  # fmt: skip
     opts.add_argument("--n-top-genes", type=int, default=2000,
                       help="hvg: number of highly variable genes (2000)")  # fmt: skip
+    opts.add_argument("--regress-keys", default="total_counts,pct_counts_mt", metavar="KEY[,KEY]",
+                      help="regress_out: obs columns to regress out (total_counts,pct_counts_mt)")  # fmt: skip
     opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
     opts.add_argument("--batch-key", default=None, metavar="KEY[,KEY]",
                       help="harmony, scrublet: obs column(s) of batches (neighbors then use X_pca_harmony)")

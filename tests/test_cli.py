@@ -406,3 +406,22 @@ def test_run_harmony_step_feeds_neighbors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", str(src), "-o", str(tmp_path / "o.h5ad"), *steps])
     assert e.value.code == 2 and "--batch-key" in capsys.readouterr().err
+
+
+def test_run_regress_out_step_matches_scanpy(tmp_path, capsys):
+    import scanpy as sc
+
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    pbmc68k_reduced().write_h5ad(src)
+    steps = ["--device", "cpu", "--steps", "qc,normalize,log1p,regress_out", "--regress-keys", "total_counts"]
+    assert main(["run", str(src), "-o", str(out), *steps]) == 0
+    ref = pbmc68k_reduced()
+    sc.pp.calculate_qc_metrics(ref, inplace=True, percent_top=None)
+    sc.pp.normalize_total(ref)
+    sc.pp.log1p(ref)
+    sc.pp.regress_out(ref, ["total_counts"])
+    got = ad.read_h5ad(out).X
+    assert np.abs(got - ref.X).max() <= 1e-5 * np.abs(ref.X).max()
+    with pytest.raises(SystemExit):
+        main(["run", str(src), "-o", str(out), "--steps", "regress_out", "--device", "cpu"])
+    assert "run the 'qc' step first" in capsys.readouterr().err

@@ -7,10 +7,11 @@ from ._log1p import log1p
 from ._neighbors import neighbors
 from ._normalize import normalize_total
 from ._pca import pca
+from ._regress_out import regress_out
 from ._qc import calculate_qc_metrics
 from ._scale import scale
 
 __all__ = [
     "calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-    "highly_variable_genes", "scale", "pca", "neighbors", "harmony_integrate",
+    "highly_variable_genes", "scale", "pca", "neighbors", "harmony_integrate", "regress_out",
 ]  # fmt: skip

@@ -1,0 +1,472 @@
+"""regress_out: remove the linear effect of obs covariates from every gene, like scanpy.
+
+scanpy fits one Gaussian GLM per gene (statsmodels) or, for numeric keys with a non-singular
+design, solves the normal equations once. Both are least squares, so both are projections:
+
+- numeric keys: every gene shares the design R = [1, obs[keys]], so the residual of all genes
+  at once is Y - Q (Q^T Y), Q an orthonormal basis of R's columns (an SVD of the small n x p
+  design on the host). Q^T Y is summed over row blocks (CSR is never densified as a whole).
+- one categorical key: scanpy's regressor for a gene is its mean within the cell's category
+  (stored as float32), fitted with an intercept: the residual is y - ybar - b (m - mbar), with b
+  the slope of y on m, all from the per-category sums of the gene (`_ops.group_sums`, which
+  sums in scanpy's order and precision on the CPU, so the means are scanpy's bit for bit; the
+  GPU kernel and Dask blocks sum in another order, so their float32 means may differ by a
+  rounding step).
+
+On the CPU one Numba pass per matrix forms every residual in float64 and rounds it once; on the
+GPU the same arithmetic runs in row blocks through CuPy (cuBLAS for the products).
+
+Where scanpy takes its per-gene GLM path (a categorical key, or a singular numeric design) its
+two rules are kept: a gene with one value in every cell is returned as it is, and a gene the fit
+predicts perfectly (every |residual| <= 1e-8, statsmodels' perfect-prediction test) becomes 0.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype
+
+from .. import _ops
+from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._ops._chunked import row_columns
+from .._ops._layout import in_layout, row_pointers
+from .._validation import (
+    canonical,
+    check_anndata,
+    check_finite,
+    check_not_empty,
+    get_matrix,
+    make_actual,
+    set_matrix,
+)
+
+_STEP = "regress_out"
+_PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
+_BLOCK_BYTES = 64 * 2**20  # float64 working set of one row block (in-memory matrices)
+
+
+def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int | None = None,
+                copy: bool = False):  # fmt: skip
+    """Regress out (mostly) unwanted sources of variation, like :func:`scanpy.pp.regress_out`.
+
+    Simple linear regression of every gene on ``adata.obs[keys]`` (with an intercept), replaced
+    by its residual. Runs where the matrix lives (numpy/scipy on the CPU, cupy/cupyx on the GPU)
+    and gives scanpy's residuals: one least-squares projection for all genes at once instead of
+    a statsmodels GLM per gene.
+
+    Parameters
+    ----------
+    adata
+        The annotated data matrix.
+    keys
+        Name(s) of ``adata.obs`` columns to regress on: numeric columns (one or several), or a
+        single categorical column (string columns that repeat values count as categorical, as
+        scanpy turns them into categoricals), whose per-category mean of each gene is then the
+        regressor. No missing values.
+    layer
+        Regress ``adata.layers[layer]`` instead of ``X``.
+    n_jobs
+        Accepted for scanpy's signature; the work is a few matrix products, which use the
+        BLAS's (or the GPU's) own threads.
+    copy
+        Return a corrected copy of `adata` instead of working in place.
+
+    Returns
+    -------
+    ``None``, or the copy when ``copy``. Sets
+
+    ``adata.X`` | ``adata.layers[layer]``
+        The residuals, dense (sparse input is densified, as in scanpy) on the matrix's device.
+        Numeric keys: in the matrix's float dtype (integers become float32, or float64 for
+        64-bit integers; float16, which scanpy refuses, float32), computed in float64; a dense
+        float matrix is overwritten in place.
+        A categorical key, or numeric keys whose design is singular (scanpy's GLM path):
+        float64.
+    ``adata.obs``, ``adata.var``
+        String columns that repeat values become categoricals (scanpy's sanitize_anndata).
+
+    A key that adds nothing to the others (a constant column, a repeated key) is dropped by the
+    rank of the design (its SVD), as statsmodels does where scanpy's determinant test sends it.
+    Where that test misses (a determinant that rounds away from 0, as for a constant key), scanpy
+    inverts a singular matrix and its residuals are off (by 0.5 on Poisson counts of mean 1 in a
+    300-cell check); ours are then the least-squares residuals, not scanpy's.
+
+    A Dask array chunked by rows (blocks of scipy / cupyx sparse or numpy / cupy arrays) gives a
+    lazy Dask array of the same row chunks (dense blocks), which computes to the in-memory
+    result. The fit reads the blocks before that: once for numeric keys (Q^T Y), three times
+    for a categorical key (its float32 and float64 category sums, then scanpy's perfect-fit
+    rule, which needs the residuals), twice for a singular design; and once more for the check
+    that the values are finite.
+    """
+    check_anndata(adata, step=_STEP)
+    keys = _key_list(keys)
+    if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer)):
+        msg = f"{_STEP}: n_jobs must be an integer or None, got {n_jobs!r} ({type(n_jobs).__name__})."
+        raise TypeError(msg)
+    design = _design(adata.obs, keys)
+    x = _checked_matrix(get_matrix(adata, layer=layer, step=_STEP))
+    # everything checked: only now is anything changed (the copy, or the user's AnnData)
+    adata = adata.copy() if copy else adata
+    make_actual(adata)
+    adata.strings_to_categoricals()  # scanpy's sanitize_anndata
+    x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
+    set_matrix(adata, _regress(x, design), layer=layer)
+    return adata if copy else None
+
+
+# --------------------------------------------------------------------------- checks
+def _key_list(keys) -> list[str]:
+    if isinstance(keys, str):
+        return [keys]
+    try:
+        out = list(keys)
+    except TypeError:
+        out = None
+    if not out or not all(isinstance(k, str) for k in out):
+        msg = (f"{_STEP}: keys must be an obs column name or a non-empty list of them, got {keys!r}; "
+               "e.g. keys=['total_counts', 'pct_counts_mt'].")  # fmt: skip
+        raise ValueError(msg)
+    return out
+
+
+def _is_categorical(col: pd.Series) -> bool:
+    """Categorical, or strings that scanpy's sanitize_anndata makes categorical (fewer distinct
+    values than cells)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return True
+    return infer_dtype(col) == "string" and len(pd.Categorical(col).categories) < len(col)
+
+
+def _design(obs: pd.DataFrame, keys: list[str]):
+    """("categorical", codes, n_categories) or ("numeric", R), R = [1, obs[keys]] as scanpy
+    builds it; a clear error for a missing key, missing values or a key of another kind."""
+    missing = [k for k in keys if k not in obs.columns]
+    if missing:
+        shown = ", ".join(map(repr, list(obs.columns)[:20])) + (", ..." if obs.shape[1] > 20 else "")
+        msg = (f"{_STEP}: key(s) {missing} not found in adata.obs (columns: {shown or 'none'}); "
+               "run calculate_qc_metrics for total_counts / pct_counts_*, or add the column first.")  # fmt: skip
+        raise KeyError(msg)
+    if _is_categorical(obs[keys[0]]):
+        if len(keys) > 1:
+            msg = (f"{_STEP}: If providing categorical variable, only a single one is allowed. For this "
+                   f"one we regress on the mean for each category. Got keys {keys}, the first "
+                   f"categorical; pass {keys[0]!r} alone, or numeric keys only.")  # scanpy's words first
+            raise ValueError(msg)
+        cat = pd.Categorical(obs[keys[0]])
+        n_missing = int(np.count_nonzero(cat.codes < 0))
+        if n_missing:
+            msg = (f"{_STEP}: obs[{keys[0]!r}] has {n_missing} missing values (NaN) among {len(cat)} "
+                   "cells; give those cells a category or drop them first.")  # fmt: skip
+            raise ValueError(msg)
+        return "categorical", np.asarray(cat.codes, dtype=np.int64), len(cat.categories)
+    for k in keys:
+        col = obs[k]
+        if _is_categorical(col):
+            msg = (f"{_STEP}: obs[{k!r}] is categorical but is not the first of keys {keys}; a "
+                   "categorical key must be the only key (regress on it alone).")  # fmt: skip
+            raise ValueError(msg)
+        if is_bool_dtype(col.dtype) or not is_numeric_dtype(col.dtype):
+            msg = (f"{_STEP}: obs[{k!r}] has dtype {col.dtype}, neither numeric nor categorical; "
+                   f"convert it (adata.obs[{k!r}] = adata.obs[{k!r}].astype(float) for a number, "
+                   "or .astype('category') for groups) first.")  # fmt: skip
+            raise ValueError(msg)
+        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+        n_bad = int(np.count_nonzero(~np.isfinite(values)))
+        if n_bad:
+            msg = (f"{_STEP}: obs[{k!r}] has {n_bad} missing or infinite values among {values.size} "
+                   "cells; fill or drop those cells first.")  # fmt: skip
+            raise ValueError(msg)
+    regressors = obs[keys].copy()
+    regressors.insert(0, "ones", 1.0, allow_duplicates=True)  # as scanpy: its singularity test's numbers
+    return "numeric", regressors.to_numpy(dtype=np.float64)
+
+
+def _checked_matrix(x):
+    """`x` in a layout the steps take, numeric, non-empty and finite (nothing is modified)."""
+    x = canonical(x, step=_STEP)
+    check_not_empty(x, step=_STEP)
+    if x.dtype.kind not in "iuf":
+        msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
+        raise TypeError(msg)
+    check_finite(x, step=_STEP)
+    return x
+
+
+# --------------------------------------------------------------------------- the fit
+def _float_dtype(dtype) -> np.dtype:
+    """scanpy's cast of an integer matrix: float32 up to 32-bit integers, float64 beyond."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return dtype
+    return np.dtype(np.float32 if dtype.itemsize <= 4 else np.float64)
+
+
+def _regress(x, design):
+    """The residual matrix of `x` (CSR or dense, CPU or GPU, or a row-chunked Dask array)."""
+    kind = design[0]
+    glm = kind == "categorical"  # scanpy's per-gene GLM path
+    if x.dtype.kind != "f" or x.dtype == np.float16:  # integers: scanpy's cast, first; float16
+        x = x.astype(_float_dtype(x.dtype) if x.dtype.kind != "f" else np.float32)  # (scanpy refuses it)
+    if kind == "categorical":
+        rows, model = _categorical_fit(x, *design[1:])
+        out_dtype = np.dtype(np.float64)
+    else:
+        regressors = design[1]
+        glm = np.linalg.det(regressors.T @ regressors) == 0  # scanpy's test for its GLM fallback
+        q = _basis(regressors)
+        rows, model = q, _projection(x, q)
+        out_dtype = np.dtype(np.float64) if glm else _float_dtype(x.dtype)
+    if is_dask(x):
+        return _dask_residuals(x, rows, model, kind=kind, glm=glm, out_dtype=out_dtype)
+    return _residuals(x, rows, model, kind=kind, glm=glm, out_dtype=out_dtype)
+
+
+def _basis(regressors: np.ndarray) -> np.ndarray:
+    """An orthonormal basis (n x rank, float64) of the design's columns: its left singular
+    vectors above numpy's rank tolerance, so a column that repeats others adds nothing."""
+    u, s, _ = np.linalg.svd(regressors, full_matrices=False)
+    tol = s.max(initial=0.0) * max(regressors.shape) * np.finfo(np.float64).eps
+    return np.ascontiguousarray(u[:, s > tol])
+
+
+def _row_blocks(n_rows: int, n_cols: int):
+    step = max(1, _BLOCK_BYTES // (8 * max(n_cols, 1)))
+    for lo in range(0, n_rows, step):
+        yield lo, min(lo + step, n_rows)
+
+
+def _projection(x, q: np.ndarray):
+    """Q^T Y (rank x genes, float64): one pass over the rows; on the host for a Dask array."""
+    if is_dask(x):
+        return to_host(_ops.Chunked(x).reduce(_block_projection, per_row=(q,)))
+    if not is_gpu(x):
+        if is_sparse(x):
+            return _project(x, q)  # a sparse product: CSR is never densified
+        total = np.zeros((q.shape[1], x.shape[1]), dtype=np.float64)
+        _project_dense(x, q, total)
+        return total
+    xp = xp_of(x)
+    qd = xp.asarray(q)
+    total = xp.zeros((q.shape[1], x.shape[1]), dtype=np.float64)
+    for lo, hi in _row_blocks(*x.shape):
+        total += _project(x[lo:hi], qd[lo:hi])
+    return total
+
+
+def _project(y, q):
+    """q^T y for one row block y (CSR or dense), in float64."""
+    if is_sparse(y):
+        return (y.astype(np.float64).T @ q).T
+    return q.T @ y.astype(np.float64)
+
+
+def _block_projection(p, q):
+    xp = p.xp
+    return _project(_matrix(p), xp.asarray(q))
+
+
+def _categorical_fit(x, codes: np.ndarray, n_categories: int):
+    """(codes, F): F[c, g] the fitted value of gene g in category c (float64, K x genes)."""
+    acc = x.dtype  # scanpy's (numba's) mean sums in x's dtype
+    p = _ops.parts(x)
+    sums64 = to_host(_ops.group_sums(p, codes, n_categories, dtype=np.float64)[0])
+    sums_acc = sums64 if acc == np.float64 else to_host(_ops.group_sums(p, codes, n_categories, dtype=acc)[0])
+    counts = np.bincount(codes, minlength=n_categories).astype(np.float64)[:, None]
+    n = counts.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # scanpy's regressor: the category mean, summed in x's dtype, stored as float32
+        means = (sums_acc.astype(np.float64) / counts).astype(np.float32).astype(np.float64)
+    means[counts[:, 0] == 0] = 0.0  # categories without cells: never used
+    ybar = sums64.sum(0) / n
+    mbar = (counts * means).sum(0) / n
+    dm = means - mbar
+    smm = (counts * dm**2).sum(0)
+    smy = (dm * (sums64 - counts * ybar)).sum(0)
+    slope = np.divide(smy, smm, out=np.zeros_like(smy), where=smm > 0)  # m constant: y - ybar
+    return codes, ybar + slope * dm
+
+
+# --------------------------------------------------------------------------- residuals
+def _matrix(p):
+    """The matrix of `Parts` (CSR or a dense view)."""
+    if p.dense:
+        return p.data.reshape(p.shape)
+    return sparse_module(p.data).csr_matrix((p.data, p.indices, p.indptr), shape=p.shape)
+
+
+def _dense64(y):
+    y = y.toarray() if is_sparse(y) else y
+    return y.astype(np.float64)
+
+
+def _block_residuals(y, rows, model, *, kind: str):
+    """(float64 residuals, float64 values) of one row block `y`; `rows` the block's design rows
+    (Q's rows or category codes), `model` Q^T Y or the per-category fitted values."""
+    values = _dense64(y)
+    fitted = model[rows] if kind == "categorical" else rows @ model
+    return values - fitted, values
+
+
+def _residuals(x, rows, model, *, kind: str, glm: bool, out_dtype):
+    xp = xp_of(x)
+    n_rows, n_cols = x.shape
+    in_place = not glm and not is_sparse(x) and x.dtype == out_dtype  # scanpy writes into X too
+    out = x if in_place else xp.empty((n_rows, n_cols), dtype=out_dtype)
+    first = _dense64(x[0:1])[0] if glm else None
+    if is_gpu(x):
+        rows, model = xp.asarray(rows), xp.asarray(model)
+        varies = xp.zeros(n_cols, dtype=bool)
+        fits = xp.zeros(n_cols, dtype=bool)
+        for lo, hi in _row_blocks(n_rows, n_cols):
+            res, values = _block_residuals(x[lo:hi], rows[lo:hi], model, kind=kind)
+            if glm:
+                varies |= (values != first).any(axis=0)
+                fits |= (xp.abs(res) > _PERFECT_FIT).any(axis=0)
+            out[lo:hi] = res
+    else:  # one fused pass over the rows (Numba)
+        varies, fits = _cpu_residuals(_ops.parts(x), rows, model, kind=kind, first=first, out=out)
+    if not glm:
+        return out
+    zero, constant = (xp.flatnonzero(m) for m in _glm_rules(varies, fits))  # integer indices:
+    out[:, zero] = 0  # what every array library takes beside a slice
+    out[:, constant] = first[constant]
+    if not bool(varies.any()):  # every gene kept as it is: scanpy's result keeps X's dtype
+        out = out.astype(x.dtype)
+    return out
+
+
+def _cpu_residuals(p, rows, model, *, kind: str, first, out):
+    """Fill `out` with the residuals of `p` (CSR or dense, CPU); (varies, fits) per gene when
+    `first` (the first row) is given, for scanpy's GLM rules."""
+    n_rows, n_cols = p.shape
+    glm = first is not None
+    n_tasks = max(1, min(-(-n_rows // _ROWS), 4 * numba.get_num_threads())) if glm else 1
+    varies = np.zeros((n_tasks, n_cols), dtype=np.bool_)
+    fits = np.zeros((n_tasks, n_cols), dtype=np.bool_)
+    indptr = np.asarray(row_pointers(p)).astype(np.int64, copy=False)  # one kernel signature for
+    indices = np.zeros(1, dtype=np.int32) if p.dense else p.indices  # dense and CSR (unused here)
+    categorical = kind == "categorical"
+    codes = rows if categorical else np.zeros(1, dtype=np.int64)
+    q = np.zeros((1, 1)) if categorical else rows
+    _residual_rows(p.data, indices, indptr, p.dense, categorical, codes, model, q,
+                   np.zeros(n_cols) if first is None else first, glm, out, varies, fits)  # fmt: skip
+    return varies.any(axis=0), fits.any(axis=0)
+
+
+def _glm_rules(varies, fits):
+    """scanpy's per-gene GLM rules: (genes predicted perfectly -> 0, constant genes -> kept)."""
+    return varies & ~fits, ~varies
+
+
+def _dask_residuals(x, rows, model, *, kind: str, glm: bool, out_dtype):
+    """The lazy residual matrix of a row-chunked Dask array (same row chunks, dense blocks)."""
+    import dask.array as da
+
+    xp = _ops.Chunked(x).xp
+    model = to_host(model)
+    per_row = (rows,) if kind == "categorical" else tuple(rows[:, j] for j in range(rows.shape[1]))
+    zero = constant = first = None
+    if glm:
+        first = to_host(_dense64(x[0:1].compute())[0])
+        varies, fits = _ops.Chunked(x).reduce(_block_flags, model, first, kind=kind,
+                                              per_row=(rows,))  # fmt: skip
+        varies, fits = to_host(varies), to_host(fits)
+        zero, constant = (np.flatnonzero(m) for m in _glm_rules(varies, fits))
+        if not varies.any():
+            out_dtype = x.dtype
+    meta = xp.empty((0, 0), dtype=out_dtype)
+    return da.map_blocks(_dask_block, x, *row_columns(x, per_row), model=model, kind=kind,
+                         zero=zero, constant=constant, first=first, out_dtype=out_dtype,
+                         dtype=out_dtype, meta=meta)  # fmt: skip
+
+
+def _block_flags(p, rows, model, first, *, kind: str):
+    """(varies, fits) of one Dask block: genes not equal to the first row's value somewhere,
+    genes with a residual above the perfect-fit bound somewhere."""
+    xp = p.xp
+    res, values = _block_residuals(_matrix(p), xp.asarray(rows), xp.asarray(model), kind=kind)
+    return (values != xp.asarray(first)).any(axis=0), (xp.abs(res) > _PERFECT_FIT).any(axis=0)
+
+
+def _dask_block(block, *columns, model, kind, zero, constant, first, out_dtype):
+    block = in_layout(block)
+    xp = xp_of(block)
+    host_rows = columns[0][:, 0] if kind == "categorical" else np.stack([c[:, 0] for c in columns], axis=1)
+    res, _ = _block_residuals(block, xp.asarray(to_host(host_rows)), xp.asarray(model), kind=kind)
+    if zero is not None:
+        res[:, xp.asarray(zero)] = 0
+        res[:, xp.asarray(constant)] = xp.asarray(first)[xp.asarray(constant)]
+    return res.astype(out_dtype)
+
+
+# --------------------------------------------------------------------------- CPU kernels
+_TILE = 512  # genes per task of the dense projection
+_ROWS = 64  # rows per task of the residual kernels
+
+
+@numba.njit(parallel=True, cache=True)
+def _project_dense(y, q, out):
+    """out += q^T y in float64: tiles of genes in parallel, each with its own accumulators,
+    every sum in row order."""
+    n_rows, n_cols = y.shape
+    rank = q.shape[1]
+    for t in numba.prange((n_cols + _TILE - 1) // _TILE):
+        lo = t * _TILE
+        width = min(_TILE, n_cols - lo)
+        acc = np.zeros((rank, width), dtype=np.float64)
+        row = np.empty(width, dtype=np.float64)
+        for i in range(n_rows):
+            for j in range(width):
+                row[j] = y[i, lo + j]
+            for k in range(rank):
+                w = q[i, k]
+                a = acc[k]
+                for j in range(width):
+                    a[j] += w * row[j]
+        out[:, lo : lo + width] += acc
+
+
+@numba.njit(parallel=True, cache=True)
+def _residual_rows(data, indices, indptr, dense, categorical, codes, model, q, first, glm, out, varies, fits):
+    """out[i] = y[i] - fitted[i], formed in float64 and rounded once to out's dtype (out may be
+    y's own memory: each row is read before it is written). fitted[i] is model[codes[i]]
+    (categorical) or q[i] @ model. Rows of CSR (`indices`) or dense (`dense`: the position in
+    the row) data. With `glm`, task t marks varies[t, j] (y[i, j] != first[j]) and fits[t, j]
+    (|residual| above statsmodels' perfect-fit bound)."""
+    n_rows, n_cols = out.shape
+    n_tasks = varies.shape[0] if glm else -(-n_rows // _ROWS)
+    step = -(-n_rows // n_tasks)
+    rank = q.shape[1]
+    for t in numba.prange(n_tasks):
+        y = np.empty(n_cols, dtype=np.float64)
+        fit = np.empty(n_cols, dtype=np.float64)
+        for i in range(t * step, min((t + 1) * step, n_rows)):
+            begin, end = indptr[i], indptr[i + 1]
+            if dense:
+                for j in range(n_cols):
+                    y[j] = data[begin + j]
+            else:
+                y[:] = 0.0
+                for p in range(begin, end):
+                    y[indices[p]] += data[p]
+            if categorical:
+                row = model[codes[i]]
+                for j in range(n_cols):
+                    fit[j] = row[j]
+            else:
+                fit[:] = 0.0
+                for k in range(rank):
+                    w = q[i, k]
+                    for j in range(n_cols):
+                        fit[j] += w * model[k, j]
+            for j in range(n_cols):
+                r = y[j] - fit[j]
+                out[i, j] = r
+                if glm:
+                    if y[j] != first[j]:
+                        varies[t, j] = True
+                    if abs(r) > _PERFECT_FIT:
+                        fits[t, j] = True
