@@ -255,3 +255,20 @@ def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
         msg = f"{step}: {what} must be a boolean array of length {n}, got dtype {m.dtype} shape {m.shape}."
         raise ValueError(msg)
     return m
+
+
+def scanpy_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
+    """`host_bool_mask` with scanpy's words (its ``_check_mask``, which scanpy's tests match) for
+    a mask of the wrong length ("The shape of the mask do not match the data.") or dtype ("Mask
+    array must be boolean."); pca's `mask_var` and scale's `mask_obs`."""
+    if is_gpu(mask):
+        mask = mask.get()
+    m = np.asarray(mask)
+    if m.shape != (n,):
+        msg = (f"{step}: The shape of the mask do not match the data. {what} must be a boolean array of "
+               f"length {n}, got shape {m.shape}.")  # fmt: skip
+        raise ValueError(msg)
+    if m.dtype != bool:
+        msg = f"{step}: Mask array must be boolean. {what} must be a boolean array, got dtype {m.dtype}."
+        raise ValueError(msg)
+    return m

@@ -168,14 +168,31 @@ def test_bad_input_leaves_adata_unchanged(pbmc_pca, kwargs, match):
 
 
 def test_no_pca_many_genes(pbmc):
-    """Without X_pca and with > 50 genes, PCA is computed (gsc.pp.pca), as scanpy does."""
+    """Without X_pca and with > 50 genes, PCA is computed (gsc.pp.pca), as scanpy does, with
+    scanpy's warning (its words: scanpy's test_neighbors_key_added.py matches them); with X_pca,
+    or with few genes, no warning."""
     del pbmc.obsm["X_pca"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sc.pp.normalize_total(pbmc)
         sc.pp.log1p(pbmc)
-    neighbors(pbmc, n_neighbors=5)
+    from scanpy.tools._utils import _choose_representation  # where scanpy's neighbors warns
+
+    with warnings.catch_warnings(record=True) as theirs:
+        warnings.simplefilter("always")
+        _choose_representation(pbmc.copy())
+    with pytest.warns(UserWarning, match=r".*Falling back to preprocessing with `sc.pp.pca` and default params") as ours:
+        neighbors(pbmc, n_neighbors=5)
     assert pbmc.obsp["distances"].shape == (700, 700) and pbmc.obsm["X_pca"].shape == (700, 50)
+    ref = [str(w.message) for w in theirs if "Falling back" in str(w.message)]
+    assert [str(w.message) for w in ours] == ref and len(ref) == 1  # the same text, once
+    assert ours[0].filename == __file__  # points at the caller, as scanpy's stacklevel does
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        neighbors(pbmc, n_neighbors=5)  # X_pca now there
+        few = pbmc[:, :40].copy()
+        del few.obsm["X_pca"]
+        neighbors(few, n_neighbors=5)  # <= 50 genes: X itself
 
 
 def test_int64_and_integer_inputs(pbmc):

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from _helpers import KRYLOV_SIN, KRYLOV_VAR, assert_close, cells_for, reorder_tol, to_host
 
+import gpu_sc as gsc
 import gpu_sc.preprocessing._pca as pca_mod
 from gpu_sc import _ops
 from gpu_sc._ops import eigh as eigh_mod
@@ -90,7 +92,8 @@ def test_randomized_and_wide_paths(pbmc, monkeypatch):
     adata = _lognorm(pbmc)
     ref = adata.copy()
     sc.pp.pca(ref, n_comps=30)
-    pca(adata, n_comps=30, svd_solver="randomized", key_added="rand")
+    with pytest.warns(UserWarning, match=r"Ignoring svd_solver='randomized' and using arpack"):  # as scanpy, for sparse X
+        pca(adata, n_comps=30, svd_solver="randomized", key_added="rand")
     assert_pca_like(ref, adata, got_key="rand", obsm=("X_pca", "rand"), varm=("PCs", "rand"))
     monkeypatch.setattr(pca_mod, "WIDE_GENES", 100)  # the default path for wide matrices
     pca(adata, n_comps=30, key_added="wide")
@@ -137,10 +140,13 @@ def test_too_many_components(pbmc):
     before = small.copy()
     with pytest.raises(ValueError, match="n_comps=25"):
         pca(small, n_comps=25)
+    # scikit-learn's words, which scanpy's tests match (tests/test_pca.py::test_pca_shapes)
+    with pytest.raises(ValueError, match=r"n_components=25 must be between 1 and.*20 with svd_solver='arpack'"):
+        pca(small, n_comps=25)
     assert set(small.obsm) == set(before.obsm) and "pca" not in small.uns
     pca(small)  # the default: min(n_cells, n_genes) - 1
     assert small.obsm["X_pca"].shape == (20, 19)
-    with pytest.raises(ValueError, match="strictly less than"):
+    with pytest.raises(ValueError, match=r"n_components=20 must be strictly less than .*=20 with svd_solver='arpack'"):
         pca(small.copy(), n_comps=20)  # arpack, scanpy's default: at most min - 1
     small.X = small.X.toarray()  # scanpy takes 'full' for dense data only (arpack for sparse)
     ref, got = small.copy(), small.copy()
@@ -164,7 +170,7 @@ def test_scanpy_solver_dtypes(pbmc, dense):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             sc.pp.pca(ref, n_comps=10, **kwargs)
-        pca(got, n_comps=10, **kwargs)
+            pca(got, n_comps=10, **kwargs)  # scanpy's solver warnings too (test_solver_warnings_are_scanpys)
         dtypes = [(a.varm["PCs"].dtype, a.uns["pca"]["variance"].dtype, a.uns["pca"]["variance_ratio"].dtype,
                    a.obsm["X_pca"].dtype) for a in (ref, got)]  # fmt: skip
         assert dtypes[0] == dtypes[1], (kwargs, dtypes)
@@ -178,9 +184,14 @@ def test_missing_mask_column_is_a_value_error(pbmc):
     """As scanpy: ValueError (not KeyError) for a mask_var or highly_variable column that is not there."""
     adata = _lognorm(pbmc)
     before = adata.copy()
-    for kwargs in ({"mask_var": "nope"}, {"use_highly_variable": True}):
-        with pytest.raises(ValueError, match="not a column of adata.var"):
-            pca(adata, **kwargs)
+    with pytest.raises(ValueError, match=r"Did not find `adata\.var\['nope'\]`.*not a column of adata.var"):
+        pca(adata, mask_var="nope")
+    # scanpy's FutureWarning first, then its error (scanpy's tests/test_pca.py::test_mask_highly_var_error)
+    with (
+        pytest.warns(FutureWarning, match=r"Argument `use_highly_variable` is deprecated, consider using the mask"),
+        pytest.raises(ValueError, match=r"Did not find `adata\.var\['highly_variable'\]`\."),
+    ):
+        pca(adata, use_highly_variable=True)
     assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns
 
 
@@ -443,3 +454,98 @@ def test_krylov_gpu_equals_cpu(device, pbmc):
     q, r = eigh_mod._orthonormalize(a)
     assert_close(q.T @ q, np.eye(12), dtype=np.float64, n_terms=a.shape[0], scale=1.0)
     assert_close(q @ r, a, dtype=np.float64, n_terms=a.shape[1], scale="max")
+
+
+# scanpy's tests/test_pca.py matrix (test_pca_warnings): 6 cells x 5 genes
+_A = np.array([[0, 0, 7, 0, 0], [8, 5, 0, 2, 0], [6, 0, 0, 2, 5], [0, 0, 0, 1, 0], [8, 8, 2, 1, 0], [0, 0, 0, 4, 5]],
+              dtype=np.float32)  # fmt: skip
+_SOLVERS = (None, "arpack", "randomized", "auto", "full", "covariance_eigh", "tsqr", "lobpcg")
+
+
+def _warnings_of(fn, x, **kwargs):
+    """(category name, message) of each warning `fn(AnnData(x), **kwargs)` gives, and its error."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fn(ad.AnnData(x), **kwargs)
+            error = None
+        except ValueError as e:
+            error = type(e).__name__
+    seen = [(w.category.__name__, str(w.message)) for w in caught
+            if w.category is not ad.ImplicitModificationWarning and "LOBPCG" not in str(w.message)]  # fmt: skip
+    return seen, error
+
+
+@pytest.mark.parametrize("zero_center", [True, False], ids=["centred", "svd"])
+@pytest.mark.parametrize("kind", ["dense", "csr", "csc"])
+def test_solver_warnings_are_scanpys(kind, zero_center):
+    """The same warnings as scanpy (category and text), for every solver name: "Ignoring
+    svd_solver=... and using ..." where scanpy's implementation for that input does not take it,
+    the FutureWarning for sparse 'lobpcg', none for the names it takes (scanpy's test runs those
+    with warnings as errors). Our result does not depend on the name."""
+    x = {"dense": _A, "csr": sp.csr_matrix(_A), "csc": sp.csc_matrix(_A)}[kind]
+    warned = 0
+    for solver in _SOLVERS:
+        ref = _warnings_of(sc.pp.pca, x, svd_solver=solver, zero_center=zero_center)
+        got = _warnings_of(pca, x, svd_solver=solver, zero_center=zero_center)
+        assert got == ref, solver
+        warned += bool(ref[0])
+    assert warned >= 2  # the table has warning cases for each kind
+
+
+def test_solver_warnings_sparse_dask_are_scanpys():
+    """Sparse Dask blocks: scanpy ignores `random_state` and every solver but 'covariance_eigh', and says so."""
+    import dask.array as da
+
+    lazy = da.from_array(np.vstack([_A] * 4), chunks=(6, -1)).map_blocks(
+        sp.csr_matrix, meta=sp.csr_matrix((0, 0), dtype=np.float32))  # fmt: skip
+    cases = {"quiet": ({}, {"svd_solver": "covariance_eigh"}), "warns": ({"svd_solver": "randomized"},
+                                                                       {"random_state": 14})}  # fmt: skip
+    for outcome, calls in cases.items():
+        for kwargs in calls:
+            ref = _warnings_of(sc.pp.pca, lazy, n_comps=3, **kwargs)
+            got = _warnings_of(pca, lazy, n_comps=3, **kwargs)
+            assert got == ref and bool(got[0]) == (outcome == "warns"), kwargs
+
+
+@pytest.mark.parametrize("kind", ["dense", "csr", "dask"])
+def test_defaults_and_neighbors_pca_do_not_warn(pbmc, kind):
+    """Our own calls of pca (defaults; neighbors' PCA when X_pca exists; the CLI's) give no
+    solver warning: only a solver the caller names can warn."""
+    import dask.array as da
+
+    adata = _lognorm(pbmc)
+    if kind == "dense":
+        adata.X = adata.X.toarray()
+    elif kind == "dask":
+        adata.X = da.from_array(adata.X, chunks=(200, -1), asarray=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pca(adata, n_comps=20)
+        pca(adata, n_comps=20, zero_center=False)
+        gsc.pp.neighbors(adata, n_neighbors=10)
+
+
+def test_use_highly_variable_is_deprecated_as_in_scanpy(pbmc):
+    """scanpy's FutureWarning (tests/test_deprecations.py); True means mask_var='highly_variable'."""
+    adata = _lognorm(pbmc, hvg=True)
+    ref = pca(adata, n_comps=10, mask_var="highly_variable", copy=True)
+    with pytest.warns(FutureWarning, match="Argument `use_highly_variable` is deprecated"):
+        got = pca(adata, n_comps=10, use_highly_variable=True, copy=True)
+    np.testing.assert_array_equal(got.obsm["X_pca"], ref.obsm["X_pca"])
+    with (
+        pytest.warns(FutureWarning, match="use_highly_variable"),
+        pytest.raises(ValueError, match="These arguments are incompatible"),
+    ):
+        pca(adata, use_highly_variable=False, mask_var=None)
+
+
+def test_mask_errors_in_scanpys_words(pbmc):
+    """scanpy's _check_mask texts (tests/test_pca.py::test_mask_length_error), the data untouched."""
+    adata = _lognorm(pbmc)
+    before = adata.copy()
+    with pytest.raises(ValueError, match=r"The shape of the mask do not match the data\."):
+        pca(adata, mask_var=np.ones(adata.n_vars + 1, dtype=bool))
+    with pytest.raises(ValueError, match=r"Mask array must be boolean"):
+        pca(adata, mask_var=np.ones(adata.n_vars))
+    assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns

@@ -160,3 +160,39 @@ def test_mask_by_name_without_anndata_in_scanpys_words():
     """scanpy's own test matches this message (tests/test_scaling.py::test_mask_string)."""
     with pytest.raises(ValueError, match=r"Cannot refer to mask.* without.*anndata"):
         scale(np.ones((3, 3)), mask_obs="mask")
+
+
+def test_view_warns_as_scanpy_and_parent_is_untouched(pbmc):
+    """A view becomes an actual AnnData with scanpy's warning (its words; scanpy's
+    test_preprocessing.py::test_scale matches "view"), and the parent keeps its values; no
+    warning with copy=True or for an actual AnnData."""
+    pbmc = _lognorm(pbmc)
+    pbmc.X = pbmc.X.toarray()
+    before = pbmc.X.copy()
+    v = pbmc[:, : pbmc.n_vars // 2]
+    ref = v.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.scale(ref)
+    with pytest.warns(UserWarning, match=r"^Received a view of an AnnData\. Making a copy\.$") as caught:
+        scale(v)
+    assert len(caught) == 1 and caught[0].filename == __file__  # at the caller, as scanpy's stacklevel
+    assert not v.is_view
+    np.testing.assert_array_equal(pbmc.X, before)
+    assert_close(v.X, ref.X, dtype=np.float64, n_terms=pbmc.n_obs, out=v.X.dtype, scale="max")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = scale(pbmc[:, :10], copy=True)
+        scale(pbmc)
+    assert not out.is_view
+
+
+def test_mask_errors_in_scanpys_words(pbmc):
+    """scanpy's _check_mask texts for a mask of the wrong length or dtype."""
+    with pytest.raises(ValueError, match=r"The shape of the mask do not match the data\..*mask_obs"):
+        scale(pbmc, mask_obs=np.ones(3, dtype=bool))
+    with pytest.raises(ValueError, match=r"Mask array must be boolean\."):
+        scale(pbmc, mask_obs=np.ones(pbmc.n_obs))
+    with pytest.raises(KeyError, match=r"Did not find `adata\.obs\['nope'\]`"):
+        scale(pbmc, mask_obs="nope")
+    assert "mean" not in pbmc.var

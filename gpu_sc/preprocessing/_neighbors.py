@@ -347,7 +347,11 @@ def neighbors(
     if rep is None:
         from ._pca import pca
 
-        # as scanpy: PCA with n_pcs (default 50) components, written to adata
+        # as scanpy: PCA with n_pcs (default 50) components, written to adata, with its warning
+        # (its words: scanpy's tests match them)
+        warnings.warn(f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, if you really want this, "
+                      "set `use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
+                      UserWarning, stacklevel=2)  # fmt: skip
         settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = adata.obsm[K.OBSM_PCA]

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
+import warnings
+from importlib import metadata
+
 import numpy as np
 from anndata import AnnData
 
@@ -11,7 +16,7 @@ from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
 from .._settings import N_PCS
 from .._validation import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
-                      host_bool_mask, make_actual)  # fmt: skip
+                           make_actual, scanpy_mask)  # fmt: skip
 
 _STEP = "pca"
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
@@ -22,6 +27,13 @@ _EMPTY = object()
 _CHUNK_ROWS = 6000  # chunked=True without chunk_size: anndata's chunked_X default, as scanpy
 
 _SOLVERS = {None, "arpack", "randomized", "auto", "full", "covariance_eigh", "tsqr", "lobpcg"}
+# the implementations scanpy 1.11 hands `svd_solver` to, as its warnings name them
+_SK_PCA = "sklearn.decomposition._pca.PCA"
+_SK_TSVD = "sklearn.decomposition._truncated_svd.TruncatedSVD"
+_DML_PCA = "dask_ml.decomposition.pca.PCA"
+_DML_IPCA = "dask_ml.decomposition.incremental_pca.IncrementalPCA"
+_DML_TSVD = "dask_ml.decomposition.truncated_svd.TruncatedSVD"
+_DML_PCA_SOLVERS = ("auto", "full", "tsqr", "randomized")
 
 
 def pca(
@@ -65,7 +77,12 @@ def pca(
     cell-side eigendecomposition, or block Krylov for wide matrices with many cells);
     'randomized' forces the randomized block Krylov solver whatever the shape (with fewer genes
     than its basis needs, max(2.5 n_comps, n_comps + 24), it decomposes the small covariance
-    matrix instead). `random_state` seeds its start block.
+    matrix instead). `random_state` seeds its start block. scanpy's warnings come where scanpy
+    gives them, in its words: a UserWarning "Ignoring svd_solver=... and using ..." for a name
+    that scanpy's implementation for the input does not take (scikit-learn's PCA, dense or
+    sparse, its TruncatedSVD with ``zero_center=False``, dask-ml's for Dask data), a
+    FutureWarning for 'lobpcg' on sparse data, and for sparse Dask data that `random_state` and
+    the solver are ignored; the result here is the same either way.
     `chunked`/`chunk_size`: the computation is always blocked; `chunk_size` sets the rows per
     block (default with `chunked`: 6,000, as scanpy). The result is the exact PCA; scanpy's
     incremental PCA only approximates it (measured on 2,500 bundled brain cells, 2,000 HVGs,
@@ -168,6 +185,9 @@ def pca(
     if mask is not None:
         x = Chunked(x).take_columns(np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
         x = canonical(x, step=_STEP)
+    # scanpy's warnings for a solver its implementation for this input does not take (our
+    # solvers take every name; see above); the name scanpy would use, for the n_comps error
+    solver_name = _scanpy_solver(svd_solver, x, zero_center=zero_center, chunked=chunked, random_state=random_state)
     if not is_dask(x):  # the genes used only, as scanpy; a Dask matrix is not read an extra time
         check_finite(x, step=_STEP)
     n_obs, n_vars = x.shape
@@ -177,10 +197,11 @@ def pca(
     limit = min(n_obs, n_vars)
     every = svd_solver in ("full", "covariance_eigh")  # scikit-learn's exact solvers take all components
     if not 1 <= n_comps < limit + every:
-        msg = (
-            f"{_STEP}: n_comps={n_comps} must be at least 1 and "
-            f"{'at most' if every else 'strictly less than'} min(n_cells, n_genes)={limit} (after mask_var)."
-        )
+        # scikit-learn's words (scanpy's tests match them), with our parameter's name
+        bound = "strictly less than" if n_comps == limit else "between 1 and"
+        with_solver = "" if solver_name is None else f" with svd_solver={solver_name!r}"
+        msg = (f"{_STEP}: n_comps={n_comps}: n_components={n_comps} must be {bound} min(n_samples, "
+               f"n_features)={limit}{with_solver} (cells and genes, after mask_var).")  # fmt: skip
         raise ValueError(msg)
 
     p = _ops.parts(x)
@@ -263,11 +284,17 @@ def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_s
 
 
 def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
-    """(mask parameter as scanpy stores it, host bool mask or None), scanpy's rules."""
+    """(mask parameter as scanpy stores it, host bool mask or None), scanpy's rules, warning and
+    words (its tests match them)."""
     hvg = K.VAR_HIGHLY_VARIABLE
-    if use_highly_variable is not None and mask_var is not _EMPTY:
-        msg = f"{_STEP}: use_highly_variable and mask_var are incompatible; use mask_var only."
-        raise ValueError(msg)
+    if use_highly_variable is not None:
+        hint = ('Use_highly_variable=True can be called through mask_var="highly_variable". '
+                "Use_highly_variable=False can be called through mask_var=None")  # fmt: skip
+        msg = f"Argument `use_highly_variable` is deprecated, consider using the mask argument. {hint}"
+        warnings.warn(msg, FutureWarning, stacklevel=3)  # at the caller of pca
+        if mask_var is not _EMPTY:
+            msg = f"{_STEP}: These arguments are incompatible (use_highly_variable and mask_var). {hint}"
+            raise ValueError(msg)
     has_hvg = var is not None and hvg in var.columns
     if use_highly_variable or (use_highly_variable is None and mask_var is _EMPTY and has_hvg):
         mask_var = hvg
@@ -275,10 +302,77 @@ def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
         return None, None
     if isinstance(mask_var, str):
         if var is None or mask_var not in var.columns:
-            msg = f"{_STEP}: mask_var {mask_var!r} is not a column of adata.var."
+            msg = (f"{_STEP}: Did not find `adata.var[{mask_var!r}]`. Either add the mask first to `adata.var` "
+                   f"or consider using the mask argument with an array (mask_var {mask_var!r} is not a "
+                   "column of adata.var).")  # fmt: skip
             raise ValueError(msg)  # as scanpy
-        return mask_var, host_bool_mask(var[mask_var].to_numpy(), n_vars, what="mask_var", step=_STEP)
-    return mask_var, host_bool_mask(mask_var, n_vars, what="mask_var", step=_STEP)
+        return mask_var, scanpy_mask(var[mask_var].to_numpy(), n_vars, what="mask_var", step=_STEP)
+    return mask_var, scanpy_mask(mask_var, n_vars, what="mask_var", step=_STEP)
+
+
+def _scanpy_solver(svd_solver, x, *, zero_center: bool, chunked: bool, random_state) -> str | None:
+    """The solver name scanpy 1.11.5 would hand to its implementation for `x` (after mask_var),
+    with the warnings it gives there (same category and words; ``stacklevel`` at the caller of
+    pca): "Ignoring svd_solver=... and using ..." (UserWarning) for a name that implementation
+    does not take, the FutureWarning for 'lobpcg' on sparse data, and for sparse Dask data the
+    notes that `random_state` and `svd_solver` are ignored. Only the warnings: every name gives
+    the same (exact) result here. scikit-learn's PCA for in-memory data, its TruncatedSVD with
+    ``zero_center=False``; dask-ml's for Dask data; no warning with `chunked` (scanpy's
+    incremental PCA takes no solver; dask-ml's does). cupy / cupyx data: as numpy / scipy."""
+    dask = is_dask(x)
+    sparse = is_sparse(x._meta if dask else x)
+    if chunked:
+        return _supported(svd_solver, _DML_IPCA, _DML_PCA_SOLVERS, "auto") if dask else svd_solver
+    if not zero_center:
+        if not dask:
+            return _supported(svd_solver, _SK_TSVD, ("arpack", "randomized"), "randomized")
+        return svd_solver if sparse else _supported(svd_solver, _DML_TSVD, ("tsqr", "randomized"), "tsqr")
+    sklearn = _sklearn_version()
+    sparse_solvers = ("arpack", "covariance_eigh") if sklearn >= (1, 5) else ("arpack",)
+    if dask:
+        if sparse or svd_solver == "covariance_eigh":  # scanpy's own covariance solver
+            if not (isinstance(random_state, int | np.integer) and random_state == 0):
+                warnings.warn(f"Ignoring {random_state=} when using a sparse dask array", UserWarning, stacklevel=3)
+            if svd_solver not in {None, "covariance_eigh"}:
+                warnings.warn(f"Ignoring {svd_solver=} when using a sparse dask array", UserWarning, stacklevel=3)
+            return "covariance_eigh"
+        return _supported(svd_solver, _DML_PCA, _DML_PCA_SOLVERS, "auto")
+    if sparse and (sklearn < (1, 4) or svd_solver == "lobpcg"):  # scanpy's own sparse arpack / lobpcg
+        if svd_solver == "lobpcg":
+            msg = (f"{svd_solver=} for sparse relies on legacy code and will not be supported in the future. "
+                   "Also the lobpcg solver has been observed to be inaccurate. Please use 'arpack' instead.")
+            warnings.warn(msg, FutureWarning, stacklevel=3)
+            return svd_solver
+        if svd_solver not in {None, *sparse_solvers}:
+            msg = (f"Ignoring {svd_solver=} and using 'arpack', "
+                   "sparse PCA with sklearn < 1.4 only supports 'lobpcg' and 'arpack'.")
+            warnings.warn(msg, UserWarning, stacklevel=3)
+        return "arpack"
+    if sparse:
+        return _supported(svd_solver, _SK_PCA, sparse_solvers, "arpack", suffix=" (with sparse input)")
+    return _supported(svd_solver, _SK_PCA, ("auto", "full", "randomized", *sparse_solvers), "arpack")
+
+
+def _supported(svd_solver, method: str, solvers: tuple[str, ...], default: str, *, suffix: str = "") -> str:
+    """`svd_solver` when `method` takes it, else `default` (with scanpy's warning, unless None)."""
+    if svd_solver in solvers:
+        return svd_solver
+    if svd_solver is not None:
+        msg = (f"Ignoring {svd_solver=} and using {default}, "
+               f"{method}{suffix} only supports {dict.fromkeys(solvers).keys()}.")  # scanpy prints dict_keys
+        warnings.warn(msg, UserWarning, stacklevel=4)  # pca -> _scanpy_solver -> here
+    return default
+
+
+@functools.cache
+def _sklearn_version() -> tuple[int, int]:
+    """scikit-learn's (major, minor): which solvers scanpy's PCA takes depends on it (newest
+    when it is not installed)."""
+    try:
+        found = re.match(r"(\d+)\.(\d+)", metadata.version("scikit-learn"))
+    except metadata.PackageNotFoundError:
+        found = None
+    return (int(found[1]), int(found[2])) if found else (999, 0)
 
 
 def _flip_signs(v):

@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from .._validation import canonical, get_matrix, host_bool_mask, make_actual, set_matrix
+from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix
 
 _STEP = "scale"
 
@@ -85,7 +85,7 @@ def scale(
                    f"argument (mask_obs={mask_obs!r}); pass a boolean array, or the AnnData.")  # scanpy's words
             raise ValueError(msg)
         x = _prepare(data, copy=copy)
-        mask = None if mask_obs is None else host_bool_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
+        mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         return _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
 
     adata = data.copy() if copy else data
@@ -94,13 +94,15 @@ def scale(
     if mask_obs is not None:
         if isinstance(mask_obs, str):
             if mask_obs not in adata.obs.columns:
-                msg = f"{_STEP}: mask_obs {mask_obs!r} is not a column of adata.obs."
+                msg = (f"{_STEP}: Did not find `adata.obs[{mask_obs!r}]`. Either add the mask first to `adata.obs` "
+                       f"or consider using the mask argument with an array (mask_obs {mask_obs!r} is not a "
+                       "column of adata.obs).")  # scanpy's words (it raises a ValueError)
                 raise KeyError(msg)
             keys = K.scale_mask_keys(mask_obs)
-            mask = host_bool_mask(adata.obs[mask_obs].to_numpy(), adata.n_obs, what="mask_obs", step=_STEP)
+            mask = scanpy_mask(adata.obs[mask_obs].to_numpy(), adata.n_obs, what="mask_obs", step=_STEP)
         else:
             keys = K.scale_mask_keys(None)
-            mask = host_bool_mask(mask_obs, adata.n_obs, what="mask_obs", step=_STEP)
+            mask = scanpy_mask(mask_obs, adata.n_obs, what="mask_obs", step=_STEP)
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     if x0.shape[1] != adata.n_vars:
         msg = (
@@ -108,6 +110,8 @@ def scale(
             "so its statistics cannot be stored in adata.var; scale the array directly instead."
         )
         raise ValueError(msg)
+    if adata.is_view:  # scanpy's warning (its view_to_actual; its tests match "view")
+        warnings.warn("Received a view of an AnnData. Making a copy.", UserWarning, stacklevel=2)
     make_actual(adata)
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = _prepare(x0, copy=False)
