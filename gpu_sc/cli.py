@@ -104,7 +104,7 @@ def _markers(adata: AnnData, args: argparse.Namespace) -> None:
     if "leiden" not in adata.obs:
         msg = "step 'markers' ranks genes per Leiden cluster: run the 'leiden' step before it."
         raise CliError(msg)
-    gsc.tl.rank_genes_groups(adata, "leiden", use_raw=False)
+    gsc.tl.rank_genes_groups(adata, "leiden", use_raw=False, method=args.markers_method)
 
 
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
@@ -599,6 +599,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="harmony, scrublet: obs column(s) of batches (neighbors then use X_pca_harmony)")
     opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
     opts.add_argument("--resolution", type=float, default=1.0, help="leiden: resolution (1.0)")
+    opts.add_argument("--markers-method", default="t-test",
+                      choices=("t-test", "t-test_overestim_var", "wilcoxon", "logreg"),
+                      help="markers: rank_genes_groups' method (t-test)")  # fmt: skip
     opts.add_argument("--qc-vars", default=None,
                       help="qc: comma-separated boolean var columns (default: 'mt' = MT-/mt- genes)")  # fmt: skip
 
@@ -621,7 +624,8 @@ def build_parser() -> argparse.ArgumentParser:
                            f"as {PIC_DEMO_PNG} ('' for none)")  # fmt: skip
     # the bundled data has only 765 genes, so the cell filter is far looser than scanpy's default
     demo.set_defaults(func=cmd_demo, min_genes=10, min_cells=3, target_sum=None, qc_vars=None,
-                      n_top_genes=300, n_comps=30, n_neighbors=15, resolution=1.0)  # fmt: skip
+                      n_top_genes=300, n_comps=30, n_neighbors=15, resolution=1.0,
+                      markers_method="t-test")  # fmt: skip
 
     pic = sub.add_parser("pic", parents=[device], help="deconvolve PIC-seq doublets (PICs) into A and B groups",
                          description="Deconvolve physically interacting cells: for each PIC, the "

@@ -425,3 +425,13 @@ def test_run_regress_out_step_matches_scanpy(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(src), "-o", str(out), "--steps", "regress_out", "--device", "cpu"])
     assert "run the 'qc' step first" in capsys.readouterr().err
+
+
+def test_run_markers_method(tmp_path):
+    pytest.importorskip("igraph")
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    pbmc68k_reduced().write_h5ad(src)
+    steps = ["--device", "cpu", "--steps", "normalize,log1p,pca,neighbors,leiden,markers", "--n-comps", "10",
+             "--markers-method", "wilcoxon"]  # fmt: skip
+    assert main(["run", str(src), "-o", str(out), *steps]) == 0
+    assert ad.read_h5ad(out).uns["rank_genes_groups"]["params"]["method"] == "wilcoxon"

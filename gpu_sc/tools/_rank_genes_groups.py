@@ -1,5 +1,5 @@
 """`gsc.tl.rank_genes_groups`: scanpy's marker-gene ranking (t-test, t-test_overestim_var,
-wilcoxon), with the same arguments and the same `uns` layout, so that
+wilcoxon, logreg), with the same arguments and the same `uns` layout, so that
 `sc.get.rank_genes_groups_df` and `sc.pl.rank_genes_groups*` read it.
 
 Every group's means, variances and nonzero counts come from one pass of the `group_sums`
@@ -8,7 +8,9 @@ the totals minus the group's. Welch's t statistic and its p value are scipy's
 (`ttest_ind_from_stats`) on those, as in scanpy; only the (groups x genes) statistics reach the
 host. Wilcoxon's rank sums come from the `rank_sums` primitive (every gene ranked once over all
 cells against 'rest', over the group and the reference otherwise; sparse, never densified), and
-its z scores and p values from scanpy's formulas in scanpy's order of operations.
+its z scores and p values from scanpy's formulas in scanpy's order of operations. logreg
+delegates, as scanpy does, to a multinomial logistic regression (scikit-learn's on the host, or
+cuML's for GPU data where cuML is installed) and ranks by its coefficients.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, to_host
+from .._backend import is_dask, is_gpu, to_host
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
 from .._stats import bh_fdr
 from .._validation import canonical, check_anndata, check_int, get_matrix, host_bool_mask
 
-METHODS = ("t-test", "t-test_overestim_var", "wilcoxon")
+METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
 STEP = "rank_genes_groups"
 _DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pvals": "float64",
@@ -113,7 +115,9 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
 
     Methods ``'t-test'`` (default), ``'t-test_overestim_var'`` (the rest's variance weighted
     as if it had the group's size) and ``'wilcoxon'`` (rank sums, normal approximation;
-    ``tie_correct`` as in scanpy). Expects log-normalised data (``log1p``'s base in
+    ``tie_correct`` as in scanpy) and ``'logreg'`` (coefficients of a logistic regression on the
+    cells of the tested groups; `kwds` go to scikit-learn's ``LogisticRegression`` as in scanpy;
+    writes ``names`` and ``scores`` only, like scanpy). Expects log-normalised data (``log1p``'s base in
     ``uns['log1p']`` is honoured for the fold changes). X (or the layer / raw) may be numpy,
     scipy sparse, cupy / cupyx (group statistics in our GPU kernel, Wilcoxon's ranks by CuPy
     sorts) or, for the t-tests, a row-chunked Dask array.
@@ -132,7 +136,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     if corr_method not in CORR_METHODS:
         msg = f"{STEP}: corr_method must be one of {CORR_METHODS}, got {corr_method!r}."
         raise ValueError(msg)
-    if kwds:
+    if kwds and method != "logreg":
         msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
         raise TypeError(msg)
     x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
@@ -145,6 +149,15 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     adata = adata.copy() if copy else adata
     order, labels = _groups(adata, groupby, groups, reference)
     key = key_added or "rank_genes_groups"
+    params = {"groupby": groupby, "reference": reference, "method": method, "use_raw": use_raw,
+              "layer": layer, "corr_method": corr_method}  # fmt: skip
+    if method == "logreg":
+        tables = {"names": {}, "scores": {}}
+        for name, scores in _logreg_scores(x, adata.obs[groupby], order, kwds).items():
+            idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
+            tables["names"][name], tables["scores"][name] = np.asarray(names)[idx], scores[idx]
+        _write(adata, key, params, tables)
+        return adata if copy else None
 
     # one pass: the tested groups, plus one more row for the cells in none of them, so that
     # the totals (and the rest of each group) come from the same sums
@@ -184,17 +197,69 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         for k, v in (("names", np.asarray(names)), ("scores", scores), ("logfoldchanges", lfc),
                      ("pvals", pvals), ("pvals_adj", adj)):  # fmt: skip
             tables[k][name] = v[idx]
-    adata.uns[key] = {"params": {"groupby": groupby, "reference": reference, "method": method,
-                                 "use_raw": use_raw, "layer": layer, "corr_method": corr_method}}  # fmt: skip
+    _write(adata, key, params, tables)
     if pts:
         adata.uns[key]["pts"] = pd.DataFrame((nnz / size[:, None]).T, index=names, columns=order)
         if reference == "rest":
             adata.uns[key]["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
                                                       index=names, columns=order)  # fmt: skip
+    return adata if copy else None
+
+
+def _write(adata: AnnData, key: str, params: dict, tables: dict) -> None:
+    """uns[key]: the params and one record array per statistic (a field per group), as scanpy."""
+    adata.uns[key] = {"params": params}
     for k, cols in tables.items():
         frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
         adata.uns[key][k] = frame.to_records(index=False, column_dtypes=_DTYPES[k])
-    return adata if copy else None
+
+
+def _logreg_scores(x, col: pd.Series, order, kwds) -> dict[str, np.ndarray]:
+    """scanpy's logreg: one multinomial fit on the cells of the tested groups (the reference
+    included), labelled by their category codes in the column's own categories (as scanpy, so
+    the solver sees the same problem); a group's scores are its row of coefficients (with two
+    groups, the one row, reported for the first group only)."""
+    if len(order) < 2:
+        msg = f"{STEP}: method='logreg' needs at least two groups; got {order}."
+        raise ValueError(msg)
+    if is_dask(x):
+        msg = f"{STEP}: method='logreg' fits all cells at once; compute the Dask array into memory first."
+        raise ValueError(msg)
+    cats = [str(c) for c in col.cat.categories]
+    codes = col.cat.codes.to_numpy()
+    rows = np.flatnonzero(np.isin(codes, [cats.index(g) for g in order]))
+    coef = to_host(_logistic_regression(x, kwds).fit(x[rows], codes[rows]).coef_)
+    if len(order) <= 2:
+        return {order[0]: np.asarray(coef[0], dtype=np.float64)}
+    present = np.unique(codes[rows])  # coefficient rows follow the codes present
+    return {g: np.asarray(coef[np.searchsorted(present, cats.index(g))], dtype=np.float64) for g in order}
+
+
+def _logistic_regression(x, kwds):
+    if is_gpu(x):
+        try:
+            from cuml.linear_model import LogisticRegression
+        except ImportError:  # no cuML: scikit-learn on a host copy, as scanpy
+            pass
+        else:
+            return LogisticRegression(**kwds)
+    try:
+        from sklearn.linear_model import LogisticRegression
+    except ImportError as err:
+        msg = f"{STEP}: method='logreg' needs scikit-learn (pip install scikit-learn)."
+        raise ImportError(msg) from err
+    return _HostFit(LogisticRegression(**kwds)) if is_gpu(x) else LogisticRegression(**kwds)
+
+
+class _HostFit:
+    """A scikit-learn model fitted on a host copy of GPU data."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def fit(self, x, y):
+        host = x.get() if hasattr(x, "get") else x
+        return self.model.fit(host, y)
 
 
 def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.ndarray]:
