@@ -77,3 +77,23 @@ def test_deprecated_x_keyword_as_scanpy():
     assert [(w.category, str(w.message)) for w in ours] == [(w.category, str(w.message)) for w in theirs]
     with pytest.raises(TypeError, match="both `X` and `data`"):
         gsc.pp.log1p(x, X=x)
+
+
+def test_chunked_on_backed_adata_as_scanpy(tmp_path):
+    """scanpy's tests/test_preprocessing.py::test_log1p: chunked=True on an AnnData backed on disk;
+    a bad value anywhere leaves the file unchanged."""
+    import anndata as ad
+
+    x = np.random.default_rng(0).random((200, 10)).astype(np.float32)
+    a = ad.AnnData(x.copy())
+    a.filename = tmp_path / "backed.h5ad"
+    gsc.pp.log1p(a, chunked=True, chunk_size=33)
+    assert_close(a.X[:], np.log1p(x), dtype=np.float32)  # one float32 log1p: an ulp at most
+    assert a.uns["log1p"] == {"base": None}
+    bad = x.copy()
+    bad[150, 3] = -2
+    b = ad.AnnData(bad.copy())
+    b.filename = tmp_path / "bad.h5ad"
+    with pytest.raises(ValueError, match="below -1"):
+        gsc.pp.log1p(b, chunked=True, chunk_size=33)
+    assert np.array_equal(b.X[:], bad)

@@ -31,8 +31,10 @@ def log1p(
     """Logarithmise the data matrix, like :func:`scanpy.pp.log1p`: X = log(1 + X) / log(base).
 
     `data` is an AnnData or a matrix (numpy, scipy sparse, cupy, cupyx sparse). Integer input
-    becomes float64, as in scanpy. `chunked` and `chunk_size` are accepted for scanpy
-    compatibility; in-memory matrices are transformed in one pass, which gives the same values.
+    becomes float64, as in scanpy. In-memory matrices are transformed in one pass (the same
+    values as any chunking); an AnnData backed on disk (``backed='r+'``) is transformed with
+    ``chunked=True``, `chunk_size` cells (default 6000) read, transformed and written back at a
+    time, after one read pass that checks every value.
 
     Returns
     -------
@@ -54,6 +56,10 @@ def log1p(
     get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)  # validates layer/obsm before any change
     if K.UNS_LOG1P in adata.uns:
         warnings.warn("adata.X seems to be already log-transformed.", UserWarning, stacklevel=2)
+    if adata.isbacked and layer is None and obsm is None and chunked and not copy:
+        _log1p_backed(adata, base=base, chunk_size=chunk_size or 6000)
+        adata.uns[K.UNS_LOG1P] = {"base": base}
+        return None
     if copy:
         adata = adata.copy()
     make_actual(adata)
@@ -61,6 +67,15 @@ def log1p(
     set_matrix(adata, x, layer=layer, obsm=obsm)
     adata.uns[K.UNS_LOG1P] = {"base": base}
     return adata if copy else None
+
+
+def _log1p_backed(adata: AnnData, *, base, chunk_size: int) -> None:
+    """X on disk, `chunk_size` cells at a time: every chunk checked first, so that bad values
+    leave the file unchanged, then each transformed and written back."""
+    for chunk, _, _ in adata.chunked_X(chunk_size):
+        _check_domain(chunk.data if is_sparse(chunk) else np.asarray(chunk), lambda: "backed adata.X")
+    for chunk, start, end in adata.chunked_X(chunk_size):
+        adata.X[start:end] = _log1p_matrix(chunk, base=base, copy=False)
 
 
 def _log1p_matrix(x, *, base, copy: bool):
