@@ -44,6 +44,15 @@ def _qc(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.calculate_qc_metrics(adata, qc_vars=qc_vars, percent_top=percent_top, inplace=True)
 
 
+def _scrublet(adata: AnnData, args: argparse.Namespace) -> None:
+    # on raw counts, before 'normalize'; per batch when --batch-key names one column
+    keys = args.batch_key.split(",") if args.batch_key else []
+    if len(keys) > 1:
+        msg = f"step 'scrublet' takes one batch column; --batch-key gave {len(keys)} ({args.batch_key})."
+        raise CliError(msg)
+    gsc.pp.scrublet(adata, batch_key=keys[0] if keys else None)
+
+
 def _filter(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.filter_cells(adata, min_genes=args.min_genes)
     gsc.pp.filter_genes(adata, min_cells=args.min_cells)
@@ -109,6 +118,7 @@ def _markers(adata: AnnData, args: argparse.Namespace) -> None:
 
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "qc": _qc,
+    "scrublet": _scrublet,
     "filter": _filter,
     "normalize": _normalize,
     "log1p": _log1p,

@@ -435,3 +435,14 @@ def test_run_markers_method(tmp_path):
              "--markers-method", "wilcoxon"]  # fmt: skip
     assert main(["run", str(src), "-o", str(out), *steps]) == 0
     assert ad.read_h5ad(out).uns["rank_genes_groups"]["params"]["method"] == "wilcoxon"
+
+
+def test_run_scrublet_step_equals_the_api(tmp_path):
+    src, out = tmp_path / "in.h5ad", tmp_path / "out.h5ad"
+    cells = pbmc68k_reduced()
+    cells.write_h5ad(src)
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scrublet"]) == 0
+    got = ad.read_h5ad(out)
+    gpu_sc.pp.scrublet(cells)
+    assert np.array_equal(got.obs["doublet_score"], cells.obs["doublet_score"])
+    assert (got.obs["predicted_doublet"] == cells.obs["predicted_doublet"]).all()

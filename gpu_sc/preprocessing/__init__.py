@@ -10,8 +10,10 @@ from ._pca import pca
 from ._regress_out import regress_out
 from ._qc import calculate_qc_metrics
 from ._scale import scale
+from ._scrublet import scrublet, scrublet_simulate_doublets
 
 __all__ = [
     "calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
     "highly_variable_genes", "scale", "pca", "neighbors", "harmony_integrate", "regress_out",
+    "scrublet", "scrublet_simulate_doublets",
 ]  # fmt: skip

@@ -1,0 +1,275 @@
+"""scrublet / scrublet_simulate_doublets against scanpy's (same seed: same doublets, scores and
+calls), on the bundled pbmc4k half and, where ../shared/data has it, the hgmm barnyard; the GPU
+path (device fixture) against the CPU; bad input refused with the data unchanged."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import assert_adata_equal, to_host
+from scipy.stats import spearmanr
+
+import gpu_sc as gsc
+from gpu_sc.preprocessing._scrublet import _score, scrublet, scrublet_simulate_doublets
+from gpu_sc.preprocessing._scrublet._simulate import sample_without_replacement
+from gpu_sc.preprocessing._scrublet._threshold import threshold_minimum
+
+BARNYARD = Path(__file__).resolve().parents[2] / "shared" / "data" / "hgmm_1k_v3"
+UNS_KEYS = {"doublet_scores_sim", "doublet_parents", "parameters", "threshold"}
+
+
+def _quiet(fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kw)
+
+
+def _agreement(ref, got) -> tuple[float, float]:
+    """(Spearman of the doublet scores, share of cells with the same call)."""
+    rho = spearmanr(ref.obs["doublet_score"], got.obs["doublet_score"])[0]
+    same = np.mean(ref.obs["predicted_doublet"].to_numpy() == got.obs["predicted_doublet"].to_numpy())
+    return rho, same
+
+
+@pytest.fixture(scope="module")
+def pbmc4k_runs():
+    """scanpy's and our scrublet on the bundled 2,170 x 33,694 PBMCs, default parameters."""
+    adata = gsc.datasets.pbmc4k_half()
+    ref, got = adata.copy(), adata.copy()
+    _quiet(sc.pp.scrublet, ref, random_state=0)
+    _quiet(scrublet, got, random_state=0)
+    return adata, ref, got
+
+
+def test_matches_scanpy_pbmc4k(pbmc4k_runs):
+    adata, ref, got = pbmc4k_runs
+    rho, same = _agreement(ref, got)
+    assert rho >= 0.98 and same >= 0.98, (rho, same)
+    # the same doublets, and (exact embedding up to round-off) the same neighbour counts
+    assert set(got.uns["scrublet"]) == set(ref.uns["scrublet"]) == UNS_KEYS
+    np.testing.assert_array_equal(got.uns["scrublet"]["doublet_parents"], ref.uns["scrublet"]["doublet_parents"])
+    assert got.uns["scrublet"]["parameters"] == ref.uns["scrublet"]["parameters"]
+    assert np.mean(got.obs["doublet_score"].to_numpy() == ref.obs["doublet_score"].to_numpy()) > 0.99
+    # seed 0 here is the rare run where a near-duplicate doublet tips scanpy into leaving every row out
+    # of its own list (see _score.search): each doublet's score is one neighbour higher here, the
+    # threshold moves (0.277 against 0.217) and 11 of 2,170 calls differ
+    sim_ref, sim_got = ref.uns["scrublet"]["doublet_scores_sim"], got.uns["scrublet"]["doublet_scores_sim"]
+    assert spearmanr(sim_ref, sim_got)[0] > 0.999
+    assert got.obs["predicted_doublet"].dtype == bool and got.obs["doublet_score"].dtype == np.float64
+    # only the result keys were added
+    assert list(got.obs.columns) == [*adata.obs.columns, "doublet_score", "predicted_doublet"]
+    assert got.var.equals(adata.var) and (got.X != adata.X).nnz == 0
+
+
+def test_threshold_minimum_matches_skimage():
+    skimage_filters = pytest.importorskip("skimage.filters")
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        n = int(rng.integers(50, 3000))
+        x = np.r_[rng.gamma(2, 0.02, n), rng.normal(rng.uniform(0.2, 0.8), 0.1, int(rng.integers(1, n)))]
+        if trial % 3 == 0:
+            x = np.round(x, 2)  # plateaus and empty bins
+        try:
+            ref = skimage_filters.threshold_minimum(x)
+        except RuntimeError:
+            with pytest.raises(RuntimeError):
+                threshold_minimum(x)
+            continue
+        assert threshold_minimum(x) == ref
+    for one_mode in (np.full(100, 0.3), np.r_[np.zeros(50), np.ones(5)]):
+        with pytest.raises(RuntimeError, match="two maxima"):
+            skimage_filters.threshold_minimum(one_mode)
+        with pytest.raises(RuntimeError, match="two maxima"):
+            threshold_minimum(one_mode)
+
+
+def test_pairs_are_scikit_learns_draws():
+    random = pytest.importorskip("sklearn.utils.random")
+    # permutation (0.01 < ratio < 0.99), tracking selection (ratio < 0.01, repeats redrawn),
+    # reservoir sampling (ratio >= 0.99)
+    # (the state after the draws too: scanpy draws the subsampling from the same RandomState)
+    for n_pop, n in [(2500, 100), (22500, 300), (4_708_900, 4340), (10**10, 200_000), (1000, 150), (9, 9),
+                     (100, 99)]:  # fmt: skip
+        rs_ref, rs_got = np.random.RandomState(3), np.random.RandomState(3)
+        ref = random.sample_without_replacement(n_pop, n, random_state=rs_ref)
+        np.testing.assert_array_equal(sample_without_replacement(n_pop, n, rs_got), ref)
+        assert rs_got.randint(2**31) == rs_ref.randint(2**31)
+
+
+@pytest.mark.parametrize("subsampling", [1.0, 0.5])
+def test_simulate_doublets_matches_scanpy(pbmc, subsampling):
+    kw = dict(sim_doublet_ratio=1.5, synthetic_doublet_umi_subsampling=subsampling, random_seed=4)
+    ref = sc.pp.scrublet_simulate_doublets(pbmc, **kw)
+    got = scrublet_simulate_doublets(pbmc, **kw)
+    assert got.shape == ref.shape == (1050, pbmc.n_vars)
+    np.testing.assert_array_equal(got.obsm["doublet_parents"], ref.obsm["doublet_parents"])
+    assert sp.issparse(got.X) and got.X.format == "csr"
+    np.testing.assert_array_equal(to_host(got.X), to_host(ref.X))  # the same binomial draws
+    assert got.uns["scrublet"] == ref.uns["scrublet"]
+    if subsampling == 1.0:  # below 1 scanpy draws a correction of the totals from numpy's global state
+        np.testing.assert_array_equal(got.obs["n_counts"], ref.obs["n_counts"])
+    else:
+        assert (got.obs["n_counts"] >= np.asarray(got.X.sum(axis=1)).ravel()).all()
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mean_center": False},
+        {"normalize_variance": False, "log_transform": True, "knn_dist_metric": "cosine"},
+        {"use_approx_neighbors": False, "n_neighbors": 10, "threshold": 0.3, "get_doublet_neighbor_parents": True},
+    ],
+    ids=["svd", "log-cosine", "exact-k10-parents"],
+)
+def test_options_match_scanpy(pbmc, kw):
+    ref, got = pbmc.copy(), pbmc.copy()
+    _quiet(sc.pp.scrublet, ref, random_state=1, **kw)
+    _quiet(scrublet, got, random_state=1, **kw)
+    rho, same = _agreement(ref, got)
+    assert rho >= 0.98 and same >= 0.98, (rho, same)
+    assert set(got.uns["scrublet"]) == set(ref.uns["scrublet"])
+    if kw.get("get_doublet_neighbor_parents"):
+        parents = got.uns["scrublet"]["doublet_neighbor_parents"]
+        assert len(parents) == pbmc.n_obs
+        hits = [np.array_equal(a, b) for a, b in zip(parents, ref.uns["scrublet"]["doublet_neighbor_parents"], strict=True)]
+        assert np.mean(hits) > 0.98
+
+
+def test_adata_sim_matches_scanpy(pbmc):
+    """The advanced path: doublets simulated and processed outside."""
+    obs = pbmc.copy()
+    sim = scrublet_simulate_doublets(obs, random_seed=2)
+    for a in (obs, sim):
+        sc.pp.normalize_total(a, target_sum=1e6)
+    ref, got = obs.copy(), obs.copy()
+    _quiet(sc.pp.scrublet, ref, adata_sim=sim)
+    _quiet(scrublet, got, adata_sim=sim)
+    rho, same = _agreement(ref, got)
+    assert rho >= 0.98 and same >= 0.98
+    assert got.uns["scrublet"]["parameters"] == ref.uns["scrublet"]["parameters"]
+
+
+def test_filtered_cells_and_copy(pbmc):
+    """A cell with fewer than 3 genes is dropped before scoring: NaN, as scanpy's alignment gives;
+    copy=True leaves the input as it was."""
+    x = pbmc.X.copy()
+    x.data[x.indptr[5] : x.indptr[6]] = 0
+    x.eliminate_zeros()
+    pbmc.X = x
+    ref = _quiet(sc.pp.scrublet, pbmc, copy=True)
+    before = pbmc.copy()
+    got = _quiet(scrublet, pbmc, copy=True)
+    assert_adata_equal(pbmc, before)
+    assert np.isnan(got.obs["doublet_score"].iloc[5]) and np.isnan(ref.obs["doublet_score"].iloc[5])
+    assert got.obs["predicted_doublet"].dtype == ref.obs["predicted_doublet"].dtype
+    keep = np.arange(pbmc.n_obs) != 5
+    assert spearmanr(got.obs["doublet_score"][keep], ref.obs["doublet_score"][keep])[0] >= 0.98
+    assert len(got.uns["scrublet"]["doublet_scores_sim"]) == 2 * (pbmc.n_obs - 1)
+
+
+def test_batch_key_matches_scanpy(pbmc):
+    pbmc.obs["batch"] = pd.Categorical(np.where(np.arange(pbmc.n_obs) % 3 == 0, "b", "a"))
+    ref, got = pbmc.copy(), pbmc.copy()
+    _quiet(sc.pp.scrublet, ref, batch_key="batch")
+    _quiet(scrublet, got, batch_key="batch")
+    rho, same = _agreement(ref, got)
+    assert rho >= 0.98 and same >= 0.98
+    assert list(got.obs.columns) == list(ref.obs.columns)  # scanpy writes the batches' obs back: n_genes too
+    np.testing.assert_array_equal(got.obs["n_genes"], ref.obs["n_genes"])
+    assert got.uns["scrublet"]["batched_by"] == "batch"
+    assert list(got.uns["scrublet"]["batches"]) == list(ref.uns["scrublet"]["batches"]) == ["a", "b"]
+    for b in ("a", "b"):
+        mine, theirs = got.uns["scrublet"]["batches"][b], ref.uns["scrublet"]["batches"][b]
+        assert set(mine) == set(theirs)
+        np.testing.assert_array_equal(mine["doublet_parents"], theirs["doublet_parents"])
+        np.testing.assert_array_equal(mine["doublet_scores_sim"], theirs["doublet_scores_sim"])
+        assert mine["threshold"] == theirs["threshold"]
+    # a batch is scored on its own: the same as running it alone
+    alone = pbmc[pbmc.obs["batch"] == "b"].copy()
+    _quiet(scrublet, alone)
+    np.testing.assert_array_equal(got.obs["doublet_score"][alone.obs_names], alone.obs["doublet_score"])
+
+
+@pytest.mark.skipif(not (BARNYARD / "filtered_feature_bc_matrix.h5").exists(), reason="needs ../shared/data")
+def test_barnyard_doublet_scores_at_the_top():
+    """hgmm_1k_v3: of its 7 species-mixed barcodes, the one full-size heterotypic doublet (39k UMIs,
+    64 % human) scores above the 95th percentile; the 6 near-empty ones (< 1,500 UMIs: ambient
+    RNA) do not."""
+    adata = _quiet(sc.read_10x_h5, BARNYARD / "filtered_feature_bc_matrix.h5")
+    _quiet(adata.var_names_make_unique)
+    adata.obs = adata.obs.join(pd.read_csv(BARNYARD / "species_calls.csv", index_col="barcode"))
+    _quiet(scrublet, adata)
+    obs = adata.obs
+    mixed = obs[obs["species_call"] == "mixed"]
+    umis = mixed["umi_hg19"] + mixed["umi_mm10"]
+    assert len(mixed) == 7 and (umis > 30_000).sum() == 1
+    top = obs["doublet_score"] > np.percentile(obs["doublet_score"], 95)
+    assert top[umis.idxmax()] and obs.loc[umis.idxmax(), "predicted_doublet"]
+    assert not top[umis.index[umis < 1500]].any()
+
+
+def test_gpu_equals_cpu(device, pbmc, monkeypatch):
+    cells = pbmc[:400].copy() if device == "emulated" else pbmc
+    cpu = cells.copy()
+    _quiet(scrublet, cpu, random_state=5)
+    # the second run searches with the blocked argpartition path (k above the kernel's limit)
+    for limit in (_score.MAX_GPU_K, 8):
+        monkeypatch.setattr(_score, "MAX_GPU_K", limit)
+        gpu = gsc.get.to_gpu(cells, copy=True)
+        _quiet(scrublet, gpu, random_state=5)
+        assert type(gpu.X).__module__.startswith("cupyx")  # X untouched, on the device
+        # the same doublets; the embedding agrees to round-off (cuBLAS sums in another order), so
+        # a neighbour list may differ only where two candidates tie to that precision
+        np.testing.assert_array_equal(gpu.uns["scrublet"]["doublet_parents"], cpu.uns["scrublet"]["doublet_parents"])
+        for g, c in [(gpu.obs["doublet_score"], cpu.obs["doublet_score"]),
+                     (gpu.uns["scrublet"]["doublet_scores_sim"], cpu.uns["scrublet"]["doublet_scores_sim"])]:  # fmt: skip
+            assert np.mean(np.isclose(g, c, rtol=1e-12, atol=0)) >= (1.0 if device == "emulated" else 0.995)
+        assert np.mean(gpu.obs["predicted_doublet"] == cpu.obs["predicted_doublet"]) >= 0.995
+    sim_cpu = scrublet_simulate_doublets(cells, synthetic_doublet_umi_subsampling=0.7, random_seed=1)
+    sim_gpu = scrublet_simulate_doublets(gsc.get.to_gpu(cells, copy=True), synthetic_doublet_umi_subsampling=0.7,
+                                         random_seed=1)
+    assert type(sim_gpu.X).__module__.startswith("cupyx")
+    np.testing.assert_array_equal(to_host(sim_gpu.X), to_host(sim_cpu.X))
+    np.testing.assert_array_equal(sim_gpu.obs["n_counts"], sim_cpu.obs["n_counts"])
+
+
+def _refused(adata, error, match, **kw):
+    before = adata.copy()
+    with pytest.raises(error, match=match):
+        scrublet(adata, **kw)
+    assert_adata_equal(adata, before)
+
+
+def test_bad_input_changes_nothing(pbmc):
+    pbmc.obs["batch"] = np.where(np.arange(pbmc.n_obs) == 0, "lonely", "main")
+    _refused(pbmc, ValueError, r"'lonely': 1 cell\b", batch_key="batch")
+    _refused(pbmc, ValueError, "must be a column of .obs", batch_key="nope")
+    pbmc.obs["batch"] = pd.Series(np.where(np.arange(pbmc.n_obs) < 5, None, "main"), index=pbmc.obs_names)
+    _refused(pbmc, ValueError, "5 missing values", batch_key="batch")
+    for kw, match in [({"sim_doublet_ratio": 0}, "sim_doublet_ratio"),
+                      ({"synthetic_doublet_umi_subsampling": 1.5}, "synthetic_doublet_umi_subsampling"),
+                      ({"expected_doublet_rate": 1.0}, "expected_doublet_rate"),
+                      ({"knn_dist_metric": "manhattan"}, "knn_dist_metric"),
+                      ({"n_prin_comps": 700}, "n_prin_comps"),
+                      ({"random_state": "x"}, "random_state")]:  # fmt: skip
+        _refused(pbmc, ValueError, match, **kw)
+    bad = pbmc.copy()
+    bad.X = bad.X.copy()
+    bad.X.data[3] = -1
+    _refused(bad, ValueError, "negative", random_state=0)
+    bad.X.data[3] = np.nan
+    _refused(bad, ValueError, "non-finite")
+
+
+def test_dask_is_refused(pbmc):
+    da = pytest.importorskip("dask.array")
+    pbmc.X = da.from_array(pbmc.X.toarray(), chunks=(200, -1))
+    with pytest.raises(gsc._validation.UnsupportedMatrixError, match="compute it into memory"):
+        scrublet(pbmc)
+    assert "doublet_score" not in pbmc.obs and "scrublet" not in pbmc.uns
