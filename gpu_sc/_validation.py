@@ -6,7 +6,9 @@ actual AnnData before in-place work."""
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
@@ -240,9 +242,24 @@ def sum_dtype(dtype) -> np.dtype:
     return dtype if dtype.kind == "f" else np.dtype(np.int64)
 
 
-def make_actual(adata: AnnData) -> None:
-    """A view becomes an actual AnnData before in-place work, so the parent is never touched."""
+def _user_stacklevel() -> int:
+    """warnings.warn's stacklevel (called from the caller of this) of the first frame outside
+    gpu_sc: a warning then names the user's line, past decorators and helpers."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def make_actual(adata: AnnData, *, warn: bool = False) -> None:
+    """A view becomes an actual AnnData before in-place work, so the parent is never touched.
+    `warn`: with scanpy's warning, where scanpy's step gives it (its view_to_actual: log1p,
+    normalize_total, regress_out, scale)."""
     if adata.is_view:
+        if warn:
+            warnings.warn("Received a view of an AnnData. Making a copy.", UserWarning,
+                          stacklevel=_user_stacklevel())  # fmt: skip
         adata._init_as_actual(adata.copy())
 
 

@@ -275,3 +275,21 @@ def test_integer_parameters_accept_numpy_integers_and_generators(pbmc):
     assert_same(np.abs(a.obsm["X_pca"]), np.abs(b.obsm["X_pca"]))  # the exact solver ignores random_state
     gsc.pp.neighbors(a, n_neighbors=np.int32(10), n_pcs=np.int64(4))
     assert a.uns["neighbors"]["params"]["n_neighbors"] == 10
+
+
+@pytest.mark.parametrize("step", ["normalize_total", "log1p", "regress_out"])
+def test_view_warns_as_scanpy_and_parent_is_untouched(step):
+    """scanpy's view_to_actual warning in the steps where scanpy gives it (scale: tests/test_scale.py),
+    attributed to the caller's line; the parent keeps its values."""
+    a = gsc.datasets.pbmc68k_reduced()
+    a.obs["depth"] = np.asarray(a.X.sum(axis=1)).ravel()
+    before = a.X.copy()
+    v = a[:100]
+    call = {"regress_out": lambda x: gsc.pp.regress_out(x, "depth")}.get(step, getattr(gsc.pp, step))
+    with pytest.warns(UserWarning, match=r"^Received a view of an AnnData\. Making a copy\.$") as caught:
+        call(v)
+    assert [w.filename for w in caught if "view" in str(w.message)] == [__file__]
+    assert not v.is_view and (a.X != before).nnz == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        call(a[:100].copy())

@@ -62,7 +62,7 @@ def log1p(
         return None
     if copy:
         adata = adata.copy()
-    make_actual(adata)
+    make_actual(adata, warn=True)
     x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=False)
     set_matrix(adata, x, layer=layer, obsm=obsm)
     adata.uns[K.UNS_LOG1P] = {"base": base}

@@ -84,7 +84,7 @@ def normalize_total(
     check_not_empty(x, step=_STEP)
     check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
-        make_actual(adata)
+        make_actual(adata, warn=True)
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
         x = canonical(x0, step=_STEP)
     if x.dtype.kind != "f":

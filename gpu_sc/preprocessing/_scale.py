@@ -110,9 +110,7 @@ def scale(
             "so its statistics cannot be stored in adata.var; scale the array directly instead."
         )
         raise ValueError(msg)
-    if adata.is_view:  # scanpy's warning (its view_to_actual; its tests match "view")
-        warnings.warn("Received a view of an AnnData. Making a copy.", UserWarning, stacklevel=2)
-    make_actual(adata)
+    make_actual(adata, warn=True)  # scanpy's warning (its tests match "view")
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = _prepare(x0, copy=False)
     x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
