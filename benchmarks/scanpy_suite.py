@@ -30,9 +30,15 @@ from pathlib import Path
 
 MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes", "test_pca", "test_scaling",
            "test_preprocessing", "test_neighbors", "test_neighbors_key_added", "test_preprocessing_distributed",
-           "test_deprecations", "test_ingest", "test_scrublet", "test_recipes")  # fmt: skip
+           "test_deprecations", "test_ingest", "test_scrublet", "test_recipes", "test_rank_genes_groups",
+           "test_rank_genes_groups_logreg", "test_filter_rank_genes_groups", "test_score_genes",
+           "test_aggregated", "external/test_harmony_integrate")  # fmt: skip
+#: scanpy's functions replaced by ours: `pp.x` swaps scanpy.pp.x for gpu_sc.pp.x (`tl.`, `get.`
+#: alike); `external.pp.x` swaps scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
 STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-         "highly_variable_genes", "scale", "pca", "neighbors")  # fmt: skip
+         "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "scrublet",
+         "scrublet_simulate_doublets", "tl.rank_genes_groups", "tl.score_genes", "tl.score_genes_cell_cycle",
+         "get.aggregate", "external.pp.harmony_integrate")  # fmt: skip
 
 # The pytest plugin both runs load (-p gsc_suite_plugin): with GSC_SWAP=1 it swaps our steps in and
 # notes which tests called them; always, it writes each test's outcome to GSC_SUITE_ROWS.
@@ -46,8 +52,10 @@ def _write(row):
         f.write(json.dumps(row) + "\n")
 
 if os.environ.get("GSC_SWAP") == "1":
-    import scanpy, gpu_sc
-    for _name in os.environ["GSC_SUITE_STEPS"].split(","):
+    import importlib, scanpy, gpu_sc
+    for _step in os.environ["GSC_SUITE_STEPS"].split(","):
+        _ns, _, _name = _step.rpartition(".")
+        _ns = _ns or "pp"
         def _wrap(fn, name):
             @functools.wraps(fn)
             def call(*args, **kwargs):
@@ -55,7 +63,8 @@ if os.environ.get("GSC_SWAP") == "1":
                     _write({"event": "reached", "nodeid": _current[0], "step": name})
                 return fn(*args, **kwargs)
             return call
-        setattr(scanpy.pp, _name, _wrap(getattr(gpu_sc.pp, _name), _name))
+        _ours = getattr(getattr(gpu_sc, _ns.rpartition(".")[2]), _name)
+        setattr(importlib.import_module("scanpy." + _ns), _name, _wrap(_ours, _step))
 
 def pytest_runtest_setup(item):
     _current[0] = item.nodeid

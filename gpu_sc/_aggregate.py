@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse, xp_of
 from ._ops import group_sums, parts
-from ._validation import canonical, check_anndata, get_matrix, host_bool_mask
+from ._validation import UnsupportedMatrixError, canonical, get_matrix, host_bool_mask
 
 FUNCS = ("count_nonzero", "mean", "sum", "var", "median")
 STEP = "aggregate"
@@ -190,7 +190,10 @@ def aggregate(adata: AnnData, by: str | Collection[str], func: str | Iterable[st
     ``layers[func]`` for each func; transposed for ``axis='var'``. Arrays stay where the input
     lives (cupy for GPU input, numpy for Dask input).
     """
-    check_anndata(adata, step=STEP)
+    if not isinstance(adata, AnnData):  # scanpy dispatches on AnnData only: NotImplementedError
+        msg = (f"{STEP}: expected an AnnData, got {type(adata).__name__}; wrap the matrix with "
+               "anndata.AnnData(X, obs=...) first.")  # fmt: skip
+        raise UnsupportedMatrixError(msg)
     ax = _axis(axis, varm)
     funcs = _funcs(func)
     if not isinstance(dof, int | np.integer) or isinstance(dof, bool) or dof < 0:

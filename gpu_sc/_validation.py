@@ -46,7 +46,7 @@ def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = N
         return adata.obsm[obsm]
     if use_raw:
         if adata.raw is None:
-            msg = f"{step}: use_raw=True but adata.raw is None."
+            msg = f"{step}: Received `use_raw=True`, but `adata.raw` is empty (use_raw=True but adata.raw is None)."
             raise ValueError(msg)
         return adata.raw.X
     if adata.X is None:

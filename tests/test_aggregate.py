@@ -162,3 +162,14 @@ def test_bad_input_is_refused_and_leaves_adata_unchanged(cells):
     del a.obs["gap"]
     pd.testing.assert_frame_equal(a.obs, before.obs)
     np.testing.assert_array_equal(a.X.toarray(), before.X.toarray())
+
+
+def test_a_matrix_is_refused_as_scanpy_refuses_it():
+    """scanpy's aggregate dispatches on AnnData: a bare matrix is NotImplementedError there
+    (its test_dispatch_not_implemented); ours is that and a TypeError, with what to do."""
+    import gpu_sc as gsc
+
+    with pytest.raises(NotImplementedError, match="wrap the matrix"):
+        gsc.get.aggregate(np.ones((3, 2)), "x", "sum")
+    with pytest.raises(TypeError):
+        gsc.get.aggregate(np.ones((3, 2)), "x", "sum")

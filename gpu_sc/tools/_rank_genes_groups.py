@@ -80,8 +80,9 @@ def _groups(adata: AnnData, groupby: str, groups, reference: str):
     sizes = pd.Series(labels).value_counts()
     single = [g for g in order if sizes.get(g, 0) < 2]
     if single:
-        msg = (f"{STEP}: groups {single} hold fewer than 2 cells; no variance can be estimated. "
-               "Leave them out with groups=[...] or merge them.")  # fmt: skip
+        msg = (f"{STEP}: Could not calculate statistics for groups {', '.join(single)} since they hold "
+               "fewer than 2 cells (no variance can be estimated). Leave them out with groups=[...] or "
+               "merge them.")  # fmt: skip
         raise ValueError(msg)
     return order, labels
 

@@ -102,17 +102,19 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
     genes = wanted.intersection(names)
     if len(genes) == 0:
-        msg = (f"{STEP}: none of the {len(wanted)} genes of gene_list is in var_names "
-               f"(e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) or use_raw.")  # fmt: skip
+        msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
+               f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "
+               "or use_raw.")  # fmt: skip
         raise ValueError(msg)
     pool = names.astype("string") if gene_pool is None else pd.Index(gene_pool, dtype="string").intersection(names)
     if len(pool) == 0:
-        msg = f"{STEP}: no gene of gene_pool is in var_names; pass genes of the data (or None for all)."
+        msg = (f"{STEP}: No valid genes were passed for reference set: no gene of gene_pool is in var_names; "
+               "pass genes of the data (or None for all).")  # fmt: skip
         raise ValueError(msg)
     control = _control_genes(x, names, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
                              n_bins=n_bins, rng=_rng(random_state))  # fmt: skip
     if len(control) == 0:
-        msg = f"{STEP}: no control genes found in any expression bin" + (
+        msg = f"{STEP}: No control genes found in any cut (expression bin)" + (
             "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
         raise RuntimeError(msg)
     mean_list, mean_ctrl = (_nan_means(x if len(g) == len(names) else x[:, names.get_indexer(g)], axis=1,
