@@ -112,12 +112,24 @@ class UnsupportedMatrixError(TypeError, NotImplementedError):
     catches it."""
 
 
-def unsupported_matrix(x, *, step: str, expected: str) -> UnsupportedMatrixError:
-    """The error for a matrix no step takes (a backed h5py dataset, a list, ...)."""
-    msg = (f"{step}: expected {expected} or a scipy/cupyx sparse matrix, got "
-           f"{type(x).__module__}.{type(x).__name__}. Load the data into memory first "
-           "(e.g. adata.to_memory()).")  # fmt: skip
+#: scanpy's names of the steps in its "... is not implemented for matrices of type ..." errors
+_SCANPY_NAMES = {"pca": "PCA"}
+
+
+def unsupported_matrix(x, *, step: str, expected: str, suffix: str = "") -> UnsupportedMatrixError:
+    """The error for a matrix no step takes (a backed h5py dataset, a list, ...), opening with
+    scanpy's words for it (`suffix`: scanpy's ending, e.g. PCA's ' from layers')."""
+    msg = (f"{_SCANPY_NAMES.get(step, step)} is not implemented for matrices of type {type(x)}{suffix}: "
+           f"{step}: expected {expected} or a scipy/cupyx sparse matrix, got {type(x).__module__}."
+           f"{type(x).__name__}. Load the data into memory first (e.g. adata.to_memory()).")  # fmt: skip
     return UnsupportedMatrixError(msg)
+
+
+def check_in_memory(x, *, step: str, suffix: str = "") -> None:
+    """Refuse, in scanpy's words, a matrix that is neither in memory nor a Dask array (a backed
+    dataset on disk)."""
+    if not (is_dask(x) or is_sparse(x) or hasattr(x, "flags")):
+        raise unsupported_matrix(x, step=step, expected="a numpy/cupy array", suffix=suffix)
 
 
 def check_not_empty(x, *, step: str) -> None:

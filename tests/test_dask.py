@@ -241,3 +241,22 @@ def test_pipeline_end_to_end(pbmc):
     # float32 distances over the 30 components; memberships from umap's bisection (UMAP_CONN)
     assert_close(lazy.obsp["distances"], pbmc.obsp["distances"], dtype=np.float32, n_terms=30, scale="max")
     assert abs(lazy.obsp["connectivities"] - pbmc.obsp["connectivities"]).max() <= UMAP_CONN
+
+
+@pytest.mark.parametrize("kind", ["csr", "dense"])
+@pytest.mark.parametrize(("step", "kw"), [("filter_cells", dict(min_genes=300)), ("filter_cells", dict(max_counts=900)),
+                                          ("filter_genes", dict(min_cells=20)), ("filter_genes", dict(max_counts=500))],
+                         ids=str)  # fmt: skip
+def test_filter_of_a_bare_dask_array_is_lazy(pbmc, kind, step, kw):
+    """scanpy's test_preprocessing_distributed::test_filter_*_array: Dask in, Dask out (the mask and
+    the numbers), computing to the in-memory results (integer counts: exact sums in any order);
+    scaled data counts the values above zero."""
+    x = pbmc.X.tocsr() if kind == "csr" else pbmc.X.toarray()
+    scaled = kind == "dense" and not any("counts" in k for k in kw)
+    for data in (x, x - x.mean()) if scaled else (x,):
+        keep, number = getattr(gsc.pp, step)(as_dask(data, 150), **kw)
+        assert isinstance(keep, da.Array) and isinstance(number, da.Array)
+        want_keep, want_number = getattr(gsc.pp, step)(data, **kw)
+        assert_same(keep.compute(), want_keep)
+        assert number.dtype == want_number.dtype
+        assert_same(number.compute(), want_number)

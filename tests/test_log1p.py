@@ -97,3 +97,27 @@ def test_chunked_on_backed_adata_as_scanpy(tmp_path):
     with pytest.raises(ValueError, match="below -1"):
         gsc.pp.log1p(b, chunked=True, chunk_size=33)
     assert np.array_equal(b.X[:], bad)
+
+
+def test_backed_refusals_in_scanpys_words(tmp_path):
+    """scanpy's tests/test_backed.py::test_log1p_backed_errors: read-only file with chunked=True, r+
+    without chunked, a layer; NotImplementedError with scanpy's texts, the file unchanged."""
+    import anndata as ad
+
+    x = np.random.default_rng(1).random((40, 6)).astype(np.float32)
+    path = tmp_path / "x.h5ad"
+    ad.AnnData(x.copy()).write_h5ad(path)
+    a = ad.read_h5ad(path, backed="r")
+    with pytest.raises(NotImplementedError, match=r"log1p is not implemented for backed AnnData with backed mode not r\+"):
+        gsc.pp.log1p(a, chunked=True)
+    a.file.close()
+    a = ad.read_h5ad(path, backed="r+")
+    with pytest.raises(NotImplementedError, match=f"log1p is not implemented for matrices of type {type(a.X)} "
+                                                  "without `chunked=True`"):  # fmt: skip
+        gsc.pp.log1p(a)
+    a.layers["X_copy"] = a.X
+    with pytest.raises(NotImplementedError, match=f"log1p is not implemented for matrices of type {type(a.X)} "
+                                                  "from layers"):  # fmt: skip
+        gsc.pp.log1p(a, layer="X_copy")
+    assert np.array_equal(a.X[:], x)
+    a.file.close()

@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_sparse, to_host
+from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._validation import canonical, check_counts, float_values, sum_dtype
 
 
@@ -79,6 +79,9 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     adata = data if isinstance(data, AnnData) else None
     x = canonical(adata.X if adata is not None else data, step=step)
     n_neg = check_counts(x, step=step, negative_ok=True)
+    if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
+        number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
+        return (number >= low if low is not None else number <= high), number
     p = _ops.parts(float_values(x))
     sums, nnz = (to_host(a) for a in (_ops.row_sums(p) if axis == 0 else _ops.col_sums(p)))
     if n_neg and not by_counts:  # scanpy counts the values above zero (scaled data): X > 0
@@ -94,6 +97,31 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     (adata.obs if axis == 0 else adata.var)[key_counts if by_counts else key_num] = number
     _subset_inplace(adata, keep, axis)
     return adata if copy else None
+
+
+def _block_numbers(b, axis: int, by_counts: bool, positives: bool, dtype) -> np.ndarray:
+    """One in-memory block's per-cell (axis 0) or per-gene (axis 1, as a 1 x genes row) totals:
+    the sums, or the number of values above zero (stored nonzeros where nothing is negative)."""
+    v = b if by_counts else (_positives(b) if positives or not is_sparse(b) else _nonzero_ones(b))
+    out = xp_of(b).asarray(v.sum(axis=1 - axis, dtype=np.float64)).ravel().astype(dtype)
+    return out if axis == 0 else out[None, :]
+
+
+def _nonzero_ones(b):
+    y = b.copy()
+    y.data = (b.data != 0).astype(np.float32)
+    return y
+
+
+def _lazy_numbers(x, axis: int, *, by_counts: bool, positives: bool):
+    """Per-cell or per-gene totals of a row-chunked Dask array, lazily: per-cell ones block by
+    block, per-gene ones summed over the blocks (float64 within a block, as the in-memory path)."""
+    dtype = sum_dtype(x.dtype) if by_counts else np.int64
+    if axis == 0:
+        return x.map_blocks(_block_numbers, 0, by_counts, positives, dtype, drop_axis=1, dtype=dtype)
+    rows = x.map_blocks(_block_numbers, 1, by_counts, positives, np.float64,
+                        chunks=((1,) * x.numblocks[0], (x.shape[1],)), dtype=np.float64)  # fmt: skip
+    return rows.sum(axis=0).astype(dtype)
 
 
 def _positives(x):

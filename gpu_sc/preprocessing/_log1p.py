@@ -12,7 +12,8 @@ from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse
 from .._values import log1p_, value_range
 from .._ops._chunked import Chunked
-from .._validation import canonical, get_matrix, make_actual, renamed_arg, set_matrix, unsupported_matrix
+from .._validation import (UnsupportedMatrixError, canonical, check_in_memory, get_matrix, make_actual,
+                           renamed_arg, set_matrix, unsupported_matrix)  # fmt: skip
 
 _STEP = "log1p"
 
@@ -56,10 +57,21 @@ def log1p(
     get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)  # validates layer/obsm before any change
     if K.UNS_LOG1P in adata.uns:
         warnings.warn("adata.X seems to be already log-transformed.", UserWarning, stacklevel=2)
-    if adata.isbacked and layer is None and obsm is None and chunked and not copy:
-        _log1p_backed(adata, base=base, chunk_size=chunk_size or 6000)
-        adata.uns[K.UNS_LOG1P] = {"base": base}
-        return None
+    if adata.isbacked and not copy:
+        x = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+        if layer is not None or obsm is not None:
+            check_in_memory(x, step=_STEP, suffix=" from layers")
+        elif chunked:
+            if adata.file._filemode != "r+":
+                msg = ("log1p is not implemented for backed AnnData with backed mode not r+: reopen it with "
+                       "anndata.read_h5ad(path, backed='r+') to write the result into the file, or load it "
+                       "(adata.to_memory()).")  # fmt: skip
+                raise UnsupportedMatrixError(msg)
+            _log1p_backed(adata, base=base, chunk_size=chunk_size or 6000)
+            adata.uns[K.UNS_LOG1P] = {"base": base}
+            return None
+        else:
+            check_in_memory(x, step=_STEP, suffix=" without `chunked=True`")
     if copy:
         adata = adata.copy()
     make_actual(adata, warn=True)

@@ -15,8 +15,8 @@ from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
 from .._settings import N_PCS
-from .._validation import (canonical, check_finite, check_int, check_not_empty, float_values, get_matrix,
-                           make_actual, scanpy_mask)  # fmt: skip
+from .._validation import (canonical, check_finite, check_in_memory, check_int, check_not_empty, float_values,
+                           get_matrix, make_actual, scanpy_mask)  # fmt: skip
 
 _STEP = "pca"
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
@@ -167,6 +167,8 @@ def pca(
     if is_adata:
         adata = data
         x0 = get_matrix(adata, layer=layer, step=_STEP)
+        # backed data: scanpy's words (its chunked, incremental PCA is not ours yet)
+        check_in_memory(x0, step=_STEP, suffix=" from layers" if layer is not None else " with chunked as False")
         var = adata.var
     else:
         if layer is not None:

@@ -18,7 +18,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._validation import check_anndata, check_int, get_matrix
+from .._validation import check_anndata, check_in_memory, check_int, get_matrix
 
 STEP = "score_genes"
 
@@ -46,6 +46,7 @@ def _matrix(adata: AnnData, use_raw, layer):
         use_raw = layer is None and adata.raw is not None
     x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
     names = adata.raw.var_names if use_raw else adata.var_names
+    check_in_memory(x, step=STEP)
     if is_dask(x):
         msg = f"{STEP}: takes an in-memory matrix (numpy, scipy, cupy); call .compute() on the Dask array first."
         raise NotImplementedError(msg)
