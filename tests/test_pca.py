@@ -549,3 +549,25 @@ def test_mask_errors_in_scanpys_words(pbmc):
     with pytest.raises(ValueError, match=r"Mask array must be boolean"):
         pca(adata, mask_var=np.ones(adata.n_vars))
     assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns
+
+
+def test_chunked_on_backed_data_reads_the_file_in_blocks(tmp_path):
+    """scanpy's test_backed.py::test_scatter_backed: pca(chunked=True) on a file-backed X (anndata's
+    sparse dataset) reads it block by block (as Dask) and gives the in-memory PCA."""
+    pytest.importorskip("dask.array")
+    import anndata as ad
+
+    import gpu_sc as gsc
+
+    a = gsc.datasets.pbmc68k_reduced()
+    gsc.pp.normalize_total(a)
+    gsc.pp.log1p(a)
+    a.write_h5ad(tmp_path / "a.h5ad")
+    backed = ad.read_h5ad(tmp_path / "a.h5ad", backed="r")
+    gsc.pp.pca(backed, chunked=True, chunk_size=200, n_comps=20)
+    gsc.pp.pca(a, chunked=True, chunk_size=200, n_comps=20)
+    assert isinstance(backed.obsm["X_pca"], np.ndarray)
+    # float64 sums over the cells in blocks, rounded to float32
+    assert_close(backed.obsm["X_pca"], a.obsm["X_pca"], dtype=np.float64, n_terms=a.n_obs, out=np.float32,
+                 scale="max")  # fmt: skip
+    backed.file.close()

@@ -167,7 +167,9 @@ def pca(
     if is_adata:
         adata = data
         x0 = get_matrix(adata, layer=layer, step=_STEP)
-        # backed data: scanpy's words (its chunked, incremental PCA is not ours yet)
+        if chunked and layer is None and adata.isbacked:  # X on disk: read in row chunks, as Dask blocks
+            x0 = _backed_rows(x0, chunk_size)
+        # other data not in memory (backed without chunked): scanpy's words
         check_in_memory(x0, step=_STEP, suffix=" from layers" if layer is not None else " with chunked as False")
         var = adata.var
     else:
@@ -259,7 +261,7 @@ def pca(
     }
     if layer is not None:
         params["layer"] = layer
-    adata.obsm[key_obsm] = x_pca
+    adata.obsm[key_obsm] = x_pca.compute() if adata.isbacked and is_dask(x_pca) else x_pca
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = {"params": params, "variance": variance_h, "variance_ratio": ratio_h}
     return adata if copy else None
@@ -272,6 +274,31 @@ def _on_device(mask: np.ndarray, like):
 
         return cp.asarray(np.flatnonzero(mask)) if is_sparse(like) else cp.asarray(mask)
     return mask
+
+
+class _RowReader:
+    """A backed X (an h5py dataset, or anndata's sparse dataset) as what dask.array.from_array
+    reads: row slices come from the file, as in-memory numpy or scipy blocks."""
+
+    def __init__(self, ds):
+        self.ds, self.shape, self.dtype, self.ndim = ds, tuple(ds.shape), np.dtype(ds.dtype), 2
+
+    def __getitem__(self, key):
+        rows, cols = key if isinstance(key, tuple) else (key, slice(None))
+        block = self.ds[rows]
+        return block if cols == slice(None) or cols == slice(0, self.shape[1], None) else block[:, cols]
+
+
+def _backed_rows(ds, chunk_size):
+    """`chunked=True` on a backed X: a lazy Dask array of `chunk_size`-row blocks read from the
+    file, so that the exact PCA runs block by block (scanpy runs an incremental PCA there)."""
+    try:
+        import dask.array as da
+    except ImportError as err:
+        msg = f"{_STEP}: chunked=True on backed data reads the file through Dask: pip install 'dask[array]'."
+        raise ImportError(msg) from err
+    rows = chunk_size or _CHUNK_ROWS
+    return da.from_array(_RowReader(ds), chunks=(rows, ds.shape[1]), asarray=False, fancy=False)
 
 
 def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_sparse: bool):
