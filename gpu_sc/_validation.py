@@ -6,8 +6,10 @@ actual AnnData before in-place work."""
 from __future__ import annotations
 
 import functools
+import math
 import sys
 import warnings
+from numbers import Real
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +242,18 @@ def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = 
     return int(value)
 
 
+def check_number(value, name: str, *, step: str, low: float, high: float, low_open: bool = True,
+                 high_open: bool = False) -> float:
+    """A real number (not a bool) in the interval from `low` to `high` (open or closed ends)."""
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
+        msg = f"{step}: {name} must be a number in {lo}{low}, {high}{hi}, got {value!r}."
+        raise ValueError(msg)
+    return float(value)
+
+
 def float_values(x):
     """`x` with float32/float64 values the kernels take; integers and bools go to float64
     (exact for counts below 2**53). Returns `x` itself when it already qualifies."""
@@ -254,9 +268,9 @@ def sum_dtype(dtype) -> np.dtype:
     return dtype if dtype.kind == "f" else np.dtype(np.int64)
 
 
-def _user_stacklevel() -> int:
-    """warnings.warn's stacklevel (called from the caller of this) of the first frame outside
-    gpu_sc: a warning then names the user's line, past decorators and helpers."""
+def user_stacklevel() -> int:
+    """The stacklevel for a warnings.warn in the function that calls this: the first frame outside
+    gpu_sc, so that the warning names the user's line whichever gpu_sc step or helper led to it."""
     package = str(Path(__file__).parent)
     frame, level = sys._getframe(2), 2
     while frame is not None and frame.f_code.co_filename.startswith(package):
@@ -271,7 +285,7 @@ def make_actual(adata: AnnData, *, warn: bool = False) -> None:
     if adata.is_view:
         if warn:
             warnings.warn("Received a view of an AnnData. Making a copy.", UserWarning,
-                          stacklevel=_user_stacklevel())  # fmt: skip
+                          stacklevel=user_stacklevel())  # fmt: skip
         adata._init_as_actual(adata.copy())
 
 

@@ -86,6 +86,7 @@ def _scale(adata: AnnData, args: argparse.Namespace) -> None:
 
 def _pca(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.shape) - 1))
+    adata.obsm.pop(K.OBSM_PCA_HARMONY, None)  # a correction of the old PCA: 'neighbors' must not use it
 
 
 def _neighbors(adata: AnnData, args: argparse.Namespace) -> None:
@@ -118,11 +119,11 @@ def _markers(adata: AnnData, args: argparse.Namespace) -> None:
 
 STEPS: dict[str, Callable[[AnnData, argparse.Namespace], None]] = {
     "qc": _qc,
-    "scrublet": _scrublet,
     "filter": _filter,
     "normalize": _normalize,
     "log1p": _log1p,
     "hvg": _hvg,
+    "scrublet": _scrublet,
     "regress_out": _regress_out,
     "scale": _scale,
     "pca": _pca,

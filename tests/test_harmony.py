@@ -110,6 +110,8 @@ def test_custom_start_and_one_cell_batch(two_runs):
         (dict(key="run", nclust=10_000), ValueError, "nclust=10000 exceeds"),
         (dict(key="run", block_size=0), ValueError, "block_size"),
         (dict(key="run", cluster_fn="louvain"), ValueError, "cluster_fn"),
+        (dict(key="run", nclust=5, cluster_fn=lambda data, k: data[:k].T), ValueError, "shape"),
+        (dict(key="run", tau=True), ValueError, "tau"),
         (dict(key="run", basis="bad"), ValueError, "non-finite"),
     ],
     ids=lambda v: str(v)[:24],

@@ -121,3 +121,15 @@ def test_backed_refusals_in_scanpys_words(tmp_path):
         gsc.pp.log1p(a, layer="X_copy")
     assert np.array_equal(a.X[:], x)
     a.file.close()
+
+
+def test_chunked_backed_integer_x_is_refused_before_truncating(tmp_path):
+    """Logs written back into an integer dataset would be truncated: refused, the file unchanged."""
+    import anndata as ad
+
+    x = np.array([[1, 2], [3, 0]], dtype=np.int32)
+    a = ad.AnnData(x.copy())
+    a.filename = tmp_path / "ints.h5ad"
+    with pytest.raises(NotImplementedError, match="int32 values"):
+        gsc.pp.log1p(a, chunked=True)
+    assert np.array_equal(a.X[:], x) and "log1p" not in a.uns

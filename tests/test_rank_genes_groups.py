@@ -185,7 +185,9 @@ def test_gpu_kernel_equals_cpu(device, logged):
 
 @pytest.mark.parametrize("kw", [dict(), dict(groups=["CD14+ Monocyte", "Dendritic"]),
                                 dict(groups=["CD14+ Monocyte", "Dendritic", "CD19+ B"], reference="Dendritic",
-                                     n_genes=20, rankby_abs=True)], ids=["all", "two", "reference"])
+                                     n_genes=20, rankby_abs=True),
+                                dict(groups=["Dendritic", "CD19+ B", "CD14+ Monocyte"])],
+                         ids=["all", "two", "reference", "groups_out_of_category_order"])
 def test_logreg_equals_scanpy(logged, kw):
     """The same scikit-learn fit on the same cells and labels: scanpy's names and scores exactly."""
     a, ref = logged.copy(), logged.copy()
@@ -225,6 +227,11 @@ def test_bad_input_is_refused(logged):
     before = a.obs.copy()
     with pytest.raises(ValueError, match="method 'bogus'"):
         gsc.tl.rank_genes_groups(a, "grp", method="bogus")
+    b = logged.copy()
+    b.obs["grp_str"] = b.obs["grp"].astype(str)
+    with pytest.raises(TypeError, match="rank_genes_groups: method='logreg' passes"):
+        gsc.tl.rank_genes_groups(b, "grp_str", method="logreg", bogus=1)
+    assert b.obs["grp_str"].dtype == object  # refused before anything changed
     with pytest.raises(ValueError, match="logreg' needs at least two groups"):
         gsc.tl.rank_genes_groups(a, "grp", method="logreg", groups=["Dendritic"])
     with pytest.raises(KeyError, match="groupby 'nope'"):

@@ -131,7 +131,7 @@ def test_layer_obsm_and_arrays(pbmc):
     pbmc.obsm["few"] = dense[:, :5]
     with pytest.raises(ValueError, match="columns"):
         scale(pbmc, obsm="few")
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="Did not find"):  # scanpy's type
         scale(pbmc, mask_obs="nope")
 
 
@@ -193,6 +193,6 @@ def test_mask_errors_in_scanpys_words(pbmc):
         scale(pbmc, mask_obs=np.ones(3, dtype=bool))
     with pytest.raises(ValueError, match=r"Mask array must be boolean\."):
         scale(pbmc, mask_obs=np.ones(pbmc.n_obs))
-    with pytest.raises(KeyError, match=r"Did not find `adata\.obs\['nope'\]`"):
+    with pytest.raises(ValueError, match=r"Did not find `adata\.obs\['nope'\]`"):
         scale(pbmc, mask_obs="nope")
     assert "mean" not in pbmc.var

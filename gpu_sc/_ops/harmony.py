@@ -100,7 +100,7 @@ def harmonize(z, batches: Batches, *, theta, lamb, sigma, n_clusters: int, tau: 
         z_cos = _unit_rows(z_corr)
         progress(it)
         old, new = out.objective_harmony[-2], out.objective_harmony[-1]
-        if (old - new) / abs(old) < epsilon_harmony:
+        if old == new or (old != 0 and (old - new) / abs(old) < epsilon_harmony):
             out.converged = True
             break
     out.z_corr, out.r, out.y = z_corr, state.r, y
@@ -176,7 +176,7 @@ def _cluster(z_cos, y, state: _State, levels: _Levels, out: HarmonyResult, *, pr
             obj = out.objective_kmeans
             old = sum(obj[-2 - j] for j in range(_WINDOW))
             new = sum(obj[-1 - j] for j in range(_WINDOW))
-            if abs(old - new) / abs(old) < epsilon:
+            if old == new or (old != 0 and abs(old - new) / abs(old) < epsilon):
                 break
     out.kmeans_rounds.append(i)
     out.objective_harmony.append(out.objective_kmeans[-1])

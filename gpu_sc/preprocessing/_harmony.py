@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import pandas as pd
@@ -12,7 +13,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import describe, is_dask, xp_of
 from .._ops.harmony import Batches, harmonize
-from .._validation import check_anndata, check_finite, check_int, make_actual
+from .._validation import check_anndata, check_finite, check_int, check_number, make_actual
 
 _STEP = "harmony_integrate"
 
@@ -95,12 +96,14 @@ def harmony_integrate(
         theta=_per_level(1.0 if theta is None else theta, batches, "theta"),
         lamb=_per_level(1.0 if lamb is None else lamb, batches, "lamb"),
         sigma=_per_cluster(sigma, k),
-        tau=_non_negative(tau, "tau"),
-        block_size=_share(block_size),
+        tau=check_number(tau, "tau", step=_STEP, low=0, high=math.inf, low_open=False),
+        block_size=check_number(block_size, "block_size (a share of the cells)", step=_STEP, low=0, high=1),
         max_iter_harmony=check_int(max_iter_harmony, step=_STEP, name="max_iter_harmony"),
         max_iter_kmeans=check_int(max_iter_kmeans, step=_STEP, name="max_iter_kmeans"),
-        epsilon_cluster=_non_negative(epsilon_cluster, "epsilon_cluster"),
-        epsilon_harmony=_non_negative(epsilon_harmony, "epsilon_harmony"),
+        epsilon_cluster=check_number(epsilon_cluster, "epsilon_cluster", step=_STEP, low=0, high=math.inf,
+                                     low_open=False),
+        epsilon_harmony=check_number(epsilon_harmony, "epsilon_harmony", step=_STEP, low=0, high=math.inf,
+                                     low_open=False),
     )
     out = harmonize(z, batches, n_clusters=k, random_state=random_state,
                     init_centroids=_init_centroids(cluster_fn), **params)
@@ -195,27 +198,22 @@ def _per_cluster(sigma, k: int) -> np.ndarray:
     return s
 
 
-def _non_negative(value, name: str) -> float:
-    if not (isinstance(value, Real) and np.isfinite(value) and value >= 0):
-        msg = f"{_STEP}: {name} must be a non-negative number, got {value!r}."
-        raise ValueError(msg)
-    return float(value)
-
-
-def _share(value) -> float:
-    if not (isinstance(value, Real) and 0 < value <= 1):
-        msg = f"{_STEP}: block_size must be a share of the cells in (0, 1], got {value!r}."
-        raise ValueError(msg)
-    return float(value)
-
-
 def _init_centroids(cluster_fn):
     if callable(cluster_fn):
-        return lambda data, k, seed: np.asarray(cluster_fn(data, k), dtype=np.float64)
+        return lambda data, k, seed: _checked_centroids(cluster_fn(data, k), k, data.shape[1])
     if cluster_fn != "kmeans":
         msg = f"{_STEP}: cluster_fn must be 'kmeans' or a callable (data, n_clusters) -> centroids, got {cluster_fn!r}."
         raise ValueError(msg)
     return _kmeans_centroids
+
+
+def _checked_centroids(centroids, k: int, d: int) -> np.ndarray:
+    c = np.asarray(centroids, dtype=np.float64)
+    if c.shape != (k, d) or not np.isfinite(c).all():
+        msg = (f"{_STEP}: cluster_fn must return finite centroids of shape (n_clusters, n_components) = "
+               f"({k}, {d}), got shape {c.shape}.")  # fmt: skip
+        raise ValueError(msg)
+    return c
 
 
 def _kmeans_centroids(data: np.ndarray, k: int, seed) -> np.ndarray:

@@ -84,6 +84,11 @@ def log1p(
 def _log1p_backed(adata: AnnData, *, base, chunk_size: int) -> None:
     """X on disk, `chunk_size` cells at a time: every chunk checked first, so that bad values
     leave the file unchanged, then each transformed and written back."""
+    if np.dtype(adata.X.dtype).kind != "f":  # the file's integer dataset would truncate the logs
+        msg = (f"{_STEP}: backed X holds {adata.X.dtype} values, and the logs would be truncated when written "
+               "back into the file; store X as float (e.g. X.astype('float32') before writing) or load it "
+               "(adata.to_memory()).")  # fmt: skip
+        raise UnsupportedMatrixError(msg)
     for chunk, _, _ in adata.chunked_X(chunk_size):
         _check_domain(chunk.data if is_sparse(chunk) else np.asarray(chunk), lambda: "backed adata.X")
     for chunk, start, end in adata.chunked_X(chunk_size):

@@ -12,11 +12,11 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
 from .._settings import N_PCS
 from .._validation import (canonical, check_finite, check_in_memory, check_int, check_not_empty, float_values,
-                           get_matrix, make_actual, scanpy_mask)  # fmt: skip
+                           get_matrix, make_actual, scanpy_mask, user_stacklevel)  # fmt: skip
 
 _STEP = "pca"
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
@@ -212,6 +212,11 @@ def pca(
     xp = p.xp
     mean, gene_var = _ops.col_mean_var(p, ddof=1)
     mean = xp.asarray(mean)
+    if is_dask(x) and not bool(xp.isfinite(mean).all() & xp.isfinite(xp.asarray(gene_var)).all()):
+        # a Dask matrix is checked through its column statistics (no extra pass over it)
+        msg = (f"{_STEP}: found non-finite values (NaN or inf) in the genes used of {describe(x)}; fix or "
+               "drop those entries first.")  # fmt: skip
+        raise ValueError(msg)
     step_rows = chunk_size if chunked or chunk_size is not None else None
     wide = n_vars > WIDE_GENES or svd_solver == "randomized"
     centre = mean if zero_center else None
@@ -320,7 +325,7 @@ def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
         hint = ('Use_highly_variable=True can be called through mask_var="highly_variable". '
                 "Use_highly_variable=False can be called through mask_var=None")  # fmt: skip
         msg = f"Argument `use_highly_variable` is deprecated, consider using the mask argument. {hint}"
-        warnings.warn(msg, FutureWarning, stacklevel=3)  # at the caller of pca
+        warnings.warn(msg, FutureWarning, stacklevel=user_stacklevel())
         if mask_var is not _EMPTY:
             msg = f"{_STEP}: These arguments are incompatible (use_highly_variable and mask_var). {hint}"
             raise ValueError(msg)
@@ -341,8 +346,8 @@ def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
 
 def _scanpy_solver(svd_solver, x, *, zero_center: bool, chunked: bool, random_state) -> str | None:
     """The solver name scanpy 1.11.5 would hand to its implementation for `x` (after mask_var),
-    with the warnings it gives there (same category and words; ``stacklevel`` at the caller of
-    pca): "Ignoring svd_solver=... and using ..." (UserWarning) for a name that implementation
+    with the warnings it gives there (same category and words; attributed to the user's line):
+    "Ignoring svd_solver=... and using ..." (UserWarning) for a name that implementation
     does not take, the FutureWarning for 'lobpcg' on sparse data, and for sparse Dask data the
     notes that `random_state` and `svd_solver` are ignored. Only the warnings: every name gives
     the same (exact) result here. scikit-learn's PCA for in-memory data, its TruncatedSVD with
@@ -361,21 +366,23 @@ def _scanpy_solver(svd_solver, x, *, zero_center: bool, chunked: bool, random_st
     if dask:
         if sparse or svd_solver == "covariance_eigh":  # scanpy's own covariance solver
             if not (isinstance(random_state, int | np.integer) and random_state == 0):
-                warnings.warn(f"Ignoring {random_state=} when using a sparse dask array", UserWarning, stacklevel=3)
+                warnings.warn(f"Ignoring {random_state=} when using a sparse dask array", UserWarning,
+                              stacklevel=user_stacklevel())  # fmt: skip
             if svd_solver not in {None, "covariance_eigh"}:
-                warnings.warn(f"Ignoring {svd_solver=} when using a sparse dask array", UserWarning, stacklevel=3)
+                warnings.warn(f"Ignoring {svd_solver=} when using a sparse dask array", UserWarning,
+                              stacklevel=user_stacklevel())  # fmt: skip
             return "covariance_eigh"
         return _supported(svd_solver, _DML_PCA, _DML_PCA_SOLVERS, "auto")
     if sparse and (sklearn < (1, 4) or svd_solver == "lobpcg"):  # scanpy's own sparse arpack / lobpcg
         if svd_solver == "lobpcg":
             msg = (f"{svd_solver=} for sparse relies on legacy code and will not be supported in the future. "
                    "Also the lobpcg solver has been observed to be inaccurate. Please use 'arpack' instead.")
-            warnings.warn(msg, FutureWarning, stacklevel=3)
+            warnings.warn(msg, FutureWarning, stacklevel=user_stacklevel())
             return svd_solver
         if svd_solver not in {None, *sparse_solvers}:
             msg = (f"Ignoring {svd_solver=} and using 'arpack', "
                    "sparse PCA with sklearn < 1.4 only supports 'lobpcg' and 'arpack'.")
-            warnings.warn(msg, UserWarning, stacklevel=3)
+            warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         return "arpack"
     if sparse:
         return _supported(svd_solver, _SK_PCA, sparse_solvers, "arpack", suffix=" (with sparse input)")
@@ -389,7 +396,7 @@ def _supported(svd_solver, method: str, solvers: tuple[str, ...], default: str, 
     if svd_solver is not None:
         msg = (f"Ignoring {svd_solver=} and using {default}, "
                f"{method}{suffix} only supports {dict.fromkeys(solvers).keys()}.")  # scanpy prints dict_keys
-        warnings.warn(msg, UserWarning, stacklevel=4)  # pca -> _scanpy_solver -> here
+        warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
     return default
 
 

@@ -96,8 +96,8 @@ def scale(
             if mask_obs not in adata.obs.columns:
                 msg = (f"{_STEP}: Did not find `adata.obs[{mask_obs!r}]`. Either add the mask first to `adata.obs` "
                        f"or consider using the mask argument with an array (mask_obs {mask_obs!r} is not a "
-                       "column of adata.obs).")  # scanpy's words (it raises a ValueError)
-                raise KeyError(msg)
+                       "column of adata.obs).")  # scanpy's words and type
+                raise ValueError(msg)
             keys = K.scale_mask_keys(mask_obs)
             mask = scanpy_mask(adata.obs[mask_obs].to_numpy(), adata.n_obs, what="mask_obs", step=_STEP)
         else:

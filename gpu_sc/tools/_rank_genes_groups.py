@@ -26,7 +26,7 @@ from .._backend import is_dask, is_gpu, to_host
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
 from .._stats import bh_fdr
-from .._validation import canonical, check_anndata, check_int, get_matrix, host_bool_mask
+from .._validation import UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask
 
 METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
@@ -131,8 +131,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     check_anndata(adata, step=STEP)
     method = "t-test" if method is None else method
     if method not in METHODS:
-        msg = (f"{STEP}: method {method!r} is not available in gpu_sc yet; use one of {METHODS} "
-               "(logreg: scanpy's sc.tl.rank_genes_groups).")  # fmt: skip
+        msg = f"{STEP}: method {method!r} is not available; use one of {METHODS}."
         raise ValueError(msg)
     if corr_method not in CORR_METHODS:
         msg = f"{STEP}: corr_method must be one of {CORR_METHODS}, got {corr_method!r}."
@@ -141,6 +140,10 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
         raise TypeError(msg)
     x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
+    if method == "logreg" and is_dask(x):
+        msg = f"{STEP}: method='logreg' fits all cells at once; compute the Dask array into memory first."
+        raise UnsupportedMatrixError(msg)
+    model = _logistic_regression(x, kwds) if method == "logreg" else None  # bad kwds: before any change
     if method == "wilcoxon" and is_dask(x):
         msg = (f"{STEP}: method='wilcoxon' ranks each gene over all cells at once, which a Dask "
                "array chunked by cells does not allow; compute X into memory first (or use a t-test).")  # fmt: skip
@@ -154,7 +157,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
               "layer": layer, "corr_method": corr_method}  # fmt: skip
     if method == "logreg":
         tables = {"names": {}, "scores": {}}
-        for name, scores in _logreg_scores(x, adata.obs[groupby], order, kwds).items():
+        for name, scores in _logreg_scores(x, adata.obs[groupby], order, model).items():
             idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
             tables["names"][name], tables["scores"][name] = np.asarray(names)[idx], scores[idx]
         _write(adata, key, params, tables)
@@ -215,7 +218,7 @@ def _write(adata: AnnData, key: str, params: dict, tables: dict) -> None:
         adata.uns[key][k] = frame.to_records(index=False, column_dtypes=_DTYPES[k])
 
 
-def _logreg_scores(x, col: pd.Series, order, kwds) -> dict[str, np.ndarray]:
+def _logreg_scores(x, col: pd.Series, order, model) -> dict[str, np.ndarray]:
     """scanpy's logreg: one multinomial fit on the cells of the tested groups (the reference
     included), labelled by their category codes in the column's own categories (as scanpy, so
     the solver sees the same problem); a group's scores are its row of coefficients (with two
@@ -223,13 +226,10 @@ def _logreg_scores(x, col: pd.Series, order, kwds) -> dict[str, np.ndarray]:
     if len(order) < 2:
         msg = f"{STEP}: method='logreg' needs at least two groups; got {order}."
         raise ValueError(msg)
-    if is_dask(x):
-        msg = f"{STEP}: method='logreg' fits all cells at once; compute the Dask array into memory first."
-        raise ValueError(msg)
     cats = [str(c) for c in col.cat.categories]
     codes = col.cat.codes.to_numpy()
     rows = np.flatnonzero(np.isin(codes, [cats.index(g) for g in order]))
-    coef = to_host(_logistic_regression(x, kwds).fit(x[rows], codes[rows]).coef_)
+    coef = to_host(model.fit(x[rows], codes[rows]).coef_)
     if len(order) <= 2:
         return {order[0]: np.asarray(coef[0], dtype=np.float64)}
     present = np.unique(codes[rows])  # coefficient rows follow the codes present
@@ -249,7 +249,12 @@ def _logistic_regression(x, kwds):
     except ImportError as err:
         msg = f"{STEP}: method='logreg' needs scikit-learn (pip install scikit-learn)."
         raise ImportError(msg) from err
-    return _HostFit(LogisticRegression(**kwds)) if is_gpu(x) else LogisticRegression(**kwds)
+    try:
+        model = LogisticRegression(**kwds)
+    except TypeError as err:
+        msg = f"{STEP}: method='logreg' passes its extra arguments to scikit-learn's LogisticRegression: {err}"
+        raise TypeError(msg) from err
+    return _HostFit(model) if is_gpu(x) else model
 
 
 class _HostFit:

@@ -7,7 +7,6 @@ random draws), `_embed` (z-score and PCA), `_score` (kNN and the likelihoods), `
 from __future__ import annotations
 
 import math
-from numbers import Real
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,7 @@ from anndata import AnnData
 
 from ..._backend import is_dask, to_host, xp_of
 from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite,
-                            check_int, get_matrix)  # fmt: skip
+                            check_int, check_number, get_matrix)  # fmt: skip
 from ._pipeline import scrub, simulate_doublets
 from ._score import METRICS
 from ._simulate import check_random_state
@@ -234,26 +233,16 @@ def scrublet_simulate_doublets(
 
 
 # --- checks --------------------------------------------------------------------------------------
-def _number(value, name: str, *, step: str, low: float, high: float, low_open=True, high_open=False) -> float:
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
-    if not ok:
-        lo, hi = "(" if low_open else "[", ")" if high_open else "]"
-        msg = f"{step}: {name} must be a number in {lo}{low}, {high}{hi}, got {value!r}."
-        raise ValueError(msg)
-    return float(value)
-
-
 def _check_ratio(ratio, subsampling, *, step: str) -> None:
-    _number(ratio, "sim_doublet_ratio", step=step, low=0, high=math.inf, high_open=True)
-    _number(subsampling, "synthetic_doublet_umi_subsampling", step=step, low=0, high=1)
+    check_number(ratio, "sim_doublet_ratio", step=step, low=0, high=math.inf, high_open=True)
+    check_number(subsampling, "synthetic_doublet_umi_subsampling", step=step, low=0, high=1)
 
 
 def _options(args: dict) -> dict:
     """The validated parameters of `scrublet` (raises before any work)."""
     _check_ratio(args["sim_doublet_ratio"], args["synthetic_doublet_umi_subsampling"], step=_STEP)
-    _number(args["expected_doublet_rate"], "expected_doublet_rate", step=_STEP, low=0, high=1, high_open=True)
-    _number(args["stdev_doublet_rate"], "stdev_doublet_rate", step=_STEP, low=0, high=math.inf, low_open=False,
+    check_number(args["expected_doublet_rate"], "expected_doublet_rate", step=_STEP, low=0, high=1, high_open=True)
+    check_number(args["stdev_doublet_rate"], "stdev_doublet_rate", step=_STEP, low=0, high=math.inf, low_open=False,
             high_open=True)  # fmt: skip
     if args["knn_dist_metric"] not in METRICS:
         msg = f"{_STEP}: knn_dist_metric must be one of {METRICS}, got {args['knn_dist_metric']!r}."
@@ -262,7 +251,7 @@ def _options(args: dict) -> dict:
         msg = f"{_STEP}: use_approx_neighbors must be None, True or False, got {args['use_approx_neighbors']!r}."
         raise ValueError(msg)
     if args["threshold"] is not None:
-        _number(args["threshold"], "threshold", step=_STEP, low=-math.inf, high=math.inf)
+        check_number(args["threshold"], "threshold", step=_STEP, low=-math.inf, high=math.inf)
     check_int(args["n_prin_comps"], step=_STEP, name="n_prin_comps")
     check_int(args["n_neighbors"], step=_STEP, name="n_neighbors", none_ok=True)
     check_random_state(args["random_state"], step=_STEP)  # the type only; drawn from per batch

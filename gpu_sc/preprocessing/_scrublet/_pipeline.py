@@ -87,8 +87,8 @@ def scrub(x, adata_sim, opts):
         ratio = adata_sim.uns.get("scrublet", {}).get("parameters", {}).get("sim_doublet_ratio", None)
     n_obs, n_sim = obs.shape[0], sim.shape[0]
     k = opts["n_neighbors"]
-    k = round(0.5 * np.sqrt(n_obs)) if k is None else k
-    k_adj = round(k * (1 + n_sim / float(n_obs)))
+    k = int(round(0.5 * np.sqrt(n_obs))) if k is None else k  # int: NumPy 1 keeps round() a float64
+    k_adj = int(round(k * (1 + n_sim / float(n_obs))))
     rs = check_random_state(opts["random_state"], step=_STEP)
     emb_obs, emb_sim = embed(obs, sim, mean_center=opts["mean_center"], normalize_variance=opts["normalize_variance"],
                              n_comps=opts["n_prin_comps"], rs=rs)  # fmt: skip
