@@ -150,7 +150,8 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("eps", -1.0, ValueError, "deconvolve: eps must be a finite number 0 or more, got -1.0"),
     ("eps", float("nan"), ValueError, "eps must be a finite number 0 or more, got nan"),
     ("concentration", 0, ValueError, "deconvolve: concentration must be a finite number above 0"),
-    ("search_genes", "some", ValueError, "deconvolve: search_genes must be 'all' or 'markers'"),
+    ("search_genes", "some", ValueError,
+     "deconvolve: search_genes must be None, 'informative', 'all' or 'markers', got 'some'"),
     ("blacklist", ["^MT-", "("], ValueError, "deconvolve: blacklist pattern '(' is not a regular"),
     ("markers", "NOPE", KeyError, "deconvolve: markers ['NOPE'] are not in singlets.var_names"),
 ]

@@ -32,7 +32,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                blacklist=_profiles.DEFAULT_BLACKLIST, eps: float = 1e-4, seed: int = 0,
                calibrate: bool = True, alpha_model: str = "regression", n_train: int = 20000,
                cv: int = 10,
-               rescale_to_1000: bool = True, search_genes: str = "all",
+               rescale_to_1000: bool = True, search_genes: str | None = None,
                n_between: int = 50, concentration: float = 1.0, mixture_iter: int = 500,
                device: str | None = None, progress: bool = False) -> None:
     """Deconvolve PICs into an A group, a B group and the A share alpha.
@@ -82,12 +82,17 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     rescale_to_1000
         picseq: scale real PIC features to 1000 UMIs (False reproduces the Cohen 2022 quirk).
     search_genes
-        ml and mixture: the genes of the pair search, ``"all"`` (the whole transcriptome; most
-        accurate) or ``"markers"`` (markers, genes between the populations and one bucket for the rest;
-        several times fewer terms per PIC).
+        ml and mixture: the genes of the pair search. None: ``"informative"`` for ml, ``"all"``
+        for mixture. ``"informative"``: the markers, the genes between the populations and per
+        population the genes that best separate its groups (F statistic of log expression
+        between groups over within groups), none blacklisted, without the other genes: the
+        whole transcriptome lets highly expressed genes that vary from cell to cell
+        (ribosomal, mitochondrial, TRBC1/TRBC2, ...) outvote the genes of fine groups.
+        ``"all"``: the whole transcriptome. ``"markers"``: markers, genes between the
+        populations and one bucket for the rest (several times fewer terms per PIC).
     n_between
-        ml with ``search_genes="markers"``: the top genes (each direction) between population
-        A and B added to the markers.
+        ml with ``search_genes="informative"`` or ``"markers"``: the top genes (each
+        direction) between population A and B added to the markers.
     concentration, mixture_iter
         mixture: Dirichlet concentration of the prior on the weights (1: maximum likelihood;
         < 1: sparser weights) and the most EM iterations.
@@ -106,7 +111,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     (maximised log-likelihood of the chosen pair over the search genes), ``pic_p_pair``
     (posterior of the chosen pair), ``pic_p_a``, ``pic_p_b`` (marginal posteriors of the
     chosen A and B groups), ``pic_status`` ('ok', 'too_few_umis', 'alpha_out_of_range',
-    'no_counts'); ml also ``pic_alpha_ml`` (alpha maximising the pair's LL),
+    'no_counts'); ml also ``pic_alpha_ml`` (alpha maximising the pair's LL: the A share of the
+    UMIs on the search genes),
     ``pic_alpha_posterior`` (posterior mean under the size prior), ``pic_alpha_lo``,
     ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
     regression's prediction, including dropped PICs). ``pics.uns['pic']``: method, parameters,
@@ -141,6 +147,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                                         singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
     cls = METHODS[method]
+    if search_genes is None:
+        search_genes = "informative" if method == "ml" else "all"
     opt = Options(eps=eps, n_umis=cls.default_n_umis if n_umis is None else n_umis, seed=seed,
                   n_train=n_train, cv=cv, calibrate=calibrate, alpha_model=alpha_model,
                   rescale_to_1000=rescale_to_1000, search_genes=search_genes, n_between=n_between,
@@ -149,7 +157,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     in_ref = np.isin(labels, ga + gb)
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
                                   blacklist=blacklist, extra=markers)  # fmt: skip
-    ref = Reference(singlets, s, labels, ga, gb, groupby, mk)
+    ref = Reference(singlets, s, labels, ga, gb, groupby, mk,
+                    _blacklisted(singlets.var_names, blacklist))
     model = cls(ref, opt)
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
@@ -206,8 +215,9 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
         if not ok or value < 0 or (name == "concentration" and value == 0):
             msg = f"{step}: {name} must be a finite number {low}, got {value!r}."
             raise ValueError(msg)
-    if search_genes not in ("all", "markers"):
-        msg = f"{step}: search_genes must be 'all' or 'markers', got {search_genes!r}."
+    if search_genes not in (None, "informative", "all", "markers"):
+        msg = (f"{step}: search_genes must be None, 'informative', 'all' or 'markers', got "
+               f"{search_genes!r}.")
         raise ValueError(msg)
     if markers is not None:
         markers = names_list(markers, step=step, name="markers")
@@ -229,6 +239,13 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
         )
         raise ValueError(msg) from e
     return markers, blacklist
+
+
+def _blacklisted(var_names, blacklist) -> np.ndarray:
+    """Per gene: does any blacklist pattern match its name (bool array)."""
+    names = np.asarray(var_names).astype(str)
+    return np.array([any(p.search(n) for p in blacklist) for n in names], dtype=bool)
+
 
 def _pic_blocks(pics: AnnData):
     """The PIC counts: a checked host CSR matrix, or for a Dask array the list of its row

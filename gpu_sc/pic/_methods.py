@@ -33,6 +33,7 @@ class Reference:
     gb: list
     groupby: str
     markers: np.ndarray  # footprint marker genes (column indices)
+    blacklisted: np.ndarray | None = None  # genes the blacklist excludes (bool per gene)
 
 
 @dataclass
@@ -103,7 +104,8 @@ class _DesignSearch(_Method):
 
     def fit(self, ref: Reference, opt: Options, blocks) -> dict:
         self.design = _ml_fit.MLDesign(ref.s, ref.labels, ref.ga, ref.gb, ref.markers,
-                                       opt.n_between, opt.search_genes)  # fmt: skip
+                                       opt.n_between, opt.search_genes,
+                                       ref.blacklisted)  # fmt: skip
         self.search_profiles = self.design.profiles(ref.s, ref.labels, ref.ga + ref.gb)
         return {"search_genes": opt.search_genes,
                 "n_search_genes": self.design.n_genes(ref.s.shape[1])}  # fmt: skip

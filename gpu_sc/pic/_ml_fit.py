@@ -17,17 +17,57 @@ from ._simulate import simulate_pics
 _N_CALIBRATE = 400  # PICs simulated from the reference to fit the temperatures
 
 
+#: Genes per population, by their F statistic between that population's groups, in the
+#: "informative" design (on top of the footprint markers and the genes between populations).
+N_INFORMATIVE = 500
+
+
+def group_f_statistic(s, labels, groups) -> np.ndarray:
+    """One-way ANOVA F of every gene across `groups` (cells of `labels`): between-group over
+    within-group variance of log1p expression normalised to 10,000 UMIs a cell. Large where the
+    groups differ more than their cells do among themselves."""
+    rows = np.flatnonzero(np.isin(labels, groups))
+    x, lab = sp.csr_matrix(s[rows], dtype=np.float64), labels[rows]
+    n, k = x.shape[0], len(groups)
+    if k < 2 or n <= k:
+        return np.zeros(s.shape[1])
+    tot = np.asarray(x.sum(1)).ravel()
+    y = sp.csr_matrix(sp.diags(1e4 / np.maximum(tot, 1)) @ x)
+    y.data = np.log1p(y.data)
+    mu = np.asarray(y.mean(0)).ravel()
+    ssb = np.zeros(y.shape[1])
+    for g in groups:
+        r = lab == g
+        if r.any():
+            ssb += r.sum() * (np.asarray(y[r].mean(0)).ravel() - mu) ** 2
+    sst = np.asarray(y.multiply(y).sum(0)).ravel() - n * mu**2
+    ssw = np.maximum(sst - ssb, 1e-12)
+    return (ssb / (k - 1)) / (ssw / (n - k))
+
+
 class MLDesign:
     """The genes of the ml pair search and the profiles over them.
 
+    ``"informative"`` (ml's default): the footprint markers, the genes that tell population A
+    from population B, and per population the `N_INFORMATIVE` genes of largest F statistic
+    between its groups, none of them blacklisted (ribosomal, mitochondrial, ...); pooled-count
+    profiles over these genes only (no bucket for the rest). The multinomial over every gene
+    lets highly expressed genes whose share varies from cell to cell more than from group to
+    group (RPL/RPS, MT-, TMSB4X, TRBC1 vs TRBC2, ...) outvote the few genes that define fine
+    groups (CD8A, CD8B, NKG7, ...); the F statistic keeps genes by how well they separate groups
+    relative to that cell-to-cell noise.
     ``"all"``: every gene, pooled-count profiles (a multinomial over the whole transcriptome).
     ``"markers"``: the footprint markers plus the genes that tell population A from population B,
     and one "rest" bucket summing every other gene with > 10 UMIs, so that the multinomial still
     covers all UMIs (alpha stays the share of all UMIs) at a fraction of the cost per PIC.
+    In the search, alpha is the A share of the UMIs on the design's genes; ml's reported alpha
+    comes from its alpha model over all genes.
     """
 
-    def __init__(self, s, labels, ga, gb, markers, n_between: int, genes: str):
+    def __init__(self, s, labels, ga, gb, markers, n_between: int, genes: str,
+                 blacklisted: np.ndarray | None = None):
         self.all = genes == "all"
+        self.rest = None
         if self.all:
             return
         in_ref = np.isin(labels, ga + gb)
@@ -35,25 +75,42 @@ class MLDesign:
         e = _profiles.geomean(s[in_ref], pop[in_ref], ["A", "B"], normalise=True)
         lfp = np.log2((0.1 + e[:, 0]) / (0.1 + e[:, 1]))
         total = np.asarray(s[in_ref].sum(0)).ravel()
-        lfp[total <= 10] = 0
+        usable = total > 10
+        if genes == "informative" and blacklisted is not None:
+            usable &= ~np.asarray(blacklisted, bool)
+        lfp[~usable] = 0
         between = np.concatenate([np.argsort(-lfp)[:n_between], np.argsort(lfp)[:n_between]])
         self.genes = np.union1d(markers, between[np.abs(lfp[between]) >= 1])
+        if genes == "informative":
+            for groups in (ga, gb):
+                f = group_f_statistic(s, labels, groups)
+                f[~usable] = 0
+                top = np.argsort(-f, kind="stable")[:N_INFORMATIVE]
+                self.genes = np.union1d(self.genes, top[f[top] > 0])
+            return
         expressed = total > 10
         expressed[self.genes] = False
         self.rest = np.flatnonzero(expressed)
 
     def n_genes(self, n_all: int) -> int:
-        return n_all if self.all else int(self.genes.size + 1)
+        if self.all:
+            return n_all
+        return int(self.genes.size + (self.rest is not None))
 
     def counts(self, x: sp.csr_matrix) -> sp.csr_matrix:
         if self.all:
             return x
+        if self.rest is None:
+            return x[:, self.genes].tocsr()
         return sp.hstack([x[:, self.genes], sp.csr_matrix(np.asarray(x[:, self.rest].sum(1)))],
                          format="csr")
 
     def profiles(self, s, labels, groups) -> np.ndarray:
         if self.all:
             return full_profiles(s, labels, groups)
+        if self.rest is None:
+            return _profiles.mean_profiles(s, labels, groups, self.genes,
+                                           np.zeros(0, dtype=np.int64))[:-1]
         return _profiles.mean_profiles(s, labels, groups, self.genes, self.rest)
 
 
