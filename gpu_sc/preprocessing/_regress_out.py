@@ -30,6 +30,8 @@ from anndata import AnnData
 from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype
 
 from .. import _ops
+from .._ops import gram
+from .._settings import BLOCK_BYTES
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
@@ -45,7 +47,6 @@ from .._validation import (
 
 _STEP = "regress_out"
 _PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
-_BLOCK_BYTES = 64 * 2**20  # float64 working set of one row block (in-memory matrices)
 
 
 def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int | None = None,
@@ -233,39 +234,16 @@ def _basis(regressors: np.ndarray) -> np.ndarray:
 
 
 def _row_blocks(n_rows: int, n_cols: int):
-    step = max(1, _BLOCK_BYTES // (8 * max(n_cols, 1)))
+    step = max(1, BLOCK_BYTES // (8 * max(n_cols, 1)))
     for lo in range(0, n_rows, step):
         yield lo, min(lo + step, n_rows)
 
 
 def _projection(x, q: np.ndarray):
-    """Q^T Y (rank x genes, float64): one pass over the rows; on the host for a Dask array."""
-    if is_dask(x):
-        return to_host(_ops.Chunked(x).reduce(_block_projection, per_row=(q,)))
-    if not is_gpu(x):
-        if is_sparse(x):
-            return _project(x, q)  # a sparse product: CSR is never densified
-        total = np.zeros((q.shape[1], x.shape[1]), dtype=np.float64)
-        _project_dense(x, q, total)
-        return total
-    xp = xp_of(x)
-    qd = xp.asarray(q)
-    total = xp.zeros((q.shape[1], x.shape[1]), dtype=np.float64)
-    for lo, hi in _row_blocks(*x.shape):
-        total += _project(x[lo:hi], qd[lo:hi])
-    return total
-
-
-def _project(y, q):
-    """q^T y for one row block y (CSR or dense), in float64."""
-    if is_sparse(y):
-        return (y.astype(np.float64).T @ q).T
-    return q.T @ y.astype(np.float64)
-
-
-def _block_projection(p, q):
-    xp = p.xp
-    return _project(_matrix(p), xp.asarray(q))
+    """Q^T Y (rank x genes, float64): gram's X^T u over row blocks (CPU, GPU or Dask blocks;
+    CSR never densified), on the host."""
+    p = _ops.parts(x)
+    return to_host(gram.transpose_apply(p, p.xp.asarray(q))).T
 
 
 def _categorical_fit(x, codes: np.ndarray, n_categories: int):
@@ -403,30 +381,7 @@ def _dask_block(block, *columns, model, kind, zero, constant, first, out_dtype):
 
 
 # --------------------------------------------------------------------------- CPU kernels
-_TILE = 512  # genes per task of the dense projection
 _ROWS = 64  # rows per task of the residual kernels
-
-
-@numba.njit(parallel=True, cache=True)
-def _project_dense(y, q, out):
-    """out += q^T y in float64: tiles of genes in parallel, each with its own accumulators,
-    every sum in row order."""
-    n_rows, n_cols = y.shape
-    rank = q.shape[1]
-    for t in numba.prange((n_cols + _TILE - 1) // _TILE):
-        lo = t * _TILE
-        width = min(_TILE, n_cols - lo)
-        acc = np.zeros((rank, width), dtype=np.float64)
-        row = np.empty(width, dtype=np.float64)
-        for i in range(n_rows):
-            for j in range(width):
-                row[j] = y[i, lo + j]
-            for k in range(rank):
-                w = q[i, k]
-                a = acc[k]
-                for j in range(width):
-                    a[j] += w * row[j]
-        out[:, lo : lo + width] += acc
 
 
 @numba.njit(parallel=True, cache=True)
