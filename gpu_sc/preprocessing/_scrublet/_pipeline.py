@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from ..._backend import xp_of
 from ..._settings import settings
-from ..._validation import canonical
+from ..._validation import canonical, user_stacklevel
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
 from .._log1p import log1p
@@ -122,7 +122,8 @@ def _threshold(score_obs, score_sim, opts):
             threshold = threshold_minimum(score_sim)
         except RuntimeError:
             warnings.warn("Failed to automatically identify doublet score threshold. Run `call_doublets` "
-                          "with user-specified threshold (pass threshold=...).", UserWarning, stacklevel=4)  # fmt: skip
+                          "with user-specified threshold (pass threshold=...).", UserWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
             return None
         if opts["verbose"]:
             settings.progress(f"Automatically set threshold at doublet score = {threshold:.2f}")
