@@ -6,7 +6,7 @@ A gene set's score per cell is its mean expression minus the mean of control gen
 expression bin of the set's genes, from the pool. The control draw uses its own
 `numpy.random.RandomState(random_state)` (the generator scanpy seeds globally), so the draws are
 scanpy's without touching numpy's global state. Means are NaN-aware and run where the data live
-(numpy / scipy or cupy / cupyx).
+(numpy / scipy or cupy / cupyx, or a Dask array of row blocks of those).
 """
 
 from __future__ import annotations
@@ -23,22 +23,52 @@ from .._validation import check_anndata, check_in_memory, check_int, get_matrix
 STEP = "score_genes"
 
 
-def _nan_means(x, axis: int, dtype=None) -> np.ndarray:
-    """Means over `axis` ignoring NaN, on the host: the sums of sparse matrices in float64 as
-    scanpy's; dense through (cu)numpy's nanmean with `dtype`."""
+def _nan_sums(x, axis: int):
+    """Sums over `axis` with NaN as 0 (float64, as scanpy's sparse means) and the non-NaN counts."""
     xp = xp_of(x.data if is_sparse(x) else x)
     if is_sparse(x):
         nan = x.copy()
         nan.data = xp.isnan(nan.data)
         nan.eliminate_zeros()
-        n = x.shape[axis] - nan.sum(axis)
         y = x.copy()
         y.data[xp.isnan(y.data)] = 0
         y.eliminate_zeros()
-        out = y.sum(axis, dtype=np.float64) / n
+        return y.sum(axis, dtype=np.float64), x.shape[axis] - nan.sum(axis)
+    return xp.nansum(x, axis=axis, dtype=np.float64), (~xp.isnan(x)).sum(axis)
+
+
+def _nan_means(x, axis: int, dtype=None) -> np.ndarray:
+    """Means over `axis` ignoring NaN, on the host: the sums of sparse matrices in float64 as
+    scanpy's; dense through (cu)numpy's nanmean with `dtype`. A Dask array is read one row block
+    at a time: the row means per block; the column means from the blocks' float64 sums and
+    non-NaN counts."""
+    if is_dask(x):
+        return _dask_nan_means(x, axis, dtype)
+    if is_sparse(x):
+        sums, n = _nan_sums(x, axis)
+        out = sums / n
     else:
-        out = xp.nanmean(x, axis=axis, dtype=dtype)
+        out = xp_of(x).nanmean(x, axis=axis, dtype=dtype)
     return np.asarray(to_host(out)).ravel()
+
+
+def _host_nan_sums(block) -> np.ndarray:
+    """(2, genes) on the host: a block's column sums and non-NaN counts."""
+    return np.stack([np.asarray(to_host(v), dtype=np.float64).ravel() for v in _nan_sums(block, 0)])
+
+
+def _dask_nan_means(x, axis: int, dtype) -> np.ndarray:
+    import dask
+
+    if x.numblocks[1] > 1:  # whole rows per block: a block's row mean needs all its genes
+        x = x.rechunk({1: -1})
+    blocks = x.to_delayed().ravel()
+    if axis == 1:
+        parts = dask.compute(*(dask.delayed(_nan_means)(b, 1, dtype) for b in blocks))
+        return np.concatenate(parts)
+    sums, n = np.sum(dask.compute(*(dask.delayed(_host_nan_sums)(b) for b in blocks)), axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return sums / n
 
 
 def _matrix(adata: AnnData, use_raw, layer):
@@ -47,9 +77,6 @@ def _matrix(adata: AnnData, use_raw, layer):
     x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
     names = adata.raw.var_names if use_raw else adata.var_names
     check_in_memory(x, step=STEP)
-    if is_dask(x):
-        msg = f"{STEP}: takes an in-memory matrix (numpy, scipy, cupy); call .compute() on the Dask array first."
-        raise NotImplementedError(msg)
     if is_sparse(x) and not is_gpu(x) and x.format != "csr":
         x = x.tocsr()
     return x, names
