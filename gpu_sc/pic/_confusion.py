@@ -12,7 +12,13 @@ true composition, mean posterior -> corrected): 300 pbmc68k T + DC PICs, 4 x 3 g
 pbmc4k 0.196 -> 0.104 and TNBC 0.355 -> 0.267, but pbmc68k 0.038 -> 0.078 and picseq on pbmc4k
 0.240 -> 0.413: it helps where groups are confused and calls are calibrated, and can hurt where
 they are already good. (Simulating from one half of the reference and deconvolving with the other
-half over-corrects, TV 0.39-0.49: a half reference confuses more than the whole.)
+half over-corrects, TV 0.39-0.49: a half reference confuses more than the whole.) Cross-fitting
+was measured and dropped too (each of 5 folds of the singlets simulated and deconvolved against
+the other 4, as real PICs' cells are absent from the reference): on pbmc4k (5 x 3 groups of ~150
+cells, seed 1) it reproduced the confusion of PICs from the held-out cells (0.54 on the true pair,
+in-sample 0.60) and moved TV from 0.157 to 0.129 (oracle confusion 0.124), but on TNBC (177
+reference cells) it changed nothing (0.110 -> 0.115; oracle 0.026) and on pbmc68k T + DC (groups of
+10-60 cells) it over-corrected (0.074 -> 0.260), at 4-5 times the cost.
 """
 
 from __future__ import annotations
