@@ -293,3 +293,31 @@ def test_view_warns_as_scanpy_and_parent_is_untouched(step):
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         call(a[:100].copy())
+
+
+def test_step_warnings_name_the_callers_line():
+    """Warnings raised deep inside a step (HVG's non-integer counts, scale's densifying, the
+    neighbour graph's PCA fallback) are attributed to the line that called the step."""
+    a = gsc.datasets.pbmc68k_reduced()
+    a.X = a.X.astype(np.float32)
+    logged = a.copy()
+    logged.X.data = np.log1p(logged.X.data)
+    narrow = a[:, :60].copy()
+    narrow.obsm.clear()  # no X_pca: neighbors computes one
+    few = gsc.datasets.pbmc4k_half()[:300]
+    gsc.pp.normalize_total(few)
+    gsc.pp.log1p(few)
+    few = few[:, np.asarray((few.X > 0).sum(axis=0)).ravel() < 2].copy()  # undefined dispersions
+    calls = [
+        (lambda: gsc.pp.highly_variable_genes(logged.copy(), flavor="seurat_v3", n_top_genes=100),
+         "non-integers"),
+        (lambda: gsc.pp.scale(a.copy()), "densifies"),
+        (lambda: gsc.pp.highly_variable_genes(few, n_top_genes=few.n_vars), "number of normalized dispersions"),
+        (lambda: gsc.pp.neighbors(narrow, n_neighbors=5), "Falling back"),
+    ]
+    for call, text in calls:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            call()
+        hits = [w for w in caught if text in str(w.message)]
+        assert hits and all(w.filename == __file__ for w in hits), (text, [(w.filename, str(w.message)[:60]) for w in caught])

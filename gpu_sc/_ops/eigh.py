@@ -32,6 +32,7 @@ import numpy as np
 
 from . import gram
 from .._backend import xp_of
+from .._validation import user_stacklevel
 
 #: relative eigengap below which two components count as degenerate (the Krylov solver's
 #: accuracy is promised for directions separated by more than this)
@@ -153,7 +154,7 @@ def krylov_eigh(
             f"pca: the block Krylov solver did not converge in {max_passes} passes over the data; "
             "the trailing components may be inaccurate.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     return theta[:k], basis[:, :m] @ s[:, :k], passes
 

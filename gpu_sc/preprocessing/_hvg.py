@@ -21,7 +21,8 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings
-from .._validation import canonical, check_finite, check_not_empty, float_values, get_matrix, make_actual
+from .._validation import (canonical, check_finite, check_not_empty, float_values, get_matrix, make_actual,
+                           user_stacklevel)
 
 _STEP = "highly_variable_genes"
 _FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
@@ -153,7 +154,7 @@ def highly_variable_genes(
         if n_top_genes is not None:
             if cutoffs != _CUTOFF_DEFAULTS:
                 msg = "If you pass `n_top_genes`, all cutoffs are ignored."
-                warnings.warn(msg, UserWarning, stacklevel=2)
+                warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
             cutoff = int(n_top_genes)
         else:
             cutoff = cutoffs
@@ -364,7 +365,7 @@ def _select(mean, norm, cutoff) -> np.ndarray:
         warnings.warn(
             "`n_top_genes` > number of normalized dispersions, returning all genes with normalized dispersions.",
             UserWarning,
-            stacklevel=5,
+            stacklevel=user_stacklevel(),
         )
         n = defined.size
     if n == 0:
@@ -416,7 +417,8 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 def _check_integers(x, flavor) -> None:
     bad = Chunked(x).reduce(_block_not_integers) if is_dask(x) else _not_integers(x.data if is_sparse(x) else x)
     if bad:
-        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning, stacklevel=4)
+        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning,
+                      stacklevel=user_stacklevel())
 
 
 def _not_integers(values) -> bool:

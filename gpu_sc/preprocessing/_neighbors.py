@@ -17,7 +17,7 @@ from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
 from .._settings import BLOCK_BYTES, N_PCS, settings
-from .._validation import check_anndata, check_int
+from .._validation import check_anndata, check_int, user_stacklevel
 
 _STEP = "neighbors"
 _METRICS = ("euclidean", "cosine")
@@ -89,7 +89,7 @@ def _resolve_transformer(transformer, algorithm, *, knn: bool):
             raise ValueError(msg)
         if transformer == "rapids":
             warnings.warn("neighbors: transformer='rapids' is deprecated in scanpy; it runs as "
-                          "algorithm='cuml' here.", FutureWarning, stacklevel=3)  # fmt: skip
+                          "algorithm='cuml' here.", FutureWarning, stacklevel=user_stacklevel())  # fmt: skip
         return TRANSFORMERS[transformer], None
     params = transformer.get_params() if hasattr(transformer, "get_params") else {}
     if not hasattr(transformer, "fit_transform") or "n_neighbors" not in params:
@@ -357,7 +357,7 @@ def neighbors(
         # (its words: scanpy's tests match them)
         warnings.warn(f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, if you really want this, "
                       "set `use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
-                      UserWarning, stacklevel=2)  # fmt: skip
+                      UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = adata.obsm[K.OBSM_PCA]

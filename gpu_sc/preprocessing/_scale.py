@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix
+from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix, user_stacklevel
 
 _STEP = "scale"
 
@@ -137,7 +137,7 @@ def _scale_matrix(x, *, zero_center: bool, max_value, mask):
     mean, std = _mean_std(x, mask)
     sparse = is_sparse(x._meta if is_dask(x) else x)
     if sparse and zero_center:
-        warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=3)
+        warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=user_stacklevel())
     kw = dict(mean=mean, std=std, zero_center=zero_center, max_value=max_value)
     if is_dask(x):
         return _scale_dask(x, mask, sparse=sparse, **kw), mean, std
