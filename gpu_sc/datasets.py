@@ -23,6 +23,7 @@ bundled PBMCs, with a reference of other cells: the data of the ``gpu-sc demo``'
 from __future__ import annotations
 
 import sys
+import threading
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -133,6 +134,7 @@ def resample(
     layer: str | None = None,
     chunk_size: int = 100_000,
     progress: bool = False,
+    as_dask: bool = False,
 ) -> ad.AnnData:
     """Draw `n_cells` realistic cells from the real cells of `adata`, deterministically.
 
@@ -163,7 +165,16 @@ def resample(
     chunk_size
         Cells built at a time (at least 1); bounds the temporary memory.
     progress
-        Print one line per chunk to stderr.
+        Print one line per chunk to stderr (with `as_dask`, each time a block is made).
+    as_dask
+        Return ``X`` as a Dask array of `chunk_size`-cell CSR blocks, each made only when it is
+        computed (and again at each computation: nothing is kept), so that a matrix larger than
+        memory can go through a Dask pipeline. Its blocks hold exactly the rows of the in-memory
+        matrix for the same `seed`, `thin` and `chunk_size`. Each block's draws follow from all
+        the earlier ones, so the generator state at each block's start is found on first need
+        (by replaying the earlier blocks' draws once) and kept: the first pass over the blocks
+        costs about a sequential pass, later ones run in parallel. ``obs`` and ``var`` are made
+        at once (the cells are drawn up front: 8 bytes per cell).
 
     Returns
     -------
@@ -172,7 +183,8 @@ def resample(
         whose ``indices`` and ``indptr`` are int32, or int64 only when the number of stored
         counts exceeds 2**31 - 1. ``var`` is a copy of the source's; ``obs`` holds the source's
         ``obs`` columns for the drawn cells, ``obs['source_cell']`` (the name of the drawn
-        source cell) and the names ``cell_0``, ``cell_1``, ...
+        source cell) and the names ``cell_0``, ``cell_1``, ... With `as_dask`, ``X`` is a
+        ``dask.array.Array`` of ``scipy.sparse.csr_matrix`` blocks (float32, int32 indices).
 
     Raises
     ------
@@ -191,6 +203,9 @@ def resample(
     >>> big = gsc.datasets.resample(gsc.datasets.mouse_brain_10k(), 100_000, seed=0)
     >>> big.shape
     (100000, 1000)
+    >>> lazy = gsc.datasets.resample(gsc.datasets.mouse_brain_10k(), 1_000_000, as_dask=True)
+    >>> lazy.X.numblocks
+    (10, 1)
     """
     for name, value in (("n_cells", n_cells), ("chunk_size", chunk_size), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, Integral):
@@ -213,6 +228,9 @@ def resample(
 
     rng = np.random.Generator(np.random.PCG64(seed))
     chosen = rng.integers(0, x.shape[0], size=n_cells)
+    if as_dask:
+        out = _LazyResample(x, chosen, thin, chunk_size, rng.bit_generator.state, progress).array()
+        return _resampled(adata, out, chosen)
 
     # Preallocate for the counts before thinning (an upper bound), fill chunk by chunk, trim.
     src_indptr = x.indptr.astype(np.int64, copy=False)
@@ -223,16 +241,13 @@ def resample(
     nnz = 0
     for start in range(0, n_cells, chunk_size):
         stop = min(start + chunk_size, n_cells)
-        block = x[chosen[start:stop]]
-        kept = _thin(block.data, thin, rng)
-        nonzero = kept != 0
-        kept_before = np.zeros(block.nnz + 1, dtype=np.int64)  # kept entries before each entry
-        np.cumsum(nonzero, out=kept_before[1:])
-        n_new = int(kept_before[-1])
-        data[nnz : nnz + n_new] = kept[nonzero]
-        indices[nnz : nnz + n_new] = block.indices[nonzero]
-        indptr[start + 1 : stop + 1] = nnz + kept_before[block.indptr[1:]]
+        kept, kept_indices, kept_indptr = _resample_block(x, chosen[start:stop], thin, rng)
+        n_new = int(kept_indptr[-1])
+        data[nnz : nnz + n_new] = kept
+        indices[nnz : nnz + n_new] = kept_indices
+        indptr[start + 1 : stop + 1] = nnz + kept_indptr[1:]
         nnz += n_new
+        del kept, kept_indices, kept_indptr
         if progress:
             print(f"resample: {stop:,}/{n_cells:,} cells, {nnz:,} counts", file=sys.stderr, flush=True)
     data.resize(nnz, refcheck=False)  # in place: the buffers are ours alone
@@ -243,11 +258,100 @@ def resample(
         indptr = indptr.astype(np.int32)
     out = sp.csr_matrix((data, indices, indptr), shape=(n_cells, x.shape[1]), copy=False)
     out.indices, out.indptr = indices, indptr  # scipy would narrow int64 wherever the values fit
+    return _resampled(adata, out, chosen)
 
+
+def _resampled(adata: ad.AnnData, x, chosen: np.ndarray) -> ad.AnnData:
+    """The resampled AnnData around the matrix `x` (in memory or Dask) of the `chosen` cells."""
     obs = adata.obs.iloc[chosen].copy()
     obs["source_cell"] = adata.obs_names[chosen].to_numpy()
-    obs.index = "cell_" + pd.RangeIndex(n_cells).astype(str)
-    return ad.AnnData(out, obs=obs, var=adata.var.copy())
+    obs.index = "cell_" + pd.RangeIndex(len(chosen)).astype(str)
+    return ad.AnnData(x, obs=obs, var=adata.var.copy())
+
+
+def _resample_block(
+    x: sp.csr_matrix, rows: np.ndarray, thin: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The source `rows` (cells drawn) of `x`, each count thinned with `rng` (which advances),
+    zeros dropped: (float32 data, int32 column numbers, int64 row starts from 0). The one place
+    where resampled counts are made, for the in-memory matrix and the Dask blocks alike."""
+    block = x[rows]
+    kept = _thin(block.data, thin, rng)
+    nonzero = kept != 0
+    kept_before = np.zeros(block.nnz + 1, dtype=np.int64)  # kept entries before each entry
+    np.cumsum(nonzero, out=kept_before[1:])
+    indptr = kept_before[block.indptr]
+    del kept_before
+    return kept[nonzero], block.indices[nonzero].astype(np.int32, copy=False), indptr
+
+
+class _LazyResample:
+    """The Dask form of :func:`resample`: block ``k`` holds cells ``k * chunk_size`` onwards,
+    made by :func:`_resample_block` from the generator state in which :func:`resample`'s loop
+    reaches that chunk, so that the blocks are the in-memory matrix's rows exactly.
+
+    That state depends on all the draws before it (a binomial draw takes a variable number of
+    random numbers), so it is found on first need by replaying the earlier blocks' draws, and
+    kept (a few hundred bytes per block): the first pass over the blocks costs about one
+    sequential pass, later passes (each step that reads the matrix) run in parallel. The cache
+    lives in this object; a multi-process scheduler gets copies, each filling its own."""
+
+    def __init__(self, x, chosen, thin, chunk_size, state, progress):
+        self.x, self.chosen, self.thin, self.chunk_size, self.progress = x, chosen, thin, chunk_size, progress
+        self._states = {0: state}  # block number -> generator state at its start
+        self._lock = threading.Lock()
+
+    def __getstate__(self):
+        d = self.__dict__.copy()
+        del d["_lock"]
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d)
+        self._lock = threading.Lock()
+
+    def _draw(self, k: int, state: dict) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray], dict]:
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state
+        rows = self.chosen[k * self.chunk_size : (k + 1) * self.chunk_size]
+        out = _resample_block(self.x, rows, self.thin, rng)
+        after = rng.bit_generator.state
+        with self._lock:
+            self._states.setdefault(k + 1, after)
+        return out, after
+
+    def block(self, k: int) -> sp.csr_matrix:
+        """Block `k` as a float32 CSR matrix (int32 indices; int64 row starts only past 2**31 - 1)."""
+        with self._lock:
+            j = max(i for i in self._states if i <= k)
+            state = self._states[j]
+        for i in range(j, k):  # replay the draws of blocks not yet made, to learn block k's state
+            _, state = self._draw(i, state)
+        (data, indices, indptr), _ = self._draw(k, state)
+        if indptr[-1] <= _INT32_MAX:
+            indptr = indptr.astype(np.int32)
+        n_rows = len(indptr) - 1
+        out = sp.csr_matrix((data, indices, indptr), shape=(n_rows, self.x.shape[1]), copy=False)
+        out.indices, out.indptr = indices, indptr  # keep the dtypes scipy would change
+        if self.progress:
+            start = k * self.chunk_size
+            print(f"resample: made cells {start:,}-{start + n_rows:,}, {len(data):,} counts",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        return out
+
+    def array(self):
+        import dask.array as da
+        from dask.base import tokenize
+        from dask.highlevelgraph import HighLevelGraph
+
+        n_cells, n_vars = len(self.chosen), self.x.shape[1]
+        name = "resample-" + tokenize(self.x, self.chosen, self.thin, self.chunk_size, self._states[0])
+        starts = range(0, n_cells, self.chunk_size)
+        rows = tuple(min(self.chunk_size, n_cells - s) for s in starts)
+        layer = {(name, k, 0): (self.block, k) for k in range(len(rows))}
+        graph = HighLevelGraph.from_collections(name, layer, dependencies=())
+        meta = sp.csr_matrix((0, 0), dtype=np.float32)
+        return da.Array(graph, name, chunks=(rows, (n_vars,)), meta=meta)
 
 
 # --- PIC-seq demo data ---------------------------------------------------------------------------
