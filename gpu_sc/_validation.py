@@ -141,10 +141,11 @@ def check_not_empty(x, *, step: str) -> None:
         raise ValueError(msg)
 
 
-def check_counts(x, *, step: str, negative_ok: bool = False) -> int:
+def check_counts(x, *, step: str, negative_ok: bool = False, issues: tuple[int, int] | None = None) -> int:
     """Counts must be finite, and non-negative unless `negative_ok` (scanpy's QC, filters and
     normalize_total take scaled data too); the error says what was found and what to do.
-    Returns the number of negative values."""
+    `issues`: the (non-finite, negative) counts where the caller found them in its own pass over
+    a Dask array (`block_value_issues` per block). Returns the number of negative values."""
     values = x.data if is_sparse(x) else x
     if values.dtype.kind == "b":
         msg = f"{step}: expects counts, got {describe(x)}; convert to a numeric dtype first."
@@ -154,7 +155,7 @@ def check_counts(x, *, step: str, negative_ok: bool = False) -> int:
         raise TypeError(msg)
     if values.size == 0 or values.dtype.kind == "u":
         return 0
-    n_bad, n_neg = _issue_counts(x, values)
+    n_bad, n_neg = _issue_counts(x, values) if issues is None else issues
     if n_bad:
         msg = (
             f"{step}: expects counts but found {n_bad} non-finite values (NaN or inf) in "
@@ -186,7 +187,7 @@ def check_finite(x, *, step: str) -> None:
 
 def _issue_counts(x, values) -> tuple[int, int]:
     """(non-finite, negative) value counts of `x` (its `values`); Dask: one pass over the blocks."""
-    return Chunked(x).reduce(_block_value_issues) if is_dask(x) else _value_issues(values)
+    return Chunked(x).reduce(block_value_issues) if is_dask(x) else _value_issues(values)
 
 
 def check_integer_counts(x, *, step: str) -> None:
@@ -217,7 +218,8 @@ def _fractions(values) -> int:
     return int(xp.count_nonzero(values != xp.round(values)))
 
 
-def _block_value_issues(p) -> tuple[int, int]:
+def block_value_issues(p) -> tuple[int, int]:
+    """(non-finite, negative) value counts of one block's parts."""
     return _value_issues(p.data)
 
 

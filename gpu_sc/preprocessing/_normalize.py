@@ -9,9 +9,10 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import to_host, xp_of
+from .._backend import is_dask, to_host, xp_of
 from .._settings import settings
-from .._validation import canonical, check_counts, check_not_empty, get_matrix, make_actual, set_matrix
+from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, get_matrix, make_actual,
+                           set_matrix)
 
 _STEP = "normalize_total"
 
@@ -63,8 +64,8 @@ def normalize_total(
     stays on its device and in CSR/dense layout (CSC input becomes CSR); integer input becomes
     float32, as in scanpy.
 
-    A Dask array chunked by rows (whole rows in each block) is accepted: the totals (and the
-    checks) take one pass over its blocks; the normalised matrix is a lazy Dask array with the
+    A Dask array chunked by rows (whole rows in each block) is accepted: the totals and the
+    checks take one pass over its blocks together; the normalised matrix is a lazy Dask array with the
     same chunks, divided block by block on copies when it is computed.
     """
     if copy:
@@ -82,7 +83,10 @@ def normalize_total(
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
     check_not_empty(x, step=_STEP)
-    check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
+    dask_totals, issues = None, None
+    if is_dask(x) and x.dtype.kind in "iuf":  # the checks and the totals in one pass over the blocks
+        dask_totals, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
+    check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
         make_actual(adata, warn=True)
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
@@ -93,7 +97,7 @@ def normalize_total(
         x = x.copy()
     p = _ops.parts(x)
 
-    totals = _ops.row_sums(p)[0].astype(x.dtype)  # scanpy keeps totals in the value dtype
+    totals = (_ops.row_sums(p)[0] if dask_totals is None else dask_totals).astype(x.dtype)  # scanpy: value dtype
     xp = xp_of(totals)
     if exclude_highly_expressed:
         high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
@@ -119,3 +123,7 @@ def normalize_total(
         adata.obs[key_added] = to_host(norm_factor)
     set_matrix(adata, x, layer=layer, obsm=obsm)
     return adata if copy else None
+
+
+def _block_row_sums(p):
+    return _ops.row_sums(p)[0]
