@@ -139,3 +139,25 @@ def test_dask_row_blocks_equal_in_memory(logged, kind):
         pd.testing.assert_series_equal(lazy.obs["score"], ref.obs["score"])
         assert_close(lazy.obs["score"].to_numpy(), mem.obs["score"].to_numpy(), dtype=np.float32,
                      n_terms=logged.n_vars, scale=1.0)  # fmt: skip
+
+
+def test_dask_reads_the_blocks_twice(logged):
+    """One pass for the genes' means (the control draw needs them), one for the cells' means of
+    the gene list and of the controls together."""
+    import dask
+    import dask.array as da
+
+    x = sp.csr_matrix(logged.X, dtype=np.float32)
+    made = []
+
+    def block(i):
+        made.append(i)
+        return x[i * 300 : (i + 1) * 300]
+
+    starts = range(0, x.shape[0], 300)
+    lazy = logged.copy()
+    lazy.X = da.concatenate([da.from_delayed(dask.delayed(block)(i), shape=(min(300, x.shape[0] - s), x.shape[1]),
+                                             dtype=x.dtype, meta=sp.csr_matrix((0, 0), dtype=x.dtype))
+                             for i, s in enumerate(starts)])  # fmt: skip
+    gsc.tl.score_genes(lazy, _genes(logged, 0, 37, 15))
+    assert sorted(made) == sorted(list(range(len(starts))) * 2)

@@ -39,11 +39,15 @@ def _nan_sums(x, axis: int):
 
 def _nan_means(x, axis: int, dtype=None) -> np.ndarray:
     """Means over `axis` ignoring NaN, on the host: the sums of sparse matrices in float64 as
-    scanpy's; dense through (cu)numpy's nanmean with `dtype`. A Dask array is read one row block
-    at a time: the row means per block; the column means from the blocks' float64 sums and
-    non-NaN counts."""
-    if is_dask(x):
-        return _dask_nan_means(x, axis, dtype)
+    scanpy's; dense through (cu)numpy's nanmean with `dtype`. Column means of a Dask array of row
+    blocks: from the blocks' float64 sums and non-NaN counts, one pass."""
+    if is_dask(x) and axis == 0:
+        import dask
+
+        blocks = _whole_rows(x).to_delayed().ravel()
+        sums, n = np.sum(dask.compute(*(dask.delayed(_host_nan_sums)(b) for b in blocks)), axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return sums / n
     if is_sparse(x):
         sums, n = _nan_sums(x, axis)
         out = sums / n
@@ -57,18 +61,26 @@ def _host_nan_sums(block) -> np.ndarray:
     return np.stack([np.asarray(to_host(v), dtype=np.float64).ravel() for v in _nan_sums(block, 0)])
 
 
-def _dask_nan_means(x, axis: int, dtype) -> np.ndarray:
+def _whole_rows(x):
+    """A Dask array with one block per row range (a row's mean needs all its genes)."""
+    return x.rechunk({1: -1}) if x.numblocks[1] > 1 else x
+
+
+def _row_means(x, names: pd.Index, gene_sets) -> list[np.ndarray]:
+    """Per gene set, each cell's NaN-aware mean over the set's genes; a Dask array is read once
+    for all the sets."""
+    cols = [None if len(g) == len(names) else names.get_indexer(g) for g in gene_sets]
+    if not is_dask(x):
+        return _block_row_means(x, cols)
     import dask
 
-    if x.numblocks[1] > 1:  # whole rows per block: a block's row mean needs all its genes
-        x = x.rechunk({1: -1})
-    blocks = x.to_delayed().ravel()
-    if axis == 1:
-        parts = dask.compute(*(dask.delayed(_nan_means)(b, 1, dtype) for b in blocks))
-        return np.concatenate(parts)
-    sums, n = np.sum(dask.compute(*(dask.delayed(_host_nan_sums)(b) for b in blocks)), axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / n
+    blocks = _whole_rows(x).to_delayed().ravel()
+    parts = dask.compute(*(dask.delayed(_block_row_means)(b, cols) for b in blocks))
+    return [np.concatenate([part[i] for part in parts]) for i in range(len(cols))]
+
+
+def _block_row_means(x, cols) -> list[np.ndarray]:
+    return [_nan_means(x if c is None else x[:, c], axis=1, dtype=np.float64) for c in cols]
 
 
 def _matrix(adata: AnnData, use_raw, layer):
@@ -145,8 +157,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
         msg = f"{STEP}: No control genes found in any cut (expression bin)" + (
             "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
         raise RuntimeError(msg)
-    mean_list, mean_ctrl = (_nan_means(x if len(g) == len(names) else x[:, names.get_indexer(g)], axis=1,
-                                       dtype=np.float64) for g in (genes, control))  # fmt: skip
+    mean_list, mean_ctrl = _row_means(x, names, (genes, control))
     adata.obs[score_name] = pd.Series(mean_list - mean_ctrl, index=adata.obs_names, dtype="float64")
     return adata if copy else None
 
