@@ -94,9 +94,11 @@ def _read_through(x) -> int:
 def _finish(a, name_before: str | None, then: str) -> None:
     """Compute what a step left lazy: a new lazy X (read through, persisted or dropped), obsm.
     A Dask X is new when its name is (scanpy's log1p changes the array object in place)."""
+    import dask
+
     if is_dask(a.X) and a.X.name != name_before:
         if then == "persist":
-            (a.X,) = __import__("dask").persist(a.X)
+            (a.X,) = dask.persist(a.X)
         else:
             _read_through(a.X)
     for key in list(a.obsm):
