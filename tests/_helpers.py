@@ -199,6 +199,26 @@ def as_type(x, kind: str):
     raise ValueError(kind)
 
 
+def counted_dask(x: sp.csr_matrix, rows: int = 300):
+    """`x` as a Dask array of `rows`-row CSR blocks made on demand, and the list that gets each
+    block's number every time it is made: how many passes a step makes over a lazily read
+    matrix."""
+    import dask
+    import dask.array as da
+
+    made = []
+
+    def block(i):
+        made.append(i)
+        return x[i * rows : (i + 1) * rows]
+
+    meta = sp.csr_matrix((0, 0), dtype=x.dtype)
+    lazy = da.concatenate([da.from_delayed(dask.delayed(block)(i), shape=(min(rows, x.shape[0] - s), x.shape[1]),
+                                           dtype=x.dtype, meta=meta)
+                           for i, s in enumerate(range(0, x.shape[0], rows))])  # fmt: skip
+    return lazy, made
+
+
 def emulation_rows(x, n: int = 147) -> np.ndarray:
     """The all-zero cell (if any), the first `n` cells and row 3 twice more: the emulator runs a
     launch's threads one after another, so it gets a slice with the awkward rows kept."""

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from _helpers import ULPS, UMAP_CONN, assert_adata_equal, assert_close, assert_same, cells_for, to_host
+from _helpers import (ULPS, UMAP_CONN, assert_adata_equal, assert_close, assert_same, cells_for, counted_dask,
+                      to_host)
 
 import gpu_sc as gsc
 from gpu_sc import _ops
@@ -265,22 +266,11 @@ def test_filter_of_a_bare_dask_array_is_lazy(pbmc, kind, step, kw):
 def test_normalize_total_reads_each_block_once_before_compute(pbmc):
     """The checks and the totals share one pass over the blocks (a lazily made or read matrix
     is made once for both, not once each); the result equals the in-memory one."""
-    import dask
-
     x = sp.csr_matrix(pbmc.X, dtype=np.float32)
-    made = []
-
-    def block(i):
-        made.append(i)
-        return x[i * 300 : (i + 1) * 300]
-
-    starts = range(0, x.shape[0], 300)
-    lazy = da.concatenate([da.from_delayed(dask.delayed(block)(i), shape=(min(300, x.shape[0] - s), x.shape[1]),
-                                           dtype=x.dtype, meta=sp.csr_matrix((0, 0), dtype=x.dtype))
-                           for i, s in enumerate(starts)])  # fmt: skip
+    lazy, made = counted_dask(x)
     a, b = pbmc.copy(), pbmc.copy()
     a.X, b.X = lazy, x.copy()
     gsc.pp.normalize_total(a, target_sum=1e4)
-    assert sorted(made) == list(range(len(starts)))
+    assert sorted(made) == list(range(lazy.numblocks[0]))
     gsc.pp.normalize_total(b, target_sum=1e4)
     assert_same(a.X.compute(), b.X)

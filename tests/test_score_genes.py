@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from _helpers import as_type, assert_close
+from _helpers import as_type, assert_close, counted_dask
 
 import gpu_sc as gsc
 
@@ -144,20 +144,7 @@ def test_dask_row_blocks_equal_in_memory(logged, kind):
 def test_dask_reads_the_blocks_twice(logged):
     """One pass for the genes' means (the control draw needs them), one for the cells' means of
     the gene list and of the controls together."""
-    import dask
-    import dask.array as da
-
-    x = sp.csr_matrix(logged.X, dtype=np.float32)
-    made = []
-
-    def block(i):
-        made.append(i)
-        return x[i * 300 : (i + 1) * 300]
-
-    starts = range(0, x.shape[0], 300)
     lazy = logged.copy()
-    lazy.X = da.concatenate([da.from_delayed(dask.delayed(block)(i), shape=(min(300, x.shape[0] - s), x.shape[1]),
-                                             dtype=x.dtype, meta=sp.csr_matrix((0, 0), dtype=x.dtype))
-                             for i, s in enumerate(starts)])  # fmt: skip
+    lazy.X, made = counted_dask(sp.csr_matrix(logged.X, dtype=np.float32))
     gsc.tl.score_genes(lazy, _genes(logged, 0, 37, 15))
-    assert sorted(made) == sorted(list(range(len(starts))) * 2)
+    assert sorted(made) == sorted(list(range(lazy.X.numblocks[0])) * 2)
