@@ -46,12 +46,50 @@ def log1p_(values, base=None) -> None:
 
 def value_range(values) -> tuple[float, float]:
     """(min, max) of a non-empty numeric array as Python floats; NaN in both if any value is NaN."""
+    if values.dtype in _FLOAT_BITS and not is_gpu(values) and values.flags.c_contiguous:
+        return _float_range(values.reshape(-1))
     xp = xp_of(values)
     parts = map_chunks(lambda v: (float(xp.min(v)), float(xp.max(v))), values)
     lows, highs = zip(*parts, strict=True)
     if any(math.isnan(x) for x in lows):
         return math.nan, math.nan
     return min(lows), max(highs)
+
+
+# A float's bits as a signed integer, with the 31 (63) bits below the sign flipped where the sign is
+# set, order like the floats (-0 just below +0) and put NaN outside -inf..inf: min and max over
+# these integers vectorise and read the values once (numpy's min and max read them twice, and a
+# float min that LLVM may vectorise needs fast-math, which may drop NaN). The map is its own inverse.
+_FLOAT_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
+
+
+@numba.njit(parallel=True, cache=True)
+def _key_range(bits, low_bits):
+    sign = bits.itemsize * 8 - 1
+    lo = bits[0] ^ ((bits[0] >> sign) & low_bits)
+    hi = lo
+    for i in numba.prange(bits.size):
+        b = bits[i]
+        k = b ^ ((b >> sign) & low_bits)
+        lo = min(lo, k)
+        hi = max(hi, k)
+    return lo, hi
+
+
+def _float_range(values) -> tuple[float, float]:
+    ints = _FLOAT_BITS[values.dtype]
+    low_bits = ints(np.iinfo(ints).max)
+    sign = ints(values.itemsize * 8 - 1)
+
+    def flip(k):  # floats' bits <-> keys
+        return k ^ ((k >> sign) & low_bits)
+
+    lo, hi = _key_range(values.view(ints), low_bits)
+    limits = flip(np.array([-np.inf, np.inf], values.dtype).view(ints))
+    if lo < limits[0] or hi > limits[1]:  # a NaN (either sign) lies outside -inf..inf
+        return math.nan, math.nan
+    low, high = flip(np.array([lo, hi], ints)).view(values.dtype)
+    return float(low), float(high)
 
 
 @numba.njit(parallel=True, cache=True)

@@ -87,3 +87,38 @@ def test_sparse_gram_equals_blas(brain):
     assert not odd.has_canonical_format
     d = odd.toarray()
     assert_same(gram._sparse_gram(_ops.parts(odd)), d.T @ d)  # small integers: exact
+
+
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+@pytest.mark.parametrize("cls", [sp.csr_matrix, sp.csr_array])
+def test_take_cols_is_scipys_column_indexing(brain, cls, index):
+    from gpu_sc._ops.take_cols import take_cols
+
+    x = cls(brain.X[:300], dtype=np.float32)
+    x.indptr, x.indices = x.indptr.astype(index), x.indices.astype(index)
+    x.data[::5] = 0  # explicit zeros stay stored, as in scipy
+    keep = np.random.default_rng(0).random(x.shape[1]) < 0.4
+    got, ref = take_cols(x, keep), x[:, keep]
+    assert type(got) is type(ref) and got.shape == ref.shape
+    for name in ("data", "indices", "indptr"):
+        assert getattr(got, name).dtype == getattr(ref, name).dtype
+        np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_value_range_one_pass_as_numpy(dtype):
+    from gpu_sc._values import value_range
+
+    rng = np.random.default_rng(0)
+    for case in range(40):
+        x = (rng.standard_normal(3 * 2**20 if case == 0 else 57) * 10.0 ** rng.integers(-30, 30)).astype(dtype)
+        if case % 4 == 1:
+            x[rng.integers(x.size)] = np.inf * rng.choice([-1, 1])
+        elif case % 4 == 2:
+            x[:] = -0.0
+        got = value_range(x)
+        assert got == (float(x.min()), float(x.max())) and str(got) == str((float(x.min()), float(x.max())))
+    for nan in (np.nan, -np.nan):  # either sign of NaN, wherever it is
+        x = np.arange(100, dtype=dtype)
+        x[37] = nan
+        assert all(np.isnan(value_range(x)))

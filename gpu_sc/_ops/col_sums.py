@@ -10,12 +10,13 @@ from ._layout import Parts
 
 
 @numba.njit(parallel=True, cache=True)
-def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, sums, sumsq, nnz):
+def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, sums, sumsq, nnz):
     """Row chunks accumulate into their own partial rows, summed at the end: no atomics, no
-    nnz-sized temporaries, memory n_chunks x n_cols."""
+    nnz-sized temporaries, memory n_chunks x n_cols. The squares only where asked (a third
+    scattered write per value)."""
     n_rows = indptr.size - 1
     part_s = np.zeros((n_chunks, n_cols))
-    part_q = np.zeros((n_chunks, n_cols))
+    part_q = np.zeros((n_chunks, n_cols if squares else 0))
     part_n = np.zeros((n_chunks, n_cols), np.int64)
     step = (n_rows + n_chunks - 1) // n_chunks
     for c in numba.prange(n_chunks):
@@ -25,16 +26,18 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, sums, sumsq, nnz):
                 if v != 0:
                     k = indices[j]
                     part_s[c, k] += v
-                    part_q[c, k] += v * v
                     part_n[c, k] += 1
+                    if squares:
+                        part_q[c, k] += v * v
     for k in numba.prange(n_cols):
         s = 0.0
         q = 0.0
         m = 0
         for c in range(n_chunks):
             s += part_s[c, k]
-            q += part_q[c, k]
             m += part_n[c, k]
+            if squares:
+                q += part_q[c, k]
         sums[k] = s
         sumsq[k] = q
         nnz[k] = m
@@ -51,7 +54,7 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
         nnz = np.count_nonzero(x, axis=0).astype(np.int64) if counts else None
         return sums, sumsq, nnz
     sums, sumsq, nnz = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols, np.int64)
-    _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), sums, sumsq, nnz)
+    _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), squares, sums, sumsq, nnz)
     return sums, sumsq if squares else None, nnz if counts else None
 
 

@@ -9,7 +9,8 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_sparse, to_host, xp_of
+from .._ops.take_cols import take_cols
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._validation import canonical, check_counts, float_values, sum_dtype
 
 
@@ -138,13 +139,15 @@ def _positives(x):
 def _subset_inplace(adata: AnnData, keep, axis: int) -> None:
     """anndata's in-place subset, with X taken out first and subset once by scipy where it is an
     in-memory scipy matrix: anndata subsets it into a view and then copies that, two allocations
-    and two passes over the largest array (the rest, layers included, is anndata's as usual)."""
+    and two passes over the largest array (the rest, layers included, is anndata's as usual). A
+    CSR's columns are taken on all threads (`take_cols`)."""
     subset = adata._inplace_subset_obs if axis == 0 else adata._inplace_subset_var
     x = adata.X
     if adata.is_view or adata.isbacked or not sp.issparse(x):
         subset(keep)
         return
-    x_kept = x[keep] if axis == 0 else x[:, keep]
+    host_csr = x.format == "csr" and not is_gpu(x)
+    x_kept = x[keep] if axis == 0 else (take_cols(x, keep) if host_csr else x[:, keep])
     adata.X = None
     try:
         subset(keep)
