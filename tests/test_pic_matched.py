@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy import stats
 from _helpers import PIC_DC, PIC_T, _load, as_type, t_dc_cells
 
 from gpu_sc.pic import _matched
@@ -139,3 +140,35 @@ def test_gpu_input_gives_the_cpu_table(device, reference_and_null, kind):
     gpu.X = as_type(sp.csr_matrix(gpu.X), kind)
     gref.X = as_type(sp.csr_matrix(gref.X), kind)
     pd.testing.assert_frame_equal(_matched_table(gpu, gref), _matched_table(pics, ref))
+
+
+def test_reference_variance_is_the_spread_of_the_doublets_expectation():
+    """The variance `reference_variance` adds is that of the doublets' expected sum over fresh
+    draws of the reference's cells (Monte Carlo over 1,500 references of 2 x 30 cells)."""
+    rng = np.random.default_rng(0)
+    n_cells, n_genes, n_pics, n_matched = 30, 12, 40, 10
+    base = rng.uniform(0.5, 20, size=(2, n_genes))
+    codes = np.repeat([0, 1], n_cells)
+    alpha, depth = rng.uniform(0.2, 0.8, n_pics), rng.integers(300, 900, n_pics).astype(float)
+    n_a = np.rint(alpha * depth)
+    predicted, drawn = [], []
+    for _ in range(1500):
+        ref = sp.csr_matrix(rng.poisson(rng.gamma(1.5, base[codes] / 1.5)).astype(float))
+        predicted.append(_matched.reference_variance(ref, codes, np.zeros(n_pics, int), np.ones(n_pics, int),
+                                                     alpha, depth, np.zeros(n_pics, int), 1, n_matched)[0])
+        share = ref.toarray() / ref.sum(axis=1)
+        mean = np.stack([share[codes == k].mean(axis=0) for k in (0, 1)])
+        drawn.append(n_matched / (n_matched + 1) * (n_a.sum() * mean[0] + (depth - n_a).sum() * mean[1]))
+    ratio = np.mean(predicted, axis=0) / np.var(drawn, axis=0, ddof=1)
+    assert np.all(np.abs(ratio - 1) < 0.15), ratio
+    two = _matched.reference_variance(ref, codes, np.zeros(n_pics, int), np.ones(n_pics, int), alpha, depth,
+                                      np.repeat([0, 1], n_pics // 2), 2, n_matched)  # fmt: skip
+    assert np.all(two.sum(axis=0) < predicted[-1])  # shared draws add up squared: split, they add less
+
+
+def test_widen_adds_the_reference_variance():
+    p = np.array([[1e-6, 0.2, np.nan]])
+    var, var_ref = np.array([[1.0, 1.0, 0.0]]), np.array([[3.0, 0.0, 1.0]])
+    got = _matched.widen(p, var, var_ref)
+    assert got[0, 0] == pytest.approx(2 * stats.norm.sf(stats.norm.isf(5e-7) / 2))
+    assert got[0, 1] == pytest.approx(0.2) and np.isnan(got[0, 2])

@@ -18,7 +18,7 @@ from ..get import array_to_cpu
 from ._args import check_seed
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, nonzeros,
                         obs_column, ok_mask, reference_groups)  # fmt: skip
-from ._matched import exact_pvalues, matched_doublets, matched_test, stratified_sums
+from ._matched import exact_pvalues, matched_doublets, matched_test, reference_variance, stratified_sums, widen
 from ._simulate import _counts_csr
 
 _STEP = "interaction_genes"
@@ -281,7 +281,10 @@ def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(has, num / np.sqrt(np.where(has, var, 1.0)), np.nan)
     p = exact_pvalues(z, obs, doublets, groups, n_matched, candidates)
-    return mean, matched_test(z, p, candidates)
+    var_ref = reference_variance(reference["ref"], reference["ref_codes"], reference["code_a"][rows],
+                                 reference["code_b"][rows], reference["alpha"][rows], depth, groups, n_groups,
+                                 n_matched)  # fmt: skip
+    return mean, matched_test(z, widen(p, var, var_ref), candidates)
 
 
 def _chi2_statistic(o_k: np.ndarray, e_k: np.ndarray) -> dict:

@@ -18,6 +18,9 @@ hundreds of false calls per null run. So every (group, gene) with |z_k| > `_EXAC
 exact two-sided p-value of T_k (`exact_pvalue`), the rest keep the normal one (too large to
 matter). The gene's p-value is Simes' combination of
 its groups' p-values after genomic control of each group (see `matched_test`); BH across genes.
+Before that, each group's variance gets the part the permutation cannot see: all doublets of a
+group are drawn from the same few reference cells, whose mean is itself a sample
+(`reference_variance`, `widen`).
 
 The null compares counts at the PIC's own depth and alpha, so no expected layer and no
 normalisation enter; the matched doublets' mean is reported as the 'expected' count. Counts, not
@@ -76,6 +79,49 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     out = sp.coo_matrix((cat(vals, np.float64), (cat(rows, np.int64), cat(cols, np.int64))),
                         shape=(row, ref.shape[1]))
     return out.tocsr()  # sums the A and B parts of each doublet
+
+
+def reference_variance(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
+                       alpha: np.ndarray, depth: np.ndarray, groups: np.ndarray, n_groups: int,
+                       n_matched: int) -> np.ndarray:  # fmt: skip
+    """Per group and gene: the variance of `stratified_sums`' first sum that comes from the
+    reference itself, a finite sample of each group's cells.
+
+    Every doublet of every PIC assigned reference group r draws from the same n_r cells, so the
+    doublets' expectation rests on those cells' mean share of each gene, which is off the
+    population's by a sampling error of variance s_r^2 / n_r (s_r^2: the cells' variance of the
+    gene's share of their UMIs) shared by all of them. The permutation test treats the doublets as
+    fresh draws, so this term is missing from its variance; it grows with the square of the UMIs
+    drawn from r (W_kr, summed over the group's PICs) while the permutation variance grows with
+    their number: 1,500 PICs against groups of 30-60 reference cells called a hundred genes or more
+    with nothing induced (TNBC, benchmarks/pic_interaction.py). The sum weighs each PIC's doublet
+    mean by n_matched / (n_matched + 1) (its set's mean holds the PIC), hence that factor squared.
+    Arguments as `matched_doublets`, with groups: each PIC's group in [0, n_groups)."""
+    n_ref = int(ref_codes.max()) + 1
+    totals = np.asarray(ref.sum(axis=1)).ravel()
+    cells = np.flatnonzero((ref_codes >= 0) & (totals > 0))
+    share = sp.diags(1.0 / totals[cells]) @ ref[cells].astype(np.float64)
+    member = sp.csr_matrix((np.ones(cells.size), (ref_codes[cells], np.arange(cells.size))),
+                           shape=(n_ref, cells.size))  # fmt: skip
+    n = np.asarray(member.sum(axis=1)).ravel()
+    sums = np.asarray((member @ share).todense())
+    squares = np.asarray((member @ share.multiply(share)).todense())
+    with np.errstate(divide="ignore", invalid="ignore"):  # groups of fewer than two cells: no estimate
+        var_mean = np.where((n >= 2)[:, None], (squares - sums**2 / n[:, None]) / (n * (n - 1))[:, None], 0.0)
+    n_a = np.rint(alpha * depth)  # as matched_doublets splits each doublet's UMIs
+    weights = np.zeros((n_groups, n_ref))
+    np.add.at(weights, (groups, code_a), n_a)
+    np.add.at(weights, (groups, code_b), depth - n_a)
+    return (n_matched / (n_matched + 1)) ** 2 * (weights**2 @ np.maximum(var_mean, 0.0))
+
+
+def widen(p: np.ndarray, var: np.ndarray, var_ref: np.ndarray) -> np.ndarray:
+    """Two-sided p-values of the permutation test (variance `var`) with the reference's own
+    sampling variance `var_ref` added: their normal equivalent |z| scaled by
+    sqrt(var / (var + var_ref)) (for the normal approximation, |num| / sqrt(var + var_ref))."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shrink = np.sqrt(var / (var + var_ref))
+        return np.where(np.isfinite(p), 2 * stats.norm.sf(stats.norm.isf(p / 2) * shrink), p)
 
 
 def _stack(obs: sp.csr_matrix, doublets: sp.csr_matrix, genes: np.ndarray, n_matched: int) -> np.ndarray:
