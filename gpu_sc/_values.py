@@ -63,14 +63,19 @@ def value_range(values) -> tuple[float, float]:
 _FLOAT_BITS = {np.dtype(np.float32): np.int32, np.dtype(np.float64): np.int64}
 
 
+@numba.njit(inline="always", cache=True)
+def _flip(k, sign, low_bits):  # pragma: no cover - numba
+    """Floats' bits <-> keys (scalars or arrays of int32 / int64)."""
+    return k ^ ((k >> sign) & low_bits)
+
+
 @numba.njit(parallel=True, cache=True)
 def _key_range(bits, low_bits):
-    sign = bits.itemsize * 8 - 1
-    lo = bits[0] ^ ((bits[0] >> sign) & low_bits)
+    sign = bits.itemsize * 8 - 1  # a constant here, so that the loop vectorises
+    lo = _flip(bits[0], sign, low_bits)
     hi = lo
     for i in numba.prange(bits.size):
-        b = bits[i]
-        k = b ^ ((b >> sign) & low_bits)
+        k = _flip(bits[i], sign, low_bits)
         lo = min(lo, k)
         hi = max(hi, k)
     return lo, hi
@@ -78,17 +83,12 @@ def _key_range(bits, low_bits):
 
 def _float_range(values) -> tuple[float, float]:
     ints = _FLOAT_BITS[values.dtype]
-    low_bits = ints(np.iinfo(ints).max)
-    sign = ints(values.itemsize * 8 - 1)
-
-    def flip(k):  # floats' bits <-> keys
-        return k ^ ((k >> sign) & low_bits)
-
+    low_bits, sign = ints(np.iinfo(ints).max), ints(values.itemsize * 8 - 1)
     lo, hi = _key_range(values.view(ints), low_bits)
-    limits = flip(np.array([-np.inf, np.inf], values.dtype).view(ints))
+    limits = _flip(np.array([-np.inf, np.inf], values.dtype).view(ints), sign, low_bits)
     if lo < limits[0] or hi > limits[1]:  # a NaN (either sign) lies outside -inf..inf
         return math.nan, math.nan
-    low, high = flip(np.array([lo, hi], ints)).view(values.dtype)
+    low, high = _flip(np.array([lo, hi], ints), sign, low_bits).view(values.dtype)
     return float(low), float(high)
 
 

@@ -47,6 +47,11 @@ _FFT_FROM = 512
 _EXACT_SPAN = 1 << 21
 
 
+def a_umis(alpha: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """The UMIs a matched doublet takes from its A cell (the rest from its B cell)."""
+    return np.rint(alpha * depth)
+
+
 def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
                      alpha: np.ndarray, depth: np.ndarray, n_matched: int,
                      rng: np.random.Generator) -> sp.csr_matrix:  # fmt: skip
@@ -58,8 +63,7 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     totals = np.asarray(ref.sum(axis=1)).ravel()
     rows, cols, vals = [], [], []
     row = 0
-    for ca, cb, al, n in zip(code_a, code_b, alpha, depth, strict=True):
-        n_a = int(round(al * n))
+    for ca, cb, n_a, n in zip(code_a, code_b, a_umis(alpha, depth).astype(np.int64), depth, strict=True):
         for _ in range(n_matched):
             for code, want in ((ca, n_a), (cb, int(n) - n_a)):
                 cell = members[code][rng.integers(members[code].size)]
@@ -108,7 +112,7 @@ def reference_variance(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.nda
     squares = np.asarray((member @ share.multiply(share)).todense())
     with np.errstate(divide="ignore", invalid="ignore"):  # groups of fewer than two cells: no estimate
         var_mean = np.where((n >= 2)[:, None], (squares - sums**2 / n[:, None]) / (n * (n - 1))[:, None], 0.0)
-    n_a = np.rint(alpha * depth)  # as matched_doublets splits each doublet's UMIs
+    n_a = a_umis(alpha, depth)
     weights = np.zeros((n_groups, n_ref))
     np.add.at(weights, (groups, code_a), n_a)
     np.add.at(weights, (groups, code_b), depth - n_a)
