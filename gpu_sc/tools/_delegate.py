@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+from collections.abc import Callable
 
 import numpy as np
 from anndata import AnnData
@@ -16,9 +17,22 @@ from .._validation import check_anndata
 
 
 def _gpu_graph(adata: AnnData, neighbors_key: str | None) -> bool:
-    meta = adata.uns.get(neighbors_key or "neighbors", {})
-    key = meta.get("connectivities_key", "connectivities") if isinstance(meta, dict) else "connectivities"
-    return key in adata.obsp and is_gpu(adata.obsp[key])
+    found = neighbors_graph(adata, neighbors_key)
+    return found is not None and is_gpu(found[1])
+
+
+def neighbors_graph(adata: AnnData, neighbors_key: str | None):
+    """(``uns`` entry, connectivities) as scanpy's NeighborsView finds them for `neighbors_key`
+    (``'connectivities'`` under the default key, ``uns[key]['connectivities_key']`` otherwise),
+    or None where scanpy would not find them (its call then raises its own error)."""
+    if neighbors_key is None or neighbors_key == "neighbors":
+        meta, key = adata.uns.get("neighbors"), "connectivities"
+    else:
+        meta = adata.uns.get(neighbors_key)
+        key = meta.get("connectivities_key") if isinstance(meta, dict) and "distances_key" in meta else None
+    if not isinstance(meta, dict) or key not in adata.obsp:
+        return None
+    return meta, adata.obsp[key]
 
 
 def _rsc():
@@ -35,16 +49,23 @@ def _needs_x(adata: AnnData, kwargs: dict) -> bool:
     return rep == "X" or (rep is None and K.OBSM_PCA not in adata.obsm)
 
 
-def run(name: str, adata: AnnData, kwargs: dict):
+Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
+
+
+def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None):
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
     imports, else scanpy on a host shallow copy whose new obs/obsm/uns entries are copied back
-    (obsm results go back to the GPU when the graph lives there)."""
+    (obsm results go back to the GPU when the graph lives there).
+
+    ``prepare(host, kwargs)``, when given, runs before scanpy's call on the host copy and returns
+    the keywords to call it with and a function applied to ``adata`` after the copy-back (or None).
+    """
     check_anndata(adata, step=name)
     on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key"))
     if kwargs.get("copy"):
         adata = adata.copy()
         kwargs = {**kwargs, "copy": False}
-        run(name, adata, kwargs)
+        run(name, adata, kwargs, prepare)
         return adata
     if on_gpu and (rsc := _rsc()) is not None:
         return getattr(rsc.tl, name)(adata, **kwargs)
@@ -60,6 +81,9 @@ def run(name: str, adata: AnnData, kwargs: dict):
         uns=copy.deepcopy(dict(adata.uns)),
     )  # fmt: skip
     obs0, obsm0, uns0 = set(host.obs.columns), dict(host.obsm.items()), dict(host.uns)
+    finish = None
+    if prepare is not None:
+        kwargs, finish = prepare(host, kwargs)
     out = getattr(sc.tl, name)(host, **kwargs)
     for col in host.obs.columns:
         if col not in obs0 or not host.obs[col].equals(adata.obs[col]):
@@ -74,4 +98,6 @@ def run(name: str, adata: AnnData, kwargs: dict):
     for key, val in host.uns.items():
         if key not in uns0 or val is not uns0[key]:
             adata.uns[key] = val
+    if finish is not None:
+        finish(adata)
     return out

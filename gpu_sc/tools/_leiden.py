@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from anndata import AnnData
 
-from ._delegate import run
+from .._validation import check_anndata
+from . import _leiden_igraph
+from ._delegate import neighbors_graph, run
 
 
 def leiden(adata: AnnData, **kwargs):
     """Leiden clustering of the neighbour graph, like :func:`scanpy.tl.leiden` (same keywords).
+
+    With ``flavor="igraph"`` on a host graph (undirected, no ``restrict_to``) the clustering runs
+    here, with scanpy's graph, arithmetic and random stream but a faster hand-over to igraph, so
+    the labels are scanpy's exactly; everything else is scanpy's own call.
 
     Parameters
     ----------
@@ -23,4 +29,23 @@ def leiden(adata: AnnData, **kwargs):
     categorical) and ``uns['leiden']`` (or ``uns[key_added]``), as scanpy does. Without
     rapids-singlecell a GPU graph is moved to the host (one info line).
     """
-    return run("leiden", adata, kwargs)
+    check_anndata(adata, step="leiden")
+    graph = _graph(adata, kwargs)
+    if not _leiden_igraph.applicable(graph, kwargs):
+        return run("leiden", adata, kwargs)
+    out = adata.copy() if kwargs.get("copy") else adata
+    own = {k: v for k, v in kwargs.items() if k not in ("flavor", "directed", "adjacency", "neighbors_key", "obsp",
+                                                        "copy", "restrict_to", "partition_type")}
+    _leiden_igraph.leiden(out, graph, **own)
+    return out if kwargs.get("copy") else None
+
+
+def _graph(adata: AnnData, kwargs: dict):
+    """The adjacency scanpy would cluster, or None where scanpy should decide (and raise)."""
+    if kwargs.get("adjacency") is not None:
+        return kwargs["adjacency"]
+    if kwargs.get("obsp") is not None:
+        return adata.obsp[kwargs["obsp"]] if kwargs.get("neighbors_key") is None and kwargs["obsp"] in adata.obsp \
+            else None  # fmt: skip
+    found = neighbors_graph(adata, kwargs.get("neighbors_key"))
+    return None if found is None else found[1]

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
-from ._delegate import run
+from .._backend import is_gpu
+from ._delegate import neighbors_graph, run
 
 
 def umap(adata: AnnData, **kwargs):
     """UMAP embedding of the neighbour graph, like :func:`scanpy.tl.umap` (same keywords).
+
+    On the CPU the default spectral start is computed by :mod:`gpu_sc.tools._umap_init` (the same
+    array and random state as umap-learn's, without its per-component pass over the whole graph)
+    and handed to scanpy, so ``obsm['X_umap']`` is scanpy's to the bit.
 
     Parameters
     ----------
@@ -24,4 +31,45 @@ def umap(adata: AnnData, **kwargs):
     rapids-singlecell a GPU graph is moved to the host (one info line) and the embedding goes back
     to the GPU.
     """
-    return run("umap", adata, kwargs)
+    return run("umap", adata, kwargs, prepare=_spectral_start)
+
+
+def _spectral_start(host: AnnData, kwargs: dict):
+    """scanpy's keywords with ``init_pos`` set to umap-learn's spectral start and ``random_state``
+    to the generator in the state umap-learn leaves it in; and the fix-up of ``uns`` that makes
+    the stored parameters those the user passed. Other starts and methods go to scanpy as given."""
+    from sklearn.utils import check_random_state
+
+    from ..preprocessing._neighbors import _representation
+    from ._umap_init import pruned_graph, spectral_init
+
+    if not (isinstance(kwargs.get("init_pos", "spectral"), str) and kwargs.get("init_pos", "spectral") == "spectral"
+            and kwargs.get("method", "umap") == "umap"):
+        return kwargs, None
+    found = neighbors_graph(host, kwargs.get("neighbors_key"))
+    if found is None:
+        return kwargs, None  # scanpy's own error
+    meta, graph = found
+    params = meta.get("params", {})
+    try:
+        rep = _representation(host, params.get("use_rep"), params.get("n_pcs"))
+    except ValueError:
+        return kwargs, None
+    if not (sp.issparse(graph) and not is_gpu(graph) and isinstance(rep, np.ndarray) and not is_gpu(rep)):
+        return kwargs, None
+    maxiter = kwargs.get("maxiter")
+    n_epochs = (500 if graph.shape[0] <= 10000 else 200) if maxiter is None else maxiter  # scanpy's
+    seed = kwargs.get("random_state", 0)
+    rng = check_random_state(seed)
+    start = spectral_init(pruned_graph(graph, n_epochs), rep, kwargs.get("n_components", 2), rng,
+                          metric=params.get("metric", "euclidean"), metric_kwds=params.get("metric_kwds", {}))
+    key = kwargs.get("key_added") or "umap"
+
+    def stored_params(adata: AnnData) -> None:
+        stored = adata.uns[key]["params"]
+        if seed != 0:  # scanpy's rule: a seed of 0 is not stored
+            stored["random_state"] = seed
+        else:
+            stored.pop("random_state", None)
+
+    return {**kwargs, "init_pos": start, "random_state": rng}, stored_params
