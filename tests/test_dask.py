@@ -263,14 +263,36 @@ def test_filter_of_a_bare_dask_array_is_lazy(pbmc, kind, step, kw):
         assert_same(number.compute(), want_number)
 
 
-def test_normalize_total_reads_each_block_once_before_compute(pbmc):
-    """The checks and the totals share one pass over the blocks (a lazily made or read matrix
-    is made once for both, not once each); the result equals the in-memory one."""
+def test_normalize_total_reads_each_block_once(pbmc):
+    """With a target_sum the result stays lazy and each block is read once, when it is computed
+    (scanpy's Dask path reads it once too); with a median target or a key_added, the checks and
+    the totals share one pass before. Either way the result equals the in-memory one."""
     x = sp.csr_matrix(pbmc.X, dtype=np.float32)
-    lazy, made = counted_dask(x)
-    a, b = pbmc.copy(), pbmc.copy()
-    a.X, b.X = lazy, x.copy()
-    gsc.pp.normalize_total(a, target_sum=1e4)
-    assert sorted(made) == list(range(lazy.numblocks[0]))
-    gsc.pp.normalize_total(b, target_sum=1e4)
-    assert_same(a.X.compute(), b.X)
+    for kw, before in (({"target_sum": 1e4}, 0), ({"target_sum": 1e4, "key_added": "nf"}, 1), ({}, 1)):
+        lazy, made = counted_dask(x)
+        a, b = pbmc.copy(), pbmc.copy()
+        a.X, b.X = lazy, x.copy()
+        gsc.pp.normalize_total(a, **kw)
+        assert sorted(made) == sorted(list(range(lazy.numblocks[0])) * before), kw
+        gsc.pp.normalize_total(b, **kw)
+        assert_same(a.X.compute(), b.X)
+        assert sorted(made) == sorted(list(range(lazy.numblocks[0])) * (before + 1)), kw
+
+
+def test_lazy_normalize_total_checks_blocks(pbmc):
+    """The lazy path checks each block when it is computed; integer blocks become float32."""
+    x = sp.csr_matrix(pbmc.X, dtype=np.float32)
+    x.data[5] = np.nan
+    lazy = pbmc.copy()
+    lazy.X = as_dask(x, 100)
+    gsc.pp.normalize_total(lazy, target_sum=100)
+    with pytest.raises(ValueError, match="1 non-finite values .* in a block of the Dask array"):
+        lazy.X.compute()
+    assert np.isnan(x.data[5])
+    ints, mem = pbmc.copy(), pbmc.copy()
+    ints.X = as_dask(sp.csr_matrix(pbmc.X, dtype=np.int64), 100)
+    mem.X = sp.csr_matrix(pbmc.X, dtype=np.int64)
+    gsc.pp.normalize_total(ints, target_sum=100)
+    gsc.pp.normalize_total(mem, target_sum=100)
+    assert ints.X.dtype == np.float32
+    assert_same(ints.X.compute(), mem.X)

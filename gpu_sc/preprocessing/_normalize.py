@@ -64,9 +64,11 @@ def normalize_total(
     stays on its device and in CSR/dense layout (CSC input becomes CSR); integer input becomes
     float32, as in scanpy.
 
-    A Dask array chunked by rows (whole rows in each block) is accepted: the totals and the
-    checks take one pass over its blocks together; the normalised matrix is a lazy Dask array with the
-    same chunks, divided block by block on copies when it is computed.
+    A Dask array chunked by rows (whole rows in each block) is accepted. With a `target_sum`, no
+    `exclude_highly_expressed`, no `key_added` and `inplace`, nothing is read at the call: the
+    result is a lazy Dask array with the same chunks whose blocks are checked, summed and divided
+    (on copies) when it is computed, so each block is read once, as in scanpy. Otherwise the totals
+    and the checks take one pass over the blocks first.
     """
     if copy:
         if not inplace:
@@ -84,7 +86,13 @@ def normalize_total(
     x = canonical(x0, step=_STEP)
     check_not_empty(x, step=_STEP)
     dask_totals, issues = None, None
-    if is_dask(x) and x.dtype.kind in "iuf":  # the checks and the totals in one pass over the blocks
+    # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
+    # totals, value check and division happen together when X is computed (one read, not two).
+    lazy = (is_dask(x) and x.dtype.kind in "iuf" and target_sum is not None and not exclude_highly_expressed
+            and key_added is None and inplace)  # fmt: skip
+    if lazy:
+        issues = (0, 0)  # the values are checked block by block (_normalized_block)
+    elif is_dask(x) and x.dtype.kind in "iuf":  # the checks and the totals in one pass over the blocks
         dask_totals, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
@@ -96,6 +104,9 @@ def normalize_total(
     elif not inplace and x is x0:
         x = x.copy()
     p = _ops.parts(x)
+    if lazy:
+        set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)
+        return adata if copy else None
 
     totals = (_ops.row_sums(p)[0] if dask_totals is None else dask_totals).astype(x.dtype)  # scanpy: value dtype
     xp = xp_of(totals)
@@ -127,3 +138,14 @@ def normalize_total(
 
 def _block_row_sums(p):
     return _ops.row_sums(p)[0]
+
+
+def _normalized_block(p, target_sum) -> None:
+    """One block divided by its cells' totals / target_sum in place, as the eager path divides."""
+    n_bad, _ = block_value_issues(p)
+    if n_bad:
+        msg = (f"{_STEP}: expects counts but found {n_bad} non-finite values (NaN or inf) in a block of "
+               "the Dask array; fix or drop those entries first.")  # fmt: skip
+        raise ValueError(msg)
+    totals = _block_row_sums(p).astype(p.data.dtype)
+    _ops.divide_rows(p, totals / target_sum)
