@@ -176,3 +176,24 @@ def test_aggregate_benchmark_smoke(tmp_path):
     markers = [r for r in rows if r["step"] == "rank_genes_groups"]
     assert [r["method"] for r in markers] == ["t-test", "wilcoxon"]
     assert all(r["top100_identical_to_scanpy"] and r["seconds_scanpy"] > 0 for r in markers)
+
+
+def test_warm_up_on_first_cells_with_their_own_graph(bench):
+    """A slow step warms up on its first cells, re-graphed (cut from the full graph, their
+    neighbours would be missing), and is then timed on the whole input."""
+    import anndata as ad
+    import numpy as np
+
+    import gpu_sc as gsc
+
+    rng = np.random.default_rng(0)
+    full = ad.AnnData(np.zeros((120, 60), dtype=np.float32), obsm={"X_pca": rng.normal(size=(120, 8)).astype(np.float32)})
+    gsc.pp.neighbors(full, n_neighbors=15)
+    seen = []
+
+    def step(a):
+        g = a.obsp["connectivities"]
+        seen.append((a.n_obs, g.shape[0], int((g.getnnz(axis=1) >= 14).sum())))
+
+    bench._measure([step], full.copy, repeats=1, warm_up_cells=40)
+    assert seen == [(40, 40, 40), (120, 120, 120)]
