@@ -3,7 +3,6 @@ connectivities, or scanpy's dense Gaussian graph (knn=False), like scanpy.pp.nei
 
 from __future__ import annotations
 
-import importlib
 import warnings
 from types import MappingProxyType
 
@@ -13,6 +12,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops.neighbors import knn_approx
+from .._representation import representation
 from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
@@ -140,39 +140,6 @@ def _dense_gauss(dist, n_neighbors: int, block_bytes: int = BLOCK_BYTES):
         w[w <= _GAUSS_ZERO] = 0.0
         out[start:stop] = w
     return out
-
-
-def _representation(adata: AnnData, use_rep, n_pcs):
-    if use_rep is None and n_pcs == 0:
-        return adata.X
-    if use_rep is None:
-        if adata.n_vars > N_PCS:
-            if K.OBSM_PCA not in adata.obsm:
-                try:
-                    importlib.import_module("gpu_sc.preprocessing._pca")
-                except ImportError:
-                    msg = (f"{_STEP}: no adata.obsm['X_pca'] and {adata.n_vars} genes; run gsc.pp.pca first "
-                           "or pass use_rep='X'.")
-                    raise ValueError(msg) from None
-                return None  # computed by the caller after validation
-            rep = adata.obsm[K.OBSM_PCA]
-            if n_pcs is not None and n_pcs > rep.shape[1]:
-                msg = f"{_STEP}: n_pcs={n_pcs} exceeds the {rep.shape[1]} components in X_pca."
-                raise ValueError(msg)
-            return rep[:, :n_pcs] if n_pcs is not None else rep
-        return adata.X
-    if use_rep == "X":
-        return adata.X
-    if use_rep not in adata.obsm:
-        msg = f"{_STEP}: use_rep={use_rep!r} not in adata.obsm ({list(adata.obsm)})."
-        raise ValueError(msg)  # as scanpy
-    rep = adata.obsm[use_rep]
-    if n_pcs is not None:
-        if n_pcs > rep.shape[1]:
-            msg = f"{_STEP}: n_pcs={n_pcs} exceeds the {rep.shape[1]} columns of obsm[{use_rep!r}]."
-            raise ValueError(msg)
-        rep = rep[:, :n_pcs]
-    return rep
 
 
 def _in_memory(rep):
@@ -341,7 +308,7 @@ def neighbors(
         msg = (f"{_STEP}: knn=False writes two dense {adata.n_obs} x {adata.n_obs} float64 matrices "
                f"({gb:.1f} GB); it is limited to {MAX_DENSE_OBS} cells. Use knn=True.")  # fmt: skip
         raise ValueError(msg)
-    rep = _representation(adata, use_rep, n_pcs)
+    rep = representation(adata, use_rep, n_pcs, step=_STEP)
     where = rep if rep is not None else adata.X
     on_gpu = is_gpu(where._meta if is_dask(where) else where)  # Dask X, no X_pca: pca gives it
     if instance is None:

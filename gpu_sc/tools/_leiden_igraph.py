@@ -1,9 +1,10 @@
 """scanpy's ``tl.leiden(flavor="igraph")`` on a host graph, with the graph handed to igraph fast.
 
-scanpy builds the igraph graph from a Python list of NumPy-scalar pairs: 2.4 of its 4.2 s on
-100,000 cells. Here the same edges (both directions of each, as scanpy adds them), weights and
-vertex count go in as Python ints and floats, and igraph's Leiden runs with scanpy's random
-stream, so the labels and ``uns`` are scanpy's exactly (tests/test_tools.py).
+scanpy builds the igraph graph from a Python list of NumPy-scalar pairs. Here the same edges
+(both directions of each, as scanpy adds them), weights and vertex count go in as Python ints and
+floats, and igraph's Leiden runs with scanpy's random stream, so the labels and ``uns`` are
+scanpy's exactly (tests/test_tools.py). On 100,000 cells: 2.68 s against scanpy's 2.96 s, of
+which igraph's own Leiden is ~1.5 s and igraph's intake of the edge list ~0.6 s.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ def _spectral_start(host: AnnData, kwargs: dict):
     the stored parameters those the user passed. Other starts and methods go to scanpy as given."""
     from sklearn.utils import check_random_state
 
-    from ..preprocessing._neighbors import _representation
+    from .._representation import representation
     from ._umap_init import pruned_graph, spectral_init
 
     if not (isinstance(kwargs.get("init_pos", "spectral"), str) and kwargs.get("init_pos", "spectral") == "spectral"
@@ -52,7 +52,7 @@ def _spectral_start(host: AnnData, kwargs: dict):
     meta, graph = found
     params = meta.get("params", {})
     try:
-        rep = _representation(host, params.get("use_rep"), params.get("n_pcs"))
+        rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap")
     except ValueError:
         return kwargs, None
     if not (sp.issparse(graph) and not is_gpu(graph) and isinstance(rep, np.ndarray) and not is_gpu(rep)):

@@ -1,11 +1,13 @@
 """UMAP's spectral initialisation as umap-learn computes it, without its per-component cost.
 
 For a graph of many connected components, umap-learn lays out one component at a time and, for
-each, converts and masks the whole graph: O(components x (cells + edges)). 100,000 resampled PBMCs
-have 2,111 components after UMAP's edge pruning, and that loop is most of scanpy's 21 minutes.
-Here each component's subgraph is cut from one CSR in O(its edges). The eigen-solves, the random
-draws and their order are umap-learn's own calls on the same matrices, so the layout is the same
-array bit for bit and scanpy's ``tl.umap`` continues from it as it would from its own.
+each, converts and masks the whole graph: O(components x (cells + edges)), quadratic in the
+cells. Here each component's subgraph is cut from one CSR in O(its edges). The eigen-solves, the
+random draws and their order are umap-learn's own calls on the same matrices, so the layout is
+the same array bit for bit and scanpy's ``tl.umap`` continues from it as it would from its own.
+On 100,000 resampled PBMCs (2,111 components) this saves ~50 of scanpy's 1,117 s; most of the
+rest is scikit-learn's shift-invert eigen-solve for the placement of the component centroids
+and the epochs, which the same layout needs as they are.
 """
 
 from __future__ import annotations
