@@ -12,10 +12,10 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops.neighbors import knn_approx
-from .._representation import representation
 from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
+from .._representation import representation
 from .._settings import BLOCK_BYTES, N_PCS, settings
 from .._validation import check_anndata, check_int, user_stacklevel
 

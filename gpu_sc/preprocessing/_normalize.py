@@ -88,11 +88,11 @@ def normalize_total(
     dask_totals, issues = None, None
     # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
     # totals, value check and division happen together when X is computed (one read, not two).
-    lazy = (is_dask(x) and x.dtype.kind in "iuf" and target_sum is not None and not exclude_highly_expressed
-            and key_added is None and inplace)  # fmt: skip
+    dask_counts = is_dask(x) and x.dtype.kind in "iuf"
+    lazy = dask_counts and target_sum is not None and not exclude_highly_expressed and key_added is None and inplace
     if lazy:
         issues = (0, 0)  # the values are checked block by block (_normalized_block)
-    elif is_dask(x) and x.dtype.kind in "iuf":  # the checks and the totals in one pass over the blocks
+    elif dask_counts:  # the checks and the totals in one pass over the blocks
         dask_totals, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view

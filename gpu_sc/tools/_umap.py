@@ -6,7 +6,6 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._backend import is_gpu
 from ._delegate import neighbors_graph, run
 
 
@@ -43,8 +42,8 @@ def _spectral_start(host: AnnData, kwargs: dict):
     from .._representation import representation
     from ._umap_init import pruned_graph, spectral_init
 
-    if not (isinstance(kwargs.get("init_pos", "spectral"), str) and kwargs.get("init_pos", "spectral") == "spectral"
-            and kwargs.get("method", "umap") == "umap"):
+    init_pos = kwargs.get("init_pos", "spectral")
+    if not (isinstance(init_pos, str) and init_pos == "spectral" and kwargs.get("method", "umap") == "umap"):
         return kwargs, None
     found = neighbors_graph(host, kwargs.get("neighbors_key"))
     if found is None:
@@ -55,13 +54,11 @@ def _spectral_start(host: AnnData, kwargs: dict):
         rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap")
     except ValueError:
         return kwargs, None
-    if not (sp.issparse(graph) and not is_gpu(graph) and isinstance(rep, np.ndarray) and not is_gpu(rep)):
+    if not (sp.issparse(graph) and isinstance(rep, np.ndarray)):  # `host` is run()'s host copy
         return kwargs, None
-    maxiter = kwargs.get("maxiter")
-    n_epochs = (500 if graph.shape[0] <= 10000 else 200) if maxiter is None else maxiter  # scanpy's
     seed = kwargs.get("random_state", 0)
     rng = check_random_state(seed)
-    start = spectral_init(pruned_graph(graph, n_epochs), rep, kwargs.get("n_components", 2), rng,
+    start = spectral_init(pruned_graph(graph, kwargs.get("maxiter")), rep, kwargs.get("n_components", 2), rng,
                           metric=params.get("metric", "euclidean"), metric_kwds=params.get("metric_kwds", {}))
     key = kwargs.get("key_added") or "umap"
 

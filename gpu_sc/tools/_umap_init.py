@@ -17,13 +17,15 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 
-def pruned_graph(connectivities, n_epochs: int | None) -> sp.coo_matrix:
-    """The graph umap-learn's ``simplicial_set_embedding`` embeds: edges lighter than
-    max / n_epochs dropped (those would never be sampled), on a copy."""
+def pruned_graph(connectivities, maxiter: int | None) -> sp.coo_matrix:
+    """The graph umap-learn's ``simplicial_set_embedding`` embeds for scanpy's ``maxiter``: edges
+    lighter than max / epochs dropped (those would never be sampled), on a copy. The epochs are
+    `maxiter` above 10, else 500 up to 10,000 cells and 200 above (scanpy's and umap-learn's
+    default, the same rule)."""
     graph = sp.coo_matrix(connectivities, copy=True)
     graph.sum_duplicates()
     default_epochs = 500 if graph.shape[0] <= 10000 else 200
-    epochs = n_epochs if n_epochs is not None and n_epochs > 10 else default_epochs
+    epochs = maxiter if maxiter is not None and maxiter > 10 else default_epochs
     graph.data[graph.data < graph.data.max() / float(epochs)] = 0.0
     graph.eliminate_zeros()
     return graph
