@@ -253,7 +253,8 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
             "subtype_key": sub_key,
             "subtypes_a": sorted({major[g] for g in groups["A"] if g in major}),
             "subtypes_b": sorted({major[g] for g in groups["B"] if g in major})}  # fmt: skip
-    return {"ref": ref, "pics": pics, "groups": groups, "major": major.astype(str).to_dict(),
+    return {"ref": ref, "pics": pics, "sources": sources, "groups": groups,
+            "major": major.astype(str).to_dict(),
             "sub_of_source": sources.obs["subtype"].astype(str).to_dict() if sub_key else None,
             "info": info}, None
 

@@ -195,7 +195,7 @@ def test_interaction_benchmark_smoke(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
     assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x")
-                                                          for t in ("matched", "chi2")}  # fmt: skip
+                                                          for t in ("matched", "matched_assigned", "chi2")}  # fmt: skip
     for r in rows:
         assert {"n_tested", "n_called", "n_up", "pair_accuracy", "group_size", "n_groups_a"} <= set(r)
         assert 0 <= r["n_called"] <= r["n_tested"]
@@ -213,7 +213,7 @@ def test_frequencies_benchmark_smoke(tmp_path):
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     (row,) = _rows(out)
     assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
-    for k in ("tv_hard", "tv_mean", "tv_corrected"):
+    for k in ("tv_hard", "tv_mean", "tv_corrected", "tv_oracle_confusion"):
         assert 0 <= row[k] <= 1
     for k in ("coverage_mean", "coverage_corrected", "null_p_below_0.05"):
         assert 0 <= row[k] <= 1

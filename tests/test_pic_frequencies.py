@@ -138,6 +138,19 @@ def test_confusion_correction_moves_the_estimate_to_the_truth(deconvolved_ref):
     assert np.all((fixed["ci_low"] <= fixed["fraction"]) & (fixed["fraction"] <= fixed["ci_high"]))
 
 
+def test_simulated_posteriors_from_given_source_cells(deconvolved_ref):
+    """Benchmarks simulate the confusion's PICs from the cells the real PICs came from
+    (`sources`) and deconvolve them against the reference: only the pairs those cells hold."""
+    from gpu_sc.pic._confusion import simulated_posteriors
+
+    p, ref = deconvolved_ref
+    sources = ref[ref.obs["grp"].astype(str).isin([T[0], T[1], DC[0]]).to_numpy()].copy()
+    post, truth = simulated_posteriors(p, ref, 8, 0, sources=sources)
+    assert set(truth) <= {0, 1} and truth.size > 0  # pairs (T0, DC0) and (T1, DC0): columns 0, 1
+    assert post.shape == (truth.size, len(T) * len(DC))
+    np.testing.assert_allclose(np.asarray(post.sum(axis=1)).ravel(), 1.0)
+
+
 def test_unmix_inverts_a_known_confusion():
     from gpu_sc.pic._confusion import confusion, unmix
 

@@ -96,6 +96,81 @@ def test_planted_gene_is_called_up(reference_and_null):
     assert tab["significant"].sum() <= 3
 
 
+def test_doublet_groups_follow_the_posterior():
+    post = sp.csr_matrix(np.array([[0.2, 0.8, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.5, 0.25, 0.25]]))
+    pair_codes = (np.array([0, 1, 2]), np.array([10, 11, 12]))
+    assigned = (np.full(4, 7), np.full(4, 17))
+    a, b = _matched.doublet_groups(*assigned, post, pair_codes, 20_000, np.random.default_rng(0))
+    shares = np.stack([np.bincount(row, minlength=8)[:3] / row.size for row in a])
+    np.testing.assert_allclose(shares[[0, 2, 3]], post.toarray()[[0, 2, 3]], atol=0.015)
+    assert set(a[1]) == {7} and set(b[1]) == {17}  # no posterior mass: the assignment
+    assert np.array_equal(b[[0, 2, 3]] - 10, a[[0, 2, 3]])  # a and b of one drawn pair
+    a0, b0 = _matched.doublet_groups(*assigned, None, None, 3, np.random.default_rng(0))
+    assert a0.shape == (4, 3) and set(a0.ravel()) == {7} and set(b0.ravel()) == {17}
+
+
+def test_least_significant_takes_each_genes_larger_p_value():
+    first = {"pvalue": np.array([0.01, 0.5, np.nan]), "chi2": np.array([9.0, 1.0, np.nan]),
+             "df": np.array([2.0, 2.0, np.nan]), "direction": np.array([1.0, -1.0, 0.0]),
+             "z": np.array([[3.0, -1.0, np.nan]]), "inflation": np.array([1.2])}
+    second = {"pvalue": np.array([0.2, 0.1, 0.3]), "chi2": np.array([2.0, 4.0, 1.0]),
+              "df": np.array([1.0, 1.0, 1.0]), "direction": np.array([1.0, 1.0, -1.0]),
+              "z": np.array([[1.5, 2.0, -1.0]]), "inflation": np.array([1.0])}
+    out = _matched.least_significant(first, second)
+    np.testing.assert_array_equal(out["pvalue"], [0.2, 0.5, 0.3])
+    np.testing.assert_array_equal(out["direction"], [1.0, -1.0, -1.0])
+    np.testing.assert_array_equal(out["z"], [[1.5, -1.0, -1.0]])
+    assert out["inflation"][0] == 1.2
+
+
+def _with_posterior(pics, groups_a, groups_b, post):
+    out = pics.copy()
+    out.obsm["pic_pair_posterior"] = sp.csr_matrix(post)
+    out.uns["pic"] = {"groups_a": list(groups_a), "groups_b": list(groups_b)}
+    return out
+
+
+def _one_hot(pics, groups_a, groups_b):
+    ia = pd.Index(groups_a).get_indexer(pics.obs["pic_a"].astype(str))
+    ib = pd.Index(groups_b).get_indexer(pics.obs["pic_b"].astype(str))
+    n = pics.n_obs
+    return sp.csr_matrix((np.ones(n), (np.arange(n), ia + len(groups_a) * ib)),
+                         shape=(n, len(groups_a) * len(groups_b)))  # fmt: skip
+
+
+def test_a_certain_posterior_gives_the_assigned_pairs_table(reference_and_null):
+    """Doublet pairs are drawn from a stream of their own: a posterior sure of the assigned
+    pair draws the same cells, so the table is the assigned pairs' to the bit."""
+    ref, pics = reference_and_null
+    certain = _with_posterior(pics, PIC_T, PIC_DC, _one_hot(pics, PIC_T, PIC_DC))
+    pd.testing.assert_frame_equal(_matched_table(certain, ref), _matched_table(pics, ref))
+    pd.testing.assert_frame_equal(_matched_table(certain, ref, pair_uncertainty=False), _matched_table(pics, ref))
+
+
+def test_pair_uncertainty_keeps_misassigned_groups_genes_from_being_called(reference_and_null):
+    """Null PICs, half of those of one T group called as another: against the assigned pair's
+    doublets the genes telling the two apart read as induced; against doublets drawn from a
+    posterior that splits those PICs between the two pairs they do not."""
+    ref, pics = reference_and_null
+    wrong = pics.copy()
+    rng = np.random.default_rng(1)
+    moved = np.flatnonzero((wrong.obs["pic_a"] == PIC_T[1]).to_numpy() & (rng.random(wrong.n_obs) < 0.5))
+    col = wrong.obs["pic_a"].astype(str).to_numpy().copy()
+    col[moved] = PIC_T[2]
+    wrong.obs["pic_a"] = col
+    post = _one_hot(wrong, PIC_T, PIC_DC).tolil()
+    true_a = pd.Index(PIC_T).get_indexer(wrong.obs["true_a"].astype(str))
+    ib = pd.Index(PIC_DC).get_indexer(wrong.obs["pic_b"].astype(str))
+    for r in moved:
+        post[r, :] = 0
+        post[r, 2 + len(PIC_T) * ib[r]] = 0.5
+        post[r, true_a[r] + len(PIC_T) * ib[r]] = 0.5
+    wrong = _with_posterior(wrong, PIC_T, PIC_DC, post.tocsr())
+    hard = _matched_table(wrong, ref, pair_uncertainty=False)["significant"].sum()
+    soft = _matched_table(wrong, ref)["significant"].sum()
+    assert moved.size >= 10 and hard >= 3 and soft <= 2, (moved.size, hard, soft)
+
+
 def test_seed_fixes_the_draws(reference_and_null):
     ref, pics = reference_and_null
     a = _matched_table(pics, ref, seed=5)
@@ -154,14 +229,14 @@ def test_reference_variance_is_the_spread_of_the_doublets_expectation():
     predicted, drawn = [], []
     for _ in range(1500):
         ref = sp.csr_matrix(rng.poisson(rng.gamma(1.5, base[codes] / 1.5)).astype(float))
-        predicted.append(_matched.reference_variance(ref, codes, np.zeros(n_pics, int), np.ones(n_pics, int),
+        predicted.append(_matched.reference_variance(ref, codes, np.zeros((n_pics, 1), int), np.ones((n_pics, 1), int),
                                                      alpha, depth, np.zeros(n_pics, int), 1, n_matched)[0])
         share = ref.toarray() / ref.sum(axis=1)
         mean = np.stack([share[codes == k].mean(axis=0) for k in (0, 1)])
         drawn.append(n_matched / (n_matched + 1) * (n_a.sum() * mean[0] + (depth - n_a).sum() * mean[1]))
     ratio = np.mean(predicted, axis=0) / np.var(drawn, axis=0, ddof=1)
     assert np.all(np.abs(ratio - 1) < 0.15), ratio
-    two = _matched.reference_variance(ref, codes, np.zeros(n_pics, int), np.ones(n_pics, int), alpha, depth,
+    two = _matched.reference_variance(ref, codes, np.zeros((n_pics, 1), int), np.ones((n_pics, 1), int), alpha, depth,
                                       np.repeat([0, 1], n_pics // 2), 2, n_matched)  # fmt: skip
     assert np.all(two.sum(axis=0) < predicted[-1])  # shared draws add up squared: split, they add less
 
