@@ -34,7 +34,8 @@ induced, seeds 1-2, groups of 150 cells): TNBC 44-46 false calls with ml's calls
 picseq's, against 54-85 and 64-136 with the assigned pairs alone; pbmc4k 0-3 against 1-7; a 3x
 programme recalled 1.0 with 0-9 % of up-calls elsewhere (assigned alone: 5-20 %). What is left on
 TNBC is its simulation's reuse of 18 held-out immune cells (the true pairs themselves give 56-84
-calls). Drawing alpha too mattered not (true alpha instead of the estimate: 58 vs 56 calls).
+calls). Alpha's uncertainty is left out: the true alpha instead of the estimate changed nothing
+(58 vs 56 calls).
 
 The null compares counts at the PIC's own depth and alpha, so no expected layer and no
 normalisation enter; the matched doublets' mean is reported as the 'expected' count. Counts, not
