@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +45,15 @@ def _truth(p, ok):
     return (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str))[ok].value_counts(normalize=True)
 
 
+def _aligned(truth, pic_a, pic_b) -> np.ndarray:
+    """The true share of each pair (pic_a[i], pic_b[i]), 0 where the PICs hold none."""
+    return truth.reindex(pd.Index(pic_a).astype(str) + "|" + pd.Index(pic_b).astype(str), fill_value=0).to_numpy()
+
+
+def _tv(estimate, true) -> float:
+    return float(0.5 * np.abs(np.asarray(estimate) - true).sum())
+
+
 def _oracle_tv(p, ref, sources, truth, n_sim: int) -> float:
     """TV of the correction through the confusion of fresh PICs from the very cells these PICs
     came from (deconvolved against the same reference): the best the correction can do when
@@ -51,8 +61,7 @@ def _oracle_tv(p, ref, sources, truth, n_sim: int) -> float:
     post, sim_truth = simulated_posteriors(p, ref, n_sim, seed=10_000, sources=sources)
     kept, ok, names_a, names_b = kept_posterior(p, "oracle")
     fit = unmix(confusion(post, sim_truth, kept.shape[1]), np.asarray(kept[np.flatnonzero(ok)].mean(axis=0)).ravel())
-    tr = truth.reindex(names_a.astype(str) + "|" + names_b.astype(str), fill_value=0).to_numpy()
-    return float(0.5 * np.abs(fit - tr).sum())
+    return _tv(fit, _aligned(truth, names_a, names_b))
 
 
 def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
@@ -63,8 +72,8 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
         t0 = time.perf_counter()
         tab = gsc.pic.pair_frequencies(p, singlets, n_sim=n_sim, n_boot=n_boot)
         row[f"seconds_{name}"] = time.perf_counter() - t0
-        tr = truth.reindex(tab["pic_a"].astype(str) + "|" + tab["pic_b"].astype(str), fill_value=0).to_numpy()
-        row[f"tv_{name}"] = float(0.5 * np.abs(tab["fraction"].to_numpy() - tr).sum())
+        tr = _aligned(truth, tab["pic_a"], tab["pic_b"])
+        row[f"tv_{name}"] = _tv(tab["fraction"], tr)
         inside = (tab["ci_low"].to_numpy() <= tr) & (tr <= tab["ci_high"].to_numpy())
         row[f"coverage_{name}"] = float(inside.mean())
         # the pairs that matter: those the truth or the estimate holds at >= 1 %
@@ -72,7 +81,7 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
         row[f"coverage_{name}_1pct"] = float(inside[big].mean())
         row[f"ci_width_{name}"] = float((tab["ci_high"] - tab["ci_low"]).mean())
         if name == "mean":
-            row["tv_hard"] = float(0.5 * np.abs(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy() - tr).sum())
+            row["tv_hard"] = _tv(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy(), tr)
             row["n_pairs"] = len(tab)
     return row
 

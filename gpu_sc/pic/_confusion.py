@@ -32,6 +32,7 @@ from .. import _keys as K
 from .._backend import to_host
 from .._validation import check_anndata
 from ._deconvolve import deconvolve
+from ._loglik import pair_columns
 from ._simulate import simulate_pics
 
 #: weight of the sum-to-one row in the constrained least squares
@@ -61,8 +62,7 @@ def kept_posterior(pics: ad.AnnData, step: str):
     tot = np.asarray(post.sum(axis=1)).ravel()
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str).to_numpy() == K.PIC_STATUS_OK) & (tot > 0)
     post = sp.diags(1 / np.where(ok, tot, 1.0)) @ post  # the kept pairs, renormalised
-    names_a = np.tile(np.asarray(ga, dtype=object), len(gb))
-    names_b = np.repeat(np.asarray(gb, dtype=object), len(ga))
+    names_a, names_b = pair_columns(np.asarray(ga, dtype=object), np.asarray(gb, dtype=object))
     return post.tocsr(), ok, names_a, names_b
 
 

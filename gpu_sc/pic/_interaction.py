@@ -20,6 +20,7 @@ from ..get import array_to_cpu
 from ._args import check_seed
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, nonzeros,
                         obs_column, ok_mask, reference_groups)  # fmt: skip
+from ._loglik import pair_columns
 from ._matched import (doublet_groups, exact_pvalues, least_significant, matched_doublets, matched_test,
                        reference_variance, stratified_sums, widen)  # fmt: skip
 from ._simulate import _counts_csr
@@ -294,9 +295,8 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
     ca, cb = index.get_indexer(ga), index.get_indexer(gb)
     if post.shape != (pics.n_obs, len(ga) * len(gb)) or (ca < 0).any() or (cb < 0).any():
         return None, None
-    # pair column j = a + len(ga) * b (deconvolve's order)
     post = post.get() if is_gpu(post) else post  # cupyx -> scipy
-    return sp.csr_matrix(post), (np.tile(ca, len(gb)), np.repeat(cb, len(ga)))
+    return sp.csr_matrix(post), pair_columns(ca, cb)
 
 
 def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict, *, n_matched: int,

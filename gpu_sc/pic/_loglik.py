@@ -67,6 +67,13 @@ def _kept_pairs(xp, w):
     return r, j, w[r, j]
 
 
+def pair_columns(a, b) -> tuple[np.ndarray, np.ndarray]:
+    """The A and the B item of each pair column j = ia + K_A * ib of the pair posterior, for
+    per-group items `a` (K_A) and `b` (K_B): names, codes, ..."""
+    a, b = np.asarray(a), np.asarray(b)
+    return np.tile(a, b.size), np.repeat(b, a.size)
+
+
 @dataclass
 class PairScores:
     """Per-PIC results of `pair_scores` (host numpy arrays, one entry per PIC).
