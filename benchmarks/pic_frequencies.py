@@ -8,7 +8,11 @@ Reference and held-out sources as in `pic_validate.py`. Per data set, seed and m
 
 * composition: total-variation distance (TV) of the estimate from the PICs' true pair
   composition, for hard calls, the mean posterior and the confusion-corrected estimate
-  (``singlets=``), and the share of pairs whose true fraction the 95 % interval covers;
+  (``singlets=``: the blend of the mean and the unmixed composition, ``mean_weight`` on the
+  mean; ``tv_unmixed``: the unmixed part alone), and the share of pairs whose true fraction the
+  95 % interval covers, with
+  the interval over PICs and over their source cells (``_cells``: ``replicate_key=["source_a",
+  "source_b"]``; the PICs share cells, which the PIC bootstrap takes as independent);
   ``tv_oracle_confusion``: the correction through the confusion of fresh PICs simulated from
   the held-out cells themselves (the exact confusion, up to noise): the floor of the correction;
 * null: the PICs split at random into two conditions, ``--n-splits`` times: calls at FDR 0.1
@@ -41,6 +45,9 @@ from pic_validate import DEFAULT_DATA, build
 from gpu_sc.pic._confusion import confusion, kept_posterior, simulated_posteriors, unmix
 
 
+SOURCE_CELLS = ["source_a", "source_b"]
+
+
 def _truth(p, ok):
     return (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str))[ok].value_counts(normalize=True)
 
@@ -58,19 +65,25 @@ def _oracle_tv(p, ref, sources, truth, n_sim: int) -> float:
     """TV of the correction through the confusion of fresh PICs from the very cells these PICs
     came from (deconvolved against the same reference): the best the correction can do when
     its confusion is exactly right, i.e. the noise of unmixing itself."""
-    post, sim_truth = simulated_posteriors(p, ref, n_sim, seed=10_000, sources=sources)
+    sim = simulated_posteriors(p, ref, n_sim, seed=10_000, sources=sources)
     kept, ok, names_a, names_b = kept_posterior(p, "oracle")
-    fit = unmix(confusion(post, sim_truth, kept.shape[1]), np.asarray(kept[np.flatnonzero(ok)].mean(axis=0)).ravel())
+    mean = np.asarray(kept[np.flatnonzero(ok)].mean(axis=0)).ravel()
+    fit = unmix(confusion(sim.post, sim.truth, kept.shape[1]), mean)
     return _tv(fit, _aligned(truth, names_a, names_b))
 
 
 def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
     ok = (p.obs["pic_status"] == "ok").to_numpy()
     truth = _truth(p, ok)
-    row = {"tv_oracle_confusion": _oracle_tv(p, ref, sources, truth, n_sim)}
-    for name, singlets in (("mean", None), ("corrected", ref)):
+    row = {"tv_oracle_confusion": _oracle_tv(p, ref, sources, truth, n_sim),
+           "n_source_cells_a": int(p.obs["source_a"][ok].nunique()),
+           "n_source_cells_b": int(p.obs["source_b"][ok].nunique())}
+    # "_cells": the interval of a bootstrap over the source cells (crossed A x B), which these
+    # PICs share (1,500 PICs from a few dozen to a few hundred cells); real PICs never do
+    for name, singlets, units in (("mean", None, None), ("corrected", ref, None),
+                                  ("mean_cells", None, SOURCE_CELLS), ("corrected_cells", ref, SOURCE_CELLS)):
         t0 = time.perf_counter()
-        tab = gsc.pic.pair_frequencies(p, singlets, n_sim=n_sim, n_boot=n_boot)
+        tab = gsc.pic.pair_frequencies(p, singlets, replicate_key=units, n_sim=n_sim, n_boot=n_boot)
         row[f"seconds_{name}"] = time.perf_counter() - t0
         tr = _aligned(truth, tab["pic_a"], tab["pic_b"])
         row[f"tv_{name}"] = _tv(tab["fraction"], tr)
@@ -83,7 +96,17 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
         if name == "mean":
             row["tv_hard"] = _tv(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy(), tr)
             row["n_pairs"] = len(tab)
+            mean = pd.Series(tab["fraction"].to_numpy(), index=_keys(tab))
+        if name == "corrected":  # the blend w * mean + (1 - w) * unmixed: the unmixed part alone
+            w = float(tab["mean_weight"].iloc[0])
+            row["mean_weight"] = w
+            blend_part = tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab)).to_numpy()
+            row["tv_unmixed"] = _tv(blend_part / (1 - w), tr) if w < 1 else None
     return row
+
+
+def _keys(tab) -> pd.Index:
+    return pd.Index(tab["pic_a"].astype(str) + "|" + tab["pic_b"].astype(str))
 
 
 def null_and_power(p, n_splits: int, seed: int) -> dict:
@@ -155,7 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="ml,picseq", type=lambda s: s.split(","))
     ap.add_argument("--n-pics", type=int, default=1500)
     ap.add_argument("--group-size", type=int, default=150)
-    ap.add_argument("--n-sim", type=int, default=100)
+    ap.add_argument("--n-sim", type=int, default=400)
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n-splits", type=int, default=20)
     ap.add_argument("--n-train", type=int, default=20000)

@@ -215,6 +215,10 @@ def test_frequencies_benchmark_smoke(tmp_path):
     assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
     for k in ("tv_hard", "tv_mean", "tv_corrected", "tv_oracle_confusion"):
         assert 0 <= row[k] <= 1
-    for k in ("coverage_mean", "coverage_corrected", "null_p_below_0.05"):
+    for k in ("coverage_mean", "coverage_corrected", "coverage_mean_cells", "coverage_corrected_cells",
+              "null_p_below_0.05"):
         assert 0 <= row[k] <= 1
+    assert row["tv_mean_cells"] == row["tv_mean"]  # the same estimate, another interval
+    assert 0 <= row["mean_weight"] <= 1 and (row["tv_unmixed"] is None or 0 <= row["tv_unmixed"] <= 1)
+    assert 0 < row["n_source_cells_a"] <= 80 and 0 < row["n_source_cells_b"] <= 80
     assert 0 <= row["power_found"] <= 2 and row["null_calls"] >= 0

@@ -136,6 +136,30 @@ def test_confusion_correction_moves_the_estimate_to_the_truth(deconvolved_ref):
     assert covered >= 0.75, covered
     assert np.isclose(fixed["fraction"].sum(), 1) and (fixed["fraction"] >= 0).all()
     assert np.all((fixed["ci_low"] <= fixed["fraction"]) & (fixed["fraction"] <= fixed["ci_high"]))
+    assert fixed["mean_weight"].between(0, 1).all() and "mean_weight" not in plain
+
+
+def test_mean_weight_minimises_the_estimated_error():
+    """The blend's weight on the mean posterior: near 1 where the two agree and unmixing only
+    adds noise, near 0 where the mean is far off and unmixing is precise, and in between the
+    minimum of the estimated squared error over a grid."""
+    from gpu_sc.pic._frequencies import mean_weight
+
+    rng = np.random.default_rng(0)
+    k, b = 6, 2000
+    truth = rng.dirichlet(np.ones(k))
+    boot_m = truth[:, None] + 0.002 * rng.standard_normal((k, b))
+    boot_u = truth[:, None] + 0.02 * rng.standard_normal((k, b))
+    assert mean_weight(truth, truth + 0.001, boot_m, boot_u) > 0.95
+    biased = truth + np.linspace(-0.1, 0.1, k)
+    precise = truth[:, None] + 0.001 * rng.standard_normal((k, b))
+    assert mean_weight(biased, truth, boot_m + (biased - truth)[:, None], precise) < 0.01
+    mean, unmixed = truth + 0.05 * np.linspace(-1, 1, k), truth
+    got = mean_weight(mean, unmixed, boot_m, boot_u)
+    bias2 = max(0.0, np.sum((mean - unmixed) ** 2) - np.var(boot_m - boot_u, axis=1, ddof=1).sum())
+    grid = np.linspace(0, 1, 1001)
+    mse = [w**2 * bias2 + np.var(w * boot_m + (1 - w) * boot_u, axis=1, ddof=1).sum() for w in grid]
+    assert 0.05 < got < 0.95 and abs(got - grid[int(np.argmin(mse))]) < 2e-3
 
 
 def test_simulated_posteriors_from_given_source_cells(deconvolved_ref):
@@ -145,10 +169,14 @@ def test_simulated_posteriors_from_given_source_cells(deconvolved_ref):
 
     p, ref = deconvolved_ref
     sources = ref[ref.obs["grp"].astype(str).isin([T[0], T[1], DC[0]]).to_numpy()].copy()
-    post, truth = simulated_posteriors(p, ref, 8, 0, sources=sources)
+    post, truth, cells = simulated_posteriors(p, ref, 8, 0, sources=sources)
     assert set(truth) <= {0, 1} and truth.size > 0  # pairs (T0, DC0) and (T1, DC0): columns 0, 1
     assert post.shape == (truth.size, len(T) * len(DC))
     np.testing.assert_allclose(np.asarray(post.sum(axis=1)).ravel(), 1.0)
+    # each PIC's two source cells, coded: A cells and B cells apart, no more than there are
+    assert cells.shape == (truth.size, 2)
+    assert not set(cells[:, 0]) & set(cells[:, 1])
+    assert len(set(cells.ravel())) <= sources.n_obs
 
 
 def test_unmix_inverts_a_known_confusion():
@@ -166,6 +194,66 @@ def test_unmix_inverts_a_known_confusion():
     got = confusion(post, truth, k)
     np.testing.assert_allclose(got[2], post.toarray()[12:18].mean(0), rtol=1e-12)
     np.testing.assert_array_equal(got[5], np.eye(k)[5])
+
+
+def test_replicate_key_resamples_units_not_pics():
+    """PICs of one unit (mouse, source cell) are not independent: ten copies of each of 200
+    PICs are worth 200 PICs, and the interval over the units is as wide as over the 200; the
+    PIC bootstrap of the copies is about sqrt(10) too narrow. One unit per PIC draws as the
+    PIC bootstrap does."""
+    rng = np.random.default_rng(5)
+    comp = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.1])
+    base = _fake_pics(rng, 200, comp)
+    base.obs["unit"] = np.arange(base.n_obs)
+    copies = ad.concat([base] * 10, index_unique="-")
+    copies.uns = base.uns
+    width = {}
+    for name, data, key in (("base", base, None), ("copies", copies, None), ("units", copies, "unit")):
+        tab = gsc.pic.pair_frequencies(data, replicate_key=key, n_boot=400, seed=1).sort_values(["pic_a", "pic_b"])
+        width[name] = (tab["ci_high"] - tab["ci_low"]).to_numpy()
+        np.testing.assert_allclose(tab["fraction"].sum(), 1.0)
+    np.testing.assert_allclose(width["units"] / width["base"], 1.0, atol=0.25)
+    np.testing.assert_allclose(np.median(width["copies"] / width["base"]), 10**-0.5, atol=0.08)
+    one = gsc.pic.pair_frequencies(base, replicate_key="unit", n_boot=200, seed=2)
+    plain = gsc.pic.pair_frequencies(base, n_boot=200, seed=2)
+    np.testing.assert_array_equal(one["ci_low"], plain["ci_low"])
+    np.testing.assert_array_equal(one["ci_high"], plain["ci_high"])
+    np.testing.assert_allclose(one["se"], plain["se"], rtol=0.2)  # bootstrap sd vs s / sqrt(n)
+
+
+def test_crossed_replicates_widen_the_interval(deconvolved_ref):
+    """Simulated PICs reuse source cells: the crossed bootstrap over (source_a, source_b) gives
+    wider intervals than the PIC bootstrap, and the estimate itself does not change."""
+    p, _ = deconvolved_ref
+    plain = gsc.pic.pair_frequencies(p, n_boot=300)
+    cells = gsc.pic.pair_frequencies(p, replicate_key=["source_a", "source_b"], n_boot=300)
+    np.testing.assert_array_equal(plain["fraction"], cells["fraction"])
+    assert ((cells["ci_high"] - cells["ci_low"]).mean() > 1.2 * (plain["ci_high"] - plain["ci_low"]).mean())
+
+
+def test_replicate_key_bad_input(deconvolved):
+    p = deconvolved.copy()
+    p.obs["mouse"] = np.where(np.arange(p.n_obs) % 2, "m1", "m2")
+    before = p.copy()
+    with pytest.raises(KeyError, match="replicate_key 'nope'"):
+        gsc.pic.pair_frequencies(p, replicate_key="nope")
+    with pytest.raises(ValueError, match="list of two"):
+        gsc.pic.pair_frequencies(p, replicate_key=["mouse", "mouse", "mouse"])
+    with pytest.raises(ValueError, match="fewer than 2 units.*cond="):
+        q = p.copy()
+        q.obs["cond"] = np.where(q.obs["mouse"] == "m1", "x", "y")
+        gsc.pic.pair_frequencies(q, condition_key="cond", replicate_key="mouse")
+    q = p.copy()
+    q.obs["mouse"] = q.obs["mouse"].where(np.arange(q.n_obs) > 2)
+    with pytest.raises(ValueError, match="missing for 3 PICs"):
+        gsc.pic.pair_frequencies(q, replicate_key="mouse")
+    q = p.copy()
+    q.obs["cond"] = q.obs["mouse"].map({"m1": "x", "m2": "y"})
+    with pytest.raises(ValueError, match="1 replicate in obs\\['mouse'\\].*at least 2"):
+        gsc.pic.pair_abundance_test(q, "cond", replicate_key="mouse", inplace=False)
+    with pytest.raises(ValueError, match="one column name"):
+        gsc.pic.pair_abundance_test(q, "cond", replicate_key=["mouse"], inplace=False)
+    pd.testing.assert_frame_equal(p.obs, before.obs)
 
 
 def test_conditions_and_seed(deconvolved):
@@ -219,7 +307,51 @@ def test_abundance_test_finds_an_enriched_pair():
     assert found >= 14 and other <= 0.2 * calls, (found, other, calls)
 
 
-def test_abundance_test_writes_uns_and_columns():
+def _replicated(rng, comps, n_per, spread, cond):
+    """PICs of replicates (mice) whose compositions scatter around each of `comps` (Dirichlet
+    with concentration `spread`): replicate-to-replicate variation beyond PIC sampling."""
+    parts = []
+    for i, comp in enumerate(comps):
+        p = _fake_pics(rng, n_per, rng.dirichlet(spread * comp), condition=cond)
+        p.obs["mouse"] = f"{cond}{i}"
+        parts.append(p)
+    return parts
+
+
+def test_abundance_test_across_replicates_null_and_power():
+    """Four mice per condition, 250 PICs each, compositions that vary from mouse to mouse
+    (Dirichlet around one shared composition): the PIC-level test calls the mouse-to-mouse
+    differences, the test across replicates holds its level. With pair a1 x b0 at 2.5 times
+    its share in every mouse of x, the replicate test finds it."""
+    base = np.array([0.3, 0.1, 0.2, 0.2, 0.1, 0.1])
+    more = base.copy()
+    more[1], more[0] = 0.25, 0.15
+
+    def mice(rng, x_comp, spread):
+        return ad.concat(_replicated(rng, [x_comp] * 4, 250, spread, "x")
+                         + _replicated(rng, [base] * 4, 250, spread, "y"), index_unique="-", uns_merge="first")  # fmt: skip
+
+    null_pic, null_rep, found = [], [], 0
+    for s in range(40):
+        both = mice(np.random.default_rng(2000 + s), base, 40.0)
+        null_pic += list(gsc.pic.pair_abundance_test(both, "cond", groups=("x", "y"), inplace=False)["pval"])
+        tab = gsc.pic.pair_abundance_test(both, "cond", groups=("x", "y"), replicate_key="mouse", inplace=False)
+        null_rep += list(tab["pval"])
+    for s in range(20):
+        both = mice(np.random.default_rng(3000 + s), more, 100.0)
+        tab = gsc.pic.pair_abundance_test(both, "cond", groups=("x", "y"), replicate_key="mouse", inplace=False)
+        hit = tab[(tab["pic_a"] == "a1") & (tab["pic_b"] == "b0")]
+        found += bool((hit["pval"] < 0.05).all() and (hit["direction"] == "up").all())
+    null_pic, null_rep = np.array(null_pic), np.array(null_rep)
+    # measured: p < 0.05 for 34 % of the PIC tests, 2.5 % of the replicate tests; power 37 of
+    # 40 (4 mice, spread 100; 22 of 40 at spread 40; 40 of 40 with 6 mice)
+    assert (null_pic < 0.05).mean() > 0.25, (null_pic < 0.05).mean()
+    assert abs((null_rep < 0.05).mean() - 0.05) < 0.035, (null_rep < 0.05).mean()
+    assert found >= 15, found
+    assert {"t", "df"} <= set(tab.columns) and "z" not in tab.columns
+
+
+def test_abundance_test_writes_uns_and_columns(tmp_path):
     rng = np.random.default_rng(0)
     p = _fake_pics(rng, 200, np.full(6, 1 / 6), condition=np.where(np.arange(200) < 100, "t", "c"))
     before = p.copy()
@@ -232,6 +364,12 @@ def test_abundance_test_writes_uns_and_columns():
     assert res["table"]["pval"].is_monotonic_increasing
     np.testing.assert_array_equal(p.obsm["pic_pair_posterior"].toarray(),
                                   before.obsm["pic_pair_posterior"].toarray())  # fmt: skip
+    p.obs["mouse"] = [f"m{i % 3}{c}" for i, c in enumerate(p.obs["cond"])]
+    gsc.pic.pair_abundance_test(p, "cond", groups=("t", "c"), replicate_key="mouse")
+    assert p.uns["pic_pair_abundance"]["replicate_key"] == "mouse"
+    p.write_h5ad(tmp_path / "p.h5ad")  # the table and its keys are writable
+    back = ad.read_h5ad(tmp_path / "p.h5ad")
+    assert back.uns["pic_pair_abundance"]["replicate_key"] == "mouse"
 
 
 def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
