@@ -204,6 +204,15 @@ def test_bad_input_is_refused_and_changes_nothing(reference_and_null):
         interaction_genes(pics, ref, groupby="grp", n_matched=0)
     with pytest.raises(ValueError, match="same var_names"):
         interaction_genes(pics, ref[:, :100], groupby="grp")
+    pics.uns["pic"] = {"groups_a": list(PIC_T), "groups_b": list(PIC_DC)}
+    pics.obsm["pic_pair_posterior"] = sp.csr_matrix((pics.n_obs, 3))
+    with pytest.raises(ValueError, match="pair_uncertainty=False"):
+        interaction_genes(pics, ref, groupby="grp")
+    pics.obsm["pic_pair_posterior"] = sp.csr_matrix((pics.n_obs, 4 * len(PIC_DC)))
+    pics.uns["pic"] = {"groups_a": ["x0", "x1", "x2", "x3"], "groups_b": list(PIC_DC)}
+    with pytest.warns(UserWarning, match=r"groups \['x0'.*assigned pairs only"):
+        interaction_genes(pics, ref, groupby="grp", min_pics=10, inplace=False)
+    del pics.obsm["pic_pair_posterior"], pics.uns["pic"]
     pd.testing.assert_frame_equal(pics.obs, before[0])
     assert (before[1] != pics.X).nnz == 0 and "pic_interaction" not in pics.uns
 

@@ -3,6 +3,7 @@ what the two assigned partners explain, tested per (A group x B group x conditio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -285,15 +286,25 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
 
 def _pair_posterior(pics: AnnData, names: Sequence[str]):
     """deconvolve's pair posterior (CSR, PICs x pairs) and each pair column's A and B reference
-    group code; (None, None) where there is none or its groups are not all reference groups."""
+    group code; (None, None) where there is none, or (with a warning) where its groups are not
+    all reference groups. A posterior of the wrong shape is an error, not a silent fallback."""
     info = pics.uns.get(UNS_PIC)
     if OBSM_PAIR_POSTERIOR not in pics.obsm or not isinstance(info, dict) or "groups_a" not in info:
         return None, None
     ga, gb = [str(g) for g in info["groups_a"]], [str(g) for g in info["groups_b"]]
     post = pics.obsm[OBSM_PAIR_POSTERIOR]
+    if post.shape != (pics.n_obs, len(ga) * len(gb)):
+        msg = (f"{_STEP}: obsm[{OBSM_PAIR_POSTERIOR!r}] is {post.shape}, expected ({pics.n_obs}, "
+               f"{len(ga) * len(gb)}) for the {len(ga)} x {len(gb)} groups of uns[{UNS_PIC!r}]; rerun "
+               f"deconvolve, or pass pair_uncertainty=False to test against the assigned pairs only.")  # fmt: skip
+        raise ValueError(msg)
     index = pd.Index(list(names))
     ca, cb = index.get_indexer(ga), index.get_indexer(gb)
-    if post.shape != (pics.n_obs, len(ga) * len(gb)) or (ca < 0).any() or (cb < 0).any():
+    if (ca < 0).any() or (cb < 0).any():
+        missing = [g for g, c in zip(ga + gb, np.concatenate([ca, cb]), strict=True) if c < 0]
+        warnings.warn(f"{_STEP}: the pair posterior's groups {missing[:5]} are not groups of the singlets' "
+                      f"groupby column; the test uses the assigned pairs only (pair_uncertainty off).",
+                      UserWarning, stacklevel=3)  # fmt: skip
         return None, None
     post = post.get() if is_gpu(post) else post  # cupyx -> scipy
     return sp.csr_matrix(post), pair_columns(ca, cb)
