@@ -10,9 +10,9 @@ Reference and held-out sources as in `pic_validate.py`. Per data set, seed and m
   composition, for hard calls, the mean posterior and the confusion-corrected estimate
   (``singlets=``: the blend of the mean and the unmixed composition, ``mean_weight`` on the
   mean; ``tv_unmixed``: the unmixed part alone), and the share of pairs whose true fraction the
-  95 % interval covers, with
-  the interval over PICs and over their source cells (``_cells``: ``replicate_key=["source_a",
-  "source_b"]``; the PICs share cells, which the PIC bootstrap takes as independent);
+  95 % interval covers, with the interval over PICs and over their source cells (``_cells``:
+  ``replicate_key=["source_a", "source_b"]``; the PICs share cells, which the PIC bootstrap
+  takes as independent);
   ``tv_oracle_confusion``: the correction through the confusion of fresh PICs simulated from
   the held-out cells themselves (the exact confusion, up to noise): the floor of the correction;
 * null: the PICs split at random into two conditions, ``--n-splits`` times: calls at FDR 0.1
@@ -48,13 +48,18 @@ from gpu_sc.pic._confusion import confusion, kept_posterior, simulated_posterior
 SOURCE_CELLS = ["source_a", "source_b"]
 
 
+def _keys(pic_a, pic_b) -> pd.Index:
+    """'a|b' per pair, the index of the truth (`_truth`)."""
+    return pd.Index(pic_a).astype(str) + "|" + pd.Index(pic_b).astype(str)
+
+
 def _truth(p, ok):
     return (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str))[ok].value_counts(normalize=True)
 
 
 def _aligned(truth, pic_a, pic_b) -> np.ndarray:
     """The true share of each pair (pic_a[i], pic_b[i]), 0 where the PICs hold none."""
-    return truth.reindex(pd.Index(pic_a).astype(str) + "|" + pd.Index(pic_b).astype(str), fill_value=0).to_numpy()
+    return truth.reindex(_keys(pic_a, pic_b), fill_value=0).to_numpy()
 
 
 def _tv(estimate, true) -> float:
@@ -96,17 +101,13 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
         if name == "mean":
             row["tv_hard"] = _tv(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy(), tr)
             row["n_pairs"] = len(tab)
-            mean = pd.Series(tab["fraction"].to_numpy(), index=_keys(tab))
+            mean = pd.Series(tab["fraction"].to_numpy(), index=_keys(tab["pic_a"], tab["pic_b"]))
         if name == "corrected":  # the blend w * mean + (1 - w) * unmixed: the unmixed part alone
             w = float(tab["mean_weight"].iloc[0])
             row["mean_weight"] = w
-            blend_part = tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab)).to_numpy()
+            blend_part = tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab["pic_a"], tab["pic_b"])).to_numpy()
             row["tv_unmixed"] = _tv(blend_part / (1 - w), tr) if w < 1 else None
     return row
-
-
-def _keys(tab) -> pd.Index:
-    return pd.Index(tab["pic_a"].astype(str) + "|" + tab["pic_b"].astype(str))
 
 
 def null_and_power(p, n_splits: int, seed: int) -> dict:
