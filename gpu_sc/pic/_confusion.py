@@ -122,13 +122,20 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
     return Simulated(post[keep], np.concatenate(truth)[keep], cells[keep])
 
 
+def label_means(post: sp.csr_matrix, labels: np.ndarray, n_labels: int,
+                weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(n_labels, columns): the (`weights`-weighted) mean row of `post` per label (0 where a
+    label has no weight), and each label's total weight."""
+    w = np.ones(labels.size) if weights is None else np.asarray(weights, dtype=np.float64)
+    counts = np.bincount(labels, weights=w, minlength=n_labels)
+    member = sp.csr_matrix((w, (labels, np.arange(labels.size))), shape=(n_labels, labels.size))
+    return np.asarray((member @ post).todense()) / np.where(counts > 0, counts, 1)[:, None], counts
+
+
 def confusion(post: sp.csr_matrix, truth: np.ndarray, k: int, weights: np.ndarray | None = None) -> np.ndarray:
     """M (k, k): row p is the (`weights`-weighted) mean posterior of the simulated PICs of true
     pair p; the identity row where none survived deconvolution or all weigh 0."""
-    w = np.ones(truth.size) if weights is None else np.asarray(weights, dtype=np.float64)
-    counts = np.bincount(truth, weights=w, minlength=k)
-    member = sp.csr_matrix((w, (truth, np.arange(truth.size))), shape=(k, truth.size))
-    m = np.asarray((member @ post).todense()) / np.where(counts > 0, counts, 1)[:, None]
+    m, counts = label_means(post, truth, k, weights)
     empty = counts <= 0
     m[empty] = np.eye(k)[empty]
     return m

@@ -18,6 +18,7 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +31,7 @@ from .. import _keys as K
 from .._settings import Progress
 from .._validation import check_anndata, check_int
 from ._args import check_seed
-from ._confusion import Simulated, confusion, kept_posterior, simulated_posteriors, unmix
+from ._confusion import Simulated, confusion, kept_posterior, label_means, simulated_posteriors, unmix
 from .._stats import bh_fdr
 
 _CELLS = 2**23  # PICs x replicates held at once (64 MB of float64)
@@ -380,19 +381,15 @@ def _replicate_shares(post: sp.csr_matrix, codes: np.ndarray, condition, key: st
                f"test across replicates needs at least 2 per condition (replicate_key=None tests "
                f"across PICs).")  # fmt: skip
         raise ValueError(msg)
-    member = sp.csr_matrix((np.ones(inv.size), (inv.ravel(), np.arange(inv.size))), shape=(units.size, inv.size))
-    return np.asarray((member @ post).todense()) / np.bincount(inv.ravel())[:, None]
+    return label_means(post, inv.ravel(), units.size)[0]
 
 
 def _welch(x: np.ndarray, y: np.ndarray) -> tuple[dict, np.ndarray]:
     """Welch's t test per column between the rows of `x` and of `y`: ({"t", "df"}, p two-sided).
     Columns equal in every replicate give t = 0, p = 1."""
-    vx, vy = x.var(axis=0, ddof=1) / x.shape[0], y.var(axis=0, ddof=1) / y.shape[0]
-    se2 = vx + vy
-    diff = x.mean(axis=0) - y.mean(axis=0)
-    pos = se2 > 0
-    t = np.divide(diff, np.sqrt(se2), out=np.zeros_like(diff), where=pos)
-    den = np.where(pos, vx**2 / (x.shape[0] - 1) + vy**2 / (y.shape[0] - 1), 1.0)
-    df = np.where(pos, se2**2 / np.where(den > 0, den, 1.0), np.nan)
-    p = np.where(pos, 2 * stats.t.sf(np.abs(t), np.where(pos, df, 1.0)), np.where(diff == 0, 1.0, 0.0))
-    return {"t": t, "df": df}, p
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # such columns: 0 / 0, and scipy says so
+        res = stats.ttest_ind(x, y, axis=0, equal_var=False)
+    same = np.isnan(res.statistic)
+    return ({"t": np.where(same, 0.0, res.statistic), "df": np.where(same, np.nan, res.df)},
+            np.where(same, 1.0, res.pvalue))  # fmt: skip
