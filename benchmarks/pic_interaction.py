@@ -14,7 +14,10 @@ For each data set and seed, reference singlets and held-out source cells are bui
 ``method="matched"`` (the calibrated default: doublets of the assigned pairs and of pairs drawn
 from the pair posterior, the larger p-value), ``matched_assigned`` (``pair_uncertainty=False``:
 the assigned pairs' doublets only) and ``method="chi2"`` (the published test) are run on the same
-deconvolved PICs. One JSON row per (dataset, seed, deconvolution, scenario, test).
+deconvolved PICs. With ``--replicate-key source_a``, also ``matched_units``: ``matched`` with
+each group judged by the spread of its PICs' A source cells as well (``replicate_key``; the
+synthetic PICs reuse those cells, real data's units are mice or patients). One JSON row per
+(dataset, seed, deconvolution, scenario, test).
 """
 
 from __future__ import annotations
@@ -102,6 +105,8 @@ def run(args, emit) -> list[dict]:
             ref, pics0, groups = built["ref"], built["pics"], built["groups"]
             if args.distinct:
                 pics0 = distinct_cells(pics0)
+            if args.replicate_key == "pic":  # every PIC a unit of its own: its own residual's spread
+                pics0.obs["pic"] = pics0.obs_names.astype(str)
             scenarios = [("null", None)] + [(f"planted_{f:g}x", f) for f in args.folds]
             for scen, fold in scenarios:
                 pics, programme, pair, n_target = (pics0.copy(), None, None, 0) if fold is None \
@@ -119,15 +124,18 @@ def run(args, emit) -> list[dict]:
                     ok = p.obs["pic_status"] == "ok"
                     pair_acc = float(((p.obs["pic_a"].astype(str) == p.obs["true_a"].astype(str))
                                       & (p.obs["pic_b"].astype(str) == p.obs["true_b"].astype(str)))[ok].mean())
-                    for test in ("matched", "matched_assigned", "chi2"):
+                    tests = ("matched", "matched_assigned", "chi2") + (("matched_units",) if args.replicate_key else ())
+                    for test in tests:
                         t0 = time.perf_counter()
-                        kw = {"method": test.removesuffix("_assigned"), "min_pics": args.min_pics, "fdr": FDR,
-                              "inplace": False, "groupby_keys": args.groupby_keys}
+                        kw = {"method": "chi2" if test == "chi2" else "matched", "min_pics": args.min_pics,
+                              "fdr": FDR, "inplace": False, "groupby_keys": args.groupby_keys}
                         if test != "chi2":
-                            kw.update(singlets=ref, groupby="grp", pair_uncertainty=test == "matched")
+                            kw.update(singlets=ref, groupby="grp", pair_uncertainty=test != "matched_assigned",
+                                      replicate_key=args.replicate_key if test == "matched_units" else None)
                         tab = gsc.pic.interaction_genes(p, **kw)
                         row = {"dataset": name, "seed": seed, "scenario": scen, "group_size": args.group_size,
                                "distinct_cells": args.distinct,
+                               "replicate_key": args.replicate_key if test == "matched_units" else None,
                                "groupby_keys": args.groupby_keys, "deconvolution": method,
                                "test": test, "n_pics": int(p.n_obs), "n_ok": int(ok.sum()),
                                "pair_accuracy": pair_acc, "planted_pair": pair, "n_pics_planted_pair": n_target,
@@ -152,6 +160,8 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default="2,3", type=lambda s: [float(v) for v in s.split(",") if v])
     ap.add_argument("--n-pics", type=int, default=1500)
     ap.add_argument("--distinct", action="store_true", help="keep only PICs of cells no other PIC uses")
+    ap.add_argument("--replicate-key", default=None,
+                    help="obs column of the matched tests' units (source_a: the PICs' A cells; pic: each PIC)")
     ap.add_argument("--groupby-keys", default="pic_a,pic_b", type=lambda s: s.split(","))
     ap.add_argument("--group-size", type=int, default=30)
     ap.add_argument("--min-pics", type=int, default=10)

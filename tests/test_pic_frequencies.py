@@ -251,8 +251,8 @@ def test_replicate_key_bad_input(deconvolved):
     q.obs["cond"] = q.obs["mouse"].map({"m1": "x", "m2": "y"})
     with pytest.raises(ValueError, match="1 replicate in obs\\['mouse'\\].*at least 2"):
         gsc.pic.pair_abundance_test(q, "cond", replicate_key="mouse", inplace=False)
-    with pytest.raises(ValueError, match="one column name"):
-        gsc.pic.pair_abundance_test(q, "cond", replicate_key=["mouse"], inplace=False)
+    with pytest.raises(ValueError, match=r"a column name of pics.obs \(one column\)"):
+        gsc.pic.pair_abundance_test(q, "cond", replicate_key=["mouse", "cond"], inplace=False)
     pd.testing.assert_frame_equal(p.obs, before.obs)
 
 

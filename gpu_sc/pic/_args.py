@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import TypedDict
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
-from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS
+from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, UNS_PIC
 from .._validation import check_int
 
 
@@ -16,6 +17,41 @@ def check_seed(seed, *, step: str) -> int:
     # numpy's generators refuse negative seeds with a message that names neither step nor seed
     return check_int(seed, step=step, name="seed", minimum=0,
                      hint=" (numpy's random generators take no negative seeds)")
+
+
+def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int = 2) -> np.ndarray | None:
+    """(n_obs, columns) integer codes of the replicate column(s) of pics.obs (the mouse,
+    patient: the units PICs are drawn in; at most `max_columns`, 1 or 2), or None where
+    `replicate_key` is None."""
+    if replicate_key is None:
+        return None
+    keys = [replicate_key] if isinstance(replicate_key, str) else list(replicate_key)
+    if not 1 <= len(keys) <= max_columns or not all(isinstance(k, str) for k in keys):
+        what = "a column name of pics.obs" + (" or a list of two" if max_columns == 2 else " (one column)")
+        msg = f"{step}: replicate_key must be {what}, got {replicate_key!r}."
+        raise ValueError(msg)
+    codes = []
+    for key in keys:
+        if key not in pics.obs:
+            msg = (f"{step}: replicate_key {key!r} is not a column of pics.obs (columns: "
+                   f"{list(pics.obs.columns)[:10]}).")  # fmt: skip
+            raise KeyError(msg)
+        c, _ = pd.factorize(pics.obs[key], use_na_sentinel=True)
+        if (c < 0).any():
+            msg = (f"{step}: replicate_key column {key!r} is missing for {int((c < 0).sum())} PICs; "
+                   f"fill it or drop those PICs.")  # fmt: skip
+            raise ValueError(msg)
+        codes.append(c)
+    return np.column_stack(codes)
+
+
+def check_posterior_shape(shape: tuple, n_obs: int, n_a: int, n_b: int, *, step: str, fix: str) -> None:
+    """Refuse a pair posterior (obsm['pic_pair_posterior']) that is not PICs x (A groups x B
+    groups) of uns['pic']: it belongs to another deconvolution. `fix`: what the user can do."""
+    if tuple(shape) != (n_obs, n_a * n_b):
+        msg = (f"{step}: obsm[{OBSM_PAIR_POSTERIOR!r}] is {tuple(shape)}, expected ({n_obs}, {n_a * n_b}) "
+               f"for the {n_a} x {n_b} groups of uns[{UNS_PIC!r}]; {fix}")  # fmt: skip
+        raise ValueError(msg)
 
 
 def names_list(value, *, step: str, name: str) -> list[str]:

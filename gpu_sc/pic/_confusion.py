@@ -41,6 +41,7 @@ from scipy.optimize import nnls
 from .. import _keys as K
 from .._backend import to_host
 from .._validation import check_anndata
+from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
 from ._loglik import pair_columns
 from ._simulate import simulate_pics
@@ -63,12 +64,8 @@ def kept_posterior(pics: ad.AnnData, step: str):
                + "); run gsc.pic.deconvolve(pics, singlets, method='ml' or 'picseq') first.")  # fmt: skip
         raise ValueError(msg)
     ga, gb = list(info["groups_a"]), list(info["groups_b"])
+    check_posterior_shape(post.shape, pics.n_obs, len(ga), len(gb), step=step, fix="rerun deconvolve.")
     post = sp.csr_matrix(post, dtype=np.float64)
-    if post.shape != (pics.n_obs, len(ga) * len(gb)):
-        msg = (f"{step}: obsm[{K.OBSM_PAIR_POSTERIOR!r}] is {post.shape}, expected "
-               f"({pics.n_obs}, {len(ga) * len(gb)}) for {len(ga)} x {len(gb)} groups in "
-               f"uns[{K.UNS_PIC!r}]; rerun deconvolve.")  # fmt: skip
-        raise ValueError(msg)
     tot = np.asarray(post.sum(axis=1)).ravel()
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str).to_numpy() == K.PIC_STATUS_OK) & (tot > 0)
     post = sp.diags(1 / np.where(ok, tot, 1.0)) @ post  # the kept pairs, renormalised

@@ -30,7 +30,7 @@ from scipy import stats
 from .. import _keys as K
 from .._settings import Progress
 from .._validation import check_anndata, check_int
-from ._args import check_seed
+from ._args import check_seed, replicate_codes
 from ._confusion import Simulated, confusion, kept_posterior, label_means, simulated_posteriors, unmix
 from .._stats import bh_fdr
 
@@ -87,30 +87,6 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
     col = pics.obs[condition_key]
     values = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else pd.unique(col.dropna())
     return [(v, (col == v).to_numpy()) for v in values]
-
-
-def _replicate_codes(pics: AnnData, replicate_key, step: str) -> np.ndarray | None:
-    """(n_obs, 1 or 2) integer codes of the replicate column(s), or None."""
-    if replicate_key is None:
-        return None
-    keys = [replicate_key] if isinstance(replicate_key, str) else list(replicate_key)
-    if not 1 <= len(keys) <= 2 or not all(isinstance(k, str) for k in keys):
-        msg = (f"{step}: replicate_key must be a column name of pics.obs or a list of two, got "
-               f"{replicate_key!r}.")  # fmt: skip
-        raise ValueError(msg)
-    codes = []
-    for key in keys:
-        if key not in pics.obs:
-            msg = (f"{step}: replicate_key {key!r} is not a column of pics.obs (columns: "
-                   f"{list(pics.obs.columns)[:10]}).")  # fmt: skip
-            raise KeyError(msg)
-        c, _ = pd.factorize(pics.obs[key], use_na_sentinel=True)
-        if (c < 0).any():
-            msg = (f"{step}: replicate_key column {key!r} is missing for {int((c < 0).sum())} PICs; "
-                   f"fill it or drop those PICs.")  # fmt: skip
-            raise ValueError(msg)
-        codes.append(c)
-    return np.column_stack(codes)
 
 
 def _check(n_boot, level, seed, step):
@@ -229,7 +205,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     called = (pics.obs[K.OBS_PIC_A].astype(str).to_numpy(dtype=object)
               + "\0" + pics.obs[K.OBS_PIC_B].astype(str).to_numpy(dtype=object))  # fmt: skip
     pair_ids = names_a.astype(str) + "\0" + names_b.astype(str)
-    codes = _replicate_codes(pics, replicate_key, step)
+    codes = replicate_codes(pics, replicate_key, step=step)
     sim = None
     if singlets is not None:
         check_anndata(singlets, step=step, name="singlets")
@@ -345,10 +321,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         z = np.divide(diff, se, out=np.zeros_like(diff), where=se > 0)
         stat, pval = {"z": z}, 2 * stats.norm.sf(np.abs(z))
     else:
-        if not isinstance(replicate_key, str):
-            msg = f"{step}: replicate_key must be one column name of pics.obs, got {replicate_key!r}."
-            raise ValueError(msg)
-        codes = _replicate_codes(pics, replicate_key, step)[:, 0]
+        codes = replicate_codes(pics, replicate_key, step=step, max_columns=1)[:, 0]
         shares = [_replicate_shares(post[r], codes[r], g, replicate_key, step)
                   for g, r in zip(groups, rows, strict=True)]  # fmt: skip
         fits = [sh.mean(axis=0) for sh in shares]

@@ -20,7 +20,10 @@ matter). The gene's p-value is Simes' combination of
 its groups' p-values after genomic control of each group (see `matched_test`); BH across genes.
 Before that, each group's variance gets the part the permutation cannot see: all doublets of a
 group are drawn from the same few reference cells, whose mean is itself a sample
-(`reference_variance`, `widen`).
+(`reference_variance`, `widen`). With replicates (mice, patients: `replicate_key`), a group's
+p-value is then raised to that of a t test of the same sum against the spread of its units' sums
+(`unit_pvalues`): the permutation test takes every PIC as an independent draw, so a sum carried
+by the PICs of one unit that share what the reference lacks reads as the group's programme.
 
 Which pair a PIC's doublets come from: its assigned one and, where deconvolve kept a pair
 posterior, pairs drawn from that posterior (a second set of doublets, `doublet_groups`); the
@@ -34,8 +37,9 @@ induced, seeds 1-2, groups of 150 cells): TNBC 44-46 false calls with ml's calls
 picseq's, against 54-85 and 64-136 with the assigned pairs alone; pbmc4k 0-3 against 1-7; a 3x
 programme recalled 1.0 with 0-9 % of up-calls elsewhere (assigned alone: 5-20 %). What is left on
 TNBC is its simulation's reuse of 18 held-out immune cells (the true pairs themselves give 56-84
-calls). Alpha's uncertainty is left out: the true alpha instead of the estimate changed nothing
-(58 vs 56 calls).
+calls): with those cells as the units (`replicate_key`), 0-1 false calls over the same runs
+(benchmarks/pic_interaction.py --replicate-key source_a). Alpha's uncertainty is left out: the
+true alpha instead of the estimate changed nothing (58 vs 56 calls).
 
 The null compares counts at the PIC's own depth and alpha, so no expected layer and no
 normalisation enter; the matched doublets' mean is reported as the 'expected' count. Counts, not
@@ -44,6 +48,8 @@ in one pair was found half as often by ranks as by counts on pbmc4k (benchmarks/
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -191,17 +197,34 @@ def _stack(obs: sp.csr_matrix, doublets: sp.csr_matrix, genes: np.ndarray, n_mat
     return stack
 
 
+class Sums(NamedTuple):
+    """`stratified_sums`' per group x gene arrays."""
+
+    num: np.ndarray  #: sum over the group's PICs of x - E x
+    var: np.ndarray  #: the permutation variance of `num`: sum of Var x
+    mean: np.ndarray  #: sum of the doublets' mean count
+    spread: np.ndarray | None  #: the units' own variance of `num` (`unit_pvalues`); None without units
+    n_units: np.ndarray | None  #: units per group (vector); None without units
+
+
 def stratified_sums(obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndarray, n_groups: int,
-                    n_matched: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Per group and gene: (sum over PICs of x - E x, sum of Var x, sum of the doublets' mean
-    count), E and Var over each PIC's set of n_matched + 1 counts.
+                    n_matched: int, units: np.ndarray | None = None) -> Sums:  # fmt: skip
+    """Per group and gene: the permutation test's sums (E and Var over each PIC's set of
+    n_matched + 1 counts) and, with `units`, the spread of the residuals r = x - E x between them.
 
     obs: (PICs, genes) CSR of the tested PICs; doublets: their matched doublets
-    (`matched_doublets` order); groups: each PIC's group in [0, n_groups)."""
+    (`matched_doublets` order); groups: each PIC's group in [0, n_groups); units: each PIC's
+    replicate (mouse, patient) as a code in [0, n), or None.
+    spread = U / (U - 1) sum_u (R_u - b W_u)^2, the cluster-robust variance of num from the
+    units' residual sums R_u and doublet-mean sums W_u, b = num / sum W: the group's shift taken
+    in proportion to each unit's expected count (a programme raises a gene in proportion), so that
+    differences in size, depth and partners between units are not read as spread."""
     n_pics, n_genes = obs.shape
-    num = np.zeros((n_groups, n_genes))
-    var = np.zeros((n_groups, n_genes))
-    mean = np.zeros((n_groups, n_genes))
+    num, var, mean = (np.zeros((n_groups, n_genes)) for _ in range(3))
+    if units is not None:  # residual and doublet-mean sums per (group, unit) cell
+        width = int(units.max()) + 1
+        cells, cell_of = np.unique(groups.astype(np.int64) * width + units, return_inverse=True)
+        cell_r, cell_w = np.zeros((cells.size, n_genes)), np.zeros((cells.size, n_genes))
     step = max(1, _CHUNK_VALUES // max(1, n_genes * (n_matched + 1)))
     for r0 in range(0, n_pics, step):
         r1 = min(n_pics, r0 + step)
@@ -214,10 +237,51 @@ def stratified_sums(obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndar
         stack = _stack(o, d, genes, n_matched)
         member = sp.csr_matrix((np.ones(r1 - r0), (groups[r0:r1], np.arange(r1 - r0))),
                                shape=(n_groups, r1 - r0))  # fmt: skip
-        num[:, genes] += member @ (stack[:, 0] - stack.mean(axis=1))
+        resid = stack[:, 0] - stack.mean(axis=1)
+        w = stack[:, 1:].mean(axis=1)
+        num[:, genes] += member @ resid
         var[:, genes] += member @ stack.var(axis=1)
-        mean[:, genes] += member @ stack[:, 1:].mean(axis=1)
-    return num, var, mean
+        mean[:, genes] += member @ w
+        if units is not None:
+            to_cell = sp.csr_matrix((np.ones(r1 - r0), (cell_of[r0:r1], np.arange(r1 - r0))),
+                                    shape=(cells.size, r1 - r0))  # fmt: skip
+            cell_r[:, genes] += to_cell @ resid
+            cell_w[:, genes] += to_cell @ w
+    if units is None:
+        return Sums(num, var, mean, None, None)
+    cell_group = cells // width
+    n_units = np.bincount(cell_group, minlength=n_groups).astype(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        b = np.where(mean > 0, num / np.where(mean > 0, mean, 1.0), 0.0)
+    dev = np.zeros((n_groups, n_genes))
+    np.add.at(dev, cell_group, (cell_r - b[cell_group] * cell_w) ** 2)
+    spread = np.where((n_units > 1)[:, None], dev * (n_units / np.maximum(n_units - 1, 1))[:, None], 0.0)
+    return Sums(num, var, mean, spread, n_units)
+
+
+def unit_pvalues(num: np.ndarray, spread: np.ndarray, n_units: np.ndarray) -> np.ndarray:
+    """Two-sided p-values (groups x genes) of num against the units' own spread: t = num /
+    sqrt(spread) on n_units - 1 degrees of freedom; 1 where a group has one unit or the residuals
+    do not spread (nothing to judge a difference by).
+
+    The permutation test takes every PIC as an independent draw; PICs of one mouse or patient
+    share what the reference lacks (the donor's own genes, its state), and a sum carried by one
+    unit's PICs reads as the group's programme. Alone this test is not valid for sparse genes
+    (its variance is small where no PIC of a group holds the gene, which reads as 'down'), hence
+    the larger of the two p-values (`guarded`, in `matched_test`). Not the default, PIC by PIC:
+    on synthetic PICs that never share a cell (pbmc4k, `--distinct`) it lowered the recall of a
+    3x programme from 0.70-0.90 to 0.20-0.65 at no gain in calibration (0 false calls either way):
+    its variance is the programme's own, which is wider than the null's."""
+    df = n_units - 1.0
+    ok = (df >= 1)[:, None] & (spread > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = np.where(ok, np.abs(num) / np.sqrt(np.where(ok, spread, 1.0)), 0.0)
+    return np.where(ok, 2 * stats.t.sf(t, np.maximum(df, 1.0)[:, None]), 1.0)
+
+
+def guarded(p: np.ndarray, p_units: np.ndarray) -> np.ndarray:
+    """The larger of the permutation p-values and the units' (`unit_pvalues`); NaN stays NaN."""
+    return np.where(np.isfinite(p), np.maximum(p, p_units), p)
 
 
 def exact_pvalue(r2: np.ndarray) -> float | None:
@@ -268,12 +332,13 @@ def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: sp.csr_matrix, gr
     return p
 
 
-def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray) -> dict:
+def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray, p_units: np.ndarray | None = None) -> dict:
     """Per gene from the groups' z (groups x genes, NaN where the group does not vary) and their
-    two-sided p-values: 'pvalue' (Simes' combination of the groups' p-values), 'chi2' (sum of the
-    groups' z^2 equivalent to their p-values) and 'df' (groups that vary), 'direction' (sign of z
-    in the group that decides the p-value); 'z' (the groups' z equivalent to their p-values, after
-    genomic control) and 'inflation' per group. NaN where no group varies.
+    two-sided p-values, each group's p-value after genomic control raised to at least its
+    `p_units` (`guarded`, when given): 'pvalue' (Simes' combination of the groups' p-values),
+    'chi2' (sum of the groups' z^2 equivalent to their p-values) and 'df' (groups that vary),
+    'direction' (sign of z in the group that decides the p-value); 'z' (the groups' z equivalent
+    to their final p-values) and 'inflation' per group. NaN where no group varies.
 
     Genomic control: each group's z are divided by the square root of its inflation, the median
     z^2 over the `tested` genes where the group varies over the median of chi2 with one degree of
@@ -281,7 +346,9 @@ def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray) -> dict:
     widens it beyond the exchangeable doublets' (PICs that share a cell or a donor, a misassigned
     partner, an alpha off its true value) widens every gene's z, while an induced programme stays
     in the tail. Simes' combination keeps a programme induced in one pair among many as visible
-    as one induced in all (a sum of z^2 over 50 groups would drown it)."""
+    as one induced in all (a sum of z^2 over 50 groups would drown it). The units' p-values
+    enter after the control: they raise the bulk's p-values, which would otherwise lower the
+    inflation measured on them and leave the permutation test's own uncorrected."""
     has = np.isfinite(z)
     sign = np.sign(np.nan_to_num(z))
     with np.errstate(divide="ignore"):
@@ -292,7 +359,12 @@ def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray) -> dict:
         if bulk.size:
             inflation[k] = max(1.0, float(np.median(bulk**2)) / _CHI2_1_MEDIAN)
     ze /= np.sqrt(inflation)[:, None]
-    p_group = np.where(has, 2 * stats.norm.sf(np.abs(np.nan_to_num(ze))), np.inf)
+    p_group = np.where(has, 2 * stats.norm.sf(np.abs(np.nan_to_num(ze))), np.nan)
+    if p_units is not None:  # after the control: the units' p-values are no part of its bulk
+        p_group = guarded(p_group, p_units)
+        with np.errstate(divide="ignore"):
+            ze = np.where(has, sign * stats.norm.isf(np.where(has, p_group, 1.0) / 2), np.nan)
+    p_group = np.where(has, p_group, np.inf)
     df = has.sum(axis=0)
     order = np.sort(p_group, axis=0)  # groups that do not vary (inf) last, never the minimum
     rank = np.arange(1, z.shape[0] + 1)[:, None]
