@@ -54,7 +54,7 @@ def _keys(pic_a, pic_b) -> pd.Index:
 
 
 def _truth(p, ok):
-    return (p.obs["true_a"].astype(str) + "|" + p.obs["true_b"].astype(str))[ok].value_counts(normalize=True)
+    return pd.Series(_keys(p.obs["true_a"], p.obs["true_b"]))[ok].value_counts(normalize=True)
 
 
 def _aligned(truth, pic_a, pic_b) -> np.ndarray:

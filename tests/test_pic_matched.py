@@ -77,18 +77,28 @@ def test_null_gives_almost_no_calls(reference_and_null):
     assert set(tab["direction"]) <= {"up", "down", ""}
 
 
-def test_planted_gene_is_called_up(reference_and_null):
-    ref, pics = reference_and_null
-    pics = pics.copy()
-    pair = (pics.obs["pic_a"] == PIC_T[1]) & (pics.obs["pic_b"] == PIC_DC[0])
-    rows = np.flatnonzero(pair.to_numpy())
-    assert rows.size >= 10
-    totals = np.asarray(ref.X.sum(axis=0)).ravel()
-    j = int(np.flatnonzero((totals > 100) & (totals < 400))[0])
+def _with_counts(pics, rows, j, counts):
+    """A copy of `pics` with `counts` UMIs added to gene `j` in `rows`."""
     x = sp.csr_matrix(pics.X, dtype=np.float32).tolil()
     for r in rows:
-        x[r, j] = x[r, j] + 3
-    pics.X = sp.csr_matrix(x)
+        x[r, j] = x[r, j] + counts
+    out = pics.copy()
+    out.X = sp.csr_matrix(x)
+    return out
+
+
+def _gene_with_total(ref, lo, hi) -> int:
+    """The first gene whose total over the reference lies in (lo, hi)."""
+    totals = np.asarray(ref.X.sum(axis=0)).ravel()
+    return int(np.flatnonzero((totals > lo) & (totals < hi))[0])
+
+
+def test_planted_gene_is_called_up(reference_and_null):
+    ref, pics = reference_and_null
+    rows = np.flatnonzero(((pics.obs["pic_a"] == PIC_T[1]) & (pics.obs["pic_b"] == PIC_DC[0])).to_numpy())
+    assert rows.size >= 10
+    j = _gene_with_total(ref, 100, 400)
+    pics = _with_counts(pics, rows, j, 3)
     tab = _matched_table(pics, ref)
     gene = pics.var_names[j]
     assert tab.loc[gene, "significant"] and tab.loc[gene, "direction"] == "up"
@@ -294,20 +304,6 @@ def test_stratified_sums_spread_is_the_units_variance(n_units):
     assert plain.spread is None and np.array_equal(plain.num, sums.num) and np.array_equal(plain.var, sums.var)
 
 
-def _with_counts(pics, rows, j, counts):
-    x = sp.csr_matrix(pics.X, dtype=np.float32).tolil()
-    for r in rows:
-        x[r, j] = x[r, j] + counts
-    out = pics.copy()
-    out.X = sp.csr_matrix(x)
-    return out
-
-
-def _rare_gene(ref):
-    totals = np.asarray(ref.X.sum(axis=0)).ravel()
-    return int(np.flatnonzero((totals > 0) & (totals < 5))[0])
-
-
 def test_replicate_key_judges_a_group_by_its_units(reference_and_null):
     """Eight donors: one donor's own gene in all its PICs reads as induced PIC by PIC, and as a
     donor, not a contact, with replicate_key; a gene raised in every PIC (all donors, all pairs)
@@ -316,14 +312,13 @@ def test_replicate_key_judges_a_group_by_its_units(reference_and_null):
     ref, pics = reference_and_null
     pics = pics.copy()
     pics.obs["donor"] = pd.Categorical(np.random.default_rng(0).integers(0, 8, pics.n_obs).astype(str))
-    j = _rare_gene(ref)
+    j = _gene_with_total(ref, 0, 5)  # a gene the reference nearly lacks
     donor = _with_counts(pics, np.flatnonzero((pics.obs["donor"] == "0").to_numpy()), j, 4)
     gene = pics.var_names[j]
     assert _matched_table(donor, ref).loc[gene, "significant"]
     tab = _matched_table(donor, ref, replicate_key="donor")
     assert tab.loc[gene, "pvalue"] > 0.1 and tab["significant"].sum() <= 2
-    totals = np.asarray(ref.X.sum(axis=0)).ravel()
-    k = int(np.flatnonzero((totals > 100) & (totals < 400))[0])
+    k = _gene_with_total(ref, 100, 400)
     tab = _matched_table(_with_counts(pics, np.arange(pics.n_obs), k, 3), ref, replicate_key="donor")
     assert tab.loc[pics.var_names[k], "significant"] and tab.loc[pics.var_names[k], "direction"] == "up"
     assert tab["significant"].sum() <= 3
