@@ -143,7 +143,8 @@ def null_and_power(p, n_splits: int, seed: int) -> dict:
 def run(args, emit) -> None:
     for name in args.datasets:
         for seed in args.seeds:
-            built, why = build(name, Path(args.data_dir), seed, args.n_pics, args.group_size)
+            built, why = build(name, Path(args.data_dir), seed, args.n_pics, args.group_size,
+                               max_reuse=args.max_reuse)
             if built is None:
                 print(f"{name}: skipped ({why})", file=sys.stderr)
                 continue
@@ -160,7 +161,7 @@ def run(args, emit) -> None:
                     acc = float(((p.obs["pic_a"].astype(str) == p.obs["true_a"].astype(str))
                                  & (p.obs["pic_b"].astype(str) == p.obs["true_b"].astype(str)))[ok].mean())  # fmt: skip
                     row = {"dataset": name, "seed": seed, "method": method, "group_size": args.group_size,
-                           "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
+                           "max_reuse": args.max_reuse, "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
                            "n_pics": int(p.n_obs), "n_ok": int(ok.sum()), "pair_accuracy": acc,
                            "seconds_deconvolve": t_dec, "n_sim": args.n_sim,
                            **composition(p, ref, built["sources"], args.n_sim, args.n_boot),
@@ -179,6 +180,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default="ml,picseq", type=lambda s: s.split(","))
     ap.add_argument("--n-pics", type=int, default=1500)
     ap.add_argument("--group-size", type=int, default=150)
+    ap.add_argument("--max-reuse", type=int, default=None,
+                    help="each held-out source cell in at most this many PICs (default: no cap)")
     ap.add_argument("--n-sim", type=int, default=400)
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n-splits", type=int, default=20)

@@ -98,7 +98,8 @@ def run(args, emit) -> list[dict]:
     rows = []
     for name in args.datasets:
         for seed in args.seeds:
-            built, why = build(name, Path(args.data_dir), seed, args.n_pics, args.group_size)
+            built, why = build(name, Path(args.data_dir), seed, args.n_pics, args.group_size,
+                               max_reuse=args.max_reuse)
             if built is None:
                 print(f"{name}: skipped ({why})", file=sys.stderr)
                 continue
@@ -132,20 +133,25 @@ def run(args, emit) -> list[dict]:
                         if test != "chi2":
                             kw.update(singlets=ref, groupby="grp", pair_uncertainty=test != "matched_assigned",
                                       replicate_key=args.replicate_key if test == "matched_units" else None)
-                        tab = gsc.pic.interaction_genes(p, **kw)
+                        tab, skipped = None, None
+                        try:
+                            tab = gsc.pic.interaction_genes(p, **kw)
+                        except ValueError as e:  # e.g. --max-reuse: no group reaches --min-pics
+                            skipped = str(e)
                         row = {"dataset": name, "seed": seed, "scenario": scen, "group_size": args.group_size,
-                               "distinct_cells": args.distinct,
+                               "distinct_cells": args.distinct, "max_reuse": args.max_reuse,
                                "replicate_key": args.replicate_key if test == "matched_units" else None,
                                "groupby_keys": args.groupby_keys, "deconvolution": method,
                                "test": test, "n_pics": int(p.n_obs), "n_ok": int(ok.sum()),
                                "pair_accuracy": pair_acc, "planted_pair": pair, "n_pics_planted_pair": n_target,
                                "seconds_deconvolve": t_dec, "seconds_test": time.perf_counter() - t0,
-                               **score(tab, programme), "fdr": FDR, "n_groups_a": len(groups["A"]),
+                               **(score(tab, programme) if tab is not None else {"skipped": skipped}),
+                               "fdr": FDR, "n_groups_a": len(groups["A"]),
                                "n_groups_b": len(groups["B"]), "time": datetime.now(UTC).isoformat(),
                                "cpu": cpu_name(), "versions": versions()}  # fmt: skip
                         print({k: row[k] for k in ("dataset", "seed", "scenario", "deconvolution", "test",
                                                    "n_tested", "n_called", "n_up", "recall_up",
-                                                   "up_outside_share", "seconds_test")
+                                                   "up_outside_share", "seconds_test", "skipped")
                                if k in row}, flush=True)  # fmt: skip
                         emit(row)
                         rows.append(row)
@@ -160,6 +166,8 @@ def main(argv=None) -> int:
     ap.add_argument("--folds", default="2,3", type=lambda s: [float(v) for v in s.split(",") if v])
     ap.add_argument("--n-pics", type=int, default=1500)
     ap.add_argument("--distinct", action="store_true", help="keep only PICs of cells no other PIC uses")
+    ap.add_argument("--max-reuse", type=int, default=None,
+                    help="each held-out source cell in at most this many PICs (default: no cap)")
     ap.add_argument("--replicate-key", default=None,
                     help="obs column of the matched tests' units (source_a: the PICs' A cells; pic: each PIC)")
     ap.add_argument("--groupby-keys", default="pic_a,pic_b", type=lambda s: s.split(","))

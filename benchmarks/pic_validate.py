@@ -169,22 +169,30 @@ def _cluster(x_ref: sp.csr_matrix, x_src: sp.csr_matrix, k: int, seed: int, min_
     return lab, nearest(pb, centres[used])
 
 
-def _simulate(src, a, b, n_pics: int, n_umis: int, seed: int):
+def _simulate(src, a, b, n_pics: int, n_umis: int, seed: int, max_reuse: int | None = None):
     """`n_pics` PICs from the public simulate_pics; it drops attempts that miss `n_umis`, so more
-    attempts are made (up to 5 rounds) until there are enough."""
+    attempts are made (up to 5 rounds) until there are enough. With `max_reuse` (each source
+    cell in at most that many PICs), one call with attempts to spare, since the cap holds
+    within a call: fewer PICs where the sources run out."""
     import anndata as ad
 
-    parts, made, attempts, rnd = [], 0, 0, 0
-    rate = 1.0
-    while made < n_pics and rnd < 5:
-        want = int(np.ceil((n_pics - made) / max(rate, 0.02) * 1.1)) + 5
-        p = gsc.pic.simulate_pics(src, groupby="grp", a=a, b=b, n_pics=want, n_umis=n_umis,
-                                  seed=seed * 1000 + rnd)
-        attempts += want
-        rate = max((made + p.n_obs) / attempts, 1e-3)
-        parts.append(p)
-        made += p.n_obs
-        rnd += 1
+    if max_reuse is not None:
+        want = 4 * n_pics + 100
+        pics = gsc.pic.simulate_pics(src, groupby="grp", a=a, b=b, n_pics=want, n_umis=n_umis,
+                                     max_uses=max_reuse, seed=seed * 1000)  # fmt: skip
+        parts, attempts = [pics], want
+    else:
+        parts, made, attempts, rnd = [], 0, 0, 0
+        rate = 1.0
+        while made < n_pics and rnd < 5:
+            want = int(np.ceil((n_pics - made) / max(rate, 0.02) * 1.1)) + 5
+            p = gsc.pic.simulate_pics(src, groupby="grp", a=a, b=b, n_pics=want, n_umis=n_umis,
+                                      seed=seed * 1000 + rnd)
+            attempts += want
+            rate = max((made + p.n_obs) / attempts, 1e-3)
+            parts.append(p)
+            made += p.n_obs
+            rnd += 1
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         pics = ad.concat(parts, join="outer", merge="same") if len(parts) > 1 else parts[0]
@@ -203,8 +211,10 @@ def _expressed(a, cells):
 
 
 def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
-          holdout: float = 0.3):
-    """Reference singlets (obs['grp']), PICs with truth, and what was built; or None, reason."""
+          holdout: float = 0.3, max_reuse: int | None = None):
+    """Reference singlets (obs['grp']), PICs with truth, and what was built; or None, reason.
+    `max_reuse`: each held-out source cell in at most that many PICs (None: drawn with
+    replacement, so TNBC's 16 immune sources stand in about 90 PICs each)."""
     loader, n_umis, pop_a, pop_b, sub_key = DATASETS[name]
     got, why = loader(data_dir)
     if got is None:
@@ -234,7 +244,8 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
     sources = a[is_src].copy()
     present = set(sources.obs["grp"].astype(str))
     pics, attempts = _simulate(sources, [g for g in groups["A"] if g in present],
-                               [g for g in groups["B"] if g in present], n_pics, n_umis, seed)
+                               [g for g in groups["B"] if g in present], n_pics, n_umis, seed,
+                                   max_reuse)
     sizes = ref.obs["grp"].value_counts()
     # subtype of each group = the commonest original label among its reference cells
     major = ref.obs.groupby("grp", observed=True)["subtype"].agg(lambda s: s.value_counts().index[0])
@@ -246,7 +257,9 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
             "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
             "group_size_min": int(sizes.min()), "group_size_median": float(sizes.median()),
             "group_size_max": int(sizes.max()), "n_pics_requested": n_pics,
-            "n_pics": int(pics.n_obs), "simulate_attempts": attempts,
+            "n_pics": int(pics.n_obs), "simulate_attempts": attempts, "max_reuse": max_reuse,
+            "source_uses_max": int(max(pics.obs["source_a"].value_counts().max(),
+                                       pics.obs["source_b"].value_counts().max())) if pics.n_obs else 0,
             "clustering": "normalize_total 1e4 + log1p + seurat HVG + PCA(20) + KMeans on the "
                           "reference cells, clusters under 10 cells dissolved into the nearest; "
                           "sources assigned to the nearest centre",
@@ -414,7 +427,8 @@ def validate(args, emit: Callable[[dict], None]) -> list[dict]:
         for seed in args.seeds:
             t0 = time.perf_counter()
             try:
-                built, why = build(ds, args.data_dir, seed, args.n_pics, args.group_size)
+                built, why = build(ds, args.data_dir, seed, args.n_pics, args.group_size,
+                                   max_reuse=args.max_reuse)
             except Exception as e:  # a broken data set must not stop the others
                 built, why = None, f"build failed: {_short(e)}"
             if built is None:
@@ -833,6 +847,8 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=_csv(int), default=[0, 1, 2])
     p.add_argument("--n-pics", type=int, default=1000, help="synthetic PICs per data set and seed")
     p.add_argument("--group-size", type=int, default=75, help="target reference cells per group")
+    p.add_argument("--max-reuse", type=int, default=None,
+                   help="each held-out source cell in at most this many PICs (default: no cap)")
     p.add_argument("--n-train", type=int, default=20000,
                    help="picseq: simulated PICs for the alpha LASSO (published: 20000)")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false",

@@ -71,6 +71,18 @@ def test_validate_pbmc68k_and_missing_data(tmp_path):
     assert png.stat().st_size > 1000
 
 
+def test_build_caps_source_reuse(bench, tmp_path):
+    """--max-reuse: no held-out cell in more PICs than the cap, so 1,000 PICs asked of
+    pbmc68k's 50 A sources give at most 50 with max_reuse=1 (uncapped: far more)."""
+    capped, _ = bench.build("pbmc68k", tmp_path, 0, 1000, 75, max_reuse=1)
+    info, obs = capped["info"], capped["pics"].obs
+    assert info["max_reuse"] == 1 and info["source_uses_max"] == 1
+    assert obs["source_a"].is_unique and obs["source_b"].is_unique
+    assert 0 < info["n_pics"] <= min(info["n_sources_a"], info["n_sources_b"])
+    free, _ = bench.build("pbmc68k", tmp_path, 0, 1000, 75)
+    assert free["info"]["n_pics"] == 1000 and free["info"]["source_uses_max"] > 1
+
+
 def test_calibration_table(bench):
     p = np.array([0.05, 0.15, 0.95, 0.95, 1.0, 0.5])
     hit = np.array([False, True, True, False, True, True])
@@ -109,7 +121,7 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
 
     monkeypatch.setattr(bench, "_gpu", lambda: (cp, cpsp, lambda: None, "Stand-in GPU"))
     args = argparse.Namespace(datasets=["pbmc68k"], methods=["ml"], backends=["cpu", "gpu"],
-                              seeds=[0], n_pics=20, group_size=75, n_train=500, warm_up=False,
+                              seeds=[0], n_pics=20, group_size=75, max_reuse=None, n_train=500, warm_up=False,
                               data_dir=ROOT / "no_such_folder")  # fmt: skip
     emitted = []
     rows = bench.validate(args, emitted.append)
@@ -209,7 +221,8 @@ def test_frequencies_benchmark_smoke(tmp_path):
     out = tmp_path / "freq.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_frequencies.py"), "--datasets", "pbmc68k",
            "--data-dir", str(tmp_path), "--methods", "picseq", "--n-pics", "80", "--n-sim", "5",
-           "--n-boot", "20", "--n-splits", "2", "--n-train", "400", "--out", str(out)]  # fmt: skip
+           "--n-boot", "20", "--n-splits", "2", "--n-train", "400", "--max-reuse", "2",
+           "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     (row,) = _rows(out)
     assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
@@ -220,5 +233,6 @@ def test_frequencies_benchmark_smoke(tmp_path):
         assert 0 <= row[k] <= 1
     assert row["tv_mean_cells"] == row["tv_mean"]  # the same estimate, another interval
     assert 0 <= row["mean_weight"] <= 1 and (row["tv_unmixed"] is None or 0 <= row["tv_unmixed"] <= 1)
-    assert 0 < row["n_source_cells_a"] <= 80 and 0 < row["n_source_cells_b"] <= 80
+    # --max-reuse 2: 80 PICs need at least 40 cells of each population
+    assert row["max_reuse"] == 2 and 40 <= row["n_source_cells_a"] <= 80 and 40 <= row["n_source_cells_b"] <= 80
     assert 0 <= row["power_found"] <= 2 and row["null_calls"] >= 0

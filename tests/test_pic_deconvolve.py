@@ -211,6 +211,9 @@ _BAD_SIMULATE = [
     # deconvolve's wording, from the one shared check
     ("b", T[:1], ValueError, "simulate_pics: groups ['CD4+/CD25 T Reg'] are in both a and b"),
     ("sample_key", "nope", KeyError, "sample_key 'nope' is not a column"),
+    ("max_uses", 0, ValueError, "max_uses must be a positive integer or None (the most PICs a "
+                                "singlet may be in), got 0"),
+    ("max_uses", 1.0, TypeError, "max_uses must be a positive integer or None"),
 ]
 
 
@@ -242,6 +245,25 @@ def test_simulate_zero_pics_and_samples(setup):
     with pytest.raises(ValueError, match=re.escape("no sample of singlets.obs['sample'] holds cells")):
         simulate_pics(r, groupby="grp", a=T, b=DC, n_pics=5, sample_key="sample")
     unchanged()
+
+
+@pytest.mark.parametrize("composition", ["AB", "AAB", "ABB"])
+def test_simulate_max_uses(setup, composition):
+    """max_uses caps how many PICs each singlet is in (counting a triplet's repeated member
+    twice); with attempts to spare, the scarcer population is used up (max_uses x its cells,
+    over the PIC's members of that population); without it, the draws are unchanged."""
+    ref, _ = setup
+    kw = {"groupby": "grp", "a": T, "b": DC, "composition": composition, "seed": 4}
+    n_a, n_b = int(ref.obs["grp"].isin(T).sum()), int(ref.obs["grp"].isin(DC).sum())
+    need_a, need_b = composition.count("A"), composition.count("B")
+    for m in (1, 2):
+        pics = simulate_pics(ref, n_pics=20 * (n_a + n_b), max_uses=m, **kw)
+        members = np.concatenate([pics.obs[c].to_numpy() for c in pics.obs if c.startswith("source")])
+        _, uses = np.unique(members, return_counts=True)
+        assert uses.max() == m
+        assert pics.n_obs == min(m * n_a // need_a, m * n_b // need_b)
+    first = simulate_pics(ref, n_pics=50, **kw)
+    assert first.obs.equals(simulate_pics(ref, n_pics=50, max_uses=None, **kw).obs)
 
 
 def test_gpu_kernel_matches_cpu(device):

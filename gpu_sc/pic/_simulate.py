@@ -41,9 +41,33 @@ def downsample_row(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.n
     return drawn if k == n else c - drawn
 
 
+class _Pool:
+    """Cells to draw members from. With a use limit, a cell that has used its last leaves by a
+    swap with the live end, so a draw stays O(1); without one, a draw is exactly
+    ``cells[rng.integers(cells.size)]``, so unlimited results do not change."""
+
+    def __init__(self, cells: np.ndarray, limited: bool):
+        self.cells = np.array(cells)  # a copy: the swaps must not reorder the caller's array
+        self.size = self.cells.size
+        self.where = {int(c): i for i, c in enumerate(self.cells)} if limited else None
+
+    def draw(self, rng: np.random.Generator):
+        return self.cells[rng.integers(self.size)]
+
+    def remove(self, cell) -> None:
+        i = self.where.pop(int(cell), None)
+        if i is None:  # not in this pool (the other role's, or another sample's)
+            return
+        self.size -= 1
+        if i < self.size:
+            last = self.cells[self.size]
+            self.cells[i] = last
+            self.where[int(last)] = i
+
+
 def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis: int = 1000,
                   composition: str = "AB", sample_key: str | None = None,
-                  seed: int = 0) -> AnnData:
+                  max_uses: int | None = None, seed: int = 0) -> AnnData:
     """Synthetic PICs built from singlets of populations A and B.
 
     Parameters
@@ -63,6 +87,11 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         ``"AB"`` (doublet), ``"AAB"`` or ``"ABB"`` (triplets).
     sample_key
         If given, all members of a PIC come from the same sample.
+    max_uses
+        If given, each singlet is a member of at most this many PICs (``1``: no two PICs share
+        a cell, as in real data). Attempts stop early once population A has no cell left, and
+        an attempt whose sample has no B (or second A) cell left makes no PIC. ``None`` (the
+        default) draws members with replacement, so a few cells can stand in many PICs.
     seed
         Random seed (a non-negative integer).
 
@@ -80,6 +109,8 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     n_pics = check_int(n_pics, step=step, name="n_pics", minimum=0)
     n_umis = check_int(n_umis, step=step, name="n_umis")
     seed = check_seed(seed, step=step)
+    max_uses = check_int(max_uses, step=step, name="max_uses", none_ok=True,
+                         hint=" (the most PICs a singlet may be in)")
     labels, ga, gb = population_groups(singlets, groupby, a, b, step=step)
     if sample_key is not None and sample_key not in singlets.obs:
         msg = (
@@ -107,25 +138,42 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
     # PICs x genes
     pieces_r, pieces_c, pieces_v, meta = [], [], [], []
+    limited = max_uses is not None
+    left = np.full(singlets.n_obs, max_uses if limited else 0, dtype=np.int64)
+    firsts = _Pool(pool_a, limited)
     # each sample's A and B cells, found once (the draws below are the same as filtering per PIC)
-    by_sample = {s: {"A": pool_a[samples[pool_a] == s], "B": pool_b[samples[pool_b] == s]}
+    by_sample = {s: {"A": _Pool(pool_a[samples[pool_a] == s], limited),
+                     "B": _Pool(pool_b[samples[pool_b] == s], limited)}
                  for s in pd.unique(samples[pool_a])}  # fmt: skip
     for _ in range(n_pics):
-        first = pool_a[rng.integers(pool_a.size)]
+        if firsts.size == 0:  # max_uses: population A used up
+            break
+        first = firsts.draw(rng)
         s = samples[first]
-        members = []
-        for role in roles:
+        members = [first]
+        for role in roles[1:]:
             pool = by_sample[s][role]
-            if role == "A" and not members:
-                members.append(first)
-            else:
-                members.append(pool[rng.integers(pool.size)])
+            if pool.size == 0:  # max_uses: this sample's partners used up
+                break
+            members.append(pool.draw(rng))
+        if len(members) < len(roles):
+            continue
+        if limited:  # a triplet may draw a cell twice: it needs two uses left
+            used, times = np.unique(members, return_counts=True)
+            if np.any(left[used] < times):
+                continue
         c = totals[members]
         tot = c.sum()
         big_n = min(tot, n_umis)
         n_i = np.minimum(np.round(c * big_n / tot), c).astype(np.int64)
         if n_i.sum() != n_umis:
             continue
+        if limited:
+            left[used] -= times
+            for cell in used[left[used] == 0]:
+                firsts.remove(cell)
+                for pool in by_sample[samples[cell]].values():
+                    pool.remove(cell)
         for m, n in zip(members, n_i, strict=True):
             lo, hi = x.indptr[m], x.indptr[m + 1]
             pieces_c.append(x.indices[lo:hi])
