@@ -214,7 +214,7 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
           holdout: float = 0.3, max_reuse: int | None = None):
     """Reference singlets (obs['grp']), PICs with truth, and what was built; or None, reason.
     `max_reuse`: each held-out source cell in at most that many PICs (None: drawn with
-    replacement, so TNBC's 16 immune sources stand in about 90 PICs each)."""
+    replacement, so TNBC's 11-18 immune sources stand in some 80-140 of 1,500 PICs each)."""
     loader, n_umis, pop_a, pop_b, sub_key = DATASETS[name]
     got, why = loader(data_dir)
     if got is None:
@@ -245,7 +245,7 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
     present = set(sources.obs["grp"].astype(str))
     pics, attempts = _simulate(sources, [g for g in groups["A"] if g in present],
                                [g for g in groups["B"] if g in present], n_pics, n_umis, seed,
-                                   max_reuse)
+                               max_reuse)
     sizes = ref.obs["grp"].value_counts()
     # subtype of each group = the commonest original label among its reference cells
     major = ref.obs.groupby("grp", observed=True)["subtype"].agg(lambda s: s.value_counts().index[0])
@@ -302,28 +302,69 @@ def calibration(p: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS):
     return table, (float(ece) if p.size else None)
 
 
-def metrics(obs: pd.DataFrame, major: dict, sub_of_source: dict) -> dict:
-    st = obs["pic_status"].astype(str).to_numpy()
-    ok = st == "ok"
+def hits(obs: pd.DataFrame, major: dict, sub_of_source: dict | None) -> tuple[np.ndarray, dict]:
+    """The 'ok' mask and, per PIC, whether the call is right: exact pair, A group, B group and
+    (where the data set has labels) A subtype, B subtype and both: the chosen group's commonest
+    original label vs the source cell's own label (with one subtype a side it is trivially
+    right). Entries of PICs that are not ok are False."""
+    ok = obs["pic_status"].astype(str).to_numpy() == "ok"
     pa, pb = obs["pic_a"].astype(str).to_numpy(), obs["pic_b"].astype(str).to_numpy()
     ta, tb = obs["true_a"].astype(str).to_numpy(), obs["true_b"].astype(str).to_numpy()
-    hit_a, hit_b = (pa == ta) & ok, (pb == tb) & ok
-    pair = hit_a & hit_b
+    out = {"a_accuracy": (pa == ta) & ok, "b_accuracy": (pb == tb) & ok}
+    out["pair_accuracy"] = out["a_accuracy"] & out["b_accuracy"]
+    if sub_of_source is not None:
+        for side, pred, source in (("a", pa, "source_a"), ("b", pb, "source_b")):
+            truth = obs[source].astype(str).map(sub_of_source).to_numpy()
+            guess = np.array([major.get(g, "") for g in pred], dtype=object)
+            out[f"{side}_subtype_accuracy"] = (guess == truth) & ok
+        out["subtype_pair_accuracy"] = out["a_subtype_accuracy"] & out["b_subtype_accuracy"]
+    return ok, out
+
+
+def paired_difference(x: np.ndarray, y: np.ndarray, cells_a, cells_b) -> tuple[float, float]:
+    """Mean of x - y (0/1 per PIC, two methods on the same PICs) and its standard error, robust
+    to PICs that share a source cell: clustered two ways, by the A and by the B cell (the
+    variance clustered by each, less that of the PICs themselves; Cameron, Gelbach and Miller)."""
+    d = np.asarray(x, float) - np.asarray(y, float)
+    n = d.size
+    if n < 2:
+        return (float(d.mean()) if n else float("nan")), float("nan")
+    r = d - d.mean()
+
+    def clustered(codes) -> float:
+        sums = pd.Series(r).groupby(pd.Index(codes)).sum().to_numpy()
+        return float((sums**2).sum())
+
+    var = clustered(cells_a) + clustered(cells_b) - float((r**2).sum())
+    return float(d.mean()), float(np.sqrt(max(var, 0.0)) / n)
+
+
+def compare(obs_x: pd.DataFrame, obs_y: pd.DataFrame, major: dict, sub_of_source) -> dict:
+    """Method x minus method y on the PICs both kept: per accuracy, the difference and its
+    source-cell-robust standard error (`paired_difference`)."""
+    ok_x, hx = hits(obs_x, major, sub_of_source)
+    ok_y, hy = hits(obs_y, major, sub_of_source)
+    both = ok_x & ok_y
+    out = {"n_both_ok": int(both.sum())}
+    for k in hx:
+        d, se = paired_difference(hx[k][both], hy[k][both], obs_x["source_a"].to_numpy()[both],
+                                  obs_x["source_b"].to_numpy()[both])
+        out[f"{k}_diff"], out[f"{k}_se"] = d, se
+    return out
+
+
+def metrics(obs: pd.DataFrame, major: dict, sub_of_source: dict) -> dict:
+    st = obs["pic_status"].astype(str).to_numpy()
+    ok, hit = hits(obs, major, sub_of_source)
     n_ok = int(ok.sum())
     out = {"n_ok": n_ok, "ok_share": float(ok.mean()) if ok.size else None,
            "status_counts": {k: int(v) for k, v in zip(*np.unique(st, return_counts=True), strict=True)}}
-    for key, hit in (("pair_accuracy", pair), ("a_accuracy", hit_a), ("b_accuracy", hit_b)):
-        out[key] = float(hit[ok].mean()) if n_ok else None
-        out[key + "_all"] = float(hit.mean()) if hit.size else None  # not-ok PICs count as wrong
-    # subtype level: the chosen group's commonest original label vs the source cell's own label
-    # (only where the data set has labels; with one subtype a side it is trivially right)
-    for side, pred, source in (("a", pa, "source_a"), ("b", pb, "source_b")):
-        if sub_of_source is None:
-            out[f"{side}_subtype_accuracy"] = None
-            continue
-        truth = obs[source].astype(str).map(sub_of_source).to_numpy()
-        guess = np.array([major.get(g, "") for g in pred], dtype=object)
-        out[f"{side}_subtype_accuracy"] = float((guess[ok] == truth[ok]).mean()) if n_ok else None
+    for key in ("pair_accuracy", "a_accuracy", "b_accuracy"):
+        out[key] = float(hit[key][ok].mean()) if n_ok else None
+        out[key + "_all"] = float(hit[key].mean()) if hit[key].size else None  # not-ok PICs count as wrong
+    for key in ("a_subtype_accuracy", "b_subtype_accuracy"):
+        out[key] = float(hit[key][ok].mean()) if key in hit and n_ok else None
+    pair = hit["pair_accuracy"]
     t = obs["true_alpha"].to_numpy(float)[ok]
     e = obs["pic_alpha"].to_numpy(float)[ok]
     out["alpha_r2"] = _r2(t, e)
@@ -487,6 +528,11 @@ def validate(args, emit: Callable[[dict], None]) -> list[dict]:
                         rel = np.abs(lg - lc) / np.maximum(np.abs(lc), 1e-300)
                         row["cpu_ll_max_rel_diff"] = float(rel.max()) if both.any() else None
                     add(row)
+            if {"ml", "picseq"} <= set(cpu_obs):  # is ml ahead beyond what its source cells allow?
+                add({**common, "mode": "compare", "dataset": ds, "seed": seed, "method": "ml-picseq",
+                     "backend": "cpu", "n_pics": info["n_pics"], "n_groups_a": info["n_groups_a"],
+                     "n_groups_b": info["n_groups_b"], "max_reuse": info["max_reuse"],
+                     **compare(cpu_obs["ml"], cpu_obs["picseq"], built["major"], built["sub_of_source"])})
     return rows
 
 
@@ -722,6 +768,10 @@ def summary(rows: list[dict]) -> str:
     for r in rows:
         if r.get("mode") == "validate" and r.get("method") is None:
             lines.append(f"{r['dataset']:8s} skipped: {r['skipped']}")
+    for r in rows:  # paired, with standard errors robust to shared source cells
+        if r.get("mode") == "compare":
+            parts = [f"{k[:-5]} {r[k]:+.3f} +- {r[k[:-5] + '_se']:.3f}" for k in r if k.endswith("_diff")]
+            lines.append(f"{r['dataset']:8s} seed {r['seed']} ml - picseq: " + ", ".join(parts))
     sc_rows = [r for r in rows if r.get("mode") == "scale"]
     if sc_rows:
         lines.append("")

@@ -83,6 +83,46 @@ def test_build_caps_source_reuse(bench, tmp_path):
     assert free["info"]["n_pics"] == 1000 and free["info"]["source_uses_max"] > 1
 
 
+def test_paired_difference_clusters_by_source_cells(bench):
+    """The difference's standard error, two-way clustered by A and B source cell, against a loop;
+    with every PIC of its own cells it is the plain (heteroskedastic) one, and PICs that repeat
+    one cell's outcome widen it."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random(60) < 0.7, rng.random(60) < 0.5
+    own = np.arange(60)
+    d, se = bench.paired_difference(x, y, own, own + 100)
+    r = (x.astype(float) - y) - (x.astype(float) - y).mean()
+    assert d == pytest.approx((x.astype(float) - y).mean())
+    assert se == pytest.approx(np.sqrt((r**2).sum()) / 60)
+    cells_a, cells_b = own // 6, own % 7  # 10 A cells in 6 PICs each, 7 B cells
+    _, se2 = bench.paired_difference(x, y, cells_a, cells_b)
+    va = sum(r[cells_a == c].sum() ** 2 for c in range(10))
+    vb = sum(r[cells_b == c].sum() ** 2 for c in range(7))
+    assert se2 == pytest.approx(np.sqrt(va + vb - (r**2).sum()) / 60)
+    same = np.repeat(rng.random(10) < 0.5, 6)  # each A cell's PICs share one outcome
+    assert bench.paired_difference(same, ~same, cells_a, own)[1] > bench.paired_difference(
+        same, ~same, own, own + 100)[1]
+
+
+def test_compare_rows(bench):
+    """compare(): ml minus picseq per accuracy on the PICs both kept, subtype keys only with
+    labels."""
+    obs = pd.DataFrame({"pic_status": ["ok"] * 4 + ["low_umis"], "true_a": ["T0"] * 5,
+                        "true_b": ["D0"] * 5, "source_a": list("aabbc"), "source_b": list("vwxyz")})
+    x = obs.assign(pic_a=["T0", "T0", "T1", "T0", "T0"], pic_b=["D0"] * 5)
+    y = obs.assign(pic_a=["T1", "T0", "T1", "T1", "T0"], pic_b=["D0", "D0", "D1", "D0", "D0"])
+    major = {"T0": "CD4", "T1": "CD8", "D0": "DC", "D1": "DC"}
+    sub = {"a": "CD4", "b": "CD4", "c": "CD8", "v": "DC", "w": "DC", "x": "DC", "y": "DC", "z": "DC"}
+    row = bench.compare(x, y, major, sub)
+    assert row["n_both_ok"] == 4
+    assert row["pair_accuracy_diff"] == pytest.approx((3 - 1) / 4)
+    assert row["a_subtype_accuracy_diff"] == pytest.approx((3 - 1) / 4)
+    assert row["b_subtype_accuracy_diff"] == 0
+    # each A cell's two PICs differ in opposite directions: clustered by A cell, no spread left
+    assert row["pair_accuracy_se"] == pytest.approx(0, abs=1e-12)
+    assert not any(k.startswith("a_subtype") for k in bench.compare(x, y, major, None))
+
+
 def test_calibration_table(bench):
     p = np.array([0.05, 0.15, 0.95, 0.95, 1.0, 0.5])
     hit = np.array([False, True, True, False, True, True])
