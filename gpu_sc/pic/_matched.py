@@ -38,9 +38,10 @@ picseq's, against 54-85 and 64-136 with the assigned pairs alone; pbmc4k 0-3 aga
 programme recalled 1.0 with 0-9 % of up-calls elsewhere (assigned alone: 5-20 %). What is left on
 TNBC is its simulation's reuse of 18 held-out immune cells (the true pairs themselves give 56-84
 calls): with those cells as the units (`replicate_key`), 0-1 false calls over the same runs
-(benchmarks/pic_interaction.py --replicate-key source_a), and 0 with each of those cells in at
-most 3 PICs (--max-reuse 3; 0-4 at 10): a reused cell's own genes enter the sum once per PIC it
-is in, while the doublets carry the between-cell variation once. Alpha's uncertainty is left out: the
+(benchmarks/pic_interaction.py --replicate-key source_a). A reused cell's own genes enter the
+sum once per PIC it is in, while the doublets carry the between-cell variation once: on pbmc68k,
+tested on the same ~700 genes at every cap (--max-reuse), 0-1, 1-3 and 7 false calls with each
+source cell in at most 3, 10 and about 25 PICs. Alpha's uncertainty is left out: the
 true alpha instead of the estimate changed nothing (58 vs 56 calls).
 
 The null compares counts at the PIC's own depth and alpha, so no expected layer and no
