@@ -40,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_sc as gsc
 from _common import cpu_name, jsonl_rows, versions
-from pic_validate import DEFAULT_DATA, build
+from pic_validate import DEFAULT_DATA, build, hits
 
 from gpu_sc.pic._confusion import confusion, kept_posterior, simulated_posteriors, unmix
 
@@ -158,8 +158,8 @@ def run(args, emit) -> None:
                                        n_umis=built["info"]["n_umis"], seed=0, n_train=args.n_train)  # fmt: skip
                     t_dec = time.perf_counter() - t0
                     ok = p.obs["pic_status"] == "ok"
-                    acc = float(((p.obs["pic_a"].astype(str) == p.obs["true_a"].astype(str))
-                                 & (p.obs["pic_b"].astype(str) == p.obs["true_b"].astype(str)))[ok].mean())  # fmt: skip
+                    kept, right = hits(p.obs, {}, None)
+                    acc = float(right["pair_accuracy"][kept].mean())
                     row = {"dataset": name, "seed": seed, "method": method, "group_size": args.group_size,
                            "max_reuse": args.max_reuse, "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
                            "n_pics": int(p.n_obs), "n_ok": int(ok.sum()), "pair_accuracy": acc,

@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_sc as gsc
 from _common import cpu_name, jsonl_rows, versions
-from pic_validate import DEFAULT_DATA, build
+from pic_validate import DEFAULT_DATA, build, hits
 
 N_PROGRAMME = 20
 FDR = 0.1
@@ -123,8 +123,8 @@ def run(args, emit) -> list[dict]:
                         t_dec = time.perf_counter() - t0
                         gsc.pic.expected_expression(p, ref, groupby="grp")
                     ok = p.obs["pic_status"] == "ok"
-                    pair_acc = float(((p.obs["pic_a"].astype(str) == p.obs["true_a"].astype(str))
-                                      & (p.obs["pic_b"].astype(str) == p.obs["true_b"].astype(str)))[ok].mean())
+                    kept, right = hits(p.obs, {}, None)
+                    pair_acc = float(right["pair_accuracy"][kept].mean())
                     tests = ("matched", "matched_assigned", "chi2") + (("matched_units",) if args.replicate_key else ())
                     for test in tests:
                         t0 = time.perf_counter()

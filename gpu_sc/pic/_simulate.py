@@ -139,7 +139,7 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     # PICs x genes
     pieces_r, pieces_c, pieces_v, meta = [], [], [], []
     limited = max_uses is not None
-    left = np.full(singlets.n_obs, max_uses if limited else 0, dtype=np.int64)
+    left = np.full(singlets.n_obs, max_uses, dtype=np.int64) if limited else None  # uses left
     firsts = _Pool(pool_a, limited)
     # each sample's A and B cells, found once (the draws below are the same as filtering per PIC)
     by_sample = {s: {"A": _Pool(pool_a[samples[pool_a] == s], limited),
