@@ -46,12 +46,22 @@ TESTS_ENV = "GPU_RUN_TESTS_JSONL"  # where the pytest plugin below writes its ro
 
 # (part, budget in seconds, what it does): install and setup come first whatever is selected,
 # reserve is kept free at the end (stopping parts, writing the summary)
-BUDGETS = {"install": INSTALL_S, "setup": 20, "tests": 120, "bench": 150, "pic-validate": 85, "pic-scale": 90,
-           "reserve": 15}  # fmt: skip
+# Sized from the first session on an H200 (2026-12-04, benchmarks/results/gpu-run-h200-2026-12-04.*):
+# install 2 s, setup 11 s, bench 89 s; the GPU tests 254 s one at a time with CuPy's kernel cache
+# warm (and 5 of 209 in the first 120 s cold, compiling), hence several pytest workers below;
+# pic-validate and pic-scale ran past 146 s and 90 s, hence one dataset and one method each, and
+# pic-scale on the GPU alone (the CPU's fixed cost, 17 s, was timed twice before the GPU began).
+# Install's unused budget (58 s of 60 there) passes to the parts after it.
+BUDGETS = {"install": INSTALL_S, "setup": 20, "tests": 185, "bench": 110, "first-call": 60, "pic-validate": 50,
+           "pic-scale": 40, "reserve": 15}  # fmt: skip
+TEST_WORKERS = 8  # pytest-xdist processes sharing the GPU (16 cores there), where xdist imports
 # --small: the same total, spent generously on tiny sizes (a loaded 2-core machine is slow to start Python)
-SMALL_BUDGETS = {"install": INSTALL_S, "setup": 45, "tests": 60, "bench": 120, "pic-validate": 120,
+SMALL_BUDGETS = {"install": INSTALL_S, "setup": 45, "tests": 60, "bench": 120, "first-call": 0, "pic-validate": 120,
                  "pic-scale": 120, "reserve": 15}  # fmt: skip
-PARTS = ("tests", "bench", "pic-validate", "pic-scale")  # in order of value: run first
+PARTS = ("tests", "bench", "first-call", "pic-validate", "pic-scale")  # in order of value: run first
+# the dry run leaves out first-call: compile timings mean nothing there, and cold Numba compiles
+# of every step would cost the CI run a minute
+NOT_SMALL = ("first-call",)
 FIXED = ("install", "setup", "reserve")
 BENCH_STEPS = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors"
 
@@ -64,6 +74,11 @@ def _tail(text: str, n: int) -> str:
     return text if len(text) <= n else "..." + text[-n:]
 
 
+def _worker() -> str | None:
+    """The pytest-xdist worker this process is ('gw0', ...), None in the controller or without xdist."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
 def _test_row(row: dict) -> None:
     path = os.environ.get(TESTS_ENV)
     if path:
@@ -71,17 +86,21 @@ def _test_row(row: dict) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+# Under xdist each worker collects every test and the controller collects none, while the
+# controller receives every worker's reports: the first worker says how many were collected, the
+# controller writes the rest (a worker writing too would count each test twice).
 def pytest_collection_finish(session) -> None:
-    _test_row({"event": "collected", "n": len(session.items)})
+    if _worker() in (None, "gw0"):
+        _test_row({"event": "collected", "n": len(session.items)})
 
 
 def pytest_collectreport(report) -> None:
-    if report.failed:
+    if report.failed and _worker() is None:
         _test_row({"event": "collect_error", "nodeid": report.nodeid, "longrepr": _tail(str(report.longrepr), 3000)})
 
 
 def pytest_runtest_logreport(report) -> None:
-    if report.passed and report.when != "call":  # setup / teardown that went well: nothing to say
+    if _worker() is not None or (report.passed and report.when != "call"):  # setup / teardown that went well
         return
     row = {"event": "test", "nodeid": report.nodeid, "when": report.when, "outcome": report.outcome,
            "duration": round(report.duration, 4)}  # fmt: skip
@@ -95,7 +114,8 @@ def pytest_runtest_logreport(report) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
-    _test_row({"event": "finished", "exitstatus": int(exitstatus)})
+    if _worker() is None:
+        _test_row({"event": "finished", "exitstatus": int(exitstatus)})
 
 
 def count_tests(path: Path) -> dict:
@@ -247,6 +267,16 @@ def pic_data_dir() -> Path | None:
     return None
 
 
+def _parallel_tests() -> list[str]:
+    """pytest-xdist's options for TEST_WORKERS workers where it imports (the GPU machine's image
+    has it), else none: the tests run one at a time."""
+    try:
+        import xdist  # noqa: F401
+    except ImportError:
+        return []
+    return ["-n", str(TEST_WORKERS), "-p", "no:cacheprovider"]
+
+
 def plan(args, dev: str, date: str, out: Path) -> list[Part]:
     """Every part of the session; `dev` (device slug) and `date` name the files."""
     tag = f"{dev}-{date}"
@@ -262,11 +292,15 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
         scale = ["--scale-dataset", "pbmc68k", "--scale-pics", "60", "--scale-cpu-pics", "60", "--scale-groups", "3",
                  "--scale-pool", "60", "--scale-fixed-pics", "10", "--scale-loop-pics", "20", "--methods", "picseq",
                  "--n-train", "300"]  # fmt: skip
+        scale_backends = "cpu,gpu"
     else:
-        tests = ["-m", "gpu"]
+        tests = ["-m", "gpu", *_parallel_tests()]
         n_cells, dataset, steps, repeats = args.n_cells, args.dataset, BENCH_STEPS, 3
-        validate = ["--datasets", "pbmc68k,pbmc4k,tnbc", "--methods", "ml,picseq,mixture", "--n-pics", "1000"]
-        scale = ["--scale-pics", "100000", "--scale-cpu-pics", "2000", "--methods", "ml,picseq,ml-markers"]
+        # one dataset of realistic width (17,646 genes); pbmc68k gave CPU-GPU pair agreement 1.0
+        # for ml, picseq and mixture on 2026-12-04, with mixture 4.5 times slower on the GPU
+        validate = ["--datasets", "pbmc4k", "--methods", "ml,picseq", "--n-pics", "1000"]
+        scale = ["--scale-pics", "100000", "--methods", "ml"]
+        scale_backends = "gpu"  # the CPU's rows at this size: benchmarks/results/pic-scale-cpu-*
     bench = f"gpu-{dev}-{_cells(n_cells)}-{date}.jsonl"
     parts = [
         Part("install", budgets["install"], "wheels from .whl/ into /tmp/site (gpu_run.sh, before Python starts)"),
@@ -278,18 +312,23 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
              f"run.py --backend gpu, {n_cells:,} {dataset} cells, {steps.count(',') + 1} steps, {repeats} repeats",
              [py, "benchmarks/run.py", "--backend", "gpu", "--dataset", dataset, "--n-cells", str(n_cells),
               "--steps", steps, "--repeats", str(repeats), "--out", str(out / bench)], [bench]),
+        Part("first-call", budgets["first-call"],
+             "first_call.py --backend gpu --no-demo: import and each step's first call, cold and warm caches",
+             [py, "benchmarks/first_call.py", "--backend", "gpu", "--no-demo", "--timeout", "120",
+              "--out", str(out / f"first-call-gpu-{tag}.jsonl")], [f"first-call-gpu-{tag}.jsonl"]),
         Part("pic-validate", budgets["pic-validate"],
              "pic_validate.py --backends cpu,gpu --seeds 0 " + " ".join(validate),
              [py, "benchmarks/pic_validate.py", "--backends", "cpu,gpu", "--seeds", "0", *validate, *data_args,
               "--out", str(out / f"pic-gpu-{tag}.jsonl")], [f"pic-gpu-{tag}.jsonl"]),
-        Part("pic-scale", budgets["pic-scale"], "pic_validate.py --scale --backends cpu,gpu " + " ".join(scale),
-             [py, "benchmarks/pic_validate.py", "--scale", "--backends", "cpu,gpu", *scale, *data_args,
+        Part("pic-scale", budgets["pic-scale"],
+             f"pic_validate.py --scale --backends {scale_backends} " + " ".join(scale),
+             [py, "benchmarks/pic_validate.py", "--scale", "--backends", scale_backends, *scale, *data_args,
               "--out", str(out / f"pic-scale-gpu-{tag}.jsonl")], [f"pic-scale-gpu-{tag}.jsonl"]),
         Part("reserve", budgets["reserve"], f"stopping overrunning parts ({GRACE_S} s each), the summary"),
     ]  # fmt: skip
     for name, command in args.replace.items():  # tests of this script: a stand-in command
         next(p for p in parts if p.name == name).cmd = shlex.split(command)
-    return [p for p in parts if p.name in FIXED or p.name in args.parts]
+    return [p for p in parts if p.name in FIXED or (p.name in args.parts and not (args.small and p.name in NOT_SMALL))]
 
 
 def check_budgets(parts: list[Part], total: float) -> None:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The one command of a GPU session (benchmarks/README.md, "The GPU run"), from the repository root:
 #   bash benchmarks/gpu_run.sh [OUT_DIR] [gpu_run.py options]      (OUT_DIR default benchmarks/results/)
-# Installs the wheels carried in .whl/ (the GPU machine reaches no package index; fill .whl/ with
-# ../shared/gpu/fetch-wheels.sh --with-rsc beforehand) into /tmp/site, puts them and the repository
-# on PYTHONPATH and hands over to benchmarks/gpu_run.py, which counts the install in its budget.
+# Installs the wheels carried in .whl/ (the GPU machine reaches no package index; fill .whl/
+# beforehand as benchmarks/README.md says) into /tmp/site, puts them and the repository on
+# PYTHONPATH and hands over to benchmarks/gpu_run.py, which counts the install in its budget.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 GPU_RUN_T0=$(date +%s.%N)

@@ -13,6 +13,7 @@ import pytest
 import scanpy as sc
 import scipy.sparse as sp
 from _helpers import ULPS, assert_close, assert_same, to_host
+from test_hvg import _assert_frames_equal as _assert_device_frames_equal
 from test_hvg import _quiet
 from test_scale import KWARGS as SCALE_KWARGS
 
@@ -310,12 +311,9 @@ def test_gpu_blocks_equal_cpu(device, pbmc, dense):
         gpu.X = on_gpu(_dask(data.X, 97, dense))
         ref = _quiet(highly_variable_genes, cpu, flavor=flavor, inplace=False, **kw)
         got = _quiet(highly_variable_genes, gpu, flavor=flavor, inplace=False, **kw)
-        assert list(got.columns) == list(ref.columns)
-        for col in ref.columns:
-            if ref[col].dtype.kind == "f":
-                assert_close(got[col], ref[col], n_terms=N_CELLS, out=ref[col].dtype, err_msg=col, **CHAIN)
-            else:
-                assert got[col].equals(ref[col]), col
+        # as the in-memory GPU test: 'seurat' takes expm1 of float32 values in float32, which
+        # CUDA's libm may round an ulp from the host's (seen on an H200, 2026-12-04)
+        _assert_device_frames_equal(got, ref, N_CELLS, flavor, against="cpu")
     for kw in SCALE_CASES:
         cpu, gpu = log.copy(), log.copy()
         cpu.X = _dask(log.X, 97, dense)

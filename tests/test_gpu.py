@@ -6,6 +6,7 @@ slice under the emulator, whose `cupyx.scipy.sparse` is scipy holding device arr
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -107,8 +108,12 @@ def test_clipped_sums(pair, grids, request):
         request.getfixturevalue("small_grids")
     cpu, gpu = pair
     clip = np.linspace(0.5, 6.0, cpu.shape[1])
+    n = cpu.shape[0]
     for got, ref in zip(_ops.clipped_sums(gpu, _gpu(clip)), _ops.clipped_sums(cpu, clip), strict=True):
-        assert_close(got, ref, dtype=np.float64, n_terms=cpu.shape[0])  # non-integer clipped values, atomics
+        # CSR adds each value by an atomic in no set order, and many values are the same clip
+        # value, whose roundings repeat rather than cancel: the bound of a sum in any order, n
+        # steps of float64 (sqrt(n) steps was exceeded 2.4-fold on an H200, 2026-12-04)
+        assert_close(got, ref, dtype=np.float64, n_terms=n, ulps=math.sqrt(n))
 
 
 def test_top_sums(pair):

@@ -49,7 +49,7 @@ def test_dry_run_writes_every_part(dry_run, gr):
     out, r = dry_run
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     s = _summary(out)
-    assert [p["name"] for p in s["parts"]] == ["install", "setup", *gr.PARTS]
+    assert [p["name"] for p in s["parts"]] == ["install", "setup", *(p for p in gr.PARTS if p not in gr.NOT_SMALL)]
     assert s["parts"][0]["run"] is False  # no wheels: nothing installed
     for p in s["parts"][1:]:
         assert p["run"] and p["exit_status"] == 0 and p["timed_out"] is False, p
@@ -129,7 +129,7 @@ def test_budget_table_adds_up(gr, tmp_path, capsys):
     assert re.search(rf"^sum +{sum(gr.BUDGETS.values()):g}  of at most {gr.TOTAL_S:g} s$", table, flags=re.M)
     assert "--n-cells 1000000" in table and "--steps qc,filter,normalize,log1p,hvg,scale,pca,neighbors" in table
     assert gr.main([str(tmp_path), "--plan", "--budget", "bench=400"]) == 2  # refused: over the total
-    assert gr.main([str(tmp_path), "--plan", "--budget", "bench=10", "--total", "400"]) == 0
+    assert gr.main([str(tmp_path), "--plan", "--budget", "bench=10", "--total", "450"]) == 0
     parts = [gr.Part("a", 300, ""), gr.Part("b", 241, "")]
     with pytest.raises(ValueError, match="541 s, more than the total of 540 s"):
         gr.check_budgets(parts, 540)
@@ -165,3 +165,20 @@ def test_test_counts_from_partial_rows(gr, tmp_path):
     c = gr.count_tests(p)
     assert (c["collected"], c["passed"], c["failed"], c["errors"], c["skipped"], c["not_run"]) == (6, 1, 1, 1, 1, 2)
     assert not c["finished"] and [f["nodeid"] for f in c["failures"]] == ["b", "d"]
+
+
+def test_plugin_counts_each_test_once_under_xdist(gr, tmp_path):
+    """With pytest-xdist (the tests part's workers on the GPU machine) the workers collect and the
+    controller receives their reports: each test is counted once, none is left not_run."""
+    pytest.importorskip("xdist")
+    (tmp_path / "test_three.py").write_text(
+        "import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    assert False\n\n"
+        "@pytest.mark.skip\ndef test_c():\n    pass\n")
+    rows = tmp_path / "rows.jsonl"
+    env = {**os.environ, "GPU_RUN_TESTS_JSONL": str(rows),
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])}
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "gpu_run", "-n", "2", "-p", "no:cacheprovider",
+                    "--rootdir", str(tmp_path), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                   timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
+    c = gr.count_tests(rows)
+    assert (c["collected"], c["passed"], c["failed"], c["skipped"], c["not_run"], c["finished"]) == (3, 1, 1, 1, 0, True)

@@ -22,7 +22,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, to_host
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
 from .._stats import bh_fdr
@@ -275,7 +275,7 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
     n_cells = x.shape[0]
     out = {}
     if reference == "rest":  # one ranking over all cells serves every group
-        sums, tie = rank_sums(p, codes, len(order))
+        sums, tie = (to_host(a) for a in rank_sums(p, codes, len(order)))  # scipy.stats takes host arrays
         coef = 1.0 - tie / (np.float64(n_cells) ** 3 - n_cells) if tie_correct and n_cells >= 2 else 1
         for g in range(len(order)):
             n_active = int(size[g])
@@ -289,7 +289,8 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
             if g == ref:
                 continue
             rows = np.flatnonzero((codes == g) | (codes == ref))
-            sums, tie = rank_sums(parts(x[rows]), (codes[rows] == ref).astype(np.int64), 1)
+            block = x[xp_of(x.data if is_sparse(x) else x).asarray(rows)]  # a device index for device data
+            sums, tie = (to_host(a) for a in rank_sums(parts(block), (codes[rows] == ref).astype(np.int64), 1))
             n_active, n = int(size[g]), rows.size
             coef = 1.0 - tie / (np.float64(n) ** 3 - n) if tie_correct else 1
             with np.errstate(invalid="ignore", divide="ignore"):

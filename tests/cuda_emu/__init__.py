@@ -358,18 +358,59 @@ def _module() -> types.ModuleType:
 _CONVERTERS = ("array", "asarray", "asanyarray", "ascontiguousarray")
 
 
+# callers whose np.asarray & co. of a device array CuPy refuses: gpu_sc, and the host libraries
+# gpu_sc hands arrays to (a device array given to scipy.stats raised on an H200, 2026-12-04); not
+# scipy.sparse, whose methods the stand-in sparse classes inherit. Only calls through the numpy
+# module are seen: a library that bound `asarray` at import (scipy.stats' norm.sf does) is not,
+# so such hand-overs need a test of their own (test_wilcoxon_z_on_the_host)
+_REFUSED_CALLERS = ("gpu_sc", "scipy.stats", "scipy.special", "scipy.linalg", "pandas", "sklearn")
+
+
+def _refused_caller(frame) -> bool:
+    """A refused caller, unless it runs under the stand-ins themselves (the stand-in sparse
+    classes are scipy's, which convert their own arrays)."""
+    if not frame.f_globals.get("__name__", "").startswith(_REFUSED_CALLERS):
+        return False
+    while frame is not None:
+        if frame.f_globals.get("__name__", "").startswith(__name__):
+            return False
+        frame = frame.f_back
+    return True
+
+
 def _refusing_implicit_copies(convert):
-    """NumPy's converter that, called from gpu_sc, refuses a device array as CuPy does
-    (`np.asarray(cupy_array)` raises: a host copy takes `.get()`)."""
+    """NumPy's converter that, called from gpu_sc or a host library, refuses a device array as
+    CuPy does (`np.asarray(cupy_array)` raises: a host copy takes `.get()`)."""
 
     def wrapped(a, *args, **kwargs):
-        if isinstance(a, ndarray) and sys._getframe(1).f_globals.get("__name__", "").startswith("gpu_sc"):
+        if isinstance(a, ndarray) and _refused_caller(sys._getframe(1)):
             raise TypeError(f"np.{convert.__name__} of a device array: implicit conversion to a "
                             "NumPy array is not allowed (CuPy); use .get()")
         return convert(a, *args, **kwargs)
 
     wrapped.__name__ = convert.__name__
     return wrapped
+
+
+_REFUSING: dict = {}
+
+
+def _refusing_converters() -> dict:
+    """The refusing converters, made once and made known to Numba as the originals: Numba
+    resolves np.asarray & co. by identity when it compiles (np.partition's implementation calls
+    them), and would otherwise fail to compile a function first met inside the block."""
+    if not _REFUSING:  # NumPy's own converters: outside the block, as made on first entry
+        from numba.core.registry import cpu_target
+
+        cpu_target.target_context.refresh()  # loads Numba's implementations of NumPy's functions
+        typing = cpu_target.typing_context
+        typing.refresh()
+        for name in _CONVERTERS:
+            convert = getattr(np, name)
+            _REFUSING[name] = _refusing_implicit_copies(convert)
+            with contextlib.suppress(ValueError):  # one Numba lacks (np.asanyarray)
+                typing.insert_global(_REFUSING[name], typing.resolve_value_type(convert))
+    return _REFUSING
 
 
 @contextlib.contextmanager
@@ -385,8 +426,8 @@ def emulated_cupy():
     saved = {name: sys.modules.get(name) for name in stand_ins}
     sys.modules.update(stand_ins)
     converters = {name: getattr(np, name) for name in _CONVERTERS}
-    for name, convert in converters.items():
-        setattr(np, name, _refusing_implicit_copies(convert))
+    for name, refusing in _refusing_converters().items():
+        setattr(np, name, refusing)
     _kernels._module.cache_clear()
     try:
         yield stand_ins["cupy"]

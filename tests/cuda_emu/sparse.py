@@ -92,10 +92,18 @@ class spmatrix:  # noqa: N801  (cupyx's name)
     # reductions and dense results: device arrays, 2-D for a matrix's axis reductions (computed
     # on a host copy: scipy's own reduction multiplies by a host vector of ones, which the
     # device-operand check would refuse)
+    def _reducible(self, axis) -> None:
+        """cupyx reduces along an axis by a cuSPARSE product, which takes floats only (a bool
+        matrix's sum(axis=0) raised 'unsupported dtype' on an H200, 2026-12-04)."""
+        if axis is not None and self.dtype.kind == "b":
+            raise ValueError("unsupported dtype")
+
     def sum(self, axis=None, dtype=None, out=None):
+        self._reducible(axis)
         return _device(np.asarray(self.get().sum(axis=axis, dtype=dtype)))
 
     def mean(self, axis=None, dtype=None, out=None):
+        self._reducible(axis)
         return _device(np.asarray(self.get().mean(axis=axis, dtype=dtype)))
 
     def max(self, axis=None, out=None):
