@@ -48,7 +48,7 @@ steps = [
     ("pca", lambda a: gsc.pp.pca(a, n_comps=30)),
     ("neighbors", lambda a: gsc.pp.neighbors(a, n_neighbors=15)),
 ]
-a = gsc.get.to_gpu(base) if gpu else base
+a = gsc.get.to_gpu(base, copy=True) if gpu else base  # to_gpu works in place unless copy=True
 for name, fn in steps:
     before = a.copy()
     t = time.perf_counter(); fn(a)

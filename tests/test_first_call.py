@@ -39,3 +39,15 @@ def test_rows_and_table(monkeypatch, capsys, tmp_path):
     assert rows[1]["steady_seconds"] == 0.5 and {"versions", "backend", "timestamp"} <= set(rows[0])
     assert seen_envs[0]["NUMBA_CACHE_DIR"] == seen_envs[1]["NUMBA_CACHE_DIR"]  # the warm one reuses it
     assert "qc" in capsys.readouterr().out
+
+
+def test_gpu_child_runs_every_step(device, monkeypatch, capsys):
+    """The child's GPU branch, in this process (through the kernel emulator where there is no
+    GPU): it moves the cells to the device and runs every step (its to_gpu once worked in place
+    and returned None, unseen until a GPU session)."""
+    with benchmark_script("first_call") as fc:
+        monkeypatch.setattr("sys.argv", ["-c", "gpu", "300"])
+        exec(compile(fc.CHILD, "first_call_child", "exec"), {"__name__": "first_call_child"})
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FIRST_CALL "))
+    got = json.loads(line.removeprefix("FIRST_CALL "))
+    assert list(got["steps"]) == ["qc", "filter", "normalize", "log1p", "hvg", "scale", "pca", "neighbors"]
