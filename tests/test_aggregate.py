@@ -118,6 +118,22 @@ def test_gpu_kernel_equals_cpu(device, cells, kind):
     assert_close(to_host(gpu.layers["var"]), cpu.layers["var"], dtype=np.float64, n_terms=a.n_obs, scale=4 * scale)
 
 
+def test_gpu_integer_counts_equal_cpu(device, cells):
+    """Dense integer counts (to_gpu keeps a dense int32 X as it is; the kernel takes floats):
+    the CPU's sums, means, variances and counts exactly, as integer sums below 2**53 are exact."""
+    import cupy as cp
+
+    a = cells_for(device, cells, 200)
+    a.X = a.X.toarray().astype(np.int32)
+    funcs = ["sum", "mean", "var", "count_nonzero"]
+    cpu = gsc.get.aggregate(a, "grp", funcs)
+    g = a.copy()
+    g.X = cp.asarray(a.X)
+    gpu = gsc.get.aggregate(g, "grp", funcs)
+    for k in funcs:
+        np.testing.assert_array_equal(to_host(gpu.layers[k]), cpu.layers[k], err_msg=k)
+
+
 def test_group_sums_primitive():
     """Rows outside every group (-1) add nothing; dense and CSR give the same sums; squares are
     formed in the input dtype (float32 here) before they are summed."""

@@ -244,6 +244,29 @@ def test_loglik_matches_dense(pbmc):
     assert_close(pic_loglik(np.ascontiguousarray(u), prof, ia, ib, al), want, dtype=np.float64, n_terms=u.shape[1])
 
 
+def test_loglik_profiles_on_either_device(device, pbmc):
+    """pic_loglik with the counts on the device and the profiles on the host, or the other way
+    round: the profiles follow the counts (NumPy profiles indexed by CuPy arrays would raise)."""
+    import cupy as cp
+    from _helpers import to_host
+
+    pics = make_pics(pbmc, 25, b_groups=(DC, MONO))
+    names = list(pbmc.obs[GROUPBY].astype("category").cat.categories)
+    codes = pbmc.obs[GROUPBY].astype("category").cat.codes.to_numpy().astype(np.int64)
+    mask = np.asarray(pbmc.X.sum(0)).ravel() > 10
+    prof = group_profiles(pbmc.X.tocsr(), codes, len(names), mask)
+    ia = np.array([names.index(a) for a in pics.obs["pic_a"]])
+    ib = np.array([names.index(b) for b in pics.obs["pic_b"]])
+    al = pics.obs["pic_alpha"].to_numpy(dtype=np.float64)
+    u = sp.csr_matrix(pics.X.toarray().astype(np.float64)[:, mask])
+    want = pic_loglik(u, prof, ia, ib, al)
+    got = pic_loglik(as_type(u, "cupyx_csr"), prof, ia, ib, al)
+    assert type(got).__module__.startswith("cupy")
+    # float64 sums over each PIC's genes, in another order on the device
+    assert_close(to_host(got), want, dtype=np.float64, n_terms=u.shape[1])
+    assert_close(pic_loglik(u, cp.asarray(prof), ia, ib, al), want, dtype=np.float64, n_terms=u.shape[1])
+
+
 def test_doublet_test_separates_doublets_from_singlets(pbmc):
     pics = make_pics(pbmc, 180, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
     pics.obs.loc[pics.obs_names[0], "pic_status"] = "too_few_umis"

@@ -122,6 +122,15 @@ def test_frequencies_are_the_mean_posterior(deconvolved):
     assert tab["n_called"].sum() == ok.sum() and (tab["n_pics"] == ok.sum()).all()
 
 
+def test_frequencies_of_pics_moved_to_the_device(device, deconvolved):
+    """After gsc.get.to_gpu(pics) the pair posterior in obsm is a cupyx matrix: the same table
+    (scipy cannot take a cupyx matrix; the posterior comes back to the host)."""
+    want = gsc.pic.pair_frequencies(deconvolved, n_boot=200)
+    gpu = gsc.get.to_gpu(deconvolved, copy=True)
+    assert type(gpu.obsm["pic_pair_posterior"]).__module__.startswith("cupyx")
+    pd.testing.assert_frame_equal(gsc.pic.pair_frequencies(gpu, n_boot=200), want)
+
+
 def test_confusion_correction_moves_the_estimate_to_the_truth(deconvolved_ref):
     """The plain mean posterior is pulled towards confused pairs; unmixed through the confusion
     of simulated PICs it is closer to the true composition (measured: TV 0.166 -> 0.074, the

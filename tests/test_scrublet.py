@@ -239,6 +239,23 @@ def test_gpu_equals_cpu(device, pbmc, monkeypatch):
     np.testing.assert_array_equal(sim_gpu.obs["n_counts"], sim_cpu.obs["n_counts"])
 
 
+def test_adata_sim_on_the_device(device, pbmc):
+    """scrublet(adata_sim=) with both moved by to_gpu (obsm['doublet_parents'] moves too): the
+    CPU's scores; a simulation left on the other device is refused with what to do."""
+    obs = pbmc[:400].copy()
+    sim = scrublet_simulate_doublets(obs, random_seed=2)
+    for a in (obs, sim):
+        gsc.pp.normalize_total(a, target_sum=1e6)
+    cpu = obs.copy()
+    _quiet(scrublet, cpu, adata_sim=sim, random_state=3)
+    gpu, sim_gpu = gsc.get.to_gpu(obs, copy=True), gsc.get.to_gpu(sim, copy=True)
+    _quiet(scrublet, gpu, adata_sim=sim_gpu, random_state=3)
+    close = np.isclose(gpu.obs["doublet_score"], cpu.obs["doublet_score"], rtol=1e-12, atol=0)
+    assert close.mean() >= (1.0 if device == "emulated" else 0.995)
+    with pytest.raises(ValueError, match="adata_sim.X is a CSR matrix of dtype float32 on the CPU.*to_gpu or gsc.get.to_cpu"):
+        scrublet(gpu, adata_sim=sim)
+
+
 def _refused(adata, error, match, **kw):
     before = adata.copy()
     with pytest.raises(error, match=match):

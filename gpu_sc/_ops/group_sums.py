@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
+from .._validation import float_values
 from ._layout import Parts, row_pointers
 
 
@@ -59,5 +60,8 @@ def group_sums(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: boo
 def _(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: bool = False, counts: bool = False):
     from .._kernels.group_sums import group_sums as gpu_group_sums
 
+    # the kernel takes float32/float64; integer or bool values (to_gpu keeps dense integers) go to
+    # float64, exact as the CPU's sums of them for values and squares below 2**53
+    p = p._replace(data=float_values(p.data))
     got = gpu_group_sums(*p, codes=codes, n_groups=n_groups, squares=squares, counts=counts)
     return tuple(None if a is None else a.astype(dtype, copy=False) for a in got)

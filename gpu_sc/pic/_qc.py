@@ -88,6 +88,7 @@ def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
     xp = xp_of(u)
     rows, cols, vals = nonzeros(u)
     ia, ib, al = (xp.asarray(v) for v in (ia, ib, alpha))
+    profiles = to_host(profiles) if xp is np else xp.asarray(profiles)  # on u's device, as the indices
     pa = profiles[cols, ia[rows]]
     pb = profiles[cols, ib[rows]]
     return _ll(xp, rows, vals.astype(xp.float64), u.shape[0], pa, pb, al.astype(xp.float64), eps)

@@ -28,7 +28,7 @@ def _nan_sums(x, axis: int):
     xp = xp_of(x.data if is_sparse(x) else x)
     if is_sparse(x):
         nan = x.copy()
-        nan.data = xp.isnan(nan.data).astype(np.float64)  # cupyx reduces float data only (cuSPARSE)
+        nan.data = xp.isnan(nan.data).astype(np.float64)  # cupyx eliminate_zeros takes float data only
         nan.eliminate_zeros()
         y = x.copy()
         y.data[xp.isnan(y.data)] = 0

@@ -92,19 +92,18 @@ class spmatrix:  # noqa: N801  (cupyx's name)
     # reductions and dense results: device arrays, 2-D for a matrix's axis reductions (computed
     # on a host copy: scipy's own reduction multiplies by a host vector of ones, which the
     # device-operand check would refuse)
-    def _reducible(self, axis) -> None:
-        """cupyx reduces along an axis by a cuSPARSE product, which takes floats only (a bool
-        matrix's sum(axis=0) raised 'unsupported dtype' on an H200, 2026-12-04)."""
-        if axis is not None and self.dtype.kind == "b":
-            raise ValueError("unsupported dtype")
-
     def sum(self, axis=None, dtype=None, out=None):
-        self._reducible(axis)
         return _device(np.asarray(self.get().sum(axis=axis, dtype=dtype)))
 
     def mean(self, axis=None, dtype=None, out=None):
-        self._reducible(axis)
         return _device(np.asarray(self.get().mean(axis=axis, dtype=dtype)))
+
+    def eliminate_zeros(self):
+        """cupyx compresses by cuSPARSE's csr2csr_compress, which takes float and complex data
+        only (a bool matrix's raised 'unsupported dtype' on an H200, 2026-12-04)."""
+        if self.dtype.kind not in "fc":
+            raise ValueError("unsupported dtype")
+        super().eliminate_zeros()
 
     def max(self, axis=None, out=None):
         r = super().max(axis=axis)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..._backend import is_dask, to_host, xp_of
+from ..._backend import describe, is_dask, is_gpu, to_host, xp_of
 from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite,
                             check_int, check_number, get_matrix)  # fmt: skip
 from ._pipeline import scrub, simulate_doublets
@@ -144,7 +144,7 @@ def scrublet(
     if adata_sim is None:
         check_counts(x0, step=_STEP)
     else:
-        _check_sim(adata_sim, adata.n_vars)
+        _check_sim(adata_sim, x0)
         check_finite(x0, step=_STEP)
     min_cells = opts["n_prin_comps"] + 1
     groups = [(None, np.arange(adata.n_obs))] if batch_key is None else _batches(adata, batch_key, min_cells)
@@ -277,15 +277,21 @@ def _matrix(x, *, step: str):
     return x
 
 
-def _check_sim(adata_sim, n_vars: int) -> None:
+def _check_sim(adata_sim, x) -> None:
+    """adata_sim against adata's matrix `x`: its genes, its parents, and the same device."""
     check_anndata(adata_sim, step=_STEP, name="adata_sim")
-    if adata_sim.n_vars != n_vars:
-        msg = f"{_STEP}: adata_sim has {adata_sim.n_vars} genes, adata {n_vars}; they must match."
+    if adata_sim.n_vars != x.shape[1]:
+        msg = f"{_STEP}: adata_sim has {adata_sim.n_vars} genes, adata {x.shape[1]}; they must match."
         raise ValueError(msg)
     if "doublet_parents" not in adata_sim.obsm:
         msg = f"{_STEP}: adata_sim has no obsm['doublet_parents']; make it with scrublet_simulate_doublets."
         raise ValueError(msg)
-    check_finite(_matrix(adata_sim.X, step=_STEP), step=_STEP)
+    sim = _matrix(adata_sim.X, step=_STEP)
+    if is_gpu(sim) != is_gpu(x):
+        msg = (f"{_STEP}: adata.X is {describe(x)} but adata_sim.X is {describe(sim)}; move both to "
+               "one device first (gsc.get.to_gpu or gsc.get.to_cpu).")  # fmt: skip
+        raise ValueError(msg)
+    check_finite(sim, step=_STEP)
 
 
 def _batches(adata: AnnData, batch_key, min_cells: int) -> list:

@@ -10,7 +10,7 @@ import warnings
 import numpy as np
 from anndata import AnnData
 
-from ..._backend import xp_of
+from ..._backend import to_host, xp_of
 from ..._settings import settings
 from ..._validation import canonical, user_stacklevel
 from .._filter import filter_cells, filter_genes
@@ -83,7 +83,7 @@ def scrub(x, adata_sim, opts):
     else:
         kept, n_genes, obs = np.arange(x.shape[0]), None, x
         sim = canonical(adata_sim.X, step=_STEP)
-        parents = np.asarray(adata_sim.obsm["doublet_parents"])
+        parents = to_host(adata_sim.obsm["doublet_parents"])  # to_gpu moves obsm too
         ratio = adata_sim.uns.get("scrublet", {}).get("parameters", {}).get("sim_doublet_ratio", None)
     n_obs, n_sim = obs.shape[0], sim.shape[0]
     k = opts["n_neighbors"]
