@@ -312,10 +312,27 @@ def _namespace(source, prefix: str):
         if name in _CONVERTERS and not prefix:
             return _on_device(_copying_host_input(value))
         if callable(value) and not isinstance(value, type | np.ufunc):
-            return _on_device(value)
+            return _on_device(value if name.endswith("_like") else _refusing_host_arrays(value))
         return value
 
     return attribute
+
+
+def _refusing_host_arrays(fn):
+    """A CuPy function refuses NumPy arrays among its arguments (cupy.concatenate, where,
+    bincount, searchsorted ... raise TypeError; only the converters copy them over), also
+    inside a sequence argument such as concatenate's."""
+
+    def wrapped(*args, **kwargs):
+        for a in (*args, *kwargs.values()):
+            items = a if isinstance(a, list | tuple) else (a,)
+            if any(map(host_array, items)):
+                raise TypeError(f"cupy.{fn.__name__}: a host numpy.ndarray argument (CuPy takes "
+                                "device arrays; cupy.asarray copies one over)")
+        return fn(*args, **kwargs)
+
+    wrapped.__name__ = getattr(fn, "__name__", "function")
+    return wrapped
 
 
 def _module() -> types.ModuleType:
