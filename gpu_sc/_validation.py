@@ -256,14 +256,6 @@ def check_number(value, name: str, *, step: str, low: float, high: float, low_op
     return float(value)
 
 
-def float_values(x):
-    """`x` with float32/float64 values the kernels take; integers and bools go to float64
-    (exact for counts below 2**53). Returns `x` itself when it already qualifies."""
-    if x.dtype in (np.float32, np.float64):
-        return x
-    return x.astype(np.float64)
-
-
 def sum_dtype(dtype) -> np.dtype:
     """The dtype scanpy's sums have for values of `dtype`: floats keep theirs, integers give int64."""
     dtype = np.dtype(dtype)

@@ -14,6 +14,14 @@ from ._backend import is_gpu, xp_of
 _THREAD_CHUNK = 1 << 20  # values per task: large enough that the pool's overhead is noise
 
 
+def float_values(x):
+    """`x` with float32/float64 values the kernels take; integers and bools go to float64
+    (exact for counts below 2**53). Returns `x` itself when it already qualifies."""
+    if x.dtype in (np.float32, np.float64):
+        return x
+    return x.astype(np.float64)
+
+
 def map_chunks(fn, values) -> list:
     """[fn(part) for each part of `values`]: on the host, contiguous slices of a large array on
     numba's number of threads (numpy's ufuncs and reductions release the GIL); else one part,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from .._values import float_values
 from ._dispatch import GPU, REDUCE, primitive
 from ._layout import Parts, row_pointers
 
@@ -58,7 +59,6 @@ def group_sums(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: boo
 @group_sums.register(GPU)
 def _(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: bool = False, counts: bool = False):
     from .._kernels.group_sums import group_sums as gpu_group_sums
-    from .._validation import float_values  # here: _validation imports _ops
 
     # the kernel takes float32/float64; integer or bool values (to_gpu keeps dense integers) go to
     # float64, exact as the CPU's sums of them for values and squares below 2**53

@@ -39,8 +39,9 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from .. import _keys as K
-from .._backend import is_gpu, to_host
+from .._backend import to_host
 from .._validation import check_anndata
+from ..get import array_to_cpu
 from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
 from ._loglik import pair_columns
@@ -65,7 +66,7 @@ def kept_posterior(pics: ad.AnnData, step: str):
         raise ValueError(msg)
     ga, gb = list(info["groups_a"]), list(info["groups_b"])
     check_posterior_shape(post.shape, pics.n_obs, len(ga), len(gb), step=step, fix="rerun deconvolve.")
-    post = sp.csr_matrix(post.get() if is_gpu(post) else post, dtype=np.float64)  # to_gpu moves obsm too
+    post = sp.csr_matrix(array_to_cpu(post), dtype=np.float64)  # to_gpu moves obsm too
     tot = np.asarray(post.sum(axis=1)).ravel()
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str).to_numpy() == K.PIC_STATUS_OK) & (tot > 0)
     post = sp.diags(1 / np.where(ok, tot, 1.0)) @ post  # the kept pairs, renormalised

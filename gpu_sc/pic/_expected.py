@@ -19,10 +19,10 @@ from .._validation import (
     check_anndata,
     check_counts,
     check_not_empty,
-    float_values,
     get_matrix,
     make_actual,
 )
+from .._values import float_values
 from ._args import PicColumns, pic_columns
 
 _STEP = "expected_expression"

@@ -11,7 +11,8 @@ from .. import _keys as K
 from .. import _ops
 from .._ops.take_cols import take_cols
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._validation import canonical, check_counts, float_values, sum_dtype
+from .._validation import canonical, check_counts, sum_dtype
+from .._values import float_values
 
 
 def filter_cells(

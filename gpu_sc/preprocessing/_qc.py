@@ -12,7 +12,8 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_sparse, to_host
 from .._ops._chunked import Chunked
-from .._validation import canonical, check_counts, check_not_empty, float_values, get_matrix, sum_dtype
+from .._validation import canonical, check_counts, check_not_empty, get_matrix, sum_dtype
+from .._values import float_values
 
 _STEP = "calculate_qc_metrics"
 

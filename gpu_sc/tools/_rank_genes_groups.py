@@ -22,7 +22,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import is_dask, is_gpu, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
 from .._stats import bh_fdr
@@ -289,7 +289,7 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
             if g == ref:
                 continue
             rows = np.flatnonzero((codes == g) | (codes == ref))
-            block = x[xp_of(x.data if is_sparse(x) else x).asarray(rows)]  # a device index for device data
+            block = x[xp_of(x).asarray(rows)]  # a device index for device data
             sums, tie = (to_host(a) for a in rank_sums(parts(block), (codes[rows] == ref).astype(np.int64), 1))
             n_active, n = int(size[g]), rows.size
             coef = 1.0 - tie / (np.float64(n) ** 3 - n) if tie_correct else 1
