@@ -1,9 +1,10 @@
-"""Package-wide settings."""
+"""Package-wide settings, and where gpu_sc's messages to the user point."""
 
 from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 #: scanpy's settings.N_PCS: components computed by default, and the gene count above which
 #: neighbors runs PCA first when there is no X_pca
@@ -47,3 +48,12 @@ class Progress:
             self.sync()
         settings.progress(f"{self.what}: {done:,}/{self.total:,} {self.unit}")
 
+
+def user_stacklevel() -> int:
+    """The stacklevel for a warnings.warn in the function that calls this: the first frame outside
+    gpu_sc, so that the warning names the user's line whichever gpu_sc step or helper led to it."""
+    package = str(Path(__file__).parent)
+    frame, level = sys._getframe(2), 2
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        frame, level = frame.f_back, level + 1
+    return level

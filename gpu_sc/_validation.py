@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import functools
 import math
-import sys
 import warnings
 from numbers import Real
-from pathlib import Path
 
 import numpy as np
 from anndata import AnnData
 
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
+from ._settings import user_stacklevel
 from ._ops._chunked import Chunked, check_chunked, whole_rows
 from ._ops._layout import in_layout
 from ._values import value_issues
@@ -260,16 +259,6 @@ def sum_dtype(dtype) -> np.dtype:
     """The dtype scanpy's sums have for values of `dtype`: floats keep theirs, integers give int64."""
     dtype = np.dtype(dtype)
     return dtype if dtype.kind == "f" else np.dtype(np.int64)
-
-
-def user_stacklevel() -> int:
-    """The stacklevel for a warnings.warn in the function that calls this: the first frame outside
-    gpu_sc, so that the warning names the user's line whichever gpu_sc step or helper led to it."""
-    package = str(Path(__file__).parent)
-    frame, level = sys._getframe(2), 2
-    while frame is not None and frame.f_code.co_filename.startswith(package):
-        frame, level = frame.f_back, level + 1
-    return level
 
 
 def make_actual(adata: AnnData, *, warn: bool = False) -> None:

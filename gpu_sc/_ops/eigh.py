@@ -32,7 +32,7 @@ import numpy as np
 
 from . import gram
 from .._backend import xp_of
-from .._validation import user_stacklevel
+from .._settings import user_stacklevel
 
 #: relative eigengap below which two components count as degenerate (the Krylov solver's
 #: accuracy is promised for directions separated by more than this)

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
@@ -322,8 +322,7 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
                       f"groupby column; the test uses the assigned pairs only (pair_uncertainty off).",
                       UserWarning, stacklevel=3)  # fmt: skip
         return None, None
-    post = post.get() if is_gpu(post) else post  # cupyx -> scipy
-    return sp.csr_matrix(post), pair_columns(ca, cb)
+    return sp.csr_matrix(array_to_cpu(post)), pair_columns(ca, cb)
 
 
 def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict, *, units, n_matched: int,

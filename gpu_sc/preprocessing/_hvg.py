@@ -20,9 +20,8 @@ from .. import _ops
 from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
-from .._settings import settings
-from .._validation import (canonical, check_finite, check_not_empty, get_matrix, make_actual,
-                           user_stacklevel)
+from .._settings import settings, user_stacklevel
+from .._validation import canonical, check_finite, check_not_empty, get_matrix, make_actual
 from .._values import float_values
 
 _STEP = "highly_variable_genes"

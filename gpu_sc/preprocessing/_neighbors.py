@@ -17,7 +17,8 @@ from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
 from .._representation import representation
 from .._settings import BLOCK_BYTES, N_PCS, settings
-from .._validation import check_anndata, check_int, user_stacklevel
+from .._settings import user_stacklevel
+from .._validation import check_anndata, check_int
 
 _STEP = "neighbors"
 _METRICS = ("euclidean", "cosine")

@@ -14,9 +14,9 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
-from .._settings import N_PCS
+from .._settings import N_PCS, user_stacklevel
 from .._validation import (canonical, check_finite, check_in_memory, check_int, check_not_empty, get_matrix,
-                           make_actual, scanpy_mask, user_stacklevel)  # fmt: skip
+                           make_actual, scanpy_mask)  # fmt: skip
 from .._values import float_values
 
 _STEP = "pca"

@@ -12,7 +12,8 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix, user_stacklevel
+from .._settings import user_stacklevel
+from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix
 
 _STEP = "scale"
 

@@ -12,7 +12,8 @@ from anndata import AnnData
 
 from ..._backend import to_host, xp_of
 from ..._settings import settings
-from ..._validation import canonical, user_stacklevel
+from ..._settings import user_stacklevel
+from ..._validation import canonical
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
 from .._log1p import log1p
