@@ -55,6 +55,9 @@ def _as_csr(x):
 
 def _check(x, profiles, eps, concentration, n_iter, tol, chunk):
     x = _as_csr(x)
+    if not x.has_canonical_format:  # duplicates or unsorted genes: a canonical copy (the EM's
+        x = x.copy()  # products take the pattern as canonical); the user's matrix stays as it is
+        x.sum_duplicates()
     p = np.asarray(to_host(profiles), dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != x.shape[1] or p.shape[1] < 1:
         msg = (f"profiles must be (genes, K) with genes = x.shape[1] = {x.shape[1]}, "
@@ -118,6 +121,15 @@ class _Block:
         self.sel = xp.arange(indptr.size - 1)  # rows of the chunk in the working set
         self.rows = _rows_of(xp, indptr, data.size)
         self.qz = q_prof[indices]  # (nnz, K) profiles + eps on the stored entries
+        self.m = self._matrix()
+
+    def _matrix(self):
+        """The working set's pattern as a CSR matrix, built once per working set: each EM map
+        only swaps in its values. Its entries are canonical (mixture_weights makes them so), and
+        saying so spares cupyx a check kernel and a device sync at every product."""
+        m = self.spm.csr_matrix((self.d, self.ix, self.ip), shape=(self.sel.size, self.q_prof.shape[0]))
+        m.has_canonical_format = True
+        return m
 
     def keep(self, keep_row):
         """Compact the working set to the rows where `keep_row` (over the working set)."""
@@ -129,26 +141,25 @@ class _Block:
         self.d, self.ix, self.qz = self.d[keep_nz], self.ix[keep_nz], self.qz[keep_nz]
         self.sel = self.sel[keep_row]
         self.rows = _rows_of(xp, self.ip, self.d.size)
+        self.m = self._matrix()
 
     def em(self, w, objective: bool = False):
         """One EM map of the working-set weights `w`; optionally the MAP objective at `w`."""
         xp, conc = self.xp, self.conc
         q = xp.maximum(xp.einsum("mk,mk->m", self.qz, w[self.rows]), _TINY)
-        ratio = self.d / q
-        s = self.spm.csr_matrix((ratio, self.ix, self.ip),
-                                shape=(self.sel.size, self.q_prof.shape[0])) @ self.q_mm
+        self.m.data = self.d / q
+        s = self.m @ self.q_mm
         a = w * s  # expected UMIs per group; rows sum to N
         num = xp.maximum(a + (conc - 1.0), 0.0)
         tot = num.sum(1)
         if conc < 1.0:
             # every group below 1 - c (tiny PICs): the MAP sits on a vertex; take the group
-            # with the most expected UMIs
+            # with the most expected UMIs (for every row, without asking the device which)
             dead = tot <= 0
-            if bool(dead.any()):
-                top = xp.argmax(a, axis=1)
-                onehot = (xp.arange(w.shape[1])[None, :] == top[:, None]).astype(np.float64)
-                num = xp.where(dead[:, None], onehot, num)
-                tot = xp.where(dead, 1.0, tot)
+            top = xp.argmax(a, axis=1)
+            onehot = (xp.arange(w.shape[1])[None, :] == top[:, None]).astype(np.float64)
+            num = xp.where(dead[:, None], onehot, num)
+            tot = xp.where(dead, 1.0, tot)
         new = num / tot[:, None]
         if not objective:
             return new, None
@@ -157,6 +168,7 @@ class _Block:
 
 
 _TINY = np.finfo(np.float64).tiny
+_HALVINGS = 8  # of a SQUAREM step towards the plain double EM map (step -1)
 
 
 def _sum_log(xp, w):
@@ -181,12 +193,17 @@ def _squarem(xp, blk, w0):
     sr, sv = (r * r).sum(1), (v * v).sum(1)
     step = -xp.sqrt(sr / xp.where(sv > 0, sv, 1.0))
     step = xp.where(sv > 0, xp.minimum(step, -1.0), -1.0)
-    for _ in range(8):
-        wp = w0 - 2.0 * step[:, None] * r + (step * step)[:, None] * v
-        bad = ((wp < 0) | ((wp <= 0) & (w2 > 0))).any(1)
-        if not bool(bad.any()):
-            break
-        step = xp.where(bad, 0.5 * (step - 1.0), step)
+    # each row's step: the first of s, (s - 1) / 2, ... (8 halvings towards -1) whose point
+    # is admissible, else the last; all candidates at once, so the device is never asked
+    steps = [step]
+    for _ in range(_HALVINGS):
+        steps.append(0.5 * (steps[-1] - 1.0))
+    first_ok = xp.full(step.shape, _HALVINGS)
+    for j in range(_HALVINGS - 1, -1, -1):
+        wj = w0 - 2.0 * steps[j][:, None] * r + (steps[j] * steps[j])[:, None] * v
+        ok_j = ~((wj < 0) | ((wj <= 0) & (w2 > 0))).any(1)
+        first_ok = xp.where(ok_j, j, first_ok)
+    step = xp.take_along_axis(xp.stack(steps, axis=1), first_ok[:, None], axis=1)[:, 0]
     wp = w0 - 2.0 * step[:, None] * r + (step * step)[:, None] * v
     bad = ((wp < 0) | ((wp <= 0) & (w2 > 0))).any(1)
     # groups EM switched off (c < 1) stay off: the extrapolation must not revive them
@@ -212,11 +229,12 @@ def _em_block(xp, spm, data, indices, indptr, q_prof, eps, conc, n_iter, tol,
         new = _squarem(xp, blk, ws) if accelerate else blk.em(ws)[0]
         live = live_all[blk.sel]
         delta = xp.abs(new - ws).max(1)
-        w[blk.sel[live]] = new[live]
+        # masks by where, not by boolean indexing, which makes the device report a count
+        w[blk.sel] = xp.where(live[:, None], new, ws)
         done_it = it + 1
-        fin = live & (delta < tol)
-        live_all[blk.sel[fin]] = False
-        n_live = int((live & ~fin).sum())
+        going = live & ~(delta < tol)
+        live_all[blk.sel] = going
+        n_live = int(going.sum())  # the one device sync of an iteration
         if n_live == 0:
             break
         if n_live * 2 < blk.sel.size:  # compact the working set to the live rows

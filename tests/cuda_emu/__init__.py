@@ -234,12 +234,56 @@ class RawModule:
 
 
 # --------------------------------------------------------------------------- stand-in cupy
+class HostReads:
+    """How often the device was made to report to the host: a device scalar read by bool, int,
+    float or .item(), a copy by .get(), and indexing by a boolean device mask (CuPy counts the
+    mask's True values on the host to size the result). Each waits for every queued launch, so
+    a loop that reads every step runs at the speed of its launches' latency, not its work."""
+
+    count = 0
+
+    @classmethod
+    def add(cls) -> None:
+        cls.count += 1
+
+
+def _bool_mask(key) -> bool:
+    return any(isinstance(k, ndarray) and k.dtype == bool for k in (key if isinstance(key, tuple) else (key,)))
+
+
 class ndarray(np.ndarray):  # noqa: N801  (cupy's name)
     """A NumPy array that gpu_sc takes for a device array (its type lives in module 'cupy'),
     so the GPU branches of `gpu_sc._ops` run; `.get()` gives the plain host array."""
 
     def get(self):
+        HostReads.add()
         return np.array(self)
+
+    def __bool__(self):
+        HostReads.add()
+        return super().__bool__()
+
+    def __int__(self):
+        HostReads.add()
+        return super().__int__()
+
+    def __float__(self):
+        HostReads.add()
+        return super().__float__()
+
+    def item(self, *args):
+        HostReads.add()
+        return super().item(*args)
+
+    def __getitem__(self, key):
+        if _bool_mask(key):
+            HostReads.add()
+        return super().__getitem__(key)
+
+    def __setitem__(self, key, value):
+        if _bool_mask(key):
+            HostReads.add()
+        super().__setitem__(key, value)
 
     def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
         # CuPy refuses arithmetic between host and device arrays; NumPy's own functions
