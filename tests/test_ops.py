@@ -105,6 +105,29 @@ def test_take_cols_is_scipys_column_indexing(brain, cls, index):
         np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
 
 
+@pytest.mark.parametrize("index", [np.int32, np.int64])
+def test_take_cols_arrays_is_take_cols_on_the_device(device, brain, index):
+    """The GPU's column take (filter_genes) gives the host's: values, order within rows (unsorted
+    rows and duplicates kept), every mask from none to all kept."""
+    import cupyx.scipy.sparse as cpsp
+
+    from gpu_sc._ops.take_cols import take_cols, take_cols_arrays
+
+    x = sp.csr_matrix(brain.X[:300], dtype=np.float32)
+    x.indptr, x.indices = x.indptr.astype(index), x.indices.astype(index)
+    x.indices[x.indptr[1] : x.indptr[2]] = x.indices[x.indptr[1] : x.indptr[2]][::-1].copy()  # unsorted
+    x.indices[x.indptr[2] + 1] = x.indices[x.indptr[2]]  # a duplicate
+    x.data[::5] = 0
+    rng = np.random.default_rng(0)
+    for keep in (rng.random(x.shape[1]) < 0.4, np.zeros(x.shape[1], bool), np.ones(x.shape[1], bool)):
+        ref = take_cols(x, keep)
+        got = take_cols_arrays(cpsp.csr_matrix(x), keep)
+        assert isinstance(got, cpsp.csr_matrix) and got.shape == ref.shape
+        got = got.get()
+        for name in ("data", "indices", "indptr"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(ref, name))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_value_range_one_pass_as_numpy(dtype):
     from gpu_sc._values import value_range

@@ -1,10 +1,13 @@
-"""A host CSR matrix's kept columns, on numba's threads (scipy's column indexing runs on one
-thread, and filter_genes at full width spends most of its time there)."""
+"""A CSR matrix's kept columns: on the host on numba's threads (scipy's column indexing runs on
+one thread, and filter_genes at full width spends most of its time there), on the GPU in CuPy
+array operations (`take_cols_arrays`)."""
 
 from __future__ import annotations
 
 import numba
 import numpy as np
+
+from .._backend import xp_of
 
 
 @numba.njit(parallel=True, cache=True)
@@ -44,3 +47,20 @@ def take_cols(x, keep: np.ndarray):
     indices, data = np.empty(nnz, idx_dtype), np.empty(nnz, x.data.dtype)
     _fill(x.indptr, x.indices, x.data, new_col, indptr, indices, data)
     return type(x)((data, indices, indptr), shape=(x.shape[0], kept.size))
+
+
+def take_cols_arrays(x, keep: np.ndarray):
+    """``x[:, keep]`` for a CSR matrix `x` (cupyx on the GPU) and a host boolean mask `keep`, in
+    array operations of the matrix's own module, as `take_cols` gives it: values and order within
+    rows kept (the index dtype as the class picks it). Five passes over the stored entries, one
+    read of the kept count; cupyx's own column indexing takes any index list, and sorts every
+    kept entry to rebuild its rows."""
+    xp = xp_of(x.data)
+    n_kept = int(np.count_nonzero(keep))
+    keep = xp.asarray(keep, dtype=bool)
+    new_col = xp.cumsum(keep, dtype=x.indices.dtype) - 1
+    kept = keep[x.indices]  # per stored entry
+    before = xp.concatenate([xp.zeros(1, np.int64), xp.cumsum(kept, dtype=np.int64)])
+    indptr = before[x.indptr].astype(x.indptr.dtype, copy=False)  # kept entries before each row
+    at = xp.flatnonzero(kept)
+    return type(x)((x.data[at], new_col[x.indices[at]], indptr), shape=(x.shape[0], n_kept))

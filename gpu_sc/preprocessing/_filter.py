@@ -9,7 +9,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._ops.take_cols import take_cols
+from .._ops.take_cols import take_cols, take_cols_arrays
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._validation import canonical, check_counts, sum_dtype
 from .._values import float_values
@@ -141,14 +141,21 @@ def _subset_inplace(adata: AnnData, keep, axis: int) -> None:
     """anndata's in-place subset, with X taken out first and subset once by scipy where it is an
     in-memory scipy matrix: anndata subsets it into a view and then copies that, two allocations
     and two passes over the largest array (the rest, layers included, is anndata's as usual). A
-    CSR's columns are taken on all threads (`take_cols`)."""
+    CSR's columns are taken on all threads (`take_cols`), or on the GPU by `take_cols_arrays`
+    in a few passes (filter took 1.16 s at 1M cells on an H200 against qc's 0.08, 2026-12-04;
+    which half costs it is not measured yet, and cupyx's column indexing sorts what it keeps)."""
     subset = adata._inplace_subset_obs if axis == 0 else adata._inplace_subset_var
     x = adata.X
-    if adata.is_view or adata.isbacked or not sp.issparse(x):
+    gpu_csr = is_gpu(x) and is_sparse(x) and x.format == "csr"
+    if adata.is_view or adata.isbacked or not (sp.issparse(x) or (gpu_csr and axis == 1)):
         subset(keep)
         return
-    host_csr = x.format == "csr" and not is_gpu(x)
-    x_kept = x[keep] if axis == 0 else (take_cols(x, keep) if host_csr else x[:, keep])
+    if axis == 0:
+        x_kept = x[keep]
+    elif x.format == "csr":
+        x_kept = take_cols_arrays(x, keep) if gpu_csr else take_cols(x, keep)
+    else:
+        x_kept = x[:, keep]
     adata.X = None
     try:
         subset(keep)
