@@ -298,8 +298,9 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
         tests = ["-m", "gpu", *_parallel_tests()]
         n_cells, dataset, steps, repeats = args.n_cells, args.dataset, BENCH_STEPS, 3
         # one dataset of realistic width (17,646 genes); pbmc68k gave CPU-GPU pair agreement 1.0
-        # for ml, picseq and mixture on 2026-12-04, with mixture 4.5 times slower on the GPU
-        validate = ["--datasets", "pbmc4k", "--methods", "ml,picseq", "--n-pics", "1000"]
+        # for ml, picseq and mixture on 2026-12-04, with mixture 4.5 times slower on the GPU;
+        # mixture comes last (its EM since reads the device once an iteration), on time left over
+        validate = ["--datasets", "pbmc4k", "--methods", "ml,picseq,mixture", "--n-pics", "1000"]
         scale = ["--scale-pics", "100000", "--methods", "ml"]
         scale_backends = "gpu"  # the CPU's rows at this size: benchmarks/results/pic-scale-cpu-*
     bench = f"gpu-{dev}-{_cells(n_cells)}-{date}.jsonl"

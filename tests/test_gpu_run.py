@@ -183,3 +183,12 @@ def test_plugin_counts_each_test_once_under_xdist(gr, tmp_path):
                    timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
     c = gr.count_tests(rows)
     assert (c["collected"], c["passed"], c["failed"], c["skipped"], c["not_run"], c["finished"]) == (3, 1, 1, 1, 0, True)
+
+
+def test_readme_table_is_the_scripts(gr):
+    """benchmarks/README.md's budget table says what the script does: the same parts, budgets and
+    bench steps (it had fallen behind a re-sizing once)."""
+    text = (ROOT / "benchmarks" / "README.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z-]+)` \| (\d+) \|", text, flags=re.M))
+    assert {k: int(v) for k, v in rows.items()} == gr.BUDGETS
+    assert f"--steps {gr.BENCH_STEPS} " in text
