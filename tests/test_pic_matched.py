@@ -384,3 +384,60 @@ def test_doublet_draws_are_hypergeometric(want):
         assert (drawn == c).all()
     again = draw_parts(ref.indptr, ref.indices, ref.data.astype(np.int64), *parts, seed=3)
     assert all(np.array_equal(a, b) for a, b in zip((cols, vals, lens), again, strict=True))
+
+
+_SUMS_FIELDS = ("num", "var", "mean", "spread", "n_units")
+
+
+def test_chunked_doublets_give_the_same_sums_and_exact_pvalues(monkeypatch):
+    """The PICs' doublets are held a chunk at a time: the sums (integer numerators) and the exact
+    p-values (set kinds gathered over the chunks) are those of all the doublets at once, and a
+    chunk drawn again for the second pass is the chunk drawn for the first."""
+    rng = np.random.default_rng(4)
+    n, m, genes = 90, 5, 12
+    obs = sp.csr_matrix(rng.poisson(0.6, (n, genes)).astype(float))
+    full = sp.csr_matrix(rng.poisson(0.4, (n * m, genes)).astype(float))
+    groups, units = rng.integers(0, 3, n), rng.integers(0, 7, n)
+    monkeypatch.setattr(_matched, "_CHUNK_PICS", 16)
+    chunked = _matched.Doublets(lambda i, s, e: full[s * m:e * m], n, m)
+    assert len(chunked.bounds) == 6
+    whole = _matched.Doublets.given(full, m)
+    a = _matched.stratified_sums(obs, chunked, groups, 3, m, units)
+    b = _matched.stratified_sums(obs, whole, groups, 3, m, units)
+    assert all(np.array_equal(getattr(a, f), getattr(b, f)) for f in _SUMS_FIELDS)
+    z = np.full((3, genes), 3.0)  # every (group, gene) exactly
+    tested = np.ones(genes, bool)
+    np.testing.assert_array_equal(_matched.exact_pvalues(z, obs, chunked, groups, tested),
+                                  _matched.exact_pvalues(z, obs, whole, groups, tested))  # fmt: skip
+
+
+def test_doublets_drawn_again_are_the_same(reference_and_null, monkeypatch):
+    """Several chunks: each drawn from its own generator, identically on a second pass; one
+    chunk: drawn once and kept, from the seed's generator as matched_doublets draws them."""
+    ref, pics = reference_and_null
+    x = sp.csr_matrix(ref.X, dtype=np.float64)
+    codes = pd.Index(PIC_T + PIC_DC).get_indexer(ref.obs["grp"].astype(str))
+    n, m = 40, 3
+    ca = np.repeat(pd.Index(PIC_T + PIC_DC).get_indexer(pics.obs["true_a"][:n].astype(str))[:, None], m, axis=1)
+    cb = np.repeat(pd.Index(PIC_T + PIC_DC).get_indexer(pics.obs["true_b"][:n].astype(str))[:, None], m, axis=1)
+    alpha, depth = pics.obs["true_alpha"].to_numpy()[:n], np.full(n, 800.0)
+    one = _matched.Doublets.drawn(x, codes, ca, cb, alpha, depth, m, seed=3)
+    (_, _, first), = list(one)
+    direct = _matched.matched_doublets(x, codes, ca, cb, alpha, depth, m, np.random.default_rng(3))
+    assert (first != direct).nnz == 0 and next(iter(one))[2] is first
+    monkeypatch.setattr(_matched, "_CHUNK_PICS", 15)
+    many = _matched.Doublets.drawn(x, codes, ca, cb, alpha, depth, m, seed=3)
+    passes = [[c for _, _, c in many] for _ in range(2)]
+    assert len(passes[0]) == 3 and all((a != b).nnz == 0 for a, b in zip(*passes, strict=True))
+    assert sum(c.shape[0] for c in passes[0]) == n * m
+
+
+def test_null_in_chunks(reference_and_null, monkeypatch):
+    """400 null PICs tested 100 at a time (each chunk's doublets from a generator of its own):
+    as few calls as in one chunk, about the same genes tested (their doublets' draws differ)."""
+    ref, pics = reference_and_null
+    whole = _matched_table(pics, ref)
+    monkeypatch.setattr(_matched, "_CHUNK_PICS", 100)
+    chunked = _matched_table(pics, ref)
+    n_whole, n_chunked = whole["tested"].sum(), chunked["tested"].sum()
+    assert chunked["significant"].sum() <= 2 and abs(n_chunked - n_whole) <= 0.02 * n_whole

@@ -22,7 +22,7 @@ from ._args import check_posterior_shape, check_seed, replicate_codes
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, nonzeros,
                         obs_column, ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns
-from ._matched import (doublet_groups, exact_pvalues, least_significant, matched_doublets, matched_test,
+from ._matched import (Doublets, doublet_groups, exact_pvalues, least_significant, matched_test,
                        reference_variance, stratified_sums, unit_pvalues, widen)  # fmt: skip
 from ._simulate import _counts_csr
 
@@ -360,8 +360,8 @@ def _matched_null(obs, groups, n_groups: int, reference: dict, alpha, depth, cod
     statistics and the tested genes (`candidates`, or those with at least `min_counts` UMIs
     observed or expected). A group's p-value is the permutation test's (widened by the
     reference's sampling error), with units at least theirs (`unit_pvalues`)."""
-    doublets = matched_doublets(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
-                                np.random.default_rng(seed))  # fmt: skip
+    doublets = Doublets.drawn(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
+                              seed)  # fmt: skip
     sums = stratified_sums(obs, doublets, groups, n_groups, n_matched, units)
     num, var, mean = sums.num, sums.var, sums.mean
     if candidates is None:
@@ -370,7 +370,7 @@ def _matched_null(obs, groups, n_groups: int, reference: dict, alpha, depth, cod
     has = var > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(has, num / np.sqrt(np.where(has, var, 1.0)), np.nan)
-    p = exact_pvalues(z, obs, doublets, groups, n_matched, candidates)
+    p = exact_pvalues(z, obs, doublets, groups, candidates)
     var_ref = reference_variance(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, groups,
                                  n_groups, n_matched)  # fmt: skip
     p_units = None if units is None else unit_pvalues(num, sums.spread, sums.n_units)

@@ -61,6 +61,9 @@ from scipy import signal, stats
 from ._doublet_draws import draw_parts
 
 _CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
+#: PICs whose matched doublets are held at once: ten rows each, of a PIC's UMIs (about 0.3 GB
+#: at 5,000 PICs of 1,000 UMIs)
+_CHUNK_PICS = 5000
 #: |z| of the normal approximation from which a (group, gene) gets its exact p-value
 _EXACT_FROM = 2.0
 #: pmf lengths from which two are convolved by FFT instead of directly
@@ -102,6 +105,44 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     rows = np.repeat(np.arange(codes.size) // 2, lens)
     out = sp.coo_matrix((vals, (rows, cols)), shape=(n_pics * n_matched, ref.shape[1]))
     return out.tocsr()  # sums the A and B parts of each doublet
+
+
+class Doublets:
+    """The PICs' matched doublets chunk by chunk, `_CHUNK_PICS` PICs at a time: iterating gives
+    (first PIC, end PIC, CSR of their doublets in `matched_doublets` order). Each chunk's come
+    from a generator of its own (the first chunk's is the seed's own), so that a second pass
+    draws them again identically and memory holds one chunk's, not every PIC's (ten doublets a
+    PIC: 100k PICs would hold a million); where one chunk holds all PICs it is drawn once."""
+
+    def __init__(self, draw, n_pics: int, n_matched: int, kept: sp.csr_matrix | None = None):
+        self._draw, self.n_matched, self._kept = draw, n_matched, kept
+        step = n_pics if kept is not None else _CHUNK_PICS
+        self.bounds = [(s, min(s + step, n_pics)) for s in range(0, n_pics, max(step, 1))] or [(0, 0)]
+
+    @classmethod
+    def drawn(cls, ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
+              alpha: np.ndarray, depth: np.ndarray, n_matched: int, seed: int) -> Doublets:  # fmt: skip
+        """`matched_doublets` of each chunk (arguments as there), drawn when iterated."""
+
+        def draw(i: int, start: int, stop: int) -> sp.csr_matrix:
+            rng = np.random.default_rng(seed if i == 0 else [seed, 2, i])
+            part = slice(start, stop)
+            return matched_doublets(ref, ref_codes, code_a[part], code_b[part], alpha[part], depth[part],
+                                    n_matched, rng)  # fmt: skip
+
+        return cls(draw, code_a.shape[0], n_matched)
+
+    @classmethod
+    def given(cls, matrix: sp.csr_matrix, n_matched: int) -> Doublets:
+        """Doublets already drawn (all PICs' rows), as one chunk."""
+        return cls(None, matrix.shape[0] // max(n_matched, 1), n_matched, kept=matrix)
+
+    def __iter__(self):
+        single = len(self.bounds) == 1
+        for i, (start, stop) in enumerate(self.bounds):
+            if single and self._kept is None:
+                self._kept = self._draw(i, start, stop)
+            yield start, stop, self._kept if single else self._draw(i, start, stop)
 
 
 def doublet_groups(code_a: np.ndarray, code_b: np.ndarray, posterior: sp.csr_matrix | None,
@@ -204,14 +245,14 @@ class Sums(NamedTuple):
     n_units: np.ndarray | None  #: units per group (vector); None without units
 
 
-def stratified_sums(obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndarray, n_groups: int,
+def stratified_sums(obs: sp.csr_matrix, doublets: Doublets | sp.csr_matrix, groups: np.ndarray, n_groups: int,
                     n_matched: int, units: np.ndarray | None = None) -> Sums:  # fmt: skip
     """Per group and gene: the permutation test's sums (E and Var over each PIC's set of
     n_matched + 1 counts) and, with `units`, the spread of the residuals r = x - E x between them.
 
-    obs: (PICs, genes) CSR of the tested PICs; doublets: their matched doublets
-    (`matched_doublets` order); groups: each PIC's group in [0, n_groups); units: each PIC's
-    replicate (mouse, patient) as a code in [0, n), or None.
+    obs: (PICs, genes) CSR of the tested PICs; doublets: their matched doublets (`Doublets`, or
+    a CSR in `matched_doublets` order); groups: each PIC's group in [0, n_groups); units: each
+    PIC's replicate (mouse, patient) as a code in [0, n), or None.
     spread = U / (U - 1) sum_u (R_u - b W_u)^2, the cluster-robust variance of num from the
     units' residual sums R_u and doublet-mean sums W_u, b = num / sum W: the group's shift taken
     in proportion to each unit's expected count (a programme raises a gene in proportion), so that
@@ -220,31 +261,40 @@ def stratified_sums(obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndar
     All in sparse products over the stored counts: a set's sum S1 and sum of squares S2 (the PIC's
     count plus its doublets', summed by one product) give r = (n x - S1) / n and Var x = (n S2 -
     S1^2) / n^2 (n = n_matched + 1). Their numerators are integers, summed per group (unit) by one
-    product each and divided once: exact below 2**53 in any order of summation, so a gene whose
-    expected count sits on `min_counts` is tested or not the same way everywhere. A set of zeros
-    adds nothing, so nothing is made dense but the results: at 17,646 genes the dense sets
-    (PICs x 11 x genes) took 6.4 of the test's 16 s."""
-    n_pics = obs.shape[0]
+    product each and divided once: exact below 2**53 in any order of summation and however the
+    PICs are chunked, so a gene whose expected count sits on `min_counts` is tested or not the
+    same way everywhere. A set of zeros adds nothing, so nothing is made dense but the results:
+    at 17,646 genes the dense sets (PICs x 11 x genes) took 6.4 of the test's 16 s."""
+    if not isinstance(doublets, Doublets):
+        doublets = Doublets.given(doublets, n_matched)
     n = n_matched + 1
-    x = sp.csr_matrix(obs, dtype=np.float64)
-    d = sp.csr_matrix(doublets, dtype=np.float64)
-    of_pic = _indicator(np.repeat(np.arange(n_pics), n_matched), n_pics)  # doublet rows -> their PIC
-    d1 = of_pic @ d
-    s1 = x + d1
-    s2 = x.multiply(x) + of_pic @ d.multiply(d)
-    n_resid = x * n - s1  # n r
-    n2_var = s2 * n - s1.multiply(s1)  # n^2 Var x
-    member = _indicator(groups, n_groups)
-    num = (member @ n_resid).toarray() / n
-    var = (member @ n2_var).toarray() / n**2
-    mean = (member @ d1).toarray() / n_matched
+    n_genes = obs.shape[1]
+    n_num, n2_var, d_sum = (np.zeros((n_groups, n_genes)) for _ in range(3))  # integer-valued
+    if units is not None:  # residual and doublet sums per (group, unit) cell
+        width = int(units.max()) + 1
+        cells, cell_of = np.unique(groups.astype(np.int64) * width + units, return_inverse=True)
+        cell_of = cell_of.ravel()
+        cell_r, cell_d = np.zeros((cells.size, n_genes)), np.zeros((cells.size, n_genes))
+    for start, stop, chunk in doublets:
+        x = sp.csr_matrix(obs[start:stop], dtype=np.float64)
+        d = sp.csr_matrix(chunk, dtype=np.float64)
+        of_pic = _indicator(np.repeat(np.arange(stop - start), n_matched), stop - start)  # doublet -> PIC
+        d1 = of_pic @ d
+        s1 = x + d1
+        s2 = x.multiply(x) + of_pic @ d.multiply(d)
+        resid_n = x * n - s1  # n r
+        member = _indicator(groups[start:stop], n_groups)
+        n_num += (member @ resid_n).toarray()
+        n2_var += (member @ (s2 * n - s1.multiply(s1))).toarray()  # n^2 Var x
+        d_sum += (member @ d1).toarray()
+        if units is not None:
+            to_cell = _indicator(cell_of[start:stop], cells.size)
+            cell_r += (to_cell @ resid_n).toarray()
+            cell_d += (to_cell @ d1).toarray()
+    num, var, mean = n_num / n, n2_var / n**2, d_sum / n_matched
     if units is None:
         return Sums(num, var, mean, None, None)
-    # residual and doublet-mean sums per (group, unit) cell
-    width = int(units.max()) + 1
-    cells, cell_of = np.unique(groups.astype(np.int64) * width + units, return_inverse=True)
-    to_cell = _indicator(cell_of.ravel(), cells.size)
-    cell_r, cell_w = (to_cell @ n_resid).toarray() / n, (to_cell @ d1).toarray() / n_matched
+    cell_r, cell_w = cell_r / n, cell_d / n_matched
     cell_group = cells // width
     n_units = np.bincount(cell_group, minlength=n_groups).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -290,36 +340,62 @@ def exact_pvalue(r2: np.ndarray) -> float | None:
     column 0 the PIC: under the null each PIC's count is any of its n_matched + 1 with equal
     probability, independently, so the sum's distribution is the convolution of those uniforms.
     p = min(1, 2 min(P(T >= t), P(T <= t))); None where the support is wider than _EXACT_SPAN."""
-    lo = r2.min(axis=1)
-    span = r2.max(axis=1) - lo
-    vary = span > 0  # a PIC whose values all tie adds a constant
-    if span.sum() > _EXACT_SPAN:
-        return None
-    observed = int((r2[vary, 0] - lo[vary]).sum())
-    if not vary.any():
-        return 1.0
-    # each PIC's set as counts of its values above its minimum; PICs with the same counts have
-    # the same pmf, convolved with itself by squaring (sparse genes: a few kinds, many PICs each)
-    shifted = r2[vary] - lo[vary, None]
-    rows, width = shifted.shape[0], int(span.max()) + 1
-    flat = (np.arange(rows)[:, None] * width + shifted).ravel()
-    counts = np.bincount(flat, minlength=rows * width).reshape(rows, width)
-    base = r2.shape[1] + 1  # a kind as one integer, its counts the digits, where that fits
-    if width * np.log2(base) < 62:
-        _, first, times = np.unique(counts @ base ** np.arange(width, dtype=np.int64), return_index=True,
-                                    return_counts=True)  # fmt: skip
-        kinds = counts[first]
-    else:
-        kinds, times = np.unique(counts, axis=0, return_counts=True)
-    ends = width - np.argmax(kinds[:, ::-1] > 0, axis=1)  # past each kind's highest value
-    probs = kinds / r2.shape[1]
-    pmfs = [_power(probs[i, : ends[i]], int(times[i])) for i in range(times.size)]
-    while len(pmfs) > 1:  # pairwise: the long convolutions happen few times
-        pmfs = [_convolve(pmfs[i], pmfs[i + 1]) if i + 1 < len(pmfs) else pmfs[i] for i in range(0, len(pmfs), 2)]
-    pmf = np.maximum(pmfs[0], 0.0)  # FFT round-off below zero
-    upper = pmf[observed:].sum()
-    lower = pmf[:observed + 1].sum()
-    return float(min(1.0, 2 * min(upper, lower)))
+    total = ExactSum()
+    total.add(r2)
+    return total.pvalue(r2.shape[1])
+
+
+class ExactSum:
+    """The null distribution of one group's stratified sum of one gene, gathered PIC chunk by PIC
+    chunk: each PIC set as its counts of values above its minimum (its kind: PICs of one kind
+    have the same pmf, convolved with itself by squaring; a sparse gene has a few kinds, many
+    PICs each), the observed sum above the minima and the support's width. The p-value depends
+    on the kinds gathered, not on how the PICs were chunked."""
+
+    __slots__ = ("kinds", "observed", "span")
+
+    def __init__(self):
+        self.kinds: dict[bytes, int] = {}
+        self.observed = 0
+        self.span = 0
+
+    def add(self, r2: np.ndarray) -> None:
+        lo = r2.min(axis=1)
+        span = r2.max(axis=1) - lo
+        vary = span > 0  # a PIC whose values all tie adds a constant
+        self.span += int(span.sum())
+        self.observed += int((r2[vary, 0] - lo[vary]).sum())
+        if not vary.any() or self.span > _EXACT_SPAN:
+            return
+        shifted = r2[vary] - lo[vary, None]
+        rows, width = shifted.shape[0], int(span.max()) + 1
+        flat = (np.arange(rows)[:, None] * width + shifted).ravel()
+        counts = np.bincount(flat, minlength=rows * width).reshape(rows, width)
+        base = r2.shape[1] + 1  # a kind as one integer, its counts the digits, where that fits
+        if width * np.log2(base) < 62:
+            _, first, times = np.unique(counts @ base ** np.arange(width, dtype=np.int64), return_index=True,
+                                        return_counts=True)  # fmt: skip
+            kinds = counts[first]
+        else:
+            kinds, times = np.unique(counts, axis=0, return_counts=True)
+        ends = width - np.argmax(kinds[:, ::-1] > 0, axis=1)  # past each kind's highest value
+        for kind, end, t in zip(kinds, ends, times, strict=True):
+            key = kind[:end].astype(np.int64).tobytes()
+            self.kinds[key] = self.kinds.get(key, 0) + int(t)
+
+    def pvalue(self, n_values: int) -> float | None:
+        """The two-sided p-value (`exact_pvalue`) of sets of `n_values` values each."""
+        if self.span > _EXACT_SPAN:
+            return None
+        if not self.kinds:
+            return 1.0
+        pmfs = [_power(np.frombuffer(key, np.int64) / n_values, t) for key, t in sorted(self.kinds.items())]
+        while len(pmfs) > 1:  # pairwise: the long convolutions happen few times
+            pmfs = [_convolve(pmfs[i], pmfs[i + 1]) if i + 1 < len(pmfs) else pmfs[i] for i in range(0, len(pmfs), 2)]
+        pmf = np.maximum(pmfs[0], 0.0)  # FFT round-off below zero
+        upper = pmf[self.observed:].sum()
+        lower = pmf[:self.observed + 1].sum()
+        return float(min(1.0, 2 * min(upper, lower)))
 
 
 def _power(pmf: np.ndarray, k: int) -> np.ndarray:
@@ -340,22 +416,31 @@ def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.convolve(a, b)
 
 
-def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: sp.csr_matrix, groups: np.ndarray,
-                  n_matched: int, tested: np.ndarray) -> np.ndarray:  # fmt: skip
-    """Two-sided p-values per group and gene: exact (`exact_pvalue`) where the tested gene's
-    |z| > _EXACT_FROM and the support allows, else from the normal approximation; NaN where z is
-    NaN."""
+def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: Doublets, groups: np.ndarray,
+                  tested: np.ndarray) -> np.ndarray:  # fmt: skip
+    """Two-sided p-values per group and gene: exact (`exact_pvalue`, gathered over the chunks of
+    `doublets`) where the tested gene's |z| > _EXACT_FROM and the support allows, else from the
+    normal approximation; NaN where z is NaN."""
     p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(np.nan_to_num(z))), np.nan)
     far = (np.abs(np.nan_to_num(z)) > _EXACT_FROM) & tested[None, :]
-    for k in np.flatnonzero(far.any(axis=1)):
-        rows = np.flatnonzero(groups == k)
-        genes = np.flatnonzero(far[k])
-        drows = (rows[:, None] * n_matched + np.arange(n_matched)).ravel()
-        counts = np.rint(_stack(obs[rows], doublets[drows], genes, n_matched)).astype(np.int64)
-        for j, g in enumerate(genes):
-            exact = exact_pvalue(counts[:, :, j])
-            if exact is not None:
-                p[k, g] = exact
+    todo = {int(k): np.flatnonzero(far[k]) for k in np.flatnonzero(far.any(axis=1))}
+    if not todo:
+        return p
+    sums = {(k, int(g)): ExactSum() for k, genes in todo.items() for g in genes}
+    m = doublets.n_matched
+    for start, stop, chunk in doublets:
+        for k, genes in todo.items():
+            rows = start + np.flatnonzero(groups[start:stop] == k)
+            if rows.size == 0:
+                continue
+            drows = ((rows - start)[:, None] * m + np.arange(m)).ravel()
+            counts = np.rint(_stack(obs[rows], chunk[drows], genes, m)).astype(np.int64)
+            for j, g in enumerate(genes):
+                sums[k, int(g)].add(counts[:, :, j])
+    for (k, g), total in sums.items():
+        exact = total.pvalue(m + 1)
+        if exact is not None:
+            p[k, g] = exact
     return p
 
 
