@@ -33,25 +33,18 @@ def _slots(total, k, seen, out):
 
 
 @numba.njit(cache=True)
-def _fill(indptr, indices, data, cells, wants, seed, out_ptr, out_cols, out_vals):
-    """Part p (a cell `cells[p]`, `wants[p]` UMIs) writes its nonzero counts from out_ptr[p];
-    returns how many each part wrote."""
+def _fill(indptr, indices, data, totals, cells, wants, seed, out_ptr, out_cols, out_vals):
+    """Part p (a cell `cells[p]` of `totals[cells[p]]` UMIs, `wants[p]` of them) writes its
+    nonzero counts from out_ptr[p]; returns how many each part wrote."""
     np.random.seed(seed)
-    most = 0
-    for c in range(indptr.size - 1):
-        t = 0
-        for j in range(indptr[c], indptr[c + 1]):
-            t += data[j]
-        most = max(most, t)
+    most = totals.max() if totals.size else 0
     seen = np.zeros(most + 1, np.bool_)
     slots = np.empty(most + 1, np.int64)
     written = np.zeros(cells.size, np.int64)
     for p in range(cells.size):
         c, want = cells[p], wants[p]
         lo, hi = indptr[c], indptr[c + 1]
-        total = 0
-        for j in range(lo, hi):
-            total += data[j]
+        total = totals[c]
         o = out_ptr[p]
         if want <= 0 or total == 0:
             continue
@@ -98,7 +91,10 @@ def draw_parts(ref_indptr, ref_indices, ref_counts, cells, wants, seed: int):
     out_ptr = np.concatenate([[0], np.cumsum(bound)]).astype(np.int64)
     cols = np.empty(int(out_ptr[-1]), np.int64)
     vals = np.empty(int(out_ptr[-1]), np.float64)
-    written = _fill(np.asarray(ref_indptr, np.int64), np.asarray(ref_indices, np.int64),
-                    np.asarray(ref_counts, np.int64), cells, wants, int(seed), out_ptr, cols, vals)  # fmt: skip
+    indptr, counts = np.asarray(ref_indptr, np.int64), np.asarray(ref_counts, np.int64)
+    totals = np.concatenate([[0], np.cumsum(counts)])[indptr]
+    totals = np.diff(totals)  # each reference row's UMIs, once for all its draws
+    written = _fill(indptr, np.asarray(ref_indices, np.int64), counts, totals, cells, wants, int(seed), out_ptr,
+                    cols, vals)  # fmt: skip
     keep = np.arange(cols.size) - np.repeat(out_ptr[:-1], bound) < np.repeat(written, bound)
     return cols[keep], vals[keep], written

@@ -203,8 +203,7 @@ def reference_variance(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.nda
     totals = np.asarray(ref.sum(axis=1)).ravel()
     cells = np.flatnonzero((ref_codes >= 0) & (totals > 0))
     share = sp.diags(1.0 / totals[cells]) @ ref[cells].astype(np.float64)
-    member = sp.csr_matrix((np.ones(cells.size), (ref_codes[cells], np.arange(cells.size))),
-                           shape=(n_ref, cells.size))  # fmt: skip
+    member = _indicator(ref_codes[cells], n_ref)
     n = np.asarray(member.sum(axis=1)).ravel()
     sums = np.asarray((member @ share).todense())
     squares = np.asarray((member @ share.multiply(share)).todense())
