@@ -133,14 +133,16 @@ def test_frequencies_of_pics_moved_to_the_device(device, deconvolved):
 
 def test_confusion_correction_moves_the_estimate_to_the_truth(deconvolved_ref):
     """The plain mean posterior is pulled towards confused pairs; unmixed through the confusion
-    of simulated PICs it is closer to the true composition (measured: TV 0.166 -> 0.074, the
-    95 % intervals cover 11 of the 12 true fractions against 3 uncorrected)."""
+    of simulated PICs it is closer to the true composition. Over six draws of these 300 PICs
+    (seeds 1-6) TV went 0.15-0.21 -> 0.08-0.17, closer every time, by 0.18-0.56 of it (seed 1,
+    this one: 0.207 -> 0.168); the simulation's earlier random stream gave the same spread
+    (0.12-0.20 -> 0.07-0.17)."""
     p, ref = deconvolved_ref
     plain = gsc.pic.pair_frequencies(p, n_boot=200)
     fixed = gsc.pic.pair_frequencies(p, ref, n_boot=200, n_sim=60)
     tv_plain, _ = _tv(plain, p)
     tv_fixed, tr = _tv(fixed, p)
-    assert tv_fixed < 0.7 * tv_plain and tv_fixed < 0.11, (tv_plain, tv_fixed)
+    assert tv_fixed < 0.9 * tv_plain and tv_fixed < 0.18, (tv_plain, tv_fixed)
     covered = ((fixed["ci_low"] <= tr) & (tr <= fixed["ci_high"])).mean()
     assert covered >= 0.75, covered
     assert np.isclose(fixed["fraction"].sum(), 1) and (fixed["fraction"] >= 0).all()

@@ -21,7 +21,8 @@ from .._validation import check_anndata, check_int
 from . import _profiles
 from ._args import check_seed, names_list, population_groups
 from ._methods import METHODS, Options, Reference
-from ._simulate import _counts_csr, downsample_row
+from ._simulate import _counts_csr
+from ._umi_draws import draw_rows
 
 _ALPHA_MODELS = ("regression", "posterior")
 _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
@@ -268,12 +269,9 @@ def _downsample(x: sp.csr_matrix, n_umis: int, rng) -> tuple[sp.csr_matrix, np.n
     """Every row down-sampled to exactly `n_umis` UMIs; rows with fewer are emptied (keep=False)."""
     tot = np.asarray(x.sum(1)).ravel()
     keep = tot >= n_umis
-    data = np.zeros_like(x.data)
-    for i in np.flatnonzero(keep):
-        s, e = x.indptr[i], x.indptr[i + 1]
-        data[s:e] = downsample_row(x.data[s:e], n_umis, rng)
-    out = sp.csr_matrix((data, x.indices.copy(), x.indptr.copy()), shape=x.shape)
-    out.eliminate_zeros()
+    rows = np.flatnonzero(keep)
+    out = draw_rows(x, rows, np.full(rows.size, n_umis), rows, x.shape[0], seed=int(rng.integers(2**32)),
+                    dtype=x.dtype)  # fmt: skip
     return out, keep
 
 

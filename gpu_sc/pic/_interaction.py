@@ -12,7 +12,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_sparse, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
@@ -32,7 +32,8 @@ PSEUDO = 5.0  # pseudocount of the log2 effect
 
 
 def to_cpu_counts(x):
-    """Counts on the host, in memory (the matched test draws its doublets and sums there)."""
+    """Counts on the host, in memory (the matched test draws its doublets and takes its exact
+    tails there; its sums run where the PICs are)."""
     x = array_to_cpu(x)
     return x.compute() if is_dask(x) else x
 
@@ -96,10 +97,12 @@ def interaction_genes(
       probability: exact p-values in the tail, genomic control per group, and the gene's
       p-value Simes' combination of its groups' (so a programme induced in one pair is not
       drowned by the others); chi2 = sum_k z_k^2 and df = the groups where the gene varies are
-      reported beside it. The null carries the cell-to-cell variation within groups and the
-      depth that real PICs have; with `replicate_key`, a group's p-value is at least that of a
-      t test across its replicates. E_k is the doublets' mean count summed over the group's
-      PICs.
+      reported beside it. PICs on the GPU: the sums over the doublets (sparse products) run
+      there, the doublets are drawn and the exact tails taken on the host; a Dask X is read into
+      memory (the doublets are held 5,000 PICs at a time). The null carries the cell-to-cell
+      variation within groups and the depth that real PICs have; with `replicate_key`, a
+      group's p-value is at least that of a t test across its replicates. E_k is the
+      doublets' mean count summed over the group's PICs.
     * ``method="chi2"`` (the published test, PICSEQ.md section 8): E_k = expected UMIs
       (``pics.layers[layer]``, from :func:`expected_expression`; PICs with NaN expected rows are
       left out), chi2 = sum_k (O_k - E_k)^2 / E_k over the groups with E_k > 0, df = (number of
@@ -334,35 +337,39 @@ def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict
     obs = _counts_csr(to_cpu_counts(obs_x), step=_STEP, what="observed counts")
     rows = np.flatnonzero(gcodes >= 0)
     obs, groups = obs[rows], gcodes[rows]
+    # PICs on the GPU: the sums run there (the doublets are drawn, and the exact tails taken,
+    # on the host)
+    summed = sparse_module(obs_x).csr_matrix(obs) if is_gpu(obs_x) else obs
     depth = np.asarray(obs.sum(axis=1)).ravel()
     code_a, code_b, alpha = reference["code_a"][rows], reference["code_b"][rows], reference["alpha"][rows]
     units = None if units is None else units[rows, 0]
     mean, test, candidates = _matched_null(obs, groups, n_groups, reference, alpha, depth,
                                            *doublet_groups(code_a, code_b, None, None, n_matched, None),
                                            units=units, n_matched=n_matched, seed=seed,
-                                           min_counts=min_counts)  # fmt: skip
+                                           min_counts=min_counts, summed=summed)  # fmt: skip
     if reference["posterior"] is not None:
         # the pairs from a stream of their own: the cells drawn are the assigned pairs' where
         # the posterior is sure of them
         drawn = doublet_groups(code_a, code_b, reference["posterior"][rows], reference["pair_codes"], n_matched,
                                np.random.default_rng([seed, 1]))  # fmt: skip
         _, other, _ = _matched_null(obs, groups, n_groups, reference, alpha, depth, *drawn, units=units,
-                                    n_matched=n_matched, seed=seed, candidates=candidates)  # fmt: skip
+                                    n_matched=n_matched, seed=seed, candidates=candidates, summed=summed)  # fmt: skip
         test = least_significant(test, other)
     return mean, test
 
 
 def _matched_null(obs, groups, n_groups: int, reference: dict, alpha, depth, code_a, code_b, *, n_matched: int,
-                  seed: int, units=None, min_counts: float = 0.0, candidates=None):  # fmt: skip
+                  seed: int, units=None, min_counts: float = 0.0, candidates=None, summed=None):  # fmt: skip
     """The matched test of the PICs `obs` (groups: their group; alpha, depth: their A share and
     total; units: their replicate codes or None) against doublets of the reference groups
     (code_a, code_b) (PICs x n_matched): the doublets' mean count per group, `matched_test`'s
     statistics and the tested genes (`candidates`, or those with at least `min_counts` UMIs
     observed or expected). A group's p-value is the permutation test's (widened by the
-    reference's sampling error), with units at least theirs (`unit_pvalues`)."""
+    reference's sampling error), with units at least theirs (`unit_pvalues`). summed: `obs` where
+    its sums are taken (on the GPU for PICs there; None: obs itself)."""
     doublets = Doublets.drawn(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
                               seed)  # fmt: skip
-    sums = stratified_sums(obs, doublets, groups, n_groups, n_matched, units)
+    sums = stratified_sums(obs if summed is None else summed, doublets, groups, n_groups, n_matched, units)
     num, var, mean = sums.num, sums.var, sums.mean
     if candidates is None:
         o_tot = np.asarray(obs.sum(axis=0)).ravel()

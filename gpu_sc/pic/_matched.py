@@ -58,7 +58,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import signal, stats
 
-from ._doublet_draws import draw_parts
+from .._backend import sparse_module, to_host, xp_of
+from ._umi_draws import draw_rows
 
 _CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
 #: PICs whose matched doublets are held at once, ten rows each (15,000 PICs of 800 UMIs peaked at
@@ -86,7 +87,7 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     ref: host CSR counts of the singlets; ref_codes: each singlet's group (-1: none); code_a /
     code_b: (PICs, n_matched) A and B group of each doublet (`doublet_groups`); alpha, depth:
     each PIC's A share and total UMIs. Each doublet takes round(alpha N) UMIs of a random cell
-    of its A group and the rest of a random cell of its B group (`_doublet_draws`)."""
+    of its A group and the rest of a random cell of its B group (`_umi_draws`)."""
     n_pics = code_a.shape[0]
     if n_pics == 0:
         return sp.csr_matrix((0, ref.shape[1]))
@@ -101,11 +102,8 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
                       np.repeat((np.asarray(depth, np.int64) - n_a)[:, None], n_matched, axis=1)], axis=-1).reshape(-1)
     pick = np.minimum((rng.random(codes.size) * sizes[codes]).astype(np.int64), sizes[codes] - 1)
     cells = order[first[codes] + pick]
-    cols, vals, lens = draw_parts(ref.indptr, ref.indices, np.rint(ref.data).astype(np.int64), cells, wants,
-                                  seed=int(rng.integers(2**32)))  # fmt: skip
-    rows = np.repeat(np.arange(codes.size) // 2, lens)
-    out = sp.coo_matrix((vals, (rows, cols)), shape=(n_pics * n_matched, ref.shape[1]))
-    return out.tocsr()  # sums the A and B parts of each doublet
+    # the A and B parts of a doublet summed in its row
+    return draw_rows(ref, cells, wants, np.arange(codes.size) // 2, n_pics * n_matched, seed=int(rng.integers(2**32)))
 
 
 class Doublets:
@@ -245,14 +243,16 @@ class Sums(NamedTuple):
     n_units: np.ndarray | None  #: units per group (vector); None without units
 
 
-def stratified_sums(obs: sp.csr_matrix, doublets: Doublets | sp.csr_matrix, groups: np.ndarray, n_groups: int,
+def stratified_sums(obs, doublets: Doublets | sp.csr_matrix, groups: np.ndarray, n_groups: int,
                     n_matched: int, units: np.ndarray | None = None) -> Sums:  # fmt: skip
     """Per group and gene: the permutation test's sums (E and Var over each PIC's set of
     n_matched + 1 counts) and, with `units`, the spread of the residuals r = x - E x between them.
 
-    obs: (PICs, genes) CSR of the tested PICs; doublets: their matched doublets (`Doublets`, or
-    a CSR in `matched_doublets` order); groups: each PIC's group in [0, n_groups); units: each
-    PIC's replicate (mouse, patient) as a code in [0, n), or None.
+    obs: (PICs, genes) CSR of the tested PICs, scipy or cupyx (then the products run on the GPU,
+    each chunk of host-drawn doublets copied there, and the results come back); doublets: their
+    matched doublets (`Doublets`, or a host CSR in `matched_doublets` order); groups: each PIC's
+    group in [0, n_groups); units: each PIC's replicate (mouse, patient) as a code in [0, n), or
+    None.
     spread = U / (U - 1) sum_u (R_u - b W_u)^2, the cluster-robust variance of num from the
     units' residual sums R_u and doublet-mean sums W_u, b = num / sum W: the group's shift taken
     in proportion to each unit's expected count (a programme raises a gene in proportion), so that
@@ -261,40 +261,41 @@ def stratified_sums(obs: sp.csr_matrix, doublets: Doublets | sp.csr_matrix, grou
     All in sparse products over the stored counts: a set's sum S1 and sum of squares S2 (the PIC's
     count plus its doublets', summed by one product) give r = (n x - S1) / n and Var x = (n S2 -
     S1^2) / n^2 (n = n_matched + 1). Their numerators are integers, summed per group (unit) by one
-    product each and divided once: exact below 2**53 in any order of summation and however the
-    PICs are chunked, so a gene whose expected count sits on `min_counts` is tested or not the
-    same way everywhere. A set of zeros adds nothing, so nothing is made dense but the results:
-    at 17,646 genes the dense sets (PICs x 11 x genes) took 6.4 of the test's 16 s."""
+    product each and divided once: exact below 2**53 in any order of summation, however the
+    PICs are chunked and on either device, so a gene whose expected count sits on `min_counts` is
+    tested or not the same way everywhere. A set of zeros adds nothing, so nothing is made dense
+    but the results: at 17,646 genes the dense sets (PICs x 11 x genes) took 6.4 of the test's 16 s."""
     if not isinstance(doublets, Doublets):
         doublets = Doublets.given(doublets, n_matched)
+    xp, sparse = xp_of(obs), sparse_module(obs)
     n = n_matched + 1
     n_genes = obs.shape[1]
-    n_num, n2_var, d_sum = (np.zeros((n_groups, n_genes)) for _ in range(3))  # integer-valued
+    n_num, n2_var, d_sum = (xp.zeros((n_groups, n_genes)) for _ in range(3))  # integer-valued
     if units is not None:  # residual and doublet sums per (group, unit) cell
         width = int(units.max()) + 1
         cells, cell_of = np.unique(groups.astype(np.int64) * width + units, return_inverse=True)
         cell_of = cell_of.ravel()
-        cell_r, cell_d = np.zeros((cells.size, n_genes)), np.zeros((cells.size, n_genes))
+        cell_r, cell_d = xp.zeros((cells.size, n_genes)), xp.zeros((cells.size, n_genes))
     for start, stop, chunk in doublets:
-        x = sp.csr_matrix(obs[start:stop], dtype=np.float64)
-        d = sp.csr_matrix(chunk, dtype=np.float64)
-        of_pic = _indicator(np.repeat(np.arange(stop - start), n_matched), stop - start)  # doublet -> PIC
+        x = sparse.csr_matrix(obs[start:stop], dtype=np.float64)
+        d = sparse.csr_matrix(chunk, dtype=np.float64)  # host draws: copied to the GPU there
+        of_pic = _indicator(np.repeat(np.arange(stop - start), n_matched), stop - start, like=obs)  # doublet -> PIC
         d1 = of_pic @ d
         s1 = x + d1
         s2 = x.multiply(x) + of_pic @ d.multiply(d)
         resid_n = x * n - s1  # n r
-        member = _indicator(groups[start:stop], n_groups)
+        member = _indicator(groups[start:stop], n_groups, like=obs)
         n_num += (member @ resid_n).toarray()
         n2_var += (member @ (s2 * n - s1.multiply(s1))).toarray()  # n^2 Var x
         d_sum += (member @ d1).toarray()
         if units is not None:
-            to_cell = _indicator(cell_of[start:stop], cells.size)
+            to_cell = _indicator(cell_of[start:stop], cells.size, like=obs)
             cell_r += (to_cell @ resid_n).toarray()
             cell_d += (to_cell @ d1).toarray()
-    num, var, mean = n_num / n, n2_var / n**2, d_sum / n_matched
+    num, var, mean = (to_host(a) for a in (n_num / n, n2_var / n**2, d_sum / n_matched))
     if units is None:
         return Sums(num, var, mean, None, None)
-    cell_r, cell_w = cell_r / n, cell_d / n_matched
+    cell_r, cell_w = to_host(cell_r) / n, to_host(cell_d) / n_matched
     cell_group = cells // width
     n_units = np.bincount(cell_group, minlength=n_groups).astype(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -305,9 +306,11 @@ def stratified_sums(obs: sp.csr_matrix, doublets: Doublets | sp.csr_matrix, grou
     return Sums(num, var, mean, spread, n_units)
 
 
-def _indicator(labels: np.ndarray, n_labels: int) -> sp.csr_matrix:
-    """(n_labels, len(labels)) 0/1 CSR: row k sums the columns labelled k."""
-    return sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n_labels, labels.size))
+def _indicator(labels: np.ndarray, n_labels: int, like=None):
+    """(n_labels, len(labels)) 0/1 CSR: row k sums the columns labelled k; on the device of
+    `like` (a scipy or cupyx matrix) when given, else a scipy matrix."""
+    host = sp.csr_matrix((np.ones(labels.size), (labels, np.arange(labels.size))), shape=(n_labels, labels.size))
+    return host if like is None or sparse_module(like) is sp else sparse_module(like).csr_matrix(host)
 
 
 def unit_pvalues(num: np.ndarray, spread: np.ndarray, n_units: np.ndarray) -> np.ndarray:
@@ -341,16 +344,16 @@ def exact_pvalue(r2: np.ndarray) -> float | None:
     probability, independently, so the sum's distribution is the convolution of those uniforms.
     p = min(1, 2 min(P(T >= t), P(T <= t))); None where the support is wider than _EXACT_SPAN."""
     total = ExactSum()
-    total.add(r2)
+    add_sets([total], r2[:, :, None])
     return total.pvalue(r2.shape[1])
 
 
 class ExactSum:
     """The null distribution of one group's stratified sum of one gene, gathered PIC chunk by PIC
-    chunk: each PIC set as its counts of values above its minimum (its kind: PICs of one kind
-    have the same pmf, convolved with itself by squaring; a sparse gene has a few kinds, many
-    PICs each), the observed sum above the minima and the support's width. The p-value depends
-    on the kinds gathered, not on how the PICs were chunked."""
+    chunk (`add_sets`): each PIC set as its counts of values above its minimum (its kind: PICs of
+    one kind have the same pmf, convolved with itself by squaring; a sparse gene has a few kinds,
+    many PICs each), the observed sum above the minima and the support's width. The p-value
+    depends on the kinds gathered, not on how the PICs were chunked."""
 
     __slots__ = ("kinds", "observed", "span")
 
@@ -359,37 +362,15 @@ class ExactSum:
         self.observed = 0
         self.span = 0
 
-    def add(self, r2: np.ndarray) -> None:
-        lo = r2.min(axis=1)
-        span = r2.max(axis=1) - lo
-        vary = span > 0  # a PIC whose values all tie adds a constant
-        self.span += int(span.sum())
-        self.observed += int((r2[vary, 0] - lo[vary]).sum())
-        if not vary.any() or self.span > _EXACT_SPAN:
-            return
-        shifted = r2[vary] - lo[vary, None]
-        rows, width = shifted.shape[0], int(span.max()) + 1
-        flat = (np.arange(rows)[:, None] * width + shifted).ravel()
-        counts = np.bincount(flat, minlength=rows * width).reshape(rows, width)
-        base = r2.shape[1] + 1  # a kind as one integer, its counts the digits, where that fits
-        if width * np.log2(base) < 62:
-            _, first, times = np.unique(counts @ base ** np.arange(width, dtype=np.int64), return_index=True,
-                                        return_counts=True)  # fmt: skip
-            kinds = counts[first]
-        else:
-            kinds, times = np.unique(counts, axis=0, return_counts=True)
-        ends = width - np.argmax(kinds[:, ::-1] > 0, axis=1)  # past each kind's highest value
-        for kind, end, t in zip(kinds, ends, times, strict=True):
-            key = kind[:end].astype(np.int64).tobytes()
-            self.kinds[key] = self.kinds.get(key, 0) + int(t)
-
-    def pvalue(self, n_values: int) -> float | None:
-        """The two-sided p-value (`exact_pvalue`) of sets of `n_values` values each."""
+    def pvalue(self, n_values: int, squares: dict | None = None) -> float | None:
+        """The two-sided p-value (`exact_pvalue`) of sets of `n_values` values each. squares:
+        each kind's pmf squared again and again, kept across calls (genes share most kinds)."""
         if self.span > _EXACT_SPAN:
             return None
         if not self.kinds:
             return 1.0
-        pmfs = [_power(np.frombuffer(key, np.int64) / n_values, t) for key, t in sorted(self.kinds.items())]
+        squares = {} if squares is None else squares
+        pmfs = [_power(key, n_values, t, squares) for key, t in sorted(self.kinds.items())]
         while len(pmfs) > 1:  # pairwise: the long convolutions happen few times
             pmfs = [_convolve(pmfs[i], pmfs[i + 1]) if i + 1 < len(pmfs) else pmfs[i] for i in range(0, len(pmfs), 2)]
         pmf = np.maximum(pmfs[0], 0.0)  # FFT round-off below zero
@@ -398,16 +379,69 @@ class ExactSum:
         return float(min(1.0, 2 * min(upper, lower)))
 
 
-def _power(pmf: np.ndarray, k: int) -> np.ndarray:
-    """`pmf` convolved with itself `k` times (k >= 1), by squaring."""
-    out = None
+def add_sets(sums: list[ExactSum], counts: np.ndarray) -> None:
+    """Gather integer counts (PICs, n_matched + 1, genes), column 0 of axis 1 each PIC's own,
+    into `sums` (one `ExactSum` per gene). Each PIC set's kind is its histogram of values above
+    its minimum; the kinds of all genes whose histograms fit one integer as digits (sparse genes,
+    most of them) are found together by one histogram and one sort, the others gene by gene."""
+    sets = np.moveaxis(counts, 2, 0)  # genes, PICs, values
+    lo = sets.min(axis=2)
+    span = sets.max(axis=2) - lo
+    vary = span > 0  # a PIC whose values all tie adds a constant
+    own = np.where(vary, sets[:, :, 0] - lo, 0)
+    for total, w, o in zip(sums, span.sum(axis=1), own.sum(axis=1), strict=True):
+        total.span += int(w)
+        total.observed += int(o)
+    open_ = np.array([total.span <= _EXACT_SPAN for total in sums]) & vary.any(axis=1)
+    base = counts.shape[1] + 1
+    narrow = open_ & ((span.max(axis=1) + 1) * np.log2(base) < 62)
+    if narrow.any():
+        gene, pic = np.nonzero(vary & narrow[:, None])
+        _count_kinds(sums, gene, sets[gene, pic] - lo[gene, pic][:, None], base)
+    for g in np.flatnonzero(open_ & ~narrow):
+        pic = np.flatnonzero(vary[g])
+        _count_kinds(sums, np.full(pic.size, g), sets[g, pic] - lo[g, pic][:, None], base)
+
+
+def _count_kinds(sums: list[ExactSum], gene: np.ndarray, shifted: np.ndarray, base: int) -> None:
+    """Add PIC sets (rows of `shifted`: values above the set's minimum) of genes `gene` to
+    their `sums`' kinds: histogram of each row, as one integer (its counts the digits, < base)
+    where that fits, and counted per (gene, kind)."""
+    width = int(shifted.max()) + 1
+    flat = (np.arange(gene.size)[:, None] * width + shifted).ravel()
+    hist = np.bincount(flat, minlength=gene.size * width).reshape(gene.size, width)
+    if width * np.log2(base) < 62:
+        code = hist @ base ** np.arange(width, dtype=np.int64)
+        order = np.lexsort((code, gene))
+        gene_o, code_o = gene[order], code[order]
+        new = np.ones(order.size, bool)
+        new[1:] = (gene_o[1:] != gene_o[:-1]) | (code_o[1:] != code_o[:-1])
+        first = order[new]
+        times = np.diff(np.append(np.flatnonzero(new), order.size))
+    else:
+        _, first, times = np.unique(np.column_stack([gene, hist]), axis=0, return_index=True, return_counts=True)
+    kinds = hist[first]
+    ends = width - np.argmax(kinds[:, ::-1] > 0, axis=1)  # past each kind's highest value
+    for g, kind, end, t in zip(gene[first], kinds, ends, times, strict=True):
+        key = kind[:end].astype(np.int64).tobytes()
+        table = sums[g].kinds
+        table[key] = table.get(key, 0) + int(t)
+
+
+def _power(key: bytes, n_values: int, k: int, squares: dict) -> np.ndarray:
+    """The pmf of kind `key` (counts of each value over `n_values`) convolved with itself `k`
+    times (k >= 1), by squaring; the squarings are kept in `squares` for other genes."""
+    chain = squares.setdefault((key, n_values), [np.frombuffer(key, np.int64) / n_values])
+    out, j = None, 0
     while True:
         if k & 1:
-            out = pmf if out is None else _convolve(out, pmf)
+            out = chain[j] if out is None else _convolve(out, chain[j])
         k >>= 1
         if not k:
             return out
-        pmf = _convolve(pmf, pmf)
+        j += 1
+        if j == len(chain):
+            chain.append(_convolve(chain[-1], chain[-1]))
 
 
 def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -426,7 +460,7 @@ def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: Doublets, groups:
     todo = {int(k): np.flatnonzero(far[k]) for k in np.flatnonzero(far.any(axis=1))}
     if not todo:
         return p
-    sums = {(k, int(g)): ExactSum() for k, genes in todo.items() for g in genes}
+    sums = {k: [ExactSum() for _ in genes] for k, genes in todo.items()}
     m = doublets.n_matched
     for start, stop, chunk in doublets:
         for k, genes in todo.items():
@@ -434,13 +468,13 @@ def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: Doublets, groups:
             if rows.size == 0:
                 continue
             drows = ((rows - start)[:, None] * m + np.arange(m)).ravel()
-            counts = np.rint(_stack(obs[rows], chunk[drows], genes, m)).astype(np.int64)
-            for j, g in enumerate(genes):
-                sums[k, int(g)].add(counts[:, :, j])
-    for (k, g), total in sums.items():
-        exact = total.pvalue(m + 1)
-        if exact is not None:
-            p[k, g] = exact
+            add_sets(sums[k], np.rint(_stack(obs[rows], chunk[drows], genes, m)).astype(np.int64))
+    squares: dict = {}
+    for k, genes in todo.items():
+        for g, total in zip(genes, sums[k], strict=True):
+            exact = total.pvalue(m + 1, squares)
+            if exact is not None:
+                p[k, g] = exact
     return p
 
 

@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .._validation import check_anndata, check_int, check_integer_counts
 from ._args import check_seed, population_groups
+from ._umi_draws import draw_rows
 
 
 def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
@@ -23,22 +24,6 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
     x.sum_duplicates()
     check_integer_counts(x, step=f"{step} ({what})")
     return x
-
-
-def downsample_row(counts: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Draw exactly `n` UMIs without replacement from the count vector `counts` (ints).
-
-    Each UMI is a slot of the cumulative counts; distinct slots chosen uniformly give the
-    multivariate hypergeometric counts, at a cost that follows the slots drawn rather than
-    the entries (numpy's sampler walks every entry). The fewer of kept and dropped is drawn."""
-    c = np.asarray(counts, dtype=np.int64)
-    total, n = int(c.sum()), int(n)
-    if n >= total:
-        return c.copy()
-    k = min(n, total - n)
-    slots = rng.choice(total, size=k, replace=False, shuffle=False)
-    drawn = np.bincount(np.searchsorted(np.cumsum(c), slots, side="right"), minlength=c.size)
-    return drawn if k == n else c - drawn
 
 
 class _Pool:
@@ -135,9 +120,9 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
             raise ValueError(msg)
     rng = np.random.default_rng(seed)
     roles = list(composition)
-    # the PICs as COO pieces (member rows down-sampled): memory follows the nonzeros, not
-    # PICs x genes
-    pieces_r, pieces_c, pieces_v, meta = [], [], [], []
+    # the members chosen first, their UMIs drawn at the end in one compiled pass (`_umi_draws`):
+    # each member a part of its PIC's row
+    part_cell, part_want, part_pic, meta = [], [], [], []
     limited = max_uses is not None
     left = np.full(singlets.n_obs, max_uses, dtype=np.int64) if limited else None  # uses left
     firsts = _Pool(pool_a, limited)
@@ -174,11 +159,9 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
                 firsts.remove(cell)
                 for pool in by_sample[samples[cell]].values():
                     pool.remove(cell)
-        for m, n in zip(members, n_i, strict=True):
-            lo, hi = x.indptr[m], x.indptr[m + 1]
-            pieces_c.append(x.indices[lo:hi])
-            pieces_v.append(downsample_row(x.data[lo:hi], n, rng))
-            pieces_r.append(np.full(hi - lo, len(meta), dtype=np.int64))
+        part_cell += members
+        part_want += n_i.tolist()
+        part_pic += [len(meta)] * len(members)
         n_a = sum(n for role, n in zip(roles, n_i, strict=True) if role == "A")
         rec = {"true_alpha": n_a / n_i.sum()}
         ia = [m for role, m in zip(roles, members, strict=True) if role == "A"]
@@ -190,12 +173,8 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         if composition == "ABB":
             rec["true_b2"], rec["source_b2"] = labels[ib[1]], singlets.obs_names[ib[1]]
         meta.append(rec)
-    def cat(parts, dt):
-        return (np.concatenate(parts).astype(dt) if parts else np.zeros(0, dt))
-    mat = sp.coo_matrix((cat(pieces_v, np.float32), (cat(pieces_r, np.int64),
-                                                      cat(pieces_c, np.int64))),
-                        shape=(len(meta), x.shape[1])).tocsr()  # sums the members' counts
-    mat.eliminate_zeros()
+    # a PIC's row sums its members' UMIs
+    mat = draw_rows(x, part_cell, part_want, part_pic, len(meta), seed=int(rng.integers(2**32)), dtype=np.float32)
     # the columns named, so that an empty result (n_pics=0, or no attempt reached n_umis)
     # still has them
     extra = {"AAB": ["true_a2", "source_a2"], "ABB": ["true_b2", "source_b2"]}.get(composition, [])
