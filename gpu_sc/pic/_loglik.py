@@ -67,6 +67,16 @@ def _kept_pairs(xp, w):
     return r, j, w[r, j]
 
 
+def on_device(x: sp.csr_matrix, device: str):
+    """The host CSR PICs `x` where the likelihoods run: as is for the CPU, a cupyx CSR for the
+    GPU."""
+    if device != "gpu":
+        return x
+    import cupyx.scipy.sparse as cusp
+
+    return cusp.csr_matrix(x)
+
+
 def pair_columns(a, b) -> tuple[np.ndarray, np.ndarray]:
     """The A and the B item of each pair column j = ia + K_A * ib of the pair posterior, for
     per-group items `a` (K_A) and `b` (K_B): names, codes, ..."""

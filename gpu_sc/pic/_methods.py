@@ -56,15 +56,6 @@ class Options:
     progress: bool
 
 
-def _on_device(x: sp.csr_matrix, device: str):
-    """The host CSR `x` where the work runs: as is for the CPU, a cupyx CSR for the GPU."""
-    if device != "gpu":
-        return x
-    import cupyx.scipy.sparse as cusp
-
-    return cusp.csr_matrix(x)
-
-
 class _Method:
     """What every method shares: the groups, eps, down-sampling depth, device, and the pair
     search over `search_profiles` (genes x (K_A + K_B))."""
@@ -81,7 +72,7 @@ class _Method:
         over pairs, PICs streamed in chunks on the CPU or the GPU."""
         ka = len(self.ga)
         track = Progress("deconvolve: pair search", x.shape[0], unit="PICs") if self.progress else None
-        r = _loglik.pair_scores(_on_device(x, self.device), self.search_profiles[:, :ka],
+        r = _loglik.pair_scores(_loglik.on_device(x, self.device), self.search_profiles[:, :ka],
                                 self.search_profiles[:, ka:], eps=self.eps, alpha=alpha, temper=tau,
                                 progress=None if track is None else lambda done, _: track(done))  # fmt: skip
         return {"ia": r.ia, "ib": r.ib, "ll": r.ll, "alpha": r.alpha,
@@ -130,7 +121,7 @@ class ML(_DesignSearch):
             depth = opt.n_umis or _ml_fit.median_total(blocks)
             self.tau_pair, self.tau_alpha, r2 = _ml_fit.calibrate(
                 ref.singlets, s, labels, ga, gb, ref.groupby, self.design, n_umis=depth,
-                eps=opt.eps, seed=opt.seed)  # fmt: skip
+                eps=opt.eps, seed=opt.seed, device=self.device)  # fmt: skip
             info["alpha_calibration_r2"] = r2
             if opt.alpha_model == "regression":
                 pop = np.where(np.isin(labels, ga), "A", np.where(np.isin(labels, gb), "B", ""))
@@ -138,7 +129,7 @@ class ML(_DesignSearch):
                     _ml_fit.full_profiles(s, pop, ["A", "B"]), ref.singlets.var_names)
                 self.alpha_regression = _ml_fit.fit_alpha_regression(
                     ref.singlets, s, labels, ga, gb, ref.groupby, self.alpha_bins,
-                    n_pics=opt.n_train, n_umis=depth, eps=opt.eps, seed=opt.seed)  # fmt: skip
+                    n_pics=opt.n_train, n_umis=depth, eps=opt.eps, seed=opt.seed, device=self.device)  # fmt: skip
             if self.alpha_regression is not None:
                 used = "regression"
                 info.update(alpha_regression_r2=self.alpha_regression.r2,
@@ -152,7 +143,7 @@ class ML(_DesignSearch):
         n, ka = x.shape[0], len(self.ga)
         ok = np.flatnonzero(out[K.OBS_PIC_STATUS] == K.PIC_STATUS_OK)
         best = self._search(scored[ok], alpha=None, tau=self.tau_pair)
-        grid_ll = _posterior.grid_loglik(_on_device(x[ok], self.device), self.full_profiles[:, :ka],
+        grid_ll = _posterior.grid_loglik(_loglik.on_device(x[ok], self.device), self.full_profiles[:, :ka],
                                          self.full_profiles[:, ka:], best["ia"], best["ib"],
                                          eps=self.eps)  # fmt: skip
         mean, lo, hi = _posterior.posterior(
@@ -187,7 +178,7 @@ class Mixture(_DesignSearch):
         from ._mixture import mixture_weights, summarise
 
         ok = np.flatnonzero(out[K.OBS_PIC_STATUS] == K.PIC_STATUS_OK)
-        w, ll, _ = mixture_weights(_on_device(scored[ok], self.device), self.search_profiles,
+        w, ll, _ = mixture_weights(_loglik.on_device(scored[ok], self.device), self.search_profiles,
                                    eps=self.eps, concentration=self.concentration,
                                    n_iter=self.n_iter)  # fmt: skip
         w, ll = to_host(w), to_host(ll)

@@ -149,10 +149,10 @@ def _indices(groups, names) -> np.ndarray:
     return pd.Index(groups).get_indexer(names)
 
 
-def calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, seed):
+def calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, seed, device: str = "cpu"):
     """Temperatures of the pair posterior and of the alpha likelihood, fitted on PICs simulated
     from one half of the reference against profiles of the other half (no PIC's source cell is
-    in the profiles it is scored against)."""
+    in the profiles it is scored against). device: where the alpha grid's likelihood runs."""
     rng = np.random.default_rng(seed)
     prof, src = _split_reference(labels, ga + gb, rng)
     sim = simulate_pics(singlets[src], groupby=groupby, a=ga, b=gb, n_pics=_N_CALIBRATE,
@@ -165,18 +165,20 @@ def calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, seed
     ll = _loglik.all_pairs_loglik(design.counts(x), p[:, :len(ga)], p[:, len(ga):], eps=eps)
     tau_pair = _posterior.pair_tau(ll, ta + len(ga) * tb)
     full, prior = alpha_parts(s, labels, ga + gb, prof, full=p if design.all else None)
-    grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb, eps=eps)
+    grid_ll = _posterior.grid_loglik(_loglik.on_device(x, device), full[:, :len(ga)], full[:, len(ga):], ta, tb,
+                                     eps=eps)  # fmt: skip
     tau_alpha, r2 = _posterior.best_tau(grid_ll, prior.log_density(ta, tb, len(ga)),
                                         sim.obs[K.OBS_TRUE_ALPHA].to_numpy())
     return tau_pair, tau_alpha, r2
 
 
 def fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics, n_umis, eps,
-                          seed):
+                          seed, device: str = "cpu"):
     """The alpha regression, learned on PICs simulated from each half of the reference and
     scored against the other half's profiles and size prior (both ways round). A fifth of each
     half's source cells make check PICs only: the regression's R^2 and the conformal margin of
-    its interval come from cells it never saw. None when the reference yields too few PICs."""
+    its interval come from cells it never saw. None when the reference yields too few PICs.
+    device: where the alpha grid's likelihood runs."""
     rng = np.random.default_rng(seed + 5)
     halves = _split_reference(labels, ga + gb, rng)
     parts = {"fit": ([], []), "check": ([], [])}
@@ -192,8 +194,8 @@ def fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics, 
                 continue
             x = sim.X.tocsr().astype(np.float64)
             ta, tb = _indices(ga, sim.obs[K.OBS_TRUE_A]), _indices(gb, sim.obs[K.OBS_TRUE_B])
-            grid_ll = _posterior.grid_loglik(x, full[:, :len(ga)], full[:, len(ga):], ta, tb,
-                                             eps=eps, grid=_alpha_regression.FEATURE_GRID)
+            grid_ll = _posterior.grid_loglik(_loglik.on_device(x, device), full[:, :len(ga)], full[:, len(ga):],
+                                             ta, tb, eps=eps, grid=_alpha_regression.FEATURE_GRID)  # fmt: skip
             parts[part][0].append(_alpha_regression.features(x, bins, grid_ll, prior, ta, tb,
                                                              len(ga)))
             parts[part][1].append(sim.obs[K.OBS_TRUE_ALPHA].to_numpy(float))

@@ -59,26 +59,39 @@ def grid_loglik(x, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray, ib: np.ndarra
     x: CSR PICs (n, genes), scipy or cupyx (then the work runs on the GPU); pa (genes, K_A),
     pb (genes, K_B); ia, ib the pair of each PIC. Returns a host (n, len(grid)) array; rows are
     streamed so that nonzeros x grid stays bounded.
+
+    A gene's log curve depends only on the gene and the pair, which PICs of one pair share: the
+    curves are taken once per (gene, pair) that occurs, and each PIC sums its genes' curves
+    weighted by its counts, as one sparse (PICs x curves) by dense (curves x grid) product.
+    Per nonzero that is a multiply-add a grid point instead of a log (20,000 training PICs of 9
+    pairs: 0.2 M curves for 10 M nonzeros), and the same sums in the same order.
     """
     xp = xp_of(x.data)
     n = x.shape[0]
     out = np.zeros((n, grid.size))
+    n_b = pb.shape[1]
     pa, pb, ia, ib, g_ = (xp.asarray(v) for v in (pa, pb, ia, ib, grid))
     indptr = x.indptr.astype(np.int64)
     rows_per = max(1, int(_CHUNK_CELLS // grid.size // max(1, x.nnz / max(n, 1))))
+    n_keys = pa.shape[0] * pa.shape[1] * n_b
     for r0 in range(0, n, rows_per):
         r1 = min(n, r0 + rows_per)
         s, e = int(indptr[r0]), int(indptr[r1])
         ptr = indptr[r0:r1 + 1] - s
         row = xp.searchsorted(ptr, xp.arange(e - s), side="right") - 1 + r0
-        g = x.indices[s:e]
-        a = pa[g, ia[row]]
-        b = pb[g, ib[row]]
+        # each nonzero's (gene, pair) as one key, numbered in key order without a sort
+        key = x.indices[s:e].astype(np.int64) * (pa.shape[1] * n_b) + ia[row] * n_b + ib[row]
+        seen = xp.zeros(n_keys, dtype=bool)
+        seen[key] = True
+        keys = xp.flatnonzero(seen)
+        number = xp.zeros(n_keys, dtype=np.int64)
+        number[keys] = xp.arange(keys.size)
+        g, pair = keys // (pa.shape[1] * n_b), keys % (pa.shape[1] * n_b)
+        a, b = pa[g, pair // n_b], pb[g, pair % n_b]
         logs = xp.log(g_[None] * (a - b)[:, None] + (b + eps)[:, None])
-        # segment sums per PIC: a CSR (rows x nonzeros) holding the counts, times the logs
+        # per PIC: its counts on its genes' curves
         seg = sparse_module(x.data).csr_matrix(
-            (x.data[s:e].astype(np.float64), xp.arange(e - s, dtype=np.int64), ptr),
-            shape=(r1 - r0, e - s))
+            (x.data[s:e].astype(np.float64), number[key], ptr), shape=(r1 - r0, keys.size))
         out[r0:r1] = to_host(seg @ logs)
     return out
 
