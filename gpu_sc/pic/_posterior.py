@@ -73,25 +73,22 @@ def grid_loglik(x, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray, ib: np.ndarra
     pa, pb, ia, ib, g_ = (xp.asarray(v) for v in (pa, pb, ia, ib, grid))
     indptr = x.indptr.astype(np.int64)
     rows_per = max(1, int(_CHUNK_CELLS // grid.size // max(1, x.nnz / max(n, 1))))
-    n_keys = pa.shape[0] * pa.shape[1] * n_b
+    n_pairs = pa.shape[1] * n_b
     for r0 in range(0, n, rows_per):
         r1 = min(n, r0 + rows_per)
         s, e = int(indptr[r0]), int(indptr[r1])
         ptr = indptr[r0:r1 + 1] - s
         row = xp.searchsorted(ptr, xp.arange(e - s), side="right") - 1 + r0
-        # each nonzero's (gene, pair) as one key, numbered in key order without a sort
-        key = x.indices[s:e].astype(np.int64) * (pa.shape[1] * n_b) + ia[row] * n_b + ib[row]
-        seen = xp.zeros(n_keys, dtype=bool)
-        seen[key] = True
-        keys = xp.flatnonzero(seen)
-        number = xp.zeros(n_keys, dtype=np.int64)
-        number[keys] = xp.arange(keys.size)
-        g, pair = keys // (pa.shape[1] * n_b), keys % (pa.shape[1] * n_b)
+        # each nonzero's (gene, pair) as one key, numbered in key order (a sort of the chunk's
+        # keys, not a table of every gene x pair: 33,694 genes x 2,500 pairs would be 84 M)
+        key = x.indices[s:e].astype(np.int64) * n_pairs + ia[row] * n_b + ib[row]
+        keys, number = xp.unique(key, return_inverse=True)
+        g, pair = keys // n_pairs, keys % n_pairs
         a, b = pa[g, pair // n_b], pb[g, pair % n_b]
         logs = xp.log(g_[None] * (a - b)[:, None] + (b + eps)[:, None])
         # per PIC: its counts on its genes' curves
         seg = sparse_module(x.data).csr_matrix(
-            (x.data[s:e].astype(np.float64), number[key], ptr), shape=(r1 - r0, keys.size))
+            (x.data[s:e].astype(np.float64), number.ravel(), ptr), shape=(r1 - r0, keys.size))
         out[r0:r1] = to_host(seg @ logs)
     return out
 
