@@ -105,12 +105,12 @@ def _fill(indptr, indices, data, totals, cells, wants, seed, runs, out_ptr, out_
     return written
 
 
-def draw_parts(ref_indptr, ref_indices, ref_counts, cells, wants, seed: int, totals=None, runs: int | None = None):
+def draw_parts(ref_indptr, ref_indices, ref_counts, totals, cells, wants, seed: int, runs: int | None = None):
     """(cols, counts, per-part lengths) of `wants[p]` UMIs drawn from reference row `cells[p]`
     for every part p, in part order. ref_counts: the rows' integer counts, in any numeric type,
     and ref_indices are read in place (a reference of many cells is not copied); totals: each
-    row's UMIs (int64), summed from ref_counts when None; runs: runs of parts drawn in parallel
-    (numba's threads when None; the draws are the same for any number)."""
+    row's UMIs; runs: runs of parts drawn in parallel (numba's threads when None; the draws are
+    the same for any number)."""
     cells = np.ascontiguousarray(cells, dtype=np.int64)
     wants = np.ascontiguousarray(wants, dtype=np.int64)
     nnz = np.diff(ref_indptr)[cells]
@@ -119,8 +119,6 @@ def draw_parts(ref_indptr, ref_indices, ref_counts, cells, wants, seed: int, tot
     cols = np.empty(int(out_ptr[-1]), np.int64)
     vals = np.empty(int(out_ptr[-1]), np.float64)
     indptr = np.asarray(ref_indptr, np.int64)
-    if totals is None:  # each reference row's UMIs, once for all its draws
-        totals = np.diff(np.concatenate([[0], np.cumsum(ref_counts, dtype=np.int64)])[indptr])
     written = _fill(indptr, ref_indices, ref_counts, np.asarray(totals, np.int64), cells, wants, int(seed),
                     runs or numba.get_num_threads(), out_ptr, cols, vals)  # fmt: skip
     keep = np.arange(cols.size) - np.repeat(out_ptr[:-1], bound) < np.repeat(written, bound)
@@ -130,7 +128,7 @@ def draw_parts(ref_indptr, ref_indices, ref_counts, cells, wants, seed: int, tot
 def draw_rows(x: sp.csr_matrix, cells, wants, rows, n_rows: int, seed: int, dtype=np.float64) -> sp.csr_matrix:
     """CSR (n_rows, x's columns) whose row r sums the parts p with rows[p] == r, part p being
     wants[p] UMIs drawn from row cells[p] of `x` (canonical CSR of integer counts; `draw_parts`)."""
-    totals = np.rint(np.asarray(x.sum(axis=1, dtype=np.float64)).ravel())
-    cols, vals, lens = draw_parts(x.indptr, x.indices, x.data, cells, wants, seed, totals=totals)
+    totals = np.rint(np.asarray(x.sum(axis=1, dtype=np.float64)).ravel())  # once for all the draws
+    cols, vals, lens = draw_parts(x.indptr, x.indices, x.data, totals, cells, wants, seed)
     rows = np.repeat(np.asarray(rows, np.int64), lens)
     return sp.coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n_rows, x.shape[1])).tocsr()
