@@ -38,9 +38,9 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy.optimize import nnls
 
-from .. import _keys as K
+from .. import _keys as K, _ops
 from .._backend import to_host
-from .._validation import check_anndata
+from .._validation import canonical, check_anndata
 from ..get import array_to_cpu
 from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
@@ -96,7 +96,8 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
                "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
         raise ValueError(msg)
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str) == K.PIC_STATUS_OK).to_numpy()
-    depth = int(np.median(np.asarray(to_host(pics.X[np.flatnonzero(ok)].sum(axis=1))).ravel()))  # X may be on the GPU
+    totals = to_host(_ops.row_sums(_ops.parts(canonical(pics.X, step="pair_frequencies")))[0])  # GPU, Dask too
+    depth = int(np.median(totals[ok]))
     origin = singlets if sources is None else sources
     present = set(origin.obs[groupby].astype(str))
     parts, truth = [], []

@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
     canonical,
@@ -115,10 +115,15 @@ def pic_and_singlet_counts(pics: AnnData, singlets: AnnData, *, layer: str | Non
     """Raw counts of the PICs and the singlets (see `counts_matrix`), on one device."""
     u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
     s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
-    if is_gpu(u) != is_gpu(s):
+    if _on_gpu(u) != _on_gpu(s):
         msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
         raise ValueError(msg)
     return u, s
+
+
+def _on_gpu(x) -> bool:
+    """Whether `x` (or a Dask array's blocks) lives on the GPU."""
+    return is_gpu(x._meta if is_dask(x) else x)
 
 
 def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
@@ -155,27 +160,23 @@ def nonzeros(x):
 
 
 def group_sums(x, codes, n_groups: int, *, transform=None):
-    """(n_groups x n_genes) float64 sums of `x` (or of transform(x) for a zero-preserving
-    transform) over the rows of each group (codes -1 are left out), and the group sizes."""
-    xp = xp_of(x)
-    sizes = np.bincount(np.asarray(codes)[np.asarray(codes) >= 0], minlength=n_groups)
-    if not is_sparse(x):  # dense: one masked column sum per group
-        out = xp.zeros((n_groups, x.shape[1]), dtype=xp.float64)
-        for k in np.flatnonzero(sizes):
-            block = x[xp.asarray(np.flatnonzero(np.asarray(codes) == k))].astype(xp.float64)
-            out[k] = (block if transform is None else transform(xp, block)).sum(axis=0)
-        return out, sizes
-    codes_x = xp.asarray(codes)
-    rows, cols, vals = nonzeros(x)
-    vals = vals.astype(xp.float64)
+    """(n_groups x n_genes) float64 sums of `x` (or of transform(xp, values in float64) for a
+    zero-preserving elementwise transform) over the rows of each group (codes -1 are left out),
+    on x's device (a Dask array block by block), and the group sizes."""
+    codes = np.asarray(codes)
+    sizes = np.bincount(codes[codes >= 0], minlength=n_groups)
     if transform is not None:
-        vals = transform(xp, vals)
-    g = codes_x[rows]
-    keep = g >= 0
-    n_genes = x.shape[1]
-    flat = g[keep] * n_genes + cols[keep]
-    sums = xp.bincount(flat, weights=vals[keep], minlength=n_groups * n_genes)
-    return sums.reshape(n_groups, n_genes), sizes
+        x = x.map_blocks(_transformed, transform, dtype=np.float64) if is_dask(x) else _transformed(x, transform)
+    return _ops.group_sums(_ops.parts(x), codes, n_groups)[0], sizes
+
+
+def _transformed(x, transform):
+    """transform(xp, values in float64) of CSR or dense `x`, in a new matrix."""
+    xp = xp_of(x)
+    if is_sparse(x):
+        return sparse_module(x).csr_matrix((transform(xp, x.data.astype(xp.float64)), x.indices, x.indptr),
+                                           shape=x.shape)  # fmt: skip
+    return transform(xp, x.astype(xp.float64))
 
 
 def genes_mask(adata: AnnData, genes, *, step: str) -> np.ndarray:

@@ -12,18 +12,20 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .. import _ops
+from .._backend import is_dask, to_host
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
 from .._validation import canonical, check_anndata, check_int, get_matrix, make_actual
 from ..get import array_to_cpu
 from ._args import check_posterior_shape, check_seed, replicate_codes
-from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, nonzeros,
-                        obs_column, ok_mask, reference_groups)  # fmt: skip
+from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
+                        ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns
 from ._matched import (Doublets, doublet_groups, exact_pvalues, least_significant, matched_test,
                        reference_variance, stratified_sums, unit_pvalues, widen)  # fmt: skip
+from ._pic_rows import PicRows
 from ._simulate import _counts_csr
 
 _STEP = "interaction_genes"
@@ -32,8 +34,7 @@ PSEUDO = 5.0  # pseudocount of the log2 effect
 
 
 def to_cpu_counts(x):
-    """Counts on the host, in memory (the matched test draws its doublets and takes its exact
-    tails there; its sums run where the PICs are)."""
+    """The singlets' counts on the host, in memory (the matched test draws its doublets there)."""
     x = array_to_cpu(x)
     return x.compute() if is_dask(x) else x
 
@@ -98,8 +99,9 @@ def interaction_genes(
       p-value Simes' combination of its groups' (so a programme induced in one pair is not
       drowned by the others); chi2 = sum_k z_k^2 and df = the groups where the gene varies are
       reported beside it. PICs on the GPU: the sums over the doublets (sparse products) run
-      there, the doublets are drawn and the exact tails taken on the host; a Dask X is read into
-      memory (the doublets are held 5,000 PICs at a time). The null carries the cell-to-cell
+      there, the doublets are drawn and the exact tails taken on the host. PICs and doublets
+      are held 5,000 PICs at a time; a Dask X's row blocks are computed as those chunks need
+      them (in each of the test's passes over its chunks). The null carries the cell-to-cell
       variation within groups and the depth that real PICs have; with `replicate_key`, a
       group's p-value is at least that of a t test across its replicates. E_k is the
       doublets' mean count summed over the group's PICs.
@@ -228,7 +230,7 @@ def interaction_genes(
         test = _chi2_statistic(o_k, e_k)
     else:
         e_k, test = _matched_statistic(obs_x, gcodes, kept.size, reference, units=units, n_matched=n_matched,
-                                       seed=seed, min_counts=min_counts)  # fmt: skip
+                                       seed=seed, observed=o_k.sum(axis=0), min_counts=min_counts)  # fmt: skip
     gene_names = pics.var_names[gene_sel]
     table, per_group = _table(o_k, e_k, test, min_counts=min_counts, fdr=fdr)
     kept_groups = groups.iloc[kept].reset_index(drop=True)
@@ -276,12 +278,9 @@ def _expected_layer(pics: AnnData, layer: str):
 
 
 def _rows_not_computed(exp_x) -> np.ndarray:
-    """Rows of the expected layer holding a NaN (PICs whose expectation was not computed)."""
-    xp = xp_of(exp_x)
-    if is_sparse(exp_x):
-        r, _, v = nonzeros(exp_x)
-        return np.unique(to_host(r[~xp.isfinite(v)]))
-    return np.flatnonzero(~to_host(xp.isfinite(exp_x).all(axis=1)))
+    """Rows of the expected layer holding a NaN (PICs whose expectation was not computed): a
+    NaN makes its row's sum NaN (expected values are finite otherwise), block by block on Dask."""
+    return np.flatnonzero(np.isnan(to_host(_ops.row_sums(_ops.parts(exp_x))[0])))
 
 
 def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_uncertainty: bool) -> dict:
@@ -329,51 +328,48 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
 
 
 def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict, *, units, n_matched: int,
-                       seed: int, min_counts: float):  # fmt: skip
+                       seed: int, observed: np.ndarray, min_counts: float):  # fmt: skip
     """matched: (expected groups x genes, `matched_test`'s statistics) from the PICs' matched
     doublets: those of the assigned pairs and, with a pair posterior, those of pairs drawn from
     it; a gene's p-value is then the larger of the two. units: (n_obs, 1) replicate codes or
-    None (every PIC its own unit)."""
-    obs = _counts_csr(to_cpu_counts(obs_x), step=_STEP, what="observed counts")
+    None (every PIC its own unit); observed: the tested PICs' UMIs per gene."""
     rows = np.flatnonzero(gcodes >= 0)
-    obs, groups = obs[rows], gcodes[rows]
     # PICs on the GPU: the sums run there (the doublets are drawn, and the exact tails taken,
-    # on the host)
-    summed = sparse_module(obs_x).csr_matrix(obs) if is_gpu(obs_x) else obs
-    depth = np.asarray(obs.sum(axis=1)).ravel()
+    # on the host); a Dask X is read a chunk of PICs at a time
+    obs, groups = PicRows(obs_x, rows, step=_STEP), gcodes[rows]
+    depth = to_host(_ops.row_sums(_ops.parts(obs_x))[0])[rows]
     code_a, code_b, alpha = reference["code_a"][rows], reference["code_b"][rows], reference["alpha"][rows]
     units = None if units is None else units[rows, 0]
     mean, test, candidates = _matched_null(obs, groups, n_groups, reference, alpha, depth,
                                            *doublet_groups(code_a, code_b, None, None, n_matched, None),
                                            units=units, n_matched=n_matched, seed=seed,
-                                           min_counts=min_counts, summed=summed)  # fmt: skip
+                                           observed=observed, min_counts=min_counts)  # fmt: skip
     if reference["posterior"] is not None:
         # the pairs from a stream of their own: the cells drawn are the assigned pairs' where
         # the posterior is sure of them
         drawn = doublet_groups(code_a, code_b, reference["posterior"][rows], reference["pair_codes"], n_matched,
                                np.random.default_rng([seed, 1]))  # fmt: skip
         _, other, _ = _matched_null(obs, groups, n_groups, reference, alpha, depth, *drawn, units=units,
-                                    n_matched=n_matched, seed=seed, candidates=candidates, summed=summed)  # fmt: skip
+                                    n_matched=n_matched, seed=seed, candidates=candidates)  # fmt: skip
         test = least_significant(test, other)
     return mean, test
 
 
-def _matched_null(obs, groups, n_groups: int, reference: dict, alpha, depth, code_a, code_b, *, n_matched: int,
-                  seed: int, units=None, min_counts: float = 0.0, candidates=None, summed=None):  # fmt: skip
+def _matched_null(obs: PicRows, groups, n_groups: int, reference: dict, alpha, depth, code_a, code_b, *,
+                  n_matched: int, seed: int, units=None, observed=None, min_counts: float = 0.0,
+                  candidates=None):  # fmt: skip
     """The matched test of the PICs `obs` (groups: their group; alpha, depth: their A share and
     total; units: their replicate codes or None) against doublets of the reference groups
     (code_a, code_b) (PICs x n_matched): the doublets' mean count per group, `matched_test`'s
     statistics and the tested genes (`candidates`, or those with at least `min_counts` UMIs
-    observed or expected). A group's p-value is the permutation test's (widened by the
-    reference's sampling error), with units at least theirs (`unit_pvalues`). summed: `obs` where
-    its sums are taken (on the GPU for PICs there; None: obs itself)."""
+    `observed` or expected). A group's p-value is the permutation test's (widened by the
+    reference's sampling error), with units at least theirs (`unit_pvalues`)."""
     doublets = Doublets.drawn(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
                               seed)  # fmt: skip
-    sums = stratified_sums(obs if summed is None else summed, doublets, groups, n_groups, n_matched, units)
+    sums = stratified_sums(obs, doublets, groups, n_groups, n_matched, units)
     num, var, mean = sums.num, sums.var, sums.mean
     if candidates is None:
-        o_tot = np.asarray(obs.sum(axis=0)).ravel()
-        candidates = np.maximum(o_tot, mean.sum(axis=0)) >= min_counts  # the genes the table tests
+        candidates = np.maximum(observed, mean.sum(axis=0)) >= min_counts  # the genes the table tests
     has = var > 0
     with np.errstate(divide="ignore", invalid="ignore"):
         z = np.where(has, num / np.sqrt(np.where(has, var, 1.0)), np.nan)

@@ -58,7 +58,8 @@ import numpy as np
 import scipy.sparse as sp
 from scipy import signal, stats
 
-from .._backend import sparse_module, to_host, xp_of
+from .._backend import sparse_module, to_host
+from ._pic_rows import PicRows
 from ._umi_draws import draw_rows
 
 _CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
@@ -243,13 +244,13 @@ class Sums(NamedTuple):
     n_units: np.ndarray | None  #: units per group (vector); None without units
 
 
-def stratified_sums(obs, doublets: Doublets | sp.csr_matrix, groups: np.ndarray, n_groups: int,
-                    n_matched: int, units: np.ndarray | None = None) -> Sums:  # fmt: skip
+def stratified_sums(obs: PicRows | sp.csr_matrix, doublets: Doublets | sp.csr_matrix, groups: np.ndarray,
+                    n_groups: int, n_matched: int, units: np.ndarray | None = None) -> Sums:  # fmt: skip
     """Per group and gene: the permutation test's sums (E and Var over each PIC's set of
     n_matched + 1 counts) and, with `units`, the spread of the residuals r = x - E x between them.
 
-    obs: (PICs, genes) CSR of the tested PICs, scipy or cupyx (then the products run on the GPU,
-    each chunk of host-drawn doublets copied there, and the results come back); doublets: their
+    obs: the tested PICs (`PicRows`, or a CSR of them), scipy or cupyx (then the products run on
+    the GPU, each chunk of host-drawn doublets copied there, and the results come back); doublets: their
     matched doublets (`Doublets`, or a host CSR in `matched_doublets` order); groups: each PIC's
     group in [0, n_groups); units: each PIC's replicate (mouse, patient) as a code in [0, n), or
     None.
@@ -267,9 +268,10 @@ def stratified_sums(obs, doublets: Doublets | sp.csr_matrix, groups: np.ndarray,
     but the results: at 17,646 genes the dense sets (PICs x 11 x genes) took 6.4 of the test's 16 s."""
     if not isinstance(doublets, Doublets):
         doublets = Doublets.given(doublets, n_matched)
-    xp, sparse = xp_of(obs), sparse_module(obs)
+    obs = obs if isinstance(obs, PicRows) else PicRows.of(obs)
+    xp, sparse = obs.xp, obs.sparse
     n = n_matched + 1
-    n_genes = obs.shape[1]
+    n_genes = obs.n_genes
     n_num, n2_var, d_sum = (xp.zeros((n_groups, n_genes)) for _ in range(3))  # integer-valued
     if units is not None:  # residual and doublet sums per (group, unit) cell
         width = int(units.max()) + 1
@@ -277,19 +279,19 @@ def stratified_sums(obs, doublets: Doublets | sp.csr_matrix, groups: np.ndarray,
         cell_of = cell_of.ravel()
         cell_r, cell_d = xp.zeros((cells.size, n_genes)), xp.zeros((cells.size, n_genes))
     for start, stop, chunk in doublets:
-        x = sparse.csr_matrix(obs[start:stop], dtype=np.float64)
+        x = sparse.csr_matrix(obs.on_device(start, stop), dtype=np.float64)
         d = sparse.csr_matrix(chunk, dtype=np.float64)  # host draws: copied to the GPU there
-        of_pic = _indicator(np.repeat(np.arange(stop - start), n_matched), stop - start, like=obs)  # doublet -> PIC
+        of_pic = _indicator(np.repeat(np.arange(stop - start), n_matched), stop - start, like=x)  # doublet -> PIC
         d1 = of_pic @ d
         s1 = x + d1
         s2 = x.multiply(x) + of_pic @ d.multiply(d)
         resid_n = x * n - s1  # n r
-        member = _indicator(groups[start:stop], n_groups, like=obs)
+        member = _indicator(groups[start:stop], n_groups, like=x)
         n_num += (member @ resid_n).toarray()
         n2_var += (member @ (s2 * n - s1.multiply(s1))).toarray()  # n^2 Var x
         d_sum += (member @ d1).toarray()
         if units is not None:
-            to_cell = _indicator(cell_of[start:stop], cells.size, like=obs)
+            to_cell = _indicator(cell_of[start:stop], cells.size, like=x)
             cell_r += (to_cell @ resid_n).toarray()
             cell_d += (to_cell @ d1).toarray()
     num, var, mean = (to_host(a) for a in (n_num / n, n2_var / n**2, d_sum / n_matched))
@@ -450,11 +452,11 @@ def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.convolve(a, b)
 
 
-def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: Doublets, groups: np.ndarray,
+def exact_pvalues(z: np.ndarray, obs: PicRows | sp.csr_matrix, doublets: Doublets, groups: np.ndarray,
                   tested: np.ndarray) -> np.ndarray:  # fmt: skip
     """Two-sided p-values per group and gene: exact (`exact_pvalue`, gathered over the chunks of
-    `doublets`) where the tested gene's |z| > _EXACT_FROM and the support allows, else from the
-    normal approximation; NaN where z is NaN."""
+    `doublets`; obs: the tested PICs, `PicRows` or a host CSR) where the tested gene's |z| >
+    _EXACT_FROM and the support allows, else from the normal approximation; NaN where z is NaN."""
     p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(np.nan_to_num(z))), np.nan)
     far = (np.abs(np.nan_to_num(z)) > _EXACT_FROM) & tested[None, :]
     todo = {int(k): np.flatnonzero(far[k]) for k in np.flatnonzero(far.any(axis=1))}
@@ -462,13 +464,15 @@ def exact_pvalues(z: np.ndarray, obs: sp.csr_matrix, doublets: Doublets, groups:
         return p
     sums = {k: [ExactSum() for _ in genes] for k, genes in todo.items()}
     m = doublets.n_matched
+    obs = obs if isinstance(obs, PicRows) else PicRows.of(obs)
     for start, stop, chunk in doublets:
+        x = obs.host(start, stop)
         for k, genes in todo.items():
-            rows = start + np.flatnonzero(groups[start:stop] == k)
+            rows = np.flatnonzero(groups[start:stop] == k)
             if rows.size == 0:
                 continue
-            drows = ((rows - start)[:, None] * m + np.arange(m)).ravel()
-            add_sets(sums[k], np.rint(_stack(obs[rows], chunk[drows], genes, m)).astype(np.int64))
+            drows = (rows[:, None] * m + np.arange(m)).ravel()
+            add_sets(sums[k], np.rint(_stack(x[rows], chunk[drows], genes, m)).astype(np.int64))
     squares: dict = {}
     for k, genes in todo.items():
         for g, total in zip(genes, sums[k], strict=True):

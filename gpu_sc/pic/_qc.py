@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import is_gpu, is_sparse, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._keys import (
     OBS_PIC_DOUBLET_LLR,
     OBS_PIC_IS_DOUBLET,
@@ -32,6 +32,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_QC,
 )
+from .._ops import Chunked
 from .._validation import make_actual
 from ._args import PicColumns, pic_columns
 from ._expected import (
@@ -185,6 +186,9 @@ class _Setup:
         row_pos[rows_ok] = np.arange(rows_ok.size)
         col_pos = np.full(pics.n_vars, -1, np.int64)
         col_pos[self.markers] = np.arange(int(self.markers.sum()))
+        if is_dask(u):  # only the markers' columns are read, block by block, into memory
+            u = Chunked(u).take_columns(np.flatnonzero(self.markers)).compute()
+            col_pos = np.arange(u.shape[1])
         rows, cols, vals = nonzeros(u)
         rows, cols = xp.asarray(row_pos)[rows], xp.asarray(col_pos)[cols]
         keep = (rows >= 0) & (cols >= 0)

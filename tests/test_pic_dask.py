@@ -1,0 +1,102 @@
+"""The PIC steps after deconvolve on PICs held as a Dask array (row blocks, as deconvolve takes
+them): each gives the in-memory result, and the matched interaction test reads the blocks a
+chunk of PICs at a time instead of computing the whole matrix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+from _helpers import PIC_DC, PIC_T, _load, counted_dask, t_dc_cells
+
+from gpu_sc.pic import _matched, deconvolve, doublet_test, interaction_genes, pair_frequencies, triplet_scan
+from gpu_sc.pic._pic_rows import PicRows
+from gpu_sc.pic._simulate import simulate_pics
+
+pytest.importorskip("dask.array")
+
+ROWS = 97  # blocks that the test's chunks of PICs straddle
+
+
+@pytest.fixture(scope="module")
+def deconvolved():
+    """T + DC reference cells and 400 PICs of them, deconvolved (ml) in memory."""
+    ref = t_dc_cells(_load("pbmc68k_reduced_counts.h5ad"))
+    pics = simulate_pics(ref, groupby="grp", a=PIC_T, b=PIC_DC, n_pics=400, n_umis=800, seed=3)
+    deconvolve(pics, ref, groupby="grp", a=PIC_T, b=PIC_DC)
+    return ref, pics
+
+
+def _lazy(pics):
+    """A copy of `pics` whose X is a Dask array of ROWS-row blocks, and the list of blocks made."""
+    out = pics.copy()
+    out.X, made = counted_dask(sp.csr_matrix(pics.X), rows=ROWS)
+    return out, made
+
+
+@pytest.mark.parametrize("kw", [{}, {"replicate_key": "true_a"}, {"method": "chi2"}],
+                         ids=["matched", "units", "chi2"])  # fmt: skip
+def test_interaction_genes_on_dask_blocks_equal_in_memory(deconvolved, kw, monkeypatch):
+    ref, pics = deconvolved
+    pics = pics.copy()
+    if kw.get("method") == "chi2":
+        from gpu_sc.pic import expected_expression
+
+        expected_expression(pics, ref, groupby="grp")
+    monkeypatch.setattr(_matched, "_CHUNK_PICS", 70)  # chunks of PICs across the blocks
+    args = {} if kw.get("method") == "chi2" else {"singlets": ref, "groupby": "grp"}
+    mem = interaction_genes(pics, **args, inplace=False, **kw)
+    lazy, made = _lazy(pics)
+    got = interaction_genes(lazy, **args, inplace=False, **kw)
+    pd.testing.assert_frame_equal(got, mem)
+    assert mem["tested"].sum() > 100
+    assert made and set(made) == set(range(-(-pics.n_obs // ROWS)))
+
+
+def test_pic_rows_read_a_chunk_from_the_blocks_it_spans():
+    """Rows of a Dask matrix come from the blocks they lie in (the last block kept, so chunks
+    advancing through a block compute it once) and equal the in-memory rows; bad counts are
+    refused with the block named."""
+    x = sp.random(50, 7, density=0.4, format="csr", random_state=0)
+    x.data = np.ceil(x.data * 5)
+    lazy, made = counted_dask(x, rows=10)
+    rows = np.array([1, 3, 12, 13, 14, 38, 41, 49])
+    pr, mem = PicRows(lazy, rows, step="t"), PicRows(x, rows, step="t")
+    for start, stop in [(0, 2), (2, 4), (4, 5), (5, 8)]:
+        assert (pr.host(start, stop) != mem.host(start, stop)).nnz == 0
+    assert made == [0, 1, 3, 4]
+    assert pr.host(0, 0).shape == (0, 7)
+    bad = x.copy()
+    bad.data[-1] = 0.5
+    with pytest.raises(ValueError, match="row block 4"):
+        PicRows(counted_dask(bad, rows=10)[0], rows, step="t").host(5, 8)
+
+
+def test_pair_frequencies_and_qc_on_dask_blocks_equal_in_memory(deconvolved):
+    ref, pics = deconvolved
+    lazy, _ = _lazy(pics)
+    pd.testing.assert_frame_equal(pair_frequencies(lazy, ref, n_sim=40, n_boot=50),
+                                  pair_frequencies(pics, ref, n_sim=40, n_boot=50))  # fmt: skip
+    for step in (doublet_test, triplet_scan):
+        a, b = pics.copy(), lazy.copy()
+        step(a, ref, groupby="grp")
+        step(b, ref, groupby="grp")
+        new = [c for c in a.obs.columns if c not in pics.obs.columns]
+        assert new
+        pd.testing.assert_frame_equal(b.obs[new], a.obs[new])
+
+
+def test_interaction_genes_on_dask_gpu_blocks(device, deconvolved):
+    """A Dask array of cupyx blocks with the singlets on the GPU: the CPU table."""
+    import cupyx.scipy.sparse as cpsp
+
+    from gpu_sc.get import to_gpu
+
+    ref, pics = deconvolved
+    lazy, _ = _lazy(pics)
+    lazy.X = lazy.X.map_blocks(cpsp.csr_matrix, dtype=lazy.X.dtype, meta=cpsp.csr_matrix((0, 0), dtype=lazy.X.dtype))
+    gref = ref.copy()
+    to_gpu(gref)
+    pd.testing.assert_frame_equal(interaction_genes(lazy, gref, groupby="grp", inplace=False),
+                                  interaction_genes(pics, ref, groupby="grp", inplace=False))  # fmt: skip
