@@ -219,11 +219,13 @@ class PeakRSS:
         self.peak = max(self._top, self._rss()) - self._start
 
 
-def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True, peaks=None) -> list[float]:
+def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True, peaks=None,
+          runs=None) -> list[float]:  # fmt: skip
     """Median seconds of each function in `fns` on fresh inputs. The functions take turns
     within every repeat, so neither gets a warmer allocator or cache than the other.
     `make_input` is one input maker for all, or one per function. With a list `peaks`, each
-    function's largest resident-memory rise over its runs (bytes, host) is appended to it."""
+    function's largest resident-memory rise over its runs (bytes, host) is appended to it; with
+    a list `runs`, each function's seconds of every repeat (the spread behind the median)."""
     makers = list(make_input) if isinstance(make_input, Sequence) else [make_input] * len(fns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -247,13 +249,16 @@ def _time(fns, make_input, repeats: int, sync=lambda: None, warm_up: bool = True
                 del a
     if peaks is not None:
         peaks.extend(max(r) if r else None for r in rises)
+    if runs is not None:
+        runs.extend(times)
     return [statistics.median(t) for t in times]
 
 
-def _measure(fns, make_input, repeats: int, sync=lambda: None,
-             warm_up_cells: int | None = None) -> list[tuple[float | None, str | None, int | None]]:
+def _measure(fns, make_input, repeats: int, sync=lambda: None, warm_up_cells: int | None = None,
+             runs: list | None = None) -> list[tuple[float | None, str | None, int | None]]:  # fmt: skip
     """(median seconds, None, peak resident-memory rise in bytes) for each function in `fns`,
-    or (None, its error, None) where it raises.
+    or (None, its error, None) where it raises; with a list `runs`, each function's seconds of
+    every repeat (None where it raised) are appended to it.
 
     The warm-up run of each function finds those that fail; the others are timed in turns. With
     `warm_up_cells` the warm-up sees only that many first cells, with their own graph (for steps
@@ -275,10 +280,14 @@ def _measure(fns, make_input, repeats: int, sync=lambda: None,
             errors.append(f"{type(e).__name__}: {e}"[:300])
     ok = [i for i, err in enumerate(errors) if err is None]
     peaks: list[int | None] = []
-    times = _time([fns[i] for i in ok], [makers[i] for i in ok], repeats, sync, warm_up=False, peaks=peaks) \
-        if ok else []  # fmt: skip
+    every: list[list[float]] = []
+    times = _time([fns[i] for i in ok], [makers[i] for i in ok], repeats, sync, warm_up=False, peaks=peaks,
+                  runs=every) if ok else []  # fmt: skip
     seconds = dict(zip(ok, times, strict=True))
     rise = dict(zip(ok, peaks, strict=True))
+    if runs is not None:
+        each = dict(zip(ok, every, strict=True))
+        runs.extend(each.get(i) for i in range(len(fns)))
     return [(seconds.get(i), errors[i], rise.get(i)) for i in range(len(fns))]
 
 
@@ -329,10 +338,14 @@ def _mib(nbytes):
     return None if nbytes is None else round(nbytes / 2**20, 1)
 
 
-def _row(name, backend, device, ours, error, reference, ref, ref_error, common, note=None, peaks=(None, None)) -> dict:
+def _row(name, backend, device, ours, error, reference, ref, ref_error, common, note=None, peaks=(None, None),
+         runs=(None, None)) -> dict:  # fmt: skip
     row = {"step": name, "backend": backend, "device": device, "seconds": ours, "reference": reference,
            "reference_seconds": ref, "ratio": ref / ours if ours and ref else None,
            "peak_rss_mib": _mib(peaks[0]), "reference_peak_rss_mib": _mib(peaks[1]), **common}  # fmt: skip
+    # every repeat's seconds, so that the spread behind the medians is on record
+    row.update({key: [round(t, 6) for t in r] for key, r in zip(("seconds_runs", "reference_seconds_runs"), runs,
+                                                                  strict=True) if r})  # fmt: skip
     if error:
         row["error"] = error
     if ref_error:
@@ -386,8 +399,11 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
                 return _as_dask(a, args.chunk_rows) if args.chunk_rows else a
 
             fns = [lambda a, pp=pp: (step.call(pp, a, p), _computed(a)) for pp in (gsc.pp, sc.pp)]
-            (ours, err, mem), (ref, ref_err, ref_mem) = _measure(fns, make, repeats, warm_up_cells=step.warm_up_cells)
-            add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, here, peaks=(mem, ref_mem)))
+            runs: list = []
+            (ours, err, mem), (ref, ref_err, ref_mem) = _measure(fns, make, repeats, warm_up_cells=step.warm_up_cells,
+                                                                 runs=runs)  # fmt: skip
+            add(_row(name, "cpu", cpu_name(), ours, err, "scanpy", ref, ref_err, here, peaks=(mem, ref_mem),
+                     runs=tuple(runs)))  # fmt: skip
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
             print(f"[{i}/{len(steps)}] {name} gpu ...", file=sys.stderr, flush=True)
@@ -403,14 +419,15 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
                 call = step.rapids or step.call
                 fns.append(lambda a: call(rsc.pp, a, p))
                 makers.append(rsc_input)
-            results = _measure(fns, makers, repeats, sync, step.warm_up_cells)
+            runs = []
+            results = _measure(fns, makers, repeats, sync, step.warm_up_cells, runs=runs)
             (ours, err, _) = results[0]
             bound = step.bytes_moved(on_gpu) / bandwidth
-            add(_row(name, "gpu", device, ours, err, "bandwidth-bound", bound, None, here))
+            add(_row(name, "gpu", device, ours, err, "bandwidth-bound", bound, None, here, runs=(runs[0], None)))
             if rsc is not None:
                 ref, ref_err, _ = results[1]
                 add(_row(name, "gpu", device, ours, err, "rapids-singlecell", ref, ref_err, here,
-                         note=step.rapids_note))  # fmt: skip
+                         note=step.rapids_note, runs=tuple(runs)))  # fmt: skip
             del on_gpu
             cp.get_default_memory_pool().free_all_blocks()
     return rows
