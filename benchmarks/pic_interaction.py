@@ -122,6 +122,10 @@ def run(args, emit) -> list[dict]:
                                            n_train=args.n_train)  # fmt: skip
                         t_dec = time.perf_counter() - t0
                         gsc.pic.expected_expression(p, ref, groupby="grp")
+                    if args.dask_rows:  # the test reads the PICs as Dask row blocks (deconvolved in memory)
+                        import dask.array as da
+
+                        p.X = da.from_array(sp.csr_matrix(p.X), chunks=(args.dask_rows, -1), asarray=False)
                     ok = p.obs["pic_status"] == "ok"
                     kept, right = hits(p.obs, {}, None)
                     pair_acc = float(right["pair_accuracy"][kept].mean())
@@ -140,6 +144,7 @@ def run(args, emit) -> list[dict]:
                             skipped = str(e)
                         row = {"dataset": name, "seed": seed, "scenario": scen, "group_size": args.group_size,
                                "distinct_cells": args.distinct, "max_reuse": args.max_reuse,
+                               "dask_rows": args.dask_rows,
                                "replicate_key": args.replicate_key if test == "matched_units" else None,
                                "groupby_keys": args.groupby_keys, "deconvolution": method,
                                "test": test, "n_pics": int(p.n_obs), "n_ok": int(ok.sum()),
@@ -174,6 +179,8 @@ def main(argv=None) -> int:
     ap.add_argument("--group-size", type=int, default=30)
     ap.add_argument("--min-pics", type=int, default=10)
     ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--dask-rows", type=int, default=None,
+                    help="test the deconvolved PICs as a Dask array of row blocks of this many PICs")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)

@@ -54,6 +54,37 @@ def test_interaction_genes_on_dask_blocks_equal_in_memory(deconvolved, kw, monke
     assert made and set(made) == set(range(-(-pics.n_obs // ROWS)))
 
 
+@pytest.mark.parametrize("genes", [None, "some"])
+def test_expected_expression_on_dask_blocks_is_lazy_and_equal(deconvolved, genes):
+    """Dask PICs give lazy layers with their row blocks (the call only checks the counts) whose
+    values are the in-memory layers'; the chi2 test then reads them block by block."""
+    import dask.array as da
+
+    from gpu_sc.pic import expected_expression
+
+    ref, pics = deconvolved
+    pics = pics.copy()
+    status = pics.obs["pic_status"].astype(str).to_numpy()
+    status[:5] = "no_counts"  # NaN rows, left out of chi2
+    pics.obs["pic_status"] = status
+    sel = None if genes is None else pics.var_names[::3]
+    lazy, made = _lazy(pics)
+    expected_expression(pics, ref, groupby="grp", genes=sel)
+    expected_expression(lazy, ref, groupby="grp", genes=sel)
+    made.clear()  # the call's check of the counts read the blocks once; the layers read them again
+    for key in ("pic_expected", "pic_expected_a", "pic_expected_b"):
+        layer = lazy.layers[key]
+        assert isinstance(layer, da.Array) and layer.chunks[0] == lazy.X.chunks[0]
+        got, want = layer.compute(), pics.layers[key]
+        if sp.issparse(want):
+            assert sp.issparse(got)
+            got, want = got.toarray(), want.toarray()
+        np.testing.assert_array_equal(got, want)
+    assert made  # computed from the blocks
+    pd.testing.assert_frame_equal(interaction_genes(lazy, method="chi2", inplace=False),
+                                  interaction_genes(pics, method="chi2", inplace=False))  # fmt: skip
+
+
 def test_pic_rows_read_a_chunk_from_the_blocks_it_spans():
     """Rows of a Dask matrix come from the blocks they lie in (the last block kept, so chunks
     advancing through a block compute it once) and equal the in-memory rows; bad counts are
@@ -88,7 +119,8 @@ def test_pair_frequencies_and_qc_on_dask_blocks_equal_in_memory(deconvolved):
 
 
 def test_interaction_genes_on_dask_gpu_blocks(device, deconvolved):
-    """A Dask array of cupyx blocks with the singlets on the GPU: the CPU table."""
+    """A Dask array of cupyx blocks with the singlets on the GPU: the CPU tables, and lazy
+    expected layers of cupy blocks with the host's values."""
     import cupyx.scipy.sparse as cpsp
 
     from gpu_sc.get import to_gpu
@@ -100,3 +132,11 @@ def test_interaction_genes_on_dask_gpu_blocks(device, deconvolved):
     to_gpu(gref)
     pd.testing.assert_frame_equal(interaction_genes(lazy, gref, groupby="grp", inplace=False),
                                   interaction_genes(pics, ref, groupby="grp", inplace=False))  # fmt: skip
+    from gpu_sc.pic import expected_expression
+
+    host = pics.copy()
+    expected_expression(host, ref, groupby="grp")
+    expected_expression(lazy, gref, groupby="grp")
+    np.testing.assert_array_equal(lazy.layers["pic_expected"].compute().get(), host.layers["pic_expected"])
+    pd.testing.assert_frame_equal(interaction_genes(lazy, method="chi2", inplace=False),
+                                  interaction_genes(host, method="chi2", inplace=False))  # fmt: skip

@@ -247,7 +247,9 @@ def expected_expression(
     ------
     The result is dense per PIC: three float32 matrices of n_pics x n_genes (x 4 bytes each,
     e.g. 16k PICs x 20k genes = 1.3 GB per layer), computed in blocks of 4096 PICs (the float64
-    temporaries stay below 4096 x n_genes x 8 bytes x 3). Pass `genes` to bound it.
+    temporaries stay below 4096 x n_genes x 8 bytes x 3). Pass `genes` to bound it. PIC
+    counts held as a Dask array (row blocks) give lazy Dask layers with the same row blocks,
+    each block's rows made when it is computed (the same values), so nothing dense is held.
 
     Returns
     -------
@@ -268,9 +270,8 @@ def expected_expression(
         raise ValueError(msg)
 
     u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
-    xp = xp_of(u)
-
     sums, _ = group_sums(s, s_codes, len(names))
+    xp = xp_of(sums)  # the device of the singlets, and of the PICs (or their blocks)
     totals = sums.sum(axis=1)
     used_groups = np.unique(np.concatenate([ia[use], ib[use]]))
     empty = [names[j] for j in used_groups if float(totals[j]) == 0]
@@ -280,23 +281,13 @@ def expected_expression(
     q = sums / xp.where(totals > 0, totals, 1)[:, None]  # K x G float64
     if sel is not None:
         q = q[:, xp.asarray(np.flatnonzero(sel))]
-    n_total = _ops.row_sums(_ops.parts(u))[0]  # float64 per PIC, on the device
-
-    n, m = pics.n_obs, q.shape[1]
-    e_a = xp.full((n, m), xp.nan, dtype=xp.float32)
-    e_b = xp.full((n, m), xp.nan, dtype=xp.float32)
-    rows = np.flatnonzero(use)
-    for start in range(0, rows.size, _CHUNK):
-        r = rows[start : start + _CHUNK]
-        r_x = xp.asarray(r)
-        share = xp.asarray(alpha[r])[:, None] * n_total[r_x][:, None]
-        rest = xp.asarray(1.0 - alpha[r])[:, None] * n_total[r_x][:, None]
-        e_a[r_x] = (share * q[xp.asarray(ia[r])]).astype(xp.float32)
-        e_b[r_x] = (rest * q[xp.asarray(ib[r])]).astype(xp.float32)
-    e = e_a + e_b  # float32 sum of the float32 parts: exactly the parts' sum as stored
-
-    if sel is not None:
-        e, e_a, e_b = (_as_column_csr(v, sel, pics.n_vars) for v in (e, e_a, e_b))
+    if is_dask(u):  # lazy layers with u's row blocks: a block's rows are made when computed
+        e, e_a, e_b = _lazy_parts(u, q, alpha, ia, ib, use, sel)
+    else:
+        e_a, e_b = _parts(u, q, alpha, ia, ib, use)
+        e = e_a + e_b  # float32 sum of the float32 parts: exactly the parts' sum as stored
+        if sel is not None:
+            e, e_a, e_b = (_as_column_csr(v, sel, pics.n_vars) for v in (e, e_a, e_b))
     if not inplace:
         return e, e_a, e_b
     make_actual(pics)  # a view becomes an actual AnnData; its parent is never touched
@@ -312,6 +303,57 @@ def expected_expression(
         "groups": np.asarray(names, dtype=str),
     }
     return None
+
+
+def _parts(u, q, alpha, ia, ib, use):
+    """The A and B parts (float32, PICs x q's genes, NaN rows where not `use`) of the PICs `u`
+    (CSR or dense) with A share `alpha`, groups `ia` / `ib` and profiles q (groups x genes),
+    _CHUNK PICs at a time."""
+    xp = xp_of(u)
+    n_total = _ops.row_sums(_ops.parts(u))[0]  # float64 per PIC, on the device
+    n, m = u.shape[0], q.shape[1]
+    e_a = xp.full((n, m), xp.nan, dtype=xp.float32)
+    e_b = xp.full((n, m), xp.nan, dtype=xp.float32)
+    rows = np.flatnonzero(use)
+    for start in range(0, rows.size, _CHUNK):
+        r = rows[start : start + _CHUNK]
+        r_x = xp.asarray(r)
+        share = xp.asarray(alpha[r])[:, None] * n_total[r_x][:, None]
+        rest = xp.asarray(1.0 - alpha[r])[:, None] * n_total[r_x][:, None]
+        e_a[r_x] = (share * q[xp.asarray(ia[r])]).astype(xp.float32)
+        e_b[r_x] = (rest * q[xp.asarray(ib[r])]).astype(xp.float32)
+    return e_a, e_b
+
+
+def _lazy_parts(u, q, alpha, ia, ib, use, sel):
+    """(total, A part, B part) of a Dask `u` as lazy Dask arrays with its row blocks, each
+    block's parts made from its own rows (`_parts`); CSR blocks over all genes with `sel`."""
+    import dask.array as da
+
+    from .._ops._chunked import row_columns
+
+    alpha = np.where(use, alpha, 0.0)  # unused rows' NaN stays out of the graph's columns
+    columns = row_columns(u, (alpha, ia, ib, use))
+    width = q.shape[1] if sel is None else sel.size
+    meta_dense = xp_of(q).empty((0, 0), dtype=np.float32)
+    meta = meta_dense if sel is None else sparse_module(q).csr_matrix((0, 0), dtype=np.float32)
+
+    def part(which):
+        return da.map_blocks(_block_part, u, *columns, q=q, which=which, sel=sel, dtype=np.float32, meta=meta,
+                             chunks=(u.chunks[0], (width,)))  # fmt: skip
+
+    e_a, e_b = part(0), part(1)
+    return da.map_blocks(_block_part, u, *columns, q=q, which=2, sel=sel, dtype=np.float32, meta=meta,
+                         chunks=(u.chunks[0], (width,))), e_a, e_b  # fmt: skip
+
+
+def _block_part(block, alpha, ia, ib, use, *, q, which: int, sel):
+    """One row block's A part (which 0), B part (1) or total (2)."""
+    from .._ops._layout import in_layout
+
+    parts = _parts(in_layout(block), q, alpha[:, 0], ia[:, 0], ib[:, 0], use[:, 0].astype(bool))
+    out = parts[which] if which < 2 else parts[0] + parts[1]
+    return out if sel is None else _as_column_csr(out, sel, sel.size)
 
 
 def _as_column_csr(dense, sel: np.ndarray, n_cols: int):
