@@ -28,6 +28,14 @@ def main(argv=None) -> int:
     fig, (top, ax) = plt.subplots(2, 1, figsize=(max(6, 1.2 * len(rows)), 7), sharex=True, layout="constrained")
     bars = top.bar(range(len(rows)), [r["seconds"] for r in rows], color="tab:blue")
     top.bar_label(bars, [f"{r['seconds']:.2g} s" for r in rows], fontsize=7)
+    for i, r in enumerate(rows):  # the spread of the repeats, where the file keeps them
+        for key, colour in (("seconds_runs", "black"), ("reference_seconds_runs", "tab:orange")):
+            if r.get(key):
+                top.plot([i, i], [min(r[key]), max(r[key])], color=colour, lw=1.5, marker="_")
+    if any(r.get("reference_seconds_runs") for r in rows):
+        top.plot([], [], color="black", marker="_", label="gpu_sc repeats (min-max)")
+        top.plot([], [], color="tab:orange", marker="_", label="reference repeats (min-max)")
+        top.legend(fontsize=7, loc="upper left")
     top.set_yscale("log")
     top.set_ylabel("gpu_sc seconds")
     colours = ["tab:green" if x >= 1 else "tab:red" for x in ratios]
