@@ -335,16 +335,14 @@ def _lazy_parts(u, q, alpha, ia, ib, use, sel):
     alpha = np.where(use, alpha, 0.0)  # unused rows' NaN stays out of the graph's columns
     columns = row_columns(u, (alpha, ia, ib, use))
     width = q.shape[1] if sel is None else sel.size
-    meta_dense = xp_of(q).empty((0, 0), dtype=np.float32)
-    meta = meta_dense if sel is None else sparse_module(q).csr_matrix((0, 0), dtype=np.float32)
+    meta = xp_of(q).empty((0, 0), dtype=np.float32) if sel is None else \
+        sparse_module(q).csr_matrix((0, 0), dtype=np.float32)  # fmt: skip
 
     def part(which):
         return da.map_blocks(_block_part, u, *columns, q=q, which=which, sel=sel, dtype=np.float32, meta=meta,
                              chunks=(u.chunks[0], (width,)))  # fmt: skip
 
-    e_a, e_b = part(0), part(1)
-    return da.map_blocks(_block_part, u, *columns, q=q, which=2, sel=sel, dtype=np.float32, meta=meta,
-                         chunks=(u.chunks[0], (width,))), e_a, e_b  # fmt: skip
+    return part(2), part(0), part(1)
 
 
 def _block_part(block, alpha, ia, ib, use, *, q, which: int, sel):

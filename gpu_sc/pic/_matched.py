@@ -249,11 +249,11 @@ def stratified_sums(obs: PicRows | sp.csr_matrix, doublets: Doublets | sp.csr_ma
     """Per group and gene: the permutation test's sums (E and Var over each PIC's set of
     n_matched + 1 counts) and, with `units`, the spread of the residuals r = x - E x between them.
 
-    obs: the tested PICs (`PicRows`, or a CSR of them), scipy or cupyx (then the products run on
-    the GPU, each chunk of host-drawn doublets copied there, and the results come back); doublets: their
-    matched doublets (`Doublets`, or a host CSR in `matched_doublets` order); groups: each PIC's
-    group in [0, n_groups); units: each PIC's replicate (mouse, patient) as a code in [0, n), or
-    None.
+    obs: the tested PICs (`PicRows`, or a scipy or cupyx CSR of them; on the GPU the products
+    run there, each chunk of host-drawn doublets copied there, and the results come back);
+    doublets: their matched doublets (`Doublets`, or a host CSR in `matched_doublets` order);
+    groups: each PIC's group in [0, n_groups); units: each PIC's replicate (mouse, patient) as a
+    code in [0, n), or None.
     spread = U / (U - 1) sum_u (R_u - b W_u)^2, the cluster-robust variance of num from the
     units' residual sums R_u and doublet-mean sums W_u, b = num / sum W: the group's shift taken
     in proportion to each unit's expected count (a programme raises a gene in proportion), so that
