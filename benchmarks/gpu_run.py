@@ -515,7 +515,9 @@ def main(argv=None) -> int:
     log_path, summary_path = out / log_name, out / summary_name
     scratch = Path(tempfile.mkdtemp(prefix="gpu-run-"))
     (scratch / "gpu_run.py").symlink_to(Path(__file__).resolve())  # the pytest plugin, by itself on the path
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # the parts are sessions of their own: an xdist worker's variables (when this runs inside
+    # one, as in the tests under pytest -n) would make a part's pytest count as that worker
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")}, "PYTHONUNBUFFERED": "1"}
     env["PYTHONPATH"] = os.pathsep.join(s for s in (str(scratch), str(ROOT), env.get("PYTHONPATH")) if s)
     deadline = t_start + args.total - next(p.budget for p in parts if p.name == "reserve")
     summary: dict = {

@@ -176,7 +176,8 @@ def test_plugin_counts_each_test_once_under_xdist(gr, tmp_path):
         "import pytest\n\ndef test_a():\n    pass\n\ndef test_b():\n    assert False\n\n"
         "@pytest.mark.skip\ndef test_c():\n    pass\n")
     rows = tmp_path / "rows.jsonl"
-    env = {**os.environ, "GPU_RUN_TESTS_JSONL": str(rows),
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST_")},  # a session of its own
+           "GPU_RUN_TESTS_JSONL": str(rows),
            "PYTHONPATH": os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])}
     subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "gpu_run", "-n", "2", "-p", "no:cacheprovider",
                     "--rootdir", str(tmp_path), str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
