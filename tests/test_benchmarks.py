@@ -81,9 +81,15 @@ def test_failures_are_recorded_not_fatal(bench):
     def boom(a):
         raise ValueError("cannot")
 
-    (ours, err, mem), (ref, ref_err, ref_mem) = bench._measure([lambda a: None, boom], lambda: object(), repeats=2)
+    runs = []
+    (ours, err, mem), (ref, ref_err, ref_mem) = bench._measure([lambda a: None, boom], lambda: object(), repeats=3,
+                                                               runs=runs)  # fmt: skip
     assert ours > 0 and err is None and ref is None and ref_err == "ValueError: cannot"
     assert mem >= 0 and ref_mem is None
+    # every repeat's seconds beside the median: the spread a benchmark shows
+    assert len(runs) == 2 and len(runs[0]) == 3 and min(runs[0]) <= ours <= max(runs[0]) and runs[1] is None
+    row = bench._row("qc", "cpu", "x", ours, err, "scanpy", ref, ref_err, {}, runs=tuple(runs))
+    assert row["seconds_runs"] == [round(t, 6) for t in runs[0]] and "reference_seconds_runs" not in row
 
 
 def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
@@ -91,7 +97,8 @@ def test_failed_rows_print_and_plot(bench, tmp_path, capsys):
     assert row["ratio"] is None and row["reference_error"] == "ValueError: no"
     bench._print_row(row)
     assert "reference_error: ValueError: no" in capsys.readouterr().out
-    good = bench._row("log1p", "cpu", "x", 0.5, None, "scanpy", 1.0, None, {"n_cells": 9})
+    good = bench._row("log1p", "cpu", "x", 0.5, None, "scanpy", 1.0, None, {"n_cells": 9},
+                      runs=([0.4, 0.5, 0.7], [0.9, 1.0, 1.3]))  # drawn as min-max bars
     assert good["ratio"] == 2.0 and "reference_error" not in good
     jsonl = tmp_path / "r.jsonl"
     jsonl.write_text(json.dumps(row) + "\n" + json.dumps(good) + "\n")

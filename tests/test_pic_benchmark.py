@@ -243,12 +243,13 @@ def test_interaction_benchmark_smoke(tmp_path):
     out = tmp_path / "inter.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_interaction.py"), "--datasets", "pbmc68k",
            "--data-dir", str(tmp_path), "--n-pics", "80", "--folds", "3", "--n-train", "400",
-           "--min-pics", "3", "--out", str(out)]  # fmt: skip
+           "--min-pics", "3", "--dask-rows", "30", "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
     assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x")
                                                           for t in ("matched", "matched_assigned", "chi2")}  # fmt: skip
     for r in rows:
+        assert r["dask_rows"] == 30  # the tests read the PICs as Dask row blocks
         assert {"n_tested", "n_called", "n_up", "pair_accuracy", "group_size", "n_groups_a"} <= set(r)
         assert 0 <= r["n_called"] <= r["n_tested"]
         if r["scenario"] != "null":
