@@ -33,6 +33,7 @@ from .._keys import (
     UNS_PIC_QC,
 )
 from .._ops import Chunked
+from .._ops._layout import in_layout
 from .._validation import make_actual
 from ._args import PicColumns, pic_columns
 from ._expected import (
@@ -187,7 +188,7 @@ class _Setup:
         col_pos = np.full(pics.n_vars, -1, np.int64)
         col_pos[self.markers] = np.arange(int(self.markers.sum()))
         if is_dask(u):  # only the markers' columns are read, block by block, into memory
-            u = Chunked(u).take_columns(np.flatnonzero(self.markers)).compute()
+            u = in_layout(Chunked(u).take_columns(np.flatnonzero(self.markers)).compute())  # CSC blocks: CSR
             col_pos = np.arange(u.shape[1])
         rows, cols, vals = nonzeros(u)
         rows, cols = xp.asarray(row_pos)[rows], xp.asarray(col_pos)[cols]
