@@ -34,6 +34,12 @@ def is_sparse(x: Any) -> bool:
     return sp.issparse(x)
 
 
+def blocks_like(x: Any) -> Any:
+    """What `x`'s storage is like: a Dask array's meta (every block is of its kind: numpy or
+    cupy, scipy or cupyx sparse), anything else itself."""
+    return x._meta if is_dask(x) else x
+
+
 def sparse_format(x: Any) -> str | None:
     """'csr', 'csc', 'coo', ... for sparse input, None for dense."""
     return x.format if is_sparse(x) else None

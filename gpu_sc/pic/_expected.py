@@ -12,7 +12,8 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._ops._layout import in_layout
+from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
     canonical,
@@ -115,15 +116,10 @@ def pic_and_singlet_counts(pics: AnnData, singlets: AnnData, *, layer: str | Non
     """Raw counts of the PICs and the singlets (see `counts_matrix`), on one device."""
     u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
     s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
-    if _on_gpu(u) != _on_gpu(s):
+    if is_gpu(blocks_like(u)) != is_gpu(blocks_like(s)):  # Dask: where its blocks are
         msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
         raise ValueError(msg)
     return u, s
-
-
-def _on_gpu(x) -> bool:
-    """Whether `x` (or a Dask array's blocks) lives on the GPU."""
-    return is_gpu(x._meta if is_dask(x) else x)
 
 
 def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
@@ -171,7 +167,8 @@ def group_sums(x, codes, n_groups: int, *, transform=None):
 
 
 def _transformed(x, transform):
-    """transform(xp, values in float64) of CSR or dense `x`, in a new matrix."""
+    """transform(xp, values in float64) of CSR, CSC or dense `x`, in a new CSR or dense matrix."""
+    x = in_layout(x)  # a Dask block may be CSC: its index arrays are not a CSR's
     xp = xp_of(x)
     if is_sparse(x):
         return sparse_module(x).csr_matrix((transform(xp, x.data.astype(xp.float64)), x.indices, x.indptr),
@@ -347,8 +344,6 @@ def _lazy_parts(u, q, alpha, ia, ib, use, sel):
 
 def _block_part(block, alpha, ia, ib, use, *, q, which: int, sel):
     """One row block's A part (which 0), B part (1) or total (2)."""
-    from .._ops._layout import in_layout
-
     parts = _parts(in_layout(block), q, alpha[:, 0], ia[:, 0], ib[:, 0], use[:, 0].astype(bool))
     out = parts[which] if which < 2 else parts[0] + parts[1]
     return out if sel is None else _as_column_csr(out, sel, sel.size)

@@ -3,8 +3,9 @@
 The test walks its PICs in chunks (`_matched.Doublets`): each chunk's counts on the host (for the
 integer check and the exact tails) and where its sums run (the GPU for PICs there). A matrix in
 memory is checked and sliced; a Dask array's row blocks are computed only when a chunk needs
-them (the last one kept, as chunks advance through it), so memory holds a block and a chunk, not
-every PIC. Each pass of the test over its chunks computes the blocks again.
+them, so memory holds a block and a chunk, not every PIC. The last block is kept (chunks advance
+through it) and so is the last chunk: where all PICs make one chunk, the test's four passes over
+them read the blocks once; with more chunks, each pass reads them again.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ import importlib
 import numpy as np
 import scipy.sparse as sp
 
-from .._backend import is_dask, is_gpu
+from .._backend import blocks_like, is_dask, is_gpu
 from .._ops import Chunked
 from .._validation import canonical
+from ._loglik import on_device
 from ._simulate import _counts_csr
 
 
@@ -33,9 +35,9 @@ class PicRows:
             self._blocks = x.to_delayed().ravel()
             self._ranges = Chunked(x).row_ranges
             self._block_of = np.searchsorted(np.array([hi for _, hi in self._ranges]), self.rows, side="right")
-            self._cached: tuple[int, sp.csr_matrix] | None = None
-            self.gpu = is_gpu(x._meta)
-            self._host = self._device = None
+            self._last_block: tuple[int, sp.csr_matrix] | None = None
+            self.gpu = is_gpu(blocks_like(x))
+            self._host = self._device = self._last_chunk = None
         else:
             self.gpu = is_gpu(x)
             self._host = _counts_csr(x.get() if self.gpu else x, step=step, what=what)[self.rows]
@@ -64,6 +66,8 @@ class PicRows:
         """PICs start .. stop - 1 as a checked float64 host CSR."""
         if self._host is not None:
             return self._host[start:stop]
+        if self._last_chunk is not None and self._last_chunk[0] == (start, stop):
+            return self._last_chunk[1]
         want = self.rows[start:stop]
         if want.size == 0:
             return sp.csr_matrix((0, self.n_genes))
@@ -72,7 +76,8 @@ class PicRows:
             lo = self._ranges[b][0]
             local = want[self._block_of[start:stop] == b] - lo
             pieces.append(self._block(int(b))[local])
-        return sp.vstack(pieces, format="csr")
+        self._last_chunk = ((start, stop), sp.vstack(pieces, format="csr"))
+        return self._last_chunk[1]
 
     def on_device(self, start: int, stop: int):
         """PICs start .. stop - 1 where the sums run (cupyx for PICs on the GPU)."""
@@ -81,12 +86,12 @@ class PicRows:
         return self._on_device(self.host(start, stop))
 
     def _on_device(self, host: sp.csr_matrix):
-        return self.sparse.csr_matrix(host) if self.gpu else host
+        return on_device(host, "gpu" if self.gpu else "cpu")
 
     def _block(self, b: int) -> sp.csr_matrix:
         """Row block b computed (by the active Dask scheduler) and checked; the last one kept."""
-        if self._cached is None or self._cached[0] != b:
+        if self._last_block is None or self._last_block[0] != b:
             block = self._blocks[b].compute()
-            self._cached = (b, _counts_csr(block.get() if is_gpu(block) else block, step=self._step,
+            self._last_block = (b, _counts_csr(block.get() if is_gpu(block) else block, step=self._step,
                                            what=f"{self._what}, row block {b}"))  # fmt: skip
-        return self._cached[1]
+        return self._last_block[1]

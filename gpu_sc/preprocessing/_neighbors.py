@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import describe, is_dask, is_gpu, is_sparse, xp_of
+from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, xp_of
 from .._ops.neighbors import knn_approx
 from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._ops.neighbors.knn import knn as exact_knn
@@ -311,7 +311,7 @@ def neighbors(
         raise ValueError(msg)
     rep = representation(adata, use_rep, n_pcs, step=_STEP)
     where = rep if rep is not None else adata.X
-    on_gpu = is_gpu(where._meta if is_dask(where) else where)  # Dask X, no X_pca: pca gives it
+    on_gpu = is_gpu(blocks_like(where))  # Dask X, no X_pca: pca gives it
     if instance is None:
         search = _choose_algorithm(search, on_gpu=on_gpu, n_obs=adata.n_obs, metric=metric, knn=knn,
                                    what=describe(where))  # fmt: skip

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_sparse, to_host
+from .._backend import blocks_like, is_sparse, to_host
 from .._ops._chunked import Chunked
 from .._validation import canonical, check_counts, check_not_empty, get_matrix, sum_dtype
 from .._values import float_values
@@ -80,7 +80,7 @@ def calculate_qc_metrics(
     out_sum = sum_dtype(x.dtype)
     # scanpy's count dtypes: the index dtype along the compressed axis of a sparse matrix (cells
     # for CSR, genes for a given CSC), int64 along the other and for dense data
-    given, layout = (a._meta if is_dask(a) else a for a in (given, x))  # Dask: blocks are like meta
+    given, layout = blocks_like(given), blocks_like(x)
     csc = is_sparse(given) and given.format == "csc"
     cell_nnz_dtype = layout.indptr.dtype if is_sparse(layout) and not csc else np.dtype(np.int64)
     gene_nnz_dtype = given.indptr.dtype if csc else np.dtype(np.int64)

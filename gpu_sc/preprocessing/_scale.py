@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
+from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
 from .._settings import user_stacklevel
 from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix
@@ -136,7 +136,7 @@ def _scale_matrix(x, *, zero_center: bool, max_value, mask):
     """Scale `x` (CSR or dense, float; or a row-chunked Dask array of such blocks) in place
     where possible; return (result, mean, std)."""
     mean, std = _mean_std(x, mask)
-    sparse = is_sparse(x._meta if is_dask(x) else x)
+    sparse = is_sparse(blocks_like(x))
     if sparse and zero_center:
         warnings.warn("zero-centering a sparse array/matrix densifies it.", UserWarning, stacklevel=user_stacklevel())
     kw = dict(mean=mean, std=std, zero_center=zero_center, max_value=max_value)
