@@ -106,3 +106,33 @@ def test_alpha_model_choices(pbmc):
     assert info["alpha_model"] == "regression" and info["n_train"] == 4000
     assert 0 < info["alpha_regression_r2"] <= 1 and info["alpha_interval_margin"] >= 0
     assert not np.array_equal(p.obs["pic_alpha"], p.obs["pic_alpha_posterior"])
+
+
+def test_training_pics_are_read_at_their_searched_pair(pbmc, monkeypatch):
+    """With the search's design, every simulated PIC's features come from the pair the search
+    finds against the other half (as a real PIC's do), not from its true pair."""
+    from gpu_sc.pic import _loglik, _ml_fit
+
+    ref, _ = t_dc_reference_and_pics(pbmc, 10)
+    s = sp.csr_matrix(ref.X, dtype=np.float64)
+    labels = ref.obs["grp"].astype(str).to_numpy()
+    design = _ml_fit.MLDesign(s, labels, T, DC, np.zeros(0, np.int64), 20, "informative")
+    pop = np.where(np.isin(labels, T), "A", "B")
+    bins = ar.composition_bins(_ml_fit.full_profiles(s, pop, ["A", "B"]), ref.var_names)
+    searched, real = [], _loglik.pair_scores
+
+    def spy(x, pa, pb, **kw):
+        out = real(x, pa, pb, **kw)
+        searched.append((x.shape[0], kw["temper"], out.ia.copy(), out.ib.copy()))
+        return out
+
+    monkeypatch.setattr(_loglik, "pair_scores", spy)
+    kw = dict(n_pics=2000, n_umis=1000, eps=1e-4, seed=0)
+    truth = _ml_fit.fit_alpha_regression(ref, s, labels, T, DC, "grp", bins, **kw)
+    assert searched == []  # no design: the true pairs
+    found = _ml_fit.fit_alpha_regression(ref, s, labels, T, DC, "grp", bins, design=design, tau_pair=0.3, **kw)
+    assert len(searched) == 4  # fit and check PICs of each half
+    assert all(t == 0.3 for _, t, _, _ in searched)
+    assert sum(n for n, _, _, _ in searched) > 1500
+    # the search errs on some, so the check PICs (and the model) differ from the true pairs'
+    assert found.r2 != truth.r2 or found.margin != truth.margin

@@ -312,9 +312,10 @@ def test_alpha_interval_and_calibration(setup):
     o = p.obs[p.obs["pic_status"] == "ok"]
     assert np.all((o["pic_alpha_lo"] <= o["pic_alpha"]) & (o["pic_alpha"] <= o["pic_alpha_hi"]))
     inside = ((o["pic_alpha_lo"] <= o["true_alpha"]) & (o["true_alpha"] <= o["pic_alpha_hi"])).mean()
-    # a conformal 90 % interval, calibrated on PICs of unseen cells: it covers 0.79-0.88 of
-    # these held-out PICs over twelve draws (seeds 1-6 of two simulation streams), 0.79 here
-    assert inside > 0.77
+    # a conformal 90 % interval, calibrated on PICs of unseen cells read at their searched pair:
+    # it covers 0.84-0.96 of the held-out PICs of twelve other splits (mean 0.90; split seeds
+    # 1-6 and 11-16, their few held-out T cells each in many PICs), 0.82 of this one's
+    assert inside > 0.8
     info = p.uns["pic"]
     assert info["pair_temper"] > 0 and 0 < info["alpha_temper"] <= 1
     assert info["alpha_model"] == "regression"

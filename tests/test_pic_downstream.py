@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from _helpers import ULPS, as_type, assert_close, assert_same
 from scipy import stats
 
+import gpu_sc as gsc
 from gpu_sc.pic._deconvolve import deconvolve
 from gpu_sc.pic._expected import expected_expression
 from gpu_sc.pic._interaction import bh_fdr, interaction_genes
@@ -59,14 +60,32 @@ def make_pics(singlets, n, *, kinds=("TB",), b_groups=(DC,), seed=0):
 
 
 def snapshot(a):
-    return (a.obs.copy(), {k: a.layers[k].copy() for k in a.layers}, copy.deepcopy(dict(a.uns)), a.X.copy())
+    return (a.obs.copy(), {k: a.layers[k].copy() for k in a.layers}, copy.deepcopy(dict(a.uns)), a.X.copy(),
+            {k: a.obsm[k].copy() for k in a.obsm})
+
+
+def assert_deep_equal(got, want, where="uns"):
+    """Deep equality of what a step may have written: dicts, arrays (sparse too), frames, scalars."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), where
+        for k in want:
+            assert_deep_equal(got[k], want[k], f"{where}[{k!r}]")
+    elif isinstance(want, pd.DataFrame | pd.Series):
+        (pd.testing.assert_frame_equal if isinstance(want, pd.DataFrame) else pd.testing.assert_series_equal)(got, want)
+    elif sp.issparse(want):
+        assert sp.issparse(got) and got.shape == want.shape and (got != want).nnz == 0, where
+    elif isinstance(want, np.ndarray):
+        np.testing.assert_array_equal(got, want, err_msg=where)
+    else:
+        assert got == want or (got != got and want != want), where  # NaN equals NaN here
 
 
 def assert_unchanged(a, snap):
-    obs, layers, uns, x = snap
+    obs, layers, uns, x, obsm = snap
     pd.testing.assert_frame_equal(a.obs, obs)
-    assert set(a.layers) == set(layers)
-    assert set(a.uns) == set(uns)
+    assert_deep_equal(dict(a.layers), layers, "layers")
+    assert_deep_equal(dict(a.uns), uns, "uns")
+    assert_deep_equal(dict(a.obsm), obsm, "obsm")
     assert (abs(a.X - x)).sum() == 0
 
 
@@ -213,7 +232,7 @@ def test_planted_interaction_gene_found(pbmc):
     assert (other["fdr"] < 0.1).mean() < 0.25  # overdispersion: a few real genes pass
     effects = tab.loc[gene, [c for c in tab if c.startswith("log2_effect:")]]
     assert effects.idxmax() == f"log2_effect:CD8+ Cytotoxic T|{DC}" and effects.max() > 0.5
-    assert pics.X.shape == before[3].shape  # inputs other than the new slots untouched
+    assert (before[3] != pics.X).nnz == 0  # inputs other than the new slots untouched
     pd.testing.assert_frame_equal(pics.obs, before[0])
 
 
@@ -357,14 +376,13 @@ def test_bad_inputs_change_nothing(pbmc):
         doublet_test(pics, pbmc, groupby=GROUPBY, alpha="mean")
     with pytest.raises(ValueError, match="min_pics"):
         interaction_genes(pics, method="chi2", min_pics=1000)
-    pics.X = pics.X.copy()
+    first = pics.X.data[0]
     pics.X.data[0] = -1
     with pytest.raises(ValueError, match="negative"):
         interaction_genes(pics, method="chi2", min_pics=2)
-    pics.X.data[0] = 1
+    pics.X.data[0] = first  # the test's own edits undone, so anything else a call changed shows
     pics.obs.loc[pics.obs_names[2], "pic_b"] = "Astrocyte"
     pics.obs.loc[pics.obs_names[4], "pic_alpha"] = snap[0]["pic_alpha"].iloc[4]
-    pics.X = snap[3].copy()
     assert_unchanged(pics, snap)
 
 
@@ -379,6 +397,11 @@ _PIC_STEPS = {  # each public step with a non-AnnData where an AnnData belongs
     "pair_heatmap": lambda bad, s: pair_heatmap(bad),
     "alpha_hist": lambda bad, s: alpha_hist(bad),
     "interaction_plot": lambda bad, s: interaction_plot(bad),
+    "pair_frequencies": lambda bad, s: gsc.pic.pair_frequencies(bad),
+    "pair_abundance_test": lambda bad, s: gsc.pic.pair_abundance_test(bad, "cond"),
+    "summary": lambda bad, s: gsc.pic.summary(bad),
+    "accuracy": lambda bad, s: gsc.pic.accuracy(bad),
+    "write_plots": lambda bad, s: gsc.pic.write_plots(bad, "unused-dir"),
 }
 _NOT_ANNDATA = {"ndarray": np.ones((3, 765)), "DataFrame": pd.DataFrame(np.ones((3, 2))), "list": [[1, 2]]}
 

@@ -106,6 +106,14 @@ def test_pair_tau_prefers_calibrated_softmax():
     rng = np.random.default_rng(3)
     n, k = 400, 6
     true_j = rng.integers(0, k, n)
-    ll = rng.normal(0, 1, (n, k)) * 20  # overconfident, mostly wrong
-    ll[np.arange(n), true_j] += 10
-    assert pair_tau(ll, true_j) < 1
+    ll = rng.normal(0, 1, (n, k)) * 4  # overconfident: the true pair often loses
+    ll[np.arange(n), true_j] += 5
+    tau = pair_tau(ll, true_j)
+    assert tau < 1
+
+    def mean_log_p(t):  # the true pair's mean log probability under softmax(t * LL)
+        z = t * ll - (t * ll).max(axis=1, keepdims=True)
+        return float((z[np.arange(n), true_j] - np.log(np.exp(z).sum(axis=1))).mean())
+
+    grid = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
+    assert tau == max(grid, key=mean_log_p) and tau > min(grid)  # the best of the grid, not its end

@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from .. import _keys as K, _ops
-from .._backend import to_host
+from .._backend import gpu_available, to_host
 from .._validation import canonical, check_anndata
 from ..get import array_to_cpu
 from ._args import check_posterior_shape
@@ -111,8 +111,10 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
             parts.append(sim)
             truth.append(np.full(sim.n_obs, j))
     sim = ad.concat(parts, index_unique="-")
-    deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"],
-               device=info.get("device"), **dict(info["arguments"]))  # fmt: skip
+    # where the PICs were deconvolved, unless that is a GPU this machine lacks (PICs saved there)
+    device = info.get("device") if info.get("device") != "gpu" or gpu_available() else "cpu"
+    deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"], device=device,
+               **dict(info["arguments"]))  # fmt: skip
     post, ok_sim, _, _ = kept_posterior(sim, "pair_frequencies")
     # one code per source cell name (the A and B populations hold different cells)
     names = np.concatenate([sim.obs["source_a"].astype(str).to_numpy(), sim.obs["source_b"].astype(str).to_numpy()])

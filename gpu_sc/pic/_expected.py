@@ -51,7 +51,9 @@ def ok_mask(pics: AnnData, *, status_key: str | None = OBS_PIC_STATUS) -> np.nda
 
 
 def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[list[str], np.ndarray]:
-    """(group names, int64 code per singlet with -1 for a missing label)."""
+    """(group names, int64 code per singlet with -1 for a missing label). A category without a
+    labelled cell is no group: a PIC assigned to it is refused (`label_codes`), rather than given
+    a profile or doublets from cells of no such group."""
     labels = obs_column(singlets, groupby, step=step, what="the reference group of each singlet")
     cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
     names = [str(c) for c in cat.cat.categories]
@@ -62,6 +64,11 @@ def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[lis
     if not (codes >= 0).any():
         msg = f"{step}: singlets.obs[{groupby!r}] has no labelled cell."
         raise ValueError(msg)
+    present = np.bincount(codes[codes >= 0], minlength=len(names)) > 0
+    if not present.all():
+        new = np.where(present, np.cumsum(present) - 1, -1)
+        names = [n for n, keep in zip(names, present, strict=True) if keep]
+        codes = np.where(codes >= 0, new[np.maximum(codes, 0)], -1)
     return names, codes
 
 

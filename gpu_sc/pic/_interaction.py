@@ -183,11 +183,16 @@ def interaction_genes(
         raise ValueError(msg)
     if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
         groupby_keys = [groupby_keys]
-    if min_pics < 1:
-        msg = f"{_STEP}: min_pics must be at least 1, got {min_pics}."
+    min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
+    if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
+        msg = f"{_STEP}: fdr must be a number in (0, 1], got {fdr!r}."
         raise ValueError(msg)
-    if not 0 < fdr <= 1:
-        msg = f"{_STEP}: fdr must lie in (0, 1], got {fdr}."
+    if isinstance(min_counts, bool) or not isinstance(min_counts, int | float) or not min_counts >= 0:
+        msg = f"{_STEP}: min_counts must be a number >= 0, got {min_counts!r}."
+        raise ValueError(msg)
+    if condition_key is not None and condition_key in groupby_keys:
+        msg = (f"{_STEP}: condition_key {condition_key!r} is one of groupby_keys {list(groupby_keys)}; a "
+               "condition splits the groups further, so pass a column that is not a group key.")
         raise ValueError(msg)
     keys = list(groupby_keys) + ([condition_key] if condition_key is not None else [])
     if not keys:

@@ -73,6 +73,12 @@ _EXACT_FROM = 2.0
 _FFT_FROM = 512
 #: widest support of T_k computed exactly; wider ones (deep counts) are near normal
 _EXACT_SPAN = 1 << 21
+#: smallest exact p-value an FFT-convolved null resolves: its round-off is ~1e-16 a point, so a
+#: tail over many points below this is noise (ten genes planted ever higher in 200 PICs came out
+#: 1e-23, 0, 3e-14, 0, ... instead of falling); beyond it the normal approximation ranks genes
+_FFT_RESOLUTION = 1e-10
+#: the smallest p-value turned into a z (0 would give an infinite z, which chi2 would then drop)
+_P_TINY = np.finfo(np.float64).tiny
 
 
 def a_umis(alpha: np.ndarray, depth: np.ndarray) -> np.ndarray:
@@ -344,7 +350,8 @@ def exact_pvalue(r2: np.ndarray) -> float | None:
     """Two-sided p-value of the stratified sum from integer counts r2 (PICs, n_matched + 1),
     column 0 the PIC: under the null each PIC's count is any of its n_matched + 1 with equal
     probability, independently, so the sum's distribution is the convolution of those uniforms.
-    p = min(1, 2 min(P(T >= t), P(T <= t))); None where the support is wider than _EXACT_SPAN."""
+    p = min(1, 2 min(P(T >= t), P(T <= t))); None where the support is wider than _EXACT_SPAN,
+    -1 where p lies below what an FFT-convolved null resolves (`_FFT_RESOLUTION`)."""
     total = ExactSum()
     add_sets([total], r2[:, :, None])
     return total.pvalue(r2.shape[1])
@@ -365,20 +372,24 @@ class ExactSum:
         self.span = 0
 
     def pvalue(self, n_values: int, squares: dict | None = None) -> float | None:
-        """The two-sided p-value (`exact_pvalue`) of sets of `n_values` values each. squares:
-        each kind's pmf squared again and again, kept across calls (genes share most kinds)."""
+        """The two-sided p-value (`exact_pvalue`) of sets of `n_values` values each; -1 where it
+        lies below what an FFT-convolved null resolves (`_FFT_RESOLUTION`). squares: each kind's
+        pmf squared again and again, kept across calls (genes share most kinds)."""
         if self.span > _EXACT_SPAN:
             return None
         if not self.kinds:
             return 1.0
         squares = {} if squares is None else squares
-        pmfs = [_power(key, n_values, t, squares) for key, t in sorted(self.kinds.items())]
+        fft = [False]  # set where a convolution on the way went by FFT (direct ones are exact)
+        pmfs = [_power(key, n_values, t, squares, fft) for key, t in sorted(self.kinds.items())]
         while len(pmfs) > 1:  # pairwise: the long convolutions happen few times
-            pmfs = [_convolve(pmfs[i], pmfs[i + 1]) if i + 1 < len(pmfs) else pmfs[i] for i in range(0, len(pmfs), 2)]
+            pmfs = [_convolve(pmfs[i], pmfs[i + 1], fft) if i + 1 < len(pmfs) else pmfs[i]
+                    for i in range(0, len(pmfs), 2)]  # fmt: skip
         pmf = np.maximum(pmfs[0], 0.0)  # FFT round-off below zero
         upper = pmf[self.observed:].sum()
         lower = pmf[:self.observed + 1].sum()
-        return float(min(1.0, 2 * min(upper, lower)))
+        p = float(min(1.0, 2 * min(upper, lower)))
+        return -1.0 if fft[0] and p < _FFT_RESOLUTION else p
 
 
 def add_sets(sums: list[ExactSum], counts: np.ndarray) -> None:
@@ -430,24 +441,28 @@ def _count_kinds(sums: list[ExactSum], gene: np.ndarray, shifted: np.ndarray, ba
         table[key] = table.get(key, 0) + int(t)
 
 
-def _power(key: bytes, n_values: int, k: int, squares: dict) -> np.ndarray:
+def _power(key: bytes, n_values: int, k: int, squares: dict, fft: list) -> np.ndarray:
     """The pmf of kind `key` (counts of each value over `n_values`) convolved with itself `k`
-    times (k >= 1), by squaring; the squarings are kept in `squares` for other genes."""
+    times (k >= 1), by squaring; the squarings are kept in `squares` for other genes. fft[0] is
+    set where a convolution behind the result went by FFT."""
     chain = squares.setdefault((key, n_values), [np.frombuffer(key, np.int64) / n_values])
     out, j = None, 0
     while True:
         if k & 1:
-            out = chain[j] if out is None else _convolve(out, chain[j])
+            if j and chain[j - 1].size >= _FFT_FROM:  # this square (maybe kept from a gene before) was one
+                fft[0] = True
+            out = chain[j] if out is None else _convolve(out, chain[j], fft)
         k >>= 1
         if not k:
             return out
         j += 1
         if j == len(chain):
-            chain.append(_convolve(chain[-1], chain[-1]))
+            chain.append(_convolve(chain[-1], chain[-1], [False]))
 
 
-def _convolve(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def _convolve(a: np.ndarray, b: np.ndarray, fft: list) -> np.ndarray:
     if min(a.size, b.size) >= _FFT_FROM:
+        fft[0] = True
         return signal.fftconvolve(a, b)
     return np.convolve(a, b)
 
@@ -456,7 +471,8 @@ def exact_pvalues(z: np.ndarray, obs: PicRows | sp.csr_matrix, doublets: Doublet
                   tested: np.ndarray) -> np.ndarray:  # fmt: skip
     """Two-sided p-values per group and gene: exact (`exact_pvalue`, gathered over the chunks of
     `doublets`; obs: the tested PICs, `PicRows` or a host CSR) where the tested gene's |z| >
-    _EXACT_FROM and the support allows, else from the normal approximation; NaN where z is NaN."""
+    _EXACT_FROM and the support allows, else from the normal approximation; NaN where z is NaN.
+    An exact p-value below what its FFT resolves is the normal one, at most `_FFT_RESOLUTION`."""
     p = np.where(np.isfinite(z), 2 * stats.norm.sf(np.abs(np.nan_to_num(z))), np.nan)
     far = (np.abs(np.nan_to_num(z)) > _EXACT_FROM) & tested[None, :]
     todo = {int(k): np.flatnonzero(far[k]) for k in np.flatnonzero(far.any(axis=1))}
@@ -478,7 +494,7 @@ def exact_pvalues(z: np.ndarray, obs: PicRows | sp.csr_matrix, doublets: Doublet
         for g, total in zip(genes, sums[k], strict=True):
             exact = total.pvalue(m + 1, squares)
             if exact is not None:
-                p[k, g] = exact
+                p[k, g] = exact if exact >= 0 else min(p[k, g], _FFT_RESOLUTION)
     return p
 
 
@@ -501,8 +517,7 @@ def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray, p_units: np.n
     inflation measured on them and leave the permutation test's own uncorrected."""
     has = np.isfinite(z)
     sign = np.sign(np.nan_to_num(z))
-    with np.errstate(divide="ignore"):
-        ze = np.where(has, sign * stats.norm.isf(np.where(has, p, 1.0) / 2), np.nan)
+    ze = np.where(has, sign * stats.norm.isf(np.maximum(np.where(has, p, 1.0), _P_TINY) / 2), np.nan)
     inflation = np.ones(z.shape[0])
     for k in range(z.shape[0]):
         bulk = ze[k, has[k] & tested]
@@ -512,8 +527,7 @@ def matched_test(z: np.ndarray, p: np.ndarray, tested: np.ndarray, p_units: np.n
     p_group = np.where(has, 2 * stats.norm.sf(np.abs(np.nan_to_num(ze))), np.nan)
     if p_units is not None:  # after the control: the units' p-values are no part of its bulk
         p_group = guarded(p_group, p_units)
-        with np.errstate(divide="ignore"):
-            ze = np.where(has, sign * stats.norm.isf(np.where(has, p_group, 1.0) / 2), np.nan)
+        ze = np.where(has, sign * stats.norm.isf(np.maximum(np.where(has, p_group, 1.0), _P_TINY) / 2), np.nan)
     p_group = np.where(has, p_group, np.inf)
     df = has.sum(axis=0)
     order = np.sort(p_group, axis=0)  # groups that do not vary (inf) last, never the minimum

@@ -129,7 +129,8 @@ class ML(_DesignSearch):
                     _ml_fit.full_profiles(s, pop, ["A", "B"]), ref.singlets.var_names)
                 self.alpha_regression = _ml_fit.fit_alpha_regression(
                     ref.singlets, s, labels, ga, gb, ref.groupby, self.alpha_bins,
-                    n_pics=opt.n_train, n_umis=depth, eps=opt.eps, seed=opt.seed, device=self.device)  # fmt: skip
+                    n_pics=opt.n_train, n_umis=depth, eps=opt.eps, seed=opt.seed, device=self.device,
+                    design=self.design, tau_pair=self.tau_pair)  # fmt: skip
             if self.alpha_regression is not None:
                 used = "regression"
                 info.update(alpha_regression_r2=self.alpha_regression.r2,

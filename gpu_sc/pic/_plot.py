@@ -209,6 +209,7 @@ PLOT_FILES = {"pairs": "pic-pairs.png", "alpha": "pic-alpha.png"}
 def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
     """The pair heatmap and the alpha histogram as PNGs (`PLOT_FILES`) in `directory`; nothing
     when no PIC has status 'ok' (there is nothing to draw). Returns the paths written."""
+    check_anndata(pics, step="write_plots", name="pics")
     if not ok_mask(pics).any():
         return []
     d = Path(directory)

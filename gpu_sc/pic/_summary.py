@@ -7,6 +7,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
+from .._validation import check_anndata
 from ._expected import ok_mask
 
 
@@ -14,6 +15,7 @@ def accuracy(pics: AnnData) -> dict[str, float] | None:
     """Accuracy of the PICs with status 'ok' against their known partners (synthetic PICs with
     obs true_a, true_b, true_alpha): shares of right pairs, A and B groups, and the mean
     absolute alpha error; None for real PICs or when no PIC is 'ok'."""
+    check_anndata(pics, step="accuracy", name="pics")
     obs = pics.obs
     if not {K.OBS_TRUE_A, K.OBS_TRUE_B, K.OBS_PIC_A, K.OBS_PIC_B} <= set(obs.columns):
         return None
@@ -32,6 +34,7 @@ def accuracy(pics: AnnData) -> dict[str, float] | None:
 def summary(pics: AnnData, n_top: int = 3) -> dict[str, str]:
     """Summary lines (label -> text) of a deconvolution: PICs deconvolved, status counts, the
     `n_top` most frequent pairs, median alpha, and the accuracy where the truth is known."""
+    check_anndata(pics, step="summary", name="pics")
     obs = pics.obs
     status = obs[K.OBS_PIC_STATUS].astype(str) if K.OBS_PIC_STATUS in obs else None
     ok = ok_mask(pics)
