@@ -92,9 +92,9 @@ def test_bad_inputs(setup):
     ref, pics = setup
     p = pics.copy()
     before = p.obs.copy()
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match=r"groups \['nope'\] are not in singlets.obs\['grp'\] \(its groups: "):
         deconvolve(p, ref, groupby="grp", a=["nope"], b=DC)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"same genes in the same order \(764 vs 765 genes\)"):
         deconvolve(p[:, :-1].copy(), ref, groupby="grp", a=T, b=DC)
     bad = p.copy()
     bad.X = bad.X * 0.5

@@ -387,6 +387,30 @@ def test_bad_inputs_change_nothing(pbmc):
     assert_unchanged(pics, snap)
 
 
+_QC_BAD = {  # the QC steps' argument errors: (call, error, message)
+    "unknown groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=["nope"]), ValueError,
+                         r"groups_a names groups that are not reference groups: \['nope'\]"),
+    "weight out of (0, 1)": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights=(1.5,)), ValueError,
+                             r"weights must lie strictly between 0 and 1, got \[1.5\]"),
+    "one group a side": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=[T_GROUPS[0]], groups_b=[DC]),
+                         ValueError, "fewer than 2 groups; there is no triplet to test"),
+    "eps 0": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, eps=0), ValueError, "eps must be positive, got 0"),
+    "unknown marker": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, markers=["NOPE_GENE"]), KeyError,
+                       r"1 genes not in var_names, e.g. \['NOPE_GENE'\]"),
+}
+
+
+@pytest.mark.parametrize("case", _QC_BAD)
+def test_qc_argument_errors_change_nothing(pbmc, case):
+    pics = make_pics(pbmc, 20)
+    snap, ref_snap = snapshot(pics), snapshot(pbmc)
+    call, err, msg = _QC_BAD[case]
+    with pytest.raises(err, match=msg):
+        call(pics, pbmc)
+    assert_unchanged(pics, snap)
+    assert_unchanged(pbmc, ref_snap)
+
+
 _PIC_STEPS = {  # each public step with a non-AnnData where an AnnData belongs
     "simulate_pics": lambda bad, s: simulate_pics(bad, groupby=GROUPBY, a=T_GROUPS, b=DC, n_pics=5),
     "deconvolve(pics)": lambda bad, s: deconvolve(bad, s, groupby=GROUPBY, a=T_GROUPS, b=DC),

@@ -296,7 +296,10 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         where there are more).
     replicate_key
         The column of ``pics.obs`` naming each PIC's biological replicate (nested in the
-        conditions); each condition needs at least 2 replicates.
+        conditions); each condition needs at least 2 replicates. The replicates of the two
+        conditions are taken as independent samples (a label may recur in both, each
+        condition's PICs are grouped on their own): a paired design (the same mouse under both
+        conditions) is not modelled, and its pairing is left unused.
     fdr
         False discovery rate of ``significant``.
     inplace
