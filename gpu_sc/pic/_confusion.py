@@ -74,6 +74,11 @@ def kept_posterior(pics: ad.AnnData, step: str):
     return post.tocsr(), ok, names_a, names_b
 
 
+def pic_depths(pics: ad.AnnData, step: str) -> np.ndarray:
+    """Each PIC's total UMIs (host float64), wherever pics.X lives (GPU, Dask blocks)."""
+    return to_host(_ops.row_sums(_ops.parts(canonical(pics.X, step=step)))[0])
+
+
 class Simulated(NamedTuple):
     """PICs simulated per pair and deconvolved: pair posteriors (CSR, rows summing to 1), each
     one's true pair (column index), and its two source cells (column 0 the A cell, column 1 the
@@ -96,8 +101,7 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
                "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
         raise ValueError(msg)
     ok = (pics.obs[K.OBS_PIC_STATUS].astype(str) == K.PIC_STATUS_OK).to_numpy()
-    totals = to_host(_ops.row_sums(_ops.parts(canonical(pics.X, step="pair_frequencies")))[0])  # GPU, Dask too
-    depth = int(np.median(totals[ok]))
+    depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok]))
     origin = singlets if sources is None else sources
     present = set(origin.obs[groupby].astype(str))
     parts, truth = [], []

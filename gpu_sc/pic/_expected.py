@@ -56,6 +56,7 @@ def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[lis
     a profile or doublets from cells of no such group."""
     labels = obs_column(singlets, groupby, step=step, what="the reference group of each singlet")
     cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
+    cat = cat.cat.remove_unused_categories()
     names = [str(c) for c in cat.cat.categories]
     if len(set(names)) != len(names):
         msg = f"{step}: group names of singlets.obs[{groupby!r}] collide once turned into strings."
@@ -64,11 +65,6 @@ def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[lis
     if not (codes >= 0).any():
         msg = f"{step}: singlets.obs[{groupby!r}] has no labelled cell."
         raise ValueError(msg)
-    present = np.bincount(codes[codes >= 0], minlength=len(names)) > 0
-    if not present.all():
-        new = np.where(present, np.cumsum(present) - 1, -1)
-        names = [n for n, keep in zip(names, present, strict=True) if keep]
-        codes = np.where(codes >= 0, new[np.maximum(codes, 0)], -1)
     return names, codes
 
 

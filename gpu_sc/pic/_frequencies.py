@@ -27,12 +27,12 @@ import scipy.sparse as sp
 from anndata import AnnData
 from scipy import stats
 
-from .. import _keys as K, _ops
-from .._backend import to_host
+from .. import _keys as K
 from .._settings import Progress
-from .._validation import canonical, check_anndata, check_int
+from .._validation import check_anndata, check_int
 from ._args import check_seed, replicate_codes
-from ._confusion import Simulated, confusion, kept_posterior, label_means, simulated_posteriors, unmix
+from ._confusion import (Simulated, confusion, kept_posterior, label_means, pic_depths, simulated_posteriors,
+                         unmix)  # fmt: skip
 from ._expected import check_same_genes
 from .._stats import bh_fdr
 
@@ -384,7 +384,7 @@ def _warn_if_depths_differ(pics: AnnData, groups, rows, step: str) -> None:
     at one depth (n_umis=350), none called and 8 % of p < 0.05."""
     if pics.uns[K.UNS_PIC].get("n_umis") is not None:  # deconvolve down-sampled every PIC alike
         return
-    totals = to_host(_ops.row_sums(_ops.parts(canonical(pics.X, step=step)))[0])  # GPU, Dask too
+    totals = pic_depths(pics, step)
     med = [float(np.median(totals[r])) for r in rows]
     if max(med) > DEPTH_RATIO_WARN * max(min(med), 1.0):
         warnings.warn(

@@ -3,6 +3,7 @@ what the two assigned partners explain, tested per (A group x B group x conditio
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 
@@ -17,7 +18,7 @@ from .._backend import is_dask, to_host
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
-from .._validation import canonical, check_anndata, check_int, get_matrix, make_actual
+from .._validation import canonical, check_anndata, check_int, check_number, get_matrix, make_actual
 from ..get import array_to_cpu
 from ._args import check_posterior_shape, check_seed, replicate_codes
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
@@ -184,12 +185,8 @@ def interaction_genes(
     if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
         groupby_keys = [groupby_keys]
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
-    if isinstance(fdr, bool) or not isinstance(fdr, int | float) or not 0 < fdr <= 1:
-        msg = f"{_STEP}: fdr must be a number in (0, 1], got {fdr!r}."
-        raise ValueError(msg)
-    if isinstance(min_counts, bool) or not isinstance(min_counts, int | float) or not min_counts >= 0:
-        msg = f"{_STEP}: min_counts must be a number >= 0, got {min_counts!r}."
-        raise ValueError(msg)
+    check_number(fdr, "fdr", step=_STEP, low=0, high=1)
+    check_number(min_counts, "min_counts", step=_STEP, low=0, high=math.inf, low_open=False)
     if condition_key is not None and condition_key in groupby_keys:
         msg = (f"{_STEP}: condition_key {condition_key!r} is one of groupby_keys {list(groupby_keys)}; a "
                "condition splits the groups further, so pass a column that is not a group key.")
