@@ -126,3 +126,21 @@ def test_float64_counts(brain, kw):
         gsc.pp.normalize_total(brain, **kw)
     assert brain.X.dtype == np.float64
     assert_close(brain.X, ref.X, dtype=np.float64)  # exact totals; a division and a product in float64
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_total_overflow_is_not_a_bad_value(lazy):
+    """The totals double as the value check (a NaN or inf makes its row's total non-finite); a
+    float64 row whose finite values overflow their total is no error, and is divided as numpy
+    divides (by inf: zeros), as scanpy does."""
+    x = sp.csr_matrix(np.array([[1e308, 1e308, 0.0], [1.0, 2.0, 3.0]]))
+    adata = sc.AnnData(x)
+    if lazy:
+        import dask.array as da
+
+        adata.X = da.from_array(x, chunks=(1, -1), asarray=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gsc.pp.normalize_total(adata, target_sum=6.0)
+    got = adata.X.compute() if lazy else adata.X
+    np.testing.assert_array_equal(got.toarray(), [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])

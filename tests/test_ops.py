@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -145,3 +146,46 @@ def test_value_range_one_pass_as_numpy(dtype):
         x = np.arange(100, dtype=dtype)
         x[37] = nan
         assert all(np.isnan(value_range(x)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int64, np.float64])
+def test_row_sums_every_value_type(dtype):
+    """Float32 and integer rows are summed in four running sums: each row's exact sum (math.fsum;
+    float64 holds float32 sums exactly over this range of magnitudes). Float64 rows are summed in
+    storage order, as scipy sums them. With and without a column mask; nonzero counts skip stored
+    zeros."""
+    rng = np.random.default_rng(3)
+    x = sp.random(200, 301, density=0.2, format="csr", random_state=4)
+    values = rng.lognormal(0, 1.5, x.nnz) * rng.choice([-1, 1], x.nnz)
+    x.data = (np.round(values) if np.dtype(dtype).kind == "i" else values).astype(dtype)
+    x.data[::5] = 0  # stored zeros
+    mask = rng.random(301) < 0.4
+    for m in (None, mask):
+        s, n = _ops.row_sums(_ops.parts(x), col_mask=m)
+        for r in range(x.shape[0]):
+            seg = slice(x.indptr[r], x.indptr[r + 1])
+            v = x.data[seg].astype(np.float64)[np.ones(x.indptr[r + 1] - x.indptr[r], bool) if m is None
+                                               else m[x.indices[seg]]]  # fmt: skip
+            expect = math.fsum(v)
+            if dtype == np.float64:
+                expect = 0.0
+                for value in v:
+                    expect += value
+            assert s[r] == expect, (r, s[r], expect)
+            assert n[r] == np.count_nonzero(v)
+
+
+def test_top_sums_values_of_every_kind():
+    """Small integers are tallied, other values sorted: rows mixing both, negatives, values at
+    and above the tally's 64 levels and runs of ties give the sums of a full descending sort."""
+    rng = np.random.default_rng(5)
+    rows = [rng.poisson(1.5, 300) + 1.0, rng.normal(0, 40, 300), np.full(300, 63.0), np.full(300, 64.0),
+            np.where(rng.random(300) < 0.5, rng.poisson(3, 300), rng.random(300) * 90),
+            rng.integers(-5, 150, 300).astype(float), np.array([2.0]), np.array([])]  # fmt: skip
+    x = sp.csr_matrix((np.concatenate(rows), np.concatenate([np.arange(r.size) for r in rows]),
+                       np.cumsum([0] + [r.size for r in rows])), shape=(len(rows), 300))  # fmt: skip
+    ns = [1, 2, 63, 64, 65, 150, 299, 300, 1000]
+    got = _ops.top_sums(_ops.parts(x), ns)
+    for i, r in enumerate(rows):
+        desc = np.sort(r)[::-1]
+        np.testing.assert_allclose(got[i], [desc[:n].sum() for n in ns], rtol=1e-13, atol=1e-12)

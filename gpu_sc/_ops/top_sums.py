@@ -9,18 +9,52 @@ from ._dispatch import GPU, ROWS, primitive
 from ._layout import Parts, row_pointers
 
 
+_LEVELS = 64  # integer values 0..63 (most of a count row) are counted, not sorted
+
+
 @numba.njit(parallel=True, cache=True)
 def _row_top_sums(data, indptr, ns, out):
-    largest = ns[-1]
+    """Per row, the sums of its ns[i] largest values, taken in descending order: the row's small
+    integer values (counts are mostly 1s and 2s) are tallied per value, the others sorted, and
+    the two merged from the top; the tallied values of one level enter as one product (exact for
+    integers). Sorting whole rows cost 15 us a row, 1.5 s of QC's 1.8 s at 100,000 cells."""
     for r in numba.prange(indptr.size - 1):
-        seg = data[indptr[r] : indptr[r + 1]]
-        if seg.size > largest:  # keep the `largest` biggest values, in descending order
-            seg = -np.partition(-seg, largest - 1)[:largest]
-        top = -np.sort(-seg.astype(np.float64))
-        acc = np.cumsum(top)
+        j0, j1 = indptr[r], indptr[r + 1]
+        tally = np.zeros(_LEVELS, np.int64)
+        n_other = 0
+        for j in range(j0, j1):
+            v = data[j]
+            if 0 <= v < _LEVELS and v == np.floor(v):
+                tally[int(v)] += 1
+            else:
+                n_other += 1
+        other = np.empty(n_other, np.float64)
+        k = 0
+        for j in range(j0, j1):
+            v = data[j]
+            if not (0 <= v < _LEVELS and v == np.floor(v)):
+                other[k] = v
+                k += 1
+        other.sort()
+        k = n_other - 1  # the largest value not yet taken
+        level = _LEVELS - 1
+        taken = 0
+        total = 0.0
         for i in range(ns.size):
-            n = ns[i]
-            out[r, i] = acc[min(n, acc.size) - 1] if acc.size else 0.0
+            target = min(ns[i], j1 - j0)
+            while taken < target:
+                while level >= 0 and tally[level] == 0:
+                    level -= 1
+                if k >= 0 and (level < 0 or other[k] >= level):
+                    total += other[k]
+                    k -= 1
+                    taken += 1
+                else:
+                    take = min(tally[level], target - taken)
+                    total += take * float(level)
+                    tally[level] -= take
+                    taken += take
+            out[r, i] = total
 
 
 @primitive(chunked=ROWS)

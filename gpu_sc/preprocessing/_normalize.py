@@ -85,7 +85,7 @@ def normalize_total(
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
     check_not_empty(x, step=_STEP)
-    dask_totals, issues = None, None
+    totals64, issues = None, None  # float64 row totals where a value check already took them
     # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
     # totals, value check and division happen together when X is computed (one read, not two).
     dask_counts = is_dask(x) and x.dtype.kind in "iuf"
@@ -93,7 +93,12 @@ def normalize_total(
     if lazy:
         issues = (0, 0)  # the values are checked block by block (_normalized_block)
     elif dask_counts:  # the checks and the totals in one pass over the blocks
-        dask_totals, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
+        totals64, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
+    elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
+        totals64 = _ops.row_sums(_ops.parts(x))[0]
+        # a NaN or inf makes its row's float64 sum non-finite, and finite counts cannot overflow
+        # it; a non-finite total leaves the check to count the bad values for its message
+        issues = (0, 0) if bool(xp_of(totals64).isfinite(totals64).all()) else None
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
         make_actual(adata, warn=True)
@@ -108,7 +113,7 @@ def normalize_total(
         set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)
         return adata if copy else None
 
-    totals = (_ops.row_sums(p)[0] if dask_totals is None else dask_totals).astype(x.dtype)  # scanpy: value dtype
+    totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(x.dtype)  # scanpy: value dtype
     xp = xp_of(totals)
     if exclude_highly_expressed:
         high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
@@ -141,11 +146,12 @@ def _block_row_sums(p):
 
 
 def _normalized_block(p, target_sum) -> None:
-    """One block divided by its cells' totals / target_sum in place, as the eager path divides."""
-    n_bad, _ = block_value_issues(p)
-    if n_bad:
+    """One block divided by its cells' totals / target_sum in place, as the eager path divides;
+    its totals are its value check, as there."""
+    totals = _block_row_sums(p)
+    n_bad = 0 if bool(xp_of(totals).isfinite(totals).all()) else block_value_issues(p)[0]
+    if n_bad:  # (a non-finite total of finite values, an overflow of float64 ones, is no error)
         msg = (f"{_STEP}: expects counts but found {n_bad} non-finite values (NaN or inf) in a block of "
                "the Dask array; fix or drop those entries first.")  # fmt: skip
         raise ValueError(msg)
-    totals = _block_row_sums(p).astype(p.data.dtype)
-    _ops.divide_rows(p, totals / target_sum)
+    _ops.divide_rows(p, totals.astype(p.data.dtype) / target_sum)
