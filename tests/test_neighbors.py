@@ -652,3 +652,31 @@ def test_many_identical_rows_keep_self_first(device):
     neighbors(a, n_neighbors=k)
     d = a.obsp["distances"]
     assert (d.getnnz(axis=1) == k - 1).all() and d.diagonal().max() == 0 and not d[rows, rows].any()
+
+
+@pytest.mark.parametrize("k", [1, 5, 40])
+def test_select_tile_keeps_the_first_k_by_distance_then_arrival(k):
+    """The host merge screens runs of columns before walking them; its lists must still be the k
+    smallest (float32 distance, column order) of every tile merged so far: ties (integer dots),
+    NaN never entering, the row's own column always first, tiles narrower and wider than a run."""
+    from gpu_sc._ops.neighbors.select import select_tile
+
+    rng = np.random.default_rng(k)
+    n_rows, n_cols = 7, 300
+    dots = rng.integers(-6, 7, (n_rows, n_cols)).astype(np.float32)
+    dots[2, 17] = np.nan
+    sq_rows = rng.integers(20, 30, n_rows).astype(np.float32)
+    sq_cols = rng.integers(20, 30, n_cols).astype(np.float32)
+    row_offset = 150  # row r is column 150 + r
+    best_d = np.full((n_rows, k), np.inf, np.float32)
+    best_i = np.full((n_rows, k), -1, np.int64)
+    for c0, c1 in [(0, 10), (10, 140), (140, 300)]:
+        select_tile(np.ascontiguousarray(dots[:, c0:c1]), sq_rows, sq_cols[c0:c1], row_offset, c0, best_d, best_i)
+    d2 = (sq_rows[:, None] + sq_cols[None, :]) - np.float32(2) * dots
+    for r in range(n_rows):
+        d = d2[r].copy()
+        d[row_offset + r] = -np.inf
+        keep = np.flatnonzero(~np.isnan(d))
+        order = keep[np.lexsort((keep, d[keep]))][:k]  # by distance, then column (arrival)
+        np.testing.assert_array_equal(best_i[r], order)
+        np.testing.assert_array_equal(best_d[r], d[order])
