@@ -59,7 +59,8 @@ def _row_top_sums(data, indptr, ns, out):
 
 @primitive(chunked=ROWS)
 def top_sums(p: Parts, ns):
-    """(n_rows, len(ns)) float64; `ns` ascending positive ints; values must be non-negative."""
+    """(n_rows, len(ns)) float64; `ns` ascending positive ints; values must be finite (QC checks
+    them first: a NaN would not rank last)."""
     ns = np.asarray(ns, dtype=np.int64)
     out = np.empty((p.shape[0], ns.size), np.float64)
     if ns.size:

@@ -96,8 +96,8 @@ def normalize_total(
         totals64, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
         totals64 = _ops.row_sums(_ops.parts(x))[0]
-        # a NaN or inf makes its row's float64 sum non-finite, and finite counts cannot overflow
-        # it; a non-finite total leaves the check to count the bad values for its message
+        # a NaN or inf makes its row's float64 sum non-finite; a non-finite total (that, or an
+        # overflow of huge float64 values) leaves the check to count the bad values
         issues = (0, 0) if bool(xp_of(totals64).isfinite(totals64).all()) else None
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
