@@ -680,3 +680,25 @@ def test_select_tile_keeps_the_first_k_by_distance_then_arrival(k):
         order = keep[np.lexsort((keep, d[keep]))][:k]  # by distance, then column (arrival)
         np.testing.assert_array_equal(best_i[r], order)
         np.testing.assert_array_equal(best_d[r], d[order])
+
+
+def test_symmetric_host_search_matches_brute_force():
+    """The host search takes each pair of row ranges once, merging its tiles into both ranges'
+    lists: with 16 ranges of ~19 rows (small tiles), rows repeated up to 5 times (ties at 0, broken
+    by index) and k above a range's size, the lists are the brute-force ones."""
+    from gpu_sc._ops.neighbors.knn import _pair_rounds
+
+    for n_parts in (2, 4, 16):
+        rounds = _pair_rounds(n_parts)
+        pairs = [tuple(sorted(p)) for r in rounds for p in r]
+        assert len(pairs) == len(set(pairs)) == n_parts * (n_parts - 1) // 2
+        assert all(len({i for p in r for i in p}) == n_parts for r in rounds)  # no part twice in a round
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(240, 12))
+    x = np.concatenate([x, x[:40], x[:20], x[:10], x[:10]])  # 300 rows, some 5 times
+    for k in (1, 7, 30):
+        ind, dist = knn(x, k, block_bytes=4 * 2048 * 16)  # 16-row tiles: 16 ranges
+        ref_i, ref_d = _reference(x, k, "euclidean")
+        np.testing.assert_array_equal(ind[:, 0], np.arange(len(x)))
+        np.testing.assert_array_equal(ind[:, 1:], ref_i[:, 1:])
+        assert_close(dist, ref_d, dtype=np.float64, n_terms=x.shape[1])

@@ -66,3 +66,33 @@ def select_tile(dots, sq_rows, sq_cols, row_offset, col_offset, best_d, best_i):
                 if d < worst:
                     _insert(bd, bi, d, col_offset + c0 + c, k)
                     worst = bd[k - 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def select_tile_columns(dots, sq_rows, sq_cols, row_offset, best_d, best_i):  # pragma: no cover - compiled
+    """The tile's transpose merged into the columns' lists: column c's list (best_d[c],
+    best_i[c]) takes row r (index row_offset + r) at d^2 = (|y_c|^2 + |x_r|^2) - 2 x_r.y_c, the
+    float select_tile forms for the pair. Rows are read in order, so the tile is read once;
+    each run of columns is screened against its columns' last entries first, as in select_tile.
+    For tiles off the diagonal (no column is a row of the tile)."""
+    n_rows, n_cols = dots.shape
+    k = best_d.shape[1]
+    two = dots.dtype.type(2)
+    worst = best_d[:, k - 1].copy()
+    for r in range(n_rows):
+        row = dots[r]
+        sr = sq_rows[r]
+        for c0 in range(0, n_cols, _SCREEN):
+            seg = row[c0 : c0 + _SCREEN]
+            sq_seg = sq_cols[c0 : c0 + _SCREEN]
+            w_seg = worst[c0 : c0 + _SCREEN]
+            below = 0
+            for c in range(seg.size):
+                below += np.int32(((sq_seg[c] + sr) - two * seg[c]) < w_seg[c])
+            if below == 0:
+                continue
+            for c in range(seg.size):
+                d = (sq_seg[c] + sr) - two * seg[c]
+                if d < w_seg[c]:
+                    _insert(best_d[c0 + c], best_i[c0 + c], d, row_offset + r, k)
+                    w_seg[c] = best_d[c0 + c, k - 1]
