@@ -655,11 +655,12 @@ def test_many_identical_rows_keep_self_first(device):
 
 
 @pytest.mark.parametrize("k", [1, 5, 40])
-def test_select_tile_keeps_the_first_k_by_distance_then_arrival(k):
+def test_select_tile_keeps_the_first_k_by_distance_then_index(k):
     """The host merge screens runs of columns before walking them; its lists must still be the k
-    smallest (float32 distance, column order) of every tile merged so far: ties (integer dots),
-    NaN never entering, the row's own column always first, tiles narrower and wider than a run."""
-    from gpu_sc._ops.neighbors.select import select_tile
+    smallest (float32 distance, column) of every tile merged so far, whatever the tiles' order:
+    ties (integer dots), NaN never entering, the row's own column always first, tiles narrower
+    and wider than a run; the transposed merge gives the columns' lists the same way."""
+    from gpu_sc._ops.neighbors.select import select_tile, select_tile_columns
 
     rng = np.random.default_rng(k)
     n_rows, n_cols = 7, 300
@@ -670,7 +671,7 @@ def test_select_tile_keeps_the_first_k_by_distance_then_arrival(k):
     row_offset = 150  # row r is column 150 + r
     best_d = np.full((n_rows, k), np.inf, np.float32)
     best_i = np.full((n_rows, k), -1, np.int64)
-    for c0, c1 in [(0, 10), (10, 140), (140, 300)]:
+    for c0, c1 in [(140, 300), (0, 10), (10, 140)]:  # not in column order
         select_tile(np.ascontiguousarray(dots[:, c0:c1]), sq_rows, sq_cols[c0:c1], row_offset, c0, best_d, best_i)
     d2 = (sq_rows[:, None] + sq_cols[None, :]) - np.float32(2) * dots
     for r in range(n_rows):
@@ -680,6 +681,18 @@ def test_select_tile_keeps_the_first_k_by_distance_then_arrival(k):
         order = keep[np.lexsort((keep, d[keep]))][:k]  # by distance, then column (arrival)
         np.testing.assert_array_equal(best_i[r], order)
         np.testing.assert_array_equal(best_d[r], d[order])
+    # the transpose: rows 0..n_cols-1 of another range take the 7 rows above as columns
+    col_d = np.full((n_cols, k), np.inf, np.float32)
+    col_i = np.full((n_cols, k), -1, np.int64)
+    for r0, r1 in [(4, 7), (0, 4)]:
+        select_tile_columns(np.ascontiguousarray(dots[r0:r1]), sq_rows[r0:r1], sq_cols, row_offset + r0, col_d, col_i)
+    for c in range(n_cols):
+        d = d2[:, c]
+        keep = np.flatnonzero(~np.isnan(d))
+        order = keep[np.lexsort((keep, d[keep]))][:k]
+        m = min(k, keep.size)
+        np.testing.assert_array_equal(col_i[c, :m], row_offset + order)
+        np.testing.assert_array_equal(col_d[c, :m], d[order])
 
 
 def test_symmetric_host_search_matches_brute_force():
@@ -702,3 +715,38 @@ def test_symmetric_host_search_matches_brute_force():
         np.testing.assert_array_equal(ind[:, 0], np.arange(len(x)))
         np.testing.assert_array_equal(ind[:, 1:], ref_i[:, 1:])
         assert_close(dist, ref_d, dtype=np.float64, n_terms=x.shape[1])
+
+
+def test_host_search_independent_of_threads_and_tiles():
+    """Candidates rank by (float32 distance, index): with 60 copies of one row (more ties than
+    k + MARGIN candidates) the lists do not depend on the number of threads or the tile size."""
+    import numba
+
+    x = np.random.default_rng(1).normal(size=(1200, 6))
+    x[-60:] = x[0]
+    runs = []
+    threads = numba.get_num_threads()
+    try:
+        for n_threads, block_bytes in ((1, 2**22), (threads, 2**16), (threads, 2**22)):
+            numba.set_num_threads(n_threads)
+            runs.append(knn(x, 5, block_bytes=block_bytes))
+    finally:
+        numba.set_num_threads(threads)
+    for ind, dist in runs[1:]:
+        np.testing.assert_array_equal(ind, runs[0][0])
+        np.testing.assert_array_equal(dist, runs[0][1])
+
+
+def test_cosine_zero_rows_do_not_crowd_the_candidates():
+    """A zero row is at cosine distance 1 from every row; searched as |u - 0|^2 = 1 (cosine 0.5)
+    sixty of them filled the candidate lists of rows whose true neighbours lie beyond 0.5."""
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(400, 200))
+    x[rng.choice(400, 60, replace=False)] = 0
+    ind, dist = knn(x, 10, metric="cosine")
+    norms = np.linalg.norm(x, axis=1)
+    u = x / np.where(norms > 0, norms, 1)[:, None]
+    d = np.maximum(1 - u @ u.T, 0)
+    np.fill_diagonal(d, 0)
+    ref = np.sort(d, axis=1)[:, :10]
+    assert_close(dist, ref, dtype=np.float64, n_terms=x.shape[1], scale=1.0)

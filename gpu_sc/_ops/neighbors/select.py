@@ -2,8 +2,9 @@
 running sorted list of the k best (squared distance, index) pairs, forming each distance as it
 is read (the tile is read once, while it is still in cache). The same rules as the GPU kernel:
 d^2 = (|x_r|^2 + |y_c|^2) - 2 x_r.y_c in the tile's dtype, a row's own column counts -inf (the
-row is always a candidate), a later equal distance never displaces an earlier one, NaN never
-enters."""
+row is always a candidate), equal distances rank by index (the GPU reads columns in index
+order, and an earlier equal distance is never displaced there), NaN never enters. So a list is
+the k smallest (d^2, index) pairs whatever order the tiles come in."""
 
 from __future__ import annotations
 
@@ -11,15 +12,20 @@ import numba
 import numpy as np
 
 
-#: columns screened at once: one vectorised pass finds whether any of them beats the list
+#: columns screened at once: one vectorised pass finds whether any of them may enter the list
 _SCREEN = 64
 
 
 @numba.njit(inline="always", cache=True)
 def _insert(bd, bi, d, index, k):  # pragma: no cover - compiled
-    """Put (d, index) into the sorted list, behind entries equal to d; the last entry falls off."""
+    """Put (d, index) into the list sorted by (distance, index); the last entry falls off. The
+    callers admit (d, index) only where it ranks before the last entry."""
     pos = k - 1
     while pos > 0 and bd[pos - 1] > d:
+        bd[pos] = bd[pos - 1]
+        bi[pos] = bi[pos - 1]
+        pos -= 1
+    while pos > 0 and bd[pos - 1] == d and bi[pos - 1] > index:  # ties: by index (rare, apart)
         bd[pos] = bd[pos - 1]
         bi[pos] = bi[pos - 1]
         pos -= 1
@@ -32,13 +38,11 @@ def select_tile(dots, sq_rows, sq_cols, row_offset, col_offset, best_d, best_i):
     """In place on best_d / best_i (n_rows, k), sorted ascending, initialised to +inf / -1.
     Releases the GIL, so that host threads can each merge their own query rows.
 
-    Once a row's list holds good candidates almost no distance beats its last entry, so each run
-    of `_SCREEN` columns is first screened in one vectorised pass (a count of the distances below
-    that entry; the loop runs over slices from 0, so that LLVM vectorises it), and only runs with
-    one are walked one by one: 3.5x faster than walking every column (12 s of one core at 100k
-    cells). The row's own column enters first, at -inf: another -inf needs an infinite dot
-    product of finite norms, which the search never passes, so the lists are those of column
-    order."""
+    Once a row's list holds good candidates almost no distance reaches its last entry, so each
+    run of `_SCREEN` columns is first screened in one vectorised pass (a count of the distances
+    at or below that entry; the loop runs over slices from 0, so that LLVM vectorises it), and
+    only runs with one are walked one by one: 3.5x faster than walking every column (12 s of one
+    core at 100k cells)."""
     n_rows, n_cols = dots.shape
     k = best_d.shape[1]
     two = dots.dtype.type(2)
@@ -54,16 +58,16 @@ def select_tile(dots, sq_rows, sq_cols, row_offset, col_offset, best_d, best_i):
         for c0 in range(0, n_cols, _SCREEN):
             seg = row[c0 : c0 + _SCREEN]
             sq_seg = sq_cols[c0 : c0 + _SCREEN]
-            below = 0
+            reach = 0
             for c in range(seg.size):
-                below += np.int32(((sr + sq_seg[c]) - two * seg[c]) < worst)
-            if below == 0:
+                reach += np.int32(((sr + sq_seg[c]) - two * seg[c]) <= worst)
+            if reach == 0:
                 continue
             for c in range(seg.size):
                 if c0 + c == own:
                     continue
                 d = (sr + sq_seg[c]) - two * seg[c]
-                if d < worst:
+                if d <= worst and (d < worst or col_offset + c0 + c < bi[k - 1]):
                     _insert(bd, bi, d, col_offset + c0 + c, k)
                     worst = bd[k - 1]
 
@@ -86,13 +90,13 @@ def select_tile_columns(dots, sq_rows, sq_cols, row_offset, best_d, best_i):  # 
             seg = row[c0 : c0 + _SCREEN]
             sq_seg = sq_cols[c0 : c0 + _SCREEN]
             w_seg = worst[c0 : c0 + _SCREEN]
-            below = 0
+            reach = 0
             for c in range(seg.size):
-                below += np.int32(((sq_seg[c] + sr) - two * seg[c]) < w_seg[c])
-            if below == 0:
+                reach += np.int32(((sq_seg[c] + sr) - two * seg[c]) <= w_seg[c])
+            if reach == 0:
                 continue
             for c in range(seg.size):
                 d = (sq_seg[c] + sr) - two * seg[c]
-                if d < w_seg[c]:
+                if d <= w_seg[c] and (d < w_seg[c] or row_offset + r < best_i[c0 + c, k - 1]):
                     _insert(best_d[c0 + c], best_i[c0 + c], d, row_offset + r, k)
                     w_seg[c] = best_d[c0 + c, k - 1]
