@@ -21,21 +21,16 @@ def _row_top_sums(data, indptr, ns, out):
     for r in numba.prange(indptr.size - 1):
         j0, j1 = indptr[r], indptr[r + 1]
         tally = np.zeros(_LEVELS, np.int64)
+        other = np.empty(j1 - j0, np.float64)
         n_other = 0
         for j in range(j0, j1):
             v = data[j]
             if 0 <= v < _LEVELS and v == np.floor(v):
                 tally[int(v)] += 1
             else:
+                other[n_other] = v
                 n_other += 1
-        other = np.empty(n_other, np.float64)
-        k = 0
-        for j in range(j0, j1):
-            v = data[j]
-            if not (0 <= v < _LEVELS and v == np.floor(v)):
-                other[k] = v
-                k += 1
-        other.sort()
+        other = np.sort(other[:n_other])
         k = n_other - 1  # the largest value not yet taken
         level = _LEVELS - 1
         taken = 0

@@ -95,10 +95,7 @@ def normalize_total(
     elif dask_counts:  # the checks and the totals in one pass over the blocks
         totals64, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
-        totals64 = _ops.row_sums(_ops.parts(x))[0]
-        # a NaN or inf makes its row's float64 sum non-finite; a non-finite total (that, or an
-        # overflow of huge float64 values) leaves the check to count the bad values
-        issues = (0, 0) if bool(xp_of(totals64).isfinite(totals64).all()) else None
+        totals64, issues = _checked_totals(_ops.parts(x))
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
         make_actual(adata, warn=True)
@@ -145,12 +142,21 @@ def _block_row_sums(p):
     return _ops.row_sums(p)[0]
 
 
+def _checked_totals(p) -> tuple:
+    """The float64 row totals of a matrix's (or block's) parts and its (non-finite, negative)
+    value counts, the totals doubling as the check: a NaN or inf makes its row's total
+    non-finite, and only then are the values counted (a non-finite total of finite values, an
+    overflow of float64 ones, counts none). Where every total is finite, negatives are not
+    counted: normalize_total takes them."""
+    totals = _block_row_sums(p)
+    return totals, (0, 0) if bool(xp_of(totals).isfinite(totals).all()) else block_value_issues(p)
+
+
 def _normalized_block(p, target_sum) -> None:
     """One block divided by its cells' totals / target_sum in place, as the eager path divides;
     its totals are its value check, as there."""
-    totals = _block_row_sums(p)
-    n_bad = 0 if bool(xp_of(totals).isfinite(totals).all()) else block_value_issues(p)[0]
-    if n_bad:  # (a non-finite total of finite values, an overflow of float64 ones, is no error)
+    totals, (n_bad, _) = _checked_totals(p)
+    if n_bad:
         msg = (f"{_STEP}: expects counts but found {n_bad} non-finite values (NaN or inf) in a block of "
                "the Dask array; fix or drop those entries first.")  # fmt: skip
         raise ValueError(msg)

@@ -49,8 +49,9 @@ HOST_RANGES_PER_THREAD = 8
 
 
 def _pair_rounds(n_parts: int) -> list[list[tuple[int, int]]]:
-    """Every pair of 0..n_parts-1 (even) once, in n_parts - 1 rounds of n_parts / 2 pairs that
-    share no part (the circle method: 0 stays, the others turn one place a round)."""
+    """Every pair of 0..n_parts-1 (even, or 1: no pairs) once, in n_parts - 1 rounds of
+    n_parts / 2 pairs that share no part (the circle method: 0 stays, the others turn one place
+    a round)."""
     others = list(range(1, n_parts))
     rounds = []
     for _ in range(n_parts - 1):
@@ -112,7 +113,7 @@ def _knn_host(x, k, metric, block_bytes):
         cand = np.where(best_i[start:stop] < 0, own[:, None], best_i[start:stop])  # NaN rows: only themselves
         ind[start:stop], dist[start:stop], _ = rank(x64, own, cand, k, metric)
 
-    rounds = [*_pair_rounds(n_ranges), [(a, a) for a in range(n_ranges)]] if n_ranges > 1 else [[(0, 0)]]
+    rounds = [*_pair_rounds(n_ranges), [(a, a) for a in range(n_ranges)]]  # one range: its square alone
     ind = np.empty((n, k), np.int64)
     dist = np.empty((n, k), np.float64)
     sizes = np.diff(edges).astype(object)  # Python ints: n^2 overflows nothing
