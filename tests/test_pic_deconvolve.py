@@ -134,8 +134,10 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("seed", None, TypeError, "take no negative seeds), got None (NoneType)"),
     ("a", [], ValueError, "a names no group"),
     ("b", None, TypeError, "b must be a name or a list of names, got None"),
-    ("eps", -1.0, ValueError, "deconvolve: eps must be a finite number 0 or more, got -1.0"),
-    ("eps", float("nan"), ValueError, "eps must be a finite number 0 or more, got nan"),
+    ("a", [*T, T[0]], ValueError, f"deconvolve: a names groups ['{T[0]}'] more than once"),
+    ("eps", -1.0, ValueError, "deconvolve: eps must be a finite number above 0, got -1.0"),
+    ("eps", 0, ValueError, "deconvolve: eps must be a finite number above 0, got 0"),  # NaN alphas on 'ok' PICs
+    ("eps", float("nan"), ValueError, "eps must be a finite number above 0, got nan"),
     ("concentration", 0, ValueError, "deconvolve: concentration must be a finite number above 0"),
     ("search_genes", "some", ValueError,
      "deconvolve: search_genes must be None, 'informative', 'all' or 'markers', got 'some'"),
@@ -165,6 +167,94 @@ def test_blacklist_string_is_one_pattern(setup):
     deconvolve(one, ref, blacklist="^RP[LS]", **kw)
     deconvolve(listed, ref, blacklist=["^RP[LS]"], **kw)
     assert one.uns["pic"]["markers"] == listed.uns["pic"]["markers"] != []
+
+
+def test_blacklist_array_and_h5ad_round_trip(setup, tmp_path):
+    """h5ad reads uns['pic']['arguments']['blacklist'] back as an array, which pair_frequencies
+    passes to deconvolve again: an array of patterns is a list of them."""
+    import anndata as ad
+
+    from gpu_sc.pic import pair_frequencies
+
+    ref, pics = setup
+    kw = {"groupby": "grp", "a": T, "b": DC, "method": "picseq", "n_train": 300, "cv": 3}
+    listed, arrayed = pics[:40].copy(), pics[:40].copy()
+    deconvolve(listed, ref, blacklist=["^RP[LS]", "^MT-"], **kw)
+    deconvolve(arrayed, ref, blacklist=np.array(["^RP[LS]", "^MT-"]), **kw)
+    assert arrayed.uns["pic"]["markers"] == listed.uns["pic"]["markers"]
+    listed.write_h5ad(tmp_path / "pics.h5ad")
+    back = ad.read_h5ad(tmp_path / "pics.h5ad")
+    assert isinstance(back.uns["pic"]["arguments"]["blacklist"], np.ndarray)
+    table = pair_frequencies(back, ref, n_boot=20, n_sim=30)
+    assert np.isclose(table["fraction"].sum(), 1)
+
+
+def test_rerun_drops_an_earlier_runs_results(setup):
+    """A second deconvolve (another method) leaves no column, layer or table of the first beside
+    its calls: mixture's weights, ml's alpha interval, the expected layers chi2 would read."""
+    from gpu_sc.pic import expected_expression
+
+    ref, pics = setup
+    p = pics[:40].copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture")
+    expected_expression(p, ref, groupby="grp")
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior")
+    assert {"pic_alpha_lo", "pic_alpha_posterior"} <= set(p.obs)
+    assert "pic_n_major" not in p.obs and "pic_weights" not in p.obsm
+    assert "pic_expected" not in p.layers and "pic_expected" not in p.uns
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, method="picseq", n_train=300, cv=3)
+    assert "pic_alpha_hat" in p.obs and not {"pic_alpha_lo", "pic_alpha_ml", "pic_alpha_posterior"} & set(p.obs)
+    assert "pic_pair_posterior" in p.obsm
+
+
+@pytest.mark.parametrize("method", ["picseq", "ml"])
+def test_downsampled_calls_follow_the_pic_not_its_row(setup, method):
+    """Down-sampling draws are keyed by the PIC's name: reversing the rows or cutting them into
+    Dask blocks gives each PIC the same call (keyed by the row, 18 % of pairs changed)."""
+    ref, pics = setup
+    kw = {"groupby": "grp", "a": T, "b": DC, "method": method, "n_umis": 300, "n_train": 300, "cv": 3,
+          "alpha_model": "posterior"}  # fmt: skip
+    fwd, rev = pics[:60].copy(), pics[:60][::-1].copy()
+    deconvolve(fwd, ref, **kw)
+    deconvolve(rev, ref, **kw)
+    rev = rev[fwd.obs_names]
+    assert (fwd.obs["pic_status"] == "ok").sum() > 50
+    for k in ("pic_a", "pic_b", "pic_status"):
+        assert (fwd.obs[k].astype(str) == rev.obs[k].astype(str)).all()
+    assert_close(rev.obs["pic_alpha"].to_numpy(), fwd.obs["pic_alpha"].to_numpy(), n_terms=len(T) * len(DC))
+
+
+def test_uninformative_pic_is_no_counts(setup):
+    """A PIC whose UMIs all lie on genes no reference cell holds has the same likelihood under
+    every pair: 'no_counts' for every method, mixture's all-genes search too."""
+    ref, pics = setup
+    absent = np.flatnonzero(np.asarray(ref.X.sum(0)).ravel() == 0)[:3]
+    assert absent.size == 3
+    p = pics[:10].copy()
+    x = p.X.toarray()
+    x[0] = 0
+    x[0, absent] = 50
+    p.X = sp.csr_matrix(x)
+    for method in ("mixture", "ml"):
+        deconvolve(p, ref, groupby="grp", a=T, b=DC, method=method, alpha_model="posterior")
+        assert p.obs["pic_status"].iloc[0] == "no_counts" and p.obs["pic_status"].iloc[1] == "ok"
+
+
+def test_missing_labels_are_no_group(setup):
+    """Unlabelled singlets (NaN) are in no group, not in one named 'nan'."""
+    ref, pics = setup
+    r = ref.copy()
+    grp = r.obs["grp"].astype(object)
+    grp[grp == DC[-1]] = np.nan
+    r.obs["grp"] = grp
+    with pytest.raises(KeyError, match=r"groups \['nan'\] are not in singlets.obs\['grp'\]"):
+        deconvolve(pics[:10].copy(), r, groupby="grp", a=T, b=[*DC[:-1], "nan"], alpha_model="posterior")
+
+
+def test_picseq_says_when_no_training_pic_reaches_n_umis(setup):
+    ref, pics = setup
+    with pytest.raises(ValueError, match=r"picseq's alpha LASSO has 0 training PICs of n_umis=50000 UMIs"):
+        deconvolve(pics[:10].copy(), ref, groupby="grp", a=T, b=DC, method="picseq", n_umis=50000, n_train=50)
 
 
 def test_deconvolve_takes_numpy_integers(setup):
@@ -272,13 +362,14 @@ def test_gpu_kernel_matches_cpu(device):
     assert np.array_equal(np.stack(best_pair(gll)), np.stack(best_pair(ll)))
 
 
-def test_dask_blocks_equal_in_memory(setup):
+@pytest.mark.parametrize("n_umis", [None, 300])  # 300: down-sampled, each PIC's draw keyed by its name
+def test_dask_blocks_equal_in_memory(setup, n_umis):
     da = pytest.importorskip("dask.array")
     ref, pics = setup
     mem, lazy = pics[:90].copy(), pics[:90].copy()
     lazy.X = da.from_array(mem.X.tocsr(), chunks=(40, -1), asarray=False)
-    deconvolve(mem, ref, groupby="grp", a=T, b=DC)
-    deconvolve(lazy, ref, groupby="grp", a=T, b=DC)
+    deconvolve(mem, ref, groupby="grp", a=T, b=DC, n_umis=n_umis)
+    deconvolve(lazy, ref, groupby="grp", a=T, b=DC, n_umis=n_umis)
     for k in ("pic_a", "pic_b", "pic_status"):
         assert (mem.obs[k].astype(str) == lazy.obs[k].astype(str)).all()
     for k in ("pic_alpha", "pic_ll", "pic_p_pair", "pic_alpha_lo"):  # per PIC, whichever block holds it

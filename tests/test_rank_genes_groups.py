@@ -270,3 +270,38 @@ def test_bad_input_is_refused(logged):
         warnings.simplefilter("ignore")
         assert gsc.tl.rank_genes_groups(a, "grp", copy=True).uns["rank_genes_groups"]
     assert "rank_genes_groups" not in a.uns
+
+
+def test_string_labels_missing_labels_and_float16_as_scanpy(logged, capsys):
+    """String labels become categories in natural order (scanpy's sanitize: '2' before '10');
+    unlabelled cells are in no group, even beside a category named 'nan'; a float16 X is tested
+    (in float32: scanpy squares float16 values in float16, scores up to 0.09 apart); raw counts
+    get scanpy's warning."""
+    a = logged.copy()
+    rng = np.random.default_rng(0)
+    a.obs["num"] = np.array([str(i) for i in rng.integers(0, 12, a.n_obs)], dtype=object)
+    labels = a.obs["grp"].astype(str).to_numpy(dtype=object)
+    labels[labels == "Dendritic"] = "nan"
+    labels[rng.random(a.n_obs) < 0.15] = np.nan
+    a.obs["with_nan"] = pd.Categorical(labels)
+    half = a.copy()
+    half.X = half.X.toarray().astype(np.float16)
+    for data, key in ((a, "num"), (a, "with_nan")):
+        ref, got = data.copy(), data.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.tl.rank_genes_groups(ref, key, pts=True)
+            gsc.tl.rank_genes_groups(got, key, pts=True)
+        assert list(got.obs[key].cat.categories) == list(ref.obs[key].cat.categories)
+        assert_like_scanpy(got, ref)
+    single = half.copy()
+    single.X = single.X.astype(np.float32)
+    gsc.tl.rank_genes_groups(half, "grp")
+    gsc.tl.rank_genes_groups(single, "grp")
+    for k in FIELDS:
+        assert np.array_equal(half.uns["rank_genes_groups"][k], single.uns["rank_genes_groups"][k])
+    assert "raw count" not in capsys.readouterr().err
+    counts = a.copy()
+    counts.X = sp.csr_matrix(np.rint(np.expm1(counts.X.toarray())))
+    gsc.tl.rank_genes_groups(counts, "grp")
+    assert "It seems you use rank_genes_groups on the raw count data" in capsys.readouterr().err

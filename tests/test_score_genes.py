@@ -51,12 +51,21 @@ def test_equals_scanpy(logged, pbmc, kind, case):
     ref, got = a.copy(), a.copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        np.random.seed(5)
         sc.tl.score_genes(ref, genes, **kw)
-        state = np.random.get_state()[1].copy()
+        after_scanpy = np.random.get_state()[1].copy()
+        np.random.seed(5)
         gsc.tl.score_genes(got, genes, **kw)
     key = kw.get("score_name", "score")
     pd.testing.assert_series_equal(got.obs[key], ref.obs[key])  # bit for bit
-    assert np.array_equal(np.random.get_state()[1], state)  # the global generator untouched
+    # numpy's global generator where scanpy leaves it (seeded with random_state, then drawn from),
+    # so that a later unseeded draw is scanpy's too
+    assert np.array_equal(np.random.get_state()[1], after_scanpy)
+
+
+def test_ignored_genes_are_reported(logged, capsys):
+    gsc.tl.score_genes(logged.copy(), [*_genes(logged, 0, 37, 5), "TYPO_GENE"])
+    assert "WARNING: genes are not in var_names and ignored: Index(['TYPO_GENE']" in capsys.readouterr().err
 
 
 def test_unseeded_draws_follow_numpy_global_state(logged):

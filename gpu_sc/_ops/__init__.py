@@ -15,7 +15,7 @@ Public functions validate and reshape their input, then call these.
 
 from ._chunked import Chunked
 from ._chunked import operand as parts
-from ._layout import Parts
+from ._layout import Parts, summed_duplicates
 from .clipped_sums import clipped_sums
 from .col_sums import col_mean_var, col_sums
 from .divide_rows import divide_rows
@@ -27,5 +27,5 @@ from .top_sums import top_sums
 
 __all__ = [
     "Parts", "Chunked", "parts", "row_sums", "col_sums", "col_mean_var", "top_sums",
-    "flag_cols_above", "divide_rows", "clipped_sums", "scaled_dense", "group_sums",
+    "flag_cols_above", "divide_rows", "clipped_sums", "scaled_dense", "group_sums", "summed_duplicates",
 ]  # fmt: skip

@@ -38,6 +38,18 @@ def in_layout(x):
     return x if x.flags.c_contiguous else xp_of(x).ascontiguousarray(x)
 
 
+def summed_duplicates(x):
+    """An in-memory CSR `x` with its duplicate entries summed, in a copy, where it has any. Such a
+    matrix's value is their sum (scipy reads it so), but a count of stored values or a function of
+    each (expm1, a square) would take them apart; scanpy's filters and HVG see the sums. A
+    duplicate-free CSR with sorted indices (the usual) costs one scan, which scipy caches."""
+    if not is_sparse(x) or x.has_canonical_format:
+        return x
+    y = x.copy()
+    y.sum_duplicates()
+    return x if y.nnz == x.nnz else y
+
+
 def parts(x) -> Parts:
     """Split CSR or C-contiguous dense `x` (CPU or GPU) into `Parts` without copying. (A Dask
     array has none: `gpu_sc._ops.parts`, the entry point in `_chunked`, gives its `Chunked`.)"""

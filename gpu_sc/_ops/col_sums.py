@@ -75,11 +75,15 @@ def col_mean_var(p: Parts, *, ddof: int = 1):
     """(mean, variance) per column in float64, variance with `ddof` (1: unbiased, like scanpy).
 
     Uses E[x^2] - E[x]^2 with float64 sums, as scanpy does; tiny negative round-off is clipped.
+    Where there are no more rows than `ddof` the variance stays the biased one, as scanpy's
+    _get_mean_var leaves it (one cell: 0, so that scale gives zeros, not NaN); no rows: NaN.
     """
     n = p.shape[0]
     sums, sumsq, _ = _col_stats(p, squares=True, counts=False)
+    if n == 0:
+        return sums * np.nan, sums * np.nan
     mean = sums / n
-    if n <= ddof:  # undefined, as numpy's var says
-        return mean, mean * np.nan
-    var = (sumsq / n - mean * mean) * (n / (n - ddof))
+    var = sumsq / n - mean * mean
+    if n > ddof:
+        var *= n / (n - ddof)
     return mean, var.clip(min=0)

@@ -68,15 +68,17 @@ def names_list(value, *, step: str, name: str) -> list[str]:
 
 def population_groups(singlets: AnnData, groupby: str, a, b, *,
                       step: str) -> tuple[np.ndarray, list[str], list[str]]:  # fmt: skip
-    """(label per singlet as str, A groups, B groups): `a` and `b` checked to be non-empty,
-    present in singlets.obs[groupby] and disjoint."""
+    """(label per singlet as str, None where missing; A groups, B groups): `a` and `b` checked to
+    be non-empty, without repeats, present in singlets.obs[groupby] and disjoint."""
     if groupby not in singlets.obs:
         msg = (
             f"{step}: {groupby!r} is not a column of singlets.obs "
                        f"(columns: {list(singlets.obs.columns)[:20]})."
         )
         raise KeyError(msg)
-    labels = singlets.obs[groupby].astype(str).to_numpy()
+    col = singlets.obs[groupby]
+    labels = col.astype(str).to_numpy(dtype=object)
+    labels[col.isna().to_numpy()] = None  # unlabelled: in no group (not one named 'nan')
     ga, gb = names_list(a, step=step, name="a"), names_list(b, step=step, name="b")
     for side, groups in (("a", ga), ("b", gb)):
         if not groups:
@@ -85,7 +87,11 @@ def population_groups(singlets: AnnData, groupby: str, a, b, *,
                              f"singlets.obs[{groupby!r}]."
             )
             raise ValueError(msg)
-    present = set(labels)
+        twice = sorted({g for g in groups if groups.count(g) > 1})
+        if twice:
+            msg = f"{step}: {side} names groups {twice} more than once; name each group once."
+            raise ValueError(msg)
+    present = {g for g in labels if g is not None}
     missing = [g for g in ga + gb if g not in present]
     if missing:
         msg = (

@@ -26,6 +26,17 @@ from ._umi_draws import draw_rows
 
 _ALPHA_MODELS = ("regression", "posterior")
 _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
+# What an earlier run may have left: every method's own results, and what the steps that read
+# them derived (expected layers, QC flags). A new run drops them, so that no column of another
+# method's calls (mixture's weights beside ml's pairs) or layer of the old pairs (which chi2
+# would read) stays beside the new calls.
+_STALE_OBS = (K.OBS_PIC_A, K.OBS_PIC_B, K.OBS_PIC_STATUS, *_FLOAT_KEYS, "pic_alpha_ml", "pic_alpha_posterior",
+              "pic_alpha_lo", "pic_alpha_hi", "pic_alpha_hat", "pic_n_major", K.OBS_PIC_DOUBLET_LLR,
+              K.OBS_PIC_IS_DOUBLET, K.OBS_PIC_TRIPLET_LLR, K.OBS_PIC_TRIPLET_SIDE, K.OBS_PIC_TRIPLET_GROUPS,
+              K.OBS_PIC_IS_TRIPLET)  # fmt: skip
+_STALE_OBSM = ("pic_weights", K.OBSM_PAIR_POSTERIOR)
+_STALE_LAYERS = (K.PIC_EXPECTED, f"{K.PIC_EXPECTED}_a", f"{K.PIC_EXPECTED}_b")
+_STALE_UNS = (K.PIC_EXPECTED, K.UNS_PIC_QC, K.UNS_PIC_INTERACTION, K.UNS_PIC_PAIR_TEST)
 
 
 def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: str = "ml",
@@ -60,7 +71,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     blacklist
         Regexes of genes never used as markers.
     eps
-        Pseudo-probability added inside the log.
+        Pseudo-probability added inside the log (above 0: a gene no profile holds would
+        otherwise make a PIC's likelihood -inf).
     seed
         Random seed, a non-negative integer (down-sampling, simulated PICs for training and
         calibration).
@@ -101,7 +113,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         Where the pair search runs: ``"cpu"`` (Numba), ``"gpu"`` (our CUDA kernel) or None
         (where ``pics.X`` lives). ``pics.X`` may be a Dask array of PICs (rows in blocks):
         every row block is then one task of the active Dask scheduler (e.g. a dask-cuda
-        cluster), each with its own down-sampling generator (seed, block index).
+        cluster). Each PIC's down-sampling draw is keyed by the seed and its name (obs_names),
+        so its calls do not depend on the order of the rows or on the blocks.
     progress
         Report the pair search's progress on stderr (PICs done, about every tenth) at
         ``gsc.settings.verbosity`` 2.
@@ -173,7 +186,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
             "mixture_iter": mixture_iter}  # fmt: skip
     info["arguments"] = {k: v for k, v in args.items() if v is not None}
     info.update(model.fit(ref, opt, blocks))
-    _write(pics, _run_blocks(blocks, model, seed), info)
+    row_chunks = pics.X.chunks[0] if isinstance(blocks, list) else None
+    _write(pics, _run_blocks(blocks, model, seed, _pic_keys(pics), row_chunks), info)
 
 
 def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
@@ -210,10 +224,10 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
     """The other arguments that the engines would refuse (or misread) only deep inside a run:
     (markers as a list of names, blacklist as compiled patterns)."""
     step = "deconvolve"
-    for name, value, low in (("eps", eps, "0 or more"), ("concentration", concentration, "above 0")):
+    for name, value, low in (("eps", eps, "above 0"), ("concentration", concentration, "above 0")):
         ok = (isinstance(value, int | float | np.number) and not isinstance(value, bool)
               and math.isfinite(value))  # fmt: skip
-        if not ok or value < 0 or (name == "concentration" and value == 0):
+        if not ok or value <= 0:
             msg = f"{step}: {name} must be a finite number {low}, got {value!r}."
             raise ValueError(msg)
     if search_genes not in (None, "informative", "all", "markers"):
@@ -230,7 +244,8 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
                            "gene names shared by pics and singlets."
             )
             raise KeyError(msg)
-    patterns = [blacklist] if isinstance(blacklist, str | re.Pattern) else list(blacklist or ())
+    # a list, tuple or array of patterns (h5ad reads the stored list back as an array)
+    patterns = [blacklist] if isinstance(blacklist, str | re.Pattern) else [] if blacklist is None else list(blacklist)
     try:  # a pattern string (one, not its letters) or a compiled pattern each
         blacklist = [re.compile(p) for p in patterns]
     except re.error as e:
@@ -265,45 +280,53 @@ def _host_counts(x, what: str) -> sp.csr_matrix:
     return _counts_csr(x.get() if is_gpu(x) else x, step="deconvolve", what=what)
 
 
-def _downsample(x: sp.csr_matrix, n_umis: int, rng) -> tuple[sp.csr_matrix, np.ndarray]:
-    """Every row down-sampled to exactly `n_umis` UMIs; rows with fewer are emptied (keep=False)."""
+def _downsample(x: sp.csr_matrix, n_umis: int, keys: np.ndarray, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Every row down-sampled to exactly `n_umis` UMIs; rows with fewer are emptied (keep=False).
+    Row i's draw is keyed by (seed, keys[i]), the hash of its PIC's name: the same UMIs wherever
+    the PIC stands, in memory or in any Dask block."""
     tot = np.asarray(x.sum(1)).ravel()
     keep = tot >= n_umis
     rows = np.flatnonzero(keep)
-    out = draw_rows(x, rows, np.full(rows.size, n_umis), rows, x.shape[0], seed=int(rng.integers(2**32)),
-                    dtype=x.dtype)  # fmt: skip
+    out = draw_rows(x, rows, np.full(rows.size, n_umis), rows, x.shape[0], seed=seed, dtype=x.dtype,
+                    keys=keys[rows])  # fmt: skip
     return out, keep
 
 
+def _pic_keys(pics: AnnData) -> np.ndarray:
+    """Each PIC's down-sampling key: pandas' stable 64-bit hash of its name (so a PIC's draw does
+    not change when the PICs are reordered, subset or split into other blocks)."""
+    return pd.util.hash_array(np.asarray(pics.obs_names, dtype=object))
 
-def _run_blocks(blocks, model, seed: int) -> list[dict]:
-    """In memory: one block with the seed's generator. Dask: one task per row block, each with
-    its own generator (seed, block index), computed by the active Dask scheduler."""
+
+def _run_blocks(blocks, model, seed: int, keys: np.ndarray, row_chunks) -> list[dict]:
+    """In memory: one block. Dask: one task per row block (`row_chunks` rows each), computed by
+    the active Dask scheduler. Either way each PIC's draws are keyed by (seed, its key)."""
     if not isinstance(blocks, list):
-        return [_run_block(blocks, model, np.random.default_rng(seed))]
+        return [_run_block(blocks, model, keys, seed)]
     import dask
 
-    tasks = [dask.delayed(_run_dask_block)(b, model, (seed, i)) for i, b in enumerate(blocks)]
+    parts = np.split(keys, np.cumsum(row_chunks)[:-1])
+    tasks = [dask.delayed(_run_dask_block)(b, model, k, seed) for b, k in zip(blocks, parts, strict=True)]
     return list(dask.compute(*tasks))
 
 
-def _run_dask_block(block, model, seed) -> dict:
-    x = _host_counts(block, "pics block")
-    return _run_block(x, model, np.random.default_rng(list(seed)))
+def _run_dask_block(block, model, keys: np.ndarray, seed: int) -> dict:
+    return _run_block(_host_counts(block, "pics block"), model, keys, seed)
 
 
-def _run_block(x: sp.csr_matrix, model, rng) -> dict:
-    """Deconvolve one block of PICs (host CSR of raw counts): per-PIC output arrays."""
+def _run_block(x: sp.csr_matrix, model, keys: np.ndarray, seed: int) -> dict:
+    """Deconvolve one block of PICs (host CSR of raw counts; `keys` their down-sampling keys):
+    per-PIC output arrays."""
     n = x.shape[0]
     out = {K.OBS_PIC_A: np.full(n, None, object), K.OBS_PIC_B: np.full(n, None, object),
            K.OBS_PIC_STATUS: np.array([K.PIC_STATUS_OK] * n, dtype=object)}  # fmt: skip
     out.update({k: np.full(n, np.nan) for k in _FLOAT_KEYS})
     status = out[K.OBS_PIC_STATUS]
     if model.n_umis is not None:
-        x, keep = _downsample(x, int(model.n_umis), rng)
+        x, keep = _downsample(x, int(model.n_umis), keys, seed)
         status[~keep] = "too_few_umis"
     scored = model.scored(x)
-    empty = np.asarray(scored.sum(1)).ravel() == 0
+    empty = (np.asarray(scored.sum(1)).ravel() == 0) | (x @ model.expressed == 0)
     status[(status == K.PIC_STATUS_OK) & empty] = "no_counts"
     model.run(x, scored, out)
     return out
@@ -311,15 +334,17 @@ def _run_block(x: sp.csr_matrix, model, rng) -> dict:
 
 def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     """The blocks' outputs into pics.obs (and obsm, uns): only now, so that nothing before
-    touched the inputs."""
+    touched the inputs; an earlier run's results (`_STALE_*`) go first."""
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != K.OBSM_PAIR_POSTERIOR}
+    pics.obs.drop(columns=[k for k in _STALE_OBS if k in pics.obs], inplace=True)
+    for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS), (pics.uns, _STALE_UNS)):
+        for k in keys:
+            where.pop(k, None)
     weights = out.pop("pic_weights", None)
     if weights is not None:
         pics.obsm["pic_weights"] = weights
     if K.OBSM_PAIR_POSTERIOR in parts[0]:
         pics.obsm[K.OBSM_PAIR_POSTERIOR] = sp.vstack([p[K.OBSM_PAIR_POSTERIOR] for p in parts]).tocsr()
-    else:  # mixture: weights, no pair posterior; drop one a former run left
-        pics.obsm.pop(K.OBSM_PAIR_POSTERIOR, None)
     for k, v in out.items():
         if k in (K.OBS_PIC_A, K.OBS_PIC_B):
             v = pd.Categorical(v, categories=info["groups_a" if k == K.OBS_PIC_A else "groups_b"])

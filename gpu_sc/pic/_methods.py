@@ -66,6 +66,10 @@ class _Method:
         self.ga, self.gb, self.eps, self.device = ref.ga, ref.gb, opt.eps, opt.device
         self.n_umis, self.progress = opt.n_umis, opt.progress
         self.search_profiles = np.zeros((0, 0))
+        # genes some reference cell of the groups holds: a PIC with no UMI on them tells no
+        # pair from another (its likelihood is the same for all), whatever genes are scored
+        in_ref = np.flatnonzero(np.isin(ref.labels, ref.ga + ref.gb))
+        self.expressed = (np.asarray(ref.s[in_ref].sum(0)).ravel() > 0).astype(np.float64)
 
     def _search(self, x, *, alpha, tau) -> dict:
         """Best pair per PIC (tie rule), its LL and alpha, and the posterior softmax(tau * LL)
@@ -219,6 +223,11 @@ class PicSeq(_Method):
         self.search_profiles = _profiles.profiles(np.hstack([gm_a, gm_b]))
         sim = simulate_pics(ref.singlets, groupby=ref.groupby, a=ga, b=gb, n_pics=opt.n_train,
                             n_umis=int(self.n_umis), seed=opt.seed + 1)  # fmt: skip
+        if sim.n_obs < max(opt.cv, 10):  # the LASSO's folds need PICs (sklearn's own error names neither)
+            msg = (f"deconvolve: picseq's alpha LASSO has {sim.n_obs} training PICs of n_umis={self.n_umis} "
+                   f"UMIs (n_train={opt.n_train}; two singlets must hold that many UMIs between them); "
+                   f"lower n_umis or raise n_train (the fit needs {max(opt.cv, 10)} or more).")  # fmt: skip
+            raise ValueError(msg)
         feats = np.union1d(_alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, ga))),
                            _alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, gb))))  # fmt: skip
         scale = 1000.0 / self.n_umis

@@ -11,8 +11,9 @@ sorts them and walks them along the cell's cumulative counts: the multivariate h
 counts, for the cost of the slots drawn and one pass over the cell's genes. Where the cell
 holds fewer UMIs than asked, slots are drawn with replacement instead (multinomial counts).
 Parts are drawn in parallel on numba's threads; each part's random numbers come from a
-generator of its own (splitmix64 keyed by the seed and the part's index), so a seed gives the
-same draws on every run and on any number of threads.
+generator of its own (splitmix64 keyed by the seed and the part's key: its index, or a key the
+caller gives, such as a hash of the PIC's name), so a seed gives the same draws on every run and
+on any number of threads.
 """
 
 from __future__ import annotations
@@ -63,12 +64,12 @@ def _slots(state, total, k, replace, seen, out):
 
 
 @numba.njit(cache=True, parallel=True)
-def _fill(indptr, indices, data, totals, cells, wants, seed, runs, out_ptr, out_cols, out_vals):
+def _fill(indptr, indices, data, totals, cells, wants, keys, seed, runs, out_ptr, out_cols, out_vals):
     """Part p (a cell `cells[p]` of `totals[cells[p]]` UMIs, `wants[p]` of them) writes its
     nonzero counts from out_ptr[p]; returns how many each part wrote. `data` holds integer
     counts of any numeric type, read as integers one at a time (never copied whole). The parts
-    are split into `runs` contiguous runs (one a thread); each part seeds its own generator, so the
-    split does not change the draws."""
+    are split into `runs` contiguous runs (one a thread); each part seeds its own generator from
+    (seed, keys[p]), so the split does not change the draws."""
     n_parts = cells.size
     most = max(totals.max(), wants.max()) if n_parts else 0
     written = np.zeros(n_parts, np.int64)
@@ -81,7 +82,7 @@ def _fill(indptr, indices, data, totals, cells, wants, seed, runs, out_ptr, out_
             total = totals[c]
             if want <= 0 or total == 0:
                 continue
-            state = _mix(key + np.uint64(p) * np.uint64(0xD1B54A32D192ED03))
+            state = _mix(key + keys[p] * np.uint64(0xD1B54A32D192ED03))
             replace = want > total  # too few UMIs: slots with replacement
             keep = replace or want <= total - want  # draw the kept slots, or the dropped ones
             k = want if keep else total - want
@@ -105,30 +106,35 @@ def _fill(indptr, indices, data, totals, cells, wants, seed, runs, out_ptr, out_
     return written
 
 
-def draw_parts(ref_indptr, ref_indices, ref_counts, totals, cells, wants, seed: int, runs: int | None = None):
+def draw_parts(ref_indptr, ref_indices, ref_counts, totals, cells, wants, seed: int, runs: int | None = None,
+               keys=None):  # fmt: skip
     """(cols, counts, per-part lengths) of `wants[p]` UMIs drawn from reference row `cells[p]`
     for every part p, in part order. ref_counts: the rows' integer counts, in any numeric type,
     and ref_indices are read in place (a reference of many cells is not copied); totals: each
     row's UMIs; runs: runs of parts drawn in parallel (numba's threads when None; the draws are
-    the same for any number)."""
+    the same for any number); keys: each part's generator key (uint64; None: its index p), so
+    that a part keyed by what it is draws the same UMIs wherever it stands in the list."""
     cells = np.ascontiguousarray(cells, dtype=np.int64)
     wants = np.ascontiguousarray(wants, dtype=np.int64)
+    keys = np.arange(cells.size, dtype=np.uint64) if keys is None else np.ascontiguousarray(keys, dtype=np.uint64)
     nnz = np.diff(ref_indptr)[cells]
     bound = np.minimum(nnz, np.maximum(wants, 0))  # a part writes at most one entry a gene, a UMI
     out_ptr = np.concatenate([[0], np.cumsum(bound)]).astype(np.int64)
     cols = np.empty(int(out_ptr[-1]), np.int64)
     vals = np.empty(int(out_ptr[-1]), np.float64)
     indptr = np.asarray(ref_indptr, np.int64)
-    written = _fill(indptr, ref_indices, ref_counts, np.asarray(totals, np.int64), cells, wants, int(seed),
+    written = _fill(indptr, ref_indices, ref_counts, np.asarray(totals, np.int64), cells, wants, keys, int(seed),
                     runs or numba.get_num_threads(), out_ptr, cols, vals)  # fmt: skip
     keep = np.arange(cols.size) - np.repeat(out_ptr[:-1], bound) < np.repeat(written, bound)
     return cols[keep], vals[keep], written
 
 
-def draw_rows(x: sp.csr_matrix, cells, wants, rows, n_rows: int, seed: int, dtype=np.float64) -> sp.csr_matrix:
+def draw_rows(x: sp.csr_matrix, cells, wants, rows, n_rows: int, seed: int, dtype=np.float64,
+              keys=None) -> sp.csr_matrix:  # fmt: skip
     """CSR (n_rows, x's columns) whose row r sums the parts p with rows[p] == r, part p being
-    wants[p] UMIs drawn from row cells[p] of `x` (canonical CSR of integer counts; `draw_parts`)."""
+    wants[p] UMIs drawn from row cells[p] of `x` (canonical CSR of integer counts; `draw_parts`,
+    with its `keys`)."""
     totals = np.rint(np.asarray(x.sum(axis=1, dtype=np.float64)).ravel())  # once for all the draws
-    cols, vals, lens = draw_parts(x.indptr, x.indices, x.data, totals, cells, wants, seed)
+    cols, vals, lens = draw_parts(x.indptr, x.indices, x.data, totals, cells, wants, seed, keys=keys)
     rows = np.repeat(np.asarray(rows, np.int64), lens)
     return sp.coo_matrix((vals.astype(dtype), (rows, cols)), shape=(n_rows, x.shape[1])).tocsr()

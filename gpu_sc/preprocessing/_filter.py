@@ -79,7 +79,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     low, high = counts if by_counts else nums
 
     adata = data if isinstance(data, AnnData) else None
-    x = canonical(adata.X if adata is not None else data, step=step)
+    x = _ops.summed_duplicates(canonical(adata.X if adata is not None else data, step=step))  # stored counts
     n_neg = check_counts(x, step=step, negative_ok=True)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))

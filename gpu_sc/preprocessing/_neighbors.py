@@ -330,7 +330,8 @@ def neighbors(
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
-    if is_sparse(rep):
+    sparse_rep = is_sparse(rep)
+    if sparse_rep:
         rep = rep.toarray()
     xp = xp_of(rep)
     rep = xp.asarray(rep)
@@ -340,9 +341,9 @@ def neighbors(
     if rep.dtype.kind == "f" and not bool(xp.isfinite(rep).all()):
         msg = f"{_STEP}: the representation holds NaN or inf values; fix or drop those cells first."
         raise ValueError(msg)
-    # scanpy's dtypes: its exact euclidean search (sklearn) gives float64 distances, its others
-    # (sklearn's cosine, pynndescent) keep a float32 representation's float32
-    exact_euclidean = knn and instance is None and search == "brute" and metric == "euclidean"
+    # scanpy's dtypes: its exact euclidean search (sklearn) gives float64 distances on a dense
+    # representation, its others (sklearn's on sparse input, cosine, pynndescent) keep float32
+    exact_euclidean = knn and instance is None and search == "brute" and metric == "euclidean" and not sparse_rep
     single = rep.dtype == np.float32 or rep.dtype.kind != "f"
     out_dtype = np.float32 if single and not exact_euclidean else np.float64
 

@@ -68,7 +68,7 @@ def calculate_qc_metrics(
     ``pct_dropout_by_{expr_type}`` (float64), ``total_{expr_type}`` and the ``log1p_`` forms.
     """
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
-    x = canonical(given, step=_STEP)
+    x = _ops.summed_duplicates(canonical(given, step=_STEP))  # counts of stored values, top sums
     check_not_empty(x, step=_STEP)
     check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
     n_cells, n_genes = x.shape
@@ -115,8 +115,7 @@ def calculate_qc_metrics(
     if not inplace:
         return obs, var
     adata.obs[obs.columns] = obs
-    if not use_raw:
-        adata.var[var.columns] = var
+    adata.var[var.columns] = var  # with use_raw, as scanpy: aligned on the gene names (NaN for genes not in raw)
     return None
 
 

@@ -123,7 +123,8 @@ def scale(
 
 def _prepare(x, *, copy: bool):
     """CSR or C-contiguous dense with float values; a copy when asked or when the layout changes."""
-    x1 = canonical(x, step=_STEP)  # 0 cells or 0 genes: scanpy's no-op (NaN statistics for 0 cells)
+    # 0 cells or 0 genes: scanpy's no-op (NaN statistics for 0 cells); duplicates summed (squares)
+    x1 = _ops.summed_duplicates(canonical(x, step=_STEP))
     if x1.dtype.kind != "f":
         if x1.dtype.kind not in "iubf":
             msg = f"{_STEP}: expects a numeric matrix, got dtype {x1.dtype}."

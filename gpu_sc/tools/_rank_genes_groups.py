@@ -22,11 +22,14 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, to_host, xp_of
+from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
+from .._settings import settings
 from .._stats import bh_fdr
-from .._validation import UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask
+from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask,
+                           make_actual)
+from .._values import value_issues
 
 METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
@@ -50,7 +53,27 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
             mask_var = var[mask_var].to_numpy()
         keep = host_bool_mask(mask_var, len(names), what="mask_var", step=STEP)
         x, names = x[:, keep], names[keep]
-    return canonical(x, step=STEP), names, use_raw
+    x = canonical(x, step=STEP)
+    if x.dtype == np.float16:  # scanpy takes it; the group sums are compiled for float32 and up
+        x = x.astype(np.float32)
+    return x, names, use_raw
+
+
+def _warn_if_counts(x) -> None:
+    """scanpy's warning where every value is a whole number >= 0 (its check_nonnegative_integers;
+    an in-memory X only: a Dask array is not read again for a warning)."""
+    values = x.data if is_sparse(x) else x
+    if is_dask(x) or values.size == 0:
+        return
+    xp = xp_of(values)
+    if values.dtype.kind == "f":
+        n_bad, n_neg = value_issues(values.reshape(-1))
+        counts = n_bad == n_neg == 0 and not bool(xp.any(values != xp.round(values)))
+    else:
+        counts = not bool(xp.any(values < 0))
+    if counts:
+        settings.info("WARNING: It seems you use rank_genes_groups on the raw count data. Please logarithmize "
+                      "your data before calling rank_genes_groups.")  # fmt: skip
 
 
 def _groups(adata: AnnData, groupby: str, groups, reference: str):
@@ -58,8 +81,11 @@ def _groups(adata: AnnData, groupby: str, groups, reference: str):
     if groupby not in adata.obs:
         msg = f"{STEP}: groupby {groupby!r} is not a column of adata.obs."
         raise KeyError(msg)
+    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
+        make_actual(adata)  # a view becomes actual, as in scanpy
+        adata.strings_to_categoricals()  # scanpy's sanitize_anndata: natural order (1, 2, 10)
     col = adata.obs[groupby]
-    if not isinstance(col.dtype, pd.CategoricalDtype):  # scanpy makes string columns categorical
+    if not isinstance(col.dtype, pd.CategoricalDtype):  # not strings (numbers): categorical too
         adata.obs[groupby] = col = col.astype("category")
     cats = [str(c) for c in col.cat.categories]
     if reference != "rest" and reference not in cats:
@@ -76,7 +102,8 @@ def _groups(adata: AnnData, groupby: str, groups, reference: str):
         msg = f"{STEP}: groups {unknown} are not categories of adata.obs[{groupby!r}] ({cats[:10]})."
         raise ValueError(msg)
     order = [g for g in cats if g in chosen] if groups == "all" else list(dict.fromkeys(chosen))
-    labels = col.astype(str).to_numpy()
+    labels = col.astype(str).to_numpy(dtype=object)
+    labels[col.isna().to_numpy()] = None  # unlabelled cells: in no group (not a group named 'nan')
     sizes = pd.Series(labels).value_counts()
     single = [g for g in order if sizes.get(g, 0) < 2]
     if single:
@@ -152,6 +179,8 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     n_top = n_all if n_genes is None else min(check_int(n_genes, step=STEP, name="n_genes"), n_all)
     adata = adata.copy() if copy else adata
     order, labels = _groups(adata, groupby, groups, reference)
+    if method != "logreg":
+        _warn_if_counts(x)
     key = key_added or "rank_genes_groups"
     params = {"groupby": groupby, "reference": reference, "method": method, "use_raw": use_raw,
               "layer": layer, "corr_method": corr_method}  # fmt: skip

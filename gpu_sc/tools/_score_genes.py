@@ -3,10 +3,11 @@ method), with scanpy's control-gene sampling so that the same `random_state` pic
 control genes and gives the same scores.
 
 A gene set's score per cell is its mean expression minus the mean of control genes drawn, per
-expression bin of the set's genes, from the pool. The control draw uses its own
-`numpy.random.RandomState(random_state)` (the generator scanpy seeds globally), so the draws are
-scanpy's without touching numpy's global state. Means are NaN-aware and run where the data live
-(numpy / scipy or cupy / cupyx, or a Dask array of row blocks of those).
+expression bin of the set's genes, from the pool. The control draw seeds numpy's global
+generator with `random_state` and draws from it, as scanpy does, so that the draws, and any
+unseeded draw after them (`random_state=None` in a later call), are scanpy's. Means are
+NaN-aware and run where the data live (numpy / scipy or cupy / cupyx, or a Dask array of row
+blocks of those).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._settings import settings
 from .._validation import check_anndata, check_in_memory, check_int, get_matrix
 
 STEP = "score_genes"
@@ -97,9 +99,9 @@ def _matrix(adata: AnnData, use_raw, layer):
 def _rng(random_state):
     if isinstance(random_state, np.random.RandomState):
         return random_state
-    if random_state is None:
-        return np.random.mtrand._rand  # numpy's global generator, as scanpy leaves it unseeded
-    return np.random.RandomState(random_state)
+    if random_state is not None:
+        np.random.seed(random_state)  # scanpy's side effect, which its later unseeded draws follow
+    return np.random.mtrand._rand  # numpy's global generator, which scanpy draws from
 
 
 def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_bins, rng):
@@ -141,6 +143,9 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     names = pd.Index(names)
     wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
     genes = wanted.intersection(names)
+    ignored = wanted.difference(names, sort=False)
+    if len(ignored):  # scanpy's warning, at its default verbosity
+        settings.info(f"WARNING: genes are not in var_names and ignored: {ignored}")
     if len(genes) == 0:
         msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
                f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "

@@ -1,0 +1,100 @@
+"""Inputs at the edges of what scanpy takes, each against scanpy's own answer: a CSR with
+duplicate entries (its value is their sum), one cell, QC on raw, a sparse representation."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import assert_close
+
+import gpu_sc as gsc
+
+
+def _split_entries(x: sp.csr_matrix) -> sp.csr_matrix:
+    """The same matrix with every stored value split into two stored halves (duplicates)."""
+    c = x.tocoo()
+    rows, cols = np.r_[c.row, c.row], np.r_[c.col, c.col]
+    order = np.lexsort((cols, rows))
+    data = np.r_[c.data / 2, c.data / 2].astype(x.dtype)[order]
+    indptr = np.r_[0, np.cumsum(np.bincount(rows[order], minlength=x.shape[0]))]
+    out = sp.csr_matrix((data, cols[order].astype(np.int32), indptr.astype(np.int32)), shape=x.shape)
+    assert not out.has_canonical_format and (out != x).nnz == 0
+    return out
+
+
+@pytest.fixture
+def logged(pbmc):
+    a = pbmc[:300, :200].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.normalize_total(a, target_sum=1e4)
+        sc.pp.log1p(a)
+    return a
+
+
+STEPS = {  # step -> what it gives, read from a copy
+    "filter_cells": lambda pp, a: pp.filter_cells(a, min_genes=50, inplace=False)[1],
+    "filter_genes": lambda pp, a: pp.filter_genes(a, min_cells=10, inplace=False)[1],
+    "qc": lambda pp, a: pp.calculate_qc_metrics(a, percent_top=(5, 20), inplace=False)[0].to_numpy(float),
+    "hvg": lambda pp, a: pp.highly_variable_genes(a, inplace=False)["dispersions_norm"].to_numpy(float),
+    "scale": lambda pp, a: pp.scale(a, copy=True).X,
+    "pca": lambda pp, a: pp.pca(a, n_comps=5, copy=True).uns["pca"]["variance_ratio"],
+}
+
+
+@pytest.mark.parametrize("step", list(STEPS))
+def test_duplicate_entries_are_their_sum(logged, step):
+    """Each step gives on the duplicated matrix what it gives on the canonical one (scanpy does
+    for the filters and HVG; its QC, scale and PCA count or square the halves), and leaves the
+    user's duplicated matrix as it was."""
+    dup = logged.copy()
+    dup.X = _split_entries(logged.X)
+    before = dup.X.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = np.asarray(STEPS[step](gsc.pp, logged.copy()), float)
+        got = np.asarray(STEPS[step](gsc.pp, dup), float)
+    assert_close(got, want, dtype=np.float32, n_terms=64, scale=np.nanmax(np.abs(want)))
+    assert dup.X.nnz == before.nnz and np.array_equal(dup.X.data, before.data)
+
+
+def test_scale_one_cell_is_zeros(logged):
+    """One cell (or a mask_obs of one): the variance stays the biased one, 0, as scanpy's
+    _get_mean_var leaves it, so std is 1 and X 0 (it was NaN throughout). scanpy itself gets
+    E[x^2] - E[x]^2 in round-off there: std NaN or 6e-4 for some genes of this data."""
+    for kw in ({}, {"mask_obs": np.arange(logged.n_obs) == 3}):
+        a = logged[:1].copy() if not kw else logged.copy()
+        a.X = a.X.toarray()
+        gsc.pp.scale(a, **kw)
+        std = next(c for c in a.var.columns if c.startswith("std"))  # "std", or "std of mask"
+        np.testing.assert_array_equal(a.var[std].to_numpy(), 1.0)
+        assert not np.isnan(a.X).any()
+        if not kw:
+            np.testing.assert_array_equal(a.X, 0.0)
+
+
+def test_qc_on_raw_writes_gene_metrics_like_scanpy(pbmc):
+    ref, got = pbmc.copy(), pbmc.copy()
+    ref.raw = ref.copy()
+    got.raw = got.copy()
+    sc.pp.calculate_qc_metrics(ref, use_raw=True, inplace=True)
+    gsc.pp.calculate_qc_metrics(got, use_raw=True, inplace=True)
+    assert list(got.var.columns) == list(ref.var.columns)
+    for k in ref.var.columns:
+        assert_close(got.var[k].to_numpy(float), ref.var[k].to_numpy(float), dtype=np.float64, n_terms=8)
+
+
+def test_sparse_float32_representation_keeps_float32(logged):
+    """scanpy's exact euclidean search gives float64 distances on a dense representation, and
+    keeps float32 on a sparse one."""
+    for rep, dtype in ((logged.X, np.float32), (logged.X.toarray(), np.float64)):
+        a = logged.copy()
+        a.X = rep
+        ref, got = a.copy(), a.copy()
+        sc.pp.neighbors(ref, use_rep="X", n_neighbors=10)
+        gsc.pp.neighbors(got, use_rep="X", n_neighbors=10)
+        assert got.obsp["distances"].dtype == ref.obsp["distances"].dtype == dtype
