@@ -62,9 +62,12 @@ SMALL_BUDGETS = {"install": INSTALL_S, "setup": 45, "tests": 60, "bench": 120, "
                  "pic-scale": 120, "reserve": 15}  # fmt: skip
 PARTS = ("tests", "bench", "first-call", "pic-validate", "pic-scale")  # in order of value: run first
 FIXED = ("install", "setup", "reserve")
-# filter took 1.16 s on the H200 against qc's 0.08 (2026-12-04): its two halves come last, apart,
-# to show which one costs it (an overrun loses them, not the main steps)
-BENCH_STEPS = "qc,filter,normalize,log1p,hvg,scale,pca,neighbors,filter_cells,filter_genes"
+# At full width (1M cells drawn from 100,000 resampled pbmc4k cells, 33,694 genes, some 1.1 billion
+# counts; the 2026-12-04 session had 1,000 mouse-brain genes, 60 million counts). filter took 1.16 s
+# there against qc's 0.08: its two halves come after the main steps, apart, to show which one costs
+# it; neighbors works in 50 PCA dimensions whatever the width (9.2 s a call at 1M there, four calls
+# with its warm-up), so it comes last: an overrun loses a figure measured before, not a new one
+BENCH_STEPS = "qc,filter,normalize,log1p,hvg,scale,pca,filter_cells,filter_genes,neighbors"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -288,7 +291,7 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
     data_args = ["--data-dir", str(data)] if data else []
     if args.small:  # the dry run: a couple of fast tests, tiny sizes
         tests = ["tests/test_kernels_compile.py", "-k", "registered or on_device"]
-        n_cells, dataset, steps, repeats = 2000, "pbmc68k_reduced", "qc,normalize", 1
+        n_cells, pool, dataset, steps, repeats = 2000, 500, "pbmc68k_reduced", "qc,normalize", 1
         validate = ["--datasets", "pbmc68k", "--methods", "ml", "--n-pics", "30", "--n-train", "300"]
         scale = ["--scale-dataset", "pbmc68k", "--scale-pics", "60", "--scale-cpu-pics", "60", "--scale-groups", "3",
                  "--scale-pool", "60", "--scale-fixed-pics", "10", "--scale-loop-pics", "20", "--methods", "picseq",
@@ -296,7 +299,7 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
         scale_backends = "cpu,gpu"
     else:
         tests = ["-m", "gpu", *_parallel_tests()]
-        n_cells, dataset, steps, repeats = args.n_cells, args.dataset, BENCH_STEPS, 3
+        n_cells, pool, dataset, steps, repeats = args.n_cells, args.pool_cells, args.dataset, BENCH_STEPS, 3
         # one dataset of realistic width (17,646 genes); pbmc68k gave CPU-GPU pair agreement 1.0
         # for ml, picseq and mixture on 2026-12-04, with mixture 4.5 times slower on the GPU;
         # mixture comes last (its EM since reads the device once an iteration), on time left over
@@ -311,8 +314,10 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
         Part("tests", budgets["tests"], f"python3 -m pytest {' '.join(tests)}",
              [py, "-m", "pytest", "-q", "--tb=short", "-p", "gpu_run", *tests], [f"gpu-tests-{tag}.jsonl"]),
         Part("bench", budgets["bench"],
-             f"run.py --backend gpu, {n_cells:,} {dataset} cells, {steps.count(',') + 1} steps, {repeats} repeats",
+             f"run.py --backend gpu, {n_cells:,} {dataset} cells (drawn from {pool:,}), {steps.count(',') + 1} "
+             f"steps, {repeats} repeats",
              [py, "benchmarks/run.py", "--backend", "gpu", "--dataset", dataset, "--n-cells", str(n_cells),
+              "--pool-cells", str(pool),
               "--steps", steps, "--repeats", str(repeats), "--out", str(out / bench)], [bench]),
         Part("first-call", budgets["first-call"],
              "first_call.py --backend gpu --no-demo: import and each step's first call, cold and warm caches",
@@ -462,8 +467,10 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--budget", action="append", type=_budget_arg, default=[], metavar="PART=SECONDS",
                    help="change one budget (repeatable); 0 leaves a part out")
     p.add_argument("--total", type=float, default=TOTAL_S, help="the budgets may add up to this (seconds)")
-    p.add_argument("--dataset", default="mouse_brain_10k", help="run.py --dataset of the bench part")
+    p.add_argument("--dataset", default="pbmc4k_half", help="run.py --dataset of the bench part (full width)")
     p.add_argument("--n-cells", type=int, default=1_000_000, help="run.py --n-cells of the bench part")
+    p.add_argument("--pool-cells", type=int, default=100_000,
+                   help="run.py --pool-cells of the bench part: resampled on the host, the cells drawn on the GPU")
     p.add_argument("--plan", action="store_true", help="print the budget table and the commands; run nothing")
     p.add_argument("--replace", action="append", type=_replace_arg, default=[], metavar="PART=COMMAND",
                    help=argparse.SUPPRESS)  # tests: run a stand-in command as that part

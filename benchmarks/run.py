@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc
 from _common import cpu_name, jsonl_rows, versions
-from gpu_sc._backend import gpu_available, is_dask
+from gpu_sc._backend import gpu_available, is_dask, xp_of
 
 
 @dataclass(frozen=True)
@@ -355,16 +355,31 @@ def _row(name, backend, device, ours, error, reference, ref, ref_error, common, 
     return row
 
 
+def _drawn(pool, n_cells: int, seed: int):
+    """`n_cells` rows of `pool` drawn with replacement on the pool's device, named cell_0, ...
+    (`--pool-cells`): a million cells at full width in seconds, where resampling them takes minutes
+    (its binomial thinning runs on one thread, about 100 ns a count: 1.1 billion counts)."""
+    import anndata as ad
+
+    rows = np.random.default_rng([seed, 1]).integers(0, pool.n_obs, n_cells)
+    obs = pool.obs.iloc[rows].reset_index(drop=True)
+    obs.index = "cell_" + obs.index.astype(str)
+    return ad.AnnData(pool.X[xp_of(pool.X.data).asarray(rows)], obs=obs, var=pool.var.copy())
+
+
 def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
-    """Run the asked steps on the asked backends; `emit` gets each row as soon as it is measured."""
-    base = gsc.datasets.resample(getattr(gsc.datasets, args.dataset)(), args.n_cells,
-                                 seed=args.seed, progress=args.n_cells > 200_000)  # fmt: skip
+    """Run the asked steps on the asked backends; `emit` gets each row as soon as it is measured.
+    Each backend prepares its steps' inputs itself: the GPU's run on the GPU, as a GPU user's do."""
+    pool_cells = getattr(args, "pool_cells", None)
+    backends = args.backend.split(",")
+    made = gsc.datasets.resample(getattr(gsc.datasets, args.dataset)(), pool_cells or args.n_cells,
+                                 seed=args.seed, progress=(pool_cells or args.n_cells) > 200_000)  # fmt: skip
+    base = (_drawn(made, args.n_cells, args.seed) if "cpu" in backends else None) if pool_cells else made
     import scanpy as sc
 
-    x = base.X
+    x = (made if base is None else base).X
     data_bytes = x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
     _touch_memory(int(args.touch_memory * 2**30) if args.touch_memory is not None else min(8 * 2**30, 6 * data_bytes))
-    backends = args.backend.split(",")
     gpu = _gpu_tools() if "gpu" in backends else None
     if "gpu" in backends and gpu is None:
         print("gpu backend skipped: no CuPy or no GPU on this machine", file=sys.stderr)
@@ -375,8 +390,13 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
         except Exception:  # not installed, or without the CUDA libraries it needs
             print("rapids-singlecell cannot be imported: GPU rows compare with the bandwidth bound only",
                   file=sys.stderr)  # fmt: skip
-    p = _params(base)
-    common = {"n_cells": base.n_obs, "n_genes": base.n_vars, "nnz": int(base.X.nnz),
+    p = _params(made)
+    gpu_base = None
+    if gpu is not None:  # the pool goes to the device and is drawn from there
+        gpu_base = gsc.get.to_gpu(made, copy=True)
+        gpu_base = _drawn(gpu_base, args.n_cells, args.seed) if pool_cells else gpu_base
+    shown = next(a for a in (base, gpu_base, made) if a is not None)
+    common = {"n_cells": shown.n_obs, "n_genes": shown.n_vars, "nnz": int(shown.X.nnz), "pool_cells": pool_cells,
               "dataset": args.dataset, "seed": args.seed, "repeats": args.repeats, "params": p,
               "cpu_count": os.cpu_count(), "versions": versions(), "dask_chunk_rows": args.chunk_rows,
               "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
@@ -391,8 +411,8 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
         step = STEPS[name]
         repeats = min(args.repeats, step.repeats or args.repeats)
         here = {**common, "repeats": repeats}
-        prepared = _prepare(base, step.prepare, p)
         if "cpu" in backends:
+            prepared = _prepare(base, step.prepare, p)
             print(f"[{i}/{len(steps)}] {name} cpu ...", file=sys.stderr, flush=True)
             def make(prepared=prepared):  # with --chunk-rows both libraries get the same Dask input
                 a = prepared.copy()
@@ -407,13 +427,13 @@ def run(args, emit: Callable[[dict], None] = lambda row: None) -> list[dict]:
         if gpu is not None:
             cp, sync, device, bandwidth = gpu
             print(f"[{i}/{len(steps)}] {name} gpu ...", file=sys.stderr, flush=True)
-            on_gpu = gsc.get.to_gpu(prepared, copy=True)
+            on_gpu = _prepare(gpu_base, step.prepare, p)
             fns, makers = [lambda a: step.call(gsc.pp, a, p)], [on_gpu.copy]
             if rsc is not None:
 
-                def rsc_input(prepared=prepared):
-                    a = prepared.copy()
-                    rsc.get.anndata_to_GPU(a)
+                def rsc_input(on_gpu=on_gpu):
+                    a = on_gpu.copy()
+                    rsc.get.anndata_to_GPU(a)  # already on the GPU: the call its users make all the same
                     return a
 
                 call = step.rapids or step.call
@@ -452,6 +472,9 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", default="pbmc4k_half", choices=["pbmc4k_half", "mouse_brain_10k", "pbmc68k_reduced"],
                    help="the cells to resample: pbmc4k_half (33,694 genes, the default) is a real run's width")
     p.add_argument("--n-cells", type=int, default=100_000)
+    p.add_argument("--pool-cells", type=int, default=None, metavar="N",
+                   help="resample N cells only and draw --n-cells from them with replacement, on the GPU for "
+                        "GPU rows (1M cells at full width in seconds; each pooled cell about n/N times)")
     p.add_argument("--steps", default="qc,filter_cells,filter_genes,normalize,log1p",
                    help=f"comma-separated, run in this order; from: {', '.join(STEPS)}")  # fmt: skip
     p.add_argument("--backend", default="cpu", help="cpu, gpu or cpu,gpu")
@@ -470,8 +493,8 @@ def main(argv=None) -> int:
     bad_backends = set(args.backend.split(",")) - {"cpu", "gpu"}
     if bad_backends:
         p.error(f"unknown backend {sorted(bad_backends)}; use cpu, gpu or cpu,gpu")
-    if args.repeats < 1 or args.n_cells < 1:
-        p.error("--repeats and --n-cells must be at least 1")
+    if args.repeats < 1 or args.n_cells < 1 or (args.pool_cells is not None and args.pool_cells < 1):
+        p.error("--repeats, --n-cells and --pool-cells must be at least 1")
 
     with jsonl_rows(args.out) as emit:
         rows = run(args, emit)

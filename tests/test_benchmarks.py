@@ -135,6 +135,8 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
     import cupy as cp
     import scanpy as sc
 
+    import gpu_sc as gsc
+
     monkeypatch.setattr(bench, "_gpu_tools", lambda: (cp, lambda: None, "Stand-in GPU", 1e12))
     calls = []
 
@@ -151,7 +153,8 @@ def test_gpu_rows_with_stand_ins(bench, device, monkeypatch):
 
     pp = types.SimpleNamespace(calculate_qc_metrics=qc, filter_cells=filter_cells, filter_genes=filter_genes,
                                log1p=sc.pp.log1p)  # fmt: skip
-    rsc = types.SimpleNamespace(pp=pp, get=types.SimpleNamespace(anndata_to_GPU=lambda a: None))
+    # its anndata_to_GPU takes the GPU input back to the host, where the stand-in's scanpy runs
+    rsc = types.SimpleNamespace(pp=pp, get=types.SimpleNamespace(anndata_to_GPU=lambda a: gsc.get.to_cpu(a)))
     monkeypatch.setitem(sys.modules, "rapids_singlecell", rsc)
     args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, steps="qc,filter,log1p", backend="gpu", chunk_rows=None, touch_memory=0,
                               repeats=1, seed=0)  # fmt: skip
@@ -204,3 +207,28 @@ def test_warm_up_on_first_cells_with_their_own_graph(bench):
 
     bench._measure([step], full.copy, repeats=1, warm_up_cells=40)
     assert seen == [(40, 40, 40), (120, 120, 120)]
+
+
+def test_pool_cells_draws_the_same_rows_on_both_backends(bench, device, monkeypatch):
+    """--pool-cells: the pool resampled once, --n-cells rows drawn from it with replacement, on
+    the host for the CPU rows and on the device for the GPU rows (the same rows: one generator),
+    each backend preparing its own inputs."""
+    import argparse
+
+    import cupy as cp
+
+    import gpu_sc as gsc
+
+    monkeypatch.setattr(bench, "_gpu_tools", lambda: (cp, lambda: None, "Stand-in GPU", 1e12))
+    monkeypatch.setitem(sys.modules, "rapids_singlecell", None)
+    pool = gsc.datasets.resample(gsc.datasets.pbmc68k_reduced(), 100, seed=0)
+    host = bench._drawn(pool, 300, 0)
+    dev = bench._drawn(gsc.get.to_gpu(pool, copy=True), 300, 0)
+    assert host.n_obs == 300 and (dev.X.get() != host.X).nnz == 0
+    assert host.obs["source_cell"].nunique() <= 100 and list(host.obs_names[:2]) == ["cell_0", "cell_1"]
+    args = argparse.Namespace(dataset="pbmc68k_reduced", n_cells=300, pool_cells=100, steps="qc,pca",
+                              backend="cpu,gpu", chunk_rows=None, repeats=1, seed=0, touch_memory=0)  # fmt: skip
+    rows = bench.run(args, lambda r: None)
+    assert [(r["step"], r["backend"]) for r in rows] == [("qc", "cpu"), ("qc", "gpu"), ("pca", "cpu"), ("pca", "gpu")]
+    for r in rows:
+        assert "error" not in r and r["n_cells"] == 300 and r["pool_cells"] == 100 and r["nnz"] == host.X.nnz, r
