@@ -84,7 +84,7 @@ def normalize_total(
 
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
-    check_not_empty(x, step=_STEP)
+    check_not_empty(x, step=_STEP, no_cells_ok=True)
     totals64, issues = None, None  # float64 row totals where a value check already took them
     # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
     # totals, value check and division happen together when X is computed (one read, not two).
@@ -119,10 +119,10 @@ def normalize_total(
         settings.info(f"{_STEP}: {len(names)} highly expressed genes left out of the totals: {names[:20]}")
     if target_sum is None:
         nonzero = totals[totals > 0]
-        if nonzero.size == 0:
+        if nonzero.size == 0 and totals.size:  # no cells at all: nothing to scale, no median needed
             msg = f"{_STEP}: every cell has zero counts, so the median total is undefined; pass target_sum."
             raise ValueError(msg)
-        target_sum = xp.median(nonzero)
+        target_sum = xp.median(nonzero) if nonzero.size else 1.0
     norm_factor = totals / target_sum
 
     divided = _ops.divide_rows(p, norm_factor)  # in place; a Dask matrix: a lazy divided copy

@@ -69,7 +69,7 @@ def calculate_qc_metrics(
     """
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
     x = _ops.summed_duplicates(canonical(given, step=_STEP))  # counts of stored values, top sums
-    check_not_empty(x, step=_STEP)
+    check_not_empty(x, step=_STEP, no_cells_ok=True)
     check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
     n_cells, n_genes = x.shape
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
