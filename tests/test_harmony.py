@@ -61,6 +61,20 @@ def test_equals_harmonypy_and_mixes_batches(two_runs):
     assert after > 2 * before
 
 
+def test_harmonypys_other_arguments_run_as_in_scanpy(two_runs):
+    """scanpy passes its keywords on to harmonypy, which takes plot_convergence, reference_values
+    and cluster_prior (and uses none of them for the embedding) and max_iter_harmony=0 (the
+    embedding unchanged): all run here too."""
+    harmonypy = _classic_harmonypy()
+    x = two_runs[:600].copy()
+    z = x.obsm["X_pca"].astype(np.float64)
+    gsc.pp.harmony_integrate(x, "run", plot_convergence=False, reference_values=None, cluster_prior=None)
+    ref = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False).Z_corr.T
+    assert _max_rel(x.obsm["X_pca_harmony"], ref) <= ITERATED_RTOL
+    gsc.pp.harmony_integrate(x, "run", max_iter_harmony=0)
+    np.testing.assert_array_equal(x.obsm["X_pca_harmony"], z)
+
+
 def _other_run_share(z, runs, k: int = 30) -> float:
     d = ((z[:, None, :] - z[None, ::7, :]) ** 2).sum(-1)  # against every 7th cell: quick and enough
     nn = np.argsort(d, axis=1)[:, 1 : k + 1]

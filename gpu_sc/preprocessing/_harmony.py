@@ -37,6 +37,9 @@ def harmony_integrate(
     random_state: int | None = 0,
     cluster_fn: str | Callable = "kmeans",
     verbose: bool | None = None,
+    plot_convergence: bool = False,
+    reference_values=None,
+    cluster_prior=None,
 ) -> None:
     """Correct ``adata.obsm[basis]`` for the batches in ``adata.obs[key]`` with Harmony, like
     :func:`scanpy.external.pp.harmony_integrate` (which calls harmonypy).
@@ -80,13 +83,16 @@ def harmony_integrate(
         components out), as harmonypy takes.
     verbose
         Accepted for harmonypy's signature; progress follows ``gsc.settings.verbosity``.
+    plot_convergence, reference_values, cluster_prior
+        Accepted and ignored, as harmonypy 0.0.10 takes them (it uses none of them for the
+        embedding), so that scanpy's calls that pass them run unchanged.
 
     Returns
     -------
     None; sets ``adata.obsm[adjusted_basis]``. An embedding held as a Dask array is computed
     first (an embedding of 10M cells x 50 components is 4 GB).
     """
-    del verbose
+    del verbose, plot_convergence, reference_values, cluster_prior
     check_anndata(adata, step=_STEP)
     z = _embedding(adata, basis)
     n = z.shape[0]
@@ -98,7 +104,7 @@ def harmony_integrate(
         sigma=_per_cluster(sigma, k),
         tau=check_number(tau, "tau", step=_STEP, low=0, high=math.inf, low_open=False),
         block_size=check_number(block_size, "block_size (a share of the cells)", step=_STEP, low=0, high=1),
-        max_iter_harmony=check_int(max_iter_harmony, step=_STEP, name="max_iter_harmony"),
+        max_iter_harmony=check_int(max_iter_harmony, step=_STEP, name="max_iter_harmony", minimum=0),
         max_iter_kmeans=check_int(max_iter_kmeans, step=_STEP, name="max_iter_kmeans"),
         epsilon_cluster=check_number(epsilon_cluster, "epsilon_cluster", step=_STEP, low=0, high=math.inf,
                                      low_open=False),
