@@ -234,7 +234,12 @@ def read_input(path: str) -> AnnData:
         if kind == "zarr":
             return ad.read_zarr(p)
         if kind == "loom":
-            return ad.read_loom(p)
+            try:
+                import loompy  # noqa: F401  (anndata's loom reader needs it; no gpu_sc extra has it)
+            except ImportError as e:
+                msg = f"reading {path} (loom) needs loompy: pip install loompy"
+                raise CliError(msg) from e
+            return ad.io.read_loom(p) if hasattr(ad, "io") and hasattr(ad.io, "read_loom") else ad.read_loom(p)
         sc = _scanpy(path, kind)
         a = sc.read_10x_h5(p) if kind == "10x-h5" else sc.read_10x_mtx(p)
         a.var_names_make_unique()
@@ -280,16 +285,21 @@ def _scanpy(path: str, kind: str):
 
 
 def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
-    """`path` with X and the layers as Dask arrays of `chunk_rows`-row blocks read on demand
-    (obs, var, uns, obsm, varm in memory); returns (adata, the open HDF5 file to close)."""
+    """`path` with X, the layers and raw's X as Dask arrays of `chunk_rows`-row blocks read on
+    demand (obs, var, uns, obsm, varm, obsp, varp in memory); returns (adata, the open HDF5 file
+    to close)."""
     import anndata as ad
     import h5py
 
     if chunk_rows < 1:
         msg = f"--chunk-rows must be a positive number of cells, got {chunk_rows}"
         raise CliError(msg)
-    if not Path(path).is_file():
+    if not Path(path).exists():
         msg = f"input file not found: {path}"
+        raise CliError(msg)
+    kind = _input_kind(Path(path))
+    if kind != "h5ad":
+        msg = f"--chunk-rows reads h5ad files only, and {path} is {kind}; convert it to h5ad or drop --chunk-rows"
         raise CliError(msg)
     try:
         f = h5py.File(path, "r")
@@ -300,14 +310,38 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
         def lazy(elem):
             return ad.experimental.read_elem_lazy(elem, chunks=(chunk_rows, -1))
 
-        eager = {k: ad.io.read_elem(f[k]) for k in ("obs", "var", "uns", "obsm", "varm") if k in f}
+        eager = {k: ad.io.read_elem(f[k]) for k in ("obs", "var", "uns", "obsm", "varm", "obsp", "varp") if k in f}
         layers = {k: lazy(v) for k, v in f["layers"].items()} if "layers" in f else None
-        adata = AnnData(X=lazy(f["X"]), layers=layers, **eager)
+        raw = None
+        if "raw" in f:  # written back with the rest (it was dropped)
+            raw = {k: ad.io.read_elem(f["raw"][k]) for k in ("var", "varm") if k in f["raw"]}
+            raw["X"] = lazy(f["raw"]["X"])
+        adata = AnnData(X=lazy(f["X"]), layers=layers, raw=raw, **eager)
     except Exception as e:
         f.close()
         msg = f"cannot read {path} lazily as h5ad: {e}"
         raise CliError(msg) from e
     return adata, f
+
+
+def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
+    """Refuse, before any work, an output path that cannot be written: an existing folder, a
+    parent that is a file, or one of the `inputs` ((what, path): a file read while the output is
+    written)."""
+    p = Path(path)
+    if p.is_dir():
+        msg = f"{flag} {path} is a folder; give a file name"
+        raise CliError(msg)
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                msg = f"{flag} {path}: {parent} is a file, not a folder"
+                raise CliError(msg)
+            break
+    for what, given in inputs:
+        if p.exists() and Path(given).exists() and p.resolve() == Path(given).resolve():
+            msg = f"{flag} {path} is the {what}; choose another output path"
+            raise CliError(msg)
 
 
 def write_output(adata: AnnData, path: str) -> None:
@@ -325,6 +359,7 @@ def write_output(adata: AnnData, path: str) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     steps = parse_steps(args.steps)
     device = resolve_device(args.device)
+    check_output(args.output, inputs=[("input", args.input)])
     source = None
     if args.chunk_rows is None:
         adata = read_input(args.input)
@@ -348,6 +383,11 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from gpu_sc.datasets import pbmc68k_reduced
 
     device = resolve_device(args.device)
+    if args.output:
+        check_output(args.output)
+    if args.plot:
+        check_output(args.plot, "--plot")
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)  # as -o makes its folder
     adata = pbmc68k_reduced()
     before = shape_text(adata)
     print(f"dataset: pbmc68k_reduced (bundled, raw counts): {before}")
@@ -368,7 +408,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         "median genes per cell": f"{np.median(adata.obs['n_genes_by_counts']):,.1f}",
         "top 5 genes (mean log1p)": ", ".join(f"{adata.var_names[j]} {mean[j]:.3f}" for j in top),
         "highly variable genes": f"{int(adata.var['highly_variable'].sum()):,}",
-        "PCA variance ratio, PC1-5": ", ".join(
+        "variance ratio, PC1-5": ", ".join(
             f"{v:.3f}" for v in np.asarray(adata.uns["pca"]["variance_ratio"])[:5]
         ),
         "wall time per step": ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
@@ -506,11 +546,10 @@ def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
 def cmd_pic(args: argparse.Namespace) -> None:
     groups_a = parse_groups(args.a, "--a")
     groups_b = parse_groups(args.b, "--b")
-    out = Path(args.output)
-    for flag, path in (("--singlets", args.singlets), ("--pics", args.pics)):
-        if out.exists() and Path(path).exists() and out.resolve() == Path(path).resolve():
-            msg = f"-o {args.output} is the {flag} input; choose another output path"
-            raise CliError(msg)
+    check_output(args.output, inputs=[("--singlets input", args.singlets), ("--pics input", args.pics)])
+    if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
+        msg = f"--plots {args.plots} is a file; give a folder for the plots"
+        raise CliError(msg)
     if args.plots:
         _need_matplotlib("--plots")
     n_steps = 4 + bool(args.plots)

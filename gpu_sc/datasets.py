@@ -105,7 +105,8 @@ def _counts_matrix(adata: ad.AnnData, layer: str | None) -> sp.csr_matrix:
     if not (sp.issparse(x) or isinstance(x, np.ndarray)):
         msg = (
             f"resample: needs counts in a numpy array or scipy sparse matrix on the CPU, got "
-            f"{type(x).__name__}; call gpu_sc.get.to_cpu first."
+            f"{type(x).__name__}; move it to the host first (gpu_sc.get.to_cpu for GPU arrays, "
+            "compute() for a Dask array)."
         )
         raise TypeError(msg)
     x = sp.csr_matrix(x)
@@ -189,7 +190,7 @@ def resample(
     Raises
     ------
     ValueError
-        If `n_cells` < 1, `chunk_size` < 1, `thin` is outside (0, 1], the source has no cells,
+        If `n_cells` < 1, `seed` < 0, `chunk_size` < 1, `thin` is outside (0, 1], the source has no cells,
         or the counts are not non-negative integers.
     TypeError
         If the counts are not a numpy array or scipy sparse matrix (e.g. still on the GPU), or
@@ -213,6 +214,9 @@ def resample(
             raise TypeError(msg)
     if n_cells < 1:
         msg = f"resample: n_cells must be at least 1, got {n_cells}."
+        raise ValueError(msg)
+    if seed < 0:  # numpy's own message names neither the step nor the argument
+        msg = f"resample: seed must be a non-negative integer, got {seed}."
         raise ValueError(msg)
     if chunk_size < 1:
         msg = f"resample: chunk_size must be at least 1, got {chunk_size}."

@@ -133,6 +133,43 @@ def test_run_chunk_rows_equals_in_memory(counts_file, tmp_path, capsys):
     assert e.value.code == 2 and "--chunk-rows must be a positive" in capsys.readouterr().err
 
 
+def test_run_chunk_rows_keeps_raw_and_graphs(counts_file, tmp_path):
+    """--chunk-rows writes back .raw and obsp as the in-memory run does (it dropped them)."""
+    pytest.importorskip("dask")
+    a = ad.read_h5ad(counts_file)
+    a.raw = a.copy()
+    a.obsp["graph"] = sp.identity(a.n_obs, format="csr", dtype=np.float32)
+    src = tmp_path / "with_raw.h5ad"
+    a.write_h5ad(src)
+    steps = ["--steps", "normalize,log1p", "--device", "cpu"]
+    mem, lazy = tmp_path / "mem.h5ad", tmp_path / "lazy.h5ad"
+    assert main(["run", str(src), "-o", str(mem), *steps]) == 0
+    assert main(["run", str(src), "-o", str(lazy), "--chunk-rows", "99", *steps]) == 0
+    m, z = ad.read_h5ad(mem), ad.read_h5ad(lazy)
+    assert z.raw is not None and z.raw.shape == m.raw.shape and (z.raw.X != m.raw.X).nnz == 0
+    assert set(z.obsp) == set(m.obsp) == {"graph"}
+
+
+def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
+    """An -o that cannot be written is refused at once, with one line, not after the steps;
+    --chunk-rows reads h5ad only."""
+    (tmp_path / "afile").write_text("")
+    zarr = tmp_path / "in.zarr"
+    ad.read_h5ad(counts_file).write_zarr(zarr)
+    cases = [
+        (["run", str(counts_file), "-o", str(tmp_path)], "is a folder"),
+        (["run", str(counts_file), "-o", str(tmp_path / "afile" / "o.h5ad")], "is a file, not a folder"),
+        (["run", str(counts_file), "-o", str(counts_file), "--chunk-rows", "99"], "is the input"),
+        (["run", str(zarr), "-o", str(tmp_path / "o.h5ad"), "--chunk-rows", "99"], "reads h5ad files only"),
+        (["demo", "--plot", str(tmp_path / "afile" / "u.png")], "is a file, not a folder"),
+    ]
+    for argv, expect in cases:
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
+
+
 def test_run_steps_in_given_order(counts_file, tmp_path, capsys):
     out = tmp_path / "out.h5ad"
     assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--steps", "log1p,qc"]) == 0

@@ -107,6 +107,7 @@ def test_resample_progress(pbmc, capsys):
         ({"n_cells": 5, "thin": 1.5}, ValueError, "thin"),
         ({"n_cells": 5, "thin": float("nan")}, ValueError, "thin"),
         ({"n_cells": 5, "chunk_size": 0}, ValueError, "chunk_size"),
+        ({"n_cells": 5, "seed": -1}, ValueError, "resample: seed must be a non-negative integer, got -1"),
         ({"n_cells": 5, "layer": "nope"}, KeyError, "nope"),
     ],
 )
