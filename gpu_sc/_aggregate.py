@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse, xp_of
-from ._ops import group_sums, parts
+from ._ops import group_sums, parts, summed_duplicates
 from ._validation import UnsupportedMatrixError, canonical, get_matrix, host_bool_mask
 
 FUNCS = ("count_nonzero", "mean", "sum", "var", "median")
@@ -122,6 +122,21 @@ def _medians(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
     return np.array(out)
 
 
+def _group_sums(x, codes: np.ndarray, n_groups: int, **kw) -> tuple:
+    """group_sums over the rows of `x`. A Dask `x` of one row band split along its columns (the
+    transpose of row blocks: genes x cells for axis='var') goes column block by column block,
+    each block's rows grouped, the results side by side; made whole rows, it would be one block
+    of every cell. Duplicate entries are summed first (counts of stored values, squares)."""
+    if x.dtype == np.float16:  # the compiled sums take float32 and up; float16 values are exact there
+        x = x.astype(np.float32)
+    if is_dask(x) and len(x.chunks[0]) == 1 and len(x.chunks[1]) > 1:
+        import dask
+
+        done = dask.compute(*[dask.delayed(_group_sums)(b, codes, n_groups, **kw) for b in x.to_delayed()[0]])
+        return tuple(None if r[0] is None else xp_of(r[0]).concatenate(r, axis=1) for r in zip(*done, strict=True))
+    return group_sums(parts(summed_duplicates(canonical(x, step=STEP))), codes, n_groups, **kw)
+
+
 def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof: int) -> dict:
     """The layers of `funcs` for the matrix x (rows grouped by `codes`), scanpy's arithmetic."""
     weight = np.float32 if mask is not None else np.float64  # scanpy's indicator matrix dtype
@@ -130,8 +145,7 @@ def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof:
     need_sq, need_n = "var" in funcs, "count_nonzero" in funcs
     out = {}
     if funcs - {"median"}:
-        op = parts(canonical(x, step=STEP))
-        sums, sumsq, nnz = group_sums(op, use, n_groups, dtype=acc, squares=need_sq, counts=need_n)
+        sums, sumsq, nnz = _group_sums(x, use, n_groups, dtype=acc, squares=need_sq, counts=need_n)
         xp = xp_of(sums)
         size = xp.asarray(np.bincount(codes, minlength=n_groups))[:, None]  # masked rows count too
         if "sum" in funcs:

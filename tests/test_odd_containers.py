@@ -98,3 +98,55 @@ def test_sparse_float32_representation_keeps_float32(logged):
         sc.pp.neighbors(ref, use_rep="X", n_neighbors=10)
         gsc.pp.neighbors(got, use_rep="X", n_neighbors=10)
         assert got.obsp["distances"].dtype == ref.obsp["distances"].dtype == dtype
+
+
+DASK_STEPS = {  # the duplicated matrix as Dask row blocks: each block's duplicates summed
+    "filter_cells": lambda a: gsc.pp.filter_cells(a, min_genes=50, inplace=False)[1],
+    "filter_genes": lambda a: gsc.pp.filter_genes(a, min_cells=10, inplace=False)[1],
+    "qc": lambda a: gsc.pp.calculate_qc_metrics(a, percent_top=None, inplace=False)[1].to_numpy(float),
+    "scale": lambda a: gsc.pp.scale(a, zero_center=False, copy=True).X,
+    "aggregate": lambda a: gsc.get.aggregate(a, "grp", ["count_nonzero", "var"]).layers["var"],
+}
+
+
+def _value(v):
+    v = v.compute() if hasattr(v, "compute") else v
+    return np.asarray(v.toarray() if sp.issparse(v) else v, float)
+
+
+@pytest.mark.parametrize("step", list(DASK_STEPS))
+def test_duplicate_entries_in_dask_blocks(logged, step):
+    da = pytest.importorskip("dask.array")
+    logged.obs["grp"] = np.arange(logged.n_obs) % 4
+    lazy = logged.copy()
+    lazy.X = da.from_array(_split_entries(logged.X), chunks=(70, -1), asarray=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want, got = _value(DASK_STEPS[step](logged.copy())), _value(DASK_STEPS[step](lazy))
+    assert_close(got, want, dtype=np.float32, n_terms=64, scale=np.nanmax(np.abs(want)))
+
+
+def test_aggregate_by_gene_reads_dask_blocks_one_by_one(logged, monkeypatch):
+    """axis='var' on row blocks: each block of cells is summed by gene group on its own (it was
+    joined into one block of every cell), the result the in-memory one; float16 X is summed
+    as float32 (scanpy squares float16 into inf)."""
+    da = pytest.importorskip("dask.array")
+    import gpu_sc._aggregate as agg
+
+    logged.var["half"] = np.arange(logged.n_vars) % 2
+    want = gsc.get.aggregate(logged, "half", ["sum", "var"], axis="var")
+    shapes = []
+    real = agg.group_sums
+    monkeypatch.setattr(agg, "group_sums", lambda p, *a, **k: (shapes.append(p.shape), real(p, *a, **k))[1])
+    lazy = logged.copy()
+    lazy.X = da.from_array(logged.X, chunks=(70, -1), asarray=False)
+    got = gsc.get.aggregate(lazy, "half", ["sum", "var"], axis="var")
+    assert sorted(shapes) == sorted((logged.n_vars, n) for n in lazy.X.chunks[0])  # in any order (threads)
+    for k in ("sum", "var"):
+        assert_close(np.asarray(got.layers[k]), np.asarray(want.layers[k]), dtype=np.float64, n_terms=8)
+    half = logged.copy()
+    half.X = half.X.toarray().astype(np.float16)
+    single = half.copy()
+    single.X = single.X.astype(np.float32)
+    assert np.array_equal(gsc.get.aggregate(half, "half", "var", axis="var").layers["var"],
+                          gsc.get.aggregate(single, "half", "var", axis="var").layers["var"])

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .._backend import is_dask, is_gpu, is_sparse, sparse_format, to_host, xp_of
-from ._layout import Parts, in_layout, parts
+from ._layout import Parts, in_layout, parts, summed_duplicates
 
 
 def operand(x) -> Parts | Chunked:
@@ -56,8 +56,9 @@ def check_chunked(x: Any, *, step: str) -> None:
 
 
 def block_parts(block) -> Parts:
-    """`Parts` of one block: CSC / COO become CSR, dense blocks C-contiguous."""
-    return parts(in_layout(block))
+    """`Parts` of one block: CSC / COO become CSR (duplicate entries summed, as in memory where
+    it matters: a count of stored values, a square), dense blocks C-contiguous."""
+    return parts(summed_duplicates(in_layout(block)))
 
 
 class Chunked:
@@ -164,7 +165,9 @@ def _on_block(fn, block, per_row, args, kwargs):
 
 def _updated(block, *columns, fn, dtype_, args, kwargs):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
-    block = in_layout(block).astype(dtype_)  # astype copies (numpy, scipy and cupyx alike)
+    # astype copies (numpy, scipy and cupyx alike); duplicates summed here, so that the parts
+    # changed in place are those of the block returned
+    block = summed_duplicates(in_layout(block).astype(dtype_))
     p = block_parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     return block if is_sparse(block) else p.data.reshape(p.shape)

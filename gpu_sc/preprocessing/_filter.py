@@ -104,6 +104,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
 def _block_numbers(b, axis: int, by_counts: bool, positives: bool, dtype) -> np.ndarray:
     """One in-memory block's per-cell (axis 0) or per-gene (axis 1, as a 1 x genes row) totals:
     the sums, or the number of values above zero (stored nonzeros where nothing is negative)."""
+    b = _ops.summed_duplicates(b)  # a count of stored values needs them summed (as in memory)
     v = b if by_counts else (_positives(b) if positives or not is_sparse(b) else _nonzero_ones(b))
     out = xp_of(b).asarray(v.sum(axis=1 - axis, dtype=np.float64)).ravel().astype(dtype)
     return out if axis == 0 else out[None, :]
