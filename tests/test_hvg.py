@@ -240,7 +240,7 @@ def test_warnings_and_errors(pbmc):
 @pytest.mark.parametrize(("cells", "genes", "match"), [
     (1, None, "at least 2 cells"),  # skmisc's loess segfaulted on the no varying genes left
     (100, 3, "4 genes that vary"),  # and on 3 points
-    (3, None, "could not fit its loess trend"),  # skmisc's bytes error, given context
+    (3, None, "could not fit their loess trend"),  # skmisc's bytes error, given context
 ])  # fmt: skip
 def test_seurat_v3_too_little_data_is_a_clear_error(pbmc, cells, genes, match):
     pytest.importorskip("skmisc")

@@ -153,7 +153,7 @@ def test_key_added_and_params(pbmc_pca):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"metric": "manhattan"}, "metric"), ({"n_neighbors": 700}, "smaller than"),
+    [({"metric": "manhattan", "algorithm": "brute"}, "metric"), ({"metric": "manhattan", "knn": False, "method": "gauss"}, "metric"),
      ({"use_rep": "nan"}, "NaN"), ({"method": "jaccard"}, "method"), ({"use_rep": "nope"}, "nope")],
 )  # fmt: skip
 def test_bad_input_leaves_adata_unchanged(pbmc_pca, kwargs, match):

@@ -150,3 +150,64 @@ def test_aggregate_by_gene_reads_dask_blocks_one_by_one(logged, monkeypatch):
     single.X = single.X.astype(np.float32)
     assert np.array_equal(gsc.get.aggregate(half, "half", "var", axis="var").layers["var"],
                           gsc.get.aggregate(single, "half", "var", axis="var").layers["var"])
+
+
+def test_hvg_seurat_bin_of_equal_dispersions_and_string_batches(logged):
+    """A mean bin whose genes all have one dispersion: scanpy's group std is exactly 0, so their
+    normalised dispersion is NaN and they are never selected (ours was round-off, about +-1, and
+    selected 192 genes of 2 cells); with a string batch_key, obs's string columns become
+    categorical, as scanpy's batched path sanitizes."""
+    two = logged[:2].copy()
+    ref, got = two.copy(), two.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(ref)
+        gsc.pp.highly_variable_genes(got)
+    np.testing.assert_array_equal(got.var["highly_variable"].to_numpy(), ref.var["highly_variable"].to_numpy())
+    np.testing.assert_array_equal(np.isnan(got.var["dispersions_norm"]), np.isnan(ref.var["dispersions_norm"]))
+    a = logged.copy()
+    a.obs["batch"] = np.where(np.arange(a.n_obs) % 2 == 0, "one", "two").astype(object)
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.highly_variable_genes(ref, batch_key="batch", n_top_genes=50)
+        gsc.pp.highly_variable_genes(got, batch_key="batch", n_top_genes=50)
+    assert got.obs["batch"].dtype == ref.obs["batch"].dtype == "category"
+    np.testing.assert_array_equal(got.var["highly_variable"].to_numpy(), ref.var["highly_variable"].to_numpy())
+
+
+@pytest.mark.parametrize("metric", ["manhattan", "correlation", "chebyshev"])
+def test_neighbors_other_metrics_as_scanpy(logged, metric):
+    """Metrics beyond euclidean and cosine go to scikit-learn's exact transformer, as scanpy's
+    default below 4,096 cells: the same graph, dtypes and params (they were refused)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.pca(logged, n_comps=20)
+    ref, got = logged.copy(), logged.copy()
+    sc.pp.neighbors(ref, n_neighbors=10, metric=metric)
+    gsc.pp.neighbors(got, n_neighbors=10, metric=metric)
+    assert got.uns["neighbors"]["params"] == ref.uns["neighbors"]["params"]
+    for key in ("distances", "connectivities"):
+        g, r = got.obsp[key], ref.obsp[key]
+        assert g.dtype == r.dtype and g.nnz == r.nnz
+        assert_close(g.toarray(), r.toarray(), dtype=np.float32, n_terms=20, scale=1)
+
+
+def test_neighbors_more_than_the_cells_adjusts_as_scanpy(logged, capsys):
+    """n_neighbors above the number of cells: scanpy's 1 + n_obs // 2, with its warning (it
+    was refused); n_neighbors equal to it runs."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.pca(logged, n_comps=20)
+    small = logged[:40].copy()
+    for n in (40, 60):
+        ref, got = small.copy(), small.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.pp.neighbors(ref, n_neighbors=n)
+        gsc.pp.neighbors(got, n_neighbors=n)
+        assert got.uns["neighbors"]["params"]["n_neighbors"] == ref.uns["neighbors"]["params"]["n_neighbors"]
+        assert got.obsp["distances"].nnz == ref.obsp["distances"].nnz
+        assert_close(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(), dtype=np.float32,
+                     n_terms=20, scale=1)  # fmt: skip
+    assert "n_obs too small: adjusting to `n_neighbors = 21`" in capsys.readouterr().err

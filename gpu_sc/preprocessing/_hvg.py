@@ -167,6 +167,8 @@ def highly_variable_genes(
         else:
             df = _dispersion_batched(adata, x, batches, flavor=flavor, n_bins=n_bins,
                                      cutoff=cutoff, base=base)  # fmt: skip
+            make_actual(adata)  # scanpy's batched path sanitizes: string obs columns become categorical
+            adata.strings_to_categoricals()
 
     var = df if df.index.equals(adata.var_names) else df.reindex(adata.var_names)
     hv = var[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)
@@ -334,6 +336,8 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
                 s = d.std(ddof=1) if d.size > 1 else np.nan
                 if np.isnan(s):  # a lone gene: its normalised dispersion becomes 1
                     a, s = 0.0, a
+                elif (d == d[0]).all():  # pandas' group std is exactly 0 there: 0 / 0, NaN, never selected
+                    a, s = d[0], 0.0
             else:  # median and normal-consistent median absolute deviation
                 a = np.median(d)
                 s = np.median(np.abs(d - a) / _MAD_SCALE)
@@ -459,7 +463,7 @@ def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     mean, var = to_host(mean_), to_host(var_)
     varies = var > 0
     if n < 2 or varies.sum() < _LOESS_MIN_POINTS:  # fewer points crash skmisc (a segfault)
-        msg = (f"{_STEP}: flavor='seurat_v3' fits a loess trend of variance on mean, which needs at "
+        msg = (f"{_STEP}: the seurat_v3 flavors fit a loess trend of variance on mean, which needs at "
                f"least 2 cells and {_LOESS_MIN_POINTS} genes that vary; got {n} cells and "
                f"{int(varies.sum())} varying genes{' in a batch' if rows is not None else ''}.")  # fmt: skip
         raise ValueError(msg)
@@ -468,7 +472,7 @@ def _standardized_variance(x, rows, *, span, loess) -> np.ndarray:
     try:
         model.fit()
     except ValueError as e:  # skmisc's own words are bytes from its Fortran (e.g. b'svddc failed')
-        msg = (f"{_STEP}: flavor='seurat_v3' could not fit its loess trend of variance on mean over "
+        msg = (f"{_STEP}: the seurat_v3 flavors could not fit their loess trend of variance on mean over "
                f"{int(varies.sum())} varying genes and {n} cells (skmisc: {e}); it needs more cells "
                "(or a larger span).")  # fmt: skip
         raise ValueError(msg) from e

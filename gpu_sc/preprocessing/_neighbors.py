@@ -202,10 +202,15 @@ def neighbors(
         ``metric`` and ``metric_kwds`` are then only recorded) are kept as given, each row ordered
         by (distance, index).
     metric
-        ``'euclidean'`` or ``'cosine'`` (any name with a transformer instance).
+        ``'euclidean'`` or ``'cosine'`` (our searches), or with ``knn=True`` and the default
+        (or ``'sklearn'``) search any metric scikit-learn's ``KNeighborsTransformer`` takes, a
+        name or a callable: then the exact search is scikit-learn's brute force with that
+        metric, as scanpy's below 4,096 cells (scanpy uses pynndescent above). Any name with a
+        transformer instance.
     metric_kwds
-        Parameters of the metric: euclidean and cosine take none, so it must be empty unless a
-        transformer instance is given (then it is only recorded, as in scanpy). Written to
+        Parameters of the metric: euclidean and cosine take none, so it must be empty for them
+        unless a transformer instance is given (then it is only recorded, as in scanpy); other
+        metrics get them as scikit-learn's ``metric_params``. Written to
         ``uns[...]['params']['metric_kwds']`` when not empty.
     random_state
         Seed of the pynndescent search (as in scanpy); recorded in ``uns``. The exact searches
@@ -288,11 +293,16 @@ def neighbors(
         msg = f"{_STEP}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
         raise ValueError(msg)
     search, instance = _resolve_transformer(transformer, algorithm, knn=knn)
-    if instance is None and metric not in _METRICS:
-        msg = (f"{_STEP}: metric {metric!r} is not supported; choose one of {_METRICS}, or pass a "
-               "transformer instance that computes it.")  # fmt: skip
+    # another metric (a name scikit-learn knows, or a callable), with knn=True and the default or
+    # sklearn search: scanpy's exact search, scikit-learn's brute-force transformer with that
+    # metric (scanpy takes it below 4,096 cells and pynndescent above; exact here at every size)
+    other_metric = instance is None and metric not in _METRICS and knn and algorithm is None \
+        and transformer in (None, "sklearn")  # fmt: skip
+    if instance is None and metric not in _METRICS and not other_metric:
+        msg = (f"{_STEP}: metric {metric!r} is supported with knn=True and the default search (or a "
+               f"transformer instance that computes it); here: choose one of {_METRICS}.")  # fmt: skip
         raise ValueError(msg)
-    if instance is None and metric_kwds:
+    if instance is None and metric_kwds and not other_metric:
         msg = (f"{_STEP}: metric {metric!r} takes no parameters, got metric_kwds={dict(metric_kwds)!r}; "
                "leave it empty, or pass a transformer instance for a parametrised metric.")  # fmt: skip
         raise ValueError(msg)
@@ -301,9 +311,14 @@ def neighbors(
     n_neighbors = check_int(n_neighbors, step=_STEP, name="n_neighbors", minimum=2,
                             hint=" (it counts the cell itself)")  # fmt: skip
     check_int(n_pcs, step=_STEP, name="n_pcs", minimum=0, none_ok=True)
-    if n_neighbors >= adata.n_obs:
-        msg = f"{_STEP}: n_neighbors={n_neighbors} must be smaller than the number of cells ({adata.n_obs})."
-        raise ValueError(msg)
+    if n_neighbors > adata.n_obs and instance is None:  # scanpy's rule for very small data sets, and its warning
+        n_neighbors = 1 + int(0.5 * adata.n_obs)
+        settings.info(f"WARNING: n_obs too small: adjusting to `n_neighbors = {n_neighbors}`")
+    if other_metric:
+        from sklearn.neighbors import KNeighborsTransformer
+
+        instance = KNeighborsTransformer(n_neighbors=n_neighbors, algorithm="brute", metric=metric,
+                                         metric_params=dict(metric_kwds) if metric_kwds else None)  # fmt: skip
     if not knn and adata.n_obs > MAX_DENSE_OBS:
         gb = 2 * 8 * adata.n_obs**2 / 1e9
         msg = (f"{_STEP}: knn=False writes two dense {adata.n_obs} x {adata.n_obs} float64 matrices "
@@ -346,6 +361,8 @@ def neighbors(
     exact_euclidean = knn and instance is None and search == "brute" and metric == "euclidean" and not sparse_rep
     single = rep.dtype == np.float32 or rep.dtype.kind != "f"
     out_dtype = np.float32 if single and not exact_euclidean else np.float64
+    if other_metric and isinstance(metric, str):  # scikit-learn's named metrics: scipy's float64
+        out_dtype = np.float64
 
     n = adata.n_obs
     if not knn:
