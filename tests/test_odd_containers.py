@@ -211,3 +211,28 @@ def test_neighbors_more_than_the_cells_adjusts_as_scanpy(logged, capsys):
         assert_close(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(), dtype=np.float32,
                      n_terms=20, scale=1)  # fmt: skip
     assert "n_obs too small: adjusting to `n_neighbors = 21`" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("dense", "solver", "runs"), [(True, "randomized", True), (True, "auto", True),
+                                                      (False, "full", False), (False, "covariance_eigh", True)])  # fmt: skip
+def test_pca_all_components_where_scanpy_takes_them(logged, dense, solver, runs):
+    """n_comps = min(cells, genes): scanpy takes it with scikit-learn's dense solvers but 'arpack'
+    (and runs arpack for a sparse 'full'); the same calls run, or fail, here."""
+    a = logged[:40, :30].copy()
+    if dense:
+        a.X = a.X.toarray()
+    ref, got = a.copy(), a.copy()
+    outcomes = []
+    for fn, b in ((sc.pp.pca, ref), (gsc.pp.pca, got)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(b, n_comps=30, svd_solver=solver)
+            outcomes.append(True)
+        except ValueError:
+            outcomes.append(False)
+    assert outcomes == [runs, runs]
+    if runs:  # scikit-learn's randomized solver (scanpy's 'auto' here too) is approximate: 1e-5 relative
+        scale = np.abs(ref.obsm["X_pca"]).max()
+        np.testing.assert_allclose(np.abs(got.obsm["X_pca"][:, :10]), np.abs(ref.obsm["X_pca"][:, :10]),
+                                   atol=1e-4 * scale)  # fmt: skip

@@ -12,7 +12,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
 from .._settings import N_PCS, user_stacklevel
 from .._validation import (canonical, check_finite, check_in_memory, check_int, check_not_empty, get_matrix,
@@ -200,7 +200,11 @@ def pca(
         min_dim = min(n_obs, n_vars)
         n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
     limit = min(n_obs, n_vars)
-    every = svd_solver in ("full", "covariance_eigh")  # scikit-learn's exact solvers take all components
+    # the solvers with which scanpy takes all components: on dense data scikit-learn's PCA with
+    # 'full', 'covariance_eigh', 'randomized' or 'auto'; on sparse data only 'covariance_eigh'
+    # (scanpy's sparse 'full' runs arpack, which takes one fewer)
+    every = svd_solver in (("covariance_eigh",) if is_sparse(blocks_like(x)) else
+                           ("full", "covariance_eigh", "randomized", "auto"))  # fmt: skip
     if not 1 <= n_comps < limit + every:
         # scikit-learn's words (scanpy's tests match them), with our parameter's name
         bound = "strictly less than" if n_comps == limit else "between 1 and"
