@@ -274,6 +274,14 @@ def make_actual(adata: AnnData, *, warn: bool = False) -> None:
         adata._init_as_actual(adata.copy())
 
 
+def sanitize_anndata(adata: AnnData, *, warn: bool = False) -> None:
+    """scanpy's sanitize_anndata: the string columns of obs and var that repeat values become
+    categoricals (categories in natural order: '2' before '10'), a view becoming actual first
+    (`make_actual`, with scanpy's warning where `warn`)."""
+    make_actual(adata, warn=warn)
+    adata.strings_to_categoricals()
+
+
 def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
     """A host boolean array of length n (cupy/pandas/list input accepted)."""
     if is_gpu(mask):

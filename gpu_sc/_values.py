@@ -12,6 +12,7 @@ import numpy as np
 from ._backend import is_gpu, xp_of
 
 _THREAD_CHUNK = 1 << 20  # values per task: large enough that the pool's overhead is noise
+_CHECK_CHUNK = 1 << 24  # values per chunk when checking for integers (bounded temporaries)
 
 
 def float_values(x):
@@ -20,6 +21,18 @@ def float_values(x):
     if x.dtype in (np.float32, np.float64):
         return x
     return x.astype(np.float64)
+
+
+def not_counts(values) -> bool:
+    """Some value is negative (its sign bit set) or, for floats, not a whole number (NaN and inf
+    included): scanpy's check_nonnegative_integers, negated; checked in bounded chunks."""
+    values = values.reshape(-1)
+    xp = xp_of(values)
+    for start in range(0, values.size, _CHECK_CHUNK):
+        v = values[start : start + _CHECK_CHUNK]
+        if bool(xp.signbit(v).any()) or (v.dtype.kind == "f" and bool(xp.any(v % 1 != 0))):
+            return True
+    return False
 
 
 def map_chunks(fn, values) -> list:

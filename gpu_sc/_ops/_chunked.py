@@ -166,9 +166,9 @@ def _on_block(fn, block, per_row, args, kwargs):
 def _updated(block, *columns, fn, dtype_, args, kwargs):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
     # astype copies (numpy, scipy and cupyx alike); duplicates summed here, so that the parts
-    # changed in place are those of the block returned
+    # changed in place are those of the block returned (block_parts would check them again)
     block = summed_duplicates(in_layout(block).astype(dtype_))
-    p = block_parts(block)
+    p = parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     return block if is_sparse(block) else p.data.reshape(p.shape)
 

@@ -21,15 +21,14 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings, user_stacklevel
-from .._validation import canonical, check_finite, check_not_empty, get_matrix, make_actual
-from .._values import float_values
+from .._validation import canonical, check_finite, check_not_empty, get_matrix, make_actual, sanitize_anndata
+from .._values import float_values, not_counts
 
 _STEP = "highly_variable_genes"
 _FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 _V3_DEFAULT_N_TOP = 2000
 _CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3}
 _MAD_SCALE = 0.6744897501960817  # standard normal 75th percentile: MAD of a normal is sigma
-_CHECK_CHUNK = 1 << 24  # values per chunk when checking for integers (bounded temporaries)
 
 
 def highly_variable_genes(
@@ -167,8 +166,7 @@ def highly_variable_genes(
         else:
             df = _dispersion_batched(adata, x, batches, flavor=flavor, n_bins=n_bins,
                                      cutoff=cutoff, base=base)  # fmt: skip
-            make_actual(adata)  # scanpy's batched path sanitizes: string obs columns become categorical
-            adata.strings_to_categoricals()
+            sanitize_anndata(adata)  # as scanpy's batched path does
 
     var = df if df.index.equals(adata.var_names) else df.reindex(adata.var_names)
     hv = var[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)
@@ -419,25 +417,14 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 
 
 def _check_integers(x, flavor) -> None:
-    bad = Chunked(x).reduce(_block_not_integers) if is_dask(x) else _not_integers(x.data if is_sparse(x) else x)
+    bad = Chunked(x).reduce(_block_not_integers) if is_dask(x) else not_counts(x.data if is_sparse(x) else x)
     if bad:
         warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning,
                       stacklevel=user_stacklevel())
 
 
-def _not_integers(values) -> bool:
-    """Some value is negative or (floats) not a whole number; checked in bounded chunks."""
-    values = values.reshape(-1)
-    xp = xp_of(values)
-    for start in range(0, values.size, _CHECK_CHUNK):
-        v = values[start : start + _CHECK_CHUNK]
-        if bool(xp.signbit(v).any()) or (v.dtype.kind == "f" and bool(xp.any(v % 1 != 0))):
-            return True
-    return False
-
-
 def _block_not_integers(p) -> np.bool_:
-    return np.bool_(_not_integers(p.data))
+    return np.bool_(not_counts(p.data))
 
 
 def _loess():

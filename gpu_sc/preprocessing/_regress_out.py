@@ -41,7 +41,7 @@ from .._validation import (
     check_finite,
     check_not_empty,
     get_matrix,
-    make_actual,
+    sanitize_anndata,
     set_matrix,
 )
 
@@ -113,8 +113,7 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     x = _checked_matrix(get_matrix(adata, layer=layer, step=_STEP))
     # everything checked: only now is anything changed (the copy, or the user's AnnData)
     adata = adata.copy() if copy else adata
-    make_actual(adata, warn=True)
-    adata.strings_to_categoricals()  # scanpy's sanitize_anndata
+    sanitize_anndata(adata, warn=True)
     x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
     set_matrix(adata, _regress(x, design), layer=layer)
     return adata if copy else None

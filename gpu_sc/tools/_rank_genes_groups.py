@@ -28,8 +28,8 @@ from .._ops.rank_sums import rank_sums
 from .._settings import settings
 from .._stats import bh_fdr
 from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask,
-                           make_actual)
-from .._values import value_issues
+                           sanitize_anndata)
+from .._values import not_counts
 
 METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
 CORR_METHODS = ("benjamini-hochberg", "bonferroni")
@@ -63,15 +63,7 @@ def _warn_if_counts(x) -> None:
     """scanpy's warning where every value is a whole number >= 0 (its check_nonnegative_integers;
     an in-memory X only: a Dask array is not read again for a warning)."""
     values = x.data if is_sparse(x) else x
-    if is_dask(x) or values.size == 0:
-        return
-    xp = xp_of(values)
-    if values.dtype.kind == "f":
-        n_bad, n_neg = value_issues(values.reshape(-1))
-        counts = n_bad == n_neg == 0 and not bool(xp.any(values != xp.round(values)))
-    else:
-        counts = not bool(xp.any(values < 0))
-    if counts:
+    if not is_dask(x) and values.size and not not_counts(values):
         settings.info("WARNING: It seems you use rank_genes_groups on the raw count data. Please logarithmize "
                       "your data before calling rank_genes_groups.")  # fmt: skip
 
@@ -82,8 +74,7 @@ def _groups(adata: AnnData, groupby: str, groups, reference: str):
         msg = f"{STEP}: groupby {groupby!r} is not a column of adata.obs."
         raise KeyError(msg)
     if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
-        make_actual(adata)  # a view becomes actual, as in scanpy
-        adata.strings_to_categoricals()  # scanpy's sanitize_anndata: natural order (1, 2, 10)
+        sanitize_anndata(adata)
     col = adata.obs[groupby]
     if not isinstance(col.dtype, pd.CategoricalDtype):  # not strings (numbers): categorical too
         adata.obs[groupby] = col = col.astype("category")
