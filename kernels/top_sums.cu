@@ -1,25 +1,34 @@
 // Sum of the n largest values of each row, for several n at once (ns ascending).
-// Values must be non-negative (callers validate counts), so the IEEE bit pattern with the sign
-// bit cleared (-0.0 passes the callers' v < 0 check and must key as 0) read as an unsigned
-// integer orders like the value. The n-th largest value t is found exactly by bisection
-// over that key space; the sum is then sum(v > t) + (n - count(v > t)) * t. Rows with at most n
-// stored values contribute their whole sum (implicit zeros add nothing).
+// Values must be finite (callers check) and may be negative (QC takes scaled data, as scanpy
+// does). Each value is keyed by its IEEE bits mapped to an unsigned integer that orders like the
+// value (non-negative: sign bit set; negative: all bits flipped), so the n-th largest value t is
+// found exactly by bisection over that key space; the sum is then
+// sum(v > t) + (n - count(v > t)) * t. -0.0 keys just below +0.0, which changes no sum.
+// Rows with at most n stored values contribute their whole sum (implicit zeros are not ranked,
+// as in scanpy's sparse path).
 
 #include "common.cuh"
 
 template <typename T> struct gsc_key;
 template <> struct gsc_key<float> {
     typedef unsigned int type;
-    static __device__ __forceinline__ type of(float v) { return __float_as_uint(v) & 0x7fffffffu; }
-    static __device__ __forceinline__ float value(type k) { return __uint_as_float(k); }
+    static __device__ __forceinline__ type of(float v) {
+        const unsigned int u = __float_as_uint(v);
+        return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    }
+    static __device__ __forceinline__ float value(type k) {
+        return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+    }
 };
 template <> struct gsc_key<double> {
     typedef unsigned long long type;
     static __device__ __forceinline__ type of(double v) {
-        return (unsigned long long)__double_as_longlong(v) & 0x7fffffffffffffffull;
+        const unsigned long long u = (unsigned long long)__double_as_longlong(v);
+        return (u & 0x8000000000000000ull) ? ~u : (u | 0x8000000000000000ull);
     }
     static __device__ __forceinline__ double value(type k) {
-        return __longlong_as_double((long long)k);
+        return __longlong_as_double((long long)((k & 0x8000000000000000ull)
+                                                    ? (k & 0x7fffffffffffffffull) : ~k));
     }
 };
 

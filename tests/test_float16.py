@@ -98,3 +98,29 @@ def test_float16_pca_matches_scanpy(half):
     assert ours.obsm["X_pca"].dtype == theirs.obsm["X_pca"].dtype == np.float32
     r = theirs.uns["pca"]["variance_ratio"]  # scanpy's PCA of float32 data in float32: sums over cells
     assert_close(ours.uns["pca"]["variance_ratio"], r, dtype=np.float32, n_terms=ours.n_obs, scale="max")
+
+
+GPU_STEPS = {**STEPS, "exclude_highly_expressed": lambda m, a: m.pp.normalize_total(a, exclude_highly_expressed=True),
+             "hvg_seurat_v3": lambda m, a: m.pp.highly_variable_genes(a, flavor="seurat_v3", n_top_genes=50)}  # fmt: skip
+
+
+@pytest.mark.parametrize("step", list(GPU_STEPS))
+def test_float16_on_the_device_matches_the_host(half, step, device):
+    """to_gpu keeps a dense float16 X; the device primitives must take it as the host ones do
+    (the kernels are compiled for float32/float64: normalize_total and scale once refused it)."""
+    host, dev = half[:150].copy(), half[:150].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        GPU_STEPS[step](gsc, host)
+        gsc.get.to_gpu(dev)
+        GPU_STEPS[step](gsc, dev)
+        gsc.get.to_cpu(dev)
+    assert dev.X.dtype == host.X.dtype == np.float16
+    assert_close(dev.X, host.X, dtype=np.float16, ulps=1)  # one rounding to float16 on each side
+    for d, h in ((dev.obs, host.obs), (dev.var, host.var)):
+        assert list(d.columns) == list(h.columns)
+        for c in h.columns:
+            if h[c].dtype.kind == "f":
+                assert_close(d[c], h[c], dtype=np.float32, ulps=4, n_terms=host.n_obs, err_msg=c)
+            else:
+                assert d[c].equals(h[c]), c

@@ -143,6 +143,24 @@ def test_top_sums_negative_zero(device):
         np.testing.assert_array_equal(to_host(_ops.top_sums(gpu, ns)), expect)
 
 
+def test_top_sums_negative_values(device):
+    """QC takes negative values (scaled data, as scanpy does): the kernel's key must order them
+    below the positive ones and among themselves, as a full descending sort of the row does (the
+    kernel once keyed |v|, so -3 ranked as 3: up to 32 points off on scaled pbmc68k)."""
+    rng = np.random.default_rng(3)
+    rows = [rng.normal(0, 2, 40), -rng.random(40) - 0.1, np.r_[np.full(20, -3.0), np.full(20, 3.0)],
+            rng.integers(-4, 5, 40) + 0.5]  # fmt: skip
+    d = np.array(rows)  # no zeros: every value is stored in either layout
+    ns = [1, 3, 20, 21, 39]
+    expect = np.array([[np.sort(r)[::-1][:n].sum() for n in ns] for r in rows])
+    for value, index, dense in LAYOUTS:
+        cpu, gpu = _parts_pair(d, value, index, dense)
+        ref = expect if value is np.float64 else np.array([[np.sort(r.astype(np.float32))[::-1][:n].sum(dtype=np.float64)
+                                                            for n in ns] for r in rows])  # fmt: skip
+        np.testing.assert_allclose(_ops.top_sums(cpu, ns), ref, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(to_host(_ops.top_sums(gpu, ns)), ref, rtol=1e-12, atol=1e-12)
+
+
 def test_flag_cols_above(pair):
     cpu, gpu = pair
     totals = _ops.row_sums(cpu)[0]

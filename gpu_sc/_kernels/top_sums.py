@@ -12,7 +12,7 @@ register("top_sums.cu", "row_top_sums", ("value", "index"))
 def row_top_sums(data, indptr, shape, ns):
     """(n_rows, len(ns)) float64: per row, the sum of its n largest values for each n in `ns`.
 
-    `ns` must be ascending and the values non-negative.
+    `ns` must be ascending and the values finite (negative ones allowed).
     """
     import cupy as cp
 

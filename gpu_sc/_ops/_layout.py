@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from .._values import float_values
 
 
 class Parts(NamedTuple):
@@ -68,6 +69,12 @@ def parts(x) -> Parts:
         msg = f"expected a C-contiguous dense matrix, got {describe(x)}"
         raise TypeError(msg)
     return Parts(x.reshape(-1), None, None, tuple(x.shape))
+
+
+def kernel_parts(p: Parts) -> Parts:
+    """`p` with values the compiled kernels take: float32/float64 as they are, integers, bools and
+    float16 (which the kernels are not compiled for) as float64, exact (a copy of the values)."""
+    return p._replace(data=float_values(p.data))
 
 
 def row_pointers(p: Parts):

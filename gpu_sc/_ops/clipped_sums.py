@@ -7,7 +7,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts, row_pointers
+from ._layout import Parts, kernel_parts, row_pointers
 
 
 @numba.njit(parallel=True, cache=True)
@@ -60,4 +60,4 @@ def clipped_sums(p: Parts, clip):
 def _(p: Parts, clip):
     from .._kernels.clipped_sums import clipped_sums as gpu_clipped_sums
 
-    return gpu_clipped_sums(*p, clip=clip)
+    return gpu_clipped_sums(*kernel_parts(p), clip=clip)

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts
+from ._layout import Parts, kernel_parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -62,7 +62,7 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
 def _(p: Parts, *, squares: bool, counts: bool):
     from .._kernels.col_reduce import col_stats
 
-    return col_stats(*p, squares=squares, counts=counts)
+    return col_stats(*kernel_parts(p), squares=squares, counts=counts)
 
 
 def col_sums(p: Parts):

@@ -22,17 +22,28 @@ def _divide_rows(data, indptr, divisors):
 def divide_rows(p: Parts, divisors) -> None:
     """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first); a
     Dask matrix is not modified: the divided copy is returned, lazily."""
-    divisors = np.asarray(divisors, dtype=p.data.dtype)
-    if p.data.dtype == np.float16:  # numba has no float16; numpy divides as scanpy does
-        per_value = np.repeat(divisors, np.diff(np.asarray(row_pointers(p))))
-        nonzero = per_value != 0
-        p.data[nonzero] /= per_value[nonzero]
+    if p.data.dtype == np.float16:
+        _divide_rows_float16(p, divisors)
         return
-    _divide_rows(p.data, np.asarray(row_pointers(p)), divisors)
+    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=p.data.dtype))
 
 
 @divide_rows.register(GPU)
 def _(p: Parts, divisors) -> None:
     from .._kernels.scale import divide_rows as gpu_divide_rows
 
+    if p.data.dtype == np.float16:
+        _divide_rows_float16(p, divisors)
+        return
     gpu_divide_rows(p.data, p.indptr, p.shape, divisors)
+
+
+def _divide_rows_float16(p: Parts, divisors) -> None:
+    """float16 values (neither numba nor our kernels take them), in array operations on either
+    device: float16 divisors, divided as numpy divides in scanpy."""
+    xp = p.xp
+    divisors = xp.asarray(divisors, dtype=p.data.dtype)
+    row_of_value = xp.searchsorted(row_pointers(p), xp.arange(p.data.size), side="right") - 1
+    per_value = divisors[row_of_value]
+    nonzero = per_value != 0
+    p.data[nonzero] /= per_value[nonzero]

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts
+from ._layout import Parts, kernel_parts
 
 
 @numba.njit(parallel=True, cache=True)
@@ -33,4 +33,4 @@ def flag_cols_above(p: Parts, limits):
 def _(p: Parts, limits):
     from .._kernels.row_reduce import flag_cols_above as gpu_flag_cols_above
 
-    return gpu_flag_cols_above(*p, limits=limits)
+    return gpu_flag_cols_above(*kernel_parts(p), limits=limits)

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from .._values import float_values
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts, row_pointers
+from ._layout import Parts, kernel_parts, row_pointers
 
 
 @numba.njit(parallel=True, cache=True)
@@ -60,8 +59,7 @@ def group_sums(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: boo
 def _(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: bool = False, counts: bool = False):
     from .._kernels.group_sums import group_sums as gpu_group_sums
 
-    # the kernel takes float32/float64; integer or bool values (to_gpu keeps dense integers) go to
-    # float64, exact as the CPU's sums of them for values and squares below 2**53
-    p = p._replace(data=float_values(p.data))
-    got = gpu_group_sums(*p, codes=codes, n_groups=n_groups, squares=squares, counts=counts)
+    # integer or bool values (to_gpu keeps dense integers): float64, exact as the CPU's sums of
+    # them for values and squares below 2**53
+    got = gpu_group_sums(*kernel_parts(p), codes=codes, n_groups=n_groups, squares=squares, counts=counts)
     return tuple(None if a is None else a.astype(dtype, copy=False) for a in got)

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, ROWS, primitive
-from ._layout import Parts
+from ._layout import Parts, kernel_parts
 
 
 @numba.njit(inline="always", cache=True)
@@ -70,4 +70,4 @@ def row_sums(p: Parts, col_mask=None):
 def _(p: Parts, col_mask=None):
     from .._kernels.row_reduce import row_sums as gpu_row_sums
 
-    return gpu_row_sums(*p, col_mask=col_mask)
+    return gpu_row_sums(*kernel_parts(p), col_mask=col_mask)

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, ROWS, primitive
-from ._layout import Parts, row_pointers
+from ._layout import Parts, kernel_parts, row_pointers
 
 
 _LEVELS = 64  # integer values 0..63 (most of a count row) are counted, not sorted
@@ -67,4 +67,5 @@ def top_sums(p: Parts, ns):
 def _(p: Parts, ns):
     from .._kernels.top_sums import row_top_sums
 
+    p = kernel_parts(p)
     return row_top_sums(p.data, p.indptr, p.shape, np.asarray(ns, dtype=np.int64))
