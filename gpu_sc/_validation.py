@@ -6,6 +6,7 @@ actual AnnData before in-place work."""
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import warnings
 from numbers import Real
@@ -18,6 +19,42 @@ from ._settings import user_stacklevel
 from ._ops._chunked import Chunked, check_chunked, whole_rows
 from ._ops._layout import in_layout
 from ._values import value_issues
+
+
+def old_positionals(*names: str):
+    """Take scanpy's deprecated positional arguments: scanpy still runs `filter_cells(adata, 3)`
+    (with a FutureWarning) for the parameters that were positional before they became
+    keyword-only, so a call swapped to gpu_sc must run too. Positionals beyond the function's
+    own are given to `names` in order, with the same kind of warning."""
+
+    def wrap(fn):
+        n_own = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+                    for p in inspect.signature(fn).parameters.values())  # fmt: skip
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            extra = args[n_own:]
+            if not extra:
+                return fn(*args, **kwargs)
+            if len(extra) > len(names):
+                msg = (f"{fn.__name__}() takes at most {n_own + len(names)} positional arguments "
+                       f"({n_own} and the {len(names)} scanpy once took by position: {', '.join(names)}), got "
+                       f"{len(args)}; pass the others by keyword.")  # fmt: skip
+                raise TypeError(msg)
+            given = dict(zip(names, extra, strict=False))
+            twice = sorted(set(given) & set(kwargs))
+            if twice:
+                msg = f"{fn.__name__}() got {', '.join(twice)} both by position and by keyword; pass each once."
+                raise TypeError(msg)
+            first = next(iter(given))
+            warnings.warn(f"{fn.__name__}: the parameters {tuple(given)} are no longer positional in scanpy; "
+                          f"pass them by keyword, e.g. `{first}={given[first]!r}`.", FutureWarning,
+                          stacklevel=user_stacklevel())  # fmt: skip
+            return fn(*args[:n_own], **given, **kwargs)
+
+        return call
+
+    return wrap
 
 
 def check_anndata(adata, *, step: str, name: str = "adata") -> None:

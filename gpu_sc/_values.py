@@ -55,7 +55,9 @@ def log1p_(values, base=None) -> None:
     One array-namespace version serves CPU and GPU; numpy's elementwise ufunc on host threads
     gives numpy's values bit for bit, whatever the split."""
     xp = xp_of(values)
-    scale = None if base is None else math.log(base)
+    # numpy's log of the base, as scanpy divides by it: a float64 scalar (for a Python base), so the
+    # division runs in float64 and rounds once to the values' dtype
+    scale = None if base is None else np.log(base)
 
     def part(v):
         xp.log1p(v, out=v)

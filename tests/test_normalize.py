@@ -144,3 +144,17 @@ def test_total_overflow_is_not_a_bad_value(lazy):
         gsc.pp.normalize_total(adata, target_sum=6.0)
     got = adata.X.compute() if lazy else adata.X
     np.testing.assert_array_equal(got.toarray(), [[0.0, 0.0, 0.0], [1.0, 2.0, 3.0]])
+
+
+def test_negative_total_warns_as_scanpy(pbmc):
+    """scanpy warns wherever a total is not above zero; negative values (which normalize_total
+    takes) can make a total negative, not only zero."""
+    a = pbmc[:20, :50].copy()
+    a.X = a.X.toarray()
+    a.X[0] = -1.0
+    ours, theirs = a.copy(), a.copy()
+    with pytest.warns(UserWarning, match="zero counts"):
+        sc.pp.normalize_total(theirs, target_sum=10)
+    with pytest.warns(UserWarning, match="zero counts"):
+        gsc.pp.normalize_total(ours, target_sum=10)
+    np.testing.assert_allclose(ours.X, theirs.X, rtol=1e-6)

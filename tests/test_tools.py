@@ -140,3 +140,20 @@ def test_umap_many_components_same_as_scanpy(cliques):
         assert_same(got.obsm["X_" + key if key == "umap" else key], ref.obsm["X_" + key if key == "umap" else key])
         assert got.uns[key] == ref.uns[key]
         assert_same(got.obsp["connectivities"], ref.obsp["connectivities"])
+
+
+def test_umap_keeps_the_pca_scanpy_runs(graph):
+    """A graph built without use_rep, X_pca since removed: scanpy's umap runs a PCA first and
+    writes its loadings (varm['PCs']) as well as obsm and uns; they must come back from the host
+    copy too."""
+    for key, where in (("X_pca", graph.obsm), ("PCs", graph.varm), ("pca", graph.uns)):
+        del where[key]
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        umap(graph, maxiter=5)
+        sc.tl.umap(ref, maxiter=5)
+    assert set(graph.varm) == set(ref.varm) == {"PCs"}
+    assert set(graph.obsm) == set(ref.obsm)
+    np.testing.assert_array_equal(graph.varm["PCs"], ref.varm["PCs"])
+    np.testing.assert_array_equal(graph.obsm["X_umap"], ref.obsm["X_umap"])

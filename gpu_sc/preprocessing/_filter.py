@@ -11,10 +11,11 @@ from .. import _keys as K
 from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._validation import canonical, check_counts, sum_dtype
+from .._validation import canonical, check_counts, old_positionals, sum_dtype
 from .._values import float_values
 
 
+@old_positionals("min_counts", "min_genes", "max_counts", "max_genes", "inplace", "copy")
 def filter_cells(
     data,
     *,
@@ -42,6 +43,7 @@ def filter_cells(
                    inplace=inplace, copy=copy)  # fmt: skip
 
 
+@old_positionals("min_counts", "min_cells", "max_counts", "max_cells", "inplace", "copy")
 def filter_genes(
     data,
     *,

@@ -21,7 +21,8 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings, user_stacklevel
-from .._validation import canonical, check_finite, check_not_empty, get_matrix, make_actual, sanitize_anndata
+from .._validation import (canonical, check_finite, check_not_empty, get_matrix, make_actual, old_positionals,
+                           sanitize_anndata)
 from .._values import float_values, not_counts
 
 _STEP = "highly_variable_genes"
@@ -31,6 +32,8 @@ _CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "ma
 _MAD_SCALE = 0.6744897501960817  # standard normal 75th percentile: MAD of a normal is sigma
 
 
+@old_positionals("layer", "n_top_genes", "min_disp", "max_disp", "min_mean", "max_mean", "span", "n_bins",
+                 "flavor", "subset", "inplace", "batch_key", "check_values")
 def highly_variable_genes(
     adata: AnnData,
     *,

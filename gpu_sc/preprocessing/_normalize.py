@@ -12,11 +12,13 @@ from .. import _ops
 from .._backend import is_dask, to_host, xp_of
 from .._settings import settings
 from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, get_matrix, make_actual,
-                           set_matrix)
+                           old_positionals, set_matrix)
 
 _STEP = "normalize_total"
 
 
+@old_positionals("target_sum", "exclude_highly_expressed", "max_fraction", "key_added", "layer", "inplace",
+                 "copy")
 def normalize_total(
     adata: AnnData,
     *,
@@ -128,7 +130,7 @@ def normalize_total(
 
     divided = _ops.divide_rows(p, norm_factor)  # in place; a Dask matrix: a lazy divided copy
     x = x if divided is None else divided
-    if bool((totals == 0).any()):
+    if bool((totals <= 0).any()):  # scanpy's test (totals > 0 everywhere), negative totals included
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
 
     if not inplace:

@@ -35,20 +35,14 @@ from .._settings import BLOCK_BYTES
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
-from .._validation import (
-    canonical,
-    check_anndata,
-    check_finite,
-    check_not_empty,
-    get_matrix,
-    sanitize_anndata,
-    set_matrix,
-)
+from .._validation import (canonical, check_anndata, check_finite, check_not_empty, get_matrix, old_positionals,
+                           sanitize_anndata, set_matrix)
 
 _STEP = "regress_out"
 _PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
 
 
+@old_positionals("layer", "n_jobs", "copy")
 def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int | None = None,
                 copy: bool = False):  # fmt: skip
     """Regress out (mostly) unwanted sources of variation, like :func:`scanpy.pp.regress_out`.

@@ -13,11 +13,12 @@ from .. import _ops
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
 from .._settings import user_stacklevel
-from .._validation import canonical, get_matrix, make_actual, scanpy_mask, set_matrix
+from .._validation import canonical, get_matrix, make_actual, old_positionals, scanpy_mask, set_matrix
 
 _STEP = "scale"
 
 
+@old_positionals("zero_center", "max_value", "copy", "layer", "obsm")
 def scale(
     data,
     *,

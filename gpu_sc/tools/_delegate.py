@@ -54,8 +54,8 @@ Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None
 
 def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None):
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
-    imports, else scanpy on a host shallow copy whose new obs/obsm/uns entries are copied back
-    (obsm results go back to the GPU when the graph lives there).
+    imports, else scanpy on a host shallow copy whose new obs/obsm/varm/uns entries are copied
+    back (obsm and varm results go back to the GPU when the graph lives there).
 
     ``prepare(host, kwargs)``, when given, runs before scanpy's call on the host copy and returns
     the keywords to call it with and a function applied to ``adata`` after the copy-back (or None).
@@ -88,13 +88,16 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None)
     for col in host.obs.columns:
         if col not in obs0 or not host.obs[col].equals(adata.obs[col]):
             adata.obs[col] = host.obs[col]
-    for key, val in host.obsm.items():
-        if key not in obsm0 or val is not obsm0[key]:
-            if on_gpu:
-                import cupy as cp
+    # obsm results, and varm ones (scanpy's umap runs a PCA, loadings and all, where the graph
+    # names no representation and X_pca is gone; the host copy starts with no varm)
+    for where, before, out_to in ((host.obsm, obsm0, adata.obsm), (host.varm, {}, adata.varm)):
+        for key, val in where.items():
+            if key not in before or val is not before[key]:
+                if on_gpu:
+                    import cupy as cp
 
-                val = cp.asarray(np.asarray(val))
-            adata.obsm[key] = val
+                    val = cp.asarray(np.asarray(val))
+                out_to[key] = val
     for key, val in host.uns.items():
         if key not in uns0 or val is not uns0[key]:
             adata.uns[key] = val

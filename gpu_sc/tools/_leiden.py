@@ -9,7 +9,7 @@ from . import _leiden_igraph
 from ._delegate import neighbors_graph, run
 
 
-def leiden(adata: AnnData, **kwargs):
+def leiden(adata: AnnData, resolution: float = 1, **kwargs):
     """Leiden clustering of the neighbour graph, like :func:`scanpy.tl.leiden` (same keywords).
 
     With ``flavor="igraph"`` on a host graph (undirected, no ``restrict_to``) the clustering runs
@@ -20,6 +20,8 @@ def leiden(adata: AnnData, **kwargs):
     ----------
     adata
         Annotated data matrix after ``neighbors``.
+    resolution
+        Higher values give more clusters (scanpy's default 1; positional, as in scanpy).
     **kwargs
         Passed to :func:`scanpy.tl.leiden` (or ``rapids_singlecell.tl.leiden`` for a GPU graph).
 
@@ -30,6 +32,7 @@ def leiden(adata: AnnData, **kwargs):
     rapids-singlecell a GPU graph is moved to the host (one info line).
     """
     check_anndata(adata, step="leiden")
+    kwargs = {"resolution": resolution, **kwargs}
     graph = _graph(adata, kwargs)
     if not _leiden_igraph.applicable(graph, kwargs):
         return run("leiden", adata, kwargs)

@@ -28,7 +28,7 @@ from .._ops.rank_sums import rank_sums
 from .._settings import settings
 from .._stats import bh_fdr
 from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask,
-                           sanitize_anndata)
+                           old_positionals, sanitize_anndata)
 from .._values import not_counts
 
 METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
@@ -124,6 +124,8 @@ def _top(scores: np.ndarray, n: int) -> np.ndarray:
     return part[np.argsort(scores[part])[::-1]]
 
 
+@old_positionals("mask_var", "use_raw", "groups", "reference", "n_genes", "rankby_abs", "pts", "key_added",
+                 "copy", "method", "corr_method", "tie_correct", "layer")
 def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: bool | None = None,
                       groups: str | Iterable[str] = "all", reference: str = "rest",
                       n_genes: int | None = None, rankby_abs: bool = False, pts: bool = False,

@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import settings
-from .._validation import check_anndata, check_in_memory, check_int, get_matrix
+from .._validation import check_anndata, check_in_memory, check_int, get_matrix, old_positionals
 
 STEP = "score_genes"
 
@@ -128,6 +128,7 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
     return control
 
 
+@old_positionals("ctrl_size", "gene_pool", "n_bins", "score_name", "random_state", "copy", "use_raw")
 def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool = True, ctrl_size: int = 50,
                 gene_pool: Sequence[str] | None = None, n_bins: int = 25, score_name: str = "score",
                 random_state=0, copy: bool = False, use_raw: bool | None = None,
@@ -167,6 +168,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     return adata if copy else None
 
 
+@old_positionals("s_genes", "g2m_genes", "copy")
 def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes: Sequence[str],
                            copy: bool = False, **kwargs) -> AnnData | None:  # fmt: skip
     """S and G2M scores and the phase per cell: scanpy's ``sc.tl.score_genes_cell_cycle``

@@ -13,8 +13,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._backend import describe, is_dask, is_gpu, to_host, xp_of
-from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite,
-                            check_int, check_number, get_matrix)  # fmt: skip
+from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite, check_int,
+                            check_number, get_matrix, old_positionals)
 from ._pipeline import scrub, simulate_doublets
 from ._score import METRICS
 from ._simulate import check_random_state
@@ -23,6 +23,11 @@ _STEP = "scrublet"
 _SIM_STEP = "scrublet_simulate_doublets"
 
 
+@old_positionals("batch_key", "sim_doublet_ratio", "expected_doublet_rate", "stdev_doublet_rate",
+                 "synthetic_doublet_umi_subsampling", "knn_dist_metric", "normalize_variance",
+                 "log_transform", "mean_center", "n_prin_comps", "use_approx_neighbors",
+                 "get_doublet_neighbor_parents", "n_neighbors", "threshold", "verbose", "copy",
+                 "random_state")
 def scrublet(
     adata: AnnData,
     adata_sim: AnnData | None = None,
@@ -180,6 +185,7 @@ def scrublet(
     return adata if copy else None
 
 
+@old_positionals("layer", "sim_doublet_ratio", "synthetic_doublet_umi_subsampling", "random_seed")
 def scrublet_simulate_doublets(
     adata: AnnData,
     *,
