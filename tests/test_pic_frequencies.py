@@ -225,7 +225,7 @@ def test_replicate_key_resamples_units_not_pics():
     rng = np.random.default_rng(5)
     comp = np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.1])
     base = _fake_pics(rng, 200, comp)
-    base.obs["unit"] = np.arange(base.n_obs)
+    base.obs["unit"] = base.obs_names  # units in their names' order, as PICs are resampled
     copies = ad.concat([base] * 10, index_unique="-")
     copies.uns = base.uns
     width = {}
@@ -502,3 +502,57 @@ def test_heatmap_shows_fractions_with_intervals(deconvolved, tmp_path):
         gsc.pic.pair_heatmap(q, frequencies=gsc.pic.pair_frequencies(q, condition_key="cond", n_boot=20))
     with pytest.raises(ValueError, match="DataFrame of gsc.pic.pair_frequencies"):
         gsc.pic.pair_heatmap(q, frequencies=tab[["pic_a"]])
+
+
+def test_condition_order_values_and_rows_do_not_change_the_results():
+    """The default groups of the test follow the column's sorted values (category order), not the
+    rows' (the direction once flipped with the row order); a condition's interval follows its own
+    PICs by name, whatever the other conditions and the row order; a missing value of a nullable
+    column (pd.NA) is in no condition (it once crashed); a condition of one PIC has no interval."""
+    rng = np.random.default_rng(2)
+    comp = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    p = _fake_pics(rng, 300, comp, condition=np.where(rng.random(300) < 0.5, "tumour", "control"))
+    flip = p[::-1].copy()
+    a = gsc.pic.pair_abundance_test(p, "cond", inplace=False)
+    b = gsc.pic.pair_abundance_test(flip, "cond", inplace=False)
+    assert a.attrs["groups"] == b.attrs["groups"] == ["control", "tumour"]
+    pd.testing.assert_frame_equal(a, b)
+    f = gsc.pic.pair_frequencies(p, condition_key="cond", n_boot=200, seed=1)
+    g = gsc.pic.pair_frequencies(flip, condition_key="cond", n_boot=200, seed=1)
+    keys = ["cond", "pic_a", "pic_b"]
+    pd.testing.assert_frame_equal(f.set_index(keys).sort_index(), g.set_index(keys).sort_index())
+    alone = gsc.pic.pair_frequencies(p[p.obs["cond"] == "tumour"].copy(), condition_key="cond", n_boot=200, seed=1)
+    pd.testing.assert_frame_equal(alone.set_index(keys).sort_index(),
+                                  f[f["cond"] == "tumour"].set_index(keys).sort_index())  # fmt: skip
+    nullable = p.copy()
+    nullable.obs["cond"] = pd.array(np.where(nullable.obs["cond"] == "tumour", 1, 0), dtype="Int64")
+    nullable.obs.iloc[:5, nullable.obs.columns.get_loc("cond")] = pd.NA
+    tab = gsc.pic.pair_frequencies(nullable, condition_key="cond", n_boot=50)
+    assert set(tab["cond"]) == {0, 1} and tab.groupby("cond")["n_pics"].first().sum() == 295
+    assert gsc.pic.pair_abundance_test(nullable, "cond", inplace=False).attrs["groups"] == [0, 1]
+    one = p.copy()
+    one.obs["cond"] = np.where(np.arange(300) == 7, "lone", one.obs["cond"])
+    with pytest.warns(UserWarning, match="one ok PIC"):
+        tab = gsc.pic.pair_frequencies(one, condition_key="cond", n_boot=50)
+    lone = tab[tab["cond"] == "lone"]
+    assert lone[["ci_low", "ci_high", "se"]].isna().all().all() and np.isclose(lone["fraction"].sum(), 1)
+
+
+def test_downstream_edges_are_clear():
+    """No status column: every PIC counts (as interaction_genes takes them), not a bare KeyError;
+    groups given as a number or a string is refused with what was received; a replicate missing
+    only on PICs the step does not count is no error; an empty table for the heatmap says so."""
+    rng = np.random.default_rng(5)
+    p = _fake_pics(rng, 120, np.full(6, 1 / 6), condition=np.where(np.arange(120) % 2, "x", "y"))
+    no_status = p.copy()
+    del no_status.obs["pic_status"]
+    pd.testing.assert_frame_equal(gsc.pic.pair_frequencies(no_status, n_boot=20), gsc.pic.pair_frequencies(p, n_boot=20))
+    for bad in (5, "xy"):
+        with pytest.raises(TypeError, match="groups must be a pair"):
+            gsc.pic.pair_abundance_test(p, "cond", groups=bad, inplace=False)
+    p.obs["mouse"] = np.where(np.arange(120) % 4 < 2, "m1", "m2")
+    p.obs["pic_status"] = np.where(np.arange(120) < 4, "doublet_qc", "ok")
+    p.obs.loc[p.obs_names[:4], "mouse"] = None
+    gsc.pic.pair_frequencies(p, replicate_key="mouse", n_boot=20)
+    with pytest.raises(ValueError, match="no rows"):
+        gsc.pic.pair_heatmap(p, frequencies=gsc.pic.pair_frequencies(p, n_boot=20).iloc[:0])

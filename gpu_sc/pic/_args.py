@@ -19,10 +19,12 @@ def check_seed(seed, *, step: str) -> int:
                      hint=" (numpy's random generators take no negative seeds)")
 
 
-def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int = 2) -> np.ndarray | None:
+def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int = 2,
+                    use: np.ndarray | None = None) -> np.ndarray | None:  # fmt: skip
     """(n_obs, columns) integer codes of the replicate column(s) of pics.obs (the mouse,
     patient: the units PICs are drawn in; at most `max_columns`, 1 or 2), or None where
-    `replicate_key` is None."""
+    `replicate_key` is None. A missing value is refused only in the PICs of `use` (the ones the
+    step counts; None: all); elsewhere its code is -1."""
     if replicate_key is None:
         return None
     keys = [replicate_key] if isinstance(replicate_key, str) else list(replicate_key)
@@ -36,9 +38,13 @@ def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int
             msg = (f"{step}: replicate_key {key!r} is not a column of pics.obs (columns: "
                    f"{list(pics.obs.columns)[:10]}).")  # fmt: skip
             raise KeyError(msg)
-        c, _ = pd.factorize(pics.obs[key], use_na_sentinel=True)
-        if (c < 0).any():
-            msg = (f"{step}: replicate_key column {key!r} is missing for {int((c < 0).sum())} PICs; "
+        try:  # codes in the values' order, not the rows' (the bootstrap draws units in code order)
+            c, _ = pd.factorize(pics.obs[key], sort=True, use_na_sentinel=True)
+        except TypeError:  # values that do not compare (mixed types): first appearance
+            c, _ = pd.factorize(pics.obs[key], use_na_sentinel=True)
+        missing = (c < 0) if use is None else (c < 0) & use
+        if missing.any():
+            msg = (f"{step}: replicate_key column {key!r} is missing for {int(missing.sum())} PICs; "
                    f"fill it or drop those PICs.")  # fmt: skip
             raise ValueError(msg)
         codes.append(c)

@@ -44,6 +44,7 @@ from .._validation import canonical, check_anndata
 from ..get import array_to_cpu
 from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
+from ._expected import ok_mask
 from ._loglik import pair_columns
 from ._simulate import simulate_pics
 
@@ -68,7 +69,7 @@ def kept_posterior(pics: ad.AnnData, step: str):
     check_posterior_shape(post.shape, pics.n_obs, len(ga), len(gb), step=step, fix="rerun deconvolve.")
     post = sp.csr_matrix(array_to_cpu(post), dtype=np.float64)  # to_gpu moves obsm too
     tot = np.asarray(post.sum(axis=1)).ravel()
-    ok = (pics.obs[K.OBS_PIC_STATUS].astype(str).to_numpy() == K.PIC_STATUS_OK) & (tot > 0)
+    ok = ok_mask(pics) & (tot > 0)  # no status column: every PIC, as interaction_genes takes them
     post = sp.diags(1 / np.where(ok, tot, 1.0)) @ post  # the kept pairs, renormalised
     names_a, names_b = pair_columns(np.asarray(ga, dtype=object), np.asarray(gb, dtype=object))
     return post.tocsr(), ok, names_a, names_b

@@ -22,7 +22,7 @@ from . import _profiles
 from ._args import check_seed, names_list, population_groups
 from ._methods import METHODS, Options, Reference
 from ._simulate import _counts_csr
-from ._umi_draws import draw_rows
+from ._umi_draws import draw_rows, name_keys
 
 _ALPHA_MODELS = ("regression", "posterior")
 _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
@@ -187,7 +187,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     info["arguments"] = {k: v for k, v in args.items() if v is not None}
     info.update(model.fit(ref, opt, blocks))
     row_chunks = pics.X.chunks[0] if isinstance(blocks, list) else None
-    _write(pics, _run_blocks(blocks, model, seed, _pic_keys(pics), row_chunks), info)
+    _write(pics, _run_blocks(blocks, model, seed, name_keys(pics.obs_names), row_chunks), info)
 
 
 def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
@@ -292,10 +292,6 @@ def _downsample(x: sp.csr_matrix, n_umis: int, keys: np.ndarray, seed: int) -> t
     return out, keep
 
 
-def _pic_keys(pics: AnnData) -> np.ndarray:
-    """Each PIC's down-sampling key: pandas' stable 64-bit hash of its name (so a PIC's draw does
-    not change when the PICs are reordered, subset or split into other blocks)."""
-    return pd.util.hash_array(np.asarray(pics.obs_names, dtype=object))
 
 
 def _run_blocks(blocks, model, seed: int, keys: np.ndarray, row_chunks) -> list[dict]:

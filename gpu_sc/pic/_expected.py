@@ -36,8 +36,10 @@ def obs_column(adata: AnnData, key: str, *, step: str, what: str) -> pd.Series:
     check_anndata(adata, step=step, name="adata")
     if key not in adata.obs:
         msg = (
-            f"{step}: adata.obs has no column {key!r} ({what}); run gpu_sc.pic.deconvolve first "
-            f"or pass the column's name. obs columns: {list(adata.obs.columns)}."
+            f"{step}: adata.obs has no column {key!r} ({what}); "
+            + ("run gpu_sc.pic.deconvolve first or pass the column's name" if str(key).startswith("pic_")
+               else "pass the name of a column it has")
+            + f". obs columns: {list(adata.obs.columns)}."
         )
         raise KeyError(msg)
     return adata.obs[key]

@@ -18,7 +18,9 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 
 from __future__ import annotations
 
+import contextlib
 import warnings
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -88,9 +90,21 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
                f"(columns: {list(pics.obs.columns)[:10]}).")  # fmt: skip
         raise KeyError(msg)
     col = pics.obs[condition_key]
-    values = col.cat.categories if isinstance(col.dtype, pd.CategoricalDtype) else pd.unique(col.dropna())
-    masks = [(v, (col == v).to_numpy()) for v in values]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        values = list(col.cat.categories)
+    else:  # sorted, so that the order (the test's default groups) does not follow the rows'
+        values = list(pd.unique(col.dropna()))
+        with contextlib.suppress(TypeError):  # values that do not compare (mixed types): first appearance
+            values = sorted(values)
+    # a missing value (NaN, None, pd.NA of a nullable column) is in no condition
+    masks = [(v, (col == v).to_numpy(dtype=bool, na_value=False)) for v in values]
     return [(v, m) for v, m in masks if m.any()]  # an unused category is no condition
+
+
+def _condition_rng(seed: int, value) -> np.random.Generator:
+    """The bootstrap's generator of one condition: keyed by its value, so that a condition's
+    interval does not change with the other conditions or their order."""
+    return np.random.default_rng(seed if value is None else [seed, zlib.crc32(str(value).encode())])
 
 
 def _check(n_boot, level, seed, step):
@@ -193,7 +207,10 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     level
         Coverage of the percentile interval.
     seed
-        Seed of the resampling.
+        Seed of the resampling. Each condition's draws follow the seed and its value, and PICs
+        are resampled in the order of their names, so a condition's interval does not change
+        with the other conditions or the row order. A condition of one PIC has no interval
+        (NaN, with a warning).
 
     Returns
     -------
@@ -209,11 +226,10 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     step = "pair_frequencies"
     n_boot, seed = _check(n_boot, level, seed, step)
     post, ok, names_a, names_b = kept_posterior(pics, step)
-    rng = np.random.default_rng(seed)
     called = (pics.obs[K.OBS_PIC_A].astype(str).to_numpy(dtype=object)
               + "\0" + pics.obs[K.OBS_PIC_B].astype(str).to_numpy(dtype=object))  # fmt: skip
     pair_ids = names_a.astype(str) + "\0" + names_b.astype(str)
-    codes = replicate_codes(pics, replicate_key, step=step)
+    codes = replicate_codes(pics, replicate_key, step=step, use=ok)
     if not ok.any():  # before the confusion's simulation, which needs their depth
         msg = f"{step}: {_NOTHING_OK}"
         raise ValueError(msg)
@@ -234,6 +250,8 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         rows = np.flatnonzero(mask & ok)
         if rows.size == 0:
             continue
+        rows = rows[np.argsort(pics.obs_names[rows], kind="stable")]  # resampled by name, not by row
+        rng = _condition_rng(seed, value)
         sub = post[rows]
         fit, se = _mean_se(sub)
         what = "" if value is None else f" ({condition_key}={value})"
@@ -254,6 +272,10 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         if sim is not None or units is not None:
             se = boot.std(axis=1, ddof=1)
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=1)
+        if rows.size < 2:  # a bootstrap of one PIC has no spread: no interval, not a certain one
+            warnings.warn(f"{step}: one ok PIC{what or ''}; its interval and se are NaN.", UserWarning,
+                          stacklevel=2)  # fmt: skip
+            lo, hi, se = (np.full_like(fit, np.nan) for _ in range(3))
         counts = pd.Series(called[rows]).value_counts()
         tab = pd.DataFrame({K.OBS_PIC_A: names_a, K.OBS_PIC_B: names_b})
         if condition_key is not None:
@@ -292,8 +314,9 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     condition_key
         The column of ``pics.obs`` that names the condition of each PIC.
     groups
-        The two conditions ``(test, reference)``; default: the column's two values (error
-        where there are more).
+        The two conditions ``(test, reference)``; default: the column's two values in its
+        category order (else sorted), the first the test condition (error where there are
+        more). The table's ``attrs["groups"]`` names them.
     replicate_key
         The column of ``pics.obs`` naming each PIC's biological replicate (nested in the
         conditions); each condition needs at least 2 replicates. The replicates of the two
@@ -323,6 +346,10 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         raise ValueError(msg)
     post, ok, names_a, names_b = kept_posterior(pics, step)
     conditions = dict(_conditions(pics, condition_key, step))
+    if groups is not None and (isinstance(groups, str) or not isinstance(groups, Sequence)):
+        msg = (f"{step}: groups must be a pair (test, reference) of values of obs[{condition_key!r}] "
+               f"({list(conditions)[:10]}), got {groups!r}.")  # fmt: skip
+        raise TypeError(msg)
     if groups is None:
         if len(conditions) != 2:
             msg = (f"{step}: obs[{condition_key!r}] has {len(conditions)} values "
@@ -347,7 +374,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         z = np.divide(diff, se, out=np.where(diff == 0, 0.0, np.sign(diff) * np.inf), where=se > 0)
         stat, pval = {"z": z}, 2 * stats.norm.sf(np.abs(z))
     else:
-        codes = replicate_codes(pics, replicate_key, step=step, max_columns=1)[:, 0]
+        codes = replicate_codes(pics, replicate_key, step=step, max_columns=1, use=ok)[:, 0]
         shares = [_replicate_shares(post[r], codes[r], g, replicate_key, step)
                   for g, r in zip(groups, rows, strict=True)]  # fmt: skip
         fits = [sh.mean(axis=0) for sh in shares]
@@ -364,6 +391,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     tab["significant"] = tab["fdr"] < fdr
     tab["direction"] = np.where(diff > 0, "up", np.where(diff < 0, "down", ""))
     tab = tab[held].sort_values("pval", kind="stable").reset_index(drop=True)
+    tab.attrs["groups"] = list(groups)  # (test, reference): the direction's meaning
     if not inplace:
         return tab
     pics.uns[K.UNS_PIC_PAIR_TEST] = {"table": tab, "condition_key": condition_key,

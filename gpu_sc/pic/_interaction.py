@@ -28,6 +28,7 @@ from ._matched import (Doublets, doublet_groups, exact_pvalues, least_significan
                        reference_variance, stratified_sums, unit_pvalues, widen)  # fmt: skip
 from ._pic_rows import PicRows
 from ._simulate import _counts_csr
+from ._umi_draws import name_keys
 
 _STEP = "interaction_genes"
 _METHODS = ("matched", "chi2")
@@ -146,7 +147,9 @@ def interaction_genes(
     min_counts
         Smallest max(total observed, total expected) UMIs of a tested gene.
     n_matched, seed
-        matched: doublets per PIC, and the seed (a non-negative integer) of their draws.
+        matched: doublets per PIC, and the seed (a non-negative integer) of their draws; each
+        PIC's draws follow the seed and its name (obs_names), not its row, so reordered or
+        subset PICs keep their doublets.
     pair_uncertainty
         matched: also test against doublets of pairs drawn from the PICs' pair posterior, where
         deconvolve kept one, and keep each gene's larger p-value (False, or no posterior: the
@@ -200,7 +203,7 @@ def interaction_genes(
         n_matched = check_int(n_matched, step=_STEP, name="n_matched")
         seed = check_seed(seed, step=_STEP)
         reference = _matched_reference(pics, singlets, groupby, use, pair_uncertainty)
-        units = replicate_codes(pics, replicate_key, step=_STEP, max_columns=1)
+        units = replicate_codes(pics, replicate_key, step=_STEP, max_columns=1, use=use)
     elif replicate_key is not None:
         msg = (f"{_STEP}: replicate_key={replicate_key!r} needs method='matched'; the published chi2 "
                "test has no replicates.")
@@ -303,7 +306,7 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     ref = _counts_csr(to_cpu_counts(singlets.X), step=_STEP, what="singlets")
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
     return {"ref": ref, "ref_codes": ref_codes, "code_a": code_a, "code_b": code_b, "alpha": alpha,
-            "posterior": posterior, "pair_codes": pair_codes}
+            "posterior": posterior, "pair_codes": pair_codes, "keys": name_keys(pics.obs_names)}
 
 
 def _pair_posterior(pics: AnnData, names: Sequence[str]):
@@ -341,33 +344,34 @@ def _matched_statistic(obs_x, gcodes: np.ndarray, n_groups: int, reference: dict
     obs, groups = PicRows(obs_x, rows, step=_STEP), gcodes[rows]
     depth = to_host(_ops.row_sums(_ops.parts(obs_x))[0])[rows]
     code_a, code_b, alpha = reference["code_a"][rows], reference["code_b"][rows], reference["alpha"][rows]
+    keys = reference["keys"][rows]  # each PIC's draws follow its name, not its row
     units = None if units is None else units[rows, 0]
     mean, test, candidates = _matched_null(obs, groups, n_groups, reference, alpha, depth,
-                                           *doublet_groups(code_a, code_b, None, None, n_matched, None),
+                                           *doublet_groups(code_a, code_b, None, None, n_matched), keys,
                                            units=units, n_matched=n_matched, seed=seed,
                                            observed=observed, min_counts=min_counts)  # fmt: skip
     if reference["posterior"] is not None:
         # the pairs from a stream of their own: the cells drawn are the assigned pairs' where
         # the posterior is sure of them
         drawn = doublet_groups(code_a, code_b, reference["posterior"][rows], reference["pair_codes"], n_matched,
-                               np.random.default_rng([seed, 1]))  # fmt: skip
-        _, other, _ = _matched_null(obs, groups, n_groups, reference, alpha, depth, *drawn, units=units,
+                               keys, seed)  # fmt: skip
+        _, other, _ = _matched_null(obs, groups, n_groups, reference, alpha, depth, *drawn, keys, units=units,
                                     n_matched=n_matched, seed=seed, candidates=candidates)  # fmt: skip
         test = least_significant(test, other)
     return mean, test
 
 
-def _matched_null(obs: PicRows, groups, n_groups: int, reference: dict, alpha, depth, code_a, code_b, *,
+def _matched_null(obs: PicRows, groups, n_groups: int, reference: dict, alpha, depth, code_a, code_b, keys, *,
                   n_matched: int, seed: int, units=None, observed=None, min_counts: float = 0.0,
                   candidates=None):  # fmt: skip
     """The matched test of the PICs `obs` (groups: their group; alpha, depth: their A share and
-    total; units: their replicate codes or None) against doublets of the reference groups
-    (code_a, code_b) (PICs x n_matched): the doublets' mean count per group, `matched_test`'s
-    statistics and the tested genes (`candidates`, or those with at least `min_counts` UMIs
+    total; keys: their draw keys; units: their replicate codes or None) against doublets of the
+    reference groups (code_a, code_b) (PICs x n_matched): the doublets' mean count per group,
+    `matched_test`'s statistics and the tested genes (`candidates`, or those with at least `min_counts` UMIs
     `observed` or expected). A group's p-value is the permutation test's (widened by the
     reference's sampling error), with units at least theirs (`unit_pvalues`)."""
     doublets = Doublets.drawn(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
-                              seed)  # fmt: skip
+                              keys, seed)  # fmt: skip
     sums = stratified_sums(obs, doublets, groups, n_groups, n_matched, units)
     num, var, mean = sums.num, sums.var, sums.mean
     if candidates is None:

@@ -60,13 +60,15 @@ from scipy import signal, stats
 
 from .._backend import sparse_module, to_host
 from ._pic_rows import PicRows
-from ._umi_draws import draw_rows
+from ._umi_draws import draw_rows, keyed_bits, keyed_uniforms
 
 _CHI2_1_MEDIAN = float(stats.chi2.ppf(0.5, 1))
 #: PICs whose matched doublets are held at once, ten rows each (15,000 PICs of 800 UMIs peaked at
 #: 2.6 GiB in chunks of 5,000, 1.5 GiB of 2,000, 6.5 GiB in one; each chunk past the first costs
 #: its draws twice: 158 s and 150 s against 130)
 _CHUNK_PICS = 5000
+# the keyed draws' streams (`keyed_bits`): a doublet's cells, their UMIs, its pair from the posterior
+_CELLS, _UMIS, _PAIRS = 1, 2, 3
 #: |z| of the normal approximation from which a (group, gene) gets its exact p-value
 _EXACT_FROM = 2.0
 #: pmf lengths from which two are convolved by FFT instead of directly
@@ -87,14 +89,16 @@ def a_umis(alpha: np.ndarray, depth: np.ndarray) -> np.ndarray:
 
 
 def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
-                     alpha: np.ndarray, depth: np.ndarray, n_matched: int,
-                     rng: np.random.Generator) -> sp.csr_matrix:  # fmt: skip
+                     alpha: np.ndarray, depth: np.ndarray, n_matched: int, keys: np.ndarray,
+                     seed: int) -> sp.csr_matrix:  # fmt: skip
     """CSR (len(code_a) * n_matched, genes): PIC i's doublets in rows i * n_matched + m.
 
     ref: host CSR counts of the singlets; ref_codes: each singlet's group (-1: none); code_a /
     code_b: (PICs, n_matched) A and B group of each doublet (`doublet_groups`); alpha, depth:
-    each PIC's A share and total UMIs. Each doublet takes round(alpha N) UMIs of a random cell
-    of its A group and the rest of a random cell of its B group (`_umi_draws`)."""
+    each PIC's A share and total UMIs; keys: each PIC's key (`name_keys` of its name). Each
+    doublet takes round(alpha N) UMIs of a random cell of its A group and the rest of a random
+    cell of its B group (`_umi_draws`), all drawn from (seed, its PIC's key), so that a PIC's
+    doublets do not change when the PICs are reordered, subset or chunked."""
     n_pics = code_a.shape[0]
     if n_pics == 0:
         return sp.csr_matrix((0, ref.shape[1]))
@@ -107,18 +111,20 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     codes = np.stack([code_a, code_b], axis=-1).reshape(-1)
     wants = np.stack([np.repeat(n_a[:, None], n_matched, axis=1),
                       np.repeat((np.asarray(depth, np.int64) - n_a)[:, None], n_matched, axis=1)], axis=-1).reshape(-1)
-    pick = np.minimum((rng.random(codes.size) * sizes[codes]).astype(np.int64), sizes[codes] - 1)
+    u = keyed_uniforms(seed, _CELLS, keys, 2 * n_matched).reshape(-1)
+    pick = np.minimum((u * sizes[codes]).astype(np.int64), sizes[codes] - 1)
     cells = order[first[codes] + pick]
     # the A and B parts of a doublet summed in its row
-    return draw_rows(ref, cells, wants, np.arange(codes.size) // 2, n_pics * n_matched, seed=int(rng.integers(2**32)))
+    return draw_rows(ref, cells, wants, np.arange(codes.size) // 2, n_pics * n_matched, seed=seed,
+                     keys=keyed_bits(seed, _UMIS, keys, 2 * n_matched).reshape(-1))  # fmt: skip
 
 
 class Doublets:
     """The PICs' matched doublets chunk by chunk, `_CHUNK_PICS` PICs at a time: iterating gives
-    (first PIC, end PIC, CSR of their doublets in `matched_doublets` order). Each chunk's come
-    from a generator of its own (the first chunk's is the seed's own), so that a second pass
-    draws them again identically and memory holds one chunk's, not every PIC's (ten doublets a
-    PIC: 100k PICs would hold a million); where one chunk holds all PICs it is drawn once."""
+    (first PIC, end PIC, CSR of their doublets in `matched_doublets` order). A PIC's doublets are
+    keyed by the seed and the PIC, so a second pass draws them again identically and memory
+    holds one chunk's, not every PIC's (ten doublets a PIC: 100k PICs would hold a million);
+    where one chunk holds all PICs it is drawn once."""
 
     def __init__(self, draw, n_pics: int, n_matched: int, kept: sp.csr_matrix | None = None):
         self._draw, self.n_matched, self._kept = draw, n_matched, kept
@@ -127,14 +133,14 @@ class Doublets:
 
     @classmethod
     def drawn(cls, ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
-              alpha: np.ndarray, depth: np.ndarray, n_matched: int, seed: int) -> Doublets:  # fmt: skip
+              alpha: np.ndarray, depth: np.ndarray, n_matched: int, keys: np.ndarray,
+              seed: int) -> Doublets:  # fmt: skip
         """`matched_doublets` of each chunk (arguments as there), drawn when iterated."""
 
-        def draw(i: int, start: int, stop: int) -> sp.csr_matrix:
-            rng = np.random.default_rng(seed if i == 0 else [seed, 2, i])
+        def draw(start: int, stop: int) -> sp.csr_matrix:
             part = slice(start, stop)
             return matched_doublets(ref, ref_codes, code_a[part], code_b[part], alpha[part], depth[part],
-                                    n_matched, rng)  # fmt: skip
+                                    n_matched, keys[part], seed)  # fmt: skip
 
         return cls(draw, code_a.shape[0], n_matched)
 
@@ -145,24 +151,25 @@ class Doublets:
 
     def __iter__(self):
         single = len(self.bounds) == 1
-        for i, (start, stop) in enumerate(self.bounds):
+        for start, stop in self.bounds:
             if single and self._kept is None:
-                self._kept = self._draw(i, start, stop)
-            yield start, stop, self._kept if single else self._draw(i, start, stop)
+                self._kept = self._draw(start, stop)
+            yield start, stop, self._kept if single else self._draw(start, stop)
 
 
 def doublet_groups(code_a: np.ndarray, code_b: np.ndarray, posterior: sp.csr_matrix | None,
                    pair_codes: tuple[np.ndarray, np.ndarray] | None, n_matched: int,
-                   rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+                   keys: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(PICs, n_matched) A and B reference group of each matched doublet.
 
     Without a posterior every doublet takes its PIC's assigned groups (code_a, code_b). With
     one (CSR, PICs x pairs, rows summing to 1; pair_codes: each pair column's A and B reference
     group), each doublet's pair is drawn from its PIC's posterior: a PIC that could as well be
     another pair gets doublets of that pair too, so the genes that tell the two apart are not
-    read as induced where the call is wrong. A row without posterior mass keeps the assignment."""
+    read as induced where the call is wrong. A row without posterior mass keeps the assignment.
+    The draws are keyed by (seed, each PIC's key), as `matched_doublets`'."""
     n = code_a.size
-    out_a = np.repeat(code_a[:, None], n_matched, axis=1)  # rng is unused without a posterior
+    out_a = np.repeat(code_a[:, None], n_matched, axis=1)  # keys are unused without a posterior
     out_b = np.repeat(code_b[:, None], n_matched, axis=1)
     if posterior is None:
         return out_a, out_b
@@ -180,7 +187,7 @@ def doublet_groups(code_a: np.ndarray, code_b: np.ndarray, posterior: sp.csr_mat
     cum += row_of
     last = post.indptr[1:][has] - 1
     cum[last] = row_of[last] + 1.0  # no round-off at a row's end
-    u = np.arange(n)[:, None] + rng.random((n, n_matched))
+    u = np.arange(n)[:, None] + keyed_uniforms(seed, _PAIRS, keys, n_matched)
     pair = post.indices[np.minimum(np.searchsorted(cum, u, side="right"), post.nnz - 1)]
     out_a = np.where(has[:, None], pair_codes[0][pair], out_a)
     out_b = np.where(has[:, None], pair_codes[1][pair], out_b)

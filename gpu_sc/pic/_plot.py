@@ -101,6 +101,11 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
     return _finish(fig, save)
 
 
+#: pair_frequencies' own columns (any other is its condition_key's)
+_FREQUENCY_COLUMNS = {OBS_PIC_A, OBS_PIC_B, "n_pics", "n_called", "fraction", "ci_low", "ci_high", "se",
+                      "mean_weight"}
+
+
 def _frequency_grid(pics: AnnData, freq: pd.DataFrame):
     """A x B grids of fraction, ci_low and ci_high from one condition's pair_frequencies table."""
     need = {OBS_PIC_A, OBS_PIC_B, "fraction", "ci_low", "ci_high", "n_pics"}
@@ -108,9 +113,14 @@ def _frequency_grid(pics: AnnData, freq: pd.DataFrame):
         msg = ("pair_heatmap: frequencies must be the DataFrame of gsc.pic.pair_frequencies "
                f"(columns {sorted(need)}), got {type(freq).__name__}.")  # fmt: skip
         raise ValueError(msg)
+    if freq.empty:
+        msg = "pair_heatmap: frequencies has no rows; pass one condition's rows of gsc.pic.pair_frequencies."
+        raise ValueError(msg)
     if freq[[OBS_PIC_A, OBS_PIC_B]].duplicated().any():
-        msg = ("pair_heatmap: frequencies holds several rows per pair (several conditions); "
-               "pass one condition's rows, e.g. freq[freq['condition'] == 'tumour'].")
+        extra = [c for c in freq.columns if c not in _FREQUENCY_COLUMNS]  # the condition_key column
+        example = f", e.g. freq[freq[{extra[0]!r}] == {freq[extra[0]].iloc[0]!r}]" if extra else ""
+        msg = ("pair_heatmap: frequencies holds several rows per pair (several conditions); pass one "
+               f"condition's rows{example}.")
         raise ValueError(msg)
     a, b = freq[OBS_PIC_A].astype(str), freq[OBS_PIC_B].astype(str)
     rows, cols = _order(pics, "groups_a", a.unique()), _order(pics, "groups_b", b.unique())

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -40,6 +41,35 @@ def _below(state, n):
     state = state + _GOLDEN
     u = np.float64(_mix(state) >> np.uint64(11)) * _TO_UNIT
     return state, min(np.int64(u * n), n - 1)
+
+
+@numba.njit(cache=True)
+def _keyed(seed, stream, keys, n, out):
+    s = _mix(np.uint64(seed) * _GOLDEN + np.uint64(stream) * np.uint64(0xD1B54A32D192ED03))
+    for i in range(keys.size):
+        k = _mix(s ^ (keys[i] * np.uint64(0x94D049BB133111EB)))
+        for j in range(n):
+            out[i, j] = _mix(k + np.uint64(j + 1) * _GOLDEN)
+
+
+def keyed_bits(seed: int, stream: int, keys, n: int) -> np.ndarray:
+    """(len(keys), n) random uint64 values, a function of (seed, stream, key, j) alone: row i is
+    the same for keys[i] wherever it stands among the others (a PIC's draws do not change when
+    the PICs are reordered, subset or chunked). stream: which of a caller's draws."""
+    keys = np.ascontiguousarray(keys, dtype=np.uint64)
+    out = np.empty((keys.size, n), np.uint64)
+    _keyed(np.uint64(seed), np.uint64(stream), keys, n, out)
+    return out
+
+
+def keyed_uniforms(seed: int, stream: int, keys, n: int) -> np.ndarray:
+    """`keyed_bits` as uniforms in [0, 1) (their top 53 bits)."""
+    return (keyed_bits(seed, stream, keys, n) >> np.uint64(11)).astype(np.float64) * _TO_UNIT
+
+
+def name_keys(names) -> np.ndarray:
+    """Each name's key for the keyed draws: pandas' stable 64-bit hash of it (a PIC's obs name)."""
+    return pd.util.hash_array(np.asarray(names, dtype=object))
 
 
 @numba.njit(cache=True)
