@@ -211,6 +211,10 @@ def test_neighbors_more_than_the_cells_adjusts_as_scanpy(logged, capsys):
         assert_close(got.obsp["distances"].toarray(), ref.obsp["distances"].toarray(), dtype=np.float32,
                      n_terms=20, scale=1)  # fmt: skip
     assert "n_obs too small: adjusting to `n_neighbors = 21`" in capsys.readouterr().err
+    one = small[:1].copy()  # scanpy fails inside scikit-learn; here a message (was ZeroDivisionError)
+    with pytest.raises(ValueError, match="at least 2 cells, got 1"):
+        gsc.pp.neighbors(one)
+    assert "neighbors" not in one.uns and not one.obsp
 
 
 @pytest.mark.parametrize(("dense", "solver", "runs"), [(True, "randomized", True), (True, "auto", True),

@@ -311,6 +311,9 @@ def neighbors(
     n_neighbors = check_int(n_neighbors, step=_STEP, name="n_neighbors", minimum=2,
                             hint=" (it counts the cell itself)")  # fmt: skip
     check_int(n_pcs, step=_STEP, name="n_pcs", minimum=0, none_ok=True)
+    if adata.n_obs < 2:  # scanpy fails here too, inside scikit-learn (n_neighbors adjusted to 0)
+        msg = f"{_STEP}: a neighbour graph needs at least 2 cells, got {adata.n_obs}."
+        raise ValueError(msg)
     if n_neighbors > adata.n_obs and instance is None:  # scanpy's rule for very small data sets, and its warning
         n_neighbors = 1 + int(0.5 * adata.n_obs)
         settings.info(f"WARNING: n_obs too small: adjusting to `n_neighbors = {n_neighbors}`")
