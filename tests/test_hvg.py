@@ -330,3 +330,18 @@ def test_clipped_sums_gpu(device, brain, dtype, index):
     dense = clipped_sums(_ops.parts(cp.asarray(d)), clip)
     for g, c in zip(dense, clipped_sums(_ops.parts(d), clip), strict=True):
         assert_close(g, c, dtype=np.float64, n_terms=x.shape[0] ** 2)
+
+
+def test_batch_of_one_cell_warns(pbmc):
+    """A batch of one cell has no variance (ddof=1): NaN dispersions here, round-off in scanpy,
+    so the selection can differ; the user is told which batch."""
+    import warnings as _w
+
+    a = pbmc[:200].copy()
+    with _w.catch_warnings():
+        _w.simplefilter("ignore")
+        sc.pp.normalize_total(a)
+        sc.pp.log1p(a)
+    a.obs["b"] = np.where(np.arange(200) == 0, "solo", np.where(np.arange(200) % 2, "x", "y"))
+    with pytest.warns(UserWarning, match="batch 'solo' of batch_key 'b' has one cell"):
+        highly_variable_genes(a, batch_key="b", n_top_genes=50)

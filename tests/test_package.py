@@ -127,3 +127,26 @@ def test_ruff_passes():
                           cwd=root, capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
 
+
+
+def _cached_njit(fn: ast.FunctionDef) -> bool:
+    for d in fn.decorator_list:
+        if isinstance(d, ast.Call) and any(k.arg == "cache" and getattr(k.value, "value", False) for k in d.keywords):
+            name = d.func.attr if isinstance(d.func, ast.Attribute) else getattr(d.func, "id", "")
+            if name in ("njit", "jit"):
+                return True
+    return False
+
+
+def test_cached_numba_functions_can_be_cached():
+    """numba refuses to cache a function that calls numba.get_num_threads() inside ("dynamic
+    globals"): it warns in every new process and compiles again (scrublet's sparse Gram did).
+    Cached functions take the thread count as an argument instead."""
+    offenders = []
+    for f in (ROOT / "gpu_sc").rglob("*.py"):
+        for node in ast.walk(ast.parse(f.read_text())):
+            if isinstance(node, ast.FunctionDef) and _cached_njit(node):
+                calls = [c for c in ast.walk(node) if isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute)
+                         and c.func.attr == "get_num_threads"]  # fmt: skip
+                offenders += [f"{f.relative_to(ROOT)}:{node.name}" for _ in calls[:1]]
+    assert offenders == []

@@ -123,3 +123,19 @@ def test_view_and_existing_columns(pbmc):
     obs, _ = gsc.pp.calculate_qc_metrics(view, percent_top=(5,))
     _assert_frames(obs, ref_obs)
     assert (pbmc.obs["total_counts"] > 0).all()
+
+
+def test_float_percent_top_and_parallel_as_scanpy(pbmc):
+    """scanpy names a percent_top column after the value given (5.0, 5.5) and ranks by its integer
+    part; its deprecated `parallel` gets its FutureWarning; a mask given as qc_vars is named as
+    what it is."""
+    a = pbmc[:60].copy()
+    ours = gsc.pp.calculate_qc_metrics(a, percent_top=[5.5, 3.0], log1p=False)[0]
+    theirs = sc.pp.calculate_qc_metrics(a, percent_top=[5.5, 3.0], log1p=False)[0]
+    assert list(ours.columns) == list(theirs.columns)
+    for c in ("pct_counts_in_top_3.0_genes", "pct_counts_in_top_5.5_genes"):
+        np.testing.assert_allclose(ours[c], theirs[c], rtol=1e-12)
+    with pytest.warns(FutureWarning, match="parallel"):
+        gsc.pp.calculate_qc_metrics(a, parallel=True)
+    with pytest.raises(KeyError, match="qc_vars takes names"):
+        gsc.pp.calculate_qc_metrics(a, qc_vars=np.zeros(a.n_vars, bool))

@@ -196,3 +196,18 @@ def test_mask_errors_in_scanpys_words(pbmc):
     with pytest.raises(ValueError, match=r"Did not find `adata\.obs\['nope'\]`"):
         scale(pbmc, mask_obs="nope")
     assert "mean" not in pbmc.var
+
+
+def test_bare_sparse_matrix_with_mask_is_scaled_in_place_as_scanpy(pbmc):
+    """scanpy fills the masked rows into the CSR it is given and returns it: a caller that keeps
+    its matrix (`scale(adata.layers['L'], mask_obs=m)`) must see them here too (it once got a
+    new matrix and kept its own unscaled)."""
+    x0 = pbmc.X[:100].copy()
+    m = np.arange(100) % 3 == 0
+    ours, theirs = x0.copy(), x0.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert scale(ours, mask_obs=m) is ours
+        assert sc.pp.scale(theirs, mask_obs=m) is theirs
+    assert ours.dtype == theirs.dtype and (ours != x0).nnz > 0
+    np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-5, atol=1e-5)

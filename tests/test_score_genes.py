@@ -88,6 +88,19 @@ def test_cell_cycle_equals_scanpy(logged):
     assert (got.obs["phase"] == ref.obs["phase"]).all() and set(got.obs["phase"]) <= {"S", "G2M", "G1"}
 
 
+
+def test_cell_cycle_refusals_leave_obs_as_it_was(logged):
+    """A G2M list of no known gene is refused after the S list was scored: obs must be as before
+    (scanpy leaves S_score behind); an empty list is named (it was refused as ctrl_size=0)."""
+    s_genes = _genes(logged, 5, 41, 12)
+    before = logged.obs.copy()
+    with pytest.raises(ValueError, match="No valid genes"):
+        gsc.tl.score_genes_cell_cycle(logged, s_genes=s_genes, g2m_genes=["NOPE1", "NOPE2"])
+    pd.testing.assert_frame_equal(logged.obs, before)
+    with pytest.raises(ValueError, match="g2m_genes is empty"):
+        gsc.tl.score_genes_cell_cycle(logged, s_genes=s_genes, g2m_genes=[])
+    pd.testing.assert_frame_equal(logged.obs, before)
+
 @pytest.mark.parametrize("kind", ["cupy", "cupyx_csr"])
 def test_gpu_equals_cpu(device, logged, kind):
     """On the device the means run in cupy: the same control genes (their bins agree), scores

@@ -111,6 +111,7 @@ def test_simulate_doublets_matches_scanpy(pbmc, subsampling):
     np.testing.assert_array_equal(got.obsm["doublet_parents"], ref.obsm["doublet_parents"])
     assert sp.issparse(got.X) and got.X.format == "csr"
     np.testing.assert_array_equal(to_host(got.X), to_host(ref.X))  # the same binomial draws
+    assert got.X.dtype == ref.X.dtype and got.obs["n_counts"].dtype == ref.obs["n_counts"].dtype  # int64 if thinned
     assert got.uns["scrublet"] == ref.uns["scrublet"]
     if subsampling == 1.0:  # below 1 scanpy draws a correction of the totals from numpy's global state
         np.testing.assert_array_equal(got.obs["n_counts"], ref.obs["n_counts"])

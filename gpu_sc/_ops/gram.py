@@ -125,7 +125,7 @@ def _sparse_gram(p: Parts):
         if indptr[stop] - indptr[start] > pos.size:
             pos, rowend = np.empty((2, int(indptr[stop] - indptr[start])), np.int64)
         _positions_by_column(p.indices, indptr, start, stop, colptr, pos, rowend)
-        _column_pair_sums(p.data, p.indices, colptr, pos, rowend, upper)
+        _column_pair_sums(p.data, p.indices, colptr, pos, rowend, numba.get_num_threads(), upper)
         start = stop
     # each pair of stored values was added once, to [i, j] or [j, i]; the diagonal holds x_i^2
     return upper + upper.T - np.diag(np.diag(upper))
@@ -157,11 +157,12 @@ _COLUMN_SLICES = 64
 
 
 @numba.njit(parallel=True, cache=True)
-def _column_pair_sums(data, indices, colptr, pos, rowend, upper):  # pragma: no cover - compiled
+def _column_pair_sums(data, indices, colptr, pos, rowend, n_threads, upper):  # pragma: no cover - compiled
     """upper[a, b] += x_a x_b for each stored position of column a and each later position b of
-    its row (2 x_a x_b where b has column a too, so duplicates count fully), float64."""
+    its row (2 x_a x_b where b has column a too, so duplicates count fully), float64. The thread
+    count comes in as an argument: numba.get_num_threads() inside made numba refuse to cache
+    the function ("dynamic globals"), so it compiled again, with a warning, in every process."""
     n_cols = colptr.size - 1
-    n_threads = numba.get_num_threads()
     for t in numba.prange(n_threads):
         for c in range(t, _COLUMN_SLICES, n_threads):
             for a in range(c * n_cols // _COLUMN_SLICES, (c + 1) * n_cols // _COLUMN_SLICES):

@@ -11,6 +11,7 @@ from .. import _keys as K
 from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._settings import settings
 from .._validation import canonical, check_counts, old_positionals, sum_dtype
 from .._values import float_values
 
@@ -70,6 +71,8 @@ _WHAT = {0: ("filter_cells", "genes", K.OBS_N_COUNTS, K.OBS_N_GENES),
 
 def _filter(data, *, axis, counts, nums, inplace, copy):
     step, unit, key_counts, key_num = _WHAT[axis]
+    if copy:  # scanpy's log line
+        settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")
     given = [v for v in (*counts, *nums) if v is not None]
     if len(given) != 1:
         msg = (

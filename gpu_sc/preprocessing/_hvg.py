@@ -225,6 +225,11 @@ def _batches(adata: AnnData, batch_key, *, v3: bool):
         if rows.size == 0:
             msg = f"{_STEP}: batch {label!r} of batch_key {batch_key!r} has no cells; remove unused categories first."
             raise ValueError(msg)
+        if rows.size == 1:
+            warnings.warn(f"{_STEP}: batch {label!r} of batch_key {batch_key!r} has one cell, whose variance "
+                          "(ddof=1) is undefined: its dispersions are NaN here and round-off in scanpy, so "
+                          "the selection can differ from scanpy's; drop that cell or merge its batch.",
+                          UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         out.append((label, rows))
     return out
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Collection
 
 import numpy as np
@@ -12,6 +13,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import blocks_like, is_sparse, to_host
 from .._ops._chunked import Chunked
+from .._settings import user_stacklevel
 from .._validation import canonical, check_counts, check_not_empty, get_matrix, sum_dtype
 from .._values import float_values
 
@@ -29,7 +31,7 @@ def calculate_qc_metrics(
     use_raw: bool = False,
     inplace: bool = False,
     log1p: bool = True,
-    parallel: bool | None = None,  # accepted for scanpy compatibility; has no effect there either
+    parallel: bool | None = None,  # scanpy's deprecated argument, without effect there either
 ) -> tuple[pd.DataFrame, pd.DataFrame] | None:
     """Calculate quality-control metrics, like :func:`scanpy.pp.calculate_qc_metrics`.
 
@@ -67,6 +69,9 @@ def calculate_qc_metrics(
     ``adata.var``: ``n_cells_by_{expr_type}`` (int64; indptr dtype for CSC), ``mean_{expr_type}`` (float64),
     ``pct_dropout_by_{expr_type}`` (float64), ``total_{expr_type}`` and the ``log1p_`` forms.
     """
+    if parallel is not None:
+        warnings.warn("Argument `parallel` is deprecated, and currently has no effect.", FutureWarning,
+                      stacklevel=user_stacklevel())  # scanpy's words
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
     x = _ops.summed_duplicates(canonical(given, step=_STEP))  # counts of stored values, top sums
     check_not_empty(x, step=_STEP, no_cells_ok=True)
@@ -74,7 +79,7 @@ def calculate_qc_metrics(
     n_cells, n_genes = x.shape
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     qc_masks = {q: _qc_mask(adata, q, n_genes) for q in qc_vars}
-    ns = _check_percent_top(percent_top, n_genes)
+    ns, labels = _check_percent_top(percent_top, n_genes)
 
     p = _ops.parts(float_values(x))
     out_sum = sum_dtype(x.dtype)
@@ -98,8 +103,8 @@ def calculate_qc_metrics(
     _put(obs, K.qc_total(expr_type), totals.astype(out_sum), log1p)
     if ns.size:
         with np.errstate(invalid="ignore", divide="ignore"):
-            for i, n in enumerate(ns):
-                obs[K.qc_obs_pct_top(expr_type, var_type, n)] = top[:, i] / totals * 100
+            for i, label in enumerate(labels):
+                obs[K.qc_obs_pct_top(expr_type, var_type, label)] = top[:, i] / totals * 100
     total_col = obs[K.qc_total(expr_type)]
     for q, qc_total in zip(qc_masks, qc_totals, strict=True):
         _put(obs, K.qc_obs_total_qc(expr_type, q), qc_total.astype(out_sum), log1p)
@@ -133,6 +138,11 @@ def _put(df: pd.DataFrame, key: str, values: np.ndarray, log1p: bool) -> None:
 
 
 def _qc_mask(adata: AnnData, name: str, n_genes: int) -> np.ndarray:
+    if not isinstance(name, str):
+        msg = (f"{_STEP}: qc_vars takes names of boolean adata.var columns, got an entry of type "
+               f"{type(name).__name__}; put a mask in adata.var first, e.g. adata.var['mt'] = mask, "
+               "and pass qc_vars=['mt'].")  # fmt: skip
+        raise KeyError(msg)
     if name not in adata.var.columns:
         msg = (f"{_STEP}: qc_vars entry {name!r} is not a column of adata.var; add it first, e.g. "
                f"adata.var[{name!r}] = adata.var_names.str.startswith('MT-').")
@@ -144,11 +154,15 @@ def _qc_mask(adata: AnnData, name: str, n_genes: int) -> np.ndarray:
     return mask
 
 
-def _check_percent_top(percent_top, n_genes: int) -> np.ndarray:
+def _check_percent_top(percent_top, n_genes: int) -> tuple[np.ndarray, list]:
+    """(the ranks ascending, as ints, and the values as given in that order): scanpy names each
+    column after the value given (`..._top_5.0_genes`) and ranks by its integer part."""
     if not percent_top:
-        return np.empty(0, np.int64)
-    ns = np.sort(np.asarray(list(percent_top), dtype=np.int64))
+        return np.empty(0, np.int64), []
+    given = list(percent_top)
+    order = np.argsort(np.asarray(given, dtype=np.float64), kind="stable")
+    ns = np.asarray(given, dtype=np.float64)[order].astype(np.int64)
     if ns[0] < 1 or ns[-1] > n_genes:
-        msg = f"{_STEP}: percent_top ranks must lie in 1..{n_genes} (the number of genes), got {list(percent_top)}."
+        msg = f"{_STEP}: percent_top ranks must lie in 1..{n_genes} (the number of genes), got {given}."
         raise IndexError(msg)
-    return ns
+    return ns, [given[i] for i in order]

@@ -88,7 +88,13 @@ def scale(
             raise ValueError(msg)
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
-        return _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
+        out = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
+        if x is data and is_sparse(out) and out is not x:
+            # masked rows centred into a new CSR: scanpy writes them into the matrix passed, so a
+            # caller that keeps its matrix (scale(adata.layers['L'], mask_obs=m)) sees them
+            data.data, data.indices, data.indptr = out.data, out.indices, out.indptr
+            return data
+        return out
 
     adata = data.copy() if copy else data
     keys = (K.VAR_SCALE_MEAN, K.VAR_SCALE_STD)

@@ -178,10 +178,23 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
     if "ctrl_size" in kwargs:
         msg = "score_genes_cell_cycle: ctrl_size is set to the shorter gene list's length; leave it out."
         raise TypeError(msg)
+    for genes, name in ((s_genes, "s_genes"), (g2m_genes, "g2m_genes")):
+        if len(genes) == 0:  # else the shorter list's length, 0, is refused as ctrl_size
+            msg = f"score_genes_cell_cycle: {name} is empty; pass the genes of that phase."
+            raise ValueError(msg)
     adata = adata.copy() if copy else adata
     size = min(len(s_genes), len(g2m_genes))
-    for genes, name in ((s_genes, "S_score"), (g2m_genes, "G2M_score")):
-        score_genes(adata, genes, score_name=name, ctrl_size=size, **kwargs)
+    before = {k: adata.obs[k] for k in ("S_score", "G2M_score") if k in adata.obs}
+    try:
+        for genes, name in ((s_genes, "S_score"), (g2m_genes, "G2M_score")):
+            score_genes(adata, genes, score_name=name, ctrl_size=size, **kwargs)
+    except Exception:  # the G2M list refused after S was scored: leave obs as it was
+        for k in ("S_score", "G2M_score"):
+            if k in before:
+                adata.obs[k] = before[k]
+            elif k in adata.obs:
+                del adata.obs[k]
+        raise
     s, g2m = adata.obs["S_score"], adata.obs["G2M_score"]
     phase = pd.Series("S", index=adata.obs_names)
     phase[g2m > s] = "G2M"

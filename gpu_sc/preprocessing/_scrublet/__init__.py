@@ -219,7 +219,8 @@ def scrublet_simulate_doublets(
     Returns
     -------
     A new AnnData: X the doublets' counts (CSR for sparse input, dense for dense; scanpy gives
-    CSC) on the input's device, ``obs['n_counts']`` their totals,
+    CSC) on the input's device (int64 on the host when thinned, as scanpy's), ``obs['n_counts']``
+    their totals,
     ``obsm['doublet_parents']`` (n_sim x 2 int64 row indices of `adata`),
     ``uns['scrublet'] = {'parameters': {'sim_doublet_ratio': ...}}``.
     """
@@ -231,6 +232,10 @@ def scrublet_simulate_doublets(
     check_counts(x, step=_SIM_STEP)
     rs = check_random_state(random_seed, step=_SIM_STEP)
     sim, totals, pairs = simulate_doublets(x, sim_doublet_ratio, synthetic_doublet_umi_subsampling, rs, step=_SIM_STEP)
+    if synthetic_doublet_umi_subsampling < 1 and not is_gpu(sim):
+        # scanpy's thinned doublets are its binomial draws, int64 (a device matrix keeps floats:
+        # cupyx holds no integer sparse data)
+        sim, totals = sim.astype(np.int64), np.asarray(to_host(totals)).astype(np.int64)
     out = AnnData(sim)
     out.obs["n_counts"] = to_host(totals)
     out.obsm["doublet_parents"] = pairs
