@@ -12,7 +12,10 @@ Every step is an entry of :data:`STEPS` (name -> function(adata, args)) that cal
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -29,6 +32,22 @@ PERCENT_TOP = (50, 100, 200, 500)
 
 class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        msg = f"must be 0 or more, got {value}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        msg = f"must be a number above 0, got {text}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
 
 
 # --- steps -------------------------------------------------------------------------------------
@@ -204,6 +223,9 @@ def run_pipeline(adata: AnnData, steps: list[str], args: argparse.Namespace, dev
         gsc.get.to_gpu(adata)
     times = {}
     for i, name in enumerate(steps, 1):
+        if name in ("leiden", "umap") and "neighbors" not in adata.uns:
+            msg = f"step {name} needs a neighbour graph: put neighbors before it in --steps"
+            raise CliError(msg)
         t0 = time.perf_counter()
         STEPS[name](adata, args)
         _sync(device)
@@ -325,17 +347,20 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
 
 
 def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
-    """Refuse, before any work, an output path that cannot be written: an existing folder, a
-    parent that is a file, or one of the `inputs` ((what, path): a file read while the output is
-    written)."""
+    """Refuse, before any work, an output path that cannot be written: an existing folder (but a
+    .zarr store, which is one), a parent that is a file or that this user cannot write in, or
+    one of the `inputs` ((what, path): a file read while the output is written)."""
     p = Path(path)
-    if p.is_dir():
+    if p.is_dir() and p.suffix != ".zarr":
         msg = f"{flag} {path} is a folder; give a file name"
         raise CliError(msg)
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
                 msg = f"{flag} {path}: {parent} is a file, not a folder"
+                raise CliError(msg)
+            if not os.access(parent, os.W_OK | os.X_OK):  # read-only file system or no permission
+                msg = f"{flag} {path}: cannot write in {parent}; choose a folder you can write in"
                 raise CliError(msg)
             break
     for what, given in inputs:
@@ -345,12 +370,20 @@ def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
 
 
 def write_output(adata: AnnData, path: str) -> None:
-    """Write h5ad, or a zarr store where `path` ends in .zarr."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    if Path(path).suffix == ".zarr":
-        adata.write_zarr(path)
-    else:
-        adata.write_h5ad(path)
+    """Write h5ad, or a zarr store where `path` ends in .zarr: into a temporary name in the same
+    folder, then moved into place, so that a failed write (a full disk) leaves no broken file and
+    keeps an earlier output."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    zarr = target.suffix == ".zarr"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
+    try:
+        adata.write_zarr(tmp) if zarr else adata.write_h5ad(tmp)
+        if zarr and target.is_dir():  # a store is a folder: os.replace does not replace a full one
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
 
 
 # --- commands ----------------------------------------------------------------------------------
@@ -422,15 +455,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
         names = adata.uns["rank_genes_groups"]["names"]
         summary["top markers (t-test)"] = "; ".join(
             f"{c}: {', '.join(names[c][:3])}" for c in names.dtype.names)
-    if "X_umap" in adata.obsm and args.plot:
-        _plot_umap(adata, args.plot)
-        summary["UMAP image"] = str(args.plot)
+    if args.plot:  # only a UMAP this run made (the bundled data carries an old one)
+        summary["UMAP image"] = _demo_umap_image(adata, args.plot, "umap" in times)
     summary.update(demo_pic(Path(args.plot).with_name(PIC_DEMO_PNG) if args.plot else None,
                             device=device))
     _print_summary(summary)
     if args.output:
         write_output(adata, args.output)
         print(f"wrote {args.output}")
+
+
+def _demo_umap_image(adata: AnnData, path: str, ran: bool) -> str:
+    """The demo's UMAP image, or why there is none (the summary's line)."""
+    if not ran:
+        return "skipped: umap did not run (it needs scanpy and igraph: pip install 'gpu_sc[tools]')"
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return "skipped: needs matplotlib (pip install 'gpu_sc[pic]')"
+    _plot_umap(adata, path)
+    return str(path)
 
 
 def _plot_umap(adata: AnnData, path: str) -> None:
@@ -636,8 +680,8 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                         help="where to compute (default: auto = gpu when one is usable)")  # fmt: skip
     opts = argparse.ArgumentParser(add_help=False)
-    opts.add_argument("--min-genes", type=int, default=200, help="filter: min genes per cell (200)")
-    opts.add_argument("--min-cells", type=int, default=3, help="filter: min cells per gene (3)")
+    opts.add_argument("--min-genes", type=_non_negative_int, default=200, help="filter: min genes per cell (200)")
+    opts.add_argument("--min-cells", type=_non_negative_int, default=3, help="filter: min cells per gene (3)")
     opts.add_argument("--target-sum", type=float, default=None,
                       help="normalize: counts per cell after normalization (default: median)")  # fmt: skip
     opts.add_argument("--n-top-genes", type=int, default=2000,
@@ -648,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--batch-key", default=None, metavar="KEY[,KEY]",
                       help="harmony, scrublet: obs column(s) of batches (neighbors then use X_pca_harmony)")
     opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
-    opts.add_argument("--resolution", type=float, default=1.0, help="leiden: resolution (1.0)")
+    opts.add_argument("--resolution", type=_positive_float, default=1.0, help="leiden: resolution (1.0)")
     opts.add_argument("--markers-method", default="t-test",
                       choices=("t-test", "t-test_overestim_var", "wilcoxon", "logreg"),
                       help="markers: rank_genes_groups' method (t-test)")  # fmt: skip

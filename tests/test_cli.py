@@ -483,3 +483,50 @@ def test_run_scrublet_step_equals_the_api(tmp_path):
     gpu_sc.pp.scrublet(cells)
     assert np.array_equal(got.obs["doublet_score"], cells.obs["doublet_score"])
     assert (got.obs["predicted_doublet"] == cells.obs["predicted_doublet"]).all()
+
+
+def test_outputs_are_written_whole_or_not_at_all(counts_file, tmp_path, capsys, monkeypatch):
+    """A write that fails (a full disk) leaves the earlier output as it was and no temporary
+    file; a .zarr output can be written again (a store is a folder); a folder the user cannot
+    write in is refused before any work."""
+    out = tmp_path / "o.h5ad"
+    out.write_text("earlier output")
+
+    def failing(self, path, *a, **k):
+        Path(path).write_text("half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ad.AnnData, "write_h5ad", failing)
+    with pytest.raises(SystemExit):
+        main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--steps", "qc"])
+    assert out.read_text() == "earlier output" and sorted(p.name for p in tmp_path.iterdir()) == ["in.h5ad", "o.h5ad"]
+    monkeypatch.undo()
+    store = tmp_path / "o.zarr"
+    for _ in range(2):
+        assert main(["run", str(counts_file), "-o", str(store), "--device", "cpu", "--steps", "qc"]) == 0
+    assert "total_counts" in ad.read_zarr(store).obs
+    monkeypatch.setattr("gpu_sc.cli.os.access", lambda *a: False)  # as on a read-only file system
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(counts_file), "-o", str(tmp_path / "new.h5ad"), "--steps", "qc"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "cannot write in" in err and "[1/1]" not in err
+
+
+def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys):
+    for argv, expect in ((["--min-genes", "-5"], "must be 0 or more"), (["--resolution", "-1"], "above 0"),
+                         (["--steps", "qc,leiden"], "put neighbors before it")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(counts_file), "-o", str(tmp_path / "o.h5ad"), "--device", "cpu", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "o.h5ad").exists()
+
+
+def test_demo_without_umap_draws_no_stale_embedding(tmp_path, capsys, monkeypatch):
+    """Without scanpy's graph tools the demo skips leiden and umap; the bundled data's old
+    X_umap must not be drawn as if it were this run's."""
+    monkeypatch.setattr("gpu_sc.cli._graph_tools_available", lambda: False)
+    png = tmp_path / "u.png"
+    assert main(["demo", "--device", "cpu", "--plot", str(png)]) == 0
+    out = capsys.readouterr().out
+    assert "UMAP image:" in out and "skipped: umap did not run" in out and not png.exists()
