@@ -596,6 +596,7 @@ def cmd_pic(args: argparse.Namespace) -> None:
         raise CliError(msg)
     if args.plots:
         _need_matplotlib("--plots")
+    device = resolve_device(args.device)  # before reading: --device gpu without a GPU fails at once
     n_steps = 4 + bool(args.plots)
     t_all = time.perf_counter()
 
@@ -611,7 +612,6 @@ def cmd_pic(args: argparse.Namespace) -> None:
     _check_pic_inputs(singlets, pics, args, groups_a, groups_b)
 
     t0 = time.perf_counter()
-    device = resolve_device(args.device)
     _deconvolve(pics, singlets, groupby=args.groupby, a=groups_a, b=groups_b,
                 method=args.method, alpha_model=args.alpha_model, n_umis=args.n_umis,
                 seed=args.seed, device=device,

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._validation import check_integer_counts
+from ._validation import check_int, check_integer_counts
 
 __all__ = ["mouse_brain_10k", "pbmc4k_half", "pbmc68k_reduced", "pbmc_t_dc_pics", "resample"]
 
@@ -369,9 +369,14 @@ def pbmc_t_dc_pics(n_pics: int = 200, seed: int = 0) -> tuple[ad.AnnData, ad.Ann
     and the reference to deconvolve them with. obs['pic_group'] holds the groups: the four
     T-cell labels (`PBMC_T_GROUPS`) and the DCs split into 3 sub-clusters (`PBMC_DC_GROUPS`, PCA
     of log-normalised counts + k-means), so each PIC has 4 x 3 candidate pairs. 30 % of the cells
-    are held out as the PICs' sources, the rest (raw counts) are the reference.
+    are held out as the PICs' sources, the rest (raw counts) are the reference. As
+    :func:`gpu_sc.pic.simulate_pics` (`n_pics` attempts, only those reaching the full depth
+    kept), it can return a few PICs fewer than `n_pics`.
     Returns (pics, reference)."""
     from . import pic, pp
+
+    check_int(n_pics, step="pbmc_t_dc_pics", name="n_pics")
+    check_int(seed, step="pbmc_t_dc_pics", name="seed", minimum=0, hint=" (numpy's generators take no negative seeds)")
 
     raw = pbmc68k_reduced()
     cells = raw[raw.obs["bulk_labels"].isin(PBMC_T_GROUPS + ["Dendritic"])].copy()

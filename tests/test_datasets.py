@@ -127,3 +127,11 @@ def test_resample_rejects_non_counts(pbmc, change):
 def test_resample_rejects_empty_source(pbmc):
     with pytest.raises(ValueError, match="no cells"):
         gsc.datasets.resample(pbmc[:0].copy(), 10)
+
+
+@pytest.mark.parametrize(("kw", "error"), [({"seed": -1}, ValueError), ({"seed": None}, TypeError),
+                                           ({"n_pics": 0}, ValueError)])  # fmt: skip
+def test_pic_demo_data_bad_arguments(kw, error):
+    """Named in the step's words (numpy's bare message for seed=-1, a NoneType TypeError before)."""
+    with pytest.raises(error, match=f"pbmc_t_dc_pics: {next(iter(kw))}"):
+        gsc.datasets.pbmc_t_dc_pics(**kw)
