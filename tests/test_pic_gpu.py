@@ -191,3 +191,32 @@ def test_deconvolve_gpu_equals_cpu(device, pbmc, method):
         mag = 2 * tau * np.log(1 / cpu.uns["pic"]["eps"]) * np.asarray(pics.X.sum(axis=1)).ravel()
         assert_close(gpu.obs["pic_alpha_posterior"], cpu.obs["pic_alpha_posterior"], dtype=np.float64,
                      n_terms=pics.n_vars, scale=mag)  # fmt: skip
+
+
+def test_singlets_on_the_device_or_as_dask_blocks(device, pbmc):
+    """Singlets moved by to_gpu with their PICs, or held as Dask blocks: deconvolve (picseq's
+    training PICs are drawn from them) and pair_frequencies' confusion simulation read them on
+    the host, as in memory (a device reference failed with a host/device mix, and real CuPy's
+    would have been refused; a Dask one was sent to to_cpu, which keeps it lazy)."""
+    import dask.array as da
+
+    import gpu_sc as gsc
+    from gpu_sc.pic import deconvolve, pair_frequencies, simulate_pics
+
+    t, b = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD4+/CD45RO+ Memory"], ["Dendritic", "CD14+ Monocyte"]
+    cells = pbmc[pbmc.obs["bulk_labels"].isin(t + b)].copy()
+    src = np.random.default_rng(0).random(cells.n_obs) < 0.3
+    pics = simulate_pics(cells[src], groupby="bulk_labels", a=t, b=b, n_pics=60, seed=3)
+    ref = cells[~src].copy()
+    host = pics.copy()
+    deconvolve(host, ref, groupby="bulk_labels", a=t, b=b, method="picseq", n_train=300)
+    want = pair_frequencies(host, ref, n_sim=20, n_boot=20)
+    lazy = ref.copy()
+    lazy.X = da.from_array(sp.csr_matrix(ref.X), chunks=(37, -1), asarray=False)
+    on_device = gsc.get.to_gpu(pics.copy(), copy=True), gsc.get.to_gpu(ref, copy=True)
+    for p, r in ((pics.copy(), lazy), on_device):
+        deconvolve(p, r, groupby="bulk_labels", a=t, b=b, method="picseq", n_train=300)
+        for k in ("pic_a", "pic_b", "pic_alpha"):
+            assert (p.obs[k] == host.obs[k]).all(), k
+        got = pair_frequencies(gsc.get.to_cpu(p, copy=True) if p is on_device[0] else p, r, n_sim=20, n_boot=20)
+        np.testing.assert_allclose(got["fraction"], want["fraction"], rtol=1e-9)

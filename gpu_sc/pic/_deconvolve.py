@@ -277,7 +277,7 @@ def _pic_blocks(pics: AnnData):
 def _host_counts(x, what: str) -> sp.csr_matrix:
     """PIC counts (numpy, scipy or cupy; a whole matrix or one computed Dask block) as a
     checked host CSR matrix: the pipeline's down-sampling and profiles run on the host."""
-    return _counts_csr(x.get() if is_gpu(x) else x, step="deconvolve", what=what)
+    return _counts_csr(x, step="deconvolve", what=what)
 
 
 def _downsample(x: sp.csr_matrix, n_umis: int, keys: np.ndarray, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:

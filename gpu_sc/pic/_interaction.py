@@ -14,7 +14,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .. import _ops
-from .._backend import is_dask, to_host
+from .._backend import to_host
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
@@ -33,12 +33,6 @@ from ._umi_draws import name_keys
 _STEP = "interaction_genes"
 _METHODS = ("matched", "chi2")
 PSEUDO = 5.0  # pseudocount of the log2 effect
-
-
-def to_cpu_counts(x):
-    """The singlets' counts on the host, in memory (the matched test draws its doublets there)."""
-    x = array_to_cpu(x)
-    return x.compute() if is_dask(x) else x
 
 
 def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[np.ndarray, pd.DataFrame]:
@@ -303,7 +297,7 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     code_a = label_codes(pics, OBS_PIC_A, names, use, step=_STEP, what=what.format("A"))
     code_b = label_codes(pics, OBS_PIC_B, names, use, step=_STEP, what=what.format("B"))
     alpha = alpha_values(pics, OBS_PIC_ALPHA, use, step=_STEP)
-    ref = _counts_csr(to_cpu_counts(singlets.X), step=_STEP, what="singlets")
+    ref = _counts_csr(singlets.X, step=_STEP, what="singlets")  # on the host: the doublets are drawn there
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
     return {"ref": ref, "ref_codes": ref_codes, "code_a": code_a, "code_b": code_b, "alpha": alpha,
             "posterior": posterior, "pair_codes": pair_codes, "keys": name_keys(pics.obs_names)}

@@ -40,7 +40,7 @@ class PicRows:
             self._host = self._device = self._last_chunk = None
         else:
             self.gpu = is_gpu(x)
-            self._host = _counts_csr(x.get() if self.gpu else x, step=step, what=what)[self.rows]
+            self._host = _counts_csr(x, step=step, what=what)[self.rows]
             self._device = self._on_device(self._host)
 
     @classmethod
@@ -92,6 +92,6 @@ class PicRows:
         """Row block b computed (by the active Dask scheduler) and checked; the last one kept."""
         if self._last_block is None or self._last_block[0] != b:
             block = self._blocks[b].compute()
-            self._last_block = (b, _counts_csr(block.get() if is_gpu(block) else block, step=self._step,
+            self._last_block = (b, _counts_csr(block, step=self._step,
                                            what=f"{self._what}, row block {b}"))  # fmt: skip
         return self._last_block[1]

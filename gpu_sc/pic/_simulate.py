@@ -7,16 +7,23 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._backend import is_dask
 from .._validation import check_anndata, check_int, check_integer_counts
+from ..get import array_to_cpu
 from ._args import check_seed, population_groups
 from ._umi_draws import draw_rows
 
 
 def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
-    """Raw integer counts `x` (numpy or scipy.sparse) as a float64 host CSR matrix (checked)."""
+    """Raw integer counts `x` as a float64 host CSR matrix (checked): device counts (to_gpu moves
+    singlets too) are brought to the host and a Dask matrix computed, as the UMI draws read any
+    cell of it."""
+    x = array_to_cpu(x)
+    if is_dask(x):
+        x = x.compute()
     if not (sp.issparse(x) or isinstance(x, np.ndarray)):
-        msg = (f"{step}: needs {what} counts on the CPU (numpy or scipy.sparse), got "
-               f"{type(x).__name__}; call gpu_sc.get.to_cpu first.")
+        msg = (f"{step}: needs {what} counts as a numpy array or a scipy.sparse matrix (also on the "
+               f"GPU or as Dask blocks), got {type(x).__name__}.")
         raise TypeError(msg)
     # copy=True: a dtype change alone copies the values but shares the index arrays, which
     # sum_duplicates then sorts in place (the user's matrix would lose its gene order)
