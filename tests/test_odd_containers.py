@@ -105,6 +105,9 @@ DASK_STEPS = {  # the duplicated matrix as Dask row blocks: each block's duplica
     "filter_genes": lambda a: gsc.pp.filter_genes(a, min_cells=10, inplace=False)[1],
     "qc": lambda a: gsc.pp.calculate_qc_metrics(a, percent_top=None, inplace=False)[1].to_numpy(float),
     "scale": lambda a: gsc.pp.scale(a, zero_center=False, copy=True).X,
+    # centred: each block densified by the fused pass, which once kept the last of a duplicate pair
+    "scale_centred": lambda a: gsc.pp.scale(a, max_value=5, copy=True).X,
+    "scale_masked": lambda a: gsc.pp.scale(a, mask_obs=np.arange(a.n_obs) % 3 == 0, copy=True).X,
     "aggregate": lambda a: gsc.get.aggregate(a, "grp", ["count_nonzero", "var"]).layers["var"],
 }
 
