@@ -11,10 +11,10 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .. import _ops
-from .._backend import blocks_like, is_sparse, to_host
+from .._backend import blocks_like, is_dask, is_sparse, to_host
 from .._ops._chunked import Chunked
 from .._settings import user_stacklevel
-from .._validation import canonical, check_counts, check_not_empty, get_matrix, sum_dtype
+from .._validation import block_value_issues, canonical, check_counts, check_not_empty, get_matrix, sum_dtype
 from .._values import float_values
 
 _STEP = "calculate_qc_metrics"
@@ -75,7 +75,9 @@ def calculate_qc_metrics(
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
     x = _ops.summed_duplicates(canonical(given, step=_STEP))  # counts of stored values, top sums
     check_not_empty(x, step=_STEP, no_cells_ok=True)
-    check_counts(x, step=_STEP, negative_ok=True)  # scanpy takes scaled data too
+    # scanpy takes scaled data too; a Dask X's values are checked in the statistics' pass (the
+    # dtype here, before any read)
+    check_counts(x, step=_STEP, negative_ok=True, issues=(0, 0) if is_dask(x) else None)
     n_cells, n_genes = x.shape
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     qc_masks = {q: _qc_mask(adata, q, n_genes) for q in qc_vars}
@@ -91,8 +93,9 @@ def calculate_qc_metrics(
     gene_nnz_dtype = given.indptr.dtype if csc else np.dtype(np.int64)
 
     masks = list(qc_masks.values())
-    if isinstance(p, Chunked):  # every statistic in one pass over the blocks
-        per_cell, (gene_sums, gene_nnz) = p.rows_and_sums(_cell_stats, _ops.col_sums, ns, masks)
+    if isinstance(p, Chunked):  # every statistic, and the value check, in one pass over the blocks
+        per_cell, (gene_sums, gene_nnz, issues) = p.rows_and_sums(_cell_stats, _gene_stats_and_issues, ns, masks)
+        check_counts(x, step=_STEP, negative_ok=True, issues=tuple(int(v) for v in to_host(issues)))
     else:
         per_cell, (gene_sums, gene_nnz) = _cell_stats(p, ns, masks), _ops.col_sums(p)
     totals, nnz, top, *qc_totals = (to_host(a) for a in per_cell)
@@ -122,6 +125,12 @@ def calculate_qc_metrics(
     adata.obs[obs.columns] = obs
     adata.var[var.columns] = var  # with use_raw, as scanpy: aligned on the gene names (NaN for genes not in raw)
     return None
+
+
+def _gene_stats_and_issues(p) -> tuple:
+    """(sums, nonzero counts) per gene and the block's (non-finite, negative) value counts."""
+    sums, nnz = _ops.col_sums(p)
+    return sums, nnz, np.asarray(block_value_issues(p), np.int64)
 
 
 def _cell_stats(p, ns, masks) -> tuple:
