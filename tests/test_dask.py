@@ -317,3 +317,22 @@ def test_qc_reads_each_block_once_and_still_checks_it(pbmc):
     with pytest.raises(ValueError, match="1 non-finite values"):
         gsc.pp.calculate_qc_metrics(bad, inplace=True)
     pd.testing.assert_frame_equal(bad.obs, before)
+
+
+@pytest.mark.parametrize(("step", "kw"), [("filter_cells", {"min_genes": 50}), ("filter_genes", {"min_cells": 10}),
+                                          ("filter_genes", {"max_counts": 500})])  # fmt: skip
+def test_filters_read_each_block_once_and_still_check_it(pbmc, step, kw):
+    """As QC: the counts and the value check in one pass over a Dask X, not two."""
+    x = sp.csr_matrix(pbmc.X, dtype=np.float32)
+    lazy, made = counted_dask(x)
+    a, b = pbmc.copy(), pbmc.copy()
+    a.X = lazy
+    keep_a, number_a = getattr(gsc.pp, step)(a, inplace=False, **kw)
+    assert sorted(made) == list(range(lazy.numblocks[0]))
+    keep_b, number_b = getattr(gsc.pp, step)(b, inplace=False, **kw)
+    assert_same(np.asarray(number_a), np.asarray(number_b))
+    assert np.array_equal(keep_a, keep_b)
+    x.data[7] = -np.inf
+    a.X = as_dask(x, 100)
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        getattr(gsc.pp, step)(a, **kw)

@@ -14,6 +14,7 @@ from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import settings
 from .._validation import canonical, check_counts, old_positionals, sum_dtype
 from .._values import float_values
+from ._qc import _gene_stats_and_issues, _issue_array
 
 
 @old_positionals("min_counts", "min_genes", "max_counts", "max_genes", "inplace", "copy")
@@ -85,12 +86,21 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
 
     adata = data if isinstance(data, AnnData) else None
     x = _ops.summed_duplicates(canonical(adata.X if adata is not None else data, step=step))  # stored counts
-    n_neg = check_counts(x, step=step, negative_ok=True)
+    in_pass = adata is not None and is_dask(x)  # values checked in the statistics' pass (one read)
+    n_neg = check_counts(x, step=step, negative_ok=True, issues=(0, 0) if in_pass else None)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
         return (number >= low if low is not None else number <= high), number
     p = _ops.parts(float_values(x))
-    sums, nnz = (to_host(a) for a in (_ops.row_sums(p) if axis == 0 else _ops.col_sums(p)))
+    if in_pass:
+        if axis == 0:
+            (sums, nnz), issues = p.rows_and_sums(_ops.row_sums, _issue_array)
+        else:
+            sums, nnz, issues = p.reduce(_gene_stats_and_issues)
+        n_neg = check_counts(x, step=step, negative_ok=True, issues=tuple(int(v) for v in to_host(issues)))
+    else:
+        sums, nnz = _ops.row_sums(p) if axis == 0 else _ops.col_sums(p)
+    sums, nnz = to_host(sums), to_host(nnz)
     if n_neg and not by_counts:  # scanpy counts the values above zero (scaled data): X > 0
         q = _ops.parts(_positives(x))
         nnz = to_host((_ops.row_sums(q) if axis == 0 else _ops.col_sums(q))[1])

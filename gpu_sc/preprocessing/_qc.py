@@ -127,10 +127,16 @@ def calculate_qc_metrics(
     return None
 
 
+def _issue_array(p) -> np.ndarray:
+    """A block's (non-finite, negative) value counts, as an array the blocks' sum adds."""
+    return np.asarray(block_value_issues(p), np.int64)
+
+
 def _gene_stats_and_issues(p) -> tuple:
-    """(sums, nonzero counts) per gene and the block's (non-finite, negative) value counts."""
+    """(sums, nonzero counts) per gene and the block's value issues (`_issue_array`): the
+    statistics and the value check of a Dask X in one pass (QC, filter_genes)."""
     sums, nnz = _ops.col_sums(p)
-    return sums, nnz, np.asarray(block_value_issues(p), np.int64)
+    return sums, nnz, _issue_array(p)
 
 
 def _cell_stats(p, ns, masks) -> tuple:
