@@ -4,7 +4,9 @@ pic_validate.py)."""
 from __future__ import annotations
 
 import json
+import os
 import platform
+import subprocess
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -16,9 +18,36 @@ PACKAGES = ("scanpy", "anndata", "numpy", "scipy", "scikit-learn", "numba", "das
             "cupy-cuda13x", "cupy-cuda12x", "rapids-singlecell-cu13", "rapids-singlecell-cu12")
 
 
+def commit() -> str | None:
+    """The commit measured: GPU_RUN_COMMIT where gpu_run.sh set it (the GPU machine gets the tree
+    without .git), else git's HEAD with '+dirty' for uncommitted changes; None where neither is known."""
+    if os.environ.get("GPU_RUN_COMMIT"):
+        return os.environ["GPU_RUN_COMMIT"]
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def gpu_name() -> str:
+    """The GPU's name as CuPy reports it ('gpu' where CuPy cannot say)."""
+    try:
+        import cupy as cp
+
+        name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
+        return name.decode() if isinstance(name, bytes) else str(name)
+    except Exception:  # no CuPy, no device, or the kernel emulator's stand-in
+        return "gpu"
+
+
 def versions(names=PACKAGES) -> dict:
-    """Python, gpu_sc and the installed versions of `names` (missing ones left out)."""
-    out = {"python": platform.python_version(), "gpu_sc": gsc.__version__}
+    """Python, gpu_sc, the commit and the installed versions of `names` (missing ones left out)."""
+    out = {"python": platform.python_version(), "gpu_sc": gsc.__version__, "commit": commit()}
     for name in names:
         try:
             out[name] = metadata.version(name)

@@ -20,22 +20,24 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
-from _common import cpu_name, jsonl_rows, versions
+from _common import cpu_name, gpu_name, jsonl_rows, versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Runs in the child: prints one JSON object (import seconds, then per step first and second call).
+# Runs in the child: prints a line per result as it is measured (the import's seconds, then each
+# step's first and second call), so that a child stopped at its time keeps what it measured.
 CHILD = r"""
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
 t0 = time.perf_counter()
 import gpu_sc as gsc
-out = {"import": time.perf_counter() - t0, "steps": {}}
+print("FIRST_CALL_IMPORT " + json.dumps(time.perf_counter() - t0), flush=True)
 gpu = sys.argv[1] == "gpu"
 base = gsc.datasets.resample(gsc.datasets.pbmc4k_half(), int(sys.argv[2]), seed=0)
 steps = [
@@ -59,19 +61,47 @@ for name, fn in steps:
     t = time.perf_counter(); fn(again)
     if gpu:
         cupy.cuda.Device().synchronize()
-    out["steps"][name] = [first, time.perf_counter() - t]
-print("FIRST_CALL " + json.dumps(out))
+    print("FIRST_CALL_STEP " + json.dumps([name, first, time.perf_counter() - t]), flush=True)
 """
 
 
-def _child(backend: str, env: dict, timeout: float, n_cells: int = 2000) -> dict:
-    """Import seconds and [first, second] seconds per step, from a new Python process."""
-    r = subprocess.run([sys.executable, "-c", CHILD, backend, str(n_cells)], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
-    line = next((ln for ln in r.stdout.splitlines() if ln.startswith("FIRST_CALL ")), None)
-    if r.returncode or line is None:
-        raise RuntimeError(f"first-call child failed ({r.returncode}): {r.stderr[-2000:]}")
-    return json.loads(line.removeprefix("FIRST_CALL "))
+def parse_child_line(line: str):
+    """('import', seconds) or ('step', [name, first, again]) from a child's line; None otherwise."""
+    for tag, kind in (("FIRST_CALL_IMPORT ", "import"), ("FIRST_CALL_STEP ", "step")):
+        if line.startswith(tag):
+            return kind, json.loads(line.removeprefix(tag))
+    return None
+
+
+def _child(backend: str, env: dict, timeout: float, n_cells: int = 2000, on_result=None) -> dict:
+    """Import seconds and [first, second] seconds per step, from a new Python process; each result
+    also goes to on_result(kind, value) as it arrives. Past `timeout` the child is stopped and what
+    it measured is returned, with "timed_out" set (a cold GPU child compiles every kernel)."""
+    out: dict = {"import": None, "steps": {}, "timed_out": False}
+    proc = subprocess.Popen([sys.executable, "-c", CHILD, backend, str(n_cells)], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        for line in proc.stdout:
+            got = parse_child_line(line.strip())
+            if got is None:
+                continue
+            kind, value = got
+            if kind == "import":
+                out["import"] = value
+            else:
+                out["steps"][value[0]] = value[1:]
+            if on_result is not None:
+                on_result(kind, value)
+        err = proc.stderr.read()
+        proc.wait()
+    finally:
+        out["timed_out"] = not timer.is_alive() and proc.returncode != 0
+        timer.cancel()
+    if proc.returncode and not out["timed_out"]:
+        raise RuntimeError(f"first-call child failed ({proc.returncode}): {err[-2000:]}")
+    return out
 
 
 def _demo(backend: str, env: dict, timeout: float, where: Path) -> float:
@@ -84,7 +114,7 @@ def _demo(backend: str, env: dict, timeout: float, where: Path) -> float:
 
 
 def run(backend: str, demo: bool, timeout: float, emit) -> list[dict]:
-    common = {"backend": backend, "device": cpu_name() if backend == "cpu" else "gpu", "cpu_count": os.cpu_count(),
+    common = {"backend": backend, "device": cpu_name() if backend == "cpu" else gpu_name(), "cpu_count": os.cpu_count(),
               "versions": versions(), "timestamp": datetime.now(UTC).isoformat(timespec="seconds")}  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory(prefix="gsc-first-call-") as tmp:
@@ -93,18 +123,30 @@ def run(backend: str, demo: bool, timeout: float, emit) -> list[dict]:
                "PYTHONPATH": os.pathsep.join(s for s in (str(ROOT), os.environ.get("PYTHONPATH")) if s)}  # fmt: skip
         for cache in ("cold", "warm"):
             print(f"first calls, {cache} caches ...", file=sys.stderr, flush=True)
-            got = _child(backend, env, timeout)
-            found = [{"case": "import", "cache": cache, "seconds": got["import"]}]
-            found += [{"case": name, "cache": cache, "seconds": first, "steady_seconds": again}
-                      for name, (first, again) in got["steps"].items()]  # fmt: skip
+
+            def put(row, cache=cache):
+                row = {**row, "cache": cache, **common}
+                rows.append(row)
+                emit(row)  # written as measured: a part stopped at its budget keeps these
+
+            def on_result(kind, value, put=put):
+                if kind == "import":
+                    put({"case": "import", "seconds": value})
+                else:
+                    put({"case": value[0], "seconds": value[1], "steady_seconds": value[2]})
+
+            got = _child(backend, env, timeout, on_result=on_result)
+            if got["timed_out"]:
+                put({"case": "timed_out", "seconds": timeout, "note": f"child stopped after {timeout:g} s"})
+                break  # a warm child needs the caches a finished cold one writes
             if demo:
                 print(f"gpu-sc demo, {cache} caches ...", file=sys.stderr, flush=True)
-                found.append({"case": "demo", "cache": cache, "seconds": _demo(backend, env, timeout, tmp)})
-            for row in found:
-                row = {**row, **common}
-                rows.append(row)
-                emit(row)
+                put({"case": "demo", "seconds": _demo(backend, env, timeout, tmp)})
     return rows
+
+
+def _cell(value, width: int, digits: int) -> str:
+    return f"{'-':>{width}s}" if value is None else f"{value:{width}.{digits}f}"
 
 
 def main(argv=None) -> int:
@@ -119,10 +161,10 @@ def main(argv=None) -> int:
     print(f"{'case':10s} {'cold s':>8s} {'warm s':>8s} {'steady s':>9s}")
     by = {(r["case"], r["cache"]): r for r in rows}
     for case in dict.fromkeys(r["case"] for r in rows):
-        cold, warm = by[(case, "cold")], by[(case, "warm")]
+        cold, warm = by.get((case, "cold"), {}), by.get((case, "warm"), {})
         steady = cold.get("steady_seconds")
-        print(f"{case:10s} {cold['seconds']:8.2f} {warm['seconds']:8.2f} "
-              f"{'-' if steady is None else format(steady, '9.3f'):>9s}")  # fmt: skip
+        print(f"{case:10s} {_cell(cold.get('seconds'), 8, 2)} {_cell(warm.get('seconds'), 8, 2)} "
+              f"{_cell(steady, 9, 3)}")  # fmt: skip
     return 0
 
 

@@ -126,7 +126,7 @@ def count_tests(path: Path) -> dict:
     """passed / failed / errors / skipped / xfailed / xpassed / collected / not_run from the plugin's
     rows, complete or not (a part stopped at its budget leaves the tests it reached)."""
     c = {"collected": None, "passed": 0, "failed": 0, "errors": 0, "skipped": 0, "xfailed": 0, "xpassed": 0,
-         "finished": False, "failures": []}  # fmt: skip
+         "not_run": None, "finished": False, "failures": []}  # fmt: skip
     if not path.exists():
         return c
     done = set()
@@ -187,6 +187,7 @@ def slug(name: str | None) -> str:
     return s[:40].strip("-") or "nogpu"
 
 
+CORE_MODULES = ("numpy", "scipy", "anndata", "gpu_sc")  # without any of these no part can run
 MODULES = {"numpy": "numpy", "scipy": "scipy", "anndata": "anndata", "scanpy": "scanpy", "numba": "numba",
            "dask": "dask", "gpu_sc": "gpu_sc", "cupy": "cupy"}  # fmt: skip
 
@@ -298,7 +299,8 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
                  "--n-train", "300"]  # fmt: skip
         scale_backends = "cpu,gpu"
     else:
-        tests = ["-m", "gpu", *_parallel_tests()]
+        # a test file that fails to import (a missing wheel) must not stop the others from running
+        tests = ["-m", "gpu", "--continue-on-collection-errors", *_parallel_tests()]
         n_cells, pool, dataset, steps, repeats = args.n_cells, args.pool_cells, args.dataset, BENCH_STEPS, 3
         # one dataset of realistic width (17,646 genes); pbmc68k gave CPU-GPU pair agreement 1.0
         # for ml, picseq and mixture on 2026-12-04, with mixture 4.5 times slower on the GPU;
@@ -318,10 +320,12 @@ def plan(args, dev: str, date: str, out: Path) -> list[Part]:
              f"steps, {repeats} repeats",
              [py, "benchmarks/run.py", "--backend", "gpu", "--dataset", dataset, "--n-cells", str(n_cells),
               "--pool-cells", str(pool),
-              "--steps", steps, "--repeats", str(repeats), "--out", str(out / bench)], [bench]),
+              "--steps", steps, "--repeats", str(repeats), "--touch-memory", "0", "--out", str(out / bench)],
+             [bench]),
         Part("first-call", budgets["first-call"],
              "first_call.py --backend gpu --no-demo: import and each step's first call, cold and warm caches",
-             [py, "benchmarks/first_call.py", "--backend", "gpu", "--no-demo", "--timeout", "120",
+             [py, "benchmarks/first_call.py", "--backend", "gpu", "--no-demo",
+              "--timeout", str(max(budgets["first-call"] - 5, 5)),  # rows are written as measured
               "--out", str(out / f"first-call-gpu-{tag}.jsonl")], [f"first-call-gpu-{tag}.jsonl"]),
         Part("pic-validate", budgets["pic-validate"],
              "pic_validate.py --backends cpu,gpu --seeds 0 " + " ".join(validate),
@@ -386,7 +390,7 @@ def run_part(cmd: list[str], limit: float, log, env: dict) -> tuple[int | None, 
         proc.wait(timeout=max(limit, 0.1))
     except subprocess.TimeoutExpired:
         timed_out = True
-        for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, None)):
+        for sig, wait in ((signal.SIGINT, GRACE_S), (signal.SIGKILL, 10)):  # a process stuck in the driver: move on
             try:
                 os.killpg(proc.pid, sig)
             except ProcessLookupError:
@@ -425,13 +429,42 @@ def _cap_log(path: Path, limit: int = MAX_FILE_BYTES - 2**20) -> None:
 
 
 def _unique_date(out: Path, dev: str) -> str:
-    """Today (UTC), with -2, -3 ... added where `out` holds a file of this device and date already."""
+    """Today (UTC), with -2, -3 ... added where `out` or the repository's benchmarks/results (which
+    travels with the tree: the device tool empties `out`) holds a file of this device and date."""
     date = day = datetime.now(UTC).date().isoformat()
+    folders = [d for d in (out, ROOT / "benchmarks" / "results") if d.is_dir()]
     k = 1
-    while out.is_dir() and any(dev in f.name and date in f.name for f in out.iterdir()):
+    while any(dev in f.name and f.name.split(dev, 1)[1].startswith(f"-{date}") for d in folders for f in d.iterdir()):
         k += 1
         date = f"{day}-{k}"
     return date
+
+
+WHEELS_NEEDED = ("anndata", "scanpy")  # what the GPU machine's image lacks and every part needs
+WHEELS_MAX_BYTES = 48 * 2**20  # the device tool carries 64 MiB in all; the tree takes some 15
+
+
+def check_wheels(folder: Path) -> list[str]:
+    """What would spoil the session in the carried wheel folder, checked here before it (pip
+    refuses the whole install where two versions of one package are there, and then nothing can
+    be imported on the GPU machine): one version per package, the needed ones present, the size
+    within what the device tool carries, and COMMIT (the commit measured) written."""
+    wheels = sorted(folder.glob("*.whl"))
+    if not wheels:
+        return [f"no wheels in {folder}: run ../shared/gpu/fetch-wheels.sh"]
+    versions: dict[str, set[str]] = {}
+    for w in wheels:
+        name, version = w.name.split("-")[:2]
+        versions.setdefault(re.sub(r"[-_.]+", "-", name).lower(), set()).add(version)
+    problems = [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
+                for n, v in versions.items() if len(v) > 1]  # fmt: skip
+    problems += [f"no {n} wheel" for n in WHEELS_NEEDED if n not in versions]
+    size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+    if size > WHEELS_MAX_BYTES:
+        problems.append(f"{size / 2**20:.0f} MiB of wheels, more than {WHEELS_MAX_BYTES // 2**20} MiB")
+    if not (folder / "COMMIT").exists():
+        problems.append(f"no {folder / 'COMMIT'}: write it with  git rev-parse HEAD > {folder}/COMMIT")
+    return problems
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -472,6 +505,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--pool-cells", type=int, default=100_000,
                    help="run.py --pool-cells of the bench part: resampled on the host, the cells drawn on the GPU")
     p.add_argument("--plan", action="store_true", help="print the budget table and the commands; run nothing")
+    p.add_argument("--check-wheels", type=Path, default=None, metavar="DIR",
+                   help="check the wheel folder to carry (e.g. .whl) before a session; run nothing")
     p.add_argument("--replace", action="append", type=_replace_arg, default=[], metavar="PART=COMMAND",
                    help=argparse.SUPPRESS)  # tests: run a stand-in command as that part
     p.add_argument("--env-info", action="store_true", help=argparse.SUPPRESS)  # the setup part's child
@@ -487,6 +522,11 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     t_start = float(os.environ.get("GPU_RUN_T0") or time.time())  # gpu_run.sh's start: install counts
     args = parse(argv)
+    if args.check_wheels is not None:
+        problems = check_wheels(args.check_wheels)
+        for line in problems or [f"{args.check_wheels}: ready to carry"]:
+            print(line)
+        return 1 if problems else 0
     if args.env_info:
         path = os.environ.get("GPU_RUN_ENV_JSON")
         info = env_info(lambda info: path and _write_json(Path(path), info))
@@ -530,6 +570,7 @@ def main(argv=None) -> int:
     summary: dict = {
         "script": "benchmarks/gpu_run.py", "argv": sys.argv[1:], "small": args.small,
         "started": datetime.fromtimestamp(t_start, UTC).isoformat(timespec="seconds"), "total_budget_s": args.total,
+        "commit": os.environ.get("GPU_RUN_COMMIT"),
         "budget": {p.name: p.budget for p in parts}, "device": smi, "driver": smi.get("driver_version"),
         "cuda_runtime": None, "versions": None, "cpu_count": os.cpu_count(), "parts": [],
     }  # fmt: skip
@@ -558,14 +599,23 @@ def main(argv=None) -> int:
             inst["note"] = "no .whl/*.whl, or not started through gpu_run.sh: nothing installed"
         summary["parts"].append(inst)
         save()
-        slack = 0.0  # what earlier parts left of their budgets
-        for p in parts:
-            if p.name in ("install", "reserve"):
-                continue
+        runs = [p for p in parts if p.name not in ("install", "reserve")]
+        stop_note = None
+        planned_end = t_start + parts[0].budget  # the install's, counted from gpu_run.sh's start
+        for i, p in enumerate(runs):
             now = time.time()
-            limit = min(p.budget + slack if p.name != "setup" else p.budget - t_smi, deadline - now)
+            planned_end += p.budget
+            # a part runs to where the plan ends it: its budget and whatever the install, setup and
+            # earlier parts left of theirs (never so long that the parts after it lose theirs)
+            limit = p.budget - t_smi if p.name == "setup" else planned_end - now
+            limit = min(limit, deadline - now - sum(q.budget for q in runs[i + 1 :]))
             rec = {"name": p.name, "budget_s": p.budget, "limit_s": round(limit, 1), "command": shlex.join(p.cmd),
                    "outputs": p.outputs}  # fmt: skip
+            if stop_note:
+                rec.update(run=False, note=stop_note)
+                summary["parts"].append(rec)
+                save()
+                continue
             if limit < 1:
                 rec.update(run=False, note="no time left before the deadline")
                 summary["parts"].append(rec)
@@ -585,8 +635,6 @@ def main(argv=None) -> int:
             tail = _log_tail(log_path, start)
             log.write(f"==== {p.name}: exit {code}, {seconds:.1f} s{', TIMED OUT' if timed_out else ''}\n\n".encode())
             log.flush()
-            if p.name != "setup":
-                slack = max(limit - seconds, 0.0)
             if p.name == "setup":
                 seconds += t_smi  # nvidia-smi ran before the log was opened
             rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail)
@@ -601,6 +649,10 @@ def main(argv=None) -> int:
                 summary["cuda_runtime"] = info.pop("cuda_runtime", None)
                 summary["versions"] = info.pop("versions")
                 summary["env"] = info
+                missing = [m for m in CORE_MODULES if summary["versions"].get(m) is None]
+                if missing:  # every part would fail: stop now and leave the device time for a rerun
+                    stop_note = (f"not run: {', '.join(missing)} cannot be imported (see setup's import_errors; "
+                                 "check .whl with gpu_run.py --check-wheels)")  # fmt: skip
             summary["parts"].append(rec)
             save()
             print(f"[{p.name}] exit {code}, {seconds:.1f} s{' TIMED OUT' if timed_out else ''}; "

@@ -10,6 +10,9 @@ GPU_RUN_T0=$(date +%s.%N)
 export GPU_RUN_T0
 install_s=60  # = INSTALL_S in gpu_run.py
 wheels=${GPU_RUN_WHEELS:-$root/.whl}  # the tests point this elsewhere
+# the commit measured: written into the wheel folder before the session (the tree travels without .git)
+GPU_RUN_COMMIT=$(cat "$wheels/COMMIT" 2>/dev/null || git -C "$root" rev-parse HEAD 2>/dev/null || echo unknown)
+export GPU_RUN_COMMIT
 if compgen -G "$wheels/*.whl" > /dev/null; then
   GPU_RUN_INSTALL_LOG=$(mktemp /tmp/gpu-run-install.XXXXXX)
   if [[ -f /tmp/site/.gpu-run-installed ]]; then
@@ -19,6 +22,15 @@ if compgen -G "$wheels/*.whl" > /dev/null; then
     timeout -k 2 "$install_s" python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
       --upgrade --target /tmp/site "$wheels"/*.whl > "$GPU_RUN_INSTALL_LOG" 2>&1
     GPU_RUN_INSTALL_RC=$?
+    if [[ $GPU_RUN_INSTALL_RC != 0 && $GPU_RUN_INSTALL_RC != 124 && $GPU_RUN_INSTALL_RC != 137 ]]; then
+      # pip refuses the whole set for one bad wheel (two versions of a package, a wrong platform):
+      # install them one by one, so that the others still come
+      echo "whole install failed (exit $GPU_RUN_INSTALL_RC); installing the wheels one by one" >> "$GPU_RUN_INSTALL_LOG"
+      for w in "$wheels"/*.whl; do
+        timeout -k 2 20 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+          --target /tmp/site "$w" >> "$GPU_RUN_INSTALL_LOG" 2>&1 || echo "failed: $w" >> "$GPU_RUN_INSTALL_LOG"
+      done
+    fi
     [[ $GPU_RUN_INSTALL_RC == 0 ]] && touch /tmp/site/.gpu-run-installed
   fi
   GPU_RUN_T1=$(date +%s.%N)

@@ -26,9 +26,11 @@ def test_rows_and_table(monkeypatch, capsys, tmp_path):
     with benchmark_script("first_call") as fc:
         seen_envs = []
 
-        def child(backend, env, timeout, n_cells=2000):
+        def child(backend, env, timeout, n_cells=2000, on_result=None):
             seen_envs.append(env)
-            return {"import": 1.0, "steps": {"qc": [2.0, 0.5]}}
+            on_result("import", 1.0)
+            on_result("step", ["qc", 2.0, 0.5])
+            return {"import": 1.0, "steps": {"qc": [2.0, 0.5]}, "timed_out": False}
 
         monkeypatch.setattr(fc, "_child", child)
         out = tmp_path / "f.jsonl"
@@ -48,6 +50,20 @@ def test_gpu_child_runs_every_step(device, monkeypatch, capsys):
     with benchmark_script("first_call") as fc:
         monkeypatch.setattr("sys.argv", ["-c", "gpu", "300"])
         exec(compile(fc.CHILD, "first_call_child", "exec"), {"__name__": "first_call_child"})
-    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("FIRST_CALL "))
-    got = json.loads(line.removeprefix("FIRST_CALL "))
-    assert list(got["steps"]) == ["qc", "filter", "normalize", "log1p", "hvg", "scale", "pca", "neighbors"]
+        parsed = [fc.parse_child_line(ln) for ln in capsys.readouterr().out.splitlines()]
+    parsed = [x for x in parsed if x is not None]
+    assert parsed[0][0] == "import" and [v[0] for k, v in parsed[1:]] == [
+        "qc", "filter", "normalize", "log1p", "hvg", "scale", "pca", "neighbors"]
+
+
+def test_a_child_stopped_at_its_time_keeps_what_it_measured(tmp_path, monkeypatch):
+    """A cold GPU child compiles every kernel and can outlive its time: the rows it printed before
+    it was stopped are written as they came (it once reported only at its end, so nothing)."""
+    with benchmark_script("first_call") as fc:
+        slow = ("import json, time\nprint('FIRST_CALL_IMPORT ' + json.dumps(0.5), flush=True)\n"
+                "print('FIRST_CALL_STEP ' + json.dumps(['qc', 1.0, 0.1]), flush=True)\ntime.sleep(60)\n")
+        monkeypatch.setattr(fc, "CHILD", slow)
+        out = tmp_path / "f.jsonl"
+        assert fc.main(["--no-demo", "--timeout", "3", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["case"], r["cache"]) for r in rows] == [("import", "cold"), ("qc", "cold"), ("timed_out", "cold")]

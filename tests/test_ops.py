@@ -187,3 +187,13 @@ def test_top_sums_values_of_every_kind():
     for i, r in enumerate(rows):
         desc = np.sort(r)[::-1]
         np.testing.assert_allclose(got[i], [desc[:n].sum() for n in ns], rtol=1e-13, atol=1e-12)
+
+
+def test_segment_ids_with_empty_segments():
+    """The segment of each stored value from a pointer array, empty segments included (one
+    searchsorted on either device: cupy.repeat takes no array of repeats)."""
+    from gpu_sc._ops._layout import segment_ids
+
+    ptr = np.array([0, 0, 2, 2, 3, 6], dtype=np.int32)
+    np.testing.assert_array_equal(segment_ids(ptr), np.repeat(np.arange(5), np.diff(ptr)))
+    assert segment_ids(np.array([0], dtype=np.int64)).size == 0

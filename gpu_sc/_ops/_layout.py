@@ -86,5 +86,12 @@ def row_pointers(p: Parts):
     return xp.arange(n_rows + 1, dtype=np.int64) * n_cols
 
 
+def segment_ids(ptr):
+    """The segment (row of a CSR, column of a CSC) of each stored value, int64, from its pointer
+    array, on that array's device: searchsorted, as cupy.repeat takes no array of repeats."""
+    xp = xp_of(ptr)
+    return xp.searchsorted(ptr, xp.arange(int(ptr[-1]), dtype=ptr.dtype), side="right").astype(xp.int64) - 1
+
+
 def on_gpu(p: Parts) -> bool:
     return is_gpu(p.data)

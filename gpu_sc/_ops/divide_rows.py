@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, UPDATE, primitive
-from ._layout import Parts, row_pointers
+from ._layout import Parts, row_pointers, segment_ids
 
 
 @numba.njit(parallel=True, cache=True)
@@ -43,7 +43,6 @@ def _divide_rows_float16(p: Parts, divisors) -> None:
     device: float16 divisors, divided as numpy divides in scanpy."""
     xp = p.xp
     divisors = xp.asarray(divisors, dtype=p.data.dtype)
-    row_of_value = xp.searchsorted(row_pointers(p), xp.arange(p.data.size), side="right") - 1
-    per_value = divisors[row_of_value]
+    per_value = divisors[segment_ids(row_pointers(p))]
     nonzero = per_value != 0
     p.data[nonzero] /= per_value[nonzero]

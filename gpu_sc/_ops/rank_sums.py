@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dispatch import GPU, primitive
-from ._layout import Parts
+from ._layout import Parts, segment_ids
 
 
 @numba.njit(parallel=True, cache=True)
@@ -109,7 +109,7 @@ def _(p: Parts, codes, n_groups: int):
     codes = _checked_codes(p, codes, cp)
     x = cpsp.csr_matrix(p.data.reshape(p.shape)) if p.dense else cpsp.csr_matrix(tuple(p[:3]), shape=p.shape)
     csc = x.tocsc()
-    cols = cp.repeat(cp.arange(n_cols, dtype=cp.int64), cp.diff(csc.indptr).astype(cp.int64))
+    cols = segment_ids(csc.indptr)
     keep = csc.data != 0
     vals, rows, cols = csc.data[keep].astype(cp.float64), csc.indices[keep].astype(cp.int64), cols[keep]
     order = cp.lexsort(cp.stack([vals, cols.astype(cp.float64)]))  # by column, then value

@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _ops
-from .._ops._layout import in_layout
+from .._ops._layout import in_layout, segment_ids
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
@@ -150,12 +150,7 @@ def nonzeros(x):
     """(rows int64, cols int64, values) of the nonzeros of CSR or dense `x`, on its device."""
     xp = xp_of(x)
     if is_sparse(x):
-        indptr = x.indptr.astype(xp.int64)
-        if is_gpu(x):  # cupy.repeat takes no array of repeats
-            rows = xp.searchsorted(indptr, xp.arange(x.data.size, dtype=xp.int64), side="right") - 1
-        else:
-            rows = np.repeat(np.arange(x.shape[0], dtype=np.int64), np.diff(indptr))
-        return rows, x.indices.astype(xp.int64), x.data
+        return segment_ids(x.indptr), x.indices.astype(xp.int64), x.data
     rows, cols = xp.nonzero(x)
     return rows.astype(xp.int64), cols.astype(xp.int64), x[rows, cols]
 

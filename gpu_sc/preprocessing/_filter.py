@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
@@ -163,7 +162,10 @@ def _subset_inplace(adata: AnnData, keep, axis: int) -> None:
     subset = adata._inplace_subset_obs if axis == 0 else adata._inplace_subset_var
     x = adata.X
     gpu_csr = is_gpu(x) and is_sparse(x) and x.format == "csr"
-    if adata.is_view or adata.isbacked or not (sp.issparse(x) or (gpu_csr and axis == 1)):
+    # host sparse (is_gpu, not sp.issparse: the kernel emulator's device matrices are scipy's
+    # subclasses, so that test took a path a real GPU's cupyx matrix never takes), or GPU CSR columns
+    host_sparse = is_sparse(x) and not is_gpu(x)
+    if adata.is_view or adata.isbacked or not (host_sparse or (gpu_csr and axis == 1)):
         subset(keep)
         return
     if axis == 0:
