@@ -78,27 +78,31 @@ def _child(backend: str, env: dict, timeout: float, n_cells: int = 2000, on_resu
     also goes to on_result(kind, value) as it arrives. Past `timeout` the child is stopped and what
     it measured is returned, with "timed_out" set (a cold GPU child compiles every kernel)."""
     out: dict = {"import": None, "steps": {}, "timed_out": False}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, backend, str(n_cells)], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            got = parse_child_line(line.strip())
-            if got is None:
-                continue
-            kind, value = got
-            if kind == "import":
-                out["import"] = value
-            else:
-                out["steps"][value[0]] = value[1:]
-            if on_result is not None:
-                on_result(kind, value)
-        err = proc.stderr.read()
-        proc.wait()
-    finally:
-        out["timed_out"] = not timer.is_alive() and proc.returncode != 0
-        timer.cancel()
+    # stderr to a file: read from a pipe after stdout, more than a pipe's worth of warnings would
+    # block the child until the timer killed it
+    with tempfile.TemporaryFile(mode="w+") as err_file:
+        proc = subprocess.Popen([sys.executable, "-c", CHILD, backend, str(n_cells)], env=env, cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=err_file, text=True)  # fmt: skip
+        timer = threading.Timer(timeout, proc.kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                got = parse_child_line(line.strip())
+                if got is None:
+                    continue
+                kind, value = got
+                if kind == "import":
+                    out["import"] = value
+                else:
+                    out["steps"][value[0]] = value[1:]
+                if on_result is not None:
+                    on_result(kind, value)
+            proc.wait()
+        finally:
+            out["timed_out"] = not timer.is_alive() and proc.returncode != 0
+            timer.cancel()
+        err_file.seek(0)
+        err = err_file.read()
     if proc.returncode and not out["timed_out"]:
         raise RuntimeError(f"first-call child failed ({proc.returncode}): {err[-2000:]}")
     return out

@@ -611,13 +611,9 @@ def main(argv=None) -> int:
             limit = min(limit, deadline - now - sum(q.budget for q in runs[i + 1 :]))
             rec = {"name": p.name, "budget_s": p.budget, "limit_s": round(limit, 1), "command": shlex.join(p.cmd),
                    "outputs": p.outputs}  # fmt: skip
-            if stop_note:
-                rec.update(run=False, note=stop_note)
-                summary["parts"].append(rec)
-                save()
-                continue
-            if limit < 1:
-                rec.update(run=False, note="no time left before the deadline")
+            skip = stop_note or ("no time left before the deadline" if limit < 1 else None)
+            if skip:
+                rec.update(run=False, note=skip)
                 summary["parts"].append(rec)
                 save()
                 continue

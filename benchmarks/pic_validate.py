@@ -41,7 +41,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc
-from _common import cpu_name, jsonl_rows, versions
+from _common import cpu_name, gpu_name, jsonl_rows, versions
 from gpu_sc._backend import describe, gpu_available
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -399,9 +399,7 @@ def _gpu():
     import cupy as cp
     import cupyx.scipy.sparse as cpsp
 
-    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
-    name = name.decode() if isinstance(name, bytes) else str(name)
-    return cp, cpsp, (lambda: cp.cuda.Device().synchronize()), name
+    return cp, cpsp, (lambda: cp.cuda.Device().synchronize()), gpu_name()
 
 
 def _deconvolve_kwargs(method: str, args) -> dict:

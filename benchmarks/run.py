@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.py
 import gpu_sc as gsc
-from _common import cpu_name, jsonl_rows, versions
+from _common import cpu_name, gpu_name, jsonl_rows, versions
 from gpu_sc._backend import gpu_available, is_dask, xp_of
 
 
@@ -318,8 +318,7 @@ def _gpu_tools():
     def sync():
         cp.cuda.Device().synchronize()
 
-    name = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)["name"]
-    name = name.decode() if isinstance(name, bytes) else str(name)
+    name = gpu_name()
     buf = cp.empty(512 * 2**20, dtype=cp.uint8)
     dst = cp.empty_like(buf)
     cp.copyto(dst, buf)

@@ -127,8 +127,6 @@ def _group_sums(x, codes: np.ndarray, n_groups: int, **kw) -> tuple:
     transpose of row blocks: genes x cells for axis='var') goes column block by column block,
     each block's rows grouped, the results side by side; made whole rows, it would be one block
     of every cell. Duplicate entries are summed first (counts of stored values, squares)."""
-    if x.dtype == np.float16:  # the compiled sums take float32 and up; float16 values are exact there
-        x = x.astype(np.float32)
     if is_dask(x) and len(x.chunks[0]) == 1 and len(x.chunks[1]) > 1:
         import dask
 

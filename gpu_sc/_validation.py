@@ -265,6 +265,12 @@ def _block_fractions(p) -> int:
     return _fractions(p.data)
 
 
+def check_seed(seed, *, step: str) -> int:
+    # numpy's generators refuse negative seeds with a message that names neither step nor seed
+    return check_int(seed, step=step, name="seed", minimum=0,
+                     hint=" (numpy's random generators take no negative seeds)")
+
+
 def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = False,
               hint: str = "") -> int | None:  # fmt: skip
     """`value` as an int >= `minimum` (None passes when `none_ok`). Python and numpy integers

@@ -120,11 +120,19 @@ def _harmony(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.harmony_integrate(adata, args.batch_key.split(","))
 
 
+def _need_graph(adata: AnnData, step: str) -> None:
+    if "neighbors" not in adata.uns:
+        msg = f"step {step} needs a neighbour graph: put neighbors before it in --steps"
+        raise CliError(msg)
+
+
 def _umap(adata: AnnData, args: argparse.Namespace) -> None:
+    _need_graph(adata, "umap")
     gsc.tl.umap(adata, random_state=0)
 
 
 def _leiden(adata: AnnData, args: argparse.Namespace) -> None:
+    _need_graph(adata, "leiden")
     gsc.tl.leiden(adata, resolution=args.resolution, flavor="igraph", n_iterations=2,
                   directed=False, random_state=0)  # fmt: skip
 
@@ -223,9 +231,6 @@ def run_pipeline(adata: AnnData, steps: list[str], args: argparse.Namespace, dev
         gsc.get.to_gpu(adata)
     times = {}
     for i, name in enumerate(steps, 1):
-        if name in ("leiden", "umap") and "neighbors" not in adata.uns:
-            msg = f"step {name} needs a neighbour graph: put neighbors before it in --steps"
-            raise CliError(msg)
         t0 = time.perf_counter()
         STEPS[name](adata, args)
         _sync(device)

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ._validation import check_int, check_integer_counts
+from ._validation import check_int, check_integer_counts, check_seed
 
 __all__ = ["mouse_brain_10k", "pbmc4k_half", "pbmc68k_reduced", "pbmc_t_dc_pics", "resample"]
 
@@ -376,7 +376,7 @@ def pbmc_t_dc_pics(n_pics: int = 200, seed: int = 0) -> tuple[ad.AnnData, ad.Ann
     from . import pic, pp
 
     check_int(n_pics, step="pbmc_t_dc_pics", name="n_pics")
-    check_int(seed, step="pbmc_t_dc_pics", name="seed", minimum=0, hint=" (numpy's generators take no negative seeds)")
+    check_seed(seed, step="pbmc_t_dc_pics")
 
     raw = pbmc68k_reduced()
     cells = raw[raw.obs["bulk_labels"].isin(PBMC_T_GROUPS + ["Dendritic"])].copy()

@@ -88,7 +88,11 @@ def row_pointers(p: Parts):
 
 def segment_ids(ptr):
     """The segment (row of a CSR, column of a CSC) of each stored value, int64, from its pointer
-    array, on that array's device: searchsorted, as cupy.repeat takes no array of repeats."""
+    array, on that array's device: on the host a repeat, on the GPU a searchsorted (cupy.repeat
+    takes no array of repeats)."""
+    if not is_gpu(ptr):
+        ptr = np.asarray(ptr)
+        return np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
     xp = xp_of(ptr)
     return xp.searchsorted(ptr, xp.arange(int(ptr[-1]), dtype=ptr.dtype), side="right").astype(xp.int64) - 1
 

@@ -51,7 +51,8 @@ def group_sums(p: Parts, codes, n_groups: int, *, dtype=np.float64, squares: boo
     out = [np.zeros((n_groups, n_cols) if want else (1, 1), dtype=dtype) for want in (True, squares, counts)]
     indptr = np.asarray(row_pointers(p))
     indices = indptr[:1] if p.dense else p.indices  # any int array: unused for dense rows
-    _group_sums(p.data, indices, indptr, p.dense, order, starts, *out, squares, counts)
+    data = p.data.astype(np.float32) if p.data.dtype == np.float16 else p.data  # numba has no float16; exact
+    _group_sums(data, indices, indptr, p.dense, order, starts, *out, squares, counts)
     return out[0], out[1] if squares else None, out[2] if counts else None
 
 

@@ -10,13 +10,6 @@ import pandas as pd
 from anndata import AnnData
 
 from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, UNS_PIC
-from .._validation import check_int
-
-
-def check_seed(seed, *, step: str) -> int:
-    # numpy's generators refuse negative seeds with a message that names neither step nor seed
-    return check_int(seed, step=step, name="seed", minimum=0,
-                     hint=" (numpy's random generators take no negative seeds)")
 
 
 def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int = 2,

@@ -101,7 +101,7 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
         msg = ("pair_frequencies: uns['pic'] has no 'arguments' (deconvolved by an older gpu_sc); "
                "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
         raise ValueError(msg)
-    ok = (pics.obs[K.OBS_PIC_STATUS].astype(str) == K.PIC_STATUS_OK).to_numpy()
+    ok = ok_mask(pics)
     depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok]))
     origin = singlets if sources is None else sources
     present = set(origin.obs[groupby].astype(str))

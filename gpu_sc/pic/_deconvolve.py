@@ -17,9 +17,9 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._backend import is_dask, is_gpu
-from .._validation import check_anndata, check_int
+from .._validation import check_anndata, check_int, check_seed
 from . import _profiles
-from ._args import check_seed, names_list, population_groups
+from ._args import names_list, population_groups
 from ._methods import METHODS, Options, Reference
 from ._simulate import _counts_csr
 from ._umi_draws import draw_rows, name_keys
@@ -271,13 +271,7 @@ def _pic_blocks(pics: AnnData):
         if x.ndim != 2 or x.numblocks[1] != 1:
             x = x.rechunk({1: -1})  # whole rows per block: a PIC is scored on all its genes
         return list(x.to_delayed().ravel())
-    return _host_counts(x, "pics")
-
-
-def _host_counts(x, what: str) -> sp.csr_matrix:
-    """PIC counts (numpy, scipy or cupy; a whole matrix or one computed Dask block) as a
-    checked host CSR matrix: the pipeline's down-sampling and profiles run on the host."""
-    return _counts_csr(x, step="deconvolve", what=what)
+    return _counts_csr(x, step="deconvolve", what="pics")  # the down-sampling and profiles run on the host
 
 
 def _downsample(x: sp.csr_matrix, n_umis: int, keys: np.ndarray, seed: int) -> tuple[sp.csr_matrix, np.ndarray]:
@@ -307,7 +301,7 @@ def _run_blocks(blocks, model, seed: int, keys: np.ndarray, row_chunks) -> list[
 
 
 def _run_dask_block(block, model, keys: np.ndarray, seed: int) -> dict:
-    return _run_block(_host_counts(block, "pics block"), model, keys, seed)
+    return _run_block(_counts_csr(block, step="deconvolve", what="pics block"), model, keys, seed)
 
 
 def _run_block(x: sp.csr_matrix, model, keys: np.ndarray, seed: int) -> dict:

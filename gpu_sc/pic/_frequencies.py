@@ -31,8 +31,8 @@ from scipy import stats
 
 from .. import _keys as K
 from .._settings import Progress
-from .._validation import check_anndata, check_int
-from ._args import check_seed, replicate_codes
+from .._validation import check_anndata, check_int, check_seed
+from ._args import replicate_codes
 from ._confusion import (Simulated, confusion, kept_posterior, label_means, pic_depths, simulated_posteriors,
                          unmix)  # fmt: skip
 from ._expected import check_same_genes
@@ -163,6 +163,11 @@ def mean_weight(mean: np.ndarray, unmixed: np.ndarray, boot_mean: np.ndarray,
     bias2 = max(0.0, float(gap @ gap) - vd)
     denom = bias2 + vd
     return float(np.clip((vu - cov) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+
+
+#: the columns of pair_frequencies' table besides its condition_key's (written below, in this order)
+FREQUENCY_COLUMNS = (K.OBS_PIC_A, K.OBS_PIC_B, "n_pics", "n_called", "fraction", "ci_low", "ci_high", "se",
+                     "mean_weight")
 
 
 def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,

@@ -18,9 +18,9 @@ from .._backend import to_host
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
-from .._validation import canonical, check_anndata, check_int, check_number, get_matrix, make_actual
+from .._validation import canonical, check_anndata, check_int, check_number, check_seed, get_matrix, make_actual
 from ..get import array_to_cpu
-from ._args import check_posterior_shape, check_seed, replicate_codes
+from ._args import check_posterior_shape, replicate_codes
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
                         ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns

@@ -22,6 +22,7 @@ from .._keys import (
 )
 from .._validation import check_anndata, check_int
 from ._expected import obs_column, ok_mask
+from ._frequencies import FREQUENCY_COLUMNS
 
 
 def _figure(rows: int, cols: int, figsize):
@@ -101,11 +102,6 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
     return _finish(fig, save)
 
 
-#: pair_frequencies' own columns (any other is its condition_key's)
-_FREQUENCY_COLUMNS = {OBS_PIC_A, OBS_PIC_B, "n_pics", "n_called", "fraction", "ci_low", "ci_high", "se",
-                      "mean_weight"}
-
-
 def _frequency_grid(pics: AnnData, freq: pd.DataFrame):
     """A x B grids of fraction, ci_low and ci_high from one condition's pair_frequencies table."""
     need = {OBS_PIC_A, OBS_PIC_B, "fraction", "ci_low", "ci_high", "n_pics"}
@@ -117,7 +113,7 @@ def _frequency_grid(pics: AnnData, freq: pd.DataFrame):
         msg = "pair_heatmap: frequencies has no rows; pass one condition's rows of gsc.pic.pair_frequencies."
         raise ValueError(msg)
     if freq[[OBS_PIC_A, OBS_PIC_B]].duplicated().any():
-        extra = [c for c in freq.columns if c not in _FREQUENCY_COLUMNS]  # the condition_key column
+        extra = [c for c in freq.columns if c not in FREQUENCY_COLUMNS]  # the condition_key column
         example = f", e.g. freq[freq[{extra[0]!r}] == {freq[extra[0]].iloc[0]!r}]" if extra else ""
         msg = ("pair_heatmap: frequencies holds several rows per pair (several conditions); pass one "
                f"condition's rows{example}.")

@@ -8,9 +8,9 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._backend import is_dask
-from .._validation import check_anndata, check_int, check_integer_counts
+from .._validation import check_anndata, check_int, check_integer_counts, check_seed
 from ..get import array_to_cpu
-from ._args import check_seed, population_groups
+from ._args import population_groups
 from ._umi_draws import draw_rows
 
 

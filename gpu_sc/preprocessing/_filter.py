@@ -11,9 +11,9 @@ from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import settings
-from .._validation import canonical, check_counts, old_positionals, sum_dtype
+from .._validation import block_value_issues, canonical, check_counts, old_positionals, sum_dtype
 from .._values import float_values
-from ._qc import _gene_stats_and_issues, _issue_array
+from ._qc import _gene_stats_and_issues
 
 
 @old_positionals("min_counts", "min_genes", "max_counts", "max_genes", "inplace", "copy")
@@ -93,10 +93,10 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     p = _ops.parts(float_values(x))
     if in_pass:
         if axis == 0:
-            (sums, nnz), issues = p.rows_and_sums(_ops.row_sums, _issue_array)
+            (sums, nnz), issues = p.rows_and_sums(_ops.row_sums, block_value_issues)
         else:
-            sums, nnz, issues = p.reduce(_gene_stats_and_issues)
-        n_neg = check_counts(x, step=step, negative_ok=True, issues=tuple(int(v) for v in to_host(issues)))
+            sums, nnz, *issues = p.reduce(_gene_stats_and_issues)
+        n_neg = check_counts(x, step=step, negative_ok=True, issues=tuple(issues))
     else:
         sums, nnz = _ops.row_sums(p) if axis == 0 else _ops.col_sums(p)
     sums, nnz = to_host(sums), to_host(nnz)

@@ -296,9 +296,9 @@ def neighbors(
     # another metric (a name scikit-learn knows, or a callable), with knn=True and the default or
     # sklearn search: scanpy's exact search, scikit-learn's brute-force transformer with that
     # metric (scanpy takes it below 4,096 cells and pynndescent above; exact here at every size)
-    other_metric = instance is None and metric not in _METRICS and knn and algorithm is None \
-        and transformer in (None, "sklearn")  # fmt: skip
-    if instance is None and metric not in _METRICS and not other_metric:
+    unknown = instance is None and metric not in _METRICS  # not a metric of our own searches
+    other_metric = unknown and knn and algorithm is None and transformer in (None, "sklearn")
+    if unknown and not other_metric:
         msg = (f"{_STEP}: metric {metric!r} is supported with knn=True and the default search (or a "
                f"transformer instance that computes it); here: choose one of {_METRICS}.")  # fmt: skip
         raise ValueError(msg)

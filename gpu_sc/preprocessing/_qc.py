@@ -94,8 +94,8 @@ def calculate_qc_metrics(
 
     masks = list(qc_masks.values())
     if isinstance(p, Chunked):  # every statistic, and the value check, in one pass over the blocks
-        per_cell, (gene_sums, gene_nnz, issues) = p.rows_and_sums(_cell_stats, _gene_stats_and_issues, ns, masks)
-        check_counts(x, step=_STEP, negative_ok=True, issues=tuple(int(v) for v in to_host(issues)))
+        per_cell, (gene_sums, gene_nnz, *issues) = p.rows_and_sums(_cell_stats, _gene_stats_and_issues, ns, masks)
+        check_counts(x, step=_STEP, negative_ok=True, issues=tuple(issues))
     else:
         per_cell, (gene_sums, gene_nnz) = _cell_stats(p, ns, masks), _ops.col_sums(p)
     totals, nnz, top, *qc_totals = (to_host(a) for a in per_cell)
@@ -127,16 +127,10 @@ def calculate_qc_metrics(
     return None
 
 
-def _issue_array(p) -> np.ndarray:
-    """A block's (non-finite, negative) value counts, as an array the blocks' sum adds."""
-    return np.asarray(block_value_issues(p), np.int64)
-
-
 def _gene_stats_and_issues(p) -> tuple:
-    """(sums, nonzero counts) per gene and the block's value issues (`_issue_array`): the
+    """(sums, nonzero counts) per gene and the block's (non-finite, negative) value counts: the
     statistics and the value check of a Dask X in one pass (QC, filter_genes)."""
-    sums, nnz = _ops.col_sums(p)
-    return sums, nnz, _issue_array(p)
+    return (*_ops.col_sums(p), *block_value_issues(p))
 
 
 def _cell_stats(p, ns, masks) -> tuple:

@@ -12,6 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
+from .._ops._layout import segment_ids
 from .._settings import user_stacklevel
 from .._validation import canonical, get_matrix, make_actual, old_positionals, scanpy_mask, set_matrix
 
@@ -201,9 +202,7 @@ def _divide_stored(p, *mask, mean, std, zero_center, max_value) -> None:
     if not mask:
         p.data[...] = scaled
         return
-    # the row of every stored value, then whether that row is masked in
-    row = xp.searchsorted(p.indptr, xp.arange(p.data.size), side="right") - 1
-    in_mask = xp.asarray(mask[0])[row]
+    in_mask = xp.asarray(mask[0])[segment_ids(p.indptr)]  # whether each stored value's row is masked in
     p.data[in_mask] = scaled[in_mask]
 
 
