@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse, xp_of
-from ._ops import group_sums, parts, summed_duplicates
+from ._ops import group_sums, parts
 from ._validation import UnsupportedMatrixError, canonical, get_matrix, host_bool_mask
 
 FUNCS = ("count_nonzero", "mean", "sum", "var", "median")
@@ -132,7 +132,7 @@ def _group_sums(x, codes: np.ndarray, n_groups: int, **kw) -> tuple:
 
         done = dask.compute(*[dask.delayed(_group_sums)(b, codes, n_groups, **kw) for b in x.to_delayed()[0]])
         return tuple(None if r[0] is None else xp_of(r[0]).concatenate(r, axis=1) for r in zip(*done, strict=True))
-    return group_sums(parts(summed_duplicates(canonical(x, step=STEP))), codes, n_groups, **kw)
+    return group_sums(parts(canonical(x, step=STEP, sum_duplicates=True)), codes, n_groups, **kw)
 
 
 def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof: int) -> dict:

@@ -17,7 +17,7 @@ from anndata import AnnData
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
 from ._settings import user_stacklevel
 from ._ops._chunked import Chunked, check_chunked, whole_rows
-from ._ops._layout import in_layout
+from ._ops._layout import in_layout, summed_duplicates
 from ._values import value_issues
 
 
@@ -103,20 +103,23 @@ def set_matrix(adata: AnnData, x, *, layer: str | None = None, obsm: str | None 
         adata.X = x
 
 
-def canonical(x, *, step: str):
+def canonical(x, *, step: str, sum_duplicates: bool = False):
     """`x` as CSR or C-contiguous dense on its own device; a copy only where the layout differs.
 
-    CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray. A Dask array is
-    checked (2-D, known row chunks) and returned lazily with whole rows in each block (rechunked
-    along genes where it was split, `whole_rows`): each block is brought into layout when it is
-    computed.
+    CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray. With `sum_duplicates`, a
+    CSR's duplicate entries are summed (`summed_duplicates`, a copy where it has any): steps that
+    count stored values or take a function of each (a square, expm1) need that, as scanpy sees
+    the sums. A Dask array is checked (2-D, known row chunks) and returned lazily with whole rows
+    in each block (rechunked along genes where it was split, `whole_rows`): each block is brought
+    into layout, its duplicates summed, when it is computed (`_ops._chunked`).
     """
     if is_dask(x):
         x = whole_rows(x)
         check_chunked(x, step=step)
         return x
     if is_sparse(x):
-        return in_layout(x)
+        x = in_layout(x)
+        return summed_duplicates(x) if sum_duplicates else x
     if not hasattr(x, "flags") or getattr(x, "ndim", 0) != 2:
         raise unsupported_matrix(x, step=step, expected="a 2-D numpy/cupy array")
     return in_layout(x)

@@ -40,17 +40,28 @@ STEPS = {  # step -> what it gives, read from a copy
     "filter_cells": lambda pp, a: pp.filter_cells(a, min_genes=50, inplace=False)[1],
     "filter_genes": lambda pp, a: pp.filter_genes(a, min_cells=10, inplace=False)[1],
     "qc": lambda pp, a: pp.calculate_qc_metrics(a, percent_top=(5, 20), inplace=False)[0].to_numpy(float),
+    "log1p": lambda pp, a: pp.log1p(a, copy=True).X.toarray(),
     "hvg": lambda pp, a: pp.highly_variable_genes(a, inplace=False)["dispersions_norm"].to_numpy(float),
     "scale": lambda pp, a: pp.scale(a, copy=True).X,
     "pca": lambda pp, a: pp.pca(a, n_comps=5, copy=True).uns["pca"]["variance_ratio"],
+    "markers_t_test": lambda pp, a: _markers(a, "t-test"),
+    "markers_wilcoxon": lambda pp, a: _markers(a, "wilcoxon"),
 }
+
+
+def _markers(a, method):
+    """Each group's scores in gene order, then its pts (the share of cells where it is stored)."""
+    r = gsc.tl.rank_genes_groups(a, "bulk_labels", method=method, pts=True, copy=True).uns["rank_genes_groups"]
+    order = [np.argsort(r["names"][g]) for g in r["names"].dtype.names]
+    scores = [np.asarray(r["scores"][g])[o] for g, o in zip(r["names"].dtype.names, order, strict=True)]
+    return np.r_[np.concatenate(scores), r["pts"].sort_index().to_numpy().ravel()]
 
 
 @pytest.mark.parametrize("step", list(STEPS))
 def test_duplicate_entries_are_their_sum(logged, step):
     """Each step gives on the duplicated matrix what it gives on the canonical one (scanpy does
-    for the filters and HVG; its QC, scale and PCA count or square the halves), and leaves the
-    user's duplicated matrix as it was."""
+    for the filters, HVG and the Wilcoxon test; its QC, log1p, scale, PCA, t-test and pts count,
+    log or square the halves), and leaves the user's duplicated matrix as it was."""
     dup = logged.copy()
     dup.X = _split_entries(logged.X)
     before = dup.X.copy()

@@ -84,7 +84,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     low, high = counts if by_counts else nums
 
     adata = data if isinstance(data, AnnData) else None
-    x = _ops.summed_duplicates(canonical(adata.X if adata is not None else data, step=step))  # stored counts
+    x = canonical(adata.X if adata is not None else data, step=step, sum_duplicates=True)  # stored counts
     in_pass = adata is not None and is_dask(x)  # values checked in the statistics' pass (one read)
     n_neg = check_counts(x, step=step, negative_ok=True, issues=(0, 0) if in_pass else None)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns

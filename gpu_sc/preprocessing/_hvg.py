@@ -136,7 +136,7 @@ def highly_variable_genes(
     if not v3 and (not isinstance(n_bins, int | np.integer) or n_bins < 1):
         msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
         raise ValueError(msg)
-    x = _ops.summed_duplicates(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))  # expm1, squares
+    x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP, sum_duplicates=True)  # expm1, squares
     check_not_empty(x, step=_STEP)
     values = x.data if is_sparse(x) else x
     if values.dtype.kind not in "iuf":

@@ -104,6 +104,10 @@ def _log1p_matrix(x, *, base, copy: bool):
         x = np.asarray(x)
     if not (is_sparse(x) or hasattr(x, "flags")):  # e.g. backed X: an on-disk h5py dataset
         raise unsupported_matrix(x, step=_STEP, expected="a numpy/cupy array")
+    if is_sparse(x) and not x.has_canonical_format:  # the log of duplicate entries' sum, their value
+        x = x.copy() if copy else x  # (as Dask blocks get; scanpy logs each entry apart)
+        x.sum_duplicates()
+        copy = False
     _check_domain(x.data if is_sparse(x) else x, lambda: describe(x))
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)  # scanpy's choice for integer input

@@ -180,7 +180,7 @@ def pca(
         adata, x0, var = None, data, None
     mask_param, mask = _handle_mask_var(var, mask_var, use_highly_variable, n_vars=x0.shape[1])
 
-    x = _ops.summed_duplicates(canonical(x0, step=_STEP))  # squares of stored values
+    x = canonical(x0, step=_STEP, sum_duplicates=True)  # squares of stored values
     check_not_empty(x, step=_STEP)
     if x.dtype.kind not in "iubf":
         msg = f"{_STEP}: expects a numeric matrix, got dtype {x.dtype}."

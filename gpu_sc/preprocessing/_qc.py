@@ -73,7 +73,7 @@ def calculate_qc_metrics(
         warnings.warn("Argument `parallel` is deprecated, and currently has no effect.", FutureWarning,
                       stacklevel=user_stacklevel())  # scanpy's words
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
-    x = _ops.summed_duplicates(canonical(given, step=_STEP))  # counts of stored values, top sums
+    x = canonical(given, step=_STEP, sum_duplicates=True)  # counts of stored values, top sums
     check_not_empty(x, step=_STEP, no_cells_ok=True)
     # scanpy takes scaled data too; a Dask X's values are checked in the statistics' pass (the
     # dtype here, before any read)

@@ -132,7 +132,7 @@ def scale(
 def _prepare(x, *, copy: bool):
     """CSR or C-contiguous dense with float values; a copy when asked or when the layout changes."""
     # 0 cells or 0 genes: scanpy's no-op (NaN statistics for 0 cells); duplicates summed (squares)
-    x1 = _ops.summed_duplicates(canonical(x, step=_STEP))
+    x1 = canonical(x, step=_STEP, sum_duplicates=True)
     if x1.dtype.kind != "f":
         if x1.dtype.kind not in "iubf":
             msg = f"{_STEP}: expects a numeric matrix, got dtype {x1.dtype}."

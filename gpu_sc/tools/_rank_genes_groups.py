@@ -53,7 +53,9 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
             mask_var = var[mask_var].to_numpy()
         keep = host_bool_mask(mask_var, len(names), what="mask_var", step=STEP)
         x, names = x[:, keep], names[keep]
-    x = canonical(x, step=STEP)
+    # duplicate entries summed: squares, nonzero counts and ranks take the matrix's values (Dask
+    # blocks are summed too; scanpy's t-test and pts would count each entry apart)
+    x = canonical(x, step=STEP, sum_duplicates=True)
     if x.dtype == np.float16:  # scanpy takes it; the group sums are compiled for float32 and up
         x = x.astype(np.float32)
     return x, names, use_raw
