@@ -86,19 +86,20 @@ def _groups(frame: pd.DataFrame, by, dim: str) -> tuple[pd.Categorical, pd.DataF
     if not cols or missing:
         msg = f"{STEP}: by must name columns of adata.{dim}; {missing or cols!r} not found."
         raise KeyError(msg)
-    cats = {c: pd.Categorical(frame[c]).remove_unused_categories() for c in cols}
-    for c, v in cats.items():
+    # a list, not a dict: a column named twice groups twice, as scanpy's names ('a_a') show
+    cats = [(c, pd.Categorical(frame[c]).remove_unused_categories()) for c in cols]
+    for c, v in cats:
         if (v.codes < 0).any():
             msg = (f"{STEP}: adata.{dim}[{c!r}] has {(v.codes < 0).sum()} missing values; "
                    "fill them or subset the data first (every row needs a group).")  # fmt: skip
             raise ValueError(msg)
-    sizes = [len(v.categories) for v in cats.values()]
+    sizes = [len(v.categories) for _, v in cats]
     combos = np.indices(sizes).reshape(len(sizes), -1)
-    names = pd.Index(["_".join(map(str, t)) for t in product(*[v.categories for v in cats.values()])])
+    names = pd.Index(["_".join(map(str, t)) for t in product(*[v.categories for _, v in cats])])
     labels = pd.DataFrame({c: pd.Categorical.from_codes(combos[i], v.categories)
-                           for i, (c, v) in enumerate(cats.items())}, index=names)  # fmt: skip
+                           for i, (c, v) in enumerate(cats)}, index=names)  # fmt: skip
     factors = np.concatenate([np.cumprod(sizes[::-1])[::-1][1:], [1]]).astype(np.int64)
-    codes = sum(f * v.codes.astype(np.int64) for f, v in zip(factors, cats.values(), strict=True))
+    codes = sum(f * v.codes.astype(np.int64) for f, v in zip(factors, (v for _, v in cats), strict=True))
     grouping = pd.Categorical.from_codes(codes, categories=names).remove_unused_categories()
     return grouping, labels.loc[grouping.categories]
 

@@ -50,6 +50,7 @@ def assert_same_adata(got: ad.AnnData, ref: ad.AnnData) -> None:
 CASES = [
     {"by": "grp"},
     {"by": ["grp", "half"]},
+    {"by": ["grp", "grp"]},  # a column named twice: groups named 'x_x', as scanpy's
     {"by": "grp", "layer": "log"},
     {"by": "grp", "mask": "keep"},
     {"by": "grp", "layer": "log", "mask": "keep", "dof": 0},

@@ -68,8 +68,8 @@ class _Method:
         self.search_profiles = np.zeros((0, 0))
         # genes some reference cell of the groups holds: a PIC with no UMI on them tells no
         # pair from another (its likelihood is the same for all), whatever genes are scored
-        in_ref = np.flatnonzero(np.isin(ref.labels, ref.ga + ref.gb))
-        self.expressed = (np.asarray(ref.s[in_ref].sum(0)).ravel() > 0).astype(np.float64)
+        in_ref = np.isin(ref.labels, ref.ga + ref.gb).astype(np.float64)
+        self.expressed = (np.asarray(ref.s.T @ in_ref).ravel() > 0).astype(np.float64)  # no copy of the rows
 
     def _search(self, x, *, alpha, tau) -> dict:
         """Best pair per PIC (tie rule), its LL and alpha, and the posterior softmax(tau * LL)
