@@ -7,6 +7,7 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from _helpers import to_host
 
 import gpu_sc as gsc
@@ -111,6 +112,18 @@ def test_custom_start_and_one_cell_batch(two_runs):
     first = lambda data, k: data[:k]  # noqa: E731
     gsc.pp.harmony_integrate(x, "run", cluster_fn=first, nclust=8, max_iter_harmony=2)
     assert np.isfinite(x.obsm["X_pca_harmony"]).all()
+
+
+def test_result_is_its_own_array_and_sparse_basis_named(two_runs):
+    """No iteration leaves the start: still a copy, not the basis itself (scanpy copies); a sparse
+    basis gets the function's own message, not numpy's."""
+    x = two_runs[:200].copy()
+    x.obsm["X_pca"] = x.obsm["X_pca"].astype(np.float64)
+    gsc.pp.harmony_integrate(x, "run", max_iter_harmony=0)
+    assert not np.shares_memory(x.obsm["X_pca_harmony"], x.obsm["X_pca"])
+    x.obsm["sparse"] = sp.csr_matrix(x.obsm["X_pca"])
+    with pytest.raises(TypeError, match=r"toarray"):
+        gsc.pp.harmony_integrate(x, "run", basis="sparse")
 
 
 @pytest.mark.parametrize(

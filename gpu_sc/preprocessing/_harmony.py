@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import describe, is_dask, xp_of
+from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops.harmony import Batches, harmonize
 from .._validation import check_anndata, check_finite, check_int, check_number, make_actual
 
@@ -127,14 +127,16 @@ def _embedding(adata: AnnData, basis: str):
         z = z.compute()
     if isinstance(z, pd.DataFrame):
         z = z.to_numpy()
-    if not (hasattr(z, "ndim") and z.ndim == 2 and getattr(z, "dtype", np.dtype(object)).kind in "biuf"):
-        msg = f"{_STEP}: obsm[{basis!r}] must be a numeric cells x components array, got {describe(z)}."
+    numeric = hasattr(z, "ndim") and z.ndim == 2 and getattr(z, "dtype", np.dtype(object)).kind in "biuf"
+    if is_sparse(z) or not numeric:
+        hint = " (a dense one: .toarray())" if is_sparse(z) else ""
+        msg = f"{_STEP}: obsm[{basis!r}] must be a numeric cells x components array{hint}, got {describe(z)}."
         raise TypeError(msg)
     if z.shape[0] < 2 or z.shape[1] < 1:
         msg = f"{_STEP}: obsm[{basis!r}] has shape {z.shape}; Harmony needs at least 2 cells and 1 component."
         raise ValueError(msg)
     xp = xp_of(z)
-    z = xp.ascontiguousarray(z, dtype=np.float64)  # a copy for float32 input: adata is not changed
+    z = xp.array(z, dtype=np.float64, order="C")  # always a copy: the result must not share the basis's memory
     check_finite(z, step=_STEP)
     if bool((z.max(axis=1) == 0).any()):
         msg = (f"{_STEP}: obsm[{basis!r}] has cells whose largest component is 0 (all-zero or non-positive "
