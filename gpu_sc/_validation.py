@@ -182,18 +182,25 @@ def check_not_empty(x, *, step: str, no_cells_ok: bool = False) -> None:
         raise ValueError(msg)
 
 
-def check_counts(x, *, step: str, negative_ok: bool = False, issues: tuple[int, int] | None = None) -> int:
-    """Counts must be finite, and non-negative unless `negative_ok` (scanpy's QC, filters and
-    normalize_total take scaled data too); the error says what was found and what to do.
-    `issues`: the (non-finite, negative) counts where the caller found them in its own pass over
-    a Dask array (`block_value_issues` per block). Returns the number of negative values."""
-    values = x.data if is_sparse(x) else x
-    if values.dtype.kind == "b":
+def check_count_dtype(x, *, step: str) -> None:
+    """Counts must be numbers (not bools): checked from the dtype alone, before a lazy array is
+    read (its values are then counted in the caller's own pass, `check_counts(issues=...)`)."""
+    kind = np.dtype(x.dtype).kind
+    if kind == "b":
         msg = f"{step}: expects counts, got {describe(x)}; convert to a numeric dtype first."
         raise TypeError(msg)
-    if values.dtype.kind not in "iuf":
+    if kind not in "iuf":
         msg = f"{step}: expects numeric counts, got {describe(x)}."
         raise TypeError(msg)
+
+
+def check_counts(x, *, step: str, negative_ok: bool = False, issues: tuple[int, int] | None = None) -> int:
+    """Counts must be numbers, finite, and non-negative unless `negative_ok` (scanpy's QC, filters
+    and normalize_total take scaled data too); the error says what was found and what to do.
+    `issues`: the (non-finite, negative) counts where the caller found them in its own pass over
+    a Dask array (`block_value_issues` per block). Returns the number of negative values."""
+    check_count_dtype(x, step=step)
+    values = x.data if is_sparse(x) else x
     if values.size == 0 or values.dtype.kind == "u":
         return 0
     n_bad, n_neg = _issue_counts(x, values) if issues is None else issues

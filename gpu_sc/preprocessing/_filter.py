@@ -11,7 +11,7 @@ from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import settings
-from .._validation import block_value_issues, canonical, check_counts, old_positionals, sum_dtype
+from .._validation import block_value_issues, canonical, check_count_dtype, check_counts, old_positionals, sum_dtype
 from .._values import float_values
 from ._qc import _gene_stats_and_issues
 
@@ -86,7 +86,10 @@ def _filter(data, *, axis, counts, nums, inplace, copy):
     adata = data if isinstance(data, AnnData) else None
     x = canonical(adata.X if adata is not None else data, step=step, sum_duplicates=True)  # stored counts
     in_pass = adata is not None and is_dask(x)  # values checked in the statistics' pass (one read)
-    n_neg = check_counts(x, step=step, negative_ok=True, issues=(0, 0) if in_pass else None)
+    if in_pass:
+        check_count_dtype(x, step=step)
+    else:
+        n_neg = check_counts(x, step=step, negative_ok=True)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
         return (number >= low if low is not None else number <= high), number

@@ -14,7 +14,8 @@ from .. import _ops
 from .._backend import blocks_like, is_dask, is_sparse, to_host
 from .._ops._chunked import Chunked
 from .._settings import user_stacklevel
-from .._validation import block_value_issues, canonical, check_counts, check_not_empty, get_matrix, sum_dtype
+from .._validation import (block_value_issues, canonical, check_count_dtype, check_counts, check_not_empty, get_matrix,
+                           sum_dtype)
 from .._values import float_values
 
 _STEP = "calculate_qc_metrics"
@@ -77,7 +78,10 @@ def calculate_qc_metrics(
     check_not_empty(x, step=_STEP, no_cells_ok=True)
     # scanpy takes scaled data too; a Dask X's values are checked in the statistics' pass (the
     # dtype here, before any read)
-    check_counts(x, step=_STEP, negative_ok=True, issues=(0, 0) if is_dask(x) else None)
+    if is_dask(x):
+        check_count_dtype(x, step=_STEP)
+    else:
+        check_counts(x, step=_STEP, negative_ok=True)
     n_cells, n_genes = x.shape
     qc_vars = [qc_vars] if isinstance(qc_vars, str) else list(qc_vars)
     qc_masks = {q: _qc_mask(adata, q, n_genes) for q in qc_vars}
