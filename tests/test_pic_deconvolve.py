@@ -194,15 +194,24 @@ def test_rerun_drops_an_earlier_runs_results(setup):
     its calls: mixture's weights, ml's alpha interval, the expected layers chi2 would read."""
     from gpu_sc.pic import expected_expression
 
+    from gpu_sc.pic._deconvolve import _STALE_OBS, _STALE_OBSM
+
+    def declared(p):  # every key a method writes is one the next run drops (its own_obs/own_obsm)
+        assert {c for c in p.obs if c.startswith("pic_")} <= set(_STALE_OBS)
+        assert set(p.obsm) <= set(_STALE_OBSM)
+
     ref, pics = setup
     p = pics[:40].copy()
     deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture")
+    declared(p)
     expected_expression(p, ref, groupby="grp")
     deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior")
+    declared(p)
     assert {"pic_alpha_lo", "pic_alpha_posterior"} <= set(p.obs)
     assert "pic_n_major" not in p.obs and "pic_weights" not in p.obsm
     assert "pic_expected" not in p.layers and "pic_expected" not in p.uns
     deconvolve(p, ref, groupby="grp", a=T, b=DC, method="picseq", n_train=300, cv=3)
+    declared(p)
     assert "pic_alpha_hat" in p.obs and not {"pic_alpha_lo", "pic_alpha_ml", "pic_alpha_posterior"} & set(p.obs)
     assert "pic_pair_posterior" in p.obsm
 

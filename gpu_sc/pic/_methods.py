@@ -61,6 +61,8 @@ class _Method:
     search over `search_profiles` (genes x (K_A + K_B))."""
 
     default_n_umis: int | None = None  # the down-sampling depth when n_umis is None
+    own_obs: tuple[str, ...] = ()  # obs columns and obsm keys only this method writes (a later
+    own_obsm: tuple[str, ...] = ()  # run of another method drops them: deconvolve's stale keys)
 
     def __init__(self, ref: Reference, opt: Options):
         self.ga, self.gb, self.eps, self.device = ref.ga, ref.gb, opt.eps, opt.device
@@ -112,6 +114,8 @@ class _DesignSearch(_Method):
 class ML(_DesignSearch):
     """Joint maximum likelihood over pair and alpha; alpha then from the regression or the
     posterior under the cell-size prior."""
+
+    own_obs = ("pic_alpha_ml", "pic_alpha_posterior", "pic_alpha_lo", "pic_alpha_hi")
 
     def fit(self, ref: Reference, opt: Options, blocks) -> dict:
         info = super().fit(ref, opt, blocks)
@@ -170,6 +174,8 @@ class ML(_DesignSearch):
 class Mixture(_DesignSearch):
     """Soft weights over all groups (batched EM, MAP under a Dirichlet prior)."""
 
+    own_obs, own_obsm = ("pic_n_major",), ("pic_weights",)
+
     def fit(self, ref: Reference, opt: Options, blocks) -> dict:
         info = super().fit(ref, opt, blocks)
         self.concentration, self.n_iter = opt.concentration, opt.mixture_iter
@@ -206,6 +212,7 @@ class PicSeq(_Method):
     at that fixed alpha over the markers' geometric-mean profiles."""
 
     default_n_umis = 1000
+    own_obs = ("pic_alpha_hat",)
 
     def __init__(self, ref: Reference, opt: Options):
         if ref.markers.size == 0:
