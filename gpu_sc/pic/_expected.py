@@ -18,7 +18,7 @@ from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
     canonical,
     check_anndata,
-    check_counts,
+    check_integer_counts,
     check_not_empty,
     get_matrix,
     make_actual,
@@ -139,10 +139,11 @@ def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
 
 
 def counts_matrix(adata: AnnData, *, layer: str | None, step: str, what: str):
-    """Raw counts of `adata` as CSR or C-contiguous dense (checked non-negative and finite)."""
+    """Raw counts of `adata` as CSR or C-contiguous dense (checked whole, non-negative and finite:
+    profiles, expected UMIs and the tests on them are of UMIs, as deconvolve's)."""
     x = canonical(get_matrix(adata, layer=layer, step=f"{step} ({what})"), step=step)
     check_not_empty(x, step=f"{step} ({what})")
-    check_counts(x, step=f"{step} ({what})")
+    check_integer_counts(x, step=f"{step} ({what})")
     return float_values(x)  # integer counts -> float64 (the kernels take float32/float64)
 
 
