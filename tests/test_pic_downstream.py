@@ -332,6 +332,9 @@ def test_triplet_scan_weights_and_obs_alpha(pbmc):
     assert (res["pic_triplet_llr"] >= res5["pic_triplet_llr"] - 1e-9).all()
     with pytest.raises(ValueError, match="weights"):
         triplet_scan(pics, pbmc, groupby=GROUPBY, weights=(1.0,))
+    # the B population's groups passed as A's: refused (every A side had become a DC mixture)
+    with pytest.raises(ValueError, match="groups_a holds groups the PICs have on their other side"):
+        triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], groups_b=[], inplace=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -429,6 +432,17 @@ _PIC_STEPS = {  # each public step with a non-AnnData where an AnnData belongs
     "write_plots": lambda bad, s: gsc.pic.write_plots(bad, "unused-dir"),
 }
 _NOT_ANNDATA = {"ndarray": np.ones((3, 765)), "DataFrame": pd.DataFrame(np.ones((3, 2))), "list": [[1, 2]]}
+
+
+def test_summary_needs_a_deconvolution_and_a_whole_n_top(pbmc):
+    """A PIC table never deconvolved is refused (it read as 'n of n ok'); n_top is a count."""
+    pics = make_pics(pbmc, 10)
+    with pytest.raises(ValueError, match="not deconvolved; run gsc.pic.deconvolve first"):
+        gsc.pic.summary(ad.AnnData(obs=pics.obs.drop(columns=["pic_a", "pic_b"])))
+    for bad in (2.5, 0, -1):
+        with pytest.raises((TypeError, ValueError), match="n_top"):
+            gsc.pic.summary(pics, n_top=bad)
+    assert gsc.pic.summary(pics, n_top=1)["top pairs (A + B)"].count(";") == 0
 
 
 @pytest.mark.parametrize("kind", _NOT_ANNDATA)

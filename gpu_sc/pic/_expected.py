@@ -31,12 +31,13 @@ _CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 tem
 
 
 # --------------------------------------------------------------------------- shared helpers
-def obs_column(adata: AnnData, key: str, *, step: str, what: str) -> pd.Series:
-    """`adata.obs[key]`, or a KeyError that says what the column should hold."""
-    check_anndata(adata, step=step, name="adata")
+def obs_column(adata: AnnData, key: str, *, step: str, what: str, name: str = "pics") -> pd.Series:
+    """`adata.obs[key]`, or a KeyError that says what the column should hold (`name`: the
+    argument's name in the message)."""
+    check_anndata(adata, step=step, name=name)
     if key not in adata.obs:
         msg = (
-            f"{step}: adata.obs has no column {key!r} ({what}); "
+            f"{step}: {name}.obs has no column {key!r} ({what}); "
             + ("run gpu_sc.pic.deconvolve first or pass the column's name" if str(key).startswith("pic_")
                else "pass the name of a column it has")
             + f". obs columns: {list(adata.obs.columns)}."
@@ -56,7 +57,7 @@ def reference_groups(singlets: AnnData, groupby: str, *, step: str) -> tuple[lis
     """(group names, int64 code per singlet with -1 for a missing label). A category without a
     labelled cell is no group: a PIC assigned to it is refused (`label_codes`), rather than given
     a profile or doublets from cells of no such group."""
-    labels = obs_column(singlets, groupby, step=step, what="the reference group of each singlet")
+    labels = obs_column(singlets, groupby, step=step, what="the reference group of each singlet", name="singlets")
     cat = labels.astype("category") if not isinstance(labels.dtype, pd.CategoricalDtype) else labels
     cat = cat.cat.remove_unused_categories()
     names = [str(c) for c in cat.cat.categories]

@@ -7,7 +7,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .._validation import check_anndata
+from .._validation import check_anndata, check_int
 from ._expected import ok_mask
 
 
@@ -35,14 +35,19 @@ def summary(pics: AnnData, n_top: int = 3) -> dict[str, str]:
     """Summary lines (label -> text) of a deconvolution: PICs deconvolved, status counts, the
     `n_top` most frequent pairs, median alpha, and the accuracy where the truth is known."""
     check_anndata(pics, step="summary", name="pics")
+    n_top = check_int(n_top, step="summary", name="n_top")
     obs = pics.obs
+    if not {K.OBS_PIC_A, K.OBS_PIC_B} <= set(obs.columns):
+        msg = (f"summary: pics.obs has no {K.OBS_PIC_A!r} / {K.OBS_PIC_B!r} columns: these PICs were not "
+               "deconvolved; run gsc.pic.deconvolve first.")  # fmt: skip
+        raise ValueError(msg)
     status = obs[K.OBS_PIC_STATUS].astype(str) if K.OBS_PIC_STATUS in obs else None
     ok = ok_mask(pics)
     out = {"PICs deconvolved": f"{int(ok.sum()):,} of {pics.n_obs:,} (status 'ok')"}
     if status is not None:
         counts = status.value_counts()
         out["status counts"] = ", ".join(f"{k} {v:,}" for k, v in counts.items())
-    if {K.OBS_PIC_A, K.OBS_PIC_B} <= set(obs.columns) and ok.any():
+    if ok.any():
         pairs = (obs[K.OBS_PIC_A].astype(str) + " + " + obs[K.OBS_PIC_B].astype(str))[ok].value_counts()
         out["top pairs (A + B)"] = "; ".join(f"{k} {v:,}" for k, v in pairs.head(n_top).items())
     if K.OBS_PIC_ALPHA in obs and ok.any():

@@ -199,8 +199,13 @@ def neighbors(
         ``KNeighborsTransformer`` or pynndescent's ``PyNNDescentTransformer``): called on the
         representation (GPU data on the host, except for cuML's transformers); its
         ``n_neighbors`` replaces ``n_neighbors`` (as in scanpy), its distances (its own metric;
-        ``metric`` and ``metric_kwds`` are then only recorded) are kept as given, each row ordered
-        by (distance, index).
+        ``metric`` and ``metric_kwds`` are then only recorded) are kept, each row ordered by
+        (distance, index), in the dtype of our searches for that representation (float32 for a
+        float32 one). The cell's distance to itself is 0 whatever the transformer stored: scikit-
+        learn's brute search stores round-off there (~1e-7), which scanpy keeps and UMAP's
+        per-cell offset (the nearest positive distance) then takes for the nearest neighbour's,
+        so scanpy's connectivities from such an instance differ (up to 0.6) from its own exact
+        search's; ours equal the exact search's.
     metric
         ``'euclidean'`` or ``'cosine'`` (our searches), or with ``knn=True`` and the default
         (or ``'sklearn'``) search any metric scikit-learn's ``KNeighborsTransformer`` takes, a
