@@ -108,8 +108,9 @@ def canonical(x, *, step: str, sum_duplicates: bool = False):
 
     CSC and COO become CSR (as scanpy does); np.matrix becomes ndarray. With `sum_duplicates`, a
     CSR's duplicate entries are summed (`summed_duplicates`, a copy where it has any): steps that
-    count stored values or take a function of each (a square, expm1) need that, as scanpy sees
-    the sums. A Dask array is checked (2-D, known row chunks) and returned lazily with whole rows
+    count stored values or take a function of each (a square, expm1) then read the matrix's value,
+    their sum (scanpy does so in its filters and seurat HVG, not in its QC, scale, PCA or
+    cell_ranger HVG). A Dask array is checked (2-D, known row chunks) and returned lazily with whole rows
     in each block (rechunked along genes where it was split, `whole_rows`): each block is brought
     into layout, its duplicates summed, when it is computed (`_ops._chunked`).
     """

@@ -235,6 +235,15 @@ def test_warnings_and_errors(pbmc):
     # nothing changed by the failed calls
     assert "highly_variable" not in log.var and "hvg" not in log.uns
     assert (log.X != before.X).nnz == 0
+    # batches joined by gene name: repeated names refused before obs is sanitised (pandas' bare
+    # "cannot reindex on an axis with duplicate labels" came after)
+    dup = log.copy()
+    dup.var_names = [dup.var_names[0], *dup.var_names[:-1]]
+    dup.obs["batch"] = np.where(np.arange(dup.n_obs) % 2, "x", "y")
+    for kw in ({}, {"n_top_genes": 100}, {"flavor": "cell_ranger"}):
+        with pytest.raises(ValueError, match="var_names_make_unique"):
+            highly_variable_genes(dup, batch_key="batch", **kw)
+    assert dup.obs["batch"].dtype == object
 
 
 @pytest.mark.parametrize(("cells", "genes", "match"), [

@@ -162,6 +162,12 @@ def highly_variable_genes(
             cutoff = cutoffs
         base = adata.uns.get(K.UNS_LOG1P, {}).get("base") if flavor == "seurat" else None
         batches = _batches(adata, batch_key, v3=False)
+        if batches is not None and not adata.var_names.is_unique:  # before anything changes
+            dup = adata.var_names[adata.var_names.duplicated()].unique()
+            msg = (f"{_STEP}: with batch_key, flavor={flavor!r} joins the batches' results by gene name, and "
+                   f"{dup.size} names occur more than once (e.g. {list(dup[:3])}); call "
+                   "adata.var_names_make_unique() first.")  # fmt: skip
+            raise ValueError(msg)
         if batches is None:
             df = _dispersion_batch(x, None, flavor=flavor, n_bins=n_bins, cutoff=cutoff,
                                    base=base, owned=False)  # fmt: skip
