@@ -21,9 +21,12 @@ def main(argv=None) -> int:
     p.add_argument("-o", "--out", type=Path)
     args = p.parse_args(argv)
     rows = [json.loads(line) for line in args.jsonl.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("ratio") is not None]  # gpu_sc or the reference failed on these
-    labels = [f"{r['step']}\n{r['backend']} vs\n{r['reference']}\n{r['n_cells']:,} cells" for r in rows]
-    ratios = [r["ratio"] for r in rows]
+    # gpu_sc's time where it ran (a step without the reference, e.g. left out of a long Dask run,
+    # keeps its bar above and gets "no ratio" below); not the wall time of a whole run
+    rows = [r for r in rows if r.get("seconds") is not None and r.get("step") != "total"]
+    labels = [f"{r['step']}\n{r['backend']} vs\n{r.get('reference') or '-'}\n{r['n_cells']:,} cells" for r in rows]
+    ratios = [r.get("ratio") for r in rows]
+    known = [x for x in ratios if x is not None]
     # above: the seconds themselves (what a user waits); below: the ratio to the reference
     fig, (top, ax) = plt.subplots(2, 1, figsize=(max(6, 1.2 * len(rows)), 7), sharex=True, layout="constrained")
     bars = top.bar(range(len(rows)), [r["seconds"] for r in rows], color="tab:blue")
@@ -38,10 +41,10 @@ def main(argv=None) -> int:
         top.legend(fontsize=7, loc="upper left")
     top.set_yscale("log")
     top.set_ylabel("gpu_sc seconds")
-    colours = ["tab:green" if x >= 1 else "tab:red" for x in ratios]
-    bars = ax.bar(range(len(rows)), ratios, color=colours)
-    ax.bar_label(bars, [f"{x:.2g}" for x in ratios], fontsize=7)
-    if ratios and max(ratios) / min(ratios) > 30:  # speed-ups and bandwidth fractions together
+    colours = ["tab:green" if x is not None and x >= 1 else "tab:red" for x in ratios]
+    bars = ax.bar(range(len(rows)), [0 if x is None else x for x in ratios], color=colours)
+    ax.bar_label(bars, ["no ratio" if x is None else f"{x:.2g}" for x in ratios], fontsize=7)
+    if known and max(known) / min(known) > 30:  # speed-ups and bandwidth fractions together
         ax.set_yscale("log")
     ax.axhline(1, color="black", lw=0.8)
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
