@@ -211,3 +211,25 @@ def test_bare_sparse_matrix_with_mask_is_scaled_in_place_as_scanpy(pbmc):
         assert sc.pp.scale(theirs, mask_obs=m) is theirs
     assert ours.dtype == theirs.dtype and (ours != x0).nnz > 0
     np.testing.assert_allclose(ours.toarray(), theirs.toarray(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["fortran", "column_view", "csc_mask"])
+def test_bare_matrix_of_another_layout_is_scaled_in_place_as_scanpy(pbmc, kind):
+    """An F-ordered or strided dense array, or a CSC with a mask, is scaled in place and returned
+    by scanpy; we scale a copy in our layout, and write it back into the caller's matrix (it once
+    returned the copy and left the caller's array unscaled)."""
+    dense = pbmc.X[:200].toarray()
+    m = np.arange(200) % 3 == 0
+    make, kw = {
+        "fortran": (lambda: np.asfortranarray(dense), {}),
+        "column_view": (lambda: np.c_[dense, dense][:, : dense.shape[1]], {"zero_center": False}),
+        "csc_mask": (lambda: sp.csc_matrix(dense), {"mask_obs": m}),
+    }[kind]
+    ours, theirs = make(), make()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert scale(ours, **kw) is ours
+        assert sc.pp.scale(theirs, **kw) is theirs
+    got, want = (a.toarray() if sp.issparse(a) else a for a in (ours, theirs))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(got, make().toarray() if kind == "csc_mask" else make())

@@ -43,8 +43,8 @@ def scale(
     zero_center
         Subtract the mean. Sparse input then becomes dense (float64, with a warning, as in
         scanpy). ``False`` divides by the standard deviation only and keeps sparse input sparse
-        (CSR) and in its float dtype, on both backends (scanpy returns float64 CSC for CSC
-        input there; we return CSR, as every gpu_sc step does).
+        and in its float dtype, on both backends (in an AnnData as CSR, as every gpu_sc step
+        writes; scanpy returns float64 CSC for CSC input there).
     max_value
         Clip the scaled values to at most `max_value` (and, when zero-centring, at least
         ``-max_value``); a positive number (else ValueError). ``None``: no clipping.
@@ -58,7 +58,9 @@ def scale(
 
     Returns
     -------
-    For a matrix: the scaled matrix. For an AnnData: the copy when ``copy``, else ``None``;
+    For a matrix: the scaled matrix, which is the matrix passed, scaled in place, unless
+    ``copy`` or where the result is another kind of matrix (integers give float64, a sparse
+    matrix centred a dense one, a Dask array a lazy one). For an AnnData: the copy when ``copy``, else ``None``;
     sets
 
     ``adata.X`` | ``adata.layers[layer]`` | ``adata.obsm[obsm]``
@@ -90,12 +92,7 @@ def scale(
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
-        if x is data and is_sparse(out) and out is not x:
-            # masked rows centred into a new CSR: scanpy writes them into the matrix passed, so a
-            # caller that keeps its matrix (scale(adata.layers['L'], mask_obs=m)) sees them
-            data.data, data.indices, data.indptr = out.data, out.indices, out.indptr
-            return data
-        return out
+        return out if copy else _into_given(data, out)
 
     adata = data.copy() if copy else data
     keys = (K.VAR_SCALE_MEAN, K.VAR_SCALE_STD)
@@ -127,6 +124,25 @@ def scale(
     adata.var[keys[0]] = to_host(mean)
     adata.var[keys[1]] = to_host(std)
     return adata if copy else None
+
+
+def _into_given(data, out):
+    """`out` written into the matrix the caller passed, where scanpy scales that matrix in place
+    and ours worked on another object: a copy in our layout (F-ordered or strided dense, CSC, CSR
+    with duplicate entries) or a new CSR (centred masked rows), so that a caller who keeps its
+    matrix (``scale(adata.layers['L'])``) sees the result. `out` itself where scanpy returns a
+    new matrix too: integers (float64), a sparse matrix centred into a dense one, Dask."""
+    if out is data or is_dask(data) or out.dtype != data.dtype or is_sparse(out) != is_sparse(data):
+        return out
+    if is_sparse(data):
+        fmt = sparse_format(data)
+        if fmt not in ("csr", "csc"):
+            return out
+        given = out if fmt == "csr" else out.tocsc()
+        data.data, data.indices, data.indptr = given.data, given.indices, given.indptr
+        return data
+    data[...] = out
+    return data
 
 
 def _prepare(x, *, copy: bool):
