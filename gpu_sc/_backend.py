@@ -15,9 +15,23 @@ import numpy as np
 import scipy.sparse as sp
 
 
+@functools.cache
+def _device_kind(cls: type) -> str | None:
+    """'sparse' (cupyx.scipy.sparse), 'dense' (cupy) or None, from the first CuPy class in the
+    type's MRO: anndata's views of device arrays (CupyArrayView, CupySparseCSRView) are anndata
+    classes that subclass CuPy's, and live on the GPU all the same."""
+    for c in cls.__mro__:
+        module = getattr(c, "__module__", None) or ""
+        if module.startswith("cupyx.scipy.sparse"):
+            return "sparse"
+        if module.split(".", 1)[0] in ("cupy", "cupyx"):
+            return "dense"
+    return None
+
+
 def is_gpu(x: Any) -> bool:
-    """True for cupy arrays and cupyx sparse matrices."""
-    return type(x).__module__.split(".", 1)[0] in ("cupy", "cupyx")
+    """True for cupy arrays and cupyx sparse matrices (and anndata's views of them)."""
+    return _device_kind(type(x)) is not None
 
 
 def is_dask(x: Any) -> bool:
@@ -29,9 +43,8 @@ def is_dask(x: Any) -> bool:
 
 def is_sparse(x: Any) -> bool:
     """True for scipy or cupyx sparse matrices/arrays."""
-    if is_gpu(x):
-        return type(x).__module__.startswith("cupyx.scipy.sparse")
-    return sp.issparse(x)
+    kind = _device_kind(type(x))
+    return kind == "sparse" if kind is not None else sp.issparse(x)
 
 
 def blocks_like(x: Any) -> Any:

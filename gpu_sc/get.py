@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._aggregate import aggregate as aggregate  # public: gsc.get.aggregate
-from ._backend import is_dask, is_gpu, is_sparse
+from ._backend import blocks_like, is_dask, is_gpu, is_sparse
 from ._settings import settings
 from ._validation import check_anndata, make_actual
 
@@ -197,6 +197,6 @@ def to_cpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
 
 
 def is_on_gpu(adata: AnnData) -> bool:
-    """True when X lives on the GPU."""
+    """True when X lives on the GPU (for a Dask X: its blocks)."""
     check_anndata(adata, step="is_on_gpu")
-    return is_gpu(adata.X)
+    return is_gpu(blocks_like(adata.X))

@@ -269,6 +269,28 @@ def test_to_cpu_brings_back_every_array(device, pbmc):
     assert is_gpu(pbmc.varm["PCs"])  # copy=True leaves the original where it was
 
 
+def test_views_and_dask_blocks_of_device_arrays_are_on_the_device(device, pbmc):
+    """anndata's views of device arrays are anndata classes that subclass CuPy's (CupyArrayView,
+    CupySparseCSRView): they are on the GPU (steps once took the host path for a view of a GPU
+    AnnData and failed; to_cpu left its X on the device). A Dask X of device blocks is too."""
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    from gpu_sc._backend import is_gpu, is_sparse, xp_of
+
+    dense_view = type("CupyArrayView", (cp.ndarray,), {"__module__": "anndata._core.views"})
+    sparse_view = type("CupySparseCSRView", (cpsp.csr_matrix,), {"__module__": "anndata._core.views"})
+    v = cp.zeros((2, 3)).view(dense_view)
+    s = sparse_view(cpsp.csr_matrix(sp.eye(3, format="csr")))
+    assert is_gpu(v) and not is_sparse(v) and xp_of(v) is cp
+    assert is_gpu(s) and is_sparse(s) and s.format == "csr"
+    da = pytest.importorskip("dask.array")
+    lazy = pbmc[:100].copy()
+    lazy.X = da.from_array(lazy.X, chunks=(50, -1), asarray=False)
+    gsc.get.to_gpu(lazy)
+    assert gsc.get.is_on_gpu(lazy)
+
+
 def test_integer_sparse_counts_get_a_float_dtype_on_the_gpu():
     """cupyx sparse holds no integers: float32 where every value is exact in it, else float64."""
     from gpu_sc.get import sparse_float_dtype
