@@ -157,6 +157,15 @@ def test_all_cells_zero(pbmc):
     assert_adata_equal(pbmc, before)
 
 
+def test_every_gene_left_out_names_max_fraction(pbmc):
+    """max_fraction=0 leaves every gene out of the totals (scanpy: NaN factors): the message
+    blames the setting, not the data."""
+    before = pbmc.copy()
+    with pytest.raises(ValueError, match=r"outside the 765 highly expressed genes left out \(max_fraction=0"):
+        gsc.pp.normalize_total(pbmc, exclude_highly_expressed=True, max_fraction=0)
+    assert_adata_equal(pbmc, before)
+
+
 def test_not_an_array(pbmc):
     with pytest.raises(TypeError, match="expected a 2-D"):
         gsc.pp.filter_cells([[1, 2], [3, 4]], min_counts=1)

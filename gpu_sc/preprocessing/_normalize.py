@@ -123,7 +123,9 @@ def normalize_total(
     if target_sum is None:
         nonzero = totals[totals > 0]
         if nonzero.size == 0 and totals.size:  # no cells at all: nothing to scale, no median needed
-            msg = f"{_STEP}: every cell has zero counts, so the median total is undefined; pass target_sum."
+            left = (f" outside the {len(names)} highly expressed genes left out (max_fraction={max_fraction}; "
+                    "raise it, or") if exclude_highly_expressed else " (so the median total is undefined;"
+            msg = f"{_STEP}: every cell has zero counts{left} pass target_sum)."
             raise ValueError(msg)
         target_sum = xp.median(nonzero) if nonzero.size else 1.0
     norm_factor = totals / target_sum
