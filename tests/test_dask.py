@@ -263,6 +263,19 @@ def test_filter_of_a_bare_dask_array_is_lazy(pbmc, kind, step, kw):
         assert_same(number.compute(), want_number)
 
 
+@pytest.mark.parametrize("step", ["filter_cells", "filter_genes"])
+def test_filter_of_a_bare_dask_array_adds_in_float64(step):
+    """A block's float32 totals are added in float64, as in memory: scipy's (and cupyx's)
+    sum(dtype=float64) adds float32 data in float32 (5,000 values of 4000.1 gave 20,000,062
+    where the sum is 20,000,500.5)."""
+    x = sp.csr_matrix(np.full((5000, 2), np.float32(4000.1)))
+    data = x if step == "filter_genes" else x.T.tocsr()
+    _, number = getattr(gsc.pp, step)(as_dask(data, 5000), min_counts=1)
+    _, want = getattr(gsc.pp, step)(data, min_counts=1)
+    assert_same(number.compute(), want)
+    assert abs(float(want[0]) - 20_000_500.5) < 2  # float32 of the float64 sum
+
+
 def test_normalize_total_reads_each_block_once(pbmc):
     """With a target_sum the result stays lazy and each block is read once, when it is computed
     (scanpy's Dask path reads it once too); with a median target or a key_added, the checks and

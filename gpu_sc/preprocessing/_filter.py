@@ -9,7 +9,8 @@ from anndata import AnnData
 from .. import _keys as K
 from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
-from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._ops._layout import in_layout
+from .._backend import is_dask, is_gpu, is_sparse, to_host
 from .._settings import settings
 from .._validation import block_value_issues, canonical, check_count_dtype, check_counts, old_positionals, sum_dtype
 from .._values import float_values
@@ -123,7 +124,11 @@ def _block_numbers(b, axis: int, by_counts: bool, positives: bool, dtype) -> np.
     the sums, or the number of values above zero (stored nonzeros where nothing is negative)."""
     b = _ops.summed_duplicates(b)  # a count of stored values needs them summed (as in memory)
     v = b if by_counts else (_positives(b) if positives or not is_sparse(b) else _nonzero_ones(b))
-    out = xp_of(b).asarray(v.sum(axis=1 - axis, dtype=np.float64)).ravel().astype(dtype)
+    # float64 adding through our primitives, as the in-memory path: scipy's and cupyx's
+    # sum(dtype=float64) add float32 data in float32 and cast the sum (a block's gene total past
+    # 2**24 would be off)
+    p = _ops.parts(float_values(in_layout(v)))
+    out = (_ops.row_sums(p) if axis == 0 else _ops.col_sums(p))[0].ravel().astype(dtype)
     return out if axis == 0 else out[None, :]
 
 
