@@ -41,9 +41,11 @@ def main(argv=None) -> int:
         top.legend(fontsize=7, loc="upper left")
     top.set_yscale("log")
     top.set_ylabel("gpu_sc seconds")
-    colours = ["tab:green" if x is not None and x >= 1 else "tab:red" for x in ratios]
-    bars = ax.bar(range(len(rows)), [0 if x is None else x for x in ratios], color=colours)
-    ax.bar_label(bars, ["no ratio" if x is None else f"{x:.2g}" for x in ratios], fontsize=7)
+    at = [i for i, x in enumerate(ratios) if x is not None]
+    bars = ax.bar(at, known, color=["tab:green" if x >= 1 else "tab:red" for x in known])
+    ax.bar_label(bars, [f"{x:.2g}" for x in known], fontsize=7)
+    for i in set(range(len(rows))) - set(at):  # placed on the axes, so a log scale keeps it
+        ax.annotate("no ratio", (i, 0.02), xycoords=("data", "axes fraction"), ha="center", fontsize=7)
     if known and max(known) / min(known) > 30:  # speed-ups and bandwidth fractions together
         ax.set_yscale("log")
     ax.axhline(1, color="black", lw=0.8)

@@ -241,17 +241,20 @@ def _issue_counts(x, values) -> tuple[int, int]:
 
 def check_integer_counts(x, *, step: str) -> None:
     """Raw UMI counts: :func:`check_counts` plus whole-number values (methods that draw UMIs,
-    such as down-sampling and resampling, need integers)."""
-    check_counts(x, step=step)
-    values = x.data if is_sparse(x) else x
-    if values.dtype.kind == "f" and values.size:
-        n_frac = Chunked(x).reduce(_block_fractions) if is_dask(x) else _fractions(values)
-        if n_frac:
-            msg = (
-                f"{step}: expects raw integer counts but found {n_frac} non-integer values in "
-                f"{describe(x)}; pass the raw counts (e.g. a 'counts' layer), not normalised data."
-            )
-            raise ValueError(msg)
+    such as down-sampling and resampling, need integers). A Dask array is read once for both."""
+    check_count_dtype(x, step=step)
+    if is_dask(x):
+        n_bad, n_neg, n_frac = Chunked(x).reduce(_block_issues_and_fractions)
+        check_counts(x, step=step, issues=(n_bad, n_neg))
+    else:
+        check_counts(x, step=step)
+        n_frac = _fractions(x.data if is_sparse(x) else x)
+    if n_frac:
+        msg = (
+            f"{step}: expects raw integer counts but found {n_frac} non-integer values in "
+            f"{describe(x)}; pass the raw counts (e.g. a 'counts' layer), not normalised data."
+        )
+        raise ValueError(msg)
 
 
 def _value_issues(values) -> tuple[int, int]:
@@ -262,7 +265,9 @@ def _value_issues(values) -> tuple[int, int]:
 
 
 def _fractions(values) -> int:
-    """How many values are not whole numbers."""
+    """How many values are not whole numbers (none in integer arrays)."""
+    if values.dtype.kind != "f" or values.size == 0:
+        return 0
     xp = xp_of(values)
     return int(xp.count_nonzero(values != xp.round(values)))
 
@@ -272,8 +277,9 @@ def block_value_issues(p) -> tuple[int, int]:
     return _value_issues(p.data)
 
 
-def _block_fractions(p) -> int:
-    return _fractions(p.data)
+def _block_issues_and_fractions(p) -> tuple[int, int, int]:
+    """(non-finite, negative, non-whole) value counts of one block's parts: one read for all."""
+    return (*_value_issues(p.data), _fractions(p.data))
 
 
 def check_seed(seed, *, step: str) -> int:

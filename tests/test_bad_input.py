@@ -164,6 +164,9 @@ def test_every_gene_left_out_names_max_fraction(pbmc):
     with pytest.raises(ValueError, match=r"outside the 765 highly expressed genes left out \(max_fraction=0"):
         gsc.pp.normalize_total(pbmc, exclude_highly_expressed=True, max_fraction=0)
     assert_adata_equal(pbmc, before)
+    pbmc.X = sp.csr_matrix(pbmc.shape, dtype=np.float32)  # no gene left out: the data's fault
+    with pytest.raises(ValueError, match=r"every cell has zero counts \(so the median"):
+        gsc.pp.normalize_total(pbmc, exclude_highly_expressed=True)
 
 
 def test_not_an_array(pbmc):

@@ -263,6 +263,22 @@ def test_filter_of_a_bare_dask_array_is_lazy(pbmc, kind, step, kw):
         assert_same(number.compute(), want_number)
 
 
+def test_integer_count_check_reads_each_block_once(pbmc):
+    """Raw-count checks (PIC steps, resample) count non-finite, negative and non-whole values in
+    one pass over a lazily read X (they took two); each still refused with its message."""
+    from gpu_sc._validation import check_integer_counts
+
+    x = sp.csr_matrix(pbmc.X, dtype=np.float32)
+    lazy, made = counted_dask(x)
+    check_integer_counts(lazy, step="t")
+    assert sorted(made) == list(range(lazy.numblocks[0]))
+    for value, match in ((0.5, "non-integer"), (-1.0, "negative"), (np.nan, "non-finite")):
+        bad = x.copy()
+        bad.data[7] = value
+        with pytest.raises(ValueError, match=match):
+            check_integer_counts(counted_dask(bad)[0], step="t")
+
+
 @pytest.mark.parametrize("step", ["filter_cells", "filter_genes"])
 def test_filter_of_a_bare_dask_array_adds_in_float64(step):
     """A block's float32 totals are added in float64, as in memory: scipy's (and cupyx's)

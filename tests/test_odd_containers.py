@@ -73,6 +73,18 @@ def test_duplicate_entries_are_their_sum(logged, step):
     assert dup.X.nnz == before.nnz and np.array_equal(dup.X.data, before.data)
 
 
+def test_log1p_refusing_duplicates_leaves_the_matrix(logged):
+    """The duplicates are summed into a copy and checked before the caller's matrix takes them:
+    a refused log1p (a NaN) leaves its entries as they were."""
+    dup = _split_entries(logged.X)
+    dup.data[5] = np.nan
+    before = dup.copy()
+    with pytest.raises(ValueError, match="NaN"):
+        gsc.pp.log1p(dup)
+    assert dup.nnz == before.nnz
+    np.testing.assert_array_equal(dup.data, before.data)
+
+
 def test_scale_one_cell_is_zeros(logged):
     """One cell (or a mask_obs of one): the variance stays the biased one, 0, as scanpy's
     _get_mean_var leaves it, so std is 1 and X 0 (it was NaN throughout). scanpy itself gets

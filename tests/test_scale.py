@@ -233,3 +233,21 @@ def test_bare_matrix_of_another_layout_is_scaled_in_place_as_scanpy(pbmc, kind):
     got, want = (a.toarray() if sp.issparse(a) else a for a in (ours, theirs))
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     assert not np.allclose(got, make().toarray() if kind == "csc_mask" else make())
+
+
+@pytest.mark.parametrize("kw", [{"zero_center": False}, {"zero_center": False, "mask": True}, {"mask": True}],
+                         ids=["no_centre", "mask_no_centre", "mask_centred"])
+def test_bare_csc_is_changed_where_scanpy_changes_it(pbmc, kw):
+    """scanpy writes into a CSC it is given only for centred masked rows; otherwise it returns a
+    new matrix and the caller's stays as it was: so do we."""
+    x0 = sp.csc_matrix(pbmc.X[:200])
+    kw = dict(kw)
+    if kw.pop("mask", False):
+        kw["mask_obs"] = np.arange(200) % 3 == 0
+    ours, theirs = x0.copy(), x0.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got, want = scale(ours, **kw), sc.pp.scale(theirs, **kw)
+    assert (got is ours) == (want is theirs)
+    assert ((ours != x0).nnz > 0) == ((theirs != x0).nnz > 0)
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-5)

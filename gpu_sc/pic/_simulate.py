@@ -158,8 +158,7 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         tot = c.sum()
         if tot < n_umis:  # too few UMIs (all-zero cells too): never exactly n_umis
             continue
-        big_n = min(tot, n_umis)
-        n_i = np.minimum(np.round(c * big_n / tot), c).astype(np.int64)
+        n_i = np.minimum(np.round(c * n_umis / tot), c).astype(np.int64)
         if n_i.sum() != n_umis:
             continue
         if limited:

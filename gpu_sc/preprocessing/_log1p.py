@@ -12,6 +12,7 @@ from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse
 from .._values import log1p_, value_range
 from .._ops._chunked import Chunked
+from .._ops._layout import summed_duplicates
 from .._validation import (UnsupportedMatrixError, canonical, check_in_memory, get_matrix, make_actual,
                            renamed_arg, set_matrix, unsupported_matrix)  # fmt: skip
 
@@ -104,11 +105,15 @@ def _log1p_matrix(x, *, base, copy: bool):
         x = np.asarray(x)
     if not (is_sparse(x) or hasattr(x, "flags")):  # e.g. backed X: an on-disk h5py dataset
         raise unsupported_matrix(x, step=_STEP, expected="a numpy/cupy array")
-    if is_sparse(x) and not x.has_canonical_format:  # the log of duplicate entries' sum, their value
-        x = x.copy() if copy else x  # (as Dask blocks get; scanpy logs each entry apart)
-        x.sum_duplicates()
-        copy = False
-    _check_domain(x.data if is_sparse(x) else x, lambda: describe(x))
+    # the log of duplicate entries' sum, their value (as Dask blocks get; scanpy logs each entry
+    # apart): summed into a copy, checked, and only then the caller's matrix's (in place)
+    summed = summed_duplicates(x)
+    _check_domain(summed.data if is_sparse(summed) else summed, lambda: describe(x))
+    if summed is not x:
+        if not copy and x.dtype.kind in "fc":
+            x.data, x.indices, x.indptr = summed.data, summed.indices, summed.indptr
+        else:
+            x, copy = summed, False
     if x.dtype.kind not in "fc":
         x = x.astype(np.float64)  # scanpy's choice for integer input
     elif copy:

@@ -124,7 +124,7 @@ def normalize_total(
         nonzero = totals[totals > 0]
         if nonzero.size == 0 and totals.size:  # no cells at all: nothing to scale, no median needed
             left = (f" outside the {len(names)} highly expressed genes left out (max_fraction={max_fraction}; "
-                    "raise it, or") if exclude_highly_expressed else " (so the median total is undefined;"
+                    "raise it, or") if exclude_highly_expressed and names else " (so the median total is undefined;"
             msg = f"{_STEP}: every cell has zero counts{left} pass target_sum)."
             raise ValueError(msg)
         target_sum = xp.median(nonzero) if nonzero.size else 1.0

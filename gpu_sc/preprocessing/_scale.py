@@ -43,8 +43,8 @@ def scale(
     zero_center
         Subtract the mean. Sparse input then becomes dense (float64, with a warning, as in
         scanpy). ``False`` divides by the standard deviation only and keeps sparse input sparse
-        and in its float dtype, on both backends (in an AnnData as CSR, as every gpu_sc step
-        writes; scanpy returns float64 CSC for CSC input there).
+        and in its float dtype, on both backends, as CSR (as every gpu_sc step writes; scanpy
+        returns float64 CSC for CSC input there).
     max_value
         Clip the scaled values to at most `max_value` (and, when zero-centring, at least
         ``-max_value``); a positive number (else ValueError). ``None``: no clipping.
@@ -58,9 +58,10 @@ def scale(
 
     Returns
     -------
-    For a matrix: the scaled matrix, which is the matrix passed, scaled in place, unless
-    ``copy`` or where the result is another kind of matrix (integers give float64, a sparse
-    matrix centred a dense one, a Dask array a lazy one). For an AnnData: the copy when ``copy``, else ``None``;
+    For a matrix: the scaled matrix, which is the matrix passed, scaled in place, as scanpy
+    does, unless ``copy`` or where scanpy returns a new one too (integers give float64, a sparse
+    matrix centred a dense one, a CSC a CSR unless masked rows are centred, a Dask array a lazy
+    one). For an AnnData: the copy when ``copy``, else ``None``;
     sets
 
     ``adata.X`` | ``adata.layers[layer]`` | ``adata.obsm[obsm]``
@@ -92,7 +93,7 @@ def scale(
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
-        return out if copy else _into_given(data, out)
+        return out if copy else _into_given(data, out, csc_in_place=mask is not None and zero_center)
 
     adata = data.copy() if copy else data
     keys = (K.VAR_SCALE_MEAN, K.VAR_SCALE_STD)
@@ -126,17 +127,19 @@ def scale(
     return adata if copy else None
 
 
-def _into_given(data, out):
+def _into_given(data, out, *, csc_in_place: bool):
     """`out` written into the matrix the caller passed, where scanpy scales that matrix in place
-    and ours worked on another object: a copy in our layout (F-ordered or strided dense, CSC, CSR
-    with duplicate entries) or a new CSR (centred masked rows), so that a caller who keeps its
-    matrix (``scale(adata.layers['L'])``) sees the result. `out` itself where scanpy returns a
-    new matrix too: integers (float64), a sparse matrix centred into a dense one, Dask."""
+    and ours worked on another object: a copy in our layout (F-ordered or strided dense; CSR with
+    duplicate entries; CSC when `csc_in_place`: masked rows centred, where scanpy writes into a
+    CSC) or a new CSR (centred masked rows), so that a caller who keeps its matrix
+    (``scale(adata.layers['L'])``) sees the result. `out` itself where scanpy returns a new
+    matrix too: integers (float64), a sparse matrix centred into a dense one, a CSC otherwise
+    (scanpy converts it), Dask."""
     if out is data or is_dask(data) or out.dtype != data.dtype or is_sparse(out) != is_sparse(data):
         return out
     if is_sparse(data):
         fmt = sparse_format(data)
-        if fmt not in ("csr", "csc"):
+        if fmt != "csr" and not (fmt == "csc" and csc_in_place):
             return out
         given = out if fmt == "csr" else out.tocsc()
         data.data, data.indices, data.indptr = given.data, given.indices, given.indptr
