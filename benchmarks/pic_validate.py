@@ -368,6 +368,12 @@ def metrics(obs: pd.DataFrame, major: dict, sub_of_source: dict) -> dict:
     t = obs["true_alpha"].to_numpy(float)[ok]
     e = obs["pic_alpha"].to_numpy(float)[ok]
     out["alpha_r2"] = _r2(t, e)
+    # where alpha's error comes from: PICs given their true pair against the rest (at fine groups
+    # most of the squared error is on wrong pairs, whose profiles are another group's)
+    right = pair[ok]
+    out["alpha_r2_right_pair"] = _r2(t[right], e[right])
+    sq = (t - e) ** 2
+    out["alpha_sse_share_wrong_pair"] = float(sq[~right].sum() / sq.sum()) if n_ok and sq.sum() > 0 else None
     out["alpha_mae"] = float(np.abs(t - e).mean()) if n_ok else None
     out["alpha_bias"] = float((e - t).mean()) if n_ok else None
     out["alpha_true_sd"] = float(t.std()) if n_ok else None  # R^2 is unstable when this is small

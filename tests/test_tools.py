@@ -142,6 +142,25 @@ def test_umap_many_components_same_as_scanpy(cliques):
         assert_same(got.obsp["connectivities"], ref.obsp["connectivities"])
 
 
+def test_umap_on_x_where_scanpy_reads_x(cliques):
+    """50 genes or fewer, or a graph of n_pcs=0: scanpy's representation is X (X_pca is there
+    too). The host copy once held no X, so the spectral start fell back to umap-learn's, whose
+    component layout draws from numpy's global state: other coordinates than scanpy's, and other
+    ones on each call."""
+    few = cliques[:, :30].copy()
+    few.X = few.X.toarray()
+    cases = [few.copy(), cliques.copy()]
+    neighbors(cases[0], n_neighbors=10)  # 30 genes: X
+    neighbors(cases[1], n_neighbors=10, n_pcs=0)
+    for case in cases:
+        ref, got = case.copy(), case.copy()
+        np.random.seed(0)
+        sc.tl.umap(ref, maxiter=20)
+        np.random.seed(1)  # the result must not depend on numpy's global state
+        umap(got, maxiter=20)
+        assert_same(got.obsm["X_umap"], ref.obsm["X_umap"])
+
+
 def test_umap_keeps_the_pca_scanpy_runs(graph):
     """A graph built without use_rep, X_pca since removed: scanpy's umap runs a PCA first and
     writes its loadings (varm['PCs']) as well as obsm and uns; they must come back from the host

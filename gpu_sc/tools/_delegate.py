@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._backend import is_gpu
-from .._settings import settings
+from .._settings import N_PCS, settings
 from ..get import array_to_cpu as _host  # host copy, same container type
 from .._validation import check_anndata
 
@@ -43,10 +43,14 @@ def _rsc():
 
 
 def _needs_x(adata: AnnData, kwargs: dict) -> bool:
+    """Whether the graph's representation is X by scanpy's rule (`_representation`): use_rep 'X',
+    or none with n_pcs=0, with 50 genes or fewer, or without X_pca (scanpy then makes it)."""
     meta = adata.uns.get(kwargs.get("neighbors_key") or "neighbors", {})
     params = meta.get("params", {}) if isinstance(meta, dict) else {}
     rep = kwargs.get("use_rep", params.get("use_rep"))
-    return rep == "X" or (rep is None and K.OBSM_PCA not in adata.obsm)
+    if rep is not None:
+        return rep == "X"
+    return params.get("n_pcs") == 0 or adata.n_vars <= N_PCS or K.OBSM_PCA not in adata.obsm
 
 
 Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
