@@ -72,6 +72,23 @@ def name_keys(names) -> np.ndarray:
     return pd.util.hash_array(np.asarray(names, dtype=object))
 
 
+def canonical_rows(adata, rows=None) -> np.ndarray:
+    """Row indices of `adata` (of `rows`, a boolean mask or indices; None: all) in the order of
+    their obs names' keys: cells drawn from them in this order (simulated PICs, halves of a
+    reference) do not depend on the order the rows came in."""
+    rows = np.arange(adata.n_obs) if rows is None else np.asarray(rows)
+    if rows.dtype == bool:
+        rows = np.flatnonzero(rows)
+    return rows[np.argsort(name_keys(adata.obs_names[rows]), kind="stable")]
+
+
+def in_canonical_order(adata, rows=None):
+    """`adata`'s `rows` (None: all) in `canonical_rows` order: the AnnData itself where that is
+    its own order, else a view."""
+    order = canonical_rows(adata, rows)
+    return adata if order.size == adata.n_obs and np.array_equal(order, np.arange(adata.n_obs)) else adata[order]
+
+
 @numba.njit(cache=True)
 def _slots(state, total, k, replace, seen, out):
     """`k` slots of [0, total) into out[:k], sorted: distinct, or with replacement; `seen`
