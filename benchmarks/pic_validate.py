@@ -412,7 +412,7 @@ def _deconvolve_kwargs(method: str, args) -> dict:
     """deconvolve's arguments for a method name; "<method>-markers" searches pairs over the
     marker design (search_genes="markers") instead of all genes; "ml-posterior" takes ml's
     posterior-mean alpha instead of its alpha regression."""
-    kw = {"method": method, "seed": 0}
+    kw = {"method": method, "seed": getattr(args, "deconvolve_seed", 0)}
     params = inspect.signature(gsc.pic.deconvolve).parameters
     if method.endswith("-markers") and "search_genes" in params:
         kw.update(method=method.removesuffix("-markers"), search_genes="markers")
@@ -905,6 +905,9 @@ def main(argv=None) -> int:
                    help="each held-out source cell in at most this many PICs (default: no cap)")
     p.add_argument("--n-train", type=int, default=20000,
                    help="picseq: simulated PICs for the alpha LASSO (published: 20000)")
+    p.add_argument("--deconvolve-seed", type=int, default=0,
+                   help="deconvolve's seed (its simulated training PICs and reference halves): how much "
+                        "the results move with the training draw alone, on the same PICs")
     p.add_argument("--no-warm-up", dest="warm_up", action="store_false",
                    help="skip the untimed deconvolve on 20 PICs before each timed one")
     p.add_argument("--scale", action="store_true", help="run the scale mode instead of validation")
