@@ -81,6 +81,31 @@ def test_gpu_graph(device, graph):
     assert "leiden" in gpu.obs and gpu.obsm["X_umap"].shape == (graph.n_obs, 2)
 
 
+def test_gpu_graph_keywords_rapids_lacks_go_to_scanpy(device, graph, monkeypatch):
+    """rapids-singlecell's leiden takes no flavor (nor directed): such a call goes to scanpy on
+    the host instead of raising TypeError there (the CLI passes flavor='igraph'); a call it takes
+    still goes to it."""
+    import types
+
+    import cupyx.scipy.sparse as cpsp
+
+    from gpu_sc.tools import _delegate
+
+    calls = []
+
+    def rsc_leiden(adata, resolution=1.0, *, key_added="leiden", neighbors_key=None, copy=False):
+        calls.append(resolution)
+        adata.obs[key_added] = "0"
+
+    monkeypatch.setattr(_delegate, "_rsc", lambda: types.SimpleNamespace(tl=types.SimpleNamespace(leiden=rsc_leiden)))
+    gpu = graph.copy()
+    gpu.obsp["connectivities"] = cpsp.csr_matrix(gpu.obsp["connectivities"])
+    leiden(gpu, flavor="leidenalg", directed=True, resolution=0.7)
+    assert calls == [] and gpu.obs["leiden"].nunique() > 1  # scanpy's clusters, on the host
+    leiden(gpu, resolution=0.5, key_added="r")
+    assert calls == [0.5]
+
+
 @pytest.fixture
 def cliques(pbmc):
     """A graph of many components (>= 5, with some too small for an eigen-solve after pruning):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 from collections.abc import Callable
 
 import numpy as np
@@ -42,6 +43,18 @@ def _rsc():
         return None
 
 
+def _untaken(fn, kwargs: dict) -> list:
+    """The keywords `fn` does not take: rapids-singlecell's tools take fewer than scanpy's (its
+    leiden no flavor or directed, its umap no method), and a call with one would raise there."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return []
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return []
+    return sorted(set(kwargs) - set(params))
+
+
 def _needs_x(adata: AnnData, kwargs: dict) -> bool:
     """Whether the graph's representation is X by scanpy's rule (`_representation`): use_rep 'X',
     or none with n_pcs=0, with 50 genes or fewer, or without X_pca (scanpy then makes it)."""
@@ -58,8 +71,9 @@ Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None
 
 def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None):
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
-    imports, else scanpy on a host shallow copy whose new obs/obsm/varm/uns entries are copied
-    back (obsm and varm results go back to the GPU when the graph lives there).
+    imports and takes every keyword given, else scanpy on a host shallow copy whose new
+    obs/obsm/varm/uns entries are copied back (obsm and varm results go back to the GPU when the
+    graph lives there).
 
     ``prepare(host, kwargs)``, when given, runs before scanpy's call on the host copy and returns
     the keywords to call it with and a function applied to ``adata`` after the copy-back (or None).
@@ -71,12 +85,15 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None)
         kwargs = {**kwargs, "copy": False}
         run(name, adata, kwargs, prepare)
         return adata
-    if on_gpu and (rsc := _rsc()) is not None:
+    rsc = _rsc() if on_gpu else None
+    untaken = _untaken(getattr(rsc.tl, name), kwargs) if rsc is not None else []
+    if rsc is not None and not untaken:
         return getattr(rsc.tl, name)(adata, **kwargs)
     import scanpy as sc
 
     if on_gpu:
-        settings.info(f"{name}: rapids_singlecell is not importable; running scanpy's {name} on the CPU.")
+        why = f"takes no {untaken}" if untaken else "is not importable"
+        settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
     host = AnnData(
         X=_host(adata.X) if _needs_x(adata, kwargs) else None,
         obs=adata.obs.copy(), var=adata.var[[]].copy(),
