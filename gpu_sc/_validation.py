@@ -318,9 +318,10 @@ def check_number(value, name: str, *, step: str, low: float, high: float, low_op
 
 
 def sum_dtype(dtype) -> np.dtype:
-    """The dtype scanpy's sums have for values of `dtype`: floats keep theirs, integers give int64."""
+    """The dtype scanpy's (NumPy's) sums have for values of `dtype`: floats keep theirs, unsigned
+    integers give uint64, signed ones and bools int64."""
     dtype = np.dtype(dtype)
-    return dtype if dtype.kind == "f" else np.dtype(np.int64)
+    return dtype if dtype.kind == "f" else np.dtype(np.uint64 if dtype.kind == "u" else np.int64)
 
 
 def make_actual(adata: AnnData, *, warn: bool = False) -> None:

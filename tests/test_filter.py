@@ -81,6 +81,17 @@ def test_matrix_input_and_not_inplace(pbmc, fn):
     assert pbmc.shape == (700, 765)
 
 
+@pytest.mark.parametrize("fn", ["filter_cells", "filter_genes"])
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32, np.float32])
+def test_count_sums_take_numpys_dtype(pbmc, fn, dtype):
+    """The sums' dtype is NumPy's (and scanpy's): uint64 for unsigned counts, int64 for signed."""
+    x = pbmc.X.astype(dtype)
+    _, ref_num = getattr(sc.pp, fn)(x, min_counts=100)
+    _, num = getattr(gsc.pp, fn)(x, min_counts=100)
+    assert num.dtype == ref_num.dtype
+    np.testing.assert_array_equal(num, ref_num)
+
+
 def test_copy_returns_filtered_copy(pbmc):
     out = gsc.pp.filter_cells(pbmc, min_genes=200, copy=True)
     assert out is not pbmc and out.n_obs < pbmc.n_obs == 700

@@ -49,7 +49,7 @@ def test_matches_scanpy(counts, cpu_type, kw):
     _assert_frames(var, ref_var)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.int64])
+@pytest.mark.parametrize("dtype", [np.float64, np.int32, np.int64, np.uint16])
 def test_dtypes_follow_scanpy(pbmc, dtype):
     pbmc.X = pbmc.X.astype(dtype)
     ref_obs, ref_var = _reference(pbmc, qc_vars=["mt"], percent_top=(5, 50))
