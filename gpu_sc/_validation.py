@@ -121,8 +121,12 @@ def canonical(x, *, step: str, sum_duplicates: bool = False):
     if is_sparse(x):
         x = in_layout(x)
         return summed_duplicates(x) if sum_duplicates else x
-    if not hasattr(x, "flags") or getattr(x, "ndim", 0) != 2:
+    if not hasattr(x, "flags"):
         raise unsupported_matrix(x, step=step, expected="a 2-D numpy/cupy array")
+    if x.ndim != 2:  # in memory already: the advice to load it would mislead
+        msg = (f"{step}: expected a 2-D matrix (cells x genes), got a {x.ndim}-D array of shape "
+               f"{x.shape}; pass the whole matrix (e.g. x.reshape(1, -1) for one cell).")
+        raise ValueError(msg)
     return in_layout(x)
 
 

@@ -176,6 +176,18 @@ def test_not_an_array(pbmc):
         gsc.pp.normalize_total(pbmc.X)
 
 
+@pytest.mark.parametrize("step", ["scale", "filter_cells"])
+def test_one_dimensional_array_names_its_shape(step):
+    """An array in memory of the wrong rank: the error names its shape, not 'load it first'
+    (log1p takes any shape, as scanpy's does)."""
+    x = np.ones(3)
+    call = {"scale": gsc.pp.scale, "filter_cells": lambda v: gsc.pp.filter_cells(v, min_counts=1)}[step]
+    with pytest.raises(ValueError, match=r"2-D matrix .* 1-D array of shape \(3,\)") as err:
+        call(x)
+    assert "to_memory" not in str(err.value)
+    np.testing.assert_array_equal(x, np.ones(3))
+
+
 BACKED_STEPS = {
     **STEPS,
     "log1p": lambda a: gsc.pp.log1p(a),
