@@ -47,6 +47,7 @@ from ._deconvolve import deconvolve
 from ._expected import ok_mask
 from ._loglik import pair_columns
 from ._simulate import simulate_pics
+from ._umi_draws import in_canonical_order
 
 #: weight of the sum-to-one row in the constrained least squares
 _SUM_WEIGHT = 1e3
@@ -91,27 +92,32 @@ class Simulated(NamedTuple):
 
 
 def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, seed: int,
-                         sources: ad.AnnData | None = None) -> Simulated:
-    """`n_sim` PICs simulated per pair from `sources` (None: `singlets`) and deconvolved against
-    `singlets` as `pics` were. Benchmarks pass the cells their PICs came from as `sources`:
-    the confusion the real PICs have, which the correction can at best reach."""
+                         sources: ad.AnnData | None = None, depth: int | None = None) -> Simulated:
+    """`n_sim` PICs of `depth` UMIs (None: the ok PICs' median) simulated per pair from
+    `sources` (None: `singlets`) and deconvolved against `singlets` as `pics` were. Benchmarks
+    pass the cells their PICs came from as `sources`: the confusion the real PICs have, which
+    the correction can at best reach."""
     info = pics.uns[K.UNS_PIC]
     ga, gb, groupby = list(info["groups_a"]), list(info["groups_b"]), info["groupby"]
     if "arguments" not in info:
         msg = ("pair_frequencies: uns['pic'] has no 'arguments' (deconvolved by an older gpu_sc); "
                "rerun gsc.pic.deconvolve to correct for confusions, or pass singlets=None.")
         raise ValueError(msg)
-    ok = ok_mask(pics)
-    depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok]))
+    if depth is None:
+        depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok_mask(pics)]))
     origin = singlets if sources is None else sources
-    present = set(origin.obs[groupby].astype(str))
+    labels = origin.obs[groupby].astype(str).to_numpy()
+    present = set(labels)
     parts, truth = [], []
     for ib, b in enumerate(gb):
         for ia, a in enumerate(ga):
             j = ia + len(ga) * ib
             if str(a) not in present or str(b) not in present:  # (sources only) no such cells
                 continue
-            sim = simulate_pics(origin, groupby=groupby, a=[a], b=[b], n_pics=n_sim, n_umis=depth,
+            # the pair's cells alone, in the order of their names: the draw follows neither the
+            # singlets' row order nor their other groups, and no pair copies the whole reference
+            cells = in_canonical_order(origin, np.isin(labels, [str(a), str(b)]))
+            sim = simulate_pics(cells, groupby=groupby, a=[a], b=[b], n_pics=n_sim, n_umis=depth,
                                 seed=seed + j)  # fmt: skip
             parts.append(sim)
             truth.append(np.full(sim.n_obs, j))

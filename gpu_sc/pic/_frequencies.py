@@ -18,7 +18,6 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 
 from __future__ import annotations
 
-import contextlib
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -94,11 +93,18 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
         values = list(col.cat.categories)
     else:  # sorted, so that the order (the test's default groups) does not follow the rows'
         values = list(pd.unique(col.dropna()))
-        with contextlib.suppress(TypeError):  # values that do not compare (mixed types): first appearance
+        try:
             values = sorted(values)
+        except TypeError:  # values that do not compare (mixed types, 0 and "treated"): by their text
+            values = sorted(values, key=lambda v: (str(v), type(v).__name__))
     # a missing value (NaN, None, pd.NA of a nullable column) is in no condition
     masks = [(v, (col == v).to_numpy(dtype=bool, na_value=False)) for v in values]
-    return [(v, m) for v, m in masks if m.any()]  # an unused category is no condition
+    masks = [(v, m) for v, m in masks if m.any()]  # an unused category is no condition
+    if not masks:
+        msg = (f"{step}: condition_key {condition_key!r} has no value in any PIC (all missing); fill "
+               "pics.obs[condition_key] or pass condition_key=None.")
+        raise ValueError(msg)
+    return masks
 
 
 def _condition_rng(seed: int, value) -> np.random.Generator:
@@ -185,7 +191,8 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     singlets
         The reference deconvolve used. Given, the composition is corrected for the confusion
         between similar groups: `n_sim` PICs per pair are simulated from the singlets at the
-        PICs' median depth and deconvolved as `pics` were; the unmixed composition is the one
+        condition's median PIC depth (deconvolve's `n_umis` where it set one: one simulation
+        for all conditions) and deconvolved as `pics` were; the unmixed composition is the one
         whose expected mean posterior through that confusion best matches the observed one
         (non-negative least squares). The estimate is the blend of the mean posterior and the
         unmixed composition of least estimated squared error (`mean_weight`): unmixing
@@ -234,11 +241,12 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     called = (pics.obs[K.OBS_PIC_A].astype(str).to_numpy(dtype=object)
               + "\0" + pics.obs[K.OBS_PIC_B].astype(str).to_numpy(dtype=object))  # fmt: skip
     pair_ids = names_a.astype(str) + "\0" + names_b.astype(str)
-    codes = replicate_codes(pics, replicate_key, step=step, use=ok)
-    if not ok.any():  # before the confusion's simulation, which needs their depth
-        msg = f"{step}: {_NOTHING_OK}"
-        raise ValueError(msg)
-    sim = None
+    conditions = _conditions(pics, condition_key, step)
+    counted = ok & np.logical_or.reduce([m for _, m in conditions])
+    codes = replicate_codes(pics, replicate_key, step=step, use=counted)
+    if not counted.any():  # before the confusion's simulation, which needs their depth
+        raise ValueError(_nothing_counted(step, condition_key))
+    sims, depths = {}, None
     if singlets is not None:
         check_anndata(singlets, step=step, name="singlets")
         n_sim = check_int(n_sim, step=step, name="n_sim", minimum=2, hint=" (simulated PICs per pair)")
@@ -248,13 +256,19 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
             msg = (f"{step}: singlets.obs has no column {groupby!r}, the groupby deconvolve used; pass "
                    "the singlets given to deconvolve.")  # fmt: skip
             raise KeyError(msg)
-        sim = simulated_posteriors(pics, singlets, n_sim, seed)
-        m_conf = confusion(sim.post, sim.truth, post.shape[1])
+        depths = pic_depths(pics, step)
     tables = []
-    for value, mask in _conditions(pics, condition_key, step):
+    for value, mask in conditions:
         rows = np.flatnonzero(mask & ok)
         if rows.size == 0:
             continue
+        sim = None
+        if depths is not None:  # the confusion at this condition's depth: it sharpens with depth
+            depth = _simulation_depth(pics, depths[rows])
+            if depth not in sims:
+                sim = simulated_posteriors(pics, singlets, n_sim, seed, depth=depth)
+                sims[depth] = (sim, confusion(sim.post, sim.truth, post.shape[1]))
+            sim, m_conf = sims[depth]
         rows = rows[np.argsort(pics.obs_names[rows], kind="stable")]  # resampled by name, not by row
         rng = _condition_rng(seed, value)
         sub = post[rows]
@@ -292,10 +306,21 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         if weight is not None:
             tab["mean_weight"] = weight
         tables.append(tab.sort_values("fraction", ascending=False, kind="stable"))
-    if not tables:
-        msg = f"{step}: {_NOTHING_OK}"
-        raise ValueError(msg)
     return pd.concat(tables, ignore_index=True)
+
+
+def _nothing_counted(step: str, condition_key) -> str:
+    if condition_key is None:
+        return f"{step}: {_NOTHING_OK}"
+    return (f"{step}: no PIC with pic_status 'ok' and a pair posterior has a value of condition_key "
+            f"{condition_key!r}; nothing to count.")
+
+
+def _simulation_depth(pics: AnnData, depths: np.ndarray) -> int:
+    """The UMIs of the PICs simulated for the confusion of PICs of these `depths`: deconvolve's
+    n_umis where it down-sampled every PIC to it, else their median."""
+    n_umis = pics.uns[K.UNS_PIC].get("n_umis")
+    return int(n_umis) if n_umis is not None else int(np.median(depths))
 
 
 def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
@@ -336,7 +361,8 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     Returns
     -------
     DataFrame (or None with ``inplace``), smallest p first: ``pic_a``, ``pic_b``,
-    ``fraction_test``, ``fraction_reference``, ``log2_ratio`` (half a PIC added to each side),
+    ``fraction_test``, ``fraction_reference``, ``log2_ratio`` (the same pseudo-fraction, half a
+    PIC at the two conditions' mean size, added to each side),
     ``z`` (with `replicate_key`: ``t`` and its Welch degrees of freedom ``df``, and the
     fractions are the mean over replicates), ``pval``, ``fdr``, ``significant``, ``direction``
     ('up': more frequent in the test condition).
@@ -376,10 +402,12 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         diff = fits[0] - fits[1]
         se = np.sqrt(ses[0] ** 2 + ses[1] ** 2)
         # no spread in either condition: any difference is certain (the sign's infinity)
-        z = np.divide(diff, se, out=np.where(diff == 0, 0.0, np.sign(diff) * np.inf), where=se > 0)
+        z = np.divide(diff, se, out=np.where(diff == 0, 0.0, np.copysign(np.inf, diff)), where=se > 0)
         stat, pval = {"z": z}, 2 * stats.norm.sf(np.abs(z))
     else:
-        codes = replicate_codes(pics, replicate_key, step=step, max_columns=1, use=ok)[:, 0]
+        counted = np.zeros(pics.n_obs, bool)
+        counted[np.concatenate(rows)] = True
+        codes = replicate_codes(pics, replicate_key, step=step, max_columns=1, use=counted)[:, 0]
         shares = [_replicate_shares(post[r], codes[r], g, replicate_key, step)
                   for g, r in zip(groups, rows, strict=True)]  # fmt: skip
         fits = [sh.mean(axis=0) for sh in shares]
@@ -388,10 +416,12 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     held = (fits[0] > 0) | (fits[1] > 0)
     pval = np.where(held, pval, np.nan)
     q = bh_fdr(pval)  # NaN (pairs neither condition holds) not counted
-    half = [0.5 / r.size for r in rows]
+    # one pseudo-fraction on both sides (half a PIC at the conditions' mean size), so that the
+    # ratio's sign is the difference's: half a PIC of each side's own flipped it where they differ in size
+    half = 1.0 / (rows[0].size + rows[1].size)
     tab = pd.DataFrame({K.OBS_PIC_A: names_a, K.OBS_PIC_B: names_b,
                         "fraction_test": fits[0], "fraction_reference": fits[1],
-                        "log2_ratio": np.log2((fits[0] + half[0]) / (fits[1] + half[1])),
+                        "log2_ratio": np.log2((fits[0] + half) / (fits[1] + half)),
                         **stat, "pval": pval, "fdr": q})  # fmt: skip
     tab["significant"] = tab["fdr"] < fdr
     tab["direction"] = np.where(diff > 0, "up", np.where(diff < 0, "down", ""))

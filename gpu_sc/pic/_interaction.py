@@ -28,7 +28,7 @@ from ._matched import (Doublets, doublet_groups, exact_pvalues, least_significan
                        reference_variance, stratified_sums, unit_pvalues, widen)  # fmt: skip
 from ._pic_rows import PicRows
 from ._simulate import _counts_csr
-from ._umi_draws import name_keys
+from ._umi_draws import canonical_rows, name_keys
 
 _STEP = "interaction_genes"
 _METHODS = ("matched", "chi2")
@@ -198,12 +198,16 @@ def interaction_genes(
         n_matched = check_int(n_matched, step=_STEP, name="n_matched")
         seed = check_seed(seed, step=_STEP)
         reference = _matched_reference(pics, singlets, groupby, use, pair_uncertainty)
-        units = replicate_codes(pics, replicate_key, step=_STEP, max_columns=1, use=use)
+        replicate_codes(pics, replicate_key, step=_STEP, max_columns=1, use=np.zeros(pics.n_obs, bool))  # the key
     elif replicate_key is not None:
         msg = (f"{_STEP}: replicate_key={replicate_key!r} needs method='matched'; the published chi2 "
                "test has no replicates.")
         raise ValueError(msg)
     codes, groups = _group_labels(pics, keys, use)
+    if groups.empty:
+        msg = (f"{_STEP}: no usable PIC (obs[{status_key!r}] 'ok') has a value in every one of {keys}; "
+               "fill those columns, or check the status column.")
+        raise ValueError(msg)
     obs_x = counts_matrix(pics, layer=counts_layer, step=_STEP, what="observed counts")
     if method == "chi2":
         exp_x, gene_sel = _expected_layer(pics, layer)
@@ -223,6 +227,8 @@ def interaction_genes(
     remap = np.full(len(groups), -1, np.int64)
     remap[kept] = np.arange(kept.size)
     gcodes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+    if method == "matched":  # a missing replicate is refused only in the PICs tested
+        units = replicate_codes(pics, replicate_key, step=_STEP, max_columns=1, use=gcodes >= 0)
 
     o_k = to_host(group_sums(obs_x, gcodes, kept.size)[0])[:, gene_sel]
     if method == "chi2":
@@ -300,7 +306,8 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     alpha = alpha_values(pics, OBS_PIC_ALPHA, use, step=_STEP)
     ref = _counts_csr(singlets.X, step=_STEP, what="singlets")  # on the host: the doublets are drawn there
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
-    return {"ref": ref, "ref_codes": ref_codes, "code_a": code_a, "code_b": code_b, "alpha": alpha,
+    return {"ref": ref, "ref_codes": ref_codes, "ref_order": canonical_rows(singlets), "code_a": code_a,
+            "code_b": code_b, "alpha": alpha,
             "posterior": posterior, "pair_codes": pair_codes, "keys": name_keys(pics.obs_names)}
 
 
@@ -366,7 +373,7 @@ def _matched_null(obs: PicRows, groups, n_groups: int, reference: dict, alpha, d
     `observed` or expected). A group's p-value is the permutation test's (widened by the
     reference's sampling error), with units at least theirs (`unit_pvalues`)."""
     doublets = Doublets.drawn(reference["ref"], reference["ref_codes"], code_a, code_b, alpha, depth, n_matched,
-                              keys, seed)  # fmt: skip
+                              keys, seed, reference["ref_order"])  # fmt: skip
     sums = stratified_sums(obs, doublets, groups, n_groups, n_matched, units)
     num, var, mean = sums.num, sums.var, sums.mean
     if candidates is None:

@@ -90,7 +90,7 @@ def a_umis(alpha: np.ndarray, depth: np.ndarray) -> np.ndarray:
 
 def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
                      alpha: np.ndarray, depth: np.ndarray, n_matched: int, keys: np.ndarray,
-                     seed: int) -> sp.csr_matrix:  # fmt: skip
+                     seed: int, ref_order: np.ndarray | None = None) -> sp.csr_matrix:  # fmt: skip
     """CSR (len(code_a) * n_matched, genes): PIC i's doublets in rows i * n_matched + m.
 
     ref: host CSR counts of the singlets; ref_codes: each singlet's group (-1: none); code_a /
@@ -98,11 +98,14 @@ def matched_doublets(ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarr
     each PIC's A share and total UMIs; keys: each PIC's key (`name_keys` of its name). Each
     doublet takes round(alpha N) UMIs of a random cell of its A group and the rest of a random
     cell of its B group (`_umi_draws`), all drawn from (seed, its PIC's key), so that a PIC's
-    doublets do not change when the PICs are reordered, subset or chunked."""
+    doublets do not change when the PICs are reordered, subset or chunked. ref_order: the
+    singlets' rows in the order a group's cells are numbered for the draw (`canonical_rows`, so
+    that the doublets do not follow the singlets' row order; None: row order)."""
     n_pics = code_a.shape[0]
     if n_pics == 0:
         return sp.csr_matrix((0, ref.shape[1]))
-    order = np.argsort(ref_codes, kind="stable")
+    order = np.arange(ref_codes.size) if ref_order is None else np.asarray(ref_order)
+    order = order[np.argsort(ref_codes[order], kind="stable")]
     order = order[ref_codes[order] >= 0]  # the group members, group by group
     sizes = np.bincount(ref_codes[order], minlength=int(ref_codes.max()) + 1)
     first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
@@ -134,13 +137,13 @@ class Doublets:
     @classmethod
     def drawn(cls, ref: sp.csr_matrix, ref_codes: np.ndarray, code_a: np.ndarray, code_b: np.ndarray,
               alpha: np.ndarray, depth: np.ndarray, n_matched: int, keys: np.ndarray,
-              seed: int) -> Doublets:  # fmt: skip
+              seed: int, ref_order: np.ndarray | None = None) -> Doublets:  # fmt: skip
         """`matched_doublets` of each chunk (arguments as there), drawn when iterated."""
 
         def draw(start: int, stop: int) -> sp.csr_matrix:
             part = slice(start, stop)
             return matched_doublets(ref, ref_codes, code_a[part], code_b[part], alpha[part], depth[part],
-                                    n_matched, keys[part], seed)  # fmt: skip
+                                    n_matched, keys[part], seed, ref_order)  # fmt: skip
 
         return cls(draw, code_a.shape[0], n_matched)
 
