@@ -81,6 +81,35 @@ def test_regression_learns_and_its_interval_covers():
     assert [len(v) for v in m.predict(fn[:0])] == [0, 0, 0]
 
 
+def test_folds_are_averaged_and_check_out_of_fold():
+    """Cross-conformal: one model set per fold, each scored on its own fold's check PICs only;
+    the folds' average predicts, and its interval covers new data."""
+    rng = np.random.default_rng(4)
+    (f, y), (fc, yc), (fn, yn) = _toy(rng, 3000), _toy(rng, 500), _toy(rng, 2000)
+    fold, check_fold = np.arange(3000) % 5, np.arange(500) % 5
+    m = ar.AlphaRegression.fit(f, y, fc, yc, seed=0, fold=fold, check_fold=check_fold)
+    assert len(m.models) == 5 and m.r2 > 0.85  # (noise caps it at 0.92)
+    mean, lo, hi = m.predict(fn)
+    each = np.mean([fold_models[0].predict(fn) for fold_models in m.models], axis=0)
+    np.testing.assert_allclose(mean, np.clip(each, 0, 1))
+    assert ((lo <= yn) & (yn <= hi)).mean() > 0.85
+    # a fold's check PICs are predicted by that fold's models alone: shuffling which models
+    # score which checks changes the R^2 (here: every check scored by fold 0's models)
+    one = ar.AlphaRegression.fit(f, y, fc, yc, seed=0, fold=fold, check_fold=np.zeros(500, int))
+    assert one.r2 != m.r2 and len(one.models) == 5
+
+
+def test_reference_folds_deal_each_group_evenly():
+    from gpu_sc.pic._ml_fit import _folds
+
+    labels = np.array(["a"] * 13 + ["b"] * 3 + ["c"] + ["x"] * 4)
+    order = np.arange(labels.size)
+    fold = _folds(labels, ["a", "b", "c"], np.random.default_rng(0), order, 5)
+    assert (fold[labels == "x"] == -1).all() and fold[labels == "c"][0] == -1  # no group; one cell
+    assert sorted(np.bincount(fold[labels == "a"], minlength=5)) == [2, 2, 3, 3, 3]
+    assert len(set(fold[labels == "b"])) == 3
+
+
 def test_regression_declines_too_little_data():
     rng = np.random.default_rng(3)
     f, y = _toy(rng, 500)
@@ -131,7 +160,7 @@ def test_training_pics_are_read_at_their_searched_pair(pbmc, monkeypatch):
     truth = _ml_fit.fit_alpha_regression(ref, s, labels, T, DC, "grp", bins, **kw)
     assert searched == []  # no design: the true pairs
     found = _ml_fit.fit_alpha_regression(ref, s, labels, T, DC, "grp", bins, design=design, tau_pair=0.3, **kw)
-    assert len(searched) == 4  # fit and check PICs of each half
+    assert len(searched) == 4 * _ml_fit.N_FOLDS  # fit and check PICs of each half of each fold
     assert all(t == 0.3 for _, t, _, _ in searched)
     assert sum(n for n, _, _, _ in searched) > 1500
     # the search errs on some, so the check PICs (and the model) differ from the true pairs'

@@ -82,20 +82,22 @@ def features(x: sp.csr_matrix, bins: sp.csr_matrix, grid_ll: np.ndarray, prior,
 
 @dataclass
 class AlphaRegression:
-    """Point model and the two quantile models; R^2 and the interval's conformal margin come
-    from check PICs whose source cells the fit never saw."""
+    """One point model and two quantile models per fold of the reference; predictions are the
+    folds' average. R^2 and the interval's conformal margin come from every fold's check PICs,
+    each predicted by its own fold's models, whose fit never saw their source cells
+    (cross-conformal: every reference cell checks once, not a fifth of them)."""
 
-    mean_model: object
-    lo_model: object
-    hi_model: object
+    models: list  # per fold: (mean, 5 % quantile, 95 % quantile) trees
     r2: float = float("nan")
     margin: float = 0.0
 
     @classmethod
     def fit(cls, f: np.ndarray, alpha: np.ndarray, check_f: np.ndarray, check_alpha: np.ndarray,
-            *, seed: int) -> AlphaRegression | None:
-        """Fit on (f, alpha); score and calibrate on the check PICs. None when there are too
-        few PICs or alpha does not vary."""
+            *, seed: int, fold: np.ndarray | None = None,
+            check_fold: np.ndarray | None = None) -> AlphaRegression | None:  # fmt: skip
+        """Fit per fold (`fold`, `check_fold`: each PIC's fold; None: one fold) on (f, alpha);
+        score and calibrate on the check PICs. None when there are too few PICs or alpha does
+        not vary."""
         if alpha.size < MIN_TRAIN or check_alpha.size < 10 or np.ptp(alpha) == 0:
             return None
         try:
@@ -104,13 +106,27 @@ class AlphaRegression:
             msg = ("deconvolve: method='ml' learns alpha with scikit-learn, which is not "
                    "installed; pip install 'gpu_sc[pic]', or pass alpha_model='posterior'.")
             raise ImportError(msg) from err
+        fold = np.zeros(alpha.size, np.int64) if fold is None else np.asarray(fold)
+        check_fold = np.zeros(check_alpha.size, np.int64) if check_fold is None else np.asarray(check_fold)
+        folds = np.unique(fold)
+        models, scored, preds = [], [], []
+        for g in folds:
+            rows, checks = fold == g, np.flatnonzero(check_fold == g)
+            if rows.sum() < MIN_TRAIN // folds.size or np.ptp(alpha[rows]) == 0:
+                continue  # too few PICs of this fold to learn from: the others predict
 
-        def trees(**kw):
-            return HistGradientBoostingRegressor(random_state=seed, **_TREES, **kw).fit(f, alpha)
+            def trees(rows=rows, **kw):
+                return HistGradientBoostingRegressor(random_state=seed, **_TREES, **kw).fit(f[rows], alpha[rows])
 
-        model = cls(trees(), *(trees(loss="quantile", quantile=q) for q in _QUANTILES))
-        mean, lo, hi = model.predict(check_f)
-        t = check_alpha
+            models.append((trees(), *(trees(loss="quantile", quantile=q) for q in _QUANTILES)))
+            if checks.size:
+                scored.append(checks)
+                preds.append(cls(models[-1:]).predict(check_f[checks]))
+        if not models or sum(c.size for c in scored) < 10:
+            return None
+        model = cls(models)
+        t = check_alpha[np.concatenate(scored)]
+        mean, lo, hi = (np.concatenate(v) for v in zip(*preds, strict=True))
         ss = ((t - t.mean()) ** 2).sum()
         model.r2 = float(1 - ((t - mean) ** 2).sum() / ss) if ss > 0 else float("nan")
         # split conformal: widen both bounds by the finite-sample 90 % quantile of how far
@@ -121,10 +137,12 @@ class AlphaRegression:
         return model
 
     def predict(self, f: np.ndarray):
-        """alpha, and the bounds of its 90 % interval, clipped to [0, 1] and ordered."""
+        """alpha, and the bounds of its 90 % interval, clipped to [0, 1] and ordered: the
+        folds' models averaged."""
         if f.shape[0] == 0:
             return (np.zeros(0),) * 3
-        mean = np.clip(self.mean_model.predict(f), 0.0, 1.0)
-        lo = np.clip(np.minimum(self.lo_model.predict(f), mean) - self.margin, 0.0, 1.0)
-        hi = np.clip(np.maximum(self.hi_model.predict(f), mean) + self.margin, 0.0, 1.0)
+        mean, lo, hi = (np.mean([m[j].predict(f) for m in self.models], axis=0) for j in range(3))
+        mean = np.clip(mean, 0.0, 1.0)
+        lo = np.clip(np.minimum(lo, mean) - self.margin, 0.0, 1.0)
+        hi = np.clip(np.maximum(hi, mean) + self.margin, 0.0, 1.0)
         return mean, lo, hi

@@ -1,7 +1,7 @@
 """What the ml and mixture methods learn from the singlets before any PIC is scored: the genes
 and profiles of the pair search (`MLDesign`), the alpha model's profiles and size prior, the
 temperatures of the pair and alpha posteriors (`calibrate`) and the alpha regression
-(`fit_alpha_regression`), the last two on PICs simulated from half of the reference."""
+(`fit_alpha_regression`), the last two on PICs simulated from parts of the reference."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from ._simulate import simulate_pics
 from ._umi_draws import canonical_rows, in_canonical_order
 
 _N_CALIBRATE = 400  # PICs simulated from the reference to fit the temperatures
+N_FOLDS = 5  # folds of the alpha regression's reference: each checks the models fitted beside it
 
 
 #: Genes per population, by their F statistic between that population's groups, in the
@@ -178,51 +179,78 @@ def calibrate(singlets, s, labels, ga, gb, groupby, design, *, n_umis, eps, seed
 
 def fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics, n_umis, eps,
                           seed, device: str = "cpu", design: MLDesign | None = None, tau_pair: float = 1.0):
-    """The alpha regression, learned on PICs simulated from each half of the reference and
-    scored against the other half's profiles and size prior (both ways round). A fifth of each
-    half's source cells make check PICs only: the regression's R^2 and the conformal margin of
-    its interval come from cells it never saw. None when the reference yields too few PICs.
+    """The alpha regression, cross-fitted over `N_FOLDS` folds of the reference cells: per fold,
+    the other folds' cells are halved, PICs simulated from each half are scored against the other
+    half's profiles and size prior (both ways round) to train that fold's models, and PICs of the
+    fold's own cells (scored the same way) check them. So the regression's R^2 and the conformal
+    margin of its interval come from cells its models never saw, and every reference cell checks
+    once; the folds' models are averaged. None when the reference yields too few PICs.
     device: where the alpha grid's likelihood runs.
+
+    One split into halves (its fifth of source cells checking) made alpha follow the draw: on
+    the same pbmc4k PICs (benchmarks/pic_validate.py, seed 1) deconvolve's seeds 0-3 gave alpha
+    R^2 0.53-0.67, TNBC interval coverage 0.75-0.90 (27 immune reference cells: a fifth is five).
+    Five folds: R^2 0.619-0.628 and 0.793-0.801 (TNBC up from 0.76-0.78), coverage 0.87-0.88 and
+    0.86-0.88, at about the same cost (15 models on a fifth of the PICs each instead of 3).
 
     With `design` (the pair search's genes), every simulated PIC is read at the pair the search
     finds against the other half (`tau_pair`: the search's temperature), as deconvolve reads real
     PICs, not at its true pair: the trees learn what the features say when the pair is wrong,
     and the conformal check PICs are then exchangeable with real ones, as the interval needs. At
     their true pairs the check PICs were easier than real PICs wherever the search errs, and the
-    90 % intervals held 83-89 % on pbmc4k (benchmarks/pic_validate.py, seeds 7-8, groups of 40
-    and 75; 86-90 % now), while alpha R^2 rose from 0.68-0.71 to 0.71-0.74 on pbmc4k, 0.78-0.86
-    to 0.80-0.85 on TNBC, and stayed at 0.50-0.60 on pbmc68k."""
+    90 % intervals held 83-89 % on pbmc4k (seeds 7-8, groups of 40 and 75; 86-90 % then), while
+    alpha R^2 rose from 0.68-0.71 to 0.71-0.74 on pbmc4k, 0.78-0.86 to 0.80-0.85 on TNBC, and
+    stayed at 0.50-0.60 on pbmc68k."""
     rng = np.random.default_rng(seed + 5)
     order = canonical_rows(singlets)
-    halves = _split_reference(labels, ga + gb, rng, order)
-    parts = {"fit": ([], []), "check": ([], [])}
-    for k, (model_rows, source_rows) in enumerate((halves, halves[::-1])):
-        full, prior = alpha_parts(s, labels, ga + gb, model_rows)
-        search = None if design is None else design.profiles(s[model_rows], labels[model_rows], ga + gb)
-        fit_rows, check_rows = _split_reference(np.where(source_rows, labels, ""), ga + gb, rng, order,
-                                                share=0.8)
-        for j, (part, rows) in enumerate((("fit", fit_rows), ("check", check_rows))):
-            want = max(1, int(n_pics * (0.4 if part == "fit" else 0.1)))
-            sim = simulate_pics(in_canonical_order(singlets, rows), groupby=groupby, a=ga, b=gb, n_pics=want,
-                                n_umis=n_umis, seed=seed + 3 + 2 * k + j)
-            if sim.n_obs == 0:
-                continue
-            x = sim.X.tocsr().astype(np.float64)
-            if search is not None:
-                found = _loglik.pair_scores(_loglik.on_device(design.counts(x), device), search[:, :len(ga)],
-                                            search[:, len(ga):], eps=eps, temper=tau_pair)  # fmt: skip
-                ta, tb = found.ia, found.ib
-            else:
-                ta, tb = _indices(ga, sim.obs[K.OBS_TRUE_A]), _indices(gb, sim.obs[K.OBS_TRUE_B])
-            grid_ll = _posterior.grid_loglik(_loglik.on_device(x, device), full[:, :len(ga)], full[:, len(ga):],
-                                             ta, tb, eps=eps, grid=_alpha_regression.FEATURE_GRID)  # fmt: skip
-            parts[part][0].append(_alpha_regression.features(x, bins, grid_ll, prior, ta, tb,
-                                                             len(ga)))
-            parts[part][1].append(sim.obs[K.OBS_TRUE_ALPHA].to_numpy(float))
+    in_ref = np.isin(labels, ga + gb)
+    fold_of = _folds(labels, ga + gb, rng, order, N_FOLDS)
+    parts = {"fit": ([], [], []), "check": ([], [], [])}
+    for fold in range(N_FOLDS):
+        check_rows = fold_of == fold
+        halves = _split_reference(np.where(in_ref & ~check_rows, labels, ""), ga + gb, rng, order)
+        for k, (model_rows, fit_rows) in enumerate((halves, halves[::-1])):
+            full, prior = alpha_parts(s, labels, ga + gb, model_rows)
+            search = None if design is None else design.profiles(s[model_rows], labels[model_rows], ga + gb)
+            for j, (part, rows) in enumerate((("fit", fit_rows), ("check", check_rows))):
+                want = max(1, int(n_pics * (0.4 if part == "fit" else 0.1) / N_FOLDS))
+                held = set(labels[rows])  # a fold's check cells need not hold every small group
+                a, b = [g for g in ga if g in held], [g for g in gb if g in held]
+                if not (a and b):
+                    continue
+                sim = simulate_pics(in_canonical_order(singlets, rows), groupby=groupby, a=a, b=b, n_pics=want,
+                                    n_umis=n_umis, seed=seed + 3 + 2 * (2 * fold + k) + j)
+                if sim.n_obs == 0:
+                    continue
+                x = sim.X.tocsr().astype(np.float64)
+                if search is not None:
+                    found = _loglik.pair_scores(_loglik.on_device(design.counts(x), device), search[:, :len(ga)],
+                                                search[:, len(ga):], eps=eps, temper=tau_pair)  # fmt: skip
+                    ta, tb = found.ia, found.ib
+                else:
+                    ta, tb = _indices(ga, sim.obs[K.OBS_TRUE_A]), _indices(gb, sim.obs[K.OBS_TRUE_B])
+                grid_ll = _posterior.grid_loglik(_loglik.on_device(x, device), full[:, :len(ga)], full[:, len(ga):],
+                                                 ta, tb, eps=eps, grid=_alpha_regression.FEATURE_GRID)  # fmt: skip
+                parts[part][0].append(_alpha_regression.features(x, bins, grid_ll, prior, ta, tb, len(ga)))
+                parts[part][1].append(sim.obs[K.OBS_TRUE_ALPHA].to_numpy(float))
+                parts[part][2].append(np.full(sim.n_obs, fold))
     if not (parts["fit"][0] and parts["check"][0]):
         return None
-    (f, y), (fc, yc) = ((np.vstack(v[0]), np.concatenate(v[1])) for v in parts.values())
-    return _alpha_regression.AlphaRegression.fit(f, y, fc, yc, seed=seed)
+    (f, y, g), (fc, yc, gc) = ((np.vstack(v[0]), np.concatenate(v[1]), np.concatenate(v[2])) for v in parts.values())
+    return _alpha_regression.AlphaRegression.fit(f, y, fc, yc, seed=seed, fold=g, check_fold=gc)
+
+
+def _folds(labels, groups, rng, order, n_folds: int) -> np.ndarray:
+    """Each reference cell's fold (0..n_folds-1), dealt round a random order within each group
+    (taken in sorted order, cells in `order`), so that a fold holds at most one cell more of a
+    group than another; -1 for cells of no group and of one-cell groups (which the profiles
+    always need)."""
+    fold = np.full(labels.size, -1, np.int64)
+    for g in sorted(groups):
+        rows = rng.permutation(order[labels[order] == g])
+        if rows.size > 1:
+            fold[rows] = (np.arange(rows.size) + rng.integers(n_folds)) % n_folds
+    return fold
 
 
 def _row_totals(block) -> np.ndarray:
