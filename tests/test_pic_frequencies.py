@@ -325,15 +325,21 @@ def test_abundance_test_edges():
     assert set(tab.index) == {(GA[0], GB[0]), (GA[1], GB[0])}  # pairs neither condition holds: no rows
 
 
-def test_abundance_test_warns_where_the_conditions_differ_in_depth(deconvolved):
-    """Conditions of different depth, deconvolved at their own depths, get a warning that names
-    both depths and the n_umis to deconvolve at; deconvolved at one depth, none."""
-    p = deconvolved.copy()
+def _deep_and_shallow(pics):
+    """A copy of `pics` whose every other PIC (condition 'shallow') has half its UMIs."""
+    p = pics.copy()
     p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "deep", "shallow")
     x = sp.csr_matrix(p.X, dtype=np.float32, copy=True)
     shallow = np.repeat((p.obs["cond"] == "shallow").to_numpy(), np.diff(x.indptr))
     x.data[shallow] = np.floor(x.data[shallow] / 2)
     p.X = x
+    return p
+
+
+def test_abundance_test_warns_where_the_conditions_differ_in_depth(deconvolved):
+    """Conditions of different depth, deconvolved at their own depths, get a warning that names
+    both depths and the n_umis to deconvolve at; deconvolved at one depth, none."""
+    p = _deep_and_shallow(deconvolved)
     with pytest.warns(UserWarning, match=r"differ in depth \(median 1000 vs \d+ UMIs\).*n_umis="):
         gsc.pic.pair_abundance_test(p, "cond", groups=("deep", "shallow"), inplace=False)
     p.uns["pic"] = {**p.uns["pic"], "n_umis": 400}
@@ -583,12 +589,7 @@ def test_confusion_is_simulated_at_each_conditions_depth(deconvolved_ref, monkey
     import gpu_sc.pic._frequencies as F
 
     p, ref = deconvolved_ref
-    p = p.copy()
-    p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "deep", "shallow")
-    x = sp.csr_matrix(p.X, dtype=np.float32, copy=True)
-    shallow = np.repeat((p.obs["cond"] == "shallow").to_numpy(), np.diff(x.indptr))
-    x.data[shallow] = np.floor(x.data[shallow] / 2)
-    p.X = x
+    p = _deep_and_shallow(p)
     depths = []
     real = F.simulated_posteriors
     monkeypatch.setattr(F, "simulated_posteriors", lambda *a, **k: depths.append(k["depth"]) or real(*a, **k))

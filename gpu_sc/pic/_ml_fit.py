@@ -190,8 +190,8 @@ def fit_alpha_regression(singlets, s, labels, ga, gb, groupby, bins, *, n_pics, 
     One split into halves (its fifth of source cells checking) made alpha follow the draw: on
     the same pbmc4k PICs (benchmarks/pic_validate.py, seed 1) deconvolve's seeds 0-3 gave alpha
     R^2 0.53-0.67, TNBC interval coverage 0.75-0.90 (27 immune reference cells: a fifth is five).
-    Five folds: R^2 0.619-0.628 and 0.793-0.801 (TNBC up from 0.76-0.78), coverage 0.87-0.88 and
-    0.86-0.88, at about the same cost (15 models on a fifth of the PICs each instead of 3).
+    Five folds: R^2 0.619-0.635 and 0.795-0.805 (TNBC up from 0.76-0.78), coverage 0.865-0.883
+    and 0.865-0.882, at about the same cost (15 models on a fifth of the PICs each instead of 3).
 
     With `design` (the pair search's genes), every simulated PIC is read at the pair the search
     finds against the other half (`tau_pair`: the search's temperature), as deconvolve reads real
