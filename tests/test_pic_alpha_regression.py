@@ -172,3 +172,28 @@ def test_training_pics_are_read_at_their_searched_pair(pbmc, monkeypatch):
     assert sum(n for n, _, _, _ in searched) > 1500
     # the search errs on some, so the check PICs (and the model) differ from the true pairs'
     assert found.r2 != truth.r2 or found.margin != truth.margin
+
+
+def test_trees_fit_and_predict_on_one_openmp_thread(monkeypatch):
+    """The trees' short OpenMP regions spin at every barrier when another process shares the
+    cores (a 3.4x slowdown beside one busy process on 2 cores): fit and predict run on one."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    def openmp_threads():
+        return [p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"]
+
+    for name in ("fit", "predict"):
+        original = getattr(HistGradientBoostingRegressor, name)
+
+        def spy(self, *args, _original=original, **kw):
+            seen.append(openmp_threads())
+            return _original(self, *args, **kw)
+
+        monkeypatch.setattr(HistGradientBoostingRegressor, name, spy)
+    rng = np.random.default_rng(2)
+    (f, y), (fc, yc) = _toy(rng, 600), _toy(rng, 100)
+    ar.AlphaRegression.fit(f, y, fc, yc, seed=0).predict(fc)
+    assert len(seen) >= 6 and all(threads == [1] for threads in seen)
