@@ -221,15 +221,18 @@ def test_reference_row_order_and_group_order_change_nothing(setup, method):
     """The reference's halves, the calibration and training PICs and picseq's LASSO PICs are
     drawn from cells in name-key order, groups in sorted order: reversed singlets or a reversed
     a= give the same table (they moved ml's p_pair by up to 0.45 and alpha by 0.07, and picseq's
-    alpha and one call)."""
+    alpha and one call); so do shuffled singlets (picseq's alpha genes, ranked by float means
+    summed in row order, once changed with them)."""
     ref, pics = setup
     kw = {"groupby": "grp", "b": DC, "method": method, "n_train": 2000, "cv": 3}
-    want, rows, groups = pics[:40].copy(), pics[:40].copy(), pics[:40].copy()
+    want, rows, groups, shuffled = (pics[:40].copy() for _ in range(4))
     deconvolve(want, ref, a=T, **kw)
     deconvolve(rows, ref[::-1].copy(), a=T, **kw)
     deconvolve(groups, ref, a=T[::-1], **kw)
+    deconvolve(shuffled, ref[np.random.default_rng(2).permutation(ref.n_obs)].copy(), a=T, **kw)
     cols = [c for c in want.obs if c.startswith("pic_")]
-    for got in (rows, groups):
+    for got in (rows, groups, shuffled):
+        assert got.uns["pic"].get("alpha_genes") == want.uns["pic"].get("alpha_genes")
         for c in cols:
             if want.obs[c].dtype.kind == "f":  # profiles summed in another order: rounding only
                 np.testing.assert_allclose(got.obs[c].to_numpy(), want.obs[c].to_numpy(), rtol=1e-9, atol=1e-9,

@@ -20,7 +20,7 @@ from .._backend import to_host
 from .._settings import Progress
 from . import _alpha, _alpha_regression, _loglik, _ml_fit, _posterior, _profiles
 from ._simulate import simulate_pics
-from ._umi_draws import in_canonical_order
+from ._umi_draws import canonical_rows, in_canonical_order
 
 
 @dataclass
@@ -236,8 +236,10 @@ class PicSeq(_Method):
                    f"UMIs (n_train={opt.n_train}; two singlets must hold that many UMIs between them); "
                    f"lower n_umis or raise n_train (the fit needs {max(opt.cv, 10)} or more).")  # fmt: skip
             raise ValueError(msg)
-        feats = np.union1d(_alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, ga))),
-                           _alpha.alpha_genes(s, np.flatnonzero(np.isin(labels, gb))))  # fmt: skip
+        # each population's cells in name order: the genes' float means, and so their ranks,
+        # then do not depend on the singlets' row order
+        feats = np.union1d(*(_alpha.alpha_genes(s, canonical_rows(ref.singlets, np.isin(labels, g)))
+                             for g in (ga, gb)))  # fmt: skip
         scale = 1000.0 / self.n_umis
         self.lasso, r2 = _alpha.fit_alpha_model(sim.X.tocsr().astype(np.float64),
                                                 sim.obs[K.OBS_TRUE_ALPHA].to_numpy(), feats,
