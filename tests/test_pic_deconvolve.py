@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 from _helpers import PIC_DC as DC
@@ -413,6 +414,31 @@ def test_dask_blocks_equal_in_memory(setup, n_umis):
     pm, pl = mem.obsm["pic_pair_posterior"], lazy.obsm["pic_pair_posterior"]
     assert pm.shape == pl.shape == (90, len(T) * len(DC))
     assert_same(pl, pm)
+
+
+def test_mixture_singlets_under_a_sparse_prior_are_one_sided(setup):
+    """concentration < 1 can leave no weight on one population: such a PIC (here real T
+    singlets among the PICs) is 'one_sided', not 'ok' with a missing group, so summary and the
+    steps that take the 'ok' PICs' pairs work (expected_expression once refused them)."""
+    import anndata as ad
+
+    from gpu_sc.pic import expected_expression, summary
+
+    ref, pics = setup
+    t = ref[ref.obs["grp"].isin(T)][:10]
+    singlets = ad.AnnData(t.X.copy(), obs=pd.DataFrame(index=[f"single{i}" for i in range(10)]),
+                          var=pics.var.copy())  # fmt: skip
+    p = ad.concat([pics[:50], singlets], join="outer")
+    p.var_names = pics.var_names
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture", concentration=0.1)
+    status = p.obs["pic_status"]
+    one = (status == "one_sided").to_numpy()
+    assert one[50:].sum() >= 5 and one[:50].sum() <= 5  # the singlets, hardly any true PIC
+    ok = (status == "ok").to_numpy()
+    assert p.obs.loc[ok, ["pic_a", "pic_b"]].notna().all().all()
+    assert (p.obs.loc[one, ["pic_a", "pic_b"]].isna().any(axis=1)).all()
+    expected_expression(p, ref, groupby="grp")
+    assert "nan" not in summary(p, n_top=100)["top pairs (A + B)"]
 
 
 def test_mixture_method(setup):

@@ -125,8 +125,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     (maximised log-likelihood of the chosen pair over the search genes), ``pic_p_pair``
     (posterior of the chosen pair), ``pic_p_a``, ``pic_p_b`` (marginal posteriors of the
     chosen A and B groups), ``pic_status`` ('ok', 'too_few_umis', 'alpha_out_of_range',
-    'no_counts'); ml also ``pic_alpha_ml`` (alpha maximising the pair's LL: the A share of the
-    UMIs on the search genes),
+    'no_counts'; mixture with ``concentration < 1`` also 'one_sided': no weight left on one
+    population's groups, a singlet rather than a pair); ml also ``pic_alpha_ml`` (alpha
+    maximising the pair's LL: the A share of the UMIs on the search genes),
     ``pic_alpha_posterior`` (posterior mean under the size prior), ``pic_alpha_lo``,
     ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
     regression's prediction, including dropped PICs). ``pics.uns['pic']``: method, parameters,

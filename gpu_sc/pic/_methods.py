@@ -200,6 +200,9 @@ class Mixture(_DesignSearch):
             good = sm[side] >= 0  # -1: no weight on this side (concentration < 1)
             out[f"pic_{side}"][ok[good]] = np.asarray(names, object)[sm[side][good]]
             out[f"pic_p_{side}"][ok] = sm[f"p_{side}"]
+        # a PIC with no weight left on one side is a singlet, not a pair: the steps that take
+        # the 'ok' PICs' pairs would find a missing group
+        out[K.OBS_PIC_STATUS][ok[(sm["a"] < 0) | (sm["b"] < 0)]] = "one_sided"
         out[K.OBS_PIC_ALPHA][ok] = sm["alpha"]
         out["pic_ll"][ok] = ll
         out["pic_n_major"] = np.zeros(n, np.int64)
