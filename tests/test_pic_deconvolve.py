@@ -136,15 +136,30 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("a", [], ValueError, "a names no group"),
     ("b", None, TypeError, "b must be a name or a list of names, got None"),
     ("a", [*T, T[0]], ValueError, f"deconvolve: a names groups ['{T[0]}'] more than once"),
-    ("eps", -1.0, ValueError, "deconvolve: eps must be a finite number above 0, got -1.0"),
-    ("eps", 0, ValueError, "deconvolve: eps must be a finite number above 0, got 0"),  # NaN alphas on 'ok' PICs
-    ("eps", float("nan"), ValueError, "eps must be a finite number above 0, got nan"),
-    ("concentration", 0, ValueError, "deconvolve: concentration must be a finite number above 0"),
+    ("eps", -1.0, ValueError, "deconvolve: eps must be a number in (0.0, inf), got -1.0"),
+    ("eps", 0, ValueError, "deconvolve: eps must be a number in (0.0, inf), got 0"),  # NaN alphas on 'ok' PICs
+    ("eps", float("nan"), ValueError, "eps must be a number in (0.0, inf), got nan"),
+    ("concentration", 0, ValueError, "deconvolve: concentration must be a number in (0.0, inf)"),
     ("search_genes", "some", ValueError,
      "deconvolve: search_genes must be None, 'informative', 'all' or 'markers', got 'some'"),
     ("blacklist", ["^MT-", "("], ValueError, "deconvolve: blacklist pattern '(' is not a regular"),
     ("markers", "NOPE", KeyError, "deconvolve: markers ['NOPE'] are not in singlets.var_names"),
 ]
+
+
+def test_gpu_asked_for_where_none_is_usable(setup, monkeypatch):
+    """device='gpu' without CuPy or a device is refused before any training (it raised
+    ModuleNotFoundError: cupyx at the first kernel, after picseq's LASSO fit)."""
+    from gpu_sc.pic import _deconvolve
+
+    monkeypatch.setattr(_deconvolve, "gpu_available", lambda: False)
+    ref, pics = setup
+    pics = pics[:30].copy()
+    unchanged = _unchanged([pics, ref])
+    for method in ("ml", "picseq"):
+        with pytest.raises(RuntimeError, match=r"device='gpu' needs CuPy and a CUDA device.*device='cpu'"):
+            deconvolve(pics, ref, groupby="grp", a=T, b=DC, method=method, device="gpu")
+    unchanged()
 
 
 @pytest.mark.parametrize(("arg", "value", "error", "match"), _BAD_DECONVOLVE,

@@ -332,6 +332,9 @@ def test_triplet_scan_weights_and_obs_alpha(pbmc):
     assert (res["pic_triplet_llr"] >= res5["pic_triplet_llr"] - 1e-9).all()
     with pytest.raises(ValueError, match="weights"):
         triplet_scan(pics, pbmc, groupby=GROUPBY, weights=(1.0,))
+    one = triplet_scan(pics, pbmc, groupby=GROUPBY, alpha="obs", weights=0.3, inplace=False)  # a bare number
+    pd.testing.assert_frame_equal(one, triplet_scan(pics, pbmc, groupby=GROUPBY, alpha="obs", weights=(0.3,),
+                                                    inplace=False))  # fmt: skip
     # the B population's groups passed as A's: refused (every A side had become a DC mixture)
     with pytest.raises(ValueError, match="groups_a holds groups the PICs have on their other side"):
         triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], groups_b=[], inplace=False)
@@ -394,10 +397,13 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
     "unknown groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=["nope"]), ValueError,
                          r"groups_a names groups that are not reference groups: \['nope'\]"),
     "weight out of (0, 1)": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights=(1.5,)), ValueError,
-                             r"weights must lie strictly between 0 and 1, got \[1.5\]"),
+                             r"weights must lie strictly between 0 and 1, got \(1.5,\)"),
     "one group a side": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=[T_GROUPS[0]], groups_b=[DC]),
                          ValueError, "fewer than 2 groups; there is no triplet to test"),
-    "eps 0": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, eps=0), ValueError, "eps must be positive, got 0"),
+    "eps 0": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, eps=0), ValueError,
+              r"eps must be a number in \(0.0, inf\), got 0"),
+    "eps inf": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, eps=float("inf")), ValueError,
+                r"eps must be a number in \(0.0, inf\), got inf"),  # every LLR was NaN, no call
     "unknown marker": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, markers=["NOPE_GENE"]), KeyError,
                        r"1 genes not in var_names, e.g. \['NOPE_GENE'\]"),
 }
@@ -585,11 +591,27 @@ def test_markers_from_uns_and_status(pbmc):
     assert pics.obs["pic_doublet_llr"].isna().sum() == 5
     by_arg = doublet_test(pics, pbmc, groupby=GROUPBY, markers=pbmc.var_names.isin(markers), inplace=False)
     pd.testing.assert_series_equal(by_arg["pic_doublet_llr"], pics.obs["pic_doublet_llr"])
+    every = int((np.asarray(pbmc.X.sum(0)).ravel() > 10).sum())
+    pics.uns["pic"]["markers"] = []  # deconvolve found no footprint marker (2 groups a side): the same fallback
+    doublet_test(pics, pbmc, groupby=GROUPBY)
+    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == every
     del pics.uns["pic"]["markers"]
     doublet_test(pics, pbmc, groupby=GROUPBY)
-    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == int((np.asarray(pbmc.X.sum(0)).ravel() > 10).sum())
+    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == every
     # interaction groups count only PICs with status 'ok'
     expected_expression(pics, pbmc, groupby=GROUPBY)
     interaction_genes(pics, method="chi2", groupby_keys=("pic_b",), min_pics=1)
     groups = pics.uns["pic_interaction"]["groups"]
     assert groups["n_pics"].sum() == 35
+
+
+def test_accuracy_leaves_out_pics_of_unknown_truth():
+    """Real PICs (no true_a / true_b) among synthetic ones are left out of the pair, A and B
+    shares, as of alpha's error; a missing call against a known truth is a miss."""
+    obs = pd.DataFrame({"pic_a": ["t1", "t1", None, "t2", "t1"], "pic_b": ["d1", "d2", "d1", None, "d1"],
+                        "true_a": ["t1", "t1", "t1", None, None], "true_b": ["d1", "d1", "d1", None, "d1"],
+                        "pic_alpha": [0.5, 0.5, 0.5, 0.5, 0.5], "true_alpha": [0.5, 0.7, 0.6, np.nan, 0.5],
+                        "pic_status": "ok"}, index=[f"p{i}" for i in range(5)])  # fmt: skip
+    got = gsc.pic.accuracy(ad.AnnData(obs=obs))
+    assert got == pytest.approx({"pair": 1 / 3, "a": 2 / 3, "b": 2 / 3, "alpha_mae": 0.1})
+    assert gsc.pic.accuracy(ad.AnnData(obs=obs.iloc[3:])) is None

@@ -16,8 +16,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import is_dask, is_gpu
-from .._validation import check_anndata, check_int, check_seed
+from .._backend import gpu_available, is_dask, is_gpu
+from .._validation import check_anndata, check_int, check_number, check_seed
 from . import _profiles
 from ._args import names_list, population_groups
 from ._methods import METHODS, Options, Reference
@@ -156,6 +156,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     if device not in (None, "cpu", "gpu"):
         msg = f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}."
         raise ValueError(msg)
+    if device == "gpu" and not gpu_available():  # before the training, not at the first kernel
+        msg = ("deconvolve: device='gpu' needs CuPy and a CUDA device, and none is usable here; "
+               "install gpu_sc with the extra matching your CUDA ('pip install \"gpu_sc[cuda13]\"' "
+               "or '[cuda12]'), or pass device='cpu' (None: where pics.X is).")
+        raise RuntimeError(msg)
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)
     markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
@@ -225,12 +230,8 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
     """The other arguments that the engines would refuse (or misread) only deep inside a run:
     (markers as a list of names, blacklist as compiled patterns)."""
     step = "deconvolve"
-    for name, value, low in (("eps", eps, "above 0"), ("concentration", concentration, "above 0")):
-        ok = (isinstance(value, int | float | np.number) and not isinstance(value, bool)
-              and math.isfinite(value))  # fmt: skip
-        if not ok or value <= 0:
-            msg = f"{step}: {name} must be a finite number {low}, got {value!r}."
-            raise ValueError(msg)
+    check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
+    check_number(concentration, "concentration", step=step, low=0.0, high=math.inf, high_open=True)
     if search_genes not in (None, "informative", "all", "markers"):
         msg = (f"{step}: search_genes must be None, 'informative', 'all' or 'markers', got "
                f"{search_genes!r}.")

@@ -14,6 +14,7 @@ arrays with ``bincount`` per PIC, so the same code serves numpy and cupy input.
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from typing import Unpack
 
@@ -34,7 +35,7 @@ from .._keys import (
 )
 from .._ops import Chunked
 from .._ops._layout import in_layout
-from .._validation import make_actual
+from .._validation import check_number, make_actual
 from ._args import PicColumns, pic_columns
 from ._expected import (
     check_same_genes,
@@ -57,8 +58,8 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
     singlets."""
     if markers is None:
         info = pics.uns.get(UNS_PIC)
-        if isinstance(info, dict) and info.get("markers") is not None:
-            markers = info["markers"]
+        if isinstance(info, dict) and info.get("markers") is not None and len(info["markers"]):
+            markers = info["markers"]  # (an empty list: deconvolve found no footprint marker)
     if markers is not None:
         mask = genes_mask(pics, markers, step=step)
     else:
@@ -67,7 +68,8 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
         totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
         mask = totals > MIN_UMIS
     if not mask.any():
-        msg = f"{step}: no marker gene to compute the likelihood on."
+        msg = (f"{step}: no marker gene to compute the likelihood on (markers={markers!r} selects none); "
+               "pass markers= with gene names of pics.var_names.")
         raise ValueError(msg)
     return mask
 
@@ -170,9 +172,7 @@ class _Setup:
         if alpha not in ("obs", "fit"):
             msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
             raise ValueError(msg)
-        if not eps > 0:
-            msg = f"{step}: eps must be positive, got {eps}."
-            raise ValueError(msg)
+        check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)  # inf: NaN LLRs
         check_same_genes(pics, singlets, step=step)
         self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
@@ -382,9 +382,10 @@ def triplet_scan(
     """
     step = "triplet_scan"
     cols = pic_columns(columns, step=step)
-    w = np.unique(np.concatenate([np.asarray(weights, dtype=np.float64), 1 - np.asarray(weights, dtype=np.float64)]))
-    if w.size == 0 or not np.all((w > 0) & (w < 1)):
-        msg = f"{step}: weights must lie strictly between 0 and 1, got {list(weights)}."
+    given = np.atleast_1d(np.asarray(weights, dtype=np.float64))  # a single weight too
+    w = np.unique(np.concatenate([given, 1 - given]))
+    if given.ndim != 1 or w.size == 0 or not np.all((w > 0) & (w < 1)):
+        msg = f"{step}: weights must lie strictly between 0 and 1, got {weights!r}."
         raise ValueError(msg)
     st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
                 markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, step=step)

@@ -14,12 +14,13 @@ from ._expected import ok_mask
 def accuracy(pics: AnnData) -> dict[str, float] | None:
     """Accuracy of the PICs with status 'ok' against their known partners (synthetic PICs with
     obs true_a, true_b, true_alpha): shares of right pairs, A and B groups, and the mean
-    absolute alpha error; None for real PICs or when no PIC is 'ok'."""
+    absolute alpha error; None for real PICs or when no PIC is 'ok'. PICs whose true_a or true_b
+    is missing (real PICs among synthetic ones) are left out, as their alpha is."""
     check_anndata(pics, step="accuracy", name="pics")
     obs = pics.obs
     if not {K.OBS_TRUE_A, K.OBS_TRUE_B, K.OBS_PIC_A, K.OBS_PIC_B} <= set(obs.columns):
         return None
-    ok = ok_mask(pics)
+    ok = ok_mask(pics) & obs[K.OBS_TRUE_A].notna().to_numpy() & obs[K.OBS_TRUE_B].notna().to_numpy()
     if not ok.any():
         return None
     hit_a = (obs[K.OBS_PIC_A].astype(str) == obs[K.OBS_TRUE_A].astype(str)).to_numpy()[ok]

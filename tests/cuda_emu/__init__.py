@@ -478,8 +478,9 @@ def _refusing_converters() -> dict:
 def emulated_cupy():
     """`import cupy` / `import cupyx.scipy.sparse` give the stand-ins inside the block, and
     NumPy's converters refuse device arrays from gpu_sc; gpu_sc's compiled-module cache is
-    cleared on entry and exit so no emulated module outlives it (nor a real one leaks in)."""
-    from gpu_sc import _kernels
+    cleared on entry and exit so no emulated module outlives it (nor a real one leaks in), and
+    so is gpu_available's answer (the stand-in has a device)."""
+    from gpu_sc import _backend, _kernels
 
     from .sparse import modules
 
@@ -490,12 +491,14 @@ def emulated_cupy():
     for name, refusing in _refusing_converters().items():
         setattr(np, name, refusing)
     _kernels._module.cache_clear()
+    _backend.gpu_available.cache_clear()
     try:
         yield stand_ins["cupy"]
     finally:
         for name, convert in converters.items():
             setattr(np, name, convert)
         _kernels._module.cache_clear()
+        _backend.gpu_available.cache_clear()
         for name, module in saved.items():
             if module is None:
                 sys.modules.pop(name, None)
