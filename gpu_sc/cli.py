@@ -12,6 +12,7 @@ Every step is an entry of :data:`STEPS` (name -> function(adata, args)) that cal
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -42,10 +43,24 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _int_from(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `low`."""
+
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            msg = f"must be an integer of {low} or more, got {text}"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    parse.__name__ = "integer"  # argparse names the type so in its 'invalid integer value' message
+    return parse
+
+
 def _positive_float(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        msg = f"must be a number above 0, got {text}"
+    if not (value > 0 and math.isfinite(value)):
+        msg = f"must be a finite number above 0, got {text}"
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -53,14 +68,29 @@ def _positive_float(text: str) -> float:
 # --- steps -------------------------------------------------------------------------------------
 
 
+def _qc_vars(args: argparse.Namespace) -> list[str] | None:
+    """--qc-vars as a list; None: the default ('mt', where the data has MT-/mt- genes)."""
+    return None if args.qc_vars is None else [v for v in args.qc_vars.split(",") if v]
+
+
 def _qc(adata: AnnData, args: argparse.Namespace) -> None:
-    if args.qc_vars is None:  # default: mitochondrial genes, when the data has any
+    qc_vars = _qc_vars(args)
+    if (qc_vars is None or "mt" in qc_vars) and "mt" not in adata.var:  # 'mt': MT-/mt- genes
         adata.var["mt"] = adata.var_names.str.startswith(("MT-", "mt-"))
+    if qc_vars is None:  # the default, when the data has any
         qc_vars = ["mt"] if adata.var["mt"].any() else []
-    else:
-        qc_vars = [v for v in args.qc_vars.split(",") if v]
     percent_top = [n for n in PERCENT_TOP if n <= adata.n_vars]  # ranks must not exceed #genes
     gsc.pp.calculate_qc_metrics(adata, qc_vars=qc_vars, percent_top=percent_top, inplace=True)
+
+
+def _check_qc_vars(adata: AnnData, args: argparse.Namespace) -> None:
+    """--qc-vars names boolean var columns of the input ('mt' is made where absent), checked
+    before the first step runs."""
+    missing = [v for v in _qc_vars(args) or [] if v != "mt" and v not in adata.var]
+    if missing:
+        msg = (f"--qc-vars: {', '.join(map(repr, missing))} not a column of the input's var "
+               f"(its columns: {', '.join(map(str, adata.var.columns)) or 'none'}); 'mt' marks MT-/mt- genes")
+        raise CliError(msg)
 
 
 def _scrublet(adata: AnnData, args: argparse.Namespace) -> None:
@@ -92,6 +122,10 @@ def _hvg(adata: AnnData, args: argparse.Namespace) -> None:
 def _regress_out(adata: AnnData, args: argparse.Namespace) -> None:
     keys = [k for k in args.regress_keys.split(",") if k]
     missing = [k for k in keys if k not in adata.obs]
+    if missing == ["pct_counts_mt"] and "total_counts" in adata.obs:  # qc ran, without MT genes
+        msg = ("step 'regress_out': qc found no MT-/mt- genes, so obs has no 'pct_counts_mt'; "
+               "pass --regress-keys total_counts (or other obs columns).")  # fmt: skip
+        raise CliError(msg)
     if missing:
         msg = (f"step 'regress_out': obs has no {', '.join(map(repr, missing))}; run the 'qc' step first "
                "or pass --regress-keys with obs columns.")  # fmt: skip
@@ -104,7 +138,9 @@ def _scale(adata: AnnData, args: argparse.Namespace) -> None:
 
 
 def _pca(adata: AnnData, args: argparse.Namespace) -> None:
-    gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.shape) - 1))
+    # at most one fewer than the cells and the genes PCA reads (the highly variable ones, as scanpy)
+    n_genes = int(adata.var["highly_variable"].sum()) if "highly_variable" in adata.var else adata.n_vars
+    gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.n_obs, n_genes) - 1))
     adata.obsm.pop(K.OBSM_PCA_HARMONY, None)  # a correction of the old PCA: 'neighbors' must not use it
 
 
@@ -234,8 +270,9 @@ def run_pipeline(adata: AnnData, steps: list[str], args: argparse.Namespace, dev
         t0 = time.perf_counter()
         STEPS[name](adata, args)
         _sync(device)
-        times[name] = time.perf_counter() - t0
-        print(f"[{i}/{len(steps)}] {name:<10}{times[name]:6.2f} s  {shape_text(adata)}")
+        key = name if name not in times else f"{name} ({i})"  # a step run twice: both times kept
+        times[key] = time.perf_counter() - t0
+        print(f"[{i}/{len(steps)}] {name:<10}{times[key]:6.2f} s  {shape_text(adata)}")
     if device == "gpu":
         gsc.get.to_cpu(adata)
     return times
@@ -353,12 +390,30 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
 
 def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
     """Refuse, before any work, an output path that cannot be written: an existing folder (but a
-    .zarr store, which is one), a parent that is a file or that this user cannot write in, or
-    one of the `inputs` ((what, path): a file read while the output is written)."""
+    .zarr store, which is one and is replaced), a file where a .zarr store goes, a parent that is
+    a file or that this user cannot write in, or one of the `inputs` ((what, path): a file read
+    while the output is written)."""
     p = Path(path)
     if p.is_dir() and p.suffix != ".zarr":
         msg = f"{flag} {path} is a folder; give a file name"
         raise CliError(msg)
+    if p.suffix == ".zarr" and p.exists():
+        if not p.is_dir():
+            msg = f"{flag} {path} is a file; a .zarr output is a folder: give another name or remove it"
+            raise CliError(msg)
+        if not any((p / marker).exists() for marker in (".zgroup", ".zattrs", "zarr.json")):
+            msg = (f"{flag} {path} is a folder but not a zarr store, and writing the output would "
+                   "replace it; give another name or remove it")  # fmt: skip
+            raise CliError(msg)
+    _check_parents(p, flag, path)
+    for what, given in inputs:
+        if p.exists() and Path(given).exists() and p.resolve() == Path(given).resolve():
+            msg = f"{flag} {path} is the {what}; choose another output path"
+            raise CliError(msg)
+
+
+def _check_parents(p: Path, flag: str, path: str) -> None:
+    """The nearest existing folder above `p` is a folder this user can write in."""
     for parent in p.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -368,10 +423,6 @@ def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
                 msg = f"{flag} {path}: cannot write in {parent}; choose a folder you can write in"
                 raise CliError(msg)
             break
-    for what, given in inputs:
-        if p.exists() and Path(given).exists() and p.resolve() == Path(given).resolve():
-            msg = f"{flag} {path} is the {what}; choose another output path"
-            raise CliError(msg)
 
 
 def write_output(adata: AnnData, path: str) -> None:
@@ -406,6 +457,8 @@ def cmd_run(args: argparse.Namespace) -> None:
         adata, source = read_h5ad_lazy(args.input, args.chunk_rows)
         how = f" as Dask blocks of {args.chunk_rows:,} cells"
     try:
+        if "qc" in steps:
+            _check_qc_vars(adata, args)
         print(f"read {args.input}{how}: {shape_text(adata)}; backend {backend_description(device)}")
         times = run_pipeline(adata, steps, args, device)
         t0 = time.perf_counter()
@@ -424,7 +477,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.output:
         check_output(args.output)
     if args.plot:
-        check_output(args.plot, "--plot")
+        args.plot = _check_plot(args.plot)
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)  # as -o makes its folder
     adata = pbmc68k_reduced()
     before = shape_text(adata)
@@ -433,7 +486,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"backend: {backend}")
     steps = DEMO_STEPS + (DEMO_GRAPH_TOOLS if _graph_tools_available() else [])
     if len(steps) == len(DEMO_STEPS):
-        print("leiden and umap skipped: they need scanpy and igraph (pip install 'gpu_sc[tools]')")
+        print(f"{', '.join(DEMO_GRAPH_TOOLS)} skipped: they need scanpy and igraph (pip install 'gpu_sc[tools]')")
     times = run_pipeline(adata, steps, args, device)
 
     x = adata.X
@@ -468,6 +521,26 @@ def cmd_demo(args: argparse.Namespace) -> None:
     if args.output:
         write_output(adata, args.output)
         print(f"wrote {args.output}")
+
+
+def _check_plot(path: str) -> str:
+    """--plot as the file that will be written (.png added where it has no suffix), refused
+    before any work where matplotlib cannot write its format or where it is the heatmap's name."""
+    check_output(path, "--plot")
+    p = Path(path) if Path(path).suffix else Path(path + ".png")  # matplotlib's default format
+    if p.name == PIC_DEMO_PNG:
+        msg = f"--plot {path}: the PIC pair heatmap is written as {PIC_DEMO_PNG} beside it; give the UMAP another name"
+        raise CliError(msg)
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        return str(p)  # no image is made (the summary says so)
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if p.suffix[1:].lower() not in formats:
+        msg = (f"--plot {path}: matplotlib cannot write {p.suffix!r} files; end the name in one of: "
+               f"{', '.join(sorted(formats))}")
+        raise CliError(msg)
+    return str(p)
 
 
 def _demo_umap_image(adata: AnnData, path: str, ran: bool) -> str:
@@ -557,8 +630,22 @@ def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace
                        "(subset both to the shared genes)"
         )
         raise CliError(msg)  # fmt: skip
+
+
+def _check_pic_options(args: argparse.Namespace) -> None:
+    """One-line CliErrors for the options deconvolve would refuse, before any file is read."""
+    from gpu_sc.pic._deconvolve import _ALPHA_MODELS, METHODS
+
+    for flag, value, allowed in (("--method", args.method, tuple(METHODS)),
+                                 ("--alpha-model", args.alpha_model, _ALPHA_MODELS)):  # fmt: skip
+        if value not in allowed:
+            msg = f"{flag} {value!r}: must be one of {', '.join(map(repr, allowed))}"
+            raise CliError(msg)
     if args.n_umis is not None and args.n_umis <= 0:
         msg = f"--n-umis {args.n_umis}: must be a positive number of UMIs"
+        raise CliError(msg)
+    if args.seed < 0:
+        msg = f"--seed {args.seed}: must be 0 or more (numpy's random generators take no negative seeds)"
         raise CliError(msg)
 
 
@@ -595,10 +682,13 @@ def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
 def cmd_pic(args: argparse.Namespace) -> None:
     groups_a = parse_groups(args.a, "--a")
     groups_b = parse_groups(args.b, "--b")
+    _check_pic_options(args)
     check_output(args.output, inputs=[("--singlets input", args.singlets), ("--pics input", args.pics)])
     if args.plots and Path(args.plots).exists() and not Path(args.plots).is_dir():
         msg = f"--plots {args.plots} is a file; give a folder for the plots"
         raise CliError(msg)
+    if args.plots:
+        _check_parents(Path(args.plots), "--plots", args.plots)
     if args.plots:
         _need_matplotlib("--plots")
     device = resolve_device(args.device)  # before reading: --device gpu without a GPU fails at once
@@ -647,7 +737,14 @@ def demo_pic(png: str | Path | None, n_pics: int = 200, seed: int = 0,
 
     t0 = time.perf_counter()
     pics, ref = pbmc_t_dc_pics(n_pics, seed)
-    gsc.pic.deconvolve(pics, ref, groupby="pic_group", a=PBMC_T_GROUPS, b=PBMC_DC_GROUPS, device=device)
+    try:  # ml's alpha regression needs scikit-learn (the pic extra); without it, its posterior
+        import sklearn  # noqa: F401
+
+        alpha_model = "regression"
+    except ImportError:
+        alpha_model = "posterior"
+    gsc.pic.deconvolve(pics, ref, groupby="pic_group", a=PBMC_T_GROUPS, b=PBMC_DC_GROUPS, device=device,
+                       alpha_model=alpha_model)  # fmt: skip
     truth = gsc.pic.accuracy(pics)
     ok = int((pics.obs["pic_status"].astype(str) == "ok").sum())
     out = {
@@ -658,6 +755,8 @@ def demo_pic(png: str | Path | None, n_pics: int = 200, seed: int = 0,
         "PIC A / B accuracy": f"{truth['a']:.3f} / {truth['b']:.3f}" if truth else "n/a",
         "PIC alpha MAE": f"{truth['alpha_mae']:.3f}" if truth and "alpha_mae" in truth else "n/a",
     }
+    if alpha_model == "posterior":
+        out["PIC alpha MAE"] += " (posterior mean: the alpha regression needs scikit-learn, pip install 'gpu_sc[pic]')"
     if png and ok:
         try:
             gsc.pic.pair_heatmap(pics, save=png)
@@ -687,16 +786,16 @@ def build_parser() -> argparse.ArgumentParser:
     opts = argparse.ArgumentParser(add_help=False)
     opts.add_argument("--min-genes", type=_non_negative_int, default=200, help="filter: min genes per cell (200)")
     opts.add_argument("--min-cells", type=_non_negative_int, default=3, help="filter: min cells per gene (3)")
-    opts.add_argument("--target-sum", type=float, default=None,
+    opts.add_argument("--target-sum", type=_positive_float, default=None,
                       help="normalize: counts per cell after normalization (default: median)")  # fmt: skip
-    opts.add_argument("--n-top-genes", type=int, default=2000,
+    opts.add_argument("--n-top-genes", type=_int_from(1), default=2000,
                       help="hvg: number of highly variable genes (2000)")  # fmt: skip
     opts.add_argument("--regress-keys", default="total_counts,pct_counts_mt", metavar="KEY[,KEY]",
                       help="regress_out: obs columns to regress out (total_counts,pct_counts_mt)")  # fmt: skip
-    opts.add_argument("--n-comps", type=int, default=50, help="pca: number of components (50)")
+    opts.add_argument("--n-comps", type=_int_from(1), default=50, help="pca: number of components (50)")
     opts.add_argument("--batch-key", default=None, metavar="KEY[,KEY]",
                       help="harmony, scrublet: obs column(s) of batches (neighbors then use X_pca_harmony)")
-    opts.add_argument("--n-neighbors", type=int, default=15, help="neighbors: k (15)")
+    opts.add_argument("--n-neighbors", type=_int_from(2), default=15, help="neighbors: k (15)")
     opts.add_argument("--resolution", type=_positive_float, default=1.0, help="leiden: resolution (1.0)")
     opts.add_argument("--markers-method", default="t-test",
                       choices=("t-test", "t-test_overestim_var", "wilcoxon", "logreg"),

@@ -162,12 +162,24 @@ def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
         (["run", str(counts_file), "-o", str(counts_file), "--chunk-rows", "99"], "is the input"),
         (["run", str(zarr), "-o", str(tmp_path / "o.h5ad"), "--chunk-rows", "99"], "reads h5ad files only"),
         (["demo", "--plot", str(tmp_path / "afile" / "u.png")], "is a file, not a folder"),
+        (["demo", "--plot", str(tmp_path / "u.xyz")], "matplotlib cannot write '.xyz' files"),
+        (["demo", "--plot", str(tmp_path / "gpu-sc-demo-pic-pairs.png")], "give the UMAP another name"),
     ]
+    # a folder named .zarr that is not a store would be replaced by the output: refused, kept
+    notes = tmp_path / "results.zarr"
+    notes.mkdir()
+    (notes / "notes.txt").write_text("mine")
+    (tmp_path / "file.zarr").write_text("")
+    cases += [(["run", str(counts_file), "-o", str(notes)], "is a folder but not a zarr store"),
+              (["run", str(counts_file), "-o", str(tmp_path / "file.zarr")], "a .zarr output is a folder")]
     for argv, expect in cases:
         with pytest.raises(SystemExit) as e:
             main(argv)
         err = capsys.readouterr().err
         assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
+    assert (notes / "notes.txt").read_text() == "mine"
+    assert main(["run", str(counts_file), "-o", str(zarr), "--steps", "qc"]) == 0  # a store is replaced
+    assert "total_counts" in ad.read_zarr(zarr).obs
 
 
 def test_run_steps_in_given_order(counts_file, tmp_path, capsys):
@@ -323,7 +335,9 @@ def test_pic_plots(pic_files, tmp_path, capsys):
         ({"--a": " , "}, ["--a", "no group names"]),
         ({"--method": "bogus"}, ["--method 'bogus'", "'ml'"]),
         ({"--n-umis": "0"}, ["--n-umis 0", "positive"]),
-        ({"--alpha-model": "lasso"}, ["alpha_model must be one of", "'lasso'"]),
+        ({"--alpha-model": "lasso"}, ["--alpha-model 'lasso'", "'regression', 'posterior'"]),
+        ({"--seed": "-1"}, ["--seed -1", "0 or more"]),
+        ({"--plots": "{pics}/sub"}, ["--plots", "is a file, not a folder"]),  # once after the deconvolution
         ({"--pics": "{halves}"}, ["deconvolve", "integer counts"]),
         ({"-o": "{pics}"}, ["is the --pics input", "another output path"]),
     ],
@@ -512,14 +526,57 @@ def test_outputs_are_written_whole_or_not_at_all(counts_file, tmp_path, capsys, 
     assert e.value.code == 2 and "cannot write in" in err and "[1/1]" not in err
 
 
-def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys):
+def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys, monkeypatch):
+    """Option values are refused before the input is read (they failed in their step, after the
+    steps before it), --qc-vars before the first step."""
+    ran = []
+    monkeypatch.setattr("gpu_sc.cli.read_input", lambda path: ran.append(path) or pbmc68k_reduced())
     for argv, expect in ((["--min-genes", "-5"], "must be 0 or more"), (["--resolution", "-1"], "above 0"),
-                         (["--steps", "qc,leiden"], "put neighbors before it")):  # fmt: skip
+                         (["--n-neighbors", "1"], "--n-neighbors: must be an integer of 2 or more"),
+                         (["--n-comps", "0"], "--n-comps: must be an integer of 1 or more"),
+                         (["--n-top-genes", "-5"], "--n-top-genes: must be an integer of 1 or more"),
+                         (["--target-sum", "nan"], "--target-sum: must be a finite number above 0")):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             main(["run", str(counts_file), "-o", str(tmp_path / "o.h5ad"), "--device", "cpu", *argv])
         err = capsys.readouterr().err
         assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
-    assert not (tmp_path / "o.h5ad").exists()
+    assert not ran
+    for argv, expect in ((["--steps", "qc,leiden"], "put neighbors before it"),
+                         (["--steps", "normalize,qc", "--qc-vars", "mt,bogus"], "--qc-vars: 'bogus' not a column")):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(counts_file), "-o", str(tmp_path / "o.h5ad"), "--device", "cpu", *argv])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
+    assert "[1/2] normalize" not in capsys.readouterr().out and not (tmp_path / "o.h5ad").exists()
+
+
+def test_run_option_edge_cases(counts_file, tmp_path, capsys):
+    """--qc-vars mt (the default's column) works; PCA after hvg takes fewer components than
+    HVGs; a step given twice keeps both times; regress_out without MT genes says why."""
+    out = tmp_path / "o.h5ad"
+    assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--qc-vars", "mt",
+                 "--steps", "qc,normalize,log1p,hvg,pca,qc", "--n-top-genes", "20"]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    got = ad.read_h5ad(out)
+    assert "pct_counts_mt" in got.obs and got.obsm["X_pca"].shape[1] == 19
+    steps = [float(line.split()[2]) for line in text.splitlines() if line.startswith("[")]
+    total = float(text.split(" s in steps")[0].rsplit("(", 1)[1])
+    assert len(steps) == 6 and abs(total - sum(steps)) <= 0.005 * len(steps)  # each step's time rounded
+    no_mt = pbmc68k_reduced()
+    no_mt = no_mt[:, ~no_mt.var_names.str.startswith("MT-")].copy()
+    no_mt.write_h5ad(tmp_path / "no_mt.h5ad")
+    with pytest.raises(SystemExit):
+        main(["run", str(tmp_path / "no_mt.h5ad"), "-o", str(out), "--device", "cpu", "--steps", "qc,regress_out"])
+    assert "qc found no MT-/mt- genes" in capsys.readouterr().err
+
+
+def test_demo_without_scikit_learn_reads_alpha_from_the_posterior(tmp_path, capsys, monkeypatch):
+    """The demo's PIC part needs no extra: without scikit-learn, ml's alpha is its posterior
+    mean (the demo stopped with ml's ImportError before its summary and -o)."""
+    monkeypatch.setitem(sys.modules, "sklearn", None)
+    out = tmp_path / "d.h5ad"
+    assert main(["demo", "--device", "cpu", "--plot", "", "-o", str(out)]) == 0
+    assert "posterior mean: the alpha regression needs scikit-learn" in capsys.readouterr().out and out.exists()
 
 
 def test_demo_without_umap_draws_no_stale_embedding(tmp_path, capsys, monkeypatch):
