@@ -615,3 +615,21 @@ def test_accuracy_leaves_out_pics_of_unknown_truth():
     got = gsc.pic.accuracy(ad.AnnData(obs=obs))
     assert got == pytest.approx({"pair": 1 / 3, "a": 2 / 3, "b": 2 / 3, "alpha_mae": 0.1})
     assert gsc.pic.accuracy(ad.AnnData(obs=obs.iloc[3:])) is None
+
+
+def test_a_misspelt_status_key_is_refused(pbmc):
+    """Only the default status column may be absent (PICs never deconvolved: every PIC); a named
+    column that is not there is a KeyError, where it once counted the dropped PICs too."""
+    pics = make_pics(pbmc, 20)
+    pics.obs.loc[pics.obs_names[:3], "pic_status"] = "too_few_umis"
+    snap = snapshot(pics)
+    calls = {"pair_heatmap": lambda k: pair_heatmap(pics, status_key=k),
+             "alpha_hist": lambda k: alpha_hist(pics, status_key=k),
+             "expected_expression": lambda k: expected_expression(pics, pbmc, groupby=GROUPBY, status_key=k),
+             "interaction_genes": lambda k: interaction_genes(pics, method="chi2", status_key=k, min_pics=1)}  # fmt: skip
+    for step, call in calls.items():
+        with pytest.raises(KeyError, match=f"{step}: status_key 'pic_stats' is not a column of pics.obs"):
+            call("pic_stats")
+        assert_unchanged(pics, snap)
+    assert pair_heatmap(pics, status_key=None).axes[0].images[0].get_array().sum() == 20
+    assert pair_heatmap(pics).axes[0].images[0].get_array().sum() == 17

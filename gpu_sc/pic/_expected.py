@@ -46,8 +46,14 @@ def obs_column(adata: AnnData, key: str, *, step: str, what: str, name: str = "p
     return adata.obs[key]
 
 
-def ok_mask(pics: AnnData, *, status_key: str | None = OBS_PIC_STATUS) -> np.ndarray:
-    """True for PICs whose status is 'ok'; every PIC when the status column is absent."""
+def ok_mask(pics: AnnData, *, status_key: str | None = OBS_PIC_STATUS, step: str = "") -> np.ndarray:
+    """True for PICs whose status is 'ok'; every PIC when `status_key` is None or the default
+    column is absent (PICs never deconvolved). Another column that is absent is a KeyError (a
+    misspelt key once counted every PIC, dropped ones too)."""
+    if status_key is not None and status_key != OBS_PIC_STATUS and status_key not in pics.obs:
+        msg = (f"{step}: status_key {status_key!r} is not a column of pics.obs; name the column of "
+               "'ok' / drop reasons, or pass status_key=None to use every PIC.")  # fmt: skip
+        raise KeyError(msg)
     if status_key is None or status_key not in pics.obs:
         return np.ones(pics.n_obs, dtype=bool)
     return (pics.obs[status_key].astype(object) == PIC_STATUS_OK).to_numpy(dtype=bool)
@@ -109,7 +115,7 @@ def read_assignment(pics: AnnData, singlets: AnnData, groupby: str, cols: PicCol
                     with_alpha: bool = True):
     """The deconvolution's calls in pics.obs (columns `cols`): (PICs used, reference group names,
     group code per singlet, A and B group index per PIC (-1 where unused), alpha or None)."""
-    use = ok_mask(pics, status_key=cols["status_key"])
+    use = ok_mask(pics, status_key=cols["status_key"], step=step)
     names, s_codes = reference_groups(singlets, groupby, step=step)
     ia = label_codes(pics, cols["a_key"], names, use, step=step, what="the assigned A group")
     ib = label_codes(pics, cols["b_key"], names, use, step=step, what="the assigned B group")
@@ -229,7 +235,8 @@ def expected_expression(
         pics.obs columns with the assigned A group, B group and A share in [0, 1].
     status_key
         pics.obs column with 'ok' or a drop reason; PICs that are not 'ok' get NaN rows (their
-        labels and alpha are not read). ``None`` or an absent column: every PIC is used.
+        labels and alpha are not read). ``None``, or the default column absent: every PIC is used;
+        another name that is not a column is a KeyError.
     layer_prefix
         Names of the layers written: ``layer_prefix``, ``layer_prefix + '_a'``, ``+ '_b'``.
     genes

@@ -157,7 +157,8 @@ def interaction_genes(
     counts_layer
         Layer with the observed counts instead of X.
     status_key
-        obs column with 'ok' or a drop reason (absent column: all PICs are used).
+        obs column with 'ok' or a drop reason (None, or the default column absent: all PICs are
+        used; another name that is not a column is a KeyError).
     fdr
         FDR threshold of the 'significant' column.
     key_added
@@ -193,7 +194,7 @@ def interaction_genes(
     if not keys:
         msg = f"{_STEP}: groupby_keys is empty."
         raise ValueError(msg)
-    use = ok_mask(pics, status_key=status_key)
+    use = ok_mask(pics, status_key=status_key, step=_STEP)
     if method == "matched":
         n_matched = check_int(n_matched, step=_STEP, name="n_matched")
         seed = check_seed(seed, step=_STEP)

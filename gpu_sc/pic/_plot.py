@@ -67,7 +67,7 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
         tab, lo, hi = _frequency_grid(pics, frequencies)
         n_shown = int(frequencies["n_pics"].iloc[0])
     else:
-        use = ok_mask(pics, status_key=status_key)
+        use = ok_mask(pics, status_key=status_key, step="pair_heatmap")
         a = obs_column(pics, a_key, step="pair_heatmap", what="the assigned A group").astype(object)[use]
         b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
         if len(a) == 0:
@@ -133,7 +133,7 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
     check_anndata(pics, step="alpha_hist", name="pics")
     if not isinstance(bins, str) and np.ndim(bins) == 0:  # a count (edges and rules go to numpy)
         check_int(bins, step="alpha_hist", name="bins")
-    use = ok_mask(pics, status_key=status_key)
+    use = ok_mask(pics, status_key=status_key, step="alpha_hist")
     alpha = obs_column(pics, alpha_key, step="alpha_hist", what="the A share").to_numpy(dtype=float, na_value=np.nan)
     alpha_u = alpha[use & np.isfinite(alpha)]
     has_true = true_key in pics.obs
