@@ -140,6 +140,7 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("eps", 0, ValueError, "deconvolve: eps must be a number in (0.0, inf), got 0"),  # NaN alphas on 'ok' PICs
     ("eps", float("nan"), ValueError, "eps must be a number in (0.0, inf), got nan"),
     ("concentration", 0, ValueError, "deconvolve: concentration must be a number in (0.0, inf)"),
+    ("calibration_depth", 0, ValueError, "calibration_depth must be a positive integer or None (None: n_umis"),
     ("search_genes", "some", ValueError,
      "deconvolve: search_genes must be None, 'informative', 'all' or 'markers', got 'some'"),
     ("blacklist", ["^MT-", "("], ValueError, "deconvolve: blacklist pattern '(' is not a regular"),

@@ -644,3 +644,29 @@ def test_conditions_and_replicates_only_where_counted():
     b = gsc.pic.pair_abundance_test(mixed[::-1].copy(), "cond", inplace=False)
     assert a.attrs["groups"] == b.attrs["groups"] == [0, "treated"]
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, monkeypatch):
+    """The simulated PICs of a condition at another depth are read with the temperatures the
+    real PICs had (deconvolve's calibration_depth), not ones recalibrated at their own depth,
+    and without fitting alpha's regression (the pair posterior is the search's)."""
+    import gpu_sc.pic._confusion as C
+
+    p, ref = deconvolved_ref
+    info = p.uns["pic"]
+    assert info["calibration_depth"] == int(np.median(np.asarray(p.X.sum(1)).ravel()))
+    seen = []
+    real = C.deconvolve
+    monkeypatch.setattr(C, "deconvolve", lambda sim, *a, **k: real(sim, *a, **k) or seen.append((sim.uns["pic"], k)))
+    depth = info["calibration_depth"] // 2
+    C.simulated_posteriors(p, ref, 10, 0, depth=depth)
+    (sim_info, kw), = seen
+    assert kw["calibration_depth"] == info["calibration_depth"] and kw["alpha_model"] == "posterior"
+    assert sim_info["pair_temper"] == info["pair_temper"] and sim_info["alpha_model"] == "posterior"
+    # the same posterior as a deconvolution with the regression: it does not touch the pair
+    sim = C.simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=40, n_umis=depth, seed=3)
+    with_reg, without = sim.copy(), sim.copy()
+    kw = {"groupby": "grp", "a": T, "b": DC, "calibration_depth": info["calibration_depth"]}
+    real(with_reg, ref, **kw)
+    real(without, ref, alpha_model="posterior", **kw)
+    assert (with_reg.obsm["pic_pair_posterior"] != without.obsm["pic_pair_posterior"]).nnz == 0

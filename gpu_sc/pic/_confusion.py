@@ -124,8 +124,13 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
     sim = ad.concat(parts, index_unique="-")
     # where the PICs were deconvolved, unless that is a GPU this machine lacks (PICs saved there)
     device = info.get("device") if info.get("device") != "gpu" or gpu_available() else "cpu"
+    arguments = dict(info["arguments"])
+    if info.get("calibration_depth") is not None:  # the real PICs' temperatures, at any depth
+        arguments["calibration_depth"] = int(info["calibration_depth"])
+    if info["method"] == "ml":  # the pair posterior is the search's: alpha's regression is not needed
+        arguments["alpha_model"] = "posterior"
     deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"], device=device,
-               **dict(info["arguments"]))  # fmt: skip
+               **arguments)  # fmt: skip
     post, ok_sim, _, _ = kept_posterior(sim, "pair_frequencies")
     # one code per source cell name (the A and B populations hold different cells)
     names = np.concatenate([sim.obs["source_a"].astype(str).to_numpy(), sim.obs["source_b"].astype(str).to_numpy()])

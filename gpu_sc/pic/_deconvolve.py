@@ -42,8 +42,8 @@ _STALE_UNS = (K.PIC_EXPECTED, K.UNS_PIC_QC, K.UNS_PIC_INTERACTION, K.UNS_PIC_PAI
 def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: str = "ml",
                n_umis: int | None = None, markers=None,
                blacklist=_profiles.DEFAULT_BLACKLIST, eps: float = 1e-4, seed: int = 0,
-               calibrate: bool = True, alpha_model: str = "regression", n_train: int = 20000,
-               cv: int = 10,
+               calibrate: bool = True, calibration_depth: int | None = None,
+               alpha_model: str = "regression", n_train: int = 20000, cv: int = 10,
                rescale_to_1000: bool = True, search_genes: str | None = None,
                n_between: int = 50, concentration: float = 1.0, mixture_iter: int = 500,
                device: str | None = None, progress: bool = False) -> None:
@@ -80,6 +80,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         ml: fit the temperatures of the pair posterior and of the alpha likelihood, and the
         alpha regression, on PICs simulated from half of the reference against profiles of the
         other half (else temperatures 1 and the posterior mean of alpha).
+    calibration_depth
+        ml: the UMIs of those simulated PICs (None: ``n_umis`` where set, else the PICs' median
+        depth; ``uns['pic']['calibration_depth']`` records it). The temperatures move with depth
+        (0.2 at 300 UMIs, 0.05 at 1,200), so pass it to deconvolve other PICs (a batch, or the
+        simulated PICs of a confusion) exactly as these were.
     alpha_model
         ml: ``"regression"`` (gradient-boosted trees learned on ``n_train`` simulated PICs map
         the pair's alpha likelihood and the PIC's UMI shares in bins of genes, ordered from A-
@@ -163,6 +168,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         raise RuntimeError(msg)
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)
+    calibration_depth = check_int(calibration_depth, step="deconvolve", name="calibration_depth", none_ok=True,
+                                  hint=" (None: n_umis, else the PICs' median depth)")
     markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
                                         singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
@@ -173,6 +180,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                   n_train=n_train, cv=cv, calibrate=calibrate, alpha_model=alpha_model,
                   rescale_to_1000=rescale_to_1000, search_genes=search_genes, n_between=n_between,
                   concentration=concentration, mixture_iter=mixture_iter,
+                  calibration_depth=calibration_depth,
                   device=device or ("gpu" if is_gpu(pics.X) else "cpu"), progress=progress)  # fmt: skip
     in_ref = np.isin(labels, ga + gb)
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
@@ -186,7 +194,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     # the arguments as passed, so that a later step (pair_frequencies) can deconvolve simulated
     # PICs exactly as these were (None left out: h5ad stores no None)
     args = {"n_umis": n_umis, "markers": markers, "blacklist": [b.pattern for b in blacklist],
-            "eps": eps, "seed": seed, "calibrate": calibrate, "alpha_model": alpha_model,
+            "eps": eps, "seed": seed, "calibrate": calibrate, "calibration_depth": calibration_depth,
+            "alpha_model": alpha_model,
             "n_train": n_train, "cv": cv, "rescale_to_1000": rescale_to_1000,
             "search_genes": search_genes, "n_between": n_between, "concentration": concentration,
             "mixture_iter": mixture_iter}  # fmt: skip

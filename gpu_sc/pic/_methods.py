@@ -53,6 +53,7 @@ class Options:
     n_between: int
     concentration: float
     mixture_iter: int
+    calibration_depth: int | None
     device: str
     progress: bool
 
@@ -127,7 +128,8 @@ class ML(_DesignSearch):
         self.alpha_bins = self.alpha_regression = None
         used = "posterior"
         if opt.calibrate:
-            depth = opt.n_umis or _ml_fit.median_total(blocks)
+            depth = opt.calibration_depth or opt.n_umis or _ml_fit.median_total(blocks)
+            info["calibration_depth"] = int(depth)
             self.tau_pair, self.tau_alpha, r2 = _ml_fit.calibrate(
                 ref.singlets, s, labels, ga, gb, ref.groupby, self.design, n_umis=depth,
                 eps=opt.eps, seed=opt.seed, device=self.device)  # fmt: skip
