@@ -38,6 +38,13 @@ def test_simulate_invariants(setup):
     tri = simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=20, composition="AAB")
     assert np.all(np.asarray(tri.X.sum(1)).ravel() == 1000)
     assert {"true_a2", "source_a2"} <= set(tri.obs.columns)
+    # a triplet's two A cells are two cells (one cell once filled both, so a PIC could hold
+    # more UMIs of a gene than its cells): here A is one group of three cells
+    three = ref[ref.obs["grp"].isin(DC) | np.isin(ref.obs_names, ref.obs_names[ref.obs["grp"] == T[0]][:3])].copy()
+    tri = simulate_pics(three, groupby="grp", a=[T[0]], b=DC, n_pics=60, composition="AAB", n_umis=300)
+    assert tri.n_obs > 30 and (tri.obs["source_a"] != tri.obs["source_a2"]).all()
+    one = three[~(three.obs_names.isin(three.obs_names[three.obs["grp"] == T[0]][1:]))].copy()
+    assert simulate_pics(one, groupby="grp", a=[T[0]], b=DC, n_pics=20, composition="AAB", n_umis=300).n_obs == 0
 
 
 def test_loglik_matches_naive():
@@ -373,12 +380,16 @@ def test_simulate_zero_pics_and_samples(setup):
     with pytest.raises(ValueError, match=re.escape("no sample of singlets.obs['sample'] holds cells")):
         simulate_pics(r, groupby="grp", a=T, b=DC, n_pics=5, sample_key="sample")
     unchanged()
+    # a missing sample is no sample: those cells are in no PIC (they once formed one named 'nan')
+    r.obs["sample"] = pd.Series(np.where(r.obs["grp"].isin(T), "s1", "s2"), index=r.obs_names, dtype=object)
+    r.obs.loc[r.obs_names[:40], "sample"] = None
+    with pytest.raises(ValueError, match=re.escape("no sample of singlets.obs['sample'] holds cells")):
+        simulate_pics(r, groupby="grp", a=T, b=DC, n_pics=5, sample_key="sample")
 
 
 @pytest.mark.parametrize("composition", ["AB", "AAB", "ABB"])
 def test_simulate_max_uses(setup, composition):
-    """max_uses caps how many PICs each singlet is in (counting a triplet's repeated member
-    twice); with attempts to spare, the scarcer population is used up (max_uses x its cells,
+    """max_uses caps how many PICs each singlet is in; with attempts to spare, the scarcer population is used up (max_uses x its cells,
     over the PIC's members of that population); a cap never reached changes no draw."""
     ref, _ = setup
     kw = {"groupby": "grp", "a": T, "b": DC, "composition": composition, "seed": 4}

@@ -261,6 +261,8 @@ def test_loglik_matches_dense(pbmc):
     # the same log arguments; float64 sums over the genes (terms of one sign) in another order
     assert_close(got, want, dtype=np.float64, n_terms=u.shape[1])
     assert_close(pic_loglik(np.ascontiguousarray(u), prof, ia, ib, al), want, dtype=np.float64, n_terms=u.shape[1])
+    for other in (sp.csc_matrix(u), sp.coo_matrix(u), sp.csc_array(u)):  # CSC read as CSR swapped rows and genes
+        assert_close(pic_loglik(other, prof, ia, ib, al), want, dtype=np.float64, n_terms=u.shape[1])
 
 
 def test_loglik_profiles_on_either_device(device, pbmc):

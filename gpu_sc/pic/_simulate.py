@@ -76,9 +76,11 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     n_umis
         Target total of each PIC (a positive integer).
     composition
-        ``"AB"`` (doublet), ``"AAB"`` or ``"ABB"`` (triplets).
+        ``"AB"`` (doublet), ``"AAB"`` or ``"ABB"`` (triplets: the two A or B members are two
+        cells; a sample with one such cell makes no triplet).
     sample_key
-        If given, all members of a PIC come from the same sample.
+        If given, all members of a PIC come from the same sample; cells whose sample is
+        missing are in no PIC.
     max_uses
         If given, each singlet is a member of at most this many PICs (``1``: no two PICs share
         a cell, as in real data). Attempts stop early once population A has no cell left, and
@@ -114,8 +116,10 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
     totals = np.asarray(x.sum(1)).ravel()
     samples = (singlets.obs[sample_key].astype(str).to_numpy() if sample_key is not None
                else np.zeros(singlets.n_obs, dtype=object))
-    pool_a = np.flatnonzero(np.isin(labels, ga))
-    pool_b = np.flatnonzero(np.isin(labels, gb))
+    # cells of unknown sample share none (not one named 'nan')
+    known = singlets.obs[sample_key].notna().to_numpy() if sample_key is not None else True
+    pool_a = np.flatnonzero(np.isin(labels, ga) & known)
+    pool_b = np.flatnonzero(np.isin(labels, gb) & known)
     if sample_key is not None:  # a PIC starts from an A cell whose sample holds B cells
         pool_a = pool_a[np.isin(samples[pool_a], samples[pool_b])]
         if pool_a.size == 0:
@@ -145,15 +149,17 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         members = [first]
         for role in roles[1:]:
             pool = by_sample[s][role]
-            if pool.size == 0:  # max_uses: this sample's partners used up
+            taken = [m for m, r in zip(members, roles, strict=False) if r == role]
+            if pool.size <= len(taken):  # max_uses, or a sample with one such cell: no partner left
                 break
-            members.append(pool.draw(rng))
+            cell = pool.draw(rng)
+            while cell in taken:  # a triplet's two A (or B) members are two cells
+                cell = pool.draw(rng)
+            members.append(cell)
         if len(members) < len(roles):
             continue
-        if limited:  # a triplet may draw a cell twice: it needs two uses left
+        if limited:
             used, times = np.unique(members, return_counts=True)
-            if np.any(left[used] < times):
-                continue
         c = totals[members]
         tot = c.sum()
         if tot < n_umis:  # too few UMIs (all-zero cells too): never exactly n_umis
