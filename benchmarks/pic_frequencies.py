@@ -20,7 +20,11 @@ Reference and held-out sources as in `pic_validate.py`. Per data set, seed and m
 * power: condition y loses two thirds of the PICs of the commonest true pair (`--n-splits`
   times): is that pair called (down in y, i.e. up in x); and how many calls fall on other pairs
   (`power_calls_elsewhere`): shares are relative, so every other pair's share rises in y by
-  the same factor, and those calls are true too where the pair holds enough PICs.
+  the same factor, and those calls are true too where the pair holds enough PICs;
+* two depths (``--two-depths UMIS``): 40 % of the PICs thinned to UMIS UMIs (condition
+  'shallow', the rest 'deep'), deconvolved together without ``n_umis`` (so the temperatures are
+  fitted at the median depth), then ``pair_frequencies(..., singlets, condition_key=...)``: each
+  condition's TV and interval coverage (``two_depths_*``; ml: picseq down-samples to 1,000).
 One JSON row per (dataset, seed, method).
 """
 
@@ -35,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -60,6 +65,11 @@ def _truth(p, ok):
 def _aligned(truth, pic_a, pic_b) -> np.ndarray:
     """The true share of each pair (pic_a[i], pic_b[i]), 0 where the PICs hold none."""
     return truth.reindex(_keys(pic_a, pic_b), fill_value=0).to_numpy()
+
+
+def _inside(tab, true) -> np.ndarray:
+    """Whether each pair's interval holds its true share."""
+    return (tab["ci_low"].to_numpy() <= true) & (true <= tab["ci_high"].to_numpy())
 
 
 def _tv(estimate, true) -> float:
@@ -92,7 +102,7 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
         row[f"seconds_{name}"] = time.perf_counter() - t0
         tr = _aligned(truth, tab["pic_a"], tab["pic_b"])
         row[f"tv_{name}"] = _tv(tab["fraction"], tr)
-        inside = (tab["ci_low"].to_numpy() <= tr) & (tr <= tab["ci_high"].to_numpy())
+        inside = _inside(tab, tr)
         row[f"coverage_{name}"] = float(inside.mean())
         # the pairs that matter: those the truth or the estimate holds at >= 1 %
         big = (tr >= 0.01) | (tab["fraction"].to_numpy() >= 0.01)
@@ -107,6 +117,36 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
             row["mean_weight"] = w
             blend_part = tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab["pic_a"], tab["pic_b"])).to_numpy()
             row["tv_unmixed"] = _tv(blend_part / (1 - w), tr) if w < 1 else None
+    return row
+
+
+def two_depths(pics, ref, groups, method: str, umis: int, seed: int, n_boot: int, n_train: int) -> dict:
+    """40 % of the PICs thinned to `umis` UMIs (without replacement), all deconvolved at their
+    own depths, each condition's corrected composition against its truth."""
+    rng = np.random.default_rng(seed)
+    p = pics.copy()
+    shallow = rng.random(p.n_obs) < 0.4
+    x = sp.csr_matrix(p.X, dtype=np.float64)
+    for i in np.flatnonzero(shallow):
+        part = slice(x.indptr[i], x.indptr[i + 1])
+        counts = x.data[part].astype(np.int64)
+        x.data[part] = rng.multivariate_hypergeometric(counts, min(umis, int(counts.sum())))
+    x.eliminate_zeros()
+    p.X = x.astype(np.float32)
+    p.obs["cond"] = np.where(shallow, "shallow", "deep")
+    gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], method=method, seed=0, n_train=n_train)
+    t0 = time.perf_counter()
+    tab = gsc.pic.pair_frequencies(p, ref, condition_key="cond", n_boot=n_boot)
+    row = {"two_depths_umis": umis, "two_depths_seconds": time.perf_counter() - t0,
+           "two_depths_calibration_depth": p.uns["pic"].get("calibration_depth")}
+    ok = (p.obs["pic_status"] == "ok").to_numpy()
+    for cond in ("deep", "shallow"):
+        m = ok & (p.obs["cond"] == cond).to_numpy()
+        t = tab[tab["cond"] == cond]
+        tr = _aligned(_truth(p, m), t["pic_a"], t["pic_b"])
+        row[f"two_depths_tv_{cond}"] = _tv(t["fraction"], tr)
+        row[f"two_depths_coverage_{cond}"] = float(_inside(t, tr).mean())
+        row[f"two_depths_median_{cond}"] = float(np.median(np.asarray(p.X[m].sum(1)).ravel()))
     return row
 
 
@@ -166,6 +206,8 @@ def run(args, emit) -> None:
                            "seconds_deconvolve": t_dec, "n_sim": args.n_sim,
                            **composition(p, ref, built["sources"], args.n_sim, args.n_boot),
                            **null_and_power(p, args.n_splits, seed),
+                           **(two_depths(pics, ref, groups, method, args.two_depths, seed, args.n_boot, args.n_train)
+                              if args.two_depths and method == "ml" else {}),  # picseq reads 1,000 UMIs
                            "time": datetime.now(UTC).isoformat(), "cpu": cpu_name(),
                            "versions": versions()}  # fmt: skip
                 print({k: (round(v, 3) if isinstance(v, float) else v) for k, v in row.items()
@@ -186,6 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n-splits", type=int, default=20)
     ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--two-depths", type=int, default=None, metavar="UMIS",
+                    help="also thin 40 %% of the PICs to UMIS UMIs and estimate each depth's composition")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)

@@ -261,12 +261,16 @@ def test_frequencies_benchmark_smoke(tmp_path):
     composition, null and power fields."""
     out = tmp_path / "freq.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_frequencies.py"), "--datasets", "pbmc68k",
-           "--data-dir", str(tmp_path), "--methods", "picseq", "--n-pics", "80", "--n-sim", "5",
+           "--data-dir", str(tmp_path), "--methods", "picseq,ml", "--n-pics", "80", "--n-sim", "5",
            "--n-boot", "20", "--n-splits", "2", "--n-train", "400", "--max-reuse", "2",
-           "--out", str(out)]  # fmt: skip
+           "--two-depths", "300", "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
-    (row,) = _rows(out)
+    row, ml = _rows(out)
     assert row["method"] == "picseq" and row["n_splits"] == 2 and row["n_pairs"] >= 9
+    assert "two_depths_tv_shallow" not in row and ml["method"] == "ml"
+    assert ml["two_depths_median_shallow"] == 300 and ml["two_depths_median_deep"] > 300
+    for k in ("two_depths_tv_deep", "two_depths_tv_shallow", "two_depths_coverage_deep", "two_depths_coverage_shallow"):
+        assert 0 <= ml[k] <= 1
     for k in ("tv_hard", "tv_mean", "tv_corrected", "tv_oracle_confusion"):
         assert 0 <= row[k] <= 1
     for k in ("coverage_mean", "coverage_corrected", "coverage_mean_cells", "coverage_corrected_cells",
