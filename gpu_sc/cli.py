@@ -75,7 +75,8 @@ def _qc_vars(args: argparse.Namespace) -> list[str] | None:
 
 def _qc(adata: AnnData, args: argparse.Namespace) -> None:
     qc_vars = _qc_vars(args)
-    if (qc_vars is None or "mt" in qc_vars) and "mt" not in adata.var:  # 'mt': MT-/mt- genes
+    # 'mt': MT-/mt- genes, made afresh by the default, where absent when --qc-vars names it
+    if qc_vars is None or ("mt" in qc_vars and "mt" not in adata.var):
         adata.var["mt"] = adata.var_names.str.startswith(("MT-", "mt-"))
     if qc_vars is None:  # the default, when the data has any
         qc_vars = ["mt"] if adata.var["mt"].any() else []
@@ -122,7 +123,10 @@ def _hvg(adata: AnnData, args: argparse.Namespace) -> None:
 def _regress_out(adata: AnnData, args: argparse.Namespace) -> None:
     keys = [k for k in args.regress_keys.split(",") if k]
     missing = [k for k in keys if k not in adata.obs]
-    if missing == ["pct_counts_mt"] and "total_counts" in adata.obs:  # qc ran, without MT genes
+    asked = _qc_vars(args)
+    no_mt = ((asked is None or "mt" in asked) and "total_counts" in adata.obs  # qc ran, for MT genes,
+             and "mt" in adata.var and not adata.var["mt"].astype(bool).any())  # and marked none
+    if missing == ["pct_counts_mt"] and no_mt:
         msg = ("step 'regress_out': qc found no MT-/mt- genes, so obs has no 'pct_counts_mt'; "
                "pass --regress-keys total_counts (or other obs columns).")  # fmt: skip
         raise CliError(msg)
@@ -457,7 +461,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         adata, source = read_h5ad_lazy(args.input, args.chunk_rows)
         how = f" as Dask blocks of {args.chunk_rows:,} cells"
     try:
-        if "qc" in steps:
+        if steps[0] == "qc":  # (a later qc may read columns a step before it makes)
             _check_qc_vars(adata, args)
         print(f"read {args.input}{how}: {shape_text(adata)}; backend {backend_description(device)}")
         times = run_pipeline(adata, steps, args, device)
@@ -526,8 +530,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def _check_plot(path: str) -> str:
     """--plot as the file that will be written (.png added where it has no suffix), refused
     before any work where matplotlib cannot write its format or where it is the heatmap's name."""
-    check_output(path, "--plot")
     p = Path(path) if Path(path).suffix else Path(path + ".png")  # matplotlib's default format
+    check_output(str(p), "--plot")
     if p.name == PIC_DEMO_PNG:
         msg = f"--plot {path}: the PIC pair heatmap is written as {PIC_DEMO_PNG} beside it; give the UMAP another name"
         raise CliError(msg)

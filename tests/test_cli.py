@@ -164,7 +164,9 @@ def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
         (["demo", "--plot", str(tmp_path / "afile" / "u.png")], "is a file, not a folder"),
         (["demo", "--plot", str(tmp_path / "u.xyz")], "matplotlib cannot write '.xyz' files"),
         (["demo", "--plot", str(tmp_path / "gpu-sc-demo-pic-pairs.png")], "give the UMAP another name"),
+        (["demo", "--plot", str(tmp_path / "in")], "is a folder"),  # in.png: the name written
     ]
+    (tmp_path / "in.png").mkdir()
     # a folder named .zarr that is not a store would be replaced by the output: refused, kept
     notes = tmp_path / "results.zarr"
     notes.mkdir()
@@ -542,18 +544,34 @@ def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys, monk
         assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
     assert not ran
     for argv, expect in ((["--steps", "qc,leiden"], "put neighbors before it"),
-                         (["--steps", "normalize,qc", "--qc-vars", "mt,bogus"], "--qc-vars: 'bogus' not a column")):  # fmt: skip
+                         (["--steps", "qc,normalize", "--qc-vars", "mt,bogus"], "--qc-vars: 'bogus' not a column")):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             main(["run", str(counts_file), "-o", str(tmp_path / "o.h5ad"), "--device", "cpu", *argv])
         err = capsys.readouterr().err
         assert e.value.code == 2 and expect in err and "Traceback" not in err, (argv, err)
-    assert "[1/2] normalize" not in capsys.readouterr().out and not (tmp_path / "o.h5ad").exists()
+    assert "[1/2] qc" not in capsys.readouterr().out and not (tmp_path / "o.h5ad").exists()
 
 
 def test_run_option_edge_cases(counts_file, tmp_path, capsys):
-    """--qc-vars mt (the default's column) works; PCA after hvg takes fewer components than
-    HVGs; a step given twice keeps both times; regress_out without MT genes says why."""
+    """--qc-vars mt (the default's column) works, and a column a step before qc makes; the
+    default qc marks MT genes afresh (a stale var['mt'] is replaced); PCA after hvg takes fewer
+    components than HVGs; a step given twice keeps both times; regress_out without MT genes
+    says why, and only then."""
     out = tmp_path / "o.h5ad"
+    stale = pbmc68k_reduced()
+    stale.var["mt"] = False
+    stale.var["mt_free"] = ~stale.var_names.str.startswith("MT-")
+    stale.write_h5ad(tmp_path / "stale.h5ad")
+    assert main(["run", str(tmp_path / "stale.h5ad"), "-o", str(out), "--device", "cpu", "--steps", "qc"]) == 0
+    assert ad.read_h5ad(out).obs["pct_counts_mt"].gt(0).any()
+    assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--steps", "normalize,log1p,hvg,qc",
+                 "--qc-vars", "highly_variable", "--n-top-genes", "20"]) == 0  # fmt: skip
+    assert "pct_counts_highly_variable" in ad.read_h5ad(out).obs
+    with pytest.raises(SystemExit):  # --qc-vars left MT genes out (the stale column has none): not "none found"
+        main(["run", str(tmp_path / "stale.h5ad"), "-o", str(out), "--device", "cpu", "--steps", "qc,regress_out",
+              "--qc-vars", "mt_free"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert "run the 'qc' step first" in err and "found no MT" not in err
     assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--qc-vars", "mt",
                  "--steps", "qc,normalize,log1p,hvg,pca,qc", "--n-top-genes", "20"]) == 0  # fmt: skip
     text = capsys.readouterr().out

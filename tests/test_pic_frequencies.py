@@ -663,6 +663,12 @@ def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, mo
     (sim_info, kw), = seen
     assert kw["calibration_depth"] == info["calibration_depth"] and kw["alpha_model"] == "posterior"
     assert sim_info["pair_temper"] == info["pair_temper"] and sim_info["alpha_model"] == "posterior"
+    older = p.copy()  # deconvolved before the depth was recorded: the depth deconvolve took then
+    del older.uns["pic"]["calibration_depth"]
+    seen.clear()
+    C.simulated_posteriors(older, ref, 10, 0, depth=depth)
+    assert seen[0][1]["calibration_depth"] == info["calibration_depth"]
+    assert seen[0][0]["pair_temper"] == info["pair_temper"]
     # the same posterior as a deconvolution with the regression: it does not touch the pair
     sim = C.simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=40, n_umis=depth, seed=3)
     with_reg, without = sim.copy(), sim.copy()

@@ -46,6 +46,7 @@ from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
 from ._expected import ok_mask
 from ._loglik import pair_columns
+from ._ml_fit import median_depth
 from ._simulate import simulate_pics
 from ._umi_draws import in_canonical_order
 
@@ -125,8 +126,8 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
     # where the PICs were deconvolved, unless that is a GPU this machine lacks (PICs saved there)
     device = info.get("device") if info.get("device") != "gpu" or gpu_available() else "cpu"
     arguments = dict(info["arguments"])
-    if info.get("calibration_depth") is not None:  # the real PICs' temperatures, at any depth
-        arguments["calibration_depth"] = int(info["calibration_depth"])
+    if info["method"] == "ml" and info.get("calibrated", True):  # the real PICs' temperatures, at any depth
+        arguments["calibration_depth"] = calibration_depth(pics)
     if info["method"] == "ml":  # the pair posterior is the search's: alpha's regression is not needed
         arguments["alpha_model"] = "posterior"
     deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"], device=device,
@@ -137,6 +138,17 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
     cells = pd.factorize(names)[0].reshape(2, -1).T
     keep = np.flatnonzero(ok_sim)
     return Simulated(post[keep], np.concatenate(truth)[keep], cells[keep])
+
+
+def calibration_depth(pics: ad.AnnData) -> int:
+    """The depth at which deconvolve fitted ml's temperatures: uns['pic']['calibration_depth'],
+    or for PICs deconvolved before it was recorded, what deconvolve took then (n_umis, else the
+    PICs' median depth)."""
+    info = pics.uns[K.UNS_PIC]
+    if info.get("calibration_depth") is not None:
+        return int(info["calibration_depth"])
+    n_umis = info.get("arguments", {}).get("n_umis")
+    return int(n_umis) if n_umis is not None else median_depth(pic_depths(pics, "pair_frequencies"))
 
 
 def label_means(post: sp.csr_matrix, labels: np.ndarray, n_labels: int,

@@ -271,4 +271,9 @@ def median_total(blocks) -> int:
         tot = np.concatenate(dask.compute(*[dask.delayed(_row_totals)(b) for b in blocks]))
     else:
         tot = _row_totals(blocks)
-    return int(np.median(tot[tot > 0])) if np.any(tot > 0) else 1000
+    return median_depth(tot)
+
+
+def median_depth(totals: np.ndarray) -> int:
+    """Median of the UMI totals above 0 (1,000 where none is)."""
+    return int(np.median(totals[totals > 0])) if np.any(totals > 0) else 1000

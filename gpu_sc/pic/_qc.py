@@ -89,8 +89,7 @@ def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
     groups `ia`, `ib` (int per PIC) and A share `alpha`: sum_g u_g log(alpha P[g,a] +
     (1 - alpha) P[g,b] + eps). float64, on the device of `u`."""
     _check_loglik_args(u, profiles, ia, ib, alpha)
-    if is_sparse(u) and u.format != "csr":  # nonzeros reads rows from CSR pointers (CSC's are columns)
-        u = u.tocsr()
+    u = in_layout(u)  # nonzeros reads rows from CSR pointers (CSC's are columns)
     xp = xp_of(u)
     rows, cols, vals = nonzeros(u)
     ia, ib, al = (xp.asarray(v) for v in (ia, ib, alpha))
