@@ -162,9 +162,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         msg = f"deconvolve: device must be None, 'cpu' or 'gpu', got {device!r}."
         raise ValueError(msg)
     if device == "gpu" and not gpu_available():  # before the training, not at the first kernel
-        msg = ("deconvolve: device='gpu' needs CuPy and a CUDA device, and none is usable here; "
-               "install gpu_sc with the extra matching your CUDA ('pip install \"gpu_sc[cuda13]\"' "
-               "or '[cuda12]'), or pass device='cpu' (None: where pics.X is).")
+        msg = ("deconvolve: device='gpu' needs CuPy and a CUDA device, and none is usable here (no CuPy, "
+               "or no device it sees); pass device='cpu' (None: where pics.X is), or where CuPy is missing "
+               "install gpu_sc with the extra matching your CUDA ('pip install \"gpu_sc[cuda13]\"' or '[cuda12]').")
         raise RuntimeError(msg)
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)

@@ -68,8 +68,10 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
         totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
         mask = totals > MIN_UMIS
     if not mask.any():
-        msg = (f"{step}: no marker gene to compute the likelihood on (markers={markers!r} selects none); "
-               "pass markers= with gene names of pics.var_names.")
+        which = (f"no gene has more than {MIN_UMIS} UMIs in the singlets" if markers is None
+                 else f"the {np.size(markers)} markers select none")  # fmt: skip
+        msg = (f"{step}: no marker gene to compute the likelihood on ({which}); pass markers= with gene "
+               "names of pics.var_names.")
         raise ValueError(msg)
     return mask
 
