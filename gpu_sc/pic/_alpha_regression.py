@@ -41,14 +41,16 @@ _TREES = {"max_iter": 60, "learning_rate": 0.2, "l2_regularization": 1.0,
 
 
 def _tree_threads():
-    """The trees' OpenMP on the cores other processes leave free (the 1-minute load average;
-    at least one). Their parallel regions are short (one per node and round), so where another
-    process shares the cores, the team's threads spin at every barrier waiting for a descheduled
-    one: 15 fold models of 4,000 PICs took 13.7 s beside one busy process on 2 cores against
-    4.0 s on one thread, and 3.2 s vs 3.8 s on a quiet machine."""
-    from threadpoolctl import threadpool_limits
+    """The trees' OpenMP on the threads it would use (OMP_NUM_THREADS, the affinity mask) less
+    the cores other processes keep busy (the 1-minute load average, which in a container is
+    the host's: fewer threads, never more), at least one. Their parallel regions are short (one
+    per node and round), so where another process shares the cores, the team's threads spin at
+    every barrier waiting for a descheduled one: 15 fold models of 4,000 PICs took 13.7 s beside
+    one busy process on 2 cores against 4.0 s on one thread, and 3.2 s vs 3.8 s on a quiet
+    machine."""
+    from threadpoolctl import threadpool_info, threadpool_limits
 
-    n = os.cpu_count() or 1
+    n = max([p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"], default=1)
     try:
         free = n - round(os.getloadavg()[0])
     except (AttributeError, OSError):  # no load average (Windows): every core
