@@ -141,7 +141,8 @@ def run(backend: str, demo: bool, timeout: float, emit) -> list[dict]:
 
             got = _child(backend, env, timeout, on_result=on_result)
             if got["timed_out"]:
-                put({"case": "timed_out", "seconds": timeout, "note": f"child stopped after {timeout:g} s"})
+                put({"case": "timed_out", "timed_out": True, "seconds": timeout,
+                     "note": f"child stopped after {timeout:g} s"})
                 break  # a warm child needs the caches a finished cold one writes
             if demo:
                 print(f"gpu-sc demo, {cache} caches ...", file=sys.stderr, flush=True)
@@ -169,7 +170,7 @@ def main(argv=None) -> int:
         steady = cold.get("steady_seconds")
         print(f"{case:10s} {_cell(cold.get('seconds'), 8, 2)} {_cell(warm.get('seconds'), 8, 2)} "
               f"{_cell(steady, 9, 3)}")  # fmt: skip
-    return 0
+    return 1 if any(r.get("timed_out") for r in rows) else 0  # a stopped child measured nothing
 
 
 if __name__ == "__main__":

@@ -375,13 +375,23 @@ def budget_table(parts: list[Part], total: float) -> str:
 # running a part
 # ---------------------------------------------------------------------------------------------
 
+class Stopped(Exception):
+    """gpu_run itself was told to stop (SIGTERM, SIGHUP: the device tool's time limit)."""
+
+
+def _stop(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+
 def run_part(cmd: list[str], limit: float, log, env: dict) -> tuple[int | None, bool, float]:
-    """Run `cmd` in its own process group with output appended to `log`; past `limit` seconds the
-    group gets SIGINT (pytest and the benchmarks stop cleanly on it), GRACE_S later SIGKILL.
-    Returns (exit status, timed out, seconds)."""
+    """Run `cmd` in a process group of its own (in this session, which the device tool ends
+    with the command) with output appended to `log`; past `limit` seconds the group gets SIGINT
+    (pytest and the benchmarks stop cleanly on it), GRACE_S later SIGKILL, and whatever ends
+    this call (a `Stopped` too) kills what is left of the group: no part outlives it to hold
+    the GPU or write into the results. Returns (exit status, timed out, seconds)."""
     t0 = time.monotonic()
     try:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, process_group=0)
     except OSError as e:
         log.write(f"cannot start: {e}\n".encode())
         return None, False, time.monotonic() - t0
@@ -400,9 +410,23 @@ def run_part(cmd: list[str], limit: float, log, env: dict) -> tuple[int | None, 
                 break
             except subprocess.TimeoutExpired:
                 continue
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # what the part left in its group goes too
-        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):  # what the part left in its group goes too
+            os.killpg(proc.pid, signal.SIGKILL)
     return proc.returncode, timed_out, time.monotonic() - t0
+
+
+def _failed_rows(path: Path) -> int:
+    """Rows of a part's JSON lines that record a failure (`error`) or a stop (`timed_out`): a part
+    whose rows failed did not succeed, whatever its exit status."""
+    n = 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        n += bool(isinstance(row, dict) and (row.get("error") or row.get("timed_out") is True))
+    return n
 
 
 def _lines(path: Path) -> int | None:
@@ -440,8 +464,39 @@ def _unique_date(out: Path, dev: str) -> str:
     return date
 
 
-WHEELS_NEEDED = ("anndata", "scanpy")  # what the GPU machine's image lacks and every part needs
-WHEELS_MAX_BYTES = 48 * 2**20  # the device tool carries 64 MiB in all; the tree takes some 15
+# what the GPU machine's image lacks and the parts import (../shared/gpu/fetch-wheels.sh's list,
+# less igraph/leidenalg/... that only UMAP and Leiden need, plus Dask's three for the Dask tests)
+WHEELS_NEEDED = ("anndata", "scanpy", "natsort", "session-info2", "legacy-api-wrap", "array-api-compat", "zarr",
+                 "numcodecs", "donfig", "pynndescent", "umap-learn", "fast-array-utils", "scverse-misc",
+                 "dask", "partd", "locket")  # fmt: skip
+CARRY_MAX_BYTES = 64 * 2**20  # what the device tool carries: the tree and the wheels together
+
+
+def _wheel_fits(name: str) -> bool:
+    """Whether a wheel file name's tags install on the GPU machine: CPython 3.12 on x86_64 Linux."""
+    py, abi, plat = name[:-4].split("-")[-3:]
+    py_ok = any(t in ("py3", "cp312") or (abi == "abi3" and t.startswith("cp3") and int(t[3:] or 0) <= 12)
+                for t in py.split("."))  # fmt: skip
+    plat_ok = all(p == "any" or ("linux" in p and p.endswith("x86_64")) for p in plat.split("."))
+    return py_ok and plat_ok and abi in ("none", "abi3", "cp312")
+
+
+def _tree_bytes() -> int | None:
+    """Bytes of the files that travel with the tree (tracked, and untracked not ignored)."""
+    try:
+        names = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                               capture_output=True, check=True, timeout=30).stdout.split(b"\0")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum((ROOT / n.decode()).stat().st_size for n in names if n and (ROOT / n.decode()).is_file())
+
+
+def _git(*args: str) -> str | None:
+    try:
+        return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True,
+                              timeout=30).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def check_wheels(folder: Path) -> list[str]:
@@ -459,11 +514,22 @@ def check_wheels(folder: Path) -> list[str]:
     problems = [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
                 for n, v in versions.items() if len(v) > 1]  # fmt: skip
     problems += [f"no {n} wheel" for n in WHEELS_NEEDED if n not in versions]
+    problems += [f"{w.name} does not install on CPython 3.12, x86_64 Linux (pip would refuse the set)"
+                 for w in wheels if not _wheel_fits(w.name)]  # fmt: skip
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
-    if size > WHEELS_MAX_BYTES:
-        problems.append(f"{size / 2**20:.0f} MiB of wheels, more than {WHEELS_MAX_BYTES // 2**20} MiB")
-    if not (folder / "COMMIT").exists():
-        problems.append(f"no {folder / 'COMMIT'}: write it with  git rev-parse HEAD > {folder}/COMMIT")
+    tree = _tree_bytes() or 16 * 2**20
+    if size + tree > CARRY_MAX_BYTES:
+        problems.append(f"{size / 2**20:.1f} MiB of wheels and {tree / 2**20:.1f} MiB of tree: more than the "
+                        f"{CARRY_MAX_BYTES // 2**20} MiB the device tool carries")  # fmt: skip
+    commit = folder / "COMMIT"
+    if not commit.exists():
+        problems.append(f"no {commit}: write it with  git rev-parse HEAD > {folder}/COMMIT")
+    else:
+        head = _git("rev-parse", "HEAD")
+        if head and commit.read_text().strip() != head:
+            problems.append(f"{commit} names {commit.read_text().strip()[:12]}, HEAD is {head[:12]}: rewrite it")
+        if _git("status", "--porcelain", "--untracked-files=no"):
+            problems.append("uncommitted changes: the run measures the tree, COMMIT names HEAD; commit first")
     return problems
 
 
@@ -517,6 +583,67 @@ def parse(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown parts {sorted(bad)}; choose from {', '.join(PARTS)}")
     return args
+
+
+def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out, log, log_path, summary, save):
+    """Each part in turn, under its limit, into `summary` (saved after each part)."""
+    stop_note = None
+    for i, p in enumerate(runs):
+        now = time.time()
+        planned_end += p.budget
+        # a part runs to where the plan ends it: its budget and whatever the install, setup and
+        # earlier parts left of theirs (never so long that the parts after it lose theirs)
+        limit = p.budget - t_smi if p.name == "setup" else planned_end - now
+        limit = min(limit, deadline - now - sum(q.budget for q in runs[i + 1 :]))
+        rec = {"name": p.name, "budget_s": p.budget, "limit_s": round(limit, 1), "command": shlex.join(p.cmd),
+               "outputs": p.outputs}  # fmt: skip
+        skip = stop_note or ("no time left before the deadline" if limit < 1 else None)
+        if skip:
+            rec.update(run=False, note=skip)
+            summary["parts"].append(rec)
+            save()
+            continue
+        penv = dict(env)
+        if p.name == "tests":
+            penv[TESTS_ENV] = str(out / p.outputs[0])
+        if p.name == "setup":
+            penv["GPU_RUN_ENV_JSON"] = str(scratch / "env.json")
+        print(f"[{p.name}] limit {limit:.0f} s: {shlex.join(p.cmd)}", flush=True)
+        log.write(f"==== {p.name} (budget {p.budget:g} s, limit {limit:.0f} s): {shlex.join(p.cmd)}\n".encode())
+        log.flush()
+        start = log.tell()
+        code, timed_out, seconds = run_part(p.cmd, limit, log, penv)
+        log.flush()
+        tail = _log_tail(log_path, start)
+        log.write(f"==== {p.name}: exit {code}, {seconds:.1f} s{', TIMED OUT' if timed_out else ''}\n\n".encode())
+        log.flush()
+        if p.name == "setup":
+            seconds += t_smi  # nvidia-smi ran before the log was opened
+        rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail)
+        rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
+        rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
+        rec["failed_rows"] = sum(_failed_rows(out / f) for f in rec["outputs"] if f.endswith(".jsonl"))
+        if p.name == "tests":
+            rec["tests"] = summary["tests"] = count_tests(out / p.outputs[0])
+        if p.name == "setup" and (scratch / "env.json").exists():
+            info = json.loads((scratch / "env.json").read_text())  # written whole (renamed into place)
+            summary["device"] = {**smi, **({"cupy": info.pop("device")} if "device" in info else {})}
+            summary["driver"] = smi.get("driver_version")
+            summary["cuda_runtime"] = info.pop("cuda_runtime", None)
+            summary["versions"] = info.pop("versions")
+            summary["env"] = info
+            core = CORE_MODULES if args.small else (*CORE_MODULES, "cupy")
+            missing = [m for m in core if summary["versions"].get(m) is None]
+            if missing:  # every part would fail: stop now and leave the device time for a rerun
+                stop_note = (f"not run: {', '.join(missing)} cannot be imported (see setup's import_errors; "
+                             "check .whl with gpu_run.py --check-wheels)")  # fmt: skip
+            elif not args.small and info.get("gpu_available") is not True:  # every GPU row would be a skip
+                stop_note = (f"not run: gpu_sc sees no usable GPU (gpu_available: {info.get('gpu_available')}; "
+                             f"cuda_error: {info.get('cuda_error')})")  # fmt: skip
+        summary["parts"].append(rec)
+        save()
+        print(f"[{p.name}] exit {code}, {seconds:.1f} s{' TIMED OUT' if timed_out else ''}; "
+              + "; ".join(rec["tail"][-3:]), flush=True)  # fmt: skip
 
 
 def main(argv=None) -> int:
@@ -600,59 +727,15 @@ def main(argv=None) -> int:
         summary["parts"].append(inst)
         save()
         runs = [p for p in parts if p.name not in ("install", "reserve")]
-        stop_note = None
         planned_end = t_start + parts[0].budget  # the install's, counted from gpu_run.sh's start
-        for i, p in enumerate(runs):
-            now = time.time()
-            planned_end += p.budget
-            # a part runs to where the plan ends it: its budget and whatever the install, setup and
-            # earlier parts left of theirs (never so long that the parts after it lose theirs)
-            limit = p.budget - t_smi if p.name == "setup" else planned_end - now
-            limit = min(limit, deadline - now - sum(q.budget for q in runs[i + 1 :]))
-            rec = {"name": p.name, "budget_s": p.budget, "limit_s": round(limit, 1), "command": shlex.join(p.cmd),
-                   "outputs": p.outputs}  # fmt: skip
-            skip = stop_note or ("no time left before the deadline" if limit < 1 else None)
-            if skip:
-                rec.update(run=False, note=skip)
-                summary["parts"].append(rec)
-                save()
-                continue
-            penv = dict(env)
-            if p.name == "tests":
-                penv[TESTS_ENV] = str(out / p.outputs[0])
-            if p.name == "setup":
-                penv["GPU_RUN_ENV_JSON"] = str(scratch / "env.json")
-            print(f"[{p.name}] limit {limit:.0f} s: {shlex.join(p.cmd)}", flush=True)
-            log.write(f"==== {p.name} (budget {p.budget:g} s, limit {limit:.0f} s): {shlex.join(p.cmd)}\n".encode())
-            log.flush()
-            start = log.tell()
-            code, timed_out, seconds = run_part(p.cmd, limit, log, penv)
-            log.flush()
-            tail = _log_tail(log_path, start)
-            log.write(f"==== {p.name}: exit {code}, {seconds:.1f} s{', TIMED OUT' if timed_out else ''}\n\n".encode())
-            log.flush()
-            if p.name == "setup":
-                seconds += t_smi  # nvidia-smi ran before the log was opened
-            rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail)
-            rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
-            rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
-            if p.name == "tests":
-                rec["tests"] = summary["tests"] = count_tests(out / p.outputs[0])
-            if p.name == "setup" and (scratch / "env.json").exists():
-                info = json.loads((scratch / "env.json").read_text())  # written whole (renamed into place)
-                summary["device"] = {**smi, **({"cupy": info.pop("device")} if "device" in info else {})}
-                summary["driver"] = smi.get("driver_version")
-                summary["cuda_runtime"] = info.pop("cuda_runtime", None)
-                summary["versions"] = info.pop("versions")
-                summary["env"] = info
-                missing = [m for m in CORE_MODULES if summary["versions"].get(m) is None]
-                if missing:  # every part would fail: stop now and leave the device time for a rerun
-                    stop_note = (f"not run: {', '.join(missing)} cannot be imported (see setup's import_errors; "
-                                 "check .whl with gpu_run.py --check-wheels)")  # fmt: skip
-            summary["parts"].append(rec)
-            save()
-            print(f"[{p.name}] exit {code}, {seconds:.1f} s{' TIMED OUT' if timed_out else ''}; "
-                  + "; ".join(rec["tail"][-3:]), flush=True)  # fmt: skip
+        for sig in (signal.SIGTERM, signal.SIGHUP):  # the running part is killed, the summary kept
+            signal.signal(sig, _stop)
+        try:
+            _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out, log, log_path,
+                       summary, save)  # fmt: skip
+        except (Stopped, KeyboardInterrupt) as e:
+            summary["stopped"] = f"gpu_run was stopped ({type(e).__name__} {e}) during a part; what ran is kept"
+            print(summary["stopped"], flush=True)
     save()
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{'part':13s} {'budget':>6s} {'limit':>6s} {'seconds':>8s} {'exit':>5s} timed_out")
@@ -664,8 +747,9 @@ def main(argv=None) -> int:
         print("tests: " + ", ".join(f"{k} {t[k]}" for k in ("collected", "passed", "failed", "errors", "skipped",
                                                            "not_run")))  # fmt: skip
     print(f"files in {out}: " + ", ".join(f"{k} ({v} B)" for k, v in summary["files"].items()))
-    ok = all(r.get("exit_status") == 0 and not r.get("timed_out") for r in summary["parts"]
-             if r.get("run") or r["name"] != "install")  # a part left out for lack of time counts too
+    ok = "stopped" not in summary and all(
+        r.get("exit_status") == 0 and not r.get("timed_out") and not r.get("failed_rows")
+        for r in summary["parts"] if r.get("run") or r["name"] != "install")  # a part left out counts too
     return 0 if ok else 1
 
 

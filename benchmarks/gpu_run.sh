@@ -25,10 +25,20 @@ if compgen -G "$wheels/*.whl" > /dev/null; then
     if [[ $GPU_RUN_INSTALL_RC != 0 && $GPU_RUN_INSTALL_RC != 124 && $GPU_RUN_INSTALL_RC != 137 ]]; then
       # pip refuses the whole set for one bad wheel (two versions of a package, a wrong platform):
       # install them one by one, so that the others still come
+      # (within what is left of the install's budget: the parts' budgets start where it ends)
       echo "whole install failed (exit $GPU_RUN_INSTALL_RC); installing the wheels one by one" >> "$GPU_RUN_INSTALL_LOG"
+      end=$(python3 -c "print(int($GPU_RUN_T0 + $install_s))")
+      GPU_RUN_INSTALL_RC=0
       for w in "$wheels"/*.whl; do
-        timeout -k 2 20 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-          --target /tmp/site "$w" >> "$GPU_RUN_INSTALL_LOG" 2>&1 || echo "failed: $w" >> "$GPU_RUN_INSTALL_LOG"
+        left=$(( end - $(date +%s) ))
+        if (( left < 3 )); then
+          echo "install budget spent: $w and the wheels after it not installed" >> "$GPU_RUN_INSTALL_LOG"
+          GPU_RUN_INSTALL_RC=124
+          break
+        fi
+        timeout -k 2 $(( left < 20 ? left : 20 )) python3 -m pip install -q --no-index --no-deps --no-compile \
+          --no-cache-dir --upgrade --target /tmp/site "$w" >> "$GPU_RUN_INSTALL_LOG" 2>&1 \
+          || { echo "failed: $w" >> "$GPU_RUN_INSTALL_LOG"; GPU_RUN_INSTALL_RC=1; }
       done
     fi
     [[ $GPU_RUN_INSTALL_RC == 0 ]] && touch /tmp/site/.gpu-run-installed

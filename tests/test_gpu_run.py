@@ -222,18 +222,97 @@ def test_core_imports_missing_stops_the_session(tmp_path):
     r = _run(out, "--parts", "tests,bench", "--replace", f"setup={py} -c \"{fake}\"",
              "--replace", f"tests={py} -c \"print('tests ran')\"", wheels=tmp_path)  # fmt: skip
     s = {p["name"]: p for p in _summary(out)["parts"]}
-    assert not s["tests"]["run"] and "scipy cannot be imported" in s["tests"]["note"] and not s["bench"]["run"]
+    assert not s["tests"]["run"] and "scipy, cupy cannot be imported" in s["tests"]["note"] and not s["bench"]["run"]
     assert r.returncode == 1
 
 
-def test_check_wheels(gr, tmp_path):
+def test_no_usable_gpu_stops_the_session(tmp_path):
+    """Every module imports but gpu_sc sees no GPU (a wheel shadowing CuPy's libraries, no
+    device): the parts would only write skipped rows and exit 0, so they are not started."""
+    py = sys.executable
+    out = tmp_path / "out"
+    fake = ("import json, os; v = dict.fromkeys(['numpy', 'scipy', 'anndata', 'gpu_sc', 'cupy'], '1'); "
+            "json.dump({'versions': v, 'import_errors': {}, 'gpu_available': False, 'cuda_error': 'no device'}, "
+            "open(os.environ['GPU_RUN_ENV_JSON'], 'w'))")  # fmt: skip
+    r = _run(out, "--parts", "tests", "--replace", f"setup={py} -c \"{fake}\"",
+             "--replace", f"tests={py} -c \"print('tests ran')\"", wheels=tmp_path)  # fmt: skip
+    s = {p["name"]: p for p in _summary(out)["parts"]}
+    assert not s["tests"]["run"] and "sees no usable GPU" in s["tests"]["note"] and r.returncode == 1
+
+
+def test_failed_rows_fail_the_part(gr, tmp_path):
+    """A part that exits 0 but whose rows record errors (a GPU step that raised) or a stopped
+    child is not a success: the summary counts them and the session exits 1."""
+    py = sys.executable
+    out = tmp_path / "out"
+    plan = _run(out, "--parts", "pic-validate", "--plan", wheels=tmp_path).stdout
+    (name,) = re.findall(r"pic-gpu-[^,\s]+\.jsonl", plan.split("files in")[-1])  # the part's output
+    script = tmp_path / "part.py"
+    rows = [{"backend": "cpu"}, {"backend": "gpu", "error": "MemoryError: out of memory"}]
+    script.write_text(f"import json\nwith open({str(out / name)!r}, 'w') as f:\n"
+                      f"    f.writelines(json.dumps(r) + '\\n' for r in {rows!r})\n")  # fmt: skip
+    r = _run(out, "--parts", "pic-validate", "--replace", f"setup={py} -c pass",
+             "--replace", f"pic-validate={py} {script}", wheels=tmp_path)  # fmt: skip
+    s = {p["name"]: p for p in _summary(out)["parts"]}
+    assert s["pic-validate"]["exit_status"] == 0 and s["pic-validate"]["failed_rows"] == 1
+    assert r.returncode == 1
+    (tmp_path / "t.jsonl").write_text('{"case": "timed_out", "timed_out": true}\n{"case": "cold"}\nnot json\n')
+    assert gr._failed_rows(tmp_path / "t.jsonl") == 1
+
+
+def test_a_stopped_session_kills_the_running_part(tmp_path):
+    """SIGTERM to gpu_run (the device tool's time limit) kills the running part and what it
+    started (a part in a session of its own once ran on, holding the GPU and writing into the
+    results) and keeps the summary."""
+    pids = tmp_path / "pids"
+    sleeper = (f"import subprocess, sys, time; c = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); "
+               f"open('{pids}', 'w').write(str(c.pid)); time.sleep(300)")  # fmt: skip
+    py = sys.executable
+    out = tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RUN_")}
+    env["GPU_RUN_WHEELS"] = str(tmp_path)
+    proc = subprocess.Popen(["bash", str(SH), str(out), "--parts", "tests", "--replace", f"setup={py} -c pass",
+                             "--replace", f"tests={py} -c \"{sleeper}\""], env=env, cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    for _ in range(200):
+        if pids.exists() and pids.read_text():
+            break
+        time.sleep(0.1)
+    proc.terminate()  # gpu_run.sh exec'd gpu_run.py: the same process
+    proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    child = int(pids.read_text())
+    time.sleep(0.5)
+    try:
+        state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X"), f"the part's child {child} survived ({state})"
+    assert "SIGTERM" in _summary(out)["stopped"]
+
+
+def test_check_wheels(gr, tmp_path, monkeypatch):
     """Before a session: two versions of one package (pip then installs nothing), a needed wheel
-    missing or no COMMIT are reported; a good folder passes."""
-    for name in ("anndata-0.12.1-py3-none-any.whl", "scanpy-1.11.5-py3-none-any.whl"):
-        (tmp_path / name).write_bytes(b"x")
+    missing, a wheel for another platform, no COMMIT or one that is not HEAD, uncommitted
+    changes are reported; a good folder passes."""
+    monkeypatch.setattr(gr, "_git", lambda *a: "abc" if a[0] == "rev-parse" else "")
+    for name in gr.WHEELS_NEEDED:
+        (tmp_path / f"{name.replace('-', '_')}-1.0-py3-none-any.whl").write_bytes(b"x")
+    (tmp_path / "anndata-1.0-py3-none-any.whl").rename(tmp_path / "anndata-0.12.1-py3-none-any.whl")
+    (tmp_path / "scanpy-1.0-py3-none-any.whl").rename(tmp_path / "scanpy-1.11.5-py3-none-any.whl")
     assert gr.check_wheels(tmp_path) == [f"no {tmp_path / 'COMMIT'}: write it with  git rev-parse HEAD > {tmp_path}/COMMIT"]
     (tmp_path / "COMMIT").write_text("abc\n")
     assert gr.check_wheels(tmp_path) == []
+    mac = tmp_path / "msgspec-0.19-cp313-cp313-macosx_11_0_arm64.whl"
+    mac.write_bytes(b"x")
+    assert gr.check_wheels(tmp_path) == [f"{mac.name} does not install on CPython 3.12, x86_64 Linux (pip would refuse the set)"]
+    mac.unlink()
+    (tmp_path / "COMMIT").write_text("old\n")
+    monkeypatch.setattr(gr, "_git", lambda *a: "abc" if a[0] == "rev-parse" else " M gpu_sc/cli.py")
+    problems = gr.check_wheels(tmp_path)
+    assert any("names old, HEAD is abc" in p for p in problems) and any("uncommitted" in p for p in problems)
+    (tmp_path / "COMMIT").write_text("abc\n")
+    monkeypatch.setattr(gr, "_git", lambda *a: "abc" if a[0] == "rev-parse" else "")
     (tmp_path / "anndata-0.12.2-py3-none-any.whl").write_bytes(b"x")
     (tmp_path / "scanpy-1.11.5-py3-none-any.whl").unlink()
     problems = gr.check_wheels(tmp_path)
