@@ -58,12 +58,14 @@ def test_gpu_child_runs_every_step(device, monkeypatch, capsys):
 
 def test_a_child_stopped_at_its_time_keeps_what_it_measured(tmp_path, monkeypatch):
     """A cold GPU child compiles every kernel and can outlive its time: the rows it printed before
-    it was stopped are written as they came (it once reported only at its end, so nothing)."""
+    it was stopped are written as they came (it once reported only at its end, so nothing); the
+    stop is a failure (exit 1, a timed_out row), as no warm run could follow."""
     with benchmark_script("first_call") as fc:
         slow = ("import json, time\nprint('FIRST_CALL_IMPORT ' + json.dumps(0.5), flush=True)\n"
                 "print('FIRST_CALL_STEP ' + json.dumps(['qc', 1.0, 0.1]), flush=True)\ntime.sleep(60)\n")
         monkeypatch.setattr(fc, "CHILD", slow)
         out = tmp_path / "f.jsonl"
-        assert fc.main(["--no-demo", "--timeout", "3", "--out", str(out)]) == 0
+        assert fc.main(["--no-demo", "--timeout", "3", "--out", str(out)]) == 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [(r["case"], r["cache"]) for r in rows] == [("import", "cold"), ("qc", "cold"), ("timed_out", "cold")]
+    assert rows[-1]["timed_out"] is True
