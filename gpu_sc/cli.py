@@ -638,10 +638,9 @@ def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace
 
 def _check_pic_options(args: argparse.Namespace) -> None:
     """One-line CliErrors for the options deconvolve would refuse, before any file is read."""
-    from gpu_sc.pic._deconvolve import _ALPHA_MODELS, METHODS
-
-    for flag, value, allowed in (("--method", args.method, tuple(METHODS)),
-                                 ("--alpha-model", args.alpha_model, _ALPHA_MODELS)):  # fmt: skip
+    choices = gsc.pic.DECONVOLVE_CHOICES
+    for flag, value, allowed in (("--method", args.method, choices["method"]),
+                                 ("--alpha-model", args.alpha_model, choices["alpha_model"])):  # fmt: skip
         if value not in allowed:
             msg = f"{flag} {value!r}: must be one of {', '.join(map(repr, allowed))}"
             raise CliError(msg)

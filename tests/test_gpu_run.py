@@ -45,6 +45,16 @@ def dry_run(tmp_path_factory):
     return out, r
 
 
+def _assert_gone(pid: int) -> None:
+    """The process `pid` (a part's child) has ended: gone or a zombie."""
+    time.sleep(0.5)
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        state = "gone"
+    assert state in ("gone", "Z", "X"), f"the part's child {pid} survived ({state})"
+
+
 def test_dry_run_writes_every_part(dry_run, gr):
     out, r = dry_run
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -112,13 +122,7 @@ def test_overrun_is_stopped_and_later_parts_still_run(tmp_path):
     assert s["tests"]["timed_out"] and 1 <= s["tests"]["limit_s"] <= 10
     assert s["tests"]["seconds"] < s["tests"]["limit_s"] + 2 + 3
     assert s["tests"]["exit_status"] == -9  # SIGINT ignored: SIGKILL
-    child = int(pids.read_text())
-    time.sleep(0.5)
-    try:
-        state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z", "X"), f"the part's child {child} survived ({state})"
+    _assert_gone(int(pids.read_text()))
     assert s["bench"]["exit_status"] == 0 and not s["bench"]["timed_out"] and "bench ran" in s["bench"]["tail"]
     assert s["pic-validate"]["exit_status"] == 3
     assert s["pic-scale"]["exit_status"] == 0 and "scale ran" in s["pic-scale"]["tail"]
@@ -281,13 +285,7 @@ def test_a_stopped_session_kills_the_running_part(tmp_path):
     proc.terminate()  # gpu_run.sh exec'd gpu_run.py: the same process
     proc.communicate(timeout=30)
     assert proc.returncode == 1
-    child = int(pids.read_text())
-    time.sleep(0.5)
-    try:
-        state = Path(f"/proc/{child}/stat").read_text().split(")")[-1].split()[0]
-    except FileNotFoundError:
-        state = "gone"
-    assert state in ("gone", "Z", "X"), f"the part's child {child} survived ({state})"
+    _assert_gone(int(pids.read_text()))
     assert "SIGTERM" in _summary(out)["stopped"]
 
 

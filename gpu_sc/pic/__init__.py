@@ -2,6 +2,7 @@
 (see PICSEQ.md in the project's shared notes), and what follows from it: expected expression,
 interaction-induced genes, doublet/triplet QC and plots."""
 
+from ._deconvolve import CHOICES as DECONVOLVE_CHOICES
 from ._deconvolve import deconvolve
 from ._expected import expected_expression
 from ._frequencies import pair_abundance_test, pair_frequencies
@@ -16,5 +17,5 @@ __all__ = [
     "simulate_pics", "deconvolve", "expected_expression", "interaction_genes", "bh_fdr",
     "pair_frequencies", "pair_abundance_test",
     "doublet_test", "triplet_scan", "pic_loglik", "pair_heatmap", "alpha_hist", "interaction_plot",
-    "write_plots", "PLOT_FILES", "summary", "accuracy",
+    "write_plots", "PLOT_FILES", "summary", "accuracy", "DECONVOLVE_CHOICES",
 ]  # fmt: skip

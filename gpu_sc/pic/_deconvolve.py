@@ -25,6 +25,8 @@ from ._simulate import _counts_csr
 from ._umi_draws import draw_rows, name_keys
 
 _ALPHA_MODELS = ("regression", "posterior")
+#: deconvolve's choices, for callers that check them before any work (the CLI)
+CHOICES = {"method": tuple(METHODS), "alpha_model": _ALPHA_MODELS}
 _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
 # What an earlier run may have left: every method's own results, and what the steps that read
 # them derived (expected layers, QC flags). A new run drops them, so that no column of another
