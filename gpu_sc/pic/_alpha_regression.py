@@ -17,7 +17,6 @@ of cells the fit never saw: a 90 % prediction interval.
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 
@@ -40,22 +39,17 @@ _TREES = {"max_iter": 60, "learning_rate": 0.2, "l2_regularization": 1.0,
           "early_stopping": False}
 
 
-def _tree_threads():
-    """The trees' OpenMP on the threads it would use (OMP_NUM_THREADS, the affinity mask) less
-    the cores other processes keep busy (the 1-minute load average, which in a container is
-    the host's: fewer threads, never more), at least one. Their parallel regions are short (one
-    per node and round), so where another process shares the cores, the team's threads spin at
-    every barrier waiting for a descheduled one: 15 fold models of 4,000 PICs took 13.7 s beside
-    one busy process on 2 cores against 4.0 s on one thread, and 3.2 s vs 3.8 s on a quiet
-    machine."""
-    from threadpoolctl import threadpool_info, threadpool_limits
+def _one_thread():
+    """The trees' OpenMP on one thread. Their parallel regions are short (one per node and
+    round), so where another process shares the cores, the team's threads spin at every barrier
+    waiting for a descheduled one: 15 fold models of 4,000 PICs took 13.7 s beside one busy
+    process on 2 cores against 4.0 s on one thread (3.2 s vs 3.8 s quiet). A rule from the load
+    average was tried and dropped: it counts this process's own threads (one thread anyway on a
+    quiet 2-core machine after a minute's work) and reads 0 under gVisor (the GPU machine, where
+    the tests run 8 workers: every thread in each)."""
+    from threadpoolctl import threadpool_limits
 
-    n = max([p["num_threads"] for p in threadpool_info() if p["user_api"] == "openmp"], default=1)
-    try:
-        free = n - round(os.getloadavg()[0])
-    except (AttributeError, OSError):  # no load average (Windows): every core
-        free = n
-    return threadpool_limits(max(1, min(n, free)), user_api="openmp")
+    return threadpool_limits(1, user_api="openmp")
 
 
 def composition_bins(population_profiles: np.ndarray, var_names, n_bins: int = N_BINS):
@@ -137,7 +131,7 @@ class AlphaRegression:
             def trees(rows=rows, **kw):
                 return HistGradientBoostingRegressor(random_state=seed, **_TREES, **kw).fit(f[rows], alpha[rows])
 
-            with _tree_threads():
+            with _one_thread():
                 models.append((trees(), *(trees(loss="quantile", quantile=q) for q in _QUANTILES)))
             if checks.size:
                 scored.append(checks)
@@ -161,7 +155,7 @@ class AlphaRegression:
         folds' models averaged."""
         if f.shape[0] == 0:
             return (np.zeros(0),) * 3
-        with _tree_threads():
+        with _one_thread():
             mean, lo, hi = (np.mean([m[j].predict(f) for m in self.models], axis=0) for j in range(3))
         mean = np.clip(mean, 0.0, 1.0)
         lo = np.clip(np.minimum(lo, mean) - self.margin, 0.0, 1.0)
