@@ -472,13 +472,29 @@ WHEELS_NEEDED = ("anndata", "scanpy", "natsort", "session-info2", "legacy-api-wr
 CARRY_MAX_BYTES = 64 * 2**20  # what the device tool carries: the tree and the wheels together
 
 
+_GLIBC_PLATFORM = re.compile(r"(any|linux_x86_64|manylinux(1|2010|2014|_2_\d+)_x86_64)$")
+
+
 def _wheel_fits(name: str) -> bool:
-    """Whether a wheel file name's tags install on the GPU machine: CPython 3.12 on x86_64 Linux."""
-    py, abi, plat = name[:-4].split("-")[-3:]
-    py_ok = any(t in ("py3", "cp312") or (abi == "abi3" and t.startswith("cp3") and int(t[3:] or 0) <= 12)
-                for t in py.split("."))  # fmt: skip
-    plat_ok = all(p == "any" or ("linux" in p and p.endswith("x86_64")) for p in plat.split("."))
-    return py_ok and plat_ok and abi in ("none", "abi3", "cp312")
+    """Whether a wheel file name's tags install on the GPU machine (CPython 3.12, x86_64 Linux,
+    glibc): one of its python tags, its abi and one of its platform tags must fit, as pip
+    reads them; a name without the three tags does not fit."""
+    parts = name[:-4].split("-") if name.endswith(".whl") else []
+    if len(parts) < 5:
+        return False
+    py, abi, plat = parts[-3:]
+
+    def py_fits(t: str) -> bool:
+        m = re.fullmatch(r"(py|cp)(\d)(\d*)", t)
+        if not m or m[2] != "3":
+            return False
+        minor = int(m[3]) if m[3] else None
+        if m[1] == "py":
+            return minor is None or minor <= 12
+        return minor == 12 or (abi == "abi3" and minor is not None and minor <= 12)
+
+    abi_ok = abi in ("none", "abi3", "cp312")
+    return any(py_fits(t) for t in py.split(".")) and abi_ok and any(_GLIBC_PLATFORM.match(p) for p in plat.split("."))
 
 
 def _tree_bytes() -> int | None:
@@ -508,14 +524,18 @@ def check_wheels(folder: Path) -> list[str]:
     if not wheels:
         return [f"no wheels in {folder}: run ../shared/gpu/fetch-wheels.sh"]
     versions: dict[str, set[str]] = {}
+    problems = [f"{w.name} is not a wheel's name (name-version-python-abi-platform.whl)"
+                for w in wheels if len(w.name.split("-")) < 5]  # fmt: skip
     for w in wheels:
+        if len(w.name.split("-")) < 5:
+            continue
         name, version = w.name.split("-")[:2]
         versions.setdefault(re.sub(r"[-_.]+", "-", name).lower(), set()).add(version)
-    problems = [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
-                for n, v in versions.items() if len(v) > 1]  # fmt: skip
+    problems += [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
+                 for n, v in versions.items() if len(v) > 1]  # fmt: skip
     problems += [f"no {n} wheel" for n in WHEELS_NEEDED if n not in versions]
     problems += [f"{w.name} does not install on CPython 3.12, x86_64 Linux (pip would refuse the set)"
-                 for w in wheels if not _wheel_fits(w.name)]  # fmt: skip
+                 for w in wheels if len(w.name.split("-")) >= 5 and not _wheel_fits(w.name)]  # fmt: skip
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     tree = _tree_bytes() or 16 * 2**20
     if size + tree > CARRY_MAX_BYTES:
@@ -612,7 +632,17 @@ def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out,
         log.write(f"==== {p.name} (budget {p.budget:g} s, limit {limit:.0f} s): {shlex.join(p.cmd)}\n".encode())
         log.flush()
         start = log.tell()
-        code, timed_out, seconds = run_part(p.cmd, limit, log, penv)
+        t_part = time.monotonic()
+        try:
+            code, timed_out, seconds = run_part(p.cmd, limit, log, penv)
+        except BaseException:  # gpu_run stopped (a signal, Ctrl-C): this part's record is kept too
+            log.flush()
+            rec.update(run=True, stopped=True, seconds=round(time.monotonic() - t_part, 1),
+                       tail=_log_tail(log_path, start))  # fmt: skip
+            rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
+            rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
+            summary["parts"].append(rec)
+            raise
         log.flush()
         tail = _log_tail(log_path, start)
         log.write(f"==== {p.name}: exit {code}, {seconds:.1f} s{', TIMED OUT' if timed_out else ''}\n\n".encode())
@@ -632,12 +662,14 @@ def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out,
             summary["cuda_runtime"] = info.pop("cuda_runtime", None)
             summary["versions"] = info.pop("versions")
             summary["env"] = info
-            core = CORE_MODULES if args.small else (*CORE_MODULES, "cupy")
+            # cupy comes last in setup: missing only where its import failed or setup ran to its end
+            gpu_known = not args.small and (not timed_out or "cupy" in info.get("import_errors", {}))
+            core = (*CORE_MODULES, "cupy") if gpu_known else CORE_MODULES
             missing = [m for m in core if summary["versions"].get(m) is None]
             if missing:  # every part would fail: stop now and leave the device time for a rerun
                 stop_note = (f"not run: {', '.join(missing)} cannot be imported (see setup's import_errors; "
                              "check .whl with gpu_run.py --check-wheels)")  # fmt: skip
-            elif not args.small and info.get("gpu_available") is not True:  # every GPU row would be a skip
+            elif gpu_known and not timed_out and info.get("gpu_available") is not True:  # every GPU row a skip
                 stop_note = (f"not run: gpu_sc sees no usable GPU (gpu_available: {info.get('gpu_available')}; "
                              f"cuda_error: {info.get('cuda_error')})")  # fmt: skip
         summary["parts"].append(rec)
@@ -734,8 +766,13 @@ def main(argv=None) -> int:
             _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out, log, log_path,
                        summary, save)  # fmt: skip
         except (Stopped, KeyboardInterrupt) as e:
-            summary["stopped"] = f"gpu_run was stopped ({type(e).__name__} {e}) during a part; what ran is kept"
+            running = [r["name"] for r in summary["parts"] if r.get("stopped")]
+            summary["stopped"] = (f"gpu_run was stopped ({type(e).__name__} {e}) during "
+                                  f"{running[0] if running else 'a part'}; what ran is kept")  # fmt: skip
             print(summary["stopped"], flush=True)
+        finally:  # the summary's last save and the clean-up are not interrupted
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
     save()
     shutil.rmtree(scratch, ignore_errors=True)
     print(f"\n{'part':13s} {'budget':>6s} {'limit':>6s} {'seconds':>8s} {'exit':>5s} timed_out")

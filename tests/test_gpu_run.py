@@ -286,7 +286,38 @@ def test_a_stopped_session_kills_the_running_part(tmp_path):
     proc.communicate(timeout=30)
     assert proc.returncode == 1
     _assert_gone(int(pids.read_text()))
-    assert "SIGTERM" in _summary(out)["stopped"]
+    summary = _summary(out)
+    assert "SIGTERM" in summary["stopped"] and "during tests" in summary["stopped"]
+    (tests,) = [p for p in summary["parts"] if p["name"] == "tests"]  # the running part is kept too
+    assert tests["stopped"] and tests["run"] and tests["seconds"] > 0
+
+
+def test_a_slow_setup_does_not_stop_the_session(tmp_path):
+    """Setup stopped at its limit before it reached CuPy (CUDA's start is its slowest step)
+    names no import error: the parts still run (it once cancelled them all, blaming CuPy)."""
+    py = sys.executable
+    out = tmp_path / "out"
+    fake = ("import json, os, time; v = dict.fromkeys(['numpy', 'scipy', 'anndata', 'gpu_sc'], '1'); "
+            "json.dump({'versions': v, 'import_errors': {}}, open(os.environ['GPU_RUN_ENV_JSON'], 'w')); "
+            "time.sleep(30)")  # fmt: skip
+    r = _run(out, "--parts", "tests", "--budget", "setup=2", "--replace", f"setup={py} -c \"{fake}\"",
+             "--replace", f"tests={py} -c \"print('tests ran')\"", wheels=tmp_path)  # fmt: skip
+    s = {p["name"]: p for p in _summary(out)["parts"]}
+    assert s["setup"]["timed_out"] and s["tests"]["run"] and "tests ran" in s["tests"]["tail"]
+    assert r.returncode == 1  # (setup's overrun)
+
+
+@pytest.mark.parametrize(("name", "fits"), [
+    ("anndata-0.12.1-py3-none-any.whl", True), ("texttable-1.7.0-py2.py3-none-any.whl", True),
+    ("igraph-0.11.8-cp39-abi3-manylinux_2_17_x86_64.manylinux2014_x86_64.whl", True),
+    ("x-1.0-1b-cp312-cp312-manylinux_2_28_x86_64.whl", True), ("x-1.0-py37-none-any.whl", True),
+    ("x-1.0-py3-none-macosx_11_0_arm64.manylinux_2_17_x86_64.whl", True),  # one platform tag fits
+    ("msgspec-0.19.0-cp312-cp312-musllinux_1_2_x86_64.whl", False),  # not glibc
+    ("x-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", False), ("x-1.0-cp3-abi3-any.whl", False),
+    ("numcodecs-0.16-cp313-cp313-macosx_11_0_arm64.whl", False), ("x.whl", False), ("x-1.0.whl", False),
+])  # fmt: skip
+def test_wheel_tags_as_pip_reads_them(gr, name, fits):
+    assert gr._wheel_fits(name) is fits
 
 
 def test_check_wheels(gr, tmp_path, monkeypatch):
@@ -305,6 +336,9 @@ def test_check_wheels(gr, tmp_path, monkeypatch):
     mac.write_bytes(b"x")
     assert gr.check_wheels(tmp_path) == [f"{mac.name} does not install on CPython 3.12, x86_64 Linux (pip would refuse the set)"]
     mac.unlink()
+    (tmp_path / "odd.whl").write_bytes(b"x")
+    assert gr.check_wheels(tmp_path) == ["odd.whl is not a wheel's name (name-version-python-abi-platform.whl)"]
+    (tmp_path / "odd.whl").unlink()
     (tmp_path / "COMMIT").write_text("old\n")
     monkeypatch.setattr(gr, "_git", lambda *a: "abc" if a[0] == "rev-parse" else " M gpu_sc/cli.py")
     problems = gr.check_wheels(tmp_path)
