@@ -33,6 +33,7 @@ import contextlib
 import ctypes
 import hashlib
 import mmap
+import os
 import re
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ import sys
 import tempfile
 import threading
 import types
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -107,12 +109,17 @@ def _compile(code: str, names: list[str]) -> ctypes.CDLL:
     cache.mkdir(exist_ok=True)
     lib = cache / f"{key}.so"
     if not lib.exists():
-        src = cache / f"{key}.cpp"
+        # names of this process alone: pytest-xdist workers (and gpu_run's tests part beside a
+        # test run) compile the same kernels at once, and id() repeats across forked workers
+        # (one worker's half-written .so once went into the cache: "undefined symbol")
+        unique = f"{key}.{os.getpid()}.{uuid.uuid4().hex}"
+        src = cache / f"{unique}.cpp"
         src.write_text(text)
-        tmp = cache / f"{key}.{id(text)}.so"
+        tmp = cache / f"{unique}.so"
         cmd = [CXX, "-std=c++17", "-O1", "-g", "-U_FORTIFY_SOURCE", "-ffp-contract=off", "-fno-fast-math", "-fPIC",
                "-shared", "-w", "-o", str(tmp), str(src)]  # fmt: skip
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        src.unlink(missing_ok=True)
         if res.returncode:
             raise RuntimeError(f"emulator build failed:\n{res.stderr[-4000:]}")
         tmp.replace(lib)
