@@ -524,18 +524,17 @@ def check_wheels(folder: Path) -> list[str]:
     if not wheels:
         return [f"no wheels in {folder}: run ../shared/gpu/fetch-wheels.sh"]
     versions: dict[str, set[str]] = {}
+    named = [w for w in wheels if len(w.name.split("-")) >= 5]  # name-version-python-abi-platform
     problems = [f"{w.name} is not a wheel's name (name-version-python-abi-platform.whl)"
-                for w in wheels if len(w.name.split("-")) < 5]  # fmt: skip
-    for w in wheels:
-        if len(w.name.split("-")) < 5:
-            continue
+                for w in wheels if w not in named]  # fmt: skip
+    for w in named:
         name, version = w.name.split("-")[:2]
         versions.setdefault(re.sub(r"[-_.]+", "-", name).lower(), set()).add(version)
     problems += [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
                  for n, v in versions.items() if len(v) > 1]  # fmt: skip
     problems += [f"no {n} wheel" for n in WHEELS_NEEDED if n not in versions]
     problems += [f"{w.name} does not install on CPython 3.12, x86_64 Linux (pip would refuse the set)"
-                 for w in wheels if len(w.name.split("-")) >= 5 and not _wheel_fits(w.name)]  # fmt: skip
+                 for w in named if not _wheel_fits(w.name)]  # fmt: skip
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     tree = _tree_bytes() or 16 * 2**20
     if size + tree > CARRY_MAX_BYTES:

@@ -158,8 +158,8 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
             members.append(cell)
         if len(members) < len(roles):
             continue
-        if limited:
-            used, times = np.unique(members, return_counts=True)
+        if limited:  # (a PIC's members are distinct cells: A and B pools share none)
+            used = np.asarray(members)
         c = totals[members]
         tot = c.sum()
         if tot < n_umis:  # too few UMIs (all-zero cells too): never exactly n_umis
@@ -168,7 +168,7 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         if n_i.sum() != n_umis:
             continue
         if limited:
-            left[used] -= times
+            left[used] -= 1
             for cell in used[left[used] == 0]:
                 firsts.remove(cell)
                 for pool in by_sample[samples[cell]].values():
