@@ -325,6 +325,7 @@ def test_check_wheels(gr, tmp_path, monkeypatch):
     missing, a wheel for another platform, no COMMIT or one that is not HEAD, uncommitted
     changes are reported; a good folder passes."""
     monkeypatch.setattr(gr, "_git", lambda *a: "abc" if a[0] == "rev-parse" else "")
+    monkeypatch.setattr(gr, "_tree_bytes", lambda: 15 * 2**20)  # (a clone's own venv would count: it travels)
     for name in gr.WHEELS_NEEDED:
         (tmp_path / f"{name.replace('-', '_')}-1.0-py3-none-any.whl").write_bytes(b"x")
     (tmp_path / "anndata-1.0-py3-none-any.whl").rename(tmp_path / "anndata-0.12.1-py3-none-any.whl")
