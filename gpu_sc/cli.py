@@ -35,14 +35,6 @@ class CliError(Exception):
     """A user-facing error: printed as one line, exit status 2."""
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        msg = f"must be 0 or more, got {value}"
-        raise argparse.ArgumentTypeError(msg)
-    return value
-
-
 def _int_from(low: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `low`."""
 
@@ -787,8 +779,8 @@ def build_parser() -> argparse.ArgumentParser:
     device.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                         help="where to compute (default: auto = gpu when one is usable)")  # fmt: skip
     opts = argparse.ArgumentParser(add_help=False)
-    opts.add_argument("--min-genes", type=_non_negative_int, default=200, help="filter: min genes per cell (200)")
-    opts.add_argument("--min-cells", type=_non_negative_int, default=3, help="filter: min cells per gene (3)")
+    opts.add_argument("--min-genes", type=_int_from(0), default=200, help="filter: min genes per cell (200)")
+    opts.add_argument("--min-cells", type=_int_from(0), default=3, help="filter: min cells per gene (3)")
     opts.add_argument("--target-sum", type=_positive_float, default=None,
                       help="normalize: counts per cell after normalization (default: median)")  # fmt: skip
     opts.add_argument("--n-top-genes", type=_int_from(1), default=2000,

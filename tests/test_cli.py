@@ -533,7 +533,7 @@ def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys, monk
     steps before it), --qc-vars before the first step."""
     ran = []
     monkeypatch.setattr("gpu_sc.cli.read_input", lambda path: ran.append(path) or pbmc68k_reduced())
-    for argv, expect in ((["--min-genes", "-5"], "must be 0 or more"), (["--resolution", "-1"], "above 0"),
+    for argv, expect in ((["--min-genes", "-5"], "--min-genes: must be an integer of 0 or more"), (["--resolution", "-1"], "above 0"),
                          (["--n-neighbors", "1"], "--n-neighbors: must be an integer of 2 or more"),
                          (["--n-comps", "0"], "--n-comps: must be an integer of 1 or more"),
                          (["--n-top-genes", "-5"], "--n-top-genes: must be an integer of 1 or more"),

@@ -229,8 +229,13 @@ def test_rerun_drops_an_earlier_runs_results(setup):
     deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture")
     declared(p)
     expected_expression(p, ref, groupby="grp")
+    expected_expression(p, ref, groupby="grp", layer_prefix="mine")  # another name, the same calls
+    expected_expression(p, ref, groupby="grp", layer_prefix="truth", a_key="true_a", b_key="true_b",
+                        alpha_key="true_alpha")  # not the calls': kept
     deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior")
     declared(p)
+    assert not {"mine", "mine_a", "mine_b"} & set(p.layers) and "mine" not in p.uns
+    assert {"truth", "truth_a", "truth_b"} <= set(p.layers) and "truth" in p.uns
     assert {"pic_alpha_lo", "pic_alpha_posterior"} <= set(p.obs)
     assert "pic_n_major" not in p.obs and "pic_weights" not in p.obsm
     assert "pic_expected" not in p.layers and "pic_expected" not in p.uns

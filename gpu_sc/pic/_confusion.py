@@ -142,13 +142,18 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
 
 def calibration_depth(pics: ad.AnnData) -> int:
     """The depth at which deconvolve fitted ml's temperatures: uns['pic']['calibration_depth'],
-    or for PICs deconvolved before it was recorded, what deconvolve took then (n_umis, else the
-    PICs' median depth)."""
+    or for PICs deconvolved before it was recorded, what deconvolve took then."""
     info = pics.uns[K.UNS_PIC]
     if info.get("calibration_depth") is not None:
         return int(info["calibration_depth"])
-    n_umis = info.get("arguments", {}).get("n_umis")
-    return int(n_umis) if n_umis is not None else median_depth(pic_depths(pics, "pair_frequencies"))
+    return deconvolved_depth(pics, pic_depths(pics, "pair_frequencies"))
+
+
+def deconvolved_depth(pics: ad.AnnData, depths: np.ndarray) -> int:
+    """The depth deconvolve read PICs of these UMI `depths` at: its n_umis where it down-sampled
+    every PIC to it, else their median."""
+    n_umis = pics.uns[K.UNS_PIC].get("n_umis")
+    return int(n_umis) if n_umis is not None else median_depth(depths)
 
 
 def label_means(post: sp.csr_matrix, labels: np.ndarray, n_labels: int,

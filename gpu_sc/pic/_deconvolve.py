@@ -335,12 +335,26 @@ def _run_block(x: sp.csr_matrix, model, keys: np.ndarray, seed: int) -> dict:
     return out
 
 
+def _expected_records(pics: AnnData) -> tuple[str, ...]:
+    """The uns keys of expected_expression's records (any layer_prefix) that read the pairs and
+    alpha deconvolve writes: their layers describe the old calls."""
+    own = (K.OBS_PIC_A, K.OBS_PIC_B, K.OBS_PIC_ALPHA)
+    return tuple(k for k, v in pics.uns.items()
+                 if isinstance(v, dict) and {"a_key", "b_key", "alpha_key", "groups"} <= v.keys()
+                 and any(v[c] in own for c in ("a_key", "b_key", "alpha_key")))  # fmt: skip
+
+
+def _expected_layers(pics: AnnData) -> tuple[str, ...]:
+    return tuple(f"{k}{end}" for k in _expected_records(pics) for end in ("", "_a", "_b"))
+
+
 def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     """The blocks' outputs into pics.obs (and obsm, uns): only now, so that nothing before
     touched the inputs; an earlier run's results (`_STALE_*`) go first."""
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != K.OBSM_PAIR_POSTERIOR}
     pics.obs.drop(columns=[k for k in _STALE_OBS if k in pics.obs], inplace=True)
-    for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS), (pics.uns, _STALE_UNS)):
+    for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS + _expected_layers(pics)),
+                        (pics.uns, _STALE_UNS + _expected_records(pics))):
         for k in keys:
             where.pop(k, None)
     weights = out.pop("pic_weights", None)

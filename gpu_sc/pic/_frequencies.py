@@ -32,8 +32,8 @@ from .. import _keys as K
 from .._settings import Progress
 from .._validation import check_anndata, check_int, check_seed
 from ._args import replicate_codes
-from ._confusion import (Simulated, confusion, kept_posterior, label_means, pic_depths, simulated_posteriors,
-                         unmix)  # fmt: skip
+from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
+                         simulated_posteriors, unmix)  # fmt: skip
 from ._expected import check_same_genes
 from .._stats import bh_fdr
 
@@ -264,7 +264,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
             continue
         sim = None
         if depths is not None:  # the confusion at this condition's depth: it sharpens with depth
-            depth = _simulation_depth(pics, depths[rows])
+            depth = deconvolved_depth(pics, depths[rows])
             if depth not in sims:
                 sim = simulated_posteriors(pics, singlets, n_sim, seed, depth=depth)
                 sims[depth] = (sim, confusion(sim.post, sim.truth, post.shape[1]))
@@ -314,13 +314,6 @@ def _nothing_counted(step: str, condition_key) -> str:
         return f"{step}: {_NOTHING_OK}"
     return (f"{step}: no PIC with pic_status 'ok' and a pair posterior has a value of condition_key "
             f"{condition_key!r}; nothing to count.")
-
-
-def _simulation_depth(pics: AnnData, depths: np.ndarray) -> int:
-    """The UMIs of the PICs simulated for the confusion of PICs of these `depths`: deconvolve's
-    n_umis where it down-sampled every PIC to it, else their median."""
-    n_umis = pics.uns[K.UNS_PIC].get("n_umis")
-    return int(n_umis) if n_umis is not None else int(np.median(depths))
 
 
 def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
