@@ -761,6 +761,10 @@ def main(argv=None) -> int:
         planned_end = t_start + parts[0].budget  # the install's, counted from gpu_run.sh's start
         for sig in (signal.SIGTERM, signal.SIGHUP):  # the running part is killed, the summary kept
             signal.signal(sig, _stop)
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # started as a script's background job:
+            # an ignored signal stays ignored in the parts, a handled one is reset to the default,
+            # so an overrunning part gets its SIGINT (and writes what it has) instead of SIGKILL
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         try:
             _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out, log, log_path,
                        summary, save)  # fmt: skip

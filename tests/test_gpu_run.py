@@ -25,10 +25,12 @@ def gr():
         yield module
 
 
-def _run(out: Path, *args: str, wheels: Path) -> subprocess.CompletedProcess:
+def _run(out: Path, *args: str, wheels: Path, sigint_ignored: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RUN_")}
     env["GPU_RUN_WHEELS"] = str(wheels)  # never the checkout's .whl/ here
-    return subprocess.run(["bash", str(SH), str(out), *args], capture_output=True, text=True, env=env,
+    # `trap "" INT`: started as a background job of a script is, with SIGINT ignored
+    cmd = ["bash", "-c", 'trap "" INT; exec bash "$@"', "bash"] if sigint_ignored else ["bash"]
+    return subprocess.run([*cmd, str(SH), str(out), *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
 
 
@@ -128,6 +130,25 @@ def test_overrun_is_stopped_and_later_parts_still_run(tmp_path):
     assert s["pic-scale"]["exit_status"] == 0 and "scale ran" in s["pic-scale"]["tail"]
     # nothing left over from the overrun: the bench's own budget less what the overrun's stop took
     assert s["bench"]["budget_s"] - 8 <= s["bench"]["limit_s"] <= s["bench"]["budget_s"]
+
+
+def test_overrun_gets_sigint_where_gpu_run_was_started_ignoring_it(tmp_path):
+    """Started with SIGINT ignored (a background job of a script), gpu_run's parts would inherit
+    that and an overrunning part would be killed without writing what it had: they get SIGINT's
+    default, so Python's KeyboardInterrupt stops them cleanly."""
+    mark = tmp_path / "interrupted"
+    part = (f"import time\ntry:\n    time.sleep(300)\nexcept KeyboardInterrupt:\n"
+            f"    open({str(mark)!r}, 'w').write('yes')\n    raise SystemExit(130)")  # fmt: skip
+    script = tmp_path / "part.py"
+    script.write_text(part)
+    py = sys.executable
+    out = tmp_path / "out"
+    r = _run(out, "--budget", "install=0", "--budget", "setup=2", "--budget", "tests=4", "--replace",
+             f"setup={py} -c pass", "--replace", f"tests={py} {script}", *(f"--replace={p}={py} -c pass" for p in
+             ("bench", "first-call", "pic-validate", "pic-scale")), wheels=tmp_path, sigint_ignored=True)  # fmt: skip
+    s = {p["name"]: p for p in _summary(out)["parts"]}
+    assert s["tests"]["timed_out"] and s["tests"]["exit_status"] == 130, (s["tests"], r.stdout[-2000:])
+    assert mark.read_text() == "yes"
 
 
 def test_budget_table_adds_up(gr, tmp_path, capsys):
