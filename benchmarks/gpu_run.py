@@ -515,6 +515,19 @@ def _git(*args: str) -> str | None:
         return None
 
 
+def _wheel_project(path: Path) -> str:
+    """A wheel file's project name, normalised as pip compares them ('session_info2' -> 'session-info2')."""
+    return re.sub(r"[-_.]+", "-", path.name.split("-")[0]).lower()
+
+
+def install_order(folder: Path) -> list[Path]:
+    """The folder's wheels, those the parts need first (in WHEELS_NEEDED's order), then the rest by
+    name: gpu_run.sh's one-by-one install (after pip refused the set) stops at its budget, and what
+    it leaves out should be what matters least."""
+    rank = {n: i for i, n in enumerate(WHEELS_NEEDED)}
+    return sorted(folder.glob("*.whl"), key=lambda w: (rank.get(_wheel_project(w), len(rank)), w.name))
+
+
 def check_wheels(folder: Path) -> list[str]:
     """What would spoil the session in the carried wheel folder, checked here before it (pip
     refuses the whole install where two versions of one package are there, and then nothing can
@@ -528,8 +541,7 @@ def check_wheels(folder: Path) -> list[str]:
     problems = [f"{w.name} is not a wheel's name (name-version-python-abi-platform.whl)"
                 for w in wheels if w not in named]  # fmt: skip
     for w in named:
-        name, version = w.name.split("-")[:2]
-        versions.setdefault(re.sub(r"[-_.]+", "-", name).lower(), set()).add(version)
+        versions.setdefault(_wheel_project(w), set()).add(w.name.split("-")[1])
     problems += [f"{n} has {len(v)} versions ({', '.join(sorted(v))}): keep one, pip refuses the install"
                  for n, v in versions.items() if len(v) > 1]  # fmt: skip
     problems += [f"no {n} wheel" for n in WHEELS_NEEDED if n not in versions]
@@ -592,6 +604,8 @@ def parse(argv=None) -> argparse.Namespace:
     p.add_argument("--plan", action="store_true", help="print the budget table and the commands; run nothing")
     p.add_argument("--check-wheels", type=Path, default=None, metavar="DIR",
                    help="check the wheel folder to carry (e.g. .whl) before a session; run nothing")
+    p.add_argument("--install-order", type=Path, default=None, metavar="DIR",
+                   help=argparse.SUPPRESS)  # gpu_run.sh's fallback: the wheels, needed first, one a line
     p.add_argument("--replace", action="append", type=_replace_arg, default=[], metavar="PART=COMMAND",
                    help=argparse.SUPPRESS)  # tests: run a stand-in command as that part
     p.add_argument("--env-info", action="store_true", help=argparse.SUPPRESS)  # the setup part's child
@@ -685,6 +699,9 @@ def main(argv=None) -> int:
         for line in problems or [f"{args.check_wheels}: ready to carry"]:
             print(line)
         return 1 if problems else 0
+    if args.install_order is not None:
+        print("\n".join(str(w) for w in install_order(args.install_order)))
+        return 0
     if args.env_info:
         path = os.environ.get("GPU_RUN_ENV_JSON")
         info = env_info(lambda info: path and _write_json(Path(path), info))

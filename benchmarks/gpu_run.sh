@@ -29,7 +29,10 @@ if compgen -G "$wheels/*.whl" > /dev/null; then
       echo "whole install failed (exit $GPU_RUN_INSTALL_RC); installing the wheels one by one" >> "$GPU_RUN_INSTALL_LOG"
       end=$(python3 -c "print(int($GPU_RUN_T0 + $install_s))")
       GPU_RUN_INSTALL_RC=0
-      for w in "$wheels"/*.whl; do
+      # the wheels the parts need first: what the budget leaves out should matter least
+      mapfile -t ordered < <(python3 "$root/benchmarks/gpu_run.py" --install-order "$wheels" 2>/dev/null)
+      (( ${#ordered[@]} )) || ordered=("$wheels"/*.whl)
+      for w in "${ordered[@]}"; do
         left=$(( end - $(date +%s) ))
         if (( left < 3 )); then
           echo "install budget spent: $w and the wheels after it not installed" >> "$GPU_RUN_INSTALL_LOG"

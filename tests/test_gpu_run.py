@@ -110,7 +110,8 @@ def test_overrun_is_stopped_and_later_parts_still_run(tmp_path):
     py = sys.executable
     wheels = tmp_path / "wheels"
     wheels.mkdir()
-    (wheels / "bogus-0.0-py3-none-any.whl").write_bytes(b"not a zip")
+    for name in ("bogus", "zarr"):  # zarr, needed, is tried first in the one-by-one fallback
+        (wheels / f"{name}-0.0-py3-none-any.whl").write_bytes(b"not a zip")
     out = tmp_path / "out"
     t0 = time.monotonic()
     r = _run(out, "--budget", "install=0", "--budget", "setup=2", "--budget", "tests=8", "--replace", f"setup={py} -c pass",
@@ -121,6 +122,9 @@ def test_overrun_is_stopped_and_later_parts_still_run(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     s = {p["name"]: p for p in _summary(out)["parts"]}
     assert s["install"]["run"] and s["install"]["exit_status"] not in (0, None)
+    log = next(out.glob("gpu-run-*.log")).read_text()
+    tried = re.findall(r"failed: \S+/(\w+)-0\.0", log)
+    assert tried == ["zarr", "bogus"], log[-2000:]
     assert s["tests"]["timed_out"] and 1 <= s["tests"]["limit_s"] <= 10
     assert s["tests"]["seconds"] < s["tests"]["limit_s"] + 2 + 3
     assert s["tests"]["exit_status"] == -9  # SIGINT ignored: SIGKILL
