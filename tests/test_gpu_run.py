@@ -28,7 +28,7 @@ def gr():
 def _run(out: Path, *args: str, wheels: Path, sigint_ignored: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GPU_RUN_")}
     env["GPU_RUN_WHEELS"] = str(wheels)  # never the checkout's .whl/ here
-    # `trap "" INT`: started as a background job of a script is, with SIGINT ignored
+    # `trap "" INT`: SIGINT ignored, as in a background job that a script starts
     cmd = ["bash", "-c", 'trap "" INT; exec bash "$@"', "bash"] if sigint_ignored else ["bash"]
     return subprocess.run([*cmd, str(SH), str(out), *args], capture_output=True, text=True, env=env,
                           cwd=ROOT, timeout=SUBPROCESS_TIMEOUT, check=False)  # fmt: skip
