@@ -39,6 +39,7 @@ def assert_like_scanpy(got, ref, key="rank_genes_groups", top=TOP):
     (stored as float32) within a float32 step, p values and BH within a few float64 steps (scipy
     on float64 statistics summed in scanpy's order; measured equal, BH 3e-16 apart)."""
     g, r = got.uns[key], ref.uns[key]
+    assert list(g) == list(r)  # scanpy's key order (a loop over the keys, h5ad's field order)
     assert g["params"] == r["params"]
     for k in FIELDS:
         assert g[k].dtype == r[k].dtype, k

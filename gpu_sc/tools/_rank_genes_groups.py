@@ -205,7 +205,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         rest_size = np.full(len(order), size[ref])
     expm1 = _expm1(adata)
     wilcoxon = _wilcoxon_z(x, codes, order, size, reference, tie_correct) if method == "wilcoxon" else None
-    tables = {k: {} for k in ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")}
+    tables = {k: {} for k in ("names", "scores", "pvals", "pvals_adj", "logfoldchanges")}  # scanpy's order
     for g, name in enumerate(order):
         if name == reference:
             continue
@@ -225,18 +225,20 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         for k, v in (("names", np.asarray(names)), ("scores", scores), ("logfoldchanges", lfc),
                      ("pvals", pvals), ("pvals_adj", adj)):  # fmt: skip
             tables[k][name] = v[idx]
-    _write(adata, key, params, tables)
+    shares = {}
     if pts:
-        adata.uns[key]["pts"] = pd.DataFrame((nnz / size[:, None]).T, index=names, columns=order)
+        shares["pts"] = pd.DataFrame((nnz / size[:, None]).T, index=names, columns=order)
         if reference == "rest":
-            adata.uns[key]["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
-                                                      index=names, columns=order)  # fmt: skip
+            shares["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
+                                              index=names, columns=order)  # fmt: skip
+    _write(adata, key, params, tables, shares)
     return adata if copy else None
 
 
-def _write(adata: AnnData, key: str, params: dict, tables: dict) -> None:
-    """uns[key]: the params and one record array per statistic (a field per group), as scanpy."""
-    adata.uns[key] = {"params": params}
+def _write(adata: AnnData, key: str, params: dict, tables: dict, shares: dict | None = None) -> None:
+    """uns[key]: the params, the nonzero shares (`pts`), then one record array per statistic (a
+    field per group), in scanpy's order."""
+    adata.uns[key] = {"params": params, **(shares or {})}
     for k, cols in tables.items():
         frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
         adata.uns[key][k] = frame.to_records(index=False, column_dtypes=_DTYPES[k])
