@@ -25,7 +25,7 @@ def _local_maxima(hist: np.ndarray) -> list[int]:
     return maxima
 
 
-def threshold_minimum(values, nbins: int = NBINS, max_num_iter: int = MAX_ITER) -> float:
+def threshold_minimum(values, nbins: int = NBINS, max_num_iter: int = MAX_ITER) -> np.floating:
     """The minimum between the two modes of the histogram of `values` (host array).
 
     The histogram has `nbins` equal bins over [min, max] (numpy's, widened by 0.5 each side
@@ -53,4 +53,4 @@ def threshold_minimum(values, nbins: int = NBINS, max_num_iter: int = MAX_ITER) 
         msg = "Maximum iteration reached for histogram smoothing"
         raise RuntimeError(msg)
     low = int(np.argmin(smooth[maxima[0] : maxima[1] + 1]))
-    return float(centres[maxima[0] + low])
+    return centres[maxima[0] + low]  # a numpy scalar, as scikit-image gives (uns["scrublet"]["threshold"])
