@@ -618,6 +618,12 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+def _outputs(p, out: Path) -> dict:
+    """A part's record of what it wrote: the output files it made and their JSON lines."""
+    made = [f for f in p.outputs if (out / f).exists()]
+    return {"outputs": made, "rows": {f: _lines(out / f) for f in made}}
+
+
 def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out, log, log_path, summary, save):
     """Each part in turn, under its limit, into `summary` (saved after each part)."""
     stop_note = None
@@ -651,9 +657,7 @@ def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out,
         except BaseException:  # gpu_run stopped (a signal, Ctrl-C): this part's record is kept too
             log.flush()
             rec.update(run=True, stopped=True, seconds=round(time.monotonic() - t_part, 1),
-                       tail=_log_tail(log_path, start))  # fmt: skip
-            rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
-            rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
+                       tail=_log_tail(log_path, start), **_outputs(p, out))  # fmt: skip
             summary["parts"].append(rec)
             raise
         log.flush()
@@ -662,9 +666,8 @@ def _run_parts(runs, args, planned_end, deadline, t_smi, smi, env, scratch, out,
         log.flush()
         if p.name == "setup":
             seconds += t_smi  # nvidia-smi ran before the log was opened
-        rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail)
-        rec["outputs"] = [f for f in p.outputs if (out / f).exists()]
-        rec["rows"] = {f: _lines(out / f) for f in rec["outputs"]}
+        rec.update(run=True, seconds=round(seconds, 1), exit_status=code, timed_out=timed_out, tail=tail,
+                   **_outputs(p, out))  # fmt: skip
         rec["failed_rows"] = sum(_failed_rows(out / f) for f in rec["outputs"] if f.endswith(".jsonl"))
         if p.name == "tests":
             rec["tests"] = summary["tests"] = count_tests(out / p.outputs[0])

@@ -344,17 +344,15 @@ def _expected_records(pics: AnnData) -> tuple[str, ...]:
                  and any(v[c] in own for c in ("a_key", "b_key", "alpha_key")))  # fmt: skip
 
 
-def _expected_layers(pics: AnnData) -> tuple[str, ...]:
-    return tuple(f"{k}{end}" for k in _expected_records(pics) for end in ("", "_a", "_b"))
-
-
 def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     """The blocks' outputs into pics.obs (and obsm, uns): only now, so that nothing before
     touched the inputs; an earlier run's results (`_STALE_*`) go first."""
     out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0] if k != K.OBSM_PAIR_POSTERIOR}
     pics.obs.drop(columns=[k for k in _STALE_OBS if k in pics.obs], inplace=True)
-    for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS + _expected_layers(pics)),
-                        (pics.uns, _STALE_UNS + _expected_records(pics))):
+    records = _expected_records(pics)
+    layers = tuple(f"{k}{end}" for k in records for end in ("", "_a", "_b"))
+    for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS + layers),
+                        (pics.uns, _STALE_UNS + records)):
         for k in keys:
             where.pop(k, None)
     weights = out.pop("pic_weights", None)
