@@ -183,6 +183,19 @@ def test_deconvolve_refuses_bad_arguments(setup, arg, value, error, match):
     unchanged()
 
 
+def test_calibration_depth_where_nothing_is_calibrated(setup):
+    """calibration_depth only sets ml's calibration: with picseq, mixture or calibrate=False it
+    was ignored without a word; now refused, saying what was passed, the data untouched."""
+    ref, pics = setup
+    pics = pics[:30].copy()
+    unchanged = _unchanged([pics, ref])
+    for kw in ({"method": "picseq"}, {"method": "mixture"}, {"method": "ml", "calibrate": False}):
+        with pytest.raises(ValueError, match=r"calibration_depth=500 sets the depth of ml's calibration, "
+                                             rf"and method='{kw['method']}' with calibrate="):
+            deconvolve(pics, ref, groupby="grp", a=T, b=DC, calibration_depth=500, **kw)
+    unchanged()
+
+
 def test_blacklist_string_is_one_pattern(setup):
     """A single pattern string was iterated by letter, and '^' then matched every gene."""
     ref, pics = setup

@@ -644,6 +644,15 @@ def test_conditions_and_replicates_only_where_counted():
     b = gsc.pic.pair_abundance_test(mixed[::-1].copy(), "cond", inplace=False)
     assert a.attrs["groups"] == b.attrs["groups"] == [0, "treated"]
     pd.testing.assert_frame_equal(a, b)
+    # 1 and "1" of one column are two conditions with bootstraps of their own: the same PICs
+    # under each once drew the same resamples (keyed by str(value)), so the same interval
+    twice = ad.concat([p[:120], p[:120]], index_unique="-")
+    twice.uns = p.uns
+    twice.obs["cond"] = pd.Series([1] * 120 + ["1"] * 120, index=twice.obs_names, dtype=object)
+    tab = gsc.pic.pair_frequencies(twice, condition_key="cond", n_boot=50)
+    one, text = (tab[tab["cond"].map(type) == t].reset_index(drop=True) for t in (int, str))
+    assert len(one) == len(text) > 0 and np.array_equal(one["fraction"], text["fraction"])
+    assert not np.array_equal(one["ci_low"], text["ci_low"])
 
 
 def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, monkeypatch):

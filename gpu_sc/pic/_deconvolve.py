@@ -86,7 +86,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         ml: the UMIs of those simulated PICs (None: ``n_umis`` where set, else the PICs' median
         depth; ``uns['pic']['calibration_depth']`` records it). The temperatures move with depth
         (0.2 at 300 UMIs, 0.05 at 1,200), so pass it to deconvolve other PICs (a batch, or the
-        simulated PICs of a confusion) exactly as these were.
+        simulated PICs of a confusion) exactly as these were. Other methods and
+        ``calibrate=False`` calibrate nothing and refuse it.
     alpha_model
         ml: ``"regression"`` (gradient-boosted trees learned on ``n_train`` simulated PICs map
         the pair's alpha likelihood and the PIC's UMI shares in bins of genes, ordered from A-
@@ -172,6 +173,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         n_umis, seed, n_train, cv, n_between, mixture_iter)
     calibration_depth = check_int(calibration_depth, step="deconvolve", name="calibration_depth", none_ok=True,
                                   hint=" (None: n_umis, else the PICs' median depth)")
+    if calibration_depth is not None and not (method == "ml" and calibrate):
+        msg = (f"deconvolve: calibration_depth={calibration_depth} sets the depth of ml's calibration, and "
+               f"method={method!r} with calibrate={calibrate} calibrates nothing; drop calibration_depth "
+               "(or pass method='ml', calibrate=True).")  # fmt: skip
+        raise ValueError(msg)
     markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
                                         singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)

@@ -18,6 +18,7 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 
 from __future__ import annotations
 
+import numbers
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -109,8 +110,19 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
 
 def _condition_rng(seed: int, value) -> np.random.Generator:
     """The bootstrap's generator of one condition: keyed by its value, so that a condition's
-    interval does not change with the other conditions or their order."""
-    return np.random.default_rng(seed if value is None else [seed, zlib.crc32(str(value).encode())])
+    interval does not change with the other conditions or their order. Text keys by itself (as
+    before); other values by their kind too, so that 1 and "1" of one mixed column draw apart."""
+    if value is None:
+        return np.random.default_rng(seed)
+    if isinstance(value, str):
+        key = value
+    elif isinstance(value, numbers.Integral):  # Python's and numpy's integers alike
+        key = f"int:{int(value)}"
+    elif isinstance(value, numbers.Real):
+        key = f"float:{float(value)!r}"
+    else:
+        key = f"{type(value).__name__}:{value}"
+    return np.random.default_rng([seed, zlib.crc32(key.encode())])
 
 
 def _check(n_boot, level, seed, step):
