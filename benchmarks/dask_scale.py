@@ -9,7 +9,8 @@ The counts are never whole in memory: ``gsc.datasets.resample(..., as_dask=True)
 resample for the same seed), so every pass over the full-width matrix makes the blocks again.
 Steps, in order, each on the previous one's result: qc, filter_cells (min_genes = the 10th
 percentile of genes per cell in the first block), filter_genes (min_cells=3), normalize
-(target_sum=1e4), log1p, hvg (seurat flavour, 2,000 genes, subset=True; the HVG matrix is then
+(target_sum=1e4), log1p, hvg_batches (if asked for: seurat HVG with batch_key over 4 samples,
+cells dealt round them; its result not kept), hvg (seurat flavour, 2,000 genes, subset=True; the HVG matrix is then
 persisted: the only matrix kept in memory), scale (max_value=10; timed, its result dropped so
 that pca runs on the HVG matrix as in run.py), pca (50), neighbors (the default search), then
 umap and leiden if asked for (skipped rows otherwise).
@@ -64,6 +65,8 @@ STEPS: dict[str, Step] = {
     "log1p": Step(lambda pp, tl, a, p: pp.log1p(a)),
     "hvg": Step(lambda pp, tl, a, p: pp.highly_variable_genes(a, n_top_genes=p["n_top_genes"], flavor="seurat",
                                                              subset=True), then="persist"),
+    "hvg_batches": Step(lambda pp, tl, a, p: pp.highly_variable_genes(
+        _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
     "scale": Step(lambda pp, tl, a, p: pp.scale(a, max_value=10), keep=False),
     "pca": Step(lambda pp, tl, a, p: pp.pca(a, n_comps=p["n_comps"])),
     "neighbors": Step(lambda pp, tl, a, p: pp.neighbors(a, n_neighbors=15), reference=False),
@@ -79,6 +82,17 @@ NO_REFERENCE = {
     "leiden": "not run: gpu_sc's leiden is scanpy's",
 }
 DEFAULT_STEPS = "qc,filter_cells,filter_genes,normalize,log1p,hvg,scale,pca,neighbors"
+
+
+N_SAMPLES = 4
+
+
+def _with_samples(a):
+    """`a` with obs['sample']: cells dealt round N_SAMPLES samples (the batch_key of hvg_batches)."""
+    import pandas as pd
+
+    a.obs["sample"] = pd.Categorical([f"s{i % N_SAMPLES}" for i in range(a.n_obs)])
+    return a
 
 
 def _block_nnz(b) -> np.ndarray:

@@ -121,6 +121,29 @@ def test_hvg_dask_equals_memory(pbmc, flavor, kw, batch, dense, chunk):
     assert isinstance(lazy.X, da.Array)  # the matrix stays a Dask array
 
 
+@pytest.mark.parametrize(("flavor", "passes"), [("seurat", 1), ("cell_ranger", 1), ("seurat_v3", 2)])
+def test_hvg_batches_read_a_dask_matrix_once(pbmc, flavor, passes):
+    """With batch_key the batches' statistics come from one pass over a lazily read X (seurat_v3:
+    two, its moments and then its clipped sums), not two per batch (10 batches: 19 passes, v3's
+    2: 5); cells in no batch (missing key) count in v3's overall mean only, as in memory."""
+    from _helpers import counted_dask
+
+    v3 = flavor == "seurat_v3"
+    data = pbmc if v3 else _log(pbmc)
+    key = "half" if v3 else "bulk_labels"
+    data.obs["half"] = pd.Categorical(np.where(np.arange(data.n_obs) < 330, "a", "b"))
+    data.obs.loc[data.obs_names[::50], key] = np.nan  # in no batch
+    kw = {"flavor": flavor, "batch_key": key, "n_top_genes": 200, "inplace": False}
+    if v3:
+        kw["check_values"] = False  # its own pass (test_dask: integer checks)
+    lazy, made = counted_dask(sp.csr_matrix(data.X, dtype=np.float32), rows=100)
+    mem = data.copy()
+    mem.X = sp.csr_matrix(data.X, dtype=np.float32)
+    got = _quiet(highly_variable_genes, ad.AnnData(lazy, obs=data.obs.copy(), var=data.var.copy(), uns=dict(data.uns)), **kw)
+    assert sorted(made) == sorted(list(range(lazy.numblocks[0])) * passes)
+    _assert_frames_equal(got, _quiet(highly_variable_genes, mem, **kw))
+
+
 def test_hvg_brain_large_blocks(brain):
     """10,000 cells in blocks of 3,000 (last 1,000), genes without counts, an all-zero cell."""
     brain.obs["parity"] = np.arange(brain.n_obs) % 2

@@ -8,6 +8,7 @@ and combines the per-block results:
 
 - `reduce`: results that add up over rows (column sums, Gram matrices) are summed pairwise in
   the task graph, so only the final sum reaches the caller;
+- `reduce_groups`: the same per group of rows (batches), every group in one pass;
 - `rows`: per-row results (totals, top-n sums, projections) are concatenated in row order;
 - `update`: an in-place transformation becomes a lazy one on a copy of each block (Dask blocks
   may be shared, so they are never modified).
@@ -90,6 +91,18 @@ class Chunked:
         arrays / numbers, None entries allowed; booleans combine by `or`), computed."""
         return _summed(self._tasks(fn, args, kwargs, per_row)).compute()
 
+    def reduce_groups(self, fn, codes, *args):
+        """{group: sum over blocks of fn(parts of the block's rows in the group, group, *args)}
+        for the groups of rows `codes` (host ints per row; negative: in none), computed in one
+        pass: each block is read once for every group, where a `reduce` per group reads the
+        whole matrix once each. fn gets a copy of the rows, which it may change."""
+        import dask
+
+        call = dask.delayed(_groups_on_block, pure=False)
+        blocks = self.array.to_delayed().ravel()
+        tasks = [call(fn, blk, codes[lo:hi], args) for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)]
+        return _summed(tasks, add=_add_groups).compute()
+
     def rows(self, fn, *args, per_row=(), **kwargs):
         """fn's per-row results (an array or a tuple of arrays) over all blocks, in row order."""
         import dask
@@ -163,6 +176,16 @@ def _on_block(fn, block, per_row, args, kwargs):
     return fn(block_parts(block), *per_row, *args, **kwargs)
 
 
+def _groups_on_block(fn, block, codes, args) -> dict:
+    block = in_layout(block)
+    xp = xp_of(block)
+    out = {}
+    for g in np.unique(codes[codes >= 0]):
+        rows = block[xp.asarray(np.flatnonzero(codes == g))]  # a copy (integer indexing)
+        out[int(g)] = fn(block_parts(rows), int(g), *args)
+    return out
+
+
 def _updated(block, *columns, fn, dtype_, args, kwargs):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
     # astype copies (numpy, scipy and cupyx alike); duplicates summed here, so that the parts
@@ -173,14 +196,20 @@ def _updated(block, *columns, fn, dtype_, args, kwargs):
     return block if is_sparse(block) else p.data.reshape(p.shape)
 
 
-def _summed(tasks):
-    """The pairwise sum of delayed partials: the caller receives one sum, not every partial."""
+def _summed(tasks, add=None):
+    """The pairwise sum of delayed partials (by `add`, default `_add`): the caller receives one
+    sum, not every partial."""
     import dask
 
-    add = dask.delayed(_add, pure=False)
+    add = dask.delayed(add or _add, pure=False)
     while len(tasks) > 1:
         tasks = [add(*tasks[i : i + 2]) if i + 1 < len(tasks) else tasks[i] for i in range(0, len(tasks), 2)]
     return tasks[0]
+
+
+def _add_groups(a: dict, b: dict) -> dict:
+    """Per-group partials of two row ranges: summed where both hold the group."""
+    return {g: _add(a[g], b[g]) if g in a and g in b else a.get(g, b.get(g)) for g in sorted(a.keys() | b.keys())}
 
 
 def _stacked(results):

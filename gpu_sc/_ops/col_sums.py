@@ -71,15 +71,26 @@ def col_sums(p: Parts):
     return sums, nnz
 
 
+def col_moments(p: Parts):
+    """(sums, sums of squares) per column, float64: what `mean_var` takes, and what adds up
+    over any split of the rows (batches read in one pass)."""
+    sums, sumsq, _ = _col_stats(p, squares=True, counts=False)
+    return sums, sumsq
+
+
 def col_mean_var(p: Parts, *, ddof: int = 1):
-    """(mean, variance) per column in float64, variance with `ddof` (1: unbiased, like scanpy).
+    """(mean, variance) per column in float64, variance with `ddof` (1: unbiased, like scanpy):
+    `mean_var` of the columns' moments."""
+    return mean_var(*col_moments(p), p.shape[0], ddof=ddof)
+
+
+def mean_var(sums, sumsq, n: int, *, ddof: int = 1):
+    """(mean, variance) of `n` rows from their column sums and sums of squares.
 
     Uses E[x^2] - E[x]^2 with float64 sums, as scanpy does; tiny negative round-off is clipped.
     Where there are no more rows than `ddof` the variance stays the biased one, as scanpy's
     _get_mean_var leaves it (one cell: 0, so that scale gives zeros, not NaN); no rows: NaN.
     """
-    n = p.shape[0]
-    sums, sumsq, _ = _col_stats(p, squares=True, counts=False)
     if n == 0:
         return sums * np.nan, sums * np.nan
     mean = sums / n

@@ -121,8 +121,9 @@ def highly_variable_genes(
 
     A Dask array chunked by rows (blocks of scipy / cupyx CSR or numpy / cupy arrays, every
     gene in one column chunk) is accepted as the matrix: the per-gene statistics are computed
-    block by block (batches select their rows within each block) and the result equals the
-    in-memory one; the matrix itself is never changed or loaded whole.
+    block by block (batches select their rows within each block, all batches in one pass over
+    X; seurat_v3 two) and the result equals the in-memory one; the matrix itself is never
+    changed or loaded whole.
     """
     if flavor not in _FLAVORS:
         msg = f"{_STEP}: flavor must be one of {', '.join(map(repr, _FLAVORS))}; got {flavor!r}."
@@ -220,7 +221,7 @@ def _batches(adata: AnnData, batch_key, *, v3: bool):
     col = adata.obs[batch_key]
     if v3:
         values = col.to_numpy()
-        labels = np.unique(values)
+        labels = np.unique(values[~pd.isna(values)])  # (scanpy's np.unique fails on NaN among text)
     else:
         cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
         values = np.asarray(cat)
@@ -261,11 +262,10 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
     """
     xb, fresh = _take_rows(x, rows)
     p = _ops.parts(xb)
-    n_genes = p.shape[1]
     keep = None
     if filter_unexpressed:
         keep = to_host(p.reduce(_expressed) if isinstance(p, Chunked) else _expressed(p))
-    log_base = None if base is None else math.log(base)
+    log_base = _log_base(base)
     if flavor == "seurat":  # the statistics of expm1(x), on a copy of the stored values
         if isinstance(p, Chunked):  # lazily, block by block
             p = _ops.parts(p.update(_expm1_, log_base))
@@ -273,6 +273,47 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             p = p._replace(data=p.data if (fresh or owned) else p.data.copy())
             _expm1_(p, log_base)
     mean, var = (to_host(a) for a in _ops.col_mean_var(p))
+    return _dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+
+
+def _dask_batch_stats(x, batches, *, flavor, base) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(mean, variance, expressed) per batch of a Dask matrix, as `_dispersion_batch` computes
+    them, in one pass over X (a batch at a time read it twice per batch)."""
+    codes = _batch_codes(x.shape[0], batches)
+    sums = Chunked(x).reduce_groups(_batch_moments, codes, flavor == "seurat", _log_base(base))
+    stats = []
+    for i, (_, rows) in enumerate(batches):
+        expressed, total, squares = (to_host(a) for a in sums[i])
+        stats.append((*_ops.mean_var(total, squares, rows.size), expressed))
+    return stats
+
+
+def _batch_codes(n: int, batches, rest: int = -1) -> np.ndarray:
+    """Each cell's batch number (`Chunked.reduce_groups`' codes); `rest` for cells in none."""
+    codes = np.full(n, rest, dtype=np.int64)
+    for i, (_, rows) in enumerate(batches):
+        codes[rows] = i
+    return codes
+
+
+def _batch_moments(p, _batch, seurat: bool, log_base):
+    """One batch's rows of a block (a copy): (expressed, column sums, sums of squares), of
+    expm1(x) for 'seurat'."""
+    expressed = _expressed(p)
+    if seurat:
+        _expm1_(p, log_base)
+    return (expressed, *_ops.col_moments(p))
+
+
+def _log_base(base):
+    """ln(base) that `_expm1_` multiplies by to undo log1p's base; None for the natural log."""
+    return None if base is None else math.log(base)
+
+
+def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff) -> pd.DataFrame:
+    """One batch's dispersion statistics from its genes' mean and variance (host float64); with
+    `keep` (genes with a positive value), the others are left out of the binning and get zeros."""
+    n_genes = mean.size
     _check_means(mean, flavor)
     mean = mean.copy()
     mean[mean == 0] = 1e-12
@@ -393,11 +434,15 @@ def _select(mean, norm, cutoff) -> np.ndarray:
 def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> pd.DataFrame:
     """Per-batch selection, combined: means averaged, dispersions averaged over the batches
     where defined, genes ranked by how many batches select them."""
-    frames = [
-        _dispersion_batch(x, rows, flavor=flavor, n_bins=n_bins, cutoff=cutoff, base=base,
-                          owned=False, filter_unexpressed=True)
-        for _, rows in batches
-    ]  # fmt: skip
+    if is_dask(x):
+        frames = [_dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+                  for mean, var, keep in _dask_batch_stats(x, batches, flavor=flavor, base=base)]  # fmt: skip
+    else:
+        frames = [
+            _dispersion_batch(x, rows, flavor=flavor, n_bins=n_bins, cutoff=cutoff, base=base,
+                              owned=False, filter_unexpressed=True)
+            for _, rows in batches
+        ]  # fmt: skip
     stack = {c: np.stack([f[c].to_numpy(dtype=np.float64) for f in frames]) for c in
              (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM)}  # fmt: skip
     nbatches = np.stack([f[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool) for f in frames]).sum(axis=0, dtype=np.int64)
@@ -462,12 +507,48 @@ def _standardized_variance(x, rows, *, span, loess, mean_var=None) -> np.ndarray
     n = p.shape[0]
     mean_, var_ = _ops.col_mean_var(p) if mean_var is None else mean_var
     xp = xp_of(mean_)  # where the data lives (a Dask array's blocks included)
-    mean, var = to_host(mean_), to_host(var_)
+    mean = to_host(mean_)
+    reg_std, clip = _v3_clip(mean, to_host(var_), n, span=span, loess=loess, in_batch=rows is not None)
+    sums, sumsq = (to_host(a) for a in clipped_sums(p, xp.asarray(clip)))
+    return _v3_norm_var(n, mean, reg_std, sums, sumsq)
+
+
+def _dask_standardized_variances(x, batches, *, span, loess, flavor):
+    """((mean, variance) of all cells, `_standardized_variance` of every batch (batches x
+    genes)) of a Dask matrix in two passes over X: the moments of the batches and of the cells
+    in none (added up for all cells), then the batches' clipped sums (it took 2 + 2 per batch)."""
+    chunked = Chunked(x)
+    moments = chunked.reduce_groups(_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
+    total, squares = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
+    overall = _ops.mean_var(total, squares, x.shape[0])
+    _check_means(overall[0], flavor)
+    fits = []
+    for i, (_, rows) in enumerate(batches):
+        mean, var = _ops.mean_var(*(to_host(a) for a in moments[i]), rows.size)
+        fits.append((mean, *_v3_clip(mean, var, rows.size, span=span, loess=loess, in_batch=True)))
+    clips = [chunked.xp.asarray(clip) for _, _, clip in fits]
+    sums = chunked.reduce_groups(_clipped, _batch_codes(x.shape[0], batches), clips)
+    norm_vars = [_v3_norm_var(rows.size, mean, reg_std, *(to_host(a) for a in sums[i]))
+                 for i, ((_, rows), (mean, reg_std, _)) in enumerate(zip(batches, fits, strict=True))]  # fmt: skip
+    return overall, np.stack(norm_vars)
+
+
+def _moments(p, _batch):
+    return _ops.col_moments(p)
+
+
+def _clipped(p, batch, clips):
+    return clipped_sums(p, clips[batch])
+
+
+def _v3_clip(mean, var, n, *, span, loess, in_batch: bool):
+    """(regularised deviation, clip) per gene: the loess trend of log variance on log mean over
+    the genes that vary, and sqrt(n) such deviations above the mean."""
     varies = var > 0
     if n < 2 or varies.sum() < _LOESS_MIN_POINTS:  # fewer points crash skmisc (a segfault)
         msg = (f"{_STEP}: the seurat_v3 flavors fit a loess trend of variance on mean, which needs at "
                f"least 2 cells and {_LOESS_MIN_POINTS} genes that vary; got {n} cells and "
-               f"{int(varies.sum())} varying genes{' in a batch' if rows is not None else ''}.")  # fmt: skip
+               f"{int(varies.sum())} varying genes{' in a batch' if in_batch else ''}.")  # fmt: skip
         raise ValueError(msg)
     fitted = np.zeros(mean.size)
     model = loess(np.log10(mean[varies]), np.log10(var[varies]), span=span, degree=2)
@@ -480,9 +561,11 @@ def _standardized_variance(x, rows, *, span, loess, mean_var=None) -> np.ndarray
         raise ValueError(msg) from e
     fitted[varies] = model.outputs.fitted_values
     reg_std = np.sqrt(10**fitted)
-    clip = reg_std * np.sqrt(n) + mean
-    sums, sumsq = (to_host(a) for a in clipped_sums(p, xp.asarray(clip)))
-    # sum over cells of (min(x, clip) - mean)^2, zeros included, over (n - 1) reg_std^2
+    return reg_std, reg_std * np.sqrt(n) + mean
+
+
+def _v3_norm_var(n, mean, reg_std, sums, sumsq):
+    """Sum over cells of (min(x, clip) - mean)^2, zeros included, over (n - 1) reg_std^2."""
     return (n * mean**2 + sumsq - 2 * sums * mean) / ((n - 1) * reg_std**2)
 
 
@@ -490,13 +573,16 @@ def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) ->
     loess = _loess()
     if check_values:
         _check_integers(x, flavor)
-    mean_var = _ops.col_mean_var(_ops.parts(x))
-    mean, var = (to_host(a) for a in mean_var)
-    _check_means(mean, flavor)
-    if batches is None:
-        norm_vars = _standardized_variance(x, None, span=span, loess=loess, mean_var=mean_var)[None]
+    if batches is not None and is_dask(x):
+        (mean, var), norm_vars = _dask_standardized_variances(x, batches, span=span, loess=loess, flavor=flavor)
     else:
-        norm_vars = np.stack([_standardized_variance(x, rows, span=span, loess=loess) for _, rows in batches])
+        mean_var = _ops.col_mean_var(_ops.parts(x))
+        mean, var = (to_host(a) for a in mean_var)
+        _check_means(mean, flavor)
+        if batches is None:
+            norm_vars = _standardized_variance(x, None, span=span, loess=loess, mean_var=mean_var)[None]
+        else:
+            norm_vars = np.stack([_standardized_variance(x, rows, span=span, loess=loess) for _, rows in batches])
     ranks = np.argsort(np.argsort(-norm_vars, axis=1), axis=1).astype(np.float32)  # 0: most variable
     nbatches = (ranks < n_top_genes).sum(axis=0, dtype=np.int64)
     ranks[ranks >= n_top_genes] = np.nan
