@@ -341,6 +341,32 @@ def test_clipped_sums_gpu(device, brain, dtype, index):
         assert_close(g, c, dtype=np.float64, n_terms=x.shape[0] ** 2)
 
 
+@pytest.mark.parametrize("dtype", ["string", "category", "object"])
+def test_missing_batch_values_in_no_batch(pbmc, dtype):
+    """Cells whose batch is missing (pd.NA of a string column, NaN of a category, None) are in
+    no batch: the dispersion flavors as scanpy (pd.NA crashed: 'boolean value of NA is
+    ambiguous'), the v3 flavors as the same cells' batch made a third one that is left out of
+    the batches (scanpy fails on any missing batch there)."""
+    a = pbmc[:400].copy()
+    log = _log(a, "pbmc")
+    labels = np.where(np.arange(400) % 2, "x", "y").astype(object)
+    labels[::25] = None
+    for data in (log, a):
+        data.obs["b"] = pd.Series(labels, index=data.obs_names, dtype=dtype)
+    for flavor in ("seurat", "cell_ranger"):
+        ref = _quiet(sc.pp.highly_variable_genes, log.copy(), flavor=flavor, batch_key="b", n_top_genes=100, inplace=False)
+        got = _quiet(highly_variable_genes, log.copy(), flavor=flavor, batch_key="b", n_top_genes=100, inplace=False)
+        _assert_frames_equal(got, ref, log.n_obs, flavor)
+    got = _quiet(highly_variable_genes, a.copy(), flavor="seurat_v3", batch_key="b", n_top_genes=100, inplace=False)
+    kept = a[a.obs["b"].notna().to_numpy()].copy()
+    sub = _quiet(highly_variable_genes, kept, flavor="seurat_v3", batch_key="b", n_top_genes=100, inplace=False)
+    alone = _quiet(highly_variable_genes, a.copy(), flavor="seurat_v3", n_top_genes=100, inplace=False)
+    for col in ("variances_norm", "highly_variable_rank", "highly_variable_nbatches", "highly_variable"):
+        pd.testing.assert_series_equal(got[col], sub[col])  # the batches are those cells' alone
+    for col in ("means", "variances"):
+        pd.testing.assert_series_equal(got[col], alone[col])  # over every cell
+
+
 def test_batch_of_one_cell_warns(pbmc):
     """A batch of one cell has no variance (ddof=1): NaN dispersions here, round-off in scanpy,
     so the selection can differ; the user is told which batch."""

@@ -653,6 +653,20 @@ def test_conditions_and_replicates_only_where_counted():
     one, text = (tab[tab["cond"].map(type) == t].reset_index(drop=True) for t in (int, str))
     assert len(one) == len(text) > 0 and np.array_equal(one["fraction"], text["fraction"])
     assert not np.array_equal(one["ci_low"], text["ci_low"])
+    # a condition's stream follows its value (as pandas compares them: True, 1 and 1.0 alike), not
+    # its column's storage: numpy bools, categories, objects (np.bool_ and True were keyed apart),
+    # floats, or 1 and 1.0 mixed in one column (keyed by whichever came first)
+    flag = np.arange(240) % 2 == 0
+    tabs = []
+    for col in (flag, pd.Categorical(flag), flag.astype(object), np.where(flag, 1.0, 0.0),
+                pd.Series([1 if i % 4 == 0 else 1.0 if i % 2 == 0 else 0 for i in range(240)], dtype=object)):
+        q = p.copy()
+        q.obs["cond"] = np.asarray(col) if isinstance(col, pd.Series) else col
+        t = gsc.pic.pair_frequencies(q[::-1].copy(), condition_key="cond", n_boot=50)
+        t["cond"] = t["cond"].astype(float) == 1
+        tabs.append(t.sort_values(["cond", "pic_a", "pic_b"]).reset_index(drop=True))
+    for t in tabs[1:]:
+        pd.testing.assert_frame_equal(t, tabs[0])
 
 
 def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, monkeypatch):
@@ -678,6 +692,14 @@ def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, mo
     C.simulated_posteriors(older, ref, 10, 0, depth=depth)
     assert seen[0][1]["calibration_depth"] == info["calibration_depth"]
     assert seen[0][0]["pair_temper"] == info["pair_temper"]
+    # an uncalibrated run saved while deconvolve still took calibration_depth there (and ignored
+    # it): the replay leaves it out instead of failing with deconvolve's refusal
+    uncalibrated = p.copy()
+    uncalibrated.uns["pic"] = {**info, "calibrated": False,
+                               "arguments": {**info["arguments"], "calibrate": False, "calibration_depth": 500}}
+    seen.clear()
+    C.simulated_posteriors(uncalibrated, ref, 10, 0, depth=depth)
+    assert "calibration_depth" not in seen[0][1] and seen[0][0]["calibrated"] is False
     # the same posterior as a deconvolution with the regression: it does not touch the pair
     sim = C.simulate_pics(ref, groupby="grp", a=T, b=DC, n_pics=40, n_umis=depth, seed=3)
     with_reg, without = sim.copy(), sim.copy()

@@ -128,8 +128,10 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
     arguments = dict(info["arguments"])
     if info["method"] == "ml":  # the pair posterior is the search's: alpha's regression is not needed
         arguments["alpha_model"] = "posterior"
-        if info.get("calibrated", True):  # the real PICs' temperatures, at any depth
-            arguments["calibration_depth"] = calibration_depth(pics)
+    if info["method"] == "ml" and info.get("calibrated", True):  # the real PICs' temperatures, at any depth
+        arguments["calibration_depth"] = calibration_depth(pics)
+    else:  # nothing calibrated (PICs saved before deconvolve refused it there stored it anyway)
+        arguments.pop("calibration_depth", None)
     deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"], device=device,
                **arguments)  # fmt: skip
     post, ok_sim, _, _ = kept_posterior(sim, "pair_frequencies")

@@ -18,6 +18,8 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 
 from __future__ import annotations
 
+import datetime
+import math
 import numbers
 import warnings
 import zlib
@@ -110,19 +112,27 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
 
 def _condition_rng(seed: int, value) -> np.random.Generator:
     """The bootstrap's generator of one condition: keyed by its value, so that a condition's
-    interval does not change with the other conditions or their order. Text keys by itself (as
-    before); other values by their kind too, so that 1 and "1" of one mixed column draw apart."""
+    interval does not change with the other conditions or their order."""
     if value is None:
         return np.random.default_rng(seed)
+    return np.random.default_rng([seed, zlib.crc32(_condition_key(value).encode())])
+
+
+def _condition_key(value) -> str:
+    """A condition's value as text that follows the value, not how its column stores it (numpy
+    or Python scalars, categories, object: True, 1 and 1.0 as pandas compares them), and that
+    tells text from numbers (1 and "1" of one mixed column are two conditions)."""
     if isinstance(value, str):
-        key = value
-    elif isinstance(value, numbers.Integral):  # Python's and numpy's integers alike
-        key = f"int:{int(value)}"
-    elif isinstance(value, numbers.Real):
-        key = f"float:{float(value)!r}"
-    else:
-        key = f"{type(value).__name__}:{value}"
-    return np.random.default_rng([seed, zlib.crc32(key.encode())])
+        return value
+    if isinstance(value, np.datetime64 | datetime.datetime):
+        return f"time:{pd.Timestamp(value).isoformat()}"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, numbers.Real) and math.isfinite(value) and float(value).is_integer():
+        return f"num:{int(value)}"  # True, 1, np.int64(1) and 1.0: one condition to pandas
+    if isinstance(value, numbers.Real):
+        return f"num:{float(value)!r}"
+    return f"{type(value).__name__}:{value}"
 
 
 def _check(n_boot, level, seed, step):

@@ -222,13 +222,14 @@ def _batches(adata: AnnData, batch_key, *, v3: bool):
     if v3:
         values = col.to_numpy()
         labels = np.unique(values[~pd.isna(values)])  # (scanpy's np.unique fails on NaN among text)
+        members = [col.eq(label).to_numpy(dtype=bool, na_value=False) for label in labels]
     else:
         cat = col.array if isinstance(col.dtype, pd.CategoricalDtype) else pd.Categorical(col)
-        values = np.asarray(cat)
         labels = cat.categories
+        members = [cat.codes == i for i in range(len(labels))]  # missing (NaN, None, pd.NA): code -1
     out = []
-    for label in labels:
-        rows = np.flatnonzero(values == label)
+    for label, member in zip(labels, members, strict=True):
+        rows = np.flatnonzero(member)
         if rows.size == 0:
             msg = f"{_STEP}: batch {label!r} of batch_key {batch_key!r} has no cells; remove unused categories first."
             raise ValueError(msg)
