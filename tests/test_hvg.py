@@ -348,7 +348,7 @@ def test_missing_batch_values_in_no_batch(pbmc, dtype):
     ambiguous'), the v3 flavors as the same cells' batch made a third one that is left out of
     the batches (scanpy fails on any missing batch there)."""
     a = pbmc[:400].copy()
-    log = _log(a, "pbmc")
+    log = _log(a, "pbmc[:400]")
     labels = np.where(np.arange(400) % 2, "x", "y").astype(object)
     labels[::25] = None
     for data in (log, a):
