@@ -232,3 +232,42 @@ def test_pool_cells_draws_the_same_rows_on_both_backends(bench, device, monkeypa
     assert [(r["step"], r["backend"]) for r in rows] == [("qc", "cpu"), ("qc", "gpu"), ("pca", "cpu"), ("pca", "gpu")]
     for r in rows:
         assert "error" not in r and r["n_cells"] == 300 and r["pool_cells"] == 100 and r["nnz"] == host.X.nnz, r
+
+
+def test_scanpy_swap_key_by_key(tmp_path):
+    """benchmarks/scanpy_swap.py on the bundled pbmc68k: scanpy's tutorial workflow with gpu_sc
+    swapped in gives scanpy's AnnData after every step (keys, key order, dtypes, values), given
+    the same input; only PCA differs, at solver tolerance (float64 against scanpy's float32
+    ARPACK), and what follows it in the chain carries that. The diff itself sees a key order,
+    a dtype and a value."""
+    import anndata as ad
+    import numpy as np
+
+    out = tmp_path / "swap.jsonl"
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "scanpy_swap.py"
+    with benchmark_script("scanpy_swap") as swap:
+        steps = [name for name, _ in swap.STEPS if name != "umap"]  # umap: scanpy's own code
+        subprocess.run([sys.executable, str(script), "--dataset", "pbmc68k_reduced", "--min-genes", "50",
+                        "--steps", ",".join(steps), "--out", str(out)],
+                       check=True, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [r["step"] for r in rows] == steps
+        for r in rows:
+            assert r["errors"] == {"scanpy": None, "gpu_sc": None}, r["step"]
+            own = r["chain_differences"] if r["inputs_identical"] else r["same_input_differences"]
+            if r["step"] == "pca":
+                assert own and all(d.startswith(("obsm['X_pca']", "varm['PCs']")) for d in own)
+                assert max(float(d.rsplit("rel ", 1)[1]) for d in own) < 1e-3
+            else:
+                assert own == [], r["step"]
+            if steps.index(r["step"]) < steps.index("pca"):
+                assert r["inputs_identical"] or r["chain_n_differences"] == 0, r["step"]
+        a = ad.AnnData(np.ones((3, 2), np.float32), uns={"p": {"x": 1, "y": 2.0}})
+        b = a.copy()
+        b.uns["p"] = {"y": 2.0, "x": 1}
+        b.obs["n"] = np.arange(3)
+        a.obs["n"] = np.arange(3, dtype=np.int32)
+        b.X[0, 0] = 1.5
+        found = swap.anndata_diff(a, b, 1e-5)
+        assert any("dtype int32 vs int64" in d for d in found) and any("keys ['x', 'y'] vs ['y', 'x']" in d for d in found)
+        assert any(d.startswith("X: 1 of 6 values") for d in found)
