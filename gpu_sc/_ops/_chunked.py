@@ -177,6 +177,7 @@ def _on_block(fn, block, per_row, args, kwargs):
 
 
 def _groups_on_block(fn, block, codes, args) -> dict:
+    """{group: fn(parts of a copy of the block's rows in the group, group, *args)}."""
     block = in_layout(block)
     xp = xp_of(block)
     out = {}

@@ -130,7 +130,7 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
         arguments["alpha_model"] = "posterior"
     if info["method"] == "ml" and info.get("calibrated", True):  # the real PICs' temperatures, at any depth
         arguments["calibration_depth"] = calibration_depth(pics)
-    else:  # nothing calibrated (PICs saved before deconvolve refused it there stored it anyway)
+    else:  # nothing calibrated: a depth stored before deconvolve refused it here would now fail
         arguments.pop("calibration_depth", None)
     deconvolve(sim, singlets, groupby=groupby, a=ga, b=gb, method=info["method"], device=device,
                **arguments)  # fmt: skip
