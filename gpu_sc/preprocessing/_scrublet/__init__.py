@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..._backend import describe, is_dask, is_gpu, to_host, xp_of
+from ..._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite, check_int,
                             check_number, get_matrix, old_positionals)
 from ._pipeline import scrub, simulate_doublets
@@ -218,8 +218,8 @@ def scrublet_simulate_doublets(
 
     Returns
     -------
-    A new AnnData: X the doublets' counts (CSR for sparse input, dense for dense; scanpy gives
-    CSC) on the input's device (int64 on the host when thinned, as scanpy's), ``obs['n_counts']``
+    A new AnnData: X the doublets' counts (CSC for sparse input, as scanpy's; dense for dense)
+    on the input's device (int64 on the host when thinned, as scanpy's), ``obs['n_counts']``
     their totals,
     ``obsm['doublet_parents']`` (n_sim x 2 int64 row indices of `adata`),
     ``uns['scrublet'] = {'parameters': {'sim_doublet_ratio': ...}}``.
@@ -236,7 +236,7 @@ def scrublet_simulate_doublets(
         # scanpy's thinned doublets are its binomial draws, int64 (a device matrix keeps floats:
         # cupyx holds no integer sparse data)
         sim, totals = sim.astype(np.int64), np.asarray(to_host(totals)).astype(np.int64)
-    out = AnnData(sim)
+    out = AnnData(sim.tocsc() if is_sparse(sim) else sim)  # scanpy's doublets are CSC
     out.obs["n_counts"] = to_host(totals)
     out.obsm["doublet_parents"] = pairs
     out.uns["scrublet"] = {"parameters": {"sim_doublet_ratio": sim_doublet_ratio}}
