@@ -1,5 +1,6 @@
 """Moving an AnnData's matrices between host and GPU (the only place data changes device), and
-`aggregate` (scanpy's `sc.get.aggregate`, in `gpu_sc._aggregate`).
+scanpy's `sc.get` readers: `aggregate` (in `gpu_sc._aggregate`), `obs_df` / `var_df` (in
+`gpu_sc._obs_var_df`) and `rank_genes_groups_df` (in `gpu_sc._rank_genes_groups_df`).
 
 To the GPU: X, every layer and every array in obsm (what the steps read); obs, var, uns and
 DataFrames in obsm stay on the host (they are metadata, and `write_h5ad` needs them there).
@@ -19,6 +20,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from ._aggregate import aggregate as aggregate  # public: gsc.get.aggregate
+from ._obs_var_df import obs_df as obs_df, var_df as var_df  # public: gsc.get.obs_df, var_df
+from ._rank_genes_groups_df import rank_genes_groups_df as rank_genes_groups_df  # public
 from ._backend import blocks_like, is_dask, is_gpu, is_sparse
 from ._settings import settings
 from ._validation import check_anndata, make_actual

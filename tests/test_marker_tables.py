@@ -1,0 +1,177 @@
+"""gsc.tl.filter_rank_genes_groups and gsc.get.rank_genes_groups_df against scanpy's on real
+data (the same names kept, the same table, dtypes included); the filter's pass over X on Dask
+blocks (one read) and on the device against the CPU; bad input refused with the data untouched."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import as_type, cells_for, counted_dask
+
+import gpu_sc as gsc
+
+
+@pytest.fixture(scope="module")
+def logged():
+    a = sc.datasets.pbmc68k_reduced()  # .raw: 765 log-normalised genes, which X's 700 cells keep
+    a = sc.AnnData(a.raw.X.copy(), obs=a.obs.copy(), var=a.raw.var.copy())
+    a.obs["grp"] = a.obs["bulk_labels"].astype("category")
+    a.var["symbol"] = "sym-" + a.var_names
+    return a
+
+
+def _ranked(adata, **kw):
+    a = adata.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(a, "grp", **kw)
+    return a
+
+
+def _names(a, key="rank_genes_groups_filtered") -> pd.DataFrame:
+    return pd.DataFrame(a.uns[key]["names"])
+
+
+RANKINGS = [{}, {"pts": True}, {"method": "wilcoxon"}, {"reference": "CD14+ Monocyte"},
+            {"groups": ["CD14+ Monocyte", "Dendritic"], "n_genes": 50}, {"method": "logreg", "max_iter": 50}]  # fmt: skip
+FILTERS = [{}, {"min_fold_change": 0.5, "compare_abs": True},
+           {"min_in_group_fraction": 0.1, "max_out_group_fraction": 0.9, "key_added": "loose"}]  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+@pytest.mark.parametrize("ranking", RANKINGS, ids=lambda c: "-".join(c) or "default")
+@pytest.mark.parametrize("filt", FILTERS, ids=lambda c: "-".join(c) or "default")
+def test_filter_equals_scanpy(logged, kind, ranking, filt):
+    """Shares and fold changes from X (no pts, or a reference other than 'rest') or from the
+    ranking: the same genes kept, the same record layout and uns keys."""
+    a = _ranked(logged, **ranking)
+    a.X = as_type(sp.csr_matrix(a.X), kind)
+    ref, got = a.copy(), a.copy()
+    sc.tl.filter_rank_genes_groups(ref, **filt)
+    assert gsc.tl.filter_rank_genes_groups(got, **filt) is None
+    key = filt.get("key_added", "rank_genes_groups_filtered")
+    assert list(got.uns[key]) == list(ref.uns[key])
+    assert got.uns[key]["names"].dtype == ref.uns[key]["names"].dtype
+    pd.testing.assert_frame_equal(_names(got, key), _names(ref, key))
+    kept = _names(got, key).notna().to_numpy().mean()
+    assert 0.05 < kept < 1  # the thresholds bite both ways: not a pass-through, not empty
+    pd.testing.assert_frame_equal(_names(got, "rank_genes_groups"), _names(a, "rank_genes_groups"))  # untouched
+
+
+def test_filter_computes_where_the_ranking_does_not_describe_the_cells(logged):
+    """Another groupby than the ranking's (its fold changes are not used), a log base, and raw:
+    scanpy's answer, each read from the matrix it names."""
+    a = _ranked(logged)
+    a.obs["grp2"] = a.obs["grp"].astype(str).astype("category")
+    a.uns["log1p"] = {"base": 2}
+    a.raw = a.copy()
+    a.X = a.X * 0  # the raw path must not read X
+    for kw in ({"groupby": "grp2", "use_raw": True}, {"use_raw": True, "min_fold_change": 2}):
+        ref, got = a.copy(), a.copy()
+        sc.tl.filter_rank_genes_groups(ref, **kw)
+        gsc.tl.filter_rank_genes_groups(got, **kw)
+        pd.testing.assert_frame_equal(_names(got), _names(ref))
+        assert _names(got).notna().any().any()
+
+
+@pytest.mark.parametrize("pts", [False, True])
+def test_a_filtered_ranking_filtered_again(logged, pts):
+    """Names already filtered out (NaN) stay out (scanpy's filter raises on them): the same
+    thresholds keep the same genes, stricter ones a subset."""
+    a = _ranked(logged, pts=pts)
+    gsc.tl.filter_rank_genes_groups(a)
+    gsc.tl.filter_rank_genes_groups(a, key="rank_genes_groups_filtered", key_added="again")
+    gsc.tl.filter_rank_genes_groups(a, key="rank_genes_groups_filtered", key_added="stricter", min_fold_change=2)
+    once, again, stricter = (_names(a, k) for k in ("rank_genes_groups_filtered", "again", "stricter"))
+    pd.testing.assert_frame_equal(again, once)
+    assert 0 < stricter.notna().sum().sum() < once.notna().sum().sum()
+    assert not (stricter.notna() & once.isna()).any().any()
+
+
+def test_filter_reads_a_dask_matrix_once(logged):
+    pytest.importorskip("dask.array")
+    mem = _ranked(logged)
+    lazy = mem.copy()
+    lazy.X, made = counted_dask(sp.csr_matrix(mem.X), rows=150)
+    gsc.tl.filter_rank_genes_groups(mem)
+    gsc.tl.filter_rank_genes_groups(lazy)
+    assert sorted(made) == list(range(5))  # every block made once
+    pd.testing.assert_frame_equal(_names(lazy), _names(mem))
+
+
+def test_filter_on_the_device_equals_cpu(device, logged):
+    a = _ranked(cells_for(device, logged, 300))
+    cpu, gpu = a.copy(), a.copy()
+    gpu.X = as_type(sp.csr_matrix(a.X), "cupyx_csr")
+    gsc.tl.filter_rank_genes_groups(cpu)
+    gsc.tl.filter_rank_genes_groups(gpu)
+    pd.testing.assert_frame_equal(_names(gpu), _names(cpu))
+    assert _names(cpu).notna().any().any()
+
+
+def test_filter_bad_input_leaves_the_data_untouched(logged):
+    a = logged.copy()
+    with pytest.raises(KeyError, match=r"uns\['rank_genes_groups'\] holds no ranking.*run tl.rank_genes_groups"):
+        gsc.tl.filter_rank_genes_groups(a)
+    a = _ranked(logged)
+    before = {k: a.uns["rank_genes_groups"][k] for k in a.uns["rank_genes_groups"]}
+    with pytest.raises(TypeError, match="min_fold_change must be a number, got '1'"):
+        gsc.tl.filter_rank_genes_groups(a, min_fold_change="1")
+    with pytest.raises(KeyError, match="groupby 'nope' is not a column"):
+        gsc.tl.filter_rank_genes_groups(a, groupby="nope")
+    with pytest.raises(ValueError, match="use_raw=True but adata has no .raw"):
+        gsc.tl.filter_rank_genes_groups(a, use_raw=True)
+    b = a[:, 10:].copy()  # ranked genes that are gone
+    with pytest.raises(KeyError, match="are not in adata.var_names"):
+        gsc.tl.filter_rank_genes_groups(b, groupby="grp", use_raw=False, key="rank_genes_groups")
+    assert "rank_genes_groups_filtered" not in a.uns and "rank_genes_groups_filtered" not in b.uns
+    assert all(a.uns["rank_genes_groups"][k] is v for k, v in before.items())
+
+
+@pytest.mark.parametrize("ranking", [{}, {"pts": True}, {"method": "logreg", "max_iter": 50},
+                                     {"reference": "CD14+ Monocyte", "pts": True}],
+                         ids=["default", "pts", "logreg", "reference"])  # fmt: skip
+@pytest.mark.parametrize("key", ["rank_genes_groups", "rank_genes_groups_filtered"])
+def test_rank_genes_groups_df_equals_scanpy(logged, ranking, key):
+    """Every group / one / a list, each filter and gene symbols: scanpy's DataFrame, dtypes and
+    row order included (filtered names are NaN; with pts they leave the table, as in scanpy)."""
+    a = _ranked(logged, **ranking)
+    if key.endswith("filtered"):  # logreg stores no fold changes: the filter computes them
+        gsc.tl.filter_rank_genes_groups(a)
+    n = 0
+    for group in (None, "Dendritic", ["Dendritic", "CD19+ B"]):
+        for kw in ({}, {"pval_cutoff": 0.01}, {"log2fc_min": 1, "gene_symbols": "symbol"}, {"log2fc_max": 0}):
+            want = sc.get.rank_genes_groups_df(a, group, key=key, **kw)
+            got = gsc.get.rank_genes_groups_df(a, group, key=key, **kw)
+            pd.testing.assert_frame_equal(got, want)
+            n += len(got)
+    assert n > 1000
+    with pytest.raises(KeyError, match=r"groups \['nope'\] were not ranked"):
+        gsc.get.rank_genes_groups_df(a, "nope", key=key)
+    with pytest.raises(KeyError, match="gene_symbols 'nope'"):
+        gsc.get.rank_genes_groups_df(a, None, key=key, gene_symbols="nope")
+    with pytest.raises(KeyError, match="holds no ranking"):
+        gsc.get.rank_genes_groups_df(a, None, key="absent")
+
+
+def test_rank_genes_groups_df_of_our_ranking_on_full_width_clusters():
+    """gsc's own ranking of the bundled 33,694-gene pbmc4k matrix: the table scanpy's reader
+    makes of it, and the filter's kept genes as scanpy's filter keeps them."""
+    a = gsc.datasets.pbmc4k_half()
+    a = a[:, np.asarray((a.X > 0).sum(0)).ravel() > 0].copy()
+    gsc.pp.normalize_total(a)
+    gsc.pp.log1p(a)
+    a.obs["grp"] = a.obs["Annotation"].astype("category")
+    gsc.tl.rank_genes_groups(a, "grp", n_genes=200)
+    ref = a.copy()
+    sc.tl.filter_rank_genes_groups(ref)
+    gsc.tl.filter_rank_genes_groups(a)
+    pd.testing.assert_frame_equal(_names(a), _names(ref))
+    for key in ("rank_genes_groups", "rank_genes_groups_filtered"):
+        pd.testing.assert_frame_equal(gsc.get.rank_genes_groups_df(a, None, key=key),
+                                      sc.get.rank_genes_groups_df(a, None, key=key))  # fmt: skip
