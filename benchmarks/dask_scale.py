@@ -10,10 +10,12 @@ resample for the same seed), so every pass over the full-width matrix makes the 
 Steps, in order, each on the previous one's result: qc, filter_cells (min_genes = the 10th
 percentile of genes per cell in the first block), filter_genes (min_cells=3), normalize
 (target_sum=1e4), log1p, hvg_batches (if asked for: seurat HVG with batch_key over 4 samples,
-cells dealt round them; its result not kept), hvg (seurat flavour, 2,000 genes, subset=True; the HVG matrix is then
-persisted: the only matrix kept in memory), scale (max_value=10; timed, its result dropped so
-that pca runs on the HVG matrix as in run.py), pca (50), neighbors (the default search), then
-umap and leiden if asked for (skipped rows otherwise).
+cells dealt round them; its result not kept), markers (if asked for: rank_genes_groups by the
+source's cell types, then filter_rank_genes_groups, each one pass; result not kept), hvg (seurat
+flavour, 2,000 genes, subset=True; the HVG matrix is then persisted: the only matrix kept in
+memory), scale (max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in
+run.py), pca (50), neighbors (the default search), then umap and leiden if asked for (skipped rows
+otherwise).
 
 A step's time includes computing what it leaves lazy: a lazy full-width X is read through once
 (each block made and dropped), the HVG matrix is persisted, obsm is computed. So every step
@@ -67,6 +69,7 @@ STEPS: dict[str, Step] = {
                                                              subset=True), then="persist"),
     "hvg_batches": Step(lambda pp, tl, a, p: pp.highly_variable_genes(
         _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
+    "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False),
     "scale": Step(lambda pp, tl, a, p: pp.scale(a, max_value=10), keep=False),
     "pca": Step(lambda pp, tl, a, p: pp.pca(a, n_comps=p["n_comps"])),
     "neighbors": Step(lambda pp, tl, a, p: pp.neighbors(a, n_neighbors=15), reference=False),
@@ -93,6 +96,13 @@ def _with_samples(a):
 
     a.obs["sample"] = pd.Categorical([f"s{i % N_SAMPLES}" for i in range(a.n_obs)])
     return a
+
+
+def _markers(tl, a) -> None:
+    """Marker genes of the source's cell types (pbmc4k's Annotation) on the full-width log data:
+    rank_genes_groups (t-test), then filter_rank_genes_groups of that ranking (its shares from X)."""
+    tl.rank_genes_groups(a, "Annotation", method="t-test")
+    tl.filter_rank_genes_groups(a)
 
 
 def _block_nnz(b) -> np.ndarray:

@@ -165,7 +165,9 @@ def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof:
             out["var"] = var
     if "median" in funcs:
         out["median"] = _medians(x, codes, n_groups)
-    return out
+    # scanpy's layer order: the mean comes with the variance where both are asked for
+    mean_at = ("count_nonzero", "var", "mean") if "var" in funcs else ("mean", "count_nonzero", "var")
+    return {k: out[k] for k in ("sum", *mean_at, "median") if k in out}
 
 
 def aggregate(adata: AnnData, by: str | Collection[str], func: str | Iterable[str], *, axis=None,
