@@ -143,6 +143,31 @@ def test_options_match_scanpy(pbmc, kw):
         assert np.mean(hits) > 0.98
 
 
+def test_thinned_doublets_match_scanpy():
+    """With synthetic_doublet_umi_subsampling < 1 the doublets of (i, j) and (j, i) are two draws,
+    not twins: scanpy's search then prepends each row to its own list, as for distinct data (we
+    left the rows out wherever such a pair was drawn: every doublet's score up to 0.17 apart)."""
+    adata = gsc.datasets.pbmc4k_half()
+    adata = adata[np.sort(np.random.default_rng(0).choice(adata.n_obs, 600, replace=False))].copy()
+    ref, got = adata.copy(), adata.copy()
+    _quiet(sc.pp.scrublet, ref, synthetic_doublet_umi_subsampling=0.6)
+    _quiet(scrublet, got, synthetic_doublet_umi_subsampling=0.6)
+    parents = got.uns["scrublet"]["doublet_parents"]
+    pairs = {tuple(p) for p in parents.tolist()}
+    assert any((j, i) in pairs for i, j in pairs if i != j)  # the case: a pair and its reverse drawn
+    np.testing.assert_array_equal(got.uns["scrublet"]["doublet_scores_sim"], ref.uns["scrublet"]["doublet_scores_sim"])
+    assert got.uns["scrublet"]["threshold"] == ref.uns["scrublet"]["threshold"]
+    np.testing.assert_array_equal(got.obs["predicted_doublet"], ref.obs["predicted_doublet"])
+
+
+def test_reversed_twins():
+    x = sp.csr_matrix(np.array([[1, 0, 2], [1, 0, 2], [0, 3, 0], [1, 0, 2]], dtype=np.float32))
+    assert _score.reversed_twins(np.array([[0, 1], [1, 0], [2, 2], [0, 3]]), x)  # rows 0 and 1 equal
+    assert not _score.reversed_twins(np.array([[0, 1], [2, 3], [1, 0], [4, 4]]), x)  # rows 0 and 2 differ
+    assert not _score.reversed_twins(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]), x)  # (i, i) only
+    assert _score.reversed_twins(np.array([[5, 6], [0, 1], [1, 2], [6, 5]]), x.toarray())  # rows 0 and 3, dense
+
+
 def test_adata_sim_matches_scanpy(pbmc):
     """The advanced path: doublets simulated and processed outside."""
     obs = pbmc.copy()

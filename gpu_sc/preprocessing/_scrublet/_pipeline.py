@@ -19,7 +19,7 @@ from .._hvg import highly_variable_genes
 from .._log1p import log1p
 from .._normalize import normalize_total
 from ._embed import embed
-from ._score import likelihoods, neighbour_parents, search
+from ._score import likelihoods, neighbour_parents, reversed_twins, search
 from ._simulate import check_random_state, sample_pairs, simulate
 from ._threshold import threshold_minimum
 
@@ -94,7 +94,8 @@ def scrub(x, adata_sim, opts):
     emb_obs, emb_sim = embed(obs, sim, mean_center=opts["mean_center"], normalize_variance=opts["normalize_variance"],
                              n_comps=opts["n_prin_comps"], rs=rs)  # fmt: skip
     ind, algorithm = search(emb_obs, emb_sim, k_adj, metric=opts["knn_dist_metric"],
-                            use_approx_neighbors=opts["use_approx_neighbors"], rs=rs, parents=parents)  # fmt: skip
+                            use_approx_neighbors=opts["use_approx_neighbors"], rs=rs,
+                            twins=reversed_twins(parents, sim))  # fmt: skip
     settings.progress(f"{_STEP}: {n_obs} cells, {n_sim} doublets, {k_adj} neighbours ({algorithm} search).")
     score, _ = likelihoods((ind >= n_obs).sum(axis=1), k=k_adj, n_obs=n_obs, n_sim=n_sim,
                            rho=opts["expected_doublet_rate"], se_rho=opts["stdev_doublet_rate"])  # fmt: skip

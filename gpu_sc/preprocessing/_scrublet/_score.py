@@ -16,7 +16,7 @@ from ..._ops.neighbors.knn import knn as exact_knn
 METRICS = ("euclidean", "cosine")
 
 
-def search(emb_obs, emb_sim, k: int, *, metric: str, use_approx_neighbors, rs, parents=None):
+def search(emb_obs, emb_sim, k: int, *, metric: str, use_approx_neighbors, rs, twins: bool = False):
     """(neighbour indices (n_obs + n_sim, k') int64 on the host, the algorithm used).
 
     The rows are the observed cells, then the doublets. ``use_approx_neighbors=None`` or
@@ -34,8 +34,8 @@ def search(emb_obs, emb_sim, k: int, *, metric: str, use_approx_neighbors, rs, p
     it removed each list's first entry, and a row with an exact duplicate (most often the
     doublets of pairs (i, j) and (j, i), identical counts; about two such pairs are drawn
     whatever the size) is listed behind its twin of lower index. So: left out where the
-    embedding has exactly repeated rows, or `parents` (the doublets' parent pairs) hold a pair
-    and its reverse (identical doublets, whatever a device's round-off does to them), and always
+    embedding has exactly repeated rows, or `twins` (two doublets of a pair and its reverse are
+    equal: `reversed_twins`; whatever a device's round-off does to their embedding), and always
     with ``use_approx_neighbors=True``, which drops the first column. Measured over 52 scanpy
     runs (4 data sets, 4 to 24 seeds each): the rule gives scanpy's lists in 51. A later sweep
     on pbmc68k (32 runs, 31-700 cells, 8 seeds each) differed in 9: the doublet of a pair
@@ -61,19 +61,38 @@ def search(emb_obs, emb_sim, k: int, *, metric: str, use_approx_neighbors, rs, p
     else:
         ind, _ = exact_knn(rep, k, metric=metric)
     ind = to_host(ind)
-    if use_approx_neighbors or _has_reversed_pairs(parents) or _has_repeated_rows(to_host(rep)):
+    if use_approx_neighbors or twins or _has_repeated_rows(to_host(rep)):
         ind = ind[:, 1:]
     return ind, algorithm
 
 
-def _has_reversed_pairs(parents) -> bool:
-    """Whether some pair (i, j), i != j, of `parents` (n x 2, or None) also appears as (j, i)."""
-    if parents is None or len(parents) == 0:
+def reversed_twins(parents, sim) -> bool:
+    """Whether the doublets of some pair (i, j), i != j, and of its reverse (j, i) are equal rows
+    of `sim` (the doublet matrix, CSR or dense, host or device; `parents` n x 2). Without UMI
+    subsampling they are (x_i + x_j); thinned (`synthetic_doublet_umi_subsampling` < 1) they
+    are two different draws, and scanpy's search then prepends the rows as for distinct data."""
+    p = np.asarray(parents, dtype=np.int64).reshape(-1, 2)
+    distinct = np.flatnonzero(p[:, 0] != p[:, 1])
+    if distinct.size == 0:
         return False
-    p = np.asarray(parents, dtype=np.int64)
-    p = p[p[:, 0] != p[:, 1]]
-    base = int(p.max()) + 1 if p.size else 1
-    return bool(np.isin(p[:, 0] * base + p[:, 1], p[:, 1] * base + p[:, 0]).any())
+    base = int(p.max()) + 1
+    key, rev = p[distinct, 0] * base + p[distinct, 1], p[distinct, 1] * base + p[distinct, 0]
+    first = dict(zip(key.tolist(), distinct.tolist(), strict=True))  # a pair drawn twice: either row
+    for a, r in zip(distinct.tolist(), rev.tolist(), strict=True):
+        b = first.get(r)
+        if b is not None and _rows_equal(sim, a, b):
+            return True
+    return False
+
+
+def _rows_equal(x, a: int, b: int) -> bool:
+    ra, rb = x[a], x[b]
+    if hasattr(ra, "nnz"):  # sparse rows: the same stored places and values
+        ra, rb = ra.tocsr(), rb.tocsr()
+        ra.sum_duplicates(), rb.sum_duplicates()
+        return ra.nnz == rb.nnz and bool((to_host(ra.indices) == to_host(rb.indices)).all()) \
+            and bool((to_host(ra.data) == to_host(rb.data)).all())  # fmt: skip
+    return bool((to_host(ra) == to_host(rb)).all())
 
 
 def _has_repeated_rows(x: np.ndarray) -> bool:
