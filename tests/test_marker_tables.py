@@ -175,3 +175,88 @@ def test_rank_genes_groups_df_of_our_ranking_on_full_width_clusters():
     for key in ("rank_genes_groups", "rank_genes_groups_filtered"):
         pd.testing.assert_frame_equal(gsc.get.rank_genes_groups_df(a, None, key=key),
                                       sc.get.rank_genes_groups_df(a, None, key=key))  # fmt: skip
+
+
+DENDRO_CASES = [dict(groupby="bulk_labels"), dict(groupby="bulk_labels", n_pcs=10),
+                dict(groupby="bulk_labels", use_rep="X_umap"),  # 2-D profiles: correlations of +-1, ties
+                dict(groupby=["bulk_labels", "half"]), dict(groupby=["bulk_labels", "half"], var_names=["CD8B"]),
+                dict(groupby="louvain", var_names=["CD8B"], use_raw=False), dict(groupby="louvain", var_names=["CD8B"]),
+                dict(groupby="bulk_labels", cor_method="spearman", linkage_method="average", optimal_ordering=True),
+                dict(groupby="bulk_labels", cor_method="kendall")]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def reduced():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = sc.datasets.pbmc68k_reduced()  # X_pca, X_umap, raw
+    a.obs["half"] = pd.Categorical(np.where(np.arange(a.n_obs) % 2, "x", "y"))
+    return a
+
+
+def assert_dendrogram_equal(got: dict, want: dict, tol: float = 0.0) -> None:
+    assert list(got) == list(want)
+    for k, v in want.items():
+        if k in ("linkage", "correlation_matrix"):
+            np.testing.assert_allclose(got[k], v, rtol=0, atol=tol, err_msg=k)
+        elif k == "dendrogram_info":
+            assert list(got[k]) == list(v)
+            for kk in v:
+                np.testing.assert_allclose(got[k][kk], v[kk], atol=tol) if kk in ("icoord", "dcoord") \
+                    else (got[k][kk] == v[kk]) or pytest.fail(kk)  # fmt: skip
+        else:
+            assert got[k] == v, k
+
+
+@pytest.mark.parametrize("case", DENDRO_CASES, ids=lambda c: "-".join(f"{k}" for k in c if k != "groupby") or "pca")
+def test_dendrogram_equals_scanpy(reduced, case):
+    """The representation's means as pandas takes them (the same linkage, ties and all); every
+    gene's means from the sparse matrix's group sums (within float rounding)."""
+    want = sc.tl.dendrogram(reduced.copy(), inplace=False, **case)
+    got = gsc.tl.dendrogram(reduced.copy(), inplace=False, **case)
+    assert_dendrogram_equal(got, want, tol=0.0 if "var_names" not in case else 1e-6)  # scanpy: float32 means
+
+
+def test_dendrogram_stored_where_scanpy_plots_read_it(reduced):
+    a = reduced.copy()
+    assert gsc.tl.dendrogram(a, "bulk_labels") is None
+    assert "dendrogram_bulk_labels" in a.uns
+    gsc.tl.dendrogram(a, ["bulk_labels", "half"], key_added="both")
+    assert a.uns["both"]["groupby"] == ["bulk_labels", "half"]
+    ref = reduced.copy()
+    sc.tl.dendrogram(ref, "bulk_labels")
+    assert_dendrogram_equal(a.uns["dendrogram_bulk_labels"], ref.uns["dendrogram_bulk_labels"])
+
+
+def test_dendrogram_of_genes_on_dask_and_device(device, reduced):
+    a = cells_for(device, reduced, 300)
+    a.X = sp.csr_matrix(a.X)
+    want = gsc.tl.dendrogram(a, "bulk_labels", var_names=["x"], use_raw=False, inplace=False)
+    gpu = a.copy()
+    gpu.X = as_type(a.X, "cupyx_csr")
+    import cupy as cp
+
+    gpu.obsm["X_pca"] = cp.asarray(a.obsm["X_pca"])
+    assert_dendrogram_equal(gsc.tl.dendrogram(gpu, "bulk_labels", var_names=["x"], use_raw=False, inplace=False),
+                            want, tol=1e-9)  # fmt: skip
+    assert_dendrogram_equal(gsc.tl.dendrogram(gpu, "bulk_labels", inplace=False),
+                            gsc.tl.dendrogram(a, "bulk_labels", inplace=False))  # fmt: skip
+    if device == "emulated":
+        pytest.importorskip("dask.array")
+        lazy = a.copy()
+        lazy.X, made = counted_dask(a.X, rows=100)
+        assert_dendrogram_equal(gsc.tl.dendrogram(lazy, "bulk_labels", var_names=["x"], use_raw=False,
+                                                  inplace=False), want, tol=1e-9)  # fmt: skip
+        assert sorted(made) == list(range(3))  # one pass
+
+
+def test_dendrogram_bad_input(reduced):
+    a = reduced.copy()
+    with pytest.raises(ValueError, match="groupby has to be a valid observation. Given value: nope"):
+        gsc.tl.dendrogram(a, "nope")
+    with pytest.raises(ValueError, match="groupby has to be a categorical observation. Given value: n_genes"):
+        gsc.tl.dendrogram(a, "n_genes")
+    a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.add_categories(["none here"])
+    with pytest.raises(KeyError, match=r"categories \['none here'\] .* hold no cells"):
+        gsc.tl.dendrogram(a, "bulk_labels")
+    assert not any(k.startswith("dendrogram") for k in a.uns)

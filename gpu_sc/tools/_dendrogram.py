@@ -1,0 +1,116 @@
+"""`gsc.tl.dendrogram`: scanpy's hierarchical clustering of the categories of `groupby` by the
+correlation of their mean profiles (which `sc.pl` dot plots and heat maps order groups by).
+
+The means come from one pass of the `group_sums` primitive over the representation (X_pca by
+scanpy's rule, an obsm entry) or, with `var_names`, over every gene of X or raw, sparse as it is
+(scanpy makes a dense cells x genes table first); on the CPU, the GPU or Dask blocks. The
+correlation of the few category profiles and the linkage are pandas' and scipy's, as in scanpy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import product
+
+import numpy as np
+import pandas as pd
+from anndata import AnnData
+
+from .._backend import is_dask, to_host
+from .._ops import group_sums, parts
+from .._representation import representation
+from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
+
+STEP = "dendrogram"
+
+
+def _labels(adata: AnnData, groupby: list[str], *, by_genes: bool) -> pd.Series:
+    """The category of each cell: the column, or the columns' values joined with '_' (their
+    categories sorted as text, or in the order of the categories' product where scanpy's gene
+    table makes them)."""
+    if len(groupby) == 1:
+        return adata.obs[groupby[0]]
+    joined = adata.obs[groupby[0]].astype(str)
+    for g in groupby[1:]:
+        joined = joined + "_" + adata.obs[g].astype(str)
+    labels = joined.astype("category")
+    if by_genes:
+        order = {"_".join(k): i for i, k in enumerate(product(*(adata.obs[g].cat.categories for g in groupby)))}
+        labels = labels.cat.reorder_categories(sorted(labels.cat.categories, key=order.__getitem__))
+    return labels
+
+
+def _matrix(adata: AnnData, use_rep, n_pcs, var_names, use_raw):
+    if var_names is None:
+        rep = representation(adata, use_rep, n_pcs, step=STEP)
+        if rep is None:  # no X_pca above 50 genes: scanpy makes it (and keeps it)
+            from ..preprocessing._pca import pca
+
+            pca(adata)
+            rep = representation(adata, use_rep, n_pcs, step=STEP)
+        return rep
+    if use_raw is None:  # scanpy's gene table: raw where there is one
+        use_raw = adata.raw is not None
+    return get_matrix(adata, use_raw=bool(use_raw), step=STEP)
+
+
+@old_positionals("n_pcs", "use_rep", "var_names", "use_raw", "cor_method", "linkage_method", "optimal_ordering",
+                 "key_added", "inplace")
+def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | None = None, use_rep: str | None = None,
+               var_names: Sequence[str] | None = None, use_raw: bool | None = None, cor_method: str = "pearson",
+               linkage_method: str = "complete", optimal_ordering: bool = False, key_added: str | None = None,
+               inplace: bool = True) -> dict | None:  # fmt: skip
+    """Hierarchical clustering of `groupby`'s categories: scanpy's ``sc.tl.dendrogram``.
+
+    Each category's mean profile over the representation scanpy picks (``use_rep`` /
+    ``n_pcs``: X_pca above 50 genes, made by ``pp.pca`` where missing) or, when `var_names` is
+    given, over every gene of X (raw where there is one, or as ``use_raw`` says; scanpy uses
+    `var_names` only as this switch); their correlation (``cor_method``: pearson, kendall,
+    spearman) and scipy's linkage (``linkage_method``, ``optimal_ordering``) of 1 - correlation.
+    Stores ``uns[key_added or 'dendrogram_' + '_'.join(groupby)]`` (scanpy's keys: linkage,
+    categories_ordered, categories_idx_ordered, dendrogram_info, correlation_matrix, ...), or
+    returns that dict with ``inplace=False``.
+    """
+    import scipy.cluster.hierarchy as sch
+    from scipy.spatial import distance
+
+    check_anndata(adata, step=STEP)
+    groupby = [groupby] if isinstance(groupby, str) else list(groupby)
+    for g in groupby:  # scanpy's checks and words
+        if g not in adata.obs:
+            msg = (f"groupby has to be a valid observation. Given value: {g}, valid observations: "
+                   f"{adata.obs.columns.tolist()}")
+            raise ValueError(msg)
+        if not isinstance(adata.obs[g].dtype, pd.CategoricalDtype):
+            msg = f"groupby has to be a categorical observation. Given value: {g}, Column type: {adata.obs[g].dtype}"
+            raise ValueError(msg)
+    if var_names is not None:
+        sanitize_anndata(adata)  # as scanpy's gene table does
+    x = canonical(_matrix(adata, use_rep, n_pcs, var_names, use_raw), step=STEP)
+    labels = _labels(adata, groupby, by_genes=var_names is not None)
+    categories = labels.cat.categories
+    codes = labels.cat.codes.to_numpy().astype(np.int64)
+    size = np.bincount(codes[codes >= 0], minlength=len(categories))
+    empty = [str(c) for c, n in zip(categories, size, strict=True) if n == 0]
+    if empty:
+        msg = (f"{STEP}: categories {empty} of {'_'.join(groupby)!r} hold no cells, so they have no mean "
+               "profile; drop them first (obs[key] = obs[key].cat.remove_unused_categories()).")  # fmt: skip
+        raise KeyError(msg)
+    if var_names is None:  # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in
+        rep = to_host(x.compute() if is_dask(x) else x)  # the correlations of a 2-D embedding follow them)
+        means = pd.DataFrame(rep, index=pd.CategoricalIndex(labels)).groupby(level=0, observed=True).mean()
+        means = means.loc[categories]
+    else:  # every gene: sums of the sparse matrix in one pass, where scanpy makes a dense table
+        sums = to_host(group_sums(parts(x), codes, len(categories))[0])
+        means = pd.DataFrame(sums / size[:, None], index=categories)
+    corr = means.T.corr(method=cor_method).clip(-1, 1)
+    linkage = sch.linkage(distance.squareform(1 - corr), method=linkage_method, optimal_ordering=optimal_ordering)
+    info = sch.dendrogram(linkage, labels=list(categories), no_plot=True)
+    dat = {"linkage": linkage, "groupby": groupby, "use_rep": use_rep, "cor_method": cor_method,
+           "linkage_method": linkage_method, "categories_ordered": info["ivl"],
+           "categories_idx_ordered": info["leaves"], "dendrogram_info": info,
+           "correlation_matrix": corr.values}  # fmt: skip
+    if not inplace:
+        return dat
+    adata.uns[key_added or f"dendrogram_{'_'.join(groupby)}"] = dat
+    return None
