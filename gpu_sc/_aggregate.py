@@ -110,7 +110,8 @@ def _medians(x, codes: np.ndarray, n_groups: int) -> np.ndarray:
     if is_dask(x):
         msg = f"{STEP}: func='median' needs an in-memory matrix; call .compute() on the Dask array first."
         raise NotImplementedError(msg)
-    x = x.get() if is_gpu(x) else x
+    # duplicate entries summed, as for the other funcs (scanpy's median takes each apart)
+    x = canonical(x.get() if is_gpu(x) else x, step=STEP, sum_duplicates=True)
     out = []
     for g in range(n_groups):
         block = x[codes == g]

@@ -68,6 +68,23 @@ def get_matrix(adata: AnnData, *, layer: str | None = None, obsm: str | None = N
                use_raw: bool = False, step: str):  # fmt: skip
     """The matrix a step works on: X, a layer, an obsm entry or raw.X (never a copy)."""
     check_anndata(adata, step=step)
+    x = _chosen_matrix(adata, layer=layer, obsm=obsm, use_raw=use_raw, step=step)
+    check_index_dtype(x, step=step)
+    return x
+
+
+def check_index_dtype(x, *, step: str) -> None:
+    """Refuse a sparse matrix with unsigned index arrays (some writers store indptr as uint64),
+    which scipy's and our kernels take as signed only, saying how to cast them."""
+    for name in ("indptr", "indices"):
+        arr = getattr(x, name, None) if is_sparse(x) else None
+        if arr is not None and arr.dtype.kind == "u":
+            msg = (f"{step}: the sparse matrix's {name} is {arr.dtype}; scipy and gpu_sc take signed index "
+                   f"arrays. Cast them first: x.{name} = x.{name}.astype(np.int64) (or int32).")  # fmt: skip
+            raise TypeError(msg)
+
+
+def _chosen_matrix(adata: AnnData, *, layer, obsm, use_raw, step: str):
     chosen = [n for n, v in (("layer", layer), ("obsm", obsm), ("use_raw", use_raw)) if v]
     if len(chosen) > 1:
         msg = f"{step}: pass at most one of layer, obsm and use_raw; got {', '.join(chosen)}."
@@ -119,6 +136,7 @@ def canonical(x, *, step: str, sum_duplicates: bool = False):
         check_chunked(x, step=step)
         return x
     if is_sparse(x):
+        check_index_dtype(x, step=step)
         x = in_layout(x)
         return summed_duplicates(x) if sum_duplicates else x
     if not hasattr(x, "flags"):

@@ -196,3 +196,15 @@ def test_a_matrix_is_refused_as_scanpy_refuses_it():
         gsc.get.aggregate(np.ones((3, 2)), "x", "sum")
     with pytest.raises(TypeError):
         gsc.get.aggregate(np.ones((3, 2)), "x", "sum")
+
+
+def test_median_of_duplicate_entries_is_of_their_sum():
+    """A CSR holding 2 as 1 + 1: the median of the matrix's values (2), as every other func reads
+    the sum of duplicates (scanpy's median took each entry apart: 1)."""
+    dup = sp.csr_matrix((np.array([1, 1, 1, 1, 1, 1, 2], np.float32), np.zeros(7, np.int32),
+                         np.array([0, 2, 4, 6, 7], np.int32)), shape=(4, 1))  # fmt: skip
+    obs = pd.DataFrame({"g": pd.Categorical(["a"] * 4)}, index=list("0123"))
+    got = gsc.get.aggregate(ad.AnnData(dup, obs=obs), "g", ["median", "sum"])
+    np.testing.assert_array_equal(np.asarray(got.layers["median"]).ravel(), [2.0])
+    np.testing.assert_array_equal(np.asarray(got.layers["sum"]).ravel(), [8.0])
+    assert not dup.has_canonical_format  # the caller's matrix as it was

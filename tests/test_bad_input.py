@@ -362,3 +362,23 @@ def test_step_warnings_name_the_callers_line():
             call()
         hits = [w for w in caught if text in str(w.message)]
         assert hits and all(w.filename == __file__ for w in hits), (text, [(w.filename, str(w.message)[:60]) for w in caught])
+
+
+UNSIGNED_STEPS = {**STEPS, "log1p": gsc.pp.log1p, "scale": lambda a: gsc.pp.scale(a, zero_center=False),
+                  "highly_variable_genes": gsc.pp.highly_variable_genes, "pca": lambda a: gsc.pp.pca(a, n_comps=5),
+                  "aggregate": lambda a: gsc.get.aggregate(a, "bulk_labels", "sum")}  # fmt: skip
+
+
+@pytest.mark.parametrize("step", UNSIGNED_STEPS)
+@pytest.mark.parametrize("name", ["indptr", "indices"])
+def test_unsigned_index_arrays_are_refused_saying_how_to_cast(pbmc, step, name):
+    """A CSR whose indptr (or indices) some writer stored as uint64: scipy cannot use it, and a
+    step failed deep in numba or scipy; now one TypeError naming the array and the cast."""
+    x = sp.csr_matrix(pbmc.X)
+    setattr(x, name, getattr(x, name).astype(np.uint64))
+    pbmc.X = x
+    obs, var = list(pbmc.obs), list(pbmc.var)
+    with pytest.raises(TypeError, match=rf"{name} is uint64.*astype\(np.int64\)"):
+        UNSIGNED_STEPS[step](pbmc)
+    assert pbmc.X is x and getattr(x, name).dtype == np.uint64  # (AnnData.copy would cast them)
+    assert list(pbmc.obs) == obs and list(pbmc.var) == var

@@ -548,6 +548,11 @@ def test_mask_errors_in_scanpys_words(pbmc):
         pca(adata, mask_var=np.ones(adata.n_vars + 1, dtype=bool))
     with pytest.raises(ValueError, match=r"Mask array must be boolean"):
         pca(adata, mask_var=np.ones(adata.n_vars))
+    adata.var["none"] = False  # said so, not as an n_comps=-1 the user never passed
+    with pytest.raises(ValueError, match=r"mask_var selects none of the 765 genes \(adata.var\['none'\] is all"):
+        pca(adata, mask_var="none")
+    with pytest.raises(ValueError, match=r"mask_var selects none of the 765 genes \(the mask is all False\)"):
+        pca(adata, mask_var=np.zeros(adata.n_vars, dtype=bool))
     assert set(adata.obsm) == set(before.obsm) and "pca" not in adata.uns
 
 

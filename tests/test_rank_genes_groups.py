@@ -249,6 +249,14 @@ def test_bad_input_is_refused(logged):
     with pytest.raises(TypeError, match="rank_genes_groups: method='logreg' passes"):
         gsc.tl.rank_genes_groups(b, "grp_str", method="logreg", bogus=1)
     assert b.obs["grp_str"].dtype == object  # refused before anything changed
+    for kw in ({"reference": "typo"}, {"groups": ["typo"]}):  # refused before obs changes
+        with pytest.raises(ValueError, match="typo"):
+            gsc.tl.rank_genes_groups(b, "grp_str", **kw)
+        assert b.obs["grp_str"].dtype == object
+    for empty in (a[:0].copy(), a[np.zeros(a.n_obs, dtype=bool)]):
+        with pytest.raises(ValueError, match=r"got an empty matrix \(0 cells x 765 genes\)"):
+            gsc.tl.rank_genes_groups(empty, "grp")
+        assert "rank_genes_groups" not in empty.uns
     with pytest.raises(ValueError, match="logreg' needs at least two groups"):
         gsc.tl.rank_genes_groups(a, "grp", method="logreg", groups=["Dendritic"])
     with pytest.raises(KeyError, match="groupby 'nope'"):

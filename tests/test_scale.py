@@ -251,3 +251,18 @@ def test_bare_csc_is_changed_where_scanpy_changes_it(pbmc, kw):
     assert (got is ours) == (want is theirs)
     assert ((ours != x0).nnz > 0) == ((theirs != x0).nnz > 0)
     np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-5, atol=1e-5)
+
+
+def test_dask_blocks_sparse_where_the_meta_says_dense(pbmc):
+    """map_blocks that could not infer its blocks' kind labels sparse blocks dense: without
+    centring the stored values are divided (the in-memory result); centred, a clear error at
+    compute instead of a reshape failure."""
+    da = pytest.importorskip("dask.array")
+    x = sp.csr_matrix(pbmc.X)
+    lazy = da.from_array(x, chunks=(250, -1), asarray=False).map_blocks(
+        sp.csr_matrix, dtype=x.dtype, meta=np.empty((0, 0), x.dtype))
+    mem = scale(x.copy(), zero_center=False, max_value=5, copy=True)
+    got = scale(lazy, zero_center=False, max_value=5, copy=True).compute()
+    np.testing.assert_array_equal(to_host(got), to_host(mem))
+    with pytest.raises(TypeError, match="a block of the Dask array is sparse where the array's meta is dense"):
+        scale(lazy, copy=True).compute()

@@ -127,6 +127,14 @@ def test_bad_input(logged):
         gsc.tl.score_genes(a, _genes(a, 0, 37, 5), gene_pool=list(a.var_names[1:50]))
     with pytest.raises(KeyError, match="layer 'nope'"):
         gsc.tl.score_genes(a, _genes(a, 0, 37, 5), layer="nope")
+    with pytest.raises(ValueError, match=r"got an empty matrix \(0 cells"):  # not a word on gene_pool
+        gsc.tl.score_genes(a[:0].copy(), _genes(a, 0, 37, 5))
+    bad = a.copy()
+    bad.X = sp.csr_matrix(bad.X)
+    col = bad.var_names.get_loc(_genes(a, 0, 37, 5)[0])
+    bad.X.data[bad.X.indices == col] = np.inf
+    with pytest.raises(ValueError, match="have no finite mean expression"):
+        gsc.tl.score_genes(bad, _genes(a, 0, 37, 5))
     with pytest.raises(ValueError, match="ctrl_size"):
         gsc.tl.score_genes(a, _genes(a, 0, 37, 5), ctrl_size=0)
     with pytest.raises(TypeError, match="ctrl_size"):

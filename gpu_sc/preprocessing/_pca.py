@@ -188,6 +188,11 @@ def pca(
     out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.dtype(np.float64)
     x = float_values(x)  # integers and bools: float64, as scikit-learn does
     if mask is not None:
+        if not mask.any():
+            what = f"adata.var[{mask_param!r}]" if isinstance(mask_param, str) else "the mask"
+            msg = (f"{_STEP}: mask_var selects none of the {mask.size} genes ({what} is all False); pass a "
+                   "mask with the genes to use (e.g. highly_variable_genes' column).")  # fmt: skip
+            raise ValueError(msg)
         x = Chunked(x).take_columns(np.flatnonzero(mask)) if is_dask(x) else x[:, _on_device(mask, x)]
         x = canonical(x, step=_STEP)
     # scanpy's warnings for a solver its implementation for this input does not take (our

@@ -202,13 +202,28 @@ def _scale_dask(x, mask, *, sparse: bool, **kw):
 
     per_row = () if mask is None else (mask,)
     if not (sparse and kw["zero_center"]):
-        return Chunked(x).update(_divide_stored if sparse else _centre_dense, per_row=per_row, **kw)
+        return Chunked(x).update(_scaled_block, per_row=per_row, **kw)
     columns = row_columns(x, per_row)
     # without a mask every block becomes dense float64; with one the block stays sparse (only
     # its masked rows are filled in), as in memory
     meta = xp_of(x._meta).empty((0, 0), dtype=np.float64) if mask is None else x._meta.tocsr()
     dtype = np.dtype(np.float64) if mask is None else x.dtype
     return da.map_blocks(_centred_sparse_block, x, *columns, dtype=dtype, meta=meta, **kw)
+
+
+def _scaled_block(p, *mask, **kw) -> None:
+    """A Dask block in place, by what it holds: a block may be sparse where the array's meta
+    says dense (map_blocks that could not infer it), and stored values are then divided as long
+    as nothing is centred."""
+    if p.dense:
+        _centre_dense(p, *mask, **kw)
+    elif not kw["zero_center"]:
+        _divide_stored(p, *mask, **kw)
+    else:
+        msg = (f"{_STEP}: a block of the Dask array is sparse where the array's meta is dense, so the "
+               "zero-centred (dense) result cannot be made block by block; give map_blocks/from_array the "
+               "blocks' kind (meta=scipy.sparse.csr_matrix((0, 0), dtype=...)) or pass zero_center=False.")  # fmt: skip
+        raise TypeError(msg)
 
 
 def _divide_stored(p, *mask, mean, std, zero_center, max_value) -> None:

@@ -27,8 +27,8 @@ from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
 from .._settings import settings
 from .._stats import bh_fdr
-from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, get_matrix, host_bool_mask,
-                           old_positionals, sanitize_anndata)
+from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, check_not_empty, get_matrix,
+                           host_bool_mask, old_positionals, sanitize_anndata)
 from .._values import not_counts
 
 METHODS = ("t-test", "t-test_overestim_var", "wilcoxon", "logreg")
@@ -70,16 +70,31 @@ def _warn_if_counts(x) -> None:
                       "your data before calling rank_genes_groups.")  # fmt: skip
 
 
+def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
+    """`obs[groupby]` as scanpy makes it categorical (its sanitize: strings in natural order;
+    numbers by astype), without changing adata (`_make_categorical` does, once all is checked)."""
+    col = adata.obs[groupby]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return col
+    probe = AnnData(obs=adata.obs[[groupby]].copy())
+    probe.strings_to_categoricals()
+    col = probe.obs[groupby]
+    return col if isinstance(col.dtype, pd.CategoricalDtype) else col.astype("category")
+
+
+def _make_categorical(adata: AnnData, groupby: str) -> None:
+    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
+        sanitize_anndata(adata)  # scanpy's, every string column of obs and var
+        if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):  # numbers: categorical too
+            adata.obs[groupby] = adata.obs[groupby].astype("category")
+
+
 def _groups(adata: AnnData, groupby: str, groups, reference: str):
     """The categories tested (in the categories' order), each one's cell mask."""
     if groupby not in adata.obs:
         msg = f"{STEP}: groupby {groupby!r} is not a column of adata.obs."
         raise KeyError(msg)
-    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
-        sanitize_anndata(adata)
-    col = adata.obs[groupby]
-    if not isinstance(col.dtype, pd.CategoricalDtype):  # not strings (numbers): categorical too
-        adata.obs[groupby] = col = col.astype("category")
+    col = _as_categories(adata, groupby)
     cats = [str(c) for c in col.cat.categories]
     if reference != "rest" and reference not in cats:
         msg = f"{STEP}: reference {reference!r} must be 'rest' or one of adata.obs[{groupby!r}]'s {cats}."
@@ -162,6 +177,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
         raise TypeError(msg)
     x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
+    check_not_empty(x, step=STEP)
     if method == "logreg" and is_dask(x):
         msg = f"{STEP}: method='logreg' fits all cells at once; compute the Dask array into memory first."
         raise UnsupportedMatrixError(msg)
@@ -174,6 +190,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     n_top = n_all if n_genes is None else min(check_int(n_genes, step=STEP, name="n_genes"), n_all)
     adata = adata.copy() if copy else adata
     order, labels = _groups(adata, groupby, groups, reference)
+    _make_categorical(adata, groupby)
     if method != "logreg":
         _warn_if_counts(x)
     key = key_added or "rank_genes_groups"

@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import settings
-from .._validation import check_anndata, check_in_memory, check_int, get_matrix, old_positionals
+from .._validation import check_anndata, check_in_memory, check_int, check_not_empty, get_matrix, old_positionals
 
 STEP = "score_genes"
 
@@ -113,8 +113,13 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
     cut = avg.rank(method="min") // per_bin
     outside = gene_list.difference(cut.index)
     if len(outside):
-        msg = (f"{STEP}: genes {list(outside[:5])} of gene_list are not in gene_pool (or have no finite "
-               "mean); every scored gene needs its expression bin in the pool: add them to gene_pool.")  # fmt: skip
+        unbinned = gene_list.difference(avg.index).intersection(gene_pool)  # in the pool, mean not finite
+        if len(unbinned):
+            msg = (f"{STEP}: genes {list(unbinned[:5])} of gene_list have no finite mean expression (NaN or "
+                   "inf values in the matrix), so they have no expression bin; fix or drop those values first.")
+            raise ValueError(msg)
+        msg = (f"{STEP}: genes {list(outside[:5])} of gene_list are not in gene_pool; every scored gene "
+               "needs its expression bin in the pool: add them to gene_pool.")  # fmt: skip
         raise KeyError(msg)
     in_list = cut.index.isin(gene_list) if not ctrl_as_ref else np.zeros(len(cut), bool)
     control = pd.Index([], dtype="string")
@@ -141,6 +146,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     n_bins = check_int(n_bins, step=STEP, name="n_bins", minimum=2)
     adata = adata.copy() if copy else adata
     x, names = _matrix(adata, use_raw, layer)
+    check_not_empty(x, step=STEP)
     names = pd.Index(names)
     wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
     genes = wanted.intersection(names)
