@@ -612,3 +612,20 @@ def test_tails_beyond_the_fft_resolution_and_zero_pvalues():
     p = np.array([[0.0, 1e-200, 6e-7, 0.3]] * 2)
     out = _matched.matched_test(z, p, np.ones(4, bool))
     assert np.all(np.isfinite(out["chi2"])) and np.all(np.diff(out["chi2"]) < 0)
+
+
+def test_pics_sharing_a_name_draw_apart(reference_and_null):
+    """Two PICs of one name (samples concatenated without unique names) get their own doublets,
+    not one stream twice; unique names keep their keys (pandas' hash of the name)."""
+    ref, pics = reference_and_null
+    names = np.array(["a", "b", "a", "c", "a"], dtype=object)
+    keys = name_keys(names)
+    assert len(set(keys.tolist())) == 5
+    np.testing.assert_array_equal(keys[[0, 1, 3]], pd.util.hash_array(names[[0, 1, 3]]))
+    x = sp.csr_matrix(ref.X, dtype=np.float64)
+    codes = pd.Index(PIC_T + PIC_DC).get_indexer(ref.obs["grp"].astype(str))
+    ca = np.full((2, 3), codes[0])
+    cb = np.full((2, 3), codes[-1])
+    twins = name_keys(np.array(["same", "same"], dtype=object))
+    d = _matched.matched_doublets(x, codes, ca, cb, np.full(2, 0.5), np.full(2, 800.0), 3, twins, 3)
+    assert (d[:3] != d[3:]).nnz > 0  # the same groups, alpha and depth: drawn apart

@@ -143,8 +143,8 @@ def interaction_genes(
     n_matched, seed
         matched: doublets per PIC, and the seed (a non-negative integer) of their draws; each
         PIC's draws follow the seed and its name (obs_names), not its row, so reordered or
-        subset PICs keep their doublets (PICs that share a name share their draws: make the names
-        unique first, e.g. pics.obs_names_make_unique()).
+        subset PICs keep their doublets (PICs that share a name are told apart by their order
+        among its holders, as obs_names_make_unique() would).
     pair_uncertainty
         matched: also test against doublets of pairs drawn from the PICs' pair posterior, where
         deconvolve kept one, and keep each gene's larger p-value (False, or no posterior: the

@@ -68,8 +68,18 @@ def keyed_uniforms(seed: int, stream: int, keys, n: int) -> np.ndarray:
 
 
 def name_keys(names) -> np.ndarray:
-    """Each name's key for the keyed draws: pandas' stable 64-bit hash of it (a PIC's obs name)."""
-    return pd.util.hash_array(np.asarray(names, dtype=object))
+    """Each name's key for the keyed draws: pandas' stable 64-bit hash of it (a PIC's obs name).
+    A name's later occurrences (PICs of two samples concatenated without unique names) are keyed
+    by the name and their occurrence number, so they draw apart, not the same stream; which one
+    is first follows the row order, as in obs_names_make_unique."""
+    values = np.asarray(names, dtype=object)
+    keys = pd.util.hash_array(values)
+    later = pd.Index(values).duplicated()
+    if later.any():
+        occurrence = pd.Series(values).groupby(values, sort=False).cumcount().to_numpy()
+        tagged = np.array([f"{v}\x1f{k}" for v, k in zip(values[later], occurrence[later], strict=True)], dtype=object)
+        keys[later] = pd.util.hash_array(tagged)
+    return keys
 
 
 def canonical_rows(adata, rows=None) -> np.ndarray:
