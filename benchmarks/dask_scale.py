@@ -69,7 +69,7 @@ STEPS: dict[str, Step] = {
                                                              subset=True), then="persist"),
     "hvg_batches": Step(lambda pp, tl, a, p: pp.highly_variable_genes(
         _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
-    "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False),
+    "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False, reference=False),
     "scale": Step(lambda pp, tl, a, p: pp.scale(a, max_value=10), keep=False),
     "pca": Step(lambda pp, tl, a, p: pp.pca(a, n_comps=p["n_comps"])),
     "neighbors": Step(lambda pp, tl, a, p: pp.neighbors(a, n_neighbors=15), reference=False),
@@ -81,6 +81,9 @@ NO_REFERENCE = {
     "neighbors": "unsupported (not run): scanpy 1.11.5's default neighbors with pynndescent 0.7 raises "
     "AttributeError: 'csr_array' object has no attribute 'getnnz' above 8,192 cells, after its kNN search "
     "(checked on 10,000 cells on this machine)",
+    "markers": "unsupported (not run): scanpy 1.11.5's rank_genes_groups on a Dask matrix raised TypeError "
+    "(_cs_matrix.sum() got an unexpected keyword argument 'keepdims') at 20,000 cells, and at a million cells "
+    "it filled this machine's 23 GiB and was killed by the kernel before that error (2026-12-06)",
     "umap": "not run: gpu_sc's umap is scanpy's",
     "leiden": "not run: gpu_sc's leiden is scanpy's",
 }

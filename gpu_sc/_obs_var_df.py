@@ -12,7 +12,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._backend import is_dask, is_gpu, is_sparse
-from ._validation import check_anndata, get_matrix
+from ._validation import check_anndata, get_matrix, whole_rows
 
 
 def _dense_host(x) -> np.ndarray:
@@ -26,6 +26,7 @@ def _taken(x, idx: np.ndarray, axis: int) -> np.ndarray:
     order = np.argsort(idx, kind="stable")
     ordered = idx[order]
     if is_dask(x):
+        x = whole_rows(x)  # a matrix split along genes too: blocks of whole rows
         if axis == 1:  # each block's own columns: whole rows stay in their blocks
             taken = x.map_blocks(lambda b: _dense_host(b[:, ordered]), chunks=(x.chunks[0], (idx.size,)),
                                  dtype=x.dtype, meta=np.empty((0, 0), x.dtype))  # fmt: skip
@@ -56,19 +57,22 @@ def _resolve(frame: pd.DataFrame, names: pd.Index, keys, *, dim: str, where: str
         raise ValueError(msg)
     lookup = aliases if aliases is not None else names
     searched = f"{other}[{aliases.name!r}]" if aliases is not None else f"{other}_names"
+    where_in: dict = {}  # each name's positions, in one pass (a lookup per key would scan them all)
+    for i, name in enumerate(lookup):
+        where_in.setdefault(name, []).append(i)
     cols, positions, named, missing = [], [], [], []
     for key in dict.fromkeys(keys):
-        hits = np.flatnonzero(lookup == key) if key in lookup else np.empty(0, np.int64)
+        hits = where_in.get(key, ())
         if key in frame.columns:
-            if hits.size:
+            if len(hits):
                 msg = f"The key {key!r} is found in both adata.{dim} and {where}.{searched}."
                 raise KeyError(msg)
             cols.append(key)
-        elif hits.size > 1:
+        elif len(hits) > 1:
             msg = f"Found duplicate entries for {key!r} in {where}.{searched}."
             raise KeyError(msg)
-        elif hits.size == 1:
-            positions.append(int(hits[0]))
+        elif len(hits) == 1:
+            positions.append(hits[0])
             named.append(key)
         else:
             missing.append(key)
@@ -112,7 +116,6 @@ def obs_df(adata: AnnData, keys: Collection[str] = (), obsm_keys: Iterable[tuple
     if use_raw and layer is not None:
         msg = f"obs_df: pass a layer or use_raw=True, not both (got layer={layer!r}); raw has no layers."
         raise RawAndLayerError(msg)
-    x = get_matrix(adata, layer=layer, use_raw=use_raw, step="obs_df") if keys else None
     var = adata.raw.var if use_raw else adata.var
     if gene_symbols is not None and gene_symbols not in var:
         msg = f"obs_df: gene_symbols {gene_symbols!r} is not a column of {'adata.raw' if use_raw else 'adata'}.var."
@@ -120,7 +123,9 @@ def obs_df(adata: AnnData, keys: Collection[str] = (), obsm_keys: Iterable[tuple
     aliases = pd.Index(var[gene_symbols]) if gene_symbols is not None else None
     cols, positions, named = _resolve(adata.obs, var.index, keys, dim="obs", where="adata.raw" if use_raw else "adata",
                                       aliases=aliases)  # fmt: skip
-    values = _taken(x, positions, axis=1) if named else None
+    # the matrix only where genes are asked for (scanpy reads no layer for obs columns alone)
+    values = _taken(get_matrix(adata, layer=layer, use_raw=use_raw, step="obs_df"), positions, axis=1) \
+        if named else None  # fmt: skip
     out = _frame(adata.obs_names, values, named, adata.obs, cols, keys)
     _mapped_columns(out, adata.obsm, obsm_keys)
     return out
@@ -133,9 +138,8 @@ def var_df(adata: AnnData, keys: Collection[str] = (), varm_keys: Iterable[tuple
     values come from X or `layer`, on any backend."""
     check_anndata(adata, step="var_df")
     keys = [keys] if isinstance(keys, str) else list(keys)
-    x = get_matrix(adata, layer=layer, step="var_df") if keys else None
     cols, positions, named = _resolve(adata.var, adata.obs_names, keys, dim="var", where="adata", aliases=None)
-    values = _taken(x, positions, axis=0).T if named else None
+    values = _taken(get_matrix(adata, layer=layer, step="var_df"), positions, axis=0).T if named else None
     out = _frame(adata.var_names, values, named, adata.var, cols, keys)
     _mapped_columns(out, adata.varm, varm_keys)
     return out

@@ -43,8 +43,9 @@ def rank_genes_groups_df(adata: AnnData, group: str | Iterable[str] | None, *, k
         raise KeyError(msg)
     logreg = ranked["params"]["method"] == "logreg"
     fields = ["names", "scores"] if logreg else ["names", "scores", "logfoldchanges", "pvals", "pvals_adj"]
-    table = pd.concat([pd.DataFrame({"group": g, **{f: ranked[f][g] for f in fields}}) for g in groups],
-                      ignore_index=True)  # fmt: skip
+    frames = [pd.DataFrame({"group": g, **{f: ranked[f][g] for f in fields}}) for g in groups]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({"group": [], **{
+        f: np.array([], dtype=ranked[f].dtype[0]) for f in fields}})  # group=[]: no rows, as scanpy  # fmt: skip
     table["group"] = pd.Categorical(table["group"], categories=groups)
     if not logreg:
         keep = np.ones(len(table), dtype=bool)
@@ -60,10 +61,12 @@ def rank_genes_groups_df(adata: AnnData, group: str | Iterable[str] | None, *, k
             shares = ranked[k][groups]
             rows = shares.index.get_indexer(table["names"])
             found = rows >= 0
+            merged_rows = len(table)  # scanpy's merge with its text column makes 'group' text, if it has rows
             table = table[found]
             cols = shares.columns.get_indexer(table["group"].astype(object))
             table[column] = shares.to_numpy()[rows[found], cols]
-            table["group"] = table["group"].astype(object)  # as scanpy's merge with its text column leaves it
+            if merged_rows:
+                table["group"] = table["group"].astype(object)
     if len(groups) == 1:
         table = table.drop(columns="group")
     return table.reset_index(drop=True)

@@ -260,3 +260,44 @@ def test_dendrogram_bad_input(reduced):
     with pytest.raises(KeyError, match=r"categories \['none here'\] .* hold no cells"):
         gsc.tl.dendrogram(a, "bulk_labels")
     assert not any(k.startswith("dendrogram") for k in a.uns)
+
+
+def test_dendrogram_of_x_genes_with_raw_values_and_its_own_pca(reduced):
+    """A raw wider than X (after an HVG subset): scanpy's gene table takes X's genes with raw's
+    values; no X_pca: scanpy's PCA of n_pcs components is made and kept; a sparse use_rep='X'
+    (scanpy's raises) from the group sums."""
+    a = reduced.copy()
+    raw = a.raw.to_adata()
+    a = a[:, :300].copy()
+    a.raw = raw
+    for kw in ({}, {"use_raw": True}, {"use_raw": False}):
+        want = sc.tl.dendrogram(a.copy(), "bulk_labels", var_names=["x"], inplace=False, **kw)
+        assert_dendrogram_equal(gsc.tl.dendrogram(a.copy(), "bulk_labels", var_names=["x"], inplace=False, **kw),
+                                want, tol=1e-6)  # fmt: skip
+    b = reduced.copy()
+    del b.obsm["X_pca"]
+    ref, got = b.copy(), b.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.dendrogram(ref, "bulk_labels", n_pcs=10)
+        gsc.tl.dendrogram(got, "bulk_labels", n_pcs=10)
+    assert got.obsm["X_pca"].shape == ref.obsm["X_pca"].shape == (b.n_obs, 10)
+    assert got.uns["dendrogram_bulk_labels"]["categories_ordered"] == ref.uns["dendrogram_bulk_labels"][
+        "categories_ordered"]  # fmt: skip
+    c = reduced.copy()
+    c.X = sp.csr_matrix(c.X)
+    dense = reduced.copy()
+    assert_dendrogram_equal(gsc.tl.dendrogram(c, "bulk_labels", use_rep="X", inplace=False),
+                            gsc.tl.dendrogram(dense, "bulk_labels", use_rep="X", inplace=False), tol=1e-7)  # fmt: skip
+
+
+def test_dendrogram_refuses_before_writing(reduced):
+    """No X_pca and an empty category: refused before scanpy's PCA is made (or obs sanitized)."""
+    a = reduced.copy()
+    del a.obsm["X_pca"], a.uns["pca"], a.varm["PCs"]
+    a.obs["s"] = np.where(np.arange(a.n_obs) % 2, "u", "v").astype(object)
+    a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.add_categories(["none here"])
+    for kw in ({}, {"var_names": ["x"]}):
+        with pytest.raises(KeyError, match="hold no cells"):
+            gsc.tl.dendrogram(a, "bulk_labels", **kw)
+    assert "X_pca" not in a.obsm and "pca" not in a.uns and "PCs" not in a.varm and a.obs["s"].dtype == object

@@ -110,3 +110,17 @@ def test_bad_keys_are_refused_as_scanpy(pbmc):
     assert isinstance(err.value, ValueError)
     with pytest.raises(KeyError, match=r"Could not find keys \['nope'\] in columns of `adata.var` or in adata.obs_names"):
         gsc.get.var_df(a, ["nope"])
+
+
+def test_dask_split_along_genes_and_obs_columns_alone(pbmc):
+    """A Dask X chunked along genes too gives the in-memory frame; obs columns alone read no
+    matrix, so a missing layer is not asked for (as scanpy)."""
+    da = pytest.importorskip("dask.array")
+    b = pbmc.copy()
+    b.X = da.from_array(np.asarray(pbmc.X), chunks=(300, 200))
+    genes = ["CD8B", "HES4", "LYZ", "n_genes"]
+    pd.testing.assert_frame_equal(gsc.get.obs_df(b, genes), sc.get.obs_df(pbmc, genes))
+    cells = list(pbmc.obs_names[[9, 2]])
+    pd.testing.assert_frame_equal(gsc.get.var_df(b, cells), sc.get.var_df(pbmc, cells))
+    pd.testing.assert_frame_equal(gsc.get.obs_df(pbmc, ["n_genes"], layer="nope"),
+                                  sc.get.obs_df(pbmc, ["n_genes"], layer="nope"))  # fmt: skip

@@ -16,18 +16,19 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import is_dask, to_host
+from .._backend import blocks_like, is_dask, is_sparse, to_host
 from .._ops import group_sums, parts
 from .._representation import representation
+from .._settings import N_PCS
 from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"
 
 
-def _labels(adata: AnnData, groupby: list[str], *, by_genes: bool) -> pd.Series:
+def _labels(adata: AnnData, groupby, *, by_genes: bool) -> pd.Series:
     """The category of each cell: the column, or the columns' values joined with '_' (their
     categories sorted as text, or in the order of the categories' product where scanpy's gene
-    table makes them)."""
+    table makes them; a combination with a missing label, 'nan_x', after those)."""
     if len(groupby) == 1:
         return adata.obs[groupby[0]]
     joined = adata.obs[groupby[0]].astype(str)
@@ -35,23 +36,37 @@ def _labels(adata: AnnData, groupby: list[str], *, by_genes: bool) -> pd.Series:
         joined = joined + "_" + adata.obs[g].astype(str)
     labels = joined.astype("category")
     if by_genes:
-        order = {"_".join(k): i for i, k in enumerate(product(*(adata.obs[g].cat.categories for g in groupby)))}
-        labels = labels.cat.reorder_categories(sorted(labels.cat.categories, key=order.__getitem__))
+        combos = product(*(adata.obs[g].cat.categories for g in groupby))
+        order = {"_".join(map(str, k)): i for i, k in enumerate(combos)}
+        labels = labels.cat.reorder_categories(sorted(labels.cat.categories, key=lambda c: order.get(c, len(order))))
     return labels
 
 
-def _matrix(adata: AnnData, use_rep, n_pcs, var_names, use_raw):
-    if var_names is None:
-        rep = representation(adata, use_rep, n_pcs, step=STEP)
-        if rep is None:  # no X_pca above 50 genes: scanpy makes it (and keeps it)
-            from ..preprocessing._pca import pca
+def _representation(adata: AnnData, use_rep, n_pcs):
+    """scanpy's choice of matrix, with its PCA (of n_pcs components, or 50) where X_pca is missing."""
+    rep = representation(adata, use_rep, n_pcs, step=STEP)
+    if rep is None:
+        from ..preprocessing._pca import pca
 
-            pca(adata)
-            rep = representation(adata, use_rep, n_pcs, step=STEP)
-        return rep
-    if use_raw is None:  # scanpy's gene table: raw where there is one
-        use_raw = adata.raw is not None
-    return get_matrix(adata, use_raw=bool(use_raw), step=STEP)
+        pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
+        rep = representation(adata, use_rep, n_pcs, step=STEP)
+    return rep
+
+
+def _gene_matrix(adata: AnnData, use_raw):
+    """(matrix, columns of it to correlate over): scanpy's gene table takes raw's values where
+    there is raw (use_raw=None) over X's genes (raw's own with use_raw=True)."""
+    raw_values = adata.raw is not None if use_raw is None else bool(use_raw)
+    x = get_matrix(adata, use_raw=raw_values, step=STEP)
+    genes = adata.raw.var_names if use_raw else adata.var_names
+    if not raw_values:
+        return x, None
+    cols = adata.raw.var_names.get_indexer(genes)
+    if (cols < 0).any():
+        msg = (f"{STEP}: genes {list(genes[cols < 0][:5])} of adata.var_names are not in adata.raw; "
+               "pass use_raw=False to use X.")  # fmt: skip
+        raise KeyError(msg)
+    return x, cols
 
 
 @old_positionals("n_pcs", "use_rep", "var_names", "use_raw", "cor_method", "linkage_method", "optimal_ordering",
@@ -64,8 +79,8 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
 
     Each category's mean profile over the representation scanpy picks (``use_rep`` /
     ``n_pcs``: X_pca above 50 genes, made by ``pp.pca`` where missing) or, when `var_names` is
-    given, over every gene of X (raw where there is one, or as ``use_raw`` says; scanpy uses
-    `var_names` only as this switch); their correlation (``cor_method``: pearson, kendall,
+    given, over every gene of X, with raw's values where there is raw (``use_raw=True``: over
+    raw's genes; scanpy uses `var_names` only as this switch); their correlation (``cor_method``: pearson, kendall,
     spearman) and scipy's linkage (``linkage_method``, ``optimal_ordering``) of 1 - correlation.
     Stores ``uns[key_added or 'dendrogram_' + '_'.join(groupby)]`` (scanpy's keys: linkage,
     categories_ordered, categories_idx_ordered, dendrogram_info, correlation_matrix, ...), or
@@ -75,7 +90,7 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
     from scipy.spatial import distance
 
     check_anndata(adata, step=STEP)
-    groupby = [groupby] if isinstance(groupby, str) else list(groupby)
+    groupby = [groupby] if isinstance(groupby, str) else groupby
     for g in groupby:  # scanpy's checks and words
         if g not in adata.obs:
             msg = (f"groupby has to be a valid observation. Given value: {g}, valid observations: "
@@ -84,25 +99,29 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         if not isinstance(adata.obs[g].dtype, pd.CategoricalDtype):
             msg = f"groupby has to be a categorical observation. Given value: {g}, Column type: {adata.obs[g].dtype}"
             raise ValueError(msg)
-    if var_names is not None:
-        sanitize_anndata(adata)  # as scanpy's gene table does
-    x = canonical(_matrix(adata, use_rep, n_pcs, var_names, use_raw), step=STEP)
-    labels = _labels(adata, groupby, by_genes=var_names is not None)
+    labels = _labels(adata, list(groupby), by_genes=var_names is not None)
     categories = labels.cat.categories
     codes = labels.cat.codes.to_numpy().astype(np.int64)
     size = np.bincount(codes[codes >= 0], minlength=len(categories))
     empty = [str(c) for c, n in zip(categories, size, strict=True) if n == 0]
-    if empty:
+    if empty:  # before anything is written (scanpy's PCA, sanitize)
         msg = (f"{STEP}: categories {empty} of {'_'.join(groupby)!r} hold no cells, so they have no mean "
                "profile; drop them first (obs[key] = obs[key].cat.remove_unused_categories()).")  # fmt: skip
         raise KeyError(msg)
-    if var_names is None:  # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in
-        rep = to_host(x.compute() if is_dask(x) else x)  # the correlations of a 2-D embedding follow them)
+    cols = None
+    if var_names is None:
+        x = canonical(_representation(adata, use_rep, n_pcs), step=STEP)
+    else:
+        x, cols = _gene_matrix(adata, use_raw)
+        x = canonical(x, step=STEP)
+        sanitize_anndata(adata)  # as scanpy's gene table does
+    if var_names is None and not is_sparse(blocks_like(x)):  # a few dense columns on the host: pandas'
+        rep = to_host(x.compute() if is_dask(x) else x)  # means, scanpy's to the bit (ties in the
         means = pd.DataFrame(rep, index=pd.CategoricalIndex(labels)).groupby(level=0, observed=True).mean()
-        means = means.loc[categories]
-    else:  # every gene: sums of the sparse matrix in one pass, where scanpy makes a dense table
-        sums = to_host(group_sums(parts(x), codes, len(categories))[0])
-        means = pd.DataFrame(sums / size[:, None], index=categories)
+        means = means.loc[categories]  # correlations of a 2-D embedding follow them)
+    else:  # genes (or a sparse use_rep='X'): sums of the sparse matrix in one pass, where scanpy
+        sums = to_host(group_sums(parts(x), codes, len(categories))[0])  # makes a dense table
+        means = pd.DataFrame((sums if cols is None else sums[:, cols]) / size[:, None], index=categories)
     corr = means.T.corr(method=cor_method).clip(-1, 1)
     linkage = sch.linkage(distance.squareform(1 - corr), method=linkage_method, optimal_ordering=optimal_ordering)
     info = sch.dendrogram(linkage, labels=list(categories), no_plot=True)
