@@ -116,6 +116,9 @@ def obs_df(adata: AnnData, keys: Collection[str] = (), obsm_keys: Iterable[tuple
     if use_raw and layer is not None:
         msg = f"obs_df: pass a layer or use_raw=True, not both (got layer={layer!r}); raw has no layers."
         raise RawAndLayerError(msg)
+    if use_raw and adata.raw is None:
+        msg = "obs_df: use_raw=True but adata.raw is None; pass use_raw=False (X) or set adata.raw."
+        raise ValueError(msg)
     var = adata.raw.var if use_raw else adata.var
     if gene_symbols is not None and gene_symbols not in var:
         msg = f"obs_df: gene_symbols {gene_symbols!r} is not a column of {'adata.raw' if use_raw else 'adata'}.var."

@@ -125,7 +125,8 @@ def test_no_primitive_dispatches_by_hand():
 # public aliases (gsc.pp) `datasets` and `cli` use
 LAYER = {"_backend": 0, "_settings": 0, "_keys": 0, "_values": 0, "_stats": 0,
          "_kernels": 1, "_ops": 1,
-         "_validation": 2, "get": 2, "_aggregate": 2, "_representation": 2,  # _aggregate: get.aggregate's body
+         "_validation": 2, "get": 2, "_representation": 2,
+         "_aggregate": 2, "_obs_var_df": 2, "_rank_genes_groups_df": 2,  # the bodies of get's readers
          "preprocessing": 3, "tools": 3, "pic": 3,
          "datasets": 4, "cli": 4, "": 4}  # fmt: skip
 

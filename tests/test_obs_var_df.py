@@ -108,6 +108,8 @@ def test_bad_keys_are_refused_as_scanpy(pbmc):
     with pytest.raises(AssertionError, match="pass a layer or use_raw=True, not both") as err:  # scanpy's type
         gsc.get.obs_df(a, ["LYZ"], layer="counts", use_raw=True)
     assert isinstance(err.value, ValueError)
+    with pytest.raises(ValueError, match="use_raw=True but adata.raw is None"):
+        gsc.get.obs_df(sc.AnnData(a.X, obs=a.obs, var=a.var), ["LYZ"], use_raw=True)
     with pytest.raises(KeyError, match=r"Could not find keys \['nope'\] in columns of `adata.var` or in adata.obs_names"):
         gsc.get.var_df(a, ["nope"])
 

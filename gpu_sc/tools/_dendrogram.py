@@ -46,7 +46,7 @@ def _representation(adata: AnnData, use_rep, n_pcs):
     """scanpy's choice of matrix, with its PCA (of n_pcs components, or 50) where X_pca is missing."""
     rep = representation(adata, use_rep, n_pcs, step=STEP)
     if rep is None:
-        from ..preprocessing._pca import pca
+        from ..preprocessing import pca
 
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = representation(adata, use_rep, n_pcs, step=STEP)
