@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ._backend import is_dask, is_gpu, is_sparse
+from ._backend import is_dask, is_gpu, is_sparse, xp_of
+from ._ops._chunked import Chunked
 from ._validation import check_anndata, get_matrix, whole_rows
 
 
@@ -20,21 +21,22 @@ def _dense_host(x) -> np.ndarray:
     return np.asarray(x.toarray() if is_sparse(x) else x)
 
 
+def _on(x, idx: np.ndarray):
+    """`idx` where `x` lives: CuPy indexes device data with device indices only."""
+    return xp_of(x).asarray(idx) if is_gpu(x) else idx
+
+
 def _taken(x, idx: np.ndarray, axis: int) -> np.ndarray:
     """``x[:, idx]`` (axis 1) or ``x[idx, :]`` (axis 0) as a dense host array, in `idx`'s order.
     Taken in increasing order (which a backed AnnData's h5py datasets require), then reordered."""
     order = np.argsort(idx, kind="stable")
     ordered = idx[order]
-    if is_dask(x):
-        x = whole_rows(x)  # a matrix split along genes too: blocks of whole rows
-        if axis == 1:  # each block's own columns: whole rows stay in their blocks
-            taken = x.map_blocks(lambda b: _dense_host(b[:, ordered]), chunks=(x.chunks[0], (idx.size,)),
-                                 dtype=x.dtype, meta=np.empty((0, 0), x.dtype))  # fmt: skip
-        else:  # rows gathered from their blocks
-            taken = x[ordered].map_blocks(_dense_host, dtype=x.dtype, meta=np.empty((0, 0), x.dtype))
-        taken = taken.compute()
+    if is_dask(x):  # each block's own columns or rows, on the block's device; whole rows per block
+        chunked = Chunked(whole_rows(x))
+        taken = chunked.take_columns(ordered) if axis == 1 else chunked.take_rows(ordered)
+        taken = taken.map_blocks(_dense_host, dtype=x.dtype, meta=np.empty((0, 0), x.dtype)).compute()
     else:
-        taken = _dense_host(x[:, ordered] if axis == 1 else x[ordered])
+        taken = _dense_host(x[:, _on(x, ordered)] if axis == 1 else x[_on(x, ordered)])
     back = np.argsort(order)
     return taken[:, back] if axis == 1 else taken[back]
 
