@@ -300,4 +300,8 @@ def test_dendrogram_refuses_before_writing(reduced):
     for kw in ({}, {"var_names": ["x"]}):
         with pytest.raises(KeyError, match="hold no cells"):
             gsc.tl.dendrogram(a, "bulk_labels", **kw)
+    a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.remove_unused_categories()
+    for kw in ({"cor_method": "bogus"}, {"linkage_method": "bogus", "var_names": ["x"]}):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} must be one of"):
+            gsc.tl.dendrogram(a, "bulk_labels", **kw)
     assert "X_pca" not in a.obsm and "pca" not in a.uns and "PCs" not in a.varm and a.obs["s"].dtype == object

@@ -621,6 +621,8 @@ def test_pics_sharing_a_name_draw_apart(reference_and_null):
     names = np.array(["a", "b", "a", "c", "a"], dtype=object)
     keys = name_keys(names)
     assert len(set(keys.tolist())) == 5
+    for odd in (["a", "a", "a\x1f1"], [None, None, None]):  # a name like a tagged one; missing names
+        assert len(set(name_keys(np.array(odd, dtype=object)).tolist())) == 3
     np.testing.assert_array_equal(keys[[0, 1, 3]], pd.util.hash_array(names[[0, 1, 3]]))
     x = sp.csr_matrix(ref.X, dtype=np.float64)
     codes = pd.Index(PIC_T + PIC_DC).get_indexer(ref.obs["grp"].astype(str))

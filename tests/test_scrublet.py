@@ -166,6 +166,9 @@ def test_reversed_twins():
     assert not _score.reversed_twins(np.array([[0, 1], [2, 3], [1, 0], [4, 4]]), x)  # rows 0 and 2 differ
     assert not _score.reversed_twins(np.array([[0, 0], [1, 1], [2, 2], [3, 3]]), x)  # (i, i) only
     assert _score.reversed_twins(np.array([[5, 6], [0, 1], [1, 2], [6, 5]]), x.toarray())  # rows 0 and 3, dense
+    stored_zero = sp.csr_matrix((np.array([1, 0, 2, 1, 2], np.float32), np.array([0, 1, 2, 0, 2]),
+                                 np.array([0, 3, 5])), shape=(2, 3))  # equal rows, one storing a 0  # fmt: skip
+    assert _score.reversed_twins(np.array([[0, 1], [1, 0]]), stored_zero)
 
 
 def test_adata_sim_matches_scanpy(pbmc):

@@ -74,11 +74,12 @@ def name_keys(names) -> np.ndarray:
     is first follows the row order, as in obs_names_make_unique."""
     values = np.asarray(names, dtype=object)
     keys = pd.util.hash_array(values)
-    later = pd.Index(values).duplicated()
-    if later.any():
-        occurrence = pd.Series(values).groupby(values, sort=False).cumcount().to_numpy()
-        tagged = np.array([f"{v}\x1f{k}" for v, k in zip(values[later], occurrence[later], strict=True)], dtype=object)
-        keys[later] = pd.util.hash_array(tagged)
+    codes, _ = pd.factorize(values, use_na_sentinel=False)  # missing names counted too
+    occurrence = pd.Series(codes).groupby(codes).cumcount().to_numpy()
+    later = occurrence > 0
+    if later.any():  # a row hash of (name, occurrence): another function than a name's own hash
+        pair = pd.DataFrame({"name": values[later], "occurrence": occurrence[later]})
+        keys[later] = pd.util.hash_pandas_object(pair, index=False).to_numpy()
     return keys
 
 

@@ -23,6 +23,8 @@ from .._settings import N_PCS
 from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"
+COR_METHODS = ("pearson", "kendall", "spearman")  # pandas' DataFrame.corr
+LINKAGE_METHODS = ("single", "complete", "average", "weighted", "centroid", "median", "ward")
 
 
 def _labels(adata: AnnData, groupby, *, by_genes: bool) -> pd.Series:
@@ -99,6 +101,12 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         if not isinstance(adata.obs[g].dtype, pd.CategoricalDtype):
             msg = f"groupby has to be a categorical observation. Given value: {g}, Column type: {adata.obs[g].dtype}"
             raise ValueError(msg)
+    if not (callable(cor_method) or cor_method in COR_METHODS):
+        msg = f"{STEP}: cor_method must be one of {COR_METHODS} or a callable, got {cor_method!r}."
+        raise ValueError(msg)
+    if linkage_method not in LINKAGE_METHODS:
+        msg = f"{STEP}: linkage_method must be one of {LINKAGE_METHODS} (scipy's linkage), got {linkage_method!r}."
+        raise ValueError(msg)
     labels = _labels(adata, list(groupby), by_genes=var_names is not None)
     categories = labels.cat.categories
     codes = labels.cat.codes.to_numpy().astype(np.int64)

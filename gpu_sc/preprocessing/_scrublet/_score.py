@@ -87,9 +87,11 @@ def reversed_twins(parents, sim) -> bool:
 
 def _rows_equal(x, a: int, b: int) -> bool:
     ra, rb = x[a], x[b]
-    if hasattr(ra, "nnz"):  # sparse rows: the same stored places and values
+    if hasattr(ra, "nnz"):  # sparse rows: the same nonzero places and values
         ra, rb = ra.tocsr(), rb.tocsr()
-        ra.sum_duplicates(), rb.sum_duplicates()
+        for r in (ra, rb):  # copies of the rows: duplicates summed, stored zeros dropped
+            r.sum_duplicates()
+            r.eliminate_zeros()
         return ra.nnz == rb.nnz and bool((to_host(ra.indices) == to_host(rb.indices)).all()) \
             and bool((to_host(ra.data) == to_host(rb.data)).all())  # fmt: skip
     return bool((to_host(ra) == to_host(rb)).all())
