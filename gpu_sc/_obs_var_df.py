@@ -21,11 +21,6 @@ def _dense_host(x) -> np.ndarray:
     return np.asarray(x.toarray() if is_sparse(x) else x)
 
 
-def _on(x, idx: np.ndarray):
-    """`idx` where `x` lives: CuPy indexes device data with device indices only."""
-    return xp_of(x).asarray(idx) if is_gpu(x) else idx
-
-
 def _taken(x, idx: np.ndarray, axis: int) -> np.ndarray:
     """``x[:, idx]`` (axis 1) or ``x[idx, :]`` (axis 0) as a dense host array, in `idx`'s order.
     Taken in increasing order (which a backed AnnData's h5py datasets require), then reordered."""
@@ -36,7 +31,8 @@ def _taken(x, idx: np.ndarray, axis: int) -> np.ndarray:
         taken = chunked.take_columns(ordered) if axis == 1 else chunked.take_rows(ordered)
         taken = taken.map_blocks(_dense_host, dtype=x.dtype, meta=np.empty((0, 0), x.dtype)).compute()
     else:
-        taken = _dense_host(x[:, _on(x, ordered)] if axis == 1 else x[_on(x, ordered)])
+        at = xp_of(x).asarray(ordered)  # a device index for device data
+        taken = _dense_host(x[:, at] if axis == 1 else x[at])
     back = np.argsort(order)
     return taken[:, back] if axis == 1 else taken[back]
 

@@ -20,7 +20,7 @@ from anndata import AnnData
 from .._backend import to_host
 from .._ops import group_sums, parts
 from .._validation import canonical, check_anndata, get_matrix
-from ._rank_genes_groups import _expm1
+from ._rank_genes_groups import _expm1, group_codes, log_fold_change
 
 STEP = "filter_rank_genes_groups"
 
@@ -56,12 +56,11 @@ def _group_statistics(adata: AnnData, groupby: str, use_raw: bool, names: pd.Dat
                "the ranking was made on other genes (pass the use_raw it was made with).")  # fmt: skip
         raise KeyError(msg)
     x = canonical(get_matrix(adata, use_raw=use_raw, step=STEP), step=STEP, sum_duplicates=True)
-    # cells of each tested group, and one more row for all others (the group's outside is the
-    # totals minus the group); labels compared as text, as rank_genes_groups names the groups
+    # each tested group and all other cells (a group's outside: the totals minus the group);
+    # labels compared as text, as rank_genes_groups names the groups
     labels = adata.obs[groupby].astype(str).where(adata.obs[groupby].notna()).to_numpy()
     groups = list(names.columns)
-    codes = pd.Categorical(labels, categories=groups).codes.astype(np.int64)
-    codes[codes < 0] = len(groups)
+    codes = group_codes(labels, groups)
     sums, _, nnz = group_sums(parts(x), codes, len(groups) + 1, counts=True)
     sums, nnz = to_host(sums), to_host(nnz)
     size = np.bincount(codes, minlength=len(groups) + 1).astype(np.float64)
@@ -74,7 +73,7 @@ def _group_statistics(adata: AnnData, groupby: str, use_raw: bool, names: pd.Dat
             c, n_in, n_out = cols[g], size[i], x.shape[0] - size[i]
             frac_in[g] = nnz[i, c] / n_in
             frac_out[g] = (tot_n[c] - nnz[i, c]) / n_out
-            lfc[g] = np.log2((expm1(sums[i, c] / n_in) + 1e-9) / (expm1((tot_s[c] - sums[i, c]) / n_out) + 1e-9))
+            lfc[g] = log_fold_change(expm1, sums[i, c] / n_in, (tot_s[c] - sums[i, c]) / n_out)
     return frac_in, frac_out, lfc
 
 

@@ -127,6 +127,20 @@ def _expm1(adata: AnnData):
     return np.expm1 if base is None else (lambda v: np.expm1(v * np.log(base)))
 
 
+def group_codes(labels, order) -> np.ndarray:
+    """Each cell's group among `order`; len(order) for the cells in none, one more row of the
+    group sums, so that the totals (and each group's rest) come from the same pass."""
+    codes = pd.Categorical(labels, categories=order).codes.astype(np.int64)
+    codes[codes < 0] = len(order)
+    return codes
+
+
+def log_fold_change(expm1, mean, mean_rest):
+    """scanpy's log2 fold change of a group's mean expression over its reference's (expm1 of
+    the log means; 1e-9 keeps absent genes finite)."""
+    return np.log2((expm1(mean) + 1e-9) / (expm1(mean_rest) + 1e-9))
+
+
 def _mean_var(s, q, n):
     """Mean and unbiased variance per row of sums `s` and sums of squares `q` over `n` cells."""
     n = np.asarray(n, dtype=np.float64)[:, None]
@@ -204,10 +218,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         _write(adata, key, params, tables)
         return adata if copy else None
 
-    # one pass: the tested groups, plus one more row for the cells in none of them, so that
-    # the totals (and the rest of each group) come from the same sums
-    codes = pd.Categorical(labels, categories=order).codes.astype(np.int64)
-    codes[codes < 0] = len(order)
+    codes = group_codes(labels, order)  # one pass for every group and the totals
     stats_all = [to_host(a) for a in group_sums(parts(x), codes, len(order) + 1, squares=True, counts=True)]
     tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
@@ -238,7 +249,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         pvals = np.where(np.isnan(pvals), 1.0, pvals)
         adj = bh_fdr(pvals) if corr_method == "benjamini-hochberg" else np.minimum(pvals * n_all, 1.0)
         idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
-        lfc = np.log2((expm1(mean[g]) + 1e-9) / (expm1(mean_rest[g]) + 1e-9))
+        lfc = log_fold_change(expm1, mean[g], mean_rest[g])
         for k, v in (("names", np.asarray(names)), ("scores", scores), ("logfoldchanges", lfc),
                      ("pvals", pvals), ("pvals_adj", adj)):  # fmt: skip
             tables[k][name] = v[idx]
