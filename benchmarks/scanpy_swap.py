@@ -193,6 +193,7 @@ STEPS: list[tuple[str, Callable]] = [
     ("score_genes", lambda m, a, p: m.tl.score_genes(a, _genes(a, 50, 0))),
     ("score_genes_cell_cycle", lambda m, a, p: m.tl.score_genes_cell_cycle(
         a, s_genes=_genes(a, 12, 1), g2m_genes=_genes(a, 12, 2))),
+    ("combat", lambda m, a, p: m.pp.combat(a, "half")),
 ]  # fmt: skip
 
 

@@ -26,7 +26,13 @@ from ._backend import blocks_like, is_dask, is_gpu, is_sparse
 from ._settings import settings
 from ._validation import check_anndata, make_actual
 
+__all__ = ["aggregate", "obs_df", "var_df", "rank_genes_groups_df", "to_gpu", "to_cpu", "is_on_gpu"]
+
 _EXACT_F32 = 2**24  # integers up to this magnitude are exact in float32
+
+
+def __dir__() -> list[str]:  # tab completion shows the public readers, not the helpers imported here
+    return sorted(__all__)
 
 
 def _cupy():

@@ -129,8 +129,20 @@ def test_filter_bad_input_leaves_the_data_untouched(logged):
     b = a[:, 10:].copy()  # ranked genes that are gone
     with pytest.raises(KeyError, match="are not in adata.var_names"):
         gsc.tl.filter_rank_genes_groups(b, groupby="grp", use_raw=False, key="rank_genes_groups")
+    a.obs["other"] = a.obs["louvain"]  # a groupby whose values are not the ranked groups (scanpy: ZeroDivisionError)
+    with pytest.raises(ValueError, match=r"the ranked groups \[.* are not values of obs\['other'\]"):
+        gsc.tl.filter_rank_genes_groups(a, groupby="other")
     assert "rank_genes_groups_filtered" not in a.uns and "rank_genes_groups_filtered" not in b.uns
     assert all(a.uns["rank_genes_groups"][k] is v for k, v in before.items())
+
+
+def test_filter_takes_scanpy_old_positionals(logged):
+    a = _ranked(logged)
+    want = _ranked(logged)
+    gsc.tl.filter_rank_genes_groups(want, key="rank_genes_groups", groupby="grp", min_fold_change=0.5)
+    with pytest.warns(FutureWarning, match="no longer positional"):
+        gsc.tl.filter_rank_genes_groups(a, "rank_genes_groups", "grp", None, "rank_genes_groups_filtered", 0.25, 0.5)
+    pd.testing.assert_frame_equal(_names(a), _names(want))
 
 
 @pytest.mark.parametrize("ranking", [{}, {"pts": True}, {"method": "logreg", "max_iter": 50},

@@ -47,6 +47,10 @@ def test_public_namespace():
                  "highly_variable_genes", "scale", "pca", "neighbors"]:
         assert callable(getattr(gpu_sc.pp, name))
     assert callable(gpu_sc.get.to_gpu) and callable(gpu_sc.get.to_cpu)
+    # what a user sees of get: scanpy's readers and the device moves, not the helpers imported there
+    assert dir(gpu_sc.get) == sorted(gpu_sc.get.__all__)
+    assert {"aggregate", "obs_df", "var_df", "rank_genes_groups_df"} <= set(gpu_sc.get.__all__)
+    assert all(callable(getattr(gpu_sc.get, n)) for n in gpu_sc.get.__all__)
     with pytest.raises(AttributeError):
         gpu_sc.nothing_here  # noqa: B018
 

@@ -275,6 +275,16 @@ def test_bad_input_is_refused(logged):
     del a.obs["one"]
     pd.testing.assert_frame_equal(a.obs, before)
     assert "rank_genes_groups" not in a.uns
+    # keywords scanpy ignores outside logreg: ignored with a warning (scanpy: silently), and its
+    # backward-compatible only_positive
+    ref = gsc.tl.rank_genes_groups(a, "grp", method="wilcoxon", copy=True)
+    with pytest.warns(UserWarning, match=r"\['n_jobs'\] ignored"):
+        got = gsc.tl.rank_genes_groups(a, "grp", method="wilcoxon", n_jobs=4, copy=True)
+    pd.testing.assert_frame_equal(pd.DataFrame(got.uns["rank_genes_groups"]["names"]),
+                                  pd.DataFrame(ref.uns["rank_genes_groups"]["names"]))  # fmt: skip
+    flipped = gsc.tl.rank_genes_groups(a, "grp", only_positive=False, copy=True)
+    assert flipped.uns["rank_genes_groups"]["params"] == gsc.tl.rank_genes_groups(
+        a, "grp", rankby_abs=True, copy=True).uns["rank_genes_groups"]["params"]  # fmt: skip
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         assert gsc.tl.rank_genes_groups(a, "grp", copy=True).uns["rank_genes_groups"]

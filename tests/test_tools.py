@@ -1,5 +1,5 @@
-"""tl.umap / tl.leiden: scanpy on the CPU (rapids-singlecell for a GPU graph if importable),
-same keys and results as scanpy on the same graph."""
+"""tl.umap / tl.leiden / diffmap / dpt / paga / draw_graph: scanpy on the CPU (rapids-singlecell
+for a GPU graph if importable), same keys and results as scanpy on the same graph."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import scanpy as sc
 from _helpers import assert_same
 
 from gpu_sc.preprocessing._neighbors import neighbors
-from gpu_sc.tools import leiden, umap
+from gpu_sc.tools import diffmap, dpt, draw_graph, leiden, paga, umap
 
 
 @pytest.fixture
@@ -201,3 +201,138 @@ def test_umap_keeps_the_pca_scanpy_runs(graph):
     assert set(graph.obsm) == set(ref.obsm)
     np.testing.assert_array_equal(graph.varm["PCs"], ref.varm["PCs"])
     np.testing.assert_array_equal(graph.obsm["X_umap"], ref.obsm["X_umap"])
+
+
+def _trajectory(lib, a):
+    """diffmap, dpt from the first cell, paga of the published clusters, an 'fr' layout."""
+    lib.tl.diffmap(a, n_comps=10)
+    a.uns["iroot"] = 0
+    lib.tl.dpt(a)
+    lib.tl.paga(a, groups="louvain")
+    lib.tl.draw_graph(a, layout="fr", random_state=0, init_pos="paga")
+
+
+def test_trajectory_tools_same_as_scanpy(graph):
+    """scanpy's own calls on the same graph: the same keys and values; X is not read."""
+    import gpu_sc as gsc
+
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.paga(ref, groups="louvain")  # draw_graph's init_pos='paga' needs paga's positions
+        sc.pl.paga(ref, show=False)
+        _trajectory(sc, ref)
+        got = graph.copy()
+        sc.tl.paga(got, groups="louvain")
+        sc.pl.paga(got, show=False)
+        got.X = None  # none of them reads X
+        _trajectory(gsc, got)
+    for key in ("X_diffmap", "X_draw_graph_fr"):
+        assert_same(got.obsm[key], ref.obsm[key])
+    assert_same(got.uns["diffmap_evals"], ref.uns["diffmap_evals"])
+    pd.testing.assert_series_equal(got.obs["dpt_pseudotime"], ref.obs["dpt_pseudotime"])
+    assert_same(got.uns["paga"]["connectivities"].toarray(), ref.uns["paga"]["connectivities"].toarray())
+    assert set(got.uns) == set(ref.uns)
+
+
+def test_trajectory_tools_positionals_and_copy(graph):
+    """scanpy's old positionals (a FutureWarning) and copy=True, which leaves the input as it was."""
+    with pytest.warns(FutureWarning, match="no longer positional"):
+        out = diffmap(graph, 5, None, 0, True)
+    assert out.obsm["X_diffmap"].shape == (graph.n_obs, 5) and "X_diffmap" not in graph.obsm
+    out.uns["iroot"] = 3
+    dpt(out, 5)
+    assert out.obs["dpt_pseudotime"].iloc[3] == 0
+    assert paga(out, "louvain", copy=True).uns["paga"]["connectivities"].shape == (out.obs["louvain"].nunique(),) * 2
+
+
+def test_trajectory_tools_on_a_gpu_graph(device, graph):
+    """A GPU graph: results on the host's obs/uns, embeddings back on the GPU."""
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    gpu = graph.copy()
+    gpu.obsm["X_pca"] = cp.asarray(gpu.obsm["X_pca"])
+    for key in ("distances", "connectivities"):
+        gpu.obsp[key] = cpsp.csr_matrix(gpu.obsp[key])
+    diffmap(gpu)
+    gpu.uns["iroot"] = 0
+    dpt(gpu)
+    paga(gpu, "louvain")
+    draw_graph(gpu, "fr", random_state=0)
+    assert type(gpu.obsm["X_diffmap"]).__module__.startswith("cupy")
+    assert type(gpu.obsm["X_draw_graph_fr"]).__module__.startswith("cupy")
+    assert gpu.obs["dpt_pseudotime"].notna().all() and "paga" in gpu.uns
+
+
+def test_umap_pca_of_the_highly_variable_genes_where_x_pca_is_gone(pbmc):
+    """scanpy's umap reruns PCA where neighbors named no representation and X_pca is gone: on the
+    highly variable genes, as scanpy (the host copy once had no var columns: every gene)."""
+    import gpu_sc as gsc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.normalize_total(pbmc)
+        sc.pp.log1p(pbmc)
+        sc.pp.highly_variable_genes(pbmc, n_top_genes=300)
+        sc.pp.pca(pbmc)
+        sc.pp.neighbors(pbmc)
+        del pbmc.obsm["X_pca"], pbmc.obsm["X_umap"]
+        ref = pbmc.copy()
+        sc.tl.umap(ref, maxiter=10)
+        gsc.tl.umap(pbmc, maxiter=10)
+    assert_same(pbmc.obsm["X_pca"], ref.obsm["X_pca"])
+    assert pbmc.uns["pca"]["params"] == ref.uns["pca"]["params"]
+
+
+@pytest.mark.parametrize("name", ["umap", "diffmap", "paga"])
+def test_scanpy_swapped_for_ours_globally(graph, monkeypatch, name):
+    """`sc.tl.x = gsc.tl.x` (a global swap, as scanpy's suite runs with ours): our delegation
+    calls scanpy's own function, not itself (it recursed until Python's limit)."""
+    import gpu_sc as gsc
+
+    kwargs = {"umap": {"maxiter": 5}, "diffmap": {}, "paga": {"groups": "louvain"}}[name]
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        getattr(sc.tl, name)(ref, **kwargs)
+        monkeypatch.setattr(sc.tl, name, getattr(gsc.tl, name))
+        sc.tl.__dict__[name](graph, **kwargs)
+    key = {"umap": "umap", "diffmap": "diffmap_evals", "paga": "paga"}[name]
+    assert key in graph.uns and set(graph.uns) == set(ref.uns)
+
+
+def test_paga_again_dpt_from_xroot_and_uns_that_cannot_be_copied(graph):
+    """A second paga updates scanpy's uns['paga'] in place: ours too (it kept the first one);
+    dpt finds a root given as an expression profile (var['xroot'], uns['xroot']) among X's rows
+    (the host copy had no X); an uns entry that cannot be deep-copied is no obstacle."""
+    import threading
+
+    import gpu_sc as gsc
+
+    graph.obs["bulk"] = graph.obs["bulk_labels"].astype(str).astype("category")
+    ref = graph.copy()
+    graph.uns["lock"] = ref.uns["lock"] = threading.Lock()  # (anndata's own copy cannot copy it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lib, a in ((sc, ref), (gsc, graph)):
+            lib.tl.paga(a, groups="louvain")
+            lib.tl.paga(a, groups="bulk")
+    assert graph.uns["paga"]["groups"] == ref.uns["paga"]["groups"] == "bulk"
+    assert_same(graph.uns["paga"]["connectivities"].toarray(), ref.uns["paga"]["connectivities"].toarray())
+    del graph.uns["lock"]
+    root = graph.X[[7]].toarray().ravel()
+    for where in ("var", "uns"):
+        a, b = graph.copy(), graph.copy()
+        for x in (a, b):
+            x.X = x.X.toarray()  # (scanpy's search for the root fails on sparse rows)
+            if where == "var":
+                x.var["xroot"] = root
+            else:
+                x.uns["xroot"] = root
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.tl.dpt(a)
+            gsc.tl.dpt(b)
+        assert b.obs["dpt_pseudotime"].iloc[7] == 0
+        pd.testing.assert_series_equal(b.obs["dpt_pseudotime"], a.obs["dpt_pseudotime"])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
 import inspect
 from collections.abc import Callable
@@ -66,10 +65,34 @@ def _needs_x(adata: AnnData, kwargs: dict) -> bool:
     return params.get("n_pcs") == 0 or adata.n_vars <= N_PCS or K.OBSM_PCA not in adata.obsm
 
 
+def _scanpy_tool(sc, name: str):
+    """scanpy's own `tl.<name>`, also where a user (or scanpy's test suite run with ours) has put
+    ours in its place (``sc.tl.umap = gsc.tl.umap``): calling that would call ourselves forever."""
+    fn = getattr(sc.tl, name)
+    if getattr(inspect.unwrap(fn), "__module__", "").startswith(__name__.split(".")[0]):
+        fn = getattr(importlib.import_module(f"scanpy.tools._{name}"), name)
+    return fn
+
+
+def _dict_tree(d) -> dict:
+    """A copy of the nested dicts of `d`, sharing their other values: a tool writes into its
+    copy's dicts without touching the user's, and arrays are not copied for nothing (nor
+    objects that cannot be, such as a lock)."""
+    return {k: _dict_tree(v) if type(v) is dict else v for k, v in d.items()}
+
+
+def _changed(before, after) -> bool:
+    """Whether `after` (the host copy's entry) differs from the snapshot `before` (`_dict_tree`):
+    a value replaced, or a dict with keys or values added, removed or replaced."""
+    if type(before) is dict and type(after) is dict:
+        return before.keys() != after.keys() or any(_changed(before[k], after[k]) for k in before)
+    return before is not after
+
+
 Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
 
 
-def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None):
+def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None, *, x: str = "rule"):
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
     imports and takes every keyword given, else scanpy on a host shallow copy whose new
     obs/obsm/varm/uns entries are copied back (obsm and varm results go back to the GPU when the
@@ -77,35 +100,42 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None)
 
     ``prepare(host, kwargs)``, when given, runs before scanpy's call on the host copy and returns
     the keywords to call it with and a function applied to ``adata`` after the copy-back (or None).
+    `x`: whether the host copy gets X (and var's columns): ``"rule"`` where scanpy's representation
+    rule would read it (`_needs_x`), ``"never"`` (a tool that does not read X), ``"always"``.
     """
     check_anndata(adata, step=name)
     on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key"))
     if kwargs.get("copy"):
         adata = adata.copy()
         kwargs = {**kwargs, "copy": False}
-        run(name, adata, kwargs, prepare)
+        run(name, adata, kwargs, prepare, x=x)
         return adata
     rsc = _rsc() if on_gpu else None
-    untaken = _untaken(getattr(rsc.tl, name), kwargs) if rsc is not None else []
-    if rsc is not None and not untaken:
-        return getattr(rsc.tl, name)(adata, **kwargs)
+    gpu_tool = getattr(rsc.tl, name, None) if rsc is not None else None
+    untaken = _untaken(gpu_tool, kwargs) if gpu_tool is not None else []
+    if gpu_tool is not None and not untaken:
+        return gpu_tool(adata, **kwargs)
     import scanpy as sc
 
     if on_gpu:
-        why = f"takes no {untaken}" if untaken else "is not importable"
+        why = (f"takes no {untaken}" if untaken else f"has no {name}" if rsc is not None
+               else "is not importable")  # fmt: skip
         settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
+    with_x = x == "always" or (x == "rule" and _needs_x(adata, kwargs))
     host = AnnData(
-        X=_host(adata.X) if _needs_x(adata, kwargs) else None,
-        obs=adata.obs.copy(), var=adata.var[[]].copy(),
+        X=_host(adata.X) if with_x else None,
+        # with X, var's columns too: scanpy's PCA (umap's, where X_pca is gone) reads highly_variable,
+        # dpt its root's expression var['xroot']
+        obs=adata.obs.copy(), var=adata.var.copy() if with_x else adata.var[[]].copy(),
         obsm={k: _host(v) for k, v in adata.obsm.items()},
         obsp={k: _host(v) for k, v in adata.obsp.items()},
-        uns=copy.deepcopy(dict(adata.uns)),
+        uns=_dict_tree(adata.uns),
     )  # fmt: skip
-    obs0, obsm0, uns0 = set(host.obs.columns), dict(host.obsm.items()), dict(host.uns)
+    obs0, obsm0, uns0 = set(host.obs.columns), dict(host.obsm.items()), _dict_tree(host.uns)
     finish = None
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
-    out = getattr(sc.tl, name)(host, **kwargs)
+    out = _scanpy_tool(sc, name)(host, **kwargs)
     for col in host.obs.columns:
         if col not in obs0 or not host.obs[col].equals(adata.obs[col]):
             adata.obs[col] = host.obs[col]
@@ -119,8 +149,8 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None)
 
                     val = cp.asarray(np.asarray(val))
                 out_to[key] = val
-    for key, val in host.uns.items():
-        if key not in uns0 or val is not uns0[key]:
+    for key, val in host.uns.items():  # new entries, and entries the tool changed (paga updates
+        if key not in uns0 or _changed(uns0[key], val):  # an existing uns['paga'] in place)
             adata.uns[key] = val
     if finish is not None:
         finish(adata)

@@ -19,7 +19,7 @@ from anndata import AnnData
 
 from .._backend import to_host
 from .._ops import group_sums, parts
-from .._validation import canonical, check_anndata, get_matrix
+from .._validation import canonical, check_anndata, get_matrix, old_positionals
 from ._rank_genes_groups import _expm1, group_codes, log_fold_change
 
 STEP = "filter_rank_genes_groups"
@@ -61,6 +61,11 @@ def _group_statistics(adata: AnnData, groupby: str, use_raw: bool, names: pd.Dat
     labels = adata.obs[groupby].astype(str).where(adata.obs[groupby].notna()).to_numpy()
     groups = list(names.columns)
     codes = group_codes(labels, groups)
+    absent = [g for i, g in enumerate(groups) if not np.any(codes == i)]
+    if absent:  # (scanpy: ZeroDivisionError; a result of NaN only would hide it)
+        msg = (f"{STEP}: the ranked groups {absent[:5]} are not values of obs[{groupby!r}]; pass the groupby the "
+               "ranking was made with (its params['groupby']), or rank again with this one.")  # fmt: skip
+        raise ValueError(msg)
     sums, _, nnz = group_sums(parts(x), codes, len(groups) + 1, counts=True)
     sums, nnz = to_host(sums), to_host(nnz)
     size = np.bincount(codes, minlength=len(groups) + 1).astype(np.float64)
@@ -77,6 +82,8 @@ def _group_statistics(adata: AnnData, groupby: str, use_raw: bool, names: pd.Dat
     return frac_in, frac_out, lfc
 
 
+@old_positionals("key", "groupby", "use_raw", "key_added", "min_in_group_fraction", "min_fold_change",
+                 "max_out_group_fraction", "compare_abs")  # fmt: skip
 def filter_rank_genes_groups(adata: AnnData, *, key: str | None = None, groupby: str | None = None,
                              use_raw: bool | None = None, key_added: str = "rank_genes_groups_filtered",
                              min_in_group_fraction: float = 0.25, min_fold_change: float = 1,

@@ -15,6 +15,7 @@ cuML's for GPU data where cuML is installed) and ranks by its coefficients.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -25,7 +26,7 @@ from scipy import stats
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops.rank_sums import rank_sums
-from .._settings import settings
+from .._settings import settings, user_stacklevel
 from .._stats import bh_fdr
 from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, check_not_empty, get_matrix,
                            host_bool_mask, old_positionals, sanitize_anndata)
@@ -187,9 +188,12 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     if corr_method not in CORR_METHODS:
         msg = f"{STEP}: corr_method must be one of {CORR_METHODS}, got {corr_method!r}."
         raise ValueError(msg)
-    if kwds and method != "logreg":
-        msg = f"{STEP}: unexpected arguments {sorted(kwds)} for method {method!r}."
-        raise TypeError(msg)
+    if "only_positive" in kwds:  # scanpy's backward compatibility
+        rankby_abs = not kwds.pop("only_positive")
+    if kwds and method != "logreg":  # scanpy ignores them without a word; a typo would go unseen
+        warnings.warn(f"{STEP}: {sorted(kwds)} ignored: only method='logreg' takes further keywords (scikit-learn's "
+                      "LogisticRegression's), as in scanpy.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+        kwds = {}
     x, names, use_raw = _matrix(adata, use_raw, layer, mask_var)
     check_not_empty(x, step=STEP)
     if method == "logreg" and is_dask(x):
