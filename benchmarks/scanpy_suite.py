@@ -37,7 +37,7 @@ MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes"
 #: scanpy's functions replaced by ours: `pp.x` swaps scanpy.pp.x for gpu_sc.pp.x (`tl.`, `get.`
 #: alike); `external.pp.x` swaps scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
 STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
-         "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "combat", "scrublet",
+         "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "combat", "downsample_counts", "scrublet",
          "scrublet_simulate_doublets", "tl.rank_genes_groups", "tl.score_genes", "tl.score_genes_cell_cycle",
          "tl.filter_rank_genes_groups", "tl.dendrogram", "get.aggregate", "get.rank_genes_groups_df", "get.obs_df",
          "get.var_df", "tl.umap", "tl.leiden", "tl.diffmap", "tl.dpt", "tl.paga", "tl.draw_graph",

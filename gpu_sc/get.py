@@ -65,7 +65,9 @@ def _float_sparse(x):
     return x.astype(dt)
 
 
-def _to_gpu_array(x):
+def array_to_gpu(x):
+    """A GPU copy of one array (numpy -> cupy, scipy sparse -> cupyx; a Dask array lazily, block
+    by block); GPU arrays and anything else come back as they are."""
     if is_dask(x):
         return _to_gpu_dask(x)
     if x is None or is_gpu(x) or not (sp.issparse(x) or isinstance(x, np.ndarray)):
@@ -172,7 +174,7 @@ def to_gpu(adata: AnnData, *, copy: bool = False) -> AnnData | None:
                "first with adata = adata.to_memory(), or read it with dask for out-of-core work.")
         raise ValueError(msg)
     try:
-        return _move(adata, _to_gpu_array, copy)
+        return _move(adata, array_to_gpu, copy)
     except MemoryError as err:  # cupy's OutOfMemoryError is one; adata is unchanged (_move)
         msg = (f"to_gpu: the GPU ran out of memory moving the AnnData ({_nbytes(adata) / 2**30:.1f} "
                "GiB in X, layers and obsm). Move only what the steps need (e.g. drop layers), or "

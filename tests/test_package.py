@@ -78,7 +78,7 @@ def test_failed_move_leaves_adata(pbmc, monkeypatch):
             raise MemoryError("out of device memory")
         return x.copy()
 
-    monkeypatch.setattr(get, "_to_gpu_array", fail_on_second)
+    monkeypatch.setattr(get, "array_to_gpu", fail_on_second)
     assert len(pbmc.obsm) >= 1  # X and at least one obsm array to move
     x, view = pbmc.X, pbmc[:10]
     for adata in (pbmc, view):

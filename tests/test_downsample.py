@@ -1,0 +1,129 @@
+"""downsample_counts equals scanpy's sc.pp.downsample_counts count for count (the same Numba draws,
+reseeded per cell, here in a parallel loop): per cell and in total, CSR / CSC / dense, with and
+without replacement; Dask blocks and GPU arrays give the same; bad input is refused untouched."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import cells_for, to_host
+
+import gpu_sc as gsc
+
+_COUNTS: dict[str, ad.AnnData] = {}
+
+
+def _counts() -> ad.AnnData:
+    """pbmc4k_half's counts (2,170 cells), the genes seen in 20 cells or more (float32 CSR)."""
+    if "counts" not in _COUNTS:
+        a = gsc.datasets.pbmc4k_half()
+        _COUNTS["counts"] = a[:, np.ravel((a.X > 0).sum(axis=0)) >= 20].copy()
+    return _COUNTS["counts"].copy()
+
+
+def _scanpy(a, **kwargs):
+    ref = a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.downsample_counts(ref, **kwargs)
+    return ref.X
+
+
+TARGETS = [{"counts_per_cell": 1000}, {"counts_per_cell": "varied"}, {"total_counts": 500_000},
+           {"counts_per_cell": 400, "replace": True, "random_state": 7}]  # fmt: skip
+
+
+@pytest.mark.parametrize("kwargs", TARGETS, ids=["per-cell", "per-cell-varied", "total", "replace"])
+@pytest.mark.parametrize("kind", ["csr", "csc", "dense", "int64-dense"])
+def test_equals_scanpy(kwargs, kind):
+    a = _counts()
+    if kwargs.get("counts_per_cell") == "varied":
+        kwargs = {"counts_per_cell": np.random.default_rng(0).integers(100, 3000, a.n_obs)}
+    if kind == "csc":
+        a.X = a.X.tocsc()
+    if kind in ("dense", "int64-dense"):
+        a.X = a.X.toarray().astype(np.int64 if kind == "int64-dense" else np.float32)
+    want = _scanpy(a, **kwargs)
+    x = a.X
+    gsc.pp.downsample_counts(a, **kwargs)
+    assert type(a.X) is type(want) and a.X.dtype == want.dtype
+    if kind == "csr" or kind.endswith("dense"):
+        assert a.X is x  # thinned in place, as scanpy
+    np.testing.assert_array_equal(to_host(a.X), to_host(want))
+    if sp.issparse(a.X):
+        assert a.X.nnz == want.nnz  # explicit zeros removed, as scanpy
+
+
+def test_copy_view_and_totals():
+    """copy=True leaves the input; a view's parent keeps its counts (its dense X is the parent's
+    memory); cells at or under the target keep theirs."""
+    a = _counts()
+    a.X = a.X.toarray()
+    before = a.X.copy()
+    out = gsc.pp.downsample_counts(a, counts_per_cell=800, copy=True)
+    np.testing.assert_array_equal(a.X, before)
+    totals = before.sum(axis=1)
+    np.testing.assert_array_equal(out.X.sum(axis=1), np.minimum(totals, 800))
+    small = totals <= 800
+    np.testing.assert_array_equal(out.X[small], before[small])
+    view = a[:500]
+    with pytest.warns(UserWarning, match="view"):
+        gsc.pp.downsample_counts(view, counts_per_cell=300)
+    np.testing.assert_array_equal(a.X, before)
+    np.testing.assert_array_equal(view.X, _scanpy(a[:500].copy(), counts_per_cell=300))
+
+
+def test_dask_equals_in_memory():
+    import dask.array as da
+
+    a = _counts()
+    targets = np.random.default_rng(1).integers(100, 3000, a.n_obs)
+    want = _scanpy(a, counts_per_cell=targets)
+    for chunks in ((500, -1), (700, 400)):  # row blocks; blocks split along genes are joined
+        lazy = a.copy()
+        lazy.X = da.from_array(a.X, chunks=chunks, asarray=False)
+        source = lazy.X.copy()
+        gsc.pp.downsample_counts(lazy, counts_per_cell=targets)
+        assert isinstance(lazy.X, da.Array)
+        np.testing.assert_array_equal(to_host(lazy.X.compute()), to_host(want))
+        np.testing.assert_array_equal(to_host(source.compute()), to_host(a.X))  # blocks not changed
+
+
+def test_gpu_equals_cpu(device):
+    a = cells_for(device, _counts(), n=400)
+    want = _scanpy(a, counts_per_cell=600)
+    gpu = gsc.get.to_gpu(a, copy=True)
+    gsc.pp.downsample_counts(gpu, counts_per_cell=600)
+    assert type(gpu.X).__module__.startswith("cupyx")
+    np.testing.assert_array_equal(to_host(gpu.X), to_host(want))
+
+
+@pytest.mark.parametrize(("change", "kwargs", "error", "match"), [
+    (None, {}, ValueError, "Must specify exactly one of `total_counts` or `counts_per_cell`"),
+    (None, {"counts_per_cell": 10, "total_counts": 10}, ValueError, "exactly one"),
+    (None, {"counts_per_cell": [1, 2]}, ValueError, r"length as number of observations.*got shape \(2,\)"),
+    (None, {"counts_per_cell": -5}, ValueError, "0 or more, got -5"),
+    (None, {"counts_per_cell": 10, "random_state": None}, TypeError, r"random_state must be an integer in \[0, 2\*\*32\)"),
+    ("negative", {"counts_per_cell": 10}, ValueError, "1 negative values"),
+    ("nan", {"counts_per_cell": 10}, ValueError, "1 non-finite values"),
+    ("dask", {"total_counts": 10}, ValueError, "total_counts draws over every cell at once"),
+], ids=["none", "both", "length", "negative-target", "seed", "negative-value", "nan", "dask-total"])  # fmt: skip
+def test_bad_input_is_refused_and_leaves_the_data(change, kwargs, error, match):
+    import dask.array as da
+
+    a = _counts()[:300].copy()
+    if change == "negative":
+        a.X.data[0] = -1
+    if change == "nan":
+        a.X.data[0] = np.nan
+    if change == "dask":
+        a.X = da.from_array(a.X, chunks=(100, -1), asarray=False)
+    before = to_host(a.X.compute() if change == "dask" else a.X).copy()
+    with pytest.raises(error, match=match):
+        gsc.pp.downsample_counts(a, **kwargs)
+    np.testing.assert_array_equal(to_host(a.X.compute() if change == "dask" else a.X), before)
