@@ -83,3 +83,20 @@ def jsonl_rows(path: Path | None, default: Callable | None = None) -> Iterator[C
             f.flush()
 
         yield emit
+
+
+def add_timing_arguments(p, cases: tuple[str, ...]) -> None:
+    """The arguments every per-step benchmark shares: --cases (from `cases`), --repeats, --seed,
+    --touch-memory and --out."""
+    p.add_argument("--cases", default=",".join(cases), help=f"comma-separated, from: {', '.join(cases)}")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--touch-memory", type=float, default=2.0, metavar="GIB",
+                   help="write and free this much memory first (see run.py)")  # fmt: skip
+    p.add_argument("--out", type=Path, help="append JSON lines here")
+
+
+def check_cases(p, chosen: str, cases: tuple[str, ...]) -> None:
+    unknown = set(chosen.split(",")) - set(cases) - {""}
+    if unknown:
+        p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(cases)}")

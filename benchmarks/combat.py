@@ -29,7 +29,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, run.py
 import gpu_sc as gsc
-from _common import cpu_name, jsonl_rows, versions
+from _common import add_timing_arguments, check_cases, cpu_name, jsonl_rows, versions
 from regress_out import prepare
 from run import _time, _touch_memory
 
@@ -102,16 +102,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-cells", type=int, default=100_000)
     p.add_argument("--n-top-genes", type=int, default=2000)
     p.add_argument("--batches", type=int, default=4)
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from: {', '.join(CASES)}")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--touch-memory", type=float, default=2.0, metavar="GIB",
-                   help="write and free this much memory first (see run.py)")
-    p.add_argument("--out", type=Path, help="append JSON lines here")
+    add_timing_arguments(p, CASES)
     args = p.parse_args(argv)
-    unknown = set(args.cases.split(",")) - set(CASES) - {""}
-    if unknown:
-        p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    check_cases(p, args.cases, CASES)
     if args.repeats < 1 or args.n_cells < 1 or args.batches < 2:
         p.error("--repeats and --n-cells must be at least 1, --batches at least 2")
     with jsonl_rows(args.out) as emit:

@@ -33,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # _common.py, run.py
 import gpu_sc as gsc
-from _common import cpu_name, jsonl_rows, versions
+from _common import add_timing_arguments, check_cases, cpu_name, jsonl_rows, versions
 from gpu_sc.preprocessing._regress_out import regress_out
 from run import _time, _touch_memory
 
@@ -113,18 +113,11 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-cells", type=int, default=100_000)
     p.add_argument("--n-top-genes", type=int, default=2000)
-    p.add_argument("--cases", default=",".join(CASES), help=f"comma-separated, from: {', '.join(CASES)}")
     p.add_argument("--categorical-genes", type=int, default=100, metavar="N",
                    help="genes both libraries are timed on in the categorical case (scanpy's GLM per gene)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--touch-memory", type=float, default=2.0, metavar="GIB",
-                   help="write and free this much memory first (see run.py)")
-    p.add_argument("--out", type=Path, help="append JSON lines here")
+    add_timing_arguments(p, CASES)
     args = p.parse_args(argv)
-    unknown = set(args.cases.split(",")) - set(CASES) - {""}
-    if unknown:
-        p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(CASES)}")
+    check_cases(p, args.cases, CASES)
     if args.repeats < 1 or args.n_cells < 1 or args.categorical_genes < 1:
         p.error("--repeats, --n-cells and --categorical-genes must be at least 1")
     with jsonl_rows(args.out) as emit:

@@ -108,11 +108,14 @@ def test_gpu_equals_cpu(device):
     (None, {"counts_per_cell": 10, "total_counts": 10}, ValueError, "exactly one"),
     (None, {"counts_per_cell": [1, 2]}, ValueError, r"length as number of observations.*got shape \(2,\)"),
     (None, {"counts_per_cell": -5}, ValueError, "0 or more, got -5"),
-    (None, {"counts_per_cell": 10, "random_state": None}, TypeError, r"random_state must be an integer in \[0, 2\*\*32\)"),
+    (None, {"counts_per_cell": 10, "random_state": None}, TypeError, "random_state must be an integer"),
+    (None, {"total_counts": -5}, ValueError, "total_counts must be a number of counts, 0 or more, got -5"),
+    ("float16", {"counts_per_cell": 10}, TypeError, r"float16.*astype\(np.float32\)"),
     ("negative", {"counts_per_cell": 10}, ValueError, "1 negative values"),
     ("nan", {"counts_per_cell": 10}, ValueError, "1 non-finite values"),
     ("dask", {"total_counts": 10}, ValueError, "total_counts draws over every cell at once"),
-], ids=["none", "both", "length", "negative-target", "seed", "negative-value", "nan", "dask-total"])  # fmt: skip
+], ids=["none", "both", "length", "negative-target", "seed", "negative-total", "float16", "negative-value", "nan",
+        "dask-total"])  # fmt: skip
 def test_bad_input_is_refused_and_leaves_the_data(change, kwargs, error, match):
     import dask.array as da
 
@@ -121,9 +124,25 @@ def test_bad_input_is_refused_and_leaves_the_data(change, kwargs, error, match):
         a.X.data[0] = -1
     if change == "nan":
         a.X.data[0] = np.nan
+    if change == "float16":
+        a.X = a.X.toarray().astype(np.float16)  # (scipy sparse holds no float16)
     if change == "dask":
         a.X = da.from_array(a.X, chunks=(100, -1), asarray=False)
     before = to_host(a.X.compute() if change == "dask" else a.X).copy()
     with pytest.raises(error, match=match):
         gsc.pp.downsample_counts(a, **kwargs)
     np.testing.assert_array_equal(to_host(a.X.compute() if change == "dask" else a.X), before)
+
+
+def test_seeds_and_targets_as_scanpy_takes_them():
+    """Any integer seed, modulo 2**32 as Numba takes it (-1 is 2**32 - 1); targets held as
+    Python objects, as scanpy's astype(int) takes them."""
+    a = _counts()[:300].copy()
+    for seed in (-1, 2**32 + 5):
+        want = _scanpy(a, counts_per_cell=200, random_state=seed)
+        got = gsc.pp.downsample_counts(a, counts_per_cell=200, random_state=seed, copy=True)
+        np.testing.assert_array_equal(to_host(got.X), to_host(want))
+    targets = np.array([150] * a.n_obs, dtype=object)
+    want = _scanpy(a, counts_per_cell=targets)
+    np.testing.assert_array_equal(to_host(gsc.pp.downsample_counts(a, counts_per_cell=targets, copy=True).X),
+                                  to_host(want))  # fmt: skip

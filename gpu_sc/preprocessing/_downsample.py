@@ -10,6 +10,9 @@ arrays are drawn on the host and moved back: scanpy's random stream is the CPU's
 
 from __future__ import annotations
 
+import contextlib
+from numbers import Real
+
 import numba
 import numpy as np
 import scipy.sparse as sp
@@ -37,7 +40,8 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
     total_counts
         Target total of the whole matrix (in memory only: its draw spans every cell).
     random_state
-        Seed (an integer in [0, 2**32)); as in scanpy, each cell's draw starts from it.
+        Seed (an integer, taken modulo 2**32 as Numba does); as in scanpy, each cell's draw
+        starts from it.
     replace
         Draw with replacement.
     copy
@@ -57,9 +61,14 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
                f"counts_per_cell={counts_per_cell!r}, total_counts={total_counts!r}.)")  # fmt: skip
         raise ValueError(msg)
     seed = _seed(random_state)
+    if total_counts is not None and (isinstance(total_counts, bool) or not isinstance(total_counts, Real)
+                                     or not total_counts >= 0):  # fmt: skip
+        msg = f"{_STEP}: total_counts must be a number of counts, 0 or more, got {total_counts!r}."
+        raise ValueError(msg)
     x = canonical(get_matrix(adata, step=_STEP), step=_STEP, sum_duplicates=True)
-    if x.dtype.kind not in "iuf":
-        msg = f"{_STEP}: expects a matrix of counts, got {describe(x)}."
+    if x.dtype.kind not in "iuf" or x.dtype == np.float16:
+        msg = (f"{_STEP}: expects a matrix of counts as integers, float32 or float64, got {describe(x)}"
+               f"{'; cast it first: adata.X = adata.X.astype(np.float32)' if x.dtype == np.float16 else ''}.")
         raise TypeError(msg)
     if total_counts is not None and is_dask(x):
         msg = (f"{_STEP}: total_counts draws over every cell at once; a Dask X is thinned block by block. "
@@ -83,19 +92,21 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
 
 # --------------------------------------------------------------------------- checks
 def _seed(random_state) -> int:
-    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer) or not (
-        0 <= int(random_state) < 2**32
-    ):
-        msg = (f"{_STEP}: random_state must be an integer in [0, 2**32) (scanpy's draw seeds Numba's "
-               f"generator with it), got {random_state!r}.")  # fmt: skip
+    """scanpy's seed as Numba's generator takes it: any integer, modulo 2**32."""
+    if isinstance(random_state, bool) or not isinstance(random_state, int | np.integer):
+        msg = (f"{_STEP}: random_state must be an integer (scanpy's draw seeds Numba's generator with it), "
+               f"got {random_state!r}.")  # fmt: skip
         raise TypeError(msg)
-    return int(random_state)
+    return int(random_state) % 2**32
 
 
 def _targets(counts_per_cell, n_obs: int) -> np.ndarray:
     if isinstance(counts_per_cell, int | np.integer) and not isinstance(counts_per_cell, bool):
         counts_per_cell = np.full(n_obs, int(counts_per_cell), dtype=np.int64)
     targets = np.asarray(counts_per_cell)
+    if targets.dtype == object:  # scanpy's astype(int) takes numbers held as objects
+        with contextlib.suppress(TypeError, ValueError):
+            targets = targets.astype(np.int64)
     if targets.shape != (n_obs,) or targets.dtype.kind not in "iuf":
         msg = ("If provided, 'counts_per_cell' must be either an integer, or coercible to an `np.ndarray` of "
                f"length as number of observations by `np.asarray(counts_per_cell)`. ({_STEP}: got shape "
