@@ -260,6 +260,10 @@ def test_trajectory_tools_on_a_gpu_graph(device, graph):
     dpt(gpu)
     paga(gpu, "louvain")
     draw_graph(gpu, "fr", random_state=0)
+    import gpu_sc as gsc
+
+    gsc.tl.tsne(gpu, n_pcs=10, random_state=0)
+    assert type(gpu.obsm["X_tsne"]).__module__.startswith("cupy")  # X_pca lives on the GPU
     assert type(gpu.obsm["X_diffmap"]).__module__.startswith("cupy")
     assert type(gpu.obsm["X_draw_graph_fr"]).__module__.startswith("cupy")
     assert gpu.obs["dpt_pseudotime"].notna().all() and "paga" in gpu.uns
@@ -336,3 +340,37 @@ def test_paga_again_dpt_from_xroot_and_uns_that_cannot_be_copied(graph):
             gsc.tl.dpt(b)
         assert b.obs["dpt_pseudotime"].iloc[7] == 0
         pd.testing.assert_series_equal(b.obs["dpt_pseudotime"], a.obs["dpt_pseudotime"])
+
+
+def _knn_overlap(a, b, k: int = 15) -> float:
+    """Mean share of each cell's k nearest neighbours that two embeddings have in common."""
+    from sklearn.neighbors import NearestNeighbors
+
+    ia, ib = (NearestNeighbors(n_neighbors=k + 1).fit(e).kneighbors(e)[1][:, 1:] for e in (a, b))
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(ia, ib, strict=True)]))
+
+
+def test_tsne_and_embedding_density_as_scanpy(graph):
+    """scanpy's own calls on a host copy: t-SNE on X_pca (X not copied), the density of the cells
+    in the umap per group (scanpy's values exactly). t-SNE amplifies round-off: scanpy's own
+    embedding of an AnnData and of a copy of it differ by up to 38 here (BLAS results depend on
+    where an array lies in memory), so ours is held to what such two share: their neighbours."""
+    from anndata import AnnData
+
+    import gpu_sc as gsc
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.umap(graph, maxiter=10)
+        ref = graph.copy()
+        bare = AnnData(obs=graph.obs.copy(), var=graph.var[[]].copy(), obsm=dict(graph.obsm.items()))
+        for lib, a in ((sc, ref), (sc, bare), (gsc, graph)):
+            lib.tl.tsne(a, n_pcs=10, perplexity=20, random_state=0)
+        for lib, a in ((sc, ref), (gsc, graph)):
+            lib.tl.embedding_density(a, "umap", groupby="louvain")
+    scanpys = _knn_overlap(ref.obsm["X_tsne"], bare.obsm["X_tsne"])
+    assert graph.obsm["X_tsne"].shape == (graph.n_obs, 2)
+    assert _knn_overlap(graph.obsm["X_tsne"], ref.obsm["X_tsne"]) >= min(0.5, scanpys - 0.1), scanpys
+    assert graph.uns["tsne"] == ref.uns["tsne"]
+    pd.testing.assert_series_equal(graph.obs["umap_density_louvain"], ref.obs["umap_density_louvain"])
+    assert set(graph.uns) == set(ref.uns)

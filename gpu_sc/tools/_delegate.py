@@ -92,7 +92,8 @@ def _changed(before, after) -> bool:
 Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
 
 
-def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None, *, x: str = "rule"):
+def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None, *, x: str = "rule",
+        on_gpu: bool | None = None):  # fmt: skip
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
     imports and takes every keyword given, else scanpy on a host shallow copy whose new
     obs/obsm/varm/uns entries are copied back (obsm and varm results go back to the GPU when the
@@ -102,13 +103,14 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     the keywords to call it with and a function applied to ``adata`` after the copy-back (or None).
     `x`: whether the host copy gets X (and var's columns): ``"rule"`` where scanpy's representation
     rule would read it (`_needs_x`), ``"never"`` (a tool that does not read X), ``"always"``.
+    `on_gpu`: whether the tool's input lives on the GPU (default: where the neighbour graph is).
     """
     check_anndata(adata, step=name)
-    on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key"))
+    on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key")) if on_gpu is None else on_gpu
     if kwargs.get("copy"):
         adata = adata.copy()
         kwargs = {**kwargs, "copy": False}
-        run(name, adata, kwargs, prepare, x=x)
+        run(name, adata, kwargs, prepare, x=x, on_gpu=on_gpu)
         return adata
     rsc = _rsc() if on_gpu else None
     gpu_tool = getattr(rsc.tl, name, None) if rsc is not None else None
