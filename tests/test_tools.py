@@ -374,3 +374,30 @@ def test_tsne_and_embedding_density_as_scanpy(graph):
     assert graph.uns["tsne"] == ref.uns["tsne"]
     pd.testing.assert_series_equal(graph.obs["umap_density_louvain"], ref.obs["umap_density_louvain"])
     assert set(graph.uns) == set(ref.uns)
+
+
+def test_delegation_follows_scanpy_sanitize_and_n_pcs(graph):
+    """scanpy's tools make text columns of var categorical (sanitize_anndata): ours too (var was
+    not copied back); scanpy's settings.N_PCS decides whether t-SNE reads X, as in scanpy (ours
+    read 50 and gave scanpy a copy without X: AttributeError)."""
+    import gpu_sc as gsc
+
+    graph.var["kind"] = np.where(np.arange(graph.n_vars) % 2 == 0, "a", "b")
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.paga(ref, groups="louvain")
+        gsc.tl.paga(graph, groups="louvain")
+    assert ref.var["kind"].dtype == "category" and graph.var["kind"].dtype == "category"
+    small = graph[:200, :80].copy()
+    want = small.copy()
+    n_pcs, sc.settings.N_PCS = sc.settings.N_PCS, 100  # (a property: monkeypatch cannot undo it)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.tl.tsne(want, random_state=0)
+            gsc.tl.tsne(small, random_state=0)
+    finally:
+        sc.settings.N_PCS = n_pcs
+    assert small.obsm["X_tsne"].shape == want.obsm["X_tsne"].shape
+    assert small.uns["tsne"] == want.uns["tsne"]

@@ -62,7 +62,17 @@ def _needs_x(adata: AnnData, kwargs: dict) -> bool:
     rep = kwargs.get("use_rep", params.get("use_rep"))
     if rep is not None:
         return rep == "X"
-    return params.get("n_pcs") == 0 or adata.n_vars <= N_PCS or K.OBSM_PCA not in adata.obsm
+    return params.get("n_pcs") == 0 or adata.n_vars <= scanpy_n_pcs() or K.OBSM_PCA not in adata.obsm
+
+
+def scanpy_n_pcs() -> int:
+    """scanpy's `settings.N_PCS` (a user may change it): the gene count at or under which its
+    representation rule reads X itself; ours where scanpy is not installed."""
+    try:
+        import scanpy
+    except ImportError:
+        return N_PCS
+    return int(scanpy.settings.N_PCS)
 
 
 def _scanpy_tool(sc, name: str):
@@ -87,6 +97,11 @@ def _changed(before, after) -> bool:
     if type(before) is dict and type(after) is dict:
         return before.keys() != after.keys() or any(_changed(before[k], after[k]) for k in before)
     return before is not after
+
+
+def _same_column(a, b) -> bool:
+    """Equal values and dtype (a text column made categorical has equal values, another dtype)."""
+    return a.dtype == b.dtype and a.equals(b)
 
 
 Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
@@ -126,21 +141,23 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     with_x = x == "always" or (x == "rule" and _needs_x(adata, kwargs))
     host = AnnData(
         X=_host(adata.X) if with_x else None,
-        # with X, var's columns too: scanpy's PCA (umap's, where X_pca is gone) reads highly_variable,
-        # dpt its root's expression var['xroot']
-        obs=adata.obs.copy(), var=adata.var.copy() if with_x else adata.var[[]].copy(),
+        # var's columns too: scanpy's PCA (umap's, where X_pca is gone) reads highly_variable, dpt
+        # its root's expression var['xroot'], and sanitize_anndata makes text columns categorical
+        obs=adata.obs.copy(), var=adata.var.copy(),
         obsm={k: _host(v) for k, v in adata.obsm.items()},
         obsp={k: _host(v) for k, v in adata.obsp.items()},
         uns=_dict_tree(adata.uns),
     )  # fmt: skip
-    obs0, obsm0, uns0 = set(host.obs.columns), dict(host.obsm.items()), _dict_tree(host.uns)
+    obs0, var0 = set(host.obs.columns), set(host.var.columns)
+    obsm0, uns0 = dict(host.obsm.items()), _dict_tree(host.uns)
     finish = None
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
     out = _scanpy_tool(sc, name)(host, **kwargs)
-    for col in host.obs.columns:
-        if col not in obs0 or not host.obs[col].equals(adata.obs[col]):
-            adata.obs[col] = host.obs[col]
+    for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
+        for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
+            if col not in before or not _same_column(frame[col], out_frame[col]):
+                out_frame[col] = frame[col]
     # obsm results, and varm ones (scanpy's umap runs a PCA, loadings and all, where the graph
     # names no representation and X_pca is gone; the host copy starts with no varm)
     for where, before, out_to in ((host.obsm, obsm0, adata.obsm), (host.varm, {}, adata.varm)):

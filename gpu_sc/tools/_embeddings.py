@@ -10,9 +10,10 @@ from anndata import AnnData
 
 from .._backend import is_gpu
 from .._keys import OBSM_PCA
-from .._settings import N_PCS
 from .._validation import old_positionals
-from ._delegate import run
+from ._delegate import run, scanpy_n_pcs
+
+_TSNE_DEFAULTS = {"perplexity": 30, "early_exaggeration": 12, "learning_rate": 1000}  # scanpy 1.11's
 
 
 @old_positionals("use_rep", "perplexity", "early_exaggeration", "learning_rate", "random_state", "use_fast_tsne",
@@ -24,8 +25,12 @@ def tsne(adata: AnnData, n_pcs: int | None = None, **kwargs):
     ``obsm[key_added]``) and ``uns['tsne']`` as scanpy does.
     """
     rep = kwargs.get("use_rep")
-    reads_x = rep == "X" or (rep is None and (n_pcs == 0 or adata.n_vars <= N_PCS or OBSM_PCA not in adata.obsm))
+    reads_x = rep == "X" or (rep is None and (n_pcs == 0 or adata.n_vars <= scanpy_n_pcs()
+                                              or OBSM_PCA not in adata.obsm))  # fmt: skip
     source = adata.X if reads_x else adata.obsm.get(rep or OBSM_PCA)
+    # scanpy's values of the parameters rapids-singlecell takes too (its own defaults differ:
+    # learning_rate 200 against scanpy's 1000), so that a GPU call means what scanpy's does
+    kwargs = {**_TSNE_DEFAULTS, **kwargs}
     return run("tsne", adata, {"n_pcs": n_pcs, **kwargs}, x="always" if reads_x else "never",
                on_gpu=is_gpu(source))  # fmt: skip
 
