@@ -10,7 +10,9 @@ resample for the same seed), so every pass over the full-width matrix makes the 
 Steps, in order, each on the previous one's result: qc, filter_cells (min_genes = the 10th
 percentile of genes per cell in the first block), filter_genes (min_cells=3), normalize
 (target_sum=1e4), log1p, hvg_batches (if asked for: seurat HVG with batch_key over 4 samples,
-cells dealt round them; its result not kept), markers (if asked for: rank_genes_groups by the
+cells dealt round them; its result not kept), combat (if asked for, after hvg: ComBat over those 4
+samples on the HVG matrix, its dense corrected blocks read through once; result not kept),
+markers (if asked for: rank_genes_groups by the
 source's cell types, then filter_rank_genes_groups, each one pass; result not kept), hvg (seurat
 flavour, 2,000 genes, subset=True; the HVG matrix is then persisted: the only matrix kept in
 memory), scale (max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in
@@ -70,6 +72,7 @@ STEPS: dict[str, Step] = {
     "hvg_batches": Step(lambda pp, tl, a, p: pp.highly_variable_genes(
         _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
     "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False, reference=False),
+    "combat": Step(lambda pp, tl, a, p: pp.combat(_with_samples(a), "sample"), keep=False, reference=False),
     "scale": Step(lambda pp, tl, a, p: pp.scale(a, max_value=10), keep=False),
     "pca": Step(lambda pp, tl, a, p: pp.pca(a, n_comps=p["n_comps"])),
     "neighbors": Step(lambda pp, tl, a, p: pp.neighbors(a, n_neighbors=15), reference=False),
@@ -84,6 +87,9 @@ NO_REFERENCE = {
     "markers": "unsupported (not run): scanpy 1.11.5's rank_genes_groups on a Dask matrix raised TypeError "
     "(_cs_matrix.sum() got an unexpected keyword argument 'keepdims') at 20,000 cells, and at a million cells "
     "it filled this machine's 23 GiB and was killed by the kernel before that error (2026-12-06)",
+    "combat": "unsupported (not run): scanpy 1.11.5's combat densifies X into pandas frames, five or more dense "
+    "float64 copies (its peak at 100,000 cells x 2,000 genes was 7.6 GiB, benchmarks/combat.py: about 76 GiB at "
+    "a million, beyond this machine's 23 GiB)",
     "umap": "not run: gpu_sc's umap is scanpy's",
     "leiden": "not run: gpu_sc's leiden is scanpy's",
 }
