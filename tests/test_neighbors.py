@@ -618,7 +618,7 @@ class _TooFew:
      ({"transformer": "sklearn", "algorithm": "brute"}, ValueError, "not both"),
      ({"transformer": "sklearn", "knn": False, "method": "gauss"}, ValueError, "transformer must be None"),
      ({"transformer": object()}, TypeError, "kNN transformer with fit_transform"),
-     ({"metric_kwds": {"p": 3}}, ValueError, "takes no parameters"),
+     ({"metric_kwds": {"p": 3}, "algorithm": "brute"}, ValueError, "takes no parameters"),
      ({"transformer": _TooFew()}, ValueError, "gave 1 neighbours besides the cell itself for 700 of 700"),
      ({"transformer": "rapids"}, ValueError, "algorithm='cuml' runs on the GPU")],
 )  # fmt: skip
@@ -750,3 +750,16 @@ def test_cosine_zero_rows_do_not_crowd_the_candidates():
     np.fill_diagonal(d, 0)
     ref = np.sort(d, axis=1)[:, :10]
     assert_close(dist, ref, dtype=np.float64, n_terms=x.shape[1], scale=1.0)
+
+
+def test_metric_kwds_of_our_metrics_go_to_scikit_learn_as_in_scanpy(pbmc_pca):
+    """metric_kwds with euclidean (scanpy hands them to scikit-learn, which runs): scikit-learn's
+    exact transformer with them, scanpy's graph (they were refused)."""
+    ref = pbmc_pca.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, metric="euclidean", metric_kwds={"p": 2})
+    neighbors(pbmc_pca, metric="euclidean", metric_kwds={"p": 2})
+    assert abs(pbmc_pca.obsp["distances"] - ref.obsp["distances"]).max() == 0
+    assert abs(pbmc_pca.obsp["connectivities"] - ref.obsp["connectivities"]).max() <= 1e-6
+    assert pbmc_pca.uns["neighbors"]["params"] == ref.uns["neighbors"]["params"]

@@ -213,10 +213,11 @@ def neighbors(
         metric, as scanpy's below 4,096 cells (scanpy uses pynndescent above). Any name with a
         transformer instance.
     metric_kwds
-        Parameters of the metric: euclidean and cosine take none, so it must be empty for them
-        unless a transformer instance is given (then it is only recorded, as in scanpy); other
-        metrics get them as scikit-learn's ``metric_params``. Written to
-        ``uns[...]['params']['metric_kwds']`` when not empty.
+        Parameters of the metric, as scikit-learn's ``metric_params`` (the search is then
+        scikit-learn's exact one, as scanpy's below 4,096 cells, euclidean and cosine included:
+        scanpy hands them on too, and scikit-learn ignores what its metric does not take); only
+        recorded with a transformer instance, as in scanpy; refused with an ``algorithm`` of
+        ours. Written to ``uns[...]['params']['metric_kwds']`` when not empty.
     random_state
         Seed of the pynndescent search (as in scanpy); recorded in ``uns``. The exact searches
         are deterministic.
@@ -275,7 +276,7 @@ def neighbors(
     ------
     ValueError
         Unknown ``method``, ``metric``, ``transformer`` or ``algorithm``, or both of the last
-        two; ``metric_kwds`` without a transformer instance; ``knn=False`` with
+        two; ``metric_kwds`` with an ``algorithm`` of ours; ``knn=False`` with
         ``method='umap'``, with an approximate ``algorithm``, with a ``transformer`` or above
         ``MAX_DENSE_OBS`` cells; ``'cuml'`` / ``'cuvs'`` with data on the CPU; bad
         ``n_neighbors``, ``n_pcs`` or representation; a transformer graph with too few
@@ -298,11 +299,13 @@ def neighbors(
         msg = f"{_STEP}: algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
         raise ValueError(msg)
     search, instance = _resolve_transformer(transformer, algorithm, knn=knn)
-    # another metric (a name scikit-learn knows, or a callable), with knn=True and the default or
-    # sklearn search: scanpy's exact search, scikit-learn's brute-force transformer with that
-    # metric (scanpy takes it below 4,096 cells and pynndescent above; exact here at every size)
+    # another metric (a name scikit-learn knows, or a callable) or one given metric_kwds, with
+    # knn=True and the default or sklearn search: scanpy's exact search, scikit-learn's brute-force
+    # transformer with that metric and its parameters (scanpy takes it below 4,096 cells and
+    # pynndescent above; exact here at every size)
     unknown = instance is None and metric not in _METRICS  # not a metric of our own searches
-    other_metric = unknown and knn and algorithm is None and transformer in (None, "sklearn")
+    parametrised = instance is None and bool(metric_kwds)  # ours take no parameters: scikit-learn's too
+    other_metric = (unknown or parametrised) and knn and algorithm is None and transformer in (None, "sklearn")
     if unknown and not other_metric:
         msg = (f"{_STEP}: metric {metric!r} is supported with knn=True and the default search (or a "
                f"transformer instance that computes it); here: choose one of {_METRICS}.")  # fmt: skip
