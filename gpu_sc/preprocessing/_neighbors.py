@@ -215,7 +215,7 @@ def neighbors(
     metric_kwds
         Parameters of the metric, as scikit-learn's ``metric_params`` (the search is then
         scikit-learn's exact one, as scanpy's below 4,096 cells, euclidean and cosine included:
-        scanpy hands them on too, and scikit-learn ignores what its metric does not take); only
+        where scanpy hands them on too); only
         recorded with a transformer instance, as in scanpy; refused with an ``algorithm`` of
         ours. Written to ``uns[...]['params']['metric_kwds']`` when not empty.
     random_state
