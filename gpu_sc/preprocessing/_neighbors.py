@@ -213,11 +213,11 @@ def neighbors(
         metric, as scanpy's below 4,096 cells (scanpy uses pynndescent above). Any name with a
         transformer instance.
     metric_kwds
-        Parameters of the metric, as scikit-learn's ``metric_params`` (the search is then
-        scikit-learn's exact one, as scanpy's below 4,096 cells, euclidean and cosine included:
-        where scanpy hands them on too); only
-        recorded with a transformer instance, as in scanpy; refused with an ``algorithm`` of
-        ours. Written to ``uns[...]['params']['metric_kwds']`` when not empty.
+        Parameters of the metric, given to scikit-learn as ``metric_params``: the search is
+        then scikit-learn's exact one, as scanpy's below 4,096 cells (euclidean and cosine
+        included, as scanpy hands them on too). Only recorded with a transformer instance, as
+        in scanpy; refused with an ``algorithm`` of ours. Written to
+        ``uns[...]['params']['metric_kwds']`` when not empty.
     random_state
         Seed of the pynndescent search (as in scanpy); recorded in ``uns``. The exact searches
         are deterministic.
