@@ -365,6 +365,31 @@ def sanitize_anndata(adata: AnnData, *, warn: bool = False) -> None:
     adata.strings_to_categoricals()
 
 
+def obs_categories(col, name: str, *, step: str, what: str = "category"):
+    """`col` (an obs column) as a pandas Categorical (its categories as pandas makes them), or a
+    clear error where some cell has none (NaN): give it `what` or drop it."""
+    import pandas as pd
+
+    cat = pd.Categorical(col)
+    n_missing = int(np.count_nonzero(cat.codes < 0))
+    if n_missing:
+        msg = (f"{step}: obs[{name!r}] has {n_missing} missing values (NaN) among {len(cat)} cells; give "
+               f"those cells a {what} or drop them first.")  # fmt: skip
+        raise ValueError(msg)
+    return cat
+
+
+def finite_obs_values(col, name: str, *, step: str) -> np.ndarray:
+    """A numeric obs column as float64, or a clear error where a value is missing or infinite."""
+    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
+    n_bad = int(np.count_nonzero(~np.isfinite(values)))
+    if n_bad:
+        msg = (f"{step}: obs[{name!r}] has {n_bad} missing or infinite values among {values.size} cells; "
+               "fill or drop those cells first.")  # fmt: skip
+        raise ValueError(msg)
+    return values
+
+
 def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
     """A host boolean array of length n (cupy/pandas/list input accepted)."""
     if is_gpu(mask):

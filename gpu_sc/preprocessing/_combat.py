@@ -38,8 +38,8 @@ from .._ops import gram
 from .._ops._chunked import block_parts, row_columns
 from .._ops._layout import row_pointers
 from .._settings import settings
-from .._validation import (canonical, check_anndata, check_finite, check_not_empty, get_matrix, old_positionals,
-                           sanitize_anndata)
+from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
+                           obs_categories, old_positionals, sanitize_anndata)
 
 _STEP = "combat"
 _CONV = 1e-4  # scanpy's (combat.py's) convergence bound of the iterative solution
@@ -95,10 +95,10 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)
     check_finite(x, step=_STEP)
-    codes, n_batches, cov = _design(adata.obs, key, covariates)
+    codes, n_batches, cov, design_gram = _design(adata.obs, key, covariates)
     # everything checked: only now is the user's AnnData changed (scanpy sanitizes it, inplace or not)
     sanitize_anndata(adata)
-    fit = _fit(x, codes, n_batches, cov)
+    fit = _fit(x, codes, n_batches, cov, design_gram)
     out = _corrected(x, codes, cov, fit)
     if not inplace:
         return out
@@ -130,14 +130,10 @@ def _covariate_list(obs: pd.DataFrame, key, covariates) -> list:
 
 
 def _design(obs: pd.DataFrame, key: str, covariates: list):
-    """(batch code per cell, number of batches, covariate columns n x k float64): batches in
-    scanpy's order (its groupby: categories in order, other values sorted; unused ones dropped)."""
-    batch = pd.Categorical(obs[key]).remove_unused_categories()
-    n_missing = int(np.count_nonzero(batch.codes < 0))
-    if n_missing:
-        msg = (f"{_STEP}: obs[{key!r}] has {n_missing} missing values among {len(batch)} cells; give them a "
-               "batch or drop those cells first.")  # fmt: skip
-        raise ValueError(msg)
+    """(batch code per cell, number of batches, covariate columns n x k float64, `_design_gram`),
+    or a clear error for a singular design: batches in scanpy's order (its groupby: categories in
+    order, other values sorted; unused ones dropped)."""
+    batch = obs_categories(obs[key], key, step=_STEP, what="batch").remove_unused_categories()
     sizes = np.bincount(batch.codes, minlength=len(batch.categories))
     small = [str(c) for c, n in zip(batch.categories, sizes, strict=True) if n < 2]
     if small:
@@ -148,8 +144,13 @@ def _design(obs: pd.DataFrame, key: str, covariates: list):
     columns += [_numeric_column(obs[c], c) for c in covariates if _numeric(obs[c])]  # scanpy's order
     cov = np.concatenate(columns, axis=1) if columns else np.zeros((len(batch), 0))
     codes = np.asarray(batch.codes, dtype=np.int64)
-    _check_rank(codes, len(batch.categories), cov, key, covariates)
-    return codes, len(batch.categories), cov
+    gram_ = _design_gram(codes, len(batch.categories), cov)
+    if np.linalg.matrix_rank(gram_[0]) < gram_[0].shape[0]:
+        msg = (f"{_STEP}: the design of batches obs[{key!r}] and covariates {covariates} is singular: a covariate "
+               "is constant, constant within every batch, or a combination of the others. Drop it, or "
+               "correct within the levels it separates.")  # fmt: skip
+        raise ValueError(msg)
+    return codes, len(batch.categories), cov, gram_
 
 
 def _numeric(col: pd.Series) -> bool:
@@ -158,11 +159,7 @@ def _numeric(col: pd.Series) -> bool:
 
 
 def _numeric_column(col: pd.Series, name: str) -> np.ndarray:
-    values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-    n_bad = int(np.count_nonzero(~np.isfinite(values)))
-    if n_bad:
-        msg = f"{_STEP}: covariate obs[{name!r}] has {n_bad} missing or infinite values; fill or drop those cells."
-        raise ValueError(msg)
+    values = finite_obs_values(col, name, step=_STEP)
     sd = values.std()
     # centred and scaled: the same column space with the batches (whose indicators sum to one),
     # so the same fit, with a well-conditioned D^T D (epoch seconds or 1e8-scale values are fine)
@@ -171,10 +168,7 @@ def _numeric_column(col: pd.Series, name: str) -> np.ndarray:
 
 def _covariate_columns(col: pd.Series, name: str) -> np.ndarray:
     """One indicator per level but the first (the batches' columns already sum to one)."""
-    cat = pd.Categorical(col).remove_unused_categories()
-    if np.any(cat.codes < 0):
-        msg = f"{_STEP}: covariate obs[{name!r}] has missing values; give those cells a level or drop them."
-        raise ValueError(msg)
+    cat = obs_categories(col, name, step=_STEP, what="level").remove_unused_categories()
     return (cat.codes[:, None] == np.arange(1, len(cat.categories))[None, :]).astype(np.float64)
 
 
@@ -192,21 +186,13 @@ def _design_gram(codes: np.ndarray, n_batches: int, cov: np.ndarray):
     return dtd, batch_cov, cov_gram
 
 
-def _check_rank(codes, n_batches: int, cov: np.ndarray, key: str, covariates: list) -> None:
-    dtd = _design_gram(codes, n_batches, cov)[0]
-    if np.linalg.matrix_rank(dtd) < dtd.shape[0]:
-        msg = (f"{_STEP}: the design of batches obs[{key!r}] and covariates {covariates} is singular: a covariate "
-               "is constant, constant within every batch, or a combination of the others. Drop it, or "
-               "correct within the levels it separates.")  # fmt: skip
-        raise ValueError(msg)
-
-
 # --------------------------------------------------------------------------- the fit
-def _fit(x, codes: np.ndarray, n_batches: int, cov: np.ndarray) -> dict:
-    """scanpy's estimates from per-batch sums: {'grand', 'beta', 'sd', 'zero', 'gamma', 'sqrt_delta'}."""
+def _fit(x, codes: np.ndarray, n_batches: int, cov: np.ndarray, design_gram) -> dict:
+    """scanpy's estimates from per-batch sums: {'grand', 'beta', 'sd', 'zero', 'gamma', 'sqrt_delta'};
+    `design_gram` is `_design_gram`'s."""
     n_b = np.bincount(codes, minlength=n_batches).astype(np.float64)
     n, k = float(n_b.sum()), cov.shape[1]
-    dtd, batch_cov, cov_gram = _design_gram(codes, n_batches, cov)
+    dtd, batch_cov, cov_gram = design_gram
     # per batch b and covariate j, the sum over b's cells of c_j * x: X^T U, U's column b * k + j
     # holding c_j in b's cells (n x batches*k: small beside X for a few covariates)
     u = np.zeros((len(codes), n_batches, k))

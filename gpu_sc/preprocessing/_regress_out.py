@@ -35,8 +35,8 @@ from .._settings import BLOCK_BYTES
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
-from .._validation import (canonical, check_anndata, check_finite, check_not_empty, get_matrix, old_positionals,
-                           sanitize_anndata, set_matrix)
+from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
+                           obs_categories, old_positionals, sanitize_anndata, set_matrix)
 
 _STEP = "regress_out"
 _PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
@@ -151,12 +151,7 @@ def _design(obs: pd.DataFrame, keys: list[str]):
                    f"one we regress on the mean for each category. Got keys {keys}, the first "
                    f"categorical; pass {keys[0]!r} alone, or numeric keys only.")  # scanpy's words first
             raise ValueError(msg)
-        cat = pd.Categorical(obs[keys[0]])
-        n_missing = int(np.count_nonzero(cat.codes < 0))
-        if n_missing:
-            msg = (f"{_STEP}: obs[{keys[0]!r}] has {n_missing} missing values (NaN) among {len(cat)} "
-                   "cells; give those cells a category or drop them first.")  # fmt: skip
-            raise ValueError(msg)
+        cat = obs_categories(obs[keys[0]], keys[0], step=_STEP)
         return "categorical", np.asarray(cat.codes, dtype=np.int64), len(cat.categories)
     for k in keys:
         col = obs[k]
@@ -169,12 +164,7 @@ def _design(obs: pd.DataFrame, keys: list[str]):
                    f"convert it (adata.obs[{k!r}] = adata.obs[{k!r}].astype(float) for a number, "
                    "or .astype('category') for groups) first.")  # fmt: skip
             raise ValueError(msg)
-        values = col.to_numpy(dtype=np.float64, na_value=np.nan)
-        n_bad = int(np.count_nonzero(~np.isfinite(values)))
-        if n_bad:
-            msg = (f"{_STEP}: obs[{k!r}] has {n_bad} missing or infinite values among {values.size} "
-                   "cells; fill or drop those cells first.")  # fmt: skip
-            raise ValueError(msg)
+        finite_obs_values(col, k, step=_STEP)
     regressors = obs[keys].copy()
     regressors.insert(0, "ones", 1.0, allow_duplicates=True)  # as scanpy: its singularity test's numbers
     return "numeric", regressors.to_numpy(dtype=np.float64)

@@ -55,14 +55,18 @@ def _untaken(fn, kwargs: dict) -> list:
 
 
 def _needs_x(adata: AnnData, kwargs: dict) -> bool:
-    """Whether the graph's representation is X by scanpy's rule (`_representation`): use_rep 'X',
-    or none with n_pcs=0, with 50 genes or fewer, or without X_pca (scanpy then makes it)."""
+    """Whether the graph's representation is X (`reads_x` of the graph's use_rep and n_pcs)."""
     meta = adata.uns.get(kwargs.get("neighbors_key") or "neighbors", {})
     params = meta.get("params", {}) if isinstance(meta, dict) else {}
-    rep = kwargs.get("use_rep", params.get("use_rep"))
-    if rep is not None:
-        return rep == "X"
-    return params.get("n_pcs") == 0 or adata.n_vars <= scanpy_n_pcs() or K.OBSM_PCA not in adata.obsm
+    return reads_x(adata, kwargs.get("use_rep", params.get("use_rep")), params.get("n_pcs"))
+
+
+def reads_x(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> bool:
+    """Whether scanpy's representation rule (`_choose_representation`) reads X: use_rep 'X', or
+    none with n_pcs=0, with settings.N_PCS genes or fewer, or without X_pca (scanpy then makes it)."""
+    if use_rep is not None:
+        return use_rep == "X"
+    return n_pcs == 0 or adata.n_vars <= scanpy_n_pcs() or K.OBSM_PCA not in adata.obsm
 
 
 def scanpy_n_pcs() -> int:

@@ -2,7 +2,7 @@
 delegation (`_delegate.run`): rapids-singlecell's where the input lives on the GPU and it takes
 every keyword given, else scanpy's own call on a host copy, its results written back (to the GPU
 where the input lives there). X is copied only where t-SNE reads it (scanpy's representation
-rule: `use_rep='X'`, `n_pcs=0`, 50 genes or fewer, or no X_pca)."""
+rule, `_delegate.reads_x`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from anndata import AnnData
 from .._backend import is_gpu
 from .._keys import OBSM_PCA
 from .._validation import old_positionals
-from ._delegate import run, scanpy_n_pcs
+from ._delegate import reads_x, run
 
 _TSNE_DEFAULTS = {"perplexity": 30, "early_exaggeration": 12, "learning_rate": 1000}  # scanpy 1.11's
 
@@ -25,13 +25,12 @@ def tsne(adata: AnnData, n_pcs: int | None = None, **kwargs):
     ``obsm[key_added]``) and ``uns['tsne']`` as scanpy does.
     """
     rep = kwargs.get("use_rep")
-    reads_x = rep == "X" or (rep is None and (n_pcs == 0 or adata.n_vars <= scanpy_n_pcs()
-                                              or OBSM_PCA not in adata.obsm))  # fmt: skip
-    source = adata.X if reads_x else adata.obsm.get(rep or OBSM_PCA)
+    with_x = reads_x(adata, rep, n_pcs)
+    source = adata.X if with_x else adata.obsm.get(rep or OBSM_PCA)
     # scanpy's values of the parameters rapids-singlecell takes too (its own defaults differ:
     # learning_rate 200 against scanpy's 1000), so that a GPU call means what scanpy's does
     kwargs = {**_TSNE_DEFAULTS, **kwargs}
-    return run("tsne", adata, {"n_pcs": n_pcs, **kwargs}, x="always" if reads_x else "never",
+    return run("tsne", adata, {"n_pcs": n_pcs, **kwargs}, x="always" if with_x else "never",
                on_gpu=is_gpu(source))  # fmt: skip
 
 
