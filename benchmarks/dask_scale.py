@@ -12,7 +12,8 @@ percentile of genes per cell in the first block), filter_genes (min_cells=3), no
 (target_sum=1e4), log1p, hvg_batches (if asked for: seurat HVG with batch_key over 4 samples,
 cells dealt round them; its result not kept), combat (if asked for, after hvg: ComBat over those 4
 samples on the HVG matrix, its dense corrected blocks read through once; result not kept),
-markers (if asked for: rank_genes_groups by the
+recipe_zheng17 (if asked for, on the counts: scanpy's Zheng et al. recipe, 2,000 genes; its
+dense scaled blocks read through once; result not kept), markers (if asked for: rank_genes_groups by the
 source's cell types, then filter_rank_genes_groups, each one pass; result not kept), hvg (seurat
 flavour, 2,000 genes, subset=True; the HVG matrix is then persisted: the only matrix kept in
 memory), scale (max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in
@@ -73,6 +74,7 @@ STEPS: dict[str, Step] = {
         _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
     "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False, reference=False),
     "combat": Step(lambda pp, tl, a, p: pp.combat(_with_samples(a), "sample"), keep=False, reference=False),
+    "recipe_zheng17": Step(lambda pp, tl, a, p: pp.recipe_zheng17(a, n_top_genes=p["n_top_genes"]), keep=False),
     "scale": Step(lambda pp, tl, a, p: pp.scale(a, max_value=10), keep=False),
     "pca": Step(lambda pp, tl, a, p: pp.pca(a, n_comps=p["n_comps"])),
     "neighbors": Step(lambda pp, tl, a, p: pp.neighbors(a, n_neighbors=15), reference=False),

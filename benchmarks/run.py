@@ -111,6 +111,8 @@ STEPS: dict[str, Step] = {
                             rapids=lambda pp, a, p: pp.neighbors(a, n_neighbors=15, algorithm="brute")),
     "umap": Step("graph", lambda pp, a, p: _tl(pp).umap(a), lambda a: a.obsm["X_pca"].nbytes, repeats=1,
                  warm_up_cells=2000),
+    "recipe_zheng17": Step("counts", lambda pp, a, p: pp.recipe_zheng17(a, n_top_genes=p["n_top_genes"]),
+                           lambda a: _csr_bytes(a, 5, 3), rapids_note="rapids-singlecell has no recipe_zheng17"),
     "leiden": Step("graph", lambda pp, a, p: _tl(pp).leiden(a, flavor="igraph", n_iterations=2, directed=False),
                    lambda a: a.obsp["connectivities"].data.nbytes,
                    rapids=lambda pp, a, p: _tl(pp).leiden(a)),

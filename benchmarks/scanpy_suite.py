@@ -33,12 +33,14 @@ MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes"
            "test_deprecations", "test_ingest", "test_scrublet", "test_recipes", "test_rank_genes_groups",
            "test_rank_genes_groups_logreg", "test_filter_rank_genes_groups", "test_score_genes",
            "test_aggregated", "test_get", "test_dendrogram", "test_combat", "test_paga", "test_embedding",
-           "test_embedding_density",
+           "test_embedding_density", "test_marker_gene_overlap",
            "external/test_harmony_integrate")  # fmt: skip
 #: scanpy's functions replaced by ours: `pp.x` swaps scanpy.pp.x for gpu_sc.pp.x (`tl.`, `get.`
 #: alike); `external.pp.x` swaps scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
 STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
          "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "combat", "downsample_counts", "scrublet",
+         "filter_genes_dispersion", "recipe_zheng17", "recipe_seurat", "recipe_weinreb17", "sample", "subsample",
+         "sqrt", "tl.marker_gene_overlap",
          "scrublet_simulate_doublets", "tl.rank_genes_groups", "tl.score_genes", "tl.score_genes_cell_cycle",
          "tl.filter_rank_genes_groups", "tl.dendrogram", "get.aggregate", "get.rank_genes_groups_df", "get.obs_df",
          "get.var_df", "tl.umap", "tl.leiden", "tl.diffmap", "tl.dpt", "tl.paga", "tl.draw_graph", "tl.tsne",

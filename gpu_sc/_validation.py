@@ -12,6 +12,7 @@ import warnings
 from numbers import Real
 
 import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
@@ -359,10 +360,24 @@ def make_actual(adata: AnnData, *, warn: bool = False) -> None:
 
 def sanitize_anndata(adata: AnnData, *, warn: bool = False) -> None:
     """scanpy's sanitize_anndata: the string columns of obs and var that repeat values become
-    categoricals (categories in natural order: '2' before '10'), a view becoming actual first
-    (`make_actual`, with scanpy's warning where `warn`)."""
+    categoricals (categories in natural order: '2' before '10'). A view becomes actual first
+    (`make_actual`) where `warn` (with scanpy's warning: its step makes the view actual anyway) or
+    where a column changes; otherwise it stays a view, as scanpy leaves it (no copy of X)."""
+    if adata.is_view and not warn and not _strings_to_convert(adata):
+        return
     make_actual(adata, warn=warn)
     adata.strings_to_categoricals()
+
+
+def _strings_to_convert(adata: AnnData) -> bool:
+    """Whether anndata's strings_to_categoricals would change a column: a text column with fewer
+    distinct values (missing ones not counted) than cells."""
+    for df in (adata.obs, adata.var):
+        for col in df.columns:
+            values = df[col]
+            if pd.api.types.infer_dtype(values) == "string" and values.nunique() < len(values):
+                return True
+    return False
 
 
 def obs_categories(col, name: str, *, step: str, what: str = "category"):

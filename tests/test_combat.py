@@ -158,6 +158,35 @@ def test_duplicate_entries_offsets_and_large_covariates():
     _close(gsc.pp.combat(a, "batch", covariates=["seconds"], inplace=False), ref)
 
 
+def test_a_view_stays_a_view_unless_a_column_changes():
+    """As scanpy's sanitize leaves it: inplace=False on a view copies no X; a text column with
+    repeated values becomes categorical, and then the view becomes actual (scanpy's too)."""
+    a = _data()[:, :100].copy()
+    view = a[:800]
+    got = gsc.pp.combat(view, "batch", inplace=False)
+    assert view.is_view
+    _close(got, _quiet(sc.pp.combat, a[:800].copy(), "batch", inplace=False))
+    a.obs["note"] = np.where(np.arange(a.n_obs) % 2 == 0, "x", "y")
+    view = a[:800]
+    _quiet(gsc.pp.combat, view, "batch", inplace=False)
+    assert not view.is_view and view.obs["note"].dtype == "category" and a.obs["note"].dtype == object
+    a.obs["note"] = [None] + [f"cell{i}" for i in range(a.n_obs - 1)]  # unique apart from a missing one:
+    view = a[:800]  # anndata converts it (missing values are no category)
+    _quiet(gsc.pp.combat, view, "batch", inplace=False)
+    assert not view.is_view and view.obs["note"].dtype == "category"
+
+
+def test_inplace_on_a_view_leaves_its_parent():
+    """Writing the corrected X into a view would write it into the parent (anndata's views of X
+    are views of its memory); scanpy's does, with a warning. Ours makes the view actual first."""
+    a = _data()[:, :100].copy()
+    parent = a.X.copy()
+    view = a[:800]
+    gsc.pp.combat(view, "batch")
+    assert not view.is_view and (a.X != parent).nnz == 0
+    _close(view.X, _quiet(sc.pp.combat, a[:800].copy(), "batch", inplace=False))
+
+
 def test_dask_equals_in_memory():
     import dask.array as da
 

@@ -39,7 +39,7 @@ from .._ops._chunked import block_parts, row_columns
 from .._ops._layout import row_pointers
 from .._settings import settings
 from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
-                           obs_categories, old_positionals, sanitize_anndata)
+                           make_actual, obs_categories, old_positionals, sanitize_anndata)
 
 _STEP = "combat"
 _CONV = 1e-4  # scanpy's (combat.py's) convergence bound of the iterative solution
@@ -102,6 +102,7 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     out = _corrected(x, codes, cov, fit)
     if not inplace:
         return out
+    make_actual(adata)  # a view's X written back would land in its parent (scanpy's does)
     adata.X = out
     return None
 

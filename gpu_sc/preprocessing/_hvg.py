@@ -137,15 +137,7 @@ def highly_variable_genes(
     if not v3 and (not isinstance(n_bins, int | np.integer) or n_bins < 1):
         msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
         raise ValueError(msg)
-    x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP, sum_duplicates=True)  # expm1, squares
-    check_not_empty(x, step=_STEP)
-    values = x.data if is_sparse(x) else x
-    if values.dtype.kind not in "iuf":
-        msg = f"{_STEP}: expects numeric values, got dtype {values.dtype}."
-        raise TypeError(msg)
-    x = float_values(x)
-    if not is_dask(x):  # a Dask matrix is not read an extra time: see _check_means
-        check_finite(x, step=_STEP)
+    x = numeric_matrix(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
 
     if v3:
         n_top = _V3_DEFAULT_N_TOP if n_top_genes is None else int(n_top_genes)
@@ -201,6 +193,27 @@ def highly_variable_genes(
     if subset:
         adata._inplace_subset_var(hv)
     return None
+
+
+def numeric_matrix(x, *, step: str):
+    """`x` checked for the per-gene moments: canonical with duplicates summed (they are squared),
+    not empty, numeric and finite (a Dask matrix is not read an extra time: see `_check_means`),
+    its values float."""
+    x = canonical(x, step=step, sum_duplicates=True)
+    check_not_empty(x, step=step)
+    values = x.data if is_sparse(x) else x
+    if values.dtype.kind not in "iuf":
+        msg = f"{step}: expects numeric values, got dtype {values.dtype}."
+        raise TypeError(msg)
+    x = float_values(x)
+    if not is_dask(x):
+        check_finite(x, step=step)
+    return x
+
+
+def col_mean_var(x) -> tuple[np.ndarray, np.ndarray]:
+    """Host float64 mean and variance (ddof=1) of every column of a `numeric_matrix`."""
+    return tuple(to_host(a) for a in _ops.col_mean_var(_ops.parts(x)))
 
 
 # --------------------------------------------------------------------------- batches
@@ -311,37 +324,43 @@ def _log_base(base):
     return None if base is None else math.log(base)
 
 
-def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff) -> pd.DataFrame:
+def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP) -> pd.DataFrame:
     """One batch's dispersion statistics from its genes' mean and variance (host float64); with
-    `keep` (genes with a positive value), the others are left out of the binning and get zeros."""
+    `keep` (genes with a positive value), the others are left out of the binning and get zeros.
+
+    `log`: whether dispersions and means are logged; None for highly_variable_genes' rule (for
+    'seurat', whose statistics are of expm1 of the data). `cutoff` None: no selection.
+    """
     n_genes = mean.size
-    _check_means(mean, flavor)
+    _check_means(mean, flavor if log is None else "", step=step)
+    if log is None:
+        log = flavor == "seurat"
     mean = mean.copy()
     mean[mean == 0] = 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
         disp = var / mean
-        if flavor == "seurat":
+        if log:
             disp[disp == 0] = np.nan
             disp = np.log(disp)
             mean = np.log1p(mean)
     if keep is not None and not keep.all():
-        kept = _dispersion_stats(mean[keep], disp[keep], flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+        kept = _dispersion_stats(mean[keep], disp[keep], flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step)
         full = {}
         for col in (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM, K.VAR_HIGHLY_VARIABLE):
             full[col] = np.zeros(n_genes, dtype=kept[col].dtype)
             full[col][keep] = kept[col].to_numpy()
         return pd.DataFrame(full)
-    return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+    return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step)
 
 
-def _check_means(mean, flavor) -> None:
+def _check_means(mean, flavor, *, step=_STEP) -> None:
     """A per-gene mean (float64 sums) is finite unless the data holds NaN or inf (a Dask matrix
     is checked here only) or, for 'seurat', expm1 overflowed on data not log1p-transformed.
     (The variance is NaN for a single cell, as ddof=1 divides by zero.)"""
     bad = ~np.isfinite(mean)
     if bad.any():
         hint = " or values too large for expm1 (flavor='seurat' expects log1p data)" if flavor == "seurat" else ""
-        msg = (f"{_STEP}: the mean of {int(bad.sum())} genes is NaN or inf: the data holds NaN or inf "
+        msg = (f"{step}: the mean of {int(bad.sum())} genes is NaN or inf: the data holds NaN or inf "
                f"values{hint}; fix or drop those entries first.")  # fmt: skip
         raise ValueError(msg)
 
@@ -360,7 +379,7 @@ def _expm1_(p, log_base) -> None:
     xp_of(data).expm1(data, out=data)
 
 
-def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
+def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP) -> pd.DataFrame:
     """Bin genes by mean, normalise dispersions within bins, select (host, per gene)."""
     df = pd.DataFrame({K.VAR_MEANS: mean, K.VAR_DISPERSIONS: disp})
     if flavor == "seurat":
@@ -369,7 +388,7 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
         edges = np.r_[-np.inf, np.percentile(mean, np.arange(10, 105, 5)), np.inf]
         if np.unique(edges).size != edges.size:
             msg = (
-                f"{_STEP}: flavor='cell_ranger' bins genes by the 10th, 15th, ... percentiles of "
+                f"{step}: flavor='cell_ranger' bins genes by the 10th, 15th, ... percentiles of "
                 "their means, but at least 5% of the genes share one mean (often genes without "
                 "counts), so two bin edges coincide; remove such genes first, e.g. with "
                 "filter_genes(adata, min_cells=1)."
@@ -392,14 +411,15 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff) -> pd.DataFrame:
                     a, s = 0.0, a
                 elif (d == d[0]).all():  # pandas' group std is exactly 0 there: 0 / 0, NaN, never selected
                     a, s = d[0], 0.0
-            else:  # median and normal-consistent median absolute deviation
-                a = np.median(d)
-                s = np.median(np.abs(d - a) / _MAD_SCALE)
+            else:  # median (pandas': of the defined values) and normal-consistent median absolute
+                a = np.nanmedian(d)  # deviation (statsmodels': NaN when any value is)
+                s = np.median(np.abs(d - np.median(d)) / _MAD_SCALE)
             avg[members] = a
             dev[members] = s
         norm = (disp - avg) / dev
     df[K.VAR_DISPERSIONS_NORM] = norm
-    df[K.VAR_HIGHLY_VARIABLE] = _select(mean, norm, cutoff)
+    if cutoff is not None:
+        df[K.VAR_HIGHLY_VARIABLE] = _select(mean, norm, cutoff)
     return df
 
 

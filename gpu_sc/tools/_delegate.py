@@ -11,6 +11,7 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._backend import is_gpu
+from .._scanpy_own import scanpy_own
 from .._settings import N_PCS, settings
 from ..get import array_to_cpu as _host  # host copy, same container type
 from .._validation import check_anndata
@@ -80,12 +81,8 @@ def scanpy_n_pcs() -> int:
 
 
 def _scanpy_tool(sc, name: str):
-    """scanpy's own `tl.<name>`, also where a user (or scanpy's test suite run with ours) has put
-    ours in its place (``sc.tl.umap = gsc.tl.umap``): calling that would call ourselves forever."""
-    fn = getattr(sc.tl, name)
-    if getattr(inspect.unwrap(fn), "__module__", "").startswith(__name__.split(".")[0]):
-        fn = getattr(importlib.import_module(f"scanpy.tools._{name}"), name)
-    return fn
+    """scanpy's own `tl.<name>` (not ours, where ours has been put in its place)."""
+    return scanpy_own("tl", name, f"scanpy.tools._{name}")
 
 
 def _dict_tree(d) -> dict:

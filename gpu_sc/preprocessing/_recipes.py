@@ -1,0 +1,122 @@
+"""scanpy's preprocessing recipes, built from our steps so that they run where the data lives
+(CPU, GPU, Dask) and give scanpy's result."""
+
+from __future__ import annotations
+
+from anndata import AnnData
+
+from .._backend import describe, is_dask, is_gpu, is_sparse
+from .._scanpy_own import scanpy_own
+from .._validation import check_anndata, check_int, old_positionals
+from ._filter import _subset_inplace, filter_cells, filter_genes
+from ._filter_genes_dispersion import filter_genes_dispersion
+from ._log1p import log1p
+from ._normalize import normalize_total
+from ._scale import scale
+
+
+@old_positionals("n_top_genes", "log", "plot", "copy")
+def recipe_zheng17(
+    adata: AnnData, *, n_top_genes: int = 1000, log: bool = True, plot: bool = False, copy: bool = False
+) -> AnnData | None:
+    """Normalise and filter as Zheng et al. (2017), like :func:`scanpy.pp.recipe_zheng17`.
+
+    Expects counts (pass ``log=False`` for data already logged). The steps, each ours::
+
+        filter_genes(adata, min_counts=1)
+        normalize_total(adata, key_added="n_counts_all")
+        keep = filter_genes_dispersion(adata.X, flavor="cell_ranger", n_top_genes=n_top_genes, log=False)
+        adata = adata[:, keep.gene_subset]   # in place
+        normalize_total(adata)
+        log1p(adata)                         # if log
+        scale(adata)
+
+    `plot` draws scanpy's dispersion plot (needs scanpy). With a Dask X every step stays lazy
+    except the passes that compute per-gene statistics. Like scanpy's, the recipe changes
+    `adata` step by step: an error in a later step leaves the earlier steps done (pass
+    ``copy=True`` to keep `adata` as it was).
+    """
+    check_anndata(adata, step="recipe_zheng17")
+    check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
+    if copy:
+        adata = adata.copy()
+    filter_genes(adata, min_counts=1)
+    normalize_total(adata, key_added="n_counts_all")
+    result = filter_genes_dispersion(adata.X, flavor="cell_ranger", n_top_genes=n_top_genes, log=False)
+    _check_selected(result, adata, "recipe_zheng17")
+    if plot:
+        _plot(result, log=True)
+    _subset_inplace(adata, result.gene_subset, axis=1)
+    normalize_total(adata)
+    if log:
+        log1p(adata)
+    scale(adata)
+    return adata if copy else None
+
+
+@old_positionals("log", "plot", "copy")
+def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy: bool = False) -> AnnData | None:
+    """Normalise and filter as Seurat (Satija et al. 2015), like :func:`scanpy.pp.recipe_seurat`.
+
+    Expects counts (pass ``log=False`` for data already logged). The steps, each ours::
+
+        filter_cells(adata, min_genes=200)
+        filter_genes(adata, min_cells=3)
+        normalize_total(adata, target_sum=1e4)
+        keep = filter_genes_dispersion(adata.X, min_mean=0.0125, max_mean=3, min_disp=0.5, log=not log)
+        adata = adata[:, keep.gene_subset]   # in place
+        log1p(adata)                         # if log
+        scale(adata, max_value=10)
+
+    `plot` and partial changes on error as in :func:`recipe_zheng17`.
+    """
+    check_anndata(adata, step="recipe_seurat")
+    if copy:
+        adata = adata.copy()
+    filter_cells(adata, min_genes=200)
+    filter_genes(adata, min_cells=3)
+    normalize_total(adata, target_sum=1e4)
+    result = filter_genes_dispersion(adata.X, min_mean=0.0125, max_mean=3, min_disp=0.5, log=not log)
+    _check_selected(result, adata, "recipe_seurat")
+    if plot:
+        _plot(result, log=not log)
+    _subset_inplace(adata, result.gene_subset, axis=1)
+    if log:
+        log1p(adata)
+    scale(adata, max_value=10)
+    return adata if copy else None
+
+
+@old_positionals("log", "mean_threshold", "cv_threshold", "n_pcs", "svd_solver", "random_state", "copy")
+def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData | None:
+    """Normalise and filter as Weinreb et al. (2017): :func:`scanpy.pp.recipe_weinreb17` itself.
+
+    The recipe is defined for dense in-memory NumPy X only (scanpy refuses sparse X), so it runs
+    scanpy's code, with scanpy's parameters (`log`, `mean_threshold`, `cv_threshold`, `n_pcs`,
+    `svd_solver`, `random_state`); other matrices get a clear error before anything changes.
+    """
+    check_anndata(adata, step="recipe_weinreb17")
+    x = adata.X
+    if x is None or is_sparse(x) or is_gpu(x) or is_dask(x) or adata.isbacked:
+        what = "a backed X" if adata.isbacked else describe(x) if x is not None else "no X"
+        msg = (f"recipe_weinreb17 is defined for a dense in-memory NumPy X (scanpy refuses sparse X), got {what}; "
+               "densify a small dataset on the host (adata.X = adata.X.toarray()), or use recipe_zheng17 or "
+               "the steps themselves.")  # fmt: skip
+        raise ValueError(msg)
+    return scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")(adata, copy=copy, **kwargs)
+
+
+def _check_selected(result, adata: AnnData, step: str) -> None:
+    """Refuse to go on with no gene left (scanpy's scale fails on it later, less clearly)."""
+    if not result.gene_subset.any():
+        msg = (f"{step}: no gene passed the dispersion filter (of {adata.n_vars} genes in {adata.n_obs} cells left "
+               "after the recipe's filters); the data are too few or not counts (pass log=False for data "
+               "already logged). adata holds the filtered, normalised values now.")  # fmt: skip
+        raise ValueError(msg)
+
+
+def _plot(result, *, log: bool) -> None:
+    """scanpy's plot of the dispersions against the means."""
+    import scanpy as sc
+
+    sc.pl.filter_genes_dispersion(result, log=log)
