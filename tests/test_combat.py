@@ -183,7 +183,7 @@ def test_inplace_on_a_view_leaves_its_parent():
     parent = a.X.copy()
     view = a[:800]
     gsc.pp.combat(view, "batch")
-    assert not view.is_view and (a.X != parent).nnz == 0
+    assert not view.is_view and (parent != a.X).nnz == 0
     _close(view.X, _quiet(sc.pp.combat, a[:800].copy(), "batch", inplace=False))
 
 

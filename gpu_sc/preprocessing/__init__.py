@@ -9,6 +9,7 @@ from ._hvg import highly_variable_genes
 from ._log1p import log1p
 from ._neighbors import neighbors
 from ._normalize import normalize_total
+from ._normalize_per_cell import normalize_per_cell
 from ._pca import pca
 from ._regress_out import regress_out
 from ._sampling import sample, subsample
@@ -23,4 +24,5 @@ __all__ = [
     "highly_variable_genes", "scale", "pca", "neighbors", "harmony_integrate", "regress_out",
     "scrublet", "scrublet_simulate_doublets", "combat", "downsample_counts", "filter_genes_dispersion",
     "recipe_zheng17", "recipe_seurat", "recipe_weinreb17", "sample", "subsample", "sqrt",
+    "normalize_per_cell",
 ]  # fmt: skip

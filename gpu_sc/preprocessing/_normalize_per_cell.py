@@ -1,0 +1,99 @@
+"""normalize_per_cell: scanpy's deprecated normalisation, which also drops cells below
+`min_counts` (default 1: the cells without counts), from our filter and row division, so that it
+runs where X lives (scanpy's is broken for Dask X, by its own tests' account)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from anndata import AnnData
+
+from .. import _ops
+from .._backend import is_dask, to_host, xp_of
+from .._settings import user_stacklevel
+from .._validation import canonical, check_anndata, make_actual, old_positionals
+from ._filter import _subset_inplace, filter_cells
+
+_STEP = "normalize_per_cell"
+
+
+@old_positionals("counts_per_cell_after", "counts_per_cell", "key_n_counts", "copy", "layers", "use_rep",
+                 "min_counts")  # fmt: skip
+def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, counts_per_cell=None,
+                       key_n_counts: str = "n_counts", copy: bool = False, layers=(), use_rep: str | None = None,
+                       min_counts: int = 1):  # fmt: skip
+    """Normalise each cell by its total count, like scanpy's deprecated :func:`scanpy.pp.normalize_per_cell`.
+
+    Prefer :func:`gpu_sc.pp.normalize_total` (plus :func:`gpu_sc.pp.filter_cells`). For an
+    AnnData without `counts_per_cell`: the cells with fewer than `min_counts` counts are dropped
+    (their totals first stored in ``obs[key_n_counts]``, for every cell), and each remaining
+    cell is divided by its total / `counts_per_cell_after` (default: the median total of the
+    kept cells). `layers` (names, or ``'all'``) are normalised the same way by their own totals,
+    to `counts_per_cell_after` (``use_rep='after'``), the median of X's totals (``'X'``) or
+    their own median (None). A matrix is normalised in place (``copy=True`` returns a normalised
+    copy, and is needed to drop cells). Integer values become float32. It warns as scanpy does.
+    """
+    warnings.warn("Use sc.pp.normalize_total instead", FutureWarning, stacklevel=user_stacklevel())
+    if use_rep not in ("after", "X", None):
+        msg = 'use_rep should be "after", "X" or None'
+        raise ValueError(msg)
+    if counts_per_cell_after is not None and not counts_per_cell_after > 0:
+        msg = f"{_STEP}: counts_per_cell_after must be a positive number or None, got {counts_per_cell_after!r}."
+        raise ValueError(msg)
+    if not isinstance(data, AnnData):
+        x = data.copy() if copy else data
+        if counts_per_cell is None:
+            if not copy:
+                msg = "Can only be run with copy=True"
+                raise ValueError(msg)
+            keep, counts_per_cell = _totals(x, min_counts)
+            x = x[keep if not is_dask(x) else np.flatnonzero(keep)]
+            counts_per_cell = counts_per_cell[keep]
+        x = _normalized(x, counts_per_cell, counts_per_cell_after)
+        return x if copy else None
+
+    check_anndata(data, step=_STEP, name="data")
+    adata = data.copy() if copy else data
+    make_actual(adata)  # the division is in place: never into a view's parent
+    if counts_per_cell is None:
+        keep, counts = filter_cells(adata, min_counts=min_counts, inplace=False)
+        adata.obs[key_n_counts] = counts
+        _subset_inplace(adata, keep, axis=0)
+        counts = counts[keep]
+    else:
+        counts = to_host(counts_per_cell)
+    adata.X = _normalized(adata.X, counts, counts_per_cell_after)
+    names = adata.layers.keys() if isinstance(layers, str) and layers == "all" else [layers] if isinstance(
+        layers, str) else layers  # fmt: skip
+    after = {"after": counts_per_cell_after, "X": np.median(counts), None: None}[use_rep]
+    for name in list(names):
+        _, layer_counts = _totals(adata.layers[name], min_counts)
+        adata.layers[name] = _normalized(adata.layers[name].copy(), layer_counts, after)
+    return adata if copy else None
+
+
+def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, total) per cell, host arrays (a Dask matrix's computed)."""
+    keep, counts = filter_cells(x, min_counts=min_counts)
+    if is_dask(counts):
+        import dask
+
+        keep, counts = dask.compute(keep, counts)
+    return np.asarray(keep), np.asarray(counts)
+
+
+def _normalized(x, counts, after):
+    """`x` (its own memory, or a Dask array) with each row divided by its total / `after` (the
+    median total where None; a total of 0 counts as 1), as scanpy divides: in the values' dtype."""
+    counts = np.asarray(counts)
+    if after is None:
+        after = np.median(counts)
+    counts = counts + (counts == 0)
+    x = canonical(x, step=_STEP)
+    if x.dtype.kind != "f":
+        x = x.astype(np.float32)
+    factors = counts / after
+    p = _ops.parts(x)
+    divided = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
+    return x if divided is None else divided

@@ -1,0 +1,105 @@
+"""normalize_per_cell (scanpy's deprecated normalisation and cell filter) against scanpy's, in
+memory, on Dask (where scanpy's is broken) and on device arrays (CUDA or the emulator)."""
+
+from __future__ import annotations
+
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import _load, cells_for, to_host
+
+import gpu_sc as gsc
+
+
+def _quiet(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture
+def brain():
+    a = _load("mouse_brain_10k_subset.h5ad")  # one cell without counts: dropped at min_counts=1
+    a.layers["counts"] = a.X.copy()
+    return a
+
+
+def _same(got, ref):
+    """scanpy divides dense rows and multiplies sparse ones by the reciprocal: 1 ulp apart."""
+    assert got.obs_names.equals(ref.obs_names) and got.obs.equals(ref.obs)
+    np.testing.assert_allclose(to_host(got.X), to_host(ref.X), rtol=2e-7, atol=1e-6)
+    for k in ref.layers:
+        np.testing.assert_allclose(to_host(got.layers[k]), to_host(ref.layers[k]), rtol=2e-7, atol=1e-6)
+
+
+def test_scanpys_example():
+    x = np.array([[1, 0], [3, 0], [5, 6]], dtype=np.float32)
+    for matrix in (x.copy(), sp.csr_matrix(x)):
+        a = ad.AnnData(matrix)
+        with pytest.warns(FutureWarning, match="normalize_total"):
+            gsc.pp.normalize_per_cell(a)
+        assert np.asarray(a.X.sum(axis=1)).ravel().tolist() == [3.0, 3.0, 3.0]
+        assert a.obs["n_counts"].tolist() == [1.0, 3.0, 11.0]
+        _quiet(gsc.pp.normalize_per_cell, a, counts_per_cell_after=1, key_n_counts="n_counts2")
+        assert np.asarray(a.X.sum(axis=1)).ravel().tolist() == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"counts_per_cell_after": 1e4}, {"layers": "all"},
+                                    {"layers": ["counts"], "use_rep": "after", "counts_per_cell_after": 100.0},
+                                    {"min_counts": 50}], ids=["default", "after", "layers", "use-rep", "min-counts"])  # fmt: skip
+def test_equals_scanpy(brain, kwargs):
+    ref = _quiet(sc.pp.normalize_per_cell, brain, copy=True, **kwargs)
+    got = _quiet(gsc.pp.normalize_per_cell, brain, copy=True, **kwargs)
+    assert brain.n_obs == 10_000 and "n_counts" not in brain.obs  # copy=True leaves the input
+    _same(got, ref)
+
+
+def test_matrix_input_and_positionals(brain):
+    ref = _quiet(sc.pp.normalize_per_cell, brain.X, copy=True)
+    got = _quiet(gsc.pp.normalize_per_cell, brain.X, copy=True)
+    assert got.shape == ref.shape == (9_999, 1_000)
+    np.testing.assert_allclose(got.toarray(), ref.toarray(), rtol=2e-7, atol=1e-6)
+    with pytest.raises(ValueError, match="Can only be run with copy=True"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        gsc.pp.normalize_per_cell(brain.X)
+    ref = _quiet(sc.pp.normalize_per_cell, brain, 100.0, None, "total", copy=True)
+    got = _quiet(gsc.pp.normalize_per_cell, brain, 100.0, None, "total", copy=True)
+    _same(got, ref)
+
+
+def test_dask_equals_in_memory(brain):
+    import dask.array as da
+
+    want = _quiet(sc.pp.normalize_per_cell, brain, copy=True)
+    brain.X = da.from_array(brain.X, chunks=(2_000, -1), asarray=False)
+    _quiet(gsc.pp.normalize_per_cell, brain)
+    assert isinstance(brain.X, da.Array)
+    brain.X = brain.X.compute()
+    _same(brain, want)
+
+
+def test_gpu_equals_cpu(device, brain):
+    a = cells_for(device, brain[:, :300].copy(), n=400)
+    want = _quiet(gsc.pp.normalize_per_cell, a, copy=True, layers="all")
+    gpu = gsc.get.to_gpu(a, copy=True)
+    _quiet(gsc.pp.normalize_per_cell, gpu, layers="all")
+    assert type(gpu.X).__module__.startswith("cupy")
+    _same(gpu, want)
+
+
+def test_views_and_bad_input(brain):
+    parent = brain.X.copy()
+    view = brain[:500]
+    _quiet(gsc.pp.normalize_per_cell, view)
+    assert not view.is_view and (parent != brain.X).nnz == 0
+    with pytest.raises(ValueError, match='use_rep should be "after", "X" or None'), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        gsc.pp.normalize_per_cell(brain, use_rep="Y")
+    with pytest.raises(ValueError, match="counts_per_cell_after must be a positive number"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        gsc.pp.normalize_per_cell(brain, counts_per_cell_after=0)
+    assert brain.n_obs == 10_000 and (parent != brain.X).nnz == 0
