@@ -103,3 +103,47 @@ def test_views_and_bad_input(brain):
         warnings.simplefilter("ignore", FutureWarning)
         gsc.pp.normalize_per_cell(brain, counts_per_cell_after=0)
     assert brain.n_obs == 10_000 and (parent != brain.X).nnz == 0
+
+
+def test_given_totals_and_in_place_matrices(brain):
+    x = brain.X[:2_000].toarray()
+    totals = brain.X[:2_000].sum(axis=1)  # an np.matrix column, as X.sum(1) gives
+    want = x.copy()
+    _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=np.asarray(totals).ravel().copy())
+    for kind in ("dense", "csc", "csr"):
+        got = {"dense": x.copy(), "csc": sp.csc_matrix(x), "csr": sp.csr_matrix(x)}[kind]
+        assert _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals) is None
+        assert (got.format if kind != "dense" else "dense") == kind  # in place, its format kept
+        np.testing.assert_allclose(to_host(got), want, rtol=2e-7, atol=1e-6)
+    with pytest.raises(ValueError, match="counts_per_cell has 10 values for 2000 cells"):
+        _quiet(gsc.pp.normalize_per_cell, x, counts_per_cell=np.ones(10))
+    ints = x.astype(np.int64)
+    with pytest.raises(ValueError, match=r"in place only when .* pass copy=True"):
+        _quiet(gsc.pp.normalize_per_cell, ints, counts_per_cell=totals)
+    assert np.array_equal(ints, x.astype(np.int64))
+    copied = _quiet(gsc.pp.normalize_per_cell, ints, counts_per_cell=totals, copy=True)
+    np.testing.assert_allclose(copied, want, rtol=2e-7, atol=1e-6)
+
+
+def test_csc_anndata_stays_csc_and_layers_are_checked_first(brain):
+    a = brain[:3_000].copy()
+    a.X = sp.csc_matrix(a.X)
+    ref = _quiet(sc.pp.normalize_per_cell, a, copy=True)
+    got = _quiet(gsc.pp.normalize_per_cell, a, copy=True)
+    assert got.X.format == ref.X.format == "csc"
+    _same(got, ref)
+    bad = brain.copy()
+    bad.layers["counts"].data[5] = np.nan
+    x0 = bad.X.copy()
+    for kwargs, error, match in [({"layers": "all"}, ValueError, "NaN"), ({"layers": ["nope"]}, KeyError, "no layers")]:
+        with pytest.raises(error, match=match):
+            _quiet(gsc.pp.normalize_per_cell, bad, **kwargs)
+        assert bad.n_obs == 10_000 and "n_counts" not in bad.obs and (x0 != bad.X).nnz == 0
+
+
+def test_use_rep_x_is_the_median_of_xs_totals(brain):
+    """Documented: scanpy's takes its totals after dividing them in place (here all cells stay)."""
+    a = brain[1:2_000].copy()  # no cell without counts
+    got = _quiet(gsc.pp.normalize_per_cell, a, layers="all", use_rep="X", copy=True)
+    totals = np.asarray(a.X.sum(axis=1)).ravel()
+    np.testing.assert_allclose(np.asarray(got.layers["counts"].sum(axis=1)).ravel(), np.median(totals), rtol=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import is_dask, to_host, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import user_stacklevel
 from .._validation import canonical, check_anndata, make_actual, old_positionals
 from ._filter import _subset_inplace, filter_cells
@@ -32,7 +32,9 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
     kept cells). `layers` (names, or ``'all'``) are normalised the same way by their own totals,
     to `counts_per_cell_after` (``use_rep='after'``), the median of X's totals (``'X'``) or
     their own median (None). A matrix is normalised in place (``copy=True`` returns a normalised
-    copy, and is needed to drop cells). Integer values become float32. It warns as scanpy does.
+    copy, and is needed to drop cells). Integer values become float32; CSC stays CSC. It warns
+    as scanpy does. With ``use_rep='X'`` the layers go to the median of X's totals (scanpy's
+    takes its totals after dividing them in place, and raises IndexError where cells were dropped).
     """
     warnings.warn("Use sc.pp.normalize_total instead", FutureWarning, stacklevel=user_stacklevel())
     if use_rep not in ("after", "X", None):
@@ -43,6 +45,10 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
         raise ValueError(msg)
     if not isinstance(data, AnnData):
         x = data.copy() if copy else data
+        if not copy and not _divisible_in_place(x):
+            msg = (f"{_STEP}: a matrix is normalised in place only when it is float CSR, CSC or C-ordered dense "
+                   f"in memory; got {describe(x)}; pass copy=True (the normalised copy is returned).")  # fmt: skip
+            raise ValueError(msg)
         if counts_per_cell is None:
             if not copy:
                 msg = "Can only be run with copy=True"
@@ -50,27 +56,53 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
             keep, counts_per_cell = _totals(x, min_counts)
             x = x[keep if not is_dask(x) else np.flatnonzero(keep)]
             counts_per_cell = counts_per_cell[keep]
-        x = _normalized(x, counts_per_cell, counts_per_cell_after)
+        x = _normalized(x, _given_counts(counts_per_cell, x.shape[0]), counts_per_cell_after)
         return x if copy else None
 
     check_anndata(data, step=_STEP, name="data")
+    names = list(data.layers.keys() if isinstance(layers, str) and layers == "all" else
+                 [layers] if isinstance(layers, str) else layers)  # fmt: skip
+    missing = [n for n in names if n not in data.layers]
+    if missing:
+        msg = f"{_STEP}: no layers {missing} in adata (layers: {list(data.layers.keys())})."
+        raise KeyError(msg)
+    given = None if counts_per_cell is None else _given_counts(counts_per_cell, data.n_obs)
+    # every total (and value check) before anything changes: a layer's NaN must not leave X divided
+    keep, counts = filter_cells(data, min_counts=min_counts, inplace=False) if given is None else (None, given)
+    layer_counts = {n: _totals(data.layers[n], min_counts)[1] for n in names}
     adata = data.copy() if copy else data
     make_actual(adata)  # the division is in place: never into a view's parent
-    if counts_per_cell is None:
-        keep, counts = filter_cells(adata, min_counts=min_counts, inplace=False)
+    if keep is not None:
         adata.obs[key_n_counts] = counts
         _subset_inplace(adata, keep, axis=0)
         counts = counts[keep]
-    else:
-        counts = to_host(counts_per_cell)
+        layer_counts = {n: c[keep] for n, c in layer_counts.items()}
     adata.X = _normalized(adata.X, counts, counts_per_cell_after)
-    names = adata.layers.keys() if isinstance(layers, str) and layers == "all" else [layers] if isinstance(
-        layers, str) else layers  # fmt: skip
+    # use_rep='X': the median of X's totals, as documented (scanpy's takes it from its totals after
+    # dividing them in place, and raises IndexError where cells were dropped)
     after = {"after": counts_per_cell_after, "X": np.median(counts), None: None}[use_rep]
-    for name in list(names):
-        _, layer_counts = _totals(adata.layers[name], min_counts)
-        adata.layers[name] = _normalized(adata.layers[name].copy(), layer_counts, after)
+    for name in names:
+        adata.layers[name] = _normalized(adata.layers[name].copy(), layer_counts[name], after)
     return adata if copy else None
+
+
+def _given_counts(counts, n: int) -> np.ndarray:
+    """`counts_per_cell` as a host 1-D array of one total per cell (a column or np.matrix of
+    X.sum(1) taken), or a clear error."""
+    counts = np.asarray(to_host(counts) if is_gpu(counts) else counts).ravel()
+    if counts.size != n:
+        msg = f"{_STEP}: counts_per_cell has {counts.size} values for {n} cells; give one total per cell."
+        raise ValueError(msg)
+    return counts
+
+
+def _divisible_in_place(x) -> bool:
+    """Whether `_normalized` divides `x` itself (float CSR / CSC, C-ordered float dense)."""
+    if is_dask(x) or getattr(x, "dtype", np.dtype(object)).kind != "f":
+        return False
+    if is_sparse(x):
+        return x.format in ("csr", "csc")
+    return hasattr(x, "flags") and x.flags.c_contiguous and not isinstance(x, np.matrix)
 
 
 def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
@@ -86,14 +118,17 @@ def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
 def _normalized(x, counts, after):
     """`x` (its own memory, or a Dask array) with each row divided by its total / `after` (the
     median total where None; a total of 0 counts as 1), as scanpy divides: in the values' dtype."""
-    counts = np.asarray(counts)
     if after is None:
         after = np.median(counts)
     counts = counts + (counts == 0)
+    factors = counts / after
+    if is_sparse(x) and x.format == "csc" and x.dtype.kind == "f":  # kept CSC, as scanpy keeps it
+        xp = xp_of(x.data)
+        x.data /= xp.asarray(factors, dtype=x.dtype)[x.indices]
+        return x
     x = canonical(x, step=_STEP)
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
-    factors = counts / after
     p = _ops.parts(x)
     divided = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
     return x if divided is None else divided
