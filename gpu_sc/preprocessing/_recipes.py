@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 from anndata import AnnData
 
 from .._backend import describe, is_dask, is_gpu, is_sparse
 from .._scanpy_own import scanpy_own
+from .._settings import user_stacklevel
 from .._validation import check_anndata, check_int, old_positionals
 from ._filter import _subset_inplace, filter_cells, filter_genes
 from ._filter_genes_dispersion import filter_genes_dispersion
@@ -43,10 +46,11 @@ def recipe_zheng17(
     filter_genes(adata, min_counts=1)
     normalize_total(adata, key_added="n_counts_all")
     result = filter_genes_dispersion(adata.X, flavor="cell_ranger", n_top_genes=n_top_genes, log=False)
-    _check_selected(result, adata, "recipe_zheng17")
     if plot:
         _plot(result, log=True)
     _subset_inplace(adata, result.gene_subset, axis=1)
+    if _none_left(adata, "recipe_zheng17"):
+        return adata if copy else None
     normalize_total(adata)
     if log:
         log1p(adata)
@@ -68,7 +72,8 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
         log1p(adata)                         # if log
         scale(adata, max_value=10)
 
-    `plot` and partial changes on error as in :func:`recipe_zheng17`.
+    `plot` and partial changes on error as in :func:`recipe_zheng17`. Where no gene passes the
+    dispersion cutoffs it warns and stops, `adata` left with no genes.
     """
     check_anndata(adata, step="recipe_seurat")
     if copy:
@@ -77,10 +82,11 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     filter_genes(adata, min_cells=3)
     normalize_total(adata, target_sum=1e4)
     result = filter_genes_dispersion(adata.X, min_mean=0.0125, max_mean=3, min_disp=0.5, log=not log)
-    _check_selected(result, adata, "recipe_seurat")
     if plot:
         _plot(result, log=not log)
     _subset_inplace(adata, result.gene_subset, axis=1)
+    if _none_left(adata, "recipe_seurat"):
+        return adata if copy else None
     if log:
         log1p(adata)
     scale(adata, max_value=10)
@@ -106,13 +112,15 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
     return scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")(adata, copy=copy, **kwargs)
 
 
-def _check_selected(result, adata: AnnData, step: str) -> None:
-    """Refuse to go on with no gene left (scanpy's scale fails on it later, less clearly)."""
-    if not result.gene_subset.any():
-        msg = (f"{step}: no gene passed the dispersion filter (of {adata.n_vars} genes in {adata.n_obs} cells left "
-               "after the recipe's filters); the data are too few or not counts (pass log=False for data "
-               "already logged). adata holds the filtered, normalised values now.")  # fmt: skip
-        raise ValueError(msg)
+def _none_left(adata: AnnData, step: str) -> bool:
+    """No gene passed the dispersion filter: say so, and stop with the genes gone (scanpy goes on
+    into steps on no genes, which fail on some inputs and do nothing on others)."""
+    if adata.n_vars:
+        return False
+    warnings.warn(f"{step}: no gene passed the dispersion filter ({adata.n_obs} cells left after the recipe's "
+                  "filters); adata has no genes now. Too few cells, or not counts (pass log=False for data "
+                  "already logged)?", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+    return True
 
 
 def _plot(result, *, log: bool) -> None:
