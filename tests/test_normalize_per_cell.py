@@ -89,6 +89,11 @@ def test_gpu_equals_cpu(device, brain):
     _quiet(gsc.pp.normalize_per_cell, gpu, layers="all")
     assert type(gpu.X).__module__.startswith("cupy")
     _same(gpu, want)
+    for x in (gsc.get.array_to_gpu(a.X), gsc.get.array_to_gpu(a.X.toarray())):  # matrices: cells dropped there
+        got = _quiet(gsc.pp.normalize_per_cell, x, copy=True, min_counts=20)
+        ref = _quiet(sc.pp.normalize_per_cell, a.X, copy=True, min_counts=20)
+        assert type(got).__module__.startswith("cupy") and got.shape == ref.shape
+        np.testing.assert_allclose(to_host(got), to_host(ref), rtol=2e-7, atol=1e-6)
 
 
 def test_views_and_bad_input(brain):

@@ -54,7 +54,8 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
                 msg = "Can only be run with copy=True"
                 raise ValueError(msg)
             keep, counts_per_cell = _totals(x, min_counts)
-            x = x[keep if not is_dask(x) else np.flatnonzero(keep)]
+            rows = np.flatnonzero(keep)  # positions: Dask and cupyx index by them, not by host masks
+            x = x[xp_of(x).asarray(rows) if is_gpu(x) else rows]
             counts_per_cell = counts_per_cell[keep]
         x = _normalized(x, _given_counts(counts_per_cell, x.shape[0]), counts_per_cell_after)
         return x if copy else None
