@@ -401,3 +401,43 @@ def test_delegation_follows_scanpy_sanitize_and_n_pcs(graph):
         sc.settings.N_PCS = n_pcs
     assert small.obsm["X_tsne"].shape == want.obsm["X_tsne"].shape
     assert small.uns["tsne"] == want.uns["tsne"]
+
+
+def _louvain_pair(graph, got):
+    """scanpy's and our Louvain (flavor='igraph', whose multilevel draws from Python's `random`:
+    seeded alike for both) on `graph` and `got` (its copy, maybe with the graph on the GPU)."""
+    import random
+
+    import gpu_sc as gsc
+
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        random.seed(0)
+        sc.tl.louvain(ref, 0.5, flavor="igraph", key_added="lv")
+        random.seed(0)
+        with pytest.warns(FutureWarning, match="no longer positional"):
+            gsc.tl.louvain(got, 0.5, 0, None, "lv", flavor="igraph")
+    pd.testing.assert_series_equal(got.obs["lv"], ref.obs["lv"])
+    assert got.uns["lv"] == ref.uns["lv"]
+
+
+def test_louvain_same_as_scanpy(graph):
+    """Also: the default flavor needs the louvain package; without it ours raises scanpy's error."""
+    import gpu_sc as gsc
+
+    _louvain_pair(graph, graph.copy())
+    try:
+        import louvain  # noqa: F401
+    except ImportError:
+        with pytest.raises(ImportError, match="louvain"):
+            gsc.tl.louvain(graph.copy())
+
+
+def test_louvain_on_a_gpu_graph(device, graph):
+    import cupyx.scipy.sparse as cpsp
+
+    got = graph.copy()
+    for key in ("distances", "connectivities"):
+        got.obsp[key] = cpsp.csr_matrix(got.obsp[key])
+    _louvain_pair(graph, got)

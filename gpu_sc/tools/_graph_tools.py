@@ -1,10 +1,11 @@
 """scanpy's trajectory tools on the neighbour graph, by delegation (`_delegate.run`): diffusion
-map (`diffmap`), diffusion pseudotime (`dpt`), partition-based graph abstraction (`paga`) and
-the force-directed layout (`draw_graph`). rapids-singlecell's `diffmap` / `draw_graph` run a GPU
-graph where importable and given only keywords they take; everything else is scanpy's own call
-on a host copy of the graph and the obs/obsm/uns entries, its results written back (obsm ones
-to the GPU where the graph lives). None of them reads X (dpt only to find a root given as an
-expression profile, `xroot`), so X is not copied otherwise."""
+map (`diffmap`), diffusion pseudotime (`dpt`), partition-based graph abstraction (`paga`), the
+force-directed layout (`draw_graph`) and Louvain clusters (`louvain`). rapids-singlecell's
+`diffmap`, `draw_graph` and `louvain` run a GPU graph where importable and given only keywords
+they take; everything else is scanpy's own call on a host copy of the graph and the
+obs/obsm/uns entries, its results written back (obsm ones to the GPU where the graph lives).
+None of them reads X (dpt only to find a root given as an expression profile, `xroot`), so X is
+not copied otherwise."""
 
 from __future__ import annotations
 
@@ -60,3 +61,19 @@ def draw_graph(adata: AnnData, layout: str = "fa", **kwargs):
     and ``uns['draw_graph']`` as scanpy does.
     """
     return run("draw_graph", adata, {"layout": layout, **kwargs}, x="never")
+
+
+@old_positionals("random_state", "restrict_to", "key_added", "adjacency", "flavor", "directed", "use_weights",
+                 "partition_type", "partition_kwargs", "neighbors_key", "obsp", "copy")  # fmt: skip
+def louvain(adata: AnnData, resolution: float | None = None, **kwargs):
+    """Louvain clusters of the neighbour graph, like :func:`scanpy.tl.louvain` (same keywords):
+    ``flavor='vtraag'`` (scanpy's default) needs the louvain package, as in scanpy;
+    ``flavor='igraph'`` runs igraph's multilevel method. On a GPU graph without keywords
+    rapids-singlecell does not take, rapids-singlecell's Louvain runs (cuGraph's: other labels).
+
+    Returns ``adata`` when ``copy=True``, else ``None``; sets ``obs[key_added]`` (default
+    ``'louvain'``) and ``uns['louvain']`` as scanpy does.
+    """
+    if resolution is not None:  # None is scanpy's "the partition's own" (1); rapids' default is 1.0
+        kwargs = {"resolution": resolution, **kwargs}
+    return run("louvain", adata, kwargs, x="never")
