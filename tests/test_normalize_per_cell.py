@@ -115,10 +115,11 @@ def test_given_totals_and_in_place_matrices(brain):
     totals = brain.X[:2_000].sum(axis=1)  # an np.matrix column, as X.sum(1) gives
     want = x.copy()
     _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=np.asarray(totals).ravel().copy())
-    for kind in ("dense", "csc", "csr"):
-        got = {"dense": x.copy(), "csc": sp.csc_matrix(x), "csr": sp.csr_matrix(x)}[kind]
+    for kind in ("dense", "fortran", "csc", "csr"):
+        got = {"dense": x.copy(), "fortran": np.asfortranarray(x), "csc": sp.csc_matrix(x), "csr": sp.csr_matrix(x)}[kind]
         assert _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals) is None
-        assert (got.format if kind != "dense" else "dense") == kind  # in place, its format kept
+        layout = got.format if sp.issparse(got) else "dense" if got.flags.c_contiguous else "fortran"
+        assert layout == kind  # normalised in place, its layout kept
         np.testing.assert_allclose(to_host(got), want, rtol=2e-7, atol=1e-6)
     with pytest.raises(ValueError, match="counts_per_cell has 10 values for 2000 cells"):
         _quiet(gsc.pp.normalize_per_cell, x, counts_per_cell=np.ones(10))

@@ -46,8 +46,8 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
     if not isinstance(data, AnnData):
         x = data.copy() if copy else data
         if not copy and not _divisible_in_place(x):
-            msg = (f"{_STEP}: a matrix is normalised in place only when it is float CSR, CSC or C-ordered dense "
-                   f"in memory; got {describe(x)}; pass copy=True (the normalised copy is returned).")  # fmt: skip
+            msg = (f"{_STEP}: a matrix is normalised in place only when it is float CSR, CSC or dense in memory; "
+                   f"got {describe(x)}; pass copy=True (the normalised copy is returned).")  # fmt: skip
             raise ValueError(msg)
         if counts_per_cell is None:
             if not copy:
@@ -98,12 +98,10 @@ def _given_counts(counts, n: int) -> np.ndarray:
 
 
 def _divisible_in_place(x) -> bool:
-    """Whether `_normalized` divides `x` itself (float CSR / CSC, C-ordered float dense)."""
+    """Whether `_normalized` divides `x` itself (float CSR / CSC, float dense in any order)."""
     if is_dask(x) or getattr(x, "dtype", np.dtype(object)).kind != "f":
         return False
-    if is_sparse(x):
-        return x.format in ("csr", "csc")
-    return hasattr(x, "flags") and x.flags.c_contiguous and not isinstance(x, np.matrix)
+    return x.format in ("csr", "csc") if is_sparse(x) else hasattr(x, "flags")
 
 
 def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
@@ -123,10 +121,14 @@ def _normalized(x, counts, after):
         after = np.median(counts)
     counts = counts + (counts == 0)
     factors = counts / after
-    if is_sparse(x) and x.format == "csc" and x.dtype.kind == "f":  # kept CSC, as scanpy keeps it
-        xp = xp_of(x.data)
-        x.data /= xp.asarray(factors, dtype=x.dtype)[x.indices]
-        return x
+    if x.dtype.kind == "f" and not is_dask(x):  # the layouts our row division does not take, in place
+        xp = xp_of(x.data if is_sparse(x) else x)
+        if is_sparse(x) and x.format == "csc":  # kept CSC, as scanpy keeps it
+            x.data /= xp.asarray(factors, dtype=x.dtype)[x.indices]
+            return x
+        if not is_sparse(x) and (isinstance(x, np.matrix) or not x.flags.c_contiguous):  # F-ordered, np.matrix
+            x /= xp.asarray(factors, dtype=x.dtype)[:, None]
+            return x
     x = canonical(x, step=_STEP)
     if x.dtype.kind != "f":
         x = x.astype(np.float32)

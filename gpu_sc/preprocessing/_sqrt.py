@@ -18,7 +18,8 @@ def sqrt(data, *, copy: bool = False, chunked: bool = False, chunk_size: int | N
     (lazy, block by block). Sparse matrices keep their pattern; integer values become floats.
     For an AnnData backed on disk, ``chunked=True`` writes `chunk_size` cells (default 6000) at
     a time, as scanpy does. Returns the new matrix for a matrix; for an AnnData the copy when
-    `copy`, else None.
+    `copy`, else None. A view becomes an actual AnnData first (scanpy's writes the roots into
+    the view's parent).
     """
     if not isinstance(data, AnnData):
         return _sqrt(data)
