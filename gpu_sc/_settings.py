@@ -15,17 +15,28 @@ BLOCK_BYTES = 64 * 2**20
 
 @dataclass
 class Settings:
-    """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress."""
+    """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress.
+    A script that silences scanpy (``sc.settings.verbosity = 0``, errors only) silences gpu_sc
+    too: a swapped script keeps its quiet."""
 
     verbosity: int = 1
 
     def info(self, msg: str) -> None:
-        if self.verbosity >= 1:
+        if self._level() >= 1:
             print(msg, file=sys.stderr)
 
     def progress(self, msg: str) -> None:
-        if self.verbosity >= 2:
+        if self._level() >= 2:
             print(msg, file=sys.stderr)
+
+    def _level(self) -> int:
+        """Ours, or 0 where scanpy is imported and set to errors only."""
+        scanpy = sys.modules.get("scanpy")
+        try:
+            silenced = scanpy is not None and int(scanpy.settings.verbosity) < 1
+        except (AttributeError, TypeError, ValueError):  # a partly imported or unusual scanpy
+            silenced = False
+        return 0 if silenced else self.verbosity
 
 
 settings = Settings()
@@ -41,7 +52,7 @@ class Progress:
         self._next = 0
 
     def __call__(self, done: int) -> None:
-        if settings.verbosity < 2 or (done < self._next and done < self.total):
+        if settings._level() < 2 or (done < self._next and done < self.total):
             return
         self._next = done + max(1, self.total // 10)
         if self.sync is not None:

@@ -154,3 +154,22 @@ def test_cached_numba_functions_can_be_cached():
                          and c.func.attr == "get_num_threads"]  # fmt: skip
                 offenders += [f"{f.relative_to(ROOT)}:{node.name}" for _ in calls[:1]]
     assert offenders == []
+
+
+def test_scanpy_silenced_silences_gpu_sc(monkeypatch, capsys):
+    """A swapped script that sets sc.settings.verbosity = 0 (errors only) hears nothing from us."""
+    import scanpy as sc
+
+    from gpu_sc._settings import settings
+
+    settings.info("a step's news")
+    assert "a step's news" in capsys.readouterr().err
+    before = sc.settings.verbosity  # a class property of scanpy's settings: set and restored by hand
+    try:
+        sc.settings.verbosity = 0
+        settings.info("a step's news")
+        monkeypatch.setattr(settings, "verbosity", 2)
+        settings.progress("halfway")
+    finally:
+        sc.settings.verbosity = before
+    assert capsys.readouterr().err == ""
