@@ -40,7 +40,7 @@ MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes"
 STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
          "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "combat", "downsample_counts", "scrublet",
          "filter_genes_dispersion", "recipe_zheng17", "recipe_seurat", "recipe_weinreb17", "sample", "subsample",
-         "sqrt", "normalize_per_cell", "tl.marker_gene_overlap", "tl.louvain",
+         "sqrt", "normalize_per_cell", "tl.marker_gene_overlap", "tl.louvain", "tl.ingest",
          "scrublet_simulate_doublets", "tl.rank_genes_groups", "tl.score_genes", "tl.score_genes_cell_cycle",
          "tl.filter_rank_genes_groups", "tl.dendrogram", "get.aggregate", "get.rank_genes_groups_df", "get.obs_df",
          "get.var_df", "tl.umap", "tl.leiden", "tl.diffmap", "tl.dpt", "tl.paga", "tl.draw_graph", "tl.tsne",

@@ -2,12 +2,13 @@
 `dendrogram`, `marker_gene_overlap`) and gene-set scores (`score_genes`, `score_genes_cell_cycle`) on
 every backend, and the tools on the neighbour graph and embeddings (umap, leiden, louvain, tsne,
 embedding_density, diffmap, dpt, paga, draw_graph: rapids-singlecell on the GPU where available,
-scanpy otherwise)."""
+scanpy otherwise; ingest: scanpy's on host copies)."""
 
 from ._dendrogram import dendrogram
 from ._embeddings import embedding_density, tsne
 from ._filter_rank_genes_groups import filter_rank_genes_groups
 from ._graph_tools import diffmap, dpt, draw_graph, louvain, paga
+from ._ingest import ingest
 from ._leiden import leiden
 from ._marker_gene_overlap import marker_gene_overlap
 from ._rank_genes_groups import rank_genes_groups
@@ -16,4 +17,4 @@ from ._umap import umap
 
 __all__ = ["umap", "leiden", "tsne", "embedding_density", "diffmap", "dpt", "paga", "draw_graph",
            "rank_genes_groups", "filter_rank_genes_groups", "dendrogram", "score_genes", "score_genes_cell_cycle",
-           "marker_gene_overlap", "louvain"]
+           "marker_gene_overlap", "louvain", "ingest"]

@@ -109,7 +109,7 @@ Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None
 
 
 def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None, *, x: str = "rule",
-        on_gpu: bool | None = None):  # fmt: skip
+        on_gpu: bool | None = None, host_tool: Callable | None = None):  # fmt: skip
     """Call `tl.<name>(adata, **kwargs)`: rapids-singlecell when the graph is on the GPU and it
     imports and takes every keyword given, else scanpy on a host shallow copy whose new
     obs/obsm/varm/uns entries are copied back (obsm and varm results go back to the GPU when the
@@ -120,22 +120,23 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     `x`: whether the host copy gets X (and var's columns): ``"rule"`` where scanpy's representation
     rule would read it (`_needs_x`), ``"never"`` (a tool that does not read X), ``"always"``.
     `on_gpu`: whether the tool's input lives on the GPU (default: where the neighbour graph is).
+    `host_tool`: what runs on the host copy instead of scanpy's `tl.<name>` (never rapids-singlecell).
     """
     check_anndata(adata, step=name)
     on_gpu = _gpu_graph(adata, kwargs.get("neighbors_key")) if on_gpu is None else on_gpu
     if kwargs.get("copy"):
         adata = adata.copy()
         kwargs = {**kwargs, "copy": False}
-        run(name, adata, kwargs, prepare, x=x, on_gpu=on_gpu)
+        run(name, adata, kwargs, prepare, x=x, on_gpu=on_gpu, host_tool=host_tool)
         return adata
-    rsc = _rsc() if on_gpu else None
+    rsc = _rsc() if on_gpu and host_tool is None else None
     gpu_tool = getattr(rsc.tl, name, None) if rsc is not None else None
     untaken = _untaken(gpu_tool, kwargs) if gpu_tool is not None else []
     if gpu_tool is not None and not untaken:
         return gpu_tool(adata, **kwargs)
     import scanpy as sc
 
-    if on_gpu:
+    if on_gpu and host_tool is None:
         why = (f"takes no {untaken}" if untaken else f"has no {name}" if rsc is not None
                else "is not importable")  # fmt: skip
         settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
@@ -154,7 +155,7 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     finish = None
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
-    out = _scanpy_tool(sc, name)(host, **kwargs)
+    out = (host_tool or _scanpy_tool(sc, name))(host, **kwargs)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
             if col not in before or not _same_column(frame[col], out_frame[col]):

@@ -1,0 +1,88 @@
+"""ingest: new cells mapped onto a reference's PCA, UMAP and labels, with scanpy's `Ingest`.
+
+scanpy's `tl.ingest` projects the new cells' X on the reference's principal axes, finds their
+neighbours among the reference cells with pynndescent, places them in the reference's UMAP
+(umap-learn's transform) and votes their labels. It runs here through scanpy's `Ingest` class on
+host copies, so reference and new cells may live on the GPU; the results (obs labels, obsm
+embeddings) go back where the new cells' X lives. One change: scanpy 1.11's rebuild of the
+search index's random-projection forest fails with pynndescent 0.7 (TypeError, its tree count
+is None), and there the index builds its own forest (`prepare`), as pynndescent does.
+"""
+
+from __future__ import annotations
+
+from anndata import AnnData
+
+from .._backend import is_dask, is_gpu
+from .._validation import check_anndata, old_positionals
+from ..get import array_to_cpu as _host
+from ._delegate import run
+
+
+@old_positionals("obs", "embedding_method", "labeling_method", "neighbors_key", "inplace")
+def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("umap", "pca"),
+           labeling_method="knn", neighbors_key: str | None = None, inplace: bool = True, **kwargs):  # fmt: skip
+    """Map labels and embeddings from a reference onto new cells, like :func:`scanpy.tl.ingest`
+    (same keywords; the reference needs `pca`, `neighbors` and, for the UMAP, `umap` results,
+    ours or scanpy's; both share the same genes).
+
+    Returns None with ``inplace=True`` (the default), setting ``adata.obs[obs]`` and
+    ``adata.obsm['X_umap']`` / ``['X_pca']``; else a copy of `adata` with them. Extra keywords
+    go to the neighbour search (`k`, `queue_size`, `epsilon`, `random_state`), as in scanpy.
+    """
+    check_anndata(adata, step="ingest")
+    check_anndata(adata_ref, step="ingest", name="adata_ref")
+    for name, a in (("adata", adata), ("adata_ref", adata_ref)):
+        if is_dask(a.X):
+            msg = (f"ingest: {name}.X is a Dask array; the mapping projects the cells' X in memory: compute it "
+                   f"first ({name}.X = {name}.X.compute()).")  # fmt: skip
+            raise TypeError(msg)
+    obs = [obs] if isinstance(obs, str) else obs
+    embedding_method = [embedding_method] if isinstance(embedding_method, str) else list(embedding_method)
+    labeling_method = [labeling_method] if isinstance(labeling_method, str) else list(labeling_method)
+    if len(labeling_method) == 1 and len(obs or []) > 1:
+        labeling_method = labeling_method * len(obs)
+    if not inplace:
+        adata = adata.copy()
+    ref = _host_copy(adata_ref)
+
+    def mapped(host: AnnData) -> None:
+        ing = _ingest_class()(ref, neighbors_key)
+        ing.fit(host)
+        for method in embedding_method:
+            ing.map_embedding(method)
+        if obs is not None:
+            ing.neighbors(**kwargs)
+            for col, method in zip(obs, labeling_method, strict=False):
+                ing.map_labels(col, method)
+        ing.to_adata(inplace=True)
+
+    run("ingest", adata, {}, x="always", on_gpu=is_gpu(adata.X), host_tool=mapped)
+    return None if inplace else adata
+
+
+def _ingest_class():
+    """scanpy's `Ingest`, its search index made to work with pynndescent 0.7 (module docstring)."""
+    from scanpy.tools._ingest import Ingest
+
+    class _Ingest(Ingest):
+        def _init_pynndescent(self, distances):
+            try:
+                super()._init_pynndescent(distances)
+            except TypeError:
+                if getattr(self, "_nnd_idx", None) is None:
+                    raise
+                self._nnd_idx.prepare()  # the index's own search forest
+
+    return _Ingest
+
+
+def _host_copy(ref: AnnData) -> AnnData:
+    """`ref` itself where nothing of it is on the GPU, else a host AnnData of what ingest reads
+    (X, obs, var, obsm, varm, obsp, uns); the user's object is left as it is."""
+    arrays = [ref.X, *ref.obsm.values(), *ref.varm.values(), *ref.obsp.values()]
+    if not any(is_gpu(a) for a in arrays):
+        return ref
+    return AnnData(X=_host(ref.X), obs=ref.obs, var=ref.var, obsm={k: _host(v) for k, v in ref.obsm.items()},
+                   varm={k: _host(v) for k, v in ref.varm.items()}, obsp={k: _host(v) for k, v in ref.obsp.items()},
+                   uns=ref.uns)  # fmt: skip
