@@ -46,6 +46,13 @@ def test_maps_labels_pca_and_umap(reference_and_new):
     _quiet(gsc.tl.ingest, got, ref, obs="bulk_labels")
     accuracy = (got.obs["bulk_labels"].astype(str).to_numpy() == truth).mean()
     assert accuracy > 0.7
+    # null: with the reference's labels shuffled, no better than guessing the commonest label
+    shuffled = ref.copy()
+    shuffled.obs["bulk_labels"] = shuffled.obs["bulk_labels"].sample(frac=1.0, random_state=0).to_numpy()
+    null = new.copy()
+    _quiet(gsc.tl.ingest, null, shuffled, obs="bulk_labels", embedding_method="pca")
+    commonest = pd.Series(truth).value_counts(normalize=True).iloc[0]
+    assert (null.obs["bulk_labels"].astype(str).to_numpy() == truth).mean() < commonest + 0.1
     x = new.X.toarray()
     np.testing.assert_allclose(got.obsm["X_pca"], (x - x.mean(axis=0)) @ ref.varm["PCs"], rtol=1e-4, atol=1e-5)
     # each new cell lands among the reference cells it is closest to in PCA space
@@ -92,7 +99,27 @@ def test_gpu_data(device, reference_and_new):
     np.testing.assert_allclose(to_host(gpu_new.obsm["X_pca"]), want.obsm["X_pca"], rtol=1e-4, atol=1e-4)
 
 
-def test_dask_x_is_refused(reference_and_new):
+def test_gpu_sparse_x_with_a_graph_on_x(device, reference_and_new):
+    """A graph built on X makes scanpy store the new cells' X as obsm['rep']: a sparse one goes
+    back to the GPU as cupyx (it failed there, with the labels already written)."""
+    ref, new, _ = reference_and_new
+    ref = ref.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, n_neighbors=10, use_rep="X")
+        sc.tl.umap(ref)
+    want = new.copy()
+    _quiet(gsc.tl.ingest, want, ref, obs="bulk_labels")
+    gpu = gsc.get.to_gpu(new, copy=True)
+    _quiet(gsc.tl.ingest, gpu, ref, obs="bulk_labels")
+    assert type(gpu.obsm["rep"]).__module__.startswith("cupyx") and type(gpu.obsm["X_umap"]).__module__.startswith("cupy")
+    pd.testing.assert_series_equal(gpu.obs["bulk_labels"], want.obs["bulk_labels"])
+
+
+def test_dask_x_and_mismatched_methods(reference_and_new):
+    """The new cells' Dask X is refused; the reference's is read only where its graph was built
+    on X (not here: scanpy's runs, ours too). Fewer labeling methods than columns is refused
+    before anything is written (scanpy: IndexError after the embeddings)."""
     import dask.array as da
 
     ref, new, _ = reference_and_new
@@ -101,3 +128,11 @@ def test_dask_x_is_refused(reference_and_new):
     with pytest.raises(TypeError, match=r"adata.X is a Dask array; .* compute it first"):
         gsc.tl.ingest(lazy, ref, obs="bulk_labels")
     assert "bulk_labels" not in lazy.obs
+    lazy_ref = ref.copy()
+    lazy_ref.X = da.from_array(lazy_ref.X, chunks=(100, -1), asarray=False)
+    got = new.copy()
+    _quiet(gsc.tl.ingest, got, lazy_ref, obs="bulk_labels", embedding_method="pca")
+    assert got.obs["bulk_labels"].notna().all()
+    with pytest.raises(ValueError, match=r"3 obs columns to map .* but 2 labeling methods"):
+        gsc.tl.ingest(new, ref, obs=["bulk_labels", "louvain", "phase"], labeling_method=["knn", "knn"])
+    assert "X_umap" not in new.obsm

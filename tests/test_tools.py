@@ -435,9 +435,22 @@ def test_louvain_same_as_scanpy(graph):
 
 
 def test_louvain_on_a_gpu_graph(device, graph):
+    """Also an `adjacency` on the GPU: scanpy's igraph reads a host copy of it."""
+    import random
+
     import cupyx.scipy.sparse as cpsp
+
+    import gpu_sc as gsc
 
     got = graph.copy()
     for key in ("distances", "connectivities"):
         got.obsp[key] = cpsp.csr_matrix(got.obsp[key])
     _louvain_pair(graph, got)
+    ref = graph.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        random.seed(1)
+        sc.tl.louvain(ref, flavor="igraph", adjacency=graph.obsp["distances"], key_added="adj")
+        random.seed(1)
+        gsc.tl.louvain(got, flavor="igraph", adjacency=got.obsp["distances"], key_added="adj")
+    pd.testing.assert_series_equal(got.obs["adj"], ref.obs["adj"])

@@ -6,7 +6,6 @@ import importlib
 import inspect
 from collections.abc import Callable
 
-import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
@@ -14,6 +13,7 @@ from .._backend import is_gpu
 from .._scanpy_own import scanpy_own
 from .._settings import N_PCS, settings
 from ..get import array_to_cpu as _host  # host copy, same container type
+from ..get import array_to_gpu
 from .._validation import check_anndata
 
 
@@ -155,6 +155,7 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     finish = None
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
+    kwargs = {k: _host(v) if is_gpu(v) else v for k, v in kwargs.items()}  # e.g. louvain's adjacency
     out = (host_tool or _scanpy_tool(sc, name))(host, **kwargs)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
@@ -165,10 +166,8 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     for where, before, out_to in ((host.obsm, obsm0, adata.obsm), (host.varm, {}, adata.varm)):
         for key, val in where.items():
             if key not in before or val is not before[key]:
-                if on_gpu:
-                    import cupy as cp
-
-                    val = cp.asarray(np.asarray(val))
+                if on_gpu:  # dense to cupy, sparse (ingest's obsm['rep'] of a sparse X) to cupyx
+                    val = array_to_gpu(val)
                 out_to[key] = val
     for key, val in host.uns.items():  # new entries, and entries the tool changed (paga updates
         if key not in uns0 or _changed(uns0[key], val):  # an existing uns['paga'] in place)

@@ -32,16 +32,19 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
     """
     check_anndata(adata, step="ingest")
     check_anndata(adata_ref, step="ingest", name="adata_ref")
-    for name, a in (("adata", adata), ("adata_ref", adata_ref)):
-        if is_dask(a.X):
-            msg = (f"ingest: {name}.X is a Dask array; the mapping projects the cells' X in memory: compute it "
-                   f"first ({name}.X = {name}.X.compute()).")  # fmt: skip
-            raise TypeError(msg)
+    if is_dask(adata.X):  # the reference's X is read only where its graph was built on X: scanpy decides
+        msg = ("ingest: adata.X is a Dask array; the mapping projects the new cells' X in memory: compute it "
+               "first (adata.X = adata.X.compute()).")  # fmt: skip
+        raise TypeError(msg)
     obs = [obs] if isinstance(obs, str) else obs
     embedding_method = [embedding_method] if isinstance(embedding_method, str) else list(embedding_method)
     labeling_method = [labeling_method] if isinstance(labeling_method, str) else list(labeling_method)
     if len(labeling_method) == 1 and len(obs or []) > 1:
         labeling_method = labeling_method * len(obs)
+    if obs is not None and len(labeling_method) < len(obs):  # scanpy: IndexError after the embeddings
+        msg = (f"ingest: {len(obs)} obs columns to map ({obs}) but {len(labeling_method)} labeling methods; "
+               "give one method, or one per column.")  # fmt: skip
+        raise ValueError(msg)
     if not inplace:
         adata = adata.copy()
     ref = _host_copy(adata_ref)
@@ -53,8 +56,8 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
             ing.map_embedding(method)
         if obs is not None:
             ing.neighbors(**kwargs)
-            for col, method in zip(obs, labeling_method, strict=False):
-                ing.map_labels(col, method)
+            for i, col in enumerate(obs):
+                ing.map_labels(col, labeling_method[i])
         ing.to_adata(inplace=True)
 
     run("ingest", adata, {}, x="always", on_gpu=is_gpu(adata.X), host_tool=mapped)
