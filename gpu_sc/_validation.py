@@ -383,8 +383,6 @@ def _strings_to_convert(adata: AnnData) -> bool:
 def obs_categories(col, name: str, *, step: str, what: str = "category"):
     """`col` (an obs column) as a pandas Categorical (its categories as pandas makes them), or a
     clear error where some cell has none (NaN): give it `what` or drop it."""
-    import pandas as pd
-
     cat = pd.Categorical(col)
     n_missing = int(np.count_nonzero(cat.codes < 0))
     if n_missing:

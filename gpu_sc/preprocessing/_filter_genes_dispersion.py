@@ -19,7 +19,7 @@ from .. import _keys as K
 from .._settings import user_stacklevel
 from .._validation import check_anndata, make_actual, old_positionals
 from ._filter import _subset_inplace
-from ._hvg import _dispersion_frame, col_mean_var, numeric_matrix
+from ._hvg import _dispersion_frame, check_n_top_genes, col_mean_var, numeric_matrix
 
 _STEP = "filter_genes_dispersion"
 _DEPRECATED = "Use sc.pp.highly_variable_genes instead"
@@ -92,10 +92,7 @@ def filter_genes_dispersion(
     if flavor not in ("seurat", "cell_ranger"):
         msg = f"{_STEP}: flavor must be 'seurat' or 'cell_ranger', got {flavor!r}."
         raise ValueError(msg)
-    if n_top_genes is not None and (isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes
-                                    or n_top_genes < 1):  # fmt: skip
-        msg = f"{_STEP}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
-        raise ValueError(msg)
+    check_n_top_genes(n_top_genes, step=_STEP)
     if flavor == "seurat" and (not isinstance(n_bins, int | np.integer) or isinstance(n_bins, bool) or n_bins < 1):
         msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
         raise ValueError(msg)

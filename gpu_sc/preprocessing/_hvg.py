@@ -128,11 +128,7 @@ def highly_variable_genes(
     if flavor not in _FLAVORS:
         msg = f"{_STEP}: flavor must be one of {', '.join(map(repr, _FLAVORS))}; got {flavor!r}."
         raise ValueError(msg)
-    if n_top_genes is not None and (
-        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
-    ):
-        msg = f"{_STEP}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
-        raise ValueError(msg)
+    check_n_top_genes(n_top_genes, step=_STEP)
     v3 = flavor in ("seurat_v3", "seurat_v3_paper")
     if not v3 and (not isinstance(n_bins, int | np.integer) or n_bins < 1):
         msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
@@ -193,6 +189,15 @@ def highly_variable_genes(
     if subset:
         adata._inplace_subset_var(hv)
     return None
+
+
+def check_n_top_genes(n_top_genes, *, step: str) -> None:
+    """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake)."""
+    if n_top_genes is not None and (
+        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
+    ):
+        msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+        raise ValueError(msg)
 
 
 def numeric_matrix(x, *, step: str):

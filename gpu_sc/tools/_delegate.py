@@ -80,7 +80,7 @@ def scanpy_n_pcs() -> int:
     return int(scanpy.settings.N_PCS)
 
 
-def _scanpy_tool(sc, name: str):
+def _scanpy_tool(name: str):
     """scanpy's own `tl.<name>` (not ours, where ours has been put in its place)."""
     return scanpy_own("tl", name, f"scanpy.tools._{name}")
 
@@ -103,6 +103,20 @@ def _changed(before, after) -> bool:
 def _same_column(a, b) -> bool:
     """Equal values and dtype (a text column made categorical has equal values, another dtype)."""
     return a.dtype == b.dtype and a.equals(b)
+
+
+def host_copy(adata: AnnData, *, with_x: bool, varm: bool = False) -> AnnData:
+    """A host AnnData of what scanpy's tools read and write, the user's object untouched: X where
+    `with_x`, copies of obs and var (var's columns too: scanpy's PCA, umap's where X_pca is gone,
+    reads highly_variable, dpt its root's expression var['xroot'], and sanitize_anndata makes text
+    columns categorical), obsm and obsp (and varm where `varm`) on the host, uns's dict tree."""
+    return AnnData(
+        X=_host(adata.X) if with_x else None, obs=adata.obs.copy(), var=adata.var.copy(),
+        obsm={k: _host(v) for k, v in adata.obsm.items()},
+        obsp={k: _host(v) for k, v in adata.obsp.items()},
+        varm={k: _host(v) for k, v in adata.varm.items()} if varm else None,
+        uns=_dict_tree(adata.uns),
+    )  # fmt: skip
 
 
 Prepare = Callable[[AnnData, dict], tuple[dict, Callable[[AnnData], None] | None]]
@@ -134,29 +148,18 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     untaken = _untaken(gpu_tool, kwargs) if gpu_tool is not None else []
     if gpu_tool is not None and not untaken:
         return gpu_tool(adata, **kwargs)
-    import scanpy as sc
-
     if on_gpu and host_tool is None:
         why = (f"takes no {untaken}" if untaken else f"has no {name}" if rsc is not None
                else "is not importable")  # fmt: skip
         settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
-    with_x = x == "always" or (x == "rule" and _needs_x(adata, kwargs))
-    host = AnnData(
-        X=_host(adata.X) if with_x else None,
-        # var's columns too: scanpy's PCA (umap's, where X_pca is gone) reads highly_variable, dpt
-        # its root's expression var['xroot'], and sanitize_anndata makes text columns categorical
-        obs=adata.obs.copy(), var=adata.var.copy(),
-        obsm={k: _host(v) for k, v in adata.obsm.items()},
-        obsp={k: _host(v) for k, v in adata.obsp.items()},
-        uns=_dict_tree(adata.uns),
-    )  # fmt: skip
+    host = host_copy(adata, with_x=x == "always" or (x == "rule" and _needs_x(adata, kwargs)))
     obs0, var0 = set(host.obs.columns), set(host.var.columns)
     obsm0, uns0 = dict(host.obsm.items()), _dict_tree(host.uns)
     finish = None
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
     kwargs = {k: _host(v) if is_gpu(v) else v for k, v in kwargs.items()}  # e.g. louvain's adjacency
-    out = (host_tool or _scanpy_tool(sc, name))(host, **kwargs)
+    out = (host_tool or _scanpy_tool(name))(host, **kwargs)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
             if col not in before or not _same_column(frame[col], out_frame[col]):

@@ -11,12 +11,13 @@ is None), and there the index builds its own forest (`prepare`), as pynndescent 
 
 from __future__ import annotations
 
+import functools
+
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu
 from .._validation import check_anndata, old_positionals
-from ..get import array_to_cpu as _host
-from ._delegate import run
+from ._delegate import host_copy, run
 
 
 @old_positionals("obs", "embedding_method", "labeling_method", "neighbors_key", "inplace")
@@ -47,7 +48,8 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
         raise ValueError(msg)
     if not inplace:
         adata = adata.copy()
-    ref = _host_copy(adata_ref)
+    on_device = [adata_ref.X, *adata_ref.obsm.values(), *adata_ref.varm.values(), *adata_ref.obsp.values()]
+    ref = host_copy(adata_ref, with_x=True, varm=True) if any(is_gpu(a) for a in on_device) else adata_ref
 
     def mapped(host: AnnData) -> None:
         ing = _ingest_class()(ref, neighbors_key)
@@ -64,6 +66,7 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
     return None if inplace else adata
 
 
+@functools.cache
 def _ingest_class():
     """scanpy's `Ingest`, its search index made to work with pynndescent 0.7 (module docstring)."""
     from scanpy.tools._ingest import Ingest
@@ -78,14 +81,3 @@ def _ingest_class():
                 self._nnd_idx.prepare()  # the index's own search forest
 
     return _Ingest
-
-
-def _host_copy(ref: AnnData) -> AnnData:
-    """`ref` itself where nothing of it is on the GPU, else a host AnnData of what ingest reads
-    (X, obs, var, obsm, varm, obsp, uns); the user's object is left as it is."""
-    arrays = [ref.X, *ref.obsm.values(), *ref.varm.values(), *ref.obsp.values()]
-    if not any(is_gpu(a) for a in arrays):
-        return ref
-    return AnnData(X=_host(ref.X), obs=ref.obs, var=ref.var, obsm={k: _host(v) for k, v in ref.obsm.items()},
-                   varm={k: _host(v) for k, v in ref.varm.items()}, obsp={k: _host(v) for k, v in ref.obsp.items()},
-                   uns=ref.uns)  # fmt: skip
