@@ -45,6 +45,7 @@ STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_tota
          "tl.filter_rank_genes_groups", "tl.dendrogram", "get.aggregate", "get.rank_genes_groups_df", "get.obs_df",
          "get.var_df", "tl.umap", "tl.leiden", "tl.diffmap", "tl.dpt", "tl.paga", "tl.draw_graph", "tl.tsne",
          "tl.embedding_density",
+         "tl.paga_degrees", "tl.paga_expression_entropies", "tl.paga_compare_paths", "tl.sim",
          "external.pp.harmony_integrate")  # fmt: skip
 
 # The pytest plugin both runs load (-p gsc_suite_plugin): with GSC_SWAP=1 it swaps our steps in and

@@ -454,3 +454,59 @@ def test_louvain_on_a_gpu_graph(device, graph):
         random.seed(1)
         gsc.tl.louvain(got, flavor="igraph", adjacency=got.obsp["distances"], key_added="adj")
     pd.testing.assert_series_equal(got.obs["adj"], ref.obs["adj"])
+
+
+def _paga_pair(graph):
+    """The graph with scanpy's paga of the published clusters, and a second one from 10 neighbours."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.paga(graph, groups="louvain")
+        other = graph.copy()
+        neighbors(other, n_neighbors=10)
+        sc.tl.paga(other, groups="louvain")
+    return graph, other
+
+
+def test_paga_summaries_same_as_scanpy(graph, monkeypatch):
+    """Degrees, entropies and path comparison are scanpy's own, also with ours swapped into scanpy."""
+    import gpu_sc as gsc
+
+    a, b = _paga_pair(graph)
+    want = (sc.tl.paga_degrees(a), sc.tl.paga_expression_entropies(a), sc.tl.paga_compare_paths(a, b, "connectivities_tree"))
+    for name in ("paga_degrees", "paga_expression_entropies", "paga_compare_paths"):
+        monkeypatch.setattr(sc.tl, name, getattr(gsc.tl, name))  # scanpy's suite swaps them so
+    got = (gsc.tl.paga_degrees(a), gsc.tl.paga_expression_entropies(a), gsc.tl.paga_compare_paths(a, b, "connectivities_tree"))
+    assert got[0] == want[0] and len(got[0]) == a.obs["louvain"].nunique()
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    assert got[2] == want[2] and got[2].n_paths > 0  # the trees have leaves (the full graphs none: NaN)
+    with pytest.raises(TypeError, match="expected an AnnData, got ndarray for adata2"):
+        gsc.tl.paga_compare_paths(a, np.zeros(3))
+
+
+def test_paga_summaries_on_the_gpu(device, graph):
+    """X and the PAGA graph on the GPU: scanpy's summaries read host copies; the input stays as it was."""
+    import cupyx.scipy.sparse as cpsp
+
+    import gpu_sc as gsc
+
+    a, b = _paga_pair(graph)
+    want = (sc.tl.paga_degrees(a), sc.tl.paga_expression_entropies(a), sc.tl.paga_compare_paths(a, b, "connectivities_tree"))
+    for x in (a, b):
+        x.X = cpsp.csr_matrix(x.X)
+        for key in ("connectivities", "connectivities_tree"):
+            x.uns["paga"][key] = cpsp.csr_matrix(x.uns["paga"][key])
+    got = (gsc.tl.paga_degrees(a), gsc.tl.paga_expression_entropies(a), gsc.tl.paga_compare_paths(a, b, "connectivities_tree"))
+    assert got[0] == want[0]
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+    assert got[2] == want[2] and got[2].n_paths > 0
+    assert type(a.X).__module__.startswith("cupyx") and type(a.uns["paga"]["connectivities"]).__module__.startswith("cupyx")
+
+
+def test_sim_is_scanpys(tmp_path):
+    import gpu_sc as gsc
+
+    kwargs = dict(tmax=20, nrRealizations=2, seed=0)
+    got = gsc.tl.sim("toggleswitch", writedir=tmp_path / "ours", **kwargs)
+    want = sc.tl.sim("toggleswitch", writedir=tmp_path / "scanpy", **kwargs)
+    np.testing.assert_array_equal(got.X, want.X)
+    assert got.shape == (20, 2) and set(got.uns) == set(want.uns)

@@ -2,7 +2,7 @@
 `dendrogram`, `marker_gene_overlap`) and gene-set scores (`score_genes`, `score_genes_cell_cycle`) on
 every backend, and the tools on the neighbour graph and embeddings (umap, leiden, louvain, tsne,
 embedding_density, diffmap, dpt, paga, draw_graph: rapids-singlecell on the GPU where available,
-scanpy otherwise; ingest: scanpy's on host copies)."""
+scanpy otherwise; ingest: scanpy's on host copies; the PAGA summaries and sim: scanpy's own)."""
 
 from ._dendrogram import dendrogram
 from ._embeddings import embedding_density, tsne
@@ -11,10 +11,12 @@ from ._graph_tools import diffmap, dpt, draw_graph, louvain, paga
 from ._ingest import ingest
 from ._leiden import leiden
 from ._marker_gene_overlap import marker_gene_overlap
+from ._paga_stats import paga_compare_paths, paga_degrees, paga_expression_entropies, sim
 from ._rank_genes_groups import rank_genes_groups
 from ._score_genes import score_genes, score_genes_cell_cycle
 from ._umap import umap
 
 __all__ = ["umap", "leiden", "tsne", "embedding_density", "diffmap", "dpt", "paga", "draw_graph",
            "rank_genes_groups", "filter_rank_genes_groups", "dendrogram", "score_genes", "score_genes_cell_cycle",
-           "marker_gene_overlap", "louvain", "ingest"]
+           "marker_gene_overlap", "louvain", "ingest", "paga_degrees", "paga_expression_entropies",
+           "paga_compare_paths", "sim"]
