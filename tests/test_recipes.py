@@ -66,6 +66,15 @@ def test_infinite_normalised_dispersions_as_scanpy(select):
     np.testing.assert_array_equal(got.gene_subset, ref.gene_subset)
 
 
+def test_bool_n_bins_is_one_bin_as_in_scanpy():
+    """pandas' cut, which scanpy bins with, takes True as one bin (highly_variable_genes too)."""
+    x = _normalised("pbmc68k_reduced_counts.h5ad").X
+    ref = _quiet(sc.pp.filter_genes_dispersion, x, n_bins=True)
+    got = _quiet(gsc.pp.filter_genes_dispersion, x, n_bins=True)
+    np.testing.assert_allclose(got["dispersions_norm"], ref["dispersions_norm"], rtol=2e-6, atol=1e-5)
+    np.testing.assert_array_equal(got.gene_subset, ref.gene_subset)
+
+
 @pytest.mark.parametrize("subset", [True, False])
 def test_anndata_input(subset):
     a = _normalised("pbmc68k_reduced_counts.h5ad")

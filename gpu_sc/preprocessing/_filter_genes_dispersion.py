@@ -19,7 +19,7 @@ from .. import _keys as K
 from .._settings import user_stacklevel
 from .._validation import check_anndata, make_actual, old_positionals
 from ._filter import _subset_inplace
-from ._hvg import _dispersion_frame, check_n_top_genes, col_mean_var, numeric_matrix
+from ._hvg import _dispersion_frame, check_n_bins, check_n_top_genes, col_mean_var, numeric_matrix
 
 _STEP = "filter_genes_dispersion"
 _DEPRECATED = "Use sc.pp.highly_variable_genes instead"
@@ -93,9 +93,8 @@ def filter_genes_dispersion(
         msg = f"{_STEP}: flavor must be 'seurat' or 'cell_ranger', got {flavor!r}."
         raise ValueError(msg)
     check_n_top_genes(n_top_genes, step=_STEP)
-    if flavor == "seurat" and (not isinstance(n_bins, int | np.integer) or isinstance(n_bins, bool) or n_bins < 1):
-        msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
-        raise ValueError(msg)
+    if flavor == "seurat":
+        check_n_bins(n_bins, step=_STEP)
     cutoffs = {"min_disp": min_disp, "max_disp": max_disp, "min_mean": min_mean, "max_mean": max_mean}
     if n_top_genes is not None and any(v is not None for v in cutoffs.values()):
         warnings.warn("If you pass `n_top_genes`, all cutoffs are ignored.", UserWarning, stacklevel=user_stacklevel())

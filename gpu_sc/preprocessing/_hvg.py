@@ -130,9 +130,8 @@ def highly_variable_genes(
         raise ValueError(msg)
     check_n_top_genes(n_top_genes, step=_STEP)
     v3 = flavor in ("seurat_v3", "seurat_v3_paper")
-    if not v3 and (not isinstance(n_bins, int | np.integer) or n_bins < 1):
-        msg = f"{_STEP}: n_bins must be a positive integer, got {n_bins!r}."
-        raise ValueError(msg)
+    if not v3:
+        check_n_bins(n_bins, step=_STEP)
     x = numeric_matrix(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
 
     if v3:
@@ -197,6 +196,13 @@ def check_n_top_genes(n_top_genes, *, step: str) -> None:
         isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
     ):
         msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+        raise ValueError(msg)
+
+
+def check_n_bins(n_bins, *, step: str) -> None:
+    """An integer >= 1 (a bool is one to pandas' cut, which scanpy bins with: True is 1 bin)."""
+    if not isinstance(n_bins, int | np.integer) or n_bins < 1:
+        msg = f"{step}: n_bins must be a positive integer, got {n_bins!r}."
         raise ValueError(msg)
 
 
