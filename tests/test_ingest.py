@@ -136,3 +136,20 @@ def test_dask_x_and_mismatched_methods(reference_and_new):
     with pytest.raises(ValueError, match=r"3 obs columns to map .* but 2 labeling methods"):
         gsc.tl.ingest(new, ref, obs=["bulk_labels", "louvain", "phase"], labeling_method=["knn", "knn"])
     assert "X_umap" not in new.obsm
+
+
+def test_ingest_class_as_scanpys(reference_and_new):
+    """scanpy's step-by-step `Ingest` (host data), as `tl.ingest` uses it: the same labels and UMAP."""
+    ref, new, _ = reference_and_new
+    want = new.copy()
+    _quiet(gsc.tl.ingest, want, ref, obs="bulk_labels")
+    ing = _quiet(gsc.tl.Ingest, ref)
+    assert issubclass(gsc.tl.Ingest, sc.tl.Ingest) and "Ingest" in dir(gsc.tl)
+    _quiet(ing.fit, new)
+    for method in ("umap", "pca"):
+        _quiet(ing.map_embedding, method)
+    _quiet(ing.neighbors)
+    ing.map_labels("bulk_labels", "knn")
+    got = ing.to_adata()
+    assert got.obs["bulk_labels"].equals(want.obs["bulk_labels"])
+    np.testing.assert_array_equal(got.obsm["X_umap"], want.obsm["X_umap"])
