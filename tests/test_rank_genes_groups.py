@@ -182,6 +182,15 @@ def test_gpu_kernel_equals_cpu(device, logged):
         gsc.tl.rank_genes_groups(cpu, "grp", pts=True, method=method, reference=reference)
         gsc.tl.rank_genes_groups(gpu, "grp", pts=True, method=method, reference=reference)
         assert_like_scanpy(gpu, cpu, top=20)
+    x = a.X.toarray()  # NaN (ranked last, as scanpy) in a dense and a sparse device matrix
+    x[:3, :4] = np.nan
+    cpu.X = sp.csr_matrix(x)
+    for kind in ("cupyx_csr", "cupy"):
+        gpu.X = as_type(cpu.X, kind)
+        for reference in ("rest", "Dendritic"):
+            gsc.tl.rank_genes_groups(cpu, "grp", method="wilcoxon", reference=reference, tie_correct=True)
+            gsc.tl.rank_genes_groups(gpu, "grp", method="wilcoxon", reference=reference, tie_correct=True)
+            assert_like_scanpy(gpu, cpu, top=200)
 
 
 @pytest.mark.parametrize("reference", ["rest", "Dendritic"])
@@ -324,3 +333,63 @@ def test_string_labels_missing_labels_and_float16_as_scanpy(logged, capsys):
     counts.X = sp.csr_matrix(np.rint(np.expm1(counts.X.toarray())))
     gsc.tl.rank_genes_groups(counts, "grp")
     assert "It seems you use rank_genes_groups on the raw count data" in capsys.readouterr().err
+
+
+def test_nothing_to_test_and_late_refusals_leave_adata_as_it_was(logged):
+    """No group besides the reference, or logreg on one group: refused before anything changes
+    (scanpy fails inside with an IndexError / AttributeError after writing uns and obs): the
+    earlier ranking and the string columns stay."""
+    a = logged.copy()
+    a.obs["s"] = a.obs["grp"].astype(str)
+    gsc.tl.rank_genes_groups(a, "grp", n_genes=5)
+    earlier = a.uns["rank_genes_groups"]
+    for kw, match in ((dict(groups=["Dendritic"], reference="Dendritic"), "no group to test besides the reference"),
+                      (dict(groups=[]), "no group to test"),
+                      (dict(groups=["CD34+"], method="logreg"), "logreg' needs at least two groups")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            gsc.tl.rank_genes_groups(a, "s", **kw)
+        assert a.obs["s"].dtype == object and a.uns["rank_genes_groups"] is earlier
+
+
+def test_numbers_and_arrays_name_groups(logged):
+    """Integer categories: reference=1 as in scanpy; groups as an array or Index of categories
+    (scanpy: 'truth value of an array is ambiguous') as the same list."""
+    a = logged.copy()
+    a.obs["c"] = a.obs["grp"].cat.codes.astype("category")
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(ref, "c", reference=1)
+    gsc.tl.rank_genes_groups(got, "c", reference=1)
+    assert_like_scanpy(got, ref)
+    chosen = list(a.obs["grp"].cat.categories[:3])
+    want = gsc.tl.rank_genes_groups(a, "grp", groups=chosen, copy=True).uns["rank_genes_groups"]
+    for groups in (a.obs["grp"].cat.categories[:3], np.array(chosen)):
+        got = gsc.tl.rank_genes_groups(a, "grp", groups=groups, copy=True).uns["rank_genes_groups"]
+        assert got["names"].dtype.names == want["names"].dtype.names == tuple(chosen)
+        np.testing.assert_array_equal(got["scores"], want["scores"])
+
+
+@pytest.mark.parametrize("tie_correct", [False, True])
+@pytest.mark.parametrize("reference", ["rest", "CD14+ Monocyte"])
+def test_wilcoxon_with_nan_as_scanpy(logged, reference, tie_correct):
+    """scanpy's ranking puts a gene's NaN values above all others, untied; ours too (it refused
+    NaN). Here a gene's NaN cells lie in one group, where scanpy's sums do not depend on its sort."""
+    a = logged.copy()
+    x = a.X.toarray()
+    x[np.flatnonzero(a.obs["grp"] == "Dendritic")[:2], :5] = np.nan  # 5 genes, 2 cells of a tested group
+    x[np.flatnonzero(a.obs["grp"] == "CD14+ Monocyte")[:3], 5] = np.nan  # one gene, 3 reference cells
+    a.X = sp.csr_matrix(x)
+    for data in (a, _dense(a)):
+        ref, got = data.copy(), data.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sc.tl.rank_genes_groups(ref, "grp", method="wilcoxon", reference=reference, tie_correct=tie_correct)
+        gsc.tl.rank_genes_groups(got, "grp", method="wilcoxon", reference=reference, tie_correct=tie_correct)
+        assert_like_scanpy(got, ref, top=a.n_vars)
+
+
+def _dense(a):
+    a = a.copy()
+    a.X = a.X.toarray()
+    return a

@@ -90,25 +90,35 @@ def _make_categorical(adata: AnnData, groupby: str) -> None:
             adata.obs[groupby] = adata.obs[groupby].astype("category")
 
 
-def _groups(adata: AnnData, groupby: str, groups, reference: str):
-    """The categories tested (in the categories' order), each one's cell mask."""
+def _groups(adata: AnnData, groupby: str, groups, reference, method: str):
+    """The categories tested (in the categories' order), each cell's label, and the reference
+    as a category name ('rest', or the category it names: a number names its text, as scanpy's
+    int categories take reference=1). Everything is checked before anything changes."""
     if groupby not in adata.obs:
         msg = f"{STEP}: groupby {groupby!r} is not a column of adata.obs."
         raise KeyError(msg)
     col = _as_categories(adata, groupby)
     cats = [str(c) for c in col.cat.categories]
+    reference = reference if isinstance(reference, str) else str(reference)
     if reference != "rest" and reference not in cats:
         msg = f"{STEP}: reference {reference!r} must be 'rest' or one of adata.obs[{groupby!r}]'s {cats}."
         raise ValueError(msg)
-    if isinstance(groups, str) and groups != "all" or isinstance(groups, int):
+    if isinstance(groups, str) and groups != "all" or not isinstance(groups, str | Iterable):
         msg = f"{STEP}: groups must be 'all' or a list of groups, got {groups!r}."
         raise ValueError(msg)
+    groups = groups if isinstance(groups, str) else list(groups)  # an array or Index of categories too
     chosen = cats if groups == "all" else [str(g) for g in groups]
     if reference != "rest" and reference not in chosen:
         chosen = [*chosen, reference]
     unknown = [g for g in chosen if g not in cats]
     if unknown:
         msg = f"{STEP}: groups {unknown} are not categories of adata.obs[{groupby!r}] ({cats[:10]})."
+        raise ValueError(msg)
+    tested = [g for g in dict.fromkeys(chosen) if g != reference]
+    if not tested or method == "logreg" and len(dict.fromkeys(chosen)) < 2:
+        what = "no group to test besides the reference" if not tested else "method='logreg' needs at least two groups"
+        msg = (f"{STEP}: {what}; got groups={groups!r}, reference={reference!r}. Choose groups among "
+               f"adata.obs[{groupby!r}]'s {cats[:10]}.")  # fmt: skip
         raise ValueError(msg)
     order = [g for g in cats if g in chosen] if groups == "all" else list(dict.fromkeys(chosen))
     labels = col.astype(str).to_numpy(dtype=object)
@@ -120,7 +130,7 @@ def _groups(adata: AnnData, groupby: str, groups, reference: str):
                "fewer than 2 cells (no variance can be estimated). Leave them out with groups=[...] or "
                "merge them.")  # fmt: skip
         raise ValueError(msg)
-    return order, labels
+    return order, labels, reference
 
 
 def _expm1(adata: AnnData):
@@ -207,8 +217,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     n_cells, n_all = x.shape
     n_top = n_all if n_genes is None else min(check_int(n_genes, step=STEP, name="n_genes"), n_all)
     adata = adata.copy() if copy else adata
-    order, labels = _groups(adata, groupby, groups, reference)
-    _make_categorical(adata, groupby)
+    order, labels, ref_name = _groups(adata, groupby, groups, reference, method)
     if method != "logreg":
         _warn_if_counts(x)
     key = key_added or "rank_genes_groups"
@@ -216,7 +225,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
               "layer": layer, "corr_method": corr_method}  # fmt: skip
     if method == "logreg":
         tables = {"names": {}, "scores": {}}
-        for name, scores in _logreg_scores(x, adata.obs[groupby], order, model).items():
+        for name, scores in _logreg_scores(x, _as_categories(adata, groupby), order, model).items():
             idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
             tables["names"][name], tables["scores"][name] = np.asarray(names)[idx], scores[idx]
         _write(adata, key, params, tables)
@@ -228,18 +237,18 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
     size = np.bincount(codes, minlength=len(order) + 1)[: len(order)]
     mean, var = _mean_var(sums, sumsq, size)
-    if reference == "rest":
+    if ref_name == "rest":
         rest_size = n_cells - size
         mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size)
     else:
-        ref = order.index(reference)
+        ref = order.index(ref_name)
         mean_rest, var_rest = np.broadcast_to(mean[ref], mean.shape), np.broadcast_to(var[ref], var.shape)
         rest_size = np.full(len(order), size[ref])
     expm1 = _expm1(adata)
-    wilcoxon = _wilcoxon_z(x, codes, order, size, reference, tie_correct) if method == "wilcoxon" else None
+    wilcoxon = _wilcoxon_z(x, codes, order, size, ref_name, tie_correct) if method == "wilcoxon" else None
     tables = {k: {} for k in ("names", "scores", "pvals", "pvals_adj", "logfoldchanges")}  # scanpy's order
     for g, name in enumerate(order):
-        if name == reference:
+        if name == ref_name:
             continue
         if wilcoxon is not None:
             scores = wilcoxon[g]
@@ -260,7 +269,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     shares = {}
     if pts:
         shares["pts"] = pd.DataFrame((nnz / size[:, None]).T, index=names, columns=order)
-        if reference == "rest":
+        if ref_name == "rest":
             shares["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
                                               index=names, columns=order)  # fmt: skip
     _write(adata, key, params, tables, shares)
@@ -268,8 +277,10 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
 
 
 def _write(adata: AnnData, key: str, params: dict, tables: dict, shares: dict | None = None) -> None:
-    """uns[key]: the params, the nonzero shares (`pts`), then one record array per statistic (a
-    field per group), in scanpy's order."""
+    """obs[groupby] made categorical as scanpy makes it (the first change to adata: every check
+    and computation is done), then uns[key]: the params, the nonzero shares (`pts`), then one
+    record array per statistic (a field per group), in scanpy's order."""
+    _make_categorical(adata, params["groupby"])
     adata.uns[key] = {"params": params, **(shares or {})}
     for k, cols in tables.items():
         frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
@@ -278,12 +289,9 @@ def _write(adata: AnnData, key: str, params: dict, tables: dict, shares: dict | 
 
 def _logreg_scores(x, col: pd.Series, order, model) -> dict[str, np.ndarray]:
     """scanpy's logreg: one multinomial fit on the cells of the tested groups (the reference
-    included), labelled by their category codes in the column's own categories (as scanpy, so
-    the solver sees the same problem); a group's scores are its row of coefficients (with two
-    groups, the one row, reported for the first group only)."""
-    if len(order) < 2:
-        msg = f"{STEP}: method='logreg' needs at least two groups; got {order}."
-        raise ValueError(msg)
+    included; at least two, `_groups` checked), labelled by their category codes in the column's
+    own categories (as scanpy, so the solver sees the same problem); a group's scores are its
+    row of coefficients (with two groups, the one row, reported for the first group only)."""
     cats = [str(c) for c in col.cat.categories]
     codes = col.cat.codes.to_numpy()
     rows = np.flatnonzero(np.isin(codes, [cats.index(g) for g in order]))
@@ -329,11 +337,10 @@ class _HostFit:
 def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.ndarray]:
     """Each tested group's Wilcoxon z scores per gene (NaN set to 0), with scanpy's formulas in
     its order of operations (sizes as Python integers, so the products are exact)."""
-    p = parts(x)
     n_cells = x.shape[0]
     out = {}
     if reference == "rest":  # one ranking over all cells serves every group
-        sums, tie = (to_host(a) for a in rank_sums(p, codes, len(order)))  # scipy.stats takes host arrays
+        sums, tie = _rank_sums_nan_last(x, codes, len(order))
         coef = 1.0 - tie / (np.float64(n_cells) ** 3 - n_cells) if tie_correct and n_cells >= 2 else 1
         for g in range(len(order)):
             n_active = int(size[g])
@@ -348,7 +355,7 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
                 continue
             rows = np.flatnonzero((codes == g) | (codes == ref))
             block = x[xp_of(x).asarray(rows)]  # a device index for device data
-            sums, tie = (to_host(a) for a in rank_sums(parts(block), (codes[rows] == ref).astype(np.int64), 1))
+            sums, tie = _rank_sums_nan_last(block, (codes[rows] == ref).astype(np.int64), 1)
             n_active, n = int(size[g]), rows.size
             coef = 1.0 - tie / (np.float64(n) ** 3 - n) if tie_correct else 1
             with np.errstate(invalid="ignore", divide="ignore"):
@@ -357,3 +364,22 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
     for z in out.values():
         z[np.isnan(z)] = 0
     return out
+
+
+def _rank_sums_nan_last(x, codes, n_groups: int):
+    """`rank_sums` (host arrays) as scanpy ranks a gene with NaN values: its rankdata sorts
+    them above every value, each its own value (NaN != NaN: no tie). Here they are ranked as
+    +inf, so they take the same top ranks as one tied block, which comes off the tie term; where
+    a gene's NaN cells lie in several groups, each gets the block's average rank (scanpy's split
+    of those ranks follows its sort's order)."""
+    xp = xp_of(x)
+    values = x.data if is_sparse(x) else x
+    nan = xp.isnan(values) if values.dtype.kind == "f" else None
+    if nan is None or not bool(nan.any()):
+        return tuple(to_host(a) for a in rank_sums(parts(x), codes, n_groups))
+    x = x.copy()
+    (x.data if is_sparse(x) else x)[nan] = np.inf
+    cols = x.indices[nan] if is_sparse(x) else xp.nonzero(nan)[1]
+    n_nan = np.bincount(to_host(cols), minlength=x.shape[1]).astype(np.float64)
+    sums, tie = (to_host(a) for a in rank_sums(parts(x), codes, n_groups))
+    return sums, tie - (n_nan**3 - n_nan)
