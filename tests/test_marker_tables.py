@@ -317,3 +317,28 @@ def test_dendrogram_refuses_before_writing(reduced):
         with pytest.raises(ValueError, match=f"{next(iter(kw))} must be one of"):
             gsc.tl.dendrogram(a, "bulk_labels", **kw)
     assert "X_pca" not in a.obsm and "pca" not in a.uns and "PCs" not in a.varm and a.obs["s"].dtype == object
+
+
+def test_dendrogram_one_category_bool_categories_and_nan_genes(reduced):
+    """One category: refused before scanpy's PCA is made (scipy's 'empty distance matrix' there);
+    bool categories by label (a mask to .loc: scanpy fails too); NaN values skipped in the gene
+    means as pandas' mean (scanpy's) skips them."""
+    a = reduced.copy()
+    del a.obsm["X_pca"], a.uns["pca"], a.varm["PCs"]
+    a.obs["one"] = pd.Categorical(["A"] * a.n_obs)
+    with pytest.raises(ValueError, match=r"'one' has 1 category \(\['A'\]\); a dendrogram joins two or more"):
+        gsc.tl.dendrogram(a, "one")
+    assert "X_pca" not in a.obsm
+    b = reduced.copy()
+    b.obs["flag"] = (b.obs["bulk_labels"] == "Dendritic").astype("category")
+    got = gsc.tl.dendrogram(b, "flag", inplace=False)
+    assert got["categories_ordered"] in ([False, True], [True, False]) and got["correlation_matrix"].shape == (2, 2)
+    c = reduced.copy()
+    x = c.X.copy()
+    x[np.flatnonzero(c.obs["bulk_labels"] == "Dendritic")[:3], :5] = np.nan
+    c.X = sp.csr_matrix(x)
+    for data in (c, c.copy()):
+        data.X = data.X if data is c else data.X.toarray()
+        want = sc.tl.dendrogram(data.copy(), "bulk_labels", var_names=list(c.var_names[:40]), inplace=False)
+        got = gsc.tl.dendrogram(data.copy(), "bulk_labels", var_names=list(c.var_names[:40]), inplace=False)
+        assert_dendrogram_equal(got, want, tol=1e-6)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import blocks_like, is_dask, is_sparse, to_host
+from .._backend import blocks_like, is_dask, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._representation import representation
 from .._settings import N_PCS
@@ -116,6 +116,10 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         msg = (f"{STEP}: categories {empty} of {'_'.join(groupby)!r} hold no cells, so they have no mean "
                "profile; drop them first (obs[key] = obs[key].cat.remove_unused_categories()).")  # fmt: skip
         raise KeyError(msg)
+    if len(categories) < 2:  # scipy's linkage: "cannot be determined on an empty distance matrix"
+        msg = (f"{STEP}: {'_'.join(groupby)!r} has {len(categories)} category ({list(categories)}); a dendrogram "
+               "joins two or more.")  # fmt: skip
+        raise ValueError(msg)
     cols = None
     if var_names is None:
         x = canonical(_representation(adata, use_rep, n_pcs), step=STEP)
@@ -123,13 +127,15 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         x, cols = _gene_matrix(adata, use_raw)
         x = canonical(x, step=STEP)
         sanitize_anndata(adata)  # as scanpy's gene table does
-    if var_names is None and not is_sparse(blocks_like(x)):  # a few dense columns on the host: pandas'
-        rep = to_host(x.compute() if is_dask(x) else x)  # means, scanpy's to the bit (ties in the
+    if var_names is None and not is_sparse(blocks_like(x)):
+        # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in the
+        # correlations of a 2-D embedding follow them), put in order by label (bool categories too)
+        rep = to_host(x.compute() if is_dask(x) else x)
         means = pd.DataFrame(rep, index=pd.CategoricalIndex(labels)).groupby(level=0, observed=True).mean()
-        means = means.loc[categories]  # correlations of a 2-D embedding follow them)
-    else:  # genes (or a sparse use_rep='X'): sums of the sparse matrix in one pass, where scanpy
-        sums = to_host(group_sums(parts(x), codes, len(categories))[0])  # makes a dense table
-        means = pd.DataFrame((sums if cols is None else sums[:, cols]) / size[:, None], index=categories)
+        means = means.reindex(categories)
+    else:  # genes (or a sparse use_rep='X'): sums in one pass, where scanpy makes a dense table
+        sums, counts = _nan_skipping_sums(x, codes, size)
+        means = pd.DataFrame(sums / counts if cols is None else sums[:, cols] / counts[:, cols], index=categories)
     corr = means.T.corr(method=cor_method).clip(-1, 1)
     linkage = sch.linkage(distance.squareform(1 - corr), method=linkage_method, optimal_ordering=optimal_ordering)
     info = sch.dendrogram(linkage, labels=list(categories), no_plot=True)
@@ -141,3 +147,24 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         return dat
     adata.uns[key_added or f"dendrogram_{'_'.join(groupby)}"] = dat
     return None
+
+
+def _nan_skipping_sums(x, codes, size) -> tuple[np.ndarray, np.ndarray]:
+    """Per-category sums of `x`'s columns and the number of values summed, NaN values skipped
+    as pandas' mean (scanpy's) skips them (in memory; a Dask matrix's NaN are summed); host arrays."""
+    values = x.data if is_sparse(x) else x
+    nan = xp_of(values).isnan(values) if values.dtype.kind == "f" and not is_dask(x) else None
+    counts = np.broadcast_to(size[:, None].astype(np.float64), (len(size), x.shape[1]))
+    if nan is None or not bool(nan.any()):
+        return to_host(group_sums(parts(x), codes, len(size))[0]), counts
+    x = x.copy()
+    (x.data if is_sparse(x) else x)[nan] = 0
+    if is_sparse(x):
+        rows = np.repeat(np.arange(x.shape[0]), np.diff(to_host(x.indptr)))[to_host(nan)]
+        cols = to_host(x.indices[nan])
+    else:
+        rows, cols = (to_host(a) for a in xp_of(nan).nonzero(nan))
+    missing = np.zeros(counts.shape)
+    inside = codes[rows] >= 0
+    np.add.at(missing, (codes[rows][inside], cols[inside]), 1.0)
+    return to_host(group_sums(parts(x), codes, len(size))[0]), counts - missing
