@@ -33,7 +33,9 @@ def rank_genes_groups_df(adata: AnnData, group: str | Iterable[str] | None, *, k
         msg = f"{STEP}: adata.uns[{key!r}] holds no ranking; run tl.rank_genes_groups(adata, groupby) first."
         raise KeyError(msg)
     ranked_groups = list(ranked["names"].dtype.names)
-    groups = ranked_groups if group is None else [group] if isinstance(group, str) else list(group)
+    one = isinstance(group, str) or not isinstance(group, Iterable)
+    groups = ranked_groups if group is None else [group] if one else list(group)
+    groups = [g if isinstance(g, str) else str(g) for g in groups]  # 1 names integer category '1'
     unknown = [g for g in groups if g not in ranked_groups]
     if unknown:
         msg = f"{STEP}: groups {unknown} were not ranked under {key!r}; it holds {ranked_groups}."

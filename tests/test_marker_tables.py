@@ -171,6 +171,18 @@ def test_rank_genes_groups_df_equals_scanpy(logged, ranking, key):
         gsc.get.rank_genes_groups_df(a, None, key="absent")
 
 
+def test_rank_genes_groups_df_names_integer_categories_by_number(logged):
+    """Integer categories are ranked under their text ('1'): group=1 (scanpy: KeyError 1) and
+    [1, 2] give the tables of '1' and of '1', '2'."""
+    a = logged.copy()
+    a.obs["c"] = a.obs["grp"].cat.codes.astype("category")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(a, "c")
+    for group, text in ((1, "1"), (np.int64(1), "1"), ([1, 2], ["1", "2"])):
+        pd.testing.assert_frame_equal(gsc.get.rank_genes_groups_df(a, group), sc.get.rank_genes_groups_df(a, text))
+
+
 def test_rank_genes_groups_df_of_our_ranking_on_full_width_clusters():
     """gsc's own ranking of the bundled 33,694-gene pbmc4k matrix: the table scanpy's reader
     makes of it, and the filter's kept genes as scanpy's filter keeps them."""
