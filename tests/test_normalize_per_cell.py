@@ -108,6 +108,15 @@ def test_views_and_bad_input(brain):
         warnings.simplefilter("ignore", FutureWarning)
         gsc.pp.normalize_per_cell(brain, counts_per_cell_after=0)
     assert brain.n_obs == 10_000 and (parent != brain.X).nnz == 0
+    nan = brain[:200].copy()  # refused as every step refuses NaN counts, under this step's name
+    nan.X.data[3] = np.nan
+    for data, kw in ((nan, {}), (nan.X, {"copy": True}), (nan, {"layers": "raw"})):
+        if "layers" in kw:
+            nan.layers["raw"], nan.X = nan.X, parent[:200].copy()
+        with pytest.raises(ValueError, match=r"^normalize_per_cell: expects counts but found 1 non-finite"), \
+                warnings.catch_warnings():  # fmt: skip
+            warnings.simplefilter("ignore", FutureWarning)
+            gsc.pp.normalize_per_cell(data, **kw)
 
 
 def test_given_totals_and_in_place_matrices(brain):

@@ -70,8 +70,15 @@ _WHAT = {0: ("filter_cells", "genes", K.OBS_N_COUNTS, K.OBS_N_GENES),
          1: ("filter_genes", "cells", K.VAR_N_COUNTS, K.VAR_N_CELLS)}  # fmt: skip
 
 
-def _filter(data, *, axis, counts, nums, inplace, copy):
-    step, unit, key_counts, key_num = _WHAT[axis]
+def cells_above(data, min_counts, *, step: str) -> tuple:
+    """(kept, total) per cell of an AnnData's X or a matrix: filter_cells(min_counts=...,
+    inplace=False) for another step, whose name its errors give."""
+    return _filter(data, axis=0, counts=(min_counts, None), nums=(None, None), inplace=False, copy=False, step=step)
+
+
+def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
+    name, unit, key_counts, key_num = _WHAT[axis]
+    step = step or name
     if copy:  # scanpy's log line
         settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")
     given = [v for v in (*counts, *nums) if v is not None]

@@ -13,7 +13,7 @@ from .. import _ops
 from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import user_stacklevel
 from .._validation import canonical, check_anndata, make_actual, old_positionals
-from ._filter import _subset_inplace, filter_cells
+from ._filter import _subset_inplace, cells_above
 
 _STEP = "normalize_per_cell"
 
@@ -69,7 +69,7 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
         raise KeyError(msg)
     given = None if counts_per_cell is None else _given_counts(counts_per_cell, data.n_obs)
     # every total (and value check) before anything changes: a layer's NaN must not leave X divided
-    keep, counts = filter_cells(data, min_counts=min_counts, inplace=False) if given is None else (None, given)
+    keep, counts = cells_above(data, min_counts, step=_STEP) if given is None else (None, given)
     layer_counts = {n: _totals(data.layers[n], min_counts)[1] for n in names}
     adata = data.copy() if copy else data
     make_actual(adata)  # the division is in place: never into a view's parent
@@ -106,7 +106,7 @@ def _divisible_in_place(x) -> bool:
 
 def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
     """(kept, total) per cell, host arrays (a Dask matrix's computed)."""
-    keep, counts = filter_cells(x, min_counts=min_counts)
+    keep, counts = cells_above(x, min_counts, step=_STEP)
     if is_dask(counts):
         import dask
 
