@@ -85,6 +85,18 @@ def test_log1p_refusing_duplicates_leaves_the_matrix(logged):
     np.testing.assert_array_equal(dup.data, before.data)
 
 
+@pytest.mark.parametrize("kw", [{}, {"copy": True}], ids=["in-place", "copy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.int64])
+def test_log1p_of_np_matrix_is_np_matrix(pbmc, kw, dtype):
+    """scanpy gives an np.matrix back (the same object in place); ours too (it gave an ndarray)."""
+    x = np.asmatrix(pbmc.X[:20, :30].toarray().astype(dtype))
+    want = sc.pp.log1p(x.copy(), **kw)
+    got = gsc.pp.log1p(mine := x.copy(), **kw)
+    assert type(got) is type(want) is np.matrix and got.dtype == want.dtype
+    assert (got is mine) == (want is not None and dtype is np.float32 and not kw)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_scale_one_cell_is_zeros(logged):
     """One cell (or a mask_obs of one): the variance stays the biased one, 0, as scanpy's
     _get_mean_var leaves it, so std is 1 and X 0 (it was NaN throughout). scanpy itself gets

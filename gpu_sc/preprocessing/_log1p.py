@@ -101,8 +101,9 @@ def _log1p_matrix(x, *, base, copy: bool):
         x = canonical(x, step=_STEP)
         dtype = x.dtype if x.dtype.kind in "fc" else np.float64
         return Chunked(x).update(_log1p_parts, base, dtype=dtype)
-    if isinstance(x, np.matrix):
-        x = np.asarray(x)
+    matrix = x if isinstance(x, np.matrix) else None  # given back as np.matrix, as scanpy's
+    if matrix is not None:
+        x = np.asarray(x)  # a view: in place goes into the caller's matrix
     if not (is_sparse(x) or hasattr(x, "flags")):  # e.g. backed X: an on-disk h5py dataset
         raise unsupported_matrix(x, step=_STEP, expected="a numpy/cupy array")
     # the log of duplicate entries' sum, their value (as Dask blocks get; scanpy logs each entry
@@ -119,6 +120,8 @@ def _log1p_matrix(x, *, base, copy: bool):
     elif copy:
         x = x.copy()
     log1p_(x.data if is_sparse(x) else x, base=base)
+    if matrix is not None:
+        return matrix if np.may_share_memory(x, matrix) else np.asmatrix(x)
     return x
 
 
