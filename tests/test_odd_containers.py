@@ -214,6 +214,26 @@ def test_hvg_seurat_bin_of_equal_dispersions_and_string_batches(logged):
     np.testing.assert_array_equal(got.var["highly_variable"].to_numpy(), ref.var["highly_variable"].to_numpy())
 
 
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+@pytest.mark.parametrize("dense", [False, True], ids=["sparse", "dense"])
+def test_neighbors_on_integer_x_as_scanpy(pbmc, metric, dense):
+    """scikit-learn's searches (scanpy's below 4,096 cells) take integers as float64: float64
+    distances (ours were float32 for sparse X and cosine), the same graph."""
+    a = pbmc[:200, :40].copy()
+    a.X = a.X.astype(np.int32)
+    if dense:
+        a.X = a.X.toarray()
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, n_neighbors=5, use_rep="X", metric=metric)
+        gsc.pp.neighbors(got, n_neighbors=5, use_rep="X", metric=metric)
+    for key in ("distances", "connectivities"):
+        assert got.obsp[key].dtype == ref.obsp[key].dtype, key
+    np.testing.assert_allclose(np.sort(got.obsp["distances"].toarray(), axis=1),
+                               np.sort(ref.obsp["distances"].toarray(), axis=1), rtol=1e-6, atol=1e-6)  # fmt: skip
+
+
 @pytest.mark.parametrize("metric", ["manhattan", "correlation", "chebyshev"])
 def test_neighbors_other_metrics_as_scanpy(logged, metric):
     """Metrics beyond euclidean and cosine go to scikit-learn's exact transformer, as scanpy's

@@ -368,9 +368,10 @@ def neighbors(
         msg = f"{_STEP}: the representation holds NaN or inf values; fix or drop those cells first."
         raise ValueError(msg)
     # scanpy's dtypes: its exact euclidean search (sklearn) gives float64 distances on a dense
-    # representation, its others (sklearn's on sparse input, cosine, pynndescent) keep float32
+    # representation, its others (sklearn's on sparse input, cosine, pynndescent) keep float32;
+    # sklearn's searches take integers as float64, pynndescent as float32
     exact_euclidean = knn and instance is None and search == "brute" and metric == "euclidean" and not sparse_rep
-    single = rep.dtype == np.float32 or rep.dtype.kind != "f"
+    single = rep.dtype == np.float32 or rep.dtype.kind != "f" and search != "brute"
     out_dtype = np.float32 if single and not exact_euclidean else np.float64
     if other_metric and isinstance(metric, str):  # scikit-learn's named metrics: scipy's float64
         out_dtype = np.float64
