@@ -380,3 +380,22 @@ def test_batch_of_one_cell_warns(pbmc):
     a.obs["b"] = np.where(np.arange(200) == 0, "solo", np.where(np.arange(200) % 2, "x", "y"))
     with pytest.warns(UserWarning, match="batch 'solo' of batch_key 'b' has one cell"):
         highly_variable_genes(a, batch_key="b", n_top_genes=50)
+
+
+@pytest.mark.parametrize("lazy", [False, True], ids=["memory", "dask"])
+def test_batch_with_no_expressed_gene_is_refused_clearly(pbmc, lazy):
+    """A batch whose cells have no positive value in any gene: nothing to bin (scanpy and ours
+    said pandas' 'Cannot cut empty array'); named, and adata left as it was."""
+    a = pbmc[:200, :30].copy()
+    a.X = a.X.toarray()
+    a.X[:50] = 0
+    a.obs["b"] = np.where(np.arange(200) < 50, "empty", "full")
+    if lazy:
+        pytest.importorskip("dask.array")
+        import dask.array as da
+
+        a.X = da.from_array(a.X, chunks=(100, 30))
+    before = a.var.copy()
+    with pytest.raises(ValueError, match="no gene has a positive value in batch 'empty'"):
+        highly_variable_genes(a, batch_key="b")
+    pd.testing.assert_frame_equal(a.var, before)

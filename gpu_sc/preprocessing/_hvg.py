@@ -279,7 +279,7 @@ def _take_rows(x, rows):
 # --------------------------------------------------------------------------- seurat / cell_ranger
 
 
-def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_unexpressed=False):
+def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_unexpressed=False, where="the data"):
     """Dispersion statistics of one batch: a DataFrame in gene order (positional index).
 
     With `filter_unexpressed`, genes without a positive value in the batch are left out of the
@@ -298,7 +298,7 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             p = p._replace(data=p.data if (fresh or owned) else p.data.copy())
             _expm1_(p, log_base)
     mean, var = (to_host(a) for a in _ops.col_mean_var(p))
-    return _dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
+    return _dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff, where=where)
 
 
 def _dask_batch_stats(x, batches, *, flavor, base) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -335,15 +335,21 @@ def _log_base(base):
     return None if base is None else math.log(base)
 
 
-def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP) -> pd.DataFrame:
+def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP,
+                      where="the data") -> pd.DataFrame:  # fmt: skip
     """One batch's dispersion statistics from its genes' mean and variance (host float64); with
-    `keep` (genes with a positive value), the others are left out of the binning and get zeros.
+    `keep` (genes with a positive value), the others are left out of the binning and get zeros
+    (`where` names the batch for the error where there are none).
 
     `log`: whether dispersions and means are logged; None for highly_variable_genes' rule (for
     'seurat', whose statistics are of expm1 of the data). `cutoff` None: no selection.
     """
     n_genes = mean.size
     _check_means(mean, flavor if log is None else "", step=step)
+    if keep is not None and not keep.any():  # nothing to bin (pandas: "Cannot cut empty array")
+        msg = (f"{step}: no gene has a positive value in {where}, so it has no dispersions to rank; drop "
+               "those cells or merge their batch.")  # fmt: skip
+        raise ValueError(msg)
     if log is None:
         log = flavor == "seurat"
     mean = mean.copy()
@@ -467,13 +473,15 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
     """Per-batch selection, combined: means averaged, dispersions averaged over the batches
     where defined, genes ranked by how many batches select them."""
     if is_dask(x):
-        frames = [_dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff)
-                  for mean, var, keep in _dask_batch_stats(x, batches, flavor=flavor, base=base)]  # fmt: skip
+        stats = _dask_batch_stats(x, batches, flavor=flavor, base=base)
+        frames = [_dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff,
+                                    where=f"batch {label!r}")
+                  for (label, _), (mean, var, keep) in zip(batches, stats, strict=True)]  # fmt: skip
     else:
         frames = [
             _dispersion_batch(x, rows, flavor=flavor, n_bins=n_bins, cutoff=cutoff, base=base,
-                              owned=False, filter_unexpressed=True)
-            for _, rows in batches
+                              owned=False, filter_unexpressed=True, where=f"batch {label!r}")
+            for label, rows in batches
         ]  # fmt: skip
     stack = {c: np.stack([f[c].to_numpy(dtype=np.float64) for f in frames]) for c in
              (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM)}  # fmt: skip
