@@ -37,6 +37,18 @@ def test_sample_anndata_equals_scanpy(pbmc_small, kwargs):
     assert pbmc_small.obs_names.equals(ref.obs_names) and pbmc_small.var_names.equals(ref.var_names)
 
 
+def test_sample_sizes_refused_with_the_sizes(pbmc_small):
+    """More cells than there are, or none to draw from: the sizes and the way out (scanpy passes
+    numpy's words on); the input as it was."""
+    for data, kw, match in ((pbmc_small, {"n": 500}, "n=500 is more than the 200 cells; pass replace=True"),
+                            (pbmc_small.X, {"n": 151, "axis": "var"}, "n=151 is more than the 150 genes"),
+                            (pbmc_small[:0].copy(), {"n": 10}, r"no cells to draw from \(shape \(0, 150\)\)")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            gsc.pp.sample(data, rng=0, **kw)
+    assert pbmc_small.shape == (200, 150)
+    assert gsc.pp.sample(pbmc_small, n=500, replace=True, rng=0, copy=True).n_obs == 500
+
+
 def test_subsample_equals_scanpy(pbmc_small):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)

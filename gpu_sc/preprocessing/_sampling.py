@@ -30,6 +30,7 @@ def sample(data, fraction: float | None = None, *, n: int | None = None, rng=Non
     draw = scanpy_own("pp", "sample", "scanpy.preprocessing._simple")
     if p is not None and is_gpu(p):  # a mask or probabilities made from GPU data: scanpy draws on the host
         p = to_host(p)
+    _check_size(data, n, replace, axis)
     if isinstance(data, AnnData) or not is_gpu(data):
         return draw(data, fraction, n=n, rng=rng, copy=copy, replace=replace, axis=axis, p=p)
     along = 1 if axis in ("var", 1) else 0  # anything else: scanpy's error below
@@ -49,6 +50,23 @@ def subsample(data, fraction: float | None = None, *, n_obs: int | None = None, 
         return draw(data, fraction, n_obs=n_obs, random_state=random_state, copy=copy)
     _, indices = draw(_stand_in(data.shape, 0), fraction, n_obs=n_obs, random_state=random_state)
     return _take(data, indices, axis=0), indices
+
+
+def _check_size(data, n, replace: bool, axis) -> None:
+    """numpy's words where scanpy passes them on ("a must be a positive integer unless no samples
+    are taken", "Cannot take a larger sample than population"), with the sizes and the way out."""
+    if axis not in ("obs", "var", 0, 1) or not isinstance(n, int | np.integer) or isinstance(n, bool):
+        return  # scanpy's own checks
+    along = 1 if axis in ("var", 1) else 0
+    length = data.shape[along]
+    what = "genes" if along else "cells"
+    if length == 0 and n > 0:
+        msg = f"sample: there are no {what} to draw from (shape {tuple(data.shape)}); n={n}."
+        raise ValueError(msg)
+    if not replace and n > length:
+        msg = (f"sample: n={n} is more than the {length} {what}; pass replace=True to draw with replacement, "
+               "or a smaller n.")  # fmt: skip
+        raise ValueError(msg)
 
 
 def _stand_in(shape, axis: int) -> np.ndarray:
