@@ -80,10 +80,18 @@ def _resolve(frame: pd.DataFrame, names: pd.Index, keys, *, dim: str, where: str
     return cols, np.asarray(positions, dtype=np.int64), named
 
 
-def _mapped_columns(frame: pd.DataFrame, mapping, keys: Iterable[tuple[str, int]]) -> None:
-    """`frame['{k}-{i}']`: column i of the obsm / varm entry k, on the host."""
+def _mapped_columns(frame: pd.DataFrame, mapping, keys: Iterable[tuple[str, int]], *, step: str, where: str) -> None:
+    """`frame['{k}-{i}']`: column i of the obsm / varm entry k, on the host (`where`: the
+    mapping's name for the errors)."""
     for k, i in keys:
+        if k not in mapping:
+            msg = f"{step}: {k!r} is not in adata.{where} (keys: {list(mapping.keys())})."
+            raise KeyError(msg)
         value = mapping[k]
+        width = len(value.columns) if isinstance(value, pd.DataFrame) else value.shape[1]
+        if not isinstance(value, pd.DataFrame) and not -width <= i < width:
+            msg = f"{step}: column {i} of adata.{where}[{k!r}] does not exist; it has {width} columns."
+            raise IndexError(msg)
         if isinstance(value, pd.DataFrame):
             frame[f"{k}-{i}"] = value.loc[:, i]
         else:
@@ -128,7 +136,7 @@ def obs_df(adata: AnnData, keys: Collection[str] = (), obsm_keys: Iterable[tuple
     values = _taken(get_matrix(adata, layer=layer, use_raw=use_raw, step="obs_df"), positions, axis=1) \
         if named else None  # fmt: skip
     out = _frame(adata.obs_names, values, named, adata.obs, cols, keys)
-    _mapped_columns(out, adata.obsm, obsm_keys)
+    _mapped_columns(out, adata.obsm, obsm_keys, step="obs_df", where="obsm")
     return out
 
 
@@ -142,5 +150,5 @@ def var_df(adata: AnnData, keys: Collection[str] = (), varm_keys: Iterable[tuple
     cols, positions, named = _resolve(adata.var, adata.obs_names, keys, dim="var", where="adata", aliases=None)
     values = _taken(get_matrix(adata, layer=layer, step="var_df"), positions, axis=0).T if named else None
     out = _frame(adata.var_names, values, named, adata.var, cols, keys)
-    _mapped_columns(out, adata.varm, varm_keys)
+    _mapped_columns(out, adata.varm, varm_keys, step="var_df", where="varm")
     return out

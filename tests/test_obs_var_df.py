@@ -112,6 +112,13 @@ def test_bad_keys_are_refused_as_scanpy(pbmc):
         gsc.get.obs_df(sc.AnnData(a.X, obs=a.obs, var=a.var), ["LYZ"], use_raw=True)
     with pytest.raises(KeyError, match=r"Could not find keys \['nope'\] in columns of `adata.var` or in adata.obs_names"):
         gsc.get.var_df(a, ["nope"])
+    a.obsm["X_two"] = np.zeros((a.n_obs, 2))
+    with pytest.raises(KeyError, match=r"obs_df: 'X_nope' is not in adata.obsm \(keys: \[.*'X_two'"):
+        gsc.get.obs_df(a, obsm_keys=[("X_nope", 0)])
+    with pytest.raises(IndexError, match=r"column 2 of adata.obsm\['X_two'\] does not exist; it has 2 columns"):
+        gsc.get.obs_df(a, obsm_keys=[("X_two", 2)])
+    with pytest.raises(KeyError, match="var_df: 'nope' is not in adata.varm"):
+        gsc.get.var_df(a, varm_keys=[("nope", 0)])
 
 
 def test_dask_split_along_genes_and_obs_columns_alone(pbmc):
