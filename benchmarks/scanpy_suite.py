@@ -33,7 +33,7 @@ MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes"
            "test_deprecations", "test_ingest", "test_scrublet", "test_recipes", "test_rank_genes_groups",
            "test_rank_genes_groups_logreg", "test_filter_rank_genes_groups", "test_score_genes",
            "test_aggregated", "test_get", "test_dendrogram", "test_combat", "test_paga", "test_embedding",
-           "test_embedding_density", "test_marker_gene_overlap",
+           "test_embedding_density", "test_marker_gene_overlap", "test_clustering", "test_sim", "test_backed",
            "external/test_harmony_integrate")  # fmt: skip
 #: scanpy's functions replaced by ours: `pp.x` swaps scanpy.pp.x for gpu_sc.pp.x (`tl.`, `get.`
 #: alike); `external.pp.x` swaps scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
