@@ -351,6 +351,7 @@ def test_dendrogram_one_category_bool_categories_and_nan_genes(reduced):
     c.X = sp.csr_matrix(x)
     for data in (c, c.copy()):
         data.X = data.X if data is c else data.X.toarray()
-        want = sc.tl.dendrogram(data.copy(), "bulk_labels", var_names=list(c.var_names[:40]), inplace=False)
-        got = gsc.tl.dendrogram(data.copy(), "bulk_labels", var_names=list(c.var_names[:40]), inplace=False)
+        kw = dict(var_names=list(c.var_names[:40]), use_raw=False, inplace=False)  # X's values, not raw's
+        want = sc.tl.dendrogram(data.copy(), "bulk_labels", **kw)
+        got = gsc.tl.dendrogram(data.copy(), "bulk_labels", **kw)
         assert_dendrogram_equal(got, want, tol=1e-6)

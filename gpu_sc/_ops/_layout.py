@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, xp_of
+from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_format, to_host, xp_of
 from .._values import float_values
 
 
@@ -95,6 +95,19 @@ def segment_ids(ptr):
         return np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
     xp = xp_of(ptr)
     return xp.searchsorted(ptr, xp.arange(int(ptr[-1]), dtype=ptr.dtype), side="right").astype(xp.int64) - 1
+
+
+def nan_replaced(x, value):
+    """(`x`, None) where the in-memory CSR or dense matrix `x` holds no NaN; else (a copy with
+    `value` in their place, (rows, columns) of those entries as host int64 arrays)."""
+    values = x.data if is_sparse(x) else x
+    nan = xp_of(values).isnan(values) if values.dtype.kind == "f" else None
+    if nan is None or not bool(nan.any()):
+        return x, None
+    x = x.copy()
+    (x.data if is_sparse(x) else x)[nan] = value
+    where = (segment_ids(x.indptr)[nan], x.indices[nan]) if is_sparse(x) else xp_of(nan).nonzero(nan)
+    return x, tuple(np.asarray(to_host(a), dtype=np.int64) for a in where)
 
 
 def on_gpu(p: Parts) -> bool:

@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import blocks_like, is_dask, is_sparse, to_host, xp_of
+from .._backend import blocks_like, is_dask, is_sparse, to_host
 from .._ops import group_sums, parts
+from .._ops._layout import nan_replaced
 from .._representation import representation
 from .._settings import N_PCS
 from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
@@ -152,19 +153,13 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
 def _nan_skipping_sums(x, codes, size) -> tuple[np.ndarray, np.ndarray]:
     """Per-category sums of `x`'s columns and the number of values summed, NaN values skipped
     as pandas' mean (scanpy's) skips them (in memory; a Dask matrix's NaN are summed); host arrays."""
-    values = x.data if is_sparse(x) else x
-    nan = xp_of(values).isnan(values) if values.dtype.kind == "f" and not is_dask(x) else None
     counts = np.broadcast_to(size[:, None].astype(np.float64), (len(size), x.shape[1]))
-    if nan is None or not bool(nan.any()):
-        return to_host(group_sums(parts(x), codes, len(size))[0]), counts
-    x = x.copy()
-    (x.data if is_sparse(x) else x)[nan] = 0
-    if is_sparse(x):
-        rows = np.repeat(np.arange(x.shape[0]), np.diff(to_host(x.indptr)))[to_host(nan)]
-        cols = to_host(x.indices[nan])
-    else:
-        rows, cols = (to_host(a) for a in xp_of(nan).nonzero(nan))
-    missing = np.zeros(counts.shape)
+    x, nan = (x, None) if is_dask(x) else nan_replaced(x, 0)
+    sums = to_host(group_sums(parts(x), codes, len(size))[0])
+    if nan is None:
+        return sums, counts
+    rows, cols = nan
     inside = codes[rows] >= 0
+    missing = np.zeros(counts.shape)
     np.add.at(missing, (codes[rows][inside], cols[inside]), 1.0)
-    return to_host(group_sums(parts(x), codes, len(size))[0]), counts - missing
+    return sums, counts - missing

@@ -25,6 +25,7 @@ from scipy import stats
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
+from .._ops._layout import nan_replaced
 from .._ops.rank_sums import rank_sums
 from .._settings import settings, user_stacklevel
 from .._stats import bh_fdr
@@ -372,14 +373,9 @@ def _rank_sums_nan_last(x, codes, n_groups: int):
     +inf, so they take the same top ranks as one tied block, which comes off the tie term; where
     a gene's NaN cells lie in several groups, each gets the block's average rank (scanpy's split
     of those ranks follows its sort's order)."""
-    xp = xp_of(x)
-    values = x.data if is_sparse(x) else x
-    nan = xp.isnan(values) if values.dtype.kind == "f" else None
-    if nan is None or not bool(nan.any()):
-        return tuple(to_host(a) for a in rank_sums(parts(x), codes, n_groups))
-    x = x.copy()
-    (x.data if is_sparse(x) else x)[nan] = np.inf
-    cols = x.indices[nan] if is_sparse(x) else xp.nonzero(nan)[1]
-    n_nan = np.bincount(to_host(cols), minlength=x.shape[1]).astype(np.float64)
+    x, nan = nan_replaced(x, np.inf)
     sums, tie = (to_host(a) for a in rank_sums(parts(x), codes, n_groups))
+    if nan is None:
+        return sums, tie
+    n_nan = np.bincount(nan[1], minlength=x.shape[1]).astype(np.float64)
     return sums, tie - (n_nan**3 - n_nan)
