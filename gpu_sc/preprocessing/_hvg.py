@@ -515,15 +515,16 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 # --------------------------------------------------------------------------- seurat_v3
 
 
-def _check_integers(x, flavor) -> None:
-    bad = Chunked(x).reduce(_block_not_integers) if is_dask(x) else not_counts(x.data if is_sparse(x) else x)
+def _warn_if_not_counts(bad: bool, flavor) -> None:
     if bad:
         warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning,
                       stacklevel=user_stacklevel())
 
 
-def _block_not_integers(p) -> np.bool_:
-    return np.bool_(not_counts(p.data))
+def _checked_moments(p, _batch=None):
+    """A block's (or its batch's rows') column moments and whether it holds non-integers: the
+    value check rides on the first pass over a Dask X (it took a pass of its own)."""
+    return (*_ops.col_moments(p), np.bool_(not_counts(p.data)))
 
 
 def _loess():
@@ -553,28 +554,26 @@ def _standardized_variance(x, rows, *, span, loess, mean_var=None) -> np.ndarray
     return _v3_norm_var(n, mean, reg_std, sums, sumsq)
 
 
-def _dask_standardized_variances(x, batches, *, span, loess, flavor):
+def _dask_standardized_variances(x, batches, *, span, loess, flavor, check_values):
     """((mean, variance) of all cells, `_standardized_variance` of every batch (batches x
     genes)) of a Dask matrix in two passes over X: the moments of the batches and of the cells
     in none (added up for all cells), then the batches' clipped sums (it took 2 + 2 per batch)."""
     chunked = Chunked(x)
-    moments = chunked.reduce_groups(_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
+    moments = chunked.reduce_groups(_checked_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
+    if check_values:
+        _warn_if_not_counts(any(bool(m[2]) for m in moments.values()), flavor)
     total, squares = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
     overall = _ops.mean_var(total, squares, x.shape[0])
     _check_means(overall[0], flavor)
     fits = []
     for i, (_, rows) in enumerate(batches):
-        mean, var = _ops.mean_var(*(to_host(a) for a in moments[i]), rows.size)
+        mean, var = _ops.mean_var(*(to_host(a) for a in moments[i][:2]), rows.size)
         fits.append((mean, *_v3_clip(mean, var, rows.size, span=span, loess=loess, in_batch=True)))
     clips = [chunked.xp.asarray(clip) for _, _, clip in fits]
     sums = chunked.reduce_groups(_clipped, _batch_codes(x.shape[0], batches), clips)
     norm_vars = [_v3_norm_var(rows.size, mean, reg_std, *(to_host(a) for a in sums[i]))
                  for i, ((_, rows), (mean, reg_std, _)) in enumerate(zip(batches, fits, strict=True))]  # fmt: skip
     return overall, np.stack(norm_vars)
-
-
-def _moments(p, _batch):
-    return _ops.col_moments(p)
 
 
 def _clipped(p, batch, clips):
@@ -611,12 +610,19 @@ def _v3_norm_var(n, mean, reg_std, sums, sumsq):
 
 def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) -> pd.DataFrame:
     loess = _loess()
-    if check_values:
-        _check_integers(x, flavor)
+    if check_values and not is_dask(x):  # a Dask X: checked in the first pass over it
+        _warn_if_not_counts(not_counts(x.data if is_sparse(x) else x), flavor)
     if batches is not None and is_dask(x):
-        (mean, var), norm_vars = _dask_standardized_variances(x, batches, span=span, loess=loess, flavor=flavor)
+        (mean, var), norm_vars = _dask_standardized_variances(x, batches, span=span, loess=loess, flavor=flavor,
+                                                              check_values=check_values)  # fmt: skip
     else:
-        mean_var = _ops.col_mean_var(_ops.parts(x))
+        if is_dask(x):
+            total, squares, bad = Chunked(x).reduce(_checked_moments)
+            if check_values:
+                _warn_if_not_counts(bool(bad), flavor)
+            mean_var = _ops.mean_var(total, squares, x.shape[0])
+        else:
+            mean_var = _ops.col_mean_var(_ops.parts(x))
         mean, var = (to_host(a) for a in mean_var)
         _check_means(mean, flavor)
         if batches is None:
