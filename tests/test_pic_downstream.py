@@ -408,6 +408,10 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
                 r"eps must be a number in \(0.0, inf\), got inf"),  # every LLR was NaN, no call
     "unknown marker": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, markers=["NOPE_GENE"]), KeyError,
                        r"1 genes not in var_names, e.g. \['NOPE_GENE'\]"),
+    "min_llr NaN": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, min_llr=np.nan), ValueError,
+                    r"min_llr must be a number in \(-inf, inf\), got nan"),  # it flagged nothing, silently
+    "min_llr None": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, min_llr=None), ValueError,
+                     r"min_llr must be a number"),  # a TypeError from '>' after the scan
 }
 
 
@@ -471,12 +475,17 @@ _BAD_LOGLIK = [  # (u, profiles, ia, ib, alpha) changes from a valid call; error
     ({"ib": [-1, 0, 1]}, ValueError, "ib must index the 2 columns (groups) of profiles"),
     ({"ia": [0.0, 1.0, 0.0]}, TypeError, "ia must hold integer column indices of profiles, got dtype float64"),
     ({"alpha": [0.5, 1.5, 0.2]}, ValueError, "alpha is the A share of each PIC and must lie in [0, 1]"),
+    ({"u": sp.csr_matrix(-np.ones((3, 4)))}, ValueError, "pic_loglik (u): expects non-negative counts"),
+    ({"u": np.full((3, 4), np.nan)}, ValueError, "pic_loglik (u): expects counts but found 12 non-finite values"),
+    ({"profiles": np.full((4, 2), np.nan)}, ValueError, "profiles must hold non-negative, finite expression shares"),
+    ({"profiles": np.full((4, 2), -0.25)}, ValueError, "got minimum -0.25 and 0 non-finite values"),
+    ({"eps": -1.0}, ValueError, "eps must be a number in (0.0, inf), got -1.0"),
 ]
 
 
 @pytest.mark.parametrize(("change", "error", "match"), _BAD_LOGLIK,
                          ids=["u-list", "profile-genes", "ia-length", "alpha-length", "ia-range", "ib-negative", "ia-float",
-                              "alpha-range"])
+                              "alpha-range", "u-negative", "u-nan", "profiles-nan", "profiles-negative", "eps"])
 def test_pic_loglik_refuses_mismatched_arguments(change, error, match):
     args = {"u": sp.csr_matrix(np.ones((3, 4))), "profiles": np.full((4, 2), 0.25), "ia": [0, 1, 0],
             "ib": [1, 0, 1], "alpha": [0.5] * 3}  # fmt: skip

@@ -707,3 +707,34 @@ def test_confusion_deconvolves_at_the_real_pics_temperatures(deconvolved_ref, mo
     real(with_reg, ref, **kw)
     real(without, ref, alpha_model="posterior", **kw)
     assert (with_reg.obsm["pic_pair_posterior"] != without.obsm["pic_pair_posterior"]).nnz == 0
+
+
+def test_pair_frequencies_refusals_and_duplicate_genes(deconvolved_ref):
+    """From an audit: normalised pics.X with singlets (its totals are no depth: the fractions
+    moved silently), calls missing (a bare pandas KeyError), one condition for the test (its
+    advice led to a second error); duplicate var_names, which deconvolve takes, work here too."""
+    p, ref = deconvolved_ref
+    logged = p.copy()
+    logged.X = logged.X.log1p()
+    with pytest.raises(ValueError, match=r"pair_frequencies \(pics.X\): expects raw integer counts"):
+        gsc.pic.pair_frequencies(logged, ref, n_sim=20, n_boot=20)
+    for col in ("pic_a", "pic_b"):
+        q = p.copy()
+        del q.obs[col]
+        with pytest.raises(KeyError, match=f"pair_frequencies: pics.obs has no column '{col}'"):
+            gsc.pic.pair_frequencies(q)
+    q = p.copy()
+    q.obs["cond"] = "only"
+    for kw in ({}, {"groups": ("only", "other")}):
+        with pytest.raises(ValueError, match=r"has 1 value\(s\) \(\['only'\]\); the test compares"):
+            gsc.pic.pair_abundance_test(q, "cond", **kw)
+    names = list(p.var_names)
+    names[-1] = names[0]
+    dup_p, dup_ref = p.copy(), ref.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # anndata's note on non-unique names
+        dup_p.var_names = dup_ref.var_names = names
+        got = gsc.pic.pair_frequencies(dup_p, dup_ref, n_sim=20, n_boot=20)
+    want = gsc.pic.pair_frequencies(p, ref, n_sim=20, n_boot=20)  # one gene's name differs: nearly the same
+    assert list(got["pic_a"]) == list(want["pic_a"]) and list(got["pic_b"]) == list(want["pic_b"])
+    np.testing.assert_allclose(got["fraction"], want["fraction"], atol=0.005)

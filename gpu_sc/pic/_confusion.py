@@ -40,7 +40,7 @@ from scipy.optimize import nnls
 
 from .. import _keys as K, _ops
 from .._backend import gpu_available, to_host
-from .._validation import canonical, check_anndata
+from .._validation import canonical, check_anndata, check_integer_counts
 from ..get import array_to_cpu
 from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
@@ -78,8 +78,12 @@ def kept_posterior(pics: ad.AnnData, step: str):
 
 
 def pic_depths(pics: ad.AnnData, step: str) -> np.ndarray:
-    """Each PIC's total UMIs (host float64), wherever pics.X lives (GPU, Dask blocks)."""
-    return to_host(_ops.row_sums(_ops.parts(canonical(pics.X, step=step)))[0])
+    """Each PIC's total UMIs (host float64), wherever pics.X lives (GPU, Dask blocks); pics.X is
+    checked to hold raw counts first (normalised or logged values have no depth: simulated at
+    their totals, the confusion was silently another)."""
+    x = canonical(pics.X, step=step)
+    check_integer_counts(x, step=f"{step} (pics.X)")
+    return to_host(_ops.row_sums(_ops.parts(x))[0])
 
 
 class Simulated(NamedTuple):
@@ -122,7 +126,11 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
                                 seed=seed + j)  # fmt: skip
             parts.append(sim)
             truth.append(np.full(sim.n_obs, j))
+    genes = parts[0].var_names
+    for part in parts:  # joined by position: anndata's join by name fails on duplicate var_names
+        part.var_names = pd.RangeIndex(genes.size).astype(str)
     sim = ad.concat(parts, index_unique="-")
+    sim.var_names = genes
     # where the PICs were deconvolved, unless that is a GPU this machine lacks (PICs saved there)
     device = info.get("device") if info.get("device") != "gpu" or gpu_available() else "cpu"
     arguments = dict(info["arguments"])

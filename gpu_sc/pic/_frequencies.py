@@ -37,7 +37,7 @@ from .._validation import check_anndata, check_int, check_seed
 from ._args import replicate_codes
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
-from ._expected import check_same_genes
+from ._expected import check_same_genes, obs_column
 from .._stats import bh_fdr
 
 _CELLS = 2**23  # PICs x replicates held at once (64 MB of float64)
@@ -260,8 +260,9 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     step = "pair_frequencies"
     n_boot, seed = _check(n_boot, level, seed, step)
     post, ok, names_a, names_b = kept_posterior(pics, step)
-    called = (pics.obs[K.OBS_PIC_A].astype(str).to_numpy(dtype=object)
-              + "\0" + pics.obs[K.OBS_PIC_B].astype(str).to_numpy(dtype=object))  # fmt: skip
+    call_a, call_b = (obs_column(pics, k, step=step, what=f"the assigned {w} group").astype(str).to_numpy(dtype=object)
+                      for k, w in ((K.OBS_PIC_A, "A"), (K.OBS_PIC_B, "B")))  # fmt: skip
+    called = call_a + "\0" + call_b
     pair_ids = names_a.astype(str) + "\0" + names_b.astype(str)
     conditions = _conditions(pics, condition_key, step)
     counted = ok & np.logical_or.reduce([m for _, m in conditions])
@@ -396,6 +397,10 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         msg = (f"{step}: groups must be a pair (test, reference) of values of obs[{condition_key!r}] "
                f"({list(conditions)[:10]}), got {groups!r}.")  # fmt: skip
         raise TypeError(msg)
+    if len(conditions) < 2:  # nothing to compare, whatever groups says
+        msg = (f"{step}: obs[{condition_key!r}] has {len(conditions)} value(s) ({list(conditions)}); the test "
+               "compares the PICs of two conditions: label them in one column first.")  # fmt: skip
+        raise ValueError(msg)
     if groups is None:
         if len(conditions) != 2:
             msg = (f"{step}: obs[{condition_key!r}] has {len(conditions)} values "

@@ -35,7 +35,7 @@ from .._keys import (
 )
 from .._ops import Chunked
 from .._ops._layout import in_layout
-from .._validation import check_number, make_actual
+from .._validation import check_counts, check_number, make_actual
 from ._args import PicColumns, pic_columns
 from ._expected import (
     check_same_genes,
@@ -90,7 +90,7 @@ def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
     """LL of every PIC (row of counts `u`, genes x groups `profiles` over the same genes) for
     groups `ia`, `ib` (int per PIC) and A share `alpha`: sum_g u_g log(alpha P[g,a] +
     (1 - alpha) P[g,b] + eps). float64, on the device of `u`."""
-    _check_loglik_args(u, profiles, ia, ib, alpha)
+    _check_loglik_args(u, profiles, ia, ib, alpha, eps)
     u = in_layout(u)  # nonzeros reads rows from CSR pointers (CSC's are columns)
     xp = xp_of(u)
     rows, cols, vals = nonzeros(u)
@@ -105,10 +105,12 @@ def _shape(v) -> tuple:
     return tuple(v.shape) if hasattr(v, "shape") else np.shape(v)  # np.shape would dispatch cupy
 
 
-def _check_loglik_args(u, profiles, ia, ib, alpha) -> None:
-    """Shapes and group indices of pic_loglik's arguments (a mismatch would otherwise surface
-    as an IndexError deep in the fancy indexing, or pass silently where it broadcasts)."""
+def _check_loglik_args(u, profiles, ia, ib, alpha, eps) -> None:
+    """Shapes, values and group indices of pic_loglik's arguments (a mismatch would otherwise
+    surface as an IndexError deep in the fancy indexing, or pass silently where it broadcasts;
+    negative counts gave positive log-likelihoods, NaN ones NaN)."""
     step = "pic_loglik"
+    check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
     if not (is_sparse(u) or isinstance(u, np.ndarray) or is_gpu(u)) or len(u.shape) != 2:
         shape = f" of shape {u.shape}" if hasattr(u, "shape") else ""
         msg = (f"{step}: u must be a 2-D matrix of counts (PICs x genes; numpy, scipy.sparse or "
@@ -119,6 +121,14 @@ def _check_loglik_args(u, profiles, ia, ib, alpha) -> None:
     if len(shape) != 2 or shape[0] != n_genes:
         msg = (f"{step}: profiles must be genes x groups over the {n_genes} genes of u, got shape "
                f"{shape}; pass profiles over the same genes as u's columns.")
+        raise ValueError(msg)
+    check_counts(u, step=f"{step} (u)")
+    prof = np.asarray(to_host(profiles) if is_gpu(profiles) else profiles, dtype=np.float64)
+    if prof.size and not (np.isfinite(prof).all() and prof.min() >= 0):
+        finite = prof[np.isfinite(prof)]
+        got = f"minimum {finite.min():g}" if finite.size else "no finite value"
+        msg = (f"{step}: profiles must hold non-negative, finite expression shares per group; got {got} and "
+               f"{int((~np.isfinite(prof)).sum())} non-finite values.")  # fmt: skip
         raise ValueError(msg)
     for name, v in (("ia", ia), ("ib", ib), ("alpha", alpha)):
         got = _shape(v)
@@ -171,11 +181,12 @@ class _Setup:
     """Validated inputs shared by the QC steps (nothing written)."""
 
     def __init__(self, pics, singlets, *, groupby, cols: PicColumns, alpha, markers, layer,
-                 singlets_layer, eps, step):  # fmt: skip
+                 singlets_layer, eps, min_llr, step):  # fmt: skip
         if alpha not in ("obs", "fit"):
             msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
             raise ValueError(msg)
         check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)  # inf: NaN LLRs
+        check_number(min_llr, "min_llr", step=step, low=-math.inf, high=math.inf, high_open=True)  # NaN: no call
         check_same_genes(pics, singlets, step=step)
         self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
@@ -283,7 +294,7 @@ def doublet_test(
     step = "doublet_test"
     cols = pic_columns(columns, step=step)
     st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
-                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, step=step)
+                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, min_llr=min_llr, step=step)
     xp = st.xp
     pa = st.profile_at(st.ia[st.rows_ok])
     pb = st.profile_at(st.ib[st.rows_ok])
@@ -391,7 +402,7 @@ def triplet_scan(
         msg = f"{step}: weights must lie strictly between 0 and 1, got {weights!r}."
         raise ValueError(msg)
     st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
-                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, step=step)
+                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, min_llr=min_llr, step=step)
     sides = {
         "a": _side_groups(pics, groups_a, "groups_a", st.ia, st.use, st.names, step=step),
         "b": _side_groups(pics, groups_b, "groups_b", st.ib, st.use, st.names, step=step),

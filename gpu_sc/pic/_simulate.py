@@ -87,7 +87,10 @@ def simulate_pics(singlets: AnnData, *, groupby: str, a, b, n_pics: int, n_umis:
         an attempt whose sample has no B (or second A) cell left makes no PIC. ``None`` (the
         default) draws members with replacement, so a few cells can stand in many PICs.
     seed
-        Random seed (a non-negative integer).
+        Random seed (a non-negative integer). The same seed and the same singlets in the same
+        row order give the same PICs; source cells are drawn by row, so reordered singlets give
+        other (equally valid) PICs. Where that matters, sort the singlets first (by
+        ``obs_names``), as `pair_frequencies`' own simulations do.
 
     Returns
     -------
