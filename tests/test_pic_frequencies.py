@@ -457,7 +457,7 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     with pytest.raises(ValueError, match="level"):
         gsc.pic.pair_frequencies(p, level=95)
     p.obs["cond"] = "only"
-    with pytest.raises(ValueError, match="has 1 values"):
+    with pytest.raises(ValueError, match=r"has 1 value\(s\)"):
         gsc.pic.pair_abundance_test(p, "cond")
     p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "x", "y")
     with pytest.raises(ValueError, match="two different values"):
