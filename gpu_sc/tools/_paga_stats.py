@@ -10,23 +10,22 @@ from .._backend import is_gpu
 from .._scanpy_own import scanpy_own
 from .._validation import check_anndata
 from ..get import array_to_cpu
-from ._delegate import host_copy
 
 _PAGA = "scanpy.tools._paga"
 
 
 def _on_host(adata: AnnData, step: str, *, with_x: bool = False, name: str = "adata") -> AnnData:
-    """`adata` itself where what the step reads is on the host, else a host copy (X where
-    `with_x`, obs, and uns['paga']'s matrices) for scanpy to read; the user's object untouched."""
+    """`adata` itself where what the step reads is on the host, else a host AnnData of just that
+    (obs, uns['paga'], and X where `with_x`) for scanpy to read; the user's object untouched."""
     check_anndata(adata, step=step, name=name)
     paga = adata.uns.get("paga")
     gpu_paga = isinstance(paga, dict) and any(is_gpu(v) for v in paga.values())
     if not gpu_paga and not (with_x and is_gpu(adata.X)):
         return adata
-    host = host_copy(adata, with_x=with_x)
     if gpu_paga:
-        host.uns["paga"] = {k: array_to_cpu(v) if is_gpu(v) else v for k, v in paga.items()}
-    return host
+        paga = {k: array_to_cpu(v) if is_gpu(v) else v for k, v in paga.items()}
+    x = array_to_cpu(adata.X) if with_x else None
+    return AnnData(X=x, obs=adata.obs, var=adata.var if with_x else None, uns={"paga": paga})
 
 
 def paga_degrees(adata: AnnData) -> list:
