@@ -62,6 +62,15 @@ def test_equals_harmonypy_and_mixes_batches(two_runs):
     assert after > 2 * before
 
 
+def test_old_positionals_as_in_scanpy(two_runs):
+    """scanpy still takes basis and adjusted_basis by position (a FutureWarning); ours too (a TypeError)."""
+    x, y = two_runs.copy(), two_runs.copy()
+    with pytest.warns(FutureWarning, match="no longer positional"):
+        gsc.pp.harmony_integrate(x, "run", "X_pca", "X_h", max_iter_harmony=2)
+    gsc.pp.harmony_integrate(y, "run", basis="X_pca", adjusted_basis="X_h", max_iter_harmony=2)
+    np.testing.assert_array_equal(x.obsm["X_h"], y.obsm["X_h"])
+
+
 def test_harmonypys_other_arguments_run_as_in_scanpy(two_runs):
     """scanpy passes its keywords on to harmonypy, which takes plot_convergence, reference_values
     and cluster_prior (and uses none of them for the embedding) and max_iter_harmony=0 (the

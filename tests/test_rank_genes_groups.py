@@ -340,9 +340,9 @@ def test_nothing_to_test_and_late_refusals_leave_adata_as_it_was(logged):
     (scanpy fails inside with an IndexError / AttributeError after writing uns and obs): the
     earlier ranking and the string columns stay."""
     a = logged.copy()
-    a.obs["s"] = a.obs["grp"].astype(str)
     gsc.tl.rank_genes_groups(a, "grp", n_genes=5)
     earlier = a.uns["rank_genes_groups"]
+    a.obs["s"] = a.obs["grp"].astype(str)
     for kw, match in ((dict(groups=["Dendritic"], reference="Dendritic"), "no group to test besides the reference"),
                       (dict(groups=[]), "no group to test"),
                       (dict(groups=["CD34+"], method="logreg"), "logreg' needs at least two groups")):  # fmt: skip
@@ -393,3 +393,19 @@ def _dense(a):
     a = a.copy()
     a.X = a.X.toarray()
     return a
+
+
+def test_text_columns_made_categorical_as_scanpy_does(logged):
+    """scanpy sanitizes obs and var on every call, the groupby already categorical or not."""
+    a = logged.copy()
+    a.obs["note"], a.var["kind"] = "x", "gene"
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.rank_genes_groups(ref, "grp")
+    out = gsc.tl.rank_genes_groups(a, "grp", copy=True)
+    gsc.tl.rank_genes_groups(got, "grp")
+    for data in (got, out):
+        assert data.obs["note"].dtype == ref.obs["note"].dtype == "category"
+        assert data.var["kind"].dtype == ref.var["kind"].dtype == "category"
+    assert a.obs["note"].dtype == object  # copy=True leaves the input

@@ -13,11 +13,12 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops.harmony import Batches, harmonize
-from .._validation import check_anndata, check_finite, check_int, check_number, make_actual
+from .._validation import check_anndata, check_finite, check_int, check_number, make_actual, old_positionals
 
 _STEP = "harmony_integrate"
 
 
+@old_positionals("basis", "adjusted_basis")
 def harmony_integrate(
     adata: AnnData,
     key: str | Sequence[str],

@@ -85,10 +85,9 @@ def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
 
 
 def _make_categorical(adata: AnnData, groupby: str) -> None:
-    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):
-        sanitize_anndata(adata)  # scanpy's, every string column of obs and var
-        if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):  # numbers: categorical too
-            adata.obs[groupby] = adata.obs[groupby].astype("category")
+    sanitize_anndata(adata)  # scanpy's, always: every string column of obs and var
+    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):  # numbers: categorical too
+        adata.obs[groupby] = adata.obs[groupby].astype("category")
 
 
 def _groups(adata: AnnData, groupby: str, groups, reference, method: str):
