@@ -199,7 +199,8 @@ def neighbors(
         ``KNeighborsTransformer`` or pynndescent's ``PyNNDescentTransformer``): called on the
         representation (GPU data on the host, except for cuML's transformers); its
         ``n_neighbors`` replaces ``n_neighbors`` (as in scanpy), its distances (its own metric;
-        ``metric`` and ``metric_kwds`` are then only recorded) are kept, each row ordered by
+        ``metric`` and ``metric_kwds`` are then only recorded) are kept (its n_neighbors - 1
+        nearest besides the cell itself, the layout of every search here: see Returns), each row ordered by
         (distance, index), in the dtype of our searches for that representation (float32 for a
         float32 one). The cell's distance to itself is 0 whatever the transformer stored: scikit-
         learn's brute search stores round-off there (~1e-7), which scanpy keeps and UMAP's
