@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -76,14 +77,45 @@ def _qc(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.calculate_qc_metrics(adata, qc_vars=qc_vars, percent_top=percent_top, inplace=True)
 
 
-def _check_qc_vars(adata: AnnData, args: argparse.Namespace) -> None:
-    """--qc-vars names boolean var columns of the input ('mt' is made where absent), checked
-    before the first step runs."""
-    missing = [v for v in _qc_vars(args) or [] if v != "mt" and v not in adata.var]
-    if missing:
-        msg = (f"--qc-vars: {', '.join(map(repr, missing))} not a column of the input's var "
-               f"(its columns: {', '.join(map(str, adata.var.columns)) or 'none'}); 'mt' marks MT-/mt- genes")
-        raise CliError(msg)
+# columns a step makes that a later step's option may name
+_STEP_VAR = {"hvg": ("highly_variable",)}
+_STEP_OBS = {"leiden": ("leiden",), "scrublet": ("predicted_doublet",)}
+
+
+def _made_before(steps: list[str], step: str, made: dict) -> set:
+    """The columns the steps before the first `step` make (`made`: _STEP_VAR or _STEP_OBS)."""
+    first = steps.index(step) if step in steps else len(steps)
+    return {col for s in steps[:first] for col in made.get(s, ())}
+
+
+def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace) -> None:
+    """Options that name the input's columns, or that a step cannot take with --chunk-rows,
+    refused before the first step runs (not when their step comes, hours in)."""
+    if "qc" in steps:  # boolean var columns ('mt' is made where absent)
+        known = set(adata.var.columns) | _made_before(steps, "qc", _STEP_VAR) | {"mt"}
+        missing = [v for v in _qc_vars(args) or [] if v not in known]
+        if missing:
+            msg = (f"--qc-vars: {', '.join(map(repr, missing))} not a column of the input's var "
+                   f"(its columns: {', '.join(map(str, adata.var.columns)) or 'none'}); 'mt' marks MT-/mt- genes")
+            raise CliError(msg)
+    users = [s for s in ("scrublet", "harmony") if s in steps]
+    if args.batch_key and users:
+        first = min(users, key=steps.index)
+        known = set(adata.obs.columns) | _made_before(steps, first, _STEP_OBS)
+        missing = [k for k in args.batch_key.split(",") if k and k not in known]
+        if missing:
+            msg = (f"--batch-key: {', '.join(map(repr, missing))} not a column of the input's obs "
+                   f"(its columns: {', '.join(map(str, adata.obs.columns)) or 'none'})")
+            raise CliError(msg)
+    if args.chunk_rows is not None:
+        if "scrublet" in steps:
+            msg = ("step 'scrublet' needs the cells in memory (it simulates doublets and searches their "
+                   "neighbours among all cells): drop --chunk-rows, or run scrublet apart")  # fmt: skip
+            raise CliError(msg)
+        if "markers" in steps and args.markers_method in ("wilcoxon", "logreg"):
+            msg = (f"step 'markers' with --markers-method {args.markers_method} needs the cells in memory: "
+                   "use --markers-method t-test with --chunk-rows, or drop --chunk-rows")  # fmt: skip
+            raise CliError(msg)
 
 
 def _scrublet(adata: AnnData, args: argparse.Namespace) -> None:
@@ -136,7 +168,11 @@ def _scale(adata: AnnData, args: argparse.Namespace) -> None:
 def _pca(adata: AnnData, args: argparse.Namespace) -> None:
     # at most one fewer than the cells and the genes PCA reads (the highly variable ones, as scanpy)
     n_genes = int(adata.var["highly_variable"].sum()) if "highly_variable" in adata.var else adata.n_vars
-    gsc.pp.pca(adata, n_comps=min(args.n_comps, min(adata.n_obs, n_genes) - 1))
+    n_comps = min(args.n_comps, min(adata.n_obs, n_genes) - 1)
+    if n_comps < args.n_comps:
+        print(f"pca: --n-comps {args.n_comps} is more than {adata.n_obs:,} cells and {n_genes:,} genes allow; "
+              f"computing {n_comps}")  # fmt: skip
+    gsc.pp.pca(adata, n_comps=n_comps)
     adata.obsm.pop(K.OBSM_PCA_HARMONY, None)  # a correction of the old PCA: 'neighbors' must not use it
 
 
@@ -284,8 +320,8 @@ def read_input(path: str) -> AnnData:
     import anndata as ad
 
     p = Path(path)
-    if not p.exists():
-        msg = f"input file not found: {path}"
+    if not path or not p.exists():
+        msg = f"input file not found: {path!r}"
         raise CliError(msg)
     kind = _input_kind(p)
     try:
@@ -323,7 +359,12 @@ def _input_kind(p: Path) -> str:
         import h5py
 
         if h5py.is_hdf5(p):
-            with h5py.File(p, "r") as f:
+            try:
+                f = h5py.File(p, "r")
+            except OSError as e:  # a truncated or damaged file
+                msg = f"cannot read {p}: {e}; is the file complete (a copy or download cut short)?"
+                raise CliError(msg) from e
+            with f:
                 if "X" in f or "obs" in f:
                     return "h5ad"
                 if "row_attrs" in f and "col_attrs" in f:
@@ -384,12 +425,19 @@ def read_h5ad_lazy(path: str, chunk_rows: int) -> tuple[AnnData, object]:
     return adata, f
 
 
-def check_output(path: str, flag: str = "-o", *, inputs=()) -> None:
-    """Refuse, before any work, an output path that cannot be written: an existing folder (but a
+def check_output(path: str, flag: str = "-o", *, inputs=(), data: bool = True) -> None:
+    """Refuse, before any work, an output path that cannot be written (`data`: an AnnData, so
+    .h5ad, .zarr or no suffix): an existing folder (but a
     .zarr store, which is one and is replaced), a file where a .zarr store goes, a parent that is
     a file or that this user cannot write in, or one of the `inputs` ((what, path): a file read
     while the output is written)."""
     p = Path(path)
+    if not path:
+        msg = f"{flag} is empty; give a file name"
+        raise CliError(msg)
+    if data and p.suffix.lower() not in ("", ".h5ad", ".zarr"):
+        msg = f"{flag} {path}: gpu-sc writes an .h5ad file (or a .zarr store); name the output OUT.h5ad"
+        raise CliError(msg)
     if p.is_dir() and p.suffix != ".zarr":
         msg = f"{flag} {path} is a folder; give a file name"
         raise CliError(msg)
@@ -453,8 +501,7 @@ def cmd_run(args: argparse.Namespace) -> None:
         adata, source = read_h5ad_lazy(args.input, args.chunk_rows)
         how = f" as Dask blocks of {args.chunk_rows:,} cells"
     try:
-        if steps[0] == "qc":  # (a later qc may read columns a step before it makes)
-            _check_qc_vars(adata, args)
+        check_run_options(adata, steps, args)
         print(f"read {args.input}{how}: {shape_text(adata)}; backend {backend_description(device)}")
         times = run_pipeline(adata, steps, args, device)
         t0 = time.perf_counter()
@@ -523,7 +570,7 @@ def _check_plot(path: str) -> str:
     """--plot as the file that will be written (.png added where it has no suffix), refused
     before any work where matplotlib cannot write its format or where it is the heatmap's name."""
     p = Path(path) if Path(path).suffix else Path(path + ".png")  # matplotlib's default format
-    check_output(str(p), "--plot")
+    check_output(str(p), "--plot", data=False)
     if p.name == PIC_DEMO_PNG:
         msg = f"--plot {path}: the PIC pair heatmap is written as {PIC_DEMO_PNG} beside it; give the UMAP another name"
         raise CliError(msg)
@@ -776,6 +823,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{run,demo,pic}")
 
     device = argparse.ArgumentParser(add_help=False)
+    device.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")  # fmt: skip (SUPPRESS: keeps the main flag's)
     device.add_argument("--device", choices=("cpu", "gpu", "auto"), default="auto",
                         help="where to compute (default: auto = gpu when one is usable)")  # fmt: skip
     opts = argparse.ArgumentParser(add_help=False)
@@ -798,8 +847,9 @@ def build_parser() -> argparse.ArgumentParser:
     opts.add_argument("--qc-vars", default=None,
                       help="qc: comma-separated boolean var columns (default: 'mt' = MT-/mt- genes)")  # fmt: skip
 
-    run = sub.add_parser("run", parents=[device, opts], help="run preprocessing steps on an h5ad file")
-    run.add_argument("input", metavar="IN.h5ad")
+    run = sub.add_parser("run", parents=[device, opts],
+                         help="run preprocessing steps on a count matrix (h5ad, 10x h5 or mtx folder, zarr, loom)")
+    run.add_argument("input", metavar="IN", help=f"the input: {FORMATS}")
     run.add_argument("-o", "--output", metavar="OUT.h5ad", required=True)
     run.add_argument("--steps", default=DEFAULT_STEPS,
                      help=f"comma-separated, run in order; one of: {', '.join(STEPS)} "
@@ -853,10 +903,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning as one line of the tool's output, not Python's source path and line."""
+    print(f"gpu-sc: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # restores Python's display on return
+            if not args.traceback:
+                warnings.showwarning = _one_line_warning
+            args.func(args)
     except Exception as e:
         if args.traceback:
             raise

@@ -17,7 +17,7 @@ import scipy.sparse as sp
 from _helpers import SUBPROCESS_TIMEOUT, assert_close
 
 import gpu_sc
-from gpu_sc.cli import main
+from gpu_sc.cli import CliError, main
 from gpu_sc.datasets import pbmc68k_reduced
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -552,6 +552,41 @@ def test_bad_option_values_and_missing_graph(counts_file, tmp_path, capsys, monk
     assert "[1/2] qc" not in capsys.readouterr().out and not (tmp_path / "o.h5ad").exists()
 
 
+def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
+    """From a new user's audit: --batch-key and a later qc's --qc-vars are checked against the
+    input before the first step, and --chunk-rows with a step that needs the cells in memory is
+    refused at once with advice for the command line (they failed after the steps before them);
+    other suffixes for -o, an empty path and a truncated file are named; --traceback is taken
+    after the subcommand too; warnings are one line each."""
+    out = str(tmp_path / "o.h5ad")
+    for argv, expect in (
+        (["--steps", "qc,filter,normalize,log1p,pca,harmony", "--batch-key", "nosuch"], "--batch-key: 'nosuch' not a column"),
+        (["--steps", "normalize,log1p,hvg,pca,qc", "--qc-vars", "nosuch"], "--qc-vars: 'nosuch' not a column"),
+        (["--steps", "qc,filter,scrublet", "--chunk-rows", "300"], "step 'scrublet' needs the cells in memory"),
+        (["--steps", "qc,normalize,log1p,pca,neighbors,leiden,markers", "--chunk-rows", "300",
+          "--markers-method", "wilcoxon"], "use --markers-method t-test with --chunk-rows"),
+    ):  # fmt: skip
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(counts_file), "-o", out, "--device", "cpu", *argv])
+        captured = capsys.readouterr()
+        assert e.value.code == 2 and expect in captured.err and "[1/" not in captured.out, (argv, captured)
+    for path, flag, expect in ((str(tmp_path / "o.csv"), "-o", "gpu-sc writes an .h5ad file"), ("", "-o", "-o is empty"),
+                               ("", "in", "input file not found: ''")):  # fmt: skip
+        with pytest.raises(SystemExit):
+            main(["run", path if flag == "in" else str(counts_file), "-o", out if flag == "in" else path])
+        assert expect in capsys.readouterr().err
+    cut = tmp_path / "cut.h5ad"
+    cut.write_bytes(counts_file.read_bytes()[:200_000])
+    with pytest.raises(SystemExit):
+        main(["run", str(cut), "-o", out])
+    assert "is the file complete" in capsys.readouterr().err
+    with pytest.raises(CliError, match="run the 'leiden' step"):  # --traceback after the subcommand: raised
+        main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "markers", "--traceback"])
+    assert main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "normalize,log1p,log1p"]) == 0
+    err = capsys.readouterr().err
+    assert "gpu-sc: warning:" in err and "already log-transformed" in err and ".py:" not in err
+
+
 def test_run_option_edge_cases(counts_file, tmp_path, capsys):
     """--qc-vars mt (the default's column) works, and a column a step before qc makes; the
     default qc marks MT genes afresh (a stale var['mt'] is replaced); PCA after hvg takes fewer
@@ -577,6 +612,7 @@ def test_run_option_edge_cases(counts_file, tmp_path, capsys):
     text = capsys.readouterr().out
     got = ad.read_h5ad(out)
     assert "pct_counts_mt" in got.obs and got.obsm["X_pca"].shape[1] == 19
+    assert "pca: --n-comps 50 is more than" in text and "computing 19" in text  # said, not silent
     steps = [float(line.split()[2]) for line in text.splitlines() if line.startswith("[")]
     total = float(text.split(" s in steps")[0].rsplit("(", 1)[1])
     assert len(steps) == 6 and abs(total - sum(steps)) <= 0.005 * len(steps)  # each step's time rounded
