@@ -101,6 +101,12 @@ def test_gpu_equals_cpu(device):
     gsc.pp.downsample_counts(gpu, counts_per_cell=600)
     assert type(gpu.X).__module__.startswith("cupyx")
     np.testing.assert_array_equal(to_host(gpu.X), to_host(want))
+    import cupy as cp  # targets made on the GPU (from a GPU X's totals): read on the host
+
+    targets = np.full(a.n_obs, 600, dtype=np.int64)
+    gpu = gsc.get.to_gpu(a, copy=True)
+    gsc.pp.downsample_counts(gpu, counts_per_cell=cp.asarray(targets))
+    np.testing.assert_array_equal(to_host(gpu.X), to_host(want))
 
 
 @pytest.mark.parametrize(("change", "kwargs", "error", "match"), [

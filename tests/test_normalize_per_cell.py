@@ -94,6 +94,14 @@ def test_gpu_equals_cpu(device, brain):
         ref = _quiet(sc.pp.normalize_per_cell, a.X, copy=True, min_counts=20)
         assert type(got).__module__.startswith("cupy") and got.shape == ref.shape
         np.testing.assert_allclose(to_host(got), to_host(ref), rtol=2e-7, atol=1e-6)
+    import dask.array as da  # Dask of GPU blocks, X and a layer: the totals come back as cupy arrays
+
+    lazy = a.copy()
+    lazy.X = da.from_array(a.X, chunks=(100, -1))
+    lazy.layers = {k: da.from_array(v, chunks=(100, -1)) for k, v in a.layers.items()}
+    gsc.get.to_gpu(lazy)
+    _quiet(gsc.pp.normalize_per_cell, lazy, layers="all")
+    _same(ad.AnnData(lazy.X.compute(), obs=lazy.obs, layers={k: v.compute() for k, v in lazy.layers.items()}), want)
 
 
 def test_views_and_bad_input(brain):

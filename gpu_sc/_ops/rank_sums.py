@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._dispatch import GPU, primitive
-from ._layout import Parts, segment_ids
+from ._layout import Parts, kernel_parts, segment_ids
 
 
 @numba.njit(parallel=True, cache=True)
@@ -107,6 +107,7 @@ def _(p: Parts, codes, n_groups: int):
 
     n_rows, n_cols = p.shape
     codes = _checked_codes(p, codes, cp)
+    p = kernel_parts(p)  # cupyx's CSR takes float and bool values only: integers as float64, exact
     x = cpsp.csr_matrix(p.data.reshape(p.shape)) if p.dense else cpsp.csr_matrix(tuple(p[:3]), shape=p.shape)
     csc = x.tocsc()
     cols = segment_ids(csc.indptr)

@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .._backend import describe, is_dask, is_gpu, is_sparse
+from .._backend import describe, is_dask, is_gpu, is_sparse, to_host
 from .._settings import settings
 from .._validation import canonical, check_anndata, check_counts, get_matrix, make_actual, set_matrix
 from ..get import array_to_gpu
@@ -103,7 +103,7 @@ def _seed(random_state) -> int:
 def _targets(counts_per_cell, n_obs: int) -> np.ndarray:
     if isinstance(counts_per_cell, int | np.integer) and not isinstance(counts_per_cell, bool):
         counts_per_cell = np.full(n_obs, int(counts_per_cell), dtype=np.int64)
-    targets = np.asarray(counts_per_cell)
+    targets = np.asarray(to_host(counts_per_cell) if is_gpu(counts_per_cell) else counts_per_cell)  # made on a GPU
     if targets.dtype == object:  # scanpy's astype(int) takes numbers held as objects
         with contextlib.suppress(TypeError, ValueError):
             targets = targets.astype(np.int64)

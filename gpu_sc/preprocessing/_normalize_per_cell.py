@@ -111,7 +111,7 @@ def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
         import dask
 
         keep, counts = dask.compute(keep, counts)
-    return np.asarray(keep), np.asarray(counts)
+    return np.asarray(to_host(keep)), np.asarray(to_host(counts))  # a GPU-block Dask matrix's are cupy
 
 
 def _normalized(x, counts, after):
