@@ -382,12 +382,14 @@ def test_numbers_and_arrays_name_groups(logged):
 @pytest.mark.parametrize("tie_correct", [False, True])
 @pytest.mark.parametrize("reference", ["rest", "CD14+ Monocyte"])
 def test_wilcoxon_with_nan_as_scanpy(logged, reference, tie_correct):
-    """scanpy's ranking puts a gene's NaN values above all others, untied; ours too (it refused
-    NaN). Here a gene's NaN cells lie in one group, where scanpy's sums do not depend on its sort."""
+    """scanpy's ranking puts a gene's NaN values above all others, untied, and its +inf values
+    below them, tied; ours too (it refused NaN). Here a gene's NaN cells lie in one group, where
+    scanpy's sums do not depend on its sort (split across groups, scores differ by about 0.01)."""
     a = logged.copy()
     x = a.X.toarray()
     x[np.flatnonzero(a.obs["grp"] == "Dendritic")[:2], :5] = np.nan  # 5 genes, 2 cells of a tested group
     x[np.flatnonzero(a.obs["grp"] == "CD14+ Monocyte")[:3], 5] = np.nan  # one gene, 3 reference cells
+    x[np.flatnonzero(a.obs["grp"] == "CD19+ B")[:2], 4:6] = np.inf  # +inf beside NaN in two of them
     a.X = sp.csr_matrix(x)
     for data in (a, _dense(a)):
         ref, got = data.copy(), data.copy()

@@ -369,10 +369,16 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
 def _rank_sums_nan_last(x, codes, n_groups: int):
     """`rank_sums` (host arrays) as scanpy ranks a gene with NaN values: its rankdata sorts
     them above every value, each its own value (NaN != NaN: no tie). Here they are ranked as
-    +inf, so they take the same top ranks as one tied block, which comes off the tie term; where
-    a gene's NaN cells lie in several groups, each gets the block's average rank (scanpy's split
-    of those ranks follows its sort's order)."""
-    x, nan = nan_replaced(x, np.inf)
+    +inf (a real +inf as the largest finite value: its own tie below them), so they take the
+    same top ranks as one tied block, which comes off the tie term; where a gene's NaN cells lie
+    in several groups, each gets the block's average rank (scanpy's split of those ranks follows
+    its sort's order, so there the scores differ, by about 0.01 measured; an all-NaN gene scores
+    0 here and a value set by row order there)."""
+    given = x.data if is_sparse(x) else x
+    x, nan = nan_replaced(x, np.inf)  # a copy of the same layout where there is any NaN
+    if nan is not None:  # real +inf values: tied among themselves below the NaN, as in scanpy
+        values = x.data if is_sparse(x) else x
+        values[given == np.inf] = np.finfo(values.dtype).max
     sums, tie = (to_host(a) for a in rank_sums(parts(x), codes, n_groups))
     if nan is None:
         return sums, tie
