@@ -262,12 +262,13 @@ def _issue_counts(x, values) -> tuple[int, int]:
     return Chunked(x).reduce(block_value_issues) if is_dask(x) else _value_issues(values)
 
 
-def check_integer_counts(x, *, step: str) -> None:
+def check_integer_counts(x, *, step: str, issues: tuple[int, int, int] | None = None) -> None:
     """Raw UMI counts: :func:`check_counts` plus whole-number values (methods that draw UMIs,
-    such as down-sampling and resampling, need integers). A Dask array is read once for both."""
+    such as down-sampling and resampling, need integers). A Dask array is read once for both,
+    or not at all where `issues` holds its `block_integer_issues` from a pass already made."""
     check_count_dtype(x, step=step)
     if is_dask(x):
-        n_bad, n_neg, n_frac = Chunked(x).reduce(_block_issues_and_fractions)
+        n_bad, n_neg, n_frac = Chunked(x).reduce(block_integer_issues) if issues is None else issues
         check_counts(x, step=step, issues=(n_bad, n_neg))
     else:
         check_counts(x, step=step)
@@ -300,7 +301,7 @@ def block_value_issues(p) -> tuple[int, int]:
     return _value_issues(p.data)
 
 
-def _block_issues_and_fractions(p) -> tuple[int, int, int]:
+def block_integer_issues(p) -> tuple[int, int, int]:
     """(non-finite, negative, non-whole) value counts of one block's parts: one read for all."""
     return (*_value_issues(p.data), _fractions(p.data))
 

@@ -718,6 +718,9 @@ def test_pair_frequencies_refusals_and_duplicate_genes(deconvolved_ref):
     logged.X = logged.X.log1p()
     with pytest.raises(ValueError, match=r"pair_frequencies \(pics.X\): expects raw integer counts"):
         gsc.pic.pair_frequencies(logged, ref, n_sim=20, n_boot=20)
+    logged.obs["cond"] = np.where(np.arange(logged.n_obs) % 2, "x", "y")  # no counts needed there
+    assert len(gsc.pic.pair_abundance_test(logged, "cond", inplace=False)) > 0
+    assert len(gsc.pic.pair_frequencies(logged)) > 0
     for col in ("pic_a", "pic_b"):
         q = p.copy()
         del q.obs[col]

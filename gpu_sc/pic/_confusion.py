@@ -39,8 +39,8 @@ import scipy.sparse as sp
 from scipy.optimize import nnls
 
 from .. import _keys as K, _ops
-from .._backend import gpu_available, to_host
-from .._validation import canonical, check_anndata, check_integer_counts
+from .._backend import gpu_available, is_dask, to_host
+from .._validation import block_integer_issues, canonical, check_anndata, check_integer_counts
 from ..get import array_to_cpu
 from ._args import check_posterior_shape
 from ._deconvolve import deconvolve
@@ -77,13 +77,23 @@ def kept_posterior(pics: ad.AnnData, step: str):
     return post.tocsr(), ok, names_a, names_b
 
 
-def pic_depths(pics: ad.AnnData, step: str) -> np.ndarray:
-    """Each PIC's total UMIs (host float64), wherever pics.X lives (GPU, Dask blocks); pics.X is
-    checked to hold raw counts first (normalised or logged values have no depth: simulated at
-    their totals, the confusion was silently another)."""
+def pic_depths(pics: ad.AnnData, step: str, *, counts: bool = False) -> np.ndarray:
+    """Each PIC's total UMIs (host float64), wherever pics.X lives (GPU, Dask blocks). With
+    `counts`, pics.X is checked to hold raw counts (in the same pass over a Dask X): where the
+    depths are simulated at, normalised or logged values would give another confusion, silently."""
     x = canonical(pics.X, step=step)
-    check_integer_counts(x, step=f"{step} (pics.X)")
-    return to_host(_ops.row_sums(_ops.parts(x))[0])
+    if not counts:
+        return to_host(_ops.row_sums(_ops.parts(x))[0])
+    if is_dask(x):
+        totals, issues = _ops.parts(x).rows_and_sums(_row_totals, block_integer_issues)
+    else:
+        totals, issues = _row_totals(_ops.parts(x)), None
+    check_integer_counts(x, step=f"{step} (pics.X)", issues=issues)
+    return to_host(totals)
+
+
+def _row_totals(p):
+    return _ops.row_sums(p)[0]
 
 
 class Simulated(NamedTuple):

@@ -279,7 +279,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
             msg = (f"{step}: singlets.obs has no column {groupby!r}, the groupby deconvolve used; pass "
                    "the singlets given to deconvolve.")  # fmt: skip
             raise KeyError(msg)
-        depths = pic_depths(pics, step)
+        depths = pic_depths(pics, step, counts=True)
     tables = []
     for value, mask in conditions:
         rows = np.flatnonzero(mask & ok)
