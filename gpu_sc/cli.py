@@ -99,10 +99,14 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
                    f"(its columns: {', '.join(map(str, adata.var.columns)) or 'none'}); 'mt' marks MT-/mt- genes")
             raise CliError(msg)
     users = [s for s in ("scrublet", "harmony") if s in steps]
-    if args.batch_key and users:
+    keys = _batch_keys(args)
+    if "scrublet" in steps and len(keys) > 1:
+        msg = f"step 'scrublet' takes one batch column; --batch-key gave {len(keys)} ({args.batch_key})."
+        raise CliError(msg)
+    if keys and users:
         first = min(users, key=steps.index)
         known = set(adata.obs.columns) | _made_before(steps, first, _STEP_OBS)
-        missing = [k for k in args.batch_key.split(",") if k and k not in known]
+        missing = [k for k in keys if k not in known]
         if missing:
             msg = (f"--batch-key: {', '.join(map(repr, missing))} not a column of the input's obs "
                    f"(its columns: {', '.join(map(str, adata.obs.columns)) or 'none'})")
@@ -118,12 +122,14 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
             raise CliError(msg)
 
 
+def _batch_keys(args: argparse.Namespace) -> list[str]:
+    """--batch-key as a list of column names (empty entries dropped)."""
+    return [k for k in (args.batch_key or "").split(",") if k]
+
+
 def _scrublet(adata: AnnData, args: argparse.Namespace) -> None:
-    # on raw counts, before 'normalize'; per batch when --batch-key names one column
-    keys = args.batch_key.split(",") if args.batch_key else []
-    if len(keys) > 1:
-        msg = f"step 'scrublet' takes one batch column; --batch-key gave {len(keys)} ({args.batch_key})."
-        raise CliError(msg)
+    # on raw counts, before 'normalize'; per batch when --batch-key names one column (checked at start)
+    keys = _batch_keys(args)
     gsc.pp.scrublet(adata, batch_key=keys[0] if keys else None)
 
 
@@ -182,10 +188,10 @@ def _neighbors(adata: AnnData, args: argparse.Namespace) -> None:
 
 
 def _harmony(adata: AnnData, args: argparse.Namespace) -> None:
-    if not args.batch_key:
+    if not _batch_keys(args):
         msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
         raise CliError(msg)
-    gsc.pp.harmony_integrate(adata, args.batch_key.split(","))
+    gsc.pp.harmony_integrate(adata, _batch_keys(args))
 
 
 def _need_graph(adata: AnnData, step: str) -> None:
@@ -438,10 +444,11 @@ def check_output(path: str, flag: str = "-o", *, inputs=(), data: bool = True) -
     if data and p.suffix.lower() not in ("", ".h5ad", ".zarr"):
         msg = f"{flag} {path}: gpu-sc writes an .h5ad file (or a .zarr store); name the output OUT.h5ad"
         raise CliError(msg)
-    if p.is_dir() and p.suffix != ".zarr":
+    zarr = p.suffix.lower() == ".zarr"
+    if p.is_dir() and not zarr:
         msg = f"{flag} {path} is a folder; give a file name"
         raise CliError(msg)
-    if p.suffix == ".zarr" and p.exists():
+    if zarr and p.exists():
         if not p.is_dir():
             msg = f"{flag} {path} is a file; a .zarr output is a folder: give another name or remove it"
             raise CliError(msg)
@@ -475,7 +482,7 @@ def write_output(adata: AnnData, path: str) -> None:
     keeps an earlier output."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    zarr = target.suffix == ".zarr"
+    zarr = target.suffix.lower() == ".zarr"
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
     try:
         adata.write_zarr(tmp) if zarr else adata.write_h5ad(tmp)

@@ -563,6 +563,7 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
         (["--steps", "qc,filter,normalize,log1p,pca,harmony", "--batch-key", "nosuch"], "--batch-key: 'nosuch' not a column"),
         (["--steps", "normalize,log1p,hvg,pca,qc", "--qc-vars", "nosuch"], "--qc-vars: 'nosuch' not a column"),
         (["--steps", "qc,filter,scrublet", "--chunk-rows", "300"], "step 'scrublet' needs the cells in memory"),
+        (["--steps", "qc,filter,scrublet", "--batch-key", "phase,louvain"], "step 'scrublet' takes one batch column"),
         (["--steps", "qc,normalize,log1p,pca,neighbors,leiden,markers", "--chunk-rows", "300",
           "--markers-method", "wilcoxon"], "use --markers-method t-test with --chunk-rows"),
     ):  # fmt: skip
@@ -582,6 +583,9 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
     assert "is the file complete" in capsys.readouterr().err
     with pytest.raises(CliError, match="run the 'leiden' step"):  # --traceback after the subcommand: raised
         main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "markers", "--traceback"])
+    upper = tmp_path / "o.ZARR"  # a zarr store whatever the suffix's case
+    assert main(["run", str(counts_file), "-o", str(upper), "--device", "cpu", "--steps", "qc"]) == 0
+    assert upper.is_dir() and ad.read_zarr(upper).n_obs == 700
     assert main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "normalize,log1p,log1p"]) == 0
     err = capsys.readouterr().err
     assert "gpu-sc: warning:" in err and "already log-transformed" in err and ".py:" not in err
