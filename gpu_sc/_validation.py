@@ -138,7 +138,7 @@ def canonical(x, *, step: str, sum_duplicates: bool = False):
         return x
     if is_sparse(x):
         check_index_dtype(x, step=step)
-        x = in_layout(x)
+        x = _native(in_layout(x))
         return summed_duplicates(x) if sum_duplicates else x
     if not hasattr(x, "flags"):
         raise unsupported_matrix(x, step=step, expected="a 2-D numpy/cupy array")
@@ -146,7 +146,33 @@ def canonical(x, *, step: str, sum_duplicates: bool = False):
         msg = (f"{step}: expected a 2-D matrix (cells x genes), got a {x.ndim}-D array of shape "
                f"{x.shape}; pass the whole matrix (e.g. x.reshape(1, -1) for one cell).")
         raise ValueError(msg)
-    return in_layout(x)
+    return _native(in_layout(x))
+
+
+def writable(x):
+    """`x`, or a copy where its host values are read-only (a read-only memmap, an array with
+    writeable=False, as some readers hand out): steps that work in place then write into their
+    own copy, which replaces the matrix, where numba's in-place loops have no type for them."""
+    values = x.data if is_sparse(x) else x
+    if is_dask(x) or is_gpu(values) or getattr(values, "flags", None) is None or values.flags.writeable:
+        return x
+    return x.copy()
+
+
+def _native(x):
+    """A host matrix in the forms the compiled code takes: values in the machine's byte order
+    (some HDF5 files hold big-endian ones, '>f4': numba has no type for them) and a CSR's two
+    index arrays of one dtype (int32 pointers beside int64 indices: scipy's eliminate_zeros
+    refuses them). A copy of what differs only; device arrays are always native."""
+    values = x.data if is_sparse(x) else x
+    if is_gpu(values) or values.dtype.isnative and not (
+            is_sparse(x) and x.indices.dtype != x.indptr.dtype):  # fmt: skip
+        return x
+    if not is_sparse(x):
+        return x.astype(x.dtype.newbyteorder("="))
+    index = np.promote_types(x.indices.dtype, x.indptr.dtype)
+    return type(x)((values.astype(values.dtype.newbyteorder("="), copy=False), x.indices.astype(index, copy=False),
+                    x.indptr.astype(index, copy=False)), shape=x.shape)  # fmt: skip
 
 
 def renamed_arg(old: str, new: str):

@@ -298,3 +298,70 @@ def test_pca_all_components_where_scanpy_takes_them(logged, dense, solver, runs)
         scale = np.abs(ref.obsm["X_pca"]).max()
         np.testing.assert_allclose(np.abs(got.obsm["X_pca"][:, :10]), np.abs(ref.obsm["X_pca"][:, :10]),
                                    atol=1e-4 * scale)  # fmt: skip
+
+
+_STORED = {  # steps whose result a stored form of the same counts must not change
+    "qc": lambda a: gsc.pp.calculate_qc_metrics(a, percent_top=(5, 20), inplace=False)[0].to_numpy(float),
+    "filter_cells": lambda a: gsc.pp.filter_cells(a, min_genes=50, inplace=False)[1],
+    "normalize": lambda a: _dense(gsc.pp.normalize_total(a, copy=True).X),
+    "regress_out": lambda a: _dense(gsc.pp.regress_out(a, "n_counts", copy=True).X),
+    "downsample": lambda a: _dense(gsc.pp.downsample_counts(a, counts_per_cell=300, random_state=0, copy=True).X),
+    "combat": lambda a: gsc.pp.combat(a, "half", inplace=False),
+    "aggregate": lambda a: gsc.get.aggregate(a, "bulk_labels", "sum").layers["sum"],
+    "t_test": lambda a: _markers_of_counts(a),
+}
+
+
+def _dense(x):
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def _markers_of_counts(a):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # raw counts
+        return gsc.tl.rank_genes_groups(a, "bulk_labels", copy=True).uns["rank_genes_groups"]["scores"].tolist()
+
+
+def _stored_forms(x: sp.csr_matrix) -> dict:
+    """The same counts as big-endian values (some HDF5 files; scipy's own copy refuses them in
+    a sparse matrix), int32 pointers beside int64 indices, and read-only values (a read-only
+    memmap, writeable=False)."""
+    mixed = x.copy()
+    mixed.indices = mixed.indices.astype(np.int64)
+    frozen = x.copy()
+    frozen.data.flags.writeable = False
+    dense_frozen = x.toarray()
+    dense_frozen.flags.writeable = False
+    return {"big-endian dense": x.toarray().astype(">f4"), "mixed index dtypes": mixed,
+            "read-only csr": frozen, "read-only dense": dense_frozen}  # fmt: skip
+
+
+@pytest.mark.parametrize("step", list(_STORED))
+def test_stored_forms_give_the_same_result(pbmc, step):
+    """From an audit: big-endian values were a numba TypingError in most steps (scanpy takes
+    them), read-only values one in normalize_total, regress_out and downsample_counts (scanpy's
+    CSR normalize_total takes them), and downsample_counts on mixed index dtypes thinned X and
+    then raised; now each gives the result of the plain matrix, the input as it was."""
+    base = pbmc[:300, :200].copy()
+    base.obs["n_counts"] = np.asarray(base.X.sum(axis=1)).ravel()
+    base.obs["half"] = np.where(np.arange(base.n_obs) % 2, "a", "b")
+    want = _STORED[step](base.copy())
+    for name, x in _stored_forms(base.X).items():
+        a = base.copy()
+        a.X = x
+        before = _dense(x).copy()
+        got = _STORED[step](a)
+        np.testing.assert_allclose(np.asarray(got, dtype=float), np.asarray(want, dtype=float), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)  # fmt: skip
+        np.testing.assert_array_equal(_dense(a.X), before, err_msg=name)
+
+
+def test_scrublet_reads_duplicate_entries_as_their_sum(pbmc):
+    """scanpy's scrublet scores a CSR with duplicate entries as the summed matrix; ours read the
+    observed matrix's entries apart (scores up to 0.33 off, from an audit)."""
+    a, b = pbmc.copy(), pbmc.copy()
+    b.X = _split_entries(b.X)
+    gsc.pp.scrublet(a, random_state=0)
+    gsc.pp.scrublet(b, random_state=0)
+    np.testing.assert_allclose(b.obs["doublet_score"], a.obs["doublet_score"], atol=1e-6)
+    assert b.obs["predicted_doublet"].equals(a.obs["predicted_doublet"])

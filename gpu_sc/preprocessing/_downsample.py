@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from .._backend import describe, is_dask, is_gpu, is_sparse, to_host
 from .._settings import settings
-from .._validation import canonical, check_anndata, check_counts, get_matrix, make_actual, set_matrix
+from .._validation import canonical, check_anndata, check_counts, get_matrix, make_actual, set_matrix, writable
 from ..get import array_to_gpu
 
 _STEP = "downsample_counts"
@@ -80,7 +80,7 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
     adata = adata.copy() if copy else adata
     make_actual(adata, warn=True)  # a view's dense X is its parent's memory: thinned in place otherwise
     original = get_matrix(adata, step=_STEP)
-    x = canonical(original, step=_STEP, sum_duplicates=True)
+    x = writable(canonical(original, step=_STEP, sum_duplicates=True))  # thinned in place
     if is_dask(x):
         out = _dask_per_cell(x, targets, seed, replace)
     else:

@@ -12,7 +12,7 @@ from .. import _ops
 from .._backend import is_dask, to_host, xp_of
 from .._settings import settings
 from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, get_matrix, make_actual,
-                           old_positionals, set_matrix)
+                           old_positionals, set_matrix, writable)
 
 _STEP = "normalize_total"
 
@@ -108,6 +108,8 @@ def normalize_total(
         x = x.astype(np.float32)  # scanpy's choice for integer counts
     elif not inplace and x is x0:
         x = x.copy()
+    else:
+        x = writable(x)  # read-only values: divided in a copy that replaces them
     p = _ops.parts(x)
     if lazy:
         set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)

@@ -36,7 +36,7 @@ from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_h
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
 from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
-                           obs_categories, old_positionals, sanitize_anndata, set_matrix)
+                           obs_categories, old_positionals, sanitize_anndata, set_matrix, writable)
 
 _STEP = "regress_out"
 _PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
@@ -108,7 +108,7 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     # everything checked: only now is anything changed (the copy, or the user's AnnData)
     adata = adata.copy() if copy else adata
     sanitize_anndata(adata, warn=True)
-    x = canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP)
+    x = writable(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))
     set_matrix(adata, _regress(x, design), layer=layer)
     return adata if copy else None
 
