@@ -61,6 +61,11 @@ def rank_genes_groups_df(adata: AnnData, group: str | Iterable[str] | None, *, k
     for k, column in _SHARES.items():
         if k in ranked:  # a gene's share in its group; a ranked name without one (NaN) leaves the table
             shares = ranked[k][groups]
+            if not shares.index.is_unique:  # (scanpy's merge gives a row per pairing of the duplicates)
+                dup = shares.index[shares.index.duplicated()].unique().tolist()
+                msg = (f"{STEP}: the genes of uns[{key!r}][{k!r}] repeat names ({dup[:5]}), so the shares cannot "
+                       "be matched to the ranked names; run adata.var_names_make_unique() and rank again.")  # fmt: skip
+                raise ValueError(msg)
             rows = shares.index.get_indexer(table["names"])
             found = rows >= 0
             merged_rows = len(table)  # scanpy's merge with its text column makes 'group' text, if it has rows

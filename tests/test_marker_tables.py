@@ -355,3 +355,19 @@ def test_dendrogram_one_category_bool_categories_and_nan_genes(reduced):
         want = sc.tl.dendrogram(data.copy(), "bulk_labels", **kw)
         got = gsc.tl.dendrogram(data.copy(), "bulk_labels", **kw)
         assert_dendrogram_equal(got, want, tol=1e-6)
+
+
+def test_rank_genes_groups_df_with_repeated_gene_names_and_pts(logged):
+    """pts over repeated var_names cannot be matched to names: said (a pandas InvalidIndexError;
+    scanpy's merge gives a row per pairing of the duplicates); without pts the tables are scanpy's."""
+    a = logged.copy()
+    names = list(a.var_names)
+    names[1] = names[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a.var_names = names
+        sc.tl.rank_genes_groups(a, "grp", pts=True)
+    with pytest.raises(ValueError, match=r"repeat names \(\[.*\]\).*var_names_make_unique"):
+        gsc.get.rank_genes_groups_df(a, "Dendritic")
+    del a.uns["rank_genes_groups"]["pts"], a.uns["rank_genes_groups"]["pts_rest"]
+    pd.testing.assert_frame_equal(gsc.get.rank_genes_groups_df(a, "Dendritic"), sc.get.rank_genes_groups_df(a, "Dendritic"))

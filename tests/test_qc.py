@@ -139,3 +139,14 @@ def test_float_percent_top_and_parallel_as_scanpy(pbmc):
         gsc.pp.calculate_qc_metrics(a, parallel=True)
     with pytest.raises(KeyError, match="qc_vars takes names"):
         gsc.pp.calculate_qc_metrics(a, qc_vars=np.zeros(a.n_vars, bool))
+
+
+def test_qc_var_over_other_genes_than_raw_says_so(pbmc):
+    """use_raw after a gene filter: var's mask is shorter than raw's genes (scanpy: an IndexError;
+    ours said the boolean column was not boolean)."""
+    a = pbmc.copy()
+    a.var["mt"] = np.arange(a.n_vars) % 7 == 0
+    a.raw = a
+    a = a[:, :500].copy()
+    with pytest.raises(ValueError, match=r"adata.var\['mt'\] has 500 values but the matrix read has 765 genes"):
+        gsc.pp.calculate_qc_metrics(a, qc_vars=["mt"], use_raw=True)

@@ -266,3 +266,19 @@ def test_dask_blocks_sparse_where_the_meta_says_dense(pbmc):
     np.testing.assert_array_equal(to_host(got), to_host(mem))
     with pytest.raises(TypeError, match="a block of the Dask array is sparse where the array's meta is dense"):
         scale(lazy, copy=True).compute()
+
+
+def test_return_mean_std_of_a_matrix_as_scanpy(pbmc):
+    """scanpy's scale_array returns (scaled, mean, std) with return_mean_std (ours refused the keyword)."""
+    for x in (pbmc.X.toarray(), pbmc.X):
+        centre = not sp.issparse(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            want = sc.pp.scale(x.copy(), zero_center=centre, return_mean_std=True)
+        got = scale(x.copy(), zero_center=centre, return_mean_std=True)
+        assert type(got[0]) is type(want[0])
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_allclose(g.toarray() if sp.issparse(g) else g, w.toarray() if sp.issparse(w) else w,
+                                       rtol=1e-5, atol=1e-6)  # fmt: skip
+    with pytest.raises(TypeError, match="return_mean_std takes a matrix"):
+        scale(pbmc, return_mean_std=True)

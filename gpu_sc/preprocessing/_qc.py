@@ -161,8 +161,13 @@ def _qc_mask(adata: AnnData, name: str, n_genes: int) -> np.ndarray:
                f"adata.var[{name!r}] = adata.var_names.str.startswith('MT-').")
         raise KeyError(msg)
     mask = adata.var[name].to_numpy()
-    if mask.dtype != bool or mask.shape != (n_genes,):
+    if mask.dtype != bool:
         msg = f"{_STEP}: adata.var[{name!r}] must be boolean, got dtype {mask.dtype}."
+        raise ValueError(msg)
+    if mask.shape != (n_genes,):  # use_raw after a gene filter: raw has more genes than var
+        msg = (f"{_STEP}: adata.var[{name!r}] has {mask.size} values but the matrix read has {n_genes} genes "
+               "(use_raw=True reads adata.raw, whose genes var no longer lists after a gene filter); mark "
+               "the genes over the matrix's genes, or pass use_raw=False.")  # fmt: skip
         raise ValueError(msg)
     return mask
 

@@ -29,6 +29,7 @@ def scale(
     layer: str | None = None,
     obsm: str | None = None,
     mask_obs=None,
+    return_mean_std: bool = False,
 ):
     """Scale every gene to unit variance and (by default) zero mean, like :func:`scanpy.pp.scale`.
 
@@ -55,6 +56,9 @@ def scale(
     mask_obs
         Boolean array over cells, or the name of a boolean ``adata.obs`` column: compute the
         statistics on those cells only and scale only those cells (the others stay as they are).
+    return_mean_std
+        For a matrix: return ``(scaled, mean, std)``, the genes' statistics as host float64
+        arrays, as scanpy's ``scale_array`` does (an AnnData gets them in ``var``).
 
     Returns
     -------
@@ -92,8 +96,13 @@ def scale(
             raise ValueError(msg)
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
-        out = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)[0]
-        return out if copy else _into_given(data, out, csc_in_place=mask is not None and zero_center)
+        out, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
+        out = out if copy else _into_given(data, out, csc_in_place=mask is not None and zero_center)
+        return (out, to_host(mean), to_host(std)) if return_mean_std else out
+    if return_mean_std:  # scanpy's AnnData scale takes no such keyword
+        msg = (f"{_STEP}: return_mean_std takes a matrix (scanpy's scale_array); an AnnData gets the "
+               "statistics in var['mean'] and var['std'].")  # fmt: skip
+        raise TypeError(msg)
 
     adata = data.copy() if copy else data
     keys = (K.VAR_SCALE_MEAN, K.VAR_SCALE_STD)
