@@ -233,13 +233,11 @@ def check_not_empty(x, *, step: str, no_cells_ok: bool = False) -> None:
 
 
 def check_count_dtype(x, *, step: str) -> None:
-    """Counts must be numbers (not bools): checked from the dtype alone, before a lazy array is
-    read (its values are then counted in the caller's own pass, `check_counts(issues=...)`)."""
+    """Counts must be numbers (bools count as 0 and 1, as scanpy's filters and QC take them):
+    checked from the dtype alone, before a lazy array is read (its values are then counted in
+    the caller's own pass, `check_counts(issues=...)`)."""
     kind = np.dtype(x.dtype).kind
-    if kind == "b":
-        msg = f"{step}: expects counts, got {describe(x)}; convert to a numeric dtype first."
-        raise TypeError(msg)
-    if kind not in "iuf":
+    if kind not in "iufb":
         msg = f"{step}: expects numeric counts, got {describe(x)}."
         raise TypeError(msg)
 

@@ -365,3 +365,19 @@ def test_scrublet_reads_duplicate_entries_as_their_sum(pbmc):
     gsc.pp.scrublet(b, random_state=0)
     np.testing.assert_allclose(b.obs["doublet_score"], a.obs["doublet_score"], atol=1e-6)
     assert b.obs["predicted_doublet"].equals(a.obs["predicted_doublet"])
+
+
+def test_bool_counts_as_zeros_and_ones(pbmc):
+    """A bool X (a binarised matrix) counts as 0/1, as scanpy's filters take it (ours refused
+    bools): the filters and QC give scanpy's result for the 0/1 float matrix (scanpy's QC fails
+    on a bool CSR); normalize_total the float matrix's (scanpy's leaves a bool CSR's rows
+    undivided and fails on a dense one)."""
+    for x in ((pbmc.X != 0).tocsr(), (pbmc.X != 0).toarray()):
+        for step in ("filter_cells", "filter_genes", "qc"):
+            got = STEPS[step](gsc.pp, sc.AnnData(x.copy()))
+            want = STEPS[step](sc.pp, sc.AnnData(x.astype(np.float32)))
+            np.testing.assert_allclose(got, want, rtol=1e-6)  # (float32 sums there: logs 1 ulp apart)
+        got = gsc.pp.normalize_total(sc.AnnData(x.copy()), copy=True).X
+        want = gsc.pp.normalize_total(sc.AnnData(x.astype(np.float64)), copy=True).X
+        assert got.dtype == np.float64
+        np.testing.assert_array_equal(_dense(got), _dense(want))

@@ -104,8 +104,8 @@ def normalize_total(
         make_actual(adata, warn=True)
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
         x = canonical(x0, step=_STEP)
-    if x.dtype.kind != "f":
-        x = x.astype(np.float32)  # scanpy's choice for integer counts
+    if x.dtype.kind != "f":  # scanpy's choices: float32 for integer counts, float64 for bools
+        x = x.astype(np.float64 if x.dtype.kind == "b" else np.float32)
     elif not inplace and x is x0:
         x = x.copy()
     else:
