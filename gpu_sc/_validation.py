@@ -163,7 +163,7 @@ def _native(x):
     """A host matrix in the forms the compiled code takes: values in the machine's byte order
     (some HDF5 files hold big-endian ones, '>f4': numba has no type for them) and a CSR's two
     index arrays of one dtype (int32 pointers beside int64 indices: scipy's eliminate_zeros
-    refuses them). A copy of what differs only; device arrays are always native."""
+    refuses them). A copy where either differs; device arrays are always native."""
     values = x.data if is_sparse(x) else x
     if is_gpu(values) or values.dtype.isnative and not (
             is_sparse(x) and x.indices.dtype != x.indptr.dtype):  # fmt: skip
@@ -171,8 +171,10 @@ def _native(x):
     if not is_sparse(x):
         return x.astype(x.dtype.newbyteorder("="))
     index = np.promote_types(x.indices.dtype, x.indptr.dtype)
-    return type(x)((values.astype(values.dtype.newbyteorder("="), copy=False), x.indices.astype(index, copy=False),
-                    x.indptr.astype(index, copy=False)), shape=x.shape)  # fmt: skip
+    # the values copied too: a new matrix sharing them would be changed by steps that copy only
+    # where they got the caller's object back (normalize_total(inplace=False))
+    return type(x)((values.astype(values.dtype.newbyteorder("=")), x.indices.astype(index),
+                    x.indptr.astype(index)), shape=x.shape)  # fmt: skip
 
 
 def renamed_arg(old: str, new: str):
