@@ -282,3 +282,15 @@ def test_return_mean_std_of_a_matrix_as_scanpy(pbmc):
                                        rtol=1e-5, atol=1e-6)  # fmt: skip
     with pytest.raises(TypeError, match="return_mean_std takes a matrix"):
         scale(pbmc, return_mean_std=True)
+
+
+def test_masked_centring_of_a_csc_copy_stays_csc(pbmc):
+    """scanpy returns a CSC whose masked rows are centred as CSC, copy or not (ours gave CSR for copy=True)."""
+    x = sp.csc_matrix(pbmc.X)
+    m = (pbmc.obs["phase"] == "G1").to_numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = sc.pp.scale(x.copy(), mask_obs=m, copy=True)
+        got = scale(x.copy(), mask_obs=m, copy=True)
+    assert type(got) is type(want) and want.format == "csc"
+    np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-6, atol=1e-6)

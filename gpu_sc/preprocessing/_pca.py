@@ -207,9 +207,11 @@ def pca(
     limit = min(n_obs, n_vars)
     # the solvers with which scanpy takes all components: on dense data scikit-learn's PCA with
     # 'full', 'covariance_eigh', 'randomized' or 'auto'; on sparse data only 'covariance_eigh'
-    # (scanpy's sparse 'full' runs arpack, which takes one fewer)
+    # (scanpy's sparse 'full' runs arpack, which takes one fewer); without centring its
+    # TruncatedSVD unless by arpack, and chunked its IncrementalPCA
     every = svd_solver in (("covariance_eigh",) if is_sparse(blocks_like(x)) else
                            ("full", "covariance_eigh", "randomized", "auto"))  # fmt: skip
+    every = every or chunked or (not zero_center and solver_name != "arpack")
     if not 1 <= n_comps < limit + every:
         # scikit-learn's words (scanpy's tests match them), with our parameter's name
         bound = "strictly less than" if n_comps == limit else "between 1 and"

@@ -97,7 +97,11 @@ def scale(
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
-        out = out if copy else _into_given(data, out, csc_in_place=mask is not None and zero_center)
+        masked_csc = mask is not None and zero_center and is_sparse(data) and sparse_format(data) == "csc"
+        if copy:  # a CSC whose masked rows are centred stays CSC, as scanpy returns it
+            out = out.tocsc() if masked_csc and is_sparse(out) else out
+        else:
+            out = _into_given(data, out, csc_in_place=mask is not None and zero_center)
         return (out, to_host(mean), to_host(std)) if return_mean_std else out
     if return_mean_std:  # scanpy's AnnData scale takes no such keyword
         msg = (f"{_STEP}: return_mean_std takes a matrix (scanpy's scale_array); an AnnData gets the "
