@@ -83,9 +83,9 @@ _STEP_OBS = {"leiden": ("leiden",), "scrublet": ("predicted_doublet",)}
 
 
 def _made_before(steps: list[str], step: str, made: dict) -> set:
-    """The columns the steps before the first `step` make (`made`: _STEP_VAR or _STEP_OBS)."""
-    first = steps.index(step) if step in steps else len(steps)
-    return {col for s in steps[:first] for col in made.get(s, ())}
+    """The columns the steps before the first `step` (one of `steps`) make (`made`: _STEP_VAR or
+    _STEP_OBS)."""
+    return {col for s in steps[: steps.index(step)] for col in made.get(s, ())}
 
 
 def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace) -> None:

@@ -82,13 +82,13 @@ def pic_depths(pics: ad.AnnData, step: str, *, counts: bool = False) -> np.ndarr
     `counts`, pics.X is checked to hold raw counts (in the same pass over a Dask X): where the
     depths are simulated at, normalised or logged values would give another confusion, silently."""
     x = canonical(pics.X, step=step)
-    if not counts:
-        return to_host(_ops.row_sums(_ops.parts(x))[0])
-    if is_dask(x):
-        totals, issues = _ops.parts(x).rows_and_sums(_row_totals, block_integer_issues)
+    p = _ops.parts(x)
+    if counts and is_dask(x):
+        totals, issues = p.rows_and_sums(_row_totals, block_integer_issues)
     else:
-        totals, issues = _row_totals(_ops.parts(x)), None
-    check_integer_counts(x, step=f"{step} (pics.X)", issues=issues)
+        totals, issues = _row_totals(p), None
+    if counts:
+        check_integer_counts(x, step=f"{step} (pics.X)", issues=issues)
     return to_host(totals)
 
 
