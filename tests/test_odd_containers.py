@@ -391,3 +391,33 @@ def test_bool_counts_as_zeros_and_ones(pbmc):
         want = gsc.pp.normalize_total(sc.AnnData(x.astype(np.float64)), copy=True).X
         assert got.dtype == np.float64
         np.testing.assert_array_equal(_dense(got), _dense(want))
+
+
+def test_bool_counts_in_the_count_steps(pbmc):
+    """highly_variable_genes (seurat_v3), combat, scrublet and downsample_counts take a bool X as
+    counts of 0 and 1, as scanpy runs them (ours refused bools). scanpy's results for them:
+    seurat_v3's genes and combat's matrix are the 0/1 matrix's; downsample_counts' bools are
+    scanpy's exactly (thinned as integers, bools again). scanpy's scrublet adds two bool cells
+    as a logical or, so ours scores the 0/1 float matrix's doublets (sums) instead."""
+    a = pbmc[:, :300].copy()
+    a.obs["batch"] = np.repeat(["x", "y"], [350, 350])
+    binary, ones = a.copy(), a.copy()
+    binary.X = a.X > 0
+    ones.X = binary.X.astype(np.float32)
+    got = gsc.pp.highly_variable_genes(binary, flavor="seurat_v3", n_top_genes=50, inplace=False)
+    want = sc.pp.highly_variable_genes(ones, flavor="seurat_v3", n_top_genes=50, inplace=False)
+    assert got["highly_variable"].equals(want["highly_variable"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        got = gsc.pp.combat(binary, key="batch", inplace=False)
+        want = sc.pp.combat(ones, key="batch", inplace=False)
+    np.testing.assert_allclose(got, want, atol=1e-10)
+    got = gsc.pp.scrublet(binary, random_state=0, copy=True).obs["doublet_score"]
+    want = gsc.pp.scrublet(ones, random_state=0, copy=True).obs["doublet_score"]
+    np.testing.assert_array_equal(got, want)
+    for x in (binary.X, binary.X.toarray()):
+        for kw in ({"counts_per_cell": 5}, {"counts_per_cell": 5, "replace": True}, {"total_counts": 3000}):
+            got = gsc.pp.downsample_counts(sc.AnnData(x.copy()), random_state=0, copy=True, **kw).X
+            want = sc.pp.downsample_counts(sc.AnnData(x.copy()), random_state=0, copy=True, **kw).X
+            assert got.dtype == want.dtype == bool and type(got) is type(want)
+            np.testing.assert_array_equal(_dense(got), _dense(want))

@@ -91,7 +91,7 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     # duplicate CSR entries summed: each value is their sum (its square too)
     x = canonical(get_matrix(adata, step=_STEP), step=_STEP, sum_duplicates=True)
     check_not_empty(x, step=_STEP)
-    if x.dtype.kind not in "iuf":
+    if x.dtype.kind not in "iubf":  # bools are 0 and 1 (scanpy densifies them to float64)
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)
     check_finite(x, step=_STEP)

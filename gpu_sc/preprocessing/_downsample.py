@@ -66,7 +66,7 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
         msg = f"{_STEP}: total_counts must be a number of counts, 0 or more, got {total_counts!r}."
         raise ValueError(msg)
     x = canonical(get_matrix(adata, step=_STEP), step=_STEP, sum_duplicates=True)
-    if x.dtype.kind not in "iuf" or x.dtype == np.float16:
+    if x.dtype.kind not in "iubf" or x.dtype == np.float16:
         msg = (f"{_STEP}: expects a matrix of counts as integers, float32 or float64, got {describe(x)}"
                f"{'; cast it first: adata.X = adata.X.astype(np.float32)' if x.dtype == np.float16 else ''}.")
         raise TypeError(msg)
@@ -122,6 +122,8 @@ def _targets(counts_per_cell, n_obs: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the draws
 def _in_memory(x, targets, total: int | None, seed: int, replace: bool):
     """X thinned (CSR or dense, host or GPU): in place on the host; GPU data through the host."""
+    if x.dtype == bool:  # counts of 0 and 1, thinned as integers; bools again after (as scanpy's)
+        return _in_memory(x.astype(np.int64), targets, total, seed, replace).astype(bool)
     on_gpu = is_gpu(x)
     if on_gpu:
         settings.info(f"{_STEP}: drawn on the host (scanpy's random stream), the result moved back to the GPU.")

@@ -213,7 +213,7 @@ def numeric_matrix(x, *, step: str):
     x = canonical(x, step=step, sum_duplicates=True)
     check_not_empty(x, step=step)
     values = x.data if is_sparse(x) else x
-    if values.dtype.kind not in "iuf":
+    if values.dtype.kind not in "iubf":  # bools are 0 and 1, as scanpy's numpy sums take them
         msg = f"{step}: expects numeric values, got dtype {values.dtype}."
         raise TypeError(msg)
     x = float_values(x)

@@ -282,10 +282,10 @@ def _matrix(x, *, step: str):
                "matrix); compute it into memory first, e.g. adata.X = adata.X.compute().")  # fmt: skip
         raise UnsupportedMatrixError(msg)
     x = canonical(x, step=step)
-    if x.dtype.kind not in "iuf":
+    if x.dtype.kind not in "iubf":
         msg = f"{step}: expects a numeric matrix, got dtype {x.dtype}."
         raise TypeError(msg)
-    return x
+    return x.astype(np.float32) if x.dtype == bool else x  # bools are counts of 0 and 1
 
 
 def _check_sim(adata_sim, x) -> None:
