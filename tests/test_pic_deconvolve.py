@@ -102,8 +102,12 @@ def test_bad_inputs(setup):
     before = p.obs.copy()
     with pytest.raises(KeyError, match=r"groups \['nope'\] are not in singlets.obs\['grp'\] \(its groups: "):
         deconvolve(p, ref, groupby="grp", a=["nope"], b=DC)
-    with pytest.raises(ValueError, match=r"same genes in the same order \(764 vs 765 genes\)"):
+    with pytest.raises(ValueError, match=r"same var_names in the same order \(764 vs 765 genes\)"):
         deconvolve(p[:, :-1].copy(), ref, groupby="grp", a=T, b=DC)
+    with pytest.raises(ValueError, match=r"same var_names in the same order \(the same genes in another order\)"):
+        deconvolve(p[:, ::-1].copy(), ref, groupby="grp", a=T, b=DC)
+    with pytest.raises(TypeError, match=r"groupby must be one column name of singlets.obs, got \['grp'\] \(list\)"):
+        deconvolve(p, ref, groupby=["grp"], a=T, b=DC)  # (a bare 'unhashable type' before)
     bad = p.copy()
     bad.X = bad.X * 0.5
     with pytest.raises(ValueError, match="integer"):
@@ -151,6 +155,8 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
     ("search_genes", "some", ValueError,
      "deconvolve: search_genes must be None, 'informative', 'all' or 'markers', got 'some'"),
     ("blacklist", ["^MT-", "("], ValueError, "deconvolve: blacklist pattern '(' is not a regular"),
+    # every gene blacklisted: ml marked each PIC no_counts without a word (from an audit)
+    ("blacklist", ".", ValueError, "deconvolve: the pair search has no gene (search_genes='informative'"),
     ("markers", "NOPE", KeyError, "deconvolve: markers ['NOPE'] are not in singlets.var_names"),
 ]
 
@@ -204,6 +210,26 @@ def test_blacklist_string_is_one_pattern(setup):
     deconvolve(one, ref, blacklist="^RP[LS]", **kw)
     deconvolve(listed, ref, blacklist=["^RP[LS]"], **kw)
     assert one.uns["pic"]["markers"] == listed.uns["pic"]["markers"] != []
+
+
+def test_blacklist_flags_are_stored_with_the_pattern(setup):
+    """A compiled pattern's flags (re.IGNORECASE) were dropped from the stored arguments, so
+    pair_frequencies' simulated PICs were deconvolved with other genes than the real ones
+    (from an audit); now stored inline. A bytes pattern, which cannot match a gene name, is
+    refused."""
+    ref, pics = setup
+    kw = {"groupby": "grp", "a": T, "b": DC, "method": "picseq", "n_train": 200, "cv": 2}
+    given, replayed = pics[:20].copy(), pics[:20].copy()
+    deconvolve(given, ref, blacklist=[re.compile("^cd", re.IGNORECASE), "^MT-"], **kw)
+    stored = given.uns["pic"]["arguments"]["blacklist"]
+    assert stored == ["(?i)^cd", "^MT-"]
+    deconvolve(replayed, ref, blacklist=stored, **kw)
+    assert replayed.uns["pic"]["markers"] == given.uns["pic"]["markers"]
+    assert not any(g.upper().startswith("CD") for g in given.uns["pic"]["markers"])
+    unchanged = _unchanged([pics, ref])
+    with pytest.raises(TypeError, match=r"blacklist patterns match gene names, so they must be strings; got b'\^MT-'"):
+        deconvolve(pics, ref, blacklist=[re.compile(b"^MT-")], **kw)
+    unchanged()
 
 
 def test_blacklist_array_and_h5ad_round_trip(setup, tmp_path):

@@ -307,6 +307,31 @@ def test_doublet_test_separates_doublets_from_singlets(pbmc):
     assert pics.uns["pic_qc"]["doublet"]["alpha"] == "obs"
 
 
+def _split_entries(x) -> sp.csr_matrix:
+    """The same counts with every stored value split into two duplicate CSR entries."""
+    x = sp.csr_matrix(x, dtype=np.float32)
+    half = np.floor(x.data / 2)
+    pairs = np.repeat(np.arange(x.indptr[-1]), 2)
+    data = np.column_stack([half, x.data - half]).ravel()
+    return sp.csr_matrix((data, x.indices[pairs], x.indptr * 2), shape=x.shape)
+
+
+def test_qc_sums_duplicate_entries_of_the_singlets(pbmc):
+    """doublet_test and triplet_scan score singlets whose CSR stores a gene's count as several
+    entries as the summed matrix (their geometric-mean profiles took log1p of each entry: LLRs
+    up to 33 apart, from an audit)."""
+    pics = make_pics(pbmc, 60, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    split = pbmc.copy()
+    split.X = _split_entries(pbmc.X)
+    assert not split.X.has_canonical_format
+    np.testing.assert_array_equal(split.X.toarray(), pbmc.X.toarray())
+    for step, col in ((doublet_test, "pic_doublet_llr"), (triplet_scan, "pic_triplet_llr")):
+        want = step(pics, pbmc, groupby=GROUPBY, inplace=False)[col]
+        got = step(pics, split, groupby=GROUPBY, inplace=False)[col]
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+    assert not split.X.has_canonical_format  # the user's matrix is left as it was
+
+
 def test_triplet_scan_flags_triplets_more_than_doublets(pbmc):
     pics = make_pics(pbmc, 160, kinds=("TB", "TBB"), b_groups=(DC, MONO))
     # bulk_labels' 'Dendritic' cells are partly monocyte-like, so a DC/monocyte mixture also
@@ -508,6 +533,73 @@ def test_interaction_groupby_keys_one_string(pbmc):
 def _is_png(path):
     data = path.read_bytes()
     return len(data) > 1000 and data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_results_write_to_zarr_and_the_next_steps_read_them_back(pbmc, tmp_path):
+    """Group names hold '/' (CD4+/CD25 T Reg): interaction_genes' stored table had a column per
+    group, which zarr refused ('Forward slashes are not allowed') and h5py warns it will; the
+    per-group effects are stored as an array now. And anndata reads zarr's strings back as
+    numpy's StringDType, on which doublet_test, triplet_scan, interaction_plot and
+    expected_expression(genes=...) failed ('cannot cast'; from an audit)."""
+    import warnings
+
+    pytest.importorskip("matplotlib")
+    pics = make_pics(pbmc, 80, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    pics.uns["pic"]["markers"] = list(pbmc.var_names[:40])
+    expected_expression(pics, pbmc, groupby=GROUPBY)
+    table = interaction_genes(pics, method="chi2", min_pics=3)
+    per_group = [c for c in table if c.startswith("log2_effect:")]
+    assert any("/" in c for c in per_group)
+    stored = pics.uns["pic_interaction"]
+    np.testing.assert_array_equal(stored["log2_effects"], table[per_group].to_numpy().T)
+    pd.testing.assert_frame_equal(stored["table"], table.drop(columns=per_group))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # h5py's warning on '/' in a key
+        pics.write_h5ad(tmp_path / "pics.h5ad")
+    pics.write_zarr(tmp_path / "pics.zarr")
+    for back in (ad.read_h5ad(tmp_path / "pics.h5ad"), ad.read_zarr(tmp_path / "pics.zarr")):
+        res = back.uns["pic_interaction"]
+        pd.testing.assert_frame_equal(res["table"], stored["table"], check_index_type=False)
+        np.testing.assert_array_equal(res["log2_effects"], stored["log2_effects"])
+        for step, col in ((doublet_test, "pic_doublet_llr"), (triplet_scan, "pic_triplet_llr")):
+            want = step(pics, pbmc, groupby=GROUPBY, inplace=False)[col]
+            np.testing.assert_array_equal(step(back, pbmc, groupby=GROUPBY, inplace=False)[col], want)
+        assert interaction_plot(back, n=2).axes
+        got = expected_expression(back, pbmc, groupby=GROUPBY, genes=res["genes"][:5], inplace=False)
+        want = expected_expression(pics, pbmc, groupby=GROUPBY, genes=stored["genes"][:5], inplace=False)
+        np.testing.assert_array_equal(_dense_of(got), _dense_of(want))
+
+
+def _dense_of(result):
+    x = result[0] if isinstance(result, tuple) else result
+    return x.toarray() if sp.issparse(x) else np.asarray(x)
+
+
+def test_interaction_plot_with_a_repeated_gene_symbol(pbmc):
+    """Two loci with one symbol (every earlier step takes them): interaction_plot failed with a
+    pandas TypeError (from an audit); each row gets its own panel, titled from its own row."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    pics = make_pics(pbmc, 120, b_groups=(DC, MONO))
+    names = list(pbmc.var_names)
+    dup = names[0]
+    names[1] = dup
+    singlets = pbmc.copy()
+    singlets.var_names = pics.var_names = names
+    expected_expression(pics, singlets, groupby=GROUPBY)
+    table = interaction_genes(pics, method="chi2", min_pics=5)
+    fig = interaction_plot(pics, genes=[dup])
+    titles = [ax.get_title() for ax in fig.axes if ax.get_visible()]
+    assert len(titles) == 2
+    for title, (_, row) in zip(titles, table.iloc[:2].iterrows(), strict=True):
+        assert title == f"{dup}  log2 O/E {row['log2_effect']:.2f}\nFDR {row['fdr']:.2g}"
+    plt.close(fig)
+    fig = interaction_plot(pics, n=4)
+    tested = table[table["tested"]]
+    top = tested.sort_values(["fdr", "chi2"], ascending=[True, False], kind="stable").index[:4]
+    assert [ax.get_title().split("  ")[0] for ax in fig.axes if ax.get_visible()] == list(top)
+    plt.close(fig)
 
 
 def test_plots_write_png(pbmc, tmp_path):

@@ -482,6 +482,11 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
         gsc.pic.pair_frequencies(p, p)
     singlets = p.copy()
     singlets.obs["grp"] = "g"
+    # (named deconvolve's error, from the simulation inside, before)
+    with pytest.raises(KeyError, match=r"pair_frequencies: singlets.obs\['grp'\] lacks groups \["):
+        gsc.pic.pair_frequencies(p, singlets)
+    groups = [*p.uns["pic"]["groups_a"], *p.uns["pic"]["groups_b"]]
+    singlets.obs["grp"] = np.resize(np.asarray(groups, dtype=object), singlets.n_obs)
     with pytest.raises(ValueError, match="same var_names"):
         gsc.pic.pair_frequencies(p, singlets[:, ::-1])
     old = p.copy()
@@ -493,6 +498,20 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     with pytest.raises(ValueError, match="no PIC with pic_status 'ok'"):
         gsc.pic.pair_frequencies(none_ok, singlets)
     _assert_unchanged(p, before)
+
+
+def test_numpy_floats_for_level_and_fdr(deconvolved):
+    """level and fdr as numpy floats (as read from a config or an array) were refused with
+    'must be a number in (0, 1), got np.float32(0.9)' (from an audit)."""
+    p = deconvolved.copy()
+    want = gsc.pic.pair_frequencies(p, level=0.9, n_boot=50)
+    got = gsc.pic.pair_frequencies(p, level=np.float32(0.9), n_boot=50)
+    pd.testing.assert_frame_equal(got, want, rtol=1e-6)
+    p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "x", "y")
+    q = p.copy()
+    gsc.pic.pair_abundance_test(p, "cond", fdr=0.05)
+    gsc.pic.pair_abundance_test(q, "cond", fdr=np.float64(0.05))
+    pd.testing.assert_frame_equal(q.uns["pic_pair_abundance"]["table"], p.uns["pic_pair_abundance"]["table"])
 
 
 def test_heatmap_shows_fractions_with_intervals(deconvolved, tmp_path):

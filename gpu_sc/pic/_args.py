@@ -65,10 +65,19 @@ def names_list(value, *, step: str, name: str) -> list[str]:
     return [str(v) for v in value]
 
 
+def text(values) -> np.ndarray:
+    """Names as a numpy str array, from a list, an Index or an array read back from a file
+    (anndata reads zarr's strings as numpy's StringDType, which has no direct cast to str)."""
+    return np.asarray(values, dtype=object).astype(str)
+
+
 def population_groups(singlets: AnnData, groupby: str, a, b, *,
                       step: str) -> tuple[np.ndarray, list[str], list[str]]:  # fmt: skip
     """(label per singlet as str, None where missing; A groups, B groups): `a` and `b` checked to
     be non-empty, without repeats, present in singlets.obs[groupby] and disjoint."""
+    if not isinstance(groupby, str):
+        msg = f"{step}: groupby must be one column name of singlets.obs, got {groupby!r} ({type(groupby).__name__})."
+        raise TypeError(msg)
     if groupby not in singlets.obs:
         msg = (
             f"{step}: {groupby!r} is not a column of singlets.obs "

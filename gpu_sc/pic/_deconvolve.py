@@ -20,6 +20,7 @@ from .._backend import gpu_available, is_dask, is_gpu
 from .._validation import check_anndata, check_int, check_number, check_seed
 from . import _profiles
 from ._args import names_list, population_groups
+from ._expected import check_same_genes
 from ._methods import METHODS, Options, Reference
 from ._simulate import _counts_csr
 from ._umi_draws import draw_rows, name_keys
@@ -201,7 +202,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
             "n_umis": opt.n_umis, "seed": seed, "device": opt.device}  # fmt: skip
     # the arguments as passed, so that a later step (pair_frequencies) can deconvolve simulated
     # PICs exactly as these were (None left out: h5ad stores no None)
-    args = {"n_umis": n_umis, "markers": markers, "blacklist": [b.pattern for b in blacklist],
+    args = {"n_umis": n_umis, "markers": markers, "blacklist": [_pattern_text(b) for b in blacklist],
             "eps": eps, "seed": seed, "calibrate": calibrate, "calibration_depth": calibration_depth,
             "alpha_model": alpha_model,
             "n_train": n_train, "cv": cv, "rescale_to_1000": rescale_to_1000,
@@ -214,11 +215,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
 
 
 def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
-    if not pics.var_names.equals(singlets.var_names):
-        msg = ("deconvolve: pics and singlets must have the same genes in the same order "
-               f"({pics.n_vars} vs {singlets.n_vars} genes); subset both to the shared "
-               "var_names, e.g. pics[:, genes] and singlets[:, genes].")
-        raise ValueError(msg)
+    check_same_genes(pics, singlets, step="deconvolve")
     if singlets.n_vars == 0:
         msg_0 = (
             "deconvolve: pics and singlets have no genes; pass them with their "
@@ -273,7 +270,22 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
                          f"({e})."
         )
         raise ValueError(msg) from e
+    text = [p for p in blacklist if not isinstance(p.pattern, str)]
+    if text:
+        msg = f"{step}: blacklist patterns match gene names, so they must be strings; got {text[0].pattern!r}."
+        raise TypeError(msg)
     return markers, blacklist
+
+
+_FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"), (re.ASCII, "a"))
+
+
+def _pattern_text(pattern: re.Pattern) -> str:
+    """The pattern as a string that compiles to the same matcher: flags given to re.compile
+    become inline flags (stored arguments are strings, and a later step replays them)."""
+    extra = pattern.flags & ~re.compile(pattern.pattern).flags
+    letters = "".join(c for flag, c in _FLAG_LETTERS if extra & flag)
+    return f"(?{letters}){pattern.pattern}" if letters else pattern.pattern
 
 
 def _blacklisted(var_names, blacklist) -> np.ndarray:

@@ -24,7 +24,7 @@ from .._validation import (
     make_actual,
 )
 from .._values import float_values
-from ._args import PicColumns, pic_columns
+from ._args import PicColumns, pic_columns, text
 
 _STEP = "expected_expression"
 _CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 temporaries)
@@ -138,17 +138,18 @@ def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
     check_anndata(pics, step=step, name="pics")
     check_anndata(singlets, step=step, name="singlets")
     if not pics.var_names.equals(singlets.var_names):
-        msg = (
-            f"{step}: PICs ({pics.n_vars} genes) and singlets ({singlets.n_vars} genes) must have the "
-            "same var_names in the same order; subset both with pics[:, genes], singlets[:, genes]."
-        )
+        same_set = pics.n_vars == singlets.n_vars and set(pics.var_names) == set(singlets.var_names)
+        what = "the same genes in another order" if same_set else f"{pics.n_vars} vs {singlets.n_vars} genes"
+        msg = (f"{step}: PICs and singlets must have the same var_names in the same order ({what}); "
+               "subset both to the shared genes, e.g. pics[:, genes] and singlets[:, genes].")  # fmt: skip
         raise ValueError(msg)
 
 
 def counts_matrix(adata: AnnData, *, layer: str | None, step: str, what: str):
     """Raw counts of `adata` as CSR or C-contiguous dense (checked whole, non-negative and finite:
-    profiles, expected UMIs and the tests on them are of UMIs, as deconvolve's)."""
-    x = canonical(get_matrix(adata, layer=layer, step=f"{step} ({what})"), step=step)
+    profiles, expected UMIs and the tests on them are of UMIs, as deconvolve's). Duplicate CSR
+    entries are summed: the geometric-mean profiles take log1p of each gene's count."""
+    x = canonical(get_matrix(adata, layer=layer, step=f"{step} ({what})"), step=step, sum_duplicates=True)
     check_not_empty(x, step=f"{step} ({what})")
     check_integer_counts(x, step=f"{step} ({what})")
     return float_values(x)  # integer counts -> float64 (the kernels take float32/float64)
@@ -192,7 +193,7 @@ def genes_mask(adata: AnnData, genes, *, step: str) -> np.ndarray:
             msg = f"{step}: a boolean `genes` mask must have length {adata.n_vars}, got {g.shape}."
             raise ValueError(msg)
         return g
-    names = pd.Index(np.atleast_1d(g).astype(str))
+    names = pd.Index(text(np.atleast_1d(g)))
     missing = names.difference(adata.var_names)
     if len(missing):
         msg = f"{step}: {len(missing)} genes not in var_names, e.g. {list(missing[:5])}."

@@ -33,7 +33,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._settings import Progress
-from .._validation import check_anndata, check_int, check_seed
+from .._validation import check_anndata, check_int, check_number, check_seed
 from ._args import replicate_codes
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
@@ -137,10 +137,8 @@ def _condition_key(value) -> str:
 
 def _check(n_boot, level, seed, step):
     n_boot = check_int(n_boot, step=step, name="n_boot", minimum=10, hint=" (bootstrap replicates)")
-    if not (isinstance(level, float | int) and 0 < level < 1):
-        msg = f"{step}: level must be a number in (0, 1), got {level!r}."
-        raise ValueError(msg)
-    return n_boot, check_seed(seed, step=step)
+    level = check_number(level, "level", step=step, low=0, high=1, high_open=True)  # numpy floats too
+    return n_boot, level, check_seed(seed, step=step)
 
 
 def _mean_se(sub: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +256,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     Progress of the bootstrap at ``gsc.settings.verbosity`` 2.
     """
     step = "pair_frequencies"
-    n_boot, seed = _check(n_boot, level, seed, step)
+    n_boot, level, seed = _check(n_boot, level, seed, step)
     post, ok, names_a, names_b = kept_posterior(pics, step)
     call_a, call_b = (obs_column(pics, k, step=step, what=f"the assigned {w} group").astype(str).to_numpy(dtype=object)
                       for k, w in ((K.OBS_PIC_A, "A"), (K.OBS_PIC_B, "B")))  # fmt: skip
@@ -278,6 +276,13 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         if groupby not in singlets.obs:
             msg = (f"{step}: singlets.obs has no column {groupby!r}, the groupby deconvolve used; pass "
                    "the singlets given to deconvolve.")  # fmt: skip
+            raise KeyError(msg)
+        info = pics.uns[K.UNS_PIC]
+        present = set(singlets.obs[groupby].dropna().astype(str))
+        missing = [str(g) for g in [*info["groups_a"], *info["groups_b"]] if str(g) not in present]
+        if missing:
+            msg = (f"{step}: singlets.obs[{groupby!r}] lacks groups {missing[:5]} that deconvolve used; pass the "
+                   "singlets given to deconvolve.")  # fmt: skip
             raise KeyError(msg)
         depths = pic_depths(pics, step, counts=True)
     tables = []
@@ -388,9 +393,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     they were not, a UserWarning says so (`_warn_if_depths_differ`).
     """
     step = "pair_abundance_test"
-    if not (isinstance(fdr, float | int) and 0 < fdr < 1):
-        msg = f"{step}: fdr must be a number in (0, 1), got {fdr!r}."
-        raise ValueError(msg)
+    fdr = check_number(fdr, "fdr", step=step, low=0, high=1, high_open=True)
     post, ok, names_a, names_b = kept_posterior(pics, step)
     conditions = dict(_conditions(pics, condition_key, step))
     if groups is not None and (isinstance(groups, str) or not isinstance(groups, Sequence)):

@@ -172,10 +172,12 @@ def interaction_genes(
     'pvalue', 'fdr', 'tested', 'significant' (fdr < `fdr`), 'direction' ('up' where the PICs hold
     more than their partners explain, 'down' where less, '' where untested) and
     'log2_effect:<group>' per group (group label: the group's key values joined by '|'), in var
-    order. With ``inplace`` also ``pics.uns[key_added]`` = {'table': that DataFrame, 'groups':
-    DataFrame of the kept groups (key columns, 'label', 'n_pics'), 'observed' / 'expected':
-    float64 arrays groups x genes (tested-gene columns in var order, see 'genes'), 'genes',
-    'params'}. Nothing changes when an error is raised.
+    order. With ``inplace`` also ``pics.uns[key_added]`` = {'table': that DataFrame without the
+    per-group columns, 'groups': DataFrame of the kept groups (key columns, 'label', 'n_pics'),
+    'observed' / 'expected' / 'log2_effects': float64 arrays groups x genes (the per-group
+    columns' values; genes in var order, see 'genes'), 'genes', 'params'}: the stored result
+    writes to h5ad and zarr whatever the group names hold. Nothing changes when an error is
+    raised.
     """
     check_anndata(pics, step=_STEP, name="pics")
     if method not in _METHODS:
@@ -248,7 +250,7 @@ def interaction_genes(
         kept_groups["inflation"] = test["inflation"]
     table.index = gene_names
     effects = pd.DataFrame(per_group.T, index=gene_names, columns=[f"log2_effect:{lab}" for lab in labels])
-    table = pd.concat([table, effects], axis=1)
+    stored, table = table, pd.concat([table, effects], axis=1)
     if inplace:
         make_actual(pics)
         params = {
@@ -262,11 +264,14 @@ def interaction_genes(
         params.update({"layer": layer} if method == "chi2" else
                       {"groupby": groupby, "n_matched": n_matched, "seed": seed, "replicate_key": replicate_key,
                        "pair_uncertainty": reference["posterior"] is not None})  # fmt: skip
+        # the per-group effects as an array, not as the table's columns: group names hold '/'
+        # (CD4+/CD25 T Reg), which zarr refuses in a key and h5py warns it soon will
         pics.uns[key_added] = {
-            "table": table,
+            "table": stored,
             "groups": kept_groups,
             "observed": o_k,
             "expected": e_k,
+            "log2_effects": np.asarray(per_group, dtype=np.float64),
             "genes": gene_names.to_numpy(dtype=str),
             "params": params,
         }

@@ -105,6 +105,11 @@ class _DesignSearch(_Method):
         self.design = _ml_fit.MLDesign(ref.s, ref.labels, ref.ga, ref.gb, ref.markers,
                                        opt.n_between, opt.search_genes,
                                        ref.blacklisted)  # fmt: skip
+        if not self.design.all and self.design.genes.size == 0:
+            msg = (f"deconvolve: the pair search has no gene (search_genes={opt.search_genes!r}: every candidate "
+                   "gene is blacklisted or has 10 UMIs or fewer in the singlets); pass a narrower blacklist, "
+                   "markers=, or search_genes='all'.")  # fmt: skip
+            raise ValueError(msg)
         self.search_profiles = self.design.profiles(ref.s, ref.labels, ref.ga + ref.gb)
         return {"search_genes": opt.search_genes,
                 "n_search_genes": self.design.n_genes(ref.s.shape[1])}  # fmt: skip

@@ -21,6 +21,7 @@ from .._keys import (
     UNS_PIC_INTERACTION,
 )
 from .._validation import check_anndata, check_int
+from ._args import text
 from ._expected import obs_column, ok_mask
 from ._frequencies import FREQUENCY_COLUMNS
 
@@ -173,37 +174,38 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
         msg = f"interaction_plot: pics.uns[{key!r}] not found; run gpu_sc.pic.interaction_genes first."
         raise KeyError(msg)
     table: pd.DataFrame = res["table"]
-    names = pd.Index(np.asarray(res["genes"], dtype=str))
+    names = text(res["genes"])  # the table's rows, in order (a symbol may repeat)
     if genes is None:
-        tested = table[table["tested"].astype(bool)]
-        genes = tested.sort_values(["fdr", "chi2"], ascending=[True, False]).index[:n].tolist()
+        tested = np.flatnonzero(table["tested"].astype(bool).to_numpy())
+        fdr, chi2 = table["fdr"].to_numpy(float)[tested], table["chi2"].to_numpy(float)[tested]
+        cols = tested[np.lexsort((-chi2, fdr))][:n]
     else:
         genes = [str(g) for g in np.atleast_1d(genes)]
-        missing = [g for g in genes if g not in names]
+        missing = [g for g in genes if g not in set(names)]
         if missing:
             msg = f"interaction_plot: genes not in the interaction result: {missing[:5]}."
             raise KeyError(msg)
-    if not genes:
+        cols = np.concatenate([np.flatnonzero(names == g) for g in genes])  # every row of a repeated symbol
+    if not cols.size:
         msg = "interaction_plot: no tested gene to plot."
         raise ValueError(msg)
-    cols = min(4, len(genes))
-    rows = int(np.ceil(len(genes) / cols))
-    fig, axes = _figure(rows, cols, (3 * cols, 2.8 * rows))
+    n_cols = min(4, cols.size)
+    rows = int(np.ceil(cols.size / n_cols))
+    fig, axes = _figure(rows, n_cols, (3 * n_cols, 2.8 * rows))
     obs, exp = np.asarray(res["observed"]), np.asarray(res["expected"])
-    for ax, g in zip(axes.ravel(), genes, strict=False):
-        j = names.get_loc(g)
+    for ax, j in zip(axes.ravel(), cols, strict=False):
         o, e = obs[:, j], exp[:, j]
         ax.scatter(e, o, s=14)
         top = max(float(np.max(o)), float(np.max(e)), 1.0) * 1.05
         ax.plot([0, top], [0, top], color="grey", lw=1, ls="--")
         ax.set_xlim(0, top)
         ax.set_ylim(0, top)
-        row = table.loc[g]
-        ax.set_title(f"{g}  log2 O/E {row['log2_effect']:.2f}\nFDR {row['fdr']:.2g}", fontsize=8)
+        row = table.iloc[j]
+        ax.set_title(f"{names[j]}  log2 O/E {row['log2_effect']:.2f}\nFDR {row['fdr']:.2g}", fontsize=8)
         ax.set_xlabel("expected", fontsize=7)
         ax.set_ylabel("observed", fontsize=7)
         ax.tick_params(labelsize=6)
-    for ax in axes.ravel()[len(genes):]:
+    for ax in axes.ravel()[cols.size:]:
         ax.set_visible(False)
     return _finish(fig, save)
 
