@@ -165,7 +165,8 @@ def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof:
                     var *= size / (size - dof)
             out["var"] = var
     if "median" in funcs:
-        out["median"] = _medians(x, codes, n_groups)
+        med = _medians(x, codes, n_groups)
+        out["median"] = xp_of(x).asarray(med) if is_gpu(x) else med  # back where the input lives
     # scanpy's layer order: the mean comes with the variance where both are asked for
     mean_at = ("count_nonzero", "var", "mean") if "var" in funcs else ("mean", "count_nonzero", "var")
     return {k: out[k] for k in ("sum", *mean_at, "median") if k in out}

@@ -123,6 +123,10 @@ def test_gpu_kernel_equals_cpu(device, cells, kind):
     np.testing.assert_array_equal(to_host(gpu.layers["count_nonzero"]), cpu.layers["count_nonzero"])
     scale = cpu.layers["mean"] ** 2
     assert_close(to_host(gpu.layers["var"]), cpu.layers["var"], dtype=np.float64, n_terms=a.n_obs, scale=4 * scale)
+    # the median (computed on the host, as scanpy's) goes back to the device too (it stayed on the host)
+    cpu, gpu = (gsc.get.aggregate(b, "grp", ["median", "sum"], layer="log") for b in (a, g))
+    assert hasattr(gpu.layers["median"], "get") and hasattr(gpu.layers["sum"], "get")
+    np.testing.assert_array_equal(to_host(gpu.layers["median"]), cpu.layers["median"])
 
 
 def test_gpu_integer_counts_equal_cpu(device, cells):
