@@ -440,7 +440,8 @@ def _is_float_dtype(dtype) -> bool:
 
 
 def _random_generator(random_state):
-    """scanpy's random_state: None, a non-negative int, or a numpy RandomState or Generator."""
+    """random_state: None, a non-negative int or a numpy RandomState, as scanpy takes it; a numpy
+    Generator is taken too (scanpy 1.11 refuses one)."""
     if isinstance(random_state, np.random.RandomState | np.random.Generator):
         return random_state  # both draw standard_normal
     seed = check_int(random_state, step=_STEP, name="random_state", minimum=0, none_ok=True,
