@@ -274,6 +274,19 @@ def test_dendrogram_of_genes_on_dask_and_device(device, reduced):
         assert sorted(made) == list(range(3))  # one pass
 
 
+def test_dendrogram_of_sparse_dask_blocks_under_a_dense_meta(reduced):
+    """use_rep='X' on a Dask array whose meta says dense but whose blocks are CSR (map_blocks
+    without meta=): "Must pass 2-d input. shape=()" (from an audit); now the in-memory result."""
+    da = pytest.importorskip("dask.array")
+    a = reduced.copy()
+    a.X = sp.csr_matrix(a.X)
+    want = gsc.tl.dendrogram(a, "bulk_labels", use_rep="X", inplace=False)
+    lazy = a.copy()
+    lazy.X = da.from_array(a.X, chunks=(100, -1), asarray=False, meta=np.empty((0, 0), a.X.dtype))
+    assert_dendrogram_equal(gsc.tl.dendrogram(lazy, "bulk_labels", use_rep="X", inplace=False), want,
+                            tol=1e-6)  # pandas float32 means against float64 sums
+
+
 def test_dendrogram_bad_input(reduced):
     a = reduced.copy()
     with pytest.raises(ValueError, match="groupby has to be a valid observation. Given value: nope"):

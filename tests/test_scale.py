@@ -268,6 +268,16 @@ def test_dask_blocks_sparse_where_the_meta_says_dense(pbmc):
         scale(lazy, copy=True).compute()
 
 
+def test_dask_blocks_dense_where_the_meta_says_sparse(pbmc):
+    """The opposite mislabel: dense blocks under a CSR meta failed at compute with
+    "'numpy.ndarray' object has no attribute 'tocsr'" (from an audit); now a clear error."""
+    da = pytest.importorskip("dask.array")
+    x = pbmc.X.toarray()
+    lazy = da.from_array(x, chunks=(250, -1), meta=sp.csr_matrix((0, 0), dtype=x.dtype))
+    with pytest.raises(TypeError, match="a block of the Dask array is dense where the array's meta is sparse"):
+        scale(lazy, copy=True).compute()
+
+
 def test_return_mean_std_of_a_matrix_as_scanpy(pbmc):
     """scanpy's scale_array returns (scaled, mean, std) with return_mean_std (ours refused the keyword)."""
     for x in (pbmc.X.toarray(), pbmc.X):

@@ -53,7 +53,8 @@ def downsample_counts(adata: AnnData, counts_per_cell=None, total_counts: int | 
     dense), or a new matrix of X's format (CSC, COO through CSR; a Dask array lazily, block by
     block), explicit zeros removed from sparse X, as scanpy. Exactly one of ``counts_per_cell``
     and ``total_counts`` is given. Negative or non-finite values are refused (scanpy's draw walks
-    the cumulative sums, which they break); fractional values are thinned as scanpy does.
+    the cumulative sums, which they break; a Dask X's blocks are checked when computed, X
+    already the lazy array); fractional values are thinned as scanpy does.
     """
     check_anndata(adata, step=_STEP)
     if (total_counts is None) == (counts_per_cell is None):

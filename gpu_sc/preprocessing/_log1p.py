@@ -43,7 +43,8 @@ def log1p(
     For an AnnData: the copy when ``copy``, else ``None``; the matrix is transformed and
     ``uns['log1p'] = {'base': base}``. For a matrix: the transformed matrix (the same object
     unless ``copy`` or integer input). A Dask array chunked by rows gives a lazy Dask array
-    (each block transformed on a copy when computed).
+    (each block transformed on a copy when computed; a value outside log1p's domain raises
+    then, with X already the lazy array).
     """
     if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
         msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."

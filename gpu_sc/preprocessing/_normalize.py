@@ -69,7 +69,8 @@ def normalize_total(
     A Dask array chunked by rows (whole rows in each block) is accepted. With a `target_sum`, no
     `exclude_highly_expressed`, no `key_added` and `inplace`, nothing is read at the call: the
     result is a lazy Dask array with the same chunks whose blocks are checked, summed and divided
-    (on copies) when it is computed, so each block is read once, as in scanpy. Otherwise the totals
+    (on copies) when it is computed, so each block is read once, as in scanpy; a bad value
+    (negative, NaN) then raises at compute, and X is already the lazy array. Otherwise the totals
     and the checks take one pass over the blocks first, and `exclude_highly_expressed` two more
     (the genes above `max_fraction` of a cell's total, then the totals without them).
     """

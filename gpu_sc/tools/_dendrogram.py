@@ -131,7 +131,8 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
     if var_names is None and not is_sparse(blocks_like(x)):
         # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in the
         # correlations of a 2-D embedding follow them), put in order by label (bool categories too)
-        rep = to_host(x.compute() if is_dask(x) else x)
+        rep = x.compute() if is_dask(x) else x
+        rep = to_host(rep.toarray() if is_sparse(rep) else rep)  # (sparse blocks under a dense meta)
         means = pd.DataFrame(rep, index=pd.CategoricalIndex(labels)).groupby(level=0, observed=True).mean()
         means = means.reindex(categories)
     else:  # genes (or a sparse use_rep='X'): sums in one pass, where scanpy makes a dense table
