@@ -88,16 +88,21 @@ def _made_before(steps: list[str], step: str, made: dict) -> set:
     return {col for s in steps[: steps.index(step)] for col in made.get(s, ())}
 
 
+def _refuse_unknown(option: str, missing: list, frame, axis: str, note: str = "") -> None:
+    """An option's column names that the input's obs / var lack: refused, naming its columns."""
+    if missing:
+        msg = (f"{option}: {', '.join(map(repr, missing))} not a column of the input's {axis} "
+               f"(its columns: {', '.join(map(str, frame.columns)) or 'none'}){note}")
+        raise CliError(msg)
+
+
 def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace) -> None:
     """Options that name the input's columns, or that a step cannot take with --chunk-rows,
     refused before the first step runs (not when their step comes, hours in)."""
     if "qc" in steps:  # boolean var columns ('mt' is made where absent)
         known = set(adata.var.columns) | _made_before(steps, "qc", _STEP_VAR) | {"mt"}
         missing = [v for v in _qc_vars(args) or [] if v not in known]
-        if missing:
-            msg = (f"--qc-vars: {', '.join(map(repr, missing))} not a column of the input's var "
-                   f"(its columns: {', '.join(map(str, adata.var.columns)) or 'none'}); 'mt' marks MT-/mt- genes")
-            raise CliError(msg)
+        _refuse_unknown("--qc-vars", missing, adata.var, "var", "; 'mt' marks MT-/mt- genes")
     users = [s for s in ("scrublet", "harmony") if s in steps]
     keys = _batch_keys(args)
     if "scrublet" in steps and len(keys) > 1:
@@ -107,10 +112,7 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         first = min(users, key=steps.index)
         known = set(adata.obs.columns) | _made_before(steps, first, _STEP_OBS)
         missing = [k for k in keys if k not in known]
-        if missing:
-            msg = (f"--batch-key: {', '.join(map(repr, missing))} not a column of the input's obs "
-                   f"(its columns: {', '.join(map(str, adata.obs.columns)) or 'none'})")
-            raise CliError(msg)
+        _refuse_unknown("--batch-key", missing, adata.obs, "obs")
     if args.chunk_rows is not None:
         if "scrublet" in steps:
             msg = ("step 'scrublet' needs the cells in memory (it simulates doublets and searches their "
