@@ -274,17 +274,23 @@ def test_dendrogram_of_genes_on_dask_and_device(device, reduced):
         assert sorted(made) == list(range(3))  # one pass
 
 
-def test_dendrogram_of_sparse_dask_blocks_under_a_dense_meta(reduced):
-    """use_rep='X' on a Dask array whose meta says dense but whose blocks are CSR (map_blocks
-    without meta=): "Must pass 2-d input. shape=()" (from an audit); now the in-memory result."""
+def test_dendrogram_of_a_dense_dask_x_sums_its_blocks(reduced):
+    """use_rep='X' on a dense Dask X (what scale makes) computed the whole matrix into memory
+    (on the host, from GPU blocks); and with CSR blocks under a dense meta (map_blocks without
+    meta=) failed "Must pass 2-d input. shape=()" (both from audits). Now one pass of per-group
+    sums, as for a sparse X: the in-memory result."""
     da = pytest.importorskip("dask.array")
     a = reduced.copy()
-    a.X = sp.csr_matrix(a.X)
     want = gsc.tl.dendrogram(a, "bulk_labels", use_rep="X", inplace=False)
-    lazy = a.copy()
-    lazy.X = da.from_array(a.X, chunks=(100, -1), asarray=False, meta=np.empty((0, 0), a.X.dtype))
-    assert_dendrogram_equal(gsc.tl.dendrogram(lazy, "bulk_labels", use_rep="X", inplace=False), want,
-                            tol=1e-6)  # pandas float32 means against float64 sums
+    x = sp.csr_matrix(a.X)
+    dense = a.copy()
+    lazy, made = counted_dask(x, rows=100)
+    dense.X = lazy.map_blocks(lambda b: b.toarray(), dtype=x.dtype, meta=np.empty((0, 0), x.dtype))
+    mislabelled = a.copy()
+    mislabelled.X = da.from_array(x, chunks=(100, -1), asarray=False, meta=np.empty((0, 0), x.dtype))
+    for b in (dense, mislabelled):  # pandas float32 means against float64 sums
+        assert_dendrogram_equal(gsc.tl.dendrogram(b, "bulk_labels", use_rep="X", inplace=False), want, tol=1e-6)
+    assert sorted(made) == list(range(7))  # one pass
 
 
 def test_dendrogram_bad_input(reduced):

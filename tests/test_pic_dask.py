@@ -166,3 +166,34 @@ def test_interaction_genes_on_dask_gpu_blocks(device, deconvolved):
     np.testing.assert_array_equal(lazy.layers["pic_expected"].compute().get(), host.layers["pic_expected"])
     pd.testing.assert_frame_equal(interaction_genes(lazy, method="chi2", inplace=False),
                                   interaction_genes(host, method="chi2", inplace=False))  # fmt: skip
+
+
+def test_qc_and_deconvolve_on_dask_gpu_blocks(device, deconvolved):
+    """PICs as a Dask array of cupyx blocks (the dask-cuda case), singlets on the GPU or as
+    such an array too: doublet_test and triplet_scan mixed host and device arrays (TypeError),
+    and deconvolve(device=None) ran on the CPU engine, copying every block to the host (both
+    from an audit). Now the in-memory results, and deconvolve on the GPU."""
+    import cupyx.scipy.sparse as cpsp
+
+    from gpu_sc.get import to_gpu
+
+    def gpu_blocks(x):
+        return x.map_blocks(cpsp.csr_matrix, dtype=x.dtype, meta=cpsp.csr_matrix((0, 0), dtype=x.dtype))
+
+    ref, pics = deconvolved
+    lazy, _ = _lazy(pics)
+    lazy.X = gpu_blocks(lazy.X)
+    gref, lazy_ref = ref.copy(), ref.copy()
+    to_gpu(gref)
+    lazy_ref.X = gpu_blocks(counted_dask(sp.csr_matrix(ref.X), rows=ROWS)[0])
+    for step in (doublet_test, triplet_scan):
+        want = step(pics, ref, groupby="grp", inplace=False)
+        for singlets in (gref, lazy_ref):
+            pd.testing.assert_frame_equal(step(lazy, singlets, groupby="grp", inplace=False), want,
+                                          check_exact=False, rtol=1e-9)  # fmt: skip
+    small = lazy[:60].copy()
+    deconvolve(small, ref, groupby="grp", a=PIC_T, b=PIC_DC, alpha_model="posterior")
+    assert small.uns["pic"]["device"] == "gpu"
+    host = pics[:60].copy()
+    deconvolve(host, ref, groupby="grp", a=PIC_T, b=PIC_DC, alpha_model="posterior")
+    pd.testing.assert_series_equal(small.obs["pic_a"], host.obs["pic_a"])

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import gpu_available, is_dask, is_gpu
+from .._backend import blocks_like, gpu_available, is_dask, is_gpu
 from .._validation import check_anndata, check_int, check_number, check_seed
 from . import _profiles
 from ._args import names_list, population_groups
@@ -190,7 +190,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                   rescale_to_1000=rescale_to_1000, search_genes=search_genes, n_between=n_between,
                   concentration=concentration, mixture_iter=mixture_iter,
                   calibration_depth=calibration_depth,
-                  device=device or ("gpu" if is_gpu(pics.X) else "cpu"), progress=progress)  # fmt: skip
+                  device=device or ("gpu" if is_gpu(blocks_like(pics.X)) else "cpu"),  # Dask: its blocks
+                  progress=progress)  # fmt: skip
     in_ref = np.isin(labels, ga + gb)
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
                                   blacklist=blacklist, extra=markers)  # fmt: skip

@@ -13,7 +13,7 @@ from anndata import AnnData
 
 from .. import _ops
 from .._ops._layout import in_layout, segment_ids
-from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
 from .._validation import (
     canonical,
@@ -129,7 +129,8 @@ def pic_and_singlet_counts(pics: AnnData, singlets: AnnData, *, layer: str | Non
     u = counts_matrix(pics, layer=layer, step=step, what="PIC counts")
     s = counts_matrix(singlets, layer=singlets_layer, step=step, what="singlet counts")
     if is_gpu(blocks_like(u)) != is_gpu(blocks_like(s)):  # Dask: where its blocks are
-        msg = f"{step}: PICs and singlets must live on the same device (see gpu_sc.get)."
+        msg = (f"{step}: PICs and singlets must live on the same device; the PICs are {describe(u)}, the "
+               f"singlets {describe(s)}: move one with gpu_sc.get.to_gpu or to_cpu.")  # fmt: skip
         raise ValueError(msg)
     return u, s
 

@@ -79,8 +79,8 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
 def group_profiles(s_counts, codes: np.ndarray, n_groups: int, gene_mask: np.ndarray):
     """P (genes x groups, float64, columns sum to 1) over `gene_mask`: geometric means
     GM[g, m] = exp(mean over the cells of m of log(1 + count)) - 1, normalised per group."""
-    xp = xp_of(s_counts)
     logs, sizes = group_sums(s_counts, codes, n_groups, transform=lambda xp_, v: xp_.log1p(v))
+    xp = xp_of(logs)  # where the sums are: a Dask matrix of GPU blocks sums on the device
     gm = xp.expm1(logs[:, xp.asarray(np.flatnonzero(gene_mask))] / xp.asarray(np.maximum(sizes, 1))[:, None])
     tot = gm.sum(axis=1)
     return (gm / xp.where(tot > 0, tot, 1)[:, None]).T.copy()
@@ -194,7 +194,6 @@ class _Setup:
         self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
         rows_ok = np.flatnonzero(self.use)
-        xp = self.xp = xp_of(u)
         # the nonzeros of the used PICs on the marker genes, renumbered (elementwise work only,
         # no sparse slicing): rows index rows_ok, cols index the markers
         row_pos = np.full(pics.n_obs, -1, np.int64)
@@ -204,6 +203,7 @@ class _Setup:
         if is_dask(u):  # only the markers' columns are read, block by block, into memory
             u = in_layout(Chunked(u).take_columns(np.flatnonzero(self.markers)).compute())  # CSC blocks: CSR
             col_pos = np.arange(u.shape[1])
+        xp = self.xp = xp_of(u)  # (after a Dask matrix is read: its blocks' device)
         rows, cols, vals = nonzeros(u)
         rows, cols = xp.asarray(row_pos)[rows], xp.asarray(col_pos)[cols]
         keep = (rows >= 0) & (cols >= 0)

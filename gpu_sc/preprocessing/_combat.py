@@ -342,7 +342,9 @@ def _dask_corrected(x, codes: np.ndarray, cov: np.ndarray, fit: dict):
 def _dask_block(block, codes, *cov, fit):
     p = block_parts(block)
     xp = p.xp
-    values = next(gram.row_blocks(p, chunk_size=max(1, p.shape[0])))[2]
+    if p.shape[0] == 0:  # a block of no rows (Dask keeps explicit zero-size chunks)
+        return xp.empty(p.shape, dtype=np.float64)
+    values = next(gram.row_blocks(p, chunk_size=p.shape[0]))[2]
     cov = xp.asarray(np.stack([to_host(c[:, 0]) for c in cov], axis=1)) if cov else xp.zeros((p.shape[0], 0))
     return _block(values, xp.asarray(to_host(codes[:, 0])), cov, _device(fit, xp))
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import blocks_like, is_dask, is_sparse, to_host
+from .._backend import is_dask, is_sparse, to_host
 from .._ops import group_sums, parts
 from .._ops._layout import nan_replaced
 from .._representation import representation
@@ -128,14 +128,13 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         x, cols = _gene_matrix(adata, use_raw)
         x = canonical(x, step=STEP)
         sanitize_anndata(adata)  # as scanpy's gene table does
-    if var_names is None and not is_sparse(blocks_like(x)):
+    if var_names is None and not is_dask(x) and not is_sparse(x):
         # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in the
         # correlations of a 2-D embedding follow them), put in order by label (bool categories too)
-        rep = x.compute() if is_dask(x) else x
-        rep = to_host(rep.toarray() if is_sparse(rep) else rep)  # (sparse blocks under a dense meta)
+        rep = to_host(x)
         means = pd.DataFrame(rep, index=pd.CategoricalIndex(labels)).groupby(level=0, observed=True).mean()
         means = means.reindex(categories)
-    else:  # genes (or a sparse use_rep='X'): sums in one pass, where scanpy makes a dense table
+    else:  # genes (or a sparse or Dask use_rep='X'): sums in one pass, where scanpy makes a dense table
         sums, counts = _nan_skipping_sums(x, codes, size)
         means = pd.DataFrame(sums / counts if cols is None else sums[:, cols] / counts[:, cols], index=categories)
     corr = means.T.corr(method=cor_method).clip(-1, 1)
