@@ -595,6 +595,8 @@ def test_interaction_plot_with_a_repeated_gene_symbol(pbmc):
     for title, (_, row) in zip(titles, table.iloc[:2].iterrows(), strict=True):
         assert title == f"{dup}  log2 O/E {row['log2_effect']:.2f}\nFDR {row['fdr']:.2g}"
     plt.close(fig)
+    with pytest.raises(ValueError, match="no tested gene to plot"):
+        interaction_plot(pics, genes=[])
     fig = interaction_plot(pics, n=4)
     tested = table[table["tested"]]
     top = tested.sort_values(["fdr", "chi2"], ascending=[True, False], kind="stable").index[:4]

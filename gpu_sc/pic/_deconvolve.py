@@ -271,9 +271,9 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
                          f"({e})."
         )
         raise ValueError(msg) from e
-    text = [p for p in blacklist if not isinstance(p.pattern, str)]
-    if text:
-        msg = f"{step}: blacklist patterns match gene names, so they must be strings; got {text[0].pattern!r}."
+    not_text = [p for p in blacklist if not isinstance(p.pattern, str)]
+    if not_text:
+        msg = f"{step}: blacklist patterns match gene names, so they must be strings; got {not_text[0].pattern!r}."
         raise TypeError(msg)
     return markers, blacklist
 

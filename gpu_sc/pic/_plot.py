@@ -185,7 +185,8 @@ def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_P
         if missing:
             msg = f"interaction_plot: genes not in the interaction result: {missing[:5]}."
             raise KeyError(msg)
-        cols = np.concatenate([np.flatnonzero(names == g) for g in genes])  # every row of a repeated symbol
+        cols = np.concatenate([np.flatnonzero(names == g) for g in genes] or [np.zeros(0, np.int64)])
+        # (every row of a repeated symbol)
     if not cols.size:
         msg = "interaction_plot: no tested gene to plot."
         raise ValueError(msg)
