@@ -153,11 +153,16 @@ def log_fold_change(expm1, mean, mean_rest):
 
 
 def _mean_var(s, q, n):
-    """Mean and unbiased variance per row of sums `s` and sums of squares `q` over `n` cells."""
+    """Mean and unbiased variance per row of float64 sums `s` and sums of squares `q` over `n`
+    cells. A variance within float64 round-off of the squared mean is 0: a gene constant over
+    the cells (on scaled data a constant is not 0) would otherwise come out slightly negative
+    or positive by chance, its t NaN (scored 0) or its Welch t taken from the noise; scanpy's
+    one pass has the same cancellation and scores some such genes 0 where scipy's t is finite."""
     n = np.asarray(n, dtype=np.float64)[:, None]
     mean = s / n
-    var = (q / n - mean**2) * np.where(n != 1, n / (n - 1), 1.0)
-    return mean, var
+    var = q / n - mean**2
+    var[var <= np.ldexp(mean**2, -42)] = 0.0  # (n = 0 rows: NaN stays NaN)
+    return mean, var * np.where(n != 1, n / (n - 1), 1.0)
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
