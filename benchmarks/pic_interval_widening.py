@@ -18,6 +18,7 @@ import warnings
 from pathlib import Path
 
 import numpy
+import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -36,7 +37,7 @@ class _RecordingNumpy:
         return getattr(numpy, name)
 
     def minimum(self, a, b):
-        _bounds["lo"] = numpy.array(a)
+        _bounds["lo"], _bounds["fit"] = numpy.array(a), numpy.array(b)
         return numpy.minimum(a, b)
 
     def maximum(self, a, b):
@@ -57,10 +58,12 @@ def main(name: str, seed: int, group_size: int) -> dict:
             tab = gsc.pic.pair_frequencies(p, ref, n_sim=400, n_boot=500)
         finally:
             frequencies.np = numpy
-    order = tab.index.to_numpy()  # the table is sorted by fraction; the bounds are in its row order
+    # the table is sorted by fraction (stable), the bounds are in the order before: sort them alike
+    order = pd.Series(_bounds["fit"]).sort_values(ascending=False, kind="stable").index.to_numpy()
     lo, hi = _bounds["lo"][order], _bounds["hi"][order]
     true = _aligned(truth, tab["pic_a"], tab["pic_b"])
     f = tab["fraction"].to_numpy()
+    assert numpy.array_equal(_bounds["fit"][order], f)  # aligned with the table's rows
     return {"dataset": name, "seed": seed, "group_size": group_size, "n_pairs": len(tab),
             "mean_weight": float(tab["mean_weight"].iloc[0]), "tv": float(0.5 * numpy.abs(f - true).sum()),
             "coverage_reported": float(((tab["ci_low"] <= true) & (true <= tab["ci_high"])).mean()),

@@ -274,21 +274,24 @@ def test_dendrogram_of_genes_on_dask_and_device(device, reduced):
         assert sorted(made) == list(range(3))  # one pass
 
 
-def test_dendrogram_of_a_dense_dask_x_sums_its_blocks(reduced):
+def test_dendrogram_of_a_dask_x_sums_its_blocks_skipping_nan(reduced):
     """use_rep='X' on a dense Dask X (what scale makes) computed the whole matrix into memory
-    (on the host, from GPU blocks); and with CSR blocks under a dense meta (map_blocks without
+    (on the host, from GPU blocks), and with CSR blocks under a dense meta (map_blocks without
     meta=) failed "Must pass 2-d input. shape=()" (both from audits). Now one pass of per-group
-    sums, as for a sparse X: the in-memory result."""
+    sums, which skip NaN as pandas' means do (a Dask matrix's NaN were summed): the in-memory
+    result, NaN included."""
     da = pytest.importorskip("dask.array")
     a = reduced.copy()
-    want = gsc.tl.dendrogram(a, "bulk_labels", use_rep="X", inplace=False)
     x = sp.csr_matrix(a.X)
-    dense = a.copy()
+    x.data[[5, 900, 4000]] = np.nan
+    a.X = x.toarray()
+    want = gsc.tl.dendrogram(a, "bulk_labels", use_rep="X", inplace=False)
+    dense, sparse, mislabelled = a.copy(), a.copy(), a.copy()
     lazy, made = counted_dask(x, rows=100)
     dense.X = lazy.map_blocks(lambda b: b.toarray(), dtype=x.dtype, meta=np.empty((0, 0), x.dtype))
-    mislabelled = a.copy()
+    sparse.X = da.from_array(x, chunks=(100, -1), asarray=False)
     mislabelled.X = da.from_array(x, chunks=(100, -1), asarray=False, meta=np.empty((0, 0), x.dtype))
-    for b in (dense, mislabelled):  # pandas float32 means against float64 sums
+    for b in (dense, sparse, mislabelled):  # pandas float32 means against float64 sums
         assert_dendrogram_equal(gsc.tl.dendrogram(b, "bulk_labels", use_rep="X", inplace=False), want, tol=1e-6)
     assert sorted(made) == list(range(7))  # one pass
 

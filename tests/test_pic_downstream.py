@@ -738,3 +738,16 @@ def test_a_misspelt_status_key_is_refused(pbmc):
         assert_unchanged(pics, snap)
     assert pair_heatmap(pics, status_key=None).axes[0].images[0].get_array().sum() == 20
     assert pair_heatmap(pics).axes[0].images[0].get_array().sum() == 17
+
+
+def test_groupby_must_be_one_column_name(pbmc):
+    """groupby=['bulk_labels'] raised pandas' bare "unhashable type: 'list'" in the steps after
+    deconvolve (from a review); now each names the argument, its data untouched."""
+    pics = make_pics(pbmc, 20)
+    before = pics.copy()
+    for step in (doublet_test, triplet_scan, expected_expression):
+        with pytest.raises(TypeError, match=r"must be one column name of singlets.obs, got \['bulk_labels'\] \(list\)"):
+            step(pics, pbmc, groupby=[GROUPBY])
+    with pytest.raises(TypeError, match=r"must be one column name of singlets.obs, got \['bulk_labels'\]"):
+        interaction_genes(pics, pbmc, groupby=[GROUPBY])
+    assert_unchanged(pics, snapshot(before))

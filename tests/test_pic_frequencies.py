@@ -510,7 +510,7 @@ def test_numpy_floats_for_level_and_fdr(deconvolved):
     p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "x", "y")
     q = p.copy()
     gsc.pic.pair_abundance_test(p, "cond", fdr=0.05)
-    gsc.pic.pair_abundance_test(q, "cond", fdr=np.float64(0.05))
+    gsc.pic.pair_abundance_test(q, "cond", fdr=np.float32(0.05))
     pd.testing.assert_frame_equal(q.uns["pic_pair_abundance"]["table"], p.uns["pic_pair_abundance"]["table"])
 
 

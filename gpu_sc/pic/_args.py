@@ -65,6 +65,14 @@ def names_list(value, *, step: str, name: str) -> list[str]:
     return [str(v) for v in value]
 
 
+def column_name(key, *, step: str, name: str, what: str) -> None:
+    """`key` names one column of `name`.obs (a list of names is a mistake, not a bare
+    'unhashable type' from pandas)."""
+    if not isinstance(key, str):
+        msg = f"{step}: {what} must be one column name of {name}.obs, got {key!r} ({type(key).__name__})."
+        raise TypeError(msg)
+
+
 def text(values) -> np.ndarray:
     """Names as a numpy str array, from a list, an Index or an array read back from a file
     (anndata reads zarr's strings as numpy's StringDType, which has no direct cast to str)."""
@@ -75,9 +83,7 @@ def population_groups(singlets: AnnData, groupby: str, a, b, *,
                       step: str) -> tuple[np.ndarray, list[str], list[str]]:  # fmt: skip
     """(label per singlet as str, None where missing; A groups, B groups): `a` and `b` checked to
     be non-empty, without repeats, present in singlets.obs[groupby] and disjoint."""
-    if not isinstance(groupby, str):
-        msg = f"{step}: groupby must be one column name of singlets.obs, got {groupby!r} ({type(groupby).__name__})."
-        raise TypeError(msg)
+    column_name(groupby, step=step, name="singlets", what="groupby")
     if groupby not in singlets.obs:
         msg = (
             f"{step}: {groupby!r} is not a column of singlets.obs "

@@ -24,7 +24,7 @@ from .._validation import (
     make_actual,
 )
 from .._values import float_values
-from ._args import PicColumns, pic_columns, text
+from ._args import PicColumns, column_name, pic_columns, text
 
 _STEP = "expected_expression"
 _CHUNK = 4096  # PICs per block of the dense expected matrix (bounds float64 temporaries)
@@ -35,6 +35,7 @@ def obs_column(adata: AnnData, key: str, *, step: str, what: str, name: str = "p
     """`adata.obs[key]`, or a KeyError that says what the column should hold (`name`: the
     argument's name in the message)."""
     check_anndata(adata, step=step, name=name)
+    column_name(key, step=step, name=name, what=f"the column of {what}")
     if key not in adata.obs:
         msg = (
             f"{step}: {name}.obs has no column {key!r} ({what}); "
@@ -139,7 +140,7 @@ def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
     check_anndata(pics, step=step, name="pics")
     check_anndata(singlets, step=step, name="singlets")
     if not pics.var_names.equals(singlets.var_names):
-        same_set = pics.n_vars == singlets.n_vars and set(pics.var_names) == set(singlets.var_names)
+        same_set = pics.var_names.sort_values().equals(singlets.var_names.sort_values())  # (repeats counted)
         what = "the same genes in another order" if same_set else f"{pics.n_vars} vs {singlets.n_vars} genes"
         msg = (f"{step}: PICs and singlets must have the same var_names in the same order ({what}); "
                "subset both to the shared genes, e.g. pics[:, genes] and singlets[:, genes].")  # fmt: skip

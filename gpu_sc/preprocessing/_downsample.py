@@ -124,7 +124,9 @@ def _targets(counts_per_cell, n_obs: int) -> np.ndarray:
 def _in_memory(x, targets, total: int | None, seed: int, replace: bool):
     """X thinned (CSR or dense, host or GPU): in place on the host; GPU data through the host."""
     if x.dtype == bool:  # counts of 0 and 1, thinned as integers; bools again after (as scanpy's)
-        return _in_memory(x.astype(np.int64), targets, total, seed, replace).astype(bool)
+        host = x.get() if is_gpu(x) else x  # (cupyx sparse matrices hold no integers)
+        out = _in_memory(host.astype(np.int64), targets, total, seed, replace).astype(bool)
+        return array_to_gpu(out) if is_gpu(x) else out
     on_gpu = is_gpu(x)
     if on_gpu:
         settings.info(f"{_STEP}: drawn on the host (scanpy's random stream), the result moved back to the GPU.")

@@ -293,7 +293,8 @@ def _centred_sparse_block(block, *column, **kw):
     """`_centred_sparse` of one Dask block (a new array: the block itself is not changed)."""
     if not is_sparse(block):
         msg = (f"{_STEP}: a block of the Dask array is dense where the array's meta is sparse; give "
-               "map_blocks/from_array the blocks' kind (meta=numpy.empty((0, 0), dtype=...)).")  # fmt: skip
+               "map_blocks/from_array the blocks' kind (meta=numpy.empty((0, 0), dtype=...), or cupy.empty "
+               "for GPU blocks).")  # fmt: skip
         raise TypeError(msg)
     if sparse_format(block) != "csr":
         block = block.tocsr()

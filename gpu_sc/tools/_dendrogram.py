@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from .._backend import is_dask, is_sparse, to_host
+from .._backend import is_dask, is_sparse, sparse_module, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import nan_replaced
 from .._representation import representation
@@ -152,9 +152,16 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
 
 def _nan_skipping_sums(x, codes, size) -> tuple[np.ndarray, np.ndarray]:
     """Per-category sums of `x`'s columns and the number of values summed, NaN values skipped
-    as pandas' mean (scanpy's) skips them (in memory; a Dask matrix's NaN are summed); host arrays."""
-    counts = np.broadcast_to(size[:, None].astype(np.float64), (len(size), x.shape[1]))
-    x, nan = (x, None) if is_dask(x) else nan_replaced(x, 0)
+    as pandas' mean (scanpy's) skips them; host arrays. A Dask matrix's blocks carry their NaN
+    marks beside their values, so one pass sums both."""
+    n = x.shape[1]
+    counts = np.broadcast_to(size[:, None].astype(np.float64), (len(size), n))
+    if is_dask(x):
+        both = x.map_blocks(_with_nan_marks, chunks=(x.chunks[0], (2 * n,)), dtype=_marked_dtype(x.dtype),
+                            meta=x._meta.astype(_marked_dtype(x.dtype)))  # fmt: skip
+        out = to_host(group_sums(parts(both), codes, len(size))[0])
+        return out[:, :n], counts - out[:, n:]
+    x, nan = nan_replaced(x, 0)
     sums = to_host(group_sums(parts(x), codes, len(size))[0])
     if nan is None:
         return sums, counts
@@ -163,3 +170,24 @@ def _nan_skipping_sums(x, codes, size) -> tuple[np.ndarray, np.ndarray]:
     missing = np.zeros(counts.shape)
     np.add.at(missing, (codes[rows][inside], cols[inside]), 1.0)
     return sums, counts - missing
+
+
+def _marked_dtype(dtype) -> np.dtype:
+    """Values and NaN marks in one dtype that counts a block's rows exactly (not float16)."""
+    return np.dtype(np.float32) if dtype == np.float16 else np.dtype(dtype)
+
+
+def _with_nan_marks(block):
+    """The block with its NaN values 0 and, beside its columns, a 1 where each NaN was."""
+    clean, nan = nan_replaced(block, 0)
+    dtype = _marked_dtype(block.dtype)
+    xp = xp_of(block.data if is_sparse(block) else block)
+    rows, cols = (np.zeros(0, np.int64),) * 2 if nan is None else nan
+    rows, cols = xp.asarray(rows), xp.asarray(cols)
+    if is_sparse(block):
+        spm = sparse_module(block)
+        marks = spm.csr_matrix((xp.ones(rows.size, dtype=dtype), (rows, cols)), shape=block.shape)
+        return spm.hstack([clean.astype(dtype), marks], format="csr")
+    marks = xp.zeros(block.shape, dtype=dtype)
+    marks[rows, cols] = 1
+    return xp.concatenate([clean.astype(dtype), marks], axis=1)

@@ -98,6 +98,12 @@ class spmatrix:  # noqa: N801  (cupyx's name)
     def mean(self, axis=None, dtype=None, out=None):
         return _device(np.asarray(self.get().mean(axis=axis, dtype=dtype)))
 
+    def astype(self, t, *args, **kwargs):
+        """cupyx casts through its constructor, which takes no integer data."""
+        if np.dtype(t).kind not in _ALLOWED_KINDS:
+            raise ValueError("Only bool, float32, float64, complex64 and complex128 are supported")
+        return super().astype(t, *args, **kwargs)
+
     def eliminate_zeros(self):
         """cupyx compresses by cuSPARSE's csr2csr_compress, which takes float and complex data
         only (a bool matrix's raised 'unsupported dtype' on an H200, 2026-12-04)."""

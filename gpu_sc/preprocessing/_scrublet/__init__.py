@@ -75,7 +75,8 @@ def scrublet(
     ----------
     adata
         Raw counts, cells x genes, in X (unless `adata_sim` is given). Not changed except for
-        the result keys.
+        the result keys. A bool X counts as 0/1: a doublet sums its two cells (scanpy's bool
+        addition is a logical or).
     adata_sim
         Advanced: doublets from :func:`scrublet_simulate_doublets`, processed like `adata`
         (then `adata` must hold the processed observed cells, same genes, and no filtering,
