@@ -239,20 +239,53 @@ def to_host(x):
 
 
 def assert_adata_equal(a: ad.AnnData, b: ad.AnnData) -> None:
-    """Exact equality of shapes, names, obs/var, X (type, layout, dtype, values), layers, uns keys."""
+    """Exact equality of shapes, names, obs/var, X (type, layout, dtype, values), layers,
+    obsm/varm/obsp/varp and uns (keys and values, nested)."""
     assert a.shape == b.shape
     assert a.obs_names.equals(b.obs_names) and a.var_names.equals(b.var_names)
     assert a.obs.equals(b.obs) and a.var.equals(b.var)
     for x, y in [(a.X, b.X), *((a.layers[k], b.layers[k]) for k in a.layers)]:
-        assert type(x) is type(y)
-        assert x.dtype == y.dtype
-        if sp.issparse(x):
-            assert x.format == y.format
-            assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
-            assert np.array_equal(x.data, y.data, equal_nan=True)
-        else:
-            assert np.array_equal(x, y, equal_nan=True)
-    assert set(a.layers) == set(b.layers) and set(a.uns) == set(b.uns) and set(a.obsm) == set(b.obsm)
+        _assert_matrix_equal(x, y)
+    assert set(a.layers) == set(b.layers)
+    for name in ("obsm", "varm", "obsp", "varp"):
+        m, n = getattr(a, name), getattr(b, name)
+        assert set(m) == set(n), name
+        for k in m:
+            _assert_matrix_equal(m[k], n[k])
+    _assert_nested_equal(dict(a.uns), dict(b.uns))
+
+
+def _assert_matrix_equal(x, y) -> None:
+    assert type(x) is type(y)
+    if isinstance(x, pd.DataFrame):
+        pd.testing.assert_frame_equal(x, y)
+        return
+    assert x.dtype == y.dtype
+    if sp.issparse(x):
+        assert x.format == y.format
+        assert np.array_equal(x.indptr, y.indptr) and np.array_equal(x.indices, y.indices)
+        assert np.array_equal(x.data, y.data, equal_nan=True)
+    else:
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind in "fc")
+
+
+def _assert_nested_equal(x, y, where: str = "uns") -> None:
+    """uns-like values equal: dicts key by key, frames, arrays (NaN equal), scalars."""
+    assert type(x) is type(y), where
+    if isinstance(x, dict):
+        assert set(x) == set(y), where
+        for k in x:
+            _assert_nested_equal(x[k], y[k], f"{where}[{k!r}]")
+    elif isinstance(x, pd.DataFrame | pd.Series):
+        (pd.testing.assert_frame_equal if isinstance(x, pd.DataFrame) else pd.testing.assert_series_equal)(x, y)
+    elif isinstance(x, np.ndarray) or sp.issparse(x):
+        _assert_matrix_equal(x, y)
+    elif isinstance(x, list | tuple):
+        assert len(x) == len(y), where
+        for i, (u, v) in enumerate(zip(x, y, strict=True)):
+            _assert_nested_equal(u, v, f"{where}[{i}]")
+    else:
+        assert x == y or (x != x and y != y), where  # (NaN equals NaN)
 
 
 # --- bundled data --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import sys
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from _helpers import run_without_cupy
 
@@ -93,6 +94,7 @@ def test_moved_copy_of_a_view_owns_its_data(pbmc):
     pbmc.X = pbmc.X.toarray()
     view = pbmc[:10]
     out = gpu_sc.get.to_cpu(view, copy=True)
+    assert out is not view and not out.is_view and not np.shares_memory(out.X, pbmc.X)
     out.X[0, 0] = -5
     gpu_sc.get.to_cpu(view)
     view.X[0, 1] = -7

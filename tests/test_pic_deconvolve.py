@@ -65,13 +65,6 @@ def test_loglik_matches_naive():
                 assert ll[n, i, j] >= best - 1e-9
 
 
-def test_tie_rule():
-    ll = np.zeros((1, 3, 2))
-    ll[0, 2, 0] = ll[0, 1, 1] = 1.0  # j = 2 + 3*0 = 2 beats j = 1 + 3*1 = 4
-    ia, ib = best_pair(ll)
-    assert (ia[0], ib[0]) == (2, 0)
-
-
 def test_alpha_boundaries():
     u = np.array([5.0, 0.0 + 3])
     al, _ = optimise_alpha(u, np.array([[0.9], [0.1]]), np.array([[0.1], [0.9]]), 1e-4)

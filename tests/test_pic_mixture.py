@@ -205,7 +205,7 @@ def test_summarise_rules():
     np.testing.assert_allclose(sm["p_a"][0], 0.5)
     np.testing.assert_allclose(sm["p_b"][:2], [0.5 / 0.6, 0.7])
     assert np.isnan(sm["p_a"][1]) and list(sm["n_major"]) == [4, 2, 0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"n_a must be in 1..K-1 = 1..3, got 4"):
         summarise(w, 4)
 
 

@@ -36,6 +36,13 @@ def test_old_positionals_as_scanpy(pbmc, step):
         np.testing.assert_allclose(ours.X.toarray() if hasattr(ours.X, "toarray") else ours.X,
                                    theirs.X.toarray() if hasattr(theirs.X, "toarray") else theirs.X,
                                    rtol=1e-5, atol=1e-6)  # fmt: skip
+        # and every column a positional names (normalize_total's key_added 'nf' was never checked)
+        assert list(ours.obs.columns) == list(theirs.obs.columns)
+        for c in theirs.obs.columns:
+            if theirs.obs[c].dtype.kind in "iuf":
+                np.testing.assert_allclose(ours.obs[c], theirs.obs[c], rtol=1e-5, err_msg=c)
+            else:
+                pd.testing.assert_series_equal(ours.obs[c], theirs.obs[c])
     else:
         got, ref = getattr(ours, where), getattr(theirs, where)
         assert list(got.columns) == list(ref.columns)
