@@ -483,7 +483,7 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     singlets = p.copy()
     singlets.obs["grp"] = "g"
     # (named deconvolve's error, from the simulation inside, before)
-    with pytest.raises(KeyError, match=r"pair_frequencies: singlets.obs\['grp'\] lacks groups \["):
+    with pytest.raises(KeyError, match=r"pair_frequencies: groups \[.*\] are not in singlets.obs\['grp'\] \(its groups: \['g'\]\)"):
         gsc.pic.pair_frequencies(p, singlets)
     groups = [*p.uns["pic"]["groups_a"], *p.uns["pic"]["groups_b"]]
     singlets.obs["grp"] = np.resize(np.asarray(groups, dtype=object), singlets.n_obs)

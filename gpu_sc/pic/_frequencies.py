@@ -34,7 +34,7 @@ from scipy import stats
 from .. import _keys as K
 from .._settings import Progress
 from .._validation import check_anndata, check_int, check_number, check_seed
-from ._args import replicate_codes
+from ._args import population_groups, replicate_codes
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
 from ._expected import check_same_genes, obs_column
@@ -277,13 +277,8 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
             msg = (f"{step}: singlets.obs has no column {groupby!r}, the groupby deconvolve used; pass "
                    "the singlets given to deconvolve.")  # fmt: skip
             raise KeyError(msg)
-        info = pics.uns[K.UNS_PIC]
-        present = set(singlets.obs[groupby].dropna().astype(str))
-        missing = [str(g) for g in [*info["groups_a"], *info["groups_b"]] if str(g) not in present]
-        if missing:
-            msg = (f"{step}: singlets.obs[{groupby!r}] lacks groups {missing[:5]} that deconvolve used; pass the "
-                   "singlets given to deconvolve.")  # fmt: skip
-            raise KeyError(msg)
+        info = pics.uns[K.UNS_PIC]  # the groups deconvolve used, as deconvolve checked them
+        population_groups(singlets, groupby, info["groups_a"], info["groups_b"], step=step)
         depths = pic_depths(pics, step, counts=True)
     tables = []
     for value, mask in conditions:
