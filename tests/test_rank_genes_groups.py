@@ -445,3 +445,17 @@ def test_t_test_of_genes_constant_within_or_outside_a_group_is_welchs(logged, dt
         want = np.nan_to_num(want, nan=0.0)
         np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-6, atol=1e-6,
                                    err_msg=group)  # (scores are stored as float32)
+
+
+@pytest.mark.parametrize("kind", ["int", "bool", "float"])
+def test_numeric_groupby_is_refused_as_scanpy_does(logged, kind):
+    """scanpy fails on a groupby of numbers ('Can only use .cat accessor'); ours said nothing and
+    turned the column into number categories, which scanpy's dotplot and heatmap cannot draw."""
+    a = logged.copy()
+    codes = a.obs["grp"].cat.codes.to_numpy()
+    a.obs["n"] = {"int": codes, "bool": codes == 0, "float": codes.astype(float)}[kind]
+    before = a.obs["n"].copy()
+    with pytest.raises(TypeError, match=r"groupby 'n' holds .* values, not categories.*astype\(str\)"):
+        gsc.tl.rank_genes_groups(a, "n")
+    pd.testing.assert_series_equal(a.obs["n"], before)
+    assert "rank_genes_groups" not in a.uns

@@ -81,13 +81,16 @@ def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
     probe = AnnData(obs=adata.obs[[groupby]].copy())
     probe.strings_to_categoricals()
     col = probe.obs[groupby]
-    return col if isinstance(col.dtype, pd.CategoricalDtype) else col.astype("category")
+    if not isinstance(col.dtype, pd.CategoricalDtype):  # scanpy: "Can only use .cat accessor ..."
+        msg = (f"{STEP}: groupby {groupby!r} holds {col.dtype} values, not categories (scanpy refuses it "
+               f"too); make it categorical first, e.g. adata.obs[{groupby!r}] = "
+               f"adata.obs[{groupby!r}].astype(str).astype('category').")
+        raise TypeError(msg)
+    return col
 
 
 def _make_categorical(adata: AnnData, groupby: str) -> None:
     sanitize_anndata(adata)  # scanpy's, always: every string column of obs and var
-    if not isinstance(adata.obs[groupby].dtype, pd.CategoricalDtype):  # numbers: categorical too
-        adata.obs[groupby] = adata.obs[groupby].astype("category")
 
 
 def _groups(adata: AnnData, groupby: str, groups, reference, method: str):
