@@ -278,3 +278,32 @@ def test_pca_dask_gpu_blocks_equal_cpu(device, pbmc, kind, zero_center):
         a, b = gpu.obsp[key], lazy_rep.obsp[key]
         assert type(b) is type(a) and b.dtype == a.dtype
         np.testing.assert_array_equal(to_host(b), to_host(a))
+
+
+@pytest.mark.parametrize("step", ["pca", "normalize_total", "log1p", "highly_variable_genes"])
+@pytest.mark.parametrize("case", ["gpu_blocks_host_meta", "host_blocks_gpu_meta"])
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_blocks_on_another_device_than_the_meta_are_refused(device, pbmc, kind, case, step):
+    """A Dask array whose blocks live on another device than its meta says: a TypeError naming
+    both (it failed after a whole pass with CuPy's 'implicit conversion' or a host/device mix),
+    and the AnnData is unchanged."""
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), kind)
+    sparse = kind != "numpy"
+    host_meta = sp.csr_matrix((0, 0), dtype=np.float32) if sparse else np.empty((0, 0), np.float32)
+    gpu_meta = cpsp.csr_matrix((0, 0), dtype=np.float32) if sparse else cp.empty((0, 0), np.float32)
+    to_gpu = cpsp.csr_matrix if sparse else cp.asarray
+    if case == "gpu_blocks_host_meta":
+        lazy.X = lazy.X.map_blocks(to_gpu, dtype=np.float32, meta=host_meta)
+    else:
+        lazy.X = lazy.X.map_blocks(lambda b: b.copy(), dtype=np.float32, meta=gpu_meta)
+    before = lazy.copy()
+    with pytest.raises(TypeError, match=r"a block of the Dask array is a .* array where the array's meta is a"):
+        {"pca": lambda: gsc.pp.pca(lazy, n_comps=5),
+         "normalize_total": lambda: gsc.pp.normalize_total(lazy),
+         "log1p": lambda: gsc.pp.log1p(lazy, copy=True).X.compute(),
+         "highly_variable_genes": lambda: gsc.pp.highly_variable_genes(lazy, n_top_genes=50)}[step]()
+    assert lazy.X.name == before.X.name and list(lazy.obsm) == list(before.obsm) and list(lazy.uns) == list(before.uns)
+    assert list(lazy.var.columns) == list(before.var.columns) and list(lazy.obs.columns) == list(before.obs.columns)

@@ -81,8 +81,9 @@ class Chunked:
 
         call = dask.delayed(_on_block, pure=False)  # no hashing of (device) arguments: computed at once
         blocks = self.array.to_delayed().ravel()
+        on_gpu = is_gpu(self.array._meta)
         return [
-            call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs)
+            call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs, on_gpu)
             for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)
         ]
 
@@ -100,7 +101,9 @@ class Chunked:
 
         call = dask.delayed(_groups_on_block, pure=False)
         blocks = self.array.to_delayed().ravel()
-        tasks = [call(fn, blk, codes[lo:hi], args) for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)]
+        on_gpu = is_gpu(self.array._meta)
+        tasks = [call(fn, blk, codes[lo:hi], args, on_gpu)
+                 for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)]  # fmt: skip
         return _summed(tasks, add=_add_groups).compute()
 
     def rows(self, fn, *args, per_row=(), **kwargs):
@@ -127,7 +130,7 @@ class Chunked:
         meta = self.array._meta
         meta = (meta.tocsr() if is_sparse(meta) and sparse_format(meta) != "csr" else meta).astype(dtype)
         return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
-                             kwargs=kwargs, dtype=dtype, meta=meta)  # fmt: skip
+                             kwargs=kwargs, on_gpu=is_gpu(meta), dtype=dtype, meta=meta)  # fmt: skip
 
     def take_rows(self, rows):
         """Rows `rows` (sorted host ints) as a lazy Dask array: each block keeps its own
@@ -172,12 +175,28 @@ def _block_columns(block, *, cols):
     return block[:, xp_of(block).asarray(cols)]
 
 
-def _on_block(fn, block, per_row, args, kwargs):
+def check_block_device(block, on_gpu: bool) -> None:
+    """A clear error where a block lives on another device than the Dask array's meta says:
+    the steps pick numpy or cupy from the meta, and a GPU block under a numpy meta (or the
+    reverse) otherwise fails deep inside, after a whole pass, with CuPy's 'implicit conversion'."""
+    if is_gpu(block) == on_gpu or block.shape[0] == 0:  # an empty block holds nothing to mix
+        return
+    where, meta = ("GPU (CuPy)", "host (NumPy/SciPy)") if not on_gpu else ("host (NumPy/SciPy)", "GPU (CuPy)")
+    msg = (f"a block of the Dask array is a {where} array where the array's meta is a {meta} array; "
+           "give the blocks' kind when building it (da.map_blocks / from_array(..., meta=cupy.empty((0, 0), "
+           "dtype)) for GPU blocks, numpy.empty for host ones), or move every block with "
+           "x.map_blocks(cupy.asarray) / x.map_blocks(cupy.asnumpy).")  # fmt: skip
+    raise TypeError(msg)
+
+
+def _on_block(fn, block, per_row, args, kwargs, on_gpu):
+    check_block_device(block, on_gpu)
     return fn(block_parts(block), *per_row, *args, **kwargs)
 
 
-def _groups_on_block(fn, block, codes, args) -> dict:
+def _groups_on_block(fn, block, codes, args, on_gpu) -> dict:
     """{group: fn(parts of a copy of the block's rows in the group, group, *args)}."""
+    check_block_device(block, on_gpu)
     block = in_layout(block)
     xp = xp_of(block)
     out = {}
@@ -187,8 +206,9 @@ def _groups_on_block(fn, block, codes, args) -> dict:
     return out
 
 
-def _updated(block, *columns, fn, dtype_, args, kwargs):
+def _updated(block, *columns, fn, dtype_, args, kwargs, on_gpu):
     """A transformed copy of `block` (CSR or C-contiguous dense)."""
+    check_block_device(block, on_gpu)
     # astype copies (numpy, scipy and cupyx alike); duplicates summed here, so that the parts
     # changed in place are those of the block returned (block_parts would check them again)
     block = summed_duplicates(in_layout(block).astype(dtype_))
