@@ -212,8 +212,8 @@ def scrublet_simulate_doublets(
         Doublets per cell.
     synthetic_doublet_umi_subsampling
         In (0, 1]: below 1, the summed counts are thinned binomially at this rate (drawn in
-        scanpy's order; the totals' correction term, which scanpy draws from NumPy's unseeded
-        global generator, comes from the same RandomState here).
+        scanpy's order; the totals' correction term comes, as in scanpy, from NumPy's global
+        generator: the same totals as scanpy's under ``np.random.seed``).
     random_seed
         int, None or a numpy RandomState.
 

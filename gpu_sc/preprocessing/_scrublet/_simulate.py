@@ -79,9 +79,9 @@ def simulate(x, pairs: np.ndarray, *, rate: float, rs: np.random.RandomState):
     With ``rate < 1`` each summed count is thinned to Binomial(round(count), rate), drawn over
     the stored values of the sum in the order scanpy stores them (SciPy's CSC rows taken and
     added, which is not sorted order, so that sum is formed the same way, on the host), and the
-    totals become thinned + Binomial(round(original total - thinned), rate). scanpy draws that
-    last term from NumPy's global generator, unseeded; here it comes from `rs`, after the
-    counts."""
+    totals become thinned + Binomial(round(original total - thinned), rate), drawn as scanpy
+    draws it: from NumPy's global generator, not from `rs` (so under np.random.seed the totals
+    are scanpy's; without it they change from call to call, as scanpy's do)."""
     xp = xp_of(x)
     first, second = xp.asarray(pairs[:, 0]), xp.asarray(pairs[:, 1])
     totals = _row_totals(x)
@@ -99,7 +99,7 @@ def simulate(x, pairs: np.ndarray, *, rate: float, rs: np.random.RandomState):
     summed = sp.csc_matrix((drawn.astype(x.dtype), summed.indices, summed.indptr), shape=summed.shape)
     current = np.asarray(summed.sum(axis=1)).ravel()
     left = to_host(sim_totals).astype(np.float64) - current
-    extra = rs.binomial(np.round(left).astype(np.int64), rate)
+    extra = np.random.binomial(np.round(left).astype(np.int64), rate)  # scanpy's global generator
     new_totals = (current + extra).astype(to_host(sim_totals).dtype)
     sim = summed.tocsr()
     sim.eliminate_zeros()
