@@ -10,7 +10,7 @@ import pandas as pd
 
 import pytest
 import scanpy as sc
-from _helpers import assert_same
+from _helpers import assert_adata_equal, assert_same
 
 from gpu_sc.preprocessing._neighbors import neighbors
 from gpu_sc.tools import diffmap, dpt, draw_graph, leiden, paga, umap
@@ -510,3 +510,20 @@ def test_sim_is_scanpys(tmp_path):
     want = sc.tl.sim("toggleswitch", writedir=tmp_path / "scanpy", **kwargs)
     np.testing.assert_array_equal(got.X, want.X)
     assert got.shape == (20, 2) and set(got.uns) == set(want.uns)
+
+
+@pytest.mark.parametrize(("tool", "kw"), [(umap, {"min_dsit": 0.3}), (diffmap, {"n_comp": 3}),
+                                          (paga, {"group": "x"}), (dpt, {"n_dc": 3})])  # fmt: skip
+def test_a_misspelt_keyword_is_refused_before_any_work(graph, tool, kw, monkeypatch):
+    """scanpy's TypeError, before the host copy and umap's spectral start (a pass over the graph),
+    naming the keywords scanpy's tool takes; the AnnData unchanged."""
+    import gpu_sc.tools._delegate as delegate
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the host copy was made before the keywords were checked")
+
+    monkeypatch.setattr(delegate, "host_copy", no_copy)
+    before = graph.copy()
+    with pytest.raises(TypeError, match=rf"unexpected keyword argument '{next(iter(kw))}' \(the keywords are scanpy's"):
+        tool(graph, **kw)
+    assert_adata_equal(graph, before)

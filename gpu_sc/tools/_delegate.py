@@ -80,6 +80,20 @@ def scanpy_n_pcs() -> int:
     return int(scanpy.settings.N_PCS)
 
 
+def _check_keywords(name: str, tool, adata: AnnData, kwargs: dict) -> None:
+    """scanpy's TypeError for a keyword its tool does not take, before any work: umap computed
+    its spectral start (a pass over the graph) and only then heard of a misspelt keyword."""
+    try:
+        sig = inspect.signature(tool)
+    except (TypeError, ValueError):  # no signature to read: let the call decide
+        return
+    try:
+        sig.bind(adata, **kwargs)
+    except TypeError as e:
+        msg = f"{name}: {e} (the keywords are scanpy's tl.{name}'s: {', '.join(list(sig.parameters)[1:])})."
+        raise TypeError(msg) from None
+
+
 def _scanpy_tool(name: str):
     """scanpy's own `tl.<name>` (not ours, where ours has been put in its place)."""
     return scanpy_own("tl", name, f"scanpy.tools._{name}")
@@ -152,6 +166,8 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
         why = (f"takes no {untaken}" if untaken else f"has no {name}" if rsc is not None
                else "is not importable")  # fmt: skip
         settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
+    tool = host_tool or _scanpy_tool(name)
+    _check_keywords(name, tool, adata, kwargs)
     host = host_copy(adata, with_x=x == "always" or (x == "rule" and _needs_x(adata, kwargs)))
     obs0, var0 = set(host.obs.columns), set(host.var.columns)
     obsm0, uns0 = dict(host.obsm.items()), _dict_tree(host.uns)
@@ -159,7 +175,7 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
     if prepare is not None:
         kwargs, finish = prepare(host, kwargs)
     kwargs = {k: _host(v) if is_gpu(v) else v for k, v in kwargs.items()}  # e.g. louvain's adjacency
-    out = (host_tool or _scanpy_tool(name))(host, **kwargs)
+    out = tool(host, **kwargs)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
             if col not in before or not _same_column(frame[col], out_frame[col]):
