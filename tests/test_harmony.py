@@ -165,3 +165,22 @@ def test_bad_input_changes_nothing(two_runs, kw, err, match):
     assert x.obs.equals(before.obs) and set(x.obsm) == set(before.obsm)
     for name in x.obsm:
         assert np.array_equal(x.obsm[name], before.obsm[name], equal_nan=True)
+
+
+@pytest.mark.parametrize("kw", [{"tau": 200}, {"lamb": 3.0}, {"sigma": 0.3}, {"block_size": 0.2},
+                                {"cluster_fn": "first"}, {"theta": 0.5}])  # fmt: skip
+def test_harmonypys_tuning_keywords_equal_harmonypy(two_runs, kw):
+    """Each of harmonypy's tuning keywords at a value other than its default gives harmonypy's
+    embedding (each moves it by 1e-6 to 7e-2 when ignored)."""
+    harmonypy = _classic_harmonypy()
+    x = two_runs[::3].copy()
+    if kw.get("cluster_fn") == "first":
+        kw = {"cluster_fn": lambda data, k: data[:k]}
+    kw = {"nclust": 12, "max_iter_harmony": 3, **kw}
+    z = x.obsm["X_pca"].astype(np.float64)
+    ref = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False, **kw).Z_corr.T
+    gsc.pp.harmony_integrate(x, "run", **kw)
+    assert _max_rel(x.obsm["X_pca_harmony"], ref) <= ITERATED_RTOL
+    plain = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False, nclust=12,
+                                  max_iter_harmony=3).Z_corr.T  # fmt: skip
+    assert _max_rel(plain, ref) > 100 * ITERATED_RTOL  # the keyword matters here
