@@ -13,7 +13,7 @@ import scanpy as sc
 from _helpers import assert_adata_equal, assert_same
 
 from gpu_sc.preprocessing._neighbors import neighbors
-from gpu_sc.tools import diffmap, dpt, draw_graph, leiden, paga, umap
+from gpu_sc.tools import _delegate, diffmap, dpt, draw_graph, leiden, paga, umap
 
 
 @pytest.fixture
@@ -79,6 +79,12 @@ def test_gpu_graph(device, graph):
     leiden(gpu, **LEIDEN)
     umap(gpu, maxiter=30)
     assert "leiden" in gpu.obs and gpu.obsm["X_umap"].shape == (graph.n_obs, 2)
+    assert type(gpu.obsm["X_umap"]).__module__.startswith("cupy")
+    if _delegate._rsc() is None:  # scanpy on the host: the CPU graph's results, row for row
+        leiden(graph, **LEIDEN)
+        umap(graph, maxiter=30)
+        pd.testing.assert_series_equal(gpu.obs["leiden"], graph.obs["leiden"])
+        np.testing.assert_array_equal(cp.asnumpy(gpu.obsm["X_umap"]), graph.obsm["X_umap"])
 
 
 def test_gpu_graph_keywords_rapids_lacks_go_to_scanpy(device, graph, monkeypatch):
@@ -88,8 +94,6 @@ def test_gpu_graph_keywords_rapids_lacks_go_to_scanpy(device, graph, monkeypatch
     import types
 
     import cupyx.scipy.sparse as cpsp
-
-    from gpu_sc.tools import _delegate
 
     calls = []
 
@@ -267,6 +271,19 @@ def test_trajectory_tools_on_a_gpu_graph(device, graph):
     assert type(gpu.obsm["X_diffmap"]).__module__.startswith("cupy")
     assert type(gpu.obsm["X_draw_graph_fr"]).__module__.startswith("cupy")
     assert gpu.obs["dpt_pseudotime"].notna().all() and "paga" in gpu.uns
+    if _delegate._rsc() is None:  # scanpy on the host: the CPU graph's results, row for row
+        cpu = graph.copy()
+        diffmap(cpu)
+        cpu.uns["iroot"] = 0
+        dpt(cpu)
+        paga(cpu, "louvain")
+        draw_graph(cpu, "fr", random_state=0)
+        gsc.tl.tsne(cpu, n_pcs=10, random_state=0)
+        for key in ("X_tsne", "X_diffmap", "X_draw_graph_fr"):
+            np.testing.assert_array_equal(cp.asnumpy(gpu.obsm[key]), cpu.obsm[key], err_msg=key)
+        pd.testing.assert_series_equal(gpu.obs["dpt_pseudotime"], cpu.obs["dpt_pseudotime"])
+        np.testing.assert_array_equal(gpu.uns["paga"]["connectivities"].toarray(),
+                                      cpu.uns["paga"]["connectivities"].toarray())  # fmt: skip
 
 
 def test_umap_pca_of_the_highly_variable_genes_where_x_pca_is_gone(pbmc):
