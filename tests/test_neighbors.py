@@ -737,12 +737,27 @@ def test_host_search_independent_of_threads_and_tiles():
         np.testing.assert_array_equal(dist, runs[0][1])
 
 
-def test_cosine_zero_rows_do_not_crowd_the_candidates():
-    """A zero row is at cosine distance 1 from every row; searched as |u - 0|^2 = 1 (cosine 0.5)
-    sixty of them filled the candidate lists of rows whose true neighbours lie beyond 0.5."""
+def _rows_with_zeros():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(400, 200))
     x[rng.choice(400, 60, replace=False)] = 0
+    return x
+
+
+def test_cosine_zero_rows_do_not_crowd_the_candidates_on_the_gpu(device):
+    """The GPU search has its own handling of zero rows: the CPU's neighbours (below) there too."""
+    import cupy as cp
+
+    x = _rows_with_zeros()
+    ind, dist = (to_host(a) for a in knn(cp.asarray(x), 10, metric="cosine"))
+    ref_ind, ref_dist = knn(x, 10, metric="cosine")
+    assert_close(dist, ref_dist, dtype=np.float64, n_terms=x.shape[1], scale=1.0)
+
+
+def test_cosine_zero_rows_do_not_crowd_the_candidates():
+    """A zero row is at cosine distance 1 from every row; searched as |u - 0|^2 = 1 (cosine 0.5)
+    sixty of them filled the candidate lists of rows whose true neighbours lie beyond 0.5."""
+    x = _rows_with_zeros()
     ind, dist = knn(x, 10, metric="cosine")
     norms = np.linalg.norm(x, axis=1)
     u = x / np.where(norms > 0, norms, 1)[:, None]
