@@ -544,3 +544,14 @@ def test_a_misspelt_keyword_is_refused_before_any_work(graph, tool, kw, monkeypa
     with pytest.raises(TypeError, match=rf"unexpected keyword argument '{next(iter(kw))}' \(the keywords are scanpy's"):
         tool(graph, **kw)
     assert_adata_equal(graph, before)
+
+
+def test_umap_of_a_cosine_graph_same_as_scanpy(cliques):
+    """The spectral start of a graph of many components places them by the graph's own metric
+    (umap-learn's component layout reads it): a cosine graph's embedding is scanpy's too."""
+    graph = cliques.copy()
+    neighbors(graph, n_neighbors=10, metric="cosine")
+    ref, got = graph.copy(), graph.copy()
+    sc.tl.umap(ref, maxiter=20, random_state=0)
+    umap(got, maxiter=20, random_state=0)
+    assert_same(got.obsm["X_umap"], ref.obsm["X_umap"])
