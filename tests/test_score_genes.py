@@ -179,3 +179,27 @@ def test_dask_reads_the_blocks_twice(logged):
     lazy.X, made = counted_dask(sp.csr_matrix(logged.X, dtype=np.float32))
     gsc.tl.score_genes(lazy, _genes(logged, 0, 37, 15))
     assert sorted(made) == sorted(list(range(lazy.X.numblocks[0])) * 2)
+
+
+@pytest.mark.parametrize("use_raw", [None, True, False])
+def test_raw_and_copy_as_scanpy(logged, use_raw):
+    """With adata.raw (the log counts of every gene) and X a scaled subset, as after a scanpy
+    workflow: scanpy's default reads raw, use_raw=False X; copy=True returns the result and leaves
+    the input unchanged."""
+    a = logged.copy()
+    a.raw = a
+    a = a[:, a.var_names[::2]].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.scale(a)
+    genes = _genes(a, 0, 11, 12)
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.score_genes(ref, genes, use_raw=use_raw, random_state=2)
+        out = gsc.tl.score_genes(got, genes, use_raw=use_raw, random_state=2, copy=True)
+    pd.testing.assert_series_equal(out.obs["score"], ref.obs["score"])
+    assert "score" not in got.obs  # copy=True: the input as it was
+    other = a.copy()
+    gsc.tl.score_genes(other, genes, use_raw=not bool(use_raw) if use_raw is not None else False, random_state=2)
+    assert not np.allclose(other.obs["score"], out.obs["score"])  # raw and X give other scores here
