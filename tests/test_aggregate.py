@@ -33,6 +33,7 @@ def cells(pbmc):
     a.layers["log"] = ln.X
     a.obsm["emb"] = np.random.default_rng(0).normal(size=(a.n_obs, 5)).astype(np.float32)
     a.var["kind"] = np.where(np.arange(a.n_vars) % 3 == 0, "a", "b")
+    a.varm["load"] = np.random.default_rng(1).normal(size=(a.n_vars, 4)).astype(np.float32)
     return a
 
 
@@ -57,6 +58,7 @@ CASES = [
     {"by": "grp", "obsm": "emb"},
     {"by": "kind", "axis": "var"},
     {"by": "kind", "axis": 1, "layer": "log"},
+    {"by": "kind", "varm": "load"},
 ]
 
 
