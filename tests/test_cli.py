@@ -645,3 +645,26 @@ def test_demo_without_umap_draws_no_stale_embedding(tmp_path, capsys, monkeypatc
     assert main(["demo", "--device", "cpu", "--plot", str(png)]) == 0
     out = capsys.readouterr().out
     assert "UMAP image:" in out and "skipped: umap did not run" in out and not png.exists()
+
+
+def test_run_option_values_reach_their_steps(tmp_path):
+    """--target-sum, --n-neighbors, --resolution and the harmony step take effect with the values
+    given (each could be replaced by its default, or harmony run for no iteration, unseen)."""
+    src = tmp_path / "in.h5ad"
+    cells = pbmc68k_reduced()
+    cells.obs["run"] = np.where(np.arange(cells.n_obs) < 350, "a", "b")
+    cells.write_h5ad(src)
+    out = tmp_path / "norm.h5ad"
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "normalize", "--target-sum", "5000"]) == 0
+    np.testing.assert_allclose(np.asarray(ad.read_h5ad(out).X.sum(axis=1)).ravel(), 5000, rtol=1e-4)
+    out = tmp_path / "graph.h5ad"
+    steps = "normalize,log1p,pca,harmony,neighbors,leiden"
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", steps, "--n-comps", "10",
+                 "--batch-key", "run", "--n-neighbors", "7", "--resolution", "0.4"]) == 0  # fmt: skip
+    got = ad.read_h5ad(out)
+    assert got.uns["neighbors"]["params"]["n_neighbors"] == 7
+    assert got.uns["leiden"]["params"]["resolution"] == 0.4
+    ref = ad.AnnData(obs=got.obs[["run"]].copy(), obsm={"X_pca": got.obsm["X_pca"]})
+    gpu_sc.pp.harmony_integrate(ref, "run")
+    np.testing.assert_allclose(got.obsm["X_pca_harmony"], ref.obsm["X_pca_harmony"], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(got.obsm["X_pca_harmony"], got.obsm["X_pca"], atol=1e-3)
