@@ -113,8 +113,12 @@ def test_dask_blocks_equal_in_memory(cells):
 @pytest.mark.parametrize("kind", ["cupyx_csr", "cupy"])
 def test_gpu_kernel_equals_cpu(device, cells, kind):
     """Our CUDA kernel (a real GPU or the emulator): atomics add in any order, so the float64
-    sums agree within the reordering bound; counts exactly; layers stay on the device."""
+    sums agree within the reordering bound; counts exactly, negative values included (scaled or
+    centred data: a count of values above zero only went unseen); layers stay on the device."""
     a = cells_for(device, cells, 200)
+    shifted = sp.csr_matrix(a.layers["log"], dtype=np.float32)
+    shifted.data -= 1.5  # a third of the stored values negative
+    a.layers["log"] = shifted
     cpu = gsc.get.aggregate(a, ["grp", "half"], ["sum", "mean", "var", "count_nonzero"], layer="log")
     g = a.copy()
     g.layers["log"] = as_type(sp.csr_matrix(a.layers["log"]), kind)
