@@ -82,6 +82,14 @@ def test_equals_scanpys_where_its_index_works(reference_and_new, monkeypatch):
     for col in ("bulk_labels", "louvain"):
         pd.testing.assert_series_equal(got.obs[col], want.obs[col])
     np.testing.assert_array_equal(got.obsm["X_umap"], want.obsm["X_umap"])
+    # the neighbour search's keywords (scanpy's Ingest.neighbors) reach it
+    for kw in ({"k": 4}, {"queue_size": 2, "epsilon": 0.3}):
+        want_k, got_k = new.copy(), new.copy()
+        _quiet(sc.tl.ingest, want_k, ref, obs="bulk_labels", embedding_method="umap", **kw)
+        _quiet(gsc.tl.ingest, got_k, ref, obs="bulk_labels", embedding_method="umap", **kw)
+        np.testing.assert_array_equal(got_k.obsm["X_umap"], want_k.obsm["X_umap"])
+        pd.testing.assert_series_equal(got_k.obs["bulk_labels"], want_k.obs["bulk_labels"])
+        assert not got_k.obs["bulk_labels"].equals(got.obs["bulk_labels"])  # the keyword matters (labels)
     before = new.obs.copy()
     copied = _quiet(gsc.tl.ingest, new, ref, obs="louvain", inplace=False)
     assert new.obs.equals(before) and "X_umap" not in new.obsm  # inplace=False leaves `new`
@@ -97,6 +105,8 @@ def test_gpu_data(device, reference_and_new):
     assert type(gpu_new.obsm["X_umap"]).__module__.startswith("cupy")
     pd.testing.assert_series_equal(gpu_new.obs["bulk_labels"], want.obs["bulk_labels"])
     np.testing.assert_allclose(to_host(gpu_new.obsm["X_pca"]), want.obsm["X_pca"], rtol=1e-4, atol=1e-4)
+    spread = np.ptp(want.obsm["X_umap"], axis=0).max()  # the same neighbours, so the same placement
+    np.testing.assert_allclose(to_host(gpu_new.obsm["X_umap"]), want.obsm["X_umap"], rtol=0, atol=1e-3 * spread)
 
 
 def test_gpu_sparse_x_with_a_graph_on_x(device, reference_and_new):
