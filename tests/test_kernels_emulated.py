@@ -47,10 +47,10 @@ def test_pic_kernels_equal_the_engine_bit_for_bit(cp, value, index, prof):
     cpu = _ops.Parts(*arrays, m.shape)
     dev = _ops.Parts(*(cp.asarray(a) for a in arrays), m.shape)
     alpha = np.random.default_rng(1).random(m.shape[0])
-    for r0, r1 in ((0, 30), (7, 19)):
+    for (r0, r1), n_iter in (((0, 30), 60), ((7, 19), 60), ((0, 30), 7)):  # 7: the kernel takes n_iter given
         for al in (None, alpha):
-            ll_c, al_c = pic_pair_loglik(cpu, r0, r1, pa, pb, EPS, al, 60)
-            ll_d, al_d = _gpu_chunk(dev, r0, r1, cp.asarray(pa), cp.asarray(pb), EPS, al, 60)
+            ll_c, al_c = pic_pair_loglik(cpu, r0, r1, pa, pb, EPS, al, n_iter)
+            ll_d, al_d = _gpu_chunk(dev, r0, r1, cp.asarray(pa), cp.asarray(pb), EPS, al, n_iter)
             np.testing.assert_array_equal(_host(ll_d).view(np.int64), ll_c.view(np.int64))
             if al is None:
                 np.testing.assert_array_equal(_host(al_d).view(np.int64), al_c.view(np.int64))
