@@ -9,12 +9,25 @@ from anndata import AnnData
 
 from . import _keys as K
 from ._settings import N_PCS
+from ._validation import check_index_dtype
 
 
 def representation(adata: AnnData, use_rep, n_pcs, *, step: str):
     """The matrix scanpy's `_choose_representation` picks for a graph: X_pca (its first `n_pcs`
     columns) above 50 genes, else X; obsm[use_rep]; X for use_rep='X' or n_pcs=0. None where
-    X_pca is missing above 50 genes and gsc.pp.pca can make it (the caller does, as scanpy)."""
+    X_pca is missing above 50 genes and gsc.pp.pca can make it (the caller does, as scanpy).
+    A matrix of no column, or a sparse one with unsigned index arrays, is refused."""
+    rep = _chosen(adata, use_rep, n_pcs, step=step)
+    if rep is not None:
+        check_index_dtype(rep, step=step)
+        if len(rep.shape) == 2 and rep.shape[1] == 0:  # a graph of all-zero distances otherwise
+            msg = (f"{step}: the representation has no column ({rep.shape[0]} cells x 0); a graph needs "
+                   "at least one gene or component.")
+            raise ValueError(msg)
+    return rep
+
+
+def _chosen(adata: AnnData, use_rep, n_pcs, *, step: str):
     if use_rep is None and n_pcs == 0:
         return adata.X
     if use_rep is None:

@@ -374,7 +374,10 @@ def test_step_warnings_name_the_callers_line():
 
 UNSIGNED_STEPS = {**STEPS, "log1p": gsc.pp.log1p, "scale": lambda a: gsc.pp.scale(a, zero_center=False),
                   "highly_variable_genes": gsc.pp.highly_variable_genes, "pca": lambda a: gsc.pp.pca(a, n_comps=5),
-                  "aggregate": lambda a: gsc.get.aggregate(a, "bulk_labels", "sum")}  # fmt: skip
+                  "aggregate": lambda a: gsc.get.aggregate(a, "bulk_labels", "sum"),
+                  "neighbors_on_x": lambda a: gsc.pp.neighbors(a, use_rep="X"), "sqrt": gsc.pp.sqrt,
+                  "pic_loglik": lambda a: gsc.pic.pic_loglik(a.X, np.full((a.n_vars, 2), 1e-3), np.zeros(a.n_obs, int),
+                                                             np.ones(a.n_obs, int), np.full(a.n_obs, 0.5))}  # fmt: skip
 
 
 @pytest.mark.parametrize("step", UNSIGNED_STEPS)
@@ -390,3 +393,11 @@ def test_unsigned_index_arrays_are_refused_saying_how_to_cast(pbmc, step, name):
         UNSIGNED_STEPS[step](pbmc)
     assert pbmc.X is x and getattr(x, name).dtype == np.uint64  # (AnnData.copy would cast them)
     assert list(pbmc.obs) == obs and list(pbmc.var) == var
+
+
+def test_neighbors_on_no_gene_is_refused(pbmc):
+    """X with no column: a graph of all-zero distances was built without a word (scanpy raises)."""
+    a = pbmc[:, :0].copy()
+    with pytest.raises(ValueError, match=r"neighbors: the representation has no column \(700 cells x 0\)"):
+        gsc.pp.neighbors(a, use_rep="X")
+    assert "neighbors" not in a.uns and not a.obsp

@@ -166,3 +166,17 @@ def test_marker_gene_overlap_equals_scanpy():
         ref = sc.tl.marker_gene_overlap(a, markers, **kwargs)
         got = gsc.tl.marker_gene_overlap(a, markers, **kwargs)
         assert got.equals(ref)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.bool_])
+def test_sqrt_of_sparse_8_bit_integers_is_float32(pbmc, dtype):
+    """NumPy's root of 8-bit integers is float16, which scipy's sparse matrices cannot hold (the
+    error named float16): sparse ones become float32, dense ones keep NumPy's float16."""
+    a = pbmc.copy()
+    a.X = sp.csr_matrix(pbmc.X).astype(dtype)
+    want = np.sqrt(a.X.toarray().astype(np.float32))
+    gsc.pp.sqrt(a)
+    assert sp.issparse(a.X) and a.X.dtype == np.float32
+    np.testing.assert_array_equal(a.X.toarray(), want)
+    dense = pbmc.X.toarray().astype(dtype)
+    assert gsc.pp.sqrt(dense).dtype == np.sqrt(dense).dtype

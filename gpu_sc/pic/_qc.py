@@ -35,7 +35,7 @@ from .._keys import (
 )
 from .._ops import Chunked
 from .._ops._layout import in_layout
-from .._validation import check_counts, check_number, make_actual
+from .._validation import check_counts, check_index_dtype, check_number, make_actual
 from ._args import PicColumns, pic_columns
 from ._expected import (
     check_same_genes,
@@ -116,6 +116,7 @@ def _check_loglik_args(u, profiles, ia, ib, alpha, eps) -> None:
         msg = (f"{step}: u must be a 2-D matrix of counts (PICs x genes; numpy, scipy.sparse or "
                f"cupy), got {type(u).__name__}{shape}.")
         raise TypeError(msg)
+    check_index_dtype(u, step=step)
     n, n_genes = u.shape
     shape = _shape(profiles)
     if len(shape) != 2 or shape[0] != n_genes:

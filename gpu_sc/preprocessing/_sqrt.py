@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 from anndata import AnnData
 
 from .._backend import is_dask, is_sparse, xp_of
-from .._validation import check_anndata, make_actual, old_positionals, unsupported_matrix
+from .._validation import check_anndata, check_index_dtype, make_actual, old_positionals, unsupported_matrix
 
 _STEP = "sqrt"
 
@@ -15,7 +16,9 @@ def sqrt(data, *, copy: bool = False, chunked: bool = False, chunk_size: int | N
     """Square root of the data matrix, like :func:`scanpy.pp.sqrt`.
 
     `data` is an AnnData or a matrix: numpy, scipy sparse, cupy, cupyx sparse, or a Dask array
-    (lazy, block by block). Sparse matrices keep their pattern; integer values become floats.
+    (lazy, block by block). Sparse matrices keep their pattern; integer values become floats
+    (NumPy's: float16 for 8-bit integers and bools, float32 for 16-bit; sparse ones float32 for
+    both, as sparse matrices hold no float16: scanpy's sqrt fails there).
     For an AnnData backed on disk, ``chunked=True`` writes `chunk_size` cells (default 6000) at
     a time, as scanpy does. Returns the new matrix for a matrix; for an AnnData the copy when
     `copy`, else None. A view becomes an actual AnnData first (scanpy's writes the roots into
@@ -38,6 +41,9 @@ def _sqrt(x):
     if is_dask(x):
         return x.map_blocks(_sqrt, dtype=_sqrt(x._meta).dtype, meta=_sqrt(x._meta))
     if is_sparse(x):
+        check_index_dtype(x, step=_STEP)
+        if x.dtype.itemsize == 1 and x.dtype.kind in "iub":  # NumPy's root of these is float16
+            x = x.astype(np.float32)
         return x.sqrt()
     if not hasattr(x, "dtype") or not hasattr(x, "shape"):
         raise unsupported_matrix(x, step=_STEP, expected="a numpy/cupy array or a sparse matrix")
