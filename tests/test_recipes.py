@@ -192,13 +192,26 @@ def test_recipe_with_no_gene_left_says_so():
     """scanpy goes on into log1p and scale on no genes (its own test_recipe_plotting runs that);
     ours warns and stops there."""
     a = _load("mouse_brain_10k_subset.h5ad")  # about 60 genes per cell: min_genes=200 keeps 14 cells
-    with pytest.warns(UserWarning, match=r"recipe_seurat: no gene passed the dispersion filter \(14 cells"):
+    with pytest.warns(UserWarning, match=r"recipe_seurat: no gene passed the dispersion filter \(14 cells x 0"):
         out = _quiet_future(gsc.pp.recipe_seurat, a, copy=True)
     assert out.shape == (14, 0)
     rng = np.random.default_rng(0)
     uniform = sc.AnnData(rng.integers(0, 1000, (1000, 1000)))  # scanpy's test: counts of no structure
     with pytest.warns(UserWarning, match="no gene passed"):
         _quiet_future(gsc.pp.recipe_seurat, uniform.copy())
+
+
+def test_recipe_whose_own_filters_leave_nothing_says_which():
+    """A recipe's filter_cells / filter_genes leaving no cell or gene: a warning naming that
+    filter, and the recipe stops (the next step's 'empty matrix' error named normalize_total)."""
+    few_genes = _load("pbmc68k_reduced_counts.h5ad")[:, :150].copy()  # no cell has 200 genes
+    with pytest.warns(UserWarning, match=r"recipe_seurat: no cell passed filter_cells\(min_genes=200\) \(0 cells"):
+        out = _quiet_future(gsc.pp.recipe_seurat, few_genes, copy=True)
+    assert out.n_obs == 0 and few_genes.shape == (700, 150)
+    zeros = sc.AnnData(np.zeros((50, 30), np.float32))
+    with pytest.warns(UserWarning, match=r"recipe_zheng17: no gene passed filter_genes\(min_counts=1\) \(50 cells x 0"):
+        out = _quiet_future(gsc.pp.recipe_zheng17, zeros, copy=True)
+    assert out.shape == (50, 0)
 
 
 def test_odd_input():

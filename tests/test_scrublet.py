@@ -323,6 +323,8 @@ def test_bad_input_changes_nothing(pbmc):
     _refused(bad, ValueError, "negative", random_state=0)
     bad.X.data[3] = np.nan
     _refused(bad, ValueError, "non-finite")
+    one_gene = pbmc[:, :1].copy()  # its own filters leave no cell (the error named highly_variable_genes)
+    _refused(one_gene, ValueError, r"no cell is left after scrublet's filters .* of 700 cells x 1 genes")
 
 
 def test_dask_is_refused(pbmc):

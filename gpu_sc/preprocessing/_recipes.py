@@ -44,6 +44,8 @@ def recipe_zheng17(
     if copy:
         adata = adata.copy()
     filter_genes(adata, min_counts=1)
+    if _none_left(adata, "recipe_zheng17", "filter_genes(min_counts=1)"):
+        return adata if copy else None
     normalize_total(adata, key_added="n_counts_all")
     result = filter_genes_dispersion(adata.X, flavor="cell_ranger", n_top_genes=n_top_genes, log=False)
     if plot:
@@ -79,7 +81,11 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     if copy:
         adata = adata.copy()
     filter_cells(adata, min_genes=200)
+    if _none_left(adata, "recipe_seurat", "filter_cells(min_genes=200)"):
+        return adata if copy else None
     filter_genes(adata, min_cells=3)
+    if _none_left(adata, "recipe_seurat", "filter_genes(min_cells=3)"):
+        return adata if copy else None
     normalize_total(adata, target_sum=1e4)
     result = filter_genes_dispersion(adata.X, min_mean=0.0125, max_mean=3, min_disp=0.5, log=not log)
     if plot:
@@ -112,14 +118,16 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
     return scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")(adata, copy=copy, **kwargs)
 
 
-def _none_left(adata: AnnData, step: str) -> bool:
-    """No gene passed the dispersion filter: say so, and stop with the genes gone (scanpy goes on
-    into steps on no genes, which fail on some inputs and do nothing on others)."""
-    if adata.n_vars:
+def _none_left(adata: AnnData, step: str, after: str = "the dispersion filter") -> bool:
+    """No cell or no gene passed a filter of the recipe: say which, and stop there (scanpy goes on
+    into steps on no genes, which fail on some inputs and do nothing on others, and a later
+    step's 'empty matrix' error named that step, not the filter)."""
+    if adata.n_vars and adata.n_obs:
         return False
-    warnings.warn(f"{step}: no gene passed the dispersion filter ({adata.n_obs} cells left after the recipe's "
-                  "filters); adata has no genes now. Too few cells, or not counts (pass log=False for data "
-                  "already logged)?", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+    what = "cell" if not adata.n_obs else "gene"
+    warnings.warn(f"{step}: no {what} passed {after} ({adata.n_obs} cells x {adata.n_vars} genes left); adata "
+                  "is left so and the recipe stops. Too few cells or genes, or not counts (pass log=False for "
+                  "data already logged)?", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     return True
 
 

@@ -54,6 +54,11 @@ def preprocess(x, opts):
     work.obs_names = np.arange(x.shape[0]).astype(str)
     filter_genes(work, min_cells=3)
     filter_cells(work, min_genes=3)
+    if not (work.n_obs and work.n_vars):  # the next steps' 'empty matrix' error named them
+        msg = (f"{_STEP}: no {'gene' if not work.n_vars else 'cell'} is left after scrublet's filters "
+               f"(genes in >= 3 cells, cells with >= 3 such genes) of {x.shape[0]} cells x {x.shape[1]} genes; "
+               "it needs raw counts of more genes and cells.")  # fmt: skip
+        raise ValueError(msg)
     kept = work.obs_names.astype(int).to_numpy()
     n_genes = work.obs["n_genes"].to_numpy()
     raw = work.X.copy()
