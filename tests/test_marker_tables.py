@@ -305,6 +305,13 @@ def test_dendrogram_bad_input(reduced):
     a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.add_categories(["none here"])
     with pytest.raises(KeyError, match=r"categories \['none here'\] .* hold no cells"):
         gsc.tl.dendrogram(a, "bulk_labels")
+    a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.remove_unused_categories()
+    # a correlation over one value (scipy's 'Distance matrix X must be symmetric' before)
+    with pytest.raises(ValueError, match=r"profiles have 1 value\(s\) each .* needs at least two"):
+        gsc.tl.dendrogram(a, "bulk_labels", n_pcs=1)
+    a.obsm["flat"] = np.ones((a.n_obs, 3)) + (a.obs["bulk_labels"] == "Dendritic").to_numpy()[:, None]
+    with pytest.raises(ValueError, match=r"mean profiles of \[.*\] are constant over the 3 values"):
+        gsc.tl.dendrogram(a, "bulk_labels", use_rep="flat")
     assert not any(k.startswith("dendrogram") for k in a.uns)
 
 

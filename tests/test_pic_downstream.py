@@ -171,8 +171,9 @@ def test_bh_against_scipy_and_statsmodels():
     q2 = bh_fdr(with_nan)
     assert np.isnan(q2[[0, 11]]).all()
     assert_same(np.delete(q2, [0, 11]), q)  # NaNs left out: the same p-values, the same arithmetic
-    with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        bh_fdr([0.1, 1.5])
+    for bad in (1.5, -0.1, np.inf, -np.inf):  # inf was taken as missing (NaN)
+        with pytest.raises(ValueError, match=r"\[0, 1\].*1 outside"):
+            bh_fdr([0.1, bad])
     with pytest.raises(TypeError, match="pvalues must be numbers"):
         bh_fdr(["x", 0.1])
     for bad in (None, 0.5, [[0.1, 0.2]]):  # None and a scalar gave a 0-d NaN array

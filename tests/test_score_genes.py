@@ -203,3 +203,15 @@ def test_raw_and_copy_as_scanpy(logged, use_raw):
     other = a.copy()
     gsc.tl.score_genes(other, genes, use_raw=not bool(use_raw) if use_raw is not None else False, random_state=2)
     assert not np.allclose(other.obs["score"], out.obs["score"])  # raw and X give other scores here
+
+
+def test_repeated_gene_names_are_refused(logged):
+    """pandas' 'Reindexing only valid with uniquely valued Index objects' before; scanpy's too."""
+    a = logged.copy()
+    names = a.var_names.to_numpy().copy()
+    names[5] = names[4]
+    a.var_names = names
+    before = a.obs.copy()
+    with pytest.raises(ValueError, match=r"names read .* repeat \(e.g. \['" + names[4] + r"'\]\).*var_names_make_unique"):
+        gsc.tl.score_genes(a, list(a.var_names[10:20]))
+    pd.testing.assert_frame_equal(a.obs, before)

@@ -127,6 +127,13 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
     else:
         x, cols = _gene_matrix(adata, use_raw)
         x = canonical(x, step=STEP)
+    width = x.shape[1] if cols is None else len(cols)
+    if width < 2:  # a correlation over one value is NaN, and scipy: "Distance matrix 'X' must be symmetric"
+        what = "genes" if var_names is not None else "components or columns of the representation"
+        msg = (f"{STEP}: the groups' profiles have {width} value(s) each ({what}); their correlation needs at "
+               "least two: pass more n_pcs, or another use_rep.")
+        raise ValueError(msg)
+    if var_names is not None:
         sanitize_anndata(adata)  # as scanpy's gene table does
     if var_names is None and not is_dask(x) and not is_sparse(x):
         # a few dense columns on the host: pandas' means, scanpy's to the bit (ties in the
@@ -138,6 +145,11 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         sums, counts = _nan_skipping_sums(x, codes, size)
         means = pd.DataFrame(sums / counts if cols is None else sums[:, cols] / counts[:, cols], index=categories)
     corr = means.T.corr(method=cor_method).clip(-1, 1)
+    flat = [str(c) for c in corr.index[corr.isna().all(axis=1).to_numpy()]]
+    if flat:  # a constant profile has no correlation: scipy's 'must be symmetric' or NaN linkage
+        msg = (f"{STEP}: the mean profiles of {flat[:5]} are constant over the {width} values correlated, so "
+               "they have no correlation with the others; use more components or genes.")
+        raise ValueError(msg)
     linkage = sch.linkage(distance.squareform(1 - corr), method=linkage_method, optimal_ordering=optimal_ordering)
     info = sch.dendrogram(linkage, labels=list(categories), no_plot=True)
     dat = {"linkage": linkage, "groupby": groupby, "use_rep": use_rep, "cor_method": cor_method,

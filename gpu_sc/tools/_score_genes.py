@@ -148,6 +148,11 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     x, names = _matrix(adata, use_raw, layer)
     check_not_empty(x, step=STEP)
     names = pd.Index(names)
+    if not names.is_unique:  # pandas' 'Reindexing only valid with uniquely valued Index objects' otherwise
+        msg = (f"{STEP}: the gene names read (var_names, or raw.var_names where raw is read) repeat "
+               f"(e.g. {list(names[names.duplicated()][:3])}), so a gene cannot be found by its name; call "
+               "var_names_make_unique() first.")
+        raise ValueError(msg)
     wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
     genes = wanted.intersection(names)
     ignored = wanted.difference(names, sort=False)
