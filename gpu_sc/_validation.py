@@ -355,6 +355,15 @@ def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = 
     return int(value)
 
 
+def check_real(value, name: str, *, step: str, none_ok: bool = True) -> None:
+    """A real number (NaN and inf allowed, bool not), or None where `none_ok`: else a TypeError
+    naming the parameter (comparisons with a string failed with Python's or NumPy's own)."""
+    if (value is None and none_ok) or (isinstance(value, Real) and not isinstance(value, bool)):
+        return
+    msg = f"{step}: {name} must be a number{' or None' if none_ok else ''}, got {value!r} ({type(value).__name__})."
+    raise TypeError(msg)
+
+
 def check_number(value, name: str, *, step: str, low: float, high: float, low_open: bool = True,
                  high_open: bool = False) -> float:
     """A real number (not a bool) in the interval from `low` to `high` (open or closed ends)."""

@@ -401,3 +401,26 @@ def test_neighbors_on_no_gene_is_refused(pbmc):
     with pytest.raises(ValueError, match=r"neighbors: the representation has no column \(700 cells x 0\)"):
         gsc.pp.neighbors(a, use_rep="X")
     assert "neighbors" not in a.uns and not a.obsp
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda a: gsc.pp.log1p(a, base="e"), r"log1p: base must be a number or None, got 'e' \(str\)"),
+    (lambda a: gsc.pp.normalize_total(a, target_sum="1e4"), r"target_sum must be a number or None, got '1e4'"),
+    (lambda a: gsc.pp.normalize_total(a, exclude_highly_expressed=True, max_fraction="x"), r"max_fraction must be a number"),
+    (lambda a: gsc.pp.filter_cells(a, min_genes="5"), r"filter_cells: min_genes must be a number or None, got '5'"),
+    (lambda a: gsc.pp.filter_genes(a, max_counts=[3]), r"filter_genes: max_counts must be a number or None"),
+    (lambda a: gsc.pp.highly_variable_genes(a, min_mean="a"), r"highly_variable_genes: min_mean must be a number"),
+    (lambda a: gsc.pp.harmony_integrate(a, "phase", random_state="a"), r"random_state must be a non-negative integer or None"),
+    (lambda a: gsc.pp.harmony_integrate(a, "phase", random_state=-3), r"random_state must be a non-negative integer"),
+    (lambda a: gsc.pp.harmony_integrate(a, "phase", basis=["X_pca"]), r"basis must be the name of an obsm entry \(a str\)"),
+])  # fmt: skip
+def test_parameters_of_the_wrong_type_are_named(pbmc, call, match):
+    """A string (or list) where a number or name belongs: a TypeError naming the parameter (Python's
+    or NumPy's comparison error named none), the data unchanged."""
+    a = pbmc.copy()
+    a.obs["phase"] = np.where(np.arange(a.n_obs) % 2, "a", "b")
+    a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
+    before = a.copy()
+    with pytest.raises((TypeError, ValueError), match=match):  # ValueError: a number out of range
+        call(a)
+    assert_adata_equal(a, before)

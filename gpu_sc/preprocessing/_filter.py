@@ -12,7 +12,8 @@ from .._ops.take_cols import take_cols, take_cols_arrays
 from .._ops._layout import in_layout
 from .._backend import is_dask, is_gpu, is_sparse, to_host
 from .._settings import settings
-from .._validation import block_value_issues, canonical, check_count_dtype, check_counts, old_positionals, sum_dtype
+from .._validation import (block_value_issues, canonical, check_count_dtype, check_counts, check_real, old_positionals,
+                           sum_dtype)
 from .._values import float_values
 from ._qc import _gene_stats_and_issues
 
@@ -78,6 +79,8 @@ def cells_above(data, min_counts, *, step: str) -> tuple:
 
 def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
     name, unit, key_counts, key_num = _WHAT[axis]
+    for key, value in zip(("min_counts", "max_counts", f"min_{unit}", f"max_{unit}"), (*counts, *nums), strict=True):
+        check_real(value, key, step=step or name)
     step = step or name
     if copy:  # scanpy's log line
         settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")

@@ -95,6 +95,12 @@ def harmony_integrate(
     """
     del verbose, plot_convergence, reference_values, cluster_prior
     check_anndata(adata, step=_STEP)
+    for name, value in (("basis", basis), ("adjusted_basis", adjusted_basis)):
+        if not isinstance(value, str):  # a list failed with 'unhashable type'
+            msg = f"{_STEP}: {name} must be the name of an obsm entry (a str), got {value!r} ({type(value).__name__})."
+            raise TypeError(msg)
+    check_int(random_state, step=_STEP, name="random_state", minimum=0, none_ok=True,
+              hint=" (harmonypy seeds numpy with it)")  # numpy's own message named no parameter
     z = _embedding(adata, basis)
     n = z.shape[0]
     batches = _batches(adata, key)

@@ -21,8 +21,8 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings, user_stacklevel
-from .._validation import (canonical, check_finite, check_not_empty, get_matrix, make_actual, old_positionals,
-                           sanitize_anndata)
+from .._validation import (canonical, check_finite, check_not_empty, check_real, get_matrix, make_actual,
+                           old_positionals, sanitize_anndata)
 from .._values import float_values, not_counts
 
 _STEP = "highly_variable_genes"
@@ -141,6 +141,8 @@ def highly_variable_genes(
                         check_values=check_values, span=span)  # fmt: skip
     else:
         cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
+        for key, value in cutoffs.items():
+            check_real(value, key, step=_STEP)
         if n_top_genes is not None:
             if cutoffs != _CUTOFF_DEFAULTS:
                 msg = "If you pass `n_top_genes`, all cutoffs are ignored."

@@ -13,7 +13,7 @@ from .._backend import describe, is_dask, is_sparse
 from .._values import log1p_, value_range
 from .._ops._chunked import Chunked
 from .._ops._layout import summed_duplicates
-from .._validation import (UnsupportedMatrixError, canonical, check_in_memory, get_matrix, make_actual,
+from .._validation import (UnsupportedMatrixError, canonical, check_in_memory, check_real, get_matrix, make_actual,
                            renamed_arg, set_matrix, unsupported_matrix)  # fmt: skip
 
 _STEP = "log1p"
@@ -46,6 +46,7 @@ def log1p(
     (each block transformed on a copy when computed; a value outside log1p's domain raises
     then, with X already the lazy array).
     """
+    check_real(base, "base", step=_STEP)
     if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
         msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."
         raise ValueError(msg)

@@ -11,8 +11,8 @@ from anndata import AnnData
 from .. import _ops
 from .._backend import is_dask, to_host, xp_of
 from .._settings import settings
-from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, get_matrix, make_actual,
-                           old_positionals, set_matrix, writable)
+from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, check_real, get_matrix,
+                           make_actual, old_positionals, set_matrix, writable)
 
 _STEP = "normalize_total"
 
@@ -79,6 +79,8 @@ def normalize_total(
             msg = f"{_STEP}: `copy=True` cannot be used with `inplace=False`."
             raise ValueError(msg)
         adata = adata.copy()
+    check_real(max_fraction, "max_fraction", step=_STEP, none_ok=False)
+    check_real(target_sum, "target_sum", step=_STEP)
     if not 0 <= max_fraction <= 1:
         msg = f"{_STEP}: max_fraction must lie between 0 and 1, got {max_fraction}."
         raise ValueError(msg)
