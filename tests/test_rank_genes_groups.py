@@ -459,3 +459,16 @@ def test_numeric_groupby_is_refused_as_scanpy_does(logged, kind):
         gsc.tl.rank_genes_groups(a, "n")
     pd.testing.assert_series_equal(a.obs["n"], before)
     assert "rank_genes_groups" not in a.uns
+
+
+def test_a_layer_with_raw_set_says_to_pass_use_raw_false(logged):
+    """scanpy refuses a layer where raw is set and use_raw is left to its default (True there);
+    ours said 'got layer, use_raw', naming a use_raw the user never passed."""
+    a = logged.copy()
+    a.raw = a
+    a.layers["c"] = a.X.copy()
+    with pytest.raises(ValueError, match=r"layer='c' with adata.raw set.*pass use_raw=False"):
+        gsc.tl.rank_genes_groups(a, "grp", layer="c")
+    assert "rank_genes_groups" not in a.uns
+    gsc.tl.rank_genes_groups(a, "grp", layer="c", use_raw=False)
+    assert a.uns["rank_genes_groups"]["params"]["use_raw"] is False

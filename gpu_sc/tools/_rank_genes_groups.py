@@ -44,6 +44,10 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
     """(X, var_names, use_raw) the test reads: a layer, raw or X, restricted to mask_var."""
     if use_raw is None:  # scanpy's default: raw where there is one (a layer then needs use_raw=False)
         use_raw = adata.raw is not None
+        if use_raw and layer is not None:  # get_matrix's 'got layer, use_raw' named what was not passed
+            msg = (f"{STEP}: layer={layer!r} with adata.raw set: use_raw defaults to True there, as in scanpy, and a "
+                   "layer cannot be read from raw; pass use_raw=False to rank the layer.")
+            raise ValueError(msg)
     x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
     var = adata.raw.var if use_raw else adata.var
     names = var.index
