@@ -356,9 +356,12 @@ def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = 
 
 
 def check_real(value, name: str, *, step: str, none_ok: bool = True) -> None:
-    """A real number (NaN and inf allowed, bool not), or None where `none_ok`: else a TypeError
-    naming the parameter (comparisons with a string failed with Python's or NumPy's own)."""
+    """A real number (NaN and inf allowed, bool not; a 0-d numeric array too, as a reduction
+    gives), or None where `none_ok`: else a TypeError naming the parameter (comparisons with a
+    string failed with Python's or NumPy's own)."""
     if (value is None and none_ok) or (isinstance(value, Real) and not isinstance(value, bool)):
+        return
+    if getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", None) in ("i", "u", "f"):
         return
     msg = f"{step}: {name} must be a number{' or None' if none_ok else ''}, got {value!r} ({type(value).__name__})."
     raise TypeError(msg)

@@ -424,3 +424,18 @@ def test_parameters_of_the_wrong_type_are_named(pbmc, call, match):
     with pytest.raises((TypeError, ValueError), match=match):  # ValueError: a number out of range
         call(a)
     assert_adata_equal(a, before)
+
+
+def test_numeric_parameters_take_numpy_scalars_and_0d_arrays(pbmc):
+    """What scanpy takes: numpy scalars and 0-d arrays (a reduction's result) pass the type check."""
+    for call in (lambda a: gsc.pp.filter_cells(a, min_counts=np.array(10)),
+                 lambda a: gsc.pp.normalize_total(a, target_sum=np.float32(1e4)),
+                 lambda a: gsc.pp.normalize_total(a, target_sum=np.array(1e4)),
+                 lambda a: gsc.pp.log1p(a, base=np.array(2.0)),
+                 lambda a: gsc.pp.filter_genes(a, min_cells=np.int64(3))):  # fmt: skip
+        call(pbmc.copy())
+
+
+def test_pca_of_a_list_says_to_make_it_an_array():
+    with pytest.raises(TypeError, match=r"pca: expected an AnnData or a matrix, got a list; pass numpy.asarray"):
+        gsc.pp.pca([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]], n_comps=1)

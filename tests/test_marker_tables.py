@@ -307,7 +307,7 @@ def test_dendrogram_bad_input(reduced):
         gsc.tl.dendrogram(a, "bulk_labels")
     a.obs["bulk_labels"] = a.obs["bulk_labels"].cat.remove_unused_categories()
     # a correlation over one value (scipy's 'Distance matrix X must be symmetric' before)
-    with pytest.raises(ValueError, match=r"profiles have 1 value\(s\) each .* needs at least two"):
+    with pytest.raises(ValueError, match=r"profiles have 1 value\(s\) each .* needs two: pass more n_pcs"):
         gsc.tl.dendrogram(a, "bulk_labels", n_pcs=1)
     a.obsm["flat"] = np.ones((a.n_obs, 3)) + (a.obs["bulk_labels"] == "Dendritic").to_numpy()[:, None]
     with pytest.raises(ValueError, match=r"mean profiles of \[.*\] are constant over the 3 values"):

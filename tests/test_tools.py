@@ -555,3 +555,22 @@ def test_umap_of_a_cosine_graph_same_as_scanpy(cliques):
     sc.tl.umap(ref, maxiter=20, random_state=0)
     umap(got, maxiter=20, random_state=0)
     assert_same(got.obsm["X_umap"], ref.obsm["X_umap"])
+
+
+def test_umap_on_x_with_unsigned_index_arrays_as_scanpy(pbmc):
+    """A graph on X (<= 50 genes) whose X some writer stored with unsigned index arrays: our
+    spectral start refuses that X, so scanpy's own start runs, as scanpy does."""
+    a = pbmc[:, :40].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.normalize_total(a)
+        sc.pp.log1p(a)
+    neighbors(a, n_neighbors=10)
+    a.X.indptr = a.X.indptr.astype(np.uint64)
+    ref = a.copy()
+    ref.X.indptr = ref.X.indptr.astype(np.uint64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.umap(ref, maxiter=20)
+    umap(a, maxiter=20)
+    assert_same(a.obsm["X_umap"], ref.obsm["X_umap"])

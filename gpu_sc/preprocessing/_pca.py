@@ -178,7 +178,10 @@ def pca(
             msg = f"{_STEP}: `layer` needs an AnnData, got {type(data).__name__}."
             raise ValueError(msg)
         adata, x0, var = None, data, None
-        check_in_memory(x0, step=_STEP)  # a list: "'list' object has no attribute 'shape'"
+        if isinstance(x0, list | tuple):  # "'list' object has no attribute 'shape'" before
+            msg = f"{_STEP}: expected an AnnData or a matrix, got a {type(x0).__name__}; pass numpy.asarray(data)."
+            raise TypeError(msg)
+        check_in_memory(x0, step=_STEP)
     mask_param, mask = _handle_mask_var(var, mask_var, use_highly_variable, n_vars=x0.shape[1])
 
     x = canonical(x0, step=_STEP, sum_duplicates=True)  # squares of stored values

@@ -37,7 +37,8 @@ def recipe_zheng17(
     `plot` draws scanpy's dispersion plot (needs scanpy). With a Dask X every step stays lazy
     except the passes that compute per-gene statistics. Like scanpy's, the recipe changes
     `adata` step by step: an error in a later step leaves the earlier steps done (pass
-    ``copy=True`` to keep `adata` as it was).
+    ``copy=True`` to keep `adata` as it was). Where a filter leaves no gene (filter_genes, or the
+    dispersion filter) it warns, naming that filter, and stops there.
     """
     check_anndata(adata, step="recipe_zheng17")
     check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
@@ -51,7 +52,7 @@ def recipe_zheng17(
     if plot:
         _plot(result, log=True)
     _subset_inplace(adata, result.gene_subset, axis=1)
-    if _none_left(adata, "recipe_zheng17"):
+    if _none_left(adata, "recipe_zheng17", log=log):
         return adata if copy else None
     normalize_total(adata)
     if log:
@@ -74,8 +75,9 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
         log1p(adata)                         # if log
         scale(adata, max_value=10)
 
-    `plot` and partial changes on error as in :func:`recipe_zheng17`. Where no gene passes the
-    dispersion cutoffs it warns and stops, `adata` left with no genes.
+    `plot` and partial changes on error as in :func:`recipe_zheng17`. Where a filter leaves no
+    cell or gene (filter_cells, filter_genes, the dispersion cutoffs) it warns, naming that
+    filter, and stops, `adata` left as that filter made it.
     """
     check_anndata(adata, step="recipe_seurat")
     if copy:
@@ -91,7 +93,7 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     if plot:
         _plot(result, log=not log)
     _subset_inplace(adata, result.gene_subset, axis=1)
-    if _none_left(adata, "recipe_seurat"):
+    if _none_left(adata, "recipe_seurat", log=log):
         return adata if copy else None
     if log:
         log1p(adata)
@@ -118,16 +120,17 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
     return scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")(adata, copy=copy, **kwargs)
 
 
-def _none_left(adata: AnnData, step: str, after: str = "the dispersion filter") -> bool:
+def _none_left(adata: AnnData, step: str, after: str = "the dispersion filter", *, log: bool = False) -> bool:
     """No cell or no gene passed a filter of the recipe: say which, and stop there (scanpy goes on
     into steps on no genes, which fail on some inputs and do nothing on others, and a later
-    step's 'empty matrix' error named that step, not the filter)."""
+    step's 'empty matrix' error named that step, not the filter). `log`: the recipe was to log
+    the data, so logged input may be why no gene's dispersion passed."""
     if adata.n_vars and adata.n_obs:
         return False
     what = "cell" if not adata.n_obs else "gene"
+    why = " Too few cells, or not counts (pass log=False for data already logged)?" if log else ""
     warnings.warn(f"{step}: no {what} passed {after} ({adata.n_obs} cells x {adata.n_vars} genes left); adata "
-                  "is left so and the recipe stops. Too few cells or genes, or not counts (pass log=False for "
-                  "data already logged)?", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+                  f"is left so and the recipe stops.{why}", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     return True
 
 

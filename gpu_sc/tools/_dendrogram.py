@@ -129,9 +129,9 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
         x = canonical(x, step=STEP)
     width = x.shape[1] if cols is None else len(cols)
     if width < 2:  # a correlation over one value is NaN, and scipy: "Distance matrix 'X' must be symmetric"
-        what = "genes" if var_names is not None else "components or columns of the representation"
-        msg = (f"{STEP}: the groups' profiles have {width} value(s) each ({what}); their correlation needs at "
-               "least two: pass more n_pcs, or another use_rep.")
+        what, fix = (("genes", "X (or raw) needs at least two genes") if var_names is not None else
+                     ("components or columns of the representation", "pass more n_pcs, or another use_rep"))
+        msg = f"{STEP}: the groups' profiles have {width} value(s) each ({what}); their correlation needs two: {fix}."
         raise ValueError(msg)
     if var_names is not None:
         sanitize_anndata(adata)  # as scanpy's gene table does

@@ -77,8 +77,9 @@ def _warn_if_counts(x) -> None:
 
 
 def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
-    """`obs[groupby]` as scanpy makes it categorical (its sanitize: strings in natural order;
-    numbers by astype), without changing adata (`_make_categorical` does, once all is checked)."""
+    """`obs[groupby]` as scanpy makes it categorical (its sanitize: strings in natural order),
+    without changing adata (`_make_categorical` does, once all is checked); numbers and bools are
+    refused, as scanpy's '.cat accessor' error refuses them."""
     col = adata.obs[groupby]
     if isinstance(col.dtype, pd.CategoricalDtype):
         return col
