@@ -259,31 +259,30 @@ def test_trajectory_tools_on_a_gpu_graph(device, graph):
     gpu.obsm["X_pca"] = cp.asarray(gpu.obsm["X_pca"])
     for key in ("distances", "connectivities"):
         gpu.obsp[key] = cpsp.csr_matrix(gpu.obsp[key])
-    diffmap(gpu)
-    gpu.uns["iroot"] = 0
-    dpt(gpu)
-    paga(gpu, "louvain")
-    draw_graph(gpu, "fr", random_state=0)
-    import gpu_sc as gsc
-
-    gsc.tl.tsne(gpu, n_pcs=10, random_state=0)
+    _trajectory_tools(gpu)
     assert type(gpu.obsm["X_tsne"]).__module__.startswith("cupy")  # X_pca lives on the GPU
     assert type(gpu.obsm["X_diffmap"]).__module__.startswith("cupy")
     assert type(gpu.obsm["X_draw_graph_fr"]).__module__.startswith("cupy")
     assert gpu.obs["dpt_pseudotime"].notna().all() and "paga" in gpu.uns
     if _delegate._rsc() is None:  # scanpy on the host: the CPU graph's results, row for row
         cpu = graph.copy()
-        diffmap(cpu)
-        cpu.uns["iroot"] = 0
-        dpt(cpu)
-        paga(cpu, "louvain")
-        draw_graph(cpu, "fr", random_state=0)
-        gsc.tl.tsne(cpu, n_pcs=10, random_state=0)
+        _trajectory_tools(cpu)
         for key in ("X_tsne", "X_diffmap", "X_draw_graph_fr"):
             np.testing.assert_array_equal(cp.asnumpy(gpu.obsm[key]), cpu.obsm[key], err_msg=key)
         pd.testing.assert_series_equal(gpu.obs["dpt_pseudotime"], cpu.obs["dpt_pseudotime"])
         np.testing.assert_array_equal(gpu.uns["paga"]["connectivities"].toarray(),
                                       cpu.uns["paga"]["connectivities"].toarray())  # fmt: skip
+
+
+def _trajectory_tools(adata) -> None:
+    import gpu_sc as gsc
+
+    diffmap(adata)
+    adata.uns["iroot"] = 0
+    dpt(adata)
+    paga(adata, "louvain")
+    draw_graph(adata, "fr", random_state=0)
+    gsc.tl.tsne(adata, n_pcs=10, random_state=0)
 
 
 def test_umap_pca_of_the_highly_variable_genes_where_x_pca_is_gone(pbmc):
