@@ -79,9 +79,9 @@ def cells_above(data, min_counts, *, step: str) -> tuple:
 
 def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
     name, unit, key_counts, key_num = _WHAT[axis]
-    for key, value in zip(("min_counts", "max_counts", f"min_{unit}", f"max_{unit}"), (*counts, *nums), strict=True):
-        check_real(value, key, step=step or name)
     step = step or name
+    for key, value in zip(("min_counts", "max_counts", f"min_{unit}", f"max_{unit}"), (*counts, *nums), strict=True):
+        check_real(value, key, step=step)
     if copy:  # scanpy's log line
         settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")
     given = [v for v in (*counts, *nums) if v is not None]
