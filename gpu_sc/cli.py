@@ -242,9 +242,11 @@ DEMO_GRAPH_TOOLS = ["leiden", "umap", "markers"]  # need scanpy + igraph (the `t
 
 
 def _graph_tools_available() -> bool:
-    try:
+    try:  # scikit-learn too: scanpy needs it, and umap-learn imports it when umap first runs (an
+        # already imported scanpy imports without it)
         import igraph  # noqa: F401
         import scanpy  # noqa: F401
+        import sklearn  # noqa: F401
     except ImportError:
         return False
     return True
@@ -318,8 +320,8 @@ def run_pipeline(adata: AnnData, steps: list[str], args: argparse.Namespace, dev
     return times
 
 
-FORMATS = ("an .h5ad file, a 10x Cell Ranger .h5 (v2 or v3), a 10x matrix folder (matrix.mtx[.gz] with "
-           "features/genes and barcodes), a .zarr store or a .loom file")
+FORMATS = ("an .h5ad file, a 10x Cell Ranger .h5 (v2 or v3), a 10x matrix folder (v3: matrix.mtx.gz, "
+           "features.tsv.gz, barcodes.tsv.gz; v2: matrix.mtx, genes.tsv, barcodes.tsv), a .zarr store or a .loom file")
 
 
 def read_input(path: str) -> AnnData:
