@@ -76,14 +76,18 @@ class Chunked:
         """numpy or cupy: where the blocks live."""
         return xp_of(self.array._meta)
 
+    @property
+    def on_gpu(self) -> bool:
+        """Whether the meta says the blocks live on the GPU (each block is checked against it)."""
+        return is_gpu(self.array._meta)
+
     def _tasks(self, fn, args, kwargs, per_row):
         import dask
 
         call = dask.delayed(_on_block, pure=False)  # no hashing of (device) arguments: computed at once
         blocks = self.array.to_delayed().ravel()
-        on_gpu = is_gpu(self.array._meta)
         return [
-            call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs, on_gpu)
+            call(fn, blk, tuple(a[lo:hi] for a in per_row), args, kwargs, self.on_gpu)
             for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)
         ]
 
@@ -101,8 +105,7 @@ class Chunked:
 
         call = dask.delayed(_groups_on_block, pure=False)
         blocks = self.array.to_delayed().ravel()
-        on_gpu = is_gpu(self.array._meta)
-        tasks = [call(fn, blk, codes[lo:hi], args, on_gpu)
+        tasks = [call(fn, blk, codes[lo:hi], args, self.on_gpu)
                  for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)]  # fmt: skip
         return _summed(tasks, add=_add_groups).compute()
 
@@ -130,7 +133,7 @@ class Chunked:
         meta = self.array._meta
         meta = (meta.tocsr() if is_sparse(meta) and sparse_format(meta) != "csr" else meta).astype(dtype)
         return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
-                             kwargs=kwargs, on_gpu=is_gpu(meta), dtype=dtype, meta=meta)  # fmt: skip
+                             kwargs=kwargs, on_gpu=self.on_gpu, dtype=dtype, meta=meta)  # fmt: skip
 
     def take_rows(self, rows):
         """Rows `rows` (sorted host ints) as a lazy Dask array: each block keeps its own
