@@ -19,8 +19,9 @@ def bh_fdr(pvalues) -> np.ndarray:
         msg = f"bh_fdr: pvalues must be a 1-D array, got shape {p.shape}."
         raise ValueError(msg)
     q = np.full(p.shape, np.nan)
-    if np.isinf(p).any() or (p < 0).any() or (p > 1).any():  # inf is out of range too, not 'missing'
-        bad = p[np.isinf(p) | (p < 0) | (p > 1)]
+    outside = np.isinf(p) | (p < 0) | (p > 1)  # inf is out of range too, not 'missing' as NaN is
+    if outside.any():
+        bad = p[outside]
         msg = (f"bh_fdr: p-values must lie in [0, 1] (NaN: untested), got {bad.size} outside, e.g. "
                f"{bad[0]!r}.")
         raise ValueError(msg)
