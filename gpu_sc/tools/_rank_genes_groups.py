@@ -78,7 +78,7 @@ def _warn_if_counts(x) -> None:
 
 def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
     """`obs[groupby]` as scanpy makes it categorical (its sanitize: strings in natural order),
-    without changing adata (`_make_categorical` does, once all is checked); numbers and bools are
+    without changing adata (scanpy's sanitize does, once all is checked); numbers and bools are
     refused, as scanpy's '.cat accessor' error refuses them."""
     col = adata.obs[groupby]
     if isinstance(col.dtype, pd.CategoricalDtype):
@@ -92,10 +92,6 @@ def _as_categories(adata: AnnData, groupby: str) -> pd.Series:
                f"adata.obs[{groupby!r}].astype(str).astype('category').")
         raise TypeError(msg)
     return col
-
-
-def _make_categorical(adata: AnnData, groupby: str) -> None:
-    sanitize_anndata(adata)  # scanpy's, always: every string column of obs and var
 
 
 def _groups(adata: AnnData, groupby: str, groups, reference, method: str):
@@ -293,7 +289,7 @@ def _write(adata: AnnData, key: str, params: dict, tables: dict, shares: dict | 
     """obs[groupby] made categorical as scanpy makes it (the first change to adata: every check
     and computation is done), then uns[key]: the params, the nonzero shares (`pts`), then one
     record array per statistic (a field per group), in scanpy's order."""
-    _make_categorical(adata, params["groupby"])
+    sanitize_anndata(adata)  # scanpy's, always: every string column of obs and var (groupby among them)
     adata.uns[key] = {"params": params, **(shares or {})}
     for k, cols in tables.items():
         frame = pd.DataFrame({g: pd.Series(v) for g, v in cols.items()})
