@@ -355,13 +355,18 @@ def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = 
     return int(value)
 
 
+def _is_real(value) -> bool:
+    """A real number, bool excepted, or a 0-d numeric array (what a NumPy reduction gives)."""
+    if isinstance(value, Real):
+        return not isinstance(value, bool)
+    return getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", None) in ("i", "u", "f")
+
+
 def check_real(value, name: str, *, step: str, none_ok: bool = True) -> None:
     """A real number (NaN and inf allowed, bool not; a 0-d numeric array too, as a reduction
     gives), or None where `none_ok`: else a TypeError naming the parameter (comparisons with a
     string failed with Python's or NumPy's own)."""
-    if (value is None and none_ok) or (isinstance(value, Real) and not isinstance(value, bool)):
-        return
-    if getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", None) in ("i", "u", "f"):
+    if (value is None and none_ok) or _is_real(value):
         return
     msg = f"{step}: {name} must be a number{' or None' if none_ok else ''}, got {value!r} ({type(value).__name__})."
     raise TypeError(msg)
@@ -369,8 +374,9 @@ def check_real(value, name: str, *, step: str, none_ok: bool = True) -> None:
 
 def check_number(value, name: str, *, step: str, low: float, high: float, low_open: bool = True,
                  high_open: bool = False) -> float:
-    """A real number (not a bool) in the interval from `low` to `high` (open or closed ends)."""
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number (not a bool; a 0-d numeric array too) in the interval from `low` to `high`
+    (open or closed ends)."""
+    ok = _is_real(value) and math.isfinite(value)
     ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
     if not ok:
         lo, hi = "(" if low_open else "[", ")" if high_open else "]"

@@ -432,8 +432,12 @@ def test_numeric_parameters_take_numpy_scalars_and_0d_arrays(pbmc):
                  lambda a: gsc.pp.normalize_total(a, target_sum=np.float32(1e4)),
                  lambda a: gsc.pp.normalize_total(a, target_sum=np.array(1e4)),
                  lambda a: gsc.pp.log1p(a, base=np.array(2.0)),
-                 lambda a: gsc.pp.filter_genes(a, min_cells=np.int64(3))):  # fmt: skip
-        call(pbmc.copy())
+                 lambda a: gsc.pp.filter_genes(a, min_cells=np.int64(3)),
+                 lambda a: gsc.pp.harmony_integrate(a, "phase", tau=np.array(0.0), max_iter_harmony=1)):  # fmt: skip
+        a = pbmc.copy()
+        a.obs["phase"] = np.where(np.arange(a.n_obs) % 2, "a", "b")
+        a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
+        call(a)
 
 
 def test_pca_of_a_list_says_to_make_it_an_array():
