@@ -58,6 +58,8 @@ def test_scale_matches_scanpy(pbmc, cpu_type, kw):
     for col in ref.var.columns[-2:]:
         assert got.var[col].dtype == np.float64
     assert sp.issparse(got.X) == sp.issparse(ref.X)
+    if sp.issparse(ref.X):  # the stored entries too: scanpy stores every entry of the centred rows
+        assert got.X.nnz == ref.X.nnz
     if cpu_type == "csc" and kw.get("zero_center") is False and "mask_obs" not in kw:
         # scanpy keeps CSC and goes to float64 there; we give CSR in the input dtype (documented)
         assert sp.isspmatrix_csr(got.X) and got.X.dtype == pbmc.X.dtype
@@ -149,6 +151,8 @@ def test_scale_gpu_equals_cpu(device, pbmc, kw, dense):
     assert type(gpu.X).__module__.startswith(("cupy", "cupyx"))
     assert (type(gpu.X).__module__.startswith("cupyx")) == sp.issparse(pbmc.X)
     assert gpu.X.dtype == pbmc.X.dtype
+    if sp.issparse(pbmc.X):
+        assert gpu.X.nnz == pbmc.X.nnz  # the centred rows' zeros stored on both
     for col in pbmc.var.columns[-2:]:
         # float64 sums over cells in another order; the variance cancels: relative to the largest
         assert_close(gpu.var[col], pbmc.var[col], dtype=np.float64, n_terms=pbmc.n_obs, scale="max")
