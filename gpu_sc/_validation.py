@@ -332,10 +332,18 @@ def block_integer_issues(p) -> tuple[int, int, int]:
     return (*_value_issues(p.data), _fractions(p.data))
 
 
+SEED_LIMIT = 2**32  # numpy's RandomState and scikit-learn's random_state take seeds below it
+
+
 def check_seed(seed, *, step: str) -> int:
-    # numpy's generators refuse negative seeds with a message that names neither step nor seed
-    return check_int(seed, step=step, name="seed", minimum=0,
+    # numpy's generators refuse negative seeds, scikit-learn's models (ml's alpha regression)
+    # seeds of 2**32 and more, with messages that name neither step nor seed, and late
+    seed = check_int(seed, step=step, name="seed", minimum=0,
                      hint=" (numpy's random generators take no negative seeds)")
+    if seed >= SEED_LIMIT:
+        msg = f"{step}: seed must be below 2**32 (as numpy's RandomState and scikit-learn take it), got {seed}."
+        raise ValueError(msg)
+    return seed
 
 
 def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = False,

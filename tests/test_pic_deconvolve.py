@@ -137,6 +137,9 @@ _BAD_DECONVOLVE = [  # (argument, value, error, message fragment)
                              "take no negative seeds), got -1"),
     ("seed", "x", TypeError, "take no negative seeds), got 'x' (str)"),
     ("seed", None, TypeError, "take no negative seeds), got None (NoneType)"),
+    # scikit-learn's alpha models refused it after the training simulation (from an audit)
+    ("seed", 2**32, ValueError, "deconvolve: seed must be below 2**32 (as numpy's RandomState and "
+                                "scikit-learn take it), got 4294967296"),
     ("a", [], ValueError, "a names no group"),
     ("b", None, TypeError, "b must be a name or a list of names, got None"),
     ("a", [*T, T[0]], ValueError, f"deconvolve: a names groups ['{T[0]}'] more than once"),
@@ -378,6 +381,7 @@ _BAD_SIMULATE = [
     ("seed", -1, ValueError, "seed must be a non-negative integer (numpy's random generators "
                              "take no negative seeds), got -1"),
     ("seed", "x", TypeError, "take no negative seeds), got 'x' (str)"),
+    ("seed", np.uint64(2**63), ValueError, "simulate_pics: seed must be below 2**32"),
     ("a", [], ValueError, "a names no group"),
     ("a", 5, TypeError, "a must be a name or a list of names, got 5"),
     # deconvolve's wording, from the one shared check

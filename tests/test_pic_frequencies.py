@@ -452,6 +452,15 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     before = p.copy()
     with pytest.raises(KeyError, match="condition_key 'nope'"):
         gsc.pic.pair_frequencies(p, condition_key="nope")
+    # bare errors before (an audit): pandas' unhashable list, Python's 'int' is not iterable
+    with pytest.raises(TypeError, match=r"pair_frequencies: condition_key must be one column name of pics.obs, got \['x'\]"):
+        gsc.pic.pair_frequencies(p, condition_key=["x"])
+    with pytest.raises(TypeError, match="pair_abundance_test: condition_key must be one column name"):
+        gsc.pic.pair_abundance_test(p, ["x"])
+    with pytest.raises(ValueError, match="replicate_key must be a column name of pics.obs or a list of two, got 1"):
+        gsc.pic.pair_frequencies(p, replicate_key=1)
+    with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
+        gsc.pic.pair_frequencies(p, seed=2**32)
     with pytest.raises(TypeError, match="n_boot"):
         gsc.pic.pair_frequencies(p, n_boot=1.5)
     with pytest.raises(ValueError, match="level"):

@@ -34,7 +34,7 @@ from scipy import stats
 from .. import _keys as K
 from .._settings import Progress
 from .._validation import check_anndata, check_int, check_number, check_seed
-from ._args import population_groups, replicate_codes
+from ._args import column_name, population_groups, replicate_codes
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
 from ._expected import check_same_genes, obs_column
@@ -87,6 +87,7 @@ def _bootstrap(post: sp.csr_matrix, n_boot: int, rng, track, units=None) -> np.n
 def _conditions(pics: AnnData, condition_key: str | None, step: str):
     if condition_key is None:
         return [(None, np.ones(pics.n_obs, bool))]
+    column_name(condition_key, step=step, name="pics", what="condition_key")
     if condition_key not in pics.obs:
         msg = (f"{step}: condition_key {condition_key!r} is not a column of pics.obs "
                f"(columns: {list(pics.obs.columns)[:10]}).")  # fmt: skip

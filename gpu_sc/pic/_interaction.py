@@ -20,7 +20,7 @@ from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_P
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
 from .._validation import canonical, check_anndata, check_int, check_number, check_seed, get_matrix, make_actual
 from ..get import array_to_cpu
-from ._args import check_posterior_shape, replicate_codes
+from ._args import check_posterior_shape, column_name, replicate_codes
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
                         ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns
@@ -185,6 +185,13 @@ def interaction_genes(
         raise ValueError(msg)
     if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
         groupby_keys = [groupby_keys]
+    groupby_keys = list(groupby_keys)
+    for key in groupby_keys + ([] if condition_key is None else [condition_key]):
+        column_name(key, step=_STEP, name="pics", what="each of groupby_keys and condition_key")
+    repeated = sorted({k for k in groupby_keys if groupby_keys.count(k) > 1})
+    if repeated:
+        msg = f"{_STEP}: groupby_keys names {repeated} more than once; name each column once."
+        raise ValueError(msg)
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
     check_number(fdr, "fdr", step=_STEP, low=0, high=1)
     check_number(min_counts, "min_counts", step=_STEP, low=0, high=math.inf, low_open=False)
