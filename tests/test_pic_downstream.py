@@ -632,6 +632,11 @@ def test_plots_write_png(pbmc, tmp_path):
         with pytest.raises(error, match="(alpha_hist: bins|interaction_plot: n) must be a positive"):
             call()
     assert alpha_hist(pics, bins="auto").axes and alpha_hist(pics, bins=[0, 0.5, 1]).axes
+    # repeated names (two samples concatenated) count as any others (pandas' reindex error before)
+    shown = pair_heatmap(pics).axes[0].get_images()[0].get_array()
+    pics.obs_names = np.resize(pics.obs_names[:7].to_numpy(), pics.n_obs)
+    np.testing.assert_array_equal(pair_heatmap(pics).axes[0].get_images()[0].get_array(), shown)
+    assert shown.sum() == pics.n_obs  # no status column: every PIC counts
 
 
 # --------------------------------------------------------------------------- GPU

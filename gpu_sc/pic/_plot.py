@@ -74,7 +74,8 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
         if len(a) == 0:
             msg = "pair_heatmap: no PIC with status 'ok'."
             raise ValueError(msg)
-        tab = pd.crosstab(a.astype(str), b.astype(str))
+        # as arrays: crosstab lines Series up by their index, which repeated PIC names break
+        tab = pd.crosstab(a.astype(str).to_numpy(), b.astype(str).to_numpy(), rownames=[a_key], colnames=[b_key])
         tab = tab.loc[_order(pics, "groups_a", tab.index), _order(pics, "groups_b", tab.columns)]
         n_shown = int(tab.to_numpy().sum())
     values = tab.to_numpy(dtype=float)
