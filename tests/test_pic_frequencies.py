@@ -461,6 +461,11 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
         gsc.pic.pair_frequencies(p, replicate_key=1)
     with pytest.raises(ValueError, match=r"seed must be below 2\*\*32"):
         gsc.pic.pair_frequencies(p, seed=2**32)
+    concatenated = p.copy()  # anndata.concat keeps obsm, drops uns ("has no pair posterior" before)
+    del concatenated.uns["pic"]
+    for call in (gsc.pic.pair_frequencies, lambda q: gsc.pic.pair_abundance_test(q, "x")):
+        with pytest.raises(ValueError, match=r"has a pair posterior .* but not uns\['pic'\].*uns_merge='same'"):
+            call(concatenated)
     with pytest.raises(TypeError, match="n_boot"):
         gsc.pic.pair_frequencies(p, n_boot=1.5)
     with pytest.raises(ValueError, match="level"):

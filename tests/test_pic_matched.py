@@ -273,7 +273,10 @@ def test_bad_input_is_refused_and_changes_nothing(reference_and_null):
     pics.uns["pic"] = {"groups_a": ["x0", "x1", "x2", "x3"], "groups_b": list(PIC_DC)}
     with pytest.warns(UserWarning, match=r"groups \['x0'.*assigned pairs only"):
         interaction_genes(pics, ref, groupby="grp", min_pics=10, inplace=False)
-    del pics.obsm["pic_pair_posterior"], pics.uns["pic"]
+    del pics.uns["pic"]  # as anndata.concat leaves it: the posterior kept, uns dropped (silent before)
+    with pytest.warns(UserWarning, match=r"a pair posterior .* but no uns\['pic'\].*assigned pairs only"):
+        interaction_genes(pics, ref, groupby="grp", min_pics=10, inplace=False)
+    del pics.obsm["pic_pair_posterior"]
     for kw, err in (({"fdr": "0.1"}, ValueError), ({"min_pics": "3"}, TypeError), ({"min_pics": 2.5}, TypeError),
                     ({"min_counts": -1}, ValueError)):  # fmt: skip
         with pytest.raises(err, match=list(kw)[0]):

@@ -60,6 +60,11 @@ def kept_posterior(pics: ad.AnnData, step: str):
     check_anndata(pics, step=step, name="pics")
     info = pics.uns.get(K.UNS_PIC)
     post = pics.obsm.get(K.OBSM_PAIR_POSTERIOR) if K.OBSM_PAIR_POSTERIOR in pics.obsm else None
+    if post is not None and not isinstance(info, dict):
+        msg = (f"{step}: pics has a pair posterior (obsm[{K.OBSM_PAIR_POSTERIOR!r}]) but not uns[{K.UNS_PIC!r}], "
+               "which names its pairs' groups (anndata.concat drops uns unless told: pass uns_merge='same' "
+               "to concat PICs deconvolved together, or rerun deconvolve on the concatenated PICs).")  # fmt: skip
+        raise ValueError(msg)
     if info is None or post is None:
         method = None if info is None else info.get("method")
         msg = (f"{step}: pics has no pair posterior (obsm[{K.OBSM_PAIR_POSTERIOR!r}]"

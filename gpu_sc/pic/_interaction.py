@@ -329,7 +329,13 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
     group code; (None, None) where there is none, or (with a warning) where its groups are not
     all reference groups. A posterior of the wrong shape is an error, not a silent fallback."""
     info = pics.uns.get(UNS_PIC)
-    if OBSM_PAIR_POSTERIOR not in pics.obsm or not isinstance(info, dict) or "groups_a" not in info:
+    if OBSM_PAIR_POSTERIOR not in pics.obsm:
+        return None, None
+    if not isinstance(info, dict) or "groups_a" not in info:  # e.g. anndata.concat dropped uns
+        msg = (f"{_STEP}: pics has a pair posterior (obsm[{OBSM_PAIR_POSTERIOR!r}]) but no uns[{UNS_PIC!r}] naming "
+               "its pairs' groups (anndata.concat drops uns unless given uns_merge='same'); the test uses the "
+               "assigned pairs only (pair_uncertainty off).")  # fmt: skip
+        warnings.warn(msg, UserWarning, stacklevel=3)
         return None, None
     ga, gb = [str(g) for g in info["groups_a"]], [str(g) for g in info["groups_b"]]
     post = pics.obsm[OBSM_PAIR_POSTERIOR]
