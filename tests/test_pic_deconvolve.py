@@ -267,8 +267,13 @@ def test_rerun_drops_an_earlier_runs_results(setup):
     expected_expression(p, ref, groupby="grp", layer_prefix="mine")  # another name, the same calls
     expected_expression(p, ref, groupby="grp", layer_prefix="truth", a_key="true_a", b_key="true_b",
                         alpha_key="true_alpha")  # not the calls': kept
+    from gpu_sc.pic import interaction_genes
+
+    # the published test's table under its own key too (kept, describing the old calls, before)
+    interaction_genes(p, method="chi2", layer="mine", min_pics=2, key_added="chi2_mine")
     deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior")
     declared(p)
+    assert "chi2_mine" not in p.uns
     assert not {"mine", "mine_a", "mine_b"} & set(p.layers) and "mine" not in p.uns
     assert {"truth", "truth_a", "truth_b"} <= set(p.layers) and "truth" in p.uns
     assert {"pic_alpha_lo", "pic_alpha_posterior"} <= set(p.obs)

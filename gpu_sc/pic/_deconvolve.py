@@ -363,6 +363,13 @@ def _expected_records(pics: AnnData) -> tuple[str, ...]:
                  and any(v[c] in own for c in ("a_key", "b_key", "alpha_key")))  # fmt: skip
 
 
+def _interaction_records(pics: AnnData) -> tuple[str, ...]:
+    """The uns keys of interaction_genes' results under any key_added: their tests read the
+    pairs and alpha (matched) or the expected layer (chi2) of the old calls."""
+    shape = {"table", "groups", "observed", "expected", "log2_effects", "params"}
+    return tuple(k for k, v in pics.uns.items() if isinstance(v, dict) and shape <= v.keys())
+
+
 def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     """The blocks' outputs into pics.obs (and obsm, uns): only now, so that nothing before
     touched the inputs; an earlier run's results (`_STALE_*`) go first."""
@@ -371,7 +378,7 @@ def _write(pics: AnnData, parts: list[dict], info: dict) -> None:
     records = _expected_records(pics)
     layers = tuple(f"{k}{end}" for k in records for end in ("", "_a", "_b"))
     for where, keys in ((pics.obsm, _STALE_OBSM), (pics.layers, _STALE_LAYERS + layers),
-                        (pics.uns, _STALE_UNS + records)):
+                        (pics.uns, _STALE_UNS + records + _interaction_records(pics))):
         for k in keys:
             where.pop(k, None)
     weights = out.pop("pic_weights", None)
