@@ -242,7 +242,9 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     seed
         Seed of the resampling. Each condition's draws follow the seed and its value, and PICs
         are resampled in the order of their names, so a condition's interval does not change
-        with the other conditions or the row order. A condition of one PIC has no interval
+        with the other conditions or the row order (PICs that share a name keep their order
+        among its holders, as deconvolve's draws do: swapping those moves the interval; make
+        the names unique, e.g. with the sample, to avoid it). A condition of one PIC has no interval
         (NaN, with a warning).
 
     Returns
