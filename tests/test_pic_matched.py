@@ -290,6 +290,11 @@ def test_bad_input_is_refused_and_changes_nothing(reference_and_null):
                            ({"seed": 2**63}, ValueError, r"seed must be below 2\*\*32")):  # fmt: skip
         with pytest.raises(err, match=match):
             interaction_genes(pics, ref, groupby="grp", **kw)
+    clash = pics.copy()  # two groups, one label: two effect columns of one name before
+    even = np.arange(clash.n_obs) % 2 == 0
+    clash.obs["k1"], clash.obs["k2"] = np.where(even, "x", "x|y"), np.where(even, "y|z", "z")
+    with pytest.raises(ValueError, match=r"groups \('x', 'y\|z'\) and \('x\|y', 'z'\) are both labelled 'x\|y\|z'"):
+        interaction_genes(clash, ref, groupby="grp", groupby_keys=["k1", "k2"])
     emptied = ref.copy()  # a category no singlet holds is no reference group
     emptied.obs["grp"] = emptied.obs["grp"].astype("category")
     emptied.obs.loc[emptied.obs["grp"] == PIC_DC[0], "grp"] = np.nan

@@ -54,6 +54,20 @@ def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[
     return codes, groups
 
 
+def _labels(groups: pd.DataFrame) -> list[str]:
+    """Each group's label, its key values joined by '|'; refused where two groups' labels are
+    one ((x, y|z) and (x|y, z)): their effect columns would share a name."""
+    labels = groups.astype(str).agg("|".join, axis=1).tolist()
+    seen: dict[str, int] = {}
+    for i, lab in enumerate(labels):
+        if lab in seen:
+            msg = (f"{_STEP}: the groups {tuple(groups.iloc[seen[lab]])} and {tuple(groups.iloc[i])} are both "
+                   f"labelled {lab!r} (values joined by '|'); rename the values that hold '|'.")  # fmt: skip
+            raise ValueError(msg)
+        seen[lab] = i
+    return labels
+
+
 def interaction_genes(
     pics: AnnData,
     singlets: AnnData | None = None,
@@ -234,6 +248,8 @@ def interaction_genes(
             f"{int(sizes.max()) if sizes.size else 0}); lower min_pics or check pics.obs[{status_key!r}]."
         )
         raise ValueError(msg)
+    kept_groups = groups.iloc[kept].reset_index(drop=True)
+    labels = _labels(kept_groups)
     remap = np.full(len(groups), -1, np.int64)
     remap[kept] = np.arange(kept.size)
     gcodes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
@@ -249,8 +265,6 @@ def interaction_genes(
                                        seed=seed, observed=o_k.sum(axis=0), min_counts=min_counts)  # fmt: skip
     gene_names = pics.var_names[gene_sel]
     table, per_group = _table(o_k, e_k, test, min_counts=min_counts, fdr=fdr)
-    kept_groups = groups.iloc[kept].reset_index(drop=True)
-    labels = kept_groups.astype(str).agg("|".join, axis=1).tolist()
     kept_groups["label"] = labels
     kept_groups["n_pics"] = sizes[kept]
     if method == "matched":
