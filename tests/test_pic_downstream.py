@@ -421,7 +421,21 @@ def test_bad_inputs_change_nothing(pbmc):
     assert_unchanged(pics, snap)
 
 
+def _no_counts_in(singlets, group):
+    """A copy of the singlets whose `group` cells hold no count."""
+    out = singlets.copy()
+    x = out.X.tolil()
+    x[np.flatnonzero(out.obs[GROUPBY] == group)] = 0
+    out.X = x.tocsr()
+    return out
+
+
 _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
+    # an assigned group without counts gave LLRs of hundreds from eps alone (an audit)
+    "group without counts": (lambda p, s: doublet_test(p, _no_counts_in(s, DC), groupby=GROUPBY), ValueError,
+                             rf"doublet_test: reference groups without any counts over the marker genes: \['{DC}'\]"),
+    "group without counts (triplets)": (lambda p, s: triplet_scan(p, _no_counts_in(s, DC), groupby=GROUPBY),
+                                        ValueError, "triplet_scan: reference groups without any counts"),
     "unknown groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=["nope"]), ValueError,
                          r"groups_a names groups that are not reference groups: \['nope'\]"),
     "weight out of (0, 1)": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights=(1.5,)), ValueError,

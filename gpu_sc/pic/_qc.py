@@ -194,6 +194,14 @@ class _Setup:
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
+        # an assigned group with no count over the markers has an all-zero profile: its PICs'
+        # likelihoods would be eps's alone (LLRs of hundreds), so refuse it as expected_expression does
+        totals = to_host(self.profiles.sum(axis=0))
+        used = np.unique(np.concatenate([self.ia[self.use], self.ib[self.use]]))
+        empty = [self.names[j] for j in used if totals[j] == 0]
+        if empty:
+            msg = f"{step}: reference groups without any counts over the marker genes: {empty[:10]}."
+            raise ValueError(msg)
         rows_ok = np.flatnonzero(self.use)
         # the nonzeros of the used PICs on the marker genes, renumbered (elementwise work only,
         # no sparse slicing): rows index rows_ok, cols index the markers
