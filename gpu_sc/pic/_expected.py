@@ -90,7 +90,8 @@ def label_codes(pics: AnnData, key: str, names: Sequence[str], use: np.ndarray, 
     if bad.any():
         examples = sorted({str(v) for v in col.to_numpy()[bad]})[:5]
         msg = (
-            f"{step}: {int(bad.sum())} PICs with status 'ok' have pics.obs[{key!r}] values that are "
+            f"{step}: {int(bad.sum())} of the PICs used (status 'ok', or all without a status column) have "
+            f"pics.obs[{key!r}] values that are "
             f"not reference groups (e.g. {examples}); reference groups: {list(names)[:20]}."
         )
         raise ValueError(msg)
@@ -107,7 +108,8 @@ def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.n
         raise TypeError(msg) from e
     a = alpha[use]
     if not np.all(np.isfinite(a) & (a >= 0) & (a <= 1)):
-        msg = f"{step}: pics.obs[{key!r}] must lie in [0, 1] for every PIC with status 'ok'."
+        msg = (f"{step}: pics.obs[{key!r}] must lie in [0, 1] for every PIC used (status 'ok', or all without a "
+               "status column).")
         raise ValueError(msg)
     return alpha
 
