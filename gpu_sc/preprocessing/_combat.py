@@ -3,6 +3,7 @@
 scanpy densifies X, copies it into pandas frames and forms five or more dense cells x genes
 float64 arrays. Every quantity ComBat fits is a per-gene function of a few sums, so here:
 
+- a first pass checks that X is finite, and its first row is read (the shift of the sums below);
 - one pass over X (CSR never densified; float64 row blocks) gives each batch's per-gene sum and
   sum of squares (`_ops.group_sums`) and, with covariates, each batch's sums of covariate x
   value (one product with an n x batches*covariates matrix);

@@ -96,7 +96,7 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     result. The fit reads the blocks before that: once for numeric keys (Q^T Y), three times
     for a categorical key (its float32 and float64 category sums, then scanpy's perfect-fit
     rule, which needs the residuals), twice for a singular design; and once more for the check
-    that the values are finite.
+    that the values are finite (the categorical rule also reads the first block's first row).
     """
     check_anndata(adata, step=_STEP)
     keys = _key_list(keys)
