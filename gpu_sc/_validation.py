@@ -370,12 +370,24 @@ def _is_real(value) -> bool:
     return getattr(value, "ndim", None) == 0 and getattr(getattr(value, "dtype", None), "kind", None) in ("i", "u", "f")
 
 
-def check_real(value, name: str, *, step: str, none_ok: bool = True) -> None:
-    """A real number (NaN and inf allowed, bool not; a 0-d numeric array too, as a reduction
-    gives), or None where `none_ok`: else a TypeError naming the parameter (comparisons with a
-    string failed with Python's or NumPy's own)."""
-    if (value is None and none_ok) or _is_real(value):
-        return
+def _scalar(value):
+    """A 0-d array as a scalar: NumPy's as a NumPy scalar of its dtype (CuPy's arithmetic refuses
+    NumPy arrays, 0-d ones too, and takes NumPy scalars), a device one as a Python number."""
+    if isinstance(value, np.ndarray):
+        return value[()]
+    if getattr(value, "ndim", None) == 0 and not isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def check_real(value, name: str, *, step: str, none_ok: bool = True):
+    """`value` if a real number (NaN and inf allowed, bool not; a 0-d numeric array too, as a
+    reduction gives, returned as a scalar), or None where `none_ok`: else a TypeError naming the
+    parameter (comparisons with a string failed with Python's or NumPy's own)."""
+    if value is None and none_ok:
+        return None
+    if _is_real(value):
+        return _scalar(value)
     msg = f"{step}: {name} must be a number{' or None' if none_ok else ''}, got {value!r} ({type(value).__name__})."
     raise TypeError(msg)
 

@@ -440,6 +440,25 @@ def test_numeric_parameters_take_numpy_scalars_and_0d_arrays(pbmc):
         call(a)
 
 
+def test_0d_array_parameters_on_the_device(device, pbmc):
+    """0-d arrays reach the device's arithmetic as scalars: CuPy refuses NumPy arrays, 0-d ones
+    too (the emulator now does as well); the results are those of the plain numbers."""
+    import gpu_sc as gsc
+
+    def run(a, *values):
+        gsc.pp.filter_cells(a, min_counts=values[0])
+        gsc.pp.normalize_total(a, target_sum=values[1])
+        gsc.pp.log1p(a, base=values[2])
+        return a
+
+    want = run(pbmc.copy(), 10, 1e4, 2.0)
+    got = gsc.get.to_gpu(pbmc, copy=True)
+    run(got, np.array(10), np.array(1e4), np.array(2.0))
+    assert got.n_obs == want.n_obs
+    gsc.get.to_cpu(got)
+    np.testing.assert_allclose(got.X.toarray(), want.X.toarray(), rtol=1e-6)
+
+
 def test_pca_of_a_list_says_to_make_it_an_array():
     with pytest.raises(TypeError, match=r"pca: expected an AnnData or a matrix, got a list; pass numpy.asarray"):
         gsc.pp.pca([[1.0, 2.0], [3.0, 4.0], [5.0, 7.0]], n_comps=1)

@@ -678,8 +678,9 @@ def test_gpu_matches_cpu(device, pbmc, kind):
     chi2, e_tot = t_cpu["chi2"].to_numpy(), t_cpu["expected"].to_numpy()
     assert_close(t_gpu["chi2"], t_cpu["chi2"], dtype=np.float32, n_terms=2,
                  scale=np.nan_to_num(2 * np.sqrt(chi2 * e_tot)))  # fmt: skip
-    doublet_test(gpu, ref, groupby=GROUPBY, alpha="fit")
-    triplet_scan(gpu, ref, groupby=GROUPBY)
+    # eps as a 0-d array, as a reduction gives it: CuPy refuses NumPy arrays in its arithmetic
+    doublet_test(gpu, ref, groupby=GROUPBY, alpha="fit", eps=np.array(EPS))
+    triplet_scan(gpu, ref, groupby=GROUPBY, eps=np.array(EPS))
     # an LLR is a difference of two float64 sums over a PIC's marker genes, each |LL| <= N log(1 / eps)
     # (N its UMIs; every mixed profile value >= eps), of profiles from sums over each group's cells
     # (whose rounding expm1 scales by less than log(1 / eps)); on the device in another order, with

@@ -179,8 +179,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                f"method={method!r} with calibrate={calibrate} calibrates nothing; drop calibration_depth "
                "(or pass method='ml', calibrate=True).")  # fmt: skip
         raise ValueError(msg)
-    markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
-                                        singlets.var_names)  # fmt: skip
+    eps, concentration, markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
+                                                            singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
     cls = METHODS[method]
     if search_genes is None:
@@ -243,10 +243,10 @@ def _check_ints(n_umis, seed, n_train, cv, n_between, mixture_iter) -> tuple:
 
 def _check_options(eps, concentration, search_genes, markers, blacklist, var_names) -> tuple:
     """The other arguments that the engines would refuse (or misread) only deep inside a run:
-    (markers as a list of names, blacklist as compiled patterns)."""
+    (eps and concentration as floats, markers as a list of names, blacklist as compiled patterns)."""
     step = "deconvolve"
-    check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
-    check_number(concentration, "concentration", step=step, low=0.0, high=math.inf, high_open=True)
+    eps = check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
+    concentration = check_number(concentration, "concentration", step=step, low=0.0, high=math.inf, high_open=True)
     if search_genes not in (None, "informative", "all", "markers"):
         msg = (f"{step}: search_genes must be None, 'informative', 'all' or 'markers', got "
                f"{search_genes!r}.")
@@ -275,7 +275,7 @@ def _check_options(eps, concentration, search_genes, markers, blacklist, var_nam
     if not_text:
         msg = f"{step}: blacklist patterns match gene names, so they must be strings; got {not_text[0].pattern!r}."
         raise TypeError(msg)
-    return markers, blacklist
+    return eps, concentration, markers, blacklist
 
 
 _FLAG_LETTERS = ((re.IGNORECASE, "i"), (re.MULTILINE, "m"), (re.DOTALL, "s"), (re.VERBOSE, "x"), (re.ASCII, "a"))

@@ -90,7 +90,7 @@ def pic_loglik(u, profiles, ia, ib, alpha, *, eps: float = EPS):
     """LL of every PIC (row of counts `u`, genes x groups `profiles` over the same genes) for
     groups `ia`, `ib` (int per PIC) and A share `alpha`: sum_g u_g log(alpha P[g,a] +
     (1 - alpha) P[g,b] + eps). float64, on the device of `u`."""
-    _check_loglik_args(u, profiles, ia, ib, alpha, eps)
+    eps = _check_loglik_args(u, profiles, ia, ib, alpha, eps)
     u = in_layout(u)  # nonzeros reads rows from CSR pointers (CSC's are columns)
     xp = xp_of(u)
     rows, cols, vals = nonzeros(u)
@@ -105,12 +105,12 @@ def _shape(v) -> tuple:
     return tuple(v.shape) if hasattr(v, "shape") else np.shape(v)  # np.shape would dispatch cupy
 
 
-def _check_loglik_args(u, profiles, ia, ib, alpha, eps) -> None:
+def _check_loglik_args(u, profiles, ia, ib, alpha, eps) -> float:
     """Shapes, values and group indices of pic_loglik's arguments (a mismatch would otherwise
     surface as an IndexError deep in the fancy indexing, or pass silently where it broadcasts;
-    negative counts gave positive log-likelihoods, NaN ones NaN)."""
+    negative counts gave positive log-likelihoods, NaN ones NaN); eps as a float."""
     step = "pic_loglik"
-    check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
+    eps = check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)
     if not (is_sparse(u) or isinstance(u, np.ndarray) or is_gpu(u)) or len(u.shape) != 2:
         shape = f" of shape {u.shape}" if hasattr(u, "shape") else ""
         msg = (f"{step}: u must be a 2-D matrix of counts (PICs x genes; numpy, scipy.sparse or "
@@ -150,6 +150,7 @@ def _check_loglik_args(u, profiles, ia, ib, alpha, eps) -> None:
             msg = (f"{step}: {name} must index the {shape[1]} columns (groups) of profiles, 0 to "
                    f"{shape[1] - 1}, got values from {v.min()} to {v.max()}.")
             raise ValueError(msg)
+    return eps
 
 
 def _ll(xp, rows, vals, n, pa, pb, alpha, eps):
@@ -186,8 +187,9 @@ class _Setup:
         if alpha not in ("obs", "fit"):
             msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
             raise ValueError(msg)
-        check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)  # inf: NaN LLRs
-        check_number(min_llr, "min_llr", step=step, low=-math.inf, high=math.inf, high_open=True)  # NaN: no call
+        eps = check_number(eps, "eps", step=step, low=0.0, high=math.inf, high_open=True)  # inf: NaN LLRs
+        min_llr = check_number(min_llr, "min_llr", step=step, low=-math.inf, high=math.inf,
+                               high_open=True)  # NaN: no call  # fmt: skip
         check_same_genes(pics, singlets, step=step)
         self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")

@@ -80,8 +80,9 @@ def cells_above(data, min_counts, *, step: str) -> tuple:
 def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
     name, unit, key_counts, key_num = _WHAT[axis]
     step = step or name
-    for key, value in zip(("min_counts", "max_counts", f"min_{unit}", f"max_{unit}"), (*counts, *nums), strict=True):
-        check_real(value, key, step=step)
+    keys = ("min_counts", "max_counts", f"min_{unit}", f"max_{unit}")
+    bounds = [check_real(v, k, step=step) for k, v in zip(keys, (*counts, *nums), strict=True)]
+    counts, nums = tuple(bounds[:2]), tuple(bounds[2:])
     if copy:  # scanpy's log line
         settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")
     given = [v for v in (*counts, *nums) if v is not None]

@@ -141,8 +141,7 @@ def highly_variable_genes(
                         check_values=check_values, span=span)  # fmt: skip
     else:
         cutoffs = dict(min_disp=min_disp, max_disp=max_disp, min_mean=min_mean, max_mean=max_mean)
-        for key, value in cutoffs.items():
-            check_real(value, key, step=_STEP)
+        cutoffs = {key: check_real(value, key, step=_STEP) for key, value in cutoffs.items()}
         if n_top_genes is not None:
             if cutoffs != _CUTOFF_DEFAULTS:
                 msg = "If you pass `n_top_genes`, all cutoffs are ignored."

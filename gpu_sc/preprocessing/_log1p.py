@@ -46,7 +46,7 @@ def log1p(
     (each block transformed on a copy when computed; a value outside log1p's domain raises
     then, with X already the lazy array).
     """
-    check_real(base, "base", step=_STEP)
+    base = check_real(base, "base", step=_STEP)
     if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
         msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."
         raise ValueError(msg)

@@ -79,8 +79,8 @@ def normalize_total(
             msg = f"{_STEP}: `copy=True` cannot be used with `inplace=False`."
             raise ValueError(msg)
         adata = adata.copy()
-    check_real(max_fraction, "max_fraction", step=_STEP, none_ok=False)
-    check_real(target_sum, "target_sum", step=_STEP)
+    max_fraction = check_real(max_fraction, "max_fraction", step=_STEP, none_ok=False)
+    target_sum = check_real(target_sum, "target_sum", step=_STEP)
     if not 0 <= max_fraction <= 1:
         msg = f"{_STEP}: max_fraction must lie between 0 and 1, got {max_fraction}."
         raise ValueError(msg)

@@ -315,9 +315,9 @@ ndarray.__module__ = "cupy"
 
 
 def host_array(a) -> bool:
-    """A plain NumPy array with elements, which CuPy will not mix with device arrays (0-d
-    arrays and scalars mix freely)."""
-    return isinstance(a, np.ndarray) and not isinstance(a, ndarray) and a.ndim > 0
+    """A plain NumPy array, which CuPy will not mix with device arrays: a 0-d one too (CuPy 14
+    wraps only Python and NumPy scalars, `_scalar.pyx`); NumPy scalars mix freely."""
+    return isinstance(a, np.ndarray) and not isinstance(a, ndarray)
 
 
 def _device(value):
