@@ -291,7 +291,9 @@ def test_dendrogram_of_a_dask_x_sums_its_blocks_skipping_nan(reduced):
     dense.X = lazy.map_blocks(lambda b: b.toarray(), dtype=x.dtype, meta=np.empty((0, 0), x.dtype))
     sparse.X = da.from_array(x, chunks=(100, -1), asarray=False)
     mislabelled.X = da.from_array(x, chunks=(100, -1), asarray=False, meta=np.empty((0, 0), x.dtype))
-    for b in (dense, sparse, mislabelled):  # pandas float32 means against float64 sums
+    csc = a.copy()  # CSC blocks: their NaN marks were placed with rows and columns swapped (an audit)
+    csc.X = da.from_array(x, chunks=(100, -1), asarray=False).map_blocks(lambda b: b.tocsc(), dtype=x.dtype)
+    for b in (dense, sparse, mislabelled, csc):  # pandas float32 means against float64 sums
         assert_dendrogram_equal(gsc.tl.dendrogram(b, "bulk_labels", use_rep="X", inplace=False), want, tol=1e-6)
     assert sorted(made) == list(range(7))  # one pass
 

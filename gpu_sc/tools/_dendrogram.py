@@ -18,7 +18,7 @@ from anndata import AnnData
 
 from .._backend import is_dask, is_sparse, sparse_module, to_host, xp_of
 from .._ops import group_sums, parts
-from .._ops._layout import nan_replaced
+from .._ops._layout import in_layout, nan_replaced
 from .._representation import representation
 from .._settings import N_PCS
 from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
@@ -191,6 +191,7 @@ def _marked_dtype(dtype) -> np.dtype:
 
 def _with_nan_marks(block):
     """The block with its NaN values 0 and, beside its columns, a 1 where each NaN was."""
+    block = in_layout(block)  # nan_replaced reads rows from CSR pointers (a CSC block's are columns)
     clean, nan = nan_replaced(block, 0)
     dtype = _marked_dtype(block.dtype)
     xp = xp_of(block.data if is_sparse(block) else block)

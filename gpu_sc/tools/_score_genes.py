@@ -19,6 +19,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._ops._chunked import check_block_device
 from .._settings import settings
 from .._validation import check_anndata, check_in_memory, check_int, check_not_empty, get_matrix, old_positionals
 
@@ -72,6 +73,7 @@ def _fold(acc, block) -> tuple[np.ndarray, np.ndarray]:
     sum plus each row in turn (float64 for integers, as np.mean). So the means, and the ranks
     that bin the genes, are the in-memory ones: float16 sums of float64 ones differed (32 of 401
     control genes on pbmc68k), and a float32 tie could fall either way."""
+    check_block_device(block, on_gpu=False)  # this path is the host's (a dense NumPy meta)
     b = np.asarray(block)
     if b.dtype.kind == "f":
         nan = np.isnan(b)
