@@ -197,6 +197,7 @@ def test_chi2_on_constructed_example():
     np.testing.assert_allclose(tab["expected"], [12, 12, 30])
     np.testing.assert_allclose(tab["chi2"], chi2)
     np.testing.assert_array_equal(tab["df"], [1, 1, 1])
+    assert tab["direction"].tolist() == ["up", "down", ""]  # sign of O - E: 18 > 12, 10 < 12, 30 = 30
     np.testing.assert_allclose(tab["pvalue"], stats.chi2.sf(chi2, 1))
     np.testing.assert_allclose(tab["fdr"], stats.false_discovery_control(stats.chi2.sf(chi2, 1)))
     np.testing.assert_allclose(tab["log2_effect"], np.log2((np.array([18, 10, 30]) + 5) / (np.array([12, 12, 30]) + 5)))
@@ -366,6 +367,33 @@ def test_triplet_scan_weights_and_obs_alpha(pbmc):
     # the B population's groups passed as A's: refused (every A side had become a DC mixture)
     with pytest.raises(ValueError, match="groups_a holds groups the PICs have on their other side"):
         triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], groups_b=[], inplace=False)
+
+
+def test_doublet_test_calls_above_min_llr(pbmc):
+    """A doublet is called where its LLR exceeds `min_llr`, not 0: at min_llr = 3.3 (the
+    docstring's p ~ 0.005 with a fitted alpha) the PICs with 0 < LLR <= 3.3 are not called."""
+    pics = make_pics(pbmc, 60, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
+    res = doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", min_llr=3.3, inplace=False)
+    llr = res["pic_doublet_llr"].to_numpy()
+    assert ((llr > 0) & (llr <= 3.3)).any() and (llr > 3.3).any()  # both sides of the threshold occur
+    np.testing.assert_array_equal(res["pic_is_doublet"].to_numpy(), llr > 3.3)
+
+
+def test_triplet_scan_weights_are_symmetric(pbmc):
+    """Each weight w comes with 1 - w (g1 and g2 mixed either way round): weights=(0.3,) and
+    weights=(0.7,) scan the same triplets and give the same table."""
+    pics = make_pics(pbmc, 30, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    kw = {"groupby": GROUPBY, "alpha": "obs", "inplace": False}
+    pd.testing.assert_frame_equal(triplet_scan(pics, pbmc, weights=(0.3,), **kw),
+                                  triplet_scan(pics, pbmc, weights=(0.7,), **kw))  # fmt: skip
+
+
+def test_accuracy_alpha_error_is_the_mean():
+    """alpha_mae is the mean absolute error (0, 0, 0.3: 0.1), not the median (0)."""
+    obs = pd.DataFrame({"pic_a": ["t1"] * 3, "pic_b": ["d1"] * 3, "true_a": ["t1"] * 3, "true_b": ["d1"] * 3,
+                        "pic_alpha": [0.5, 0.4, 0.2], "true_alpha": [0.5, 0.4, 0.5], "pic_status": "ok"},
+                       index=["p0", "p1", "p2"])  # fmt: skip
+    assert gsc.pic.accuracy(ad.AnnData(obs=obs))["alpha_mae"] == pytest.approx(0.1)
 
 
 # --------------------------------------------------------------------------- errors

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from scipy import stats
 from _helpers import PIC_DC as DC
 from _helpers import PIC_T as T
 from _helpers import t_dc_reference_and_pics
@@ -774,3 +775,80 @@ def test_pair_frequencies_refusals_and_duplicate_genes(deconvolved_ref):
     want = gsc.pic.pair_frequencies(p, ref, n_sim=20, n_boot=20)  # one gene's name differs: nearly the same
     assert list(got["pic_a"]) == list(want["pic_a"]) and list(got["pic_b"]) == list(want["pic_b"])
     np.testing.assert_allclose(got["fraction"], want["fraction"], atol=0.005)
+
+
+def _by_pair(tab, values):
+    """`values` per pair column j = ia + 3 ib, in the order of the table's rows."""
+    j = tab["pic_a"].map(GA.index).to_numpy() + 3 * tab["pic_b"].map(GB.index).to_numpy()
+    return np.asarray(values)[j]
+
+
+def test_abundance_test_z_and_log2_ratio_by_hand():
+    """Conditions of 60 and 600 PICs: z = (f_x - f_y) / sqrt(se_x^2 + se_y^2), each condition
+    its own se = s / sqrt(n); log2_ratio = log2((f_x + h) / (f_y + h)) with h half a PIC at the
+    conditions' mean size: 0.5 / ((60 + 600) / 2) = 1 / 660."""
+    rng = np.random.default_rng(11)
+    comp = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    x = _fake_pics(rng, 60, comp, condition="x")
+    y = _fake_pics(rng, 600, comp[::-1], condition="y")
+    both = ad.concat([x, y], index_unique="-", uns_merge="first")
+    tab = gsc.pic.pair_abundance_test(both, "cond", groups=("x", "y"), inplace=False)
+    px, py = x.obsm["pic_pair_posterior"].toarray(), y.obsm["pic_pair_posterior"].toarray()
+    fx, fy = px.mean(0), py.mean(0)
+    se_x, se_y = px.std(0, ddof=1) / np.sqrt(60), py.std(0, ddof=1) / np.sqrt(600)
+    z = (fx - fy) / np.sqrt(se_x**2 + se_y**2)
+    np.testing.assert_allclose(tab["fraction_test"], _by_pair(tab, fx), rtol=1e-12)
+    np.testing.assert_allclose(tab["z"], _by_pair(tab, z), rtol=1e-9)
+    np.testing.assert_allclose(tab["pval"], _by_pair(tab, 2 * stats.norm.sf(np.abs(z))), rtol=1e-9)
+    h = 1 / 660
+    np.testing.assert_allclose(tab["log2_ratio"], _by_pair(tab, np.log2((fx + h) / (fy + h))), rtol=1e-12)
+
+
+def test_abundance_test_across_replicates_is_welch():
+    """3 mice against 5: t, df and p of Welch's test (scipy, equal_var=False) of the mice's
+    compositions (each mouse's mean posterior), not Student's pooled-variance test."""
+    rng = np.random.default_rng(12)
+    comp = np.array([0.3, 0.1, 0.2, 0.2, 0.1, 0.1])
+    parts = _replicated(rng, [comp] * 3, 30, 5.0, "x") + _replicated(rng, [comp] * 5, 30, 50.0, "y")
+    both = ad.concat(parts, index_unique="-", uns_merge="first")
+    tab = gsc.pic.pair_abundance_test(both, "cond", groups=("x", "y"), replicate_key="mouse", inplace=False)
+    shares = [np.stack([p.obsm["pic_pair_posterior"].toarray().mean(0) for p in parts[s]])
+              for s in (slice(0, 3), slice(3, 8))]  # fmt: skip
+    want = stats.ttest_ind(*shares, axis=0, equal_var=False)
+    np.testing.assert_allclose(tab["t"], _by_pair(tab, want.statistic), rtol=1e-9)
+    np.testing.assert_allclose(tab["df"], _by_pair(tab, want.df), rtol=1e-9)
+    np.testing.assert_allclose(tab["pval"], _by_pair(tab, want.pvalue), rtol=1e-9)
+
+
+def test_se_with_units_is_the_units_spread():
+    """With replicate_key the se is the bootstrap's (over units): ten copies of each of 200 PICs,
+    resampled by unit, have the se of the 200 (s / sqrt(200)), not s / sqrt(2000) of the copies
+    taken as PICs (sqrt(10) smaller)."""
+    rng = np.random.default_rng(13)
+    base = _fake_pics(rng, 200, np.array([0.3, 0.2, 0.15, 0.15, 0.1, 0.1]))
+    base.obs["unit"] = base.obs_names
+    copies = ad.concat([base] * 10, index_unique="-")
+    copies.uns = base.uns
+    tab = gsc.pic.pair_frequencies(copies, replicate_key="unit", n_boot=400, seed=1)
+    post = base.obsm["pic_pair_posterior"].toarray()
+    want = _by_pair(tab, post.std(0, ddof=1) / np.sqrt(200))
+    np.testing.assert_allclose(tab["se"], want, rtol=0.2)
+
+
+def test_crossed_bootstrap_weighs_both_unit_columns():
+    """Two unit columns: each row weighs the product of its two units' multinomial counts (the
+    draws in column order from one generator). With one unit in the first column (always drawn
+    once), the weights are the second column's plain bootstrap: they vary, each replicate
+    summing to n."""
+    from gpu_sc.pic._frequencies import _units, _weights
+
+    codes = np.array([[0, 0], [0, 1], [1, 1], [1, 2], [2, 0], [2, 2], [1, 0]])
+    w = _weights(_units(codes), 50, np.random.default_rng(3))
+    rng = np.random.default_rng(3)
+    ca = rng.multinomial(3, np.full(3, 1 / 3), size=50).T
+    cb = rng.multinomial(3, np.full(3, 1 / 3), size=50).T
+    np.testing.assert_array_equal(w, ca[codes[:, 0]] * cb[codes[:, 1]])
+    one = np.column_stack([np.zeros(20, int), np.arange(20)])
+    w = _weights(_units(one), 30, np.random.default_rng(4))
+    np.testing.assert_array_equal(w.sum(axis=0), 20)
+    assert w.std() > 0.5

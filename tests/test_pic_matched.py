@@ -646,3 +646,108 @@ def test_pics_sharing_a_name_draw_apart(reference_and_null):
     twins = name_keys(np.array(["same", "same"], dtype=object))
     d = _matched.matched_doublets(x, codes, ca, cb, np.full(2, 0.5), np.full(2, 800.0), 3, twins, 3)
     assert (d[:3] != d[3:]).nnz > 0  # the same groups, alpha and depth: drawn apart
+
+
+def test_least_significant_takes_the_larger_inflation_from_either():
+    """The groups' inflation is the larger of the two tests', whichever argument holds it."""
+    first = {"pvalue": np.array([0.2]), "chi2": np.array([2.0]), "df": np.array([1.0]),
+             "direction": np.array([1.0]), "z": np.array([[1.5], [0.5]]), "inflation": np.array([1.0, 1.4])}
+    second = {"pvalue": np.array([0.1]), "chi2": np.array([4.0]), "df": np.array([1.0]),
+              "direction": np.array([-1.0]), "z": np.array([[-2.0], [0.1]]), "inflation": np.array([1.3, 1.1])}
+    np.testing.assert_array_equal(_matched.least_significant(first, second)["inflation"], [1.3, 1.4])
+    np.testing.assert_array_equal(_matched.least_significant(second, first)["inflation"], [1.3, 1.4])
+
+
+def test_matched_test_direction_and_simes_by_hand():
+    """Two groups, 201 genes whose bulk (z = 0.1) leaves no inflation (median z^2 = 0.01 < the
+    chi2_1 median): gene 0 (z -1, 4) is decided by its second group (p = 2 sf(4)): direction +1,
+    Simes p = min(2 p_(1), p_(2)); gene 1 (p 0.02 in a group going down, 0.03 in one going up):
+    direction -1, Simes p = min(2 * 0.02 / 1, 2 * 0.03 / 2) = 0.03 (Bonferroni would say 0.04)."""
+    n = 201
+    z = np.full((2, n), 0.1)
+    p = np.full((2, n), 2 * stats.norm.sf(0.1))
+    z[:, 0], p[:, 0] = (-1.0, 4.0), 2 * stats.norm.sf([1.0, 4.0])
+    z[:, 1], p[:, 1] = (-2.3, 2.2), (0.02, 0.03)
+    out = _matched.matched_test(z, p, np.ones(n, bool))
+    np.testing.assert_array_equal(out["inflation"], [1.0, 1.0])
+    np.testing.assert_array_equal(out["direction"][:2], [1.0, -1.0])
+    want0 = min(2 * 2 * stats.norm.sf(4.0), 2 * stats.norm.sf(1.0))
+    assert out["pvalue"][0] == pytest.approx(want0, rel=1e-9)
+    assert out["pvalue"][1] == pytest.approx(0.03, rel=1e-9)
+    np.testing.assert_array_equal(out["df"][:2], [2.0, 2.0])
+    assert out["chi2"][0] == pytest.approx(1.0 + 16.0, rel=1e-9)
+
+
+def test_matched_test_genomic_control_by_hand():
+    """One group, 201 genes, bulk z = 1: inflation = 1 / median(chi2_1) (about 2.2); gene 0
+    (z = 3) is divided by its square root: z = 3 / sqrt(inflation), p = 2 sf(|z|)."""
+    n = 201
+    z = np.ones((1, n))
+    z[0, 0] = 3.0
+    p = 2 * stats.norm.sf(np.abs(z))
+    out = _matched.matched_test(z, p, np.ones(n, bool))
+    inflation = 1.0 / stats.chi2.ppf(0.5, 1)
+    assert out["inflation"][0] == pytest.approx(inflation, rel=1e-9)
+    z0 = 3.0 / np.sqrt(inflation)
+    assert out["z"][0, 0] == pytest.approx(z0, rel=1e-9)
+    assert out["pvalue"][0] == pytest.approx(2 * stats.norm.sf(z0), rel=1e-9)
+    assert out["chi2"][0] == pytest.approx(z0**2, rel=1e-9)
+
+
+def test_reference_variance_closed_form():
+    """Per the docstring: (n_matched / (n_matched + 1))^2 sum_r W_kr^2 s_r^2 / n_r, s_r^2 the
+    cells' sample variance (ddof 1) of a gene's share. Group 0's shares of gene 0 are 0.1, 0.2,
+    0.4: sum of squared deviations 0.21 - 0.7^2 / 3 = 7/150, s^2 / n = 7/150 / (3 * 2) = 7/900;
+    group 1's 0.5, 0.5, 0.8: 1.14 - 1.8^2 / 3 = 3/50, / 6 = 1/100 (gene 1's shares are 1 minus
+    these: the same variances). One PIC of alpha 0.25 and 100 UMIs: W = 25 from group 0 (A) and
+    75 from group 1 (B). (10/11)^2 (25^2 * 7/900 + 75^2 / 100) = (100/121)(550/9) = 5000/99."""
+    ref = sp.csr_matrix(np.array([[1, 9], [2, 8], [4, 6], [5, 5], [5, 5], [8, 2]], float))
+    codes = np.array([0, 0, 0, 1, 1, 1])
+    m = 10
+    got = _matched.reference_variance(ref, codes, np.zeros((1, m), int), np.ones((1, m), int), np.array([0.25]),
+                                      np.array([100.0]), np.zeros(1, int), 1, m)  # fmt: skip
+    np.testing.assert_allclose(got, [[5000 / 99, 5000 / 99]], rtol=1e-12)
+
+
+def test_exact_pvalues_below_three_sigma_are_exact():
+    """A sparse gene whose z lies between 2 and 3 (three PICs hold its one UMI where their three
+    doublets hold none, one PIC holds none where a doublet holds one: z = 2 / sqrt(0.75) = 2.31)
+    gets the exact p-value (T: four Bernoulli(1/4) draws, observed 3: 2 P(T >= 3) = 2 * 13/256 =
+    0.10), not the normal one (0.021); `_EXACT_FROM` is this threshold."""
+    m = 3
+    sets = np.array([[1, 0, 0, 0]] * 3 + [[0, 0, 1, 0]] + [[0, 0, 0, 0]] * 2, float)
+    obs = sp.csr_matrix(sets[:, :1])
+    doublets = sp.csr_matrix(sets[:, 1:].reshape(-1, 1))
+    groups = np.zeros(sets.shape[0], int)
+    sums = _matched.stratified_sums(obs, doublets, groups, 1, m)
+    z = sums.num / np.sqrt(sums.var)
+    assert 2.0 < z[0, 0] < 3.0
+    got = _matched.exact_pvalues(z, obs, _matched.Doublets.given(doublets, m), groups, np.ones(1, bool))
+    want = _enumerated_p(sets.astype(np.int64))
+    assert want == pytest.approx(2 * 13 / 256)
+    assert got[0, 0] == pytest.approx(want, rel=1e-12)
+
+
+def test_reference_variance_widens_the_tables_pvalues(reference_and_null, monkeypatch):
+    """The groups' p-values handed to `matched_test` carry the reference's own sampling variance
+    (`widen`): against the same run with that variance set to zero (monkeypatched), none is
+    smaller and many are larger. (The table's p-values need not all rise: genomic control then
+    measures a smaller inflation on the widened bulk.)"""
+    import gpu_sc.pic._interaction as interaction
+
+    ref, pics = reference_and_null
+    seen = []
+
+    def spy(z, p, tested, p_units=None):
+        seen.append(np.array(p))
+        return _matched.matched_test(z, p, tested, p_units)
+
+    monkeypatch.setattr(interaction, "matched_test", spy)
+    _matched_table(pics, ref)
+    monkeypatch.setattr(interaction, "reference_variance", lambda *a, **k: 0.0 * _matched.reference_variance(*a, **k))
+    _matched_table(pics, ref)
+    real, bare = seen
+    ok = np.isfinite(real)
+    np.testing.assert_array_equal(ok, np.isfinite(bare))
+    assert np.all(real[ok] >= bare[ok] * (1 - 1e-9))
+    assert np.mean(real[ok] > bare[ok] * 1.01) > 0.1

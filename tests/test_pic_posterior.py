@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from scipy import stats
 
 from _helpers import assert_close
 
@@ -117,3 +118,25 @@ def test_pair_tau_prefers_calibrated_softmax():
 
     grid = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0)
     assert tau == max(grid, key=mean_log_p) and tau > min(grid)  # the best of the grid, not its end
+
+
+def test_credible_interval_is_central():
+    """A flat prior and a normal likelihood (mean 0.3, sd 0.05, far from the grid's ends): the
+    90 % interval runs from the 5 % to the 95 % normal quantile, each within one grid step
+    (0.005), not from the 10 % quantile (0.236, 0.018 above the 5 %)."""
+    ll = -0.5 * ((GRID - 0.3) / 0.05) ** 2
+    _, lo, hi = posterior(ll[None], np.zeros((1, GRID.size)), 1.0, level=0.9)
+    step = GRID[1] - GRID[0]
+    assert abs(lo[0] - stats.norm.ppf(0.05, 0.3, 0.05)) <= step
+    assert abs(hi[0] - stats.norm.ppf(0.95, 0.3, 0.05)) <= step
+
+
+def test_single_cell_group_prior_is_the_median_variance():
+    """A one-cell group's log-size variance is the median of the other groups' (ddof 0), not
+    their largest: three groups of variance v1 < v2 < v3 give the single cell v2."""
+    tot = np.array([100.0, 300, 100, 150, 200, 100, 105, 110, 500])
+    labels = np.array(["a", "a", "b", "b", "b", "c", "c", "c", "d"])
+    prior = SizePrior.from_counts(tot, labels, ["a", "b", "c", "d"])
+    var = [np.log(tot[labels == g]).var() for g in "abc"]
+    assert len(set(np.round(var, 12))) == 3
+    np.testing.assert_allclose(prior.var, var + [np.median(var)], rtol=1e-12)
