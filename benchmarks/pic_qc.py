@@ -11,7 +11,8 @@ Each group's cells are split 70/30 (seeded) into reference and held-out; from th
 singlets down-sampled to 800 UMIs (singlets sorted as PICs); a calibration set (300 doublets,
 100 singlets) goes through the same deconvolve. Writes OUT_DIR/<grouping>_<method>_s<seed>.csv
 (each PIC's truth, calls and LLRs) and .json (run info), and prints the rates: the share of
-each kind called a doublet / flagged a triplet, per setting. First written by a review helper
+each kind called a doublet / flagged a triplet, per setting (level: doublet_test's p-value
+against reference singlets). First written by a review helper
 (2026-12-06); results of seeds 0-2: benchmarks/results/pic-qc-cpu-2026-12-06.txt.
 """
 
@@ -159,11 +160,15 @@ t2 = time.time()
 d_obs = gsc.pic.doublet_test(pics, ref, groupby="grp", inplace=False)
 d_fit = gsc.pic.doublet_test(pics, ref, groupby="grp", alpha="fit", inplace=False)
 d_fit33 = gsc.pic.doublet_test(pics, ref, groupby="grp", alpha="fit", min_llr=3.3, inplace=False)
+d_level = gsc.pic.doublet_test(pics, ref, groupby="grp", alpha="fit", level=0.01, seed=seed, inplace=False)
 res["dllr_obs"] = d_obs["pic_doublet_llr"]
 res["dcall_obs0"] = d_obs["pic_is_doublet"]
 res["dllr_fit"] = d_fit["pic_doublet_llr"]
 res["dcall_fit0"] = d_fit["pic_is_doublet"]
 res["dcall_fit3.3"] = d_fit33["pic_is_doublet"]
+res["dp"] = d_level["pic_doublet_p"]
+res["dcall_p0.01"] = d_level["pic_is_doublet"]
+res["dcall_p0.05"] = d_level["pic_doublet_p"] <= 0.05
 t_scan = time.time()
 tr = gsc.pic.triplet_scan(pics, ref, groupby="grp", inplace=False)
 res["tllr"] = tr["pic_triplet_llr"]
@@ -194,7 +199,8 @@ print(res.groupby(["kind", "set"]).size())
 test = res["set"] == "test"
 rates = {}
 for name, col in (("doublet_test obs, min_llr=0", "dcall_obs0"), ("doublet_test fit, min_llr=0", "dcall_fit0"),
-                  ("doublet_test fit, min_llr=3.3", "dcall_fit3.3"), ("triplet_scan min_llr=0", "tcall0"),
+                  ("doublet_test fit, min_llr=3.3", "dcall_fit3.3"), ("doublet_test level=0.01", "dcall_p0.01"),
+                  ("doublet_test p <= 0.05", "dcall_p0.05"), ("triplet_scan min_llr=0", "tcall0"),
                   ("triplet_scan min_llr=20", "tcall20")):
     called = res[col].fillna(False).astype(bool)
     rates[name] = {k: round(float(called[test & (res["kind"] == k)].mean()), 3)

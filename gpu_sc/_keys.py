@@ -63,6 +63,7 @@ OBS_TRUE_B = "true_b"
 PIC_EXPECTED = "pic_expected"  # layers pic_expected, pic_expected_a, pic_expected_b; uns
 UNS_PIC_INTERACTION = "pic_interaction"
 OBS_PIC_DOUBLET_LLR = "pic_doublet_llr"
+OBS_PIC_DOUBLET_P = "pic_doublet_p"
 OBS_PIC_IS_DOUBLET = "pic_is_doublet"
 OBS_PIC_TRIPLET_LLR = "pic_triplet_llr"
 OBS_PIC_TRIPLET_SIDE = "pic_triplet_side"

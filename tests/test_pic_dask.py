@@ -4,6 +4,8 @@ chunk of PICs at a time instead of computing the whole matrix."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -112,7 +114,8 @@ def test_pair_frequencies_and_qc_on_dask_blocks_equal_in_memory(deconvolved):
     lazy, _ = _lazy(pics)
     pd.testing.assert_frame_equal(pair_frequencies(lazy, ref, n_sim=40, n_boot=50),
                                   pair_frequencies(pics, ref, n_sim=40, n_boot=50))  # fmt: skip
-    for step in (doublet_test, triplet_scan):
+    with_null = partial(doublet_test, alpha="fit", level=0.05)  # the null's depths: a pass over the blocks
+    for step in (doublet_test, triplet_scan, with_null):
         a, b = pics.copy(), lazy.copy()
         step(a, ref, groupby="grp")
         step(b, ref, groupby="grp")

@@ -369,6 +369,33 @@ def test_triplet_scan_weights_and_obs_alpha(pbmc):
         triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], groups_b=[], inplace=False)
 
 
+def test_doublet_test_level_calls_against_singlets(pbmc):
+    """With `level` each PIC's fitted-alpha LLR gets a p-value against reference singlets drawn
+    to the PICs' depths (cross-fitted halves): singlets are called at about the level, doublets
+    nearly all; the p-values follow neither the singlets' nor the PICs' row order."""
+    pics = make_pics(pbmc, 180, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
+    pics.obs.loc[pics.obs_names[0], "pic_status"] = "too_few_umis"
+    res = doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
+    p, kind = res["pic_doublet_p"], pics.obs["kind"]
+    assert np.isnan(p.iloc[0]) and not res["pic_is_doublet"].iloc[0]
+    np.testing.assert_array_equal(res["pic_is_doublet"], p.fillna(2) <= 0.05)
+    assert (p[kind != "TB"] <= 0.05).mean() <= 0.1  # measured 0.05 (T) and 0.017 (B)
+    assert (p[kind == "TB"].dropna() <= 0.05).mean() >= 0.85  # measured 0.95
+    assert ((p.dropna() > 0) & (p.dropna() <= 1)).all()
+    for other_pics, other_ref in ((pics, pbmc[::-1].copy()), (pics[::-1].copy(), pbmc)):
+        got = doublet_test(other_pics, other_ref, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
+        pd.testing.assert_series_equal(got["pic_doublet_p"].loc[pics.obs_names], p)
+    doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, seed=3)
+    assert pics.uns["pic_qc"]["doublet"]["level"] == 0.01 and pics.uns["pic_qc"]["doublet"]["n_null"] == 50
+    assert (pics.obs["pic_doublet_p"].dropna() >= 1 / 51).all()  # at most 50 cells a side: p >= 1 / 51
+    for kw, match in (({"level": 0.05}, "pass alpha='fit' and leave min_llr at 0"),
+                      ({"level": 0.05, "alpha": "fit", "min_llr": 3.3}, "leave min_llr at 0"),
+                      ({"level": 1.5, "alpha": "fit"}, r"level must be a number in \(0, 1\)"),
+                      ({"level": 0.05, "alpha": "fit", "n_null": 0}, "n_null must be a positive integer")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            doublet_test(pics, pbmc, groupby=GROUPBY, **kw)
+
+
 def test_doublet_test_calls_above_min_llr(pbmc):
     """A doublet is called where its LLR exceeds `min_llr`, not 0: at min_llr = 3.3 (the
     docstring's p ~ 0.005 with a fitted alpha) the PICs with 0 < LLR <= 3.3 are not called."""
@@ -717,6 +744,12 @@ def test_gpu_matches_cpu(device, pbmc, kind):
     for k in ("pic_doublet_llr", "pic_triplet_llr"):
         assert_close(gpu.obs[k], cpu.obs[k], dtype=np.float64, n_terms=pbmc.n_vars, scale=mag, err_msg=k)
     assert gpu.obs["pic_triplet_side"].equals(cpu.obs["pic_triplet_side"])
+    # the null is drawn and scored on the host for both; an LLR within round-off of a null
+    # value may sit one step apart
+    kw = {"groupby": GROUPBY, "alpha": "fit", "level": 0.05, "inplace": False}
+    want_p = doublet_test(cpu, pbmc, **kw)["pic_doublet_p"].to_numpy()
+    got_p = doublet_test(gpu, ref, **kw)["pic_doublet_p"].to_numpy()
+    assert np.mean(got_p != want_p) < 0.05 and np.abs(got_p - want_p).max() < 0.02
 
 
 def test_views_leave_parent_alone(pbmc):

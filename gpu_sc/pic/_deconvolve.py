@@ -34,7 +34,7 @@ _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
 # method's calls (mixture's weights beside ml's pairs) or layer of the old pairs (which chi2
 # would read) stays beside the new calls.
 _STALE_OBS = (K.OBS_PIC_A, K.OBS_PIC_B, K.OBS_PIC_STATUS, *_FLOAT_KEYS,
-              *(k for m in METHODS.values() for k in m.own_obs), K.OBS_PIC_DOUBLET_LLR,
+              *(k for m in METHODS.values() for k in m.own_obs), K.OBS_PIC_DOUBLET_LLR, K.OBS_PIC_DOUBLET_P,
               K.OBS_PIC_IS_DOUBLET, K.OBS_PIC_TRIPLET_LLR, K.OBS_PIC_TRIPLET_SIDE, K.OBS_PIC_TRIPLET_GROUPS,
               K.OBS_PIC_IS_TRIPLET)  # fmt: skip
 _STALE_OBSM = (*(k for m in METHODS.values() for k in m.own_obsm), K.OBSM_PAIR_POSTERIOR)
