@@ -387,6 +387,7 @@ def test_doublet_test_level_calls_against_singlets(pbmc):
         pd.testing.assert_series_equal(got["pic_doublet_p"].loc[pics.obs_names], p)
     doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, seed=3)
     assert pics.uns["pic_qc"]["doublet"]["level"] == 0.01 and pics.uns["pic_qc"]["doublet"]["n_null"] == 50
+    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == 200  # the footprint: 100 genes raised on each side
     assert (pics.obs["pic_doublet_p"].dropna() >= 1 / 51).all()  # at most 50 cells a side: p >= 1 / 51
     for kw, match in (({"level": 0.05}, "pass alpha='fit' and leave min_llr at 0"),
                       ({"level": 0.05, "alpha": "fit", "min_llr": 3.3}, "leave min_llr at 0"),
@@ -833,3 +834,17 @@ def test_groupby_must_be_one_column_name(pbmc):
     with pytest.raises(TypeError, match=r"must be one column name of singlets.obs, got \['bulk_labels'\]"):
         interaction_genes(pics, pbmc, groupby=[GROUPBY])
     assert_unchanged(pics, snapshot(before))
+
+
+def test_footprint_genes_are_each_populations_most_raised():
+    """markers='footprint': the n genes with the largest mean log1p CP10k in A over B and in B
+    over A (here 2 of 6: the A-only pair and the B-only pair)."""
+    from gpu_sc.pic._doublet_null import footprint_genes
+
+    s = sp.csr_matrix(np.array([[9, 8, 0, 0, 5, 5], [7, 9, 1, 0, 5, 5], [0, 0, 9, 8, 5, 5], [0, 1, 8, 9, 5, 5]],
+                               dtype=np.float64))  # fmt: skip
+    codes = np.array([0, 1, 2, 2])  # A: groups 0 and 1, B: group 2
+    mask = footprint_genes(s, codes, (np.array([0, 1]), np.array([2])), n=2)
+    np.testing.assert_array_equal(mask, [True, True, True, True, False, False])
+    mask = footprint_genes(s, codes, (np.array([0, 1]), np.array([2])), n=1)
+    assert mask.sum() == 2 and mask[:2].sum() == 1 and mask[2:4].sum() == 1

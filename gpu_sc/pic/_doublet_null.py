@@ -18,6 +18,8 @@ import scipy.sparse as sp
 
 from ._umi_draws import draw_rows
 
+FOOTPRINT = 100  # genes raised in each population over the other (markers="footprint")
+
 
 def singlet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.ndarray,
                  sides: tuple[np.ndarray, np.ndarray], markers: np.ndarray, depths: np.ndarray, *, n_null: int,
@@ -79,3 +81,20 @@ def null_pvalues(llr: np.ndarray, near_a: np.ndarray, null: tuple[np.ndarray, np
         above = side.size - np.searchsorted(side, llr[sel], side="left")
         p[sel] = (1 + above) / (1 + side.size)
     return p
+
+
+def footprint_genes(s: sp.csr_matrix, codes: np.ndarray, sides: tuple[np.ndarray, np.ndarray],
+                    n: int = FOOTPRINT) -> np.ndarray:  # fmt: skip
+    """Mask of the `n` genes most raised in the A cells over the B cells and the `n` most raised
+    in B over A, by their mean log1p CP10k over the reference cells (s: host float64 CSR): what
+    tells one cell from a pair. deconvolve's markers tell groups apart within a population, and
+    a population of one group has none: the test then saw a pair by one side's genes only."""
+    totals = np.asarray(s.sum(axis=1)).ravel()
+    y = sp.diags(1e4 / np.maximum(totals, 1)) @ s
+    y.data = np.log1p(y.data)
+    a, b = (np.asarray(y[np.isin(codes, side)].mean(axis=0)).ravel() for side in sides)
+    diff = a - b
+    mask = np.zeros(s.shape[1], bool)
+    mask[np.argsort(-diff, kind="stable")[:n]] = True
+    mask[np.argsort(diff, kind="stable")[:n]] = True
+    return mask

@@ -39,7 +39,7 @@ from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, pic_columns
 from ._confusion import pic_depths
-from ._doublet_null import null_pvalues, singlet_null
+from ._doublet_null import footprint_genes, null_pvalues, singlet_null
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
 from ._expected import (
@@ -200,7 +200,12 @@ class _Setup:
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.s, self.s_codes = s, s_codes  # (the doublet test's null draws its singlets from them)
-        self.markers = marker_genes(pics, singlets, s, markers, step=step)
+        if isinstance(markers, str) and markers == "footprint":
+            self.sides = tuple(_side_groups(pics, None, key, codes, self.use, self.names, step=step)
+                               for key, codes in (("groups_a", self.ia), ("groups_b", self.ib)))  # fmt: skip
+            self.markers = footprint_genes(_counts_csr(s, step=step, what="singlets"), s_codes, self.sides)
+        else:
+            self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
         # an assigned group with no count over the markers has an all-zero profile: its PICs'
         # likelihoods would be eps's alone (LLRs of hundreds), so refuse it as expected_expression does
@@ -280,12 +285,14 @@ def doublet_test(
     drawn from the PICs', scored at their best pair against profiles without them (two
     cross-fitted halves); a PIC's p-value is the share of its nearer end's population's null at
     or above its LLR (``pics.obs['pic_doublet_p']``). Measured on 800-UMI PICs from held-out
-    pbmc4k cells (``benchmarks/pic_qc.py``, seeds 0-2, ml), T and MNP as groups: singlets
-    called at level 0.01 0-4 %, at 0.05 2-9 %; doublets found 45-51 % and 82-85 %.
+    pbmc4k cells (``benchmarks/pic_qc.py``, seeds 0-2, ml and picseq, T and MNP or T
+    subclusters and MNP as groups): singlets called at level 0.01 0-4 % (mean 1.7 %), at 0.05
+    2-10 % (6.2 %); doublets found 39-56 % and 79-87 %.
 
     Profiles: group geometric means (:func:`group_profiles`) of the singlets over the marker
-    genes — `markers` if given, else ``pics.uns['pic']['markers']`` if present, else every gene
-    with more than 10 UMIs over all singlets.
+    genes — `markers` if given, else (with `level`) the footprint genes, else
+    ``pics.uns['pic']['markers']`` if present, else every gene with more than 10 UMIs over all
+    singlets.
 
     Parameters
     ----------
@@ -309,7 +316,12 @@ def doublet_test(
         published rule ('obs', 0) called 10-16 % of singlets and 97-98 % of doublets: ml gives
         a singlet an alpha inside (0, 1), not its end.
     markers
-        Gene names or a boolean mask of the genes in the LL.
+        Gene names or a boolean mask of the genes in the LL, or ``"footprint"``: the 100 genes
+        most raised in each population over the other (mean log1p CP10k of the reference's A
+        and B cells), what tells one cell from a pair (deconvolve's markers tell groups apart
+        within a population; one of a single group has none). The default with `level`: with
+        T subclusters and MNP (pbmc4k, seeds 0-1) it found 41-50 % of doublets at level 0.01
+        where deconvolve's markers found 7-12 %.
     min_llr
         Smallest LLR (natural log) of a doublet.
     level
@@ -345,6 +357,7 @@ def doublet_test(
                    f"have no deconvolved alpha: pass alpha='fit' and leave min_llr at 0 (got alpha={alpha!r}, "
                    f"min_llr={min_llr!r}).")  # fmt: skip
             raise ValueError(msg)
+        markers = "footprint" if markers is None else markers
     st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
                 markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, min_llr=min_llr, step=step)
     xp = st.xp
@@ -378,8 +391,8 @@ def doublet_test(
 
 def _null(pics, singlets, st: _Setup, *, n_null: int, seed: int, step: str):
     """`singlet_null` of the test's reference, markers and PICs' depths (on the host)."""
-    groups = [_side_groups(pics, None, key, codes, st.use, st.names, step=step)
-              for key, codes in (("groups_a", st.ia), ("groups_b", st.ib))]  # fmt: skip
+    groups = getattr(st, "sides", None) or [_side_groups(pics, None, key, codes, st.use, st.names, step=step)
+                                            for key, codes in (("groups_a", st.ia), ("groups_b", st.ib))]  # fmt: skip
     s = _counts_csr(st.s, step=step, what="singlets")
     depths = pic_depths(pics, step)[st.rows_ok]
     return singlet_null(s, st.s_codes, len(st.names), canonical_rows(singlets), tuple(groups), st.markers,
