@@ -281,3 +281,17 @@ def test_frequencies_benchmark_smoke(tmp_path):
     # --max-reuse 2: 80 PICs need at least 40 cells of each population
     assert row["max_reuse"] == 2 and 40 <= row["n_source_cells_a"] <= 80 and 40 <= row["n_source_cells_b"] <= 80
     assert 0 <= row["power_found"] <= 2 and row["null_calls"] >= 0
+
+
+def test_qc_benchmark_smoke(tmp_path):
+    """benchmarks/pic_qc.py on the bundled pbmc4k (T and MNP): a row per PIC with its kind, the
+    calls and p-values, and the run's JSON."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_qc.py"), "0", "ml", "major", str(tmp_path)]
+    r = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
+    assert "doublet_test level=0.01" in r.stdout
+    res = pd.read_csv(tmp_path / "major_ml_s0.csv", index_col=0)
+    assert {"singlet_T", "singlet_MNP", "doublet", "triplet_AAB", "triplet_ABB"} <= set(res["kind"])
+    p = res["dp"].dropna()
+    assert len(p) > 0.9 * len(res) and ((p > 0) & (p <= 1)).all()
+    info = json.loads((tmp_path / "major_ml_s0.json").read_text())
+    assert info["groups_b"] == ["MNP"] and info["kw"]["method"] == "ml"
