@@ -385,10 +385,22 @@ def test_doublet_test_level_calls_against_singlets(pbmc):
     for other_pics, other_ref in ((pics, pbmc[::-1].copy()), (pics[::-1].copy(), pbmc)):
         got = doublet_test(other_pics, other_ref, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
         pd.testing.assert_series_equal(got["pic_doublet_p"].loc[pics.obs_names], p)
-    doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, seed=3)
-    assert pics.uns["pic_qc"]["doublet"]["level"] == 0.01 and pics.uns["pic_qc"]["doublet"]["n_null"] == 50
-    assert pics.uns["pic_qc"]["doublet"]["n_markers"] == 200  # the footprint: 100 genes raised on each side
+    doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=50, seed=3)
+    qc = pics.uns["pic_qc"]["doublet"]
+    assert qc["level"] == 0.05 and qc["n_null"] == 50 and qc["markers"] == "footprint"
+    assert 20 <= qc["n_markers"] <= 200  # up to 100 genes raised on each side, 2-fold or more
     assert (pics.obs["pic_doublet_p"].dropna() >= 1 / 51).all()  # at most 50 cells a side: p >= 1 / 51
+    with pytest.warns(UserWarning, match=r"population A holds 50 reference cells.*no PIC nearer that end can be called"):
+        doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, inplace=False)
+    none_ok = pics.copy()  # no PIC to test: no null (numpy's "a cannot be empty" before)
+    none_ok.obs["pic_status"] = "too_few_umis"
+    res = doublet_test(none_ok, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
+    assert res["pic_doublet_p"].isna().all() and not res["pic_is_doublet"].any()
+    counts = pics.copy()  # the null's depths are the counts the test reads: a layer's, not X's
+    counts.layers["counts"] = counts.X.copy()
+    counts.X = counts.X * 0.5
+    got = doublet_test(counts, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, layer="counts", inplace=False)
+    pd.testing.assert_series_equal(got["pic_doublet_p"], p)
     for kw, match in (({"level": 0.05}, "pass alpha='fit' and leave min_llr at 0"),
                       ({"level": 0.05, "alpha": "fit", "min_llr": 3.3}, "leave min_llr at 0"),
                       ({"level": 1.5, "alpha": "fit"}, r"level must be a number in \(0, 1\)"),
@@ -837,14 +849,16 @@ def test_groupby_must_be_one_column_name(pbmc):
 
 
 def test_footprint_genes_are_each_populations_most_raised():
-    """markers='footprint': the n genes with the largest mean log1p CP10k in A over B and in B
-    over A (here 2 of 6: the A-only pair and the B-only pair)."""
+    """markers='footprint': ml's genes between populations, the n most raised each way, 2-fold
+    or more, more than 10 UMIs, none blacklisted (here the A-only pair and the B-only pair; the
+    shared genes and a mitochondrial one raised in A are left out)."""
     from gpu_sc.pic._doublet_null import footprint_genes
 
-    s = sp.csr_matrix(np.array([[9, 8, 0, 0, 5, 5], [7, 9, 1, 0, 5, 5], [0, 0, 9, 8, 5, 5], [0, 1, 8, 9, 5, 5]],
-                               dtype=np.float64))  # fmt: skip
-    codes = np.array([0, 1, 2, 2])  # A: groups 0 and 1, B: group 2
-    mask = footprint_genes(s, codes, (np.array([0, 1]), np.array([2])), n=2)
-    np.testing.assert_array_equal(mask, [True, True, True, True, False, False])
-    mask = footprint_genes(s, codes, (np.array([0, 1]), np.array([2])), n=1)
-    assert mask.sum() == 2 and mask[:2].sum() == 1 and mask[2:4].sum() == 1
+    s = sp.csr_matrix(np.array([[9, 8, 0, 0, 5, 5, 9], [7, 9, 1, 0, 5, 5, 9], [0, 0, 9, 8, 5, 5, 0],
+                                [0, 1, 8, 9, 5, 5, 0]], dtype=np.float64))  # fmt: skip
+    codes, names = np.array([0, 1, 2, 2]), ["G0", "G1", "G2", "G3", "G4", "G5", "MT-X"]
+    sides = (np.array([0, 1]), np.array([2]))
+    np.testing.assert_array_equal(footprint_genes(s, codes, sides, names, n=3),
+                                  [True, True, True, True, False, False, False])  # fmt: skip
+    one = footprint_genes(s, codes, sides, names, n=1)
+    assert one.sum() == 2 and one[:2].sum() == 1 and one[2:4].sum() == 1

@@ -196,7 +196,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     mk = _profiles.select_markers(s[in_ref], labels[in_ref], ga, gb, singlets.var_names,
                                   blacklist=blacklist, extra=markers)  # fmt: skip
     ref = Reference(singlets, s, labels, ga, gb, groupby, mk,
-                    _blacklisted(singlets.var_names, blacklist))
+                    _profiles.blacklisted(singlets.var_names, blacklist))
     model = cls(ref, opt)
     info = {"method": method, "groupby": groupby, "groups_a": ga, "groups_b": gb,
             "markers": np.asarray(singlets.var_names[mk]).astype(str).tolist(), "eps": eps,
@@ -287,12 +287,6 @@ def _pattern_text(pattern: re.Pattern) -> str:
     extra = pattern.flags & ~re.compile(pattern.pattern).flags
     letters = "".join(c for flag, c in _FLAG_LETTERS if extra & flag)
     return f"(?{letters}){pattern.pattern}" if letters else pattern.pattern
-
-
-def _blacklisted(var_names, blacklist) -> np.ndarray:
-    """Per gene: does any blacklist pattern match its name (bool array)."""
-    names = np.asarray(var_names).astype(str)
-    return np.array([any(p.search(n) for p in blacklist) for n in names], dtype=bool)
 
 
 def _pic_blocks(pics: AnnData):

@@ -16,6 +16,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._ml_fit import between_populations
+from ._profiles import DEFAULT_BLACKLIST, blacklisted
 from ._umi_draws import draw_rows
 
 FOOTPRINT = 100  # genes raised in each population over the other (markers="footprint")
@@ -83,18 +85,15 @@ def null_pvalues(llr: np.ndarray, near_a: np.ndarray, null: tuple[np.ndarray, np
     return p
 
 
-def footprint_genes(s: sp.csr_matrix, codes: np.ndarray, sides: tuple[np.ndarray, np.ndarray],
+def footprint_genes(s: sp.csr_matrix, codes: np.ndarray, sides: tuple[np.ndarray, np.ndarray], var_names,
                     n: int = FOOTPRINT) -> np.ndarray:  # fmt: skip
-    """Mask of the `n` genes most raised in the A cells over the B cells and the `n` most raised
-    in B over A, by their mean log1p CP10k over the reference cells (s: host float64 CSR): what
-    tells one cell from a pair. deconvolve's markers tell groups apart within a population, and
-    a population of one group has none: the test then saw a pair by one side's genes only."""
-    totals = np.asarray(s.sum(axis=1)).ravel()
-    y = sp.diags(1e4 / np.maximum(totals, 1)) @ s
-    y.data = np.log1p(y.data)
-    a, b = (np.asarray(y[np.isin(codes, side)].mean(axis=0)).ravel() for side in sides)
-    diff = a - b
+    """Mask of the genes that tell one cell from a pair: ml's genes between populations
+    (`between_populations`: the `n` most raised in A over B and in B over A, 2-fold or more,
+    none blacklisted by deconvolve's default). deconvolve's markers tell groups apart within a
+    population, and a population of one group has none: the test then saw a pair by one side's
+    genes only."""
+    genes, _, _ = between_populations(s, np.isin(codes, sides[0]), np.isin(codes, sides[1]), n,
+                                      blacklisted(var_names, DEFAULT_BLACKLIST))  # fmt: skip
     mask = np.zeros(s.shape[1], bool)
-    mask[np.argsort(-diff, kind="stable")[:n]] = True
-    mask[np.argsort(diff, kind="stable")[:n]] = True
+    mask[genes] = True
     return mask

@@ -47,6 +47,26 @@ def group_f_statistic(s, labels, groups) -> np.ndarray:
     return (ssb / (k - 1)) / (ssw / (n - k))
 
 
+def between_populations(s, is_a: np.ndarray, is_b: np.ndarray, n: int,
+                        blacklisted: np.ndarray | None = None) -> tuple[np.ndarray, ...]:  # fmt: skip
+    """(the `n` genes most raised in population A over B and the `n` most raised in B over A,
+    each at least 2-fold, by the log2 ratio of the populations' size-normalised geometric means
+    (pseudocount 0.1); the usable genes: more than 10 UMIs over both populations' cells, none
+    blacklisted; those totals). What tells one cell from a pair: the pair search's genes
+    between populations, and the doublet test's footprint."""
+    in_ref = is_a | is_b
+    pop = np.where(is_a, "A", "B")
+    e = _profiles.geomean(s[in_ref], pop[in_ref], ["A", "B"], normalise=True)
+    lfp = np.log2((0.1 + e[:, 0]) / (0.1 + e[:, 1]))
+    total = np.asarray(s[in_ref].sum(0)).ravel()
+    usable = total > 10
+    if blacklisted is not None:
+        usable &= ~np.asarray(blacklisted, bool)
+    lfp[~usable] = 0
+    between = np.concatenate([np.argsort(-lfp)[:n], np.argsort(lfp)[:n]])
+    return between[np.abs(lfp[between]) >= 1], usable, total
+
+
 class MLDesign:
     """The genes of the ml pair search and the profiles over them.
 
@@ -72,17 +92,9 @@ class MLDesign:
         self.rest = None
         if self.all:
             return
-        in_ref = np.isin(labels, ga + gb)
-        pop = np.where(np.isin(labels, ga), "A", "B")
-        e = _profiles.geomean(s[in_ref], pop[in_ref], ["A", "B"], normalise=True)
-        lfp = np.log2((0.1 + e[:, 0]) / (0.1 + e[:, 1]))
-        total = np.asarray(s[in_ref].sum(0)).ravel()
-        usable = total > 10
-        if genes == "informative" and blacklisted is not None:
-            usable &= ~np.asarray(blacklisted, bool)
-        lfp[~usable] = 0
-        between = np.concatenate([np.argsort(-lfp)[:n_between], np.argsort(lfp)[:n_between]])
-        self.genes = np.union1d(markers, between[np.abs(lfp[between]) >= 1])
+        between, usable, total = between_populations(s, np.isin(labels, ga), np.isin(labels, gb), n_between,
+                                                     blacklisted if genes == "informative" else None)  # fmt: skip
+        self.genes = np.union1d(markers, between)
         if genes == "informative":
             for groups in (ga, gb):
                 f = group_f_statistic(s, labels, groups)

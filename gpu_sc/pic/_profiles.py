@@ -37,16 +37,19 @@ def profiles(gm: np.ndarray) -> np.ndarray:
     return gm / np.where(s > 0, s, 1.0)
 
 
+def blacklisted(var_names, patterns) -> np.ndarray:
+    """Per gene: does any of the `patterns` (strings or compiled) match its name (bool array)."""
+    pats = [re.compile(p) for p in patterns]
+    names = np.asarray(var_names).astype(str)
+    return np.array([any(p.search(n) for p in pats) for n in names], dtype=bool)
+
+
 def select_markers(x: sp.csr_matrix, labels: np.ndarray, groups_a: list[str],
                    groups_b: list[str], var_names, *, n_top: int = 20, min_lfp: float = 1.0,
                    min_umis: int = 10, blacklist=DEFAULT_BLACKLIST, extra=None) -> np.ndarray:
     """Indices of marker genes (sorted): footprint top genes per group, PICSEQ.md section 2."""
-    names = np.asarray(var_names).astype(str)
     total = np.asarray(x.sum(0)).ravel()
-    ok = total > min_umis
-    pats = [re.compile(p) for p in (blacklist or ())]
-    if pats:
-        ok &= np.array([not any(p.search(n) for p in pats) for n in names])
+    ok = (total > min_umis) & ~blacklisted(var_names, blacklist or ())
     chosen = set()
     marker_in = []
     for groups in (groups_a, groups_b):
@@ -61,7 +64,7 @@ def select_markers(x: sp.csr_matrix, labels: np.ndarray, groups_a: list[str],
     both = marker_in[0] & marker_in[1]
     chosen = {g for g in chosen if not both[g]}
     if extra is not None:
-        lookup = {n: i for i, n in enumerate(names)}
+        lookup = {n: i for i, n in enumerate(np.asarray(var_names).astype(str))}
         miss = [g for g in extra if g not in lookup]
         if miss:
             msg = f"marker genes not in var_names: {miss[:5]}"

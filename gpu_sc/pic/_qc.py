@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Unpack
 
@@ -34,11 +35,11 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_QC,
 )
+from .. import _ops
 from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, pic_columns
-from ._confusion import pic_depths
 from ._doublet_null import footprint_genes, null_pvalues, singlet_null
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
@@ -68,8 +69,6 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
     if markers is not None:
         mask = genes_mask(pics, markers, step=step)
     else:
-        from .. import _ops
-
         totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
         mask = totals > MIN_UMIS
     if not mask.any():
@@ -188,7 +187,7 @@ class _Setup:
     """Validated inputs shared by the QC steps (nothing written)."""
 
     def __init__(self, pics, singlets, *, groupby, cols: PicColumns, alpha, markers, layer,
-                 singlets_layer, eps, min_llr, step):  # fmt: skip
+                 singlets_layer, eps, min_llr, step, sides: bool = False):  # fmt: skip
         if alpha not in ("obs", "fit"):
             msg = f"{step}: alpha must be 'obs' or 'fit', got {alpha!r}."
             raise ValueError(msg)
@@ -199,11 +198,16 @@ class _Setup:
         self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
-        self.s, self.s_codes = s, s_codes  # (the doublet test's null draws its singlets from them)
-        if isinstance(markers, str) and markers == "footprint":
+        self.s, self.s_codes, self.counts = s, s_codes, u  # (the doublet test's null reads them)
+        self._host_s = None
+        footprint = isinstance(markers, str) and markers == "footprint"
+        # the populations' groups: uns['pic']'s, else the assigned ones (the footprint's and the null's)
+        self.sides = None
+        if footprint or sides:
             self.sides = tuple(_side_groups(pics, None, key, codes, self.use, self.names, step=step)
                                for key, codes in (("groups_a", self.ia), ("groups_b", self.ib)))  # fmt: skip
-            self.markers = footprint_genes(_counts_csr(s, step=step, what="singlets"), s_codes, self.sides)
+        if footprint:
+            self.markers = footprint_genes(self.host_singlets(step), s_codes, self.sides, singlets.var_names)
         else:
             self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
@@ -235,6 +239,12 @@ class _Setup:
         self.vals = vals[keep].astype(xp.float64)
         self.eps = eps
         self.fit = alpha == "fit"
+
+    def host_singlets(self, step: str):
+        """The singlets' counts as a checked host float64 CSR matrix (made once)."""
+        if self._host_s is None:
+            self._host_s = _counts_csr(self.s, step=step, what="singlets")
+        return self._host_s
 
     def profile_at(self, groups):
         """P at every nonzero for per-PIC groups (int per used PIC)."""
@@ -284,10 +294,11 @@ def doublet_test(
     PICs, drawn from the reference: `n_null` cells of each population, down-sampled to depths
     drawn from the PICs', scored at their best pair against profiles without them (two
     cross-fitted halves); a PIC's p-value is the share of its nearer end's population's null at
-    or above its LLR (``pics.obs['pic_doublet_p']``). Measured on 800-UMI PICs from held-out
-    pbmc4k cells (``benchmarks/pic_qc.py``, seeds 0-2, ml and picseq, T and MNP or T
-    subclusters and MNP as groups): singlets called at level 0.01 0-4 % (mean 1.7 %), at 0.05
-    2-10 % (6.2 %); doublets found 39-56 % and 79-87 %.
+    or above its LLR (``pics.obs['pic_doublet_p']``). A null cell with fewer UMIs than its
+    drawn depth is taken whole. Measured on 800-UMI PICs from held-out pbmc4k cells
+    (``benchmarks/pic_qc.py``, seeds 0-2, ml and picseq, T and MNP or T subclusters and MNP as
+    groups): singlets called at level 0.01 0-3 % (mean 1.1 %), at 0.05 2-8 % (5.2 %); doublets
+    found 15-38 % and 80-86 %.
 
     Profiles: group geometric means (:func:`group_profiles`) of the singlets over the marker
     genes — `markers` if given, else (with `level`) the footprint genes, else
@@ -316,12 +327,12 @@ def doublet_test(
         published rule ('obs', 0) called 10-16 % of singlets and 97-98 % of doublets: ml gives
         a singlet an alpha inside (0, 1), not its end.
     markers
-        Gene names or a boolean mask of the genes in the LL, or ``"footprint"``: the 100 genes
-        most raised in each population over the other (mean log1p CP10k of the reference's A
-        and B cells), what tells one cell from a pair (deconvolve's markers tell groups apart
-        within a population; one of a single group has none). The default with `level`: with
-        T subclusters and MNP (pbmc4k, seeds 0-1) it found 41-50 % of doublets at level 0.01
-        where deconvolve's markers found 7-12 %.
+        Gene names or a boolean mask of the genes in the LL, or ``"footprint"``: ml's genes
+        between populations (up to 100 raised 2-fold or more in each population over the other,
+        more than 10 UMIs, none blacklisted), what tells one cell from a pair (deconvolve's
+        markers tell groups apart within a population; one of a single group has none). The
+        default with `level`: with T subclusters and MNP (pbmc4k, seeds 0-2) it found 80-86 %
+        of doublets at p <= 0.05 where deconvolve's markers found 20-31 %.
     min_llr
         Smallest LLR (natural log) of a doublet.
     level
@@ -358,8 +369,8 @@ def doublet_test(
                    f"min_llr={min_llr!r}).")  # fmt: skip
             raise ValueError(msg)
         markers = "footprint" if markers is None else markers
-    st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha,
-                markers=markers, layer=layer, singlets_layer=singlets_layer, eps=eps, min_llr=min_llr, step=step)
+    st = _Setup(pics, singlets, groupby=groupby, cols=cols, alpha=alpha, markers=markers, layer=layer,
+                singlets_layer=singlets_layer, eps=eps, min_llr=min_llr, step=step, sides=level is not None)
     xp = st.xp
     pa = st.profile_at(st.ia[st.rows_ok])
     pb = st.profile_at(st.ib[st.rows_ok])
@@ -370,9 +381,11 @@ def doublet_test(
     res = pd.DataFrame({OBS_PIC_DOUBLET_LLR: llr}, index=pics.obs_names)
     if level is None:
         res[OBS_PIC_IS_DOUBLET] = np.nan_to_num(llr, nan=-np.inf) > min_llr
+    elif st.n == 0:  # no PIC to test: no null to draw
+        res[OBS_PIC_IS_DOUBLET], res[OBS_PIC_DOUBLET_P] = False, np.nan
     else:
         pvalue = null_pvalues(llr, _full(al, st.rows_ok, pics.n_obs) >= 0.5,
-                              _null(pics, singlets, st, n_null=n_null, seed=seed, step=step))  # fmt: skip
+                              _null(singlets, st, level=level, n_null=n_null, seed=seed, step=step))  # fmt: skip
         res[OBS_PIC_IS_DOUBLET] = np.nan_to_num(pvalue, nan=2.0) <= level
         res[OBS_PIC_DOUBLET_P] = pvalue
     if not inplace:
@@ -385,19 +398,27 @@ def doublet_test(
                      "n_markers": int(st.markers.sum()), "groupby": groupby}  # fmt: skip
     if level is not None:
         qc["doublet"].update(level=level, n_null=n_null, seed=seed)
+    if isinstance(markers, str) and markers == "footprint":
+        qc["doublet"]["markers"] = "footprint"
     pics.uns[UNS_PIC_QC] = qc
     return None
 
 
-def _null(pics, singlets, st: _Setup, *, n_null: int, seed: int, step: str):
-    """`singlet_null` of the test's reference, markers and PICs' depths (on the host)."""
-    groups = getattr(st, "sides", None) or [_side_groups(pics, None, key, codes, st.use, st.names, step=step)
-                                            for key, codes in (("groups_a", st.ia), ("groups_b", st.ib))]  # fmt: skip
-    s = _counts_csr(st.s, step=step, what="singlets")
-    depths = pic_depths(pics, step)[st.rows_ok]
-    return singlet_null(s, st.s_codes, len(st.names), canonical_rows(singlets), tuple(groups), st.markers,
-                        depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
+def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: str):
+    """`singlet_null` of the test's reference, markers and tested PICs' depths (their counts,
+    the layer where one is given), on the host; a warning where a side's null is too small for
+    any p-value to reach `level`."""
+    depths = to_host(_ops.row_sums(_ops.parts(st.counts))[0])[st.rows_ok]
+    null = singlet_null(st.host_singlets(step), st.s_codes, len(st.names), canonical_rows(singlets), st.sides,
+                        st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
                         fit_alpha=_fit_alpha, loglik=_ll)  # fmt: skip
+    for name, side in zip("AB", null, strict=True):
+        if 1 / (1 + side.size) > level:
+            warnings.warn(f"{step}: the null of population {name} holds {side.size} reference cells, so no p-value "
+                          f"there is below 1/{side.size + 1} and no PIC nearer that end can be called at "
+                          f"level={level}; give more reference cells (or raise n_null), or a larger level.",
+                          UserWarning, stacklevel=3)  # fmt: skip
+    return null
 
 
 # --------------------------------------------------------------------------- triplet scan
