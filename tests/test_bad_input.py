@@ -438,6 +438,12 @@ def test_numeric_parameters_take_numpy_scalars_and_0d_arrays(pbmc):
         a.obs["phase"] = np.where(np.arange(a.n_obs) % 2, "a", "b")
         a.obsm["X_pca"] = np.random.default_rng(0).normal(size=(a.n_obs, 5))
         call(a)
+    sc = pytest.importorskip("scanpy")
+    ours, theirs = pbmc.copy(), pbmc.copy()  # the value given is what uns keeps, as in scanpy
+    gsc.pp.log1p(ours, base=np.array(2.0))
+    sc.pp.log1p(theirs, base=np.array(2.0))
+    got, want = ours.uns["log1p"]["base"], theirs.uns["log1p"]["base"]
+    assert type(got) is type(want) and got == want
 
 
 def test_0d_array_parameters_on_the_device(device, pbmc):

@@ -261,6 +261,11 @@ def test_replicate_key_bad_input(deconvolved):
         gsc.pic.pair_frequencies(p, replicate_key="nope")
     with pytest.raises(ValueError, match="list of two"):
         gsc.pic.pair_frequencies(p, replicate_key=["mouse", "mouse", "mouse"])
+    p.obs["cage"] = np.where(np.arange(p.n_obs) % 3, "c1", "c2")  # names as an array or an Index too
+    want = gsc.pic.pair_frequencies(p, replicate_key=["mouse", "cage"], n_boot=20)
+    for keys in (np.array(["mouse", "cage"]), pd.Index(["mouse", "cage"]), ("mouse", "cage")):
+        pd.testing.assert_frame_equal(gsc.pic.pair_frequencies(p, replicate_key=keys, n_boot=20), want)
+    del p.obs["cage"]
     with pytest.raises(ValueError, match="fewer than 2 units.*cond="):
         q = p.copy()
         q.obs["cond"] = np.where(q.obs["mouse"] == "m1", "x", "y")

@@ -286,6 +286,7 @@ def test_bad_input_is_refused_and_changes_nothing(reference_and_null):
     # pandas' or Python's bare errors before, and an OverflowError in the doublets' draws (an audit)
     for kw, err, match in (({"groupby_keys": ["pic_a", "pic_b", "pic_a"]}, ValueError, r"names \['pic_a'\] more than once"),
                            ({"condition_key": ["pic_a"]}, TypeError, "condition_key must be one column name"),
+                           ({"groupby_keys": 5}, TypeError, r"groupby_keys and condition_key must be one column name"),
                            ({"replicate_key": 1}, ValueError, "replicate_key must be a column name of pics.obs"),
                            ({"seed": 2**63}, ValueError, r"seed must be below 2\*\*32")):  # fmt: skip
         with pytest.raises(err, match=match):

@@ -20,8 +20,10 @@ def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int
     step counts; None: all); elsewhere its code is -1."""
     if replicate_key is None:
         return None
-    keys = [replicate_key] if isinstance(replicate_key, str) else replicate_key
-    keys = list(keys) if isinstance(keys, list | tuple) else None  # a number is no name (nor a list of them)
+    # one name, or any list-like of them (a list, tuple, array, Index); a number is neither
+    keys = [replicate_key] if isinstance(replicate_key, str) else None
+    if keys is None and np.iterable(replicate_key):
+        keys = list(replicate_key)
     if keys is None or not 1 <= len(keys) <= max_columns or not all(isinstance(k, str) for k in keys):
         what = "a column name of pics.obs" + (" or a list of two" if max_columns == 2 else " (one column)")
         msg = f"{step}: replicate_key must be {what}, got {replicate_key!r}."

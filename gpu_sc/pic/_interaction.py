@@ -197,7 +197,7 @@ def interaction_genes(
     if method not in _METHODS:
         msg = f"{_STEP}: method must be one of {_METHODS}, got {method!r}."
         raise ValueError(msg)
-    if isinstance(groupby_keys, str):  # one column, as pandas' groupby takes it, not its letters
+    if isinstance(groupby_keys, str) or not np.iterable(groupby_keys):  # one column (its name, not its letters)
         groupby_keys = [groupby_keys]
     groupby_keys = list(groupby_keys)
     for key in groupby_keys + ([] if condition_key is None else [condition_key]):

@@ -46,7 +46,7 @@ def log1p(
     (each block transformed on a copy when computed; a value outside log1p's domain raises
     then, with X already the lazy array).
     """
-    base = check_real(base, "base", step=_STEP)
+    given, base = base, check_real(base, "base", step=_STEP)  # uns keeps the value given, as scanpy's
     if base is not None and not (base > 0 and base != 1 and math.isfinite(base)):
         msg = f"{_STEP}: base must be a positive number other than 1, or None; got {base}."
         raise ValueError(msg)
@@ -71,7 +71,7 @@ def log1p(
                        "(adata.to_memory()).")  # fmt: skip
                 raise UnsupportedMatrixError(msg)
             _log1p_backed(adata, base=base, chunk_size=chunk_size or 6000)
-            adata.uns[K.UNS_LOG1P] = {"base": base}
+            adata.uns[K.UNS_LOG1P] = {"base": given}
             return None
         else:
             check_in_memory(x, step=_STEP, suffix=" without `chunked=True`")
@@ -80,7 +80,7 @@ def log1p(
     make_actual(adata, warn=True)
     x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=False)
     set_matrix(adata, x, layer=layer, obsm=obsm)
-    adata.uns[K.UNS_LOG1P] = {"base": base}
+    adata.uns[K.UNS_LOG1P] = {"base": given}
     return adata if copy else None
 
 
