@@ -16,6 +16,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from ._expected import nonzeros
 from ._ml_fit import between_populations
 from ._profiles import DEFAULT_BLACKLIST, blacklisted
 from ._umi_draws import draw_rows
@@ -27,8 +28,8 @@ def singlet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.n
                  sides: tuple[np.ndarray, np.ndarray], markers: np.ndarray, depths: np.ndarray, *, n_null: int,
                  seed: int, eps: float, profiles, fit_alpha, loglik) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """(sorted null LLRs of A cells, of B cells). s: the singlets' counts (host float64 CSR);
-    codes: their group codes (of `n_groups`); order: their rows in canonical order (draws independent of the
-    row order); sides: the A and B group codes; markers: the LL's gene mask; depths: the tested
+    codes: their group codes (of `n_groups`); order: their rows in canonical order (draws
+    independent of the row order); sides: the A and B group codes; markers: the LL's gene mask; depths: the tested
     PICs' UMIs; n_null: cells drawn per side (at most its cells); profiles, fit_alpha, loglik:
     the test's own (group_profiles, _fit_alpha, _ll) so the null is scored as the PICs are."""
     groups_a, groups_b = sides
@@ -61,8 +62,8 @@ def _best_pair_llr(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_al
     """Each row's LLR (fitted alpha against its nearer end) at the pair whose fitted-alpha
     likelihood is the highest, as a search would assign the cell."""
     n = u.shape[0]
-    rows = np.repeat(np.arange(n), np.diff(u.indptr))
-    cols, vals = u.indices, u.data.astype(np.float64)
+    rows, cols, vals = nonzeros(u)
+    vals = vals.astype(np.float64)
     best, llr = np.full(n, -np.inf), np.zeros(n)
     for a, b in pairs:
         pa, pb = prof[cols, a], prof[cols, b]
