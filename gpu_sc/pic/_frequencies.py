@@ -375,7 +375,9 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     fdr
         False discovery rate of ``significant``.
     inplace
-        Write the table to ``pics.uns['pic_pair_abundance']`` (default) instead of returning it.
+        Write the result to ``pics.uns['pic_pair_abundance']`` (default) instead of returning
+        the table: ``{'table': the DataFrame, 'condition_key', 'groups', 'fdr'}`` (and
+        ``'replicate_key'`` where given).
 
     Returns
     -------

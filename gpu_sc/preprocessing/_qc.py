@@ -57,6 +57,8 @@ def calculate_qc_metrics(
         Write the metrics into ``adata.obs`` and ``adata.var`` instead of returning them.
     log1p
         Also write ``log1p_*`` versions of the count metrics.
+    parallel
+        scanpy's deprecated argument, without effect (a FutureWarning where given, as scanpy's).
 
     Returns
     -------
