@@ -158,3 +158,27 @@ def test_negative_total_warns_as_scanpy(pbmc):
     with pytest.warns(UserWarning, match="zero counts"):
         gsc.pp.normalize_total(ours, target_sum=10)
     np.testing.assert_allclose(ours.X, theirs.X, rtol=1e-6)
+
+
+@pytest.mark.parametrize("target", [np.float64(1e4), np.int64(10_000), np.array(1e4), np.float32(1e4), 10_000],
+                         ids=["float64", "int64", "0d", "float32", "int"])  # fmt: skip
+@pytest.mark.parametrize("inplace", [True, False])
+def test_target_sum_type_promotes_as_scanpy(pbmc, cpu_type, target, inplace):
+    """scanpy divides by totals / target_sum: a NumPy float64 (or int64, or 0-d) target makes the
+    factors float64 and so a sparse result (a dense X is divided into itself and keeps its
+    dtype); a Python number or a float32 keeps float32. Ours gave float32 always."""
+    pbmc.X = as_type(pbmc.X, cpu_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        want = sc.pp.normalize_total(ref := pbmc.copy(), target_sum=target, inplace=inplace, key_added="nf")
+        got = gsc.pp.normalize_total(ours := pbmc.copy(), target_sum=target, inplace=inplace, key_added="nf")
+    want_x, got_x = (ref.X, ours.X) if inplace else (want["X"], got["X"])
+    assert got_x.dtype == want_x.dtype
+    if sp.issparse(want_x):
+        np.testing.assert_array_equal(got_x.toarray(), want_x.toarray())
+    else:  # scanpy divides a dense float32 X by float64 factors and rounds once; ours divides in float32
+        assert_close(got_x, want_x, dtype=np.float32)
+    if inplace:
+        assert ours.obs["nf"].dtype == ref.obs["nf"].dtype
+    else:
+        assert got["norm_factor"].dtype == want["norm_factor"].dtype

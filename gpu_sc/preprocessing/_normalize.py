@@ -9,7 +9,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import is_dask, to_host, xp_of
+from .._backend import blocks_like, is_dask, is_sparse, to_host, xp_of
 from .._settings import settings
 from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, check_real, get_matrix,
                            make_actual, old_positionals, set_matrix, writable)
@@ -113,16 +113,23 @@ def normalize_total(
         x = x.copy()
     else:
         x = writable(x)  # read-only values: divided in a copy that replaces them
+    # scanpy divides by totals (in the values' dtype) / target_sum: a float64 target_sum
+    # (np.float64, np.int64, a 0-d array; not a Python number) makes them float64, and so its
+    # sparse result (a dense X is divided into itself and keeps its dtype)
+    dtype0 = x.dtype
+    factor_dtype = dtype0 if target_sum is None else np.result_type(dtype0, target_sum)
+    if factor_dtype != dtype0 and is_sparse(blocks_like(x)):
+        x = x.astype(factor_dtype)
     p = _ops.parts(x)
     if lazy:
         set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)
         return adata if copy else None
 
-    totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(x.dtype)  # scanpy: value dtype
+    totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(dtype0)  # scanpy: value dtype
     xp = xp_of(totals)
     if exclude_highly_expressed:
         high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
-        totals = _ops.row_sums(p, col_mask=~high)[0].astype(x.dtype)
+        totals = _ops.row_sums(p, col_mask=~high)[0].astype(dtype0)
         names = adata.var_names[to_host(high)].tolist()
         settings.info(f"{_STEP}: {len(names)} highly expressed genes left out of the totals: {names[:20]}")
     if target_sum is None:
@@ -133,7 +140,7 @@ def normalize_total(
             msg = f"{_STEP}: every cell has zero counts{left} pass target_sum)."
             raise ValueError(msg)
         target_sum = xp.median(nonzero) if nonzero.size else 1.0
-    norm_factor = totals / target_sum
+    norm_factor = (totals / target_sum).astype(factor_dtype, copy=False)  # NumPy's promotion, on a GPU too
 
     divided = _ops.divide_rows(p, norm_factor)  # in place; a Dask matrix: a lazy divided copy
     x = x if divided is None else divided
