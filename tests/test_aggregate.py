@@ -218,3 +218,16 @@ def test_median_of_duplicate_entries_is_of_their_sum():
     np.testing.assert_array_equal(np.asarray(got.layers["median"]).ravel(), [2.0])
     np.testing.assert_array_equal(np.asarray(got.layers["sum"]).ravel(), [8.0])
     assert not dup.has_canonical_format  # the caller's matrix as it was
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_var_with_dof_two_as_scanpy_and_by_hand(kind):
+    """dof=2 divides each group's sum of squared deviations by size - 2 (scanpy's rescaling by
+    size / (size - dof)): groups (0, 1, 5) and (2, 2, 8) give 14/1 and 24/1."""
+    x = np.array([[0], [1], [5], [2], [2], [8]], dtype=np.float64)
+    obs = pd.DataFrame({"g": pd.Categorical(list("aaabbb"))}, index=list("012345"))
+    a = ad.AnnData(as_type(sp.csr_matrix(x), kind), obs=obs)
+    ref = sc.get.aggregate(a, "g", "var", dof=2)
+    got = gsc.get.aggregate(a, "g", "var", dof=2)
+    np.testing.assert_allclose(np.asarray(ref.layers["var"]).ravel(), [14.0, 24.0])
+    assert_same_adata(got, ref)

@@ -35,10 +35,13 @@ def _scanpy(a, **kwargs):
 
 
 TARGETS = [{"counts_per_cell": 1000}, {"counts_per_cell": "varied"}, {"total_counts": 500_000},
-           {"counts_per_cell": 400, "replace": True, "random_state": 7}]  # fmt: skip
+           {"counts_per_cell": 400, "replace": True, "random_state": 7},
+           {"total_counts": 500_000, "replace": True},
+           {"counts_per_cell": "own", "replace": True}]  # fmt: skip
 
 
-@pytest.mark.parametrize("kwargs", TARGETS, ids=["per-cell", "per-cell-varied", "total", "replace"])
+@pytest.mark.parametrize("kwargs", TARGETS, ids=["per-cell", "per-cell-varied", "total", "replace", "total-replace",
+                                                 "own-totals-replace"])  # fmt: skip
 @pytest.mark.parametrize("kind", ["csr", "csc", "dense", "int64-dense"])
 def test_equals_scanpy(kwargs, kind):
     a = _counts()
@@ -48,7 +51,12 @@ def test_equals_scanpy(kwargs, kind):
         a.X = a.X.tocsc()
     if kind in ("dense", "int64-dense"):
         a.X = a.X.toarray().astype(np.int64 if kind == "int64-dense" else np.float32)
+    own = isinstance(kwargs.get("counts_per_cell"), str) and kwargs["counts_per_cell"] == "own"
+    if own:  # each cell's own total: no cell is over its target, none is drawn
+        kwargs = {**kwargs, "counts_per_cell": np.ravel(a.X.sum(axis=1)).astype(np.int64)}
     want = _scanpy(a, **kwargs)
+    if own:
+        np.testing.assert_array_equal(to_host(want), to_host(a.X))  # left as it was, by scanpy too
     x = a.X
     gsc.pp.downsample_counts(a, **kwargs)
     assert type(a.X) is type(want) and a.X.dtype == want.dtype
@@ -78,17 +86,18 @@ def test_copy_view_and_totals():
     np.testing.assert_array_equal(view.X, _scanpy(a[:500].copy(), counts_per_cell=300))
 
 
-def test_dask_equals_in_memory():
+@pytest.mark.parametrize("replace", [False, True])
+def test_dask_equals_in_memory(replace):
     import dask.array as da
 
     a = _counts()
     targets = np.random.default_rng(1).integers(100, 3000, a.n_obs)
-    want = _scanpy(a, counts_per_cell=targets)
+    want = _scanpy(a, counts_per_cell=targets, replace=replace)
     for chunks in ((500, -1), (700, 400)):  # row blocks; blocks split along genes are joined
         lazy = a.copy()
         lazy.X = da.from_array(a.X, chunks=chunks, asarray=False)
         source = lazy.X.copy()
-        gsc.pp.downsample_counts(lazy, counts_per_cell=targets)
+        gsc.pp.downsample_counts(lazy, counts_per_cell=targets, replace=replace)
         assert isinstance(lazy.X, da.Array)
         np.testing.assert_array_equal(to_host(lazy.X.compute()), to_host(want))
         np.testing.assert_array_equal(to_host(source.compute()), to_host(a.X))  # blocks not changed

@@ -168,7 +168,7 @@ def test_bad_input_changes_nothing(two_runs, kw, err, match):
 
 
 @pytest.mark.parametrize("kw", [{"tau": 200}, {"lamb": 3.0}, {"sigma": 0.3}, {"block_size": 0.2},
-                                {"cluster_fn": "first"}, {"theta": 0.5}])  # fmt: skip
+                                {"cluster_fn": "first"}, {"theta": 0.5}, {"epsilon_cluster": 1e-2}])  # fmt: skip
 def test_harmonypys_tuning_keywords_equal_harmonypy(two_runs, kw):
     """Each of harmonypy's tuning keywords at a value other than its default gives harmonypy's
     embedding (each moves it by 1e-6 to 7e-2 when ignored)."""

@@ -402,3 +402,24 @@ def test_rank_genes_groups_df_with_repeated_gene_names_and_pts(logged):
         gsc.get.rank_genes_groups_df(a, "Dendritic")
     del a.uns["rank_genes_groups"]["pts"], a.uns["rank_genes_groups"]["pts_rest"]
     pd.testing.assert_frame_equal(gsc.get.rank_genes_groups_df(a, "Dendritic"), sc.get.rank_genes_groups_df(a, "Dendritic"))
+
+
+def test_fold_change_equal_to_the_threshold_is_dropped_as_in_scanpy():
+    """A gene whose stored fold change is exactly 1.0 (group mean expm1 2 against the rest's 1):
+    scanpy keeps fold changes strictly above min_fold_change, so the default (1) drops it and 0.99
+    keeps it."""
+    x = np.zeros((60, 3))
+    x[:20, 0] = np.log(3.0)  # group A: expm1(mean) = 2, every cell expressing
+    x[20:30, 0] = 4 * np.log(2.0)  # the rest: 10 of 40 expressing, expm1(mean) = 1
+    x[:, 1], x[:, 2] = np.linspace(0, 1, 60), np.linspace(1, 0, 60)
+    obs = pd.DataFrame({"g": pd.Categorical(["A"] * 20 + ["B"] * 40)}, index=[f"c{i}" for i in range(60)])
+    a = sc.AnnData(x, obs=obs, var=pd.DataFrame(index=["g0", "g1", "g2"]))
+    sc.tl.rank_genes_groups(a, "g", method="t-test")
+    lfc = pd.DataFrame(a.uns["rank_genes_groups"]["logfoldchanges"])["A"]
+    assert lfc[pd.DataFrame(a.uns["rank_genes_groups"]["names"])["A"] == "g0"].tolist() == [1.0]
+    for kw in ({}, {"min_fold_change": 0.99}):
+        ref, got = a.copy(), a.copy()
+        sc.tl.filter_rank_genes_groups(ref, **kw)
+        gsc.tl.filter_rank_genes_groups(got, **kw)
+        pd.testing.assert_frame_equal(_names(got), _names(ref))
+        assert ("g0" in _names(got)["A"].tolist()) == bool(kw)

@@ -167,6 +167,36 @@ def test_glm_rules_constant_and_perfectly_fitted_genes():
     np.testing.assert_array_equal(got.X, ref.X)
 
 
+def test_unused_category_as_scanpy():
+    """A categorical key with a category no cell has (scanpy's means of it: 0, never read): the
+    residuals of the used categories, as scanpy's."""
+    rng = np.random.default_rng(1)
+    x = np.log1p(rng.poisson(2.0, (60, 8)).astype(np.float32))
+    obs = pd.DataFrame({"b": pd.Categorical(rng.choice(["x", "y"], 60), categories=["x", "y", "z"])},
+                       index=[f"c{i}" for i in range(60)])  # fmt: skip
+    a = ad.AnnData(x, obs=obs)
+    ref = _quiet(sc.pp.regress_out, a, "b", copy=True)
+    got = regress_out(a, "b", copy=True)
+    assert got.X.dtype == ref.X.dtype and np.isfinite(got.X).all()
+    assert_close(got.X, ref.X, dtype=np.float64, n_terms=60, scale="max")
+
+
+def test_nearly_perfect_fit_keeps_its_small_residuals_as_scanpy():
+    """A gene that is its batch's level plus noise of 1e-7: statsmodels' perfect-prediction test
+    (|mu - y| <= 1e-8) does not flag it, so scanpy keeps residuals of about 1e-7 (not zeros)."""
+    rng = np.random.default_rng(1)
+    cat = rng.choice(["x", "y"], 60)
+    x = np.log1p(rng.poisson(2.0, (60, 4)).astype(np.float64))
+    x[:, 0] = np.where(cat == "x", 1.0, 2.0) + rng.normal(0, 1e-7, 60)
+    a = ad.AnnData(x, obs=pd.DataFrame({"b": pd.Categorical(cat)}, index=[f"c{i}" for i in range(60)]))
+    ref = _quiet(sc.pp.regress_out, a, "b", copy=True)
+    got = regress_out(a, "b", copy=True)
+    assert 1e-8 < np.abs(ref.X[:, 0]).max() < 1e-6  # scanpy's: the noise, not zeroed
+    # closed form against statsmodels' iterated fit (pinv): float64 rounding of values near 2,
+    # five orders of magnitude under the kept residuals
+    np.testing.assert_allclose(got.X, ref.X, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("dtype", [np.int32, np.int64])
 def test_integer_counts(dtype):
     """Integers are cast as scanpy casts them (float32 up to 32 bits, float64 beyond)."""

@@ -89,6 +89,41 @@ def test_cell_cycle_equals_scanpy(logged):
 
 
 
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_cell_cycle_ties_of_empty_cells_as_scanpy(logged, kind):
+    """Cells with no counts score 0 on both lists: neither G2M > S nor both below 0, so scanpy
+    calls them 'S' (not G1 or G2M)."""
+    a = logged.copy()
+    x = a.X.toarray()
+    x[:6] = 0
+    a.X = as_type(sp.csr_matrix(x), kind)
+    s_genes, g2m_genes = _genes(a, 5, 41, 12), _genes(a, 9, 43, 14)
+    ref, got = a.copy(), a.copy()
+    sc.tl.score_genes_cell_cycle(ref, s_genes=s_genes, g2m_genes=g2m_genes)
+    gsc.tl.score_genes_cell_cycle(got, s_genes=s_genes, g2m_genes=g2m_genes)
+    for k in ("S_score", "G2M_score"):
+        pd.testing.assert_series_equal(got.obs[k], ref.obs[k])
+        assert (got.obs[k].iloc[:6] == 0).all()
+    assert list(ref.obs["phase"].iloc[:6]) == ["S"] * 6
+    assert (got.obs["phase"] == ref.obs["phase"]).all()
+
+
+def test_stored_nan_values_of_a_csr_as_scanpy():
+    """NaN values stored in a CSR: scanpy's means skip them (sums over the non-NaN count), for
+    the genes' binning and the scores."""
+    rng = np.random.default_rng(0)
+    x = np.log1p(rng.poisson(1.0, (100, 200)).astype(np.float64))
+    x[rng.random(x.shape) < 0.05] = np.nan
+    a = sc.AnnData(sp.csr_matrix(x), var=pd.DataFrame(index=[f"g{i}" for i in range(200)]))
+    assert np.isnan(a.X.data).sum() > 500
+    genes = [f"g{i}" for i in range(10)]
+    ref, got = a.copy(), a.copy()
+    sc.tl.score_genes(ref, genes, random_state=0)
+    gsc.tl.score_genes(got, genes, random_state=0)
+    assert ref.obs["score"].notna().all()
+    pd.testing.assert_series_equal(got.obs["score"], ref.obs["score"])
+
+
 def test_cell_cycle_refusals_leave_obs_as_it_was(logged):
     """A G2M list of no known gene is refused after the S list was scored: obs must be as before
     (scanpy leaves S_score behind); an empty list is named (it was refused as ctrl_size=0)."""
