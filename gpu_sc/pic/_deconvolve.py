@@ -140,7 +140,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     ``pic_alpha_posterior`` (posterior mean under the size prior), ``pic_alpha_lo``,
     ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
     regression's prediction, including dropped PICs); ml and picseq also
-    ``pics.obsm['pic_pair_posterior']`` (CSR, PICs x A groups * B groups pairs: the pairs above
+    ``pics.obsm['pic_pair_posterior']`` (CSR, PICs x A groups * B groups pairs: the pairs at
     1e-4, at most 32 a PIC). ``pics.uns['pic']``: method, parameters,
     markers, groups_a, groups_b; picseq ``alpha_cv_r2``, ``alpha_genes``, ``lasso_lambda``; ml
     ``calibration_depth``, ``calibrated``, ``pair_temper``, ``alpha_temper``,
