@@ -141,7 +141,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
     regression's prediction, including dropped PICs); ml and picseq also
     ``pics.obsm['pic_pair_posterior']`` (CSR, PICs x A groups * B groups pairs: the pairs at
-    1e-4, at most 32 a PIC). ``pics.uns['pic']``: method, parameters,
+    1e-4 or more, at most 32 a PIC). ``pics.uns['pic']``: method, parameters,
     markers, groups_a, groups_b; picseq ``alpha_cv_r2``, ``alpha_genes``, ``lasso_lambda``; ml
     ``calibration_depth``, ``calibrated``, ``pair_temper``, ``alpha_temper``,
     ``alpha_calibration_r2`` (R^2 of the posterior mean on the calibration PICs),
