@@ -40,6 +40,8 @@ def profiles(gm: np.ndarray) -> np.ndarray:
 def blacklisted(var_names, patterns) -> np.ndarray:
     """Per gene: does any of the `patterns` (strings or compiled) match its name (bool array)."""
     pats = [re.compile(p) for p in patterns]
+    if not pats:  # (select_markers with blacklist=None: no loop over the names)
+        return np.zeros(len(var_names), dtype=bool)
     names = np.asarray(var_names).astype(str)
     return np.array([any(p.search(n) for p in pats) for n in names], dtype=bool)
 

@@ -200,13 +200,13 @@ class _Setup:
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.s, self.s_codes, self.counts = s, s_codes, u  # (the doublet test's null reads them)
         self._host_s = None
-        footprint = isinstance(markers, str) and markers == "footprint"
+        self.footprint = isinstance(markers, str) and markers == "footprint"
         # the populations' groups: uns['pic']'s, else the assigned ones (the footprint's and the null's)
         self.sides = None
-        if footprint or sides:
+        if self.footprint or sides:
             self.sides = tuple(_side_groups(pics, None, key, codes, self.use, self.names, step=step)
                                for key, codes in (("groups_a", self.ia), ("groups_b", self.ib)))  # fmt: skip
-        if footprint:
+        if self.footprint:
             self.markers = footprint_genes(self.host_singlets(step), s_codes, self.sides, singlets.var_names)
         else:
             self.markers = marker_genes(pics, singlets, s, markers, step=step)
@@ -398,7 +398,7 @@ def doublet_test(
                      "n_markers": int(st.markers.sum()), "groupby": groupby}  # fmt: skip
     if level is not None:
         qc["doublet"].update(level=level, n_null=n_null, seed=seed)
-    if isinstance(markers, str) and markers == "footprint":
+    if st.footprint:
         qc["doublet"]["markers"] = "footprint"
     pics.uns[UNS_PIC_QC] = qc
     return None
