@@ -171,13 +171,22 @@ def test_flag_cols_above(pair):
         )
 
 
-def test_divide_rows(pair):
+@pytest.mark.parametrize("divisor_dtype", [None, np.float64])
+def test_divide_rows(pair, divisor_dtype):
+    """Bit-identical on both devices; float64 divisors (normalize_total with a NumPy float64
+    target_sum) divide float32 values in float64 and round once, as NumPy's x /= d[:, None]."""
     cpu, gpu = pair
+    values = cpu.data.copy()
     cpu = cpu._replace(data=cpu.data.copy())
-    divisors = np.linspace(0, 3, cpu.shape[0]).astype(cpu.data.dtype)  # first row: zero divisor
+    divisors = np.linspace(0, 3.3, cpu.shape[0]).astype(divisor_dtype or cpu.data.dtype)  # first row: zero
     _ops.divide_rows(cpu, divisors)
     _ops.divide_rows(gpu, _gpu(divisors))
     np.testing.assert_array_equal(to_host(gpu.data), cpu.data)  # IEEE division: bit-identical
+    if cpu.indptr is None:  # dense: NumPy's own in-place division, rows of zero divisor skipped
+        want = values.reshape(cpu.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.divide(want, divisors[:, None], out=want, where=divisors[:, None] != 0)
+        np.testing.assert_array_equal(cpu.data.reshape(cpu.shape), want, strict=True)
 
 
 def test_log1p(pair):

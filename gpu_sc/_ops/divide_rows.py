@@ -20,12 +20,14 @@ def _divide_rows(data, indptr, divisors):
 
 @primitive(chunked=UPDATE, per_row=("divisors",))
 def divide_rows(p: Parts, divisors) -> None:
-    """x[r, :] /= divisors[r] in place, in the value dtype (divisors are cast to it first); a
-    Dask matrix is not modified: the divided copy is returned, lazily."""
+    """x[r, :] /= divisors[r] in place, as NumPy's in-place division: in float64 where the
+    values or the divisors are float64, rounded once to the value dtype (float32 values by
+    float32 divisors: in float32). A Dask matrix is not modified: the divided copy is returned,
+    lazily."""
     if p.data.dtype == np.float16:
         _divide_rows_float16(p, divisors)
         return
-    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=p.data.dtype))
+    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=_divisor_dtype(p.data, divisors)))
 
 
 @divide_rows.register(GPU)
@@ -35,7 +37,14 @@ def _(p: Parts, divisors) -> None:
     if p.data.dtype == np.float16:
         _divide_rows_float16(p, divisors)
         return
-    gpu_divide_rows(p.data, p.indptr, p.shape, divisors)
+    gpu_divide_rows(p.data, p.indptr, p.shape, p.xp.asarray(divisors, dtype=_divisor_dtype(p.data, divisors)))
+
+
+def _divisor_dtype(data, divisors) -> np.dtype:
+    """float64 where NumPy's promotion of the two is wider than float32 (float64 or 64-bit
+    integer divisors), else the value dtype."""
+    wide = np.promote_types(data.dtype, getattr(divisors, "dtype", np.float64)).itemsize > 4
+    return np.dtype(np.float64) if wide else data.dtype
 
 
 def _divide_rows_float16(p: Parts, divisors) -> None:

@@ -133,5 +133,6 @@ def _normalized(x, counts, after):
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     p = _ops.parts(x)
+    factors = factors.astype(x.dtype)  # in the values' dtype, as scanpy's own (value-dtype) totals divide
     divided = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
     return x if divided is None else divided
