@@ -145,7 +145,11 @@ def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof:
     need_sq, need_n = "var" in funcs, "count_nonzero" in funcs
     out = {}
     if funcs - {"median"}:
-        sums, sumsq, nnz = _group_sums(x, use, n_groups, dtype=acc, squares=need_sq, counts=need_n)
+        # summed in float64, then in scanpy's dtype: with a mask scanpy sums float32 values in
+        # float32, which equals this for counts up to 2**24 a group and gene and stalls past it
+        # (a gene of 50 counts a cell over a million cells)
+        sums, sumsq, nnz = _group_sums(x, use, n_groups, dtype=np.float64, squares=need_sq, counts=need_n)
+        sums, sumsq = (None if a is None else a.astype(acc, copy=False) for a in (sums, sumsq))
         xp = xp_of(sums)
         size = xp.asarray(np.bincount(codes, minlength=n_groups))[:, None]  # masked rows count too
         if "sum" in funcs:

@@ -225,11 +225,11 @@ def check_in_memory(x, *, step: str, suffix: str = "") -> None:
         raise unsupported_matrix(x, step=step, expected="a numpy/cupy array", suffix=suffix)
 
 
-def check_not_empty(x, *, step: str, no_cells_ok: bool = False) -> None:
-    """Refuse a matrix without cells or genes; `no_cells_ok`: cells may be none (scanpy's QC and
-    normalize_total return empty results there, e.g. for a batch that filtering emptied)."""
+def check_not_empty(x, *, step: str) -> None:
+    """Refuse a matrix without cells or genes (steps that give scanpy's empty results there,
+    QC and normalize_total, do not call this)."""
     n_rows, n_cols = x.shape
-    if (n_rows == 0 and not no_cells_ok) or n_cols == 0:
+    if n_rows == 0 or n_cols == 0:
         msg = f"{step}: got an empty matrix ({n_rows} cells x {n_cols} genes); nothing to do."
         raise ValueError(msg)
 

@@ -174,3 +174,14 @@ def test_gpu_bool_equals_cpu(device):
     assert type(gpu.X).__module__.startswith("cupyx") and gpu.X.dtype == bool
     dense = [m.toarray() if sp.issparse(m) else np.asarray(m) for m in (to_host(gpu.X), want)]
     np.testing.assert_array_equal(*dense)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_total_counts_past_float32_integers(dtype):
+    """The draw's running total runs in float64: scanpy's in float32 stalls at 2**24 (2**24 + 1
+    rounds back), so the counts after it were never drawn, here 10,000 cells of one count each."""
+    x = sp.csr_matrix(np.r_[[2.0**24], np.ones(10_000)][:, None].astype(dtype))
+    got = gsc.pp.downsample_counts(ad.AnnData(x), total_counts=8_000_000, random_state=0, copy=True).X
+    assert got.sum() == 8_000_000
+    late = got[1:].sum()
+    assert late > 4_000  # about 10,000 * 8e6 / (2**24 + 1e4) = 4,766 expected; the stalled walk gave 0

@@ -64,9 +64,10 @@ def _block(p: Parts, start: int, stop: int, densify: bool):
     if p.dense:
         return p.data[start * n_cols : stop * n_cols].reshape(stop - start, n_cols).astype(np.float64)
     lo, hi = int(p.indptr[start]), int(p.indptr[stop])
-    indptr = (p.indptr[start : stop + 1] - p.indptr[start]).astype(np.int32)
+    index = np.int32 if max(hi - lo, n_cols) < 2**31 else np.int64  # int32 where it fits (a large chunk_size may not)
+    indptr = (p.indptr[start : stop + 1] - p.indptr[start]).astype(index)
     block = sparse_module(p.data).csr_matrix(
-        (p.data[lo:hi].astype(np.float64), p.indices[lo:hi].astype(np.int32), indptr),
+        (p.data[lo:hi].astype(np.float64), p.indices[lo:hi].astype(index), indptr),
         shape=(stop - start, n_cols),
     )
     return xp.asarray(block.toarray()) if densify else block

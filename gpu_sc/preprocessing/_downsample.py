@@ -155,10 +155,12 @@ def _per_cell(x, targets: np.ndarray, seed: int, replace: bool) -> None:
 
 @numba.njit(cache=True)
 def _draw(col, target, seed, replace):
-    """scanpy's `_downsample_array`, step for step: its seed, cumulative sums in the values'
-    dtype, Numba's choice of `target` of the `total` counts, and the walk that tallies them."""
+    """scanpy's `_downsample_array`, step for step: its seed, Numba's choice of `target` of the
+    `total` counts, and the walk that tallies them. The cumulative sums run in float64: scanpy's
+    in the values' dtype are the same for float32 counts up to 2**24 in all, past which they
+    stall (adding 1 to 2**24 in float32 gives 2**24) and the last cells could never be drawn."""
     np.random.seed(seed)
-    cumcounts = col.cumsum()
+    cumcounts = col.astype(np.float64).cumsum()
     col[:] = 0
     total = np.int_(cumcounts[-1])
     sample = np.random.choice(total, target, replace=replace)

@@ -11,7 +11,7 @@ from anndata import AnnData
 from .. import _ops
 from .._backend import blocks_like, is_dask, is_sparse, to_host, xp_of
 from .._settings import settings
-from .._validation import (block_value_issues, canonical, check_counts, check_not_empty, check_real, get_matrix,
+from .._validation import (block_value_issues, canonical, check_counts, check_real, get_matrix,
                            make_actual, old_positionals, set_matrix, writable)
 
 _STEP = "normalize_total"
@@ -90,7 +90,6 @@ def normalize_total(
 
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
-    check_not_empty(x, step=_STEP, no_cells_ok=True)
     totals64, issues = None, None  # float64 row totals where a value check already took them
     # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
     # totals, value check and division happen together when X is computed (one read, not two).
@@ -134,7 +133,7 @@ def normalize_total(
         settings.info(f"{_STEP}: {len(names)} highly expressed genes left out of the totals: {names[:20]}")
     if target_sum is None:
         nonzero = totals[totals > 0]
-        if nonzero.size == 0 and totals.size:  # no cells at all: nothing to scale, no median needed
+        if nonzero.size == 0 and totals.size and x.shape[1]:  # no cells or genes: nothing to scale, no median needed
             left = (f" outside the {len(names)} highly expressed genes left out (max_fraction={max_fraction}; "
                     "raise it, or") if exclude_highly_expressed and names else " (so the median total is undefined;"
             msg = f"{_STEP}: every cell has zero counts{left} pass target_sum)."

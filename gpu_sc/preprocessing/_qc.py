@@ -14,7 +14,7 @@ from .. import _ops
 from .._backend import blocks_like, is_dask, is_sparse, to_host
 from .._ops._chunked import Chunked
 from .._settings import user_stacklevel
-from .._validation import (block_value_issues, canonical, check_count_dtype, check_counts, check_not_empty, get_matrix,
+from .._validation import (block_value_issues, canonical, check_count_dtype, check_counts, get_matrix,
                            sum_dtype)
 from .._values import float_values
 
@@ -77,7 +77,6 @@ def calculate_qc_metrics(
                       stacklevel=user_stacklevel())  # scanpy's words
     given = get_matrix(adata, layer=layer, use_raw=use_raw, step=_STEP)
     x = canonical(given, step=_STEP, sum_duplicates=True)  # counts of stored values, top sums
-    check_not_empty(x, step=_STEP, no_cells_ok=True)
     # scanpy takes scaled data too; a Dask X's values are checked in the statistics' pass (the
     # dtype here, before any read)
     if is_dask(x):
