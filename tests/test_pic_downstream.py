@@ -385,7 +385,9 @@ def test_doublet_test_level_calls_against_singlets(pbmc):
     for other_pics, other_ref in ((pics, pbmc[::-1].copy()), (pics[::-1].copy(), pbmc)):
         got = doublet_test(other_pics, other_ref, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
         pd.testing.assert_series_equal(got["pic_doublet_p"].loc[pics.obs_names], p)
-    doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=50, seed=3)
+    with pytest.warns(UserWarning, match=r"population A holds 50 reference cells, so a call at level=0.05 needs "
+                      r"an LLR above all but 1 of them: one unusual reference cell"):
+        doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=50, seed=3)
     qc = pics.uns["pic_qc"]["doublet"]
     assert qc["level"] == 0.05 and qc["n_null"] == 50 and qc["markers"] == "footprint"
     assert 20 <= qc["n_markers"] <= 200  # up to 100 genes raised on each side, 2-fold or more
