@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts, kernel_parts
+from ._layout import Parts, kernel_parts, row_bands
 
 
 @numba.njit(parallel=True, cache=True)
@@ -51,7 +51,11 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
         x = p.data.reshape(p.shape)
         sums = x.sum(axis=0, dtype=np.float64)
         sumsq = np.einsum("ij,ij->j", x, x, dtype=np.float64) if squares else None
-        nnz = np.count_nonzero(x, axis=0).astype(np.int64) if counts else None
+        nnz = None
+        if counts:  # band by band: the nonzero mask is one band's
+            nnz = np.zeros(n_cols, np.int64)
+            for band in row_bands(p.shape):
+                nnz += np.count_nonzero(x[band], axis=0)
         return sums, sumsq, nnz
     sums, sumsq, nnz = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols, np.int64)
     _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), squares, sums, sumsq, nnz)

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts, kernel_parts
+from ._layout import Parts, kernel_parts, row_bands
 
 
 @numba.njit(parallel=True, cache=True)
@@ -22,8 +22,11 @@ def _csr_flag_cols_above(data, indices, indptr, limits, flags):
 def flag_cols_above(p: Parts, limits):
     """Bool per column: some row r has a value > `limits[r]` (float64) in it."""
     limits = np.asarray(limits, dtype=np.float64)
-    if p.dense:
-        return (p.data.reshape(p.shape) > limits[:, None]).any(axis=0)
+    if p.dense:  # band by band: the comparison's bool matrix is one band's
+        x, flags = p.data.reshape(p.shape), np.zeros(p.shape[1], np.bool_)
+        for band in row_bands(p.shape):
+            flags |= (x[band] > limits[band, None]).any(axis=0)
+        return flags
     flags = np.zeros(p.shape[1], np.bool_)
     _csr_flag_cols_above(p.data, p.indices, p.indptr, limits, flags)
     return flags

@@ -6,7 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, ROWS, primitive
-from ._layout import Parts, kernel_parts
+from ._layout import Parts, kernel_parts, row_bands
 
 
 @numba.njit(inline="always", cache=True)
@@ -54,13 +54,16 @@ def _csr_row_sums(data, indices, indptr, col_mask, sums, nnz):  # pragma: no cov
 def row_sums(p: Parts, col_mask=None):
     """(sums float64, nonzero counts int64) per row; `col_mask` (bool per column) restricts both."""
     n_rows, n_cols = p.shape
-    if p.dense:
-        x = p.data.reshape(p.shape)
-        if col_mask is not None:
-            x = x[:, np.asarray(col_mask, dtype=bool)]
-        return x.sum(axis=1, dtype=np.float64), np.count_nonzero(x, axis=1).astype(np.int64)
     sums = np.empty(n_rows, np.float64)
     nnz = np.empty(n_rows, np.int64)
+    if p.dense:  # band by band: the masked copy and the nonzero mask are one band's
+        x = p.data.reshape(p.shape)
+        keep = None if col_mask is None else np.asarray(col_mask, dtype=bool)
+        for band in row_bands(p.shape):
+            part = x[band] if keep is None else x[band][:, keep]
+            sums[band] = part.sum(axis=1, dtype=np.float64)
+            nnz[band] = np.count_nonzero(part, axis=1)
+        return sums, nnz
     mask = np.zeros(0, np.bool_) if col_mask is None else np.asarray(col_mask, dtype=np.bool_)
     _csr_row_sums(p.data, p.indices, p.indptr, mask, sums, nnz)
     return sums, nnz
