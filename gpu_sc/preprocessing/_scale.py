@@ -273,7 +273,7 @@ def _centred_sparse(x, mask, *, mean, std, zero_center, max_value):
     rows = None if mask is None else xp.asarray(np.flatnonzero(mask))
     sub = x if rows is None else x[rows]
     if is_gpu(sub):
-        dense = sub.toarray().astype(np.float64)  # scanpy: sparse - mean gives float64
+        dense = sub.astype(np.float64).toarray()  # scanpy: sparse - mean gives float64; no float32 copy beside it
         _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
     else:  # one fused pass instead of densify, cast, centre, divide, clip
         dense = _ops.scaled_dense(_ops.parts(sub), mean, std, zero_center=zero_center,
