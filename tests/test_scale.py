@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from _helpers import as_type, assert_close, to_host
+from _helpers import as_type, assert_close, assert_same, to_host
 
 from gpu_sc.preprocessing._scale import scale
 
@@ -67,6 +67,19 @@ def test_scale_matches_scanpy(pbmc, cpu_type, kw):
         assert got.X.dtype == ref.X.dtype
     ref_x = to_host(ref.X)
     assert_close(to_host(got.X), ref_x, dtype=dtype, out=ref_x.dtype, scale=np.abs(ref_x) * rel)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_sparse_without_centring_by_bands_of_stored_values(pbmc, monkeypatch, masked):
+    """Stored values are scaled a band at a time (bands of 7 here, rows cut across): the same
+    matrix, to the bit, as one band of them all."""
+    from gpu_sc.preprocessing import _scale
+
+    pbmc.obs["sel"] = np.arange(pbmc.n_obs) % 3 == 0
+    kw = {"zero_center": False, "max_value": 2.0, "copy": True} | ({"mask_obs": "sel"} if masked else {})
+    whole = scale(pbmc, **kw)
+    monkeypatch.setattr(_scale, "_STORED_BAND", 7)
+    assert_same(scale(pbmc, **kw).X, whole.X)
 
 
 def test_sparse_without_centring_stays_csr(brain):
