@@ -118,3 +118,20 @@ def test_scaled_data_on_device_equal_cpu(device, pbmc, fn):
     getattr(gsc.pp, fn)(gpu, **kw)
     assert gpu.obs_names.equals(cpu.obs_names) and gpu.var_names.equals(cpu.var_names)
     assert gpu.obs.equals(cpu.obs) and gpu.var.equals(cpu.var)
+
+
+@pytest.mark.parametrize("fn", ["filter_cells", "filter_genes"])
+def test_scaled_sparse_data_counts_values_above_zero_like_scanpy(pbmc, cpu_type, fn):
+    """Sparse data with negative stored values (scaled data): a cell's genes (a gene's cells) are
+    those above zero, as scanpy counts them (X > 0), not every stored value."""
+    x = pbmc.X.copy()
+    x.data[::3] *= -1
+    pbmc.X = as_type(x, cpu_type)
+    ref = pbmc.copy()
+    kw = {"min_genes": 40} if fn == "filter_cells" else {"min_cells": 20}
+    getattr(sc.pp, fn)(ref, **kw)
+    getattr(gsc.pp, fn)(pbmc, **kw)
+    key = "n_genes" if fn == "filter_cells" else "n_cells"
+    frame, ref_frame = (pbmc.obs, ref.obs) if fn == "filter_cells" else (pbmc.var, ref.var)
+    assert pbmc.obs_names.equals(ref.obs_names) and pbmc.var_names.equals(ref.var_names)
+    np.testing.assert_array_equal(frame[key], ref_frame[key])

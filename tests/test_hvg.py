@@ -399,3 +399,15 @@ def test_batch_with_no_expressed_gene_is_refused_clearly(pbmc, lazy):
     with pytest.raises(ValueError, match="no gene has a positive value in batch 'empty'"):
         highly_variable_genes(a, batch_key="b")
     pd.testing.assert_frame_equal(a.var, before)
+
+
+@pytest.mark.parametrize("flavor", ["seurat_v3", "seurat_v3_paper"])
+def test_v3_three_batches_rank_by_the_median_like_scanpy(pbmc, flavor):
+    """Three batches: a gene's highly_variable_rank is the median of its ranks over the batches
+    where it is in the top (with two batches the median is the mean), as scanpy's."""
+    pbmc.obs["third"] = (np.arange(pbmc.n_obs) % 3).astype(str)
+    kw = {"n_top_genes": 300, "batch_key": "third"}
+    ref = _quiet(sc.pp.highly_variable_genes, pbmc.copy(), flavor=flavor, inplace=False, **kw)
+    got = _quiet(highly_variable_genes, pbmc.copy(), flavor=flavor, inplace=False, **kw)
+    assert (ref["highly_variable_nbatches"] == 2).any()  # ranks from an even number of batches too
+    _assert_frames_equal(got, ref, pbmc.n_obs, flavor)

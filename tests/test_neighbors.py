@@ -778,3 +778,21 @@ def test_metric_kwds_of_our_metrics_go_to_scikit_learn_as_in_scanpy(pbmc_pca):
     assert abs(pbmc_pca.obsp["distances"] - ref.obsp["distances"]).max() == 0
     assert abs(pbmc_pca.obsp["connectivities"] - ref.obsp["connectivities"]).max() <= 1e-6
     assert pbmc_pca.uns["neighbors"]["params"] == ref.uns["neighbors"]["params"]
+
+
+def test_more_neighbors_than_cells_like_scanpy(pbmc_pca):
+    """n_neighbors above the number of cells becomes 1 + n_obs // 2, as scanpy's rule for very
+    small data: the same neighbour lists, graph and recorded n_neighbors as scanpy's."""
+    small = pbmc_pca[:12].copy()
+    ref = small.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, n_neighbors=15)
+    neighbors(small, n_neighbors=15)
+    assert small.uns["neighbors"]["params"] == ref.uns["neighbors"]["params"]
+    assert small.uns["neighbors"]["params"]["n_neighbors"] == 7
+    d, d_ref = small.obsp["distances"], ref.obsp["distances"]
+    assert (d.getnnz(axis=1) == 6).all()
+    assert ((d != 0).astype(int) != (d_ref != 0).astype(int)).nnz == 0  # same neighbours
+    assert_close(d, d_ref, dtype=np.float32, n_terms=small.obsm["X_pca"].shape[1])
+    assert abs(small.obsp["connectivities"] - ref.obsp["connectivities"]).max() <= UMAP_CONN

@@ -150,3 +150,21 @@ def test_qc_var_over_other_genes_than_raw_says_so(pbmc):
     a = a[:, :500].copy()
     with pytest.raises(ValueError, match=r"adata.var\['mt'\] has 500 values but the matrix read has 765 genes"):
         gsc.pp.calculate_qc_metrics(a, qc_vars=["mt"], use_raw=True)
+
+
+def test_use_raw_after_a_gene_filter(pbmc):
+    """use_raw=True where raw holds more genes than var (a gene filter after raw was set): the gene
+    metrics are those of raw's matrix, indexed by raw's genes: scanpy's metrics of an AnnData of
+    raw (scanpy's own use_raw=True fails here, indexing them by var's genes); inplace writes them
+    into var aligned on the gene names."""
+    pbmc.raw = pbmc.copy()
+    a = pbmc[:, 100:600].copy()
+    a.X = a.X * 0
+    ref_obs, ref_var = sc.pp.calculate_qc_metrics(a.raw.to_adata(), percent_top=(5,))
+    obs, var = gsc.pp.calculate_qc_metrics(a, use_raw=True, percent_top=(5,))
+    assert var.index.equals(a.raw.var_names)
+    _assert_frames(obs, ref_obs)
+    _assert_frames(var, ref_var)
+    gsc.pp.calculate_qc_metrics(a, use_raw=True, percent_top=(5,), inplace=True)
+    _assert_frames(a.var[ref_var.columns], ref_var.loc[a.var_names])
+    _assert_frames(a.obs[ref_obs.columns], ref_obs)

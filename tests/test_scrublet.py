@@ -337,3 +337,21 @@ def test_dask_is_refused(pbmc):
     with pytest.raises(gsc._validation.UnsupportedMatrixError, match="compute it into memory"):
         scrublet(pbmc)
     assert "doublet_score" not in pbmc.obs and "scrublet" not in pbmc.uns
+
+
+def test_doublet_neighbor_parents_match_scanpy_cell_by_cell(pbmc):
+    """uns['scrublet']['doublet_neighbor_parents'] lists, for every cell, the distinct parents of
+    the doublets among its neighbours (the first doublet, row n_obs of the search, included), as
+    scanpy's do: equal cell by cell, but for the parents of (i, i) doublets, which can tie their
+    parent in scanpy's float32 distances (README)."""
+    kw = {"use_approx_neighbors": False, "n_neighbors": 10, "threshold": 0.3, "get_doublet_neighbor_parents": True}
+    ref, got = pbmc.copy(), pbmc.copy()
+    _quiet(sc.pp.scrublet, ref, random_state=1, **kw)
+    _quiet(scrublet, got, random_state=1, **kw)
+    parents = got.uns["scrublet"]["doublet_parents"]
+    tied = set(parents[parents[:, 0] == parents[:, 1], 0].tolist())
+    ours, theirs = got.uns["scrublet"]["doublet_neighbor_parents"], ref.uns["scrublet"]["doublet_neighbor_parents"]
+    assert len(ours) == len(theirs) == pbmc.n_obs
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        if i not in tied:
+            np.testing.assert_array_equal(a, b, err_msg=f"cell {i}")
