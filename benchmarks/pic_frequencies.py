@@ -200,7 +200,8 @@ def run(args, emit) -> None:
                     ok = p.obs["pic_status"] == "ok"
                     kept, right = hits(p.obs, {}, None)
                     acc = float(right["pair_accuracy"][kept].mean())
-                    row = {"dataset": name, "seed": seed, "method": method, "group_size": args.group_size,
+                    row = {"mode": "frequencies", "dataset": name, "seed": seed, "method": method,
+                           "group_size": args.group_size,
                            "max_reuse": args.max_reuse, "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
                            "n_pics": int(p.n_obs), "n_ok": int(ok.sum()), "pair_accuracy": acc,
                            "seconds_deconvolve": t_dec, "n_sim": args.n_sim,

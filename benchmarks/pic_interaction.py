@@ -142,7 +142,8 @@ def run(args, emit) -> list[dict]:
                             tab = gsc.pic.interaction_genes(p, **kw)
                         except ValueError as e:  # e.g. --max-reuse: no group reaches --min-pics
                             skipped = str(e)
-                        row = {"dataset": name, "seed": seed, "scenario": scen, "group_size": args.group_size,
+                        row = {"mode": "interaction", "dataset": name, "seed": seed, "scenario": scen,
+                               "group_size": args.group_size,
                                "distinct_cells": args.distinct, "max_reuse": args.max_reuse,
                                "dask_rows": args.dask_rows,
                                "replicate_key": args.replicate_key if test == "matched_units" else None,

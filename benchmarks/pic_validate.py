@@ -4,6 +4,8 @@ singlets with a known A group, B group and A share alpha.
     python benchmarks/pic_validate.py --datasets pbmc68k,pbmc4k,tnbc --methods ml,picseq \
         --seeds 0,1,2 --n-pics 1000 --out benchmarks/results/pic-cpu-$(date +%F).jsonl \
         --plot benchmarks/results/pic-cpu-$(date +%F).png
+    python benchmarks/pic_validate.py --methods ml,picseq --seeds 0,1,2 --n-pics 1500 --claims \
+        --out benchmarks/results/pic-claims-cpu-$(date +%F).jsonl
     python benchmarks/pic_validate.py --scale --scale-pics 2000 --methods ml,picseq \
         --out benchmarks/results/pic-scale-cpu-$(date +%F).jsonl
 
@@ -19,6 +21,10 @@ Scale mode (`--scale`): 50 x 50 reference groups, PICs bootstrapped from a pool 
 to `--scale-pics`, the whole ``deconvolve`` call timed, and the same exhaustive search done the
 way the published R code does it (a per-PIC loop, one thread) on a subsample, extrapolated
 linearly. Only the public ``gsc.pic`` API is called. See benchmarks/README.md.
+
+`--claims` adds, on the same data sets, seeds, PICs and methods, the population-level claims
+(rows with `mode` 'interaction' and 'frequencies'): `pic_interaction.py`'s null and planted
+programmes and `pic_frequencies.py`'s pair composition, interval coverage and abundance test.
 """
 
 from __future__ import annotations
@@ -924,6 +930,15 @@ def main(argv=None) -> int:
     p.add_argument("--scale-repeats", type=int, default=1)
     p.add_argument("--out", type=Path, help="append JSON lines here")
     p.add_argument("--plot", type=Path, help="write a PNG here")
+    c = p.add_argument_group("population claims (--claims: pic_interaction.py and pic_frequencies.py on the same PICs)")
+    c.add_argument("--claims", action="store_true",
+                   help="after the validation rows, the interaction test's null and planted programmes and the "
+                        "pair composition's TV, interval coverage and abundance test (ml and picseq, CPU)")
+    c.add_argument("--folds", default="2,3", help="planted programme folds (pic_interaction.py)")
+    c.add_argument("--min-pics", type=int, default=10, help="smallest PIC group tested (pic_interaction.py)")
+    c.add_argument("--n-sim", type=int, default=400, help="PICs simulated a pair for the confusion")
+    c.add_argument("--n-boot", type=int, default=500, help="bootstrap draws of the composition's interval")
+    c.add_argument("--n-splits", type=int, default=20, help="random splits for the abundance test's null and power")
     args = p.parse_args(argv)
     bad = set(args.datasets) - set(DATASETS)
     if bad:
@@ -942,7 +957,31 @@ def main(argv=None) -> int:
     print(summary(rows))
     if args.plot:
         plot(rows, args.plot)
+    if args.claims and not args.scale:
+        claims(args)
     return 1 if any("error" in r for r in rows) else 0  # on the GPU too: a GPU session must not look fine
+
+
+def claims(args) -> None:
+    """The population-level claims on the same data sets, seeds, PICs and methods (CPU): the
+    interaction test's null and planted programmes (`pic_interaction.py`: false calls, recall,
+    up-calls outside the programme) and the pair composition (`pic_frequencies.py`: TV distance,
+    interval coverage, the abundance test's null and power); their rows (`mode` 'interaction',
+    'frequencies') go to the same `--out`."""
+    import pic_frequencies
+    import pic_interaction
+
+    shared = ["--datasets", ",".join(args.datasets), "--seeds", ",".join(map(str, args.seeds)),
+              "--n-pics", str(args.n_pics), "--group-size", str(args.group_size), "--n-train", str(args.n_train),
+              "--data-dir", str(args.data_dir)] + (["--max-reuse", str(args.max_reuse)] if args.max_reuse else [])
+    shared += ["--out", str(args.out)] if args.out else []
+    methods = [m for m in args.methods if m in ("ml", "picseq")]  # the methods that keep a pair posterior
+    if not methods:
+        return
+    shared += ["--methods", ",".join(methods)]
+    pic_interaction.main([*shared, "--min-pics", str(args.min_pics), "--folds", args.folds])
+    pic_frequencies.main([*shared, "--n-sim", str(args.n_sim), "--n-boot", str(args.n_boot),
+                          "--n-splits", str(args.n_splits)])  # fmt: skip
 
 
 if __name__ == "__main__":

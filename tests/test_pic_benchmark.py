@@ -237,6 +237,25 @@ def test_alpha_ceiling_smoke(tmp_path):
     assert r2["oracle_split_same"] > r2["oracle_split_rest"]
 
 
+def test_validate_with_the_population_claims(tmp_path):
+    """--claims: after the validation row, the interaction test's null and planted rows and the
+    composition row on the same data set, seed and method, in the same file."""
+    out = tmp_path / "v.jsonl"
+    cmd = [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path), "--datasets", "pbmc68k", "--methods", "ml",
+           "--backends", "cpu", "--seeds", "0", "--n-pics", "80", "--n-train", "400", "--claims", "--min-pics", "3",
+           "--folds", "3", "--n-sim", "5", "--n-boot", "20", "--n-splits", "2", "--out", str(out)]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
+    assert r.returncode == 0, r.stderr
+    rows = _rows(out)
+    assert [x["mode"] for x in rows] == ["validate"] + ["interaction"] * 6 + ["frequencies"]
+    assert {(x["scenario"], x["test"]) for x in rows if x["mode"] == "interaction"} == {
+        (s, t) for s in ("null", "planted_3x") for t in ("matched", "matched_assigned", "chi2")}
+    for x in rows[1:]:
+        assert x["dataset"] == "pbmc68k" and x["seed"] == 0 and x["n_pics"] == 80 and x["group_size"] == 75
+    freq = rows[-1]
+    assert freq["method"] == "ml" and freq["n_splits"] == 2 and 0 <= freq["tv_corrected"] <= 1
+
+
 def test_interaction_benchmark_smoke(tmp_path):
     """benchmarks/pic_interaction.py on the bundled pbmc68k: a null and a planted row per test,
     with the fields benchmarks/README.md documents."""
