@@ -89,7 +89,9 @@ def test_no_genes_give_scanpys_empty_results(dense):
             pd.testing.assert_frame_equal(g, r)
         for target_sum in (1e4, None):
             out = gsc.pp.normalize_total(a := ad.AnnData(x.copy()), target_sum=target_sum, inplace=False)
+            ref = sc.pp.normalize_total(ad.AnnData(x.copy()), target_sum=target_sum, inplace=False)
             assert out["X"].shape == (10, 0) and out["norm_factor"].shape == (10,)
+            np.testing.assert_array_equal(out["norm_factor"], ref["norm_factor"])  # no target: NaN, as scanpy's
             assert gsc.pp.normalize_total(a, target_sum=target_sum) is None and a.X.shape == (10, 0)
 
 

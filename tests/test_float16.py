@@ -124,3 +124,21 @@ def test_float16_on_the_device_matches_the_host(half, step, device):
                 assert_close(d[c], h[c], dtype=np.float32, ulps=4, n_terms=host.n_obs, err_msg=c)
             else:
                 assert d[c].equals(h[c]), c
+
+
+@pytest.mark.parametrize("divisor_dtype", [np.float16, np.float32, np.float64])
+def test_float16_rows_divided_as_numpy_divides_in_place(half, divisor_dtype):
+    """float16 values divided by wider divisors (normalize_total's factors with a NumPy float64
+    target_sum) are divided in the wider dtype and rounded once, as NumPy's x /= d[:, None] in
+    scanpy; they were divided by the divisors rounded to float16 first."""
+    from gpu_sc import _ops
+
+    x = np.ascontiguousarray(half.X)
+    d = (np.asarray(x.sum(1, dtype=np.float64)) / np.float64(1e4)).astype(divisor_dtype)
+    d[0] = 0  # a zero divisor leaves its row
+    want = x.copy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.divide(want, d[:, None], out=want, where=d[:, None] != 0)
+    got = x.copy()
+    _ops.divide_rows(_ops.parts(got), d)
+    np.testing.assert_array_equal(got, want, strict=True)

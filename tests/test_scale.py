@@ -173,6 +173,21 @@ def test_scale_gpu_equals_cpu(device, pbmc, kw, dense):
     assert_close(to_host(gpu.X), x, dtype=np.float64, n_terms=pbmc.n_obs, out=x.dtype, scale="max")
 
 
+@pytest.mark.parametrize("masked", [False, True])
+def test_gpu_densifies_band_by_band(device, pbmc, monkeypatch, masked):
+    """Sparse X on the device is centred in a float64 array filled a band of rows at a time (bands
+    of 7 rows here, the last shorter): the same matrix, to the bit, as one band of every row."""
+    import gpu_sc as gsc
+    from gpu_sc.preprocessing import _scale
+
+    gpu = gsc.get.to_gpu(_lognorm(pbmc), copy=True)
+    gpu.obs["sel"] = np.arange(gpu.n_obs) % 3 == 0
+    kw = {"max_value": 3.0, "copy": True} | ({"mask_obs": "sel"} if masked else {})
+    whole = scale(gpu, **kw)
+    monkeypatch.setattr(_scale, "_GPU_DENSE_BAND", 7 * gpu.n_vars + 3)
+    assert_same(to_host(scale(gpu, **kw).X), to_host(whole.X))
+
+
 def test_mask_by_name_without_anndata_in_scanpys_words():
     """scanpy's own test matches this message (tests/test_scaling.py::test_mask_string)."""
     with pytest.raises(ValueError, match=r"Cannot refer to mask.* without.*anndata"):

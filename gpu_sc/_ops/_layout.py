@@ -89,12 +89,12 @@ def row_pointers(p: Parts):
 DENSE_CHUNK = 1 << 20  # values per row band where a dense step makes temporaries (4 MiB of float32)
 
 
-def row_bands(shape: tuple[int, int]):
-    """Row slices of a dense (n_rows, n_cols) matrix, each about DENSE_CHUNK values: a per-row
+def row_bands(shape: tuple[int, int], values: int = DENSE_CHUNK):
+    """Row slices of a dense (n_rows, n_cols) matrix, each about `values` values: a per-row
     result made band by band is the whole matrix's, with temporaries of one band (a bool mask of
     a 100,000 x 30,000 X is 3 GB)."""
     n_rows, n_cols = shape
-    step = max(1, DENSE_CHUNK // max(1, n_cols))
+    step = max(1, values // max(1, n_cols))
     return [slice(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 
 

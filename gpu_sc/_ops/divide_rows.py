@@ -49,9 +49,11 @@ def _divisor_dtype(data, divisors) -> np.dtype:
 
 def _divide_rows_float16(p: Parts, divisors) -> None:
     """float16 values (neither numba nor our kernels take them), in array operations on either
-    device: float16 divisors, divided as numpy divides in scanpy."""
+    device: divided in NumPy's promoted dtype and rounded to float16, as NumPy's in-place
+    division in scanpy (float16 divisors: NumPy's float16 division)."""
     xp = p.xp
-    divisors = xp.asarray(divisors, dtype=p.data.dtype)
+    wide = np.result_type(p.data.dtype, getattr(divisors, "dtype", np.float64))  # NumPy's: then rounded to float16
+    divisors = xp.asarray(divisors, dtype=wide)
     per_value = divisors[segment_ids(row_pointers(p))]
     nonzero = per_value != 0
-    p.data[nonzero] /= per_value[nonzero]
+    p.data[nonzero] = (p.data[nonzero] / per_value[nonzero]).astype(p.data.dtype)

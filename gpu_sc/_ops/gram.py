@@ -7,7 +7,7 @@ implicitly centred normal operator) use the sparse block directly (scipy / cuSPA
 cost follows the number of stored values; the normal operator A^T A q is one fused numba sweep
 over CSR on the CPU, and on the GPU takes CSR blocks cut by stored values (`product_ranges`).
 One array-namespace version serves both backends; int32 and int64 index pointers both work
-(block-local pointers are rebased and fit in int32)."""
+(block-local pointers are rebased, int32 where a block's values fit)."""
 
 from __future__ import annotations
 

@@ -342,7 +342,7 @@ def doublet_test(
     n_null, seed
         With `level`: reference cells drawn per population for the null (at most its cells),
         and the seed of the draws (cells, depths and UMIs; independent of the singlets' row
-        order). A population of fewer than 5 / `level` cells warns: a call there needs an LLR
+        order). A population of fewer than 5 / `level` - 1 cells warns: a call there needs an LLR
         above (nearly) all of its null's, so one unusual reference cell sets the power.
     eps
         Added to each mixed profile value.

@@ -153,14 +153,20 @@ def _per_cell(x, targets: np.ndarray, seed: int, replace: bool) -> None:
     _draw_rows(data, indptr, rows, targets[rows], seed, replace)
 
 
+_FLOAT32_EXACT = 2.0**24  # float32 counts' running total is exact below this
+
+
 @numba.njit(cache=True)
 def _draw(col, target, seed, replace):
-    """scanpy's `_downsample_array`, step for step: its seed, Numba's choice of `target` of the
-    `total` counts, and the walk that tallies them. The cumulative sums run in float64: scanpy's
-    in the values' dtype are the same for float32 counts up to 2**24 in all, past which they
-    stall (adding 1 to 2**24 in float32 gives 2**24) and the last cells could never be drawn."""
+    """scanpy's `_downsample_array`, step for step: its seed, cumulative sums in the values'
+    dtype, Numba's choice of `target` of the `total` counts, and the walk that tallies them.
+    Past 2**24 counts in all the sums run in float64: float32 ones stall there (adding 1 to 2**24
+    gives 2**24), so scanpy's could never draw the last cells."""
     np.random.seed(seed)
-    cumcounts = col.astype(np.float64).cumsum()
+    if col.itemsize < 8 and col.astype(np.float64).sum() >= _FLOAT32_EXACT:
+        cumcounts = col.astype(np.float64).cumsum()
+    else:  # scanpy's own sums (fractional values round as in scanpy's)
+        cumcounts = col.cumsum().astype(np.float64)
     col[:] = 0
     total = np.int_(cumcounts[-1])
     sample = np.random.choice(total, target, replace=replace)

@@ -138,7 +138,7 @@ def normalize_total(
                     "raise it, or") if exclude_highly_expressed and names else " (so the median total is undefined;"
             msg = f"{_STEP}: every cell has zero counts{left} pass target_sum)."
             raise ValueError(msg)
-        target_sum = xp.median(nonzero) if nonzero.size else 1.0
+        target_sum = xp.median(nonzero) if nonzero.size else np.nan  # nothing to scale: scanpy's NaN factors
     norm_factor = (totals / target_sum).astype(factor_dtype, copy=False)  # NumPy's promotion, on a GPU too
 
     divided = _ops.divide_rows(p, norm_factor)  # in place; a Dask matrix: a lazy divided copy

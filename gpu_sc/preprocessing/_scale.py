@@ -12,6 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
+from .._ops._layout import row_bands
 from .._settings import user_stacklevel
 from .._validation import canonical, get_matrix, make_actual, old_positionals, scanpy_mask, set_matrix
 
@@ -239,6 +240,7 @@ def _scaled_block(p, *mask, **kw) -> None:
 
 
 _STORED_BAND = 1 << 24  # stored values scaled at a time (sparse, without centring)
+_GPU_DENSE_BAND = 1 << 26  # values densified at a time on the GPU (512 MiB of float64)
 
 
 def _divide_stored(p, *mask, mean, std, zero_center, max_value) -> None:
@@ -279,8 +281,12 @@ def _centred_sparse(x, mask, *, mean, std, zero_center, max_value):
     xp = xp_of(x)
     rows = None if mask is None else xp.asarray(np.flatnonzero(mask))
     sub = x if rows is None else x[rows]
-    if is_gpu(sub):
-        dense = sub.astype(np.float64).toarray()  # scanpy: sparse - mean gives float64; no float32 copy beside it
+    if is_gpu(sub):  # scanpy: sparse - mean gives float64
+        # densified band by band into one C-ordered float64 array: cupyx's toarray makes an
+        # F-ordered array and then its C-ordered copy, twice the result at the peak
+        dense = xp.empty(sub.shape, dtype=np.float64)
+        for band in row_bands(sub.shape, _GPU_DENSE_BAND):
+            dense[band] = sub[band].astype(np.float64).toarray()
         _center_divide_clip(dense, mean, std, zero_center=zero_center, max_value=max_value)
     else:  # one fused pass instead of densify, cast, centre, divide, clip
         dense = _ops.scaled_dense(_ops.parts(sub), mean, std, zero_center=zero_center,
