@@ -163,10 +163,29 @@ def _draw(col, target, seed, replace):
     Past 2**24 counts in all the sums run in float64: float32 ones stall there (adding 1 to 2**24
     gives 2**24), so scanpy's could never draw the last cells."""
     np.random.seed(seed)
-    if col.itemsize < 8 and col.astype(np.float64).sum() >= _FLOAT32_EXACT:
-        cumcounts = col.astype(np.float64).cumsum()
+    total = 0.0
+    for v in col:
+        total += v
+    if col.itemsize < 8 and total >= _FLOAT32_EXACT:
+        _walk(col, _cumsum64(col), target, replace)
     else:  # scanpy's own sums (fractional values round as in scanpy's)
-        cumcounts = col.cumsum().astype(np.float64)
+        _walk(col, col.cumsum(), target, replace)
+
+
+@numba.njit(cache=True)
+def _cumsum64(col):
+    out = np.empty(col.size, np.float64)
+    acc = 0.0
+    for i in range(col.size):
+        acc += col[i]
+        out[i] = acc
+    return out
+
+
+@numba.njit(cache=True)
+def _walk(col, cumcounts, target, replace):
+    """Draw `target` of the int(total) counts (the global stream seeded by the caller) and tally
+    them into `col`, which is zeroed first."""
     col[:] = 0
     total = np.int_(cumcounts[-1])
     sample = np.random.choice(total, target, replace=replace)
