@@ -120,7 +120,8 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
     return row
 
 
-def two_depths(pics, ref, groups, method: str, umis: int, seed: int, n_boot: int, n_train: int) -> dict:
+def two_depths(pics, ref, groups, method: str, umis: int, seed: int, n_boot: int, n_train: int,
+               deconvolve_seed: int = 0) -> dict:
     """40 % of the PICs thinned to `umis` UMIs (without replacement), all deconvolved at their
     own depths, each condition's corrected composition against its truth."""
     rng = np.random.default_rng(seed)
@@ -134,7 +135,8 @@ def two_depths(pics, ref, groups, method: str, umis: int, seed: int, n_boot: int
     x.eliminate_zeros()
     p.X = x.astype(np.float32)
     p.obs["cond"] = np.where(shallow, "shallow", "deep")
-    gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], method=method, seed=0, n_train=n_train)
+    gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], method=method, seed=deconvolve_seed,
+                       n_train=n_train)
     t0 = time.perf_counter()
     tab = gsc.pic.pair_frequencies(p, ref, condition_key="cond", n_boot=n_boot)
     row = {"two_depths_umis": umis, "two_depths_seconds": time.perf_counter() - t0,
@@ -195,7 +197,8 @@ def run(args, emit) -> None:
                     warnings.simplefilter("ignore")
                     t0 = time.perf_counter()
                     gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"], method=method,
-                                       n_umis=built["info"]["n_umis"], seed=0, n_train=args.n_train)  # fmt: skip
+                                       n_umis=built["info"]["n_umis"], seed=args.deconvolve_seed,
+                                       n_train=args.n_train)  # fmt: skip
                     t_dec = time.perf_counter() - t0
                     ok = p.obs["pic_status"] == "ok"
                     kept, right = hits(p.obs, {}, None)
@@ -204,10 +207,12 @@ def run(args, emit) -> None:
                            "group_size": args.group_size,
                            "max_reuse": args.max_reuse, "n_groups_a": len(groups["A"]), "n_groups_b": len(groups["B"]),
                            "n_pics": int(p.n_obs), "n_ok": int(ok.sum()), "pair_accuracy": acc,
-                           "seconds_deconvolve": t_dec, "n_sim": args.n_sim,
+                           "seconds_deconvolve": t_dec, "n_sim": args.n_sim, "n_boot": args.n_boot,
+                           "n_train": args.n_train, "deconvolve_seed": args.deconvolve_seed,
                            **composition(p, ref, built["sources"], args.n_sim, args.n_boot),
                            **null_and_power(p, args.n_splits, seed),
-                           **(two_depths(pics, ref, groups, method, args.two_depths, seed, args.n_boot, args.n_train)
+                           **(two_depths(pics, ref, groups, method, args.two_depths, seed, args.n_boot, args.n_train,
+                                         args.deconvolve_seed)
                               if args.two_depths and method == "ml" else {}),  # picseq reads 1,000 UMIs
                            "time": datetime.now(UTC).isoformat(), "cpu": cpu_name(),
                            "versions": versions()}  # fmt: skip
@@ -229,6 +234,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-boot", type=int, default=500)
     ap.add_argument("--n-splits", type=int, default=20)
     ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--deconvolve-seed", type=int, default=0, help="deconvolve's seed (its training draws)")
     ap.add_argument("--two-depths", type=int, default=None, metavar="UMIS",
                     help="also thin 40 %% of the PICs to UMIS UMIs and estimate each depth's composition")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))

@@ -118,7 +118,7 @@ def run(args, emit) -> list[dict]:
                         warnings.simplefilter("ignore")
                         t0 = time.perf_counter()
                         gsc.pic.deconvolve(p, ref, groupby="grp", a=groups["A"], b=groups["B"],
-                                           method=method, n_umis=built["info"]["n_umis"], seed=0,
+                                           method=method, n_umis=built["info"]["n_umis"], seed=args.deconvolve_seed,
                                            n_train=args.n_train)  # fmt: skip
                         t_dec = time.perf_counter() - t0
                         gsc.pic.expected_expression(p, ref, groupby="grp")
@@ -145,7 +145,8 @@ def run(args, emit) -> list[dict]:
                         row = {"mode": "interaction", "dataset": name, "seed": seed, "scenario": scen,
                                "group_size": args.group_size,
                                "distinct_cells": args.distinct, "max_reuse": args.max_reuse,
-                               "dask_rows": args.dask_rows,
+                               "dask_rows": args.dask_rows, "n_train": args.n_train,
+                               "deconvolve_seed": args.deconvolve_seed, "min_pics": args.min_pics,
                                "replicate_key": args.replicate_key if test == "matched_units" else None,
                                "groupby_keys": args.groupby_keys, "deconvolution": method,
                                "test": test, "n_pics": int(p.n_obs), "n_ok": int(ok.sum()),
@@ -180,6 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--group-size", type=int, default=30)
     ap.add_argument("--min-pics", type=int, default=10)
     ap.add_argument("--n-train", type=int, default=20000)
+    ap.add_argument("--deconvolve-seed", type=int, default=0, help="deconvolve's seed (its training draws)")
     ap.add_argument("--dask-rows", type=int, default=None,
                     help="test the deconvolved PICs as a Dask array of row blocks of this many PICs")
     ap.add_argument("--data-dir", default=str(DEFAULT_DATA))

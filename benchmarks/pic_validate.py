@@ -948,6 +948,10 @@ def main(argv=None) -> int:
         p.error(f"unknown backend {sorted(bad)}; use cpu, gpu or cpu,gpu")
     if not args.methods or not args.seeds:
         p.error("--methods and --seeds must not be empty")
+    if args.claims and args.scale:
+        p.error("--claims goes with the validation mode, not --scale")
+    if args.max_reuse is not None and args.max_reuse < 1:
+        p.error(f"--max-reuse must be at least 1, got {args.max_reuse}")
     if min(args.n_pics, args.scale_pics, args.scale_cpu_pics, args.group_size, args.scale_repeats,
            args.scale_loop_pics, args.scale_fixed_pics) < 1:  # fmt: skip
         p.error("sizes must be at least 1")
@@ -973,10 +977,13 @@ def claims(args) -> None:
 
     shared = ["--datasets", ",".join(args.datasets), "--seeds", ",".join(map(str, args.seeds)),
               "--n-pics", str(args.n_pics), "--group-size", str(args.group_size), "--n-train", str(args.n_train),
-              "--data-dir", str(args.data_dir)] + (["--max-reuse", str(args.max_reuse)] if args.max_reuse else [])
+              "--data-dir", str(args.data_dir), "--deconvolve-seed", str(args.deconvolve_seed)]
+    shared += ["--max-reuse", str(args.max_reuse)] if args.max_reuse is not None else []
     shared += ["--out", str(args.out)] if args.out else []
     methods = [m for m in args.methods if m in ("ml", "picseq")]  # the methods that keep a pair posterior
     if not methods:
+        print(f"--claims: none of --methods {args.methods} keeps a pair posterior (ml, picseq): no claims rows",
+              file=sys.stderr)
         return
     shared += ["--methods", ",".join(methods)]
     pic_interaction.main([*shared, "--min-pics", str(args.min_pics), "--folds", args.folds])

@@ -146,9 +146,9 @@ def _statistics(x, codes: np.ndarray, n_groups: int, funcs: set[str], mask, dof:
     out = {}
     if funcs - {"median"}:
         # summed in float64, then in scanpy's dtype: with a mask scanpy sums float32 values in
-        # float32, which equals this for whole counts up to 2**24 a group and gene and stalls past
-        # it (a gene of 50 counts a cell over 400,000 cells); non-integer values differ from
-        # scanpy's float32 sums in their last bits
+        # float32, which equals this for whole counts up to 2**24 a group and gene and drifts past
+        # it (50 counts a cell over a million cells: 49,342,128 for 49,999,950); non-integer
+        # values differ from scanpy's float32 sums in their last bits
         sums, sumsq, nnz = _group_sums(x, use, n_groups, dtype=np.float64, squares=need_sq, counts=need_n)
         sums, sumsq = (None if a is None else a.astype(acc, copy=False) for a in (sums, sumsq))
         xp = xp_of(sums)

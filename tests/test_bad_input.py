@@ -115,17 +115,20 @@ def test_no_cells_give_scanpys_empty_results(pbmc):
 
 @pytest.mark.parametrize("shape", [(0, 3), (5, 0)])
 @pytest.mark.parametrize("sparse", [False, True])
-def test_scale_of_an_empty_matrix_is_scanpys_no_op(shape, sparse):
-    """scanpy scales a matrix with no genes (or no cells) to itself, with empty (NaN) statistics."""
+@pytest.mark.parametrize("masked", [False, True])
+def test_scale_of_an_empty_matrix_is_scanpys_no_op(shape, sparse, masked):
+    """scanpy scales a matrix with no genes (or no cells) to itself, with empty (NaN) statistics;
+    with a row mask too (sparse X without genes divided by zero making its centred rows)."""
     import anndata as ad
     import scanpy as sc
 
     x = sp.csr_matrix(shape, dtype=np.float32) if sparse else np.zeros(shape, np.float32)
     ref, got = ad.AnnData(x.copy()), ad.AnnData(x.copy())
+    kw = {"mask_obs": np.arange(shape[0]) % 2 == 0} if masked else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sc.pp.scale(ref)
-        gsc.pp.scale(got)
+        sc.pp.scale(ref, **kw)
+        gsc.pp.scale(got, **kw)
     assert type(got.X) is type(ref.X) and got.X.dtype == ref.X.dtype and got.X.shape == shape
     pd.testing.assert_frame_equal(got.var, ref.var)
 

@@ -243,11 +243,14 @@ def test_validate_with_the_population_claims(tmp_path):
     out = tmp_path / "v.jsonl"
     cmd = [sys.executable, str(SCRIPT), "--data-dir", str(tmp_path), "--datasets", "pbmc68k", "--methods", "ml",
            "--backends", "cpu", "--seeds", "0", "--n-pics", "80", "--n-train", "400", "--claims", "--min-pics", "3",
-           "--folds", "3", "--n-sim", "5", "--n-boot", "20", "--n-splits", "2", "--out", str(out)]  # fmt: skip
+           "--folds", "3", "--n-sim", "5", "--n-boot", "20", "--n-splits", "2", "--deconvolve-seed", "2",
+           "--out", str(out)]  # fmt: skip
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)
     assert r.returncode == 0, r.stderr
     rows = _rows(out)
     assert [x["mode"] for x in rows] == ["validate"] + ["interaction"] * 6 + ["frequencies"]
+    assert rows[0]["params"]["deconvolve"]["seed"] == 2  # the same deconvolution throughout
+    assert all(x["deconvolve_seed"] == 2 and x["n_train"] == 400 for x in rows[1:])
     assert {(x["scenario"], x["test"]) for x in rows if x["mode"] == "interaction"} == {
         (s, t) for s in ("null", "planted_3x") for t in ("matched", "matched_assigned", "chi2")}
     for x in rows[1:]:

@@ -423,7 +423,7 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
                           f"there is below 1/{side.size + 1} and no PIC nearer that end can be called at "
                           f"level={level}; give more reference cells (or raise n_null), or a larger level.",
                           UserWarning, stacklevel=3)  # fmt: skip
-        elif beyond < _FEW_BEYOND:  # pbmc68k's 125-177 DCs: one outlier's LLR moved power 2-49 %
+        elif beyond < _FEW_BEYOND:  # pbmc68k's 157-177 DCs: one outlier's LLR moved power 2-49 %
             but = "all of them" if beyond < 1 else f"all but {int(beyond)} of them"
             warnings.warn(f"{step}: the null of population {name} holds {side.size} reference cells, so a call at "
                           f"level={level} needs an LLR above {but}: one unusual reference cell (a doublet among "

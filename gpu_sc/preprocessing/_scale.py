@@ -298,8 +298,9 @@ def _centred_sparse(x, mask, *, mean, std, zero_center, max_value):
     # every entry of the centred rows stored, zeros too, as scanpy's assignment into the matrix does
     n, m = dense.shape
     idx = np.int32 if n * m < 2**31 else np.int64  # the index width the constructor would keep
-    filled = spm.csr_matrix((dense.astype(x.dtype).ravel(), xp.tile(xp.arange(m, dtype=idx), n),
-                             xp.arange(0, n * m + 1, m, dtype=idx)), shape=(n, m))  # fmt: skip
+    indptr = xp.arange(0, n * m + 1, m, dtype=idx) if m else xp.zeros(n + 1, dtype=idx)  # no genes: empty rows
+    filled = spm.csr_matrix((dense.astype(x.dtype).ravel(), xp.tile(xp.arange(m, dtype=idx), n), indptr),
+                            shape=(n, m))  # fmt: skip
     stacked = spm.vstack([filled, x[others]]).tocsr()
     order = xp.empty(x.shape[0], dtype=np.int64)
     order[rows] = xp.arange(rows.size)
