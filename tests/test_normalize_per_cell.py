@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import scanpy as sc
 import scipy.sparse as sp
-from _helpers import _load, cells_for, to_host
+from _helpers import _load, assert_same, cells_for, to_host
 
 import gpu_sc as gsc
 
@@ -172,3 +172,18 @@ def test_use_rep_x_is_the_median_of_xs_totals(brain):
     got = _quiet(gsc.pp.normalize_per_cell, a, layers="all", use_rep="X", copy=True)
     totals = np.asarray(a.X.sum(axis=1)).ravel()
     np.testing.assert_allclose(np.asarray(got.layers["counts"].sum(axis=1)).ravel(), np.median(totals), rtol=1e-5)
+
+
+@pytest.mark.parametrize("totals_dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["dense", "fortran"])
+def test_given_totals_divide_in_their_dtype_as_scanpy(pbmc, totals_dtype, layout):
+    """Given totals keep their dtype in the factors, as scanpy's in-place counts /= after does,
+    and a dense float32 X is divided by float64 factors in float64, rounded once: scanpy's X to
+    the bit (the factors were cast to float32 first: 51,072 values differed)."""
+    x = pbmc.X.toarray()
+    x = np.asfortranarray(x) if layout == "fortran" else x
+    totals = np.asarray(pbmc.X.sum(axis=1)).ravel().astype(totals_dtype)
+    want, got = ad.AnnData(x.copy()), ad.AnnData(x.copy())
+    _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=totals.copy())
+    _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals.copy())
+    assert_same(got.X, want.X)

@@ -116,23 +116,25 @@ def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalized(x, counts, after):
     """`x` (its own memory, or a Dask array) with each row divided by its total / `after` (the
-    median total where None; a total of 0 counts as 1), as scanpy divides: in the values' dtype."""
+    median total where None; a total of 0 counts as 1), as scanpy divides: its factors in the
+    totals' dtype (its own totals: the values'; given ones: theirs), a dense X divided by them as
+    NumPy's in-place division (float32 values by float64 factors: in float64, rounded once)."""
     if after is None:
         after = np.median(counts)
     counts = counts + (counts == 0)
-    factors = counts / after
+    own = counts.dtype if counts.dtype.kind == "f" else x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
+    factors = (counts / after).astype(own)  # scanpy's in-place counts /= after
     if x.dtype.kind == "f" and not is_dask(x):  # the layouts our row division does not take, in place
         xp = xp_of(x.data if is_sparse(x) else x)
         if is_sparse(x) and x.format == "csc":  # kept CSC, as scanpy keeps it
             x.data /= xp.asarray(factors, dtype=x.dtype)[x.indices]
             return x
         if not is_sparse(x) and (isinstance(x, np.matrix) or not x.flags.c_contiguous):  # F-ordered, np.matrix
-            x /= xp.asarray(factors, dtype=x.dtype)[:, None]
+            x /= xp.asarray(factors)[:, None]
             return x
     x = canonical(x, step=_STEP)
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     p = _ops.parts(x)
-    factors = factors.astype(x.dtype)  # in the values' dtype, as scanpy's own (value-dtype) totals divide
     divided = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
     return x if divided is None else divided
