@@ -27,7 +27,7 @@ def divide_rows(p: Parts, divisors) -> None:
     if p.data.dtype == np.float16:
         _divide_rows_float16(p, divisors)
         return
-    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=_divisor_dtype(p.data, divisors)))
+    _divide_rows(p.data, np.asarray(row_pointers(p)), np.asarray(divisors, dtype=_division_dtype(p.data, divisors)))
 
 
 @divide_rows.register(GPU)
@@ -37,14 +37,13 @@ def _(p: Parts, divisors) -> None:
     if p.data.dtype == np.float16:
         _divide_rows_float16(p, divisors)
         return
-    gpu_divide_rows(p.data, p.indptr, p.shape, p.xp.asarray(divisors, dtype=_divisor_dtype(p.data, divisors)))
+    gpu_divide_rows(p.data, p.indptr, p.shape, p.xp.asarray(divisors, dtype=_division_dtype(p.data, divisors)))
 
 
-def _divisor_dtype(data, divisors) -> np.dtype:
-    """float64 where NumPy's promotion of the two is wider than float32 (float64 or 64-bit
-    integer divisors), else the value dtype."""
-    wide = np.promote_types(data.dtype, getattr(divisors, "dtype", np.float64)).itemsize > 4
-    return np.dtype(np.float64) if wide else data.dtype
+def _division_dtype(data, divisors) -> np.dtype:
+    """The dtype NumPy divides the values by the divisors in (its promotion of the two; a list
+    of numbers as float64): the divisors are cast to it, the quotient rounded to the values'."""
+    return np.result_type(data.dtype, getattr(divisors, "dtype", np.float64))
 
 
 def _divide_rows_float16(p: Parts, divisors) -> None:
@@ -52,8 +51,7 @@ def _divide_rows_float16(p: Parts, divisors) -> None:
     device: divided in NumPy's promoted dtype and rounded to float16, as NumPy's in-place
     division in scanpy (float16 divisors: NumPy's float16 division)."""
     xp = p.xp
-    wide = np.result_type(p.data.dtype, getattr(divisors, "dtype", np.float64))  # NumPy's: then rounded to float16
-    divisors = xp.asarray(divisors, dtype=wide)
+    divisors = xp.asarray(divisors, dtype=_division_dtype(p.data, divisors))
     per_value = divisors[segment_ids(row_pointers(p))]
     nonzero = per_value != 0
     p.data[nonzero] = (p.data[nonzero] / per_value[nonzero]).astype(p.data.dtype)
