@@ -506,6 +506,8 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
                              rf"doublet_test: reference groups without any counts over the marker genes: \['{DC}'\]"),
     "group without counts (triplets)": (lambda p, s: triplet_scan(p, _no_counts_in(s, DC), groupby=GROUPBY),
                                         ValueError, "triplet_scan: reference groups without any counts"),
+    "group without counts (expected)": (lambda p, s: expected_expression(p, _no_counts_in(s, DC), groupby=GROUPBY),
+                                        ValueError, rf"expected_expression: reference groups without any counts: \['{DC}'\]"),
     "unknown groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=["nope"]), ValueError,
                          r"groups_a names groups that are not reference groups: \['nope'\]"),
     "weight out of (0, 1)": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights=(1.5,)), ValueError,

@@ -114,6 +114,16 @@ def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.n
     return alpha
 
 
+def check_groups_counted(totals, names, ia, ib, *, step: str, over: str = "") -> None:
+    """Refuse assigned groups (`ia`, `ib`: the used PICs' codes) whose reference `totals` (host,
+    one per group) are 0: their profile is all zeros, so their PICs' likelihoods would be eps's
+    alone. `over`: what the totals run over, for the message."""
+    empty = [names[j] for j in np.unique(np.concatenate([ia, ib])) if float(totals[j]) == 0]
+    if empty:
+        msg = f"{step}: reference groups without any counts{over}: {empty[:10]}."
+        raise ValueError(msg)
+
+
 def read_assignment(pics: AnnData, singlets: AnnData, groupby: str, cols: PicColumns, *, step: str,
                     with_alpha: bool = True):
     """The deconvolution's calls in pics.obs (columns `cols`): (PICs used, reference group names,
@@ -284,11 +294,7 @@ def expected_expression(
     sums, _ = group_sums(s, s_codes, len(names))
     xp = xp_of(sums)  # the device of the singlets, and of the PICs (or their blocks)
     totals = sums.sum(axis=1)
-    used_groups = np.unique(np.concatenate([ia[use], ib[use]]))
-    empty = [names[j] for j in used_groups if float(totals[j]) == 0]
-    if empty:
-        msg = f"{step}: reference groups without any counts: {empty[:10]}."
-        raise ValueError(msg)
+    check_groups_counted(to_host(totals), names, ia[use], ib[use], step=step)
     q = sums / xp.where(totals > 0, totals, 1)[:, None]  # K x G float64
     if sel is not None:
         q = q[:, xp.asarray(np.flatnonzero(sel))]

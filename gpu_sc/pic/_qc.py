@@ -44,6 +44,7 @@ from ._doublet_null import footprint_genes, null_pvalues, singlet_null
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
 from ._expected import (
+    check_groups_counted,
     check_same_genes,
     genes_mask,
     group_sums,
@@ -211,14 +212,9 @@ class _Setup:
         else:
             self.markers = marker_genes(pics, singlets, s, markers, step=step)
         self.profiles = group_profiles(s, s_codes, len(self.names), self.markers)
-        # an assigned group with no count over the markers has an all-zero profile: its PICs'
-        # likelihoods would be eps's alone (LLRs of hundreds), so refuse it as expected_expression does
-        totals = to_host(self.profiles.sum(axis=0))
-        used = np.unique(np.concatenate([self.ia[self.use], self.ib[self.use]]))
-        empty = [self.names[j] for j in used if totals[j] == 0]
-        if empty:
-            msg = f"{step}: reference groups without any counts over the marker genes: {empty[:10]}."
-            raise ValueError(msg)
+        # (LLRs of hundreds from eps alone otherwise)
+        check_groups_counted(to_host(self.profiles.sum(axis=0)), self.names, self.ia[self.use], self.ib[self.use],
+                             step=step, over=" over the marker genes")  # fmt: skip
         rows_ok = np.flatnonzero(self.use)
         # the nonzeros of the used PICs on the marker genes, renumbered (elementwise work only,
         # no sparse slicing): rows index rows_ok, cols index the markers
