@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _ops
-from .._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._settings import user_stacklevel
 from .._validation import canonical, check_anndata, make_actual, old_positionals
 from ._filter import _subset_inplace, cells_above
@@ -116,25 +116,31 @@ def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
 
 def _normalized(x, counts, after):
     """`x` (its own memory, or a Dask array) with each row divided by its total / `after` (the
-    median total where None; a total of 0 counts as 1), as scanpy divides: its factors in the
-    totals' dtype (its own totals: the values'; given ones: theirs), a dense X divided by them as
-    NumPy's in-place division (float32 values by float64 factors: in float64, rounded once)."""
+    median total where None; a total of 0 counts as 1) as scanpy does it: its factors in the
+    totals' dtype (its own totals: the values'; given ones: theirs); a dense X divided by them as
+    NumPy's in-place division (float32 values by float64 factors: in float64, rounded once), a
+    sparse one multiplied by their reciprocals (scanpy's inplace_row_scale), in NumPy's in-place
+    product: the same bits as scanpy's either way, where a division differs in the last bit."""
     if after is None:
         after = np.median(counts)
     counts = counts + (counts == 0)
     own = counts.dtype if counts.dtype.kind == "f" else x.dtype if x.dtype.kind == "f" else np.dtype(np.float32)
     factors = (counts / after).astype(own)  # scanpy's in-place counts /= after
-    if x.dtype.kind == "f" and not is_dask(x):  # the layouts our row division does not take, in place
-        xp = xp_of(x.data if is_sparse(x) else x)
-        if is_sparse(x) and x.format == "csc":  # kept CSC, as scanpy keeps it
-            x.data /= xp.asarray(factors, dtype=x.dtype)[x.indices]
+    sparse = is_sparse(blocks_like(x))
+    if x.dtype.kind == "f" and not is_dask(x):  # the layouts our row primitives do not take, in place
+        xp = xp_of(x.data if sparse else x)
+        if sparse and x.format == "csc":  # kept CSC, as scanpy keeps it
+            x.data *= xp.asarray(1 / factors)[x.indices]
             return x
-        if not is_sparse(x) and (isinstance(x, np.matrix) or not x.flags.c_contiguous):  # F-ordered, np.matrix
+        if not sparse and (isinstance(x, np.matrix) or not x.flags.c_contiguous):  # F-ordered, np.matrix
             x /= xp.asarray(factors)[:, None]
             return x
     x = canonical(x, step=_STEP)
     if x.dtype.kind != "f":
         x = x.astype(np.float32)
     p = _ops.parts(x)
-    divided = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
-    return x if divided is None else divided
+    if sparse:
+        scaled = _ops.times_rows(p, 1 / factors)
+    else:
+        scaled = _ops.divide_rows(p, factors if is_dask(x) else xp_of(p.data).asarray(factors))
+    return x if scaled is None else scaled

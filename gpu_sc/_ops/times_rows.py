@@ -1,0 +1,23 @@
+"""In-place row scaling by multiplication: how scanpy scales sparse rows."""
+
+from __future__ import annotations
+
+from ._dispatch import UPDATE, primitive
+from ._layout import Parts, row_pointers
+
+_BAND = 1 << 24  # stored values at a time: the row ids and products are a band's, not the matrix's
+
+
+@primitive(any_device=True, chunked=UPDATE, per_row=("scales",))
+def times_rows(p: Parts, scales) -> None:
+    """x[r, :] *= scales[r] in place, as NumPy's in-place product (in the promotion of the
+    values' and the scales' dtypes, rounded once to the values'): scikit-learn's
+    inplace_row_scale, which scanpy scales sparse rows with. A Dask matrix is not modified: the
+    scaled copy is returned, lazily."""
+    xp = p.xp
+    scales = xp.asarray(scales)
+    ptr = row_pointers(p)
+    for start in range(0, p.data.size, _BAND):
+        stop = min(p.data.size, start + _BAND)
+        rows = xp.searchsorted(ptr, xp.arange(start, stop, dtype=ptr.dtype), side="right") - 1
+        p.data[start:stop] *= scales[rows]
