@@ -107,6 +107,26 @@ def test_randomized_and_wide_paths(pbmc, monkeypatch):
     assert_pca_like(ref0, adata, "z", "z", ("z", "z"), ("z", "z"))
 
 
+def test_fewer_cells_than_genes_take_the_cell_side(pbmc, monkeypatch):
+    """Fewer cells than genes, under WIDE_GENES genes too (700 x 765 here; 302 tumour cells x
+    2,000 HVGs: a 302-square eigenproblem, not a 2,000-square one): the cell-side solver, with
+    scanpy's result; more cells than genes: the covariance."""
+    from gpu_sc._ops import eigh
+
+    calls = []
+    cell_side = eigh.cell_side_eigh
+    monkeypatch.setattr(eigh, "cell_side_eigh", lambda p, *a: calls.append(p.shape) or cell_side(p, *a))
+    adata = _lognorm(pbmc)
+    assert adata.n_obs < adata.n_vars <= pca_mod.WIDE_GENES
+    for x in (adata, adata[:, : adata.n_obs - 100].copy()):
+        ref = x.copy()
+        sc.pp.pca(ref, n_comps=30)
+        calls.clear()
+        pca(x, n_comps=30)
+        assert calls == ([x.shape] if x.n_obs < x.n_vars else [])
+        assert_pca_like(ref, x)
+
+
 def test_no_centring_matches_truncated_svd(pbmc):
     adata = _lognorm(pbmc)
     ref = adata.copy()

@@ -21,8 +21,8 @@ from .._values import float_values
 
 _STEP = "pca"
 #: above this many genes the covariance matrix is not formed: the cell-side matrix is
-#: decomposed when there are at most this many cells, else a randomized block Krylov solver
-#: works on the implicitly centred operator
+#: decomposed when there are at most this many cells (and fewer cells than genes, at any width),
+#: else a randomized block Krylov solver works on the implicitly centred operator
 WIDE_GENES = 8000
 _EMPTY = object()
 _CHUNK_ROWS = 6000  # chunked=True without chunk_size: anndata's chunked_X default, as scanpy
@@ -58,9 +58,9 @@ def pca(
 
     Computed where the data lives (numpy/scipy: CPU; cupy/cupyx: GPU), in float64, with
     implicit centring: sparse X is never densified in full, nor centred. The solver is chosen by
-    shape (see :mod:`gpu_sc._ops.eigh`): up to ``WIDE_GENES`` (8000) genes, the covariance
-    matrix accumulated over row blocks and decomposed whole; more genes and at most
-    ``WIDE_GENES`` cells, the small cell-side matrix (exact); more of both, a randomized block
+    shape (see :mod:`gpu_sc._ops.eigh`): fewer cells than genes and at most ``WIDE_GENES``
+    (8000) cells, the small cell-side matrix (exact); otherwise up to ``WIDE_GENES`` genes, the
+    covariance matrix accumulated over row blocks and decomposed whole; more of both, a randomized block
     Krylov solver on the implicitly centred operator, stopped when every component with a
     relative eigengap of at least 1e-3 is within an angle of sin <= 3e-3 of the exact one and
     every variance within 1e-5 (relative) of an exact eigenvalue. The embedding is
@@ -236,8 +236,10 @@ def pca(
     step_rows = chunk_size if chunked or chunk_size is not None else None
     wide = n_vars > WIDE_GENES or svd_solver == "randomized"
     centre = mean if zero_center else None
-    # the cell-side matrix X X^T needs the whole matrix at each block: Dask takes Krylov
-    if wide and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
+    # fewer cells than genes: the smaller, cell-side matrix X X^T (2,000 HVGs of 302 cells: a
+    # 302-square eigenproblem, not a 2,000-square one); it needs the whole matrix at each block,
+    # so Dask takes Krylov or the covariance
+    if n_obs < n_vars and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
         evals, v = eigh.cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
         evals, v, _ = eigh.krylov_eigh(p, n_comps, centre, rng, step_rows)
