@@ -5,10 +5,12 @@ values), obs and var (columns, their order, dtypes, values), uns (keys, nested k
 values), obsm, varm, obsp and raw.
 
     python3 benchmarks/scanpy_swap.py --out benchmarks/results/scanpy-swap-pbmc4k-$(date +%F).jsonl
+    python3 benchmarks/scanpy_swap.py --dataset counts.h5ad   # or a 10x .h5: data of your own
 
 Each step runs on each library's own previous result (the "chain", as a user's script runs) and,
 where those two inputs differ, gpu_sc also on scanpy's previous result ("same input"), so that a
-difference of the step is told from one carried over. Floats count as equal within `--rtol` of
+difference of the step is told from one carried over (where they are the same, the chain's
+differences are the step's, and `same_input_*` repeats them). Floats count as equal within `--rtol` of
 the reference's largest magnitude (float32 results round differently in another summation
 order); everything else must be identical. One JSON row per step: each comparison's differences
 (at most 20, each naming its key, with the largest absolute and relative difference) and both
@@ -197,9 +199,19 @@ STEPS: list[tuple[str, Callable]] = [
 ]  # fmt: skip
 
 
+_BUNDLED = ("pbmc4k_half", "pbmc68k_reduced")
+
+
 def _counts(dataset: str):
-    a = getattr(gsc.datasets, dataset)()
-    a.var["mt"] = a.var_names.str.startswith(("MT-", "mt-"))
+    """A bundled dataset by name, or counts from a file: .h5ad, or a 10x .h5."""
+    if dataset in _BUNDLED:
+        a = getattr(gsc.datasets, dataset)()
+    else:
+        import scanpy as sc
+
+        a = sc.read_10x_h5(dataset) if dataset.endswith(".h5") else sc.read_h5ad(dataset)
+        a.var_names_make_unique()
+    a.var["mt"] = a.var_names.str.contains(r"(?:^|_)(?:MT|mt)-")  # a barnyard's hg19_MT- / mm10_mt- too
     a.obs["half"] = pd.Categorical(np.where(np.arange(a.n_obs) % 2, "a", "b"))  # a batch column
     return a
 
@@ -233,7 +245,9 @@ def run(dataset: str, steps: list[str] | None, *, min_genes: int, rtol: float, e
                "seconds_scanpy": round(t_ref, 3), "seconds_gpu_sc": round(t_ours, 3),
                "errors": {"scanpy": err_ref, "gpu_sc": err_ours}, "inputs_identical": same_input}  # fmt: skip
         for key, b in (("chain", new_ours), ("same_input", None if alone is None else alone[0])):
-            if key == "same_input" and same_input:
+            if key == "same_input" and same_input:  # the chain's inputs were scanpy's: its differences are the step's
+                row["same_input_n_differences"] = row["chain_n_differences"]
+                row["same_input_differences"] = row["chain_differences"]
                 continue
             diffs = ["error"] if new_ref is None or b is None else anndata_diff(new_ref, b, rtol)
             row[f"{key}_n_differences"] = len(diffs)
@@ -253,12 +267,15 @@ def run(dataset: str, steps: list[str] | None, *, min_genes: int, rtol: float, e
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="pbmc4k_half", choices=["pbmc4k_half", "pbmc68k_reduced"])
+    parser.add_argument("--dataset", default="pbmc4k_half",
+                        help=f"one of {', '.join(_BUNDLED)} (bundled), or a path to raw counts: .h5ad, or a 10x .h5")
     parser.add_argument("--steps", default=None, help="comma-separated names of STEPS (default all)")
     parser.add_argument("--min-genes", type=int, default=200, help="filter_cells' min_genes")
     parser.add_argument("--rtol", type=float, default=1e-5)
     parser.add_argument("--out", type=Path, default=None, help="append JSON lines here")
     args = parser.parse_args(argv)
+    if args.dataset not in _BUNDLED and not Path(args.dataset).is_file():
+        parser.error(f"--dataset: {args.dataset!r} is neither a bundled dataset ({', '.join(_BUNDLED)}) nor a file")
     steps = None if args.steps is None else args.steps.split(",")
     unknown = sorted(set(steps or ()) - {name for name, _ in STEPS})
     if unknown:

@@ -254,7 +254,8 @@ def test_scanpy_swap_key_by_key(tmp_path):
         assert [r["step"] for r in rows] == steps
         for r in rows:
             assert r["errors"] == {"scanpy": None, "gpu_sc": None}, r["step"]
-            own = r["chain_differences"] if r["inputs_identical"] else r["same_input_differences"]
+            own = r["same_input_differences"]
+            assert r["inputs_identical"] <= (own == r["chain_differences"]), r["step"]
             if r["step"] == "pca":
                 assert own and all(d.startswith(("obsm['X_pca']", "varm['PCs']")) for d in own)
                 assert max(float(d.rsplit("rel ", 1)[1]) for d in own) < 1e-3
@@ -262,6 +263,15 @@ def test_scanpy_swap_key_by_key(tmp_path):
                 assert own == [], r["step"]
             if steps.index(r["step"]) < steps.index("pca"):
                 assert r["inputs_identical"] or r["chain_n_differences"] == 0, r["step"]
+        # counts from a file of one's own: the same workflow
+        swap._counts("pbmc68k_reduced")[:300].copy().write_h5ad(tmp_path / "own.h5ad")
+        subprocess.run([sys.executable, str(script), "--dataset", str(tmp_path / "own.h5ad"), "--min-genes", "50",
+                        "--steps", "calculate_qc_metrics,filter_cells", "--out", str(tmp_path / "own.jsonl")],
+                       check=True, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        own_rows = [json.loads(line) for line in (tmp_path / "own.jsonl").read_text().splitlines()]
+        assert [(r["step"], r["same_input_n_differences"]) for r in own_rows] == [
+            ("calculate_qc_metrics", 0), ("filter_cells", 0)]
+        assert own_rows[0]["dataset"] == str(tmp_path / "own.h5ad")
         a = ad.AnnData(np.ones((3, 2), np.float32), uns={"p": {"x": 1, "y": 2.0}})
         b = a.copy()
         b.uns["p"] = {"y": 2.0, "x": 1}
