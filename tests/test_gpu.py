@@ -19,6 +19,7 @@ import gpu_sc as gsc
 from gpu_sc import _ops
 from gpu_sc._kernels import clipped_sums as k_clipped
 from gpu_sc._kernels import col_reduce as k_col
+from gpu_sc._kernels import group_sums as k_group
 from gpu_sc._values import log1p_
 
 LAYOUTS = [
@@ -114,6 +115,117 @@ def test_clipped_sums(pair, grids, request):
         # value, whose roundings repeat rather than cancel: the bound of a sum in any order, n
         # steps of float64 (sqrt(n) steps was exceeded 2.4-fold on an H200, 2026-12-04)
         assert_close(got, ref, dtype=np.float64, n_terms=n, ulps=math.sqrt(n))
+
+
+@pytest.mark.parametrize("grids", ["default", "small"])
+def test_group_sums(pair, grids, monkeypatch):
+    """Every instantiation of the group kernels (the aggregate tests reach float32 CSR and dense
+    only): rows in no group, groups in runs and interleaved, the CSR grid-stride loop run several
+    rounds (2 blocks: 16 rows a round) and dense row chunks of 16 (a group's run flushed at each
+    chunk's end); the dtype asked for (float32: regress_out's sums in scanpy's dtype)."""
+    if grids == "small":
+        monkeypatch.setattr(k_group, "_MAX_BLOCKS", 2)
+        monkeypatch.setattr(k_group, "_MIN_ROWS_PER_CHUNK", 16)
+    cpu, gpu = pair
+    n = cpu.shape[0]
+    codes = np.r_[np.repeat(np.arange(5), 20), np.arange(n - 100) % 4][:n].astype(np.int64)
+    codes[::7] = -1
+    for dtype in (np.float64, np.float32):
+        want = _ops.group_sums(cpu, codes, 5, dtype=np.float64, squares=True, counts=True)
+        got = _ops.group_sums(gpu, _gpu(codes), 5, dtype=dtype, squares=True, counts=True)
+        for g, w in zip(got, want, strict=True):
+            assert g.dtype == dtype
+            # integer counts: exact sums in any order, one rounding to the asked dtype
+            np.testing.assert_array_equal(to_host(g), w.astype(dtype))
+
+
+def _fractional(value, dense, shape=(40, 300), seed=5):
+    """Device and host Parts of non-integer values (about half of them stored), whose float64 sums
+    round: a float32 accumulator is off by far more than a reordered float64 sum."""
+    import cupy as cp
+
+    rng = np.random.default_rng(seed)
+    d = rng.uniform(0.1, 7.0, shape) * (rng.random(shape) < 0.5)
+    x = sp.csr_matrix(d.astype(value))
+    if dense:
+        h = x.toarray()
+        return _ops.parts(h), _ops.parts(cp.asarray(h))
+    return _parts_pair(x, value, np.int32, False)
+
+
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+@pytest.mark.parametrize("value", [np.float32, np.float64], ids=["f32", "f64"])
+def test_sums_of_fractional_values_accumulate_in_float64(device, value, dense):
+    """Row, column, clipped and group sums (and sums of squares) are float64 accumulations on the
+    device too: non-integer values (normalised or logged data) agree with the CPU within a
+    reordered float64 sum, which a float32 partial sum anywhere (a warp's, a chunk's, a group
+    run's) exceeds a millionfold. The count-valued tests sum integers, exact in float32 too."""
+    cpu, gpu = _fractional(value, dense)
+    n_rows, n_cols = cpu.shape
+    close = {"dtype": np.float64, "n_terms": max(n_rows, n_cols)}
+    assert_close(_ops.row_sums(gpu)[0], _ops.row_sums(cpu)[0], **close)
+    for got, ref in zip(_ops.col_moments(gpu), _ops.col_moments(cpu), strict=True):
+        assert_close(got, ref, **close)
+    clip = np.full(n_cols, 5.0)
+    for got, ref in zip(_ops.clipped_sums(gpu, _gpu(clip)), _ops.clipped_sums(cpu, clip), strict=True):
+        assert_close(got, ref, **close)
+    codes = np.arange(n_rows) // 10  # runs of 10 rows
+    got = _ops.group_sums(gpu, _gpu(codes), 4, squares=True)
+    ref = _ops.group_sums(cpu, codes, 4, squares=True)
+    for g, r in zip(got[:2], ref[:2], strict=True):
+        assert_close(g, r, **close)
+
+
+def test_cancelling_and_negative_values_in_dense_columns(device):
+    """Centred or scaled data: a column whose values cancel (sum 0.0 exactly) still has nonzero
+    values, squares and clipped squares, and negative values count as nonzeros, on both layouts
+    (a device chunk flushed its partial sums only where they were nonzero, or counted v > 0)."""
+    import cupy as cp
+
+    d = np.zeros((6, 5))
+    d[:2, 0] = (1.0, -1.0)  # cancels
+    d[:3, 1] = (-2.0, -0.5, -4.0)  # negative only
+    d[2:5, 2] = (3.0, -1.0, -2.0)  # cancels over three
+    d[5, 3] = 0.25
+    ref_nnz = np.count_nonzero(d, axis=0)
+    ref_sq = (d * d).sum(0)
+    clip = np.full(5, 2.5)
+    ref_clipped = np.minimum(d, clip)
+    for value in (np.float32, np.float64):
+        for dense in (False, True):
+            x = d.astype(value)
+            gpu = _ops.parts(cp.asarray(x)) if dense else _parts_pair(x, value, np.int32, False)[1]
+            sums, nnz = _ops.col_sums(gpu)
+            np.testing.assert_array_equal(to_host(nnz), ref_nnz)
+            np.testing.assert_array_equal(to_host(sums), d.sum(0))
+            np.testing.assert_array_equal(to_host(_ops.col_moments(gpu)[1]), ref_sq)
+            s, q = _ops.clipped_sums(gpu, _gpu(clip))
+            # CSR clips stored values only; dense every entry (zeros stay zeros under a positive clip)
+            np.testing.assert_array_equal(to_host(s), ref_clipped.sum(0))
+            np.testing.assert_array_equal(to_host(q), (ref_clipped**2).sum(0))
+
+
+def test_column_kernels_on_fewer_values_than_a_block(device):
+    """A matrix of fewer stored values than one block's threads (256) still gets one block: the
+    CSR column kernels' grid is a ceiling (a floor launched no block: a CUDA launch error)."""
+    x = sp.csr_matrix(np.array([[0, 2.0, 0, 1], [3, 0, 0, 0], [0, 0, 0, 5.0]], np.float32))
+    cpu, gpu = _parts_pair(x, np.float32, np.int32, False)
+    for got, ref in zip(_ops.col_sums(gpu), _ops.col_sums(cpu), strict=True):
+        np.testing.assert_array_equal(to_host(got), ref)
+    clip = np.full(4, 2.5)
+    for got, ref in zip(_ops.clipped_sums(gpu, _gpu(clip)), _ops.clipped_sums(cpu, clip), strict=True):
+        np.testing.assert_array_equal(to_host(got), ref)
+
+
+def test_flag_cols_above_compares_in_float64(device):
+    """A value is compared with its row's float64 limit as it is: 1.0 is above 1 - 1e-12 (a limit
+    rounded to float32 first is 1.0, and 1.0 is not above it) and not above 1.0."""
+    d = np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 1.0]])
+    limits = np.array([1.0 - 1e-12, 1.0])
+    for value, index, dense in LAYOUTS:
+        cpu, gpu = _parts_pair(d, value, index, dense)
+        np.testing.assert_array_equal(_ops.flag_cols_above(cpu, limits), [True, False, False])
+        np.testing.assert_array_equal(to_host(_ops.flag_cols_above(gpu, _gpu(limits))), [True, False, False])
 
 
 def test_top_sums(pair):

@@ -220,3 +220,75 @@ def test_singlets_on_the_device_or_as_dask_blocks(device, pbmc):
             assert (p.obs[k] == host.obs[k]).all(), k
         got = pair_frequencies(gsc.get.to_cpu(p, copy=True) if p is on_device[0] else p, r, n_sim=20, n_boot=20)
         np.testing.assert_allclose(got["fraction"], want["fraction"], rtol=1e-9)
+
+
+def _one_gene_rows(values):
+    """PICs of one count on a gene of their own (gene r for PIC r), the A profile holding `values`,
+    B ones: at alpha = 1 and eps = 0 each PIC's LL is log(values[r]) itself (x = 1 a + 0 b + 0)."""
+    n = values.size
+    x = sp.csr_matrix((np.ones(n), np.arange(n), np.arange(n + 1)), shape=(n, n))
+    return x, values[:, None].astype(np.float64), np.ones((n, 1))
+
+
+#: mantissas just below sqrt(2) whose log's last bit is decided by the highest terms of the series
+#: (each term dropped in turn, in a float64 replica of the engine's operations, changed these)
+_LOG_EDGES = ("0x1.67f49e7e330c2p+0", "0x1.680148caef893p+0", "0x1.668d833eca686p+0", "0x1.671f721c39d04p+0",
+              "0x1.66ffdfbd0f0fcp+0", "0x1.6838d33d84ed3p+0", "0x1.6972260a239f0p+0", "0x1.6901b371b97d9p+0",
+              "0x1.67bb91a1f42dap+0", "0x1.6795b74797df5p+0", "0x1.667070c67b914p+0", "0x1.67a1d6ad7f2aap+0")  # fmt: skip
+
+
+def test_kernel_log_is_the_engines_log():
+    """The kernel's log (gsc_pic_log) is the engine's (_numba_log.log) bit for bit, over the whole
+    range: values spread over every exponent, mantissas next to sqrt(2) (where the reduction
+    halves m), powers of two, the smallest normal numbers and subnormals (scaled by 2^54 first),
+    as eps = 0 lets a profile's own value reach the log. The PIC tests' real data stay far from
+    most of these, and a lost series term moves only the last bit of some logs."""
+    import cupy as cp
+
+    rng = np.random.default_rng(11)
+    near_sqrt2 = np.sqrt(2.0) * (1 + np.arange(-40, 41) * 2.0**-52)
+    tiny = np.finfo(np.float64).tiny
+    values = np.concatenate([
+        10.0 ** rng.uniform(-300, 300, 2000), rng.uniform(0.5, 2.0, 2000), rng.uniform(0.7, 0.72, 500),
+        np.ldexp(near_sqrt2[:, None], np.arange(-60, 61, 15)[None, :]).ravel(),
+        np.ldexp(1.0, np.arange(-1074, 1024, 37)), tiny * (1 + np.arange(5) * 2.0**-52),
+        5e-324 * rng.integers(1, 2**52, 300).astype(np.float64), [tiny / 2, tiny / 3],
+        [float.fromhex(h) for h in _LOG_EDGES],
+    ])  # fmt: skip
+    x, pa, pb = _one_gene_rows(values)
+    cpu, gpu = _pair(x, np.float64, np.int32)
+    alpha = np.ones(x.shape[0])
+    ll_c, _ = pic_pair_loglik(cpu, 0, x.shape[0], pa, pb, 0.0, alpha)
+    ll_g, _ = _gpu_chunk(gpu, 0, x.shape[0], cp.asarray(pa), cp.asarray(pb), 0.0, cp.asarray(alpha))
+    assert_same(ll_g.get(), ll_c)
+    # and the engine's log is a log: within an ulp of NumPy's (and so within 2 of the exact value)
+    np.testing.assert_allclose(ll_c[:, 0], np.log(values), rtol=2 * np.finfo(np.float64).eps)
+
+
+def test_degenerate_pairs_and_mixed_profile_dtypes():
+    """Alpha at the boundary tests' edges, as the engine decides it: a pair whose B profile equals
+    its A profile on a PIC's genes has a zero slope (alpha 0, by `g0 <= 0`); a PIC whose slope at 0
+    is positive by 2^-40 only after float64 cancellation (0.5 + 2^-40 - 0.5) goes to Newton, not to
+    alpha 0. And profiles of two float dtypes are both read as float64, as the CPU engine reads them."""
+    import cupy as cp
+
+    x, pa, pb = _random(4, n=30)
+    pb = np.concatenate([pb, pa[:, 1:2]], 1)  # B group 5 is A group 1: d = 0 on every gene
+    # PIC 30: genes 0 and 1 only; A group 0 and B group 0 there give slopes u d / (b + eps) of
+    # 0.5 + 2^-40 and -0.5 (eps far below b's last bit)
+    pa, pb = pa.copy(), pb.copy()
+    pa[:2, 0], pb[:2, 0] = (0.75 + 2.0**-41, 0.25), (0.5, 0.5)
+    x = sp.vstack([x, sp.csr_matrix(([1.0, 1.0], [0, 1], [0, 2]), shape=(1, x.shape[1]))]).tocsr()
+    eps = 1e-30
+    cpu, gpu = _pair(x, np.float64, np.int64)
+    n = x.shape[0]
+    ll_c, al_c = pic_pair_loglik(cpu, 0, n, pa, pb, eps, None, 60)
+    assert (al_c[:, 1 + pa.shape[1] * 5] == 0).all() and 0 < al_c[30, 0] < 1e-3  # what the engine does here
+    ll_g, al_g = _gpu_chunk(gpu, 0, n, cp.asarray(pa), cp.asarray(pb), eps, None, 60)
+    assert_same(al_g.get(), al_c)
+    assert_same(ll_g.get(), ll_c)
+    pa32 = pa.astype(np.float32)
+    c = pair_scores(cpu, pa32, pb, eps=eps)
+    g = pair_scores(gpu, pa32, pb, eps=eps)
+    assert_same(g.ll, c.ll)
+    assert_same(g.alpha, c.alpha)
