@@ -60,8 +60,8 @@ def cell_side_eigh(p, k: int, mean, chunk_size):
         kk -= r[:, None]
         kk -= r[None, :]
         kk += float(mean @ mean)
-    w, u = xp.linalg.eigh((kk + kk.T) / 2)
-    w, u = xp.maximum(w[::-1][:k], 0), xp.ascontiguousarray(u[:, ::-1][:, :k])
+    w, u = _top_eigh(xp, (kk + kk.T) / 2, k)
+    w, u = xp.maximum(w, 0), xp.ascontiguousarray(u)
     v = gram.transpose_apply(p, u, chunk_size)  # A^T u = X^T u - mu (1^T u)
     if mean is not None:
         v -= xp.outer(mean, u.sum(axis=0))
@@ -79,6 +79,11 @@ def covariance_eigh(p, k: int, mean, chunk_size):
     if mean is not None:
         g -= n_obs * xp.outer(mean, mean)
     g /= max(n_obs - 1, 1)
+    return _top_eigh(xp, g, k)
+
+
+def _top_eigh(xp, g, k: int):
+    """The k largest eigenvalues of symmetric `g`, descending, and their eigenvectors."""
     if xp is np and 0 < k < g.shape[0]:  # LAPACK's MRRR computes the k leading pairs only
         import scipy.linalg
 
