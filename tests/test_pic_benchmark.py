@@ -69,6 +69,19 @@ def test_validate_pbmc68k_and_missing_data(tmp_path):
     assert len(tnbc) == 1 and "not found" in tnbc[0]["skipped"] and "seconds" not in tnbc[0]
     assert "pbmc68k" in r.stdout and "tnbc" in r.stdout and "skipped" in r.stdout
     assert png.stat().st_size > 1000
+    # nothing measured (no data for any data set asked for) is a failure, not an empty pass
+    r = subprocess.run([*cmd[:4], "--datasets", "tnbc", *cmd[6:-4]], capture_output=True, text=True,
+                       timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+    assert r.returncode == 1 and "nothing was measured" in r.stderr, (r.returncode, r.stderr)
+
+
+def test_pbmc4k_populations_fall_back_to_the_bundled_cells(bench, tmp_path):
+    """The pbmc4k data sets (T x MNP, and the other populations of the same cells) read the bundled
+    copy where --data-dir lacks the file: the same cells, so a fresh clone can run them."""
+    for name, pop_a in (("pbmc4k", {"T_CD4", "T_CD8"}), ("pbmc4k_bnk", {"B", "NK"}), ("pbmc4k_cd8nk", {"T_CD8", "NK"})):
+        (a, pop, labels, src), why = bench.DATASETS[name][0](tmp_path)
+        assert why is None and "bundled" in src and a.n_obs == 2_170
+        assert set(labels[pop == "A"]) == pop_a and set(labels[pop == "B"]) == {"MNP"}
 
 
 def test_build_caps_source_reuse(bench, tmp_path):
