@@ -340,18 +340,19 @@ def hits(obs: pd.DataFrame, major: dict, sub_of_source: dict | None) -> tuple[np
 def paired_difference(x: np.ndarray, y: np.ndarray, cells_a, cells_b) -> tuple[float, float]:
     """Mean of x - y (0/1 per PIC, two methods on the same PICs) and its standard error, robust
     to PICs that share a source cell: clustered two ways, by the A and by the B cell (the
-    variance clustered by each, less that of the PICs themselves; Cameron, Gelbach and Miller)."""
+    variance clustered by each, less that clustered by their intersection, the (A, B) pair of
+    cells: Cameron, Gelbach and Miller; where no two PICs share both cells, the PICs' own)."""
     d = np.asarray(x, float) - np.asarray(y, float)
     n = d.size
     if n < 2:
         return (float(d.mean()) if n else float("nan")), float("nan")
     r = d - d.mean()
 
-    def clustered(codes) -> float:
-        sums = pd.Series(r).groupby(pd.Index(codes)).sum().to_numpy()
+    def clustered(*codes) -> float:
+        sums = pd.Series(r).groupby([np.asarray(c) for c in codes]).sum().to_numpy()
         return float((sums**2).sum())
 
-    var = clustered(cells_a) + clustered(cells_b) - float((r**2).sum())
+    var = clustered(cells_a) + clustered(cells_b) - clustered(cells_a, cells_b)
     return float(d.mean()), float(np.sqrt(max(var, 0.0)) / n)
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from _helpers import SUBPROCESS_TIMEOUT
 from _helpers import benchmark_script
 
@@ -112,6 +113,10 @@ def test_paired_difference_clusters_by_source_cells(bench):
     va = sum(r[cells_a == c].sum() ** 2 for c in range(10))
     vb = sum(r[cells_b == c].sum() ** 2 for c in range(7))
     assert se2 == pytest.approx(np.sqrt(va + vb - (r**2).sum()) / 60)
+    # two PICs of the same two cells: the intersection's clustered variance is subtracted, not
+    # the PICs' own (which counted their cross term twice): r = +-0.5, V_A = V_B = V_AB = 1.5
+    assert bench.paired_difference(np.array([1, 1, 0, 0]), np.zeros(4), list("aabc"), list("xxyz"))[1] == (
+        pytest.approx(np.sqrt(1.5) / 4))
     same = np.repeat(rng.random(10) < 0.5, 6)  # each A cell's PICs share one outcome
     assert bench.paired_difference(same, ~same, cells_a, own)[1] > bench.paired_difference(
         same, ~same, own, own + 100)[1]
@@ -289,6 +294,8 @@ def test_interaction_benchmark_smoke(tmp_path):
         assert 0 <= r["n_called"] <= r["n_tested"]
         if r["scenario"] != "null":
             assert 0 <= r["recall_up"] <= 1 and r["n_pics_planted_pair"] > 0
+        else:  # nothing planted where nothing is induced
+            assert "recall_up" not in r and r["planted_pair"] is None and r["n_pics_planted_pair"] == 0
 
 
 def test_frequencies_benchmark_smoke(tmp_path):
@@ -330,3 +337,281 @@ def test_qc_benchmark_smoke(tmp_path):
     assert len(p) > 0.9 * len(res) and ((p > 0) & (p <= 1)).all()
     info = json.loads((tmp_path / "major_ml_s0.json").read_text())
     assert info["groups_b"] == ["MNP"] and info["kw"]["method"] == "ml"
+    # the held-out 30 % (the PICs' cells) are not in the reference: together they are the cells
+    n_cells = int((gsc_datasets_annotation() != "?").sum())
+    assert info["n_ref"] + info["n_src"] == n_cells and 0.25 < info["n_src"] / n_cells < 0.35
+    assert (res["dcall_p0.05"] == (res["dp"] <= 0.05)).all()
+    # the printed rates are over the 'test' PICs of each kind
+    line = next(x for x in r.stdout.splitlines() if x.startswith("doublet_test level=0.01"))
+    printed = [float(v) for v in line.split()[-5:]]
+    test = res[res["set"] == "test"]
+    want = [round(float(test.loc[test["kind"] == k, "dcall_p0.01"].astype(bool).mean()), 3)
+            for k in ("singlet_T", "singlet_MNP", "doublet", "triplet_AAB", "triplet_ABB")]
+    assert printed == pytest.approx(want, abs=1e-9)
+
+
+def gsc_datasets_annotation():
+    import gpu_sc as gsc
+
+    return gsc.datasets.pbmc4k_half().obs["Annotation"].astype(str)
+
+
+# --- the scoring and planting functions on hand-made inputs (hand-computed values) -------------
+
+@pytest.fixture(scope="module")
+def inter():
+    with benchmark_script("pic_interaction") as module:
+        yield module
+
+
+@pytest.fixture(scope="module")
+def freq():
+    with benchmark_script("pic_frequencies") as module:
+        yield module
+
+
+def test_metrics_alpha_interval_and_calibration_by_hand(bench):
+    """alpha R^2 / MAE / bias / SD, the interval's coverage and width, and the calibration table
+    over ok PICs against 'exact pair correct' (not A alone): values worked out by hand."""
+    obs = pd.DataFrame({
+        "pic_status": ["ok", "ok", "ok", "low"],
+        "pic_a": ["A0", "A1", "A0", None], "pic_b": ["B0", "B0", "B1", None],
+        "true_a": ["A0", "A0", "A0", "A1"], "true_b": ["B0", "B0", "B0", "B1"],
+        "true_alpha": [0.2, 0.5, 0.8, 0.5], "pic_alpha": [0.3, 0.5, 0.6, np.nan],
+        "pic_alpha_lo": [0.25, 0.4, 0.7, np.nan], "pic_alpha_hi": [0.35, 0.6, 0.8, np.nan],
+        "pic_p_pair": [0.9, 0.6, 0.4, np.nan], "source_a": list("abcd"), "source_b": list("efgh"),
+    })  # fmt: skip
+    m = bench.metrics(obs, {}, None)
+    assert m["alpha_r2"] == pytest.approx(1 - 0.05 / 0.18)  # SSE 0.01 + 0 + 0.04, SS 0.09 + 0 + 0.09
+    assert m["alpha_mae"] == pytest.approx(0.1) and m["alpha_bias"] == pytest.approx(-0.1 / 3)
+    assert m["alpha_true_sd"] == pytest.approx(np.sqrt(0.06))
+    assert m["alpha_sse_share_wrong_pair"] == pytest.approx(0.8)  # 0.04 of 0.05 on PIC 2 (wrong B)
+    assert m["alpha_interval_coverage"] == pytest.approx(2 / 3)  # 0.2 outside [0.25, 0.35]; 0.8 = hi inside
+    assert m["alpha_interval_width"] == pytest.approx(0.4 / 3)
+    table = m["calibration"]
+    assert [b["n"] for b in table] == [0, 0, 0, 0, 1, 0, 1, 0, 0, 1]
+    # PIC 2 has its A group right but not its pair: the bin at 0.4 is wrong
+    assert [table[k]["accuracy"] for k in (4, 6, 9)] == [0, 0, 1]
+    assert m["ece"] == pytest.approx((0.4 + 0.6 + 0.1) / 3)
+    assert m["mean_p_pair"] == pytest.approx(1.9 / 3)
+
+
+def test_hits_subtypes_read_each_side_source(bench):
+    """A and B subtype: the chosen group's commonest label against the label of that side's own
+    source cell."""
+    obs = pd.DataFrame({"pic_status": ["ok", "ok", "no"], "pic_a": ["T0", "T1", "T0"], "pic_b": ["D0", "D1", "D0"],
+                        "true_a": ["T0"] * 3, "true_b": ["D0"] * 3, "source_a": ["a", "b", "a"],
+                        "source_b": ["x", "y", "x"]})  # fmt: skip
+    major = {"T0": "CD4", "T1": "CD8", "D0": "DC", "D1": "mono"}
+    sub = {"a": "CD4", "b": "CD4", "x": "DC", "y": "mono"}
+    ok, hit = bench.hits(obs, major, sub)
+    assert ok.tolist() == [True, True, False]
+    assert hit["a_subtype_accuracy"].tolist() == [True, False, False]
+    assert hit["b_subtype_accuracy"].tolist() == [True, True, False]
+    assert hit["subtype_pair_accuracy"].tolist() == [True, False, False]
+    assert hit["pair_accuracy"].tolist() == [True, False, False]
+    # the PIC that is not ok names its true groups, and still counts as wrong
+    assert hit["a_accuracy"].tolist() == [True, False, False] and hit["b_accuracy"].tolist() == [True, False, False]
+
+
+def test_compare_keeps_pics_both_kept_and_clusters_by_b_cells(bench):
+    """compare(): only PICs ok under both methods; the error clustered by the B source cells
+    too (A cells all distinct, B cells shared by two PICs each: var = V_A + V_B - V_PIC)."""
+    obs = pd.DataFrame({"pic_status": ["ok"] * 5, "true_a": ["T0"] * 5, "true_b": ["D0"] * 5,
+                        "source_a": list("abcde"), "source_b": list("xxyyz")})
+    x = obs.assign(pic_a=["T0", "T0", "T1", "T1", "T0"], pic_b=["D0"] * 5)
+    y = obs.assign(pic_a=["T1"] * 5, pic_b=["D0"] * 5, pic_status=["ok"] * 4 + ["low"])
+    row = bench.compare(x, y, {}, None)
+    assert row["n_both_ok"] == 4
+    assert row["pair_accuracy_diff"] == 0.5  # PIC 4 (right under x) is not kept by y
+    # residuals 0.5, 0.5, -0.5, -0.5: V_A = 1, V_B = 1 + 1, V_PIC = 1
+    assert row["pair_accuracy_se"] == pytest.approx(np.sqrt(2) / 4)
+
+
+def _toy_dataset(n_a=120, n_b=30, n_genes=80, seed=0):
+    """A loader of a small synthetic data set: population B much smaller than A, so its held-out
+    cells are reused most."""
+    import anndata as ad
+
+    def load(_data_dir):
+        rng = np.random.default_rng(seed)
+        x = rng.poisson(rng.gamma(2.0, 12.0, n_genes), size=(n_a + n_b, n_genes)).astype(np.float32)
+        a = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame(index=[f"c{i}" for i in range(n_a + n_b)]),
+                       var=pd.DataFrame(index=[f"g{j}" for j in range(n_genes)]))  # fmt: skip
+        pop = np.array(["A"] * n_a + ["B"] * n_b)
+        return (a, pop, np.where(pop == "A", "tA", "tB"), "toy"), None
+
+    return load
+
+
+def _by_total(x_ref, x_src, k, seed):
+    """Stand-in for _cluster: reference cells in turn, a source cell's group = its UMI total mod 3."""
+    return np.arange(x_ref.shape[0]) % 3, np.asarray(x_src.sum(1)).ravel().astype(int) % 3
+
+
+def test_build_holds_sources_out_and_keeps_their_truth(bench, monkeypatch):
+    """build(): about 30 % of the cells are sources, none of them (nor any PIC's source cell) in the
+    reference; each PIC's true groups are its source cells' own; source_uses_max is the most PICs
+    any A or B source cell is in."""
+    monkeypatch.setitem(bench.DATASETS, "toy", (_toy_dataset(), 300, "T", "D", None))
+    monkeypatch.setattr(bench, "_cluster", _by_total)
+    built, why = bench.build("toy", Path("/nowhere"), 0, 200, 20)
+    assert why is None
+    ref, src, pics, info = built["ref"], built["sources"], built["pics"], built["info"]
+    assert not set(ref.obs_names) & set(src.obs_names) and ref.n_obs + src.n_obs == 150
+    assert 0.2 < src.n_obs / 150 < 0.4
+    used = set(pics.obs["source_a"]) | set(pics.obs["source_b"])
+    assert used <= set(src.obs_names) and not used & set(ref.obs_names)
+    tot = pd.Series(np.asarray(sp.csr_matrix(src.X).sum(1)).ravel().astype(int) % 3, index=src.obs_names)
+    assert (pics.obs["true_a"].astype(str).to_numpy() == ("T" + tot[pics.obs["source_a"]].astype(str)).to_numpy()).all()
+    assert (pics.obs["true_b"].astype(str).to_numpy() == ("D" + tot[pics.obs["source_b"]].astype(str)).to_numpy()).all()
+    uses_a, uses_b = pics.obs["source_a"].value_counts().max(), pics.obs["source_b"].value_counts().max()
+    assert uses_b > uses_a  # B: few held-out cells
+    assert info["source_uses_max"] == uses_b and info["n_pics"] == pics.n_obs == 200
+
+
+def test_score_counts_up_calls_of_the_programme(inter):
+    """recall_up: share of the programme's genes called up ('down' calls are not recall);
+    up_outside_share: up-calls outside the programme over all up-calls."""
+    tab = pd.DataFrame({"significant": [True, True, True, False, True, True, False],
+                        "direction": ["up", "up", "down", "up", "up", "down", ""],
+                        "tested": [True] * 6 + [False],
+                        "fdr": [0.001, 0.05, 0.02, 0.5, 0.005, 0.09, np.nan]},
+                       index=[f"g{i}" for i in range(7)])  # fmt: skip
+    row = inter.score(tab, ["g0", "g2", "g3", "g5"])
+    assert row == {"n_tested": 6, "n_called": 5, "n_up": 3, "n_called_fdr_0.01": 2,
+                   "recall_up": 0.25, "up_outside_share": pytest.approx(2 / 3)}
+    assert set(inter.score(tab, None)) == {"n_tested", "n_called", "n_up", "n_called_fdr_0.01"}
+    none_up = tab.assign(direction="down")
+    assert inter.score(none_up, ["g0"]) == {**inter.score(none_up, None), "recall_up": 0.0, "up_outside_share": 0.0}
+
+
+def test_plant_multiplies_the_commonest_pairs_programme(inter):
+    """plant(): 20 genes expressed in the commonest true pair's reference cells (A or B), their
+    counts in that pair's PICs raised to about fold x (Poisson), every other count unchanged."""
+    import anndata as ad
+
+    n_genes = 60
+    x = np.full((40, n_genes), 10.0, dtype=np.float32)
+    obs = pd.DataFrame({"true_a": ["A1"] * 10 + ["A0"] * 25 + ["A2"] * 5,
+                        "true_b": ["B1"] * 10 + ["B0"] * 25 + ["B0"] * 5}, index=[f"p{i}" for i in range(40)])
+    var = pd.DataFrame(index=[f"g{j}" for j in range(n_genes)])
+    pics = ad.AnnData(sp.csr_matrix(x), obs=obs, var=var)
+    r = np.zeros((6, n_genes), dtype=np.float32)
+    r[0, :14] = 5  # A0 expresses g0-g13, B0 g14-g27, the other groups g28-g59 only
+    r[1, 14:28] = 5
+    r[2:, 28:] = 5
+    ref = ad.AnnData(sp.csr_matrix(r), obs=pd.DataFrame({"grp": ["A0", "B0", "A1", "B1", "A2", "A2"]},
+                                                        index=[f"r{i}" for i in range(6)]), var=var.copy())  # fmt: skip
+    out, genes, pair, n_target = inter.plant(pics, ref, 3.0, 0)
+    assert pair == "A0|B0" and n_target == 25 and len(set(genes)) == 20
+    idx = pics.var_names.get_indexer(genes)
+    assert (idx < 28).all() and (idx < 14).any() and (idx >= 14).any()  # from both of the pair's groups
+    y = out.X.toarray()
+    target = np.arange(10, 35)
+    other = np.setdiff1d(np.arange(40), target)
+    assert (y[other] == 10).all() and (np.delete(y[target], idx, axis=1) == 10).all()
+    block = y[np.ix_(target, idx)]
+    assert (block >= 10).all() and abs(block.mean() - 30) < 1.5  # 10 + Poisson(20): mean 30, SE 0.2
+    same, _, _, _ = inter.plant(pics, ref, 1.0, 0)
+    assert (same.X.toarray() == x).all()
+
+
+def test_tv_inside_truth_and_alignment(freq):
+    """_truth: shares of the ok PICs' true pairs; _aligned: the true share of each listed pair, 0
+    where none; _inside: closed intervals; _tv: half the L1 distance."""
+    import anndata as ad
+
+    obs = pd.DataFrame({"true_a": ["A0", "A0", "A1", "A1"], "true_b": ["B0", "B0", "B0", "B1"]},
+                       index=list("pqrs"))
+    p = ad.AnnData(obs=obs)
+    truth = freq._truth(p, np.array([True, True, True, False]))
+    assert truth.to_dict() == {"A0|B0": pytest.approx(2 / 3), "A1|B0": pytest.approx(1 / 3)}
+    al = freq._aligned(truth, pd.Series(["A1", "A1", "A0", "A0"]), pd.Series(["B0", "B1", "B0", "B1"]))
+    assert al == pytest.approx([1 / 3, 0, 2 / 3, 0])
+    tab = pd.DataFrame({"ci_low": [0.1, 0.0, 0.7, 0.05], "ci_high": [1 / 3, 0.1, 0.9, 0.2]})
+    assert freq._inside(tab, al).tolist() == [True, True, False, False]
+    assert freq._tv([0.5, 0.1, 0.4, 0.0], al) == pytest.approx(0.5 * (1 / 6 + 0.1 + 4 / 15))
+
+
+def _fake_frequencies(calls):
+    """Stand-in for gsc.pic.pair_frequencies: a fixed mean table, and with singlets the blend
+    0.25 x mean + 0.75 x (the true shares 2/3, 1/3), rows in another order."""
+
+    def fake(p, singlets=None, *, replicate_key=None, n_sim=None, n_boot=None, **kw):
+        calls.append((singlets is None, replicate_key))
+        mean = pd.DataFrame({"pic_a": ["A1", "A0", "A0", "A1"], "pic_b": ["B0", "B0", "B1", "B1"],
+                             "n_pics": 9, "n_called": [2, 6, 1, 0], "fraction": [0.25, 0.6, 0.145, 0.005],
+                             "ci_low": [0.2, 0.5, 0.05, 0.0], "ci_high": [0.3, 6 / 9, 0.2, 0.01]})  # fmt: skip
+        if singlets is None:
+            return mean
+        out = mean.iloc[[3, 1, 2, 0]].reset_index(drop=True)
+        unmixed = np.array([0.0, 2 / 3, 0.0, 1 / 3])
+        out["fraction"] = 0.25 * out["fraction"].to_numpy() + 0.75 * unmixed
+        out["mean_weight"] = 0.25
+        return out
+
+    return fake
+
+
+def test_composition_scores_by_hand(freq, monkeypatch):
+    """composition(): TV of hard calls, mean and corrected estimate against the ok PICs' true
+    composition, the unmixed part recovered from the blend, coverage (all pairs and those at
+    >= 1 %), interval width, source cells of ok PICs."""
+    import anndata as ad
+
+    calls = []
+    monkeypatch.setattr(freq.gsc.pic, "pair_frequencies", _fake_frequencies(calls))
+    monkeypatch.setattr(freq, "_oracle_tv", lambda *a, **k: 0.0)
+    obs = pd.DataFrame({"pic_status": ["ok"] * 9 + ["low"], "true_a": ["A0"] * 6 + ["A1"] * 4,
+                        "true_b": ["B0"] * 9 + ["B1"], "source_a": [f"a{i % 4}" for i in range(9)] + ["z"],
+                        "source_b": [f"b{i % 2}" for i in range(9)] + ["y"]}, index=[f"p{i}" for i in range(10)])  # fmt: skip
+    row = freq.composition(ad.AnnData(obs=obs), "the reference", None, 5, 5)
+    assert calls == [(True, None), (False, None), (True, freq.SOURCE_CELLS), (False, freq.SOURCE_CELLS)]
+    assert row["n_source_cells_a"] == 4 and row["n_source_cells_b"] == 2 and row["n_pairs"] == 4
+    # truth: A0|B0 6/9, A1|B0 3/9 (the not-ok A1|B1 PIC does not count)
+    assert row["tv_mean"] == pytest.approx(0.5 * (1 / 12 + 1 / 15 + 0.145 + 0.005))
+    assert row["tv_hard"] == pytest.approx(1 / 9)  # calls 2, 6, 1, 0 of 9
+    assert row["tv_corrected"] == pytest.approx(0.5 * (1 / 48 + 1 / 60 + 0.03625 + 0.00125))
+    assert row["mean_weight"] == 0.25 and row["tv_unmixed"] == pytest.approx(0, abs=1e-12)
+    # intervals: A1|B0 misses 1/3, A0|B0 holds 2/3 at its upper end, A0|B1 misses 0, A1|B1 holds 0 at its lower end
+    assert row["coverage_mean"] == 0.5 and row["coverage_mean_1pct"] == pytest.approx(1 / 3)
+    assert row["ci_width_mean"] == pytest.approx((0.1 + 1 / 6 + 0.15 + 0.01) / 4)
+    assert row["tv_mean_cells"] == row["tv_mean"] and row["coverage_corrected_cells"] == row["coverage_corrected"]
+
+
+def test_null_and_power_by_hand(freq, monkeypatch):
+    """null_and_power(): null calls, splits with calls and the share of p < 0.05 over the random
+    splits; power: the commonest true pair, thinned in y, found only as 'up' (more in x), and the
+    calls on other pairs."""
+    import anndata as ad
+
+    def fake_test(q, key, groups, inplace):
+        pairs = (q.obs["pic_a"].astype(str) + "|" + q.obs["pic_b"].astype(str)).to_numpy()
+        names = ["A0|B0", "A1|B0", "A1|B1"]
+        if q.n_obs == n:  # a null split: fixed p-values, calls in the first split only
+            first = not seen
+            seen.append(1)
+            return pd.DataFrame({"pic_a": [s[:2] for s in names], "pic_b": [s[3:] for s in names],
+                                 "pval": [0.01, 0.2, 0.6], "significant": [first, first, False],
+                                 "direction": ["up", "down", "up"]})  # fmt: skip
+        cond = q.obs[key].to_numpy()
+        share = {g: np.array([(pairs[cond == g] == s).mean() for s in names]) for g in groups}
+        diff = share["x"] - share["y"]
+        return pd.DataFrame({"pic_a": [s[:2] for s in names], "pic_b": [s[3:] for s in names],
+                             "pval": np.where(np.abs(diff) > 0.05, 1e-3, 0.5), "significant": np.abs(diff) > 0.05,
+                             "direction": np.where(diff > 0, "up", "down")})  # fmt: skip
+
+    seen = []
+    n = 320
+    a = ["A0"] * 200 + ["A1"] * 120
+    b = ["B0"] * 260 + ["B1"] * 60
+    obs = pd.DataFrame({"pic_status": "ok", "true_a": a, "true_b": b, "pic_a": a, "pic_b": b},
+                       index=[f"p{i}" for i in range(n)])
+    monkeypatch.setattr(freq.gsc.pic, "pair_abundance_test", fake_test)
+    row = freq.null_and_power(ad.AnnData(obs=obs), 3, 1)
+    assert row["depleted_pair"] == "A0|B0" and row["depleted_pair_share"] == pytest.approx(200 / 320)
+    assert row["null_calls"] == 2 and row["null_sets_with_calls"] == 1
+    assert row["null_p_below_0.05"] == pytest.approx(1 / 3)
+    # y keeps a third of its A0|B0 PICs: that pair is up in x, the two others down (rising in y)
+    assert row["power_found"] == 3 and row["power_calls_elsewhere"] == 6 and row["power_calls"] == 9
