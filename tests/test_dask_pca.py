@@ -120,6 +120,19 @@ def test_pca_dask_options(pbmc):
     assert copy.obsm["X_pca"].shape == (700, 10) and lazy.obsm["X_pca"].shape[1] == 50
 
 
+def test_pca_dask_mask_var_bounds_n_comps_by_the_genes_kept(pbmc):
+    """With mask_var, the Dask matrix's columns are the genes kept (its shape says so): n_comps is
+    bounded by them as in memory, and the loadings fill the kept genes only."""
+    adata, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr")
+    mask = np.zeros(adata.n_vars, dtype=bool)
+    mask[::40] = True  # 20 genes
+    for a in (adata, lazy):
+        with pytest.raises(ValueError, match=r"n_comps=25: .*min\(n_samples, n_features\)=20"):
+            gsc.pp.pca(a, n_comps=25, mask_var=mask)
+    for a in (adata, lazy):
+        gsc.pp.pca(a, n_comps=10, mask_var=mask)
+    assert_same_pca(adata, lazy)
+
 def test_pca_dask_matrix_input(pbmc):
     adata = _lognorm_hvg(pbmc)
     x = adata.X[:, adata.var["highly_variable"].to_numpy()]
@@ -232,6 +245,17 @@ def test_to_gpu_dask_is_lazy_blockwise(pbmc, monkeypatch, kind):
     assert len(calls) == 1 and (kind == "numpy" or block.format == "csr")
     np.testing.assert_array_equal(to_host(block), to_host(adata.X[101:451]))
 
+
+def test_to_gpu_dask_of_integer_sparse_blocks_says_float32(pbmc, monkeypatch):
+    """Integer sparse blocks become float32 on the GPU (cupyx holds no integers): the lazy
+    array's dtype and meta say so before anything is computed, as its blocks will be."""
+    monkeypatch.setattr(gsc.get, "_cupy", lambda: (np, sp))
+    counts = sp.csr_matrix(pbmc.X, dtype=np.int32)
+    x = gsc.get.array_to_gpu(da.from_array(counts, chunks=CHUNKS, asarray=False))
+    assert x.dtype == np.float32 and x._meta.dtype == np.float32 and sp.issparse(x._meta)
+    block = x.blocks[3].compute()
+    assert block.dtype == x.dtype and block.format == "csr"
+    np.testing.assert_array_equal(block.toarray(), counts[452:].toarray())
 
 @pytest.mark.parametrize("kind", ["csr", "csc", "numpy"])
 def test_to_gpu_to_cpu_dask_round_trip(device, pbmc, kind):

@@ -138,6 +138,9 @@ def test_sparse_float32_representation_keeps_float32(logged):
 DASK_STEPS = {  # the duplicated matrix as Dask row blocks: each block's duplicates summed
     "filter_cells": lambda a: gsc.pp.filter_cells(a, min_genes=50, inplace=False)[1],
     "filter_genes": lambda a: gsc.pp.filter_genes(a, min_cells=10, inplace=False)[1],
+    # a bare matrix: lazy numbers, each block's duplicates summed before its stored values are counted
+    "filter_cells_bare": lambda a: gsc.pp.filter_cells(a.X, min_genes=50)[1],
+    "filter_genes_bare": lambda a: gsc.pp.filter_genes(a.X, min_cells=10)[1],
     "qc": lambda a: gsc.pp.calculate_qc_metrics(a, percent_top=None, inplace=False)[1].to_numpy(float),
     "scale": lambda a: gsc.pp.scale(a, zero_center=False, copy=True).X,
     # centred: each block densified by the fused pass, which once kept the last of a duplicate pair

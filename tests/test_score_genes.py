@@ -208,6 +208,21 @@ def test_dask_row_blocks_equal_in_memory(logged, kind):
                      n_terms=logged.n_vars, scale=1.0)  # fmt: skip
 
 
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_dask_blocks_split_along_genes_equal_row_blocks(logged, kind):
+    """A Dask X chunked along genes too (uneven blocks both ways) is joined into whole rows: the
+    scores of row blocks."""
+    import dask.array as da
+
+    x = as_type(sp.csr_matrix(logged.X, dtype=np.float32), kind)
+    genes = _genes(logged, 0, 37, 15)
+    rows, split = logged.copy(), logged.copy()
+    rows.X = da.from_array(x, chunks=(700, -1), asarray=False)
+    split.X = da.from_array(x, chunks=(700, 333), asarray=False)
+    gsc.tl.score_genes(rows, genes, ctrl_size=20)
+    gsc.tl.score_genes(split, genes, ctrl_size=20)
+    pd.testing.assert_series_equal(split.obs["score"], rows.obs["score"])
+
 def test_dask_reads_the_blocks_twice(logged):
     """One pass for the genes' means (the control draw needs them), one for the cells' means of
     the gene list and of the controls together."""
