@@ -470,12 +470,13 @@ def test_gpu_kernel_matches_cpu(device):
     assert np.array_equal(np.stack(best_pair(gll)), np.stack(best_pair(ll)))
 
 
+@pytest.mark.parametrize("columns", [-1, 300], ids=["whole-rows", "split-genes"])  # 300: joined per block
 @pytest.mark.parametrize("n_umis", [None, 300])  # 300: down-sampled, each PIC's draw keyed by its name
-def test_dask_blocks_equal_in_memory(setup, n_umis):
+def test_dask_blocks_equal_in_memory(setup, n_umis, columns):
     da = pytest.importorskip("dask.array")
     ref, pics = setup
     mem, lazy = pics[:90].copy(), pics[:90].copy()
-    lazy.X = da.from_array(mem.X.tocsr(), chunks=(40, -1), asarray=False)
+    lazy.X = da.from_array(mem.X.tocsr(), chunks=(40, columns), asarray=False)
     deconvolve(mem, ref, groupby="grp", a=T, b=DC, n_umis=n_umis)
     deconvolve(lazy, ref, groupby="grp", a=T, b=DC, n_umis=n_umis)
     for k in ("pic_a", "pic_b", "pic_status"):
