@@ -240,6 +240,16 @@ def test_glm_rules_on_gpu_and_dask(device):
         assert got.dtype == np.float64
         np.testing.assert_array_equal(got[:, 1:4], cpu.X[:, 1:4])
         assert_close(got, cpu.X, dtype=np.float32, n_terms=20, scale="max")  # float32 group means
+    # no gene varies: every gene kept, in X's dtype, as in memory (and scanpy)
+    same = a[:, 1:3].copy()
+    lazy = same.copy()
+    lazy.X = da.from_array(same.X, chunks=(6, -1))
+    regress_out(lazy, "g")
+    gpu = gsc.get.to_gpu(same, copy=True)
+    regress_out(gpu, "g")
+    for got in (lazy.X, gpu.X):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(to_host(got.compute() if hasattr(got, "dask") else got), same.X)
 
 
 @pytest.mark.parametrize("keys", [NUMERIC, "Annotation"], ids=["numeric", "categorical"])
