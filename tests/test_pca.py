@@ -127,6 +127,23 @@ def test_fewer_cells_than_genes_take_the_cell_side(pbmc, monkeypatch):
         assert_pca_like(ref, x)
 
 
+@pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
+def test_cell_side_of_fewer_distinct_cells_than_components(pbmc, dense):
+    """10 distinct cells, each 30 times, 20 components: the cell-side solver's directions beyond
+    the matrix's rank (zero variance) are an orthonormal completion, so the loadings stay
+    orthonormal as scanpy's (A^T u / s of a round-off s gave columns of norm ~0); the ranked
+    components are scanpy's and the others' scores 0."""
+    x = np.repeat(_lognorm(pbmc).X[:10].toarray(), 30, axis=0)
+    got, ref = ad.AnnData(x if dense else sp.csr_matrix(x)), ad.AnnData(x.copy())
+    pca(got, n_comps=20)
+    sc.pp.pca(ref, n_comps=20, svd_solver="arpack")
+    loadings = got.varm["PCs"].astype(np.float64)
+    np.testing.assert_allclose(loadings.T @ loadings, np.eye(20), atol=1e-6)
+    np.testing.assert_allclose(np.abs(got.obsm["X_pca"][:, :9]), np.abs(ref.obsm["X_pca"][:, :9]), atol=2e-4)
+    assert np.abs(got.obsm["X_pca"][:, 9:]).max() < 1e-6
+    np.testing.assert_allclose(got.uns["pca"]["variance"], ref.uns["pca"]["variance"], atol=1e-4)
+
+
 def test_no_centring_matches_truncated_svd(pbmc):
     adata = _lognorm(pbmc)
     ref = adata.copy()

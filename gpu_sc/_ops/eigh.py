@@ -37,6 +37,8 @@ from .._settings import user_stacklevel
 #: relative eigengap below which two components count as degenerate (the Krylov solver's
 #: accuracy is promised for directions separated by more than this)
 GAP = 1e-3
+#: singular values at or below this share of the largest are round-off of a rank-deficient matrix
+NULL_SINGULAR = 1e-6
 #: memory for the Krylov basis (n_genes x columns, float64) beyond its minimum
 BASIS_BYTES = 256 * 2**20
 
@@ -66,8 +68,24 @@ def cell_side_eigh(p, k: int, mean, chunk_size):
     if mean is not None:
         v -= xp.outer(mean, u.sum(axis=0))
     s = xp.sqrt(w)
-    v /= xp.where(s > 0, s, 1)
+    # A's rank below k (repeated cells): A^T u / s is noise where s is round-off (its error grows
+    # as s[0] / s), so those directions, of zero variance, are an orthonormal completion instead
+    null = s <= s[0] * NULL_SINGULAR
+    v /= xp.where(null, 1, s)
+    if bool(null.any()):
+        v = _completed(xp, v, null)
     return w / max(n_obs - 1, 1), v
+
+
+def _completed(xp, v, null):
+    """`v` with its `null` columns replaced by unit vectors orthogonal to the others and to each
+    other (a fixed Gaussian draw, orthonormalised after the kept columns: deterministic)."""
+    keep, gone = xp.flatnonzero(~null), xp.flatnonzero(null)
+    draw = xp.asarray(np.random.default_rng(0).standard_normal((v.shape[0], int(gone.size))))
+    q, _ = xp.linalg.qr(xp.concatenate([v[:, keep], draw], axis=1))
+    out = v.copy()
+    out[:, gone] = q[:, int(keep.size):]
+    return out
 
 
 def covariance_eigh(p, k: int, mean, chunk_size):
