@@ -200,3 +200,17 @@ def test_given_totals_divide_in_their_dtype_as_scanpy(pbmc, totals_dtype, layout
     _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=totals.copy())
     _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals.copy())
     assert_same(got.X, want.X)
+
+
+def test_in_place_matrices_in_forms_numba_copies(brain):
+    """A matrix normalised in place whose values are big-endian, or whose CSR pointers are int64
+    beside int32 indices: our compiled code works on a native copy, whose values go back into the
+    user's matrix (it was left as it was, silently; from a review), as scanpy's in-place result."""
+    x = brain.X[:500]
+    totals = np.asarray(x.sum(axis=1)).ravel() + 1
+    mixed = x.copy()
+    mixed.indptr = mixed.indptr.astype(np.int64)
+    for got, want in ((mixed, x.copy()), (x.toarray().astype(">f4"), x.toarray())):
+        assert _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals.copy()) is None
+        _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=totals.copy())
+        assert_same(got.astype(np.float32) if not sp.issparse(got) else got, want)

@@ -57,8 +57,11 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
             rows = np.flatnonzero(keep)  # positions: Dask and cupyx index by them, not by host masks
             x = x[xp_of(x).asarray(rows) if is_gpu(x) else rows]
             counts_per_cell = counts_per_cell[keep]
-        x = _normalized(x, _given_counts(counts_per_cell, x.shape[0]), counts_per_cell_after)
-        return x if copy else None
+        out = _normalized(x, _given_counts(counts_per_cell, x.shape[0]), counts_per_cell_after)
+        if not copy and out is not x:  # normalised in a copy of the forms numba takes (big-endian
+            # values, int32 pointers beside int64 indices; the same entries): the values go back
+            (x.data if is_sparse(x) else x)[...] = out.data if is_sparse(out) else out
+        return out if copy else None
 
     check_anndata(data, step=_STEP, name="data")
     names = list(data.layers.keys() if isinstance(layers, str) and layers == "all" else

@@ -148,7 +148,8 @@ def _into_given(data, out, *, csc_in_place: bool):
     (``scale(adata.layers['L'])``) sees the result. `out` itself where scanpy returns a new
     matrix too: integers (float64), a sparse matrix centred into a dense one, a CSC otherwise
     (scanpy converts it), Dask."""
-    if out is data or is_dask(data) or out.dtype != data.dtype or is_sparse(out) != is_sparse(data):
+    native = data.dtype.newbyteorder("=")  # a big-endian X was scaled in a native copy: written back
+    if out is data or is_dask(data) or out.dtype != native or is_sparse(out) != is_sparse(data):
         return out
     if is_sparse(data):
         fmt = sparse_format(data)
