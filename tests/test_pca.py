@@ -340,6 +340,22 @@ def test_pca_gpu_wide_path(device, pbmc, monkeypatch):
     assert_pca_like(adata, gpu)
 
 
+def test_cell_side_completion_on_gpu(device, pbmc):
+    """The orthonormal completion beyond the rank on the device: cupy's QR, the same loadings'
+    orthonormality and the ranked components as the CPU's."""
+    import gpu_sc as gsc
+
+    x = np.repeat(_lognorm(pbmc).X[:10].toarray(), 30, axis=0)
+    adata = ad.AnnData(sp.csr_matrix(x))
+    gpu = gsc.get.to_gpu(adata, copy=True)
+    pca(adata, n_comps=20)
+    pca(gpu, n_comps=20)
+    loadings = gpu.varm["PCs"].get().astype(np.float64)
+    np.testing.assert_allclose(loadings.T @ loadings, np.eye(20), atol=1e-6)
+    np.testing.assert_allclose(np.abs(gpu.obsm["X_pca"].get()[:, :9]), np.abs(adata.obsm["X_pca"][:, :9]), atol=1e-4)
+    assert np.abs(gpu.obsm["X_pca"].get()[:, 9:]).max() < 1e-6
+
+
 def test_cell_gram_and_transpose_apply(pbmc):
     x = pbmc.X[:300]
     dense = x.toarray().astype(np.float64)
