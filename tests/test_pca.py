@@ -142,6 +142,13 @@ def test_cell_side_of_fewer_distinct_cells_than_components(pbmc, dense):
     np.testing.assert_allclose(np.abs(got.obsm["X_pca"][:, :9]), np.abs(ref.obsm["X_pca"][:, :9]), atol=2e-4)
     assert np.abs(got.obsm["X_pca"][:, 9:]).max() < 1e-6
     np.testing.assert_allclose(got.uns["pca"]["variance"], ref.uns["pca"]["variance"], atol=1e-4)
+    # one cell repeated, centred: every singular value is round-off, the largest too (judged
+    # against ||X||, not against it); every direction a completion, every score 0
+    one = ad.AnnData(np.repeat(x[:1], 40, axis=0) if dense else sp.csr_matrix(np.repeat(x[:1], 40, axis=0)))
+    pca(one, n_comps=10)
+    loadings = one.varm["PCs"].astype(np.float64)
+    np.testing.assert_allclose(loadings.T @ loadings, np.eye(10), atol=1e-6)
+    assert np.abs(one.obsm["X_pca"]).max() < 1e-6
 
 
 def test_no_centring_matches_truncated_svd(pbmc):

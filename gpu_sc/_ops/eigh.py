@@ -37,7 +37,9 @@ from .._settings import user_stacklevel
 #: relative eigengap below which two components count as degenerate (the Krylov solver's
 #: accuracy is promised for directions separated by more than this)
 GAP = 1e-3
-#: singular values at or below this share of the largest are round-off of a rank-deficient matrix
+#: cell-side singular values at or below this share of the largest (or of ||X||_F, where
+#: centring cancels) are round-off of a rank-deficient matrix; a real one that small (a variance
+#: 1e-12 of the largest) would lose its loading, which below it was already mostly round-off
 NULL_SINGULAR = 1e-6
 #: memory for the Krylov basis (n_genes x columns, float64) beyond its minimum
 BASIS_BYTES = 256 * 2**20
@@ -57,6 +59,7 @@ def cell_side_eigh(p, k: int, mean, chunk_size):
     xp = p.xp
     n_obs = p.shape[0]
     kk = gram.cell_gram(p, chunk_size)
+    norm = float(xp.sqrt(xp.trace(kk)))  # ||X||_F: the scale of the centred product's round-off
     if mean is not None:  # A A^T = X X^T - r 1^T - 1 r^T + (mu.mu) 1 1^T with r = X mu
         r = gram.project(p, mean[:, None], None, chunk_size)[:, 0]
         kk -= r[:, None]
@@ -68,9 +71,10 @@ def cell_side_eigh(p, k: int, mean, chunk_size):
     if mean is not None:
         v -= xp.outer(mean, u.sum(axis=0))
     s = xp.sqrt(w)
-    # A's rank below k (repeated cells): A^T u / s is noise where s is round-off (its error grows
-    # as s[0] / s), so those directions, of zero variance, are an orthonormal completion instead
-    null = s <= s[0] * NULL_SINGULAR
+    # A's rank below k (repeated cells): A^T u / s is noise where s is round-off of the product
+    # (its error grows as ||X|| / s; one cell repeated, centred: every s is), so those directions,
+    # of zero variance, are an orthonormal completion instead
+    null = s <= max(float(s[0]), norm) * NULL_SINGULAR
     v /= xp.where(null, 1, s)
     if bool(null.any()):
         v = _completed(xp, v, null)
