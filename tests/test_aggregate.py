@@ -127,6 +127,17 @@ def test_dask_blocks_equal_in_memory(cells):
     np.testing.assert_array_equal(lazy.layers["count_nonzero"], mem.layers["count_nonzero"])
     with pytest.raises(NotImplementedError, match="compute"):
         gsc.get.aggregate(a, "grp", "median", layer="log")
+    # chunked along both axes, as anndata's readers chunk (blocks of rows and of genes): every
+    # row band counted, not the first alone; and axis='var' (genes x cells), whose row bands are genes
+    both = cells.copy()
+    both.layers["log"] = da.from_array(sp.csr_matrix(cells.layers["log"]), chunks=(150, 200), asarray=False)
+    tiled = gsc.get.aggregate(both, ["grp", "half"], ["sum", "count_nonzero"], layer="log")
+    assert_close(tiled.layers["sum"], mem.layers["sum"], dtype=np.float64, n_terms=a.n_obs)
+    np.testing.assert_array_equal(tiled.layers["count_nonzero"], mem.layers["count_nonzero"])
+    want = gsc.get.aggregate(cells, "kind", ["sum", "count_nonzero"], axis="var", layer="log")
+    got = gsc.get.aggregate(both, "kind", ["sum", "count_nonzero"], axis="var", layer="log")
+    assert_close(got.layers["sum"], want.layers["sum"], dtype=np.float64, n_terms=cells.n_vars)
+    np.testing.assert_array_equal(got.layers["count_nonzero"], want.layers["count_nonzero"])
 
 
 @pytest.mark.parametrize("kind", ["cupyx_csr", "cupy"])
