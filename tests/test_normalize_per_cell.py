@@ -214,3 +214,13 @@ def test_in_place_matrices_in_forms_numba_copies(brain):
         assert _quiet(gsc.pp.normalize_per_cell, got, counts_per_cell=totals.copy()) is None
         _quiet(sc.pp.normalize_per_cell, want, counts_per_cell=totals.copy())
         assert_same(got.astype(np.float32) if not sp.issparse(got) else got, want)
+
+
+def test_sparse_rows_scaled_by_bands_of_stored_values(brain, monkeypatch):
+    """The reciprocal products go a band of stored values at a time (bands of 7 here, rows cut
+    across): scanpy's matrix to the bit, as with one band of them all."""
+    from gpu_sc._ops import _layout
+
+    monkeypatch.setattr(_layout, "STORED_BAND", 7)
+    x = brain.X[:300]
+    assert_same(_quiet(gsc.pp.normalize_per_cell, x, copy=True), _quiet(sc.pp.normalize_per_cell, x, copy=True))

@@ -73,12 +73,12 @@ def test_scale_matches_scanpy(pbmc, cpu_type, kw):
 def test_sparse_without_centring_by_bands_of_stored_values(pbmc, monkeypatch, masked):
     """Stored values are scaled a band at a time (bands of 7 here, rows cut across): the same
     matrix, to the bit, as one band of them all."""
-    from gpu_sc.preprocessing import _scale
+    from gpu_sc._ops import _layout
 
     pbmc.obs["sel"] = np.arange(pbmc.n_obs) % 3 == 0
     kw = {"zero_center": False, "max_value": 2.0, "copy": True} | ({"mask_obs": "sel"} if masked else {})
     whole = scale(pbmc, **kw)
-    monkeypatch.setattr(_scale, "_STORED_BAND", 7)
+    monkeypatch.setattr(_layout, "STORED_BAND", 7)
     assert_same(scale(pbmc, **kw).X, whole.X)
 
 

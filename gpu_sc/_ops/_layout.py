@@ -98,6 +98,21 @@ def row_bands(shape: tuple[int, int], values: int = DENSE_CHUNK):
     return [slice(start, min(n_rows, start + step)) for start in range(0, n_rows, step)]
 
 
+STORED_BAND = 1 << 24  # stored values a banded sparse step takes at a time (its temporaries are a band's)
+
+
+def stored_bands(n_values: int) -> list[slice]:
+    """Slices of `n_values` stored values, STORED_BAND at a time (read when called: tests shrink it)."""
+    return [slice(start, min(n_values, start + STORED_BAND)) for start in range(0, n_values, STORED_BAND)]
+
+
+def value_rows(ptr, band: slice):
+    """The row (segment) of each stored value at positions `band`, from the pointer array, on its
+    device: a binary search per value, so a band's temporaries, not the matrix's."""
+    xp = xp_of(ptr)
+    return xp.searchsorted(ptr, xp.arange(band.start, band.stop, dtype=ptr.dtype), side="right") - 1
+
+
 def segment_ids(ptr):
     """The segment (row of a CSR, column of a CSC) of each stored value, int64, from its pointer
     array, on that array's device: on the host a repeat, on the GPU a searchsorted (cupy.repeat
@@ -105,8 +120,7 @@ def segment_ids(ptr):
     if not is_gpu(ptr):
         ptr = np.asarray(ptr)
         return np.repeat(np.arange(ptr.size - 1, dtype=np.int64), np.diff(ptr))
-    xp = xp_of(ptr)
-    return xp.searchsorted(ptr, xp.arange(int(ptr[-1]), dtype=ptr.dtype), side="right").astype(xp.int64) - 1
+    return value_rows(ptr, slice(0, int(ptr[-1]))).astype(np.int64)
 
 
 def nan_replaced(x, value):

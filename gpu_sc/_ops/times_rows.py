@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from ._dispatch import UPDATE, primitive
-from ._layout import Parts, row_pointers
-
-_BAND = 1 << 24  # stored values at a time: the row ids and products are a band's, not the matrix's
+from ._layout import Parts, row_pointers, stored_bands, value_rows
 
 
 @primitive(any_device=True, chunked=UPDATE, per_row=("scales",))
@@ -14,10 +12,7 @@ def times_rows(p: Parts, scales) -> None:
     values' and the scales' dtypes, rounded once to the values'): scikit-learn's
     inplace_row_scale, which scanpy scales sparse rows with. A Dask matrix is not modified: the
     scaled copy is returned, lazily."""
-    xp = p.xp
-    scales = xp.asarray(scales)
+    scales = p.xp.asarray(scales)
     ptr = row_pointers(p)
-    for start in range(0, p.data.size, _BAND):
-        stop = min(p.data.size, start + _BAND)
-        rows = xp.searchsorted(ptr, xp.arange(start, stop, dtype=ptr.dtype), side="right") - 1
-        p.data[start:stop] *= scales[rows]
+    for band in stored_bands(p.data.size):  # the row ids and products are a band's, not the matrix's
+        p.data[band] *= scales[value_rows(ptr, band)]

@@ -12,7 +12,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
-from .._ops._layout import row_bands
+from .._ops._layout import row_bands, stored_bands, value_rows
 from .._settings import user_stacklevel
 from .._validation import canonical, get_matrix, make_actual, old_positionals, scanpy_mask, set_matrix
 
@@ -240,7 +240,6 @@ def _scaled_block(p, *mask, **kw) -> None:
         raise TypeError(msg)
 
 
-_STORED_BAND = 1 << 24  # stored values scaled at a time (sparse, without centring)
 _GPU_DENSE_BAND = 1 << 26  # values densified at a time on the GPU (512 MiB of float64)
 
 
@@ -250,16 +249,14 @@ def _divide_stored(p, *mask, mean, std, zero_center, max_value) -> None:
     xp = xp_of(p.data)
     rows = None if not mask else xp.asarray(mask[0])
     # a band of stored values at a time: the float64 temporaries are a band's, not 3 x the matrix's
-    for start in range(0, p.data.size, _STORED_BAND):
-        band = slice(start, min(p.data.size, start + _STORED_BAND))
+    for band in stored_bands(p.data.size):
         scaled = (p.data[band].astype(np.float64) / std[p.indices[band]]).astype(p.data.dtype)
         if max_value is not None:
             xp.minimum(scaled, p.data.dtype.type(max_value), out=scaled)
         if rows is None:
             p.data[band] = scaled
             continue
-        at = xp.arange(band.start, band.stop, dtype=p.indptr.dtype)  # the row of each stored value of the band
-        in_mask = rows[xp.searchsorted(p.indptr, at, side="right") - 1]
+        in_mask = rows[value_rows(p.indptr, band)]
         p.data[band] = xp.where(in_mask, scaled, p.data[band])
 
 
