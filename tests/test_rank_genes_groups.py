@@ -285,6 +285,8 @@ def test_bad_input_is_refused(logged):
         gsc.tl.rank_genes_groups(a, "grp", groups=["x"])
     with pytest.raises(ValueError, match="corr_method"):
         gsc.tl.rank_genes_groups(a, "grp", corr_method="holm")
+    with pytest.raises(ValueError, match="mask_var selects none of the 765 genes"):  # not 'an empty matrix'
+        gsc.tl.rank_genes_groups(a, "grp", mask_var=np.zeros(a.n_vars, dtype=bool))
     with pytest.raises(ValueError, match="use_raw=True but adata.raw is None"):
         gsc.tl.rank_genes_groups(a, "grp", use_raw=True)
     a.obs["one"] = pd.Categorical(["solo"] + ["many"] * (a.n_obs - 1))

@@ -58,6 +58,10 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
                 raise KeyError(msg)
             mask_var = var[mask_var].to_numpy()
         keep = host_bool_mask(mask_var, len(names), what="mask_var", step=STEP)
+        if not keep.any():  # scanpy ranks nothing without a word; the empty-matrix error named no mask
+            msg = (f"{STEP}: mask_var selects none of the {keep.size} genes (it is all False); pass a mask "
+                   "with at least one True, or mask_var=None to rank every gene.")
+            raise ValueError(msg)
         x, names = x[:, keep], names[keep]
     # duplicate entries summed: squares, nonzero counts and ranks take the matrix's values (Dask
     # blocks are summed too; scanpy's t-test and pts would count each entry apart)
