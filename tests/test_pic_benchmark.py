@@ -255,6 +255,42 @@ def test_alpha_ceiling_smoke(tmp_path):
     assert r2["oracle_split_same"] > r2["oracle_split_rest"]
 
 
+def test_side_ceiling_smoke(tmp_path):
+    """benchmarks/pic_side_ceiling.py on the bundled pbmc68k: one row; every share is a share,
+    and both sides right alone is at most either side right alone."""
+    out = tmp_path / "side.jsonl"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_side_ceiling.py"), "--datasets", "pbmc68k",
+           "--seeds", "0", "--n-pics", "120", "--data-dir", str(tmp_path), "--out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT)
+    (row,) = _rows(out)
+    assert row["mode"] == "side_ceiling" and row["n_pics"] == 120 and 0 < row["n_scored"] <= 120
+    shares = [row[k] for k in ("pic_exact_pair", "pic_a", "pic_b", "alone_a", "alone_b", "alone_both")]
+    assert all(0 <= v <= 1 for v in shares)
+    assert row["alone_both"] <= min(row["alone_a"], row["alone_b"])
+    assert row["pic_exact_pair"] <= min(row["pic_a"], row["pic_b"])
+    empty = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "pic_side_ceiling.py"), "--datasets",
+                            "tnbc", "--data-dir", str(tmp_path)], capture_output=True, text=True, cwd=ROOT)
+    assert empty.returncode == 1 and "skipped" in empty.stderr  # nothing measured is no pass
+
+
+def test_side_ceiling_thins_each_cell_to_its_share():
+    """Each row is its cell with exactly the asked UMIs drawn from the cell's own counts (all of
+    them where it holds fewer), in the order of the names asked, a cell asked twice drawn twice."""
+    import anndata as ad
+
+    with benchmark_script("pic_side_ceiling") as mod:
+        x = sp.csr_matrix(np.array([[5, 0, 3, 0], [0, 2, 0, 1], [1, 1, 1, 1]], dtype=np.float32))
+        cells = ad.AnnData(x, obs=pd.DataFrame(index=["c0", "c1", "c2"]))
+        got = mod.thinned(cells, ["c2", "c0", "c0", "c1"], np.array([2, 6, 8, 9]), seed=3)
+    d = got.X.toarray()
+    assert got.obs["cell"].tolist() == ["c2", "c0", "c0", "c1"]
+    np.testing.assert_array_equal(d.sum(1), [2, 6, 8, 3])
+    full = x.toarray()[[2, 0, 0, 1]]
+    assert (d <= full).all() and (d >= 0).all()
+    np.testing.assert_array_equal(d[2], full[2])
+    np.testing.assert_array_equal(d[3], full[3])
+
+
 def test_validate_with_the_population_claims(tmp_path):
     """--claims: after the validation row, the interaction test's null and planted rows and the
     composition row on the same data set, seed and method, in the same file."""
