@@ -287,6 +287,14 @@ def test_bad_input_is_refused(logged):
         gsc.tl.rank_genes_groups(a, "grp", corr_method="holm")
     with pytest.raises(ValueError, match="mask_var selects none of the 765 genes"):  # not 'an empty matrix'
         gsc.tl.rank_genes_groups(a, "grp", mask_var=np.zeros(a.n_vars, dtype=bool))
+    r = a[:, :300].copy()  # raw's 765 genes beside X's 300: a mask names raw's frame and length
+    r.raw = a
+    r.var["hv"] = True
+    with pytest.raises(KeyError, match=r"'hv' is not a column of adata\.raw\.var \(use_raw=True ranks raw"):
+        gsc.tl.rank_genes_groups(r, "grp", mask_var="hv")
+    with pytest.raises(ValueError, match=r"mask_var \(over adata\.raw's genes.*length 765"):
+        gsc.tl.rank_genes_groups(r, "grp", mask_var=np.ones(300, dtype=bool))
+    assert "rank_genes_groups" not in r.uns
     with pytest.raises(ValueError, match="use_raw=True but adata.raw is None"):
         gsc.tl.rank_genes_groups(a, "grp", use_raw=True)
     a.obs["one"] = pd.Categorical(["solo"] + ["many"] * (a.n_obs - 1))

@@ -52,12 +52,16 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
     var = adata.raw.var if use_raw else adata.var
     names = var.index
     if mask_var is not None:
+        # with raw ranked, the mask is over raw's genes (scanpy checks it against X's, then fails)
+        where = ("adata.raw.var (use_raw=True ranks raw's genes; pass use_raw=False to rank X's)"
+                 if use_raw else "adata.var")
         if isinstance(mask_var, str):
             if mask_var not in var.columns:
-                msg = f"{STEP}: mask_var {mask_var!r} is not a column of adata.var."
+                msg = f"{STEP}: mask_var {mask_var!r} is not a column of {where}."
                 raise KeyError(msg)
             mask_var = var[mask_var].to_numpy()
-        keep = host_bool_mask(mask_var, len(names), what="mask_var", step=STEP)
+        what = "mask_var (over adata.raw's genes, which use_raw=True ranks)" if use_raw else "mask_var"
+        keep = host_bool_mask(mask_var, len(names), what=what, step=STEP)
         if not keep.any():  # scanpy ranks nothing without a word; the empty-matrix error named no mask
             msg = (f"{STEP}: mask_var selects none of the {keep.size} genes (it is all False); pass a mask "
                    "with at least one True, or mask_var=None to rank every gene.")
