@@ -34,7 +34,7 @@ def logged(pbmc):
     return a
 
 
-def assert_like_scanpy(got, ref, key="rank_genes_groups", top=TOP):
+def assert_like_scanpy(got, ref, key="rank_genes_groups", top=TOP, p_rtol=None):
     """Same params and record layout; top genes identical in order; scores and fold changes
     (stored as float32) within a float32 step, p values and BH within a few float64 steps (scipy
     on float64 statistics summed in scanpy's order; measured equal, BH 3e-16 apart)."""
@@ -46,6 +46,8 @@ def assert_like_scanpy(got, ref, key="rank_genes_groups", top=TOP):
         for f in r[k].dtype.names:
             if k == "names":
                 np.testing.assert_array_equal(g[k][f][:top], r[k][f][:top], err_msg=f)
+            elif p_rtol is not None and k.startswith("pvals"):
+                np.testing.assert_allclose(g[k][f][:top], r[k][f][:top], rtol=p_rtol, atol=0, err_msg=f"{k} {f}")
             else:
                 assert_close(g[k][f][:top], r[k][f][:top], dtype=np.float32 if k in ("scores", "logfoldchanges")
                              else np.float64, n_terms=4, scale=1e-300, err_msg=f"{k} {f}")  # fmt: skip
@@ -69,7 +71,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("kind", ["csr", "numpy"])
+@pytest.mark.parametrize("kind", ["csr", "numpy", "csc"])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(c) or "default")
 def test_equals_scanpy(logged, kind, case):
     a = logged.copy()
@@ -78,7 +80,10 @@ def test_equals_scanpy(logged, kind, case):
     ref, got = a.copy(), a.copy()
     sc.tl.rank_genes_groups(ref, "grp", **case)
     gsc.tl.rank_genes_groups(got, "grp", **case)
-    assert_like_scanpy(got, ref, key=case.get("key_added", "rank_genes_groups"))
+    # CSC: scanpy's float64 moments are summed in another order, which its t tails amplify to
+    # 1e-13..1e-11 in p (squared in float32, as for CSR, they were 1.5e-4 apart)
+    assert_like_scanpy(got, ref, key=case.get("key_added", "rank_genes_groups"),
+                       p_rtol=1e-9 if kind == "csc" else None)
     # scanpy's readers take our result
     df = sc.get.rank_genes_groups_df(got, group=None, key=case.get("key_added", "rank_genes_groups"))
     assert len(df) > 0 and {"names", "scores", "pvals_adj"} <= set(df.columns)
