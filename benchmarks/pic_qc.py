@@ -12,7 +12,7 @@ singlets down-sampled to 800 UMIs (singlets sorted as PICs); a calibration set (
 100 singlets) goes through the same deconvolve. Writes OUT_DIR/<grouping>_<method>_s<seed>.csv
 (each PIC's truth, calls and LLRs) and .json (run info), and prints the rates: the share of
 each kind called a doublet / flagged a triplet, per setting (level: doublet_test's p-value
-against reference singlets). First written by a review helper
+against reference singlets, triplet_scan's against doublets drawn from the reference). First written by a review helper
 (2026-12-06); results of seeds 0-2: benchmarks/results/pic-qc-cpu-2026-12-06.txt.
 """
 
@@ -172,17 +172,23 @@ res["dp"] = d_level["pic_doublet_p"]
 res["dcall_p0.01"] = d_level["pic_is_doublet"]
 res["dcall_p0.05"] = d_level["pic_doublet_p"] <= 0.05
 t_scan = time.time()
-tr = gsc.pic.triplet_scan(pics, ref, groupby="grp", inplace=False)
+tr = gsc.pic.triplet_scan(pics, ref, groupby="grp", min_llr=0, inplace=False)
 res["tllr"] = tr["pic_triplet_llr"]
 res["tcall0"] = tr["pic_is_triplet"]
 res["tside"] = tr["pic_triplet_side"].astype(str)
 res["tgroups"] = tr["pic_triplet_groups"].astype(str)
 tr20 = gsc.pic.triplet_scan(pics, ref, groupby="grp", min_llr=20, inplace=False)
 res["tcall20"] = tr20["pic_is_triplet"]
-trg = gsc.pic.triplet_scan(pics, ref, groupby="grp", weights=np.linspace(0.2, 0.8, 4), inplace=False)
+trg = gsc.pic.triplet_scan(pics, ref, groupby="grp", weights=np.linspace(0.2, 0.8, 4), min_llr=0, inplace=False)
 res["tllr_grid"] = trg["pic_triplet_llr"]
 tro = gsc.pic.triplet_scan(pics, ref, groupby="grp", alpha="obs", inplace=False)
 res["tllr_obsalpha"] = tro["pic_triplet_llr"]
+t_tlevel = time.time()
+trl = gsc.pic.triplet_scan(pics, ref, groupby="grp", level=0.01, seed=seed, inplace=False)
+t_tlevel = time.time() - t_tlevel
+res["tp"] = trl["pic_triplet_p"]
+res["tcall_p0.01"] = trl["pic_is_triplet"]
+res["tcall_p0.05"] = trl["pic_triplet_p"] <= 0.05
 t_qc = time.time() - t2
 stem = OUT / f"{grouping}_{method}_s{seed}"
 res.to_csv(f"{stem}.csv")
@@ -192,7 +198,7 @@ info = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in pics.uns
 gsc.pic.doublet_test(pics, ref, groupby="grp")
 info.update(n_markers=len(pics.uns["pic"]["markers"]), markers=list(pics.uns["pic"]["markers"]),
             qc_n_markers=pics.uns["pic_qc"]["doublet"]["n_markers"], t_build=t_build, t_deconvolve=t_dec, t_qc=t_qc,
-            t_level=t_level,
+            t_level=t_level, t_triplet_level=t_tlevel,
             t_triplet=time.time() - t_scan, groups_a=ga, groups_b=gb, n_ref=int(ref.n_obs), n_src=int(src.n_obs),
             ref_sizes=ref.obs["grp"].value_counts().to_dict(), kw={k: v for k, v in kw.items()})
 Path(f"{stem}.json").write_text(json.dumps(info, indent=1, default=str))
@@ -204,9 +210,11 @@ rates = {}
 for name, col in (("doublet_test obs, min_llr=0", "dcall_obs0"), ("doublet_test fit, min_llr=0", "dcall_fit0"),
                   ("doublet_test fit, min_llr=3.3", "dcall_fit3.3"), ("doublet_test level=0.01", "dcall_p0.01"),
                   ("doublet_test p <= 0.05", "dcall_p0.05"), ("triplet_scan min_llr=0", "tcall0"),
-                  ("triplet_scan min_llr=20", "tcall20")):
+                  ("triplet_scan min_llr=20", "tcall20"), ("triplet_scan level=0.01", "tcall_p0.01"),
+                  ("triplet_scan p <= 0.05", "tcall_p0.05")):
     called = res[col].fillna(False).astype(bool)
     rates[name] = {k: round(float(called[test & (res["kind"] == k)].mean()), 3)
                    for k in ("singlet_T", "singlet_MNP", "doublet", "triplet_AAB", "triplet_ABB")}
 print(pd.DataFrame(rates).T.to_string())
 print(f"doublet_test(level=0.01) took {t_level:.2f} s (the published rule: {t_qc / 4:.2f} s a call, about)")
+print(f"triplet_scan(level=0.01) took {t_tlevel:.2f} s")

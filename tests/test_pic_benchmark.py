@@ -377,6 +377,7 @@ def test_qc_benchmark_smoke(tmp_path):
     n_cells = int((gsc_datasets_annotation() != "?").sum())
     assert info["n_ref"] + info["n_src"] == n_cells and 0.25 < info["n_src"] / n_cells < 0.35
     assert (res["dcall_p0.05"] == (res["dp"] <= 0.05)).all()
+    assert (res["tcall_p0.05"] == (res["tp"] <= 0.05)).all() and "triplet_scan level=0.01" in r.stdout
     # the printed rates are over the 'test' PICs of each kind
     line = next(x for x in r.stdout.splitlines() if x.startswith("doublet_test level=0.01"))
     printed = [float(v) for v in line.split()[-5:]]

@@ -421,6 +421,56 @@ def test_doublet_test_calls_above_min_llr(pbmc):
     np.testing.assert_array_equal(res["pic_is_doublet"].to_numpy(), llr > 3.3)
 
 
+def test_triplet_scan_level_calls_against_reference_doublets(pbmc):
+    """By default (no min_llr) a PIC is flagged by a p-value against doublets drawn from the
+    reference (cross-fitted halves, the PICs' depths), each PIC scored as they are, at its pair
+    of highest likelihood: true doublets are flagged at about the level (LLR > 0 flagged most of
+    them), triplets much more often; the p-values follow neither row order."""
+    pics = make_pics(pbmc, 160, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    pics.obs.loc[pics.obs_names[0], "pic_status"] = "too_few_umis"
+    kind = pics.obs["kind"]
+    res = triplet_scan(pics, pbmc, groupby=GROUPBY, level=0.05, n_null=400, inplace=False)
+    p = res["pic_triplet_p"]
+    assert np.isnan(p.iloc[0]) and not res["pic_is_triplet"].iloc[0]
+    np.testing.assert_array_equal(res["pic_is_triplet"], p.fillna(2) <= 0.05)
+    assert ((p.dropna() >= 1 / 401) & (p.dropna() <= 1)).all()
+    assert (p[kind == "TB"] <= 0.05).mean() <= 0.1  # measured 0.03 (240 PICs, 1,000 null doublets)
+    assert (p[kind == "TBB"] <= 0.05).mean() >= 0.35  # measured 0.53
+    old = triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=0, inplace=False)
+    assert old["pic_is_triplet"][kind == "TB"].mean() > 0.4  # the LLR > 0 rule: 0.59 measured
+    for other_pics, other_ref in ((pics, pbmc[::-1].copy()), (pics[::-1].copy(), pbmc)):
+        got = triplet_scan(other_pics, other_ref, groupby=GROUPBY, level=0.05, n_null=400, inplace=False)
+        pd.testing.assert_series_equal(got["pic_triplet_p"].loc[pics.obs_names], p)
+    triplet_scan(pics, pbmc, groupby=GROUPBY, n_null=400, seed=2)  # the default: level 0.01
+    qc = pics.uns["pic_qc"]["triplet"]
+    assert qc["level"] == 0.01 and qc["n_null"] == 400 and qc["seed"] == 2
+    np.testing.assert_array_equal(pics.obs["pic_is_triplet"], pics.obs["pic_triplet_p"].fillna(2) <= 0.01)
+    triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=0)  # the p-values of the earlier call go
+    assert "pic_triplet_p" not in pics.obs and "level" not in pics.uns["pic_qc"]["triplet"]
+    for kw, match in (({"level": 0.05, "min_llr": 3.0}, "not both"),
+                      ({"level": 0.05, "alpha": "obs"}, "pass alpha='fit'"),
+                      ({"level": 1.5}, r"level must be a number in \(0, 1\)"),
+                      ({"n_null": 0}, "n_null must be a positive integer")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            triplet_scan(pics, pbmc, groupby=GROUPBY, **kw)
+    none_ok = pics.copy()  # no PIC to test: no null
+    none_ok.obs["pic_status"] = "too_few_umis"
+    res = triplet_scan(none_ok, pbmc, groupby=GROUPBY, inplace=False)
+    assert res["pic_triplet_p"].isna().all() and not res["pic_is_triplet"].any()
+
+
+def test_null_pvalues_by_hand():
+    """A p-value counts the null's values at or above the LLR, plus one, over the null's size
+    plus one; NaN stays NaN; each PIC against its nearer end's side's null."""
+    from gpu_sc.pic._doublet_null import null_pvalues, upper_pvalues
+
+    null = np.array([0.0, 1.0, 1.0, 3.0])
+    np.testing.assert_allclose(upper_pvalues(np.array([1.0, 2.0, np.nan, 4.0, -1.0]), null),
+                               [4 / 5, 2 / 5, np.nan, 1 / 5, 1.0])  # fmt: skip
+    got = null_pvalues(np.array([1.0, 1.0]), np.array([True, False]), (null, np.array([5.0])))
+    np.testing.assert_allclose(got, [4 / 5, 2 / 2])
+
+
 def test_triplet_scan_weights_are_symmetric(pbmc):
     """Each weight w comes with 1 - w (g1 and g2 mixed either way round): weights=(0.3,) and
     weights=(0.7,) scan the same triplets and give the same table."""
@@ -522,8 +572,8 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
                        r"1 genes not in var_names, e.g. \['NOPE_GENE'\]"),
     "min_llr NaN": (lambda p, s: doublet_test(p, s, groupby=GROUPBY, min_llr=np.nan), ValueError,
                     r"min_llr must be a number in \(-inf, inf\), got nan"),  # it flagged nothing, silently
-    "min_llr None": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, min_llr=None), ValueError,
-                     r"min_llr must be a number"),  # a TypeError from '>' after the scan
+    "min_llr text": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, min_llr="3"), ValueError,
+                     r"min_llr must be a number"),  # a TypeError from '>' after the scan (None: by level)
 }
 
 

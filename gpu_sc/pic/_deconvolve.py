@@ -35,8 +35,8 @@ _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
 # would read) stays beside the new calls.
 _STALE_OBS = (K.OBS_PIC_A, K.OBS_PIC_B, K.OBS_PIC_STATUS, *_FLOAT_KEYS,
               *(k for m in METHODS.values() for k in m.own_obs), K.OBS_PIC_DOUBLET_LLR, K.OBS_PIC_DOUBLET_P,
-              K.OBS_PIC_IS_DOUBLET, K.OBS_PIC_TRIPLET_LLR, K.OBS_PIC_TRIPLET_SIDE, K.OBS_PIC_TRIPLET_GROUPS,
-              K.OBS_PIC_IS_TRIPLET)  # fmt: skip
+              K.OBS_PIC_IS_DOUBLET, K.OBS_PIC_TRIPLET_LLR, K.OBS_PIC_TRIPLET_P, K.OBS_PIC_TRIPLET_SIDE,
+              K.OBS_PIC_TRIPLET_GROUPS, K.OBS_PIC_IS_TRIPLET)  # fmt: skip
 _STALE_OBSM = (*(k for m in METHODS.values() for k in m.own_obsm), K.OBSM_PAIR_POSTERIOR)
 _STALE_LAYERS = (K.PIC_EXPECTED, f"{K.PIC_EXPECTED}_a", f"{K.PIC_EXPECTED}_b")
 _STALE_UNS = (K.PIC_EXPECTED, K.UNS_PIC_QC, K.UNS_PIC_INTERACTION, K.UNS_PIC_PAIR_TEST)

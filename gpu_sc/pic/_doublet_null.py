@@ -1,4 +1,5 @@
-"""The doublet test's null: the LLR that singlets sorted as PICs get (doublet_test's `level`).
+"""The QC tests' nulls: the LLR that singlets sorted as PICs get (doublet_test's `level`), and the
+triplet LLR that doublets drawn from the reference get (triplet_scan's `level`).
 
 The LLR of a PIC that is one cell is not chi2-distributed: cells differ from their group's
 profile, and that difference reads as a second cell (on held-out pbmc4k cells at 800 UMIs,
@@ -61,10 +62,17 @@ def singlet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.n
 def _best_pair_llr(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_alpha, loglik) -> np.ndarray:
     """Each row's LLR (fitted alpha against its nearer end) at the pair whose fitted-alpha
     likelihood is the highest, as a search would assign the cell."""
+    return _best_pairs(u, prof, pairs, eps, fit_alpha, loglik)[2]
+
+
+def _best_pairs(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_alpha, loglik):
+    """(A group, B group, LLR against the nearer end) of each row's pair of highest fitted-alpha
+    likelihood, as a search would assign the row."""
     n = u.shape[0]
     rows, cols, vals = nonzeros(u)
     vals = vals.astype(np.float64)
     best, llr = np.full(n, -np.inf), np.zeros(n)
+    ia, ib = np.zeros(n, np.int64), np.zeros(n, np.int64)
     for a, b in pairs:
         pa, pb = prof[cols, a], prof[cols, b]
         alpha = fit_alpha(np, rows, vals, n, pa, pb, eps)
@@ -72,17 +80,67 @@ def _best_pair_llr(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_al
         end = loglik(np, rows, vals, n, pa, pb, np.where(alpha >= 0.5, 1.0, 0.0), eps)
         better = ll > best
         best, llr = np.where(better, ll, best), np.where(better, ll - end, llr)
-    return llr
+        ia, ib = np.where(better, a, ia), np.where(better, b, ib)
+    return ia, ib, llr
+
+
+def doublet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.ndarray,
+                 sides: tuple[np.ndarray, np.ndarray], markers: np.ndarray, depths: np.ndarray, *, n_null: int,
+                 seed: int, eps: float, profiles, fit_alpha, loglik, triplet_llr) -> np.ndarray:  # fmt: skip
+    """Sorted triplet LLRs of `n_null` doublets drawn from the reference, scored as PICs are
+    (triplet_scan's `level`). Each population's cells (canonical `order`) are dealt into two
+    halves; a doublet joins an A cell and a B cell of one half, its UMIs drawn without
+    replacement from the two cells' pooled counts to a depth drawn from the tested PICs'
+    `depths` (so alpha follows the cells' sizes, as in simulate_pics), and is scored against
+    profiles built without that half's cells: its pair the one of highest fitted-alpha
+    likelihood, then `triplet_llr(u, prof, ia, ib)` at that pair."""
+    pairs = [(a, b) for a in sides[0] for b in sides[1]]
+    used = np.isin(codes, np.concatenate(sides))
+    rng = np.random.default_rng([seed, 3])
+    dealt = [order[np.isin(codes[order], groups)] for groups in sides]
+    dealt = [rows[rng.permutation(rows.size)] for rows in dealt]
+    half = np.arange(n_null) % 2
+    members = [[rows[h::2] for h in (0, 1)] for rows in dealt]  # members[side][half]
+    cells = np.empty((n_null, 2), np.int64)
+    for h in (0, 1):
+        mine = np.flatnonzero(half == h)
+        for k in (0, 1):
+            pool = members[k][h] if members[k][h].size else dealt[k]  # a one-cell population: both halves
+            cells[mine, k] = pool[rng.integers(pool.size, size=mine.size)]
+    totals = np.rint(np.asarray(s.sum(axis=1)).ravel())
+    t_a, t_b = totals[cells[:, 0]], totals[cells[:, 1]]
+    want = np.minimum(rng.choice(np.sort(depths), size=n_null), t_a + t_b).astype(np.int64)
+    from_a = rng.hypergeometric(t_a.astype(np.int64), t_b.astype(np.int64), want)
+    parts = np.concatenate([cells[:, 0], cells[:, 1]])
+    wants = np.concatenate([from_a, want - from_a])
+    u = draw_rows(s, parts, wants, np.tile(np.arange(n_null), 2), n_null, seed)[:, np.flatnonzero(markers)].tocsr()
+    llr = np.empty(n_null)
+    for h in (0, 1):
+        out = np.zeros(s.shape[0], bool)
+        out[np.concatenate([members[0][h], members[1][h]])] = True
+        keep = used & ~out
+        prof = np.asarray(profiles(s[keep], codes[keep], n_groups, markers))
+        mine = np.flatnonzero(half == h)
+        ia, ib, _ = _best_pairs(u[mine], prof, pairs, eps, fit_alpha, loglik)
+        llr[mine] = triplet_llr(u[mine], prof, ia, ib)
+    return np.sort(llr)
 
 
 def null_pvalues(llr: np.ndarray, near_a: np.ndarray, null: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Each PIC's p-value: (1 + null LLRs of its nearer end's side at or above its LLR) /
-    (1 + that null's size); NaN where the LLR is."""
+    """Each PIC's p-value against the null of its nearer end's side (`upper_pvalues`)."""
     p = np.full(llr.shape, np.nan)
     for k, side in enumerate(null):
-        sel = (near_a if k == 0 else ~near_a) & ~np.isnan(llr)
-        above = side.size - np.searchsorted(side, llr[sel], side="left")
-        p[sel] = (1 + above) / (1 + side.size)
+        sel = near_a if k == 0 else ~near_a
+        p[sel] = upper_pvalues(llr[sel], side)
+    return p
+
+
+def upper_pvalues(llr: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(1 + values of the sorted `null` at or above each LLR) / (1 + the null's size); NaN where
+    the LLR is."""
+    p = np.full(llr.shape, np.nan)
+    sel = ~np.isnan(llr)
+    p[sel] = (1 + null.size - np.searchsorted(null, llr[sel], side="left")) / (1 + null.size)
     return p
 
 

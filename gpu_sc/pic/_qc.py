@@ -31,6 +31,7 @@ from .._keys import (
     OBS_PIC_IS_TRIPLET,
     OBS_PIC_TRIPLET_GROUPS,
     OBS_PIC_TRIPLET_LLR,
+    OBS_PIC_TRIPLET_P,
     OBS_PIC_TRIPLET_SIDE,
     UNS_PIC,
     UNS_PIC_QC,
@@ -40,7 +41,7 @@ from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, pic_columns
-from ._doublet_null import footprint_genes, null_pvalues, singlet_null
+from ._doublet_null import doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
 from ._expected import (
@@ -390,6 +391,8 @@ def doublet_test(
     make_actual(pics)
     for k in res:
         pics.obs[k] = res[k].to_numpy()
+    if OBS_PIC_DOUBLET_P not in res:  # a p-value of an earlier call with level would outlive its calls
+        pics.obs.drop(columns=OBS_PIC_DOUBLET_P, errors="ignore", inplace=True)
     qc = dict(pics.uns.get(UNS_PIC_QC, {}))
     qc["doublet"] = {"alpha": alpha, "min_llr": float(min_llr), "eps": float(eps),
                      "n_markers": int(st.markers.sum()), "groupby": groupby}  # fmt: skip
@@ -402,6 +405,7 @@ def doublet_test(
 
 
 _FEW_BEYOND = 4  # null cells above a level's cut under which one cell decides the power
+DEFAULT_TRIPLET_LEVEL = 0.01  # triplet_scan's p-value cut where neither min_llr nor level is given
 
 
 def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: str):
@@ -456,7 +460,10 @@ def triplet_scan(
     weights: Sequence[float] = (0.5,),
     alpha: str = "fit",
     markers=None,
-    min_llr: float = 0.0,
+    min_llr: float | None = None,
+    level: float | None = None,
+    n_null: int = 1000,
+    seed: int = 0,
     eps: float = EPS,
     layer: str | None = None,
     singlets_layer: str | None = None,
@@ -467,8 +474,23 @@ def triplet_scan(
 
     For side A, every unordered pair {g1, g2} of distinct A groups and every weight w (of
     `weights`, with 1 - w added) replaces P[., a_n] by w P[., g1] + (1 - w) P[., g2]; side B
-    likewise. LLR_n = (best such triplet LL) - (doublet LL of the assigned pair), both with the
-    same alpha rule (`alpha`). A PIC is flagged when LLR_n > `min_llr`.
+    likewise. LLR_n = (best such triplet LL) - (doublet LL of the pair), both with the same
+    alpha rule (`alpha`).
+
+    By default (no `min_llr`, alpha='fit') a PIC is flagged by a p-value against doublets drawn
+    from the reference: `n_null` pairs of an A and a B reference cell, their pooled UMIs drawn
+    without replacement to depths drawn from the PICs', scored against profiles built without
+    their half of the cells (two cross-fitted halves). PICs and null doublets are scored alike,
+    at the pair of highest fitted-alpha likelihood over the scan's genes (mostly deconvolve's:
+    at deconvolve's own pair, a PIC whose pair fits less well here than another gains from any
+    triplet, which no null doublet does; 35 % of true T + DC doublets then had p <= 0.05). The
+    p-value is the share of the null at or above the PIC's LLR (``pics.obs['pic_triplet_p']``);
+    flagged where it is at most `level`. Measured on 800-UMI PICs from held-out pbmc4k cells
+    (``benchmarks/pic_qc.py``, seeds 0-2, ml; ``benchmarks/results/pic-qc-cpu-2026-12-07-triplet-level.txt``):
+    true doublets flagged at level 0.01 in 0-2.2 % (mean 0.7 %) and at 0.05 in 1.8-5.5 % (mean
+    3.8 %; the LLR > 0 rule: 16-43 %); true triplets of two A lineages (T, B, NK) and an MNP
+    found in 1-15 % at 0.01 and 12-28 % at 0.05, of T subclusters or CD4 + CD8 in 0-3 % and
+    4-10 %: at 800 UMIs the scan finds few triplets, and of close groups hardly any.
 
     The populations: `groups_a` / `groups_b` if given, else pics.uns['pic']['groups_a'] /
     ['groups_b'] if present, else the groups assigned to some PIC on that side. Cost: (K_A
@@ -488,15 +510,19 @@ def triplet_scan(
         'fit' (default): alpha optimised separately for the doublet and every triplet model;
         'obs': pics.obs[alpha_key] kept for all models.
     min_llr
-        Smallest LLR (natural log) of a flagged triplet. The default 0 flags every PIC that a
-        triplet fits better at all, and the triplet models have more freedom than the doublet:
-        most true doublets pass it (66 % of the 195 T + DC doublets of
-        ``gsc.datasets.pbmc_t_dc_pics``, median LLR 0.8). Calibrate it on known doublets, e.g.
-        the 99th percentile of the LLR of ``simulate_pics`` doublets from held-out singlets.
-        Measured on 800-UMI PICs from held-out pbmc4k cells (``benchmarks/pic_qc.py``, seeds
-        0-2, ml): the default flagged 16-23 % of true doublets and 18-19 % of true T+T+MNP
-        triplets; that calibrated threshold 0.3-3.3 % of doublets and 3-6 % of triplets; 20
-        flagged nothing. At that depth the scan finds few triplets of close groups.
+        None (default): flags by `level`; with alpha='obs', where there is no null, LLR_n > 0.
+        A number: flags LLR_n > `min_llr` at the assigned pair, with no null drawn (the rule
+        before `level`). 0 flags every PIC that a triplet fits better at all, and the triplet
+        models have more freedom than the doublet: most true doublets pass it (66 % of the 195
+        T + DC doublets of ``gsc.datasets.pbmc_t_dc_pics``, median LLR 0.8; on the 800-UMI
+        pbmc4k PICs above 16-23 % of true doublets and 18-19 % of true T+T+MNP triplets; at
+        the 99th percentile of known doublets' LLRs 0.3-3.3 % and 3-6 %; 20 flagged nothing).
+    level
+        The p-value at or below which a PIC is flagged (None: 0.01 where `min_llr` is not
+        given); needs alpha='fit' (a doublet drawn from the reference has no deconvolved alpha).
+    n_null, seed
+        The doublets drawn from the reference for the null, and the seed of the draws (cells,
+        depths and UMIs; independent of the singlets' row order).
     inplace
         Write obs/uns; otherwise return the DataFrame of the would-be obs columns.
 
@@ -505,11 +531,28 @@ def triplet_scan(
     ``None`` and writes ``pics.obs['pic_triplet_llr']`` (float64, NaN for PICs not 'ok'),
     ``pics.obs['pic_triplet_side']`` (categorical 'a' / 'b': the side of the best triplet),
     ``pics.obs['pic_triplet_groups']`` ('g1|g2': the two groups of the best triplet), ``pics.obs['pic_is_triplet']``
-    (bool) and ``pics.uns['pic_qc']['triplet']``; or the DataFrame when not ``inplace``.
+    (bool), with a p-value ``pics.obs['pic_triplet_p']`` (float64, NaN for PICs not 'ok'), and
+    ``pics.uns['pic_qc']['triplet']`` (with `level`, `n_null` and `seed` where it calls by
+    p-value); or the DataFrame when not ``inplace``.
     Nothing changes when an error is raised.
     """
     step = "triplet_scan"
     cols = pic_columns(columns, step=step)
+    if min_llr is not None and level is not None:
+        msg = (f"{step}: pass min_llr (a call where the LLR exceeds it) or level (a call by a p-value against "
+               f"doublets drawn from the reference), not both (got min_llr={min_llr!r}, level={level!r}).")
+        raise ValueError(msg)
+    if min_llr is None and alpha == "fit":  # the default: calls by the p-value
+        level = DEFAULT_TRIPLET_LEVEL if level is None else level
+    elif level is not None:
+        msg = (f"{step}: level={level} calls by a p-value against doublets drawn from the reference, which "
+               f"have no deconvolved alpha: pass alpha='fit' (got alpha={alpha!r}).")  # fmt: skip
+        raise ValueError(msg)
+    min_llr = 0.0 if min_llr is None else min_llr  # (alpha='obs' without min_llr: the LLR > 0 rule)
+    if level is not None:
+        level = check_number(level, "level", step=step, low=0, high=1, high_open=True)
+        n_null = check_int(n_null, step=step, name="n_null", hint=" (doublets drawn from the reference)")
+        seed = check_seed(seed, step=step)
     given = np.atleast_1d(np.asarray(weights, dtype=np.float64))  # a single weight too
     w = np.unique(np.concatenate([given, 1 - given]))
     if given.ndim != 1 or w.size == 0 or not np.all((w > 0) & (w < 1)):
@@ -531,25 +574,21 @@ def triplet_scan(
     if all(v.size < 2 for v in sides.values()):
         msg = f"{step}: both populations have fewer than 2 groups; there is no triplet to test."
         raise ValueError(msg)
-    xp = st.xp
-    pa = st.profile_at(st.ia[st.rows_ok])
-    pb = st.profile_at(st.ib[st.rows_ok])
-    ll_doublet, _ = st.loglik(pa, pb)
-    best = xp.full(st.n, -xp.inf)
-    best_side = np.zeros(st.n, dtype=np.int8)
-    best_pair = np.zeros((st.n, 2), dtype=np.int64)
-    for s_i, (side, groups) in enumerate(sides.items()):
-        for g1, g2 in itertools.combinations(groups.tolist(), 2):
-            for wt in w:
-                mix = wt * st.profiles[:, g1] + (1.0 - wt) * st.profiles[:, g2]
-                pm = mix[st.cols]
-                ll, _ = st.loglik(pm, pb) if side == "a" else st.loglik(pa, pm)
-                better = ll > best
-                best = xp.where(better, ll, best)
-                bh = to_host(better)
-                best_side[bh] = s_i
-                best_pair[bh] = (g1, g2)
-    llr = _full(best - ll_doublet, st.rows_ok, pics.n_obs)
+    ia, ib = st.ia[st.rows_ok], st.ib[st.rows_ok]
+    if level is not None:  # scored as the null is: at the pair of highest likelihood here
+        ia, ib = _best_pair(st, sides["a"], sides["b"])
+    pa, pb = st.profile_at(ia), st.profile_at(ib)
+    gain, best_side, best_pair = _scan(st.xp, lambda x, y: st.loglik(x, y)[0], st.profiles, st.cols, pa, pb,
+                                       (sides["a"], sides["b"]), w, st.n)  # fmt: skip
+    llr = _full(gain, st.rows_ok, pics.n_obs)
+    if level is None:
+        called = np.nan_to_num(llr, nan=-np.inf) > min_llr
+    elif st.n == 0:  # no PIC to test: no null to draw
+        called, pvalue = np.zeros(pics.n_obs, bool), np.full(pics.n_obs, np.nan)
+    else:
+        null = _triplet_null(singlets, st, (sides["a"], sides["b"]), w, n_null=n_null, seed=seed, step=step)
+        pvalue = upper_pvalues(llr, null)
+        called = np.nan_to_num(pvalue, nan=2.0) <= level
     side_full = np.full(pics.n_obs, None, dtype=object)
     side_full[st.rows_ok] = np.where(best_side == 0, "a", "b")
     pair_full = np.full(pics.n_obs, None, dtype=object)
@@ -559,19 +598,84 @@ def triplet_scan(
             OBS_PIC_TRIPLET_LLR: llr,
             OBS_PIC_TRIPLET_SIDE: pd.Categorical(side_full, categories=["a", "b"]),
             OBS_PIC_TRIPLET_GROUPS: pd.Categorical(pair_full),
-            OBS_PIC_IS_TRIPLET: np.nan_to_num(llr, nan=-np.inf) > min_llr,
+            OBS_PIC_IS_TRIPLET: called,
         },
         index=pics.obs_names,
     )
+    if level is not None:
+        res[OBS_PIC_TRIPLET_P] = pvalue
     if not inplace:
         return res
     make_actual(pics)
     for k in res:
-        pics.obs[k] = res[k].to_numpy() if k in (OBS_PIC_TRIPLET_LLR, OBS_PIC_IS_TRIPLET) else res[k].values
+        pics.obs[k] = res[k].values if isinstance(res[k].dtype, pd.CategoricalDtype) else res[k].to_numpy()
+    if OBS_PIC_TRIPLET_P not in res:  # a p-value of an earlier call with level would outlive its calls
+        pics.obs.drop(columns=OBS_PIC_TRIPLET_P, errors="ignore", inplace=True)
     qc = dict(pics.uns.get(UNS_PIC_QC, {}))
     qc["triplet"] = {"alpha": alpha, "min_llr": float(min_llr), "eps": float(eps), "weights": w,
                      "n_markers": int(st.markers.sum()), "groupby": groupby,
                      "groups_a": np.asarray([st.names[i] for i in sides["a"]], dtype=str),
                      "groups_b": np.asarray([st.names[i] for i in sides["b"]], dtype=str)}  # fmt: skip
+    if level is not None:
+        qc["triplet"].update(level=level, n_null=n_null, seed=seed)
     pics.uns[UNS_PIC_QC] = qc
     return None
+
+
+def _best_pair(st: _Setup, groups_a, groups_b) -> tuple[np.ndarray, np.ndarray]:
+    """(A group, B group) per used PIC: the pair of highest (fitted-alpha) likelihood over the
+    test's genes and profiles, ties to the first in A-major order; host arrays."""
+    xp = st.xp
+    best = xp.full(st.n, -xp.inf)
+    ia, ib = np.zeros(st.n, np.int64), np.zeros(st.n, np.int64)
+    for a in groups_a.tolist():
+        for b in groups_b.tolist():
+            ll, _ = st.loglik(st.profiles[st.cols, a], st.profiles[st.cols, b])
+            better = ll > best
+            best = xp.where(better, ll, best)
+            better = to_host(better)
+            ia[better], ib[better] = a, b
+    return ia, ib
+
+
+def _scan(xp, loglik, profiles, cols, pa, pb, sides, w, n):
+    """(best within-side mixture LL - the doublet LL, the side of the best (0: A, 1: B), its two
+    groups) per PIC. `loglik(pa, pb)`: LL per PIC of profile values at its nonzeros (`cols`:
+    each nonzero's marker column); `pa`, `pb`: the pair's; `sides`: each population's
+    group codes; every unordered pair of one side's groups at every weight of `w` replaces that
+    side's profile."""
+    best = xp.full(n, -xp.inf)
+    best_side = np.zeros(n, dtype=np.int8)
+    best_pair = np.zeros((n, 2), dtype=np.int64)
+    for s_i, groups in enumerate(sides):
+        for g1, g2 in itertools.combinations(groups.tolist(), 2):
+            for wt in w:
+                pm = (wt * profiles[:, g1] + (1.0 - wt) * profiles[:, g2])[cols]
+                ll = loglik(pm, pb) if s_i == 0 else loglik(pa, pm)
+                better = ll > best
+                best = xp.where(better, ll, best)
+                bh = to_host(better)
+                best_side[bh] = s_i
+                best_pair[bh] = (g1, g2)
+    return best - loglik(pa, pb), best_side, best_pair
+
+
+def _triplet_null(singlets, st: _Setup, sides, w, *, n_null: int, seed: int, step: str) -> np.ndarray:
+    """`doublet_null` of the scan's reference, markers, weights and tested PICs' depths (their
+    counts, the layer where one is given), scored with a fitted alpha, on the host."""
+    depths = to_host(_ops.row_sums(_ops.parts(st.counts))[0])[st.rows_ok]
+
+    def triplet_llr(u, prof, ia, ib):
+        rows, cols, vals = nonzeros(u)
+        vals, n = vals.astype(np.float64), u.shape[0]
+
+        def loglik(pa, pb):
+            alpha = _fit_alpha(np, rows, vals, n, pa, pb, st.eps)
+            return _ll(np, rows, vals, n, pa, pb, alpha, st.eps)
+
+        pa, pb = prof[cols, ia[rows]], prof[cols, ib[rows]]
+        return _scan(np, loglik, prof, cols, pa, pb, sides, w, n)[0]
+
+    return doublet_null(st.host_singlets(step), st.s_codes, len(st.names), canonical_rows(singlets), sides,
+                        st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
+                        fit_alpha=_fit_alpha, loglik=_ll, triplet_llr=triplet_llr)  # fmt: skip
