@@ -261,3 +261,32 @@ def test_var_with_dof_two_as_scanpy_and_by_hand(kind):
     got = gsc.get.aggregate(a, "g", "var", dof=2)
     np.testing.assert_allclose(np.asarray(ref.layers["var"]).ravel(), [14.0, 24.0])
     assert_same_adata(got, ref)
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_float64_values_summed_in_scanpys_row_order(kind):
+    """float64 values that are not exact in any order (float32 inputs sum exactly in float64, so
+    they cannot show the order): scanpy's indicator product adds a group's rows in row order,
+    and so must ours, bit for bit."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((400, 6)) * 10.0 ** rng.integers(-6, 6, (400, 6))
+    a = ad.AnnData(as_type(sp.csr_matrix(x), kind), obs=pd.DataFrame(
+        {"g": pd.Categorical(rng.integers(0, 3, 400).astype(str))}, index=[str(i) for i in range(400)]))
+    ref = sc.get.aggregate(a, "g", func=["sum", "mean", "var"])
+    got = gsc.get.aggregate(a, "g", func=["sum", "mean", "var"])
+    assert_same_adata(got, ref)
+
+
+def test_unused_categories_dropped_and_no_index_warning_as_scanpy(cells):
+    """A categorical `by` column with a category no cell holds: scanpy's result drops it from
+    the groups and from the obs column's categories; an obsm aggregate names its columns by
+    text without anndata's 'Transforming to str index' warning."""
+    a = cells.copy()
+    a.obs["cat"] = pd.Categorical(a.obs["grp"], categories=[*sorted(a.obs["grp"].unique()), "unused"])
+    ref = sc.get.aggregate(a, ["cat", "half"], func="sum")
+    got = gsc.get.aggregate(a, ["cat", "half"], func="sum")
+    assert_same_adata(got, ref)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ad.ImplicitModificationWarning)
+        got = gsc.get.aggregate(a, "grp", func="sum", obsm="emb")
+    assert list(got.var_names) == [str(i) for i in range(5)]

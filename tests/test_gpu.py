@@ -426,6 +426,7 @@ def test_integer_sparse_counts_get_a_float_dtype_on_the_gpu():
     assert sparse_float_dtype(big) == np.float64
     assert sparse_float_dtype(sp.csr_matrix((3, 4), dtype=np.int64)) == np.float32
     assert sparse_float_dtype(small.astype(np.float32)) == np.float32
+    assert sparse_float_dtype(counts.astype(np.uint16)) == np.float32  # unsigned counts too (h5ad's uint)
 
 
 def test_to_gpu_takes_integer_counts(device, pbmc):

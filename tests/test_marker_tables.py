@@ -423,3 +423,19 @@ def test_fold_change_equal_to_the_threshold_is_dropped_as_in_scanpy():
         gsc.tl.filter_rank_genes_groups(got, **kw)
         pd.testing.assert_frame_equal(_names(got), _names(ref))
         assert ("g0" in _names(got)["A"].tolist()) == bool(kw)
+
+
+def test_filter_of_a_raw_ranking_reads_raw_by_default_as_scanpy(logged):
+    """A ranking made on raw (use_raw defaults to True where raw is set) is filtered on raw's
+    values by default (its params' use_raw), not on X, here scaled: no zeros, other fold changes."""
+    a = logged[:, :120].copy()
+    a.raw = a
+    a.X = (a.X.toarray() if hasattr(a.X, "toarray") else a.X) * 2.0 + 1.0
+    ranked = _ranked(a, groups=["CD14+ Monocyte", "Dendritic"], n_genes=30)
+    ref, got = ranked.copy(), ranked.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.filter_rank_genes_groups(ref, min_fold_change=0.5)
+    gsc.tl.filter_rank_genes_groups(got, min_fold_change=0.5)
+    pd.testing.assert_frame_equal(_names(got), _names(ref))
+    assert _names(got).notna().any().any()

@@ -133,3 +133,14 @@ def test_dask_split_along_genes_and_obs_columns_alone(pbmc):
     pd.testing.assert_frame_equal(gsc.get.var_df(b, cells), sc.get.var_df(pbmc, cells))
     pd.testing.assert_frame_equal(gsc.get.obs_df(pbmc, ["n_genes"], layer="nope"),
                                   sc.get.obs_df(pbmc, ["n_genes"], layer="nope"))  # fmt: skip
+
+
+def test_genes_asked_in_a_cyclic_order_and_a_negative_obsm_column_as_scanpy(pbmc):
+    """Genes asked in an order that is no swap of two (a 3-cycle and its reverse), and obsm
+    column -1, which scanpy's indexing takes."""
+    genes = list(pbmc.var_names[[40, 3, 17, 9]])
+    for order in ([2, 0, 1], [1, 2, 0], [3, 1, 2, 0]):
+        keys = [genes[i] for i in order]
+        pd.testing.assert_frame_equal(gsc.get.obs_df(pbmc, keys), sc.get.obs_df(pbmc, keys))
+    pd.testing.assert_frame_equal(gsc.get.obs_df(pbmc, obsm_keys=[("X_pca", -1)]),
+                                  sc.get.obs_df(pbmc, obsm_keys=[("X_pca", -1)]))

@@ -392,6 +392,8 @@ def test_doublet_test_level_calls_against_singlets(pbmc):
     assert qc["level"] == 0.05 and qc["n_null"] == 50 and qc["markers"] == "footprint"
     assert 20 <= qc["n_markers"] <= 200  # up to 100 genes raised on each side, 2-fold or more
     assert (pics.obs["pic_doublet_p"].dropna() >= 1 / 51).all()  # at most 50 cells a side: p >= 1 / 51
+    doublet_test(pics, pbmc, groupby=GROUPBY)  # without a level the earlier call's p-values go
+    assert "pic_doublet_p" not in pics.obs and "level" not in pics.uns["pic_qc"]["doublet"]
     with pytest.warns(UserWarning, match=r"population A holds 50 reference cells.*no PIC nearer that end can be called"):
         doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, inplace=False)
     none_ok = pics.copy()  # no PIC to test: no null (numpy's "a cannot be empty" before)

@@ -503,3 +503,30 @@ def test_bonferroni_over_every_gene_like_scanpy(logged):
         assert_close(g["pvals_adj"].to_numpy(), r["pvals_adj"].to_numpy(), dtype=np.float64, n_terms=4, scale=1e-300,
                      err_msg=str(group))  # fmt: skip
     assert clipped > 0  # the data reach the clip
+
+
+def test_pts_against_a_reference_writes_no_pts_rest_as_scanpy(logged):
+    """With a named reference, scanpy stores `pts` (every group, reference included) but no
+    `pts_rest`; the long table then has no pct_nz_reference column."""
+    a = logged[:, :60].copy()
+    ref, got = a.copy(), a.copy()
+    kw = {"reference": "CD14+ Monocyte", "pts": True, "n_genes": 10}
+    sc.tl.rank_genes_groups(ref, "grp", **kw)
+    gsc.tl.rank_genes_groups(got, "grp", **kw)
+    assert ("pts_rest" in got.uns["rank_genes_groups"]) == ("pts_rest" in ref.uns["rank_genes_groups"])
+    assert_like_scanpy(got, ref, top=10)
+
+
+def test_rank_genes_groups_df_fold_change_bounds_are_strict_as_scanpy(logged):
+    """log2fc_min / log2fc_max / pval_cutoff equal to a stored value: scanpy keeps only values
+    strictly beyond the bound, so that row leaves the table."""
+    a = logged[:, :80].copy()
+    gsc.tl.rank_genes_groups(a, "grp", groups=["CD14+ Monocyte"], n_genes=20)
+    r = a.uns["rank_genes_groups"]
+    lfc = float(r["logfoldchanges"]["CD14+ Monocyte"][5])
+    pv = float(r["pvals_adj"]["CD14+ Monocyte"][5])
+    for kw in ({"log2fc_min": lfc}, {"log2fc_max": lfc}, {"pval_cutoff": pv}):
+        got = gsc.get.rank_genes_groups_df(a, "CD14+ Monocyte", **kw)
+        want = sc.get.rank_genes_groups_df(a, "CD14+ Monocyte", **kw)
+        pd.testing.assert_frame_equal(got, want)
+        assert r["names"]["CD14+ Monocyte"][5] not in set(got["names"])

@@ -284,3 +284,36 @@ def test_dense_dask_blocks_bin_the_genes_as_in_memory(logged, dtype):
     gsc.tl.score_genes(mem, genes, random_state=0)
     gsc.tl.score_genes(lazy, genes, random_state=0)
     pd.testing.assert_series_equal(lazy.obs["score"], mem.obs["score"])
+
+
+def _tiered(n_cells=30):
+    """Cells whose genes have fixed per-gene levels (times a per-cell factor): 10 genes never
+    expressed (one tied expression bin), then genes of levels 1..40 (bins of three: 80 genes, 25 bins), and
+    30 genes tied at the top level (one large bin)."""
+    levels = np.concatenate([np.zeros(10), np.arange(1, 41), np.full(30, 41.0)])
+    x = np.outer(1 + np.arange(n_cells) / n_cells, levels)
+    names = [f"g{i}" for i in range(levels.size)]
+    return sc.AnnData(x, obs=pd.DataFrame(index=[f"c{i}" for i in range(n_cells)]), var=pd.DataFrame(index=names))
+
+
+def test_cell_cycle_zero_s_score_is_not_g1_as_scanpy():
+    """S genes unexpressed, as their controls: S_score exactly 0; G2M genes below their
+    controls in every cell: G2M_score < 0. scanpy calls G1 only where both scores are below 0 (here: S)."""
+    a = _tiered()
+    kw = {"s_genes": ["g0", "g1"], "g2m_genes": ["g12", "g14"]}
+    ref, got = a.copy(), a.copy()
+    sc.tl.score_genes_cell_cycle(ref, **kw)
+    gsc.tl.score_genes_cell_cycle(got, **kw)
+    assert (got.obs["S_score"] == 0).all() and (got.obs["G2M_score"] < 0).all()
+    pd.testing.assert_frame_equal(got.obs, ref.obs)
+
+
+def test_a_bin_of_exactly_ctrl_size_genes_draws_nothing_as_scanpy():
+    """A gene-list bin holding exactly ctrl_size genes takes them all without a draw (scanpy
+    samples only from larger bins), so the next bin's draw from the seeded generator is scanpy's."""
+    a = _tiered()
+    for genes in (["g12", "g75"], ["g21", "g60"]):
+        ref, got = a.copy(), a.copy()
+        sc.tl.score_genes(ref, genes, ctrl_size=3)
+        gsc.tl.score_genes(got, genes, ctrl_size=3)
+        np.testing.assert_array_equal(got.obs["score"].to_numpy(), ref.obs["score"].to_numpy())

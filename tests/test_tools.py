@@ -573,3 +573,18 @@ def test_umap_on_x_with_unsigned_index_arrays_as_scanpy(pbmc):
         sc.tl.umap(ref, maxiter=20)
     umap(a, maxiter=20)
     assert_same(a.obsm["X_umap"], ref.obsm["X_umap"])
+
+
+def test_embedding_density_of_another_basis_as_scanpy():
+    """basis='pca' (beside an X_umap it must not read): scanpy's obs['pca_density'], exactly."""
+    from anndata import AnnData
+
+    import gpu_sc as gsc
+
+    rng = np.random.default_rng(0)
+    obsm = {"X_pca": rng.normal(size=(120, 3)), "X_umap": rng.normal(size=(120, 2)) * 5}
+    ref, got = (AnnData(obs=pd.DataFrame(index=[f"c{i}" for i in range(120)]), obsm=dict(obsm)) for _ in range(2))
+    sc.tl.embedding_density(ref, "pca")
+    gsc.tl.embedding_density(got, "pca")
+    assert "umap_density" not in got.obs
+    pd.testing.assert_series_equal(got.obs["pca_density"], ref.obs["pca_density"])
