@@ -149,3 +149,22 @@ def test_chunked_on_backed_adata_with_base_as_scanpy(tmp_path):
     # numpy's log1p, then a division by numpy's log(2) in float64, rounded once: as in memory
     assert_close(a.X[:], ref.X[:], dtype=np.float32)
     assert_close(a.X[:], np.log1p(x.astype(np.float64)) / np.log(2), dtype=np.float32)
+
+
+def test_bad_values_of_a_view_refused_while_it_is_a_view(pbmc):
+    """A value below -1 in a view: the error leaves it a view of its parent (it became an object
+    of its own first, so later writes to the parent no longer showed through it)."""
+    a = pbmc[:120].copy()
+    a.X.data[0] = -5.0
+    v = a[:60]
+    with pytest.raises(ValueError, match="below -1"):
+        gsc.pp.log1p(v)
+    assert v.is_view
+    a.X[0, 0] = 123.0
+    assert v.X[0, 0] == 123.0
+    w = a[60:]  # a good view is logged as scanpy logs it (made actual)
+    ref = w.copy()
+    sc.pp.log1p(ref)
+    gsc.pp.log1p(w)
+    assert not w.is_view
+    np.testing.assert_array_equal(w.X.toarray(), ref.X.toarray())

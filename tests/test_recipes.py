@@ -167,11 +167,35 @@ def test_weinreb17_runs_scanpys_on_dense_and_refuses_the_rest():
     got = _quiet(gsc.pp.recipe_weinreb17, a, n_pcs=10, copy=True)
     np.testing.assert_array_equal(got.X, ref.X)
     np.testing.assert_allclose(np.abs(got.obsm["X_pca"]), np.abs(ref.obsm["X_pca"]), rtol=1e-4, atol=1e-5)
+    inplace, want = a.copy(), a.copy()  # in place: scanpy's result, in the caller's object
+    _quiet(gsc.pp.recipe_weinreb17, inplace, n_pcs=10)
+    _quiet(sc.pp.recipe_weinreb17, want, n_pcs=10)
+    np.testing.assert_array_equal(inplace.X, want.X)
+    assert list(inplace.var_names) == list(want.var_names) and set(inplace.uns) == set(want.uns)
+    # scanpy's fails in its PCA after its filter and logs (no gene above the threshold): ours
+    # leaves adata as it was (scanpy's left it 300 x 0, logged)
+    before = a.copy()
+    with pytest.raises(ValueError, match="0 feature"):
+        _quiet(gsc.pp.recipe_weinreb17, a, n_pcs=10, mean_threshold=1e9)
+    assert a.shape == before.shape and np.array_equal(a.X, before.X) and set(a.uns) == set(before.uns)
     a.X = sp.csr_matrix(a.X)
     before = a.X.copy()
     with pytest.raises(ValueError, match=r"dense in-memory NumPy X .* got a CSR matrix"):
         gsc.pp.recipe_weinreb17(a)
     assert (before != a.X).nnz == 0
+
+
+@pytest.mark.parametrize("recipe", ["recipe_zheng17", "recipe_seurat"])
+def test_recipe_refuses_negative_counts_before_any_step(recipe):
+    """A negative count reached log1p only after the filters and normalisation had changed
+    adata (scanpy: an IndexError after the same changes); now it is refused first."""
+    a = _load("pbmc68k_reduced_counts.h5ad")
+    a.X.data[0] = -2.0
+    before = a.copy()
+    with pytest.raises(ValueError, match=rf"{recipe}: expects non-negative counts but found 1 negative"):
+        _quiet(getattr(gsc.pp, recipe), a)
+    assert a.shape == before.shape and (a.X != before.X).nnz == 0 and list(a.obs) == list(before.obs)
+    _quiet(getattr(gsc.pp, recipe), a, log=False, copy=True)  # not logged: negative values pass, as in scanpy
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [

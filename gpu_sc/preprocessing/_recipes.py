@@ -10,7 +10,7 @@ from anndata import AnnData
 from .._backend import describe, is_dask, is_gpu, is_sparse
 from .._scanpy_own import scanpy_own
 from .._settings import user_stacklevel
-from .._validation import check_anndata, check_int, old_positionals
+from .._validation import check_anndata, check_counts, check_int, old_positionals
 from ._filter import _subset_inplace, filter_cells, filter_genes
 from ._filter_genes_dispersion import filter_genes_dispersion
 from ._log1p import log1p
@@ -37,11 +37,13 @@ def recipe_zheng17(
     `plot` draws scanpy's dispersion plot (needs scanpy). With a Dask X every step stays lazy
     except the passes that compute per-gene statistics. Like scanpy's, the recipe changes
     `adata` step by step: an error in a later step leaves the earlier steps done (pass
-    ``copy=True`` to keep `adata` as it was). Where a filter leaves no gene (filter_genes, or the
+    ``copy=True`` to keep `adata` as it was); with `log`, an in-memory X that is not counts
+    (NaN, inf, negative values) is refused before the first step. Where a filter leaves no gene (filter_genes, or the
     dispersion filter) it warns, naming that filter, and stops there.
     """
     check_anndata(adata, step="recipe_zheng17")
     check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
+    _check_loggable(adata, "recipe_zheng17", log=log)
     if copy:
         adata = adata.copy()
     filter_genes(adata, min_counts=1)
@@ -80,6 +82,7 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     filter, and stops, `adata` left as that filter made it.
     """
     check_anndata(adata, step="recipe_seurat")
+    _check_loggable(adata, "recipe_seurat", log=log)
     if copy:
         adata = adata.copy()
     filter_cells(adata, min_genes=200)
@@ -107,7 +110,9 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
 
     The recipe is defined for dense in-memory NumPy X only (scanpy refuses sparse X), so it runs
     scanpy's code, with scanpy's parameters (`log`, `mean_threshold`, `cv_threshold`, `n_pcs`,
-    `svd_solver`, `random_state`); other matrices get a clear error before anything changes.
+    `svd_solver`, `random_state`); other matrices get a clear error before anything changes. It
+    runs on a copy that replaces `adata` only once the recipe has finished, so an error in one of
+    its later steps leaves `adata` as it was (scanpy's leaves the earlier steps done).
     """
     check_anndata(adata, step="recipe_weinreb17")
     x = adata.X
@@ -117,7 +122,23 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
                "densify a small dataset on the host (adata.X = adata.X.toarray()), or use recipe_zheng17 or "
                "the steps themselves.")  # fmt: skip
         raise ValueError(msg)
-    return scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")(adata, copy=copy, **kwargs)
+    recipe = scanpy_own("pp", "recipe_weinreb17", "scanpy.preprocessing._recipes")
+    if copy:
+        return recipe(adata, copy=True, **kwargs)
+    # scanpy's recipe changes adata step by step and can fail late (no gene above mean_threshold:
+    # scikit-learn's PCA error after the filter and the logs); run it on a copy, keep it on success
+    work = adata.copy()
+    recipe(work, copy=False, **kwargs)
+    adata._init_as_actual(work)
+    return None
+
+
+def _check_loggable(adata: AnnData, step: str, *, log: bool) -> None:
+    """With `log`, an in-memory X of finite, non-negative counts before any step changes adata
+    (log1p, the recipe's later step, refused them only after the filters and normalisation had
+    run); a Dask X is checked where its steps compute."""
+    if log and adata.X is not None and not is_dask(adata.X) and not adata.isbacked:
+        check_counts(adata.X, step=step)
 
 
 def _none_left(adata: AnnData, step: str, after: str = "the dispersion filter", *, log: bool = False) -> bool:
