@@ -120,6 +120,10 @@ def filter_genes_dispersion(
 
 def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.recarray:
     """Every gene's statistics and whether it is selected (scanpy's record), from one pass over X."""
+    if x.shape[0] < 2:  # scanpy keeps the genes whose round-off gives a variance over one cell
+        warnings.warn(f"{_STEP}: {x.shape[0]} cell(s): a gene's variance over fewer than 2 cells is undefined, so no "
+                      "gene has a dispersion and none is kept; give more cells.", UserWarning,
+                      stacklevel=user_stacklevel())  # fmt: skip
     mean, var = col_mean_var(numeric_matrix(x, step=_STEP))
     df = _dispersion_frame(mean, var, None, flavor=flavor, n_bins=n_bins, cutoff=None, log=log, step=_STEP)
     mean = df[K.VAR_MEANS].to_numpy()  # zero means at 1e-12, log1p'd with `log`
