@@ -292,13 +292,15 @@ def test_bad_input_is_refused(logged):
         gsc.tl.rank_genes_groups(a, "grp", corr_method="holm")
     with pytest.raises(ValueError, match="mask_var selects none of the 765 genes"):  # not 'an empty matrix'
         gsc.tl.rank_genes_groups(a, "grp", mask_var=np.zeros(a.n_vars, dtype=bool))
-    r = a[:, :300].copy()  # raw's 765 genes beside X's 300: a mask names raw's frame and length
+    r = a[:, :300].copy()  # raw's 765 genes beside X's 300: a mask over X's genes cannot select raw's
     r.raw = a
     r.var["hv"] = True
-    with pytest.raises(KeyError, match=r"'hv' is not a column of adata\.raw\.var \(use_raw=True ranks raw"):
+    with pytest.raises(ValueError, match=r"mask_var \(over adata\.raw's genes.*length 765"):
         gsc.tl.rank_genes_groups(r, "grp", mask_var="hv")
     with pytest.raises(ValueError, match=r"mask_var \(over adata\.raw's genes.*length 765"):
         gsc.tl.rank_genes_groups(r, "grp", mask_var=np.ones(300, dtype=bool))
+    with pytest.raises(KeyError, match=r"'nope' is not a column of adata\.var or adata\.raw\.var"):
+        gsc.tl.rank_genes_groups(r, "grp", mask_var="nope")
     assert "rank_genes_groups" not in r.uns
     with pytest.raises(ValueError, match="use_raw=True but adata.raw is None"):
         gsc.tl.rank_genes_groups(a, "grp", use_raw=True)
@@ -530,3 +532,21 @@ def test_rank_genes_groups_df_fold_change_bounds_are_strict_as_scanpy(logged):
         want = sc.get.rank_genes_groups_df(a, "CD14+ Monocyte", **kw)
         pd.testing.assert_frame_equal(got, want)
         assert r["names"]["CD14+ Monocyte"][5] not in set(got["names"])
+
+
+def test_mask_var_column_of_x_applies_to_raw_as_scanpy(logged):
+    """raw saved before HVG (X not subset): scanpy reads a mask_var column from adata.var and
+    ranks raw's genes under it; so do we (a column of raw.var alone is taken too)."""
+    a = logged.copy()
+    a.raw = a
+    a.var["hv"] = np.arange(a.n_vars) % 3 == 0
+    ref, got = a.copy(), a.copy()
+    sc.tl.rank_genes_groups(ref, "grp", mask_var="hv")
+    gsc.tl.rank_genes_groups(got, "grp", mask_var="hv")
+    assert got.uns["rank_genes_groups"]["params"]["use_raw"] is True
+    assert_like_scanpy(got, ref)
+    only_raw = a.copy()
+    only_raw.raw.var["hv2"] = a.var["hv"].to_numpy()
+    del only_raw.var["hv"]
+    gsc.tl.rank_genes_groups(only_raw, "grp", mask_var="hv2")
+    np.testing.assert_array_equal(only_raw.uns["rank_genes_groups"]["names"], ref.uns["rank_genes_groups"]["names"])

@@ -54,14 +54,16 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
     var = adata.raw.var if use_raw else adata.var
     names = var.index
     if mask_var is not None:
-        # with raw ranked, the mask is over raw's genes (scanpy checks it against X's, then fails)
-        where = ("adata.raw.var (use_raw=True ranks raw's genes; pass use_raw=False to rank X's)"
-                 if use_raw else "adata.var")
+        # a column of adata.var, as in scanpy, which applies it to raw's genes by position where raw
+        # is ranked (so raw must hold as many genes); else, with raw ranked, a column of raw.var
         if isinstance(mask_var, str):
-            if mask_var not in var.columns:
-                msg = f"{STEP}: mask_var {mask_var!r} is not a column of {where}."
+            frames = [adata.var] + ([adata.raw.var] if use_raw else [])
+            found = next((f for f in frames if mask_var in f.columns), None)
+            if found is None:
+                msg = (f"{STEP}: mask_var {mask_var!r} is not a column of adata.var"
+                       + (" or adata.raw.var" if use_raw else "") + ".")
                 raise KeyError(msg)
-            mask_var = var[mask_var].to_numpy()
+            mask_var = found[mask_var].to_numpy()
         what = "mask_var (over adata.raw's genes, which use_raw=True ranks)" if use_raw else "mask_var"
         keep = host_bool_mask(mask_var, len(names), what=what, step=STEP)
         if not keep.any():  # scanpy ranks nothing without a word; the empty-matrix error named no mask
