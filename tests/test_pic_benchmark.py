@@ -387,6 +387,19 @@ def test_qc_benchmark_smoke(tmp_path):
     assert printed == pytest.approx(want, abs=1e-9)
 
 
+def test_triplet_null_benchmark_smoke(tmp_path):
+    """benchmarks/pic_qc_triplet_null.py on pbmc68k (bundled where ../shared lacks it): one run's
+    JSON with the null drawn and each kind's shares, consistent with its counts."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_qc_triplet_null.py"), "pbmc68k", "0", "400", str(tmp_path)]
+    subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
+    info = json.loads((tmp_path / "pbmc68k_d400_s0.json").read_text())
+    assert info["n_null"] == 1000 and info["table"]["doublet"]["n"] == 600
+    for t in info["table"].values():
+        if t is not None:
+            assert t["k01"] <= t["k05"] <= t["k10"] <= t["n"]
+            assert t["p05"] == pytest.approx(t["k05"] / t["n"])
+
+
 def gsc_datasets_annotation():
     import gpu_sc as gsc
 

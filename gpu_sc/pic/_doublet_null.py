@@ -23,6 +23,7 @@ from ._profiles import DEFAULT_BLACKLIST, blacklisted
 from ._umi_draws import draw_rows
 
 FOOTPRINT = 100  # genes raised in each population over the other (markers="footprint")
+NULL_FOLDS = 10  # folds of the reference behind the triplet null's profiles
 
 
 def singlet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.ndarray,
@@ -88,24 +89,33 @@ def doublet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.n
                  sides: tuple[np.ndarray, np.ndarray], markers: np.ndarray, depths: np.ndarray, *, n_null: int,
                  seed: int, eps: float, profiles, fit_alpha, loglik, triplet_llr) -> np.ndarray:  # fmt: skip
     """Sorted triplet LLRs of `n_null` doublets drawn from the reference, scored as PICs are
-    (triplet_scan's `level`). Each population's cells (canonical `order`) are dealt into two
-    halves; a doublet joins an A cell and a B cell of one half, its UMIs drawn without
-    replacement from the two cells' pooled counts to a depth drawn from the tested PICs'
-    `depths` (so alpha follows the cells' sizes, as in simulate_pics), and is scored against
-    profiles built without that half's cells: its pair the one of highest fitted-alpha
-    likelihood, then `triplet_llr(u, prof, ia, ib)` at that pair."""
+    (triplet_scan's `level`). Each group's cells (canonical `order`) are dealt into
+    `NULL_FOLDS` folds (fewer where a population has fewer cells); a doublet joins an A cell and
+    a B cell of one fold, its UMIs drawn without replacement from the two cells' pooled counts
+    to a depth drawn from the tested PICs' `depths` (so alpha follows the cells' sizes, as in
+    simulate_pics), and is scored against profiles built without that fold's cells (nearly the
+    whole reference, as the PICs' profiles are: two halves' noisier profiles made the null
+    conservative, p <= 0.1 for 2-2.5 % of true doublets): its pair the one of highest
+    fitted-alpha likelihood, then `triplet_llr(u, prof, ia, ib)` at that pair. Each population
+    needs 2 reference cells or more (its doublets' cells are left out of its profiles)."""
     pairs = [(a, b) for a in sides[0] for b in sides[1]]
     used = np.isin(codes, np.concatenate(sides))
     rng = np.random.default_rng([seed, 3])
-    dealt = [order[np.isin(codes[order], groups)] for groups in sides]
-    dealt = [rows[rng.permutation(rows.size)] for rows in dealt]
-    half = np.arange(n_null) % 2
-    members = [[rows[h::2] for h in (0, 1)] for rows in dealt]  # members[side][half]
+    pops = [order[np.isin(codes[order], groups)] for groups in sides]
+    n_folds = int(min(NULL_FOLDS, *(rows.size for rows in pops)))
+    fold_of = np.full(s.shape[0], -1)
+    start = 0
+    for rows in pops:  # each group dealt round the folds, from where the last group stopped
+        for g in np.unique(codes[rows]):
+            mine = rows[codes[rows] == g]
+            fold_of[mine[rng.permutation(mine.size)]] = (start + np.arange(mine.size)) % n_folds
+            start = (start + mine.size) % n_folds
+    fold = np.arange(n_null) % n_folds
     cells = np.empty((n_null, 2), np.int64)
-    for h in (0, 1):
-        mine = np.flatnonzero(half == h)
-        for k in (0, 1):
-            pool = members[k][h] if members[k][h].size else dealt[k]  # a one-cell population: both halves
+    for f in range(n_folds):
+        mine = np.flatnonzero(fold == f)
+        for k, rows in enumerate(pops):
+            pool = rows[fold_of[rows] == f]
             cells[mine, k] = pool[rng.integers(pool.size, size=mine.size)]
     totals = np.rint(np.asarray(s.sum(axis=1)).ravel())
     t_a, t_b = totals[cells[:, 0]], totals[cells[:, 1]]
@@ -115,12 +125,10 @@ def doublet_null(s: sp.csr_matrix, codes: np.ndarray, n_groups: int, order: np.n
     wants = np.concatenate([from_a, want - from_a])
     u = draw_rows(s, parts, wants, np.tile(np.arange(n_null), 2), n_null, seed)[:, np.flatnonzero(markers)].tocsr()
     llr = np.empty(n_null)
-    for h in (0, 1):
-        out = np.zeros(s.shape[0], bool)
-        out[np.concatenate([members[0][h], members[1][h]])] = True
-        keep = used & ~out
+    for f in range(n_folds):
+        keep = used & (fold_of != f)
         prof = np.asarray(profiles(s[keep], codes[keep], n_groups, markers))
-        mine = np.flatnonzero(half == h)
+        mine = np.flatnonzero(fold == f)
         ia, ib, _ = _best_pairs(u[mine], prof, pairs, eps, fit_alpha, loglik)
         llr[mine] = triplet_llr(u[mine], prof, ia, ib)
     return np.sort(llr)

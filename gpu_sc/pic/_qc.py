@@ -487,15 +487,27 @@ def triplet_scan(
     p-value is the share of the null at or above the PIC's LLR (``pics.obs['pic_triplet_p']``);
     flagged where it is at most `level`. Measured on 800-UMI PICs from held-out pbmc4k cells
     (``benchmarks/pic_qc.py``, seeds 0-2, ml; ``benchmarks/results/pic-qc-cpu-2026-12-07-triplet-level.txt``):
-    true doublets flagged at level 0.01 in 0-2.2 % (mean 0.7 %) and at 0.05 in 1.8-5.5 % (mean
-    3.8 %; the LLR > 0 rule: 16-43 %); true triplets of two A lineages (T, B, NK) and an MNP
-    found in 1-15 % at 0.01 and 12-28 % at 0.05, of T subclusters or CD4 + CD8 in 0-3 % and
-    4-10 %: at 800 UMIs the scan finds few triplets, and of close groups hardly any.
+    true doublets flagged at level 0.01 in 0.2-2.0 % (mean 0.7 %) and at 0.05 in 2.3-5.7 % (mean
+    4.1 %; the LLR > 0 rule: 16-43 %); true triplets of two A lineages (T, B, NK) and an MNP
+    found in 1-15 % at 0.01 and 9-29 % at 0.05, of T subclusters or CD4 + CD8 in 0-3 % and
+    5-13 %: at 800 UMIs the scan finds few triplets, and of close groups hardly any. On data it
+    was not tuned on (TNBC, pbmc68k and KMeans groups of pbmc4k at 400 and 1,000 UMIs, seeds 0-3,
+    ``benchmarks/pic_qc_triplet_null.py``; ``...-2026-12-07-triplet-level-other-data.txt``):
+    0.75 % of 14,400 true doublets at 0.01, 4.7 % at 0.05, 9.7 % at 0.1 (per data set and depth
+    0.6-1.4 % and 4.3-5.0 %); triplets found in 1-6 % at 0.01 and 6-15 % at 0.05, but pbmc68k's
+    T + two DC groups in 16-27 % and 46-67 %.
+
+    The null doublets join reference cells in the reference's proportions of groups, not the
+    PICs' pairs: a pair whose doublets score higher than the reference's mix is flagged somewhat
+    more often (held-out pbmc68k T + DC and T + monocyte doublets at 800 UMIs, two seeds: p <= 0.01
+    for 1.7 % and 0 %, p <= 0.05 for 3.0-4.3 % and 1.0-3.3 %).
 
     The populations: `groups_a` / `groups_b` if given, else pics.uns['pic']['groups_a'] /
     ['groups_b'] if present, else the groups assigned to some PIC on that side. Cost: (K_A
     choose 2 + K_B choose 2) x len(weights) likelihood passes over the PICs' marker nonzeros
-    (x 50 with ``alpha='fit'``).
+    (x 50 with ``alpha='fit'``); by p-value also K_A x K_B such passes for each PIC's best pair,
+    and the same passes over the `n_null` null doublets (0.4-6 s in all on 1,500 PICs and a
+    null of 1,000 on 2 cores).
 
     Parameters
     ----------
@@ -586,7 +598,8 @@ def triplet_scan(
     elif st.n == 0:  # no PIC to test: no null to draw
         called, pvalue = np.zeros(pics.n_obs, bool), np.full(pics.n_obs, np.nan)
     else:
-        null = _triplet_null(singlets, st, (sides["a"], sides["b"]), w, n_null=n_null, seed=seed, step=step)
+        null = _triplet_null(singlets, st, (sides["a"], sides["b"]), w, level=level, n_null=n_null, seed=seed,
+                             step=step)  # fmt: skip
         pvalue = upper_pvalues(llr, null)
         called = np.nan_to_num(pvalue, nan=2.0) <= level
     side_full = np.full(pics.n_obs, None, dtype=object)
@@ -612,12 +625,14 @@ def triplet_scan(
     if OBS_PIC_TRIPLET_P not in res:  # a p-value of an earlier call with level would outlive its calls
         pics.obs.drop(columns=OBS_PIC_TRIPLET_P, errors="ignore", inplace=True)
     qc = dict(pics.uns.get(UNS_PIC_QC, {}))
-    qc["triplet"] = {"alpha": alpha, "min_llr": float(min_llr), "eps": float(eps), "weights": w,
+    qc["triplet"] = {"alpha": alpha, "eps": float(eps), "weights": w,
                      "n_markers": int(st.markers.sum()), "groupby": groupby,
                      "groups_a": np.asarray([st.names[i] for i in sides["a"]], dtype=str),
                      "groups_b": np.asarray([st.names[i] for i in sides["b"]], dtype=str)}  # fmt: skip
     if level is not None:
         qc["triplet"].update(level=level, n_null=n_null, seed=seed)
+    else:
+        qc["triplet"]["min_llr"] = float(min_llr)
     pics.uns[UNS_PIC_QC] = qc
     return None
 
@@ -660,9 +675,32 @@ def _scan(xp, loglik, profiles, cols, pa, pb, sides, w, n):
     return best - loglik(pa, pb), best_side, best_pair
 
 
-def _triplet_null(singlets, st: _Setup, sides, w, *, n_null: int, seed: int, step: str) -> np.ndarray:
+def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, seed: int, step: str) -> np.ndarray:
     """`doublet_null` of the scan's reference, markers, weights and tested PICs' depths (their
-    counts, the layer where one is given), scored with a fitted alpha, on the host."""
+    counts, the layer where one is given), scored with a fitted alpha, on the host; an error
+    where a population has one reference cell (no profile is left without it), a warning where a
+    group has one (that group's profile is empty beside its cell) or where the null is too small
+    for `level` (as doublet_test's)."""
+    sizes = np.bincount(st.s_codes[st.s_codes >= 0], minlength=len(st.names))
+    for name, groups in zip("AB", sides, strict=True):
+        if sizes[groups].sum() < 2:
+            msg = (f"{step}: population {name} has {int(sizes[groups].sum())} reference cell(s); the null leaves its "
+                   "doublets' cells out of the profiles, which needs 2 or more. Give more reference cells, or pass "
+                   "min_llr= (no null).")  # fmt: skip
+            raise ValueError(msg)
+        lone = [str(st.names[g]) for g in groups if sizes[g] < 2]
+        if lone:
+            warnings.warn(f"{step}: groups {lone[:5]} of population {name} have one reference cell: a null doublet of "
+                          "that cell is scored against an empty profile of its group, so its triplet LLR is off; "
+                          "merge such groups or give them more cells.", UserWarning, stacklevel=3)  # fmt: skip
+    beyond = level * (1 + n_null) - 1  # null doublets a PIC's LLR may fall below and still be called
+    if beyond < 0:
+        warnings.warn(f"{step}: a null of {n_null} doublets gives no p-value below 1/{n_null + 1}, so no PIC can be "
+                      f"called at level={level}; raise n_null (or the level).", UserWarning, stacklevel=3)
+    elif beyond < _FEW_BEYOND:
+        warnings.warn(f"{step}: with a null of {n_null} doublets a call at level={level} needs an LLR above all but "
+                      f"{int(beyond)} of them, so a few null doublets set the power; raise n_null.", UserWarning,
+                      stacklevel=3)  # fmt: skip
     depths = to_host(_ops.row_sums(_ops.parts(st.counts))[0])[st.rows_ok]
 
     def triplet_llr(u, prof, ia, ib):
