@@ -1,8 +1,10 @@
 """How much of ml's pair error on fine groups the mixing itself costs: each PIC's two source
 cells scored alone, at the UMIs each gave the PIC, against the same reference.
 
-    python benchmarks/pic_side_ceiling.py --datasets pbmc4k,pbmc4k_bnk --seeds 51,71 \
+    python benchmarks/pic_side_ceiling.py --datasets pbmc4k_bnk,pbmc4k_cd8nk --seeds 71,72,73 \
         --out benchmarks/results/pic-side-ceiling-cpu-$(date +%F).jsonl
+
+(the recorded run's three commands are in benchmarks/README.md).
 
 For every data set and seed, the PICs of `pic_validate.py` (held-out sources, the same groups)
 are deconvolved by ml; then every PIC's A source cell alone, thinned to round(true alpha x n_umis)

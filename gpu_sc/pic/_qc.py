@@ -480,7 +480,8 @@ def triplet_scan(
     By default (no `min_llr`, alpha='fit') a PIC is flagged by a p-value against doublets drawn
     from the reference: `n_null` pairs of an A and a B reference cell, their pooled UMIs drawn
     without replacement to depths drawn from the PICs', scored against profiles built without
-    their half of the cells (two cross-fitted halves). PICs and null doublets are scored alike,
+    their fold of the reference cells (one of 10, each group dealt round them; the PICs' own cells
+    are not in the reference either). PICs and null doublets are scored alike,
     at the pair of highest fitted-alpha likelihood over the scan's genes (mostly deconvolve's:
     at deconvolve's own pair, a PIC whose pair fits less well here than another gains from any
     triplet, which no null doublet does; 35 % of true T + DC doublets then had p <= 0.05). The

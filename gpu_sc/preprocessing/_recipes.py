@@ -38,8 +38,8 @@ def recipe_zheng17(
     except the passes that compute per-gene statistics. Like scanpy's, the recipe changes
     `adata` step by step: an error in a later step leaves the earlier steps done (pass
     ``copy=True`` to keep `adata` as it was); with `log`, an in-memory X that is not counts
-    (NaN, inf, negative values) is refused before the first step. Where a filter leaves no gene (filter_genes, or the
-    dispersion filter) it warns, naming that filter, and stops there.
+    (NaN, inf, negative values) is refused before the first step. Where a filter leaves no gene
+    (filter_genes, or the dispersion filter) it warns, naming that filter, and stops there.
     """
     check_anndata(adata, step="recipe_zheng17")
     check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
