@@ -100,3 +100,23 @@ def check_cases(p, chosen: str, cases: tuple[str, ...]) -> None:
     unknown = set(chosen.split(",")) - set(cases) - {""}
     if unknown:
         p.error(f"unknown cases {sorted(unknown)}; choose from {', '.join(cases)}")
+
+
+def pbmc4k_held_out(seed: int, share: float = 0.3):
+    """The bundled pbmc4k cells with an annotation (float32 CSR counts, obs['Annotation'] as text)
+    and a mask of the `share` of each Annotation group held out (seeded): the PIC QC benchmarks'
+    split, their PICs made from the held-out cells only."""
+    import anndata as ad
+    import numpy as np
+    import scipy.sparse as sp
+
+    adata = ad.read_h5ad(Path(__file__).resolve().parents[1] / "gpu_sc" / "_data" / "soupx_pbmc4k_half.h5ad")
+    adata = adata[adata.obs["Annotation"].astype(str) != "?"].copy()
+    adata.obs["Annotation"] = adata.obs["Annotation"].astype(str)
+    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    held = np.zeros(adata.n_obs, bool)
+    for idx in adata.obs.groupby("Annotation").indices.values():
+        idx = rng.permutation(idx)
+        held[idx[: int(round(share * idx.size))]] = True
+    return adata, held

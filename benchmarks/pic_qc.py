@@ -28,6 +28,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 import gpu_sc as gsc
+from _common import pbmc4k_held_out
 
 warnings.simplefilter("ignore")
 seed, method, grouping = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -37,16 +38,7 @@ n_train = None
 N_UMIS = 800
 t0 = time.time()
 
-adata = ad.read_h5ad(Path(__file__).resolve().parents[1] / "gpu_sc" / "_data" / "soupx_pbmc4k_half.h5ad")
-adata = adata[adata.obs["Annotation"].astype(str) != "?"].copy()
-adata.obs["Annotation"] = adata.obs["Annotation"].astype(str)
-adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
-rng = np.random.default_rng(seed)
-# 70/30 split within each Annotation group
-held = np.zeros(adata.n_obs, bool)
-for idx in adata.obs.groupby("Annotation").indices.values():
-    idx = rng.permutation(idx)
-    held[idx[: int(round(0.3 * idx.size))]] = True
+adata, held = pbmc4k_held_out(seed)  # 70/30 split within each Annotation group
 
 lab = adata.obs["Annotation"].to_numpy()
 if grouping == "major":

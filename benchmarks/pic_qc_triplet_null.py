@@ -27,6 +27,7 @@ import scipy.sparse as sp
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # pic_validate
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # gpu_sc from this checkout
 import gpu_sc as gsc
+from _common import pbmc4k_held_out
 import gpu_sc.pic._qc as qcmod
 
 ds, seed, depth = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -50,15 +51,7 @@ qcmod.doublet_null = _wrap_null
 if ds == "pbmc4k":
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        adata = ad.read_h5ad(Path(__file__).resolve().parents[1] / "gpu_sc" / "_data" / "soupx_pbmc4k_half.h5ad")
-    adata = adata[adata.obs["Annotation"].astype(str) != "?"].copy()
-    adata.obs["Annotation"] = adata.obs["Annotation"].astype(str)
-    adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
-    rng = np.random.default_rng(seed)
-    held = np.zeros(adata.n_obs, bool)
-    for idx in adata.obs.groupby("Annotation").indices.values():
-        idx = rng.permutation(idx)
-        held[idx[: int(round(0.3 * idx.size))]] = True
+        adata, held = pbmc4k_held_out(seed)
     adata.obs["grp"] = adata.obs["Annotation"]
     ga, gb = ["T_CD4", "T_CD8"], ["MNP"]
     keep = adata.obs["grp"].isin(ga + gb).to_numpy()
