@@ -545,6 +545,29 @@ def test_a_misspelt_keyword_is_refused_before_any_work(graph, tool, kw, monkeypa
     assert_adata_equal(graph, before)
 
 
+@pytest.mark.parametrize(("tool", "kw", "err", "match"), [
+    (leiden, {"restrict_to": ("nope", ["x"])}, KeyError, r"restrict_to names obs column 'nope', which adata.obs lacks"),
+    (leiden, {"restrict_to": "bulk_labels"}, ValueError, r"restrict_to must be \(an obs column, a list of its"),
+    (umap, {"init_pos": "X_nope"}, KeyError, r"init_pos='X_nope' is neither 'spectral', 'random' nor 'paga' nor a"),
+    (paga, {"groups": "part"}, ValueError, r"adata.obs\['part'\] has 100 cells in no group \(NaN\)"),
+], ids=["restrict-to-column", "restrict-to-shape", "init-pos", "paga-nan"])  # fmt: skip
+def test_named_inputs_are_checked_before_any_work(graph, tool, kw, err, match, monkeypatch):
+    """An obs column or obsm key a keyword names, checked before the host copy: scanpy gave a bare
+    KeyError, an UnboundLocalError (umap) and igraph's 'Invalid vertex ID' (paga); data unchanged."""
+    import gpu_sc.tools._delegate as delegate
+
+    graph.obs["part"] = graph.obs["bulk_labels"].astype(str).where(np.arange(graph.n_obs) % 7 > 0)
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("the host copy was made before the inputs were checked")
+
+    monkeypatch.setattr(delegate, "host_copy", no_copy)
+    before = graph.copy()
+    with pytest.raises(err, match=match):
+        tool(graph, **kw)
+    assert_adata_equal(graph, before)
+
+
 def test_umap_of_a_cosine_graph_same_as_scanpy(cliques):
     """The spectral start of a graph of many components places them by the graph's own metric
     (umap-learn's component layout reads it): a cosine graph's embedding is scanpy's too."""

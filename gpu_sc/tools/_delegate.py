@@ -94,6 +94,33 @@ def _check_keywords(name: str, tool, adata: AnnData, kwargs: dict) -> None:
         raise TypeError(msg) from None
 
 
+def _check_named_inputs(name: str, adata: AnnData, kwargs: dict) -> None:
+    """The obs column and obsm key a keyword names, before any work, with a message saying what
+    is missing: scanpy's were a bare KeyError (restrict_to), an UnboundLocalError (umap's
+    init_pos) and igraph's 'Invalid vertex ID' (paga of a grouping with unassigned cells)."""
+    restrict = kwargs.get("restrict_to")
+    if restrict is not None and not (isinstance(restrict, tuple | list) and len(restrict) == 2):
+        msg = f"{name}: restrict_to must be (an obs column, a list of its categories), got {restrict!r}."
+        raise ValueError(msg)
+    if restrict is not None and restrict[0] not in adata.obs.columns:
+        msg = (f"{name}: restrict_to names obs column {restrict[0]!r}, which adata.obs lacks "
+               f"(columns: {list(adata.obs.columns)[:10]}).")
+        raise KeyError(msg)
+    init = kwargs.get("init_pos")
+    if name == "umap" and isinstance(init, str) and init not in ("spectral", "random", "paga") \
+            and init not in adata.obsm:
+        msg = (f"umap: init_pos={init!r} is neither 'spectral', 'random' nor 'paga' nor a key of adata.obsm "
+               f"({list(adata.obsm)}); compute that embedding first or pass one of those.")
+        raise KeyError(msg)
+    groups = kwargs.get("groups")
+    if name == "paga" and isinstance(groups, str) and groups in adata.obs.columns:
+        n_missing = int(adata.obs[groups].isna().sum())
+        if n_missing:
+            msg = (f"paga: adata.obs[{groups!r}] has {n_missing} cells in no group (NaN), and PAGA needs each cell in "
+                   "one; give them a group (e.g. 'unassigned') or subset the cells first.")
+            raise ValueError(msg)
+
+
 def _scanpy_tool(name: str):
     """scanpy's own `tl.<name>` (not ours, where ours has been put in its place)."""
     return scanpy_own("tl", name, f"scanpy.tools._{name}")
@@ -168,6 +195,7 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
         settings.info(f"{name}: rapids_singlecell {why}; running scanpy's {name} on the CPU.")
     tool = host_tool or _scanpy_tool(name)
     _check_keywords(name, tool, adata, kwargs)
+    _check_named_inputs(name, adata, kwargs)
     host = host_copy(adata, with_x=x == "always" or (x == "rule" and _needs_x(adata, kwargs)))
     obs0, var0 = set(host.obs.columns), set(host.var.columns)
     obsm0, uns0 = dict(host.obsm.items()), _dict_tree(host.uns)
