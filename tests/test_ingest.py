@@ -163,3 +163,23 @@ def test_ingest_class_as_scanpys(reference_and_new):
     got = ing.to_adata()
     assert got.obs["bulk_labels"].equals(want.obs["bulk_labels"])
     np.testing.assert_array_equal(got.obsm["X_umap"], want.obsm["X_umap"])
+
+
+def test_missing_obs_column_and_umap_refused_before_any_work(reference_and_new):
+    """A column the reference lacks, or a UMAP it has not got, is refused by name before anything
+    is mapped (scanpy: a bare KeyError after the embeddings; an AttributeError on '_umap')."""
+    ref, new, _ = reference_and_new
+    before = new.copy()
+    with pytest.raises(KeyError, match=r"obs \['nope'\] not in adata_ref.obs"):
+        gsc.tl.ingest(new, ref, obs="nope")
+    no_umap = ref.copy()
+    del no_umap.obsm["X_umap"]
+    with pytest.raises(ValueError, match=r"adata_ref has no obsm\['X_umap'\]; run tl.umap on the reference first"):
+        gsc.tl.ingest(new, no_umap, obs="bulk_labels")
+    no_params = ref.copy()
+    no_params.uns.pop("umap", None)
+    with pytest.raises(ValueError, match=r"adata_ref has no uns\['umap'\]"):
+        gsc.tl.ingest(new, no_params, obs="bulk_labels")
+    assert set(new.obs) == set(before.obs) and set(new.obsm) == set(before.obsm)
+    _quiet(gsc.tl.ingest, new, no_umap, obs="bulk_labels", embedding_method="pca")  # pca alone needs no UMAP
+    assert new.obs["bulk_labels"].notna().all()

@@ -46,6 +46,17 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
         msg = (f"ingest: {len(obs)} obs columns to map ({obs}) but {len(labeling_method)} labeling methods; "
                "give one method, or one per column.")  # fmt: skip
         raise ValueError(msg)
+    missing = [c for c in (obs or []) if c not in adata_ref.obs.columns]
+    if missing:  # scanpy: a bare KeyError after the embeddings were mapped
+        msg = (f"ingest: obs {missing} not in adata_ref.obs (columns: {list(adata_ref.obs.columns)[:10]}); name "
+               "columns of the reference to map.")  # fmt: skip
+        raise KeyError(msg)
+    if "umap" in embedding_method and not ("X_umap" in adata_ref.obsm and "umap" in adata_ref.uns):
+        # scanpy: AttributeError "'_Ingest' object has no attribute '_umap'" or a bare KeyError 'umap'
+        what = "uns['umap']" if "X_umap" in adata_ref.obsm else "obsm['X_umap']"
+        msg = (f"ingest: embedding_method 'umap' maps onto the reference's UMAP, but adata_ref has no {what}; run "
+               "tl.umap on the reference first, or pass embedding_method='pca'.")  # fmt: skip
+        raise ValueError(msg)
     if not inplace:
         adata = adata.copy()
     on_device = [adata_ref.X, *adata_ref.obsm.values(), *adata_ref.varm.values(), *adata_ref.obsp.values()]
