@@ -67,21 +67,25 @@ def _best_pair_llr(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_al
 
 
 def _best_pairs(u: sp.csr_matrix, prof: np.ndarray, pairs, eps: float, fit_alpha, loglik):
-    """(A group, B group, LLR against the nearer end) of each row's pair of highest fitted-alpha
-    likelihood, as a search would assign the row."""
-    n = u.shape[0]
+    """`best_pairs` of the rows of a host CSR matrix."""
     rows, cols, vals = nonzeros(u)
-    vals = vals.astype(np.float64)
-    best, llr = np.full(n, -np.inf), np.zeros(n)
-    ia, ib = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    return best_pairs(np, rows, cols, vals.astype(np.float64), u.shape[0], prof, pairs, eps, fit_alpha, loglik)
+
+
+def best_pairs(xp, rows, cols, vals, n: int, prof, pairs, eps: float, fit_alpha, loglik):
+    """(A group, B group, LLR against the nearer end) of each of `n` rows (their nonzeros
+    `rows`, `cols`, `vals`, arrays of namespace `xp`) at its pair of highest fitted-alpha
+    likelihood among `pairs`, as a search would assign the row; ties to the first pair."""
+    best, llr = xp.full(n, -xp.inf), xp.zeros(n)
+    ia, ib = xp.zeros(n, xp.int64), xp.zeros(n, xp.int64)
     for a, b in pairs:
         pa, pb = prof[cols, a], prof[cols, b]
-        alpha = fit_alpha(np, rows, vals, n, pa, pb, eps)
-        ll = loglik(np, rows, vals, n, pa, pb, alpha, eps)
-        end = loglik(np, rows, vals, n, pa, pb, np.where(alpha >= 0.5, 1.0, 0.0), eps)
+        alpha = fit_alpha(xp, rows, vals, n, pa, pb, eps)
+        ll = loglik(xp, rows, vals, n, pa, pb, alpha, eps)
+        end = loglik(xp, rows, vals, n, pa, pb, xp.where(alpha >= 0.5, 1.0, 0.0), eps)
         better = ll > best
-        best, llr = np.where(better, ll, best), np.where(better, ll - end, llr)
-        ia, ib = np.where(better, a, ia), np.where(better, b, ib)
+        best, llr = xp.where(better, ll, best), xp.where(better, ll - end, llr)
+        ia, ib = xp.where(better, a, ia), xp.where(better, b, ib)
     return ia, ib, llr
 
 

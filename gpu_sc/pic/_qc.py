@@ -41,7 +41,7 @@ from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, pic_columns
-from ._doublet_null import doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
+from ._doublet_null import best_pairs, doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
 from ._expected import (
@@ -589,7 +589,8 @@ def triplet_scan(
         raise ValueError(msg)
     ia, ib = st.ia[st.rows_ok], st.ib[st.rows_ok]
     if level is not None:  # scored as the null is: at the pair of highest likelihood here
-        ia, ib = _best_pair(st, sides["a"], sides["b"])
+        pairs = [(a, b) for a in sides["a"].tolist() for b in sides["b"].tolist()]
+        ia, ib, _ = best_pairs(st.xp, st.rows, st.cols, st.vals, st.n, st.profiles, pairs, st.eps, _fit_alpha, _ll)
     pa, pb = st.profile_at(ia), st.profile_at(ib)
     gain, best_side, best_pair = _scan(st.xp, lambda x, y: st.loglik(x, y)[0], st.profiles, st.cols, pa, pb,
                                        (sides["a"], sides["b"]), w, st.n)  # fmt: skip
@@ -636,22 +637,6 @@ def triplet_scan(
         qc["triplet"]["min_llr"] = float(min_llr)
     pics.uns[UNS_PIC_QC] = qc
     return None
-
-
-def _best_pair(st: _Setup, groups_a, groups_b) -> tuple[np.ndarray, np.ndarray]:
-    """(A group, B group) per used PIC: the pair of highest (fitted-alpha) likelihood over the
-    test's genes and profiles, ties to the first in A-major order; host arrays."""
-    xp = st.xp
-    best = xp.full(st.n, -xp.inf)
-    ia, ib = np.zeros(st.n, np.int64), np.zeros(st.n, np.int64)
-    for a in groups_a.tolist():
-        for b in groups_b.tolist():
-            ll, _ = st.loglik(st.profiles[st.cols, a], st.profiles[st.cols, b])
-            better = ll > best
-            best = xp.where(better, ll, best)
-            better = to_host(better)
-            ia[better], ib[better] = a, b
-    return ia, ib
 
 
 def _scan(xp, loglik, profiles, cols, pa, pb, sides, w, n):
