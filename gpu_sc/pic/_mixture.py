@@ -33,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._backend import is_gpu, is_sparse, sparse_module, to_host, xp_of
+from .._ops._layout import value_rows
 from .._settings import Progress
 
 # float64 elements of the (nnz x K) gathered profiles per chunk; peak memory is about three such
@@ -102,11 +103,6 @@ def _chunks(indptr: np.ndarray, k: int, chunk: int | None, budget: int):
     return out
 
 
-def _rows_of(xp, indptr, m):
-    """Row of every stored entry (indptr local to the block)."""
-    return xp.searchsorted(indptr, xp.arange(m, dtype=indptr.dtype), side="right") - 1
-
-
 class _Block:
     """The stored entries of the rows still iterating (the working set of one chunk)."""
 
@@ -119,7 +115,7 @@ class _Block:
         # the (genes, K) right-hand side of the sparse product; column-major for cuSPARSE
         self.q_mm = xp.asfortranarray(q_prof) if xp is not np else q_prof
         self.sel = xp.arange(indptr.size - 1)  # rows of the chunk in the working set
-        self.rows = _rows_of(xp, indptr, data.size)
+        self.rows = value_rows(indptr, slice(0, data.size))
         self.qz = q_prof[indices]  # (nnz, K) profiles + eps on the stored entries
         self.m = self._matrix()
 
@@ -140,7 +136,7 @@ class _Block:
                                   xp.cumsum(cnt).astype(self.ip.dtype)])
         self.d, self.ix, self.qz = self.d[keep_nz], self.ix[keep_nz], self.qz[keep_nz]
         self.sel = self.sel[keep_row]
-        self.rows = _rows_of(xp, self.ip, self.d.size)
+        self.rows = value_rows(self.ip, slice(0, self.d.size))
         self.m = self._matrix()
 
     def em(self, w, objective: bool = False):
@@ -246,7 +242,7 @@ def _em_block(xp, spm, data, indices, indptr, q_prof, eps, conc, n_iter, tol,
 def _loglik_block(xp, data, indices, indptr, q_prof, w, eps):
     """sum_g u_g log(sum_k w_k P[g,k] + eps) per row (q_prof = P + eps, rows of w sum to 1)."""
     n = indptr.size - 1
-    rows = _rows_of(xp, indptr, data.size)
+    rows = value_rows(indptr, slice(0, data.size))
     q = xp.einsum("mk,mk->m", q_prof[indices], w[rows])
     term = data * xp.log(xp.maximum(q, _TINY))
     return xp.bincount(rows, weights=term, minlength=n)[:n] if data.size else xp.zeros(n)
@@ -321,7 +317,7 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
         ip = xp.asarray(indptr_h[s : e + 1] - lo)
         cnt = np.diff(indptr_h[s : e + 1])
         # row totals without a Python loop: entries carry their row, bincount sums them
-        rows = _rows_of(xp, ip, data.size)
+        rows = value_rows(ip, slice(0, data.size))
         tot = xp.bincount(rows, weights=data, minlength=e - s)[: e - s] if data.size \
             else xp.zeros(e - s)
         has = to_host(tot > 0)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .._backend import sparse_module, to_host, xp_of
+from .._ops._layout import value_rows
 
 GRID = np.linspace(0.0025, 0.9975, 200)
 TAUS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -78,7 +79,7 @@ def grid_loglik(x, pa: np.ndarray, pb: np.ndarray, ia: np.ndarray, ib: np.ndarra
         r1 = min(n, r0 + rows_per)
         s, e = int(indptr[r0]), int(indptr[r1])
         ptr = indptr[r0:r1 + 1] - s
-        row = xp.searchsorted(ptr, xp.arange(e - s), side="right") - 1 + r0
+        row = value_rows(ptr, slice(0, e - s)) + r0
         # each nonzero's (gene, pair) as one key, numbered in key order (a sort of the chunk's
         # keys, not a table of every gene x pair: 33,694 genes x 2,500 pairs would be 84 M)
         key = x.indices[s:e].astype(np.int64) * n_pairs + ia[row] * n_b + ib[row]
