@@ -14,7 +14,10 @@ For each data set and seed, reference singlets and held-out source cells are bui
 ``method="matched"`` (the calibrated default: doublets of the assigned pairs and of pairs drawn
 from the pair posterior, the larger p-value), ``matched_assigned`` (``pair_uncertainty=False``:
 the assigned pairs' doublets only) and ``method="chi2"`` (the published test) are run on the same
-deconvolved PICs. With ``--replicate-key source_a``, also ``matched_units``: ``matched`` with
+deconvolved PICs. With ``--true-pairs``, also ``matched_true_pairs``: ``matched_assigned`` on the
+same PICs with each PIC's true pair and alpha in place of the calls (every PIC kept): what the
+test finds when the pair calls are right, so that a shortfall in recall can be put on the calls
+or on the test. With ``--replicate-key source_a``, also ``matched_units``: ``matched`` with
 each group judged by the spread of its PICs' A source cells as well (``replicate_key``; the
 synthetic PICs reuse those cells, real data's units are mice or patients). One JSON row per
 (dataset, seed, deconvolution, scenario, test).
@@ -30,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout too
@@ -82,6 +86,18 @@ def distinct_cells(pics):
     return pics[keep].copy()
 
 
+def with_true_pairs(pics):
+    """A copy of deconvolved `pics` whose calls are the truth: each PIC's true A and B group and
+    alpha, every PIC 'ok' (the posterior dropped: it belongs to the calls)."""
+    out = pics.copy()
+    for call, truth in (("pic_a", "true_a"), ("pic_b", "true_b")):
+        out.obs[call] = pd.Categorical(out.obs[truth].astype(str), categories=pics.obs[call].cat.categories)
+    out.obs["pic_alpha"] = out.obs["true_alpha"].astype(np.float64)
+    out.obs["pic_status"] = "ok"
+    out.obsm.pop("pic_pair_posterior", None)
+    return out
+
+
 def score(table, programme: list[str] | None) -> dict:
     called = table["significant"].to_numpy()
     up = called & (table["direction"].to_numpy() == "up")
@@ -130,16 +146,19 @@ def run(args, emit) -> list[dict]:
                     kept, right = hits(p.obs, {}, None)
                     pair_acc = float(right["pair_accuracy"][kept].mean())
                     tests = ("matched", "matched_assigned", "chi2") + (("matched_units",) if args.replicate_key else ())
+                    tests += ("matched_true_pairs",) if args.true_pairs else ()
                     for test in tests:
                         t0 = time.perf_counter()
+                        tested = with_true_pairs(p) if test == "matched_true_pairs" else p
                         kw = {"method": "chi2" if test == "chi2" else "matched", "min_pics": args.min_pics,
                               "fdr": FDR, "inplace": False, "groupby_keys": args.groupby_keys}
                         if test != "chi2":
-                            kw.update(singlets=ref, groupby="grp", pair_uncertainty=test != "matched_assigned",
+                            kw.update(singlets=ref, groupby="grp",
+                                      pair_uncertainty=test not in ("matched_assigned", "matched_true_pairs"),
                                       replicate_key=args.replicate_key if test == "matched_units" else None)
                         tab, skipped = None, None
                         try:
-                            tab = gsc.pic.interaction_genes(p, **kw)
+                            tab = gsc.pic.interaction_genes(tested, **kw)
                         except ValueError as e:  # e.g. --max-reuse: no group reaches --min-pics
                             skipped = str(e)
                         row = {"mode": "interaction", "dataset": name, "seed": seed, "scenario": scen,
@@ -177,6 +196,8 @@ def main(argv=None) -> int:
                     help="each held-out source cell in at most this many PICs (default: no cap)")
     ap.add_argument("--replicate-key", default=None,
                     help="obs column of the matched tests' units (source_a: the PICs' A cells; pic: each PIC)")
+    ap.add_argument("--true-pairs", action="store_true",
+                    help="also test with each PIC's true pair and alpha in place of the calls (matched_true_pairs)")
     ap.add_argument("--groupby-keys", default="pic_a,pic_b", type=lambda s: s.split(","))
     ap.add_argument("--group-size", type=int, default=30)
     ap.add_argument("--min-pics", type=int, default=10)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -319,11 +320,11 @@ def test_interaction_benchmark_smoke(tmp_path):
     out = tmp_path / "inter.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "pic_interaction.py"), "--datasets", "pbmc68k",
            "--data-dir", str(tmp_path), "--n-pics", "80", "--folds", "3", "--n-train", "400",
-           "--min-pics", "3", "--dask-rows", "30", "--out", str(out)]  # fmt: skip
+           "--min-pics", "3", "--dask-rows", "30", "--true-pairs", "--out", str(out)]  # fmt: skip
     subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT, timeout=SUBPROCESS_TIMEOUT)
     rows = _rows(out)
-    assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x")
-                                                          for t in ("matched", "matched_assigned", "chi2")}  # fmt: skip
+    tests = ("matched", "matched_assigned", "chi2", "matched_true_pairs")
+    assert {(r["scenario"], r["test"]) for r in rows} == {(s, t) for s in ("null", "planted_3x") for t in tests}
     for r in rows:
         assert r["dask_rows"] == 30  # the tests read the PICs as Dask row blocks
         assert {"n_tested", "n_called", "n_up", "pair_accuracy", "group_size", "n_groups_a"} <= set(r)
@@ -418,6 +419,27 @@ def inter():
 def freq():
     with benchmark_script("pic_frequencies") as module:
         yield module
+
+
+def test_true_pairs_replace_the_calls(inter):
+    """--true-pairs: the copy's calls are each PIC's true groups and alpha, every PIC kept and
+    the calls' posterior dropped; the deconvolved PICs are left as they were."""
+    pics = ad.AnnData(sp.csr_matrix(np.ones((3, 2), np.float32)))
+    cats = ["A0", "A1"]
+    pics.obs = pd.DataFrame({
+        "pic_a": pd.Categorical(["A0", "A0", None], categories=cats), "pic_b": pd.Categorical(["B0", "B1", None]),
+        "pic_alpha": [0.5, 0.6, np.nan], "pic_status": ["ok", "ok", "low_umis"],
+        "true_a": ["A1", "A0", "A1"], "true_b": ["B1", "B1", "B0"], "true_alpha": [0.2, 0.7, 0.9],
+    }, index=["p0", "p1", "p2"])  # fmt: skip
+    pics.obsm["pic_pair_posterior"] = sp.csr_matrix(np.eye(3, 4))
+    before = pics.obs.copy()
+    out = inter.with_true_pairs(pics)
+    assert out.obs["pic_a"].tolist() == ["A1", "A0", "A1"] and out.obs["pic_b"].tolist() == ["B1", "B1", "B0"]
+    assert list(out.obs["pic_a"].cat.categories) == cats
+    np.testing.assert_array_equal(out.obs["pic_alpha"], [0.2, 0.7, 0.9])
+    assert (out.obs["pic_status"] == "ok").all() and "pic_pair_posterior" not in out.obsm
+    pd.testing.assert_frame_equal(pics.obs, before)
+    assert "pic_pair_posterior" in pics.obsm
 
 
 def test_metrics_alpha_interval_and_calibration_by_hand(bench):
