@@ -366,7 +366,7 @@ def test_triplet_scan_weights_and_obs_alpha(pbmc):
                                                     inplace=False))  # fmt: skip
     # the B population's groups passed as A's: refused (every A side had become a DC mixture)
     with pytest.raises(ValueError, match="groups_a holds groups the PICs have on their other side"):
-        triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], groups_b=[], inplace=False)
+        triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[DC, MONO], inplace=False)
 
 
 def test_doublet_test_level_calls_against_singlets(pbmc):
@@ -398,7 +398,8 @@ def test_doublet_test_level_calls_against_singlets(pbmc):
         doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.01, n_null=50, inplace=False)
     none_ok = pics.copy()  # no PIC to test: no null (numpy's "a cannot be empty" before)
     none_ok.obs["pic_status"] = "too_few_umis"
-    res = doublet_test(none_ok, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
+    with pytest.warns(UserWarning, match="no PIC has status 'ok'"):
+        res = doublet_test(none_ok, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, inplace=False)
     assert res["pic_doublet_p"].isna().all() and not res["pic_is_doublet"].any()
     counts = pics.copy()  # the null's depths are the counts the test reads: a layer's, not X's
     counts.layers["counts"] = counts.X.copy()
@@ -457,7 +458,8 @@ def test_triplet_scan_level_calls_against_reference_doublets(pbmc):
             triplet_scan(pics, pbmc, groupby=GROUPBY, **kw)
     none_ok = pics.copy()  # no PIC to test: no null
     none_ok.obs["pic_status"] = "too_few_umis"
-    res = triplet_scan(none_ok, pbmc, groupby=GROUPBY, inplace=False)
+    with pytest.warns(UserWarning, match="no PIC has status 'ok'"):
+        res = triplet_scan(none_ok, pbmc, groupby=GROUPBY, inplace=False)
     assert res["pic_triplet_p"].isna().all() and not res["pic_is_triplet"].any()
     with pytest.warns(UserWarning, match=r"a null of 50 doublets gives no p-value below 1/51, so no PIC can be"):
         triplet_scan(pics, pbmc, groupby=GROUPBY, n_null=50, inplace=False)
@@ -595,6 +597,14 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
                     r"min_llr must be a number in \(-inf, inf\), got nan"),  # it flagged nothing, silently
     "min_llr text": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, min_llr="3"), ValueError,
                      r"min_llr must be a number"),  # a TypeError from '>' after the scan (None: by level)
+    # the audit's: numpy's bare float conversion error; a set taken as one name; an empty list
+    # refused as 'population A has 0 reference cells' (or, with min_llr, side A left unscanned)
+    "weight text": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights="a"), ValueError,
+                    r"triplet_scan: weights must lie strictly between 0 and 1, got 'a'"),
+    "empty groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=[], min_llr=0.0), ValueError,
+                       r"triplet_scan: groups_a is empty"),
+    "groups_a of numbers": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=5), TypeError,
+                            r"groups_a must be a name or a list of names, got 5"),
 }
 
 
@@ -854,6 +864,92 @@ def test_views_leave_parent_alone(pbmc):
         triplet_scan(view, pbmc, groupby=GROUPBY)
     assert not view.is_view and view.n_obs == 30 and "pic_doublet_llr" in view.obs
     assert_unchanged(parent, before)
+
+
+def _status(pics, value):
+    pics.obs["pic_status"] = value
+    return pics
+
+
+@pytest.mark.parametrize("step", [doublet_test, triplet_scan])
+def test_qc_without_an_ok_pic_warns(pbmc, step):
+    """No PIC with status 'ok' (a capitalised 'OK'): every column NaN and nothing flagged, as
+    for any PIC not 'ok', and now a warning that names the status values (silent before: an
+    audit)."""
+    pics = _status(make_pics(pbmc, 20, kinds=("TB", "TBB"), b_groups=(DC, MONO)), "OK")
+    with pytest.warns(UserWarning, match=rf"{step.__name__}: no PIC has status 'ok' in pics.obs\['pic_status'\] "
+                                         r"\(values: \['OK'\]\), so none is scored") as got:
+        res = step(pics, pbmc, groupby=GROUPBY, inplace=False)
+    assert all(w.filename == __file__ for w in got if "none is scored" in str(w.message))  # the caller's line
+    assert res.filter(like="llr").isna().all().all() and not res.filter(like="is_").any().any()
+
+
+def test_qc_names_the_groups_and_markers_it_read_from_deconvolve(pbmc):
+    """Groups and markers read from uns['pic'] are named as deconvolve's when they do not fit
+    the given singlets or genes (the errors named an argument doublet_test lacks, or none)."""
+    pics = make_pics(pbmc, 20, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    pics.uns["pic"]["markers"] = np.array(list(pbmc.var_names[:30]))
+    keep = pbmc.var_names[5:]
+    sub, ref = pics[:, keep].copy(), pbmc[:, keep].copy()
+    for step in (doublet_test, triplet_scan):
+        with pytest.raises(KeyError, match=r"5 genes not in var_names.*deconvolve's markers "
+                                           r"\(pics.uns\['pic'\]\['markers'\]\).*pass markers="):
+            step(sub, ref, groupby=GROUPBY)
+    assert doublet_test(sub, ref, groupby=GROUPBY, markers="footprint", inplace=False) is not None
+    no_mono = pbmc[pbmc.obs[GROUPBY] != MONO].copy()
+    pics.obs["pic_b"] = DC
+    with pytest.raises(ValueError, match=r"doublet_test: pics.uns\['pic'\]\['groups_b'\] names groups that are "
+                                         rf"not reference groups: \['{re.escape(MONO)}'\] \(deconvolve's groups\): pass the "
+                                         r"singlets and groupby deconvolve used\."):
+        doublet_test(pics, no_mono, groupby=GROUPBY, alpha="fit", level=0.05)
+    with pytest.raises(ValueError, match=r"triplet_scan: pics.uns\['pic'\]\['groups_b'\].*, or groups_b=\."):
+        triplet_scan(pics, no_mono, groupby=GROUPBY)
+
+
+def test_triplet_scan_takes_any_list_of_groups_and_warns_of_pics_outside_them(pbmc):
+    """groups_a as a set or dict keys is a list of names (it was taken as one name); PICs assigned
+    to a group outside the lists are scored at the given groups' pairs only: a warning says so."""
+    pics = make_pics(pbmc, 40, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    want = triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=list(T_GROUPS), inplace=False)
+    for given in (set(T_GROUPS), dict.fromkeys(T_GROUPS).keys(), np.array(T_GROUPS), pd.Index(T_GROUPS)):
+        pd.testing.assert_frame_equal(triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=given, inplace=False), want)
+    n_out = int((pics.obs["pic_a"] != T_GROUPS[0]).sum())
+    with pytest.warns(UserWarning, match=rf"{n_out} of the PICs' assigned groups lie outside groups_a / groups_b"):
+        triplet_scan(pics, pbmc, groupby=GROUPBY, groups_a=[T_GROUPS[0]], inplace=False)
+
+
+def test_plots_refuse_what_they_cannot_draw(pbmc, tmp_path):
+    """alpha_hist names a column that is not numbers (pandas' bare conversion error), refuses
+    PICs without an 'ok' one (an empty 'n = 0, median nan' figure) and says how many alphas lie
+    off its [0, 1] axis (counted, not drawn); pair_heatmap refuses an 'ok' PIC without a group
+    (a row 'nan') and normalize with frequencies (ignored); write_plots makes no folder when a
+    plot fails."""
+    pytest.importorskip("matplotlib")
+    pics = make_pics(pbmc, 30)
+    for key in ("pic_alpha", "true_alpha"):
+        bad = pics.copy()
+        bad.obs[key] = "x"
+        with pytest.raises(ValueError, match=rf"alpha_hist: obs\['{key}'\] must hold numbers"):
+            alpha_hist(bad)
+    with pytest.raises(ValueError, match="alpha_hist: no PIC with status 'ok'"):
+        alpha_hist(_status(pics.copy(), "dropped"))
+    off = pics.copy()
+    off.obs["pic_alpha"] = np.r_[[-0.2, 1.5], off.obs["pic_alpha"].to_numpy()[2:]]
+    title = alpha_hist(off).axes[0].get_title()
+    drawn = sum(p.get_height() for p in alpha_hist(off).axes[0].patches)
+    assert "n = 30" in title and "2 outside [0, 1], not drawn" in title and drawn == 28
+    assert "outside" not in alpha_hist(pics).axes[0].get_title()
+    gap = pics.copy()
+    gap.obs["pic_a"] = gap.obs["pic_a"].where(np.arange(30) > 0)
+    with pytest.raises(ValueError, match="pair_heatmap: 1 PICs with status 'ok' have no assigned group"):
+        pair_heatmap(gap)
+    with pytest.raises(ValueError, match="normalize=True shows PIC counts as fractions of their row"):
+        pair_heatmap(pics, normalize=True, frequencies=pd.DataFrame())
+    folder = tmp_path / "plots"
+    with pytest.raises(ValueError, match="pair_heatmap"):
+        gsc.pic.write_plots(gap, folder)
+    assert not folder.exists()
+    assert [p.name for p in gsc.pic.write_plots(pics, folder)] == ["pic-pairs.png", "pic-alpha.png"]
 
 
 def test_markers_from_uns_and_status(pbmc):

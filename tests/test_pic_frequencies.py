@@ -520,6 +520,38 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     _assert_unchanged(p, before)
 
 
+def test_an_audits_findings_on_conditions_units_and_keys(deconvolved_ref, monkeypatch):
+    """PICs without a condition are left out with a warning (silently before); the two groups
+    of the abundance test as an array or an Index (refused as 'not a pair'); condition_key None
+    named (it read 'obs[None] has 1 value'); one unit in a condition refused before the
+    confusion's simulation runs (after it before); another step's result in uns['pic'] named
+    (a bare KeyError 'groups_a')."""
+    p, ref = deconvolved_ref
+    p = p.copy()
+    p.obs["cond"] = np.where(np.arange(p.n_obs) % 3 == 0, None, np.where(np.arange(p.n_obs) % 2, "x", "y"))
+    n_none = int((p.obs["cond"].isna() & (p.obs["pic_status"] == "ok")).sum())
+    with pytest.warns(UserWarning, match=rf"{n_none} ok PICs have no value of condition_key 'cond' and are left out"):
+        gsc.pic.pair_frequencies(p, condition_key="cond", n_boot=20)
+    want = gsc.pic.pair_abundance_test(p, "cond", groups=("x", "y"), inplace=False)
+    for groups in (np.array(["x", "y"]), pd.Index(["x", "y"]), ["x", "y"]):
+        pd.testing.assert_frame_equal(gsc.pic.pair_abundance_test(p, "cond", groups=groups, inplace=False), want)
+    with pytest.raises(TypeError, match="pair_abundance_test: condition_key must be one column name of pics.obs, got None"):
+        gsc.pic.pair_abundance_test(p, None)
+    p.obs["cond"] = p.obs["cond"].fillna("y")
+    p.obs["mouse"] = np.where(p.obs["cond"] == "x", "m1", np.where(np.arange(p.n_obs) % 4, "m2", "m3"))
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("the confusion was simulated before the units were checked")
+
+    monkeypatch.setattr("gpu_sc.pic._frequencies.simulated_posteriors", no_simulation)
+    with pytest.raises(ValueError, match=r"fewer than 2 units among the ok PICs \(cond=x\)"):
+        gsc.pic.pair_frequencies(p, ref, condition_key="cond", replicate_key="mouse")
+    other = p.copy()
+    other.uns["pic"] = {"table": pd.DataFrame()}
+    with pytest.raises(ValueError, match=r"uns\['pic'\] lacks deconvolve's 'groups_a' / 'groups_b'.*rerun deconvolve"):
+        gsc.pic.pair_frequencies(other)
+
+
 def test_numpy_floats_for_level_and_fdr(deconvolved):
     """level and fdr as numpy floats (as read from a config or an array) were refused with
     'must be a number in (0, 1), got np.float32(0.9)' (from an audit)."""

@@ -424,6 +424,43 @@ def test_replicate_key_is_checked(reference_and_null):
         _matched_table(pics, ref, replicate_key="mouse")
 
 
+def test_replicate_key_of_one_unit_a_group_is_refused_or_warned(reference_and_null):
+    """A group drawn from one unit can call nothing: every group one unit (the condition used
+    as the units too) is refused before the test, some such groups are named in a warning;
+    before, every p-value came out 1 without a word (an audit)."""
+    ref, pics = reference_and_null
+    pics = pics.copy()
+    pics.obs["sample"] = np.where(np.arange(pics.n_obs) % 2, "s1", "s2")
+    before = pics.copy()
+    with pytest.raises(ValueError, match="every tested group's PICs come from one unit of replicate_key 'sample'"):
+        interaction_genes(pics, ref, groupby="grp", min_pics=5, condition_key="sample", replicate_key="sample")
+    pics.obs["mouse"] = "m0"
+    with pytest.raises(ValueError, match="one unit of replicate_key 'mouse'"):
+        _matched_table(pics, ref, replicate_key="mouse")
+    assert "pic_interaction" not in pics.uns and pics.X.nnz == before.X.nnz
+    one = pics.obs["pic_a"].astype(str) == PIC_T[0]  # that A group's PICs all of one mouse
+    pics.obs["mouse"] = np.where(one, "m0", np.where(np.arange(pics.n_obs) % 2, "m1", "m2"))
+    with pytest.warns(UserWarning, match=r"group\(s\) have PICs of one unit of replicate_key 'mouse'") as got:
+        tab = _matched_table(pics, ref, replicate_key="mouse")
+    named = [str(w.message) for w in got if "one unit" in str(w.message)][0]
+    assert all((PIC_T[0] in name) == (name in named) for name in (f"{a}|{b}" for a in PIC_T for b in PIC_DC))
+    assert tab["tested"].any()
+
+
+def test_key_added_and_pair_uncertainty_are_checked(reference_and_null):
+    """key_added must not replace deconvolve's uns['pic'] (the frequency steps then failed with a
+    bare KeyError) nor be a non-string (h5ad writing failed later); pair_uncertainty is a bool
+    ('no' ran as True)."""
+    ref, pics = reference_and_null
+    pics = pics.copy()
+    for bad in ("pic", 5, ""):
+        with pytest.raises(ValueError, match="key_added must be a non-empty string other than 'pic'"):
+            interaction_genes(pics, ref, groupby="grp", min_pics=10, key_added=bad)
+    with pytest.raises(TypeError, match="pair_uncertainty must be True or False, got 'no'"):
+        _matched_table(pics, ref, pair_uncertainty="no")
+    assert "pic_interaction" not in pics.uns
+
+
 @pytest.mark.parametrize("want", [0, 1, 10, 50, 99, 100, 150])
 def test_umi_draws_are_hypergeometric(want):
     """A part (a PIC's member, a matched doublet's cell, a down-sampled PIC) takes `want` UMIs of

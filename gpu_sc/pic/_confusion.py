@@ -72,6 +72,10 @@ def kept_posterior(pics: ad.AnnData, step: str):
                   if method == "mixture" else "")
                + "); run gsc.pic.deconvolve(pics, singlets, method='ml' or 'picseq') first.")  # fmt: skip
         raise ValueError(msg)
+    if any(info.get(k) is None for k in ("groups_a", "groups_b")):
+        msg = (f"{step}: pics.uns[{K.UNS_PIC!r}] lacks deconvolve's 'groups_a' / 'groups_b' (keys: "
+               f"{sorted(map(str, info))[:8]}): another step stored its result there; rerun deconvolve.")
+        raise ValueError(msg)
     ga, gb = list(info["groups_a"]), list(info["groups_b"])
     check_posterior_shape(post.shape, pics.n_obs, len(ga), len(gb), step=step, fix="rerun deconvolve.")
     post = sp.csr_matrix(array_to_cpu(post), dtype=np.float64)  # to_gpu moves obsm too

@@ -221,7 +221,8 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         None: the plain mean posterior, which is pulled towards the pairs each group is
         confused with.
     condition_key
-        A column of ``pics.obs`` (e.g. sample or condition): one composition per value.
+        A column of ``pics.obs`` (e.g. sample or condition): one composition per value. PICs
+        without a value are left out, with a warning.
     replicate_key
         The column(s) of ``pics.obs`` naming the independent units the PICs come from (the mouse
         or patient): the bootstrap resamples those units, not PICs, as PICs of one unit are not
@@ -270,6 +271,17 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     codes = replicate_codes(pics, replicate_key, step=step, use=counted)
     if not counted.any():  # before the confusion's simulation, which needs their depth
         raise ValueError(_nothing_counted(step, condition_key))
+    if (ok & ~counted).any():
+        warnings.warn(f"{step}: {int((ok & ~counted).sum())} ok PICs have no value of condition_key "
+                      f"{condition_key!r} and are left out.", UserWarning, stacklevel=2)
+    for value, mask in conditions:  # before the confusion's simulation, as the other checks
+        rows = np.flatnonzero(mask & ok)
+        if codes is not None and rows.size and min(u for _, u in _units(codes[rows])) < 2:
+            what = "" if value is None else f" ({condition_key}={value})"
+            msg = (f"{step}: replicate_key {replicate_key!r} has fewer than 2 units among the ok PICs"
+                   f"{what}; the interval needs replicates to resample (pass replicate_key=None to "
+                   f"resample PICs).")  # fmt: skip
+            raise ValueError(msg)
     sims, depths = {}, None
     if singlets is not None:
         check_anndata(singlets, step=step, name="singlets")
@@ -300,12 +312,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         sub = post[rows]
         fit, se = _mean_se(sub)
         what = "" if value is None else f" ({condition_key}={value})"
-        units = None if codes is None else _units(codes[rows])
-        if units is not None and min(u for _, u in units) < 2:
-            msg = (f"{step}: replicate_key {replicate_key!r} has fewer than 2 units among the ok PICs"
-                   f"{what}; the interval needs replicates to resample (pass replicate_key=None to "
-                   f"resample PICs).")  # fmt: skip
-            raise ValueError(msg)
+        units = None if codes is None else _units(codes[rows])  # (2 or more each: checked above)
         boot = _bootstrap(sub, n_boot, rng, Progress(f"pair_frequencies: bootstrap{what}", n_boot,
                                                      unit="replicates"), units)  # fmt: skip
         weight = None
@@ -394,12 +401,15 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     """
     step = "pair_abundance_test"
     fdr = check_number(fdr, "fdr", step=step, low=0, high=1, high_open=True)
+    column_name(condition_key, step=step, name="pics", what="condition_key")
     post, ok, names_a, names_b = kept_posterior(pics, step)
     conditions = dict(_conditions(pics, condition_key, step))
-    if groups is not None and (isinstance(groups, str) or not isinstance(groups, Sequence)):
+    if groups is not None and (isinstance(groups, str) or not np.iterable(groups)):
         msg = (f"{step}: groups must be a pair (test, reference) of values of obs[{condition_key!r}] "
                f"({list(conditions)[:10]}), got {groups!r}.")  # fmt: skip
         raise TypeError(msg)
+    if groups is not None:  # a list, tuple, array or Index of the two values
+        groups = tuple(v.item() if isinstance(v, np.generic) else v for v in groups)
     if len(conditions) < 2:  # nothing to compare, whatever groups says
         msg = (f"{step}: obs[{condition_key!r}] has {len(conditions)} value(s) ({list(conditions)}); the test "
                "compares the PICs of two conditions: label them in one column first.")  # fmt: skip

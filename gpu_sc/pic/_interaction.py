@@ -147,7 +147,8 @@ def interaction_genes(
         (after genomic control) is raised to that of a t test of its residual sum against the
         spread of its units' sums, on units - 1 degrees of freedom, so a sum carried by one
         unit's PICs is not the group's programme. A group drawn from fewer than two units can
-        call nothing; with few units a group's evidence is as many numbers (8 mice: a gene
+        call nothing (a warning names such groups; where every group is one, the call is
+        refused); with few units a group's evidence is as many numbers (8 mice: a gene
         raised 3 UMIs in the 26 PICs of one pair gave p = 7e-4 there, against 7e-16 without). Holds
         a (group, unit) x genes float64 array: meant for mice or patients, not one unit a PIC.
     min_pics
@@ -176,7 +177,7 @@ def interaction_genes(
     fdr
         FDR threshold of the 'significant' column.
     key_added
-        uns key of the stored result.
+        uns key of the stored result (a non-empty string; not 'pic', deconvolve's).
     inplace
         Store the result in ``pics.uns[key_added]``.
 
@@ -208,6 +209,10 @@ def interaction_genes(
         raise ValueError(msg)
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
     check_number(fdr, "fdr", step=_STEP, low=0, high=1)
+    if inplace and (not isinstance(key_added, str) or not key_added or key_added == UNS_PIC):
+        msg = (f"{_STEP}: key_added must be a non-empty string other than {UNS_PIC!r} (deconvolve's, which the "
+               f"later steps read), got {key_added!r}.")
+        raise ValueError(msg)
     check_number(min_counts, "min_counts", step=_STEP, low=0, high=math.inf, low_open=False)
     if condition_key is not None and condition_key in groupby_keys:
         msg = (f"{_STEP}: condition_key {condition_key!r} is one of groupby_keys {list(groupby_keys)}; a "
@@ -219,6 +224,9 @@ def interaction_genes(
         raise ValueError(msg)
     use = ok_mask(pics, status_key=status_key, step=_STEP)
     if method == "matched":
+        if not isinstance(pair_uncertainty, bool | np.bool_):
+            msg = f"{_STEP}: pair_uncertainty must be True or False, got {pair_uncertainty!r}."
+            raise TypeError(msg)
         n_matched = check_int(n_matched, step=_STEP, name="n_matched")
         seed = check_seed(seed, step=_STEP)
         reference = _matched_reference(pics, singlets, groupby, use, pair_uncertainty)
@@ -255,6 +263,8 @@ def interaction_genes(
     gcodes = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
     if method == "matched":  # a missing replicate is refused only in the PICs tested
         units = replicate_codes(pics, replicate_key, step=_STEP, max_columns=1, use=gcodes >= 0)
+        if units is not None:
+            _check_units(units[:, 0], gcodes, labels, replicate_key)
 
     o_k = to_host(group_sums(obs_x, gcodes, kept.size)[0])[:, gene_sel]
     if method == "chi2":
@@ -299,6 +309,24 @@ def interaction_genes(
         if method == "matched":
             pics.uns[key_added]["z"] = test["z"]
     return table
+
+
+def _check_units(units: np.ndarray, gcodes: np.ndarray, labels: list[str], replicate_key: str) -> None:
+    """With replicates, a group drawn from one unit can call nothing (its units' spread is
+    unknown): refuse a test in which every kept group is one, warn of the groups that are."""
+    tested = gcodes >= 0
+    pairs = np.unique(np.column_stack([gcodes[tested], units[tested]]), axis=0)
+    n_units = np.bincount(pairs[:, 0], minlength=len(labels))
+    one = np.flatnonzero(n_units < 2)
+    if one.size == len(labels):
+        msg = (f"{_STEP}: every tested group's PICs come from one unit of replicate_key {replicate_key!r}, "
+               f"so no gene can be called (a group's p-value is judged against its units' spread); give "
+               f"a column with two or more units a group (mice, patients), or replicate_key=None.")
+        raise ValueError(msg)
+    if one.size:
+        names = [labels[i] for i in one]
+        warnings.warn(f"{_STEP}: {one.size} tested group(s) have PICs of one unit of replicate_key "
+                      f"{replicate_key!r} and can call no gene: {names[:10]}.", UserWarning, stacklevel=3)
 
 
 def _expected_layer(pics: AnnData, layer: str):

@@ -41,8 +41,12 @@ def _figure(rows: int, cols: int, figsize):
 def _finish(fig, save):
     fig.tight_layout()
     if save is not None:
-        fig.savefig(Path(save), dpi=100, format="png")
+        _save(fig, save)
     return fig
+
+
+def _save(fig, path) -> None:
+    fig.savefig(Path(path), dpi=100, format="png")
 
 
 def _order(pics: AnnData, key: str, present: pd.Index) -> list[str]:
@@ -64,6 +68,10 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
     fraction of all PICs and its interval. Returns the Figure.
     """
     check_anndata(pics, step="pair_heatmap", name="pics")
+    if normalize and frequencies is not None:
+        msg = ("pair_heatmap: normalize=True shows PIC counts as fractions of their row; frequencies are "
+               "fractions of all PICs already: pass one of them.")
+        raise ValueError(msg)
     if frequencies is not None:
         tab, lo, hi = _frequency_grid(pics, frequencies)
         n_shown = int(frequencies["n_pics"].iloc[0])
@@ -73,6 +81,11 @@ def pair_heatmap(pics: AnnData, *, a_key: str = OBS_PIC_A, b_key: str = OBS_PIC_
         b = obs_column(pics, b_key, step="pair_heatmap", what="the assigned B group").astype(object)[use]
         if len(a) == 0:
             msg = "pair_heatmap: no PIC with status 'ok'."
+            raise ValueError(msg)
+        missing = int((a.isna() | b.isna()).sum())
+        if missing:
+            msg = (f"pair_heatmap: {missing} PICs with status 'ok' have no assigned group in obs[{a_key!r}] or "
+                   f"obs[{b_key!r}]; fill them or mark those PICs in obs[{status_key!r}].")
             raise ValueError(msg)
         # as arrays: crosstab lines Series up by their index, which repeated PIC names break
         tab = pd.crosstab(a.astype(str).to_numpy(), b.astype(str).to_numpy(), rownames=[a_key], colnames=[b_key])
@@ -136,17 +149,22 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
     if not isinstance(bins, str) and np.ndim(bins) == 0:  # a count (edges and rules go to numpy)
         check_int(bins, step="alpha_hist", name="bins")
     use = ok_mask(pics, status_key=status_key, step="alpha_hist")
-    alpha = obs_column(pics, alpha_key, step="alpha_hist", what="the A share").to_numpy(dtype=float, na_value=np.nan)
+    if not use.any():
+        msg = "alpha_hist: no PIC with status 'ok'."
+        raise ValueError(msg)
+    alpha = _numbers(obs_column(pics, alpha_key, step="alpha_hist", what="the A share"), alpha_key)
     alpha_u = alpha[use & np.isfinite(alpha)]
     has_true = true_key in pics.obs
+    t = _numbers(pics.obs[true_key], true_key) if has_true else None
+    outside = int(((alpha_u < 0) | (alpha_u > 1)).sum())  # not drawn: the axis is [0, 1]
     fig, axes = _figure(1, 2 if has_true else 1, (9 if has_true else 4.5, 3.8))
     ax = axes[0, 0]
     ax.hist(alpha_u, bins=bins, range=(0, 1), color="tab:blue", edgecolor="white")
     ax.set_xlabel(alpha_key)
     ax.set_ylabel("PICs")
-    ax.set_title(f"alpha (n = {alpha_u.size}, median {np.median(alpha_u) if alpha_u.size else np.nan:.2f})")
+    ax.set_title(f"alpha (n = {alpha_u.size}, median {np.median(alpha_u) if alpha_u.size else np.nan:.2f})"
+                 + (f"\n{outside} outside [0, 1], not drawn" if outside else ""))
     if has_true:
-        t = pics.obs[true_key].to_numpy(dtype=float, na_value=np.nan)
         ok = use & np.isfinite(alpha) & np.isfinite(t)
         ax = axes[0, 1]
         ax.scatter(t[ok], alpha[ok], s=6, alpha=0.6)
@@ -161,6 +179,15 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
             r2 = 1 - (resid**2).sum() / ss if ss > 0 else np.nan
             ax.set_title(f"R² = {r2:.3f}, MAE = {np.abs(resid).mean():.3f}")
     return _finish(fig, save)
+
+
+def _numbers(column: pd.Series, key: str) -> np.ndarray:
+    """An obs column as float64 (NaN where missing), or an error naming it."""
+    try:
+        return column.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        msg = f"alpha_hist: obs[{key!r}] must hold numbers (an A share per PIC), got {column.dtype} values."
+        raise ValueError(msg) from None
 
 
 def interaction_plot(pics: AnnData, genes=None, n: int = 12, *, key: str = UNS_PIC_INTERACTION,
@@ -222,9 +249,11 @@ def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
     check_anndata(pics, step="write_plots", name="pics")
     if not ok_mask(pics).any():
         return []
+    figures = {"pairs": pair_heatmap(pics), "alpha": alpha_hist(pics)}  # drawn before the folder is made
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
-    pairs, alpha = d / PLOT_FILES["pairs"], d / PLOT_FILES["alpha"]
-    pair_heatmap(pics, save=pairs)
-    alpha_hist(pics, save=alpha)
-    return [pairs, alpha]
+    paths = []
+    for name, fig in figures.items():
+        paths.append(d / PLOT_FILES[name])
+        _save(fig, paths[-1])
+    return paths

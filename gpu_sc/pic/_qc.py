@@ -40,7 +40,7 @@ from .. import _ops
 from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
-from ._args import PicColumns, pic_columns
+from ._args import PicColumns, names_list, pic_columns
 from ._doublet_null import best_pairs, doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
@@ -64,12 +64,20 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
     """Boolean mask of the genes the LL uses: `markers` (names or mask) if given, else
     pics.uns['pic']['markers'] if present, else every gene with more than 10 UMIs over all
     singlets."""
+    stored = False
     if markers is None:
         info = pics.uns.get(UNS_PIC)
         if isinstance(info, dict) and info.get("markers") is not None and len(info["markers"]):
-            markers = info["markers"]  # (an empty list: deconvolve found no footprint marker)
+            markers, stored = info["markers"], True  # (an empty list: deconvolve found no footprint marker)
     if markers is not None:
-        mask = genes_mask(pics, markers, step=step)
+        try:
+            mask = genes_mask(pics, markers, step=step)
+        except KeyError as e:
+            if not stored:
+                raise
+            msg = (f"{e.args[0]} These are deconvolve's markers (pics.uns[{UNS_PIC!r}]['markers']), and the PICs "
+                   "have lost some of its genes since: pass markers= (gene names, or 'footprint').")
+            raise KeyError(msg) from None
     else:
         totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
         mask = totals > MIN_UMIS
@@ -199,6 +207,12 @@ class _Setup:
         check_same_genes(pics, singlets, step=step)
         self.use, self.names, s_codes, self.ia, self.ib, self.alpha_obs = read_assignment(
             pics, singlets, groupby, cols, step=step, with_alpha=alpha == "obs")
+        if not self.use.any():  # (all-NaN columns and no call, as for any PIC not 'ok')
+            key = cols["status_key"]
+            seen = sorted(map(str, pd.unique(pics.obs[key])))[:5] if key in pics.obs else []
+            warnings.warn(f"{step}: no PIC has status 'ok' in pics.obs[{key!r}] (values: {seen}), so none is "
+                          "scored; check the status column, or pass status_key=None to score every PIC.",
+                          UserWarning, stacklevel=3)
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.s, self.s_codes, self.counts = s, s_codes, u  # (the doublet test's null reads them)
         self._host_s = None
@@ -435,17 +449,24 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
 # --------------------------------------------------------------------------- triplet scan
 def _side_groups(pics, given, key, codes, use, names, *, step):
     """Group indices of one population: `given`, else uns['pic'][key], else the assigned ones."""
-    if given is None:
+    source = key
+    if given is not None:
+        given = names_list(given, step=step, name=key)
+        if not given:
+            msg = f"{step}: {key} is empty; name the population's groups, or leave it None (deconvolve's)."
+            raise ValueError(msg)
+    else:
         info = pics.uns.get(UNS_PIC)
         if isinstance(info, dict) and info.get(key) is not None:
-            given = info[key]
+            given, source = [str(g) for g in np.atleast_1d(np.asarray(info[key]))], f"pics.uns[{UNS_PIC!r}][{key!r}]"
     if given is None:
         return np.unique(codes[use & (codes >= 0)])
     lookup = {n: i for i, n in enumerate(names)}
-    given = [str(g) for g in np.atleast_1d(np.asarray(given))]
     missing = [g for g in given if g not in lookup]
     if missing:
-        msg = f"{step}: {key} names groups that are not reference groups: {missing[:5]}."
+        fix = ("" if source == key else " (deconvolve's groups): pass the singlets and groupby deconvolve used"
+               + (f", or {key}=" if step == "triplet_scan" else ""))
+        msg = f"{step}: {source} names groups that are not reference groups: {missing[:5]}{fix}."
         raise ValueError(msg)
     return np.array(sorted({lookup[g] for g in given}), dtype=np.int64)
 
@@ -566,7 +587,10 @@ def triplet_scan(
         level = check_number(level, "level", step=step, low=0, high=1, high_open=True)
         n_null = check_int(n_null, step=step, name="n_null", hint=" (doublets drawn from the reference)")
         seed = check_seed(seed, step=step)
-    given = np.atleast_1d(np.asarray(weights, dtype=np.float64))  # a single weight too
+    try:
+        given = np.atleast_1d(np.asarray(weights, dtype=np.float64))  # a single weight too
+    except (TypeError, ValueError):
+        given = np.array([np.nan])  # refused below, by name
     w = np.unique(np.concatenate([given, 1 - given]))
     if given.ndim != 1 or w.size == 0 or not np.all((w > 0) & (w < 1)):
         msg = f"{step}: weights must lie strictly between 0 and 1, got {weights!r}."
@@ -587,6 +611,11 @@ def triplet_scan(
     if all(v.size < 2 for v in sides.values()):
         msg = f"{step}: both populations have fewer than 2 groups; there is no triplet to test."
         raise ValueError(msg)
+    outside = sum(int((~np.isin(c[st.use], sides[k])).sum()) for k, c in (("a", st.ia), ("b", st.ib)))
+    if outside:
+        warnings.warn(f"{step}: {outside} of the PICs' assigned groups lie outside groups_a / groups_b, the "
+                      "populations scanned; pass lists that hold every group the PICs are assigned to (the default: "
+                      "deconvolve's).", UserWarning, stacklevel=2)
     ia, ib = st.ia[st.rows_ok], st.ib[st.rows_ok]
     if level is not None:  # scored as the null is: at the pair of highest likelihood here
         pairs = [(a, b) for a in sides["a"].tolist() for b in sides["b"].tolist()]
