@@ -76,7 +76,7 @@ def marker_genes(pics: AnnData, singlets, s_counts, markers, *, step: str) -> np
             if not stored:
                 raise
             msg = (f"{e.args[0]} These are deconvolve's markers (pics.uns[{UNS_PIC!r}]['markers']), and the PICs "
-                   "have lost some of its genes since: pass markers= (gene names, or 'footprint').")
+                   "have lost some of those genes since: pass markers= (gene names, or 'footprint').")
             raise KeyError(msg) from None
     else:
         totals = to_host(_ops.col_sums(_ops.parts(s_counts))[0])
