@@ -424,6 +424,41 @@ def test_doublet_test_calls_above_min_llr(pbmc):
     np.testing.assert_array_equal(res["pic_is_doublet"].to_numpy(), llr > 3.3)
 
 
+def _dense_profiles(singlets, mask):
+    """Per reference group name: its geometric-mean profile over the genes of `mask` (dense,
+    float64: exp of the mean log1p over the group's cells, less 1, normalised)."""
+    x = singlets.X.toarray().astype(np.float64)[:, mask]
+    lab = singlets.obs[GROUPBY].astype(str).to_numpy()
+    out = {}
+    for g in np.unique(lab):
+        gm = np.expm1(np.log1p(x[lab == g]).mean(0))
+        out[g] = gm / gm.sum()
+    return out
+
+
+def _dense_ll(u, pa, pb, alpha):
+    """LL per row of `u` of the mixture alpha * pa + (1 - alpha) * pb (rows of profiles)."""
+    return (u * np.log(alpha[:, None] * pa + (1 - alpha[:, None]) * pb + EPS)).sum(1)
+
+
+def test_doublet_test_llr_by_hand(pbmc):
+    """With alpha='obs' the LLR is LL at the observed alpha less LL at the nearer end: 1 where
+    alpha >= 0.5 (alpha = 0.5 exactly too), else 0; over every gene of more than 10 UMIs."""
+    pics = make_pics(pbmc, 24, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
+    alpha = pics.obs["pic_alpha"].to_numpy(dtype=np.float64).copy()
+    alpha[::4] = 0.5
+    pics.obs["pic_alpha"] = alpha
+    res = doublet_test(pics, pbmc, groupby=GROUPBY, inplace=False)
+    mask = np.asarray(pbmc.X.sum(0)).ravel() > 10
+    prof = _dense_profiles(pbmc, mask)
+    u = pics.X.toarray().astype(np.float64)[:, mask]
+    pa = np.array([prof[g] for g in pics.obs["pic_a"]])
+    pb = np.array([prof[g] for g in pics.obs["pic_b"]])
+    want = _dense_ll(u, pa, pb, alpha) - _dense_ll(u, pa, pb, np.where(alpha >= 0.5, 1.0, 0.0))
+    assert (np.abs(want[::4]) > 1).all()  # at alpha 0.5 the two ends' LLs differ
+    np.testing.assert_allclose(res["pic_doublet_llr"], want, rtol=1e-9, atol=1e-8)
+
+
 def test_triplet_scan_level_calls_against_reference_doublets(pbmc):
     """By default (no min_llr) a PIC is flagged by a p-value against doublets drawn from the
     reference (cross-fitted halves, the PICs' depths), each PIC scored as they are, at its pair
@@ -494,6 +529,267 @@ def test_null_pvalues_by_hand():
     np.testing.assert_allclose(got, [4 / 5, 2 / 2])
 
 
+def test_best_pairs_take_the_highest_likelihood_and_ties_go_to_the_first_pair():
+    """best_pairs (the QC steps' pair search): each row's pair of highest fitted-alpha
+    likelihood; a row at an alpha end (one cell alone: the other side's profile unused) ties
+    over that side's groups, and takes the first pair, as documented."""
+    from gpu_sc.pic._doublet_null import best_pairs
+    from gpu_sc.pic._qc import _fit_alpha, _ll
+
+    prof = np.array([[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8]])  # genes x groups: A 0, B 1 and 2
+    u = sp.csr_matrix(np.array([[10.0, 0, 0], [0, 0, 10.0], [4.0, 0, 4.0]]))
+    rows, cols = np.repeat(np.arange(3), np.diff(u.indptr)), u.indices
+    ia, ib, llr = best_pairs(np, rows, cols, u.data, 3, prof, [(0, 1), (0, 2)], EPS, _fit_alpha, _ll)
+    np.testing.assert_array_equal(ia, [0, 0, 0])
+    np.testing.assert_array_equal(ib, [1, 2, 2])  # row 0: alpha 1 under both pairs, a tie: the first
+    assert llr[0] == 0 and llr[1] == 0 and llr[2] > 1  # row 2: half A, half B 2
+
+
+def _tiny_reference(sizes, *, n_genes=12, seed=0):
+    """Host float64 CSR of integer counts, `sizes[g]` cells of group g (group-specific
+    expression, 30-160 UMIs a cell, every row distinct), and the cells' group codes."""
+    rng = np.random.default_rng(seed)
+    codes = np.repeat(np.arange(len(sizes)), sizes)
+    base = rng.gamma(0.6, size=(len(sizes), n_genes)) + 0.02
+    x = np.array([rng.multinomial(rng.integers(30, 160), base[g] / base[g].sum()) for g in codes], float)
+    assert len({r.tobytes() for r in x}) == len(x)
+    return sp.csr_matrix(x), codes
+
+
+def _row_ids(x: sp.csr_matrix) -> dict:
+    """Each row's index, keyed by its counts (rows of `_tiny_reference` are distinct)."""
+    return {r.tobytes(): i for i, r in enumerate(x.toarray())}
+
+
+def test_singlet_null_scores_whole_cells_against_profiles_without_them(monkeypatch):
+    """singlet_null: each drawn reference cell is scored against profiles built from the
+    population's cells outside its half (cross-fitted), not from itself; a cell with fewer UMIs
+    than its drawn depth is taken whole; the A null is the A cells' LLRs and the B null the B
+    cells', sorted; the cells and the depths drawn follow `seed`."""
+    import gpu_sc.pic._doublet_null as dn
+    from gpu_sc.pic._qc import _fit_alpha, _ll
+
+    s, codes = _tiny_reference([3, 2, 2, 2])  # A: groups 0, 1 (5 cells); B: groups 2, 3 (4 cells)
+    sides = (np.array([0, 1]), np.array([2, 3]))
+    ids = _row_ids(s)
+    kept, scored = [], []
+
+    def profiles(sm, c, n_groups, markers):
+        kept.append({ids[r.tobytes()] for r in sm.toarray()})
+        return group_profiles(sm, c, n_groups, markers)
+
+    real = dn._best_pair_llr
+
+    def best_pair_llr(u, *args):
+        out = real(u, *args)
+        scored.append(dict(zip([ids.get(r.tobytes(), -1) for r in u.toarray()], out, strict=True)))
+        return out
+
+    monkeypatch.setattr(dn, "_best_pair_llr", best_pair_llr)
+
+    def run(n_null, depths, seed):
+        kept.clear()
+        scored.clear()
+        return dn.singlet_null(s, codes, 4, np.arange(s.shape[0]), sides, np.ones(s.shape[1], bool),
+                               np.asarray(depths, float), n_null=n_null, seed=seed, eps=EPS, profiles=profiles,
+                               fit_alpha=_fit_alpha, loglik=_ll)  # fmt: skip
+
+    for seed in (0, 1, 2):
+        null_a, null_b = run(100, [1e6], seed)  # every cell drawn, each taken whole
+        assert len(kept) == len(scored) == 2
+        used = set(range(s.shape[0]))
+        for keep, llr in zip(kept, scored, strict=True):
+            assert -1 not in llr  # whole cells
+            assert not keep & set(llr) and keep | set(llr) == used  # profiles without the scored half
+        llr = {c: v for half in scored for c, v in half.items()}
+        np.testing.assert_array_equal(null_a, np.sort([llr[c] for c in np.flatnonzero(codes < 2)]))
+        np.testing.assert_array_equal(null_b, np.sort([llr[c] for c in np.flatnonzero(codes >= 2)]))
+    drawn, whole = set(), set()
+    for seed in range(8):
+        run(2, [1e6], seed)  # 2 cells of each population
+        drawn.add(frozenset(c for half in scored for c in half))
+        run(100, [0, 1e6], seed)  # each cell of 0 UMIs or whole
+        whole.add(sum(c >= 0 for half in scored for c in half))
+    assert len(drawn) > 1 and len(whole) > 1  # the cells drawn and their depths follow the seed
+
+
+def test_doublet_null_joins_whole_cells_of_one_fold_scored_without_it():
+    """doublet_null: each population's groups are dealt round min(10, cells) folds, from where
+    the last group stopped (every fold holds cells of both populations, as even as can be);
+    a null doublet joins an A and a B cell of one fold, its UMIs the two cells' pooled counts
+    where the drawn depth exceeds them (the A share the A cell's), and is scored against
+    profiles without that fold's cells; the doublets are spread evenly over the folds, and
+    follow `seed`."""
+    from gpu_sc.pic._doublet_null import doublet_null
+    from gpu_sc.pic._qc import _fit_alpha, _ll
+
+    s, codes = _tiny_reference([3, 3, 2, 2])  # A: groups 0, 1 (6 cells); B: groups 2, 3 (4): 4 folds
+    sides = (np.array([0, 1]), np.array([2, 3]))
+    x = s.toarray()
+    ids = _row_ids(s)
+    pooled = {(x[a] + x[b]).tobytes(): (a, b) for a in np.flatnonzero(codes < 2) for b in np.flatnonzero(codes >= 2)}
+    assert len(pooled) == 24
+    kept, calls = [], []
+
+    def profiles(sm, c, n_groups, markers):
+        kept.append({ids[r.tobytes()] for r in sm.toarray()})
+        return group_profiles(sm, c, n_groups, markers)
+
+    def triplet_llr(u, prof, ia, ib):
+        calls.append([pooled.get(r.tobytes()) for r in u.toarray()])
+        return np.zeros(u.shape[0])
+
+    def run(seed):
+        kept.clear()
+        calls.clear()
+        doublet_null(s, codes, 4, np.arange(s.shape[0]), sides, np.ones(s.shape[1], bool), np.array([1e6]),
+                     n_null=40, seed=seed, eps=EPS, profiles=profiles, fit_alpha=_fit_alpha, loglik=_ll,
+                     triplet_llr=triplet_llr)  # fmt: skip
+        return [pair for call in calls for pair in call]
+
+    pairs = run(0)
+    assert len(calls) == len(kept) == 4 and [len(c) for c in calls] == [10] * 4
+    assert None not in pairs  # whole cells, A's UMIs from the A cell
+    out = [set(range(s.shape[0])) - keep for keep in kept]
+    assert sorted(c for fold in out for c in fold) == list(range(s.shape[0]))  # the folds part the cells
+    for fold, call in zip(out, calls, strict=True):
+        assert all(a in fold and b in fold for a, b in call)  # the doublet's cells out of its profiles
+        n_a = sum(codes[c] < 2 for c in fold)
+        assert n_a in (1, 2) and len(fold) - n_a == 1  # 6 A and 4 B cells dealt round 4 folds
+    folds = {frozenset(fold) for fold in out}
+    assert run(1) != pairs  # the folds and the cells follow the seed
+    assert {frozenset(set(range(s.shape[0])) - keep) for keep in kept} != folds
+
+
+def test_doublet_test_p_values_against_the_nearer_ends_population(pbmc):
+    """Each PIC's p-value is against the null of its nearer end's population: 184 T cells (A)
+    and, with n_null=300, 300 of the 369 DCs and monocytes (B); the p-values of PICs of one T
+    cell (fitted alpha near 1, mostly) are in steps of 1/185, those of one B cell in steps of
+    1/301."""
+    pics = make_pics(pbmc, 160, kinds=("T", "B"), b_groups=(DC, MONO))
+    p = doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=300, inplace=False)["pic_doublet_p"]
+
+    def steps_of(q, size):
+        steps = q * (size + 1)
+        return np.abs(steps - np.round(steps)) < 1e-9
+
+    for kind, size, other in (("T", 184, 300), ("B", 300, 184)):
+        q = p[(pics.obs["kind"] == kind) & (p < 1)].to_numpy()  # (1 is a step of both)
+        assert q.size >= 10 and (steps_of(q, size) | steps_of(q, other)).all()
+        assert (steps_of(q, size) & ~steps_of(q, other)).mean() > 0.8
+
+
+def test_qc_calls_at_the_level_and_above_min_llr(pbmc):
+    """A p-value equal to `level` is called (p <= level), an LLR equal to `min_llr` is not
+    (LLR > min_llr), in both QC steps."""
+    import warnings
+
+    pics = make_pics(pbmc, 40, kinds=("TB", "T", "B", "TBB"), b_groups=(DC, MONO))
+    for step, kw, key in ((doublet_test, {"alpha": "fit", "n_null": 100}, "doublet"),
+                          (triplet_scan, {"n_null": 100}, "triplet")):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # (a small null for the level)
+            p = step(pics, pbmc, groupby=GROUPBY, level=0.5, inplace=False, **kw)[f"pic_{key}_p"]
+            at = float(np.sort(p.unique())[len(p.unique()) // 3])
+            res = step(pics, pbmc, groupby=GROUPBY, level=at, inplace=False, **kw)
+        called = res[f"pic_is_{key}"]
+        assert (res[f"pic_{key}_p"] == at).any() and called[res[f"pic_{key}_p"] == at].all()
+        np.testing.assert_array_equal(called, res[f"pic_{key}_p"] <= at)
+        llr = step(pics, pbmc, groupby=GROUPBY, min_llr=0.0, inplace=False)[f"pic_{key}_llr"]
+        cut = float(np.sort(llr)[len(llr) // 2])  # an LLR of a PIC
+        res = step(pics, pbmc, groupby=GROUPBY, min_llr=cut, inplace=False)
+        assert (llr == cut).any() and not res[f"pic_is_{key}"][llr == cut].any()
+        np.testing.assert_array_equal(res[f"pic_is_{key}"], llr > cut)
+
+
+def test_qc_null_size_warnings_at_their_bounds(pbmc):
+    """The warnings on a small null hold at their bounds: with level=0.05, a null of 19 gives
+    p = 1/20 = level at most, reachable (the 'above all of them' warning, not 'no p-value');
+    of 98 warns (5 / level - 1 = 99 cells or more do not), of 99 does not."""
+    import warnings
+
+    pics = make_pics(pbmc, 20, kinds=("TB", "T", "B"), b_groups=(DC, MONO))
+    kw = {"groupby": GROUPBY, "level": 0.05, "inplace": False}
+    with pytest.warns(UserWarning) as rec:
+        doublet_test(pics, pbmc, alpha="fit", n_null=19, **kw)
+    text = " ".join(str(r.message) for r in rec)
+    assert "needs an LLR above all of them" in text and "no p-value" not in text
+    with pytest.warns(UserWarning, match=r"holds 98 reference cells.*above all but 3 of them"):
+        doublet_test(pics, pbmc, alpha="fit", n_null=98, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        doublet_test(pics, pbmc, alpha="fit", n_null=99, **kw)
+    with pytest.warns(UserWarning) as rec:
+        triplet_scan(pics, pbmc, n_null=19, **kw)
+    text = " ".join(str(r.message) for r in rec)
+    assert "needs an LLR above all but 0 of them" in text and "no p-value" not in text
+
+
+def test_qc_nulls_follow_the_seed_and_only_the_ok_pics_depths(pbmc):
+    """The nulls' draws follow `seed` (recorded in uns), and their depths are those of the PICs
+    tested: PICs that are not 'ok' (here of a twentieth of their UMIs) change no p-value."""
+    import warnings
+
+    pics = make_pics(pbmc, 40, kinds=("TB", "T", "B", "TBB"), b_groups=(DC, MONO))
+    pics.obs.loc[pics.obs_names[:4], "pic_status"] = "too_few_umis"
+    shallow = pics.copy()
+    x = shallow.X.toarray()
+    x[:4] = np.floor(x[:4] / 20)
+    shallow.X = sp.csr_matrix(x)
+    for step, kw, key in ((doublet_test, {"alpha": "fit", "n_null": 200}, "doublet"),
+                          (triplet_scan, {"n_null": 200}, "triplet")):  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # (a small null for the level)
+            p = {seed: step(pics, pbmc, groupby=GROUPBY, level=0.05, seed=seed, inplace=False, **kw)[f"pic_{key}_p"]
+                 for seed in (0, 1)}  # fmt: skip
+            assert not p[0].equals(p[1])
+            got = step(shallow, pbmc, groupby=GROUPBY, level=0.05, seed=1, inplace=False, **kw)[f"pic_{key}_p"]
+            assert got.equals(p[1])
+            step(pics, pbmc, groupby=GROUPBY, level=0.05, seed=1, **kw)
+        assert pics.uns["pic_qc"][key]["seed"] == 1
+
+
+def _copies_reference(seed=0):
+    """Reference of 3 A groups and 2 B groups, 4 identical cells each (A cells of 200 UMIs, B
+    cells of 400), so that a profile without some of a group's cells is the group's; and PICs
+    joining one A and one B cell, 2 of every pair."""
+    rng = np.random.default_rng(seed)
+    groups = {"a0": 200, "a1": 200, "a2": 200, "b0": 400, "b1": 400}
+    cell = {g: rng.multinomial(n, rng.dirichlet(np.full(40, 0.3))).astype(np.float32) for g, n in groups.items()}
+    names = [g for g in groups for _ in range(4)]
+    ref = ad.AnnData(sp.csr_matrix(np.array([cell[g] for g in names])),
+                     obs=pd.DataFrame({"grp": pd.Categorical(names)}, index=[f"c{i}" for i in range(len(names))]))  # fmt: skip
+    pairs = [(a, b) for a in ("a0", "a1", "a2") for b in ("b0", "b1")] * 2
+    pics = ad.AnnData(sp.csr_matrix(np.array([cell[a] + cell[b] for a, b in pairs])), var=ref.var.copy(),
+                      obs=pd.DataFrame({"pic_a": [a for a, _ in pairs], "pic_b": [b for _, b in pairs],
+                                        "pic_status": "ok"}, index=[f"p{i}" for i in range(len(pairs))]))  # fmt: skip
+    pics.uns["pic"] = {"groups_a": np.array(["a0", "a1", "a2"]), "groups_b": np.array(["b0", "b1"])}
+    return ref, pics
+
+
+def test_triplet_null_doublets_are_scored_as_the_pics_are(monkeypatch):
+    """triplet_scan's null doublets are scored as the PICs are (fitted alpha, best pair): with
+    groups of identical cells (profiles without a fold's cells are the whole reference's) and
+    PICs as deep as two cells (null doublets whole), every null doublet's LLR is that of the PIC
+    of its pair; with `level` each PIC is scored at its pair of highest likelihood, here its
+    own: the LLR, side and groups of the min_llr rule."""
+    import gpu_sc.pic._qc as qc
+
+    ref, pics = _copies_reference()
+    seen = []
+    real = qc.upper_pvalues
+    monkeypatch.setattr(qc, "upper_pvalues", lambda llr, null: seen.append(null) or real(llr, null))
+    res = triplet_scan(pics, ref, groupby="grp", level=0.5, n_null=40, inplace=False)
+    (null,) = seen
+    llr = res["pic_triplet_llr"].to_numpy()
+    assert null.size == 40 and np.unique(np.round(llr, 6)).size > 1
+    assert np.abs(null[:, None] - llr[None, :]).min(axis=1).max() < 1e-6
+    rule = triplet_scan(pics, ref, groupby="grp", min_llr=0.0, inplace=False)
+    np.testing.assert_allclose(llr, rule["pic_triplet_llr"], rtol=1e-12, atol=1e-9)
+    for col in ("pic_triplet_side", "pic_triplet_groups"):
+        assert list(res[col]) == list(rule[col])
+
+
 def test_triplet_scan_weights_are_symmetric(pbmc):
     """Each weight w comes with 1 - w (g1 and g2 mixed either way round): weights=(0.3,) and
     weights=(0.7,) scan the same triplets and give the same table."""
@@ -501,6 +797,37 @@ def test_triplet_scan_weights_are_symmetric(pbmc):
     kw = {"groupby": GROUPBY, "alpha": "obs", "inplace": False}
     pd.testing.assert_frame_equal(triplet_scan(pics, pbmc, weights=(0.3,), **kw),
                                   triplet_scan(pics, pbmc, weights=(0.7,), **kw))  # fmt: skip
+
+
+def test_triplet_scan_llr_by_hand(pbmc):
+    """alpha='obs', weights=(0.3,): the LLR is the best LL over every pair {g1, g2} of one
+    side's groups mixed at 0.3 / 0.7 and 0.7 / 0.3 in place of that side's profile, less the
+    doublet LL; the side and the two groups (in reference order) are those of the best."""
+    import itertools
+
+    pics = make_pics(pbmc, 30, kinds=("TB", "TBB"), b_groups=(DC, MONO))
+    res = triplet_scan(pics, pbmc, groupby=GROUPBY, alpha="obs", weights=(0.3,), inplace=False)
+    mask = np.asarray(pbmc.X.sum(0)).ravel() > 10
+    prof = _dense_profiles(pbmc, mask)
+    u = pics.X.toarray().astype(np.float64)[:, mask]
+    al = pics.obs["pic_alpha"].to_numpy(dtype=np.float64)
+    pa = np.array([prof[g] for g in pics.obs["pic_a"]])
+    pb = np.array([prof[g] for g in pics.obs["pic_b"]])
+    lls, labels = [], []
+    for side, groups in (("a", sorted(T_GROUPS)), ("b", sorted([DC, MONO]))):
+        for g1, g2 in itertools.combinations(groups, 2):
+            for w in (0.3, 0.7):
+                pm = np.broadcast_to(w * prof[g1] + (1 - w) * prof[g2], pa.shape)
+                lls.append(_dense_ll(u, pm, pb, al) if side == "a" else _dense_ll(u, pa, pm, al))
+                labels.append((side, f"{g1}|{g2}"))
+    lls = np.array(lls)
+    np.testing.assert_allclose(res["pic_triplet_llr"], lls.max(0) - _dense_ll(u, pa, pb, al), rtol=1e-9, atol=1e-8)
+    top = np.sort(lls, axis=0)
+    clear = top[-1] - top[-2] > 1e-6  # (no near tie for the best)
+    assert clear.mean() > 0.9
+    best = np.array([labels[i] for i in lls.argmax(0)])
+    np.testing.assert_array_equal(res["pic_triplet_side"].astype(str).to_numpy()[clear], best[clear, 0])
+    np.testing.assert_array_equal(res["pic_triplet_groups"].astype(str).to_numpy()[clear], best[clear, 1])
 
 
 def test_accuracy_alpha_error_is_the_mean():
@@ -1033,3 +1360,15 @@ def test_footprint_genes_are_each_populations_most_raised():
                                   [True, True, True, True, False, False, False])  # fmt: skip
     one = footprint_genes(s, codes, sides, names, n=1)
     assert one.sum() == 2 and one[:2].sum() == 1 and one[2:4].sum() == 1
+
+
+def test_footprint_genes_default_to_100_each_way():
+    """footprint_genes' default n: the 100 genes most raised in each population (of 130 raised
+    2-fold or more each way)."""
+    from gpu_sc.pic._doublet_null import footprint_genes
+
+    a, b = np.full(300, 1.0), np.full(300, 1.0)
+    a[:130], b[130:260] = 20.0, 20.0  # genes 0-129 raised in A, 130-259 in B, the rest shared
+    s = sp.csr_matrix(np.array([a, a, b, b]))
+    mask = footprint_genes(s, np.array([0, 0, 1, 1]), (np.array([0]), np.array([1])), [f"G{i}" for i in range(300)])
+    assert mask[:130].sum() == 100 and mask[130:260].sum() == 100 and not mask[260:].any()

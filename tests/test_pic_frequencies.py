@@ -161,6 +161,41 @@ def test_confusion_correction_moves_the_estimate_to_the_truth(deconvolved_ref):
     assert fixed["mean_weight"].between(0, 1).all() and "mean_weight" not in plain
 
 
+def _pair_column(tab):
+    """The pair posterior's column j = ia + len(T) * ib of each row of a T x DC table."""
+    return pd.Categorical(tab["pic_a"], categories=T).codes + len(T) * pd.Categorical(tab["pic_b"], categories=DC).codes
+
+
+def test_correction_blends_mean_and_unmixed_by_mean_weight(deconvolved_ref, monkeypatch):
+    """With singlets the fraction is mean_weight * the mean posterior + (1 - mean_weight) * the
+    mean unmixed through the simulated PICs' confusion, and the se is the spread of the
+    unmixed bootstrap (not s / sqrt(n) of the mean posterior): about the interval's half-width
+    over 1.96."""
+    import gpu_sc.pic._frequencies as F
+    from gpu_sc.pic._confusion import confusion, unmix
+
+    p, ref = deconvolved_ref
+    sims = []
+    real = F.simulated_posteriors
+    monkeypatch.setattr(F, "simulated_posteriors", lambda *a, **k: sims.append(real(*a, **k)) or sims[-1])
+    fixed = gsc.pic.pair_frequencies(p, ref, n_sim=40, n_boot=400)
+    plain = gsc.pic.pair_frequencies(p, n_boot=400)
+    (sim,) = sims
+    k = len(T) * len(DC)
+    mean, se_plain = np.zeros(k), np.zeros(k)
+    mean[_pair_column(plain)], se_plain[_pair_column(plain)] = plain["fraction"], plain["se"]
+    j = _pair_column(fixed)
+    w = fixed["mean_weight"].iloc[0]
+    assert 0 < w < 1 and (fixed["mean_weight"] == w).all()
+    blend = w * mean + (1 - w) * unmix(confusion(sim.post, sim.truth, k), mean)
+    np.testing.assert_allclose(fixed["fraction"], blend[j], rtol=1e-9, atol=1e-12)
+    assert not np.allclose(fixed["se"], se_plain[j], rtol=0.01)
+    big = fixed["fraction"] > 0.05
+    assert big.sum() >= 3
+    half = (fixed["ci_high"] - fixed["ci_low"]) / (2 * 1.96 * fixed["se"])
+    assert half[big].between(0.75, 1.33).all()
+
+
 def test_mean_weight_minimises_the_estimated_error():
     """The blend's weight on the mean posterior: near 1 where the two agree and unmixing only
     adds noise, near 0 where the mean is far off and unmixing is precise, and in between the
@@ -182,6 +217,22 @@ def test_mean_weight_minimises_the_estimated_error():
     grid = np.linspace(0, 1, 1001)
     mse = [w**2 * bias2 + np.var(w * boot_m + (1 - w) * boot_u, axis=1, ddof=1).sum() for w in grid]
     assert 0.05 < got < 0.95 and abs(got - grid[int(np.argmin(mse))]) < 2e-3
+
+
+def test_mean_weight_is_the_minimum_within_0_and_1():
+    """Where the unconstrained minimum of the estimated error lies outside [0, 1] (the unmixed
+    replicates a shrunken or a stretched copy of the mean's), the weight is the nearer end."""
+    from gpu_sc.pic._frequencies import mean_weight
+
+    rng = np.random.default_rng(4)
+    truth = rng.dirichlet(np.ones(6))
+    noise = 0.01 * rng.standard_normal((6, 2000))
+    for scale, want in ((0.5, 0.0), (2.0, 1.0)):
+        boot_m, boot_u = truth[:, None] + noise, truth[:, None] + scale * noise
+        grid = np.linspace(0, 1, 101)
+        mse = [np.var(w * boot_m + (1 - w) * boot_u, axis=1, ddof=1).sum() for w in grid]
+        assert grid[int(np.argmin(mse))] == want
+        assert mean_weight(truth, truth, boot_m, boot_u) == want
 
 
 def test_simulated_posteriors_from_given_source_cells(deconvolved_ref):
@@ -295,6 +346,28 @@ def test_conditions_and_seed(deconvolved):
     pd.testing.assert_frame_equal(tab, again)
 
 
+class _Seen(Exception):
+    """Raised by a stand-in to stop a call once it has seen its arguments."""
+
+
+def test_pair_frequencies_defaults(deconvolved_ref, monkeypatch):
+    """The documented defaults: n_boot=1000, level=0.95, seed=0 and, with singlets, n_sim=400
+    simulated PICs per pair."""
+    import gpu_sc.pic._frequencies as F
+
+    p, ref = deconvolved_ref
+    pd.testing.assert_frame_equal(gsc.pic.pair_frequencies(p),
+                                  gsc.pic.pair_frequencies(p, n_boot=1000, level=0.95, seed=0))  # fmt: skip
+
+    def simulated(pics, singlets, n_sim, *args, **kw):
+        raise _Seen(n_sim)
+
+    monkeypatch.setattr(F, "simulated_posteriors", simulated)
+    with pytest.raises(_Seen) as seen:
+        gsc.pic.pair_frequencies(p, ref)
+    assert seen.value.args == (400,)
+
+
 def test_abundance_test_null_is_calibrated():
     """200 data sets in which both conditions share one composition: p values uniform, and BH
     at 0.1 makes about as many calls as a level-0.1 family-wise test would allow."""
@@ -329,6 +402,41 @@ def test_abundance_test_edges():
     assert tab.loc[(GA[0], GB[0]), "pval"] == 0 and tab.loc[(GA[0], GB[0]), "direction"] == "up"
     assert tab.loc[(GA[1], GB[0]), "pval"] == 0 and tab.loc[(GA[1], GB[0]), "direction"] == "down"
     assert set(tab.index) == {(GA[0], GB[0]), (GA[1], GB[0])}  # pairs neither condition holds: no rows
+
+
+def test_abundance_test_edges_of_its_arguments_and_replicates():
+    """Refused: the same condition twice, a condition of one ok PIC. Across replicates, a pair
+    whose share is the same in every replicate of both conditions has t = 0, p = 1 and no
+    direction. The depth warning starts above a 10 % difference of the conditions' median
+    depths (912 vs 1000: none; 900: one)."""
+    import warnings
+
+    rng = np.random.default_rng(8)
+    comp = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    p = _fake_pics(rng, 80, comp, condition=np.where(np.arange(80) % 2, "x", "y"))
+    with pytest.raises(ValueError, match="two different values"):
+        gsc.pic.pair_abundance_test(p, "cond", groups=("x", "x"), inplace=False)
+    lone = p.copy()
+    lone.obs["cond"] = np.where(np.arange(80) == 3, "z", lone.obs["cond"])
+    with pytest.raises(ValueError, match=r"condition 'z' has 1 ok PICs; need at least 2"):
+        gsc.pic.pair_abundance_test(lone, "cond", groups=("z", "x"), inplace=False)
+    post = p.obsm["pic_pair_posterior"].toarray()
+    post[:, :5] *= 0.875 / post[:, :5].sum(axis=1, keepdims=True)
+    post[:, 5] = 0.125  # pair 5 at 1 / 8 in every PIC (exactly)
+    p.obsm["pic_pair_posterior"] = sp.csr_matrix(post)
+    p.obs["mouse"] = [f"m{i % 6}" for i in range(80)]  # 3 mice a condition
+    tab = gsc.pic.pair_abundance_test(p, "cond", replicate_key="mouse", inplace=False)
+    same = tab[(tab["pic_a"] == "a2") & (tab["pic_b"] == "b1")]
+    assert len(same) == 1 and same["t"].iloc[0] == 0 and same["pval"].iloc[0] == 1 and np.isnan(same["df"].iloc[0])
+    assert same["direction"].iloc[0] == ""  # (no difference: neither up nor down)
+    assert (tab["pval"].drop(same.index) < 1).all()
+    for depth, warns in ((912, False), (900, True)):
+        q = p.copy()
+        q.X = sp.csr_matrix(np.where(q.obs["cond"].to_numpy() == "x", 1000.0, depth)[:, None] * np.eye(4)[[0]])
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            gsc.pic.pair_abundance_test(q, "cond", inplace=False)
+        assert any("differ in depth" in str(r.message) for r in rec) == warns
 
 
 def _deep_and_shallow(pics):
@@ -889,3 +997,26 @@ def test_crossed_bootstrap_weighs_both_unit_columns():
     w = _weights(_units(one), 30, np.random.default_rng(4))
     np.testing.assert_array_equal(w.sum(axis=0), 20)
     assert w.std() > 0.5
+
+
+def test_bootstrap_replicates_are_compositions():
+    """Each bootstrap replicate is the weighted mean posterior of the PICs drawn: it sums to 1
+    where units hold unequal numbers of PICs (the weights' total, not the PICs' count, divides),
+    and a crossed draw that picks no PIC is the sample itself."""
+    from gpu_sc.pic._frequencies import _bootstrap, _units
+
+    rng = np.random.default_rng(0)
+    post = sp.csr_matrix(rng.dirichlet(np.ones(6), size=12))
+    mean = np.asarray(post.mean(axis=0)).ravel()
+    uneven = np.repeat([0, 1, 2], [1, 3, 8])  # units of 1, 3 and 8 PICs
+    crossed = np.column_stack([np.arange(12) % 3, np.arange(12) % 3])  # 3 A units x 3 B, PICs on the diagonal
+    for codes in (uneven, crossed):
+        out = _bootstrap(post, 400, np.random.default_rng(1), lambda _: None, _units(codes))
+        np.testing.assert_allclose(out.sum(axis=0), 1.0, rtol=1e-12)
+        assert out.std(axis=1).min() > 0
+    # crossed: a replicate draws no PIC where no unit is drawn in both columns (the draws as _weights makes them)
+    rng = np.random.default_rng(1)
+    ca, cb = (rng.multinomial(3, np.full(3, 1 / 3), size=400) for _ in range(2))
+    empty = (ca * cb).sum(axis=1) == 0
+    assert empty.sum() >= 10
+    np.testing.assert_allclose(out[:, empty], np.repeat(mean[:, None], empty.sum(), axis=1), rtol=1e-12)
