@@ -251,6 +251,11 @@ class _Setup:
         self.eps = eps
         self.fit = alpha == "fit"
 
+    def tested_depths(self) -> np.ndarray:
+        """The used PICs' UMIs (of the counts the test reads: a layer's where one is given), host
+        float64: the depths the nulls draw from."""
+        return to_host(_ops.row_sums(_ops.parts(self.counts))[0])[self.rows_ok]
+
     def host_singlets(self, step: str):
         """The singlets' counts as a checked host float64 CSR matrix (made once)."""
         if self._host_s is None:
@@ -426,7 +431,7 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
     """`singlet_null` of the test's reference, markers and tested PICs' depths (their counts,
     the layer where one is given), on the host; a warning where a side's null is too small for
     any p-value to reach `level`, or so small that its few highest LLRs decide the calls."""
-    depths = to_host(_ops.row_sums(_ops.parts(st.counts))[0])[st.rows_ok]
+    depths = st.tested_depths()
     null = singlet_null(st.host_singlets(step), st.s_codes, len(st.names), canonical_rows(singlets), st.sides,
                         st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
                         fit_alpha=_fit_alpha, loglik=_ll)  # fmt: skip
@@ -716,7 +721,7 @@ def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, 
         warnings.warn(f"{step}: with a null of {n_null} doublets a call at level={level} needs an LLR above all but "
                       f"{int(beyond)} of them, so a few null doublets set the power; raise n_null.", UserWarning,
                       stacklevel=3)  # fmt: skip
-    depths = to_host(_ops.row_sums(_ops.parts(st.counts))[0])[st.rows_ok]
+    depths = st.tested_depths()
 
     def triplet_llr(u, prof, ia, ib):
         rows, cols, vals = nonzeros(u)

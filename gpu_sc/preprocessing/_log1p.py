@@ -77,11 +77,10 @@ def log1p(
             check_in_memory(x, step=_STEP, suffix=" without `chunked=True`")
     if copy:
         adata = adata.copy()
-    if adata.is_view:  # logged into a copy first: bad values are refused while it is still a view
-        x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=True)
+    view = adata.is_view  # a view's values are logged into a copy: bad ones are refused while it is still a view
+    x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=view)
+    if view:
         make_actual(adata, warn=True)
-    else:
-        x = _log1p_matrix(get_matrix(adata, layer=layer, obsm=obsm, step=_STEP), base=base, copy=False)
     set_matrix(adata, x, layer=layer, obsm=obsm)
     adata.uns[K.UNS_LOG1P] = {"base": given}
     return adata if copy else None
