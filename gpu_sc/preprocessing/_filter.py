@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 from anndata import AnnData
 
 from .. import _keys as K
@@ -126,7 +127,14 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
     if copy:
         adata = adata.copy()
     (adata.obs if axis == 0 else adata.var)[key_counts if by_counts else key_num] = number
+    # scanpy counts expressed genes (cells) with `X > 0`, and scipy's comparison sums a sparse X's
+    # duplicates and sorts its indices in place, so scanpy's filtered X is canonical (a view's X
+    # is a new matrix at each access: its result is not). The filtered X here is a new matrix:
+    # the same there, and the caller's matrix is left as given.
+    canonicalise = not by_counts and not adata.is_view and not adata.isbacked
     _subset_inplace(adata, keep, axis)
+    if canonicalise and sp.issparse(adata.X) and not adata.X.has_canonical_format:
+        adata.X.sum_duplicates()
     return adata if copy else None
 
 
