@@ -1372,3 +1372,17 @@ def test_footprint_genes_default_to_100_each_way():
     s = sp.csr_matrix(np.array([a, a, b, b]))
     mask = footprint_genes(s, np.array([0, 0, 1, 1]), (np.array([0]), np.array([1])), [f"G{i}" for i in range(300)])
     assert mask[:130].sum() == 100 and mask[130:260].sum() == 100 and not mask[260:].any()
+
+
+def test_null_arguments_without_level_are_warned_of(pbmc):
+    """n_null and seed set the null that `level` calls against; without a level they changed
+    nothing silently (from an audit): a warning names them, and the result is the same."""
+    pics = make_pics(pbmc, 60, kinds=("TB", "T"), b_groups=(DC, MONO))
+    want = doublet_test(pics, pbmc, groupby=GROUPBY, inplace=False)
+    with pytest.warns(UserWarning, match=r"doublet_test: n_null, seed have no effect here \(used only with level"):
+        got = doublet_test(pics, pbmc, groupby=GROUPBY, n_null=50, seed=3, inplace=False)
+    pd.testing.assert_frame_equal(got, want)
+    want = triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=20, inplace=False)
+    with pytest.warns(UserWarning, match=r"triplet_scan: n_null has no effect here \(used only with level"):
+        got = triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=20, n_null=50, inplace=False)
+    pd.testing.assert_frame_equal(got, want)

@@ -1020,3 +1020,23 @@ def test_bootstrap_replicates_are_compositions():
     empty = (ca * cb).sum(axis=1) == 0
     assert empty.sum() >= 10
     np.testing.assert_allclose(out[:, empty], np.repeat(mean[:, None], empty.sum(), axis=1), rtol=1e-12)
+
+
+def test_n_sim_without_singlets_fdr_one_and_views(deconvolved):
+    """From an audit: n_sim without singlets (no confusion to simulate) changed nothing silently,
+    now a warning names it; pair_abundance_test refused fdr=1, which interaction_genes takes
+    (every tested pair significant); on a view it let anndata's ImplicitModificationWarning
+    through, now it writes its result on the view made actual, its parent untouched."""
+    p = deconvolved.copy()
+    want = gsc.pic.pair_frequencies(p, n_boot=50)
+    with pytest.warns(UserWarning, match=r"n_sim has no effect here \(used only with singlets"):
+        got = gsc.pic.pair_frequencies(p, n_sim=100, n_boot=50)
+    pd.testing.assert_frame_equal(got, want)
+    p.obs["cond"] = np.where(np.arange(p.n_obs) % 2, "x", "y")
+    tab = gsc.pic.pair_abundance_test(p, "cond", fdr=1, inplace=False)
+    assert tab["significant"].to_numpy().tolist() == (tab["fdr"] < 1).to_numpy().tolist()
+    view = p[: p.n_obs // 2 * 2]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gsc.pic.pair_abundance_test(view, "cond")
+    assert not view.is_view and "pic_pair_abundance" in view.uns and "pic_pair_abundance" not in p.uns

@@ -7,6 +7,7 @@ one pair is called 'up'; the draws follow the seed; bad input is refused without
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from scipy import stats
 from _helpers import PIC_DC, PIC_T, _load, as_type, t_dc_cells
 
 from gpu_sc.pic import _matched
+from gpu_sc.pic._expected import expected_expression
 from gpu_sc.pic._interaction import interaction_genes
 from gpu_sc.pic._umi_draws import name_keys
 from gpu_sc.pic._simulate import simulate_pics
@@ -789,3 +791,26 @@ def test_reference_variance_widens_the_tables_pvalues(reference_and_null, monkey
     np.testing.assert_array_equal(ok, np.isfinite(bare))
     assert np.all(real[ok] >= bare[ok] * (1 - 1e-9))
     assert np.mean(real[ok] > bare[ok] * 1.01) > 0.1
+
+
+def test_arguments_the_method_does_not_use_are_warned_of(reference_and_null):
+    """An argument only the other method reads (layer for matched; singlets, groupby, n_matched,
+    pair_uncertainty, seed for chi2) changed nothing without a word (from an audit); now a
+    warning names it and the result is the same. Defaults, given or not, say nothing."""
+    ref, pics = reference_and_null
+    sub = pics[:120].copy()
+    want = _matched_table(sub, ref)
+    with pytest.warns(UserWarning, match=r"layer has no effect here \(used only by method='chi2'\)"):
+        got = _matched_table(sub, ref, layer="mine")
+    pd.testing.assert_frame_equal(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _matched_table(sub, ref, layer="pic_expected", seed=0, n_matched=10)
+    p = sub.copy()
+    expected_expression(p, ref, groupby="grp")
+    plain = interaction_genes(p, method="chi2", min_pics=10, inplace=False)
+    with pytest.warns(UserWarning, match=r"singlets, groupby, n_matched, seed have no effect here \(used only by "
+                                         r"method='matched'\)"):
+        got = interaction_genes(p, ref, groupby="grp", method="chi2", min_pics=10, n_matched=20, seed=3,
+                                inplace=False)  # fmt: skip
+    pd.testing.assert_frame_equal(got, plain)

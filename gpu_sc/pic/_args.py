@@ -3,6 +3,9 @@ refuses it before anything is computed or written."""
 
 from __future__ import annotations
 
+import inspect
+import numbers
+import warnings
 from typing import TypedDict
 
 import numpy as np
@@ -54,6 +57,24 @@ def check_posterior_shape(shape: tuple, n_obs: int, n_a: int, n_b: int, *, step:
         msg = (f"{step}: obsm[{OBSM_PAIR_POSTERIOR!r}] is {tuple(shape)}, expected ({n_obs}, {n_a * n_b}) "
                f"for the {n_a} x {n_b} groups of uns[{UNS_PIC!r}]; {fix}")  # fmt: skip
         raise ValueError(msg)
+
+
+def warn_unused(func, given: dict, *, step: str, needs: str) -> None:
+    """Warn of the arguments in `given` (name: value) that differ from their default in `func`'s
+    signature in a call where they have no effect (`needs`: what would use them), so that e.g. a
+    larger n_null without level does not read as a larger null."""
+    defaults = inspect.signature(func).parameters
+
+    def changed(value, default):
+        if value is default:
+            return False
+        plain = value is None or isinstance(value, numbers.Number | str | np.bool_)
+        return not plain or bool(value != default)
+
+    names = [name for name, value in given.items() if changed(value, defaults[name].default)]
+    if names:
+        warnings.warn(f"{step}: {', '.join(names)} {'has' if len(names) == 1 else 'have'} no effect here "
+                      f"(used only {needs}); ignored.", UserWarning, stacklevel=3)
 
 
 def names_list(value, *, step: str, name: str) -> list[str]:

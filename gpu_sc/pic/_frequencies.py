@@ -33,8 +33,8 @@ from scipy import stats
 
 from .. import _keys as K
 from .._settings import Progress
-from .._validation import check_anndata, check_int, check_number, check_seed
-from ._args import column_name, population_groups, replicate_codes
+from .._validation import check_anndata, check_int, check_number, check_seed, make_actual
+from ._args import column_name, population_groups, replicate_codes, warn_unused
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
 from ._expected import check_same_genes, obs_column
@@ -283,7 +283,9 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
                    f"resample PICs).")  # fmt: skip
             raise ValueError(msg)
     sims, depths = {}, None
-    if singlets is not None:
+    if singlets is None:
+        warn_unused(pair_frequencies, {"n_sim": n_sim}, step=step, needs="with singlets, for the confusion")
+    else:
         check_anndata(singlets, step=step, name="singlets")
         n_sim = check_int(n_sim, step=step, name="n_sim", minimum=2, hint=" (simulated PICs per pair)")
         check_same_genes(pics, singlets, step=step)
@@ -400,7 +402,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     they were not, a UserWarning says so (`_warn_if_depths_differ`).
     """
     step = "pair_abundance_test"
-    fdr = check_number(fdr, "fdr", step=step, low=0, high=1, high_open=True)
+    fdr = check_number(fdr, "fdr", step=step, low=0, high=1)  # as interaction_genes: 1 calls every tested pair
     column_name(condition_key, step=step, name="pics", what="condition_key")
     post, ok, names_a, names_b = kept_posterior(pics, step)
     conditions = dict(_conditions(pics, condition_key, step))
@@ -462,6 +464,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     tab.attrs["groups"] = list(groups)  # (test, reference): the direction's meaning
     if not inplace:
         return tab
+    make_actual(pics)  # a view becomes an actual AnnData (no anndata warning); its parent is never touched
     pics.uns[K.UNS_PIC_PAIR_TEST] = {"table": tab, "condition_key": condition_key,
                                      "groups": list(map(str, groups)), "fdr": fdr,
                                      **({} if replicate_key is None else {"replicate_key": replicate_key})}  # fmt: skip

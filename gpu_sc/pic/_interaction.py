@@ -20,7 +20,7 @@ from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_P
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
 from .._validation import canonical, check_anndata, check_int, check_number, check_seed, get_matrix, make_actual
 from ..get import array_to_cpu
-from ._args import check_posterior_shape, column_name, replicate_codes
+from ._args import check_posterior_shape, column_name, replicate_codes, warn_unused
 from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
                         ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns
@@ -235,6 +235,12 @@ def interaction_genes(
         msg = (f"{_STEP}: replicate_key={replicate_key!r} needs method='matched'; the published chi2 "
                "test has no replicates.")
         raise ValueError(msg)
+    if method == "matched":
+        warn_unused(interaction_genes, {"layer": layer}, step=_STEP, needs="by method='chi2'")
+    else:
+        warn_unused(interaction_genes, {"singlets": singlets, "groupby": groupby, "n_matched": n_matched,
+                                        "pair_uncertainty": pair_uncertainty, "seed": seed},
+                    step=_STEP, needs="by method='matched'")  # fmt: skip
     codes, groups = _group_labels(pics, keys, use)
     if groups.empty:
         msg = (f"{_STEP}: no usable PIC (obs[{status_key!r}] 'ok') has a value in every one of {keys}; "

@@ -40,7 +40,7 @@ from .. import _ops
 from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
-from ._args import PicColumns, names_list, pic_columns
+from ._args import PicColumns, names_list, pic_columns, warn_unused
 from ._doublet_null import best_pairs, doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
 from ._simulate import _counts_csr
 from ._umi_draws import canonical_rows
@@ -376,7 +376,9 @@ def doublet_test(
     """
     step = "doublet_test"
     cols = pic_columns(columns, step=step)
-    if level is not None:
+    if level is None:
+        warn_unused(doublet_test, {"n_null": n_null, "seed": seed}, step=step, needs="with level, for the null")
+    else:
         level = check_number(level, "level", step=step, low=0, high=1, high_open=True)
         n_null = check_int(n_null, step=step, name="n_null", hint=" (reference cells drawn per population)")
         seed = check_seed(seed, step=step)
@@ -588,7 +590,9 @@ def triplet_scan(
                f"have no deconvolved alpha: pass alpha='fit' (got alpha={alpha!r}).")  # fmt: skip
         raise ValueError(msg)
     min_llr = 0.0 if min_llr is None else min_llr  # (alpha='obs' without min_llr: the LLR > 0 rule)
-    if level is not None:
+    if level is None:
+        warn_unused(triplet_scan, {"n_null": n_null, "seed": seed}, step=step, needs="with level, for the null")
+    else:
         level = check_number(level, "level", step=step, low=0, high=1, high_open=True)
         n_null = check_int(n_null, step=step, name="n_null", hint=" (doublets drawn from the reference)")
         seed = check_seed(seed, step=step)
