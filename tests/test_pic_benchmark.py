@@ -687,3 +687,39 @@ def test_null_and_power_by_hand(freq, monkeypatch):
     assert row["null_p_below_0.05"] == pytest.approx(1 / 3)
     # y keeps a third of its A0|B0 PICs: that pair is up in x, the two others down (rising in y)
     assert row["power_found"] == 3 and row["power_calls_elsewhere"] == 6 and row["power_calls"] == 9
+
+
+def test_claims_plot_counts_each_criterion_against_its_bound(tmp_path):
+    """The done-when figure: a later file's row replaces the same row of an earlier one; each
+    panel counts the runs that meet its bound (recall and coverage from below, the rest from
+    above, the accuracy difference at 0), checked by hand on rows built here and on the
+    committed claims run (whose figures the README quotes)."""
+    with benchmark_script("pic_claims_plot") as cp:
+        def row(**kw):
+            return {"dataset": "d", "method": "ml", "deconvolution": "ml", **kw}
+
+        first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+        first.write_text("\n".join(json.dumps(r) for r in (
+            row(mode="interaction", seed=1, scenario="planted_3x", test="matched", recall_up=0.5, up_outside_share=0.1),
+            row(mode="interaction", seed=2, scenario="planted_3x", test="matched", recall_up=0.8, up_outside_share=0.3),
+            row(mode="frequencies", seed=1, tv_corrected=0.1, coverage_corrected=0.84),
+            row(mode="compare", seed=1, pair_accuracy_diff=-0.01, pair_accuracy_se=0.01,
+                subtype_pair_accuracy_diff=0.0, subtype_pair_accuracy_se=0.01),
+            row(mode="validate", seed=1, seconds=31.0, source_uses_max=4))))  # fmt: skip
+        second.write_text(json.dumps(row(mode="interaction", seed=1, scenario="planted_3x", test="matched",
+                                         recall_up=0.9, up_outside_share=0.2)))  # fmt: skip
+        rows = cp.read_rows([first, second])
+        assert len(rows) == 5
+        counts = cp.plot(rows, tmp_path / "f.png")
+        assert (tmp_path / "f.png").stat().st_size > 0
+        assert counts["recall"] == {"calls": (2, 2)} and counts["outside"] == {"calls": (1, 2)}
+        assert counts["tv"] == {"ml": (1, 1)} and counts["coverage"] == {"ml": (0, 1)}
+        assert counts["pair_diff"] == {"exact pair": (0, 1), "subtype pair": (1, 1)}
+        assert counts["seconds"] == {"ml": (0, 1)} and counts["null_calls"] == {}
+        results = ROOT / "benchmarks" / "results"
+        counts = cp.plot(cp.read_rows([results / "pic-claims-cpu-2026-12-06-new-populations.jsonl",
+                                       results / "pic-interaction-cpu-2026-12-07-true-pairs.jsonl"]),
+                         tmp_path / "g.png")  # fmt: skip
+        assert counts["recall"] == {"calls": (4, 6), "true pairs": (6, 6)}
+        assert counts["null_calls"] == {"calls": (6, 6), "true pairs": (6, 6)}
+        assert counts["tv"]["ml"] == (1, 6) and counts["pair_diff"]["exact pair"] == (6, 6)
