@@ -5,6 +5,7 @@ pair and alpha (independent of the deconvolution code)."""
 from __future__ import annotations
 
 import copy
+import warnings
 import re
 
 import anndata as ad
@@ -1386,3 +1387,22 @@ def test_null_arguments_without_level_are_warned_of(pbmc):
     with pytest.warns(UserWarning, match=r"triplet_scan: n_null has no effect here \(used only with level"):
         got = triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=20, n_null=50, inplace=False)
     pd.testing.assert_frame_equal(got, want)
+
+
+def test_doublet_test_level_warns_of_a_group_of_one_reference_cell(pbmc):
+    """As triplet_scan's null: a group of one reference cell has an empty profile beside its
+    drawn cell (the null leaves drawn cells out of the profiles), so that cell's LLR is off; the
+    doublet test's null said nothing of it (from a mutation round)."""
+    pics = make_pics(pbmc, 60, kinds=("TB", "T"), b_groups=(DC, MONO))
+    lone = pbmc.copy()
+    lone.obs[GROUPBY] = lone.obs[GROUPBY].astype(str)
+    dc = np.flatnonzero(lone.obs[GROUPBY] == DC)
+    lone.obs.iloc[dc[0], lone.obs.columns.get_loc(GROUPBY)] = "one DC"
+    pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO, "one DC"])}
+    with pytest.warns(UserWarning, match=r"doublet_test: groups \['one DC'\] of population B have one reference "
+                                         r"cell: a null cell of such a group is scored against an empty profile"):
+        doublet_test(pics, lone, groupby=GROUPBY, alpha="fit", level=0.05, n_null=200, inplace=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no lone group: no such warning (nor any other here)
+        pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO])}
+        doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=200, inplace=False)

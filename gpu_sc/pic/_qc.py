@@ -433,6 +433,9 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
     """`singlet_null` of the test's reference, markers and tested PICs' depths (their counts,
     the layer where one is given), on the host; a warning where a side's null is too small for
     any p-value to reach `level`, or so small that its few highest LLRs decide the calls."""
+    sizes = np.bincount(st.s_codes[st.s_codes >= 0], minlength=len(st.names))
+    for name, groups in zip("AB", st.sides, strict=True):  # (the null's high side: fewer calls)
+        _warn_lone_groups(st, groups, name, sizes, step, "a null cell of such a group", "LLR")
     depths = st.tested_depths()
     null = singlet_null(st.host_singlets(step), st.s_codes, len(st.names), canonical_rows(singlets), st.sides,
                         st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
@@ -699,6 +702,16 @@ def _scan(xp, loglik, profiles, cols, pa, pb, sides, w, n):
     return best - loglik(pa, pb), best_side, best_pair
 
 
+def _warn_lone_groups(st: _Setup, groups, name: str, sizes, step: str, drawn: str, score: str) -> None:
+    """Warn of the groups of population `name` with one reference cell: the nulls leave their
+    drawn cells out of the profiles, so such a cell meets an empty profile of its own group."""
+    lone = [str(st.names[g]) for g in groups if sizes[g] < 2]
+    if lone:
+        warnings.warn(f"{step}: groups {lone[:5]} of population {name} have one reference cell: {drawn} is scored "
+                      f"against an empty profile of its group, so its {score} is off; merge such groups or give "
+                      "them more cells.", UserWarning, stacklevel=4)  # fmt: skip
+
+
 def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, seed: int, step: str) -> np.ndarray:
     """`doublet_null` of the scan's reference, markers, weights and tested PICs' depths (their
     counts, the layer where one is given), scored with a fitted alpha, on the host; an error
@@ -712,11 +725,7 @@ def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, 
                    "doublets' cells out of the profiles, which needs 2 or more. Give more reference cells, or pass "
                    "min_llr= (no null).")  # fmt: skip
             raise ValueError(msg)
-        lone = [str(st.names[g]) for g in groups if sizes[g] < 2]
-        if lone:
-            warnings.warn(f"{step}: groups {lone[:5]} of population {name} have one reference cell: a null doublet of "
-                          "that cell is scored against an empty profile of its group, so its triplet LLR is off; "
-                          "merge such groups or give them more cells.", UserWarning, stacklevel=3)  # fmt: skip
+        _warn_lone_groups(st, groups, name, sizes, step, "a null doublet of that cell", "triplet LLR")
     beyond = level * (1 + n_null) - 1  # null doublets a PIC's LLR may fall below and still be called
     if beyond < 0:
         warnings.warn(f"{step}: a null of {n_null} doublets gives no p-value below 1/{n_null + 1}, so no PIC can be "
