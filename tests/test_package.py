@@ -56,6 +56,23 @@ def test_public_namespace():
         gpu_sc.nothing_here  # noqa: B018
 
 
+@pytest.mark.parametrize("module", ["pp", "tl", "get"])
+def test_every_scanpy_name_is_there(module):
+    """A user swaps sc.<module>.x for gsc.<module>.x: every public name of scanpy's module (its
+    __all__, and tl.pca, which scanpy serves from its module __getattr__ and its tutorials call)
+    is there; gsc.tl.pca was missing."""
+    import scanpy as sc
+
+    theirs = getattr(sc, module)
+    names = {n for n in getattr(theirs, "__all__", None) or dir(theirs) if not n.startswith("_")}  # (get's __all__
+    # holds private helpers too: _get_obs_rep, ...)
+    names |= {"pca"} if module == "tl" else set()
+    ours = getattr(gpu_sc, module)
+    assert sorted(n for n in names if not hasattr(ours, n)) == []
+    if module == "tl":
+        assert gpu_sc.tl.pca is gpu_sc.pp.pca and "pca" in dir(gpu_sc.tl)
+
+
 @pytest.mark.parametrize("name", ["to_gpu", "to_cpu", "is_on_gpu"])
 def test_get_needs_an_anndata(name):
     import numpy as np

@@ -24,14 +24,19 @@ __all__ = ["umap", "leiden", "tsne", "embedding_density", "diffmap", "dpt", "pag
 
 def __getattr__(name: str):
     """`Ingest`: scanpy's class with its search index working with pynndescent 0.7 (`_ingest`),
-    made on first use (it subclasses scanpy's, which is imported only then)."""
+    made on first use (it subclasses scanpy's, which is imported only then). `pca`: `pp.pca`, as
+    scanpy's `tl.pca` is its `pp.pca` (tutorials call it there)."""
     if name == "Ingest":
         from ._ingest import _ingest_class
 
         return _ingest_class()
+    if name == "pca":
+        from ..preprocessing import pca
+
+        return pca
     msg = f"module {__name__!r} has no attribute {name!r}"
     raise AttributeError(msg)
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), "Ingest"})
+    return sorted({*globals(), "Ingest", "pca"})
