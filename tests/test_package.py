@@ -192,3 +192,17 @@ def test_scanpy_silenced_silences_gpu_sc(monkeypatch, capsys):
     finally:
         sc.settings.verbosity = before
     assert capsys.readouterr().err == ""
+
+
+def test_readme_quick_start_runs():
+    """The README's quick start (its `<!-- quick-start -->` block) runs as written on the CPU and
+    leaves scanpy's keys."""
+    pytest.importorskip("igraph")
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("<!-- quick-start -->", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    scope = {}
+    exec(compile(block, "README.md quick start", "exec"), scope)
+    adata = scope["adata"]
+    assert {"leiden", "n_genes", "pct_counts_mt"} <= set(adata.obs)
+    assert adata.var["highly_variable"].sum() == 2000 and adata.obsm["X_pca"].shape == (adata.n_obs, 50)
+    assert {"neighbors", "rank_genes_groups", "leiden", "pca", "hvg", "log1p"} <= set(adata.uns)

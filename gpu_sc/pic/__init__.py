@@ -1,5 +1,6 @@
 """PIC-seq: deconvolution of physically interacting cells (doublets) into their partners
-(see PICSEQ.md in the project's shared notes), and what follows from it: expected expression,
+(PIC-seq: Giladi et al., Nat Biotechnol 2020; Cohen et al., Nat Cancer 2022; README.md,
+"PIC-seq deconvolution"), and what follows from it: expected expression,
 interaction-induced genes, doublet/triplet QC and plots."""
 
 from ._deconvolve import CHOICES as DECONVOLVE_CHOICES

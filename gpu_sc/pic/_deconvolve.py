@@ -141,9 +141,11 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     ``pic_alpha_hi`` (90 % interval of ``pic_alpha``); picseq also ``pic_alpha_hat`` (the
     regression's prediction, including dropped PICs); ml and picseq also
     ``pics.obsm['pic_pair_posterior']`` (CSR, PICs x A groups * B groups pairs: the pairs at
-    1e-4 or more, at most 32 a PIC). ``pics.uns['pic']``: method, parameters,
-    markers, groups_a, groups_b; picseq ``alpha_cv_r2``, ``alpha_genes``, ``lasso_lambda``; ml
-    ``calibration_depth``, ``calibrated``, ``pair_temper``, ``alpha_temper``,
+    1e-4 or more, at most 32 a PIC). ``pics.uns['pic']``: method, groupby,
+    groups_a, groups_b, markers, n_umis, seed, device, eps and ``arguments`` (the call's
+    arguments, which the later steps reuse); ml and mixture also ``search_genes`` and
+    ``n_search_genes``, ml and picseq ``n_train``; picseq ``alpha_cv_r2``, ``alpha_genes``,
+    ``lasso_lambda``; ml ``calibration_depth``, ``calibrated``, ``pair_temper``, ``alpha_temper``,
     ``alpha_calibration_r2`` (R^2 of the posterior mean on the calibration PICs),
     ``alpha_model`` (the one used) and, for the regression, ``alpha_regression_r2`` (on PICs
     from a fifth of the training cells held out of the fit) and ``alpha_interval_margin`` (the

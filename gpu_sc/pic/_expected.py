@@ -228,7 +228,8 @@ def expected_expression(
     inplace: bool = True,
     **columns: Unpack[PicColumns],
 ):
-    """Expected UMIs of every PIC if it were exactly its two assigned partners (PICSEQ.md §7).
+    """Expected UMIs of every PIC if it were exactly its two assigned partners (as the published
+    PIC-seq analysis computes them).
 
     For PIC n with assigned groups a_n (population A) and b_n (population B), A share
     alpha_n and total UMIs N_n (over all genes of ``pics``)::
