@@ -113,6 +113,10 @@ STEPS: dict[str, Step] = {
                  warm_up_cells=2000),
     "recipe_zheng17": Step("counts", lambda pp, a, p: pp.recipe_zheng17(a, n_top_genes=p["n_top_genes"]),
                            lambda a: _csr_bytes(a, 5, 3), rapids_note="rapids-singlecell has no recipe_zheng17"),
+    "pearson_hvg": Step("counts",
+                        lambda pp, a, p: _experimental(pp).highly_variable_genes(a, n_top_genes=p["n_top_genes"]),
+                        _csr_bytes, rapids=lambda pp, a, p: pp.highly_variable_genes(
+                            a, flavor="pearson_residuals", n_top_genes=p["n_top_genes"])),
     "leiden": Step("graph", lambda pp, a, p: _tl(pp).leiden(a, flavor="igraph", n_iterations=2, directed=False),
                    lambda a: a.obsp["connectivities"].data.nbytes,
                    rapids=lambda pp, a, p: _tl(pp).leiden(a)),
@@ -124,6 +128,13 @@ def _tl(pp):
     import importlib
 
     return importlib.import_module(pp.__name__.split(".")[0]).tl
+
+
+def _experimental(pp):
+    """The experimental.pp module beside `pp` (gsc's, scanpy's; rapids-singlecell's is its pp)."""
+    import importlib
+
+    return importlib.import_module(pp.__name__.split(".")[0] + ".experimental").pp
 
 
 def _params(base) -> dict:

@@ -18,6 +18,7 @@ except PackageNotFoundError:  # a source checkout that is not installed
 
 _SUBMODULES = {
     "pp": ".preprocessing", "tl": ".tools", "get": ".get", "datasets": ".datasets", "pic": ".pic",
+    "experimental": ".experimental",
 }  # fmt: skip
 
 __all__ = ["settings", "__version__", *_SUBMODULES]

@@ -21,6 +21,7 @@ from .col_sums import col_mean_var, col_moments, col_sums, mean_var
 from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
 from .group_sums import group_sums
+from .residual_sums import residual_sums
 from .row_sums import row_sums
 from .scaled_dense import scaled_dense
 from .times_rows import times_rows
@@ -29,4 +30,5 @@ from .top_sums import top_sums
 __all__ = [
     "Parts", "Chunked", "parts", "row_sums", "col_sums", "col_moments", "col_mean_var", "mean_var", "top_sums",
     "flag_cols_above", "divide_rows", "times_rows", "clipped_sums", "scaled_dense", "group_sums", "summed_duplicates",
+    "residual_sums",
 ]  # fmt: skip

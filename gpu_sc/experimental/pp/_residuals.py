@@ -1,0 +1,107 @@
+"""Analytic Pearson residuals of a negative binomial offset model (Lause et al. 2021): the
+arithmetic behind `normalize_pearson_residuals` and the residual variances of
+`highly_variable_genes(flavor="pearson_residuals")`, on the CPU (NumPy; the variances through
+the Numba kernel of `_ops.residual_sums`) and the GPU (CuPy).
+
+With s_i the cell's total, g_j the gene's and T the matrix's, mu_ij = s_i g_j / T and the
+residual (x_ij - mu_ij) / sqrt(mu_ij + mu_ij^2 / theta), clipped to [-clip, clip]. The totals
+are float64 sums here (exact for counts below 2**53); scanpy sums in the input's dtype, so on
+float32 counts its totals, and with them the residuals, carry float32 rounding that ours do not.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+
+from ... import _ops
+from ..._backend import is_dask, is_sparse, to_host, xp_of
+from ..._settings import user_stacklevel
+from ..._validation import canonical, check_not_empty, check_real
+from ..._values import float_values, not_counts
+
+#: bytes of float64 a band of dense residuals may take (rows x genes at once) on its way out
+BLOCK_BYTES = 256 * 2**20
+
+
+def check_theta_clip(theta, clip, *, step: str) -> None:
+    """scanpy's two refusals, in its words (its tests match them), and a number each."""
+    theta = check_real(theta, "theta", step=step, none_ok=False)
+    if clip is not None:
+        check_real(clip, "clip", step=step, none_ok=False)
+    if not theta > 0:
+        msg = "Pearson residuals require theta > 0"
+        raise ValueError(msg)
+    if clip is not None and clip < 0:
+        msg = "Pearson residuals require `clip>=0` or `clip=None`."
+        raise ValueError(msg)
+
+
+def counts_matrix(x, *, step: str, check_values: bool, what: str):
+    """`x` in layout (CSR or C-contiguous dense, duplicates summed) with float values; a warning
+    in scanpy's words where `check_values` finds non-integers (`what`: the step's subject)."""
+    if is_dask(x):
+        msg = (f"{step}: got a Dask array; Pearson residuals are dense cells x genes, as in scanpy, "
+               "which computes them in memory too: compute the matrix (x.compute()) first.")
+        raise TypeError(msg)
+    x = canonical(x, step=step, sum_duplicates=True)
+    check_not_empty(x, step=step)
+    if check_values and not_counts(x.data if is_sparse(x) else x):
+        warnings.warn(f"{what} expects raw count data, but non-integers were found.", UserWarning,
+                      stacklevel=user_stacklevel())
+    return float_values(x)
+
+
+def totals(x) -> tuple:
+    """(cell totals, gene totals, matrix total): float64, on x's device."""
+    xp = xp_of(x)
+    p = _ops.parts(x)
+    cells = xp.asarray(_ops.row_sums(p)[0], dtype=xp.float64)
+    genes = xp.asarray(_ops.col_sums(p)[0], dtype=xp.float64)
+    return cells, genes, float(genes.sum())
+
+
+def _rows(x, rows: slice):
+    """Rows of `x` (CSR or dense) as a dense float64 block."""
+    xp = xp_of(x)
+    part = x[rows]
+    return xp.asarray(part.toarray() if is_sparse(part) else part, dtype=xp.float64)
+
+
+def _residuals(counts, cells, genes, total: float, theta: float, clip: float):
+    """Clipped residuals of a dense block, in scanpy's order of operations."""
+    xp = xp_of(counts)
+    mu = cells[:, None] * genes[None, :] / total
+    with np.errstate(divide="ignore", invalid="ignore"):  # a gene of no counts: 0/0, NaN, as scanpy
+        res = (counts - mu) / xp.sqrt(mu + mu * mu / theta)
+    return xp.clip(res, -clip, clip)
+
+
+def pearson_residuals(x, theta: float, clip: float | None):
+    """Dense float64 residuals of all of `x` (a `counts_matrix`; scanpy's are float64 for every
+    input dtype), a band of rows at a time."""
+    xp = xp_of(x)
+    n, g = x.shape
+    clip = math.sqrt(n) if clip is None else float(clip)
+    cells, genes, total = totals(x)
+    out = xp.empty((n, g), dtype=xp.float64)
+    step = max(1, BLOCK_BYTES // (8 * max(g, 1)))
+    for r0 in range(0, n, step):
+        r1 = min(n, r0 + step)
+        out[r0:r1] = _residuals(_rows(x, slice(r0, r1)), cells[r0:r1], genes, total, theta, clip)
+    return out
+
+
+def residual_variances(x, theta: float, clip: float) -> np.ndarray:
+    """Host float64 variance (ddof 0) over cells of each gene's clipped residuals, 0 for genes
+    without counts (scanpy leaves those out of its kernel and sets 0): two passes of
+    `_ops.residual_sums` (the mean, then the squared deviations from it, as scanpy's kernel),
+    over rows in memory on the CPU or the GPU, or over a Dask array's row blocks."""
+    n = x.shape[0]
+    cells, genes, total = totals(x)
+    p = _ops.parts(x)
+    mean = _ops.residual_sums(p, cells, genes, total, theta, clip) / n
+    var = _ops.residual_sums(p, cells, genes, total, theta, clip, centre=mean) / n
+    return np.where(to_host(genes) > 0, to_host(var), 0.0)

@@ -1,0 +1,211 @@
+"""gsc.experimental.pp (analytic Pearson residuals) equals scanpy.experimental.pp on real counts."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import scanpy as sc
+import scipy.sparse as sp
+from _helpers import as_type, to_host
+
+import gpu_sc as gsc
+from gpu_sc.experimental.pp import _residuals
+
+# float64 and integer counts: the same arithmetic as scanpy's, so equal to rounding; float32:
+# scanpy sums in float32, we in float64 (residuals up to sqrt(n) = 26 differ by ~1e-5)
+TOL = {"float64": 1e-10, "int64": 1e-10, "float32": 1e-4}
+
+
+@pytest.fixture
+def counts(pbmc):
+    """700 PBMCs x 765 genes of raw counts, two batches, a gene without counts in one batch."""
+    a = pbmc.copy()
+    a.obs["batch"] = np.where(np.arange(a.n_obs) % 3 == 0, "b1", "b2")
+    x = sp.csc_matrix(a.X)
+    col = slice(x.indptr[5], x.indptr[6])
+    x.data[col] = np.where(np.isin(x.indices[col], np.flatnonzero(a.obs["batch"] == "b1")), 0, x.data[col])
+    x.eliminate_zeros()
+    a.X = x.tocsr()
+    return a
+
+
+def _with(a, dtype, kind):
+    b = a.copy()
+    b.X = as_type(sp.csr_matrix(a.X, dtype=dtype), kind)
+    return b
+
+
+def _silent(fn, *args, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both libraries warn alike (checked below)
+        return fn(*args, **kw)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+@pytest.mark.parametrize("batch_key", [None, "batch"])
+def test_highly_variable_genes_match_scanpy(counts, dtype, kind, batch_key):
+    ours, ref = _with(counts, dtype, kind), _with(counts, dtype, kind)
+    sc.experimental.pp.highly_variable_genes(ref, n_top_genes=200, batch_key=batch_key)
+    assert gsc.experimental.pp.highly_variable_genes(ours, n_top_genes=200, batch_key=batch_key) is None
+    assert list(ours.var.columns) == list(ref.var.columns) and ours.var.dtypes.equals(ref.var.dtypes)
+    np.testing.assert_array_equal(ours.var["highly_variable"], ref.var["highly_variable"])
+    np.testing.assert_array_equal(ours.var["highly_variable_rank"], ref.var["highly_variable_rank"])
+    np.testing.assert_allclose(ours.var["residual_variances"], ref.var["residual_variances"], rtol=TOL[dtype] / 10)
+    np.testing.assert_allclose(ours.var[["means", "variances"]], ref.var[["means", "variances"]], rtol=1e-12)
+    assert ours.uns["hvg"] == ref.uns["hvg"]
+    if batch_key:
+        assert ours.var["highly_variable_nbatches"].equals(ref.var["highly_variable_nbatches"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "int64"])
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_normalize_matches_scanpy(counts, dtype, kind):
+    ours, ref = _with(counts, dtype, kind), _with(counts, dtype, kind)
+    _silent(sc.experimental.pp.normalize_pearson_residuals, ref, theta=50, layer=None)
+    _silent(gsc.experimental.pp.normalize_pearson_residuals, ours, theta=50)
+    assert ours.X.dtype == ref.X.dtype == np.float64 and isinstance(ours.X, np.ndarray)
+    np.testing.assert_allclose(ours.X, ref.X, rtol=0, atol=TOL[dtype])  # a gene of no counts: NaN in both
+    assert ours.uns["pearson_residuals_normalization"] == ref.uns["pearson_residuals_normalization"]
+
+
+def test_residuals_by_hand():
+    """mu = cell total x gene total / total; (x - mu) / sqrt(mu + mu^2 / theta), clipped."""
+    x = np.array([[0.0, 3, 1], [2, 0, 5], [1, 1, 0], [0, 0, 9]])
+    s, g = x.sum(1), x.sum(0)
+    mu = np.outer(s, g) / x.sum()
+    want = np.clip((x - mu) / np.sqrt(mu + mu**2 / 7.0), -1.5, 1.5)
+    got = _residuals.pearson_residuals(x, 7.0, 1.5)
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+    assert np.abs(got).max() == 1.5  # some clipped
+    unclipped = _residuals.pearson_residuals(x, 7.0, None)  # sqrt(4) = 2
+    np.testing.assert_allclose(unclipped, np.clip((x - mu) / np.sqrt(mu + mu**2 / 7.0), -2, 2), rtol=1e-15)
+    for m in (sp.csr_matrix(x), x):
+        np.testing.assert_allclose(_residuals.residual_variances(m, 7.0, 1.5), want.var(axis=0), rtol=1e-14)
+    x[:, 1] = 0  # a gene without counts: variance 0 (its residuals are undefined)
+    assert _residuals.residual_variances(sp.csr_matrix(x), 7.0, 1.5)[1] == 0
+
+
+def test_bands_and_threads_do_not_change_the_results(counts, monkeypatch):
+    """Row bands of the dense residuals and the kernel's row chunks (one per thread) change
+    nothing but the order of the sums."""
+    import numba
+
+    x = sp.csr_matrix(counts.X, dtype=np.float64)
+    want = _residuals.residual_variances(x, 100.0, 5.0)
+    unsorted = x.copy()
+    unsorted.indices, unsorted.data = unsorted.indices.copy(), unsorted.data.copy()
+    for r in range(x.shape[0]):  # each row's stored values reversed: the kernel scatters them
+        s = slice(x.indptr[r], x.indptr[r + 1])
+        unsorted.indices[s], unsorted.data[s] = x.indices[s][::-1], x.data[s][::-1]
+    one = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        np.testing.assert_allclose(_residuals.residual_variances(unsorted, 100.0, 5.0), want, rtol=1e-12)
+    finally:
+        numba.set_num_threads(one)
+    monkeypatch.setattr(_residuals, "BLOCK_BYTES", 8 * x.shape[1] * 33)  # 33 cells a band
+    dense = _residuals.pearson_residuals(x, 100.0, 5.0)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(dense, _residuals.pearson_residuals(x, 100.0, 5.0))
+
+
+def test_recipe_and_pca_match_scanpy(counts):
+    ours, ref = _with(counts, "int64", "csr"), _with(counts, "int64", "csr")
+    sc.experimental.pp.recipe_pearson_residuals(ref, n_top_genes=150, batch_key="batch", n_comps=20)
+    gsc.experimental.pp.recipe_pearson_residuals(ours, n_top_genes=150, batch_key="batch", n_comps=20)
+    assert set(ours.uns) == set(ref.uns) and set(ours.varm) == set(ref.varm)
+    assert ours.uns["pca"]["params"] == ref.uns["pca"]["params"]
+    np.testing.assert_array_equal(ours.var["highly_variable"], ref.var["highly_variable"])
+    a, b = ours.obsm["X_pca"], ref.obsm["X_pca"]
+    sign = np.sign((a * b).sum(axis=0))
+    np.testing.assert_allclose(a * sign, b, atol=1e-7 * np.abs(b).max())
+    assert ours.varm["PCs"].dtype == ref.varm["PCs"].dtype and (ours.varm["PCs"][~ours.var["highly_variable"]] == 0).all()
+    pd.testing.assert_frame_equal(ours.uns["pearson_residuals_normalization"]["pearson_residuals_df"],
+                                  ref.uns["pearson_residuals_normalization"]["pearson_residuals_df"], rtol=1e-10)
+    sub, hvg = gsc.experimental.pp.recipe_pearson_residuals(counts.copy(), n_top_genes=150, inplace=False)
+    ref_sub, ref_hvg = sc.experimental.pp.recipe_pearson_residuals(counts.copy(), n_top_genes=150, inplace=False)
+    assert sub.shape == ref_sub.shape and hvg.columns.equals(ref_hvg.columns)
+    # normalize_pearson_residuals_pca on the selected genes, as scanpy
+    ours, ref = _with(counts, "int64", "csr"), _with(counts, "int64", "csr")
+    for m, a in ((sc, ref), (gsc, ours)):
+        m.experimental.pp.highly_variable_genes(a, n_top_genes=120)
+        m.experimental.pp.normalize_pearson_residuals_pca(a, n_comps=15)
+    a, b = ours.obsm["X_pca"], ref.obsm["X_pca"]
+    np.testing.assert_allclose(a * np.sign((a * b).sum(axis=0)), b, atol=1e-7 * np.abs(b).max())
+    assert np.array_equal(ours.varm["PCs"] == 0, ref.varm["PCs"] == 0)
+
+
+def test_subset_not_inplace_and_scanpys_refusals(counts):
+    for subset in (False, True):
+        want = sc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes=100, subset=subset, inplace=False)
+        got = gsc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes=100, subset=subset, inplace=False)
+        pd.testing.assert_frame_equal(got, want, rtol=1e-7)  # float32 counts: scanpy's float32 totals
+    got = gsc.experimental.pp.normalize_pearson_residuals(counts.copy(), inplace=False)
+    assert set(got) == {"X", "theta", "clip", "computed_on"}
+    before = counts.copy()
+    for call, match in ((lambda: gsc.experimental.pp.highly_variable_genes(counts), "requires the argument `n_top_genes`"),
+                        (lambda: gsc.experimental.pp.highly_variable_genes(counts, n_top_genes=5, flavor="seurat"),
+                         "only `flavor=pearson_residuals`"),
+                        (lambda: gsc.experimental.pp.normalize_pearson_residuals(counts, theta=0), "theta > 0"),
+                        (lambda: gsc.experimental.pp.normalize_pearson_residuals(counts, clip=-1), "clip>=0"),
+                        (lambda: gsc.experimental.pp.normalize_pearson_residuals(counts, copy=True, inplace=False),
+                         "cannot be used with")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            call()
+    with pytest.raises(KeyError, match="batch_key 'nope'"):
+        gsc.experimental.pp.highly_variable_genes(counts, n_top_genes=5, batch_key="nope")
+    assert (counts.X != before.X).nnz == 0 and counts.var.equals(before.var) and counts.uns.keys() == before.uns.keys()
+
+
+def test_non_counts_warn_as_scanpy(counts):
+    x = counts.copy()
+    x.X = x.X.astype(np.float64) * 0.5
+    with pytest.warns(UserWarning, match=r"`normalize_pearson_residuals\(\)` expects raw count data"):
+        gsc.experimental.pp.normalize_pearson_residuals(x.copy())
+    with pytest.warns(UserWarning, match=r"`flavor='pearson_residuals'` expects raw count data"):
+        gsc.experimental.pp.highly_variable_genes(x.copy(), n_top_genes=10)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gsc.experimental.pp.highly_variable_genes(x.copy(), n_top_genes=10, check_values=False)
+
+
+def test_view_and_layer(counts):
+    ref, ours = counts[:400].copy(), counts[:400]
+    ours_layer = counts.copy()
+    ours_layer.layers["counts"] = ours_layer.X.copy()
+    ours_layer.X = ours_layer.X * 0
+    with pytest.warns(UserWarning, match="Received a view of an AnnData"):
+        gsc.experimental.pp.normalize_pearson_residuals(ours)
+    _silent(sc.experimental.pp.normalize_pearson_residuals, ref)
+    np.testing.assert_allclose(ours.X, ref.X, atol=TOL["float32"])
+    gsc.experimental.pp.normalize_pearson_residuals(ours_layer, layer="counts")
+    assert ours_layer.uns["pearson_residuals_normalization"]["computed_on"] == "counts"
+    assert (ours_layer.X != 0).nnz == 0 and isinstance(ours_layer.layers["counts"], np.ndarray)
+
+
+def test_gpu_equals_cpu(device, counts):
+    """On the GPU (or the kernel emulator's device arrays) the residuals stay there and equal the
+    CPU's; the gene selection is the same."""
+    cpu, gpu = counts.copy(), gsc.get.to_gpu(counts.copy(), copy=True)
+    gsc.experimental.pp.highly_variable_genes(cpu, n_top_genes=150, batch_key="batch")
+    gsc.experimental.pp.highly_variable_genes(gpu, n_top_genes=150, batch_key="batch")
+    pd.testing.assert_frame_equal(gpu.var, cpu.var, rtol=1e-12)
+    _silent(gsc.experimental.pp.normalize_pearson_residuals, cpu)
+    _silent(gsc.experimental.pp.normalize_pearson_residuals, gpu)
+    assert gsc.get.is_on_gpu(gpu) or device == "emulated"
+    np.testing.assert_allclose(to_host(gpu.X), cpu.X, rtol=1e-12, atol=1e-12)
+
+
+def test_dask_is_refused_with_what_to_do(counts):
+    da = pytest.importorskip("dask.array")
+    lazy = counts.copy()
+    lazy.X = da.from_array(counts.X.toarray(), chunks=(200, -1))
+    for call in (lambda: gsc.experimental.pp.normalize_pearson_residuals(lazy),
+                 lambda: gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=10)):  # fmt: skip
+        with pytest.raises(TypeError, match=r"got a Dask array; .* compute the matrix"):
+            call()
+    assert "pearson_residuals_normalization" not in lazy.uns and "highly_variable" not in lazy.var
