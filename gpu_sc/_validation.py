@@ -16,6 +16,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ._backend import describe, is_dask, is_gpu, is_sparse, xp_of
+from ._keys import VAR_HIGHLY_VARIABLE
 from ._settings import user_stacklevel
 from ._ops._chunked import Chunked, check_chunked, whole_rows
 from ._ops._layout import in_layout, summed_duplicates
@@ -477,6 +478,48 @@ def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
         msg = f"{step}: {what} must be a boolean array of length {n}, got dtype {m.dtype} shape {m.shape}."
         raise ValueError(msg)
     return m
+
+
+def check_n_top_genes(n_top_genes, *, step: str) -> None:
+    """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake)."""
+    if n_top_genes is not None and (
+        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
+    ):
+        msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+        raise ValueError(msg)
+
+
+#: a mask argument left at its default (scanpy's `_empty`)
+EMPTY = object()
+
+
+def handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int, step: str):
+    """pca's `mask_var` / `use_highly_variable` (and the steps that take them as pca does): (the
+    mask parameter as scanpy stores it, host bool mask or None), scanpy's rules, warning and
+    words (its tests match them). `EMPTY`: not given (scanpy's default: the highly variable
+    genes where var has them)."""
+    hvg = VAR_HIGHLY_VARIABLE
+    if use_highly_variable is not None:
+        hint = ('Use_highly_variable=True can be called through mask_var="highly_variable". '
+                "Use_highly_variable=False can be called through mask_var=None")  # fmt: skip
+        msg = f"Argument `use_highly_variable` is deprecated, consider using the mask argument. {hint}"
+        warnings.warn(msg, FutureWarning, stacklevel=user_stacklevel())
+        if mask_var is not EMPTY:
+            msg = f"{step}: These arguments are incompatible (use_highly_variable and mask_var). {hint}"
+            raise ValueError(msg)
+    has_hvg = var is not None and hvg in var.columns
+    if use_highly_variable or (use_highly_variable is None and mask_var is EMPTY and has_hvg):
+        mask_var = hvg
+    if mask_var is EMPTY or mask_var is None:
+        return None, None
+    if isinstance(mask_var, str):
+        if var is None or mask_var not in var.columns:
+            msg = (f"{step}: Did not find `adata.var[{mask_var!r}]`. Either add the mask first to `adata.var` "
+                   f"or consider using the mask argument with an array (mask_var {mask_var!r} is not a "
+                   "column of adata.var).")  # fmt: skip
+            raise ValueError(msg)  # as scanpy
+        return mask_var, scanpy_mask(var[mask_var].to_numpy(), n_vars, what="mask_var", step=step)
+    return mask_var, scanpy_mask(mask_var, n_vars, what="mask_var", step=step)
 
 
 def scanpy_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:

@@ -13,7 +13,7 @@ import ast
 from pathlib import Path
 
 PKG = Path(__file__).resolve().parents[1] / "gpu_sc"
-FEATURES = {"preprocessing", "tools", "pic"}
+FEATURES = {"preprocessing", "tools", "pic", "experimental"}
 
 
 def _modules() -> dict[str, Path]:
@@ -127,7 +127,7 @@ LAYER = {"_backend": 0, "_settings": 0, "_keys": 0, "_values": 0, "_stats": 0, "
          "_kernels": 1, "_ops": 1,
          "_validation": 2, "get": 2, "_representation": 2,
          "_aggregate": 2, "_obs_var_df": 2, "_rank_genes_groups_df": 2,  # the bodies of get's readers
-         "preprocessing": 3, "tools": 3, "pic": 3,
+         "preprocessing": 3, "tools": 3, "pic": 3, "experimental": 3,
          "datasets": 4, "cli": 4, "": 4}  # fmt: skip
 
 

@@ -1,7 +1,7 @@
 """PIC-seq: deconvolution of physically interacting cells (doublets) into their partners
-(PIC-seq: Giladi et al., Nat Biotechnol 2020; Cohen et al., Nat Cancer 2022; README.md,
-"PIC-seq deconvolution"), and what follows from it: expected expression,
-interaction-induced genes, doublet/triplet QC and plots."""
+(Giladi et al., Nat Biotechnol 2020; Cohen et al., Nat Cancer 2022; README.md, "PIC-seq
+deconvolution"), and what follows from it: expected expression, interaction-induced genes,
+pair frequencies, doublet/triplet QC and plots."""
 
 from ._deconvolve import CHOICES as DECONVOLVE_CHOICES
 from ._deconvolve import deconvolve

@@ -115,10 +115,10 @@ def interaction_genes(
       variation within groups and the depth that real PICs have; with `replicate_key`, a
       group's p-value is at least that of a t test across its replicates. E_k is the
       doublets' mean count summed over the group's PICs.
-    * ``method="chi2"`` (the published test: Giladi et al. 2020, Cohen et al. 2022): E_k = expected UMIs
-      (``pics.layers[layer]``, from :func:`expected_expression`; PICs with NaN expected rows are
-      left out), chi2 = sum_k (O_k - E_k)^2 / E_k over the groups with E_k > 0, df = (number of
-      those groups) - 1, or 1 when only one group is left. It treats summed UMIs as Poisson
+    * ``method="chi2"`` (the published test: Giladi et al. 2020, Cohen et al. 2022): E_k =
+      expected UMIs (``pics.layers[layer]``, from :func:`expected_expression`; PICs with NaN
+      expected rows are left out), chi2 = sum_k (O_k - E_k)^2 / E_k over the groups with
+      E_k > 0, df = (number of those groups) - 1, or 1 when only one group is left. It treats summed UMIs as Poisson
       around an exact expectation and calls many genes where nothing is induced.
 
     chi2's p-value = scipy.stats.chi2.sf(chi2, df). Either way FDR = Benjamini–Hochberg over the tested
@@ -193,8 +193,8 @@ def interaction_genes(
     columns' values; genes in var order, see 'genes'), 'genes', 'params'; for matched also 'z':
     float64 groups x genes, each group's signed z after genomic control (and the replicates'
     test), whose squares sum to the table's 'chi2'; NaN where the gene does not vary in the
-    group}: the stored result writes to h5ad and zarr whatever the group names hold. Nothing changes when an error is
-    raised.
+    group}: the stored result writes to h5ad and zarr whatever the group names hold. Nothing
+    changes when an error is raised.
     """
     check_anndata(pics, step=_STEP, name="pics")
     if method not in _METHODS:

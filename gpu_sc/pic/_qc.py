@@ -251,6 +251,10 @@ class _Setup:
         self.eps = eps
         self.fit = alpha == "fit"
 
+    def group_sizes(self) -> np.ndarray:
+        """Reference cells per group (of `names`)."""
+        return np.bincount(self.s_codes[self.s_codes >= 0], minlength=len(self.names))
+
     def tested_depths(self) -> np.ndarray:
         """The used PICs' UMIs (of the counts the test reads: a layer's where one is given), host
         float64: the depths the nulls draw from."""
@@ -433,9 +437,8 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
     """`singlet_null` of the test's reference, markers and tested PICs' depths (their counts,
     the layer where one is given), on the host; a warning where a side's null is too small for
     any p-value to reach `level`, or so small that its few highest LLRs decide the calls."""
-    sizes = np.bincount(st.s_codes[st.s_codes >= 0], minlength=len(st.names))
     for name, groups in zip("AB", st.sides, strict=True):  # (the null's high side: fewer calls)
-        _warn_lone_groups(st, groups, name, sizes, step, "a null cell of such a group", "LLR")
+        _warn_lone_groups(st, groups, name, step, "a null cell of such a group", "LLR")
     depths = st.tested_depths()
     null = singlet_null(st.host_singlets(step), st.s_codes, len(st.names), canonical_rows(singlets), st.sides,
                         st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
@@ -702,9 +705,10 @@ def _scan(xp, loglik, profiles, cols, pa, pb, sides, w, n):
     return best - loglik(pa, pb), best_side, best_pair
 
 
-def _warn_lone_groups(st: _Setup, groups, name: str, sizes, step: str, drawn: str, score: str) -> None:
+def _warn_lone_groups(st: _Setup, groups, name: str, step: str, drawn: str, score: str) -> None:
     """Warn of the groups of population `name` with one reference cell: the nulls leave their
     drawn cells out of the profiles, so such a cell meets an empty profile of its own group."""
+    sizes = st.group_sizes()
     lone = [str(st.names[g]) for g in groups if sizes[g] < 2]
     if lone:
         warnings.warn(f"{step}: groups {lone[:5]} of population {name} have one reference cell: {drawn} is scored "
@@ -718,14 +722,14 @@ def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, 
     where a population has one reference cell (no profile is left without it), a warning where a
     group has one (that group's profile is empty beside its cell) or where the null is too small
     for `level` (as doublet_test's)."""
-    sizes = np.bincount(st.s_codes[st.s_codes >= 0], minlength=len(st.names))
+    sizes = st.group_sizes()
     for name, groups in zip("AB", sides, strict=True):
         if sizes[groups].sum() < 2:
             msg = (f"{step}: population {name} has {int(sizes[groups].sum())} reference cell(s); the null leaves its "
                    "doublets' cells out of the profiles, which needs 2 or more. Give more reference cells, or pass "
                    "min_llr= (no null).")  # fmt: skip
             raise ValueError(msg)
-        _warn_lone_groups(st, groups, name, sizes, step, "a null doublet of that cell", "triplet LLR")
+        _warn_lone_groups(st, groups, name, step, "a null doublet of that cell", "triplet LLR")
     beyond = level * (1 + n_null) - 1  # null doublets a PIC's LLR may fall below and still be called
     if beyond < 0:
         warnings.warn(f"{step}: a null of {n_null} doublets gives no p-value below 1/{n_null + 1}, so no PIC can be "

@@ -17,9 +17,9 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._settings import user_stacklevel
-from .._validation import check_anndata, make_actual, old_positionals
+from .._validation import check_anndata, check_n_top_genes, make_actual, old_positionals
 from ._filter import _subset_inplace
-from ._hvg import _dispersion_frame, check_n_bins, check_n_top_genes, col_mean_var, numeric_matrix
+from ._hvg import _dispersion_frame, check_n_bins, col_mean_var, numeric_matrix
 
 _STEP = "filter_genes_dispersion"
 _DEPRECATED = "Use sc.pp.highly_variable_genes instead"

@@ -21,8 +21,8 @@ from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings, user_stacklevel
-from .._validation import (canonical, check_finite, check_not_empty, check_real, get_matrix, make_actual,
-                           old_positionals, sanitize_anndata)
+from .._validation import (canonical, check_finite, check_n_top_genes, check_not_empty, check_real, get_matrix,
+                           make_actual, old_positionals, sanitize_anndata)
 from .._values import float_values, not_counts
 
 _STEP = "highly_variable_genes"
@@ -189,15 +189,6 @@ def highly_variable_genes(
     if subset:
         adata._inplace_subset_var(hv)
     return None
-
-
-def check_n_top_genes(n_top_genes, *, step: str) -> None:
-    """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake)."""
-    if n_top_genes is not None and (
-        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
-    ):
-        msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
-        raise ValueError(msg)
 
 
 def check_n_bins(n_bins, *, step: str) -> None:

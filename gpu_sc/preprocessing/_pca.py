@@ -15,8 +15,8 @@ from .. import _ops
 from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
 from .._settings import N_PCS, user_stacklevel
-from .._validation import (canonical, check_finite, check_in_memory, check_int, check_not_empty, get_matrix,
-                           make_actual, scanpy_mask)  # fmt: skip
+from .._validation import (EMPTY, canonical, check_finite, check_in_memory, check_int, check_not_empty, get_matrix,
+                           handle_mask_var, make_actual)  # fmt: skip
 from .._values import float_values
 
 _STEP = "pca"
@@ -24,7 +24,6 @@ _STEP = "pca"
 #: decomposed when there are at most this many cells (and fewer cells than genes, at any width),
 #: else a randomized block Krylov solver works on the implicitly centred operator
 WIDE_GENES = 8000
-_EMPTY = object()
 _CHUNK_ROWS = 6000  # chunked=True without chunk_size: anndata's chunked_X default, as scanpy
 
 _SOLVERS = {None, "arpack", "randomized", "auto", "full", "covariance_eigh", "tsqr", "lobpcg"}
@@ -45,7 +44,7 @@ def pca(
     zero_center: bool = True,
     svd_solver: str | None = None,
     random_state=0,
-    mask_var=_EMPTY,
+    mask_var=EMPTY,
     use_highly_variable: bool | None = None,
     dtype="float32",
     key_added: str | None = None,
@@ -182,7 +181,7 @@ def pca(
             msg = f"{_STEP}: expected an AnnData or a matrix, got a {type(x0).__name__}; pass numpy.asarray(data)."
             raise TypeError(msg)
         check_in_memory(x0, step=_STEP)
-    mask_param, mask = _handle_mask_var(var, mask_var, use_highly_variable, n_vars=x0.shape[1])
+    mask_param, mask = handle_mask_var(var, mask_var, use_highly_variable, n_vars=x0.shape[1], step=_STEP)
 
     x = canonical(x0, step=_STEP, sum_duplicates=True)  # squares of stored values
     check_not_empty(x, step=_STEP)
@@ -333,33 +332,6 @@ def _scanpy_dtypes(out_dtype, *, chunked: bool, chunk_size, n_obs: int, lobpcg_s
     if chunked:
         return np.dtype(np.float64), np.dtype(np.float64) if n_obs > chunk_size else out_dtype
     return out_dtype, out_dtype
-
-
-def _handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int):
-    """(mask parameter as scanpy stores it, host bool mask or None), scanpy's rules, warning and
-    words (its tests match them)."""
-    hvg = K.VAR_HIGHLY_VARIABLE
-    if use_highly_variable is not None:
-        hint = ('Use_highly_variable=True can be called through mask_var="highly_variable". '
-                "Use_highly_variable=False can be called through mask_var=None")  # fmt: skip
-        msg = f"Argument `use_highly_variable` is deprecated, consider using the mask argument. {hint}"
-        warnings.warn(msg, FutureWarning, stacklevel=user_stacklevel())
-        if mask_var is not _EMPTY:
-            msg = f"{_STEP}: These arguments are incompatible (use_highly_variable and mask_var). {hint}"
-            raise ValueError(msg)
-    has_hvg = var is not None and hvg in var.columns
-    if use_highly_variable or (use_highly_variable is None and mask_var is _EMPTY and has_hvg):
-        mask_var = hvg
-    if mask_var is _EMPTY or mask_var is None:
-        return None, None
-    if isinstance(mask_var, str):
-        if var is None or mask_var not in var.columns:
-            msg = (f"{_STEP}: Did not find `adata.var[{mask_var!r}]`. Either add the mask first to `adata.var` "
-                   f"or consider using the mask argument with an array (mask_var {mask_var!r} is not a "
-                   "column of adata.var).")  # fmt: skip
-            raise ValueError(msg)  # as scanpy
-        return mask_var, scanpy_mask(var[mask_var].to_numpy(), n_vars, what="mask_var", step=_STEP)
-    return mask_var, scanpy_mask(mask_var, n_vars, what="mask_var", step=_STEP)
 
 
 def _scanpy_solver(svd_solver, x, *, zero_center: bool, chunked: bool, random_state) -> str | None:

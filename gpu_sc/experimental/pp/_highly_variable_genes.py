@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from ..._validation import get_matrix, make_actual
-from ...preprocessing._hvg import _take_rows, check_n_top_genes, col_mean_var, numeric_matrix
+from ... import _ops
+from ..._backend import is_sparse, to_host, xp_of
+from ..._validation import check_n_top_genes, get_matrix, make_actual
 from ._residuals import check_theta_clip, counts_matrix, residual_variances
 
 _STEP = "highly_variable_genes"
@@ -52,14 +53,14 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     if batch_key is not None and batch_key not in adata.obs:
         msg = f"{_STEP}: batch_key {batch_key!r} is not a column of adata.obs."
         raise KeyError(msg)
-    raw = get_matrix(adata, layer=layer, step=_STEP)
-    x = counts_matrix(raw, step=_STEP, check_values=check_values, what="`flavor='pearson_residuals'`")
+    x = counts_matrix(get_matrix(adata, layer=layer, step=_STEP), step=_STEP, check_values=check_values,
+                      what="`flavor='pearson_residuals'`")
     labels = np.zeros(adata.n_obs, dtype=int) if batch_key is None else adata.obs[batch_key].to_numpy()
     batches = np.unique(labels)
     variances = []
     for batch in batches:
         rows = np.flatnonzero(labels == batch)
-        part = _take_rows(x, rows)[0]
+        part = x if rows.size == x.shape[0] else x[xp_of(x.data if is_sparse(x) else x).asarray(rows)]
         if clip is None:  # scanpy sets it in its first batch and keeps it for the others
             clip = math.sqrt(part.shape[0])
         variances.append(residual_variances(part, float(theta), float(clip)))
@@ -68,7 +69,7 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     nbatches = (ranks < n_top_genes).astype(int).sum(axis=0)
     ranks[ranks >= n_top_genes] = np.nan
     median_rank = np.ma.median(np.ma.masked_invalid(ranks), axis=0).filled(np.nan)
-    means, gene_vars = col_mean_var(numeric_matrix(raw, step=_STEP))
+    means, gene_vars = (to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))  # scanpy's _get_mean_var
     df = pd.DataFrame({"means": means, "variances": gene_vars, "residual_variances": variances.mean(axis=0),
                        "highly_variable_rank": median_rank, "highly_variable_nbatches": nbatches.astype(np.int64),
                        "highly_variable_intersection": nbatches == batches.size}, index=adata.var_names)  # fmt: skip

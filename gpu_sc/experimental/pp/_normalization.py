@@ -11,8 +11,8 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._backend import to_host, xp_of
-from ..._validation import check_anndata, get_matrix, make_actual, set_matrix
-from ...preprocessing._pca import _EMPTY, _handle_mask_var, pca
+from ..._validation import EMPTY, check_anndata, get_matrix, handle_mask_var, make_actual, set_matrix
+from ...preprocessing import pca
 from ._residuals import check_theta_clip, counts_matrix, pearson_residuals
 
 UNS_KEY = "pearson_residuals_normalization"
@@ -59,7 +59,7 @@ def normalize_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: flo
 
 def normalize_pearson_residuals_pca(adata: AnnData, *, theta: float = 100, clip: float | None = None,
                                     n_comps: int | None = 50, random_state: float = 0,
-                                    kwargs_pca: Mapping[str, Any] = MappingProxyType({}), mask_var=_EMPTY,
+                                    kwargs_pca: Mapping[str, Any] = MappingProxyType({}), mask_var=EMPTY,
                                     use_highly_variable: bool | None = None, check_values: bool = True,
                                     inplace: bool = True) -> AnnData | None:  # fmt: skip
     """Pearson residuals and PCA of them, as scanpy.experimental.pp's: on the genes of
@@ -75,7 +75,8 @@ def normalize_pearson_residuals_pca(adata: AnnData, *, theta: float = 100, clip:
     masked genes holding the residuals and the PCA.
     """
     check_anndata(adata, step="normalize_pearson_residuals_pca")
-    _, mask = _handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars)
+    _, mask = handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars,
+                              step="normalize_pearson_residuals_pca")
     sub = adata[:, mask] if mask is not None else adata
     work = AnnData(sub.X.copy(), obs=sub.obs[[]], var=sub.var[[]])
     normalize_pearson_residuals(work, theta=theta, clip=clip, check_values=check_values)

@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
-from ...preprocessing._pca import pca
+from ...preprocessing import pca
 from ._highly_variable_genes import highly_variable_genes
 from ._normalization import normalize_pearson_residuals, store_pca
 
