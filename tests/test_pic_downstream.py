@@ -1406,3 +1406,67 @@ def test_doublet_test_level_warns_of_a_group_of_one_reference_cell(pbmc):
         warnings.simplefilter("error")  # no lone group: no such warning (nor any other here)
         pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO])}
         doublet_test(pics, pbmc, groupby=GROUPBY, alpha="fit", level=0.05, n_null=200, inplace=False)
+
+
+
+def _tiny_expected_data(group_names=("g", "h"), pic_groups=(("g", "h"), ("h", "g"))):
+    """Singlets of `group_names` (two cells each) and one unlabelled cell over 4 genes, and one
+    PIC per (A, B) of `pic_groups` at alpha 0.25."""
+    s = np.array([[1, 0, 3, 0], [1, 2, 1, 0], [0, 0, 1, 3], [0, 4, 0, 1], [9, 9, 9, 9]], dtype=np.float32)
+    labels = [*np.repeat(group_names, 2), None][:5] if len(group_names) == 2 else [group_names[0]] * 4 + [None]
+    singlets = ad.AnnData(sp.csr_matrix(s), obs=pd.DataFrame({GROUPBY: pd.Categorical(labels)},
+                                                             index=[f"c{i}" for i in range(5)]),
+                          var=pd.DataFrame(index=[f"G{i}" for i in range(4)]))  # fmt: skip
+    u = np.array([[2, 1, 0, 5], [0, 3, 3, 2]], dtype=np.float32)[: len(pic_groups)]
+    obs = pd.DataFrame({"pic_a": [a for a, _ in pic_groups], "pic_b": [b for _, b in pic_groups],
+                        "pic_alpha": 0.25, "pic_status": "ok"}, index=[f"p{i}" for i in range(len(pic_groups))])
+    pics = ad.AnnData(sp.csr_matrix(u), obs=obs, var=pd.DataFrame(index=singlets.var_names.copy()))
+    return pics, singlets, s, u
+
+
+def test_expected_by_hand_with_a_single_reference_group():
+    """One labelled group (every labelled singlet in the first category): each PIC is its
+    total times that group's pooled share of each gene, whatever its alpha."""
+    pics, singlets, s, u = _tiny_expected_data(("g",), (("g", "g"),))
+    expected_expression(pics, singlets, groupby=GROUPBY)
+    q = s[:4].sum(0) / s[:4].sum()
+    np.testing.assert_allclose(pics.layers["pic_expected"], u.sum(1, keepdims=True) * q, rtol=1e-6)
+    np.testing.assert_allclose(pics.layers["pic_expected_a"], 0.25 * u.sum(1, keepdims=True) * q, rtol=1e-6)
+    assert list(pics.uns["pic_expected"]["groups"]) == ["g"]
+
+
+def test_expected_refuses_a_missing_label_even_beside_a_group_named_nan():
+    """A used PIC without an A group is an error, also where a reference group is called 'nan'
+    (the text of a missing value)."""
+    pics, singlets, _, _ = _tiny_expected_data(("nan", "h"), (("nan", "h"), ("h", "nan")))
+    expected_expression(pics, singlets, groupby=GROUPBY)  # 'nan' is a group like any other
+    pics.obs["pic_a"] = pd.Series([np.nan, "h"], index=pics.obs_names, dtype=object)
+    with pytest.raises(ValueError, match="not reference groups"):
+        expected_expression(pics, singlets, groupby=GROUPBY)
+    pics.obs["pic_a"] = ["nan", " h"]  # names are matched as they are
+    with pytest.raises(ValueError, match="not reference groups"):
+        expected_expression(pics, singlets, groupby=GROUPBY)
+
+
+def test_expected_refuses_a_b_group_without_counts_and_reads_only_used_groups():
+    pics, singlets, _, _ = _tiny_expected_data()
+    singlets.X = sp.csr_matrix(np.where(np.array([[0], [0], [1], [1], [0]]), 0, singlets.X.toarray()))
+    pics.obs["pic_a"] = ["g", "g"]  # h (no counts) only as the B group
+    with pytest.raises(ValueError, match=r"reference groups without any counts: \['h'\]"):
+        expected_expression(pics, singlets, groupby=GROUPBY)
+    pics.obs["pic_status"] = ["ok", "no_counts"]
+    pics.obs["pic_b"] = pd.Categorical(["g", "h"])  # the unused PIC's h is not read
+    expected_expression(pics, singlets, groupby=GROUPBY)
+    for key in ("pic_expected", "pic_expected_a", "pic_expected_b"):  # NaN rows in every layer
+        assert np.isnan(pics.layers[key][1]).all() and np.isfinite(pics.layers[key][0]).all(), key
+
+
+def test_expected_gene_mask_is_checked():
+    pics, singlets, _, _ = _tiny_expected_data()
+    with pytest.raises(ValueError, match="selects no gene"):
+        expected_expression(pics, singlets, groupby=GROUPBY, genes=np.zeros(4, bool))
+    with pytest.raises(ValueError, match="must have length 4"):
+        expected_expression(pics, singlets, groupby=GROUPBY, genes=np.ones(3, bool))
+    full = expected_expression(pics, singlets, groupby=GROUPBY, inplace=False)
+    every = expected_expression(pics, singlets, groupby=GROUPBY, genes=np.ones(4, bool), inplace=False)
+    np.testing.assert_array_equal(every[0].toarray(), full[0])

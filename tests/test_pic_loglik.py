@@ -377,3 +377,96 @@ def test_bad_inputs():
         pair_scores(x, pa, pb, eps=EPS, chunk=0)
     with pytest.raises(TypeError, match="CSR"):
         pair_scores(x.tocsc(), pa, pb, eps=EPS)
+
+
+def _softmax(t, flat):
+    z = t * flat - (t * flat).max(1, keepdims=True)
+    return np.exp(z) / np.exp(z).sum(1, keepdims=True)
+
+
+def test_kept_posterior_is_the_top_pairs_above_the_floor():
+    """33 pairs (3 x 11): each PIC keeps the pairs of posterior >= 1e-4 among its 32 largest,
+    against the softmax of the reference LLs (plain, and tempered flat enough that the cut at
+    32 binds); a PIC without counts has 33 tied pairs at the cut, all kept. Chunks of 7 PICs
+    keep the same rows."""
+    x, pa, pb = _random(seed=5, n=30, genes=60, ka=3, kb=11, lam=0.15)
+    x = sp.vstack([x, sp.csr_matrix((1, x.shape[1]))]).tocsr()
+    n = x.shape[0]
+    ll_r, _ = pair_loglik(x, pa, pb, eps=EPS)
+    counts = []
+    for t in (1.0, 0.01):
+        w = _softmax(t, _flat(ll_r))
+        s = pair_scores(x, pa, pb, eps=EPS, temper=t)
+        post = s.posterior.toarray()
+        assert s.posterior.shape == (n, 33)
+        kept = post > 0
+        for r in range(n):
+            order = np.sort(w[r])[::-1]
+            want = (w[r] >= 1e-4) & (w[r] >= order[31] * (1 - 1e-9))
+            np.testing.assert_array_equal(kept[r], want, err_msg=f"{t} {r}")
+        assert kept[-1].all() and np.all(post[-1] == post[-1, 0])
+        np.testing.assert_allclose(post[kept], w[kept], rtol=1e-6)
+        chunked = pair_scores(x, pa, pb, eps=EPS, chunk=7, temper=t).posterior
+        assert (chunked != s.posterior).nnz == 0
+        counts.append(kept[:-1].sum(1))
+    counts = np.concatenate(counts)
+    assert (counts == 32).any() and ((counts > 1) & (counts < 32)).any()  # both rules bind
+
+
+def test_tempered_posterior_by_hand():
+    """temper t: log_norm = logsumexp(t LL), p_pair = softmax(t LL) at the best pair, the
+    marginals its sums over the other side; the best pair itself does not move."""
+    x, pa, pb = _random(seed=6, n=20)
+    ll_r, _ = pair_loglik(x, pa, pb, eps=EPS)
+    flat = _flat(ll_r)
+    plain = pair_scores(x, pa, pb, eps=EPS)
+    for t in (0.05, 0.5):
+        s = pair_scores(x, pa, pb, eps=EPS, temper=t)
+        np.testing.assert_array_equal(s.ia, plain.ia)
+        np.testing.assert_array_equal(s.ib, plain.ib)
+        w = _softmax(t, flat)
+        top = (t * flat).max(1)
+        np.testing.assert_allclose(s.log_norm, top + np.log(np.exp(t * flat - top[:, None]).sum(1)), rtol=1e-9)
+        j = s.ia + pa.shape[1] * s.ib
+        np.testing.assert_allclose(s.p_pair, w[np.arange(20), j], rtol=1e-6)
+        w3 = w.reshape(20, pb.shape[1], pa.shape[1])
+        np.testing.assert_allclose(s.p_a, w3.sum(1), rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(s.p_b, w3.sum(2), rtol=1e-6, atol=1e-12)
+
+
+def test_all_pairs_loglik_is_the_maximised_ll_at_the_eps_given():
+    from gpu_sc.pic._loglik import all_pairs_loglik
+
+    x, pa, pb = _random(seed=7, n=8)
+    for eps in (1e-4, 0.05):
+        ll_r, _ = pair_loglik(x, pa, pb, eps=eps)
+        np.testing.assert_allclose(all_pairs_loglik(x, pa, pb, eps=eps), _flat(ll_r), rtol=1e-9)
+
+
+def test_pair_columns_follow_j():
+    from gpu_sc.pic._loglik import pair_columns
+
+    a, b = pair_columns(["a0", "a1", "a2"], ["b0", "b1"])
+    assert list(a) == ["a0", "a1", "a2", "a0", "a1", "a2"] and list(b) == ["b0", "b0", "b0", "b1", "b1", "b1"]
+
+
+def test_bad_profiles_and_eps():
+    x, pa, pb = _random(n=5)
+    with pytest.raises(ValueError, match="genes"):
+        pair_scores(x, pa, pb[:-1], eps=EPS)
+    with pytest.raises(ValueError, match="at least one"):
+        pair_scores(x, pa[:, :0], pb, eps=EPS)
+    with pytest.raises(ValueError, match="at least one"):
+        pair_scores(x, pa, pb[:, :0], eps=EPS)
+    bad = pa.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        pair_scores(x, bad, pb, eps=EPS)
+    bad[3, 1] = np.inf
+    with pytest.raises(ValueError, match="finite"):
+        pair_scores(x, pa, bad, eps=EPS)
+    for eps in (np.inf, np.nan):
+        with pytest.raises(ValueError, match="eps"):
+            pair_scores(x, pa, pb, eps=eps)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pair_scores(x, pa, pb, eps=EPS, alpha=np.full(5, 1.01))

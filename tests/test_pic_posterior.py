@@ -140,3 +140,87 @@ def test_single_cell_group_prior_is_the_median_variance():
     var = [np.log(tot[labels == g]).var() for g in "abc"]
     assert len(set(np.round(var, 12))) == 3
     np.testing.assert_allclose(prior.var, var + [np.median(var)], rtol=1e-12)
+
+
+def test_size_prior_log_density_in_closed_form():
+    """logit(alpha) ~ N(mu_a - mu_b, var_a + var_b), carried to alpha by 1 / (alpha (1 - alpha)):
+    scipy's normal log density, for A groups and B groups of different means and spreads."""
+    prior = SizePrior(np.array([7.0, 8.0, 7.5, 6.0]), np.array([0.1, 0.4, 0.2, 0.9]))
+    ia, ib = np.array([0, 1, 1, 0]), np.array([0, 0, 1, 1])
+    got = prior.log_density(ia, ib, 2)
+    z = np.log(GRID / (1 - GRID))
+    for n in range(4):
+        m = prior.mean[ia[n]] - prior.mean[2 + ib[n]]
+        v = prior.var[ia[n]] + prior.var[2 + ib[n]]
+        want = stats.norm.logpdf(z, m, np.sqrt(v)) - np.log(GRID * (1 - GRID))
+        np.testing.assert_allclose(got[n], want, rtol=1e-12, atol=1e-12)
+
+
+def test_size_prior_reads_a_cell_without_counts_as_one_umi():
+    tot = np.array([0.0, 100, 400, 50, 60])
+    prior = SizePrior.from_counts(tot, np.array(["a", "a", "a", "b", "b"]), ["a", "b"])
+    lc = np.log([1.0, 100, 400])
+    np.testing.assert_allclose(prior.mean, [lc.mean(), np.log([50, 60]).mean()], rtol=1e-12)
+    np.testing.assert_allclose(prior.var[0], lc.var(), rtol=1e-12)
+
+
+def test_size_prior_of_one_cell_groups_only_is_a_quarter():
+    prior = SizePrior.from_counts(np.array([100.0, 300]), np.array(["a", "b"]), ["a", "b"])
+    np.testing.assert_array_equal(prior.var, [0.25, 0.25])
+
+
+def test_grid_is_200_midpoints():
+    np.testing.assert_allclose(GRID, (np.arange(200) + 0.5) / 200, rtol=0, atol=1e-15)
+
+
+def test_credible_interval_at_exact_quantiles_and_at_the_grid_end():
+    """Four grid points of equal weight (cdf 0.25, 0.5, 0.75, 1 exactly): the 50 % interval
+    runs from the first point the cdf reaches 0.25 at to the first it reaches 0.75 at (the
+    inverse cdf), not one point further. All weight on the last grid point: mean and both ends
+    there. LLs of real PICs run to -1e5 and beyond: only their differences count."""
+    ll = np.full((2, GRID.size), -np.inf)
+    ll[0, [10, 20, 30, 40]] = 0.0
+    ll[1, -1] = 0.0
+    for shift in (0.0, -1e5):
+        mean, lo, hi = posterior(ll + shift, np.zeros((2, GRID.size)), 1.0, level=0.5)
+        np.testing.assert_array_equal(lo, [GRID[10], GRID[-1]])
+        np.testing.assert_array_equal(hi, [GRID[30], GRID[-1]])
+        np.testing.assert_allclose(mean, [GRID[[10, 20, 30, 40]].mean(), GRID[-1]], rtol=1e-12)
+    mean, lo, hi = posterior(np.r_[0.0, np.full(GRID.size - 1, -50.0)][None] - 1e5, np.zeros((1, GRID.size)), 1.0)
+    assert lo[0] == hi[0] == GRID[0] and mean[0] == pytest.approx(GRID[0], abs=1e-12)
+
+
+def test_best_tau_minimises_the_squared_error_and_reports_its_r2():
+    rng = np.random.default_rng(5)
+    truth = rng.beta(2, 5, 120)
+    peak = np.clip(truth + rng.standard_t(1.5, 120) * 0.05, 0.01, 0.99)  # heavy tails
+    ll = -0.5 * ((GRID[None] - peak[:, None]) / 0.03) ** 2 - 1e4
+    prior = np.broadcast_to(np.log(GRID * (1 - GRID) ** 4), ll.shape)
+    tau, r2 = best_tau(ll, prior, truth)
+    sse = {}
+    for t in (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0):
+        w = np.exp(prior + t * (ll + 1e4))  # (the constant -1e4 cancels)
+        sse[t] = (((w @ GRID) / w.sum(1) - truth) ** 2).sum()
+    assert tau == min(sse, key=sse.get)
+    assert r2 == pytest.approx(1 - sse[tau] / ((truth - truth.mean()) ** 2).sum(), rel=1e-9)
+    # the least absolute error picks another tau on these tails
+    sae = {t: np.abs((np.exp(prior + t * (ll + 1e4)) @ GRID) / np.exp(prior + t * (ll + 1e4)).sum(1) - truth).sum()
+           for t in sse}  # fmt: skip
+    assert min(sae, key=sae.get) != tau
+    # PICs of one alpha: no variance to explain, no R^2
+    assert np.isnan(best_tau(ll, prior, np.full(120, 0.5))[1])
+
+
+def test_pair_tau_reads_only_differences_of_ll_and_reaches_2():
+    """Underconfident LLs (the true pair always ahead, by little): the largest temperature; LLs
+    of real PICs (-1e5 and below) give the same choice as the same LLs near 0."""
+    rng = np.random.default_rng(6)
+    n, k = 300, 5
+    true_j = rng.integers(0, k, n)
+    ll = rng.normal(0, 0.05, (n, k))
+    ll[np.arange(n), true_j] += 1.0
+    assert pair_tau(ll, true_j) == 2.0
+    assert pair_tau(ll - 1e5 - 1e3 * rng.random((n, 1)), true_j) == 2.0
+    ll = rng.normal(0, 1, (n, k)) * 4
+    ll[np.arange(n), true_j] += 5
+    assert pair_tau(ll - 2e5, true_j) == pair_tau(ll, true_j) < 1
