@@ -11,7 +11,9 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
-from ._layout import Parts, kernel_parts, row_bands, row_pointers
+from .._backend import xp_of
+from ._layout import Parts, kernel_parts, row_pointers
+from .gram import row_blocks
 
 
 @numba.njit(parallel=True, cache=True)
@@ -62,32 +64,27 @@ def residual_sums(p: Parts, cells, genes, total: float, theta: float, clip: floa
 
 @residual_sums.register(GPU)
 def _(p: Parts, cells, genes, total: float, theta: float, clip: float, centre=None):
-    """CuPy: a band of rows made dense at a time, its residuals summed per column."""
+    """CuPy: a block of rows made dense at a time (`gram.row_blocks`), its residuals summed per
+    column."""
     import cupy as cp
 
-    n_rows, n_cols = p.shape
     cells, genes = cp.asarray(cells, dtype=cp.float64), cp.asarray(genes, dtype=cp.float64)
     centre = None if centre is None else cp.asarray(centre, dtype=cp.float64)
-    out = cp.zeros(n_cols)
+    out = cp.zeros(p.shape[1])
     has = genes > 0
-    genes = cp.where(has, genes, 1.0)  # (a gene of no counts: summed as 0 below, not 0 / 0)
-    for band in row_bands(p.shape):
-        x = _dense_band(p, band)
-        mu = cells[band, None] * genes[None, :] / total
-        res = cp.clip((x - mu) / cp.sqrt(mu + mu * mu / theta), -clip, clip)
+    for start, stop, x in row_blocks(p):
+        res = dense_residuals(x, cells[start:stop], genes, total, theta, clip)
         res = res if centre is None else (res - centre[None, :]) ** 2
-        out += cp.where(has[None, :], res, 0.0).sum(axis=0)
+        out += cp.where(has[None, :], res, 0.0).sum(axis=0)  # (columns of no counts: NaN, left out)
     return out
 
 
-def _dense_band(p: Parts, band: slice):
-    """Rows `band` of `p` (on the GPU) as a dense float64 array."""
-    import cupy as cp
-    import cupyx.scipy.sparse as cpsp
-
-    if p.dense:
-        return cp.asarray(p.data.reshape(p.shape)[band], dtype=cp.float64)
-    start, stop = int(p.indptr[band.start]), int(p.indptr[band.stop])
-    rows = cpsp.csr_matrix((p.data[start:stop], p.indices[start:stop], p.indptr[band.start:band.stop + 1] - start),
-                           shape=(band.stop - band.start, p.shape[1]))  # fmt: skip
-    return cp.asarray(rows.toarray(), dtype=cp.float64)
+def dense_residuals(counts, cells, genes, total: float, theta: float, clip: float):
+    """Clipped residuals of a dense float64 block (NumPy or CuPy; `cells`: its rows' totals,
+    `genes`: its columns'), in scanpy's order of operations; NaN in a column of no counts
+    (0 / 0), as scanpy's."""
+    xp = xp_of(counts)
+    mu = cells[:, None] * genes[None, :] / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        res = (counts - mu) / xp.sqrt(mu + mu * mu / theta)
+    return xp.clip(res, -clip, clip)

@@ -10,7 +10,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ... import _ops
-from ..._backend import is_sparse, to_host, xp_of
+from ..._backend import to_host, xp_of
 from ..._validation import check_n_top_genes, get_matrix, make_actual
 from ._residuals import check_theta_clip, counts_matrix, residual_variances
 
@@ -60,7 +60,7 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     variances = []
     for batch in batches:
         rows = np.flatnonzero(labels == batch)
-        part = x if rows.size == x.shape[0] else x[xp_of(x.data if is_sparse(x) else x).asarray(rows)]
+        part = x if rows.size == x.shape[0] else x[xp_of(x).asarray(rows)]
         if clip is None:  # scanpy sets it in its first batch and keeps it for the others
             clip = math.sqrt(part.shape[0])
         variances.append(residual_variances(part, float(theta), float(clip)))

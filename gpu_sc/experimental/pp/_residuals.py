@@ -17,6 +17,8 @@ import warnings
 import numpy as np
 
 from ... import _ops
+from ..._ops.gram import row_blocks
+from ..._ops.residual_sums import dense_residuals
 from ..._backend import is_dask, is_sparse, to_host, xp_of
 from ..._settings import user_stacklevel
 from ..._validation import canonical, check_not_empty, check_real
@@ -63,34 +65,16 @@ def totals(x) -> tuple:
     return cells, genes, float(genes.sum())
 
 
-def _rows(x, rows: slice):
-    """Rows of `x` (CSR or dense) as a dense float64 block."""
-    xp = xp_of(x)
-    part = x[rows]
-    return xp.asarray(part.toarray() if is_sparse(part) else part, dtype=xp.float64)
-
-
-def _residuals(counts, cells, genes, total: float, theta: float, clip: float):
-    """Clipped residuals of a dense block, in scanpy's order of operations."""
-    xp = xp_of(counts)
-    mu = cells[:, None] * genes[None, :] / total
-    with np.errstate(divide="ignore", invalid="ignore"):  # a gene of no counts: 0/0, NaN, as scanpy
-        res = (counts - mu) / xp.sqrt(mu + mu * mu / theta)
-    return xp.clip(res, -clip, clip)
-
-
 def pearson_residuals(x, theta: float, clip: float | None):
     """Dense float64 residuals of all of `x` (a `counts_matrix`; scanpy's are float64 for every
-    input dtype), a band of rows at a time."""
+    input dtype), a block of rows at a time."""
     xp = xp_of(x)
     n, g = x.shape
     clip = math.sqrt(n) if clip is None else float(clip)
     cells, genes, total = totals(x)
     out = xp.empty((n, g), dtype=xp.float64)
-    step = max(1, BLOCK_BYTES // (8 * max(g, 1)))
-    for r0 in range(0, n, step):
-        r1 = min(n, r0 + step)
-        out[r0:r1] = _residuals(_rows(x, slice(r0, r1)), cells[r0:r1], genes, total, theta, clip)
+    for start, stop, block in row_blocks(_ops.parts(x), max(1, BLOCK_BYTES // (8 * max(g, 1)))):
+        out[start:stop] = dense_residuals(block, cells[start:stop], genes, total, theta, clip)
     return out
 
 
