@@ -224,3 +224,18 @@ def test_pair_tau_reads_only_differences_of_ll_and_reaches_2():
     ll = rng.normal(0, 1, (n, k)) * 4
     ll[np.arange(n), true_j] += 5
     assert pair_tau(ll - 2e5, true_j) == pair_tau(ll, true_j) < 1
+
+
+def test_pair_tau_leaves_out_rows_whose_true_pair_cannot_fit():
+    """A true pair at log-likelihood -inf (eps=0) scores -inf at every tau; the choice is the
+    other rows' (it was 1.0 whatever they said)."""
+    rng = np.random.default_rng(6)
+    n, k = 300, 5
+    true_j = rng.integers(0, k, n)
+    ll = rng.normal(0, 0.05, (n, k))
+    ll[np.arange(n), true_j] += 1.0
+    bad = ll.copy()
+    bad[0, true_j[0]] = -np.inf
+    bad[1, :] = -np.inf  # a row no pair fits
+    assert pair_tau(bad, true_j) == pair_tau(ll[2:], true_j[2:]) == 2.0
+    assert pair_tau(np.full((3, k), -np.inf), true_j[:3]) == 1.0  # nothing to choose by

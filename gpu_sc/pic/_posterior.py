@@ -119,8 +119,14 @@ def best_tau(ll: np.ndarray, log_prior: np.ndarray, truth: np.ndarray, taus=TAUS
 def pair_tau(ll_pairs: np.ndarray, true_j: np.ndarray, taus=TAUS + (1.5, 2.0)):
     """The tau for which softmax(tau * LL) over pairs gives the true pair the highest mean log
     probability (a calibrated pair posterior). ll_pairs: (n, n_pairs); true_j: column of the
-    true pair."""
+    true pair. A row whose true pair has log-likelihood -inf (a zero-probability fit, possible
+    with eps=0) scores -inf at every tau: it says nothing about tau and is left out, as it
+    would otherwise make every tau tie at -inf and return 1.0 whatever the other rows say."""
     best, best_score = 1.0, -np.inf
+    finite = np.isfinite(ll_pairs[np.arange(ll_pairs.shape[0]), true_j])
+    if not finite.any():
+        return best
+    ll_pairs, true_j = ll_pairs[finite], np.asarray(true_j)[finite]
     rows = np.arange(ll_pairs.shape[0])
     for t in taus:
         z = t * ll_pairs
