@@ -162,7 +162,7 @@ def test_budget_table_adds_up(gr, tmp_path, capsys):
     table = capsys.readouterr().out
     assert re.search(rf"^sum +{sum(gr.BUDGETS.values()):g}  of at most {gr.TOTAL_S:g} s$", table, flags=re.M)
     assert "--dataset pbmc4k_half --n-cells 1000000 --pool-cells 100000" in table  # full width
-    assert f"--steps {gr.BENCH_STEPS} " in table and gr.BENCH_STEPS.endswith(",neighbors")
+    assert f"--steps {gr.BENCH_STEPS} " in table and gr.BENCH_STEPS.endswith(",neighbors,pearson_hvg")
     assert gr.main([str(tmp_path), "--plan", "--budget", "bench=400"]) == 2  # refused: over the total
     assert gr.main([str(tmp_path), "--plan", "--budget", "bench=10", "--total", "450"]) == 0
     parts = [gr.Part("a", 300, ""), gr.Part("b", 241, "")]
