@@ -36,7 +36,8 @@ MODULES = ("test_normalization", "test_qc_metrics", "test_highly_variable_genes"
            "test_embedding_density", "test_marker_gene_overlap", "test_clustering", "test_sim", "test_backed",
            "external/test_harmony_integrate")  # fmt: skip
 #: scanpy's functions replaced by ours: `pp.x` swaps scanpy.pp.x for gpu_sc.pp.x (`tl.`, `get.`
-#: alike); `external.pp.x` swaps scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
+#: alike; `experimental.pp.x` for gpu_sc.experimental.pp.x); `external.pp.x` swaps
+#: scanpy.external.pp.x for gpu_sc.pp.x. A bare name means `pp.`.
 STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_total", "log1p",
          "highly_variable_genes", "scale", "pca", "neighbors", "regress_out", "combat", "downsample_counts", "scrublet",
          "filter_genes_dispersion", "recipe_zheng17", "recipe_seurat", "recipe_weinreb17", "sample", "subsample",
@@ -46,7 +47,9 @@ STEPS = ("calculate_qc_metrics", "filter_cells", "filter_genes", "normalize_tota
          "get.var_df", "tl.umap", "tl.leiden", "tl.diffmap", "tl.dpt", "tl.paga", "tl.draw_graph", "tl.tsne",
          "tl.embedding_density",
          "tl.paga_degrees", "tl.paga_expression_entropies", "tl.paga_compare_paths", "tl.sim",
-         "external.pp.harmony_integrate")  # fmt: skip
+         "external.pp.harmony_integrate", "experimental.pp.highly_variable_genes",
+         "experimental.pp.normalize_pearson_residuals", "experimental.pp.normalize_pearson_residuals_pca",
+         "experimental.pp.recipe_pearson_residuals")  # fmt: skip
 
 # The pytest plugin both runs load (-p gsc_suite_plugin): with GSC_SWAP=1 it swaps our steps in and
 # notes which tests called them; always, it writes each test's outcome to GSC_SUITE_ROWS.
@@ -71,7 +74,8 @@ if os.environ.get("GSC_SWAP") == "1":
                     _write({"event": "reached", "nodeid": _current[0], "step": name})
                 return fn(*args, **kwargs)
             return call
-        _ours = getattr(getattr(gpu_sc, _ns.rpartition(".")[2]), _name)
+        _ours_ns = _ns.removeprefix("external.")  # external.pp.x is our pp.x; experimental.pp.x our experimental.pp.x
+        _ours = functools.reduce(getattr, [*_ours_ns.split("."), _name], gpu_sc)
         setattr(importlib.import_module("scanpy." + _ns), _name, _wrap(_ours, _step))
 
 def pytest_runtest_setup(item):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
+import numbers
 import warnings
 from numbers import Real
 
@@ -481,16 +482,25 @@ def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
 
 
 def check_n_top_genes(n_top_genes, *, step: str) -> None:
-    """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake)."""
-    if n_top_genes is not None and (
-        isinstance(n_top_genes, bool) or int(n_top_genes) != n_top_genes or n_top_genes < 1
-    ):
-        msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+    """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake). Not a
+    number at all ('100'): a TypeError, as scanpy's."""
+    if n_top_genes is None:
+        return
+    msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, numbers.Real):
+        raise TypeError(msg)
+    if int(n_top_genes) != n_top_genes or n_top_genes < 1:
         raise ValueError(msg)
 
 
-#: a mask argument left at its default (scanpy's `_empty`)
-EMPTY = object()
+class _Empty:
+    """A mask argument left at its default; shown as scanpy shows its own (`_empty`)."""
+
+    def __repr__(self) -> str:
+        return "_empty"
+
+
+EMPTY = _Empty()
 
 
 def handle_mask_var(var, mask_var, use_highly_variable, *, n_vars: int, step: str):

@@ -123,7 +123,7 @@ def test_no_primitive_dispatches_by_hand():
 
 # layer of each top-level name (the order of the module docstring); "" is the package itself, whose
 # public aliases (gsc.pp) `datasets` and `cli` use
-LAYER = {"_backend": 0, "_settings": 0, "_keys": 0, "_values": 0, "_stats": 0, "_scanpy_own": 0,
+LAYER = {"_backend": 0, "_settings": 0, "_keys": 0, "_values": 0, "_stats": 0, "_scanpy_own": 0, "_scanpy_signatures": 0,
          "_kernels": 1, "_ops": 1,
          "_validation": 2, "get": 2, "_representation": 2,
          "_aggregate": 2, "_obs_var_df": 2, "_rank_genes_groups_df": 2,  # the bodies of get's readers

@@ -75,6 +75,41 @@ def test_every_scanpy_name_is_there(module):
         assert gpu_sc.tl.pca is gpu_sc.pp.pca and "pca" in dir(gpu_sc.tl)
 
 
+#: keywords of ours that scanpy's function lacks, on purpose
+OUR_EXTRA_KEYWORDS = {"pp.neighbors": {"algorithm"}, "pp.normalize_total": {"obsm"}, "pp.scale": {"return_mean_std"}}
+
+
+@pytest.mark.parametrize("module", ["pp", "tl", "get", "experimental.pp"])
+def test_every_scanpy_function_shows_scanpys_keywords(module):
+    """What help() and an editor's call tips show: each of scanpy's parameters, of the same kind
+    and default (compared as shown, by repr), and no more than the listed extras. The tools that
+    hand work to scanpy showed `**kwargs` (now `_scanpy_signatures`' stubs, checked here against
+    the installed scanpy)."""
+    import inspect
+
+    import scanpy as sc
+
+    import functools
+
+    theirs = functools.reduce(getattr, module.split("."), sc)
+    ours = functools.reduce(getattr, module.split("."), gpu_sc)
+    names = {n for n in getattr(theirs, "__all__", None) or dir(theirs) if not n.startswith("_")}
+    problems, checked = [], 0
+    for name in sorted(names):
+        fn = getattr(theirs, name)
+        if isinstance(fn, type) or not callable(fn):
+            continue
+        want, got = inspect.signature(fn).parameters, inspect.signature(getattr(ours, name)).parameters
+        checked += 1
+        for p in want.values():
+            q = got.get(p.name)
+            if q is None or q.kind != p.kind or repr(q.default) != repr(p.default):
+                problems.append(f"{name}: {p} shown as {q}")
+        extra = set(got) - set(want) - OUR_EXTRA_KEYWORDS.get(f"{module}.{name}", set())
+        problems += [f"{name}: extra {got[k]}" for k in sorted(extra)]
+    assert problems == [] and checked >= 4
+
+
 @pytest.mark.parametrize("name", ["to_gpu", "to_cpu", "is_on_gpu"])
 def test_get_needs_an_anndata(name):
     import numpy as np

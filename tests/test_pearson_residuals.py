@@ -78,10 +78,10 @@ def test_residuals_by_hand():
     s, g = x.sum(1), x.sum(0)
     mu = np.outer(s, g) / x.sum()
     want = np.clip((x - mu) / np.sqrt(mu + mu**2 / 7.0), -1.5, 1.5)
-    got = _residuals.pearson_residuals(x, 7.0, 1.5)
+    got = _residuals.pearson_residuals(x, 7.0, 1.5, step="t")
     np.testing.assert_allclose(got, want, rtol=1e-15)
     assert np.abs(got).max() == 1.5  # some clipped
-    unclipped = _residuals.pearson_residuals(x, 7.0, None)  # sqrt(4) = 2
+    unclipped = _residuals.pearson_residuals(x, 7.0, None, step="t")  # sqrt(4) = 2
     np.testing.assert_allclose(unclipped, np.clip((x - mu) / np.sqrt(mu + mu**2 / 7.0), -2, 2), rtol=1e-15)
     for m in (sp.csr_matrix(x), x):
         np.testing.assert_allclose(_residuals.residual_variances(m, 7.0, 1.5), want.var(axis=0), rtol=1e-14)
@@ -108,9 +108,9 @@ def test_bands_and_threads_do_not_change_the_results(counts, monkeypatch):
     finally:
         numba.set_num_threads(one)
     monkeypatch.setattr(_residuals, "BLOCK_BYTES", 8 * x.shape[1] * 33)  # 33 cells a band
-    dense = _residuals.pearson_residuals(x, 100.0, 5.0)
+    dense = _residuals.pearson_residuals(x, 100.0, 5.0, step="t")
     monkeypatch.undo()
-    np.testing.assert_array_equal(dense, _residuals.pearson_residuals(x, 100.0, 5.0))
+    np.testing.assert_array_equal(dense, _residuals.pearson_residuals(x, 100.0, 5.0, step="t"))
 
 
 def test_recipe_and_pca_match_scanpy(counts):
@@ -204,8 +204,85 @@ def test_dask_is_refused_with_what_to_do(counts):
     da = pytest.importorskip("dask.array")
     lazy = counts.copy()
     lazy.X = da.from_array(counts.X.toarray(), chunks=(200, -1))
-    for call in (lambda: gsc.experimental.pp.normalize_pearson_residuals(lazy),
-                 lambda: gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=10)):  # fmt: skip
-        with pytest.raises(TypeError, match=r"got a Dask array; .* compute the matrix"):
+    for name, call in (("normalize_pearson_residuals", lambda: gsc.experimental.pp.normalize_pearson_residuals(lazy)),
+                       ("normalize_pearson_residuals_pca",
+                        lambda: gsc.experimental.pp.normalize_pearson_residuals_pca(lazy)),
+                       ("highly_variable_genes",
+                        lambda: gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=10))):  # fmt: skip
+        with pytest.raises(TypeError, match=rf"^{name}: got a Dask array; .* adata.X = adata.X.compute\(\)"):
             call()
     assert "pearson_residuals_normalization" not in lazy.uns and "highly_variable" not in lazy.var
+
+
+# --- from an audit against scanpy 1.11.5 (regressions: scanpy's behaviour stated) ---
+
+
+def _filtered(counts):
+    """The counts without the genes of no counts (whose residuals are NaN in both libraries)."""
+    a = counts.copy()
+    return a[:, np.asarray((a.X > 0).sum(axis=0)).ravel() > 0].copy()
+
+
+def test_residual_dtype_follows_numpys_promotion():
+    """scanpy's residuals take the counts' float dtype, promoted by theta and clip as NumPy 2
+    promotes: Python numbers do not, float64 NumPy scalars and the default clip (np.sqrt) do."""
+    rd = _residuals.residual_dtype
+    assert rd(np.dtype(np.float32), 100, 5) == rd(np.dtype(np.float32), 100, 5.0) == np.float32
+    assert rd(np.dtype(np.float32), 100, np.float32(5)) == np.float32
+    assert rd(np.dtype(np.float32), 100, None) == rd(np.dtype(np.float32), np.float64(100), 5) == np.float64
+    assert rd(np.dtype(np.int64), 100, 5) == rd(np.dtype(np.float64), 100, 5) == np.float64
+    assert rd(np.dtype(np.float16), 100, 5) == np.float16
+
+
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+@pytest.mark.parametrize("clip", [5, 5.0, np.float32(5)])
+def test_float32_counts_with_a_given_clip_give_scanpys_float32(counts, kind, clip):
+    """scanpy computes on float32 counts in float32: its residuals are float64 only where the
+    clip is None (np.sqrt(n), a float64 scalar, promotes them) or a float64 array scalar; a
+    Python number or a float32 clip leaves them float32, and so the PCA on them."""
+    base = _filtered(counts)
+    ours, ref = _with(base, "float32", kind), _with(base, "float32", kind)
+    sc.experimental.pp.normalize_pearson_residuals(ref, clip=clip)
+    gsc.experimental.pp.normalize_pearson_residuals(ours, clip=clip)
+    assert ref.X.dtype == np.float32
+    assert ours.X.dtype == ref.X.dtype
+    np.testing.assert_allclose(ours.X, ref.X, atol=TOL["float32"])
+    got = gsc.experimental.pp.normalize_pearson_residuals(_with(base, "float32", kind), clip=clip, inplace=False)
+    want = sc.experimental.pp.normalize_pearson_residuals(_with(base, "float32", kind), clip=clip, inplace=False)
+    assert got["X"].dtype == want["X"].dtype == np.float32
+
+
+def test_float32_counts_with_a_given_clip_pca_keys_as_scanpy(counts):
+    """normalize_pearson_residuals_pca on float32 counts with clip=5 (no mask): scanpy's
+    uns['pca'] variances, varm['PCs'] and the residuals' DataFrame are float32."""
+    base = _filtered(counts)
+    ours, ref = base.copy(), base.copy()
+    sc.experimental.pp.normalize_pearson_residuals_pca(ref, clip=5, n_comps=10)
+    gsc.experimental.pp.normalize_pearson_residuals_pca(ours, clip=5, n_comps=10)
+    assert ours.varm["PCs"].dtype == ref.varm["PCs"].dtype == np.float32
+    for key in ("variance", "variance_ratio"):
+        assert ours.uns["pca"][key].dtype == ref.uns["pca"][key].dtype
+    df, ref_df = (a.uns["pearson_residuals_normalization"]["pearson_residuals_df"] for a in (ours, ref))
+    assert df.dtypes.equals(ref_df.dtypes)
+
+
+def test_residuals_of_a_gene_without_counts_warn_as_scanpy(counts):
+    """A gene (or cell) without counts has mu = 0 and residuals 0 / 0 = NaN: scanpy's NumPy
+    arithmetic says so (RuntimeWarning 'invalid value encountered in divide'); ours gives the
+    same NaN silently."""
+    a = _filtered(counts)
+    x = a.X.toarray()
+    x[:, 3] = 0
+    a.X = sp.csr_matrix(x)
+    with pytest.warns(RuntimeWarning, match="invalid value"):
+        sc.experimental.pp.normalize_pearson_residuals(a.copy())
+    with pytest.warns(RuntimeWarning):
+        gsc.experimental.pp.normalize_pearson_residuals(a.copy())
+
+
+def test_n_top_genes_of_the_wrong_type_is_scanpys_type_error(counts):
+    """scanpy raises a TypeError (its comparison of ranks with a str) for n_top_genes='100'."""
+    with pytest.raises(TypeError):
+        sc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes="100")
+    with pytest.raises(TypeError, match="n_top_genes"):
+        gsc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes="100")

@@ -49,3 +49,30 @@ def test_plugin_swaps_and_records(tmp_path):
         got = suite.judge(plain, swapped, {"a", "b", "c"})
         assert (got["reached"], got["passed"], got["failed"]) == (2, 1, 1)  # c fails on plain scanpy: not judged
         assert got["failures"] == {"b": "AssertionError: no"}
+
+
+SWAPPED = '''
+import scanpy as sc
+import scanpy.external
+import gpu_sc
+
+def test_each_step_is_ours():
+    assert sc.experimental.pp.highly_variable_genes.__wrapped__ is gpu_sc.experimental.pp.highly_variable_genes
+    assert sc.external.pp.harmony_integrate.__wrapped__ is gpu_sc.pp.harmony_integrate
+    assert sc.tl.umap.__wrapped__ is gpu_sc.tl.umap and sc.get.aggregate.__wrapped__ is gpu_sc.get.aggregate
+    assert sc.pp.highly_variable_genes.__wrapped__ is gpu_sc.pp.highly_variable_genes
+'''
+
+
+def test_plugin_swaps_each_namespace_for_ours(tmp_path):
+    """Every entry of STEPS is swapped for our function of that namespace: an experimental.pp step
+    was swapped for our pp function of its name (pp.highly_variable_genes for the Pearson one)."""
+    with benchmark_script("scanpy_suite") as suite:
+        (tmp_path / "gsc_suite_plugin.py").write_text(suite.PLUGIN)
+        (tmp_path / "test_swapped.py").write_text(SWAPPED)
+        env = {**os.environ, "GSC_SUITE_ROWS": str(tmp_path / "rows.jsonl"), "GSC_SWAP": "1",
+               "GSC_SUITE_STEPS": ",".join(suite.STEPS),
+               "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "gsc_suite_plugin", "test_swapped.py"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT)  # fmt: skip
+        assert r.returncode == 0, r.stdout + r.stderr

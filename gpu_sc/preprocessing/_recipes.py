@@ -9,6 +9,7 @@ from anndata import AnnData
 
 from .._backend import describe, is_dask, is_gpu, is_sparse
 from .._scanpy_own import scanpy_own
+from .._scanpy_signatures import scanpy_signature
 from .._settings import user_stacklevel
 from .._validation import check_anndata, check_counts, check_int, old_positionals
 from ._filter import _subset_inplace, filter_cells, filter_genes
@@ -104,6 +105,7 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     return adata if copy else None
 
 
+@scanpy_signature("recipe_weinreb17")
 @old_positionals("log", "mean_threshold", "cv_threshold", "n_pcs", "svd_solver", "random_state", "copy")
 def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData | None:
     """Normalise and filter as Weinreb et al. (2017): :func:`scanpy.pp.recipe_weinreb17` itself.

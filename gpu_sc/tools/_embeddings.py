@@ -10,12 +10,14 @@ from anndata import AnnData
 
 from .._backend import is_gpu
 from .._keys import OBSM_PCA
+from .._scanpy_signatures import scanpy_signature
 from .._validation import old_positionals
 from ._delegate import reads_x, run
 
 _TSNE_DEFAULTS = {"perplexity": 30, "early_exaggeration": 12, "learning_rate": 1000}  # scanpy 1.11's
 
 
+@scanpy_signature("tsne")
 @old_positionals("use_rep", "perplexity", "early_exaggeration", "learning_rate", "random_state", "use_fast_tsne",
                  "n_jobs", "copy")  # fmt: skip
 def tsne(adata: AnnData, n_pcs: int | None = None, **kwargs):
@@ -34,6 +36,7 @@ def tsne(adata: AnnData, n_pcs: int | None = None, **kwargs):
                on_gpu=is_gpu(source))  # fmt: skip
 
 
+@scanpy_signature("embedding_density")
 @old_positionals("groupby", "key_added", "components")
 def embedding_density(adata: AnnData, basis: str = "umap", **kwargs):
     """Gaussian kernel density of the cells in ``obsm['X_' + basis]`` (per ``groupby`` category

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._scanpy_signatures import scanpy_signature
 from .._validation import old_positionals
 from ._delegate import run
 
 
+@scanpy_signature("diffmap")
 @old_positionals("neighbors_key", "random_state", "copy")
 def diffmap(adata: AnnData, n_comps: int = 15, **kwargs):
     """Diffusion map of the neighbour graph, like :func:`scanpy.tl.diffmap` (same keywords).
@@ -25,6 +27,7 @@ def diffmap(adata: AnnData, n_comps: int = 15, **kwargs):
     return run("diffmap", adata, {"n_comps": n_comps, **kwargs}, x="never")
 
 
+@scanpy_signature("dpt")
 @old_positionals("n_branchings", "min_group_size", "allow_kendall_tau_shift", "neighbors_key", "copy")
 def dpt(adata: AnnData, n_dcs: int = 10, **kwargs):
     """Diffusion pseudotime from ``uns['iroot']`` (or the cell closest to ``var['xroot']`` /
@@ -39,6 +42,7 @@ def dpt(adata: AnnData, n_dcs: int = 10, **kwargs):
     return run("dpt", adata, {"n_dcs": n_dcs, **kwargs}, x="always" if xroot else "never")
 
 
+@scanpy_signature("paga")
 @old_positionals("use_rna_velocity", "model", "neighbors_key", "copy")
 def paga(adata: AnnData, groups: str | None = None, **kwargs):
     """Partition-based graph abstraction of the groups ``obs[groups]`` (default: leiden or
@@ -50,6 +54,7 @@ def paga(adata: AnnData, groups: str | None = None, **kwargs):
     return run("paga", adata, {"groups": groups, **kwargs}, x="never")
 
 
+@scanpy_signature("draw_graph")
 @old_positionals("init_pos", "root", "random_state", "n_jobs", "adjacency", "key_added_ext", "neighbors_key",
                  "obsp", "copy")  # fmt: skip
 def draw_graph(adata: AnnData, layout: str = "fa", **kwargs):
@@ -63,6 +68,7 @@ def draw_graph(adata: AnnData, layout: str = "fa", **kwargs):
     return run("draw_graph", adata, {"layout": layout, **kwargs}, x="never")
 
 
+@scanpy_signature("louvain")
 @old_positionals("random_state", "restrict_to", "key_added", "adjacency", "flavor", "directed", "use_weights",
                  "partition_type", "partition_kwargs", "neighbors_key", "obsp", "copy")  # fmt: skip
 def louvain(adata: AnnData, resolution: float | None = None, **kwargs):

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from anndata import AnnData
 
+from .._scanpy_signatures import scanpy_signature
 from .._validation import check_anndata
 from . import _leiden_igraph
 from ._delegate import neighbors_graph, run
 
 
+@scanpy_signature("leiden")
 def leiden(adata: AnnData, resolution: float = 1, **kwargs):
     """Leiden clustering of the neighbour graph, like :func:`scanpy.tl.leiden` (same keywords).
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from .._scanpy_own import scanpy_own
+from .._scanpy_signatures import scanpy_signature
 
 
+@scanpy_signature("marker_gene_overlap")
 def marker_gene_overlap(adata, reference_markers, **kwargs):
     """Overlap of the ranked marker genes with reference markers: :func:`scanpy.tl.marker_gene_overlap`.
 

@@ -8,6 +8,7 @@ from anndata import AnnData
 
 from .._backend import is_gpu
 from .._scanpy_own import scanpy_own
+from .._scanpy_signatures import scanpy_signature
 from .._validation import check_anndata
 from ..get import array_to_cpu
 
@@ -51,6 +52,7 @@ def paga_compare_paths(adata1: AnnData, adata2: AnnData, adjacency_key: str = "c
               adjacency_key=adjacency_key, adjacency_key2=adjacency_key2)  # fmt: skip
 
 
+@scanpy_signature("sim")
 def sim(model, **kwargs) -> AnnData:
     """A simulated data set from a gene-regulatory model, :func:`scanpy.tl.sim` itself (same
     keywords; it makes a new host AnnData and reads no data of ours)."""

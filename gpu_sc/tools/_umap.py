@@ -6,10 +6,12 @@ import numpy as np
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .._scanpy_signatures import scanpy_signature
 from .._validation import old_positionals
 from ._delegate import neighbors_graph, run
 
 
+@scanpy_signature("umap")
 @old_positionals("min_dist", "spread", "n_components", "maxiter", "alpha", "gamma", "negative_sample_rate",
                  "init_pos", "random_state", "a", "b", "copy", "method", "neighbors_key")
 def umap(adata: AnnData, **kwargs):

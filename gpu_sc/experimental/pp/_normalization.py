@@ -13,7 +13,7 @@ from anndata import AnnData
 from ..._backend import to_host, xp_of
 from ..._validation import EMPTY, check_anndata, get_matrix, handle_mask_var, make_actual, set_matrix
 from ...preprocessing import pca
-from ._residuals import check_theta_clip, counts_matrix, pearson_residuals
+from ._residuals import check_theta_clip, counts_matrix, pearson_residuals, refuse_dask, residual_dtype
 
 UNS_KEY = "pearson_residuals_normalization"
 _STEP = "normalize_pearson_residuals"
@@ -27,9 +27,10 @@ def normalize_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: flo
     Residuals of a negative binomial offset model with overdispersion `theta` shared across
     genes (``np.inf``: Poisson), clipped to ``[-clip, clip]`` (None: ``sqrt(n_obs)``). Expects
     raw counts (`check_values`: a warning where some are not whole and non-negative). The
-    result is dense float64 (cells x genes) where the counts were: numpy on the CPU, cupy on
-    the GPU. The totals behind it are float64 sums (scanpy sums
-    in the input's dtype, so on float32 counts the two differ at float32 rounding).
+    result is dense (cells x genes) where the counts were, numpy on the CPU, cupy on the GPU,
+    in scanpy's dtype: float64, or float32 for float32 counts with `clip` given as a number.
+    It is computed in float64 from float64 totals (scanpy computes in the counts' dtype, so on
+    float32 counts the two differ at float32 rounding).
 
     Returns
     -------
@@ -43,9 +44,9 @@ def normalize_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: flo
         msg = "`copy=True` cannot be used with `inplace=False`."
         raise ValueError(msg)
     check_theta_clip(theta, clip, step=_STEP)
-    x = counts_matrix(get_matrix(adata, layer=layer, step=_STEP), step=_STEP, check_values=check_values,
-                      what="`normalize_pearson_residuals()`")  # fmt: skip
-    residuals = pearson_residuals(x, theta, clip)
+    given = get_matrix(adata, layer=layer, step=_STEP)
+    x = counts_matrix(given, step=_STEP, check_values=check_values, what="`normalize_pearson_residuals()`")
+    residuals = pearson_residuals(x, theta, clip, dtype=residual_dtype(given.dtype, theta, clip), step=_STEP)
     settings = {"theta": theta, "clip": clip, "computed_on": layer if layer else "adata.X"}
     if not inplace:
         return {"X": residuals, **settings}
@@ -74,9 +75,10 @@ def normalize_pearson_residuals_pca(adata: AnnData, *, theta: float = 100, clip:
     'pearson_residuals_df', the residuals as a host DataFrame); otherwise the AnnData of the
     masked genes holding the residuals and the PCA.
     """
-    check_anndata(adata, step="normalize_pearson_residuals_pca")
-    _, mask = handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars,
-                              step="normalize_pearson_residuals_pca")
+    step = "normalize_pearson_residuals_pca"
+    check_anndata(adata, step=step)
+    refuse_dask(adata.X, step=step)
+    _, mask = handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars, step=step)
     sub = adata[:, mask] if mask is not None else adata
     work = AnnData(sub.X.copy(), obs=sub.obs[[]], var=sub.var[[]])
     normalize_pearson_residuals(work, theta=theta, clip=clip, check_values=check_values)

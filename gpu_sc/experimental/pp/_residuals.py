@@ -41,13 +41,19 @@ def check_theta_clip(theta, clip, *, step: str) -> None:
         raise ValueError(msg)
 
 
+def refuse_dask(x, *, step: str) -> None:
+    """The residual steps take counts in memory, as scanpy's do (its gene selection fails on
+    Dask, its normalization computes the array)."""
+    if is_dask(x):
+        msg = (f"{step}: got a Dask array; the Pearson-residual steps take the counts in memory, as scanpy's "
+               "do: load them first, e.g. adata.X = adata.X.compute() (or the layer's).")
+        raise TypeError(msg)
+
+
 def counts_matrix(x, *, step: str, check_values: bool, what: str):
     """`x` in layout (CSR or C-contiguous dense, duplicates summed) with float values; a warning
     in scanpy's words where `check_values` finds non-integers (`what`: the step's subject)."""
-    if is_dask(x):
-        msg = (f"{step}: got a Dask array; Pearson residuals are dense cells x genes, as in scanpy, "
-               "which computes them in memory too: compute the matrix (x.compute()) first.")
-        raise TypeError(msg)
+    refuse_dask(x, step=step)
     x = canonical(x, step=step, sum_duplicates=True)
     check_not_empty(x, step=step)
     if check_values and not_counts(x.data if is_sparse(x) else x):
@@ -65,14 +71,29 @@ def totals(x) -> tuple:
     return cells, genes, float(genes.sum())
 
 
-def pearson_residuals(x, theta: float, clip: float | None):
-    """Dense float64 residuals of all of `x` (a `counts_matrix`; scanpy's are float64 for every
-    input dtype), a block of rows at a time."""
+def residual_dtype(counts_dtype, theta, clip) -> np.dtype:
+    """The dtype of scanpy's residuals: its arithmetic runs in the counts' float dtype (float64
+    for integers) and NumPy promotes that by theta and clip (a Python number does not promote,
+    a float64 NumPy scalar does, as does the default clip, np.sqrt(n_obs)): float32 counts give
+    float32 residuals only with a clip given as a number."""
+    base = counts_dtype if np.issubdtype(counts_dtype, np.floating) else np.float64
+    return np.result_type(base, theta, np.float64(1) if clip is None else clip)
+
+
+def pearson_residuals(x, theta: float, clip: float | None, *, dtype=np.float64, step: str):
+    """Dense residuals of all of `x` (a `counts_matrix`), computed in float64 a block of rows at
+    a time and stored as `dtype` (`residual_dtype`). Cells or genes without counts get NaN
+    residuals (0 / 0), as in scanpy, with a warning that says how many."""
     xp = xp_of(x)
     n, g = x.shape
     clip = math.sqrt(n) if clip is None else float(clip)
     cells, genes, total = totals(x)
-    out = xp.empty((n, g), dtype=xp.float64)
+    empty_cells, empty_genes = int((cells == 0).sum()), int((genes == 0).sum())
+    if empty_cells or empty_genes:
+        warnings.warn(f"{step}: {empty_cells} cells and {empty_genes} genes have no counts; their residuals are "
+                      "NaN (0 / 0). Filter them first (gsc.pp.filter_cells(adata, min_counts=1), "
+                      "gsc.pp.filter_genes(adata, min_counts=1)).", RuntimeWarning, stacklevel=user_stacklevel())
+    out = xp.empty((n, g), dtype=dtype)
     for start, stop, block in row_blocks(_ops.parts(x), max(1, BLOCK_BYTES // (8 * max(g, 1)))):
         out[start:stop] = dense_residuals(block, cells[start:stop], genes, total, theta, clip)
     return out
