@@ -200,18 +200,64 @@ def test_gpu_equals_cpu(device, counts):
     np.testing.assert_allclose(to_host(gpu.X), cpu.X, rtol=1e-12, atol=1e-12)
 
 
+def test_gene_selection_on_dask_gpu_blocks_equals_cpu(device, counts):
+    """CuPy blocks (CSR and dense) give the host blocks' selection: the residual sums' CuPy branch
+    block by block."""
+    da = pytest.importorskip("dask.array")
+    import cupy as cp
+    import cupyx.scipy.sparse as cpsp
+
+    x = counts.X.astype(np.float32)
+    want = gsc.experimental.pp.highly_variable_genes(counts, n_top_genes=150, batch_key="batch", inplace=False)
+    for blocks in (da.from_array(x, chunks=(150, -1), asarray=False).map_blocks(
+                       cpsp.csr_matrix, meta=cpsp.csr_matrix((0, x.shape[1]), dtype=x.dtype)),
+                   da.from_array(x.toarray(), chunks=(150, -1)).map_blocks(
+                       cp.asarray, meta=cp.empty((0, x.shape[1]), dtype=x.dtype))):  # fmt: skip
+        lazy = counts.copy()
+        lazy.X = blocks
+        got = gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=150, batch_key="batch", inplace=False)
+        pd.testing.assert_frame_equal(got, want, rtol=1e-12)
+
+
 def test_dask_is_refused_with_what_to_do(counts):
     da = pytest.importorskip("dask.array")
     lazy = counts.copy()
     lazy.X = da.from_array(counts.X.toarray(), chunks=(200, -1))
     for name, call in (("normalize_pearson_residuals", lambda: gsc.experimental.pp.normalize_pearson_residuals(lazy)),
                        ("normalize_pearson_residuals_pca",
-                        lambda: gsc.experimental.pp.normalize_pearson_residuals_pca(lazy)),
-                       ("highly_variable_genes",
-                        lambda: gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=10))):  # fmt: skip
+                        lambda: gsc.experimental.pp.normalize_pearson_residuals_pca(lazy))):  # fmt: skip
         with pytest.raises(TypeError, match=rf"^{name}: got a Dask array; .* adata.X = adata.X.compute\(\)"):
             call()
-    assert "pearson_residuals_normalization" not in lazy.uns and "highly_variable" not in lazy.var
+    assert "pearson_residuals_normalization" not in lazy.uns and "PCs" not in lazy.varm
+
+
+@pytest.mark.parametrize("kind", ["csr", "dense split along genes"])
+def test_gene_selection_on_dask_equals_in_memory(counts, kind):
+    """The selection needs only the residual variances, sums over rows: a Dask X (which
+    scanpy's selection does not take) gives the in-memory result, batches and the value check
+    included, block by block."""
+    da = pytest.importorskip("dask.array")
+    counts = counts.copy()
+    counts.obs["batch"] = np.where(np.arange(counts.n_obs) % 3 == 0, "a", "b")
+    x = counts.X.astype(np.float32)
+    x.data[0] += 0.5  # not a count: the warning, in both
+    lazy = counts.copy()
+    lazy.X = (da.from_array(x, chunks=(150, -1), asarray=False) if kind == "csr"
+              else da.from_array(x.toarray(), chunks=(150, 300)))  # fmt: skip
+    counts.X = x
+    for batch_key in (None, "batch"):
+        with pytest.warns(UserWarning, match="non-integers were found"):
+            want = gsc.experimental.pp.highly_variable_genes(counts, n_top_genes=50, batch_key=batch_key,
+                                                             inplace=False)  # fmt: skip
+        with pytest.warns(UserWarning, match="non-integers were found"):
+            got = gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=50, batch_key=batch_key, inplace=False)
+        assert got.columns.equals(want.columns) and got.index.equals(want.index)
+        assert (got["highly_variable"] == want["highly_variable"]).all()
+        for column in ("means", "variances", "residual_variances"):
+            np.testing.assert_allclose(got[column], want[column], rtol=1e-12, atol=1e-12)
+        np.testing.assert_array_equal(got["highly_variable_rank"], want["highly_variable_rank"])
+    gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=50, check_values=False, subset=True)
+    assert lazy.n_vars == 50 and isinstance(lazy.X, da.Array)
 
 
 # --- from an audit against scanpy 1.11.5 (regressions: scanpy's behaviour stated) ---

@@ -17,7 +17,7 @@ from ._chunked import Chunked
 from ._chunked import operand as parts
 from ._layout import Parts, summed_duplicates
 from .clipped_sums import clipped_sums
-from .col_sums import col_mean_var, col_moments, col_sums, mean_var
+from .col_sums import checked_col_moments, col_mean_var, col_moments, col_sums, mean_var
 from .divide_rows import divide_rows
 from .flag_cols_above import flag_cols_above
 from .group_sums import group_sums
@@ -30,5 +30,5 @@ from .top_sums import top_sums
 __all__ = [
     "Parts", "Chunked", "parts", "row_sums", "col_sums", "col_moments", "col_mean_var", "mean_var", "top_sums",
     "flag_cols_above", "divide_rows", "times_rows", "clipped_sums", "scaled_dense", "group_sums", "summed_duplicates",
-    "residual_sums",
+    "residual_sums", "checked_col_moments",
 ]  # fmt: skip

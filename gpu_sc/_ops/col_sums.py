@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from ._dispatch import GPU, REDUCE, primitive
+from .._values import not_counts
 from ._layout import Parts, kernel_parts, row_bands
 
 
@@ -80,6 +81,13 @@ def col_moments(p: Parts):
     over any split of the rows (batches read in one pass)."""
     sums, sumsq, _ = _col_stats(p, squares=True, counts=False)
     return sums, sumsq
+
+
+def checked_col_moments(p: Parts, _group=None):
+    """`col_moments` and whether the values hold a non-count (negative or not whole): the value
+    check rides on a pass over a Dask X that reads the moments anyway (a block's, or its group's
+    rows' in `Chunked.reduce_groups`)."""
+    return (*col_moments(p), np.bool_(not_counts(p.data)))
 
 
 def col_mean_var(p: Parts, *, ddof: int = 1):

@@ -513,12 +513,6 @@ def _warn_if_not_counts(bad: bool, flavor) -> None:
                       stacklevel=user_stacklevel())
 
 
-def _checked_moments(p, _batch=None):
-    """A block's (or its batch's rows') column moments and whether it holds non-integers: the
-    value check rides on the first pass over a Dask X (it took a pass of its own)."""
-    return (*_ops.col_moments(p), np.bool_(not_counts(p.data)))
-
-
 def _loess():
     try:
         from skmisc.loess import loess
@@ -551,7 +545,7 @@ def _dask_standardized_variances(x, batches, *, span, loess, flavor, check_value
     genes)) of a Dask matrix in two passes over X: the moments of the batches and of the cells
     in none (added up for all cells), then the batches' clipped sums (it took 2 + 2 per batch)."""
     chunked = Chunked(x)
-    moments = chunked.reduce_groups(_checked_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
+    moments = chunked.reduce_groups(_ops.checked_col_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
     if check_values:
         _warn_if_not_counts(any(bool(m[2]) for m in moments.values()), flavor)
     total, squares = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
@@ -609,7 +603,7 @@ def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) ->
                                                               check_values=check_values)  # fmt: skip
     else:
         if is_dask(x):
-            total, squares, bad = Chunked(x).reduce(_checked_moments)
+            total, squares, bad = Chunked(x).reduce(_ops.checked_col_moments)
             if check_values:
                 _warn_if_not_counts(bool(bad), flavor)
             mean_var = _ops.mean_var(total, squares, x.shape[0])

@@ -10,9 +10,9 @@ import pandas as pd
 from anndata import AnnData
 
 from ... import _ops
-from ..._backend import to_host, xp_of
-from ..._validation import check_n_top_genes, get_matrix, make_actual
-from ._residuals import check_theta_clip, counts_matrix, residual_variances
+from ..._backend import is_dask, to_host, xp_of
+from ..._validation import canonical, check_n_top_genes, check_not_empty, get_matrix, make_actual
+from ._residuals import check_theta_clip, counts_matrix, residual_variances, warn_not_counts
 
 _STEP = "highly_variable_genes"
 
@@ -26,7 +26,8 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     Per batch (`batch_key`; None: one), the variance over the batch's cells of each gene's
     clipped residuals (genes without counts in the batch: 0), computed on the CPU (Numba) or
     the GPU (CuPy) where the counts are, in bands of rows (`chunksize` is taken for scanpy's
-    signature, whose kernel does not read it either).
+    signature, whose kernel does not read it either); a Dask X block by block (scanpy's
+    selection takes none).
     Genes are ranked by it in each batch; the `n_top_genes` are those in the top `n_top_genes`
     of the most batches, ties broken by their median rank over those batches. `clip=None` clips
     at sqrt(cells of the first batch) in every batch, as scanpy 1.11 does.
@@ -53,14 +54,13 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     if batch_key is not None and batch_key not in adata.obs:
         msg = f"{_STEP}: batch_key {batch_key!r} is not a column of adata.obs."
         raise KeyError(msg)
-    x = counts_matrix(get_matrix(adata, layer=layer, step=_STEP), step=_STEP, check_values=check_values,
-                      what="`flavor='pearson_residuals'`")
+    x, (means, gene_vars), take_rows = _counts(get_matrix(adata, layer=layer, step=_STEP), check_values)
     labels = np.zeros(adata.n_obs, dtype=int) if batch_key is None else adata.obs[batch_key].to_numpy()
     batches = np.unique(labels)
     variances = []
     for batch in batches:
         rows = np.flatnonzero(labels == batch)
-        part = x if rows.size == x.shape[0] else x[xp_of(x).asarray(rows)]
+        part = x if rows.size == x.shape[0] else take_rows(rows)
         if clip is None:  # scanpy sets it in its first batch and keeps it for the others
             clip = math.sqrt(part.shape[0])
         variances.append(residual_variances(part, float(theta), float(clip)))
@@ -69,7 +69,6 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     nbatches = (ranks < n_top_genes).astype(int).sum(axis=0)
     ranks[ranks >= n_top_genes] = np.nan
     median_rank = np.ma.median(np.ma.masked_invalid(ranks), axis=0).filled(np.nan)
-    means, gene_vars = (to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))  # scanpy's _get_mean_var
     df = pd.DataFrame({"means": means, "variances": gene_vars, "residual_variances": variances.mean(axis=0),
                        "highly_variable_rank": median_rank, "highly_variable_nbatches": nbatches.astype(np.int64),
                        "highly_variable_intersection": nbatches == batches.size}, index=adata.var_names)  # fmt: skip
@@ -94,4 +93,25 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     if subset:
         adata._inplace_subset_var(df["highly_variable"].to_numpy())
     return None
+
+
+def _counts(given, check_values: bool):
+    """(the counts as the residual sums read them, the genes' (mean, variance) over all cells as
+    scanpy's _get_mean_var, a function giving the counts' rows `rows`). In memory: a
+    `counts_matrix`. A Dask array (which scanpy's selection does not take) stays lazy: one pass
+    for the value check and the moments, then each batch's rows read three times (the totals,
+    the residuals' mean, their variance), block by block."""
+    what = "`flavor='pearson_residuals'`"
+    if not is_dask(given):
+        x = counts_matrix(given, step=_STEP, check_values=check_values, what=what)
+        mean_var = tuple(to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))
+        return x, mean_var, lambda rows: x[xp_of(x).asarray(rows)]
+    x = canonical(given, step=_STEP)
+    check_not_empty(x, step=_STEP)
+    chunked = _ops.Chunked(x)
+    sums, squares, bad = chunked.reduce(_ops.checked_col_moments)
+    if check_values and bool(bad):
+        warn_not_counts(what)
+    mean_var = tuple(to_host(v) for v in _ops.mean_var(sums, squares, x.shape[0]))
+    return x, mean_var, chunked.take_rows
 

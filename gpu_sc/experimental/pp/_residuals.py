@@ -57,17 +57,25 @@ def counts_matrix(x, *, step: str, check_values: bool, what: str):
     x = canonical(x, step=step, sum_duplicates=True)
     check_not_empty(x, step=step)
     if check_values and not_counts(x.data if is_sparse(x) else x):
-        warnings.warn(f"{what} expects raw count data, but non-integers were found.", UserWarning,
-                      stacklevel=user_stacklevel())
+        warn_not_counts(what)
     return float_values(x)
+
+
+def warn_not_counts(what: str) -> None:
+    """scanpy's warning, in its words, where `check_values` finds a value that is not a count."""
+    warnings.warn(f"{what} expects raw count data, but non-integers were found.", UserWarning,
+                  stacklevel=user_stacklevel())
 
 
 def totals(x) -> tuple:
     """(cell totals, gene totals, matrix total): float64, on x's device."""
-    xp = xp_of(x)
     p = _ops.parts(x)
-    cells = xp.asarray(_ops.row_sums(p)[0], dtype=xp.float64)
-    genes = xp.asarray(_ops.col_sums(p)[0], dtype=xp.float64)
+    if isinstance(p, _ops.Chunked):  # a Dask array: both in one pass over its blocks
+        (cells, _), (genes, _) = p.rows_and_sums(_ops.row_sums, _ops.col_sums)
+    else:
+        cells, genes = _ops.row_sums(p)[0], _ops.col_sums(p)[0]
+    xp = xp_of(cells)  # where the blocks live (a Dask array's meta may say otherwise)
+    cells, genes = xp.asarray(cells, dtype=xp.float64), xp.asarray(genes, dtype=xp.float64)
     return cells, genes, float(genes.sum())
 
 
