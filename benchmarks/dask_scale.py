@@ -13,7 +13,8 @@ percentile of genes per cell in the first block), filter_genes (min_cells=3), no
 cells dealt round them; its result not kept), combat (if asked for, after hvg: ComBat over those 4
 samples on the HVG matrix, its dense corrected blocks read through once; result not kept),
 recipe_zheng17 (if asked for, on the counts: scanpy's Zheng et al. recipe, 2,000 genes; its
-dense scaled blocks read through once; result not kept), markers (if asked for: rank_genes_groups by the
+dense scaled blocks read through once; result not kept), pearson_hvg (if asked for, on the
+counts: gsc.experimental.pp's Pearson-residual selection over the 4 samples; result not kept), markers (if asked for: rank_genes_groups by the
 source's cell types, then filter_rank_genes_groups, each one pass; result not kept), hvg (seurat
 flavour, 2,000 genes, subset=True; the HVG matrix is then persisted: the only matrix kept in
 memory), scale (max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in
@@ -51,7 +52,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.p
 import gpu_sc as gsc
 from _common import cpu_name, jsonl_rows, versions
 from gpu_sc._backend import is_dask
-from run import PeakRSS, _row
+from run import PeakRSS, _experimental, _row
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ STEPS: dict[str, Step] = {
                                                              subset=True), then="persist"),
     "hvg_batches": Step(lambda pp, tl, a, p: pp.highly_variable_genes(
         _with_samples(a), n_top_genes=p["n_top_genes"], flavor="seurat", batch_key="sample"), keep=False),
+    "pearson_hvg": Step(lambda pp, tl, a, p: _experimental(pp).highly_variable_genes(
+        _with_samples(a), n_top_genes=p["n_top_genes"], batch_key="sample"), keep=False),  # on the counts
     "markers": Step(lambda pp, tl, a, p: _markers(tl, a), keep=False, reference=False),
     "combat": Step(lambda pp, tl, a, p: pp.combat(_with_samples(a), "sample"), keep=False, reference=False),
     "recipe_zheng17": Step(lambda pp, tl, a, p: pp.recipe_zheng17(a, n_top_genes=p["n_top_genes"]), keep=False),

@@ -17,17 +17,18 @@ BLOCK_BYTES = 64 * 2**20
 class Settings:
     """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress.
     A script that silences scanpy (``sc.settings.verbosity = 0``, errors only) silences gpu_sc
-    too: a swapped script keeps its quiet."""
+    too, and one that sends scanpy's log to a file (``sc.settings.logfile``) finds gpu_sc's
+    lines there too: a swapped script keeps its quiet and its log."""
 
     verbosity: int = 1
 
     def info(self, msg: str) -> None:
         if self._level() >= 1:
-            print(msg, file=sys.stderr)
+            print(msg, file=_log_stream(), flush=True)
 
     def progress(self, msg: str) -> None:
         if self._level() >= 2:
-            print(msg, file=sys.stderr)
+            print(msg, file=_log_stream(), flush=True)
 
     def _level(self) -> int:
         """Ours, or 0 where scanpy is imported and set to errors only."""
@@ -40,6 +41,21 @@ class Settings:
 
 
 settings = Settings()
+
+
+def _log_stream():
+    """Where scanpy logs (``sc.settings.logfile``) where scanpy is imported and sends its log
+    elsewhere than stderr; else the current stderr (scanpy's default holds the stderr of its
+    import, which a notebook or a test's capture may since have replaced)."""
+    scanpy = sys.modules.get("scanpy")
+    try:
+        stream = scanpy.settings.logfile if scanpy is not None else None
+    except AttributeError:  # a partly imported or unusual scanpy
+        stream = None
+    if (not hasattr(stream, "write") or getattr(stream, "closed", False) or stream is sys.__stderr__
+            or getattr(stream, "name", None) == "<stderr>"):  # fmt: skip
+        return sys.stderr
+    return stream
 
 
 class Progress:

@@ -231,6 +231,26 @@ def test_scanpy_silenced_silences_gpu_sc(monkeypatch, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_scanpys_logfile_gets_our_lines(tmp_path, capsys):
+    """A swapped script that logs to a file (sc.settings.logfile) finds our lines there: they
+    went to the terminal, the file stayed empty."""
+    import scanpy as sc
+
+    from gpu_sc._settings import settings
+
+    before = sc.settings.logfile
+    try:
+        sc.settings.logfile = tmp_path / "log.txt"
+        settings.info("WARNING: a step's news")
+        sc.settings.logfile.flush()
+        assert (tmp_path / "log.txt").read_text() == "WARNING: a step's news\n"
+    finally:
+        sc.settings.logfile = before
+    assert capsys.readouterr().err == ""
+    settings.info("back on stderr")
+    assert capsys.readouterr().err == "back on stderr\n"
+
+
 def test_readme_quick_start_runs():
     """The README's quick start (its `<!-- quick-start -->` block) runs as written on the CPU and
     leaves scanpy's keys."""
