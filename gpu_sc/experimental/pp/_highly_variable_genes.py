@@ -12,9 +12,10 @@ from anndata import AnnData
 from ... import _ops
 from ..._backend import is_dask, to_host, xp_of
 from ..._validation import canonical, check_n_top_genes, check_not_empty, get_matrix, make_actual
-from ._residuals import check_theta_clip, counts_matrix, residual_variances, warn_not_counts
+from ._residuals import check_theta_clip, counts_matrix, residual_variances, warn_not_counts, without_counts_zero
 
 _STEP = "highly_variable_genes"
+_WHAT = "`flavor='pearson_residuals'`"  # the subject of scanpy's non-integer warning
 
 
 def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | None = None,
@@ -54,17 +55,14 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     if batch_key is not None and batch_key not in adata.obs:
         msg = f"{_STEP}: batch_key {batch_key!r} is not a column of adata.obs."
         raise KeyError(msg)
-    x, (means, gene_vars), take_rows = _counts(get_matrix(adata, layer=layer, step=_STEP), check_values)
     labels = np.zeros(adata.n_obs, dtype=int) if batch_key is None else adata.obs[batch_key].to_numpy()
-    batches = np.unique(labels)
-    variances = []
-    for batch in batches:
-        rows = np.flatnonzero(labels == batch)
-        part = x if rows.size == x.shape[0] else take_rows(rows)
-        if clip is None:  # scanpy sets it in its first batch and keeps it for the others
-            clip = math.sqrt(part.shape[0])
-        variances.append(residual_variances(part, float(theta), float(clip)))
-    variances = np.vstack(variances)
+    batches, codes = np.unique(labels, return_inverse=True)
+    sizes = np.bincount(codes, minlength=batches.size)
+    if clip is None:  # scanpy sets it in its first batch and keeps it for the others
+        clip = math.sqrt(sizes[0])
+    given = get_matrix(adata, layer=layer, step=_STEP)
+    select = _dask_variances if is_dask(given) else _variances
+    variances, (means, gene_vars) = select(given, codes, sizes, float(theta), float(clip), check_values)
     ranks = np.argsort(np.argsort(-variances, axis=1), axis=1).astype(np.float32)  # scanpy's (unstable) ties
     nbatches = (ranks < n_top_genes).astype(int).sum(axis=0)
     ranks[ranks >= n_top_genes] = np.nan
@@ -95,23 +93,39 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     return None
 
 
-def _counts(given, check_values: bool):
-    """(the counts as the residual sums read them, the genes' (mean, variance) over all cells as
-    scanpy's _get_mean_var, a function giving the counts' rows `rows`). In memory: a
-    `counts_matrix`. A Dask array (which scanpy's selection does not take) stays lazy: one pass
-    for the value check and the moments, then each batch's rows read three times (the totals,
-    the residuals' mean, their variance), block by block."""
-    what = "`flavor='pearson_residuals'`"
-    if not is_dask(given):
-        x = counts_matrix(given, step=_STEP, check_values=check_values, what=what)
-        mean_var = tuple(to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))
-        return x, mean_var, lambda rows: x[xp_of(x).asarray(rows)]
+
+def _variances(given, codes, sizes, theta: float, clip: float, check_values: bool):
+    """(residual variances (batches x genes), the genes' (mean, variance) over all cells as
+    scanpy's _get_mean_var) of counts in memory, a batch's rows at a time."""
+    x = counts_matrix(given, step=_STEP, check_values=check_values, what=_WHAT)
+    variances = [residual_variances(x if sizes.size == 1 else x[xp_of(x).asarray(np.flatnonzero(codes == b))],
+                                    theta, clip) for b in range(sizes.size)]  # fmt: skip
+    return np.vstack(variances), tuple(to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))
+
+
+def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values: bool):
+    """`_variances` of a Dask X (scanpy's selection takes none), all batches in each of three
+    passes over the blocks (a pass a batch read every block once per batch, as each holds rows
+    of every batch): the batches' column moments (their gene totals; the value check rides on
+    them), the residuals' sums, their squared deviations from the batch's mean."""
     x = canonical(given, step=_STEP)
     check_not_empty(x, step=_STEP)
     chunked = _ops.Chunked(x)
-    sums, squares, bad = chunked.reduce(_ops.checked_col_moments)
-    if check_values and bool(bad):
-        warn_not_counts(what)
-    mean_var = tuple(to_host(v) for v in _ops.mean_var(sums, squares, x.shape[0]))
-    return x, mean_var, chunked.take_rows
+    moments = chunked.reduce_groups(_ops.checked_col_moments, codes)
+    if check_values and any(bool(m[2]) for m in moments.values()):
+        warn_not_counts(_WHAT)
+    batches = range(sizes.size)
+    genes = [moments[b][0] for b in batches]
+    sums = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, None)
+    centre = [sums[b] / sizes[b] for b in batches]
+    squares = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, centre)
+    variances = [without_counts_zero(genes[b], squares[b] / sizes[b]) for b in batches]
+    total, total_sq = (sum(to_host(moments[b][k]) for b in batches) for k in (0, 1))
+    return np.vstack(variances), _ops.mean_var(total, total_sq, x.shape[0])
 
+
+def _batch_residual_sums(p, batch: int, genes, theta: float, clip: float, centre):
+    """`_ops.residual_sums` of a block's rows of one batch (a copy), with the batch's gene
+    totals and each row's total from its own values."""
+    return _ops.residual_sums(p, _ops.row_sums(p)[0], genes[batch], float(genes[batch].sum()), theta, clip,
+                              None if centre is None else centre[batch])  # fmt: skip

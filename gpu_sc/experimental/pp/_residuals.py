@@ -69,13 +69,10 @@ def warn_not_counts(what: str) -> None:
 
 def totals(x) -> tuple:
     """(cell totals, gene totals, matrix total): float64, on x's device."""
+    xp = xp_of(x)
     p = _ops.parts(x)
-    if isinstance(p, _ops.Chunked):  # a Dask array: both in one pass over its blocks
-        (cells, _), (genes, _) = p.rows_and_sums(_ops.row_sums, _ops.col_sums)
-    else:
-        cells, genes = _ops.row_sums(p)[0], _ops.col_sums(p)[0]
-    xp = xp_of(cells)  # where the blocks live (a Dask array's meta may say otherwise)
-    cells, genes = xp.asarray(cells, dtype=xp.float64), xp.asarray(genes, dtype=xp.float64)
+    cells = xp.asarray(_ops.row_sums(p)[0], dtype=xp.float64)
+    genes = xp.asarray(_ops.col_sums(p)[0], dtype=xp.float64)
     return cells, genes, float(genes.sum())
 
 
@@ -111,10 +108,14 @@ def residual_variances(x, theta: float, clip: float) -> np.ndarray:
     """Host float64 variance (ddof 0) over cells of each gene's clipped residuals, 0 for genes
     without counts (scanpy leaves those out of its kernel and sets 0): two passes of
     `_ops.residual_sums` (the mean, then the squared deviations from it, as scanpy's kernel),
-    over rows in memory on the CPU or the GPU, or over a Dask array's row blocks."""
+    over rows in memory on the CPU or the GPU (a Dask array: the selection's own passes)."""
     n = x.shape[0]
     cells, genes, total = totals(x)
     p = _ops.parts(x)
     mean = _ops.residual_sums(p, cells, genes, total, theta, clip) / n
-    var = _ops.residual_sums(p, cells, genes, total, theta, clip, centre=mean) / n
-    return np.where(to_host(genes) > 0, to_host(var), 0.0)
+    return without_counts_zero(genes, _ops.residual_sums(p, cells, genes, total, theta, clip, centre=mean) / n)
+
+
+def without_counts_zero(genes, variances) -> np.ndarray:
+    """Host `variances` with 0 for the genes whose total `genes` is 0, as scanpy sets them."""
+    return np.where(to_host(genes) > 0, to_host(variances), 0.0)
