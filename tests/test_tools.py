@@ -239,6 +239,23 @@ def test_trajectory_tools_same_as_scanpy(graph):
     assert set(got.uns) == set(ref.uns)
 
 
+def test_tool_on_a_view_warns_once_at_the_callers_line(graph):
+    """A delegated tool on a view makes it actual once, with the warning at the user's line
+    (anndata's warning, once per attribute written back, named gpu_sc's line); the parent is
+    untouched and the result is the actual AnnData's."""
+    ref = graph[:400].copy()
+    diffmap(ref)
+    view = graph[:400]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        diffmap(view)
+    ours = [w for w in caught if "view" in str(w.message).lower()]
+    assert [(str(w.message), w.filename) for w in ours] == [("Received a view of an AnnData. Making a copy.",
+                                                              __file__)]  # fmt: skip
+    assert not view.is_view and "X_diffmap" not in graph.obsm
+    assert_same(view.obsm["X_diffmap"], ref.obsm["X_diffmap"])
+
+
 def test_trajectory_tools_positionals_and_copy(graph):
     """scanpy's old positionals (a FutureWarning) and copy=True, which leaves the input as it was."""
     with pytest.warns(FutureWarning, match="no longer positional"):

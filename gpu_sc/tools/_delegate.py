@@ -14,7 +14,7 @@ from .._scanpy_own import scanpy_own
 from .._settings import N_PCS, settings
 from ..get import array_to_cpu as _host  # host copy, same container type
 from ..get import array_to_gpu
-from .._validation import check_anndata
+from .._validation import check_anndata, make_actual
 
 
 def _gpu_graph(adata: AnnData, neighbors_key: str | None) -> bool:
@@ -204,6 +204,8 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
         kwargs, finish = prepare(host, kwargs)
     kwargs = {k: _host(v) if is_gpu(v) else v for k, v in kwargs.items()}  # e.g. louvain's adjacency
     out = tool(host, **kwargs)
+    # a view becomes actual once, warned at the user's line (anndata's warning named ours, twice)
+    make_actual(adata, warn=True)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
             if col not in before or not _same_column(frame[col], out_frame[col]):
