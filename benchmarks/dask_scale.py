@@ -10,15 +10,16 @@ resample for the same seed), so every pass over the full-width matrix makes the 
 Steps, in order, each on the previous one's result: qc, filter_cells (min_genes = the 10th
 percentile of genes per cell in the first block), filter_genes (min_cells=3), normalize
 (target_sum=1e4), log1p, hvg_batches (if asked for: seurat HVG with batch_key over 4 samples,
-cells dealt round them; its result not kept), combat (if asked for, after hvg: ComBat over those 4
-samples on the HVG matrix, its dense corrected blocks read through once; result not kept),
+cells dealt round them; its result not kept), combat (if asked for, after hvg: ComBat over those
+4 samples on the HVG matrix, its dense corrected blocks read through once; result not kept),
 recipe_zheng17 (if asked for, on the counts: scanpy's Zheng et al. recipe, 2,000 genes; its
 dense scaled blocks read through once; result not kept), pearson_hvg (if asked for, on the
-counts: gsc.experimental.pp's Pearson-residual selection over the 4 samples; result not kept), markers (if asked for: rank_genes_groups by the
-source's cell types, then filter_rank_genes_groups, each one pass; result not kept), hvg (seurat
-flavour, 2,000 genes, subset=True; the HVG matrix is then persisted: the only matrix kept in
-memory), scale (max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in
-run.py), pca (50), neighbors (the default search), then umap and leiden if asked for (skipped rows
+counts: gsc.experimental.pp's Pearson-residual selection over the 4 samples; result not kept),
+markers (if asked for: rank_genes_groups by the source's cell types, then
+filter_rank_genes_groups, each one pass; result not kept), hvg (seurat flavour, 2,000 genes,
+subset=True; the HVG matrix is then persisted: the only matrix kept in memory), scale
+(max_value=10; timed, its result dropped so that pca runs on the HVG matrix as in run.py), pca
+(50), neighbors (the default search), then umap and leiden if asked for (skipped rows
 otherwise).
 
 A step's time includes computing what it leaves lazy: a lazy full-width X is read through once

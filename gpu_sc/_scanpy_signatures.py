@@ -3,9 +3,10 @@
 Those functions take ``**kwargs`` and pass on only the keywords given, so that scanpy's (or
 rapids-singlecell's) defaults apply; without more, ``help()``, an editor's call tips and
 ``inspect.signature`` would show ``**kwargs`` instead of scanpy's keywords. `scanpy_signature`
-gives such a function the signature of the stub of its name below, written out from scanpy 1.11 rather than read from
-scanpy, which is imported only when a tool runs. tests/test_tools.py checks each stub against
-the installed scanpy; the defaults shown are scanpy's, whatever version then runs.
+gives such a function the signature of the stub of its name below, written out from scanpy 1.11
+rather than read from scanpy, which is imported only when a tool runs. tests/test_package.py
+checks what every function shows against the installed scanpy; the defaults that apply are
+scanpy's, whatever version runs.
 """
 
 from __future__ import annotations

@@ -44,18 +44,15 @@ settings = Settings()
 
 
 def _log_stream():
-    """Where scanpy logs (``sc.settings.logfile``) where scanpy is imported and sends its log
-    elsewhere than stderr; else the current stderr (scanpy's default holds the stderr of its
-    import, which a notebook or a test's capture may since have replaced)."""
+    """The file scanpy logs to where a script has given it one (``sc.settings.logfile = path``);
+    else the current stderr (scanpy's default stream is the stderr or stdout of its import,
+    which a notebook or a test's capture may since have replaced)."""
     scanpy = sys.modules.get("scanpy")
     try:
-        stream = scanpy.settings.logfile if scanpy is not None else None
-    except AttributeError:  # a partly imported or unusual scanpy
+        stream = scanpy.settings.logfile if getattr(scanpy.settings, "logpath", None) is not None else None
+    except AttributeError:  # no scanpy, or a partly imported or unusual one
         stream = None
-    if (not hasattr(stream, "write") or getattr(stream, "closed", False) or stream is sys.__stderr__
-            or getattr(stream, "name", None) == "<stderr>"):  # fmt: skip
-        return sys.stderr
-    return stream
+    return stream if hasattr(stream, "write") and not getattr(stream, "closed", False) else sys.stderr
 
 
 class Progress:

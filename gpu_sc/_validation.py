@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import numbers
 import warnings
 from numbers import Real
 
@@ -487,7 +486,7 @@ def check_n_top_genes(n_top_genes, *, step: str) -> None:
     if n_top_genes is None:
         return
     msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
-    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, numbers.Real):
+    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, Real):
         raise TypeError(msg)
     if int(n_top_genes) != n_top_genes or n_top_genes < 1:
         raise ValueError(msg)

@@ -93,7 +93,6 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     return None
 
 
-
 def _variances(given, codes, sizes, theta: float, clip: float, check_values: bool):
     """(residual variances (batches x genes), the genes' (mean, variance) over all cells as
     scanpy's _get_mean_var) of counts in memory, a batch's rows at a time."""

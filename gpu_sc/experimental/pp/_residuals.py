@@ -42,11 +42,12 @@ def check_theta_clip(theta, clip, *, step: str) -> None:
 
 
 def refuse_dask(x, *, step: str) -> None:
-    """The residual steps take counts in memory, as scanpy's do (its gene selection fails on
-    Dask, its normalization computes the array)."""
+    """The residuals are dense cells x genes, made in memory (scanpy's normalization computes a
+    Dask array first): the steps that return them take the counts in memory."""
     if is_dask(x):
-        msg = (f"{step}: got a Dask array; the Pearson-residual steps take the counts in memory, as scanpy's "
-               "do: load them first, e.g. adata.X = adata.X.compute() (or the layer's).")
+        msg = (f"{step}: got a Dask array; the Pearson residuals are dense cells x genes and made in memory: "
+               "load the counts first, e.g. adata.X = adata.X.compute() (or the layer's). The gene selection, "
+               "gsc.experimental.pp.highly_variable_genes, takes the Dask array as it is.")
         raise TypeError(msg)
 
 
