@@ -24,8 +24,10 @@ def leiden(adata: AnnData, resolution: float = 1, **kwargs):
         Annotated data matrix after ``neighbors``.
     resolution
         Higher values give more clusters (scanpy's default 1; positional, as in scanpy).
-    **kwargs
-        Passed to :func:`scanpy.tl.leiden` (or ``rapids_singlecell.tl.leiden`` for a GPU graph).
+    restrict_to, random_state, key_added, ...
+        scanpy's keywords, as the signature shows them (:func:`scanpy.tl.leiden` documents
+        each); those given are passed on as given (to ``rapids_singlecell.tl.leiden`` for a GPU
+        graph where it takes them all), the others keep scanpy's defaults.
 
     Returns
     -------

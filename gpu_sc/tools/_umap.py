@@ -25,8 +25,10 @@ def umap(adata: AnnData, **kwargs):
     ----------
     adata
         Annotated data matrix after ``neighbors``.
-    **kwargs
-        Passed to :func:`scanpy.tl.umap` (or ``rapids_singlecell.tl.umap`` for a GPU graph).
+    min_dist, spread, ...
+        scanpy's keywords, as the signature shows them (:func:`scanpy.tl.umap` documents
+        each); those given are passed on as given (to ``rapids_singlecell.tl.umap`` for a GPU
+        graph where it takes them all), the others keep scanpy's defaults.
 
     Returns
     -------
