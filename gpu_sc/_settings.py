@@ -17,8 +17,10 @@ BLOCK_BYTES = 64 * 2**20
 class Settings:
     """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress.
     A script that silences scanpy (``sc.settings.verbosity = 0``, errors only) silences gpu_sc
-    too, and one that sends scanpy's log to a file (``sc.settings.logfile``) finds gpu_sc's
-    lines there too: a swapped script keeps its quiet and its log."""
+    too, and one that sends scanpy's log to a file (``sc.settings.logfile = "run.log"``, a path)
+    finds gpu_sc's lines there too: a swapped script keeps its quiet and its log. (A stream
+    given instead of a path is not followed: scanpy's default stream is the stderr or stdout of
+    its import, which cannot be told from one set by hand; ours is the current stderr.)"""
 
     verbosity: int = 1
 
@@ -56,9 +58,10 @@ def _log_stream():
 
 
 class Progress:
-    """`what: done/total unit` on stderr at verbosity 2, about every tenth of the work and at
-    the end, for loops long enough to want it (exact kNN over many cells). `sync` (e.g. a
-    device synchronisation) runs before a line is written, so that queued GPU work is done."""
+    """`what: done/total unit` on stderr (or scanpy's log file) at verbosity 2, about every
+    tenth of the work and at the end, for loops long enough to want it (exact kNN over many
+    cells). `sync` (e.g. a device synchronisation) runs before a line is written, so that
+    queued GPU work is done."""
 
     def __init__(self, what: str, total: int, unit: str = "cells", sync=None):
         self.what, self.total, self.unit, self.sync = what, int(total), unit, sync

@@ -480,15 +480,24 @@ def host_bool_mask(mask, n: int, *, what: str, step: str) -> np.ndarray:
     return m
 
 
+def warn_not_counts(subject: str) -> None:
+    """scanpy's warning, in its words, where a step that expects counts finds a value that is not
+    one (`subject`: the step as scanpy names it, e.g. "`flavor='seurat_v3'`")."""
+    warnings.warn(f"{subject} expects raw count data, but non-integers were found.", UserWarning,
+                  stacklevel=user_stacklevel())
+
+
 def check_n_top_genes(n_top_genes, *, step: str) -> None:
     """None, or a whole number >= 1 (scanpy takes 100.0 as 100; a bool is a mistake). Not a
     number at all ('100'): a TypeError, as scanpy's."""
     if n_top_genes is None:
         return
     msg = f"{step}: n_top_genes must be a positive integer or None, got {n_top_genes!r}."
-    if isinstance(n_top_genes, bool) or not isinstance(n_top_genes, Real):
+    number = isinstance(n_top_genes, Real) or (isinstance(n_top_genes, np.ndarray) and n_top_genes.ndim == 0
+                                               and n_top_genes.dtype.kind in "iuf")  # np.array(10), as scanpy
+    if isinstance(n_top_genes, bool | np.bool_) or not number:
         raise TypeError(msg)
-    if int(n_top_genes) != n_top_genes or n_top_genes < 1:
+    if not math.isfinite(n_top_genes) or int(n_top_genes) != n_top_genes or n_top_genes < 1:
         raise ValueError(msg)
 
 

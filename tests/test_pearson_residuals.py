@@ -260,6 +260,69 @@ def test_gene_selection_on_dask_equals_in_memory(counts, kind):
     assert lazy.n_vars == 50 and isinstance(lazy.X, da.Array)
 
 
+def test_dask_value_check_and_nan_batch_labels(counts):
+    """On Dask the value check reads every batch's rows (and the cells of none); a float NaN
+    label is scanpy's batch of no cells (its cells in no batch, all its variances 0), in memory
+    and on Dask; a missing text label is refused with what to do (scanpy: a bare '<' error)."""
+    da = pytest.importorskip("dask.array")
+    a = counts.copy()
+    labels = (np.arange(a.n_obs) % 3).astype(float)
+    labels[[4, 10]] = np.nan
+    a.obs["b"] = labels
+    for row in (1, 2, 4):  # batches 1 and 2, and a cell of no batch
+        x = a.X.astype(np.float32)
+        x.data[x.indptr[row]] += 0.5
+        lazy = a.copy()
+        lazy.X = da.from_array(x, chunks=(150, -1), asarray=False)
+        with pytest.warns(UserWarning, match="non-integers were found"):
+            gsc.experimental.pp.highly_variable_genes(lazy, n_top_genes=50, batch_key="b", inplace=False)
+    want = _silent(sc.experimental.pp.highly_variable_genes, a.copy(), n_top_genes=100, batch_key="b", inplace=False)
+    lazy = a.copy()
+    lazy.X = da.from_array(a.X, chunks=(150, -1), asarray=False)
+    for b in (a, lazy):
+        got = gsc.experimental.pp.highly_variable_genes(b.copy(), n_top_genes=100, batch_key="b", inplace=False)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False, rtol=1e-12)
+    a.obs["s"] = np.where(np.arange(a.n_obs) % 2, "x", None)
+    with pytest.raises(TypeError, match=r"adata.obs\['s'\] mixes labels .* \(350 missing values"):
+        gsc.experimental.pp.highly_variable_genes(a, n_top_genes=10, batch_key="s")
+    assert "highly_variable" not in a.var
+
+
+def test_dask_recipe_refused_before_anything_changes(counts):
+    """The recipe's selection takes Dask, its residuals do not: refused before the selection
+    wrote var and uns (it wrote them, then failed under another step's name)."""
+    da = pytest.importorskip("dask.array")
+    lazy = counts.copy()
+    lazy.X = da.from_array(counts.X, chunks=(200, -1), asarray=False)
+    with pytest.raises(TypeError, match="^recipe_pearson_residuals: got a Dask array"):
+        gsc.experimental.pp.recipe_pearson_residuals(lazy, n_top_genes=50)
+    assert list(lazy.var.columns) == list(counts.var.columns) and set(lazy.uns) == set(counts.uns)
+
+
+def test_empty_cells_and_genes_warning_names_the_step_and_counts(counts):
+    x = counts.X.toarray()
+    x[:, [3, 7]] = 0
+    x[5] = 0
+    a = counts.copy()
+    a.X = sp.csr_matrix(x)
+    with pytest.warns(RuntimeWarning, match=r"^normalize_pearson_residuals: cells without counts: 1, genes "
+                                            r"without counts: 2;"):  # fmt: skip
+        gsc.experimental.pp.normalize_pearson_residuals(a.copy())
+    # the PCA then refuses the NaN, as scanpy's does; the warning before it names the step called
+    with pytest.warns(RuntimeWarning, match=r"^normalize_pearson_residuals_pca: cells without counts: 1"), \
+            pytest.raises(ValueError, match="non-finite"):
+        gsc.experimental.pp.normalize_pearson_residuals_pca(a.copy())
+
+
+def test_n_top_genes_as_a_zero_d_array_is_taken(counts):
+    """scanpy takes n_top_genes=np.array(10); NaN and inf get our message."""
+    got = gsc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes=np.array(10), inplace=False)
+    assert got["highly_variable"].sum() == 10
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="n_top_genes must be a positive integer"):
+            gsc.experimental.pp.highly_variable_genes(counts.copy(), n_top_genes=bad)
+
+
 # --- from an audit against scanpy 1.11.5 (regressions: scanpy's behaviour stated) ---
 
 
@@ -314,8 +377,8 @@ def test_float32_counts_with_a_given_clip_pca_keys_as_scanpy(counts):
 
 def test_residuals_of_a_gene_without_counts_warn_as_scanpy(counts):
     """A gene (or cell) without counts has mu = 0 and residuals 0 / 0 = NaN: scanpy's NumPy
-    arithmetic says so (RuntimeWarning 'invalid value encountered in divide'); ours gives the
-    same NaN silently."""
+    arithmetic says so (RuntimeWarning 'invalid value encountered in divide'); ours gave the
+    same NaN silently (now a warning that counts them)."""
     a = _filtered(counts)
     x = a.X.toarray()
     x[:, 3] = 0

@@ -10,6 +10,7 @@ import pandas as pd
 
 import pytest
 import scanpy as sc
+from anndata import ImplicitModificationWarning
 from _helpers import assert_adata_equal, assert_same
 
 from gpu_sc.preprocessing._neighbors import neighbors
@@ -250,10 +251,17 @@ def test_tool_on_a_view_warns_once_at_the_callers_line(graph):
         warnings.simplefilter("always")
         diffmap(view)
     ours = [w for w in caught if "view" in str(w.message).lower()]
-    assert [(str(w.message), w.filename) for w in ours] == [("Received a view of an AnnData. Making a copy.",
-                                                              __file__)]  # fmt: skip
+    assert [(w.category, w.filename) for w in ours] == [(ImplicitModificationWarning, __file__)]
+    assert str(ours[0].message).startswith("diffmap: writing results into a view")
     assert not view.is_view and "X_diffmap" not in graph.obsm
     assert_same(view.obsm["X_diffmap"], ref.obsm["X_diffmap"])
+    view = graph[:400]  # leiden's own igraph path too
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        leiden(view, **LEIDEN)
+    assert [(w.category, w.filename) for w in caught if "view" in str(w.message)] == [
+        (ImplicitModificationWarning, __file__)]  # fmt: skip
+    assert "leiden" in view.obs and "leiden" not in graph.obs
 
 
 def test_trajectory_tools_positionals_and_copy(graph):

@@ -22,7 +22,7 @@ from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
 from .._settings import settings, user_stacklevel
 from .._validation import (canonical, check_finite, check_n_top_genes, check_not_empty, check_real, get_matrix,
-                           make_actual, old_positionals, sanitize_anndata)
+                           make_actual, old_positionals, sanitize_anndata, warn_not_counts)
 from .._values import float_values, not_counts
 
 _STEP = "highly_variable_genes"
@@ -509,8 +509,7 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
 
 def _warn_if_not_counts(bad: bool, flavor) -> None:
     if bad:
-        warnings.warn(f"`{flavor=!r}` expects raw count data, but non-integers were found.", UserWarning,
-                      stacklevel=user_stacklevel())
+        warn_not_counts(f"`{flavor=!r}`")
 
 
 def _loess():

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import warnings
 from collections.abc import Callable
 
-from anndata import AnnData
+from anndata import AnnData, ImplicitModificationWarning
 
 from .. import _keys as K
 from .._backend import is_gpu
 from .._scanpy_own import scanpy_own
-from .._settings import N_PCS, settings
+from .._settings import N_PCS, settings, user_stacklevel
 from ..get import array_to_cpu as _host  # host copy, same container type
 from ..get import array_to_gpu
 from .._validation import check_anndata, make_actual
@@ -121,6 +122,16 @@ def _check_named_inputs(name: str, adata: AnnData, kwargs: dict) -> None:
             raise ValueError(msg)
 
 
+def actual_for_results(adata: AnnData, name: str) -> None:
+    """A view made actual before tool `name` writes its results into it, with anndata's warning
+    class, once and at the caller's line (writing into the view warned once per attribute,
+    naming gpu_sc's line)."""
+    if adata.is_view:
+        warnings.warn(f"{name}: writing results into a view of an AnnData, initializing view as actual.",
+                      ImplicitModificationWarning, stacklevel=user_stacklevel())  # fmt: skip
+        make_actual(adata)
+
+
 def _scanpy_tool(name: str):
     """scanpy's own `tl.<name>` (not ours, where ours has been put in its place)."""
     return scanpy_own("tl", name, f"scanpy.tools._{name}")
@@ -204,8 +215,7 @@ def run(name: str, adata: AnnData, kwargs: dict, prepare: Prepare | None = None,
         kwargs, finish = prepare(host, kwargs)
     kwargs = {k: _host(v) if is_gpu(v) else v for k, v in kwargs.items()}  # e.g. louvain's adjacency
     out = tool(host, **kwargs)
-    # a view becomes actual once, warned at the user's line (anndata's warning named ours, twice)
-    make_actual(adata, warn=True)
+    actual_for_results(adata, name)
     for frame, out_frame, before in ((host.obs, adata.obs, obs0), (host.var, adata.var, var0)):
         for col in frame.columns:  # new columns, and columns scanpy changed (sanitize's categoricals)
             if col not in before or not _same_column(frame[col], out_frame[col]):

@@ -7,7 +7,7 @@ from anndata import AnnData
 from .._scanpy_signatures import scanpy_signature
 from .._validation import check_anndata
 from . import _leiden_igraph
-from ._delegate import neighbors_graph, run
+from ._delegate import actual_for_results, neighbors_graph, run
 
 
 @scanpy_signature("leiden")
@@ -41,6 +41,7 @@ def leiden(adata: AnnData, resolution: float = 1, **kwargs):
     if not _leiden_igraph.applicable(graph, kwargs):
         return run("leiden", adata, kwargs)
     out = adata.copy() if kwargs.get("copy") else adata
+    actual_for_results(out, "leiden")
     own = {k: v for k, v in kwargs.items() if k not in ("flavor", "directed", "adjacency", "neighbors_key", "obsp",
                                                         "copy", "restrict_to", "partition_type")}
     _leiden_igraph.leiden(out, graph, **own)

@@ -11,8 +11,8 @@ from anndata import AnnData
 
 from ... import _ops
 from ..._backend import is_dask, to_host, xp_of
-from ..._validation import canonical, check_n_top_genes, check_not_empty, get_matrix, make_actual
-from ._residuals import check_theta_clip, counts_matrix, residual_variances, warn_not_counts, without_counts_zero
+from ..._validation import canonical, check_n_top_genes, check_not_empty, get_matrix, make_actual, warn_not_counts
+from ._residuals import check_theta_clip, counts_matrix, residual_variances, without_counts_zero
 
 _STEP = "highly_variable_genes"
 _WHAT = "`flavor='pearson_residuals'`"  # the subject of scanpy's non-integer warning
@@ -55,9 +55,8 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     if batch_key is not None and batch_key not in adata.obs:
         msg = f"{_STEP}: batch_key {batch_key!r} is not a column of adata.obs."
         raise KeyError(msg)
-    labels = np.zeros(adata.n_obs, dtype=int) if batch_key is None else adata.obs[batch_key].to_numpy()
-    batches, codes = np.unique(labels, return_inverse=True)
-    sizes = np.bincount(codes, minlength=batches.size)
+    batches, codes = _batches(adata, batch_key)
+    sizes = np.bincount(codes[codes >= 0], minlength=batches.size)
     if clip is None:  # scanpy sets it in its first batch and keeps it for the others
         clip = math.sqrt(sizes[0])
     given = get_matrix(adata, layer=layer, step=_STEP)
@@ -93,12 +92,34 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     return None
 
 
+def _batches(adata: AnnData, batch_key: str | None):
+    """(scanpy's batches: the sorted labels, each cell's batch number, -1 for none). A float
+    NaN label is a batch of no cells, as in scanpy (its cells are those whose label == NaN:
+    none); it selects genes by their order, with all residual variances 0. Labels that cannot
+    be sorted (strings and NaN) are refused with what to do."""
+    if batch_key is None:
+        return np.zeros(1), np.zeros(adata.n_obs, dtype=np.int64)
+    labels = adata.obs[batch_key].to_numpy()
+    try:
+        batches = np.unique(labels)
+    except TypeError:  # scanpy's np.unique raises a bare "'<' not supported" here
+        missing = int(pd.isna(labels).sum())
+        msg = (f"{_STEP}: adata.obs[{batch_key!r}] mixes labels that cannot be sorted together ({missing} missing "
+               "values among text labels); give those cells a batch or drop them first.")
+        raise TypeError(msg) from None
+    codes = np.full(labels.size, -1, dtype=np.int64)
+    for b, label in enumerate(batches):
+        codes[labels == label] = b
+    return batches, codes
+
+
 def _variances(given, codes, sizes, theta: float, clip: float, check_values: bool):
     """(residual variances (batches x genes), the genes' (mean, variance) over all cells as
     scanpy's _get_mean_var) of counts in memory, a batch's rows at a time."""
     x = counts_matrix(given, step=_STEP, check_values=check_values, what=_WHAT)
-    variances = [residual_variances(x if sizes.size == 1 else x[xp_of(x).asarray(np.flatnonzero(codes == b))],
-                                    theta, clip) for b in range(sizes.size)]  # fmt: skip
+    variances = [np.zeros(x.shape[1]) if size == 0 else residual_variances(
+                     x if size == x.shape[0] else x[xp_of(x).asarray(np.flatnonzero(codes == b))], theta, clip)
+                 for b, size in enumerate(sizes)]  # fmt: skip
     return np.vstack(variances), tuple(to_host(v) for v in _ops.col_mean_var(_ops.parts(x)))
 
 
@@ -110,17 +131,21 @@ def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values
     x = canonical(given, step=_STEP)
     check_not_empty(x, step=_STEP)
     chunked = _ops.Chunked(x)
-    moments = chunked.reduce_groups(_ops.checked_col_moments, codes)
+    # cells in no batch (a NaN label) as a group of their own: the value check and the genes'
+    # moments are over all cells, as scanpy's
+    moments = chunked.reduce_groups(_ops.checked_col_moments, np.where(codes < 0, sizes.size, codes))
     if check_values and any(bool(m[2]) for m in moments.values()):
         warn_not_counts(_WHAT)
-    batches = range(sizes.size)
-    genes = [moments[b][0] for b in batches]
+    batches = [b for b in moments if b < sizes.size]  # those with cells (a NaN label's has none: variances 0)
+    genes = {b: moments[b][0] for b in batches}
     sums = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, None)
-    centre = [sums[b] / sizes[b] for b in batches]
+    centre = {b: sums[b] / sizes[b] for b in batches}
     squares = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, centre)
-    variances = [without_counts_zero(genes[b], squares[b] / sizes[b]) for b in batches]
-    total, total_sq = (sum(to_host(moments[b][k]) for b in batches) for k in (0, 1))
-    return np.vstack(variances), _ops.mean_var(total, total_sq, x.shape[0])
+    variances = np.zeros((sizes.size, x.shape[1]))
+    for b in batches:
+        variances[b] = without_counts_zero(genes[b], squares[b] / sizes[b])
+    total, total_sq = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
+    return variances, _ops.mean_var(total, total_sq, x.shape[0])
 
 
 def _batch_residual_sums(p, batch: int, genes, theta: float, clip: float, centre):

@@ -39,14 +39,21 @@ def normalize_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: flo
     dict of those with the residuals under 'X'. With `copy` (and `inplace`), the changed copy.
     Nothing changes when an error is raised.
     """
-    check_anndata(adata, step=_STEP)
+    return _normalize(adata, theta=theta, clip=clip, check_values=check_values, layer=layer, inplace=inplace,
+                      copy=copy, step=_STEP)  # fmt: skip
+
+
+def _normalize(adata: AnnData, *, theta, clip, check_values: bool, layer: str | None, inplace: bool, copy: bool,
+               step: str):  # fmt: skip
+    """`normalize_pearson_residuals`, its messages naming `step` (the function the user called)."""
+    check_anndata(adata, step=step)
     if copy and not inplace:
         msg = "`copy=True` cannot be used with `inplace=False`."
         raise ValueError(msg)
-    check_theta_clip(theta, clip, step=_STEP)
-    given = get_matrix(adata, layer=layer, step=_STEP)
-    x = counts_matrix(given, step=_STEP, check_values=check_values, what="`normalize_pearson_residuals()`")
-    residuals = pearson_residuals(x, theta, clip, dtype=residual_dtype(given.dtype, theta, clip), step=_STEP)
+    check_theta_clip(theta, clip, step=step)
+    given = get_matrix(adata, layer=layer, step=step)
+    x = counts_matrix(given, step=step, check_values=check_values, what="`normalize_pearson_residuals()`")
+    residuals = pearson_residuals(x, theta, clip, dtype=residual_dtype(given.dtype, theta, clip), step=step)
     settings = {"theta": theta, "clip": clip, "computed_on": layer if layer else "adata.X"}
     if not inplace:
         return {"X": residuals, **settings}
@@ -81,7 +88,8 @@ def normalize_pearson_residuals_pca(adata: AnnData, *, theta: float = 100, clip:
     _, mask = handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars, step=step)
     sub = adata[:, mask] if mask is not None else adata
     work = AnnData(sub.X.copy(), obs=sub.obs[[]], var=sub.var[[]])
-    normalize_pearson_residuals(work, theta=theta, clip=clip, check_values=check_values)
+    _normalize(work, theta=theta, clip=clip, check_values=check_values, layer=None, inplace=True, copy=False,
+               step=step)  # fmt: skip
     pca(work, n_comps=n_comps, random_state=random_state, **kwargs_pca)
     if not inplace:
         return work

@@ -9,9 +9,11 @@ from typing import Any
 import pandas as pd
 from anndata import AnnData
 
+from ..._validation import check_anndata
 from ...preprocessing import pca
 from ._highly_variable_genes import highly_variable_genes
-from ._normalization import normalize_pearson_residuals, store_pca
+from ._normalization import _normalize, store_pca
+from ._residuals import refuse_dask
 
 
 def recipe_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: float | None = None,
@@ -29,6 +31,8 @@ def recipe_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: float 
     and ``uns['pearson_residuals_normalization']`` (with 'pearson_residuals_df'); otherwise
     (the AnnData of the selected genes with residuals and PCA, the gene selection DataFrame).
     """
+    check_anndata(adata, step="recipe_pearson_residuals")
+    refuse_dask(adata.X, step="recipe_pearson_residuals")  # before the selection writes var, which takes Dask
     hvg_args = {"flavor": "pearson_residuals", "n_top_genes": n_top_genes, "batch_key": batch_key, "theta": theta,
                 "clip": clip, "chunksize": chunksize, "check_values": check_values}  # fmt: skip
     if inplace:
@@ -38,7 +42,8 @@ def recipe_pearson_residuals(adata: AnnData, *, theta: float = 100, clip: float 
         hvg = highly_variable_genes(adata, **hvg_args, inplace=False)
         mask = hvg["highly_variable"].to_numpy()
     sub = adata[:, mask].copy()
-    normalize_pearson_residuals(sub, theta=theta, clip=clip, check_values=check_values)
+    _normalize(sub, theta=theta, clip=clip, check_values=check_values, layer=None, inplace=True, copy=False,
+               step="recipe_pearson_residuals")  # fmt: skip
     pca(sub, n_comps=n_comps, random_state=random_state, **kwargs_pca)
     if not inplace:
         return sub, hvg

@@ -21,7 +21,7 @@ from ..._ops.gram import row_blocks
 from ..._ops.residual_sums import dense_residuals
 from ..._backend import is_dask, is_sparse, to_host, xp_of
 from ..._settings import user_stacklevel
-from ..._validation import canonical, check_not_empty, check_real
+from ..._validation import canonical, check_not_empty, check_real, warn_not_counts
 from ..._values import float_values, not_counts
 
 #: bytes of float64 a band of dense residuals may take (rows x genes at once) on its way out
@@ -62,12 +62,6 @@ def counts_matrix(x, *, step: str, check_values: bool, what: str):
     return float_values(x)
 
 
-def warn_not_counts(what: str) -> None:
-    """scanpy's warning, in its words, where `check_values` finds a value that is not a count."""
-    warnings.warn(f"{what} expects raw count data, but non-integers were found.", UserWarning,
-                  stacklevel=user_stacklevel())
-
-
 def totals(x) -> tuple:
     """(cell totals, gene totals, matrix total): float64, on x's device."""
     xp = xp_of(x)
@@ -96,8 +90,8 @@ def pearson_residuals(x, theta: float, clip: float | None, *, dtype=np.float64, 
     cells, genes, total = totals(x)
     empty_cells, empty_genes = int((cells == 0).sum()), int((genes == 0).sum())
     if empty_cells or empty_genes:
-        warnings.warn(f"{step}: {empty_cells} cells and {empty_genes} genes have no counts; their residuals are "
-                      "NaN (0 / 0). Filter them first (gsc.pp.filter_cells(adata, min_counts=1), "
+        warnings.warn(f"{step}: cells without counts: {empty_cells}, genes without counts: {empty_genes}; their "
+                      "residuals are NaN (0 / 0). Filter them first (gsc.pp.filter_cells(adata, min_counts=1), "
                       "gsc.pp.filter_genes(adata, min_counts=1)).", RuntimeWarning, stacklevel=user_stacklevel())
     out = xp.empty((n, g), dtype=dtype)
     for start, stop, block in row_blocks(_ops.parts(x), max(1, BLOCK_BYTES // (8 * max(g, 1)))):
