@@ -44,6 +44,20 @@ def test_composition_bins_order_and_shares():
     assert b[np.flatnonzero(plain == 7)[0]] == n - 1  # seen in A only: the most A-like bin
 
 
+def test_composition_bins_of_equal_genes_by_hand():
+    """Eight plain genes of equal pooled expression, ordered by log(P_A / P_B): with 4 bins the
+    share of expression below gene i is i / 8, so genes 2k and 2k + 1 (in ratio order) fill bin
+    k; ribosomal and mitochondrial genes take bins 4 and 5 wherever their ratio lies."""
+    pa = np.array([2, 13, 5, 10, 3, 8, 12, 6, 14, 1]) / 16  # dyadic: the shares are exact
+    p = np.column_stack([pa, 1.0 - pa]) / 4.0
+    names = [f"G{i}" for i in range(8)] + ["RPS2", "MT-ND1"]
+    got = ar.composition_bins(p, names, n_bins=4).toarray()
+    rank = np.argsort(np.argsort(np.log(pa[:8] / (1 - pa[:8]))))
+    np.testing.assert_array_equal(got[:8].argmax(axis=1), rank // 2)
+    np.testing.assert_array_equal(got.sum(axis=1), np.ones(10))
+    assert got[8, 4] == 1 and got[9, 5] == 1
+
+
 def test_features_shapes_and_ranges():
     rng = np.random.default_rng(1)
     p, names = _profiles(rng)
@@ -62,6 +76,9 @@ def test_features_shapes_and_ranges():
     np.testing.assert_allclose(f[:, :ar.N_BINS + 2].sum(1), expressed / tot)
     assert np.all((f[:, -5:-1] > 0) & (f[:, -5:-1] < 1))  # posterior means and the MLE
     np.testing.assert_allclose(f[:, -1], -0.5)  # the prior's mean logit: 8.0 - 8.5
+    np.testing.assert_array_equal(f[:, -2], ar.FEATURE_GRID[np.argmax(ll, axis=1)])  # the grid's MLE
+    empty = ar.features(sp.csr_matrix((1, p.shape[0])), bins, np.zeros((1, ll.shape[1])), prior, ia[:1], ib[:1], 1)
+    assert np.all(empty[0, :ar.N_BINS + 2] == 0)  # a PIC without counts: no share anywhere, not NaN
 
 
 def _toy(rng, n):
@@ -97,6 +114,47 @@ def test_folds_are_averaged_and_check_out_of_fold():
     # score which checks changes the R^2 (here: every check scored by fold 0's models)
     one = ar.AlphaRegression.fit(f, y, fc, yc, seed=0, fold=fold, check_fold=np.zeros(500, int))
     assert one.r2 != m.r2 and len(one.models) == 5
+
+
+class _Const:
+    def __init__(self, value):
+        self.value = value
+
+    def predict(self, f):
+        return np.full(f.shape[0], self.value)
+
+
+def test_predict_averages_the_folds_and_orders_and_widens_the_bounds_by_hand():
+    """Fold models (mean, 5 %, 95 %) of (0.5, 0.6, 0.9) and (0.7, 0.4, 1.2): mean 0.6, bounds
+    0.5 and 1.05, widened by the margin 0.1 and clipped: (0.4, 1.0). Quantiles that cross the
+    mean ((0.75, 0.2) around 0.6) are first put on its side of it: (0.5, 0.7)."""
+    m = ar.AlphaRegression([(_Const(0.5), _Const(0.6), _Const(0.9)), (_Const(0.7), _Const(0.4), _Const(1.2))],
+                           margin=0.1)  # fmt: skip
+    mean, lo, hi = m.predict(np.zeros((2, 3)))
+    np.testing.assert_allclose([mean, lo, hi], [[0.6] * 2, [0.4] * 2, [1.0] * 2])
+    crossed = ar.AlphaRegression([(_Const(0.6), _Const(0.75), _Const(0.2))], margin=0.1)
+    np.testing.assert_allclose([v[0] for v in crossed.predict(np.zeros((1, 3)))], [0.6, 0.5, 0.7])
+
+
+def test_conformal_margin_and_small_folds_by_hand():
+    """The margin is the ceil((n + 1) 0.9)-th smallest of how far each check PIC's alpha falls
+    outside its fold models' interval, 0 where that is negative (check PICs the models were fit
+    on fall inside); five folds of 60 PICs each (above MIN_TRAIN / 5 a fold) each fit models."""
+    rng = np.random.default_rng(6)
+    (f, y), (fc, yc) = _toy(rng, 300), _toy(rng, 50)
+    fold = np.arange(300) % 5
+    for cf, cy, c_fold, sign in ((fc, yc, np.arange(50) % 5, 1), (f[:100], y[:100], fold[:100], -1)):
+        m = ar.AlphaRegression.fit(f, y, cf, cy, seed=0, fold=fold, check_fold=c_fold)
+        assert len(m.models) == 5
+        outside = []
+        for g in range(5):
+            checks = np.flatnonzero(c_fold == g)
+            _, lo, hi = ar.AlphaRegression(m.models[g:g + 1]).predict(cf[checks])
+            outside.append(np.maximum(lo - cy[checks], cy[checks] - hi))
+        outside = np.sort(np.concatenate(outside))
+        k = int(np.ceil((cy.size + 1) * 0.9))  # 1-based rank: the 46th of 50, the 91st of 100
+        assert np.sign(outside[k - 1]) == sign and outside[k - 1] != outside[k - 2]  # the rank matters
+        assert m.margin == pytest.approx(max(outside[k - 1], 0.0), rel=1e-12, abs=1e-15)
 
 
 def test_reference_folds_deal_each_population_evenly():

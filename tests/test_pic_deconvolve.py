@@ -47,6 +47,38 @@ def test_simulate_invariants(setup):
     assert simulate_pics(one, groupby="grp", a=[T[0]], b=DC, n_pics=20, composition="AAB", n_umis=300).n_obs == 0
 
 
+@pytest.mark.parametrize("composition", ["AB", "AAB", "ABB"])
+def test_simulate_members_give_round_shares_of_n_umis_by_hand(composition):
+    """A cells hold genes 0-9 only, B cells genes 10-19: each PIC's A genes hold exactly the
+    UMIs of its A member(s), n_i = min(round(c_i n_umis / sum c), c_i) of member i of c_i UMIs
+    (from the source cells' totals), true_alpha is their share of n_umis, no gene holds more
+    than its members have, and a triplet's two members of one population are two cells."""
+    import anndata as ad
+
+    rng = np.random.default_rng(0)
+    n_a, n_b, n_umis = 6, 5, 60
+    x = np.zeros((n_a + n_b, 20))
+    x[:n_a, :10] = rng.poisson(rng.uniform(1, 12, (n_a, 1)), (n_a, 10))
+    x[n_a:, 10:] = rng.poisson(rng.uniform(1, 12, (n_b, 1)), (n_b, 10))
+    cells = ad.AnnData(sp.csr_matrix(x), obs=pd.DataFrame({"grp": ["A"] * n_a + ["B"] * n_b},
+                                                          index=[f"c{i}" for i in range(n_a + n_b)]))
+    row = {name: i for i, name in enumerate(cells.obs_names)}
+    pics = simulate_pics(cells, groupby="grp", a="A", b="B", n_pics=200, n_umis=n_umis, composition=composition,
+                         seed=1)  # fmt: skip
+    assert pics.n_obs > 150
+    got = pics.X.toarray()
+    sources = [c for c in pics.obs if c.startswith("source")]
+    is_a = np.array([c.startswith("source_a") for c in sources])
+    for i in range(pics.n_obs):
+        members = [row[pics.obs[c].iloc[i]] for c in sources]
+        assert len(set(members)) == len(members)
+        c = x[members].sum(axis=1)
+        n_i = np.minimum(np.round(c * n_umis / c.sum()), c)
+        assert got[i, :10].sum() == n_i[is_a].sum() and got[i].sum() == n_umis
+        assert pics.obs["true_alpha"].iloc[i] == pytest.approx(n_i[is_a].sum() / n_umis, rel=1e-15)
+        assert np.all(got[i] <= x[members].sum(axis=0))
+
+
 def test_loglik_matches_naive():
     rng = np.random.default_rng(0)
     pa, pb = rng.dirichlet(np.ones(30), 3).T, rng.dirichlet(np.ones(30), 4).T
@@ -71,6 +103,36 @@ def test_alpha_boundaries():
     assert 0 < al[0, 0] < 1
     al, _ = optimise_alpha(np.array([5.0]), np.array([[0.9]]), np.array([[0.1]]), 1e-4)
     assert al[0, 0] == 1.0
+
+
+def test_optimise_alpha_is_the_root_of_the_ll_derivative():
+    """Every pair's alpha: the root of d LL / d alpha = sum_g u_g d_g / (alpha d_g + P_B + eps)
+    (brentq, to 1e-14) where the derivative changes sign on [0, 1], else the end it points to
+    (0 where it is <= 0 at 0, including a flat LL, 1 where it is >= 0 at 1); LL at that alpha."""
+    from scipy.optimize import brentq
+
+    rng = np.random.default_rng(5)
+    m, ka, kb, eps = 12, 6, 5, 1e-4
+    pa, pb = rng.dirichlet(np.full(m, 0.4), ka).T, rng.dirichlet(np.full(m, 0.4), kb).T
+    pb[:, 0] = pa[:, 0]  # pair (0, 0): the same profile, a flat LL
+    u = rng.poisson(8 * (0.6 * pa[:, 1] + 0.4 * pb[:, 1])).astype(float) + 1
+    u[-1] = 0.0
+    pa[:, 5] = u / u.sum()  # pair (5, 4): B holds only a gene the PIC lacks, alpha 1
+    pb[:, 4] = np.eye(m)[-1]
+    al, ll = optimise_alpha(u, pa, pb, eps)
+    for i in range(ka):
+        for j in range(kb):
+            d = pa[:, i] - pb[:, j]
+            grad = lambda a, d=d, j=j: (u * d / (a * d + pb[:, j] + eps)).sum()  # noqa: E731
+            if grad(0.0) <= 0:
+                want = 0.0
+            elif grad(1.0) >= 0:
+                want = 1.0
+            else:
+                want = brentq(grad, 0.0, 1.0, xtol=1e-14, rtol=1e-15)
+            assert al[i, j] == pytest.approx(want, abs=1e-9), (i, j)
+            assert ll[i, j] == pytest.approx((u * np.log(al[i, j] * d + pb[:, j] + eps)).sum(), rel=1e-12)
+    assert al[0, 0] == 0.0 and 0 < al[1, 1] < 1 and al[5, 4] == 1.0
 
 
 def test_ml_beats_picseq(setup):

@@ -208,12 +208,34 @@ def test_chi2_on_constructed_example():
     # min_counts: g1 has max(O, E) = 12 -> untested at 13
     tab2 = interaction_genes(pics, method="chi2", min_pics=3, min_counts=13, inplace=False)
     assert tab2["tested"].tolist() == [True, False, True] and np.isnan(tab2.loc["g1", "pvalue"])
+    # ... and tested at 12 (max(O, E) >= min_counts)
+    assert interaction_genes(pics, method="chi2", min_pics=3, min_counts=12, inplace=False)["tested"].all()
+    # significant: fdr strictly below the threshold
+    q = tab["fdr"].min()
+    assert not interaction_genes(pics, method="chi2", min_pics=3, min_counts=5, fdr=q, inplace=False)["significant"].any()
+    assert interaction_genes(pics, method="chi2", min_pics=3, min_counts=5, fdr=q * 1.01, inplace=False)["significant"].any()
     # a condition splits groups: each (A1, B1) PIC gets its own condition -> too small
     pics.obs["cond"] = ["x", "x", "y", "x", "x", "x", "x", "x"]
     tab3 = interaction_genes(pics, method="chi2", min_pics=2, min_counts=0, condition_key="cond", inplace=False)
     assert [c for c in tab3 if c.startswith("log2_effect:")] == [
         "log2_effect:A1|B1|x", "log2_effect:A1|B2|x", "log2_effect:A2|B1|x"]  # fmt: skip
     np.testing.assert_array_equal(tab3["df"], [2, 2, 2])
+
+
+def test_chi2_of_a_gene_expected_in_one_group_only():
+    """A gene expected (E > 0) in one of two kept groups: chi2 is that group's term alone,
+    (6 - 3)^2 / 3 = 3, on df = 1 (not NaN); a gene expected nowhere is not tested."""
+    obs = pd.DataFrame([("A1", "B1")] * 3 + [("A2", "B1")] * 3, columns=["pic_a", "pic_b"],
+                       index=[f"p{i}" for i in range(6)])
+    obs["pic_status"] = "ok"
+    o = np.array([[2, 1], [2, 0], [2, 0], [1, 0], [0, 1], [0, 0]], np.float32)
+    e = np.array([[1, 0], [1, 0], [1, 0], [0, 0], [0, 0], [0, 0]], np.float32)
+    pics = ad.AnnData(sp.csr_matrix(o), obs=obs, var=pd.DataFrame(index=["g0", "g1"]))
+    pics.layers["pic_expected"] = e
+    tab = interaction_genes(pics, method="chi2", min_pics=3, min_counts=0, inplace=False)
+    assert tab.loc["g0", "chi2"] == pytest.approx(3.0) and tab.loc["g0", "df"] == 1
+    assert tab.loc["g0", "pvalue"] == pytest.approx(stats.chi2.sf(3.0, 1))
+    assert tab["tested"].tolist() == [True, False] and tab.loc["g0", "direction"] == "up"
 
 
 def test_planted_interaction_gene_found(pbmc):

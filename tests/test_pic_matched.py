@@ -814,3 +814,131 @@ def test_arguments_the_method_does_not_use_are_warned_of(reference_and_null):
         got = interaction_genes(p, ref, groupby="grp", method="chi2", min_pics=10, n_matched=20, seed=3,
                                 inplace=False)  # fmt: skip
     pd.testing.assert_frame_equal(got, plain)
+
+
+def test_matched_doublets_take_round_alpha_n_umis_of_the_a_cell():
+    """A doublet takes round(alpha N) UMIs of its A cell and the rest of its B cell: with one
+    cell a group, each holding one gene only, the doublet's row is (round(alpha N), N - that)
+    (0.66 * 10 = 6.6 -> 7, 0.25 * 30 = 7.5 -> 8 (half to even), 0.049 * 40 = 1.96 -> 2)."""
+    ref = sp.csr_matrix(np.array([[100, 0], [0, 100]], float))
+    alpha, depth = np.array([0.66, 0.25, 0.049]), np.array([10.0, 30.0, 40.0])
+    d = _matched.matched_doublets(ref, np.array([0, 1]), np.zeros((3, 2), int), np.ones((3, 2), int), alpha, depth,
+                                  2, np.arange(3, dtype=np.uint64), 0)  # fmt: skip
+    np.testing.assert_array_equal(d.toarray(), np.repeat([[7, 3], [8, 22], [2, 38]], 2, axis=0))
+
+
+def test_a_tail_from_fft_squares_is_below_the_resolution():
+    """1,024 PICs of one kind: their pmf is the kind's squared ten times, the last square (513
+    by 513 points) by FFT; a tail from it (here 2 * 2^-1024) is below what it resolves (-1), even
+    though no convolution after the squares went by FFT."""
+    sets = np.zeros((1024, 2), np.int64)
+    sets[:, 0] = 1
+    assert _matched.exact_pvalue(sets) == -1.0
+    assert _matched.exact_pvalue(sets[:20]) == pytest.approx(2 * 0.5**20, rel=1e-12)  # direct: exact
+
+
+def test_reference_variance_leaves_out_empty_cells_and_one_cell_groups():
+    """The closed form above with an empty cell added to group 0 (no share to measure: left out,
+    not a share of 0 that widens the spread) and a group 2 of one cell (no spread to measure:
+    adds 0). PIC 0 as above: 5000/99; PIC 1 (its own test group) draws its 75 B UMIs from group
+    2: (10/11)^2 * 25^2 * 7/900 = 4375/1089."""
+    ref = sp.csr_matrix(np.array([[1, 9], [2, 8], [0, 0], [4, 6], [5, 5], [5, 5], [8, 2], [3, 3]], float))
+    codes = np.array([0, 0, 0, 0, 1, 1, 1, 2])
+    m = 10
+    code_b = np.array([[1] * m, [2] * m])
+    got = _matched.reference_variance(ref, codes, np.zeros((2, m), int), code_b, np.array([0.25, 0.25]),
+                                      np.array([100.0, 100.0]), np.array([0, 1]), 2, m)  # fmt: skip
+    np.testing.assert_allclose(got, [[5000 / 99] * 2, [4375 / 1089] * 2], rtol=1e-12)
+
+
+def test_simes_counts_only_the_groups_where_the_gene_varies():
+    """Three groups, the gene varying in two (NaN z in the third): Simes' p = min over the two
+    of p_(i) * 2 / i = min(2 * 0.01, 0.04) = 0.02 (over three groups it would be 0.03); df 2."""
+    n = 201
+    z = np.full((3, n), 0.1)
+    p = np.full((3, n), 2 * stats.norm.sf(0.1))
+    z[:, 0], p[:, 0] = (2.6, 2.05, np.nan), (0.01, 0.04, np.nan)
+    out = _matched.matched_test(z, p, np.ones(n, bool))
+    np.testing.assert_array_equal(out["inflation"], [1.0, 1.0, 1.0])
+    assert out["pvalue"][0] == pytest.approx(0.02, rel=1e-12) and out["df"][0] == 2.0
+
+
+def test_units_raise_the_groups_z_to_their_p_value():
+    """With the units' p-values, a group's z is the normal equivalent of the larger p-value,
+    two-sided: permutation p 0.01 (z 2.58), units' p 0.2 -> z = isf(0.1) = 1.28, chi2 its square."""
+    n = 201
+    z = np.full((1, n), 0.1)
+    p = np.full((1, n), 2 * stats.norm.sf(0.1))
+    z[0, 0], p[0, 0] = 2.58, 0.01
+    p_units = np.full((1, n), 0.2)
+    out = _matched.matched_test(z, p, np.ones(n, bool), p_units)
+    assert out["z"][0, 0] == pytest.approx(stats.norm.isf(0.1), rel=1e-12)
+    assert out["pvalue"][0] == pytest.approx(0.2, rel=1e-12)
+    assert out["chi2"][0] == pytest.approx(stats.norm.isf(0.1) ** 2, rel=1e-12)
+
+
+def test_a_tail_below_the_fft_resolution_takes_the_smaller_normal_p_value():
+    """30 PICs each far above its ten doublets (as above: the exact tail is FFT noise): the
+    p-value is the normal approximation's, 2 sf(z), where that is below _FFT_RESOLUTION."""
+    m = 10
+    obs = sp.csr_matrix(np.full((30, 1), 50.0))
+    doublets = sp.csr_matrix((30 * m, 1))
+    groups = np.zeros(30, int)
+    sums = _matched.stratified_sums(obs, doublets, groups, 1, m)
+    z = sums.num / np.sqrt(sums.var)  # 30 * 50 * 10/11 over sqrt(30 * 10 * 50^2 / 121): sqrt(300)
+    assert z[0, 0] == pytest.approx(np.sqrt(300.0), rel=1e-12)
+    got = _matched.exact_pvalues(z, obs, _matched.Doublets.given(doublets, m), groups, np.ones(1, bool))
+    assert got[0, 0] == pytest.approx(2 * stats.norm.sf(np.sqrt(300.0)), rel=1e-9)
+    assert got[0, 0] < _matched._FFT_RESOLUTION
+
+
+def test_the_exact_tails_and_genomic_control_read_the_tables_tested_genes(reference_and_null, monkeypatch):
+    """The genes given exact tails and taken into genomic control are those the table tests:
+    max(observed, expected) >= min_counts, with min_counts set on a gene whose observed total
+    sits on it and on one held only by the doublets (observed < expected)."""
+    import gpu_sc.pic._interaction as interaction
+
+    ref, pics = reference_and_null
+    seen = []
+
+    def spy(z, obs, doublets, groups, tested):
+        seen.append(np.array(tested))
+        return _matched.exact_pvalues(z, obs, doublets, groups, tested)
+
+    monkeypatch.setattr(interaction, "exact_pvalues", spy)
+    base = _matched_table(pics, ref, pair_uncertainty=False)
+    o, e = base["observed"].to_numpy(), base["expected"].to_numpy()
+    for cut in (np.median(o[(o > e) & (o >= 20)]), np.median(e[(e > o + 5) & (e >= 20)])):
+        seen.clear()
+        _matched_table(pics, ref, min_counts=float(cut), pair_uncertainty=False)
+        want = np.maximum(o, e) >= cut
+        assert want.sum() > np.sum(np.maximum(o, e) > cut)  # a gene sits on the cut
+        np.testing.assert_array_equal(seen[0], want)
+
+
+def test_a_wrong_posterior_does_not_make_calls_the_assigned_pairs_explain(reference_and_null):
+    """Null PICs assigned their true pair, with a posterior that puts one T group's PICs all on
+    another T group: against its doublets the genes telling the two apart read as induced, but
+    a gene's p-value is the larger of the two tests', and the assigned pairs explain them."""
+    ref, pics = reference_and_null
+    post = _one_hot(pics, PIC_T, PIC_DC).tolil()
+    moved = np.flatnonzero((pics.obs["pic_a"] == PIC_T[1]).to_numpy())
+    ib = pd.Index(PIC_DC).get_indexer(pics.obs["pic_b"].astype(str))
+    for r in moved:
+        post[r, :] = 0
+        post[r, 2 + len(PIC_T) * ib[r]] = 1.0
+    wrong = _with_posterior(pics, PIC_T, PIC_DC, post.tocsr())
+    assert moved.size >= 10 and _matched_table(wrong, ref)["significant"].sum() <= 1
+
+
+def test_keyed_uniforms_are_uniform_on_the_unit_interval():
+    """The keyed draws (a doublet's cells, its pair from the posterior) read uniforms in [0, 1):
+    20,000 of them (100 keys x 200) lie there and pass a KS test against U(0, 1); a key's row does
+    not depend on the keys beside it."""
+    from gpu_sc.pic._umi_draws import keyed_uniforms
+
+    keys = np.arange(100, dtype=np.uint64) * np.uint64(7919)
+    u = keyed_uniforms(3, 1, keys, 200)
+    assert u.shape == (100, 200) and u.min() >= 0 and u.max() < 1
+    assert stats.kstest(u.ravel(), "uniform").pvalue > 1e-3
+    np.testing.assert_array_equal(keyed_uniforms(3, 1, keys[[5, 0]], 200), u[[5, 0]])

@@ -142,8 +142,12 @@ class _Block:
     def em(self, w, objective: bool = False):
         """One EM map of the working-set weights `w`; optionally the MAP objective at `w`."""
         xp, conc = self.xp, self.conc
-        q = xp.maximum(xp.einsum("mk,mk->m", self.qz, w[self.rows]), _TINY)
-        self.m.data = self.d / q
+        q = xp.einsum("mk,mk->m", self.qz, w[self.rows])
+        # a value no weighted profile can explain (q = 0: at eps=0, a gene no profile with
+        # weight expresses) says nothing about the weights: ratio 0, as the EM's fixed point on
+        # the boundary has it (d / TINY overflowed to inf from 4 UMIs, and inf x 0 gave NaN)
+        self.m.data = self.d / xp.where(q > 0, q, 1.0) * (q > 0)
+        q = xp.maximum(q, _TINY)
         s = self.m @ self.q_mm
         a = w * s  # expected UMIs per group; rows sum to N
         num = xp.maximum(a + (conc - 1.0), 0.0)
