@@ -83,11 +83,11 @@ def col_moments(p: Parts):
     return sums, sumsq
 
 
-def checked_col_moments(p: Parts, _group=None):
-    """`col_moments` and whether the values hold a non-count (negative or not whole): the value
-    check rides on a pass over a Dask X that reads the moments anyway (a block's, or its group's
-    rows' in `Chunked.reduce_groups`)."""
-    return (*col_moments(p), np.bool_(not_counts(p.data)))
+def checked_col_moments(p: Parts, _group=None, check: bool = True):
+    """`col_moments` and whether the values hold a non-count (negative or not whole; False
+    without `check`): the value check rides on a pass over a Dask X that reads the moments
+    anyway (a block's, or its group's rows' in `Chunked.reduce_groups`)."""
+    return (*col_moments(p), np.bool_(check and not_counts(p.data)))
 
 
 def col_mean_var(p: Parts, *, ddof: int = 1):

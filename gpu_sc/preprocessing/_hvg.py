@@ -544,9 +544,9 @@ def _dask_standardized_variances(x, batches, *, span, loess, flavor, check_value
     genes)) of a Dask matrix in two passes over X: the moments of the batches and of the cells
     in none (added up for all cells), then the batches' clipped sums (it took 2 + 2 per batch)."""
     chunked = Chunked(x)
-    moments = chunked.reduce_groups(_ops.checked_col_moments, _batch_codes(x.shape[0], batches, rest=len(batches)))
-    if check_values:
-        _warn_if_not_counts(any(bool(m[2]) for m in moments.values()), flavor)
+    moments = chunked.reduce_groups(_ops.checked_col_moments, _batch_codes(x.shape[0], batches, rest=len(batches)),
+                                    check_values)  # fmt: skip
+    _warn_if_not_counts(any(bool(m[2]) for m in moments.values()), flavor)
     total, squares = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
     overall = _ops.mean_var(total, squares, x.shape[0])
     _check_means(overall[0], flavor)
@@ -602,9 +602,8 @@ def _seurat_v3(adata, x, *, flavor, n_top_genes, batches, check_values, span) ->
                                                               check_values=check_values)  # fmt: skip
     else:
         if is_dask(x):
-            total, squares, bad = Chunked(x).reduce(_ops.checked_col_moments)
-            if check_values:
-                _warn_if_not_counts(bool(bad), flavor)
+            total, squares, bad = Chunked(x).reduce(_ops.checked_col_moments, None, check_values)
+            _warn_if_not_counts(bool(bad), flavor)
             mean_var = _ops.mean_var(total, squares, x.shape[0])
         else:
             mean_var = _ops.col_mean_var(_ops.parts(x))

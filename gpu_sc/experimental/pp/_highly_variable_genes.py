@@ -133,8 +133,8 @@ def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values
     chunked = _ops.Chunked(x)
     # cells in no batch (a NaN label) as a group of their own: the value check and the genes'
     # moments are over all cells, as scanpy's
-    moments = chunked.reduce_groups(_ops.checked_col_moments, np.where(codes < 0, sizes.size, codes))
-    if check_values and any(bool(m[2]) for m in moments.values()):
+    moments = chunked.reduce_groups(_ops.checked_col_moments, np.where(codes < 0, sizes.size, codes), check_values)
+    if any(bool(m[2]) for m in moments.values()):
         warn_not_counts(_WHAT)
     batches = [b for b in moments if b < sizes.size]  # those with cells (a NaN label's has none: variances 0)
     genes = {b: moments[b][0] for b in batches}
