@@ -38,13 +38,14 @@ import gpu_sc as gsc
 from _common import cpu_name, versions
 from pic_validate import DATASETS, DEFAULT_DATA
 
+from gpu_sc._stats import r_squared
 from gpu_sc.pic._alpha_ml import optimise_alpha
 from gpu_sc.pic._posterior import GRID, TAUS, SizePrior, best_tau, grid_loglik
 
 
 def _r2(truth, est):
-    ss = ((truth - truth.mean()) ** 2).sum()
-    return float(1 - ((truth - est) ** 2).sum() / ss) if truth.size >= 10 and ss > 0 else None
+    r2 = r_squared(truth, est) if truth.size >= 10 else float("nan")
+    return None if np.isnan(r2) else r2
 
 
 def _profile(x: sp.csr_matrix, rows) -> np.ndarray:

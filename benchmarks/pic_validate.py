@@ -49,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/_common.p
 import gpu_sc as gsc
 from _common import cpu_name, gpu_name, jsonl_rows, versions
 from gpu_sc._backend import describe, gpu_available
+from gpu_sc._stats import r_squared
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data"
@@ -293,10 +294,9 @@ def build(name: str, data_dir: Path, seed: int, n_pics: int, group_size: int,
 # ---------------------------------------------------------------------------------------------
 
 def _r2(t, e) -> float | None:
-    if t.size < 2:
-        return None
-    ss = ((t - t.mean()) ** 2).sum()
-    return float(1 - ((t - e) ** 2).sum() / ss) if ss > 0 else None
+    """`r_squared` for the JSON: None where it is not defined."""
+    r2 = r_squared(t, e)
+    return None if np.isnan(r2) else r2
 
 
 def calibration(p: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS):

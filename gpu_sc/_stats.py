@@ -37,3 +37,14 @@ def bh_fdr(pvalues) -> np.ndarray:
     out[order] = np.minimum(scaled, 1.0)
     q[finite] = out
     return q
+
+
+def r_squared(truth, estimate) -> float:
+    """1 - SSE / SST of `estimate` against `truth` (1-D); NaN where the truth has no spread (one
+    value, or all equal: a constant 0.4 has a mean that is not exactly 0.4, and SST of round-off
+    gave R^2 of -3 instead of none)."""
+    truth, estimate = np.asarray(truth, dtype=np.float64), np.asarray(estimate, dtype=np.float64)
+    if truth.size < 2 or np.ptp(truth) == 0:
+        return float("nan")
+    return float(1 - ((truth - estimate) ** 2).sum() / ((truth - truth.mean()) ** 2).sum())
+

@@ -239,3 +239,17 @@ def test_pair_tau_leaves_out_rows_whose_true_pair_cannot_fit():
     bad[1, :] = -np.inf  # a row no pair fits
     assert pair_tau(bad, true_j) == pair_tau(ll[2:], true_j[2:]) == 2.0
     assert pair_tau(np.full((3, k), -np.inf), true_j[:3]) == 1.0  # nothing to choose by
+
+
+def test_r_squared_of_a_constant_truth_is_undefined():
+    """A constant alpha (0.4: its mean is not exactly 0.4) has no variance to explain: NaN, not
+    the -3 that the round-off of SST gave; otherwise 1 - SSE / SST by hand."""
+    from gpu_sc._stats import r_squared
+
+    truth = np.full(30, 0.4)
+    assert np.isnan(r_squared(truth, truth + 0.01)) and np.isnan(r_squared([0.2], [0.3]))
+    t, e = np.array([0.0, 0.5, 1.0]), np.array([0.1, 0.5, 0.8])
+    assert r_squared(t, e) == pytest.approx(1 - 0.05 / 0.5)
+    rng = np.random.default_rng(0)
+    ll = rng.normal(size=(30, GRID.size))
+    assert np.isnan(best_tau(ll, np.zeros(GRID.size), truth)[1])

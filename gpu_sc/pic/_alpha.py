@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from .._stats import r_squared
+
 
 def _running_median(v: np.ndarray, w: int) -> np.ndarray:
     h = w // 2
@@ -43,6 +45,4 @@ def fit_alpha_model(sim_x: sp.csr_matrix, sim_alpha: np.ndarray, features: np.nd
     folds = KFold(cv, shuffle=True, random_state=seed)
     model = LassoCV(cv=folds, random_state=seed, max_iter=5000).fit(f, sim_alpha)
     pred = cross_val_predict(Lasso(alpha=model.alpha_, max_iter=5000), f, sim_alpha, cv=folds)
-    ss = ((sim_alpha - sim_alpha.mean()) ** 2).sum()
-    r2 = 1 - ((sim_alpha - pred) ** 2).sum() / ss if ss > 0 else float("nan")
-    return model, float(r2)
+    return model, r_squared(sim_alpha, pred)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from .._stats import r_squared
 from . import _posterior
 
 N_BINS = 32
@@ -141,8 +142,7 @@ class AlphaRegression:
         model = cls(models)
         t = check_alpha[np.concatenate(scored)]
         mean, lo, hi = (np.concatenate(v) for v in zip(*preds, strict=True))
-        ss = ((t - t.mean()) ** 2).sum()
-        model.r2 = float(1 - ((t - mean) ** 2).sum() / ss) if ss > 0 else float("nan")
+        model.r2 = r_squared(t, mean)
         # split conformal: widen both bounds by the finite-sample 90 % quantile of how far
         # the check PICs' alphas fall outside their intervals
         outside = np.sort(np.maximum(lo - t, t - hi))

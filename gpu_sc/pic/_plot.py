@@ -20,6 +20,7 @@ from .._keys import (
     UNS_PIC,
     UNS_PIC_INTERACTION,
 )
+from .._stats import r_squared
 from .._validation import check_anndata, check_int
 from ._args import text
 from ._expected import obs_column, ok_mask
@@ -174,10 +175,8 @@ def alpha_hist(pics: AnnData, *, alpha_key: str = OBS_PIC_ALPHA, true_key: str =
         ax.set_xlabel(true_key)
         ax.set_ylabel(alpha_key)
         if ok.sum() >= 2:
-            resid = alpha[ok] - t[ok]
-            ss = ((t[ok] - t[ok].mean()) ** 2).sum()
-            r2 = 1 - (resid**2).sum() / ss if ss > 0 else np.nan
-            ax.set_title(f"R² = {r2:.3f}, MAE = {np.abs(resid).mean():.3f}")
+            r2 = r_squared(t[ok], alpha[ok])
+            ax.set_title(f"R² = {r2:.3f}, MAE = {np.abs(alpha[ok] - t[ok]).mean():.3f}")
     return _finish(fig, save)
 
 

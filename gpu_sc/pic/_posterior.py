@@ -17,6 +17,7 @@ import numpy as np
 
 from .._backend import sparse_module, to_host, xp_of
 from .._ops._layout import value_rows
+from .._stats import r_squared
 
 GRID = np.linspace(0.0025, 0.9975, 200)
 TAUS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0)
@@ -110,10 +111,9 @@ def posterior(ll: np.ndarray, log_prior: np.ndarray, tau: float, *, grid: np.nda
 def best_tau(ll: np.ndarray, log_prior: np.ndarray, truth: np.ndarray, taus=TAUS):
     """The tau whose posterior mean has the least squared error on PICs of known alpha,
     and the R^2 it reaches."""
-    sse = [((posterior(ll, log_prior, t)[0] - truth) ** 2).sum() for t in taus]
-    k = int(np.argmin(sse))
-    ss = ((truth - truth.mean()) ** 2).sum()
-    return float(taus[k]), float(1 - sse[k] / ss) if ss > 0 else float("nan")
+    means = [posterior(ll, log_prior, t)[0] for t in taus]
+    k = int(np.argmin([((m - truth) ** 2).sum() for m in means]))
+    return float(taus[k]), r_squared(truth, means[k])
 
 
 def pair_tau(ll_pairs: np.ndarray, true_j: np.ndarray, taus=TAUS + (1.5, 2.0)):
