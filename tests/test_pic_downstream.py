@@ -1402,8 +1402,9 @@ def test_null_arguments_without_level_are_warned_of(pbmc):
     nothing silently (from an audit): a warning names them, and the result is the same."""
     pics = make_pics(pbmc, 60, kinds=("TB", "T"), b_groups=(DC, MONO))
     want = doublet_test(pics, pbmc, groupby=GROUPBY, inplace=False)
-    with pytest.warns(UserWarning, match=r"doublet_test: n_null, seed have no effect here \(used only with level"):
+    with pytest.warns(UserWarning, match=r"doublet_test: n_null, seed have no effect here \(used only with level") as seen:
         got = doublet_test(pics, pbmc, groupby=GROUPBY, n_null=50, seed=3, inplace=False)
+    assert [w.filename for w in seen if "no effect" in str(w.message)] == [__file__]  # the caller's line
     pd.testing.assert_frame_equal(got, want)
     want = triplet_scan(pics, pbmc, groupby=GROUPBY, min_llr=20, inplace=False)
     with pytest.warns(UserWarning, match=r"triplet_scan: n_null has no effect here \(used only with level"):
@@ -1422,8 +1423,9 @@ def test_doublet_test_level_warns_of_a_group_of_one_reference_cell(pbmc):
     lone.obs.iloc[dc[0], lone.obs.columns.get_loc(GROUPBY)] = "one DC"
     pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO, "one DC"])}
     with pytest.warns(UserWarning, match=r"doublet_test: groups \['one DC'\] of population B have one reference "
-                                         r"cell: a null cell of such a group is scored against an empty profile"):
+                                         r"cell: a null cell of such a group is scored against an empty profile") as seen:
         doublet_test(pics, lone, groupby=GROUPBY, alpha="fit", level=0.05, n_null=200, inplace=False)
+    assert {w.filename for w in seen if "one reference cell" in str(w.message)} == {__file__}  # the caller's line
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no lone group: no such warning (nor any other here)
         pics.uns["pic"] = {"groups_a": np.array(T_GROUPS), "groups_b": np.array([DC, MONO])}

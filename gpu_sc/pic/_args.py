@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from .._keys import OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, UNS_PIC
+from .._settings import user_stacklevel
 
 
 def replicate_codes(pics: AnnData, replicate_key, *, step: str, max_columns: int = 2,
@@ -74,7 +75,7 @@ def warn_unused(func, given: dict, *, step: str, needs: str) -> None:
     names = [name for name, value in given.items() if changed(value, defaults[name].default)]
     if names:
         warnings.warn(f"{step}: {', '.join(names)} {'has' if len(names) == 1 else 'have'} no effect here "
-                      f"(used only {needs}); ignored.", UserWarning, stacklevel=3)
+                      f"(used only {needs}); ignored.", UserWarning, stacklevel=user_stacklevel())
 
 
 def names_list(value, *, step: str, name: str) -> list[str]:

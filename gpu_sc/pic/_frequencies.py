@@ -32,7 +32,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .. import _keys as K
-from .._settings import Progress
+from .._settings import Progress, user_stacklevel
 from .._validation import check_anndata, check_int, check_number, check_seed, make_actual
 from ._args import column_name, population_groups, replicate_codes, warn_unused
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
@@ -273,7 +273,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         raise ValueError(_nothing_counted(step, condition_key))
     if (ok & ~counted).any():
         warnings.warn(f"{step}: {int((ok & ~counted).sum())} ok PICs have no value of condition_key "
-                      f"{condition_key!r} and are left out.", UserWarning, stacklevel=2)
+                      f"{condition_key!r} and are left out.", UserWarning, stacklevel=user_stacklevel())
     for value, mask in conditions:  # before the confusion's simulation, as the other checks
         rows = np.flatnonzero(mask & ok)
         if codes is not None and rows.size and min(u for _, u in _units(codes[rows])) < 2:
@@ -328,7 +328,7 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         lo, hi = np.quantile(boot, [(1 - level) / 2, (1 + level) / 2], axis=1)
         if rows.size < 2:  # a bootstrap of one PIC has no spread: no interval, not a certain one
             warnings.warn(f"{step}: one ok PIC{what or ''}; its interval and se are NaN.", UserWarning,
-                          stacklevel=2)  # fmt: skip
+                          stacklevel=user_stacklevel())  # fmt: skip
             lo, hi, se = (np.full_like(fit, np.nan) for _ in range(3))
         counts = pd.Series(called[rows]).value_counts()
         tab = pd.DataFrame({K.OBS_PIC_A: names_a, K.OBS_PIC_B: names_b})
@@ -491,7 +491,7 @@ def _warn_if_depths_differ(pics: AnnData, groups, rows, step: str) -> None:
             f"{med[1]:.0f} UMIs) and were deconvolved at their own depths; the pair posterior sharpens "
             "with depth, so pairs can be called where only depth differs. Deconvolve all PICs at one "
             f"depth first: gsc.pic.deconvolve(..., n_umis={int(min(med) * 0.9)}).",
-            UserWarning, stacklevel=3)  # fmt: skip
+            UserWarning, stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _replicate_shares(post: sp.csr_matrix, codes: np.ndarray, condition, key: str, step: str) -> np.ndarray:

@@ -15,6 +15,7 @@ from scipy import stats
 
 from .. import _ops
 from .._backend import to_host
+from .._settings import user_stacklevel
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
@@ -334,7 +335,8 @@ def _check_units(units: np.ndarray, gcodes: np.ndarray, labels: list[str], repli
     if one.size:
         names = [labels[i] for i in one]
         warnings.warn(f"{_STEP}: {one.size} tested group(s) have PICs of one unit of replicate_key "
-                      f"{replicate_key!r} and can call no gene: {names[:10]}.", UserWarning, stacklevel=3)
+                      f"{replicate_key!r} and can call no gene: {names[:10]}.", UserWarning,
+                      stacklevel=user_stacklevel())
 
 
 def _expected_layer(pics: AnnData, layer: str):
@@ -385,7 +387,7 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
         msg = (f"{_STEP}: pics has a pair posterior (obsm[{OBSM_PAIR_POSTERIOR!r}]) but no uns[{UNS_PIC!r}] naming "
                "its pairs' groups (anndata.concat drops uns unless given uns_merge='same'); the test uses the "
                "assigned pairs only (pair_uncertainty off).")  # fmt: skip
-        warnings.warn(msg, UserWarning, stacklevel=3)
+        warnings.warn(msg, UserWarning, stacklevel=user_stacklevel())
         return None, None
     ga, gb = [str(g) for g in info["groups_a"]], [str(g) for g in info["groups_b"]]
     post = pics.obsm[OBSM_PAIR_POSTERIOR]
@@ -398,7 +400,7 @@ def _pair_posterior(pics: AnnData, names: Sequence[str]):
         missing = [g for g, c in zip(ga + gb, np.concatenate([ca, cb]), strict=True) if c < 0]
         warnings.warn(f"{_STEP}: the pair posterior's groups {missing[:5]} are not groups of the singlets' "
                       f"groupby column; the test uses the assigned pairs only (pair_uncertainty off).",
-                      UserWarning, stacklevel=3)  # fmt: skip
+                      UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         return None, None
     return sp.csr_matrix(array_to_cpu(post)), pair_columns(ca, cb)
 

@@ -39,6 +39,7 @@ from .._keys import (
 from .. import _ops
 from .._ops import Chunked
 from .._ops._layout import in_layout
+from .._settings import user_stacklevel
 from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, names_list, pic_columns, warn_unused
 from ._doublet_null import best_pairs, doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
@@ -212,7 +213,7 @@ class _Setup:
             seen = sorted(map(str, pd.unique(pics.obs[key])))[:5] if key in pics.obs else []
             warnings.warn(f"{step}: no PIC has status 'ok' in pics.obs[{key!r}] (values: {seen}), so none is "
                           "scored; check the status column, or pass status_key=None to score every PIC.",
-                          UserWarning, stacklevel=3)
+                          UserWarning, stacklevel=user_stacklevel())
         u, s = pic_and_singlet_counts(pics, singlets, layer=layer, singlets_layer=singlets_layer, step=step)
         self.s, self.s_codes, self.counts = s, s_codes, u  # (the doublet test's null reads them)
         self._host_s = None
@@ -449,13 +450,13 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
             warnings.warn(f"{step}: the null of population {name} holds {side.size} reference cells, so no p-value "
                           f"there is below 1/{side.size + 1} and no PIC nearer that end can be called at "
                           f"level={level}; give more reference cells (or raise n_null), or a larger level.",
-                          UserWarning, stacklevel=3)  # fmt: skip
+                          UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         elif beyond < _FEW_BEYOND:  # pbmc68k's 157-177 DCs: one outlier's LLR moved power 2-49 %
             but = "all of them" if beyond < 1 else f"all but {int(beyond)} of them"
             warnings.warn(f"{step}: the null of population {name} holds {side.size} reference cells, so a call at "
                           f"level={level} needs an LLR above {but}: one unusual reference cell (a doublet among "
                           "the singlets) sets the power there; give more reference cells (or raise n_null), or a "
-                          "larger level.", UserWarning, stacklevel=3)  # fmt: skip
+                          "larger level.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     return null
 
 
@@ -630,7 +631,7 @@ def triplet_scan(
     if outside:
         warnings.warn(f"{step}: {outside} of the PICs' assigned groups lie outside groups_a / groups_b, the "
                       "populations scanned; pass lists that hold every group the PICs are assigned to (the default: "
-                      "deconvolve's).", UserWarning, stacklevel=2)
+                      "deconvolve's).", UserWarning, stacklevel=user_stacklevel())
     ia, ib = st.ia[st.rows_ok], st.ib[st.rows_ok]
     if level is not None:  # scored as the null is: at the pair of highest likelihood here
         pairs = [(a, b) for a in sides["a"].tolist() for b in sides["b"].tolist()]
@@ -713,7 +714,7 @@ def _warn_lone_groups(st: _Setup, groups, name: str, step: str, drawn: str, scor
     if lone:
         warnings.warn(f"{step}: groups {lone[:5]} of population {name} have one reference cell: {drawn} is scored "
                       f"against an empty profile of its group, so its {score} is off; merge such groups or give "
-                      "them more cells.", UserWarning, stacklevel=4)  # fmt: skip
+                      "them more cells.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, seed: int, step: str) -> np.ndarray:
@@ -733,11 +734,12 @@ def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, 
     beyond = level * (1 + n_null) - 1  # null doublets a PIC's LLR may fall below and still be called
     if beyond < 0:
         warnings.warn(f"{step}: a null of {n_null} doublets gives no p-value below 1/{n_null + 1}, so no PIC can be "
-                      f"called at level={level}; raise n_null (or the level).", UserWarning, stacklevel=3)
+                      f"called at level={level}; raise n_null (or the level).", UserWarning,
+                      stacklevel=user_stacklevel())
     elif beyond < _FEW_BEYOND:
         warnings.warn(f"{step}: with a null of {n_null} doublets a call at level={level} needs an LLR above all but "
                       f"{int(beyond)} of them, so a few null doublets set the power; raise n_null.", UserWarning,
-                      stacklevel=3)  # fmt: skip
+                      stacklevel=user_stacklevel())  # fmt: skip
     depths = st.tested_depths()
 
     def triplet_llr(u, prof, ia, ib):
