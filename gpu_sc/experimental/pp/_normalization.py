@@ -13,7 +13,7 @@ from anndata import AnnData
 from ..._backend import to_host, xp_of
 from ..._validation import EMPTY, check_anndata, get_matrix, handle_mask_var, make_actual, set_matrix
 from ...preprocessing import pca
-from ._residuals import check_theta_clip, counts_matrix, pearson_residuals, refuse_dask, residual_dtype
+from ._residuals import check_theta_clip, counts_matrix, pearson_residuals, residual_dtype
 
 UNS_KEY = "pearson_residuals_normalization"
 _STEP = "normalize_pearson_residuals"
@@ -84,7 +84,6 @@ def normalize_pearson_residuals_pca(adata: AnnData, *, theta: float = 100, clip:
     """
     step = "normalize_pearson_residuals_pca"
     check_anndata(adata, step=step)
-    refuse_dask(adata.X, step=step)
     _, mask = handle_mask_var(adata.var, mask_var, use_highly_variable, n_vars=adata.n_vars, step=step)
     sub = adata[:, mask] if mask is not None else adata
     work = AnnData(sub.X.copy(), obs=sub.obs[[]], var=sub.var[[]])
