@@ -138,9 +138,10 @@ def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values
         warn_not_counts(_WHAT)
     batches = [b for b in moments if b < sizes.size]  # those with cells (a NaN label's has none: variances 0)
     genes = {b: moments[b][0] for b in batches}
-    sums = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, None)
+    totals = {b: float(genes[b].sum()) for b in batches}
+    sums = chunked.reduce_groups(_batch_residual_sums, codes, genes, totals, theta, clip, None)
     centre = {b: sums[b] / sizes[b] for b in batches}
-    squares = chunked.reduce_groups(_batch_residual_sums, codes, genes, theta, clip, centre)
+    squares = chunked.reduce_groups(_batch_residual_sums, codes, genes, totals, theta, clip, centre)
     variances = np.zeros((sizes.size, x.shape[1]))
     for b in batches:
         variances[b] = without_counts_zero(genes[b], squares[b] / sizes[b])
@@ -148,8 +149,8 @@ def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values
     return variances, _ops.mean_var(total, total_sq, x.shape[0])
 
 
-def _batch_residual_sums(p, batch: int, genes, theta: float, clip: float, centre):
+def _batch_residual_sums(p, batch: int, genes, totals, theta: float, clip: float, centre):
     """`_ops.residual_sums` of a block's rows of one batch (a copy), with the batch's gene
-    totals and each row's total from its own values."""
-    return _ops.residual_sums(p, _ops.row_sums(p)[0], genes[batch], float(genes[batch].sum()), theta, clip,
+    totals and matrix total, and each row's total from its own values."""
+    return _ops.residual_sums(p, _ops.row_sums(p)[0], genes[batch], totals[batch], theta, clip,
                               None if centre is None else centre[batch])  # fmt: skip
