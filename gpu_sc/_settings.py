@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 #: scanpy's settings.N_PCS: components computed by default, and the gene count above which
@@ -11,16 +13,22 @@ from pathlib import Path
 N_PCS = 50
 #: memory of one working block of the primitives (a dense float64 row block, a distance tile)
 BLOCK_BYTES = 64 * 2**20
+#: scanpy's verbosity from which its logg.info / hint / debug lines show, and their prefixes
+INFO, HINT, DEBUG = 2, 3, 4
+_PREFIX = {INFO: "", HINT: "--> ", DEBUG: "    "}
 
 
 @dataclass
 class Settings:
-    """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress.
-    A script that silences scanpy (``sc.settings.verbosity = 0``, errors only) silences gpu_sc
-    too, and one that sends scanpy's log to a file (``sc.settings.logfile = "run.log"``, a path)
-    finds gpu_sc's lines there too: a swapped script keeps its quiet and its log. (A stream
-    given instead of a path is not followed: scanpy's default stream is the stderr or stdout of
-    its import, which cannot be told from one set by hand; ours is the current stderr.)"""
+    """`verbosity`: 0 silent, 1 (default) one line per step where a step has news, 2 progress and
+    scanpy's info lines ("computing PCA" ... "    finished (0:00:00)"), 3 also its hints (the
+    keys added), 4 its debug lines. Where scanpy is imported its verbosity counts too (`log`: the
+    higher of the two), so a swapped script logs what scanpy's did; a script that silences scanpy
+    (``sc.settings.verbosity = 0``, errors only) silences gpu_sc too, and one that sends scanpy's
+    log to a file (``sc.settings.logfile = "run.log"``, a path) finds gpu_sc's lines there too.
+    (A stream given instead of a path is not followed: scanpy's default stream is the stderr or
+    stdout of its import, which cannot be told from one set by hand; ours is the current
+    stderr.)"""
 
     verbosity: int = 1
 
@@ -31,6 +39,33 @@ class Settings:
     def progress(self, msg: str) -> None:
         if self._level() >= 2:
             print(msg, file=_log_stream(), flush=True)
+
+    def log(self, msg: str, *, level: int = INFO, start: float | None = None, deep: str | None = None) -> float:
+        """A line as scanpy's `logg.info` / `hint` / `debug` writes it, shown from verbosity `level`
+        (INFO, HINT, DEBUG): `deep` joins it (": deep") one level further up; `start` (the value an
+        earlier call returned) adds the time since, in place of "{time_passed}" or at the end.
+        Returns the time now, for a later `start`."""
+        now = time.monotonic()
+        shown = self._scanpy_level()
+        if shown >= level:
+            passed = "" if start is None else str(timedelta(seconds=int(now - start)))
+            suffix = f" ({passed})" if passed and "{time_passed}" not in msg else ""
+            msg = msg.replace("{time_passed}", passed)
+            if deep is not None and shown > level:
+                msg = f"{msg}: {deep}"
+            print(_PREFIX[level] + msg + suffix, file=_log_stream(), flush=True)
+        return now
+
+    def _scanpy_level(self) -> int:
+        """The verbosity scanpy's lines show at: ours or scanpy's, whichever is higher, unless either
+        silences (0)."""
+        if self._level() == 0:
+            return 0
+        try:
+            theirs = int(sys.modules["scanpy"].settings.verbosity)
+        except (KeyError, AttributeError, TypeError, ValueError):  # no scanpy, or a partly imported one
+            theirs = 0
+        return max(self.verbosity, theirs)
 
     def _level(self) -> int:
         """Ours, or 0 where scanpy is imported and set to errors only."""

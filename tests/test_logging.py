@@ -1,0 +1,119 @@
+"""A swapped script logs what scanpy's did: at scanpy's verbosity 2 (info) and 3 (hints) each of
+our own steps writes scanpy's lines ("computing PCA", "    with n_comps=50", "    finished
+(0:00:00)", "--> added ..."), times aside, to scanpy's log file. Each step runs once with scanpy
+and once with gpu_sc on the same input."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+
+import gpu_sc as gsc
+from gpu_sc._settings import DEBUG, HINT, INFO, settings
+
+sc = pytest.importorskip("scanpy")
+
+_TIME = re.compile(r"\(\d+:\d\d:\d\d\)")
+
+
+def _prepared(pbmc, upto: int):
+    """pbmc68k's counts, run by scanpy up to: 0 counts, 1 log-normalised, 2 with its HVGs, 3 with
+    X_pca, 4 with neighbours, 5 with leiden clusters."""
+    a = pbmc
+    if upto >= 1:
+        sc.pp.normalize_total(a)
+        sc.pp.log1p(a)
+    if upto >= 2:
+        sc.pp.highly_variable_genes(a, n_top_genes=300)
+    if upto >= 3:
+        sc.pp.pca(a, n_comps=20)
+    if upto >= 4:
+        sc.pp.neighbors(a)
+    if upto >= 5:
+        a.obs["groups"] = a.obs["bulk_labels"].astype(str).str[:3].astype("category")
+    return a
+
+
+_GENES = [f"g{i}" for i in range(20)]  # set on the data below: the first 20 genes
+STEPS = {
+    "filter_cells": (0, lambda m, a: m.pp.filter_cells(a, min_genes=300)),
+    "filter_genes": (0, lambda m, a: m.pp.filter_genes(a, min_cells=30)),
+    "filter_cells_counts": (0, lambda m, a: m.pp.filter_cells(a, max_counts=2000)),
+    "normalize_total": (0, lambda m, a: m.pp.normalize_total(a)),
+    "normalize_total_excluded": (0, lambda m, a: m.pp.normalize_total(a, exclude_highly_expressed=True)),
+    "normalize_total_key": (0, lambda m, a: m.pp.normalize_total(a, key_added="n_norm")),
+    "normalize_per_cell": (0, lambda m, a: m.pp.normalize_per_cell(a)),
+    "hvg": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300)),
+    "hvg_batches": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, batch_key="phase")),
+    "hvg_cell_ranger": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, flavor="cell_ranger")),
+    "hvg_seurat_v3": (0, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, flavor="seurat_v3")),
+    "filter_genes_dispersion": (1, lambda m, a: m.pp.filter_genes_dispersion(a, n_top_genes=300, log=False)),
+    "pca": (2, lambda m, a: m.pp.pca(a, n_comps=20)),
+    "tl_pca": (2, lambda m, a: m.tl.pca(a, n_comps=20)),
+    "neighbors": (3, lambda m, a: m.pp.neighbors(a)),
+    "neighbors_x": (1, lambda m, a: m.pp.neighbors(a, use_rep="X")),
+    "leiden": (4, lambda m, a: m.tl.leiden(a, flavor="igraph", n_iterations=2)),
+    "rank_genes_groups": (5, lambda m, a: m.tl.rank_genes_groups(a, "groups")),
+    "rank_genes_groups_wilcoxon": (5, lambda m, a: m.tl.rank_genes_groups(a, "groups", method="wilcoxon")),
+    "filter_rank_genes_groups": (5, lambda m, a: (m.tl.rank_genes_groups(a, "groups"),
+                                                  m.tl.filter_rank_genes_groups(a))),  # fmt: skip
+    "dendrogram": (5, lambda m, a: m.tl.dendrogram(a, "groups")),
+    "score_genes": (1, lambda m, a: m.tl.score_genes(a, _GENES)),
+    "score_genes_cell_cycle": (1, lambda m, a: m.tl.score_genes_cell_cycle(a, s_genes=_GENES[:10],
+                                                                             g2m_genes=_GENES[10:])),  # fmt: skip
+    "regress_out": (1, lambda m, a: m.pp.regress_out(a, ["n_counts"])),
+    "combat": (1, lambda m, a: m.pp.combat(a, "phase")),
+    "recipe_zheng17": (0, lambda m, a: m.pp.recipe_zheng17(a, n_top_genes=300)),
+    "recipe_seurat": (0, lambda m, a: m.pp.recipe_seurat(a)),
+    "pearson_hvg": (0, lambda m, a: m.experimental.pp.highly_variable_genes(a, n_top_genes=300)),
+    "pearson_residuals": (0, lambda m, a: m.experimental.pp.normalize_pearson_residuals(a)),
+    "pearson_residuals_pca": (0, lambda m, a: m.experimental.pp.normalize_pearson_residuals_pca(a, n_comps=20)),
+    "recipe_pearson_residuals": (0, lambda m, a: m.experimental.pp.recipe_pearson_residuals(a, n_top_genes=300,
+                                                                                            n_comps=20)),  # fmt: skip
+}
+
+
+def _log(module, step: str, data, verbosity: int, tmp_path) -> list[str]:
+    upto, call = STEPS[step]
+    path = tmp_path / f"{module.__name__}.log"
+    before = sc.settings.verbosity, sc.settings.logpath or sc.settings.logfile
+    sc.settings.verbosity, sc.settings.logfile = verbosity, path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            call(module, data)
+    finally:
+        sc.settings.verbosity, sc.settings.logfile = before
+    return [_TIME.sub("(T)", line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("verbosity", [2, 3])
+@pytest.mark.parametrize("step", list(STEPS))
+def test_steps_log_scanpys_lines(step, verbosity, pbmc, tmp_path):
+    pbmc.var_names = _GENES + list(pbmc.var_names[20:])
+    data = _prepared(pbmc, STEPS[step][0])
+    theirs = _log(sc, step, data.copy(), verbosity, tmp_path)
+    ours = _log(gsc, step, data.copy(), verbosity, tmp_path)
+    assert theirs, "scanpy logged nothing: the step no longer tests anything"
+    assert ours == theirs
+
+
+def test_log_formats_as_scanpys_logg(capsys, monkeypatch):
+    """Prefixes by level, `deep` one level up, the time at the end or in place of
+    {time_passed}; nothing below the verbosity shown."""
+    monkeypatch.setitem(__import__("sys").modules, "scanpy", None)  # our verbosity alone
+    monkeypatch.setattr(settings, "verbosity", 3)
+    start = settings.log("computing X")
+    settings.log("    finished", start=start, deep="added\n    'x', the X")
+    settings.log("    finished ({time_passed}): and more", start=start)
+    settings.log("added 'y'", level=HINT, deep="not shown below 4")
+    settings.log("not shown at 3", level=DEBUG)
+    assert capsys.readouterr().err.splitlines() == [
+        "computing X", "    finished: added", "    'x', the X (0:00:00)", "    finished (0:00:00): and more",
+        "--> added 'y'"]  # fmt: skip
+    monkeypatch.setattr(settings, "verbosity", 1)
+    assert np.isfinite(settings.log("quiet at 1", level=INFO))
+    assert capsys.readouterr().err == ""
