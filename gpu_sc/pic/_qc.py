@@ -578,8 +578,12 @@ def triplet_scan(
     -------
     ``None`` and writes ``pics.obs['pic_triplet_llr']`` (float64, NaN for PICs not 'ok'),
     ``pics.obs['pic_triplet_side']`` (categorical 'a' / 'b': the side of the best triplet),
-    ``pics.obs['pic_triplet_groups']`` ('g1|g2': the two groups of the best triplet), ``pics.obs['pic_is_triplet']``
-    (bool), with a p-value ``pics.obs['pic_triplet_p']`` (float64, NaN for PICs not 'ok'), and
+    ``pics.obs['pic_triplet_groups']`` ('g1|g2': the two groups of the best triplet; where triplets
+    tie, as every triplet of a side that gives a PIC no UMIs (alpha at 0 or 1) does, the first: side
+    A before B, then pairs in the order of the reference groups (`groupby`'s), then weights
+    from the smallest),
+    ``pics.obs['pic_is_triplet']`` (bool), with a p-value ``pics.obs['pic_triplet_p']`` (float64,
+    NaN for PICs not 'ok'), and
     ``pics.uns['pic_qc']['triplet']`` (with `level`, `n_null` and `seed` where it calls by
     p-value); or the DataFrame when not ``inplace``.
     Nothing changes when an error is raised.
