@@ -434,6 +434,13 @@ _FEW_BEYOND = 4  # null cells above a level's cut under which one cell decides t
 DEFAULT_TRIPLET_LEVEL = 0.01  # triplet_scan's p-value cut where neither min_llr nor level is given
 
 
+def _null_margin(level: float, size: int) -> float:
+    """How many of a null of `size` a PIC's statistic may fall below and still be called at
+    `level` (p = share of the null at or above it, counting the PIC: (1 + above) / (1 + size));
+    negative where no p-value reaches `level`. Both nulls warn from it (`_FEW_BEYOND`)."""
+    return level * (1 + size) - 1
+
+
 def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: str):
     """`singlet_null` of the test's reference, markers and tested PICs' depths (their counts,
     the layer where one is given), on the host; a warning where a side's null is too small for
@@ -445,7 +452,7 @@ def _null(singlets, st: _Setup, *, level: float, n_null: int, seed: int, step: s
                         st.markers, depths, n_null=n_null, seed=seed, eps=st.eps, profiles=group_profiles,
                         fit_alpha=_fit_alpha, loglik=_ll)  # fmt: skip
     for name, side in zip("AB", null, strict=True):
-        beyond = level * (1 + side.size) - 1  # null cells a PIC's LLR may fall below and still be called
+        beyond = _null_margin(level, side.size)
         if beyond < 0:
             warnings.warn(f"{step}: the null of population {name} holds {side.size} reference cells, so no p-value "
                           f"there is below 1/{side.size + 1} and no PIC nearer that end can be called at "
@@ -735,7 +742,7 @@ def _triplet_null(singlets, st: _Setup, sides, w, *, level: float, n_null: int, 
                    "min_llr= (no null).")  # fmt: skip
             raise ValueError(msg)
         _warn_lone_groups(st, groups, name, step, "a null doublet of that cell", "triplet LLR")
-    beyond = level * (1 + n_null) - 1  # null doublets a PIC's LLR may fall below and still be called
+    beyond = _null_margin(level, n_null)
     if beyond < 0:
         warnings.warn(f"{step}: a null of {n_null} doublets gives no p-value below 1/{n_null + 1}, so no PIC can be "
                       f"called at level={level}; raise n_null (or the level).", UserWarning,
