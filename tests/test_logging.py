@@ -41,7 +41,7 @@ _GENES = [f"g{i}" for i in range(20)]  # set on the data below: the first 20 gen
 STEPS = {
     "filter_cells": (0, lambda m, a: m.pp.filter_cells(a, min_genes=300)),
     "filter_genes": (0, lambda m, a: m.pp.filter_genes(a, min_cells=30)),
-    "filter_cells_counts": (0, lambda m, a: m.pp.filter_cells(a, max_counts=2000)),
+    "filter_cells_counts": (0, lambda m, a: m.pp.filter_cells(a, max_counts=1000)),  # (2000 filtered none)
     "normalize_total": (0, lambda m, a: m.pp.normalize_total(a)),
     "normalize_total_excluded": (0, lambda m, a: m.pp.normalize_total(a, exclude_highly_expressed=True)),
     "normalize_total_key": (0, lambda m, a: m.pp.normalize_total(a, key_added="n_norm")),
@@ -73,6 +73,35 @@ STEPS = {
     "pearson_residuals_pca": (0, lambda m, a: m.experimental.pp.normalize_pearson_residuals_pca(a, n_comps=20)),
     "recipe_pearson_residuals": (0, lambda m, a: m.experimental.pp.recipe_pearson_residuals(a, n_top_genes=300,
                                                                                             n_comps=20)),  # fmt: skip
+    "filter_cells_min_counts": (0, lambda m, a: m.pp.filter_cells(a, min_counts=500)),
+    "filter_cells_max_genes": (0, lambda m, a: m.pp.filter_cells(a, max_genes=300)),
+    "filter_cells_matrix": (0, lambda m, a: m.pp.filter_cells(a.X, min_genes=300)),
+    "filter_genes_min_counts": (0, lambda m, a: m.pp.filter_genes(a, min_counts=100)),
+    "filter_genes_max_cells": (0, lambda m, a: m.pp.filter_genes(a, max_cells=400)),
+    "filter_genes_max_counts": (0, lambda m, a: m.pp.filter_genes(a, max_counts=2000, inplace=False)),
+    "normalize_total_target": (0, lambda m, a: m.pp.normalize_total(a, target_sum=1e4, inplace=False)),
+    "normalize_per_cell_min_counts": (0, lambda m, a: m.pp.normalize_per_cell(a, min_counts=500, layers="all")),
+    "normalize_per_cell_matrix": (0, lambda m, a: m.pp.normalize_per_cell(a.X, min_counts=500, copy=True)),
+    "hvg_cutoffs": (1, lambda m, a: m.pp.highly_variable_genes(a)),
+    "hvg_all_genes": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=1000)),
+    "hvg_not_inplace": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, inplace=False)),
+    "hvg_cell_ranger_batches": (1, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, flavor="cell_ranger",
+                                                                            batch_key="phase")),  # fmt: skip
+    "hvg_seurat_v3_batches": (0, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, flavor="seurat_v3",
+                                                                          batch_key="phase")),  # fmt: skip
+    "hvg_seurat_v3_paper": (0, lambda m, a: m.pp.highly_variable_genes(a, n_top_genes=300, flavor="seurat_v3_paper",
+                                                                        batch_key="phase")),  # fmt: skip
+    "filter_genes_dispersion_cell_ranger": (1, lambda m, a: m.pp.filter_genes_dispersion(a, flavor="cell_ranger",
+                                                                                          n_top_genes=300)),  # fmt: skip
+    "filter_genes_dispersion_cutoffs": (1, lambda m, a: m.pp.filter_genes_dispersion(a)),
+    "regress_out_categorical": (1, lambda m, a: m.pp.regress_out(a, "phase")),
+    "regress_out_dense": (1, lambda m, a: (setattr(a, "X", a.X.toarray()), m.pp.regress_out(a, ["n_counts",
+                                                                                                 "percent_mito"]))),  # fmt: skip
+    "combat_covariates": (1, lambda m, a: m.pp.combat(a, "phase", covariates=["n_counts", "percent_mito"])),
+    "recipe_zheng17_nolog": (0, lambda m, a: m.pp.recipe_zheng17(a, n_top_genes=300, log=False)),
+    "recipe_weinreb17": (0, lambda m, a: (setattr(a, "X", a.X.toarray()), m.pp.recipe_weinreb17(a, n_pcs=20))),
+    "scrublet": (0, lambda m, a: m.pp.scrublet(a, random_state=0)),
+    "scrublet_batches": (0, lambda m, a: m.pp.scrublet(a, batch_key="phase", n_prin_comps=10, random_state=0)),
 }
 
 

@@ -99,7 +99,9 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     codes, n_batches, cov, design_gram = _design(adata.obs, key, covariates)
     # everything checked: only now is the user's AnnData changed (scanpy sanitizes it, inplace or not)
     sanitize_anndata(adata)
+    _log_design(adata.obs, n_batches, covariates)
     fit = _fit(x, codes, n_batches, cov, design_gram)
+    settings.log("Adjusting data\n")
     out = _corrected(x, codes, cov, fit)
     if not inplace:
         return out
@@ -153,6 +155,20 @@ def _design(obs: pd.DataFrame, key: str, covariates: list):
                "correct within the levels it separates.")  # fmt: skip
         raise ValueError(msg)
     return codes, len(batch.categories), cov, gram_
+
+
+def _log_design(obs: pd.DataFrame, n_batches: int, covariates: list) -> None:
+    """scanpy's info lines on the design, as its ComBat writes them (each ends in a newline, so
+    a blank line follows; the numeric covariates' pair even where there are none)."""
+    settings.log("Standardizing Data across genes.\n")
+    settings.log(f"Found {n_batches} batches\n")
+    numeric = [c for c in covariates if _numeric(obs[c])]
+    others = [c for c in covariates if c not in numeric]
+    if others:
+        settings.log(f"Found {len(others)} categorical variables:")
+        settings.log(f"\t{', '.join(others)}\n")
+    settings.log(f"Found {len(numeric)} numerical variables:")
+    settings.log(f"\t{', '.join(numeric)}\n")
 
 
 def _numeric(col: pd.Series) -> bool:
@@ -214,6 +230,7 @@ def _fit(x, codes: np.ndarray, n_batches: int, cov: np.ndarray, design_gram) -> 
     if zero.any():
         settings.info(f"{_STEP}: Found {int(zero.sum())} genes with zero variance.")
     sd = np.sqrt(var_pooled)
+    settings.log("Fitting L/S model and finding priors\n")
     # per batch, the sums over its cells of (x - m) and (x - m)^2, m = grand + c . beta
     cb = batch_cov @ beta  # sum over b's cells of c . beta
     dev = sums - n_b[:, None] * grand - cb
@@ -279,6 +296,7 @@ def _eb_estimates(gamma_hat: np.ndarray, delta_hat: np.ndarray, n_b: np.ndarray)
     m, s2 = delta_hat.mean(axis=1), delta_hat.var(axis=1, ddof=1)  # scanpy: pandas' mean and var
     with np.errstate(divide="ignore", invalid="ignore"):
         a_prior, b_prior = (2 * s2 + m**2) / s2, (m * s2 + m**3) / s2
+    settings.log("Finding parametric adjustments\n")
     gamma, delta = np.empty_like(gamma_hat), np.empty_like(delta_hat)
     for b in range(gamma_hat.shape[0]):
         gamma[b], delta[b] = _it_sol(gamma_hat[b], delta_hat[b], n_b[b], gamma_bar[b], t2[b], a_prior[b], b_prior[b])

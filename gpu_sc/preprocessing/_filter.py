@@ -12,7 +12,7 @@ from .. import _ops
 from .._ops.take_cols import take_cols, take_cols_arrays
 from .._ops._layout import in_layout
 from .._backend import is_dask, is_gpu, is_sparse, to_host
-from .._settings import settings
+from .._settings import INFO, settings
 from .._validation import (block_value_issues, canonical, check_count_dtype, check_counts, check_real, old_positionals,
                            sum_dtype)
 from .._values import float_values
@@ -42,6 +42,10 @@ def filter_cells(
     cells are subset and ``obs['n_counts']`` (value dtype) or ``obs['n_genes']`` (int64) holds
     the number each cell was judged on. Otherwise ``(cell_subset, number_per_cell)``: host numpy
     arrays (bool, number).
+
+    From verbosity 2 (ours or scanpy's) it writes scanpy's line on the cells it left out
+    ("filtered out 655 cells that have less than 300 genes expressed"); for a bare Dask array,
+    whose results are lazy, that count is computed for the line, as scanpy's is.
     """
     return _filter(data, axis=0, counts=(min_counts, max_counts), nums=(min_genes, max_genes),
                    inplace=inplace, copy=copy)  # fmt: skip
@@ -72,15 +76,38 @@ _WHAT = {0: ("filter_cells", "genes", K.OBS_N_COUNTS, K.OBS_N_GENES),
          1: ("filter_genes", "cells", K.VAR_N_COUNTS, K.VAR_N_CELLS)}  # fmt: skip
 
 
-def cells_above(data, min_counts, *, step: str) -> tuple:
+def cells_above(data, min_counts, *, step: str, log: bool = True) -> tuple:
     """(kept, total) per cell of an AnnData's X or a matrix: filter_cells(min_counts=...,
-    inplace=False) for another step, whose name its errors give."""
-    return _filter(data, axis=0, counts=(min_counts, None), nums=(None, None), inplace=False, copy=False, step=step)
+    inplace=False) for another step, whose name its errors give; `log`: scanpy's line on the
+    cells filtered out (for a bare Dask matrix, whose results are lazy, only where it shows)."""
+    return _filter(data, axis=0, counts=(min_counts, None), nums=(None, None), inplace=False, copy=False, step=step,
+                   log=log)  # fmt: skip
 
 
-def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
+def log_filtered(n_out, *, axis: int, counts, nums) -> None:
+    """scanpy's info line on the cells (axis 0) or genes (axis 1) a filter left out, where it
+    left any: "filtered out 655 cells that have less than 300 genes expressed", "filtered out
+    57 genes that are detected in less than 30 cells" (`counts`, `nums`: the (min, max) bounds
+    as given, one of the four set)."""
+    n_out = int(n_out)
+    if n_out <= 0:
+        return
+    (min_counts, max_counts), (min_num, max_num) = counts, nums
+    if axis == 0:
+        head, where, num_unit = f"filtered out {n_out} cells that have ", "", "genes expressed"
+    else:
+        head, where, num_unit = f"filtered out {n_out} genes that are detected ", "in ", "cells"
+    if min_num is not None or min_counts is not None:
+        head += f"{where}less than " + (f"{min_num} {num_unit}" if min_counts is None else f"{min_counts} counts")
+    if max_num is not None or max_counts is not None:
+        head += f"{where}more than " + (f"{max_num} {num_unit}" if max_counts is None else f"{max_counts} counts")
+    settings.log(head)
+
+
+def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
     name, unit, key_counts, key_num = _WHAT[axis]
     step = step or name
+    given_bounds = {"counts": counts, "nums": nums}  # as given: scanpy's log line writes them so
     keys = ("min_counts", "max_counts", f"min_{unit}", f"max_{unit}")
     bounds = [check_real(v, k, step=step) for k, v in zip(keys, (*counts, *nums), strict=True)]
     counts, nums = tuple(bounds[:2]), tuple(bounds[2:])
@@ -105,7 +132,10 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
         n_neg = check_counts(x, step=step, negative_ok=True)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
-        return (number >= low if low is not None else number <= high), number
+        keep = number >= low if low is not None else number <= high
+        if log and settings._scanpy_level() >= INFO:  # scanpy's count of those left out computes them too
+            log_filtered((~keep).sum().compute(), axis=axis, **given_bounds)
+        return keep, number
     p = _ops.parts(float_values(x))
     if in_pass:
         if axis == 0:
@@ -121,6 +151,8 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None):
         nnz = to_host((_ops.row_sums(q) if axis == 0 else _ops.col_sums(q))[1])
     number = sums.astype(sum_dtype(x.dtype)) if by_counts else nnz.astype(np.int64)
     keep = number >= low if low is not None else number <= high
+    if log:
+        log_filtered(keep.size - np.count_nonzero(keep), axis=axis, **given_bounds)
 
     if adata is None or not inplace:
         return keep, number

@@ -16,7 +16,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .._settings import user_stacklevel
+from .._settings import DEBUG, settings, user_stacklevel
 from .._validation import check_anndata, check_n_top_genes, make_actual, old_positionals
 from ._filter import _subset_inplace
 from ._hvg import _dispersion_frame, check_n_bins, col_mean_var, numeric_matrix
@@ -124,8 +124,10 @@ def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.re
         warnings.warn(f"{_STEP}: {x.shape[0]} cell(s): a gene's variance over fewer than 2 cells is undefined, so no "
                       "gene has a dispersion and none is kept; give more cells.", UserWarning,
                       stacklevel=user_stacklevel())  # fmt: skip
+    start = settings.log("extracting highly variable genes")
     mean, var = col_mean_var(numeric_matrix(x, step=_STEP))
-    df = _dispersion_frame(mean, var, None, flavor=flavor, n_bins=n_bins, cutoff=None, log=log, step=_STEP)
+    df = _dispersion_frame(mean, var, None, flavor=flavor, n_bins=n_bins, cutoff=None, log=log, step=_STEP,
+                           lone_repr=lambda positions: str(positions.tolist()))  # scanpy's list here
     mean = df[K.VAR_MEANS].to_numpy()  # zero means at 1e-12, log1p'd with `log`
     norm = df[K.VAR_DISPERSIONS_NORM].to_numpy()
     if flavor == "cell_ranger":  # scanpy's deprecated filter: |distance| from the bin's median
@@ -147,4 +149,8 @@ def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.re
         # values with the float32 cutoff: the n-th gene drops out when its rounding went up)
         ranked = np.where(np.isnan(norm32), -np.inf, norm32)  # infinite dispersions rank first, as in scanpy
         keep = ranked >= defined[n - 1] if n else np.zeros(norm.size, dtype=bool)
+        if n:
+            settings.log(f"the {n} top genes correspond to a normalized dispersion cutoff of {defined[n - 1]}",
+                         level=DEBUG)  # fmt: skip
+    settings.log("    finished", start=start)
     return np.rec.fromarrays((keep, mean, df[K.VAR_DISPERSIONS].to_numpy(), norm32), dtype=_RESULT_DTYPE)

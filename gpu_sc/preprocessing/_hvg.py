@@ -20,7 +20,7 @@ from .. import _ops
 from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
-from .._settings import settings, user_stacklevel
+from .._settings import DEBUG, HINT, settings, user_stacklevel
 from .._validation import (canonical, check_finite, check_n_top_genes, check_not_empty, check_real, get_matrix,
                            make_actual, old_positionals, sanitize_anndata, warn_not_counts)
 from .._values import float_values, not_counts
@@ -30,6 +30,9 @@ _FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 _V3_DEFAULT_N_TOP = 2000
 _CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3}
 _MAD_SCALE = 0.6744897501960817  # standard normal 75th percentile: MAD of a normal is sigma
+_KINDS = {K.VAR_HIGHLY_VARIABLE: "boolean"} | dict.fromkeys(
+    (K.VAR_HVG_RANK, K.VAR_MEANS, K.VAR_VARIANCES, K.VAR_VARIANCES_NORM, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM),
+    "float")  # fmt: skip
 
 
 @old_positionals("layer", "n_top_genes", "min_disp", "max_disp", "min_mean", "max_mean", "span", "n_bins",
@@ -125,6 +128,7 @@ def highly_variable_genes(
     X; seurat_v3 two) and the result equals the in-memory one; the matrix itself is never
     changed or loaded whole.
     """
+    start = settings.log("extracting highly variable genes")
     if flavor not in _FLAVORS:
         msg = f"{_STEP}: flavor must be one of {', '.join(map(repr, _FLAVORS))}; got {flavor!r}."
         raise ValueError(msg)
@@ -165,6 +169,7 @@ def highly_variable_genes(
             df = _dispersion_batched(adata, x, batches, flavor=flavor, n_bins=n_bins,
                                      cutoff=cutoff, base=base)  # fmt: skip
             sanitize_anndata(adata)  # as scanpy's batched path does
+        settings.log("    finished", start=start)  # (scanpy's v3 flavors write no such line)
 
     var = df if df.index.equals(adata.var_names) else df.reindex(adata.var_names)
     hv = var[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)
@@ -177,6 +182,8 @@ def highly_variable_genes(
         cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_HVG_RANK, K.VAR_MEANS, K.VAR_VARIANCES, K.VAR_VARIANCES_NORM]
     else:
         cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM]
+    # scanpy's hint names these columns, with or without batches (whose further columns it leaves out)
+    settings.log("added\n" + "\n".join(f"    {c!r}, {_KINDS[c]} vector (adata.var)" for c in cols), level=HINT)
     if batch_key is not None and (v3 or batch_key):
         cols.append(K.VAR_HVG_NBATCHES)
         if not v3:
@@ -327,14 +334,16 @@ def _log_base(base):
     return None if base is None else math.log(base)
 
 
-def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP,
-                      where="the data") -> pd.DataFrame:  # fmt: skip
+def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP, where="the data",
+                      lone_repr=str) -> pd.DataFrame:  # fmt: skip
     """One batch's dispersion statistics from its genes' mean and variance (host float64); with
     `keep` (genes with a positive value), the others are left out of the binning and get zeros
     (`where` names the batch for the error where there are none).
 
     `log`: whether dispersions and means are logged; None for highly_variable_genes' rule (for
     'seurat', whose statistics are of expm1 of the data). `cutoff` None: no selection.
+    `lone_repr`: how scanpy's debug line writes the positions (among the genes binned) of genes
+    alone in their bin ('seurat'): a NumPy array's str for highly_variable_genes.
     """
     n_genes = mean.size
     _check_means(mean, flavor if log is None else "", step=step)
@@ -353,13 +362,14 @@ def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step
             disp = np.log(disp)
             mean = np.log1p(mean)
     if keep is not None and not keep.all():
-        kept = _dispersion_stats(mean[keep], disp[keep], flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step)
+        kept = _dispersion_stats(mean[keep], disp[keep], flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step,
+                                 lone_repr=lone_repr)  # fmt: skip
         full = {}
         for col in (K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM, K.VAR_HIGHLY_VARIABLE):
             full[col] = np.zeros(n_genes, dtype=kept[col].dtype)
             full[col][keep] = kept[col].to_numpy()
         return pd.DataFrame(full)
-    return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step)
+    return _dispersion_stats(mean, disp, flavor=flavor, n_bins=n_bins, cutoff=cutoff, step=step, lone_repr=lone_repr)
 
 
 def _check_means(mean, flavor, *, step=_STEP) -> None:
@@ -388,7 +398,7 @@ def _expm1_(p, log_base) -> None:
     xp_of(data).expm1(data, out=data)
 
 
-def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP) -> pd.DataFrame:
+def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP, lone_repr=str) -> pd.DataFrame:
     """Bin genes by mean, normalise dispersions within bins, select (host, per gene)."""
     df = pd.DataFrame({K.VAR_MEANS: mean, K.VAR_DISPERSIONS: disp})
     if flavor == "seurat":
@@ -407,6 +417,7 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP) -> pd.D
     codes = df["mean_bin"].cat.codes.to_numpy()
     avg = np.full(mean.size, np.nan)
     dev = np.full(mean.size, np.nan)
+    lone = np.zeros(mean.size, dtype=bool)
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         for code in np.unique(codes[codes >= 0]):
@@ -418,6 +429,7 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP) -> pd.D
                 s = d.std(ddof=1) if d.size > 1 else np.nan
                 if np.isnan(s):  # a lone gene: its normalised dispersion becomes 1
                     a, s = 0.0, a
+                    lone |= members
                 elif (d == d[0]).all():  # pandas' group std is exactly 0 there: 0 / 0, NaN, never selected
                     a, s = d[0], 0.0
             else:  # median (pandas': of the defined values) and normal-consistent median absolute
@@ -426,6 +438,9 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP) -> pd.D
             avg[members] = a
             dev[members] = s
         norm = (disp - avg) / dev
+    if lone.any():
+        settings.log(f"Gene indices {lone_repr(np.flatnonzero(lone))} fell into a single bin: their normalized "
+                     "dispersion was set to 1.\n    Decreasing `n_bins` will likely avoid this effect.", level=DEBUG)
     df[K.VAR_DISPERSIONS_NORM] = norm
     if cutoff is not None:
         df[K.VAR_HIGHLY_VARIABLE] = _select(mean, norm, cutoff)
@@ -445,9 +460,10 @@ def _select(mean, norm, cutoff) -> np.ndarray:
         return np.asarray(_in_bounds(mean, np.nan_to_num(norm), cutoff))
     n = cutoff
     if n > norm.size:
-        settings.info(f"{_STEP}: n_top_genes ({n}) > number of genes ({norm.size}); selecting all genes.")
+        settings.log("`n_top_genes` > `adata.n_var`, returning all genes.")
         n = norm.size
     defined = norm[~np.isnan(norm)]
+    shown = n  # scanpy's line gives the number before the one below
     if n > defined.size:
         warnings.warn(
             "`n_top_genes` > number of normalized dispersions, returning all genes with normalized dispersions.",
@@ -458,6 +474,7 @@ def _select(mean, norm, cutoff) -> np.ndarray:
     if n == 0:
         return np.zeros(norm.size, dtype=bool)
     threshold = -np.sort(-defined)[n - 1]
+    settings.log(f"the {shown} top genes correspond to a normalized dispersion cutoff of {threshold}", level=DEBUG)
     return np.nan_to_num(norm, nan=-np.inf) >= threshold
 
 

@@ -10,7 +10,7 @@ from anndata import AnnData
 
 from .. import _ops
 from .._backend import blocks_like, is_dask, is_sparse, to_host, xp_of
-from .._settings import settings
+from .._settings import DEBUG, settings
 from .._validation import (block_value_issues, canonical, check_counts, check_real, get_matrix,
                            make_actual, old_positionals, set_matrix, writable)
 
@@ -102,6 +102,7 @@ def normalize_total(
     elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
         totals64, issues = _checked_totals(_ops.parts(x))
     check_counts(x, step=_STEP, negative_ok=True, issues=issues)  # scanpy takes scaled data too
+    start = settings.log("normalizing counts per cell")
     if inplace and adata.is_view:  # in-place work must never reach the parent of a view
         make_actual(adata, warn=True)
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
@@ -122,6 +123,7 @@ def normalize_total(
     p = _ops.parts(x)
     if lazy:
         set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)
+        settings.log("    finished ({time_passed})", start=start)
         return adata if copy else None
 
     totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(dtype0)  # scanpy: value dtype
@@ -130,7 +132,8 @@ def normalize_total(
         high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
         totals = _ops.row_sums(p, col_mask=~high)[0].astype(dtype0)
         names = adata.var_names[to_host(high)].tolist()
-        settings.info(f"{_STEP}: {len(names)} highly expressed genes left out of the totals: {names[:20]}")
+        settings.log("The following highly-expressed genes are not considered during normalization factor "
+                     f"computation:\n{names}")  # fmt: skip
     if target_sum is None:
         nonzero = totals[totals > 0]
         if nonzero.size == 0 and totals.size and x.shape[1]:  # no cells or genes: nothing to scale, no median needed
@@ -147,10 +150,14 @@ def normalize_total(
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
 
     if not inplace:
+        settings.log("    finished ({time_passed})", start=start)
         return {"X": x, "norm_factor": norm_factor}
     if key_added is not None:
         adata.obs[key_added] = to_host(norm_factor)
     set_matrix(adata, x, layer=layer, obsm=obsm)
+    settings.log("    finished ({time_passed})", start=start)
+    if key_added is not None:
+        settings.log(f"and added {key_added!r}, counts per cell before normalization (adata.obs)", level=DEBUG)
     return adata if copy else None
 
 

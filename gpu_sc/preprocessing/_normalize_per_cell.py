@@ -11,9 +11,9 @@ from anndata import AnnData
 
 from .. import _ops
 from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
-from .._settings import user_stacklevel
+from .._settings import settings, user_stacklevel
 from .._validation import canonical, check_anndata, make_actual, old_positionals
-from ._filter import _subset_inplace, cells_above
+from ._filter import _subset_inplace, cells_above, log_filtered
 
 _STEP = "normalize_per_cell"
 
@@ -71,9 +71,14 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
         msg = f"{_STEP}: no layers {missing} in adata (layers: {list(data.layers.keys())})."
         raise KeyError(msg)
     given = None if counts_per_cell is None else _given_counts(counts_per_cell, data.n_obs)
+    start = settings.log("normalizing by total count per cell")
     # every total (and value check) before anything changes: a layer's NaN must not leave X divided
     keep, counts = cells_above(data, min_counts, step=_STEP) if given is None else (None, given)
-    layer_counts = {n: _totals(data.layers[n], min_counts)[1] for n in names}
+    layer_totals = {n: _totals(data.layers[n], min_counts, log=False) for n in names}
+    layer_counts = {n: c for n, (_, c) in layer_totals.items()}
+    for kept, _ in layer_totals.values():  # scanpy filters each layer's cells after X's: those X kept
+        log_filtered(np.count_nonzero(~kept if keep is None else keep & ~kept), axis=0, counts=(min_counts, None),
+                     nums=(None, None))  # fmt: skip
     adata = data.copy() if copy else data
     make_actual(adata)  # the division is in place: never into a view's parent
     if keep is not None:
@@ -87,6 +92,8 @@ def normalize_per_cell(data, *, counts_per_cell_after: float | None = None, coun
     after = {"after": counts_per_cell_after, "X": np.median(counts), None: None}[use_rep]
     for name in names:
         adata.layers[name] = _normalized(adata.layers[name].copy(), layer_counts[name], after)
+    settings.log("    finished ({time_passed}): normalized adata.X and added\n"
+                 f"    {key_n_counts!r}, counts per cell before normalization (adata.obs)", start=start)  # fmt: skip
     return adata if copy else None
 
 
@@ -107,14 +114,18 @@ def _divisible_in_place(x) -> bool:
     return x.format in ("csr", "csc") if is_sparse(x) else hasattr(x, "flags")
 
 
-def _totals(x, min_counts) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, total) per cell, host arrays (a Dask matrix's computed)."""
-    keep, counts = cells_above(x, min_counts, step=_STEP)
+def _totals(x, min_counts, *, log: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(kept, total) per cell, host arrays (a Dask matrix's computed); `log`: scanpy's line on the
+    cells left out."""
+    keep, counts = cells_above(x, min_counts, step=_STEP, log=False)
     if is_dask(counts):
         import dask
 
         keep, counts = dask.compute(keep, counts)
-    return np.asarray(to_host(keep)), np.asarray(to_host(counts))  # a GPU-block Dask matrix's are cupy
+    keep, counts = np.asarray(to_host(keep)), np.asarray(to_host(counts))  # a GPU-block Dask matrix's are cupy
+    if log:
+        log_filtered(np.count_nonzero(~keep), axis=0, counts=(min_counts, None), nums=(None, None))
+    return keep, counts
 
 
 def _normalized(x, counts, after):

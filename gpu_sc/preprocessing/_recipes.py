@@ -10,7 +10,7 @@ from anndata import AnnData
 from .._backend import describe, is_dask, is_gpu, is_sparse
 from .._scanpy_own import scanpy_own
 from .._scanpy_signatures import scanpy_signature
-from .._settings import user_stacklevel
+from .._settings import settings, user_stacklevel
 from .._validation import check_anndata, check_counts, check_int, old_positionals
 from ._filter import _subset_inplace, filter_cells, filter_genes
 from ._filter_genes_dispersion import filter_genes_dispersion
@@ -45,6 +45,7 @@ def recipe_zheng17(
     check_anndata(adata, step="recipe_zheng17")
     check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
     _check_loggable(adata, "recipe_zheng17", log=log)
+    start = settings.log("running recipe zheng17")
     if copy:
         adata = adata.copy()
     filter_genes(adata, min_counts=1)
@@ -61,6 +62,7 @@ def recipe_zheng17(
     if log:
         log1p(adata)
     scale(adata)
+    settings.log("    finished", start=start)
     return adata if copy else None
 
 

@@ -31,7 +31,7 @@ from pandas.api.types import infer_dtype, is_bool_dtype, is_numeric_dtype
 
 from .. import _ops
 from .._ops import gram
-from .._settings import BLOCK_BYTES
+from .._settings import BLOCK_BYTES, DEBUG, settings
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
@@ -98,6 +98,7 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     rule, which needs the residuals), twice for a singular design; and once more for the check
     that the values are finite (the categorical rule also reads the first block's first row).
     """
+    start = settings.log(f"regressing out {keys}")
     check_anndata(adata, step=_STEP)
     keys = _key_list(keys)
     if n_jobs is not None and (isinstance(n_jobs, bool) or not isinstance(n_jobs, int | np.integer)):
@@ -109,7 +110,12 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     adata = adata.copy() if copy else adata
     sanitize_anndata(adata, warn=True)
     x = writable(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))
+    if is_sparse(x):
+        settings.log("    sparse input is densified and may lead to high memory use")
+    if design[0] == "categorical":
+        settings.log("... regressing on per-gene means within categories", level=DEBUG)
     set_matrix(adata, _regress(x, design), layer=layer)
+    settings.log("    finished", start=start)
     return adata if copy else None
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._backend import describe, is_dask, is_gpu, is_sparse, to_host, xp_of
+from ..._settings import settings
 from ..._validation import (UnsupportedMatrixError, canonical, check_anndata, check_counts, check_finite, check_int,
                             check_number, get_matrix, old_positionals)
 from ._pipeline import scrub, simulate_doublets
@@ -159,6 +160,7 @@ def scrublet(
                f"{min_cells}.")  # fmt: skip
         raise ValueError(msg)
 
+    start = settings.log("Running Scrublet")
     results = []
     for _, rows in groups:
         x = x0 if batch_key is None else x0[xp_of(x0).asarray(rows)]
@@ -183,6 +185,7 @@ def scrublet(
             "batches": {batch: r[4] for (batch, _), r in zip(groups, results, strict=True)},
             "batched_by": batch_key,
         }
+    settings.log("    Scrublet finished", start=start)
     return adata if copy else None
 
 

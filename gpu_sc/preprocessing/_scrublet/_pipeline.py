@@ -11,8 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..._backend import to_host, xp_of
-from ..._settings import settings
-from ..._settings import user_stacklevel
+from ..._settings import N_PCS, settings, user_stacklevel
 from ..._validation import canonical
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
@@ -99,8 +98,11 @@ def scrub(x, adata_sim, opts):
     k = int(round(0.5 * np.sqrt(n_obs))) if k is None else k  # int: NumPy 1 keeps round() a float64
     k_adj = int(round(k * (1 + n_sim / float(n_obs))))
     rs = check_random_state(opts["random_state"], step=_STEP)
+    settings.log(f"Embedding transcriptomes using {'PCA' if opts['mean_center'] else 'Truncated SVD'}...")
     emb_obs, emb_sim = embed(obs, sim, mean_center=opts["mean_center"], normalize_variance=opts["normalize_variance"],
                              n_comps=opts["n_prin_comps"], rs=rs)  # fmt: skip
+    if opts["n_prin_comps"] <= N_PCS:  # scanpy's kNN on the embedding says so (beyond, it runs a PCA of it first)
+        settings.log("    using data matrix X directly")
     ind, algorithm = search(emb_obs, emb_sim, k_adj, metric=opts["knn_dist_metric"],
                             use_approx_neighbors=opts["use_approx_neighbors"], rs=rs,
                             twins=reversed_twins(parents, sim))  # fmt: skip
@@ -136,12 +138,14 @@ def _threshold(score_obs, score_sim, opts):
                           stacklevel=user_stacklevel())  # fmt: skip
             return None
         if opts["verbose"]:
-            settings.progress(f"Automatically set threshold at doublet score = {threshold:.2f}")
+            settings.log(f"Automatically set threshold at doublet score = {threshold:.2f}")
     if opts["verbose"]:
         detected = float(np.mean(score_obs > threshold))
         detectable = float(np.mean(score_sim > threshold))
         overall = detected / detectable if detectable else math.nan
-        settings.progress(f"Detected doublet rate = {100 * detected:.1f}%; estimated detectable doublet fraction = "
-                          f"{100 * detectable:.1f}%; overall doublet rate: expected "
-                          f"{100 * opts['expected_doublet_rate']:.1f}%, estimated {100 * overall:.1f}%")  # fmt: skip
+        settings.log(f"Detected doublet rate = {100 * detected:.1f}%\n"
+                     f"Estimated detectable doublet fraction = {100 * detectable:.1f}%\n"
+                     "Overall doublet rate:\n"
+                     f"\tExpected   = {100 * opts['expected_doublet_rate']:.1f}%\n"
+                     f"\tEstimated  = {100 * overall:.1f}%")  # fmt: skip
     return threshold
