@@ -102,6 +102,38 @@ STEPS = {
     "recipe_weinreb17": (0, lambda m, a: (setattr(a, "X", a.X.toarray()), m.pp.recipe_weinreb17(a, n_pcs=20))),
     "scrublet": (0, lambda m, a: m.pp.scrublet(a, random_state=0)),
     "scrublet_batches": (0, lambda m, a: m.pp.scrublet(a, batch_key="phase", n_prin_comps=10, random_state=0)),
+    "pca_key_added": (2, lambda m, a: m.pp.pca(a, n_comps=20, key_added="pca20")),
+    "pca_matrix": (2, lambda m, a: m.pp.pca(a.X, n_comps=20)),
+    "pca_no_zero_center": (2, lambda m, a: m.pp.pca(a, n_comps=20, zero_center=False)),
+    "pca_randomized": (2, lambda m, a: m.pp.pca(a, n_comps=20, svd_solver="randomized")),
+    "neighbors_key_added": (3, lambda m, a: m.pp.neighbors(a, key_added="nn")),
+    "neighbors_n_pcs": (3, lambda m, a: m.pp.neighbors(a, n_pcs=10)),
+    "neighbors_use_rep": (3, lambda m, a: m.pp.neighbors(a, use_rep="X_pca")),
+    "neighbors_few_genes": (1, lambda m, a: m.pp.neighbors(a[:, :40].copy())),
+    "neighbors_few_cells": (3, lambda m, a: m.pp.neighbors(a[:10].copy())),
+    "neighbors_gauss": (3, lambda m, a: m.pp.neighbors(a, knn=False, method="gauss")),
+    "leiden_key_added": (4, lambda m, a: m.tl.leiden(a, flavor="igraph", n_iterations=2, key_added="cl")),
+    "leiden_restrict_to": (4, lambda m, a: m.tl.leiden(a, flavor="igraph", n_iterations=2,
+                                                       restrict_to=("bulk_labels", ["Dendritic"]))),  # fmt: skip
+    "rank_genes_groups_logreg": (5, lambda m, a: m.tl.rank_genes_groups(a, "groups", method="logreg")),
+    "rank_genes_groups_key_added": (5, lambda m, a: m.tl.rank_genes_groups(a, "groups", key_added="rg")),
+    "rank_genes_groups_reference": (5, lambda m, a: m.tl.rank_genes_groups(a, "groups", groups=["CD5", "Den"],
+                                                                           reference="CD3", method="wilcoxon")),
+    "filter_rank_genes_groups_args": (5, lambda m, a: (m.tl.rank_genes_groups(a, "groups", key_added="rg"),
+                                                       m.tl.filter_rank_genes_groups(a, key="rg", min_fold_change=2,
+                                                                                     min_in_group_fraction=0.1))),
+    "dendrogram_key_added": (5, lambda m, a: m.tl.dendrogram(a, "groups", n_pcs=10, key_added="dg")),
+    "dendrogram_use_rep": (5, lambda m, a: m.tl.dendrogram(a, "groups", use_rep="X_pca")),
+    "dendrogram_without_pca": (5, lambda m, a: (a.obsm.pop("X_pca"), m.tl.dendrogram(a, "groups"))),
+    "score_genes_name": (1, lambda m, a: m.tl.score_genes(a, [*_GENES, "NOT_A_GENE"], score_name="sig", ctrl_size=20)),
+    "score_genes_no_control": (1, lambda m, a: m.tl.score_genes(a, list(a.var_names[:720]), ctrl_as_ref=False)),
+    "pearson_hvg_batches": (0, lambda m, a: m.experimental.pp.highly_variable_genes(a, n_top_genes=300,
+                                                                                    batch_key="phase")),  # fmt: skip
+    "pearson_hvg_frame": (0, lambda m, a: m.experimental.pp.highly_variable_genes(a, n_top_genes=300, inplace=False)),
+    "pearson_residuals_layer": (0, lambda m, a: (a.layers.__setitem__("counts", a.X.copy()),
+                                                 m.experimental.pp.normalize_pearson_residuals(a, layer="counts"))),
+    "recipe_pearson_residuals_batches": (0, lambda m, a: m.experimental.pp.recipe_pearson_residuals(
+        a, n_top_genes=300, n_comps=20, batch_key="phase")),  # fmt: skip
 }
 
 

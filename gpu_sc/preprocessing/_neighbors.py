@@ -16,7 +16,7 @@ from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
 from .._representation import representation
-from .._settings import BLOCK_BYTES, N_PCS, settings
+from .._settings import BLOCK_BYTES, DEBUG, N_PCS, settings
 from .._settings import user_stacklevel
 from .._validation import check_anndata, check_int
 
@@ -288,6 +288,8 @@ def neighbors(
         ``algorithm`` names a package that is not installed.
     """
     check_anndata(adata, step=_STEP)
+    start = settings.log("computing neighbors")
+    start_neighbors = settings.log("computing neighbors", level=DEBUG)
     knn = bool(knn)
     if method not in ("umap", "gauss"):
         msg = f"{_STEP}: method must be 'umap' or 'gauss', got {method!r}."
@@ -336,6 +338,8 @@ def neighbors(
         msg = (f"{_STEP}: knn=False writes two dense {adata.n_obs} x {adata.n_obs} float64 matrices "
                f"({gb:.1f} GB); it is limited to {MAX_DENSE_OBS} cells. Use knn=True.")  # fmt: skip
         raise ValueError(msg)
+    if not knn and adata.n_obs >= 10_000:
+        settings.info("WARNING: Using high n_obs without `knn=True` takes a lot of memory...")  # scanpy's
     rep = representation(adata, use_rep, n_pcs, step=_STEP)
     where = rep if rep is not None else adata.X
     on_gpu = is_gpu(blocks_like(where))  # Dask X, no X_pca: pca gives it
@@ -380,12 +384,15 @@ def neighbors(
     n = adata.n_obs
     if not knn:
         distances = pairwise(xp.ascontiguousarray(rep), metric=metric)
+        start_connect = settings.log("computed neighbors", level=DEBUG, start=start_neighbors)
         conn = _dense_gauss(distances, n_neighbors)
     else:
         ind, dist = _search(xp.ascontiguousarray(rep), n_neighbors, metric, search, random_state, instance,
                             scanpy_default=transformer is None)  # fmt: skip
         distances = knn_csr(ind, dist.astype(out_dtype), n, drop_first=True)
+        start_connect = settings.log("computed neighbors", level=DEBUG, start=start_neighbors)
         conn = umap_connectivities(ind, dist, n, n_neighbors) if method == "umap" else gauss_connectivities(distances)
+    settings.log("computed connectivities", level=DEBUG, start=start_connect)
 
     dkey, ckey, ukey = K.neighbors_keys(key_added)
     params = {"n_neighbors": n_neighbors, "method": method, "random_state": random_state, "metric": metric}
@@ -398,4 +405,7 @@ def neighbors(
     adata.obsp[dkey] = distances
     adata.obsp[ckey] = conn
     adata.uns[ukey] = {"connectivities_key": ckey, "distances_key": dkey, "params": params}
+    settings.log("    finished", start=start, deep=f"added to `.uns[{ukey!r}]`\n"
+                 f"    `.obsp[{dkey!r}]`, distances for each pair of neighbors\n"
+                 f"    `.obsp[{ckey!r}]`, weighted adjacency matrix")  # fmt: skip
     return adata if copy else None

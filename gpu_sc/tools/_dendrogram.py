@@ -20,7 +20,7 @@ from .._backend import is_dask, is_sparse, sparse_module, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import in_layout, nan_replaced
 from .._representation import representation
-from .._settings import N_PCS
+from .._settings import N_PCS, settings
 from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"
@@ -52,7 +52,7 @@ def _representation(adata: AnnData, use_rep, n_pcs):
         from ..preprocessing import pca
 
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
-        rep = representation(adata, use_rep, n_pcs, step=STEP)
+        rep = representation(adata, use_rep, n_pcs, step=STEP, silent=True)  # scanpy: no line after its PCA
     return rep
 
 
@@ -158,7 +158,9 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
            "correlation_matrix": corr.values}  # fmt: skip
     if not inplace:
         return dat
-    adata.uns[key_added or f"dendrogram_{'_'.join(groupby)}"] = dat
+    key = key_added or f"dendrogram_{'_'.join(groupby)}"
+    settings.log(f"Storing dendrogram info using `.uns[{key!r}]`")
+    adata.uns[key] = dat
     return None
 
 

@@ -19,6 +19,7 @@ from anndata import AnnData
 
 from .._backend import to_host
 from .._ops import group_sums, parts
+from .._settings import settings
 from .._validation import canonical, check_anndata, get_matrix, old_positionals
 from ._rank_genes_groups import _expm1, group_codes, log_fold_change
 
@@ -113,6 +114,8 @@ def filter_rank_genes_groups(adata: AnnData, *, key: str | None = None, groupby:
     names = pd.DataFrame(ranked["names"])
     stored_lfc = same and "logfoldchanges" in ranked
     stored_pts = same and "pts_rest" in ranked
+    settings.log(f"Filtering genes using: min_in_group_fraction: {min_in_group_fraction} "
+                 f"min_fold_change: {min_fold_change}, max_out_group_fraction: {max_out_group_fraction}")  # fmt: skip
     if not (stored_lfc and stored_pts):
         frac_in, frac_out, lfc = _group_statistics(adata, groupby, bool(use_raw), names)
     if stored_lfc:

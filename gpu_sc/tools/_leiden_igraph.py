@@ -16,6 +16,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .._backend import is_gpu
+from .._settings import settings
 
 
 class _ScanpyStream:
@@ -67,6 +68,7 @@ def leiden(adata, adjacency, *, resolution=1, random_state=0, key_added="leiden"
     import igraph as ig
     from natsort import natsorted
 
+    start = settings.log("running Leiden clustering")
     args = {**clustering_args, "n_iterations": n_iterations}
     if use_weights:
         args["weights"] = "weight"
@@ -86,3 +88,5 @@ def leiden(adata, adjacency, *, resolution=1, random_state=0, key_added="leiden"
                                           categories=natsorted(map(str, np.unique(groups))))
     adata.uns[key_added] = {"params": {"resolution": resolution, "random_state": random_state,
                                        "n_iterations": n_iterations}}
+    settings.log("    finished", start=start, deep=f"found {len(np.unique(groups))} clusters and added\n"
+                 f"    {key_added!r}, the cluster labels (adata.obs, categorical)")  # fmt: skip

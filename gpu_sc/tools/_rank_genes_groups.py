@@ -27,7 +27,7 @@ from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import nan_replaced
 from .._ops.rank_sums import rank_sums
-from .._settings import settings, user_stacklevel
+from .._settings import DEBUG, HINT, settings, user_stacklevel
 from .._stats import bh_fdr
 from .._validation import (UnsupportedMatrixError, canonical, check_anndata, check_int, check_not_empty, get_matrix,
                            host_bool_mask, old_positionals, sanitize_anndata)
@@ -213,6 +213,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     """
     check_anndata(adata, step=STEP)
     method = "t-test" if method is None else method
+    start = settings.log("ranking genes")
     if method not in METHODS:
         msg = f"{STEP}: method {method!r} is not available; use one of {METHODS}."
         raise ValueError(msg)
@@ -245,6 +246,10 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     order, labels, ref_name = _groups(adata, groupby, groups, reference, method)
     if method != "logreg":
         _warn_if_counts(x)
+    codes = group_codes(labels, order)  # each cell's group (len(order): none), for the sizes and the sums
+    size = np.bincount(codes, minlength=len(order) + 1)[: len(order)]
+    settings.log(f"consider {groupby!r} groups:", level=DEBUG)
+    settings.log(f"with sizes: {size}", level=DEBUG)
     key = key_added or "rank_genes_groups"
     params = {"groupby": groupby, "reference": reference, "method": method, "use_raw": use_raw,
               "layer": layer, "corr_method": corr_method}  # fmt: skip
@@ -254,13 +259,13 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
             idx = _top(np.abs(scores) if rankby_abs else scores, n_top)
             tables["names"][name], tables["scores"][name] = np.asarray(names)[idx], scores[idx]
         _write(adata, key, params, tables)
+        _log_finished(start, key, method)
         return adata if copy else None
 
-    codes = group_codes(labels, order)  # one pass for every group and the totals
+    # one pass for every group and the totals
     stats_all = [to_host(a) for a in group_sums(parts(x), codes, len(order) + 1, squares=True, counts=True)]
     tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
-    size = np.bincount(codes, minlength=len(order) + 1)[: len(order)]
     mean, var = _mean_var(sums, sumsq, size)
     if ref_name == "rest":
         rest_size = n_cells - size
@@ -298,7 +303,17 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
             shares["pts_rest"] = pd.DataFrame(((tot_n - nnz) / (n_cells - size)[:, None]).T,
                                               index=names, columns=order)  # fmt: skip
     _write(adata, key, params, tables, shares)
+    _log_finished(start, key, method)
     return adata if copy else None
+
+
+def _log_finished(start: float, key: str, method: str) -> None:
+    """scanpy's last line: the record arrays written (logreg's: names and scores)."""
+    tables = ("names", "scores") if method == "logreg" else ("names", "scores", "logfoldchanges", "pvals", "pvals_adj")
+    listed = "".join(f"\n    {k!r}, sorted np.recarray to be indexed by group ids" for k in tables)
+    # (scanpy's list ends in a line break for logreg, which puts the time on a line of its own)
+    end = "\n" if method == "logreg" else ""
+    settings.log("    finished", start=start, deep=f"added to `.uns[{key!r}]`{listed}{end}")
 
 
 def _write(adata: AnnData, key: str, params: dict, tables: dict, shares: dict | None = None) -> None:
@@ -382,6 +397,9 @@ def _wilcoxon_z(x, codes, order, size, reference, tie_correct) -> dict[int, np.n
             block = x[xp_of(x).asarray(rows)]  # a device index for device data
             sums, tie = _rank_sums_nan_last(block, (codes[rows] == ref).astype(np.int64), 1)
             n_active, n = int(size[g]), rows.size
+            if n_active <= 25 or m_active <= 25:
+                settings.log("Few observations in a group for normal approximation (<=25). Lower test accuracy.",
+                             level=HINT)  # fmt: skip
             coef = 1.0 - tie / (np.float64(n) ** 3 - n) if tie_correct else 1
             with np.errstate(invalid="ignore", divide="ignore"):
                 std_dev = np.sqrt(coef * n_active * m_active * (n_active + m_active + 1) / 12.0)

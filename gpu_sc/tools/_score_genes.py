@@ -20,7 +20,7 @@ from anndata import AnnData
 
 from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops._chunked import check_block_device
-from .._settings import settings
+from .._settings import HINT, settings
 from .._validation import check_anndata, check_in_memory, check_int, check_not_empty, get_matrix, old_positionals
 
 STEP = "score_genes"
@@ -155,6 +155,9 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
     control = pd.Index([], dtype="string")
     for c in np.unique(cut.loc[gene_list]):
         genes = cut[(cut == c) & ~in_list].index
+        if len(genes) == 0:  # scanpy's warning
+            settings.info(f"WARNING: No control genes for cut={c!r}. You might want to increase gene_pool size "
+                          f"(current size: {len(gene_pool)})")  # fmt: skip
         if ctrl_size < len(genes):
             genes = genes.to_series().sample(ctrl_size, random_state=rng).index
         if ctrl_as_ref:
@@ -172,6 +175,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     control genes and scores for the same `random_state`). Writes ``obs[score_name]``
     (float64). X (or the layer / raw) may be numpy, scipy sparse, cupy or cupyx."""
     check_anndata(adata, step=STEP)
+    start = settings.log(f"computing score {score_name!r}")
     ctrl_size = check_int(ctrl_size, step=STEP, name="ctrl_size")
     n_bins = check_int(n_bins, step=STEP, name="n_bins", minimum=2)
     adata = adata.copy() if copy else adata
@@ -206,6 +210,8 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
         raise RuntimeError(msg)
     mean_list, mean_ctrl = _row_means(x, names, (genes, control))
     adata.obs[score_name] = pd.Series(mean_list - mean_ctrl, index=adata.obs_names, dtype="float64")
+    settings.log("    finished", start=start, deep=f"added\n    {score_name!r}, score of gene set (adata.obs).\n"
+                 f"    {len(control)} total control genes are used.")  # fmt: skip
     return adata if copy else None
 
 
@@ -223,6 +229,7 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
         if len(genes) == 0:  # else the shorter list's length, 0, is refused as ctrl_size
             msg = f"score_genes_cell_cycle: {name} is empty; pass the genes of that phase."
             raise ValueError(msg)
+    settings.log("calculating cell cycle phase")
     adata = adata.copy() if copy else adata
     size = min(len(s_genes), len(g2m_genes))
     before = {k: adata.obs[k] for k in ("S_score", "G2M_score") if k in adata.obs}
@@ -241,4 +248,5 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
     phase[g2m > s] = "G2M"
     phase[(s < 0) & (g2m < 0)] = "G1"
     adata.obs["phase"] = phase
+    settings.log("    'phase', cell cycle phase (adata.obs)", level=HINT)
     return adata if copy else None

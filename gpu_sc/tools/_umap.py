@@ -58,7 +58,7 @@ def _spectral_start(host: AnnData, kwargs: dict):
     meta, graph = found
     params = meta.get("params", {})
     try:
-        rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap")
+        rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap", silent=True)
     except (ValueError, TypeError):  # scanpy's own start then (unsigned index arrays: TypeError here)
         return kwargs, None
     if not (sp.issparse(graph) and isinstance(rep, np.ndarray)):  # `host` is run()'s host copy

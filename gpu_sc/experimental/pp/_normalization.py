@@ -11,6 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from ..._backend import to_host, xp_of
+from ..._settings import settings
 from ..._validation import EMPTY, check_anndata, get_matrix, handle_mask_var, make_actual, set_matrix
 from ...preprocessing import pca
 from ._residuals import check_theta_clip, counts_matrix, pearson_residuals, residual_dtype
@@ -52,16 +53,19 @@ def _normalize(adata: AnnData, *, theta, clip, check_values: bool, layer: str | 
         raise ValueError(msg)
     check_theta_clip(theta, clip, step=step)
     given = get_matrix(adata, layer=layer, step=step)
+    start = settings.log(f"computing analytic Pearson residuals on {layer if layer else 'adata.X'}")
     x = counts_matrix(given, step=step, check_values=check_values, what="`normalize_pearson_residuals()`")
     residuals = pearson_residuals(x, theta, clip, dtype=residual_dtype(given.dtype, theta, clip), step=step)
-    settings = {"theta": theta, "clip": clip, "computed_on": layer if layer else "adata.X"}
+    params = {"theta": theta, "clip": clip, "computed_on": layer if layer else "adata.X"}
     if not inplace:
-        return {"X": residuals, **settings}
+        settings.log("    finished ({time_passed})", start=start)
+        return {"X": residuals, **params}
     if copy:
         adata = adata.copy()
     make_actual(adata, warn=True)
     set_matrix(adata, residuals, layer=layer)
-    adata.uns[UNS_KEY] = settings
+    adata.uns[UNS_KEY] = params
+    settings.log("    finished ({time_passed})", start=start)
     return adata if copy else None
 
 
