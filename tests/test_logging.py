@@ -112,6 +112,7 @@ STEPS = {
     "neighbors_few_genes": (1, lambda m, a: m.pp.neighbors(a[:, :40].copy())),
     "neighbors_few_cells": (3, lambda m, a: m.pp.neighbors(a[:10].copy())),
     "neighbors_gauss": (3, lambda m, a: m.pp.neighbors(a, knn=False, method="gauss")),
+    "neighbors_no_pca": (1, lambda m, a: m.pp.neighbors(a, n_pcs=20)),
     "leiden_key_added": (4, lambda m, a: m.tl.leiden(a, flavor="igraph", n_iterations=2, key_added="cl")),
     "leiden_restrict_to": (4, lambda m, a: m.tl.leiden(a, flavor="igraph", n_iterations=2,
                                                        restrict_to=("bulk_labels", ["Dendritic"]))),  # fmt: skip

@@ -357,7 +357,6 @@ def neighbors(
         warnings.warn(f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, if you really want this, "
                       "set `use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
                       UserWarning, stacklevel=user_stacklevel())  # fmt: skip
-        settings.info(f"{_STEP}: no X_pca; computing gsc.pp.pca first.")
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
         rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
