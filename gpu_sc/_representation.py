@@ -12,15 +12,15 @@ from ._settings import N_PCS, settings
 from ._validation import check_index_dtype
 
 
-def representation(adata: AnnData, use_rep, n_pcs, *, step: str, silent: bool = False):
+def representation(adata: AnnData, use_rep, n_pcs, *, step: str):
     """The matrix scanpy's `_choose_representation` picks for a graph: X_pca (its first `n_pcs`
     columns) above 50 genes, else X; obsm[use_rep]; X for use_rep='X' or n_pcs=0. None where
     X_pca is missing above 50 genes and gsc.pp.pca can make it (the caller does, as scanpy).
     A matrix of no column, or a sparse one with unsigned index arrays, is refused. Where the
     choice is scanpy's default (no `use_rep`), its info line says which ("    using 'X_pca' with
-    n_pcs = 50", "    using data matrix X directly"), unless `silent` (scanpy's umap is)."""
+    n_pcs = 50", "    using data matrix X directly"); `settings.muted()` where scanpy's is silent."""
     rep = _chosen(adata, use_rep, n_pcs, step=step)
-    if use_rep is None and n_pcs != 0 and rep is not None and not silent:
+    if use_rep is None and n_pcs != 0 and rep is not None:
         chose_x = adata.n_vars <= N_PCS
         settings.log("    using data matrix X directly" if chose_x else
                      f"    using 'X_pca' with n_pcs = {rep.shape[1]}")  # fmt: skip

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -16,6 +18,8 @@ BLOCK_BYTES = 64 * 2**20
 #: scanpy's verbosity from which its logg.info / hint / debug lines show, and their prefixes
 INFO, HINT, DEBUG = 2, 3, 4
 _PREFIX = {INFO: "", HINT: "--> ", DEBUG: "    "}
+#: set inside `Settings.muted`
+_MUTED: ContextVar[bool] = ContextVar("gpu_sc_log_muted", default=False)
 
 
 @dataclass
@@ -36,6 +40,10 @@ class Settings:
         if self._level() >= 1:
             print(msg, file=_log_stream(), flush=True)
 
+    def warning(self, msg: str) -> None:
+        """scanpy's `logg.warning`: "WARNING: msg" from verbosity 1."""
+        self.info(f"WARNING: {msg}")
+
     def progress(self, msg: str) -> None:
         if self._level() >= 2:
             print(msg, file=_log_stream(), flush=True)
@@ -46,7 +54,7 @@ class Settings:
         earlier call returned) adds the time since, in place of "{time_passed}" or at the end.
         Returns the time now, for a later `start`."""
         now = time.monotonic()
-        shown = self._scanpy_level()
+        shown = self._shown_level()
         if shown >= level:
             passed = "" if start is None else str(timedelta(seconds=int(now - start)))
             suffix = f" ({passed})" if passed and "{time_passed}" not in msg else ""
@@ -56,10 +64,29 @@ class Settings:
             print(_PREFIX[level] + msg + suffix, file=_log_stream(), flush=True)
         return now
 
-    def _scanpy_level(self) -> int:
+    def log_added_var(self, columns) -> None:
+        """scanpy's hint on the var columns a gene selection wrote: (name, kind) pairs."""
+        self.log("added\n" + "\n".join(f"    {name!r}, {kind} vector (adata.var)" for name, kind in columns),
+                 level=HINT)
+
+    def shows(self, level: int = INFO) -> bool:
+        """Whether `log` writes a line of `level`: for a line whose value costs work (a Dask count)."""
+        return self._shown_level() >= level
+
+    @contextmanager
+    def muted(self):
+        """No `log` lines within: a step's inner call whose counterpart in scanpy writes none
+        (scrublet's PCA, umap's choice of representation). Warnings and `info` still show."""
+        token = _MUTED.set(True)
+        try:
+            yield
+        finally:
+            _MUTED.reset(token)
+
+    def _shown_level(self) -> int:
         """The verbosity scanpy's lines show at: ours or scanpy's, whichever is higher, unless either
-        silences (0)."""
-        if self._level() == 0:
+        silences (0) or `muted` is on."""
+        if _MUTED.get() or self._level() == 0:
             return 0
         try:
             theirs = int(sys.modules["scanpy"].settings.verbosity)

@@ -156,6 +156,20 @@ def test_options_match_scanpy(pbmc, kw):
         assert np.mean(hits) > 0.98
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_over_50_components_searched_on_their_50_pcs_as_scanpy(pbmc, seed):
+    """With n_prin_comps > 50 scanpy's neighbour search runs on 50 PCs (float32) of the joined
+    embedding, with its warning; ours searched the embedding itself (scores off by up to 0.08).
+    Our PCs are exact, scanpy's ARPACK's, so a near tie may move one neighbour of a cell."""
+    ref, got = pbmc.copy(), pbmc.copy()
+    with pytest.warns(UserWarning, match="run this on 60 dimensions"):
+        sc.pp.scrublet(ref, n_prin_comps=60, random_state=seed)
+    with pytest.warns(UserWarning, match="run this on 60 dimensions"):
+        scrublet(got, n_prin_comps=60, random_state=seed)
+    diff = np.abs(got.obs["doublet_score"].to_numpy() - ref.obs["doublet_score"].to_numpy())
+    assert (diff > 1e-9).mean() <= 0.01 and diff.max() < 0.01, (np.sum(diff > 1e-9), diff.max())
+
+
 def test_thinned_doublets_match_scanpy():
     """With synthetic_doublet_umi_subsampling < 1 the doublets of (i, j) and (j, i) are two draws,
     not twins: scanpy's search then prepends each row to its own list, as for distinct data (we

@@ -20,7 +20,8 @@ _CONSTANT = 1e-12
 
 
 def alpha_genes(x: sp.csr_matrix, rows: np.ndarray, n_top: int = 100, window: int = 101):
-    """Top genes by correlation with cell total UMIs, minus a running median over expression."""
+    """Top genes by correlation with cell total UMIs, minus a running median over expression
+    (`x` float64: the constant-gene guard below is float64's round-off)."""
     sub = x[rows]
     tot = np.asarray(sub.sum(1)).ravel()
     mean = np.asarray(sub.mean(0)).ravel()

@@ -45,7 +45,8 @@ def filter_cells(
 
     From verbosity 2 (ours or scanpy's) it writes scanpy's line on the cells it left out
     ("filtered out 655 cells that have less than 300 genes expressed"); for a bare Dask array,
-    whose results are lazy, that count is computed for the line, as scanpy's is.
+    whose results are lazy, that count is computed only where the line shows (scanpy's computes
+    it at any verbosity, and its line shows the lazy array's repr, not the number).
     """
     return _filter(data, axis=0, counts=(min_counts, max_counts), nums=(min_genes, max_genes),
                    inplace=inplace, copy=copy)  # fmt: skip
@@ -112,7 +113,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
     bounds = [check_real(v, k, step=step) for k, v in zip(keys, (*counts, *nums), strict=True)]
     counts, nums = tuple(bounds[:2]), tuple(bounds[2:])
     if copy:  # scanpy's log line
-        settings.info("WARNING: `copy` is deprecated, use `inplace` instead.")
+        settings.warning("`copy` is deprecated, use `inplace` instead.")
     given = [v for v in (*counts, *nums) if v is not None]
     if len(given) != 1:
         msg = (
@@ -133,7 +134,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
         keep = number >= low if low is not None else number <= high
-        if log and settings._scanpy_level() >= INFO:  # scanpy's count of those left out computes them too
+        if log and settings.shows(INFO):  # the count costs a pass: only for a line shown
             log_filtered((~keep).sum().compute(), axis=axis, **given_bounds)
         return keep, number
     p = _ops.parts(float_values(x))

@@ -20,7 +20,7 @@ from .. import _ops
 from .._backend import is_dask, is_sparse, to_host, xp_of
 from .._ops._chunked import Chunked
 from .._ops.clipped_sums import clipped_sums
-from .._settings import DEBUG, HINT, settings, user_stacklevel
+from .._settings import DEBUG, settings, user_stacklevel
 from .._validation import (canonical, check_finite, check_n_top_genes, check_not_empty, check_real, get_matrix,
                            make_actual, old_positionals, sanitize_anndata, warn_not_counts)
 from .._values import float_values, not_counts
@@ -183,7 +183,7 @@ def highly_variable_genes(
     else:
         cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_MEANS, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM]
     # scanpy's hint names these columns, with or without batches (whose further columns it leaves out)
-    settings.log("added\n" + "\n".join(f"    {c!r}, {_KINDS[c]} vector (adata.var)" for c in cols), level=HINT)
+    settings.log_added_var([(c, _KINDS[c]) for c in cols])
     if batch_key is not None and (v3 or batch_key):
         cols.append(K.VAR_HVG_NBATCHES)
         if not v3:

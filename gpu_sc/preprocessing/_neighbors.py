@@ -327,7 +327,7 @@ def neighbors(
         raise ValueError(msg)
     if n_neighbors > adata.n_obs and instance is None:  # scanpy's rule for very small data sets, and its warning
         n_neighbors = 1 + int(0.5 * adata.n_obs)
-        settings.info(f"WARNING: n_obs too small: adjusting to `n_neighbors = {n_neighbors}`")
+        settings.warning(f"n_obs too small: adjusting to `n_neighbors = {n_neighbors}`")
     if other_metric:
         from sklearn.neighbors import KNeighborsTransformer
 
@@ -339,7 +339,7 @@ def neighbors(
                f"({gb:.1f} GB); it is limited to {MAX_DENSE_OBS} cells. Use knn=True.")  # fmt: skip
         raise ValueError(msg)
     if not knn and adata.n_obs >= 10_000:
-        settings.info("WARNING: Using high n_obs without `knn=True` takes a lot of memory...")  # scanpy's
+        settings.warning("Using high n_obs without `knn=True` takes a lot of memory...")  # scanpy's
     rep = representation(adata, use_rep, n_pcs, step=_STEP)
     where = rep if rep is not None else adata.X
     on_gpu = is_gpu(blocks_like(where))  # Dask X, no X_pca: pca gives it

@@ -123,7 +123,7 @@ def normalize_total(
     p = _ops.parts(x)
     if lazy:
         set_matrix(adata, p.update(_normalized_block, target_sum), layer=layer, obsm=obsm)
-        settings.log("    finished ({time_passed})", start=start)
+        _log_finished(start, key_added)
         return adata if copy else None
 
     totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(dtype0)  # scanpy: value dtype
@@ -150,15 +150,20 @@ def normalize_total(
         warnings.warn("Some cells have zero counts", UserWarning, stacklevel=2)
 
     if not inplace:
-        settings.log("    finished ({time_passed})", start=start)
+        _log_finished(start, key_added)
         return {"X": x, "norm_factor": norm_factor}
     if key_added is not None:
         adata.obs[key_added] = to_host(norm_factor)
     set_matrix(adata, x, layer=layer, obsm=obsm)
+    _log_finished(start, key_added)
+    return adata if copy else None
+
+
+def _log_finished(start: float, key_added) -> None:
+    """scanpy's closing lines, the debug one wherever `key_added` is given (written or not)."""
     settings.log("    finished ({time_passed})", start=start)
     if key_added is not None:
         settings.log(f"and added {key_added!r}, counts per cell before normalization (adata.obs)", level=DEBUG)
-    return adata if copy else None
 
 
 def _block_row_sums(p):

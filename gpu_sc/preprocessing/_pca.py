@@ -149,20 +149,10 @@ def pca(
         embedding columns (ddof 0) and the ratio divides by the total ddof-0 variance of X, as
         scikit-learn's TruncatedSVD does.
     """
-    return _pca(data, n_comps, layer=layer, zero_center=zero_center, svd_solver=svd_solver, random_state=random_state,
-                mask_var=mask_var, use_highly_variable=use_highly_variable, dtype=dtype, key_added=key_added,
-                copy=copy, chunked=chunked, chunk_size=chunk_size, return_info=return_info)  # fmt: skip
-
-
-def _pca(data, n_comps, *, layer, zero_center, svd_solver, random_state, mask_var, use_highly_variable, dtype,
-         key_added, copy, chunked, chunk_size, return_info, log: bool = True):  # fmt: skip
-    """`pca`, with scanpy's log lines where `log` (not for a step's own embedding, scrublet's,
-    for which scanpy runs scikit-learn's PCA without a line)."""
-    note = settings.log if log else _no_line
-    start = note("computing PCA")
-    if svd_solver == "randomized" and not chunked:  # ours is randomized too ('auto' is exact here: no note)
-        note("Note that scikit-learn's randomized PCA might not be exactly reproducible across different "
-             "computational platforms. For exact reproducibility, choose `svd_solver='arpack'`.")  # fmt: skip
+    start = settings.log("computing PCA")
+    if svd_solver in ("auto", "randomized") and not chunked:  # scanpy's note on its solvers, whichever runs here
+        settings.log("Note that scikit-learn's randomized PCA might not be exactly reproducible across different "
+                     "computational platforms. For exact reproducibility, choose `svd_solver='arpack'`.")
     if svd_solver not in _SOLVERS:
         msg = f"{_STEP}: unknown svd_solver {svd_solver!r}; choose one of {sorted(s for s in _SOLVERS if s)} or None."
         raise ValueError(msg)
@@ -221,7 +211,10 @@ def _pca(data, n_comps, *, layer, zero_center, svd_solver, random_state, mask_va
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
         n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
-    note(f"    with {n_comps=}")
+    settings.log(f"    with {n_comps=}")
+    # scanpy's IncrementalPCA takes none of these (an in-memory seed, made a RandomState, is always set)
+    if chunked and (not zero_center or random_state or not is_dask(x) or svd_solver not in (None, "arpack")):
+        settings.log("Ignoring zero_center, random_state, svd_solver", level=DEBUG)
     limit = min(n_obs, n_vars)
     # the solvers with which scanpy takes all components: on dense data scikit-learn's PCA with
     # 'full', 'covariance_eigh', 'randomized' or 'auto'; on sparse data only 'covariance_eigh'
@@ -268,10 +261,11 @@ def _pca(data, n_comps, *, layer, zero_center, svd_solver, random_state, mask_va
         variance = evals
         total = float(xp.sum(xp.asarray(gene_var)))
     else:  # sklearn TruncatedSVD: ddof-0 variance of the embedding over ddof-0 total variance
-        note("    without zero-centering: \n"
-             "    the explained variance does not correspond to the exact statistical definition\n"
-             "    the first component, e.g., might be heavily influenced by different means\n"
-             "    the following components often resemble the exact PCA very closely", level=DEBUG)  # fmt: skip
+        if not chunked:  # (scanpy's chunked IncrementalPCA writes no such line)
+            settings.log("    without zero-centering: \n"
+                         "    the explained variance does not correspond to the exact statistical definition\n"
+                         "    the first component, e.g., might be heavily influenced by different means\n"
+                         "    the following components often resemble the exact PCA very closely", level=DEBUG)
         variance = x_pca.var(axis=0)
         total = float(xp.sum(xp.asarray(gene_var))) * (n_obs - 1) / n_obs
     ratio = variance / total if total > 0 else variance * np.nan
@@ -283,7 +277,7 @@ def _pca(data, n_comps, *, layer, zero_center, svd_solver, random_state, mask_va
     components = v.T.astype(pcs_dtype)  # (n_comps, n_genes used)
 
     if not is_adata:
-        note("    finished", start=start)
+        settings.log("    finished", start=start)
         if return_info:
             return x_pca, components, ratio_h, variance_h
         return x_pca
@@ -306,15 +300,12 @@ def _pca(data, n_comps, *, layer, zero_center, svd_solver, random_state, mask_va
     adata.obsm[key_obsm] = x_pca.compute() if adata.isbacked and is_dask(x_pca) else x_pca
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = {"params": params, "variance": variance_h, "variance_ratio": ratio_h}
-    note("    finished", start=start)
-    note(f"and added\n    {key_obsm!r}, the PCA coordinates (adata.obs)\n    {key_varm!r}, the loadings (adata.varm)\n"
-         f"    'pca_variance', the variance / eigenvalues (adata.uns[{key_uns!r}])\n"
-         f"    'pca_variance_ratio', the variance ratio (adata.uns[{key_uns!r}])", level=DEBUG)  # fmt: skip
+    settings.log("    finished", start=start)
+    settings.log(f"and added\n    {key_obsm!r}, the PCA coordinates (adata.obs)\n"
+                 f"    {key_varm!r}, the loadings (adata.varm)\n"
+                 f"    'pca_variance', the variance / eigenvalues (adata.uns[{key_uns!r}])\n"
+                 f"    'pca_variance_ratio', the variance ratio (adata.uns[{key_uns!r}])", level=DEBUG)
     return adata if copy else None
-
-
-def _no_line(*_args, **_kwargs) -> None:
-    """`settings.log` where a step's own PCA writes no line."""
 
 
 def _on_device(mask: np.ndarray, like):

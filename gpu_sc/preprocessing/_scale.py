@@ -13,7 +13,7 @@ from .. import _ops
 from .._backend import blocks_like, is_dask, is_gpu, is_sparse, sparse_format, sparse_module, to_host, xp_of
 from .._ops._chunked import Chunked, row_columns
 from .._ops._layout import row_bands, stored_bands, value_rows
-from .._settings import user_stacklevel
+from .._settings import settings, user_stacklevel
 from .._validation import canonical, get_matrix, make_actual, old_positionals, scanpy_mask, set_matrix
 
 _STEP = "scale"
@@ -94,6 +94,7 @@ def scale(
             msg = (f"{_STEP}: Cannot refer to mask with string without providing anndata object as "
                    f"argument (mask_obs={mask_obs!r}); pass a boolean array, or the AnnData.")  # scanpy's words
             raise ValueError(msg)
+        _log_notes(data, zero_center=zero_center, max_value=max_value)
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
@@ -132,6 +133,7 @@ def scale(
         raise ValueError(msg)
     make_actual(adata, warn=True)  # scanpy's warning (its tests match "view")
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
+    _log_notes(x0, zero_center=zero_center, max_value=max_value)
     x = _prepare(x0, copy=False)
     x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
     set_matrix(adata, x, layer=layer, obsm=obsm)
@@ -160,6 +162,14 @@ def _into_given(data, out, *, csc_in_place: bool):
         return data
     data[...] = out
     return data
+
+
+def _log_notes(x, *, zero_center: bool, max_value) -> None:
+    """scanpy's two info lines on the arguments, in its order."""
+    if not zero_center and max_value is not None:
+        settings.log("... be careful when using `max_value` without `zero_center`.")
+    if np.issubdtype(getattr(x, "dtype", object), np.integer):  # (what is not a matrix is refused next)
+        settings.log("... as scaling leads to float results, integer input is cast to float, returning copy.")
 
 
 def _prepare(x, *, copy: bool):

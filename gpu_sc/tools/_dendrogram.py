@@ -52,7 +52,8 @@ def _representation(adata: AnnData, use_rep, n_pcs):
         from ..preprocessing import pca
 
         pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
-        rep = representation(adata, use_rep, n_pcs, step=STEP, silent=True)  # scanpy: no line after its PCA
+        with settings.muted():  # scanpy: no line after its PCA
+            rep = representation(adata, use_rep, n_pcs, step=STEP)
     return rep
 
 

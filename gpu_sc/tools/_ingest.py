@@ -16,6 +16,7 @@ import functools
 from anndata import AnnData
 
 from .._backend import is_dask, is_gpu
+from .._settings import settings
 from .._validation import check_anndata, old_positionals
 from ._delegate import host_copy, run
 
@@ -37,6 +38,7 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
         msg = ("ingest: adata.X is a Dask array; the mapping projects the new cells' X in memory: compute it "
                "first (adata.X = adata.X.compute()).")  # fmt: skip
         raise TypeError(msg)
+    start = settings.log("running ingest")
     obs = [obs] if isinstance(obs, str) else obs
     embedding_method = [embedding_method] if isinstance(embedding_method, str) else list(embedding_method)
     labeling_method = [labeling_method] if isinstance(labeling_method, str) else list(labeling_method)
@@ -74,6 +76,7 @@ def ingest(adata: AnnData, adata_ref: AnnData, *, obs=None, embedding_method=("u
         ing.to_adata(inplace=True)
 
     run("ingest", adata, {}, x="always", on_gpu=is_gpu(adata.X), host_tool=mapped)
+    settings.log("    finished", start=start)
     return None if inplace else adata
 
 

@@ -84,7 +84,7 @@ def _warn_if_counts(x) -> None:
     an in-memory X only: a Dask array is not read again for a warning)."""
     values = x.data if is_sparse(x) else x
     if not is_dask(x) and values.size and not not_counts(values):
-        settings.info("WARNING: It seems you use rank_genes_groups on the raw count data. Please logarithmize "
+        settings.warning("It seems you use rank_genes_groups on the raw count data. Please logarithmize "
                       "your data before calling rank_genes_groups.")  # fmt: skip
 
 

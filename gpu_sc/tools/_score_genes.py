@@ -156,7 +156,7 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
     for c in np.unique(cut.loc[gene_list]):
         genes = cut[(cut == c) & ~in_list].index
         if len(genes) == 0:  # scanpy's warning
-            settings.info(f"WARNING: No control genes for cut={c!r}. You might want to increase gene_pool size "
+            settings.warning(f"No control genes for cut={c!r}. You might want to increase gene_pool size "
                           f"(current size: {len(gene_pool)})")  # fmt: skip
         if ctrl_size < len(genes):
             genes = genes.to_series().sample(ctrl_size, random_state=rng).index
@@ -191,7 +191,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     genes = wanted.intersection(names)
     ignored = wanted.difference(names, sort=False)
     if len(ignored):  # scanpy's warning, at its default verbosity
-        settings.info(f"WARNING: genes are not in var_names and ignored: {ignored}")
+        settings.warning(f"genes are not in var_names and ignored: {ignored}")
     if len(genes) == 0:
         msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
                f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "

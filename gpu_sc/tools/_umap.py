@@ -7,6 +7,7 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._scanpy_signatures import scanpy_signature
+from .._settings import settings
 from .._validation import old_positionals
 from ._delegate import neighbors_graph, run
 
@@ -58,7 +59,8 @@ def _spectral_start(host: AnnData, kwargs: dict):
     meta, graph = found
     params = meta.get("params", {})
     try:
-        rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap", silent=True)
+        with settings.muted():  # scanpy's spectral start chooses it silently
+            rep = representation(host, params.get("use_rep"), params.get("n_pcs"), step="umap")
     except (ValueError, TypeError):  # scanpy's own start then (unsigned index arrays: TypeError here)
         return kwargs, None
     if not (sp.issparse(graph) and isinstance(rep, np.ndarray)):  # `host` is run()'s host copy

@@ -11,7 +11,7 @@ from anndata import AnnData
 
 from ... import _ops
 from ..._backend import is_dask, to_host, xp_of
-from ..._settings import HINT, settings
+from ..._settings import settings
 from ..._validation import canonical, check_n_top_genes, check_not_empty, get_matrix, make_actual, warn_not_counts
 from ._residuals import check_theta_clip, counts_matrix, residual_variances, without_counts_zero
 
@@ -84,10 +84,9 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
     make_actual(adata, warn=True)
     adata.uns["hvg"] = {"flavor": "pearson_residuals", "computed_on": layer if layer else "adata.X"}
     # scanpy's hint lists the batch columns with or without batch_key (written only with one)
-    settings.log("added\n" + "\n".join(f"    {k!r}, {what} vector (adata.var)" for k, what in (
-        ("highly_variable", "boolean"), ("highly_variable_rank", "float"), ("highly_variable_nbatches", "int"),
-        ("highly_variable_intersection", "boolean"), ("means", "float"), ("variances", "float"),
-        ("residual_variances", "float"))), level=HINT)  # fmt: skip
+    settings.log_added_var([("highly_variable", "boolean"), ("highly_variable_rank", "float"),
+                            ("highly_variable_nbatches", "int"), ("highly_variable_intersection", "boolean"),
+                            ("means", "float"), ("variances", "float"), ("residual_variances", "float")])
     for column in ("means", "variances", "residual_variances", "highly_variable_rank"):
         adata.var[column] = df[column].to_numpy()
     if batch_key is not None:

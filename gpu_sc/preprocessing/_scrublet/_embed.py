@@ -9,7 +9,8 @@ import numpy as np
 
 from ... import _ops
 from ..._backend import is_sparse, sparse_module, xp_of
-from .._pca import _pca
+from ..._settings import settings
+from .._pca import pca
 
 
 def _scale_columns(x, factor):
@@ -41,11 +42,9 @@ def embed(obs, sim, *, mean_center: bool, normalize_variance: bool, n_comps: int
     else:
         obs, sim = _scale_columns(obs, xp.ones(obs.shape[1])), _scale_columns(sim, xp.ones(sim.shape[1]))
     rs.uniform(-1, 1, min(obs.shape))
-    # scanpy's scrublet runs scikit-learn's PCA, which writes no log line: ours without its lines
-    emb_obs, components, _, _ = _pca(obs, n_comps, layer=None, zero_center=mean_center, svd_solver=None,
-                                     random_state=0, mask_var=None, use_highly_variable=None, dtype="float64",
-                                     key_added=None, copy=False, chunked=False, chunk_size=None, return_info=True,
-                                     log=False)  # fmt: skip
+    with settings.muted():  # scanpy's scrublet runs scikit-learn's PCA, which writes no line
+        emb_obs, components, _, _ = pca(obs, n_comps, zero_center=mean_center, svd_solver=None, dtype="float64",
+                                        return_info=True)  # fmt: skip
     v = xp.ascontiguousarray(components.T, dtype=np.float64)
     emb_sim = xp.asarray(sim @ v)
     if mean_center:

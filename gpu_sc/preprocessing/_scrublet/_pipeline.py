@@ -11,12 +11,13 @@ import numpy as np
 from anndata import AnnData
 
 from ..._backend import to_host, xp_of
-from ..._settings import N_PCS, settings, user_stacklevel
+from ..._settings import DEBUG, N_PCS, settings, user_stacklevel
 from ..._validation import canonical
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
 from .._log1p import log1p
 from .._normalize import normalize_total
+from .._pca import pca
 from ._embed import embed
 from ._score import likelihoods, neighbour_parents, reversed_twins, search
 from ._simulate import check_random_state, sample_pairs, simulate
@@ -101,11 +102,15 @@ def scrub(x, adata_sim, opts):
     settings.log(f"Embedding transcriptomes using {'PCA' if opts['mean_center'] else 'Truncated SVD'}...")
     emb_obs, emb_sim = embed(obs, sim, mean_center=opts["mean_center"], normalize_variance=opts["normalize_variance"],
                              n_comps=opts["n_prin_comps"], rs=rs)  # fmt: skip
-    if opts["n_prin_comps"] <= N_PCS:  # scanpy's kNN on the embedding says so (beyond, it runs a PCA of it first)
+    start_search = settings.log("computing neighbors", level=DEBUG)  # scanpy's kNN step, as it logs it
+    if opts["n_prin_comps"] <= N_PCS:
         settings.log("    using data matrix X directly")
+    else:  # scanpy's kNN takes a graph's representation: 50 PCs of the joined embedding, with its warning
+        emb_obs, emb_sim = _joint_pcs(emb_obs, emb_sim)
     ind, algorithm = search(emb_obs, emb_sim, k_adj, metric=opts["knn_dist_metric"],
                             use_approx_neighbors=opts["use_approx_neighbors"], rs=rs,
                             twins=reversed_twins(parents, sim))  # fmt: skip
+    settings.log("computed neighbors", level=DEBUG, start=start_search)
     settings.progress(f"{_STEP}: {n_obs} cells, {n_sim} doublets, {k_adj} neighbours ({algorithm} search).")
     score, _ = likelihoods((ind >= n_obs).sum(axis=1), k=k_adj, n_obs=n_obs, n_sim=n_sim,
                            rho=opts["expected_doublet_rate"], se_rho=opts["stdev_doublet_rate"])  # fmt: skip
@@ -125,6 +130,19 @@ def scrub(x, adata_sim, opts):
     if opts["get_doublet_neighbor_parents"]:
         uns["doublet_neighbor_parents"] = neighbour_parents(ind, parents, n_obs)
     return kept, score_obs, predicted, n_genes, uns
+
+
+def _joint_pcs(emb_obs, emb_sim):
+    """The first N_PCS principal components (float32, pca's default) of the observed cells' and
+    doublets' embeddings together, split back: what scanpy's neighbour search runs on where the
+    embedding has more columns (n_prin_comps > 50)."""
+    xp = xp_of(emb_obs)
+    n_comps = emb_obs.shape[1]
+    warnings.warn(f"You’re trying to run this on {n_comps} dimensions of `.X`, if you really want this, set "
+                  "`use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
+                  UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+    pcs = pca(xp.concatenate([emb_obs, emb_sim]), N_PCS)
+    return pcs[: emb_obs.shape[0]], pcs[emb_obs.shape[0] :]
 
 
 def _threshold(score_obs, score_sim, opts):
