@@ -170,6 +170,16 @@ def test_over_50_components_searched_on_their_50_pcs_as_scanpy(pbmc, seed):
     assert (diff > 1e-9).mean() <= 0.01 and diff.max() < 0.01, (np.sum(diff > 1e-9), diff.max())
 
 
+def test_over_50_components_on_the_device(device, pbmc):
+    """The joined embedding's 50 PCs on the device (CuPy blocks through our pca) score as on the
+    host, but where float32 PCs leave two neighbours tied."""
+    cells = pbmc[:300].copy()
+    cpu, gpu = cells.copy(), gsc.get.to_gpu(cells, copy=True)
+    _quiet(scrublet, cpu, n_prin_comps=60, random_state=2)
+    _quiet(scrublet, gpu, n_prin_comps=60, random_state=2)
+    assert np.mean(np.isclose(gpu.obs["doublet_score"], cpu.obs["doublet_score"], rtol=1e-9, atol=0)) >= 0.99
+
+
 def test_thinned_doublets_match_scanpy():
     """With synthetic_doublet_umi_subsampling < 1 the doublets of (i, j) and (j, i) are two draws,
     not twins: scanpy's search then prepends each row to its own list, as for distinct data (we
