@@ -165,6 +165,19 @@ def test_steps_log_scanpys_lines(step, verbosity, pbmc, tmp_path):
     assert ours == theirs
 
 
+@pytest.mark.parametrize("call", [
+    lambda m, a: m.tl.rank_genes_groups(a, "groups", use_raw=True),  # no raw: refused before "ranking genes"
+    lambda m, a: m.pp.scale(a.X.astype(np.int64).toarray(), mask_obs="groups"),  # the integer line, then refused
+], ids=["rank_genes_groups_no_raw", "scale_mask_name_on_a_matrix"])  # fmt: skip
+def test_lines_before_an_error_are_scanpys(call, pbmc, tmp_path):
+    data = _prepared(pbmc, 5)
+    for module in (sc, gsc):
+        with pytest.raises(ValueError):
+            _log(module, call, data.copy(), 3, tmp_path)
+    theirs, ours = ((tmp_path / f"{m.__name__}.log").read_text() for m in (sc, gsc))
+    assert ours == theirs
+
+
 def test_ingest_logs_scanpys_lines(pbmc, tmp_path):
     """scanpy 1.11's own ingest fails with pynndescent 0.7 (tests/test_ingest.py), so its lines are
     written out here: its start and finished lines, nothing from the mapping between (verbosity 3:

@@ -90,11 +90,11 @@ def scale(
         if layer is not None or obsm is not None:
             msg = f"{_STEP}: `layer` and `obsm` need an AnnData, got {type(data).__name__}."
             raise ValueError(msg)
+        _log_notes(data, zero_center=zero_center, max_value=max_value)  # scanpy's precede its mask error
         if isinstance(mask_obs, str):
             msg = (f"{_STEP}: Cannot refer to mask with string without providing anndata object as "
                    f"argument (mask_obs={mask_obs!r}); pass a boolean array, or the AnnData.")  # scanpy's words
             raise ValueError(msg)
-        _log_notes(data, zero_center=zero_center, max_value=max_value)
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)

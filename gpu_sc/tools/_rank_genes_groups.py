@@ -213,6 +213,8 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     """
     check_anndata(adata, step=STEP)
     method = "t-test" if method is None else method
+    if use_raw is True and adata.raw is None:  # refused before scanpy's first line, as scanpy does
+        get_matrix(adata, use_raw=True, step=STEP)
     start = settings.log("ranking genes")
     if method not in METHODS:
         msg = f"{STEP}: method {method!r} is not available; use one of {METHODS}."
