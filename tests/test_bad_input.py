@@ -218,6 +218,7 @@ BACKED_STEPS = {
     "highly_variable_genes": lambda a: gsc.pp.highly_variable_genes(a, n_top_genes=50),
     "scale": lambda a: gsc.pp.scale(a),
     "pca": lambda a: gsc.pp.pca(a, n_comps=5),
+    "dendrogram": lambda a: gsc.tl.dendrogram(a, "bulk_labels"),  # named itself: the PCA it runs did
 }
 
 

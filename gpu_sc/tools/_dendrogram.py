@@ -21,7 +21,7 @@ from .._ops import group_sums, parts
 from .._ops._layout import in_layout, nan_replaced
 from .._representation import representation
 from .._settings import N_PCS, settings
-from .._validation import canonical, check_anndata, get_matrix, old_positionals, sanitize_anndata
+from .._validation import canonical, check_anndata, check_in_memory, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"
 COR_METHODS = ("pearson", "kendall", "spearman")  # pandas' DataFrame.corr
@@ -94,6 +94,8 @@ def dendrogram(adata: AnnData, groupby: str | Sequence[str], *, n_pcs: int | Non
     from scipy.spatial import distance
 
     check_anndata(adata, step=STEP)
+    if adata.isbacked:  # refused first, as scanpy does (not by the PCA it would run for a representation)
+        check_in_memory(adata.X, step=STEP)
     groupby = [groupby] if isinstance(groupby, str) else groupby
     for g in groupby:  # scanpy's checks and words
         if g not in adata.obs:
