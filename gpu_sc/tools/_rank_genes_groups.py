@@ -85,7 +85,7 @@ def _warn_if_counts(x) -> None:
     values = x.data if is_sparse(x) else x
     if not is_dask(x) and values.size and not not_counts(values):
         settings.warning("It seems you use rank_genes_groups on the raw count data. Please logarithmize "
-                      "your data before calling rank_genes_groups.")  # fmt: skip
+                         "your data before calling rank_genes_groups.")  # fmt: skip
 
 
 def _as_categories(adata: AnnData, groupby: str) -> pd.Series:

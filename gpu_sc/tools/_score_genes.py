@@ -157,7 +157,7 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
         genes = cut[(cut == c) & ~in_list].index
         if len(genes) == 0:  # scanpy's warning
             settings.warning(f"No control genes for cut={c!r}. You might want to increase gene_pool size "
-                          f"(current size: {len(gene_pool)})")  # fmt: skip
+                             f"(current size: {len(gene_pool)})")  # fmt: skip
         if ctrl_size < len(genes):
             genes = genes.to_series().sample(ctrl_size, random_state=rng).index
         if ctrl_as_ref:
