@@ -1,5 +1,5 @@
-"""A swapped script logs what scanpy's did: at scanpy's verbosity 2 (info) and 3 (hints) each of
-our own steps writes scanpy's lines ("computing PCA", "    with n_comps=50", "    finished
+"""A swapped script logs what scanpy's did: at scanpy's verbosity 2 (info), 3 (hints) and 4
+(debug) each of our own steps writes scanpy's lines ("computing PCA", "    with n_comps=50", "    finished
 (0:00:00)", "--> added ..."), times aside, to scanpy's log file. Each step runs once with scanpy
 and once with gpu_sc on the same input."""
 
@@ -154,15 +154,32 @@ def _log(module, call, data, verbosity: int, tmp_path) -> list[str]:
     return [_TIME.sub("(T)", line) for line in path.read_text().splitlines()]
 
 
-@pytest.mark.parametrize("verbosity", [2, 3])
+#: debug lines (verbosity 4) known to differ: scanpy's runs its PCA there on an AnnData, whose
+#: "and added" lines ours (on the matrix) leaves out
+_DEBUG_DIFFERS = {"scrublet_60_pcs"}
+#: the n_top_genes cutoff of the debug line: round-off apart (up to 1.2e-7 here), the same genes
+_CUTOFF = re.compile(r"(cutoff of )(-?[0-9.]+(?:e-?\d+)?)")
+
+
+def _cutoffs(lines: list[str]) -> tuple[list[str], list[float]]:
+    """The lines with the cutoffs masked, and the cutoffs."""
+    values = [float(m[2]) for line in lines for m in _CUTOFF.finditer(line)]
+    return [_CUTOFF.sub(r"\1C", line) for line in lines], values
+
+
+@pytest.mark.parametrize("verbosity", [2, 3, 4])
 @pytest.mark.parametrize("step", list(STEPS))
 def test_steps_log_scanpys_lines(step, verbosity, pbmc, tmp_path):
+    if verbosity == 4 and step in _DEBUG_DIFFERS:
+        pytest.skip("a known difference of a debug line (README)")
     pbmc.var_names = _GENES + list(pbmc.var_names[20:])
     data = _prepared(pbmc, STEPS[step][0])
     theirs = _log(sc, STEPS[step][1], data.copy(), verbosity, tmp_path)
     ours = _log(gsc, STEPS[step][1], data.copy(), verbosity, tmp_path)
     assert theirs, "scanpy logged nothing: the step no longer tests anything"
+    (ours, our_cutoffs), (theirs, their_cutoffs) = _cutoffs(ours), _cutoffs(theirs)
     assert ours == theirs
+    np.testing.assert_allclose(our_cutoffs, their_cutoffs, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("call", [
