@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import sys
 import time
 from contextlib import contextmanager
@@ -31,8 +32,8 @@ class Settings:
     (``sc.settings.verbosity = 0``, errors only) silences gpu_sc too, and one that sends scanpy's
     log to a file (``sc.settings.logfile = "run.log"``, a path) finds gpu_sc's lines there too.
     (A stream given instead of a path is not followed: scanpy's default stream is the stderr or
-    stdout of its import, which cannot be told from one set by hand; ours is the current
-    stderr.)"""
+    stdout of its import, which cannot be told from one set by hand; ours is the current one:
+    stdout in IPython / Jupyter, as scanpy's default there, else stderr.)"""
 
     verbosity: int = 1
 
@@ -109,14 +110,17 @@ settings = Settings()
 
 def _log_stream():
     """The file scanpy logs to where a script has given it one (``sc.settings.logfile = path``);
-    else the current stderr (scanpy's default stream is the stderr or stdout of its import,
-    which a notebook or a test's capture may since have replaced)."""
+    else scanpy's default: the current stdout in IPython / Jupyter (where stderr shows in red,
+    apart from scanpy's lines), the current stderr elsewhere. (scanpy keeps the stream of its
+    import, which a test's capture may since have replaced: the current one is what a user sees.)"""
     scanpy = sys.modules.get("scanpy")
     try:
         stream = scanpy.settings.logfile if getattr(scanpy.settings, "logpath", None) is not None else None
     except AttributeError:  # no scanpy, or a partly imported or unusual one
         stream = None
-    return stream if hasattr(stream, "write") and not getattr(stream, "closed", False) else sys.stderr
+    if hasattr(stream, "write") and not getattr(stream, "closed", False):
+        return stream
+    return sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
 
 
 class Progress:

@@ -251,6 +251,18 @@ def test_scanpys_logfile_gets_our_lines(tmp_path, capsys):
     assert capsys.readouterr().err == "back on stderr\n"
 
 
+def test_lines_go_to_stdout_in_a_notebook(capsys, monkeypatch):
+    """In IPython / Jupyter scanpy logs to stdout; ours went to stderr, which a notebook shows in
+    red, apart from scanpy's lines."""
+    import builtins
+
+    from gpu_sc._settings import settings
+
+    monkeypatch.setattr(builtins, "__IPYTHON__", True, raising=False)
+    settings.info("a step's news")
+    assert capsys.readouterr() == ("a step's news\n", "")
+
+
 def test_readme_quick_start_runs():
     """The README's quick start (its `<!-- quick-start -->` block) runs as written on the CPU and
     leaves scanpy's keys."""
