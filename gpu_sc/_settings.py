@@ -124,7 +124,7 @@ def _log_stream():
 
 
 class Progress:
-    """`what: done/total unit` on stderr (or scanpy's log file) at verbosity 2, about every
+    """`what: done/total unit` where our lines go (`_log_stream`) at verbosity 2, about every
     tenth of the work and at the end, for loops long enough to want it (exact kNN over many
     cells). `sync` (e.g. a device synchronisation) runs before a line is written, so that
     queued GPU work is done."""

@@ -125,7 +125,7 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         cluster). Each PIC's down-sampling draw is keyed by the seed and its name (obs_names),
         so its calls do not depend on the order of the rows or on the blocks.
     progress
-        Report the pair search's progress on stderr (PICs done, about every tenth) at
+        Report the pair search's progress (PICs done, about every tenth; stderr, stdout in Jupyter) at
         ``gsc.settings.verbosity`` 2.
 
     Returns

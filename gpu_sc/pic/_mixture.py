@@ -280,7 +280,7 @@ def mixture_weights(x, profiles, *, eps: float = 1e-4, concentration: float = 1.
         PICs per chunk; default: as many as keep each (nonzeros x K) working array near 128 MiB
         (CPU) or 512 MiB (GPU).
     progress
-        None, True (PICs done on stderr, about every tenth, at ``gsc.settings.verbosity`` 2) or
+        None, True (PICs done on stderr, stdout in Jupyter, about every tenth, at ``gsc.settings.verbosity`` 2) or
         a callable ``progress(done, total)`` called with the number of PICs finished after each
         chunk.
     accelerate
