@@ -8,7 +8,8 @@ import importlib
 from anndata import AnnData
 
 from . import _keys as K
-from ._settings import N_PCS, settings
+from ._settings import default_n_pcs
+from ._settings import settings
 from ._validation import check_index_dtype
 
 
@@ -21,7 +22,7 @@ def representation(adata: AnnData, use_rep, n_pcs, *, step: str):
     n_pcs = 50", "    using data matrix X directly"); `settings.muted()` where scanpy's is silent."""
     rep = _chosen(adata, use_rep, n_pcs, step=step)
     if use_rep is None and n_pcs != 0 and rep is not None:
-        chose_x = adata.n_vars <= N_PCS
+        chose_x = adata.n_vars <= default_n_pcs()
         settings.log("    using data matrix X directly" if chose_x else
                      f"    using 'X_pca' with n_pcs = {rep.shape[1]}")  # fmt: skip
     if rep is not None:
@@ -37,7 +38,7 @@ def _chosen(adata: AnnData, use_rep, n_pcs, *, step: str):
     if use_rep is None and n_pcs == 0:
         return adata.X
     if use_rep is None:
-        if adata.n_vars > N_PCS:
+        if adata.n_vars > default_n_pcs():
             if K.OBSM_PCA not in adata.obsm:
                 try:
                     importlib.import_module("gpu_sc.preprocessing._pca")

@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-#: scanpy's settings.N_PCS: components computed by default, and the gene count above which
-#: neighbors runs PCA first when there is no X_pca
+#: scanpy's default settings.N_PCS (`default_n_pcs()`: the one in force)
 N_PCS = 50
 #: memory of one working block of the primitives (a dense float64 row block, a distance tile)
 BLOCK_BYTES = 64 * 2**20
@@ -121,6 +120,16 @@ def _log_stream():
     if hasattr(stream, "write") and not getattr(stream, "closed", False):
         return stream
     return sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
+
+
+def default_n_pcs() -> int:
+    """scanpy's `settings.N_PCS` where scanpy is imported (a script may change it), else 50: the
+    components computed by default, and the gene count above which a graph's representation is
+    X_pca (made first where missing)."""
+    try:
+        return int(sys.modules["scanpy"].settings.N_PCS)
+    except (KeyError, AttributeError, TypeError, ValueError):  # no scanpy, or a partly imported one
+        return N_PCS
 
 
 class Progress:

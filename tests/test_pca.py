@@ -636,3 +636,24 @@ def test_chunked_on_backed_data_reads_the_file_in_blocks(tmp_path):
     assert_close(backed.obsm["X_pca"], a.obsm["X_pca"], dtype=np.float64, n_terms=a.n_obs, out=np.float32,
                  scale="max")  # fmt: skip
     backed.file.close()
+
+
+def test_scanpys_n_pcs_setting_is_followed(pbmc):
+    """A script that sets sc.settings.N_PCS gets that many components by default, from pca and
+    from the PCA neighbors and dendrogram make, as from scanpy's; ours kept 50."""
+    sc.pp.normalize_total(pbmc)
+    sc.pp.log1p(pbmc)
+    del pbmc.obsm["X_pca"]  # neighbors and dendrogram make it
+    before = sc.settings.N_PCS
+    try:
+        sc.settings.N_PCS = 30
+        for step in (lambda m, a: m.pp.pca(a), lambda m, a: m.pp.neighbors(a),
+                     lambda m, a: m.tl.dendrogram(a, "bulk_labels")):  # fmt: skip
+            theirs, ours = pbmc.copy(), pbmc.copy()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step(sc, theirs)
+                step(gsc, ours)
+            assert ours.obsm["X_pca"].shape == theirs.obsm["X_pca"].shape == (pbmc.n_obs, 30)
+    finally:
+        sc.settings.N_PCS = before

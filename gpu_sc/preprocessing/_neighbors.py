@@ -16,7 +16,8 @@ from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
 from .._representation import representation
-from .._settings import BLOCK_BYTES, DEBUG, N_PCS, settings
+from .._settings import BLOCK_BYTES, DEBUG, settings
+from .._settings import default_n_pcs
 from .._settings import user_stacklevel
 from .._validation import check_anndata, check_int
 
@@ -357,7 +358,7 @@ def neighbors(
         warnings.warn(f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, if you really want this, "
                       "set `use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
                       UserWarning, stacklevel=user_stacklevel())  # fmt: skip
-        pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
+        pca(adata, n_comps=n_pcs if n_pcs is not None else default_n_pcs())
         rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails
     sparse_rep = is_sparse(rep)

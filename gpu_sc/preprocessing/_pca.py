@@ -14,7 +14,7 @@ from .. import _keys as K
 from .. import _ops
 from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import Chunked, eigh, gram
-from .._settings import DEBUG, N_PCS, settings, user_stacklevel
+from .._settings import DEBUG, default_n_pcs, settings, user_stacklevel
 from .._validation import (EMPTY, canonical, check_finite, check_in_memory, check_int, check_not_empty, get_matrix,
                            handle_mask_var, make_actual)  # fmt: skip
 from .._values import float_values
@@ -210,7 +210,7 @@ def pca(
     n_obs, n_vars = x.shape
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
-        n_comps = min_dim - 1 if min_dim <= N_PCS else N_PCS
+        n_comps = min_dim - 1 if min_dim <= default_n_pcs() else default_n_pcs()
     settings.log(f"    with {n_comps=}")
     # scanpy's IncrementalPCA takes none of these (an in-memory seed, made a RandomState, is always set)
     if chunked and (not zero_center or random_state or not is_dask(x) or svd_solver not in (None, "arpack")):

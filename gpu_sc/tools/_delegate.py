@@ -12,7 +12,7 @@ from anndata import AnnData, ImplicitModificationWarning
 from .. import _keys as K
 from .._backend import is_gpu
 from .._scanpy_own import scanpy_own
-from .._settings import N_PCS, settings, user_stacklevel
+from .._settings import default_n_pcs, settings, user_stacklevel
 from ..get import array_to_cpu as _host  # host copy, same container type
 from ..get import array_to_gpu
 from .._validation import check_anndata, make_actual
@@ -68,17 +68,7 @@ def reads_x(adata: AnnData, use_rep: str | None, n_pcs: int | None) -> bool:
     none with n_pcs=0, with settings.N_PCS genes or fewer, or without X_pca (scanpy then makes it)."""
     if use_rep is not None:
         return use_rep == "X"
-    return n_pcs == 0 or adata.n_vars <= scanpy_n_pcs() or K.OBSM_PCA not in adata.obsm
-
-
-def scanpy_n_pcs() -> int:
-    """scanpy's `settings.N_PCS` (a user may change it): the gene count at or under which its
-    representation rule reads X itself; ours where scanpy is not installed."""
-    try:
-        import scanpy
-    except ImportError:
-        return N_PCS
-    return int(scanpy.settings.N_PCS)
+    return n_pcs == 0 or adata.n_vars <= default_n_pcs() or K.OBSM_PCA not in adata.obsm
 
 
 def _check_keywords(name: str, tool, adata: AnnData, kwargs: dict) -> None:

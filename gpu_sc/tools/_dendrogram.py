@@ -20,7 +20,8 @@ from .._backend import is_dask, is_sparse, sparse_module, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import in_layout, nan_replaced
 from .._representation import representation
-from .._settings import N_PCS, settings
+from .._settings import default_n_pcs
+from .._settings import settings
 from .._validation import canonical, check_anndata, check_in_memory, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"
@@ -51,7 +52,7 @@ def _representation(adata: AnnData, use_rep, n_pcs):
     if rep is None:
         from ..preprocessing import pca
 
-        pca(adata, n_comps=n_pcs if n_pcs is not None else N_PCS)
+        pca(adata, n_comps=n_pcs if n_pcs is not None else default_n_pcs())
         with settings.muted():  # scanpy: no line after its PCA
             rep = representation(adata, use_rep, n_pcs, step=STEP)
     return rep

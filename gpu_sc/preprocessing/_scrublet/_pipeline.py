@@ -11,7 +11,7 @@ import numpy as np
 from anndata import AnnData
 
 from ..._backend import to_host, xp_of
-from ..._settings import DEBUG, N_PCS, settings, user_stacklevel
+from ..._settings import DEBUG, default_n_pcs, settings, user_stacklevel
 from ..._validation import canonical
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
@@ -103,7 +103,7 @@ def scrub(x, adata_sim, opts):
     emb_obs, emb_sim = embed(obs, sim, mean_center=opts["mean_center"], normalize_variance=opts["normalize_variance"],
                              n_comps=opts["n_prin_comps"], rs=rs)  # fmt: skip
     start_search = settings.log("computing neighbors", level=DEBUG)  # scanpy's kNN step, as it logs it
-    if opts["n_prin_comps"] <= N_PCS:
+    if opts["n_prin_comps"] <= default_n_pcs():
         settings.log("    using data matrix X directly")
     else:  # scanpy's kNN takes a graph's representation: 50 PCs of the joined embedding, with its warning
         emb_obs, emb_sim = _joint_pcs(emb_obs, emb_sim)
@@ -133,7 +133,7 @@ def scrub(x, adata_sim, opts):
 
 
 def _joint_pcs(emb_obs, emb_sim):
-    """The first N_PCS principal components (float32, pca's default) of the observed cells' and
+    """The first `default_n_pcs()` principal components (float32, pca's default) of the observed cells' and
     doublets' embeddings together, split back: what scanpy's neighbour search runs on where the
     embedding has more columns (n_prin_comps > 50)."""
     xp = xp_of(emb_obs)
@@ -141,7 +141,7 @@ def _joint_pcs(emb_obs, emb_sim):
     warnings.warn(f"You’re trying to run this on {n_comps} dimensions of `.X`, if you really want this, set "
                   "`use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
                   UserWarning, stacklevel=user_stacklevel())  # fmt: skip
-    pcs = pca(xp.concatenate([emb_obs, emb_sim]), N_PCS)
+    pcs = pca(xp.concatenate([emb_obs, emb_sim]), default_n_pcs())
     return pcs[: emb_obs.shape[0]], pcs[emb_obs.shape[0] :]
 
 
