@@ -88,20 +88,13 @@ class Settings:
         silences (0) or `muted` is on."""
         if _MUTED.get() or self._level() == 0:
             return 0
-        try:
-            theirs = int(sys.modules["scanpy"].settings.verbosity)
-        except (KeyError, AttributeError, TypeError, ValueError):  # no scanpy, or a partly imported one
-            theirs = 0
-        return max(self.verbosity, theirs)
+        theirs = _scanpy_int("verbosity")
+        return max(self.verbosity, 0 if theirs is None else theirs)
 
     def _level(self) -> int:
         """Ours, or 0 where scanpy is imported and set to errors only."""
-        scanpy = sys.modules.get("scanpy")
-        try:
-            silenced = scanpy is not None and int(scanpy.settings.verbosity) < 1
-        except (AttributeError, TypeError, ValueError):  # a partly imported or unusual scanpy
-            silenced = False
-        return 0 if silenced else self.verbosity
+        theirs = _scanpy_int("verbosity")
+        return 0 if theirs is not None and theirs < 1 else self.verbosity
 
 
 settings = Settings()
@@ -112,11 +105,7 @@ def _log_stream():
     else scanpy's default: the current stdout in IPython / Jupyter (where stderr shows in red,
     apart from scanpy's lines), the current stderr elsewhere. (scanpy keeps the stream of its
     import, which a test's capture may since have replaced: the current one is what a user sees.)"""
-    scanpy = sys.modules.get("scanpy")
-    try:
-        stream = scanpy.settings.logfile if getattr(scanpy.settings, "logpath", None) is not None else None
-    except AttributeError:  # no scanpy, or a partly imported or unusual one
-        stream = None
+    stream = _scanpy_setting("logfile") if _scanpy_setting("logpath") is not None else None
     if hasattr(stream, "write") and not getattr(stream, "closed", False):
         return stream
     return sys.stdout if getattr(builtins, "__IPYTHON__", False) else sys.stderr
@@ -126,10 +115,27 @@ def default_n_pcs() -> int:
     """scanpy's `settings.N_PCS` where scanpy is imported (a script may change it), else 50: the
     components computed by default, and the gene count above which a graph's representation is
     X_pca (made first where missing)."""
+    theirs = _scanpy_int("N_PCS")
+    return N_PCS if theirs is None else theirs
+
+
+def _scanpy_setting(name: str):
+    """scanpy's `settings.<name>` where scanpy is imported (a script's, as it set it); None without
+    scanpy, or for a partly imported or unusual one."""
+    scanpy = sys.modules.get("scanpy")
     try:
-        return int(sys.modules["scanpy"].settings.N_PCS)
-    except (KeyError, AttributeError, TypeError, ValueError):  # no scanpy, or a partly imported one
-        return N_PCS
+        return None if scanpy is None else getattr(scanpy.settings, name, None)
+    except AttributeError:  # no settings yet (scanpy partly imported)
+        return None
+
+
+def _scanpy_int(name: str) -> int | None:
+    """`_scanpy_setting` as an int (verbosity, N_PCS); None where there is none or it is not one."""
+    value = _scanpy_setting(name)
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 class Progress:

@@ -210,7 +210,8 @@ def pca(
     n_obs, n_vars = x.shape
     if n_comps is None:
         min_dim = min(n_obs, n_vars)
-        n_comps = min_dim - 1 if min_dim <= default_n_pcs() else default_n_pcs()
+        default = default_n_pcs()
+        n_comps = min_dim - 1 if min_dim <= default else default
     settings.log(f"    with {n_comps=}")
     # scanpy's IncrementalPCA takes none of these (an in-memory seed, made a RandomState, is always set)
     if chunked and (not zero_center or random_state or not is_dask(x) or svd_solver not in (None, "arpack")):
