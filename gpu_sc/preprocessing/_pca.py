@@ -173,8 +173,8 @@ def pca(
         x0 = get_matrix(adata, layer=layer, step=_STEP)
         if chunked and layer is None and adata.isbacked:  # X on disk: read in row chunks, as Dask blocks
             x0 = _backed_rows(x0, chunk_size)
-        # other data not in memory (backed without chunked): scanpy's words
-        check_in_memory(x0, step=_STEP, suffix=" from layers" if layer is not None else " with chunked as False")
+        if layer is None:  # X not in memory (backed without chunked): scanpy's words, before the mask
+            check_in_memory(x0, step=_STEP, suffix=" with chunked as False")
         var = adata.var
     else:
         if layer is not None:
@@ -186,6 +186,13 @@ def pca(
             raise TypeError(msg)
         check_in_memory(x0, step=_STEP)
     mask_param, mask = handle_mask_var(var, mask_var, use_highly_variable, n_vars=x0.shape[1], step=_STEP)
+    if n_comps is None:  # from the shape alone: scanpy logs it before it refuses a layer on disk
+        min_dim = min(x0.shape[0], x0.shape[1] if mask is None else int(mask.sum()))
+        default = default_n_pcs()
+        n_comps = min_dim - 1 if min_dim <= default else default
+    settings.log(f"    with {n_comps=}")
+    if layer is not None:
+        check_in_memory(x0, step=_STEP, suffix=" from layers")
 
     x = canonical(x0, step=_STEP, sum_duplicates=True)  # squares of stored values
     check_not_empty(x, step=_STEP)
@@ -208,11 +215,6 @@ def pca(
     if not is_dask(x):  # the genes used only, as scanpy; a Dask matrix is not read an extra time
         check_finite(x, step=_STEP)
     n_obs, n_vars = x.shape
-    if n_comps is None:
-        min_dim = min(n_obs, n_vars)
-        default = default_n_pcs()
-        n_comps = min_dim - 1 if min_dim <= default else default
-    settings.log(f"    with {n_comps=}")
     # scanpy's IncrementalPCA takes none of these (an in-memory seed, made a RandomState, is always set)
     if chunked and (not zero_center or random_state or not is_dask(x) or svd_solver not in (None, "arpack")):
         settings.log("Ignoring zero_center, random_state, svd_solver", level=DEBUG)
@@ -302,11 +304,17 @@ def pca(
     adata.varm[key_varm] = loadings
     adata.uns[key_uns] = {"params": params, "variance": variance_h, "variance_ratio": ratio_h}
     settings.log("    finished", start=start)
+    log_added(key_added)
+    return adata if copy else None
+
+
+def log_added(key_added: str | None = None) -> None:
+    """scanpy's debug lines naming the keys a PCA of an AnnData wrote."""
+    key_obsm, key_varm, key_uns = K.pca_keys(key_added)
     settings.log(f"and added\n    {key_obsm!r}, the PCA coordinates (adata.obs)\n"
                  f"    {key_varm!r}, the loadings (adata.varm)\n"
                  f"    'pca_variance', the variance / eigenvalues (adata.uns[{key_uns!r}])\n"
                  f"    'pca_variance_ratio', the variance ratio (adata.uns[{key_uns!r}])", level=DEBUG)
-    return adata if copy else None
 
 
 def _on_device(mask: np.ndarray, like):

@@ -17,7 +17,7 @@ from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
 from .._log1p import log1p
 from .._normalize import normalize_total
-from .._pca import pca
+from .._pca import log_added, pca
 from ._embed import embed
 from ._score import likelihoods, neighbour_parents, reversed_twins, search
 from ._simulate import check_random_state, sample_pairs, simulate
@@ -142,6 +142,7 @@ def _joint_pcs(emb_obs, emb_sim):
                   "`use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
                   UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     pcs = pca(xp.concatenate([emb_obs, emb_sim]), default_n_pcs())
+    log_added()  # scanpy's PCA here is of an AnnData
     return pcs[: emb_obs.shape[0]], pcs[emb_obs.shape[0] :]
 
 
