@@ -18,6 +18,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterable
 
+import numba
 import numpy as np
 import pandas as pd
 from anndata import AnnData
@@ -168,17 +169,61 @@ def log_fold_change(expm1, mean, mean_rest):
     return np.log2((expm1(mean) + 1e-9) / (expm1(mean_rest) + 1e-9))
 
 
-def _mean_var(s, q, n):
+def _mean_var(s, q, n, one_value):
     """Mean and unbiased variance per row of float64 sums `s` and sums of squares `q` over `n`
-    cells. A variance within float64 round-off of the squared mean is 0: a gene constant over
-    the cells (on scaled data a constant is not 0) would otherwise come out slightly negative
-    or positive by chance, its t NaN (scored 0) or its Welch t taken from the noise; scanpy's
-    one pass has the same cancellation and scores some such genes 0 where scipy's t is finite."""
+    cells. Where a side holds one value in all its cells (its variance within float64
+    round-off of the squared mean: on scaled data a gene absent from a group, or from the rest),
+    they are what scanpy's one pass gives there, `one_value(mean, n, where)`: its variance
+    E[x^2] - E[x]^2 is a rounding error whose sign decides whether scipy's t is NaN (scanpy
+    scores it 0) or the Welch t."""
     n = np.asarray(n, dtype=np.float64)[:, None]
     mean = s / n
     var = q / n - mean**2
-    var[var <= np.ldexp(mean**2, -42)] = 0.0  # (n = 0 rows: NaN stays NaN)
+    flat = var <= np.ldexp(mean**2, -42)  # (n = 0 rows: NaN stays NaN)
+    mean[flat], var[flat] = one_value(mean[flat], np.broadcast_to(n, var.shape)[flat], flat)
     return mean, var * np.where(n != 1, n / (n - 1), 1.0)
+
+
+def _one_value_stats(x, codes, rest: bool):
+    """`one_value` for `_mean_var`: scanpy's mean and E[x^2] - E[x]^2 over n cells that all hold
+    c. It sums squares of X's own dtype in float64: float32 (float16) squares round c^2 to that
+    dtype and the sums are exact, so the mean is c and the variance round(c^2) - c^2; float64
+    values are summed one cell after the other (numpy's reduction over the rows; pairwise down a
+    single gene's column), which this repeats from c, taken from X (of one cell of the group, or
+    of the rest with `rest`). Integer values give their mean and 0."""
+    def one_value(mean, n, where):
+        if x.dtype.kind != "f" or not mean.size:
+            return mean, np.zeros(mean.size)
+        if x.dtype.itemsize < 8:
+            c = mean.astype(x.dtype)
+            return c.astype(np.float64), (c * c).astype(np.float64) - c.astype(np.float64) ** 2
+        groups, genes = np.nonzero(where)
+        row = {g: np.flatnonzero((codes != g) if rest else (codes == g))[0] for g in np.unique(groups)}
+        picked, row_of = np.unique([row[g] for g in groups], return_inverse=True)
+        values = x[picked if is_dask(x) else xp_of(x).asarray(picked)]
+        values = values.compute() if is_dask(values) else values
+        c = to_host(values.toarray() if is_sparse(values) else values).astype(np.float64)[row_of, genes]
+        n = n.astype(np.int64)
+        if x.shape[1] == 1 and not is_sparse(x):  # one contiguous column: numpy sums it pairwise
+            sums = lambda v: np.array([np.full(k, vi).sum() for vi, k in zip(v, n, strict=True)])  # noqa: E731
+        else:
+            sums = lambda v: _sequential_sums(v, n)  # noqa: E731
+        mean_c = sums(c) / n
+        return mean_c, sums(c * c) / n - mean_c**2
+
+    return one_value
+
+
+@numba.njit(cache=True)
+def _sequential_sums(values, counts):
+    """values[i] added counts[i] times, one addition after the other, in float64."""
+    out = np.zeros(values.size)
+    for i in range(values.size):
+        total = 0.0
+        for _ in range(counts[i]):
+            total += values[i]
+        out[i] = total
+    return out
 
 
 def _top(scores: np.ndarray, n: int) -> np.ndarray:
@@ -268,10 +313,11 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     stats_all = [to_host(a) for a in group_sums(parts(x), codes, len(order) + 1, squares=True, counts=True)]
     tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
-    mean, var = _mean_var(sums, sumsq, size)
+    mean, var = _mean_var(sums, sumsq, size, _one_value_stats(x, codes, rest=False))
     if ref_name == "rest":
         rest_size = n_cells - size
-        mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size)
+        mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size,
+                                        _one_value_stats(x, codes, rest=True))
     else:
         ref = order.index(ref_name)
         mean_rest, var_rest = np.broadcast_to(mean[ref], mean.shape), np.broadcast_to(var[ref], var.shape)
