@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -429,6 +430,31 @@ def test_deconvolve_takes_numpy_integers(setup):
                seed=np.int32(3), n_between=np.uint8(5), search_genes="markers")
     info = p.uns["pic"]
     assert type(info["seed"]) is int and type(info["n_umis"]) is int and info["seed"] == 3
+
+
+@pytest.mark.parametrize("method", ["ml", "picseq"])
+def test_every_seed_below_2_32_works(setup, method):
+    """The training and calibration draws take seed + k: seeds near 2**32 failed with a seed the
+    user never gave, in simulate_pics' name (an audit); they wrap into numpy's range now."""
+    ref, pics = setup
+    p = pics[:30].copy()
+    deconvolve(p, ref, groupby="grp", a=T, b=DC, method=method, seed=2**32 - 1, n_train=300, n_umis=400)
+    assert p.uns["pic"]["seed"] == 2**32 - 1 and (p.obs["pic_status"] == "ok").any()
+
+
+def test_most_pics_below_n_umis_is_said(setup):
+    """All PICs under n_umis came back 'too_few_umis' without a word (picseq's default 1,000
+    UMIs on 800-UMI PICs)."""
+    ref, pics = setup
+    p = pics[:30].copy()
+    depth = np.median(np.asarray(p.X.sum(1)))
+    with pytest.warns(UserWarning, match=rf"30 of 30 PICs hold fewer than n_umis=50000 UMIs \(their median depth: "
+                                         rf"{depth:g}\).*lower n_umis"):
+        deconvolve(p, ref, groupby="grp", a=T, b=DC, alpha_model="posterior", n_umis=50000)
+    assert (p.obs["pic_status"] == "too_few_umis").all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # at the PICs' depth: no warning
+        deconvolve(pics[:30].copy(), ref, groupby="grp", a=T, b=DC, alpha_model="posterior", n_umis=int(depth) // 2)
 
 
 def test_deconvolve_without_genes_says_so(setup):

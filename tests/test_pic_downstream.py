@@ -220,6 +220,10 @@ def test_chi2_on_constructed_example():
     assert [c for c in tab3 if c.startswith("log2_effect:")] == [
         "log2_effect:A1|B1|x", "log2_effect:A1|B2|x", "log2_effect:A2|B1|x"]  # fmt: skip
     np.testing.assert_array_equal(tab3["df"], [2, 2, 2])
+    # PICs without a condition are left out with a word, as pair_frequencies says (silent before)
+    pics.obs["cond"] = ["x", "x", "y", "x", None, "x", "x", "x"]
+    with pytest.warns(UserWarning, match=r"1 ok PICs have no value in pics.obs\['cond'\] and are left out"):
+        interaction_genes(pics, method="chi2", min_pics=2, min_counts=0, condition_key="cond", inplace=False)
 
 
 def test_chi2_of_a_gene_expected_in_one_group_only():
@@ -909,6 +913,11 @@ def test_bad_inputs_change_nothing(pbmc):
     with pytest.raises(ValueError, match="negative"):
         interaction_genes(pics, method="chi2", min_pics=2)
     pics.X.data[0] = first  # the test's own edits undone, so anything else a call changed shows
+    expected = pics.layers["pic_expected"].copy()
+    pics.layers["pic_expected"] = -expected  # log2 of it was NaN: no gene tested, a numpy warning only
+    with pytest.raises(ValueError, match=r"pics.layers\['pic_expected'\] holds negative values"):
+        interaction_genes(pics, method="chi2", min_pics=2)
+    pics.layers["pic_expected"] = expected
     pics.obs.loc[pics.obs_names[2], "pic_b"] = "Astrocyte"
     pics.obs.loc[pics.obs_names[4], "pic_alpha"] = snap[0]["pic_alpha"].iloc[4]
     assert_unchanged(pics, snap)
@@ -931,6 +940,16 @@ _QC_BAD = {  # the QC steps' argument errors: (call, error, message)
                                         ValueError, "triplet_scan: reference groups without any counts"),
     "group without counts (expected)": (lambda p, s: expected_expression(p, _no_counts_in(s, DC), groupby=GROUPBY),
                                         ValueError, rf"expected_expression: reference groups without any counts: \['{DC}'\]"),
+    # the matched doublets of such a group hold no UMIs, and deconvolve never called it (an audit)
+    "group without counts (matched)": (lambda p, s: interaction_genes(p, _no_counts_in(s, DC), groupby=GROUPBY),
+                                       ValueError, rf"interaction_genes: reference groups without any counts: \['{DC}'\]"),
+    "group without counts (deconvolve)": (lambda p, s: deconvolve(p, _no_counts_in(s, DC), groupby=GROUPBY, a=T_GROUPS,
+                                                                  b=[DC, MONO]), ValueError,
+                                          rf"deconvolve: reference groups without any counts: \['{DC}'\]"),
+    # picseq's footprints find no gene between two groups: B calls by chance, 'no_counts' PICs
+    "picseq with two B groups": (lambda p, s: deconvolve(p, s, groupby=GROUPBY, a=T_GROUPS, b=[DC, MONO],
+                                                         method="picseq"), ValueError,
+                                 r"method='picseq' finds no marker genes between the two groups of b="),
     "unknown groups_a": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, groups_a=["nope"]), ValueError,
                          r"groups_a names groups that are not reference groups: \['nope'\]"),
     "weight out of (0, 1)": (lambda p, s: triplet_scan(p, s, groupby=GROUPBY, weights=(1.5,)), ValueError,
@@ -1137,6 +1156,8 @@ def test_plots_write_png(pbmc, tmp_path):
     ):
         fig = fn(tmp_path / name)
         assert fig.axes and _is_png(tmp_path / name)
+    pair_heatmap(pics, save=tmp_path / "pairs.pdf")  # the extension's format (a PDF file held PNG bytes)
+    assert (tmp_path / "pairs.pdf").read_bytes()[:5] == b"%PDF-"
     del pics.obs["true_alpha"]
     assert len(alpha_hist(pics).axes) == 1
     with pytest.raises(KeyError, match="interaction_genes"):

@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import re
 import warnings
 
 import anndata as ad
@@ -617,6 +618,17 @@ def test_bad_input_is_refused_and_leaves_pics_unchanged(deconvolved):
     singlets.obs["grp"] = np.resize(np.asarray(groups, dtype=object), singlets.n_obs)
     with pytest.raises(ValueError, match="same var_names"):
         gsc.pic.pair_frequencies(p, singlets[:, ::-1])
+    # a group without counts gave its pairs a share of 0.44 where 0.17 was true; halves named
+    # simulate_pics (an audit): both refused in this step's words
+    empty = singlets.copy()
+    empty.X = sp.csr_matrix(empty.X.multiply((empty.obs["grp"] != groups[0]).to_numpy()[:, None]))
+    with pytest.raises(ValueError, match=r"pair_frequencies: reference groups without any counts: \[" + re.escape(
+            repr(groups[0]))):
+        gsc.pic.pair_frequencies(p, empty)
+    halves = singlets.copy()
+    halves.X = halves.X * 0.5
+    with pytest.raises(ValueError, match=r"^pair_frequencies"):
+        gsc.pic.pair_frequencies(p, halves)
     old = p.copy()
     del old.uns["pic"]["arguments"]
     with pytest.raises(ValueError, match="no 'arguments'"):

@@ -78,6 +78,12 @@ def warn_unused(func, given: dict, *, step: str, needs: str) -> None:
                       f"(used only {needs}); ignored.", UserWarning, stacklevel=user_stacklevel())
 
 
+def derived_seed(seed: int, offset: int) -> int:
+    """The seed of a step's `offset`-th own stream: seed + offset, wrapped into numpy's 32-bit
+    range, so that every seed the step accepted (below 2**32) works."""
+    return (int(seed) + int(offset)) % 2**32
+
+
 def names_list(value, *, step: str, name: str) -> list[str]:
     """A name or a list of names as a list of str (a single string is one name, not its
     characters)."""

@@ -42,12 +42,12 @@ from .. import _keys as K, _ops
 from .._backend import gpu_available, is_dask, to_host
 from .._validation import block_integer_issues, canonical, check_anndata, check_integer_counts
 from ..get import array_to_cpu
-from ._args import check_posterior_shape
+from ._args import check_posterior_shape, derived_seed
 from ._deconvolve import deconvolve
-from ._expected import ok_mask
+from ._expected import check_reference_counted, ok_mask
 from ._loglik import pair_columns
 from ._ml_fit import median_depth
-from ._simulate import simulate_pics
+from ._simulate import _counts_csr, simulate_pics
 from ._umi_draws import in_canonical_order
 
 #: weight of the sum-to-one row in the constrained least squares
@@ -131,6 +131,9 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
         depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok_mask(pics)]))
     origin = singlets if sources is None else sources
     labels = origin.obs[groupby].astype(str).to_numpy()
+    # the singlets' counts in this step's name (simulate_pics below would name itself), every group counted
+    check_reference_counted(_counts_csr(origin.X, step="pair_frequencies", what="singlets"), labels,
+                            [str(g) for g in ga + gb if str(g) in set(labels)], step="pair_frequencies")
     present = set(labels)
     parts, truth = [], []
     for ib, b in enumerate(gb):
@@ -142,7 +145,7 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
             # singlets' row order nor their other groups, and no pair copies the whole reference
             cells = in_canonical_order(origin, np.isin(labels, [str(a), str(b)]))
             sim = simulate_pics(cells, groupby=groupby, a=[a], b=[b], n_pics=n_sim, n_umis=depth,
-                                seed=seed + j)  # fmt: skip
+                                seed=derived_seed(seed, j))  # fmt: skip
             parts.append(sim)
             truth.append(np.full(sim.n_obs, j))
     genes = parts[0].var_names

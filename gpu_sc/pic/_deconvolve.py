@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -17,10 +18,11 @@ from anndata import AnnData
 
 from .. import _keys as K
 from .._backend import blocks_like, gpu_available, is_dask, is_gpu
+from .._settings import user_stacklevel
 from .._validation import check_anndata, check_int, check_number, check_seed
 from . import _profiles
 from ._args import names_list, population_groups
-from ._expected import check_same_genes
+from ._expected import check_reference_counted, check_same_genes
 from ._methods import METHODS, Options, Reference
 from ._simulate import _counts_csr
 from ._umi_draws import draw_rows, name_keys
@@ -187,6 +189,9 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     eps, concentration, markers, blacklist = _check_options(eps, concentration, search_genes, markers, blacklist,
                                                             singlets.var_names)  # fmt: skip
     labels, ga, gb, blocks, s = _validate(pics, singlets, groupby, a, b)
+    check_reference_counted(s, labels, ga + gb, step="deconvolve")
+    if method == "picseq" and markers is None:
+        _check_picseq_populations(ga, gb)
     cls = METHODS[method]
     if search_genes is None:
         search_genes = "informative" if method == "ml" else "all"
@@ -218,6 +223,19 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     info.update(model.fit(ref, opt, blocks))
     row_chunks = pics.X.chunks[0] if isinstance(blocks, list) else None
     _write(pics, _run_blocks(blocks, model, seed, name_keys(pics.obs_names), row_chunks), info)
+    _warn_if_too_shallow(pics, blocks, opt.n_umis)
+
+
+def _warn_if_too_shallow(pics: AnnData, blocks, n_umis) -> None:
+    """Most PICs below the down-sampling depth are left out ('too_few_umis'): say so, and how
+    deep the PICs are, rather than return a table of almost nothing."""
+    short = int((pics.obs[K.OBS_PIC_STATUS] == "too_few_umis").sum())
+    if n_umis is None or short <= pics.n_obs / 2:
+        return
+    depth = "" if isinstance(blocks, list) else f" (their median depth: {np.median(np.asarray(blocks.sum(1))):g})"
+    warnings.warn(f"deconvolve: {short} of {pics.n_obs} PICs hold fewer than n_umis={n_umis} UMIs{depth} and were "
+                  "left out (pic_status 'too_few_umis'); pass a lower n_umis= to down-sample them all to it.",
+                  UserWarning, stacklevel=user_stacklevel())  # fmt: skip
 
 
 def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
@@ -231,6 +249,18 @@ def _validate(pics: AnnData, singlets: AnnData, groupby: str, a, b):
     labels, ga, gb = population_groups(singlets, groupby, a, b, step="deconvolve")
     return labels, ga, gb, _pic_blocks(pics), _counts_csr(singlets.X, step="deconvolve",
                                                             what="singlets")
+
+
+def _check_picseq_populations(ga: list, gb: list) -> None:
+    """picseq's footprint markers compare each group with its population's median, which never
+    finds a gene between exactly two groups: that population's calls would be chance (and PICs
+    without the other population's markers 'no_counts')."""
+    for side, groups in (("a", ga), ("b", gb)):
+        if len(groups) == 2:
+            msg = (f"deconvolve: method='picseq' finds no marker genes between the two groups of {side}= "
+                   f"({groups}): its footprints compare each group with the median of its population. Pass "
+                   f"markers= (genes that tell them apart), give {side}= three or more groups, or use method='ml'.")
+            raise ValueError(msg)
 
 
 def _check_ints(n_umis, seed, n_train, cv, n_between, mixture_iter) -> tuple:

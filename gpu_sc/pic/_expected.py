@@ -120,8 +120,15 @@ def check_groups_counted(totals, names, ia, ib, *, step: str, over: str = "") ->
     alone. `over`: what the totals run over, for the message."""
     empty = [names[j] for j in np.unique(np.concatenate([ia, ib])) if float(totals[j]) == 0]
     if empty:
-        msg = f"{step}: reference groups without any counts{over}: {empty[:10]}."
+        msg = (f"{step}: reference groups without any counts{over}: {empty[:10]}; their profiles would be all "
+               "zeros: give their cells' raw counts, or leave those groups out.")
         raise ValueError(msg)
+
+
+def check_reference_counted(s, labels: np.ndarray, groups: Sequence[str], *, step: str) -> None:
+    """`check_groups_counted` for `groups` of the reference `s` (host counts, a label per row)."""
+    totals = np.array([float(s[labels == g].sum()) for g in groups])
+    check_groups_counted(totals, list(groups), np.arange(len(groups)), np.arange(0), step=step)
 
 
 def read_assignment(pics: AnnData, singlets: AnnData, groupby: str, cols: PicColumns, *, step: str,

@@ -14,7 +14,7 @@ from anndata import AnnData
 from scipy import stats
 
 from .. import _ops
-from .._backend import to_host
+from .._backend import is_dask, is_sparse, to_host
 from .._settings import user_stacklevel
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
@@ -22,8 +22,8 @@ from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_P
 from .._validation import canonical, check_anndata, check_int, check_number, check_seed, get_matrix, make_actual
 from ..get import array_to_cpu
 from ._args import check_posterior_shape, column_name, replicate_codes, warn_unused
-from ._expected import (alpha_values, check_same_genes, counts_matrix, group_sums, label_codes, obs_column,
-                        ok_mask, reference_groups)  # fmt: skip
+from ._expected import (alpha_values, check_groups_counted, check_same_genes, counts_matrix, group_sums, label_codes,
+                        obs_column, ok_mask, reference_groups)  # fmt: skip
 from ._loglik import pair_columns
 from ._matched import (Doublets, doublet_groups, exact_pvalues, least_significant, matched_test,
                        reference_variance, stratified_sums, unit_pvalues, widen)  # fmt: skip
@@ -44,6 +44,10 @@ def _group_labels(pics: AnnData, keys: Sequence[str], use: np.ndarray) -> tuple[
         cols[k] = col.to_numpy()
     frame = pd.DataFrame(cols, index=pics.obs_names)
     usable = use & frame.notna().all(axis=1).to_numpy()
+    if (use & ~usable).any():  # as pair_frequencies says of a missing condition
+        missing = [k for k in keys if frame[k][use].isna().any()]
+        warnings.warn(f"{_STEP}: {int((use & ~usable).sum())} ok PICs have no value in pics.obs{missing} and are "
+                      "left out.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     sub = frame[usable].astype(str)
     if sub.empty:
         return np.full(pics.n_obs, -1, np.int64), pd.DataFrame(columns=list(keys))
@@ -343,6 +347,12 @@ def _expected_layer(pics: AnnData, layer: str):
     """chi2: the expected layer (canonical) and the genes it was computed for."""
     exp_x = canonical(get_matrix(pics, layer=layer, step=f"{_STEP} (expected layer; run expected_expression)"),
                       step=_STEP)  # fmt: skip
+    if not is_dask(exp_x):  # expected UMIs (NaN: a PIC not computed); a negative one made log2 NaN, no test
+        values = exp_x.data if is_sparse(exp_x) else exp_x
+        if bool((values < 0).any()):
+            msg = (f"{_STEP}: pics.layers[{layer!r}] holds negative values; it must hold the expected UMIs "
+                   "expected_expression writes: run it again.")
+            raise ValueError(msg)
     meta = pics.uns.get(layer)
     genes = meta.get("genes") if isinstance(meta, dict) else None
     return exp_x, np.ones(pics.n_vars, bool) if genes is None else pics.var_names.isin(list(genes))
@@ -370,6 +380,9 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     code_b = label_codes(pics, OBS_PIC_B, names, use, step=_STEP, what=what.format("B"))
     alpha = alpha_values(pics, OBS_PIC_ALPHA, use, step=_STEP)
     ref = _counts_csr(singlets.X, step=_STEP, what="singlets")  # on the host: the doublets are drawn there
+    counted = ref_codes >= 0
+    totals = np.bincount(ref_codes[counted], weights=np.asarray(ref.sum(1)).ravel()[counted], minlength=len(names))
+    check_groups_counted(totals, names, code_a[use], code_b[use], step=_STEP)  # doublets of no UMIs
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
     return {"ref": ref, "ref_codes": ref_codes, "ref_order": canonical_rows(singlets), "code_a": code_a,
             "code_b": code_b, "alpha": alpha,

@@ -19,6 +19,7 @@ from .. import _keys as K
 from .._backend import to_host
 from .._settings import Progress
 from . import _alpha, _alpha_regression, _loglik, _ml_fit, _posterior, _profiles
+from ._args import derived_seed
 from ._simulate import simulate_pics
 from ._umi_draws import canonical_rows, in_canonical_order
 
@@ -240,7 +241,7 @@ class PicSeq(_Method):
         gm_b = _profiles.geomean(s[:, mk], labels, gb)
         self.search_profiles = _profiles.profiles(np.hstack([gm_a, gm_b]))
         sim = simulate_pics(in_canonical_order(ref.singlets), groupby=ref.groupby, a=ga, b=gb, n_pics=opt.n_train,
-                            n_umis=int(self.n_umis), seed=opt.seed + 1)  # fmt: skip
+                            n_umis=int(self.n_umis), seed=derived_seed(opt.seed, 1))  # fmt: skip
         if sim.n_obs < max(opt.cv, 10):  # the LASSO's folds need PICs (sklearn's own error names neither)
             msg = (f"deconvolve: picseq's alpha LASSO has {sim.n_obs} training PICs of n_umis={self.n_umis} "
                    f"UMIs (n_train={opt.n_train}; two singlets must hold that many UMIs between them); "

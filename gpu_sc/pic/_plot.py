@@ -47,7 +47,8 @@ def _finish(fig, save):
 
 
 def _save(fig, path) -> None:
-    fig.savefig(Path(path), dpi=100, format="png")
+    """In the format the path's extension names (.png, .pdf, .svg, ...; none: PNG)."""
+    fig.savefig(Path(path), dpi=100)
 
 
 def _order(pics: AnnData, key: str, present: pd.Index) -> list[str]:
