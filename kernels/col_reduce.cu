@@ -1,4 +1,5 @@
-// Per-column statistics: sums and sums of squares (float64) and nonzero counts. Atomics per
+// Per-column statistics: sums and sums of squares (float64; squares by gsc_square, as scanpy
+// squares) and nonzero counts. Atomics per
 // element: columns are few and hot, rows are many; counts of integer data are exact, float sums
 // are order-independent up to rounding. `sumsq` and `nnz` may be null when not wanted.
 
@@ -16,7 +17,7 @@ __global__ void csr_col_stats(const T* data, const I* indices, long long nnz_tot
             const long long c = (long long)indices[j];
             const double d = (double)v;
             atomicAdd(&sums[c], d);
-            if (sumsq) atomicAdd(&sumsq[c], d * d);
+            if (sumsq) atomicAdd(&sumsq[c], gsc_square(v));
             if (nnz) atomicAdd(&nnz[c], 1ULL);
         }
     }
@@ -34,9 +35,10 @@ __global__ void dense_col_stats(const T* x, long long n_rows, long long n_cols,
     double s = 0.0, q = 0.0;
     unsigned long long k = 0;
     for (long long r = r0; r < r1; ++r) {
-        const double d = (double)x[r * n_cols + c];
+        const T v = x[r * n_cols + c];
+        const double d = (double)v;
         s += d;
-        q += d * d;
+        q += gsc_square(v);
         k += (d != 0.0);
     }
     if (k) {

@@ -17,6 +17,19 @@ __device__ __forceinline__ void gsc_row_bounds(const I* indptr, long long r, lon
     }
 }
 
+// A value's square in float64, formed in the value type where that is float (rounded, as numpy's
+// x * x of a float32 matrix, which scanpy's statistics sum) and exactly otherwise (an integer
+// square would overflow in its own type).
+template <typename T>
+__device__ __forceinline__ double gsc_square(T v) {
+    return (double)v * (double)v;
+}
+
+template <>
+__device__ __forceinline__ double gsc_square<float>(float v) {
+    return (double)(v * v);
+}
+
 template <typename I>
 __device__ __forceinline__ long long gsc_column(const I* indices, long long j, long long begin) {
     return indices ? (long long)indices[j] : j - begin;

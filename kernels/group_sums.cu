@@ -1,7 +1,7 @@
 // Per-group, per-column sums, sums of squares and nonzero counts (float64 outputs, row-major
 // (n_groups, n_cols)): the pseudobulk / marker-gene statistics. codes[r] is row r's group, -1 for
-// a row in no group. A square is formed in the value type before it is summed, as numpy squares
-// a float32 matrix. Callers zero the outputs; sumsq and nnz may be null.
+// a row in no group. Squares by gsc_square (a float's rounded in float, as numpy squares a
+// float32 matrix). Callers zero the outputs; sumsq and nnz may be null.
 
 #include "common.cuh"
 
@@ -21,7 +21,7 @@ __global__ void csr_group_sums(const T* data, const I* indices, const I* indptr,
             if (v == (T)0) continue;
             const long long at = base + (long long)indices[j];
             atomicAdd(&sums[at], (double)v);
-            if (sumsq) atomicAdd(&sumsq[at], (double)(T)(v * v));
+            if (sumsq) atomicAdd(&sumsq[at], gsc_square(v));
             if (nnz) atomicAdd(&nnz[at], 1.0);
         }
     }
@@ -56,7 +56,7 @@ __global__ void dense_group_sums(const T* x, long long n_rows, long long n_cols,
         const T v = x[r * n_cols + c];
         if (v != (T)0) {
             s += (double)v;
-            q += (double)(T)(v * v);
+            q += gsc_square(v);
             n += 1.0;
         }
     }

@@ -153,7 +153,8 @@ def test_key_added_and_params(pbmc_pca):
 
 @pytest.mark.parametrize(
     "kwargs,match",
-    [({"metric": "manhattan", "algorithm": "brute"}, "metric"), ({"metric": "manhattan", "knn": False, "method": "gauss"}, "metric"),
+    [({"metric": "manhattan", "algorithm": "brute"}, "metric"),
+     ({"metric": "manhattan", "knn": False, "method": "gauss", "algorithm": "brute"}, "metric"),
      ({"use_rep": "nan"}, "NaN"), ({"method": "jaccard"}, "method"), ({"use_rep": "nope"}, "nope")],
 )  # fmt: skip
 def test_bad_input_leaves_adata_unchanged(pbmc_pca, kwargs, match):
@@ -421,6 +422,20 @@ def test_knn_false_matches_scanpy(pbmc_pca, metric):
     x = pbmc_pca.obsm["X_pca"].astype(np.float64)
     assert_close(pbmc_pca.obsp["distances"], cdist(x, x, metric=metric), dtype=np.float64, n_terms=x.shape[1],
                  scale=_pairwise_scale(x, metric))  # fmt: skip
+    assert pbmc_pca.uns["neighbors"] == ref.uns["neighbors"]
+
+
+@pytest.mark.parametrize(("metric", "kwds"), [("manhattan", {}), ("braycurtis", {}), ("minkowski", {"p": 3})])
+def test_knn_false_with_another_metric_is_scanpys(pbmc_pca, metric, kwds):
+    """Other metrics with knn=False: scanpy takes scikit-learn's all-pairs distances; ours refused
+    them (an audit). The same distances and graph, to the bit."""
+    ref = pbmc_pca.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.neighbors(ref, knn=False, method="gauss", metric=metric, metric_kwds=kwds)
+    neighbors(pbmc_pca, knn=False, method="gauss", metric=metric, metric_kwds=kwds)
+    for key in ("distances", "connectivities"):
+        np.testing.assert_array_equal(pbmc_pca.obsp[key], ref.obsp[key])
     assert pbmc_pca.uns["neighbors"] == ref.uns["neighbors"]
 
 

@@ -158,9 +158,9 @@ def test_deconvolve_gpu_equals_cpu(device, pbmc, method):
     from gpu_sc.pic import deconvolve, simulate_pics
 
     t = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD4+/CD45RO+ Memory"]
-    cells = pbmc[pbmc.obs["bulk_labels"].isin(t + ["Dendritic", "CD14+ Monocyte"])].copy()
+    b = ["Dendritic", "CD14+ Monocyte", "CD19+ B"]  # three: picseq's markers need them
+    cells = pbmc[pbmc.obs["bulk_labels"].isin(t + b)].copy()
     src = np.random.default_rng(0).random(cells.n_obs) < 0.3
-    b = ["Dendritic", "CD14+ Monocyte"]
     pics = simulate_pics(cells[src], groupby="bulk_labels", a=t, b=b, n_pics=80, seed=3)
     ref = cells[~src].copy()
     kw = {"picseq": {"n_train": 500}, "ml": {"n_train": 2000}}.get(method, {})
@@ -203,7 +203,7 @@ def test_singlets_on_the_device_or_as_dask_blocks(device, pbmc):
     import gpu_sc as gsc
     from gpu_sc.pic import deconvolve, pair_frequencies, simulate_pics
 
-    t, b = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD4+/CD45RO+ Memory"], ["Dendritic", "CD14+ Monocyte"]
+    t, b = ["CD4+/CD25 T Reg", "CD8+ Cytotoxic T", "CD4+/CD45RO+ Memory"], ["Dendritic", "CD14+ Monocyte", "CD19+ B"]
     cells = pbmc[pbmc.obs["bulk_labels"].isin(t + b)].copy()
     src = np.random.default_rng(0).random(cells.n_obs) < 0.3
     pics = simulate_pics(cells[src], groupby="bulk_labels", a=t, b=b, n_pics=60, seed=3)

@@ -23,13 +23,13 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, sums, sumsq
     for c in numba.prange(n_chunks):
         for r in range(c * step, min(n_rows, (c + 1) * step)):
             for j in range(indptr[r], indptr[r + 1]):
-                v = np.float64(data[j])
-                if v != 0:
+                w = data[j]
+                if w != 0:
                     k = indices[j]
-                    part_s[c, k] += v
+                    part_s[c, k] += np.float64(w)
                     part_n[c, k] += 1
-                    if squares:
-                        part_q[c, k] += v * v
+                    if squares:  # squared in the value type (float32: rounded), as scanpy squares
+                        part_q[c, k] += np.float64(w * w)
     for k in numba.prange(n_cols):
         s = 0.0
         q = 0.0
@@ -44,6 +44,18 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, sums, sumsq
         nnz[k] = m
 
 
+def _dense_sumsq(x: np.ndarray) -> np.ndarray:
+    """Column sums of squares in float64, a float32 value's square rounded to float32 (as scanpy's
+    x * x; others exact, as the GPU kernel's), band by band (no matrix-sized temporary)."""
+    if x.dtype != np.float32:
+        return np.einsum("ij,ij->j", x, x, dtype=np.float64)
+    out = np.zeros(x.shape[1])
+    for band in row_bands(x.shape):
+        xb = x[band]
+        out += np.multiply(xb, xb).sum(axis=0, dtype=np.float64)
+    return out
+
+
 @primitive(chunked=REDUCE)
 def _col_stats(p: Parts, *, squares: bool, counts: bool):
     """(sums, sums of squares or None, nonzero counts or None) per column, float64 / int64."""
@@ -51,7 +63,7 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
     if p.dense:
         x = p.data.reshape(p.shape)
         sums = x.sum(axis=0, dtype=np.float64)
-        sumsq = np.einsum("ij,ij->j", x, x, dtype=np.float64) if squares else None
+        sumsq = _dense_sumsq(x) if squares else None
         nnz = None
         if counts:  # band by band: the nonzero mask is one band's
             nnz = np.zeros(n_cols, np.int64)
@@ -109,4 +121,6 @@ def mean_var(sums, sumsq, n: int, *, ddof: int = 1):
     var = sumsq / n - mean * mean
     if n > ddof:
         var *= n / (n - ddof)
+    else:  # one value: 0 exactly (its float32 square's rounding would be left)
+        var = var * 0
     return mean, var.clip(min=0)

@@ -96,7 +96,8 @@ def filter_genes_dispersion(
     if flavor == "seurat":
         check_n_bins(n_bins, step=_STEP)
     cutoffs = {"min_disp": min_disp, "max_disp": max_disp, "min_mean": min_mean, "max_mean": max_mean}
-    if n_top_genes is not None and any(v is not None for v in cutoffs.values()):
+    # scanpy passes an AnnData's X on with the default cutoffs filled in, so it always warns there
+    if n_top_genes is not None and (isinstance(data, AnnData) or any(v is not None for v in cutoffs.values())):
         warnings.warn("If you pass `n_top_genes`, all cutoffs are ignored.", UserWarning, stacklevel=user_stacklevel())
     defaults = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3}
     cutoffs = {k: defaults[k] if v is None else v for k, v in cutoffs.items()}
@@ -145,10 +146,10 @@ def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.re
             warnings.warn(f"{_STEP}: n_top_genes ({n}) is more than the {defined.size} genes with a normalised "
                           "dispersion; keeping all of those.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
             n = defined.size
-        # compared in float32, so the n-th gene itself is always kept (scanpy compares the float64
-        # values with the float32 cutoff: the n-th gene drops out when its rounding went up)
-        ranked = np.where(np.isnan(norm32), -np.inf, norm32)  # infinite dispersions rank first, as in scanpy
-        keep = ranked >= defined[n - 1] if n else np.zeros(norm.size, dtype=bool)
+        # scanpy's cutoff is the n-th float32 value, compared with the float64 values: the n-th gene
+        # drops out where its rounding to float32 went up, and ties of the float32 values need not be
+        ranked = np.where(np.isnan(norm), -np.inf, norm)  # infinite dispersions rank first, as in scanpy
+        keep = ranked >= np.float64(defined[n - 1]) if n else np.zeros(norm.size, dtype=bool)
         if n:
             settings.log(f"the {n} top genes correspond to a normalized dispersion cutoff of {defined[n - 1]}",
                          level=DEBUG)  # fmt: skip

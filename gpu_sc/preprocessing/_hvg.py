@@ -418,20 +418,19 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP, lone_re
     avg = np.full(mean.size, np.nan)
     dev = np.full(mean.size, np.nan)
     lone = np.zeros(mean.size, dtype=bool)
+    if flavor == "seurat":  # pandas' group mean and sample std of the defined dispersions, as scanpy's: a
+        # bin of one dispersion repeated has std 0 and a mean a rounding off it, so +-inf, or 0 / 0
+        bin_stats = df.groupby("mean_bin", observed=True)[K.VAR_DISPERSIONS].agg(["mean", "std"])
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)
         for code in np.unique(codes[codes >= 0]):
             members = codes == code
             d = disp[members]
-            if flavor == "seurat":  # mean and sample std of the defined dispersions
-                d = d[~np.isnan(d)]
-                a = d.mean() if d.size else np.nan
-                s = d.std(ddof=1) if d.size > 1 else np.nan
+            if flavor == "seurat":
+                a, s = bin_stats.loc[df["mean_bin"].cat.categories[code]]
                 if np.isnan(s):  # a lone gene: its normalised dispersion becomes 1
                     a, s = 0.0, a
                     lone |= members
-                elif (d == d[0]).all():  # pandas' group std is exactly 0 there: 0 / 0, NaN, never selected
-                    a, s = d[0], 0.0
             else:  # median (pandas': of the defined values) and normal-consistent median absolute
                 a = np.nanmedian(d)  # deviation (statsmodels': NaN when any value is)
                 s = np.median(np.abs(d - np.median(d)) / _MAD_SCALE)

@@ -10,7 +10,7 @@ import numpy as np
 from anndata import AnnData
 
 from .. import _keys as K
-from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, xp_of
+from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops.neighbors import knn_approx
 from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_connectivities
 from .._ops.neighbors.knn import knn as exact_knn
@@ -144,6 +144,20 @@ def _dense_gauss(dist, n_neighbors: int, block_bytes: int = BLOCK_BYTES):
     return out
 
 
+def _sklearn_pairwise(rep, metric, metric_kwds):
+    """All-pairs distances for a metric our own `pairwise` does not compute, as scanpy gets them:
+    scikit-learn's brute-force transformer over every other cell (on the host; back on `rep`'s
+    device), dense float64."""
+    from sklearn.neighbors import KNeighborsTransformer
+
+    host = to_host(rep)
+    graph = KNeighborsTransformer(n_neighbors=host.shape[0] - 1, algorithm="brute", metric=metric,
+                                  metric_params=dict(metric_kwds) if metric_kwds else None).fit_transform(host)
+    dist = graph.toarray().astype(np.float64)
+    np.fill_diagonal(dist, 0.0)
+    return xp_of(rep).asarray(dist)
+
+
 def _in_memory(rep):
     """A Dask representation computed into memory (the kNN search needs every cell at once;
     n_cells x n_pcs is small), with one info line."""
@@ -212,8 +226,9 @@ def neighbors(
         ``'euclidean'`` or ``'cosine'`` (our searches), or with ``knn=True`` and the default
         (or ``'sklearn'``) search any metric scikit-learn's ``KNeighborsTransformer`` takes, a
         name or a callable: then the exact search is scikit-learn's brute force with that
-        metric, as scanpy's below 4,096 cells (scanpy uses pynndescent above). Any name with a
-        transformer instance.
+        metric, as scanpy's below 4,096 cells (scanpy uses pynndescent above). With ``knn=False``
+        any such metric too: the all-pairs distances scikit-learn's brute-force transformer gives
+        (scanpy's). Any name with a transformer instance.
     metric_kwds
         Parameters of the metric, given to scikit-learn as ``metric_params``: the search is
         then scikit-learn's exact one, as scanpy's below 4,096 cells (euclidean and cosine
@@ -310,11 +325,14 @@ def neighbors(
     unknown = instance is None and metric not in _METRICS  # not a metric of our own searches
     parametrised = instance is None and bool(metric_kwds)  # ours take no parameters: scikit-learn's too
     other_metric = (unknown or parametrised) and knn and algorithm is None and transformer in (None, "sklearn")
-    if unknown and not other_metric:
-        msg = (f"{_STEP}: metric {metric!r} is supported with knn=True and the default search (or a "
-               f"transformer instance that computes it); here: choose one of {_METRICS}.")  # fmt: skip
+    # knn=False: scanpy's all-pairs distances come from scikit-learn with any metric it takes
+    all_pairs_other = (unknown or parametrised) and not knn and algorithm is None
+    if unknown and not (other_metric or all_pairs_other):
+        msg = (f"{_STEP}: metric {metric!r} is supported with the default search (algorithm=None, transformer "
+               f"None or 'sklearn'), or a transformer instance that computes it; here: choose one of "
+               f"{_METRICS}.")  # fmt: skip
         raise ValueError(msg)
-    if instance is None and metric_kwds and not other_metric:
+    if instance is None and metric_kwds and not (other_metric or all_pairs_other):
         msg = (f"{_STEP}: metric {metric!r} takes no parameters, got metric_kwds={dict(metric_kwds)!r}; "
                "leave it empty, or pass a transformer instance for a parametrised metric.")  # fmt: skip
         raise ValueError(msg)
@@ -383,7 +401,8 @@ def neighbors(
 
     n = adata.n_obs
     if not knn:
-        distances = pairwise(xp.ascontiguousarray(rep), metric=metric)
+        distances = (_sklearn_pairwise(rep, metric, metric_kwds) if all_pairs_other else
+                     pairwise(xp.ascontiguousarray(rep), metric=metric))  # fmt: skip
         start_connect = settings.log("computed neighbors", level=DEBUG, start=start_neighbors)
         conn = _dense_gauss(distances, n_neighbors)
     else:
