@@ -17,9 +17,8 @@ __device__ __forceinline__ void gsc_row_bounds(const I* indptr, long long r, lon
     }
 }
 
-// A value's square in float64, formed in the value type where that is float (rounded, as numpy's
-// x * x of a float32 matrix, which scanpy's statistics sum) and exactly otherwise (an integer
-// square would overflow in its own type).
+// A value's square in float64: a float's rounded to float (as numpy's x * x of a float32 matrix,
+// which scanpy's statistics sum), a double's to double (the kernels take only these two).
 template <typename T>
 __device__ __forceinline__ double gsc_square(T v) {
     return (double)v * (double)v;

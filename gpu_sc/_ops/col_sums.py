@@ -11,7 +11,7 @@ from ._layout import Parts, kernel_parts, row_bands
 
 
 @numba.njit(parallel=True, cache=True)
-def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, sums, sumsq, nnz):
+def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, round_squares, sums, sumsq, nnz):
     """Row chunks accumulate into their own partial rows, summed at the end: no atomics, no
     nnz-sized temporaries, memory n_chunks x n_cols. The squares only where asked (a third
     scattered write per value)."""
@@ -28,8 +28,8 @@ def _csr_col_stats(data, indices, indptr, n_cols, n_chunks, squares, sums, sumsq
                     k = indices[j]
                     part_s[c, k] += np.float64(w)
                     part_n[c, k] += 1
-                    if squares:  # squared in the value type (float32: rounded), as scanpy squares
-                        part_q[c, k] += np.float64(w * w)
+                    if squares:  # a float32 value's square rounded to float32, as scanpy's
+                        part_q[c, k] += np.float64(w * w) if round_squares else np.float64(w) * np.float64(w)
     for k in numba.prange(n_cols):
         s = 0.0
         q = 0.0
@@ -71,7 +71,8 @@ def _col_stats(p: Parts, *, squares: bool, counts: bool):
                 nnz += np.count_nonzero(x[band], axis=0)
         return sums, sumsq, nnz
     sums, sumsq, nnz = np.empty(n_cols), np.empty(n_cols), np.empty(n_cols, np.int64)
-    _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), squares, sums, sumsq, nnz)
+    _csr_col_stats(p.data, p.indices, p.indptr, n_cols, numba.get_num_threads(), squares, p.data.dtype == np.float32,
+                   sums, sumsq, nnz)  # fmt: skip
     return sums, sumsq if squares else None, nnz if counts else None
 
 
@@ -112,8 +113,8 @@ def mean_var(sums, sumsq, n: int, *, ddof: int = 1):
     """(mean, variance) of `n` rows from their column sums and sums of squares.
 
     Uses E[x^2] - E[x]^2 with float64 sums, as scanpy does; tiny negative round-off is clipped.
-    Where there are no more rows than `ddof` the variance stays the biased one, as scanpy's
-    _get_mean_var leaves it (one cell: 0, so that scale gives zeros, not NaN); no rows: NaN.
+    Where there are no more rows than `ddof` the variance is 0 (one cell: scale gives zeros; scanpy's
+    _get_mean_var leaves its float32 square's rounding there, and its scale NaN); no rows: NaN.
     """
     if n == 0:
         return sums * np.nan, sums * np.nan
@@ -121,6 +122,6 @@ def mean_var(sums, sumsq, n: int, *, ddof: int = 1):
     var = sumsq / n - mean * mean
     if n > ddof:
         var *= n / (n - ddof)
-    else:  # one value: 0 exactly (its float32 square's rounding would be left)
+    else:  # one value: 0 exactly, where scanpy keeps its float32 square's rounding (NaN in scale)
         var = var * 0
     return mean, var.clip(min=0)

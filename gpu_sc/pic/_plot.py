@@ -1,7 +1,7 @@
 """Plots of PIC-seq results. matplotlib (imported only when a plot is drawn) builds each
 `matplotlib.figure.Figure` without pyplot, so no backend is switched and no figure is left open;
-PNGs are written through Agg. Each function returns the Figure and writes a PNG when `save` is
-given."""
+PNGs are written through Agg. Each function returns the Figure and writes it when `save` is
+given: in the format the path's extension names (.pdf, .svg, ...), else PNG."""
 
 from __future__ import annotations
 
@@ -47,8 +47,9 @@ def _finish(fig, save):
 
 
 def _save(fig, path) -> None:
-    """In the format the path's extension names (.png, .pdf, .svg, ...; none: PNG)."""
-    fig.savefig(Path(path), dpi=100)
+    """At `path`, in the format its extension names (.pdf, .svg, ...; PNG for any other)."""
+    fmt = Path(path).suffix[1:].lower()
+    fig.savefig(Path(path), dpi=100, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png")
 
 
 def _order(pics: AnnData, key: str, present: pd.Index) -> list[str]:

@@ -148,8 +148,8 @@ def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.re
             n = defined.size
         # scanpy's cutoff is the n-th float32 value, compared with the float64 values: the n-th gene
         # drops out where its rounding to float32 went up, and ties of the float32 values need not be
-        ranked = np.where(np.isnan(norm), -np.inf, norm)  # infinite dispersions rank first, as in scanpy
-        keep = ranked >= np.float64(defined[n - 1]) if n else np.zeros(norm.size, dtype=bool)
+        # (infinite dispersions rank first; an undefined one compares False, as in scanpy)
+        keep = norm >= np.float64(defined[n - 1]) if n else np.zeros(norm.size, dtype=bool)
         if n:
             settings.log(f"the {n} top genes correspond to a normalized dispersion cutoff of {defined[n - 1]}",
                          level=DEBUG)  # fmt: skip

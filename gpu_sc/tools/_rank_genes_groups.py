@@ -24,7 +24,7 @@ import pandas as pd
 from anndata import AnnData
 from scipy import stats
 
-from .._backend import is_dask, is_gpu, is_sparse, to_host, xp_of
+from .._backend import blocks_like, is_dask, is_gpu, is_sparse, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import nan_replaced
 from .._ops.rank_sums import rank_sums
@@ -42,8 +42,8 @@ _DTYPES = {"names": "O", "scores": "float32", "logfoldchanges": "float32", "pval
 
 
 def _matrix(adata: AnnData, use_raw, layer, mask_var):
-    """(X, var_names, use_raw, whether X was CSC) the test reads: a layer, raw or X, restricted to
-    mask_var."""
+    """(X, var_names, use_raw, whether X was CSC, X's dtype before a float16 one is made float32)
+    the test reads: a layer, raw or X, restricted to mask_var."""
     if use_raw is None:  # scanpy's default: raw where there is one (a layer then needs use_raw=False)
         use_raw = adata.raw is not None
         if use_raw and layer is not None:  # get_matrix's 'got layer, use_raw' named what was not passed
@@ -75,9 +75,10 @@ def _matrix(adata: AnnData, use_raw, layer, mask_var):
     # duplicate entries summed: squares, nonzero counts and ranks take the matrix's values (Dask
     # blocks are summed too; scanpy's t-test and pts would count each entry apart)
     x = canonical(x, step=STEP, sum_duplicates=True)
+    source_dtype = x.dtype  # scanpy squares values in it
     if x.dtype == np.float16:  # scanpy takes it; the group sums are compiled for float32 and up
         x = x.astype(np.float32)
-    return x, names, use_raw, csc
+    return x, names, use_raw, csc, source_dtype
 
 
 def _warn_if_counts(x) -> None:
@@ -169,49 +170,98 @@ def log_fold_change(expm1, mean, mean_rest):
     return np.log2((expm1(mean) + 1e-9) / (expm1(mean_rest) + 1e-9))
 
 
-def _mean_var(s, q, n, one_value):
+def _mean_var(s, q, n, one=None):
     """Mean and unbiased variance per row of float64 sums `s` and sums of squares `q` over `n`
-    cells. Where a side holds one value in all its cells (its variance within float64
-    round-off of the squared mean: on scaled data a gene absent from a group, or from the rest),
-    they are what scanpy's one pass gives there, `one_value(mean, n, where)`: its variance
-    E[x^2] - E[x]^2 is a rounding error whose sign decides whether scipy's t is NaN (scanpy
-    scores it 0) or the Welch t."""
+    cells. `one`: (where, values, scanpy's one-pass statistics) for the sides that hold one value
+    of a gene in all their cells (on scaled data a gene absent from a group, or from the rest):
+    there scanpy's E[x^2] - E[x]^2 is a rounding error whose sign decides whether scipy's t is
+    NaN (scanpy scores it 0) or the Welch t, so those statistics are scanpy's."""
     n = np.asarray(n, dtype=np.float64)[:, None]
-    mean = s / n
-    var = q / n - mean**2
-    flat = var <= np.ldexp(mean**2, -42)  # (n = 0 rows: NaN stays NaN)
-    mean[flat], var[flat] = one_value(mean[flat], np.broadcast_to(n, var.shape)[flat], flat)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+        var = q / n - mean**2
+    if one is not None:
+        where, values, stats = one
+        var[where] = 0.0  # sides of one value: scanpy's rounding (0 for integers)
+        if where.any():
+            mean[where], var[where] = stats(values[where], np.broadcast_to(n, var.shape)[where])
     return mean, var * np.where(n != 1, n / (n - 1), 1.0)
 
 
-def _one_value_stats(x, codes, rest: bool):
-    """`one_value` for `_mean_var`: scanpy's mean and E[x^2] - E[x]^2 over n cells that all hold
-    c. It sums squares of X's own dtype in float64: float32 (float16) squares round c^2 to that
-    dtype and the sums are exact, so the mean is c and the variance round(c^2) - c^2; float64
-    values are summed one cell after the other (numpy's reduction over the rows; pairwise down a
-    single gene's column), which this repeats from c, taken from X (of one cell of the group, or
-    of the rest with `rest`). Integer values give their mean and 0."""
-    def one_value(mean, n, where):
-        if x.dtype.kind != "f" or not mean.size:
-            return mean, np.zeros(mean.size)
-        if x.dtype.itemsize < 8:
-            c = mean.astype(x.dtype)
-            return c.astype(np.float64), (c * c).astype(np.float64) - c.astype(np.float64) ** 2
-        groups, genes = np.nonzero(where)
-        row = {g: np.flatnonzero((codes != g) if rest else (codes == g))[0] for g in np.unique(groups)}
-        picked, row_of = np.unique([row[g] for g in groups], return_inverse=True)
-        values = x[picked if is_dask(x) else xp_of(x).asarray(picked)]
-        values = values.compute() if is_dask(values) else values
-        c = to_host(values.toarray() if is_sparse(values) else values).astype(np.float64)[row_of, genes]
-        n = n.astype(np.int64)
-        if x.shape[1] == 1 and not is_sparse(x):  # one contiguous column: numpy sums it pairwise
-            sums = lambda v: np.array([np.full(k, vi).sum() for vi, k in zip(v, n, strict=True)])  # noqa: E731
-        else:
-            sums = lambda v: _sequential_sums(v, n)  # noqa: E731
-        mean_c = sums(c) / n
-        return mean_c, sums(c * c) / n - mean_c**2
+def _one_values(x, codes, s, q, sizes):
+    """Per row of the group sums `s`, `q` (the groups, then the cells in none; `sizes` cells)
+    and gene: whether every cell holds one value (the variance within the round-off of the sums;
+    no cells: no), and that value, taken exactly: a float32 (float16) mean rounded to its
+    dtype, where the sums are exact, else read from X at a cell of the group."""
+    n = np.asarray(sizes, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = s / n
+        # within the round-off of n sums of c and c^2 (each off by up to about n eps of itself)
+        where = (n > 0) & (q / n - mean**2 <= mean**2 * np.ldexp(n + 1, -48))
+    values = np.full(where.shape, np.nan)
+    if x.dtype.kind != "f" or x.dtype.itemsize < 8:
+        values[where] = mean[where].astype(x.dtype).astype(np.float64) if x.dtype.kind == "f" else mean[where]
+        return where, values
+    groups = np.flatnonzero(where.any(axis=1))
+    if groups.size:
+        first = np.array([np.flatnonzero(codes == g)[0] for g in groups])  # (the cells in none: their code)
+        rows = x[first if is_dask(x) else xp_of(x).asarray(first)]
+        rows = rows.compute() if is_dask(rows) else rows
+        rows = to_host(rows.toarray() if is_sparse(rows) else rows).astype(np.float64)
+        values[groups] = np.where(where[groups], rows, np.nan)
+    return where, values
 
-    return one_value
+
+def _rest_one_values(where, values, sizes):
+    """For each group (the rows of `where` but the last, the cells in none): whether all the
+    other cells hold one value of a gene (every other non-empty row of one value, all equal),
+    and that value."""
+    n_groups = where.shape[0] - 1
+    rest_where = np.zeros((n_groups, where.shape[1]), dtype=bool)
+    rest_values = np.full(rest_where.shape, np.nan)
+    filled = np.asarray(sizes) > 0
+    for g in range(n_groups):
+        others = np.flatnonzero(filled & (np.arange(where.shape[0]) != g))
+        if others.size:
+            v = values[others[0]]
+            rest_where[g] = where[others].all(axis=0) & (values[others] == v).all(axis=0)
+            rest_values[g] = np.where(rest_where[g], v, np.nan)
+    return rest_where, rest_values
+
+
+def _scanpy_one_value_stats(square_dtype, layout: str):
+    """scanpy's (mean, E[x^2] - E[x]^2) over n cells all holding c (`stats(c, n)`), as its
+    `_get_mean_var` sums them: squares of float32 (float16) values round c^2 to that dtype and the
+    float64 sums are exact (mean c, variance round(c^2) - c^2); float64 values are summed in float64
+    one cell after the other (`layout` 'rows': numpy's reduction over a dense matrix's rows;
+    'csc': along a CSC column), pairwise ('column': a dense matrix of one gene), or on CSR ('csr')
+    by numba's threads over every T-th row, their T partial sums then added by numpy. Integers
+    and bools: variance 0."""
+    threads = numba.get_num_threads()
+
+    def total(v, k):
+        if layout == "column":
+            return np.array([np.full(m, vi).sum() for vi, m in zip(v, k, strict=True)])
+        if layout == "csr":
+            return np.array([_sequential_sums(np.full(threads, vi), np.array([len(range(t, m, threads))
+                                                                               for t in range(threads)])).sum()
+                             for vi, m in zip(v, k, strict=True)])  # fmt: skip
+        return _sequential_sums(v, k)
+
+    def stats(c, n):
+        if square_dtype.kind != "f":
+            return c, np.zeros(c.size)
+        if square_dtype.itemsize < 8:
+            r = c.astype(square_dtype)
+            return c, (r * r).astype(np.float64) - c**2
+        mean, var = np.zeros(c.size), np.zeros(c.size)
+        live = c != 0  # zeros sum to 0 in any order
+        k = n[live].astype(np.int64)
+        mean[live] = total(c[live], k) / k
+        var[live] = total(c[live] ** 2, k) / k - mean[live] ** 2
+        return mean, var
+
+    return stats
 
 
 @numba.njit(cache=True)
@@ -273,7 +323,7 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
         warnings.warn(f"{STEP}: {sorted(kwds)} ignored: only method='logreg' takes further keywords (scikit-learn's "
                       "LogisticRegression's), as in scanpy.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
         kwds = {}
-    x, names, use_raw, csc = _matrix(adata, use_raw, layer, mask_var)
+    x, names, use_raw, csc, source_dtype = _matrix(adata, use_raw, layer, mask_var)
     if csc and method.startswith("t-test") and x.dtype == np.float32:
         # scanpy's t-tests square a CSC matrix's values in float64 (a CSR's or dense one's in
         # float32, as our group sums do): its p values then differed from ours by up to 1.5e-4
@@ -313,11 +363,16 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     stats_all = [to_host(a) for a in group_sums(parts(x), codes, len(order) + 1, squares=True, counts=True)]
     tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
-    mean, var = _mean_var(sums, sumsq, size, _one_value_stats(x, codes, rest=False))
+    # sides whose cells all hold one value of a gene: scanpy's one-pass statistics there
+    sizes_all = np.bincount(codes, minlength=len(order) + 1)
+    where, values = _one_values(x, codes, stats_all[0], stats_all[1], sizes_all)
+    layout = ("csc" if csc else "csr" if is_sparse(blocks_like(x)) else "column" if x.shape[1] == 1 else "rows")
+    scanpy_stats = _scanpy_one_value_stats(np.dtype(np.float64) if csc else source_dtype, layout)
+    mean, var = _mean_var(sums, sumsq, size, (where[: len(order)], values[: len(order)], scanpy_stats))
     if ref_name == "rest":
         rest_size = n_cells - size
-        mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size,
-                                        _one_value_stats(x, codes, rest=True))
+        rest_where, rest_values = _rest_one_values(where, values, sizes_all)
+        mean_rest, var_rest = _mean_var(tot_s - sums, tot_q - sumsq, rest_size, (rest_where, rest_values, scanpy_stats))
     else:
         ref = order.index(ref_name)
         mean_rest, var_rest = np.broadcast_to(mean[ref], mean.shape), np.broadcast_to(var[ref], var.shape)
