@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -455,6 +456,18 @@ def test_most_pics_below_n_umis_is_said(setup):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # at the PICs' depth: no warning
         deconvolve(pics[:30].copy(), ref, groupby="grp", a=T, b=DC, alpha_model="posterior", n_umis=int(depth) // 2)
+
+
+def test_singlets_on_disk_say_how_to_load_them(setup, tmp_path):
+    """A backed AnnData's X (anndata's _CSRDataset) was refused naming only its type (an audit)."""
+    ref, pics = setup
+    ref.write_h5ad(tmp_path / "ref.h5ad")
+    backed = ad.read_h5ad(tmp_path / "ref.h5ad", backed="r")
+    try:
+        with pytest.raises(TypeError, match=r"got _CSRDataset \(on disk: .*\.to_memory\(\)\)"):
+            deconvolve(pics[:10].copy(), backed, groupby="grp", a=T, b=DC)
+    finally:
+        backed.file.close()
 
 
 def test_deconvolve_without_genes_says_so(setup):

@@ -22,8 +22,10 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
     if is_dask(x):
         x = x.compute()
     if not (sp.issparse(x) or isinstance(x, np.ndarray)):
+        on_disk = " (on disk: an AnnData read with backed='r'; load it with .to_memory())" if hasattr(
+            x, "to_memory") or type(x).__module__.startswith("h5py") else ""
         msg = (f"{step}: needs {what} counts as a numpy array or a scipy.sparse matrix (also on the "
-               f"GPU or as Dask blocks), got {type(x).__name__}.")
+               f"GPU or as Dask blocks), got {type(x).__name__}{on_disk}.")
         raise TypeError(msg)
     # copy=True: a dtype change alone copies the values but shares the index arrays, which
     # sum_duplicates then sorts in place (the user's matrix would lose its gene order)
