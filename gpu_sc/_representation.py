@@ -8,8 +8,7 @@ import importlib
 from anndata import AnnData
 
 from . import _keys as K
-from ._settings import default_n_pcs
-from ._settings import settings
+from ._settings import default_n_pcs, settings
 from ._validation import check_index_dtype
 
 

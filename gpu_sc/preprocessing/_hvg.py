@@ -425,13 +425,13 @@ def _dispersion_stats(mean, disp, *, flavor, n_bins, cutoff, step=_STEP, lone_re
         warnings.simplefilter("ignore", RuntimeWarning)
         for code in np.unique(codes[codes >= 0]):
             members = codes == code
-            d = disp[members]
             if flavor == "seurat":
                 a, s = bin_stats.loc[df["mean_bin"].cat.categories[code]]
                 if np.isnan(s):  # a lone gene: its normalised dispersion becomes 1
                     a, s = 0.0, a
                     lone |= members
             else:  # median (pandas': of the defined values) and normal-consistent median absolute
+                d = disp[members]
                 a = np.nanmedian(d)  # deviation (statsmodels': NaN when any value is)
                 s = np.median(np.abs(d - np.median(d)) / _MAD_SCALE)
             avg[members] = a

@@ -16,9 +16,7 @@ from .._ops.neighbors.connectivities import gauss_connectivities, knn_csr, umap_
 from .._ops.neighbors.knn import knn as exact_knn
 from .._ops.neighbors.knn import pairwise
 from .._representation import representation
-from .._settings import BLOCK_BYTES, DEBUG, settings
-from .._settings import default_n_pcs
-from .._settings import user_stacklevel
+from .._settings import BLOCK_BYTES, DEBUG, default_n_pcs, settings, user_stacklevel
 from .._validation import check_anndata, check_int
 
 _STEP = "neighbors"
@@ -144,16 +142,28 @@ def _dense_gauss(dist, n_neighbors: int, block_bytes: int = BLOCK_BYTES):
     return out
 
 
-def _sklearn_pairwise(rep, metric, metric_kwds):
-    """All-pairs distances for a metric our own `pairwise` does not compute, as scanpy gets them:
-    scikit-learn's brute-force transformer over every other cell (on the host; back on `rep`'s
-    device), dense float64."""
+def warn_pca_fallback(n_dims: int) -> None:
+    """scanpy's warning where a graph's representation is a PCA made first (its words: scanpy's
+    tests match them)."""
+    warnings.warn(f"You’re trying to run this on {n_dims} dimensions of `.X`, if you really want this, set "
+                  "`use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
+                  UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+
+
+def _sklearn_transformer(n_neighbors: int, metric, metric_kwds):
+    """scanpy's exact search for a metric of scikit-learn's: its brute-force kNN transformer."""
     from sklearn.neighbors import KNeighborsTransformer
 
+    return KNeighborsTransformer(n_neighbors=n_neighbors, algorithm="brute", metric=metric,
+                                 metric_params=dict(metric_kwds) if metric_kwds else None)  # fmt: skip
+
+
+def _sklearn_pairwise(rep, metric, metric_kwds):
+    """All-pairs distances for a metric our own `pairwise` does not compute, as scanpy gets them:
+    the brute-force transformer over every other cell (on the host; back on `rep`'s device),
+    dense float64."""
     host = to_host(rep)
-    graph = KNeighborsTransformer(n_neighbors=host.shape[0] - 1, algorithm="brute", metric=metric,
-                                  metric_params=dict(metric_kwds) if metric_kwds else None).fit_transform(host)
-    dist = graph.toarray().astype(np.float64)
+    dist = _sklearn_transformer(host.shape[0] - 1, metric, metric_kwds).fit_transform(host).toarray().astype(np.float64)
     np.fill_diagonal(dist, 0.0)
     return xp_of(rep).asarray(dist)
 
@@ -348,10 +358,7 @@ def neighbors(
         n_neighbors = 1 + int(0.5 * adata.n_obs)
         settings.warning(f"n_obs too small: adjusting to `n_neighbors = {n_neighbors}`")
     if other_metric:
-        from sklearn.neighbors import KNeighborsTransformer
-
-        instance = KNeighborsTransformer(n_neighbors=n_neighbors, algorithm="brute", metric=metric,
-                                         metric_params=dict(metric_kwds) if metric_kwds else None)  # fmt: skip
+        instance = _sklearn_transformer(n_neighbors, metric, metric_kwds)
     if not knn and adata.n_obs > MAX_DENSE_OBS:
         gb = 2 * 8 * adata.n_obs**2 / 1e9
         msg = (f"{_STEP}: knn=False writes two dense {adata.n_obs} x {adata.n_obs} float64 matrices "
@@ -373,9 +380,7 @@ def neighbors(
 
         # as scanpy: PCA with n_pcs (default 50) components, written to adata, with its warning
         # (its words: scanpy's tests match them)
-        warnings.warn(f"You’re trying to run this on {adata.n_vars} dimensions of `.X`, if you really want this, "
-                      "set `use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
-                      UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+        warn_pca_fallback(adata.n_vars)
         pca(adata, n_comps=n_pcs if n_pcs is not None else default_n_pcs())
         rep = adata.obsm[K.OBSM_PCA]
     rep = _in_memory(rep)  # after validation: nothing is computed for a call that fails

@@ -20,8 +20,7 @@ from .._backend import is_dask, is_sparse, sparse_module, to_host, xp_of
 from .._ops import group_sums, parts
 from .._ops._layout import in_layout, nan_replaced
 from .._representation import representation
-from .._settings import default_n_pcs
-from .._settings import settings
+from .._settings import default_n_pcs, settings
 from .._validation import canonical, check_anndata, check_in_memory, get_matrix, old_positionals, sanitize_anndata
 
 STEP = "dendrogram"

@@ -182,9 +182,7 @@ def _mean_var(s, q, n, one=None):
         var = q / n - mean**2
     if one is not None:
         where, values, stats = one
-        var[where] = 0.0  # sides of one value: scanpy's rounding (0 for integers)
-        if where.any():
-            mean[where], var[where] = stats(values[where], np.broadcast_to(n, var.shape)[where])
+        mean[where], var[where] = stats(values[where], np.broadcast_to(n, var.shape)[where])
     return mean, var * np.where(n != 1, n / (n - 1), 1.0)
 
 
@@ -344,7 +342,8 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     if method != "logreg":
         _warn_if_counts(x)
     codes = group_codes(labels, order)  # each cell's group (len(order): none), for the sizes and the sums
-    size = np.bincount(codes, minlength=len(order) + 1)[: len(order)]
+    sizes_all = np.bincount(codes, minlength=len(order) + 1)  # the groups, then the cells in none
+    size = sizes_all[: len(order)]
     settings.log(f"consider {groupby!r} groups:", level=DEBUG)
     settings.log(f"with sizes: {size}", level=DEBUG)
     key = key_added or "rank_genes_groups"
@@ -364,7 +363,6 @@ def rank_genes_groups(adata: AnnData, groupby: str, *, mask_var=None, use_raw: b
     tot_s, tot_q, tot_n = (a.sum(axis=0) for a in stats_all)
     sums, sumsq, nnz = (a[: len(order)] for a in stats_all)
     # sides whose cells all hold one value of a gene: scanpy's one-pass statistics there
-    sizes_all = np.bincount(codes, minlength=len(order) + 1)
     where, values = _one_values(x, codes, stats_all[0], stats_all[1], sizes_all)
     layout = ("csc" if csc else "csr" if is_sparse(blocks_like(x)) else "column" if x.shape[1] == 1 else "rows")
     scanpy_stats = _scanpy_one_value_stats(np.dtype(np.float64) if csc else source_dtype, layout)

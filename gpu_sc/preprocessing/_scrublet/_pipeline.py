@@ -16,6 +16,7 @@ from ..._validation import canonical
 from .._filter import filter_cells, filter_genes
 from .._hvg import highly_variable_genes
 from .._log1p import log1p
+from .._neighbors import warn_pca_fallback
 from .._normalize import normalize_total
 from .._pca import log_added, pca
 from ._embed import embed
@@ -138,9 +139,7 @@ def _joint_pcs(emb_obs, emb_sim):
     embedding has more columns (n_prin_comps > 50)."""
     xp = xp_of(emb_obs)
     n_comps = emb_obs.shape[1]
-    warnings.warn(f"You’re trying to run this on {n_comps} dimensions of `.X`, if you really want this, set "
-                  "`use_rep='X'`.\n         Falling back to preprocessing with `sc.pp.pca` and default params.",
-                  UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+    warn_pca_fallback(n_comps)
     pcs = pca(xp.concatenate([emb_obs, emb_sim]), default_n_pcs())
     log_added()  # scanpy's PCA here is of an AnnData
     return pcs[: emb_obs.shape[0]], pcs[emb_obs.shape[0] :]
