@@ -131,10 +131,10 @@ def simulated_posteriors(pics: ad.AnnData, singlets: ad.AnnData, n_sim: int, see
         depth = int(np.median(pic_depths(pics, "pair_frequencies")[ok_mask(pics)]))
     origin = singlets if sources is None else sources
     labels = origin.obs[groupby].astype(str).to_numpy()
+    present = set(labels)
     # the singlets' counts in this step's name (simulate_pics below would name itself), every group counted
     check_reference_counted(_counts_csr(origin.X, step="pair_frequencies", what="singlets"), labels,
-                            [str(g) for g in ga + gb if str(g) in set(labels)], step="pair_frequencies")
-    present = set(labels)
+                            [str(g) for g in ga + gb if str(g) in present], step="pair_frequencies")
     parts, truth = [], []
     for ib, b in enumerate(gb):
         for ia, a in enumerate(ga):
