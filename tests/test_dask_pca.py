@@ -108,6 +108,21 @@ def test_pca_dask_equals_memory(pbmc, kind, mask, zero_center):
         assert np.all(lazy.varm["PCs"][~np.asarray(kw.get("mask_var", adata.var["highly_variable"]))] == 0)
 
 
+def test_pca_dask_reads_the_matrix_twice(pbmc):
+    """The covariance solver reads a lazily read X twice: the means and X^T X in one pass (they
+    took two), then the projection; the result is the in-memory one. The Krylov solver (many genes,
+    or 'randomized') reads the means, then X once per product."""
+    from _helpers import counted_dask
+
+    adata = _lognorm_hvg(pbmc)
+    x = sp.csr_matrix(adata.X[:, adata.var["highly_variable"].to_numpy()], dtype=np.float32)
+    lazy, made = counted_dask(x, rows=100)
+    got = gsc.pp.pca(lazy, n_comps=20, return_info=True)
+    assert sorted(made) == sorted(list(range(lazy.numblocks[0])) * 2)
+    for g, w in zip(got, gsc.pp.pca(x, n_comps=20, return_info=True), strict=True):
+        assert_close(g, w, dtype=np.float64, n_terms=x.shape[0], out=w.dtype, scale="max")
+
+
 def test_pca_dask_options(pbmc):
     adata, lazy = lazy_twin(_lognorm_hvg(pbmc), "csr", chunks=(64, -1))
     adata.layers["lg"], lazy.layers["lg"] = adata.X, lazy.X

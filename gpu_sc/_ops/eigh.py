@@ -2,7 +2,7 @@
 None: A = X, a truncated SVD), over `Parts` or `Chunked` X through the products of `gram`,
 in float64; sparse X is never densified in full, nor centred. PCA's solvers:
 
-- `covariance_eigh`: C = (X^T X - n mu mu^T) / (n - 1) accumulated over row blocks (each a
+- `covariance_eigh`: C = (X^T X - n mu mu^T) / (n - 1), X^T X accumulated over row blocks (each a
   dense float64 block multiplied by BLAS / cuBLAS), then decomposed whole by `eigh`. For up to
   a few thousand genes.
 - `cell_side_eigh`: for few cells and many genes, the small cell-side matrix A A^T, formed
@@ -92,12 +92,11 @@ def _completed(xp, v, null):
     return out
 
 
-def covariance_eigh(p, k: int, mean, chunk_size):
-    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), from C
-    formed over row blocks (X^T X - n mean mean^T) and decomposed whole."""
-    xp = p.xp
-    n_obs = p.shape[0]
-    g = gram.gram(p, chunk_size)
+def covariance_eigh(g, n_obs: int, k: int, mean):
+    """Top-k eigenpairs of C = A^T A / (n - 1), A = X - 1 mean^T (mean None: A = X), from the Gram
+    matrix g = X^T X of the n_obs rows (`gram.moments_and_gram`, which reads the means in the same
+    pass): C = (X^T X - n mean mean^T) / (n - 1), decomposed whole. g is overwritten."""
+    xp = xp_of(g)
     if mean is not None:
         g -= n_obs * xp.outer(mean, mean)
     g /= max(n_obs - 1, 1)
@@ -135,7 +134,7 @@ def krylov_eigh(
     n_obs, n_vars = p.shape
     b, keep, m_max = _krylov_sizes(k, n_vars, block, max_basis)
     if b is None:  # too few genes for a Krylov basis: the covariance matrix is tiny
-        return (*covariance_eigh(p, k, mean, chunk_size), 1)
+        return (*covariance_eigh(gram.gram(p, chunk_size), n_obs, k, mean), 1)
     scale = 1.0 / max(n_obs - 1, 1)
     rng = _generator(random_state)
     basis = xp.empty((n_vars, m_max), dtype=np.float64)

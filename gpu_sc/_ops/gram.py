@@ -17,6 +17,7 @@ import numpy as np
 from .._backend import sparse_module, to_host, xp_of
 from .._settings import BLOCK_BYTES
 from ._dispatch import REDUCE, ROWS, primitive
+from .col_sums import col_moments
 from ._layout import Parts
 
 
@@ -89,6 +90,14 @@ def gram(p: Parts, chunk_size: int | None = None):
     for _, _, block in row_blocks(p, chunk_size):
         g += block.T @ block
     return g
+
+
+@primitive(any_device=True, chunked=REDUCE)
+def moments_and_gram(p: Parts, chunk_size: int | None = None):
+    """(column sums, sums of squares, X^T X): `col_moments` and `gram` of the same rows, so that
+    a Dask X is read once for both (PCA's covariance needs the means and the Gram matrix; apart,
+    a matrix read from disk was read twice)."""
+    return (*col_moments(p), gram(p, chunk_size))
 
 
 #: the sparse sweep is taken when sum(nnz_row^2) < this share of n_rows * n_cols^2 (set on a

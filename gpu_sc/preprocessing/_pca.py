@@ -64,7 +64,8 @@ def pca(
     relative eigengap of at least 1e-3 is within an angle of sin <= 3e-3 of the exact one and
     every variance within 1e-5 (relative) of an exact eigenvalue. The embedding is
     X V - mu^T V, computed block by block. ``zero_center=False``: the same on X^T X, i.e. a
-    truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_mean_var``.
+    truncated SVD of X. Means and variances come from ``gpu_sc._ops.col_moments`` (with the
+    covariance matrix's X^T X in the same pass).
 
     Signs follow scikit-learn's ``svd_flip(u_based_decision=False)``, which every scanpy path
     uses (sklearn PCA with 'arpack'/'covariance_eigh'/'full'/'randomized', TruncatedSVD, and
@@ -98,7 +99,9 @@ def pca(
     dense): the same solvers run over the blocks (means, covariance and products are summed
     block by block; `mask_var` selects columns lazily), and give the in-memory result up to
     round-off, except that for more than ``WIDE_GENES`` genes the block Krylov solver is used
-    whatever the number of cells (the cell-side matrix needs the whole of X); `chunk_size`
+    whatever the number of cells (the cell-side matrix needs the whole of X). The covariance
+    solver reads X twice (the means with X^T X, then the embedding); Krylov once for the means,
+    once per product and once for the embedding. `chunk_size`
     sets the rows per product within each Dask block. The embedding ``X_pca`` (n_cells x
     n_comps, small; neighbors needs it) is computed into memory: a numpy array, or a cupy array
     for GPU blocks, as are the loadings and variances; X stays a lazy Dask array.
@@ -236,25 +239,30 @@ def pca(
 
     p = _ops.parts(x)
     xp = p.xp
-    mean, gene_var = _ops.col_mean_var(p, ddof=1)
+    step_rows = chunk_size if chunked or chunk_size is not None else None
+    # fewer cells than genes: the smaller, cell-side matrix X X^T (2,000 HVGs of 302 cells: a
+    # 302-square eigenproblem, not a 2,000-square one); it needs the whole matrix at each block,
+    # so Dask takes Krylov or the covariance
+    cell_side = n_obs < n_vars and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked)
+    wide = n_vars > WIDE_GENES or svd_solver == "randomized"
+    if cell_side or wide:
+        mean, gene_var = _ops.col_mean_var(p, ddof=1)
+    else:  # the covariance: the means and X^T X in one pass (a Dask X is read once for both)
+        sums, sumsq, g = gram.moments_and_gram(p, step_rows)
+        mean, gene_var = _ops.mean_var(sums, sumsq, n_obs, ddof=1)
     mean = xp.asarray(mean)
     if is_dask(x) and not bool(xp.isfinite(mean).all() & xp.isfinite(xp.asarray(gene_var)).all()):
         # a Dask matrix is checked through its column statistics (no extra pass over it)
         msg = (f"{_STEP}: found non-finite values (NaN or inf) in the genes used of {describe(x)}; fix or "
                "drop those entries first.")  # fmt: skip
         raise ValueError(msg)
-    step_rows = chunk_size if chunked or chunk_size is not None else None
-    wide = n_vars > WIDE_GENES or svd_solver == "randomized"
     centre = mean if zero_center else None
-    # fewer cells than genes: the smaller, cell-side matrix X X^T (2,000 HVGs of 302 cells: a
-    # 302-square eigenproblem, not a 2,000-square one); it needs the whole matrix at each block,
-    # so Dask takes Krylov or the covariance
-    if n_obs < n_vars and n_obs <= WIDE_GENES and svd_solver != "randomized" and not isinstance(p, Chunked):
+    if cell_side:
         evals, v = eigh.cell_side_eigh(p, n_comps, centre, step_rows)
     elif wide:
         evals, v, _ = eigh.krylov_eigh(p, n_comps, centre, rng, step_rows)
     else:
-        evals, v = eigh.covariance_eigh(p, n_comps, centre, step_rows)
+        evals, v = eigh.covariance_eigh(g, n_obs, n_comps, centre)
     evals = xp.maximum(evals, 0)  # round-off below zero, as scikit-learn clips
     v = _flip_signs(xp.ascontiguousarray(v))
     offset = None if centre is None else centre @ v
