@@ -272,12 +272,15 @@ def check_counts(x, *, step: str, negative_ok: bool = False, issues: tuple[int, 
     return int(n_neg)
 
 
-def check_finite(x, *, step: str) -> None:
-    """No NaN or inf in a float matrix (scanpy's PCA raises on them through scikit-learn)."""
+def check_finite(x, *, step: str, n_bad: int | None = None) -> None:
+    """No NaN or inf in a float matrix (scanpy's PCA raises on them through scikit-learn).
+    `n_bad`: the non-finite count where the caller found it in its own pass over a Dask array
+    (`block_value_issues` per block)."""
     values = x.data if is_sparse(x) else x
     if values.dtype.kind != "f" or values.size == 0:
         return
-    n_bad, _ = _issue_counts(x, values)
+    if n_bad is None:
+        n_bad, _ = _issue_counts(x, values)
     if n_bad:
         msg = (f"{step}: found {n_bad} non-finite values (NaN or inf) in {describe(x)}; fix or drop "
                "those entries first.")

@@ -289,6 +289,37 @@ def test_dask_equals_in_memory(keys):
         assert_close(got, a.X, dtype=np.float32, n_terms=a.n_obs, scale="max")
 
 
+@pytest.mark.parametrize(("keys", "fit_passes"), [(NUMERIC, 1), ("Annotation", 2), (["total_counts", "total_counts"], 2)],
+                         ids=["numeric", "categorical", "singular"])
+def test_dask_fit_reads_the_matrix_once_or_twice(keys, fit_passes):
+    """A lazily read X is read once by the fit (Q^T Y or both category sums, the first row and the
+    finiteness check together; a categorical key took four passes and a read of the first block),
+    once more by scanpy's GLM rules (a categorical key, a singular design), and once when the
+    result is computed; which equals the in-memory one. A NaN is still refused, nothing changed."""
+    from _helpers import counted_dask
+
+    a = _lognorm()[:, :300].copy()
+    x = sp.csr_matrix(a.X)
+    lazy, made = counted_dask(x, rows=500)
+    b = a.copy()
+    b.X = lazy
+    _quiet(regress_out, a, keys)
+    _quiet(regress_out, b, keys)
+    blocks = list(range(lazy.numblocks[0]))
+    assert sorted(made) == sorted(blocks * fit_passes)
+    got = b.X.compute()
+    assert sorted(made) == sorted(blocks * (fit_passes + 1))
+    assert_close(got, a.X, dtype=np.float32 if keys == "Annotation" else np.float64, n_terms=a.n_obs,
+                 out=None if a.X.dtype == np.float64 else np.float32, scale="max")  # fmt: skip
+    x.data[-3] = np.nan
+    bad = _lognorm()[:, :300].copy()
+    bad.X = counted_dask(x, rows=500)[0]
+    before = bad.obs.copy()
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        regress_out(bad, "cluster_str")
+    pd.testing.assert_frame_equal(bad.obs, before)  # the string column not yet made categorical
+
+
 @pytest.mark.parametrize("keys", [NUMERIC, "Annotation"], ids=["numeric", "categorical"])
 def test_dask_of_gpu_blocks_equals_cpu(device, keys):
     import dask.array as da

@@ -23,6 +23,8 @@ predicts perfectly (every |residual| <= 1e-8, statsmodels' perfect-prediction te
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 import pandas as pd
@@ -35,8 +37,9 @@ from .._settings import BLOCK_BYTES, DEBUG, settings
 from .._backend import describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
 from .._ops._chunked import row_columns
 from .._ops._layout import in_layout, row_pointers
-from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
-                           obs_categories, old_positionals, sanitize_anndata, set_matrix, writable)
+from .._validation import (block_value_issues, canonical, check_anndata, check_finite, check_not_empty,
+                           finite_obs_values, get_matrix, obs_categories, old_positionals, sanitize_anndata,
+                           set_matrix, writable)
 
 _STEP = "regress_out"
 _PERFECT_FIT = 1e-8  # statsmodels' GLM: np.allclose(mu - endog, 0) flags a perfect prediction
@@ -93,10 +96,9 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
 
     A Dask array chunked by rows (blocks of scipy / cupyx sparse or numpy / cupy arrays) gives a
     lazy Dask array of the same row chunks (dense blocks), which computes to the in-memory
-    result. The fit reads the blocks before that: once for numeric keys (Q^T Y), three times
-    for a categorical key (its float32 and float64 category sums, then scanpy's perfect-fit
-    rule, which needs the residuals), twice for a singular design; and once more for the check
-    that the values are finite (the categorical rule also reads the first block's first row).
+    result. The fit reads the blocks before that: once for numeric keys (Q^T Y, the first row
+    and the check that the values are finite), twice for a categorical key or a singular design
+    (then scanpy's perfect-fit rule, which needs the residuals).
     """
     start = settings.log(f"regressing out {keys}")
     check_anndata(adata, step=_STEP)
@@ -105,16 +107,19 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
         msg = f"{_STEP}: n_jobs must be an integer or None, got {n_jobs!r} ({type(n_jobs).__name__})."
         raise TypeError(msg)
     design = _design(adata.obs, keys)
-    x = _checked_matrix(get_matrix(adata, layer=layer, step=_STEP))
+    given = _checked_matrix(get_matrix(adata, layer=layer, step=_STEP))
+    x = _as_float(given)
+    fit = _fit(x, design)  # a Dask X's finiteness is checked in the fit's pass over it
     # everything checked: only now is anything changed (the copy, or the user's AnnData)
     adata = adata.copy() if copy else adata
     sanitize_anndata(adata, warn=True)
-    x = writable(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))
+    if x is given:  # not cast: the residuals are those of (a dense float X: written into) the matrix returned
+        x = writable(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))
     if is_sparse(x):
         settings.log("    sparse input is densified and may lead to high memory use")
     if design[0] == "categorical":
         settings.log("... regressing on per-gene means within categories", level=DEBUG)
-    set_matrix(adata, _regress(x, design), layer=layer)
+    set_matrix(adata, _residuals(x, fit), layer=layer)
     settings.log("    finished", start=start)
     return adata if copy else None
 
@@ -183,7 +188,8 @@ def _checked_matrix(x):
     if x.dtype.kind not in "iuf":
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)
-    check_finite(x, step=_STEP)
+    if not is_dask(x):  # a Dask X: in the fit's pass (`_fit`)
+        check_finite(x, step=_STEP)
     return x
 
 
@@ -196,24 +202,80 @@ def _float_dtype(dtype) -> np.dtype:
     return np.dtype(np.float32 if dtype.itemsize <= 4 else np.float64)
 
 
-def _regress(x, design):
-    """The residual matrix of `x` (CSR or dense, CPU or GPU, or a row-chunked Dask array)."""
+def _as_float(x):
+    """scanpy's cast of an integer matrix (float16, which scanpy refuses: float32), else `x`."""
+    if x.dtype.kind != "f" or x.dtype == np.float16:
+        return x.astype(_float_dtype(x.dtype) if x.dtype.kind != "f" else np.float32)
+    return x
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """What the residuals need: `rows` the design's rows (category codes, or Q: n x rank) and
+    `model` the fitted values per category (K x genes) or Q^T Y (rank x genes), float64; `glm`
+    scanpy's per-gene GLM path (a categorical key or a singular design), whose rules need X's
+    first row (`first`) and give float64."""
+
+    kind: str
+    glm: bool
+    rows: np.ndarray
+    model: np.ndarray
+    out_dtype: np.dtype
+    first: np.ndarray | None
+
+
+def _fit(x, design) -> _Fit:
+    """The least-squares fit of every gene of float `x` (CSR or dense, CPU or GPU, or a
+    row-chunked Dask array, read once: the fit's sums, the first row, the values' check)."""
     kind = design[0]
-    glm = kind == "categorical"  # scanpy's per-gene GLM path
-    if x.dtype.kind != "f" or x.dtype == np.float16:  # integers: scanpy's cast, first; float16
-        x = x.astype(_float_dtype(x.dtype) if x.dtype.kind != "f" else np.float32)  # (scanpy refuses it)
     if kind == "categorical":
-        rows, model = _categorical_fit(x, *design[1:])
-        out_dtype = np.dtype(np.float64)
+        rows, n_categories = design[1:]
+        glm, out_dtype = True, np.dtype(np.float64)
     else:
         regressors = design[1]
-        glm = np.linalg.det(regressors.T @ regressors) == 0  # scanpy's test for its GLM fallback
-        q = _basis(regressors)
-        rows, model = q, _projection(x, q)
+        glm = bool(np.linalg.det(regressors.T @ regressors) == 0)  # scanpy's test for its GLM fallback
+        rows, n_categories = _basis(regressors), 0
         out_dtype = np.dtype(np.float64) if glm else _float_dtype(x.dtype)
     if is_dask(x):
-        return _dask_residuals(x, rows, model, kind=kind, glm=glm, out_dtype=out_dtype)
-    return _residuals(x, rows, model, kind=kind, glm=glm, out_dtype=out_dtype)
+        is_first = np.zeros(x.shape[0], dtype=bool)
+        is_first[0] = True
+        per_row = (rows, is_first) if kind == "categorical" else (*rows.T, is_first)
+        *sums, first, n_bad, _ = _ops.Chunked(x).reduce(_block_fit_sums, per_row=per_row, n_categories=n_categories,
+                                                        acc=x.dtype)  # fmt: skip
+        check_finite(x, step=_STEP, n_bad=n_bad)
+        first = to_host(first)
+    else:
+        sums = _fit_sums(_ops.parts(x), rows, n_categories, x.dtype)
+        first = None
+    sums = [to_host(a) for a in sums]
+    if kind == "categorical":
+        model = _category_model(*sums, np.bincount(rows, minlength=n_categories).astype(np.float64)[:, None])
+    else:
+        model = sums[0].T
+    return _Fit(kind, glm, rows, model, out_dtype, first)
+
+
+def _fit_sums(p, rows, n_categories: int, acc):
+    """The sums a fit reads: per category its float64 sums and its sums in X's dtype (scanpy's
+    mean sums in it; the float64 sums again for float64 data), or gram's X^T Q over row blocks
+    (CSR never densified)."""
+    if n_categories:
+        sums64 = _ops.group_sums(p, rows, n_categories, dtype=np.float64)[0]
+        return sums64, sums64 if acc == np.float64 else _ops.group_sums(p, rows, n_categories, dtype=acc)[0]
+    return (gram.transpose_apply(p, p.xp.asarray(rows)),)
+
+
+def _block_fit_sums(p, *per_row, n_categories: int, acc):
+    """One Dask block's part of the fit: `_fit_sums` of its rows, its share of X's first row
+    (the row itself in the block that holds it, zeros elsewhere: the blocks' sum is the row) and
+    its (non-finite, negative) value counts."""
+    *rows, is_first = per_row
+    rows = rows[0] if n_categories else np.stack(rows, axis=1)
+    first = p.xp.zeros(p.shape[1])
+    at = np.flatnonzero(is_first)
+    if at.size:
+        first += _dense64(_matrix(p)[int(at[0]) : int(at[0]) + 1])[0]
+    return (*_fit_sums(p, rows, n_categories, acc), first, *block_value_issues(p))
 
 
 def _basis(regressors: np.ndarray) -> np.ndarray:
@@ -230,20 +292,9 @@ def _row_blocks(n_rows: int, n_cols: int):
         yield lo, min(lo + step, n_rows)
 
 
-def _projection(x, q: np.ndarray):
-    """Q^T Y (rank x genes, float64): gram's X^T u over row blocks (CPU, GPU or Dask blocks;
-    CSR never densified), on the host."""
-    p = _ops.parts(x)
-    return to_host(gram.transpose_apply(p, p.xp.asarray(q))).T
-
-
-def _categorical_fit(x, codes: np.ndarray, n_categories: int):
-    """(codes, F): F[c, g] the fitted value of gene g in category c (float64, K x genes)."""
-    acc = x.dtype  # scanpy's (numba's) mean sums in x's dtype
-    p = _ops.parts(x)
-    sums64 = to_host(_ops.group_sums(p, codes, n_categories, dtype=np.float64)[0])
-    sums_acc = sums64 if acc == np.float64 else to_host(_ops.group_sums(p, codes, n_categories, dtype=acc)[0])
-    counts = np.bincount(codes, minlength=n_categories).astype(np.float64)[:, None]
+def _category_model(sums64, sums_acc, counts):
+    """F[c, g] the fitted value of gene g in category c (float64, K x genes) from the category
+    sums in float64 and in X's dtype and the category sizes (K x 1)."""
     n = counts.sum()
     with np.errstate(invalid="ignore", divide="ignore"):
         # scanpy's regressor: the category mean, summed in x's dtype, stored as float32
@@ -255,7 +306,7 @@ def _categorical_fit(x, codes: np.ndarray, n_categories: int):
     smm = (counts * dm**2).sum(0)
     smy = (dm * (sums64 - counts * ybar)).sum(0)
     slope = np.divide(smy, smm, out=np.zeros_like(smy), where=smm > 0)  # m constant: y - ybar
-    return codes, ybar + slope * dm
+    return ybar + slope * dm
 
 
 # --------------------------------------------------------------------------- residuals
@@ -279,7 +330,13 @@ def _block_residuals(y, rows, model, *, kind: str):
     return values - fitted, values
 
 
-def _residuals(x, rows, model, *, kind: str, glm: bool, out_dtype):
+def _residuals(x, fit: _Fit):
+    """The residual matrix of `x` under `fit` (a lazy one for a Dask X)."""
+    return _dask_residuals(x, fit) if is_dask(x) else _memory_residuals(x, fit)
+
+
+def _memory_residuals(x, fit: _Fit):
+    kind, glm, rows, model, out_dtype = fit.kind, fit.glm, fit.rows, fit.model, fit.out_dtype
     xp = xp_of(x)
     n_rows, n_cols = x.shape
     in_place = not glm and not is_sparse(x) and x.dtype == out_dtype  # scanpy writes into X too
@@ -330,16 +387,15 @@ def _glm_rules(varies, fits):
     return varies & ~fits, ~varies
 
 
-def _dask_residuals(x, rows, model, *, kind: str, glm: bool, out_dtype):
+def _dask_residuals(x, fit: _Fit):
     """The lazy residual matrix of a row-chunked Dask array (same row chunks, dense blocks)."""
     import dask.array as da
 
     xp = _ops.Chunked(x).xp
-    model = to_host(model)
-    per_row = (rows,) if kind == "categorical" else tuple(rows[:, j] for j in range(rows.shape[1]))
-    zero = constant = first = None
-    if glm:
-        first = to_host(_dense64(x[0:1].compute())[0])
+    kind, rows, model, out_dtype, first = fit.kind, fit.rows, fit.model, fit.out_dtype, fit.first
+    per_row = (rows,) if kind == "categorical" else tuple(rows.T)
+    zero = constant = None
+    if fit.glm:
         varies, fits = _ops.Chunked(x).reduce(_block_flags, model, first, kind=kind,
                                               per_row=(rows,))  # fmt: skip
         varies, fits = to_host(varies), to_host(fits)
@@ -348,7 +404,7 @@ def _dask_residuals(x, rows, model, *, kind: str, glm: bool, out_dtype):
             out_dtype = x.dtype
     meta = xp.empty((0, 0), dtype=out_dtype)
     return da.map_blocks(_dask_block, x, *row_columns(x, per_row), model=model, kind=kind,
-                         zero=zero, constant=constant, first=first, out_dtype=out_dtype,
+                         zero=zero, constant=constant, first=first if fit.glm else None, out_dtype=out_dtype,
                          dtype=out_dtype, meta=meta)  # fmt: skip
 
 
