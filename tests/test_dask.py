@@ -345,9 +345,12 @@ def test_filter_genes_of_a_bare_dask_array_adds_the_blocks_in_float64(rows):
 def test_normalize_total_reads_each_block_once(pbmc):
     """With a target_sum the result stays lazy and each block is read once, when it is computed
     (scanpy's Dask path reads it once too); with a median target or a key_added, the checks and
-    the totals share one pass before. Either way the result equals the in-memory one."""
+    the totals share one pass before; exclude_highly_expressed flags its genes in that pass too
+    (it took a pass of its own) and then takes the totals without them. Either way the result
+    equals the in-memory one."""
     x = sp.csr_matrix(pbmc.X, dtype=np.float32)
-    for kw, before in (({"target_sum": 1e4}, 0), ({"target_sum": 1e4, "key_added": "nf"}, 1), ({}, 1)):
+    for kw, before in (({"target_sum": 1e4}, 0), ({"target_sum": 1e4, "key_added": "nf"}, 1), ({}, 1),
+                       ({"exclude_highly_expressed": True, "max_fraction": 0.05}, 2)):  # fmt: skip
         lazy, made = counted_dask(x)
         a, b = pbmc.copy(), pbmc.copy()
         a.X, b.X = lazy, x.copy()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -71,8 +72,9 @@ def normalize_total(
     result is a lazy Dask array with the same chunks whose blocks are checked, summed and divided
     (on copies) when it is computed, so each block is read once, as in scanpy; a bad value
     (negative, NaN) then raises at compute, and X is already the lazy array. Otherwise the totals
-    and the checks take one pass over the blocks first, and `exclude_highly_expressed` two more
-    (the genes above `max_fraction` of a cell's total, then the totals without them).
+    and the checks take one pass over the blocks first (with `exclude_highly_expressed` it flags
+    the genes above `max_fraction` of a cell's total too), and `exclude_highly_expressed` one more
+    (the totals without those genes).
     """
     if copy:
         if not inplace:
@@ -91,12 +93,16 @@ def normalize_total(
     x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
     x = canonical(x0, step=_STEP)
     totals64, issues = None, None  # float64 row totals where a value check already took them
+    high = None  # exclude_highly_expressed's genes, where that pass found them too
     # With a fixed target and nothing to report, a Dask X stays lazy as in scanpy: each block's
     # totals, value check and division happen together when X is computed (one read, not two).
     dask_counts = is_dask(x) and x.dtype.kind in "iuf"
     lazy = dask_counts and target_sum is not None and not exclude_highly_expressed and key_added is None and inplace
     if lazy:
         issues = (0, 0)  # the values are checked block by block (_normalized_block)
+    elif dask_counts and exclude_highly_expressed:  # and the genes above max_fraction, in the same pass
+        flags = functools.partial(_issues_and_high, max_fraction=max_fraction, dtype=_values_dtype(x.dtype))
+        totals64, (*issues, high) = _ops.parts(x).rows_and_sums(_block_row_sums, flags)
     elif dask_counts:  # the checks and the totals in one pass over the blocks
         totals64, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
@@ -108,7 +114,7 @@ def normalize_total(
         x0 = get_matrix(adata, layer=layer, obsm=obsm, step=_STEP)
         x = canonical(x0, step=_STEP)
     if x.dtype.kind != "f":  # scanpy's choices: float32 for integer counts, float64 for bools
-        x = x.astype(np.float64 if x.dtype.kind == "b" else np.float32)
+        x = x.astype(_values_dtype(x.dtype))
     elif not inplace and x is x0:
         x = x.copy()
     else:
@@ -129,7 +135,7 @@ def normalize_total(
     totals = (_ops.row_sums(p)[0] if totals64 is None else totals64).astype(dtype0)  # scanpy: value dtype
     xp = xp_of(totals)
     if exclude_highly_expressed:
-        high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64))
+        high = _ops.flag_cols_above(p, max_fraction * totals.astype(np.float64)) if high is None else xp.asarray(high)
         totals = _ops.row_sums(p, col_mask=~high)[0].astype(dtype0)
         names = adata.var_names[to_host(high)].tolist()
         settings.log("The following highly-expressed genes are not considered during normalization factor "
@@ -168,6 +174,21 @@ def _log_finished(start: float, key_added) -> None:
 
 def _block_row_sums(p):
     return _ops.row_sums(p)[0]
+
+
+def _values_dtype(dtype) -> np.dtype:
+    """The dtype normalize_total divides in: float input's own; scanpy's float32 for integer
+    counts, float64 for booleans."""
+    dtype = np.dtype(dtype)
+    return dtype if dtype.kind == "f" else np.dtype(np.float64 if dtype.kind == "b" else np.float32)
+
+
+def _issues_and_high(p, *, max_fraction: float, dtype) -> tuple:
+    """A block's (non-finite, negative) value counts and its genes above `max_fraction` of a
+    cell's total (the totals rounded to the values' `dtype`, as the in-memory flags take them):
+    a cell's flags need its own total only, so the pass that takes the totals flags them too."""
+    totals = _block_row_sums(p).astype(dtype).astype(np.float64)
+    return (*block_value_issues(p), _ops.flag_cols_above(p, max_fraction * totals))
 
 
 def _checked_totals(p) -> tuple:
