@@ -18,12 +18,13 @@ PACKAGES = ("scanpy", "anndata", "numpy", "scipy", "scikit-learn", "numba", "das
             "cupy-cuda13x", "cupy-cuda12x", "rapids-singlecell-cu13", "rapids-singlecell-cu12")
 
 
-def commit() -> str | None:
+def commit(root: Path | None = None) -> str | None:
     """The commit measured: GPU_RUN_COMMIT where gpu_run.sh set it (the GPU machine gets the tree
-    without .git), else git's HEAD with '+dirty' for uncommitted changes; None where neither is known."""
+    without .git), else git's HEAD of `root` (default this checkout) with '+dirty' for uncommitted
+    changes; None where neither is known."""
     if os.environ.get("GPU_RUN_COMMIT"):
         return os.environ["GPU_RUN_COMMIT"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[1] if root is None else root
     try:
         head = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, check=True).stdout.strip()  # fmt: skip
