@@ -138,7 +138,11 @@ def _sparse_gram(p: Parts):
         _column_pair_sums(p.data, p.indices, colptr, pos, rowend, numba.get_num_threads(), upper)
         start = stop
     # each pair of stored values was added once, to [i, j] or [j, i]; the diagonal holds x_i^2
-    return upper + upper.T - np.diag(np.diag(upper))
+    # (counted twice by the sum, so put back; no further n_cols^2 temporaries)
+    diagonal = np.diagonal(upper).copy()
+    g = upper + upper.T
+    np.fill_diagonal(g, diagonal)
+    return g
 
 
 @numba.njit(cache=True)
