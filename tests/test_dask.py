@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -359,6 +360,18 @@ def test_normalize_total_reads_each_block_once(pbmc):
         gsc.pp.normalize_total(b, **kw)
         assert_same(a.X.compute(), b.X)
         assert sorted(made) == sorted(list(range(lazy.numblocks[0])) * (before + 1)), kw
+
+
+def test_exclude_highly_expressed_flags_the_cast_values_on_dask():
+    """The Dask pass flags highly expressed genes on the values cast to float32, as in memory
+    (integers above 2**24 round there: 2**25 + 1 and 2**25 - 1 both become 2**25, neither above
+    half of the row's float32 total)."""
+    x = np.array([[2**25 + 1, 2**25 - 1, 0], [3, 4, 5], [1, 1, 1], [2, 0, 7]], dtype=np.int64)
+    kw = {"exclude_highly_expressed": True, "max_fraction": 0.5, "target_sum": 1.0, "inplace": False}
+    want = gsc.pp.normalize_total(ad.AnnData(x.copy()), **kw)
+    got = gsc.pp.normalize_total(ad.AnnData(da.from_array(x.copy(), chunks=(2, -1))), **kw)
+    assert_same(got["norm_factor"], want["norm_factor"])
+    assert_same(got["X"].compute(), want["X"])
 
 
 def test_lazy_normalize_total_checks_blocks(pbmc):

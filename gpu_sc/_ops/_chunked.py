@@ -115,12 +115,18 @@ class Chunked:
 
         return _stacked(dask.compute(*self._tasks(fn, args, kwargs, per_row)))
 
-    def rows_and_sums(self, row_fn, sum_fn, *args):
+    def rows_and_sums(self, row_fn, sum_fn, *args, sums_of_rows: bool = False):
         """(`rows` of row_fn(parts, *args), `reduce` of sum_fn(parts)) in one pass: each block
-        is read once for both (a lazily read file is read once, not twice)."""
+        is read once for both (a lazily read file is read once, not twice). `sums_of_rows`:
+        sum_fn(parts, the block's row_fn result) in the same task, for sums that need them."""
         import dask
 
-        per_row, summed = dask.compute(self._tasks(row_fn, args, {}, ()), _summed(self._tasks(sum_fn, (), {}, ())))
+        if sums_of_rows:
+            both = self._tasks(_rows_then_sums, (row_fn, sum_fn, args), {}, ())
+            rows, sums = [t[0] for t in both], [t[1] for t in both]
+        else:
+            rows, sums = self._tasks(row_fn, args, {}, ()), self._tasks(sum_fn, (), {}, ())
+        per_row, summed = dask.compute(rows, _summed(sums))
         return _stacked(per_row), summed
 
     def update(self, fn, *args, per_row=(), dtype=None, **kwargs):
@@ -195,6 +201,11 @@ def check_block_device(block, on_gpu: bool) -> None:
 def _on_block(fn, block, per_row, args, kwargs, on_gpu):
     check_block_device(block, on_gpu)
     return fn(block_parts(block), *per_row, *args, **kwargs)
+
+
+def _rows_then_sums(p, row_fn, sum_fn, args) -> tuple:
+    rows = row_fn(p, *args)
+    return rows, sum_fn(p, rows)
 
 
 def _groups_on_block(fn, block, codes, args, on_gpu) -> dict:

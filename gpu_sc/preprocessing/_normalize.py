@@ -102,7 +102,7 @@ def normalize_total(
         issues = (0, 0)  # the values are checked block by block (_normalized_block)
     elif dask_counts and exclude_highly_expressed:  # and the genes above max_fraction, in the same pass
         flags = functools.partial(_issues_and_high, max_fraction=max_fraction, dtype=_values_dtype(x.dtype))
-        totals64, (*issues, high) = _ops.parts(x).rows_and_sums(_block_row_sums, flags)
+        totals64, (*issues, high) = _ops.parts(x).rows_and_sums(_block_row_sums, flags, sums_of_rows=True)
     elif dask_counts:  # the checks and the totals in one pass over the blocks
         totals64, issues = _ops.parts(x).rows_and_sums(_block_row_sums, block_value_issues)
     elif x.dtype.kind == "f":  # in memory: the totals are the value check (one read, not two)
@@ -183,12 +183,15 @@ def _values_dtype(dtype) -> np.dtype:
     return dtype if dtype.kind == "f" else np.dtype(np.float64 if dtype.kind == "b" else np.float32)
 
 
-def _issues_and_high(p, *, max_fraction: float, dtype) -> tuple:
+def _issues_and_high(p, totals64, *, max_fraction: float, dtype) -> tuple:
     """A block's (non-finite, negative) value counts and its genes above `max_fraction` of a
-    cell's total (the totals rounded to the values' `dtype`, as the in-memory flags take them):
-    a cell's flags need its own total only, so the pass that takes the totals flags them too."""
-    totals = _block_row_sums(p).astype(dtype).astype(np.float64)
-    return (*block_value_issues(p), _ops.flag_cols_above(p, max_fraction * totals))
+    cell's total (its float64 `totals64` rounded to the values' `dtype`, as the in-memory flags
+    take them, and the values too: integers above 2**24 round in float32): a cell's flags need
+    its own total only, so the pass that takes the totals flags them too."""
+    issues = block_value_issues(p)
+    if p.data.dtype != dtype:
+        p = p._replace(data=p.data.astype(dtype))
+    return (*issues, _ops.flag_cols_above(p, max_fraction * totals64.astype(dtype).astype(np.float64)))
 
 
 def _checked_totals(p) -> tuple:

@@ -109,11 +109,14 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     design = _design(adata.obs, keys)
     given = _checked_matrix(get_matrix(adata, layer=layer, step=_STEP))
     x = _as_float(given)
-    fit = _fit(x, design)  # a Dask X's finiteness is checked in the fit's pass over it
+    fit = _fit(x, design, given)  # a Dask X's finiteness is checked in the fit's pass over it
+    cast = x is not given
+    del given  # a copy where canonical made one: not kept beside the matrix read below
     # everything checked: only now is anything changed (the copy, or the user's AnnData)
     adata = adata.copy() if copy else adata
     sanitize_anndata(adata, warn=True)
-    if x is given:  # not cast: the residuals are those of (a dense float X: written into) the matrix returned
+    if not cast:  # the residuals of the matrix returned (a dense float X is overwritten, as scanpy's)
+        x = None
         x = writable(canonical(get_matrix(adata, layer=layer, step=_STEP), step=_STEP))
     if is_sparse(x):
         settings.log("    sparse input is densified and may lead to high memory use")
@@ -182,7 +185,8 @@ def _design(obs: pd.DataFrame, keys: list[str]):
 
 
 def _checked_matrix(x):
-    """`x` in a layout the steps take, numeric, non-empty and finite (nothing is modified)."""
+    """`x` in a layout the steps take, numeric, non-empty and, in memory, finite (a Dask X is
+    checked in the fit's pass); nothing is modified."""
     x = canonical(x, step=_STEP)
     check_not_empty(x, step=_STEP)
     if x.dtype.kind not in "iuf":
@@ -214,7 +218,8 @@ class _Fit:
     """What the residuals need: `rows` the design's rows (category codes, or Q: n x rank) and
     `model` the fitted values per category (K x genes) or Q^T Y (rank x genes), float64; `glm`
     scanpy's per-gene GLM path (a categorical key or a singular design), whose rules need X's
-    first row (`first`) and give float64."""
+    first row and give float64. `first`: that row of a Dask X, read in the fit's pass (None in
+    memory, where the residuals' own pass reads it)."""
 
     kind: str
     glm: bool
@@ -224,9 +229,10 @@ class _Fit:
     first: np.ndarray | None
 
 
-def _fit(x, design) -> _Fit:
+def _fit(x, design, given) -> _Fit:
     """The least-squares fit of every gene of float `x` (CSR or dense, CPU or GPU, or a
-    row-chunked Dask array, read once: the fit's sums, the first row, the values' check)."""
+    row-chunked Dask array, read once: the fit's sums, the first row, the values' check, whose
+    error names the matrix `given`, before scanpy's cast)."""
     kind = design[0]
     if kind == "categorical":
         rows, n_categories = design[1:]
@@ -238,18 +244,19 @@ def _fit(x, design) -> _Fit:
         out_dtype = np.dtype(np.float64) if glm else _float_dtype(x.dtype)
     if is_dask(x):
         is_first = np.zeros(x.shape[0], dtype=bool)
-        is_first[0] = True
+        is_first[0] = glm  # the GLM rules' first row (else every block gives -0.0s)
         per_row = (rows, is_first) if kind == "categorical" else (*rows.T, is_first)
         *sums, first, n_bad, _ = _ops.Chunked(x).reduce(_block_fit_sums, per_row=per_row, n_categories=n_categories,
                                                         acc=x.dtype)  # fmt: skip
-        check_finite(x, step=_STEP, n_bad=n_bad)
+        check_finite(given, step=_STEP, n_bad=n_bad)
         first = to_host(first)
     else:
         sums = _fit_sums(_ops.parts(x), rows, n_categories, x.dtype)
         first = None
-    sums = [to_host(a) for a in sums]
+    sums = [to_host(a) for a in sums if a is not None]
     if kind == "categorical":
-        model = _category_model(*sums, np.bincount(rows, minlength=n_categories).astype(np.float64)[:, None])
+        sums64, sums_acc = sums if len(sums) == 2 else (sums[0], sums[0])
+        model = _category_model(sums64, sums_acc, np.bincount(rows, minlength=n_categories).astype(np.float64)[:, None])
     else:
         model = sums[0].T
     return _Fit(kind, glm, rows, model, out_dtype, first)
@@ -257,11 +264,11 @@ def _fit(x, design) -> _Fit:
 
 def _fit_sums(p, rows, n_categories: int, acc):
     """The sums a fit reads: per category its float64 sums and its sums in X's dtype (scanpy's
-    mean sums in it; the float64 sums again for float64 data), or gram's X^T Q over row blocks
-    (CSR never densified)."""
+    mean sums in it; None for float64 data, whose sums they are), or gram's X^T Q over row
+    blocks (CSR never densified)."""
     if n_categories:
         sums64 = _ops.group_sums(p, rows, n_categories, dtype=np.float64)[0]
-        return sums64, sums64 if acc == np.float64 else _ops.group_sums(p, rows, n_categories, dtype=acc)[0]
+        return sums64, None if acc == np.float64 else _ops.group_sums(p, rows, n_categories, dtype=acc)[0]
     return (gram.transpose_apply(p, p.xp.asarray(rows)),)
 
 
@@ -271,7 +278,7 @@ def _block_fit_sums(p, *per_row, n_categories: int, acc):
     its (non-finite, negative) value counts."""
     *rows, is_first = per_row
     rows = rows[0] if n_categories else np.stack(rows, axis=1)
-    first = p.xp.zeros(p.shape[1])
+    first = p.xp.full(p.shape[1], -0.0)  # the additive identity: a -0.0 of the row stays -0.0
     at = np.flatnonzero(is_first)
     if at.size:
         first += _dense64(_matrix(p)[int(at[0]) : int(at[0]) + 1])[0]
