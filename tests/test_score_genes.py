@@ -232,6 +232,28 @@ def test_dask_reads_the_blocks_twice(logged):
     assert sorted(made) == sorted(list(range(lazy.X.numblocks[0])) * 2)
 
 
+def test_dask_cell_cycle_reads_the_blocks_twice(logged):
+    """score_genes_cell_cycle reads a Dask X twice, as one score_genes (it took four): the pool's
+    means once for both lists' control draws (S first, then G2M, as scanpy draws them), then
+    the cells' means of both lists and both controls; the scores are scanpy's, seeded or not
+    (numpy's global generator left where scanpy leaves it)."""
+    s_genes, g2m_genes = _genes(logged, 5, 41, 12), _genes(logged, 9, 43, 14)
+    pool = sorted(set(_genes(logged, 0, 2, 300)) | set(s_genes) | set(g2m_genes))
+    for kw in ({}, {"random_state": None, "gene_pool": pool, "n_bins": 10}):
+        lazy = logged.copy()
+        lazy.X, made = counted_dask(sp.csr_matrix(logged.X, dtype=np.float32))
+        ref = logged.copy()
+        np.random.seed(5)
+        sc.tl.score_genes_cell_cycle(ref, s_genes=s_genes, g2m_genes=g2m_genes, **kw)
+        after_ref = np.random.random()
+        np.random.seed(5)
+        gsc.tl.score_genes_cell_cycle(lazy, s_genes=s_genes, g2m_genes=g2m_genes, **kw)
+        assert np.random.random() == after_ref
+        assert sorted(made) == sorted(list(range(lazy.X.numblocks[0])) * 2)
+        for k in ("S_score", "G2M_score", "phase"):
+            pd.testing.assert_series_equal(lazy.obs[k], ref.obs[k], check_dtype=k != "phase", check_categorical=False)
+
+
 @pytest.mark.parametrize("use_raw", [None, True, False])
 def test_raw_and_copy_as_scanpy(logged, use_raw):
     """With adata.raw (the log counts of every gene) and X a scaled subset, as after a scanpy

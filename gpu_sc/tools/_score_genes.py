@@ -13,6 +13,7 @@ blocks of those).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -134,10 +135,15 @@ def _rng(random_state):
     return np.random.mtrand._rand  # numpy's global generator, which scanpy draws from
 
 
-def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_bins, rng):
-    """Per expression bin of the gene list, `ctrl_size` genes drawn from the pool's same bin."""
+def _pool_means(x, names, gene_pool) -> pd.Series:
+    """The pool's genes' NaN-aware mean expression (a pass over a Dask X), which bins them."""
     cols = names.get_indexer(gene_pool)
-    avg = pd.Series(_nan_means(x if len(gene_pool) == len(names) else x[:, cols], axis=0), index=gene_pool)
+    return pd.Series(_nan_means(x if len(gene_pool) == len(names) else x[:, cols], axis=0), index=gene_pool)
+
+
+def _control_genes(avg: pd.Series, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_bins, rng, notes: list):
+    """Per expression bin of the gene list, `ctrl_size` genes drawn from the pool's same bin
+    (`avg`: `_pool_means`); scanpy's warnings are added to `notes`, for the caller to write."""
     avg = avg[np.isfinite(avg)]
     per_bin = int(np.round(len(avg) / (n_bins - 1)))
     cut = avg.rank(method="min") // per_bin
@@ -156,8 +162,8 @@ def _control_genes(x, names, gene_list, gene_pool, *, ctrl_as_ref, ctrl_size, n_
     for c in np.unique(cut.loc[gene_list]):
         genes = cut[(cut == c) & ~in_list].index
         if len(genes) == 0:  # scanpy's warning
-            settings.warning(f"No control genes for cut={c!r}. You might want to increase gene_pool size "
-                             f"(current size: {len(gene_pool)})")  # fmt: skip
+            notes.append(f"No control genes for cut={c!r}. You might want to increase gene_pool size "
+                         f"(current size: {len(gene_pool)})")  # fmt: skip
         if ctrl_size < len(genes):
             genes = genes.to_series().sample(ctrl_size, random_state=rng).index
         if ctrl_as_ref:
@@ -180,6 +186,33 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     n_bins = check_int(n_bins, step=STEP, name="n_bins", minimum=2)
     adata = adata.copy() if copy else adata
     x, names = _matrix(adata, use_raw, layer)
+    sig = _signature(x, names, gene_list, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size, gene_pool=gene_pool,
+                     n_bins=n_bins, random_state=random_state)  # fmt: skip
+    sig.write_notes()
+    _write_score(adata, score_name, sig, *_row_means(x, names, (sig.genes, sig.control)), start=start)
+    return adata if copy else None
+
+
+@dataclass
+class _Signature:
+    """A gene set's genes found in the data, its control genes, and scanpy's warnings met on the
+    way (written by `write_notes`, where scanpy writes them)."""
+
+    genes: pd.Index
+    control: pd.Index
+    notes: list[str]
+    pool_means: pd.Series
+
+    def write_notes(self) -> None:
+        for note in self.notes:
+            settings.warning(note)
+
+
+def _signature(x, names, gene_list, *, ctrl_as_ref, ctrl_size, gene_pool, n_bins, random_state,
+               pool_means: pd.Series | None = None) -> _Signature:  # fmt: skip
+    """The genes of `gene_list` in `names` and their control genes, drawn as scanpy draws them
+    (`pool_means`: the pool's means where an earlier set of the same pool read them, which
+    spares a Dask X a pass)."""
     check_not_empty(x, step=STEP)
     names = pd.Index(names)
     if not names.is_unique:  # pandas' 'Reindexing only valid with uniquely valued Index objects' otherwise
@@ -190,8 +223,7 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
     wanted = pd.Index([gene_list] if isinstance(gene_list, str) else list(gene_list))
     genes = wanted.intersection(names)
     ignored = wanted.difference(names, sort=False)
-    if len(ignored):  # scanpy's warning, at its default verbosity
-        settings.warning(f"genes are not in var_names and ignored: {ignored}")
+    notes = [f"genes are not in var_names and ignored: {ignored}"] if len(ignored) else []  # scanpy's warning
     if len(genes) == 0:
         msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
                f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "
@@ -202,17 +234,21 @@ def score_genes(adata: AnnData, gene_list: Sequence[str], *, ctrl_as_ref: bool =
         msg = (f"{STEP}: No valid genes were passed for reference set: no gene of gene_pool is in var_names; "
                "pass genes of the data (or None for all).")  # fmt: skip
         raise ValueError(msg)
-    control = _control_genes(x, names, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
-                             n_bins=n_bins, rng=_rng(random_state))  # fmt: skip
+    if pool_means is None or not pool_means.index.equals(pool):
+        pool_means = _pool_means(x, names, pool)
+    control = _control_genes(pool_means, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
+                             n_bins=n_bins, rng=_rng(random_state), notes=notes)  # fmt: skip
     if len(control) == 0:
         msg = f"{STEP}: No control genes found in any cut (expression bin)" + (
             "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
         raise RuntimeError(msg)
-    mean_list, mean_ctrl = _row_means(x, names, (genes, control))
+    return _Signature(genes, control, notes, pool_means)
+
+
+def _write_score(adata: AnnData, score_name: str, sig: _Signature, mean_list, mean_ctrl, *, start: float) -> None:
     adata.obs[score_name] = pd.Series(mean_list - mean_ctrl, index=adata.obs_names, dtype="float64")
     settings.log("    finished", start=start, deep=f"added\n    {score_name!r}, score of gene set (adata.obs).\n"
-                 f"    {len(control)} total control genes are used.")  # fmt: skip
-    return adata if copy else None
+                 f"    {len(sig.control)} total control genes are used.")  # fmt: skip
 
 
 @old_positionals("s_genes", "g2m_genes", "copy")
@@ -230,19 +266,32 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
             msg = f"score_genes_cell_cycle: {name} is empty; pass the genes of that phase."
             raise ValueError(msg)
     settings.log("calculating cell cycle phase")
+    check_anndata(adata, step=STEP)
+    twice = sorted({"gene_list", "score_name"} & set(kwargs))
+    if twice:  # scanpy's words: it passes kwargs on beside its own
+        msg = f"score_genes() got multiple values for keyword argument {twice[0]!r}"
+        raise TypeError(msg)
+    unknown = set(kwargs) - {"ctrl_as_ref", "gene_pool", "n_bins", "random_state", "use_raw", "layer"}
+    if unknown:  # what score_genes would refuse, by its name
+        msg = f"score_genes() got an unexpected keyword argument {sorted(unknown)[0]!r}"
+        raise TypeError(msg)
+    size = check_int(min(len(s_genes), len(g2m_genes)), step=STEP, name="ctrl_size")
+    options = {"ctrl_as_ref": kwargs.get("ctrl_as_ref", True), "gene_pool": kwargs.get("gene_pool"),
+               "n_bins": check_int(kwargs.get("n_bins", 25), step=STEP, name="n_bins", minimum=2),
+               "random_state": kwargs.get("random_state", 0), "ctrl_size": size}  # fmt: skip
     adata = adata.copy() if copy else adata
-    size = min(len(s_genes), len(g2m_genes))
-    before = {k: adata.obs[k] for k in ("S_score", "G2M_score") if k in adata.obs}
-    try:
-        for genes, name in ((s_genes, "S_score"), (g2m_genes, "G2M_score")):
-            score_genes(adata, genes, score_name=name, ctrl_size=size, **kwargs)
-    except Exception:  # the G2M list refused after S was scored: leave obs as it was
-        for k in ("S_score", "G2M_score"):
-            if k in before:
-                adata.obs[k] = before[k]
-            elif k in adata.obs:
-                del adata.obs[k]
-        raise
+    x, names = _matrix(adata, kwargs.get("use_raw"), kwargs.get("layer"))
+    # both sets drawn (S first, as scanpy scores it first) before one pass reads the cells' means
+    # of both and their controls; the pool's means, read once, bin both (scanpy: four passes)
+    start = settings.log("computing score 'S_score'")
+    s_sig = _signature(x, names, s_genes, **options)
+    s_sig.write_notes()
+    g2m_sig = _signature(x, names, g2m_genes, pool_means=s_sig.pool_means, **options)
+    means = _row_means(x, names, (s_sig.genes, s_sig.control, g2m_sig.genes, g2m_sig.control))
+    _write_score(adata, "S_score", s_sig, *means[:2], start=start)
+    start = settings.log("computing score 'G2M_score'")
+    g2m_sig.write_notes()
+    _write_score(adata, "G2M_score", g2m_sig, *means[2:], start=start)
     s, g2m = adata.obs["S_score"], adata.obs["G2M_score"]
     phase = pd.Series("S", index=adata.obs_names)
     phase[g2m > s] = "G2M"
