@@ -209,6 +209,31 @@ def test_dask_equals_in_memory():
     _close(gaps.X.compute(), want)
 
 
+def test_dask_fit_reads_the_matrix_once():
+    """A lazily read X: its first row (the shift), then one pass for the moments that also counts
+    non-finite values (the check took a pass of its own), then the lazy result; a NaN is still
+    refused before the AnnData (a string column sanitize would change) is touched."""
+    from _helpers import counted_dask
+
+    a = _data()[:, :200].copy()
+    a.obs["note"] = np.where(np.arange(a.n_obs) % 2 == 0, "x", "y")
+    lazy = a.copy()
+    lazy.X, made = counted_dask(a.X.tocsr(), rows=500)
+    gsc.pp.combat(lazy, "batch", covariates=["total_counts"])
+    blocks = list(range(lazy.X.numblocks[0]))
+    assert sorted(made) == sorted([0, *blocks])
+    _close(lazy.X.compute(), gsc.pp.combat(a, "batch", covariates=["total_counts"], inplace=False))
+    bad = _data()[:, :200].copy()  # a's string column: sanitised by the combat of a above, as scanpy's
+    bad.obs["note"] = np.where(np.arange(bad.n_obs) % 2 == 0, "x", "y")
+    before = bad.obs.copy()
+    x = a.X.tocsr(copy=True)
+    x.data[-5] = np.nan
+    bad.X = counted_dask(x, rows=500)[0]
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        gsc.pp.combat(bad, "batch")
+    assert bad.obs["note"].dtype == object and bad.obs.equals(before)
+
+
 @pytest.mark.parametrize("covariates", [None, ["total_counts"]], ids=["batch", "covariate"])
 @pytest.mark.parametrize("dense", [False, True], ids=["csr", "dense"])
 def test_gpu_equals_cpu(device, covariates, dense):

@@ -3,10 +3,11 @@
 scanpy densifies X, copies it into pandas frames and forms five or more dense cells x genes
 float64 arrays. Every quantity ComBat fits is a per-gene function of a few sums, so here:
 
-- a first pass checks that X is finite, and its first row is read (the shift of the sums below);
+- X's first row is read (the shift of the sums below);
 - one pass over X (CSR never densified; float64 row blocks) gives each batch's per-gene sum and
   sum of squares (`_ops.group_sums`) and, with covariates, each batch's sums of covariate x
-  value (one product with an n x batches*covariates matrix);
+  value (one product with an n x batches*covariates matrix); for a Dask X it counts the
+  non-finite values too (in memory they are checked first);
 - the least-squares fit of the design, the pooled variance, the standardised data's per-batch
   mean and variance, the empirical-Bayes priors and scanpy's iterative solution (`_it_sol`,
   the same loop and stopping rule) are small (batches x genes) arrays on the host;
@@ -39,8 +40,9 @@ from .._ops import gram
 from .._ops._chunked import block_parts, row_columns
 from .._ops._layout import row_pointers
 from .._settings import settings
-from .._validation import (canonical, check_anndata, check_finite, check_not_empty, finite_obs_values, get_matrix,
-                           make_actual, obs_categories, old_positionals, sanitize_anndata)
+from .._validation import (block_value_issues, canonical, check_anndata, check_finite, check_not_empty,
+                           finite_obs_values, get_matrix, make_actual, obs_categories, old_positionals,
+                           sanitize_anndata)
 
 _STEP = "combat"
 _CONV = 1e-4  # scanpy's (combat.py's) convergence bound of the iterative solution
@@ -95,12 +97,14 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     if x.dtype.kind not in "iubf":  # bools are 0 and 1 (scanpy densifies them to float64)
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)
-    check_finite(x, step=_STEP)
+    if not is_dask(x):  # a Dask X: in the moments' pass
+        check_finite(x, step=_STEP)
     codes, n_batches, cov, design_gram = _design(adata.obs, key, covariates)
+    moments = _moments(x, codes, n_batches, cov)
     # everything checked: only now is the user's AnnData changed (scanpy sanitizes it, inplace or not)
     sanitize_anndata(adata)
     _log_design(adata.obs, n_batches, covariates)
-    fit = _fit(x, codes, n_batches, cov, design_gram)
+    fit = _fit(moments, codes, n_batches, cov, design_gram)
     settings.log("Adjusting data\n")
     out = _corrected(x, codes, cov, fit)
     if not inplace:
@@ -205,19 +209,14 @@ def _design_gram(codes: np.ndarray, n_batches: int, cov: np.ndarray):
 
 
 # --------------------------------------------------------------------------- the fit
-def _fit(x, codes: np.ndarray, n_batches: int, cov: np.ndarray, design_gram) -> dict:
-    """scanpy's estimates from per-batch sums: {'grand', 'beta', 'sd', 'zero', 'gamma', 'sqrt_delta'};
-    `design_gram` is `_design_gram`'s."""
+def _fit(moments, codes: np.ndarray, n_batches: int, cov: np.ndarray, design_gram) -> dict:
+    """scanpy's estimates from per-batch sums (`_moments`): {'grand', 'beta', 'sd', 'zero',
+    'gamma', 'sqrt_delta'}; `design_gram` is `_design_gram`'s."""
     n_b = np.bincount(codes, minlength=n_batches).astype(np.float64)
     n, k = float(n_b.sum()), cov.shape[1]
     dtd, batch_cov, cov_gram = design_gram
-    # per batch b and covariate j, the sum over b's cells of c_j * x: X^T U, U's column b * k + j
-    # holding c_j in b's cells (n x batches*k: small beside X for a few covariates)
-    u = np.zeros((len(codes), n_batches, k))
-    u[np.arange(len(codes)), codes] = cov
-    shift = _shift(x)
-    sums, sumsq, cross = _moments(x, codes, u.reshape(len(codes), -1), shift, n_batches)
-    cross = np.asarray(cross).T.reshape(n_batches, k, x.shape[1])
+    shift, sums, sumsq, cross = moments
+    cross = np.asarray(cross).T.reshape(n_batches, k, shift.size)
     # least squares on the design [batches, covariates], as scanpy: inv(D^T D) D^T X
     dtx = np.concatenate([sums, cross.sum(0)], axis=0)
     b_hat = np.linalg.inv(dtd) @ dtx
@@ -253,12 +252,26 @@ def _shift(x) -> np.ndarray:
     return to_host(first).astype(np.float64).ravel()
 
 
-def _moments(x, codes: np.ndarray, u: np.ndarray, shift: np.ndarray, n_batches: int):
-    """(per batch and gene: sum and sum of squares of x - shift; (x - shift)^T u), one pass over
-    X's rows (each Dask block's)."""
-    if is_dask(x):
-        return _ops.Chunked(x).reduce(_block_moments, shift, n_batches=n_batches, per_row=(codes, u))
-    return _block_moments(_ops.parts(x), codes, u, shift, n_batches=n_batches)
+def _moments(x, codes: np.ndarray, n_batches: int, cov: np.ndarray):
+    """(shift, and per batch and gene: sum and sum of squares of x - shift; (x - shift)^T u), one
+    pass over X's rows (each Dask block's, which also counts a Dask X's non-finite values: refused
+    here). u: per batch b and covariate j, the sum over b's cells of c_j * x is X^T U, U's
+    column b * k + j holding c_j in b's cells (n x batches*k: small beside X for a few covariates)."""
+    k = cov.shape[1]
+    u = np.zeros((len(codes), n_batches, k))
+    u[np.arange(len(codes)), codes] = cov
+    u = u.reshape(len(codes), -1)
+    shift = _shift(x)
+    if not is_dask(x):
+        return shift, *_block_moments(_ops.parts(x), codes, u, shift, n_batches=n_batches)
+    *moments, n_bad = _ops.Chunked(x).reduce(_checked_block_moments, shift, n_batches=n_batches, per_row=(codes, u))
+    check_finite(x, step=_STEP, n_bad=n_bad)
+    return shift, *moments
+
+
+def _checked_block_moments(p, codes, u, shift, *, n_batches: int):
+    """`_block_moments` and the block's non-finite value count."""
+    return (*_block_moments(p, codes, u, shift, n_batches=n_batches), block_value_issues(p)[0])
 
 
 def _block_moments(p, codes, u, shift, *, n_batches: int):
