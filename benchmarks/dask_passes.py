@@ -13,7 +13,10 @@ with its result computed, and each counting the blocks of the counts it made:
 - ``regress_out_numeric`` / ``regress_out_categorical``: on the lazy HVG columns, by the cells'
   total counts, or by 4 samples dealt round the cells; the residuals read through;
 - ``normalize_exclude``: ``normalize_total(exclude_highly_expressed=True)`` of the counts, read
-  through.
+  through;
+- ``score_genes_cell_cycle``: 40 S and 45 G2M genes (HVGs taken at fixed strides) scored on the
+  full-width log data;
+- ``combat``: ComBat of the lazy HVG columns over the 4 samples, read through.
 
 Each step runs once, after an untimed run of all of them on 10,000 cells (Numba compiling).
 Rows: step, seconds, passes (blocks made / blocks), the code run (`--code`; its commit in
@@ -33,6 +36,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+STEP_NAMES = ("pca", "regress_out_numeric", "regress_out_categorical", "normalize_exclude", "score_genes_cell_cycle",
+              "combat")  # fmt: skip
 N_SAMPLES = 4
 _MADE = [0]
 _LOCK = threading.Lock()
@@ -70,8 +75,19 @@ def _steps(gsc):
         gsc.pp.normalize_total(c, exclude_highly_expressed=True)
         _read_through(c.X)
 
+    def cell_cycle(a):
+        hvg = a.var_names[a.var["highly_variable"].to_numpy()]
+        gsc.tl.score_genes_cell_cycle(a, s_genes=list(hvg[::47][:40]), g2m_genes=list(hvg[5::41][:45]))
+
+    def combat(a):
+        b = a[:, a.var["highly_variable"].to_numpy()].copy()
+        b.obs["sample"] = pd.Categorical([f"s{i % N_SAMPLES}" for i in range(b.n_obs)])
+        gsc.pp.combat(b, "sample")
+        _read_through(b.X)
+
     return {"pca": pca, "regress_out_numeric": regress(["total_counts"]),
-            "regress_out_categorical": regress("sample"), "normalize_exclude": normalize_exclude}  # fmt: skip
+            "regress_out_categorical": regress("sample"), "normalize_exclude": normalize_exclude,
+            "score_genes_cell_cycle": cell_cycle, "combat": combat}  # fmt: skip
 
 
 def _prepared(gsc, source, n_cells: int, chunk_rows: int):
@@ -92,6 +108,7 @@ def main() -> None:
     ap.add_argument("--n-cells", type=int, default=200_000)
     ap.add_argument("--chunk-rows", type=int, default=50_000)
     ap.add_argument("--code", type=Path, default=HERE.parent, help="the checkout whose gpu_sc runs (default: this one)")
+    ap.add_argument("--steps", default=None, help="comma-separated (default all): " + ", ".join(STEP_NAMES))
     ap.add_argument("--out", type=Path, default=None, help="append JSON rows here")
     args = ap.parse_args()
     sys.path.insert(0, str(args.code.resolve()))
@@ -104,13 +121,14 @@ def main() -> None:
     dask.config.set(scheduler="threads")
     warnings.simplefilter("ignore")
     source = gsc.datasets.pbmc4k_half()
-    for step in _steps(gsc).values():  # untimed, on 10,000 cells: Numba compiles (or loads its cache)
+    steps = {k: v for k, v in _steps(gsc).items() if args.steps is None or k in args.steps.split(",")}
+    for step in steps.values():  # untimed, on 10,000 cells: Numba compiles (or loads its cache)
         step(_prepared(gsc, source, 10_000, 2_500))
     a = _prepared(gsc, source, args.n_cells, args.chunk_rows)
     n_blocks = a.X.numblocks[0]
     code = commit(args.code.resolve())
     with jsonl_rows(args.out) as emit:
-        for name, step in _steps(gsc).items():
+        for name, step in steps.items():
             _MADE[0] = 0
             t0 = time.perf_counter()
             step(a.copy())
