@@ -66,6 +66,13 @@ def test_equals_scanpy(logged, pbmc, kind, case):
 def test_ignored_genes_are_reported(logged, capsys):
     gsc.tl.score_genes(logged.copy(), [*_genes(logged, 0, 37, 5), "TYPO_GENE"])
     assert "WARNING: genes are not in var_names and ignored: Index(['TYPO_GENE']" in capsys.readouterr().err
+    # written before a refusal too, as scanpy writes them: the warning says why the list is empty
+    with pytest.raises(ValueError, match="No valid genes"):
+        gsc.tl.score_genes(logged.copy(), ["TYPO_GENE"])
+    assert "WARNING: genes are not in var_names and ignored: Index(['TYPO_GENE']" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="No valid genes"):
+        gsc.tl.score_genes_cell_cycle(logged.copy(), s_genes=_genes(logged, 5, 41, 12), g2m_genes=["TYPO_G2M"])
+    assert "ignored: Index(['TYPO_G2M']" in capsys.readouterr().err
 
 
 def test_unseeded_draws_follow_numpy_global_state(logged):

@@ -97,9 +97,9 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     if x.dtype.kind not in "iubf":  # bools are 0 and 1 (scanpy densifies them to float64)
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)
-    if not is_dask(x):  # a Dask X: in the moments' pass
-        check_finite(x, step=_STEP)
     codes, n_batches, cov, design_gram = _design(adata.obs, key, covariates)
+    if not is_dask(x):  # a Dask X: in the moments' pass (so the design's errors come first in both)
+        check_finite(x, step=_STEP)
     moments = _moments(x, codes, n_batches, cov)
     # everything checked: only now is the user's AnnData changed (scanpy sanitizes it, inplace or not)
     sanitize_anndata(adata)

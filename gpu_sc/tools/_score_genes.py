@@ -204,8 +204,12 @@ class _Signature:
     pool_means: pd.Series
 
     def write_notes(self) -> None:
-        for note in self.notes:
-            settings.warning(note)
+        _warn(self.notes)
+
+
+def _warn(notes: list[str]) -> None:
+    for note in notes:
+        settings.warning(note)
 
 
 def _signature(x, names, gene_list, *, ctrl_as_ref, ctrl_size, gene_pool, n_bins, random_state,
@@ -224,24 +228,28 @@ def _signature(x, names, gene_list, *, ctrl_as_ref, ctrl_size, gene_pool, n_bins
     genes = wanted.intersection(names)
     ignored = wanted.difference(names, sort=False)
     notes = [f"genes are not in var_names and ignored: {ignored}"] if len(ignored) else []  # scanpy's warning
-    if len(genes) == 0:
-        msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
-               f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "
-               "or use_raw.")  # fmt: skip
-        raise ValueError(msg)
-    pool = names.astype("string") if gene_pool is None else pd.Index(gene_pool, dtype="string").intersection(names)
-    if len(pool) == 0:
-        msg = (f"{STEP}: No valid genes were passed for reference set: no gene of gene_pool is in var_names; "
-               "pass genes of the data (or None for all).")  # fmt: skip
-        raise ValueError(msg)
-    if pool_means is None or not pool_means.index.equals(pool):
-        pool_means = _pool_means(x, names, pool)
-    control = _control_genes(pool_means, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
-                             n_bins=n_bins, rng=_rng(random_state), notes=notes)  # fmt: skip
-    if len(control) == 0:
-        msg = f"{STEP}: No control genes found in any cut (expression bin)" + (
-            "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
-        raise RuntimeError(msg)
+    try:
+        if len(genes) == 0:
+            msg = (f"{STEP}: No valid genes were passed for scoring: none of the {len(wanted)} genes of "
+                   f"gene_list is in var_names (e.g. {list(wanted[:3])}); check the gene names (symbols vs ids) "
+                   "or use_raw.")  # fmt: skip
+            raise ValueError(msg)
+        pool = names.astype("string") if gene_pool is None else pd.Index(gene_pool, dtype="string").intersection(names)
+        if len(pool) == 0:
+            msg = (f"{STEP}: No valid genes were passed for reference set: no gene of gene_pool is in var_names; "
+                   "pass genes of the data (or None for all).")  # fmt: skip
+            raise ValueError(msg)
+        if pool_means is None or not pool_means.index.equals(pool):
+            pool_means = _pool_means(x, names, pool)
+        control = _control_genes(pool_means, genes, pool, ctrl_as_ref=ctrl_as_ref, ctrl_size=ctrl_size,
+                                 n_bins=n_bins, rng=_rng(random_state), notes=notes)  # fmt: skip
+        if len(control) == 0:
+            msg = f"{STEP}: No control genes found in any cut (expression bin)" + (
+                "; try ctrl_as_ref=False." if ctrl_as_ref else "; pass a larger gene_pool.")
+            raise RuntimeError(msg)
+    except Exception:  # scanpy has written its warnings by the time it raises
+        _warn(notes)
+        raise
     return _Signature(genes, control, notes, pool_means)
 
 
@@ -256,8 +264,8 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
                            copy: bool = False, **kwargs) -> AnnData | None:  # fmt: skip
     """S and G2M scores and the phase per cell: scanpy's ``sc.tl.score_genes_cell_cycle``
     (``obs['S_score']``, ``obs['G2M_score']``, ``obs['phase']``: S, G2M, or G1 where both
-    scores are negative). `kwargs` go to :func:`score_genes` (not `ctrl_size`, which is the
-    shorter list's length)."""
+    scores are negative). `kwargs` are :func:`score_genes`'s (not `ctrl_size`, which is the
+    shorter list's length, nor `score_name`)."""
     if "ctrl_size" in kwargs:
         msg = "score_genes_cell_cycle: ctrl_size is set to the shorter gene list's length; leave it out."
         raise TypeError(msg)
@@ -266,15 +274,19 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
             msg = f"score_genes_cell_cycle: {name} is empty; pass the genes of that phase."
             raise ValueError(msg)
     settings.log("calculating cell cycle phase")
-    check_anndata(adata, step=STEP)
-    twice = sorted({"gene_list", "score_name"} & set(kwargs))
-    if twice:  # scanpy's words: it passes kwargs on beside its own
-        msg = f"score_genes() got multiple values for keyword argument {twice[0]!r}"
+    # what the call of score_genes with kwargs beside its own would refuse, in Python's words
+    if "score_name" in kwargs:
+        msg = "score_genes() got multiple values for keyword argument 'score_name'"
+        raise TypeError(msg)
+    if "gene_list" in kwargs:
+        msg = "score_genes() got multiple values for argument 'gene_list'"
         raise TypeError(msg)
     unknown = set(kwargs) - {"ctrl_as_ref", "gene_pool", "n_bins", "random_state", "use_raw", "layer"}
-    if unknown:  # what score_genes would refuse, by its name
+    if unknown:
         msg = f"score_genes() got an unexpected keyword argument {sorted(unknown)[0]!r}"
         raise TypeError(msg)
+    check_anndata(adata, step=STEP)
+    start = settings.log("computing score 'S_score'")
     size = check_int(min(len(s_genes), len(g2m_genes)), step=STEP, name="ctrl_size")
     options = {"ctrl_as_ref": kwargs.get("ctrl_as_ref", True), "gene_pool": kwargs.get("gene_pool"),
                "n_bins": check_int(kwargs.get("n_bins", 25), step=STEP, name="n_bins", minimum=2),
@@ -283,7 +295,6 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
     x, names = _matrix(adata, kwargs.get("use_raw"), kwargs.get("layer"))
     # both sets drawn (S first, as scanpy scores it first) before one pass reads the cells' means
     # of both and their controls; the pool's means, read once, bin both (scanpy: four passes)
-    start = settings.log("computing score 'S_score'")
     s_sig = _signature(x, names, s_genes, **options)
     s_sig.write_notes()
     g2m_sig = _signature(x, names, g2m_genes, pool_means=s_sig.pool_means, **options)
