@@ -274,7 +274,7 @@ def _fit_sums(p, rows, n_categories: int, acc):
 
 def _block_fit_sums(p, *per_row, n_categories: int, acc):
     """One Dask block's part of the fit: `_fit_sums` of its rows, its share of X's first row
-    (the row itself in the block that holds it, zeros elsewhere: the blocks' sum is the row) and
+    (the row itself in the block that holds it, -0.0s elsewhere: the blocks' sum is the row) and
     its (non-finite, negative) value counts."""
     *rows, is_first = per_row
     rows = rows[0] if n_categories else np.stack(rows, axis=1)
