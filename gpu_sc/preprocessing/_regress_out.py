@@ -253,10 +253,11 @@ def _fit(x, design, given) -> _Fit:
     else:
         sums = _fit_sums(_ops.parts(x), rows, n_categories, x.dtype)
         first = None
-    sums = [to_host(a) for a in sums if a is not None]
+    sums = [None if a is None else to_host(a) for a in sums]
     if kind == "categorical":
-        sums64, sums_acc = sums if len(sums) == 2 else (sums[0], sums[0])
-        model = _category_model(sums64, sums_acc, np.bincount(rows, minlength=n_categories).astype(np.float64)[:, None])
+        sums64, sums_acc = sums
+        counts = np.bincount(rows, minlength=n_categories).astype(np.float64)[:, None]
+        model = _category_model(sums64, sums64 if sums_acc is None else sums_acc, counts)
     else:
         model = sums[0].T
     return _Fit(kind, glm, rows, model, out_dtype, first)

@@ -12,6 +12,7 @@ blocks of those).
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -281,18 +282,23 @@ def score_genes_cell_cycle(adata: AnnData, *, s_genes: Sequence[str], g2m_genes:
     if "gene_list" in kwargs:
         msg = "score_genes() got multiple values for argument 'gene_list'"
         raise TypeError(msg)
-    unknown = set(kwargs) - {"ctrl_as_ref", "gene_pool", "n_bins", "random_state", "use_raw", "layer"}
+    # score_genes's own keywords with its defaults, read from its signature (the cell cycle sets
+    # ctrl_size and the score names; copy is its own)
+    params = inspect.signature(score_genes).parameters
+    defaults = {k: p.default for k, p in params.items()
+                if p.kind is p.KEYWORD_ONLY and k not in ("ctrl_size", "score_name", "copy")}  # fmt: skip
+    unknown = set(kwargs) - defaults.keys()
     if unknown:
         msg = f"score_genes() got an unexpected keyword argument {sorted(unknown)[0]!r}"
         raise TypeError(msg)
+    options = defaults | kwargs
     check_anndata(adata, step=STEP)
     start = settings.log("computing score 'S_score'")
     size = check_int(min(len(s_genes), len(g2m_genes)), step=STEP, name="ctrl_size")
-    options = {"ctrl_as_ref": kwargs.get("ctrl_as_ref", True), "gene_pool": kwargs.get("gene_pool"),
-               "n_bins": check_int(kwargs.get("n_bins", 25), step=STEP, name="n_bins", minimum=2),
-               "random_state": kwargs.get("random_state", 0), "ctrl_size": size}  # fmt: skip
+    n_bins = check_int(options["n_bins"], step=STEP, name="n_bins", minimum=2)
     adata = adata.copy() if copy else adata
-    x, names = _matrix(adata, kwargs.get("use_raw"), kwargs.get("layer"))
+    x, names = _matrix(adata, options.pop("use_raw"), options.pop("layer"))
+    options.update(ctrl_size=size, n_bins=n_bins)
     # both sets drawn (S first, as scanpy scores it first) before one pass reads the cells' means
     # of both and their controls; the pool's means, read once, bin both (scanpy: four passes)
     s_sig = _signature(x, names, s_genes, **options)
