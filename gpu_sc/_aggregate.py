@@ -54,7 +54,7 @@ def _mask(adata: AnnData, mask, axis: int) -> np.ndarray | None:
         frame = getattr(adata, dim)
         if mask not in frame.columns:
             msg = f"{STEP}: mask {mask!r} is not a column of adata.{dim}; add it or pass a boolean array."
-            raise KeyError(msg)
+            raise ValueError(msg)  # scanpy's type
         mask = frame[mask].to_numpy()
     return host_bool_mask(mask, adata.shape[axis], what="mask", step=STEP)
 

@@ -123,8 +123,8 @@ def _matrix(adata: AnnData, use_raw, layer):
     x = get_matrix(adata, layer=layer, use_raw=bool(use_raw), step=STEP)
     names = adata.raw.var_names if use_raw else adata.var_names
     check_in_memory(x, step=STEP)
-    if is_sparse(x) and not is_gpu(x) and x.format != "csr":
-        x = x.tocsr()
+    if is_sparse(x) and not is_gpu(x) and x.format not in ("csr", "csc"):  # CSC stays: scanpy sums it
+        x = x.tocsr()  # as CSC, and float32 CSC and CSR sums round differently
     return x, names
 
 
