@@ -138,4 +138,6 @@ def value_issues(values) -> tuple[int, int]:
         return int((~finite).sum()), int((finite & (values < 0)).sum())
     if values.dtype == np.float16:  # numba has no float16; every float16 is exact in float32
         values = values.astype(np.float32)
+    elif not values.dtype.isnative:  # nor a big-endian type ('>f4', as some HDF5 files hold)
+        values = values.astype(values.dtype.newbyteorder("="))
     return _scan(np.ascontiguousarray(values).reshape(-1))

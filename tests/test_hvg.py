@@ -228,6 +228,7 @@ def test_subset(brain):
         highly_variable_genes(full, **kw)
         highly_variable_genes(data, subset=True, **kw)
         assert data.var_names.equals(full.var_names[full.var["highly_variable"].to_numpy()])
+        pd.testing.assert_frame_equal(data.var, full.var[full.var["highly_variable"].to_numpy()])
         df = highly_variable_genes(full.copy(), subset=True, inplace=False, **kw)
         assert df.index.equals(data.var_names) and df["highly_variable"].all()
     # batched with cutoffs: the selected genes are kept (scanpy 1.11 subsets by a sorted mask)
@@ -236,6 +237,17 @@ def test_subset(brain):
     highly_variable_genes(full, batch_key="parity")
     highly_variable_genes(data, batch_key="parity", subset=True)
     assert data.var_names.equals(full.var_names[full.var["highly_variable"].to_numpy()])
+
+
+def test_a_subset_that_fails_writes_nothing(brain):
+    """A big-endian CSR (some HDF5 files) is computed on in a native copy, but scipy refuses to
+    subset it: adata stays as it was, as scanpy's (ours had written var and uns first)."""
+    data = _log(brain, "brain")
+    data.X.data = data.X.data.astype(">f4")
+    var, uns = data.var.copy(), set(data.uns)
+    with pytest.raises(ValueError, match="does not support dtype"):
+        highly_variable_genes(data, n_top_genes=100, subset=True)
+    assert data.var.equals(var) and set(data.uns) == uns and data.n_vars == brain.n_vars
 
 
 def test_n_top_genes_above_n_genes(pbmc):

@@ -159,6 +159,11 @@ def test_subset_not_inplace_and_scanpys_refusals(counts):
     with pytest.raises(KeyError, match="batch_key 'nope'"):
         gsc.experimental.pp.highly_variable_genes(counts, n_top_genes=5, batch_key="nope")
     assert (counts.X != before.X).nnz == 0 and counts.var.equals(before.var) and counts.uns.keys() == before.uns.keys()
+    big = counts.copy()  # computed on in a native copy, but scipy refuses to subset it: nothing written
+    big.X.data = big.X.data.astype(">f4")
+    with pytest.raises(ValueError, match="does not support dtype"):
+        gsc.experimental.pp.highly_variable_genes(big, n_top_genes=100, subset=True)
+    assert big.var.equals(before.var) and big.uns.keys() == before.uns.keys() and big.n_vars == before.n_vars
 
 
 def test_non_counts_warn_as_scanpy(counts):

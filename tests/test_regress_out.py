@@ -384,6 +384,16 @@ def test_bad_keys_leave_adata_unchanged(keys, error, match):
     assert a.obs.dtypes.equals(before.obs.dtypes)
 
 
+@pytest.mark.parametrize("kind", ["csr", "numpy"])
+def test_no_gene_is_scanpys_empty_result(kind):
+    """Cells but no gene: scanpy returns the empty matrix densified (ours refused it)."""
+    a = _lognorm()[:, :0].copy()
+    a.X = as_type(a.X, kind)
+    ref = _scanpy(f"{kind}-no-gene", a, NUMERIC)
+    got = regress_out(a, NUMERIC, copy=True)
+    assert isinstance(got.X, np.ndarray) and got.X.shape == ref.X.shape and got.X.dtype == ref.X.dtype
+
+
 def test_bad_matrix_leaves_adata_unchanged():
     a = _bad_obs()[:0].copy()
     before = a.copy()

@@ -177,6 +177,10 @@ def highly_variable_genes(
         return df.loc[df[K.VAR_HIGHLY_VARIABLE].to_numpy(dtype=bool)] if subset else df
 
     make_actual(adata)
+    if subset:  # before any write: a matrix that cannot be subset (a big-endian CSR, which scipy
+        # refuses) must leave adata as it was, as scanpy's does
+        adata._inplace_subset_var(hv)
+        var = var.iloc[np.flatnonzero(hv)]
     adata.uns[K.UNS_HVG] = {"flavor": flavor}
     if v3:
         cols = [K.VAR_HIGHLY_VARIABLE, K.VAR_HVG_RANK, K.VAR_MEANS, K.VAR_VARIANCES, K.VAR_VARIANCES_NORM]
@@ -193,8 +197,6 @@ def highly_variable_genes(
         if col == K.VAR_DISPERSIONS_NORM:
             values = values.astype(np.float32)
         adata.var[col] = values
-    if subset:
-        adata._inplace_subset_var(hv)
     return None
 
 

@@ -185,10 +185,11 @@ def _design(obs: pd.DataFrame, keys: list[str]):
 
 
 def _checked_matrix(x):
-    """`x` in a layout the steps take, numeric, non-empty and, in memory, finite (a Dask X is
+    """`x` in a layout the steps take, numeric, with cells and, in memory, finite (a Dask X is
     checked in the fit's pass); nothing is modified."""
     x = canonical(x, step=_STEP)
-    check_not_empty(x, step=_STEP)
+    if x.shape[0] == 0 or x.shape[1] > 0:  # no gene: scanpy's result, the empty matrix densified
+        check_not_empty(x, step=_STEP)
     if x.dtype.kind not in "iuf":
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."
         raise TypeError(msg)

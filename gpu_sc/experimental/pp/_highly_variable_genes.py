@@ -82,6 +82,10 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
             df = df.drop(columns=["highly_variable_nbatches", "highly_variable_intersection"])
         return df[df["highly_variable"].to_numpy()] if subset else df
     make_actual(adata, warn=True)
+    if subset:  # before any write, so that a failed subset leaves adata as it was
+        keep = df["highly_variable"].to_numpy()
+        adata._inplace_subset_var(keep)
+        df = df.iloc[np.flatnonzero(keep)]
     adata.uns["hvg"] = {"flavor": "pearson_residuals", "computed_on": layer if layer else "adata.X"}
     # scanpy's hint lists the batch columns with or without batch_key (written only with one)
     settings.log_added_var([("highly_variable", "boolean"), ("highly_variable_rank", "float"),
@@ -93,8 +97,6 @@ def highly_variable_genes(adata: AnnData, *, theta: float = 100, clip: float | N
         adata.var["highly_variable_nbatches"] = df["highly_variable_nbatches"].to_numpy()
         adata.var["highly_variable_intersection"] = df["highly_variable_intersection"].to_numpy()
     adata.var["highly_variable"] = df["highly_variable"].to_numpy()
-    if subset:
-        adata._inplace_subset_var(df["highly_variable"].to_numpy())
     return None
 
 
