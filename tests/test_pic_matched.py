@@ -210,6 +210,18 @@ def test_a_certain_posterior_gives_the_assigned_pairs_table(reference_and_null):
     pd.testing.assert_frame_equal(_matched_table(certain, ref, pair_uncertainty=False), _matched_table(pics, ref))
 
 
+def test_picseq_pairs_are_warned_of(reference_and_null):
+    """picseq's pair posterior is its likelihood's softmax (over-confident): on the hgmm barnyard
+    the matched test on its pairs called 28-93 genes where nothing was induced (ml: 0-1), so
+    the test says so; the table is the same."""
+    ref, pics = reference_and_null
+    picseq = pics.copy()
+    picseq.uns["pic"] = {"method": "picseq"}
+    with pytest.warns(UserWarning, match=r"method='picseq'.*not calibrated.*method='ml'"):
+        got = _matched_table(picseq, ref, pair_uncertainty=False)
+    pd.testing.assert_frame_equal(got, _matched_table(pics, ref, pair_uncertainty=False))
+
+
 def test_pair_uncertainty_keeps_misassigned_groups_genes_from_being_called(reference_and_null):
     """Null PICs, all of one T group's called as another: against the assigned pair's doublets
     the genes telling the two apart read as induced; against doublets drawn from a posterior

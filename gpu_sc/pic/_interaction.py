@@ -383,6 +383,13 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     counted = ref_codes >= 0
     totals = np.bincount(ref_codes[counted], weights=np.asarray(ref.sum(1)).ravel()[counted], minlength=len(names))
     check_groups_counted(totals, names, code_a[use], code_b[use], step=_STEP)  # doublets of no UMIs
+    info = pics.uns.get(UNS_PIC)
+    if isinstance(info, dict) and info.get("method") == "picseq":
+        warnings.warn(f"{_STEP}: these PICs' pairs are deconvolve's method='picseq', whose pair posterior is its "
+                      "likelihood's softmax, not calibrated (over-confident), so the matched test cannot allow for "
+                      "its wrong pairs: on the hgmm barnyard (benchmarks/pic_validate.py) it called 28-93 genes "
+                      "where nothing was induced, against 0-1 with method='ml'. Deconvolve with method='ml' for "
+                      "calibrated interaction genes.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
     return {"ref": ref, "ref_codes": ref_codes, "ref_order": canonical_rows(singlets), "code_a": code_a,
             "code_b": code_b, "alpha": alpha,
