@@ -136,8 +136,8 @@ def value_issues(values) -> tuple[int, int]:
 
         finite = cp.isfinite(values)
         return int((~finite).sum()), int((finite & (values < 0)).sum())
-    if values.dtype == np.float16:  # numba has no float16; every float16 is exact in float32
-        values = values.astype(np.float32)
-    elif not values.dtype.isnative:  # nor a big-endian type ('>f4', as some HDF5 files hold)
+    if not values.dtype.isnative:  # numba has no big-endian types ('>f4', as some HDF5 files hold)
         values = values.astype(values.dtype.newbyteorder("="))
+    if values.dtype == np.float16:  # nor float16; every float16 is exact in float32
+        values = values.astype(np.float32)
     return _scan(np.ascontiguousarray(values).reshape(-1))

@@ -107,7 +107,9 @@ def interaction_genes(
       with `pair_uncertainty`, a second set of doublets whose pairs are drawn from the PIC's
       pair posterior (``obsm['pic_pair_posterior']``, kept by deconvolve's ml and picseq) is
       tested too, and a gene's p-value is the larger of the two: it is called only where
-      neither the assigned pairs nor the pairs the PICs could as well be explain it.
+      neither the assigned pairs nor the pairs the PICs could as well be explain it. Calibrated
+      on ml's pairs; picseq's posterior is over-confident, so its wrong pairs make calls (a
+      warning says so).
       Per gene and group k, O_k is tested against the stratified permutation null in which
       each PIC's count is any one of its set (its own and its doublets') with equal
       probability: exact p-values in the tail, genomic control per group, and the gene's
@@ -387,9 +389,10 @@ def _matched_reference(pics: AnnData, singlets, groupby, use: np.ndarray, pair_u
     if isinstance(info, dict) and info.get("method") == "picseq":
         warnings.warn(f"{_STEP}: these PICs' pairs are deconvolve's method='picseq', whose pair posterior is its "
                       "likelihood's softmax, not calibrated (over-confident), so the matched test cannot allow for "
-                      "its wrong pairs: on the hgmm barnyard (benchmarks/pic_validate.py) it called 28-93 genes "
-                      "where nothing was induced, against 0-1 with method='ml'. Deconvolve with method='ml' for "
-                      "calibrated interaction genes.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
+                      "its wrong pairs: on the hgmm barnyard (gpu_sc's benchmarks/pic_validate.py, groups of 75 "
+                      "cells) it called 28-93 genes where nothing was induced, against 0-1 with method='ml'. "
+                      "Deconvolve with method='ml' for calibrated interaction genes.", UserWarning,
+                      stacklevel=user_stacklevel())  # fmt: skip
     posterior, pair_codes = _pair_posterior(pics, names) if pair_uncertainty else (None, None)
     return {"ref": ref, "ref_codes": ref_codes, "ref_order": canonical_rows(singlets), "code_a": code_a,
             "code_b": code_b, "alpha": alpha,

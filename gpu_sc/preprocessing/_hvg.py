@@ -178,7 +178,7 @@ def highly_variable_genes(
 
     make_actual(adata)
     if subset:  # before any write: a matrix that cannot be subset (a big-endian CSR, which scipy
-        # refuses) must leave adata as it was, as scanpy's does
+        # refuses) leaves adata as it was (scanpy's writes first, and fails before on such a CSR)
         adata._inplace_subset_var(hv)
         var = var.iloc[np.flatnonzero(hv)]
     adata.uns[K.UNS_HVG] = {"flavor": flavor}

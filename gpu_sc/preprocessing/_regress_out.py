@@ -188,7 +188,8 @@ def _checked_matrix(x):
     """`x` in a layout the steps take, numeric, with cells and, in memory, finite (a Dask X is
     checked in the fit's pass); nothing is modified."""
     x = canonical(x, step=_STEP)
-    if x.shape[0] == 0 or x.shape[1] > 0:  # no gene: scanpy's result, the empty matrix densified
+    if x.shape[0] == 0 or x.shape[1] > 0:  # no gene: the empty matrix densified, scanpy's result for
+        # numeric keys (its GLM path, a categorical key or a singular design, fails there)
         check_not_empty(x, step=_STEP)
     if x.dtype.kind not in "iuf":
         msg = f"{_STEP}: expects a numeric matrix (integers or floats), got {describe(x)}."

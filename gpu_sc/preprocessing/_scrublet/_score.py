@@ -43,9 +43,9 @@ def search(emb_obs, emb_sim, k: int, *, metric: str, use_approx_neighbors, rs, t
     the doublet or the cell first follows its float32 distances; we keep the doublet. That moves
     one neighbour of cell i and of the doublet, so cell scores too (by up to 0.0024 at 700 cells,
     0.013 at 31) and, through the doublets' scores, the threshold (at 100 cells 8 of 100 calls
-    once). Where scanpy lists the cell behind its doublet twin (or the reverse), that one list
-    starting with the row itself after the first entry is dropped makes scanpy leave every row
-    itself out, so every doublet's score moves by one neighbour and the threshold with them:
+    once). Where scanpy lists the cell behind its doublet twin (or the doublet behind the cell),
+    that row's list starts with the row itself once each list's first entry is dropped, so scanpy
+    prepends no row (see above): every doublet's score moves by one neighbour, and the threshold:
     2 of 42 runs of a sweep on pbmc68k and pbmc4k (31-700 cells, 6 seeds each; 6 and 7 of
     100-240 calls). Which of the two comes first follows the round-off of the embedding, which
     is not scanpy's to the bit (ours and scanpy's differ by about 1e-6), so it cannot be
