@@ -76,7 +76,20 @@ def _fold(acc, block) -> tuple[np.ndarray, np.ndarray]:
     that bin the genes, are the in-memory ones: float16 sums of float64 ones differed (32 of 401
     control genes on pbmc68k), and a float32 tie could fall either way."""
     check_block_device(block, on_gpu=False)  # this path is the host's (a dense NumPy meta)
-    b = np.asarray(block)
+    if is_sparse(block):  # under a dense meta (map_blocks that could not infer the kind): its sums as one row
+        sums, count = (np.asarray(v).ravel() for v in _nan_sums(block, 0))
+        rows = sums.astype(block.dtype if block.dtype.kind == "f" else np.float64)[None, :]
+        count = count.astype(np.intp)
+    else:
+        rows, count = _dense_rows(np.asarray(block))
+    if acc is not None:
+        rows = np.vstack([acc[0][None, :], rows])
+        count = count + acc[1]
+    return rows.sum(axis=0), count
+
+
+def _dense_rows(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A dense block's rows with NaN as 0 (float64 for integers) and its non-NaN counts per column."""
     if b.dtype.kind == "f":
         nan = np.isnan(b)
         rows = np.where(nan, b.dtype.type(0), b)
@@ -84,10 +97,7 @@ def _fold(acc, block) -> tuple[np.ndarray, np.ndarray]:
     else:
         rows = b.astype(np.float64)
         count = np.full(b.shape[1], b.shape[0], dtype=np.intp)
-    if acc is not None:
-        rows = np.vstack([acc[0][None, :], rows])
-        count = count + acc[1]
-    return rows.sum(axis=0), count
+    return rows, count
 
 
 def _host_nan_sums(block) -> np.ndarray:
