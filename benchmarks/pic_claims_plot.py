@@ -104,7 +104,7 @@ def plot(rows, out: Path, method: str = "ml") -> dict:
     # PICs per held-out source cell at most: where one cell stands in many PICs its own state
     # reads as induced (the nulls' false calls), which real PICs, each of two cells, never do
     reuse = {_run(r): r["source_uses_max"] for r in rows if r.get("mode") == "validate" and r.get("source_uses_max")}
-    ticks = [f"{run}\n(<= {reuse[run]} PICs a cell)" if run in reuse else run for run in runs]
+    ticks = [f"{run} (<= {reuse[run]})" if run in reuse else run for run in runs]  # one line: 15 runs fit
     fig, axes = plt.subplots(2, 4, figsize=(16, 8), layout="constrained")
     counts = {}
     for ax, (criterion, per) in zip(axes.flat, data.items(), strict=False):
@@ -122,11 +122,16 @@ def plot(rows, out: Path, method: str = "ml") -> dict:
         bound = 0 if criterion == "pair_diff" else BOUNDS[criterion]
         ax.axhline(bound, color="black", ls="--", lw=0.8)
         ax.set_title(f"{_TITLES[criterion]}\nmet ({_BOUND_TEXT[criterion]}): " + ", ".join(parts), fontsize=8)
-        ax.set_xticks(range(len(runs)), ticks, rotation=60, ha="right", fontsize=7)
+        ax.set_xticks(range(len(runs)), ticks, rotation=60, ha="right", rotation_mode="anchor", fontsize=7)
         if any(per.values()):
             ax.legend(fontsize=7)
+        else:  # e.g. no picseq rows to compare with: say so rather than draw empty axes
+            ax.cla()
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"{_TITLES[criterion]}:\nno rows in these files", ha="center", va="center", fontsize=8)
     axes.flat[-1].axis("off")
-    fig.suptitle(f"gsc.pic against issue #16's done-when ({method}; one point per data set and seed)", fontsize=10)
+    fig.suptitle(f"gsc.pic against issue #16's done-when ({method}; one point per data set and seed; in brackets, "
+                 "the most PICs one held-out cell is in)", fontsize=10)  # fmt: skip
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return counts
