@@ -350,6 +350,14 @@ def check_seed(seed, *, step: str) -> int:
     return seed
 
 
+def check_flag(value, name: str, *, step: str) -> bool:
+    """`value` as a bool: True, False or a numpy bool. A string such as "no" would read as on."""
+    if not isinstance(value, bool | np.bool_):
+        msg = f"{step}: {name} must be True or False, got {value!r} ({type(value).__name__})."
+        raise TypeError(msg)
+    return bool(value)
+
+
 def check_int(value, *, step: str, name: str, minimum: int = 1, none_ok: bool = False,
               hint: str = "") -> int | None:  # fmt: skip
     """`value` as an int >= `minimum` (None passes when `none_ok`). Python and numpy integers

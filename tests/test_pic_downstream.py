@@ -5,8 +5,8 @@ pair and alpha (independent of the deconvolution code)."""
 from __future__ import annotations
 
 import copy
-import warnings
 import re
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -127,6 +127,41 @@ def test_expected_matches_naive(pbmc, kind):
     # a float32 sum over the genes of float32 values (each within 1.5 steps of its share of N)
     assert_close(pics.layers["pic_expected"][ok].sum(1), totals[ok], dtype=np.float32, n_terms=pics.n_vars)
     assert list(pics.uns["pic_expected"]["groups"]) == list(pbmc.obs[GROUPBY].cat.categories)
+
+
+@pytest.mark.parametrize(("prefix", "layer", "match"), [
+    ("pic", None, "layer_prefix must be a non-empty string other than 'pic'"),  # deconvolve's record
+    ("pic_interaction", None, "other than 'pic', 'pic_interaction'"),
+    ("", None, "got ''"),
+    (3, None, "got 3"),
+    ("counts", "counts", "would overwrite the counts layer 'counts' that it reads"),
+    ("counts", "counts_a", "would overwrite the counts layer 'counts_a'"),
+])
+def test_expected_refuses_a_layer_prefix_that_overwrites_what_others_read(pbmc, prefix, layer, match):
+    """layer_prefix='pic' replaced deconvolve's uns['pic'] (every later step then failed), an int
+    wrote keys h5ad cannot store, and the prefix of the counts layer overwrote the counts; now
+    refused before any write. A non-bool inplace is refused too."""
+    pics = make_pics(pbmc, 20)
+    ref = pbmc
+    if layer is not None:
+        pics.layers[layer] = pics.X.copy()
+    snap = snapshot(pics)
+    with pytest.raises(ValueError, match=re.escape(match)):
+        expected_expression(pics, ref, groupby=GROUPBY, layer_prefix=prefix, layer=layer)
+    with pytest.raises(TypeError, match="inplace must be True or False, got 'no'"):
+        expected_expression(pics, ref, groupby=GROUPBY, inplace="no")
+    assert_unchanged(pics, snap)
+
+
+@pytest.mark.parametrize("step", ["interaction_genes", "doublet_test", "triplet_scan"])
+def test_inplace_must_be_a_bool(pbmc, step):
+    """inplace="no" read as on (interaction_genes wrote its table); now refused, nothing written."""
+    pics = make_pics(pbmc, 20)
+    snap = snapshot(pics)
+    fn = {"interaction_genes": interaction_genes, "doublet_test": doublet_test, "triplet_scan": triplet_scan}[step]
+    with pytest.raises(TypeError, match=f"{step}: inplace must be True or False, got 'no' \\(str\\)"):
+        fn(pics, pbmc, groupby=GROUPBY, inplace="no")
+    assert_unchanged(pics, snap)
 
 
 def test_integer_counts(pbmc):

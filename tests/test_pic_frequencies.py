@@ -1052,3 +1052,21 @@ def test_n_sim_without_singlets_fdr_one_and_views(deconvolved):
         warnings.simplefilter("error")
         gsc.pic.pair_abundance_test(view, "cond")
     assert not view.is_view and "pic_pair_abundance" in view.uns and "pic_pair_abundance" not in p.uns
+
+
+def test_abundance_test_says_which_pics_it_leaves_out_and_checks_inplace():
+    """PICs without a condition are left out with pair_frequencies' warning (they vanished
+    silently); inplace="no" is refused (a string read as on); 0 PICs are named as such."""
+    rng = np.random.default_rng(9)
+    comp = np.array([0.3, 0.25, 0.2, 0.1, 0.1, 0.05])
+    cond = np.where(np.arange(80) % 2, "x", "y").astype(object)
+    cond[:7] = None
+    p = _fake_pics(rng, 80, comp, condition=cond)
+    with pytest.warns(UserWarning, match="7 ok PICs have no value of condition_key 'cond' and are left out"):
+        gsc.pic.pair_abundance_test(p, "cond", inplace=False)
+    before = p.copy()
+    with pytest.raises(TypeError, match=r"inplace must be True or False, got 'no' \(str\)"):
+        gsc.pic.pair_abundance_test(p, "cond", inplace="no")
+    _assert_unchanged(p, before)
+    with pytest.raises(ValueError, match=r"pics holds no PIC \(0 rows\)"):
+        gsc.pic.pair_abundance_test(p[:0].copy(), "cond", inplace=False)

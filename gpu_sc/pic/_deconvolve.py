@@ -19,7 +19,7 @@ from anndata import AnnData
 from .. import _keys as K
 from .._backend import blocks_like, gpu_available, is_dask, is_gpu
 from .._settings import user_stacklevel
-from .._validation import check_anndata, check_int, check_number, check_seed
+from .._validation import check_anndata, check_flag, check_int, check_number, check_seed
 from . import _profiles
 from ._args import names_list, population_groups
 from ._expected import check_reference_counted, check_same_genes
@@ -177,6 +177,8 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
                "or no device it sees); pass device='cpu' (None: where pics.X is), or where CuPy is missing "
                "install gpu_sc with the extra matching your CUDA ('pip install \"gpu_sc[cuda13]\"' or '[cuda12]').")
         raise RuntimeError(msg)
+    calibrate, rescale_to_1000, progress = (check_flag(v, k, step="deconvolve") for k, v in (
+        ("calibrate", calibrate), ("rescale_to_1000", rescale_to_1000), ("progress", progress)))
     n_umis, seed, n_train, cv, n_between, mixture_iter = _check_ints(
         n_umis, seed, n_train, cv, n_between, mixture_iter)
     calibration_depth = check_int(calibration_depth, step="deconvolve", name="calibration_depth", none_ok=True,

@@ -14,10 +14,12 @@ from anndata import AnnData
 from .. import _ops
 from .._ops._layout import in_layout, segment_ids
 from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
-from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK
+from .._keys import (OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK, UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_PAIR_TEST,
+                     UNS_PIC_QC)
 from .._validation import (
     canonical,
     check_anndata,
+    check_flag,
     check_integer_counts,
     check_not_empty,
     get_matrix,
@@ -222,6 +224,20 @@ def genes_mask(adata: AnnData, genes, *, step: str) -> np.ndarray:
     return adata.var_names.isin(names)
 
 
+def _check_layer_prefix(prefix, layer) -> None:
+    """The names expected_expression writes must neither be another PIC step's uns key (deconvolve's
+    'pic' read by every later step, the tests' tables) nor the counts layer it reads."""
+    reserved = (UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_QC, UNS_PIC_PAIR_TEST)
+    if not isinstance(prefix, str) or not prefix or prefix in reserved:
+        msg = (f"{_STEP}: layer_prefix must be a non-empty string other than {', '.join(map(repr, reserved))} "
+               f"(keys of deconvolve and the later steps), got {prefix!r}.")
+        raise ValueError(msg)
+    if layer is not None and layer in (prefix, f"{prefix}_a", f"{prefix}_b"):
+        msg = (f"{_STEP}: layer_prefix {prefix!r} would overwrite the counts layer {layer!r} that it reads; "
+               "pass another layer_prefix.")
+        raise ValueError(msg)
+
+
 # --------------------------------------------------------------------------- the public step
 def expected_expression(
     pics: AnnData,
@@ -261,7 +277,9 @@ def expected_expression(
         labels and alpha are not read). ``None``, or the default column absent: every PIC is used;
         another name that is not a column is a KeyError.
     layer_prefix
-        Names of the layers written: ``layer_prefix``, ``layer_prefix + '_a'``, ``+ '_b'``.
+        Names of the layers written: ``layer_prefix``, ``layer_prefix + '_a'``, ``+ '_b'``, and of
+        the uns entry; neither another PIC step's uns key ('pic', 'pic_interaction', ...) nor
+        the counts `layer` read.
     genes
         Gene names or a boolean mask: compute only these genes. The layers then are CSR
         matrices whose stored columns are exactly these genes (all others read as 0 but are
@@ -290,6 +308,9 @@ def expected_expression(
     Otherwise the three matrices. Nothing changes when an error is raised.
     """
     step = _STEP
+    inplace = check_flag(inplace, "inplace", step=step)
+    if inplace:
+        _check_layer_prefix(layer_prefix, layer)
     cols = pic_columns(columns, step=step)
     check_same_genes(pics, singlets, step=step)
     use, names, s_codes, ia, ib, alpha = read_assignment(pics, singlets, groupby, cols, step=step)

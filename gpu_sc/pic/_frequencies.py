@@ -33,7 +33,7 @@ from scipy import stats
 
 from .. import _keys as K
 from .._settings import Progress, user_stacklevel
-from .._validation import check_anndata, check_int, check_number, check_seed, make_actual
+from .._validation import check_anndata, check_flag, check_int, check_number, check_seed, make_actual
 from ._args import column_name, population_groups, replicate_codes, warn_unused
 from ._confusion import (Simulated, confusion, deconvolved_depth, kept_posterior, label_means, pic_depths,
                          simulated_posteriors, unmix)  # fmt: skip
@@ -105,8 +105,9 @@ def _conditions(pics: AnnData, condition_key: str | None, step: str):
     masks = [(v, (col == v).to_numpy(dtype=bool, na_value=False)) for v in values]
     masks = [(v, m) for v, m in masks if m.any()]  # an unused category is no condition
     if not masks:
-        msg = (f"{step}: condition_key {condition_key!r} has no value in any PIC (all missing); fill "
-               "pics.obs[condition_key] or pass condition_key=None.")
+        msg = (f"{step}: pics holds no PIC (0 rows); nothing to count." if pics.n_obs == 0 else
+               f"{step}: condition_key {condition_key!r} has no value in any PIC (all missing); fill "
+               "pics.obs[condition_key] or pass condition_key=None.")  # fmt: skip
         raise ValueError(msg)
     return masks
 
@@ -402,6 +403,7 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
     they were not, a UserWarning says so (`_warn_if_depths_differ`).
     """
     step = "pair_abundance_test"
+    inplace = check_flag(inplace, "inplace", step=step)
     fdr = check_number(fdr, "fdr", step=step, low=0, high=1)  # as interaction_genes: 1 calls every tested pair
     column_name(condition_key, step=step, name="pics", what="condition_key")
     post, ok, names_a, names_b = kept_posterior(pics, step)
@@ -426,6 +428,10 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         msg = (f"{step}: groups must be two different values of obs[{condition_key!r}] "
                f"({list(conditions)[:10]}), got {groups!r}.")  # fmt: skip
         raise ValueError(msg)
+    missing = ok & ~np.logical_or.reduce(list(conditions.values()))
+    if missing.any():  # as pair_frequencies and interaction_genes say it
+        warnings.warn(f"{step}: {int(missing.sum())} ok PICs have no value of condition_key {condition_key!r} and "
+                      "are left out.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     rows = [np.flatnonzero(conditions[g] & ok) for g in groups]
     for g, r in zip(groups, rows, strict=True):
         if r.size < 2:

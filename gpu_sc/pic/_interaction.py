@@ -19,7 +19,8 @@ from .._settings import user_stacklevel
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
                      UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
-from .._validation import canonical, check_anndata, check_int, check_number, check_seed, get_matrix, make_actual
+from .._validation import (canonical, check_anndata, check_flag, check_int, check_number, check_seed, get_matrix,
+                           make_actual)
 from ..get import array_to_cpu
 from ._args import check_posterior_shape, column_name, replicate_codes, warn_unused
 from ._expected import (alpha_values, check_groups_counted, check_same_genes, counts_matrix, group_sums, label_codes,
@@ -218,6 +219,7 @@ def interaction_genes(
         raise ValueError(msg)
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
     check_number(fdr, "fdr", step=_STEP, low=0, high=1)
+    inplace = check_flag(inplace, "inplace", step=_STEP)
     if inplace and (not isinstance(key_added, str) or not key_added or key_added == UNS_PIC):
         msg = (f"{_STEP}: key_added must be a non-empty string other than {UNS_PIC!r} (deconvolve's, which the "
                f"later steps read), got {key_added!r}.")
@@ -233,9 +235,7 @@ def interaction_genes(
         raise ValueError(msg)
     use = ok_mask(pics, status_key=status_key, step=_STEP)
     if method == "matched":
-        if not isinstance(pair_uncertainty, bool | np.bool_):
-            msg = f"{_STEP}: pair_uncertainty must be True or False, got {pair_uncertainty!r}."
-            raise TypeError(msg)
+        check_flag(pair_uncertainty, "pair_uncertainty", step=_STEP)
         n_matched = check_int(n_matched, step=_STEP, name="n_matched")
         seed = check_seed(seed, step=_STEP)
         reference = _matched_reference(pics, singlets, groupby, use, pair_uncertainty)

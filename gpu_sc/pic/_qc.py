@@ -40,7 +40,7 @@ from .. import _ops
 from .._ops import Chunked
 from .._ops._layout import in_layout
 from .._settings import user_stacklevel
-from .._validation import check_counts, check_index_dtype, check_int, check_number, check_seed, make_actual
+from .._validation import check_counts, check_flag, check_index_dtype, check_int, check_number, check_seed, make_actual
 from ._args import PicColumns, names_list, pic_columns, warn_unused
 from ._doublet_null import best_pairs, doublet_null, footprint_genes, null_pvalues, singlet_null, upper_pvalues
 from ._simulate import _counts_csr
@@ -380,6 +380,7 @@ def doublet_test(
     marker genes); or the DataFrame when not ``inplace``. Nothing changes when an error is raised.
     """
     step = "doublet_test"
+    inplace = check_flag(inplace, "inplace", step=step)
     cols = pic_columns(columns, step=step)
     if level is None:
         warn_unused(doublet_test, {"n_null": n_null, "seed": seed}, step=step, needs="with level, for the null")
@@ -596,6 +597,7 @@ def triplet_scan(
     Nothing changes when an error is raised.
     """
     step = "triplet_scan"
+    inplace = check_flag(inplace, "inplace", step=step)
     cols = pic_columns(columns, step=step)
     if min_llr is not None and level is not None:
         msg = (f"{step}: pass min_llr (a call where the LLR exceeds it) or level (a call by a p-value against "

@@ -40,7 +40,7 @@ from .._ops import gram
 from .._ops._chunked import block_parts, row_columns
 from .._ops._layout import row_pointers
 from .._settings import settings
-from .._validation import (block_value_issues, canonical, check_anndata, check_finite, check_not_empty,
+from .._validation import (block_value_issues, canonical, check_anndata, check_finite, check_flag, check_not_empty,
                            finite_obs_values, get_matrix, make_actual, obs_categories, old_positionals,
                            sanitize_anndata)
 
@@ -84,9 +84,7 @@ def combat(adata: AnnData, key: str = "batch", *, covariates=None, inplace: bool
     sanitize_anndata), as in scanpy.
     """
     check_anndata(adata, step=_STEP)
-    if not isinstance(inplace, bool | np.bool_):
-        msg = f"{_STEP}: inplace must be True or False, got {inplace!r}."
-        raise TypeError(msg)
+    check_flag(inplace, "inplace", step=_STEP)
     covariates = _covariate_list(adata.obs, key, covariates)
     if adata.X is None:
         msg = f"{_STEP}: adata.X is None; ComBat corrects X: set adata.X = adata.layers[name] first."
