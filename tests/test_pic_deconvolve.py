@@ -159,8 +159,14 @@ def test_bad_inputs(setup):
     before = p.obs.copy()
     with pytest.raises(KeyError, match=r"groups \['nope'\] are not in singlets.obs\['grp'\] \(its groups: "):
         deconvolve(p, ref, groupby="grp", a=["nope"], b=DC)
-    with pytest.raises(ValueError, match=r"same var_names in the same order \(764 vs 765 genes\)"):
+    with pytest.raises(ValueError, match=r"same var_names in the same order \(764 vs 765 genes; 1 not in both, e\.g\. "
+                                         r"'[^']+' in the singlets only\)"):  # fmt: skip
         deconvolve(p[:, :-1].copy(), ref, groupby="grp", a=T, b=DC)
+    dup, dup_ref = p.copy(), ref.copy()  # the same set of names, each with one repeated
+    dup.var_names = [*p.var_names[:-1], p.var_names[0]]
+    dup_ref.var_names = [*p.var_names[:-1], p.var_names[1]]
+    with pytest.raises(ValueError, match=rf"765 vs 765 genes, '{re.escape(p.var_names[0])}' repeated in the PICs: make"):
+        deconvolve(dup, dup_ref, groupby="grp", a=T, b=DC)
     with pytest.raises(ValueError, match=r"same var_names in the same order \(the same genes in another order\)"):
         deconvolve(p[:, ::-1].copy(), ref, groupby="grp", a=T, b=DC)
     with pytest.raises(TypeError, match=r"groupby must be one column name of singlets.obs, got \['grp'\] \(list\)"):

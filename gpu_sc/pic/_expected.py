@@ -162,10 +162,22 @@ def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
     check_anndata(singlets, step=step, name="singlets")
     if not pics.var_names.equals(singlets.var_names):
         same_set = pics.var_names.sort_values().equals(singlets.var_names.sort_values())  # (repeats counted)
-        what = "the same genes in another order" if same_set else f"{pics.n_vars} vs {singlets.n_vars} genes"
+        what = "the same genes in another order" if same_set else _first_difference(pics.var_names,
+                                                                                    singlets.var_names)
         msg = (f"{step}: PICs and singlets must have the same var_names in the same order ({what}); "
                "subset both to the shared genes, e.g. pics[:, genes] and singlets[:, genes].")  # fmt: skip
         raise ValueError(msg)
+
+
+def _first_difference(p: pd.Index, s: pd.Index) -> str:
+    """What tells two gene lists apart, for the message: a gene only one side has, else a repeat."""
+    only_p, only_s = p.difference(s), s.difference(p)
+    if only_p.size or only_s.size:
+        side, gene = ("PICs", only_p[0]) if only_p.size else ("singlets", only_s[0])
+        return f"{p.size} vs {s.size} genes; {only_p.size + only_s.size} not in both, e.g. {gene!r} in the {side} only"
+    side, repeated = ("PICs", p[p.duplicated()]) if p.has_duplicates else ("singlets", s[s.duplicated()])
+    return (f"{p.size} vs {s.size} genes, {repeated[0]!r} repeated in the {side}: make the names unique "
+            "(var_names_make_unique) in both alike")
 
 
 def counts_matrix(adata: AnnData, *, layer: str | None, step: str, what: str):
