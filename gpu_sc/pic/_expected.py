@@ -109,9 +109,11 @@ def alpha_values(pics: AnnData, key: str, use: np.ndarray, *, step: str) -> np.n
         msg = f"{step}: pics.obs[{key!r}] must be numeric, got dtype {col.dtype}."
         raise TypeError(msg) from e
     a = alpha[use]
-    if not np.all(np.isfinite(a) & (a >= 0) & (a <= 1)):
+    bad = ~(np.isfinite(a) & (a >= 0) & (a <= 1))
+    if bad.any():
         msg = (f"{step}: pics.obs[{key!r}] must lie in [0, 1] for every PIC used (status 'ok', or all without a "
-               "status column).")
+               f"status column); {int(bad.sum())} do not, e.g. {float(a[bad][0])} at PIC "
+               f"{pics.obs_names[np.flatnonzero(use)[np.argmax(bad)]]!r}.")  # fmt: skip
         raise ValueError(msg)
     return alpha
 
