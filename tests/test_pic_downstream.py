@@ -1043,6 +1043,21 @@ _PIC_STEPS = {  # each public step with a non-AnnData where an AnnData belongs
 _NOT_ANNDATA = {"ndarray": np.ones((3, 765)), "DataFrame": pd.DataFrame(np.ones((3, 2))), "list": [[1, 2]]}
 
 
+def test_write_plots_and_alpha_errors_name_the_step_and_the_values(pbmc, tmp_path):
+    """PICs never deconvolved: write_plots says so as itself (the message was pair_heatmap's) and
+    makes no folder; an alpha outside [0, 1] is counted and shown with the PIC that holds it."""
+    pics = make_pics(pbmc, 20)
+    bare = ad.AnnData(pics.X.copy())
+    folder = tmp_path / "plots"
+    with pytest.raises(KeyError, match="write_plots: pics.obs has no column 'pic_a'"):
+        gsc.pic.write_plots(bare, folder)
+    assert not folder.exists()
+    pics.obs["pic_alpha"] = pics.obs["pic_alpha"].astype(float)
+    pics.obs.iloc[[2, 5], pics.obs.columns.get_loc("pic_alpha")] = [1.5, np.nan]
+    with pytest.raises(ValueError, match=rf"2 do not, e\.g\. 1\.5 at PIC '{pics.obs_names[2]}'"):
+        expected_expression(pics, pbmc, groupby=GROUPBY)
+
+
 def test_summary_needs_a_deconvolution_and_a_whole_n_top(pbmc):
     """A PIC table never deconvolved is refused (it read as 'n of n ok'); n_top is a count."""
     pics = make_pics(pbmc, 10)

@@ -428,15 +428,15 @@ def pair_abundance_test(pics: AnnData, condition_key: str, *, groups=None,
         msg = (f"{step}: groups must be two different values of obs[{condition_key!r}] "
                f"({list(conditions)[:10]}), got {groups!r}.")  # fmt: skip
         raise ValueError(msg)
-    missing = ok & ~np.logical_or.reduce(list(conditions.values()))
-    if missing.any():  # as pair_frequencies and interaction_genes say it
-        warnings.warn(f"{step}: {int(missing.sum())} ok PICs have no value of condition_key {condition_key!r} and "
-                      "are left out.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     rows = [np.flatnonzero(conditions[g] & ok) for g in groups]
     for g, r in zip(groups, rows, strict=True):
         if r.size < 2:
             msg = f"{step}: condition {g!r} has {r.size} ok PICs; need at least 2."
             raise ValueError(msg)
+    missing = ok & ~np.logical_or.reduce(list(conditions.values()))
+    if missing.any():  # as pair_frequencies and interaction_genes say it
+        warnings.warn(f"{step}: {int(missing.sum())} ok PICs have no value of condition_key {condition_key!r} and "
+                      "are left out.", UserWarning, stacklevel=user_stacklevel())  # fmt: skip
     _warn_if_depths_differ(pics, groups, rows, step)
     if replicate_key is None:
         fits, ses = zip(*(_mean_se(post[r]) for r in rows), strict=True)

@@ -248,11 +248,11 @@ def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
     """The pair heatmap and the alpha histogram as PNGs (`PLOT_FILES`) in `directory`; nothing
     when no PIC has status 'ok' (there is nothing to draw). Returns the paths written."""
     check_anndata(pics, step="write_plots", name="pics")
+    if not ok_mask(pics).any():
+        return []
     for key, what in ((OBS_PIC_A, "the assigned A group"), (OBS_PIC_B, "the assigned B group"),
                       (OBS_PIC_ALPHA, "the A share")):  # named as this step's, not as the plots' inside
         obs_column(pics, key, step="write_plots", what=what)
-    if not ok_mask(pics).any():
-        return []
     figures = {"pairs": pair_heatmap(pics), "alpha": alpha_hist(pics)}  # drawn before the folder is made
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)

@@ -8,7 +8,8 @@ import scipy.sparse as sp
 from anndata import AnnData
 
 from .._backend import is_dask
-from .._validation import canonical, check_anndata, check_int, check_integer_counts, check_seed
+from .._ops._layout import in_layout
+from .._validation import check_anndata, check_int, check_integer_counts, check_seed
 from ..get import array_to_cpu
 from ._args import population_groups
 from ._umi_draws import draw_rows
@@ -27,7 +28,9 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
         msg = (f"{step}: needs {what} counts as a numpy array or a scipy.sparse matrix (also on the "
                f"GPU or as Dask blocks), got {type(x).__name__}{on_disk}.")
         raise TypeError(msg)
-    x = canonical(x, step=step)  # big-endian values ('>f4' from some HDF5 files), which scipy cannot convert
+    if sp.issparse(x) and not x.dtype.isnative:  # '>f4' from some HDF5 files: scipy converts no such matrix
+        x = in_layout(x)
+        x = sp.csr_matrix((x.data.astype(x.dtype.newbyteorder("=")), x.indices, x.indptr), shape=x.shape)
     # copy=True: a dtype change alone copies the values but shares the index arrays, which
     # sum_duplicates then sorts in place (the user's matrix would lose its gene order)
     x = sp.csr_matrix(x, dtype=np.float64, copy=True)

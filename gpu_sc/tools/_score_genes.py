@@ -76,10 +76,9 @@ def _fold(acc, block) -> tuple[np.ndarray, np.ndarray]:
     that bin the genes, are the in-memory ones: float16 sums of float64 ones differed (32 of 401
     control genes on pbmc68k), and a float32 tie could fall either way."""
     check_block_device(block, on_gpu=False)  # this path is the host's (a dense NumPy meta)
-    if is_sparse(block):  # under a dense meta (map_blocks that could not infer the kind): its sums as one row
-        sums, count = (np.asarray(v).ravel() for v in _nan_sums(block, 0))
-        rows = sums.astype(block.dtype if block.dtype.kind == "f" else np.float64)[None, :]
-        count = count.astype(np.intp)
+    if is_sparse(block):  # under a dense meta (map_blocks that could not infer the kind): its float64 sums
+        sums, count = (np.asarray(v).ravel() for v in _nan_sums(block, 0))  # as one row, as in-memory CSR's
+        rows, count = sums[None, :], count.astype(np.intp)
     else:
         rows, count = _dense_rows(np.asarray(block))
     if acc is not None:
