@@ -467,8 +467,8 @@ def test_key_added_and_pair_uncertainty_are_checked(reference_and_null):
     ('no' ran as True)."""
     ref, pics = reference_and_null
     pics = pics.copy()
-    for bad in ("pic", 5, ""):
-        with pytest.raises(ValueError, match="key_added must be a non-empty string other than 'pic'"):
+    for bad in ("pic", 5, "", "pic_qc", "pic_pair_abundance", "pic_expected"):  # (the last: the expected layer's)
+        with pytest.raises(ValueError, match="key_added must be a non-empty string other than 'pic', 'pic_qc'"):
             interaction_genes(pics, ref, groupby="grp", min_pics=10, key_added=bad)
     with pytest.raises(TypeError, match="pair_uncertainty must be True or False, got 'no'"):
         _matched_table(pics, ref, pair_uncertainty="no")

@@ -18,7 +18,7 @@ from .._backend import is_dask, is_sparse, to_host
 from .._settings import user_stacklevel
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
-                     UNS_PIC, UNS_PIC_INTERACTION)  # fmt: skip
+                     UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_PAIR_TEST, UNS_PIC_QC)  # fmt: skip
 from .._validation import (canonical, check_anndata, check_flag, check_int, check_number, check_seed, get_matrix,
                            make_actual)
 from ..get import array_to_cpu
@@ -185,7 +185,8 @@ def interaction_genes(
     fdr
         FDR threshold of the 'significant' column.
     key_added
-        uns key of the stored result (a non-empty string; not 'pic', deconvolve's).
+        uns key of the stored result (a non-empty string; not what other steps wrote and read: 'pic',
+        'pic_qc', 'pic_pair_abundance' or the expected `layer`'s record).
     inplace
         Store the result in ``pics.uns[key_added]``.
 
@@ -220,9 +221,11 @@ def interaction_genes(
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
     check_number(fdr, "fdr", step=_STEP, low=0, high=1)
     inplace = check_flag(inplace, "inplace", step=_STEP)
-    if inplace and (not isinstance(key_added, str) or not key_added or key_added == UNS_PIC):
-        msg = (f"{_STEP}: key_added must be a non-empty string other than {UNS_PIC!r} (deconvolve's, which the "
-               f"later steps read), got {key_added!r}.")
+    reserved = (UNS_PIC, UNS_PIC_QC, UNS_PIC_PAIR_TEST, layer)  # what deconvolve, QC, the pair test, expected wrote
+    if inplace and (not isinstance(key_added, str) or not key_added or key_added in reserved):
+        msg = (f"{_STEP}: key_added must be a non-empty string other than {', '.join(map(repr, reserved))} (the "
+               f"records of deconvolve, the QC, the pair test and the expected layer, which steps read), got "
+               f"{key_added!r}.")  # fmt: skip
         raise ValueError(msg)
     check_number(min_counts, "min_counts", step=_STEP, low=0, high=math.inf, low_open=False)
     if condition_key is not None and condition_key in groupby_keys:
