@@ -72,6 +72,9 @@ OBS_PIC_TRIPLET_GROUPS = "pic_triplet_groups"
 OBS_PIC_IS_TRIPLET = "pic_is_triplet"
 UNS_PIC_QC = "pic_qc"
 UNS_PIC_PAIR_TEST = "pic_pair_abundance"
+#: the uns records of the steps after deconvolve (a new deconvolution drops them; none may take
+#: another's key)
+UNS_PIC_STEPS = (PIC_EXPECTED, UNS_PIC_INTERACTION, UNS_PIC_QC, UNS_PIC_PAIR_TEST)
 
 # highly_variable_genes (gpu_sc/preprocessing/_hvg.py)
 UNS_HVG = "hvg"

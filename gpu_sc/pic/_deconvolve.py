@@ -41,7 +41,7 @@ _STALE_OBS = (K.OBS_PIC_A, K.OBS_PIC_B, K.OBS_PIC_STATUS, *_FLOAT_KEYS,
               K.OBS_PIC_TRIPLET_GROUPS, K.OBS_PIC_IS_TRIPLET)  # fmt: skip
 _STALE_OBSM = (*(k for m in METHODS.values() for k in m.own_obsm), K.OBSM_PAIR_POSTERIOR)
 _STALE_LAYERS = (K.PIC_EXPECTED, f"{K.PIC_EXPECTED}_a", f"{K.PIC_EXPECTED}_b")
-_STALE_UNS = (K.PIC_EXPECTED, K.UNS_PIC_QC, K.UNS_PIC_INTERACTION, K.UNS_PIC_PAIR_TEST)
+_STALE_UNS = K.UNS_PIC_STEPS
 
 
 def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: str = "ml",

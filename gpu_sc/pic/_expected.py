@@ -14,8 +14,7 @@ from anndata import AnnData
 from .. import _ops
 from .._ops._layout import in_layout, segment_ids
 from .._backend import blocks_like, describe, is_dask, is_gpu, is_sparse, sparse_module, to_host, xp_of
-from .._keys import (OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK, UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_PAIR_TEST,
-                     UNS_PIC_QC)
+from .._keys import OBS_PIC_STATUS, PIC_EXPECTED, PIC_STATUS_OK, UNS_PIC, UNS_PIC_STEPS
 from .._validation import (
     canonical,
     check_anndata,
@@ -241,7 +240,7 @@ def genes_mask(adata: AnnData, genes, *, step: str) -> np.ndarray:
 def _check_layer_prefix(prefix, layer) -> None:
     """The names expected_expression writes must neither be another PIC step's uns key (deconvolve's
     'pic' read by every later step, the tests' tables) nor the counts layer it reads."""
-    reserved = (UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_QC, UNS_PIC_PAIR_TEST)
+    reserved = (UNS_PIC, *(k for k in UNS_PIC_STEPS if k != PIC_EXPECTED))
     if not isinstance(prefix, str) or not prefix or prefix in reserved:
         msg = (f"{_STEP}: layer_prefix must be a non-empty string other than {', '.join(map(repr, reserved))} "
                f"(keys of deconvolve and the later steps), got {prefix!r}.")

@@ -18,7 +18,7 @@ from .._backend import is_dask, is_sparse, to_host
 from .._settings import user_stacklevel
 from .._stats import bh_fdr
 from .._keys import (OBS_PIC_A, OBS_PIC_ALPHA, OBS_PIC_B, OBS_PIC_STATUS, OBSM_PAIR_POSTERIOR, PIC_EXPECTED,
-                     UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_PAIR_TEST, UNS_PIC_QC)  # fmt: skip
+                     UNS_PIC, UNS_PIC_INTERACTION, UNS_PIC_STEPS)  # fmt: skip
 from .._validation import (canonical, check_anndata, check_flag, check_int, check_number, check_seed, get_matrix,
                            make_actual)
 from ..get import array_to_cpu
@@ -221,7 +221,8 @@ def interaction_genes(
     min_pics = check_int(min_pics, step=_STEP, name="min_pics", hint=" (smallest PICs in a tested group)")
     check_number(fdr, "fdr", step=_STEP, low=0, high=1)
     inplace = check_flag(inplace, "inplace", step=_STEP)
-    reserved = (UNS_PIC, UNS_PIC_QC, UNS_PIC_PAIR_TEST, layer)  # what deconvolve, QC, the pair test, expected wrote
+    # deconvolve's record, the other steps' and the expected layer's (all but this step's own)
+    reserved = (UNS_PIC, *(k for k in UNS_PIC_STEPS if k not in (PIC_EXPECTED, UNS_PIC_INTERACTION)), layer)
     if inplace and (not isinstance(key_added, str) or not key_added or key_added in reserved):
         msg = (f"{_STEP}: key_added must be a non-empty string other than {', '.join(map(repr, reserved))} (the "
                f"records of deconvolve, the QC, the pair test and the expected layer, which steps read), got "

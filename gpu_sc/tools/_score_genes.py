@@ -73,9 +73,9 @@ def _fold(acc, block) -> tuple[np.ndarray, np.ndarray]:
     """(column sums in the block's dtype, float64 once a sparse block came, non-NaN counts) of the
     rows so far (`acc`, None at the first block) and `block`'s, summed as NumPy's nanmean sums a
     C-ordered matrix: the running sum plus each row in turn (float64 for integers, as np.mean).
-    So the means, and the ranks
-    that bin the genes, are the in-memory ones: float16 sums of float64 ones differed (32 of 401
-    control genes on pbmc68k), and a float32 tie could fall either way."""
+    So the means, and the ranks that bin the genes, are the in-memory ones: float16 sums of
+    float64 ones differed (32 of 401 control genes on pbmc68k), and a float32 tie could fall
+    either way."""
     check_block_device(block, on_gpu=False)  # this path is the host's (a dense NumPy meta)
     if is_sparse(block):  # under a dense meta (map_blocks that could not infer the kind): its float64 sums
         sums, count = (np.asarray(v).ravel() for v in _nan_sums(block, 0))  # as one row, as in-memory CSR's
