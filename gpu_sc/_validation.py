@@ -20,7 +20,7 @@ from ._keys import VAR_HIGHLY_VARIABLE
 from ._settings import user_stacklevel
 from ._ops._chunked import Chunked, check_chunked, whole_rows
 from ._ops._layout import in_layout, summed_duplicates
-from ._values import value_issues
+from ._values import native_order, value_issues
 
 
 def old_positionals(*names: str):
@@ -170,7 +170,7 @@ def _native(x):
             is_sparse(x) and x.indices.dtype != x.indptr.dtype):  # fmt: skip
         return x
     if not is_sparse(x):
-        return x.astype(x.dtype.newbyteorder("="))
+        return native_order(x)
     index = np.promote_types(x.indices.dtype, x.indptr.dtype)
     # the values copied too: a new matrix sharing them would be changed by steps that copy only
     # where they got the caller's object back (normalize_total(inplace=False))

@@ -128,6 +128,12 @@ def _scan(values):
     return n_bad, n_neg
 
 
+def native_order(values: np.ndarray) -> np.ndarray:
+    """Host `values` in the machine's byte order, a copy only where they are not: numba and
+    scipy.sparse take no big-endian values ('>f4', as some HDF5 files hold)."""
+    return values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
+
+
 def value_issues(values) -> tuple[int, int]:
     """(number of NaN/inf values, number of negative finite values) in a 1-D float array: the
     values that cannot be counts (input validation)."""
@@ -136,8 +142,7 @@ def value_issues(values) -> tuple[int, int]:
 
         finite = cp.isfinite(values)
         return int((~finite).sum()), int((finite & (values < 0)).sum())
-    if not values.dtype.isnative:  # numba has no big-endian types ('>f4', as some HDF5 files hold)
-        values = values.astype(values.dtype.newbyteorder("="))
-    if values.dtype == np.float16:  # nor float16; every float16 is exact in float32
+    values = native_order(values)
+    if values.dtype == np.float16:  # numba has no float16; every float16 is exact in float32
         values = values.astype(np.float32)
     return _scan(np.ascontiguousarray(values).reshape(-1))

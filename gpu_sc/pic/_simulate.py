@@ -10,6 +10,7 @@ from anndata import AnnData
 from .._backend import is_dask
 from .._ops._layout import in_layout
 from .._validation import check_anndata, check_int, check_integer_counts, check_seed
+from .._values import native_order
 from ..get import array_to_cpu
 from ._args import population_groups
 from ._umi_draws import draw_rows
@@ -30,7 +31,7 @@ def _counts_csr(x, *, step: str, what: str) -> sp.csr_matrix:
         raise TypeError(msg)
     if sp.issparse(x) and not x.dtype.isnative:  # '>f4' from some HDF5 files: scipy converts no such matrix
         x = in_layout(x)
-        x = sp.csr_matrix((x.data.astype(x.dtype.newbyteorder("=")), x.indices, x.indptr), shape=x.shape)
+        x = sp.csr_matrix((native_order(x.data), x.indices, x.indptr), shape=x.shape)
     # copy=True: a dtype change alone copies the values but shares the index arrays, which
     # sum_duplicates then sorts in place (the user's matrix would lose its gene order)
     x = sp.csr_matrix(x, dtype=np.float64, copy=True)
