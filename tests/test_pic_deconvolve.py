@@ -162,6 +162,13 @@ def test_bad_inputs(setup):
     with pytest.raises(ValueError, match=r"same var_names in the same order \(764 vs 765 genes; 1 not in both, e\.g\. "
                                          r"'[^']+' in the singlets only\)"):  # fmt: skip
         deconvolve(p[:, :-1].copy(), ref, groupby="grp", a=T, b=DC)
+    # the gene named is the first the singlets list, not the alphabetically first (two genes whose
+    # name order and position order disagree)
+    names = list(p.var_names)
+    i, j = next((i, j) for i in range(len(names)) for j in range(i + 1, len(names)) if names[j] < names[i])
+    keep = [k for k in range(len(names)) if k not in (i, j)]
+    with pytest.raises(ValueError, match=rf"2 not in both, e\.g\. '{re.escape(names[i])}' in the singlets only"):
+        deconvolve(p[:, keep].copy(), ref, groupby="grp", a=T, b=DC)
     dup, dup_ref = p.copy(), ref.copy()  # the same set of names, each with one repeated
     dup.var_names = [*p.var_names[:-1], p.var_names[0]]
     dup_ref.var_names = [*p.var_names[:-1], p.var_names[1]]

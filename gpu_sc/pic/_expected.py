@@ -172,7 +172,9 @@ def check_same_genes(pics: AnnData, singlets: AnnData, *, step: str) -> None:
 
 def _first_difference(p: pd.Index, s: pd.Index) -> str:
     """What tells two gene lists apart, for the message: a gene only one side has, else a repeat."""
-    only_p, only_s = p.difference(s), s.difference(p)
+    # in each side's own order (Index.difference sorts), so the gene named is the first one a user
+    # would find going down that file's var_names
+    only_p, only_s = p[~p.isin(s)].unique(), s[~s.isin(p)].unique()
     if only_p.size or only_s.size:
         side, gene = ("PICs", only_p[0]) if only_p.size else ("singlets", only_s[0])
         return f"{p.size} vs {s.size} genes; {only_p.size + only_s.size} not in both, e.g. {gene!r} in the {side} only"
