@@ -96,6 +96,18 @@ def test_integer_dask_counts(pbmc):
     assert_adata_equal(pbmc, computed(lazy))
 
 
+def test_log1p_of_csc_blocks_stays_csc(pbmc):
+    """In memory a CSC stays CSC through log1p (as scanpy's, lazy or not): the lazy result's
+    blocks and meta too, equal to the in-memory values (they came back CSR)."""
+    x = sp.csc_matrix(pbmc.X)
+    lazy = gsc.pp.log1p(as_dask(x, 120), base=2)
+    mem = gsc.pp.log1p(x.copy(), base=2)
+    assert sp.isspmatrix_csc(lazy._meta) and sp.isspmatrix_csc(mem)
+    blocks = [lazy.blocks[i].compute() for i in range(lazy.numblocks[0])]
+    assert all(sp.isspmatrix_csc(b) for b in blocks)
+    assert_same(sp.vstack(blocks, format="csc"), mem)
+
+
 def test_source_blocks_untouched(pbmc):
     """Transforms work on copies of the blocks: the Dask array the user holds is unchanged."""
     source = sp.csr_matrix(pbmc.X)

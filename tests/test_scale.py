@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import anndata as ad
 import numpy as np
 import pytest
 import scanpy as sc
@@ -337,3 +338,11 @@ def test_masked_centring_of_a_csc_copy_stays_csc(pbmc):
         got = scale(x.copy(), mask_obs=m, copy=True)
     assert type(got) is type(want) and want.format == "csc"
     np.testing.assert_allclose(got.toarray(), want.toarray(), rtol=1e-6, atol=1e-6)
+    # an AnnData's CSC X too (ours gave CSR there)
+    ours, theirs = (ad.AnnData(x.copy()) for _ in range(2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.pp.scale(theirs, mask_obs=m)
+        scale(ours, mask_obs=m)
+    assert type(ours.X) is type(theirs.X) and theirs.X.format == "csc"
+    np.testing.assert_allclose(ours.X.toarray(), theirs.X.toarray(), rtol=1e-6, atol=1e-6)

@@ -129,17 +129,21 @@ class Chunked:
         per_row, summed = dask.compute(rows, _summed(sums))
         return _stacked(per_row), summed
 
-    def update(self, fn, *args, per_row=(), dtype=None, **kwargs):
+    def update(self, fn, *args, per_row=(), dtype=None, keep_format=False, **kwargs):
         """A lazy Dask array: each block copied (cast to `dtype` if given) and transformed in
-        place by fn(block parts, *per_row slices, *args, **kwargs)."""
+        place by fn(block parts, *per_row slices, *args, **kwargs). Sparse blocks come back as
+        CSR, or in their own format with `keep_format` (for steps whose in-memory result keeps
+        a CSC's format, so that the lazy one computes to it)."""
         import dask.array as da
 
         dtype = np.dtype(dtype or self.array.dtype)
         columns = row_columns(self.array, per_row)
         meta = self.array._meta
-        meta = (meta.tocsr() if is_sparse(meta) and sparse_format(meta) != "csr" else meta).astype(dtype)
-        return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args,
-                             kwargs=kwargs, on_gpu=self.on_gpu, dtype=dtype, meta=meta)  # fmt: skip
+        if is_sparse(meta) and sparse_format(meta) != "csr" and not keep_format:
+            meta = meta.tocsr()
+        return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args, kwargs=kwargs,
+                             on_gpu=self.on_gpu, keep_format=keep_format, dtype=dtype,
+                             meta=meta.astype(dtype))  # fmt: skip
 
     def take_rows(self, rows):
         """Rows `rows` (sorted host ints) as a lazy Dask array: each block keeps its own
@@ -220,15 +224,19 @@ def _groups_on_block(fn, block, codes, args, on_gpu) -> dict:
     return out
 
 
-def _updated(block, *columns, fn, dtype_, args, kwargs, on_gpu):
-    """A transformed copy of `block` (CSR or C-contiguous dense)."""
+def _updated(block, *columns, fn, dtype_, args, kwargs, on_gpu, keep_format):
+    """A transformed copy of `block` (CSR or C-contiguous dense; sparse in its own format with
+    `keep_format`)."""
     check_block_device(block, on_gpu)
+    fmt = sparse_format(block)
     # astype copies (numpy, scipy and cupyx alike); duplicates summed here, so that the parts
     # changed in place are those of the block returned (block_parts would check them again)
     block = summed_duplicates(in_layout(block).astype(dtype_))
     p = parts(block)
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
-    return block if is_sparse(block) else p.data.reshape(p.shape)
+    if not is_sparse(block):
+        return p.data.reshape(p.shape)
+    return block.asformat(fmt) if keep_format and fmt != "csr" else block
 
 
 def _summed(tasks, add=None):

@@ -104,7 +104,7 @@ def _log1p_matrix(x, *, base, copy: bool):
     if is_dask(x):  # lazy, on copies of the blocks
         x = canonical(x, step=_STEP)
         dtype = x.dtype if x.dtype.kind in "fc" else np.float64
-        return Chunked(x).update(_log1p_parts, base, dtype=dtype)
+        return Chunked(x).update(_log1p_parts, base, dtype=dtype, keep_format=True)  # a CSC stays CSC, as in memory
     matrix = x if isinstance(x, np.matrix) else None  # given back as np.matrix, as scanpy's
     if matrix is not None:
         x = np.asarray(x)  # a view: in place goes into the caller's matrix

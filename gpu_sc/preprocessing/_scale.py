@@ -98,9 +98,8 @@ def scale(
         x = _prepare(data, copy=copy)
         mask = None if mask_obs is None else scanpy_mask(mask_obs, x.shape[0], what="mask_obs", step=_STEP)
         out, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
-        masked_csc = mask is not None and zero_center and is_sparse(data) and sparse_format(data) == "csc"
-        if copy:  # a CSC whose masked rows are centred stays CSC, as scanpy returns it
-            out = out.tocsc() if masked_csc and is_sparse(out) else out
+        if copy:
+            out = _masked_csc_kept(data, out, mask, zero_center=zero_center)
         else:
             out = _into_given(data, out, csc_in_place=mask is not None and zero_center)
         return (out, to_host(mean), to_host(std)) if return_mean_std else out
@@ -136,10 +135,17 @@ def scale(
     _log_notes(x0, zero_center=zero_center, max_value=max_value)
     x = _prepare(x0, copy=False)
     x, mean, std = _scale_matrix(x, zero_center=zero_center, max_value=max_value, mask=mask)
-    set_matrix(adata, x, layer=layer, obsm=obsm)
+    set_matrix(adata, _masked_csc_kept(x0, x, mask, zero_center=zero_center), layer=layer, obsm=obsm)
     adata.var[keys[0]] = to_host(mean)
     adata.var[keys[1]] = to_host(std)
     return adata if copy else None
+
+
+def _masked_csc_kept(data, out, mask, *, zero_center: bool):
+    """`out` as CSC where `data` is a CSC whose masked rows were centred: scanpy writes those rows
+    into the CSC it holds, so a copy or an AnnData's X stays CSC (ours works on CSR)."""
+    masked_csc = mask is not None and zero_center and is_sparse(data) and sparse_format(data) == "csc"
+    return out.tocsc() if masked_csc and is_sparse(out) else out
 
 
 def _into_given(data, out, *, csc_in_place: bool):
