@@ -132,14 +132,14 @@ class Chunked:
     def update(self, fn, *args, per_row=(), dtype=None, keep_format=False, **kwargs):
         """A lazy Dask array: each block copied (cast to `dtype` if given) and transformed in
         place by fn(block parts, *per_row slices, *args, **kwargs). Sparse blocks come back as
-        CSR, or in their own format with `keep_format` (for steps whose in-memory result keeps
-        a CSC's format, so that the lazy one computes to it)."""
+        CSR, CSC ones as CSC with `keep_format` (for steps whose in-memory result keeps a CSC's
+        format, so that the lazy one computes to it)."""
         import dask.array as da
 
         dtype = np.dtype(dtype or self.array.dtype)
         columns = row_columns(self.array, per_row)
         meta = self.array._meta
-        if is_sparse(meta) and sparse_format(meta) != "csr" and not keep_format:
+        if is_sparse(meta) and sparse_format(meta) not in ("csr", "csc" if keep_format else "csr"):
             meta = meta.tocsr()
         return da.map_blocks(_updated, self.array, *columns, fn=fn, dtype_=dtype, args=args, kwargs=kwargs,
                              on_gpu=self.on_gpu, keep_format=keep_format, dtype=dtype,
@@ -225,7 +225,7 @@ def _groups_on_block(fn, block, codes, args, on_gpu) -> dict:
 
 
 def _updated(block, *columns, fn, dtype_, args, kwargs, on_gpu, keep_format):
-    """A transformed copy of `block` (CSR or C-contiguous dense; sparse in its own format with
+    """A transformed copy of `block` (CSR or C-contiguous dense; a CSC block stays CSC with
     `keep_format`)."""
     check_block_device(block, on_gpu)
     fmt = sparse_format(block)
@@ -236,7 +236,7 @@ def _updated(block, *columns, fn, dtype_, args, kwargs, on_gpu, keep_format):
     fn(p, *(c[:, 0] for c in columns), *args, **kwargs)
     if not is_sparse(block):
         return p.data.reshape(p.shape)
-    return block.asformat(fmt) if keep_format and fmt != "csr" else block
+    return block.tocsc() if keep_format and fmt == "csc" else block
 
 
 def _summed(tasks, add=None):
