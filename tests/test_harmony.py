@@ -148,7 +148,14 @@ def test_result_is_its_own_array_and_sparse_basis_named(two_runs):
         (dict(key="run", cluster_fn="louvain"), ValueError, "cluster_fn"),
         (dict(key="run", nclust=5, cluster_fn=lambda data, k: data[:k].T), ValueError, "shape"),
         (dict(key="run", tau=True), ValueError, "tau"),
-        (dict(key="run", basis="bad"), ValueError, "non-finite"),
+        (dict(key="run", basis="bad"), ValueError, r"harmony_integrate \(obsm\['bad'\]\): found 1 non-finite"),
+        # arguments of the wrong type are named (bare "'int' object is not iterable" and numpy's
+        # "could not convert string to float" before)
+        (dict(key=3), TypeError, r"key must be an adata.obs column name or a list of them, got 3 \(int\)"),
+        (dict(key=["run", None]), TypeError, r"key must be an adata.obs column name"),
+        (dict(key="run", theta="a"), ValueError, "theta must be a non-negative number"),
+        (dict(key="run", lamb=[1, "x"]), ValueError, "lamb must be a non-negative number"),
+        (dict(key="run", sigma="s"), ValueError, "sigma must be a positive number"),
     ],
     ids=lambda v: str(v)[:24],
 )

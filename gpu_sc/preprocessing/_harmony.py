@@ -142,9 +142,9 @@ def _embedding(adata: AnnData, basis: str):
     if z.shape[0] < 2 or z.shape[1] < 1:
         msg = f"{_STEP}: obsm[{basis!r}] has shape {z.shape}; Harmony needs at least 2 cells and 1 component."
         raise ValueError(msg)
+    check_finite(z, step=f"{_STEP} (obsm[{basis!r}])")  # described as the user's array, not our copy
     xp = xp_of(z)
     z = xp.array(z, dtype=np.float64, order="C")  # always a copy: the result must not share the basis's memory
-    check_finite(z, step=_STEP)
     if bool((z.max(axis=1) == 0).any()):
         msg = (f"{_STEP}: obsm[{basis!r}] has cells whose largest component is 0 (all-zero or non-positive "
                "rows); Harmony scales each cell by it. Drop those cells or use another basis.")  # fmt: skip
@@ -153,7 +153,11 @@ def _embedding(adata: AnnData, basis: str):
 
 
 def _batches(adata: AnnData, key) -> Batches:
-    keys = [key] if isinstance(key, str) else list(key)
+    keys = [key] if isinstance(key, str) else list(key) if isinstance(key, Sequence | pd.Index) else None
+    if keys is None or not all(isinstance(k, str) for k in keys):
+        msg = (f"{_STEP}: key must be an adata.obs column name or a list of them, got {key!r} "
+               f"({type(key).__name__}).")  # fmt: skip
+        raise TypeError(msg)
     if not keys:
         msg = f"{_STEP}: key must name at least one adata.obs column, got {key!r}."
         raise ValueError(msg)
@@ -191,7 +195,10 @@ def _n_clusters(nclust, n: int) -> int:
 
 def _per_level(value, batches: Batches, name: str) -> np.ndarray:
     """One value per batch level, from one number, one per variable or one per level."""
-    v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    try:
+        v = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        v = np.full(1, np.nan)  # not numbers: refused below, with the argument's name
     if v.ndim == 1 and v.size == 1:
         v = np.repeat(v, batches.n_total)
     elif v.ndim == 1 and v.size == len(batches.n_levels) and v.size != batches.n_total:
@@ -204,7 +211,10 @@ def _per_level(value, batches: Batches, name: str) -> np.ndarray:
 
 
 def _per_cluster(sigma, k: int) -> np.ndarray:
-    s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    try:
+        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
+    except (TypeError, ValueError):
+        s = np.full(1, np.nan)  # not numbers: refused below, with the argument's name
     if s.size == 1:
         s = np.repeat(s, k)
     if s.shape != (k,) or not (np.isfinite(s) & (s > 0)).all():
