@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -113,6 +114,21 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         known = set(adata.obs.columns) | _made_before(steps, first, _STEP_OBS)
         missing = [k for k in keys if k not in known]
         _refuse_unknown("--batch-key", missing, adata.obs, "obs")
+    if "regress_out" in steps:  # with the columns the steps before it make
+        before = steps[: steps.index("regress_out")]
+        columns = set(adata.obs.columns) | _made_before(steps, "regress_out", _STEP_OBS)
+        _check_regress_keys(adata, args, columns | (_qc_columns(adata, args) if "qc" in before else set()),
+                            qc_ran="qc" in before)
+    if "harmony" in steps and not keys:
+        msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
+        raise CliError(msg)
+    for step, needs, made_by in (("umap", "neighbors", "neighbors"), ("leiden", "neighbors", "neighbors"),
+                                 ("markers", "leiden", "leiden")):  # fmt: skip
+        have = needs in (adata.uns if needs == "neighbors" else adata.obs)
+        if step in steps and not have and made_by not in steps[: steps.index(step)]:
+            msg = (f"step {step!r} needs {'a neighbour graph' if needs == 'neighbors' else 'Leiden clusters'}, "
+                   f"which the input lacks: put {made_by} before it in --steps")  # fmt: skip
+            raise CliError(msg)
     if args.chunk_rows is not None:
         if "scrublet" in steps:
             msg = ("step 'scrublet' needs the cells in memory (it simulates doublets and searches their "
@@ -136,8 +152,13 @@ def _scrublet(adata: AnnData, args: argparse.Namespace) -> None:
 
 
 def _filter(adata: AnnData, args: argparse.Namespace) -> None:
+    before = shape_text(adata)
     gsc.pp.filter_cells(adata, min_genes=args.min_genes)
     gsc.pp.filter_genes(adata, min_cells=args.min_cells)
+    if not (adata.n_obs and adata.n_vars):  # later steps would fail on it with their own words
+        msg = (f"step 'filter' left {shape_text(adata)} of {before} (--min-genes {args.min_genes}, --min-cells "
+               f"{args.min_cells}); lower them")  # fmt: skip
+        raise CliError(msg)
 
 
 def _normalize(adata: AnnData, args: argparse.Namespace) -> None:
@@ -152,21 +173,43 @@ def _hvg(adata: AnnData, args: argparse.Namespace) -> None:
     gsc.pp.highly_variable_genes(adata, n_top_genes=min(args.n_top_genes, adata.n_vars))
 
 
-def _regress_out(adata: AnnData, args: argparse.Namespace) -> None:
-    keys = [k for k in args.regress_keys.split(",") if k]
-    missing = [k for k in keys if k not in adata.obs]
+def _regress_keys(args: argparse.Namespace) -> list[str]:
+    return [k for k in args.regress_keys.split(",") if k]
+
+
+def _check_regress_keys(adata: AnnData, args: argparse.Namespace, columns, qc_ran: bool) -> None:
+    """--regress-keys against the obs `columns` regress_out will find (`qc_ran`: the qc step
+    made some of them, from `adata`'s genes)."""
+    missing = [k for k in _regress_keys(args) if k not in columns]
+    if not missing:
+        return
     asked = _qc_vars(args)
-    no_mt = ((asked is None or "mt" in asked) and "total_counts" in adata.obs  # qc ran, for MT genes,
-             and "mt" in adata.var and not adata.var["mt"].astype(bool).any())  # and marked none
+    no_mt = (qc_ran and (asked is None or "mt" in asked)  # qc runs for MT genes and marks none
+             and not adata.var_names.str.startswith(("MT-", "mt-")).any() and "pct_counts_mt" not in columns)
     if missing == ["pct_counts_mt"] and no_mt:
         msg = ("step 'regress_out': qc found no MT-/mt- genes, so obs has no 'pct_counts_mt'; "
                "pass --regress-keys total_counts (or other obs columns).")  # fmt: skip
         raise CliError(msg)
-    if missing:
-        msg = (f"step 'regress_out': obs has no {', '.join(map(repr, missing))}; run the 'qc' step first "
-               "or pass --regress-keys with obs columns.")  # fmt: skip
-        raise CliError(msg)
-    gsc.pp.regress_out(adata, keys)
+    where = ("neither in the input's obs nor made by the 'qc' step" if qc_ran else
+             "not in the input's obs (the 'qc' step, put before regress_out, makes total_counts and pct_counts_mt)")
+    msg = (f"--regress-keys: {', '.join(map(repr, missing))} {where}; obs columns by then: "
+           f"{', '.join(map(str, sorted(columns))) or 'none'}")  # fmt: skip
+    raise CliError(msg)
+
+
+def _qc_columns(adata: AnnData, args: argparse.Namespace) -> set:
+    """The obs columns the qc step makes on `adata` (run on two of its cells: they follow the
+    genes and --qc-vars, not the cells)."""
+    probe = adata[: min(2, adata.n_obs)].copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _qc(probe, args)
+    return set(probe.obs.columns)
+
+
+def _regress_out(adata: AnnData, args: argparse.Namespace) -> None:
+    _check_regress_keys(adata, args, set(adata.obs.columns), qc_ran="total_counts" in adata.obs)
+    gsc.pp.regress_out(adata, _regress_keys(args))
 
 
 def _scale(adata: AnnData, args: argparse.Namespace) -> None:
@@ -445,6 +488,9 @@ def check_output(path: str, flag: str = "-o", *, inputs=(), data: bool = True) -
     if not path:
         msg = f"{flag} is empty; give a file name"
         raise CliError(msg)
+    if path.endswith(("/", os.sep)):  # Path drops the separator: 'out/' would become a file 'out'
+        msg = f"{flag} {path} names a folder; give a file name (e.g. {path}out{'' if not data else '.h5ad'})"
+        raise CliError(msg)
     if data and p.suffix.lower() not in ("", ".h5ad", ".zarr"):
         msg = f"{flag} {path}: gpu-sc writes an .h5ad file (or a .zarr store); name the output OUT.h5ad"
         raise CliError(msg)
@@ -485,6 +531,7 @@ def write_output(adata: AnnData, path: str) -> None:
     folder, then moved into place, so that a failed write (a full disk) leaves no broken file and
     keeps an earlier output."""
     target = Path(path)
+    made = [p for p in reversed(target.parents) if not p.exists()]  # removed again if the write fails
     target.parent.mkdir(parents=True, exist_ok=True)
     zarr = target.suffix.lower() == ".zarr"
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
@@ -493,6 +540,11 @@ def write_output(adata: AnnData, path: str) -> None:
         if zarr and target.is_dir():  # a store is a folder: os.replace does not replace a full one
             shutil.rmtree(target)
         os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+        if made:
+            shutil.rmtree(made[0], ignore_errors=True)
+        raise
     finally:
         shutil.rmtree(tmp.parent, ignore_errors=True)
 
@@ -580,6 +632,9 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def _check_plot(path: str) -> str:
     """--plot as the file that will be written (.png added where it has no suffix), refused
     before any work where matplotlib cannot write its format or where it is the heatmap's name."""
+    if path.endswith(("/", os.sep)) or Path(path).is_dir():  # else 'DIR/' + '.png' names a dot-file
+        msg = f"--plot {path} is a folder; give a file name (e.g. {Path(path) / 'umap.png'})"
+        raise CliError(msg)
     p = Path(path) if Path(path).suffix else Path(path + ".png")  # matplotlib's default format
     check_output(str(p), "--plot", data=False)
     if p.name == PIC_DEMO_PNG:
@@ -677,13 +732,6 @@ def _check_pic_inputs(singlets: AnnData, pics: AnnData, args: argparse.Namespace
     if both:
         msg = f"groups {both} are given in both --a and --b; each group belongs to one side"
         raise CliError(msg)
-    if not pics.var_names.equals(singlets.var_names):
-        msg = (
-            f"--pics {args.pics} has {pics.n_vars:,} genes and --singlets {args.singlets} "
-                       f"{singlets.n_vars:,}; they need the same var_names in the same order "
-                       "(subset both to the shared genes)"
-        )
-        raise CliError(msg)  # fmt: skip
 
 
 def _check_pic_options(args: argparse.Namespace) -> None:
@@ -691,11 +739,15 @@ def _check_pic_options(args: argparse.Namespace) -> None:
     choices = gsc.pic.DECONVOLVE_CHOICES
     for flag, value, allowed in (("--method", args.method, choices["method"]),
                                  ("--alpha-model", args.alpha_model, choices["alpha_model"])):  # fmt: skip
-        if value not in allowed:
+        if value is not None and value not in allowed:  # (--alpha-model None: ml's default)
             msg = f"{flag} {value!r}: must be one of {', '.join(map(repr, allowed))}"
             raise CliError(msg)
-    if args.n_umis is not None and args.n_umis <= 0:
-        msg = f"--n-umis {args.n_umis}: must be a positive number of UMIs"
+    if args.n_umis is not None and not 0 < args.n_umis <= gsc.pic.DECONVOLVE_MAX_UMIS:
+        msg = f"--n-umis {args.n_umis}: must be a positive number of UMIs, at most {gsc.pic.DECONVOLVE_MAX_UMIS:,}"
+        raise CliError(msg)
+    if args.alpha_model is not None and args.method != "ml":
+        msg = (f"--alpha-model {args.alpha_model} chooses ml's alpha; --method {args.method} has its own: "
+               "drop --alpha-model (or use --method ml)")  # fmt: skip
         raise CliError(msg)
     if args.seed < 0:
         msg = f"--seed {args.seed}: must be 0 or more (numpy's random generators take no negative seeds)"
@@ -716,20 +768,47 @@ def _print_summary(summary: dict[str, str]) -> None:
         print(f"  {label + ':':<26}{value}")
 
 
+#: deconvolve's words for its arguments -> this command's options (its messages are the API's)
+_OPTION_WORDS = (
+    (re.compile(r"Pass markers= \(genes that tell them apart\), give "), "Give "),
+    (re.compile(r"pass markers=, split"), "split"),
+    (re.compile(r"\bn_umis="), "--n-umis "),
+    (re.compile(r"\bmethod='(\w+)'"), r"--method \1"),
+    (re.compile(r"(?<![\w-])([ab])(=| names groups)"), r"--\1\2"),
+    (re.compile(r"--([ab])= "), r"--\1 "),
+)
+
+
+def cli_words(message: str, method: str) -> str:
+    """A message of deconvolve in this command's terms: its step named once, with --method, and
+    the arguments it names as the options that set them."""
+    head = f"deconvolve (--method {method}"
+    if message.startswith("deconvolve ("):  # 'deconvolve (pics): ...'
+        message = f"{head}, {message[len('deconvolve ('):]}"
+    elif message.startswith("deconvolve:"):
+        message = f"{head}){message[len('deconvolve'):]}"
+    else:
+        message = f"{head}): {message}"
+    for pattern, words in _OPTION_WORDS:
+        message = pattern.sub(words, message)
+    return message
+
+
 def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
-    """gsc.pic.deconvolve, its ValueError/KeyError/ImportError as one-line CliErrors."""
+    """gsc.pic.deconvolve, its ValueError/KeyError/ImportError as one-line CliErrors and its
+    warnings in the command's terms (`cli_words`)."""
     try:
-        gsc.pic.deconvolve(pics, singlets, **kw)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            gsc.pic.deconvolve(pics, singlets, **kw)
     except (ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        msg_0 = f"deconvolve (--method {kw.get('method')!r}): {msg}"
-        raise CliError(msg_0) from e
+        raise CliError(cli_words(msg, kw.get("method"))) from e
     except ImportError as e:
-        msg_0 = (
-            f"deconvolve (--method {kw.get('method')!r}): {e}; "
-                       "pip install 'gpu_sc[pic]'"
-        )
-        raise CliError(msg_0) from e  # fmt: skip
+        raise CliError(cli_words(f"{e}; pip install 'gpu_sc[pic]'", kw.get("method"))) from e
+    finally:
+        for w in caught:
+            warnings.warn_explicit(cli_words(str(w.message), kw.get("method")), w.category, w.filename, w.lineno)
 
 
 def cmd_pic(args: argparse.Namespace) -> None:
@@ -742,6 +821,13 @@ def cmd_pic(args: argparse.Namespace) -> None:
         raise CliError(msg)
     if args.plots:
         _check_parents(Path(args.plots), "--plots", args.plots)
+        if Path(args.plots).resolve() == Path(args.output).resolve():
+            msg = f"--plots {args.plots} is the -o output's path; give the plots a folder of their own"
+            raise CliError(msg)
+    if Path(args.singlets).exists() and Path(args.singlets).resolve() == Path(args.pics).resolve():
+        msg = (f"--singlets and --pics are the same file ({args.pics}); the reference singlets and the PICs "
+               "are two data sets")  # fmt: skip
+        raise CliError(msg)
     if args.plots:
         _need_matplotlib("--plots")
     device = resolve_device(args.device)  # before reading: --device gpu without a GPU fails at once
@@ -761,7 +847,7 @@ def cmd_pic(args: argparse.Namespace) -> None:
 
     t0 = time.perf_counter()
     _deconvolve(pics, singlets, groupby=args.groupby, a=groups_a, b=groups_b,
-                method=args.method, alpha_model=args.alpha_model, n_umis=args.n_umis,
+                method=args.method, alpha_model=args.alpha_model or "regression", n_umis=args.n_umis,
                 seed=args.seed, device=device,
                 progress=pics.n_obs > 20000)  # per-chunk lines for long runs
     step(3, "deconvolve", t0, f"method {args.method} on the {device.upper()}, {len(groups_a)} A x "
@@ -900,7 +986,7 @@ def build_parser() -> argparse.ArgumentParser:
     pic.add_argument("--method", default="ml",
                      help="ml (joint maximum likelihood, default), picseq (the published "
                           "algorithm) or mixture (soft weights over all groups)")  # fmt: skip
-    pic.add_argument("--alpha-model", default="regression",
+    pic.add_argument("--alpha-model", default=None,
                      help="ml's alpha: regression (learned on simulated PICs, default) or "
                           "posterior (posterior mean under the cell-size prior)")  # fmt: skip
     pic.add_argument("--n-umis", type=int, default=None,

@@ -266,12 +266,14 @@ def pic_files(tmp_path_factory) -> dict[str, Path]:
     source = np.random.default_rng(0).random(cells.n_obs) < 0.3
     pics = gpu_sc.pic.simulate_pics(cells[source], groupby="bulk_labels", a=PIC_T, b=PIC_B,
                                     n_pics=60, seed=1)  # fmt: skip
-    files = {"singlets": d / "singlets.h5ad", "pics": d / "pics.h5ad", "halves": d / "halves.h5ad"}
+    files = {"singlets": d / "singlets.h5ad", "pics": d / "pics.h5ad", "halves": d / "halves.h5ad",
+             "reversed": d / "reversed.h5ad"}
     cells[~source].copy().write_h5ad(files["singlets"])
     pics.write_h5ad(files["pics"])
     halves = pics.copy()
     halves.X = halves.X * 0.5
     halves.write_h5ad(files["halves"])
+    pics[:, ::-1].copy().write_h5ad(files["reversed"])  # the same genes in another order
     return files
 
 
@@ -342,12 +344,21 @@ def test_pic_plots(pic_files, tmp_path, capsys):
         ({"--plots": "{pics}/sub"}, ["--plots", "is a file, not a folder"]),  # once after the deconvolution
         ({"--pics": "{halves}"}, ["deconvolve", "integer counts"]),
         ({"-o": "{pics}"}, ["is the --pics input", "another output path"]),
+        # from a second audit (the first two failed after the work, the output written; the next
+        # two ran, a huge --n-umis failing at the write; the last two named deconvolve's arguments)
+        ({"--plots": "{tmp}/out.h5ad"}, ["--plots", "is the -o output's path"]),
+        ({"--pics": "{singlets}"}, ["--singlets and --pics are the same file"]),
+        ({"--n-umis": "99999999999999999999"}, ["--n-umis 99999999999999999999", "at most 2,147,483,647"]),
+        ({"--method": "mixture", "--alpha-model": "posterior"}, ["--alpha-model posterior chooses ml's alpha"]),
+        ({"--pics": "{reversed}"}, ["deconvolve (--method ml): PICs and singlets must have the same var_names", "(the same genes in another order)"]),
+        ({"--method": "picseq"}, ["deconvolve (--method picseq): --method picseq finds no marker genes between the "
+                                  "two groups of --b (", "Give --b three or more groups, or use --method ml."]),
     ],
 )  # fmt: skip
 def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
     before = _digests(pic_files)
     out = tmp_path / "out.h5ad"
-    fill = {"tmp": str(tmp_path), "halves": str(pic_files["halves"]), "pics": str(pic_files["pics"])}
+    fill = {"tmp": str(tmp_path), **{k: str(v) for k, v in pic_files.items()}}
     argv = _pic_argv(pic_files, out, **{k: v.format(**fill) for k, v in override.items()})
     with pytest.raises(SystemExit) as e:
         main(argv)
@@ -359,6 +370,18 @@ def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
         assert s in err, (s, err)
     assert not out.exists()
     assert _digests(pic_files) == before
+
+
+def test_failed_write_leaves_no_folder_it_made(tmp_path):
+    """write_output makes the output's missing folders; a write that fails removes them again (an
+    empty folder was left) and leaves the folders that were there."""
+    from gpu_sc.cli import write_output
+
+    bad = ad.AnnData(np.zeros((2, 2)))
+    bad.uns["x"] = object()  # h5ad cannot store it
+    with pytest.raises(Exception):  # noqa: B017 (anndata's own error type)
+        write_output(bad, str(tmp_path / "new" / "sub" / "o.h5ad"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def _write_10x(folder: Path, a: ad.AnnData, *, h5: bool) -> Path:
@@ -477,7 +500,8 @@ def test_run_regress_out_step_matches_scanpy(tmp_path, capsys):
     assert np.abs(got - ref.X).max() <= 1e-5 * np.abs(ref.X).max()
     with pytest.raises(SystemExit):
         main(["run", str(src), "-o", str(out), "--steps", "regress_out", "--device", "cpu"])
-    assert "run the 'qc' step first" in capsys.readouterr().err
+    assert "not in the input's obs (the 'qc' step, put before regress_out, makes total_counts" in \
+        capsys.readouterr().err
 
 
 def test_run_markers_method(tmp_path):
@@ -566,6 +590,13 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
         (["--steps", "qc,filter,scrublet", "--batch-key", "phase,louvain"], "step 'scrublet' takes one batch column"),
         (["--steps", "qc,normalize,log1p,pca,neighbors,leiden,markers", "--chunk-rows", "300",
           "--markers-method", "wilcoxon"], "use --markers-method t-test with --chunk-rows"),
+        # from a second audit: these failed when their step came, after the steps before it
+        (["--steps", "qc,filter,normalize,log1p,pca,harmony"], "step 'harmony' corrects the PCA for batches: pass"),
+        (["--steps", "qc,filter,normalize,log1p,hvg,scale,regress_out", "--regress-keys", "total_counts,pct_mito"],
+         "--regress-keys: 'pct_mito' neither in the input's obs nor made by the 'qc' step"),
+        (["--steps", "qc,filter,normalize,umap,neighbors"], "step 'umap' needs a neighbour graph, which the input"),
+        (["--steps", "qc,filter,normalize,log1p,pca,neighbors,markers,leiden"], "step 'markers' needs Leiden"),
+        (["--steps", "qc", "-o", str(tmp_path / "dir") + "/"], "names a folder; give a file name"),
     ):  # fmt: skip
         with pytest.raises(SystemExit) as e:
             main(["run", str(counts_file), "-o", out, "--device", "cpu", *argv])
@@ -581,7 +612,8 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["run", str(cut), "-o", out])
     assert "is the file complete" in capsys.readouterr().err
-    with pytest.raises(CliError, match="run the 'leiden' step"):  # --traceback after the subcommand: raised
+    with pytest.raises(CliError, match="step 'markers' needs Leiden clusters, which the input lacks: put leiden "
+                                       "before it"):  # --traceback after the subcommand: raised
         main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "markers", "--traceback"])
     upper = tmp_path / "o.ZARR"  # a zarr store whatever the suffix's case
     assert main(["run", str(counts_file), "-o", str(upper), "--device", "cpu", "--steps", "qc"]) == 0
@@ -589,6 +621,10 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
     assert main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "normalize,log1p,log1p"]) == 0
     err = capsys.readouterr().err
     assert "gpu-sc: warning:" in err and "already log-transformed" in err and ".py:" not in err
+    with pytest.raises(SystemExit) as e:  # a filter that keeps nothing stops there, not at a later step
+        main(["run", str(counts_file), "-o", out, "--device", "cpu", "--steps", "qc,filter,hvg", "--min-genes",
+              "100000"])  # fmt: skip
+    assert e.value.code == 2 and "step 'filter' left 0 cells x 0 genes of 700 cells" in capsys.readouterr().err
 
 
 def test_run_option_edge_cases(counts_file, tmp_path, capsys):
@@ -610,7 +646,7 @@ def test_run_option_edge_cases(counts_file, tmp_path, capsys):
         main(["run", str(tmp_path / "stale.h5ad"), "-o", str(out), "--device", "cpu", "--steps", "qc,regress_out",
               "--qc-vars", "mt_free"])  # fmt: skip
     err = capsys.readouterr().err
-    assert "run the 'qc' step first" in err and "found no MT" not in err
+    assert "'pct_counts_mt' neither in the input's obs nor made by the 'qc' step" in err and "found no MT" not in err
     assert main(["run", str(counts_file), "-o", str(out), "--device", "cpu", "--qc-vars", "mt",
                  "--steps", "qc,normalize,log1p,hvg,pca,qc", "--n-top-genes", "20"]) == 0  # fmt: skip
     text = capsys.readouterr().out

@@ -4,6 +4,7 @@ deconvolution"), and what follows from it: expected expression, interaction-indu
 pair frequencies, doublet/triplet QC and plots."""
 
 from ._deconvolve import CHOICES as DECONVOLVE_CHOICES
+from ._deconvolve import MAX_UMIS as DECONVOLVE_MAX_UMIS
 from ._deconvolve import deconvolve
 from ._expected import expected_expression
 from ._frequencies import pair_abundance_test, pair_frequencies
@@ -19,4 +20,5 @@ __all__ = [
     "pair_frequencies", "pair_abundance_test",
     "doublet_test", "triplet_scan", "pic_loglik", "pair_heatmap", "alpha_hist", "interaction_plot",
     "write_plots", "PLOT_FILES", "summary", "accuracy", "DECONVOLVE_CHOICES",
+    "DECONVOLVE_MAX_UMIS",
 ]  # fmt: skip

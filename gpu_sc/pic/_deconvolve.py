@@ -30,6 +30,7 @@ from ._umi_draws import draw_rows, name_keys
 _ALPHA_MODELS = ("regression", "posterior")
 #: deconvolve's choices, for callers that check them before any work (the CLI)
 CHOICES = {"method": tuple(METHODS), "alpha_model": _ALPHA_MODELS}
+MAX_UMIS = 2**31 - 1  # n_umis above this is no depth a PIC has
 _FLOAT_KEYS = (K.OBS_PIC_ALPHA, "pic_ll", "pic_p_pair", "pic_p_a", "pic_p_b")
 # What an earlier run may have left: every method's own results, and what the steps that read
 # them derived (expected layers, QC flags). A new run drops them, so that no column of another
@@ -183,6 +184,13 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
         n_umis, seed, n_train, cv, n_between, mixture_iter)
     calibration_depth = check_int(calibration_depth, step="deconvolve", name="calibration_depth", none_ok=True,
                                   hint=" (None: n_umis, else the PICs' median depth)")
+    if n_umis is not None and n_umis > MAX_UMIS:  # (a Python int past int64 also fails to write to h5ad)
+        msg = f"deconvolve: n_umis={n_umis} is beyond any PIC's depth; pass at most {MAX_UMIS:,} (or None)."
+        raise ValueError(msg)
+    if alpha_model != "regression" and method != "ml":
+        msg = (f"deconvolve: alpha_model={alpha_model!r} chooses ml's alpha, and method={method!r} has its "
+               "own; drop alpha_model (or pass method='ml').")  # fmt: skip
+        raise ValueError(msg)
     if calibration_depth is not None and not (method == "ml" and calibrate):
         msg = (f"deconvolve: calibration_depth={calibration_depth} sets the depth of ml's calibration, and "
                f"method={method!r} with calibrate={calibrate} calibrates nothing; drop calibration_depth "

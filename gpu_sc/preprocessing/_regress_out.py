@@ -98,9 +98,10 @@ def regress_out(adata: AnnData, keys, *, layer: str | None = None, n_jobs: int |
     lazy Dask array of the same row chunks (dense blocks), which computes to the in-memory
     result: to the bit for numeric keys; for a categorical key the blocks' float32 category
     means may differ by a rounding step (as on the GPU), which moves residuals by about 1e-6 on
-    log-normalised data (2.7e-6 on pbmc68k by phase). The fit reads the blocks before that: once for numeric keys (Q^T Y, the first row
-    and the check that the values are finite), twice for a categorical key or a singular design
-    (then scanpy's perfect-fit rule, which needs the residuals).
+    log-normalised data (2.7e-6 on pbmc68k by phase). The fit reads the blocks before that:
+    once for numeric keys (Q^T Y, the first row and the check that the values are finite),
+    twice for a categorical key or a singular design (then scanpy's perfect-fit rule, which
+    needs the residuals).
     """
     start = settings.log(f"regressing out {keys}")
     check_anndata(adata, step=_STEP)
