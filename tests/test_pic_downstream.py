@@ -1058,6 +1058,30 @@ def test_write_plots_and_alpha_errors_name_the_step_and_the_values(pbmc, tmp_pat
         expected_expression(pics, pbmc, groupby=GROUPBY)
 
 
+def test_plot_paths_refused_or_made(pbmc, tmp_path):
+    """From a CLI audit: save= into a missing folder makes it (as write_plots does; it was a bare
+    FileNotFoundError), save= naming no file and write_plots into a file or None are refused
+    before anything is written (IsADirectoryError, or a FileExistsError after drawing)."""
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    pics = make_pics(pbmc, 20)
+    gsc.pic.pair_heatmap(pics, save=tmp_path / "new" / "pairs.png")
+    gsc.pic.alpha_hist(pics, save=str(tmp_path / "new2" / "alpha.png"))
+    assert (tmp_path / "new" / "pairs.png").stat().st_size > 0 and (tmp_path / "new2" / "alpha.png").exists()
+    for bad in ("", str(tmp_path), str(tmp_path / "dir") + "/"):
+        with pytest.raises(ValueError, match="is no file name; give a file to write"):
+            gsc.pic.pair_heatmap(pics, save=bad)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="write_plots: directory '.*afile' is a file; give a folder"):
+        gsc.pic.write_plots(pics, afile)
+    with pytest.raises(TypeError, match="write_plots: directory must be the path of a folder"):
+        gsc.pic.write_plots(pics, None)
+    assert afile.read_text() == "x" and not (tmp_path / "dir").exists()
+    plt.close("all")
+
+
 def test_summary_needs_a_deconvolution_and_a_whole_n_top(pbmc):
     """A PIC table never deconvolved is refused (it read as 'n of n ok'); n_top is a count."""
     pics = make_pics(pbmc, 10)

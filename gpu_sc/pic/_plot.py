@@ -5,6 +5,7 @@ given: in the format the path's extension names (.pdf, .svg, ...), else PNG."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -47,8 +48,13 @@ def _finish(fig, save):
 
 
 def _save(fig, path) -> None:
-    """At `path`, in the format its extension names (.pdf, .svg, ...; PNG for any other)."""
+    """At `path`, in the format its extension names (.pdf, .svg, ...; PNG for any other); its
+    missing folders made, as write_plots makes its own."""
+    if not isinstance(path, str | Path) or not str(path) or str(path).endswith(("/", os.sep)) or Path(path).is_dir():
+        msg = f"save={path!r} is no file name; give a file to write, e.g. save='pairs.png'."
+        raise ValueError(msg)
     fmt = Path(path).suffix[1:].lower()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(Path(path), dpi=100, format=fmt if fmt in fig.canvas.get_supported_filetypes() else "png")
 
 
@@ -248,6 +254,12 @@ def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
     """The pair heatmap and the alpha histogram as PNGs (`PLOT_FILES`) in `directory`; nothing
     when no PIC has status 'ok' (there is nothing to draw). Returns the paths written."""
     check_anndata(pics, step="write_plots", name="pics")
+    if not isinstance(directory, str | Path) or not str(directory):
+        msg = f"write_plots: directory must be the path of a folder (made if missing), got {directory!r}."
+        raise TypeError(msg)
+    if Path(directory).is_file():  # before drawing, not at the folder's making after it
+        msg = f"write_plots: directory {str(directory)!r} is a file; give a folder for the plots."
+        raise ValueError(msg)
     if not ok_mask(pics).any():
         return []
     for key, what in ((OBS_PIC_A, "the assigned A group"), (OBS_PIC_B, "the assigned B group"),
