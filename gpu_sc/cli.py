@@ -843,6 +843,9 @@ def cmd_pic(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     pics = _read_flag(args.pics, "--pics")
     step(2, "read pics", t0, f"{args.pics}: {pics.n_obs:,} PICs x {pics.n_vars:,} genes")
+    if pics.n_obs == 0:  # before the minutes of training that would deconvolve nothing
+        msg = f"--pics {args.pics} holds no PICs (0 cells); pass the file of the PICs to deconvolve"
+        raise CliError(msg)
     _check_pic_inputs(singlets, pics, args, groups_a, groups_b)
 
     t0 = time.perf_counter()
@@ -1020,6 +1023,11 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"{type(e).__name__}: {msg}"
         print(f"gpu-sc: error: {' '.join(str(msg).split())}", file=sys.stderr)
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C: one line and the shell's status for it, not a traceback
+        if args.traceback:
+            raise
+        print("gpu-sc: interrupted (an output is written whole or not at all)", file=sys.stderr)
+        raise SystemExit(130) from None
     return 0
 
 

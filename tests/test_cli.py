@@ -372,6 +372,36 @@ def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
     assert _digests(pic_files) == before
 
 
+def test_interrupt_and_empty_pics(pic_files, tmp_path, capsys, monkeypatch):
+    """Ctrl-C ends in one line and status 130 (a traceback before); a PIC file of no cells is
+    refused before the training (it ran it and printed an empty table)."""
+    import gpu_sc.cli as cli
+
+    def interrupted(_args):
+        raise KeyboardInterrupt
+
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_func(parser(), interrupted))
+    with pytest.raises(SystemExit) as e:
+        main(["run", str(pic_files["pics"]), "-o", str(tmp_path / "o.h5ad")])
+    assert e.value.code == 130 and capsys.readouterr().err.strip() == \
+        "gpu-sc: interrupted (an output is written whole or not at all)"
+    monkeypatch.undo()
+    empty = tmp_path / "empty.h5ad"
+    ad.read_h5ad(pic_files["pics"])[:0].copy().write_h5ad(empty)
+    with pytest.raises(SystemExit) as e:
+        main(_pic_argv(pic_files, tmp_path / "out.h5ad", **{"--pics": str(empty)}))
+    assert e.value.code == 2 and "holds no PICs (0 cells)" in capsys.readouterr().err
+
+
+def _with_func(parser, func):
+    """`parser` whose subcommands all run `func`."""
+    for action in parser._subparsers._group_actions:
+        for sub in action.choices.values():
+            sub.set_defaults(func=func)
+    return parser
+
+
 def test_failed_write_leaves_no_folder_it_made(tmp_path):
     """write_output makes the output's missing folders; a write that fails removes them again (an
     empty folder was left) and leaves the folders that were there."""
