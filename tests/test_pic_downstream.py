@@ -1431,6 +1431,12 @@ def test_accuracy_leaves_out_pics_of_unknown_truth():
     got = gsc.pic.accuracy(ad.AnnData(obs=obs))
     assert got == pytest.approx({"pair": 1 / 3, "a": 2 / 3, "b": 2 / 3, "alpha_mae": 0.1})
     assert gsc.pic.accuracy(ad.AnnData(obs=obs.iloc[3:])) is None
+    # truth named in another grouping than the deconvolution's groups: no score (it read 0.000),
+    # while a truth that shares some groups with them is scored
+    other = ad.AnnData(obs=obs, uns={"pic": {"groups_a": ["c1", "c2"], "groups_b": ["c3"]}})
+    assert gsc.pic.accuracy(other) is None
+    other.uns["pic"]["groups_a"] = ["t1", "c2"]
+    assert gsc.pic.accuracy(other) == pytest.approx(got)
 
 
 def test_a_misspelt_status_key_is_refused(pbmc):

@@ -23,6 +23,13 @@ def accuracy(pics: AnnData) -> dict[str, float] | None:
     ok = ok_mask(pics) & obs[K.OBS_TRUE_A].notna().to_numpy() & obs[K.OBS_TRUE_B].notna().to_numpy()
     if not ok.any():
         return None
+    info = pics.uns.get(K.UNS_PIC)
+    if isinstance(info, dict) and info.get("groups_a") is not None and info.get("groups_b") is not None:
+        # truth named in another grouping than the deconvolution's (e.g. cell types, groups by
+        # cluster): no call could match it, and a score of 0 would say the calls are wrong
+        true_groups = set(obs[K.OBS_TRUE_A][ok].astype(str)) | set(obs[K.OBS_TRUE_B][ok].astype(str))
+        if not true_groups & {str(g) for g in (*info["groups_a"], *info["groups_b"])}:
+            return None
     hit_a = (obs[K.OBS_PIC_A].astype(str) == obs[K.OBS_TRUE_A].astype(str)).to_numpy()[ok]
     hit_b = (obs[K.OBS_PIC_B].astype(str) == obs[K.OBS_TRUE_B].astype(str)).to_numpy()[ok]
     res = {"pair": float((hit_a & hit_b).mean()), "a": float(hit_a.mean()), "b": float(hit_b.mean())}
