@@ -541,8 +541,7 @@ def write_output(adata: AnnData, path: str) -> None:
             shutil.rmtree(target)
         os.replace(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp.parent, ignore_errors=True)
-        if made:
+        if made:  # the temporary file goes with them
             shutil.rmtree(made[0], ignore_errors=True)
         raise
     finally:
