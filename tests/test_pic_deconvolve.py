@@ -171,8 +171,6 @@ def test_bad_inputs(setup):
         deconvolve(p[:, keep].copy(), ref, groupby="grp", a=T, b=DC)
     with pytest.raises(ValueError, match=r"n_umis=99999999999999999999 is beyond any PIC's depth; pass at most"):
         deconvolve(p, ref, groupby="grp", a=T, b=DC, n_umis=99999999999999999999)  # (failed at the h5ad write)
-    with pytest.raises(ValueError, match=r"alpha_model='posterior' chooses ml's alpha, and method='mixture'"):
-        deconvolve(p, ref, groupby="grp", a=T, b=DC, method="mixture", alpha_model="posterior")  # (ignored)
     dup, dup_ref = p.copy(), ref.copy()  # the same set of names, each with one repeated
     dup.var_names = [*p.var_names[:-1], p.var_names[0]]
     dup_ref.var_names = [*p.var_names[:-1], p.var_names[1]]

@@ -187,10 +187,6 @@ def deconvolve(pics: AnnData, singlets: AnnData, *, groupby: str, a, b, method: 
     if n_umis is not None and n_umis > MAX_UMIS:  # (a Python int past int64 also fails to write to h5ad)
         msg = f"deconvolve: n_umis={n_umis} is beyond any PIC's depth; pass at most {MAX_UMIS:,} (or None)."
         raise ValueError(msg)
-    if alpha_model != "regression" and method != "ml":
-        msg = (f"deconvolve: alpha_model={alpha_model!r} chooses ml's alpha, and method={method!r} has its "
-               "own; drop alpha_model (or pass method='ml').")  # fmt: skip
-        raise ValueError(msg)
     if calibration_depth is not None and not (method == "ml" and calibrate):
         msg = (f"deconvolve: calibration_depth={calibration_depth} sets the depth of ml's calibration, and "
                f"method={method!r} with calibrate={calibrate} calibrates nothing; drop calibration_depth "
