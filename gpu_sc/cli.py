@@ -80,7 +80,7 @@ def _qc(adata: AnnData, args: argparse.Namespace) -> None:
 
 # columns a step makes that a later step's option may name
 _STEP_VAR = {"hvg": ("highly_variable",)}
-_STEP_OBS = {"leiden": ("leiden",), "scrublet": ("predicted_doublet",)}
+_STEP_OBS = {"leiden": ("leiden",), "scrublet": ("doublet_score", "predicted_doublet"), "filter": ("n_genes",)}
 
 
 def _made_before(steps: list[str], step: str, made: dict) -> set:
@@ -116,9 +116,10 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         _refuse_unknown("--batch-key", missing, adata.obs, "obs")
     if "regress_out" in steps:  # with the columns the steps before it make
         before = steps[: steps.index("regress_out")]
-        columns = set(adata.obs.columns) | _made_before(steps, "regress_out", _STEP_OBS)
-        _check_regress_keys(adata, args, columns | (_qc_columns(adata, args) if "qc" in before else set()),
-                            qc_ran="qc" in before)
+        qc_made = _qc_columns(adata, steps, args) if "qc" in before else set()
+        if qc_made is not None:  # (None: qc's columns unknown here; regress_out checks them when it runs)
+            columns = set(adata.obs.columns) | _made_before(steps, "regress_out", _STEP_OBS) | qc_made
+            _check_regress_keys(adata, args, columns, qc_ran="qc" in before)
     if "harmony" in steps and not keys:
         msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
         raise CliError(msg)
@@ -197,13 +198,19 @@ def _check_regress_keys(adata: AnnData, args: argparse.Namespace, columns, qc_ra
     raise CliError(msg)
 
 
-def _qc_columns(adata: AnnData, args: argparse.Namespace) -> set:
+def _qc_columns(adata: AnnData, steps: list[str], args: argparse.Namespace) -> set | None:
     """The obs columns the qc step makes on `adata` (run on two of its cells: they follow the
-    genes and --qc-vars, not the cells)."""
+    genes and --qc-vars, not the cells; var columns an earlier step makes stand in as False).
+    None where the probe fails: the step itself will say why when it runs."""
     probe = adata[: min(2, adata.n_obs)].copy()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _qc(probe, args)
+    for col in _made_before(steps, "qc", _STEP_VAR) - set(probe.var.columns):
+        probe.var[col] = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _qc(probe, args)
+    except Exception:  # any failure is the qc step's to report, in its turn
+        return None
     return set(probe.obs.columns)
 
 
@@ -488,7 +495,7 @@ def check_output(path: str, flag: str = "-o", *, inputs=(), data: bool = True) -
     if not path:
         msg = f"{flag} is empty; give a file name"
         raise CliError(msg)
-    if path.endswith(("/", os.sep)):  # Path drops the separator: 'out/' would become a file 'out'
+    if path.endswith(("/", os.sep)) and not (data and p.suffix.lower() == ".zarr"):  # 'out/' -> a file 'out'
         msg = f"{flag} {path} names a folder; give a file name (e.g. {path}out{'' if not data else '.h5ad'})"
         raise CliError(msg)
     if data and p.suffix.lower() not in ("", ".h5ad", ".zarr"):
@@ -771,10 +778,10 @@ def _print_summary(summary: dict[str, str]) -> None:
 _OPTION_WORDS = (
     (re.compile(r"Pass markers= \(genes that tell them apart\), give "), "Give "),
     (re.compile(r"pass markers=, split"), "split"),
-    (re.compile(r"\bn_umis="), "--n-umis "),
+    (re.compile(r"\bn_umis= ?"), "--n-umis "),
     (re.compile(r"\bmethod='(\w+)'"), r"--method \1"),
-    (re.compile(r"(?<![\w-])([ab])(=| names groups)"), r"--\1\2"),
-    (re.compile(r"--([ab])= "), r"--\1 "),
+    (re.compile(r"\b(groups of|[Gg]ive) ([ab])= "), r"\1 --\2 "),
+    (re.compile(r"^(deconvolve \([^)]*\): )([ab]) names groups"), r"\1--\2 names groups"),
 )
 
 
@@ -796,18 +803,20 @@ def cli_words(message: str, method: str) -> str:
 def _deconvolve(pics: AnnData, singlets: AnnData, **kw) -> None:
     """gsc.pic.deconvolve, its ValueError/KeyError/ImportError as one-line CliErrors and its
     warnings in the command's terms (`cli_words`)."""
+    show = warnings.showwarning
+
+    def translated(message, category, filename, lineno, file=None, line=None):
+        show(cli_words(str(message), kw.get("method")), category, filename, lineno, file, line)
+
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
+        with warnings.catch_warnings():  # restores showwarning on leaving
+            warnings.showwarning = translated
             gsc.pic.deconvolve(pics, singlets, **kw)
     except (ValueError, KeyError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         raise CliError(cli_words(msg, kw.get("method"))) from e
     except ImportError as e:
         raise CliError(cli_words(f"{e}; pip install 'gpu_sc[pic]'", kw.get("method"))) from e
-    finally:
-        for w in caught:
-            warnings.warn_explicit(cli_words(str(w.message), kw.get("method")), w.category, w.filename, w.lineno)
 
 
 def cmd_pic(args: argparse.Namespace) -> None:

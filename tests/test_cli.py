@@ -372,6 +372,35 @@ def test_pic_bad_input_exits_2(pic_files, tmp_path, capsys, override, expect):
     assert _digests(pic_files) == before
 
 
+def test_columns_and_paths_later_steps_make_pass_the_early_checks(counts_file, tmp_path, monkeypatch):
+    """From a review of those checks: columns that filter, scrublet and hvg make (obs n_genes,
+    doublet_score; var highly_variable for --qc-vars) pass --regress-keys' check, a zarr store
+    named with a trailing '/' is written, and deconvolve's warnings reach the user in the
+    command's terms (those refused or failed: a KeyError from the qc probe)."""
+    import gpu_sc.cli as cli
+
+    slim = ad.read_h5ad(counts_file)
+    slim.obs = slim.obs[["bulk_labels", "phase"]]
+    path = tmp_path / "slim.h5ad"
+    slim.write_h5ad(path)
+    for argv in (["--steps", "filter,normalize,log1p,regress_out", "--regress-keys", "n_genes", "--min-genes", "10"],
+                 ["--steps", "normalize,log1p,hvg,qc,regress_out", "--qc-vars", "highly_variable",
+                  "--regress-keys", "total_counts", "--n-top-genes", "50"],
+                 ["--steps", "scrublet,normalize,log1p,regress_out", "--regress-keys", "doublet_score"]):  # fmt: skip
+        assert main(["run", str(path), "-o", str(tmp_path / "o.h5ad"), "--device", "cpu", *argv]) == 0, argv
+    store = tmp_path / "o.zarr"
+    assert main(["run", str(path), "-o", f"{store}/", "--device", "cpu", "--steps", "qc"]) == 0
+    assert ad.read_zarr(store).n_obs == slim.n_obs
+
+    def shallow(*_a, **_k):
+        warnings.warn("deconvolve: 9 of 10 PICs have fewer UMIs; pass a lower n_umis= to down-sample them all to "
+                      "it.", UserWarning, stacklevel=2)  # fmt: skip
+
+    monkeypatch.setattr(gpu_sc.pic, "deconvolve", shallow)
+    with pytest.warns(UserWarning, match=r"deconvolve \(--method ml\): 9 of 10 .* pass a lower --n-umis to down"):
+        cli._deconvolve(None, None, method="ml")
+
+
 def test_interrupt_and_empty_pics(pic_files, tmp_path, capsys, monkeypatch):
     """Ctrl-C ends in one line and status 130 (a traceback before); a PIC file of no cells is
     refused before the training (it ran it and printed an empty table)."""

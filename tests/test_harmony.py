@@ -135,6 +135,17 @@ def test_result_is_its_own_array_and_sparse_basis_named(two_runs):
         gsc.pp.harmony_integrate(x, "run", basis="sparse")
 
 
+def test_keys_as_arrays_as_before(two_runs):
+    """A numpy array or Series of column names is a list of keys (a review caught the type check
+    refusing them)."""
+    x = two_runs[:300].copy()
+    gsc.pp.harmony_integrate(x, "run")
+    for keys in (np.array(["run"]), pd.Series(["run"])):
+        y = two_runs[:300].copy()
+        gsc.pp.harmony_integrate(y, keys)
+        np.testing.assert_array_equal(y.obsm["X_pca_harmony"], x.obsm["X_pca_harmony"])
+
+
 @pytest.mark.parametrize(
     ("kw", "err", "match"),
     [

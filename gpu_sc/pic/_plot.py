@@ -50,7 +50,8 @@ def _finish(fig, save):
 def _save(fig, path) -> None:
     """At `path`, in the format its extension names (.pdf, .svg, ...; PNG for any other); its
     missing folders made, as write_plots makes its own."""
-    if not isinstance(path, str | Path) or not str(path) or str(path).endswith(("/", os.sep)) or Path(path).is_dir():
+    if not isinstance(path, str | os.PathLike) or not str(path) or str(path).endswith(("/", os.sep)) \
+            or Path(path).is_dir():
         msg = f"save={path!r} is no file name; give a file to write, e.g. save='pairs.png'."
         raise ValueError(msg)
     fmt = Path(path).suffix[1:].lower()
@@ -254,7 +255,7 @@ def write_plots(pics: AnnData, directory: str | Path) -> list[Path]:
     """The pair heatmap and the alpha histogram as PNGs (`PLOT_FILES`) in `directory`; nothing
     when no PIC has status 'ok' (there is nothing to draw). Returns the paths written."""
     check_anndata(pics, step="write_plots", name="pics")
-    if not isinstance(directory, str | Path) or not str(directory):
+    if not isinstance(directory, str | os.PathLike) or not str(directory):
         msg = f"write_plots: directory must be the path of a folder (made if missing), got {directory!r}."
         raise TypeError(msg)
     if Path(directory).is_file():  # before drawing, not at the folder's making after it

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral
 
 import numpy as np
@@ -153,7 +153,7 @@ def _embedding(adata: AnnData, basis: str):
 
 
 def _batches(adata: AnnData, key) -> Batches:
-    keys = [key] if isinstance(key, str) else list(key) if isinstance(key, Sequence | pd.Index) else None
+    keys = [key] if isinstance(key, str) else list(key) if isinstance(key, Iterable) else None
     if keys is None or not all(isinstance(k, str) for k in keys):
         msg = (f"{_STEP}: key must be an adata.obs column name or a list of them, got {key!r} "
                f"({type(key).__name__}).")  # fmt: skip
