@@ -135,6 +135,18 @@ def test_result_is_its_own_array_and_sparse_basis_named(two_runs):
         gsc.pp.harmony_integrate(x, "run", basis="sparse")
 
 
+def test_a_view_warns_as_scanpys_and_leaves_its_parent(two_runs):
+    """On a view, scanpy's wrapper sets obsm on it, so anndata warns and makes it actual; ours
+    gives the same warning (it made the view actual silently) and the parent stays as it was."""
+    import anndata as ad
+
+    parent = two_runs.copy()
+    view = parent[:300]
+    with pytest.warns(ad.ImplicitModificationWarning, match=r"Setting element `.obsm\['X_pca_harmony'\]` of view"):
+        gsc.pp.harmony_integrate(view, "run")
+    assert not view.is_view and "X_pca_harmony" in view.obsm and "X_pca_harmony" not in parent.obsm
+
+
 def test_keys_as_arrays_as_before(two_runs):
     """A numpy array or Series of column names is a list of keys (a review caught the type check
     refusing them)."""

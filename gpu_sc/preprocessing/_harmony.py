@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from numbers import Integral
 
 import numpy as np
 import pandas as pd
-from anndata import AnnData
+from anndata import AnnData, ImplicitModificationWarning
 
 from .. import _keys as K
 from .._backend import describe, is_dask, is_sparse, xp_of
 from .._ops.harmony import Batches, harmonize
+from .._settings import user_stacklevel
 from .._validation import check_anndata, check_finite, check_int, check_number, make_actual, old_positionals
 
 _STEP = "harmony_integrate"
@@ -120,6 +122,9 @@ def harmony_integrate(
     )
     out = harmonize(z, batches, n_clusters=k, random_state=random_state,
                     init_centroids=_init_centroids(cluster_fn), **params)
+    if adata.is_view:  # anndata's warning, as scanpy's wrapper gives it when it writes into a view
+        warnings.warn(f"Setting element `.obsm['{adjusted_basis}']` of view, initializing view as actual.",
+                      ImplicitModificationWarning, stacklevel=user_stacklevel())  # fmt: skip
     make_actual(adata)
     adata.obsm[adjusted_basis] = out.z_corr
 
