@@ -67,11 +67,16 @@ def _qc_vars(args: argparse.Namespace) -> list[str] | None:
     return None if args.qc_vars is None else [v for v in args.qc_vars.split(",") if v]
 
 
+def _mt_genes(adata: AnnData) -> np.ndarray:
+    """The genes qc marks as 'mt': names starting MT- or mt-."""
+    return adata.var_names.str.startswith(("MT-", "mt-"))
+
+
 def _qc(adata: AnnData, args: argparse.Namespace) -> None:
     qc_vars = _qc_vars(args)
     # 'mt': MT-/mt- genes, made afresh by the default, where absent when --qc-vars names it
     if qc_vars is None or ("mt" in qc_vars and "mt" not in adata.var):
-        adata.var["mt"] = adata.var_names.str.startswith(("MT-", "mt-"))
+        adata.var["mt"] = _mt_genes(adata)
     if qc_vars is None:  # the default, when the data has any
         qc_vars = ["mt"] if adata.var["mt"].any() else []
     percent_top = [n for n in PERCENT_TOP if n <= adata.n_vars]  # ranks must not exceed #genes
@@ -123,12 +128,12 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
     if "harmony" in steps and not keys:
         msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
         raise CliError(msg)
-    for step, needs, made_by in (("umap", "neighbors", "neighbors"), ("leiden", "neighbors", "neighbors"),
-                                 ("markers", "leiden", "leiden")):  # fmt: skip
+    # (the steps check none of this themselves: run_pipeline's other caller, demo, runs a fixed list)
+    for step, needs in (("umap", "neighbors"), ("leiden", "neighbors"), ("markers", "leiden")):
         have = needs in (adata.uns if needs == "neighbors" else adata.obs)
-        if step in steps and not have and made_by not in steps[: steps.index(step)]:
+        if step in steps and not have and needs not in steps[: steps.index(step)]:
             msg = (f"step {step!r} needs {'a neighbour graph' if needs == 'neighbors' else 'Leiden clusters'}, "
-                   f"which the input lacks: put {made_by} before it in --steps")  # fmt: skip
+                   f"which the input lacks: put {needs} before it in --steps")  # fmt: skip
             raise CliError(msg)
     if args.chunk_rows is not None:
         if "scrublet" in steps:
@@ -186,7 +191,7 @@ def _check_regress_keys(adata: AnnData, args: argparse.Namespace, columns, qc_ra
         return
     asked = _qc_vars(args)
     no_mt = (qc_ran and (asked is None or "mt" in asked)  # qc runs for MT genes and marks none
-             and not adata.var_names.str.startswith(("MT-", "mt-")).any() and "pct_counts_mt" not in columns)
+             and not _mt_genes(adata).any() and "pct_counts_mt" not in columns)
     if missing == ["pct_counts_mt"] and no_mt:
         msg = ("step 'regress_out': qc found no MT-/mt- genes, so obs has no 'pct_counts_mt'; "
                "pass --regress-keys total_counts (or other obs columns).")  # fmt: skip
@@ -240,33 +245,19 @@ def _neighbors(adata: AnnData, args: argparse.Namespace) -> None:
 
 
 def _harmony(adata: AnnData, args: argparse.Namespace) -> None:
-    if not _batch_keys(args):
-        msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
-        raise CliError(msg)
-    gsc.pp.harmony_integrate(adata, _batch_keys(args))
-
-
-def _need_graph(adata: AnnData, step: str) -> None:
-    if "neighbors" not in adata.uns:
-        msg = f"step {step} needs a neighbour graph: put neighbors before it in --steps"
-        raise CliError(msg)
+    gsc.pp.harmony_integrate(adata, _batch_keys(args))  # --batch-key given: check_run_options
 
 
 def _umap(adata: AnnData, args: argparse.Namespace) -> None:
-    _need_graph(adata, "umap")
     gsc.tl.umap(adata, random_state=0)
 
 
 def _leiden(adata: AnnData, args: argparse.Namespace) -> None:
-    _need_graph(adata, "leiden")
     gsc.tl.leiden(adata, resolution=args.resolution, flavor="igraph", n_iterations=2,
                   directed=False, random_state=0)  # fmt: skip
 
 
 def _markers(adata: AnnData, args: argparse.Namespace) -> None:
-    if "leiden" not in adata.obs:
-        msg = "step 'markers' ranks genes per Leiden cluster: run the 'leiden' step before it."
-        raise CliError(msg)
     gsc.tl.rank_genes_groups(adata, "leiden", use_raw=False, method=args.markers_method)
 
 
