@@ -198,12 +198,18 @@ def _n_clusters(nclust, n: int) -> int:
     return k
 
 
+def _floats(value) -> np.ndarray:
+    """`value` as a 1-D float64 array; NaN where it holds no numbers, which the callers refuse with
+    the argument's name (numpy's own error names none)."""
+    try:
+        return np.atleast_1d(np.asarray(value, dtype=np.float64))
+    except (TypeError, ValueError):
+        return np.full(1, np.nan)
+
+
 def _per_level(value, batches: Batches, name: str) -> np.ndarray:
     """One value per batch level, from one number, one per variable or one per level."""
-    try:
-        v = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    except (TypeError, ValueError):
-        v = np.full(1, np.nan)  # not numbers: refused below, with the argument's name
+    v = _floats(value)
     if v.ndim == 1 and v.size == 1:
         v = np.repeat(v, batches.n_total)
     elif v.ndim == 1 and v.size == len(batches.n_levels) and v.size != batches.n_total:
@@ -216,10 +222,7 @@ def _per_level(value, batches: Batches, name: str) -> np.ndarray:
 
 
 def _per_cluster(sigma, k: int) -> np.ndarray:
-    try:
-        s = np.atleast_1d(np.asarray(sigma, dtype=np.float64))
-    except (TypeError, ValueError):
-        s = np.full(1, np.nan)  # not numbers: refused below, with the argument's name
+    s = _floats(sigma)
     if s.size == 1:
         s = np.repeat(s, k)
     if s.shape != (k,) or not (np.isfinite(s) & (s > 0)).all():
