@@ -12,6 +12,7 @@ Every step is an entry of :data:`STEPS` (name -> function(adata, args)) that cal
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 import os
 import re
@@ -119,6 +120,8 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         known = set(adata.obs.columns) | _made_before(steps, first, _STEP_OBS)
         missing = [k for k in keys if k not in known]
         _refuse_unknown("--batch-key", missing, adata.obs, "obs")
+    if "scrublet" in steps and keys and keys[0] in adata.obs:
+        _check_scrublet_batches(adata.obs[keys[0]], keys[0])
     if "regress_out" in steps:  # with the columns the steps before it make
         before = steps[: steps.index("regress_out")]
         qc_made = _qc_columns(adata, steps, args) if "qc" in before else set()
@@ -144,6 +147,22 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
             msg = (f"step 'markers' with --markers-method {args.markers_method} needs the cells in memory: "
                    "use --markers-method t-test with --chunk-rows, or drop --chunk-rows")  # fmt: skip
             raise CliError(msg)
+
+
+def _check_scrublet_batches(column, key: str) -> None:
+    """scrublet's PCA per batch needs more cells than components (its default n_prin_comps, which
+    the command line keeps); the filters before it only remove cells, so a batch already too
+    small would fail there, after them."""
+    n_comps = inspect.signature(gsc.pp.scrublet).parameters["n_prin_comps"].default
+    counts = column.value_counts(dropna=True)
+    small = counts[(counts > 0) & (counts <= n_comps)]  # (a categorical's unused categories hold no batch)
+    if len(small) or column.isna().any():
+        listed = ", ".join(f"{b!r}: {n}" for b, n in small.head(10).items())
+        what = f"batches of {n_comps} cells or fewer ({listed})" if len(small) else "cells without a batch"
+        msg = (f"step 'scrublet' runs per --batch-key batch, and {key!r} has {what}; scrublet needs at least "
+               f"{n_comps + 1} cells a batch (its {n_comps} principal components): merge or drop those cells "
+               "first, or run without --batch-key")  # fmt: skip
+        raise CliError(msg)
 
 
 def _batch_keys(args: argparse.Namespace) -> list[str]:

@@ -582,6 +582,13 @@ def test_run_scrublet_step_equals_the_api(tmp_path):
     gpu_sc.pp.scrublet(cells)
     assert np.array_equal(got.obs["doublet_score"], cells.obs["doublet_score"])
     assert (got.obs["predicted_doublet"] == cells.obs["predicted_doublet"]).all()
+    # per batch, a category without cells no batch (the early batch-size check passes it)
+    cells = pbmc68k_reduced()
+    cells.obs["half"] = pd.Categorical(np.where(np.arange(cells.n_obs) % 2, "a", "b"), categories=["a", "b", "none"])
+    cells.write_h5ad(src)
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scrublet", "--batch-key", "half"]) == 0
+    gpu_sc.pp.scrublet(cells, batch_key="half")
+    assert np.array_equal(ad.read_h5ad(out).obs["doublet_score"], cells.obs["doublet_score"])
 
 
 def test_outputs_are_written_whole_or_not_at_all(counts_file, tmp_path, capsys, monkeypatch):
@@ -647,6 +654,8 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
         (["--steps", "normalize,log1p,hvg,pca,qc", "--qc-vars", "nosuch"], "--qc-vars: 'nosuch' not a column"),
         (["--steps", "qc,filter,scrublet", "--chunk-rows", "300"], "step 'scrublet' needs the cells in memory"),
         (["--steps", "qc,filter,scrublet", "--batch-key", "phase,louvain"], "step 'scrublet' takes one batch column"),
+        # from a docs walkthrough: a batch too small for scrublet's PCA failed after qc and filter
+        (["--steps", "qc,filter,scrublet", "--batch-key", "phase"], "'phase' has batches of 30 cells or fewer ('G2M': 17)"),
         (["--steps", "qc,normalize,log1p,pca,neighbors,leiden,markers", "--chunk-rows", "300",
           "--markers-method", "wilcoxon"], "use --markers-method t-test with --chunk-rows"),
         # from a second audit: these failed when their step came, after the steps before it
