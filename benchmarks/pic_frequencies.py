@@ -8,8 +8,9 @@ Reference and held-out sources as in `pic_validate.py`. Per data set, seed and m
 
 * composition: total-variation distance (TV) of the estimate from the PICs' true pair
   composition, for hard calls, the mean posterior and the confusion-corrected estimate
-  (``singlets=``: the blend of the mean and the unmixed composition, ``mean_weight`` on the
-  mean; ``tv_unmixed``: the unmixed part alone), and the share of pairs whose true fraction the
+  (``singlets=``: the blend of the mean, the hard calls and the unmixed composition,
+  ``mean_weight`` on the mean and ``hard_weight`` on the calls; ``tv_unmixed``: the unmixed part
+  alone), and the share of pairs whose true fraction the
   95 % interval covers, with the interval over PICs and over their source cells (``_cells``:
   ``replicate_key=["source_a", "source_b"]``; the PICs share cells, which the PIC bootstrap
   takes as independent);
@@ -115,11 +116,13 @@ def composition(p, ref, sources, n_sim: int, n_boot: int) -> dict:
             row["tv_hard"] = _tv(tab["n_called"].to_numpy() / tab["n_pics"].to_numpy(), tr)
             row["n_pairs"] = len(tab)
             mean = pd.Series(tab["fraction"].to_numpy(), index=_keys(tab["pic_a"], tab["pic_b"]))
-        if name == "corrected":  # the blend w * mean + (1 - w) * unmixed: the unmixed part alone
-            w = float(tab["mean_weight"].iloc[0])
-            row["mean_weight"] = w
-            blend_part = tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab["pic_a"], tab["pic_b"])).to_numpy()
-            row["tv_unmixed"] = _tv(blend_part / (1 - w), tr) if w < 1 else None
+        if name == "corrected":  # the blend w * mean + h * hard + (1 - w - h) * unmixed: the unmixed part alone
+            w, h = float(tab["mean_weight"].iloc[0]), float(tab["hard_weight"].iloc[0])
+            row["mean_weight"], row["hard_weight"] = w, h
+            hard = tab["n_called"].to_numpy() / tab["n_pics"].to_numpy()
+            blend_part = (tab["fraction"].to_numpy() - w * mean.reindex(_keys(tab["pic_a"], tab["pic_b"])).to_numpy()
+                          - h * hard)  # fmt: skip
+            row["tv_unmixed"] = _tv(blend_part / (1 - w - h), tr) if w + h < 1 - 1e-12 else None
     return row
 
 

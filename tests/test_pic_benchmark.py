@@ -356,7 +356,8 @@ def test_frequencies_benchmark_smoke(tmp_path):
               "null_p_below_0.05"):
         assert 0 <= row[k] <= 1
     assert row["tv_mean_cells"] == row["tv_mean"]  # the same estimate, another interval
-    assert 0 <= row["mean_weight"] <= 1 and (row["tv_unmixed"] is None or 0 <= row["tv_unmixed"] <= 1)
+    assert 0 <= row["mean_weight"] <= 1 and 0 <= row["hard_weight"] <= 1 - row["mean_weight"] + 1e-12
+    assert row["tv_unmixed"] is None or 0 <= row["tv_unmixed"] <= 1
     # --max-reuse 2: 80 PICs need at least 40 cells of each population
     assert row["max_reuse"] == 2 and 40 <= row["n_source_cells_a"] <= 80 and 40 <= row["n_source_cells_b"] <= 80
     assert 0 <= row["power_found"] <= 2 and row["null_calls"] >= 0
@@ -608,7 +609,8 @@ def test_tv_inside_truth_and_alignment(freq):
 
 def _fake_frequencies(calls):
     """Stand-in for gsc.pic.pair_frequencies: a fixed mean table, and with singlets the blend
-    0.25 x mean + 0.75 x (the true shares 2/3, 1/3), rows in another order."""
+    0.25 x mean + 0.15 x the hard calls' shares + 0.6 x (the true shares 2/3, 1/3), rows in
+    another order."""
 
     def fake(p, singlets=None, *, replicate_key=None, n_sim=None, n_boot=None, **kw):
         calls.append((singlets is None, replicate_key))
@@ -619,8 +621,9 @@ def _fake_frequencies(calls):
             return mean
         out = mean.iloc[[3, 1, 2, 0]].reset_index(drop=True)
         unmixed = np.array([0.0, 2 / 3, 0.0, 1 / 3])
-        out["fraction"] = 0.25 * out["fraction"].to_numpy() + 0.75 * unmixed
-        out["mean_weight"] = 0.25
+        hard = out["n_called"].to_numpy() / out["n_pics"].to_numpy()
+        out["fraction"] = 0.25 * out["fraction"].to_numpy() + 0.15 * hard + 0.6 * unmixed
+        out["mean_weight"], out["hard_weight"] = 0.25, 0.15
         return out
 
     return fake
@@ -644,8 +647,11 @@ def test_composition_scores_by_hand(freq, monkeypatch):
     # truth: A0|B0 6/9, A1|B0 3/9 (the not-ok A1|B1 PIC does not count)
     assert row["tv_mean"] == pytest.approx(0.5 * (1 / 12 + 1 / 15 + 0.145 + 0.005))
     assert row["tv_hard"] == pytest.approx(1 / 9)  # calls 2, 6, 1, 0 of 9
-    assert row["tv_corrected"] == pytest.approx(0.5 * (1 / 48 + 1 / 60 + 0.03625 + 0.00125))
-    assert row["mean_weight"] == 0.25 and row["tv_unmixed"] == pytest.approx(0, abs=1e-12)
+    # corrected - truth per pair: 0.25 (mean - truth) + 0.15 (calls - truth)
+    off = 0.25 * np.array([0.25 - 1 / 3, 0.6 - 2 / 3, 0.145, 0.005]) + 0.15 * np.array([2 / 9 - 1 / 3, 0, 1 / 9, 0])
+    assert row["tv_corrected"] == pytest.approx(0.5 * np.abs(off).sum())
+    assert row["mean_weight"] == 0.25 and row["hard_weight"] == 0.15
+    assert row["tv_unmixed"] == pytest.approx(0, abs=1e-12)
     # intervals: A1|B0 misses 1/3, A0|B0 holds 2/3 at its upper end, A0|B1 misses 0, A1|B1 holds 0 at its lower end
     assert row["coverage_mean"] == 0.5 and row["coverage_mean_1pct"] == pytest.approx(1 / 3)
     assert row["ci_width_mean"] == pytest.approx((0.1 + 1 / 6 + 0.15 + 0.01) / 4)

@@ -167,9 +167,10 @@ def _pair_column(tab):
     return pd.Categorical(tab["pic_a"], categories=T).codes + len(T) * pd.Categorical(tab["pic_b"], categories=DC).codes
 
 
-def test_correction_blends_mean_and_unmixed_by_mean_weight(deconvolved_ref, monkeypatch):
-    """With singlets the fraction is mean_weight * the mean posterior + (1 - mean_weight) * the
-    mean unmixed through the simulated PICs' confusion, and the se is the spread of the
+def test_correction_blends_mean_hard_calls_and_unmixed(deconvolved_ref, monkeypatch):
+    """With singlets the fraction is mean_weight * the mean posterior + hard_weight * the hard
+    calls' shares + the rest * the mean unmixed through the simulated PICs' confusion, and the
+    se is the spread of the
     unmixed bootstrap (not s / sqrt(n) of the mean posterior): about the interval's half-width
     over 1.96."""
     import gpu_sc.pic._frequencies as F
@@ -186,9 +187,11 @@ def test_correction_blends_mean_and_unmixed_by_mean_weight(deconvolved_ref, monk
     mean, se_plain = np.zeros(k), np.zeros(k)
     mean[_pair_column(plain)], se_plain[_pair_column(plain)] = plain["fraction"], plain["se"]
     j = _pair_column(fixed)
-    w = fixed["mean_weight"].iloc[0]
-    assert 0 < w < 1 and (fixed["mean_weight"] == w).all()
-    blend = w * mean + (1 - w) * unmix(confusion(sim.post, sim.truth, k), mean)
+    w, h = fixed["mean_weight"].iloc[0], fixed["hard_weight"].iloc[0]
+    assert 0 < w < 1 and 0 <= h < 1 and w + h <= 1 and (fixed["mean_weight"] == w).all()
+    hard = np.zeros(k)
+    hard[j] = fixed["n_called"] / fixed["n_pics"]
+    blend = w * mean + h * hard + (1 - w - h) * unmix(confusion(sim.post, sim.truth, k), mean)
     np.testing.assert_allclose(fixed["fraction"], blend[j], rtol=1e-9, atol=1e-12)
     assert not np.allclose(fixed["se"], se_plain[j], rtol=0.01)
     big = fixed["fraction"] > 0.05
@@ -197,23 +200,29 @@ def test_correction_blends_mean_and_unmixed_by_mean_weight(deconvolved_ref, monk
     assert half[big].between(0.75, 1.33).all()
 
 
+def _mean_weight(mean, unmixed, boot_m, boot_u):
+    from gpu_sc.pic._frequencies import blend_weights
+
+    w = blend_weights([mean, unmixed], [boot_m, boot_u], unbiased=1)
+    assert w.sum() == pytest.approx(1) and (w >= 0).all()
+    return w[0]
+
+
 def test_mean_weight_minimises_the_estimated_error():
     """The blend's weight on the mean posterior: near 1 where the two agree and unmixing only
     adds noise, near 0 where the mean is far off and unmixing is precise, and in between the
     minimum of the estimated squared error over a grid."""
-    from gpu_sc.pic._frequencies import mean_weight
-
     rng = np.random.default_rng(0)
     k, b = 6, 2000
     truth = rng.dirichlet(np.ones(k))
     boot_m = truth[:, None] + 0.002 * rng.standard_normal((k, b))
     boot_u = truth[:, None] + 0.02 * rng.standard_normal((k, b))
-    assert mean_weight(truth, truth + 0.001, boot_m, boot_u) > 0.95
+    assert _mean_weight(truth, truth + 0.001, boot_m, boot_u) > 0.95
     biased = truth + np.linspace(-0.1, 0.1, k)
     precise = truth[:, None] + 0.001 * rng.standard_normal((k, b))
-    assert mean_weight(biased, truth, boot_m + (biased - truth)[:, None], precise) < 0.01
+    assert _mean_weight(biased, truth, boot_m + (biased - truth)[:, None], precise) < 0.01
     mean, unmixed = truth + 0.05 * np.linspace(-1, 1, k), truth
-    got = mean_weight(mean, unmixed, boot_m, boot_u)
+    got = _mean_weight(mean, unmixed, boot_m, boot_u)
     bias2 = max(0.0, np.sum((mean - unmixed) ** 2) - np.var(boot_m - boot_u, axis=1, ddof=1).sum())
     grid = np.linspace(0, 1, 1001)
     mse = [w**2 * bias2 + np.var(w * boot_m + (1 - w) * boot_u, axis=1, ddof=1).sum() for w in grid]
@@ -223,8 +232,6 @@ def test_mean_weight_minimises_the_estimated_error():
 def test_mean_weight_is_the_minimum_within_0_and_1():
     """Where the unconstrained minimum of the estimated error lies outside [0, 1] (the unmixed
     replicates a shrunken or a stretched copy of the mean's), the weight is the nearer end."""
-    from gpu_sc.pic._frequencies import mean_weight
-
     rng = np.random.default_rng(4)
     truth = rng.dirichlet(np.ones(6))
     noise = 0.01 * rng.standard_normal((6, 2000))
@@ -233,7 +240,43 @@ def test_mean_weight_is_the_minimum_within_0_and_1():
         grid = np.linspace(0, 1, 101)
         mse = [np.var(w * boot_m + (1 - w) * boot_u, axis=1, ddof=1).sum() for w in grid]
         assert grid[int(np.argmin(mse))] == want
-        assert mean_weight(truth, truth, boot_m, boot_u) == want
+        assert _mean_weight(truth, truth, boot_m, boot_u) == pytest.approx(want, abs=1e-12)
+
+
+def test_three_way_blend_is_the_least_estimated_error_on_the_simplex():
+    """With the hard calls' shares as a third estimate: the weights are the minimum of the
+    estimated squared error over the simplex (a grid's, to its step), all on an estimate that
+    is unbiased and precise, and none on one far off; a biased but precise estimate gets part."""
+    from gpu_sc.pic._frequencies import blend_weights
+
+    rng = np.random.default_rng(7)
+    k, b = 8, 3000
+    truth = rng.dirichlet(np.ones(k))
+    noise = rng.standard_normal((3, k, b))
+    mean, hard = truth + 0.05 * np.linspace(-1, 1, k), truth + 0.01 * np.linspace(-1, 1, k)
+    boots = [mean[:, None] + 0.004 * noise[0], truth[:, None] + 0.01 * noise[1], hard[:, None] + 0.006 * noise[2]]
+    w = blend_weights([mean, truth, hard], boots, unbiased=1)
+    assert w.sum() == pytest.approx(1) and (w >= 0).all() and w[2] > 0.2
+
+    def cov(x, y):  # summed over pairs
+        return sum(np.cov(x[i], y[i])[0, 1] for i in range(k))
+
+    gaps, boot_gaps = [mean - truth, 0, hard - truth], [boots[0] - boots[1], 0, boots[2] - boots[1]]
+    q = np.array([[cov(boots[i], boots[j]) + (0 if 1 in (i, j) else
+                   (max(gaps[i] @ gaps[i] - cov(boot_gaps[i], boot_gaps[i]), 0) if i == j else
+                    gaps[i] @ gaps[j] - cov(boot_gaps[i], boot_gaps[j]))) for j in range(3)] for i in range(3)])  # fmt: skip
+
+    def est_mse(v):
+        return v @ q @ v
+
+    grid = [np.array([a, 1 - a - c, c]) for a in np.linspace(0, 1, 101) for c in np.linspace(0, 1, 101) if a + c <= 1]
+    best = min(grid, key=est_mse)
+    assert est_mse(w) <= est_mse(best) + 1e-12 and np.abs(w - best).max() < 0.02
+    precise_truth = [truth[:, None] + 1e-4 * noise[0], boots[1], truth[:, None] + 1e-4 * noise[2]]
+    assert blend_weights([truth, truth, truth], precise_truth, unbiased=1)[1] < 0.01
+    far = hard + 0.2 * np.linspace(-1, 1, k)
+    assert blend_weights([mean, truth, far], [boots[0], boots[1], far[:, None] + 0.006 * noise[2]],
+                         unbiased=1)[2] == 0.0  # fmt: skip
 
 
 def test_simulated_posteriors_from_given_source_cells(deconvolved_ref):

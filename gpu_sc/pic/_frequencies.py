@@ -7,8 +7,12 @@ posteriors that ``deconvolve`` keeps (``obsm['pic_pair_posterior']``). (The maxi
 mixture of pairs, EM over the same posteriors, was measured and dropped: the pair likelihood is
 misspecified enough that its optimum sits far from the truth, total-variation distance 0.34 vs
 0.10 for the mean on 600 pbmc68k T + DC PICs, ml.) Given the singlets, the mean is corrected
-for the confusion between similar groups (`_confusion`) and blended with it by the least
-estimated squared error (`mean_weight`). Intervals: percentile bootstrap over
+for the confusion between similar groups (`_confusion`), and the estimate is the blend of the
+mean, that correction and the hard calls' shares of least estimated squared error
+(`blend_weights`): ml's posterior is tempered for its log score, so on fine groups its mean is
+pulled further towards confused pairs than the calls are (benchmarks/pic_frequencies.py: TV of
+the calls 0.07-0.09 against the mean's 0.11-0.13 on CD8 + NK x MNP), while the correction's noise
+is that of its confusion matrix. Intervals: percentile bootstrap over
 PICs, or over the units they come from (`replicate_key`), and with the correction over the
 reference cells behind the simulated PICs.
 Standard errors and the test between conditions: the mean's own variance, s^2 / n per pair (the
@@ -19,6 +23,7 @@ bootstrap's standard deviation agrees within a few per cent, without its noise);
 from __future__ import annotations
 
 import datetime
+import itertools
 import math
 import numbers
 import warnings
@@ -156,6 +161,16 @@ def _mean_se(sub: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(ss / max(n - 1, 1) / n)
 
 
+def _hard_calls(called: np.ndarray, pair_ids: np.ndarray) -> sp.csr_matrix | None:
+    """(PICs, pairs) one-hot of each PIC's called pair (None where a call is no pair column, e.g.
+    calls edited after deconvolve): their mean is the hard calls' composition."""
+    col = pd.Index(pair_ids).get_indexer(called)
+    if (col < 0).any():
+        return None
+    n = col.size
+    return sp.csr_matrix((np.ones(n), (np.arange(n), col)), shape=(n, len(pair_ids)))
+
+
 def _unmixed(boot: np.ndarray, sim: Simulated, rng) -> np.ndarray:
     """Bootstrap replicates (K, B) of the corrected composition: each replicate's mean posterior
     unmixed through the confusion of the simulated PICs reweighted by a bootstrap of the
@@ -173,29 +188,50 @@ def _unmixed(boot: np.ndarray, sim: Simulated, rng) -> np.ndarray:
     return out
 
 
-def mean_weight(mean: np.ndarray, unmixed: np.ndarray, boot_mean: np.ndarray,
-                boot_unmixed: np.ndarray) -> float:
-    """Weight w of the mean posterior in w * mean + (1 - w) * unmixed that minimises the
-    estimated mean squared error. The unmixed composition is taken as unbiased and the mean's
-    bias as their difference, whose squared length is estimated as |mean - unmixed|^2 less its
-    bootstrap variance; variances and covariance come from the paired bootstrap replicates (K, B).
-    The mean is biased towards confused pairs but steady; the unmixing removes the bias but
-    carries the noise of its confusion matrix, so the mean wins where groups are rarely
-    confused (pbmc68k: w = 1) and the unmixing where they often are (pbmc4k: w = 0.07-0.30)."""
-    vm = np.var(boot_mean, axis=1, ddof=1).sum()
-    vu = np.var(boot_unmixed, axis=1, ddof=1).sum()
-    diff = boot_mean - boot_unmixed
-    vd = np.var(diff, axis=1, ddof=1).sum()
-    cov = (vm + vu - vd) / 2
-    gap = mean - unmixed
-    bias2 = max(0.0, float(gap @ gap) - vd)
-    denom = bias2 + vd
-    return float(np.clip((vu - cov) / denom, 0.0, 1.0)) if denom > 0 else 0.0
+def blend_weights(estimates: Sequence[np.ndarray], boots: Sequence[np.ndarray], unbiased: int) -> np.ndarray:
+    """Weights w >= 0, summing to 1, of the estimates (each (K,)) in sum_i w_i estimate_i that
+    minimise the estimated mean squared error. estimates[unbiased] is taken as unbiased and each
+    other's bias as its difference from it; products of those biases are estimated as their dot
+    product less their bootstrap covariance (a squared bias at least 0), and the estimates'
+    variances and covariances from the paired bootstrap replicates `boots` (each (K, B), drawn
+    with the same resampling). The minimum of the quadratic over the simplex: the least of the
+    minima on each face (support) whose weights come out non-negative. With the mean posterior
+    and the unmixed composition alone this is the weight that minimises the two's blend; the
+    hard calls' shares join them in `pair_frequencies` (see there)."""
+    k = len(estimates)
+
+    def summed_cov(a, b):  # sum over pairs of the bootstrap covariance of two (K, B) replicates
+        a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
+        return float((a * b).sum()) / max(a.shape[1] - 1, 1)
+
+    gaps = [e - estimates[unbiased] for e in estimates]
+    boot_gaps = [b - boots[unbiased] for b in boots]
+    quad = np.empty((k, k))
+    for i in range(k):
+        for j in range(i, k):
+            bias = 0.0
+            if unbiased not in (i, j):
+                bias = float(gaps[i] @ gaps[j]) - summed_cov(boot_gaps[i], boot_gaps[j])
+                bias = max(bias, 0.0) if i == j else bias
+            quad[i, j] = quad[j, i] = bias + summed_cov(boots[i], boots[j])
+    weights = np.eye(k)[unbiased]  # kept where nothing does better (ties too)
+    best = float(quad[unbiased, unbiased])
+    for size in range(1, k + 1):
+        for support in itertools.combinations(range(k), size):
+            solve = np.linalg.pinv(quad[np.ix_(support, support)]) @ np.ones(size)
+            if not solve.sum() > 0 or (solve < -1e-12 * np.abs(solve).max()).any():
+                continue  # no minimum on this face, or one outside the simplex
+            w = np.zeros(k)
+            w[list(support)] = np.maximum(solve, 0.0) / np.maximum(solve, 0.0).sum()
+            mse = float(w @ quad @ w)
+            if mse < best:
+                best, weights = mse, w
+    return weights
 
 
 #: the columns of pair_frequencies' table besides its condition_key's (written below, in this order)
 FREQUENCY_COLUMNS = (K.OBS_PIC_A, K.OBS_PIC_B, "n_pics", "n_called", "fraction", "ci_low", "ci_high", "se",
-                     "mean_weight")
+                     "mean_weight", "hard_weight")
 
 
 def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
@@ -216,9 +252,11 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         condition's median PIC depth (deconvolve's `n_umis` where it set one: one simulation
         for all conditions) and deconvolved as `pics` were; the unmixed composition is the one
         whose expected mean posterior through that confusion best matches the observed one
-        (non-negative least squares). The estimate is the blend of the mean posterior and the
-        unmixed composition of least estimated squared error (`mean_weight`): unmixing
-        removes the pull towards confused pairs but adds the noise of its confusion matrix.
+        (non-negative least squares). The estimate is the blend of the mean posterior, the
+        unmixed composition and the hard calls' shares of least estimated squared error:
+        unmixing removes the pull towards confused pairs but adds the noise of its confusion
+        matrix; the calls are pulled less than ml's (tempered) posterior on fine groups, but
+        more where groups are rarely told apart.
         None: the plain mean posterior, which is pulled towards the pairs each group is
         confused with.
     condition_key
@@ -256,8 +294,9 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
     it is), ``fraction``, ``ci_low``, ``ci_high``, ``se`` (standard error: s / sqrt(n) of the
     mean posterior; with `singlets` or `replicate_key`, the bootstrap's standard deviation,
     which also resamples the reference cells behind the correction); with `singlets`,
-    ``mean_weight`` (the mean posterior's weight in the estimate; the interval and ``se`` are
-    the unmixed composition's, widened where needed to hold the estimate).
+    ``mean_weight`` and ``hard_weight`` (the mean posterior's and the hard calls' weights in
+    the estimate, the unmixed composition's the rest; the interval and ``se`` are the unmixed
+    composition's, widened where needed to hold the estimate).
     Progress of the bootstrap at ``gsc.settings.verbosity`` 2.
     """
     step = "pair_frequencies"
@@ -316,13 +355,20 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         fit, se = _mean_se(sub)
         what = "" if value is None else f" ({condition_key}={value})"
         units = None if codes is None else _units(codes[rows])  # (2 or more each: checked above)
-        boot = _bootstrap(sub, n_boot, rng, Progress(f"pair_frequencies: bootstrap{what}", n_boot,
-                                                     unit="replicates"), units)  # fmt: skip
-        weight = None
+        hard = _hard_calls(called[rows], pair_ids) if sim is not None else None
+        both = sub if hard is None else sp.hstack([sub, hard], format="csr")  # resampled alike
+        boot = _bootstrap(both, n_boot, rng, Progress(f"pair_frequencies: bootstrap{what}", n_boot,
+                                                      unit="replicates"), units)  # fmt: skip
+        weights = None
         if sim is not None:
+            boot, boot_hard = boot[: sub.shape[1]], boot[sub.shape[1]:]
             unmixed, boot_unmixed = unmix(m_conf, fit), _unmixed(boot, sim, rng)
-            weight = mean_weight(fit, unmixed, boot, boot_unmixed)
-            fit = weight * fit + (1 - weight) * unmixed
+            estimates, boots = [fit, unmixed], [boot, boot_unmixed]
+            if hard is not None:
+                estimates.append(np.asarray(hard.mean(axis=0)).ravel())
+                boots.append(boot_hard)
+            weights = blend_weights(estimates, boots, unbiased=1)
+            fit = sum(w * e for w, e in zip(weights, estimates, strict=True))
             boot = boot_unmixed  # the interval and se are the unmixed estimate's (it has no bias)
         if sim is not None or units is not None:
             se = boot.std(axis=1, ddof=1)
@@ -339,8 +385,9 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         tab["n_called"] = counts.reindex(pair_ids, fill_value=0).to_numpy()
         tab["fraction"], tab["ci_low"], tab["ci_high"] = fit, np.minimum(lo, fit), np.maximum(hi, fit)
         tab["se"] = se
-        if weight is not None:
-            tab["mean_weight"] = weight
+        if weights is not None:
+            tab["mean_weight"] = weights[0]
+            tab["hard_weight"] = weights[2] if weights.size > 2 else 0.0
         tables.append(tab.sort_values("fraction", ascending=False, kind="stable"))
     return pd.concat(tables, ignore_index=True)
 
