@@ -120,6 +120,7 @@ def harmony_integrate(
         epsilon_harmony=check_number(epsilon_harmony, "epsilon_harmony", step=_STEP, low=0, high=math.inf,
                                      low_open=False),
     )
+    _check_ridge(params["lamb"], batches, key)
     out = harmonize(z, batches, n_clusters=k, random_state=random_state,
                     init_centroids=_init_centroids(cluster_fn), **params)
     if adata.is_view:  # anndata's warning, as scanpy's wrapper gives it when it writes into a view
@@ -157,8 +158,13 @@ def _embedding(adata: AnnData, basis: str):
     return z
 
 
+def _key_list(key) -> list | None:
+    """`key` as a list of names (a string is one name); None where it is neither."""
+    return [key] if isinstance(key, str) else list(key) if isinstance(key, Iterable) else None
+
+
 def _batches(adata: AnnData, key) -> Batches:
-    keys = [key] if isinstance(key, str) else list(key) if isinstance(key, Iterable) else None
+    keys = _key_list(key)
     if keys is None or not all(isinstance(k, str) for k in keys):
         msg = (f"{_STEP}: key must be an adata.obs column name or a list of them, got {key!r} "
                f"({type(key).__name__}).")  # fmt: skip
@@ -219,6 +225,19 @@ def _per_level(value, batches: Batches, name: str) -> np.ndarray:
                f"({len(batches.n_levels)}) or one per batch level ({batches.n_total}); got {value!r}.")
         raise ValueError(msg)
     return v
+
+
+def _check_ridge(lamb: np.ndarray, batches: Batches, key) -> None:
+    """A batch variable whose levels all have lamb 0: its indicators sum to the intercept, so the
+    correction's least squares has no unique solution (numpy: "Singular matrix", as harmonypy's;
+    CuPy's solve returns no error, only NaN)."""
+    ends = np.cumsum(batches.n_levels)
+    for name, end, size in zip(_key_list(key), ends, batches.n_levels, strict=True):
+        if not (lamb[end - size : end] > 0).any():
+            msg = (f"{_STEP}: lamb is 0 for every level of batch variable {name!r}, so its batch terms "
+                   "sum to the intercept and the correction has no unique solution; give lamb > 0 for at "
+                   "least one of its levels (the default is 1).")  # fmt: skip
+            raise ValueError(msg)
 
 
 def _per_cluster(sigma, k: int) -> np.ndarray:
