@@ -290,3 +290,40 @@ def test_unused_categories_dropped_and_no_index_warning_as_scanpy(cells):
         warnings.simplefilter("error", ad.ImplicitModificationWarning)
         got = gsc.get.aggregate(a, "grp", func="sum", obsm="emb")
     assert list(got.var_names) == [str(i) for i in range(5)]
+
+
+@pytest.mark.parametrize(("values", "groups"), [
+    ([1 + 2.0**-21, 1 - 2.0**-21, 1.0, 1.0], "aaaa"),  # variance 2**-43 against a squared mean of 1
+    ([1 + 3.873e-7, 1 - 3.873e-7, 2.0, 2.0], "aabb"),  # variance 1.5e-13, just above the cut
+], ids=["one-group", "two-groups"])  # fmt: skip
+def test_tiny_variance_kept_as_scanpy(values, groups):
+    """scanpy zeroes a float64 variance below 2**-43 of the squared mean (round-off) and keeps
+    one at or just above it: ours the same tiny nonzero value (from a mutation audit: a cut-off at
+    2**-42, or one that zeroes at the bound, went unnoticed)."""
+    obs = pd.DataFrame({"g": pd.Categorical(list(groups))}, index=list("0123"))
+    a = ad.AnnData(np.array(values)[:, None], obs=obs)
+    ref = sc.get.aggregate(a, "g", "var")
+    got = gsc.get.aggregate(a, "g", "var")
+    assert np.asarray(ref.layers["var"])[0, 0] > 0
+    assert_same_adata(got, ref)
+
+
+def test_count_nonzero_of_duplicate_entries_is_of_their_sum():
+    """A CSR holding 2 as 1 + 1 counts one nonzero per cell, as scanpy on the canonical matrix
+    (from a mutation audit: group sums without summing duplicates went unnoticed)."""
+    dup = sp.csr_matrix((np.array([1, 1, 1, 1, 1, 1, 2], np.float32), np.zeros(7, np.int32),
+                         np.array([0, 2, 4, 6, 7], np.int32)), shape=(4, 1))  # fmt: skip
+    obs = pd.DataFrame({"g": pd.Categorical(["a", "a", "b", "b"])}, index=list("0123"))
+    ref = sc.get.aggregate(ad.AnnData(sp.csr_matrix(dup.toarray()), obs=obs), "g", ["count_nonzero", "var"])
+    got = gsc.get.aggregate(ad.AnnData(dup, obs=obs), "g", ["count_nonzero", "var"])
+    np.testing.assert_array_equal(np.asarray(ref.layers["count_nonzero"]).ravel(), [2, 2])
+    assert_same_adata(got, ref)
+
+
+def test_axis_obs_as_a_word(cells):
+    """axis="obs" is axis=0, as in scanpy (from a mutation audit: refusing the word went
+    unnoticed)."""
+    ref = sc.get.aggregate(cells, "grp", ["sum", "mean"], axis="obs")
+    got = gsc.get.aggregate(cells, "grp", ["sum", "mean"], axis="obs")
+    assert_same_adata(got, ref)
+    assert_same_adata(got, gsc.get.aggregate(cells, "grp", ["sum", "mean"], axis=0))

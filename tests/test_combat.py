@@ -328,3 +328,59 @@ def test_benchmark_script_runs(tmp_path):
     assert all(r["seconds"] > 0 and r["reference_seconds"] > 0 for r in rows)
     assert all(r["parity_max_abs_diff"] < 1e-9 for r in rows)
     assert all(r["batch_mean_spread_after"] < r["batch_mean_spread_before"] / 2 for r in rows)  # 75 cells a batch
+
+
+def test_nan_in_memory_is_refused():
+    """A NaN in an in-memory dense X is refused before any work, with a message about non-finite
+    values (from a mutation audit: skipping the check went unnoticed)."""
+    a = _data()[:, :100].copy()
+    a.X = a.X.toarray()
+    a.X[3, 4] = np.nan
+    before = a.X.copy()
+    with pytest.raises(ValueError, match="non-finite"):
+        gsc.pp.combat(a, "batch")
+    np.testing.assert_array_equal(a.X, before)
+
+
+def test_boolean_matrix_equals_scanpy():
+    """A boolean X is read as 0 and 1, as scanpy does (from a mutation audit: refusing it went
+    unnoticed)."""
+    a = _data()[:, :100].copy()
+    a.X = a.X.toarray() > 1.0
+    want = _quiet(sc.pp.combat, a.copy(), "batch", inplace=False)
+    _close(gsc.pp.combat(a, "batch", inplace=False), want)
+
+
+def test_unused_batch_category_equals_scanpy():
+    """A batch category no cell has is dropped, as in scanpy (from a mutation audit: keeping it
+    went unnoticed)."""
+    a = _data()[:, :200].copy()
+    a.obs["batch"] = a.obs["batch"].cat.add_categories(["b3"])
+    want = _quiet(sc.pp.combat, a.copy(), "batch", inplace=False)
+    _close(gsc.pp.combat(a, "batch", inplace=False), want)
+
+
+def test_dask_of_cells_sorted_by_batch_equals_scanpy():
+    """Cells sorted by batch in Dask blocks of 500 rows, so that a block lacks the later batches:
+    its per-batch counts still have one entry per batch (from a mutation audit: counts without
+    minlength went unnoticed)."""
+    import dask.array as da
+
+    a0 = _data()
+    a = a0[np.argsort(a0.obs["batch"].cat.codes.to_numpy(), kind="stable"), :200].copy()
+    want = _quiet(sc.pp.combat, a.copy(), "batch", inplace=False)
+    lazy = a.copy()
+    lazy.X = da.from_array(a.X, chunks=(500, -1), asarray=False)
+    _close(gsc.pp.combat(lazy, "batch", inplace=False).compute(), want)
+
+
+def test_categorical_covariate_with_an_unused_level():
+    """A categorical covariate's unused level is dropped before coding: scanpy's result for the
+    used level but the first given as a number (from a mutation audit: keeping the level went
+    unnoticed)."""
+    a = _data()[:, :200].copy()
+    a.obs["condition"] = pd.Categorical(np.where(a.obs["level"] % 2 == 0, "ctrl", "treated"),
+                                        categories=["ctrl", "treated", "other"])  # fmt: skip
+    a.obs["treated"] = (a.obs["condition"] == "treated").astype(np.float64)
+    want = _quiet(sc.pp.combat, a.copy(), "batch", covariates=["treated"], inplace=False)
+    _close(gsc.pp.combat(a, "batch", covariates=["condition"], inplace=False), want)

@@ -216,3 +216,81 @@ def test_harmonypys_tuning_keywords_equal_harmonypy(two_runs, kw):
     plain = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False, nclust=12,
                                   max_iter_harmony=3).Z_corr.T  # fmt: skip
     assert _max_rel(plain, ref) > 100 * ITERATED_RTOL  # the keyword matters here
+
+
+def test_negative_rows_run_and_zero_rows_are_refused(two_runs):
+    """A cell whose largest component is negative is scaled by it as in harmonypy; only a largest
+    component of 0 (which harmonypy divides by) is refused, with our message (from a mutation audit:
+    refusing negative maxima too, or dropping the guard, went unnoticed)."""
+    s = two_runs[::6].copy()
+    s.obsm["X_pca"] = s.obsm["X_pca"].astype(np.float64)
+    kw = dict(nclust=8, max_iter_harmony=2)
+    zero = s.copy()
+    zero.obsm["X_pca"][0] = 0.0
+    with pytest.raises(ValueError, match="largest component is 0"):
+        gsc.pp.harmony_integrate(zero, "run", **kw)
+    harmonypy = _classic_harmonypy()
+    neg = s.copy()
+    neg.obsm["X_pca"][0] = -np.abs(neg.obsm["X_pca"][0]) - 0.1
+    ref = harmonypy.run_harmony(neg.obsm["X_pca"], neg.obs, "run", random_state=0, verbose=False, **kw).Z_corr.T
+    gsc.pp.harmony_integrate(neg, "run", **kw)
+    assert _max_rel(neg.obsm["X_pca_harmony"], ref) <= ITERATED_RTOL
+
+
+@pytest.mark.parametrize("kw", [{"nclust": "n"}, {"theta": 0.0}, {"block_size": 1.0}], ids=str)
+def test_edge_values_of_the_arguments_equal_harmonypy(two_runs, kw):
+    """The ends of the allowed ranges run and give harmonypy's embedding: nclust equal to the
+    number of cells, theta=0 (no diversity penalty), block_size=1 (every cell in one block) (from
+    a mutation audit: refusing any of them went unnoticed)."""
+    harmonypy = _classic_harmonypy()
+    x = two_runs[::100].copy() if kw.get("nclust") == "n" else two_runs[::6].copy()
+    kw = {"nclust": 8, "max_iter_harmony": 2, **kw}
+    if kw["nclust"] == "n":
+        kw["nclust"] = x.n_obs
+    z = x.obsm["X_pca"].astype(np.float64)
+    ref = harmonypy.run_harmony(z, x.obs, "run", random_state=0, verbose=False, **kw).Z_corr.T
+    gsc.pp.harmony_integrate(x, "run", **kw)
+    assert _max_rel(x.obsm["X_pca_harmony"], ref) <= ITERATED_RTOL
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [({"sigma": 0.0}, "sigma"), ({"max_iter_kmeans": 0}, "max_iter_kmeans"), ({"cells": 1}, "at least 2 cells")],
+    ids=str,
+)
+def test_degenerate_values_are_refused(two_runs, kw, match):
+    """sigma=0 (a division by zero in harmonypy), max_iter_kmeans=0 (no clustering to start
+    from) and a basis of a single cell are refused with a ValueError naming the problem (from a
+    mutation audit: accepting each went unnoticed)."""
+    kw = dict(kw)
+    x = two_runs[: kw.pop("cells", 300)].copy()
+    with pytest.raises(ValueError, match=match):
+        gsc.pp.harmony_integrate(x, "run", nclust=1 if x.n_obs == 1 else 8, max_iter_harmony=2, **kw)
+    assert "X_pca_harmony" not in x.obsm
+
+
+def test_random_state_none_runs(two_runs):
+    """random_state=None (numpy's global state, as harmonypy's) is accepted (from a mutation audit:
+    refusing it went unnoticed)."""
+    x = two_runs[::6].copy()
+    gsc.pp.harmony_integrate(x, "run", nclust=8, max_iter_harmony=2, random_state=None)
+    assert x.obsm["X_pca_harmony"].shape == x.obsm["X_pca"].shape
+    assert np.isfinite(x.obsm["X_pca_harmony"]).all()
+
+
+def test_default_nclust_is_capped_at_100(two_runs):
+    """With more than 3,015 cells the default nclust = min(round(n / 30), 100) is 100, as in
+    harmonypy (from a mutation audit: a cap of 99 went unnoticed); 300 noisy copies of cells bring
+    the 2,870 cells to 3,170 (round(n / 30) = 106)."""
+    harmonypy = _classic_harmonypy()
+    x = two_runs.copy()
+    x.obsm["X_pca"] = x.obsm["X_pca"].astype(np.float64)
+    extra = x[:300].copy()
+    extra.obs_names = [f"{n}-dup" for n in extra.obs_names]
+    extra.obsm["X_pca"] = extra.obsm["X_pca"] + np.random.default_rng(0).normal(scale=0.05, size=(300, 20))
+    y = ad.concat([x, extra])
+    y.obs["run"] = y.obs["run"].astype("category")
+    ref = harmonypy.run_harmony(y.obsm["X_pca"], y.obs, "run", random_state=0, verbose=False, max_iter_harmony=1)
+    assert ref.K == 100
+    gsc.pp.harmony_integrate(y, "run", max_iter_harmony=1)
+    assert _max_rel(y.obsm["X_pca_harmony"], ref.Z_corr.T) <= ITERATED_RTOL

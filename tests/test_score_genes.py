@@ -368,3 +368,59 @@ def test_a_bin_of_exactly_ctrl_size_genes_draws_nothing_as_scanpy():
         sc.tl.score_genes(ref, genes, ctrl_size=3)
         gsc.tl.score_genes(got, genes, ctrl_size=3)
         np.testing.assert_array_equal(got.obs["score"].to_numpy(), ref.obs["score"].to_numpy())
+
+
+def test_one_bin_is_refused(logged):
+    """n_bins=1 (every gene in one expression bin) is refused with our message (from a mutation
+    audit: accepting it went unnoticed)."""
+    a = logged.copy()
+    with pytest.raises(ValueError, match="n_bins must be an integer >= 2"):
+        gsc.tl.score_genes(a, _genes(a, 0, 37, 15), n_bins=1)
+    assert "score" not in a.obs
+
+
+def test_no_control_genes_is_a_runtime_error_as_scanpy(logged):
+    """A gene_pool of the list's genes alone with ctrl_as_ref=False leaves no control gene:
+    scanpy's RuntimeError (from a mutation audit: dropping the error went unnoticed)."""
+    genes = _genes(logged, 0, 37, 15)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="No control genes found in any cut"):
+            sc.tl.score_genes(logged.copy(), genes, gene_pool=genes, ctrl_as_ref=False)
+    a = logged.copy()
+    with pytest.raises(RuntimeError, match="No control genes found in any cut"):
+        gsc.tl.score_genes(a, genes, gene_pool=genes, ctrl_as_ref=False)
+    assert "score" not in a.obs
+
+
+def test_layer_is_used_when_raw_is_set_as_scanpy(logged):
+    """With adata.raw set, a layer given still scores that layer (use_raw's default is False
+    then), as scanpy (from a mutation audit: reading raw went unnoticed)."""
+    a = logged.copy()
+    a.raw = a.copy()
+    a.layers["L"] = a.X.multiply(2).tocsr()
+    genes = _genes(a, 0, 37, 15)
+    ref, got = a.copy(), a.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sc.tl.score_genes(ref, genes, layer="L", random_state=0)
+    gsc.tl.score_genes(got, genes, layer="L", random_state=0)
+    pd.testing.assert_series_equal(got.obs["score"], ref.obs["score"])
+    plain = a.copy()
+    gsc.tl.score_genes(plain, genes, random_state=0)
+    assert not np.allclose(plain.obs["score"], got.obs["score"])  # the layer matters here
+
+
+def test_random_state_instance_is_drawn_from(logged):
+    """A numpy RandomState as random_state is drawn from (scanpy's np.random.seed refuses it):
+    two equal generators give equal scores, numpy's global state is left alone (from a mutation
+    audit: not using the instance went unnoticed)."""
+    genes = _genes(logged, 0, 37, 15)
+    a, b = logged.copy(), logged.copy()
+    np.random.seed(7)
+    state = np.random.get_state()[1].copy()
+    gsc.tl.score_genes(a, genes, random_state=np.random.RandomState(1))
+    assert np.array_equal(np.random.get_state()[1], state)
+    gsc.tl.score_genes(b, genes, random_state=np.random.RandomState(1))
+    pd.testing.assert_series_equal(a.obs["score"], b.obs["score"])
+    assert np.isfinite(a.obs["score"]).all()
