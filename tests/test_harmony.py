@@ -179,7 +179,7 @@ def test_keys_as_arrays_as_before(two_runs):
         (dict(key="run", theta="a"), ValueError, "theta must be a non-negative number"),
         (dict(key="run", lamb=[1, "x"]), ValueError, "lamb must be a non-negative number"),
         (dict(key="run", sigma="s"), ValueError, "sigma must be a positive number"),
-        # from a mutation audit: numpy's bare "Singular matrix" (harmonypy's too); CuPy gave NaN
+        # from a mutation audit: numpy's bare "Singular matrix" (harmonypy's too; CuPy's solve does not raise)
         (dict(key="run", lamb=0.0), ValueError, "lamb is 0 for every level of batch variable 'run'"),
     ],
     ids=lambda v: str(v)[:24],

@@ -261,10 +261,13 @@ def test_three_way_blend_is_the_least_estimated_error_on_the_simplex():
     def cov(x, y):  # summed over pairs
         return sum(np.cov(x[i], y[i])[0, 1] for i in range(k))
 
-    gaps, boot_gaps = [mean - truth, 0, hard - truth], [boots[0] - boots[1], 0, boots[2] - boots[1]]
-    q = np.array([[cov(boots[i], boots[j]) + (0 if 1 in (i, j) else
-                   (max(gaps[i] @ gaps[i] - cov(boot_gaps[i], boot_gaps[i]), 0) if i == j else
-                    gaps[i] @ gaps[j] - cov(boot_gaps[i], boot_gaps[j]))) for j in range(3)] for i in range(3)])  # fmt: skip
+    gaps, boot_gaps = [mean - truth, hard - truth], [boots[0] - boots[1], boots[2] - boots[1]]
+    bias = np.array([[gaps[i] @ gaps[j] - cov(boot_gaps[i], boot_gaps[j]) for j in (0, 1)] for i in (0, 1)])
+    root = np.sqrt(np.maximum(np.diag(bias), 0))  # squares >= 0, products within their roots
+    bias = np.clip(bias, -np.outer(root, root), np.outer(root, root))
+    values, vectors = np.linalg.eigh(bias)
+    q = np.array([[cov(boots[i], boots[j]) for j in range(3)] for i in range(3)])
+    q[np.ix_([0, 2], [0, 2])] += (vectors * np.maximum(values, 0)) @ vectors.T
 
     def est_mse(v):
         return v @ q @ v
@@ -274,6 +277,13 @@ def test_three_way_blend_is_the_least_estimated_error_on_the_simplex():
     assert est_mse(w) <= est_mse(best) + 1e-12 and np.abs(w - best).max() < 0.02
     precise_truth = [truth[:, None] + 1e-4 * noise[0], boots[1], truth[:, None] + 1e-4 * noise[2]]
     assert blend_weights([truth, truth, truth], precise_truth, unbiased=1)[1] < 0.01
+    # from a review: every PIC called one pair gives calls of no spread; where they also agree
+    # with the unmixed composition, their vertex (error 0) is the minimum
+    one = np.eye(k)[0]
+    flat = [np.repeat(one[:, None], b, axis=1)]
+    loose = [one[:, None] + 0.03 * noise[1], one + 0.1 * np.linspace(-1, 1, k)]
+    assert blend_weights([loose[1], one, one], [boots[0] + loose[1][:, None] - mean[:, None], loose[0], flat[0]],
+                         unbiased=1)[2] == pytest.approx(1.0)  # fmt: skip
     far = hard + 0.2 * np.linspace(-1, 1, k)
     assert blend_weights([mean, truth, far], [boots[0], boots[1], far[:, None] + 0.006 * noise[2]],
                          unbiased=1)[2] == 0.0  # fmt: skip

@@ -190,41 +190,50 @@ def _unmixed(boot: np.ndarray, sim: Simulated, rng) -> np.ndarray:
 
 def blend_weights(estimates: Sequence[np.ndarray], boots: Sequence[np.ndarray], unbiased: int) -> np.ndarray:
     """Weights w >= 0, summing to 1, of the estimates (each (K,)) in sum_i w_i estimate_i that
-    minimise the estimated mean squared error. estimates[unbiased] is taken as unbiased and each
-    other's bias as its difference from it; products of those biases are estimated as their dot
-    product less their bootstrap covariance (a squared bias at least 0), and the estimates'
-    variances and covariances from the paired bootstrap replicates `boots` (each (K, B), drawn
-    with the same resampling). The minimum of the quadratic over the simplex: the least of the
-    minima on each face (support) whose weights come out non-negative. With the mean posterior
-    and the unmixed composition alone this is the weight that minimises the two's blend; the
-    hard calls' shares join them in `pair_frequencies` (see there)."""
+    minimise the estimated mean squared error w^T (B + S) w. estimates[unbiased] is taken as
+    unbiased and each other's bias as its difference from it: B holds the products of those
+    biases, each estimated as their dot product less their bootstrap covariance, then kept to
+    what products of biases can be (squares at least 0, products within the roots of the squares,
+    eigenvalues at least 0: the parts' noisy estimates can disagree, an error is never below 0);
+    S the estimates' covariances, from the paired bootstrap replicates
+    `boots` (each (K, B), drawn with the same resampling). The minimum over the simplex is the
+    least of the minima on its faces (each support's equality-constrained least squares) that
+    lie inside it; the unbiased estimate alone wins ties. With the mean posterior and the
+    unmixed composition alone this is the weight that minimises the two's blend; the hard
+    calls' shares join them in `pair_frequencies` (see there)."""
     k = len(estimates)
 
     def summed_cov(a, b):  # sum over pairs of the bootstrap covariance of two (K, B) replicates
         a, b = a - a.mean(axis=1, keepdims=True), b - b.mean(axis=1, keepdims=True)
         return float((a * b).sum()) / max(a.shape[1] - 1, 1)
 
-    gaps = [e - estimates[unbiased] for e in estimates]
-    boot_gaps = [b - boots[unbiased] for b in boots]
-    quad = np.empty((k, k))
-    for i in range(k):
-        for j in range(i, k):
-            bias = 0.0
-            if unbiased not in (i, j):
-                bias = float(gaps[i] @ gaps[j]) - summed_cov(boot_gaps[i], boot_gaps[j])
-                bias = max(bias, 0.0) if i == j else bias
-            quad[i, j] = quad[j, i] = bias + summed_cov(boots[i], boots[j])
-    weights = np.eye(k)[unbiased]  # kept where nothing does better (ties too)
+    others = [i for i in range(k) if i != unbiased]
+    gaps = [estimates[i] - estimates[unbiased] for i in others]
+    boot_gaps = [boots[i] - boots[unbiased] for i in others]
+    bias = np.array([[float(gi @ gj) - summed_cov(bi, bj) for gj, bj in zip(gaps, boot_gaps, strict=True)]
+                     for gi, bi in zip(gaps, boot_gaps, strict=True)]).reshape(len(others), len(others))  # fmt: skip
+    # a squared bias is at least 0, and a product of two biases at most the root of theirs
+    # (Cauchy-Schwarz): a bias lost in the noise carries no product with another either
+    root = np.sqrt(np.maximum(np.diag(bias), 0.0))
+    bias = np.clip(bias, -np.outer(root, root), np.outer(root, root))
+    values, vectors = np.linalg.eigh(bias)  # (more than two biased estimates: still semidefinite)
+    quad = np.array([[summed_cov(boots[i], boots[j]) for j in range(k)] for i in range(k)])
+    quad[np.ix_(others, others)] += (vectors * np.maximum(values, 0.0)) @ vectors.T
+    if not np.isfinite(quad).all():
+        return np.eye(k)[unbiased]
+    weights = np.eye(k)[unbiased]
     best = float(quad[unbiased, unbiased])
     for size in range(1, k + 1):
         for support in itertools.combinations(range(k), size):
-            solve = np.linalg.pinv(quad[np.ix_(support, support)]) @ np.ones(size)
-            if not solve.sum() > 0 or (solve < -1e-12 * np.abs(solve).max()).any():
-                continue  # no minimum on this face, or one outside the simplex
+            idx = list(support)
+            kkt = np.block([[2 * quad[np.ix_(idx, idx)], np.ones((size, 1))], [np.ones((1, size)), np.zeros((1, 1))]])
+            solve = np.linalg.lstsq(kkt, np.r_[np.zeros(size), 1.0], rcond=None)[0][:size]
+            if (solve < -1e-9).any() or not solve.sum() > 0:
+                continue  # this face's minimum lies outside the simplex
             w = np.zeros(k)
-            w[list(support)] = np.maximum(solve, 0.0) / np.maximum(solve, 0.0).sum()
+            w[idx] = np.maximum(solve, 0.0) / np.maximum(solve, 0.0).sum()
             mse = float(w @ quad @ w)
-            if mse < best:
+            if mse < best - 1e-15 * abs(best):
                 best, weights = mse, w
     return weights
 

@@ -230,7 +230,7 @@ def _per_level(value, batches: Batches, name: str) -> np.ndarray:
 def _check_ridge(lamb: np.ndarray, batches: Batches, key) -> None:
     """A batch variable whose levels all have lamb 0: its indicators sum to the intercept, so the
     correction's least squares has no unique solution (numpy: "Singular matrix", as harmonypy's;
-    CuPy's solve returns no error, only NaN)."""
+    CuPy's solve does not raise by default)."""
     ends = np.cumsum(batches.n_levels)
     for name, end, size in zip(_key_list(key), ends, batches.n_levels, strict=True):
         if not (lamb[end - size : end] > 0).any():
