@@ -121,7 +121,10 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         missing = [k for k in keys if k not in known]
         _refuse_unknown("--batch-key", missing, adata.obs, "obs")
     if "scrublet" in steps and keys and keys[0] in adata.obs:
-        _check_scrublet_batches(adata.obs[keys[0]], keys[0])
+        before = steps[: steps.index("scrublet")]
+        # the input's batches are scrublet's unless a step before remakes the column or drops cells
+        if "filter" not in before and keys[0] not in _made_before(steps, "scrublet", _STEP_OBS):
+            _check_scrublet_batches(adata.obs[keys[0]], keys[0])
     if "regress_out" in steps:  # with the columns the steps before it make
         before = steps[: steps.index("regress_out")]
         qc_made = _qc_columns(adata, steps, args) if "qc" in before else set()
@@ -151,17 +154,20 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
 
 def _check_scrublet_batches(column, key: str) -> None:
     """scrublet's PCA per batch needs more cells than components (its default n_prin_comps, which
-    the command line keeps); the filters before it only remove cells, so a batch already too
-    small would fail there, after them."""
+    the command line keeps), and every cell a batch: refused before the steps ahead of it run
+    (when none of them drops cells or remakes the column)."""
     n_comps = inspect.signature(gsc.pp.scrublet).parameters["n_prin_comps"].default
-    counts = column.value_counts(dropna=True)
+    if column.isna().any():
+        msg = (f"step 'scrublet' runs per --batch-key batch, and {key!r} has {int(column.isna().sum())} cells "
+               "without a batch (NaN): give them one, or run without --batch-key")  # fmt: skip
+        raise CliError(msg)
+    counts = column.value_counts()
     small = counts[(counts > 0) & (counts <= n_comps)]  # (a categorical's unused categories hold no batch)
-    if len(small) or column.isna().any():
+    if len(small):
         listed = ", ".join(f"{b!r}: {n}" for b, n in small.head(10).items())
-        what = f"batches of {n_comps} cells or fewer ({listed})" if len(small) else "cells without a batch"
-        msg = (f"step 'scrublet' runs per --batch-key batch, and {key!r} has {what}; scrublet needs at least "
-               f"{n_comps + 1} cells a batch (its {n_comps} principal components): merge or drop those cells "
-               "first, or run without --batch-key")  # fmt: skip
+        msg = (f"step 'scrublet' runs per --batch-key batch, and {key!r} has batches of {n_comps} cells or "
+               f"fewer ({listed}); scrublet needs at least {n_comps + 1} cells a batch (its {n_comps} principal "
+               "components): merge or drop those cells first, or run without --batch-key")  # fmt: skip
         raise CliError(msg)
 
 

@@ -589,6 +589,14 @@ def test_run_scrublet_step_equals_the_api(tmp_path):
     assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scrublet", "--batch-key", "half"]) == 0
     gpu_sc.pp.scrublet(cells, batch_key="half")
     assert np.array_equal(ad.read_h5ad(out).obs["doublet_score"], cells.obs["doublet_score"])
+    # from a review: a batch too small in the input but dropped by the filter before scrublet
+    # (10 cells of one count each) is no reason to refuse the run
+    junk = ad.AnnData(sp.csr_matrix((np.ones(10, np.float32), (np.arange(10), np.arange(10))), shape=(10, cells.n_vars)),
+                      obs=pd.DataFrame({"half": pd.Categorical(["none"] * 10, categories=["a", "b", "none"])},
+                                       index=[f"junk{i}" for i in range(10)]), var=cells.var[[]])  # fmt: skip
+    ad.concat([cells[:, :].copy(), junk], merge="first").write_h5ad(src)
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "filter,scrublet", "--batch-key",
+                 "half", "--min-genes", "5"]) == 0  # fmt: skip
 
 
 def test_outputs_are_written_whole_or_not_at_all(counts_file, tmp_path, capsys, monkeypatch):
@@ -655,7 +663,8 @@ def test_options_checked_before_the_first_step(counts_file, tmp_path, capsys):
         (["--steps", "qc,filter,scrublet", "--chunk-rows", "300"], "step 'scrublet' needs the cells in memory"),
         (["--steps", "qc,filter,scrublet", "--batch-key", "phase,louvain"], "step 'scrublet' takes one batch column"),
         # from a docs walkthrough: a batch too small for scrublet's PCA failed after qc and filter
-        (["--steps", "qc,filter,scrublet", "--batch-key", "phase"], "'phase' has batches of 30 cells or fewer ('G2M': 17)"),
+        (["--steps", "qc,normalize,log1p,scrublet", "--batch-key", "phase"],
+         "'phase' has batches of 30 cells or fewer ('G2M': 17)"),
         (["--steps", "qc,normalize,log1p,pca,neighbors,leiden,markers", "--chunk-rows", "300",
           "--markers-method", "wilcoxon"], "use --markers-method t-test with --chunk-rows"),
         # from a second audit: these failed when their step came, after the steps before it

@@ -148,11 +148,11 @@ def test_a_view_warns_as_scanpys_and_leaves_its_parent(two_runs):
 
 
 def test_keys_as_arrays_as_before(two_runs):
-    """A numpy array or Series of column names is a list of keys (a review caught the type check
-    refusing them)."""
+    """A numpy array, Series or generator of column names is a list of keys (a review caught the
+    type check refusing them, and a later one a generator read twice)."""
     x = two_runs[:300].copy()
     gsc.pp.harmony_integrate(x, "run")
-    for keys in (np.array(["run"]), pd.Series(["run"])):
+    for keys in (np.array(["run"]), pd.Series(["run"]), (k for k in ["run"])):
         y = two_runs[:300].copy()
         gsc.pp.harmony_integrate(y, keys)
         np.testing.assert_array_equal(y.obsm["X_pca_harmony"], x.obsm["X_pca_harmony"])

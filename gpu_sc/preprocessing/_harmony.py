@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from numbers import Integral
 
 import numpy as np
@@ -105,6 +105,7 @@ def harmony_integrate(
               hint=" (harmonypy seeds numpy with it)")  # numpy's own message named no parameter
     z = _embedding(adata, basis)
     n = z.shape[0]
+    key = list(key) if isinstance(key, Iterator) else key  # read once (its names are needed twice)
     batches = _batches(adata, key)
     k = _n_clusters(nclust, n)
     params = dict(  # checked before any work, so that a bad value leaves adata as it was
