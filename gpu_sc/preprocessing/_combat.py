@@ -22,6 +22,9 @@ every cell, or one value within each batch) has zero variance here (scanpy's rul
 0: standardised values 0); scanpy's direct sums give such non-zero genes the round-off of their
 means as a variance, whose huge standardised values then enter the priors and move every other
 gene (by 0.004 for one constant gene in pbmc68k, 0.09 for one constant within each batch).
+The round-off bound grows with the cells summed (`_ROUNDOFF`); past about 5e7 cells it would take
+a gene held by the first cell alone (the shift) for one of zero variance (its residual sum is 1/n
+of its shifted sum of squares; a review's 6e7-cell check).
 Numeric covariates are centred and scaled first: the same column space beside the batches, so
 the same fit, with a well-conditioned design.
 """
