@@ -105,7 +105,9 @@ def log_filtered(n_out, *, axis: int, counts, nums) -> None:
     settings.log(head)
 
 
-def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
+def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True, negative_ok=True):
+    """`negative_ok=False`: a step that needs counts (a recipe that logs) refuses negative values
+    in the filter's own check, on a Dask X in its statistics' pass, before adata changes."""
     name, unit, key_counts, key_num = _WHAT[axis]
     step = step or name
     given_bounds = {"counts": counts, "nums": nums}  # as given: scanpy's log line writes them so
@@ -130,7 +132,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
     if in_pass:
         check_count_dtype(x, step=step)
     else:
-        n_neg = check_counts(x, step=step, negative_ok=True)
+        n_neg = check_counts(x, step=step, negative_ok=negative_ok)
     if adata is None and is_dask(x):  # a bare Dask array: lazy results, as scanpy returns
         number = _lazy_numbers(x, axis, by_counts=by_counts, positives=bool(n_neg))
         keep = number >= low if low is not None else number <= high
@@ -143,7 +145,7 @@ def _filter(data, *, axis, counts, nums, inplace, copy, step=None, log=True):
             (sums, nnz), issues = p.rows_and_sums(_ops.row_sums, block_value_issues)
         else:
             sums, nnz, *issues = p.reduce(_gene_stats_and_issues)
-        n_neg = check_counts(x, step=step, negative_ok=True, issues=tuple(issues))
+        n_neg = check_counts(x, step=step, negative_ok=negative_ok, issues=tuple(issues))
     else:
         sums, nnz = _ops.row_sums(p) if axis == 0 else _ops.col_sums(p)
     sums, nnz = to_host(sums), to_host(nnz)

@@ -12,7 +12,7 @@ from .._scanpy_own import scanpy_own
 from .._scanpy_signatures import scanpy_signature
 from .._settings import settings, user_stacklevel
 from .._validation import check_anndata, check_counts, check_int, old_positionals
-from ._filter import _subset_inplace, filter_cells, filter_genes
+from ._filter import _filter, _subset_inplace
 from ._filter_genes_dispersion import filter_genes_dispersion
 from ._log1p import log1p
 from ._normalize import normalize_total
@@ -48,7 +48,7 @@ def recipe_zheng17(
     start = settings.log("running recipe zheng17")
     if copy:
         adata = adata.copy()
-    filter_genes(adata, min_counts=1)
+    _first_filter(adata, "recipe_zheng17", log=log, axis=1, counts=(1, None))
     if _none_left(adata, "recipe_zheng17", "filter_genes(min_counts=1)"):
         return adata if copy else None
     normalize_total(adata, key_added="n_counts_all")
@@ -88,10 +88,10 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     _check_loggable(adata, "recipe_seurat", log=log)
     if copy:
         adata = adata.copy()
-    filter_cells(adata, min_genes=200)
+    _first_filter(adata, "recipe_seurat", log=log, axis=0, nums=(200, None))
     if _none_left(adata, "recipe_seurat", "filter_cells(min_genes=200)"):
         return adata if copy else None
-    filter_genes(adata, min_cells=3)
+    _filter(adata, axis=1, counts=(None, None), nums=(3, None), inplace=True, copy=False)
     if _none_left(adata, "recipe_seurat", "filter_genes(min_cells=3)"):
         return adata if copy else None
     normalize_total(adata, target_sum=1e4)
@@ -140,9 +140,16 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
 def _check_loggable(adata: AnnData, step: str, *, log: bool) -> None:
     """With `log`, an in-memory X of finite, non-negative counts before any step changes adata
     (log1p, the recipe's later step, refused them only after the filters and normalisation had
-    run); a Dask X is checked where its steps compute."""
+    run); a Dask X in the first filter's pass (`_first_filter`), which reads it anyway."""
     if log and adata.X is not None and not is_dask(adata.X) and not adata.isbacked:
         check_counts(adata.X, step=step)
+
+
+def _first_filter(adata: AnnData, step: str, *, log: bool, axis: int, counts=(None, None), nums=(None, None)) -> None:
+    """The recipe's first filter, in place (filter_cells for axis 0, filter_genes for 1); with
+    `log` it refuses negative values under the recipe's name (a Dask X's only check before its
+    log1p, which comes after the normalisation; a negative count above -1 passes even that)."""
+    _filter(adata, axis=axis, counts=counts, nums=nums, inplace=True, copy=False, step=step, negative_ok=not log)
 
 
 def _none_left(adata: AnnData, step: str, after: str = "the dispersion filter", *, log: bool = False) -> bool:
