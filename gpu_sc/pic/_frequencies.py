@@ -161,14 +161,13 @@ def _mean_se(sub: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(ss / max(n - 1, 1) / n)
 
 
-def _hard_calls(called: np.ndarray, pair_ids: np.ndarray) -> sp.csr_matrix | None:
-    """(PICs, pairs) one-hot of each PIC's called pair (None where a call is no pair column, e.g.
-    calls edited after deconvolve): their mean is the hard calls' composition."""
-    col = pd.Index(pair_ids).get_indexer(called)
+def _hard_calls(col: np.ndarray, n_pairs: int) -> sp.csr_matrix | None:
+    """(PICs, pairs) one-hot of each PIC's called pair column `col` (None where a call is no pair
+    column, -1, e.g. calls edited after deconvolve): their mean is the hard calls' composition."""
     if (col < 0).any():
         return None
     n = col.size
-    return sp.csr_matrix((np.ones(n), (np.arange(n), col)), shape=(n, len(pair_ids)))
+    return sp.csr_matrix((np.ones(n), (np.arange(n), col)), shape=(n, n_pairs))
 
 
 def _unmixed(boot: np.ndarray, sim: Simulated, rng) -> np.ndarray:
@@ -364,7 +363,8 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
         fit, se = _mean_se(sub)
         what = "" if value is None else f" ({condition_key}={value})"
         units = None if codes is None else _units(codes[rows])  # (2 or more each: checked above)
-        hard = _hard_calls(called[rows], pair_ids) if sim is not None else None
+        col = pd.Index(pair_ids).get_indexer(called[rows])  # each PIC's called pair's column
+        hard = _hard_calls(col, len(pair_ids)) if sim is not None else None
         both = sub if hard is None else sp.hstack([sub, hard], format="csr")  # resampled alike
         boot = _bootstrap(both, n_boot, rng, Progress(f"pair_frequencies: bootstrap{what}", n_boot,
                                                       unit="replicates"), units)  # fmt: skip
@@ -386,12 +386,11 @@ def pair_frequencies(pics: AnnData, singlets: AnnData | None = None, *,
             warnings.warn(f"{step}: one ok PIC{what or ''}; its interval and se are NaN.", UserWarning,
                           stacklevel=user_stacklevel())  # fmt: skip
             lo, hi, se = (np.full_like(fit, np.nan) for _ in range(3))
-        counts = pd.Series(called[rows]).value_counts()
         tab = pd.DataFrame({K.OBS_PIC_A: names_a, K.OBS_PIC_B: names_b})
         if condition_key is not None:
             tab[condition_key] = value
         tab["n_pics"] = rows.size
-        tab["n_called"] = counts.reindex(pair_ids, fill_value=0).to_numpy()
+        tab["n_called"] = np.bincount(col[col >= 0], minlength=len(pair_ids))
         tab["fraction"], tab["ci_low"], tab["ci_high"] = fit, np.minimum(lo, fit), np.maximum(hi, fit)
         tab["se"] = se
         if weights is not None:
