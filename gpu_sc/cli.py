@@ -30,6 +30,7 @@ from anndata import AnnData
 
 import gpu_sc as gsc
 from gpu_sc import _keys as K
+from gpu_sc._validation import check_counts
 
 PERCENT_TOP = (50, 100, 200, 500)
 
@@ -131,6 +132,7 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
         if qc_made is not None:  # (None: qc's columns unknown here; regress_out checks them when it runs)
             columns = set(adata.obs.columns) | _made_before(steps, "regress_out", _STEP_OBS) | qc_made
             _check_regress_keys(adata, args, columns, qc_ran="qc" in before)
+    _check_counts_input(adata, steps)
     if "harmony" in steps and not keys:
         msg = "step 'harmony' corrects the PCA for batches: pass --batch-key with the obs column of batches."
         raise CliError(msg)
@@ -150,6 +152,21 @@ def check_run_options(adata: AnnData, steps: list[str], args: argparse.Namespace
             msg = (f"step 'markers' with --markers-method {args.markers_method} needs the cells in memory: "
                    "use --markers-method t-test with --chunk-rows, or drop --chunk-rows")  # fmt: skip
             raise CliError(msg)
+
+
+def _check_counts_input(adata: AnnData, steps: list[str]) -> None:
+    """normalize and log1p take the input as counts unless a step before them makes it other
+    (scale, regress_out): negative values refused before the first step (log1p refused them only
+    below -1 after normalising, and took the rest). With --chunk-rows this reads X once more."""
+    counted = [s for s in steps if s in ("normalize", "log1p")]
+    if not counted or any(s in ("scale", "regress_out") for s in steps[: steps.index(counted[0])]):
+        return
+    n_neg = check_counts(adata.X, step=f"step {counted[0]!r}", negative_ok=True)  # (NaN, inf: refused)
+    if n_neg:
+        msg = (f"step {counted[0]!r} expects counts, and the input's X holds {n_neg:,} negative values "
+               f"(scaled or centred data?): pass a file whose X is raw counts, or leave "
+               f"{' and '.join(counted)} out of --steps")  # fmt: skip
+        raise CliError(msg)
 
 
 def _check_scrublet_batches(column, key: str) -> None:

@@ -781,3 +781,23 @@ def test_run_option_values_reach_their_steps(tmp_path):
     gpu_sc.pp.harmony_integrate(ref, "run")
     np.testing.assert_allclose(got.obsm["X_pca_harmony"], ref.obsm["X_pca_harmony"], rtol=1e-6, atol=1e-6)
     assert not np.allclose(got.obsm["X_pca_harmony"], got.obsm["X_pca"], atol=1e-3)
+
+
+def test_scaled_input_refused_before_normalize(tmp_path, capsys):
+    """A scaled X (negative values) reached log1p after qc, filter and normalize, which refused it
+    only where a normalised value fell below -1 (and took -0.3): now refused before the first step,
+    in memory and with --chunk-rows; steps that take scaled data still run on it."""
+    a = pbmc68k_reduced()
+    a.X = sp.csr_matrix(a.X)
+    a.X.data[0] = -0.3
+    src = tmp_path / "scaled.h5ad"
+    a.write_h5ad(src)
+    out = tmp_path / "o.h5ad"
+    for extra in ([], ["--chunk-rows", "200"]):
+        with pytest.raises(SystemExit) as e:
+            main(["run", str(src), "-o", str(out), "--device", "cpu", "--min-genes", "0", *extra])
+        captured = capsys.readouterr()
+        assert e.value.code == 2, captured.err
+        assert "step 'normalize' expects counts, and the input's X holds 1 negative values" in captured.err
+        assert "[1/4] qc" not in captured.out and not out.exists()
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scale,pca"]) == 0
