@@ -22,6 +22,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -576,7 +577,17 @@ def write_output(adata: AnnData, path: str) -> None:
     zarr = target.suffix.lower() == ".zarr"
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent)) / target.name
     try:
-        adata.write_zarr(tmp) if zarr else adata.write_h5ad(tmp)
+        if zarr:
+            import anndata as ad
+
+            # format 2, readable with zarr 2 and 3 alike (anndata < 0.11 writes only that); anndata's
+            # notice that its default becomes 3 is not the user's to act on
+            v2 = hasattr(ad.settings, "zarr_write_format")
+            with warnings.catch_warnings(), (ad.settings.override(zarr_write_format=2) if v2 else nullcontext()):
+                warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
+                adata.write_zarr(tmp)
+        else:
+            adata.write_h5ad(tmp)
         if zarr and target.is_dir():  # a store is a folder: os.replace does not replace a full one
             shutil.rmtree(target)
         os.replace(tmp, target)

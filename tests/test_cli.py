@@ -182,6 +182,8 @@ def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
     assert (notes / "notes.txt").read_text() == "mine"
     assert main(["run", str(counts_file), "-o", str(zarr), "--steps", "qc"]) == 0  # a store is replaced
     assert "total_counts" in ad.read_zarr(zarr).obs
+    # zarr format 2 (readable with zarr 2 and 3), without anndata's notice of its coming default
+    assert (zarr / ".zgroup").exists() and "zarr v2" not in capsys.readouterr().err
 
 
 def test_run_steps_in_given_order(counts_file, tmp_path, capsys):
