@@ -181,12 +181,16 @@ def test_keys_as_arrays_as_before(two_runs):
         (dict(key="run", sigma="s"), ValueError, "sigma must be a positive number"),
         # from a mutation audit: numpy's bare "Singular matrix" (harmonypy's too; CuPy's solve does not raise)
         (dict(key="run", lamb=0.0), ValueError, "lamb is 0 for every level of batch variable 'run'"),
+        # one level of lamb 0 in each of two identical keys: the same indicator twice (numpy: "Singular matrix")
+        (dict(key=["lane", "lane_copy"], lamb=[0.0, 1.0, 0.0, 1.0]), ValueError,
+         r"lamb is 0 for batch levels 'lane=odd', 'lane_copy=odd', whose indicators are linearly dependent"),
     ],
     ids=lambda v: str(v)[:24],
 )
 def test_bad_input_changes_nothing(two_runs, kw, err, match):
     x = two_runs[:300].copy()
     x.obs["with_nan"] = np.where(np.arange(x.n_obs) % 50 == 0, np.nan, 1.0)
+    x.obs["lane_copy"] = x.obs["lane"]
     bad = x.obsm["X_pca"].copy()
     bad[3, 2] = np.nan
     x.obsm["bad"] = bad
@@ -294,3 +298,12 @@ def test_default_nclust_is_capped_at_100(two_runs):
     assert ref.K == 100
     gsc.pp.harmony_integrate(y, "run", max_iter_harmony=1)
     assert _max_rel(y.obsm["X_pca_harmony"], ref.Z_corr.T) <= ITERATED_RTOL
+
+
+def test_nested_keys_with_some_free_levels_run(two_runs):
+    """lamb 0 on levels that stay independent of the intercept and each other (one level of a key
+    and of its copy, the other penalised) is solvable and runs; only dependent free levels are refused."""
+    x = two_runs[:300].copy()
+    x.obs["lane_copy"] = x.obs["lane"]
+    gsc.pp.harmony_integrate(x, ["lane", "lane_copy"], lamb=[0.0, 1.0, 1.0, 1.0], max_iter_harmony=2)
+    assert np.isfinite(x.obsm["X_pca_harmony"]).all()

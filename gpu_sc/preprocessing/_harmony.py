@@ -9,6 +9,7 @@ from numbers import Integral
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from anndata import AnnData, ImplicitModificationWarning
 
 from .. import _keys as K
@@ -106,7 +107,7 @@ def harmony_integrate(
     z = _embedding(adata, basis)
     n = z.shape[0]
     key = list(key) if isinstance(key, Iterator) else key  # read once (its names are needed twice)
-    batches = _batches(adata, key)
+    batches, level_names = _batches(adata, key)
     k = _n_clusters(nclust, n)
     params = dict(  # checked before any work, so that a bad value leaves adata as it was
         theta=_per_level(1.0 if theta is None else theta, batches, "theta"),
@@ -121,7 +122,7 @@ def harmony_integrate(
         epsilon_harmony=check_number(epsilon_harmony, "epsilon_harmony", step=_STEP, low=0, high=math.inf,
                                      low_open=False),
     )
-    _check_ridge(params["lamb"], batches, key)
+    _check_ridge(params["lamb"], batches, key, level_names)
     out = harmonize(z, batches, n_clusters=k, random_state=random_state,
                     init_centroids=_init_centroids(cluster_fn), **params)
     if adata.is_view:  # anndata's warning, as scanpy's wrapper gives it when it writes into a view
@@ -164,7 +165,8 @@ def _key_list(key) -> list | None:
     return [key] if isinstance(key, str) else list(key) if isinstance(key, Iterable) else None
 
 
-def _batches(adata: AnnData, key) -> Batches:
+def _batches(adata: AnnData, key) -> tuple[Batches, list[str]]:
+    """The cells' batch codes, and each level's name ('key=value'), levels numbered as the codes."""
     keys = _key_list(key)
     if keys is None or not all(isinstance(k, str) for k in keys):
         msg = (f"{_STEP}: key must be an adata.obs column name or a list of them, got {key!r} "
@@ -173,7 +175,7 @@ def _batches(adata: AnnData, key) -> Batches:
     if not keys:
         msg = f"{_STEP}: key must name at least one adata.obs column, got {key!r}."
         raise ValueError(msg)
-    codes, n_levels = [], []
+    codes, n_levels, level_names = [], [], []
     for name in keys:
         if name not in adata.obs.columns:
             msg = f"{_STEP}: key {name!r} not in adata.obs; columns are {list(adata.obs.columns)}."
@@ -188,7 +190,8 @@ def _batches(adata: AnnData, key) -> Batches:
         cat = pd.Categorical(col).remove_unused_categories()
         codes.append(np.asarray(cat.codes, dtype=np.int64))
         n_levels.append(len(cat.categories))
-    return Batches(codes=codes, n_levels=n_levels)
+        level_names += [f"{name}={c}" for c in cat.categories]
+    return Batches(codes=codes, n_levels=n_levels), level_names
 
 
 def _n_clusters(nclust, n: int) -> int:
@@ -228,10 +231,12 @@ def _per_level(value, batches: Batches, name: str) -> np.ndarray:
     return v
 
 
-def _check_ridge(lamb: np.ndarray, batches: Batches, key) -> None:
-    """A batch variable whose levels all have lamb 0: its indicators sum to the intercept, so the
-    correction's least squares has no unique solution (numpy: "Singular matrix", as harmonypy's;
-    CuPy's solve does not raise by default)."""
+def _check_ridge(lamb: np.ndarray, batches: Batches, key, level_names: list[str]) -> None:
+    """The terms the ridge leaves free (the intercept and every level of lamb 0) must be linearly
+    independent over the cells, or the correction's least squares has no unique solution (numpy:
+    "Singular matrix", as harmonypy's; CuPy's solve does not raise by default): a variable all of
+    whose levels have lamb 0 (its indicators sum to the intercept), or levels of lamb 0 whose
+    cells are those of other such levels together (nested or identical keys)."""
     ends = np.cumsum(batches.n_levels)
     for name, end, size in zip(_key_list(key), ends, batches.n_levels, strict=True):
         if not (lamb[end - size : end] > 0).any():
@@ -239,6 +244,29 @@ def _check_ridge(lamb: np.ndarray, batches: Batches, key) -> None:
                    "sum to the intercept and the correction has no unique solution; give lamb > 0 for at "
                    "least one of its levels (the default is 1).")  # fmt: skip
             raise ValueError(msg)
+    free = np.flatnonzero(lamb == 0)
+    if free.size < 2:  # one free level beside the intercept: dependent only if it holds every cell,
+        return  # and then its variable has no other level, which the check above refused
+    # Gram matrix of [1, the free levels' indicators]: how many cells each two of them share
+    n = batches.codes[0].size
+    column = np.zeros(batches.n_total, dtype=np.int64)  # a free level's column; 0: penalised
+    column[free] = np.arange(1, free.size + 1)
+    rows, cols = [np.arange(n)], [np.zeros(n, dtype=np.int64)]
+    for codes in batches.global_codes():
+        c = column[codes]
+        rows.append(np.flatnonzero(c))
+        cols.append(c[c > 0])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    design = sp.csr_matrix((np.ones(rows.size), (rows, cols)), shape=(n, free.size + 1))
+    values, vectors = np.linalg.eigh((design.T @ design).toarray())
+    if values[0] > 1e-9 * values[-1]:
+        return
+    tied = [level_names[free[j - 1]] for j in np.flatnonzero(np.abs(vectors[:, 0]) > 1e-6) if j > 0]
+    msg = (f"{_STEP}: lamb is 0 for batch levels {', '.join(map(repr, tied))}, whose indicators are linearly "
+           "dependent with the intercept (one variable's level holds exactly the cells of another's levels, as "
+           "nested or identical batch variables do), so the correction has no unique solution; give lamb > 0 "
+           "for at least one of them.")  # fmt: skip
+    raise ValueError(msg)
 
 
 def _per_cluster(sigma, k: int) -> np.ndarray:
