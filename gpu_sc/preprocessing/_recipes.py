@@ -12,7 +12,7 @@ from .._scanpy_own import scanpy_own
 from .._scanpy_signatures import scanpy_signature
 from .._settings import settings, user_stacklevel
 from .._validation import check_anndata, check_counts, check_int, old_positionals
-from ._filter import _filter, _subset_inplace
+from ._filter import _filter, _subset_inplace, filter_genes
 from ._filter_genes_dispersion import filter_genes_dispersion
 from ._log1p import log1p
 from ._normalize import normalize_total
@@ -91,7 +91,7 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     _first_filter(adata, "recipe_seurat", log=log, axis=0, nums=(200, None))
     if _none_left(adata, "recipe_seurat", "filter_cells(min_genes=200)"):
         return adata if copy else None
-    _filter(adata, axis=1, counts=(None, None), nums=(3, None), inplace=True, copy=False)
+    filter_genes(adata, min_cells=3)
     if _none_left(adata, "recipe_seurat", "filter_genes(min_cells=3)"):
         return adata if copy else None
     normalize_total(adata, target_sum=1e4)
