@@ -351,3 +351,33 @@ def test_gpu_blocks_equal_cpu(device, pbmc, dense):
         assert type(got).__module__.startswith(("cupy", "cupyx"))
         ref = to_host(cpu.X.compute())
         assert_close(to_host(got), ref, n_terms=N_CELLS, out=ref.dtype, **CHAIN)
+
+
+def test_seurat_float64_constant_genes_do_not_depend_on_the_blocks(pbmc):
+    """A float64 gene constant over the cells has variance 0 (log dispersion NaN, out of its bin)
+    whatever the order of its sums: its round-off variance (E[x^2] - E[x]^2, about -33 in log
+    dispersion) moved its bin's mean and std, and 53-57 genes' selection with the Dask blocks or
+    the threads (an audit's case); Dask and in-memory now agree."""
+    data = _log(pbmc)
+    x = np.asarray(data.X.toarray() if sp.issparse(data.X) else data.X, dtype=np.float64)
+    x[:, [3, 50, 120, 300, 500]] = [0.7, 1.3, 2.1, 0.05, 3.3]
+    x[:, 7] = 0.0
+    mem = ad.AnnData(sp.csr_matrix(x), obs=data.obs.copy(), var=data.var.copy())
+    want = _quiet(highly_variable_genes, mem, flavor="seurat", inplace=False)
+    assert want["dispersions"].iloc[[3, 50, 120, 300, 500]].isna().all()
+    for rows in (97, 256):
+        lazy = ad.AnnData(da.from_array(sp.csr_matrix(x), chunks=(rows, -1), asarray=False), obs=data.obs.copy(),
+                          var=data.var.copy())  # fmt: skip
+        _assert_frames_equal(_quiet(highly_variable_genes, lazy, flavor="seurat", inplace=False), want)
+
+
+def test_seurat_dask_refuses_minus_inf(pbmc):
+    """expm1 made a Dask block's -inf a finite -1, past the means' check: refused as in memory,
+    before var is written."""
+    data = _log(pbmc)
+    x = sp.csr_matrix(data.X, dtype=np.float32)
+    x.data[5] = -np.inf
+    lazy = ad.AnnData(da.from_array(x, chunks=(200, -1), asarray=False), obs=data.obs.copy(), var=data.var.copy())
+    with pytest.raises(ValueError, match=r"found 1 non-finite values \(-inf\)"):
+        _quiet(highly_variable_genes, lazy, flavor="seurat", n_top_genes=50)
+    assert "highly_variable" not in lazy.var

@@ -96,18 +96,21 @@ class Chunked:
         arrays / numbers, None entries allowed; booleans combine by `or`), computed."""
         return _summed(self._tasks(fn, args, kwargs, per_row)).compute()
 
-    def reduce_groups(self, fn, codes, *args):
+    def reduce_groups(self, fn, codes, *args, merge=None):
         """{group: sum over blocks of fn(parts of the block's rows in the group, group, *args)}
         for the groups of rows `codes` (host ints per row; negative: in none), computed in one
         pass: each block is read once for every group, where a `reduce` per group reads the
-        whole matrix once each. fn gets a copy of the rows, which it may change."""
+        whole matrix once each. fn gets a copy of the rows, which it may change. `merge(a, b)`:
+        how two row ranges' results of a group combine, where not by summing."""
+        import functools
+
         import dask
 
         call = dask.delayed(_groups_on_block, pure=False)
         blocks = self.array.to_delayed().ravel()
         tasks = [call(fn, blk, codes[lo:hi], args, self.on_gpu)
                  for blk, (lo, hi) in zip(blocks, self.row_ranges, strict=True)]  # fmt: skip
-        return _summed(tasks, add=_add_groups).compute()
+        return _summed(tasks, add=functools.partial(_add_groups, add=merge)).compute()
 
     def rows(self, fn, *args, per_row=(), **kwargs):
         """fn's per-row results (an array or a tuple of arrays) over all blocks, in row order."""
@@ -250,9 +253,11 @@ def _summed(tasks, add=None):
     return tasks[0]
 
 
-def _add_groups(a: dict, b: dict) -> dict:
-    """Per-group partials of two row ranges: summed where both hold the group."""
-    return {g: _add(a[g], b[g]) if g in a and g in b else a.get(g, b.get(g)) for g in sorted(a.keys() | b.keys())}
+def _add_groups(a: dict, b: dict, add=None) -> dict:
+    """Per-group partials of two row ranges: combined by `add` (default: summed) where both hold
+    the group."""
+    add = add or _add
+    return {g: add(a[g], b[g]) if g in a and g in b else a.get(g, b.get(g)) for g in sorted(a.keys() | b.keys())}
 
 
 def _stacked(results):

@@ -128,7 +128,8 @@ def _dispersion_record(x, *, flavor, cutoffs, n_bins, n_top_genes, log) -> np.re
     start = settings.log("extracting highly variable genes")
     mean, var = col_mean_var(numeric_matrix(x, step=_STEP))
     df = _dispersion_frame(mean, var, None, flavor=flavor, n_bins=n_bins, cutoff=None, log=log, step=_STEP,
-                           lone_repr=lambda positions: str(positions.tolist()))  # scanpy's list here
+                           lone_repr=lambda positions: str(positions.tolist()),  # scanpy's list here
+                           n_cells=x.shape[0])  # fmt: skip
     mean = df[K.VAR_MEANS].to_numpy()  # zero means at 1e-12, log1p'd with `log`
     norm = df[K.VAR_DISPERSIONS_NORM].to_numpy()
     if flavor == "cell_ranger":  # scanpy's deprecated filter: |distance| from the bin's median

@@ -30,6 +30,11 @@ _FLAVORS = ("seurat", "cell_ranger", "seurat_v3", "seurat_v3_paper")
 _V3_DEFAULT_N_TOP = 2000
 _CUTOFF_DEFAULTS = {"min_disp": 0.5, "max_disp": np.inf, "min_mean": 0.0125, "max_mean": 3}
 _MAD_SCALE = 0.6744897501960817  # standard normal 75th percentile: MAD of a normal is sigma
+#: float64 rounding steps per cell below which a variance (E[x^2] - E[x]^2, relative to E[x]^2) is
+#: round-off, not spread: a constant gene's sums of n equal values carry about n / 4 steps of error
+#: (measured, sequential and blocked sums, n = 700 .. 10^6), in an order that depends on the threads,
+#: the Dask blocks or the device; such a variance is 0, as an exact computation gives
+_ROUNDOFF_STEPS_PER_CELL = 4
 _KINDS = {K.VAR_HIGHLY_VARIABLE: "boolean"} | dict.fromkeys(
     (K.VAR_HVG_RANK, K.VAR_MEANS, K.VAR_VARIANCES, K.VAR_VARIANCES_NORM, K.VAR_DISPERSIONS, K.VAR_DISPERSIONS_NORM),
     "float")  # fmt: skip
@@ -299,7 +304,8 @@ def _dispersion_batch(x, rows, *, flavor, n_bins, cutoff, base, owned, filter_un
             p = p._replace(data=p.data if (fresh or owned) else p.data.copy())
             _expm1_(p, log_base)
     mean, var = (to_host(a) for a in _ops.col_mean_var(p))
-    return _dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff, where=where)
+    return _dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff, where=where,
+                             n_cells=p.shape[0])  # fmt: skip
 
 
 def _dask_batch_stats(x, batches, *, flavor, base) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -337,7 +343,7 @@ def _log_base(base):
 
 
 def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP, where="the data",
-                      lone_repr=str) -> pd.DataFrame:  # fmt: skip
+                      lone_repr=str, n_cells=None) -> pd.DataFrame:  # fmt: skip
     """One batch's dispersion statistics from its genes' mean and variance (host float64); with
     `keep` (genes with a positive value), the others are left out of the binning and get zeros
     (`where` names the batch for the error where there are none).
@@ -355,6 +361,8 @@ def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step
         raise ValueError(msg)
     if log is None:
         log = flavor == "seurat"
+    if n_cells is not None:  # a constant gene: variance 0 (its log dispersion NaN), whatever the sums' order
+        var = np.where(var <= _ROUNDOFF_STEPS_PER_CELL * n_cells * np.finfo(np.float64).eps * mean * mean, 0.0, var)
     mean = mean.copy()
     mean[mean == 0] = 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -395,6 +403,12 @@ def _expm1_(p, log_base) -> None:
     """expm1 of the values in place, after multiplying by ln(base) to undo log1p's base
     (the product rounded to the values' dtype, as the in-memory path always did)."""
     data = p.data
+    xp = xp_of(data)
+    if data.size and bool((data == -xp.inf).any()):  # expm1(-inf) = -1 would hide it from the means' check
+        # (an in-memory X is checked before; a Dask block here, before anything is written)
+        n_bad = int((data == -xp.inf).sum())
+        msg = f"{_STEP}: found {n_bad} non-finite values (-inf) in the data; fix or drop those entries first."
+        raise ValueError(msg)
     if log_base is not None:
         data[...] = data * np.float64(log_base)
     xp_of(data).expm1(data, out=data)
@@ -485,8 +499,8 @@ def _dispersion_batched(adata, x, batches, *, flavor, n_bins, cutoff, base) -> p
     if is_dask(x):
         stats = _dask_batch_stats(x, batches, flavor=flavor, base=base)
         frames = [_dispersion_frame(mean, var, keep, flavor=flavor, n_bins=n_bins, cutoff=cutoff,
-                                    where=f"batch {label!r}")
-                  for (label, _), (mean, var, keep) in zip(batches, stats, strict=True)]  # fmt: skip
+                                    where=f"batch {label!r}", n_cells=rows.size)
+                  for (label, rows), (mean, var, keep) in zip(batches, stats, strict=True)]  # fmt: skip
     else:
         frames = [
             _dispersion_batch(x, rows, flavor=flavor, n_bins=n_bins, cutoff=cutoff, base=base,

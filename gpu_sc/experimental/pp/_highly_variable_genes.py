@@ -132,33 +132,49 @@ def _variances(given, codes, sizes, theta: float, clip: float, check_values: boo
 
 
 def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values: bool):
-    """`_variances` of a Dask X (scanpy's selection takes none), all batches in each of three
+    """`_variances` of a Dask X (scanpy's selection takes none), all batches in each of two
     passes over the blocks (a pass a batch read every block once per batch, as each holds rows
     of every batch): the batches' column moments (their gene totals; the value check rides on
-    them), the residuals' sums, their squared deviations from the batch's mean."""
+    them), then the residuals' sums and squared deviations from their mean."""
     x = canonical(given, step=_STEP)
     check_not_empty(x, step=_STEP)
     chunked = _ops.Chunked(x)
     # cells in no batch (a NaN label) as a group of their own: the value check and the genes'
     # moments are over all cells, as scanpy's
     moments = chunked.reduce_groups(_ops.checked_col_moments, np.where(codes < 0, sizes.size, codes), check_values)
+    bad = sum(int((~np.isfinite(to_host(m[0]))).sum()) for m in moments.values())
+    if bad:  # a gene total of NaN / inf: the data hold NaN or inf (refused, as in memory)
+        msg = (f"{_STEP}: the counts of {bad} genes (summed per batch) are NaN or inf: the data hold NaN or inf "
+               "values; fix or drop those entries first.")
+        raise ValueError(msg)
     if any(bool(m[2]) for m in moments.values()):
         warn_not_counts(_WHAT)
     batches = [b for b in moments if b < sizes.size]  # those with cells (a NaN label's has none: variances 0)
     genes = {b: moments[b][0] for b in batches}
     totals = {b: float(genes[b].sum()) for b in batches}
-    sums = chunked.reduce_groups(_batch_residual_sums, codes, genes, totals, theta, clip, None)
-    centre = {b: sums[b] / sizes[b] for b in batches}
-    squares = chunked.reduce_groups(_batch_residual_sums, codes, genes, totals, theta, clip, centre)
+    # each block's rows of a batch centred on their own mean, the blocks merged by Chan et al.'s
+    # update: as stable as centring on the batch's mean, which took a pass of its own
+    moments2 = chunked.reduce_groups(_block_residual_moments, codes, genes, totals, theta, clip, merge=_merge)
     variances = np.zeros((sizes.size, x.shape[1]))
     for b in batches:
-        variances[b] = without_counts_zero(genes[b], squares[b] / sizes[b])
+        variances[b] = without_counts_zero(genes[b], moments2[b][2] / sizes[b])
     total, total_sq = (sum(to_host(m[k]) for m in moments.values()) for k in (0, 1))
     return variances, _ops.mean_var(total, total_sq, x.shape[0])
 
 
-def _batch_residual_sums(p, batch: int, genes, totals, theta: float, clip: float, centre):
-    """`_ops.residual_sums` of a block's rows of one batch (a copy), with the batch's gene
-    totals and matrix total, and each row's total from its own values."""
-    return _ops.residual_sums(p, _ops.row_sums(p)[0], genes[batch], totals[batch], theta, clip,
-                              None if centre is None else centre[batch])  # fmt: skip
+def _block_residual_moments(p, batch: int, genes, totals, theta: float, clip: float):
+    """(rows, residual sums, sums of squared deviations from their mean) of a block's rows of one
+    batch (a copy), with the batch's gene totals and matrix total, each row's total its own."""
+    cells = _ops.row_sums(p)[0]
+    n = p.shape[0]
+    sums = _ops.residual_sums(p, cells, genes[batch], totals[batch], theta, clip)
+    squares = _ops.residual_sums(p, cells, genes[batch], totals[batch], theta, clip, sums / n)
+    return n, sums, squares
+
+
+def _merge(a, b):
+    """Chan, Golub & LeVeque's pairwise update of (count, sum, centred sum of squares)."""
+    (na, sa, qa), (nb, sb, qb) = a, b
+    n = na + nb
+    delta = sb / nb - sa / na
+    return n, sa + sb, qa + qb + delta * delta * (na * nb / n)

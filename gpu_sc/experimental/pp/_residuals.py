@@ -21,7 +21,7 @@ from ..._ops.gram import row_blocks
 from ..._ops.residual_sums import dense_residuals
 from ..._backend import is_dask, is_sparse, to_host, xp_of
 from ..._settings import user_stacklevel
-from ..._validation import canonical, check_not_empty, check_real, warn_not_counts
+from ..._validation import canonical, check_finite, check_not_empty, check_real, warn_not_counts
 from ..._values import float_values, not_counts
 
 #: bytes of float64 a band of dense residuals may take (rows x genes at once) on its way out
@@ -57,6 +57,7 @@ def counts_matrix(x, *, step: str, check_values: bool, what: str):
     refuse_dask(x, step=step)
     x = canonical(x, step=step, sum_duplicates=True)
     check_not_empty(x, step=step)
+    check_finite(x, step=step)  # NaN / inf counts give NaN residual variances and an arbitrary selection
     if check_values and not_counts(x.data if is_sparse(x) else x):
         warn_not_counts(what)
     return float_values(x)
