@@ -162,9 +162,11 @@ def _check_counts_input(adata: AnnData, steps: list[str]) -> None:
     counted = [s for s in steps if s in ("normalize", "log1p")]
     if not counted or any(s in ("scale", "regress_out") for s in steps[: steps.index(counted[0])]):
         return
-    n_neg = check_counts(adata.X, step=f"step {counted[0]!r}", negative_ok=True)  # (NaN, inf: refused)
+    n_neg = check_counts(adata.X, step=f"the input's X (step {counted[0]!r} takes it as counts)",
+                         negative_ok=True)  # (NaN, inf: refused)  # fmt: skip
     if n_neg:
-        msg = (f"step {counted[0]!r} expects counts, and the input's X holds {n_neg:,} negative values "
+        msg = (f"step {counted[0]!r} expects counts, and the input's X holds {n_neg:,} negative "
+               f"value{'s' if n_neg != 1 else ''} "
                f"(scaled or centred data?): pass a file whose X is raw counts, or leave "
                f"{' and '.join(counted)} out of --steps")  # fmt: skip
         raise CliError(msg)
@@ -580,9 +582,9 @@ def write_output(adata: AnnData, path: str) -> None:
         if zarr:
             import anndata as ad
 
-            # format 2, readable with zarr 2 and 3 alike (anndata < 0.11 writes only that); anndata's
-            # notice that its default becomes 3 is not the user's to act on
-            v2 = hasattr(ad.settings, "zarr_write_format")
+            # format 2, readable with zarr 2 and 3 alike (anndata < 0.11 writes only that), unless the
+            # user chose one; anndata's notice that its default becomes 3 is not the user's to act on
+            v2 = hasattr(ad.settings, "zarr_write_format") and "ANNDATA_ZARR_WRITE_FORMAT" not in os.environ
             with warnings.catch_warnings(), (ad.settings.override(zarr_write_format=2) if v2 else nullcontext()):
                 warnings.filterwarnings("ignore", message="Writing zarr v2 data", category=UserWarning)
                 adata.write_zarr(tmp)

@@ -150,7 +150,7 @@ def test_run_chunk_rows_keeps_raw_and_graphs(counts_file, tmp_path):
     assert set(z.obsp) == set(m.obsp) == {"graph"}
 
 
-def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
+def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys, monkeypatch):
     """An -o that cannot be written is refused at once, with one line, not after the steps;
     --chunk-rows reads h5ad only."""
     (tmp_path / "afile").write_text("")
@@ -184,6 +184,11 @@ def test_output_paths_checked_before_any_work(counts_file, tmp_path, capsys):
     assert "total_counts" in ad.read_zarr(zarr).obs
     # zarr format 2 (readable with zarr 2 and 3), without anndata's notice of its coming default
     assert (zarr / ".zgroup").exists() and "zarr v2" not in capsys.readouterr().err
+    if hasattr(ad.settings, "zarr_write_format"):  # a format the user chose is kept
+        monkeypatch.setenv("ANNDATA_ZARR_WRITE_FORMAT", "3")
+        with ad.settings.override(zarr_write_format=3):
+            assert main(["run", str(counts_file), "-o", str(zarr), "--steps", "qc"]) == 0
+        assert (zarr / "zarr.json").exists()
 
 
 def test_run_steps_in_given_order(counts_file, tmp_path, capsys):
@@ -800,6 +805,13 @@ def test_scaled_input_refused_before_normalize(tmp_path, capsys):
             main(["run", str(src), "-o", str(out), "--device", "cpu", "--min-genes", "0", *extra])
         captured = capsys.readouterr()
         assert e.value.code == 2, captured.err
-        assert "step 'normalize' expects counts, and the input's X holds 1 negative values" in captured.err
+        assert "step 'normalize' expects counts, and the input's X holds 1 negative value (" in captured.err
         assert "[1/4] qc" not in captured.out and not out.exists()
     assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scale,pca"]) == 0
+    # a step that makes negative values before them: the input is not taken as counts
+    assert main(["run", str(src), "-o", str(out), "--device", "cpu", "--steps", "scale,normalize"]) == 0
+    a.X.data[1] = -0.2
+    a.write_h5ad(src)
+    with pytest.raises(SystemExit):
+        main(["run", str(src), "-o", str(tmp_path / "o2.h5ad"), "--device", "cpu", "--steps", "log1p"])
+    assert "step 'log1p' expects counts, and the input's X holds 2 negative values" in capsys.readouterr().err

@@ -407,7 +407,8 @@ def test_n_top_genes_of_the_wrong_type_is_scanpys_type_error(counts):
 
 def test_non_finite_counts_refused_in_memory_and_on_dask(counts):
     """One NaN or inf count made 59 of 60 residual variances NaN and the selection arbitrary,
-    written to var without a word (scanpy's too): refused, adata unchanged."""
+    written to var without a word (scanpy's too): refused, adata unchanged; the residuals too
+    (they were NaN where the gene's or the cell's total was)."""
     da = pytest.importorskip("dask.array")
     for bad in (np.nan, np.inf):
         x = sp.csr_matrix(counts.X, dtype=np.float32)
@@ -418,6 +419,12 @@ def test_non_finite_counts_refused_in_memory_and_on_dask(counts):
             with pytest.raises(ValueError, match="NaN or inf"):
                 gsc.experimental.pp.highly_variable_genes(a, n_top_genes=50)
             assert "highly_variable" not in a.var and "hvg" not in a.uns
+        a = counts.copy()
+        a.X = x
+        with pytest.raises(ValueError, match=r"normalize_pearson_residuals: found 1 non-finite values \(NaN or inf\)"):
+            gsc.experimental.pp.normalize_pearson_residuals(a)
+        np.testing.assert_array_equal(a.X.toarray(), x.toarray())  # (NaN equal to NaN)
+        assert "pearson_residuals_normalization" not in a.uns
 
 
 def test_dask_selection_reads_the_blocks_twice(counts):

@@ -263,9 +263,9 @@ def _check_ridge(lamb: np.ndarray, batches: Batches, key, level_names: list[str]
         return
     tied = [level_names[free[j - 1]] for j in np.flatnonzero(np.abs(vectors[:, 0]) > 1e-6) if j > 0]
     msg = (f"{_STEP}: lamb is 0 for batch levels {', '.join(map(repr, tied))}, whose indicators are linearly "
-           "dependent with the intercept (one variable's level holds exactly the cells of another's levels, as "
-           "nested or identical batch variables do), so the correction has no unique solution; give lamb > 0 "
-           "for at least one of them.")  # fmt: skip
+           "dependent, among themselves or with the intercept (one variable's level holds exactly the cells of "
+           "another's levels, as nested or identical batch variables do), so the correction has no unique "
+           "solution; give lamb > 0 for at least one of them.")  # fmt: skip
     raise ValueError(msg)
 
 

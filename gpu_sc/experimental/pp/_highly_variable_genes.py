@@ -142,10 +142,10 @@ def _dask_variances(given, codes, sizes, theta: float, clip: float, check_values
     # cells in no batch (a NaN label) as a group of their own: the value check and the genes'
     # moments are over all cells, as scanpy's
     moments = chunked.reduce_groups(_ops.checked_col_moments, np.where(codes < 0, sizes.size, codes), check_values)
-    bad = sum(int((~np.isfinite(to_host(m[0]))).sum()) for m in moments.values())
+    bad = int(np.logical_or.reduce([~np.isfinite(to_host(m[0])) for m in moments.values()]).sum())
     if bad:  # a gene total of NaN / inf: the data hold NaN or inf (refused, as in memory)
-        msg = (f"{_STEP}: the counts of {bad} genes (summed per batch) are NaN or inf: the data hold NaN or inf "
-               "values; fix or drop those entries first.")
+        msg = (f"{_STEP}: found NaN or inf values in {bad} gene{'s' if bad != 1 else ''} of the Dask array (their "
+               "totals are not finite); fix or drop those entries first.")  # fmt: skip
         raise ValueError(msg)
     if any(bool(m[2]) for m in moments.values()):
         warn_not_counts(_WHAT)
