@@ -38,8 +38,9 @@ def recipe_zheng17(
     `plot` draws scanpy's dispersion plot (needs scanpy). With a Dask X every step stays lazy
     except the passes that compute per-gene statistics. Like scanpy's, the recipe changes
     `adata` step by step: an error in a later step leaves the earlier steps done (pass
-    ``copy=True`` to keep `adata` as it was); with `log`, an in-memory X that is not counts
-    (NaN, inf, negative values) is refused before the first step. Where a filter leaves no gene
+    ``copy=True`` to keep `adata` as it was); with `log`, an X that is not counts (NaN, inf,
+    negative values) is refused before the first step changes adata (a Dask X in the first
+    filter's pass). Where a filter leaves no gene
     (filter_genes, or the dispersion filter) it warns, naming that filter, and stops there.
     """
     check_anndata(adata, step="recipe_zheng17")
