@@ -343,7 +343,7 @@ def _log_base(base):
 
 
 def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step=_STEP, where="the data",
-                      lone_repr=str, n_cells=None) -> pd.DataFrame:  # fmt: skip
+                      lone_repr=str, n_cells: int) -> pd.DataFrame:  # fmt: skip
     """One batch's dispersion statistics from its genes' mean and variance (host float64); with
     `keep` (genes with a positive value), the others are left out of the binning and get zeros
     (`where` names the batch for the error where there are none).
@@ -361,8 +361,8 @@ def _dispersion_frame(mean, var, keep, *, flavor, n_bins, cutoff, log=None, step
         raise ValueError(msg)
     if log is None:
         log = flavor == "seurat"
-    if n_cells is not None:  # a constant gene: variance 0 (its log dispersion NaN), whatever the sums' order
-        var = np.where(var <= _ROUNDOFF_STEPS_PER_CELL * n_cells * np.finfo(np.float64).eps * mean * mean, 0.0, var)
+    # a constant gene (of `n_cells`): variance 0 (its log dispersion NaN), whatever the sums' order
+    var = np.where(var <= _ROUNDOFF_STEPS_PER_CELL * n_cells * np.finfo(np.float64).eps * mean * mean, 0.0, var)
     mean = mean.copy()
     mean[mean == 0] = 1e-12
     with np.errstate(divide="ignore", invalid="ignore"):

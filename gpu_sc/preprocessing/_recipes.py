@@ -11,7 +11,7 @@ from .._backend import describe, is_dask, is_gpu, is_sparse
 from .._scanpy_own import scanpy_own
 from .._scanpy_signatures import scanpy_signature
 from .._settings import settings, user_stacklevel
-from .._validation import check_anndata, check_counts, check_int, old_positionals
+from .._validation import check_anndata, check_int, old_positionals
 from ._filter import _filter, _subset_inplace, filter_genes
 from ._filter_genes_dispersion import filter_genes_dispersion
 from ._log1p import log1p
@@ -45,7 +45,6 @@ def recipe_zheng17(
     """
     check_anndata(adata, step="recipe_zheng17")
     check_int(n_top_genes, step="recipe_zheng17", name="n_top_genes")
-    _check_loggable(adata, "recipe_zheng17", log=log)
     start = settings.log("running recipe zheng17")
     if copy:
         adata = adata.copy()
@@ -86,7 +85,6 @@ def recipe_seurat(adata: AnnData, *, log: bool = True, plot: bool = False, copy:
     filter, and stops, `adata` left as that filter made it.
     """
     check_anndata(adata, step="recipe_seurat")
-    _check_loggable(adata, "recipe_seurat", log=log)
     if copy:
         adata = adata.copy()
     _first_filter(adata, "recipe_seurat", log=log, axis=0, nums=(200, None))
@@ -138,18 +136,12 @@ def recipe_weinreb17(adata: AnnData, *, copy: bool = False, **kwargs) -> AnnData
     return None
 
 
-def _check_loggable(adata: AnnData, step: str, *, log: bool) -> None:
-    """With `log`, an in-memory X of finite, non-negative counts before any step changes adata
-    (log1p, the recipe's later step, refused them only after the filters and normalisation had
-    run); a Dask X in the first filter's pass (`_first_filter`), which reads it anyway."""
-    if log and adata.X is not None and not is_dask(adata.X) and not adata.isbacked:
-        check_counts(adata.X, step=step)
-
-
 def _first_filter(adata: AnnData, step: str, *, log: bool, axis: int, counts=(None, None), nums=(None, None)) -> None:
-    """The recipe's first filter, in place (filter_cells for axis 0, filter_genes for 1); with
-    `log` it refuses negative values under the recipe's name (a Dask X's only check before its
-    log1p, which comes after the normalisation; a negative count above -1 passes even that)."""
+    """The recipe's first filter, in place (filter_cells for axis 0, filter_genes for 1), whose
+    own check of X (in memory, or in a Dask X's statistics' pass) refuses NaN and inf, and with
+    `log` negative values, under the recipe's name, before any step changes adata (log1p, the
+    recipe's later step, refused them only after the filters and normalisation had run, and a
+    negative count normalised above -1 not at all)."""
     _filter(adata, axis=axis, counts=counts, nums=nums, inplace=True, copy=False, step=step, negative_ok=not log)
 
 
